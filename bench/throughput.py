@@ -1,0 +1,154 @@
+"""Throughput benchmark: N orders through one worker process on the paper broker at zero
+latency, beside the bare loop (bench/bare_loop.py) measured in the same run.
+
+    make bench                      # or: python -m bench.throughput --orders 50000
+
+Throughput: the stream is filled first, then the consumer process starts; the rate is
+measured between its first and last result (Redis server clock, from the entry ids), so
+process start-up is not counted. Latency: a paced producer publishes at --rate for
+--seconds while the consumer keeps up; enqueue-to-result is the result entry's id time
+minus the request entry's id time, both from the Redis clock. Figures are printed as a
+table with the ratio worker / bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from devtools.redis_server import RedisServer
+from producer.contract import OrderType, Request, Side, encode, parse_decimal
+from producer.keys import Keys
+
+KEYS = Keys()
+
+
+def order_data(i: int) -> bytes:
+    side = Side.BUY if i % 2 else Side.SELL
+    return encode(Request(client_order_id=f"bench-{i}", symbol="BTCUSDT", side=side,
+                          type=OrderType.MARKET, quantity=parse_decimal("0.001")))
+
+
+async def prefill(r: aioredis.Redis, n: int, start: int = 0) -> None:
+    for chunk in range(0, n, 5_000):
+        pipe = r.pipeline(transaction=False)
+        for i in range(start + chunk, start + min(chunk + 5_000, n)):
+            pipe.xadd(KEYS.pending, {"data": order_data(i)})
+        await pipe.execute()
+
+
+def ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
+
+
+async def wait_results(r: aioredis.Redis, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = await r.xlen(KEYS.completed) + await r.xlen(KEYS.failed)
+        if done >= n:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {n} results after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def result_ids(r: aioredis.Redis) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    for stream in (KEYS.completed, KEYS.failed):
+        entries: Any = await r.xrange(stream)
+        out += [(eid, f[b"request_id"]) for eid, f in entries]
+    return out
+
+
+async def measure(name: str, command: Sequence[str], env: dict[str, str], url: str,
+                  n: int, rate: int, seconds: float) -> dict[str, float]:
+    r = aioredis.Redis.from_url(url)
+    await r.flushall()
+    await prefill(r, n)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        await wait_results(r, n, timeout=300)
+        ids = sorted(ms(e) for e, _ in await result_ids(r))
+        span_ms = max(ids[-1] - ids[0], 1)
+        throughput = (n - 1) * 1000 / span_ms
+        # Latency under a steady load the consumer can keep up with.
+        before = n
+        total = int(rate * seconds)
+        sent = 0
+        start = time.monotonic()
+        while sent < total:
+            due = int((time.monotonic() - start) * rate)
+            if due > sent:
+                pipe = r.pipeline(transaction=False)
+                for i in range(sent, min(due, total)):
+                    pipe.xadd(KEYS.pending, {"data": order_data(n + i)})
+                await pipe.execute()
+                sent = min(due, total)
+            await asyncio.sleep(0.001)
+        await wait_results(r, before + total, timeout=120)
+        latencies = sorted(ms(e) - ms(rid) for e, rid in await result_ids(r)
+                           if ms(rid) > ids[-1])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await r.aclose()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
+    return {"orders_per_s": throughput, "p50_ms": q[49], "p99_ms": q[98],
+            "latency_samples": len(latencies)}
+
+
+async def run(args: argparse.Namespace) -> None:
+    server = None
+    url = os.environ.get("BENCH_REDIS_URL")
+    if not url:
+        server = RedisServer()
+        server.start()
+        url = server.url
+    try:
+        env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_BATCH_SIZE=str(args.batch),
+                   ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
+                   ORDERSTREAM_CONSUMER="bench-worker")
+        bare = await measure(
+            "bare", [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
+                     str(args.batch)], env, url, args.orders, args.rate, args.seconds)
+        worker = await measure(
+            "worker", [sys.executable, "-m", "executor", "--log-level", "WARNING", "worker"],
+            env, url, args.orders, args.rate, args.seconds)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"\northroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
+          f"zero latency; latency at {args.rate}/s for {args.seconds}s")
+    print(f"{'':<10}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, fig in (("bare loop", bare), ("worker", worker)):
+        print(f"{name:<10}{fig['orders_per_s']:>12,.0f}{fig['p50_ms']:>10.1f}"
+              f"{fig['p99_ms']:>10.1f}")
+    print(f"worker / bare loop throughput: {worker['orders_per_s'] / bare['orders_per_s']:.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=30_000)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=2_000, help="orders/s in the latency phase")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

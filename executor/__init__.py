@@ -1,0 +1,1 @@
+"""orderstream worker: validates, risk-checks and submits order requests from Redis Streams."""

@@ -1,0 +1,1 @@
+"""Broker adapters behind one protocol (``base``); ``registry`` picks one per account."""

@@ -1,0 +1,134 @@
+"""The broker seam: the protocol every adapter implements, what it reports, and the one
+taxonomy of errors that tells the worker whether a call may be retried.
+
+The taxonomy is the safety rule against duplicate orders:
+- ``RetryableError``: the call certainly did not take effect; sending again is safe.
+- ``PermanentError``: the broker refused; sending again would be refused again.
+- ``UnknownOutcome``: it may or may not have taken effect (timeout, 5xx, reset after send);
+  the order must be looked up by client id before anything is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from producer.contract import Fill, OrderSpec, WireDecimal, zero
+
+
+class BrokerError(Exception):
+    """Base of every error a broker adapter raises. Messages never contain secrets."""
+
+
+class RetryableError(BrokerError):
+    """The call did not take effect (refused before it was sent, throttled, unavailable)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """The broker throttled us; ``retry_after`` seconds is its own advice when it gave one."""
+
+
+class PermanentError(BrokerError):
+    """The broker refused the call for a reason that retrying will not change."""
+
+
+class OrderNotFound(PermanentError):
+    """The broker does not know the order (lookup or cancel by client id)."""
+
+
+class NotCancellable(PermanentError):
+    """The order is already final at the broker (filled, cancelled, rejected, expired)."""
+
+
+class UnknownOutcome(BrokerError):
+    """The call may have taken effect: look the order up by client id, never resend blindly."""
+
+
+class BrokerStatus(enum.StrEnum):
+    """An order's status as the broker reports it."""
+
+    NEW = "new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+FINAL_BROKER_STATUSES = frozenset(
+    {BrokerStatus.FILLED, BrokerStatus.CANCELLED, BrokerStatus.REJECTED, BrokerStatus.EXPIRED}
+)
+
+
+class BrokerOrder(msgspec.Struct, kw_only=True):
+    """The broker's view of one order: every fill so far, cumulative, and its status."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    status: BrokerStatus
+    quantity: WireDecimal
+    filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
+    fills: list[Fill] = []
+    reason: str | None = None
+    updated_at: int = 0
+
+
+class Broker(Protocol):
+    """One broker account. Implementations are async, one instance per configured account."""
+
+    account: str
+
+    async def start(self) -> None:
+        """Connect and load what ``check`` needs (symbols, filters). Called once."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks. Called once at shutdown."""
+
+    def check(self, order: OrderSpec) -> None:
+        """Raise ``ContractError`` naming the field if the broker would refuse this order's
+        parameters (unknown symbol, price off the tick, quantity off the step, ...).
+
+        Pure and local: no call to the broker, so a bad request never reaches it.
+        """
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        """Send a new order. A broker that already has ``client_order_id`` must not create a
+        second order: it raises ``PermanentError`` (or reports the existing one)."""
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        """Cancel an open order. ``OrderNotFound`` / ``NotCancellable`` when it cannot."""
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        """Look an order up by our client id; ``OrderNotFound`` when the broker has none."""
+
+
+class BatchSubmitter(Protocol):
+    """A broker that can take many new orders in one call (the paper exchange: one Redis
+    script for a whole batch). Each order gets its own outcome: a report or its error."""
+
+    async def submit_many(
+        self, orders: Sequence[tuple[str, OrderSpec]]
+    ) -> list[BrokerOrder | BrokerError]: ...
+
+
+async def submit_all(
+    broker: Broker, orders: Sequence[tuple[str, OrderSpec]]
+) -> list[BrokerOrder | BaseException]:
+    """Submit each order once, in one call where the broker can batch, else concurrently.
+
+    Errors come back in place of reports; nothing is retried here.
+    """
+    many = getattr(broker, "submit_many", None)
+    if many is not None:
+        return list(await many(orders))
+    return list(await asyncio.gather(*(broker.submit(cid, spec) for cid, spec in orders),
+                                     return_exceptions=True))

@@ -1,0 +1,96 @@
+"""Settings of a paper account: the simulated exchange's symbols, price model, book shape,
+fees and injected faults.
+
+Money and quantities are Decimal (TOML gives them as strings such as ``"0.01"``); the
+fault-injection knobs are probabilities (floats), never money.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+
+class SymbolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One tradable symbol: its reference price, filters and book depth."""
+
+    price: Decimal  # reference price at the origin of the walk (or fixed, for "static")
+    tick_size: Decimal  # prices are multiples of this
+    step_size: Decimal  # quantities are multiples of this
+    min_quantity: Decimal
+    max_quantity: Decimal
+    depth_quantity: Decimal  # quantity available at each book level (and per resting fill)
+    base_asset: str
+    quote_asset: str  # the asset of prices, notionals and commissions
+
+    def __post_init__(self) -> None:
+        for name in ("price", "tick_size", "step_size", "min_quantity", "depth_quantity"):
+            value = getattr(self, name)
+            if not value.is_finite() or value <= 0:
+                raise ValueError(f"{name} must be a positive decimal, got {value}")
+        if self.max_quantity < self.min_quantity:
+            raise ValueError(
+                f"max_quantity {self.max_quantity} is below min_quantity {self.min_quantity}"
+            )
+
+
+def _symbol(price: str, tick: str, step: str, min_q: str, max_q: str, depth: str,
+            base: str, quote: str) -> SymbolConfig:
+    return SymbolConfig(
+        price=Decimal(price),
+        tick_size=Decimal(tick),
+        step_size=Decimal(step),
+        min_quantity=Decimal(min_q),
+        max_quantity=Decimal(max_q),
+        depth_quantity=Decimal(depth),
+        base_asset=base,
+        quote_asset=quote,
+    )
+
+
+def default_symbols() -> dict[str, SymbolConfig]:
+    return {
+        "BTCUSDT": _symbol("50000", "0.01", "0.00001", "0.00001", "1000", "5", "BTC", "USDT"),
+        "ETHUSDT": _symbol("3000", "0.01", "0.0001", "0.0001", "10000", "50", "ETH", "USDT"),
+        "EUR_USD": _symbol("1.08500", "0.00001", "1", "1", "100000000", "1000000",
+                           "EUR", "USD"),
+    }
+
+
+class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
+                   tag_field="broker", tag="paper"):
+    """A simulated exchange. Its state lives in Redis, shared by every worker."""
+
+    prices: Literal["static", "walk"] = "static"
+    seed: int = 1
+    walk_step_ms: int = 1_000
+    walk_volatility_bps: int = 5  # largest move of one walk step
+    latency_ms: int = 0  # added before every call
+    failure_rate: float = 0.0  # submit refused before it reaches the book (RetryableError)
+    timeout_rate: float = 0.0  # submit stored at the exchange, caller told UnknownOutcome
+    slippage_bps: Decimal = Decimal(0)  # distance of the best level from the reference
+    depth_levels: int = 10  # levels per side of the book
+    depth_step_bps: Decimal = Decimal(1)  # distance between consecutive levels
+    taker_fee_bps: Decimal = Decimal(10)
+    maker_fee_bps: Decimal = Decimal(8)
+    match_interval_ms: int = 200  # resting orders are matched (and prices refreshed) this often
+    symbols: dict[str, SymbolConfig] = msgspec.field(default_factory=default_symbols)
+
+    def __post_init__(self) -> None:
+        for name in ("walk_step_ms", "depth_levels", "match_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("walk_volatility_bps", "latency_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("failure_rate", "timeout_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        for name in ("slippage_bps", "depth_step_bps", "taker_fee_bps", "maker_fee_bps"):
+            value = getattr(self, name)
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{name} must be a non-negative decimal, got {value}")
+        if not self.symbols:
+            raise ValueError("a paper account needs at least one symbol")

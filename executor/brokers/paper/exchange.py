@@ -1,0 +1,345 @@
+"""``PaperBroker``: the ``Broker`` protocol over the simulated exchange kept in Redis.
+
+Every worker process shares one exchange (one account's keys), so an order survives the
+worker that sent it and any worker can look it up by client id.
+
+- Submits issued in the same event-loop iteration are coalesced into one script call; each
+  caller gets its own result or error. The matching decision is made here, in process, at
+  the cached reference price; Redis only stores it, refusing duplicate client ids.
+- Reference prices are cached; a background task refreshes the operator overrides every
+  ``match_interval_ms`` and, while it holds the matcher lease (one worker at a time),
+  matches the resting orders the price has reached, storing each change with a
+  compare-and-set on the order's version and appending it to the executions stream.
+- Faults are injected from ``random.Random(seed)`` in process: ``failure_rate`` refuses a
+  submit before it reaches the book, ``timeout_rate`` stores it but answers UnknownOutcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import random
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.contract import ContractError, OrderSpec, TimeInForce, encode
+from producer.keys import Keys
+
+from ..base import (
+    BrokerOrder,
+    BrokerStatus,
+    NotCancellable,
+    OrderNotFound,
+    PermanentError,
+    RetryableError,
+    UnknownOutcome,
+)
+from . import matching
+from .config import PaperAccount, SymbolConfig
+from .matching import Book, Direction
+from .pricing import Prices
+from .records import PaperOrder, encode_order, report
+from .store import Change, ExchangeStore, NewOrder
+
+log = logging.getLogger(__name__)
+
+MAX_SCRIPT_BATCH = 1_000  # orders per submit script call, so one call never blocks Redis long
+MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
+CANCEL_ATTEMPTS = 20  # compare-and-set retries of one cancel racing the matcher
+# Client ids the exchange takes (the contract's, as Binance's newClientOrderId is bounded).
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fail(batch: list[tuple[NewOrder, asyncio.Future[bool]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(UnknownOutcome(
+                f"paper exchange: outcome unknown ({type(exc).__name__}: {exc})"))
+
+
+class PaperBroker:
+    """A simulated exchange for one paper account."""
+
+    def __init__(self, account: str, config: PaperAccount, redis: aioredis.Redis, keys: Keys,
+                 clock: Callable[[], int] | None = None) -> None:
+        self.account = account
+        self.config = config
+        self.clock = clock or _now_ms
+        self.store = ExchangeStore(redis, keys, account)
+        self.prices = Prices(config, self.clock)
+        self._rng = random.Random(config.seed)
+        self._latency_s = config.latency_ms / 1000
+        self._books: dict[str, Book] = {}
+        self._queue: list[tuple[NewOrder, asyncio.Future[bool]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._closing = False
+        # This instance's identity: in submission ids and as the matcher lease's holder.
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._submissions = itertools.count(1)
+        self._lease_ms = max(1_000, 5 * config.match_interval_ms)
+        self.is_matcher = False  # holds the matcher lease (as of the last pass)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, background: bool = True) -> None:
+        """Load the scripts, agree on the walk's origin, and start the background task that
+        refreshes prices and matches (``background=False``: an operator's tool, or a test
+        that calls ``refresh_prices`` / ``match_once`` itself)."""
+        await self.store.load_scripts()
+        self.prices.set_origin(await self.store.init_origin(self.clock()))
+        self.prices.set_overrides(await self.store.overrides())
+        self._started = True
+        self._closing = False
+        if background:
+            self._task = asyncio.create_task(self._run(), name=f"paper-matcher:{self.account}")
+
+    async def close(self) -> None:
+        # redis-py may turn a cancellation that lands inside a command into a timeout error,
+        # so the task also stops on this flag.
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self.is_matcher:
+            try:
+                await self.store.release(self.token)
+            except RedisError as exc:
+                log.warning("paper %s: could not release the matcher lease: %s", self.account,
+                            exc)
+            self.is_matcher = False
+        self._started = False
+
+    # -- the Broker protocol -----------------------------------------------------------------
+
+    def check(self, order: OrderSpec) -> None:
+        matching.check(order, self.config)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        if not self._started:
+            raise RuntimeError("PaperBroker.start() must be awaited before submit")
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        config = self.config
+        if not _CLIENT_ID.fullmatch(client_order_id):
+            raise PermanentError(f"paper exchange refused the client order id "
+                                 f"{client_order_id!r}: it must match {_CLIENT_ID.pattern}")
+        try:
+            sym = matching.check(order, config)
+        except ContractError as exc:
+            raise PermanentError(f"paper exchange refused the order: {exc}") from None
+        if config.failure_rate and self._rng.random() < config.failure_rate:
+            raise RetryableError("paper exchange: simulated failure, the order was not sent")
+        timeout = bool(config.timeout_rate) and self._rng.random() < config.timeout_rate
+        now = self.clock()
+        record = matching.submit(client_order_id, self.broker_order_id(client_order_id), order,
+                                 self._book(order.symbol, sym, now), sym, config, now,
+                                 f"{self.token}:{next(self._submissions)}")
+        item = NewOrder(client_order_id, encode_order(record))
+        if record.is_open:
+            item.watch, item.score = self._watch(record, sym)
+            if order.time_in_force is TimeInForce.GTD:
+                item.expire_at = order.expire_at
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._queue:
+            task = loop.create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        self._queue.append((item, future))
+        if not await future:
+            raise PermanentError(
+                f"duplicate client order id {client_order_id}: the paper exchange already has "
+                "an order with it"
+            )
+        if timeout:
+            raise UnknownOutcome("paper exchange: simulated timeout after the order was sent")
+        return report(record)
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        for _ in range(CANCEL_ATTEMPTS):
+            order = await self._load(client_order_id, symbol)
+            if not order.is_open:
+                raise NotCancellable(f"order {client_order_id} is {order.status}")
+            cancelled = msgspec.structs.replace(
+                order, version=order.version + 1, status=BrokerStatus.CANCELLED,
+                updated_at=self.clock())
+            change = self._change(order, cancelled, self.config.symbols[order.spec.symbol])
+            try:
+                applied = await self.store.update([change])
+            except RedisError as exc:
+                raise UnknownOutcome(f"paper exchange: cancel outcome unknown: {exc}") from None
+            if applied[0]:
+                return report(cancelled)
+        raise RetryableError(f"order {client_order_id} kept changing while being cancelled")
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        return report(await self._load(client_order_id, symbol))
+
+    # -- operators and tests -----------------------------------------------------------------
+
+    def broker_order_id(self, client_order_id: str) -> str:
+        """The exchange's id of an order: deterministic (a hash of account and client id),
+        so a rerun gives the same ids, yet unlike the client id, so code that mixes the two
+        up fails here as it would at a real exchange."""
+        key = f"{self.account}:{client_order_id}".encode()
+        return "P" + hashlib.blake2b(key, digest_size=8).hexdigest()
+
+    async def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
+        """The exchange's open orders (all symbols, or one), oldest first."""
+        try:
+            orders = await self.store.get_many(await self.store.open_ids())
+        except RedisError as exc:
+            raise RetryableError(f"paper exchange unavailable: {exc}") from None
+        found = [o for o in orders if o is not None and o.is_open
+                 and (symbol is None or o.spec.symbol == symbol)]
+        found.sort(key=lambda o: (o.created_at, o.client_order_id))
+        return [report(o) for o in found]
+
+    async def set_price(self, symbol: str, price: Decimal | None) -> None:
+        """Set (or, with None, clear) the reference price of ``symbol`` for every worker."""
+        if symbol not in self.config.symbols:
+            raise ContractError(f"unknown symbol {symbol!r}", "symbol")
+        if price is not None and (not price.is_finite() or price <= 0):
+            raise ContractError(f"price must be positive, got {price}", "price")
+        await self.store.set_override(symbol, price)
+        overrides = dict(self.prices.overrides)
+        if price is None:
+            overrides.pop(symbol, None)
+        else:
+            overrides[symbol] = price
+        self.prices.set_overrides(overrides)
+
+    async def reference_price(self, symbol: str) -> Decimal:
+        """The reference price now: the override stored in Redis, else the model's."""
+        if symbol not in self.config.symbols:
+            raise ContractError(f"unknown symbol {symbol!r}", "symbol")
+        override = await self.store.override(symbol)
+        return override if override is not None else self.prices.model_price(symbol)
+
+    async def received_count(self) -> int:
+        """How many orders reached the exchange (entries of the ``received`` stream)."""
+        return await self.store.received_count()
+
+    async def refresh_prices(self) -> None:
+        self.prices.set_overrides(await self.store.overrides())
+
+    async def match_once(self) -> int:
+        """One match pass over the resting orders the prices have reached; returns how many
+        orders changed. The background task calls it while it holds the lease; calling it
+        from two workers at once is safe (compare-and-set), just wasteful."""
+        now = self.clock()
+        books: dict[str, Book] = {}
+        ranges: list[tuple[str, str, str]] = []
+        for name, sym in self.config.symbols.items():
+            book = books[name] = self._book(name, sym, now)
+            ranges.append((self.store.watch_key(name, Direction.DOWN),
+                           str(matching.ticks_up(book.ref, sym.tick_size)), "+inf"))
+            ranges.append((self.store.watch_key(name, Direction.UP), "-inf",
+                           str(matching.ticks_down(book.ref, sym.tick_size))))
+        ids = await self.store.woken(ranges, now, MATCH_LIMIT)
+        if not ids:
+            return 0
+        changes: list[Change] = []
+        for order in await self.store.get_many(ids):
+            if order is None:
+                continue
+            config = self.config.symbols.get(order.spec.symbol)
+            if config is None:  # the symbol left the config; its orders stay as they are
+                continue
+            new = matching.advance(order, books[order.spec.symbol], config, self.config, now)
+            if new is not None:
+                changes.append(self._change(order, new, config))
+        if not changes:
+            return 0
+        return sum(await self.store.update(changes))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Send every submit queued in this loop iteration, in script calls of bounded size."""
+        batch, self._queue = self._queue, []
+        try:
+            for start in range(0, len(batch), MAX_SCRIPT_BATCH):
+                chunk = batch[start:start + MAX_SCRIPT_BATCH]
+                try:
+                    accepted = await self.store.insert([item for item, _ in chunk])
+                except Exception as exc:  # the script may or may not have run
+                    _fail(chunk, exc)
+                    continue
+                for (_, future), ok in zip(chunk, accepted, strict=True):
+                    if not future.done():
+                        future.set_result(ok)
+        except BaseException as exc:  # cancelled: no caller may wait for ever
+            _fail(batch, exc)
+            raise
+
+    async def _load(self, client_order_id: str, symbol: str) -> PaperOrder:
+        try:
+            order = await self.store.get(client_order_id)
+        except RedisError as exc:
+            raise RetryableError(f"paper exchange unavailable: {exc}") from None
+        if order is None or order.spec.symbol != symbol:
+            raise OrderNotFound(f"order {client_order_id} ({symbol}) not found")
+        return order
+
+    def _book(self, symbol: str, sym: SymbolConfig, now: int) -> Book:
+        ref = self.prices.price(symbol, now)
+        book = self._books.get(symbol)
+        if book is None or book.ref != ref:
+            book = self._books[symbol] = Book(ref, sym, self.config)
+        return book
+
+    def _watch(self, order: PaperOrder, sym: SymbolConfig) -> tuple[str | None, int]:
+        at = matching.watch(order, sym)
+        if at is None:
+            return None, 0
+        return self.store.watch_key(order.spec.symbol, at[0]), at[1]
+
+    def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig) -> Change:
+        change = Change(old.client_order_id, old.version, encode_order(new), new.is_open,
+                        report=encode(report(new)))
+        was, now = self._watch(old, sym), self._watch(new, sym)
+        if was != now:
+            change.leave = was[0]
+            change.join, change.score = now
+        return change
+
+    async def _run(self) -> None:
+        """Refresh the price overrides and, while holding the lease, match; forever."""
+        interval = self.config.match_interval_ms / 1000
+        while not self._closing:
+            try:
+                await self.refresh_prices()
+                self.is_matcher = await self.store.lease(self.token, self._lease_ms)
+                if self.is_matcher:
+                    await self.match_once()
+            except (RedisError, OSError) as exc:
+                log.warning("paper %s: match pass failed: %s", self.account, exc)
+            except Exception:
+                log.exception("paper %s: match pass failed", self.account)
+            if not self._closing:
+                await asyncio.sleep(interval)

@@ -1,0 +1,317 @@
+"""The paper exchange's matching model (pure: Decimal only, no I/O, no clock of its own).
+
+The book is synthetic, rebuilt around the reference price ``ref``: ``depth_levels`` levels a
+side, ask level ``i`` at ``ref * (1 + (slippage_bps + i * depth_step_bps) / 10000)``
+rounded up to the tick, bid level ``i`` mirrored and rounded down, each holding
+``depth_quantity``. Orders never deplete it: every order sees the whole book.
+
+At submission (``submit``):
+- market orders walk the book; what exceeds its depth expires ("insufficient liquidity");
+- limit orders take the levels within their limit (taker fee); the remainder rests (GTC,
+  GTD), expires (IOC), or the whole order expires unless it all fills (FOK);
+- stop / take-profit orders rest untriggered; one whose trigger is already met is rejected
+  ("order would trigger immediately").
+
+On each match pass (``advance``), a resting order:
+- expires if it is GTD and its ``expire_at`` has come;
+- if untriggered, is triggered when the reference crosses its stop price (buy stop: ref >=
+  stop, sell stop: ref <= stop; take-profit the other way round) and then executes as a
+  market order (stop, take_profit) or a limit order at ``price`` (the ``*_limit`` types);
+- if a limit (or triggered limit), fills at its limit price (maker fee) when the reference
+  crosses it (buy: ref <= price, sell: ref >= price), at most ``depth_quantity`` per pass.
+
+Fees: notional * bps / 10000 in the quote asset, rounded half-up to 8 places.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+
+import msgspec
+
+from producer.contract import (
+    ContractError,
+    Fill,
+    OrderSpec,
+    OrderType,
+    Side,
+    TimeInForce,
+    WireDecimal,
+    wire,
+)
+
+from ..base import BrokerStatus
+from .config import PaperAccount, SymbolConfig
+from .records import PaperOrder
+
+_BPS = Decimal(10_000)
+_ONE = Decimal(1)
+_ZERO = Decimal(0)
+_FEE_QUANTUM = Decimal("0.00000001")
+# Filters are checked with room to spare: a 20-digit price on a 1e-8 tick has 28 digits.
+_WIDE = Context(prec=80)
+
+INSUFFICIENT_LIQUIDITY = "insufficient liquidity"
+WOULD_TRIGGER = "order would trigger immediately"
+IOC_EXPIRED = "immediate-or-cancel: unfilled remainder expired"
+FOK_EXPIRED = "fill-or-kill: the whole quantity cannot fill within the limit price"
+GTD_EXPIRED = "good-till-date: expire_at reached"
+GTD_IN_PAST = "good-till-date: expire_at is not in the future"
+
+TRIGGERED_TYPES = frozenset(
+    {OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT}
+)
+_LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
+_STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+
+
+class Direction(enum.StrEnum):
+    """Which way the reference price must move to wake a resting order at its level."""
+
+    DOWN = "down"  # wakes when ref <= level: buy limit, sell stop, buy take-profit
+    UP = "up"  # wakes when ref >= level: sell limit, buy stop, sell take-profit
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+
+def _is_multiple(value: Decimal, step: Decimal) -> bool:
+    try:
+        return _WIDE.remainder(value, step).is_zero()
+    except InvalidOperation:
+        return False
+
+
+def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
+    """The symbol's config, or ``ContractError`` naming the field the exchange would refuse."""
+    sym = config.symbols.get(order.symbol)
+    if sym is None:
+        known = ", ".join(sorted(config.symbols))
+        raise ContractError(f"unknown symbol {order.symbol!r}; known symbols: {known}", "symbol")
+    qty = order.quantity
+    if not (sym.min_quantity <= qty <= sym.max_quantity) or not _is_multiple(qty, sym.step_size):
+        raise ContractError(
+            f"quantity {qty} not allowed for {order.symbol}: it must be from "
+            f"{sym.min_quantity} to {sym.max_quantity} in steps of {sym.step_size}",
+            "quantity",
+        )
+    if order.type in _LIMIT_TYPES and order.price is None:
+        raise ContractError(f"price is required for a {order.type} order", "price")
+    if order.type in TRIGGERED_TYPES and order.stop_price is None:
+        raise ContractError(f"stop_price is required for a {order.type} order", "stop_price")
+    for name, value in (("price", order.price), ("stop_price", order.stop_price)):
+        if value is None:
+            continue
+        if value <= 0 or not _is_multiple(value, sym.tick_size):
+            raise ContractError(
+                f"{name} {value} not allowed for {order.symbol}: it must be a positive "
+                f"multiple of the tick size {sym.tick_size}",
+                name,
+            )
+    if order.time_in_force is TimeInForce.GTD and order.expire_at is None:
+        raise ContractError("expire_at is required when time_in_force is gtd", "expire_at")
+    return sym
+
+
+# -- the book --------------------------------------------------------------------------------
+
+
+def round_up(value: Decimal, tick: Decimal) -> Decimal:
+    return (value / tick).to_integral_value(ROUND_CEILING) * tick
+
+
+def round_down(value: Decimal, tick: Decimal) -> Decimal:
+    return (value / tick).to_integral_value(ROUND_FLOOR) * tick
+
+
+def ticks(price: Decimal, tick: Decimal) -> int:
+    """A price on the tick, in whole ticks."""
+    return int(price / tick)
+
+
+def ticks_up(price: Decimal, tick: Decimal) -> int:
+    """The smallest whole number of ticks at or above ``price``."""
+    return int((price / tick).to_integral_value(ROUND_CEILING))
+
+
+def ticks_down(price: Decimal, tick: Decimal) -> int:
+    """The largest whole number of ticks at or below ``price``."""
+    return int((price / tick).to_integral_value(ROUND_FLOOR))
+
+
+class Book:
+    """The synthetic book around one reference price; best levels first."""
+
+    __slots__ = ("asks", "bids", "depth", "ref")
+
+    def __init__(self, ref: Decimal, sym: SymbolConfig, config: PaperAccount) -> None:
+        self.ref = ref
+        self.depth = sym.depth_quantity
+        tick = sym.tick_size
+        self.asks: list[WireDecimal] = []
+        self.bids: list[WireDecimal] = []
+        for i in range(config.depth_levels):
+            away = (config.slippage_bps + i * config.depth_step_bps) / _BPS
+            self.asks.append(wire(round_up(ref * (_ONE + away), tick)))
+            bid = round_down(ref * (_ONE - away), tick)
+            if bid > 0:
+                self.bids.append(wire(bid))
+
+    def take(self, side: Side, quantity: Decimal,
+             limit: Decimal | None = None) -> list[tuple[Decimal, Decimal]]:
+        """The (price, quantity) a taker gets, level by level, never beyond ``limit``."""
+        buy = side is Side.BUY
+        depth = self.depth
+        out: list[tuple[Decimal, Decimal]] = []
+        if quantity <= 0:
+            return out
+        remaining = quantity
+        for price in self.asks if buy else self.bids:
+            if limit is not None and (price > limit if buy else price < limit):
+                break
+            if remaining <= depth:
+                out.append((price, remaining))
+                break
+            out.append((price, depth))
+            remaining -= depth
+        return out
+
+
+# -- fills -----------------------------------------------------------------------------------
+
+
+def commission(price: Decimal, quantity: Decimal, fee_bps: Decimal) -> Decimal:
+    return (price * quantity * fee_bps / _BPS).quantize(_FEE_QUANTUM, ROUND_HALF_UP)
+
+
+def _fill(order: PaperOrder, n: int, price: Decimal, quantity: Decimal, fee_bps: Decimal,
+          liquidity: str, asset: str, now: int) -> Fill:
+    return Fill(
+        fill_id=f"{order.broker_order_id}-{n}",
+        price=wire(price),
+        quantity=wire(quantity),
+        commission=wire(commission(price, quantity, fee_bps)),
+        commission_asset=asset,
+        liquidity=liquidity,
+        at=now,
+    )
+
+
+def _with_fills(order: PaperOrder, trades: list[tuple[Decimal, Decimal]], fee_bps: Decimal,
+                liquidity: str, asset: str, now: int) -> tuple[list[Fill], Decimal]:
+    fills = list(order.fills)
+    filled: Decimal = order.filled_quantity
+    for price, quantity in trades:
+        fills.append(_fill(order, len(fills) + 1, price, quantity, fee_bps, liquidity, asset,
+                           now))
+        filled += quantity
+    return fills, filled
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+
+def is_triggered(spec: OrderSpec, ref: Decimal) -> bool:
+    """Whether a stop / take-profit order's trigger is met at the reference price."""
+    stop = spec.stop_price
+    assert stop is not None
+    rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
+    return ref >= stop if rises else ref <= stop
+
+
+def submit(client_order_id: str, broker_order_id: str, spec: OrderSpec, book: Book,
+           sym: SymbolConfig, config: PaperAccount, now: int,
+           submission: str = "") -> PaperOrder:
+    """What the exchange makes of a new order (``check`` has passed) at ``book.ref``."""
+    order = PaperOrder(
+        version=1,
+        client_order_id=client_order_id,
+        broker_order_id=broker_order_id,
+        spec=spec,
+        status=BrokerStatus.NEW,
+        created_at=now,
+        updated_at=now,
+        submission=submission,
+    )
+    if spec.time_in_force is TimeInForce.GTD and (spec.expire_at or 0) <= now:
+        order.status, order.reason = BrokerStatus.REJECTED, GTD_IN_PAST
+        return order
+    if spec.type in TRIGGERED_TYPES:
+        if is_triggered(spec, book.ref):
+            order.status, order.reason = BrokerStatus.REJECTED, WOULD_TRIGGER
+        return order
+    return _take(order, book, sym, config, now)
+
+
+def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount,
+            now: int) -> PaperOrder | None:
+    """A resting order's next state at ``book.ref`` (version + 1), or None if unchanged."""
+    if not order.is_open:
+        return None
+    spec = order.spec
+    if spec.time_in_force is TimeInForce.GTD and spec.expire_at is not None \
+            and now >= spec.expire_at:
+        return msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                       status=BrokerStatus.EXPIRED, reason=GTD_EXPIRED)
+    if spec.type in TRIGGERED_TYPES and not order.triggered:
+        if not is_triggered(spec, book.ref):
+            return None
+        fired = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                        triggered=True)
+        return _take(fired, book, sym, config, now)
+    price = spec.price
+    assert price is not None
+    if not (book.ref <= price if spec.side is Side.BUY else book.ref >= price):
+        return None
+    size = min(spec.quantity - order.filled_quantity, sym.depth_quantity)
+    fills, filled = _with_fills(order, [(price, size)], config.maker_fee_bps, "maker",
+                                sym.quote_asset, now)
+    return msgspec.structs.replace(
+        order,
+        version=order.version + 1,
+        updated_at=now,
+        fills=fills,
+        filled_quantity=wire(filled),
+        status=BrokerStatus.FILLED if filled >= spec.quantity else BrokerStatus.PARTIALLY_FILLED,
+    )
+
+
+def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount,
+          now: int) -> PaperOrder:
+    """Execute ``order`` (market, limit or just-triggered) as a taker against the book."""
+    spec = order.spec
+    limit = spec.price if spec.type in _LIMIT_TYPES else None
+    remaining = spec.quantity - order.filled_quantity
+    trades = book.take(spec.side, remaining, limit)
+    tif = spec.time_in_force
+    if limit is not None and tif is TimeInForce.FOK \
+            and sum((size for _, size in trades), _ZERO) < remaining:
+        order.status, order.reason = BrokerStatus.EXPIRED, FOK_EXPIRED
+        return order
+    fills, filled = _with_fills(order, trades, config.taker_fee_bps, "taker", sym.quote_asset,
+                                now)
+    order.fills, order.filled_quantity = fills, wire(filled)
+    if filled >= spec.quantity:
+        order.status = BrokerStatus.FILLED
+    elif limit is None:
+        order.status, order.reason = BrokerStatus.EXPIRED, INSUFFICIENT_LIQUIDITY
+    elif tif is TimeInForce.IOC:
+        order.status, order.reason = BrokerStatus.EXPIRED, IOC_EXPIRED
+    else:
+        order.status = BrokerStatus.PARTIALLY_FILLED if filled > 0 else BrokerStatus.NEW
+    return order
+
+
+def watch(order: PaperOrder, sym: SymbolConfig) -> tuple[Direction, int] | None:
+    """Where a resting order waits: the direction and level (in ticks) that wake it."""
+    if not order.is_open:
+        return None
+    spec = order.spec
+    if spec.type in TRIGGERED_TYPES and not order.triggered:
+        assert spec.stop_price is not None
+        rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
+        return (Direction.UP if rises else Direction.DOWN), ticks(spec.stop_price, sym.tick_size)
+    assert spec.price is not None
+    down = spec.side is Side.BUY
+    return (Direction.DOWN if down else Direction.UP), ticks(spec.price, sym.tick_size)

@@ -1,0 +1,213 @@
+"""Redis I/O of the paper exchange: its keys, and the Lua scripts that change them.
+
+Keys (``<prefix>:paper:<account>:<name>``):
+
+| name | type | what |
+|---|---|---|
+| ``orders`` | hash | client id -> order record (JSON, ``records.PaperOrder``) |
+| ``received`` | stream | one entry per order accepted (the truth for "at most once") |
+| ``book`` | set | client ids of open orders |
+| ``watch:<symbol>:<up|down>`` | zset | open orders by the level (in ticks) that wakes them |
+| ``expiry`` | zset | open GTD orders by ``expire_at`` |
+| ``prices`` | hash | symbol -> reference price set by an operator (wins over the model) |
+| ``origin`` | string | epoch ms of step 0 of the price walk |
+| ``executions`` | stream | every change of a resting order (``BrokerOrder`` JSON in ``data``) |
+| ``matcher`` | string | the lease of the one worker that matches resting orders |
+
+Every write is one Lua script (``*.lua`` beside this module), so a crash never leaves half
+a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from producer.keys import Keys
+
+from .matching import Direction
+from .records import PaperOrder, decode_order
+
+EXECUTIONS_MAXLEN = 1_000_000
+
+
+def _script(name: str) -> str:
+    return (resources.files("executor.brokers.paper") / name).read_text()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(slots=True)
+class NewOrder:
+    """An order to store at submission, and where it rests if it is open."""
+
+    client_order_id: str
+    record: bytes
+    watch: str | None = None  # the watch key of an open order, and its level in ticks
+    score: int = 0
+    expire_at: int | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """A new state of a stored order, valid only over ``expected_version``."""
+
+    client_order_id: str
+    expected_version: int
+    record: bytes
+    open: bool
+    leave: str | None = None  # watch key to leave
+    join: str | None = None  # watch key to join, with ``score``
+    score: int = 0
+    report: bytes | None = None  # appended to the executions stream
+
+
+class _KeyIndex:
+    """The KEYS list of one script call: fixed keys first, then each watch key once."""
+
+    __slots__ = ("index", "keys")
+
+    def __init__(self, fixed: list[str]) -> None:
+        self.keys = list(fixed)
+        self.index: dict[str, int] = {}
+
+    def __call__(self, key: str | None) -> int:
+        if key is None:
+            return 0
+        at = self.index.get(key)
+        if at is None:
+            self.keys.append(key)
+            at = self.index[key] = len(self.keys)  # Lua's KEYS is 1-based
+        return at
+
+
+class ExchangeStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, account: str) -> None:
+        self.redis = redis
+        self._keys = keys
+        self.account = account
+        self.orders = self.key("orders")
+        self.received = self.key("received")
+        self.book = self.key("book")
+        self.expiry = self.key("expiry")
+        self.prices = self.key("prices")
+        self.origin = self.key("origin")
+        self.executions = self.key("executions")
+        self.matcher = self.key("matcher")
+        self._submit = redis.register_script(_script("submit.lua"))
+        self._update = redis.register_script(_script("update.lua"))
+        self._lease = redis.register_script(_script("lease.lua"))
+
+    def key(self, name: str) -> str:
+        return self._keys.paper(self.account, name)
+
+    def watch_key(self, symbol: str, direction: Direction) -> str:
+        return self.key(f"watch:{symbol}:{direction}")
+
+    async def load_scripts(self) -> None:
+        for script in (self._submit, self._update, self._lease):
+            await self.redis.script_load(script.script)
+
+    # -- orders ----------------------------------------------------------------------------
+
+    async def insert(self, items: Sequence[NewOrder]) -> list[bool]:
+        """Store new orders in one script call; False where the client id already exists."""
+        keys = _KeyIndex([self.orders, self.received, self.book, self.expiry])
+        args: list[Any] = [len(items)]
+        for item in items:
+            args += (item.client_order_id, item.record)
+        for k, item in enumerate(items, 1):
+            if item.watch is not None:
+                args += (k, keys(item.watch), item.score,
+                         "" if item.expire_at is None else item.expire_at)
+        replies = await self._submit(keys=keys.keys, args=args)
+        return [reply == 1 for reply in replies]
+
+    async def update(self, changes: Sequence[Change]) -> list[bool]:
+        """Compare-and-set new states in one script call; False where the version moved."""
+        keys = _KeyIndex([self.orders, self.book, self.expiry, self.executions])
+        args: list[Any] = [EXECUTIONS_MAXLEN, len(changes)]
+        for change in changes:
+            args += [
+                change.client_order_id,
+                change.expected_version,
+                change.record,
+                1 if change.open else 0,
+                keys(change.leave),
+                keys(change.join),
+                change.score,
+                b"" if change.report is None else change.report,
+            ]
+        replies = await self._update(keys=keys.keys, args=args)
+        return [reply == 1 for reply in replies]
+
+    async def get(self, client_order_id: str) -> PaperOrder | None:
+        data = await self.redis.hget(self.orders, client_order_id)
+        return None if data is None else decode_order(data)
+
+    async def get_many(self, client_order_ids: Sequence[str]) -> list[PaperOrder | None]:
+        if not client_order_ids:
+            return []
+        raw = await self.redis.hmget(self.orders, list(client_order_ids))
+        return [None if data is None else decode_order(data) for data in raw]
+
+    async def open_ids(self) -> list[str]:
+        return sorted(_text(m) for m in await self.redis.smembers(self.book))
+
+    async def woken(self, ranges: Sequence[tuple[str, str, str]], now: int,
+                    limit: int) -> list[str]:
+        """Client ids of open orders that may need matching: those of each watch key whose
+        score is within its (min, max) range, and the GTD orders due by ``now``."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, low, high in ranges:
+                pipe.zrangebyscore(key, low, high, start=0, num=limit)
+            pipe.zrangebyscore(self.expiry, "-inf", now, start=0, num=limit)
+            replies = await pipe.execute()
+        seen: dict[str, None] = {}
+        for reply in replies:
+            for member in reply:
+                seen[_text(member)] = None
+        return list(seen)
+
+    async def received_count(self) -> int:
+        return int(await self.redis.xlen(self.received))
+
+    # -- prices ------------------------------------------------------------------------------
+
+    async def init_origin(self, now: int) -> int:
+        """The walk's origin: ``now`` unless another worker set it first (SET NX)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.origin, now, nx=True)
+            pipe.get(self.origin)
+            _, value = await pipe.execute()
+        return int(value)
+
+    async def overrides(self) -> dict[str, Decimal]:
+        raw: Mapping[bytes | str, bytes | str] = await self.redis.hgetall(self.prices)
+        return {_text(k): Decimal(_text(v)) for k, v in raw.items()}
+
+    async def override(self, symbol: str) -> Decimal | None:
+        value = await self.redis.hget(self.prices, symbol)
+        return None if value is None else Decimal(_text(value))
+
+    async def set_override(self, symbol: str, price: Decimal | None) -> None:
+        if price is None:
+            await self.redis.hdel(self.prices, symbol)
+        else:
+            await self.redis.hset(self.prices, symbol, format(price, "f"))
+
+    # -- matcher lease -----------------------------------------------------------------------
+
+    async def lease(self, token: str, ttl_ms: int) -> bool:
+        """Acquire or renew the matcher lease; True while ``token`` holds it."""
+        return bool(await self._lease(keys=[self.matcher], args=[token, ttl_ms]) == 1)
+
+    async def release(self, token: str) -> None:
+        await self._lease(keys=[self.matcher], args=[token, 0])

@@ -1,0 +1,37 @@
+-- Accept a batch of new orders at the paper exchange, refusing client ids it already has.
+--
+-- KEYS: 1 orders (hash cid -> record), 2 received (stream), 3 book (set of open cids),
+--       4 expiry (zset cid by expire_at), 5.. watch zsets (cid by level in ticks)
+-- ARGV: 1 the number of orders n, then n pairs: cid, record;
+--       then 4 per open order: its position in the batch (1..n), its watch key's index
+--       into KEYS, its level in ticks, its expire_at ("": none)
+-- Returns one integer per order: 1 accepted, 0 duplicate client id. A record equal to the
+-- one already stored is this same call replayed (redis-py resends a command whose reply was
+-- lost; every record names the submit call that made it) and answers 1 again, without a
+-- second order or a second "received" entry.
+local orders, received, book, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n = tonumber(ARGV[1])
+local out, new = {}, {}
+for k = 1, n do
+  local cid, record = ARGV[2 * k], ARGV[2 * k + 1]
+  if redis.call('HSETNX', orders, cid, record) == 1 then
+    redis.call('XADD', received, '*', 'client_order_id', cid)
+    out[k], new[k] = 1, true
+  elseif redis.call('HGET', orders, cid) == record then
+    out[k] = 1
+  else
+    out[k] = 0
+  end
+end
+for i = 2 * n + 2, #ARGV, 4 do
+  local k = tonumber(ARGV[i])
+  if new[k] then  -- accepted just now (not a duplicate, not a replay)
+    local cid = ARGV[2 * k]
+    redis.call('SADD', book, cid)
+    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], cid)
+    if ARGV[i + 3] ~= '' then
+      redis.call('ZADD', expiry, ARGV[i + 3], cid)
+    end
+  end
+end
+return out

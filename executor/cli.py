@@ -1,0 +1,80 @@
+"""The ``orderstream`` command: the worker and operator commands, plus the producer's."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from producer import cli as producer_cli
+from producer import schema
+
+from .config import ConfigError, describe, load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run a worker (REDIS_URL, ORDERSTREAM_* configure it)")
+    p.add_argument("--config", help="TOML file (default $ORDERSTREAM_CONFIG)")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    p.add_argument("--config", help="TOML file (default $ORDERSTREAM_CONFIG)")
+    p.set_defaults(func=_config)
+
+    p = sub.add_parser("schema", help="print or write the JSON Schema of the wire contract")
+    p.add_argument("name", nargs="?", choices=sorted(schema.SCHEMAS), default="request")
+    p.add_argument("--write", action="store_true", help="regenerate producer/schema/*.json")
+    p.set_defaults(func=_schema)
+
+    producer_cli.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    if args.func in (_worker, _config, _schema):
+        try:
+            return int(args.func(args))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return producer_cli.run(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import Worker
+
+    settings = load_settings(args.config)
+
+    async def run() -> None:
+        worker = Worker(settings)
+        worker.install_signal_handlers()
+        await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    print(json.dumps(describe(load_settings(args.config)), indent=2, sort_keys=True))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.write:
+        for path in schema.write_all():
+            print(f"wrote {path}")
+        return 0
+    sys.stdout.write(schema.render(args.name))
+    return 0

@@ -1,0 +1,180 @@
+"""Configuration: one TOML file, every key overridable from the environment.
+
+Sources, later ones winning: built-in defaults, the TOML file (``--config`` or
+``ORDERSTREAM_CONFIG``), environment variables. ``REDIS_URL`` sets the connection; worker
+settings have flat names (``ORDERSTREAM_BATCH_SIZE``); any other key of a section is
+``ORDERSTREAM_<SECTION>_<KEY>``, and a key of an account defined in the file is
+``ORDERSTREAM_ACCOUNTS_<ACCOUNT>_<KEY>``. Secrets are never inline: an account names the
+environment variable or file that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from producer.keys import DEFAULT_PREFIX
+
+from .brokers.paper.config import PaperAccount
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DAY_MS = 86_400_000
+# One batch is acknowledged by one XACK inside a Lua script, whose unpack() is limited.
+MAX_BATCH = 5_000
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str = DEFAULT_REDIS_URL
+    prefix: str = DEFAULT_PREFIX
+    # Must exceed the XREADGROUP block time, or redis-py raises a timeout on an idle stream
+    # (redis-py issue 3138); Settings enforces it.
+    socket_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+
+
+class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    consumer: str = ""  # default: <host>-<pid>, unique per process
+    batch_size: int = 200
+    # Batches in flight at once in one process: while Redis runs one batch's scripts the
+    # process works on another. Order between batches is not kept (it never is between
+    # workers); within a batch it is.
+    concurrency: int = 3
+    block_ms: int = 1_000
+    visibility_timeout_ms: int = 30_000
+    max_deliveries: int = 5
+    metrics_port: int = 9464
+    metrics_host: str = "0.0.0.0"
+    max_request_bytes: int = 65_536
+    results_maxlen: int = 1_000_000  # approximate cap (XADD MAXLEN ~) of each result stream
+    order_ttl_ms: int = 7 * DAY_MS  # how long a finished order's record (idempotency) is kept
+    submit_attempts: int = 3  # sends of one order while the broker says "retry" (never on unknown)
+    # After an ambiguous failure, how long the order is looked up by client id before it is
+    # taken as never arrived: exchanges are eventually consistent, and "no such order" just
+    # after a send is not proof (freqtrade issues 4403, 4991).
+    lookup_window_ms: int = 3_000
+    lag_interval_ms: int = 2_000
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    accounts: dict[str, PaperAccount] = msgspec.field(
+        default_factory=lambda: {"default": PaperAccount()}
+    )
+
+    def __post_init__(self) -> None:
+        w = self.worker
+        if not self.accounts:
+            raise ConfigError("at least one account must be configured")
+        for name, value in (
+            ("batch_size", w.batch_size),
+            ("concurrency", w.concurrency),
+            ("block_ms", w.block_ms),
+            ("max_deliveries", w.max_deliveries),
+            ("visibility_timeout_ms", w.visibility_timeout_ms),
+            ("max_request_bytes", w.max_request_bytes),
+            ("submit_attempts", w.submit_attempts),
+        ):
+            if value <= 0:
+                raise ConfigError(f"worker.{name} must be positive, got {value}")
+        if w.batch_size > MAX_BATCH:
+            raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
+        if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
+            self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
+
+
+# Worker settings that operators and tests tune have flat environment names.
+_FLAT = {"worker"}
+_SECTIONS = ("redis", "worker")
+
+
+def _env_name(path: tuple[str, ...]) -> str:
+    if path[0] in _FLAT:
+        path = path[1:]
+    return "ORDERSTREAM_" + "_".join(part.upper().replace("-", "_") for part in path)
+
+
+def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Apply environment overrides to ``raw`` in place; returns the names applied."""
+    applied: list[str] = []
+    defaults = msgspec.to_builtins(Settings(), enc_hook=str)
+    for section in _SECTIONS:
+        for key in defaults[section]:
+            name = _env_name((section, key))
+            if name in env:
+                raw.setdefault(section, {})[key] = env[name]
+                applied.append(name)
+    account_keys = set(msgspec.to_builtins(PaperAccount(), enc_hook=str))
+    for account, values in raw.get("accounts", {}).items():
+        if not isinstance(values, dict):
+            continue
+        for key in account_keys - {"symbols"}:
+            name = _env_name(("accounts", account, key))
+            if name in env:
+                values[key] = env[name]
+                applied.append(name)
+    if "REDIS_URL" in env:
+        raw.setdefault("redis", {})["url"] = env["REDIS_URL"]
+        applied.append("REDIS_URL")
+    return applied
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    path = path or env.get("ORDERSTREAM_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # The default account exists unless the file defines its own, so that environment
+    # overrides reach it too.
+    raw.setdefault("accounts", {"default": {"broker": "paper"}})
+    _merge_env(raw, env)
+    try:
+        # strict=False lets environment strings become ints, floats and Decimals.
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    if not settings.worker.consumer:
+        settings.worker.consumer = f"{socket.gethostname()}-{os.getpid()}"
+    return settings
+
+
+def _dec_hook(tp: type, obj: object) -> object:
+    if tp is Decimal and isinstance(obj, str | int):
+        return Decimal(obj)
+    raise NotImplementedError
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, with secrets masked (for ``config``)."""
+    data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=str)
+    data["redis"]["url"] = mask_url(settings.redis.url)
+    return data
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}" if colon else (
+        f"{scheme}://***@{host}"
+    )

@@ -1,0 +1,38 @@
+"""One request on its way through the pipeline: what was read, what was decided so far."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from producer.contract import Action, Event, OrderSpec, Request, Result
+
+from .order import Order
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    request_id: str  # the pending entry's stream id
+    fields: Mapping[bytes, bytes]
+    received_at: int
+    request: Request | None = None
+    action: Action = Action.PLACE
+    client_order_id: str | None = None
+    spec: OrderSpec | None = None
+    order: Order | None = None
+    expected_seq: int = 0  # the order's seq when we read it: finish is a compare-and-set
+    resumed: bool = False  # the order was recorded by an earlier delivery of this request
+    events: list[Event] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    result: Result | None = None  # set once the request is decided; later steps skip it
+
+    @property
+    def enqueued_at(self) -> int:
+        """When Redis accepted the request: the millisecond part of its stream id."""
+        return int(self.request_id.partition("-")[0])
+
+    @property
+    def account(self) -> str | None:
+        if self.spec is not None:
+            return self.spec.account
+        return self.request.account if self.request is not None else None

@@ -1,0 +1,105 @@
+"""Prometheus metrics of one worker process and the HTTP endpoint that serves them.
+
+Label values come from closed sets only (action, account, status, reason code, stream
+name): never a client id or free text, so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from producer.contract import Result
+
+log = logging.getLogger(__name__)
+
+# 0.5 ms to 10 s: a paper order takes well under a millisecond, a real exchange tens to
+# hundreds, and a queue backlog shows as seconds.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "orderstream_requests", "Requests answered, by action, account, outcome and reason",
+            ["action", "account", "outcome", "reason_code"], registry=r)
+        self.latency = Histogram(
+            "orderstream_request_latency_seconds",
+            "From the request entering the pending stream to its result being written",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.broker_seconds = Histogram(
+            "orderstream_broker_request_seconds", "Round trip of one broker submit call",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "orderstream_batch_size", "Entries per XREADGROUP batch", buckets=BATCH_BUCKETS,
+            registry=r)
+        self.consumer_lag = Gauge(
+            "orderstream_consumer_group_lag",
+            "Entries in the pending stream not yet delivered to any worker", registry=r)
+        self.pending_entries = Gauge(
+            "orderstream_pending_entries",
+            "Entries delivered to a worker and not yet acknowledged", registry=r)
+        self.stream_length = Gauge(
+            "orderstream_stream_length", "Length of each stream", ["stream"], registry=r)
+        self.unresolved = Counter(
+            "orderstream_unresolved_orders",
+            "Orders whose broker outcome could not be determined (left pending)", registry=r)
+        self.finish_conflicts = Counter(
+            "orderstream_finish_conflicts",
+            "Outcomes not written because the order changed meanwhile (redone later)",
+            registry=r)
+        self.redis_errors = Counter(
+            "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
+        self.info = Info("orderstream_worker", "This worker", registry=r)
+        self._children: dict[tuple[str, str, str, str], Counter] = {}
+
+    def record(self, result: Result, now_ms: int) -> None:
+        key = (result.action.value, result.account or "", result.status.value,
+               result.reason_code or "")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(*key)
+        child.inc()
+        self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
+
+
+async def start_http(metrics: Metrics, host: str, port: int,
+                     ready: Callable[[], bool] | None = None) -> tuple[web.AppRunner, int]:
+    """Serve /metrics and /healthz; returns the runner and the port actually bound."""
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(_: web.Request) -> web.Response:
+        if ready is not None and not ready():
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

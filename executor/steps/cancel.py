@@ -1,0 +1,132 @@
+"""The cancel and cancel_all actions: find the order(s), ask the broker, record the outcome.
+
+- unknown client id (or one of another account): ``not_found``;
+- a final order: ``not_cancellable``, reporting its state;
+- an order still being submitted (``pending_submit``): ``not_cancellable`` for now, with a
+  message saying so (honouring it once the place lands is the order-lifecycle issue's work);
+- a broker that says the order is already final (it filled meanwhile): the order is
+  brought up to date from a lookup and the cancel fails ``not_cancellable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from producer.contract import Action, Event, OrderState, ReasonCode, ResultStatus
+
+from .. import results
+from ..brokers.base import BrokerError, NotCancellable, OrderNotFound
+from ..job import Job
+from ..order import Context, Order, apply_report, transition
+from ..services import Services
+from ..states import is_terminal
+from ..store import Outcome
+
+_WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+
+
+class CancelFailed(Exception):
+    """A cancel that did not happen; ``events`` are changes learnt on the way (a fill, or
+    pending_cancel and back), which must still be recorded."""
+
+    def __init__(self, code: str, reason: str, events: list[Event] | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.events = events or []
+
+
+def _working_state(order: Order) -> OrderState:
+    return OrderState.PARTIALLY_FILLED if order.filled_quantity > 0 else OrderState.ACCEPTED
+
+
+class Cancel:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    async def __call__(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Decide the cancel jobs; returns the order changes of cancel_all requests (one per
+        order), to be written atomically with the batch's results."""
+        extra: list[Outcome] = []
+        for job in jobs:
+            if job.action is Action.CANCEL:
+                await self._cancel_one(job)
+            elif job.action is Action.CANCEL_ALL:
+                extra += await self._cancel_all(job)
+        return extra
+
+    async def _cancel_one(self, job: Job) -> None:
+        assert job.client_order_id is not None
+        (order,) = await self.svc.store.load_orders([job.client_order_id])
+        account = job.request.account if job.request else None
+        if order is None or (account is not None and account != order.spec.account):
+            where = f" in account {account}" if account else ""
+            job.result = results.failure(
+                job, ReasonCode.NOT_FOUND,
+                f"no order with client_order_id {job.client_order_id}{where}",
+                self.svc.clock(), self.svc.worker)
+            return
+        job.order, job.expected_seq = order, order.seq
+        try:
+            job.events += await self._cancel(job, order)
+        except CancelFailed as exc:
+            job.events += exc.events
+            job.result = results.failure(job, exc.code, str(exc), self.svc.clock(),
+                                         self.svc.worker, order=order)
+            return
+        job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
+
+    async def _cancel(self, job: Job, order: Order) -> list[Event]:
+        cid = order.client_order_id
+        if is_terminal(order.state):
+            raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
+        if order.state not in _WORKING:
+            raise CancelFailed(
+                ReasonCode.NOT_CANCELLABLE,
+                f"order {cid} is {order.state} (still being submitted); retry the cancel once "
+                "the place request has its result",
+            )
+        broker = self.svc.brokers[order.spec.account]
+        ctx = Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
+        events = [transition(order, OrderState.PENDING_CANCEL, ctx)]
+        try:
+            report = await broker.cancel(cid, order.spec.symbol)
+        except NotCancellable as exc:
+            # Final at the broker already (most likely filled): record what really happened.
+            events += apply_report(order, await broker.get_order(cid, order.spec.symbol), ctx)
+            if order.state is OrderState.PENDING_CANCEL:
+                events.append(transition(order, _working_state(order), ctx))
+            raise CancelFailed(ReasonCode.NOT_CANCELLABLE, str(exc), events) from None
+        except (OrderNotFound, BrokerError) as exc:
+            code = ReasonCode.NOT_FOUND if isinstance(exc, OrderNotFound) else (
+                ReasonCode.BROKER_REJECTED)
+            events.append(transition(order, _working_state(order), ctx))
+            raise CancelFailed(code, str(exc), events) from None
+        return events + apply_report(order, report, ctx)
+
+    async def _cancel_all(self, job: Job) -> list[Outcome]:
+        req = job.request
+        assert req is not None
+        orders = await self.svc.store.load_orders(await self.svc.store.open_order_ids())
+        chosen = [
+            o for o in orders
+            if o is not None and o.state in _WORKING
+            and (req.symbol is None or o.spec.symbol == req.symbol)
+            and (req.account is None or o.spec.account == req.account)
+        ]
+
+        async def one(order: Order) -> Outcome | None:
+            seq = order.seq
+            try:
+                events = await self._cancel(job, order)
+            except CancelFailed as exc:
+                events = exc.events
+            else:
+                job.cancelled.append(order.client_order_id)
+            return Outcome(job.request_id, None, order, seq, events) if events else None
+
+        outcomes = [o for o in await asyncio.gather(*(one(o) for o in chosen)) if o]
+        job.cancelled.sort()
+        job.result = results.summary(job, ResultStatus.CANCELLED, self.svc.clock(),
+                                     self.svc.worker)
+        return outcomes

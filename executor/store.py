@@ -1,0 +1,143 @@
+"""Redis I/O for orders and results: the only module that writes order records, events and
+result entries. Multi-key changes are single Lua scripts (lua/*.lua), one call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import (
+    Event,
+    Result,
+    decoder,
+    encode,
+)
+from producer.keys import GROUP, Keys
+
+from .order import Order
+from .states import is_terminal
+
+_order_decoder = decoder(Order)
+
+
+def _load_script(name: str) -> str:
+    return (resources.files("executor") / "lua" / name).read_text()
+
+
+# Redis's Lua cmsgpack predates MessagePack's bin type, so the JSON goes in as str.
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def _text(obj: msgspec.Struct) -> str:
+    return encode(obj).decode()
+
+
+def decode_order(data: bytes | str) -> Order:
+    order: Order = _order_decoder.decode(data)
+    return order
+
+
+@dataclass(slots=True)
+class NewOrder:
+    """An order to persist before submission, with its first events."""
+
+    order: Order
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class Existing:
+    """An order found under a client id that a request wanted to create."""
+
+    request_id: str
+    order: Order
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final write for one request: its result, and the order change it made, if any."""
+
+    request_id: str
+    result: Result | None  # None: an order change with no result of its own (cancel_all)
+    order: Order | None = None
+    expected_seq: int = 0
+    events: list[Event] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, results_maxlen: int,
+                 order_ttl_ms: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.results_maxlen = results_maxlen
+        self.order_ttl_ms = order_ttl_ms
+        self._begin = redis.register_script(_load_script("begin.lua"))
+        self._finish = redis.register_script(_load_script("finish.lua"))
+        self._records = redis.register_script(_load_script("records.lua"))
+
+    async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
+        """Current records of these orders (None where there is none), in one round trip."""
+        if not client_order_ids:
+            return []
+        raw = await self._records(keys=[self.keys.order(cid) for cid in client_order_ids])
+        return [decode_order(data) if data else None for data in raw]
+
+    async def open_order_ids(self) -> list[str]:
+        members = await self.redis.smembers(self.keys.open)
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def begin(self, items: Sequence[NewOrder]) -> list[Existing | None]:
+        """Create each order unless its client id exists; None where it was created."""
+        if not items:
+            return []
+        keys = [self.keys.events, self.keys.open]
+        packed: list[Any] = []
+        for item in items:
+            order = item.order
+            keys.append(self.keys.order(order.client_order_id))
+            packed.append([order.client_order_id, order.request_id, order.state.value,
+                           order.seq, _text(order), [_text(e) for e in item.events]])
+        replies = await self._begin(keys=keys, args=[_pack(packed)])
+        out: list[Existing | None] = []
+        for reply in replies:
+            if reply == 0:
+                out.append(None)
+            else:
+                rid, record = reply
+                out.append(Existing(rid.decode() if isinstance(rid, bytes) else rid,
+                                    decode_order(record)))
+        return out
+
+    async def finish(self, outcomes: Iterable[Outcome], group: str = GROUP) -> list[str]:
+        """Write results, order changes and XACKs atomically; returns request ids skipped
+        because their order changed under us (they stay pending, to be redone)."""
+        k = self.keys
+        keys = [k.events, k.open, k.completed, k.failed, k.pending]
+        packed: list[Any] = []
+        for outcome in outcomes:
+            result, order = outcome.result, outcome.order
+            cid = order.client_order_id if order is not None else None
+            item: list[Any] = [outcome.request_id]
+            if result is None:
+                item += [cid or "", 1, ""]
+            else:
+                item += [result.client_order_id or cid or "", 1 if result.ok else 2,
+                         _text(result)]
+            if order is None:
+                item.append(False)
+            else:
+                keys.append(k.order(order.client_order_id))
+                item.append([outcome.expected_seq, order.seq, order.state.value, _text(order),
+                             is_terminal(order.state), [_text(e) for e in outcome.events]])
+            packed.append(item)
+        if not packed:
+            return []
+        args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(packed)]
+        conflicts = await self._finish(keys=keys, args=args)
+        return [c.decode() if isinstance(c, bytes) else c for c in conflicts]

@@ -1,0 +1,293 @@
+"""The worker: reads batches from the consumer group, runs them through the steps, writes
+every outcome in one atomic step per batch, and keeps going through Redis trouble.
+
+Stopping (SIGTERM/SIGINT) stops the reading; the batch in hand is finished and acked, then
+the worker exits. Redis errors never end the loop: it waits with backoff and reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from producer.contract import Action
+from producer.keys import GROUP, Keys
+
+from .brokers.base import Broker
+from .brokers.registry import create_broker
+from .config import Settings
+from .job import Job
+from .metrics import Metrics, start_http
+from .services import Services
+from .steps.cancel import Cancel
+from .steps.deadline import Deadline
+from .steps.decode import Decode
+from .steps.idempotency import Idempotency
+from .steps.persist import Persist
+from .steps.submit import Submit
+from .store import Outcome, Store
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+def version() -> str:
+    try:
+        return metadata.version("orderstream")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    r = settings.redis
+    return aioredis.Redis.from_url(
+        r.url,
+        socket_timeout=r.socket_timeout_s,
+        socket_connect_timeout=r.connect_timeout_s,
+        health_check_interval=30,
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: aioredis.Redis | None = None,
+        brokers: dict[str, Broker] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis.prefix)
+        self.redis = redis or connect(settings)
+        self.consumer = settings.worker.consumer
+        w = settings.worker
+        self.brokers = brokers if brokers is not None else {
+            name: create_broker(name, account, self.redis, self.keys)
+            for name, account in settings.accounts.items()
+        }
+        self.metrics = metrics or Metrics()
+        self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
+                           order_ttl_ms=w.order_ttl_ms)
+        self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
+        self.decode = Decode(self.svc)
+        self.deadline = Deadline(self.svc)
+        self.idempotency = Idempotency(self.svc)
+        self.persist = Persist(self.svc)
+        self.submit = Submit(self.svc)
+        self.cancel = Cancel(self.svc)
+        self.metrics_port: int | None = None
+        self._stopping = asyncio.Event()
+        self._ready = False
+        self._runner: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: finishing the batch in hand", self.consumer)
+            self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def start(self, *, serve_metrics: bool = True) -> None:
+        w = self.settings.worker
+        if serve_metrics:
+            self._runner, self.metrics_port = await start_http(
+                self.metrics, w.metrics_host, w.metrics_port, ready=lambda: self._ready)
+            log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
+        self.metrics.info.info({"version": version(), "worker": self.consumer})
+        await self._retrying(self._ensure_group)
+        for broker in self.brokers.values():
+            await broker.start()
+        self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
+        self._ready = True
+        log.info("worker %s ready on %s (group %s)", self.consumer, self.keys.pending, GROUP)
+
+    async def close(self) -> None:
+        self._ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for broker in self.brokers.values():
+            await broker.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.redis.aclose()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self.serve()
+        finally:
+            await self.close()
+
+    async def _ensure_group(self) -> None:
+        # At id 0, so requests published before the first worker ever ran are executed too.
+        try:
+            await self.redis.xgroup_create(self.keys.pending, GROUP, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", GROUP, self.keys.pending)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _retrying(self, action: Any) -> None:
+        delay = _BACKOFF_START_S
+        while not self._stopping.is_set():
+            try:
+                await action()
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Read and process until stopped. Several batches are in flight at once (one per
+        lane), so this process computes one batch while Redis runs another's scripts."""
+        lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
+                 for i in range(self.settings.worker.concurrency)]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+
+    async def _lane(self) -> None:
+        w = self.settings.worker
+        streams: Any = {self.keys.pending: ">"}
+        delay = _BACKOFF_START_S
+        while not self._stopping.is_set():
+            try:
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP, self.consumer, streams, count=w.batch_size, block=w.block_ms)
+                delay = _BACKOFF_START_S
+            except RedisTimeoutError:
+                # redis-py issue 3138: a BLOCK close to the socket timeout can surface as a
+                # timeout on an idle stream. Nothing was lost; read again.
+                continue
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream or group was deleted under us
+                    await self._retrying(self._ensure_group)
+                    continue
+                self.metrics.redis_errors.inc()
+                log.error("redis refused the read: %s; retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+                continue
+            except (RedisConnectionError, OSError) as exc:
+                self.metrics.redis_errors.inc()
+                log.warning("redis read failed (%s); reconnecting in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+                continue
+            for _stream, entries in reply or []:
+                if entries:
+                    await self.process(entries)
+
+    async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
+        """Run one batch through the pipeline and write its outcomes."""
+        now = self.svc.clock()
+        jobs = [Job(_text(entry_id), fields or {}, now) for entry_id, fields in entries]
+        self.metrics.batch_size.observe(len(jobs))
+        self.decode(jobs)
+        self.deadline([j for j in jobs if j.result is None])
+        written: set[int] = set()
+        extra: list[Outcome] = []
+        undecided = [j for j in jobs if j.result is None]
+        for is_place, run in itertools.groupby(undecided, key=lambda j: j.action is Action.PLACE):
+            segment = list(run)
+            if is_place:
+                await self.idempotency(segment)
+                await self.persist([j for j in segment if j.result is None])
+                await self.submit([j for j in segment if j.result is None])
+            else:
+                # A cancel must see the outcome of the places before it in the batch.
+                await self._finish(jobs, written, extra)
+                extra = await self.cancel(segment)
+        await self._finish(jobs, written, extra)
+
+    async def _finish(self, jobs: Sequence[Job], written: set[int],
+                      extra: list[Outcome]) -> None:
+        done = [j for j in jobs if j.result is not None and id(j) not in written]
+        if not done and not extra:
+            return
+        outcomes = [
+            Outcome(j.request_id, j.result, j.order if j.events else None, j.expected_seq,
+                    j.events)
+            for j in done
+        ]
+        outcomes += extra
+        try:
+            conflicts = set(await self.store.finish(outcomes))
+        except Exception:
+            # Nothing of the batch was written (one script); its requests stay pending and
+            # are redone on redelivery, where the order records make that safe. The loop
+            # goes on: a worker must not die of a Redis hiccup.
+            self.metrics.redis_errors.inc()
+            log.exception("could not write the outcomes of %d requests", len(outcomes))
+            written.update(id(j) for j in done)
+            extra.clear()
+            return
+        now = self.svc.clock()
+        for job in done:
+            written.add(id(job))
+            if job.request_id in conflicts:
+                self.metrics.finish_conflicts.inc()
+                log.warning("request %s: order %s changed meanwhile; left pending",
+                            job.request_id, job.client_order_id)
+                continue
+            assert job.result is not None
+            self.metrics.record(job.result, now)
+        extra.clear()
+
+    async def _watch_lag(self) -> None:
+        interval = self.settings.worker.lag_interval_ms / 1000
+        k = self.keys
+        names = {"pending": k.pending, "completed": k.completed, "failed": k.failed,
+                 "events": k.events}
+        while True:
+            try:
+                groups = await self.redis.xinfo_groups(k.pending)
+                for group in groups:
+                    if _text(group.get("name", b"")) == GROUP:
+                        lag = group.get("lag")
+                        if lag is not None:
+                            self.metrics.consumer_lag.set(int(lag))
+                        self.metrics.pending_entries.set(int(group.get("pending", 0)))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in names.values():
+                        pipe.xlen(key)
+                    lengths = await pipe.execute()
+                for name, length in zip(names, lengths, strict=True):
+                    self.metrics.stream_length.labels(name).set(length)
+            except RedisError as exc:
+                log.debug("lag probe failed: %s", exc)
+            await asyncio.sleep(interval)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,30 @@
+"""orderstream producer: the wire contract and a light client for publishing order requests."""
+
+from .client import OrderClient, Submitted
+from .contract import (
+    Action,
+    OrderState,
+    OrderType,
+    ReasonCode,
+    Request,
+    Result,
+    ResultStatus,
+    Side,
+    TimeInForce,
+)
+from .keys import Keys
+
+__all__ = [
+    "Action",
+    "Keys",
+    "OrderClient",
+    "OrderState",
+    "OrderType",
+    "ReasonCode",
+    "Request",
+    "Result",
+    "ResultStatus",
+    "Side",
+    "Submitted",
+    "TimeInForce",
+]

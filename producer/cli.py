@@ -1,0 +1,251 @@
+"""Producer commands of ``orderstream``: submit, cancel, cancel-all, watch, demo.
+
+They need only Redis: ``--redis-url`` (default ``$REDIS_URL``) and ``--prefix`` (default
+``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO, cast
+
+from .client import OrderClient, Submitted
+from .contract import (
+    Action,
+    ContractError,
+    Event,
+    OrderType,
+    Request,
+    Result,
+    Side,
+    TimeInForce,
+    encode,
+    parse_decimal,
+)
+from .ids import new_client_order_id
+from .keys import DEFAULT_PREFIX
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+def add_commands(sub: Any) -> None:
+    """Register the producer subcommands on an argparse subparsers object."""
+    p = sub.add_parser("submit", help="publish a place request and wait for its result")
+    _connection_args(p)
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--side", required=True, choices=["buy", "sell"])
+    p.add_argument("--type", default="market",
+                   choices=["market", "limit", "stop", "stop_limit", "take_profit",
+                            "take_profit_limit"])
+    p.add_argument("--quantity", required=True, help="decimal, e.g. 0.010")
+    p.add_argument("--price")
+    p.add_argument("--stop-price")
+    p.add_argument("--time-in-force", choices=["gtc", "ioc", "fok", "gtd"])
+    p.add_argument("--expire-at", type=int, help="epoch ms, with --time-in-force gtd")
+    p.add_argument("--client-order-id")
+    p.add_argument("--account")
+    p.add_argument("--deadline-ms", type=int, help="fail with `expired` if not executed within")
+    p.add_argument("--strategy-id")
+    _wait_args(p)
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("cancel", help="publish a cancel request for one order")
+    _connection_args(p)
+    p.add_argument("client_order_id")
+    p.add_argument("--account")
+    _wait_args(p)
+    p.set_defaults(func=_cancel)
+
+    p = sub.add_parser("cancel-all", help="cancel every open order (optionally filtered)")
+    _connection_args(p)
+    p.add_argument("--symbol")
+    p.add_argument("--account")
+    _wait_args(p)
+    p.set_defaults(func=_cancel_all)
+
+    p = sub.add_parser("watch", help="follow results (and with --events, order events) live")
+    _connection_args(p)
+    p.add_argument("--events", action="store_true", help="also show every state transition")
+    p.add_argument("--from-start", action="store_true", help="replay from the streams' start")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--limit", type=int, default=0, help="stop after this many items")
+    p.set_defaults(func=_watch)
+
+    p = sub.add_parser("demo", help="publish demo orders of several types and print results")
+    _connection_args(p)
+    p.add_argument("--count", type=int, default=12)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=_demo)
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL))
+    p.add_argument("--prefix",
+                   default=os.environ.get("ORDERSTREAM_REDIS_PREFIX", DEFAULT_PREFIX))
+
+
+def _wait_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the result")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return int(asyncio.run(args.func(args)))
+    except ContractError as exc:
+        print(f"error: invalid request: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _publish_and_report(args: argparse.Namespace, client: OrderClient,
+                              submitted: Submitted) -> int:
+    print(f"published request {submitted.request_id}"
+          + (f" (client_order_id {submitted.client_order_id})"
+             if submitted.client_order_id else ""), file=sys.stderr)
+    if args.no_wait:
+        return 0
+    result = await client.wait_result(submitted.request_id, args.timeout)
+    print(encode(result).decode() if args.json else format_result(result))
+    return 0 if result.ok else 1
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        deadline = None
+        if args.deadline_ms is not None:
+            deadline = int(time.time() * 1000) + args.deadline_ms
+        submitted = await client.place(
+            args.symbol, args.side, args.type, args.quantity, price=args.price,
+            stop_price=args.stop_price, time_in_force=args.time_in_force,
+            expire_at=args.expire_at, client_order_id=args.client_order_id,
+            account=args.account, deadline=deadline, strategy_id=args.strategy_id)
+        return await _publish_and_report(args, client, submitted)
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        submitted = await client.cancel(args.client_order_id, account=args.account)
+        return await _publish_and_report(args, client, submitted)
+
+
+async def _cancel_all(args: argparse.Namespace) -> int:
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        submitted = await client.cancel_all(symbol=args.symbol, account=args.account)
+        return await _publish_and_report(args, client, submitted)
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    seen = 0
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        since = "0-0" if args.from_start else "$"
+        async for _stream, item in client.follow(events=args.events, since=since):
+            line = (encode(item).decode() if args.json
+                    else format_event(item) if isinstance(item, Event) else format_result(item))
+            print(line, flush=True)
+            seen += 1
+            if args.limit and seen >= args.limit:
+                break
+    return 0
+
+
+def format_result(r: Result) -> str:
+    parts = [f"{r.status.value.upper():<16}", f"{r.action.value:<10}",
+             f"{r.client_order_id or '-':<32}"]
+    if r.symbol:
+        parts.append(f"{r.symbol} {r.side or ''} {r.type or ''} {r.quantity or ''}".rstrip())
+    if r.filled_quantity:
+        parts.append(f"filled {r.filled_quantity} @ {r.average_price} fee {r.commission}")
+    if r.cancelled:
+        parts.append(f"cancelled {len(r.cancelled)}: {', '.join(r.cancelled)}")
+    if r.reason_code:
+        parts.append(f"[{r.reason_code}] {r.reason}")
+    latency = r.completed_at - r.enqueued_at if r.enqueued_at else 0
+    parts.append(f"({latency} ms)")
+    return "  ".join(parts)
+
+
+def format_event(e: Event) -> str:
+    prev = e.prev_state.value if e.prev_state else "-"
+    text = f"EVENT  {e.client_order_id:<32} #{e.seq} {prev} -> {e.state.value}"
+    if e.fill is not None:
+        text += f"  fill {e.fill.quantity} @ {e.fill.price}"
+    if e.reason_code:
+        text += f"  [{e.reason_code}] {e.reason}"
+    return text
+
+
+def demo_scenario(now_ms: int) -> list[Request | dict[str, Any]]:
+    """A tour of the contract with fresh client ids; a dict is a raw (deliberately
+    malformed) entry, as a producer in another language might write it."""
+    cid = new_client_order_id
+    d = parse_decimal
+    resting = cid("BTCUSDT", Side.BUY, now_ms)
+    buy, sell = Side.BUY, Side.SELL
+    return [
+        Request(client_order_id=cid("BTCUSDT", buy, now_ms), symbol="BTCUSDT", side=buy,
+                type=OrderType.MARKET, quantity=d("0.010"), strategy_id="demo"),
+        Request(client_order_id=resting, symbol="BTCUSDT", side=buy, type=OrderType.LIMIT,
+                quantity=d("0.020"), price=d("45000"), strategy_id="demo"),
+        Request(client_order_id=cid("ETHUSDT", sell, now_ms), symbol="ETHUSDT", side=sell,
+                type=OrderType.LIMIT, quantity=d("1.5"), price=d("2990"),
+                time_in_force=TimeInForce.IOC),
+        Request(client_order_id=cid("ETHUSDT", buy, now_ms), symbol="ETHUSDT", side=buy,
+                type=OrderType.LIMIT, quantity=d("0.5"), price=d("2500"),
+                time_in_force=TimeInForce.FOK),
+        Request(client_order_id=cid("BTCUSDT", sell, now_ms), symbol="BTCUSDT", side=sell,
+                type=OrderType.STOP, quantity=d("0.010"), stop_price=d("48000")),
+        Request(client_order_id=cid("EUR_USD", buy, now_ms), symbol="EUR_USD", side=buy,
+                type=OrderType.MARKET, quantity=d("10000")),
+        Request(action=Action.CANCEL, client_order_id=resting),
+        {"data": '{"symbol":"BTCUSDT","side":"buy","type":"market","quantity":"-1"}'},
+        Request(client_order_id=cid("ETHUSDT", sell, now_ms), symbol="ETHUSDT", side=sell,
+                type=OrderType.TAKE_PROFIT_LIMIT, quantity=d("0.2"), price=d("3300"),
+                stop_price=d("3290")),
+        Request(client_order_id=cid("DOGEUSDT", buy, now_ms), symbol="DOGEUSDT", side=buy,
+                type=OrderType.MARKET, quantity=d("100")),
+        Request(client_order_id=cid("BTCUSDT", buy, now_ms), symbol="BTCUSDT", side=buy,
+                type=OrderType.MARKET, quantity=d("0.003"), deadline=now_ms - 1),
+        Request(action=Action.CANCEL_ALL, symbol="ETHUSDT"),
+    ]
+
+
+def demo_requests(count: int, now_ms: int) -> Iterator[Request | dict[str, Any]]:
+    produced = 0
+    while produced < count:
+        for item in demo_scenario(now_ms)[: count - produced]:
+            produced += 1
+            yield item
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    now = int(time.time() * 1000)
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        ids: list[str] = []
+        for item in demo_requests(args.count, now):
+            if isinstance(item, dict):
+                entry: Any = await client.redis.xadd(client.keys.pending, cast(Any, item))
+                ids.append(entry.decode() if isinstance(entry, bytes) else entry)
+            else:
+                ids.append((await client.publish(item)).request_id)
+            if not args.quiet:
+                # One at a time, so the cancel sees the order it cancels already resting.
+                result = await client.wait_result(ids[-1], args.timeout)
+                print(format_result(result), file=out, flush=True)
+        if args.quiet:
+            await client.wait_results(ids, args.timeout)
+    if not args.quiet:
+        print(f"\n{len(ids)} requests, {len(ids)} results", file=out)
+    return 0

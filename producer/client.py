@@ -1,0 +1,180 @@
+"""Async client for Python producers: publish place / cancel / cancel_all requests and wait
+for their results.
+
+It needs only redis and msgspec. Requests are checked against the contract before they are
+sent, so a mistake is reported here, at the caller, instead of as a failed result later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from decimal import Decimal
+from typing import Any, NamedTuple, cast
+
+import redis.asyncio as aioredis
+
+from .contract import (
+    Action,
+    Event,
+    OrderType,
+    Request,
+    Result,
+    Side,
+    TimeInForce,
+    decode_event,
+    decode_result,
+    encode,
+    parse_decimal,
+)
+from .ids import new_client_order_id
+from .keys import DEFAULT_PREFIX, Keys
+from .validation import check_request
+
+# Results are looked for from a little before the request's own id: stream ids come from
+# the Redis server clock, which a result never precedes, but allow for a clock step back.
+_CLOCK_SLACK_MS = 5_000
+
+
+class Submitted(NamedTuple):
+    request_id: str
+    client_order_id: str | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: Mapping[Any, Any], name: str) -> Any:
+    return fields.get(name.encode(), fields.get(name))
+
+
+class OrderClient:
+    """Publishes requests to ``<prefix>:pending`` and reads their results."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> OrderClient:
+        return cls(aioredis.Redis.from_url(url), prefix)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> OrderClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def publish(self, request: Request) -> Submitted:
+        check_request(request, now_ms=int(time.time() * 1000))
+        entry_id = await self.redis.xadd(self.keys.pending, {"data": encode(request)})
+        return Submitted(_text(entry_id), request.client_order_id)
+
+    async def place(
+        self,
+        symbol: str,
+        side: Side | str,
+        type: OrderType | str,
+        quantity: Decimal | str | int,
+        *,
+        price: Decimal | str | int | None = None,
+        stop_price: Decimal | str | int | None = None,
+        time_in_force: TimeInForce | str | None = None,
+        expire_at: int | None = None,
+        client_order_id: str | None = None,
+        account: str | None = None,
+        deadline: int | None = None,
+        strategy_id: str | None = None,
+        signal_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        request = Request(
+            action=Action.PLACE,
+            client_order_id=client_order_id or new_client_order_id(symbol, side),
+            account=account,
+            symbol=symbol,
+            side=Side(side),
+            type=OrderType(type),
+            quantity=parse_decimal(quantity),
+            price=None if price is None else parse_decimal(price),
+            stop_price=None if stop_price is None else parse_decimal(stop_price),
+            time_in_force=None if time_in_force is None else TimeInForce(time_in_force),
+            expire_at=expire_at,
+            deadline=deadline,
+            strategy_id=strategy_id,
+            signal_id=signal_id,
+            metadata=metadata,
+        )
+        return await self.publish(request)
+
+    async def cancel(self, client_order_id: str, *, account: str | None = None) -> Submitted:
+        return await self.publish(
+            Request(action=Action.CANCEL, client_order_id=client_order_id, account=account)
+        )
+
+    async def cancel_all(
+        self, *, symbol: str | None = None, account: str | None = None
+    ) -> Submitted:
+        return await self.publish(
+            Request(action=Action.CANCEL_ALL, symbol=symbol, account=account)
+        )
+
+    async def wait_result(self, request_id: str, timeout: float = 30.0) -> Result:
+        results = await self.wait_results([request_id], timeout)
+        return results[request_id]
+
+    async def wait_results(
+        self, request_ids: Iterable[str], timeout: float = 30.0
+    ) -> dict[str, Result]:
+        """Wait until every request has its result; TimeoutError names how many are missing."""
+        wanted = set(request_ids)
+        found: dict[str, Result] = {}
+        if not wanted:
+            return found
+        start_ms = max(min(int(rid.split("-")[0]) for rid in wanted) - _CLOCK_SLACK_MS, 0)
+        cursors = {self.keys.completed: f"{start_ms}-0", self.keys.failed: f"{start_ms}-0"}
+        deadline = time.monotonic() + timeout
+        while wanted - found.keys():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = len(wanted - found.keys())
+                raise TimeoutError(f"{missing} of {len(wanted)} results not seen in {timeout}s")
+            block = max(1, min(int(left * 1000), 1_000))
+            reply: Any = await self.redis.xread(cast(Any, cursors), count=1000, block=block)
+            for stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    cursors[_text(stream)] = _text(entry_id)
+                    rid = _field(fields, "request_id")
+                    if rid is not None and _text(rid) in wanted:
+                        found[_text(rid)] = decode_result(_field(fields, "data"))
+        return found
+
+    async def follow(
+        self, *, results: bool = True, events: bool = False, since: str = "$"
+    ) -> AsyncIterator[tuple[str, Result | Event]]:
+        """Yield (stream, item) for new results and/or events as they arrive."""
+        names = [self.keys.completed, self.keys.failed] if results else []
+        if events:
+            names.append(self.keys.events)
+        # "$" is resolved once: passed again on every read it would skip what arrived on one
+        # stream while we were reading another.
+        cursors = {name: await self._last_id(name) if since == "$" else since for name in names}
+        while True:
+            reply: Any = await self.redis.xread(cast(Any, cursors), count=500, block=1_000)
+            for stream, entries in reply or []:
+                name = _text(stream)
+                for entry_id, fields in entries:
+                    cursors[name] = _text(entry_id)
+                    data = _field(fields, "data")
+                    if data is None:
+                        continue
+                    item = decode_event(data) if name == self.keys.events else decode_result(data)
+                    yield name, item
+
+    async def _last_id(self, stream: str) -> str:
+        last: Any = await self.redis.xrevrange(stream, count=1)
+        return _text(last[0][0]) if last else "0-0"

@@ -1,0 +1,390 @@
+"""Wire contract v1: the request and result entries that cross the Redis streams.
+
+Producers in any language write a request as one stream entry whose field ``data`` holds a
+UTF-8 JSON object; workers answer with one result entry per request. Everything here is
+pure data: msgspec types, the closed enums of the contract and the codecs for them.
+
+Decimal amounts travel as JSON strings in fixed-point notation (``"0.00001"``, never
+``"1E-5"``); requests may also give them as JSON numbers, which are read exactly (never
+through a float).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import msgspec
+
+CONTRACT_VERSION = 1
+
+# Binance's own grammar for numbers in order parameters; anything looser (exponents, signs,
+# blanks, underscores) is refused so that what we forward is exactly what the producer meant.
+_DECIMAL_TEXT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
+DECIMAL_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?$"
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,36}$"
+ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,32}$"
+MAX_TAG_LENGTH = 128
+
+
+class WireDecimal(Decimal):
+    """A Decimal that crosses the wire: decoded strictly, encoded in fixed-point notation.
+
+    Arithmetic on it returns plain ``Decimal``; wrap results with ``wire()`` before putting
+    them into a wire struct, which the type checker enforces.
+    """
+
+    __slots__ = ()
+
+
+def zero() -> WireDecimal:
+    return WireDecimal(0)
+
+
+def wire(value: Decimal) -> WireDecimal:
+    return value if type(value) is WireDecimal else WireDecimal(value)
+
+
+def wire_opt(value: Decimal | None) -> WireDecimal | None:
+    return None if value is None else wire(value)
+
+
+def decimal_text(value: Decimal) -> str:
+    """Fixed-point text of a decimal: ``1E-7`` -> ``0.0000001``, ``1E+3`` -> ``1000``."""
+    return format(value, "f")
+
+
+def parse_decimal(value: object) -> WireDecimal:
+    """Read a decimal given as a JSON string, integer or (exactly parsed) JSON number."""
+    if isinstance(value, str):
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError(
+                f"Expected a decimal string like '0.010' (digits, optional fraction), got {value!r}"
+            )
+        return WireDecimal(value)
+    if isinstance(value, bool):
+        raise ValueError("Expected a decimal, got `bool`")
+    if isinstance(value, int):
+        return WireDecimal(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("Expected a finite decimal")
+        return WireDecimal(value)
+    raise ValueError(f"Expected a decimal string or number, got `{type(value).__name__}`")
+
+
+def _dec_hook(tp: type, obj: object) -> object:
+    if tp is WireDecimal:
+        return parse_decimal(obj)
+    raise NotImplementedError(f"no decoder for {tp!r}")
+
+
+def _enc_hook(obj: object) -> object:
+    if isinstance(obj, Decimal):
+        # str() is the fast path; it switches to an exponent for large exponents and for
+        # values below 1e-6, and only then is the slower fixed-point formatting needed.
+        text = str(obj)
+        return text if "E" not in text else format(obj, "f")
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def _schema_hook(tp: type) -> dict[str, Any]:
+    if tp is WireDecimal:
+        return {
+            "anyOf": [
+                {"type": "string", "pattern": DECIMAL_PATTERN},
+                {"type": "number"},
+            ],
+            "description": "decimal; a string in fixed-point notation is preferred",
+        }
+    raise NotImplementedError(f"no schema for {tp!r}")
+
+
+class Action(enum.StrEnum):
+    PLACE = "place"
+    CANCEL = "cancel"
+    CANCEL_ALL = "cancel_all"
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+    TAKE_PROFIT = "take_profit"
+    TAKE_PROFIT_LIMIT = "take_profit_limit"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+    GTD = "gtd"
+
+
+class OrderState(enum.StrEnum):
+    CREATED = "created"
+    PENDING_SUBMIT = "pending_submit"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    PENDING_CANCEL = "pending_cancel"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    DENIED = "denied"
+
+
+TERMINAL_STATES = frozenset(
+    {
+        OrderState.FILLED,
+        OrderState.CANCELLED,
+        OrderState.REJECTED,
+        OrderState.EXPIRED,
+        OrderState.DENIED,
+    }
+)
+
+
+class ReasonCode(enum.StrEnum):
+    """The closed set of failure reasons; ``risk_denied:<check>`` is built by ``risk_denied``."""
+
+    INVALID = "invalid"
+    UNAUTHENTICATED = "unauthenticated"
+    EXPIRED = "expired"
+    DUPLICATE = "duplicate"
+    HALTED = "halted"
+    CIRCUIT_OPEN = "circuit_open"
+    RATE_LIMITED = "rate_limited"
+    BROKER_REJECTED = "broker_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    POISON = "poison"
+    NOT_FOUND = "not_found"
+    NOT_CANCELLABLE = "not_cancellable"
+
+
+RISK_DENIED_PREFIX = "risk_denied:"
+
+
+def risk_denied(check: str) -> str:
+    return RISK_DENIED_PREFIX + check
+
+
+class ResultStatus(enum.StrEnum):
+    """What became of one request.
+
+    Requests that produced or touched an order report the order's state; ``failed`` means
+    the request itself was refused (invalid, duplicate, not found, ...) and no order changed.
+    Whether a result is a success is told by ``reason_code`` alone (see ``Result.ok``).
+    """
+
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+ClientOrderId = Annotated[str, msgspec.Meta(pattern=CLIENT_ORDER_ID_PATTERN)]
+AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_PATTERN)]
+Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
+Tag = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
+EpochMs = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """One order request (the JSON object in a pending entry's ``data`` field)."""
+
+    action: Action = Action.PLACE
+    client_order_id: ClientOrderId | None = None
+    account: AccountName | None = None
+    symbol: Symbol | None = None
+    side: Side | None = None
+    type: OrderType | None = None
+    quantity: WireDecimal | None = None
+    price: WireDecimal | None = None
+    stop_price: WireDecimal | None = None
+    time_in_force: TimeInForce | None = None
+    expire_at: EpochMs | None = None
+    deadline: EpochMs | None = None
+    strategy_id: Tag | None = None
+    signal_id: Tag | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Fill(msgspec.Struct, kw_only=True, omit_defaults=True):
+    fill_id: str
+    price: WireDecimal
+    quantity: WireDecimal
+    commission: WireDecimal = msgspec.field(default_factory=zero)
+    commission_asset: str | None = None
+    liquidity: str = "taker"
+    at: EpochMs = 0
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """The one answer to one request (the JSON object in a result entry's ``data`` field)."""
+
+    request_id: str
+    action: Action
+    status: ResultStatus
+    client_order_id: str | None = None
+    account: str | None = None
+    symbol: str | None = None
+    side: Side | None = None
+    type: OrderType | None = None
+    order_state: OrderState | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+    broker_order_id: str | None = None
+    quantity: WireDecimal | None = None
+    filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
+    average_price: WireDecimal | None = None
+    commission: WireDecimal = msgspec.field(default_factory=zero)
+    commission_asset: str | None = None
+    fills: list[Fill] = []
+    cancelled: list[str] = []
+    strategy_id: str | None = None
+    signal_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    enqueued_at: EpochMs = 0
+    received_at: EpochMs = 0
+    completed_at: EpochMs = 0
+    worker: str = ""
+    v: int = CONTRACT_VERSION
+
+    @property
+    def ok(self) -> bool:
+        """A result without a reason code goes to ``<prefix>:completed``, else to ``failed``.
+
+        An IOC/FOK order the broker expired unfilled is a normal outcome (completed, status
+        expired); a request whose deadline passed before it was sent is a failure (reason
+        ``expired``)."""
+        return self.reason_code is None
+
+
+class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The parameters of an accepted place request, as carried by the ``created`` event."""
+
+    account: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: WireDecimal
+    price: WireDecimal | None = None
+    stop_price: WireDecimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    expire_at: EpochMs | None = None
+    deadline: EpochMs | None = None
+    strategy_id: str | None = None
+    signal_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One state transition of one order (an entry of ``<prefix>:events``, the audit log).
+
+    ``seq`` numbers an order's events from 1, so a reader can tell a gap or a replayed event.
+    The ``created`` event carries the order's parameters; later ones carry what changed: a
+    fill event its fill and the running totals, a rejection its reason.
+    """
+
+    client_order_id: str
+    seq: int
+    state: OrderState
+    prev_state: OrderState | None = None
+    at: EpochMs
+    worker: str = ""
+    request_id: str | None = None
+    account: str = ""
+    symbol: str = ""
+    order: OrderSpec | None = None
+    broker_order_id: str | None = None
+    fill: Fill | None = None
+    # Running totals after ``fill``; present on fill events only.
+    filled_quantity: WireDecimal | None = None
+    average_price: WireDecimal | None = None
+    commission: WireDecimal | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class ContractError(ValueError):
+    """A request that does not satisfy the contract; ``field`` names the offending field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_request_decoder = msgspec.json.Decoder(Request, dec_hook=_dec_hook, float_hook=Decimal)
+_result_decoder = msgspec.json.Decoder(Result, dec_hook=_dec_hook, float_hook=Decimal)
+_event_decoder = msgspec.json.Decoder(Event, dec_hook=_dec_hook, float_hook=Decimal)
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+_FIELD_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+_FIELD_QUOTED = re.compile(r"field `([A-Za-z0-9_]+)`")
+
+
+def _field_of(message: str) -> str | None:
+    match = _FIELD_AT.search(message) or _FIELD_QUOTED.search(message)
+    return match.group(1) if match else None
+
+
+def decode_request(data: bytes | str) -> Request:
+    """Decode a request strictly; every failure is a ContractError naming the field."""
+    try:
+        return _request_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = _field_of(text)
+        return _raise(text if field else f"data: {text}", field or "data")
+    except msgspec.DecodeError as exc:
+        return _raise(f"data is not valid JSON: {exc}", "data")
+    except (InvalidOperation, UnicodeDecodeError) as exc:
+        return _raise(f"data could not be read: {exc}", "data")
+
+
+def _raise(message: str, field: str | None) -> Request:
+    raise ContractError(message, field)
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_result(data: bytes | str) -> Result:
+    return _result_decoder.decode(data)
+
+
+def decode_event(data: bytes | str) -> Event:
+    return _event_decoder.decode(data)
+
+
+def decoder(tp: type[Any]) -> msgspec.json.Decoder[Any]:
+    """A strict JSON decoder for any struct built from contract types."""
+    return msgspec.json.Decoder(tp, dec_hook=_dec_hook, float_hook=Decimal)
+
+
+def json_schema(tp: type) -> dict[str, Any]:
+    return msgspec.json.schema(tp, schema_hook=_schema_hook)
+
+
+def to_builtins(obj: object) -> Any:
+    return msgspec.to_builtins(obj, enc_hook=_enc_hook)
+
+
+def convert(obj: object, tp: type[msgspec.Struct]) -> Any:
+    return msgspec.convert(obj, tp, dec_hook=_dec_hook)

@@ -1,0 +1,30 @@
+"""Every Redis key orderstream uses, in one place, so the data layout reads in one screen.
+
+All keys start with the deployment prefix. A prefix in braces such as ``{orders}`` makes
+every key share one Redis Cluster hash slot, so Lua scripts and MULTI can span them.
+"""
+
+from __future__ import annotations
+
+GROUP = "executors"
+DEFAULT_PREFIX = "orders"
+
+
+class Keys:
+    __slots__ = ("completed", "events", "failed", "open", "pending", "prefix")
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+        self.pending = f"{prefix}:pending"  # stream of requests, consumer group "executors"
+        self.completed = f"{prefix}:completed"  # stream of successful results (capped)
+        self.failed = f"{prefix}:failed"  # stream of failed results (capped)
+        self.events = f"{prefix}:events"  # stream of every order state transition
+        self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
+
+    def order(self, client_order_id: str) -> str:
+        """Hash with the current state of one order; also its idempotency record."""
+        return f"{self.prefix}:order:{client_order_id}"
+
+    def paper(self, account: str, name: str) -> str:
+        """State of the simulated exchange behind a paper account."""
+        return f"{self.prefix}:paper:{account}:{name}"

@@ -1,0 +1,88 @@
+"""Rules of the contract that a type alone cannot say: which fields each action and order
+type needs or forbids, and that amounts are positive.
+
+Pure functions shared by the producer client (to refuse a bad request before sending it)
+and the worker (which never trusts the producer).
+"""
+
+from __future__ import annotations
+
+from .contract import Action, ContractError, OrderType, Request, TimeInForce
+
+# Which of price / stop_price each order type needs; the other is refused, so a producer
+# that confuses the two hears about it instead of getting an order it did not mean.
+PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
+    OrderType.MARKET: (False, False),
+    OrderType.LIMIT: (True, False),
+    OrderType.STOP: (False, True),
+    OrderType.STOP_LIMIT: (True, True),
+    OrderType.TAKE_PROFIT: (False, True),
+    OrderType.TAKE_PROFIT_LIMIT: (True, True),
+}
+
+_ORDER_FIELDS = (
+    "side",
+    "type",
+    "quantity",
+    "price",
+    "stop_price",
+    "time_in_force",
+    "expire_at",
+)
+
+
+def check_request(req: Request, now_ms: int | None = None) -> None:
+    """Raise ContractError (naming the field) unless ``req`` is a well-formed request.
+
+    ``now_ms`` enables the checks that depend on the clock (``expire_at`` in the future).
+    """
+    if req.action is Action.PLACE:
+        _check_place(req, now_ms)
+    elif req.action is Action.CANCEL:
+        if req.client_order_id is None:
+            raise ContractError("client_order_id is required to cancel", "client_order_id")
+        _refuse_order_fields(req, "cancel", allow_symbol=True)
+    else:
+        if req.client_order_id is not None:
+            raise ContractError(
+                "client_order_id is not allowed for cancel_all (use symbol/account filters)",
+                "client_order_id",
+            )
+        _refuse_order_fields(req, "cancel_all", allow_symbol=True)
+
+
+def _check_place(req: Request, now_ms: int | None) -> None:
+    for name in ("symbol", "side", "type", "quantity"):
+        if getattr(req, name) is None:
+            raise ContractError(f"{name} is required to place an order", name)
+    assert req.type is not None and req.quantity is not None
+    if req.quantity <= 0:
+        raise ContractError(f"quantity must be positive, got {req.quantity}", "quantity")
+    needs_price, needs_stop = PRICE_FIELDS[req.type]
+    for name, needed in (("price", needs_price), ("stop_price", needs_stop)):
+        value = getattr(req, name)
+        if needed and value is None:
+            raise ContractError(f"{name} is required for a {req.type} order", name)
+        if not needed and value is not None:
+            raise ContractError(f"{name} is not allowed for a {req.type} order", name)
+        if value is not None and value <= 0:
+            raise ContractError(f"{name} must be positive, got {value}", name)
+    tif = req.time_in_force or TimeInForce.GTC
+    if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
+        raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
+    if tif is TimeInForce.GTD:
+        if req.expire_at is None:
+            raise ContractError("expire_at is required when time_in_force is gtd", "expire_at")
+        if now_ms is not None and req.expire_at <= now_ms:
+            raise ContractError(
+                f"expire_at {req.expire_at} is not in the future (now {now_ms})", "expire_at"
+            )
+    elif req.expire_at is not None:
+        raise ContractError("expire_at is only allowed when time_in_force is gtd", "expire_at")
+
+
+def _refuse_order_fields(req: Request, action: str, *, allow_symbol: bool) -> None:
+    names = _ORDER_FIELDS if allow_symbol else (*_ORDER_FIELDS, "symbol")
+    for name in names:
+        if getattr(req, name) is not None:
+            raise ContractError(f"{name} is not allowed for {action}", name)

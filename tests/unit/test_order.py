@@ -1,0 +1,116 @@
+"""The order record: one transition table, fills and averages, broker reports applied
+idempotently."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from executor.brokers.base import BrokerOrder, BrokerStatus
+from executor.order import Context, add_fill, apply_report, new_order, transition
+from executor.states import TRANSITIONS, IllegalTransition, can_transition, is_terminal
+from producer.contract import (
+    TERMINAL_STATES,
+    Fill,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Side,
+    WireDecimal,
+)
+
+S = OrderState
+CTX = Context(now=1_000, worker="w1", request_id="1-0")
+
+
+def spec(quantity: str = "1.0") -> OrderSpec:
+    return OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                     quantity=WireDecimal(quantity), price=WireDecimal("100"))
+
+
+def fill(n: int, qty: str, price: str, fee: str = "0") -> Fill:
+    return Fill(fill_id=f"f{n}", quantity=WireDecimal(qty), price=WireDecimal(price),
+                commission=WireDecimal(fee), commission_asset="USDT")
+
+
+def test_every_state_has_a_row_and_terminal_states_are_final() -> None:
+    assert set(TRANSITIONS) == set(OrderState)
+    for state in TERMINAL_STATES:
+        assert is_terminal(state)
+        assert not TRANSITIONS[state]
+    assert can_transition(S.PARTIALLY_FILLED, S.PARTIALLY_FILLED)
+    assert not can_transition(S.FILLED, S.CANCELLED)
+    assert not can_transition(S.CREATED, S.FILLED)
+
+
+def test_new_order_is_created_then_pending_submit_with_numbered_events() -> None:
+    order, events = new_order("c1", "1-0", spec(), CTX)
+    assert order.state is S.PENDING_SUBMIT and order.seq == 2
+    assert [(e.prev_state, e.state, e.seq) for e in events] == [
+        (None, S.CREATED, 1), (S.CREATED, S.PENDING_SUBMIT, 2)]
+    assert events[0].order == spec()  # the created event carries the parameters
+
+
+def test_illegal_transition_is_refused_and_changes_nothing() -> None:
+    order, _ = new_order("c1", "1-0", spec(), CTX)
+    with pytest.raises(IllegalTransition):
+        transition(order, S.FILLED, CTX)
+    assert order.state is S.PENDING_SUBMIT and order.seq == 2
+
+
+def test_average_price_is_quantity_weighted_and_fees_add_up() -> None:
+    order, _ = new_order("c1", "1-0", spec("3"), CTX)
+    add_fill(order, fill(1, "1", "100", "0.1"))
+    add_fill(order, fill(2, "2", "103", "0.2"))
+    assert order.filled_quantity == Decimal("3")
+    assert order.average_price == Decimal("102")
+    assert order.commission == Decimal("0.3")
+    with pytest.raises(ValueError, match="exceed"):
+        add_fill(order, fill(3, "0.1", "1"))
+
+
+def test_average_of_a_repeating_fraction_is_rounded_not_float() -> None:
+    order, _ = new_order("c1", "1-0", spec("3"), CTX)
+    add_fill(order, fill(1, "1", "1"))
+    add_fill(order, fill(2, "2", "2"))
+    assert order.average_price == Decimal("1.666666666667")
+
+
+def test_market_fill_report_moves_through_submitted_to_filled() -> None:
+    order, _ = new_order("c1", "1-0", spec("1.5"), CTX)
+    report = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                         status=BrokerStatus.FILLED, quantity=WireDecimal("1.5"),
+                         filled_quantity=WireDecimal("1.5"),
+                         fills=[fill(1, "1", "100"), fill(2, "0.5", "101")])
+    events = apply_report(order, report, CTX)
+    assert [e.state for e in events] == [S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED]
+    assert order.broker_order_id == "P-1"
+    assert [e.seq for e in events] == [3, 4, 5]
+    assert events[-1].filled_quantity == Decimal("1.5")
+    # Applying the same report again changes nothing: fills are known by id.
+    assert apply_report(order, report, CTX) == []
+
+
+def test_resting_report_is_accepted_and_rejection_carries_the_reason() -> None:
+    order, _ = new_order("c1", "1-0", spec(), CTX)
+    rest = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                       status=BrokerStatus.NEW, quantity=WireDecimal("1"))
+    assert [e.state for e in apply_report(order, rest, CTX)] == [S.SUBMITTED, S.ACCEPTED]
+    other, _ = new_order("c2", "2-0", spec(), CTX)
+    rejected = BrokerOrder(client_order_id="c2", broker_order_id="", symbol="BTCUSDT",
+                           status=BrokerStatus.REJECTED, quantity=WireDecimal("1"),
+                           reason="insufficient balance")
+    (event,) = apply_report(other, rejected, CTX)
+    assert event.state is S.REJECTED and other.reason == "insufficient balance"
+    assert other.reason_code == "broker_rejected"
+
+
+def test_ioc_partial_fill_then_expired() -> None:
+    order, _ = new_order("c1", "1-0", spec("2"), CTX)
+    report = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                         status=BrokerStatus.EXPIRED, quantity=WireDecimal("2"),
+                         filled_quantity=WireDecimal("1"), fills=[fill(1, "1", "100")])
+    events = apply_report(order, report, CTX)
+    assert [e.state for e in events] == [S.SUBMITTED, S.PARTIALLY_FILLED, S.EXPIRED]
+    assert order.filled_quantity == Decimal("1")
