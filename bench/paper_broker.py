@@ -61,6 +61,21 @@ async def run(url: str, orders: int, batch: int) -> tuple[float, float]:
     return orders / elapsed, orders / cpu
 
 
+async def calibrate() -> float:
+    """Microseconds per gathered no-op task: how fast this machine runs asyncio right now
+    (shared machines vary by several times), to read the figures against."""
+    async def noop() -> None:
+        return None
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(100):
+            await asyncio.gather(*(noop() for _ in range(200)))
+        best = min(best, (time.perf_counter() - started) / 20_000 * 1e6)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=20_000)
@@ -68,6 +83,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    print(f"calibration: {asyncio.run(calibrate()):.1f} us per gathered no-op task")
     with private_redis(args.redis_url) as url:
         for n in range(args.runs):
             rate, per_cpu = asyncio.run(run(url, args.orders, args.batch))

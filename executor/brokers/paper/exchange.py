@@ -105,6 +105,11 @@ class PaperBroker:
         await self.store.load_scripts()
         self.prices.set_origin(await self.store.init_origin(self.clock()))
         self.prices.set_overrides(await self.store.overrides())
+        if self.config.prices == "walk":
+            # An exchange whose origin is days old has a long path to catch up on (about a
+            # second per week of 1 s steps): walk it off the event loop, once.
+            for symbol in self.config.symbols:
+                await asyncio.to_thread(self.prices.model_price, symbol)
         self._started = True
         self._closing = False
         if background:
@@ -154,7 +159,7 @@ class PaperBroker:
         record = matching.submit(client_order_id, self.broker_order_id(client_order_id), order,
                                  self._book(order.symbol, sym, now), sym, config, now,
                                  f"{self.token}:{next(self._submissions)}")
-        item = NewOrder(client_order_id, encode_order(record))
+        item = NewOrder(client_order_id, encode_order(record).decode())
         if record.is_open:
             item.watch, item.score = self._watch(record, sym)
             if order.time_in_force is TimeInForce.GTD:
@@ -254,12 +259,13 @@ class PaperBroker:
         now = self.clock()
         books: dict[str, Book] = {}
         ranges: list[tuple[str, str, str]] = []
-        for name, sym in self.config.symbols.items():
-            book = books[name] = self._book(name, sym, now)
+        for name, symbol in self.config.symbols.items():
+            book = books[name] = self._book(name, symbol, now)
+            tick = symbol.tick_size
             ranges.append((self.store.watch_key(name, Direction.DOWN),
-                           str(matching.ticks_up(book.ref, sym.tick_size)), "+inf"))
+                           str(matching.ticks_up(book.ref, tick)), "+inf"))
             ranges.append((self.store.watch_key(name, Direction.UP), "-inf",
-                           str(matching.ticks_down(book.ref, sym.tick_size))))
+                           str(matching.ticks_down(book.ref, tick))))
         ids = await self.store.woken(ranges, now, MATCH_LIMIT)
         if not ids:
             return 0
@@ -267,12 +273,12 @@ class PaperBroker:
         for order in await self.store.get_many(ids):
             if order is None:
                 continue
-            config = self.config.symbols.get(order.spec.symbol)
-            if config is None:  # the symbol left the config; its orders stay as they are
+            sym = self.config.symbols.get(order.spec.symbol)
+            if sym is None:  # the symbol left the config; its orders stay as they are
                 continue
-            new = matching.advance(order, books[order.spec.symbol], config, self.config, now)
+            new = matching.advance(order, books[order.spec.symbol], sym, self.config, now)
             if new is not None:
-                changes.append(self._change(order, new, config))
+                changes.append(self._change(order, new, sym))
         if not changes:
             return 0
         return sum(await self.store.update(changes))
@@ -322,10 +328,10 @@ class PaperBroker:
     def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig) -> Change:
         change = Change(old.client_order_id, old.version, encode_order(new), new.is_open,
                         report=encode(report(new)))
-        was, now = self._watch(old, sym), self._watch(new, sym)
-        if was != now:
-            change.leave = was[0]
-            change.join, change.score = now
+        before, after = self._watch(old, sym), self._watch(new, sym)
+        if before != after:
+            change.leave = before[0]
+            change.join, change.score = after
         return change
 
     async def _run(self) -> None:

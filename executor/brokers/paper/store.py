@@ -26,6 +26,7 @@ from decimal import Decimal
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from producer.keys import Keys
@@ -34,6 +35,7 @@ from .matching import Direction
 from .records import PaperOrder, decode_order
 
 EXECUTIONS_MAXLEN = 1_000_000
+_msgpack = msgspec.msgpack.Encoder()
 
 
 def _script(name: str) -> str:
@@ -49,7 +51,7 @@ class NewOrder:
     """An order to store at submission, and where it rests if it is open."""
 
     client_order_id: str
-    record: bytes
+    record: str  # JSON (str: the script takes it in a msgpack array, as a msgpack string)
     watch: str | None = None  # the watch key of an open order, and its level in ticks
     score: int = 0
     expire_at: int | None = None
@@ -120,9 +122,10 @@ class ExchangeStore:
     async def insert(self, items: Sequence[NewOrder]) -> list[bool]:
         """Store new orders in one script call; False where the client id already exists."""
         keys = _KeyIndex([self.orders, self.received, self.book, self.expiry])
-        args: list[Any] = [len(items)]
+        flat: list[str] = []
         for item in items:
-            args += (item.client_order_id, item.record)
+            flat += (item.client_order_id, item.record)
+        args: list[Any] = [_msgpack.encode(flat)]
         for k, item in enumerate(items, 1):
             if item.watch is not None:
                 args += (k, keys(item.watch), item.score,
