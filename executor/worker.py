@@ -269,7 +269,9 @@ class Worker:
         k = self.keys
         names = {"pending": k.pending, "completed": k.completed, "failed": k.failed,
                  "events": k.events}
-        while True:
+        # Stops on the flag as well as on cancellation: redis-py can swallow a cancel that
+        # lands inside a command (redis-py issue 2028), and close() must not hang on it.
+        while self._ready:
             try:
                 groups = await self.redis.xinfo_groups(k.pending)
                 for group in groups:

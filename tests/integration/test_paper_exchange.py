@@ -477,6 +477,41 @@ async def test_concurrent_submits_are_coalesced_into_few_script_calls(
     assert len(await broker.open_orders()) == 500
 
 
+async def test_submit_many_answers_each_order_as_submit_would_in_one_script_call(
+        make_broker: MakeBroker, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = await make_broker(PaperAccount(failure_rate=0.2, timeout_rate=0.1, seed=3))
+    twin = await make_broker(PaperAccount(failure_rate=0.2, timeout_rate=0.1, seed=3),
+                             account="twin")
+    calls: list[int] = []
+    evalsha = broker.store.redis.evalsha
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(args))
+        return evalsha(*args, **kwargs)
+
+    monkeypatch.setattr(broker.store.redis, "evalsha", counting)
+    orders = [(f"m-{i}", spec(quantity="0.001")) for i in range(300)]
+    orders.append(("m-7", spec(quantity="0.002")))  # a duplicate inside the batch
+    orders.append(("bad id!", spec()))  # refused before anything is stored
+    many = await broker.submit_many(orders)
+    assert len(calls) == 1
+    one_by_one: list[BrokerOrder | BaseException] = []
+    for cid, order in orders:
+        try:
+            one_by_one.append(await twin.submit(cid, order))
+        except Exception as exc:  # the same seed draws the same failures
+            one_by_one.append(exc)
+    assert [type(x) for x in many] == [type(x) for x in one_by_one]
+    kinds = collections.Counter(type(x).__name__ for x in many)
+    assert kinds["RetryableError"] > 20 and kinds["UnknownOutcome"] > 10
+    assert isinstance(many[-2], PermanentError) and "duplicate" in str(many[-2])
+    assert isinstance(many[-1], PermanentError) and "client order id" in str(many[-1])
+    stored = {cid for cid, _ in orders[:300]} - {
+        cid for (cid, _), x in zip(orders, many, strict=False)
+        if isinstance(x, RetryableError)}
+    assert collections.Counter(await received_ids(redis_url)) == {cid: 1 for cid in stored}
+
+
 async def test_exchange_keys_live_under_the_account(make_broker: MakeBroker,
                                                     redis_url: str) -> None:
     broker = await make_broker(account="acct-7")
