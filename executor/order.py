@@ -25,7 +25,7 @@ from .states import IllegalTransition, can_transition
 S = OrderState
 
 
-class Order(msgspec.Struct, kw_only=True):
+class Order(msgspec.Struct, kw_only=True, gc=False):
     """Current state of one order, stored under ``<prefix>:order:<client_order_id>``."""
 
     client_order_id: str
@@ -46,7 +46,7 @@ class Order(msgspec.Struct, kw_only=True):
     worker: str = ""
 
 
-class Context(msgspec.Struct, frozen=True):
+class Context(msgspec.Struct, frozen=True, gc=False):
     """Who makes a change and when; stamped on every event."""
 
     now: int

@@ -197,6 +197,9 @@ class ResultStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+# The wire structs are declared gc=False: they hold only strings, numbers, decimals, lists
+# and dicts of such, so they can never be part of a reference cycle, and leaving them out of
+# the cyclic garbage collector's bookkeeping is a measurable saving per order.
 ClientOrderId = Annotated[str, msgspec.Meta(pattern=CLIENT_ORDER_ID_PATTERN)]
 AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_PATTERN)]
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
@@ -204,7 +207,8 @@ Tag = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
+              gc=False):
     """One order request (the JSON object in a pending entry's ``data`` field)."""
 
     action: Action = Action.PLACE
@@ -224,7 +228,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     metadata: dict[str, Any] | None = None
 
 
-class Fill(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     fill_id: str
     price: WireDecimal
     quantity: WireDecimal
@@ -234,7 +238,7 @@ class Fill(msgspec.Struct, kw_only=True, omit_defaults=True):
     at: EpochMs = 0
 
 
-class Result(msgspec.Struct, kw_only=True):
+class Result(msgspec.Struct, kw_only=True, gc=False):
     """The one answer to one request (the JSON object in a result entry's ``data`` field)."""
 
     request_id: str
@@ -275,7 +279,7 @@ class Result(msgspec.Struct, kw_only=True):
         return self.reason_code is None
 
 
-class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The parameters of an accepted place request, as carried by the ``created`` event."""
 
     account: str
@@ -293,7 +297,7 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     metadata: dict[str, Any] | None = None
 
 
-class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One state transition of one order (an entry of ``<prefix>:events``, the audit log).
 
     ``seq`` numbers an order's events from 1, so a reader can tell a gap or a replayed event.

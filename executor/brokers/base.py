@@ -68,7 +68,7 @@ FINAL_BROKER_STATUSES = frozenset(
 )
 
 
-class BrokerOrder(msgspec.Struct, kw_only=True):
+class BrokerOrder(msgspec.Struct, kw_only=True, gc=False):
     """The broker's view of one order: every fill so far, cumulative, and its status."""
 
     client_order_id: str

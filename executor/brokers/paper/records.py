@@ -15,7 +15,7 @@ from ..base import FINAL_BROKER_STATUSES, BrokerOrder, BrokerStatus
 OPEN_STATUSES = frozenset({BrokerStatus.NEW, BrokerStatus.PARTIALLY_FILLED})
 
 
-class PaperOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
+class PaperOrder(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One order at the paper exchange; ``version`` grows by one with every change."""
 
     version: int  # must stay the first field (see the module docstring)

@@ -1,0 +1,74 @@
+"""The store's scripts on a real redis-server: persist-before-submit is create-if-absent, and
+the outcome write is all-or-nothing per request with a compare-and-set on the order."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from executor.order import Context, new_order, transition
+from executor.store import NewOrder, Outcome, Store
+from producer.contract import (
+    Action,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Result,
+    ResultStatus,
+    Side,
+    WireDecimal,
+)
+from producer.keys import GROUP, Keys
+
+K = Keys()
+SPEC = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                 quantity=WireDecimal("1"), price=WireDecimal("100"))
+
+
+async def pending_entry(r: aioredis.Redis) -> str:
+    await r.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    await r.xadd(K.pending, {"data": "{}"})
+    reply = await r.xreadgroup(GROUP, "w1", {K.pending: ">"})
+    return str(reply[0][1][0][0].decode())
+
+
+async def test_begin_creates_once_and_reports_the_existing_order(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    ctx = Context(now=1, worker="w1", request_id="1-0")
+    first, events = new_order("c1", "1-0", SPEC, ctx)
+    second, events2 = new_order("c1", "2-0", SPEC, ctx)
+    assert await store.begin([NewOrder(first, events)]) == [None]
+    (existing,) = await store.begin([NewOrder(second, events2)])
+    assert existing is not None and existing.request_id == "1-0"
+    assert existing.order.state is OrderState.PENDING_SUBMIT
+    assert await redis_client.xlen(K.events) == 2  # the second begin wrote nothing
+    assert await redis_client.smembers(K.open) == {b"c1"}
+
+
+async def test_finish_is_a_compare_and_set_and_skips_a_changed_order(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    rid = await pending_entry(redis_client)
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    await redis_client.hset(K.order("c1"), "seq", 9)  # someone else moved it
+    ev = [transition(order, OrderState.REJECTED, ctx, reason_code="broker_rejected")]
+    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.REJECTED,
+                    reason_code="broker_rejected", reason="no")
+    conflicts = await store.finish([Outcome(rid, result, order, 2, ev)])
+    assert conflicts == [rid]
+    assert await redis_client.xlen(K.failed) == 0
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 1
+    assert await redis_client.hget(K.order("c1"), "state") == b"pending_submit"
+
+    await redis_client.hset(K.order("c1"), "seq", 2)
+    assert await store.finish([Outcome(rid, result, order, 2, ev)]) == []
+    assert await redis_client.xlen(K.failed) == 1
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await redis_client.hget(K.order("c1"), "state") == b"rejected"
+    assert await redis_client.smembers(K.open) == set()
+    ttl = await redis_client.pttl(K.order("c1"))
+    assert 0 < ttl <= 60_000  # a finished order's record expires; an open one does not
