@@ -47,6 +47,19 @@ async def prefill(r: aioredis.Redis, n: int, start: int = 0) -> None:
         await pipe.execute()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0.0 where it cannot be read.
+
+    Wall-clock rates swing with the load of a shared machine; the CPU time a consumer spends
+    per order does much less, so both are printed."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-")[0])
 
@@ -78,7 +91,9 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        cpu_start = cpu_seconds(proc.pid)
         await wait_results(r, n, timeout=300)
+        cpu_per_order = (cpu_seconds(proc.pid) - cpu_start) / n
         ids = sorted(ms(e) for e, _ in await result_ids(r))
         span_ms = max(ids[-1] - ids[0], 1)
         throughput = (n - 1) * 1000 / span_ms
@@ -108,7 +123,7 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         await r.aclose()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
     return {"orders_per_s": throughput, "p50_ms": q[49], "p99_ms": q[98],
-            "latency_samples": len(latencies)}
+            "latency_samples": len(latencies), "cpu_us": cpu_per_order * 1e6}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -131,13 +146,15 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         if server is not None:
             server.stop()
-    print(f"\northroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
+    print(f"\nthroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
           f"zero latency; latency at {args.rate}/s for {args.seconds}s")
-    print(f"{'':<10}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'':<10}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/order':>14}")
     for name, fig in (("bare loop", bare), ("worker", worker)):
         print(f"{name:<10}{fig['orders_per_s']:>12,.0f}{fig['p50_ms']:>10.1f}"
-              f"{fig['p99_ms']:>10.1f}")
+              f"{fig['p99_ms']:>10.1f}{fig['cpu_us']:>14.1f}")
     print(f"worker / bare loop throughput: {worker['orders_per_s'] / bare['orders_per_s']:.0%}")
+    if worker["cpu_us"]:
+        print(f"bare loop / worker CPU per order: {bare['cpu_us'] / worker['cpu_us']:.0%}")
 
 
 def main() -> None:
