@@ -206,7 +206,22 @@ class Worker:
                 continue
             for _stream, entries in reply or []:
                 if entries:
-                    await self.process(entries)
+                    await self._process_safely(entries)
+
+    async def _process_safely(self, entries: Sequence[tuple[Any, Any]]) -> None:
+        """Process a batch; whatever goes wrong, the lane lives on. A batch that failed
+        half-way stays pending (nothing is acked before its outcome is written) and is
+        redelivered, where the order records make redoing it safe."""
+        try:
+            await self.process(entries)
+        except RedisError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("redis failed mid-batch (%s); %d requests stay pending",
+                        exc, len(entries))
+            await self._sleep(_BACKOFF_START_S)
+        except Exception:
+            log.exception("unexpected error in a batch of %d requests; they stay pending",
+                          len(entries))
 
     async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
         """Run one batch through the pipeline and write its outcomes."""

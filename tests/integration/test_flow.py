@@ -313,3 +313,26 @@ async def test_an_idle_worker_survives_blocks_longer_than_its_socket_timeout(
         result = await client.wait_result(sub.request_id, 10)
     assert result.status is ResultStatus.FILLED
 
+
+
+async def test_the_worker_lives_through_a_redis_restart(
+    make_settings: Callable[..., Settings], redis_server: Any, redis_url: str
+) -> None:
+    """A restart without persistence also drops the stream and the group: the worker
+    reconnects, recreates the group and serves again; it never dies of it."""
+    async with running(make_settings()) as worker:
+        before = OrderClient.from_url(redis_url)
+        first = await before.place("BTCUSDT", "buy", "market", "0.001")
+        assert (await before.wait_result(first.request_id, 10)).status is ResultStatus.FILLED
+        await before.aclose()
+        redis_server.restart()
+        await asyncio.sleep(1.5)
+        after = OrderClient.from_url(redis_url)
+        try:
+            second = await after.place("ETHUSDT", "sell", "market", "0.01")
+            result = await after.wait_result(second.request_id, 20)
+        finally:
+            await after.aclose()
+        assert result.status is ResultStatus.FILLED
+        errors = worker.metrics.registry.get_sample_value("orderstream_redis_errors_total")
+        assert errors is not None and errors >= 1
