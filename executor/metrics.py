@@ -7,7 +7,7 @@ name): never a client id or free text, so the number of series stays bounded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from aiohttp import web
 from prometheus_client import (
@@ -69,8 +69,11 @@ class Metrics:
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
 
-    def record(self, result: Result, now_ms: int) -> None:
-        key = (result.action.value, result.account or "", result.status.value,
+    def record(self, result: Result, now_ms: int, accounts: Container[str]) -> None:
+        """Count one result. ``accounts`` are the configured ones: an account named only by
+        a (refused) request is counted as "", so producers cannot grow the label set."""
+        account = result.account if result.account and result.account in accounts else ""
+        key = (result.action.value, account, result.status.value,
                result.reason_code or "")
         child = self._children.get(key)
         if child is None:

@@ -276,7 +276,7 @@ class Worker:
                             job.request_id, job.client_order_id)
                 continue
             assert job.result is not None
-            self.metrics.record(job.result, now)
+            self.metrics.record(job.result, now, self.brokers)
         extra.clear()
 
     async def _watch_lag(self) -> None:

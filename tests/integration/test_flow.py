@@ -284,6 +284,9 @@ async def test_metrics_and_health_endpoints(
     async with running(make_settings()) as worker:
         subs = [await client.place("BTCUSDT", "buy", "market", "0.001") for _ in range(5)]
         subs.append(await client.publish(Request(action=Action.CANCEL, client_order_id="x")))
+        # An account nobody configured must not become a label value.
+        subs.append(await client.publish(Request(action=Action.CANCEL, client_order_id="x",
+                                                 account="made-up-by-a-producer")))
         await client.wait_results([s.request_id for s in subs], 10)
         base = f"http://127.0.0.1:{worker.metrics_port}"
         async with aiohttp.ClientSession() as http:
@@ -295,6 +298,9 @@ async def test_metrics_and_health_endpoints(
             'reason_code=""} 5.0') in text
     assert ('orderstream_requests_total{account="",action="cancel",outcome="failed",'
             'reason_code="not_found"} 1.0') in text
+    assert ('orderstream_requests_total{account="",action="cancel",outcome="failed",'
+            'reason_code="invalid"} 1.0') in text
+    assert "made-up-by-a-producer" not in text
     assert "orderstream_request_latency_seconds_bucket" in text
     assert 'le="0.0005"' in text and 'le="10.0"' in text
     assert "orderstream_batch_size_count" in text
