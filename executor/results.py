@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.contract import OrderState, Result, ResultStatus
+from producer.contract import TERMINAL_STATES, OrderState, Result, ResultStatus
 
 from .job import Job
 from .order import Order
@@ -62,6 +62,11 @@ def of_order(job: Job, order: Order, now: int, worker: str) -> Result:
     result.status = _STATUS_OF_STATE[order.state]
     if order.state in (OrderState.REJECTED, OrderState.DENIED):
         result.reason_code = order.reason_code or "broker_rejected"
+    elif order.state is OrderState.EXPIRED:
+        # Expired by us (deadline, never sent) is a failure; expired by the exchange (an
+        # IOC remainder) is a normal outcome, which keeps the exchange's words as reason.
+        result.reason_code = order.reason_code
+    if order.state in TERMINAL_STATES:
         result.reason = order.reason
     return result
 

@@ -70,11 +70,11 @@ class Unresolved(Exception):
 
 
 class _Final(Exception):
-    """The order ends here without a broker report: refused or never sent."""
+    """The order ends here without a broker report: refused, or never sent."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: str, reason: str, state: OrderState = OrderState.REJECTED) -> None:
         super().__init__(reason)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.state = code, reason, state
 
 
 class Submit:
@@ -152,7 +152,7 @@ class Submit:
             self._apply(job, report)
             self._conclude(job)
         except _Final as final:
-            self._move(job, order, OrderState.REJECTED, final.code, final.reason)
+            self._move(job, order, final.state, final.code, final.reason)
             self._conclude(job)
         except Unresolved as exc:
             log.warning("order %s: outcome unknown, left pending: %s",
@@ -184,6 +184,15 @@ class Submit:
                 reraise=True,
             ):
                 with attempt:
+                    deadline = order.spec.deadline
+                    if deadline is not None and self.svc.clock() > deadline:
+                        # Nothing was sent (every failure so far was certainly not sent),
+                        # and now it is too late to: the request expires, as it would
+                        # have at the door.
+                        raise _Final(ReasonCode.EXPIRED,
+                                     f"deadline {deadline} passed while the broker was "
+                                     "unavailable; the order was never sent",
+                                     OrderState.EXPIRED)
                     return await self._timed_submit(broker, order)
         except UnknownOutcome as exc:
             log.warning("order %s: %s; looking it up before anything else", cid, exc)

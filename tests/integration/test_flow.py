@@ -342,3 +342,32 @@ async def test_the_worker_lives_through_a_redis_restart(
         assert result.status is ResultStatus.FILLED
         errors = worker.metrics.registry.get_sample_value("orderstream_redis_errors_total")
         assert errors is not None and errors >= 1
+
+
+async def test_a_broker_that_stays_unavailable_exhausts_retries_and_sends_nothing(
+    redis_url: str, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    from executor.config import load_settings
+
+    def failing(attempts: int) -> Settings:
+        return load_settings(None, {
+            "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+            "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_SUBMIT_ATTEMPTS": str(attempts),
+            "ORDERSTREAM_ACCOUNTS_DEFAULT_FAILURE_RATE": "1"})
+
+    async with running(failing(3)):
+        plain = await client.place("BTCUSDT", "buy", "market", "0.001")
+        result = await client.wait_result(plain.request_id, 20)
+    assert result.status is ResultStatus.REJECTED
+    assert result.reason_code == "retries_exhausted" and "3 attempts" in (result.reason or "")
+    assert result.order_state is OrderState.REJECTED
+
+    # With attempts to spare, the deadline ends the retries: never sent, so expired.
+    async with running(failing(1_000)):
+        deadline = int(time.time() * 1000) + 1_500
+        hurried = await client.place("BTCUSDT", "buy", "market", "0.001", deadline=deadline)
+        late = await client.wait_result(hurried.request_id, 20)
+    assert late.status is ResultStatus.EXPIRED and late.reason_code == "expired"
+    assert late.order_state is OrderState.EXPIRED
+    assert "never sent" in (late.reason or "") and late.completed_at > deadline
+    assert await redis_client.xlen(K.paper("default", "received")) == 0
