@@ -364,7 +364,7 @@ async def test_a_broker_that_stays_unavailable_exhausts_retries_and_sends_nothin
 
     # With attempts to spare, the deadline ends the retries: never sent, so expired.
     async with running(failing(1_000)):
-        deadline = int(time.time() * 1000) + 1_500
+        deadline = int(time.time() * 1000) + 3_000
         hurried = await client.place("BTCUSDT", "buy", "market", "0.001", deadline=deadline)
         late = await client.wait_result(hurried.request_id, 20)
     assert late.status is ResultStatus.EXPIRED and late.reason_code == "expired"
