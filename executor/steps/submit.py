@@ -140,14 +140,11 @@ class Submit:
         broker = self.svc.brokers[order.spec.account]
         try:
             report = await self._lookup(broker, order) if job.resumed else None
-            if report is None and job.resumed:
-                reason = past_deadline(job, self.svc.clock())
-                if reason is not None:
-                    self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
-                    self._conclude(job)
-                    return
-                first = None
             if report is None:
+                # A redelivered order the broker never got is a new send, too late or not.
+                late = past_deadline(job, self.svc.clock()) if job.resumed else None
+                if late is not None:
+                    raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
                 report = await self._send(broker, order, first)
             self._apply(job, report)
             self._conclude(job)
