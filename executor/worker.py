@@ -29,6 +29,7 @@ from .brokers.registry import create_broker
 from .config import Settings
 from .job import Job
 from .metrics import Metrics, start_http
+from .reclaim import Reclaimer
 from .services import Services
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
@@ -89,6 +90,10 @@ class Worker:
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
+        self.reclaimer = Reclaimer(
+            self.redis, self.keys, self.consumer,
+            visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
+            batch_size=w.batch_size, results_maxlen=w.results_maxlen)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
         self._ready = False
@@ -167,9 +172,13 @@ class Worker:
 
     async def serve(self) -> None:
         """Read and process until stopped. Several batches are in flight at once (one per
-        lane), so this process computes one batch while Redis runs another's scripts."""
+        lane), so this process computes one batch while Redis runs another's scripts; the
+        reclaimer takes over what other workers left idle too long."""
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
+        lanes.append(asyncio.create_task(
+            self.reclaimer.run(self._process_safely, lambda: not self._stopping.is_set(),
+                               self._sleep), name="reclaim"))
         try:
             await asyncio.gather(*lanes)
         finally:

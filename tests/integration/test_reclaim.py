@@ -1,0 +1,133 @@
+"""What another worker left behind: requests idle past the visibility timeout are reclaimed
+and answered exactly once; an order persisted or even sent before the crash is looked up,
+never sent twice; an entry delivered too often is dead-lettered with its raw fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from executor.brokers.paper import PaperAccount, PaperBroker
+from executor.config import Settings, load_settings
+from executor.order import Context, new_order
+from executor.store import NewOrder, Store
+from producer.client import OrderClient
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    Request,
+    ResultStatus,
+    TimeInForce,
+    decode_event,
+    decode_request,
+)
+from producer.keys import GROUP, Keys
+
+from .conftest import running
+
+K = Keys()
+
+
+def settings(redis_url: str, **extra: str) -> Settings:
+    env = {"REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+           "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300",
+           "ORDERSTREAM_LOOKUP_WINDOW_MS": "300", **extra}
+    return load_settings(None, env)
+
+
+async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient, **order: Any) -> Any:
+    """Publish one order and have consumer "dead" read it and never answer."""
+    await r.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    sub = await client.place("BTCUSDT", "buy", "market", "0.010", **order)
+    reply = await r.xreadgroup(GROUP, "dead", {K.pending: ">"}, count=1)
+    assert reply[0][1][0][0].decode() == sub.request_id
+    return sub
+
+
+async def received(r: aioredis.Redis) -> list[bytes]:
+    return [f[b"client_order_id"] for _, f in await r.xrange(K.paper("default", "received"))]
+
+
+async def test_a_request_a_dead_worker_took_is_reclaimed_and_answered_once(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    client = OrderClient(redis_client)
+    sub = await taken_by_a_dead_worker(redis_client, client)
+    async with running(settings(redis_url)):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED and result.worker == "w1"
+    assert await redis_client.xlen(K.completed) == 1
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await received(redis_client) == [sub.client_order_id.encode()]
+
+
+async def test_a_crash_after_persist_is_sent_once_after_the_lookup_finds_nothing(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    client = OrderClient(redis_client)
+    sub = await taken_by_a_dead_worker(redis_client, client)
+    # The dead worker got as far as persisting the order (pending_submit), no further.
+    request = decode_request((await redis_client.xrange(K.pending))[0][1][b"data"])
+    spec = load_spec(request)
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    order, events = new_order(sub.client_order_id, sub.request_id, spec,
+                              Context(now=1, worker="dead", request_id=sub.request_id))
+    await store.begin([NewOrder(order, events)])
+    async with running(settings(redis_url)):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED
+    assert await received(redis_client) == [sub.client_order_id.encode()]
+    states = [decode_event(f[b"data"]).state for _, f in await redis_client.xrange(K.events)]
+    assert states == [OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
+                      OrderState.FILLED]
+
+
+async def test_a_crash_between_the_broker_call_and_the_result_never_sends_twice(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    client = OrderClient(redis_client)
+    sub = await taken_by_a_dead_worker(redis_client, client)
+    request = decode_request((await redis_client.xrange(K.pending))[0][1][b"data"])
+    spec = load_spec(request)
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    order, events = new_order(sub.client_order_id, sub.request_id, spec,
+                              Context(now=1, worker="dead", request_id=sub.request_id))
+    await store.begin([NewOrder(order, events)])
+    # ... and the exchange took the order, then the worker died before writing the outcome.
+    exchange = PaperBroker("default", PaperAccount(), redis_client, K)
+    await exchange.start(background=False)
+    sent = await exchange.submit(sub.client_order_id, spec)
+    await exchange.close()
+    async with running(settings(redis_url)):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED
+    assert result.broker_order_id == sent.broker_order_id
+    assert result.filled_quantity == sent.filled_quantity
+    assert await received(redis_client) == [sub.client_order_id.encode()], "sent twice"
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_raw_fields(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    client = OrderClient(redis_client)
+    sub = await taken_by_a_dead_worker(redis_client, client)
+    await redis_client.xclaim(K.pending, GROUP, "dead", 0, [sub.request_id], idle=60_000,
+                              retrycount=3)
+    async with running(settings(redis_url, ORDERSTREAM_MAX_DELIVERIES="3")):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FAILED and result.reason_code == "poison"
+    ((_, fields),) = await redis_client.xrange(K.failed)
+    assert fields[b"request_id"].decode() == sub.request_id
+    raw = json.loads(fields[b"raw:data"])
+    assert raw["client_order_id"] == sub.client_order_id
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await received(redis_client) == []
+
+
+def load_spec(request: Request) -> OrderSpec:
+    assert request.symbol and request.side and request.type and request.quantity
+    return OrderSpec(account="default", symbol=request.symbol, side=request.side,
+                     type=request.type, quantity=request.quantity,
+                     time_in_force=TimeInForce.GTC)
