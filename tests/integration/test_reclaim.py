@@ -46,6 +46,16 @@ async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient, **order
     return sub
 
 
+async def persisted_by_the_dead_worker(r: aioredis.Redis, sub: Any) -> OrderSpec:
+    """What the persist step of the dead worker wrote: the order in pending_submit."""
+    spec = load_spec(decode_request((await r.xrange(K.pending))[0][1][b"data"]))
+    store = Store(r, K, results_maxlen=100, order_ttl_ms=60_000)
+    order, events = new_order(sub.client_order_id, sub.request_id, spec,
+                              Context(now=1, worker="dead", request_id=sub.request_id))
+    await store.begin([NewOrder(order, events)])
+    return spec
+
+
 async def received(r: aioredis.Redis) -> list[bytes]:
     return [f[b"client_order_id"] for _, f in await r.xrange(K.paper("default", "received"))]
 
@@ -69,12 +79,7 @@ async def test_a_crash_after_persist_is_sent_once_after_the_lookup_finds_nothing
     client = OrderClient(redis_client)
     sub = await taken_by_a_dead_worker(redis_client, client)
     # The dead worker got as far as persisting the order (pending_submit), no further.
-    request = decode_request((await redis_client.xrange(K.pending))[0][1][b"data"])
-    spec = load_spec(request)
-    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
-    order, events = new_order(sub.client_order_id, sub.request_id, spec,
-                              Context(now=1, worker="dead", request_id=sub.request_id))
-    await store.begin([NewOrder(order, events)])
+    await persisted_by_the_dead_worker(redis_client, sub)
     async with running(settings(redis_url)):
         result = await client.wait_result(sub.request_id, 15)
     assert result.status is ResultStatus.FILLED
@@ -89,12 +94,7 @@ async def test_a_crash_between_the_broker_call_and_the_result_never_sends_twice(
 ) -> None:
     client = OrderClient(redis_client)
     sub = await taken_by_a_dead_worker(redis_client, client)
-    request = decode_request((await redis_client.xrange(K.pending))[0][1][b"data"])
-    spec = load_spec(request)
-    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
-    order, events = new_order(sub.client_order_id, sub.request_id, spec,
-                              Context(now=1, worker="dead", request_id=sub.request_id))
-    await store.begin([NewOrder(order, events)])
+    spec = await persisted_by_the_dead_worker(redis_client, sub)
     # ... and the exchange took the order, then the worker died before writing the outcome.
     exchange = PaperBroker("default", PaperAccount(), redis_client, K)
     await exchange.start(background=False)

@@ -70,11 +70,14 @@ def _now_ms() -> int:
 _NOT_YET = PermanentError("not answered")
 
 
+def _unknown(exc: BaseException) -> UnknownOutcome:
+    return UnknownOutcome(f"paper exchange: outcome unknown ({type(exc).__name__}: {exc})")
+
+
 def _fail(batch: list[tuple[NewOrder, asyncio.Future[bool]]], exc: BaseException) -> None:
     for _, future in batch:
         if not future.done():
-            future.set_exception(UnknownOutcome(
-                f"paper exchange: outcome unknown ({type(exc).__name__}: {exc})"))
+            future.set_exception(_unknown(exc))
 
 
 class PaperBroker:
@@ -174,20 +177,28 @@ class PaperBroker:
                 continue
             pending.append((len(out), record, item, timeout))
             out.append(_NOT_YET)
-        for start in range(0, len(pending), MAX_SCRIPT_BATCH):
-            chunk = pending[start:start + MAX_SCRIPT_BATCH]
-            try:
-                accepted = await self.store.insert([item for _, _, item, _ in chunk])
-            except Exception as exc:  # the script may or may not have run
-                for index, *_ in chunk:
-                    out[index] = UnknownOutcome(
-                        f"paper exchange: outcome unknown ({type(exc).__name__}: {exc})")
+        stored = await self._store([item for _, _, item, _ in pending])
+        for (index, record, _, timeout), ok in zip(pending, stored, strict=True):
+            if isinstance(ok, UnknownOutcome):
+                out[index] = ok
                 continue
-            for (index, record, _, timeout), ok in zip(chunk, accepted, strict=True):
-                try:
-                    out[index] = self._answer(record, ok, timeout)
-                except BrokerError as exc:
-                    out[index] = exc
+            try:
+                out[index] = self._answer(record, ok, timeout)
+            except BrokerError as exc:
+                out[index] = exc
+        return out
+
+    async def _store(self, items: Sequence[NewOrder]) -> list[bool | UnknownOutcome]:
+        """Store new orders in script calls of bounded size: per order, accepted (True),
+        a duplicate client id (False), or unknown when its script call failed (it may or
+        may not have run)."""
+        out: list[bool | UnknownOutcome] = []
+        for start in range(0, len(items), MAX_SCRIPT_BATCH):
+            chunk = items[start:start + MAX_SCRIPT_BATCH]
+            try:
+                out += await self.store.insert(chunk)
+            except Exception as exc:
+                out += [_unknown(exc)] * len(chunk)
         return out
 
     def _prepare(self, client_order_id: str, order: OrderSpec
@@ -340,19 +351,17 @@ class PaperBroker:
         """Send every submit queued in this loop iteration, in script calls of bounded size."""
         batch, self._queue = self._queue, []
         try:
-            for start in range(0, len(batch), MAX_SCRIPT_BATCH):
-                chunk = batch[start:start + MAX_SCRIPT_BATCH]
-                try:
-                    accepted = await self.store.insert([item for item, _ in chunk])
-                except Exception as exc:  # the script may or may not have run
-                    _fail(chunk, exc)
-                    continue
-                for (_, future), ok in zip(chunk, accepted, strict=True):
-                    if not future.done():
-                        future.set_result(ok)
+            stored = await self._store([item for item, _ in batch])
         except BaseException as exc:  # cancelled: no caller may wait for ever
             _fail(batch, exc)
             raise
+        for (_, future), ok in zip(batch, stored, strict=True):
+            if future.done():
+                continue
+            if isinstance(ok, UnknownOutcome):
+                future.set_exception(ok)
+            else:
+                future.set_result(ok)
 
     async def _load(self, client_order_id: str, symbol: str) -> PaperOrder:
         try:
