@@ -289,17 +289,27 @@ async def test_metrics_and_health_endpoints(
                                                  account="made-up-by-a-producer")))
         await client.wait_results([s.request_id for s in subs], 10)
         base = f"http://127.0.0.1:{worker.metrics_port}"
+        expected = [
+            'orderstream_requests_total{account="default",action="place",outcome="filled",'
+            'reason_code=""} 5.0',
+            'orderstream_requests_total{account="",action="cancel",outcome="failed",'
+            'reason_code="not_found"} 1.0',
+            'orderstream_requests_total{account="",action="cancel",outcome="failed",'
+            'reason_code="invalid"} 1.0',
+        ]
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/healthz") as resp:
                 assert resp.status == 200
-            async with http.get(f"{base}/metrics") as resp:
-                text = await resp.text()
-    assert ('orderstream_requests_total{account="default",action="place",outcome="filled",'
-            'reason_code=""} 5.0') in text
-    assert ('orderstream_requests_total{account="",action="cancel",outcome="failed",'
-            'reason_code="not_found"} 1.0') in text
-    assert ('orderstream_requests_total{account="",action="cancel",outcome="failed",'
-            'reason_code="invalid"} 1.0') in text
+            # A result is visible in Redis a moment before the worker counts it: scrape
+            # until the last one is counted.
+            for _ in range(100):
+                async with http.get(f"{base}/metrics") as resp:
+                    text = await resp.text()
+                if all(line in text for line in expected):
+                    break
+                await asyncio.sleep(0.05)
+    for line in expected:
+        assert line in text
     assert "made-up-by-a-producer" not in text
     assert "orderstream_request_latency_seconds_bucket" in text
     assert 'le="0.0005"' in text and 'le="10.0"' in text
