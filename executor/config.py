@@ -64,6 +64,8 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # after a send is not proof (freqtrade issues 4403, 4991).
     lookup_window_ms: int = 3_000
     lag_interval_ms: int = 2_000
+    # A worker beats this often; missing 5 beats, it counts as gone (liveness.py).
+    heartbeat_ms: int = 1_000
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +87,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ("visibility_timeout_ms", w.visibility_timeout_ms),
             ("max_request_bytes", w.max_request_bytes),
             ("submit_attempts", w.submit_attempts),
+            ("heartbeat_ms", w.heartbeat_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"worker.{name} must be positive, got {value}")

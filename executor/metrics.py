@@ -64,6 +64,13 @@ class Metrics:
             "orderstream_finish_conflicts",
             "Outcomes not written because the order changed meanwhile (redone later)",
             registry=r)
+        self.reclaimed = Counter(
+            "orderstream_reclaimed",
+            "Entries claimed from workers that left them idle past the visibility timeout",
+            registry=r)
+        self.consumers_removed = Counter(
+            "orderstream_consumers_removed",
+            "Consumers of gone workers removed from the group", registry=r)
         self.redis_errors = Counter(
             "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)

@@ -1,14 +1,16 @@
 """Reclaiming requests that a worker took and never finished (it died, hung or lost Redis).
 
-Every ``visibility_timeout_ms / 2`` each worker looks for entries of the group idle longer
-than the visibility timeout, claims them with XCLAIM (which re-checks the idle time, so two
-workers never both get one) and runs them through the same pipeline as new ones. There the
-order records make redoing safe: an order already persisted is looked up at the broker by
-client id before anything is sent (see steps/submit.py).
+Every ``visibility_timeout_ms / 2`` each worker runs XAUTOCLAIM over the group for entries
+idle longer than the visibility timeout (the claim re-checks the idle time, so two workers
+never both get one) and runs them through the same pipeline as new ones. There the order
+records make redoing safe: an order already persisted is looked up at the broker by client
+id before anything is sent (see steps/submit.py).
 
-An entry delivered ``max_deliveries`` times without an outcome is poison: it is
+An entry delivered more than ``max_deliveries`` times without an outcome is poison: it is
 dead-lettered to ``<prefix>:failed`` with reason ``poison``, its raw fields kept on the
-result entry as ``raw:<field>``, and acknowledged.
+result entry as ``raw:<field>``, and acknowledged. An entry deleted from the stream while
+it was pending (XDEL, or a MAXLEN trim by a producer) cannot be executed: Redis 7 reports
+its id, and it gets a ``poison`` result saying so, so that its producer is not left waiting.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from producer.contract import Action, ReasonCode, Result, ResultStatus, encode
 from producer.keys import GROUP, Keys
+from producer.replies import text
 
 log = logging.getLogger(__name__)
 
 Process = Callable[[Sequence[tuple[Any, Any]]], Awaitable[None]]
+Record = Callable[[Result], None]
+
+_DONE = "0-0"  # XAUTOCLAIM's cursor once it has scanned the whole pending list
 
 
 def poison_result(entry_id: str, deliveries: int, worker: str, now: int) -> Result:
@@ -44,14 +49,16 @@ def poison_result(entry_id: str, deliveries: int, worker: str, now: int) -> Resu
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def gone_result(entry_id: str, worker: str, now: int) -> Result:
+    result = poison_result(entry_id, 0, worker, now)
+    result.reason = "the entry was deleted from the stream before it was executed"
+    return result
 
 
 class Reclaimer:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  visibility_timeout_ms: int, max_deliveries: int, batch_size: int,
-                 results_maxlen: int) -> None:
+                 results_maxlen: int, record: Record = lambda _: None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -59,27 +66,40 @@ class Reclaimer:
         self.max_deliveries = max_deliveries
         self.batch_size = batch_size
         self.results_maxlen = results_maxlen
+        self.record = record  # told of each dead letter written, for the metrics
+        self.interval_s = max(visibility_timeout_ms / 2000, 0.1)
 
-    async def once(self, process: Process) -> int:
-        """One pass: claim what is idle too long, dead-letter poison, process the rest.
-        Returns how many entries were claimed."""
+    async def sweep(self, process: Process) -> int:
+        """Claim and process every entry idle too long, page by page, from the start of the
+        pending list. Returns how many entries were claimed."""
+        cursor, total = "0-0", 0
+        while True:
+            cursor, claimed = await self.once(process, cursor)
+            total += claimed
+            if cursor == _DONE:
+                return total
+
+    async def once(self, process: Process, cursor: str = "0-0") -> tuple[str, int]:
+        """One page: claim what is idle too long from ``cursor`` on, dead-letter poison,
+        process the rest. Returns the next cursor and how many entries were claimed."""
         k = self.keys
-        pending: Any = await self.redis.xpending_range(
-            k.pending, GROUP, min="-", max="+", count=self.batch_size, idle=self.idle_ms)
-        if not pending:
-            return 0
-        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        claimed: Any = await self.redis.xclaim(
-            k.pending, GROUP, self.consumer, self.idle_ms, list(deliveries))
+        reply: Any = await self.redis.xautoclaim(
+            k.pending, GROUP, self.consumer, self.idle_ms, start_id=cursor,
+            count=self.batch_size)
+        next_cursor, entries = text(reply[0]), reply[1]
+        gone = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
+        entries = [(i, f) for i, f in entries if i is not None]
+        if len(entries) < len(reply[1]):
+            # Redis 6.2 answers nil for a deleted entry without its id and keeps it pending.
+            log.warning("%d pending entries were deleted from the stream (Redis < 7 cannot "
+                        "say which); they stay pending", len(reply[1]) - len(entries))
+        deliveries = await self._deliveries([text(i) for i, _ in entries])
         live: list[tuple[Any, Any]] = []
         poison: list[tuple[str, Mapping[bytes, bytes], int]] = []
-        gone: list[str] = []
-        for entry_id, fields in claimed:
-            rid = _text(entry_id)
-            times = deliveries.get(rid, 0) + 1  # XCLAIM counted one more delivery
-            if fields is None:
-                gone.append(rid)  # trimmed or deleted while pending: nothing to run
-            elif times > self.max_deliveries:
+        for entry_id, fields in entries:
+            rid = text(entry_id)
+            times = deliveries.get(rid, 0)
+            if times > self.max_deliveries:
                 poison.append((rid, fields, times))
             else:
                 live.append((entry_id, fields))
@@ -88,15 +108,29 @@ class Reclaimer:
         if live:
             log.warning("reclaimed %d requests idle over %d ms", len(live), self.idle_ms)
             await process(live)
-        return len(claimed)
+        return next_cursor, len(entries) + len(gone)
+
+    async def _deliveries(self, ids: Sequence[str]) -> dict[str, int]:
+        """How many times each claimed entry has been delivered, this claim included."""
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.keys.pending, GROUP, min=entry_id, max=entry_id,
+                                    count=1, consumername=self.consumer)
+            replies = await pipe.execute()
+        return {text(p["message_id"]): int(p["times_delivered"])
+                for reply in replies for p in reply}
 
     async def _dead_letter(self, poison: list[tuple[str, Mapping[bytes, bytes], int]],
                            gone: list[str]) -> None:
         now = int(time.time() * 1000)
+        results = [poison_result(rid, times, self.consumer, now) for rid, _, times in poison]
+        results += [gone_result(rid, self.consumer, now) for rid in gone]
         async with self.redis.pipeline(transaction=True) as pipe:
-            for rid, fields, times in poison:
+            for (rid, fields, _), result in zip(poison, results, strict=False):
                 entry: dict[Any, Any] = {
-                    "data": encode(poison_result(rid, times, self.consumer, now)),
+                    "data": encode(result),
                     "request_id": rid,
                     "client_order_id": "",
                 }
@@ -104,24 +138,15 @@ class Reclaimer:
                     entry[b"raw:" + (name if isinstance(name, bytes) else name.encode())] = value
                 pipe.xadd(self.keys.failed, entry, maxlen=self.results_maxlen,
                           approximate=True)
-            for rid in gone:
-                result = poison_result(rid, 0, self.consumer, now)
-                result.reason = "the entry was deleted from the stream before it was executed"
+            for rid, result in zip(gone, results[len(poison):], strict=True):
                 pipe.xadd(self.keys.failed, {"data": encode(result), "request_id": rid,
                                              "client_order_id": ""},
                           maxlen=self.results_maxlen, approximate=True)
             pipe.xack(self.keys.pending, GROUP, *[r for r, _, _ in poison], *gone)
             await pipe.execute()
+        for result in results:
+            self.record(result)
         for rid, _, times in poison:
             log.error("request %s dead-lettered as poison after %d deliveries", rid, times)
-
-    async def run(self, process: Process, running: Callable[[], bool],
-                  sleep: Callable[[float], Awaitable[None]]) -> None:
-        interval = max(self.idle_ms / 2000, 0.1)
-        while running():
-            try:
-                while running() and await self.once(process) >= self.batch_size:
-                    pass  # a full page: there may be more right away
-            except RedisError as exc:
-                log.warning("reclaim pass failed: %s", exc)
-            await sleep(interval)
+        for rid in gone:
+            log.error("request %s was deleted from the stream while pending", rid)

@@ -1,8 +1,10 @@
 """The worker: reads batches from the consumer group, runs them through the steps, writes
 every outcome in one atomic step per batch, and keeps going through Redis trouble.
 
-Stopping (SIGTERM/SIGINT) stops the reading; the batch in hand is finished and acked, then
-the worker exits. Redis errors never end the loop: it waits with backoff and reconnects.
+Stopping (SIGTERM/SIGINT) stops the reading; the batches in hand are finished and acked, a
+batch read after the stop is handed back unstarted (made claimable by the other workers at
+once), then the worker leaves the group and exits. Redis errors never end the loop: it
+waits with backoff and reconnects.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import signal
+import socket
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -23,11 +28,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.contract import Action
 from producer.keys import GROUP, Keys
+from producer.replies import text as _text
 
 from .brokers.base import Broker
 from .brokers.registry import create_broker
 from .config import Settings
+from .failpoints import failpoint
 from .job import Job
+from .liveness import Liveness, WorkerInfo
 from .metrics import Metrics, start_http
 from .reclaim import Reclaimer
 from .services import Services
@@ -93,10 +101,17 @@ class Worker:
         self.reclaimer = Reclaimer(
             self.redis, self.keys, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
-            batch_size=w.batch_size, results_maxlen=w.results_maxlen)
+            batch_size=w.batch_size, results_maxlen=w.results_maxlen,
+            record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers))
+        self.liveness = Liveness(
+            self.redis, self.keys,
+            WorkerInfo(consumer=self.consumer, host=socket.gethostname(), pid=os.getpid(),
+                       version=version(), started_at=int(time.time() * 1000)),
+            heartbeat_ms=w.heartbeat_ms)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
         self._ready = False
+        self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -120,6 +135,11 @@ class Worker:
             log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
         self.metrics.info.info({"version": version(), "worker": self.consumer})
         await self._retrying(self._ensure_group)
+        # Beating before the first read: a consumer never exists without its heartbeat, so
+        # the others' sweep cannot take a starting worker for a gone one.
+        await self._retrying(self.liveness.beat)
+        self._tasks.append(asyncio.create_task(
+            self.liveness.run(lambda: self._beating, asyncio.sleep), name="heartbeat"))
         for broker in self.brokers.values():
             await broker.start()
         self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
@@ -128,11 +148,16 @@ class Worker:
 
     async def close(self) -> None:
         self._ready = False
+        self._beating = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for broker in self.brokers.values():
             await broker.close()
+        try:
+            await self.liveness.leave()
+        except RedisError as exc:
+            log.warning("could not leave the group cleanly (%s); the others' sweep will", exc)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.redis.aclose()
@@ -176,9 +201,7 @@ class Worker:
         reclaimer takes over what other workers left idle too long."""
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
-        lanes.append(asyncio.create_task(
-            self.reclaimer.run(self._process_safely, lambda: not self._stopping.is_set(),
-                               self._sleep), name="reclaim"))
+        lanes.append(asyncio.create_task(self._housekeeping(), name="reclaim"))
         try:
             await asyncio.gather(*lanes)
         finally:
@@ -214,8 +237,41 @@ class Worker:
                 delay = min(delay * 2, _BACKOFF_MAX_S)
                 continue
             for _stream, entries in reply or []:
-                if entries:
+                if not entries:
+                    continue
+                if self._stopping.is_set():
+                    await self._hand_back(entries)
+                else:
                     await self._process_safely(entries)
+
+    async def _housekeeping(self) -> None:
+        """Reclaim what other workers left idle too long, then remove the consumers of
+        workers that are gone and own nothing any more."""
+        idle_ms = self.settings.worker.visibility_timeout_ms
+        while not self._stopping.is_set():
+            try:
+                claimed = await self.reclaimer.sweep(self._process_safely)
+                if claimed:
+                    self.metrics.reclaimed.inc(claimed)
+                removed = await self.liveness.sweep(min_idle_ms=idle_ms)
+                self.metrics.consumers_removed.inc(len(removed))
+            except RedisError as exc:
+                log.warning("reclaim pass failed: %s", exc)
+            await self._sleep(self.reclaimer.interval_s)
+
+    async def _hand_back(self, entries: Sequence[tuple[Any, Any]]) -> None:
+        """Give back a batch read just as the worker stopped, without starting it: marked
+        idle for a whole visibility timeout, so the others' next reclaim pass takes it, and
+        with its delivery count reset, as it was not really delivered."""
+        ids: list[Any] = [_text(entry_id) for entry_id, _ in entries]
+        try:
+            await self.redis.xclaim(
+                self.keys.pending, GROUP, self.consumer, 0, ids,
+                idle=self.settings.worker.visibility_timeout_ms, retrycount=0, justid=True)
+            log.info("handed back %d requests read while stopping", len(ids))
+        except RedisError as exc:
+            log.warning("could not hand back %d requests (%s); they are reclaimed after the "
+                        "visibility timeout", len(ids), exc)
 
     async def _process_safely(self, entries: Sequence[tuple[Any, Any]]) -> None:
         """Process a batch; whatever goes wrong, the lane lives on. A batch that failed
@@ -247,7 +303,9 @@ class Worker:
             if is_place:
                 await self.idempotency(segment)
                 await self.persist([j for j in segment if j.result is None])
+                failpoint("after_persist")
                 await self.submit([j for j in segment if j.result is None])
+                failpoint("after_submit")
             else:
                 # A cancel must see the outcome of the places before it in the batch.
                 await self._finish(jobs, written, extra)
@@ -313,7 +371,3 @@ class Worker:
             except RedisError as exc:
                 log.debug("lag probe failed: %s", exc)
             await asyncio.sleep(interval)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -29,6 +29,7 @@ from .contract import (
 )
 from .ids import new_client_order_id
 from .keys import DEFAULT_PREFIX, Keys
+from .replies import text as _text
 from .validation import check_request
 
 # Results are looked for from a little before the request's own id: stream ids come from
@@ -40,9 +41,6 @@ class Submitted(NamedTuple):
     request_id: str
     client_order_id: str | None
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _field(fields: Mapping[Any, Any], name: str) -> Any:

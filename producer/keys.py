@@ -25,6 +25,10 @@ class Keys:
         """Hash with the current state of one order; also its idempotency record."""
         return f"{self.prefix}:order:{client_order_id}"
 
+    def worker(self, consumer: str) -> str:
+        """Heartbeat of a live worker (expires when it stops beating)."""
+        return f"{self.prefix}:worker:{consumer}"
+
     def paper(self, account: str, name: str) -> str:
         """State of the simulated exchange behind a paper account."""
         return f"{self.prefix}:paper:{account}:{name}"

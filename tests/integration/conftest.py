@@ -9,10 +9,12 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from executor.config import Settings, load_settings
 from executor.worker import Worker
-from producer.client import OrderClient
+from producer.client import OrderClient, Submitted
+from producer.keys import GROUP, Keys
 
 
 def settings_for(redis_url: str, consumer: str = "w1", **worker: Any) -> Settings:
@@ -53,3 +55,13 @@ async def client(redis_url: str) -> AsyncIterator[OrderClient]:
 
 def replace(settings: Settings, **changes: Any) -> Settings:
     return msgspec.structs.replace(settings, **changes)
+
+
+async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient) -> Submitted:
+    """Publish one order and have consumer "dead" read it and never answer (no heartbeat)."""
+    pending = Keys().pending
+    await r.xgroup_create(pending, GROUP, id="0", mkstream=True)
+    sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+    reply: Any = await r.xreadgroup(GROUP, "dead", {pending: ">"}, count=1)
+    assert reply[0][1][0][0].decode() == sub.request_id
+    return sub

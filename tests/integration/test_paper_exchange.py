@@ -76,10 +76,11 @@ def spec(type_: OrderType = T.MARKET, side: Side = Side.BUY, quantity: str = "1"
         time_in_force=tif, expire_at=expire_at)
 
 
-async def received_ids(redis_url: str, account: str = "default") -> list[str]:
+async def received_ids(redis_url: str, account: str = "default",
+                       stream: str = "received") -> list[str]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        entries: Any = await client.xrange(Keys().paper(account, "received"))
+        entries: Any = await client.xrange(Keys().paper(account, stream))
     finally:
         await client.aclose()
     return [fields["client_order_id"] for _, fields in entries]
@@ -153,6 +154,7 @@ async def test_duplicate_client_id_is_refused_and_not_received_again(
     with pytest.raises(PermanentError, match="duplicate"):
         await broker.submit("dup-1", spec(T.LIMIT, quantity="1", price="49000"))
     assert await received_ids(redis_url) == ["dup-1"]
+    assert await received_ids(redis_url, stream="duplicates") == ["dup-1", "dup-1"]
     assert await broker.get_order("dup-1", "BTCUSDT") == first
 
 
@@ -164,6 +166,7 @@ async def test_duplicates_within_one_batch_create_one_order(make_broker: MakeBro
     assert sum(isinstance(r, BrokerOrder) for r in results) == 1
     assert sum(isinstance(r, PermanentError) for r in results) == 4
     assert await received_ids(redis_url) == ["same"]
+    assert await received_ids(redis_url, stream="duplicates") == ["same"] * 4
 
 
 async def test_a_replayed_insert_is_the_same_order_not_a_duplicate(
@@ -178,6 +181,7 @@ async def test_a_replayed_insert_is_the_same_order_not_a_duplicate(
     assert await broker.store.insert([NewOrder("x", stored.decode())]) == [True]
     assert await broker.store.insert([NewOrder("x", stored.decode() + " ")]) == [False]
     assert await received_ids(redis_url) == ["x"]
+    assert await received_ids(redis_url, stream="duplicates") == ["x"]  # only the real one
 
 
 async def test_records_keep_any_metadata_exactly(make_broker: MakeBroker) -> None:

@@ -4,11 +4,16 @@ never sent twice; an entry delivered too often is dead-lettered with its raw fie
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
+from devtools.chaos import WorkerProcess
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
 from executor.order import Context, new_order
@@ -25,7 +30,7 @@ from producer.contract import (
 )
 from producer.keys import GROUP, Keys
 
-from .conftest import running
+from .conftest import running, taken_by_a_dead_worker
 
 K = Keys()
 
@@ -35,15 +40,6 @@ def settings(redis_url: str, **extra: str) -> Settings:
            "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300",
            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300", **extra}
     return load_settings(None, env)
-
-
-async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient, **order: Any) -> Any:
-    """Publish one order and have consumer "dead" read it and never answer."""
-    await r.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
-    sub = await client.place("BTCUSDT", "buy", "market", "0.010", **order)
-    reply = await r.xreadgroup(GROUP, "dead", {K.pending: ">"}, count=1)
-    assert reply[0][1][0][0].decode() == sub.request_id
-    return sub
 
 
 async def persisted_by_the_dead_worker(r: aioredis.Redis, sub: Any) -> OrderSpec:
@@ -131,3 +127,29 @@ def load_spec(request: Request) -> OrderSpec:
     return OrderSpec(account="default", symbol=request.symbol, side=request.side,
                      type=request.type, quantity=request.quantity,
                      time_in_force=TimeInForce.GTC)
+
+
+@pytest.mark.parametrize("point, reached_the_exchange", [("after_submit", True),
+                                                          ("after_persist", False)])
+async def test_a_worker_killed_at_a_failpoint_is_finished_by_another_without_a_resend(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path, point: str,
+    reached_the_exchange: bool,
+) -> None:
+    """A real worker process SIGKILLs itself exactly there; another one finishes it."""
+    client = OrderClient(redis_client)
+    sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+    doomed = WorkerProcess(redis_url, "doomed", tmp_path / "doomed.log",
+                           ORDERSTREAM_FAILPOINT=point)
+    code = await asyncio.to_thread(doomed.proc.wait, 60)
+    assert code == -signal.SIGKILL, (tmp_path / "doomed.log").read_text()
+    assert await redis_client.xlen(K.completed) == 0, "it died before writing any outcome"
+    sent = await received(redis_client)
+    assert sent == ([sub.client_order_id.encode()] if reached_the_exchange else [])
+    record = json.loads(await redis_client.hget(K.order(sub.client_order_id), "record"))
+    assert record["state"] == "pending_submit"
+
+    async with running(settings(redis_url)):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED
+    assert await received(redis_client) == [sub.client_order_id.encode()], "sent twice"
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0

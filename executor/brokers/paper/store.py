@@ -6,6 +6,7 @@ Keys (``<prefix>:paper:<account>:<name>``):
 |---|---|---|
 | ``orders`` | hash | client id -> order record (JSON, ``records.PaperOrder``) |
 | ``received`` | stream | one entry per order accepted (the truth for "at most once") |
+| ``duplicates`` | stream | one entry per submit refused for a client id already taken |
 | ``book`` | set | client ids of open orders |
 | ``watch:<symbol>:<up|down>`` | zset | open orders by the level (in ticks) that wakes them |
 | ``expiry`` | zset | open GTD orders by ``expire_at`` |
@@ -30,6 +31,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from producer.keys import Keys
+from producer.replies import text as _text
 
 from .matching import Direction
 from .records import PaperOrder, decode_order
@@ -41,9 +43,6 @@ _msgpack = msgspec.msgpack.Encoder()
 def _script(name: str) -> str:
     return (resources.files("executor.brokers.paper") / name).read_text()
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(slots=True)
@@ -97,6 +96,7 @@ class ExchangeStore:
         self.account = account
         self.orders = self.key("orders")
         self.received = self.key("received")
+        self.duplicates = self.key("duplicates")
         self.book = self.key("book")
         self.expiry = self.key("expiry")
         self.prices = self.key("prices")
@@ -121,7 +121,8 @@ class ExchangeStore:
 
     async def insert(self, items: Sequence[NewOrder]) -> list[bool]:
         """Store new orders in one script call; False where the client id already exists."""
-        keys = _KeyIndex([self.orders, self.received, self.book, self.expiry])
+        keys = _KeyIndex([self.orders, self.received, self.book, self.expiry,
+                          self.duplicates])
         flat: list[str] = []
         for item in items:
             flat += (item.client_order_id, item.record)

@@ -1,7 +1,8 @@
 -- Accept a batch of new orders at the paper exchange, refusing client ids it already has.
 --
 -- KEYS: 1 orders (hash cid -> record), 2 received (stream), 3 book (set of open cids),
---       4 expiry (zset cid by expire_at), 5.. watch zsets (cid by level in ticks)
+--       4 expiry (zset cid by expire_at), 5 duplicates (stream), 6.. watch zsets (cid by
+--       level in ticks)
 -- ARGV: 1 the orders, a msgpack array of strings: cid 1, record 1, cid 2, record 2, ...
 --       (one argument, not two per order: redis-py packs each argument in Python, and
 --       that was a tenth of a submit's cost); then 4 per open order: its position in the
@@ -10,8 +11,9 @@
 -- Returns one integer per order: 1 accepted, 0 duplicate client id. A record equal to the
 -- one already stored is this same call replayed (redis-py resends a command whose reply was
 -- lost; every record names the submit call that made it) and answers 1 again, without a
--- second order or a second "received" entry.
-local orders, received, book, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- second order or a second "received" entry. A real duplicate is refused and appended to
+-- "duplicates": a correct worker never sends one, so tests count them from outside.
+local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local items = cmsgpack.unpack(ARGV[1])
 local out, new = {}, {}
 for k = 1, #items / 2 do
@@ -22,6 +24,7 @@ for k = 1, #items / 2 do
   elseif redis.call('HGET', orders, cid) == record then
     out[k] = 1
   else
+    redis.call('XADD', duplicates, '*', 'client_order_id', cid)
     out[k] = 0
   end
 end
