@@ -35,10 +35,10 @@ PROPERTY = settings(max_examples=150, deadline=None)
 
 # Quantities and prices as the wire allows them (up to 20 digits either side of the point),
 # mostly small and round so that fills add up to the order quantity now and then.
-_small = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("5"), places=3)
+_small = st.integers(1, 5000).map(lambda n: Decimal(n).scaleb(-3))  # 0.001 to 5
 _wide = st.integers(1, 10**40 - 1).map(lambda n: Decimal(n).scaleb(-20))
 amounts = st.one_of(_small, _small, _small, _wide).map(WireDecimal)
-fees = st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=8).map(WireDecimal)
+fees = st.integers(0, 10**8).map(lambda n: WireDecimal(Decimal(n).scaleb(-8)))
 
 
 def spec(quantity: Decimal) -> OrderSpec:
