@@ -113,7 +113,8 @@ def _signed_decimal(tp: type, obj: object) -> object:
     # The contract's strict grammar for the digits, with a sign in front.
     if tp is WireDecimal:
         if isinstance(obj, str) and obj.startswith("-"):
-            return WireDecimal(-parse_decimal(obj[1:]))
+            # copy_negate, not unary minus: that rounds to the ambient 28-digit context.
+            return WireDecimal(parse_decimal(obj[1:]).copy_negate())
         return parse_decimal(obj)
     raise NotImplementedError(f"no decoder for {tp!r}")
 
@@ -124,4 +125,4 @@ _decoder = msgspec.json.Decoder(Position, dec_hook=_signed_decimal, float_hook=D
 def _average(cost: Decimal, quantity: Decimal) -> Decimal:
     if quantity == 0:
         return Decimal(0)
-    return _AVERAGE.divide(abs(cost), abs(quantity))
+    return _AVERAGE.divide(cost.copy_abs(), quantity.copy_abs())

@@ -92,6 +92,8 @@ def test_a_position_crosses_the_wire_unchanged() -> None:
     data = encode(p)
     assert b'"quantity":"-2"' in data and b'"commission":"0.00000001"' in data
     assert decode_position(data) == p
+    wide = apply_fill(FLAT, S, D("12345678901234567890.12345678901234567890"), D(3))
+    assert decode_position(encode(wide)) == wide
     with pytest.raises(msgspec.ValidationError, match="decimal"):
         decode_position(data.replace(b'"-2"', b'"-2e0"'))
 
