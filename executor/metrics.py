@@ -22,6 +22,8 @@ from prometheus_client import (
 
 from producer.contract import Result
 
+from .states import IllegalTransition
+
 log = logging.getLogger(__name__)
 
 # 0.5 ms to 10 s: a paper order takes well under a millisecond, a real exchange tens to
@@ -73,6 +75,10 @@ class Metrics:
             "Consumers of gone workers removed from the group", registry=r)
         self.redis_errors = Counter(
             "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
+        self.illegal_transitions = Counter(
+            "orderstream_illegal_transitions",
+            "State changes the transition table refused (a bug here or at the broker)",
+            ["from_state", "to_state"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
 
@@ -87,6 +93,11 @@ class Metrics:
             child = self._children[key] = self.requests.labels(*key)
         child.inc()
         self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
+
+
+    def illegal_transition(self, exc: IllegalTransition) -> None:
+        """Count one refused transition; both labels are order states (at most 11 x 11)."""
+        self.illegal_transitions.labels(exc.current.value, exc.target.value).inc()
 
 
 async def start_http(metrics: Metrics, host: str, port: int,

@@ -5,7 +5,8 @@ describe it; nothing here does I/O.
 
 from __future__ import annotations
 
-from decimal import Decimal
+import decimal
+from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
 import msgspec
 
@@ -20,9 +21,19 @@ from producer.contract import (
 )
 
 from .brokers.base import BrokerOrder, BrokerStatus
-from .states import IllegalTransition, can_transition
+from .states import IllegalTransition, can_transition, is_terminal
 
 S = OrderState
+
+# Sums and products of wire decimals (at most 20 digits either side of the point) fit in far
+# fewer than 200 digits; Inexact is trapped so that a quantity or a notional is never rounded
+# silently (the default context would round at 28 digits).
+_EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
+                         traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+# A mean of wire decimals is a quotient whose runs of 0s or 9s are far shorter than 200
+# digits, so rounding the 200-digit quotient again to 12 places rounds the true mean.
+_QUOTIENT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
+                            traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 class Order(msgspec.Struct, kw_only=True, gc=False):
@@ -124,30 +135,58 @@ def transition(
 
 
 def add_fill(order: Order, fill: Fill) -> None:
-    """Add one fill to the running totals; the average is the quantity-weighted mean."""
-    filled = order.filled_quantity + fill.quantity
+    """Add one fill to the running totals; the average is the quantity-weighted mean of all
+    the fills, rounded once (see ``_normalize``).
+
+    Refuses, changing nothing: a fill of no quantity, one that would take the fills past the
+    order quantity (ValueError) and any fill of a terminal order (IllegalTransition).
+    """
+    _add_fill(order, fill, _notional(order.fills))
+
+
+def _notional(fills: list[Fill]) -> Decimal:
+    # From the fills, not from the stored average: that one is rounded, and building on it
+    # would carry its rounding error into every later average.
+    notional = Decimal(0)
+    for f in fills:
+        notional = _EXACT.add(notional, _EXACT.multiply(f.price, f.quantity))
+    return notional
+
+
+def _add_fill(order: Order, fill: Fill, notional: Decimal) -> Decimal:
+    """``add_fill`` given the exact notional of the fills so far; returns the new one, so a
+    report of many fills costs one pass over them, not one per fill."""
+    if fill.quantity <= 0:
+        raise ValueError(f"order {order.client_order_id}: fill quantity {fill.quantity} "
+                         "is not positive")
+    # Context methods rather than localcontext(): same arithmetic, a fraction of the cost.
+    filled = _EXACT.add(order.filled_quantity, fill.quantity)
+    if is_terminal(order.state):
+        target = S.FILLED if filled >= order.spec.quantity else S.PARTIALLY_FILLED
+        raise IllegalTransition(order.client_order_id, order.state, target)
     if filled > order.spec.quantity:
         raise ValueError(
             f"order {order.client_order_id}: fills {filled} exceed quantity "
             f"{order.spec.quantity}"
         )
-    previous_notional = (order.average_price or 0) * order.filled_quantity
-    average = (previous_notional + fill.price * fill.quantity) / filled
-    order.average_price = wire(_normalize(average))
+    notional = _EXACT.add(notional, _EXACT.multiply(fill.price, fill.quantity))
+    order.average_price = wire(_normalize(_QUOTIENT.divide(notional, filled)))
     order.filled_quantity = wire(filled)
-    order.commission = wire(order.commission + fill.commission)
+    order.commission = wire(_EXACT.add(order.commission, fill.commission))
     if fill.commission_asset is not None:
         order.commission_asset = fill.commission_asset
     order.fills.append(fill)
+    return notional
+
+
+_PLACES = Decimal("1e-12")
 
 
 def _normalize(value: Decimal) -> Decimal:
-    # A weighted mean can have a long expansion; twelve places keep it exact enough for any
-    # price while keeping stored values short. Exact fills stay exact.
-    exact = value.normalize()
-    if exact.as_tuple().exponent >= -12:  # type: ignore[operator]
-        return exact
-    return value.quantize(Decimal("1e-12"))
+    # A weighted mean can have a long expansion; twelve places (half-even) keep it exact
+    # enough for any price while keeping stored values short. Exact fills stay exact.
+    rounded = value.quantize(_PLACES, context=_QUOTIENT)
+    return _QUOTIENT.normalize(value) if rounded == value else rounded
 
 
 _BROKER_TERMINAL = {
@@ -161,12 +200,29 @@ def apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]
     """Bring ``order`` up to what the broker reports; returns the events, in order.
 
     Fills already recorded (same ``fill_id``) are skipped, so a report can be applied twice.
+    All or nothing: a report that would need an illegal transition or too many fills raises
+    and leaves the order as it was, so the caller can count it and keep the last good state.
     """
+    saved, fill_count = msgspec.structs.astuple(order), len(order.fills)
+    try:
+        return _apply_report(order, report, ctx)
+    except BaseException:
+        for name, value in zip(order.__struct_fields__, saved, strict=True):
+            setattr(order, name, value)
+        del order.fills[fill_count:]  # the saved list is the same object, appended to
+        raise
+
+
+def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]:
     events: list[Event] = []
-    if report.broker_order_id and order.broker_order_id is None:
+    # Not on a terminal order: it is final, and the change would have no event to replay.
+    if report.broker_order_id and order.broker_order_id is None and not is_terminal(
+            order.state):
         order.broker_order_id = report.broker_order_id
     if order.state is S.PENDING_SUBMIT:
-        if report.status is BrokerStatus.REJECTED:
+        # A rejection that comes with fills contradicts itself: it goes the long way below,
+        # where the table refuses it, rather than dropping real fills.
+        if report.status is BrokerStatus.REJECTED and not report.fills:
             events.append(
                 transition(order, S.REJECTED, ctx, reason_code="broker_rejected",
                            reason=report.reason)
@@ -174,10 +230,14 @@ def apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]
             return events
         events.append(transition(order, S.SUBMITTED, ctx))
     known = {fill.fill_id for fill in order.fills}
+    notional: Decimal | None = None
     for fill in report.fills:
         if fill.fill_id in known:
             continue
-        add_fill(order, fill)
+        known.add(fill.fill_id)  # a report may list one fill twice
+        if notional is None:
+            notional = _notional(order.fills)
+        notional = _add_fill(order, fill, notional)
         full = order.filled_quantity >= order.spec.quantity
         events.append(transition(order, S.FILLED if full else S.PARTIALLY_FILLED, ctx,
                                  fill=fill))

@@ -39,6 +39,7 @@ from .liveness import Liveness, WorkerInfo
 from .metrics import Metrics, start_http
 from .reclaim import Reclaimer
 from .services import Services
+from .states import IllegalTransition
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
 from .steps.decode import Decode
@@ -284,6 +285,9 @@ class Worker:
             log.warning("redis failed mid-batch (%s); %d requests stay pending",
                         exc, len(entries))
             await self._sleep(_BACKOFF_START_S)
+        except IllegalTransition as exc:
+            self.metrics.illegal_transition(exc)
+            log.error("%s; the batch of %d requests stays pending", exc, len(entries))
         except Exception:
             log.exception("unexpected error in a batch of %d requests; they stay pending",
                           len(entries))

@@ -47,6 +47,7 @@ from ..brokers.base import (
 from ..job import Job
 from ..order import Context, Order, apply_report, transition
 from ..services import Services
+from ..states import IllegalTransition
 from .deadline import past_deadline
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,8 @@ class Submit:
                 continue
             outcome = first.get(id(job))
             if isinstance(outcome, BrokerOrder):
-                self._apply(job, outcome)
-                self._conclude(job)
+                if self._apply(job, outcome):
+                    self._conclude(job)
             else:
                 follow_up.append((job, outcome))
         if follow_up:
@@ -146,8 +147,8 @@ class Submit:
                 if late is not None:
                     raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
                 report = await self._send(broker, order, first)
-            self._apply(job, report)
-            self._conclude(job)
+            if self._apply(job, report):
+                self._conclude(job)
         except _Final as final:
             self._move(job, order, final.state, final.code, final.reason)
             self._conclude(job)
@@ -243,9 +244,18 @@ class Submit:
     def _context(self, job: Job) -> Context:
         return Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
 
-    def _apply(self, job: Job, report: BrokerOrder) -> None:
+    def _apply(self, job: Job, report: BrokerOrder) -> bool:
+        """Bring the order up to the broker's report. A report the state table refuses is
+        logged and counted and changes nothing: the request stays pending, to be looked up
+        again on redelivery (and dead-lettered if it never makes sense)."""
         assert job.order is not None
-        job.events += apply_report(job.order, report, self._context(job))
+        try:
+            job.events += apply_report(job.order, report, self._context(job))
+        except IllegalTransition as exc:
+            self.svc.metrics.illegal_transition(exc)
+            log.error("%s (broker reports %s); the request stays pending", exc, report.status)
+            return False
+        return True
 
     def _move(self, job: Job, order: Order, state: OrderState, code: str, reason: str) -> None:
         job.events.append(transition(order, state, self._context(job), reason_code=code,

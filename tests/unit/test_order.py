@@ -18,6 +18,7 @@ from producer.contract import (
     OrderType,
     Side,
     WireDecimal,
+    encode,
 )
 
 S = OrderState
@@ -114,3 +115,72 @@ def test_ioc_partial_fill_then_expired() -> None:
     events = apply_report(order, report, CTX)
     assert [e.state for e in events] == [S.SUBMITTED, S.PARTIALLY_FILLED, S.EXPIRED]
     assert order.filled_quantity == Decimal("1")
+
+
+# Regressions found by tests/unit/test_state_machine_properties.py.
+
+def test_average_is_the_mean_of_the_fills_not_built_on_the_rounded_average() -> None:
+    # Built on the stored 1.666666666667 the third fill made it 2.333333333334.
+    order, _ = new_order("c1", "1-0", spec("6"), CTX)
+    for n, (qty, price) in enumerate([("1", "1"), ("2", "2"), ("3", "3")]):
+        add_fill(order, fill(n, qty, price))
+    assert order.average_price == Decimal("2.333333333333")  # 14/6, rounded once
+
+
+def test_wire_sized_quantities_add_up_exactly() -> None:
+    # The default 28-digit context rounded the sum up, past the order quantity.
+    order, _ = new_order("c1", "1-0", spec("99999999999999999999.99999999999999999999"), CTX)
+    add_fill(order, fill(1, "99999999999999999999", "2"))
+    add_fill(order, fill(2, "0.99999999999999999999", "2"))
+    assert order.filled_quantity == order.spec.quantity and order.average_price == 2
+
+
+def test_a_fill_listed_twice_in_one_report_is_taken_once() -> None:
+    order, _ = new_order("c1", "1-0", spec("2"), CTX)
+    report = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                         status=BrokerStatus.PARTIALLY_FILLED, quantity=WireDecimal("2"),
+                         fills=[fill(1, "1", "100"), fill(1, "1", "100")])
+    assert [e.state for e in apply_report(order, report, CTX)] == [
+        S.SUBMITTED, S.PARTIALLY_FILLED]
+    assert order.filled_quantity == Decimal("1") and len(order.fills) == 1
+
+
+def test_a_report_the_table_refuses_changes_nothing() -> None:
+    # Filled by its fills, cancelled by its status: filled -> cancelled is not in the table.
+    order, _ = new_order("c1", "1-0", spec("1"), CTX)
+    before = encode(order)
+    report = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                         status=BrokerStatus.CANCELLED, quantity=WireDecimal("1"),
+                         fills=[fill(1, "1", "100")])
+    with pytest.raises(IllegalTransition):
+        apply_report(order, report, CTX)
+    assert encode(order) == before
+
+
+def test_a_rejection_with_fills_is_refused_not_stripped_of_its_fills() -> None:
+    order, _ = new_order("c1", "1-0", spec("2"), CTX)
+    report = BrokerOrder(client_order_id="c1", broker_order_id="P-1", symbol="BTCUSDT",
+                         status=BrokerStatus.REJECTED, quantity=WireDecimal("2"),
+                         fills=[fill(1, "1", "100")])
+    with pytest.raises(IllegalTransition):
+        apply_report(order, report, CTX)
+    assert order.state is S.PENDING_SUBMIT and not order.fills
+
+
+def test_a_terminal_order_takes_no_fill_and_no_late_broker_id() -> None:
+    order, _ = new_order("c1", "1-0", spec("2"), CTX)
+    transition(order, S.EXPIRED, CTX)
+    before = encode(order)
+    with pytest.raises(IllegalTransition):
+        add_fill(order, fill(1, "1", "100"))
+    late = BrokerOrder(client_order_id="c1", broker_order_id="P-9", symbol="BTCUSDT",
+                       status=BrokerStatus.EXPIRED, quantity=WireDecimal("2"))
+    assert apply_report(order, late, CTX) == []
+    assert encode(order) == before
+
+
+def test_a_fill_of_no_quantity_is_refused() -> None:
+    order, _ = new_order("c1", "1-0", spec("2"), CTX)
+    with pytest.raises(ValueError, match="not positive"):
+        add_fill(order, fill(1, "0", "100"))
+    assert order.filled_quantity == 0 and order.average_price is None

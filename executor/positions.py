@@ -1,0 +1,128 @@
+"""Positions: one net position per (account, symbol), moved by fills, valued at average cost.
+
+Method: AVERAGE COST. Adding to a position moves the average entry price to the
+quantity-weighted mean of what is held and what is added; reducing it realizes
+``(exit - average) * quantity`` for a long and ``(average - exit) * quantity`` for a short
+and leaves the average where it was; a fill through zero first closes the whole position
+(realizing its PnL) and opens the rest the other way at the fill's price; flat is quantity,
+average and cost basis 0. We use average cost because a position here is one netted number
+per symbol, and that is how exchanges and brokers value such a position (Binance futures'
+entry price, Interactive Brokers' average cost), so what we show reconciles with what they
+show. FIFO or tax lots need per-lot records; they can be derived later from the fills kept
+in the event log without changing this.
+
+Rounding: none, except for the average price.
+- Quantities, cost basis, realized PnL and commissions are sums and products of decimals,
+  computed exactly (a 200-digit context with Inexact trapped: a result that would need
+  rounding raises rather than being rounded silently). Never float.
+- The average price is a quotient, so it is rounded when set (on an add, a flip or an open)
+  to ``AVERAGE_DIGITS`` significant digits, half-even. Significant digits, not places, so a
+  price of 1e-10 keeps as many digits as a price of 50000. A reduce realizes at this stored
+  average, as the formula says.
+- The exact cost basis (``cost_basis``: signed quantity times entry price, negative for a
+  short) is what the rounding of the average can never reach: a reduce moves
+  ``average * quantity`` of it into realized PnL, and a close moves all that is left. So
+  ``realized_pnl + unrealized(p)`` equals the sum of the fills' cash flows plus
+  ``quantity * p`` exactly, for every price p, and a position that goes flat has realized
+  exactly its cash flows.
+
+Realized PnL is gross and cumulative (it carries on through flat); commissions are kept apart
+in ``commission``, in the quote asset (the caller converts a fee charged in another asset),
+so the net result is ``realized_pnl - commission``.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+
+import msgspec
+
+from producer.contract import Side, WireDecimal, parse_decimal, wire, zero
+
+AVERAGE_DIGITS = 34  # as IEEE 754 decimal128: far past any price's precision
+
+_EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
+                         traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+_AVERAGE = decimal.Context(prec=AVERAGE_DIGITS, rounding=ROUND_HALF_EVEN,
+                           traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The net position of one account in one symbol. Immutable: ``apply_fill`` returns a
+    new one, so a caller can keep the old one until the new one is stored.
+
+    Encoded with ``producer.contract.encode`` (fixed-point strings), read back with
+    ``decode_position``: unlike a request's amounts, these can be negative."""
+
+    account: str
+    symbol: str
+    quantity: WireDecimal = msgspec.field(default_factory=zero)  # long > 0, short < 0
+    average_price: WireDecimal = msgspec.field(default_factory=zero)  # 0 when flat
+    cost_basis: WireDecimal = msgspec.field(default_factory=zero)  # exact; sign of quantity
+    realized_pnl: WireDecimal = msgspec.field(default_factory=zero)  # quote asset, gross
+    commission: WireDecimal = msgspec.field(default_factory=zero)  # quote asset, paid
+
+
+def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal,
+               commission: Decimal = Decimal(0)) -> Position:
+    """The position after one fill of ``quantity`` (> 0) at ``price`` (> 0), paying
+    ``commission`` in the quote asset (negative for a rebate)."""
+    if quantity <= 0 or price <= 0:
+        raise ValueError(f"a fill needs a positive quantity and price, got {quantity} @ {price}")
+    with decimal.localcontext(_EXACT):
+        signed = quantity if side is Side.BUY else -quantity
+        held = position.quantity
+        after = held + signed
+        paid = position.commission + commission
+        if held == 0 or (held > 0) == (signed > 0):
+            cost = position.cost_basis + signed * price
+            return msgspec.structs.replace(
+                position, quantity=wire(after), cost_basis=wire(cost),
+                average_price=wire(_average(cost, after)), commission=wire(paid))
+        direction = 1 if held > 0 else -1
+        if quantity < abs(held):
+            removed = direction * position.average_price * quantity
+            return msgspec.structs.replace(
+                position, quantity=wire(after), cost_basis=wire(position.cost_basis - removed),
+                realized_pnl=wire(position.realized_pnl + direction * price * quantity - removed),
+                commission=wire(paid))
+        # Closes all that was held (whatever the rounded average says, all of the cost basis
+        # goes); what is left of the fill opens the other way at its price.
+        realized = position.realized_pnl + price * held - position.cost_basis
+        cost = after * price
+        return msgspec.structs.replace(
+            position, quantity=wire(after), cost_basis=wire(cost),
+            average_price=wire(_average(cost, after)), realized_pnl=wire(realized),
+            commission=wire(paid))
+
+
+def unrealized(position: Position, reference_price: Decimal) -> Decimal:
+    """What closing the whole position at ``reference_price`` would realize:
+    ``(price - average) * quantity`` for a long or a short alike, taken on the exact cost
+    basis rather than on the rounded average."""
+    with decimal.localcontext(_EXACT):
+        return position.quantity * reference_price - position.cost_basis
+
+
+def decode_position(data: bytes | str) -> Position:
+    return _decoder.decode(data)
+
+
+def _signed_decimal(tp: type, obj: object) -> object:
+    # The contract's strict grammar for the digits, with a sign in front.
+    if tp is WireDecimal:
+        if isinstance(obj, str) and obj.startswith("-"):
+            # copy_negate, not unary minus: that rounds to the ambient 28-digit context.
+            return WireDecimal(parse_decimal(obj[1:]).copy_negate())
+        return parse_decimal(obj)
+    raise NotImplementedError(f"no decoder for {tp!r}")
+
+
+_decoder = msgspec.json.Decoder(Position, dec_hook=_signed_decimal, float_hook=Decimal)
+
+
+def _average(cost: Decimal, quantity: Decimal) -> Decimal:
+    if quantity == 0:
+        return Decimal(0)
+    return _AVERAGE.divide(cost.copy_abs(), quantity.copy_abs())

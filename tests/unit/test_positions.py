@@ -1,0 +1,199 @@
+"""Positions at average cost: worked examples by hand, then random fill sequences checked
+against what is computed here independently (cash flows, and average cost replayed in exact
+fractions)."""
+
+from __future__ import annotations
+
+import decimal
+from decimal import Decimal
+from fractions import Fraction
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor.positions import (
+    AVERAGE_DIGITS,
+    Position,
+    apply_fill,
+    decode_position,
+    unrealized,
+)
+from producer.contract import Side, encode
+
+B, S = Side.BUY, Side.SELL
+D = Decimal
+FLAT = Position(account="default", symbol="BTCUSDT")
+
+Trade = tuple[Side, Decimal, Decimal, Decimal]  # side, quantity, price, commission
+
+
+def replay(trades: list[Trade], start: Position = FLAT) -> Position:
+    position = start
+    for side, quantity, price, fee in trades:
+        position = apply_fill(position, side, quantity, price, fee)
+    return position
+
+
+def state(p: Position) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    return p.quantity, p.average_price, p.realized_pnl, p.commission
+
+
+def test_long_add_moves_the_average_to_the_weighted_mean() -> None:
+    p = replay([(B, D(1), D(100), D(0)), (B, D(3), D(104), D(0))])
+    assert state(p) == (4, 103, 0, 0)
+    assert unrealized(p, D(110)) == 28
+
+
+def test_partial_reduce_realizes_at_the_average_and_keeps_it() -> None:
+    p = replay([(B, D(1), D(100), D(0)), (B, D(3), D(104), D(0)), (S, D(1), D(110), D(0))])
+    assert state(p) == (3, 103, 7, 0)
+    assert unrealized(p, D(100)) == -9
+
+
+def test_flip_long_to_short_closes_at_the_average_and_opens_at_the_price() -> None:
+    long = replay([(B, D(3), D(103), D(0))])
+    p = apply_fill(long, S, D(5), D(100))
+    assert state(p) == (-2, 100, -9, 0)
+    assert unrealized(p, D(90)) == 20  # a short gains as the price falls
+
+
+def test_short_cover_in_two_steps_ends_flat() -> None:
+    p = replay([(S, D(2), D(100), D(0)), (S, D(2), D("101.5"), D(0))])
+    assert state(p) == (-4, D("100.75"), 0, 0)
+    p = apply_fill(p, B, D(1), D(90))
+    assert state(p) == (-3, D("100.75"), D("10.75"), 0)
+    p = apply_fill(p, B, D(3), D(101))
+    assert state(p) == (0, 0, D("10"), 0)  # 10.75 + (100.75 - 101) * 3
+    assert p.cost_basis == 0 and unrealized(p, D(1000)) == 0
+
+
+def test_commissions_add_up_apart_from_pnl_including_rebates() -> None:
+    p = replay([(B, D(1), D(100), D("0.1")), (S, D(1), D(101), D("0.101")),
+                (B, D(2), D(100), D("-0.02"))])
+    assert state(p) == (2, 100, 1, D("0.181"))
+
+
+def test_a_repeating_average_is_rounded_but_the_round_trip_realizes_exactly() -> None:
+    p = replay([(B, D(1), D(1), D(0)), (B, D(2), D(2), D(0))])
+    assert p.average_price == D("1." + "6" * (AVERAGE_DIGITS - 2) + "7")
+    assert apply_fill(p, S, D(3), D(2)).realized_pnl == 1  # not 0.999...9
+
+
+def test_a_tiny_price_keeps_its_digits() -> None:
+    p = replay([(B, D(1), D("1.2345E-10"), D(0)), (B, D(1), D("1.2346E-10"), D(0))])
+    assert p.average_price == D("1.23455E-10")
+
+
+def test_a_position_crosses_the_wire_unchanged() -> None:
+    p = replay([(B, D(1), D(1), D("0.00000001")), (B, D(2), D(2), D(0)),
+                (S, D(5), D("1.5"), D(0))])
+    data = encode(p)
+    assert b'"quantity":"-2"' in data and b'"commission":"0.00000001"' in data
+    assert decode_position(data) == p
+    wide = apply_fill(FLAT, S, D("12345678901234567890.12345678901234567890"), D(3))
+    assert decode_position(encode(wide)) == wide
+    with pytest.raises(msgspec.ValidationError, match="decimal"):
+        decode_position(data.replace(b'"-2"', b'"-2e0"'))
+
+
+@pytest.mark.parametrize(("quantity", "price"), [(D(0), D(1)), (D(-1), D(1)), (D(1), D(0))])
+def test_a_fill_without_quantity_or_price_is_refused(quantity: Decimal, price: Decimal) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        apply_fill(FLAT, B, quantity, price)
+
+
+# Random fill sequences. Prices and quantities are mostly small and round so that positions
+# often go flat or flip exactly; some have the wire's full 20 + 20 digits.
+_small = st.integers(1, 5000).map(lambda n: D(n).scaleb(-2))  # 0.01 to 50
+_wide = st.integers(1, 10**40 - 1).map(lambda n: D(n).scaleb(-20))
+amounts = st.one_of(_small, _small, _small, _wide)
+fees = st.integers(-1000, 10_000).map(lambda n: D(n).scaleb(-4))  # rebates too
+trades = st.tuples(st.sampled_from(Side), amounts, amounts, fees)
+PROPERTY = settings(max_examples=150, deadline=None)
+
+
+def signed(side: Side, quantity: Decimal) -> Fraction:
+    return Fraction(quantity) if side is B else -Fraction(quantity)
+
+
+class AverageCost:
+    """Average cost replayed in exact fractions, straight from the method's definition."""
+
+    def __init__(self) -> None:
+        self.quantity = Fraction(0)
+        self.average = Fraction(0)
+        self.realized = Fraction(0)
+
+    def fill(self, side: Side, quantity: Decimal, price: Decimal) -> None:
+        q, p = signed(side, quantity), Fraction(price)
+        held = self.quantity
+        if held == 0 or (held > 0) == (q > 0):
+            self.average = (self.average * abs(held) + p * abs(q)) / abs(held + q)
+        else:
+            closed = min(abs(q), abs(held))
+            self.realized += (p - self.average) * closed * (1 if held > 0 else -1)
+            if abs(q) >= abs(held):
+                self.average = p if held + q != 0 else Fraction(0)
+        self.quantity = held + q
+
+
+def close_enough(got: Decimal, want: Fraction, scale: Fraction) -> bool:
+    # The documented rounding: the average has AVERAGE_DIGITS significant digits, and what a
+    # reduce realizes at the rounded average differs from the fraction by that much at most,
+    # times the quantities involved (a handful of such steps, so a generous factor).
+    return abs(Fraction(got) - want) <= scale * Fraction(1, 10 ** (AVERAGE_DIGITS - 4))
+
+
+@PROPERTY
+@given(fills=st.lists(trades, max_size=12), marks=st.lists(amounts, min_size=1, max_size=3))
+def test_pnl_equals_cash_flow_plus_the_position_at_every_price(
+        fills: list[Trade], marks: list[Decimal]) -> None:
+    position, cash, quantity, fees = FLAT, Fraction(0), Fraction(0), Fraction(0)
+    for side, q, p, fee in fills:
+        position = apply_fill(position, side, q, p, fee)
+        cash -= signed(side, q) * Fraction(p)
+        quantity += signed(side, q)
+        fees += Fraction(fee)
+        assert Fraction(position.quantity) == quantity
+        assert Fraction(position.commission) == fees
+        for mark in [p, *marks]:
+            total = Fraction(position.realized_pnl) + Fraction(unrealized(position, mark))
+            assert total == cash + quantity * Fraction(mark)
+    if quantity == 0:
+        assert Fraction(position.realized_pnl) == cash
+        assert position.average_price == 0 and position.cost_basis == 0
+
+
+@PROPERTY
+@given(fills=st.lists(trades, max_size=12))
+def test_average_and_realized_match_average_cost_recomputed_from_scratch(
+        fills: list[Trade]) -> None:
+    position, model, notional = FLAT, AverageCost(), Fraction(0)
+    for side, q, p, fee in fills:
+        position = apply_fill(position, side, q, p, fee)
+        model.fill(side, q, p)
+        notional += Fraction(q) * Fraction(p)
+        assert close_enough(position.average_price, model.average, model.average)
+        assert close_enough(position.realized_pnl, model.realized, notional)
+        if model.quantity != 0:
+            assert position.average_price > 0
+            assert (position.cost_basis > 0) == (model.quantity > 0)
+
+
+@PROPERTY
+@given(before=st.lists(trades, max_size=6), whole=trades,
+       cuts=st.lists(st.integers(1, 99), min_size=1, max_size=3))
+def test_a_fill_split_into_parts_gives_the_same_position_as_the_whole(
+        before: list[Trade], whole: Trade, cuts: list[int]) -> None:
+    start = replay(before)
+    side, quantity, price, fee = whole
+    # Cut the quantity and the fee at the same percentages, exactly (hence the context).
+    bounds = list(zip([0, *sorted(set(cuts))], [*sorted(set(cuts)), 100], strict=True))
+    with decimal.localcontext(prec=200):
+        parts = [(side, quantity * (b - a) / 100, price, fee * (b - a) / 100)
+                 for a, b in bounds]
+    assert sum(Fraction(part[1]) for part in parts) == Fraction(quantity)
+    assert sum(Fraction(part[3]) for part in parts) == Fraction(fee)
+    assert replay(parts, start) == apply_fill(start, side, quantity, price, fee)
