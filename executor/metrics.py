@@ -94,7 +94,6 @@ class Metrics:
         child.inc()
         self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
 
-
     def illegal_transition(self, exc: IllegalTransition) -> None:
         """Count one refused transition; both labels are order states (at most 11 x 11)."""
         self.illegal_transitions.labels(exc.current.value, exc.target.value).inc()

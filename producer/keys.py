@@ -11,7 +11,8 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("completed", "events", "failed", "open", "pending", "prefix")
+    __slots__ = ("completed", "events", "failed", "open", "pending", "positions",
+                 "positions_cursor", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -20,6 +21,10 @@ class Keys:
         self.failed = f"{prefix}:failed"  # stream of failed results (capped)
         self.events = f"{prefix}:events"  # stream of every order state transition
         self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
+        # Hash "<account>:<symbol>" -> Position JSON (executor/positions.py): the fold of
+        # every fill event of orders:events, up to the entry id in positions_cursor.
+        self.positions = f"{prefix}:positions"
+        self.positions_cursor = f"{prefix}:positions:cursor"
 
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""
