@@ -66,6 +66,10 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lag_interval_ms: int = 2_000
     # A worker beats this often; missing 5 beats, it counts as gone (liveness.py).
     heartbeat_ms: int = 1_000
+    # Open orders are looked up at their broker this often (push feeds are followed live).
+    track_interval_ms: int = 1_000
+    # A market, IOC or FOK order still open this long after creation is cancelled.
+    market_timeout_ms: int = 300_000
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +92,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ("max_request_bytes", w.max_request_bytes),
             ("submit_attempts", w.submit_attempts),
             ("heartbeat_ms", w.heartbeat_ms),
+            ("track_interval_ms", w.track_interval_ms),
+            ("market_timeout_ms", w.market_timeout_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"worker.{name} must be positive, got {value}")

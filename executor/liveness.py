@@ -1,7 +1,9 @@
 """Which workers are alive, and removing the consumers of those that are gone.
 
 Each worker keeps a heartbeat key ``<prefix>:worker:<consumer>`` alive with a TTL of
-``HEARTBEAT_TTL_BEATS`` beats; its value says who it is. A consumer of the group whose
+``HEARTBEAT_TTL_BEATS`` beats; its value says who it is. It also stamps its last beat in
+the zset ``<prefix>:workers``, from which every worker reads its live peers (the tracker
+shares the open orders out among them). A consumer of the group whose
 heartbeat has expired is gone. Its pending entries are reclaimed by the others after the
 visibility timeout (reclaim.py); once it owns none, the sweep removes it from the group so
 the group lists the workers that exist. The removal re-checks both conditions atomically
@@ -15,6 +17,7 @@ loses nothing: it owned no entry, and its next read creates it again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -55,7 +58,21 @@ class Liveness:
             (resources.files("executor") / "lua" / "forget.lua").read_text())
 
     async def beat(self) -> None:
-        await self.redis.set(self.keys.worker(self.consumer), self._value, px=self.ttl_ms)
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.worker(self.consumer), self._value, px=self.ttl_ms)
+            pipe.zadd(self.keys.workers, {self.consumer: now})
+            # Long-gone workers leave the registry; recently gone ones are filtered by age.
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now - 100 * self.ttl_ms)
+            await pipe.execute()
+
+    async def peers(self) -> list[str]:
+        """The workers alive now (heartbeat within the TTL), this one included, sorted."""
+        since = int(time.time() * 1000) - self.ttl_ms
+        raw: Any = await self.redis.zrangebyscore(self.keys.workers, since, "+inf")
+        names = {text(n) for n in raw}
+        names.add(self.consumer)
+        return sorted(names)
 
     async def run(self, running: Callable[[], bool],
                   sleep: Callable[[float], Awaitable[None]]) -> None:
@@ -93,7 +110,10 @@ class Liveness:
     async def leave(self) -> bool:
         """On a clean stop: drop the heartbeat, and the consumer too if it owns nothing (what
         it still owns is reclaimed by the others, and the sweep removes it after)."""
-        await self.redis.delete(self.keys.worker(self.consumer))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.worker(self.consumer))
+            pipe.zrem(self.keys.workers, self.consumer)
+            await pipe.execute()
         return await self._remove(self.consumer)
 
     async def _remove(self, consumer: str) -> bool:

@@ -75,6 +75,10 @@ class Metrics:
             "Consumers of gone workers removed from the group", registry=r)
         self.redis_errors = Counter(
             "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
+        self.tracked_changes = Counter(
+            "orderstream_tracked_changes",
+            "Changes of open orders learnt from the broker after submission, by new state",
+            ["state"], registry=r)
         self.illegal_transitions = Counter(
             "orderstream_illegal_transitions",
             "State changes the transition table refused (a bug here or at the broker)",

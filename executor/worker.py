@@ -47,6 +47,7 @@ from .steps.idempotency import Idempotency
 from .steps.persist import Persist
 from .steps.submit import Submit
 from .store import Outcome, Store
+from .tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class Worker:
             WorkerInfo(consumer=self.consumer, host=socket.gethostname(), pid=os.getpid(),
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
+        self.tracker = Tracker(self.svc, self.liveness.peers,
+                               interval_ms=w.track_interval_ms,
+                               market_timeout_ms=w.market_timeout_ms)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
         self._ready = False
@@ -203,6 +207,9 @@ class Worker:
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
         lanes.append(asyncio.create_task(self._housekeeping(), name="reclaim"))
+        lanes.append(asyncio.create_task(
+            self.tracker.run(lambda: not self._stopping.is_set(), self._sleep),
+            name="tracker"))
         try:
             await asyncio.gather(*lanes)
         finally:

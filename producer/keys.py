@@ -12,7 +12,7 @@ DEFAULT_PREFIX = "orders"
 
 class Keys:
     __slots__ = ("completed", "events", "failed", "open", "pending", "positions",
-                 "positions_cursor", "prefix")
+                 "positions_cursor", "positions_lease", "prefix", "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -25,6 +25,8 @@ class Keys:
         # every fill event of orders:events, up to the entry id in positions_cursor.
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
+        self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
+        self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
 
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""

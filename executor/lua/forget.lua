@@ -6,7 +6,9 @@
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+-- pcall: with no stream or group (deleted under us) there is no consumer to remove.
+local ok, owned = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if not ok or #owned > 0 then
   return 0
 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])

@@ -130,3 +130,15 @@ async def test_an_entry_deleted_while_pending_gets_one_failed_result(
     assert "deleted" in (result.reason or "")
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
     assert await redis_client.xlen(K.paper("default", "received")) == 0
+
+
+async def test_peers_are_the_workers_with_a_recent_heartbeat(
+    redis_client: aioredis.Redis,
+) -> None:
+    me = liveness(redis_client, "me")
+    await me.beat()
+    await liveness(redis_client, "fresh").beat()
+    await redis_client.zadd(K.workers, {"stale": 1})  # beat long ago
+    assert await me.peers() == ["fresh", "me"]
+    await me.leave()
+    assert await liveness(redis_client, "fresh").peers() == ["fresh"]

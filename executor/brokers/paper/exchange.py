@@ -26,15 +26,17 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import ContractError, OrderSpec, TimeInForce, encode
+from producer.contract import ContractError, OrderSpec, TimeInForce, decoder, encode
 from producer.keys import Keys
+from producer.replies import text
 
 from ..base import (
     BrokerError,
@@ -68,6 +70,7 @@ def _now_ms() -> int:
 
 # A placeholder in submit_many's answers until the script call returns; never returned.
 _NOT_YET = PermanentError("not answered")
+_report_decoder = decoder(BrokerOrder)
 
 
 def _unknown(exc: BaseException) -> UnknownOutcome:
@@ -265,6 +268,18 @@ class PaperBroker:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
         return report(await self._load(client_order_id, symbol))
+
+    async def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Changes of resting orders as the matcher (any worker's) makes them: the executions
+        stream, followed from now on (the tracker's polling catches up on the past)."""
+        cursor = "$"
+        while True:
+            reply: Any = await self.store.redis.xread({self.store.executions: cursor},
+                                                      count=500, block=1_000)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    cursor = text(entry_id)
+                    yield _report_decoder.decode(fields[b"data"])
 
     # -- operators and tests -----------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""Following open orders after submission: fills and status changes from the broker reach
+the order records and ``orders:events`` (so ``orderstream watch`` shows them), and orders
+open too long are cancelled.
+
+Ownership: every live worker (liveness.py) takes the open orders that rendezvous hashing
+of (worker, client id) gives it. No ownership is stored, so when a worker dies its orders
+move to the others as soon as its heartbeat expires, and a worker that joins takes its
+share. For a moment around such a change two workers may follow the same order; that is
+harmless, since every write is a compare-and-set on the order's seq and a report applied
+twice adds nothing (fills are known by id).
+
+Sources: a broker with a push feed (``PushFeed``: the paper exchange's executions stream,
+Binance's user data stream) is followed live, and its owned open orders are looked up
+(``get_order``) only every ``RECONCILE_EVERY`` passes, to catch what a feed missed (at a
+restart, or while it was down). Orders at a broker without a feed, or whose feed is
+broken, are looked up every pass (``track_interval_ms``). Orders in ``pending_submit`` are
+left to the request that is submitting them (or to its reclaim).
+
+Timeouts: a market-like order (market, IOC, FOK) still open ``market_timeout_ms`` after it
+was created, and a GTD order past its ``expire_at`` (the broker normally expires it
+itself), are cancelled at the broker; the order ends in the state the broker reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from redis.exceptions import RedisError
+
+from producer.contract import OrderState, OrderType, TimeInForce
+
+from .brokers.base import Broker, BrokerError, BrokerOrder
+from .order import Context, Order, apply_report
+from .services import Services
+from .states import IllegalTransition
+from .store import Outcome
+
+log = logging.getLogger(__name__)
+
+# Orders the tracker moves: submitted and beyond, not yet final.
+TRACKED = frozenset({OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED,
+                     OrderState.PENDING_CANCEL})
+_LOOKUPS_AT_ONCE = 50  # broker lookups in flight per pass (real brokers rate-limit)
+RECONCILE_EVERY = 30  # passes between lookups of orders whose broker pushes changes
+
+
+@runtime_checkable
+class PushFeed(Protocol):
+    """A broker that pushes order changes as they happen."""
+
+    account: str
+
+    def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Reports of orders that changed, from now on, until cancelled. Raises when the
+        feed breaks; the tracker reconnects and polls meanwhile."""
+        ...
+
+
+def owner(client_order_id: str, peers: Sequence[str]) -> str:
+    """The live worker that follows an order: rendezvous (highest random weight) hashing,
+    so when a worker leaves only its own orders move. Stable across processes (not
+    Python's randomized ``hash``)."""
+    def weight(peer: str) -> bytes:
+        return hashlib.blake2b(f"{peer}\0{client_order_id}".encode(), digest_size=8).digest()
+    return max(peers, key=weight)
+
+
+def market_like(order: Order) -> bool:
+    spec = order.spec
+    return spec.type is OrderType.MARKET or spec.time_in_force in (TimeInForce.IOC,
+                                                                   TimeInForce.FOK)
+
+
+def overdue(order: Order, now: int, market_timeout_ms: int) -> str | None:
+    """Why an open order should be cancelled now, or None."""
+    if market_like(order) and now - order.created_at >= market_timeout_ms:
+        return f"open longer than market_timeout_ms ({market_timeout_ms} ms)"
+    expire_at = order.spec.expire_at
+    if expire_at is not None and now >= expire_at:
+        return f"past its expire_at ({expire_at})"
+    return None
+
+
+class Tracker:
+    def __init__(self, svc: Services, peers: Callable[[], Awaitable[list[str]]] | None,
+                 *, interval_ms: int, market_timeout_ms: int) -> None:
+        self.svc = svc
+        self.store = svc.store
+        self._peers = peers
+        self.interval_s = interval_ms / 1000
+        self.market_timeout_ms = market_timeout_ms
+        self.peers: list[str] = [svc.worker]
+        self.live_feeds: set[str] = set()  # accounts whose push feed is connected
+        self._passes = 0
+
+    def mine(self, client_order_id: str) -> bool:
+        return owner(client_order_id, self.peers) == self.svc.worker
+
+    async def refresh_peers(self) -> None:
+        if self._peers is not None:
+            self.peers = await self._peers()
+
+    # -- polling -----------------------------------------------------------------------------
+
+    async def poll_once(self) -> int:
+        """Look up every owned open order at its broker and record what changed; cancel the
+        overdue ones. Returns how many orders changed."""
+        await self.refresh_peers()
+        reconcile = self._passes % RECONCILE_EVERY == 0
+        self._passes += 1
+        ids = [cid for cid in await self.store.open_order_ids() if self.mine(cid)]
+        now = self.svc.clock()
+        orders = [
+            o for o in await self.store.load_orders(ids)
+            if o is not None and o.state in TRACKED and (
+                reconcile or o.spec.account not in self.live_feeds
+                or overdue(o, now, self.market_timeout_ms) is not None)
+        ]
+        changed = 0
+        for start in range(0, len(orders), _LOOKUPS_AT_ONCE):
+            chunk = orders[start:start + _LOOKUPS_AT_ONCE]
+            reports = await asyncio.gather(*(self._look(o) for o in chunk))
+            changed += await self._record([(o, r) for o, r in zip(chunk, reports, strict=True)
+                                           if r is not None])
+        return changed
+
+    async def _look(self, order: Order) -> BrokerOrder | None:
+        broker = self.svc.brokers.get(order.spec.account)
+        if broker is None:
+            return None
+        try:
+            why = overdue(order, self.svc.clock(), self.market_timeout_ms)
+            if why is not None and order.state is not OrderState.PENDING_CANCEL:
+                log.warning("order %s %s: cancelling it", order.client_order_id, why)
+                return await _cancel_or_look(broker, order)
+            return await broker.get_order(order.client_order_id, order.spec.symbol)
+        except BrokerError as exc:
+            log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc)
+            return None
+
+    # -- push --------------------------------------------------------------------------------
+
+    async def on_report(self, report: BrokerOrder) -> int:
+        """A change pushed by a broker: recorded if the order is ours and open."""
+        if not self.mine(report.client_order_id):
+            return 0
+        (order,) = await self.store.load_orders([report.client_order_id])
+        if order is None or order.state not in TRACKED:
+            return 0
+        return await self._record([(order, report)])
+
+    async def follow(self, feed: PushFeed, running: Callable[[], bool]) -> None:
+        """Apply a broker's pushed changes until stopped; reconnect when the feed breaks
+        (the polling pass covers what was missed meanwhile)."""
+        account = feed.account
+        while running():
+            try:
+                self.live_feeds.add(account)
+                async for report in feed.updates():
+                    await self.on_report(report)
+                    if not running():
+                        return
+            except (RedisError, BrokerError, OSError) as exc:
+                log.warning("push feed of %s broke (%s); polling covers the gap", account, exc)
+            finally:
+                self.live_feeds.discard(account)
+            self._passes = 0  # the next pass looks everything up: the gap is unknown
+            await asyncio.sleep(self.interval_s)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _record(self, pairs: Sequence[tuple[Order, BrokerOrder]]) -> int:
+        outcomes: list[Outcome] = []
+        for order, report in pairs:
+            seq = order.seq
+            ctx = Context(now=self.svc.clock(), worker=self.svc.worker,
+                          request_id=order.request_id)
+            try:
+                events = apply_report(order, report, ctx)
+            except IllegalTransition as exc:
+                self.svc.metrics.illegal_transition(exc)
+                log.error("order %s: %s (broker reports %s); left as it was",
+                          order.client_order_id, exc, report.status)
+                continue
+            if events:
+                outcomes.append(Outcome(order.request_id, None, order, seq, events))
+        if not outcomes:
+            return 0
+        conflicts = set(await self.store.finish(outcomes))
+        changed = 0
+        for outcome in outcomes:
+            if outcome.request_id in conflicts:
+                continue  # moved meanwhile (its request, or another tracker): next pass
+            changed += 1
+            assert outcome.order is not None
+            self.svc.metrics.tracked_changes.labels(outcome.order.state.value).inc()
+        return changed
+
+    async def run(self, running: Callable[[], bool],
+                  sleep: Callable[[float], Awaitable[None]]) -> None:
+        feeds = [asyncio.create_task(self.follow(b, running), name=f"feed-{b.account}")
+                 for b in self.svc.brokers.values() if isinstance(b, PushFeed)]
+        try:
+            while running():
+                try:
+                    await self.poll_once()
+                except RedisError as exc:
+                    log.warning("tracking pass failed: %s", exc)
+                await sleep(self.interval_s)
+        finally:
+            for task in feeds:
+                task.cancel()
+            await asyncio.gather(*feeds, return_exceptions=True)
+
+
+async def _cancel_or_look(broker: Broker, order: Order) -> BrokerOrder:
+    """Cancel an overdue order; if it is already final at the broker, its report says how."""
+    try:
+        return await broker.cancel(order.client_order_id, order.spec.symbol)
+    except BrokerError:
+        return await broker.get_order(order.client_order_id, order.spec.symbol)

@@ -1,0 +1,106 @@
+"""Open orders after submission: a resting order's later fills reach its record and the
+events, pushed by the exchange or found by polling; live workers share the open orders out,
+and a gone worker's share moves to the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from executor.brokers.paper import PaperAccount, PaperBroker
+from executor.config import Settings
+from executor.metrics import Metrics
+from executor.services import Services
+from executor.store import Store
+from executor.tracker import Tracker, owner
+from producer.client import OrderClient
+from producer.contract import OrderState, ResultStatus, decode_event
+from producer.keys import Keys
+
+from .conftest import running
+
+K = Keys()
+
+
+async def state_of(r: aioredis.Redis, cid: str) -> str:
+    return (await r.hget(K.order(cid), "state") or b"").decode()
+
+
+async def event_states(r: aioredis.Redis, cid: str) -> list[OrderState]:
+    return [decode_event(f[b"data"]).state for _, f in await r.xrange(K.events)
+            if f[b"client_order_id"].decode() == cid]
+
+
+async def test_a_resting_order_filled_later_is_recorded_from_the_push_feed(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()) as worker:
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                 time_in_force="gtc")
+        result = await client.wait_result(sub.request_id, 10)
+        assert result.status is ResultStatus.ACCEPTED
+        paper = worker.brokers["default"]
+        assert isinstance(paper, PaperBroker)
+        await paper.set_price("BTCUSDT", Decimal("48900"))
+        for _ in range(200):
+            if await state_of(redis_client, sub.client_order_id) == "filled":
+                break
+            await asyncio.sleep(0.05)
+        assert await state_of(redis_client, sub.client_order_id) == "filled"
+        changes = worker.metrics.registry.get_sample_value(
+            "orderstream_tracked_changes_total", {"state": "filled"})
+        assert changes == 1
+    assert await event_states(redis_client, sub.client_order_id) == [
+        OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
+        OrderState.ACCEPTED, OrderState.FILLED]
+    fill = decode_event((await redis_client.xrevrange(K.events, count=1))[0][1][b"data"])
+    assert fill.fill is not None and fill.fill.price == Decimal("49000")
+    assert fill.filled_quantity == Decimal("0.002")
+    assert not await redis_client.sismember(K.open, sub.client_order_id)
+
+
+async def test_polling_finds_what_no_feed_told_and_follows_only_its_share(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    settings = make_settings()
+    async with running(settings):
+        subs = [await client.place("BTCUSDT", "sell", "limit", "0.002", price="51000",
+                                   time_in_force="gtc") for _ in range(12)]
+        await client.wait_results([s.request_id for s in subs], 10)
+    # The workers are gone; the exchange fills the resting orders meanwhile.
+    exchange = PaperBroker("default", PaperAccount(), redis_client, K)
+    await exchange.start(background=False)
+    await exchange.set_price("BTCUSDT", Decimal("51100"))
+    assert await exchange.match_once() == 12
+    await exchange.close()
+    cids = [s.client_order_id for s in subs]
+    assert {await state_of(redis_client, c) for c in cids} == {"accepted"}
+
+    peers = ["w1", "other"]
+
+    async def live() -> list[str]:
+        return list(peers)
+
+    store = Store(redis_client, K, results_maxlen=1000, order_ttl_ms=60_000)
+    broker = PaperBroker("default", PaperAccount(), redis_client, K)
+    await broker.start(background=False)
+    try:
+        svc = Services(settings, store, {"default": broker}, Metrics(), "w1")
+        tracker = Tracker(svc, live, interval_ms=100, market_timeout_ms=300_000)
+        mine = [c for c in cids if owner(c, peers) == "w1"]
+        assert 0 < len(mine) < 12  # a real split, for this fixed set of ids
+        assert await tracker.poll_once() == len(mine)
+        filled = [c for c in cids if await state_of(redis_client, c) == "filled"]
+        assert sorted(filled) == sorted(mine), "only w1's share is followed while other lives"
+        peers.remove("other")  # "other" is gone: its share moves to w1
+        assert await tracker.poll_once() == 12 - len(mine)
+        assert await tracker.poll_once() == 0  # applying again changes nothing
+    finally:
+        await broker.close()
+    assert {await state_of(redis_client, c) for c in cids} == {"filled"}
+    assert await redis_client.scard(K.open) == 0
