@@ -38,7 +38,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOp
 
 import msgspec
 
-from producer.contract import Side, WireDecimal, parse_decimal, wire, zero
+from producer.contract import Fill, Side, WireDecimal, parse_decimal, wire, zero
 
 AVERAGE_DIGITS = 34  # as IEEE 754 decimal128: far past any price's precision
 
@@ -126,3 +126,23 @@ def _average(cost: Decimal, quantity: Decimal) -> Decimal:
     if quantity == 0:
         return Decimal(0)
     return _AVERAGE.divide(cost.copy_abs(), quantity.copy_abs())
+
+
+def position_key(account: str, symbol: str) -> str:
+    """The field of a position in the positions hash (account names have no ':')."""
+    return f"{account}:{symbol}"
+
+
+def fold_fill(book: dict[str, Position], account: str, symbol: str, side: Side, fill: Fill,
+              quote_asset: str | None) -> Position:
+    """Apply one fill to the position it moves in ``book`` (created flat if absent).
+
+    Only a commission in the quote asset (or in no named asset) is a cost of the position;
+    one charged in another asset (BNB at Binance, or the base asset) would need a price to
+    convert, so it stays on the order's record and is left out here, never guessed."""
+    key = position_key(account, symbol)
+    position = book.get(key) or Position(account=account, symbol=symbol)
+    in_quote = fill.commission_asset is None or fill.commission_asset == quote_asset
+    book[key] = apply_fill(position, side, fill.quantity, fill.price,
+                           fill.commission if in_quote else Decimal(0))
+    return book[key]

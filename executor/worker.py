@@ -37,6 +37,7 @@ from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
 from .metrics import Metrics, start_http
+from .projector import Projector
 from .reclaim import Reclaimer
 from .services import Services
 from .states import IllegalTransition
@@ -110,6 +111,8 @@ class Worker:
             WorkerInfo(consumer=self.consumer, host=socket.gethostname(), pid=os.getpid(),
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
+        self.projector = Projector(self.redis, self.keys, self.consumer,
+                                   quote_asset=self._quote_asset)
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -119,6 +122,10 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _quote_asset(self, account: str, symbol: str) -> str | None:
+        broker = self.brokers.get(account)
+        return None if broker is None else broker.quote_asset(symbol)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class Worker:
         for broker in self.brokers.values():
             await broker.close()
         try:
+            await self.projector.release()
             await self.liveness.leave()
         except RedisError as exc:
             log.warning("could not leave the group cleanly (%s); the others' sweep will", exc)
@@ -207,6 +215,9 @@ class Worker:
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
         lanes.append(asyncio.create_task(self._housekeeping(), name="reclaim"))
+        lanes.append(asyncio.create_task(
+            self.projector.run(lambda: not self._stopping.is_set(), self._sleep),
+            name="positions"))
         lanes.append(asyncio.create_task(
             self.tracker.run(lambda: not self._stopping.is_set(), self._sleep),
             name="tracker"))

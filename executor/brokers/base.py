@@ -110,6 +110,9 @@ class Broker(Protocol):
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
         """Look an order up by our client id; ``OrderNotFound`` when the broker has none."""
 
+    def quote_asset(self, symbol: str) -> str | None:
+        """The asset prices and notionals of ``symbol`` are in (None: unknown)."""
+
 
 class BatchSubmitter(Protocol):
     """A broker that can take many new orders in one call (the paper exchange: one Redis

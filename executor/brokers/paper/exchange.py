@@ -269,6 +269,10 @@ class PaperBroker:
             await asyncio.sleep(self._latency_s)
         return report(await self._load(client_order_id, symbol))
 
+    def quote_asset(self, symbol: str) -> str | None:
+        sym = self.config.symbols.get(symbol)
+        return None if sym is None else sym.quote_asset
+
     async def updates(self) -> AsyncIterator[BrokerOrder]:
         """Changes of resting orders as the matcher (any worker's) makes them: the executions
         stream, followed from now on (the tracker's polling catches up on the past)."""

@@ -1,0 +1,128 @@
+"""Positions, kept up to date from ``orders:events``: the fold of every fill event, in the
+stream's order, through executor/positions.py.
+
+One worker at a time projects (a lease, renewed while it works); it reads the events after
+the stored cursor in pages, folds their fills, and writes the positions it moved together
+with the new cursor in one script that re-checks the lease and the cursor (lua/positions.lua),
+so each fill counts exactly once whoever projects it, and a worker that dies mid-fold
+leaves nothing half-applied. Positions lag the events by about ``interval_ms``;
+``orderstream replay`` rebuilds them from the events and compares.
+
+A fill event names its order's account and symbol but not its side; the side comes from the
+order's ``created`` event, remembered while the order is open, or from its record when the
+projector starts mid-way through an order's life.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.contract import Event, Side, decoder, encode
+from producer.keys import Keys
+from producer.replies import text
+
+from .positions import Position, decode_position, fold_fill, position_key
+from .states import is_terminal
+from .store import decode_order
+
+log = logging.getLogger(__name__)
+
+_event_decoder = decoder(Event)
+QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
+
+
+class Projector:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 1_000) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.consumer = consumer
+        self.quote_asset = quote_asset
+        self.interval_s = interval_ms / 1000
+        self.lease_ms = max(5_000, 10 * interval_ms)
+        self.page = page
+        self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
+        self._write = redis.register_script(
+            (resources.files("executor") / "lua" / "positions.lua").read_text())
+
+    async def _hold_lease(self) -> bool:
+        k = self.keys.positions_lease
+        if await self.redis.set(k, self.consumer, nx=True, px=self.lease_ms):
+            return True
+        # Ours already: renew it. (GET then PEXPIRE can race an expiry; the write script
+        # re-checks the holder, so the worst case is one wasted fold.)
+        if text(await self.redis.get(k) or b"") == self.consumer:
+            await self.redis.pexpire(k, self.lease_ms)
+            return True
+        return False
+
+    async def once(self) -> int:
+        """Fold one page of events if this worker holds the lease; returns how many events
+        were consumed (0: nothing new, or another worker projects)."""
+        if not await self._hold_lease():
+            return 0
+        k = self.keys
+        cursor = text(await self.redis.get(k.positions_cursor) or b"")
+        entries: Any = await self.redis.xrange(k.events, min=f"({cursor}" if cursor else "-",
+                                               count=self.page)
+        if not entries:
+            return 0
+        events = [_event_decoder.decode(fields[b"data"]) for _, fields in entries]
+        book = await self._fold(events)
+        args: list[Any] = [self.consumer, cursor, text(entries[-1][0])]
+        for key, position in book.items():
+            args += [key, encode(position)]
+        written = await self._write(keys=[k.positions, k.positions_cursor, k.positions_lease],
+                                    args=args)
+        if not written:
+            self._sides.clear()  # someone else folded: what we remembered may be stale
+            return 0
+        return len(entries)
+
+    async def _fold(self, events: list[Event]) -> dict[str, Position]:
+        fills = [e for e in events if e.fill is not None]
+        fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
+        book: dict[str, Position] = {}
+        if fields:
+            stored: Any = await self.redis.hmget(self.keys.positions, fields)
+            book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}
+        for event in events:
+            cid = event.client_order_id
+            if event.order is not None:
+                self._sides[cid] = event.order.side
+            if event.fill is not None:
+                side = self._sides.get(cid) or await self._side_from_record(cid)
+                if side is None:
+                    log.error("fill %s of order %s: side unknown (no created event, no "
+                              "record); not in the positions", event.fill.fill_id, cid)
+                else:
+                    fold_fill(book, event.account, event.symbol, side, event.fill,
+                              self.quote_asset(event.account, event.symbol))
+            if is_terminal(event.state):
+                self._sides.pop(cid, None)
+        return book
+
+    async def _side_from_record(self, cid: str) -> Side | None:
+        record = await self.redis.hget(self.keys.order(cid), "record")
+        return None if record is None else decode_order(record).spec.side
+
+    async def run(self, running: Callable[[], bool],
+                  sleep: Callable[[float], Awaitable[None]]) -> None:
+        while running():
+            try:
+                while running() and await self.once() >= self.page:
+                    pass  # behind: fold the next page at once
+            except RedisError as exc:
+                log.warning("positions pass failed: %s", exc)
+            await sleep(self.interval_s)
+
+    async def release(self) -> None:
+        """Give the lease up on a clean stop, so another worker projects at once."""
+        if text(await self.redis.get(self.keys.positions_lease) or b"") == self.consumer:
+            await self.redis.delete(self.keys.positions_lease)
