@@ -16,6 +16,10 @@ restart, or while it was down). Orders at a broker without a feed, or whose feed
 broken, are looked up every pass (``track_interval_ms``). Orders in ``pending_submit`` are
 left to the request that is submitting them (or to its reclaim).
 
+Deferred cancels: a cancel that came while its order was still being submitted is kept in
+``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
+carry the cancel's request id). A flag whose order is final or gone is dropped.
+
 Timeouts: a market-like order (market, IOC, FOK) still open ``market_timeout_ms`` after it
 was created, and a GTD order past its ``expire_at`` (the broker normally expires it
 itself), are cancelled at the broker; the order ends in the state the broker reports.
@@ -27,16 +31,18 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
-from producer.contract import OrderState, OrderType, TimeInForce
+from producer.contract import OrderState, OrderType, ReasonCode, TimeInForce
+from producer.replies import text
 
 from .brokers.base import Broker, BrokerError, BrokerOrder
 from .order import Context, Order, apply_report
 from .services import Services
 from .states import IllegalTransition
+from .steps.cancel import SUBMITTING, WORKING, CancelFailed, cancel_at_broker
 from .store import Outcome
 
 log = logging.getLogger(__name__)
@@ -107,9 +113,11 @@ class Tracker:
     # -- polling -----------------------------------------------------------------------------
 
     async def poll_once(self) -> int:
-        """Look up every owned open order at its broker and record what changed; cancel the
-        overdue ones. Returns how many orders changed."""
+        """Send the deferred cancels of owned orders that have landed; look up every owned
+        open order at its broker and record what changed; cancel the overdue ones. Returns
+        how many orders changed."""
         await self.refresh_peers()
+        changed = await self.cancel_deferred()
         reconcile = self._passes % RECONCILE_EVERY == 0
         self._passes += 1
         ids = [cid for cid in await self.store.open_order_ids() if self.mine(cid)]
@@ -120,7 +128,6 @@ class Tracker:
                 reconcile or o.spec.account not in self.live_feeds
                 or overdue(o, now, self.market_timeout_ms) is not None)
         ]
-        changed = 0
         for start in range(0, len(orders), _LOOKUPS_AT_ONCE):
             chunk = orders[start:start + _LOOKUPS_AT_ONCE]
             reports = await asyncio.gather(*(self._look(o) for o in chunk))
@@ -141,6 +148,35 @@ class Tracker:
         except BrokerError as exc:
             log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc)
             return None
+
+    async def cancel_deferred(self) -> int:
+        keys = self.store.keys
+        flagged: Any = await self.store.redis.hgetall(keys.cancels)
+        mine = {text(c): text(r) for c, r in flagged.items() if self.mine(text(c))}
+        if not mine:
+            return 0
+        orders = await self.store.load_orders(list(mine))
+        outcomes: list[Outcome] = []
+        drop: list[str] = []
+        for cid, order in zip(mine, orders, strict=True):
+            if order is None or order.state not in WORKING:
+                if order is None or order.state not in SUBMITTING:
+                    drop.append(cid)  # final, gone, or being cancelled already
+                continue  # still being submitted: next pass
+            seq = order.seq
+            try:
+                events = await cancel_at_broker(self.svc, order, mine[cid])
+            except CancelFailed as exc:
+                if exc.code == ReasonCode.BROKER_REJECTED:
+                    log.info("deferred cancel of %s failed (%s); next pass", cid, exc)
+                    continue
+                events = exc.events  # final at the broker already, or unknown there
+            outcomes.append(Outcome(cid, None, order, seq, events))
+        conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
+        drop += [o.request_id for o in outcomes if o.request_id not in conflicts]
+        if drop:
+            await self.store.redis.hdel(keys.cancels, *drop)
+        return len(outcomes) - len(conflicts)
 
     # -- push --------------------------------------------------------------------------------
 
@@ -187,7 +223,8 @@ class Tracker:
                           order.client_order_id, exc, report.status)
                 continue
             if events:
-                outcomes.append(Outcome(order.request_id, None, order, seq, events))
+                # Keyed by client id: conflicts come back by this id.
+                outcomes.append(Outcome(order.client_order_id, None, order, seq, events))
         if not outcomes:
             return 0
         conflicts = set(await self.store.finish(outcomes))

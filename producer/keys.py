@@ -11,7 +11,7 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("completed", "events", "failed", "open", "pending", "positions",
+    __slots__ = ("cancels", "completed", "events", "failed", "open", "pending", "positions",
                  "positions_cursor", "positions_lease", "prefix", "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
@@ -21,6 +21,9 @@ class Keys:
         self.failed = f"{prefix}:failed"  # stream of failed results (capped)
         self.events = f"{prefix}:events"  # stream of every order state transition
         self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
+        # Hash client id -> request id of a cancel that came while the order was still
+        # being submitted; the tracker sends it once the place lands.
+        self.cancels = f"{prefix}:cancels"
         # Hash "<account>:<symbol>" -> Position JSON (executor/positions.py): the fold of
         # every fill event of orders:events, up to the entry id in positions_cursor.
         self.positions = f"{prefix}:positions"

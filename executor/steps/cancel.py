@@ -2,8 +2,9 @@
 
 - unknown client id (or one of another account): ``not_found``;
 - a final order: ``not_cancellable``, reporting its state;
-- an order still being submitted (``pending_submit``): ``not_cancellable`` for now, with a
-  message saying so (honouring it once the place lands is the order-lifecycle issue's work);
+- an order still being submitted (``pending_submit``, maybe on another worker): the cancel
+  is recorded in ``<prefix>:cancels`` and answered ``pending_cancel`` at once; the tracker
+  sends it to the broker as soon as the place has landed (tracker.py), so it is never lost;
 - a broker that says the order is already final (it filled meanwhile): the order is
   brought up to date from a lookup and the cancel fails ``not_cancellable``.
 """
@@ -23,7 +24,8 @@ from ..services import Services
 from ..states import is_terminal
 from ..store import Outcome
 
-_WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT)
 
 
 class CancelFailed(Exception):
@@ -67,6 +69,12 @@ class Cancel:
                 self.svc.clock(), self.svc.worker)
             return
         job.order, job.expected_seq = order, order.seq
+        if order.state in SUBMITTING:
+            await self._defer([job], [order])
+            job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
+            job.result.status = ResultStatus.ACCEPTED
+            job.result.order_state = OrderState.PENDING_CANCEL
+            return
         try:
             job.events += await self._cancel(job, order)
         except CancelFailed as exc:
@@ -77,43 +85,32 @@ class Cancel:
         job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
 
     async def _cancel(self, job: Job, order: Order) -> list[Event]:
-        cid = order.client_order_id
-        if is_terminal(order.state):
-            raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
-        if order.state not in _WORKING:
-            raise CancelFailed(
-                ReasonCode.NOT_CANCELLABLE,
-                f"order {cid} is {order.state} (still being submitted); retry the cancel once "
-                "the place request has its result",
-            )
-        broker = self.svc.brokers[order.spec.account]
-        ctx = Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
-        events = [transition(order, OrderState.PENDING_CANCEL, ctx)]
-        try:
-            report = await broker.cancel(cid, order.spec.symbol)
-        except NotCancellable as exc:
-            # Final at the broker already (most likely filled): record what really happened.
-            events += apply_report(order, await broker.get_order(cid, order.spec.symbol), ctx)
-            if order.state is OrderState.PENDING_CANCEL:
-                events.append(transition(order, _working_state(order), ctx))
-            raise CancelFailed(ReasonCode.NOT_CANCELLABLE, str(exc), events) from None
-        except (OrderNotFound, BrokerError) as exc:
-            code = ReasonCode.NOT_FOUND if isinstance(exc, OrderNotFound) else (
-                ReasonCode.BROKER_REJECTED)
-            events.append(transition(order, _working_state(order), ctx))
-            raise CancelFailed(code, str(exc), events) from None
-        return events + apply_report(order, report, ctx)
+        return await cancel_at_broker(self.svc, order, job.request_id)
+
+    async def _defer(self, jobs: Sequence[Job], orders: Sequence[Order]) -> None:
+        """Record cancels of orders still being submitted, for the tracker to send once
+        the place lands. Written before the cancel's result: redone harmlessly if the
+        worker dies in between (the same field, the same value)."""
+        if orders:
+            await self.svc.store.redis.hset(
+                self.svc.store.keys.cancels,
+                mapping={o.client_order_id: j.request_id
+                         for j, o in zip(jobs, orders, strict=True)})
 
     async def _cancel_all(self, job: Job) -> list[Outcome]:
         req = job.request
         assert req is not None
         orders = await self.svc.store.load_orders(await self.svc.store.open_order_ids())
-        chosen = [
+        matching = [
             o for o in orders
-            if o is not None and o.state in _WORKING
+            if o is not None
             and (req.symbol is None or o.spec.symbol == req.symbol)
             and (req.account is None or o.spec.account == req.account)
         ]
+        chosen = [o for o in matching if o.state in WORKING]
+        deferred = [o for o in matching if o.state in SUBMITTING]
+        await self._defer([job] * len(deferred), deferred)
+        job.cancelled += [o.client_order_id for o in deferred]
 
         async def one(order: Order) -> Outcome | None:
             seq = order.seq
@@ -130,3 +127,30 @@ class Cancel:
         job.result = results.summary(job, ResultStatus.CANCELLED, self.svc.clock(),
                                      self.svc.worker)
         return outcomes
+
+
+async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list[Event]:
+    """Cancel a working order at its broker; the events of what happened, or CancelFailed
+    (carrying the events learnt on the way)."""
+    cid = order.client_order_id
+    if is_terminal(order.state):
+        raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
+    if order.state not in WORKING:
+        raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is {order.state}")
+    broker = svc.brokers[order.spec.account]
+    ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
+    events = [transition(order, OrderState.PENDING_CANCEL, ctx)]
+    try:
+        report = await broker.cancel(cid, order.spec.symbol)
+    except NotCancellable as exc:
+        # Final at the broker already (most likely filled): record what really happened.
+        events += apply_report(order, await broker.get_order(cid, order.spec.symbol), ctx)
+        if order.state is OrderState.PENDING_CANCEL:
+            events.append(transition(order, _working_state(order), ctx))
+        raise CancelFailed(ReasonCode.NOT_CANCELLABLE, str(exc), events) from None
+    except (OrderNotFound, BrokerError) as exc:
+        code = ReasonCode.NOT_FOUND if isinstance(exc, OrderNotFound) else (
+            ReasonCode.BROKER_REJECTED)
+        events.append(transition(order, _working_state(order), ctx))
+        raise CancelFailed(code, str(exc), events) from None
+    return events + apply_report(order, report, ctx)

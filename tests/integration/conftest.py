@@ -12,8 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings, load_settings
+from executor.order import Context, new_order
+from executor.store import NewOrder, Store
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
+from producer.contract import OrderSpec, TimeInForce, decode_request
 from producer.keys import GROUP, Keys
 
 
@@ -57,11 +60,32 @@ def replace(settings: Settings, **changes: Any) -> Settings:
     return msgspec.structs.replace(settings, **changes)
 
 
-async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient) -> Submitted:
-    """Publish one order and have consumer "dead" read it and never answer (no heartbeat)."""
+async def taken_by_a_dead_worker(r: aioredis.Redis, client: OrderClient,
+                                 **order: Any) -> Submitted:
+    """Publish one order (a market buy unless ``order`` says otherwise) and have consumer
+    "dead" read it and never answer (no heartbeat)."""
     pending = Keys().pending
     await r.xgroup_create(pending, GROUP, id="0", mkstream=True)
-    sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+    order = {"symbol": "BTCUSDT", "side": "buy", "type": "market", "quantity": "0.010",
+             **order}
+    sub = await client.place(**order)
     reply: Any = await r.xreadgroup(GROUP, "dead", {pending: ">"}, count=1)
     assert reply[0][1][0][0].decode() == sub.request_id
     return sub
+
+
+async def persisted_by_the_dead_worker(r: aioredis.Redis, sub: Submitted) -> OrderSpec:
+    """What the persist step of the dead worker wrote: the order in pending_submit."""
+    k = Keys()
+    request = decode_request((await r.xrange(k.pending, sub.request_id, sub.request_id))[0][1]
+                             [b"data"])
+    assert request.symbol and request.side and request.type and request.quantity
+    spec = OrderSpec(account="default", symbol=request.symbol, side=request.side,
+                     type=request.type, quantity=request.quantity, price=request.price,
+                     time_in_force=request.time_in_force or TimeInForce.GTC)
+    store = Store(r, k, results_maxlen=100, order_ttl_ms=60_000)
+    assert sub.client_order_id is not None
+    order, events = new_order(sub.client_order_id, sub.request_id, spec,
+                              Context(now=1, worker="dead", request_id=sub.request_id))
+    await store.begin([NewOrder(order, events)])
+    return spec

@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,21 +15,15 @@ import redis.asyncio as aioredis
 from devtools.chaos import WorkerProcess
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
-from executor.order import Context, new_order
-from executor.store import NewOrder, Store
 from producer.client import OrderClient
 from producer.contract import (
-    OrderSpec,
     OrderState,
-    Request,
     ResultStatus,
-    TimeInForce,
     decode_event,
-    decode_request,
 )
 from producer.keys import GROUP, Keys
 
-from .conftest import running, taken_by_a_dead_worker
+from .conftest import persisted_by_the_dead_worker, running, taken_by_a_dead_worker
 
 K = Keys()
 
@@ -40,16 +33,6 @@ def settings(redis_url: str, **extra: str) -> Settings:
            "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300",
            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300", **extra}
     return load_settings(None, env)
-
-
-async def persisted_by_the_dead_worker(r: aioredis.Redis, sub: Any) -> OrderSpec:
-    """What the persist step of the dead worker wrote: the order in pending_submit."""
-    spec = load_spec(decode_request((await r.xrange(K.pending))[0][1][b"data"]))
-    store = Store(r, K, results_maxlen=100, order_ttl_ms=60_000)
-    order, events = new_order(sub.client_order_id, sub.request_id, spec,
-                              Context(now=1, worker="dead", request_id=sub.request_id))
-    await store.begin([NewOrder(order, events)])
-    return spec
 
 
 async def received(r: aioredis.Redis) -> list[bytes]:
@@ -120,13 +103,6 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_raw_fields
     assert raw["client_order_id"] == sub.client_order_id
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
     assert await received(redis_client) == []
-
-
-def load_spec(request: Request) -> OrderSpec:
-    assert request.symbol and request.side and request.type and request.quantity
-    return OrderSpec(account="default", symbol=request.symbol, side=request.side,
-                     type=request.type, quantity=request.quantity,
-                     time_in_force=TimeInForce.GTC)
 
 
 @pytest.mark.parametrize("point, reached_the_exchange", [("after_submit", True),

@@ -18,9 +18,14 @@ from executor.store import Store
 from executor.tracker import Tracker, owner
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus, decode_event
-from producer.keys import Keys
+from producer.keys import GROUP, Keys
 
-from .conftest import running
+from .conftest import (
+    persisted_by_the_dead_worker,
+    running,
+    settings_for,
+    taken_by_a_dead_worker,
+)
 
 K = Keys()
 
@@ -104,3 +109,40 @@ async def test_polling_finds_what_no_feed_told_and_follows_only_its_share(
         await broker.close()
     assert {await state_of(redis_client, c) for c in cids} == {"filled"}
     assert await redis_client.scard(K.open) == 0
+
+
+async def test_a_cancel_that_comes_while_the_place_is_being_submitted_is_honoured_after(
+    redis_url: str, client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    # Another worker has persisted the place (pending_submit) and not sent it yet.
+    sub = await taken_by_a_dead_worker(redis_client, client, type="limit", price="49000",
+                                       time_in_force="gtc")
+    await persisted_by_the_dead_worker(redis_client, sub)
+    assert sub.client_order_id is not None
+    settings = settings_for(redis_url, visibility_timeout_ms=60_000, track_interval_ms=100,
+                            lookup_window_ms=100)
+    async with running(settings):
+        cancel = await client.cancel(sub.client_order_id)
+        answer = await client.wait_result(cancel.request_id, 10)
+        assert answer.ok and answer.order_state is OrderState.PENDING_CANCEL
+        assert await redis_client.hget(K.cancels, sub.client_order_id) == \
+            cancel.request_id.encode()
+        # The place lands only now (its entry is handed over, as a reclaim would) ...
+        await redis_client.xclaim(K.pending, GROUP, "dead", 0, [sub.request_id],
+                                  idle=120_000)
+        async with running(settings_for(redis_url, consumer="w2", visibility_timeout_ms=300,
+                                        lookup_window_ms=100)):
+            placed = await client.wait_result(sub.request_id, 15)
+        assert placed.status is ResultStatus.ACCEPTED
+        # ... and the cancel follows it to the exchange.
+        for _ in range(200):
+            if await state_of(redis_client, sub.client_order_id) == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+    assert await state_of(redis_client, sub.client_order_id) == "cancelled"
+    states = await event_states(redis_client, sub.client_order_id)
+    assert states[-3:] == [OrderState.ACCEPTED, OrderState.PENDING_CANCEL,
+                           OrderState.CANCELLED]
+    assert await redis_client.hlen(K.cancels) == 0
+    last = decode_event((await redis_client.xrevrange(K.events, count=1))[0][1][b"data"])
+    assert last.request_id == cancel.request_id
