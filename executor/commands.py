@@ -100,8 +100,8 @@ def is_operator_command(func: object) -> bool:
     return func in _RUNNERS
 
 
-def _emit(args: argparse.Namespace, view: msgspec.Struct, text: str) -> None:
-    print(encode(view).decode() if args.json else text)
+def _emit(args: argparse.Namespace, view: msgspec.Struct, rendered: str) -> None:
+    print(encode(view).decode() if args.json else rendered)
 
 
 async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
