@@ -11,6 +11,7 @@ import sys
 from producer import cli as producer_cli
 from producer import schema
 
+from . import commands
 from .config import ConfigError, describe, load_settings
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_schema)
 
     producer_cli.add_commands(sub)
+    commands.add_commands(sub)
     return parser
 
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    if args.func in (_worker, _config, _schema):
+    if args.func in (_worker, _config, _schema) or commands.is_operator_command(args.func):
         try:
             return int(args.func(args))
         except ConfigError as exc:

@@ -34,6 +34,7 @@ so the net result is ``realized_pnl - commission``.
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
 import msgspec
@@ -109,12 +110,20 @@ def decode_position(data: bytes | str) -> Position:
     return _decoder.decode(data)
 
 
+# The contract's grammar (fixed-point digits, no exponent) with a sign in front, but wider:
+# a request's amounts have at most 20 places, while a position's are computed (an average
+# of AVERAGE_DIGITS digits, a cost basis that is such an average times a quantity), so they
+# have as many digits as the exact 200-digit context gives them.
+_POSITION_DECIMAL = re.compile(r"-?[0-9]{1,200}(\.[0-9]{1,200})?")
+
+
 def _signed_decimal(tp: type, obj: object) -> object:
-    # The contract's strict grammar for the digits, with a sign in front.
     if tp is WireDecimal:
-        if isinstance(obj, str) and obj.startswith("-"):
-            # copy_negate, not unary minus: that rounds to the ambient 28-digit context.
-            return WireDecimal(parse_decimal(obj[1:]).copy_negate())
+        if isinstance(obj, str):
+            if not _POSITION_DECIMAL.fullmatch(obj):
+                raise ValueError(f"Expected a decimal string like '-0.010', got {obj!r}")
+            # Decimal(str) is exact whatever the context (unary minus would round to 28).
+            return WireDecimal(obj)
         return parse_decimal(obj)
     raise NotImplementedError(f"no decoder for {tp!r}")
 

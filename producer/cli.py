@@ -36,7 +36,7 @@ DEFAULT_URL = "redis://localhost:6379/0"
 def add_commands(sub: Any) -> None:
     """Register the producer subcommands on an argparse subparsers object."""
     p = sub.add_parser("submit", help="publish a place request and wait for its result")
-    _connection_args(p)
+    connection_args(p)
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
     p.add_argument("--type", default="market",
@@ -55,21 +55,21 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("cancel", help="publish a cancel request for one order")
-    _connection_args(p)
+    connection_args(p)
     p.add_argument("client_order_id")
     p.add_argument("--account")
     _wait_args(p)
     p.set_defaults(func=_cancel)
 
     p = sub.add_parser("cancel-all", help="cancel every open order (optionally filtered)")
-    _connection_args(p)
+    connection_args(p)
     p.add_argument("--symbol")
     p.add_argument("--account")
     _wait_args(p)
     p.set_defaults(func=_cancel_all)
 
     p = sub.add_parser("watch", help="follow results (and with --events, order events) live")
-    _connection_args(p)
+    connection_args(p)
     p.add_argument("--events", action="store_true", help="also show every state transition")
     p.add_argument("--from-start", action="store_true", help="replay from the streams' start")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -77,14 +77,14 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_watch)
 
     p = sub.add_parser("demo", help="publish demo orders of several types and print results")
-    _connection_args(p)
+    connection_args(p)
     p.add_argument("--count", type=int, default=12)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=_demo)
 
 
-def _connection_args(p: argparse.ArgumentParser) -> None:
+def connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL))
     p.add_argument("--prefix",
                    default=os.environ.get("ORDERSTREAM_REDIS_PREFIX", DEFAULT_PREFIX))

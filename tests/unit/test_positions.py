@@ -98,6 +98,16 @@ def test_a_position_crosses_the_wire_unchanged() -> None:
         decode_position(data.replace(b'"-2"', b'"-2e0"'))
 
 
+def test_a_position_with_a_long_average_and_cost_crosses_the_wire_unchanged() -> None:
+    # An average of AVERAGE_DIGITS digits has more places than a request's amount may have,
+    # and a reduce at it gives a cost basis and a realized PnL with more still.
+    p = replay([(B, D(1), D("50000.01"), D(0)), (B, D(2), D("50000.02"), D(0)),
+                (S, D("0.00001"), D("50001"), D(0))])
+    assert len(str(p.average_price).split(".")[1]) > 20
+    assert len(str(p.realized_pnl).split(".")[1]) > 20
+    assert decode_position(encode(p)) == p
+
+
 @pytest.mark.parametrize(("quantity", "price"), [(D(0), D(1)), (D(-1), D(1)), (D(1), D(0))])
 def test_a_fill_without_quantity_or_price_is_refused(quantity: Decimal, price: Decimal) -> None:
     with pytest.raises(ValueError, match="positive"):

@@ -1,0 +1,336 @@
+"""Replay: rebuild every order record and every position from ``<prefix>:events`` alone, and
+list where the stored state differs from them.
+
+Pure: log entries go in (in stream order), a snapshot of what is stored goes in, a
+``Report`` comes out; the Redis reads are in snapshot.py, the command in commands.py.
+
+Orders are rebuilt with the worker's own functions (``order.add_fill``,
+``order.transition``), so replay follows the worker's rules: the same state table, the same
+running totals, the same rounding of the average price. Each rebuilt event is also compared
+with the logged one, so a log that contradicts itself (a gap in ``seq``, an illegal
+transition, running totals that do not add up) is reported instead of silently followed.
+
+Positions are the fold, in stream order, of every fill event through
+``positions.apply_fill``, up to the projector's cursor: a projector behind the log is not a
+difference.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+
+from producer.contract import Event, Fill, OrderState, decimal_text, decode_event, encode
+
+from .order import Context, Order, add_fill, transition
+from .positions import Position, apply_fill, decode_position
+from .states import IllegalTransition, is_terminal
+from .store import decode_order
+
+# Redis expires a finished order's record on its own clock, PEXPIRE'd when the worker wrote
+# the final state; the worker's and replay's clocks may disagree by this much.
+CLOCK_SLACK_MS = 60_000
+
+StreamId = tuple[int, int]
+
+
+def parse_stream_id(entry_id: str) -> StreamId:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def commission_counted(fill: Fill, quote_asset: str | None) -> bool:
+    """Whether a fill's commission moves the position: positions keep commissions in the
+    quote asset only, and a fee charged in another asset (BNB on Binance) needs a price to
+    be converted, which the log does not carry. A fee of no stated asset is taken as quote.
+    The projector must use the same rule, or its positions and replay's disagree."""
+    return fill.commission_asset is None or fill.commission_asset == quote_asset
+
+
+class Subject(enum.StrEnum):
+    ORDER = "order"  # an order's stored record, or the hash fields beside it
+    OPEN = "open"  # membership of <prefix>:open
+    POSITION = "position"  # an entry of <prefix>:positions
+    LOG = "log"  # the event log contradicts itself
+
+
+class Difference(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One disagreement. ``replayed`` is what the events say, ``stored`` what Redis holds;
+    for ``log`` they are what the rebuild expected and what the log entry says. None means
+    absent."""
+
+    subject: Subject
+    key: str  # client order id, or "<account>:<symbol>" for a position
+    field: str
+    replayed: str | None
+    stored: str | None
+    entry_id: str | None = None  # the events entry, for a log difference
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, msgspec.Struct):
+        return encode(value).decode()
+    return str(value)
+
+
+def _same(a: object, b: object) -> bool:
+    # Decimals compare by value: "0.010" and "0.01" are one quantity.
+    return bool(a == b)
+
+
+class Fold:
+    """The state the events describe, built one entry at a time."""
+
+    def __init__(self, quote_assets: Mapping[tuple[str, str], str] | None = None,
+                 positions_until: str | None = None) -> None:
+        self.quote_assets = quote_assets or {}
+        self.orders: dict[str, Order] = {}
+        self.positions: dict[tuple[str, str], Position] = {}
+        self.problems: list[Difference] = []
+        self.events = 0
+        self.last_id: str | None = None
+        self._until = None if positions_until is None else parse_stream_id(positions_until)
+
+    def add(self, entry_id: str, data: bytes | str) -> None:
+        self.events += 1
+        self.last_id = entry_id
+        try:
+            event = decode_event(data)
+        except msgspec.DecodeError as exc:
+            self._problem(entry_id, entry_id, "data", "an event", f"undecodable: {exc}")
+            return
+        order = self._order(entry_id, event)
+        if (event.fill is not None and order is not None and self._until is not None
+                and parse_stream_id(entry_id) <= self._until):
+            self._position(entry_id, order, event.fill)
+
+    def _problem(self, entry_id: str, key: str, name: str, expected: object,
+                 logged: object) -> None:
+        self.problems.append(Difference(subject=Subject.LOG, key=key, field=name,
+                                        replayed=_text(expected), stored=_text(logged),
+                                        entry_id=entry_id))
+
+    def _order(self, entry_id: str, event: Event) -> Order | None:
+        cid = event.client_order_id
+        order = self.orders.get(cid)
+        if event.state is OrderState.CREATED:
+            return self._created(entry_id, event, order)
+        if order is None:
+            # Without the created event there is no spec (side, quantity) to rebuild from.
+            self._problem(entry_id, cid, "created", "a created event first",
+                          f"{event.state} at seq {event.seq}")
+            return None
+        if event.seq <= order.seq:
+            self._problem(entry_id, cid, "seq", order.seq + 1, event.seq)
+            return order  # a repeat of an event already applied: applied once
+        if event.seq > order.seq + 1:
+            self._problem(entry_id, cid, "seq", order.seq + 1, event.seq)
+            order.seq = event.seq - 1  # follow the log past the gap
+        self._apply(entry_id, order, event)
+        return order
+
+    def _created(self, entry_id: str, event: Event, order: Order | None) -> Order | None:
+        cid = event.client_order_id
+        if order is not None:
+            self._problem(entry_id, cid, "created", "one created event", "another")
+            return order
+        if event.order is None:
+            self._problem(entry_id, cid, "order", "the order's parameters", None)
+            return None
+        if event.seq != 1:
+            self._problem(entry_id, cid, "seq", 1, event.seq)
+        # As order.new_order builds it (the unit tests hold the two together).
+        order = Order(client_order_id=cid, request_id=event.request_id or "", spec=event.order,
+                      state=OrderState.CREATED, seq=event.seq, created_at=event.at,
+                      updated_at=event.at, worker=event.worker)
+        self.orders[cid] = order
+        return order
+
+    def _apply(self, entry_id: str, order: Order, event: Event) -> None:
+        cid = order.client_order_id
+        # apply_report sets the broker's id before the transitions it causes, so an event
+        # carries the id as it was after the change.
+        if event.broker_order_id is not None:
+            order.broker_order_id = event.broker_order_id
+        if event.fill is not None:
+            try:
+                add_fill(order, event.fill)
+            except (ValueError, IllegalTransition) as exc:
+                self._problem(entry_id, cid, "fill", "a fill the order can take", str(exc))
+        ctx = Context(now=event.at, worker=event.worker, request_id=event.request_id)
+        try:
+            rebuilt = transition(order, event.state, ctx, fill=event.fill,
+                                 reason_code=event.reason_code, reason=event.reason)
+        except IllegalTransition:
+            self._problem(entry_id, cid, "state", f"a state allowed after {order.state}",
+                          event.state)
+            # The log is what happened: follow it, so later entries are judged from there.
+            order.state, order.seq, order.updated_at = event.state, event.seq, event.at
+            order.reason_code = event.reason_code or order.reason_code
+            order.reason = event.reason or order.reason
+            return
+        for name in Event.__struct_fields__:
+            mine, logged = getattr(rebuilt, name), getattr(event, name)
+            if not _same(mine, logged):
+                self._problem(entry_id, cid, name, mine, logged)
+
+    def _position(self, entry_id: str, order: Order, fill: Fill) -> None:
+        spec = order.spec
+        key = (spec.account, spec.symbol)
+        held = self.positions.get(key) or Position(account=spec.account, symbol=spec.symbol)
+        fee = fill.commission if commission_counted(fill, self.quote_assets.get(key)) else (
+            Decimal(0))
+        try:
+            self.positions[key] = apply_fill(held, spec.side, fill.quantity, fill.price, fee)
+        except ValueError as exc:
+            self._problem(entry_id, f"{spec.account}:{spec.symbol}", "fill",
+                          "a fill a position can take", str(exc))
+
+
+@dataclass(slots=True)
+class StoredOrder:
+    """The fields of one ``<prefix>:order:<cid>`` hash, raw."""
+
+    state: str | None = None
+    seq: str | None = None
+    request_id: str | None = None
+    record: bytes | None = None
+
+
+@dataclass(slots=True)
+class Stored:
+    """What Redis holds, as read by snapshot.py."""
+
+    orders: dict[str, StoredOrder] = field(default_factory=dict)
+    open: set[str] = field(default_factory=set)
+    positions: dict[str, bytes] = field(default_factory=dict)  # "<account>:<symbol>" -> JSON
+    positions_cursor: str | None = None
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """What ``orderstream replay --json`` prints."""
+
+    ok: bool
+    events: int  # entries read
+    last_event_id: str | None
+    orders: int  # rebuilt from the events
+    stored_orders: int
+    open_orders: int
+    # Finished orders whose records expired after order_ttl_ms, as they should: not counted.
+    expired_records: int
+    # Orders written while replay read them: not compared (run again to check them).
+    in_flight: list[str]
+    positions: int  # rebuilt up to positions_cursor
+    positions_cursor: str | None
+    differences: list[Difference]
+
+
+# Compared between a rebuilt order and its stored record.
+ORDER_FIELDS = ("state", "seq", "filled_quantity", "average_price", "commission",
+                "broker_order_id", "request_id")
+# The hash fields written beside the record (begin.lua, finish.lua).
+_HASH_FIELDS = ("state", "seq", "request_id")
+
+
+def compare(fold: Fold, stored: Stored, *, now_ms: int, order_ttl_ms: int,
+            in_flight: frozenset[str] = frozenset()) -> Report:
+    """Every difference between the fold and what is stored. ``fold`` must have been built
+    with ``positions_until=stored.positions_cursor``."""
+    differences = list(fold.problems)
+    expired = 0
+    cids = sorted((fold.orders.keys() | stored.orders.keys() | stored.open) - in_flight)
+    for cid in cids:
+        rebuilt, record = fold.orders.get(cid), stored.orders.get(cid)
+        if (rebuilt is not None and record is None and is_terminal(rebuilt.state)
+                and now_ms - rebuilt.updated_at >= order_ttl_ms - CLOCK_SLACK_MS):
+            expired += 1
+        else:
+            differences += _order_differences(cid, rebuilt, record)
+        should = _open(rebuilt.state if rebuilt is not None else (
+            record.state if record is not None else None))
+        if should != (cid in stored.open):
+            differences.append(Difference(subject=Subject.OPEN, key=cid, field="member",
+                                          replayed=_yes(should), stored=_yes(not should)))
+    rebuilt_positions = {f"{a}:{s}": p for (a, s), p in fold.positions.items()}
+    for key in sorted(rebuilt_positions.keys() | stored.positions.keys()):
+        differences += _position_differences(key, rebuilt_positions.get(key),
+                                             stored.positions.get(key))
+    return Report(
+        ok=not differences, events=fold.events, last_event_id=fold.last_id,
+        orders=len(fold.orders), stored_orders=len(stored.orders),
+        open_orders=len(stored.open), expired_records=expired, in_flight=sorted(in_flight),
+        positions=len(fold.positions), positions_cursor=stored.positions_cursor,
+        differences=differences)
+
+
+def _open(state: str | None) -> bool:
+    """Whether an order in ``state`` belongs in the open set."""
+    return state in _STATES and not is_terminal(OrderState(state))
+
+
+_STATES = frozenset(OrderState)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _order_differences(cid: str, rebuilt: Order | None,
+                       stored: StoredOrder | None) -> list[Difference]:
+    def diff(name: str, mine: object, theirs: object) -> Difference:
+        return Difference(subject=Subject.ORDER, key=cid, field=name, replayed=_text(mine),
+                          stored=_text(theirs))
+
+    if rebuilt is None:
+        # Stored only (a cid only in the open set is reported there).
+        return [] if stored is None else [diff("record", None, stored.state or "present")]
+    if stored is None:
+        return [diff("record", rebuilt.state, None)]
+    out: list[Difference] = []
+    if stored.record is None:
+        out.append(diff("record", rebuilt.state, None))
+    else:
+        try:
+            record = decode_order(stored.record)
+        except msgspec.DecodeError as exc:
+            out.append(diff("record", rebuilt.state, f"undecodable: {exc}"))
+        else:
+            out += [diff(name, getattr(rebuilt, name), getattr(record, name))
+                    for name in ORDER_FIELDS
+                    if not _same(getattr(rebuilt, name), getattr(record, name))]
+    for name in _HASH_FIELDS:
+        mine = _text(getattr(rebuilt, name))
+        theirs = getattr(stored, name)
+        if mine != theirs:
+            out.append(diff(f"hash.{name}", mine, theirs))
+    return out
+
+
+def _position_differences(key: str, rebuilt: Position | None,
+                          raw: bytes | None) -> list[Difference]:
+    def diff(name: str, mine: object, theirs: object) -> Difference:
+        return Difference(subject=Subject.POSITION, key=key, field=name,
+                          replayed=_text(mine), stored=_text(theirs))
+
+    if rebuilt is None:
+        return [diff("position", None, "present")]
+    if raw is None:
+        return [diff("position", "present", None)]
+    try:
+        stored = decode_position(raw)
+    except msgspec.DecodeError as exc:
+        return [diff("position", rebuilt.quantity, f"undecodable: {exc}")]
+    return [diff(name, getattr(rebuilt, name), getattr(stored, name))
+            for name in Position.__struct_fields__
+            if not _same(getattr(rebuilt, name), getattr(stored, name))]
+
