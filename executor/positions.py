@@ -19,12 +19,13 @@ Rounding: none, except for the average price.
   to ``AVERAGE_DIGITS`` significant digits, half-even. Significant digits, not places, so a
   price of 1e-10 keeps as many digits as a price of 50000. A reduce realizes at this stored
   average, as the formula says.
-- The exact cost basis (``cost_basis``: signed quantity times entry price, negative for a
-  short) is what the rounding of the average can never reach: a reduce moves
-  ``average * quantity`` of it into realized PnL, and a close moves all that is left. So
-  ``realized_pnl + unrealized(p)`` equals the sum of the fills' cash flows plus
-  ``quantity * p`` exactly, for every price p, and a position that goes flat has realized
-  exactly its cash flows.
+- The cost basis (``cost_basis``: signed quantity times entry price, negative for a short)
+  is exact: an add puts the fill's exact cost in; a reduce leaves ``remaining quantity *
+  average`` (so the average of what remains is the stored one, even when a dust remainder
+  is left) and moves the rest into realized PnL, including the average's rounding (at most
+  1e-34 of it); a close moves all that is left. So ``realized_pnl + unrealized(p)`` equals
+  the sum of the fills' cash flows plus ``quantity * p`` exactly, for every price p, and a
+  position that goes flat has realized exactly its cash flows.
 
 Realized PnL is gross and cumulative (it carries on through flat); commissions are kept apart
 in ``commission``, in the quote asset (the caller converts a fee charged in another asset),
@@ -83,9 +84,14 @@ def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal
                 average_price=wire(_average(cost, after)), commission=wire(paid))
         direction = 1 if held > 0 else -1
         if quantity < abs(held):
-            removed = direction * position.average_price * quantity
+            # What stays keeps the stored average exactly (cost basis = quantity * average):
+            # the rounding of the average, at most 1e-34 of it, is realized now rather than
+            # left in the cost basis, where a reduce to dust would make it the whole of the
+            # average of what remains.
+            kept = after * position.average_price
+            removed = position.cost_basis - kept
             return msgspec.structs.replace(
-                position, quantity=wire(after), cost_basis=wire(position.cost_basis - removed),
+                position, quantity=wire(after), cost_basis=wire(kept),
                 realized_pnl=wire(position.realized_pnl + direction * price * quantity - removed),
                 commission=wire(paid))
         # Closes all that was held (whatever the rounded average says, all of the cost basis
@@ -142,16 +148,21 @@ def position_key(account: str, symbol: str) -> str:
     return f"{account}:{symbol}"
 
 
+def commission_counted(fill: Fill, quote_asset: str | None) -> bool:
+    """Whether a fill's commission is a cost of the position: only one in the quote asset
+    (or in no named asset). A fee charged in another asset (BNB at Binance, or the base
+    asset) would need a price to convert, which the event log does not carry, so it stays
+    on the order's record and is left out here, never guessed. The projector and replay
+    both use this rule."""
+    return fill.commission_asset is None or fill.commission_asset == quote_asset
+
+
 def fold_fill(book: dict[str, Position], account: str, symbol: str, side: Side, fill: Fill,
               quote_asset: str | None) -> Position:
-    """Apply one fill to the position it moves in ``book`` (created flat if absent).
-
-    Only a commission in the quote asset (or in no named asset) is a cost of the position;
-    one charged in another asset (BNB at Binance, or the base asset) would need a price to
-    convert, so it stays on the order's record and is left out here, never guessed."""
+    """Apply one fill to the position it moves in ``book`` (created flat if absent)."""
     key = position_key(account, symbol)
     position = book.get(key) or Position(account=account, symbol=symbol)
-    in_quote = fill.commission_asset is None or fill.commission_asset == quote_asset
     book[key] = apply_fill(position, side, fill.quantity, fill.price,
-                           fill.commission if in_quote else Decimal(0))
+                           fill.commission if commission_counted(fill, quote_asset)
+                           else Decimal(0))
     return book[key]

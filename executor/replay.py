@@ -27,7 +27,7 @@ import msgspec
 from producer.contract import Event, Fill, OrderState, decimal_text, decode_event, encode
 
 from .order import Context, Order, add_fill, transition
-from .positions import Position, apply_fill, decode_position
+from .positions import Position, apply_fill, commission_counted, decode_position
 from .states import IllegalTransition, is_terminal
 from .store import decode_order
 
@@ -41,14 +41,6 @@ StreamId = tuple[int, int]
 def parse_stream_id(entry_id: str) -> StreamId:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def commission_counted(fill: Fill, quote_asset: str | None) -> bool:
-    """Whether a fill's commission moves the position: positions keep commissions in the
-    quote asset only, and a fee charged in another asset (BNB on Binance) needs a price to
-    be converted, which the log does not carry. A fee of no stated asset is taken as quote.
-    The projector must use the same rule, or its positions and replay's disagree."""
-    return fill.commission_asset is None or fill.commission_asset == quote_asset
 
 
 class Subject(enum.StrEnum):

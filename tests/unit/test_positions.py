@@ -209,3 +209,20 @@ def test_a_fill_split_into_parts_gives_the_same_position_as_the_whole(
     assert sum(Fraction(part[1]) for part in parts) == Fraction(quantity)
     assert sum(Fraction(part[3]) for part in parts) == Fraction(fee)
     assert replay(parts, start) == apply_fill(start, side, quantity, price, fee)
+
+
+def test_a_reduce_to_dust_keeps_the_average_of_what_remains() -> None:
+    # 1 @ 100 then 2 @ 101: the average 100.666... is rounded when stored.
+    position = apply_fill(FLAT, Side.BUY, Decimal("1"), Decimal("100"))
+    position = apply_fill(position, Side.BUY, Decimal("2"), Decimal("101"))
+    average = position.average_price
+    assert average != Fraction(302, 3)  # really rounded
+    dust = Decimal("1e-20")
+    position = apply_fill(position, Side.SELL, Decimal("3") - dust, Decimal("102"))
+    assert position.quantity == dust
+    assert position.average_price == average
+    # The rounding went to realized PnL, not into the cost of what remains.
+    assert Fraction(position.cost_basis) == Fraction(dust) * Fraction(average)
+    position = apply_fill(position, Side.BUY, dust, Decimal("1e-10"))
+    want = (Fraction(average) + Fraction(Decimal("1e-10"))) / 2
+    assert close_enough(position.average_price, want, want)

@@ -115,13 +115,16 @@ class Run:
         self.log += new
         for event in new:
             if event.fill is not None:
-                assert event.filled_quantity == sum(
-                    (f.quantity for f in order.fills[: order.fills.index(event.fill) + 1]),
-                    Decimal(0))
+                # Fractions: Decimal's sum would round to 28 digits, and the wire allows 40.
+                assert Fraction(event.filled_quantity or 0) == sum(
+                    (Fraction(f.quantity)
+                     for f in order.fills[: order.fills.index(event.fill) + 1]),
+                    Fraction(0))
         assert order.filled_quantity >= filled
         assert order.filled_quantity <= order.spec.quantity
         assert order.fills == self.applied
-        assert order.filled_quantity == sum((f.quantity for f in self.applied), Decimal(0))
+        assert Fraction(order.filled_quantity) == sum(
+            (Fraction(f.quantity) for f in self.applied), Fraction(0))
         if self.applied:
             assert order.average_price is not None
             assert Fraction(order.average_price) == expected_average(self.applied)
