@@ -7,7 +7,9 @@ its calls. Afterwards, counted from Redis alone (what any other process could se
   because the client id was already taken (a correct worker never sends one);
 - inconsistent: a result that says the order reached the exchange when it did not, or
   the other way round;
-- pending: entries left unacknowledged in the consumer group.
+- pending: entries left unacknowledged in the consumer group;
+- replay: differences ``orderstream replay`` finds between the order records and positions
+  and what the event log rebuilds (after the workers have stopped).
 
 Some restarted workers are armed with a failpoint (executor/failpoints.py), so they die
 exactly between a broker call and the write of its outcome, or just after persisting.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import random
 import signal
@@ -112,6 +115,7 @@ class ChaosReport:
     sent_twice: int = 0
     inconsistent: int = 0
     pending: int = 0
+    replay_differences: int = -1  # -1: replay did not run or could not read its output
     kills: int = 0
     failpoint_crashes: int = 0
     elapsed_s: float = 0.0
@@ -121,7 +125,7 @@ class ChaosReport:
     @property
     def clean(self) -> bool:
         return not (self.lost or self.duplicated or self.sent_twice or self.inconsistent
-                    or self.pending)
+                    or self.pending or self.replay_differences != 0)
 
     def lines(self) -> list[str]:
         return [
@@ -129,7 +133,8 @@ class ChaosReport:
             f"kills {self.kills} (SIGKILL at random), failpoint crashes "
             f"{self.failpoint_crashes}",
             f"lost {self.lost}, duplicated {self.duplicated}, sent twice {self.sent_twice}, "
-            f"inconsistent {self.inconsistent}, pending {self.pending}",
+            f"inconsistent {self.inconsistent}, pending {self.pending}, "
+            f"replay differences {self.replay_differences}",
             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
         ] + [f"example: {e}" for e in self.examples]
 
@@ -193,6 +198,7 @@ class Chaos:
                 proc.stop()
             self.report.elapsed_s = time.monotonic() - started
             await self._count(redis, request_ids)
+            await self._replay()
         finally:
             for proc in self.slots:
                 proc.kill()
@@ -258,6 +264,22 @@ class Chaos:
             self._restart_dead()
             await asyncio.sleep(0.2)
         self.say("settle timeout: not every request was answered")
+
+    async def _replay(self) -> None:
+        """Rebuild orders and positions from the event log and compare with what is stored."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "executor", "replay", "--json",
+            env=dict(os.environ, REDIS_URL=self.url), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        out, err = await proc.communicate()
+        try:
+            report = json.loads(out)
+        except ValueError:
+            self.say(f"replay failed ({proc.returncode}): {err.decode(errors='replace')}")
+            return
+        self.report.replay_differences = len(report["differences"])
+        for difference in report["differences"][:5]:
+            self.report.examples.append(f"replay: {difference}")
 
     async def _count(self, redis: aioredis.Redis, request_ids: list[str]) -> None:
         r = self.report

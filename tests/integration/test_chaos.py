@@ -2,7 +2,8 @@
 random and restarted (some of them armed to die exactly between a broker call and the
 write of its outcome), the paper exchange failing and timing out some submits. Every
 request gets exactly one result, the exchange sees each client id at most once, and no
-entry is left pending. Bounded to stay well under 3 minutes in CI."""
+entry is left pending; replaying the event log rebuilds exactly the stored order records
+and positions. Bounded to stay well under 3 minutes in CI."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ async def test_kills_at_random_lose_nothing_and_send_nothing_twice(
     assert report.sent_twice == 0, summary
     assert report.inconsistent == 0, summary
     assert report.pending == 0, summary
+    assert report.replay_differences == 0, summary  # records and positions = the event log
     assert report.results == report.requests, summary
     # The mix exercised every path: fills, resting orders, producer retries.
     assert report.outcomes.get("filled", 0) > 1_000, summary
