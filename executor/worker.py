@@ -29,6 +29,7 @@ from .brokers.registry import create_broker
 from .config import Settings
 from .job import Job
 from .metrics import Metrics, start_http
+from .packing import use_c_packing
 from .reclaim import Reclaimer
 from .services import Services
 from .steps.cancel import Cancel
@@ -54,12 +55,12 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
-    return aioredis.Redis.from_url(
+    return use_c_packing(aioredis.Redis.from_url(
         r.url,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
-    )
+    ))
 
 
 class Worker:
