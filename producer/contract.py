@@ -37,11 +37,18 @@ class WireDecimal(Decimal):
     them into a wire struct, which the type checker enforces.
     """
 
-    __slots__ = ()
+    # Its wire text, kept once made: an order's quantity, prices and fills are written in
+    # several records and events each, and making the text is most of encoding a decimal.
+    __slots__ = ("_text",)
+    _text: str
+
+
+# Decimals are immutable, so every default zero can be one object (whose text is made once).
+_ZERO = WireDecimal(0)
 
 
 def zero() -> WireDecimal:
-    return WireDecimal(0)
+    return _ZERO
 
 
 def wire(value: Decimal) -> WireDecimal:
@@ -83,11 +90,18 @@ def _dec_hook(tp: type, obj: object) -> object:
 
 
 def _enc_hook(obj: object) -> object:
+    text: str | None = getattr(obj, "_text", None)
+    if text is not None:
+        return text
     if isinstance(obj, Decimal):
         # str() is the fast path; it switches to an exponent for large exponents and for
         # values below 1e-6, and only then is the slower fixed-point formatting needed.
         text = str(obj)
-        return text if "E" not in text else format(obj, "f")
+        if "E" in text:
+            text = format(obj, "f")
+        if isinstance(obj, WireDecimal):
+            obj._text = text
+        return text
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
