@@ -5,10 +5,11 @@ the worker's scripts take one key per order, so packing was a visible share of a
 cost. hiredis (installed with redis-py for parsing) packs the same bytes in C; the sync
 redis-py client already uses it this way.
 
-Only what both pack alike takes the C path: str, bytes and int arguments. Anything else
-(floats, whose text could differ; bools and objects, which redis-py refuses with its own
-error) goes through redis-py's packer unchanged. Values larger than redis-py's buffer cutoff
-are sent as they are, as redis-py does, instead of being copied into one buffer.
+Only what both pack alike takes the C path: str and int arguments. Bytes (the JSON records
+and events) are framed here and sent as they are: hiredis copies every byte it packs,
+slowly, and redis-py's transport joins the pieces anyway. Anything else (floats, whose
+text could differ; bools and objects, which redis-py refuses with its own error) goes
+through redis-py's packer unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
-_C_TYPES = (str, bytes, int)
 
-
-def pack(args: tuple[Any, ...], cutoff: int) -> list[bytes] | None:
+def pack(args: tuple[Any, ...]) -> list[bytes] | None:
     """The RESP bytes of one command, or None where redis-py must pack it."""
     name = args[0]
     # A command name with a space ("SCRIPT LOAD") is several arguments, as redis-py has it.
@@ -34,12 +33,12 @@ def pack(args: tuple[Any, ...], cutoff: int) -> list[bytes] | None:
     start = 0
     for i, arg in enumerate(args):
         kind = type(arg)
-        if kind not in _C_TYPES:
-            return None
-        if kind is bytes and len(arg) > cutoff:
+        if kind is bytes:
             _pack_run(args[start:i], chunks)
             chunks += (b"$%d\r\n" % len(arg), arg, b"\r\n")
             start = i + 1
+        elif kind is not str and kind is not int:
+            return None
     _pack_run(args[start:], chunks)
     return chunks
 
@@ -53,7 +52,7 @@ def _pack_run(run: tuple[Any, ...], chunks: list[bytes]) -> None:
 
 class _CPacking(AbstractConnection):
     def pack_command(self, *args: Any) -> list[bytes]:
-        packed = pack(args, self._buffer_cutoff)
+        packed = pack(args)
         return packed if packed is not None else super().pack_command(*args)
 
 
