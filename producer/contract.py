@@ -12,8 +12,10 @@ through a float).
 from __future__ import annotations
 
 import enum
+import operator
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
+from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
@@ -37,10 +39,19 @@ class WireDecimal(Decimal):
     them into a wire struct, which the type checker enforces.
     """
 
-    # Its wire text, kept once made: an order's quantity, prices and fills are written in
-    # several records and events each, and making the text is most of encoding a decimal.
+    # Its wire text, made with it: an order's quantity, prices and fills are written in
+    # several records and events each, and the encoder reads it in C (see ``_enc_hook``).
     __slots__ = ("_text",)
     _text: str
+
+    def __new__(cls, value: Decimal | float | str | tuple[int, Sequence[int], int] = "0",
+                context: Context | None = None) -> WireDecimal:
+        self = super().__new__(cls, value, context)
+        # str() is the fast path; it switches to an exponent for large exponents and for
+        # values below 1e-6, and only then is the slower fixed-point formatting needed.
+        text = str(self)
+        self._text = text if "E" not in text else format(self, "f")
+        return self
 
 
 # Decimals are immutable, so every default zero can be one object (whose text is made once).
@@ -89,20 +100,12 @@ def _dec_hook(tp: type, obj: object) -> object:
     raise NotImplementedError(f"no decoder for {tp!r}")
 
 
-def _enc_hook(obj: object) -> object:
-    text: str | None = getattr(obj, "_text", None)
-    if text is not None:
-        return text
-    if isinstance(obj, Decimal):
-        # str() is the fast path; it switches to an exponent for large exponents and for
-        # values below 1e-6, and only then is the slower fixed-point formatting needed.
-        text = str(obj)
-        if "E" in text:
-            text = format(obj, "f")
-        if isinstance(obj, WireDecimal):
-            obj._text = text
-        return text
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+# msgspec encodes plain Decimals itself (as str() does, exponents included) and hands every
+# other type it does not know to this hook: WireDecimal, the only one in the wire structs,
+# answers with its fixed-point text. A C getter rather than a Python function, since the
+# hook runs for every amount of every record and event; an unknown type fails with an
+# AttributeError naming it.
+_enc_hook = operator.attrgetter("_text")
 
 
 def _schema_hook(tp: type) -> dict[str, Any]:

@@ -3,7 +3,9 @@ the per-action rules, and the committed JSON Schema in step with the types."""
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from decimal import Decimal
 
 import jsonschema
@@ -24,6 +26,7 @@ from producer.contract import (
     encode,
     parse_decimal,
     wire,
+    zero,
 )
 from producer.validation import check_request
 
@@ -134,6 +137,13 @@ def test_decimals_are_encoded_in_fixed_point(value: str, text: str) -> None:
     fill = Fill(fill_id="f1", price=WireDecimal(value), quantity=wire(Decimal(value)))
     encoded = json.loads(encode(fill))
     assert encoded["price"] == text and encoded["quantity"] == text
+
+
+def test_copies_of_decimals_keep_their_fixed_point_text() -> None:
+    value = WireDecimal("1E-7")
+    for copied in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+        fill = Fill(fill_id="f1", price=copied, quantity=zero())
+        assert json.loads(encode(fill))["price"] == "0.0000001"
 
 
 def test_parse_decimal_refuses_what_is_not_a_plain_decimal() -> None:
