@@ -32,6 +32,10 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,32}$"
 MAX_TAG_LENGTH = 128
 
 
+# Called directly: a super() object per amount is a measurable share of making one.
+_decimal_new = Decimal.__new__
+
+
 class WireDecimal(Decimal):
     """A Decimal that crosses the wire: decoded strictly, encoded in fixed-point notation.
 
@@ -46,7 +50,7 @@ class WireDecimal(Decimal):
 
     def __new__(cls, value: Decimal | float | str | tuple[int, Sequence[int], int] = "0",
                 context: Context | None = None) -> WireDecimal:
-        self = super().__new__(cls, value, context)
+        self = _decimal_new(cls, value, context)
         # str() is the fast path; it switches to an exponent for large exponents and for
         # values below 1e-6, and only then is the slower fixed-point formatting needed.
         text = str(self)
