@@ -15,6 +15,7 @@ from producer.contract import (
     OrderSpec,
     OrderState,
     WireDecimal,
+    plus,
     wire,
     zero,
 )
@@ -125,7 +126,7 @@ def transition(
 
 def add_fill(order: Order, fill: Fill) -> None:
     """Add one fill to the running totals; the average is the quantity-weighted mean."""
-    filled = order.filled_quantity + fill.quantity
+    filled = plus(order.filled_quantity, fill.quantity)
     if filled > order.spec.quantity:
         raise ValueError(
             f"order {order.client_order_id}: fills {filled} exceed quantity "
@@ -134,8 +135,8 @@ def add_fill(order: Order, fill: Fill) -> None:
     previous_notional = (order.average_price or 0) * order.filled_quantity
     average = (previous_notional + fill.price * fill.quantity) / filled
     order.average_price = wire(_normalize(average))
-    order.filled_quantity = wire(filled)
-    order.commission = wire(order.commission + fill.commission)
+    order.filled_quantity = filled
+    order.commission = plus(order.commission, fill.commission)
     if fill.commission_asset is not None:
         order.commission_asset = fill.commission_asset
     order.fills.append(fill)

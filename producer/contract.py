@@ -70,6 +70,13 @@ def wire(value: Decimal) -> WireDecimal:
     return value if type(value) is WireDecimal else WireDecimal(value)
 
 
+def plus(total: WireDecimal, amount: WireDecimal) -> WireDecimal:
+    """``total + amount`` as a wire decimal. From the zero every new record starts at, that
+    is ``amount`` itself: the same value and the same fixed-point text (zero's exponent is
+    0), without arithmetic or a new decimal; the first fill of every order takes this path."""
+    return amount if total is _ZERO else wire(total + amount)
+
+
 def wire_opt(value: Decimal | None) -> WireDecimal | None:
     return None if value is None else wire(value)
 
