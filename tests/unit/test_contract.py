@@ -25,6 +25,7 @@ from producer.contract import (
     decode_result,
     encode,
     parse_decimal,
+    plus,
     wire,
     zero,
 )
@@ -144,6 +145,16 @@ def test_copies_of_decimals_keep_their_fixed_point_text() -> None:
     for copied in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
         fill = Fill(fill_id="f1", price=copied, quantity=zero())
         assert json.loads(encode(fill))["price"] == "0.0000001"
+
+
+@pytest.mark.parametrize("amount", ["0.001", "5", "1E+1", "1E-7", "0.010"])
+def test_plus_from_zero_is_the_amount_with_the_same_text_as_the_sum(amount: str) -> None:
+    value = WireDecimal(amount)
+    assert plus(zero(), value) is value
+    summed = plus(WireDecimal(0), value)  # an equal zero that is not the shared one
+    assert summed == value and summed is not value
+    assert json.loads(encode(Fill(fill_id="f", price=summed, quantity=value))) == json.loads(
+        encode(Fill(fill_id="f", price=value, quantity=summed)))
 
 
 def test_parse_decimal_refuses_what_is_not_a_plain_decimal() -> None:
