@@ -24,7 +24,8 @@ from .order import Order
 from .states import is_terminal
 
 _order_decoder = decoder(Order)
-# The short values of a script call go in one MessagePack argument (see lua/*.lua).
+# The short values of a script call go in one MessagePack argument (see lua/*.lua); it
+# writes the enums' values itself, cheaper than asking each for its ``.value``.
 _pack = msgspec.msgpack.Encoder().encode
 # The placeholders of an outcome without an order change, which finish.lua skips.
 _NO_ORDER = (0, 0, 0, "", 0, 0)
@@ -98,7 +99,7 @@ class Store:
         for item in items:
             order = item.order
             keys.append(self.keys.order(order.client_order_id))
-            meta += (order.client_order_id, order.request_id, order.state.value, order.seq,
+            meta += (order.client_order_id, order.request_id, order.state, order.seq,
                      len(item.events))
             payload.append(encode(order))
             payload += map(encode, item.events)
@@ -134,7 +135,7 @@ class Store:
                 meta += _NO_ORDER
             else:
                 keys.append(k.order(order.client_order_id))
-                meta += (1, outcome.expected_seq, order.seq, order.state.value,
+                meta += (1, outcome.expected_seq, order.seq, order.state,
                          1 if is_terminal(order.state) else 0, len(outcome.events))
                 payload.append(encode(order))
                 payload += map(encode, outcome.events)
