@@ -5,10 +5,13 @@ latency, beside the bare loop (bench/bare_loop.py) measured in the same run.
 
 Throughput: the stream is filled first, then the consumer process starts; the rate is
 measured between its first and last result (Redis server clock, from the entry ids), so
-process start-up is not counted. Latency: a paced producer publishes at --rate for
---seconds while the consumer keeps up; enqueue-to-result is the result entry's id time
-minus the request entry's id time, both from the Redis clock. Figures are printed as a
-table with the ratio worker / bare loop.
+process start-up is not counted. CPU per order, of the consumer process and of
+redis-server (``INFO cpu``), is counted from the first result on for the same reason.
+Latency: a paced producer publishes at --rate for --seconds while the consumer keeps up;
+enqueue-to-result is the result entry's id time minus the request entry's id time, both
+from the Redis clock. Figures are printed as a table with the ratio worker / bare loop;
+--repeat N measures the pair N times, alternating, since one run on a shared machine
+proves little.
 """
 
 from __future__ import annotations
@@ -64,15 +67,27 @@ def ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-")[0])
 
 
-async def wait_results(r: aioredis.Redis, n: int, timeout: float) -> None:
+async def redis_cpu_seconds(r: aioredis.Redis) -> float:
+    """User + system CPU time of redis-server, which runs the worker's Lua scripts."""
+    info: Any = await r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def results_count(r: aioredis.Redis) -> int:
+    return int(await r.xlen(KEYS.completed)) + int(await r.xlen(KEYS.failed))
+
+
+async def wait_results(r: aioredis.Redis, n: int, timeout: float,
+                       poll: float = 0.05) -> int:
+    """Wait until there are at least ``n`` results; returns how many there are."""
     deadline = time.monotonic() + timeout
     while True:
-        done = await r.xlen(KEYS.completed) + await r.xlen(KEYS.failed)
+        done = await results_count(r)
         if done >= n:
-            return
+            return done
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {done} of {n} results after {timeout}s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(poll)
 
 
 async def result_ids(r: aioredis.Redis) -> list[tuple[bytes, bytes]]:
@@ -91,9 +106,14 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        cpu_start = cpu_seconds(proc.pid)
+        # Start-up (imports, connecting) is not per-order work: count from the first result.
+        await wait_results(r, 1, timeout=60, poll=0.002)
+        cpu_start, redis_start = cpu_seconds(proc.pid), await redis_cpu_seconds(r)
+        first = await results_count(r)
         await wait_results(r, n, timeout=300)
-        cpu_per_order = (cpu_seconds(proc.pid) - cpu_start) / n
+        counted = max(n - first, 1)
+        cpu_per_order = (cpu_seconds(proc.pid) - cpu_start) / counted
+        redis_per_order = (await redis_cpu_seconds(r) - redis_start) / counted
         ids = sorted(ms(e) for e, _ in await result_ids(r))
         span_ms = max(ids[-1] - ids[0], 1)
         throughput = (n - 1) * 1000 / span_ms
@@ -123,7 +143,8 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         await r.aclose()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
     return {"orders_per_s": throughput, "p50_ms": q[49], "p99_ms": q[98],
-            "latency_samples": len(latencies), "cpu_us": cpu_per_order * 1e6}
+            "latency_samples": len(latencies), "cpu_us": cpu_per_order * 1e6,
+            "redis_us": redis_per_order * 1e6}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -133,28 +154,40 @@ async def run(args: argparse.Namespace) -> None:
         server = RedisServer()
         server.start()
         url = server.url
+    runs: list[tuple[dict[str, float], dict[str, float]]] = []
     try:
         env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_BATCH_SIZE=str(args.batch),
                    ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
                    ORDERSTREAM_CONSUMER="bench-worker")
-        bare = await measure(
-            "bare", [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
-                     str(args.batch)], env, url, args.orders, args.rate, args.seconds)
-        worker = await measure(
-            "worker", [sys.executable, "-m", "executor", "--log-level", "WARNING", "worker"],
-            env, url, args.orders, args.rate, args.seconds)
+        for _ in range(args.repeat):
+            bare = await measure(
+                "bare", [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
+                         str(args.batch)], env, url, args.orders, args.rate, args.seconds)
+            worker = await measure(
+                "worker", [sys.executable, "-m", "executor", "--log-level", "WARNING",
+                           "worker"], env, url, args.orders, args.rate, args.seconds)
+            runs.append((bare, worker))
     finally:
         if server is not None:
             server.stop()
     print(f"\nthroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
           f"zero latency; latency at {args.rate}/s for {args.seconds}s")
-    print(f"{'':<10}{'orders/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/order':>14}")
-    for name, fig in (("bare loop", bare), ("worker", worker)):
-        print(f"{name:<10}{fig['orders_per_s']:>12,.0f}{fig['p50_ms']:>10.1f}"
-              f"{fig['p99_ms']:>10.1f}{fig['cpu_us']:>14.1f}")
-    print(f"worker / bare loop throughput: {worker['orders_per_s'] / bare['orders_per_s']:.0%}")
-    if worker["cpu_us"]:
-        print(f"bare loop / worker CPU per order: {bare['cpu_us'] / worker['cpu_us']:.0%}")
+    print(f"{'':<12}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/order':>14}"
+          f"{'redis us/order':>16}")
+    for k, (bare, worker) in enumerate(runs, 1):
+        tag = f" {k}" if len(runs) > 1 else ""
+        for name, fig in ((f"bare{tag}", bare), (f"worker{tag}", worker)):
+            print(f"{name:<12}{fig['orders_per_s']:>10,.0f}{fig['p50_ms']:>9.1f}"
+                  f"{fig['p99_ms']:>9.1f}{fig['cpu_us']:>14.1f}{fig['redis_us']:>16.1f}")
+    ratios = [w["orders_per_s"] / b["orders_per_s"] for b, w in runs]
+    cpu = [(b["cpu_us"] + b["redis_us"]) / (w["cpu_us"] + w["redis_us"]) for b, w in runs
+           if w["cpu_us"] + w["redis_us"]]
+    print("worker / bare loop throughput: " + ", ".join(f"{x:.0%}" for x in ratios)
+          + (f" (median {statistics.median(ratios):.0%})" if len(runs) > 1 else ""))
+    if cpu:
+        print("bare loop / worker CPU per order (process + redis): "
+              + ", ".join(f"{x:.0%}" for x in cpu)
+              + (f" (median {statistics.median(cpu):.0%})" if len(cpu) > 1 else ""))
 
 
 def main() -> None:
@@ -164,6 +197,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--rate", type=int, default=2_000, help="orders/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure bare loop and worker this many times, alternating")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -90,8 +90,9 @@ class Metrics:
         """Count one result. ``accounts`` are the configured ones: an account named only by
         a (refused) request is counted as "", so producers cannot grow the label set."""
         account = result.account if result.account and result.account in accounts else ""
-        key = (result.action.value, account, result.status.value,
-               result.reason_code or "")
+        # The enums themselves (str subclasses, equal to their values) key the children: an
+        # enum's ``.value`` is a Python call, and this runs for every result.
+        key = (result.action, account, result.status, result.reason_code or "")
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.requests.labels(*key)

@@ -24,18 +24,15 @@ from .order import Order
 from .states import is_terminal
 
 _order_decoder = decoder(Order)
+# The short values of a script call go in one MessagePack argument (see lua/*.lua); it
+# writes the enums' values itself, cheaper than asking each for its ``.value``.
+_pack = msgspec.msgpack.Encoder().encode
+# The placeholders of an outcome without an order change, which finish.lua skips.
+_NO_ORDER = (0, 0, 0, "", 0, 0)
 
 
 def _load_script(name: str) -> str:
     return (resources.files("executor") / "lua" / name).read_text()
-
-
-# Redis's Lua cmsgpack predates MessagePack's bin type, so the JSON goes in as str.
-_pack = msgspec.msgpack.Encoder().encode
-
-
-def _text(obj: msgspec.Struct) -> str:
-    return encode(obj).decode()
 
 
 def decode_order(data: bytes | str) -> Order:
@@ -97,13 +94,16 @@ class Store:
         if not items:
             return []
         keys = [self.keys.events, self.keys.open]
-        packed: list[Any] = []
+        meta: list[Any] = []
+        payload: list[bytes] = []
         for item in items:
             order = item.order
             keys.append(self.keys.order(order.client_order_id))
-            packed.append([order.client_order_id, order.request_id, order.state.value,
-                           order.seq, _text(order), [_text(e) for e in item.events]])
-        replies = await self._begin(keys=keys, args=[_pack(packed)])
+            meta += (order.client_order_id, order.request_id, order.state, order.seq,
+                     len(item.events))
+            payload.append(encode(order))
+            payload += map(encode, item.events)
+        replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
         out: list[Existing | None] = []
         for reply in replies:
             if reply == 0:
@@ -119,25 +119,28 @@ class Store:
         because their order changed under us (they stay pending, to be redone)."""
         k = self.keys
         keys = [k.events, k.open, k.completed, k.failed, k.pending]
-        packed: list[Any] = []
+        meta: list[Any] = []
+        payload: list[bytes] = []
         for outcome in outcomes:
             result, order = outcome.result, outcome.order
             cid = order.client_order_id if order is not None else None
-            item: list[Any] = [outcome.request_id]
             if result is None:
-                item += [cid or "", 1, ""]
+                meta += (outcome.request_id, cid or "", 1)
+                payload.append(b"")
             else:
-                item += [result.client_order_id or cid or "", 1 if result.ok else 2,
-                         _text(result)]
+                meta += (outcome.request_id, result.client_order_id or cid or "",
+                         1 if result.ok else 2)
+                payload.append(encode(result))
             if order is None:
-                item.append(False)
+                meta += _NO_ORDER
             else:
                 keys.append(k.order(order.client_order_id))
-                item.append([outcome.expected_seq, order.seq, order.state.value, _text(order),
-                             is_terminal(order.state), [_text(e) for e in outcome.events]])
-            packed.append(item)
-        if not packed:
+                meta += (1, outcome.expected_seq, order.seq, order.state,
+                         1 if is_terminal(order.state) else 0, len(outcome.events))
+                payload.append(encode(order))
+                payload += map(encode, outcome.events)
+        if not meta:
             return []
-        args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(packed)]
+        args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]
         conflicts = await self._finish(keys=keys, args=args)
         return [c.decode() if isinstance(c, bytes) else c for c in conflicts]

@@ -37,6 +37,7 @@ from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
 from .metrics import Metrics, start_http
+from .packing import use_c_packing
 from .projector import Projector
 from .reclaim import Reclaimer
 from .services import Services
@@ -65,12 +66,12 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
-    return aioredis.Redis.from_url(
+    return use_c_packing(aioredis.Redis.from_url(
         r.url,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
-    )
+    ))
 
 
 class Worker:

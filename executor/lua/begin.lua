@@ -4,26 +4,30 @@
 -- of the same request from a producer's retry under the same client id.
 --
 -- KEYS[1] events stream, KEYS[2] open-orders set, KEYS[2+i] order key of item i
--- ARGV[1] MessagePack array, one item per order key:
---   {client_order_id, request_id, state, seq, record, {event, ...}}
--- (one packed argument instead of thousands keeps the client's command encoding cheap)
+-- ARGV[1] MessagePack array, 5 values per item: client_order_id, request_id, state, seq,
+--   number of events n
+-- ARGV[2..] per item: its record, then its n events
+-- (the short values packed in one argument keep the client's command encoding cheap; the
+-- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns per item: 0 (created) or {request_id, record} of the existing order.
-local items = cmsgpack.unpack(ARGV[1])
+local meta = cmsgpack.unpack(ARGV[1])
 local out = {}
-for i, item in ipairs(items) do
-  local key = KEYS[2 + i]
-  local cid = item[1]
+local a = 2
+for i = 1, #KEYS - 2 do
+  local m = 5 * i - 4
+  local key, cid, n = KEYS[2 + i], meta[m], meta[m + 4]
   local existing = redis.call('HMGET', key, 'request_id', 'record')
   if existing[2] then
     out[i] = {existing[1], existing[2]}
   else
-    redis.call('HSET', key, 'state', item[3], 'seq', item[4], 'request_id', item[2],
-      'record', item[5])
+    redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3], 'request_id', meta[m + 1],
+      'record', ARGV[a])
     redis.call('SADD', KEYS[2], cid)
-    for _, event in ipairs(item[6]) do
-      redis.call('XADD', KEYS[1], '*', 'data', event, 'client_order_id', cid)
+    for e = a + 1, a + n do
+      redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
     end
     out[i] = 0
   end
+  a = a + 1 + n
 end
 return out

@@ -8,35 +8,40 @@
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
 -- KEYS[5+j] order keys, in the order of the items that have one.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
--- ARGV[4] MessagePack array of items:
---   {request_id, client_order_id, result stream (1 completed, 2 failed), result,
---    order} where result is '' for an order change with no result of its own (each order
---   of a cancel_all) and order is false or {expected seq, seq, state, record, terminal,
---   {event, ...}}.
+-- ARGV[4] MessagePack array, 9 values per item: request_id, client_order_id, result stream
+--   (1 completed, 2 failed), has an order change (1/0), then for an order change (else
+--   placeholders): expected seq, seq, state, terminal (1/0), number of events n
+-- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
+--   order of a cancel_all), then for an order change its record and its n events
+-- (the short values packed in one argument keep the client's command encoding cheap; the
+-- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns the request ids skipped because of a seq conflict.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local items = cmsgpack.unpack(ARGV[4])
+local meta = cmsgpack.unpack(ARGV[4])
 local conflicts, acked = {}, {}
-local k = 6
-for _, item in ipairs(items) do
-  local rid, cid, target, result, order = item[1], item[2], item[3], item[4], item[5]
+local k, a = 6, 5
+for m = 1, #meta, 9 do
+  local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
+  local result = ARGV[a]
+  a = a + 1
   local ok = true
-  if order then
-    local key = KEYS[k]
+  if meta[m + 3] == 1 then
+    local key, n = KEYS[k], meta[m + 8]
     k = k + 1
-    if redis.call('HGET', key, 'seq') ~= tostring(order[1]) then
+    if redis.call('HGET', key, 'seq') ~= tostring(meta[m + 4]) then
       ok = false
       conflicts[#conflicts + 1] = rid
     else
-      redis.call('HSET', key, 'state', order[3], 'seq', order[2], 'record', order[4])
-      for _, event in ipairs(order[6]) do
-        redis.call('XADD', KEYS[1], '*', 'data', event, 'client_order_id', cid)
+      redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a])
+      for e = a + 1, a + n do
+        redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
       end
-      if order[5] then
+      if meta[m + 7] == 1 then
         redis.call('PEXPIRE', key, ttl)
         redis.call('SREM', KEYS[2], cid)
       end
     end
+    a = a + 1 + n
   end
   if ok and result ~= '' then
     redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,

@@ -3,7 +3,9 @@ the per-action rules, and the committed JSON Schema in step with the types."""
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from decimal import Decimal
 
 import jsonschema
@@ -23,7 +25,9 @@ from producer.contract import (
     decode_result,
     encode,
     parse_decimal,
+    plus,
     wire,
+    zero,
 )
 from producer.validation import check_request
 
@@ -134,6 +138,23 @@ def test_decimals_are_encoded_in_fixed_point(value: str, text: str) -> None:
     fill = Fill(fill_id="f1", price=WireDecimal(value), quantity=wire(Decimal(value)))
     encoded = json.loads(encode(fill))
     assert encoded["price"] == text and encoded["quantity"] == text
+
+
+def test_copies_of_decimals_keep_their_fixed_point_text() -> None:
+    value = WireDecimal("1E-7")
+    for copied in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+        fill = Fill(fill_id="f1", price=copied, quantity=zero())
+        assert json.loads(encode(fill))["price"] == "0.0000001"
+
+
+@pytest.mark.parametrize("amount", ["0.001", "5", "1E+1", "1E-7", "0.010"])
+def test_plus_from_zero_is_the_amount_with_the_same_text_as_the_sum(amount: str) -> None:
+    value = WireDecimal(amount)
+    assert plus(zero(), value) is value
+    summed = plus(WireDecimal(0), value)  # an equal zero that is not the shared one
+    assert summed == value and summed is not value
+    assert json.loads(encode(Fill(fill_id="f", price=summed, quantity=value))) == json.loads(
+        encode(Fill(fill_id="f", price=value, quantity=summed)))
 
 
 def test_parse_decimal_refuses_what_is_not_a_plain_decimal() -> None:

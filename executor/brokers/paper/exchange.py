@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 MAX_SCRIPT_BATCH = 1_000  # orders per submit script call, so one call never blocks Redis long
 MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
 CANCEL_ATTEMPTS = 20  # compare-and-set retries of one cancel racing the matcher
+VALID_MEMORY = 10_000  # order shapes remembered as passing the filters
 # Client ids the exchange takes (the contract's, as Binance's newClientOrderId is bounded).
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 
@@ -96,6 +97,7 @@ class PaperBroker:
         self._rng = random.Random(config.seed)
         self._latency_s = config.latency_ms / 1000
         self._books: dict[str, Book] = {}
+        self._valid: dict[tuple[object, ...], SymbolConfig] = {}  # see _check
         self._queue: list[tuple[NewOrder, asyncio.Future[bool]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +150,7 @@ class PaperBroker:
     # -- the Broker protocol -----------------------------------------------------------------
 
     def check(self, order: OrderSpec) -> None:
-        matching.check(order, self.config)
+        self._check(order)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         if self._latency_s:
@@ -216,7 +218,7 @@ class PaperBroker:
             raise PermanentError(f"paper exchange refused the client order id "
                                  f"{client_order_id!r}: it must match {_CLIENT_ID.pattern}")
         try:
-            sym = matching.check(order, config)
+            sym = self._check(order)
         except ContractError as exc:
             raise PermanentError(f"paper exchange refused the order: {exc}") from None
         if config.failure_rate and self._rng.random() < config.failure_rate:
@@ -232,6 +234,23 @@ class PaperBroker:
             if order.time_in_force is TimeInForce.GTD:
                 item.expire_at = order.expire_at
         return record, item, timeout
+
+    def _check(self, order: OrderSpec) -> SymbolConfig:
+        """``matching.check``, remembering the parameters that passed: the worker checks an
+        order before persisting it and the exchange again on submit, and a flow of orders
+        repeats a few shapes. The filters depend on nothing else (the config is fixed)."""
+        key = (order.symbol, order.type, order.quantity, order.price, order.stop_price,
+               order.time_in_force, order.expire_at is None)
+        try:
+            sym = self._valid.get(key)
+        except TypeError:  # an unhashable amount (a signalling NaN): check it the long way
+            return matching.check(order, self.config)
+        if sym is None:
+            sym = matching.check(order, self.config)
+            if len(self._valid) >= VALID_MEMORY:
+                self._valid.clear()
+            self._valid[key] = sym
+        return sym
 
     @staticmethod
     def _answer(record: PaperOrder, accepted: bool, timeout: bool) -> BrokerOrder:

@@ -38,7 +38,9 @@ from producer.contract import (
     Side,
     TimeInForce,
     WireDecimal,
+    plus,
     wire,
+    zero,
 )
 
 from ..base import BrokerStatus
@@ -199,13 +201,13 @@ def _fill(order: PaperOrder, n: int, price: Decimal, quantity: Decimal, fee_bps:
 
 
 def _with_fills(order: PaperOrder, trades: list[tuple[Decimal, Decimal]], fee_bps: Decimal,
-                liquidity: str, asset: str, now: int) -> tuple[list[Fill], Decimal]:
+                liquidity: str, asset: str, now: int) -> tuple[list[Fill], WireDecimal]:
     fills = list(order.fills)
-    filled: Decimal = order.filled_quantity
+    filled = order.filled_quantity
     for price, quantity in trades:
-        fills.append(_fill(order, len(fills) + 1, price, quantity, fee_bps, liquidity, asset,
-                           now))
-        filled += quantity
+        fill = _fill(order, len(fills) + 1, price, quantity, fee_bps, liquidity, asset, now)
+        fills.append(fill)
+        filled = plus(filled, fill.quantity)
     return fills, filled
 
 
@@ -272,7 +274,7 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
         version=order.version + 1,
         updated_at=now,
         fills=fills,
-        filled_quantity=wire(filled),
+        filled_quantity=filled,
         status=BrokerStatus.FILLED if filled >= spec.quantity else BrokerStatus.PARTIALLY_FILLED,
     )
 
@@ -282,7 +284,9 @@ def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount
     """Execute ``order`` (market, limit or just-triggered) as a taker against the book."""
     spec = order.spec
     limit = spec.price if spec.type in _LIMIT_TYPES else None
-    remaining = spec.quantity - order.filled_quantity
+    # Nothing filled yet (the zero every new order starts at): all of it, the same object.
+    remaining = spec.quantity if order.filled_quantity is zero() \
+        else spec.quantity - order.filled_quantity
     trades = book.take(spec.side, remaining, limit)
     tif = spec.time_in_force
     if limit is not None and tif is TimeInForce.FOK \
@@ -291,7 +295,7 @@ def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount
         return order
     fills, filled = _with_fills(order, trades, config.taker_fee_bps, "taker", sym.quote_asset,
                                 now)
-    order.fills, order.filled_quantity = fills, wire(filled)
+    order.fills, order.filled_quantity = fills, filled
     if filled >= spec.quantity:
         order.status = BrokerStatus.FILLED
     elif limit is None:
