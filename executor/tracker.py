@@ -20,6 +20,11 @@ Deferred cancels: a cancel that came while its order was still being submitted i
 ``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
 carry the cancel's request id). A flag whose order is final or gone is dropped.
 
+Hands off: an order in ``pending_cancel`` belongs to the request cancelling it (the cancel,
+amend or cancel_all that wrote that state before asking the broker), which writes the
+outcome itself; the tracker takes it back only if it stays so for two visibility timeouts
+(that request was dead-lettered).
+
 Timeouts: a market-like order (market, IOC, FOK) still open ``market_timeout_ms`` after it
 was created, and a GTD order past its ``expire_at`` (the broker normally expires it
 itself), are cancelled at the broker; the order ends in the state the broker reports.
@@ -100,11 +105,18 @@ class Tracker:
         self.interval_s = interval_ms / 1000
         self.market_timeout_ms = market_timeout_ms
         self.peers: list[str] = [svc.worker]
+        self.hands_off_ms = 2 * svc.settings.worker.visibility_timeout_ms
         self.live_feeds: set[str] = set()  # accounts whose push feed is connected
         self._passes = 0
 
     def mine(self, client_order_id: str) -> bool:
         return owner(client_order_id, self.peers) == self.svc.worker
+
+    def followed(self, order: Order, now: int) -> bool:
+        """Whether the tracker moves this order now (see "Hands off")."""
+        if order.state is OrderState.PENDING_CANCEL:
+            return now - order.updated_at >= self.hands_off_ms
+        return order.state in TRACKED
 
     async def refresh_peers(self) -> None:
         if self._peers is not None:
@@ -124,7 +136,7 @@ class Tracker:
         now = self.svc.clock()
         orders = [
             o for o in await self.store.load_orders(ids)
-            if o is not None and o.state in TRACKED and (
+            if o is not None and self.followed(o, now) and (
                 reconcile or o.spec.account not in self.live_feeds
                 or overdue(o, now, self.market_timeout_ms) is not None)
         ]
@@ -163,7 +175,6 @@ class Tracker:
                 if order is None or order.state not in SUBMITTING:
                     drop.append(cid)  # final, gone, or being cancelled already
                 continue  # still being submitted: next pass
-            seq = order.seq
             try:
                 events = await cancel_at_broker(self.svc, order, mine[cid])
             except CancelFailed as exc:
@@ -171,7 +182,7 @@ class Tracker:
                     log.info("deferred cancel of %s failed (%s); next pass", cid, exc)
                     continue
                 events = exc.events  # final at the broker already, or unknown there
-            outcomes.append(Outcome(cid, None, order, seq, events))
+            outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
         conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
         drop += [o.request_id for o in outcomes if o.request_id not in conflicts]
         if drop:
@@ -185,7 +196,7 @@ class Tracker:
         if not self.mine(report.client_order_id):
             return 0
         (order,) = await self.store.load_orders([report.client_order_id])
-        if order is None or order.state not in TRACKED:
+        if order is None or not self.followed(order, self.svc.clock()):
             return 0
         return await self._record([(order, report)])
 

@@ -42,6 +42,7 @@ from .projector import Projector
 from .reclaim import Reclaimer
 from .services import Services
 from .states import IllegalTransition
+from .steps.amend import Amend
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
 from .steps.decode import Decode
@@ -102,6 +103,7 @@ class Worker:
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
+        self.amend = Amend(self.svc)
         self.reclaimer = Reclaimer(
             self.redis, self.keys, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
@@ -321,10 +323,13 @@ class Worker:
         written: set[int] = set()
         extra: list[Outcome] = []
         undecided = [j for j in jobs if j.result is None]
-        for is_place, run in itertools.groupby(undecided, key=lambda j: j.action is Action.PLACE):
+        # An amend is a place once its old order is cancelled (steps/amend.py).
+        placing = (Action.PLACE, Action.AMEND)
+        for is_place, run in itertools.groupby(undecided, key=lambda j: j.action in placing):
             segment = list(run)
             if is_place:
-                await self.idempotency(segment)
+                extra += await self.amend([j for j in segment if j.action is Action.AMEND])
+                await self.idempotency([j for j in segment if j.result is None])
                 await self.persist([j for j in segment if j.result is None])
                 failpoint("after_persist")
                 await self.submit([j for j in segment if j.result is None])

@@ -1,4 +1,4 @@
-"""Producer commands of ``orderstream``: submit, cancel, cancel-all, watch, demo.
+"""Producer commands of ``orderstream``: submit, cancel, amend, cancel-all, watch, demo.
 
 They need only Redis: ``--redis-url`` (default ``$REDIS_URL``) and ``--prefix`` (default
 ``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``).
@@ -60,6 +60,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--account")
     _wait_args(p)
     p.set_defaults(func=_cancel)
+
+    p = sub.add_parser("amend", help="change a working order's price, stop price or total "
+                       "quantity (cancel-replace)")
+    connection_args(p)
+    p.add_argument("client_order_id")
+    p.add_argument("--price")
+    p.add_argument("--stop-price")
+    p.add_argument("--quantity", help="the new total quantity, fills so far included")
+    p.add_argument("--account")
+    _wait_args(p)
+    p.set_defaults(func=_amend)
 
     p = sub.add_parser("cancel-all", help="cancel every open order (optionally filtered)")
     connection_args(p)
@@ -137,6 +148,14 @@ async def _submit(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     async with OrderClient.from_url(args.redis_url, args.prefix) as client:
         submitted = await client.cancel(args.client_order_id, account=args.account)
+        return await _publish_and_report(args, client, submitted)
+
+
+async def _amend(args: argparse.Namespace) -> int:
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        submitted = await client.amend(args.client_order_id, price=args.price,
+                                       stop_price=args.stop_price, quantity=args.quantity,
+                                       account=args.account)
         return await _publish_and_report(args, client, submitted)
 
 

@@ -22,6 +22,7 @@ from .contract import (
     Result,
     Side,
     TimeInForce,
+    WireDecimal,
     decode_event,
     decode_result,
     encode,
@@ -41,6 +42,10 @@ class Submitted(NamedTuple):
     request_id: str
     client_order_id: str | None
 
+
+
+def _opt_decimal(value: Decimal | str | int | None) -> WireDecimal | None:
+    return None if value is None else parse_decimal(value)
 
 
 def _field(fields: Mapping[Any, Any], name: str) -> Any:
@@ -98,8 +103,8 @@ class OrderClient:
             side=Side(side),
             type=OrderType(type),
             quantity=parse_decimal(quantity),
-            price=None if price is None else parse_decimal(price),
-            stop_price=None if stop_price is None else parse_decimal(stop_price),
+            price=_opt_decimal(price),
+            stop_price=_opt_decimal(stop_price),
             time_in_force=None if time_in_force is None else TimeInForce(time_in_force),
             expire_at=expire_at,
             deadline=deadline,
@@ -113,6 +118,17 @@ class OrderClient:
         return await self.publish(
             Request(action=Action.CANCEL, client_order_id=client_order_id, account=account)
         )
+
+    async def amend(self, client_order_id: str, *, price: Decimal | str | int | None = None,
+                    stop_price: Decimal | str | int | None = None,
+                    quantity: Decimal | str | int | None = None,
+                    account: str | None = None) -> Submitted:
+        """Change a working order's price, stop price or total quantity (cancel-replace:
+        the result names the new order, and the old one in ``cancelled``)."""
+        return await self.publish(Request(
+            action=Action.AMEND, client_order_id=client_order_id, account=account,
+            price=_opt_decimal(price), stop_price=_opt_decimal(stop_price),
+            quantity=_opt_decimal(quantity)))
 
     async def cancel_all(
         self, *, symbol: str | None = None, account: str | None = None

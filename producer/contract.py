@@ -140,6 +140,9 @@ class Action(enum.StrEnum):
     PLACE = "place"
     CANCEL = "cancel"
     CANCEL_ALL = "cancel_all"
+    # Change price, stop_price or quantity of a working order: cancel-replace, since neither
+    # Binance spot nor the paper exchange amends in place. See executor/steps/amend.py.
+    AMEND = "amend"
 
 
 class Side(enum.StrEnum):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .contract import CONTRACT_VERSION, Action, Event, Request, Result, json_schema
-from .validation import PRICE_FIELDS
+from .validation import AMENDABLE, PRICE_FIELDS
 
 SCHEMAS: dict[str, type] = {"request": Request, "result": Result, "event": Event}
 _DIR = Path(__file__).parent / "schema"
@@ -29,6 +29,11 @@ def request_rules() -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
         {"if": place, "then": {"required": ["symbol", "side", "type", "quantity"]}},
         {"if": _is("action", Action.CANCEL), "then": {"required": ["client_order_id"]}},
+        {"if": _is("action", Action.AMEND), "then": {
+            "required": ["client_order_id"],
+            "anyOf": [{"required": [name]} for name in AMENDABLE],
+            "not": {"anyOf": [{"required": [name]} for name in
+                              ("symbol", "side", "type", "time_in_force", "expire_at")]}}},
         {"if": _is("time_in_force", "gtd"), "then": {"required": ["expire_at"]}},
     ]
     for order_type, (needs_price, needs_stop) in PRICE_FIELDS.items():

@@ -38,6 +38,8 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
     """
     if req.action is Action.PLACE:
         _check_place(req, now_ms)
+    elif req.action is Action.AMEND:
+        _check_amend(req)
     elif req.action is Action.CANCEL:
         if req.client_order_id is None:
             raise ContractError("client_order_id is required to cancel", "client_order_id")
@@ -49,6 +51,26 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
                 "client_order_id",
             )
         _refuse_order_fields(req, "cancel_all", allow_symbol=True)
+
+
+AMENDABLE = ("price", "stop_price", "quantity")
+
+
+def _check_amend(req: Request) -> None:
+    if req.client_order_id is None:
+        raise ContractError("client_order_id is required to amend (the order to change)",
+                            "client_order_id")
+    for name in ("symbol", "side", "type", "time_in_force", "expire_at"):
+        if getattr(req, name) is not None:
+            raise ContractError(f"{name} is not allowed for amend (it changes price, "
+                                "stop_price or quantity only)", name)
+    if all(getattr(req, name) is None for name in AMENDABLE):
+        raise ContractError("amend needs at least one of price, stop_price, quantity",
+                            "quantity")
+    for name in AMENDABLE:
+        value = getattr(req, name)
+        if value is not None and value <= 0:
+            raise ContractError(f"{name} must be positive, got {value}", name)
 
 
 def _check_place(req: Request, now_ms: int | None) -> None:

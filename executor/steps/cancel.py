@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import msgspec
+
 from producer.contract import Action, Event, OrderState, ReasonCode, ResultStatus
 
 from .. import results
@@ -79,9 +81,11 @@ class Cancel:
             job.events += await self._cancel(job, order)
         except CancelFailed as exc:
             job.events += exc.events
+            job.expected_seq = order.seq - len(job.events)
             job.result = results.failure(job, exc.code, str(exc), self.svc.clock(),
                                          self.svc.worker, order=order)
             return
+        job.expected_seq = order.seq - len(job.events)  # after the pending_cancel written
         job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
 
     async def _cancel(self, job: Job, order: Order) -> list[Event]:
@@ -113,14 +117,14 @@ class Cancel:
         job.cancelled += [o.client_order_id for o in deferred]
 
         async def one(order: Order) -> Outcome | None:
-            seq = order.seq
             try:
                 events = await self._cancel(job, order)
             except CancelFailed as exc:
                 events = exc.events
             else:
                 job.cancelled.append(order.client_order_id)
-            return Outcome(job.request_id, None, order, seq, events) if events else None
+            return (Outcome(job.request_id, None, order, order.seq - len(events), events)
+                    if events else None)
 
         outcomes = [o for o in await asyncio.gather(*(one(o) for o in chosen)) if o]
         job.cancelled.sort()
@@ -131,15 +135,32 @@ class Cancel:
 
 async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list[Event]:
     """Cancel a working order at its broker; the events of what happened, or CancelFailed
-    (carrying the events learnt on the way)."""
+    (carrying the events learnt on the way), still to be written with ``expected seq =
+    order.seq - len(events)``.
+
+    ``pending_cancel`` is written before the broker is asked, so that the tracker leaves the
+    order to this request (tracker.py): a pushed "cancelled" must not overtake the request's
+    own outcome, which would then fail its compare-and-set. An order already pending_cancel
+    (this request redelivered after a crash) is asked again; the broker's answer settles it.
+    """
     cid = order.client_order_id
     if is_terminal(order.state):
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
-    if order.state not in WORKING:
+    if order.state not in WORKING and order.state is not OrderState.PENDING_CANCEL:
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is {order.state}")
     broker = svc.brokers[order.spec.account]
     ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
-    events = [transition(order, OrderState.PENDING_CANCEL, ctx)]
+    if order.state is not OrderState.PENDING_CANCEL:
+        saved, seq = msgspec.structs.astuple(order), order.seq
+        mark = transition(order, OrderState.PENDING_CANCEL, ctx)
+        if await svc.store.finish([Outcome(f"{request_id}:pending_cancel", None, order, seq,
+                                           [mark])]):
+            for name, value in zip(order.__struct_fields__, saved, strict=True):
+                setattr(order, name, value)
+            raise CancelFailed(ReasonCode.NOT_CANCELLABLE,
+                               f"order {cid} changed while being cancelled; send the cancel "
+                               "again if it is still open")
+    events: list[Event] = []
     try:
         report = await broker.cancel(cid, order.spec.symbol)
     except NotCancellable as exc:

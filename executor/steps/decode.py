@@ -68,8 +68,8 @@ class Decode:
                 self._broker(account)
             return
         broker = self._broker(account)
-        if request.action is Action.CANCEL:
-            return
+        if request.action in (Action.CANCEL, Action.AMEND):
+            return  # an amend's new order is built from the old one (steps/amend.py)
         assert request.symbol and request.side and request.type and request.quantity
         if job.client_order_id is None:
             job.client_order_id = client_order_id_for_entry(

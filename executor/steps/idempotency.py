@@ -44,7 +44,8 @@ class Idempotency:
         self.svc = svc
 
     async def __call__(self, jobs: Sequence[Job]) -> None:
-        places = [j for j in jobs if j.action is Action.PLACE and j.client_order_id]
+        places = [j for j in jobs if j.action in (Action.PLACE, Action.AMEND)
+                  and j.client_order_id and j.spec is not None]
         orders = await self.svc.store.load_orders([j.client_order_id or "" for j in places])
         now = self.svc.clock()
         for job, order in zip(places, orders, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
 from fakeredis import FakeAsyncRedis
@@ -81,3 +82,19 @@ async def test_wait_result_times_out_with_a_clear_message(client: OrderClient) -
     sub = await client.place("BTCUSDT", "buy", "market", "1")
     with pytest.raises(TimeoutError, match="1 of 1 results"):
         await client.wait_result(sub.request_id, timeout=0.2)
+
+
+async def test_amend_publishes_only_the_changes_and_refuses_an_empty_one(
+    client: OrderClient,
+) -> None:
+    await client.amend("abc", price="101.5", quantity="2")
+    ((_, fields),) = await client.redis.xrange(K.pending)
+    req = decode_request(fields[b"data"])
+    assert (req.action, req.client_order_id, req.price, req.quantity, req.side) == (
+        Action.AMEND, "abc", Decimal("101.5"), Decimal("2"), None)
+    with pytest.raises(ContractError, match="at least one of price") as info:
+        await client.amend("abc")
+    assert info.value.field == "quantity"
+    with pytest.raises(ContractError, match="price must be positive"):
+        await client.amend("abc", price="0")
+    assert await client.redis.xlen(K.pending) == 1

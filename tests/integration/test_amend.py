@@ -1,0 +1,120 @@
+"""Amend by cancel-replace: the old order is cancelled, the new one placed with the changes
+under an id derived from the amend, once even when a worker dies half-way; bad amends
+change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from devtools.chaos import WorkerProcess
+from executor.brokers.paper import PaperBroker
+from executor.config import Settings
+from producer.client import OrderClient, Submitted
+from producer.contract import Action, OrderState, ResultStatus, decode_event
+from producer.keys import Keys
+
+from .conftest import running
+
+K = Keys()
+
+
+async def received(r: aioredis.Redis) -> list[str]:
+    return [f[b"client_order_id"].decode()
+            for _, f in await r.xrange(K.paper("default", "received"))]
+
+
+async def raw(r: aioredis.Redis, request: dict[str, str]) -> Submitted:
+    """A request as another language would publish it, past our client's own checks."""
+    entry_id = await r.xadd(K.pending, {"data": json.dumps(request)})
+    return Submitted(entry_id.decode(), request.get("client_order_id"))
+
+
+async def state_of(r: aioredis.Redis, cid: str) -> str:
+    return (await r.hget(K.order(cid), "state") or b"").decode()
+
+
+async def test_amend_cancels_the_old_order_and_places_the_change(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()) as worker:
+        old = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                 time_in_force="gtc")
+        assert (await client.wait_result(old.request_id, 10)).status is ResultStatus.ACCEPTED
+        amend = await client.amend(old.client_order_id or "", price="49500", quantity="0.003")
+        result = await client.wait_result(amend.request_id, 10)
+        paper = worker.brokers["default"]
+        assert isinstance(paper, PaperBroker)
+        assert result.ok and result.action is Action.AMEND
+        assert result.status is ResultStatus.ACCEPTED
+        assert result.cancelled == [old.client_order_id]
+        new_cid = result.client_order_id
+        assert new_cid and new_cid != old.client_order_id
+        stored = await paper.store.get(new_cid)
+        assert stored is not None
+        assert stored.spec.price == Decimal("49500") and stored.spec.quantity == Decimal("0.003")
+    assert await state_of(redis_client, old.client_order_id or "") == "cancelled"
+    assert await state_of(redis_client, new_cid) == "accepted"
+    assert await received(redis_client) == [old.client_order_id, new_cid]
+    old_events = [decode_event(f[b"data"]) for _, f in await redis_client.xrange(K.events)
+                  if f[b"client_order_id"].decode() == old.client_order_id]
+    assert [e.state for e in old_events][-2:] == [OrderState.PENDING_CANCEL,
+                                                  OrderState.CANCELLED]
+    assert old_events[-1].request_id == amend.request_id
+
+
+async def test_bad_amends_change_nothing(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()):
+        rest = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                  time_in_force="gtc")
+        filled = await client.place("BTCUSDT", "buy", "market", "0.002")
+        await client.wait_results([rest.request_id, filled.request_id], 10)
+        rest_cid, filled_cid = rest.client_order_id or "", filled.client_order_id or ""
+        before = await redis_client.xlen(K.events)
+        cases = [
+            (await client.amend("nope-1", price="1"), "not_found", "nope-1"),
+            (await client.amend(filled_cid, quantity="0.003"), "not_cancellable", "final"),
+            (await client.amend(rest_cid, price="49000.001"), "invalid", "price"),
+            (await client.amend(rest_cid, stop_price="48000"), "invalid", "stop_price"),
+            (await raw(redis_client, {"action": "amend", "client_order_id": rest_cid,
+                                      "side": "sell", "price": "1"}), "invalid", "side"),
+            (await raw(redis_client, {"action": "amend", "client_order_id": rest_cid}),
+             "invalid", "at least one"),
+        ]
+        answers = await client.wait_results([c[0].request_id for c in cases], 10)
+        for sub, code, words in cases:
+            answer = answers[sub.request_id]
+            assert answer.reason_code == code and words in (answer.reason or ""), answer
+        assert await redis_client.xlen(K.events) == before
+        assert await state_of(redis_client, rest_cid) == "accepted"
+        assert await received(redis_client) == [rest_cid, filled_cid]
+
+
+async def test_an_amend_whose_worker_dies_after_persisting_is_finished_once(
+    redis_url: str, make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, tmp_path: Path,
+) -> None:
+    async with running(make_settings()):
+        old = await client.place("ETHUSDT", "sell", "limit", "0.5", price="3100",
+                                 time_in_force="gtc")
+        await client.wait_result(old.request_id, 10)
+    amend = await client.amend(old.client_order_id or "", price="3050")
+    doomed = WorkerProcess(redis_url, "doomed", tmp_path / "doomed.log",
+                           ORDERSTREAM_FAILPOINT="after_persist")
+    assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL
+    async with running(make_settings(consumer="w2", visibility_timeout_ms=300,
+                                     lookup_window_ms=100)):
+        result = await client.wait_result(amend.request_id, 15)
+    assert result.ok and result.cancelled == [old.client_order_id]
+    assert await state_of(redis_client, old.client_order_id or "") == "cancelled"
+    assert await received(redis_client) == [old.client_order_id, result.client_order_id]
+    assert await redis_client.xlen(K.completed) == 2
+
