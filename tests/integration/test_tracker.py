@@ -5,6 +5,7 @@ and a gone worker's share moves to the others."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -146,3 +147,32 @@ async def test_a_cancel_that_comes_while_the_place_is_being_submitted_is_honoure
     assert await redis_client.hlen(K.cancels) == 0
     last = decode_event((await redis_client.xrevrange(K.events, count=1))[0][1][b"data"])
     assert last.request_id == cancel.request_id
+
+
+async def test_an_order_past_its_expire_at_is_cancelled_by_the_tracker(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    settings = make_settings()
+    expire_at = int(time.time() * 1000) + 60_000
+    async with running(settings):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                 time_in_force="gtd", expire_at=expire_at)
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+    cid = sub.client_order_id or ""
+    store = Store(redis_client, K, results_maxlen=1000, order_ttl_ms=60_000)
+    # No matcher runs (no background task): the exchange would not expire it by itself.
+    broker = PaperBroker("default", PaperAccount(), redis_client, K)
+    await broker.start(background=False)
+    try:
+        svc = Services(settings, store, {"default": broker}, Metrics(), "w1")
+        tracker = Tracker(svc, None, interval_ms=100, market_timeout_ms=300_000)
+        assert await tracker.poll_once() == 0  # not due yet: nothing happens
+        svc.clock = lambda: expire_at  # the clock reaches expire_at
+        assert await tracker.poll_once() == 1
+    finally:
+        await broker.close()
+    assert await state_of(redis_client, cid) == "cancelled"
+    assert (await event_states(redis_client, cid))[-2:] == [OrderState.ACCEPTED,
+                                                             OrderState.CANCELLED]
+    assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
