@@ -70,6 +70,10 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     track_interval_ms: int = 1_000
     # A market, IOC or FOK order still open this long after creation is cancelled.
     market_timeout_ms: int = 300_000
+    # Whether this worker takes its turn folding positions (one worker at a time does, under
+    # a lease). Folding costs ~25 us of CPU per order in the process that does it; a fleet
+    # can leave it to a few workers, but at least one must have it on.
+    project_positions: bool = True
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

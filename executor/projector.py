@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import Event, Side, decoder, encode
+from producer.contract import TERMINAL_STATES, Event, Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
@@ -34,12 +34,13 @@ from .store import decode_order
 log = logging.getLogger(__name__)
 
 _event_decoder = decoder(Event)
+_TERMINAL_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in TERMINAL_STATES)
 QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
 
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
-                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 1_000) -> None:
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -73,7 +74,17 @@ class Projector:
                                                count=self.page)
         if not entries:
             return 0
-        events = [_event_decoder.decode(fields[b"data"]) for _, fields in entries]
+        events: list[Event] = []
+        for _, fields in entries:
+            data = fields[b"data"]
+            # Only fills and created events (their side) matter; most events are neither,
+            # and decoding every one was a visible share of a worker's CPU per order. A
+            # key appears in the JSON as `"name":`; the same text inside a string value is
+            # escaped (`\"name\"`), so this never misses a fill, at worst decodes more.
+            if b'"fill":' in data or b'"order":' in data:
+                events.append(_event_decoder.decode(data))
+            elif any(mark in data for mark in _TERMINAL_MARKS):
+                self._sides.pop(text(fields[b"client_order_id"]), None)
         book = await self._fold(events)
         args: list[Any] = [self.consumer, cursor, text(entries[-1][0])]
         for key, position in book.items():
@@ -116,8 +127,10 @@ class Projector:
                   sleep: Callable[[float], Awaitable[None]]) -> None:
         while running():
             try:
+                # Behind: the next page at once. Pages are small, since the CPU between two
+                # Redis calls is time the request lanes of this event loop wait.
                 while running() and await self.once() >= self.page:
-                    pass  # behind: fold the next page at once
+                    pass
             except RedisError as exc:
                 log.warning("positions pass failed: %s", exc)
             await sleep(self.interval_s)

@@ -218,9 +218,10 @@ class Worker:
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
         lanes.append(asyncio.create_task(self._housekeeping(), name="reclaim"))
-        lanes.append(asyncio.create_task(
-            self.projector.run(lambda: not self._stopping.is_set(), self._sleep),
-            name="positions"))
+        if self.settings.worker.project_positions:
+            lanes.append(asyncio.create_task(
+                self.projector.run(lambda: not self._stopping.is_set(), self._sleep),
+                name="positions"))
         lanes.append(asyncio.create_task(
             self.tracker.run(lambda: not self._stopping.is_set(), self._sleep),
             name="tracker"))

@@ -90,3 +90,21 @@ async def test_two_projectors_count_each_fill_once_and_a_late_one_reads_sides_fr
     assert await caught_up(redis_client)
     position = (await stored_positions(redis_client))["default:ETHUSDT"]
     assert position.quantity == Decimal("0.6")
+
+
+async def test_a_worker_told_not_to_project_leaves_positions_to_others(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings(project_positions="false", track_interval_ms=50)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+        await client.wait_result(sub.request_id, 10)
+        await asyncio.sleep(0.5)  # over two projector intervals
+        assert await redis_client.get(K.positions_cursor) is None
+    async with running(make_settings()):
+        for _ in range(200):
+            if await caught_up(redis_client):
+                break
+            await asyncio.sleep(0.05)
+    position = (await stored_positions(redis_client))["default:BTCUSDT"]
+    assert position.quantity == Decimal("0.010")
