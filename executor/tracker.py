@@ -170,6 +170,7 @@ class Tracker:
         orders = await self.store.load_orders(list(mine))
         outcomes: list[Outcome] = []
         drop: list[str] = []
+        keep: set[str] = set()  # cancels to try again next pass
         for cid, order in zip(mine, orders, strict=True):
             if order is None or order.state not in WORKING:
                 if order is None or order.state not in SUBMITTING:
@@ -178,13 +179,18 @@ class Tracker:
             try:
                 events = await cancel_at_broker(self.svc, order, mine[cid])
             except CancelFailed as exc:
-                if exc.code == ReasonCode.BROKER_REJECTED:
+                # Final at the broker already, or unknown there: settled. The broker
+                # failing, or the order moving under us (no events): again next pass, with
+                # what was learnt (pending_cancel and back) recorded.
+                events = exc.events
+                if exc.code == ReasonCode.BROKER_REJECTED or not events:
                     log.info("deferred cancel of %s failed (%s); next pass", cid, exc)
-                    continue
-                events = exc.events  # final at the broker already, or unknown there
-            outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
+                    keep.add(cid)
+            if events:
+                outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
         conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
-        drop += [o.request_id for o in outcomes if o.request_id not in conflicts]
+        drop += [o.request_id for o in outcomes
+                 if o.request_id not in conflicts and o.request_id not in keep]
         if drop:
             await self.store.redis.hdel(keys.cancels, *drop)
         return len(outcomes) - len(conflicts)
