@@ -10,7 +10,9 @@ the new total: what the old order filled counts, and only the rest is placed.
 Refused before anything changes: an unknown order (``not_found``), a final one or one still
 being submitted (``not_cancellable``), a total quantity not above what is filled, or new
 parameters the broker would refuse (``invalid``). If the old order filled before the cancel
-reached it, the amend fails ``not_cancellable`` and nothing is placed.
+reached it, the amend fails ``not_cancellable`` and nothing is placed; fills that came just
+before the cancel count against the new total (when they cover it, the result is the
+cancelled old order and nothing is placed).
 
 An old order the broker reports cancelled when the amend's cancel comes is replaced too:
 that is this amend's own cancel, redone after a crash between the cancel and the write of
@@ -85,6 +87,13 @@ class Amend:
                 self._fail(job, exc.code, f"order {old_cid} could not be cancelled for the "
                            f"amend: {exc}", old)
                 return _change(job, old, events)
+        # Fills that came before the cancel took effect count against the new total.
+        total = req.quantity if req.quantity is not None else old.spec.quantity
+        if total <= old.filled_quantity:
+            job.cancelled = [old_cid]
+            job.result = results.of_order(job, old, self.svc.clock(), self.svc.worker)
+            return _change(job, old, events)
+        spec = msgspec.structs.replace(spec, quantity=wire(total - old.filled_quantity))
         self._become(job, old_cid, spec, new_cid)
         return _change(job, old, events)
 
