@@ -27,6 +27,7 @@ from producer.contract import TERMINAL_STATES, Event, Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
+from .lease import Lease
 from .positions import Position, decode_position, fold_fill, position_key
 from .states import is_terminal
 from .store import decode_order
@@ -47,26 +48,16 @@ class Projector:
         self.quote_asset = quote_asset
         self.interval_s = interval_ms / 1000
         self.lease_ms = max(5_000, 10 * interval_ms)
+        self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
 
-    async def _hold_lease(self) -> bool:
-        k = self.keys.positions_lease
-        if await self.redis.set(k, self.consumer, nx=True, px=self.lease_ms):
-            return True
-        # Ours already: renew it. (GET then PEXPIRE can race an expiry; the write script
-        # re-checks the holder, so the worst case is one wasted fold.)
-        if text(await self.redis.get(k) or b"") == self.consumer:
-            await self.redis.pexpire(k, self.lease_ms)
-            return True
-        return False
-
     async def once(self) -> int:
         """Fold one page of events if this worker holds the lease; returns how many events
         were consumed (0: nothing new, or another worker projects)."""
-        if not await self._hold_lease():
+        if not await self.lease.hold(self.lease_ms):
             return 0
         k = self.keys
         cursor = text(await self.redis.get(k.positions_cursor) or b"")
@@ -137,5 +128,4 @@ class Projector:
 
     async def release(self) -> None:
         """Give the lease up on a clean stop, so another worker projects at once."""
-        if text(await self.redis.get(self.keys.positions_lease) or b"") == self.consumer:
-            await self.redis.delete(self.keys.positions_lease)
+        await self.lease.release()

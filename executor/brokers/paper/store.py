@@ -15,8 +15,8 @@ Keys (``<prefix>:paper:<account>:<name>``):
 | ``executions`` | stream | every change of a resting order (``BrokerOrder`` JSON in ``data``) |
 | ``matcher`` | string | the lease of the one worker that matches resting orders |
 
-Every write is one Lua script (``*.lua`` beside this module), so a crash never leaves half
-a change.
+Every write is one Lua script (``*.lua`` beside this module, and the shared lease of
+executor/lease.py), so a crash never leaves half a change.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from producer.keys import Keys
 from producer.replies import text as _text
 
+from ...lease import SCRIPT as LEASE_SCRIPT
 from .matching import Direction
 from .records import PaperOrder, decode_order
 
@@ -105,7 +106,7 @@ class ExchangeStore:
         self.matcher = self.key("matcher")
         self._submit = redis.register_script(_script("submit.lua"))
         self._update = redis.register_script(_script("update.lua"))
-        self._lease = redis.register_script(_script("lease.lua"))
+        self._lease = redis.register_script(LEASE_SCRIPT)
 
     def key(self, name: str) -> str:
         return self._keys.paper(self.account, name)

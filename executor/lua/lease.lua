@@ -1,4 +1,5 @@
--- The matcher lease: one worker at a time matches resting orders.
+-- A lease: one worker at a time holds it (the paper exchange's matcher, the positions
+-- projector), renewing it while it works; it expires if the holder dies.
 --
 -- KEYS: 1 lease key
 -- ARGV: 1 owner token, 2 time to live in ms (0: release)
