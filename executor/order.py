@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import decimal
 from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from typing import Any
 
 import msgspec
 
@@ -196,6 +197,21 @@ _BROKER_TERMINAL = {
 }
 
 
+Snapshot = tuple[tuple[Any, ...], int]
+
+
+def snapshot(order: Order) -> Snapshot:
+    """What ``restore`` needs to undo changes made to ``order`` in memory since."""
+    return msgspec.structs.astuple(order), len(order.fills)
+
+
+def restore(order: Order, saved: Snapshot) -> None:
+    fields, fill_count = saved
+    for name, value in zip(order.__struct_fields__, fields, strict=True):
+        setattr(order, name, value)
+    del order.fills[fill_count:]  # the saved list is the same object, appended to
+
+
 def apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]:
     """Bring ``order`` up to what the broker reports; returns the events, in order.
 
@@ -203,13 +219,11 @@ def apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]
     All or nothing: a report that would need an illegal transition or too many fills raises
     and leaves the order as it was, so the caller can count it and keep the last good state.
     """
-    saved, fill_count = msgspec.structs.astuple(order), len(order.fills)
+    saved = snapshot(order)
     try:
         return _apply_report(order, report, ctx)
     except BaseException:
-        for name, value in zip(order.__struct_fields__, saved, strict=True):
-            setattr(order, name, value)
-        del order.fills[fill_count:]  # the saved list is the same object, appended to
+        restore(order, saved)
         raise
 
 

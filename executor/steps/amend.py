@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 
 import msgspec
 
@@ -88,7 +89,7 @@ class Amend:
                            f"amend: {exc}", old)
                 return _change(job, old, events)
         # Fills that came before the cancel took effect count against the new total.
-        total = req.quantity if req.quantity is not None else old.spec.quantity
+        total = _total(job, old)
         if total <= old.filled_quantity:
             job.cancelled = [old_cid]
             job.result = results.of_order(job, old, self.svc.clock(), self.svc.worker)
@@ -116,7 +117,7 @@ class Amend:
     def _new_spec(self, job: Job, old: Order) -> OrderSpec:
         req = job.request
         assert req is not None
-        total = req.quantity if req.quantity is not None else old.spec.quantity
+        total = _total(job, old)
         if total <= old.filled_quantity:
             raise ContractError(f"quantity {total} is not above the {old.filled_quantity} "
                                 f"order {old.client_order_id} has filled", "quantity")
@@ -142,6 +143,13 @@ class Amend:
     def _fail(self, job: Job, code: str, reason: str, order: Order | None = None) -> None:
         job.result = results.failure(job, code, reason, self.svc.clock(), self.svc.worker,
                                      order=order)
+
+
+def _total(job: Job, old: Order) -> Decimal:
+    """The order's new total quantity: the amend's, else the old one's."""
+    assert job.request is not None
+    quantity = job.request.quantity
+    return quantity if quantity is not None else old.spec.quantity
 
 
 def _change(job: Job, old: Order, events: list[Event]) -> Outcome | None:

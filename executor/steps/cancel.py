@@ -14,14 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import msgspec
-
 from producer.contract import Action, Event, OrderState, ReasonCode, ResultStatus
 
 from .. import results
 from ..brokers.base import BrokerError, NotCancellable, OrderNotFound
 from ..job import Job
-from ..order import Context, Order, apply_report, transition
+from ..order import Context, Order, apply_report, restore, snapshot, transition
 from ..services import Services
 from ..states import is_terminal
 from ..store import Outcome
@@ -95,11 +93,8 @@ class Cancel:
         """Record cancels of orders still being submitted, for the tracker to send once
         the place lands. Written before the cancel's result: redone harmlessly if the
         worker dies in between (the same field, the same value)."""
-        if orders:
-            await self.svc.store.redis.hset(
-                self.svc.store.keys.cancels,
-                mapping={o.client_order_id: j.request_id
-                         for j, o in zip(jobs, orders, strict=True)})
+        await self.svc.store.defer_cancels(
+            {o.client_order_id: j.request_id for j, o in zip(jobs, orders, strict=True)})
 
     async def _cancel_all(self, job: Job) -> list[Outcome]:
         req = job.request
@@ -151,12 +146,11 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
     broker = svc.brokers[order.spec.account]
     ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
     if order.state is not OrderState.PENDING_CANCEL:
-        saved, seq = msgspec.structs.astuple(order), order.seq
+        saved, seq = snapshot(order), order.seq
         mark = transition(order, OrderState.PENDING_CANCEL, ctx)
         if await svc.store.finish([Outcome(f"{request_id}:pending_cancel", None, order, seq,
                                            [mark])]):
-            for name, value in zip(order.__struct_fields__, saved, strict=True):
-                setattr(order, name, value)
+            restore(order, saved)
             raise CancelFailed(ReasonCode.NOT_CANCELLABLE,
                                f"order {cid} changed while being cancelled; send the cancel "
                                "again if it is still open")
