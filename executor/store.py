@@ -4,7 +4,7 @@ result entries. Multi-key changes are single Lua scripts (lua/*.lua), one call p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -19,6 +19,7 @@ from producer.contract import (
     encode,
 )
 from producer.keys import GROUP, Keys
+from producer.replies import text
 
 from .order import Order
 from .states import is_terminal
@@ -87,7 +88,23 @@ class Store:
 
     async def open_order_ids(self) -> list[str]:
         members = await self.redis.smembers(self.keys.open)
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        return sorted(text(m) for m in members)
+
+    # -- cancels deferred until their order has landed (steps/cancel.py, tracker.py) ---------
+
+    async def defer_cancels(self, requests: Mapping[str, str]) -> None:
+        """Record cancels (client id -> the cancel's request id) for the tracker to send."""
+        if requests:
+            mapping: dict[Any, Any] = dict(requests)
+            await self.redis.hset(self.keys.cancels, mapping=mapping)
+
+    async def deferred_cancels(self) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(self.keys.cancels)
+        return {text(cid): text(rid) for cid, rid in raw.items()}
+
+    async def drop_deferred_cancels(self, client_order_ids: Sequence[str]) -> None:
+        if client_order_ids:
+            await self.redis.hdel(self.keys.cancels, *client_order_ids)
 
     async def begin(self, items: Sequence[NewOrder]) -> list[Existing | None]:
         """Create each order unless its client id exists; None where it was created."""

@@ -36,12 +36,11 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
 from producer.contract import OrderState, OrderType, ReasonCode, TimeInForce
-from producer.replies import text
 
 from .brokers.base import Broker, BrokerError, BrokerOrder
 from .order import Context, Order, apply_report
@@ -162,9 +161,8 @@ class Tracker:
             return None
 
     async def cancel_deferred(self) -> int:
-        keys = self.store.keys
-        flagged: Any = await self.store.redis.hgetall(keys.cancels)
-        mine = {text(c): text(r) for c, r in flagged.items() if self.mine(text(c))}
+        mine = {cid: rid for cid, rid in (await self.store.deferred_cancels()).items()
+                if self.mine(cid)}
         if not mine:
             return 0
         orders = await self.store.load_orders(list(mine))
@@ -191,8 +189,7 @@ class Tracker:
         conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
         drop += [o.request_id for o in outcomes
                  if o.request_id not in conflicts and o.request_id not in keep]
-        if drop:
-            await self.store.redis.hdel(keys.cancels, *drop)
+        await self.store.drop_deferred_cancels(drop)
         return len(outcomes) - len(conflicts)
 
     # -- push --------------------------------------------------------------------------------
