@@ -28,6 +28,7 @@ from producer.replies import text
 
 from . import snapshot, views
 from .config import load_settings
+from .positions import split_key
 from .replay import Fold, compare, parse_stream_id
 from .services import wall_clock_ms
 
@@ -143,7 +144,7 @@ async def _orders(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
 async def _positions(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     settings = load_settings(args.config)
     raw, cursor = await snapshot.positions(redis, keys)
-    held = [views.split_key(k) for k in raw]
+    held = [split_key(k) for k in raw]
     wanted = [k for k in held if args.account is None or k[0] == args.account]
     prices = await snapshot.reference_prices(redis, keys, settings, wanted, wall_clock_ms)
     view = views.positions_view(raw, cursor, lambda a, s: prices.get((a, s)),

@@ -157,6 +157,13 @@ def commission_counted(fill: Fill, quote_asset: str | None) -> bool:
     return fill.commission_asset is None or fill.commission_asset == quote_asset
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """The account and symbol of a ``position_key``; a symbol may contain ':', an account
+    cannot."""
+    account, _, symbol = key.partition(":")
+    return account, symbol
+
+
 def fold_fill(book: dict[str, Position], account: str, symbol: str, side: Side, fill: Fill,
               quote_asset: str | None) -> Position:
     """Apply one fill to the position it moves in ``book`` (created flat if absent)."""

@@ -27,7 +27,13 @@ import msgspec
 from producer.contract import Event, Fill, OrderState, decimal_text, decode_event, encode
 
 from .order import Context, Order, add_fill, transition
-from .positions import Position, apply_fill, commission_counted, decode_position
+from .positions import (
+    Position,
+    apply_fill,
+    commission_counted,
+    decode_position,
+    position_key,
+)
 from .states import IllegalTransition, is_terminal
 from .store import decode_order
 
@@ -185,7 +191,7 @@ class Fold:
         try:
             self.positions[key] = apply_fill(held, spec.side, fill.quantity, fill.price, fee)
         except ValueError as exc:
-            self._problem(entry_id, f"{spec.account}:{spec.symbol}", "fill",
+            self._problem(entry_id, position_key(*key), "fill",
                           "a fill a position can take", str(exc))
 
 
@@ -253,7 +259,7 @@ def compare(fold: Fold, stored: Stored, *, now_ms: int, order_ttl_ms: int,
         if should != (cid in stored.open):
             differences.append(Difference(subject=Subject.OPEN, key=cid, field="member",
                                           replayed=_yes(should), stored=_yes(not should)))
-    rebuilt_positions = {f"{a}:{s}": p for (a, s), p in fold.positions.items()}
+    rebuilt_positions = {position_key(*key): p for key, p in fold.positions.items()}
     for key in sorted(rebuilt_positions.keys() | stored.positions.keys()):
         differences += _position_differences(key, rebuilt_positions.get(key),
                                              stored.positions.get(key))

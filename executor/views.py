@@ -16,7 +16,7 @@ from producer.replies import text
 
 from . import render
 from .liveness import WorkerInfo
-from .positions import decode_position, unrealized
+from .positions import decode_position, split_key, unrealized
 from .replay import Report
 from .store import decode_order
 
@@ -131,13 +131,6 @@ class PositionsView(msgspec.Struct, kw_only=True):
     positions: list[PositionRow]
     cursor: str | None  # the last events entry the positions include
     unreadable: list[str] = []  # hash fields whose value could not be decoded
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``<account>:<symbol>`` of the positions hash; a symbol may contain ':', an account
-    cannot."""
-    account, _, symbol = key.partition(":")
-    return account, symbol
 
 
 def positions_view(raw: Mapping[str, bytes], cursor: str | None,
