@@ -5,8 +5,9 @@ and a gone worker's share moves to the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 import redis.asyncio as aioredis
@@ -29,6 +30,22 @@ from .conftest import (
 )
 
 K = Keys()
+
+
+@contextlib.asynccontextmanager
+async def standalone_tracker(r: aioredis.Redis, settings: Settings,
+                             peers: Callable[[], Awaitable[list[str]]] | None,
+                             ) -> AsyncIterator[Tracker]:
+    """A tracker of worker "w1" outside any worker, on a paper exchange whose matcher does
+    not run (the test drives what changes)."""
+    store = Store(r, K, results_maxlen=1000, order_ttl_ms=60_000)
+    broker = PaperBroker("default", PaperAccount(), r, K)
+    await broker.start(background=False)
+    try:
+        svc = Services(settings, store, {"default": broker}, Metrics(), "w1")
+        yield Tracker(svc, peers, interval_ms=100, market_timeout_ms=300_000)
+    finally:
+        await broker.close()
 
 
 async def state_of(r: aioredis.Redis, cid: str) -> str:
@@ -92,12 +109,7 @@ async def test_polling_finds_what_no_feed_told_and_follows_only_its_share(
     async def live() -> list[str]:
         return list(peers)
 
-    store = Store(redis_client, K, results_maxlen=1000, order_ttl_ms=60_000)
-    broker = PaperBroker("default", PaperAccount(), redis_client, K)
-    await broker.start(background=False)
-    try:
-        svc = Services(settings, store, {"default": broker}, Metrics(), "w1")
-        tracker = Tracker(svc, live, interval_ms=100, market_timeout_ms=300_000)
+    async with standalone_tracker(redis_client, settings, live) as tracker:
         mine = [c for c in cids if owner(c, peers) == "w1"]
         assert 0 < len(mine) < 12  # a real split, for this fixed set of ids
         assert await tracker.poll_once() == len(mine)
@@ -106,8 +118,6 @@ async def test_polling_finds_what_no_feed_told_and_follows_only_its_share(
         peers.remove("other")  # "other" is gone: its share moves to w1
         assert await tracker.poll_once() == 12 - len(mine)
         assert await tracker.poll_once() == 0  # applying again changes nothing
-    finally:
-        await broker.close()
     assert {await state_of(redis_client, c) for c in cids} == {"filled"}
     assert await redis_client.scard(K.open) == 0
 
@@ -160,18 +170,12 @@ async def test_an_order_past_its_expire_at_is_cancelled_by_the_tracker(
                                  time_in_force="gtd", expire_at=expire_at)
         assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
     cid = sub.client_order_id or ""
-    store = Store(redis_client, K, results_maxlen=1000, order_ttl_ms=60_000)
     # No matcher runs (no background task): the exchange would not expire it by itself.
-    broker = PaperBroker("default", PaperAccount(), redis_client, K)
-    await broker.start(background=False)
-    try:
-        svc = Services(settings, store, {"default": broker}, Metrics(), "w1")
-        tracker = Tracker(svc, None, interval_ms=100, market_timeout_ms=300_000)
+    async with standalone_tracker(redis_client, settings, None) as tracker:
         assert await tracker.poll_once() == 0  # not due yet: nothing happens
-        svc.clock = lambda: expire_at  # the clock reaches expire_at
+        tracker.svc.clock = lambda: expire_at  # the clock reaches expire_at
         assert await tracker.poll_once() == 1
-    finally:
-        await broker.close()
+        broker = tracker.svc.brokers["default"]
     assert await state_of(redis_client, cid) == "cancelled"
     assert (await event_states(redis_client, cid))[-2:] == [OrderState.ACCEPTED,
                                                              OrderState.CANCELLED]
