@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Protocol
 
 import msgspec
@@ -34,6 +35,11 @@ class RetryableError(BrokerError):
 
 class RateLimited(RetryableError):
     """The broker throttled us; ``retry_after`` seconds is its own advice when it gave one."""
+
+
+class Banned(RateLimited):
+    """The broker banned us for sending past its limits (Binance: HTTP 418) until
+    ``retry_after`` seconds from now: every worker of the account must stop sending."""
 
 
 class PermanentError(BrokerError):
@@ -83,7 +89,14 @@ class BrokerOrder(msgspec.Struct, kw_only=True, gc=False):
 
 
 class Broker(Protocol):
-    """One broker account. Implementations are async, one instance per configured account."""
+    """One broker account. Implementations are async, one instance per configured account.
+
+    Optional, looked up with ``getattr`` by the shared rate limiter:
+    - ``weights: Mapping[str, int]``: request weight per method name (``submit``, ``cancel``,
+      ``get_order``, ``open_orders``, ...) as the broker publishes them; 1 when absent.
+    - ``usage() -> Mapping[str, int]``: the broker's own latest usage counters from its
+      response headers, e.g. ``{"weight_1m": 120, "orders_10s": 3, "orders_1d": 900}``.
+    """
 
     account: str
 
@@ -112,6 +125,11 @@ class Broker(Protocol):
 
     def quote_asset(self, symbol: str) -> str | None:
         """The asset prices and notionals of ``symbol`` are in (None: unknown)."""
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        """The current reference (last or mid) price of ``symbol``; None when unknown.
+        Risk checks deny an order whose price they need and cannot get."""
+
 
 
 class BatchSubmitter(Protocol):
