@@ -83,6 +83,23 @@ class Metrics:
             "orderstream_illegal_transitions",
             "State changes the transition table refused (a bug here or at the broker)",
             ["from_state", "to_state"], registry=r)
+        # Shared safety state as this worker last saw it (Redis holds the truth). Codes
+        # rather than a label per state, so a state change never leaves a stale series.
+        self.trading_state = Gauge(
+            "orderstream_trading_state",
+            "Trading state by scope (global or an account): 0 active, 1 reducing, 2 halted",
+            ["scope"], registry=r)
+        self.circuit_state = Gauge(
+            "orderstream_circuit_state",
+            "Circuit breaker of each broker account: 0 closed, 1 half-open, 2 open",
+            ["account"], registry=r)
+        self.rate_limit_used = Gauge(
+            "orderstream_rate_limit_used",
+            "Use of each shared rate limit in its current window (weight or orders)",
+            ["account", "limit"], registry=r)
+        self.rate_limit_cap = Gauge(
+            "orderstream_rate_limit_cap", "The cap of each shared rate limit",
+            ["account", "limit"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
 
