@@ -11,8 +11,9 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("cancels", "completed", "events", "failed", "open", "pending", "positions",
-                 "positions_cursor", "positions_lease", "prefix", "workers")
+    __slots__ = ("audit", "cancels", "completed", "events", "failed", "open", "pending",
+                 "positions", "positions_cursor", "positions_lease", "prefix", "risk_limits",
+                 "trading", "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -30,6 +31,11 @@ class Keys:
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
+        # Hash scope ("global" or an account) -> trading state (executor/trading.py).
+        self.trading = f"{prefix}:trading"
+        # Hash account -> risk limits JSON set at run time (``orderstream risk set``).
+        self.risk_limits = f"{prefix}:risk:limits"
+        self.audit = f"{prefix}:audit"  # stream of operator actions (risk set, kill, resume)
 
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""
@@ -38,6 +44,18 @@ class Keys:
     def worker(self, consumer: str) -> str:
         """Heartbeat of a live worker (expires when it stops beating)."""
         return f"{self.prefix}:worker:{consumer}"
+
+    def risk(self, account: str, name: str) -> str:
+        """Shared pre-trade risk state of an account (reservations, daily counters)."""
+        return f"{self.prefix}:risk:{account}:{name}"
+
+    def limits(self, account: str, name: str) -> str:
+        """Shared rate-limit state of a broker account (window counters, pauses, bans)."""
+        return f"{self.prefix}:limits:{account}:{name}"
+
+    def breaker(self, account: str) -> str:
+        """Hash with the circuit breaker of a broker account (executor/breaker.py)."""
+        return f"{self.prefix}:breaker:{account}"
 
     def paper(self, account: str, name: str) -> str:
         """State of the simulated exchange behind a paper account."""
