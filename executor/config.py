@@ -22,6 +22,7 @@ import msgspec
 
 from producer.keys import DEFAULT_PREFIX
 
+from .breaker import BreakerSettings
 from .brokers.paper.config import PaperAccount
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -79,6 +80,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
     accounts: dict[str, PaperAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
@@ -109,7 +111,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
-_SECTIONS = ("redis", "worker")
+_SECTIONS = ("redis", "worker", "breaker")
 
 
 def _env_name(path: tuple[str, ...]) -> str:
@@ -161,7 +163,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     try:
         # strict=False lets environment strings become ints, floats and Decimals.
         settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, ValueError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     if not settings.worker.consumer:
         settings.worker.consumer = f"{socket.gethostname()}-{os.getpid()}"

@@ -30,7 +30,11 @@ from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
+from . import breaker as breakers
+from . import trading
+from .breaker import Breaker, CircuitState
 from .brokers.base import Broker
+from .brokers.circuit import CircuitBroker
 from .brokers.registry import create_broker
 from .config import Settings
 from .failpoints import failpoint
@@ -46,6 +50,7 @@ from .steps.amend import Amend
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
 from .steps.decode import Decode
+from .steps.gate import Gate
 from .steps.idempotency import Idempotency
 from .steps.persist import Persist
 from .steps.submit import Submit
@@ -96,10 +101,18 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
                            order_ttl_ms=w.order_ttl_ms)
-        self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
+        self.breaker = Breaker(self.redis, self.keys, settings.breaker)
+        # The pipeline sees each broker through its guards; self.brokers keeps the adapters
+        # themselves (started and closed here, and reachable for operators and tests).
+        guarded: dict[str, Broker] = {
+            name: CircuitBroker(adapter, self.breaker, self._circuit_changed)
+            for name, adapter in self.brokers.items()
+        }
+        self.svc = Services(settings, self.store, guarded, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
+        self.gate = Gate(self.svc, self.breaker)
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
@@ -125,6 +138,9 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _circuit_changed(self, account: str, state: CircuitState) -> None:
+        self.metrics.circuit_state.labels(account).set(state.code)
 
     def _quote_asset(self, account: str, symbol: str) -> str | None:
         broker = self.brokers.get(account)
@@ -331,6 +347,7 @@ class Worker:
             if is_place:
                 extra += await self.amend([j for j in segment if j.action is Action.AMEND])
                 await self.idempotency([j for j in segment if j.result is None])
+                await self.gate([j for j in segment if j.result is None])
                 await self.persist([j for j in segment if j.result is None])
                 failpoint("after_persist")
                 await self.submit([j for j in segment if j.result is None])
@@ -375,6 +392,20 @@ class Worker:
             self.metrics.record(job.result, now, self.brokers)
         extra.clear()
 
+    async def _watch_safety(self) -> None:
+        """Export the shared trading states and breakers as this worker sees them."""
+        accounts = list(self.brokers)
+        states: Any = await self.redis.hgetall(self.keys.trading)
+        self.metrics.trading_state.labels(trading.GLOBAL).set(
+            trading.parse(states.get(trading.GLOBAL.encode())).code)
+        for account in accounts:
+            self.metrics.trading_state.labels(account).set(
+                trading.effective(states, account).code)
+        for account, fields in (await breakers.states(self.redis, self.keys,
+                                                      accounts)).items():
+            state = CircuitState(fields.get("state", CircuitState.CLOSED))
+            self.metrics.circuit_state.labels(account).set(state.code)
+
     async def _watch_lag(self) -> None:
         interval = self.settings.worker.lag_interval_ms / 1000
         k = self.keys
@@ -397,6 +428,7 @@ class Worker:
                     lengths = await pipe.execute()
                 for name, length in zip(names, lengths, strict=True):
                     self.metrics.stream_length.labels(name).set(length)
+                await self._watch_safety()
             except RedisError as exc:
                 log.debug("lag probe failed: %s", exc)
             await asyncio.sleep(interval)

@@ -46,6 +46,11 @@ class PermanentError(BrokerError):
     """The broker refused the call for a reason that retrying will not change."""
 
 
+class AuthenticationFailed(PermanentError):
+    """The broker refused our credentials or signature: nothing will pass until an operator
+    fixes them, so the circuit breaker opens at once."""
+
+
 class OrderNotFound(PermanentError):
     """The broker does not know the order (lookup or cancel by client id)."""
 

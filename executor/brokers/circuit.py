@@ -1,0 +1,103 @@
+"""A broker wrapped in its account's circuit breaker: every call's outcome is counted in
+the shared breaker (executor/breaker.py); everything else passes through untouched.
+
+The breaker is told after the call, so it never delays one; a Redis error while counting
+is logged and does not change the call's own outcome (the breaker is a guard, and the
+order's fate must not depend on whether its bookkeeping got written).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from producer.contract import OrderSpec
+
+from ..breaker import Breaker, CircuitState, outcome_code
+from .base import Broker, BrokerError, BrokerOrder
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CircuitBroker:
+    def __init__(self, inner: Broker, breaker: Breaker,
+                 on_change: Callable[[str, CircuitState], None] | None = None) -> None:
+        self.inner = inner
+        self.account = inner.account
+        self.breaker = breaker
+        self.on_change = on_change
+        # Only a broker that batches may look like one (base.submit_all asks getattr).
+        self.submit_many: Callable[[Sequence[tuple[str, OrderSpec]]],
+                                   Awaitable[list[BrokerOrder | BrokerError]]] | None = (
+            self._submit_many if hasattr(inner, "submit_many") else None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _record(self, outcomes: str) -> None:
+        if not outcomes:
+            return
+        try:
+            verdict = await self.breaker.record(self.account, outcomes)
+        except RedisError as exc:
+            log.warning("account %s: could not count broker outcomes in the breaker: %s",
+                        self.account, exc)
+            return
+        if verdict.changed:
+            level = logging.ERROR if verdict.state is CircuitState.OPEN else logging.WARNING
+            log.log(level, "account %s: circuit breaker %s", self.account, verdict.state)
+            if self.on_change is not None:
+                self.on_change(self.account, verdict.state)
+
+    async def _counted(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except BaseException as exc:
+            await self._record(outcome_code(exc))
+            raise
+        await self._record("S")
+        return result
+
+    # -- the Broker protocol -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def check(self, order: OrderSpec) -> None:
+        self.inner.check(order)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        return await self._counted(self.inner.submit(client_order_id, order))
+
+    async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                           ) -> list[BrokerOrder | BrokerError]:
+        many = self.inner.submit_many  # type: ignore[attr-defined]
+        try:
+            answers: list[BrokerOrder | BrokerError] = await many(orders)
+        except BaseException as exc:
+            await self._record(outcome_code(exc))
+            raise
+        await self._record("".join(
+            outcome_code(a if isinstance(a, BaseException) else None) for a in answers))
+        return answers
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        return await self._counted(self.inner.cancel(client_order_id, symbol))
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        return await self._counted(self.inner.get_order(client_order_id, symbol))
+
+    def quote_asset(self, symbol: str) -> str | None:
+        return self.inner.quote_asset(symbol)
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        return await self.inner.reference_price(symbol)

@@ -1,0 +1,41 @@
+import asyncio
+
+import pytest
+
+from executor.breaker import BreakerSettings, outcome_code
+from executor.brokers.base import (
+    AuthenticationFailed,
+    Banned,
+    NotCancellable,
+    OrderNotFound,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UnknownOutcome,
+)
+
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (None, "S"),
+    (PermanentError("insufficient balance"), "S"),  # the broker answered
+    (OrderNotFound("unknown order"), "S"),
+    (NotCancellable("filled"), "S"),
+    (RetryableError("503"), "F"),
+    (UnknownOutcome("timeout"), "F"),
+    (AuthenticationFailed("-2015 invalid api key"), "X"),
+    (RateLimited("429", 1.0), ""),  # throttled is the limiter's business
+    (Banned("418", 60.0), ""),
+    (ValueError("our own bug"), ""),
+    (asyncio.CancelledError(), ""),
+])
+def test_how_each_broker_outcome_counts(exc: BaseException | None, code: str) -> None:
+    assert outcome_code(exc) == code
+
+
+@pytest.mark.parametrize("bad", [
+    {"consecutive_failures": 0}, {"cooldown_ms": 0}, {"error_rate_percent": 0},
+    {"error_rate_percent": 101}, {"hold_max_ms": -1},
+])
+def test_bad_settings_are_refused_naming_the_key(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        BreakerSettings(**bad)  # type: ignore[arg-type]
