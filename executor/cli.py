@@ -13,6 +13,7 @@ from producer import schema
 
 from . import commands
 from .config import ConfigError, describe, load_settings
+from .operator_cli import is_operator_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    if args.func in (_worker, _config, _schema) or commands.is_operator_command(args.func):
+    if args.func in (_worker, _config, _schema) or is_operator_command(args.func):
         try:
             return int(args.func(args))
         except ConfigError as exc:

@@ -363,7 +363,11 @@ async def test_a_broker_that_stays_unavailable_exhausts_retries_and_sends_nothin
         return load_settings(None, {
             "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
             "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_SUBMIT_ATTEMPTS": str(attempts),
-            "ORDERSTREAM_ACCOUNTS_DEFAULT_FAILURE_RATE": "1"})
+            "ORDERSTREAM_ACCOUNTS_DEFAULT_FAILURE_RATE": "1",
+            # Retries are under test here, not the breaker (test_breaker.py), which would
+            # refuse the second order after the first one's failures.
+            "ORDERSTREAM_BREAKER_CONSECUTIVE_FAILURES": "1000000",
+            "ORDERSTREAM_BREAKER_MIN_CALLS": "1000000"})
 
     async with running(failing(3)):
         plain = await client.place("BTCUSDT", "buy", "market", "0.001")

@@ -1,0 +1,90 @@
+"""The kill switch and trading-state commands on a real redis-server with real workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal as D
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from executor import audit
+from executor.config import Settings
+from executor.control import kill
+from executor.positions import decode_position
+from executor.store import decode_order
+from producer.client import OrderClient
+from producer.contract import OrderState, ResultStatus
+from producer.keys import Keys
+
+from .conftest import running
+from .test_operator_commands import cli, cli_json
+
+K = Keys()
+
+
+async def positions_now(r: aioredis.Redis) -> dict[str, D]:
+    raw: Any = await r.hgetall(K.positions)
+    return {k.decode(): decode_position(v).quantity for k, v in raw.items()}
+
+
+async def test_kill_halts_and_cancels_every_open_order(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    async with running(make_settings("w1")):
+        resting = [await client.place("BTCUSDT", "buy", "limit", "0.001", price=p)
+                   for p in ("40000", "41000")]
+        for sub in resting:
+            assert (await client.wait_result(sub.request_id, 10)).status is \
+                ResultStatus.ACCEPTED
+        report = await kill(redis_client, K, client, account=None, flatten=False, wait_s=10)
+        assert report.ok and report.state == "halted" and report.scope == "global"
+        assert sorted(report.cancelled) == sorted(s.client_order_id or "" for s in resting)
+        for sub in resting:
+            raw = await redis_client.hget(K.order(sub.client_order_id or ""), "record")
+            assert raw is not None and decode_order(raw).state is OrderState.CANCELLED
+    assert await redis_client.hget(K.trading, "global") == b"halted"
+    [entry] = await audit.read(redis_client, K)
+    assert (entry.kind, entry.scope, entry.details["state"]) == ("trading_state", "global",
+                                                                 "halted")
+
+
+async def test_kill_flatten_closes_every_position_of_the_account_then_halts_it(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    async with running(make_settings("w1")):
+        for symbol, side, qty in (("BTCUSDT", "buy", "0.012"), ("ETHUSDT", "sell", "0.5")):
+            sub = await client.place(symbol, side, "market", qty)
+            assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.FILLED
+        report = await kill(redis_client, K, client, account="default", flatten=True,
+                            wait_s=10)
+        assert report.ok, report
+        assert [(c.symbol, c.side, c.quantity) for c in report.closes] == [
+            ("BTCUSDT", "sell", D("0.012")), ("ETHUSDT", "buy", D("0.5"))]
+        assert all(r.status is ResultStatus.FILLED for r in report.close_results)
+        for _ in range(50):  # the projector folds the closing fills
+            if set((await positions_now(redis_client)).values()) == {D(0)}:
+                break
+            await asyncio.sleep(0.1)
+        assert set((await positions_now(redis_client)).values()) == {D(0)}
+    assert await redis_client.hget(K.trading, "default") == b"halted"
+    kinds = [(e.details["state"], e.details["why"]) for e in await audit.read(redis_client, K)]
+    assert kinds == [("reducing", "kill"), ("halted", "kill: flattened")]
+
+
+async def test_commands_set_show_and_resume_trading_and_breakers(
+        redis_url: str, redis_client: aioredis.Redis) -> None:
+    code, out = await cli(redis_url, "trading", "--account", "default", "reducing")
+    assert code == 0 and "default" in out and "reducing" in out
+    code, view = await cli_json(redis_url, "trading")
+    assert view == {"states": {"default": "reducing"}, "effective": {"default": "reducing"}}
+    code, out = await cli(redis_url, "resume", "--account", "default")
+    assert code == 0 and await redis_client.hget(K.trading, "default") == b"active"
+    await redis_client.hset(K.breaker("default"), mapping={"state": "open", "trips": 2})
+    code, view = await cli_json(redis_url, "breaker")
+    assert view["breakers"]["default"]["state"] == "open"
+    code, view = await cli_json(redis_url, "breaker", "--account", "default", "--reset")
+    assert code == 0 and view["breakers"]["default"]["state"] == "closed"
+    assert [e.kind for e in await audit.read(redis_client, K)] == [
+        "trading_state", "trading_state", "breaker_reset"]
