@@ -21,7 +21,7 @@ from producer.contract import OrderState
 from producer.keys import Keys
 from producer.replies import text
 
-from . import control, snapshot, views
+from . import breaker, control, snapshot, views
 from .config import load_settings
 from .operator_cli import common_args, emit, operator_command
 from .positions import split_key
@@ -120,6 +120,8 @@ async def _info(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> 
     beats = await snapshot.workers(redis, keys)
     last = await snapshot.last_id(redis, keys.events)
     cursor = await snapshot.string(redis, keys.positions_cursor)
+    trading: Any = await redis.hgetall(keys.trading)
+    breaker_accounts = await snapshot.scan_suffixes(redis, keys.breaker(""))
     view = views.InfoView(
         streams=dict(zip(streams, lengths, strict=True)),
         group=None if group is None else views.group_row(
@@ -128,6 +130,8 @@ async def _info(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> 
         unreadable_workers=[w for w in beats if isinstance(w, str)],
         last_event_id=last, positions_cursor=cursor,
         events_after_cursor=None if cursor is None else await snapshot.count_after(
-            redis, keys.events, cursor, views.AFTER_CURSOR_CAP))
+            redis, keys.events, cursor, views.AFTER_CURSOR_CAP),
+        trading={text(k): text(v) for k, v in trading.items()},
+        breakers=await breaker.states(redis, keys, breaker_accounts))
     emit(args, view, views.render_info(view, wall_clock_ms()))
     return 0

@@ -198,6 +198,8 @@ class InfoView(msgspec.Struct, kw_only=True):
     # Events entries after the cursor (not yet in the positions), counted up to
     # AFTER_CURSOR_CAP; None when there is no cursor.
     events_after_cursor: int | None
+    trading: dict[str, str] = {}  # scope -> trading state as set (absent: active)
+    breakers: dict[str, dict[str, str]] = {}  # account -> breaker hash (absent: closed)
 
 
 def group_row(name: str, group: Mapping[str, Any], consumers: Sequence[Mapping[str, Any]],
@@ -236,4 +238,11 @@ def render_info(view: InfoView, now_ms: int) -> str:
         "events entries after the cursor"
     parts.append(f"positions cursor {render.cell(view.positions_cursor)}, last event "
                  f"{render.cell(view.last_event_id)}{behind}")
+    parts.append("trading: " + (", ".join(f"{scope} {state}" for scope, state in
+                                          sorted(view.trading.items())) or "all active"))
+    if view.breakers:
+        parts.append(render.table(
+            ("breaker", "state", "trips", "consecutive failures"),
+            [(a, b.get("state", "closed"), b.get("trips", "0"), b.get("consecutive", "0"))
+             for a, b in sorted(view.breakers.items())], right={2, 3}))
     return "\n\n".join(parts)

@@ -173,17 +173,21 @@ class Submit:
             if isinstance(first, RetryableError):
                 if attempts_left <= 0:
                     raise first
-                await asyncio.sleep(max(_FIRST_WAIT_S + random.uniform(0, _FIRST_WAIT_S),
-                                        first.retry_after or 0))
+                await asyncio.sleep(self._until_deadline(order, max(
+                    _FIRST_WAIT_S + random.uniform(0, _FIRST_WAIT_S), first.retry_after or 0)))
+
+            def wait(state: RetryCallState) -> float:
+                return self._until_deadline(order, _wait(state))
+
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(attempts_left),
-                wait=_wait,
+                wait=wait,
                 retry=retry_if_exception_type(RetryableError),
                 reraise=True,
             ):
                 with attempt:
                     deadline = order.spec.deadline
-                    if deadline is not None and self.svc.clock() > deadline:
+                    if deadline is not None and self.svc.clock() >= deadline:
                         # Nothing was sent (every failure so far was certainly not sent),
                         # and now it is too late to: the request expires, as it would
                         # have at the door.
@@ -205,6 +209,14 @@ class Submit:
         except PermanentError as exc:
             raise _Final(ReasonCode.BROKER_REJECTED, str(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _until_deadline(self, order: Order, delay_s: float) -> float:
+        """A backoff that never sleeps past the request's deadline: at the deadline the
+        next attempt sees it and the order expires then, not a whole backoff later."""
+        deadline = order.spec.deadline
+        if deadline is None:
+            return delay_s
+        return max(0.0, min(delay_s, (deadline - self.svc.clock()) / 1000))
 
     async def _timed_submit(self, broker: Broker, order: Order) -> BrokerOrder:
         started = time.perf_counter()

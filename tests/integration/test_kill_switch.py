@@ -84,6 +84,11 @@ async def test_commands_set_show_and_resume_trading_and_breakers(
     await redis_client.hset(K.breaker("default"), mapping={"state": "open", "trips": 2})
     code, view = await cli_json(redis_url, "breaker")
     assert view["breakers"]["default"]["state"] == "open"
+    code, info = await cli_json(redis_url, "info")
+    assert info["trading"] == {"default": "active"}
+    assert info["breakers"]["default"]["state"] == "open"
+    code, out = await cli(redis_url, "info")
+    assert "trading: default active" in out and "default  open" in out.replace("   ", "  ")
     code, view = await cli_json(redis_url, "breaker", "--account", "default", "--reset")
     assert code == 0 and view["breakers"]["default"]["state"] == "closed"
     assert [e.kind for e in await audit.read(redis_client, K)] == [

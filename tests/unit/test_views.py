@@ -96,8 +96,14 @@ def test_info_lists_the_group_its_consumers_and_the_live_workers() -> None:
     assert ["w1", "2", "1s", "yes"] in [line.split() for line in lines]
     assert ["gone", "0", "9ms", "no"] in [line.split() for line in lines]
     assert ["w1", "h", "42", "0.1.0", "1m"] in [line.split() for line in lines]
-    assert lines[-1] == ("positions cursor 38-0, last event 40-0, 2 events entries after "
-                         "the cursor")
+    assert ("positions cursor 38-0, last event 40-0, 2 events entries after the cursor"
+            in lines)
+    assert lines[-1] == "trading: all active"
+    view.trading = {"global": "halted", "a": "reducing"}
+    view.breakers = {"a": {"state": "open", "trips": "3", "consecutive": "4"}}
+    lines = views.render_info(view, 61_000).splitlines()
+    assert "trading: a reducing, global halted" in lines
+    assert ["a", "open", "3", "4"] in [line.split() for line in lines]
     no_group = msgspec.structs.replace(view, group=None, events_after_cursor=None,
                                        positions_cursor=None)
     assert "group: none yet" in views.render_info(no_group, 0)
