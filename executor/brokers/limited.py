@@ -222,7 +222,7 @@ class LimitedBroker:
         try:
             return await call
         except RateLimited as exc:
-            await self._hold(exc)
+            await self._hold([exc])
             raise
         finally:
             await self._report_usage()
@@ -241,13 +241,15 @@ class LimitedBroker:
             await self._report_usage()
         limited = [x for x in outcomes if isinstance(x, RateLimited)]
         if limited:
-            # A ban outranks a pause; the longest advice wins.
-            await self._hold(max(limited, key=lambda x: (isinstance(x, Banned),
-                                                         x.retry_after or 0)))
+            await self._hold(limited)
         return outcomes
 
-    async def _hold(self, exc: RateLimited) -> None:
-        """Stop every worker sending to this account for as long as the broker asked."""
+    async def _hold(self, errors: Sequence[RateLimited]) -> None:
+        """Stop every worker sending to this account for as long as the broker asked (a
+        ban outranks a pause; the longest advice wins). Once shared, the wait is the
+        limiter's: the errors lose their ``retry_after``, so the caller's retry comes back
+        here at once and waits only as its deadline allows, or is ``Throttled``."""
+        exc = max(errors, key=lambda x: (isinstance(x, Banned), x.retry_after or 0))
         banned = isinstance(exc, Banned)
         if exc.retry_after:
             duration = math.ceil(exc.retry_after * 1000)
@@ -259,6 +261,8 @@ class LimitedBroker:
             log.warning("account %s: could not share the broker's %s of %d ms (%s)",
                         self.account, "ban" if banned else "pause", duration, exc2)
             return
+        for error in errors:
+            error.retry_after = None
         if banned:
             self._ban_logged = max(self._ban_logged, until)
             log.error("account %s: banned by its broker (HTTP 418) for %d ms, until %d: "

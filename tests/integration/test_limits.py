@@ -277,3 +277,23 @@ async def test_a_worker_answers_rate_limited_and_never_sends_past_the_cap(
         assert result.reason_code == ReasonCode.RATE_LIMITED
         assert result.reason and "orders_1d (1 per 86400000 ms)" in result.reason
         assert "never sent" in result.reason
+
+
+async def test_a_429_ends_an_order_rate_limited_within_its_deadline(
+        make_settings: Callable[..., Settings], client: OrderClient, make: Make) -> None:
+    """The broker's Retry-After outlasts the request's deadline: the retry does not sleep
+    past it; the shared pause holds the order back and it ends ``rate_limited``, unsent."""
+    fake = FakeBroker()
+    fake.fail_next.append(RateLimited("HTTP 429 -1015 too many new orders", retry_after=5))
+    broker = make(fake, Plan())
+    async with running(make_settings(), brokers={"default": broker}):
+        started = time.monotonic()
+        sub = await client.place("BTCUSDT", "buy", "market", "0.001",
+                                 deadline=now_ms() + 1_000)
+        result = await client.wait_result(sub.request_id, 10)
+        assert time.monotonic() - started < 2
+        assert (await broker.limiter.until())["pause"] > now_ms() + 2_000
+    assert result.reason_code == ReasonCode.RATE_LIMITED
+    assert result.status is ResultStatus.EXPIRED
+    assert result.reason and "HTTP 429" in result.reason and "deadline" in result.reason
+    assert fake.arrivals == []
