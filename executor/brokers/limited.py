@@ -159,10 +159,7 @@ class LimitedBroker:
             waiting = []
             for i in todo:
                 if grant.wait_ms < 0 or ready_at > latest[i]:
-                    out[i] = Throttled(throttle_reason(
-                        self.account, grant, self.limiter.plan.describe,
-                        latest[i] - started, orders[i][1].deadline),
-                        retry_after=max(grant.wait_ms, 0) / 1000)
+                    out[i] = self._throttled(grant, started, latest[i])
                 else:
                     waiting.append(i)
             todo = waiting
@@ -179,6 +176,14 @@ class LimitedBroker:
         bound = now + self.max_wait_ms
         return bound if deadline is None else min(bound, deadline)
 
+    def _throttled(self, grant: Grant, started: int, latest: int) -> Throttled:
+        # ``latest`` is the deadline unless max_wait_ms came first.
+        allowed = latest - started
+        deadline = latest if allowed < self.max_wait_ms else None
+        return Throttled(throttle_reason(self.account, grant, self.limiter.plan.describe,
+                                         allowed, deadline),
+                         retry_after=max(grant.wait_ms, 0) / 1000)
+
     async def _take(self, method: str, orders: int, deadline: int | None) -> None:
         """Wait for room for one call, or raise ``Throttled``."""
         weight = self.weights.get(method, 1)
@@ -190,9 +195,7 @@ class LimitedBroker:
                 return
             now = self.clock()
             if grant.wait_ms < 0 or now + grant.wait_ms > latest:
-                raise Throttled(throttle_reason(self.account, grant, self.limiter.plan.describe,
-                                                latest - started, deadline),
-                                retry_after=max(grant.wait_ms, 0) / 1000)
+                raise self._throttled(grant, started, latest)
             await asyncio.sleep(grant.wait_ms / 1000 + _jitter())
 
     async def _grant(self, units: int, weight: int, orders: int) -> Grant:

@@ -77,8 +77,7 @@ end
 
 if interval > 0 then
   if k > 0 and orders > 0 then
-    tat = math.max(tonumber(redis.call('HGET', KEYS[1], 'rate:tat') or '0'), now_us)
-      + k * orders * interval
+    tat = tat + k * orders * interval  -- tat: max(stored, now), read above
     redis.call('HSET', KEYS[1], 'rate:tat', tat)
     if longest < 1000 then longest = 1000 end
   else

@@ -204,6 +204,8 @@ async def test_a_418_ban_stops_every_worker_until_it_ends(
         for broker in (a, b):
             with pytest.raises(Throttled, match=r"HTTP 418.*max_wait_ms"):
                 await broker.submit("c2", spec())
+            with pytest.raises(Throttled, match=r"max_wait_ms \(300 ms\)"):
+                await broker.submit("c2", spec(deadline=now_ms() + 60_000))  # far off
             with pytest.raises(Throttled, match="HTTP 418"):
                 await broker.get_order("c1", "BTCUSDT")
     assert first.arrivals == second.arrivals == [] and first.lookups == second.lookups == 0
