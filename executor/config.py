@@ -24,6 +24,7 @@ from producer.keys import DEFAULT_PREFIX
 
 from .breaker import BreakerSettings
 from .brokers.paper.config import PaperAccount
+from .limits.config import AccountLimits
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DAY_MS = 86_400_000
@@ -84,6 +85,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     accounts: dict[str, PaperAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
+    # Per account; an account without a section gets its broker's published limits.
+    limits: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         w = self.worker
@@ -105,6 +108,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ConfigError(f"worker.{name} must be positive, got {value}")
         if w.batch_size > MAX_BATCH:
             raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
+        for account, limits in self.limits.items():
+            if account not in self.accounts:
+                raise ConfigError(f"limits.{account}: no such account")
+            # A batch held longer than the visibility timeout is taken over by another worker.
+            if limits.max_wait_ms * 2 > w.visibility_timeout_ms:
+                raise ConfigError(
+                    f"limits.{account}.max_wait_ms ({limits.max_wait_ms}) must be at most half "
+                    f"of worker.visibility_timeout_ms ({w.visibility_timeout_ms})")
         if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
 
@@ -138,6 +149,12 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             name = _env_name(("accounts", account, key))
             if name in env:
                 values[key] = env[name]
+                applied.append(name)
+    for account in raw.get("accounts", {}):
+        for key in AccountLimits.__struct_fields__:
+            name = _env_name(("limits", account, key))
+            if name in env:
+                raw.setdefault("limits", {}).setdefault(account, {})[key] = env[name]
                 applied.append(name)
     if "REDIS_URL" in env:
         raw.setdefault("redis", {})["url"] = env["REDIS_URL"]

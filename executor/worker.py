@@ -34,7 +34,6 @@ from . import breaker as breakers
 from . import trading
 from .breaker import Breaker, CircuitState
 from .brokers.base import Broker
-from .brokers.circuit import CircuitBroker
 from .brokers.registry import create_broker
 from .config import Settings
 from .failpoints import failpoint
@@ -94,21 +93,17 @@ class Worker:
         self.redis = redis or connect(settings)
         self.consumer = settings.worker.consumer
         w = settings.worker
+        self.metrics = metrics or Metrics()
+        self.breaker = Breaker(self.redis, self.keys, settings.breaker)
         self.brokers = brokers if brokers is not None else {
-            name: create_broker(name, account, self.redis, self.keys)
+            name: create_broker(name, account, self.redis, self.keys,
+                                limits=settings.limits.get(name), breaker=self.breaker,
+                                metrics=self.metrics)
             for name, account in settings.accounts.items()
         }
-        self.metrics = metrics or Metrics()
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
                            order_ttl_ms=w.order_ttl_ms)
-        self.breaker = Breaker(self.redis, self.keys, settings.breaker)
-        # The pipeline sees each broker through its guards; self.brokers keeps the adapters
-        # themselves (started and closed here, and reachable for operators and tests).
-        guarded: dict[str, Broker] = {
-            name: CircuitBroker(adapter, self.breaker, self._circuit_changed)
-            for name, adapter in self.brokers.items()
-        }
-        self.svc = Services(settings, self.store, guarded, self.metrics, self.consumer)
+        self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
@@ -138,9 +133,6 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _circuit_changed(self, account: str, state: CircuitState) -> None:
-        self.metrics.circuit_state.labels(account).set(state.code)
 
     def _quote_asset(self, account: str, symbol: str) -> str | None:
         broker = self.brokers.get(account)

@@ -42,6 +42,12 @@ class Banned(RateLimited):
     ``retry_after`` seconds from now: every worker of the account must stop sending."""
 
 
+class Throttled(RetryableError):
+    """The shared rate limiter (brokers/limited.py) held the call back, and capacity would
+    come only after the request's deadline (or the longest wait configured): the call was
+    never sent. The submit step ends the order ``rate_limited`` rather than retrying."""
+
+
 class PermanentError(BrokerError):
     """The broker refused the call for a reason that retrying will not change."""
 

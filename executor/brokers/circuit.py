@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from producer.contract import OrderSpec
 
 from ..breaker import Breaker, CircuitState, outcome_code
+from ..metrics import Metrics
 from .base import Broker, BrokerError, BrokerOrder
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,20 @@ T = TypeVar("T")
 
 
 class CircuitBroker:
-    def __init__(self, inner: Broker, breaker: Breaker,
-                 on_change: Callable[[str, CircuitState], None] | None = None) -> None:
+    def __init__(self, inner: Broker, breaker: Breaker, *,
+                 metrics: Metrics | None = None) -> None:
         self.inner = inner
         self.account = inner.account
         self.breaker = breaker
-        self.on_change = on_change
+        self.metrics = metrics
         # Only a broker that batches may look like one (base.submit_all asks getattr).
         self.submit_many: Callable[[Sequence[tuple[str, OrderSpec]]],
                                    Awaitable[list[BrokerOrder | BrokerError]]] | None = (
             self._submit_many if hasattr(inner, "submit_many") else None)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     async def _record(self, outcomes: str) -> None:
@@ -52,8 +55,8 @@ class CircuitBroker:
         if verdict.changed:
             level = logging.ERROR if verdict.state is CircuitState.OPEN else logging.WARNING
             log.log(level, "account %s: circuit breaker %s", self.account, verdict.state)
-            if self.on_change is not None:
-                self.on_change(self.account, verdict.state)
+            if self.metrics is not None:
+                self.metrics.circuit_state.labels(self.account).set(verdict.state.code)
 
     async def _counted(self, call: Awaitable[T]) -> T:
         try:

@@ -1,4 +1,7 @@
-"""Which adapter serves an account: the account config type names it."""
+"""Which adapter serves an account: the account config type names it. Every adapter is
+wrapped in its account's circuit breaker (circuit.py), and that in the rate limits the
+account shares with the other workers (limited.py): the breaker counts only real broker
+calls, never a call our own limiter held back."""
 
 from __future__ import annotations
 
@@ -6,15 +9,32 @@ import redis.asyncio as aioredis
 
 from producer.keys import Keys
 
+from ..breaker import Breaker
+from ..limits import AccountLimits, Limiter, plan_for
+from ..metrics import Metrics
 from .base import Broker
+from .circuit import CircuitBroker
+from .limited import limited
 from .paper.config import PaperAccount
 from .paper.exchange import PaperBroker
 
 AccountConfig = PaperAccount
 
 
-def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis,
-                  keys: Keys) -> Broker:
+def broker_type(config: AccountConfig) -> str:
+    """The account's ``broker`` tag (``paper``, ``binance``, ...)."""
+    return str(type(config).__struct_config__.tag)
+
+
+def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, keys: Keys,
+                  *, limits: AccountLimits | None = None, breaker: Breaker | None = None,
+                  metrics: Metrics | None = None) -> Broker:
+    adapter: Broker
     if isinstance(config, PaperAccount):
-        return PaperBroker(account, config, redis, keys)
-    raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
+        adapter = PaperBroker(account, config, redis, keys)
+    else:
+        raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
+    if breaker is not None:
+        adapter = CircuitBroker(adapter, breaker, metrics=metrics)
+    limiter = Limiter(redis, keys, account, plan_for(limits, broker_type(config)))
+    return limited(adapter, limiter, metrics=metrics)

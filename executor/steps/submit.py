@@ -26,6 +26,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
@@ -41,6 +42,7 @@ from ..brokers.base import (
     OrderNotFound,
     PermanentError,
     RetryableError,
+    Throttled,
     UnknownOutcome,
     submit_all,
 )
@@ -168,7 +170,8 @@ class Submit:
         cid = order.client_order_id
         attempts_left = self.attempts - (first is not None)
         try:
-            if first is not None and not isinstance(first, RetryableError):
+            if first is not None and (isinstance(first, Throttled)
+                                      or not isinstance(first, RetryableError)):
                 raise first
             if isinstance(first, RetryableError):
                 if attempts_left <= 0:
@@ -182,7 +185,8 @@ class Submit:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(attempts_left),
                 wait=wait,
-                retry=retry_if_exception_type(RetryableError),
+                retry=retry_if_exception_type(RetryableError)
+                & retry_if_not_exception_type(Throttled),
                 reraise=True,
             ):
                 with attempt:
@@ -203,6 +207,11 @@ class Submit:
                 # The broker said "never arrived" for the whole window: one more send is safe.
                 return await self._send_once_more(broker, order)
             return found
+        except Throttled as exc:
+            # The shared rate limiter had no room before the deadline: never sent.
+            raise _Final(ReasonCode.RATE_LIMITED, str(exc),
+                         OrderState.EXPIRED if order.spec.deadline is not None
+                         else OrderState.REJECTED) from None
         except RetryableError as exc:
             raise _Final(ReasonCode.RETRIES_EXHAUSTED,
                          f"broker unavailable after {self.attempts} attempts: {exc}") from None

@@ -14,6 +14,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
+from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
 from producer.client import OrderClient, Submitted
@@ -49,7 +50,7 @@ async def test_amend_cancels_the_old_order_and_places_the_change(
         assert (await client.wait_result(old.request_id, 10)).status is ResultStatus.ACCEPTED
         amend = await client.amend(old.client_order_id or "", price="49500", quantity="0.003")
         result = await client.wait_result(amend.request_id, 10)
-        paper = worker.brokers["default"]
+        paper = unwrap(worker.brokers["default"])
         assert isinstance(paper, PaperBroker)
         assert result.ok and result.action is Action.AMEND
         assert result.status is ResultStatus.ACCEPTED

@@ -9,6 +9,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from executor.breaker import Breaker, BreakerSettings, CircuitState
+from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
 from executor.worker import Worker
@@ -93,7 +94,7 @@ async def test_workers_refuse_orders_while_the_broker_fails_and_resume_after_a_t
     settings = replace(make_settings("w1", submit_attempts=1), breaker=FAST)
     other = replace(make_settings("w2", submit_attempts=1), breaker=FAST)
     async with running(settings) as w1, running(other) as w2:
-        papers = [w.brokers["default"] for w in (w1, w2)]
+        papers = [unwrap(w.brokers["default"]) for w in (w1, w2)]
         for paper in papers:
             assert isinstance(paper, PaperBroker)
             paper.config.failure_rate = 1.0
@@ -133,7 +134,7 @@ async def test_hold_mode_waits_for_the_breaker_within_the_deadline(
         redis_client: aioredis.Redis) -> None:
     hold = msgspec.structs.replace(FAST, cooldown_ms=600, mode="hold", hold_max_ms=5_000)
     async with running(replace(make_settings("w1"), breaker=hold)) as worker:
-        paper = worker.brokers["default"]
+        paper = unwrap(worker.brokers["default"])
         assert isinstance(paper, PaperBroker)
         await breaker(redis_client, hold).record("default", "X")
         clock = worker.svc.clock
@@ -157,6 +158,6 @@ async def test_an_unreadable_breaker_refuses(make_settings: Callable[..., Settin
         result = await client.wait_result(sub.request_id, 10)
         assert result.reason_code == ReasonCode.CIRCUIT_OPEN
         assert "unreadable" in (result.reason or "")
-        paper = worker.brokers["default"]
+        paper = unwrap(worker.brokers["default"])
         assert isinstance(paper, PaperBroker)
         assert await paper.received_count() == 0

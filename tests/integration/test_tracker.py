@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings
 from executor.metrics import Metrics
@@ -66,7 +67,7 @@ async def test_a_resting_order_filled_later_is_recorded_from_the_push_feed(
                                  time_in_force="gtc")
         result = await client.wait_result(sub.request_id, 10)
         assert result.status is ResultStatus.ACCEPTED
-        paper = worker.brokers["default"]
+        paper = unwrap(worker.brokers["default"])
         assert isinstance(paper, PaperBroker)
         await paper.set_price("BTCUSDT", Decimal("48900"))
         for _ in range(200):

@@ -11,6 +11,7 @@ from executor.brokers.base import (
     PermanentError,
     RateLimited,
     RetryableError,
+    Throttled,
     UnknownOutcome,
 )
 
@@ -25,6 +26,7 @@ from executor.brokers.base import (
     (AuthenticationFailed("-2015 invalid api key"), "X"),
     (RateLimited("429", 1.0), ""),  # throttled is the limiter's business
     (Banned("418", 60.0), ""),
+    (Throttled("our own limiter had no room before the deadline"), ""),
     (ValueError("our own bug"), ""),
     (asyncio.CancelledError(), ""),
 ])

@@ -1,0 +1,43 @@
+"""The ``[limits.<account>]`` section: file, environment, and what is refused."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from executor.config import ConfigError, describe, load_settings
+
+
+def test_limits_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[accounts.main]\nbroker = "paper"\n'
+                    '[limits.main]\norders_per_10s = 20\norders_per_second = "2.5"\n')
+    s = load_settings(path, {"ORDERSTREAM_LIMITS_MAIN_ORDERS_PER_10S": "30",
+                             "ORDERSTREAM_LIMITS_MAIN_MAX_WAIT_MS": "2000"})
+    limits = s.limits["main"]
+    assert limits.orders_per_10s == 30 and limits.max_wait_ms == 2_000
+    assert limits.orders_per_second == Decimal("2.5") and limits.weight_per_minute is None
+    assert describe(s)["limits"]["main"]["orders_per_10s"] == 30
+
+
+def test_an_account_without_a_section_has_none_in_the_config() -> None:
+    assert load_settings(None, {}).limits == {}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ORDERSTREAM_LIMITS_DEFAULT_ORDERS_PER_DAY": "-1"}, "orders_per_day"),
+    ({"ORDERSTREAM_LIMITS_DEFAULT_MAX_WAIT_MS": "20000"}, "max_wait_ms"),
+    ({"ORDERSTREAM_LIMITS_DEFAULT_BURST": "0"}, "burst"),
+])
+def test_bad_limits_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, env)
+
+
+def test_limits_of_an_unknown_account_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[limits.ghost]\norders_per_10s = 5\n')
+    with pytest.raises(ConfigError, match=r"limits\.ghost: no such account"):
+        load_settings(path, {})
