@@ -64,7 +64,8 @@ class Metrics:
             "Orders whose broker outcome could not be determined (left pending)", registry=r)
         self.finish_conflicts = Counter(
             "orderstream_finish_conflicts",
-            "Outcomes not written because the order changed meanwhile (redone later)",
+            "Outcomes not written: the order changed meanwhile (redone later) or another "
+            "worker answered the request first",
             registry=r)
         self.reclaimed = Counter(
             "orderstream_reclaimed",

@@ -377,8 +377,9 @@ class Worker:
             written.add(id(job))
             if job.request_id in conflicts:
                 self.metrics.finish_conflicts.inc()
-                log.warning("request %s: order %s changed meanwhile; left pending",
-                            job.request_id, job.client_order_id)
+                log.warning("request %s (order %s): not written, as another worker "
+                            "answered it or moved the order meanwhile", job.request_id,
+                            job.client_order_id)
                 continue
             assert job.result is not None
             self.metrics.record(job.result, now, self.brokers)

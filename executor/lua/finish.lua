@@ -4,6 +4,9 @@
 --
 -- An order write is a compare-and-set on the order's seq: if another writer moved the order
 -- since we read it, the item is skipped (not acked, no result) and reported back.
+-- A request no longer pending was answered by another worker (one that took it over while
+-- this one stalled past the visibility timeout): its item is skipped too, so a request
+-- never gets a second result, whatever the two workers decided.
 --
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
 -- KEYS[5+j] order keys, in the order of the items that have one.
@@ -15,7 +18,7 @@
 --   order of a cancel_all), then for an order change its record and its n events
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
--- Returns the request ids skipped because of a seq conflict.
+-- Returns the request ids skipped: a seq conflict, or already answered.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
 local conflicts, acked = {}, {}
@@ -25,9 +28,12 @@ for m = 1, #meta, 9 do
   local result = ARGV[a]
   a = a + 1
   local ok = true
-  if meta[m + 3] == 1 then
+  if result ~= '' and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
+    ok = false
+    conflicts[#conflicts + 1] = rid
+  end
+  if ok and meta[m + 3] == 1 then
     local key, n = KEYS[k], meta[m + 8]
-    k = k + 1
     if redis.call('HGET', key, 'seq') ~= tostring(meta[m + 4]) then
       ok = false
       conflicts[#conflicts + 1] = rid
@@ -41,7 +47,10 @@ for m = 1, #meta, 9 do
         redis.call('SREM', KEYS[2], cid)
       end
     end
-    a = a + 1 + n
+  end
+  if meta[m + 3] == 1 then
+    k = k + 1
+    a = a + 1 + meta[m + 8]
   end
   if ok and result ~= '' then
     redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,

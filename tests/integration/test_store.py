@@ -72,3 +72,20 @@ async def test_finish_is_a_compare_and_set_and_skips_a_changed_order(
     assert await redis_client.smembers(K.open) == set()
     ttl = await redis_client.pttl(K.order("c1"))
     assert 0 < ttl <= 60_000  # a finished order's record expires; an open one does not
+
+
+async def test_a_request_answered_by_another_worker_gets_no_second_result(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Worker w1 stalled past the visibility timeout; w2 took the request over and answered
+    # it. Whatever w1 then decided (here a result without an order change, such as a
+    # `duplicate` or an `invalid`), it must not be written: one request, one result.
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    rid = await pending_entry(redis_client)
+    await redis_client.xclaim(K.pending, GROUP, "w2", 0, [rid])
+    answer = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.FAILED,
+                    reason_code="duplicate", reason="client_order_id already used")
+    assert await store.finish([Outcome(rid, answer, None, 0, [])]) == []  # w2's
+    assert await store.finish([Outcome(rid, answer, None, 0, [])]) == [rid]  # w1's, late
+    assert await redis_client.xlen(K.failed) == 1
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
