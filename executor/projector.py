@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import TERMINAL_STATES, Event, Side, decoder, encode
+from producer.contract import TERMINAL_STATES, Event, Fill, Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
@@ -37,11 +37,15 @@ log = logging.getLogger(__name__)
 _event_decoder = decoder(Event)
 _TERMINAL_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in TERMINAL_STATES)
 QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
+# Told of each fill once its fold is written: (account, side, fill, quote asset). Since each
+# fill is folded exactly once fleet-wide, counters fed from here add up across workers.
+OnFill = Callable[[str, Side, Fill, str | None], None]
 
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
-                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250) -> None:
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
+                 on_fill: OnFill | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -51,6 +55,8 @@ class Projector:
         self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
+        self.on_fill = on_fill
+        self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
 
@@ -85,12 +91,16 @@ class Projector:
         if not written:
             self._sides.clear()  # someone else folded: what we remembered may be stale
             return 0
+        if self.on_fill is not None:
+            for folded in self._folded:
+                self.on_fill(*folded)
         return len(entries)
 
     async def _fold(self, events: list[Event]) -> dict[str, Position]:
         fills = [e for e in events if e.fill is not None]
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
+        self._folded.clear()
         if fields:
             stored: Any = await self.redis.hmget(self.keys.positions, fields)
             book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}
@@ -104,8 +114,9 @@ class Projector:
                     log.error("fill %s of order %s: side unknown (no created event, no "
                               "record); not in the positions", event.fill.fill_id, cid)
                 else:
-                    fold_fill(book, event.account, event.symbol, side, event.fill,
-                              self.quote_asset(event.account, event.symbol))
+                    quote = self.quote_asset(event.account, event.symbol)
+                    fold_fill(book, event.account, event.symbol, side, event.fill, quote)
+                    self._folded.append((event.account, side, event.fill, quote))
             if is_terminal(event.state):
                 self._sides.pop(cid, None)
         return book

@@ -154,8 +154,10 @@ class Tracker:
             why = overdue(order, self.svc.clock(), self.market_timeout_ms)
             if why is not None and order.state is not OrderState.PENDING_CANCEL:
                 log.warning("order %s %s: cancelling it", order.client_order_id, why)
-                return await _cancel_or_look(broker, order)
-            return await broker.get_order(order.client_order_id, order.spec.symbol)
+                with self.svc.metrics.broker_call(order.spec.account, "cancel"):
+                    return await _cancel_or_look(broker, order)
+            with self.svc.metrics.broker_call(order.spec.account, "get_order"):
+                return await broker.get_order(order.client_order_id, order.spec.symbol)
         except BrokerError as exc:
             log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc)
             return None

@@ -105,8 +105,9 @@ class Amend:
             return None
         ctx = Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
         try:
-            report = await self.svc.brokers[old.spec.account].get_order(
-                old.client_order_id, old.spec.symbol)
+            with self.svc.metrics.broker_call(old.spec.account, "get_order"):
+                report = await self.svc.brokers[old.spec.account].get_order(
+                    old.client_order_id, old.spec.symbol)
             events = apply_report(old, report, ctx)
         except (BrokerError, IllegalTransition) as exc:
             log.warning("amend %s: old order %s not settled (%s)", job.request_id,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Sequence
 
 from tenacity import (
@@ -122,13 +121,11 @@ class Submit:
             by_account.setdefault(job.order.spec.account, []).append(job)
         out: dict[int, BrokerOrder | BaseException] = {}
         for account, group in by_account.items():
-            started = time.perf_counter()
-            outcomes = await submit_all(
-                self.svc.brokers[account],
-                [(j.order.client_order_id, j.order.spec) for j in group if j.order],
-            )
-            elapsed = time.perf_counter() - started
-            self.svc.metrics.broker_seconds.observe(elapsed)
+            with self.svc.metrics.broker_call(account, "submit"):
+                outcomes = await submit_all(
+                    self.svc.brokers[account],
+                    [(j.order.client_order_id, j.order.spec) for j in group if j.order],
+                )
             for job, outcome in zip(group, outcomes, strict=True):
                 out[id(job)] = outcome
         return out
@@ -207,11 +204,8 @@ class Submit:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _timed_submit(self, broker: Broker, order: Order) -> BrokerOrder:
-        started = time.perf_counter()
-        try:
+        with self.svc.metrics.broker_call(order.spec.account, "submit"):
             return await broker.submit(order.client_order_id, order.spec)
-        finally:
-            self.svc.metrics.broker_seconds.observe(time.perf_counter() - started)
 
     async def _send_once_more(self, broker: Broker, order: Order) -> BrokerOrder:
         try:
@@ -233,7 +227,7 @@ class Submit:
                 retry=retry_if_exception_type((OrderNotFound, RetryableError, UnknownOutcome)),
                 reraise=True,
             ):
-                with attempt:
+                with attempt, self.svc.metrics.broker_call(order.spec.account, "get_order"):
                     return await broker.get_order(cid, symbol)
         except OrderNotFound:
             return None
