@@ -28,6 +28,7 @@ from producer.keys import Keys
 from producer.replies import text
 
 from .lease import Lease
+from .logs import about
 from .positions import Position, decode_position, fold_fill, position_key
 from .states import is_terminal
 from .store import decode_order
@@ -112,7 +113,8 @@ class Projector:
                 side = self._sides.get(cid) or await self._side_from_record(cid)
                 if side is None:
                     log.error("fill %s of order %s: side unknown (no created event, no "
-                              "record); not in the positions", event.fill.fill_id, cid)
+                              "record); not in the positions", event.fill.fill_id, cid,
+                              extra=about(cid, event.request_id))
                 else:
                     quote = self.quote_asset(event.account, event.symbol)
                     fold_fill(book, event.account, event.symbol, side, event.fill, quote)

@@ -26,6 +26,8 @@ from producer.contract import Action, ReasonCode, Result, ResultStatus, encode
 from producer.keys import GROUP, Keys
 from producer.replies import text
 
+from .logs import about
+
 log = logging.getLogger(__name__)
 
 Process = Callable[[Sequence[tuple[Any, Any]]], Awaitable[None]]
@@ -153,6 +155,8 @@ class Reclaimer:
             if entries:
                 self.dead_lettered(reason, len(entries))
         for rid, _, times in poison:
-            log.error("request %s dead-lettered as poison after %d deliveries", rid, times)
+            log.error("request %s dead-lettered as poison after %d deliveries", rid, times,
+                      extra=about(None, rid))
         for rid in gone:
-            log.error("request %s was deleted from the stream while pending", rid)
+            log.error("request %s was deleted from the stream while pending", rid,
+                      extra=about(None, rid))

@@ -32,10 +32,11 @@ from producer.replies import text as _text
 
 from .brokers.base import Broker
 from .brokers.registry import create_broker
-from .config import Settings
+from .config import Settings, redis_password
 from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
+from .logs import about
 from .metrics import Metrics, start_http
 from .packing import use_c_packing
 from .probes import Probe
@@ -68,8 +69,12 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
+    extra: dict[str, Any] = {}
+    if (password := redis_password(settings)) is not None:
+        extra["password"] = password  # the URL has none (load_settings checks)
     return use_c_packing(aioredis.Redis.from_url(
         r.url,
+        **extra,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
@@ -396,7 +401,8 @@ class Worker:
             if job.request_id in conflicts:
                 self.metrics.finish_conflicts.inc()
                 log.warning("request %s: order %s changed meanwhile; left pending",
-                            job.request_id, job.client_order_id)
+                            job.request_id, job.client_order_id,
+                            extra=about(job.client_order_id, job.request_id))
                 continue
             assert job.result is not None
             self.metrics.record(job.result, now, self.brokers)

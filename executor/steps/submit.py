@@ -44,6 +44,7 @@ from ..brokers.base import (
     submit_all,
 )
 from ..job import Job
+from ..logs import about
 from ..order import Context, Order, apply_report, transition
 from ..services import Services
 from ..states import IllegalTransition
@@ -151,11 +152,13 @@ class Submit:
             self._conclude(job)
         except Unresolved as exc:
             log.warning("order %s: outcome unknown, left pending: %s",
-                        order.client_order_id, exc)
+                        order.client_order_id, exc, extra=about(order.client_order_id,
+                                                                job.request_id))
             self.svc.metrics.unresolved.inc()
         except Exception:
             # A bug must not take the batch down: the request stays pending, to be redone.
-            log.exception("order %s: unexpected error while submitting", order.client_order_id)
+            log.exception("order %s: unexpected error while submitting", order.client_order_id,
+                          extra=about(order.client_order_id, job.request_id))
 
     async def _send(self, broker: Broker, order: Order,
                     first: BaseException | None) -> BrokerOrder:
@@ -190,7 +193,8 @@ class Submit:
                                      OrderState.EXPIRED)
                     return await self._timed_submit(broker, order)
         except UnknownOutcome as exc:
-            log.warning("order %s: %s; looking it up before anything else", cid, exc)
+            log.warning("order %s: %s; looking it up before anything else", cid, exc,
+                        extra=about(cid, order.request_id))
             found = await self._lookup(broker, order)
             if found is None:
                 # The broker said "never arrived" for the whole window: one more send is safe.
@@ -247,7 +251,8 @@ class Submit:
             job.events += apply_report(job.order, report, self._context(job))
         except IllegalTransition as exc:
             self.svc.metrics.illegal_transition(exc)
-            log.error("%s (broker reports %s); the request stays pending", exc, report.status)
+            log.error("%s (broker reports %s); the request stays pending", exc, report.status,
+                      extra=about(job.order.client_order_id, job.request_id))
             return False
         return True
 
