@@ -38,7 +38,9 @@ PING_TIMEOUT_S = 2.0
 # is one Lua script over every open order, and it must never hold Redis for long.
 OPEN_ORDERS_COUNTED = 20_000
 OPEN_STATES = tuple(s for s in OrderState if not is_terminal(s))
-ORDERS_EVERY = 5  # lag probes between two counts of the open orders
+# Lag probes between two counts of the open orders and two broker pings: a real broker's
+# ping is an HTTP call that counts against its rate limits.
+SLOW_EVERY = 5
 
 
 async def ping(broker: Broker) -> str | None:
@@ -73,11 +75,13 @@ class Probe:
     async def once(self) -> None:
         """One probe of everything; Redis failing sets redis_up 0 and skips the rest of the
         Redis figures (they keep their last values)."""
-        await self.ping_brokers()
+        slow = self._probes % SLOW_EVERY == 0
+        if slow:
+            await self.ping_brokers()
         try:
             await self._lag()
             await self._streams()
-            if self._probes % ORDERS_EVERY == 0:
+            if slow:
                 await self._orders()
             await self._positions()
         except ResponseError as exc:  # Redis answered: up, though this probe was refused

@@ -86,7 +86,7 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
         async with aiohttp.ClientSession() as http:
             # Results land a moment before their worker counts them, positions and fills
             # lag by a fold, the gauges by a probe: scrape until the last figure is in.
-            for _ in range(100):
+            for _ in range(300):
                 samples = [await scrape(http, w) for w in workers]
                 done = (
                     total(samples, "orderstream_requests_total") == len(subs) + 3
