@@ -123,12 +123,14 @@ class Worker:
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
                                    quote_asset=self._quote_asset, on_fill=self._count_fill)
-        self.probe = Probe(self.redis, self.keys, self.metrics, self.brokers, {
-            name: list(getattr(account, "symbols", ()))
-            for name, account in settings.accounts.items()})
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
+        # The open orders are counted by one worker: the first of the live ones by name.
+        self.probe = Probe(self.redis, self.keys, self.metrics, self.brokers, {
+            name: list(getattr(account, "symbols", ()))
+            for name, account in settings.accounts.items()},
+            counts_orders=lambda: min(self.tracker.peers) == self.consumer)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
         self._ready = False

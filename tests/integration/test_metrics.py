@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from executor import probes
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
+from executor.metrics import Metrics
+from executor.probes import OPEN_STATES, Probe
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import Action, Request, decode_event
@@ -93,8 +97,8 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
                     and total(samples, "orderstream_fills_total") == len(fills)
                     and all(one(s, "orderstream_position_quantity", account="default",
                                 symbol="ETHUSDT") == -0.03 for s in samples)
-                    and all(one(s, "orderstream_open_orders", state="accepted") == 2
-                            for s in samples)
+                    # Counted by one worker only (the first live one by name).
+                    and total(samples, "orderstream_open_orders", state="accepted") == 2
                 )
                 if done:
                     break
@@ -126,12 +130,16 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
                    symbol="BTCUSDT") == float(Decimal("0.006"))
         assert one(s, "orderstream_position_quantity", account="default",
                    symbol="EUR_USD") == 0
-        assert one(s, "orderstream_open_orders", state="accepted") == 2
-        assert one(s, "orderstream_open_orders", state="pending_submit") == 0
         assert one(s, "orderstream_redis_up") == 1
         assert one(s, "orderstream_broker_up", account="default") == 1
         assert one(s, "orderstream_stream_length", stream="completed") == len(subs) - 2 + 1
         assert one(s, "orderstream_pending_entries") == 0
+
+    first, second = samples
+    assert one(first, "orderstream_open_orders", state="accepted") == 2
+    assert one(first, "orderstream_open_orders", state="pending_submit") == 0
+    assert total([second], "orderstream_open_orders") == 0, "w2 leaves the count to w1"
+    assert not any(name == "orderstream_open_orders" for name, _ in second)
 
     steps = {"decode", "deadline", "idempotency", "persist", "submit", "finish", "cancel"}
     for step in steps:
@@ -228,3 +236,25 @@ async def test_a_broker_without_ping_counts_as_up(
     assert await worker.probe.ping_brokers() == []
     assert worker.metrics.broker_up.labels("default")._value.get() == 1
     await worker.redis.aclose()
+
+
+async def test_open_orders_are_counted_by_state_up_to_a_limit(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for i, state in enumerate(["accepted", "accepted", "partially_filled"]):
+        await redis_client.hset(K.order(f"c{i}"), mapping={"state": state, "seq": 1})
+        await redis_client.sadd(K.open, f"c{i}")
+    await redis_client.sadd(K.open, "no-record")  # counted in no state
+    metrics = Metrics()
+    probe = Probe(redis_client, K, metrics, {}, {})
+    await probe._orders()
+    gauge = metrics.open_orders
+    assert gauge.labels("accepted")._value.get() == 2
+    assert gauge.labels("partially_filled")._value.get() == 1
+    assert gauge.labels("pending_submit")._value.get() == 0
+    assert {s.labels["state"] for m in metrics.registry.collect() for s in m.samples
+            if s.name == "orderstream_open_orders"} == {s.value for s in OPEN_STATES}
+    monkeypatch.setattr(probes, "OPEN_ORDERS_COUNTED", 3)  # 4 open orders: too many
+    await probe._orders()
+    assert not [s for m in metrics.registry.collect() for s in m.samples
+                if s.name == "orderstream_open_orders"], "no figure rather than a stale one"
