@@ -141,6 +141,9 @@ class Metrics:
             ["account"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
+        # Label lookups cost a lock and a tuple each: the children are kept, as above.
+        self._steps: dict[str, Histogram] = {}
+        self._calls: dict[tuple[str, str], Histogram] = {}
 
     def record(self, result: Result, now_ms: int, accounts: Container[str]) -> None:
         """Count one result. ``accounts`` are the configured ones: an account named only by
@@ -166,7 +169,10 @@ class Metrics:
         try:
             yield
         finally:
-            self.step_seconds.labels(name).observe(time.perf_counter() - started)
+            child = self._steps.get(name)
+            if child is None:
+                child = self._steps[name] = self.step_seconds.labels(name)
+            child.observe(time.perf_counter() - started)
 
     @contextlib.contextmanager
     def broker_call(self, account: str, operation: str) -> Iterator[None]:
@@ -175,8 +181,11 @@ class Metrics:
         try:
             yield
         finally:
-            self.broker_seconds.labels(account, operation).observe(
-                time.perf_counter() - started)
+            child = self._calls.get((account, operation))
+            if child is None:
+                child = self._calls[account, operation] = self.broker_seconds.labels(
+                    account, operation)
+            child.observe(time.perf_counter() - started)
 
     def fill(self, account: str, side: str, quantity: Decimal, price: Decimal,
              quote_asset: str | None) -> None:
