@@ -38,15 +38,16 @@ log = logging.getLogger(__name__)
 _event_decoder = decoder(Event)
 _TERMINAL_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in TERMINAL_STATES)
 QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
-# Told of each fill once its fold is written: (account, side, fill, quote asset). Since each
-# fill is folded exactly once fleet-wide, counters fed from here add up across workers.
-OnFill = Callable[[str, Side, Fill, str | None], None]
+# Told of the fills of a page once its fold is written: (account, side, fill, quote asset)
+# each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
+# across workers.
+OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
-                 on_fill: OnFill | None = None) -> None:
+                 on_fills: OnFills | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -56,7 +57,7 @@ class Projector:
         self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
-        self.on_fill = on_fill
+        self.on_fills = on_fills
         self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
@@ -92,9 +93,8 @@ class Projector:
         if not written:
             self._sides.clear()  # someone else folded: what we remembered may be stale
             return 0
-        if self.on_fill is not None:
-            for folded in self._folded:
-                self.on_fill(*folded)
+        if self.on_fills is not None and self._folded:
+            self.on_fills(self._folded)
         return len(entries)
 
     async def _fold(self, events: list[Event]) -> dict[str, Position]:

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.contract import Action, Fill
+from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
@@ -122,7 +122,9 @@ class Worker:
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
-                                   quote_asset=self._quote_asset, on_fill=self._count_fill)
+                                   quote_asset=self._quote_asset,
+                                   on_fills=lambda fills: self.metrics.fills_recorded(
+                                       fills, self.brokers))
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -141,10 +143,6 @@ class Worker:
     def _quote_asset(self, account: str, symbol: str) -> str | None:
         broker = self.brokers.get(account)
         return None if broker is None else broker.quote_asset(symbol)
-
-    def _count_fill(self, account: str, side: str, fill: Fill, quote_asset: str | None) -> None:
-        if account in self.brokers:  # an account no longer configured is no label
-            self.metrics.fill(account, side, fill.quantity, fill.price, quote_asset)
 
     # -- lifecycle -------------------------------------------------------------------------
 
