@@ -113,12 +113,15 @@ def settings(level: str | None, fmt: str | None, env: Mapping[str, str],
 
 def setup(level: str, fmt: str, stream: IO[str] | None = None) -> None:
     """Send every logger's lines to ``stream`` (stderr) in ``fmt`` at ``level``."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    for old in list(root.handlers):
+    # Replaces an earlier setup's handler only: others (a test runner's capture) stay.
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Python's own warnings (deprecations of a dependency) become log lines too.
-    logging.captureWarnings(True)
+
+
+class _Handler(logging.StreamHandler[IO[str]]):
+    """The handler ``setup`` installs, told apart from anyone else's."""
