@@ -146,6 +146,8 @@ def main() -> int:
             "ORDERSTREAM_METRICS_HOST": "127.0.0.1",  # a demo has no business on 0.0.0.0
             "ORDERSTREAM_CONSUMER": "demo-worker-1",
             "PYTHONUNBUFFERED": "1",  # so the log is readable while it runs
+            # For people reading the log; deployments keep the worker's default, JSON lines.
+            "ORDERSTREAM_LOG_FORMAT": os.environ.get("ORDERSTREAM_LOG_FORMAT", "text"),
         }
         _say(f"starting the worker; its log: {WORKER_LOG}")
         with open(WORKER_LOG, "wb") as log:  # one run per log: its tail is this run's
@@ -179,7 +181,7 @@ def main() -> int:
 ================================================================================
   orderstream is running
     metrics:  http://127.0.0.1:{metrics_port}/metrics
-    health:   http://127.0.0.1:{metrics_port}/healthz
+    health:   http://127.0.0.1:{metrics_port}/healthz  (ready: /readyz)
     redis:    {_masked(url)}
     worker log: {WORKER_LOG}
   publish more orders (another terminal):

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
 import sys
 
 from producer import cli as producer_cli
 from producer import schema
 
-from . import commands
+from . import commands, logs
 from .config import ConfigError, describe, load_settings
 from .operator_cli import is_operator_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orderstream", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", choices=logs.LEVELS, type=str.upper,
+                        help="default $ORDERSTREAM_LOG_LEVEL, else INFO")
+    parser.add_argument("--log-format", choices=logs.FORMATS, type=str.lower,
+                        help="default $ORDERSTREAM_LOG_FORMAT, else json for the worker and "
+                        "text for the other commands")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run a worker (REDIS_URL, ORDERSTREAM_* configure it)")
@@ -41,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        level, fmt = logs.settings(args.log_level, args.log_format, os.environ,
+                                   "json" if args.func is _worker else "text")
+    except logs.LogConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(level, fmt)
     if args.func in (_worker, _config, _schema) or is_operator_command(args.func):
         try:
             return int(args.func(args))

@@ -10,9 +10,11 @@ environment variable or file that holds them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +24,7 @@ import msgspec
 
 from producer.keys import DEFAULT_PREFIX
 
+from . import logs
 from .breaker import BreakerSettings
 from .brokers.paper.config import PaperAccount
 from .limits.config import AccountLimits
@@ -38,6 +41,9 @@ class ConfigError(ValueError):
 
 class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_REDIS_URL
+    # The name of an environment variable holding the password, so that it need not be in
+    # REDIS_URL (which then must have none).
+    password_env: str = ""
     prefix: str = DEFAULT_PREFIX
     # Must exceed the XREADGROUP block time, or redis-py raises a timeout on an idle stream
     # (redis-py issue 3138); Settings enforces it.
@@ -184,7 +190,42 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError(f"invalid configuration: {exc}") from None
     if not settings.worker.consumer:
         settings.worker.consumer = f"{socket.gethostname()}-{os.getpid()}"
+    if settings.redis.password_env:
+        if redis_password(settings, env) is None:
+            raise ConfigError(f"redis.password_env names {settings.redis.password_env}, "
+                              "which is not set")
+        if urllib.parse.urlsplit(settings.redis.url).password is not None:
+            raise ConfigError("the Redis password is given twice: in the URL and by "
+                              "redis.password_env; keep one")
+    _redact_secrets(settings, raw, env)
     return settings
+
+
+def redis_password(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """The Redis password named by ``redis.password_env`` (None: the URL's, if any)."""
+    name = settings.redis.password_env
+    return (os.environ if env is None else env).get(name) if name else None
+
+
+def _redact_secrets(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """Have the logs mask every secret the configuration leads to: the Redis password and
+    each value named by a setting whose key ends in ``_env`` (an environment variable) or
+    ``_file`` (a file), the convention of every secret setting (a broker's API secret, a
+    signing key)."""
+    logs.redact(urllib.parse.urlsplit(settings.redis.url).password)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(value, str) and str(key).endswith("_env"):
+                    logs.redact(env.get(value))
+                elif isinstance(value, str) and str(key).endswith("_file"):
+                    with contextlib.suppress(OSError, UnicodeDecodeError):
+                        logs.redact(Path(value).read_text().strip())
+                else:
+                    walk(value)
+
+    walk(raw)
 
 
 def _dec_hook(tp: type, obj: object) -> object:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker process and the HTTP endpoint that serves them.
+"""Prometheus metrics of one worker process and the HTTP endpoints that serve them and
+its health.
 
 Label values come from closed sets only (action, account, status, reason code, stream
 name): never a client id or free text, so the number of series stays bounded.
@@ -6,8 +7,10 @@ name): never a client id or free text, so the number of series stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Container
+import time
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Sized
 
 from aiohttp import web
 from prometheus_client import (
@@ -20,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from producer.contract import Result
+from producer.contract import Fill, Result
 
 from .states import IllegalTransition
 
@@ -46,8 +49,14 @@ class Metrics:
             "From the request entering the pending stream to its result being written",
             buckets=LATENCY_BUCKETS, registry=r)
         self.broker_seconds = Histogram(
-            "orderstream_broker_request_seconds", "Round trip of one broker submit call",
-            buckets=LATENCY_BUCKETS, registry=r)
+            "orderstream_broker_request_seconds",
+            "Round trip of one broker call, by account and operation (submit, cancel, "
+            "get_order; a batched submit is one call)",
+            ["account", "operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self.step_seconds = Histogram(
+            "orderstream_step_seconds",
+            "Time one pipeline step took over the jobs of one batch it had work for",
+            ["step"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram(
             "orderstream_batch_size", "Entries per XREADGROUP batch", buckets=BATCH_BUCKETS,
             registry=r)
@@ -101,8 +110,41 @@ class Metrics:
         self.rate_limit_cap = Gauge(
             "orderstream_rate_limit_cap", "The cap of each shared rate limit",
             ["account", "limit"], registry=r)
+        self.dead_letters = Counter(
+            "orderstream_dead_letters",
+            "Requests dead-lettered to the failed stream: poison (delivered too often without "
+            "an outcome) or deleted (removed from the stream while pending)",
+            ["reason"], registry=r)
+        # Fleet-wide figures every worker probes from Redis (probes.py): every worker
+        # exports the same value, so dashboards take max(), not sum().
+        self.open_orders = Gauge(
+            "orderstream_open_orders", "Orders not yet final, by state (probed from Redis)",
+            ["state"], registry=r)
+        self.position = Gauge(
+            "orderstream_position_quantity",
+            "Net position of each configured account and symbol, long > 0 (probed from "
+            "Redis; a float for display, the decimal truth is in the positions hash)",
+            ["account", "symbol"], registry=r)
+        # Counted once fleet-wide: by the worker whose positions fold wrote the fill.
+        self.fills = Counter(
+            "orderstream_fills", "Fills recorded, by account and side", ["account", "side"],
+            registry=r)
+        self.filled_notional = Counter(
+            "orderstream_filled_notional",
+            "Quantity times price of the fills, in each symbol's quote asset (a float for "
+            "display; the decimal truth is in the events)",
+            ["account", "side", "quote_asset"], registry=r)
+        self.redis_up = Gauge(
+            "orderstream_redis_up", "1 if the last probe of Redis answered, else 0", registry=r)
+        self.broker_up = Gauge(
+            "orderstream_broker_up", "1 if the last ping of the account's broker answered",
+            ["account"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
+        # Label lookups cost a lock and a tuple each: the children are kept, as above.
+        self._steps: dict[str, Histogram] = {}
+        self._calls: dict[tuple[str, str], Histogram] = {}
+        self._fills: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
 
     def record(self, result: Result, now_ms: int, accounts: Container[str]) -> None:
         """Count one result. ``accounts`` are the configured ones: an account named only by
@@ -117,14 +159,66 @@ class Metrics:
         child.inc()
         self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
 
+    @contextlib.contextmanager
+    def step(self, name: str, jobs: Sized) -> Iterator[None]:
+        """Time one pipeline step over a batch; a step with no jobs is not a sample (its
+        microsecond would drown the real ones)."""
+        if not jobs:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            child = self._steps.get(name)
+            if child is None:
+                child = self._steps[name] = self.step_seconds.labels(name)
+            child.observe(time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def broker_call(self, account: str, operation: str) -> Iterator[None]:
+        """Time one call to a broker, whatever its outcome."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            child = self._calls.get((account, operation))
+            if child is None:
+                child = self._calls[account, operation] = self.broker_seconds.labels(
+                    account, operation)
+            child.observe(time.perf_counter() - started)
+
+    def fills_recorded(self, fills: Iterable[tuple[str, str, Fill, str | None]],
+                       accounts: Container[str]) -> None:
+        """Count fills just recorded: (account, side, fill, quote asset) each; fills of an
+        account not configured (any more) are left out, so the label set stays bounded.
+        Summed first, so a page of fills costs one increment per series, not per fill."""
+        sums: dict[tuple[str, str, str], list[float]] = {}
+        for account, side, fill, quote_asset in fills:
+            if account in accounts:
+                total = sums.setdefault((account, side, quote_asset or ""), [0, 0.0])
+                total[0] += 1
+                total[1] += float(fill.quantity) * float(fill.price)
+        for key, (count, notional) in sums.items():
+            children = self._fills.get(key)
+            if children is None:
+                children = self._fills[key] = (self.fills.labels(key[0], key[1]),
+                                               self.filled_notional.labels(*key))
+            children[0].inc(count)
+            children[1].inc(notional)
+
     def illegal_transition(self, exc: IllegalTransition) -> None:
         """Count one refused transition; both labels are order states (at most 11 x 11)."""
         self.illegal_transitions.labels(exc.current.value, exc.target.value).inc()
 
 
 async def start_http(metrics: Metrics, host: str, port: int,
-                     ready: Callable[[], bool] | None = None) -> tuple[web.AppRunner, int]:
-    """Serve /metrics and /healthz; returns the runner and the port actually bound."""
+                     ready: Callable[[], bool] | None = None,
+                     not_ready: Callable[[], Awaitable[str | None]] | None = None,
+                     ) -> tuple[web.AppRunner, int]:
+    """Serve /metrics, /healthz (alive: 200 once started) and /readyz (200 only while
+    ``not_ready`` finds nothing wrong; 503 with its reason otherwise). Returns the runner and
+    the port actually bound."""
 
     async def metrics_handler(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
@@ -135,9 +229,18 @@ async def start_http(metrics: Metrics, host: str, port: int,
             return web.Response(status=503, text="starting\n")
         return web.Response(text="ok\n")
 
+    async def readiness(_: web.Request) -> web.Response:
+        if ready is not None and not ready():
+            return web.Response(status=503, text="not started (or stopping)\n")
+        why = await not_ready() if not_ready is not None else None
+        if why is not None:
+            return web.Response(status=503, text=f"{why}\n")
+        return web.Response(text="ready\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", readiness)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

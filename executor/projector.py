@@ -23,11 +23,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import TERMINAL_STATES, Event, Side, decoder, encode
+from producer.contract import TERMINAL_STATES, Event, Fill, Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
 from .lease import Lease
+from .logs import about
 from .positions import Position, decode_position, fold_fill, position_key
 from .states import is_terminal
 from .store import decode_order
@@ -37,11 +38,16 @@ log = logging.getLogger(__name__)
 _event_decoder = decoder(Event)
 _TERMINAL_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in TERMINAL_STATES)
 QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
+# Told of the fills of a page once its fold is written: (account, side, fill, quote asset)
+# each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
+# across workers.
+OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
-                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250) -> None:
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
+                 on_fills: OnFills | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -51,6 +57,8 @@ class Projector:
         self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
+        self.on_fills = on_fills
+        self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
 
@@ -85,12 +93,15 @@ class Projector:
         if not written:
             self._sides.clear()  # someone else folded: what we remembered may be stale
             return 0
+        if self.on_fills is not None and self._folded:
+            self.on_fills(self._folded)
         return len(entries)
 
     async def _fold(self, events: list[Event]) -> dict[str, Position]:
         fills = [e for e in events if e.fill is not None]
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
+        self._folded.clear()
         if fields:
             stored: Any = await self.redis.hmget(self.keys.positions, fields)
             book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}
@@ -102,10 +113,12 @@ class Projector:
                 side = self._sides.get(cid) or await self._side_from_record(cid)
                 if side is None:
                     log.error("fill %s of order %s: side unknown (no created event, no "
-                              "record); not in the positions", event.fill.fill_id, cid)
+                              "record); not in the positions", event.fill.fill_id, cid,
+                              extra=about(cid, event.request_id))
                 else:
-                    fold_fill(book, event.account, event.symbol, side, event.fill,
-                              self.quote_asset(event.account, event.symbol))
+                    quote = self.quote_asset(event.account, event.symbol)
+                    fold_fill(book, event.account, event.symbol, side, event.fill, quote)
+                    self._folded.append((event.account, side, event.fill, quote))
             if is_terminal(event.state):
                 self._sides.pop(cid, None)
         return book

@@ -26,10 +26,13 @@ from producer.contract import Action, ReasonCode, Result, ResultStatus, encode
 from producer.keys import GROUP, Keys
 from producer.replies import text
 
+from .logs import about
+
 log = logging.getLogger(__name__)
 
 Process = Callable[[Sequence[tuple[Any, Any]]], Awaitable[None]]
 Record = Callable[[Result], None]
+DeadLettered = Callable[[str, int], None]  # ("poison" or "deleted", how many) once written
 
 _DONE = "0-0"  # XAUTOCLAIM's cursor once it has scanned the whole pending list
 
@@ -58,7 +61,8 @@ def gone_result(entry_id: str, worker: str, now: int) -> Result:
 class Reclaimer:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  visibility_timeout_ms: int, max_deliveries: int, batch_size: int,
-                 results_maxlen: int, record: Record = lambda _: None) -> None:
+                 results_maxlen: int, record: Record = lambda _: None,
+                 dead_lettered: DeadLettered = lambda _, __: None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -67,6 +71,7 @@ class Reclaimer:
         self.batch_size = batch_size
         self.results_maxlen = results_maxlen
         self.record = record  # told of each dead letter written, for the metrics
+        self.dead_lettered = dead_lettered
         self.interval_s = max(visibility_timeout_ms / 2000, 0.1)
 
     async def sweep(self, process: Process) -> int:
@@ -146,7 +151,12 @@ class Reclaimer:
             await pipe.execute()
         for result in results:
             self.record(result)
+        for reason, entries in (("poison", poison), ("deleted", gone)):
+            if entries:
+                self.dead_lettered(reason, len(entries))
         for rid, _, times in poison:
-            log.error("request %s dead-lettered as poison after %d deliveries", rid, times)
+            log.error("request %s dead-lettered as poison after %d deliveries", rid, times,
+                      extra=about(None, rid))
         for rid in gone:
-            log.error("request %s was deleted from the stream while pending", rid)
+            log.error("request %s was deleted from the stream while pending", rid,
+                      extra=about(None, rid))

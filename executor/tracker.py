@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from producer.contract import OrderState, OrderType, ReasonCode, TimeInForce
 
 from .brokers.base import Broker, BrokerError, BrokerOrder
+from .logs import about
 from .order import Context, Order, apply_report
 from .services import Services
 from .states import IllegalTransition
@@ -153,11 +154,15 @@ class Tracker:
         try:
             why = overdue(order, self.svc.clock(), self.market_timeout_ms)
             if why is not None and order.state is not OrderState.PENDING_CANCEL:
-                log.warning("order %s %s: cancelling it", order.client_order_id, why)
-                return await _cancel_or_look(broker, order)
-            return await broker.get_order(order.client_order_id, order.spec.symbol)
+                log.warning("order %s %s: cancelling it", order.client_order_id, why,
+                            extra=about(order.client_order_id, order.request_id))
+                with self.svc.metrics.broker_call(order.spec.account, "cancel"):
+                    return await _cancel_or_look(broker, order)
+            with self.svc.metrics.broker_call(order.spec.account, "get_order"):
+                return await broker.get_order(order.client_order_id, order.spec.symbol)
         except BrokerError as exc:
-            log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc)
+            log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc,
+                     extra=about(order.client_order_id, order.request_id))
             return None
 
     async def cancel_deferred(self) -> int:
@@ -182,7 +187,8 @@ class Tracker:
                 # what was learnt (pending_cancel and back) recorded.
                 events = exc.events
                 if exc.code == ReasonCode.BROKER_REJECTED or not events:
-                    log.info("deferred cancel of %s failed (%s); next pass", cid, exc)
+                    log.info("deferred cancel of %s failed (%s); next pass", cid, exc,
+                             extra=about(cid, mine[cid]))
                     keep.add(cid)
             if events:
                 outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
@@ -234,7 +240,8 @@ class Tracker:
             except IllegalTransition as exc:
                 self.svc.metrics.illegal_transition(exc)
                 log.error("order %s: %s (broker reports %s); left as it was",
-                          order.client_order_id, exc, report.status)
+                          order.client_order_id, exc, report.status,
+                          extra=about(order.client_order_id, order.request_id))
                 continue
             if events:
                 # Keyed by client id: conflicts come back by this id.

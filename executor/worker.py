@@ -30,17 +30,17 @@ from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
-from . import breaker as breakers
-from . import trading
-from .breaker import Breaker, CircuitState
+from .breaker import Breaker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
-from .config import Settings
+from .config import Settings, redis_password
 from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
+from .logs import about
 from .metrics import Metrics, start_http
 from .packing import use_c_packing
+from .probes import Probe
 from .projector import Projector
 from .reclaim import Reclaimer
 from .services import Services
@@ -71,8 +71,12 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
+    extra: dict[str, Any] = {}
+    if (password := redis_password(settings)) is not None:
+        extra["password"] = password  # the URL has none (load_settings checks)
     return use_c_packing(aioredis.Redis.from_url(
         r.url,
+        **extra,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
@@ -116,17 +120,25 @@ class Worker:
             self.redis, self.keys, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
             batch_size=w.batch_size, results_maxlen=w.results_maxlen,
-            record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers))
+            record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers),
+            dead_lettered=lambda reason, n: self.metrics.dead_letters.labels(reason).inc(n))
         self.liveness = Liveness(
             self.redis, self.keys,
             WorkerInfo(consumer=self.consumer, host=socket.gethostname(), pid=os.getpid(),
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
-                                   quote_asset=self._quote_asset)
+                                   quote_asset=self._quote_asset,
+                                   on_fills=lambda fills: self.metrics.fills_recorded(
+                                       fills, self.brokers))
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
+        # The open orders are counted by one worker: the first of the live ones by name.
+        self.probe = Probe(self.redis, self.keys, self.metrics, self.brokers, {
+            name: list(getattr(account, "symbols", ()))
+            for name, account in settings.accounts.items()},
+            counts_orders=lambda: min(self.tracker.peers) == self.consumer)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
         self._ready = False
@@ -154,7 +166,8 @@ class Worker:
         w = self.settings.worker
         if serve_metrics:
             self._runner, self.metrics_port = await start_http(
-                self.metrics, w.metrics_host, w.metrics_port, ready=lambda: self._ready)
+                self.metrics, w.metrics_host, w.metrics_port, ready=lambda: self._ready,
+                not_ready=self.probe.not_ready)
             log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
         self.metrics.info.info({"version": version(), "worker": self.consumer})
         await self._retrying(self._ensure_group)
@@ -165,7 +178,10 @@ class Worker:
             self.liveness.run(lambda: self._beating, asyncio.sleep), name="heartbeat"))
         for broker in self.brokers.values():
             await broker.start()
-        self._tasks.append(asyncio.create_task(self._watch_lag(), name="lag"))
+        # Stops on the flag as well as on cancellation: redis-py can swallow a cancel that
+        # lands inside a command (redis-py issue 2028), and close() must not hang on it.
+        self._tasks.append(asyncio.create_task(
+            self.probe.run(lambda: self._ready, w.lag_interval_ms / 1000), name="probe"))
         self._ready = True
         log.info("worker %s ready on %s (group %s)", self.consumer, self.keys.pending, GROUP)
 
@@ -325,10 +341,14 @@ class Worker:
     async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
         """Run one batch through the pipeline and write its outcomes."""
         now = self.svc.clock()
+        step = self.metrics.step
         jobs = [Job(_text(entry_id), fields or {}, now) for entry_id, fields in entries]
         self.metrics.batch_size.observe(len(jobs))
-        self.decode(jobs)
-        self.deadline([j for j in jobs if j.result is None])
+        with step("decode", jobs):
+            self.decode(jobs)
+        todo = [j for j in jobs if j.result is None]
+        with step("deadline", todo):
+            self.deadline(todo)
         written: set[int] = set()
         extra: list[Outcome] = []
         undecided = [j for j in jobs if j.result is None]
@@ -337,17 +357,28 @@ class Worker:
         for is_place, run in itertools.groupby(undecided, key=lambda j: j.action in placing):
             segment = list(run)
             if is_place:
-                extra += await self.amend([j for j in segment if j.action is Action.AMEND])
-                await self.idempotency([j for j in segment if j.result is None])
-                await self.gate([j for j in segment if j.result is None])
-                await self.persist([j for j in segment if j.result is None])
+                todo = [j for j in segment if j.action is Action.AMEND]
+                with step("amend", todo):
+                    extra += await self.amend(todo)
+                todo = [j for j in segment if j.result is None]
+                with step("idempotency", todo):
+                    await self.idempotency(todo)
+                todo = [j for j in segment if j.result is None]
+                with step("gate", todo):
+                    await self.gate(todo)
+                todo = [j for j in segment if j.result is None]
+                with step("persist", todo):
+                    await self.persist(todo)
                 failpoint("after_persist")
-                await self.submit([j for j in segment if j.result is None])
+                todo = [j for j in segment if j.result is None]
+                with step("submit", todo):
+                    await self.submit(todo)
                 failpoint("after_submit")
             else:
                 # A cancel must see the outcome of the places before it in the batch.
                 await self._finish(jobs, written, extra)
-                extra = await self.cancel(segment)
+                with step("cancel", segment):
+                    extra = await self.cancel(segment)
         await self._finish(jobs, written, extra)
 
     async def _finish(self, jobs: Sequence[Job], written: set[int],
@@ -362,7 +393,8 @@ class Worker:
         ]
         outcomes += extra
         try:
-            conflicts = set(await self.store.finish(outcomes))
+            with self.metrics.step("finish", outcomes):
+                conflicts = set(await self.store.finish(outcomes))
         except Exception:
             # Nothing of the batch was written (one script); its requests stay pending and
             # are redone on redelivery, where the order records make that safe. The loop
@@ -379,49 +411,9 @@ class Worker:
                 self.metrics.finish_conflicts.inc()
                 log.warning("request %s (order %s): not written, as another worker "
                             "answered it or moved the order meanwhile", job.request_id,
-                            job.client_order_id)
+                            job.client_order_id,
+                            extra=about(job.client_order_id, job.request_id))
                 continue
             assert job.result is not None
             self.metrics.record(job.result, now, self.brokers)
         extra.clear()
-
-    async def _watch_safety(self) -> None:
-        """Export the shared trading states and breakers as this worker sees them."""
-        accounts = list(self.brokers)
-        states: Any = await self.redis.hgetall(self.keys.trading)
-        self.metrics.trading_state.labels(trading.GLOBAL).set(
-            trading.parse(states.get(trading.GLOBAL.encode())).code)
-        for account in accounts:
-            self.metrics.trading_state.labels(account).set(
-                trading.effective(states, account).code)
-        for account, fields in (await breakers.states(self.redis, self.keys,
-                                                      accounts)).items():
-            state = CircuitState(fields.get("state", CircuitState.CLOSED))
-            self.metrics.circuit_state.labels(account).set(state.code)
-
-    async def _watch_lag(self) -> None:
-        interval = self.settings.worker.lag_interval_ms / 1000
-        k = self.keys
-        names = {"pending": k.pending, "completed": k.completed, "failed": k.failed,
-                 "events": k.events}
-        # Stops on the flag as well as on cancellation: redis-py can swallow a cancel that
-        # lands inside a command (redis-py issue 2028), and close() must not hang on it.
-        while self._ready:
-            try:
-                groups = await self.redis.xinfo_groups(k.pending)
-                for group in groups:
-                    if _text(group.get("name", b"")) == GROUP:
-                        lag = group.get("lag")
-                        if lag is not None:
-                            self.metrics.consumer_lag.set(int(lag))
-                        self.metrics.pending_entries.set(int(group.get("pending", 0)))
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key in names.values():
-                        pipe.xlen(key)
-                    lengths = await pipe.execute()
-                for name, length in zip(names, lengths, strict=True):
-                    self.metrics.stream_length.labels(name).set(length)
-                await self._watch_safety()
-            except RedisError as exc:
-                log.debug("lag probe failed: %s", exc)
-            await asyncio.sleep(interval)

@@ -107,6 +107,10 @@ class Broker(Protocol):
       ``get_order``, ``open_orders``, ...) as the broker publishes them; 1 when absent.
     - ``usage() -> Mapping[str, int]``: the broker's own latest usage counters from its
       response headers, e.g. ``{"weight_1m": 120, "orders_10s": 3, "orders_1d": 900}``.
+
+    Optional, looked up with ``getattr`` by the metrics and /readyz (probes.py):
+    - ``async def ping(self) -> None``: a cheap call that raises when the broker cannot be
+      reached (Binance: GET /api/v3/ping); a broker without it counts as reachable.
     """
 
     account: str

@@ -33,6 +33,7 @@ from producer.ids import client_order_id_for_entry
 from .. import results
 from ..brokers.base import BrokerError
 from ..job import Job
+from ..logs import about
 from ..order import Context, Order, apply_report
 from ..services import Services
 from ..states import IllegalTransition, is_terminal
@@ -105,12 +106,14 @@ class Amend:
             return None
         ctx = Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
         try:
-            report = await self.svc.brokers[old.spec.account].get_order(
-                old.client_order_id, old.spec.symbol)
+            with self.svc.metrics.broker_call(old.spec.account, "get_order"):
+                report = await self.svc.brokers[old.spec.account].get_order(
+                    old.client_order_id, old.spec.symbol)
             events = apply_report(old, report, ctx)
         except (BrokerError, IllegalTransition) as exc:
             log.warning("amend %s: old order %s not settled (%s)", job.request_id,
-                        old.client_order_id, exc)
+                        old.client_order_id, exc,
+                        extra=about(old.client_order_id, job.request_id))
             return None
         return _change(job, old, events)
 

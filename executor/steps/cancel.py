@@ -155,11 +155,15 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
                                f"order {cid} changed while being cancelled; send the cancel "
                                "again if it is still open")
     events: list[Event] = []
+    timed = svc.metrics.broker_call
     try:
-        report = await broker.cancel(cid, order.spec.symbol)
+        with timed(order.spec.account, "cancel"):
+            report = await broker.cancel(cid, order.spec.symbol)
     except NotCancellable as exc:
         # Final at the broker already (most likely filled): record what really happened.
-        events += apply_report(order, await broker.get_order(cid, order.spec.symbol), ctx)
+        with timed(order.spec.account, "get_order"):
+            found = await broker.get_order(cid, order.spec.symbol)
+        events += apply_report(order, found, ctx)
         if order.state is OrderState.PENDING_CANCEL:
             events.append(transition(order, _working_state(order), ctx))
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, str(exc), events) from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Sequence
 
 from tenacity import (
@@ -47,6 +46,7 @@ from ..brokers.base import (
     submit_all,
 )
 from ..job import Job
+from ..logs import about
 from ..order import Context, Order, apply_report, transition
 from ..services import Services
 from ..states import IllegalTransition
@@ -124,13 +124,11 @@ class Submit:
             by_account.setdefault(job.order.spec.account, []).append(job)
         out: dict[int, BrokerOrder | BaseException] = {}
         for account, group in by_account.items():
-            started = time.perf_counter()
-            outcomes = await submit_all(
-                self.svc.brokers[account],
-                [(j.order.client_order_id, j.order.spec) for j in group if j.order],
-            )
-            elapsed = time.perf_counter() - started
-            self.svc.metrics.broker_seconds.observe(elapsed)
+            with self.svc.metrics.broker_call(account, "submit"):
+                outcomes = await submit_all(
+                    self.svc.brokers[account],
+                    [(j.order.client_order_id, j.order.spec) for j in group if j.order],
+                )
             for job, outcome in zip(group, outcomes, strict=True):
                 out[id(job)] = outcome
         return out
@@ -156,11 +154,13 @@ class Submit:
             self._conclude(job)
         except Unresolved as exc:
             log.warning("order %s: outcome unknown, left pending: %s",
-                        order.client_order_id, exc)
+                        order.client_order_id, exc, extra=about(order.client_order_id,
+                                                                job.request_id))
             self.svc.metrics.unresolved.inc()
         except Exception:
             # A bug must not take the batch down: the request stays pending, to be redone.
-            log.exception("order %s: unexpected error while submitting", order.client_order_id)
+            log.exception("order %s: unexpected error while submitting", order.client_order_id,
+                          extra=about(order.client_order_id, job.request_id))
 
     async def _send(self, broker: Broker, order: Order,
                     first: BaseException | None) -> BrokerOrder:
@@ -201,7 +201,8 @@ class Submit:
                                      OrderState.EXPIRED)
                     return await self._timed_submit(broker, order)
         except UnknownOutcome as exc:
-            log.warning("order %s: %s; looking it up before anything else", cid, exc)
+            log.warning("order %s: %s; looking it up before anything else", cid, exc,
+                        extra=about(cid, order.request_id))
             found = await self._lookup(broker, order)
             if found is None:
                 # The broker said "never arrived" for the whole window: one more send is safe.
@@ -228,11 +229,8 @@ class Submit:
         return max(0.0, min(delay_s, (deadline - self.svc.clock()) / 1000))
 
     async def _timed_submit(self, broker: Broker, order: Order) -> BrokerOrder:
-        started = time.perf_counter()
-        try:
+        with self.svc.metrics.broker_call(order.spec.account, "submit"):
             return await broker.submit(order.client_order_id, order.spec)
-        finally:
-            self.svc.metrics.broker_seconds.observe(time.perf_counter() - started)
 
     async def _send_once_more(self, broker: Broker, order: Order) -> BrokerOrder:
         try:
@@ -254,7 +252,7 @@ class Submit:
                 retry=retry_if_exception_type((OrderNotFound, RetryableError, UnknownOutcome)),
                 reraise=True,
             ):
-                with attempt:
+                with attempt, self.svc.metrics.broker_call(order.spec.account, "get_order"):
                     return await broker.get_order(cid, symbol)
         except OrderNotFound:
             return None
@@ -274,7 +272,8 @@ class Submit:
             job.events += apply_report(job.order, report, self._context(job))
         except IllegalTransition as exc:
             self.svc.metrics.illegal_transition(exc)
-            log.error("%s (broker reports %s); the request stays pending", exc, report.status)
+            log.error("%s (broker reports %s); the request stays pending", exc, report.status,
+                      extra=about(job.order.client_order_id, job.request_id))
             return False
         return True
 

@@ -288,6 +288,10 @@ class PaperBroker:
             await asyncio.sleep(self._latency_s)
         return report(await self._load(client_order_id, symbol))
 
+    async def ping(self) -> None:
+        """Raise if the exchange cannot be reached: it lives in Redis, so Redis must answer."""
+        await self.store.redis.ping()
+
     def quote_asset(self, symbol: str) -> str | None:
         sym = self.config.symbols.get(symbol)
         return None if sym is None else sym.quote_asset
