@@ -11,12 +11,17 @@ leaves nothing half-applied. Positions lag the events by about ``interval_ms``;
 A fill event names its order's account and symbol but not its side; the side comes from the
 order's ``created`` event, remembered while the order is open, or from its record when the
 projector starts mid-way through an order's life.
+
+The same script moves the pre-trade risk state the events change (risk/fills.py):
+reservations shrink by fills and go when orders end, the day's realized PnL follows the
+fills, so exposure (positions + reservations) never counts a fill twice or not at all.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -29,6 +34,9 @@ from producer.replies import text
 
 from .lease import Lease
 from .positions import Position, decode_position, fold_fill, position_key
+from .risk.book import day_id
+from .risk.fills import RiskFold
+from .risk.state import DAY_TTL_MS, day_key, decode_reservation, open_key
 from .states import is_terminal
 from .store import decode_order
 
@@ -41,7 +49,8 @@ QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asse
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
-                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250) -> None:
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
+                 day_offset_ms: int = 0) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -50,6 +59,7 @@ class Projector:
         self.lease_ms = max(5_000, 10 * interval_ms)
         self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
+        self.day_offset_ms = day_offset_ms  # the risk day's start (risk.day_reset_utc)
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
@@ -75,19 +85,54 @@ class Projector:
             if b'"fill":' in data or b'"order":' in data:
                 events.append(_event_decoder.decode(data))
             elif any(mark in data for mark in _TERMINAL_MARKS):
-                self._sides.pop(text(fields[b"client_order_id"]), None)
-        book = await self._fold(events)
-        args: list[Any] = [self.consumer, cursor, text(entries[-1][0])]
+                events.append(_event_decoder.decode(data))  # ends a risk reservation
+        risk = await self._risk_state(events)
+        book = await self._fold(events, risk)
+        args: list[Any] = [self.consumer, cursor, text(entries[-1][0]), DAY_TTL_MS, len(book)]
         for key, position in book.items():
             args += [key, encode(position)]
-        written = await self._write(keys=[k.positions, k.positions_cursor, k.positions_lease],
-                                    args=args)
+        risk_keys, ops = risk.script_args(k, 4)
+        written = await self._write(
+            keys=[k.positions, k.positions_cursor, k.positions_lease, *risk_keys],
+            args=args + ops)
         if not written:
             self._sides.clear()  # someone else folded: what we remembered may be stale
             return 0
         return len(entries)
 
-    async def _fold(self, events: list[Event]) -> dict[str, Position]:
+    def _day(self, event: Event) -> str:
+        at = event.fill.at if event.fill is not None and event.fill.at else event.at
+        return day_id(at, self.day_offset_ms)
+
+    async def _risk_state(self, events: list[Event]) -> RiskFold:
+        """The reservations and day PnL the page's events change, as stored now (this
+        projector is their only writer but for new reservations, which no event names yet,
+        and releases, which the script does not undo)."""
+        orders: dict[str, list[str]] = {}
+        for e in events:
+            if e.fill is not None or is_terminal(e.state):
+                cids = orders.setdefault(e.account, [])
+                if e.client_order_id not in cids:
+                    cids.append(e.client_order_id)
+        days = sorted({(e.account, self._day(e)) for e in events if e.fill is not None})
+        risk = RiskFold()
+        if not orders and not days:
+            return risk
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account, cids in orders.items():
+                pipe.hmget(open_key(self.keys, account), cids)
+            for account, day in days:
+                pipe.hget(day_key(self.keys, account, day), "pnl")
+            replies = await pipe.execute()
+        for (account, cids), held in zip(orders.items(), replies, strict=False):
+            for cid, data in zip(cids, held, strict=True):
+                risk.reservations[(account, cid)] = (
+                    None if data is None else decode_reservation(data))
+        for (account, day), pnl in zip(days, replies[len(orders):], strict=True):
+            risk.day_pnl[(account, day)] = Decimal(text(pnl)) if pnl else Decimal(0)
+        return risk
+
+    async def _fold(self, events: list[Event], risk: RiskFold) -> dict[str, Position]:
         fills = [e for e in events if e.fill is not None]
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
@@ -104,10 +149,16 @@ class Projector:
                     log.error("fill %s of order %s: side unknown (no created event, no "
                               "record); not in the positions", event.fill.fill_id, cid)
                 else:
-                    fold_fill(book, event.account, event.symbol, side, event.fill,
-                              self.quote_asset(event.account, event.symbol))
+                    key = position_key(event.account, event.symbol)
+                    before = book.get(key) or Position(account=event.account,
+                                                       symbol=event.symbol)
+                    after = fold_fill(book, event.account, event.symbol, side, event.fill,
+                                      self.quote_asset(event.account, event.symbol))
+                    risk.realized(event.account, self._day(event), before, after)
+                risk.fill(event.account, cid, event.fill.quantity)
             if is_terminal(event.state):
                 self._sides.pop(cid, None)
+                risk.end(event.account, cid)
         return book
 
     async def _side_from_record(self, cid: str) -> Side | None:

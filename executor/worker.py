@@ -40,6 +40,7 @@ from .metrics import Metrics, start_http
 from .packing import use_c_packing
 from .projector import Projector
 from .reclaim import Reclaimer
+from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
 from .steps.amend import Amend
@@ -48,6 +49,7 @@ from .steps.deadline import Deadline
 from .steps.decode import Decode
 from .steps.idempotency import Idempotency
 from .steps.persist import Persist
+from .steps.risk import Risk
 from .steps.submit import Submit
 from .store import Outcome, Store
 from .tracker import Tracker
@@ -100,6 +102,7 @@ class Worker:
         self.decode = Decode(self.svc)
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
+        self.risk = Risk(self.svc, RiskState(self.redis, self.keys))
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
@@ -115,7 +118,8 @@ class Worker:
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
-                                   quote_asset=self._quote_asset)
+                                   quote_asset=self._quote_asset,
+                                   day_offset_ms=settings.risk.day_offset_ms)
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -331,7 +335,9 @@ class Worker:
             if is_place:
                 extra += await self.amend([j for j in segment if j.action is Action.AMEND])
                 await self.idempotency([j for j in segment if j.result is None])
+                await self.risk([j for j in segment if j.result is None])
                 await self.persist([j for j in segment if j.result is None])
+                await self.risk.settle(segment)
                 failpoint("after_persist")
                 await self.submit([j for j in segment if j.result is None])
                 failpoint("after_submit")
