@@ -1,4 +1,5 @@
-"""Operator commands of ``orderstream``: replay, orders, positions, info.
+"""Operator commands of ``orderstream``: replay, orders, positions, info (and risk, in
+risk/commands.py).
 
 Read-only. They connect like the producer commands (``--redis-url``, default ``$REDIS_URL``;
 ``--prefix``); replay and positions also load the worker's configuration (``--config``,
@@ -30,6 +31,7 @@ from . import snapshot, views
 from .config import load_settings
 from .positions import split_key
 from .replay import Fold, compare, parse_stream_id
+from .risk import commands as risk_commands
 from .services import wall_clock_ms
 
 DEFAULT_LIMIT = 20
@@ -63,6 +65,8 @@ def add_commands(sub: Any) -> None:
                        "positions cursor")
     _common(p)
     p.set_defaults(func=_sync(_info))
+
+    risk_commands.add_commands(sub, _sync, _common)
 
 
 def _common(p: argparse.ArgumentParser, *, config: bool = False) -> None:

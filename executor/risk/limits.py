@@ -166,7 +166,7 @@ def decode_runtime(data: bytes | str | None) -> AccountLimits | None:
         return None
     try:
         limits = _decode_runtime(data)
-    except msgspec.ValidationError as exc:
+    except msgspec.DecodeError as exc:
         raise ValueError(f"stored run-time risk limits are unreadable: {exc}") from None
     return limits
 

@@ -45,6 +45,7 @@ class Denial:
     message: str
 
 
+_SHOW = decimal.Context(prec=50)  # for percentages shown in messages, never compared
 Check = Callable[[Candidate, Book, Limits], "Denial | None"]
 
 
@@ -127,8 +128,8 @@ def price_band(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     with decimal.localcontext(EXACT):
         # |price - ref| / ref > band / 100, without a division.
         if abs(price - ref) * 100 > band * ref:
-            off = (abs(price - ref) * 100 / ref).quantize(Decimal("0.01"))
-            return _deny("price_band", f"price {_t(price)} is {_t(off)}% from the reference "
+            off = _SHOW.divide(abs(price - ref) * 100, ref).quantize(Decimal("0.01"), context=_SHOW)
+            return _deny("price_band", f"price {_t(price)} is {off}% from the reference "
                          f"price {_t(ref)} of {order.spec.symbol}, beyond price_band_pct "
                          f"{_t(band)}")
     return None

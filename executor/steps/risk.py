@@ -99,6 +99,12 @@ class Risk:
                 self._deny_all(jobs, f"risk state of account {account} could not be read or "
                                f"written ({exc}): denied, not passed unchecked")
                 return
+            except Exception as exc:
+                # A bug in a check must not pass orders, nor keep them pending forever.
+                log.exception("risk checks of %s failed", account)
+                self._deny_all(jobs, f"risk checks of account {account} failed "
+                               f"({type(exc).__name__}): denied, not passed unchecked")
+                return
             self._apply(jobs, decisions)
             return
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
