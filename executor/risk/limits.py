@@ -92,6 +92,9 @@ class RiskSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Compare-and-set attempts of one batch's reservations when other workers keep moving
     # the account's risk state; when they run out, the batch's orders are denied.
     attempts: int = 8
+    # A reservation this old whose order was never persisted is an orphan (its request was
+    # dead-lettered after a crash between the checks and persist) and is released.
+    orphan_after_ms: int = 600_000
     defaults: AccountLimits = msgspec.field(default_factory=AccountLimits)
     accounts: dict[str, AccountLimits] = {}
 
@@ -99,8 +102,9 @@ class RiskSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if not _HHMM.fullmatch(self.day_reset_utc):
             raise ValueError(f"risk.day_reset_utc must be HH:MM (UTC), got "
                              f"{self.day_reset_utc!r}")
-        if self.attempts <= 0:
-            raise ValueError(f"risk.attempts must be positive, got {self.attempts}")
+        for name in ("attempts", "orphan_after_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"risk.{name} must be positive, got {getattr(self, name)}")
         check(self.defaults, "risk.defaults")
         for name, limits in self.accounts.items():
             check(limits, f"risk.accounts.{name}")

@@ -46,6 +46,7 @@ class Risk:
         self.svc = svc
         self.state = state
         self.settings = svc.settings.risk
+        self._swept: dict[str, int] = {}  # account -> when its orphans were last looked for
 
     async def __call__(self, jobs: Sequence[Job]) -> None:
         todo = [j for j in jobs if j.result is None and j.order is None and j.spec is not None
@@ -106,9 +107,32 @@ class Risk:
                                f"({type(exc).__name__}): denied, not passed unchecked")
                 return
             self._apply(jobs, decisions)
+            await self._sweep(account, day, snap)
             return
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
+
+    async def _sweep(self, account: str, day: str, snap: Snapshot) -> None:
+        """Release orphans: old reservations whose order was never persisted. Best effort,
+        at most ten times per ``orphan_after_ms``; an orphan only ever over-counts."""
+        now, after = self.svc.clock(), self.settings.orphan_after_ms
+        if now - self._swept.get(account, 0) < after // 10:
+            return
+        self._swept[account] = now
+        stale = [(cid, r.request_id) for cid, r in snap.reservations.items()
+                 if r.at < now - after]
+        if not stale:
+            return
+        try:
+            recorded = await self.svc.store.load_orders([cid for cid, _ in stale])
+            orphans = [item for item, order in zip(stale, recorded, strict=True)
+                       if order is None]
+            if orphans:
+                log.warning("releasing %d orphaned reservations of %s: %s", len(orphans),
+                            account, ", ".join(cid for cid, _ in orphans))
+                await self.state.release(account, day, orphans)
+        except RedisError as exc:
+            log.warning("orphaned reservations of %s not looked for: %s", account, exc)
 
     async def _commit(self, account: str, day: str, version: str, write: Write) -> bool:
         try:

@@ -19,11 +19,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from executor import audit, cli
 from executor.config import Settings
 from executor.positions import decode_position
+from executor.projector import Projector
+from executor.risk.book import Reservation
 from executor.risk.limits import AccountLimits, RiskSettings
 from executor.risk.state import Snapshot, decode_reservation, open_key, version_key
 from executor.worker import Worker
 from producer.client import OrderClient
-from producer.contract import Result, ResultStatus
+from producer.contract import (
+    Event,
+    Fill,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Result,
+    ResultStatus,
+    Side,
+    WireDecimal,
+    encode,
+)
 from producer.keys import Keys
 
 from .conftest import replace, running
@@ -387,3 +400,71 @@ async def test_a_redis_error_or_unreadable_state_denies(
                                                        "risk_denied:unavailable")
     assert broken.reason is not None and "connection reset by peer" in broken.reason
     assert unreadable.reason is not None and "unreadable" in unreadable.reason
+
+
+async def test_the_projector_shrinks_reservations_by_fills_and_drops_them_at_the_end(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Deterministic, on hand-written events: the fill moves its quantity from the
+    reservation to the position in one script; the order's end drops what is left."""
+    r = redis_client
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                     quantity=WireDecimal("6"), price=WireDecimal("50000"))
+    for cid in ("a", "b"):
+        await r.hset(open_key(K, "default"), cid, encode(Reservation(
+            request_id=f"1-{cid}", symbol="BTCUSDT", side=Side.BUY, quantity=WireDecimal("6"),
+            price=WireDecimal("50000"))))
+
+    def event(cid: str, seq: int, state: OrderState, **kw: Any) -> dict[str, bytes]:
+        return {"client_order_id": cid.encode(), "data": encode(Event(
+            client_order_id=cid, seq=seq, state=state, at=1_700_006_400_000,
+            account="default", symbol="BTCUSDT", **kw))}
+
+    def fill(n: int, qty: str) -> Fill:
+        return Fill(fill_id=f"f{n}", price=WireDecimal("50000"), quantity=WireDecimal(qty),
+                    commission=WireDecimal("2"), commission_asset="USDT", at=0)
+
+    await r.xadd(K.events, event("a", 1, OrderState.CREATED, order=spec))
+    await r.xadd(K.events, event("a", 4, OrderState.PARTIALLY_FILLED, fill=fill(1, "5")))
+    projector = Projector(r, K, "p", quote_asset=lambda a, s: "USDT")
+    assert await projector.once() == 2
+    held = await reservations(r)
+    assert held["a"].quantity == D("1") and held["b"].quantity == D("6")
+    assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-2"
+    assert await r.get(version_key(K, "default")) == b"1"
+    await r.xadd(K.events, event("a", 5, OrderState.FILLED, fill=fill(2, "1")))
+    await r.xadd(K.events, event("b", 3, OrderState.CANCELLED))
+    assert await projector.once() == 2
+    assert await reservations(r) == {}
+    assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-4"
+    assert await r.get(version_key(K, "default")) == b"2"
+    position = decode_position(await r.hget(K.positions, "default:BTCUSDT"))
+    assert position.quantity == D("6")
+
+
+async def test_an_orphaned_reservation_is_released_and_a_live_one_kept(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """A request dead-lettered after it reserved but before persist leaves a reservation
+    without an order; once old enough, a batch of the account releases it."""
+    r = redis_client
+    settings = replace(make_settings(), risk=RiskSettings(orphan_after_ms=1_000))
+    async with running(settings):
+        resting = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        live = resting.client_order_id
+        assert live is not None
+        old = (await reservations(r))[live]
+        old.at = 1  # as if made long ago: it has an order, so it stays
+        await r.hset(open_key(K, "default"), mapping={
+            live: encode(old),
+            "ghost": encode(Reservation(request_id="1-0", symbol="BTCUSDT", side=Side.BUY,
+                                        quantity=WireDecimal("1"), price=WireDecimal("1"),
+                                        at=1))})
+        await asyncio.sleep(0.2)  # past the sweep's pace (orphan_after_ms / 10)
+        await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        await until(lambda: _gone(r, "ghost"))
+        assert live in await reservations(r)
+
+
+async def _gone(r: aioredis.Redis, cid: str) -> bool:
+    return not await r.hexists(open_key(K, "default"), cid)
