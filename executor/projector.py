@@ -36,7 +36,7 @@ from .lease import Lease
 from .positions import Position, decode_position, fold_fill, position_key
 from .risk.book import day_id
 from .risk.fills import RiskFold
-from .risk.state import DAY_TTL_MS, day_key, decode_reservation, open_key
+from .risk.state import DAY_TTL_MS, day_key, decode_reservation, open_key, parse_sums, sums_key
 from .states import is_terminal
 from .store import decode_order
 
@@ -105,9 +105,9 @@ class Projector:
         return day_id(at, self.day_offset_ms)
 
     async def _risk_state(self, events: list[Event]) -> RiskFold:
-        """The reservations and day PnL the page's events change, as stored now (this
-        projector is their only writer but for new reservations, which no event names yet,
-        and releases, which the script does not undo)."""
+        """The reservations the page's events name and the totals they change, as stored
+        now: the script writes only if those reservations are still as read, and the
+        released totals have no other writer."""
         orders: dict[str, list[str]] = {}
         for e in events:
             if e.fill is not None or is_terminal(e.state):
@@ -121,14 +121,16 @@ class Projector:
         async with self.redis.pipeline(transaction=False) as pipe:
             for account, cids in orders.items():
                 pipe.hmget(open_key(self.keys, account), cids)
+                pipe.hgetall(sums_key(self.keys, account))
             for account, day in days:
                 pipe.hget(day_key(self.keys, account, day), "pnl")
             replies = await pipe.execute()
-        for (account, cids), held in zip(orders.items(), replies, strict=False):
-            for cid, data in zip(cids, held, strict=True):
-                risk.reservations[(account, cid)] = (
-                    None if data is None else decode_reservation(data))
-        for (account, day), pnl in zip(days, replies[len(orders):], strict=True):
+        for n, (account, cids) in enumerate(orders.items()):
+            for cid, data in zip(cids, replies[2 * n], strict=True):
+                risk.stored[(account, cid)] = (
+                    None if data is None else (data, decode_reservation(data)))
+            risk.sums[account] = parse_sums(replies[2 * n + 1])
+        for (account, day), pnl in zip(days, replies[2 * len(orders):], strict=True):
             risk.day_pnl[(account, day)] = Decimal(text(pnl)) if pnl else Decimal(0)
         return risk
 

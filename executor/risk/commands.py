@@ -18,23 +18,22 @@ import argparse
 import decimal
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from producer.contract import ContractError, Side, encode
+from producer.contract import ContractError, encode
 from producer.keys import Keys
 
 from .. import audit
 from ..config import Settings, load_settings
 from ..services import wall_clock_ms
-from ..trading import TradingState, effective
+from ..trading import TradingState
 from .book import EXACT, ZERO, day_id
 from .limits import AccountLimits, Limits, apply_changes, decode_runtime, encode_runtime, resolve
-from .state import day_key, decode_reservation, open_key, version_key
+from .state import RiskState, open_by_symbol, version_key
 
 
 class AccountRisk(msgspec.Struct, kw_only=True):
@@ -133,22 +132,11 @@ async def _set(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> i
 async def account_risk(redis: aioredis.Redis, keys: Keys, settings: Settings,
                        account: str) -> AccountRisk:
     day = day_id(wall_clock_ms(), settings.risk.day_offset_ms)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.get(version_key(keys, account))
-        pipe.hgetall(open_key(keys, account))
-        pipe.hmget(day_key(keys, account, day), ["orders", "pnl"])
-        pipe.hgetall(keys.trading)
-        pipe.hget(keys.risk_limits, account)
-        version, held, (orders, pnl), trading, runtime_raw = await pipe.execute()
-    runtime = decode_runtime(runtime_raw)
-    buys = sells = ZERO
+    snap = await RiskState(redis, keys).snapshot(account, day)
+    books = open_by_symbol(snap.sums).values()
     with decimal.localcontext(EXACT):
-        for data in held.values():
-            reservation = decode_reservation(data)
-            if reservation.side is Side.BUY:
-                buys += reservation.notional
-            else:
-                sells += reservation.notional
+        buys = sum((b.buy_notional for b in books), ZERO)
+        sells = sum((b.sell_notional for b in books), ZERO)
     risk = settings.risk
     own = risk.accounts.get(account)
     configured = AccountLimits(**{
@@ -157,12 +145,11 @@ async def account_risk(redis: aioredis.Redis, keys: Keys, settings: Settings,
            if own is not None else {}),
         "symbols": {**risk.defaults.symbols, **(own.symbols if own is not None else {})}})
     return AccountRisk(
-        account=account, trading_state=effective(trading, account), configured=configured,
-        runtime=runtime, effective=resolve(risk, account, "", runtime),
-        open_orders=len(held), reserved_buy_notional=format(buys, "f"),
-        reserved_sell_notional=format(sells, "f"), day=day, day_orders=int(orders or 0),
-        day_realized_pnl=format(Decimal(pnl.decode()) if pnl else ZERO, "f"),
-        version=int(version or 0))
+        account=account, trading_state=snap.state, configured=configured,
+        runtime=snap.runtime, effective=resolve(risk, account, "", snap.runtime),
+        open_orders=snap.open_orders, reserved_buy_notional=format(buys, "f"),
+        reserved_sell_notional=format(sells, "f"), day=day, day_orders=snap.day_orders,
+        day_realized_pnl=format(snap.day_pnl, "f"), version=int(snap.version))
 
 
 def render(view: RiskView) -> str:

@@ -106,15 +106,18 @@ def quantity(order: Candidate, book: Book, limits: Limits) -> Denial | None:
 
 
 def notional(order: Candidate, book: Book, limits: Limits) -> Denial | None:
+    low, high = limits.min_notional, limits.max_notional
+    if low is None and high is None:
+        return None
     n = order.notional
     assert n is not None  # reference_price ran first
-    at = f"{_t(order.spec.quantity)} x {_t(order.price or ZERO)}"
-    if limits.min_notional is not None and n < limits.min_notional:
-        return _deny("notional", f"notional {_t(n)} ({at}) is below min_notional "
-                     f"{_t(limits.min_notional)} ({order.spec.symbol})")
-    if limits.max_notional is not None and n > limits.max_notional:
-        return _deny("notional", f"notional {_t(n)} ({at}) is above max_notional "
-                     f"{_t(limits.max_notional)} ({order.spec.symbol})")
+    at = f"({_t(order.spec.quantity)} x {_t(order.price or ZERO)})"
+    if low is not None and n < low:
+        return _deny("notional", f"notional {_t(n)} {at} is below min_notional {_t(low)} "
+                     f"({order.spec.symbol})")
+    if high is not None and n > high:
+        return _deny("notional", f"notional {_t(n)} {at} is above max_notional {_t(high)} "
+                     f"({order.spec.symbol})")
     return None
 
 
@@ -268,29 +271,38 @@ def directional(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     return None
 
 
-# The order the checks run in; the first denial decides. Cheap, order-only checks first.
-CHECKS: tuple[Check, ...] = (
-    trading_state,
-    symbol,
-    reference_price,
-    quantity,
-    notional,
-    price_band,
-    reduce_only,
-    daily_loss,
-    daily_orders,
-    open_orders,
-    open_positions,
-    balance,
-    position_pct,
-    total,
-    directional,
+# The order the checks run in, with the limits that switch each on (none: always on); the
+# first denial decides. Cheap, order-only checks first.
+CHECKS: tuple[tuple[Check, tuple[str, ...]], ...] = (
+    (trading_state, ()),
+    (symbol, ("allow_symbols", "deny_symbols")),
+    (reference_price, ()),
+    (quantity, ("min_quantity", "max_quantity")),
+    (notional, ("min_notional", "max_notional")),
+    (price_band, ("price_band_pct",)),
+    (reduce_only, ()),
+    (daily_loss, ("max_daily_loss",)),
+    (daily_orders, ("max_daily_orders",)),
+    (open_orders, ("max_open_orders",)),
+    (open_positions, ("max_open_positions",)),
+    (balance, ("balance",)),
+    (position_pct, ("max_position_pct",)),
+    (total, ("max_total_exposure",)),
+    (directional, ("max_net_long", "max_net_short")),
 )
 
 
-def evaluate(order: Candidate, book: Book, limits: Limits) -> Denial | None:
-    """The first check that denies ``order``, or None when every one passes."""
-    for check in CHECKS:
+def checks_for(limits: Limits) -> tuple[Check, ...]:
+    """The checks that ``limits`` switch on, in order (the others would pass anyway)."""
+    return tuple(check for check, needs in CHECKS
+                 if not needs or any(getattr(limits, name) is not None for name in needs))
+
+
+def evaluate(order: Candidate, book: Book, limits: Limits,
+             checks: tuple[Check, ...] | None = None) -> Denial | None:
+    """The first check that denies ``order``, or None when every one passes. ``checks``:
+    ``checks_for(limits)``, when the caller has it already."""
+    for check in checks_for(limits) if checks is None else checks:
         denial = check(order, book, limits)
         if denial is not None:
             return denial

@@ -30,8 +30,8 @@ from .. import results
 from ..job import Job
 from ..risk.book import Book, Candidate, day_id, reservation_of
 from ..risk.limits import Limits, resolve
-from ..risk.rules import Denial, evaluate
-from ..risk.state import RiskState, Snapshot, Write
+from ..risk.rules import Check, Denial, checks_for, evaluate
+from ..risk.state import RiskState, Snapshot, Write, open_by_symbol
 from ..services import Services
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class Risk:
         self.state = state
         self.settings = svc.settings.risk
         self._swept: dict[str, int] = {}  # account -> when its orphans were last looked for
+        # One batch of an account at a time in this process: its lanes would otherwise
+        # mostly make each other decide again (the compare-and-set stays for other workers).
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def __call__(self, jobs: Sequence[Job]) -> None:
         todo = [j for j in jobs if j.result is None and j.order is None and j.spec is not None
@@ -56,7 +59,8 @@ class Risk:
             assert job.spec is not None
             by_account.setdefault(job.spec.account, []).append(job)
         for account, group in by_account.items():
-            await self._account(account, group)
+            async with self._locks.setdefault(account, asyncio.Lock()):
+                await self._account(account, group)
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         """Release the reservations of requests that persist did not turn into their own
@@ -70,13 +74,25 @@ class Risk:
                 assert job.spec is not None and job.client_order_id is not None
                 releases.setdefault(job.spec.account, []).append(
                     (job.client_order_id, job.request_id))
-        day = self._day()
         for account, items in releases.items():
             try:
-                await self.state.release(account, day, items)
+                await self._release(account, items)
             except RedisError as exc:
-                log.warning("could not release %d reservations of %s: %s", len(items),
-                            account, exc)
+                log.warning("could not release %d reservations of %s (the orphan sweep "
+                            "will): %s", len(items), account, exc)
+
+    async def _release(self, account: str, items: Sequence[tuple[str, str]]) -> bool:
+        """Delete the reservations of these (client id, request id) while they are still
+        those requests'; False if other workers kept moving the state."""
+        owner = dict(items)
+        for _ in range(self.settings.attempts):
+            day = self._day()
+            snap = await self.state.snapshot(account, day, owner)
+            drop = [(cid, r) for cid, r in snap.reservations.items()
+                    if r.request_id == owner[cid]]
+            if not drop or await self.state.commit(account, day, snap, Write(drop=drop)):
+                return True
+        return False
 
     def _day(self) -> str:
         return day_id(self.svc.clock(), self.settings.day_offset_ms)
@@ -84,15 +100,19 @@ class Risk:
     async def _account(self, account: str, jobs: list[Job]) -> None:
         prices: dict[str, Decimal | None] = {}
         attempts = self.settings.attempts
+        # Their reservations are read: a redelivered request's own, an amend's old order's.
+        cids = [cid for j in jobs for cid in (j.client_order_id or "", *j.cancelled)]
         for attempt in range(attempts):
             day = self._day()
             try:
-                snap = await self.state.snapshot(account, day)
-                limits = [resolve(self.settings, account, j.spec.symbol, snap.runtime)
+                snap = await self.state.snapshot(account, day, cids)
+                by_symbol: dict[str, Limits] = {}
+                limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
+                    j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
                           for j in jobs if j.spec is not None]
                 await self._price(account, prices, jobs, snap, limits)
                 decisions, write = self._decide(account, jobs, snap, limits, prices)
-                if write and not await self._commit(account, day, snap.version, write):
+                if write and not await self._commit(account, day, snap, write):
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
             except (RedisError, ValueError) as exc:
@@ -107,44 +127,45 @@ class Risk:
                                f"({type(exc).__name__}): denied, not passed unchecked")
                 return
             self._apply(jobs, decisions)
-            await self._sweep(account, day, snap)
+            await self._sweep(account)
             return
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
 
-    async def _sweep(self, account: str, day: str, snap: Snapshot) -> None:
-        """Release orphans: old reservations whose order was never persisted. Best effort,
-        at most ten times per ``orphan_after_ms``; an orphan only ever over-counts."""
+    async def _sweep(self, account: str) -> None:
+        """Release orphans: old reservations whose request never became their order (it
+        was dead-lettered after a crash between the checks and persist, or its client id
+        was another request's). Best effort, at most ten times per ``orphan_after_ms``; an
+        orphan only ever over-counts."""
         now, after = self.svc.clock(), self.settings.orphan_after_ms
         if now - self._swept.get(account, 0) < after // 10:
             return
         self._swept[account] = now
-        stale = [(cid, r.request_id) for cid, r in snap.reservations.items()
-                 if r.at < now - after]
-        if not stale:
-            return
         try:
+            held = await self.state.all_reservations(account)
+            stale = [(cid, r.request_id) for cid, r in held.items() if r.at < now - after]
+            if not stale:
+                return
             recorded = await self.svc.store.load_orders([cid for cid, _ in stale])
-            orphans = [item for item, order in zip(stale, recorded, strict=True)
-                       if order is None]
+            orphans = [(cid, rid) for (cid, rid), order in zip(stale, recorded, strict=True)
+                       if order is None or order.request_id != rid]
             if orphans:
                 log.warning("releasing %d orphaned reservations of %s: %s", len(orphans),
                             account, ", ".join(cid for cid, _ in orphans))
-                await self.state.release(account, day, orphans)
+                await self._release(account, orphans)
         except RedisError as exc:
             log.warning("orphaned reservations of %s not looked for: %s", account, exc)
 
-    async def _commit(self, account: str, day: str, version: str, write: Write) -> bool:
+    async def _commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
         try:
-            return await self.state.commit(account, day, version, write)
+            return await self.state.commit(account, day, snap, write)
         except RedisError:
             # It may have been applied: give back what it reserved, as its orders are denied.
             try:
-                await self.state.release(account, day, [(cid, r.request_id)
-                                                        for cid, r, _ in write.reserve])
+                await self._release(account, [(cid, r.request_id) for cid, r, _ in write.put])
             except RedisError as exc:
-                log.error("reservations of %d denied orders of %s may be left: %s",
-                          len(write.reserve), account, exc)
+                log.error("reservations of %d denied orders of %s may be left (the orphan "
+                          "sweep will release them): %s", len(write.put), account, exc)
             raise
 
     async def _price(self, account: str, prices: dict[str, Decimal | None], jobs: list[Job],
@@ -170,19 +191,25 @@ class Risk:
                 ) -> tuple[list[Denial | None], Write]:
         """Check the jobs in order against the snapshot. Pure."""
         write = Write()
-        own = {(j.client_order_id, j.request_id) for j in jobs}  # redelivered: re-decided
-        replaced = {cid for j in jobs for cid in j.cancelled}  # amends' cancelled orders
-        book = Book(account=account, state=snap.state, day_orders=snap.day_orders,
+        book = Book(account=account, state=snap.state, symbols=open_by_symbol(snap.sums),
+                    open_orders=snap.open_orders, day_orders=snap.day_orders,
                     day_pnl=snap.day_pnl, prices=prices)
         for position in snap.positions:
             book.hold(position)
-        for cid, reservation in snap.reservations.items():
-            if cid in replaced:
-                write.release.append((cid, reservation.request_id))
-            elif (cid, reservation.request_id) not in own:
-                book.reserve(reservation)
+        for job in jobs:
+            held = snap.reservations.get(job.client_order_id or "")
+            if held is not None and held.request_id == job.request_id:
+                book.unreserve(held)  # redelivered: decided again, replaced or dropped
+                write.drop.append((job.client_order_id or "", held))
+            for cid in job.cancelled:
+                # An amend's old order is cancelled; the projector releases it when it
+                # folds the cancel, till then it only does not count against its own amend.
+                old = snap.reservations.get(cid)
+                if old is not None:
+                    book.unreserve(old)
         now = self.svc.clock()
         decisions: list[Denial | None] = []
+        checks: dict[int, tuple[Check, ...]] = {}  # per limits object (one per symbol)
         for job, lim in zip(jobs, limits, strict=True):
             assert job.spec is not None and job.client_order_id is not None
             cid = job.client_order_id
@@ -192,15 +219,14 @@ class Risk:
                     f"client_order_id {cid} is being placed by request {held.request_id}")))
                 continue
             candidate = Candidate(cid, job.request_id, job.spec, prices.get(job.spec.symbol))
-            denial = evaluate(candidate, book, lim)
+            denial = evaluate(candidate, book, lim,
+                              checks.get(id(lim)) or checks.setdefault(id(lim), checks_for(lim)))
             decisions.append(denial)
             if denial is None:
                 reservation = reservation_of(candidate, now)
                 book.reserve(reservation)
                 book.day_orders += held is None
-                write.reserve.append((cid, reservation, held is None))
-            elif held is not None:  # a redelivery denied now: its first reservation goes
-                write.release.append((cid, job.request_id))
+                write.put.append((cid, reservation, held is None))
         return decisions, write
 
     def _apply(self, jobs: list[Job], decisions: list[Denial | None]) -> None:

@@ -22,7 +22,15 @@ from executor.positions import decode_position
 from executor.projector import Projector
 from executor.risk.book import Reservation
 from executor.risk.limits import AccountLimits, RiskSettings
-from executor.risk.state import Snapshot, decode_reservation, open_key, version_key
+from executor.risk.state import (
+    RiskState,
+    Snapshot,
+    Write,
+    decode_reservation,
+    open_by_symbol,
+    open_key,
+    version_key,
+)
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import (
@@ -173,8 +181,9 @@ async def _barrier_on_snapshots(workers: list[Worker], parties: int) -> list[int
         state = worker.risk.state
         snapshot, commit = state.snapshot, state.commit
 
-        async def gated(account: str, day: str, snapshot: Any = snapshot) -> Snapshot:
-            snap: Snapshot = await snapshot(account, day)
+        async def gated(account: str, day: str, cids: Any = (),
+                        snapshot: Any = snapshot) -> Snapshot:
+            snap: Snapshot = await snapshot(account, day, cids)
             if waiting[0] > 0:
                 waiting[0] -= 1
                 await asyncio.wait_for(barrier.wait(), 5)
@@ -261,13 +270,19 @@ async def test_reservations_are_released_by_cancel_and_fill_so_later_orders_fit(
         await until(lambda: _no_reservations(redis_client))  # the fill released it
         again = await place(client, "BTCUSDT", "buy", "market", "0.01")
         assert again.status is ResultStatus.FILLED
+        await until(lambda: _no_reservations(redis_client))
+        snap = await RiskState(redis_client, K).snapshot("default", "x")
+    # What was reserved was released to the digit: the open totals are back at zero.
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (0, 0, 0, 0)
+    assert snap.sums["BTCUSDT|buy|q+"] == D("0.03")  # three orders passed the checks
 
 
 async def _no_reservations(r: aioredis.Redis) -> bool:
     return not await r.hlen(open_key(K, "default"))
 
 
-async def test_an_amend_replaces_the_old_reservation_in_one_step(
+async def test_an_amend_is_not_held_back_by_its_old_order_whose_cancel_releases_it(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
 ) -> None:
     async with running(with_risk(make_settings(), max_open_orders=1)):
@@ -276,6 +291,7 @@ async def test_an_amend_replaces_the_old_reservation_in_one_step(
         sub = await client.amend(first.client_order_id, price="45500")
         amended = await client.wait_result(sub.request_id, 10)
         assert amended.status is ResultStatus.ACCEPTED, amended.reason
+        await until(lambda: _gone(redis_client, first.client_order_id or ""))
         held = await reservations(redis_client)
     assert list(held) == [amended.client_order_id]
     assert held[amended.client_order_id].price == D("45500")
@@ -387,7 +403,7 @@ async def test_a_redis_error_or_unreadable_state_denies(
     async with running(make_settings()) as worker:
         real = worker.risk.state.snapshot
 
-        async def failing(account: str, day: str) -> Snapshot:
+        async def failing(account: str, day: str, cids: Any = ()) -> Snapshot:
             raise RedisConnectionError("connection reset by peer")
 
         worker.risk.state.snapshot = failing  # type: ignore[method-assign]
@@ -410,10 +426,10 @@ async def test_the_projector_shrinks_reservations_by_fills_and_drops_them_at_the
     r = redis_client
     spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
                      quantity=WireDecimal("6"), price=WireDecimal("50000"))
-    for cid in ("a", "b"):
-        await r.hset(open_key(K, "default"), cid, encode(Reservation(
-            request_id=f"1-{cid}", symbol="BTCUSDT", side=Side.BUY, quantity=WireDecimal("6"),
-            price=WireDecimal("50000"))))
+    state = RiskState(r, K)
+    await put(state, *(Reservation(request_id=f"1-{cid}", symbol="BTCUSDT", side=Side.BUY,
+                                   quantity=WireDecimal("6"), price=WireDecimal("50000"))
+                       for cid in ("a", "b")), cids=("a", "b"))
 
     def event(cid: str, seq: int, state: OrderState, **kw: Any) -> dict[str, bytes]:
         return {"client_order_id": cid.encode(), "data": encode(Event(
@@ -431,13 +447,20 @@ async def test_the_projector_shrinks_reservations_by_fills_and_drops_them_at_the
     held = await reservations(r)
     assert held["a"].quantity == D("1") and held["b"].quantity == D("6")
     assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-2"
-    assert await r.get(version_key(K, "default")) == b"1"
+    assert await r.get(version_key(K, "default")) == b"2"
+    snap = await state.snapshot("default", "20231115")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (
+        D("7"), D("350000"), 2, 2)
     await r.xadd(K.events, event("a", 5, OrderState.FILLED, fill=fill(2, "1")))
     await r.xadd(K.events, event("b", 3, OrderState.CANCELLED))
     assert await projector.once() == 2
     assert await reservations(r) == {}
     assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-4"
-    assert await r.get(version_key(K, "default")) == b"2"
+    assert await r.get(version_key(K, "default")) == b"3"
+    snap = await state.snapshot("default", "20231115")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (0, 0, 0, 0)
     position = decode_position(await r.hget(K.positions, "default:BTCUSDT"))
     assert position.quantity == D("6")
 
@@ -455,15 +478,24 @@ async def test_an_orphaned_reservation_is_released_and_a_live_one_kept(
         assert live is not None
         old = (await reservations(r))[live]
         old.at = 1  # as if made long ago: it has an order, so it stays
-        await r.hset(open_key(K, "default"), mapping={
-            live: encode(old),
-            "ghost": encode(Reservation(request_id="1-0", symbol="BTCUSDT", side=Side.BUY,
-                                        quantity=WireDecimal("1"), price=WireDecimal("1"),
-                                        at=1))})
+        await r.hset(open_key(K, "default"), live, encode(old))
+        await put(RiskState(r, K), Reservation(
+            request_id="1-0", symbol="BTCUSDT", side=Side.BUY, quantity=WireDecimal("1"),
+            price=WireDecimal("1"), at=1), cids=("ghost",))
         await asyncio.sleep(0.2)  # past the sweep's pace (orphan_after_ms / 10)
         await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
         await until(lambda: _gone(r, "ghost"))
         assert live in await reservations(r)
+        snap = await RiskState(r, K).snapshot("default", "x")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.orders) == (D("0.02"), 2)  # the ghost's 1 is gone
+
+
+async def put(state: RiskState, *reservations: Reservation, cids: tuple[str, ...]) -> None:
+    """Reservations made as the checks make them (totals and counts with them)."""
+    snap = await state.snapshot("default", "x")
+    assert await state.commit("default", "x", snap, Write(put=[
+        (cid, r, False) for cid, r in zip(cids, reservations, strict=True)]))
 
 
 async def _gone(r: aioredis.Redis, cid: str) -> bool:

@@ -283,3 +283,10 @@ def test_day_id_starts_at_the_reset_time() -> None:
     reset = 8 * 3_600_000  # days start at 08:00 UTC
     assert day_id(midnight + reset, reset) == "20231115"
     assert day_id(midnight + reset - 1, reset) == "20231114"
+
+
+def test_only_the_checks_a_limit_switches_on_run() -> None:
+    assert rules.checks_for(Limits()) == (rules.trading_state, rules.reference_price,
+                                          rules.reduce_only)
+    assert rules.quantity in rules.checks_for(Limits(max_quantity=D("1")))
+    assert rules.directional in rules.checks_for(Limits(max_net_short=D("1")))
