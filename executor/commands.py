@@ -1,5 +1,6 @@
-"""Operator commands of ``orderstream``: replay, orders, positions, info (read-only), and
-those of control.py that change shared state (kill, resume, trading, breaker).
+"""Operator commands of ``orderstream``: replay, orders, positions, info (read-only),
+risk (risk/commands.py), and those of control.py that change shared state (kill,
+resume, trading, breaker).
 
 These four are read-only. They connect like the producer commands (``--redis-url``,
 default ``$REDIS_URL``; ``--prefix``); replay and positions also load the worker's
@@ -26,6 +27,7 @@ from .config import load_settings
 from .operator_cli import common_args, emit, operator_command
 from .positions import split_key
 from .replay import Fold, compare, parse_stream_id
+from .risk import commands as risk_commands
 from .services import wall_clock_ms
 
 DEFAULT_LIMIT = 20
@@ -61,6 +63,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=operator_command(_info))
 
     control.add_commands(sub)
+    risk_commands.add_commands(sub, operator_command, common_args)
 
 
 async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:

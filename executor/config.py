@@ -28,6 +28,7 @@ from . import logs
 from .breaker import BreakerSettings
 from .brokers.paper.config import PaperAccount
 from .limits.config import AccountLimits
+from .risk.limits import RiskSettings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DAY_MS = 86_400_000
@@ -93,11 +94,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     # Per account; an account without a section gets its broker's published limits.
     limits: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
+    risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
 
     def __post_init__(self) -> None:
         w = self.worker
         if not self.accounts:
             raise ConfigError("at least one account must be configured")
+        unknown = sorted(set(self.risk.accounts) - set(self.accounts))
+        if unknown:
+            raise ConfigError(f"risk.accounts names accounts that are not configured: "
+                              f"{', '.join(unknown)}")
         for name, value in (
             ("batch_size", w.batch_size),
             ("concurrency", w.concurrency),

@@ -129,7 +129,8 @@ async def kill(redis: aioredis.Redis, keys: Keys, client: OrderClient, *,
         held = {text(k): decode_position(v) for k, v in raw.items()}
         report.closes = flatten_plan(held, account)
         subs = [await client.place(c.symbol, c.side, OrderType.MARKET, c.quantity,
-                                   account=c.account, strategy_id="kill-switch")
+                                   account=c.account, reduce_only=True,
+                                   strategy_id="kill-switch")
                 for c in report.closes]
         try:
             answers = await client.wait_results([s.request_id for s in subs], wait_s)

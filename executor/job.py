@@ -25,6 +25,7 @@ class Job:
     events: list[Event] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     result: Result | None = None  # set once the request is decided; later steps skip it
+    reserved: bool = False  # the risk step reserved for it (steps/risk.py)
 
     @property
     def enqueued_at(self) -> int:

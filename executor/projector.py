@@ -11,12 +11,17 @@ leaves nothing half-applied. Positions lag the events by about ``interval_ms``;
 A fill event names its order's account and symbol but not its side; the side comes from the
 order's ``created`` event, remembered while the order is open, or from its record when the
 projector starts mid-way through an order's life.
+
+The same script moves the pre-trade risk state the events change (risk/fills.py):
+reservations shrink by fills and go when orders end, the day's realized PnL follows the
+fills, so exposure (positions + reservations) never counts a fill twice or not at all.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -30,6 +35,9 @@ from producer.replies import text
 from .lease import Lease
 from .logs import about
 from .positions import Position, decode_position, fold_fill, position_key
+from .risk.book import day_id
+from .risk.fills import RiskFold
+from .risk.state import DAY_TTL_MS, day_key, decode_reservation, open_key, parse_sums, sums_key
 from .states import is_terminal
 from .store import decode_order
 
@@ -47,7 +55,7 @@ OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
-                 on_fills: OnFills | None = None) -> None:
+                 on_fills: OnFills | None = None, day_offset_ms: int = 0) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -56,6 +64,7 @@ class Projector:
         self.lease_ms = max(5_000, 10 * interval_ms)
         self.lease = Lease(redis, keys.positions_lease, consumer)
         self.page = page
+        self.day_offset_ms = day_offset_ms  # the risk day's start (risk.day_reset_utc)
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
         self.on_fills = on_fills
         self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
@@ -83,13 +92,16 @@ class Projector:
             if b'"fill":' in data or b'"order":' in data:
                 events.append(_event_decoder.decode(data))
             elif any(mark in data for mark in _TERMINAL_MARKS):
-                self._sides.pop(text(fields[b"client_order_id"]), None)
-        book = await self._fold(events)
-        args: list[Any] = [self.consumer, cursor, text(entries[-1][0])]
+                events.append(_event_decoder.decode(data))  # ends a risk reservation
+        risk = await self._risk_state(events)
+        book = await self._fold(events, risk)
+        args: list[Any] = [self.consumer, cursor, text(entries[-1][0]), DAY_TTL_MS, len(book)]
         for key, position in book.items():
             args += [key, encode(position)]
-        written = await self._write(keys=[k.positions, k.positions_cursor, k.positions_lease],
-                                    args=args)
+        risk_keys, ops = risk.script_args(k, 4)
+        written = await self._write(
+            keys=[k.positions, k.positions_cursor, k.positions_lease, *risk_keys],
+            args=args + ops)
         if not written:
             self._sides.clear()  # someone else folded: what we remembered may be stale
             return 0
@@ -97,7 +109,41 @@ class Projector:
             self.on_fills(self._folded)
         return len(entries)
 
-    async def _fold(self, events: list[Event]) -> dict[str, Position]:
+    def _day(self, event: Event) -> str:
+        at = event.fill.at if event.fill is not None and event.fill.at else event.at
+        return day_id(at, self.day_offset_ms)
+
+    async def _risk_state(self, events: list[Event]) -> RiskFold:
+        """The reservations the page's events name and the totals they change, as stored
+        now: the script writes only if those reservations are still as read, and the
+        released totals have no other writer."""
+        orders: dict[str, list[str]] = {}
+        for e in events:
+            if e.fill is not None or is_terminal(e.state):
+                cids = orders.setdefault(e.account, [])
+                if e.client_order_id not in cids:
+                    cids.append(e.client_order_id)
+        days = sorted({(e.account, self._day(e)) for e in events if e.fill is not None})
+        risk = RiskFold()
+        if not orders and not days:
+            return risk
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account, cids in orders.items():
+                pipe.hmget(open_key(self.keys, account), cids)
+                pipe.hgetall(sums_key(self.keys, account))
+            for account, day in days:
+                pipe.hget(day_key(self.keys, account, day), "pnl")
+            replies = await pipe.execute()
+        for n, (account, cids) in enumerate(orders.items()):
+            for cid, data in zip(cids, replies[2 * n], strict=True):
+                risk.stored[(account, cid)] = (
+                    None if data is None else (data, decode_reservation(data)))
+            risk.sums[account] = parse_sums(replies[2 * n + 1])
+        for (account, day), pnl in zip(days, replies[2 * len(orders):], strict=True):
+            risk.day_pnl[(account, day)] = Decimal(text(pnl)) if pnl else Decimal(0)
+        return risk
+
+    async def _fold(self, events: list[Event], risk: RiskFold) -> dict[str, Position]:
         fills = [e for e in events if e.fill is not None]
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
@@ -116,11 +162,18 @@ class Projector:
                               "record); not in the positions", event.fill.fill_id, cid,
                               extra=about(cid, event.request_id))
                 else:
+                    key = position_key(event.account, event.symbol)
+                    before = book.get(key) or Position(account=event.account,
+                                                       symbol=event.symbol)
                     quote = self.quote_asset(event.account, event.symbol)
-                    fold_fill(book, event.account, event.symbol, side, event.fill, quote)
+                    after = fold_fill(book, event.account, event.symbol, side, event.fill,
+                                      quote)
                     self._folded.append((event.account, side, event.fill, quote))
+                    risk.realized(event.account, self._day(event), before, after)
+                risk.fill(event.account, cid, event.fill.quantity)
             if is_terminal(event.state):
                 self._sides.pop(cid, None)
+                risk.end(event.account, cid)
         return book
 
     async def _side_from_record(self, cid: str) -> Side | None:

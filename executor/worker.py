@@ -43,6 +43,7 @@ from .packing import use_c_packing
 from .probes import Probe
 from .projector import Projector
 from .reclaim import Reclaimer
+from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
 from .steps.amend import Amend
@@ -52,6 +53,7 @@ from .steps.decode import Decode
 from .steps.gate import Gate
 from .steps.idempotency import Idempotency
 from .steps.persist import Persist
+from .steps.risk import Risk
 from .steps.submit import Submit
 from .store import Outcome, Store
 from .tracker import Tracker
@@ -112,6 +114,7 @@ class Worker:
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
         self.gate = Gate(self.svc, self.breaker)
+        self.risk = Risk(self.svc, RiskState(self.redis, self.keys))
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
@@ -130,7 +133,8 @@ class Worker:
         self.projector = Projector(self.redis, self.keys, self.consumer,
                                    quote_asset=self._quote_asset,
                                    on_fills=lambda fills: self.metrics.fills_recorded(
-                                       fills, self.brokers))
+                                       fills, self.brokers),
+                                   day_offset_ms=settings.risk.day_offset_ms)
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -367,8 +371,12 @@ class Worker:
                 with step("gate", todo):
                     await self.gate(todo)
                 todo = [j for j in segment if j.result is None]
+                with step("risk", todo):
+                    await self.risk(todo)
+                todo = [j for j in segment if j.result is None]
                 with step("persist", todo):
                     await self.persist(todo)
+                await self.risk.settle(segment)
                 failpoint("after_persist")
                 todo = [j for j in segment if j.result is None]
                 with step("submit", todo):

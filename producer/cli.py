@@ -51,6 +51,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--account")
     p.add_argument("--deadline-ms", type=int, help="fail with `expired` if not executed within")
     p.add_argument("--strategy-id")
+    p.add_argument("--reduce-only", action="store_true",
+                   help="only reduce the position; denied if it would increase it")
     _wait_args(p)
     p.set_defaults(func=_submit)
 
@@ -141,7 +143,8 @@ async def _submit(args: argparse.Namespace) -> int:
             args.symbol, args.side, args.type, args.quantity, price=args.price,
             stop_price=args.stop_price, time_in_force=args.time_in_force,
             expire_at=args.expire_at, client_order_id=args.client_order_id,
-            account=args.account, deadline=deadline, strategy_id=args.strategy_id)
+            account=args.account, deadline=deadline, strategy_id=args.strategy_id,
+            reduce_only=args.reduce_only)
         return await _publish_and_report(args, client, submitted)
 
 

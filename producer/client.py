@@ -94,6 +94,7 @@ class OrderClient:
         strategy_id: str | None = None,
         signal_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        reduce_only: bool = False,
     ) -> Submitted:
         request = Request(
             action=Action.PLACE,
@@ -111,6 +112,7 @@ class OrderClient:
             strategy_id=strategy_id,
             signal_id=signal_id,
             metadata=metadata,
+            reduce_only=reduce_only,
         )
         return await self.publish(request)
 

@@ -262,6 +262,9 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     strategy_id: Tag | None = None
     signal_id: Tag | None = None
     metadata: dict[str, Any] | None = None
+    # Place only: the order may only reduce the account's position in the symbol; one
+    # that would increase it is denied (``risk_denied:reduce_only``).
+    reduce_only: bool = False
 
 
 class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -331,6 +334,7 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     strategy_id: str | None = None
     signal_id: str | None = None
     metadata: dict[str, Any] | None = None
+    reduce_only: bool = False
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -36,6 +36,9 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
 
     ``now_ms`` enables the checks that depend on the clock (``expire_at`` in the future).
     """
+    if req.reduce_only and req.action is not Action.PLACE:
+        raise ContractError(f"reduce_only is only allowed to place, not to {req.action}",
+                            "reduce_only")
     if req.action is Action.PLACE:
         _check_place(req, now_ms)
     elif req.action is Action.AMEND:

@@ -89,6 +89,7 @@ class Decode:
             strategy_id=request.strategy_id,
             signal_id=request.signal_id,
             metadata=request.metadata,
+            reduce_only=request.reduce_only,
         )
         broker.check(spec)
         job.spec = spec

@@ -93,3 +93,42 @@ async def test_commands_set_show_and_resume_trading_and_breakers(
     assert code == 0 and view["breakers"]["default"]["state"] == "closed"
     assert [e.kind for e in await audit.read(redis_client, K)] == [
         "trading_state", "trading_state", "breaker_reset"]
+
+
+async def test_a_kill_reaches_every_worker_at_once(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    # Two workers; the kill is issued while both serve. The next orders, whichever worker
+    # takes them, are refused `halted` within a second; a resume lets orders through again.
+    async with running(make_settings("w1")), running(make_settings("w2")):
+        report = await kill(redis_client, K, client, account=None, flatten=False, wait_s=10)
+        assert report.ok
+        subs = [await client.place("BTCUSDT", "buy", "market", "0.001") for _ in range(12)]
+        results = [await client.wait_result(s.request_id, 1.0) for s in subs]
+        assert {r.reason_code for r in results} == {"halted"}
+        assert {r.worker for r in results} == {"w1", "w2"}
+        # Cancels still pass while halted.
+        cancel = await client.cancel_all()
+        assert (await client.wait_result(cancel.request_id, 1.0)).ok
+        await redis_client.hset(K.trading, "global", "active")
+        sub = await client.place("BTCUSDT", "buy", "market", "0.001")
+        assert (await client.wait_result(sub.request_id, 1.0)).status is ResultStatus.FILLED
+
+
+async def test_reducing_lets_the_flatten_orders_through_and_nothing_that_adds(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    async with running(make_settings("w1")):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.FILLED
+        await redis_client.hset(K.trading, "default", "reducing")
+        for _ in range(50):  # the position must be folded for "reduces" to be known
+            if (await positions_now(redis_client)).get("default:BTCUSDT") == D("0.010"):
+                break
+            await asyncio.sleep(0.1)
+        adds = await client.place("BTCUSDT", "buy", "market", "0.001")
+        assert (await client.wait_result(adds.request_id, 10)).reason_code == "halted"
+        report = await kill(redis_client, K, client, account="default", flatten=True,
+                            wait_s=10)
+        assert report.ok and [r.status for r in report.close_results] == [
+            ResultStatus.FILLED]

@@ -1,0 +1,502 @@
+"""Pre-trade risk checks through real workers on a real redis-server and the paper broker:
+each check denies a real request with its reason code and numbers; two workers racing on
+one limit let exactly one order through; fills and cancels give reservations back; run-time
+limits reach a running worker within a second, audited; trading states reducing and halted
+are enforced; what cannot be evaluated is denied."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from executor import audit, cli
+from executor.config import Settings
+from executor.positions import decode_position
+from executor.projector import Projector
+from executor.risk.book import Reservation
+from executor.risk.limits import AccountLimits, RiskSettings
+from executor.risk.state import (
+    RiskState,
+    Snapshot,
+    Write,
+    decode_reservation,
+    open_by_symbol,
+    open_key,
+    version_key,
+)
+from executor.worker import Worker
+from producer.client import OrderClient
+from producer.contract import (
+    Event,
+    Fill,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Result,
+    ResultStatus,
+    Side,
+    WireDecimal,
+    encode,
+)
+from producer.keys import Keys
+
+from .conftest import replace, running
+
+K = Keys()
+D = Decimal
+
+
+def with_risk(settings: Settings, **limits: Any) -> Settings:
+    return replace(settings, risk=RiskSettings(defaults=AccountLimits(**limits)))
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def reservations(r: aioredis.Redis, account: str = "default") -> dict[str, Any]:
+    return {k.decode(): decode_reservation(v)
+            for k, v in (await r.hgetall(open_key(K, account))).items()}
+
+
+async def place(client: OrderClient, *args: Any, **kw: Any) -> Result:
+    sub = await client.place(*args, **kw)
+    return await client.wait_result(sub.request_id, 10)
+
+
+RESTING = {"price": "45000"}  # a buy limit far below the paper price 50000: it rests
+
+
+@pytest.mark.parametrize(("limits", "order", "code", "message"), [
+    ({"max_quantity": D("0.01")}, ("buy", "limit", "0.011", RESTING),
+     "risk_denied:quantity", "quantity 0.011 is above max_quantity 0.01 (BTCUSDT)"),
+    ({"min_notional": D("10")}, ("buy", "market", "0.0001", {}),
+     "risk_denied:notional", "notional 5 (0.0001 x 50000) is below min_notional 10"),
+    ({"max_notional": D("100")}, ("buy", "limit", "0.01", RESTING),
+     "risk_denied:notional", "notional 450 (0.01 x 45000) is above max_notional 100"),
+    ({"deny_symbols": ["BTCUSDT"]}, ("buy", "market", "0.01", {}),
+     "risk_denied:symbol", "BTCUSDT is on the deny list of account default"),
+    ({"allow_symbols": ["ETHUSDT"]}, ("buy", "market", "0.01", {}),
+     "risk_denied:symbol", "BTCUSDT is not on the allow list of account default (ETHUSDT)"),
+    ({"price_band_pct": D("5")}, ("buy", "limit", "0.01", {"price": "52500.01"}),
+     "risk_denied:price_band", "price 52500.01 is 5.00% from the reference price 50000"),
+    ({}, ("sell", "market", "0.01", {"reduce_only": True}),
+     "risk_denied:reduce_only", "reduce_only sell of 0.01 BTCUSDT would increase the "
+     "position (position 0"),
+    ({"max_daily_orders": 0}, ("buy", "market", "0.01", {}),
+     "risk_denied:daily_orders", "order 1 today would exceed max_daily_orders 0"),
+    ({"max_open_orders": 0}, ("buy", "market", "0.01", {}),
+     "risk_denied:open_orders", "0 orders are open; one more would exceed max_open_orders 0"),
+    ({"max_open_positions": 0}, ("buy", "market", "0.01", {}),
+     "risk_denied:open_positions", "BTCUSDT would exceed max_open_positions 0"),
+    ({"balance": D("449.99")}, ("buy", "limit", "0.01", RESTING),
+     "risk_denied:balance", "notional 450 is above the available balance 449.99"),
+    ({"equity": D("1000"), "max_position_pct": D("10")}, ("buy", "market", "0.01", {}),
+     "risk_denied:position_exposure",
+     "BTCUSDT exposure would be 500, over max_position_pct 10% of equity 1000 (= 100)"),
+    ({"max_total_exposure": D("499.99")}, ("buy", "market", "0.01", {}),
+     "risk_denied:total_exposure", "total exposure would be 500 (now 0), over "
+     "max_total_exposure 499.99"),
+    ({"max_net_short": D("100")}, ("sell", "market", "0.01", {}),
+     "risk_denied:directional", "net short exposure would be 500 (now 0), over "
+     "max_net_short 100"),
+])
+async def test_each_check_denies_a_real_request(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    limits: dict[str, Any], order: tuple[str, str, str, dict[str, Any]], code: str,
+    message: str,
+) -> None:
+    side, kind, qty, extra = order
+    async with running(with_risk(make_settings(), **limits)) as worker:
+        result = await place(client, "BTCUSDT", side, kind, qty, **extra)
+        received = await worker.brokers["default"].received_count()  # type: ignore[attr-defined]
+    assert (result.status, result.reason_code) == (ResultStatus.DENIED, code), result.reason
+    assert result.reason is not None and message in result.reason
+    assert received == 0  # never reached the broker
+    assert result.client_order_id is not None
+    assert not await redis_client.exists(K.order(result.client_order_id))
+    assert await reservations(redis_client) == {}
+
+
+async def test_daily_loss_limit_denies_once_the_day_lost_more(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    settings = with_risk(make_settings(), max_daily_loss=D("500"))
+    async with running(settings) as worker:
+        day = worker.risk._day()
+        await redis_client.hset(K.risk("default", f"day:{day}"), "pnl", "-500")
+        at_limit = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        await redis_client.hset(K.risk("default", f"day:{day}"), "pnl", "-500.01")
+        over = await place(client, "BTCUSDT", "buy", "market", "0.01")
+    assert at_limit.status is ResultStatus.FILLED
+    assert over.reason_code == "risk_denied:daily_loss"
+    assert over.reason is not None and "realized loss today 500.01 is over max_daily_loss 500" \
+        in over.reason
+
+
+async def test_the_projector_counts_realized_pnl_of_the_day(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()) as worker:
+        bought = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        sold = await place(client, "BTCUSDT", "sell", "market", "0.01")
+        day_key = K.risk("default", f"day:{worker.risk._day()}")
+        await until(lambda: redis_client.hexists(day_key, "pnl"))
+        await until(lambda: _flat(redis_client))
+        pnl = D((await redis_client.hget(day_key, "pnl")).decode())
+        orders = int(await redis_client.hget(day_key, "orders"))
+        ttl = await redis_client.pttl(day_key)
+    expected = D(0)
+    for result, sign in ((bought, -1), (sold, 1)):
+        for fill in result.fills:
+            expected += sign * fill.price * fill.quantity - fill.commission
+    assert pnl == expected and pnl < 0  # the spread and the fees
+    assert orders == 2
+    assert 0 < ttl <= 2 * 86_400_000
+
+
+async def _flat(r: aioredis.Redis) -> bool:
+    raw = await r.hget(K.positions, "default:BTCUSDT")
+    return raw is not None and decode_position(raw).quantity == 0
+
+
+async def _barrier_on_snapshots(workers: list[Worker], parties: int) -> list[int]:
+    """Make the first ``parties`` snapshots (whichever workers take them) wait for each
+    other, so their orders are decided on one and the same state; returns a list that
+    counts compare-and-set conflicts."""
+    barrier = asyncio.Barrier(parties)
+    waiting = [parties]
+    conflicts = [0]
+    for worker in workers:
+        state = worker.risk.state
+        snapshot, commit = state.snapshot, state.commit
+
+        async def gated(account: str, day: str, cids: Any = (),
+                        snapshot: Any = snapshot) -> Snapshot:
+            snap: Snapshot = await snapshot(account, day, cids)
+            if waiting[0] > 0:
+                waiting[0] -= 1
+                await asyncio.wait_for(barrier.wait(), 5)
+            return snap
+
+        async def counted(*args: Any, commit: Any = commit) -> bool:
+            done: bool = await commit(*args)
+            conflicts[0] += not done
+            return done
+
+        state.snapshot = gated  # type: ignore[method-assign]
+        state.commit = counted  # type: ignore[method-assign]
+    return conflicts
+
+
+async def test_two_workers_racing_two_orders_over_max_open_orders_one_passes(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """Both workers read the same state (held at a barrier), each order fits alone, together
+    they exceed the limit: the compare-and-set makes the second decide again, and deny."""
+    one = dict(batch_size=1, concurrency=1)
+    async with running(with_risk(make_settings("w1", **one), max_open_orders=1)) as w1, \
+            running(with_risk(make_settings("w2", **one), max_open_orders=1)) as w2:
+        conflicts = await _barrier_on_snapshots([w1, w2], 2)
+        subs = [await client.place("BTCUSDT", "buy", "limit", "0.01", price="45000")
+                for _ in range(2)]
+        results = await client.wait_results([s.request_id for s in subs], 10)
+    codes = sorted(r.reason_code or r.status for r in results.values())
+    assert codes == ["accepted", "risk_denied:open_orders"]
+    assert {r.worker for r in results.values()} == {"w1", "w2"}  # a real cross-worker race
+    assert conflicts[0] >= 1
+    assert len(await reservations(redis_client)) == 1
+
+
+async def test_two_workers_racing_on_total_exposure_one_passes(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    one = dict(batch_size=1, concurrency=1)
+    limits = {"max_total_exposure": D("500")}  # each resting buy is 450
+    async with running(with_risk(make_settings("w1", **one), **limits)) as w1, \
+            running(with_risk(make_settings("w2", **one), **limits)) as w2:
+        await _barrier_on_snapshots([w1, w2], 2)
+        subs = [await client.place("BTCUSDT", "buy", "limit", "0.01", price="45000")
+                for _ in range(2)]
+        results = await client.wait_results([s.request_id for s in subs], 10)
+    assert sorted(r.reason_code or r.status for r in results.values()) == [
+        "accepted", "risk_denied:total_exposure"]
+    denied = next(r for r in results.values() if r.reason_code)
+    assert denied.reason is not None and "would be 900 (now 450)" in denied.reason
+
+
+async def test_many_orders_from_two_workers_never_exceed_max_open_orders(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    opts = dict(batch_size=1, concurrency=3)
+    async with running(with_risk(make_settings("w1", **opts), max_open_orders=3)), \
+            running(with_risk(make_settings("w2", **opts), max_open_orders=3)):
+        subs = [await client.place("BTCUSDT", "buy", "limit", "0.01", price="45000")
+                for _ in range(12)]
+        results = await client.wait_results([s.request_id for s in subs], 20)
+    statuses = [r.reason_code or r.status for r in results.values()]
+    assert statuses.count("accepted") == 3
+    assert statuses.count("risk_denied:open_orders") == 9
+    assert len(await reservations(redis_client)) == 3
+
+
+async def test_reservations_are_released_by_cancel_and_fill_so_later_orders_fit(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(with_risk(make_settings(), max_open_orders=1)):
+        resting = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        assert resting.status is ResultStatus.ACCEPTED
+        [held] = (await reservations(redis_client)).values()
+        assert (held.quantity, held.price, held.side) == (D("0.01"), D("45000"), "buy")
+        assert (await place(client, "BTCUSDT", "buy", "market", "0.01")).reason_code == \
+            "risk_denied:open_orders"
+        assert resting.client_order_id is not None
+        cancel = await client.cancel(resting.client_order_id)
+        assert (await client.wait_result(cancel.request_id, 10)).status is \
+            ResultStatus.CANCELLED
+        await until(lambda: _no_reservations(redis_client))
+        filled = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        assert filled.status is ResultStatus.FILLED
+        await until(lambda: _no_reservations(redis_client))  # the fill released it
+        again = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        assert again.status is ResultStatus.FILLED
+        await until(lambda: _no_reservations(redis_client))
+        snap = await RiskState(redis_client, K).snapshot("default", "x")
+    # What was reserved was released to the digit: the open totals are back at zero.
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (0, 0, 0, 0)
+    assert snap.sums["BTCUSDT|buy|q+"] == D("0.03")  # three orders passed the checks
+
+
+async def _no_reservations(r: aioredis.Redis) -> bool:
+    return not await r.hlen(open_key(K, "default"))
+
+
+async def test_an_amend_is_not_held_back_by_its_old_order_whose_cancel_releases_it(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(with_risk(make_settings(), max_open_orders=1)):
+        first = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        assert first.client_order_id is not None
+        sub = await client.amend(first.client_order_id, price="45500")
+        amended = await client.wait_result(sub.request_id, 10)
+        assert amended.status is ResultStatus.ACCEPTED, amended.reason
+        await until(lambda: _gone(redis_client, first.client_order_id or ""))
+        held = await reservations(redis_client)
+    assert list(held) == [amended.client_order_id]
+    assert held[amended.client_order_id].price == D("45500")
+
+
+def _risk_cli(url: str, *args: str) -> int:
+    return cli.main(["risk", *args, "--redis-url", url])
+
+
+async def test_risk_set_reaches_a_running_worker_within_a_second_and_is_audited(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    redis_url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with running(make_settings()):
+        assert (await place(client, "BTCUSDT", "buy", "market", "0.01")).status is \
+            ResultStatus.FILLED
+        assert await asyncio.to_thread(_risk_cli, redis_url, "set", "--account", "default",
+                                       "max_quantity=0.005", "deny_symbols=ETHUSDT") == 0
+        changed = time.monotonic()
+        denied = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        took = time.monotonic() - changed
+        assert await asyncio.to_thread(_risk_cli, redis_url, "set", "--account", "default",
+                                       "--symbol", "BTCUSDT", "max_quantity=0.02") == 0
+        per_symbol = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        eth = await place(client, "ETHUSDT", "buy", "market", "0.01")
+    assert denied.reason_code == "risk_denied:quantity" and took < 1.0
+    assert per_symbol.status is ResultStatus.FILLED  # the symbol's own limit wins
+    assert eth.reason_code == "risk_denied:symbol"
+    entries = await audit.read(redis_client, K)
+    assert [(e.kind, e.scope) for e in entries] == [("risk_set", "default")] * 2
+    assert entries[0].details["changes"] == {"max_quantity": "0.005",
+                                             "deny_symbols": "ETHUSDT"}
+    assert entries[1].details["symbol"] == "BTCUSDT"
+    assert int(await redis_client.get(version_key(K, "default"))) >= 2
+    capsys.readouterr()
+    assert await asyncio.to_thread(_risk_cli, redis_url, "show", "--json") == 0
+    shown = capsys.readouterr().out
+    assert '"max_quantity":"0.005"' in shown and '"day_orders":2' in shown
+
+
+async def test_risk_set_refuses_a_bad_key_and_changes_nothing(
+    redis_client: aioredis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await asyncio.to_thread(_risk_cli, redis_url, "set", "--account", "default",
+                                   "max_orders=1") == 2
+    assert "unknown risk limit 'max_orders'" in capsys.readouterr().err
+    assert await asyncio.to_thread(_risk_cli, redis_url, "set", "--account", "nobody",
+                                   "max_open_orders=1") == 2
+    assert not await redis_client.exists(K.risk_limits)
+    assert await audit.read(redis_client, K) == []
+
+
+async def test_halted_denies_every_new_order_but_not_cancels(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()):
+        resting = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        await redis_client.hset(K.trading, "default", "halted")
+        denied = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        assert resting.client_order_id is not None
+        cancel = await client.cancel(resting.client_order_id)
+        cancelled = await client.wait_result(cancel.request_id, 10)
+        await redis_client.hset(K.trading, "default", "active")
+        await redis_client.hset(K.trading, "global", "halted")  # a global halt stops it too
+        globally = await place(client, "BTCUSDT", "sell", "market", "0.01")
+    assert (denied.status, denied.reason_code) == (ResultStatus.DENIED, "halted")
+    assert denied.reason == "account default is halted: no new orders"
+    assert cancelled.status is ResultStatus.CANCELLED
+    assert globally.reason_code == "halted"
+
+
+async def test_reducing_lets_only_position_reducing_orders_through(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()):
+        assert (await place(client, "BTCUSDT", "buy", "market", "0.02")).status is \
+            ResultStatus.FILLED
+        await until(lambda: _no_reservations(redis_client))  # projected into the position
+        await redis_client.hset(K.trading, "default", "reducing")
+        more = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        flip = await place(client, "BTCUSDT", "sell", "market", "0.03")
+        other = await place(client, "ETHUSDT", "sell", "market", "0.1")
+        reduce = await place(client, "BTCUSDT", "sell", "market", "0.015")
+    assert more.reason_code == "halted" and more.reason is not None
+    assert "account default is reducing" in more.reason and "position 0.02" in more.reason
+    assert flip.reason_code == "halted" and other.reason_code == "halted"
+    assert reduce.status is ResultStatus.FILLED
+
+
+async def test_a_missing_reference_price_denies(
+    make_settings: Callable[..., Settings], client: OrderClient,
+) -> None:
+    async with running(with_risk(make_settings(), price_band_pct=D("5"))) as worker:
+        async def unknown(symbol: str) -> None:
+            return None
+
+        worker.brokers["default"].reference_price = unknown  # type: ignore[method-assign]
+        market = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        limit = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+    assert market.reason_code == "risk_denied:reference_price"
+    assert market.reason is not None and "no reference price for BTCUSDT" in market.reason
+    assert limit.reason_code == "risk_denied:price_band"
+    assert limit.reason is not None and "price_band cannot be evaluated" in limit.reason
+
+
+async def test_a_redis_error_or_unreadable_state_denies(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings()) as worker:
+        real = worker.risk.state.snapshot
+
+        async def failing(account: str, day: str, cids: Any = ()) -> Snapshot:
+            raise RedisConnectionError("connection reset by peer")
+
+        worker.risk.state.snapshot = failing  # type: ignore[method-assign]
+        broken = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        worker.risk.state.snapshot = real  # type: ignore[method-assign]
+        await redis_client.hset(K.risk_limits, "default", b"{not json")
+        unreadable = await place(client, "BTCUSDT", "buy", "market", "0.01")
+    for result in (broken, unreadable):
+        assert (result.status, result.reason_code) == (ResultStatus.DENIED,
+                                                       "risk_denied:unavailable")
+    assert broken.reason is not None and "connection reset by peer" in broken.reason
+    assert unreadable.reason is not None and "unreadable" in unreadable.reason
+
+
+async def test_the_projector_shrinks_reservations_by_fills_and_drops_them_at_the_end(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Deterministic, on hand-written events: the fill moves its quantity from the
+    reservation to the position in one script; the order's end drops what is left."""
+    r = redis_client
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                     quantity=WireDecimal("6"), price=WireDecimal("50000"))
+    state = RiskState(r, K)
+    await put(state, *(Reservation(request_id=f"1-{cid}", symbol="BTCUSDT", side=Side.BUY,
+                                   quantity=WireDecimal("6"), price=WireDecimal("50000"))
+                       for cid in ("a", "b")), cids=("a", "b"))
+
+    def event(cid: str, seq: int, state: OrderState, **kw: Any) -> dict[str, bytes]:
+        return {"client_order_id": cid.encode(), "data": encode(Event(
+            client_order_id=cid, seq=seq, state=state, at=1_700_006_400_000,
+            account="default", symbol="BTCUSDT", **kw))}
+
+    def fill(n: int, qty: str) -> Fill:
+        return Fill(fill_id=f"f{n}", price=WireDecimal("50000"), quantity=WireDecimal(qty),
+                    commission=WireDecimal("2"), commission_asset="USDT", at=0)
+
+    await r.xadd(K.events, event("a", 1, OrderState.CREATED, order=spec))
+    await r.xadd(K.events, event("a", 4, OrderState.PARTIALLY_FILLED, fill=fill(1, "5")))
+    projector = Projector(r, K, "p", quote_asset=lambda a, s: "USDT")
+    assert await projector.once() == 2
+    held = await reservations(r)
+    assert held["a"].quantity == D("1") and held["b"].quantity == D("6")
+    assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-2"
+    assert await r.get(version_key(K, "default")) == b"2"
+    snap = await state.snapshot("default", "20231115")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (
+        D("7"), D("350000"), 2, 2)
+    await r.xadd(K.events, event("a", 5, OrderState.FILLED, fill=fill(2, "1")))
+    await r.xadd(K.events, event("b", 3, OrderState.CANCELLED))
+    assert await projector.once() == 2
+    assert await reservations(r) == {}
+    assert await r.hget(K.risk("default", "day:20231115"), "pnl") == b"-4"
+    assert await r.get(version_key(K, "default")) == b"3"
+    snap = await state.snapshot("default", "20231115")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (0, 0, 0, 0)
+    position = decode_position(await r.hget(K.positions, "default:BTCUSDT"))
+    assert position.quantity == D("6")
+
+
+async def test_an_orphaned_reservation_is_released_and_a_live_one_kept(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """A request dead-lettered after it reserved but before persist leaves a reservation
+    without an order; once old enough, a batch of the account releases it."""
+    r = redis_client
+    settings = replace(make_settings(), risk=RiskSettings(orphan_after_ms=1_000))
+    async with running(settings):
+        resting = await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        live = resting.client_order_id
+        assert live is not None
+        old = (await reservations(r))[live]
+        old.at = 1  # as if made long ago: it has an order, so it stays
+        await r.hset(open_key(K, "default"), live, encode(old))
+        await put(RiskState(r, K), Reservation(
+            request_id="1-0", symbol="BTCUSDT", side=Side.BUY, quantity=WireDecimal("1"),
+            price=WireDecimal("1"), at=1), cids=("ghost",))
+        await asyncio.sleep(0.2)  # past the sweep's pace (orphan_after_ms / 10)
+        await place(client, "BTCUSDT", "buy", "limit", "0.01", price="45000")
+        await until(lambda: _gone(r, "ghost"))
+        assert live in await reservations(r)
+        snap = await RiskState(r, K).snapshot("default", "x")
+    btc = open_by_symbol(snap.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.orders) == (D("0.02"), 2)  # the ghost's 1 is gone
+
+
+async def put(state: RiskState, *reservations: Reservation, cids: tuple[str, ...]) -> None:
+    """Reservations made as the checks make them (totals and counts with them)."""
+    snap = await state.snapshot("default", "x")
+    assert await state.commit("default", "x", snap, Write(put=[
+        (cid, r, False) for cid, r in zip(cids, reservations, strict=True)]))
+
+
+async def _gone(r: aioredis.Redis, cid: str) -> bool:
+    return not await r.hexists(open_key(K, "default"), cid)
