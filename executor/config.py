@@ -5,14 +5,17 @@ Sources, later ones winning: built-in defaults, the TOML file (``--config`` or
 settings have flat names (``ORDERSTREAM_BATCH_SIZE``); any other key of a section is
 ``ORDERSTREAM_<SECTION>_<KEY>``, and a key of an account defined in the file is
 ``ORDERSTREAM_ACCOUNTS_<ACCOUNT>_<KEY>``. Secrets are never inline: an account names the
-environment variable or file that holds them.
+environment variable or file that holds them (``secrets.py`` reads them when a worker
+starts).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 import msgspec
 
 from producer.keys import DEFAULT_PREFIX
+from producer.signing import KEY_ID_PATTERN
 
 from .brokers.paper.config import PaperAccount
 
@@ -41,6 +45,29 @@ class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # (redis-py issue 3138); Settings enforces it.
     socket_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
+    # Credentials: an ACL user (or the default user of ``requirepass``). The password is
+    # named, never inline: an environment variable or a file (or in ``url``, not both).
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    # TLS is on with a ``rediss://`` url; these files configure it (PEM).
+    tls_ca_file: str | None = None  # CA to verify the server with (default: system CAs)
+    tls_cert_file: str | None = None  # client certificate, with tls_key_file (mutual TLS)
+    tls_key_file: str | None = None
+    tls_check_hostname: bool = True
+
+
+class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A producer's HMAC key: the secret is named (env var or file), never inline."""
+
+    secret_env: str | None = None
+    secret_file: str | None = None
+    accounts: list[str] | None = None  # the accounts it may use; None: every account
+
+
+class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # key_id -> key. With at least one key every request must be signed (steps/authenticate).
+    keys: dict[str, ProducerKey] = msgspec.field(default_factory=dict)
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -82,6 +109,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     accounts: dict[str, PaperAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         w = self.worker
@@ -105,6 +133,48 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
         if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
+        _check_redis(self.redis)
+        _check_keys(self.auth, self.accounts)
+
+
+def _check_redis(r: RedisSettings) -> None:
+    if r.password_env and r.password_file:
+        raise ConfigError("redis.password_env and redis.password_file are both set; set one")
+    if (r.password_env or r.password_file) and _url_credentials(r.url)[1]:
+        raise ConfigError("redis.url has a password and redis.password_env/_file is set too; "
+                          "set one")
+    if r.username and _url_credentials(r.url)[0]:
+        raise ConfigError("redis.url has a user name and redis.username is set too; set one")
+    if bool(r.tls_cert_file) != bool(r.tls_key_file):
+        raise ConfigError("redis.tls_cert_file and redis.tls_key_file go together")
+    tls_files = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+                 if getattr(r, name)]
+    if tls_files and not r.url.startswith("rediss://"):
+        # Never a silent plain-text connection for an operator who meant TLS.
+        raise ConfigError(f"redis.{tls_files[0]} is set but redis.url is not rediss://")
+
+
+def _check_keys(auth: AuthSettings, accounts: Mapping[str, object]) -> None:
+    for key_id, key in auth.keys.items():
+        where = f"auth.keys.{key_id}"
+        if not re.fullmatch(KEY_ID_PATTERN, key_id):
+            raise ConfigError(f"{where}: a key id must match {KEY_ID_PATTERN}")
+        if bool(key.secret_env) == bool(key.secret_file):
+            raise ConfigError(f"{where}: set exactly one of secret_env and secret_file "
+                              "(secrets are never inline)")
+        if key.accounts is not None:
+            if not key.accounts:
+                raise ConfigError(f"{where}.accounts is empty: the key could use no account")
+            unknown = sorted(set(key.accounts) - set(accounts))
+            if unknown:
+                raise ConfigError(f"{where}.accounts names account `{unknown[0]}`, which is "
+                                  f"not configured (known: {', '.join(sorted(accounts))})")
+
+
+def _url_credentials(url: str) -> tuple[str, str]:
+    """The user name and password written in a redis url ("" where absent)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.username or "", parts.password or ""
 
 
 # Worker settings that operators and tests tune have flat environment names.
@@ -182,7 +252,14 @@ def describe(settings: Settings) -> dict[str, Any]:
 
 
 def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """``redis://user:secret@host`` -> ``redis://user:***@host``; a password given as a
+    query argument (``?password=...``, which redis-py also reads) is masked too."""
+    base, qmark, query = url.partition("?")
+    if qmark:
+        pairs = [(k, "***" if k in _SECRET_QUERY_ARGS else v)
+                 for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+        base = mask_url(base) + "?" + urllib.parse.urlencode(pairs, safe="*/")
+        return base
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -191,3 +268,6 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{host}" if colon else (
         f"{scheme}://***@{host}"
     )
+
+
+_SECRET_QUERY_ARGS = {"password", "ssl_password"}

@@ -43,6 +43,7 @@ from .reclaim import Reclaimer
 from .services import Services
 from .states import IllegalTransition
 from .steps.amend import Amend
+from .steps.authenticate import Authenticate
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
 from .steps.decode import Decode
@@ -98,6 +99,7 @@ class Worker:
                            order_ttl_ms=w.order_ttl_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
+        self.authenticate = Authenticate(self.svc)
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
         self.persist = Persist(self.svc)
@@ -320,6 +322,7 @@ class Worker:
         jobs = [Job(_text(entry_id), fields or {}, now) for entry_id, fields in entries]
         self.metrics.batch_size.observe(len(jobs))
         self.decode(jobs)
+        self.authenticate([j for j in jobs if j.result is None])
         self.deadline([j for j in jobs if j.result is None])
         written: set[int] = set()
         extra: list[Outcome] = []
