@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.signing import MIN_SECRET_BYTES
+from producer.signing import MIN_SECRET_BYTES, key_file_secret
 
 from .config import AuthSettings, ConfigError, RedisSettings
 
@@ -31,7 +31,7 @@ def read_secret(setting: str, *, env_name: str | None, file: str | None,
     else:
         assert file
         try:
-            secret = Path(file).read_bytes().rstrip(b" \t\r\n")
+            secret = key_file_secret(Path(file).read_bytes())
         except OSError as exc:
             raise ConfigError(f"{setting}_file: cannot read {file}: {exc.strerror}") from None
         where = f"file {file}"

@@ -28,3 +28,9 @@ def sign(secret: bytes, data: bytes) -> str:
 def signature_matches(secret: bytes, data: bytes, sig: bytes) -> bool:
     """Whether ``sig`` is the signature of ``data``, compared in constant time."""
     return hmac.compare_digest(sign(secret, data).encode(), sig)
+
+
+def key_file_secret(raw: bytes) -> bytes:
+    """The secret held in a key file: trailing blanks and newlines (``echo s > file``) are
+    not part of it."""
+    return raw.rstrip(b" \t\r\n")

@@ -5,7 +5,10 @@ account use only that account; without keys, unsigned requests pass."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +177,34 @@ async def test_without_keys_unsigned_requests_pass_and_sig_is_ignored(
         results = await client.wait_results([plain, junk], 10)
         assert await received(worker) == 2
     assert {r.status for r in results.values()} == {ResultStatus.FILLED}
+
+
+async def test_the_client_and_the_cli_sign_what_they_publish(
+    signed_settings: Settings, redis_url: str, tmp_path: Path
+) -> None:
+    async with running(signed_settings), OrderClient.from_url(
+            redis_url, key_id="alpha-desk", secret=ALPHA_SECRET) as signer:
+        placed = await signer.place("BTCUSDT", "buy", "limit", "0.010", price="40000",
+                                    account="alpha")
+        assert (await signer.wait_result(placed.request_id, 10)).status is ResultStatus.ACCEPTED
+        assert placed.client_order_id is not None
+        cancel = await signer.cancel(placed.client_order_id, account="alpha")
+        assert (await signer.wait_result(cancel.request_id, 10)).status is \
+            ResultStatus.CANCELLED
+        (tmp_path / "key").write_bytes(SECRET + b"\n")
+        cli = [str(Path(sys.executable).parent / "orderstream"), "submit", "--redis-url",
+               redis_url, "--symbol", "ETHUSDT", "--side", "sell", "--quantity", "0.5",
+               "--json", "--timeout", "10"]
+        env = {**os.environ, "ORDERSTREAM_KEY_SECRET": SECRET.decode()}
+        env.pop("ORDERSTREAM_KEY_ID", None)
+        outputs = []
+        for extra in (["--key-id", "k1"], ["--key-id", "k1", "--key-file", str(tmp_path / "key")],
+                      []):
+            proc = await asyncio.create_subprocess_exec(
+                *cli, *extra, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, _err = await asyncio.wait_for(proc.communicate(), 30)
+            outputs.append((proc.returncode, json.loads(out)))
+    assert [(code, r["status"]) for code, r in outputs[:2]] == [(0, "filled"), (0, "filled")]
+    code, unsigned = outputs[2]
+    assert code == 1 and unsigned["reason_code"] == "unauthenticated"
