@@ -33,6 +33,7 @@ from producer.replies import text as _text
 from .brokers.base import Broker
 from .brokers.registry import create_broker
 from .config import Settings
+from .connection import connection_options
 from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
@@ -73,6 +74,7 @@ def connect(settings: Settings) -> aioredis.Redis:
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
+        **connection_options(r),
     ))
 
 
