@@ -17,7 +17,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from devtools.redis_server import RedisServer, find_redis_server, free_port
-from executor.config import ConfigError, describe
+from executor.config import ConfigError, Settings, describe
 from executor.connection import connection_options
 from producer.client import OrderClient
 from producer.contract import ResultStatus
@@ -25,6 +25,15 @@ from producer.contract import ResultStatus
 from .conftest import running, settings_for
 
 PASSWORD = "requirepass-secret-0123456789"
+
+
+async def ping(settings: Settings) -> None:
+    """PING as a worker with ``settings`` would connect."""
+    r = aioredis.Redis.from_url(settings.redis.url, **connection_options(settings.redis))
+    try:
+        await r.ping()
+    finally:
+        await r.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +71,8 @@ async def test_a_wrong_password_is_refused(password_server: RedisServer, tmp_pat
     (tmp_path / "redis.pw").write_text("not-the-password")
     settings = settings_for(password_server.url,
                             redis_password_file=str(tmp_path / "redis.pw"))
-    r = aioredis.Redis.from_url(settings.redis.url, **connection_options(settings.redis))
-    try:
-        with pytest.raises(AuthenticationError):
-            await r.ping()
-    finally:
-        await r.aclose()
+    with pytest.raises(AuthenticationError):
+        await ping(settings)
 
 
 # -- TLS ------------------------------------------------------------------------------------
@@ -148,21 +153,13 @@ async def test_tls_verifies_the_server_and_refuses_plain_text(
     _server, port, certs = tls_server
     # Without our CA, the server's certificate is not trusted: no connection.
     settings = settings_for(f"rediss://127.0.0.1:{port}/0")
-    r = aioredis.Redis.from_url(settings.redis.url, **connection_options(settings.redis))
-    try:
-        with pytest.raises(RedisConnectionError, match="certificate verify failed"):
-            await r.ping()
-    finally:
-        await r.aclose()
+    with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+        await ping(settings)
     # A name the certificate does not hold fails the host name check.
     settings = settings_for(f"rediss://127.0.0.2:{port}/0",
                             redis_tls_ca_file=str(certs / "ca.crt"))
-    r = aioredis.Redis.from_url(settings.redis.url, **connection_options(settings.redis))
-    try:
-        with pytest.raises(RedisConnectionError):
-            await r.ping()
-    finally:
-        await r.aclose()
+    with pytest.raises(RedisConnectionError):
+        await ping(settings)
     # A TLS file that cannot be read stops the start, naming the setting.
     settings = settings_for(f"rediss://127.0.0.1:{port}/0",
                             redis_tls_ca_file=str(tmp_path / "missing.crt"))
