@@ -174,7 +174,8 @@ def _check_keys(auth: AuthSettings, accounts: Mapping[str, object]) -> None:
 def _url_credentials(url: str) -> tuple[str, str]:
     """The user name and password written in a redis url ("" where absent)."""
     parts = urllib.parse.urlsplit(url)
-    return parts.username or "", parts.password or ""
+    in_query = urllib.parse.parse_qs(parts.query).get("password", [""])[0]
+    return parts.username or "", parts.password or in_query
 
 
 # Worker settings that operators and tests tune have flat environment names.
@@ -258,8 +259,7 @@ def mask_url(url: str) -> str:
     if qmark:
         pairs = [(k, "***" if k in _SECRET_QUERY_ARGS else v)
                  for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)]
-        base = mask_url(base) + "?" + urllib.parse.urlencode(pairs, safe="*/")
-        return base
+        return mask_url(base) + "?" + urllib.parse.urlencode(pairs, safe="*/")
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

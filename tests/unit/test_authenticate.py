@@ -206,6 +206,8 @@ def test_redis_password_and_tls_settings(tmp_path: Path) -> None:
          "password_env and redis.password_file are both set"),
         ({"REDIS_URL": "redis://:pw@h/0", "ORDERSTREAM_REDIS_PASSWORD_ENV": "P"},
          "redis.url has a password"),
+        ({"REDIS_URL": "redis://h/0?password=pw", "ORDERSTREAM_REDIS_PASSWORD_FILE": "/p"},
+         "redis.url has a password"),
         ({"REDIS_URL": "redis://u@h/0", "ORDERSTREAM_REDIS_USERNAME": "v"},
          "redis.url has a user name"),
         ({"REDIS_URL": "rediss://h/0", "ORDERSTREAM_REDIS_TLS_CERT_FILE": "/c"},
@@ -223,3 +225,19 @@ def test_a_missing_redis_password_names_its_setting() -> None:
     s = load_settings(None, {"ORDERSTREAM_REDIS_PASSWORD_ENV": "REDIS_PW"})
     with pytest.raises(ConfigError, match=r"redis\.password_env: environment variable REDIS_PW"):
         redis_password(s.redis, {})
+
+
+def test_a_worker_does_not_start_without_its_key_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakeredis import FakeAsyncRedis
+
+    from executor.worker import Worker
+
+    monkeypatch.delenv("ORDERSTREAM_TEST_K1", raising=False)
+    config = write(tmp_path, '[auth.keys.k1]\nsecret_env = "ORDERSTREAM_TEST_K1"\n')
+    settings = load_settings(config, {})
+    with pytest.raises(ConfigError, match="ORDERSTREAM_TEST_K1 is not set"):
+        Worker(settings, redis=FakeAsyncRedis())
+    monkeypatch.setenv("ORDERSTREAM_TEST_K1", "now-it-is-set-0123456789")
+    assert set(Worker(settings, redis=FakeAsyncRedis()).authenticate.keys) == {"k1"}
