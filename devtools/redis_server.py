@@ -239,6 +239,8 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         start_timeout: float = 10.0,
         own_session: bool = False,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.config_file = Path(config_file).resolve() if config_file is not None else None
         self.binary = binary or find_redis_server()
@@ -248,6 +250,9 @@ class RedisServer:
         # takes redis with it. True (`make run`, the CLI): a Ctrl-C meant for us must not stop
         # redis before the worker has shut down, and a background server must outlive us.
         self.own_session = own_session
+        # Who the start-up probe logs in as, for a server with requirepass or an ACL file.
+        self.username = username
+        self.password = password
         # A port we picked may be taken by someone else before redis binds it: then we
         # may pick another, but only until the first successful start (restart keeps it).
         self._port_is_ours = port is None
@@ -335,6 +340,8 @@ class RedisServer:
         client = redis.Redis(
             host="127.0.0.1",
             port=self._port,
+            username=self.username,
+            password=self.password,
             socket_connect_timeout=0.5,
             socket_timeout=1.0,
             retry=_no_retry(),

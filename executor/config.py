@@ -5,13 +5,15 @@ Sources, later ones winning: built-in defaults, the TOML file (``--config`` or
 settings have flat names (``ORDERSTREAM_BATCH_SIZE``); any other key of a section is
 ``ORDERSTREAM_<SECTION>_<KEY>``, and a key of an account defined in the file is
 ``ORDERSTREAM_ACCOUNTS_<ACCOUNT>_<KEY>``. Secrets are never inline: an account names the
-environment variable or file that holds them.
+environment variable or file that holds them (``secrets.py`` reads them when a worker
+starts).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import tomllib
 import urllib.parse
@@ -23,6 +25,7 @@ from typing import Any
 import msgspec
 
 from producer.keys import DEFAULT_PREFIX
+from producer.signing import KEY_ID_PATTERN
 
 from . import logs
 from .breaker import BreakerSettings
@@ -42,14 +45,34 @@ class ConfigError(ValueError):
 
 class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_REDIS_URL
-    # The name of an environment variable holding the password, so that it need not be in
-    # REDIS_URL (which then must have none).
-    password_env: str = ""
     prefix: str = DEFAULT_PREFIX
     # Must exceed the XREADGROUP block time, or redis-py raises a timeout on an idle stream
     # (redis-py issue 3138); Settings enforces it.
     socket_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
+    # Credentials: an ACL user (or the default user of ``requirepass``). The password is
+    # named, never inline: an environment variable or a file (or in ``url``, not both).
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    # TLS is on with a ``rediss://`` url; these files configure it (PEM).
+    tls_ca_file: str | None = None  # CA to verify the server with (default: system CAs)
+    tls_cert_file: str | None = None  # client certificate, with tls_key_file (mutual TLS)
+    tls_key_file: str | None = None
+    tls_check_hostname: bool = True
+
+
+class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A producer's HMAC key: the secret is named (env var or file), never inline."""
+
+    secret_env: str | None = None
+    secret_file: str | None = None
+    accounts: list[str] | None = None  # the accounts it may use; None: every account
+
+
+class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # key_id -> key. With at least one key every request must be signed (steps/authenticate).
+    keys: dict[str, ProducerKey] = msgspec.field(default_factory=dict)
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +118,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Per account; an account without a section gets its broker's published limits.
     limits: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         w = self.worker
@@ -130,6 +154,49 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     f"of worker.visibility_timeout_ms ({w.visibility_timeout_ms})")
         if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
+        _check_redis(self.redis)
+        _check_keys(self.auth, self.accounts)
+
+
+def _check_redis(r: RedisSettings) -> None:
+    if r.password_env and r.password_file:
+        raise ConfigError("redis.password_env and redis.password_file are both set; set one")
+    if (r.password_env or r.password_file) and _url_credentials(r.url)[1]:
+        raise ConfigError("redis.url has a password and redis.password_env/_file is set too; "
+                          "set one")
+    if r.username and _url_credentials(r.url)[0]:
+        raise ConfigError("redis.url has a user name and redis.username is set too; set one")
+    if bool(r.tls_cert_file) != bool(r.tls_key_file):
+        raise ConfigError("redis.tls_cert_file and redis.tls_key_file go together")
+    tls_files = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+                 if getattr(r, name)]
+    if tls_files and not r.url.startswith("rediss://"):
+        # Never a silent plain-text connection for an operator who meant TLS.
+        raise ConfigError(f"redis.{tls_files[0]} is set but redis.url is not rediss://")
+
+
+def _check_keys(auth: AuthSettings, accounts: Mapping[str, object]) -> None:
+    for key_id, key in auth.keys.items():
+        where = f"auth.keys.{key_id}"
+        if not re.fullmatch(KEY_ID_PATTERN, key_id):
+            raise ConfigError(f"{where}: a key id must match {KEY_ID_PATTERN}")
+        if bool(key.secret_env) == bool(key.secret_file):
+            raise ConfigError(f"{where}: set exactly one of secret_env and secret_file "
+                              "(secrets are never inline)")
+        if key.accounts is not None:
+            if not key.accounts:
+                raise ConfigError(f"{where}.accounts is empty: the key could use no account")
+            unknown = sorted(set(key.accounts) - set(accounts))
+            if unknown:
+                raise ConfigError(f"{where}.accounts names account `{unknown[0]}`, which is "
+                                  f"not configured (known: {', '.join(sorted(accounts))})")
+
+
+def _url_credentials(url: str) -> tuple[str, str]:
+    """The user name and password written in a redis url ("" where absent)."""
+    parts = urllib.parse.urlsplit(url)
+    in_query = urllib.parse.parse_qs(parts.query).get("password", [""])[0]
+    return parts.username or "", parts.password or in_query
 
 
 # Worker settings that operators and tests tune have flat environment names.
@@ -196,21 +263,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError(f"invalid configuration: {exc}") from None
     if not settings.worker.consumer:
         settings.worker.consumer = f"{socket.gethostname()}-{os.getpid()}"
-    if settings.redis.password_env:
-        if redis_password(settings, env) is None:
-            raise ConfigError(f"redis.password_env names {settings.redis.password_env}, "
-                              "which is not set")
-        if urllib.parse.urlsplit(settings.redis.url).password is not None:
-            raise ConfigError("the Redis password is given twice: in the URL and by "
-                              "redis.password_env; keep one")
     _redact_secrets(settings, raw, env)
     return settings
-
-
-def redis_password(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
-    """The Redis password named by ``redis.password_env`` (None: the URL's, if any)."""
-    name = settings.redis.password_env
-    return (os.environ if env is None else env).get(name) if name else None
 
 
 def _redact_secrets(settings: Settings, raw: Mapping[str, Any], env: Mapping[str, str]) -> None:
@@ -248,7 +302,13 @@ def describe(settings: Settings) -> dict[str, Any]:
 
 
 def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """``redis://user:secret@host`` -> ``redis://user:***@host``; a password given as a
+    query argument (``?password=...``, which redis-py also reads) is masked too."""
+    base, qmark, query = url.partition("?")
+    if qmark:
+        pairs = [(k, "***" if k in _SECRET_QUERY_ARGS else v)
+                 for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+        return mask_url(base) + "?" + urllib.parse.urlencode(pairs, safe="*/")
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -257,3 +317,6 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{host}" if colon else (
         f"{scheme}://***@{host}"
     )
+
+
+_SECRET_QUERY_ARGS = {"password", "ssl_password"}

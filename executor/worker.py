@@ -33,7 +33,8 @@ from producer.replies import text as _text
 from .breaker import Breaker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
-from .config import Settings, redis_password
+from .config import Settings
+from .connection import connection_options
 from .failpoints import failpoint
 from .job import Job
 from .liveness import Liveness, WorkerInfo
@@ -47,6 +48,7 @@ from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
 from .steps.amend import Amend
+from .steps.authenticate import Authenticate
 from .steps.cancel import Cancel
 from .steps.deadline import Deadline
 from .steps.decode import Decode
@@ -73,15 +75,12 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
-    extra: dict[str, Any] = {}
-    if (password := redis_password(settings)) is not None:
-        extra["password"] = password  # the URL has none (load_settings checks)
     return use_c_packing(aioredis.Redis.from_url(
         r.url,
-        **extra,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,
+        **connection_options(r),
     ))
 
 
@@ -111,6 +110,7 @@ class Worker:
                            order_ttl_ms=w.order_ttl_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
+        self.authenticate = Authenticate(self.svc)
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
         self.gate = Gate(self.svc, self.breaker)
@@ -350,6 +350,9 @@ class Worker:
         self.metrics.batch_size.observe(len(jobs))
         with step("decode", jobs):
             self.decode(jobs)
+        todo = [j for j in jobs if j.result is None]
+        with step("authenticate", todo):
+            self.authenticate(todo)
         todo = [j for j in jobs if j.result is None]
         with step("deadline", todo):
             self.deadline(todo)

@@ -1,7 +1,9 @@
 """Producer commands of ``orderstream``: submit, cancel, amend, cancel-all, watch, demo.
 
 They need only Redis: ``--redis-url`` (default ``$REDIS_URL``) and ``--prefix`` (default
-``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``).
+``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``). Where the workers require signed requests,
+the publishing commands sign with ``--key-id`` (default ``$ORDERSTREAM_KEY_ID``) and the
+secret in ``$ORDERSTREAM_KEY_SECRET`` or in ``--key-file``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from .client import OrderClient, Submitted
 from .contract import (
@@ -29,8 +31,15 @@ from .contract import (
 )
 from .ids import new_client_order_id
 from .keys import DEFAULT_PREFIX
+from .signing import key_file_secret
 
 DEFAULT_URL = "redis://localhost:6379/0"
+KEY_ID_ENV = "ORDERSTREAM_KEY_ID"
+KEY_SECRET_ENV = "ORDERSTREAM_KEY_SECRET"
+
+
+class UsageError(Exception):
+    """A command line that cannot work (exit 2)."""
 
 
 def add_commands(sub: Any) -> None:
@@ -54,6 +63,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--reduce-only", action="store_true",
                    help="only reduce the position; denied if it would increase it")
     _wait_args(p)
+    signing_args(p)
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("cancel", help="publish a cancel request for one order")
@@ -61,6 +71,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("client_order_id")
     p.add_argument("--account")
     _wait_args(p)
+    signing_args(p)
     p.set_defaults(func=_cancel)
 
     p = sub.add_parser("amend", help="change a working order's price, stop price or total "
@@ -72,6 +83,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--quantity", help="the new total quantity, fills so far included")
     p.add_argument("--account")
     _wait_args(p)
+    signing_args(p)
     p.set_defaults(func=_amend)
 
     p = sub.add_parser("cancel-all", help="cancel every open order (optionally filtered)")
@@ -79,6 +91,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--symbol")
     p.add_argument("--account")
     _wait_args(p)
+    signing_args(p)
     p.set_defaults(func=_cancel_all)
 
     p = sub.add_parser("watch", help="follow results (and with --events, order events) live")
@@ -94,6 +107,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--count", type=int, default=12)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--timeout", type=float, default=30.0)
+    signing_args(p)
     p.set_defaults(func=_demo)
 
 
@@ -101,6 +115,39 @@ def connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL))
     p.add_argument("--prefix",
                    default=os.environ.get("ORDERSTREAM_REDIS_PREFIX", DEFAULT_PREFIX))
+
+
+def signing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key-id", default=os.environ.get(KEY_ID_ENV),
+                   help=f"sign requests with this producer key (default ${KEY_ID_ENV}); the "
+                   f"secret comes from ${KEY_SECRET_ENV} or --key-file")
+    p.add_argument("--key-file", help="file holding the key's secret")
+
+
+def _signing_key(args: argparse.Namespace) -> dict[str, Any]:
+    """OrderClient's key_id and secret from the command line and environment."""
+    key_id: str | None = args.key_id or None
+    secret: bytes | None = None
+    if args.key_file:
+        try:
+            with open(args.key_file, "rb") as f:
+                secret = key_file_secret(f.read())
+        except OSError as exc:
+            raise UsageError(f"cannot read --key-file {args.key_file}: {exc.strerror}") from None
+    elif os.environ.get(KEY_SECRET_ENV):
+        secret = os.environ[KEY_SECRET_ENV].encode()
+    if key_id is None:
+        if args.key_file:
+            raise UsageError(f"--key-file needs --key-id (or ${KEY_ID_ENV})")
+        return {}  # unsigned: a secret in the environment alone signs nothing
+    if not secret:
+        raise UsageError(f"--key-id {key_id} needs its secret: set ${KEY_SECRET_ENV} or "
+                         "pass --key-file")
+    return {"key_id": key_id, "secret": secret}
+
+
+def _client(args: argparse.Namespace) -> OrderClient:
+    return OrderClient.from_url(args.redis_url, args.prefix, **_signing_key(args))
 
 
 def _wait_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         return int(asyncio.run(args.func(args)))
     except ContractError as exc:
         print(f"error: invalid request: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except TimeoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -135,7 +185,7 @@ async def _publish_and_report(args: argparse.Namespace, client: OrderClient,
 
 
 async def _submit(args: argparse.Namespace) -> int:
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args) as client:
         deadline = None
         if args.deadline_ms is not None:
             deadline = int(time.time() * 1000) + args.deadline_ms
@@ -149,13 +199,13 @@ async def _submit(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args) as client:
         submitted = await client.cancel(args.client_order_id, account=args.account)
         return await _publish_and_report(args, client, submitted)
 
 
 async def _amend(args: argparse.Namespace) -> int:
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args) as client:
         submitted = await client.amend(args.client_order_id, price=args.price,
                                        stop_price=args.stop_price, quantity=args.quantity,
                                        account=args.account)
@@ -163,7 +213,7 @@ async def _amend(args: argparse.Namespace) -> int:
 
 
 async def _cancel_all(args: argparse.Namespace) -> int:
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args) as client:
         submitted = await client.cancel_all(symbol=args.symbol, account=args.account)
         return await _publish_and_report(args, client, submitted)
 
@@ -254,11 +304,12 @@ def demo_requests(count: int, now_ms: int) -> Iterator[Request | dict[str, Any]]
 async def _demo(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     now = int(time.time() * 1000)
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args) as client:
         ids: list[str] = []
         for item in demo_requests(args.count, now):
             if isinstance(item, dict):
-                entry: Any = await client.redis.xadd(client.keys.pending, cast(Any, item))
+                fields: Any = client.entry(item["data"].encode())
+                entry: Any = await client.redis.xadd(client.keys.pending, fields)
                 ids.append(entry.decode() if isinstance(entry, bytes) else entry)
             else:
                 ids.append((await client.publish(item)).request_id)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from .contract import (
     Action,
+    ContractError,
     Event,
     OrderType,
     Request,
@@ -31,6 +32,7 @@ from .contract import (
 from .ids import new_client_order_id
 from .keys import DEFAULT_PREFIX, Keys
 from .replies import text as _text
+from .signing import KEY_ID_FIELD, SIG_FIELD, sign
 from .validation import check_request
 
 # Results are looked for from a little before the request's own id: stream ids come from
@@ -53,15 +55,36 @@ def _field(fields: Mapping[Any, Any], name: str) -> Any:
 
 
 class OrderClient:
-    """Publishes requests to ``<prefix>:pending`` and reads their results."""
+    """Publishes requests to ``<prefix>:pending`` and reads their results.
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    Given ``key_id`` and ``secret`` (the producer key the workers know under that id), it
+    signs every request: ``sig`` is the HMAC-SHA256 of the exact ``data`` bytes it writes.
+    """
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *,
+                 key_id: str | None = None, secret: bytes | None = None) -> None:
+        if (key_id is None) != (secret is None):
+            raise ValueError("key_id and secret go together: both to sign, neither not to")
         self.redis = redis
         self.keys = Keys(prefix)
+        self._key_id = key_id
+        self._secret = secret
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> OrderClient:
-        return cls(aioredis.Redis.from_url(url), prefix)
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, key_id: str | None = None,
+                 secret: bytes | None = None) -> OrderClient:
+        return cls(aioredis.Redis.from_url(url), prefix, key_id=key_id, secret=secret)
+
+    def __repr__(self) -> str:  # never the secret
+        return f"OrderClient(prefix={self.keys.prefix!r}, key_id={self._key_id!r})"
+
+    def entry(self, data: bytes) -> dict[str, bytes]:
+        """The fields of a pending entry holding ``data``: signed when the client has a key."""
+        fields = {"data": data}
+        if self._key_id is not None and self._secret is not None:
+            fields[KEY_ID_FIELD] = self._key_id.encode()
+            fields[SIG_FIELD] = sign(self._secret, data).encode()
+        return fields
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -74,7 +97,12 @@ class OrderClient:
 
     async def publish(self, request: Request) -> Submitted:
         check_request(request, now_ms=int(time.time() * 1000))
-        entry_id = await self.redis.xadd(self.keys.pending, {"data": encode(request)})
+        if (self._key_id is not None and request.action is Action.PLACE
+                and request.client_order_id is None):
+            # The workers refuse it: a replayed copy would be a second order.
+            raise ContractError("a signed place needs a client_order_id", "client_order_id")
+        fields: Any = self.entry(encode(request))
+        entry_id = await self.redis.xadd(self.keys.pending, fields)
         return Submitted(_text(entry_id), request.client_order_id)
 
     async def place(

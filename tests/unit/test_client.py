@@ -98,3 +98,30 @@ async def test_amend_publishes_only_the_changes_and_refuses_an_empty_one(
     with pytest.raises(ContractError, match="price must be positive"):
         await client.amend("abc", price="0")
     assert await client.redis.xlen(K.pending) == 1
+
+
+async def test_a_client_with_a_key_signs_the_exact_data_it_writes() -> None:
+    from producer.signing import sign, signature_matches
+
+    secret = b"producer-secret-0123456789"
+    async with OrderClient(FakeAsyncRedis(), key_id="desk-1", secret=secret) as signer:
+        await signer.place("BTCUSDT", "buy", "market", "0.010")
+        await signer.cancel("c-1", account="default")
+        for _id, fields in await signer.redis.xrange(K.pending):
+            assert set(fields) == {b"data", b"key_id", b"sig"}
+            assert fields[b"key_id"] == b"desk-1"
+            assert fields[b"sig"] == sign(secret, fields[b"data"]).encode()
+            assert signature_matches(secret, fields[b"data"], fields[b"sig"])
+        assert "producer-secret" not in repr(signer)
+        # A place without its own client id could be replayed as a new order: refused here,
+        # as the workers would.
+        with pytest.raises(ContractError, match="client_order_id"):
+            await signer.publish(decode_request(
+                b'{"symbol":"BTCUSDT","side":"buy","type":"market","quantity":"1"}'))
+
+
+def test_key_id_and_secret_go_together() -> None:
+    with pytest.raises(ValueError, match="together"):
+        OrderClient(FakeAsyncRedis(), key_id="k")
+    with pytest.raises(ValueError, match="together"):
+        OrderClient(FakeAsyncRedis(), secret=b"s" * 16)

@@ -75,6 +75,8 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
         ("rediss://u:pw@h:1/0", "rediss://u:***@h:1/0"),
         ("redis://token@h:1/0", "redis://***@h:1/0"),
+        ("rediss://u:pw@h:1/0?password=pw2&ssl_ca_certs=/etc/ca.pem",
+         "rediss://u:***@h:1/0?password=***&ssl_ca_certs=/etc/ca.pem"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

@@ -1,0 +1,210 @@
+"""Signed requests on a real worker: with producer keys configured, a correctly signed
+request executes and every other one gets exactly one `unauthenticated` result and nothing
+else happens (no order record, no event, nothing at the exchange); keys limited to an
+account use only that account; without keys, unsigned requests pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from executor.config import Settings, load_settings
+from executor.worker import Worker
+from producer.client import OrderClient
+from producer.contract import ResultStatus
+from producer.keys import Keys
+from producer.signing import sign
+
+from .conftest import running
+
+K = Keys()
+SECRET = b"test-secret-0123456789abcdef"
+ALPHA_SECRET = b"alpha-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def signed_settings(redis_url: str, tmp_path: Path) -> Settings:
+    (tmp_path / "k1").write_bytes(SECRET + b"\n")
+    (tmp_path / "alpha").write_bytes(ALPHA_SECRET)
+    path = tmp_path / "orderstream.toml"
+    path.write_text(
+        '[accounts.default]\nbroker = "paper"\n'
+        '[accounts.alpha]\nbroker = "paper"\n'
+        '[accounts.beta]\nbroker = "paper"\n'
+        f'[auth.keys.k1]\nsecret_file = "{tmp_path / "k1"}"\n'
+        f'[auth.keys.alpha-desk]\nsecret_file = "{tmp_path / "alpha"}"\n'
+        'accounts = ["alpha"]\n')
+    return load_settings(path, {"REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+                                "ORDERSTREAM_METRICS_PORT": "0",
+                                "ORDERSTREAM_METRICS_HOST": "127.0.0.1"})
+
+
+def place(cid: str, account: str | None = None, quantity: str = "0.010") -> bytes:
+    body: dict[str, Any] = {"client_order_id": cid, "symbol": "BTCUSDT", "side": "buy",
+                            "type": "market", "quantity": quantity}
+    if account is not None:
+        body["account"] = account
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def signed(data: bytes, key_id: str = "k1", secret: bytes = SECRET) -> dict[str, bytes]:
+    return {"data": data, "key_id": key_id.encode(), "sig": sign(secret, data).encode()}
+
+
+async def received(worker: Worker) -> int:
+    total = 0
+    for broker in worker.brokers.values():
+        total += await broker.received_count()  # type: ignore[attr-defined]
+    return total
+
+
+async def results_of(r: aioredis.Redis, request_id: str) -> list[dict[str, Any]]:
+    found = []
+    for stream in (K.completed, K.failed):
+        for _id, fields in await r.xrange(stream):
+            if fields[b"request_id"].decode() == request_id:
+                found.append(json.loads(fields[b"data"]))
+    return found
+
+
+async def test_a_correctly_signed_request_executes(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    async with running(signed_settings) as worker:
+        rid = (await redis_client.xadd(K.pending, signed(place("ok-1")))).decode()
+        result = await client.wait_result(rid, 10)
+        assert result.status is ResultStatus.FILLED and result.reason_code is None
+        assert await received(worker) == 1
+    assert await redis_client.exists(K.order("ok-1"))
+
+
+async def test_every_bad_signature_is_unauthenticated_and_changes_nothing(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    good = signed(place("c-0"))["sig"]
+    cases: dict[str, tuple[dict[str, bytes], str]] = {
+        "unsigned": ({"data": place("c-1")}, "no `key_id` field"),
+        "no sig": ({"data": place("c-2"), "key_id": b"k1"}, "no `sig` field"),
+        "unknown key": (signed(place("c-3"), key_id="k9"), "`key_id` `k9` names no"),
+        "upper-case hex": ({**signed(place("c-4")), "sig": signed(place("c-4"))["sig"].upper()},
+                           "64 lowercase hex digits"),
+        "short hex": ({**signed(place("c-5")), "sig": signed(place("c-5"))["sig"][:40]},
+                      "it has 40 characters"),
+        "another entry's sig": ({"data": place("c-6"), "key_id": b"k1", "sig": good},
+                                "`sig` does not match `data` under key `k1`"),
+        "wrong secret": (signed(place("c-7"), secret=ALPHA_SECRET), "does not match"),
+        "tampered data": ({**signed(place("c-8")), "data": place("c-8", quantity="5")},
+                          "does not match"),
+        "other key's account": (signed(place("c-9", account="beta"), "alpha-desk",
+                                       ALPHA_SECRET),
+                                "`account` `beta` may not be used with key `alpha-desk`"),
+        "limited key, no account": (signed(place("c-10"), "alpha-desk", ALPHA_SECRET),
+                                    "`account` `default` may not be used"),
+    }
+    async with running(signed_settings) as worker:
+        ids = {name: (await redis_client.xadd(K.pending, fields)).decode()
+               for name, (fields, _) in cases.items()}
+        await client.wait_results(ids.values(), 15)
+        for name, (fields, needle) in cases.items():
+            answers = await results_of(redis_client, ids[name])
+            assert len(answers) == 1, name
+            (result,) = answers
+            assert result["status"] == "failed", name
+            assert result["reason_code"] == "unauthenticated", name
+            assert needle in result["reason"], (name, result["reason"])
+            for secret in (SECRET, ALPHA_SECRET):
+                assert secret.decode() not in result["reason"]
+                assert sign(secret, fields["data"]) not in result["reason"]
+            cid = json.loads(fields["data"])["client_order_id"]
+            assert not await redis_client.exists(K.order(cid)), name
+        assert await received(worker) == 0
+    assert await redis_client.xlen(K.events) == 0
+    assert await redis_client.xlen(K.completed) == 0
+    assert await redis_client.xlen(K.failed) == len(cases)
+    assert (await redis_client.xinfo_groups(K.pending))[0]["pending"] == 0
+
+
+async def test_a_key_limited_to_an_account_cannot_reach_another(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    def limited(data: bytes) -> dict[str, bytes]:
+        return signed(data, "alpha-desk", ALPHA_SECRET)
+
+    resting = json.dumps({"client_order_id": "beta-1", "account": "beta", "symbol": "BTCUSDT",
+                          "side": "buy", "type": "limit", "quantity": "0.010",
+                          "price": "40000"}).encode()
+    async with running(signed_settings) as worker:
+        on_alpha = (await redis_client.xadd(K.pending, limited(place("a-1", "alpha")))).decode()
+        on_beta = (await redis_client.xadd(K.pending, limited(place("b-1", "beta")))).decode()
+        # An unlimited key rests an order on beta; the alpha key may not cancel it, neither
+        # naming beta nor naming no account (which would reach every account).
+        rest = (await redis_client.xadd(K.pending, signed(resting))).decode()
+        await client.wait_results([on_alpha, on_beta, rest], 10)
+        cancels = [
+            (await redis_client.xadd(K.pending, limited(json.dumps(body).encode()))).decode()
+            for body in ({"action": "cancel", "client_order_id": "beta-1", "account": "beta"},
+                         {"action": "cancel", "client_order_id": "beta-1"},
+                         {"action": "cancel_all"},
+                         {"action": "cancel_all", "account": "beta"})
+        ]
+        refused = await client.wait_results(cancels, 10)
+        results = await client.wait_results([on_alpha, on_beta, rest], 10)
+        assert await worker.brokers["alpha"].received_count() == 1  # type: ignore[attr-defined]
+        assert await worker.brokers["beta"].received_count() == 1  # type: ignore[attr-defined]
+    assert results[on_alpha].status is ResultStatus.FILLED
+    assert results[on_alpha].account == "alpha"
+    assert results[on_beta].reason_code == "unauthenticated"
+    assert results[rest].status is ResultStatus.ACCEPTED
+    assert {r.reason_code for r in refused.values()} == {"unauthenticated"}
+    assert not await redis_client.exists(K.order("b-1"))
+    assert (await redis_client.hget(K.order("beta-1"), "state")) == b"accepted"
+
+
+async def test_without_keys_unsigned_requests_pass_and_sig_is_ignored(
+    make_settings: Any, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    async with running(make_settings()) as worker:
+        plain = (await redis_client.xadd(K.pending, {"data": place("u-1")})).decode()
+        junk = (await redis_client.xadd(
+            K.pending, {"data": place("u-2"), "key_id": b"nobody", "sig": b"zz"})).decode()
+        results = await client.wait_results([plain, junk], 10)
+        assert await received(worker) == 2
+    assert {r.status for r in results.values()} == {ResultStatus.FILLED}
+
+
+async def test_the_client_and_the_cli_sign_what_they_publish(
+    signed_settings: Settings, redis_url: str, tmp_path: Path
+) -> None:
+    async with running(signed_settings), OrderClient.from_url(
+            redis_url, key_id="alpha-desk", secret=ALPHA_SECRET) as signer:
+        placed = await signer.place("BTCUSDT", "buy", "limit", "0.010", price="40000",
+                                    account="alpha")
+        assert (await signer.wait_result(placed.request_id, 10)).status is ResultStatus.ACCEPTED
+        assert placed.client_order_id is not None
+        cancel = await signer.cancel(placed.client_order_id, account="alpha")
+        assert (await signer.wait_result(cancel.request_id, 10)).status is \
+            ResultStatus.CANCELLED
+        (tmp_path / "key").write_bytes(SECRET + b"\n")
+        cli = [str(Path(sys.executable).parent / "orderstream"), "submit", "--redis-url",
+               redis_url, "--symbol", "ETHUSDT", "--side", "sell", "--quantity", "0.5",
+               "--json", "--timeout", "10"]
+        env = {**os.environ, "ORDERSTREAM_KEY_SECRET": SECRET.decode()}
+        env.pop("ORDERSTREAM_KEY_ID", None)
+        outputs = []
+        for extra in (["--key-id", "k1"], ["--key-id", "k1", "--key-file", str(tmp_path / "key")],
+                      []):
+            proc = await asyncio.create_subprocess_exec(
+                *cli, *extra, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, _err = await asyncio.wait_for(proc.communicate(), 30)
+            outputs.append((proc.returncode, json.loads(out)))
+    assert [(code, r["status"]) for code, r in outputs[:2]] == [(0, "filled"), (0, "filled")]
+    code, unsigned = outputs[2]
+    assert code == 1 and unsigned["reason_code"] == "unauthenticated"
