@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from producer import cli as producer_cli
 from producer.client import OrderClient
 from producer.contract import OrderType, Result, Side
 from producer.keys import Keys
@@ -176,6 +178,7 @@ def add_commands(sub: Any) -> None:
                    "orders")
     p.add_argument("--wait", type=float, default=DEFAULT_WAIT_S,
                    help="seconds to wait for each step's results")
+    producer_cli.signing_args(p)  # where workers require signed requests
     p.set_defaults(func=operator_command(_kill))
 
     p = sub.add_parser("resume", help="set trading active again")
@@ -197,7 +200,12 @@ def add_commands(sub: Any) -> None:
 
 
 async def _kill(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
-    client = OrderClient(redis, keys.prefix)
+    try:
+        signing = producer_cli.signing_key(args)
+    except producer_cli.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client = OrderClient(redis, keys.prefix, **signing)
     report = await kill(redis, keys, client, account=args.account, flatten=args.flatten,
                         wait_s=args.wait)
     emit(args, report, render_kill(report))

@@ -124,7 +124,7 @@ def signing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", help="file holding the key's secret")
 
 
-def _signing_key(args: argparse.Namespace) -> dict[str, Any]:
+def signing_key(args: argparse.Namespace) -> dict[str, Any]:
     """OrderClient's key_id and secret from the command line and environment."""
     key_id: str | None = args.key_id or None
     secret: bytes | None = None
@@ -147,7 +147,7 @@ def _signing_key(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client(args: argparse.Namespace) -> OrderClient:
-    return OrderClient.from_url(args.redis_url, args.prefix, **_signing_key(args))
+    return OrderClient.from_url(args.redis_url, args.prefix, **signing_key(args))
 
 
 def _wait_args(p: argparse.ArgumentParser) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from executor import audit
-from executor.config import Settings
+from executor.config import Settings, load_settings
 from executor.control import kill
 from executor.positions import decode_position
 from executor.store import decode_order
@@ -132,3 +133,22 @@ async def test_reducing_lets_the_flatten_orders_through_and_nothing_that_adds(
                             wait_s=10)
         assert report.ok and [r.status for r in report.close_results] == [
             ResultStatus.FILLED]
+
+
+async def test_kill_signs_its_requests_where_workers_require_it(
+        redis_url: str, tmp_path: Path, client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    secret = "kill-switch-secret-0123456789"
+    (tmp_path / "ops").write_text(secret)
+    config = tmp_path / "orderstream.toml"
+    config.write_text(f'[auth.keys.ops]\nsecret_file = "{tmp_path / "ops"}"\n')
+    settings = load_settings(config, {"REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+                                      "ORDERSTREAM_METRICS_PORT": "0"})
+    async with running(settings):
+        # Unsigned, the cancel_all is refused by the workers: the kill says it is not done.
+        code, out = await cli(redis_url, "kill")
+        assert code == 1 and "unauthenticated" in out and "NOT COMPLETE" in out
+        code, out = await cli(redis_url, "kill", "--key-id", "ops", "--key-file",
+                              str(tmp_path / "ops"))
+        assert code == 0 and "cancelled 0 open orders" in out
+    assert secret not in out

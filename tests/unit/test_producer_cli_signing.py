@@ -15,7 +15,7 @@ from producer import cli
 def key_of(argv: list[str]) -> dict[str, object]:
     args = build_parser().parse_args(["submit", "--symbol", "BTCUSDT", "--side", "buy",
                                       "--quantity", "1", *argv])
-    return cli._signing_key(args)
+    return cli.signing_key(args)
 
 
 def test_secret_from_env_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
