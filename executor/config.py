@@ -22,6 +22,7 @@ import msgspec
 
 from producer.keys import DEFAULT_PREFIX
 
+from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -79,7 +80,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
-    accounts: dict[str, PaperAccount] = msgspec.field(
+    accounts: dict[str, PaperAccount | BinanceAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
 
@@ -107,6 +108,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
 
 
+_ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
+                                                   "binance": BinanceAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
 _SECTIONS = ("redis", "worker")
@@ -128,11 +131,13 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             if name in env:
                 raw.setdefault(section, {})[key] = env[name]
                 applied.append(name)
-    account_keys = set(msgspec.to_builtins(PaperAccount(), enc_hook=str))
     for account, values in raw.get("accounts", {}).items():
         if not isinstance(values, dict):
             continue
-        for key in account_keys - {"symbols"}:
+        kind = _ACCOUNT_TYPES.get(values.get("broker", "paper"))
+        if kind is None:
+            continue  # the conversion names the unknown broker
+        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols"}:
             name = _env_name(("accounts", account, key))
             if name in env:
                 values[key] = env[name]

@@ -100,6 +100,11 @@ class Metrics:
         self.rate_limit_cap = Gauge(
             "orderstream_rate_limit_cap", "The cap of each shared rate limit",
             ["account", "limit"], registry=r)
+        self.broker_orphans = Counter(
+            "orderstream_broker_orphans",
+            "Orders open at a broker with no record of ours, found by reconciliation, by "
+            "account and what was done (report, adopt, cancel, cancel_failed)",
+            ["account", "action"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
 

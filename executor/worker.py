@@ -89,11 +89,11 @@ class Worker:
         self.redis = redis or connect(settings)
         self.consumer = settings.worker.consumer
         w = settings.worker
+        self.metrics = metrics or Metrics()
         self.brokers = brokers if brokers is not None else {
-            name: create_broker(name, account, self.redis, self.keys)
+            name: create_broker(name, account, self.redis, self.keys, self.metrics)
             for name, account in settings.accounts.items()
         }
-        self.metrics = metrics or Metrics()
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
                            order_ttl_ms=w.order_ttl_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)

@@ -153,6 +153,7 @@ class Side(enum.StrEnum):
 class OrderType(enum.StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    LIMIT_MAKER = "limit_maker"  # post-only: refused by the broker if it would take
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
     TAKE_PROFIT = "take_profit"

@@ -14,6 +14,7 @@ from .contract import Action, ContractError, OrderType, Request, TimeInForce
 PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
     OrderType.MARKET: (False, False),
     OrderType.LIMIT: (True, False),
+    OrderType.LIMIT_MAKER: (True, False),
     OrderType.STOP: (False, True),
     OrderType.STOP_LIMIT: (True, True),
     OrderType.TAKE_PROFIT: (False, True),

@@ -132,8 +132,7 @@ class Amend:
                                         name)
                 changes[name] = value
         spec: OrderSpec = msgspec.structs.replace(old.spec, **changes)
-        self.svc.brokers[old.spec.account].check(spec)
-        return spec
+        return self.svc.brokers[old.spec.account].check(spec) or spec
 
     def _become(self, job: Job, old_cid: str, spec: OrderSpec, new_cid: str) -> None:
         job.spec = spec

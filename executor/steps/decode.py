@@ -90,8 +90,7 @@ class Decode:
             signal_id=request.signal_id,
             metadata=request.metadata,
         )
-        broker.check(spec)
-        job.spec = spec
+        job.spec = broker.check(spec) or spec
 
     def _broker(self, account: str) -> Broker:
         broker = self.svc.brokers.get(account)

@@ -66,6 +66,7 @@ TRIGGERED_TYPES = frozenset(
 )
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT}) | TRIGGERED_TYPES
 
 
 class Direction(enum.StrEnum):
@@ -91,6 +92,9 @@ def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
     if sym is None:
         known = ", ".join(sorted(config.symbols))
         raise ContractError(f"unknown symbol {order.symbol!r}; known symbols: {known}", "symbol")
+    if order.type not in SUPPORTED_TYPES:
+        raise ContractError(f"order type {order.type} is not supported by the paper exchange",
+                            "type")
     qty = order.quantity
     if not (sym.min_quantity <= qty <= sym.max_quantity) or not _is_multiple(qty, sym.step_size):
         raise ContractError(
