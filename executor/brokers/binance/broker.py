@@ -9,8 +9,9 @@ order whose outcome is unknown is looked up by it.
 
 Push: the user data stream (WebSocket API subscription, python-binance's
 ``BinanceSocketManager.user_socket``). A report is pushed as the event says when the fill
-quantities add up to the cumulative quantity Binance states; after a gap (a missed event,
-a restart) the order is looked up over REST instead, so a report never skips a fill.
+quantities add up to the cumulative quantity Binance states; an event older than what a
+reply already told is dropped; after a gap (a missed event, a restart) the order is looked
+up over REST instead, so a report never skips a fill.
 
 Quirks of python-binance 1.0.37 worked around here:
 - no base-URL argument: a subclass sets ``API_URL`` and the WebSocket API client is
@@ -37,6 +38,7 @@ import redis.asyncio as aioredis
 from binance import AsyncClient, BinanceSocketManager
 from binance.base_client import BaseClient
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 
 from producer.contract import ContractError, OrderSpec
@@ -72,6 +74,8 @@ _TRANSPORT_ERRORS = (BinanceRequestException, aiohttp.ClientError, asyncio.Timeo
 _USAGE_HEADERS = {"X-MBX-USED-WEIGHT-1M": "weight_1m", "X-MBX-ORDER-COUNT-10S": "orders_10s",
                   "X-MBX-ORDER-COUNT-1D": "orders_1d"}
 _STREAM_CLOSE_S = 3.0
+_STREAM_CHECK_S = 1.0  # how often a silent user data stream is checked for a lost connection
+STREAMING = WSListenerState.STREAMING
 _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
 
 
@@ -136,6 +140,7 @@ class BinanceBroker:
             self._refresh = None
         if self.client is not None:
             client, self.client = self.client, None
+            await self._close_ws(client.ws_api)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close_connection(), _STREAM_CLOSE_S)
 
@@ -247,6 +252,9 @@ class BinanceBroker:
         # A fresh WebSocket API connection per subscription: python-binance's reconnect of
         # an existing one does not renew the subscription.
         old, client.ws_api = client.ws_api, WebsocketAPI(url=self._ws_url)
+        # Its read loop must not reconnect on its own: a new connection has no subscription,
+        # and a loop left reconnecting outlives every close. The tracker reconnects.
+        client.ws_api.MAX_RECONNECTS = 0
         await self._close_ws(old)
         socket = BinanceSocketManager(client).user_socket()
         try:
@@ -255,8 +263,24 @@ class BinanceBroker:
             except Exception as exc:
                 raise RetryableError(f"binance user data stream: cannot subscribe "
                                      f"({type(exc).__name__}: {exc})") from None
+            task = asyncio.current_task()
+            ws_api = client.ws_api
+            connection = ws_api.ws
             while True:
-                event = await socket.recv()
+                try:
+                    event = await asyncio.wait_for(socket.recv(), _STREAM_CHECK_S)
+                except TimeoutError:
+                    # python-binance reconnects a dropped connection by itself, without
+                    # the subscription (and the drop's error event can come before our
+                    # queue is registered): a new connection means a dead stream.
+                    if ws_api.ws is not connection or ws_api.ws_state is not STREAMING:
+                        raise RetryableError("binance user data stream: connection lost "
+                                             "(reconnected without the subscription)") from None
+                    continue
+                if task is not None and task.cancelling():
+                    # python-binance waits with asyncio.wait_for, which on Python 3.11
+                    # swallows a cancellation that arrives with a message (bpo-42130).
+                    raise asyncio.CancelledError
                 kind = event.get("e")
                 if kind == "executionReport":
                     found = await self._from_event(event)
@@ -269,9 +293,14 @@ class BinanceBroker:
                     raise RetryableError(f"binance user data stream broke: "
                                          f"{event.get('type', kind)} {event.get('m', '')}")
         finally:
+            # Unsubscribing needs the connection: on a broken one only the socket's own
+            # cleanup (its keepalive timer, cancelled first thing) is waited for.
+            ws_api = client.ws_api
+            healthy = ws_api.ws is not None and ws_api.ws_state is STREAMING
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(socket.__aexit__(None, None, None), _STREAM_CLOSE_S)
-            await self._close_ws(client.ws_api)
+                await asyncio.wait_for(socket.__aexit__(None, None, None),
+                                       _STREAM_CLOSE_S if healthy else 0.05)
+            await self._close_ws(ws_api)
 
     async def _from_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
         found = wire.event_report(event)
@@ -281,6 +310,10 @@ class BinanceBroker:
         if after == found.filled_quantity:
             self._filled[cid] = after
             return self._track(found)
+        if found.filled_quantity <= before:
+            # Older than what a reply already told us (the order's HTTP reply can overtake
+            # its events): nothing new in it.
+            return None
         # A fill we did not see (missed event, restart): the whole order over REST.
         try:
             return await self.get_order(cid, found.symbol)
@@ -291,9 +324,16 @@ class BinanceBroker:
 
     @staticmethod
     async def _close_ws(ws_api: WebsocketAPI | None) -> None:
-        if ws_api is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws_api.close(), _STREAM_CLOSE_S)
+        """Close a WebSocket API connection now. python-binance's own close waits for its
+        read loop, which looks at the state only between messages (up to 10 s): so the
+        state is set and the socket closed first, which wakes it."""
+        if ws_api is None:
+            return
+        ws_api.ws_state = WSListenerState.EXITING
+        with contextlib.suppress(Exception):
+            if ws_api.ws is not None:
+                await asyncio.wait_for(ws_api.ws.close(), _STREAM_CLOSE_S)
+            await asyncio.wait_for(ws_api.close(), _STREAM_CLOSE_S)
 
     # -- reconciliation ---------------------------------------------------------------------
 
