@@ -10,7 +10,7 @@ one is known and are skipped otherwise: Binance checks them again.
 from __future__ import annotations
 
 import decimal
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -112,10 +112,18 @@ def _refuse(name: str, message: str, field: str) -> ContractError:
     return ContractError(f"Binance filter {name}: {message}", field)
 
 
+def tidy(value: Decimal) -> Decimal:
+    """Without trailing zeros and without an exponent: 0.01000000 -> 0.01, 5E+4 -> 50000."""
+    value = value.normalize()
+    if value.as_tuple().exponent > 0:  # type: ignore[operator]
+        value = value.quantize(Decimal(1))
+    return value
+
+
 def round_down(value: Decimal, step: Decimal) -> Decimal:
     if not step:
         return value
-    return _EXACT.multiply(_EXACT.divide_int(value, step), step).quantize(step, ROUND_DOWN)
+    return tidy(_EXACT.multiply(_EXACT.divide_int(value, step), step))
 
 
 def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
@@ -142,7 +150,7 @@ def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
         if lot is None:
             continue
         if round_quantity and lot.step:
-            qty = round_down(qty - lot.low, lot.step) + lot.low if qty >= lot.low else qty
+            qty = tidy(round_down(qty - lot.low, lot.step) + lot.low) if qty >= lot.low else qty
         if not lot.fits(qty, lot.low) or qty <= 0:
             raise _refuse(name, f"quantity {_t(order.quantity)} is outside {lot.text()}",
                           "quantity")

@@ -27,7 +27,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
-from .filters import BINANCE_TYPE
+from .filters import BINANCE_TYPE, tidy
 
 STATUS = {
     "NEW": BrokerStatus.NEW,
@@ -74,10 +74,7 @@ def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
 
 def dec(text: Any) -> WireDecimal:
     """A Binance amount (``"0.01000000"``) without its trailing zeros (``"0.01"``)."""
-    value = Decimal(str(text)).normalize()
-    if value.as_tuple().exponent > 0:  # type: ignore[operator]  # 5E+4 -> 50000
-        value = value.quantize(Decimal(1))
-    return WireDecimal(value)
+    return WireDecimal(tidy(Decimal(str(text))))
 
 
 def trade_fill(trade: Mapping[str, Any]) -> Fill:
