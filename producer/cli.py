@@ -40,8 +40,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
     p.add_argument("--type", default="market",
-                   choices=["market", "limit", "stop", "stop_limit", "take_profit",
-                            "take_profit_limit"])
+                   choices=["market", "limit", "limit_maker", "stop", "stop_limit",
+                            "take_profit", "take_profit_limit"])
     p.add_argument("--quantity", required=True, help="decimal, e.g. 0.010")
     p.add_argument("--price")
     p.add_argument("--stop-price")
