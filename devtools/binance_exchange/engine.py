@@ -137,6 +137,7 @@ class Exchange:
         self.listeners: list[Callable[[Event], None]] = []
         self.market_fill_parts = 1
         self.created: Counter[str] = Counter()  # orders stored per newClientOrderId
+        self.duplicates: Counter[str] = Counter()  # refused: the id is on an open order
         self._ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(5_000_001)
         self._list_ids = itertools.count(1)
@@ -237,6 +238,7 @@ class Exchange:
                                   "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
         previous = self.by_client.get((lst.symbol, cid))
         if previous is not None and self.orders[previous].is_open:
+            self.duplicates[cid] += 1
             raise rejected("Duplicate order sent.")
         now = self.now()
         order = XOrder(symbol=lst.symbol, order_id=0, client_order_id=cid, side=side,

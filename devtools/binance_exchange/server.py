@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -74,6 +75,7 @@ class BinanceExchangeServer:
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
+        self._chaos: tuple[random.Random, float, float] | None = None
         self._weight: dict[int, int] = {}  # minute -> weight used
         self._orders: dict[tuple[str, int], int] = {}  # ("10s"|"1d", bucket) -> count
         self._ignored_429 = 0
@@ -135,6 +137,11 @@ class BinanceExchangeServer:
         self.faults.append(fault)
         return fault
 
+    def random_faults(self, before: float, after: float, seed: int = 1) -> None:
+        """Answer that share of new orders with a 5xx: ``before`` without acting on them,
+        ``after`` once they are stored (the sender cannot tell which)."""
+        self._chaos = (random.Random(seed), before, after)
+
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         self.exchange.set_price(symbol, Decimal(price))
 
@@ -195,6 +202,11 @@ class BinanceExchangeServer:
                             content_type="application/json")
 
     def _fault(self, method: str, path: str) -> Fault | None:
+        if self._chaos is not None and method == "POST" and path == "/api/v3/order":
+            rng, before, after = self._chaos
+            roll = rng.random()
+            if roll < before + after:
+                return Fault(method=method, path=path, status=503, after=roll >= before)
         for fault in self.faults:
             if fault.method == method and fault.path == path and fault.times > 0:
                 fault.times -= 1

@@ -165,6 +165,17 @@ async def test_usage_headers_feed_the_limiter(broker: BinanceBroker) -> None:
     assert broker.weights["open_orders_all"] == 80
 
 
+async def test_filters_that_need_the_market_are_checked_at_submit_without_a_call(
+        broker: BinanceBroker, exchange: BinanceExchangeServer) -> None:
+    far = spec(OrderType.LIMIT, "0.01", price=D("9000"))  # under 0.2x the price
+    assert broker.check(far) is far  # check answers the same for every redelivery
+    await broker.reference_price("BTCUSDT")
+    with pytest.raises(PermanentError, match="PERCENT_PRICE_BY_SIDE") as caught:
+        await broker.submit("cid-far", far)
+    assert "10000 to 250000" in str(caught.value)
+    assert exchange.orders_sent() == []
+
+
 async def test_ping(broker: BinanceBroker, exchange: BinanceExchangeServer) -> None:
     await broker.ping()
     await exchange.close()
@@ -218,8 +229,9 @@ async def test_5xx_on_a_lookup_is_retryable(broker: BinanceBroker,
 
 async def test_real_matching_engine_rejections(broker: BinanceBroker,
                                                exchange: BinanceExchangeServer) -> None:
-    with pytest.raises(PermanentError, match="-1121"):
+    with pytest.raises(PermanentError, match="unknown symbol 'DOGEUSDT'"):
         await broker.submit("cid-sym", spec(symbol="DOGEUSDT"))
+    assert exchange.orders_sent() == []  # refused before sending
     with pytest.raises(PermanentError, match="would immediately match"):
         await broker.submit("cid-lm", spec(OrderType.LIMIT_MAKER, "0.01", price=D("51000")))
     with pytest.raises(PermanentError, match="insufficient balance"):

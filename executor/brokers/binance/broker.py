@@ -53,6 +53,7 @@ from ..base import (
     BrokerOrder,
     NotCancellable,
     OrderNotFound,
+    PermanentError,
     RetryableError,
 )
 from . import filters, reconcile, wire
@@ -160,17 +161,20 @@ class BinanceBroker:
     # -- the Broker protocol ----------------------------------------------------------------
 
     def check(self, order: OrderSpec) -> OrderSpec:
-        rules = self.rules.get(order.symbol)
-        if rules is None:
-            raise ContractError(f"unknown symbol {order.symbol!r} at Binance"
-                                f"{'' if self.rules else ' (exchangeInfo not loaded)'}",
-                                "symbol")
-        cached = self._prices.get(order.symbol)
-        return filters.check(order, rules, reference=cached[1] if cached else None,
-                             open_orders=len(self._open.get(order.symbol, ())),
+        """The filters that depend on the order alone. A redelivered request is checked
+        again before its order is found to exist, so this must answer the same every time:
+        the filters that depend on the market or on open orders wait for ``submit``."""
+        return filters.check(order, self._rules(order.symbol),
                              round_quantity=self.config.round_quantity)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        cached = self._prices.get(order.symbol)
+        try:
+            filters.check(order, self._rules(order.symbol),
+                          reference=cached[1] if cached else None,
+                          open_orders=len(self._open.get(order.symbol, ())))
+        except ContractError as exc:
+            raise PermanentError(f"refused before sending to Binance: {exc}") from None
         params = wire.order_params(client_order_id, order)
         reply = await self._call("submit", self._client().create_order, sends=True, **params)
         fills = wire.response_fills(reply)
@@ -384,6 +388,14 @@ class BinanceBroker:
             self.metrics.broker_orphans.labels(self.account, action).inc()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _rules(self, symbol: str) -> filters.Rules:
+        rules = self.rules.get(symbol)
+        if rules is None:
+            raise ContractError(f"unknown symbol {symbol!r} at Binance"
+                                f"{'' if self.rules else ' (exchangeInfo not loaded)'}",
+                                "symbol")
+        return rules
 
     def _client(self) -> AsyncClient:
         if self.client is None:
