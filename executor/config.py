@@ -162,6 +162,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     # The default account exists unless the file defines its own, so that environment
     # overrides reach it too.
     raw.setdefault("accounts", {"default": {"broker": "paper"}})
+    for values in raw["accounts"].values():
+        if isinstance(values, dict):
+            values.setdefault("broker", "paper")  # the broker of an account that names none
     _merge_env(raw, env)
     try:
         # strict=False lets environment strings become ints, floats and Decimals.

@@ -57,6 +57,14 @@ def test_a_binance_account_from_toml_and_environment(tmp_path: Path) -> None:
     assert '"api_key_env": "BN_KEY"' in shown  # where it is, never what it is
 
 
+def test_an_account_that_names_no_broker_is_a_paper_account(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[accounts.x]\nlatency_ms = 3\n")
+    account = load_settings(path, {"ORDERSTREAM_ACCOUNTS_X_SEED": "9"}).accounts["x"]
+    assert isinstance(account, PaperAccount)
+    assert (account.latency_ms, account.seed) == (3, 9)
+
+
 def test_credentials_are_read_from_env_or_file(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "secret"
