@@ -129,6 +129,15 @@ async def test_a_missed_fill_is_healed_by_a_rest_lookup(
     assert any(r.path == "/api/v3/myTrades" for r in exchange.log)
 
 
+async def test_an_unreadable_event_is_skipped(broker: BinanceBroker,
+                                              exchange: BinanceExchangeServer) -> None:
+    async with feed(broker, exchange) as f:
+        exchange.exchange._emit({"e": "executionReport", "s": "BTCUSDT"})  # no fields
+        await broker.submit("s-next", order(OrderType.LIMIT, "0.01", "40000"))
+        assert (await f.next()).client_order_id == "s-next"
+        assert f.error is None
+
+
 async def test_a_dropped_stream_raises_and_a_new_subscription_works(
         broker: BinanceBroker, exchange: BinanceExchangeServer) -> None:
     async with feed(broker, exchange) as f:

@@ -307,7 +307,13 @@ class BinanceBroker:
             await self._close_ws(ws_api)
 
     async def _from_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
-        found = wire.event_report(event)
+        try:
+            found = wire.event_report(event)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # One malformed event must not end the feed; polling covers its order.
+            log.warning("binance %s: unreadable executionReport skipped (%s: %s)",
+                        self.account, type(exc).__name__, exc)
+            return None
         cid = found.client_order_id
         before = self._filled.get(cid, Decimal(0))
         after = before + sum((f.quantity for f in found.fills), Decimal(0))
