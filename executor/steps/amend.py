@@ -147,8 +147,11 @@ class Amend:
 def _total(job: Job, old: Order) -> Decimal:
     """The order's new total quantity: the amend's, else the old one's."""
     assert job.request is not None
-    quantity = job.request.quantity
-    return quantity if quantity is not None else old.spec.quantity
+    quantity = job.request.quantity if job.request.quantity is not None else old.spec.quantity
+    if quantity is None:
+        raise ContractError("an order by quote_quantity has no quantity to amend; give "
+                            "quantity", "quantity")
+    return quantity
 
 
 def _change(job: Job, old: Order, events: list[Event]) -> Outcome | None:

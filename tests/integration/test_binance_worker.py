@@ -28,8 +28,9 @@ __all__ = ["exchange"]  # fixture
 K = Keys()
 
 
-def binance_settings(redis_url: str, server: BinanceExchangeServer, **account: Any) -> Settings:
-    base = settings_for(redis_url, track_interval_ms=100)
+def binance_settings(redis_url: str, server: BinanceExchangeServer, *,
+                     track_interval_ms: int = 100, **account: Any) -> Settings:
+    base = settings_for(redis_url, track_interval_ms=track_interval_ms)
     return replace(base, accounts={"default": account_for(server, **account)})
 
 
@@ -89,10 +90,27 @@ async def test_round_quantity_records_and_sends_the_rounded_quantity(
     assert exchange.orders_sent()[-1].params["quantity"] == "0.01234"
 
 
+async def test_a_market_order_by_quote_amount(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    exchange.exchange.market_fill_parts = 2
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "market", None, quote_quantity="100")
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.status is ResultStatus.FILLED, result
+    assert result.quantity is None
+    assert result.filled_quantity == Decimal("0.002") and len(result.fills) == 2
+    sent = exchange.orders_sent()[-1].params
+    assert (sent["quoteOrderQty"], "quantity" in sent) == ("100", False)
+    assert (await event_states(redis_client, sub.client_order_id))[-3:] == [
+        OrderState.PARTIALLY_FILLED, OrderState.PARTIALLY_FILLED, OrderState.FILLED]
+
+
 async def test_partial_fills_from_the_stream_update_the_order_and_the_position(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         client: OrderClient) -> None:
-    async with running(binance_settings(redis_url, exchange)):
+    # Polling once a minute: within the test only the stream can tell the fills.
+    async with running(binance_settings(redis_url, exchange, track_interval_ms=60_000)):
         sub = await client.place("BTCUSDT", "buy", "limit", "0.050", price="49000")
         result = await client.wait_result(sub.request_id, 10)
         assert result.status is ResultStatus.ACCEPTED, result
@@ -102,7 +120,7 @@ async def test_partial_fills_from_the_stream_update_the_order_and_the_position(
         await until(lambda: _is(redis_client, cid, "partially_filled"))
         exchange.set_price("BTCUSDT", "48990")
         await until(lambda: _is(redis_client, cid, "filled"))
-        # The stream told it: no order lookups were needed.
+        # The stream told it: no order lookups.
         assert not [r for r in exchange.log[requests_before:] if r.path == "/api/v3/order"]
 
         async def projected() -> bool:

@@ -126,6 +126,24 @@ def round_down(value: Decimal, step: Decimal) -> Decimal:
     return tidy(_EXACT.multiply(_EXACT.divide_int(value, step), step))
 
 
+def _check_quote(order: OrderSpec, rules: Rules) -> None:
+    """A market order by quote amount: Binance derives the quantity (and applies LOT_SIZE to
+    it); the quote amount is the notional."""
+    if "MARKET" not in rules.order_types and rules.order_types:
+        raise ContractError(f"market orders are not supported by Binance for {order.symbol}",
+                            "type")
+    quote = order.quote_quantity
+    if quote is None:
+        raise ContractError("quantity or quote_quantity is required", "quantity")
+    name = rules.notional_filter
+    if rules.min_notional is not None and rules.min_to_market and quote < rules.min_notional:
+        raise _refuse(name, f"quote_quantity {_t(quote)} is below the minimum notional "
+                      f"{_t(rules.min_notional)}", "quote_quantity")
+    if rules.max_notional is not None and rules.max_to_market and quote > rules.max_notional:
+        raise _refuse(name, f"quote_quantity {_t(quote)} is above the maximum notional "
+                      f"{_t(rules.max_notional)}", "quote_quantity")
+
+
 def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
           open_orders: int | None = None, round_quantity: bool = False) -> OrderSpec:
     """The order as it may be sent, or ``ContractError`` naming the filter it breaks."""
@@ -144,6 +162,9 @@ def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
         raise ContractError(f"time_in_force {tif} is not allowed for a {order.type} order at "
                             "Binance", "time_in_force")
     market = order.type is OrderType.MARKET
+    if order.quantity is None:
+        _check_quote(order, rules)
+        return order
     qty: Decimal = order.quantity
     for name, lot in (("LOT_SIZE", rules.lot),
                       ("MARKET_LOT_SIZE", rules.market_lot if market else None)):

@@ -59,10 +59,13 @@ def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
         "symbol": order.symbol,
         "side": order.side.upper(),
         "type": BINANCE_TYPE[order.type],
-        "quantity": amount(order.quantity),
         "newClientOrderId": client_order_id,
         "newOrderRespType": "FULL",
     }
+    if order.quantity is not None:
+        params["quantity"] = amount(order.quantity)
+    elif order.quote_quantity is not None:
+        params["quoteOrderQty"] = amount(order.quote_quantity)
     if order.type in _WITH_TIF:
         params["timeInForce"] = order.time_in_force.upper()
     if order.price is not None:
