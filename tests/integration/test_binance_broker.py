@@ -283,6 +283,15 @@ async def test_connection_refused_is_retryable_for_a_submit(
     assert "unreachable" in str(caught.value)
 
 
+async def test_a_start_that_fails_after_connecting_closes_its_session(
+        exchange: BinanceExchangeServer) -> None:
+    exchange.inject("GET", "/api/v3/exchangeInfo", 503)
+    b = BinanceBroker("bn", account_for(exchange))
+    with pytest.raises(RetryableError):
+        await b.start()
+    assert b.client is None  # closed (an open aiohttp session would warn, and fail here)
+
+
 async def test_an_unreachable_server_fails_start_as_retryable(
         exchange: BinanceExchangeServer) -> None:
     await exchange.close()

@@ -126,11 +126,15 @@ class BinanceBroker:
         self.client.REQUEST_RECVWINDOW = cfg.recv_window_ms
         self._ws_url = cfg.ws_url() or (BaseClient.WS_API_TESTNET_URL if testnet
                                         else BaseClient.WS_API_URL.format("com"))
-        await self.load_rules()
+        try:
+            await self.load_rules()
+            if self.store is not None:
+                await self.reconcile(self.store)
+        except BaseException:
+            await self.close()  # no session left open by a start that failed
+            raise
         self._refresh = asyncio.create_task(self._refresh_rules(),
                                             name=f"binance-rules:{self.account}")
-        if self.store is not None:
-            await self.reconcile(self.store)
         log.info("binance %s: ready (%s, %d symbols)", self.account,
                  rest or ("testnet" if testnet else "mainnet"), len(self.rules))
 
