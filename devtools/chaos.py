@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class ChaosConfig:
     failure_rate: float = 0.02  # paper submits refused before the book (retryable)
     timeout_rate: float = 0.02  # paper submits stored but answered "unknown outcome"
     seed: int = 7
+    config_file: str | None = None  # the workers' TOML (another broker than paper)
     worker_env: Mapping[str, str] = field(default_factory=lambda: {
         "ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "1500",
         "ORDERSTREAM_LOOKUP_WINDOW_MS": "300",
@@ -160,10 +161,24 @@ def chaos_request(i: int, rng: random.Random) -> Request:
                    time_in_force=tif)
 
 
+# What the exchange saw: orders created per client id, and submits it refused because the
+# client id was on an order already (a correct worker sends neither twice).
+ExchangeCounts = Callable[[aioredis.Redis], Awaitable[tuple[Mapping[str, int], int]]]
+
+
+async def paper_counts(redis: aioredis.Redis) -> tuple[Mapping[str, int], int]:
+    keys = Keys()
+    sent: Any = await redis.xrange(keys.paper("default", "received"))
+    received = collections.Counter(text(f[b"client_order_id"]) for _, f in sent)
+    return received, int(await redis.xlen(keys.paper("default", "duplicates")))
+
+
 class Chaos:
     def __init__(self, redis_url: str, cfg: ChaosConfig, logdir: Path,
-                 say: Any = lambda _msg: None) -> None:
+                 say: Any = lambda _msg: None,
+                 exchange_counts: ExchangeCounts = paper_counts) -> None:
         self.url = redis_url
+        self.exchange_counts = exchange_counts
         self.cfg = cfg
         self.logdir = logdir
         self.say = say
@@ -181,6 +196,8 @@ class Chaos:
                    ORDERSTREAM_ACCOUNTS_DEFAULT_FAILURE_RATE=str(self.cfg.failure_rate),
                    ORDERSTREAM_ACCOUNTS_DEFAULT_TIMEOUT_RATE=str(self.cfg.timeout_rate),
                    ORDERSTREAM_ACCOUNTS_DEFAULT_SEED=str(self._generation))
+        if self.cfg.config_file:
+            env["ORDERSTREAM_CONFIG"] = self.cfg.config_file
         if failpoint:
             env["ORDERSTREAM_FAILPOINT"] = failpoint
             self._armed.add(name)
@@ -294,10 +311,8 @@ class Chaos:
         wanted = set(request_ids)
         r.lost = len(wanted - answers.keys())
         r.duplicated = sum(1 for rid in wanted if len(answers.get(rid, ())) > 1)
-        sent: Any = await redis.xrange(self.keys.paper("default", "received"))
-        received = collections.Counter(text(f[b"client_order_id"]) for _, f in sent)
-        refused = await redis.xlen(self.keys.paper("default", "duplicates"))
-        r.sent_twice = sum(1 for n in received.values() if n > 1) + int(refused)
+        received, refused = await self.exchange_counts(redis)
+        r.sent_twice = sum(1 for n in received.values() if n > 1) + refused
         for rid in request_ids:
             for result in answers.get(rid, ())[:1]:
                 key = str(result.status) + (f":{result.reason_code}" if result.reason_code

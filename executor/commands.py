@@ -23,6 +23,7 @@ from producer.keys import Keys
 from producer.replies import text
 
 from . import breaker, control, snapshot, views
+from .brokers.paper.config import PaperAccount
 from .config import load_settings
 from .operator_cli import common_args, emit, operator_command
 from .positions import split_key
@@ -70,6 +71,7 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
     settings = load_settings(args.config)
     quotes = {(account, symbol): sym.quote_asset
               for account, config in settings.accounts.items()
+              if isinstance(config, PaperAccount)  # others' quote assets are the broker's
               for symbol, sym in config.symbols.items()}
     # The stored side is read first, then the log to its end: a record can then only be
     # behind its events, and an order with events after `before` was being written while

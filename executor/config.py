@@ -29,6 +29,7 @@ from producer.signing import KEY_ID_PATTERN
 
 from . import logs
 from .breaker import BreakerSettings
+from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
 from .limits.config import AccountLimits
 from .risk.limits import RiskSettings
@@ -112,7 +113,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
-    accounts: dict[str, PaperAccount] = msgspec.field(
+    accounts: dict[str, PaperAccount | BinanceAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
     # Per account; an account without a section gets its broker's published limits.
@@ -199,6 +200,8 @@ def _url_credentials(url: str) -> tuple[str, str]:
     return parts.username or "", parts.password or in_query
 
 
+_ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
+                                                   "binance": BinanceAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
 _SECTIONS = ("redis", "worker", "breaker")
@@ -220,11 +223,13 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             if name in env:
                 raw.setdefault(section, {})[key] = env[name]
                 applied.append(name)
-    account_keys = set(msgspec.to_builtins(PaperAccount(), enc_hook=str))
     for account, values in raw.get("accounts", {}).items():
         if not isinstance(values, dict):
             continue
-        for key in account_keys - {"symbols"}:
+        kind = _ACCOUNT_TYPES.get(values.get("broker", "paper"))
+        if kind is None:
+            continue  # the conversion names the unknown broker
+        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols"}:
             name = _env_name(("accounts", account, key))
             if name in env:
                 values[key] = env[name]
@@ -255,6 +260,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     # The default account exists unless the file defines its own, so that environment
     # overrides reach it too.
     raw.setdefault("accounts", {"default": {"broker": "paper"}})
+    for values in raw["accounts"].values():
+        if isinstance(values, dict):
+            values.setdefault("broker", "paper")  # the broker of an account that names none
     _merge_env(raw, env)
     try:
         # strict=False lets environment strings become ints, floats and Decimals.

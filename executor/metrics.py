@@ -139,6 +139,11 @@ class Metrics:
         self.broker_up = Gauge(
             "orderstream_broker_up", "1 if the last ping of the account's broker answered",
             ["account"], registry=r)
+        self.broker_orphans = Counter(
+            "orderstream_broker_orphans",
+            "Orders open at a broker with no record of ours, found by reconciliation, by "
+            "account and what was done (report, adopt, cancel, cancel_failed)",
+            ["account", "action"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
         # Label lookups cost a lock and a tuple each: the children are kept, as above.

@@ -162,10 +162,11 @@ def _add_fill(order: Order, fill: Fill, notional: Decimal) -> Decimal:
                          "is not positive")
     # Context methods rather than localcontext(): same arithmetic, a fraction of the cost.
     filled = _EXACT.add(order.filled_quantity, fill.quantity)
+    quantity = order.spec.quantity  # None: by quote amount, the broker says when it is done
     if is_terminal(order.state):
-        target = S.FILLED if filled >= order.spec.quantity else S.PARTIALLY_FILLED
+        target = S.FILLED if quantity is not None and filled >= quantity else S.PARTIALLY_FILLED
         raise IllegalTransition(order.client_order_id, order.state, target)
-    if filled > order.spec.quantity:
+    if quantity is not None and filled > quantity:
         raise ValueError(
             f"order {order.client_order_id}: fills {filled} exceed quantity "
             f"{order.spec.quantity}"
@@ -243,6 +244,7 @@ def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event
             )
             return events
         events.append(transition(order, S.SUBMITTED, ctx))
+    quantity = order.spec.quantity
     known = {fill.fill_id for fill in order.fills}
     notional: Decimal | None = None
     for fill in report.fills:
@@ -252,10 +254,15 @@ def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event
         if notional is None:
             notional = _notional(order.fills)
         notional = _add_fill(order, fill, notional)
-        full = order.filled_quantity >= order.spec.quantity
+        full = quantity is not None and order.filled_quantity >= quantity
         events.append(transition(order, S.FILLED if full else S.PARTIALLY_FILLED, ctx,
                                  fill=fill))
     status = report.status
+    if (quantity is None and status is BrokerStatus.FILLED
+            and order.state is S.PARTIALLY_FILLED):
+        # An order by quote amount has no base quantity to reach: filled when the broker
+        # says so (after its last fill).
+        events.append(transition(order, S.FILLED, ctx))
     if status in _BROKER_TERMINAL and order.state is not _BROKER_TERMINAL[status]:
         code = "broker_rejected" if status is BrokerStatus.REJECTED else None
         events.append(

@@ -58,7 +58,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
     symbol: str
     side: Side
     type: OrderType
-    quantity: WireDecimal
+    quantity: WireDecimal | None  # None: a market order by quote_quantity
     filled_quantity: WireDecimal
     average_price: WireDecimal | None
     state: OrderState

@@ -49,9 +49,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
     p.add_argument("--type", default="market",
-                   choices=["market", "limit", "stop", "stop_limit", "take_profit",
-                            "take_profit_limit"])
-    p.add_argument("--quantity", required=True, help="decimal, e.g. 0.010")
+                   choices=["market", "limit", "limit_maker", "stop", "stop_limit",
+                            "take_profit", "take_profit_limit"])
+    amount = p.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--quantity", help="decimal, e.g. 0.010")
+    amount.add_argument("--quote-quantity",
+                        help="market orders: the quote amount to spend or receive")
     p.add_argument("--price")
     p.add_argument("--stop-price")
     p.add_argument("--time-in-force", choices=["gtc", "ioc", "fok", "gtd"])
@@ -190,8 +193,9 @@ async def _submit(args: argparse.Namespace) -> int:
         if args.deadline_ms is not None:
             deadline = int(time.time() * 1000) + args.deadline_ms
         submitted = await client.place(
-            args.symbol, args.side, args.type, args.quantity, price=args.price,
-            stop_price=args.stop_price, time_in_force=args.time_in_force,
+            args.symbol, args.side, args.type, args.quantity,
+            quote_quantity=args.quote_quantity, price=args.price, stop_price=args.stop_price,
+            time_in_force=args.time_in_force,
             expire_at=args.expire_at, client_order_id=args.client_order_id,
             account=args.account, deadline=deadline, strategy_id=args.strategy_id,
             reduce_only=args.reduce_only)

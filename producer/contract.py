@@ -153,6 +153,7 @@ class Side(enum.StrEnum):
 class OrderType(enum.StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    LIMIT_MAKER = "limit_maker"  # post-only: refused by the broker if it would take
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
     TAKE_PROFIT = "take_profit"
@@ -254,6 +255,9 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     side: Side | None = None
     type: OrderType | None = None
     quantity: WireDecimal | None = None
+    # A market order by the amount of the quote asset to spend (buy) or receive (sell)
+    # instead of a base quantity; exactly one of quantity and quote_quantity.
+    quote_quantity: WireDecimal | None = None
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
     time_in_force: TimeInForce | None = None
@@ -325,7 +329,10 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     symbol: str
     side: Side
     type: OrderType
-    quantity: WireDecimal
+    # None for a market order by quote amount: the broker decides the base quantity, and
+    # the order is filled when the broker says so.
+    quantity: WireDecimal | None
+    quote_quantity: WireDecimal | None = None
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
     time_in_force: TimeInForce = TimeInForce.GTC

@@ -14,6 +14,7 @@ from .contract import Action, ContractError, OrderType, Request, TimeInForce
 PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
     OrderType.MARKET: (False, False),
     OrderType.LIMIT: (True, False),
+    OrderType.LIMIT_MAKER: (True, False),
     OrderType.STOP: (False, True),
     OrderType.STOP_LIMIT: (True, True),
     OrderType.TAKE_PROFIT: (False, True),
@@ -24,6 +25,7 @@ _ORDER_FIELDS = (
     "side",
     "type",
     "quantity",
+    "quote_quantity",
     "price",
     "stop_price",
     "time_in_force",
@@ -63,7 +65,7 @@ def _check_amend(req: Request) -> None:
     if req.client_order_id is None:
         raise ContractError("client_order_id is required to amend (the order to change)",
                             "client_order_id")
-    for name in ("symbol", "side", "type", "time_in_force", "expire_at"):
+    for name in ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity"):
         if getattr(req, name) is not None:
             raise ContractError(f"{name} is not allowed for amend (it changes price, "
                                 "stop_price or quantity only)", name)
@@ -77,12 +79,11 @@ def _check_amend(req: Request) -> None:
 
 
 def _check_place(req: Request, now_ms: int | None) -> None:
-    for name in ("symbol", "side", "type", "quantity"):
+    for name in ("symbol", "side", "type"):
         if getattr(req, name) is None:
             raise ContractError(f"{name} is required to place an order", name)
-    assert req.type is not None and req.quantity is not None
-    if req.quantity <= 0:
-        raise ContractError(f"quantity must be positive, got {req.quantity}", "quantity")
+    assert req.type is not None
+    _check_amount(req)
     needs_price, needs_stop = PRICE_FIELDS[req.type]
     for name, needed in (("price", needs_price), ("stop_price", needs_stop)):
         value = getattr(req, name)
@@ -104,6 +105,26 @@ def _check_place(req: Request, now_ms: int | None) -> None:
             )
     elif req.expire_at is not None:
         raise ContractError("expire_at is only allowed when time_in_force is gtd", "expire_at")
+
+
+def _check_amount(req: Request) -> None:
+    """Exactly one of quantity and quote_quantity (a market order only), positive."""
+    if req.quote_quantity is not None:
+        if req.quantity is not None:
+            raise ContractError("quantity and quote_quantity are exclusive: give one",
+                                "quote_quantity")
+        if req.type is not OrderType.MARKET:
+            raise ContractError(f"quote_quantity is only allowed for a market order, not "
+                                f"{req.type}", "quote_quantity")
+        if req.quote_quantity <= 0:
+            raise ContractError(f"quote_quantity must be positive, got {req.quote_quantity}",
+                                "quote_quantity")
+        return
+    if req.quantity is None:
+        raise ContractError("quantity is required to place an order (or quote_quantity for "
+                            "a market order)", "quantity")
+    if req.quantity <= 0:
+        raise ContractError(f"quantity must be positive, got {req.quantity}", "quantity")
 
 
 def _refuse_order_fields(req: Request, action: str, *, allow_symbol: bool) -> None:

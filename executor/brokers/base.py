@@ -53,8 +53,9 @@ class PermanentError(BrokerError):
 
 
 class AuthenticationFailed(PermanentError):
-    """The broker refused our credentials or signature: nothing will pass until an operator
-    fixes them, so the circuit breaker opens at once."""
+    """The broker refused our credentials (Binance: bad signature, key format, key, IP or
+    permissions): nothing will pass until an operator fixes them, so the circuit breaker
+    opens at once."""
 
 
 class OrderNotFound(PermanentError):
@@ -121,9 +122,13 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Release connections and background tasks. Called once at shutdown."""
 
-    def check(self, order: OrderSpec) -> None:
+    def check(self, order: OrderSpec) -> OrderSpec | None:
         """Raise ``ContractError`` naming the field if the broker would refuse this order's
         parameters (unknown symbol, price off the tick, quantity off the step, ...).
+
+        Returns the order adjusted to the broker's rules where the account asks for that
+        (Binance's ``round_quantity``: quantity rounded down to the step), which is what is
+        recorded and sent; None: the order as it is.
 
         Pure and local: no call to the broker, so a bad request never reaches it.
         """

@@ -5,6 +5,8 @@ calls, never a call our own limiter held back."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis.asyncio as aioredis
 
 from producer.keys import Keys
@@ -13,12 +15,16 @@ from ..breaker import Breaker
 from ..limits import AccountLimits, Limiter, plan_for
 from ..metrics import Metrics
 from .base import Broker
+from .binance.config import BinanceAccount
 from .circuit import CircuitBroker
 from .limited import limited
 from .paper.config import PaperAccount
 from .paper.exchange import PaperBroker
 
-AccountConfig = PaperAccount
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+
+AccountConfig = PaperAccount | BinanceAccount
 
 
 def broker_type(config: AccountConfig) -> str:
@@ -32,6 +38,10 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
     adapter: Broker
     if isinstance(config, PaperAccount):
         adapter = PaperBroker(account, config, redis, keys)
+    elif isinstance(config, BinanceAccount):
+        # Imported here: python-binance is loaded only by workers that trade on Binance.
+        from .binance.broker import BinanceBroker
+        adapter = BinanceBroker(account, config, redis, keys, metrics)
     else:
         raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
     if breaker is not None:

@@ -42,6 +42,7 @@ from ..trading import TradingState
 EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
                         traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 ZERO = Decimal(0)
+_ESTIMATE = decimal.Context(prec=34, rounding=ROUND_HALF_EVEN)
 _EPOCH = datetime.datetime(1970, 1, 1)
 
 
@@ -70,13 +71,24 @@ class Candidate:
     reference: Decimal | None
     price: Decimal | None = field(init=False)  # the order price (see the module's doc)
     notional: Decimal | None = field(init=False)
+    # The base quantity: the order's own, or for a market order by quote amount
+    # (``quote_quantity``) that amount at the order price, an estimate to 34 digits (the
+    # fills decide the real one). None when unpriced.
+    quantity: Decimal | None = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.spec
         self.price = s.price if s.price is not None else (
             s.stop_price if s.stop_price is not None else self.reference)
-        self.notional = (None if self.price is None
-                         else EXACT.multiply(s.quantity, self.price))
+        if s.quantity is not None:
+            self.quantity = s.quantity
+            self.notional = (None if self.price is None
+                             else EXACT.multiply(s.quantity, self.price))
+        else:
+            assert s.quote_quantity is not None, "a place has quantity or quote_quantity"
+            self.notional = s.quote_quantity
+            self.quantity = (None if self.price is None or self.price <= 0
+                             else _ESTIMATE.divide(s.quote_quantity, self.price))
 
 
 @dataclass(slots=True)
@@ -144,11 +156,12 @@ class Book:
 
 
 def reservation_of(candidate: Candidate, at: int) -> Reservation:
-    price = candidate.price
-    assert price is not None, "an order without a price is denied before it reserves"
+    price, quantity = candidate.price, candidate.quantity
+    assert price is not None and quantity is not None, \
+        "an order without a price is denied before it reserves"
     spec = candidate.spec
     return Reservation(request_id=candidate.request_id, symbol=spec.symbol, side=spec.side,
-                       quantity=spec.quantity, price=wire(price), at=at)
+                       quantity=wire(quantity), price=wire(price), at=at)
 
 
 def reduces_position(position_qty: Decimal, side: Side, quantity: Decimal) -> bool:
@@ -159,14 +172,18 @@ def reduces_position(position_qty: Decimal, side: Side, quantity: Decimal) -> bo
     return position_qty < 0 and quantity <= -position_qty
 
 
-def reduces(book: Book, spec: OrderSpec) -> bool:
+def reduces(book: Book, order: Candidate) -> bool:
     """Whether the order reduces the position even if every open order on its side fills
-    first: the position it may reduce is what those orders leave of it."""
+    first: the position it may reduce is what those orders leave of it. An order whose
+    quantity is unknown (by quote amount, unpriced) is not known to reduce."""
+    spec = order.spec
+    if order.quantity is None:
+        return False
     s = book.symbol(spec.symbol)
     with decimal.localcontext(EXACT):
         left = s.position - s.sell_quantity if spec.side is Side.SELL else (
             s.position + s.buy_quantity)
-    return reduces_position(left, spec.side, spec.quantity)
+    return reduces_position(left, spec.side, order.quantity)
 
 
 class Unpriced(Exception):

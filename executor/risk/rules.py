@@ -57,6 +57,14 @@ def _deny(check: str, message: str) -> Denial:
     return Denial(risk_denied(check), message)
 
 
+def _qty(order: Candidate) -> str:
+    """The order's quantity as shown in a message (an estimate for a quote amount)."""
+    if order.spec.quantity is not None:
+        return _t(order.spec.quantity)
+    shown = "?" if order.quantity is None else f"~{_t(order.quantity)}"
+    return f"{shown} (quote amount {_t(order.spec.quote_quantity or ZERO)})"
+
+
 def _unpriced(check: str, symbol: str) -> Denial:
     return _deny(check, f"no reference price for {symbol}: {check} cannot be evaluated, so "
                  "the order is denied")
@@ -65,11 +73,11 @@ def _unpriced(check: str, symbol: str) -> Denial:
 def trading_state(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     if book.state is TradingState.HALTED:
         return Denial(ReasonCode.HALTED, f"account {book.account} is halted: no new orders")
-    if book.state is TradingState.REDUCING and not reduces(book, order.spec):
+    if book.state is TradingState.REDUCING and not reduces(book, order):
         s = book.symbol(order.spec.symbol)
         return Denial(ReasonCode.HALTED, (
             f"account {book.account} is reducing: only orders that reduce a position pass; "
-            f"this {order.spec.side} of {_t(order.spec.quantity)} {order.spec.symbol} does "
+            f"this {order.spec.side} of {_qty(order)} {order.spec.symbol} does "
             f"not (position {_t(s.position)}, open buys {_t(s.buy_quantity)}, open sells "
             f"{_t(s.sell_quantity)})"))
     return None
@@ -95,7 +103,9 @@ def reference_price(order: Candidate, book: Book, limits: Limits) -> Denial | No
 
 
 def quantity(order: Candidate, book: Book, limits: Limits) -> Denial | None:
-    q = order.spec.quantity
+    q = order.quantity
+    if q is None:  # by quote amount, and no price to convert it with
+        return _unpriced("quantity", order.spec.symbol)
     if limits.min_quantity is not None and q < limits.min_quantity:
         return _deny("quantity", f"quantity {_t(q)} is below min_quantity "
                      f"{_t(limits.min_quantity)} ({order.spec.symbol})")
@@ -111,7 +121,7 @@ def notional(order: Candidate, book: Book, limits: Limits) -> Denial | None:
         return None
     n = order.notional
     assert n is not None  # reference_price ran first
-    at = f"({_t(order.spec.quantity)} x {_t(order.price or ZERO)})"
+    at = f"({_qty(order)} x {_t(order.price or ZERO)})"
     if low is not None and n < low:
         return _deny("notional", f"notional {_t(n)} {at} is below min_notional {_t(low)} "
                      f"({order.spec.symbol})")
@@ -139,18 +149,18 @@ def price_band(order: Candidate, book: Book, limits: Limits) -> Denial | None:
 
 
 def reduce_only(order: Candidate, book: Book, limits: Limits) -> Denial | None:
-    if not order.spec.reduce_only or reduces(book, order.spec):
+    if not order.spec.reduce_only or reduces(book, order):
         return None
     s = book.symbol(order.spec.symbol)
     return _deny("reduce_only", (
-        f"reduce_only {order.spec.side} of {_t(order.spec.quantity)} {order.spec.symbol} "
+        f"reduce_only {order.spec.side} of {_qty(order)} {order.spec.symbol} "
         f"would increase the position (position {_t(s.position)}, open buys "
         f"{_t(s.buy_quantity)}, open sells {_t(s.sell_quantity)})"))
 
 
 def daily_loss(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     limit = limits.max_daily_loss
-    if limit is None or reduces(book, order.spec):
+    if limit is None or reduces(book, order):
         return None
     loss = -book.day_pnl
     if loss > limit:

@@ -135,8 +135,7 @@ class Amend:
                                         name)
                 changes[name] = value
         spec: OrderSpec = msgspec.structs.replace(old.spec, **changes)
-        self.svc.brokers[old.spec.account].check(spec)
-        return spec
+        return self.svc.brokers[old.spec.account].check(spec) or spec
 
     def _become(self, job: Job, old_cid: str, spec: OrderSpec, new_cid: str) -> None:
         job.spec = spec
@@ -151,8 +150,11 @@ class Amend:
 def _total(job: Job, old: Order) -> Decimal:
     """The order's new total quantity: the amend's, else the old one's."""
     assert job.request is not None
-    quantity = job.request.quantity
-    return quantity if quantity is not None else old.spec.quantity
+    quantity = job.request.quantity if job.request.quantity is not None else old.spec.quantity
+    if quantity is None:
+        raise ContractError("an order by quote_quantity has no quantity to amend; give "
+                            "quantity", "quantity")
+    return quantity
 
 
 def _change(job: Job, old: Order, events: list[Event]) -> Outcome | None:

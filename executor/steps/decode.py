@@ -70,7 +70,7 @@ class Decode:
         broker = self._broker(account)
         if request.action in (Action.CANCEL, Action.AMEND):
             return  # an amend's new order is built from the old one (steps/amend.py)
-        assert request.symbol and request.side and request.type and request.quantity
+        assert request.symbol and request.side and request.type
         if job.client_order_id is None:
             job.client_order_id = client_order_id_for_entry(
                 request.symbol, request.side, job.request_id
@@ -81,6 +81,7 @@ class Decode:
             side=request.side,
             type=request.type,
             quantity=request.quantity,
+            quote_quantity=request.quote_quantity,
             price=request.price,
             stop_price=request.stop_price,
             time_in_force=request.time_in_force or TimeInForce.GTC,
@@ -91,8 +92,7 @@ class Decode:
             metadata=request.metadata,
             reduce_only=request.reduce_only,
         )
-        broker.check(spec)
-        job.spec = spec
+        job.spec = broker.check(spec) or spec
 
     def _broker(self, account: str) -> Broker:
         broker = self.svc.brokers.get(account)

@@ -290,3 +290,32 @@ def test_only_the_checks_a_limit_switches_on_run() -> None:
                                           rules.reduce_only)
     assert rules.quantity in rules.checks_for(Limits(max_quantity=D("1")))
     assert rules.directional in rules.checks_for(Limits(max_net_short=D("1")))
+
+
+def quote_order(amount: str, ref: str | None = "50000", side: str = "buy") -> Candidate:
+    spec = OrderSpec(account="a", symbol="BTCUSDT", side=Side(side), type=OrderType.MARKET,
+                     quantity=None, quote_quantity=WireDecimal(amount))
+    return Candidate("c1", "1-0", spec, None if ref is None else D(ref))
+
+
+def test_an_order_by_quote_amount_is_valued_at_that_amount() -> None:
+    # Binance's market order by quote amount: its notional is the amount itself, and its
+    # quantity is estimated at the reference price (the fills decide the real one).
+    o = quote_order("1000")
+    assert o.notional == D("1000") and o.quantity == D("0.02")
+    assert code(rules.notional(o, book(price="50000"), Limits(max_notional=D("1000")))) is None
+    denied = rules.notional(o, book(price="50000"), Limits(max_notional=D("999.99")))
+    assert code(denied) == "risk_denied:notional"
+    assert denied is not None and "quote amount 1000" in denied.message
+    assert code(rules.quantity(o, book(price="50000"), Limits(max_quantity=D("0.019")))) == \
+        "risk_denied:quantity"
+    # Without a reference price it cannot be converted: denied, not passed.
+    unpriced = quote_order("1000", ref=None)
+    assert unpriced.quantity is None
+    assert code(rules.reference_price(unpriced, book(price=None), Limits())) == \
+        "risk_denied:reference_price"
+    # Nor is it known to reduce a position: refused while the account is reducing.
+    b = book(position="1", price="50000", state=TradingState.REDUCING)
+    assert code(rules.trading_state(quote_order("1000", side="sell"), b, Limits())) is None
+    assert code(rules.trading_state(quote_order("1000", ref=None, side="sell"), b,
+                                    Limits())) == "halted"

@@ -66,6 +66,7 @@ TRIGGERED_TYPES = frozenset(
 )
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT}) | TRIGGERED_TYPES
 
 
 class Direction(enum.StrEnum):
@@ -85,13 +86,24 @@ def _is_multiple(value: Decimal, step: Decimal) -> bool:
         return False
 
 
+def quantity_of(spec: OrderSpec) -> WireDecimal:
+    """The base quantity of a paper order (``check`` refuses orders by quote amount)."""
+    if spec.quantity is None:
+        raise ContractError("quote_quantity is not supported by the paper exchange (give "
+                            "quantity)", "quote_quantity")
+    return spec.quantity
+
+
 def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
     """The symbol's config, or ``ContractError`` naming the field the exchange would refuse."""
     sym = config.symbols.get(order.symbol)
     if sym is None:
         known = ", ".join(sorted(config.symbols))
         raise ContractError(f"unknown symbol {order.symbol!r}; known symbols: {known}", "symbol")
-    qty = order.quantity
+    if order.type not in SUPPORTED_TYPES:
+        raise ContractError(f"order type {order.type} is not supported by the paper exchange",
+                            "type")
+    qty = quantity_of(order)
     if not (sym.min_quantity <= qty <= sym.max_quantity) or not _is_multiple(qty, sym.step_size):
         raise ContractError(
             f"quantity {qty} not allowed for {order.symbol}: it must be from "
@@ -266,7 +278,7 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
     assert price is not None
     if not (book.ref <= price if spec.side is Side.BUY else book.ref >= price):
         return None
-    size = min(spec.quantity - order.filled_quantity, sym.depth_quantity)
+    size = min(quantity_of(spec) - order.filled_quantity, sym.depth_quantity)
     fills, filled = _with_fills(order, [(price, size)], config.maker_fee_bps, "maker",
                                 sym.quote_asset, now)
     return msgspec.structs.replace(
@@ -275,7 +287,8 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
         updated_at=now,
         fills=fills,
         filled_quantity=filled,
-        status=BrokerStatus.FILLED if filled >= spec.quantity else BrokerStatus.PARTIALLY_FILLED,
+        status=(BrokerStatus.FILLED if filled >= quantity_of(spec)
+                else BrokerStatus.PARTIALLY_FILLED),
     )
 
 
@@ -285,8 +298,9 @@ def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount
     spec = order.spec
     limit = spec.price if spec.type in _LIMIT_TYPES else None
     # Nothing filled yet (the zero every new order starts at): all of it, the same object.
-    remaining = spec.quantity if order.filled_quantity is zero() \
-        else spec.quantity - order.filled_quantity
+    quantity = quantity_of(spec)
+    remaining = quantity if order.filled_quantity is zero() \
+        else quantity - order.filled_quantity
     trades = book.take(spec.side, remaining, limit)
     tif = spec.time_in_force
     if limit is not None and tif is TimeInForce.FOK \
@@ -296,7 +310,7 @@ def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount
     fills, filled = _with_fills(order, trades, config.taker_fee_bps, "taker", sym.quote_asset,
                                 now)
     order.fills, order.filled_quantity = fills, filled
-    if filled >= spec.quantity:
+    if filled >= quantity:
         order.status = BrokerStatus.FILLED
     elif limit is None:
         order.status, order.reason = BrokerStatus.EXPIRED, INSUFFICIENT_LIQUIDITY

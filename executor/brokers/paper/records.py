@@ -56,12 +56,14 @@ def decode_order(data: bytes | str) -> PaperOrder:
 
 def report(order: PaperOrder) -> BrokerOrder:
     """What the exchange tells a client about the order."""
+    quantity = order.spec.quantity
+    assert quantity is not None  # the paper exchange takes base quantities only (check)
     return BrokerOrder(
         client_order_id=order.client_order_id,
         broker_order_id=order.broker_order_id,
         symbol=order.spec.symbol,
         status=order.status,
-        quantity=order.spec.quantity,
+        quantity=quantity,
         filled_quantity=order.filled_quantity,
         fills=list(order.fills),
         reason=order.reason,

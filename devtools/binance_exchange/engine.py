@@ -1,0 +1,629 @@
+"""The local exchange's books and matching model, without any transport.
+
+Requests come in as Binance's own parameter dicts (strings); answers are Binance's JSON
+objects; refusals are ``ApiError`` with Binance's code, message and HTTP status. Changes of
+orders and balances are pushed to listeners as user-data-stream events.
+
+Matching model: a market order fills at the symbol's current price (in
+``market_fill_parts`` fills); a limit order that crosses the price fills at once (taker),
+otherwise rests (GTC) or expires (IOC/FOK); resting limits fill at their own price when a
+test moves the price through them (``set_price``) or fills them in part (``fill``); stop and
+take-profit orders wait for their trigger, then become a market or a limit order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+import msgspec
+
+from .symbols import Listing, default_listings
+
+DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
+CLIENT_ID = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
+TAKER_FEE = Decimal("0.001")
+MAKER_FEE = Decimal("0.0008")
+E8 = Decimal("0.00000001")
+OPEN = ("NEW", "PARTIALLY_FILLED")
+STOPS = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+Event = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A refusal as Binance words it: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
+
+    def __init__(self, code: int, msg: str, status: int = 400,
+                 retry_after: int | None = None) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status, self.retry_after = code, msg, status, retry_after
+
+
+def rejected(msg: str) -> ApiError:
+    return ApiError(-2010, msg)
+
+
+def fmt(value: Decimal) -> str:
+    """Binance writes amounts with 8 decimals: ``"0.01000000"``."""
+    return f"{value.quantize(E8, rounding=ROUND_DOWN):f}"
+
+
+def number(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
+    text = params.get(name)
+    if text is None or text == "":
+        if required:
+            raise ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
+                                  "or malformed.")
+        return None
+    if not DECIMAL.match(text):
+        raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range "
+                              "is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
+    return Decimal(text)
+
+
+def mandatory(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
+                              "or malformed.")
+    return value
+
+
+def _floor(value: Decimal, step: Decimal) -> Decimal:
+    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step if step else value
+
+
+class XOrder(msgspec.Struct, kw_only=True):
+    symbol: str
+    order_id: int
+    client_order_id: str
+    side: str
+    type: str
+    tif: str
+    qty: Decimal
+    price: Decimal  # 0 for market orders
+    stop_price: Decimal = Decimal(0)
+    quote_qty: Decimal = Decimal(0)  # quoteOrderQty of a market order
+    executed: Decimal = Decimal(0)
+    cum_quote: Decimal = Decimal(0)
+    status: str = "NEW"
+    time: int = 0
+    update_time: int = 0
+    working: bool = True
+    working_time: int = -1
+    order_list_id: int = -1
+    locked: Decimal = Decimal(0)  # of the asset it spends, while open
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
+
+    def view(self) -> dict[str, Any]:
+        """The order object of GET/DELETE /api/v3/order and openOrders."""
+        out: dict[str, Any] = {
+            "symbol": self.symbol, "orderId": self.order_id, "orderListId": self.order_list_id,
+            "clientOrderId": self.client_order_id, "price": fmt(self.price),
+            "origQty": fmt(self.qty), "executedQty": fmt(self.executed),
+            "cummulativeQuoteQty": fmt(self.cum_quote), "status": self.status,
+            "timeInForce": self.tif or "GTC", "type": self.type, "side": self.side,
+            "stopPrice": fmt(self.stop_price), "icebergQty": "0.00000000", "time": self.time,
+            "updateTime": self.update_time, "isWorking": self.working,
+            "workingTime": self.working_time, "origQuoteOrderQty": fmt(self.quote_qty),
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
+        return out
+
+
+class Exchange:
+    """One account at the local exchange: listings, balances, orders, trades."""
+
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.offset_ms = 0  # the exchange's clock runs this far ahead of ours (tests: -1021)
+        self.listings: dict[str, Listing] = default_listings()
+        self.balances: dict[str, list[Decimal]] = {  # asset -> [free, locked]
+            "USDT": [Decimal("1000000"), Decimal(0)],
+            "BTC": [Decimal("100"), Decimal(0)],
+            "ETH": [Decimal("1000"), Decimal(0)],
+        }
+        self.orders: dict[int, XOrder] = {}
+        self.by_client: dict[tuple[str, str], int] = {}  # (symbol, client id) -> latest id
+        self.trades: list[dict[str, Any]] = []
+        self.listeners: list[Callable[[Event], None]] = []
+        self.market_fill_parts = 1
+        self.created: Counter[str] = Counter()  # orders stored per newClientOrderId
+        self.duplicates: Counter[str] = Counter()  # refused: the id is on an open order
+        self._ids = itertools.count(1_000_001)
+        self._trade_ids = itertools.count(5_000_001)
+        self._list_ids = itertools.count(1)
+        self._oco: dict[int, tuple[str, list[int]]] = {}  # list id -> (list client id, legs)
+
+    def now(self) -> int:
+        return self._clock() + self.offset_ms
+
+    def listing(self, symbol: str | None) -> Listing:
+        if not symbol:
+            raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                                  "or malformed.")
+        found = self.listings.get(symbol)
+        if found is None:
+            raise ApiError(-1121, "Invalid symbol.")
+        return found
+
+    # -- market data ------------------------------------------------------------------------
+
+    def exchange_info(self, params: dict[str, str]) -> dict[str, Any]:
+        names = list(self.listings)
+        if "symbol" in params:
+            names = [self.listing(params["symbol"]).symbol]
+        return {
+            "timezone": "UTC", "serverTime": self.now(),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": 6000},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+                 "limit": 100},
+                {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1,
+                 "limit": 200000},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
+                 "limit": 300000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [self.listings[n].info() for n in names],
+        }
+
+    def ticker(self, symbol: str | None) -> Any:
+        if symbol is not None:
+            lst = self.listing(symbol)
+            return {"symbol": lst.symbol, "price": fmt(lst.price)}
+        return [{"symbol": s.symbol, "price": fmt(s.price)} for s in self.listings.values()]
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def place(self, params: dict[str, str]) -> dict[str, Any]:
+        order = self._new_order(params)
+        self._store(order)
+        self._execute_new(order)
+        return self._response(order, params.get("newOrderRespType"))
+
+    def _new_order(self, params: dict[str, str], list_id: int = -1) -> XOrder:
+        lst = self.listing(params.get("symbol"))
+        side = mandatory(params, "side")
+        if side not in ("BUY", "SELL"):
+            raise ApiError(-1117, "Invalid side.")
+        otype = mandatory(params, "type")
+        if otype not in ("LIMIT", "MARKET", "LIMIT_MAKER", *STOPS):
+            raise ApiError(-1116, "Invalid orderType.")
+        qty = number(params, "quantity")
+        quote_qty = number(params, "quoteOrderQty")
+        price = number(params, "price")
+        stop = number(params, "stopPrice")
+        tif = params.get("timeInForce", "")
+        if otype in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
+            mandatory(params, "timeInForce")
+            number(params, "price", required=True)
+        if tif and tif not in ("GTC", "IOC", "FOK"):
+            raise ApiError(-1115, "Invalid timeInForce.")
+        if tif and otype in ("MARKET", "LIMIT_MAKER", "STOP_LOSS", "TAKE_PROFIT"):
+            raise ApiError(-1106, "Parameter 'timeInForce' sent when not required.")
+        if otype == "LIMIT_MAKER":
+            number(params, "price", required=True)
+        if otype in STOPS:
+            number(params, "stopPrice", required=True)
+        elif stop is not None:
+            raise ApiError(-1106, "Parameter 'stopPrice' sent when not required.")
+        if otype in ("MARKET", "STOP_LOSS", "TAKE_PROFIT") and price is not None:
+            raise ApiError(-1106, "Parameter 'price' sent when not required.")
+        if otype == "MARKET":
+            if (qty is None) == (quote_qty is None):
+                raise ApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but "
+                                      "both were empty/null!")
+            if quote_qty is not None:
+                step = Decimal(self._lot(lst, market=True)["stepSize"]) or Decimal(
+                    lst.filter("LOT_SIZE")["stepSize"])  # type: ignore[index]
+                qty = _floor(quote_qty / lst.price, step)
+        elif qty is None:
+            number(params, "quantity", required=True)
+        elif quote_qty is not None:
+            raise ApiError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+        assert qty is not None
+        cid = params.get("newClientOrderId") or f"x-local{next(self._ids)}"
+        if not CLIENT_ID.match(cid):
+            raise ApiError(-1100, "Illegal characters found in parameter 'newClientOrderId'; "
+                                  "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
+        previous = self.by_client.get((lst.symbol, cid))
+        if previous is not None and self.orders[previous].is_open:
+            self.duplicates[cid] += 1
+            raise rejected("Duplicate order sent.")
+        now = self.now()
+        order = XOrder(symbol=lst.symbol, order_id=0, client_order_id=cid, side=side,
+                       type=otype, tif=tif, qty=qty, price=price or Decimal(0),
+                       stop_price=stop or Decimal(0), quote_qty=quote_qty or Decimal(0),
+                       time=now, update_time=now, working=otype not in STOPS,
+                       working_time=now if otype not in STOPS else -1, order_list_id=list_id)
+        self._check_filters(lst, order)
+        if otype in STOPS and self._triggered(order, lst.price):
+            raise rejected("Order would trigger immediately.")
+        if otype == "LIMIT_MAKER" and self._crosses(order, lst.price):
+            raise rejected("Order would immediately match and take.")
+        self._check_balance(lst, order)
+        return order
+
+    def _store(self, order: XOrder) -> None:
+        order.order_id = next(self._ids)
+        self.orders[order.order_id] = order
+        self.by_client[(order.symbol, order.client_order_id)] = order.order_id
+        self.created[order.client_order_id] += 1
+
+    def _execute_new(self, order: XOrder) -> None:
+        """What happens to a stored order at once: fills, rests or expires; events out."""
+        lst = self.listings[order.symbol]
+        self._emit_report(order, "NEW")
+        if order.type == "MARKET":
+            self._fill_market(order, lst)
+        elif order.type in ("LIMIT", "LIMIT_MAKER"):
+            self._place_limit(order, lst)
+        else:
+            self._lock(order, lst)
+        self._emit_balances(lst)
+
+    def _place_limit(self, order: XOrder, lst: Listing) -> None:
+        if self._crosses(order, lst.price):
+            self._trade(order, lst, order.qty, lst.price, maker=False)
+        elif order.tif in ("IOC", "FOK"):
+            self._finish(order, "EXPIRED")
+        else:
+            self._lock(order, lst)
+
+    def _fill_market(self, order: XOrder, lst: Listing) -> None:
+        parts = max(1, self.market_fill_parts)
+        step = Decimal(lst.filter("LOT_SIZE")["stepSize"])  # type: ignore[index]
+        piece = _floor(order.qty / parts, step)
+        for i in range(parts):
+            left = order.qty - order.executed
+            qty = left if i == parts - 1 or piece <= 0 else min(piece, left)
+            if qty > 0:
+                self._trade(order, lst, qty, lst.price, maker=False)
+
+    def _response(self, order: XOrder, resp_type: str | None) -> dict[str, Any]:
+        if resp_type is None:
+            resp_type = "FULL" if order.type in ("MARKET", "LIMIT") else "ACK"
+        out: dict[str, Any] = {"symbol": order.symbol, "orderId": order.order_id,
+                               "orderListId": order.order_list_id,
+                               "clientOrderId": order.client_order_id,
+                               "transactTime": order.time}
+        if resp_type == "ACK":
+            return out
+        view = order.view()
+        out.update({k: view[k] for k in ("price", "origQty", "executedQty",
+                                         "origQuoteOrderQty", "cummulativeQuoteQty", "status",
+                                         "timeInForce", "type", "side", "workingTime",
+                                         "selfTradePreventionMode")})
+        if order.type in STOPS:
+            out["stopPrice"] = view["stopPrice"]
+        if resp_type == "FULL":
+            out["fills"] = [
+                {"price": t["price"], "qty": t["qty"], "commission": t["commission"],
+                 "commissionAsset": t["commissionAsset"], "tradeId": t["id"]}
+                for t in self.trades if t["orderId"] == order.order_id
+            ]
+        return out
+
+    def find(self, params: dict[str, str]) -> XOrder:
+        lst = self.listing(params.get("symbol"))
+        oid, cid = params.get("orderId"), params.get("origClientOrderId")
+        if oid is None and cid is None:
+            raise ApiError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but "
+                                  "both were empty/null!")
+        order: XOrder | None = None
+        if oid is not None:
+            try:
+                order = self.orders.get(int(oid))
+            except ValueError:
+                raise ApiError(-1100, "Illegal characters found in parameter 'orderId'; "
+                                      "legal range is '^[0-9]{1,20}$'.") from None
+            if order is not None and cid is not None and order.client_order_id != cid:
+                raise ApiError(-2039, "Client order ID is not correct for this order ID.")
+        elif cid is not None:
+            found = self.by_client.get((lst.symbol, cid))
+            order = None if found is None else self.orders[found]
+        if order is None or order.symbol != lst.symbol:
+            raise ApiError(-2013, "Order does not exist.")
+        return order
+
+    def query(self, params: dict[str, str]) -> dict[str, Any]:
+        return self.find(params).view()
+
+    def cancel(self, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            order = self.find(params)
+        except ApiError as exc:
+            if exc.code == -2013:
+                raise ApiError(-2011, "Unknown order sent.") from None
+            raise
+        if not order.is_open:
+            raise ApiError(-2011, "Unknown order sent.")
+        self._finish(order, "CANCELED")
+        self._emit_balances(self.listings[order.symbol])
+        view = order.view()
+        view["origClientOrderId"] = view.pop("clientOrderId")
+        view["clientOrderId"] = params.get("newClientOrderId") or f"cancel{order.order_id}"
+        view["transactTime"] = self.now()
+        for key in ("time", "updateTime", "isWorking", "workingTime", "icebergQty"):
+            view.pop(key, None)
+        return view
+
+    def open_orders(self, symbol: str | None) -> list[dict[str, Any]]:
+        if symbol is not None:
+            self.listing(symbol)
+        return [o.view() for o in self.orders.values()
+                if o.is_open and (symbol is None or o.symbol == symbol)]
+
+    def cancel_open(self, symbol: str | None) -> list[dict[str, Any]]:
+        lst = self.listing(symbol)
+        out = []
+        for order in list(self.orders.values()):
+            if order.is_open and order.symbol == lst.symbol:
+                out.append(self.cancel({"symbol": order.symbol, "orderId": str(order.order_id)}))
+        if not out:
+            raise ApiError(-2011, "Unknown order sent.")
+        return out
+
+    def place_oco(self, params: dict[str, str]) -> dict[str, Any]:
+        """POST /api/v3/orderList/oco: two legs, one above the price and one below; when
+        one fills or is cancelled the other is cancelled ("ALL_DONE")."""
+        lst = self.listing(params.get("symbol"))
+        side = mandatory(params, "side")
+        qty = mandatory(params, "quantity")
+        list_id = next(self._list_ids)
+        legs: list[XOrder] = []
+        for leg in ("above", "below"):
+            leg_params = {"symbol": lst.symbol, "side": side, "quantity": qty,
+                          "type": mandatory(params, f"{leg}Type")}
+            for src, dst in (("ClientOrderId", "newClientOrderId"), ("Price", "price"),
+                             ("StopPrice", "stopPrice"), ("TimeInForce", "timeInForce")):
+                if f"{leg}{src}" in params:
+                    leg_params[dst] = params[f"{leg}{src}"]
+            legs.append(self._new_order(leg_params, list_id))
+        above, below = legs
+        above_at = above.price if above.type in ("LIMIT_MAKER",) else above.stop_price
+        below_at = below.stop_price if below.type in STOPS else below.price
+        if not below_at < lst.price < above_at:
+            raise rejected("The relationship of the prices for the orders is not correct.")
+        list_cid = params.get("listClientOrderId") or f"list{list_id}"
+        for order in legs:
+            self._store(order)
+            self._execute_new(order)
+        self._oco[list_id] = (list_cid, [o.order_id for o in legs])
+        return {
+            "orderListId": list_id, "contingencyType": "OCO", "listStatusType": "EXEC_STARTED",
+            "listOrderStatus": "EXECUTING", "listClientOrderId": list_cid,
+            "transactionTime": self.now(), "symbol": lst.symbol,
+            "orders": [{"symbol": o.symbol, "orderId": o.order_id,
+                        "clientOrderId": o.client_order_id} for o in legs],
+            "orderReports": [self._response(o, "RESULT") for o in legs],
+        }
+
+    # -- account ----------------------------------------------------------------------------
+
+    def account(self, params: dict[str, str]) -> dict[str, Any]:
+        omit = params.get("omitZeroBalances") == "true"
+        balances = [{"asset": a, "free": fmt(f), "locked": fmt(lk)}
+                    for a, (f, lk) in self.balances.items() if not (omit and f == lk == 0)]
+        return {
+            "makerCommission": 8, "takerCommission": 10, "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {"maker": "0.00080000", "taker": "0.00100000",
+                                "buyer": "0.00000000", "seller": "0.00000000"},
+            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+            "requireSelfTradePrevention": False, "preventSor": False,
+            "updateTime": self.now(), "accountType": "SPOT", "balances": balances,
+            "permissions": ["SPOT"], "uid": 354937868,
+        }
+
+    def my_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        lst = self.listing(params.get("symbol"))
+        oid = params.get("orderId")
+        limit = int(params.get("limit", "500"))
+        out = [t for t in self.trades if t["symbol"] == lst.symbol
+               and (oid is None or str(t["orderId"]) == oid)]
+        return out[:limit]
+
+    # -- moving the market (tests) ----------------------------------------------------------
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """Move the last price: triggers stops and fills the resting limits it reaches."""
+        lst = self.listing(symbol)
+        lst.price = price
+        for order in list(self.orders.values()):
+            if not order.is_open or order.symbol != symbol:
+                continue
+            if not order.working:
+                if not self._triggered(order, price):
+                    continue
+                order.working, order.working_time = True, self.now()
+                if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
+                    self._unlock(order, lst)
+                    self._fill_market(order, lst)
+                    continue
+            if self._crosses(order, price):
+                self._trade(order, lst, order.qty - order.executed, order.price, maker=True)
+        self._emit_balances(lst)
+
+    def fill(self, symbol: str, client_order_id: str, qty: Decimal) -> None:
+        """Fill ``qty`` of a resting order at its own price (a partial fill, as a test
+        orders it)."""
+        order = self.find({"symbol": symbol, "origClientOrderId": client_order_id})
+        if not order.is_open or not order.working:
+            raise ValueError(f"order {client_order_id} is not resting")
+        lst = self.listings[symbol]
+        self._trade(order, lst, min(qty, order.qty - order.executed), order.price, maker=True)
+        self._emit_balances(lst)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _crosses(order: XOrder, price: Decimal) -> bool:
+        return price <= order.price if order.side == "BUY" else price >= order.price
+
+    @staticmethod
+    def _triggered(order: XOrder, price: Decimal) -> bool:
+        up = (order.type.startswith("STOP")) == (order.side == "BUY")
+        return price >= order.stop_price if up else price <= order.stop_price
+
+    @staticmethod
+    def _lot(lst: Listing, market: bool) -> dict[str, Any]:
+        f = lst.filter("MARKET_LOT_SIZE") if market else None
+        return f or lst.filter("LOT_SIZE") or {"minQty": "0", "maxQty": "0", "stepSize": "0"}
+
+    def _check_filters(self, lst: Listing, order: XOrder) -> None:
+        def fail(name: str) -> ApiError:
+            return ApiError(-1013, f"Filter failure: {name}")
+
+        pf = lst.filter("PRICE_FILTER")
+        if pf is not None:
+            lo, hi, tick = (Decimal(pf[k]) for k in ("minPrice", "maxPrice", "tickSize"))
+            for p in (order.price, order.stop_price):
+                if p == 0:
+                    continue
+                if (lo and p < lo) or (hi and p > hi) or (tick and p % tick != 0):
+                    raise fail("PRICE_FILTER")
+        market = order.type == "MARKET"
+        for name in ("LOT_SIZE", "MARKET_LOT_SIZE") if market else ("LOT_SIZE",):
+            f = lst.filter(name)
+            if f is None:
+                continue
+            lo, hi, step = (Decimal(f[k]) for k in ("minQty", "maxQty", "stepSize"))
+            q = order.qty
+            if (lo and q < lo) or (hi and q > hi) or (step and (q - lo) % step != 0) or q <= 0:
+                raise fail(name)
+        at = order.price if order.price else lst.price
+        notional = at * order.qty
+        nf = lst.filter("NOTIONAL")
+        if nf is not None:
+            if (not market or nf["applyMinToMarket"]) and notional < Decimal(nf["minNotional"]):
+                raise fail("NOTIONAL")
+            if (not market or nf["applyMaxToMarket"]) and notional > Decimal(nf["maxNotional"]):
+                raise fail("NOTIONAL")
+        mf = lst.filter("MIN_NOTIONAL")
+        if (mf is not None and (not market or mf["applyToMarket"])
+                and notional < Decimal(mf["minNotional"])):
+            raise fail("MIN_NOTIONAL")
+        pp = lst.filter("PERCENT_PRICE_BY_SIDE")
+        if pp is not None and order.price:
+            side = "bid" if order.side == "BUY" else "ask"
+            up, down = Decimal(pp[f"{side}MultiplierUp"]), Decimal(pp[f"{side}MultiplierDown"])
+            if not lst.price * down <= order.price <= lst.price * up:
+                raise fail("PERCENT_PRICE_BY_SIDE")
+        mn = lst.filter("MAX_NUM_ORDERS")
+        if mn is not None:
+            count = sum(1 for o in self.orders.values() if o.is_open and o.symbol == lst.symbol)
+            if count >= mn["maxNumOrders"]:
+                raise fail("MAX_NUM_ORDERS")
+
+    def _spends(self, lst: Listing, order: XOrder) -> tuple[str, Decimal]:
+        if order.side == "SELL":
+            return lst.base, order.qty - order.executed
+        at = order.price or order.stop_price or lst.price
+        return lst.quote, (order.qty - order.executed) * at
+
+    def _check_balance(self, lst: Listing, order: XOrder) -> None:
+        asset, amount = self._spends(lst, order)
+        if self.balances.setdefault(asset, [Decimal(0), Decimal(0)])[0] < amount:
+            raise rejected("Account has insufficient balance for requested action.")
+
+    def _lock(self, order: XOrder, lst: Listing) -> None:
+        asset, amount = self._spends(lst, order)
+        bal = self.balances[asset]
+        bal[0] -= amount
+        bal[1] += amount
+        order.locked = amount
+
+    def _unlock(self, order: XOrder, lst: Listing) -> None:
+        asset = lst.base if order.side == "SELL" else lst.quote
+        bal = self.balances[asset]
+        bal[0] += order.locked
+        bal[1] -= order.locked
+        order.locked = Decimal(0)
+
+    def _trade(self, order: XOrder, lst: Listing, qty: Decimal, price: Decimal,
+               maker: bool) -> None:
+        if order.locked:
+            self._unlock(order, lst)
+        quote = qty * price
+        buy = order.side == "BUY"
+        got_asset = lst.base if buy else lst.quote
+        got = qty if buy else quote
+        fee = (got * (MAKER_FEE if maker else TAKER_FEE)).quantize(E8, rounding=ROUND_DOWN)
+        paid_asset, paid = (lst.quote, quote) if buy else (lst.base, qty)
+        self.balances.setdefault(paid_asset, [Decimal(0), Decimal(0)])[0] -= paid
+        self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got - fee
+        order.executed += qty
+        order.cum_quote += quote
+        order.update_time = self.now()
+        order.status = "FILLED" if order.executed >= order.qty else "PARTIALLY_FILLED"
+        trade = {
+            "symbol": lst.symbol, "id": next(self._trade_ids), "orderId": order.order_id,
+            "orderListId": order.order_list_id, "price": fmt(price), "qty": fmt(qty),
+            "quoteQty": fmt(quote), "commission": fmt(fee), "commissionAsset": got_asset,
+            "time": order.update_time, "isBuyer": buy, "isMaker": maker, "isBestMatch": True,
+        }
+        self.trades.append(trade)
+        if order.is_open:
+            self._lock(order, lst)
+        self._emit_report(order, "TRADE", trade)
+        if not order.is_open:
+            self._done(order)
+
+    def _finish(self, order: XOrder, status: str) -> None:
+        if order.locked:
+            self._unlock(order, self.listings[order.symbol])
+        order.status = status
+        order.update_time = self.now()
+        self._emit_report(order, "CANCELED" if status == "CANCELED" else "EXPIRED")
+        self._done(order)
+
+    def _done(self, order: XOrder) -> None:
+        """An OCO leg that is final takes its sibling with it."""
+        entry = self._oco.get(order.order_list_id) if order.order_list_id >= 0 else None
+        if entry is None:
+            return
+        for oid in entry[1]:
+            other = self.orders[oid]
+            if other.is_open:
+                self._finish(other, "EXPIRED")
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    def _emit_report(self, order: XOrder, exec_type: str,
+                     trade: dict[str, Any] | None = None) -> None:
+        now = self.now()
+        self._emit({
+            "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_order_id,
+            "S": order.side, "o": order.type, "f": order.tif or "GTC", "q": fmt(order.qty),
+            "p": fmt(order.price), "P": fmt(order.stop_price), "F": "0.00000000",
+            "g": order.order_list_id, "C": "", "x": exec_type, "X": order.status, "r": "NONE",
+            "i": order.order_id, "l": trade["qty"] if trade else "0.00000000",
+            "z": fmt(order.executed), "L": trade["price"] if trade else "0.00000000",
+            "n": trade["commission"] if trade else "0",
+            "N": trade["commissionAsset"] if trade else None, "T": order.update_time,
+            "t": trade["id"] if trade else -1, "I": next(self._trade_ids),
+            "w": order.is_open and order.working, "m": bool(trade and trade["isMaker"]),
+            "M": False, "O": order.time, "Z": fmt(order.cum_quote),
+            "Y": trade["quoteQty"] if trade else "0.00000000", "Q": fmt(order.quote_qty),
+            "W": order.working_time, "V": "EXPIRE_MAKER",
+        })
+
+    def _emit_balances(self, lst: Listing) -> None:
+        now = self.now()
+        self._emit({"e": "outboundAccountPosition", "E": now, "u": now, "B": [
+            {"a": a, "f": fmt(self.balances[a][0]), "l": fmt(self.balances[a][1])}
+            for a in (lst.base, lst.quote)]})
+

@@ -1,0 +1,363 @@
+"""The local exchange over HTTP and WebSocket, speaking Binance Spot's wire API.
+
+REST under ``/api/v3`` (signatures, timestamps, API keys, weights, order counts, 429/418
+with Retry-After, Binance's error bodies) and the WebSocket API at ``/ws-api/v3`` for the
+user data stream (``userDataStream.subscribe.signature``, then ``{subscriptionId, event}``
+frames), which is what python-binance's ``BinanceSocketManager.user_socket`` uses.
+
+Switches for tests: ``inject`` answers chosen requests with an error (before or after the
+exchange acted on them: a 5xx after storing the order is an unknown outcome),
+``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored 429s,
+418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from . import signing
+from .engine import ApiError, Exchange
+
+MAX_RECV_WINDOW = 60_000
+Handler = Callable[[dict[str, str]], Any]
+
+
+class Fault(msgspec.Struct, kw_only=True):
+    """An answer forced on the next ``times`` requests to ``method path``."""
+
+    method: str
+    path: str
+    status: int
+    code: int = -1000
+    msg: str = "An unknown error occurred while processing the request."
+    retry_after: int | None = None
+    after: bool = False  # let the exchange act first (an order is stored), then answer this
+    times: int = 1
+
+
+class Received(msgspec.Struct, kw_only=True):
+    """One request as it reached the server (for tests that check the wire)."""
+
+    method: str
+    path: str
+    query: str  # raw, as sent
+    body: str  # raw, as sent
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+class BinanceExchangeServer:
+    def __init__(self, api_key: str = "local-api-key", api_secret: str = "local-api-secret",
+                 *, weight_limit: int = 6_000, orders_10s_limit: int = 100,
+                 orders_1d_limit: int = 200_000, ban_after: int = 10, ban_s: int = 120,
+                 clock: Callable[[], int] | None = None) -> None:
+        self.exchange = Exchange(clock)
+        self.keys = {api_key: api_secret}
+        self.weight_limit = weight_limit
+        self.orders_10s_limit = orders_10s_limit
+        self.orders_1d_limit = orders_1d_limit
+        self.ban_after = ban_after
+        self.ban_s = ban_s
+        self.faults: list[Fault] = []
+        self.log: list[Received] = []
+        self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
+        self.statuses: Counter[int] = Counter()  # HTTP statuses answered
+        self.stream_enabled = True
+        self._chaos: tuple[random.Random, float, float] | None = None
+        self._weight: dict[int, int] = {}  # minute -> weight used
+        self._orders: dict[tuple[str, int], int] = {}  # ("10s"|"1d", bucket) -> count
+        self._ignored_429 = 0
+        self._banned_until = 0
+        self._subscriptions = itertools.count(0)
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        routes: list[tuple[str, str, Handler, bool, Callable[[dict[str, str]], int]]] = [
+            ("GET", "/api/v3/ping", lambda p: {}, False, lambda p: 1),
+            ("GET", "/api/v3/time", lambda p: {"serverTime": self.exchange.now()}, False,
+             lambda p: 1),
+            ("GET", "/api/v3/exchangeInfo", self.exchange.exchange_info, False, lambda p: 20),
+            ("GET", "/api/v3/ticker/price", lambda p: self.exchange.ticker(p.get("symbol")),
+             False, lambda p: 2 if "symbol" in p else 4),
+            ("POST", "/api/v3/order", self.exchange.place, True, lambda p: 1),
+            ("DELETE", "/api/v3/order", self.exchange.cancel, True, lambda p: 1),
+            ("GET", "/api/v3/order", self.exchange.query, True, lambda p: 4),
+            ("GET", "/api/v3/openOrders", lambda p: self.exchange.open_orders(p.get("symbol")),
+             True, lambda p: 6 if "symbol" in p else 80),
+            ("DELETE", "/api/v3/openOrders",
+             lambda p: self.exchange.cancel_open(p.get("symbol")), True, lambda p: 1),
+            ("GET", "/api/v3/account", self.exchange.account, True, lambda p: 20),
+            ("GET", "/api/v3/myTrades", self.exchange.my_trades, True,
+             lambda p: 5 if "orderId" in p else 20),
+            ("POST", "/api/v3/orderList/oco", self.exchange.place_oco, True, lambda p: 1),
+        ]
+        self.app = web.Application()
+        for method, path, handler, signed, weight in routes:
+            self.app.router.add_route(method, path, self._endpoint(method, path, handler,
+                                                                   signed, weight))
+        self.app.router.add_get("/ws-api/v3", self._ws_api)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await self.drop_streams()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- switches for tests -----------------------------------------------------------------
+
+    def inject(self, method: str, path: str, status: int, **kwargs: Any) -> Fault:
+        fault = Fault(method=method, path=path, status=status, **kwargs)
+        self.faults.append(fault)
+        return fault
+
+    def random_faults(self, before: float, after: float, seed: int = 1) -> None:
+        """Answer that share of new orders with a 5xx: ``before`` without acting on them,
+        ``after`` once they are stored (the sender cannot tell which)."""
+        self._chaos = (random.Random(seed), before, after)
+
+    def set_price(self, symbol: str, price: Decimal | str) -> None:
+        self.exchange.set_price(symbol, Decimal(price))
+
+    def orders_for(self, client_order_id: str) -> int:
+        """How many orders the exchange created under this newClientOrderId."""
+        return self.exchange.created[client_order_id]
+
+    async def drop_streams(self) -> None:
+        """Close every WebSocket connection (the user data stream goes down)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
+    def orders_sent(self) -> list[Received]:
+        return [r for r in self.log if r.method == "POST" and r.path == "/api/v3/order"]
+
+    # -- REST -------------------------------------------------------------------------------
+
+    def _endpoint(self, method: str, path: str, handler: Handler, signed: bool,
+                  weight: Callable[[dict[str, str]], int]
+                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def serve(request: web.Request) -> web.Response:
+            query = request.rel_url.raw_query_string
+            body = await request.text() if request.can_read_body else ""
+            params = dict(parse_qsl(body, keep_blank_values=True))
+            params.update(parse_qsl(query, keep_blank_values=True))  # the query string wins
+            self.log.append(Received(method=method, path=path, query=query, body=body,
+                                     params=params, headers=dict(request.headers)))
+            headers: dict[str, str] = {}
+            try:
+                self._charge(weight(params))
+                fault = self._fault(method, path)
+                if fault is not None and not fault.after:
+                    raise ApiError(fault.code, fault.msg, fault.status, fault.retry_after)
+                if signed:
+                    self._authenticate(request, query, body, params)
+                if method == "POST" and path == "/api/v3/order":
+                    self.received[params.get("newClientOrderId", "")] += 1
+                if method == "POST":
+                    self._check_order_count()
+                result = handler(params)
+                if method == "POST":
+                    headers.update(self._count_order())
+                if fault is not None:
+                    raise ApiError(fault.code, fault.msg, fault.status, fault.retry_after)
+                return self._reply(200, result, headers)
+            except ApiError as exc:
+                if exc.retry_after is not None:
+                    headers["Retry-After"] = str(exc.retry_after)
+                return self._reply(exc.status, {"code": exc.code, "msg": exc.msg}, headers)
+        return serve
+
+    def _reply(self, status: int, body: Any, headers: dict[str, str]) -> web.Response:
+        used = str(self._weight.get(self._minute(), 0))
+        headers["X-MBX-USED-WEIGHT-1M"] = used
+        headers["X-MBX-USED-WEIGHT"] = used
+        self.statuses[status] += 1
+        return web.Response(status=status, text=json.dumps(body), headers=headers,
+                            content_type="application/json")
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        if self._chaos is not None and method == "POST" and path == "/api/v3/order":
+            rng, before, after = self._chaos
+            roll = rng.random()
+            if roll < before + after:
+                return Fault(method=method, path=path, status=503, after=roll >= before)
+        for fault in self.faults:
+            if fault.method == method and fault.path == path and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
+    def _minute(self) -> int:
+        return self.exchange.now() // 60_000
+
+    def _charge(self, weight: int) -> None:
+        now = self.exchange.now()
+        if now < self._banned_until:
+            raise ApiError(-1003, f"Way too much request weight used; IP banned until "
+                                  f"{self._banned_until}. Please use WebSocket Streams for live "
+                                  "updates to avoid bans.", 418,
+                           retry_after=max(1, -(-(self._banned_until - now) // 1000)))
+        minute = self._minute()
+        used = self._weight.get(minute, 0) + weight
+        self._weight = {minute: used}
+        if used > self.weight_limit:
+            self._ignored_429 += 1
+            if self._ignored_429 > self.ban_after:
+                self._banned_until = now + self.ban_s * 1000
+                self._ignored_429 = 0
+            raise ApiError(-1003, f"Too much request weight used; current limit is "
+                                  f"{self.weight_limit} request weight per 1 MINUTE. Please use "
+                                  "WebSocket Streams for live updates to avoid polling the API.",
+                           429, retry_after=max(1, 60 - (now // 1000) % 60))
+        self._ignored_429 = 0
+
+    def _check_order_count(self) -> None:
+        now = self.exchange.now()
+        b10, b1d = now // 10_000, now // 86_400_000
+        c10, c1d = self._orders.get(("10s", b10), 0), self._orders.get(("1d", b1d), 0)
+        if c10 >= self.orders_10s_limit:
+            raise ApiError(-1015, f"Too many new orders; current limit is "
+                                  f"{self.orders_10s_limit} orders per 10 SECOND.", 429,
+                           retry_after=max(1, 10 - (now // 1000) % 10))
+        if c1d >= self.orders_1d_limit:
+            raise ApiError(-1015, f"Too many new orders; current limit is "
+                                  f"{self.orders_1d_limit} orders per 1 DAY.", 429,
+                           retry_after=86_400 - (now // 1000) % 86_400)
+
+    def _count_order(self) -> dict[str, str]:
+        """Count an accepted order; its X-MBX-ORDER-COUNT headers."""
+        now = self.exchange.now()
+        b10, b1d = now // 10_000, now // 86_400_000
+        c10, c1d = self._orders.get(("10s", b10), 0) + 1, self._orders.get(("1d", b1d), 0) + 1
+        self._orders = {("10s", b10): c10, ("1d", b1d): c1d}
+        return {"X-MBX-ORDER-COUNT-10S": str(c10), "X-MBX-ORDER-COUNT-1D": str(c1d)}
+
+    def _authenticate(self, request: web.Request, query: str, body: str,
+                      params: dict[str, str]) -> None:
+        key = request.headers.get("X-MBX-APIKEY")
+        if not key:
+            raise ApiError(-2014, "API-key format invalid.", 401)
+        secret = self.keys.get(key)
+        if secret is None:
+            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        self._check_time(params)
+        payload, signature = signing.rest_payload(query, body)
+        if not signature:
+            raise ApiError(-1102, "Mandatory parameter 'signature' was not sent, was "
+                                  "empty/null, or malformed.")
+        if not signing.verify(secret, payload, signature):
+            raise ApiError(-1022, "Signature for this request is not valid.")
+
+    def _check_time(self, params: dict[str, str]) -> None:
+        try:
+            timestamp = int(params["timestamp"])
+            window = float(params.get("recvWindow", "5000"))
+        except (KeyError, ValueError):
+            raise ApiError(-1102, "Mandatory parameter 'timestamp' was not sent, was "
+                                  "empty/null, or malformed.") from None
+        if window > MAX_RECV_WINDOW:
+            raise ApiError(-1131, "recvWindow must be less than 60000")
+        now = self.exchange.now()
+        if timestamp >= now + 1000:
+            raise ApiError(-1021, "Timestamp for this request was 1000ms ahead of the "
+                                  "server's time.")
+        if now - timestamp > window:
+            raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    # -- WebSocket API (user data stream) ---------------------------------------------------
+
+    async def _ws_api(self, request: web.Request) -> web.StreamResponse:
+        if not self.stream_enabled:
+            raise web.HTTPServiceUnavailable()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        subscriptions: dict[int, Callable[[dict[str, Any]], None]] = {}
+        writer = asyncio.create_task(self._write(ws, out))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                out.put_nowait(self._ws_call(json.loads(msg.data), out, subscriptions))
+        finally:
+            for listener in subscriptions.values():
+                with contextlib.suppress(ValueError):
+                    self.exchange.listeners.remove(listener)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._sockets.discard(ws)
+        return ws
+
+    @staticmethod
+    async def _write(ws: web.WebSocketResponse, out: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            frame = await out.get()
+            if ws.closed:
+                return
+            await ws.send_str(json.dumps(frame))
+
+    def _ws_call(self, req: dict[str, Any], out: asyncio.Queue[dict[str, Any]],
+                 subscriptions: dict[int, Callable[[dict[str, Any]], None]]) -> dict[str, Any]:
+        rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
+        try:
+            if method == "userDataStream.subscribe.signature":
+                self._ws_authenticate(params)
+                sub = next(self._subscriptions)
+
+                def listener(event: dict[str, Any], sub: int = sub) -> None:
+                    if self.stream_enabled:
+                        out.put_nowait({"subscriptionId": sub, "event": event})
+                subscriptions[sub] = listener
+                self.exchange.listeners.append(listener)
+                result: Any = {"subscriptionId": sub}
+            elif method == "userDataStream.unsubscribe":
+                found = subscriptions.pop(int(params.get("subscriptionId", -1)), None)
+                if found is not None:
+                    self.exchange.listeners.remove(found)
+                result = {}
+            elif method == "ping":
+                result = {}
+            elif method == "time":
+                result = {"serverTime": self.exchange.now()}
+            else:
+                raise ApiError(-1020, "This operation is not supported.")
+            return {"id": rid, "status": 200, "result": result}
+        except ApiError as exc:
+            return {"id": rid, "status": exc.status, "error": {"code": exc.code, "msg": exc.msg}}
+
+    def _ws_authenticate(self, params: dict[str, Any]) -> None:
+        secret = self.keys.get(str(params.get("apiKey", "")))
+        if secret is None:
+            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        self._check_time({k: str(v) for k, v in params.items()})
+        signature = str(params.get("signature", ""))
+        if not signing.verify(secret, signing.ws_payload(params), signature):
+            raise ApiError(-1022, "Signature for this request is not valid.")

@@ -1,0 +1,491 @@
+"""``BinanceBroker``: the ``Broker`` protocol over python-binance's ``AsyncClient``.
+
+One client per account, created in ``start`` (which pings, reads the server's clock and
+loads exchangeInfo, refreshed every ``exchange_info_refresh_ms``) and closed in ``close``.
+Every call goes through ``_call``, which records Binance's usage headers for the shared
+rate limiter, resynchronises the clock and retries once on -1021, and maps every failure
+into the broker taxonomy (wire.py). Our client id is Binance's newClientOrderId, so an
+order whose outcome is unknown is looked up by it.
+
+Push: the user data stream (WebSocket API subscription, python-binance's
+``BinanceSocketManager.user_socket``). A report is pushed as the event says when the fill
+quantities add up to the cumulative quantity Binance states; an event older than what a
+reply already told is dropped; after a gap (a missed event, a restart) the order is looked
+up over REST instead, so a report never skips a fill.
+
+Quirks of python-binance 1.0.37 worked around here:
+- no base-URL argument: a subclass sets ``API_URL`` and the WebSocket API client is
+  replaced (``WebsocketAPI(url=...)``);
+- ``recvWindow`` is always overwritten with the class attribute ``REQUEST_RECVWINDOW``
+  (10000), so the instance attribute is set from the config;
+- the server time offset is measured only once in ``create``; -1021 resyncs it here;
+- aiohttp errors and timeouts are not wrapped; ``str()`` of its API errors carries the
+  signed request, so messages are built from code and text only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from binance import AsyncClient, BinanceSocketManager
+from binance.base_client import BaseClient
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.constants import WSListenerState
+from binance.ws.websocket_api import WebsocketAPI
+
+from producer.contract import ContractError, OrderSpec
+from producer.keys import Keys
+
+from ...order import Context
+from ...store import NewOrder, Store
+from ..base import (
+    FINAL_BROKER_STATUSES,
+    AuthenticationFailed,
+    BrokerError,
+    BrokerOrder,
+    NotCancellable,
+    OrderNotFound,
+    PermanentError,
+    RetryableError,
+)
+from . import filters, reconcile, wire
+from .config import BinanceAccount
+
+if TYPE_CHECKING:
+    from ...metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Request weight of each method as Binance publishes it (rest-api.md).
+WEIGHTS: Mapping[str, int] = {
+    "submit": 1, "cancel": 1, "cancel_all": 1, "get_order": 4, "my_trades": 5,
+    "open_orders": 6, "open_orders_all": 80, "account": 20, "exchange_info": 20,
+    "reference_price": 2, "ping": 1, "server_time": 1,
+}
+_TRANSPORT_ERRORS = (BinanceRequestException, aiohttp.ClientError, asyncio.TimeoutError,
+                     OSError)
+_USAGE_HEADERS = {"X-MBX-USED-WEIGHT-1M": "weight_1m", "X-MBX-ORDER-COUNT-10S": "orders_10s",
+                  "X-MBX-ORDER-COUNT-1D": "orders_1d"}
+_STREAM_CLOSE_S = 3.0
+_STREAM_CHECK_S = 1.0  # how often a silent user data stream is checked for a lost connection
+STREAMING = WSListenerState.STREAMING
+_FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BinanceBroker:
+    weights: Mapping[str, int] = WEIGHTS
+
+    def __init__(self, account: str, config: BinanceAccount,
+                 redis: aioredis.Redis | None = None, keys: Keys | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.account = account
+        self.config = config
+        self.metrics = metrics
+        self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
+                                                      order_ttl_ms=1)
+        self.client: AsyncClient | None = None
+        self.rules: dict[str, filters.Rules] = {}
+        self.balances: dict[str, tuple[Decimal, Decimal]] = {}  # asset -> (free, locked)
+        self.drift: reconcile.Drift | None = None  # what the last reconciliation found
+        self._usage: dict[str, int] = {}
+        self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
+        self._open: dict[str, set[str]] = {}  # symbol -> client ids open at Binance
+        self._filled: dict[str, Decimal] = {}  # client id -> quantity of fills reported
+        self._ws_url = ""
+        self._refresh: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        try:
+            key, secret = cfg.credentials()
+        except ValueError as exc:
+            raise AuthenticationFailed(f"binance account {self.account}: {exc}") from None
+        rest = cfg.rest_url()
+        cls: type[AsyncClient] = AsyncClient
+        if rest is not None:
+            cls = type("LocalBinanceClient", (AsyncClient,), {"API_URL": rest})
+        testnet = cfg.testnet and rest is None
+        try:
+            self.client = await cls.create(key, secret, testnet=testnet)
+        except (BinanceAPIException, *_TRANSPORT_ERRORS) as exc:
+            raise wire.map_error(exc, sends=False) from None
+        self.client.REQUEST_RECVWINDOW = cfg.recv_window_ms
+        self._ws_url = cfg.ws_url() or (BaseClient.WS_API_TESTNET_URL if testnet
+                                        else BaseClient.WS_API_URL.format("com"))
+        try:
+            await self.load_rules()
+            if self.store is not None:
+                await self.reconcile(self.store)
+        except BaseException:
+            await self.close()  # no session left open by a start that failed
+            raise
+        self._refresh = asyncio.create_task(self._refresh_rules(),
+                                            name=f"binance-rules:{self.account}")
+        log.info("binance %s: ready (%s, %d symbols)", self.account,
+                 rest or ("testnet" if testnet else "mainnet"), len(self.rules))
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
+            self._refresh = None
+        if self.client is not None:
+            client, self.client = self.client, None
+            await self._close_ws(client.ws_api)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close_connection(), _STREAM_CLOSE_S)
+
+    async def load_rules(self) -> None:
+        info = await self._call("exchange_info", self._client().get_exchange_info)
+        self.rules = filters.parse(info)
+
+    async def _refresh_rules(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.exchange_info_refresh_ms / 1000)
+            try:
+                await self.load_rules()
+            except BrokerError as exc:
+                log.warning("binance %s: exchangeInfo refresh failed (%s); keeping the old "
+                            "filters", self.account, exc)
+
+    # -- the Broker protocol ----------------------------------------------------------------
+
+    def check(self, order: OrderSpec) -> OrderSpec:
+        """The filters that depend on the order alone. A redelivered request is checked
+        again before its order is found to exist, so this must answer the same every time:
+        the filters that depend on the market or on open orders wait for ``submit``."""
+        return filters.check(order, self._rules(order.symbol),
+                             round_quantity=self.config.round_quantity)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        cached = self._prices.get(order.symbol)
+        try:
+            filters.check(order, self._rules(order.symbol),
+                          reference=cached[1] if cached else None,
+                          open_orders=len(self._open.get(order.symbol, ())))
+        except ContractError as exc:
+            raise PermanentError(f"refused before sending to Binance: {exc}") from None
+        params = wire.order_params(client_order_id, order)
+        reply = await self._call("submit", self._client().create_order, sends=True, **params)
+        fills = wire.response_fills(reply)
+        self._filled[client_order_id] = sum((f.quantity for f in fills), Decimal(0))
+        return self._track(wire.report(reply, fills, client_order_id))
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        try:
+            reply = await self._call("cancel", self._client().cancel_order, sends=True,
+                                     symbol=symbol, origClientOrderId=client_order_id)
+        except OrderNotFound:
+            # -2011 "Unknown order sent." also answers a cancel of a final order.
+            found = await self.get_order(client_order_id, symbol)
+            if found.status in FINAL_BROKER_STATUSES:
+                raise NotCancellable(f"order {client_order_id} is {found.status} at "
+                                     "Binance") from None
+            raise RetryableError(f"binance refused to cancel the open order "
+                                 f"{client_order_id}; try again") from None
+        return self._track(await self._with_fills(reply, client_order_id))
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        reply = await self._call("get_order", self._client().get_order, symbol=symbol,
+                                 origClientOrderId=client_order_id)
+        return self._track(await self._with_fills(reply, client_order_id))
+
+    def quote_asset(self, symbol: str) -> str | None:
+        rules = self.rules.get(symbol)
+        return None if rules is None else rules.quote_asset
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
+        now = _now_ms()
+        cached = self._prices.get(symbol)
+        if cached is not None and now - cached[0] < self.config.price_cache_ms:
+            return cached[1]
+        if symbol not in self.rules:
+            return None
+        try:
+            reply = await self._call("reference_price", self._client().get_symbol_ticker,
+                                     symbol=symbol)
+        except BrokerError as exc:
+            log.info("binance %s: no price for %s (%s)", self.account, symbol, exc)
+            return None
+        price = Decimal(reply["price"])
+        self._prices[symbol] = (now, price)
+        return price
+
+    async def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
+        """Binance's open orders (all symbols, or one), without their fills."""
+        return [self._track(wire.report(o)) for o in await self._open_orders(symbol)]
+
+    async def cancel_all(self, symbol: str) -> list[BrokerOrder]:
+        """DELETE openOrders: every open order of ``symbol`` in one call."""
+        try:
+            replies = await self._call("cancel_all", self._client().cancel_all_open_orders,
+                                       sends=True, symbol=symbol)
+        except OrderNotFound:
+            return []
+        return [self._track(wire.report(r)) for r in replies if "orderId" in r]
+
+    async def ping(self) -> None:
+        await self._call("ping", self._client().ping)
+
+    def usage(self) -> Mapping[str, int]:
+        return dict(self._usage)
+
+    async def account_balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        reply = await self._call("account", self._client().get_account, omitZeroBalances="true")
+        self.balances = {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"]))
+                         for b in reply.get("balances", [])}
+        return self.balances
+
+    # -- push -------------------------------------------------------------------------------
+
+    async def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Reports from the user data stream, from now on. Raises ``RetryableError`` when
+        the stream cannot be opened or breaks (the tracker polls, then calls again)."""
+        client = self._client()
+        # A fresh WebSocket API connection per subscription: python-binance's reconnect of
+        # an existing one does not renew the subscription.
+        old, client.ws_api = client.ws_api, WebsocketAPI(url=self._ws_url)
+        # Its read loop must not reconnect on its own: a new connection has no subscription,
+        # and a loop left reconnecting outlives every close. The tracker reconnects.
+        client.ws_api.MAX_RECONNECTS = 0
+        await self._close_ws(old)
+        socket = BinanceSocketManager(client).user_socket()
+        try:
+            try:
+                await socket.__aenter__()
+            except Exception as exc:
+                raise RetryableError(f"binance user data stream: cannot subscribe "
+                                     f"({type(exc).__name__}: {exc})") from None
+            task = asyncio.current_task()
+            ws_api = client.ws_api
+            connection = ws_api.ws
+            while True:
+                try:
+                    event = await asyncio.wait_for(socket.recv(), _STREAM_CHECK_S)
+                except TimeoutError:
+                    # python-binance reconnects a dropped connection by itself, without
+                    # the subscription (and the drop's error event can come before our
+                    # queue is registered): a new connection means a dead stream.
+                    if ws_api.ws is not connection or ws_api.ws_state is not STREAMING:
+                        raise RetryableError("binance user data stream: connection lost "
+                                             "(reconnected without the subscription)") from None
+                    continue
+                if task is not None and task.cancelling():
+                    # python-binance waits with asyncio.wait_for, which on Python 3.11
+                    # swallows a cancellation that arrives with a message (bpo-42130).
+                    raise asyncio.CancelledError
+                kind = event.get("e")
+                if kind == "executionReport":
+                    found = await self._from_event(event)
+                    if found is not None:
+                        yield found
+                elif kind == "outboundAccountPosition":
+                    for b in event.get("B", []):
+                        self.balances[b["a"]] = (Decimal(b["f"]), Decimal(b["l"]))
+                elif kind in ("error", "eventStreamTerminated"):
+                    raise RetryableError(f"binance user data stream broke: "
+                                         f"{event.get('type', kind)} {event.get('m', '')}")
+        finally:
+            # Unsubscribing needs the connection: on a broken one only the socket's own
+            # cleanup (its keepalive timer, cancelled first thing) is waited for.
+            ws_api = client.ws_api
+            healthy = ws_api.ws is not None and ws_api.ws_state is STREAMING
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.__aexit__(None, None, None),
+                                       _STREAM_CLOSE_S if healthy else 0.05)
+            await self._close_ws(ws_api)
+
+    async def _from_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
+        try:
+            found = wire.event_report(event)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # One malformed event must not end the feed; polling covers its order.
+            log.warning("binance %s: unreadable executionReport skipped (%s: %s)",
+                        self.account, type(exc).__name__, exc)
+            return None
+        cid = found.client_order_id
+        before = self._filled.get(cid, Decimal(0))
+        after = before + sum((f.quantity for f in found.fills), Decimal(0))
+        if after == found.filled_quantity:
+            self._filled[cid] = after
+            return self._track(found)
+        if found.filled_quantity <= before:
+            # Older than what a reply already told us (the order's HTTP reply can overtake
+            # its events): nothing new in it.
+            return None
+        # A fill we did not see (missed event, restart): the whole order over REST.
+        try:
+            return await self.get_order(cid, found.symbol)
+        except BrokerError as exc:
+            log.info("binance %s: order %s changed but cannot be looked up (%s); the "
+                     "tracker's polling will", self.account, cid, exc)
+            return None
+
+    @staticmethod
+    async def _close_ws(ws_api: WebsocketAPI | None) -> None:
+        """Close a WebSocket API connection now. python-binance's own close waits for its
+        read loop, which looks at the state only between messages (up to 10 s): so the
+        state is set and the socket closed first, which wakes it."""
+        if ws_api is None:
+            return
+        ws_api.ws_state = WSListenerState.EXITING
+        with contextlib.suppress(Exception):
+            if ws_api.ws is not None:
+                await asyncio.wait_for(ws_api.ws.close(), _STREAM_CLOSE_S)
+            await asyncio.wait_for(ws_api.close(), _STREAM_CLOSE_S)
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    async def reconcile(self, store: Store) -> reconcile.Drift:
+        """Binance's open orders and balances against our records: orphans are logged and
+        counted, then adopted or cancelled as the account says; records open here but not
+        there are left to the tracker, which looks them up."""
+        remote = await self._open_orders(None)
+        for o in remote:
+            self._track(wire.report(o))
+        ids = sorted({o["clientOrderId"] for o in remote} | set(await store.open_order_ids()))
+        local = dict(zip(ids, await store.load_orders(ids), strict=True))
+        drift = self.drift = reconcile.compare(remote, local, self.account)
+        balances = await self.account_balances()
+        log.info("binance %s: reconciled: %d open at Binance (%d ours), %d orphans, %d of ours "
+                 "not open there; balances %s", self.account, len(remote), len(drift.known),
+                 len(drift.orphans), len(drift.missing),
+                 ", ".join(f"{a} {f + lk}" for a, (f, lk) in sorted(balances.items())) or "none")
+        for orphan in drift.orphans:
+            await self._orphan(store, orphan)
+        return drift
+
+    async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:
+        cid, symbol, mode = orphan["clientOrderId"], orphan["symbol"], self.config.orphans
+        log.warning("binance %s: orphan order %s (%s %s %s %s, orderId %s) is open at Binance "
+                    "with no record of ours; %s", self.account, cid, symbol, orphan["side"],
+                    orphan["type"], orphan["origQty"], orphan["orderId"],
+                    {"report": "reported only", "adopt": "adopting it",
+                     "cancel": "cancelling it"}[mode])
+        action: str = mode
+        if mode == "cancel":
+            try:
+                await self.cancel(cid, symbol)
+            except BrokerError as exc:
+                log.error("binance %s: could not cancel orphan %s: %s", self.account, cid, exc)
+                action = "cancel_failed"
+        elif mode == "adopt":
+            made = reconcile.adoption(orphan, self.account,
+                                      Context(now=_now_ms(), worker=f"reconcile:{self.account}"))
+            if made is None:
+                log.error("binance %s: orphan %s has a type our contract cannot follow "
+                          "(%s); reported only", self.account, cid, orphan["type"])
+                action = "report"
+            else:
+                order, events, _ = made
+                await store.begin([NewOrder(order, events)])
+        if self.metrics is not None:
+            self.metrics.broker_orphans.labels(self.account, action).inc()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _rules(self, symbol: str) -> filters.Rules:
+        rules = self.rules.get(symbol)
+        if rules is None:
+            raise ContractError(f"unknown symbol {symbol!r} at Binance"
+                                f"{'' if self.rules else ' (exchangeInfo not loaded)'}",
+                                "symbol")
+        return rules
+
+    def _client(self) -> AsyncClient:
+        if self.client is None:
+            raise RetryableError(f"binance {self.account}: not started (or closed)")
+        return self.client
+
+    async def _open_orders(self, symbol: str | None) -> list[dict[str, Any]]:
+        name = "open_orders" if symbol else "open_orders_all"
+        method = self._client().get_open_orders
+        result: list[dict[str, Any]] = await (
+            self._call(name, method) if symbol is None else self._call(name, method,
+                                                                       symbol=symbol))
+        return result
+
+    async def _with_fills(self, reply: Mapping[str, Any], cid: str) -> BrokerOrder:
+        """A report of an order object with all its fills (myTrades), so that a final status
+        never comes without the fills that led to it."""
+        executed = Decimal(reply.get("executedQty", "0"))
+        if not executed:
+            return wire.report(reply, (), cid)
+        trades = await self._call("my_trades", self._client().get_my_trades,
+                                  symbol=reply["symbol"], orderId=reply["orderId"], limit=1000)
+        fills = [wire.trade_fill(t) for t in trades]
+        seen = sum((f.quantity for f in fills), Decimal(0))
+        if seen != executed:
+            raise RetryableError(f"binance: {seen} of the {executed} filled of order {cid} are "
+                                 "visible in its trades so far")
+        self._filled[cid] = seen
+        return wire.report(reply, fills, cid)
+
+    def _track(self, found: BrokerOrder) -> BrokerOrder:
+        """Keep the open-order count per symbol (MAX_NUM_ORDERS); remember the fill sums of
+        the latest orders only."""
+        open_ids = self._open.setdefault(found.symbol, set())
+        if found.status in FINAL_BROKER_STATUSES:
+            open_ids.discard(found.client_order_id)
+        else:
+            open_ids.add(found.client_order_id)
+        while len(self._filled) > _FILLED_MEMORY:
+            del self._filled[next(iter(self._filled))]
+        return found
+
+    def _note(self, response: Any) -> None:
+        headers = getattr(response, "headers", None)
+        if not headers:
+            return
+        for header, name in _USAGE_HEADERS.items():
+            value = headers.get(header)
+            if value is not None and value.isdigit():
+                self._usage[name] = int(value)
+
+    async def _call(self, name: str, method: Callable[..., Awaitable[Any]], *,
+                    sends: bool = False, **params: Any) -> Any:
+        client = self._client()
+        for attempt in (1, 2):
+            try:
+                result = await method(**params)
+                self._note(client.response)
+                return result
+            except BinanceAPIException as exc:
+                self._note(exc.response)
+                if exc.code == wire.TIMESTAMP_CODE and attempt == 1:
+                    log.warning("binance %s: %s; resynchronising the clock and retrying once",
+                                self.account, wire.describe(exc))
+                    await self._resync()
+                    continue
+                error = wire.map_error(exc, sends=sends)
+                if isinstance(error, AuthenticationFailed):
+                    log.error("binance %s: AUTHENTICATION FAILED on %s (%s): check the api "
+                              "key, secret, IP whitelist and key permissions", self.account,
+                              name, error)
+                raise error from None
+            except _TRANSPORT_ERRORS as exc:
+                raise wire.map_error(exc, sends=sends) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _resync(self) -> None:
+        client = self._client()
+        try:
+            reply = await client.get_server_time()
+        except (BinanceAPIException, *_TRANSPORT_ERRORS) as exc:
+            raise wire.map_error(exc, sends=False) from None
+        client.timestamp_offset = int(reply["serverTime"]) - _now_ms()

@@ -1,0 +1,85 @@
+"""Settings of a Binance spot account. Secrets are never inline: the key and the secret are
+read at start from the environment variable or the file the config names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Orphans = Literal["report", "adopt", "cancel"]
+
+
+class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
+                     tag_field="broker", tag="binance"):
+    """A Binance spot account (mainnet, testnet, or any Binance-compatible server)."""
+
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_secret_env: str | None = None
+    api_secret_file: str | None = None
+    # Binance's spot testnet unless switched off: real money needs a deliberate change.
+    testnet: bool = True
+    # Another server speaking Binance's API (a local simulator): REST at <base_url>/api, the
+    # WebSocket API at <ws_api_url> (default: the same host, ws(s)://.../ws-api/v3).
+    base_url: str | None = None
+    ws_api_url: str | None = None
+    # Round quantities down to the symbol's step instead of refusing them (the order is
+    # recorded with the rounded quantity).
+    round_quantity: bool = False
+    exchange_info_refresh_ms: int = 3_600_000
+    # Orders open at Binance that we have no record of, found at start: logged and counted
+    # ("report"), also followed as ours ("adopt"), or cancelled ("cancel").
+    orphans: Orphans = "report"
+    recv_window_ms: int = 5_000
+    price_cache_ms: int = 1_000  # reference prices (ticker/price) are reused this long
+
+    def __post_init__(self) -> None:
+        for what in ("api_key", "api_secret"):
+            env, file = getattr(self, f"{what}_env"), getattr(self, f"{what}_file")
+            if (env is None) == (file is None):
+                raise ValueError(f"a binance account needs exactly one of {what}_env and "
+                                 f"{what}_file")
+        if not 0 < self.recv_window_ms <= 60_000:
+            raise ValueError(f"recv_window_ms must be within (0, 60000], got "
+                             f"{self.recv_window_ms}")
+        for name in ("exchange_info_refresh_ms", "price_cache_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got "
+                             f"{self.base_url!r}")
+
+    def credentials(self) -> tuple[str, str]:
+        """The API key and secret, read now. Errors name where they were looked for, never
+        what was found."""
+        return (_read(self.api_key_env, self.api_key_file, "api key"),
+                _read(self.api_secret_env, self.api_secret_file, "api secret"))
+
+    def rest_url(self) -> str | None:
+        return None if self.base_url is None else self.base_url.rstrip("/") + "/api"
+
+    def ws_url(self) -> str | None:
+        if self.ws_api_url is not None:
+            return self.ws_api_url
+        if self.base_url is None:
+            return None
+        return "ws" + self.base_url.rstrip("/")[len("http"):] + "/ws-api/v3"
+
+
+def _read(env: str | None, file: str | None, what: str) -> str:
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise ValueError(f"the {what} environment variable {env} is not set")
+        return value
+    assert file is not None
+    try:
+        value = Path(file).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"the {what} file {file} is empty")
+    return value

@@ -1,0 +1,210 @@
+"""Binance's symbol filters, read from exchangeInfo and checked before anything is sent.
+
+Pure: ``parse`` turns exchangeInfo into ``Rules`` per symbol; ``check`` raises
+``ContractError`` naming the filter and the allowed values, or returns the order (with its
+quantity rounded down to the step when the account asks for that). The filters that need a
+price (PERCENT_PRICE_BY_SIDE, a market order's NOTIONAL) use the last reference price when
+one is known and are skipped otherwise: Binance checks them again.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from producer.contract import ContractError, OrderSpec, OrderType, TimeInForce, wire
+
+# Remainders of 20-digit amounts by 8-decimal steps, exactly.
+_EXACT = decimal.Context(prec=100)
+MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TAKE_PROFIT})
+# Binance's name of each of our order types.
+BINANCE_TYPE = {
+    OrderType.MARKET: "MARKET",
+    OrderType.LIMIT: "LIMIT",
+    OrderType.LIMIT_MAKER: "LIMIT_MAKER",
+    OrderType.STOP: "STOP_LOSS",
+    OrderType.STOP_LIMIT: "STOP_LOSS_LIMIT",
+    OrderType.TAKE_PROFIT: "TAKE_PROFIT",
+    OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT_LIMIT",
+}
+
+
+class Range(msgspec.Struct, frozen=True):
+    low: Decimal  # 0: no lower bound
+    high: Decimal  # 0: no upper bound
+    step: Decimal  # 0: any
+
+    def fits(self, value: Decimal, base: Decimal = Decimal(0)) -> bool:
+        if (self.low and value < self.low) or (self.high and value > self.high):
+            return False
+        return not self.step or _EXACT.remainder(value - base, self.step) == 0
+
+    def text(self) -> str:
+        return f"min {_t(self.low)}, max {_t(self.high)}, step {_t(self.step)}"
+
+
+class Rules(msgspec.Struct, kw_only=True, frozen=True):
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    trading: bool
+    order_types: frozenset[str]
+    price: Range | None = None  # PRICE_FILTER
+    lot: Range | None = None  # LOT_SIZE
+    market_lot: Range | None = None  # MARKET_LOT_SIZE
+    min_notional: Decimal | None = None  # NOTIONAL.minNotional or MIN_NOTIONAL.minNotional
+    max_notional: Decimal | None = None  # NOTIONAL.maxNotional
+    min_to_market: bool = True
+    max_to_market: bool = False
+    notional_filter: str = "NOTIONAL"
+    # PERCENT_PRICE_BY_SIDE: (bid up, bid down, ask up, ask down)
+    percent_by_side: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
+    max_num_orders: int | None = None
+
+
+def _t(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _range(f: dict[str, Any], low: str, high: str, step: str) -> Range:
+    return Range(Decimal(f[low]), Decimal(f[high]), Decimal(f[step]))
+
+
+def parse(info: dict[str, Any]) -> dict[str, Rules]:
+    """Rules per symbol from an exchangeInfo reply."""
+    out: dict[str, Rules] = {}
+    for s in info.get("symbols", []):
+        kw: dict[str, Any] = {}
+        for f in s.get("filters", []):
+            kind = f.get("filterType")
+            if kind == "PRICE_FILTER":
+                kw["price"] = _range(f, "minPrice", "maxPrice", "tickSize")
+            elif kind == "LOT_SIZE":
+                kw["lot"] = _range(f, "minQty", "maxQty", "stepSize")
+            elif kind == "MARKET_LOT_SIZE":
+                kw["market_lot"] = _range(f, "minQty", "maxQty", "stepSize")
+            elif kind == "NOTIONAL":
+                kw.update(min_notional=Decimal(f["minNotional"]),
+                          max_notional=Decimal(f["maxNotional"]),
+                          min_to_market=bool(f.get("applyMinToMarket", True)),
+                          max_to_market=bool(f.get("applyMaxToMarket", False)))
+            elif kind == "MIN_NOTIONAL" and "min_notional" not in kw:
+                kw.update(min_notional=Decimal(f["minNotional"]),
+                          min_to_market=bool(f.get("applyToMarket", True)),
+                          notional_filter="MIN_NOTIONAL")
+            elif kind == "PERCENT_PRICE_BY_SIDE":
+                kw["percent_by_side"] = tuple(Decimal(f[k]) for k in (
+                    "bidMultiplierUp", "bidMultiplierDown", "askMultiplierUp",
+                    "askMultiplierDown"))
+            elif kind == "MAX_NUM_ORDERS":
+                kw["max_num_orders"] = int(f["maxNumOrders"])
+        out[s["symbol"]] = Rules(symbol=s["symbol"], base_asset=s["baseAsset"],
+                                 quote_asset=s["quoteAsset"],
+                                 trading=s.get("status") == "TRADING",
+                                 order_types=frozenset(s.get("orderTypes", [])), **kw)
+    return out
+
+
+def _refuse(name: str, message: str, field: str) -> ContractError:
+    return ContractError(f"Binance filter {name}: {message}", field)
+
+
+def tidy(value: Decimal) -> Decimal:
+    """Without trailing zeros and without an exponent: 0.01000000 -> 0.01, 5E+4 -> 50000."""
+    value = value.normalize()
+    if value.as_tuple().exponent > 0:  # type: ignore[operator]
+        value = value.quantize(Decimal(1))
+    return value
+
+
+def round_down(value: Decimal, step: Decimal) -> Decimal:
+    if not step:
+        return value
+    return tidy(_EXACT.multiply(_EXACT.divide_int(value, step), step))
+
+
+def _check_quote(order: OrderSpec, rules: Rules) -> None:
+    """A market order by quote amount: Binance derives the quantity (and applies LOT_SIZE to
+    it); the quote amount is the notional."""
+    if "MARKET" not in rules.order_types and rules.order_types:
+        raise ContractError(f"market orders are not supported by Binance for {order.symbol}",
+                            "type")
+    quote = order.quote_quantity
+    if quote is None:
+        raise ContractError("quantity or quote_quantity is required", "quantity")
+    name = rules.notional_filter
+    if rules.min_notional is not None and rules.min_to_market and quote < rules.min_notional:
+        raise _refuse(name, f"quote_quantity {_t(quote)} is below the minimum notional "
+                      f"{_t(rules.min_notional)}", "quote_quantity")
+    if rules.max_notional is not None and rules.max_to_market and quote > rules.max_notional:
+        raise _refuse(name, f"quote_quantity {_t(quote)} is above the maximum notional "
+                      f"{_t(rules.max_notional)}", "quote_quantity")
+
+
+def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
+          open_orders: int | None = None, round_quantity: bool = False) -> OrderSpec:
+    """The order as it may be sent, or ``ContractError`` naming the filter it breaks."""
+    if not rules.trading:
+        raise ContractError(f"{order.symbol} is not trading at Binance", "symbol")
+    kind = BINANCE_TYPE.get(order.type)
+    if kind is None or (rules.order_types and kind not in rules.order_types):
+        raise ContractError(f"order type {order.type} is not supported by Binance for "
+                            f"{order.symbol}", "type")
+    tif = order.time_in_force
+    if tif is TimeInForce.GTD:
+        raise ContractError("time_in_force gtd is not supported by Binance spot (gtc, ioc, "
+                            "fok)", "time_in_force")
+    if (kind in ("MARKET", "LIMIT_MAKER", "STOP_LOSS", "TAKE_PROFIT")
+            and tif is not TimeInForce.GTC):
+        raise ContractError(f"time_in_force {tif} is not allowed for a {order.type} order at "
+                            "Binance", "time_in_force")
+    market = order.type is OrderType.MARKET
+    if order.quantity is None:
+        _check_quote(order, rules)
+        return order
+    qty: Decimal = order.quantity
+    for name, lot in (("LOT_SIZE", rules.lot),
+                      ("MARKET_LOT_SIZE", rules.market_lot if market else None)):
+        if lot is None:
+            continue
+        if round_quantity and lot.step:
+            qty = tidy(round_down(qty - lot.low, lot.step) + lot.low) if qty >= lot.low else qty
+        if not lot.fits(qty, lot.low) or qty <= 0:
+            raise _refuse(name, f"quantity {_t(order.quantity)} is outside {lot.text()}",
+                          "quantity")
+    if rules.price is not None:
+        for field, value in (("price", order.price), ("stop_price", order.stop_price)):
+            if value is not None and not rules.price.fits(value):
+                raise _refuse("PRICE_FILTER", f"{field} {_t(value)} is outside "
+                              f"{rules.price.text().replace('step', 'tick')}", field)
+    at = order.price if order.price is not None else (
+        reference if order.stop_price is None else order.stop_price)
+    if at is not None:
+        notional = at * qty
+        name = rules.notional_filter
+        if (rules.min_notional is not None and (not market or rules.min_to_market)
+                and notional < rules.min_notional):
+            raise _refuse(name, f"notional {_t(notional)} ({_t(qty)} x {_t(at)}) is below "
+                          f"the minimum {_t(rules.min_notional)}", "quantity")
+        if (rules.max_notional is not None and (not market or rules.max_to_market)
+                and notional > rules.max_notional):
+            raise _refuse(name, f"notional {_t(notional)} ({_t(qty)} x {_t(at)}) is above "
+                          f"the maximum {_t(rules.max_notional)}", "quantity")
+    if rules.percent_by_side is not None and order.price is not None and reference:
+        bid_up, bid_down, ask_up, ask_down = rules.percent_by_side
+        up, down = (bid_up, bid_down) if order.side == "buy" else (ask_up, ask_down)
+        low, high = reference * down, reference * up
+        if not low <= order.price <= high:
+            raise _refuse("PERCENT_PRICE_BY_SIDE", f"price {_t(order.price)} is outside "
+                          f"{_t(low)} to {_t(high)} ({_t(down)}x to {_t(up)}x the reference "
+                          f"price {_t(reference)} for a {order.side})", "price")
+    if (rules.max_num_orders is not None and open_orders is not None
+            and open_orders >= rules.max_num_orders):
+        raise _refuse("MAX_NUM_ORDERS", f"{open_orders} orders are open on {order.symbol}, "
+                      f"the maximum is {rules.max_num_orders}", "symbol")
+    if qty != order.quantity:
+        return msgspec.structs.replace(order, quantity=wire(qty))
+    return order

@@ -1,0 +1,173 @@
+"""Translations between our types and Binance's wire: order parameters from an
+``OrderSpec``, ``BrokerOrder`` reports from Binance's order objects, trades and
+executionReport events, and Binance's errors into the broker taxonomy. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from producer.contract import Fill, OrderSpec, OrderType, WireDecimal, decimal_text
+
+from ..base import (
+    AuthenticationFailed,
+    Banned,
+    BrokerError,
+    BrokerOrder,
+    BrokerStatus,
+    OrderNotFound,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UnknownOutcome,
+)
+from .filters import BINANCE_TYPE, tidy
+
+STATUS = {
+    "NEW": BrokerStatus.NEW,
+    "PENDING_NEW": BrokerStatus.NEW,
+    "PARTIALLY_FILLED": BrokerStatus.PARTIALLY_FILLED,
+    "FILLED": BrokerStatus.FILLED,
+    "CANCELED": BrokerStatus.CANCELLED,
+    "PENDING_CANCEL": BrokerStatus.NEW,
+    "REJECTED": BrokerStatus.REJECTED,
+    "EXPIRED": BrokerStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": BrokerStatus.EXPIRED,
+}
+AUTH_CODES = frozenset({-1022, -2014, -2015})
+RATE_CODES = frozenset({-1003, -1015})
+TIMESTAMP_CODE = -1021
+UNKNOWN_CODES = frozenset({-1007, -1000})  # "send status unknown" / "unknown error"
+NOT_FOUND_CODES = frozenset({-2011, -2013})
+_WITH_TIF = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
+
+
+def amount(value: Decimal) -> str:
+    """Binance's number grammar: fixed point, no exponent, no sign (never ``1e-05``)."""
+    return decimal_text(value)
+
+
+def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
+    """The parameters of POST /api/v3/order for ``order`` (FULL answers: fills included)."""
+    params = {
+        "symbol": order.symbol,
+        "side": order.side.upper(),
+        "type": BINANCE_TYPE[order.type],
+        "newClientOrderId": client_order_id,
+        "newOrderRespType": "FULL",
+    }
+    if order.quantity is not None:
+        params["quantity"] = amount(order.quantity)
+    elif order.quote_quantity is not None:
+        params["quoteOrderQty"] = amount(order.quote_quantity)
+    if order.type in _WITH_TIF:
+        params["timeInForce"] = order.time_in_force.upper()
+    if order.price is not None:
+        params["price"] = amount(order.price)
+    if order.stop_price is not None:
+        params["stopPrice"] = amount(order.stop_price)
+    return params
+
+
+def dec(text: Any) -> WireDecimal:
+    """A Binance amount (``"0.01000000"``) without its trailing zeros (``"0.01"``)."""
+    return WireDecimal(tidy(Decimal(str(text))))
+
+
+def trade_fill(trade: Mapping[str, Any]) -> Fill:
+    """A fill from a myTrades row."""
+    return Fill(fill_id=str(trade["id"]), price=dec(trade["price"]), quantity=dec(trade["qty"]),
+                commission=dec(trade["commission"]), commission_asset=trade["commissionAsset"],
+                liquidity="maker" if trade.get("isMaker") else "taker",
+                at=int(trade.get("time", 0)))
+
+
+def response_fills(reply: Mapping[str, Any]) -> list[Fill]:
+    """Fills of a FULL new-order reply: taken at placement, so taker fills."""
+    at = int(reply.get("transactTime", 0))
+    return [Fill(fill_id=str(f["tradeId"]), price=dec(f["price"]), quantity=dec(f["qty"]),
+                 commission=dec(f["commission"]), commission_asset=f["commissionAsset"],
+                 liquidity="taker", at=at) for f in reply.get("fills", [])]
+
+
+def report(reply: Mapping[str, Any], fills: Iterable[Fill] = (),
+           client_order_id: str | None = None) -> BrokerOrder:
+    """A report from an order object (new-order RESULT/FULL reply, GET or DELETE order)."""
+    cid = client_order_id or reply.get("origClientOrderId") or reply["clientOrderId"]
+    status = STATUS.get(reply.get("status", "NEW"), BrokerStatus.NEW)
+    return BrokerOrder(
+        client_order_id=cid, broker_order_id=str(reply["orderId"]), symbol=reply["symbol"],
+        status=status, quantity=dec(reply.get("origQty", "0")),
+        filled_quantity=dec(reply.get("executedQty", "0")), fills=list(fills),
+        reason=f"binance: {reply['status']}" if status is BrokerStatus.REJECTED else None,
+        updated_at=int(reply.get("updateTime") or reply.get("transactTime") or 0),
+    )
+
+
+def event_report(event: Mapping[str, Any]) -> BrokerOrder:
+    """A report from an executionReport event; its fill, if it carries one (x = TRADE)."""
+    fills = []
+    if event.get("x") == "TRADE":
+        fills.append(Fill(fill_id=str(event["t"]), price=dec(event["L"]),
+                          quantity=dec(event["l"]), commission=dec(event.get("n") or "0"),
+                          commission_asset=event.get("N"),
+                          liquidity="maker" if event.get("m") else "taker",
+                          at=int(event.get("T", 0))))
+    status = STATUS.get(event["X"], BrokerStatus.NEW)
+    reason = event.get("r")
+    return BrokerOrder(
+        client_order_id=event.get("C") or event["c"], broker_order_id=str(event["i"]),
+        symbol=event["s"], status=status, quantity=dec(event["q"]),
+        filled_quantity=dec(event["z"]), fills=fills,
+        reason=f"binance: {reason}" if status is BrokerStatus.REJECTED else None,
+        updated_at=int(event.get("T") or event.get("E") or 0),
+    )
+
+
+def retry_after(exc: BinanceAPIException) -> float | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    try:
+        return float(headers["Retry-After"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def describe(exc: BinanceAPIException) -> str:
+    """Code and message only: ``str(exc)`` carries the request (and its signature)."""
+    return f"binance HTTP {exc.status_code} code {exc.code}: {exc.message}"
+
+
+def map_error(exc: BaseException, *, sends: bool) -> BrokerError:
+    """``exc`` from python-binance or aiohttp in the broker taxonomy. ``sends``: the call
+    creates or changes something (submit, cancel), so a reply lost after sending is an
+    unknown outcome rather than a retryable failure."""
+    if isinstance(exc, BinanceAPIException):
+        status, code, text = int(exc.status_code), int(exc.code), describe(exc)
+        if status == 418:
+            return Banned(text, retry_after(exc))
+        if status == 429 or code in RATE_CODES:
+            return RateLimited(text, retry_after(exc))
+        if code in AUTH_CODES:
+            return AuthenticationFailed(text)
+        if code == TIMESTAMP_CODE:
+            return RetryableError(text)  # refused before the matching engine
+        if status >= 500 or code in UNKNOWN_CODES:
+            return UnknownOutcome(text) if sends else RetryableError(text)
+        if code in NOT_FOUND_CODES:
+            return OrderNotFound(text)
+        return PermanentError(text)
+    if isinstance(exc, BinanceRequestException):  # a 2xx whose body is not JSON
+        text = f"binance: unreadable reply ({exc.message})"
+        return UnknownOutcome(text) if sends else RetryableError(text)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused before anything was sent
+        return RetryableError(f"binance unreachable: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        text = f"binance: no reply ({type(exc).__name__})"
+        return UnknownOutcome(text) if sends else RetryableError(text)
+    raise exc

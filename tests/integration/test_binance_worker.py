@@ -1,0 +1,196 @@
+"""Whole workers trading on the local Binance exchange through python-binance: an unknown
+outcome is resolved by a lookup without a second order, fills pushed by the user data stream
+reach the order and the position, polling takes over while the stream is down, and the
+reconciliation at start reports, adopts or cancels orders we have no record of."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from devtools.binance_exchange import BinanceExchangeServer
+from executor.config import Settings
+from executor.positions import decode_position
+from producer.client import OrderClient
+from producer.contract import OrderState, ResultStatus
+from producer.keys import Keys
+from tests.fakes.binance import account_for, exchange
+
+from .conftest import replace, running, settings_for
+from .test_tracker import event_states, state_of
+
+__all__ = ["exchange"]  # fixture
+
+K = Keys()
+
+
+def binance_settings(redis_url: str, server: BinanceExchangeServer, *,
+                     track_interval_ms: int = 100, **account: Any) -> Settings:
+    base = settings_for(redis_url, track_interval_ms=track_interval_ms)
+    return replace(base, accounts={"default": account_for(server, **account)})
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    assert await check()
+
+
+async def test_unknown_outcome_is_resolved_by_lookup_without_a_second_order(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    exchange.inject("POST", "/api/v3/order", 503, after=True)  # stored, then "503"
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED, result
+    assert result.filled_quantity == Decimal("0.010")
+    assert result.broker_order_id is not None and result.broker_order_id.isdigit()
+    assert exchange.orders_for(sub.client_order_id) == 1
+    assert exchange.received[sub.client_order_id] == 1  # looked up, never sent again
+
+
+async def test_5xx_before_the_order_was_stored_is_also_looked_up_first(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    exchange.inject("POST", "/api/v3/order", 502)  # refused, nothing stored
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+        result = await client.wait_result(sub.request_id, 15)
+    # The lookup window found nothing, so one more send was safe: one order in the end.
+    assert result.status is ResultStatus.FILLED, result
+    assert exchange.orders_for(sub.client_order_id) == 1
+    sent = [r for r in exchange.orders_sent()
+            if r.params["newClientOrderId"] == sub.client_order_id]
+    assert len(sent) == 2
+
+
+async def test_a_filter_refusal_never_reaches_binance(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.000015", price="50000")
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.reason_code == "invalid"
+    assert result.reason is not None and "LOT_SIZE" in result.reason
+    assert "step 0.00001" in result.reason
+    assert exchange.orders_sent() == []
+
+
+async def test_round_quantity_records_and_sends_the_rounded_quantity(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange, round_quantity=True)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.012349")
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.status is ResultStatus.FILLED, result
+    assert result.quantity == Decimal("0.01234") == result.filled_quantity
+    assert exchange.orders_sent()[-1].params["quantity"] == "0.01234"
+
+
+async def test_a_market_order_by_quote_amount(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    exchange.exchange.market_fill_parts = 2
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "market", None, quote_quantity="100")
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.status is ResultStatus.FILLED, result
+    assert result.quantity is None
+    assert result.filled_quantity == Decimal("0.002") and len(result.fills) == 2
+    sent = exchange.orders_sent()[-1].params
+    assert (sent["quoteOrderQty"], "quantity" in sent) == ("100", False)
+    assert (await event_states(redis_client, sub.client_order_id))[-3:] == [
+        OrderState.PARTIALLY_FILLED, OrderState.PARTIALLY_FILLED, OrderState.FILLED]
+
+
+async def test_partial_fills_from_the_stream_update_the_order_and_the_position(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    # Polling once a minute: within the test only the stream can tell the fills.
+    async with running(binance_settings(redis_url, exchange, track_interval_ms=60_000)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.050", price="49000")
+        result = await client.wait_result(sub.request_id, 10)
+        assert result.status is ResultStatus.ACCEPTED, result
+        cid = sub.client_order_id
+        requests_before = len(exchange.log)
+        exchange.exchange.fill("BTCUSDT", cid, Decimal("0.020"))
+        await until(lambda: _is(redis_client, cid, "partially_filled"))
+        exchange.set_price("BTCUSDT", "48990")
+        await until(lambda: _is(redis_client, cid, "filled"))
+        # The stream told it: no order lookups.
+        assert not [r for r in exchange.log[requests_before:] if r.path == "/api/v3/order"]
+
+        async def projected() -> bool:
+            raw = await redis_client.hget(K.positions, "default:BTCUSDT")
+            return raw is not None and decode_position(raw).quantity == Decimal("0.05")
+        await until(projected)
+    assert await event_states(redis_client, cid) == [
+        OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
+        OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED, OrderState.FILLED]
+
+
+async def _is(r: aioredis.Redis, cid: str, state: str) -> bool:
+    return await state_of(r, cid) == state
+
+
+async def test_while_the_stream_is_down_polling_records_the_fills(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    exchange.stream_enabled = False  # the WebSocket API refuses every connection
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "sell", "limit", "0.010", price="51000")
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+        exchange.set_price("BTCUSDT", "51000")
+        await until(lambda: _is(redis_client, sub.client_order_id, "filled"))
+    looked_up = [r for r in exchange.log if r.path == "/api/v3/order" and r.method == "GET"]
+    assert looked_up
+
+
+async def test_a_dropped_stream_is_reconnected(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange)) as worker:
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.010", price="49000")
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+        await until(lambda: _subscribed(exchange, 1))
+        await exchange.drop_streams()
+        await until(lambda: _subscribed(exchange, 1))  # a new subscription
+        assert "default" in worker.tracker.live_feeds
+        exchange.set_price("BTCUSDT", "48000")
+        await until(lambda: _is(redis_client, sub.client_order_id, "filled"))
+
+
+async def _subscribed(server: BinanceExchangeServer, n: int) -> bool:
+    await asyncio.sleep(0)
+    return len(server.exchange.listeners) == n
+
+
+async def test_orphans_are_reported_adopted_or_cancelled_at_start(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer) -> None:
+    params = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+              "quantity": "0.01", "price": "45000"}
+    for cid in ("orphan-1", "orphan-2", "orphan-3"):
+        exchange.exchange.place({**params, "newClientOrderId": cid})
+
+    async with running(binance_settings(redis_url, exchange)) as worker:
+        counted = worker.metrics.registry.get_sample_value(
+            "orderstream_broker_orphans_total", {"account": "default", "action": "report"})
+        assert counted == 3
+    assert await redis_client.exists(K.order("orphan-1")) == 0  # reported only
+
+    async with running(binance_settings(redis_url, exchange, orphans="adopt")):
+        await until(lambda: _is(redis_client, "orphan-1", "accepted"))
+        exchange.set_price("BTCUSDT", "44000")  # all three fill
+        await until(lambda: _is(redis_client, "orphan-1", "filled"))
+
+    exchange.set_price("BTCUSDT", "50000")
+    exchange.exchange.place({**params, "newClientOrderId": "orphan-4"})
+    async with running(binance_settings(redis_url, exchange, orphans="cancel")) as worker:
+        counted = worker.metrics.registry.get_sample_value(
+            "orderstream_broker_orphans_total", {"account": "default", "action": "cancel"})
+        assert counted == 1
+    assert exchange.exchange.open_orders("BTCUSDT") == []
+    assert await redis_client.exists(K.order("orphan-4")) == 0

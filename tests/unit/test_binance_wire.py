@@ -1,0 +1,125 @@
+"""Binance wire translations: order parameters, reports from order objects and events,
+and errors into the taxonomy (transport errors included)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from executor.brokers.base import (
+    AuthenticationFailed,
+    Banned,
+    BrokerError,
+    BrokerStatus,
+    OrderNotFound,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UnknownOutcome,
+)
+from executor.brokers.binance import wire
+from producer.contract import OrderSpec, OrderType, Side, TimeInForce, WireDecimal
+
+
+def api_error(status: int, code: int, msg: str = "x",
+              headers: dict[str, str] | None = None) -> BinanceAPIException:
+    response = SimpleNamespace(headers=headers or {}, request_info=None)
+    return BinanceAPIException(response, status, f'{{"code": {code}, "msg": "{msg}"}}')
+
+
+def test_order_params_never_use_exponents() -> None:
+    order = OrderSpec(account="a", symbol="ETHUSDT", side=Side.SELL,
+                      type=OrderType.STOP_LIMIT, quantity=WireDecimal(Decimal("1E-8")),
+                      price=WireDecimal(Decimal("1.5E+3")), stop_price=WireDecimal("1500.10"),
+                      time_in_force=TimeInForce.IOC)
+    assert wire.order_params("c1", order) == {
+        "symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS_LIMIT",
+        "quantity": "0.00000001", "price": "1500", "stopPrice": "1500.10",
+        "timeInForce": "IOC", "newClientOrderId": "c1", "newOrderRespType": "FULL"}
+
+
+def test_report_of_an_order_object() -> None:
+    found = wire.report({"symbol": "BTCUSDT", "orderId": 12, "clientOrderId": "cancel-9",
+                         "origClientOrderId": "c1", "status": "CANCELED",
+                         "origQty": "0.01000000", "executedQty": "0.00000000",
+                         "transactTime": 5})
+    assert (found.client_order_id, found.broker_order_id, found.status) == (
+        "c1", "12", BrokerStatus.CANCELLED)
+    assert str(found.quantity) == "0.01" and found.updated_at == 5
+
+
+@pytest.mark.parametrize(("binance", "ours"), [
+    ("NEW", BrokerStatus.NEW), ("PENDING_NEW", BrokerStatus.NEW),
+    ("PARTIALLY_FILLED", BrokerStatus.PARTIALLY_FILLED), ("FILLED", BrokerStatus.FILLED),
+    ("CANCELED", BrokerStatus.CANCELLED), ("REJECTED", BrokerStatus.REJECTED),
+    ("EXPIRED", BrokerStatus.EXPIRED), ("EXPIRED_IN_MATCH", BrokerStatus.EXPIRED)])
+def test_statuses(binance: str, ours: BrokerStatus) -> None:
+    assert wire.STATUS[binance] is ours
+
+
+def test_event_report_of_a_trade_and_of_a_cancel() -> None:
+    trade: dict[str, Any] = {"e": "executionReport", "s": "BTCUSDT", "c": "c1", "C": "",
+                             "x": "TRADE", "X": "PARTIALLY_FILLED", "i": 7, "q": "1.00000000",
+                             "z": "0.40000000", "l": "0.40000000", "L": "50000.10000000",
+                             "n": "0.00040000", "N": "BTC", "t": 99, "m": True, "T": 3}
+    found = wire.event_report(trade)
+    assert found.status is BrokerStatus.PARTIALLY_FILLED and found.filled_quantity == Decimal(
+        "0.4")
+    (fill,) = found.fills
+    assert (fill.fill_id, str(fill.price), str(fill.quantity), fill.liquidity, fill.at) == (
+        "99", "50000.1", "0.4", "maker", 3)
+    cancel = {**trade, "x": "CANCELED", "X": "CANCELED", "c": "cancel-id", "C": "c1"}
+    found = wire.event_report(cancel)
+    assert (found.client_order_id, found.status, found.fills) == ("c1",
+                                                                 BrokerStatus.CANCELLED, [])
+
+
+@pytest.mark.parametrize(("exc", "sends", "kind"), [
+    (api_error(400, -2010), True, PermanentError),
+    (api_error(400, -1013), True, PermanentError),
+    (api_error(400, -1121), True, PermanentError),
+    (api_error(400, -2011), True, OrderNotFound),
+    (api_error(400, -2013), False, OrderNotFound),
+    (api_error(400, -1022), True, AuthenticationFailed),
+    (api_error(401, -2014), True, AuthenticationFailed),
+    (api_error(401, -2015), False, AuthenticationFailed),
+    (api_error(400, -1021), True, RetryableError),
+    (api_error(429, -1003), True, RateLimited),
+    (api_error(429, -1015), True, RateLimited),
+    (api_error(400, -1015), True, RateLimited),
+    (api_error(418, -1003), True, Banned),
+    (api_error(500, 0), True, UnknownOutcome),
+    (api_error(503, 0), False, RetryableError),
+    (api_error(408, -1007), True, UnknownOutcome),
+    (api_error(400, -1007), False, RetryableError),
+    (BinanceRequestException("not json"), True, UnknownOutcome),
+    (TimeoutError(), True, UnknownOutcome),
+    (TimeoutError(), False, RetryableError),
+    (aiohttp.ServerDisconnectedError(), True, UnknownOutcome),
+    (aiohttp.ClientOSError(104, "reset"), True, UnknownOutcome),
+    (aiohttp.ClientConnectorError(SimpleNamespace(ssl=None, host="h", port=1),  # type: ignore[arg-type]
+                                  OSError(111, "refused")), True, RetryableError),
+])
+def test_errors_map_into_the_taxonomy(exc: BaseException, sends: bool,
+                                      kind: type[BrokerError]) -> None:
+    mapped = wire.map_error(exc, sends=sends)
+    assert type(mapped) is kind
+
+
+def test_retry_after_comes_from_the_header() -> None:
+    mapped = wire.map_error(api_error(429, -1003, headers={"Retry-After": "17"}), sends=True)
+    assert isinstance(mapped, RateLimited) and mapped.retry_after == 17.0
+    mapped = wire.map_error(api_error(418, -1003, headers={"Retry-After": "300"}), sends=False)
+    assert isinstance(mapped, Banned) and mapped.retry_after == 300.0
+    mapped = wire.map_error(api_error(429, -1003), sends=False)
+    assert isinstance(mapped, RateLimited) and mapped.retry_after is None
+
+
+def test_other_exceptions_are_not_swallowed() -> None:
+    with pytest.raises(KeyError):
+        wire.map_error(KeyError("bug"), sends=True)
