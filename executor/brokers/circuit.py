@@ -75,8 +75,8 @@ class CircuitBroker:
     async def close(self) -> None:
         await self.inner.close()
 
-    def check(self, order: OrderSpec) -> None:
-        self.inner.check(order)
+    def check(self, order: OrderSpec) -> OrderSpec | None:
+        return self.inner.check(order)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         return await self._counted(self.inner.submit(client_order_id, order))

@@ -108,8 +108,8 @@ class LimitedBroker:
     async def close(self) -> None:
         await self.inner.close()
 
-    def check(self, order: OrderSpec) -> None:
-        self.inner.check(order)
+    def check(self, order: OrderSpec) -> OrderSpec | None:
+        return self.inner.check(order)
 
     def quote_asset(self, symbol: str) -> str | None:
         return self.inner.quote_asset(symbol)
