@@ -103,7 +103,8 @@ class Worker:
         self.brokers = brokers if brokers is not None else {
             name: create_broker(name, account, self.redis, self.keys,
                                 limits=settings.limits.get(name), breaker=self.breaker,
-                                metrics=self.metrics)
+                                metrics=self.metrics,
+                                visibility_timeout_ms=w.visibility_timeout_ms)
             for name, account in settings.accounts.items()
         }
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,

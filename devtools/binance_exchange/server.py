@@ -62,6 +62,7 @@ class BinanceExchangeServer:
     def __init__(self, api_key: str = "local-api-key", api_secret: str = "local-api-secret",
                  *, weight_limit: int = 6_000, orders_10s_limit: int = 100,
                  orders_1d_limit: int = 200_000, ban_after: int = 10, ban_s: int = 120,
+                 weight_window_ms: int = 60_000,
                  clock: Callable[[], int] | None = None) -> None:
         self.exchange = Exchange(clock)
         self.keys = {api_key: api_secret}
@@ -70,6 +71,9 @@ class BinanceExchangeServer:
         self.orders_1d_limit = orders_1d_limit
         self.ban_after = ban_after
         self.ban_s = ban_s
+        # Binance's REQUEST_WEIGHT window is one minute; tests shorten it to see a 429's
+        # Retry-After run out in seconds.
+        self.weight_window_ms = weight_window_ms
         self.faults: list[Fault] = []
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
@@ -214,7 +218,7 @@ class BinanceExchangeServer:
         return None
 
     def _minute(self) -> int:
-        return self.exchange.now() // 60_000
+        return self.exchange.now() // self.weight_window_ms
 
     def _charge(self, weight: int) -> None:
         now = self.exchange.now()
@@ -234,7 +238,8 @@ class BinanceExchangeServer:
             raise ApiError(-1003, f"Too much request weight used; current limit is "
                                   f"{self.weight_limit} request weight per 1 MINUTE. Please use "
                                   "WebSocket Streams for live updates to avoid polling the API.",
-                           429, retry_after=max(1, 60 - (now // 1000) % 60))
+                           429, retry_after=max(1, -(-(self.weight_window_ms
+                                                       - now % self.weight_window_ms) // 1000)))
         self._ignored_429 = 0
 
     def _check_order_count(self) -> None:

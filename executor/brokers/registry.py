@@ -34,7 +34,8 @@ def broker_type(config: AccountConfig) -> str:
 
 def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, keys: Keys,
                   *, limits: AccountLimits | None = None, breaker: Breaker | None = None,
-                  metrics: Metrics | None = None) -> Broker:
+                  metrics: Metrics | None = None,
+                  visibility_timeout_ms: int | None = None) -> Broker:
     adapter: Broker
     if isinstance(config, PaperAccount):
         adapter = PaperBroker(account, config, redis, keys)
@@ -46,5 +47,6 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
         raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
     if breaker is not None:
         adapter = CircuitBroker(adapter, breaker, metrics=metrics)
-    limiter = Limiter(redis, keys, account, plan_for(limits, broker_type(config)))
+    limiter = Limiter(redis, keys, account, plan_for(
+        limits, broker_type(config), visibility_timeout_ms=visibility_timeout_ms))
     return limited(adapter, limiter, metrics=metrics)

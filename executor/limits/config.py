@@ -104,8 +104,14 @@ def rate_interval_us(orders_per_second: Decimal) -> int:
     return int((Decimal(1_000_000) / orders_per_second).to_integral_value(ROUND_CEILING))
 
 
-def plan_for(limits: AccountLimits | None, broker: str) -> Plan:
-    """The limits of an account of this broker type: its config over the broker's defaults."""
+def plan_for(limits: AccountLimits | None, broker: str, *,
+             visibility_timeout_ms: int | None = None) -> Plan:
+    """The limits of an account of this broker type: its config over the broker's defaults.
+
+    A call never waits more than half the visibility timeout: a batch held longer is taken
+    over by another worker, which would find its orders unsent and send them itself while
+    this one still means to (a configured ``max_wait_ms`` above that is a config error; the
+    default is cut down to it)."""
     own = limits or AccountLimits()
     base = BROKER_DEFAULTS.get(broker, AccountLimits())
 
@@ -129,4 +135,7 @@ def plan_for(limits: AccountLimits | None, broker: str) -> Plan:
         burst = own.burst or base.burst or max(1, int(per_second.to_integral_value(
             ROUND_CEILING)))
         rate = Rate(rate_interval_us(per_second), burst)
-    return Plan(windows, rate, own.max_wait_ms)
+    max_wait = own.max_wait_ms
+    if visibility_timeout_ms is not None:
+        max_wait = min(max_wait, visibility_timeout_ms // 2)
+    return Plan(windows, rate, max_wait)

@@ -17,8 +17,14 @@ from devtools.chaos import Chaos, ChaosConfig
 from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, in_thread
 
 
+# Unlimited: our limiter off, as the exchange has none. Throttled: Binance's published
+# limits (50 orders per 10 s), so most orders are refused `rate_limited` after waiting, while
+# workers are killed: none of those may have been sent (a wait longer than the visibility
+# timeout would let another worker send an order this one still meant to).
+@pytest.mark.parametrize("throttled", [False, True], ids=["unlimited", "throttled"])
 async def test_kills_at_random_send_nothing_twice_to_binance(
-        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        throttled: bool) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv(SECRET_ENV, SECRET)
     server = BinanceExchangeServer(KEY, SECRET, weight_limit=10**9, orders_10s_limit=10**9)
@@ -27,7 +33,10 @@ async def test_kills_at_random_send_nothing_twice_to_binance(
         config = tmp_path / "orderstream.toml"
         config.write_text(f'[accounts.default]\nbroker = "binance"\n'
                           f'api_key_env = "{KEY_ENV}"\napi_secret_env = "{SECRET_ENV}"\n'
-                          f'testnet = false\nbase_url = "{server.url}"\n')
+                          f'testnet = false\nbase_url = "{server.url}"\n'
+                          + ('' if throttled else
+                             '[limits.default]\nweight_per_minute = 0\norders_per_10s = 0\n'
+                             'orders_per_day = 0\nmax_wait_ms = 2000\n'))
         # A networked exchange answers in milliseconds, not microseconds: a batch of 50
         # takes longer than the paper run's 1.5 s visibility timeout, and an entry
         # reclaimed while its first worker still works on it gets two results (see
@@ -53,5 +62,9 @@ async def test_kills_at_random_send_nothing_twice_to_binance(
     assert report.inconsistent == 0, summary
     assert report.pending == 0, summary
     assert report.replay_differences == 0, summary
-    assert report.outcomes.get("filled", 0) > 300, summary
-    assert server.statuses[503] > 10, summary  # the faults really were injected
+    if throttled:
+        assert report.outcomes.get("rejected:rate_limited", 0) > 500, summary
+        assert report.outcomes.get("filled", 0) > 50, summary
+    else:
+        assert report.outcomes.get("filled", 0) > 300, summary
+        assert server.statuses[503] > 10, summary  # the faults really were injected

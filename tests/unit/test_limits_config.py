@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from executor.config import ConfigError, describe, load_settings
+from executor.limits import AccountLimits, plan_for
+from executor.limits.config import DEFAULT_MAX_WAIT_MS
 
 
 def test_limits_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
@@ -41,3 +43,12 @@ def test_limits_of_an_unknown_account_are_refused(tmp_path: Path) -> None:
     path.write_text('[limits.ghost]\norders_per_10s = 5\n')
     with pytest.raises(ConfigError, match=r"limits\.ghost: no such account"):
         load_settings(path, {})
+
+
+def test_no_call_waits_longer_than_half_the_visibility_timeout() -> None:
+    # A batch held past the visibility timeout is taken over by another worker, which finds
+    # its orders unsent and sends them itself: the default wait is cut down to half of it.
+    assert plan_for(None, "binance").max_wait_ms == DEFAULT_MAX_WAIT_MS
+    assert plan_for(None, "binance", visibility_timeout_ms=8_000).max_wait_ms == 4_000
+    assert plan_for(AccountLimits(max_wait_ms=1_000), "paper",
+                    visibility_timeout_ms=8_000).max_wait_ms == 1_000
