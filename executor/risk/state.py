@@ -150,17 +150,25 @@ class Write:
 
 def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str], dict[str, int]]:
     """The new values of the checks' ``+`` fields and the changes of the order counts."""
-    totals: dict[str, Decimal] = {}
+    # Summed per symbol and side first, then added to the stored values once: exact
+    # arithmetic, so the same values (and text) as adding one reservation at a time, with
+    # a field name made per symbol and side rather than per reservation.
+    deltas: dict[tuple[str, Side], tuple[Decimal, Decimal]] = {}
     counts: dict[str, int] = {}
     changes = [(r, 1) for _, r, _ in write.put] + [(r, -1) for _, r in write.drop]
     for r, sign in changes:
         step = EXACT.add if sign > 0 else EXACT.subtract
-        for what, amount in (("q+", r.quantity), ("n+", r.notional)):
-            name = sum_field(r.symbol, r.side, what)
-            totals[name] = step(totals.get(name) or sums.get(name, ZERO), amount)
+        group = (r.symbol, r.side)
+        quantity, notional = deltas.get(group) or (ZERO, ZERO)
+        deltas[group] = (step(quantity, r.quantity), step(notional, r.notional))
         name = count_field(r.symbol)
         counts[name] = counts.get(name, 0) + sign
-    return {k: format(v, "f") for k, v in totals.items()}, counts
+    totals: dict[str, str] = {}
+    for (symbol, side), amounts in deltas.items():
+        for what, amount in zip(("q+", "n+"), amounts, strict=True):
+            name = sum_field(symbol, side, what)
+            totals[name] = format(EXACT.add(sums.get(name, ZERO), amount), "f")
+    return totals, counts
 
 
 class RiskState:

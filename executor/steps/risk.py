@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from redis.exceptions import RedisError
 
-from producer.contract import ReasonCode, ResultStatus, risk_denied
+from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
 
 from .. import results
 from ..job import Job
@@ -185,7 +185,8 @@ class Risk:
                 log.warning("no reference price for %s/%s: %s", account, symbol, price)
                 prices[symbol] = None
             else:
-                prices[symbol] = price
+                # As a wire decimal once: every reservation of the symbol is made of it.
+                prices[symbol] = None if price is None else wire(price)
 
     def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
                 prices: dict[str, Decimal | None],
