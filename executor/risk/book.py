@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
@@ -44,6 +45,7 @@ EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
 ZERO = Decimal(0)
 _ESTIMATE = decimal.Context(prec=34, rounding=ROUND_HALF_EVEN)
 _EPOCH = datetime.datetime(1970, 1, 1)
+_DAY_MS = 86_400_000
 
 
 class Reservation(msgspec.Struct, kw_only=True, gc=False):
@@ -256,5 +258,10 @@ def available_balance(book: Book, starting: Decimal) -> Decimal:
 
 def day_id(now_ms: int, reset_offset_ms: int) -> str:
     """The trading day of ``now_ms`` (YYYYMMDD), days starting at the UTC reset time."""
-    moment = _EPOCH + datetime.timedelta(milliseconds=now_ms - reset_offset_ms)
-    return moment.strftime("%Y%m%d")
+    return _day_text((now_ms - reset_offset_ms) // _DAY_MS)
+
+
+@functools.lru_cache(maxsize=16)
+def _day_text(days: int) -> str:
+    # Asked per batch and per folded fill, of a handful of distinct days: formatted once.
+    return (_EPOCH + datetime.timedelta(days=days)).strftime("%Y%m%d")

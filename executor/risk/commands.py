@@ -33,7 +33,7 @@ from ..services import wall_clock_ms
 from ..trading import TradingState
 from .book import EXACT, ZERO, day_id
 from .limits import AccountLimits, Limits, apply_changes, decode_runtime, encode_runtime, resolve
-from .state import RiskState, open_by_symbol, version_key
+from .state import RiskState, checks_version_key, open_by_symbol, version_key
 
 
 class AccountRisk(msgspec.Struct, kw_only=True):
@@ -99,6 +99,7 @@ async def set_limits(redis: aioredis.Redis, keys: Keys, account: str, changes: d
                 else:
                     pipe.hset(keys.risk_limits, account, encode_runtime(new))
                 pipe.incr(version_key(keys, account))
+                pipe.incr(checks_version_key(keys, account))
                 audit.add(pipe, keys, audit.AuditEntry(
                     kind="risk_set", scope=account,
                     at=wall_clock_ms() if now_ms is None else now_ms,

@@ -7,8 +7,8 @@ projector beside the positions and written in the same script (lua/positions.lua
   its reservation and deletes it.
 - A fill adds what it realized, net of the commission counted in the position, to the
   realized PnL of its trading day (the day of the fill's time, else of the event's).
-- Every account touched gets its version bumped, so a check decided on the old state is
-  decided again.
+- Every account touched gets its version ``v`` bumped; not the checks' version ``cv``,
+  which this page commutes with (risk/state.py).
 
 The script writes only if every reservation it changes is still the one read (``expect``):
 the checks may have released one meanwhile, and a reservation is released once.

@@ -20,6 +20,17 @@ Keys (``Keys.risk(account, name)``):
   Expires two days after its last write.
 - ``v``: integer version, incremented by every change of the above, of the account's
   positions (projector) and of its run-time limits (``orderstream risk set``).
+- ``cv``: the checks' version, what their compare-and-set compares: incremented by their
+  own writes and by changes of the run-time limits, not by the projector. A page the
+  projector writes between a batch's snapshot and its commit commutes with the commit
+  (the projector writes positions, the ``-`` fields and day PnL the checks never write,
+  increments the counts, and touches only reservations of orders that already have events,
+  which a batch creates none of), so the outcome is that of the batch deciding and
+  committing just before the page: the same as a projector a few ms later. The one thing
+  both may change, a reservation the batch drops (a redelivered request's own), is
+  compared by its JSON as read. Two batches, or a batch and a limit change, still
+  exclude each other through ``cv``; the projector no longer makes a third of the
+  batches decide again.
 
 Every deletion of a reservation is conditional on it being what the deleter read (the
 checks by the version, the projector by comparing the stored JSON), so a reservation is
@@ -59,6 +70,10 @@ def decode_reservation(data: bytes | str) -> Reservation:
 
 def version_key(keys: Keys, account: str) -> str:
     return keys.risk(account, "v")
+
+
+def checks_version_key(keys: Keys, account: str) -> str:
+    return keys.risk(account, "cv")
 
 
 def open_key(keys: Keys, account: str) -> str:
@@ -109,7 +124,7 @@ def open_by_symbol(sums: dict[str, Decimal]) -> dict[str, SymbolBook]:
 class Snapshot:
     """An account's risk state at one instant (read in one MULTI)."""
 
-    version: str
+    version: str  # the checks' version (``cv``)
     reservations: dict[str, Reservation]  # of the client ids asked for, where there is one
     open_orders: int
     sums: dict[str, Decimal]
@@ -118,6 +133,7 @@ class Snapshot:
     positions: list[Position]
     state: TradingState
     runtime: AccountLimits | None
+    raw: dict[str, bytes] = field(default_factory=dict)  # the reservations' JSON, as read
 
 
 @dataclass(slots=True)
@@ -134,17 +150,25 @@ class Write:
 
 def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str], dict[str, int]]:
     """The new values of the checks' ``+`` fields and the changes of the order counts."""
-    totals: dict[str, Decimal] = {}
+    # Summed per symbol and side first, then added to the stored values once: exact
+    # arithmetic, so the same values (and text) as adding one reservation at a time, with
+    # a field name made per symbol and side rather than per reservation.
+    deltas: dict[tuple[str, Side], tuple[Decimal, Decimal]] = {}
     counts: dict[str, int] = {}
     changes = [(r, 1) for _, r, _ in write.put] + [(r, -1) for _, r in write.drop]
     for r, sign in changes:
         step = EXACT.add if sign > 0 else EXACT.subtract
-        for what, amount in (("q+", r.quantity), ("n+", r.notional)):
-            name = sum_field(r.symbol, r.side, what)
-            totals[name] = step(totals.get(name) or sums.get(name, ZERO), amount)
+        group = (r.symbol, r.side)
+        quantity, notional = deltas.get(group) or (ZERO, ZERO)
+        deltas[group] = (step(quantity, r.quantity), step(notional, r.notional))
         name = count_field(r.symbol)
         counts[name] = counts.get(name, 0) + sign
-    return {k: format(v, "f") for k, v in totals.items()}, counts
+    totals: dict[str, str] = {}
+    for (symbol, side), amounts in deltas.items():
+        for what, amount in zip(("q+", "n+"), amounts, strict=True):
+            name = sum_field(symbol, side, what)
+            totals[name] = format(EXACT.add(sums.get(name, ZERO), amount), "f")
+    return totals, counts
 
 
 class RiskState:
@@ -161,7 +185,7 @@ class RiskState:
         k = self.keys
         wanted = list(dict.fromkeys(cids))
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(version_key(k, account))
+            pipe.get(checks_version_key(k, account))
             pipe.hlen(open_key(k, account))
             pipe.hgetall(sums_key(k, account))
             pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
@@ -174,10 +198,10 @@ class RiskState:
         version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
         held = replies[7] if wanted else []
         prefix = f"{account}:"
+        raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
         return Snapshot(
             version=text(version) if version is not None else "0",
-            reservations={cid: decode_reservation(v) for cid, v in zip(wanted, held,
-                                                                       strict=True) if v},
+            reservations={cid: decode_reservation(v) for cid, v in raw.items()},
             open_orders=int(n_open),
             sums=parse_sums(sums),
             day_orders=int(orders or 0),
@@ -186,16 +210,18 @@ class RiskState:
                        if text(f).startswith(prefix) and split_key(text(f))[0] == account],
             state=effective(trading, account),
             runtime=decode_runtime(runtime),
+            raw=raw,
         )
 
     async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
-        """Apply ``write`` if the account's version is still the snapshot's. False when it
-        moved (nothing written)."""
+        """Apply ``write`` if the account's checks version is still the snapshot's and the
+        reservations it drops are still as read. False when not (nothing written)."""
         k = self.keys
         totals, counts = sum_changes(snap.sums, write)
         args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put)]
         args.append(len(write.drop))
-        args += [cid for cid, _ in write.drop]
+        for cid, _ in write.drop:
+            args += [cid, snap.raw[cid]]
         args.append(len(write.put))
         for cid, reservation, _ in write.put:
             args += [cid, encode(reservation)]
@@ -205,8 +231,8 @@ class RiskState:
         for name, delta in counts.items():
             args += [name, delta]
         done = await self._script(
-            keys=[version_key(k, account), open_key(k, account), sums_key(k, account),
-                  day_key(k, account, day)],
+            keys=[checks_version_key(k, account), open_key(k, account), sums_key(k, account),
+                  day_key(k, account, day), version_key(k, account)],
             args=args)
         return bool(done == 1)
 

@@ -4,8 +4,9 @@ Per account of the batch: one snapshot of the shared risk state (risk/state.py),
 batch's new orders checked in order against it in Python with Decimal (risk/rules.py; each
 order that passes is added to the in-memory book, so two orders of one batch see each
 other), then the passing orders' reservations written by one compare-and-set on the
-account's version. If another worker (or the positions projector) changed the state in
-between, the batch is checked again on the new state, a bounded number of times; so of two
+account's checks version. If another worker (or a limit change) changed the state in
+between, the batch is checked again on the new state, a bounded number of times (the
+positions projector's pages commute with the commit: risk/state.py); so of two
 orders from two workers that each fit but together exceed a limit, one passes and one is
 denied. When the state cannot be read or written, or keeps moving, the orders are denied
 (``risk_denied:unavailable``): never passed unchecked.
@@ -24,7 +25,7 @@ from decimal import Decimal
 
 from redis.exceptions import RedisError
 
-from producer.contract import ReasonCode, ResultStatus, risk_denied
+from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
 
 from .. import results
 from ..job import Job
@@ -184,7 +185,8 @@ class Risk:
                 log.warning("no reference price for %s/%s: %s", account, symbol, price)
                 prices[symbol] = None
             else:
-                prices[symbol] = price
+                # As a wire decimal once: every reservation of the symbol is made of it.
+                prices[symbol] = None if price is None else wire(price)
 
     def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
                 prices: dict[str, Decimal | None],

@@ -21,6 +21,7 @@ from executor.config import Settings
 from executor.positions import decode_position
 from executor.projector import Projector
 from executor.risk.book import Reservation
+from executor.risk.commands import set_limits
 from executor.risk.limits import AccountLimits, RiskSettings
 from executor.risk.state import (
     RiskState,
@@ -463,6 +464,49 @@ async def test_the_projector_shrinks_reservations_by_fills_and_drops_them_at_the
     assert (btc.buy_quantity, btc.buy_notional, btc.orders, snap.open_orders) == (0, 0, 0, 0)
     position = decode_position(await r.hget(K.positions, "default:BTCUSDT"))
     assert position.quantity == D("6")
+
+
+async def test_a_projector_page_between_snapshot_and_commit_commutes_with_the_commit(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The checks compare their own version, which the projector does not bump: a fill
+    folded between a batch's snapshot and its commit does not make the batch decide again,
+    and both land. A reservation the batch drops and the projector moved meanwhile fails
+    the commit (nothing written); so do another batch's commit and a limit change."""
+    r = redis_client
+    state = RiskState(r, K)
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                     quantity=WireDecimal("6"), price=WireDecimal("50000"))
+    await put(state, Reservation(request_id="1-a", symbol="BTCUSDT", side=Side.BUY,
+                                 quantity=WireDecimal("6"), price=WireDecimal("50000")),
+              cids=("a",))
+    snap = await state.snapshot("default", "x", ["a"])
+    await r.xadd(K.events, {"data": encode(Event(
+        client_order_id="a", seq=1, state=OrderState.CREATED, at=1, account="default",
+        symbol="BTCUSDT", order=spec))})
+    await r.xadd(K.events, {"data": encode(Event(
+        client_order_id="a", seq=2, state=OrderState.PARTIALLY_FILLED, at=2,
+        account="default", symbol="BTCUSDT", fill=Fill(
+            fill_id="f1", price=WireDecimal("50000"), quantity=WireDecimal("5"),
+            commission=WireDecimal("0"), commission_asset="USDT", at=2)))})
+    assert await Projector(r, K, "p", quote_asset=lambda a, s: "USDT").once() == 2
+    assert await r.get(version_key(K, "default")) == b"2"  # moved: positions changed
+    # The projector shrank a: dropping it as read would release 5 twice.
+    assert not await state.commit("default", "x", snap,
+                                  Write(drop=[("a", snap.reservations["a"])]))
+    assert (await reservations(r))["a"].quantity == D("1")
+    new = Reservation(request_id="1-c", symbol="BTCUSDT", side=Side.BUY,
+                      quantity=WireDecimal("2"), price=WireDecimal("50000"))
+    assert await state.commit("default", "x", snap, Write(put=[("c", new, True)]))
+    after = await state.snapshot("default", "x")
+    btc = open_by_symbol(after.sums)["BTCUSDT"]
+    assert (btc.buy_quantity, btc.buy_notional, btc.orders, after.open_orders) == (
+        D("3"), D("150000"), 2, 2)
+    # Another batch's commit, or a limit change, does make a stale snapshot decide again.
+    assert not await state.commit("default", "x", snap, Write(put=[("d", new, True)]))
+    await set_limits(r, K, "default", {"max_quantity": "1"}, by="test")
+    assert not await state.commit("default", "x", after, Write(put=[("d", new, True)]))
+    assert set(await reservations(r)) == {"a", "c"}
 
 
 async def test_an_orphaned_reservation_is_released_and_a_live_one_kept(
