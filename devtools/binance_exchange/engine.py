@@ -381,7 +381,12 @@ class Exchange:
         lst = self.listing(symbol)
         out = []
         for order in list(self.orders.values()):
-            if order.is_open and order.symbol == lst.symbol:
+            if not order.is_open or order.symbol != lst.symbol:
+                continue
+            if order.order_list_id >= 0:  # a list is cancelled whole, as one list object
+                out.append(self.cancel_list({"symbol": order.symbol,
+                                             "orderListId": str(order.order_list_id)}))
+            else:
                 out.append(self.cancel({"symbol": order.symbol, "orderId": str(order.order_id)}))
         if not out:
             raise ApiError(-2011, "Unknown order sent.")

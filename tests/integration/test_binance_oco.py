@@ -261,13 +261,21 @@ async def _subscribed(server: BinanceExchangeServer) -> bool:
     return len(server.exchange.listeners) >= 1
 
 
+async def accepted_oco(client: OrderClient, side: str = "sell") -> Submitted:
+    """An OCO placed (sell: 52000 above, 48000 below; buy the reverse), and accepted."""
+    low, high = "48000", "52000"
+    sub = await client.place("BTCUSDT", side, "oco", "0.010",
+                             price=high if side == "sell" else low,
+                             stop_price=low if side == "sell" else high)
+    assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+    return sub
+
+
 async def test_a_worker_cancels_an_oco_by_cancelling_the_list(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         client: OrderClient) -> None:
     async with running(binance_settings(redis_url, exchange)):
-        sub = await client.place("BTCUSDT", "buy", "oco", "0.010", price="48000",
-                                 stop_price="52000")
-        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+        sub = await accepted_oco(client, "buy")
         cancel = await client.cancel(sub.client_order_id)
         result = await client.wait_result(cancel.request_id, 10)
     assert result.status is ResultStatus.CANCELLED, result
@@ -311,3 +319,54 @@ async def test_invalid_ocos_are_refused_without_a_call(
     assert results[1].reason is not None and "PRICE_FILTER" in results[1].reason
     assert results[2].reason is not None and "bracket" in results[2].reason
     assert sent_lists(exchange) == []
+
+
+async def test_cancel_all_reports_an_oco_as_one_order(broker: BinanceBroker) -> None:
+    await broker.submit("all-oco", oco())
+    await broker.submit("all-one", OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY,
+                                             type=OrderType.LIMIT, quantity=D("0.01"),
+                                             price=D("40000")))
+    reports = await broker.cancel_all("BTCUSDT")
+    assert sorted((r.client_order_id, r.status) for r in reports) == [
+        ("all-oco", BrokerStatus.CANCELLED), ("all-one", BrokerStatus.CANCELLED)]
+
+
+async def test_the_stop_leg_and_partial_fills_on_the_stream(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange, track_interval_ms=60_000)):
+        stop = await client.place("BTCUSDT", "sell", "oco", "0.010", price="52000",
+                                  stop_price="48000")
+        part = await client.place("BTCUSDT", "buy", "oco", "0.050", price="49000",
+                                  stop_price="53000", stop_limit_price="53100")
+        for sub in (stop, part):
+            assert (await client.wait_result(sub.request_id, 10)).status is (
+                ResultStatus.ACCEPTED)
+        await until(lambda: _subscribed(exchange))
+        exchange.exchange.fill("BTCUSDT", f"{part.client_order_id}-oB", Decimal("0.02"))
+        await until(lambda: _is(redis_client, part.client_order_id, "partially_filled"))
+        exchange.set_price("BTCUSDT", "47990")  # the sell's stop triggers; the buy's limit fills
+        await until(lambda: _is(redis_client, stop.client_order_id, "filled"))
+        await until(lambda: _is(redis_client, part.client_order_id, "filled"))
+    assert (await event_states(redis_client, part.client_order_id))[-2:] == [
+        OrderState.PARTIALLY_FILLED, OrderState.FILLED]
+
+
+async def test_a_restart_finds_its_open_oco_and_cancels_an_orphan_list(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await accepted_oco(client)
+    exchange.exchange.place_oco({  # a list no request of ours made
+        "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.01", "listClientOrderId": "stray",
+        "aboveType": "LIMIT_MAKER", "abovePrice": "53000", "belowType": "STOP_LOSS",
+        "belowStopPrice": "47000"})
+    async with running(binance_settings(redis_url, exchange, orphans="cancel")) as worker:
+        counted = worker.metrics.registry.get_sample_value(
+            "orderstream_broker_orphans_total", {"account": "default", "action": "cancel"})
+        assert counted == 1  # the stray list, once; our own list is known, not an orphan
+        exchange.set_price("BTCUSDT", "52000")
+        await until(lambda: _is(redis_client, sub.client_order_id, "filled"))
+    stray = exchange.exchange.lists[exchange.exchange.lists_by_client["stray"]]
+    assert stray.done
+    assert {exchange.exchange.orders[oid].status for oid in stray.legs} == {"CANCELED"}

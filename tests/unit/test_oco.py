@@ -7,10 +7,20 @@ from decimal import Decimal
 
 import pytest
 
+from executor.brokers.base import BrokerOrder, BrokerStatus
+from executor.brokers.binance import filters, wire
 from executor.brokers.paper import PaperAccount
 from executor.brokers.paper.matching import check as paper_check
 from executor.risk.book import Candidate
-from producer.contract import ContractError, OrderSpec, OrderType, Side, WireDecimal, decode_request
+from producer.contract import (
+    ContractError,
+    Fill,
+    OrderSpec,
+    OrderType,
+    Side,
+    WireDecimal,
+    decode_request,
+)
 from producer.schema import generate
 from producer.validation import check_request
 
@@ -95,3 +105,48 @@ def test_risk_values_an_oco_at_its_dearest_leg(order: OrderSpec, price: str) -> 
     candidate = Candidate("c", "r", order, reference=Decimal("50000"))
     assert candidate.price == Decimal(price)
     assert candidate.notional == Decimal("0.5") * Decimal(price)
+
+
+# -- Binance: one report from the two legs ----------------------------------------------------
+
+def leg(cid: str, status: BrokerStatus, filled: str = "0", *fills: str) -> BrokerOrder:
+    return BrokerOrder(client_order_id=cid, broker_order_id="1", symbol="BTCUSDT",
+                       status=status, quantity=D("0.5"), filled_quantity=D(filled),
+                       fills=[Fill(fill_id=f, price=D("1"), quantity=D("0.25")) for f in fills],
+                       updated_at=len(fills))
+
+
+S = BrokerStatus
+
+
+@pytest.mark.parametrize(("above", "below", "status", "filled"), [
+    (leg("a", S.NEW), leg("b", S.NEW), S.NEW, "0"),
+    (leg("a", S.EXPIRED), leg("b", S.NEW), S.NEW, "0"),  # the sibling's fill still to come
+    (leg("a", S.FILLED, "0.5", "t1", "t2"), leg("b", S.EXPIRED), S.FILLED, "0.5"),
+    (leg("a", S.EXPIRED), leg("b", S.FILLED, "0.5", "t1", "t2"), S.FILLED, "0.5"),
+    (leg("a", S.PARTIALLY_FILLED, "0.25", "t1"), leg("b", S.EXPIRED), S.PARTIALLY_FILLED,
+     "0.25"),
+    (leg("a", S.CANCELLED, "0.25", "t1"), leg("b", S.EXPIRED), S.CANCELLED, "0.25"),
+    (leg("a", S.CANCELLED), leg("b", S.CANCELLED), S.CANCELLED, "0"),
+    (leg("a", S.EXPIRED), leg("b", S.EXPIRED), S.EXPIRED, "0"),
+    (leg("a", S.REJECTED), leg("b", S.EXPIRED), S.REJECTED, "0"),
+])
+def test_the_list_status_follows_its_legs(above: BrokerOrder, below: BrokerOrder,
+                                          status: BrokerStatus, filled: str) -> None:
+    report = wire.combine("ours", 7, "BTCUSDT", Decimal("0.5"), [above, below])
+    assert (report.client_order_id, report.broker_order_id) == ("ours", "list:7")
+    assert report.status is status and report.filled_quantity == Decimal(filled)
+    assert report.quantity == Decimal("0.5")
+    assert [f.fill_id for f in report.fills] == [*(f.fill_id for f in above.fills),
+                                                 *(f.fill_id for f in below.fills)]
+
+
+def test_legs_as_binance_positions_them() -> None:
+    (up, above), (down, below) = filters.oco_legs(spec(Side.SELL, "52000", "48000", "47900"))
+    assert (up, above.type, above.price, above.stop_price) == (
+        "above", OrderType.LIMIT_MAKER, D("52000"), None)
+    assert (down, below.type, below.price, below.stop_price) == (
+        "below", OrderType.STOP_LIMIT, D("47900"), D("48000"))
+    (up, above), (down, below) = filters.oco_legs(spec(Side.BUY, "48000", "52000"))
+    assert (up, above.type, above.stop_price) == ("above", OrderType.STOP, D("52000"))
+    assert (down, below.type, below.price) == ("below", OrderType.LIMIT_MAKER, D("48000"))

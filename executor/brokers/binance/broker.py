@@ -247,7 +247,7 @@ class BinanceBroker:
 
     async def _is_list(self, client_order_id: str) -> bool | None:
         """Whether our order is an OCO (an order list at Binance), from memory or from its
-        record; None when neither can tell (no record store)."""
+        record; None when neither can tell (no record: an orphan; no record store)."""
         if client_order_id in self._lists:
             return True
         if self.store is None:
@@ -258,7 +258,7 @@ class BinanceBroker:
             log.info("binance %s: record of %s not readable (%s)", self.account,
                      client_order_id, exc)
             return None
-        return record is not None and record.spec.type is OrderType.OCO
+        return None if record is None else record.spec.type is OrderType.OCO
 
     # -- OCO lists: one order of ours, two legs at Binance ----------------------------------
 
@@ -405,13 +405,21 @@ class BinanceBroker:
         return [self._track(wire.report(o)) for o in await self._open_orders(symbol)]
 
     async def cancel_all(self, symbol: str) -> list[BrokerOrder]:
-        """DELETE openOrders: every open order of ``symbol`` in one call."""
+        """DELETE openOrders: every open order of ``symbol`` in one call (an OCO list is one
+        report, without fills)."""
         try:
             replies = await self._call("cancel_all", self._client().cancel_all_open_orders,
                                        sends=True, symbol=symbol)
         except OrderNotFound:
             return []
-        return [self._track(wire.report(r)) for r in replies if "orderId" in r]
+        out = []
+        for r in replies:
+            if "orderId" in r:
+                out.append(self._track(wire.report(r)))
+            elif r.get("orderReports"):  # an OCO list: one report under our client id
+                legs = [wire.report(leg) for leg in r["orderReports"]]
+                out.append(self._remember_list(r["listClientOrderId"], r, legs))
+        return out
 
     async def ping(self) -> None:
         await self._call("ping", self._client().ping)
