@@ -35,7 +35,7 @@ from producer.contract import (
 from producer.keys import Keys
 from tests.fakes.binance import SECRET, broker, exchange
 
-from .conftest import running
+from .conftest import running, settings_for
 from .test_binance_worker import _is, binance_settings, until
 from .test_tracker import event_states
 
@@ -370,3 +370,13 @@ async def test_a_restart_finds_its_open_oco_and_cancels_an_orphan_list(
     stray = exchange.exchange.lists[exchange.exchange.lists_by_client["stray"]]
     assert stray.done
     assert {exchange.exchange.orders[oid].status for oid in stray.legs} == {"CANCELED"}
+
+
+async def test_the_paper_exchange_refuses_an_oco_naming_the_field(
+        redis_url: str, client: OrderClient) -> None:
+    async with running(settings_for(redis_url)):  # the paper broker
+        sub = await client.place("BTCUSDT", "sell", "oco", "0.010", price="52000",
+                                 stop_price="48000")
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.reason_code == "invalid", result
+    assert result.reason is not None and "order type oco is not supported" in result.reason
