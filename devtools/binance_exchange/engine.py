@@ -440,6 +440,10 @@ class Exchange:
         for order in legs:
             if order.is_open:
                 self._execute_new(order)
+        locked = [o for o in legs if o.is_open and o.locked]
+        if len(locked) == 2:  # only one leg can fill: the list holds the larger amount once
+            self._unlock(min(locked, key=lambda o: o.locked), lst)
+            self._emit_balances(lst)
         resp_type = params.get("newOrderRespType") or "ACK"
         out = self._list_view(xl, "EXEC_STARTED")
         out["orderReports"] = [self._response(o, resp_type) for o in legs]

@@ -380,3 +380,15 @@ async def test_the_paper_exchange_refuses_an_oco_naming_the_field(
         result = await client.wait_result(sub.request_id, 10)
     assert result.reason_code == "invalid", result
     assert result.reason is not None and "order type oco is not supported" in result.reason
+
+
+async def test_the_exchange_holds_an_ocos_balance_once(broker: BinanceBroker,
+                                                        exchange: BinanceExchangeServer) -> None:
+    balances = exchange.exchange.balances
+    await broker.submit("bal-sell", oco(quantity="2"))
+    assert balances["BTC"] == [Decimal(98), Decimal(2)]
+    await broker.submit("bal-buy", oco(Side.BUY, price="48000", stop="52000", quantity="1"))
+    assert balances["USDT"][1] == Decimal(52000)  # the dearer leg's amount
+    exchange.set_price("BTCUSDT", "52000")  # the sell's limit leg fills, the buy's stop too
+    assert balances["BTC"][1] == 0 and balances["USDT"][1] == 0
+    assert balances["BTC"][0] == Decimal(99) - Decimal("0.001")  # 100 - 2 + 1 - the fee
