@@ -21,6 +21,7 @@ from executor.brokers.base import (
 )
 from executor.brokers.binance import wire
 from executor.brokers.binance.broker import BinanceBroker
+from executor.risk.limits import AccountLimits, RiskSettings
 from producer.client import OrderClient, Submitted
 from producer.contract import (
     ContractError,
@@ -35,7 +36,7 @@ from producer.contract import (
 from producer.keys import Keys
 from tests.fakes.binance import SECRET, broker, exchange
 
-from .conftest import running, settings_for
+from .conftest import replace, running, settings_for
 from .test_binance_worker import _is, binance_settings, until
 from .test_tracker import event_states
 
@@ -190,6 +191,7 @@ async def test_a_redelivered_oco_is_refused_while_the_list_is_open(
     with pytest.raises(PermanentError, match="Duplicate"):
         await broker.submit("dup-1", oco())
     assert exchange.lists_for("dup-1") == 1
+    assert "dup-1" in broker._lists  # the refusal did not make it forget the open list
 
 
 async def test_5xx_after_storing_is_an_unknown_outcome_found_by_lookup(
@@ -392,3 +394,21 @@ async def test_the_exchange_holds_an_ocos_balance_once(broker: BinanceBroker,
     exchange.set_price("BTCUSDT", "52000")  # the sell's limit leg fills, the buy's stop too
     assert balances["BTC"][1] == 0 and balances["USDT"][1] == 0
     assert balances["BTC"][0] == Decimal(99) - Decimal("0.001")  # 100 - 2 + 1 - the fee
+
+
+async def test_risk_checks_value_an_oco_at_its_dearest_leg(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    settings = binance_settings(redis_url, exchange)
+    limits = AccountLimits(max_notional=Decimal(500), price_band_pct=Decimal(10),
+                           balance=Decimal(100_000), max_total_exposure=Decimal(100_000))
+    async with running(replace(settings, risk=RiskSettings(defaults=limits))):
+        # The limit leg is 0.01 x 48000 = 480, the stop leg 0.01 x 52000 = 520.
+        dear = await client.place("BTCUSDT", "buy", "oco", "0.01", price="48000",
+                                  stop_price="52000")
+        cheap = await client.place("BTCUSDT", "buy", "oco", "0.009", price="48000",
+                                   stop_price="52000")
+        denied, accepted = [await client.wait_result(s.request_id, 10) for s in (dear, cheap)]
+    assert denied.reason_code == "risk_denied:notional", denied
+    assert denied.reason is not None and "520" in denied.reason
+    assert accepted.status is ResultStatus.ACCEPTED, accepted
+    assert [p["listClientOrderId"] for p in sent_lists(exchange)] == [cheap.client_order_id]

@@ -270,15 +270,18 @@ class BinanceBroker:
             cid: BrokerOrder(client_order_id=cid, broker_order_id="", symbol=order.symbol,
                              status=BrokerStatus.NEW, quantity=order.quantity)
             for cid in wire.leg_ids(client_order_id)})
-        self._lists[client_order_id] = pending
-        self._leg_owner.update(dict.fromkeys(pending.legs, client_order_id))
+        known = client_order_id in self._lists  # a list of this id is open already
+        if not known:
+            self._lists[client_order_id] = pending
+            self._leg_owner.update(dict.fromkeys(pending.legs, client_order_id))
         try:
             reply = await self._call("submit", self._client().create_oco_order, sends=True,
                                      **params)
         except UnknownOutcome:
             raise
         except BrokerError:
-            self._forget_list(client_order_id)
+            if not known:
+                self._forget_list(client_order_id)
             raise
         legs = []
         for r in reply.get("orderReports", []):
