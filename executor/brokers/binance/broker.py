@@ -13,6 +13,11 @@ quantities add up to the cumulative quantity Binance states; an event older than
 reply already told is dropped; after a gap (a missed event, a restart) the order is looked
 up over REST instead, so a report never skips a fill.
 
+OCO (type ``oco``): one order list per request, its listClientOrderId our client id and
+its legs' ids derived from it (``wire.leg_ids``); lookups, cancels and the legs' events
+are told as one ``BrokerOrder`` of the list (``wire.combine``). Whether a client id is a
+list is known from memory or from our record; without either both are tried.
+
 Quirks of python-binance 1.0.37 worked around here:
 - no base-URL argument: a subclass sets ``API_URL`` and the WebSocket API client is
   replaced (``WebsocketAPI(url=...)``);
