@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
+from executor.brokers.binance.broker import BinanceBroker
+from executor.brokers.limited import unwrap
 from executor.config import Settings
 from executor.positions import decode_position
 from producer.client import OrderClient
@@ -194,3 +197,23 @@ async def test_orphans_are_reported_adopted_or_cancelled_at_start(
         assert counted == 1
     assert exchange.exchange.open_orders("BTCUSDT") == []
     assert await redis_client.exists(K.order("orphan-4")) == 0
+
+
+async def test_balances_short_of_our_positions_are_reported_at_start(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from executor.positions import Position, position_key
+    from producer.contract import encode
+
+    # We recorded more BTC than the exchange holds (100 BTC): drift, reported at start.
+    held = Position(account="default", symbol="BTCUSDT", quantity=Decimal("150"))
+    await redis_client.hset(K.positions, position_key("default", "BTCUSDT"), encode(held))
+    async with running(binance_settings(redis_url, exchange)) as worker:
+        adapter = unwrap(worker.brokers["default"])
+        assert isinstance(adapter, BinanceBroker) and adapter.drift is not None
+        [short] = adapter.drift.shortfalls
+        assert (short.asset, short.held, short.recorded) == ("BTC", Decimal("100"),
+                                                             Decimal("150"))
+    assert any("holds 100.00000000 BTC, but our positions in BTCUSDT add up to 150"
+               in r.getMessage()
+               for r in caplog.records)

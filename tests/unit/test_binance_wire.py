@@ -123,3 +123,22 @@ def test_retry_after_comes_from_the_header() -> None:
 def test_other_exceptions_are_not_swallowed() -> None:
     with pytest.raises(KeyError):
         wire.map_error(KeyError("bug"), sends=True)
+
+
+def test_balances_below_our_positions_are_drift() -> None:
+    from executor.brokers.binance.reconcile import Shortfall, shortfalls
+
+    d = Decimal
+    base = {"BTCUSDT": "BTC", "BTCEUR": "BTC", "ETHUSDT": "ETH", "BNBUSDT": "BNB"}
+    balances = {"BTC": (d("0.3"), d("0.1")), "ETH": (d("5"), d(0))}
+    # More held than recorded is fine (deposits, holdings from before); exactly equal too.
+    assert shortfalls({"BTCUSDT": d("0.25"), "BTCEUR": d("0.15"), "ETHUSDT": d("2")},
+                      balances, base) == []
+    # Two symbols of one base asset add up; a short on spot is drift whatever is held;
+    # an asset Binance does not hold at all counts as zero; unlisted symbols are skipped.
+    assert shortfalls({"BTCUSDT": d("0.3"), "BTCEUR": d("0.15"), "ETHUSDT": d("-1"),
+                       "BNBUSDT": d("2"), "XYZUSDT": d("9")}, balances, base) == [
+        Shortfall("BNB", d(0), d("2"), ("BNBUSDT",)),
+        Shortfall("BTC", d("0.4"), d("0.45"), ("BTCEUR", "BTCUSDT")),
+        Shortfall("ETH", d("5"), d("-1"), ("ETHUSDT",)),
+    ]

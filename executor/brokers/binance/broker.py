@@ -50,8 +50,10 @@ from binance.ws.websocket_api import WebsocketAPI
 
 from producer.contract import ContractError, OrderSpec, OrderType
 from producer.keys import Keys
+from producer.replies import text
 
 from ...order import Context
+from ...positions import decode_position, split_key
 from ...store import NewOrder, Store
 from ..base import (
     FINAL_BROKER_STATUSES,
@@ -556,6 +558,14 @@ class BinanceBroker:
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
         drift = self.drift = reconcile.compare(remote, local, self.account)
         balances = await self.account_balances()
+        drift.shortfalls = reconcile.shortfalls(
+            await self._positions(store), balances,
+            {symbol: rules.base_asset for symbol, rules in self.rules.items()})
+        for short in drift.shortfalls:
+            log.error("binance %s: holds %s %s, but our positions in %s add up to %s: "
+                      "fills recorded that did not happen, or assets moved out of the "
+                      "account; check before trading", self.account, short.held, short.asset,
+                      ", ".join(short.symbols), short.recorded)
         log.info("binance %s: reconciled: %d open at Binance (%d ours), %d orphans, %d of ours "
                  "not open there; balances %s", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing),
@@ -590,6 +600,16 @@ class BinanceBroker:
                     continue
                 owner = found["listClientOrderId"]
             out.append({**o, "clientOrderId": owner})
+        return out
+
+    async def _positions(self, store: Store) -> dict[str, Decimal]:
+        """Our net position per symbol of this account, from the positions projection."""
+        raw: Any = await store.redis.hgetall(store.keys.positions)
+        out: dict[str, Decimal] = {}
+        for key, value in raw.items():
+            account, symbol = split_key(text(key))
+            if account == self.account:
+                out[symbol] = decode_position(value).quantity
         return out
 
     async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
-"""Reconciliation at start: Binance's open orders against our records.
+"""Reconciliation at start: Binance's open orders and balances against our records.
 
 ``compare`` is pure: it sorts Binance's open orders into ours (known) and orphans (open at
 Binance under a client id we have no record of), and lists our open records that Binance
 does not show as open (the tracker looks those up and records how they ended). ``adoption``
 builds the record and events that make an orphan ours, when the account adopts orphans.
+``shortfalls`` compares balances with our positions: a spot account cannot hold less of an
+asset than the long positions we recorded in it (it may hold more: deposits, holdings from
+before orderstream), nor be short at all.
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ OUR_TYPE = {name: ours for ours, name in BINANCE_TYPE.items()}
 ADOPTED = "adopted"  # the request id of an adopted order: no request of ours made it
 
 
+class Shortfall(msgspec.Struct, frozen=True):
+    """An asset Binance holds less of than our positions in it add up to."""
+
+    asset: str
+    held: Decimal  # free + locked at Binance
+    recorded: Decimal  # the sum of our long positions in symbols of this base asset
+    symbols: tuple[str, ...]
+
+
 class Drift(msgspec.Struct, kw_only=True):
     orphans: list[dict[str, Any]]  # Binance order objects
     known: list[str]  # client ids open at Binance that we have records of
     missing: list[str]  # our open records (this account) not open at Binance
+    shortfalls: list[Shortfall] = []  # balances below our recorded positions
 
 
 def compare(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | None],
@@ -73,3 +86,25 @@ def adoption(remote: Mapping[str, Any], account: str, ctx: Context
     broker = msgspec.structs.replace(broker, fills=[])
     events += apply_report(order, broker, ctx)
     return order, events, broker
+
+
+def shortfalls(positions: Mapping[str, Decimal], balances: Mapping[str, tuple[Decimal, Decimal]],
+               base_of: Mapping[str, str]) -> list[Shortfall]:
+    """``positions``: our net quantity per symbol of this account; ``balances``: asset ->
+    (free, locked) at Binance; ``base_of``: symbol -> base asset. A short position counts
+    as held below zero (spot cannot be short). Symbols Binance does not list are skipped."""
+    recorded: dict[str, Decimal] = {}
+    symbols: dict[str, list[str]] = {}
+    for symbol, quantity in sorted(positions.items()):
+        asset = base_of.get(symbol)
+        if asset is None or quantity == 0:
+            continue
+        recorded[asset] = recorded.get(asset, Decimal(0)) + quantity
+        symbols.setdefault(asset, []).append(symbol)
+    out = []
+    for asset, total in sorted(recorded.items()):
+        free, locked = balances.get(asset, (Decimal(0), Decimal(0)))
+        held = free + locked
+        if held < total or total < 0:
+            out.append(Shortfall(asset, held, total, tuple(symbols[asset])))
+    return out
