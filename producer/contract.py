@@ -158,6 +158,12 @@ class OrderType(enum.StrEnum):
     STOP_LIMIT = "stop_limit"
     TAKE_PROFIT = "take_profit"
     TAKE_PROFIT_LIMIT = "take_profit_limit"
+    # One-cancels-the-other, one request with two legs of the same side and quantity: a
+    # limit-maker leg at ``price`` and a stop leg triggered at ``stop_price`` (a stop-limit
+    # at ``stop_limit_price`` when given, else a stop-market). A sell has price above the
+    # market and stop_price below it, a buy the other way round. When one leg fills (or
+    # triggers) the broker cancels the other; the request is one order record. Binance only.
+    OCO = "oco"
 
 
 class TimeInForce(enum.StrEnum):
@@ -242,6 +248,14 @@ AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_PATTERN)]
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
 Tag = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0)]
+RequestOrderType = Annotated[OrderType, msgspec.Meta(description=(
+    "oco: one request, two legs of the same side and quantity (Binance orderList/oco), "
+    "one order record: a limit-maker leg at price and a stop leg triggered at stop_price "
+    "(a stop-limit at stop_limit_price when given); a sell needs price > stop_price, a buy "
+    "price < stop_price; when one leg fills the other expires"))]
+StopLimitPrice = Annotated[WireDecimal, msgspec.Meta(description=(
+    "type oco only, optional: the limit price of the stop leg, which then is a stop-limit "
+    "(Binance STOP_LOSS_LIMIT, with time_in_force) instead of a stop-market (STOP_LOSS)"))]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
@@ -253,13 +267,14 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     account: AccountName | None = None
     symbol: Symbol | None = None
     side: Side | None = None
-    type: OrderType | None = None
+    type: RequestOrderType | None = None
     quantity: WireDecimal | None = None
     # A market order by the amount of the quote asset to spend (buy) or receive (sell)
     # instead of a base quantity; exactly one of quantity and quote_quantity.
     quote_quantity: WireDecimal | None = None
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
+    stop_limit_price: StopLimitPrice | None = None
     time_in_force: TimeInForce | None = None
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None
@@ -335,6 +350,7 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     quote_quantity: WireDecimal | None = None
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
+    stop_limit_price: WireDecimal | None = None  # an oco's stop leg as a stop-limit
     time_in_force: TimeInForce = TimeInForce.GTC
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None

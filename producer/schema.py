@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .contract import CONTRACT_VERSION, Action, Event, Request, Result, json_schema
+from .contract import CONTRACT_VERSION, Action, Event, OrderType, Request, Result, json_schema
 from .validation import AMENDABLE, PRICE_FIELDS
 
 SCHEMAS: dict[str, type] = {"request": Request, "result": Result, "event": Event}
@@ -33,8 +33,10 @@ def request_rules() -> list[dict[str, Any]]:
             "required": ["client_order_id"],
             "anyOf": [{"required": [name]} for name in AMENDABLE],
             "not": {"anyOf": [{"required": [name]} for name in
-                              ("symbol", "side", "type", "time_in_force", "expire_at")]}}},
+                              ("symbol", "side", "type", "time_in_force", "expire_at",
+                               "stop_limit_price")]}}},
         {"if": _is("time_in_force", "gtd"), "then": {"required": ["expire_at"]}},
+        {"if": {"required": ["stop_limit_price"]}, "then": _is("type", OrderType.OCO)},
     ]
     for order_type, (needs_price, needs_stop) in PRICE_FIELDS.items():
         needed = [f for f, n in (("price", needs_price), ("stop_price", needs_stop)) if n]

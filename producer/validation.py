@@ -19,6 +19,7 @@ PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
     OrderType.STOP_LIMIT: (True, True),
     OrderType.TAKE_PROFIT: (False, True),
     OrderType.TAKE_PROFIT_LIMIT: (True, True),
+    OrderType.OCO: (True, True),  # the limit-maker leg's price, the stop leg's trigger
 }
 
 _ORDER_FIELDS = (
@@ -28,6 +29,7 @@ _ORDER_FIELDS = (
     "quote_quantity",
     "price",
     "stop_price",
+    "stop_limit_price",
     "time_in_force",
     "expire_at",
 )
@@ -65,7 +67,8 @@ def _check_amend(req: Request) -> None:
     if req.client_order_id is None:
         raise ContractError("client_order_id is required to amend (the order to change)",
                             "client_order_id")
-    for name in ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity"):
+    for name in ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity",
+                 "stop_limit_price"):
         if getattr(req, name) is not None:
             raise ContractError(f"{name} is not allowed for amend (it changes price, "
                                 "stop_price or quantity only)", name)
@@ -94,6 +97,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
         if value is not None and value <= 0:
             raise ContractError(f"{name} must be positive, got {value}", name)
     tif = req.time_in_force or TimeInForce.GTC
+    _check_oco(req, tif)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -105,6 +109,35 @@ def _check_place(req: Request, now_ms: int | None) -> None:
             )
     elif req.expire_at is not None:
         raise ContractError("expire_at is only allowed when time_in_force is gtd", "expire_at")
+
+
+def _check_oco(req: Request, tif: TimeInForce) -> None:
+    """The structure of an OCO's two legs (Binance's price rules that need no market data):
+    a sell's limit leg above its stop leg, a buy's below; time_in_force belongs to a
+    stop-limit leg."""
+    if req.type is not OrderType.OCO:
+        if req.stop_limit_price is not None:
+            raise ContractError(f"stop_limit_price is only allowed for an oco order, not "
+                                f"{req.type}", "stop_limit_price")
+        return
+    assert req.price is not None and req.stop_price is not None
+    if req.stop_limit_price is not None and req.stop_limit_price <= 0:
+        raise ContractError(f"stop_limit_price must be positive, got {req.stop_limit_price}",
+                            "stop_limit_price")
+    if req.side == "sell" and not req.price > req.stop_price:
+        raise ContractError(f"a sell oco needs price (the limit leg, above the market) above "
+                            f"stop_price (the stop leg, below it): {req.price} is not above "
+                            f"{req.stop_price}", "stop_price")
+    if req.side == "buy" and not req.price < req.stop_price:
+        raise ContractError(f"a buy oco needs price (the limit leg, below the market) below "
+                            f"stop_price (the stop leg, above it): {req.price} is not below "
+                            f"{req.stop_price}", "stop_price")
+    if tif is TimeInForce.GTD:
+        raise ContractError("time_in_force gtd is not allowed for an oco order",
+                            "time_in_force")
+    if tif is not TimeInForce.GTC and req.stop_limit_price is None:
+        raise ContractError(f"time_in_force {tif} applies to an oco's stop-limit leg: it "
+                            "needs stop_limit_price", "time_in_force")
 
 
 def _check_amount(req: Request) -> None:

@@ -119,6 +119,17 @@ class XOrder(msgspec.Struct, kw_only=True):
         return out
 
 
+class XList(msgspec.Struct, kw_only=True):
+    """An order list (OCO): its legs' order ids, above leg first."""
+
+    list_id: int
+    list_client_id: str
+    symbol: str
+    legs: list[int]
+    time: int
+    done: bool = False  # listOrderStatus ALL_DONE: every leg is final
+
+
 class Exchange:
     """One account at the local exchange: listings, balances, orders, trades."""
 
@@ -141,7 +152,9 @@ class Exchange:
         self._ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(5_000_001)
         self._list_ids = itertools.count(1)
-        self._oco: dict[int, tuple[str, list[int]]] = {}  # list id -> (list client id, legs)
+        self.lists: dict[int, XList] = {}  # list id -> list
+        self.lists_by_client: dict[str, int] = {}  # listClientOrderId -> latest list id
+        self.lists_created: Counter[str] = Counter()  # lists stored per listClientOrderId
 
     def now(self) -> int:
         return self._clock() + self.offset_ms
@@ -368,46 +381,148 @@ class Exchange:
         lst = self.listing(symbol)
         out = []
         for order in list(self.orders.values()):
-            if order.is_open and order.symbol == lst.symbol:
+            if not order.is_open or order.symbol != lst.symbol:
+                continue
+            if order.order_list_id >= 0:  # a list is cancelled whole, as one list object
+                out.append(self.cancel_list({"symbol": order.symbol,
+                                             "orderListId": str(order.order_list_id)}))
+            else:
                 out.append(self.cancel({"symbol": order.symbol, "orderId": str(order.order_id)}))
         if not out:
             raise ApiError(-2011, "Unknown order sent.")
         return out
 
     def place_oco(self, params: dict[str, str]) -> dict[str, Any]:
-        """POST /api/v3/orderList/oco: two legs, one above the price and one below; when
-        one fills or is cancelled the other is cancelled ("ALL_DONE")."""
+        """POST /api/v3/orderList/oco: two legs of one side and quantity, one above the last
+        price and one below; when one trades or triggers, the other expires."""
         lst = self.listing(params.get("symbol"))
         side = mandatory(params, "side")
         qty = mandatory(params, "quantity")
-        list_id = next(self._list_ids)
+        list_cid = params.get("listClientOrderId") or f"x-list{next(self._ids)}"
+        if not CLIENT_ID.match(list_cid):
+            raise ApiError(-1100, "Illegal characters found in parameter 'listClientOrderId'; "
+                                  "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
+        previous = self.lists_by_client.get(list_cid)
+        if previous is not None and not self.lists[previous].done:
+            self.duplicates[list_cid] += 1
+            raise rejected("Duplicate order sent.")
+        types = (mandatory(params, "aboveType"), mandatory(params, "belowType"))
+        if types[0] not in ("LIMIT_MAKER", *STOPS) or types[1] not in ("LIMIT_MAKER", *STOPS):
+            raise ApiError(-1116, "Invalid orderType.")
+        if sum(1 for t in types if t.startswith("STOP_LOSS")) != 1:
+            raise ApiError(-1166, "An OCO must have exactly one STOP_LOSS or STOP_LOSS_LIMIT "
+                                  "order.")
         legs: list[XOrder] = []
-        for leg in ("above", "below"):
-            leg_params = {"symbol": lst.symbol, "side": side, "quantity": qty,
-                          "type": mandatory(params, f"{leg}Type")}
+        for leg, otype in zip(("above", "below"), types, strict=True):
+            leg_params = {"symbol": lst.symbol, "side": side, "quantity": qty, "type": otype}
             for src, dst in (("ClientOrderId", "newClientOrderId"), ("Price", "price"),
                              ("StopPrice", "stopPrice"), ("TimeInForce", "timeInForce")):
                 if f"{leg}{src}" in params:
                     leg_params[dst] = params[f"{leg}{src}"]
-            legs.append(self._new_order(leg_params, list_id))
+            legs.append(self._new_order(leg_params, -1))
         above, below = legs
-        above_at = above.price if above.type in ("LIMIT_MAKER",) else above.stop_price
-        below_at = below.stop_price if below.type in STOPS else below.price
+        if above.client_order_id == below.client_order_id:
+            raise rejected("Duplicate order sent.")
+        above_at = above.price if above.type == "LIMIT_MAKER" else above.stop_price
+        below_at = below.price if below.type == "LIMIT_MAKER" else below.stop_price
         if not below_at < lst.price < above_at:
             raise rejected("The relationship of the prices for the orders is not correct.")
-        list_cid = params.get("listClientOrderId") or f"list{list_id}"
+        list_id = next(self._list_ids)
         for order in legs:
+            order.order_list_id = list_id
             self._store(order)
-            self._execute_new(order)
-        self._oco[list_id] = (list_cid, [o.order_id for o in legs])
+        xl = XList(list_id=list_id, list_client_id=list_cid, symbol=lst.symbol,
+                   legs=[o.order_id for o in legs], time=self.now())
+        self.lists[list_id] = xl
+        self.lists_by_client[list_cid] = list_id
+        self.lists_created[list_cid] += 1
+        self._emit_list(xl, "EXEC_STARTED")
+        for order in legs:
+            if order.is_open:
+                self._execute_new(order)
+        locked = [o for o in legs if o.is_open and o.locked]
+        if len(locked) == 2:  # only one leg can fill: the list holds the larger amount once
+            self._unlock(min(locked, key=lambda o: o.locked), lst)
+            self._emit_balances(lst)
+        resp_type = params.get("newOrderRespType") or "ACK"
+        out = self._list_view(xl, "EXEC_STARTED")
+        out["orderReports"] = [self._response(o, resp_type) for o in legs]
+        return out
+
+    def _list_view(self, xl: XList, list_status: str) -> dict[str, Any]:
         return {
-            "orderListId": list_id, "contingencyType": "OCO", "listStatusType": "EXEC_STARTED",
-            "listOrderStatus": "EXECUTING", "listClientOrderId": list_cid,
-            "transactionTime": self.now(), "symbol": lst.symbol,
-            "orders": [{"symbol": o.symbol, "orderId": o.order_id,
-                        "clientOrderId": o.client_order_id} for o in legs],
-            "orderReports": [self._response(o, "RESULT") for o in legs],
+            "orderListId": xl.list_id, "contingencyType": "OCO", "listStatusType": list_status,
+            "listOrderStatus": "ALL_DONE" if xl.done else "EXECUTING",
+            "listClientOrderId": xl.list_client_id, "transactionTime": xl.time,
+            "symbol": xl.symbol,
+            "orders": [{"symbol": xl.symbol, "orderId": oid,
+                        "clientOrderId": self.orders[oid].client_order_id} for oid in xl.legs],
         }
+
+    def find_list(self, params: dict[str, str]) -> XList:
+        lid, cid = params.get("orderListId"), params.get("origClientOrderId",
+                                                         params.get("listClientOrderId"))
+        if lid is None and cid is None:
+            raise ApiError(-1102, "Param 'origClientOrderId' or 'orderListId' must be sent, "
+                                  "but both were empty/null!")
+        found: XList | None = None
+        if lid is not None:
+            try:
+                found = self.lists.get(int(lid))
+            except ValueError:
+                raise ApiError(-1100, "Illegal characters found in parameter 'orderListId'; "
+                                      "legal range is '^[0-9]{1,20}$'.") from None
+        elif cid is not None:
+            key = self.lists_by_client.get(cid)
+            found = None if key is None else self.lists[key]
+        if found is None:
+            raise ApiError(-2013, "Order list does not exist.")  # code as for orders [unverified]
+        return found
+
+    def query_list(self, params: dict[str, str]) -> dict[str, Any]:
+        """GET /api/v3/orderList (by orderListId or origClientOrderId)."""
+        xl = self.find_list(params)
+        return self._list_view(xl, "ALL_DONE" if xl.done else "EXEC_STARTED")
+
+    def cancel_list(self, params: dict[str, str]) -> dict[str, Any]:
+        """DELETE /api/v3/orderList (symbol and orderListId or listClientOrderId): every leg
+        still open is cancelled."""
+        lst = self.listing(params.get("symbol"))
+        if "orderListId" not in params and "listClientOrderId" not in params:
+            raise ApiError(-1102, "Param 'listClientOrderId' or 'orderListId' must be sent, "
+                                  "but both were empty/null!")
+        try:
+            xl = self.find_list({k: v for k, v in params.items() if k != "origClientOrderId"})
+        except ApiError:
+            raise ApiError(-2011, "Unknown order list sent.") from None
+        if xl.symbol != lst.symbol or xl.done:
+            raise ApiError(-2011, "Unknown order list sent.")
+        for oid in xl.legs:
+            order = self.orders[oid]
+            if order.is_open:
+                order.status = "CANCELED"  # both legs go together: no expiry of the sibling
+        for oid in xl.legs:
+            order = self.orders[oid]
+            if order.status == "CANCELED" and order.locked:
+                self._unlock(order, lst)
+            if order.status == "CANCELED":
+                order.update_time = self.now()
+                self._emit_report(order, "CANCELED")
+        self._list_done(xl)
+        self._emit_balances(lst)
+        out = self._list_view(xl, "ALL_DONE")
+        out["listStatusType"] = "ALL_DONE"
+        reports = []
+        for oid in xl.legs:
+            view = self.orders[oid].view()
+            view["origClientOrderId"] = view.pop("clientOrderId")
+            view["clientOrderId"] = params.get("newClientOrderId") or f"cancel{oid}"
+            view["transactTime"] = self.now()
+            for key in ("time", "updateTime", "isWorking", "workingTime", "icebergQty"):
+                view.pop(key, None)
+            reports.append(view)
+        out["orderReports"] = reports
+        return out
 
     # -- account ----------------------------------------------------------------------------
 
@@ -447,6 +562,7 @@ class Exchange:
                 if not self._triggered(order, price):
                     continue
                 order.working, order.working_time = True, self.now()
+                self._done(order)  # a triggered OCO leg expires its sibling
                 if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
                     self._unlock(order, lst)
                     self._fill_market(order, lst)
@@ -577,26 +693,44 @@ class Exchange:
         if order.is_open:
             self._lock(order, lst)
         self._emit_report(order, "TRADE", trade)
-        if not order.is_open:
+        if not order.is_open or order.order_list_id >= 0:
             self._done(order)
 
-    def _finish(self, order: XOrder, status: str) -> None:
+    def _finish(self, order: XOrder, status: str, siblings: bool = True) -> None:
         if order.locked:
             self._unlock(order, self.listings[order.symbol])
         order.status = status
         order.update_time = self.now()
         self._emit_report(order, "CANCELED" if status == "CANCELED" else "EXPIRED")
-        self._done(order)
+        if siblings:
+            self._done(order)
 
     def _done(self, order: XOrder) -> None:
-        """An OCO leg that is final takes its sibling with it."""
-        entry = self._oco.get(order.order_list_id) if order.order_list_id >= 0 else None
-        if entry is None:
+        """An OCO leg that trades, triggers or ends takes its sibling with it (expired, as
+        Binance's OCO_TRIGGER); the list is all done when every leg is final."""
+        xl = self.lists.get(order.order_list_id) if order.order_list_id >= 0 else None
+        if xl is None or xl.done:
             return
-        for oid in entry[1]:
+        for oid in xl.legs:
             other = self.orders[oid]
-            if other.is_open:
-                self._finish(other, "EXPIRED")
+            if other is not order and other.is_open:
+                self._finish(other, "EXPIRED", siblings=False)
+        if not any(self.orders[oid].is_open for oid in xl.legs):
+            self._list_done(xl)
+
+    def _list_done(self, xl: XList) -> None:
+        if not xl.done:
+            xl.done = True
+            self._emit_list(xl, "ALL_DONE")
+
+    def _emit_list(self, xl: XList, list_status: str) -> None:
+        self._emit({
+            "e": "listStatus", "E": self.now(), "s": xl.symbol, "g": xl.list_id, "c": "OCO",
+            "l": list_status, "L": "ALL_DONE" if xl.done else "EXECUTING", "r": "NONE",
+            "C": xl.list_client_id, "T": self.now(),
+            "O": [{"s": xl.symbol, "i": oid, "c": self.orders[oid].client_order_id}
+                  for oid in xl.legs],
+        })
 
     def _emit(self, event: Event) -> None:
         for listener in list(self.listeners):

@@ -77,6 +77,7 @@ class BinanceExchangeServer:
         self.faults: list[Fault] = []
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
+        self.lists_received: Counter[str] = Counter()  # POST orderList/oco per listClientOrderId
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
         self._chaos: tuple[random.Random, float, float] | None = None
@@ -106,6 +107,8 @@ class BinanceExchangeServer:
             ("GET", "/api/v3/myTrades", self.exchange.my_trades, True,
              lambda p: 5 if "orderId" in p else 20),
             ("POST", "/api/v3/orderList/oco", self.exchange.place_oco, True, lambda p: 1),
+            ("GET", "/api/v3/orderList", self.exchange.query_list, True, lambda p: 4),
+            ("DELETE", "/api/v3/orderList", self.exchange.cancel_list, True, lambda p: 1),
         ]
         self.app = web.Application()
         for method, path, handler, signed, weight in routes:
@@ -158,6 +161,10 @@ class BinanceExchangeServer:
         for ws in list(self._sockets):
             await ws.close()
 
+    def lists_for(self, list_client_order_id: str) -> int:
+        """How many order lists the exchange created under this listClientOrderId."""
+        return self.exchange.lists_created[list_client_order_id]
+
     def orders_sent(self) -> list[Received]:
         return [r for r in self.log if r.method == "POST" and r.path == "/api/v3/order"]
 
@@ -183,6 +190,8 @@ class BinanceExchangeServer:
                     self._authenticate(request, query, body, params)
                 if method == "POST" and path == "/api/v3/order":
                     self.received[params.get("newClientOrderId", "")] += 1
+                if method == "POST" and path == "/api/v3/orderList/oco":
+                    self.lists_received[params.get("listClientOrderId", "")] += 1
                 if method == "POST":
                     self._check_order_count()
                 result = handler(params)

@@ -3,7 +3,8 @@ one snapshot of the shared state (executor/risk/state.py). Pure; no I/O.
 
 Definitions (all amounts in the quote asset, exact Decimal arithmetic, never float):
 
-- Order price: the limit ``price``, else the ``stop_price``, else the reference price.
+- Order price: the limit ``price``, else the ``stop_price``, else the reference price; an
+  OCO's: the highest of its legs' prices (only one leg fills; the dearer one is reserved).
   Order notional: quantity x order price.
 - Reservation: what an open order (one that passed the checks and has not ended) may still
   add: its side, its remaining quantity and the price it was reserved at. It shrinks with
@@ -35,7 +36,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, DivisionByZero, Inexact, InvalidOp
 
 import msgspec
 
-from producer.contract import OrderSpec, Side, WireDecimal, wire
+from producer.contract import OrderSpec, OrderType, Side, WireDecimal, wire
 
 from ..positions import Position
 from ..trading import TradingState
@@ -82,6 +83,10 @@ class Candidate:
         s = self.spec
         self.price = s.price if s.price is not None else (
             s.stop_price if s.stop_price is not None else self.reference)
+        if s.type is OrderType.OCO:
+            # Only one leg can fill: valued at the leg that would cost the most.
+            self.price = max(p for p in (s.price, s.stop_price, s.stop_limit_price)
+                             if p is not None)
         if s.quantity is not None:
             self.quantity = s.quantity
             self.notional = (None if self.price is None

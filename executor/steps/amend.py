@@ -27,7 +27,15 @@ from decimal import Decimal
 
 import msgspec
 
-from producer.contract import ContractError, Event, OrderSpec, OrderState, ReasonCode, wire
+from producer.contract import (
+    ContractError,
+    Event,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    ReasonCode,
+    wire,
+)
 from producer.ids import client_order_id_for_entry
 
 from .. import results
@@ -90,6 +98,9 @@ class Amend:
                            f"amend: {exc}", old)
                 return _change(job, old, events)
         # Fills that came before the cancel took effect count against the new total.
+        if old.spec.type is OrderType.OCO:
+            raise ContractError(f"order {old.client_order_id} is an oco and cannot be amended "
+                                "(cancel it and place a new one)", "client_order_id")
         total = _total(job, old)
         if total <= old.filled_quantity:
             job.cancelled = [old_cid]
@@ -120,6 +131,9 @@ class Amend:
     def _new_spec(self, job: Job, old: Order) -> OrderSpec:
         req = job.request
         assert req is not None
+        if old.spec.type is OrderType.OCO:
+            raise ContractError(f"order {old.client_order_id} is an oco and cannot be amended "
+                                "(cancel it and place a new one)", "client_order_id")
         total = _total(job, old)
         if total <= old.filled_quantity:
             raise ContractError(f"quantity {total} is not above the {old.filled_quantity} "

@@ -84,6 +84,7 @@ class Decode:
             quote_quantity=request.quote_quantity,
             price=request.price,
             stop_price=request.stop_price,
+            stop_limit_price=request.stop_limit_price,
             time_in_force=request.time_in_force or TimeInForce.GTC,
             expire_at=request.expire_at,
             deadline=request.deadline,

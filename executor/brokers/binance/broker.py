@@ -13,6 +13,11 @@ quantities add up to the cumulative quantity Binance states; an event older than
 reply already told is dropped; after a gap (a missed event, a restart) the order is looked
 up over REST instead, so a report never skips a fill.
 
+OCO (type ``oco``): one order list per request, its listClientOrderId our client id and
+its legs' ids derived from it (``wire.leg_ids``); lookups, cancels and the legs' events
+are told as one ``BrokerOrder`` of the list (``wire.combine``). Whether a client id is a
+list is known from memory or from our record; without either both are tried.
+
 Quirks of python-binance 1.0.37 worked around here:
 - no base-URL argument: a subclass sets ``API_URL`` and the WebSocket API client is
   replaced (``WebsocketAPI(url=...)``);
@@ -30,10 +35,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import msgspec
 import redis.asyncio as aioredis
 from binance import AsyncClient, BinanceSocketManager
 from binance.base_client import BaseClient
@@ -41,7 +48,7 @@ from binance.exceptions import BinanceAPIException, BinanceRequestException
 from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 
-from producer.contract import ContractError, OrderSpec
+from producer.contract import ContractError, OrderSpec, OrderType
 from producer.keys import Keys
 from producer.replies import text
 
@@ -53,10 +60,12 @@ from ..base import (
     AuthenticationFailed,
     BrokerError,
     BrokerOrder,
+    BrokerStatus,
     NotCancellable,
     OrderNotFound,
     PermanentError,
     RetryableError,
+    UnknownOutcome,
 )
 from . import filters, reconcile, wire
 from .config import BinanceAccount
@@ -70,7 +79,7 @@ log = logging.getLogger(__name__)
 WEIGHTS: Mapping[str, int] = {
     "submit": 1, "cancel": 1, "cancel_all": 1, "get_order": 4, "my_trades": 5,
     "open_orders": 6, "open_orders_all": 80, "account": 20, "exchange_info": 20,
-    "reference_price": 2, "ping": 1, "server_time": 1,
+    "reference_price": 2, "ping": 1, "server_time": 1, "get_order_list": 4,
 }
 _TRANSPORT_ERRORS = (BinanceRequestException, aiohttp.ClientError, asyncio.TimeoutError,
                      OSError)
@@ -80,6 +89,22 @@ _STREAM_CLOSE_S = 3.0
 _STREAM_CHECK_S = 1.0  # how often a silent user data stream is checked for a lost connection
 STREAMING = WSListenerState.STREAMING
 _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
+
+
+@dataclass(slots=True)
+class _OcoList:
+    """What we know of one open OCO list: its legs' latest reports (without fills), so that
+    an event of one leg can be told as the state of the whole list."""
+
+    list_id: Any  # None until Binance has answered
+    symbol: str
+    quantity: Decimal
+    legs: dict[str, BrokerOrder]  # leg client id -> its latest report
+
+    def report(self, cid: str, leg: BrokerOrder | None = None) -> BrokerOrder:
+        legs = [leg if leg is not None and c == leg.client_order_id else known
+                for c, known in self.legs.items()]
+        return wire.combine(cid, self.list_id, self.symbol, self.quantity, legs)
 
 
 def _now_ms() -> int:
@@ -105,6 +130,8 @@ class BinanceBroker:
         self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
         self._open: dict[str, set[str]] = {}  # symbol -> client ids open at Binance
         self._filled: dict[str, Decimal] = {}  # client id -> quantity of fills reported
+        self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
+        self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
         self._ws_url = ""
         self._refresh: asyncio.Task[None] | None = None
 
@@ -181,6 +208,8 @@ class BinanceBroker:
                           open_orders=len(self._open.get(order.symbol, ())))
         except ContractError as exc:
             raise PermanentError(f"refused before sending to Binance: {exc}") from None
+        if order.type is OrderType.OCO:
+            return await self._submit_oco(client_order_id, order)
         params = wire.order_params(client_order_id, order)
         reply = await self._call("submit", self._client().create_order, sends=True, **params)
         fills = wire.response_fills(reply)
@@ -189,8 +218,17 @@ class BinanceBroker:
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         try:
-            reply = await self._call("cancel", self._client().cancel_order, sends=True,
-                                     symbol=symbol, origClientOrderId=client_order_id)
+            is_list = await self._is_list(client_order_id)
+            if is_list:
+                return await self._cancel_list(client_order_id, symbol)
+            try:
+                reply = await self._call("cancel", self._client().cancel_order, sends=True,
+                                         symbol=symbol, origClientOrderId=client_order_id)
+            except OrderNotFound:
+                if is_list is not None:
+                    raise
+                # Binance knows an OCO by its list's client id only.
+                return await self._cancel_list(client_order_id, symbol)
         except OrderNotFound:
             # -2011 "Unknown order sent." also answers a cancel of a final order.
             found = await self.get_order(client_order_id, symbol)
@@ -202,9 +240,153 @@ class BinanceBroker:
         return self._track(await self._with_fills(reply, client_order_id))
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        reply = await self._call("get_order", self._client().get_order, symbol=symbol,
-                                 origClientOrderId=client_order_id)
+        is_list = await self._is_list(client_order_id)
+        if is_list:
+            return await self._get_list(origClientOrderId=client_order_id)
+        try:
+            reply = await self._call("get_order", self._client().get_order, symbol=symbol,
+                                     origClientOrderId=client_order_id)
+        except OrderNotFound:
+            if is_list is None:  # it may be an OCO, which Binance knows by its list's id
+                return await self._get_list(origClientOrderId=client_order_id)
+            raise
         return self._track(await self._with_fills(reply, client_order_id))
+
+    async def _is_list(self, client_order_id: str) -> bool | None:
+        """Whether our order is an OCO (an order list at Binance), from memory or from its
+        record; None when neither can tell (no record: an orphan; no record store)."""
+        if client_order_id in self._lists:
+            return True
+        if self.store is None:
+            return None
+        try:
+            (record,) = await self.store.load_orders([client_order_id])
+        except Exception as exc:  # Redis down: both lookups rather than a wrong answer
+            log.info("binance %s: record of %s not readable (%s)", self.account,
+                     client_order_id, exc)
+            return None
+        return None if record is None else record.spec.type is OrderType.OCO
+
+    # -- OCO lists: one order of ours, two legs at Binance ----------------------------------
+
+    async def _submit_oco(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        params = wire.oco_params(client_order_id, order)
+        assert order.quantity is not None
+        # Known before sending: the legs' events can overtake the reply.
+        pending = _OcoList(None, order.symbol, order.quantity, {
+            cid: BrokerOrder(client_order_id=cid, broker_order_id="", symbol=order.symbol,
+                             status=BrokerStatus.NEW, quantity=order.quantity)
+            for cid in wire.leg_ids(client_order_id)})
+        known = client_order_id in self._lists  # a list of this id is open already
+        if not known:
+            self._lists[client_order_id] = pending
+            self._leg_owner.update(dict.fromkeys(pending.legs, client_order_id))
+        try:
+            reply = await self._call("submit", self._client().create_oco_order, sends=True,
+                                     **params)
+        except UnknownOutcome:
+            raise
+        except BrokerError:
+            if not known:
+                self._forget_list(client_order_id)
+            raise
+        legs = []
+        for r in reply.get("orderReports", []):
+            if "status" not in r:  # not a RESULT/FULL report: ask
+                return await self._get_list(origClientOrderId=client_order_id)
+            fills = wire.response_fills(r)
+            self._filled[r["clientOrderId"]] = sum((f.quantity for f in fills), Decimal(0))
+            legs.append(wire.report(r, fills, r["clientOrderId"]))
+        return self._remember_list(client_order_id, reply, legs)
+
+    async def _get_list(self, **ident: Any) -> BrokerOrder:
+        """An OCO by ``origClientOrderId`` (ours) or ``orderListId``: the list, then each
+        leg with its fills."""
+        client = self._client()
+        found = await self._call("get_order_list", client.v3_get_order_list, **ident)
+        legs = []
+        for o in found.get("orders", []):
+            reply = await self._call("get_order", client.get_order, symbol=o["symbol"],
+                                     orderId=o["orderId"])
+            legs.append(await self._with_fills(reply, o["clientOrderId"]))
+        return self._remember_list(found["listClientOrderId"], found, legs)
+
+    async def _cancel_list(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        reply = await self._call("cancel", self._client().v3_delete_order_list, sends=True,
+                                 symbol=symbol, listClientOrderId=client_order_id)
+        legs = [await self._with_fills(r, r.get("origClientOrderId") or r["clientOrderId"])
+                for r in reply.get("orderReports", [])]
+        return self._remember_list(client_order_id, reply, legs)
+
+    def _remember_list(self, cid: str, found: Mapping[str, Any],
+                       legs: list[BrokerOrder]) -> BrokerOrder:
+        """The list's report from its legs; an open list is kept for its legs' events."""
+        if not legs:
+            raise RetryableError(f"binance: order list {cid} came without its orders")
+        for leg in legs:
+            self._track(leg)
+        known = self._lists.get(cid)
+        quantity = known.quantity if known is not None else legs[0].quantity
+        state = _OcoList(found.get("orderListId"), found.get("symbol") or legs[0].symbol,
+                         quantity, {leg.client_order_id: msgspec.structs.replace(leg, fills=[])
+                                    for leg in legs})
+        result = wire.combine(cid, state.list_id, state.symbol, quantity, legs)
+        self._forget_list(cid)
+        if any(leg.status not in FINAL_BROKER_STATUSES for leg in legs):
+            self._lists[cid] = state
+            self._leg_owner.update(dict.fromkeys(state.legs, cid))
+        return result
+
+    def _forget_list(self, cid: str) -> None:
+        state = self._lists.pop(cid, None)
+        if state is not None:
+            for leg in state.legs:
+                self._leg_owner.pop(leg, None)
+
+    async def _from_leg_event(self, event: Mapping[str, Any], leg: BrokerOrder
+                              ) -> BrokerOrder | None:
+        """An executionReport of an OCO leg, told as the report of the whole list."""
+        owner = self._leg_owner.get(leg.client_order_id)
+        state = None if owner is None else self._lists.get(owner)
+        if owner is None or state is None:
+            # A list we have not seen (placed before a restart): its list id finds it.
+            return await self._lookup_list(orderListId=event["g"])
+        cid = leg.client_order_id
+        before = self._filled.get(cid, Decimal(0))
+        after = before + sum((f.quantity for f in leg.fills), Decimal(0))
+        if after != leg.filled_quantity:
+            if leg.filled_quantity <= before:
+                return None  # older than what a reply already told us
+            return await self._lookup_list(origClientOrderId=owner)
+        self._filled[cid] = after
+        self._track(leg)
+        if state.list_id is None:
+            state.list_id = event.get("g")
+        result = state.report(owner, leg)
+        state.legs[cid] = msgspec.structs.replace(leg, fills=[])
+        if all(known.status in FINAL_BROKER_STATUSES for known in state.legs.values()):
+            self._forget_list(owner)
+        return result
+
+    async def _from_list_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
+        """A listStatus event: learns which legs make the list; a list Binance says is all
+        done while its legs' events did not end it here is looked up."""
+        cid = event.get("C")
+        if not isinstance(cid, str):
+            return None
+        if cid in self._lists:
+            self._leg_owner.update({o["c"]: cid for o in event.get("O", []) if "c" in o})
+            if event.get("L") == "ALL_DONE":
+                return await self._lookup_list(origClientOrderId=cid)
+        return None
+
+    async def _lookup_list(self, **ident: Any) -> BrokerOrder | None:
+        try:
+            return await self._get_list(**ident)
+        except BrokerError as exc:
+            log.info("binance %s: order list %s changed but cannot be looked up (%s); the "
+                     "tracker's polling will", self.account, ident, exc)
+            return None
 
     def quote_asset(self, symbol: str) -> str | None:
         rules = self.rules.get(symbol)
@@ -233,13 +415,21 @@ class BinanceBroker:
         return [self._track(wire.report(o)) for o in await self._open_orders(symbol)]
 
     async def cancel_all(self, symbol: str) -> list[BrokerOrder]:
-        """DELETE openOrders: every open order of ``symbol`` in one call."""
+        """DELETE openOrders: every open order of ``symbol`` in one call (an OCO list is one
+        report, without fills)."""
         try:
             replies = await self._call("cancel_all", self._client().cancel_all_open_orders,
                                        sends=True, symbol=symbol)
         except OrderNotFound:
             return []
-        return [self._track(wire.report(r)) for r in replies if "orderId" in r]
+        out = []
+        for r in replies:
+            if "orderId" in r:
+                out.append(self._track(wire.report(r)))
+            elif r.get("orderReports"):  # an OCO list: one report under our client id
+                legs = [wire.report(leg) for leg in r["orderReports"]]
+                out.append(self._remember_list(r["listClientOrderId"], r, legs))
+        return out
 
     async def ping(self) -> None:
         await self._call("ping", self._client().ping)
@@ -292,8 +482,9 @@ class BinanceBroker:
                     # swallows a cancellation that arrives with a message (bpo-42130).
                     raise asyncio.CancelledError
                 kind = event.get("e")
-                if kind == "executionReport":
-                    found = await self._from_event(event)
+                if kind in ("executionReport", "listStatus"):
+                    found = await (self._from_event(event) if kind == "executionReport"
+                                   else self._from_list_event(event))
                     if found is not None:
                         yield found
                 elif kind == "outboundAccountPosition":
@@ -320,6 +511,8 @@ class BinanceBroker:
             log.warning("binance %s: unreadable executionReport skipped (%s: %s)",
                         self.account, type(exc).__name__, exc)
             return None
+        if event.get("g", -1) not in (-1, None):
+            return await self._from_leg_event(event, found)
         cid = found.client_order_id
         before = self._filled.get(cid, Decimal(0))
         after = before + sum((f.quantity for f in found.fills), Decimal(0))
@@ -360,6 +553,7 @@ class BinanceBroker:
         remote = await self._open_orders(None)
         for o in remote:
             self._track(wire.report(o))
+        remote = await self._fold_lists(remote)
         ids = sorted({o["clientOrderId"] for o in remote} | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
         drift = self.drift = reconcile.compare(remote, local, self.account)
@@ -379,6 +573,34 @@ class BinanceBroker:
         for orphan in drift.orphans:
             await self._orphan(store, orphan)
         return drift
+
+    async def _fold_lists(self, remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Open orders with OCO legs folded into one entry per list, under the list's client
+        id (ours): a leg is never taken for an orphan of its own. A list that cannot be
+        looked up is left out (and the tracker follows our record of it)."""
+        out: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        for o in remote:
+            list_id = o.get("orderListId", -1)
+            if list_id in (-1, None):
+                out.append(o)
+                continue
+            if list_id in seen:
+                continue
+            seen.add(list_id)
+            owner = self._leg_owner.get(o["clientOrderId"])
+            if owner is None:
+                try:
+                    found = await self._call("get_order_list",
+                                             self._client().v3_get_order_list,
+                                             orderListId=list_id)
+                except BrokerError as exc:
+                    log.warning("binance %s: open order list %s cannot be looked up (%s); "
+                                "left out of this reconciliation", self.account, list_id, exc)
+                    continue
+                owner = found["listClientOrderId"]
+            out.append({**o, "clientOrderId": owner})
+        return out
 
     async def _positions(self, store: Store) -> dict[str, Decimal]:
         """Our net position per symbol of this account, from the positions projection."""
@@ -404,6 +626,10 @@ class BinanceBroker:
             except BrokerError as exc:
                 log.error("binance %s: could not cancel orphan %s: %s", self.account, cid, exc)
                 action = "cancel_failed"
+        elif mode == "adopt" and orphan.get("orderListId", -1) not in (-1, None):
+            log.error("binance %s: orphan %s is an order list, which is not adopted; reported "
+                      "only", self.account, cid)
+            action = "report"
         elif mode == "adopt":
             made = reconcile.adoption(orphan, self.account,
                                       Context(now=_now_ms(), worker=f"reconcile:{self.account}"))

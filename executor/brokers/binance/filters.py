@@ -63,6 +63,7 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     # PERCENT_PRICE_BY_SIDE: (bid up, bid down, ask up, ask down)
     percent_by_side: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
     max_num_orders: int | None = None
+    oco: bool = True  # ocoAllowed
 
 
 def _t(value: Decimal) -> str:
@@ -104,6 +105,7 @@ def parse(info: dict[str, Any]) -> dict[str, Rules]:
         out[s["symbol"]] = Rules(symbol=s["symbol"], base_asset=s["baseAsset"],
                                  quote_asset=s["quoteAsset"],
                                  trading=s.get("status") == "TRADING",
+                                 oco=bool(s.get("ocoAllowed", True)),
                                  order_types=frozenset(s.get("orderTypes", [])), **kw)
     return out
 
@@ -144,9 +146,61 @@ def _check_quote(order: OrderSpec, rules: Rules) -> None:
                       f"{_t(rules.max_notional)}", "quote_quantity")
 
 
+def oco_legs(order: OrderSpec) -> tuple[tuple[str, OrderSpec], tuple[str, OrderSpec]]:
+    """An ``oco`` order's two legs as single orders, with Binance's position of each: the
+    limit-maker leg at ``price`` is above the market for a sell and below it for a buy, the
+    stop leg (a stop-limit at ``stop_limit_price`` when given) on the other side."""
+    replace = msgspec.structs.replace
+    limit = replace(order, type=OrderType.LIMIT_MAKER, stop_price=None, stop_limit_price=None,
+                    time_in_force=TimeInForce.GTC)
+    stop_limit = order.stop_limit_price
+    stop = replace(order, type=OrderType.STOP if stop_limit is None else OrderType.STOP_LIMIT,
+                   price=stop_limit, stop_limit_price=None,
+                   time_in_force=TimeInForce.GTC if stop_limit is None else order.time_in_force)
+    if order.side == "sell":
+        return ("above", limit), ("below", stop)
+    return ("above", stop), ("below", limit)
+
+
+def _check_oco(order: OrderSpec, rules: Rules, reference: Decimal | None,
+               open_orders: int | None, round_quantity: bool) -> OrderSpec:
+    """Both legs against the filters (an OCO adds two open orders), and, with a reference
+    price, Binance's rule that the legs bracket it."""
+    if not rules.oco:
+        raise ContractError(f"oco orders are not allowed by Binance for {order.symbol}", "type")
+    qty = order.quantity
+    for i, (_, leg) in enumerate(oco_legs(order)):
+        stop_leg = leg.type is not OrderType.LIMIT_MAKER
+        try:
+            checked = check(leg, rules, reference=reference,
+                            open_orders=None if open_orders is None else open_orders + i,
+                            round_quantity=round_quantity)
+        except ContractError as exc:
+            field = "stop_limit_price" if stop_leg and exc.field == "price" else exc.field
+            raise ContractError(f"the oco's {'stop' if stop_leg else 'limit'} leg: {exc}",
+                                field) from None
+        qty = checked.quantity
+    if reference is not None and order.price is not None and order.stop_price is not None:
+        sell = order.side == "sell"
+        low, high = (order.stop_price, order.price) if sell else (order.price, order.stop_price)
+        if not low < reference < high:
+            field = "price" if (order.price <= reference if sell else order.price >= reference) \
+                else "stop_price"
+            raise ContractError(
+                f"Binance refuses an oco whose legs do not bracket the last price "
+                f"{_t(reference)}: a {order.side} needs {'price' if sell else 'stop_price'} "
+                f"{_t(high)} above it and {'stop_price' if sell else 'price'} {_t(low)} "
+                "below it", field)
+    if qty != order.quantity and qty is not None:
+        return msgspec.structs.replace(order, quantity=wire(qty))
+    return order
+
+
 def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
           open_orders: int | None = None, round_quantity: bool = False) -> OrderSpec:
     """The order as it may be sent, or ``ContractError`` naming the filter it breaks."""
+    if order.type is OrderType.OCO:
+        return _check_oco(order, rules, reference, open_orders, round_quantity)
     if not rules.trading:
         raise ContractError(f"{order.symbol} is not trading at Binance", "symbol")
     kind = BINANCE_TYPE.get(order.type)

@@ -6,7 +6,8 @@ executionReport events, and Binance's errors into the broker taxonomy. Pure: no 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,7 @@ from binance.exceptions import BinanceAPIException, BinanceRequestException
 from producer.contract import Fill, OrderSpec, OrderType, WireDecimal, decimal_text
 
 from ..base import (
+    FINAL_BROKER_STATUSES,
     AuthenticationFailed,
     Banned,
     BrokerError,
@@ -27,7 +29,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
-from .filters import BINANCE_TYPE, tidy
+from .filters import BINANCE_TYPE, oco_legs, tidy
 
 STATUS = {
     "NEW": BrokerStatus.NEW,
@@ -73,6 +75,76 @@ def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
     if order.stop_price is not None:
         params["stopPrice"] = amount(order.stop_price)
     return params
+
+
+# An OCO's legs: ``<list id>-oA`` (above) and ``<list id>-oB`` (below), so a lookup or a
+# redelivered request finds the same list and its legs; a list id too long for the suffix
+# keeps 24 characters and 8 hex digits of its hash (36 in all, Binance's limit and ours).
+LEG_SUFFIXES = ("-oA", "-oB")
+_MAX_ID = 36
+
+
+def leg_ids(client_order_id: str) -> tuple[str, str]:
+    """The client ids of an OCO's above and below legs, derived from the list's."""
+    base = client_order_id
+    if len(base) + len(LEG_SUFFIXES[0]) > _MAX_ID:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+        base = f"{base[:24]}-{digest}"
+    above, below = (base + suffix for suffix in LEG_SUFFIXES)
+    return above, below
+
+
+def oco_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
+    """The parameters of POST /api/v3/orderList/oco for an ``oco`` order: the list carries
+    our client id, its legs ids derived from it (``leg_ids``); FULL answers."""
+    assert order.quantity is not None
+    params = {
+        "symbol": order.symbol,
+        "side": order.side.upper(),
+        "quantity": amount(order.quantity),
+        "listClientOrderId": client_order_id,
+        "newOrderRespType": "FULL",
+    }
+    for (position, leg), cid in zip(oco_legs(order), leg_ids(client_order_id), strict=True):
+        params[f"{position}Type"] = BINANCE_TYPE[leg.type]
+        params[f"{position}ClientOrderId"] = cid
+        if leg.price is not None:
+            params[f"{position}Price"] = amount(leg.price)
+        if leg.stop_price is not None:
+            params[f"{position}StopPrice"] = amount(leg.stop_price)
+        if leg.type in _WITH_TIF:
+            params[f"{position}TimeInForce"] = leg.time_in_force.upper()
+    return params
+
+
+def combine(client_order_id: str, list_id: Any, symbol: str, quantity: Decimal,
+            legs: Sequence[BrokerOrder]) -> BrokerOrder:
+    """One report of an OCO list from its legs' reports. Only one leg can trade (the other
+    expires when it does): the list is that leg's status once it has fills; before, open
+    while a leg is open, else cancelled / rejected / expired as the legs ended."""
+    fills = [f for leg in legs for f in leg.fills]
+    filled = sum((leg.filled_quantity for leg in legs), Decimal(0))
+    traded = [leg for leg in legs if leg.filled_quantity > 0]
+    statuses = {leg.status for leg in legs}
+    if traded:
+        status = traded[0].status
+        if status is BrokerStatus.FILLED and filled < quantity:
+            status = BrokerStatus.PARTIALLY_FILLED
+    elif statuses - FINAL_BROKER_STATUSES:
+        status = BrokerStatus.NEW
+    elif BrokerStatus.CANCELLED in statuses:
+        status = BrokerStatus.CANCELLED
+    elif BrokerStatus.REJECTED in statuses:
+        status = BrokerStatus.REJECTED
+    else:
+        status = BrokerStatus.EXPIRED
+    reasons = [leg.reason for leg in legs if leg.reason]
+    return BrokerOrder(
+        client_order_id=client_order_id, broker_order_id=f"list:{list_id}", symbol=symbol,
+        status=status, quantity=WireDecimal(tidy(quantity)), filled_quantity=WireDecimal(
+            tidy(filled)), fills=fills,
+        reason=reasons[0] if status is BrokerStatus.REJECTED and reasons else None,
+        updated_at=max((leg.updated_at for leg in legs), default=0))
 
 
 def dec(text: Any) -> WireDecimal:
