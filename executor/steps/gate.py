@@ -57,7 +57,7 @@ class Gate:
             return
         if self.settings.mode == "hold":
             jobs, verdict = await self._hold(account, jobs, verdict)
-            if verdict.state is CircuitState.CLOSED:
+            if verdict.state is CircuitState.CLOSED or not jobs:
                 return
             if verdict.allowed:
                 self._trial(account, jobs)
