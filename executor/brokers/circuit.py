@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -20,28 +19,23 @@ from producer.contract import OrderSpec
 from ..breaker import Breaker, CircuitState, outcome_code
 from ..metrics import Metrics
 from .base import Broker, BrokerError, BrokerOrder
+from .wrapper import BrokerWrapper
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class CircuitBroker:
+class CircuitBroker(BrokerWrapper):
     def __init__(self, inner: Broker, breaker: Breaker, *,
                  metrics: Metrics | None = None) -> None:
-        self.inner = inner
-        self.account = inner.account
+        super().__init__(inner)
         self.breaker = breaker
         self.metrics = metrics
         # Only a broker that batches may look like one (base.submit_all asks getattr).
         self.submit_many: Callable[[Sequence[tuple[str, OrderSpec]]],
                                    Awaitable[list[BrokerOrder | BrokerError]]] | None = (
             self._submit_many if hasattr(inner, "submit_many") else None)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     async def _record(self, outcomes: str) -> None:
         if not outcomes:
@@ -67,16 +61,7 @@ class CircuitBroker:
         await self._record("S")
         return result
 
-    # -- the Broker protocol -------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def check(self, order: OrderSpec) -> OrderSpec | None:
-        return self.inner.check(order)
+    # -- the calls that reach the broker ---------------------------------------------------
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         return await self._counted(self.inner.submit(client_order_id, order))
@@ -99,8 +84,3 @@ class CircuitBroker:
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
         return await self._counted(self.inner.get_order(client_order_id, symbol))
 
-    def quote_asset(self, symbol: str) -> str | None:
-        return self.inner.quote_asset(symbol)
-
-    async def reference_price(self, symbol: str) -> Decimal | None:
-        return await self.inner.reference_price(symbol)

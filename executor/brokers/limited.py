@@ -40,7 +40,7 @@ from .base import (
     Throttled,
     UnknownOutcome,
 )
-from .circuit import CircuitBroker
+from .wrapper import BrokerWrapper
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,12 @@ def throttle_reason(account: str, grant: Grant, describe: Callable[[str], str],
     return f"{what}, later than {bound}; never sent"
 
 
-class LimitedBroker:
+class LimitedBroker(BrokerWrapper):
     """A broker adapter behind its account's shared rate limits (see the module doc)."""
 
     def __init__(self, inner: Broker, limiter: Limiter, *, metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
-        self.inner = inner
-        self.account = inner.account
+        super().__init__(inner)
         self.limiter = limiter
         self.clock = clock
         self.max_wait_ms = limiter.plan.max_wait_ms
@@ -95,24 +94,7 @@ class LimitedBroker:
                 metrics.rate_limit_cap.labels(self.account, name).set(cap)
                 self._used[name] = metrics.rate_limit_used.labels(self.account, name)
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    # -- the Broker protocol -----------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def check(self, order: OrderSpec) -> OrderSpec | None:
-        return self.inner.check(order)
-
-    def quote_asset(self, symbol: str) -> str | None:
-        return self.inner.quote_asset(symbol)
+    # -- the calls that cost weight or orders ---------------------------------------------
 
     async def reference_price(self, symbol: str) -> Decimal | None:
         # Adapters answer it from a cache unless they say it costs weight.
@@ -303,13 +285,6 @@ def limited(inner: Broker, limiter: Limiter, *, metrics: Metrics | None = None,
             clock: Callable[[], int] = wall_clock_ms) -> LimitedBroker:
     cls = LimitedFeedBroker if callable(getattr(inner, "updates", None)) else LimitedBroker
     return cls(inner, limiter, metrics=metrics, clock=clock)
-
-
-def unwrap(broker: Broker) -> Broker:
-    """The adapter behind its guards (tests and tools that need its own API)."""
-    while isinstance(broker, LimitedBroker | CircuitBroker):
-        broker = broker.inner
-    return broker
 
 
 def _jitter() -> float:

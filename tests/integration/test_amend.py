@@ -14,8 +14,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
-from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperBroker
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from producer.client import OrderClient, Submitted
 from producer.contract import Action, OrderState, ResultStatus, decode_event

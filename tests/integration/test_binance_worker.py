@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.binance.broker import BinanceBroker
-from executor.brokers.limited import unwrap
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.positions import decode_position
 from producer.client import OrderClient

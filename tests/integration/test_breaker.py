@@ -9,8 +9,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from executor.breaker import Breaker, BreakerSettings, CircuitState
-from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperBroker
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.worker import Worker
 from producer.client import OrderClient

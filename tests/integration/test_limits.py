@@ -20,8 +20,9 @@ from executor.brokers.base import (
     RateLimited,
     Throttled,
 )
-from executor.brokers.limited import LimitedBroker, limited, unwrap
+from executor.brokers.limited import LimitedBroker, limited
 from executor.brokers.paper import PaperAccount, PaperBroker
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.limits import Limiter, Plan, Rate, Window, plan_for
 from executor.limits.windows import State, take

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from executor.brokers.limited import unwrap
 from executor.brokers.paper import PaperAccount, PaperBroker
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.metrics import Metrics
 from executor.services import Services

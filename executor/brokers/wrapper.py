@@ -1,0 +1,54 @@
+"""What every guard around a broker adapter shares (circuit.py, limited.py): it is a Broker
+that passes every call to the adapter it wraps, unless it overrides the call, and any other
+attribute (an adapter's own API: ``open_orders``, ``ping``, ``weights``...) too."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from producer.contract import OrderSpec
+
+from .base import Broker, BrokerOrder
+
+
+class BrokerWrapper:
+    def __init__(self, inner: Broker) -> None:
+        self.inner = inner
+        self.account = inner.account
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def check(self, order: OrderSpec) -> OrderSpec | None:
+        return self.inner.check(order)
+
+    def quote_asset(self, symbol: str) -> str | None:
+        return self.inner.quote_asset(symbol)
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        return await self.inner.reference_price(symbol)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        return await self.inner.submit(client_order_id, order)
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        return await self.inner.cancel(client_order_id, symbol)
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        return await self.inner.get_order(client_order_id, symbol)
+
+
+def unwrap(broker: Broker) -> Broker:
+    """The adapter behind its guards (tests and tools that need its own API)."""
+    while isinstance(broker, BrokerWrapper):
+        broker = broker.inner
+    return broker
