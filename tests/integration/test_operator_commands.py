@@ -90,9 +90,11 @@ def positions_of(results: list[Result]) -> dict[str, Position]:
 
 
 async def project(r: aioredis.Redis, book: dict[str, Position]) -> str:
-    """Store ``book`` as the positions up to the last events entry; returns that entry."""
+    """Store ``book`` as the positions up to the last events entry; returns that entry.
+    Whatever the worker's own projector stored before is replaced, not merged into."""
     (last, _), = await r.xrevrange(K.events, count=1)
     cursor: str = last.decode()
+    await r.delete(K.positions)
     await r.hset(K.positions, mapping={k: encode(p) for k, p in book.items()})
     await r.set(K.positions_cursor, cursor)
     return cursor
