@@ -36,11 +36,12 @@ from producer.contract import OrderType, Result, Side
 from producer.keys import Keys
 from producer.replies import text
 
-from . import audit, breaker, trading
+from . import audit, breaker, snapshot, trading
 from .breaker import CircuitState
 from .config import load_settings
 from .operator_cli import common_args, emit, operator_command
 from .positions import Position, decode_position, split_key
+from .replay import parse_stream_id
 from .trading import GLOBAL, TradingState
 
 DEFAULT_WAIT_S = 30.0
@@ -90,22 +91,17 @@ async def set_state(redis: aioredis.Redis, keys: Keys, scope: str, state: Tradin
 
 async def _positions_caught_up(redis: aioredis.Redis, keys: Keys, timeout_s: float) -> bool:
     """Wait until the positions projection has folded every event written so far."""
-    last: Any = await redis.xrevrange(keys.events, count=1)
-    if not last:
+    last = await snapshot.last_id(redis, keys.events)
+    if last is None:
         return True
-    target = _id(text(last[0][0]))
+    target = parse_stream_id(last)
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        cursor = await redis.get(keys.positions_cursor)
-        if cursor is not None and _id(text(cursor)) >= target:
+        cursor = await snapshot.string(redis, keys.positions_cursor)
+        if cursor is not None and parse_stream_id(cursor) >= target:
             return True
         await asyncio.sleep(0.1)
     return False
-
-
-def _id(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def kill(redis: aioredis.Redis, keys: Keys, client: OrderClient, *,
@@ -127,8 +123,8 @@ async def kill(redis: aioredis.Redis, keys: Keys, client: OrderClient, *,
     if flatten:
         if not await _positions_caught_up(redis, keys, wait_s):
             report.ok = False
-        raw: Any = await redis.hgetall(keys.positions)
-        held = {text(k): decode_position(v) for k, v in raw.items()}
+        raw, _ = await snapshot.positions(redis, keys)
+        held = {k: decode_position(v) for k, v in raw.items()}
         report.closes = flatten_plan(held, account)
         subs = [await client.place(c.symbol, c.side, OrderType.MARKET, c.quantity,
                                    account=c.account, reduce_only=True,
