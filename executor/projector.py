@@ -20,15 +20,26 @@ fills, so exposure (positions + reservations) never counts a fill twice or not a
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import TERMINAL_STATES, Event, Fill, Side, decoder, encode
+from producer.contract import (
+    TERMINAL_STATES,
+    EpochMs,
+    Fill,
+    OrderState,
+    Side,
+    decoder,
+    encode,
+)
 from producer.keys import Keys
 from producer.replies import text
 
@@ -43,8 +54,43 @@ from .store import decode_order
 
 log = logging.getLogger(__name__)
 
-_event_decoder = decoder(Event)
-_TERMINAL_MARKS = tuple(f'"state":"{state.value}"'.encode() for state in TERMINAL_STATES)
+
+
+class Folded(msgspec.Struct, gc=False):
+    """What the fold reads of a fill or end event: an Event without the order's running
+    totals and the rest, which are most of the cost of decoding one."""
+
+    client_order_id: str
+    state: OrderState
+    at: EpochMs
+    request_id: str | None = None
+    account: str = ""
+    symbol: str = ""
+    fill: Fill | None = None
+
+
+_event_decoder = decoder(Folded)
+# The events the fold needs in full: fills, and the ends of orders (their risk reservation
+# goes). A key appears in the JSON as `"name":`; the same text inside a string value is
+# escaped (`\"name\"`), so this never misses one, at worst decodes more. Most events are
+# neither, and decoding every one was a visible share of a worker's CPU per order.
+_FULL = re.compile(rb'"fill":|"state":"(?:' + b"|".join(
+    sorted(s.value.encode() for s in TERMINAL_STATES)) + rb')"')
+
+
+class _Spec(msgspec.Struct):
+    side: Side
+
+
+class _Created(msgspec.Struct):
+    """What the fold needs of a ``created`` event: its order's side (fill events do not
+    carry it). A view that skips the amounts is a fraction of the cost of a whole Event."""
+
+    client_order_id: str
+    order: _Spec
+
+
+_created_decoder = msgspec.json.Decoder(_Created)
 QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
 # Told of the fills of a page once its fold is written: (account, side, fill, quote asset)
 # each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
@@ -54,7 +100,7 @@ OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
-                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 250,
+                 quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
                  on_fills: OnFills | None = None, day_offset_ms: int = 0) -> None:
         self.redis = redis
         self.keys = keys
@@ -66,6 +112,12 @@ class Projector:
         self.page = page
         self.day_offset_ms = day_offset_ms  # the risk day's start (risk.day_reset_utc)
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
+        self._quotes: dict[tuple[str, str], str | None] = {}
+        # The cursor as this worker last wrote it, and when it last renewed the lease: both
+        # are re-checked by the write script, so trusting them saves two round trips per
+        # page and at worst costs one refused write (after which both are read again).
+        self._cursor: str | None = None
+        self._held_until = 0.0
         self.on_fills = on_fills
         self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
@@ -74,28 +126,31 @@ class Projector:
     async def once(self) -> int:
         """Fold one page of events if this worker holds the lease; returns how many events
         were consumed (0: nothing new, or another worker projects)."""
-        if not await self.lease.hold(self.lease_ms):
+        if not await self._hold():
             return 0
         k = self.keys
-        cursor = text(await self.redis.get(k.positions_cursor) or b"")
+        cursor = self._cursor
+        if cursor is None:
+            cursor = text(await self.redis.get(k.positions_cursor) or b"")
         entries: Any = await self.redis.xrange(k.events, min=f"({cursor}" if cursor else "-",
                                                count=self.page)
         if not entries:
+            self._cursor = cursor
             return 0
-        events: list[Event] = []
+        events: list[Folded] = []
         for _, fields in entries:
             data = fields[b"data"]
-            # Only fills and created events (their side) matter; most events are neither,
-            # and decoding every one was a visible share of a worker's CPU per order. A
-            # key appears in the JSON as `"name":`; the same text inside a string value is
-            # escaped (`\"name\"`), so this never misses a fill, at worst decodes more.
-            if b'"fill":' in data or b'"order":' in data:
+            if _FULL.search(data):
                 events.append(_event_decoder.decode(data))
-            elif any(mark in data for mark in _TERMINAL_MARKS):
-                events.append(_event_decoder.decode(data))  # ends a risk reservation
+            elif b'"order":' in data:
+                # Created events come before their order's fills in the stream, so knowing
+                # the side now is knowing it in time; a side is a fact, whoever folds.
+                created = _created_decoder.decode(data)
+                self._sides[created.client_order_id] = created.order.side
         risk = await self._risk_state(events)
         book = await self._fold(events, risk)
-        args: list[Any] = [self.consumer, cursor, text(entries[-1][0]), DAY_TTL_MS, len(book)]
+        last = text(entries[-1][0])
+        args: list[Any] = [self.consumer, cursor, last, DAY_TTL_MS, len(book)]
         for key, position in book.items():
             args += [key, encode(position)]
         risk_keys, ops = risk.script_args(k, 4)
@@ -103,26 +158,40 @@ class Projector:
             keys=[k.positions, k.positions_cursor, k.positions_lease, *risk_keys],
             args=args + ops)
         if not written:
-            self._sides.clear()  # someone else folded: what we remembered may be stale
+            # Someone else folded, or holds the lease now: what we remembered may be stale.
+            self._sides.clear()
+            self._cursor, self._held_until = None, 0.0
             return 0
+        self._cursor = last
         if self.on_fills is not None and self._folded:
             self.on_fills(self._folded)
         return len(entries)
 
-    def _day(self, event: Event) -> str:
+    async def _hold(self) -> bool:
+        """Renew the lease a third of its term after the last renewal, not on every page."""
+        now = time.monotonic()
+        if now < self._held_until:
+            return True
+        if not await self.lease.hold(self.lease_ms):
+            self._cursor, self._held_until = None, 0.0
+            return False
+        # Timed from before the call: the lease runs at least this long from then.
+        self._held_until = now + self.lease_ms / 3000
+        return True
+
+    def _day(self, event: Folded) -> str:
         at = event.fill.at if event.fill is not None and event.fill.at else event.at
         return day_id(at, self.day_offset_ms)
 
-    async def _risk_state(self, events: list[Event]) -> RiskFold:
+    async def _risk_state(self, events: list[Folded]) -> RiskFold:
         """The reservations the page's events name and the totals they change, as stored
         now: the script writes only if those reservations are still as read, and the
         released totals have no other writer."""
-        orders: dict[str, list[str]] = {}
+        named: dict[str, dict[str, None]] = {}  # account -> client ids, in order
         for e in events:
             if e.fill is not None or is_terminal(e.state):
-                cids = orders.setdefault(e.account, [])
-                if e.client_order_id not in cids:
-                    cids.append(e.client_order_id)
+                named.setdefault(e.account, {})[e.client_order_id] = None
+        orders = {account: list(cids) for account, cids in named.items()}
         days = sorted({(e.account, self._day(e)) for e in events if e.fill is not None})
         risk = RiskFold()
         if not orders and not days:
@@ -143,7 +212,7 @@ class Projector:
             risk.day_pnl[(account, day)] = Decimal(text(pnl)) if pnl else Decimal(0)
         return risk
 
-    async def _fold(self, events: list[Event], risk: RiskFold) -> dict[str, Position]:
+    async def _fold(self, events: list[Folded], risk: RiskFold) -> dict[str, Position]:
         fills = [e for e in events if e.fill is not None]
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
@@ -153,8 +222,6 @@ class Projector:
             book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}
         for event in events:
             cid = event.client_order_id
-            if event.order is not None:
-                self._sides[cid] = event.order.side
             if event.fill is not None:
                 side = self._sides.get(cid) or await self._side_from_record(cid)
                 if side is None:
@@ -165,7 +232,7 @@ class Projector:
                     key = position_key(event.account, event.symbol)
                     before = book.get(key) or Position(account=event.account,
                                                        symbol=event.symbol)
-                    quote = self.quote_asset(event.account, event.symbol)
+                    quote = self._quote(event.account, event.symbol)
                     after = fold_fill(book, event.account, event.symbol, side, event.fill,
                                       quote)
                     self._folded.append((event.account, side, event.fill, quote))
@@ -176,6 +243,13 @@ class Projector:
                 risk.end(event.account, cid)
         return book
 
+    def _quote(self, account: str, symbol: str) -> str | None:
+        try:
+            return self._quotes[(account, symbol)]
+        except KeyError:
+            quote = self._quotes[(account, symbol)] = self.quote_asset(account, symbol)
+            return quote
+
     async def _side_from_record(self, cid: str) -> Side | None:
         record = await self.redis.hget(self.keys.order(cid), "record")
         return None if record is None else decode_order(record).spec.side
@@ -184,8 +258,9 @@ class Projector:
                   sleep: Callable[[float], Awaitable[None]]) -> None:
         while running():
             try:
-                # Behind: the next page at once. Pages are small, since the CPU between two
-                # Redis calls is time the request lanes of this event loop wait.
+                # Behind: the next page at once. A page is a few milliseconds of CPU, time
+                # the request lanes of this event loop wait; fewer, larger pages cost less
+                # per event (six round trips each at most).
                 while running() and await self.once() >= self.page:
                     pass
             except RedisError as exc:
@@ -194,4 +269,5 @@ class Projector:
 
     async def release(self) -> None:
         """Give the lease up on a clean stop, so another worker projects at once."""
+        self._cursor, self._held_until = None, 0.0
         await self.lease.release()

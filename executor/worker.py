@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -82,6 +83,16 @@ def connect(settings: Settings) -> aioredis.Redis:
         health_check_interval=30,
         **connection_options(r),
     ))
+
+
+def settle_heap() -> None:
+    """Tune the garbage collector for a started worker. What exists by then (modules,
+    config, clients, scripts) lives as long as the process, so full collections stop
+    scanning it (``gc.freeze``); a batch makes many short-lived objects, so young
+    collections run less often. Collections were about a tenth of a worker's CPU per order."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 class Worker:
@@ -209,6 +220,7 @@ class Worker:
 
     async def run(self) -> None:
         await self.start()
+        settle_heap()
         try:
             await self.serve()
         finally:

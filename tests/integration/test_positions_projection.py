@@ -108,3 +108,31 @@ async def test_a_worker_told_not_to_project_leaves_positions_to_others(
             await asyncio.sleep(0.05)
     position = (await stored_positions(redis_client))["default:BTCUSDT"]
     assert position.quantity == Decimal("0.010")
+
+
+async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """A projector trusts its last renewal and the cursor it wrote, for a while; when the
+    lease moved meanwhile, its write is refused and it reads both again."""
+    async with running(make_settings(project_positions="false")):
+        subs = [await client.place("ETHUSDT", "buy", "market", "0.1") for _ in range(6)]
+        await client.wait_results([s.request_id for s in subs], 10)
+    a = Projector(redis_client, K, "a", quote_asset=quote, page=7)
+    b = Projector(redis_client, K, "b", quote_asset=quote, page=7)
+    assert await a.once() == 7
+    # "a" stalls past its lease, unaware; "b" takes over and folds the next page.
+    await redis_client.delete(K.positions_lease)
+    assert await b.once() == 7
+    cursor_b = await redis_client.get(K.positions_cursor)
+    # "a" still believes it holds the lease and knows the cursor: refused, nothing written.
+    assert await a.once() == 0
+    assert await redis_client.get(K.positions_cursor) == cursor_b
+    await b.release()
+    # Now "a" reads lease and cursor again and goes on from where "b" stopped.
+    while await a.once():
+        pass
+    assert await caught_up(redis_client)
+    position = (await stored_positions(redis_client))["default:ETHUSDT"]
+    assert position.quantity == Decimal("0.6")
