@@ -85,6 +85,10 @@ class Metrics:
             "Consumers of gone workers removed from the group", registry=r)
         self.redis_errors = Counter(
             "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
+        self.background_errors = Counter(
+            "orderstream_background_errors",
+            "Unexpected failures of a worker's background loop (positions, tracker, reclaim), "
+            "each restarted after a pause, by task", ["task"], registry=r)
         self.tracked_changes = Counter(
             "orderstream_tracked_changes",
             "Changes of open orders learnt from the broker after submission, by new state",

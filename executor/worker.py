@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -258,19 +258,43 @@ class Worker:
         reclaimer takes over what other workers left idle too long."""
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
-        lanes.append(asyncio.create_task(self._housekeeping(), name="reclaim"))
+        running = self._running
+        background: dict[str, Callable[[], Awaitable[None]]] = {
+            "reclaim": self._housekeeping,
+            "tracker": lambda: self.tracker.run(running, self._sleep),
+        }
         if self.settings.worker.project_positions:
-            lanes.append(asyncio.create_task(
-                self.projector.run(lambda: not self._stopping.is_set(), self._sleep),
-                name="positions"))
-        lanes.append(asyncio.create_task(
-            self.tracker.run(lambda: not self._stopping.is_set(), self._sleep),
-            name="tracker"))
+            background["positions"] = lambda: self.projector.run(running, self._sleep)
+        lanes += [asyncio.create_task(self._supervised(name, loop), name=name)
+                  for name, loop in background.items()]
         try:
             await asyncio.gather(*lanes)
         finally:
             for lane in lanes:
                 lane.cancel()
+
+    def _running(self) -> bool:
+        return not self._stopping.is_set()
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop until the worker stops. Each loop rides out Redis errors
+        itself; anything else (a bug, a record it cannot read) is logged and counted and the
+        loop starts again after a pause, since a gather of the lanes would otherwise end
+        the whole worker with it. A loop that keeps failing keeps saying so, and an alert
+        watches the count: positions that stop moving must not go unnoticed."""
+        delay = _BACKOFF_START_S
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await loop()
+                return
+            except Exception:
+                self.metrics.background_errors.labels(name).inc()
+                if time.monotonic() - started > _BACKOFF_MAX_S:
+                    delay = _BACKOFF_START_S  # it had been working: a new failure
+                log.exception("background loop %s failed; restarting it in %.1fs", name, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
 
     async def _lane(self) -> None:
         w = self.settings.worker

@@ -35,6 +35,14 @@ async def caught_up(r: aioredis.Redis) -> bool:
     return bool(last) and cursor == last[0][0]
 
 
+async def wait_caught_up(r: aioredis.Redis, timeout_s: float = 10) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if await caught_up(r):
+            return
+        await asyncio.sleep(0.05)
+    assert await caught_up(r)
+
+
 async def test_positions_equal_the_cash_flows_of_the_fills_results_report(
     make_settings: Callable[..., Settings], client: OrderClient,
     redis_client: aioredis.Redis,
@@ -44,11 +52,7 @@ async def test_positions_equal_the_cash_flows_of_the_fills_results_report(
     async with running(make_settings()):
         subs = [await client.place("BTCUSDT", side, "market", qty) for side, qty in orders]
         results = await client.wait_results([s.request_id for s in subs], 10)
-        for _ in range(200):
-            if await caught_up(redis_client):
-                break
-            await asyncio.sleep(0.05)
-        assert await caught_up(redis_client)
+        await wait_caught_up(redis_client)
     position = (await stored_positions(redis_client))["default:BTCUSDT"]
     # Independently: net quantity, cash flow and commission from the results alone.
     quantity = cash = commission = Decimal(0)
@@ -102,10 +106,7 @@ async def test_a_worker_told_not_to_project_leaves_positions_to_others(
         await asyncio.sleep(0.5)  # over two projector intervals
         assert await redis_client.get(K.positions_cursor) is None
     async with running(make_settings()):
-        for _ in range(200):
-            if await caught_up(redis_client):
-                break
-            await asyncio.sleep(0.05)
+        await wait_caught_up(redis_client)
     position = (await stored_positions(redis_client))["default:BTCUSDT"]
     assert position.quantity == Decimal("0.010")
 
@@ -136,3 +137,33 @@ async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
     assert await caught_up(redis_client)
     position = (await stored_positions(redis_client))["default:ETHUSDT"]
     assert position.quantity == Decimal("0.6")
+
+
+async def test_an_event_the_projector_cannot_read_stalls_positions_not_the_worker(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """A fill event that does not decode (a bug, a foreign writer) must not be skipped, since
+    positions would be wrong for good, nor end the worker: the positions loop fails, is
+    counted and restarted, orders are still served, and the fold goes on once it is gone."""
+    poison = await redis_client.xadd(K.events, {
+        "data": b'{"client_order_id":"x","seq":3,"state":"filled","at":1,"fill":{}}'})
+    async with running(make_settings()) as worker:
+        sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+        result = await client.wait_result(sub.request_id, 10)
+        assert result.status == "filled"
+
+        def errors() -> float:
+            return worker.metrics.registry.get_sample_value(
+                "orderstream_background_errors_total", {"task": "positions"}) or 0.0
+
+        for _ in range(100):
+            if errors() >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert errors() >= 2  # failed, restarted, failed again
+        assert await redis_client.get(K.positions_cursor) is None  # nothing folded past it
+        await redis_client.xdel(K.events, poison)
+        await wait_caught_up(redis_client)
+    position = (await stored_positions(redis_client))["default:BTCUSDT"]
+    assert position.quantity == Decimal("0.010")
