@@ -6,7 +6,12 @@
   is recorded in ``<prefix>:cancels`` and answered ``pending_cancel`` at once; the tracker
   sends it to the broker as soon as the place has landed (tracker.py), so it is never lost;
 - a broker that says the order is already final (it filled meanwhile): the order is
-  brought up to date from a lookup and the cancel fails ``not_cancellable``.
+  brought up to date from a lookup and the cancel fails ``not_cancellable``;
+- a broker that is unavailable, or whose answer was lost: the cancel is sent again with
+  backoff (cancelling is idempotent: a cancel that did land is answered "already final"
+  and looked up as above), up to ``submit_attempts`` sends, then ``retries_exhausted``;
+  held back by the shared rate limiter: ``rate_limited``; refused: ``broker_rejected``.
+  The order stays working in each case, and the producer may send the cancel again.
 """
 
 from __future__ import annotations
@@ -14,10 +19,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
 from producer.contract import Action, Event, OrderState, ReasonCode, ResultStatus
 
 from .. import results
-from ..brokers.base import BrokerError, NotCancellable, OrderNotFound
+from ..brokers.base import (
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    NotCancellable,
+    OrderNotFound,
+    RetryableError,
+    Throttled,
+    UnknownOutcome,
+)
 from ..job import Job
 from ..order import Context, Order, apply_report, restore, snapshot, transition
 from ..services import Services
@@ -157,8 +180,7 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
     events: list[Event] = []
     timed = svc.metrics.broker_call
     try:
-        with timed(order.spec.account, "cancel"):
-            report = await broker.cancel(cid, order.spec.symbol)
+        report = await _send_cancel(svc, broker, order)
     except NotCancellable as exc:
         # Final at the broker already (most likely filled): record what really happened.
         with timed(order.spec.account, "get_order"):
@@ -167,9 +189,31 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
         if order.state is OrderState.PENDING_CANCEL:
             events.append(transition(order, _working_state(order), ctx))
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, str(exc), events) from None
-    except (OrderNotFound, BrokerError) as exc:
-        code = ReasonCode.NOT_FOUND if isinstance(exc, OrderNotFound) else (
-            ReasonCode.BROKER_REJECTED)
+    except BrokerError as exc:
         events.append(transition(order, _working_state(order), ctx))
-        raise CancelFailed(code, str(exc), events) from None
+        raise CancelFailed(_failure_code(exc), str(exc), events) from None
     return events + apply_report(order, report, ctx)
+
+
+async def _send_cancel(svc: Services, broker: Broker, order: Order) -> BrokerOrder:
+    """Ask the broker to cancel, again while it is unavailable or its answer was lost."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(svc.settings.worker.submit_attempts),
+        wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.05),
+        retry=retry_if_exception_type((RetryableError, UnknownOutcome))
+        & retry_if_not_exception_type(Throttled),
+        reraise=True,
+    ):
+        with attempt, svc.metrics.broker_call(order.spec.account, "cancel"):
+            return await broker.cancel(order.client_order_id, order.spec.symbol)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _failure_code(exc: BrokerError) -> str:
+    if isinstance(exc, OrderNotFound):
+        return ReasonCode.NOT_FOUND
+    if isinstance(exc, Throttled):
+        return ReasonCode.RATE_LIMITED  # our own limiter held it back: never sent
+    if isinstance(exc, (RetryableError, UnknownOutcome)):
+        return ReasonCode.RETRIES_EXHAUSTED
+    return ReasonCode.BROKER_REJECTED

@@ -1,0 +1,96 @@
+"""A cancel the broker could not take: sent again while the broker is unavailable or its
+answer was lost, ``rate_limited`` when our limiter held it back, ``retries_exhausted`` when
+the broker stayed unavailable, ``broker_rejected`` when it refused; the order stays working
+each time and a later cancel still works."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from executor.brokers.base import (
+    BrokerError,
+    BrokerOrder,
+    PermanentError,
+    RetryableError,
+    Throttled,
+    UnknownOutcome,
+)
+from executor.brokers.paper import PaperBroker
+from executor.config import Settings
+from producer.client import OrderClient
+from producer.contract import OrderState, ReasonCode, ResultStatus
+from producer.keys import Keys
+
+from .conftest import running
+
+
+class FailingCancels(PaperBroker):
+    """A paper broker whose next cancels fail as queued (``before``: without cancelling;
+    ``after``: having cancelled, as a lost answer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: list[tuple[str, BrokerError]] = []
+        self.calls = 0
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        self.calls += 1
+        if self.failures:
+            when, exc = self.failures.pop(0)
+            if when == "after":
+                await super().cancel(client_order_id, symbol)
+            raise exc
+        return await super().cancel(client_order_id, symbol)
+
+
+async def resting_order(client: OrderClient) -> str:
+    sub = await client.place("BTCUSDT", "buy", "limit", "0.010", price="40000")
+    result = await client.wait_result(sub.request_id, 10)
+    assert result.order_state is OrderState.ACCEPTED and result.client_order_id
+    return result.client_order_id
+
+
+@pytest.mark.parametrize(("failures", "code", "calls"), [
+    ([("before", RetryableError("HTTP 503 (test)"))], None, 2),
+    ([("after", UnknownOutcome("read timeout (test)"))], None, 2),
+    ([("before", RetryableError("HTTP 503 (test)"))] * 3, ReasonCode.RETRIES_EXHAUSTED, 3),
+    ([("before", Throttled("orders_10s full until after the deadline (test)"))],
+     ReasonCode.RATE_LIMITED, 1),
+    ([("before", PermanentError("-2011 unknown reason (test)"))],
+     ReasonCode.BROKER_REJECTED, 1),
+])
+async def test_a_cancel_the_broker_could_not_take(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, failures: list[tuple[str, BrokerError]],
+    code: ReasonCode | None, calls: int,
+) -> None:
+    settings = make_settings()
+    broker = FailingCancels("default", settings.accounts["default"], redis_client, Keys())
+    async with running(settings, brokers={"default": broker}):
+        cid = await resting_order(client)
+        broker.failures = list(failures)
+        sub = await client.cancel(cid)
+        result = await client.wait_result(sub.request_id, 15)
+        assert broker.calls == calls
+        if code is None:
+            # Sent again; a cancel whose answer was lost is then "already final" and
+            # looked up: either way the order ends cancelled and is recorded so.
+            order = await broker.get_order(cid, "BTCUSDT")
+            assert order.status.value == "cancelled"
+            if result.status is not ResultStatus.CANCELLED:
+                assert result.reason_code == ReasonCode.NOT_CANCELLABLE
+            assert result.order_state is OrderState.CANCELLED
+            return
+        assert result.status is ResultStatus.FAILED
+        assert result.reason_code == code
+        assert result.reason and "(test)" in result.reason
+        assert result.order_state is OrderState.ACCEPTED  # still working
+        # The producer can try again, and this time it goes through.
+        again = await client.cancel(cid)
+        final = await client.wait_result(again.request_id, 10)
+        assert final.status is ResultStatus.CANCELLED
+        assert final.order_state is OrderState.CANCELLED
