@@ -79,6 +79,15 @@ def test_credentials_are_read_from_env_or_file(tmp_path: Path,
     monkeypatch.setenv("BN_KEY", "the-key")
     with pytest.raises(ValueError, match="is empty"):
         account.credentials()
+    secret.write_text("the-secret")
+    monkeypatch.setenv("BN_KEY", " \t ")
+    with pytest.raises(ValueError, match="api_key: BN_KEY holds only blanks"):
+        account.credentials()
+    secret.unlink()
+    monkeypatch.setenv("BN_KEY", "the-key")
+    with pytest.raises(ValueError, match="api_secret_file: cannot read") as caught:
+        account.credentials()
+    assert "the-key" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("text", "message"), [

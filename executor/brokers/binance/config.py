@@ -3,8 +3,6 @@ read at start from the environment variable or the file the config names."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -53,10 +51,10 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
                              f"{self.base_url!r}")
 
     def credentials(self) -> tuple[str, str]:
-        """The API key and secret, read now. Errors name where they were looked for, never
-        what was found."""
-        return (_read(self.api_key_env, self.api_key_file, "api key"),
-                _read(self.api_secret_env, self.api_secret_file, "api secret"))
+        """The API key and secret, read now (blanks around them dropped). Errors (a
+        ValueError) name where they were looked for, never what was found."""
+        return (_read("api_key", self.api_key_env, self.api_key_file),
+                _read("api_secret", self.api_secret_env, self.api_secret_file))
 
     def rest_url(self) -> str | None:
         return None if self.base_url is None else self.base_url.rstrip("/") + "/api"
@@ -69,17 +67,11 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         return "ws" + self.base_url.rstrip("/")[len("http"):] + "/ws-api/v3"
 
 
-def _read(env: str | None, file: str | None, what: str) -> str:
-    if env is not None:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            raise ValueError(f"the {what} environment variable {env} is not set")
-        return value
-    assert file is not None
-    try:
-        value = Path(file).read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+def _read(setting: str, env: str | None, file: str | None) -> str:
+    # Imported here: executor.secrets imports the configuration, which imports this module.
+    from ...secrets import read_secret
+
+    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
     if not value:
-        raise ValueError(f"the {what} file {file} is empty")
+        raise ValueError(f"{setting}: {env or file} holds only blanks")
     return value
