@@ -55,6 +55,9 @@ from .store import decode_order
 log = logging.getLogger(__name__)
 
 
+class _Spec(msgspec.Struct):
+    side: Side
+
 
 class Folded(msgspec.Struct, gc=False):
     """What the fold reads of a fill or end event: an Event without the order's running
@@ -67,6 +70,7 @@ class Folded(msgspec.Struct, gc=False):
     account: str = ""
     symbol: str = ""
     fill: Fill | None = None
+    order: _Spec | None = None  # on a created event
 
 
 _event_decoder = decoder(Folded)
@@ -78,16 +82,12 @@ _FULL = re.compile(rb'"fill":|"state":"(?:' + b"|".join(
     sorted(s.value.encode() for s in TERMINAL_STATES)) + rb')"')
 
 
-class _Spec(msgspec.Struct):
-    side: Side
-
-
 class _Created(msgspec.Struct):
     """What the fold needs of a ``created`` event: its order's side (fill events do not
     carry it). A view that skips the amounts is a fraction of the cost of a whole Event."""
 
     client_order_id: str
-    order: _Spec
+    order: _Spec | None = None
 
 
 _created_decoder = msgspec.json.Decoder(_Created)
@@ -140,13 +140,17 @@ class Projector:
         events: list[Folded] = []
         for _, fields in entries:
             data = fields[b"data"]
+            # Created events come before their order's fills in the stream, so knowing the
+            # side now is knowing it in time; a side is a fact, whoever folds.
             if _FULL.search(data):
-                events.append(_event_decoder.decode(data))
+                event = _event_decoder.decode(data)
+                events.append(event)
+                if event.order is not None:  # a created event that only looked like one
+                    self._sides[event.client_order_id] = event.order.side
             elif b'"order":' in data:
-                # Created events come before their order's fills in the stream, so knowing
-                # the side now is knowing it in time; a side is a fact, whoever folds.
                 created = _created_decoder.decode(data)
-                self._sides[created.client_order_id] = created.order.side
+                if created.order is not None:
+                    self._sides[created.client_order_id] = created.order.side
         risk = await self._risk_state(events)
         book = await self._fold(events, risk)
         last = text(entries[-1][0])

@@ -167,3 +167,23 @@ async def test_an_event_the_projector_cannot_read_stalls_positions_not_the_worke
         await wait_caught_up(redis_client)
     position = (await stored_positions(redis_client))["default:BTCUSDT"]
     assert position.quantity == Decimal("0.010")
+
+
+async def test_a_created_event_whose_metadata_looks_like_a_fill_still_gives_the_side(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Producers' metadata travels in the created event, where `"fill":` or a final state
+    can appear unescaped: such an event is read in full, and its side is still kept (the
+    record, the fallback, is gone here)."""
+    async with running(make_settings(project_positions="false")):
+        sub = await client.place("BTCUSDT", "sell", "market", "0.010",
+                                 metadata={"fill": {"state": "filled"}, "order": 1})
+        result = await client.wait_result(sub.request_id, 10)
+    assert result.client_order_id
+    await redis_client.delete(K.order(result.client_order_id))
+    projector = Projector(redis_client, K, "p", quote_asset=quote)
+    while await projector.once():
+        pass
+    position = (await stored_positions(redis_client))["default:BTCUSDT"]
+    assert position.quantity == Decimal("-0.010")
