@@ -129,7 +129,9 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         # The positions fold lags a burst and catches up after it: its cost is part of what
         # an order costs for good, so it is counted until the fold has caught up too.
         settled = cpu_per_order
-        if await r.xlen(KEYS.events):
+        # (Not for a worker told not to project: nobody ever took the projector's lease.)
+        if await r.xlen(KEYS.events) and await r.exists(KEYS.positions_lease,
+                                                        KEYS.positions_cursor):
             await wait_positions(r, timeout=300)
             settled = (cpu_seconds(proc.pid) - cpu_start) / counted
         ids = sorted(ms(e) for e, _ in await result_ids(r))
