@@ -112,7 +112,7 @@ class Projector:
         self.page = page
         self.day_offset_ms = day_offset_ms  # the risk day's start (risk.day_reset_utc)
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
-        self._quotes: dict[tuple[str, str], str | None] = {}
+        self._quotes: dict[tuple[str, str], str] = {}  # a symbol's quote asset never changes
         # The cursor as this worker last wrote it, and when it last renewed the lease: both
         # are re-checked by the write script, so trusting them saves two round trips per
         # page and at worst costs one refused write (after which both are read again).
@@ -248,11 +248,12 @@ class Projector:
         return book
 
     def _quote(self, account: str, symbol: str) -> str | None:
-        try:
-            return self._quotes[(account, symbol)]
-        except KeyError:
-            quote = self._quotes[(account, symbol)] = self.quote_asset(account, symbol)
-            return quote
+        quote = self._quotes.get((account, symbol))
+        if quote is None:  # unknown is asked again: the broker may learn it
+            quote = self.quote_asset(account, symbol)
+            if quote is not None:
+                self._quotes[(account, symbol)] = quote
+        return quote
 
     async def _side_from_record(self, cid: str) -> Side | None:
         record = await self.redis.hget(self.keys.order(cid), "record")

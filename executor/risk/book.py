@@ -1,7 +1,9 @@
 """An account's risk book: what the pre-trade checks measure an order against, built from
 one snapshot of the shared state (executor/risk/state.py). Pure; no I/O.
 
-Definitions (all amounts in the quote asset, exact Decimal arithmetic, never float):
+Definitions (all amounts in the quote asset, exact Decimal arithmetic, never float; the
+account-wide ones are sums over symbols of one quote asset, which the ``quote_asset``
+check of rules.py keeps true):
 
 - Order price: the limit ``price``, else the ``stop_price``, else the reference price; an
   OCO's: the highest of its legs' prices (only one leg fills; the dearer one is reserved).
@@ -125,6 +127,7 @@ class Book:
     pnl: Decimal = ZERO  # realized PnL - commission, all positions, all time
     cash: Decimal = ZERO  # cash flows of every fill: realized - cost basis - commission
     prices: Mapping[str, Decimal | None] = field(default_factory=dict)
+    quotes: Mapping[str, str | None] = field(default_factory=dict)  # symbol -> quote asset
 
     def symbol(self, name: str) -> SymbolBook:
         return self.symbols.get(name) or SymbolBook()

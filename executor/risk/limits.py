@@ -12,8 +12,9 @@ Layers, later ones winning field by field (a field left out inherits):
    set``), then their per-symbol part
 
 A limit that no layer sets is not checked. Amounts (notional, exposure, balance, equity,
-loss) are in the quote asset of the account's symbols; an account that trades symbols of
-several quote assets is summed as if they were one (no conversion is made).
+loss) are in the quote asset of the account's symbols. Nothing converts between assets, so
+while an account-wide limit is set, an account's orders must all be in one quote asset (the
+``quote_asset`` check denies the others, except orders that reduce a position).
 """
 
 from __future__ import annotations

@@ -93,6 +93,39 @@ def symbol(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     return None
 
 
+# The limits whose measures add up amounts of every symbol of the account (exposure,
+# equity, balance, realized PnL): sums of one asset only.
+ACCOUNT_WIDE = ("equity", "balance", "max_total_exposure", "max_net_long", "max_net_short",
+                "max_daily_loss", "max_position_pct")
+
+
+def quote_asset(order: Candidate, book: Book, limits: Limits) -> Denial | None:
+    """Account-wide sums add the amounts of every symbol in its quote asset, and nothing
+    converts one asset into another: 10 BTC and 10 USDT are not 20 of anything. So an order
+    quoted in another asset than the symbols the account holds or has orders in is denied,
+    as is one whose quote asset is unknown; an order that reduces a position passes, so an
+    account can always unwind."""
+    name = order.spec.symbol
+    mine = book.quotes.get(name)
+    others = {s: book.quotes.get(s) for s, held in book.symbols.items()
+              if s != name and held.is_open}
+    if mine is not None and all(q == mine for q in others.values()):
+        return None
+    if reduces(book, order):
+        return None
+    limits_set = ", ".join(n for n in ACCOUNT_WIDE if getattr(limits, n) is not None)
+    if mine is None:
+        return _deny("quote_asset", f"the quote asset of {name} is unknown, so its amounts "
+                     f"cannot be added to the account-wide limits of account {book.account} "
+                     f"({limits_set})")
+    held = ", ".join(f"{s} in {q or 'an unknown asset'}" for s, q in sorted(others.items())
+                     if q != mine)
+    return _deny("quote_asset", f"{name} is quoted in {mine}, but account {book.account} "
+                 f"holds or has orders in {held}; its account-wide limits ({limits_set}) add "
+                 "amounts of one asset and nothing converts between assets: trade each "
+                 "quote asset in its own account")
+
+
 def reference_price(order: Candidate, book: Book, limits: Limits) -> Denial | None:
     """Every order is valued (its reservation holds its notional): one without a price of
     its own needs the reference price."""
@@ -286,6 +319,7 @@ def directional(order: Candidate, book: Book, limits: Limits) -> Denial | None:
 CHECKS: tuple[tuple[Check, tuple[str, ...]], ...] = (
     (trading_state, ()),
     (symbol, ("allow_symbols", "deny_symbols")),
+    (quote_asset, ACCOUNT_WIDE),
     (reference_price, ()),
     (quantity, ("min_quantity", "max_quantity")),
     (notional, ("min_notional", "max_notional")),

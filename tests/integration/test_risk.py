@@ -544,3 +544,25 @@ async def put(state: RiskState, *reservations: Reservation, cids: tuple[str, ...
 
 async def _gone(r: aioredis.Redis, cid: str) -> bool:
     return not await r.hexists(open_key(K, "default"), cid)
+
+
+async def test_an_order_in_another_quote_asset_is_denied_while_account_wide_limits_apply(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """BTCUSDT is quoted in USDT, EUR_USD in USD: with max_total_exposure set, the account
+    cannot hold both, as their amounts would be added as one; once the USDT order is gone,
+    the USD one passes."""
+    async with running(with_risk(make_settings(), max_total_exposure=D("1000000"))) as worker:
+        resting = await place(client, "BTCUSDT", "buy", "limit", "0.01", **RESTING)
+        assert resting.status is ResultStatus.ACCEPTED
+        fx = await place(client, "EUR_USD", "buy", "market", "1000")
+        assert (fx.status, fx.reason_code) == (ResultStatus.DENIED, "risk_denied:quote_asset")
+        assert fx.reason and "EUR_USD is quoted in USD" in fx.reason
+        assert "BTCUSDT in USDT" in fx.reason
+        assert await worker.brokers["default"].received_count() == 1  # type: ignore[attr-defined]
+        assert resting.client_order_id is not None
+        cancel = await client.cancel(resting.client_order_id)
+        await client.wait_result(cancel.request_id, 10)
+        await until(lambda: _no_reservations(redis_client))
+        again = await place(client, "EUR_USD", "buy", "market", "1000")
+        assert again.status is ResultStatus.FILLED, again.reason

@@ -319,3 +319,56 @@ def test_an_order_by_quote_amount_is_valued_at_that_amount() -> None:
     assert code(rules.trading_state(quote_order("1000", side="sell"), b, Limits())) is None
     assert code(rules.trading_state(quote_order("1000", ref=None, side="sell"), b,
                                     Limits())) == "halted"
+
+
+QUOTES = {"BTCUSDT": "USDT", "ETHUSDT": "USDT", "ETHBTC": "BTC"}
+
+
+def test_account_wide_limits_add_one_quote_asset_only() -> None:
+    """10 BTC and 10 USDT are not 20 of anything: with an account-wide limit set, an order
+    quoted in another asset than what the account holds or has open is denied."""
+    limits = Limits(max_total_exposure=D("1000000"))
+    b = book(position="2", quotes=QUOTES)
+    # Same quote asset as the position: passes; another: denied, naming both.
+    assert rules.evaluate(order(symbol="ETHUSDT"), b, limits) is None
+    denial = rules.evaluate(order(symbol="ETHBTC", price="0.05", ref="0.05"), b, limits)
+    assert code(denial) == "risk_denied:quote_asset"
+    assert denial is not None
+    assert "ETHBTC is quoted in BTC" in denial.message
+    assert "BTCUSDT in USDT" in denial.message and "max_total_exposure" in denial.message
+    # An open order counts like a position; the order's own symbol does not conflict.
+    b2 = book(quotes=QUOTES)
+    reserve(b2, "buy", "1", symbol="ETHBTC")
+    assert code(rules.evaluate(order(), b2, limits)) == "risk_denied:quote_asset"
+    assert rules.evaluate(order(symbol="ETHBTC", price="0.05", ref="0.05"), b2,
+                          limits) is None
+
+
+@pytest.mark.parametrize("name", rules.ACCOUNT_WIDE)
+def test_each_account_wide_limit_switches_the_quote_asset_check_on(name: str) -> None:
+    b = book(position="2", quotes=QUOTES)
+    other = order(symbol="ETHBTC", price="0.05", ref="0.05")
+    assert rules.quote_asset in rules.checks_for(Limits(**{name: D("1000000")}))
+    # Per-order limits alone compare nothing across symbols: no such check.
+    assert rules.quote_asset not in rules.checks_for(Limits(max_quantity=D("10")))
+    assert code(rules.evaluate(other, b, Limits(max_quantity=D("10")))) is None
+
+
+def test_an_order_that_reduces_a_position_in_another_asset_passes_so_the_account_unwinds(
+) -> None:
+    limits = Limits(max_total_exposure=D("1000000"))
+    b = book(position="2", quotes=QUOTES)  # long 2 BTCUSDT (USDT)
+    b.hold(Position(account="a", symbol="ETHBTC", quantity=WireDecimal("3"),
+                    cost_basis=WireDecimal("0.15")))  # and long 3 ETHBTC (BTC)
+    b.prices = {"BTCUSDT": D("100"), "ETHBTC": D("0.05")}
+    assert rules.evaluate(order("sell", "3", "0.05", symbol="ETHBTC", ref="0.05"), b,
+                          limits) is None
+    assert code(rules.evaluate(order("buy", "1", "0.05", symbol="ETHBTC", ref="0.05"), b,
+                               limits)) == "risk_denied:quote_asset"
+
+
+def test_an_unknown_quote_asset_is_denied_where_account_wide_limits_apply() -> None:
+    b = book(quotes=QUOTES)
+    denial = rules.evaluate(order(symbol="XYZ"), b, Limits(max_daily_loss=D("5")))
+    assert code(denial) == "risk_denied:quote_asset"
+    assert denial is not None and "quote asset of XYZ is unknown" in denial.message
