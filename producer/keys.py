@@ -53,6 +53,10 @@ class Keys:
         """Shared rate-limit state of a broker account (window counters, pauses, bans)."""
         return f"{self.prefix}:limits:{account}:{name}"
 
+    def limits_ip(self, group: str, name: str) -> str:
+        """Rate-limit state shared by the accounts of one IP group (weight, pause, ban)."""
+        return f"{self.prefix}:limits-ip:{group}:{name}"
+
     def breaker(self, account: str) -> str:
         """Hash with the circuit breaker of a broker account (executor/breaker.py)."""
         return f"{self.prefix}:breaker:{account}"

@@ -8,7 +8,9 @@ out takes the broker's default, 0 switches that limit off:
 - ``orders_per_10s`` / ``orders_per_day``: new orders per 10 s / per UTC day (Binance ORDERS);
 - ``orders_per_second`` (decimal) and ``burst``: our own submission rate for the account,
   a GCRA (a token bucket without a refill task) allowing ``burst`` orders at once;
-- ``max_wait_ms``: the longest a call waits for capacity, whatever its deadline.
+- ``max_wait_ms``: the longest a call waits for capacity, whatever its deadline;
+- ``ip_group``: accounts that reach the broker from one IP address share the weight
+  windows, the pause and the ban (Binance counts weight, 429s and 418s per IP).
 
 Binance's RAW_REQUESTS (61000, now 300000, per 5 min) is not enforced: every request weighs
 at least 1, so 6000 weight per minute allows at most 30000 requests per 5 minutes.
@@ -16,6 +18,7 @@ at least 1, so 6000 weight per minute allows at most 30000 requests per 5 minute
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
@@ -25,6 +28,7 @@ MINUTE_MS = 60_000
 TEN_S_MS = 10_000
 DAY_MS = 86_400_000
 DEFAULT_MAX_WAIT_MS = 10_000
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +40,11 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     orders_per_second: Decimal | None = None
     burst: int | None = None
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
+    # Accounts that reach the broker from one IP address: Binance counts request weight,
+    # and answers 429 and 418, per IP. Accounts of the same group share the weight windows,
+    # the pause and the ban (set the same weight cap on each); order counts, which Binance
+    # keeps per account, stay per account. None: the account is a group of its own.
+    ip_group: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_per_minute", "orders_per_10s", "orders_per_day", "burst"):
@@ -49,6 +58,9 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("burst must be at least 1")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
+        if self.ip_group is not None and not _GROUP.fullmatch(self.ip_group):
+            raise ValueError(f"ip_group must be 1 to 64 letters, digits, '_' or '-', got "
+                             f"{self.ip_group!r}")
 
 
 # The brokers' published limits (../shared/broker-api-facts.md 1.9). Binance's ORDERS caps
@@ -87,6 +99,7 @@ class Plan:
     windows: tuple[Window, ...] = ()
     rate: Rate | None = None
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
+    ip_group: str | None = None  # shares weight, pause and ban with the group's accounts
 
     def describe(self, name: str) -> str:
         """A limit in words, for messages: ``orders_10s (50 per 10000 ms)``."""
@@ -138,4 +151,4 @@ def plan_for(limits: AccountLimits | None, broker: str, *,
     max_wait = own.max_wait_ms
     if visibility_timeout_ms is not None:
         max_wait = min(max_wait, visibility_timeout_ms // 2)
-    return Plan(windows, rate, max_wait)
+    return Plan(windows, rate, max_wait, own.ip_group)

@@ -2,7 +2,9 @@
 
 Keys (``Keys.limits(account, name)``): ``windows`` (hash: per window its use and index,
 and the GCRA's state), ``pause`` and ``ban`` (epoch ms until which nothing is sent, expiring
-then). The arithmetic is in windows.py; the scripts are lua/limits_*.lua.
+then). With an ``ip_group`` the windows that count weight, the pause and the ban are the
+group's (``Keys.limits_ip(group, name)``), shared by its accounts. The arithmetic is in
+windows.py; the scripts are lua/limits_*.lua.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class Limiter:
         self.plan = plan
         self.redis = redis
         self.windows_key = keys.limits(account, "windows")
-        self.pause_key = keys.limits(account, PAUSE)
-        self.ban_key = keys.limits(account, BAN)
+        group = plan.ip_group
+        self.weight_key = keys.limits_ip(group, "windows") if group else self.windows_key
+        self.pause_key = keys.limits_ip(group, PAUSE) if group else keys.limits(account, PAUSE)
+        self.ban_key = keys.limits_ip(group, BAN) if group else keys.limits(account, BAN)
         self._acquire = redis.register_script(_script("limits_acquire.lua"))
         self._hold = redis.register_script(_script("limits_hold.lua"))
         self._usage = redis.register_script(_script("limits_usage.lua"))
@@ -53,13 +57,14 @@ class Limiter:
         self._window_args = args
         rate = plan.rate
         self._rate_args = (rate.interval_us, rate.burst) if rate is not None else (0, 0)
-        self._sizes = {w.name: w.size_ms for w in plan.windows}
+        self._sizes = {w.name: (w.size_ms, 1 if w.counts_weight else 0)
+                       for w in plan.windows}
 
     async def acquire(self, units: int, weight: int, orders: int, now_us: int = 0) -> Grant:
         """Take what fits of ``units`` calls (each of ``weight`` and ``orders``) from every
         limit at once. ``now_us`` replaces the server's clock (tests only)."""
         reply: Any = await self._acquire(
-            keys=[self.windows_key, self.pause_key, self.ban_key],
+            keys=[self.windows_key, self.pause_key, self.ban_key, self.weight_key],
             args=[units, now_us, weight, orders, *self._rate_args, *self._window_args])
         granted, wait_ms, now_ms, blocked_by = (int(reply[0]), int(reply[1]), int(reply[2]),
                                                 text(reply[3]))
@@ -72,8 +77,9 @@ class Limiter:
         return Grant(granted, wait_ms, now_ms, blocked_by, used)
 
     async def hold(self, what: str, duration_ms: int, now_us: int = 0) -> tuple[int, int]:
-        """Pause (``PAUSE``) or ban (``BAN``) the account for everyone for ``duration_ms``
-        from now, unless a longer one is already set; returns (until, now) in server ms."""
+        """Pause (``PAUSE``) or ban (``BAN``) the account (with its IP group) for everyone
+        for ``duration_ms`` from now, unless a longer one is already set; returns (until,
+        now) in server ms."""
         key = self.ban_key if what == BAN else self.pause_key
         reply: Any = await self._hold(keys=[key], args=[max(duration_ms, 1), now_us])
         return int(reply[0]), int(reply[1])
@@ -86,8 +92,8 @@ class Limiter:
             return {}
         args: list[Any] = [now_us]
         for name, value in known:
-            args += (name, self._sizes[name], value)
-        reply: Any = await self._usage(keys=[self.windows_key], args=args)
+            args += (name, *self._sizes[name], value)
+        reply: Any = await self._usage(keys=[self.windows_key, self.weight_key], args=args)
         return {name: int(v) for (name, _), v in zip(known, reply, strict=True)}
 
     async def until(self) -> dict[str, int]:

@@ -7,7 +7,8 @@
 --
 -- KEYS: 1 windows hash (per window: <name> = use, <name>:at = window index;
 --       rate:tat = the GCRA's theoretical arrival time in us), 2 pause key, 3 ban key
---       (each: epoch ms until which nothing may be sent)
+--       (each: epoch ms until which nothing may be sent), 4 the hash of the windows that
+--       count weight (an IP group's, shared by its accounts; else KEYS[1] itself)
 -- ARGV: 1 units asked for, 2 now in us (0: the server's clock; tests pass their own),
 --       3 weight per unit, 4 orders per unit,
 --       5 GCRA interval in us (0: no rate), 6 GCRA burst,
@@ -34,20 +35,24 @@ local interval, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
 local k = n
 
 local windows = {}
-local longest = 0
+local longest, longest_weight = 0, 0
 for i = 7, #ARGV, 4 do
   local size, cap = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local cost = orders
-  if ARGV[i + 3] == '1' then cost = weight end
+  local cost, key = orders, KEYS[1]
+  if ARGV[i + 3] == '1' then
+    cost, key = weight, KEYS[4]
+    if size > longest_weight then longest_weight = size end
+  elseif size > longest then
+    longest = size
+  end
   local index = math.floor(now / size)
-  local got = redis.call('HMGET', KEYS[1], ARGV[i], ARGV[i] .. ':at')
+  local got = redis.call('HMGET', key, ARGV[i], ARGV[i] .. ':at')
   local used = 0
   if tonumber(got[2]) == index then used = tonumber(got[1]) end
   if cost > 0 then
     k = math.min(k, math.floor(math.max(cap - used, 0) / cost))
   end
-  windows[#windows + 1] = {ARGV[i], size, cap, cost, index, used}
-  if size > longest then longest = size end
+  windows[#windows + 1] = {ARGV[i], size, cap, cost, index, used, key}
 end
 
 local tat = now_us
@@ -60,10 +65,10 @@ end
 local wait, blocked_by = 0, ''
 local reply = {k, 0, now, ''}
 for _, w in ipairs(windows) do
-  local name, size, cap, cost, index, used = w[1], w[2], w[3], w[4], w[5], w[6]
+  local name, size, cap, cost, index, used, key = w[1], w[2], w[3], w[4], w[5], w[6], w[7]
   local now_used = used + k * cost
   if k > 0 and cost > 0 then
-    redis.call('HSET', KEYS[1], name, now_used, name .. ':at', index)
+    redis.call('HSET', key, name, now_used, name .. ':at', index)
   end
   reply[#reply + 1] = now_used
   if k < n and cost > 0 and now_used + cost > cap then
@@ -97,8 +102,14 @@ if interval > 0 then
   end
 end
 
+-- Kept while any window could still count it (the day's for a day), then dropped; a
+-- group's hash is only ever extended, as another account of the group may need it longer.
+if KEYS[4] == KEYS[1] then
+  longest = math.max(longest, longest_weight)
+elseif k > 0 and longest_weight > 0 and redis.call('PTTL', KEYS[4]) < 2 * longest_weight then
+  redis.call('PEXPIRE', KEYS[4], 2 * longest_weight)
+end
 if k > 0 and longest > 0 then
-  -- Kept while any window could still count it (the day's for a day), then dropped.
   redis.call('PEXPIRE', KEYS[1], 2 * math.max(longest, burst * math.ceil(interval / 1000)))
 end
 reply[2], reply[4] = wait, blocked_by

@@ -139,6 +139,45 @@ async def test_the_script_does_the_arithmetic_of_windows_py(redis_client: aiored
         assert got.now_ms == t_us // 1000
 
 
+@pytest.mark.parametrize("group", ["host-1", None])
+async def test_accounts_of_one_ip_group_share_weight_pause_and_ban_not_order_counts(
+        redis_client: aioredis.Redis, group: str | None) -> None:
+    """Binance counts request weight, 429s and 418s per IP, orders per account: two
+    accounts of one IP group draw on one weight window and stop on one ban, each keeping
+    its own order counts; without a group, each account is alone."""
+    plan = Plan((Window("weight_1m", 60_000, 10, True), Window("orders_10s", 10_000, 5, False)),
+                ip_group=group)
+    a = Limiter(redis_client, K, "a", plan)
+    b = Limiter(redis_client, K, "b", plan)
+    t = 1_763_769_600_000_000  # a UTC midnight: every window starts here
+    got = await a.acquire(4, 2, 1, now_us=t)
+    assert (got.granted, got.used) == (4, {"weight_1m": 8, "orders_10s": 4})
+    got = await b.acquire(4, 2, 1, now_us=t)
+    if group is None:
+        assert (got.granted, got.used) == (4, {"weight_1m": 8, "orders_10s": 4})
+    else:  # 2 weight left of the group's 10; b's own orders window was untouched
+        assert (got.granted, got.blocked_by, got.used) == (
+            1, "weight_1m", {"weight_1m": 10, "orders_10s": 1})
+    # Each hash lives as long as its longest window may still count (twice that).
+    if group is not None:
+        assert 0 < await redis_client.pttl(K.limits_ip(group, "windows")) <= 120_000
+        assert 0 < await redis_client.pttl(K.limits("a", "windows")) <= 20_000
+    else:
+        assert 20_000 < await redis_client.pttl(K.limits("a", "windows")) <= 120_000
+    # Orders stay per account: b places up to its own 5, whatever a placed (calls of no
+    # weight, so only the orders window counts).
+    got = await b.acquire(5, 0, 1, now_us=t)
+    assert (got.granted, got.used["orders_10s"]) == ((1, 5) if group is None else (4, 5))
+    # The broker's own weight count, as reported to one account, holds back the other.
+    await a.report({"weight_1m": 10}, now_us=t + 1_000)
+    got = await b.acquire(1, 1, 0, now_us=t + 2_000)
+    assert got.granted == (1 if group is None else 0)
+    # A ban met by one account stops the group's others.
+    await a.hold("ban", 60_000)
+    got = await b.acquire(1, 1, 0, now_us=0)
+    assert (got.blocked_by == "ban") is (group is not None)
+
+
 async def test_two_workers_never_exceed_a_window_together(make: Make) -> None:
     """60 submits at once from two instances (single calls and a batch), 20 per window:
     the broker never sees more than 20 in a window, and all 60 arrive."""

@@ -32,6 +32,8 @@ def test_an_account_without_a_section_has_none_in_the_config() -> None:
     ({"ORDERSTREAM_LIMITS_DEFAULT_ORDERS_PER_DAY": "-1"}, "orders_per_day"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_MAX_WAIT_MS": "20000"}, "max_wait_ms"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_BURST": "0"}, "burst"),
+    ({"ORDERSTREAM_LIMITS_DEFAULT_IP_GROUP": "host 1"}, "ip_group"),
+    ({"ORDERSTREAM_LIMITS_DEFAULT_IP_GROUP": ""}, "ip_group"),
 ])
 def test_bad_limits_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -52,3 +54,10 @@ def test_no_call_waits_longer_than_half_the_visibility_timeout() -> None:
     assert plan_for(None, "binance", visibility_timeout_ms=8_000).max_wait_ms == 4_000
     assert plan_for(AccountLimits(max_wait_ms=1_000), "paper",
                     visibility_timeout_ms=8_000).max_wait_ms == 1_000
+
+
+def test_an_ip_group_comes_from_the_config_into_the_plan() -> None:
+    s = load_settings(None, {"ORDERSTREAM_LIMITS_DEFAULT_IP_GROUP": "host-1"})
+    assert s.limits["default"].ip_group == "host-1"
+    assert plan_for(s.limits["default"], "binance").ip_group == "host-1"
+    assert plan_for(None, "binance").ip_group is None
