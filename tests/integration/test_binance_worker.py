@@ -171,6 +171,47 @@ async def _subscribed(server: BinanceExchangeServer, n: int) -> bool:
     return len(server.exchange.listeners) == n
 
 
+async def test_an_orphan_placed_while_the_worker_runs_is_found_by_a_later_pass(
+        redis_url: str, client: OrderClient, exchange: BinanceExchangeServer) -> None:
+    """Someone places an order on the account by hand while the worker runs: a later
+    reconciliation finds it, reports it once however many passes see it, and our own
+    resting order is never taken for one."""
+    params = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+              "quantity": "0.01", "price": "45000"}
+    settings = binance_settings(redis_url, exchange, reconcile_interval_ms=100)
+    async with running(settings) as worker:
+        ours = await client.place("BTCUSDT", "buy", "limit", "0.01", price="45000")
+        assert (await client.wait_result(ours.request_id, 10)).order_state.value == "accepted"
+
+        def reported() -> float:
+            return worker.metrics.registry.get_sample_value(
+                "orderstream_broker_orphans_total",
+                {"account": "default", "action": "report"}) or 0.0
+
+        await asyncio.sleep(0.3)  # passes that see only our own order
+        assert reported() == 0
+        exchange.exchange.place({**params, "newClientOrderId": "by-hand-1"})
+
+        async def found() -> bool:
+            return reported() == 1
+
+        await until(found)
+        await asyncio.sleep(0.4)  # more passes, which see it again
+        assert reported() == 1
+    settings = binance_settings(redis_url, exchange, reconcile_interval_ms=100,
+                                orphans="cancel")
+    async with running(settings):
+        exchange.exchange.place({**params, "newClientOrderId": "by-hand-2"})
+
+        async def cancelled() -> bool:
+            open_ids = {o["clientOrderId"] for o in exchange.exchange.open_orders("BTCUSDT")}
+            return not open_ids & {"by-hand-1", "by-hand-2"}
+
+        await until(cancelled)
+        open_ids = {o["clientOrderId"] for o in exchange.exchange.open_orders("BTCUSDT")}
+        assert open_ids == {ours.client_order_id}
+
+
 async def test_orphans_are_reported_adopted_or_cancelled_at_start(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer) -> None:
     params = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",

@@ -47,6 +47,7 @@ from binance.base_client import BaseClient
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
+from redis.exceptions import RedisError
 
 from producer.contract import ContractError, OrderSpec, OrderType
 from producer.keys import Keys
@@ -134,6 +135,10 @@ class BinanceBroker:
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
         self._ws_url = ""
         self._refresh: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
+        # Orphans this process reported and left open ((symbol, orderId)): a later pass
+        # does not count or log them again.
+        self._reported: set[tuple[str, Any]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -164,14 +169,19 @@ class BinanceBroker:
             raise
         self._refresh = asyncio.create_task(self._refresh_rules(),
                                             name=f"binance-rules:{self.account}")
+        if self.store is not None and cfg.reconcile_interval_ms > 0:
+            self._reconciling = asyncio.create_task(
+                self._reconcile_periodically(self.store),
+                name=f"binance-reconcile:{self.account}")
         log.info("binance %s: ready (%s, %d symbols)", self.account,
                  rest or ("testnet" if testnet else "mainnet"), len(self.rules))
 
     async def close(self) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
-            await asyncio.gather(self._refresh, return_exceptions=True)
-            self._refresh = None
+        for task in (self._refresh, self._reconciling):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._refresh = self._reconciling = None
         if self.client is not None:
             client, self.client = self.client, None
             await self._close_ws(client.ws_api)
@@ -574,6 +584,19 @@ class BinanceBroker:
             await self._orphan(store, orphan)
         return drift
 
+    async def _reconcile_periodically(self, store: Store) -> None:
+        """Orders placed on the account by others while we run (another program, a person
+        in the web interface) are orphans too: reconcile again every interval."""
+        while True:
+            await asyncio.sleep(self.config.reconcile_interval_ms / 1000)
+            try:
+                await self.reconcile(store)
+            except (BrokerError, RedisError) as exc:
+                log.warning("binance %s: reconciliation failed (%s); trying again in %d ms",
+                            self.account, exc, self.config.reconcile_interval_ms)
+            except Exception:
+                log.exception("binance %s: reconciliation failed", self.account)
+
     async def _fold_lists(self, remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Open orders with OCO legs folded into one entry per list, under the list's client
         id (ours): a leg is never taken for an orphan of its own. A list that cannot be
@@ -614,6 +637,10 @@ class BinanceBroker:
 
     async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:
         cid, symbol, mode = orphan["clientOrderId"], orphan["symbol"], self.config.orphans
+        list_id = orphan.get("orderListId", -1)
+        seen = (symbol, orphan["orderId"] if list_id in (-1, None) else f"list:{list_id}")
+        if seen in self._reported:
+            return  # reported by an earlier pass of this process, still open
         log.warning("binance %s: orphan order %s (%s %s %s %s, orderId %s) is open at Binance "
                     "with no record of ours; %s", self.account, cid, symbol, orphan["side"],
                     orphan["type"], orphan["origQty"], orphan["orderId"],
@@ -640,6 +667,8 @@ class BinanceBroker:
             else:
                 order, events, _ = made
                 await store.begin([NewOrder(order, events)])
+        if action == "report":
+            self._reported.add(seen)
         if self.metrics is not None:
             self.metrics.broker_orphans.labels(self.account, action).inc()
 

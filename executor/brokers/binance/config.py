@@ -28,9 +28,11 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # recorded with the rounded quantity).
     round_quantity: bool = False
     exchange_info_refresh_ms: int = 3_600_000
-    # Orders open at Binance that we have no record of, found at start: logged and counted
-    # ("report"), also followed as ours ("adopt"), or cancelled ("cancel").
+    # Orders open at Binance that we have no record of, found at start and then every
+    # ``reconcile_interval_ms`` (0: at start only): logged and counted ("report"), also
+    # followed as ours ("adopt"), or cancelled ("cancel").
     orphans: Orphans = "report"
+    reconcile_interval_ms: int = 300_000
     recv_window_ms: int = 5_000
     price_cache_ms: int = 1_000  # reference prices (ticker/price) are reused this long
 
@@ -43,6 +45,9 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if not 0 < self.recv_window_ms <= 60_000:
             raise ValueError(f"recv_window_ms must be within (0, 60000], got "
                              f"{self.recv_window_ms}")
+        if self.reconcile_interval_ms < 0:
+            raise ValueError(f"reconcile_interval_ms must not be negative, got "
+                             f"{self.reconcile_interval_ms}")
         for name in ("exchange_info_refresh_ms", "price_cache_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
