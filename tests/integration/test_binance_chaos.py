@@ -64,7 +64,10 @@ async def test_kills_at_random_send_nothing_twice_to_binance(
     assert report.replay_differences == 0, summary
     if throttled:
         assert report.outcomes.get("rejected:rate_limited", 0) > 500, summary
-        assert report.outcomes.get("filled", 0) > 50, summary
+        # At least a whole window's cap (50 orders per 10 s) got through: how many more
+        # depends on how many windows the run's few seconds happen to span.
+        through = report.outcomes.get("filled", 0) + report.outcomes.get("accepted", 0)
+        assert through >= 50, summary
     else:
         assert report.outcomes.get("filled", 0) > 300, summary
         assert server.statuses[503] > 10, summary  # the faults really were injected
