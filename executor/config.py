@@ -31,7 +31,7 @@ from . import logs
 from .breaker import BreakerSettings
 from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
-from .limits.config import AccountLimits
+from .limits.config import AccountLimits, plan_for
 from .risk.limits import RiskSettings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -153,10 +153,28 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ConfigError(
                     f"limits.{account}.max_wait_ms ({limits.max_wait_ms}) must be at most half "
                     f"of worker.visibility_timeout_ms ({w.visibility_timeout_ms})")
+        _check_ip_groups(self.limits, self.accounts)
         if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
         _check_redis(self.redis)
         _check_keys(self.auth, self.accounts)
+
+
+def _check_ip_groups(limits: Mapping[str, AccountLimits], accounts: Mapping[str, Any]) -> None:
+    """The accounts of one ``ip_group`` share one weight window, so they must agree on its
+    cap: each checks the shared use against its own."""
+    caps: dict[str, dict[str, int]] = {}
+    for account, own in limits.items():
+        if own.ip_group is not None:
+            plan = plan_for(own, str(type(accounts[account]).__struct_config__.tag))
+            cap = next((w.cap for w in plan.windows if w.counts_weight), 0)
+            caps.setdefault(own.ip_group, {})[account] = cap
+    for group, by_account in sorted(caps.items()):
+        if len(set(by_account.values())) > 1:
+            found = ", ".join(f"{a} {c}" for a, c in sorted(by_account.items()))
+            raise ConfigError(f"limits: the accounts of ip_group {group} share one weight "
+                              f"window but have different caps per minute ({found}); give "
+                              "them the same weight_per_minute")
 
 
 def _check_redis(r: RedisSettings) -> None:

@@ -41,9 +41,10 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     burst: int | None = None
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
     # Accounts that reach the broker from one IP address: Binance counts request weight,
-    # and answers 429 and 418, per IP. Accounts of the same group share the weight windows,
-    # the pause and the ban (set the same weight cap on each); order counts, which Binance
-    # keeps per account, stay per account. None: the account is a group of its own.
+    # and answers 429 and 418, per IP. Accounts of the same group share the weight windows
+    # (so they must have the same weight cap: config.py checks), the pause and the ban;
+    # order counts, which Binance keeps per account, stay per account. None: the account
+    # is a group of its own.
     ip_group: str | None = None
 
     def __post_init__(self) -> None:

@@ -61,3 +61,18 @@ def test_an_ip_group_comes_from_the_config_into_the_plan() -> None:
     assert s.limits["default"].ip_group == "host-1"
     assert plan_for(s.limits["default"], "binance").ip_group == "host-1"
     assert plan_for(None, "binance").ip_group is None
+
+
+def test_the_accounts_of_one_ip_group_must_agree_on_the_weight_cap(tmp_path: Path) -> None:
+    base = ('[accounts.a]\nbroker = "binance"\napi_key_env = "K"\napi_secret_env = "S"\n'
+            '[accounts.b]\nbroker = "binance"\napi_key_env = "K"\napi_secret_env = "S"\n'
+            '[limits.a]\nip_group = "host-1"\n[limits.b]\nip_group = "host-1"\n')
+    path = tmp_path / "c.toml"
+    path.write_text(base)
+    assert load_settings(path, {}).limits["b"].ip_group == "host-1"  # both 6000, Binance's
+    with pytest.raises(ConfigError, match=r"ip_group host-1 .* \(a 6000, b 1200\)"):
+        load_settings(path, {"ORDERSTREAM_LIMITS_B_WEIGHT_PER_MINUTE": "1200"})
+    # Another group, or none, is free to differ.
+    env = {"ORDERSTREAM_LIMITS_B_WEIGHT_PER_MINUTE": "1200",
+           "ORDERSTREAM_LIMITS_B_IP_GROUP": "host-2"}
+    assert load_settings(path, env).limits["b"].weight_per_minute == 1200
