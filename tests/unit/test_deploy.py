@@ -138,7 +138,8 @@ def test_dashboard_is_well_formed_and_covers_what_operators_watch() -> None:
                    "orderstream_rate_limit_used", "orderstream_rate_limit_cap",
                    "orderstream_position_quantity", "orderstream_trading_state",
                    "orderstream_open_orders", "orderstream_broker_request_seconds_bucket",
-                   "orderstream_step_seconds_bucket", 'reason_code=~"risk_denied:.*"'):
+                   "orderstream_step_seconds_bucket", 'reason_code=~"risk_denied:.*"',
+                   "orderstream_background_errors_total"):
         assert needed in exprs, needed
     for q in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({q}, sum by (le) (rate(orderstream_request_latency" in exprs
