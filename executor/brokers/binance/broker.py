@@ -580,6 +580,8 @@ class BinanceBroker:
                  "not open there; balances %s", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing),
                  ", ".join(f"{a} {f + lk}" for a, (f, lk) in sorted(balances.items())) or "none")
+        # Those no longer open are forgotten: the memory of reported ones stays small.
+        self._reported &= {self._orphan_key(o) for o in drift.orphans}
         for orphan in drift.orphans:
             await self._orphan(store, orphan)
         return drift
@@ -635,10 +637,14 @@ class BinanceBroker:
                 out[symbol] = decode_position(value).quantity
         return out
 
+    @staticmethod
+    def _orphan_key(orphan: Mapping[str, Any]) -> tuple[str, Any]:
+        list_id = orphan.get("orderListId", -1)
+        return orphan["symbol"], orphan["orderId"] if list_id in (-1, None) else f"list:{list_id}"
+
     async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:
         cid, symbol, mode = orphan["clientOrderId"], orphan["symbol"], self.config.orphans
-        list_id = orphan.get("orderListId", -1)
-        seen = (symbol, orphan["orderId"] if list_id in (-1, None) else f"list:{list_id}")
+        seen = self._orphan_key(orphan)
         if seen in self._reported:
             return  # reported by an earlier pass of this process, still open
         log.warning("binance %s: orphan order %s (%s %s %s %s, orderId %s) is open at Binance "
