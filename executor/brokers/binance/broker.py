@@ -136,6 +136,7 @@ class BinanceBroker:
         self._ws_url = ""
         self._refresh: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
+        self._closing = False
         # Orphans this process reported and left open ((symbol, orderId)): a later pass
         # does not count or log them again.
         self._reported: set[tuple[str, Any]] = set()
@@ -169,6 +170,7 @@ class BinanceBroker:
             raise
         self._refresh = asyncio.create_task(self._refresh_rules(),
                                             name=f"binance-rules:{self.account}")
+        self._closing = False
         if self.store is not None and cfg.reconcile_interval_ms > 0:
             self._reconciling = asyncio.create_task(
                 self._reconcile_periodically(self.store),
@@ -177,10 +179,15 @@ class BinanceBroker:
                  rest or ("testnet" if testnet else "mainnet"), len(self.rules))
 
     async def close(self) -> None:
-        for task in (self._refresh, self._reconciling):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        # The flag as well as the cancel: redis-py can swallow a cancel that lands inside a
+        # command (redis-py issue 2028), and the loop must end all the same. Never waited
+        # for without a bound: a close must not hang.
+        self._closing = True
+        tasks = [t for t in (self._refresh, self._reconciling) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_STREAM_CLOSE_S)
         self._refresh = self._reconciling = None
         if self.client is not None:
             client, self.client = self.client, None
@@ -193,7 +200,7 @@ class BinanceBroker:
         self.rules = filters.parse(info)
 
     async def _refresh_rules(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.config.exchange_info_refresh_ms / 1000)
             try:
                 await self.load_rules()
@@ -591,6 +598,8 @@ class BinanceBroker:
         in the web interface) are orphans too: reconcile again every interval."""
         while True:
             await asyncio.sleep(self.config.reconcile_interval_ms / 1000)
+            if self._closing:
+                return
             try:
                 await self.reconcile(store)
             except (BrokerError, RedisError) as exc:
