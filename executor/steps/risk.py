@@ -38,8 +38,16 @@ from ..services import Services
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = risk_denied("unavailable")
+_MAX_PAUSE_S = 0.1  # between two compare-and-set attempts (2 ms, 4 ms, ... up to this)
 # Limits whose measures value every position of the account at its reference price.
 _MARKED = ("max_position_pct", "max_total_exposure", "max_net_long", "max_net_short")
+
+
+def pause_s(attempt: int) -> float:
+    """The pause after a lost compare-and-set (attempt 0, 1, ...): exponential with full
+    jitter. On a loaded machine a batch takes long to decide, and short pauses had two
+    workers collide until both ran out of attempts."""
+    return random.uniform(0, min(0.002 * 2 ** attempt, _MAX_PAUSE_S))
 
 
 class Risk:
@@ -115,7 +123,7 @@ class Risk:
                 await self._price(account, prices, jobs, snap, limits)
                 decisions, write = self._decide(account, jobs, snap, limits, prices)
                 if write and not await self._commit(account, day, snap, write):
-                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                    await asyncio.sleep(pause_s(attempt))
                     continue
             except (RedisError, ValueError) as exc:
                 log.warning("risk state of %s unavailable: %s", account, exc)

@@ -566,3 +566,30 @@ async def test_an_order_in_another_quote_asset_is_denied_while_account_wide_limi
         await until(lambda: _no_reservations(redis_client))
         again = await place(client, "EUR_USD", "buy", "market", "1000")
         assert again.status is ResultStatus.FILLED, again.reason
+
+
+async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_denies(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every compare-and-set loses (another worker keeps moving the state): the batch is
+    decided again ``attempts`` times, with a pause after each loss, then denied, never
+    passed unchecked. The pauses' bound doubles (2 ms, 4 ms, ...) up to 100 ms."""
+    from executor.steps import risk as risk_step
+
+    paused: list[int] = []
+    monkeypatch.setattr(risk_step, "pause_s", lambda attempt: paused.append(attempt) or 0.0)
+    async with running(make_settings()) as worker:
+        async def lost(*args: Any, **kwargs: Any) -> bool:
+            return False
+
+        worker.risk.state.commit = lost  # type: ignore[method-assign]
+        result = await place(client, "BTCUSDT", "buy", "market", "0.01")
+    assert (result.status, result.reason_code) == (ResultStatus.DENIED,
+                                                   "risk_denied:unavailable")
+    assert result.reason is not None and "kept changing" in result.reason
+    assert paused == list(range(8))
+    monkeypatch.undo()
+    for attempt, bound in ((0, 0.002), (1, 0.004), (5, 0.064), (6, 0.1), (20, 0.1)):
+        assert all(0 <= risk_step.pause_s(attempt) <= bound for _ in range(200))
+    assert max(risk_step.pause_s(5) for _ in range(200)) > 0.032  # really grows
