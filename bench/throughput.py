@@ -32,6 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
+from executor.control import positions_caught_up
 from producer.contract import OrderType, Request, Side, encode, parse_decimal
 from producer.keys import Keys
 
@@ -92,16 +93,6 @@ async def wait_results(r: aioredis.Redis, n: int, timeout: float,
         await asyncio.sleep(poll)
 
 
-async def wait_positions(r: aioredis.Redis, timeout: float) -> None:
-    """Wait until the positions projection has folded every event written so far."""
-    deadline = time.monotonic() + timeout
-    last: Any = await r.xrevrange(KEYS.events, count=1)
-    while last and await r.get(KEYS.positions_cursor) != last[0][0]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"positions not caught up after {timeout}s")
-        await asyncio.sleep(0.01)
-
-
 async def result_ids(r: aioredis.Redis) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for stream in (KEYS.completed, KEYS.failed):
@@ -132,7 +123,8 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         # (Not for a worker told not to project: nobody ever took the projector's lease.)
         if await r.xlen(KEYS.events) and await r.exists(KEYS.positions_lease,
                                                         KEYS.positions_cursor):
-            await wait_positions(r, timeout=300)
+            if not await positions_caught_up(r, KEYS, 300, poll_s=0.01):
+                raise TimeoutError("positions not caught up after 300 s")
             settled = (cpu_seconds(proc.pid) - cpu_start) / counted
         ids = sorted(ms(e) for e, _ in await result_ids(r))
         span_ms = max(ids[-1] - ids[0], 1)

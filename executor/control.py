@@ -89,8 +89,10 @@ async def set_state(redis: aioredis.Redis, keys: Keys, scope: str, state: Tradin
         await pipe.execute()
 
 
-async def _positions_caught_up(redis: aioredis.Redis, keys: Keys, timeout_s: float) -> bool:
-    """Wait until the positions projection has folded every event written so far."""
+async def positions_caught_up(redis: aioredis.Redis, keys: Keys, timeout_s: float,
+                              poll_s: float = 0.1) -> bool:
+    """Wait until the positions projection has folded every event written so far; False
+    if it has not within ``timeout_s``."""
     last = await snapshot.last_id(redis, keys.events)
     if last is None:
         return True
@@ -100,7 +102,7 @@ async def _positions_caught_up(redis: aioredis.Redis, keys: Keys, timeout_s: flo
         cursor = await snapshot.string(redis, keys.positions_cursor)
         if cursor is not None and parse_stream_id(cursor) >= target:
             return True
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(poll_s)
     return False
 
 
@@ -121,7 +123,7 @@ async def kill(redis: aioredis.Redis, keys: Keys, client: OrderClient, *,
         report.cancel_error = f"no result for the cancel_all within {wait_s:.0f}s"
         report.ok = False
     if flatten:
-        if not await _positions_caught_up(redis, keys, wait_s):
+        if not await positions_caught_up(redis, keys, wait_s):
             report.ok = False
         raw, _ = await snapshot.positions(redis, keys)
         held = {k: decode_position(v) for k, v in raw.items()}

@@ -91,7 +91,9 @@ class _Created(msgspec.Struct):
 
 
 _created_decoder = msgspec.json.Decoder(_Created)
-QuoteAsset = Callable[[str, str], str | None]  # (account, symbol) -> quote asset
+# (account, symbol) -> quote asset; asked for every fill, so a cheap one (the worker's is
+# Services.quote_asset, which remembers them).
+QuoteAsset = Callable[[str, str], str | None]
 # Told of the fills of a page once its fold is written: (account, side, fill, quote asset)
 # each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
 # across workers.
@@ -112,7 +114,6 @@ class Projector:
         self.page = page
         self.day_offset_ms = day_offset_ms  # the risk day's start (risk.day_reset_utc)
         self._sides: dict[str, Side] = {}  # open orders' sides, from their created events
-        self._quotes: dict[tuple[str, str], str] = {}  # a symbol's quote asset never changes
         # The cursor as this worker last wrote it, and when it last renewed the lease: both
         # are re-checked by the write script, so trusting them saves two round trips per
         # page and at worst costs one refused write (after which both are read again).
@@ -236,7 +237,7 @@ class Projector:
                     key = position_key(event.account, event.symbol)
                     before = book.get(key) or Position(account=event.account,
                                                        symbol=event.symbol)
-                    quote = self._quote(event.account, event.symbol)
+                    quote = self.quote_asset(event.account, event.symbol)
                     after = fold_fill(book, event.account, event.symbol, side, event.fill,
                                       quote)
                     self._folded.append((event.account, side, event.fill, quote))
@@ -246,14 +247,6 @@ class Projector:
                 self._sides.pop(cid, None)
                 risk.end(event.account, cid)
         return book
-
-    def _quote(self, account: str, symbol: str) -> str | None:
-        quote = self._quotes.get((account, symbol))
-        if quote is None:  # unknown is asked again: the broker may learn it
-            quote = self.quote_asset(account, symbol)
-            if quote is not None:
-                self._quotes[(account, symbol)] = quote
-        return quote
 
     async def _side_from_record(self, cid: str) -> Side | None:
         record = await self.redis.hget(self.keys.order(cid), "record")

@@ -24,3 +24,16 @@ class Services:
     metrics: Metrics
     worker: str
     clock: Callable[[], int] = field(default=wall_clock_ms)
+    _quotes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def quote_asset(self, account: str, symbol: str) -> str | None:
+        """A symbol's quote asset at its account's broker (None: unknown account or symbol).
+        Remembered once known, as it never changes; unknown is asked again, since a broker
+        may learn its symbols later (Binance's exchangeInfo)."""
+        quote = self._quotes.get((account, symbol))
+        if quote is None:
+            broker = self.brokers.get(account)
+            quote = None if broker is None else broker.quote_asset(symbol)
+            if quote is not None:
+                self._quotes[(account, symbol)] = quote
+        return quote

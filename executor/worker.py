@@ -143,7 +143,7 @@ class Worker:
                        version=version(), started_at=int(time.time() * 1000)),
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
-                                   quote_asset=self._quote_asset,
+                                   quote_asset=self.svc.quote_asset,
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
                                    day_offset_ms=settings.risk.day_offset_ms)
@@ -161,10 +161,6 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _quote_asset(self, account: str, symbol: str) -> str | None:
-        broker = self.brokers.get(account)
-        return None if broker is None else broker.quote_asset(symbol)
 
     # -- lifecycle -------------------------------------------------------------------------
 

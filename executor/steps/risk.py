@@ -56,7 +56,6 @@ class Risk:
         self.state = state
         self.settings = svc.settings.risk
         self._swept: dict[str, int] = {}  # account -> when its orphans were last looked for
-        self._quotes: dict[tuple[str, str], str] = {}  # a symbol's quote asset never changes
         # One batch of an account at a time in this process: its lanes would otherwise
         # mostly make each other decide again (the compare-and-set stays for other workers).
         self._locks: dict[str, asyncio.Lock] = {}
@@ -207,8 +206,8 @@ class Risk:
                     day_pnl=snap.day_pnl, prices=prices)
         for position in snap.positions:
             book.hold(position)
-        book.quotes = self._quote_assets(account, {*book.symbols, *(
-            j.spec.symbol for j in jobs if j.spec is not None)})
+        book.quotes = {symbol: self.svc.quote_asset(account, symbol) for symbol in {
+            *book.symbols, *(j.spec.symbol for j in jobs if j.spec is not None)}}
         for job in jobs:
             held = snap.reservations.get(job.client_order_id or "")
             if held is not None and held.request_id == job.request_id:
@@ -241,18 +240,6 @@ class Risk:
                 book.day_orders += held is None
                 write.put.append((cid, reservation, held is None))
         return decisions, write
-
-    def _quote_assets(self, account: str, symbols: set[str]) -> dict[str, str | None]:
-        broker = self.svc.brokers[account]
-        out: dict[str, str | None] = {}
-        for symbol in symbols:
-            quote = self._quotes.get((account, symbol))
-            if quote is None:  # unknown is asked again: the broker may learn it
-                quote = broker.quote_asset(symbol)
-                if quote is not None:
-                    self._quotes[(account, symbol)] = quote
-            out[symbol] = quote
-        return out
 
     def _apply(self, jobs: list[Job], decisions: list[Denial | None]) -> None:
         now = self.svc.clock()
