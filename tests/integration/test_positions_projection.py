@@ -11,6 +11,7 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from executor.config import Settings
+from executor.control import positions_caught_up
 from executor.positions import Position, decode_position
 from executor.projector import Projector
 from producer.client import OrderClient
@@ -36,11 +37,25 @@ async def caught_up(r: aioredis.Redis) -> bool:
 
 
 async def wait_caught_up(r: aioredis.Redis, timeout_s: float = 10) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if await caught_up(r):
-            return
-        await asyncio.sleep(0.05)
+    assert await positions_caught_up(r, K, timeout_s, poll_s=0.05)
+
+
+async def fold_all(projector: Projector) -> None:
+    while await projector.once():
+        pass
+
+
+async def bought_six_times_unprojected(make_settings: Callable[..., Settings],
+                                       client: OrderClient) -> None:
+    """Six fills of 0.1 ETHUSDT by a worker that leaves their positions to the test."""
+    async with running(make_settings(project_positions="false")):
+        subs = [await client.place("ETHUSDT", "buy", "market", "0.1") for _ in range(6)]
+        await client.wait_results([s.request_id for s in subs], 10)
+
+
+async def assert_all_folded(r: aioredis.Redis, key: str, quantity: str) -> None:
     assert await caught_up(r)
+    assert (await stored_positions(r))[key].quantity == Decimal(quantity)
 
 
 async def test_positions_equal_the_cash_flows_of_the_fills_results_report(
@@ -75,12 +90,7 @@ async def test_two_projectors_count_each_fill_once_and_a_late_one_reads_sides_fr
     make_settings: Callable[..., Settings], client: OrderClient,
     redis_client: aioredis.Redis,
 ) -> None:
-    async with running(make_settings()):
-        # The worker's own projector must stay out of the way: the lease is someone else's.
-        await redis_client.set(K.positions_lease, "someone-else", px=60_000)
-        subs = [await client.place("ETHUSDT", "buy", "market", "0.1") for _ in range(6)]
-        await client.wait_results([s.request_id for s in subs], 10)
-    await redis_client.delete(K.positions_lease)
+    await bought_six_times_unprojected(make_settings, client)
     a = Projector(redis_client, K, "a", quote_asset=quote, page=7)
     b = Projector(redis_client, K, "b", quote_asset=quote, page=7)
     # "a" folds the first page and holds the lease; "b" cannot fold meanwhile.
@@ -89,11 +99,8 @@ async def test_two_projectors_count_each_fill_once_and_a_late_one_reads_sides_fr
     await a.release()
     # "b" starts mid-way: the created events of the first orders are behind the cursor,
     # so their sides come from the records.
-    while await b.once():
-        pass
-    assert await caught_up(redis_client)
-    position = (await stored_positions(redis_client))["default:ETHUSDT"]
-    assert position.quantity == Decimal("0.6")
+    await fold_all(b)
+    await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
 
 
 async def test_a_worker_told_not_to_project_leaves_positions_to_others(
@@ -117,9 +124,7 @@ async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
 ) -> None:
     """A projector trusts its last renewal and the cursor it wrote, for a while; when the
     lease moved meanwhile, its write is refused and it reads both again."""
-    async with running(make_settings(project_positions="false")):
-        subs = [await client.place("ETHUSDT", "buy", "market", "0.1") for _ in range(6)]
-        await client.wait_results([s.request_id for s in subs], 10)
+    await bought_six_times_unprojected(make_settings, client)
     a = Projector(redis_client, K, "a", quote_asset=quote, page=7)
     b = Projector(redis_client, K, "b", quote_asset=quote, page=7)
     assert await a.once() == 7
@@ -132,11 +137,8 @@ async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
     assert await redis_client.get(K.positions_cursor) == cursor_b
     await b.release()
     # Now "a" reads lease and cursor again and goes on from where "b" stopped.
-    while await a.once():
-        pass
-    assert await caught_up(redis_client)
-    position = (await stored_positions(redis_client))["default:ETHUSDT"]
-    assert position.quantity == Decimal("0.6")
+    await fold_all(a)
+    await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
 
 
 async def test_an_event_the_projector_cannot_read_stalls_positions_not_the_worker(
@@ -191,8 +193,5 @@ async def test_a_created_event_whose_metadata_looks_like_a_fill_still_gives_the_
         result = await client.wait_result(sub.request_id, 10)
     assert result.client_order_id
     await redis_client.delete(K.order(result.client_order_id))
-    projector = Projector(redis_client, K, "p", quote_asset=quote)
-    while await projector.once():
-        pass
-    position = (await stored_positions(redis_client))["default:BTCUSDT"]
-    assert position.quantity == Decimal("-0.010")
+    await fold_all(Projector(redis_client, K, "p", quote_asset=quote))
+    await assert_all_folded(redis_client, "default:BTCUSDT", "-0.010")
