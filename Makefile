@@ -5,6 +5,8 @@
 #   make test [PYTEST_ARGS=...]   ruff, mypy, pytest against a private redis-server
 #   make run                      private redis + worker + demo orders (REDIS_URL=... to use yours)
 #   make bench [BENCH_ARGS=...]   throughput benchmark
+#   make lock [UPGRADE=1]         re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1:
+#                                 newest releases pyproject allows; else keep the pins that fit)
 #   make lint | venv | clean
 
 PYTHON ?= python3
@@ -13,19 +15,27 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# Installs come from these locks (exact versions and hashes), never from a fresh resolution,
+# so a new release on PyPI cannot change what make and CI test. pyproject.toml keeps the
+# compatible ranges for people who install the package; `make lock` writes the locks.
+DEV_LOCK := requirements/dev.lock
+LOCKS := requirements/runtime.lock $(DEV_LOCK) requirements/build.lock
+UV_VERSION := 0.13.9
+TOOLS := .venv-tools
+UPGRADE ?=
 # Prints the path of a usable redis-server, installing one if needed; progress goes to stderr.
 FIND_REDIS := $(VPY) -m devtools.redis_server find
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint run bench clean
+.PHONY: help venv lock test lint run bench clean
 
 help:
 	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(STAMP)
 
-# Re-installs only when pyproject.toml changes (or the venv is gone).
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the lock changes (or the venv is gone).
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \
 	  echo "error: $(PYTHON) not found; orderstream needs Python >= 3.11 (make PYTHON=...)" >&2; \
 	  exit 1; }
@@ -47,9 +57,24 @@ $(STAMP): pyproject.toml
 	  fi; }
 	@# A venv left half-made (no pip) by an earlier failure is rebuilt.
 	@$(VPY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q --require-hashes -r $(DEV_LOCK)
+	@# The package itself, without resolving anything: its dependencies and setuptools (to
+	@# build it) came from the lock.
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
+
+# One resolution for every platform and Python >= 3.11 (uv's --universal), with the hashes
+# of every file of each pinned release. uv is needed here only; installs use plain pip.
+lock:
+	@[ -x $(TOOLS)/bin/uv ] && [ "$$($(TOOLS)/bin/uv --version)" = "uv $(UV_VERSION)" ] || { \
+	  $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q 'uv==$(UV_VERSION)'; }
+	@set -e; up="$(if $(UPGRADE),--upgrade,)"; \
+	compile() { $(TOOLS)/bin/uv pip compile -q --universal --generate-hashes \
+	  --python-version 3.11 --custom-compile-command 'make lock' $$up "$$@"; }; \
+	compile pyproject.toml -o requirements/runtime.lock; \
+	compile pyproject.toml requirements/build.in --extra dev -o $(DEV_LOCK); \
+	compile requirements/build.in -o requirements/build.lock
+	@echo "wrote $(LOCKS); commit them with pyproject.toml"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -75,5 +100,5 @@ bench: $(STAMP)
 	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.throughput $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

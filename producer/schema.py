@@ -6,6 +6,7 @@ languages can validate a request before sending it; a test keeps them equal to t
 
 from __future__ import annotations
 
+import inspect
 import json
 from importlib import resources
 from pathlib import Path
@@ -50,8 +51,21 @@ def request_rules() -> list[dict[str, Any]]:
     return rules
 
 
+def clean_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` dedented as ``inspect.cleandoc`` does. msgspec
+    copies docstrings into the schema, and its releases differ on whether they dedent them
+    (0.23 does, earlier ones kept the source indentation); the committed files must not
+    depend on which one is installed."""
+    if isinstance(node, dict):
+        return {key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+                else clean_descriptions(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [clean_descriptions(item) for item in node]
+    return node
+
+
 def generate(name: str) -> dict[str, Any]:
-    schema = json_schema(SCHEMAS[name])
+    schema = clean_descriptions(json_schema(SCHEMAS[name]))
     out: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://orderstream/schema/v{CONTRACT_VERSION}/{name}.json",

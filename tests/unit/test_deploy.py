@@ -158,6 +158,25 @@ def test_the_worker_image_is_slim_non_root_and_has_no_build_tools() -> None:
     assert f"EXPOSE {METRICS_PORT}" in final
 
 
+def test_the_image_installs_only_what_the_locks_pin() -> None:
+    """Every pip install in the image checks hashes against a lock, or installs our own
+    wheel without resolving; every file it copies passes .dockerignore."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    installs = re.findall(r"pip (?:install|wheel)[^&\n]*", text)
+    assert len(installs) >= 3
+    for line in installs:
+        assert "--require-hashes" in line or "--no-deps" in line, line
+        lock = re.search(r"-r (\S+)", line)
+        if lock:
+            assert Path(lock.group(1)).name in {"runtime.lock", "build.lock"}, line
+    allowed = {line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
+        for path in source.split():
+            assert path.rstrip("/") in allowed, f"{path} is copied but .dockerignore drops it"
+            assert (ROOT / path).exists(), path
+
+
 # -- metric names -------------------------------------------------------------------------
 
 
