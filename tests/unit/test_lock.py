@@ -35,11 +35,13 @@ def pins(name: str) -> dict[str, tuple[Version, Marker | None, int]]:
 
 
 def project() -> dict[str, list[str]]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]  # type: ignore[no-any-return]
+    data: dict[str, dict[str, list[str]]] = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return data["project"]
 
 
 @pytest.mark.parametrize(("lock", "extras"), [("runtime.lock", ()), ("dev.lock", ("dev",))])
-def test_every_dependency_is_pinned_in_range_with_hashes(lock: str, extras: tuple[str, ...]) -> None:
+def test_every_dependency_is_pinned_in_range_with_hashes(lock: str,
+                                                         extras: tuple[str, ...]) -> None:
     locked = pins(lock)
     wanted = [Requirement(r) for r in project()["dependencies"]]
     for extra in extras:
