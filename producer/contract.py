@@ -213,6 +213,9 @@ class ReasonCode(enum.StrEnum):
     POISON = "poison"
     NOT_FOUND = "not_found"
     NOT_CANCELLABLE = "not_cancellable"
+    # A bug of ours while handling this one request (never the input's fault): the request
+    # fails alone, its batch-mates are decided as usual.
+    INTERNAL_ERROR = "internal_error"
 
 
 RISK_DENIED_PREFIX = "risk_denied:"
@@ -228,8 +231,12 @@ class ResultStatus(enum.StrEnum):
     Requests that produced or touched an order report the order's state; ``failed`` means
     the request itself was refused (invalid, duplicate, not found, ...) and no order changed.
     Whether a result is a success is told by ``reason_code`` alone (see ``Result.ok``).
+    ``submitted``: the order was sent and the broker has not confirmed it (its answer was
+    lost and lookups by client id have not found it yet); it is never sent again, and its
+    outcome reaches ``<prefix>:events`` and the order record once the broker shows it.
     """
 
+    SUBMITTED = "submitted"
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"

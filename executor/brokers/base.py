@@ -70,6 +70,13 @@ class UnknownOutcome(BrokerError):
     """The call may have taken effect: look the order up by client id, never resend blindly."""
 
 
+class DuplicateClientId(UnknownOutcome):
+    """The broker refused a new order because it already has one under our client id
+    (Binance -2010 "Duplicate order sent."; OANDA CLIENT_ORDER_ID_ALREADY_EXISTS; Alpaca 422
+    "client_order_id must be unique"): an earlier send of ours landed. Never ``rejected``:
+    the order is looked up by client id and that one is ours."""
+
+
 class BrokerStatus(enum.StrEnum):
     """An order's status as the broker reports it."""
 
@@ -108,6 +115,13 @@ class Broker(Protocol):
       ``get_order``, ``open_orders``, ...) as the broker publishes them; 1 when absent.
     - ``usage() -> Mapping[str, int]``: the broker's own latest usage counters from its
       response headers, e.g. ``{"weight_1m": 120, "orders_10s": 3, "orders_1d": 900}``.
+
+    Optional, looked up with ``getattr`` by the submit step (steps/submit.py):
+    - ``lookup_window_ms: int``: how long after an ambiguous send (``UnknownOutcome``) the
+      order may still appear at the broker: its own backend timeout and more (Binance: at
+      least 10 s). Within it "no such order" proves nothing; past it the order is never sent
+      again, it stays ``submitted`` with its outcome unknown and is followed by client id.
+      Absent: the worker's ``lookup_window_ms``.
 
     Optional, looked up with ``getattr`` by the metrics and /readyz (probes.py):
     - ``async def ping(self) -> None``: a cheap call that raises when the broker cannot be
