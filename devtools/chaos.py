@@ -39,6 +39,7 @@ from producer.contract import (
     OrderType,
     Request,
     Result,
+    ResultStatus,
     Side,
     TimeInForce,
     decoder,
@@ -115,6 +116,7 @@ class ChaosReport:
     duplicated: int = 0
     sent_twice: int = 0
     inconsistent: int = 0
+    unknown: int = 0  # answered submitted: sent, outcome unknown (never sent again)
     pending: int = 0
     replay_differences: int = -1  # -1: replay did not run or could not read its output
     kills: int = 0
@@ -134,7 +136,8 @@ class ChaosReport:
             f"kills {self.kills} (SIGKILL at random), failpoint crashes "
             f"{self.failpoint_crashes}",
             f"lost {self.lost}, duplicated {self.duplicated}, sent twice {self.sent_twice}, "
-            f"inconsistent {self.inconsistent}, pending {self.pending}, "
+            f"inconsistent {self.inconsistent}, unknown {self.unknown}, "
+            f"pending {self.pending}, "
             f"replay differences {self.replay_differences}",
             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
         ] + [f"example: {e}" for e in self.examples]
@@ -320,6 +323,9 @@ class Chaos:
                 r.outcomes[key] = r.outcomes.get(key, 0) + 1
                 if result.reason_code in ("duplicate", "poison"):
                     continue  # the first request for that client id speaks for the order
+                if result.status is ResultStatus.SUBMITTED:
+                    r.unknown += 1  # claims nothing about the exchange: it may or may not
+                    continue
                 reached = result.broker_order_id is not None
                 if reached != (result.client_order_id in received):
                     r.inconsistent += 1

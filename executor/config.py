@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -61,6 +61,16 @@ class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_cert_file: str | None = None  # client certificate, with tls_key_file (mutual TLS)
     tls_key_file: str | None = None
     tls_check_hostname: bool = True
+    # "wait": an order is sent to its broker only once Redis confirms that its record (and
+    # its send token) reached ``wait_replicas`` replicas (WAIT) and, with ``wait_aof``, this
+    # server's append-only file on disk (WAITAOF, Redis >= 7.2 with appendonly yes), within
+    # ``wait_timeout_ms``; otherwise it is not sent and its request is redelivered. "none":
+    # Redis's own persistence (appendfsync everysec can lose the last second on a crash or
+    # failover; a lost pending_submit record would let the redelivered request be sent again).
+    durability: Literal["none", "wait"] = "none"
+    wait_replicas: int = 1
+    wait_aof: bool = False
+    wait_timeout_ms: int = 1_000
 
 
 class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -96,6 +106,10 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # taken as never arrived: exchanges are eventually consistent, and "no such order" just
     # after a send is not proof (freqtrade issues 4403, 4991).
     lookup_window_ms: int = 3_000
+    # An order sent whose outcome stayed unknown (recorded submitted) is looked up by client
+    # id on every tracker pass; if the broker still has no such order this long after, it
+    # never reached the broker: it ends rejected (reason not_found) and its risk goes.
+    unknown_resolve_ms: int = 600_000
     lag_interval_ms: int = 2_000
     # A worker beats this often; missing 5 beats, it counts as gone (liveness.py).
     heartbeat_ms: int = 1_000
@@ -140,6 +154,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ("heartbeat_ms", w.heartbeat_ms),
             ("track_interval_ms", w.track_interval_ms),
             ("market_timeout_ms", w.market_timeout_ms),
+            ("unknown_resolve_ms", w.unknown_resolve_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"worker.{name} must be positive, got {value}")
@@ -178,6 +193,12 @@ def _check_ip_groups(limits: Mapping[str, AccountLimits], accounts: Mapping[str,
 
 
 def _check_redis(r: RedisSettings) -> None:
+    if r.wait_replicas < 0 or r.wait_timeout_ms <= 0:
+        raise ConfigError("redis.wait_replicas must not be negative and redis.wait_timeout_ms "
+                          f"must be positive, got {r.wait_replicas} and {r.wait_timeout_ms}")
+    if r.durability == "wait" and r.wait_replicas == 0 and not r.wait_aof:
+        raise ConfigError('redis.durability = "wait" needs redis.wait_replicas >= 1 or '
+                          "redis.wait_aof = true: there is nothing to wait for")
     if r.password_env and r.password_file:
         raise ConfigError("redis.password_env and redis.password_file are both set; set one")
     if (r.password_env or r.password_file) and _url_credentials(r.url)[1]:

@@ -3,10 +3,14 @@ loses nothing and sends nothing twice.
 
 ``ORDERSTREAM_FAILPOINT=<name>`` (read once, at import) makes the process kill itself with
 SIGKILL the first time it reaches ``failpoint(<name>)``: no cleanup, no flush, exactly what
-a power cut or the OOM killer does. Unset, a failpoint costs one comparison.
+a power cut or the OOM killer does. ``<name>:stop`` makes it stop itself with SIGSTOP
+instead, as a debugger, an overloaded host or a long GC pause would: it goes on where it
+was once it gets SIGCONT, unaware of the time that passed. Unset, a failpoint costs one
+comparison.
 
-Points: ``after_persist`` (order recorded pending_submit, broker not called yet) and
-``after_submit`` (broker answered, outcome not written yet).
+Points: ``after_persist`` (order recorded pending_submit, broker not called yet),
+``before_send`` (send tokens taken, broker not called yet) and ``after_submit`` (broker
+answered, outcome not written yet).
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset({"after_persist", "after_submit"})
+POINTS = frozenset({"after_persist", "before_send", "after_submit"})
 
-_armed = os.environ.get("ORDERSTREAM_FAILPOINT", "")
-if _armed and _armed not in POINTS:
-    raise RuntimeError(f"ORDERSTREAM_FAILPOINT={_armed!r} is not one of {sorted(POINTS)}")
+_armed, _, _how = os.environ.get("ORDERSTREAM_FAILPOINT", "").partition(":")
+if _armed and (_armed not in POINTS or _how not in ("", "stop")):
+    raise RuntimeError(f"ORDERSTREAM_FAILPOINT={_armed}{':' if _how else ''}{_how!r} is not "
+                       f"one of {sorted(POINTS)}, optionally followed by :stop")
 
 
 def failpoint(name: str) -> None:
+    global _armed
     if name == _armed:
-        os.kill(os.getpid(), signal.SIGKILL)
+        if _how == "stop":
+            _armed = ""  # once: after SIGCONT it carries on
+            os.kill(os.getpid(), signal.SIGSTOP)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)

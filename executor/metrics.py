@@ -70,7 +70,12 @@ class Metrics:
             "orderstream_stream_length", "Length of each stream", ["stream"], registry=r)
         self.unresolved = Counter(
             "orderstream_unresolved_orders",
-            "Orders whose broker outcome could not be determined (left pending)", registry=r)
+            "Orders sent whose outcome the broker did not show within its lookup window: "
+            "recorded submitted, followed by client id, never sent again", registry=r)
+        self.not_durable = Counter(
+            "orderstream_not_durable_orders",
+            "Orders not sent because Redis did not confirm their records durable in time "
+            '(durability = "wait"); their requests are redelivered', registry=r)
         self.finish_conflicts = Counter(
             "orderstream_finish_conflicts",
             "Outcomes not written: the order changed meanwhile (redone later) or another "

@@ -9,7 +9,8 @@ from .order import Order
 
 _STATUS_OF_STATE = {
     OrderState.ACCEPTED: ResultStatus.ACCEPTED,
-    OrderState.SUBMITTED: ResultStatus.ACCEPTED,
+    # Recorded submitted only when the broker has not confirmed it: outcome unknown.
+    OrderState.SUBMITTED: ResultStatus.SUBMITTED,
     OrderState.PENDING_CANCEL: ResultStatus.ACCEPTED,
     OrderState.PARTIALLY_FILLED: ResultStatus.PARTIALLY_FILLED,
     OrderState.FILLED: ResultStatus.FILLED,
@@ -66,7 +67,7 @@ def of_order(job: Job, order: Order, now: int, worker: str) -> Result:
         # Expired by us (deadline, never sent) is a failure; expired by the exchange (an
         # IOC remainder) is a normal outcome, which keeps the exchange's words as reason.
         result.reason_code = order.reason_code
-    if order.state in TERMINAL_STATES:
+    if order.state in TERMINAL_STATES or order.state is OrderState.SUBMITTED:
         result.reason = order.reason
     return result
 

@@ -68,14 +68,44 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
 
 
+class NotDurable(Exception):
+    """Redis could not confirm, within the configured time, that the orders' records reached
+    the replicas (or the disk) the durability setting asks for: they are not sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What must hold a write before an order is sent (``[redis] durability = "wait"``):
+    ``replicas`` replicas acknowledged it and, with ``local``, this server's AOF has it on
+    disk (WAITAOF, Redis >= 7.2), within ``timeout_ms``."""
+
+    replicas: int
+    local: bool
+    timeout_ms: int
+
+    def command(self) -> tuple[Any, ...]:
+        if self.local:
+            return ("WAITAOF", 1, self.replicas, self.timeout_ms)
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+    def reached(self, reply: Any) -> bool:
+        if self.local:
+            local, replicas = int(reply[0]), int(reply[1])
+            return local >= 1 and replicas >= self.replicas
+        return int(reply) >= self.replicas
+
+
 class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, results_maxlen: int,
-                 order_ttl_ms: int) -> None:
+                 order_ttl_ms: int, durability: Durability | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.results_maxlen = results_maxlen
         self.order_ttl_ms = order_ttl_ms
+        self.durability = durability
         self._begin = redis.register_script(_load_script("begin.lua"))
+        self._send = redis.register_script(_load_script("send.lua"))
+        self._unsend = redis.register_script(_load_script("unsend.lua"))
         self._finish = redis.register_script(_load_script("finish.lua"))
         self._records = redis.register_script(_load_script("records.lua"))
 
@@ -130,6 +160,32 @@ class Store:
                 out.append(Existing(rid.decode() if isinstance(rid, bytes) else rid,
                                     decode_order(record)))
         return out
+
+    async def take_send_tokens(self, client_order_ids: Sequence[str],
+                               token: str) -> list[int]:
+        """Take the send token of each order (lua/send.lua): per order 1 (taken: this caller
+        alone may send it), 0 (held by an earlier delivery: look it up, never send) or -1
+        (no longer pending_submit). With durability configured, the same connection then
+        waits for the replicas (or the AOF) to have everything written so far, the orders'
+        records and the tokens included (one replication stream, so waiting for this
+        connection's last write covers the earlier ones of any connection); ``NotDurable``
+        when they did not in time, after giving the tokens back."""
+        if not client_order_ids:
+            return []
+        keys = [self.keys.order(cid) for cid in client_order_ids]
+        durability = self.durability
+        if durability is None:
+            taken = await self._send(keys=keys, args=[token])
+            return [int(t) for t in taken]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._send(keys=keys, args=[token], client=pipe)
+            pipe.execute_command(*durability.command())
+            taken, reply = await pipe.execute()
+        if not durability.reached(reply):
+            await self._unsend(keys=[k for k, t in zip(keys, taken, strict=True) if t == 1],
+                               args=[token])
+            raise NotDurable(f"{' '.join(map(str, durability.command()))} answered {reply!r}")
+        return [int(t) for t in taken]
 
     async def finish(self, outcomes: Iterable[Outcome], group: str = GROUP) -> list[str]:
         """Write results, order changes and XACKs atomically; returns request ids skipped

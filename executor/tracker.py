@@ -25,6 +25,12 @@ amend or cancel_all that wrote that state before asking the broker), which write
 outcome itself; the tracker takes it back only if it stays so for two visibility timeouts
 (that request was dead-lettered).
 
+Outcome unknown: an order recorded ``submitted`` was sent and the broker has not shown it
+(steps/submit.py): it is looked up by client id on every pass, push feed or not, and moves
+as soon as the broker shows it; still unknown to the broker ``unknown_resolve_ms`` after it
+was recorded so, it never reached the broker: it ends ``rejected`` with reason code
+``not_found``, which releases its risk reservation.
+
 Timeouts: a market-like order (market, IOC, FOK) still open ``market_timeout_ms`` after it
 was created, and a GTD order past its ``expire_at`` (the broker normally expires it
 itself), are cancelled at the broker; the order ends in the state the broker reports.
@@ -40,11 +46,11 @@ from typing import Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
-from producer.contract import OrderState, OrderType, ReasonCode, TimeInForce
+from producer.contract import Event, OrderState, OrderType, ReasonCode, TimeInForce
 
-from .brokers.base import Broker, BrokerError, BrokerOrder
+from .brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
 from .logs import about
-from .order import Context, Order, apply_report
+from .order import Context, Order, apply_report, transition
 from .services import Services
 from .states import IllegalTransition
 from .steps.cancel import SUBMITTING, WORKING, CancelFailed, cancel_at_broker
@@ -104,6 +110,7 @@ class Tracker:
         self._peers = peers
         self.interval_s = interval_ms / 1000
         self.market_timeout_ms = market_timeout_ms
+        self.unknown_resolve_ms = svc.settings.worker.unknown_resolve_ms
         self.peers: list[str] = [svc.worker]
         self.hands_off_ms = 2 * svc.settings.worker.visibility_timeout_ms
         self.live_feeds: set[str] = set()  # accounts whose push feed is connected
@@ -138,6 +145,7 @@ class Tracker:
             o for o in await self.store.load_orders(ids)
             if o is not None and self.followed(o, now) and (
                 reconcile or o.spec.account not in self.live_feeds
+                or o.state is OrderState.SUBMITTED  # outcome unknown: a feed may miss it
                 or overdue(o, now, self.market_timeout_ms) is not None)
         ]
         for start in range(0, len(orders), _LOOKUPS_AT_ONCE):
@@ -147,7 +155,9 @@ class Tracker:
                                            if r is not None])
         return changed
 
-    async def _look(self, order: Order) -> BrokerOrder | None:
+    async def _look(self, order: Order) -> BrokerOrder | Event | None:
+        """The broker's report of the order; or the event that ends an order of unknown
+        outcome the broker never showed; None: nothing learnt this pass."""
         broker = self.svc.brokers.get(order.spec.account)
         if broker is None:
             return None
@@ -160,10 +170,35 @@ class Tracker:
                     return await _cancel_or_look(broker, order)
             with self.svc.metrics.broker_call(order.spec.account, "get_order"):
                 return await broker.get_order(order.client_order_id, order.spec.symbol)
+        except OrderNotFound as exc:
+            lost = self._never_arrived(order)
+            if lost is not None:
+                return lost
+            log.info("order %s: not at the broker (%s); next pass", order.client_order_id,
+                     exc, extra=about(order.client_order_id, order.request_id))
+            return None
         except BrokerError as exc:
             log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc,
                      extra=about(order.client_order_id, order.request_id))
             return None
+
+    def _never_arrived(self, order: Order) -> Event | None:
+        """An order of unknown outcome (submitted) the broker has not shown for
+        ``unknown_resolve_ms``: it ends rejected, not_found. None while it may still come."""
+        now = self.svc.clock()
+        if order.state is not OrderState.SUBMITTED or (
+                now - order.updated_at < self.unknown_resolve_ms):
+            return None
+        log.warning("order %s: the broker has not shown it in %d ms of lookups by client id; "
+                    "it never reached the broker", order.client_order_id,
+                    self.unknown_resolve_ms,
+                    extra=about(order.client_order_id, order.request_id))
+        return transition(
+            order, OrderState.REJECTED,
+            Context(now=now, worker=self.svc.worker, request_id=order.request_id),
+            reason_code=ReasonCode.NOT_FOUND,
+            reason=f"the broker never showed the order in {self.unknown_resolve_ms} ms of "
+                   "lookups by client id after its answer was lost: it did not reach it")
 
     async def cancel_deferred(self) -> int:
         mine = {cid: rid for cid, rid in (await self.store.deferred_cancels()).items()
@@ -229,9 +264,13 @@ class Tracker:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def _record(self, pairs: Sequence[tuple[Order, BrokerOrder]]) -> int:
+    async def _record(self, pairs: Sequence[tuple[Order, BrokerOrder | Event]]) -> int:
         outcomes: list[Outcome] = []
         for order, report in pairs:
+            if isinstance(report, Event):  # already applied to the order (_never_arrived)
+                outcomes.append(Outcome(order.client_order_id, None, order, order.seq - 1,
+                                        [report]))
+                continue
             seq = order.seq
             ctx = Context(now=self.svc.clock(), worker=self.svc.worker,
                           request_id=order.request_id)

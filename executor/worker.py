@@ -37,6 +37,7 @@ from .brokers.registry import create_broker
 from .config import Settings
 from .connection import connection_options
 from .failpoints import failpoint
+from .inflight import InFlight
 from .job import Job
 from .liveness import Liveness, WorkerInfo
 from .logs import about
@@ -57,8 +58,8 @@ from .steps.gate import Gate
 from .steps.idempotency import Idempotency
 from .steps.persist import Persist
 from .steps.risk import Risk
-from .steps.submit import Submit
-from .store import Outcome, Store
+from .steps.submit import FollowUp, Submit
+from .store import Durability, Outcome, Store
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,13 @@ class Worker:
                                 visibility_timeout_ms=w.visibility_timeout_ms)
             for name, account in settings.accounts.items()
         }
+        r = settings.redis
+        self.durability = (Durability(r.wait_replicas, r.wait_aof, r.wait_timeout_ms)
+                           if r.durability == "wait" else None)
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
-                           order_ttl_ms=w.order_ttl_ms)
+                           order_ttl_ms=w.order_ttl_ms, durability=self.durability)
+        self.inflight = InFlight(self.redis, self.keys, self.consumer,
+                                 visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
         self.authenticate = Authenticate(self.svc)
@@ -161,6 +167,9 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Orders still being resolved after their batch's other outcomes were written
+        # (lookups, resends: steps/submit.py follow-ups); awaited before the worker closes.
+        self._follow_ups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,11 +192,15 @@ class Worker:
             log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
         self.metrics.info.info({"version": version(), "worker": self.consumer})
         await self._retrying(self._ensure_group)
+        if self.durability is not None:
+            await self._check_durability(self.durability)
         # Beating before the first read: a consumer never exists without its heartbeat, so
         # the others' sweep cannot take a starting worker for a gone one.
         await self._retrying(self.liveness.beat)
         self._tasks.append(asyncio.create_task(
             self.liveness.run(lambda: self._beating, asyncio.sleep), name="heartbeat"))
+        self._tasks.append(asyncio.create_task(
+            self.inflight.run(lambda: self._beating, asyncio.sleep), name="in-flight"))
         for broker in self.brokers.values():
             await broker.start()
         # Stops on the flag as well as on cancellation: redis-py can swallow a cancel that
@@ -221,6 +234,22 @@ class Worker:
             await self.serve()
         finally:
             await self.close()
+
+    async def _check_durability(self, durability: Durability) -> None:
+        """Refuse to start where the durability asked for cannot be had (WAITAOF needs
+        Redis >= 7.2 with appendonly yes); warn where it cannot be had now (too few
+        replicas): orders are then not sent until it can."""
+        try:
+            reply = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                *durability.command())
+        except ResponseError as exc:
+            raise RuntimeError(
+                f'redis.durability = "wait" cannot be honoured by this Redis: '
+                f"{' '.join(map(str, durability.command()[:1]))} failed ({exc}); WAITAOF "
+                "(redis.wait_aof) needs Redis >= 7.2 with appendonly yes") from None
+        if not durability.reached(reply):
+            log.error("redis.durability: %s answered %r now; orders are not sent until Redis "
+                      "confirms their records durable", durability.command()[0], reply)
 
     async def _ensure_group(self) -> None:
         # At id 0, so requests published before the first worker ever ran are executed too.
@@ -265,6 +294,10 @@ class Worker:
                   for name, loop in background.items()]
         try:
             await asyncio.gather(*lanes)
+            # Orders still being resolved are finished, not abandoned: a stopping worker
+            # drains what it holds.
+            while self._follow_ups:
+                await asyncio.gather(*self._follow_ups, return_exceptions=True)
         finally:
             for lane in lanes:
                 lane.cancel()
@@ -361,6 +394,8 @@ class Worker:
         """Process a batch; whatever goes wrong, the lane lives on. A batch that failed
         half-way stays pending (nothing is acked before its outcome is written) and is
         redelivered, where the order records make redoing it safe."""
+        ids = [_text(entry_id) for entry_id, _ in entries]
+        self.inflight.hold(ids)
         try:
             await self.process(entries)
         except RedisError as exc:
@@ -374,6 +409,8 @@ class Worker:
         except Exception:
             log.exception("unexpected error in a batch of %d requests; they stay pending",
                           len(entries))
+        finally:
+            self.inflight.release(ids)
 
     async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
         """Run one batch through the pipeline and write its outcomes."""
@@ -391,6 +428,7 @@ class Worker:
             self.deadline(todo)
         written: set[int] = set()
         extra: list[Outcome] = []
+        follow_ups: list[FollowUp] = []
         undecided = [j for j in jobs if j.result is None]
         # An amend is a place once its old order is cancelled (steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
@@ -416,7 +454,7 @@ class Worker:
                 failpoint("after_persist")
                 todo = [j for j in segment if j.result is None]
                 with step("submit", todo):
-                    await self.submit(todo)
+                    follow_ups += await self.submit(todo)
                 failpoint("after_submit")
             else:
                 # A cancel must see the outcome of the places before it in the batch.
@@ -424,6 +462,36 @@ class Worker:
                 with step("cancel", segment):
                     extra = await self.cancel(segment)
         await self._finish(jobs, written, extra)
+        if follow_ups:
+            self._follow_up(follow_ups)
+
+    def _follow_up(self, items: list[FollowUp]) -> None:
+        """Resolve the orders the first round left open (lookups over a broker's window,
+        resends) apart from the lane, which goes on reading: one ambiguous order holds back
+        neither its batch-mates' results nor the next batches. Their requests stay held
+        (claimed) until their outcomes are written."""
+        ids = [item.job.request_id for item in items]
+        self.inflight.hold(ids)
+
+        async def resolve() -> None:
+            try:
+                with self.metrics.step("follow_up", items):
+                    await self.submit.follow_up(items)
+                jobs = [item.job for item in items]
+                await self._finish(jobs, set(), [])
+            except RedisError as exc:
+                self.metrics.redis_errors.inc()
+                log.warning("redis failed while resolving %d orders (%s); their requests "
+                            "stay pending", len(items), exc)
+            except Exception:
+                log.exception("unexpected error while resolving %d orders; their requests "
+                              "stay pending", len(items))
+            finally:
+                self.inflight.release(ids)
+
+        task = asyncio.create_task(resolve(), name="follow-up")
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
 
     async def _finish(self, jobs: Sequence[Job], written: set[int],
                       extra: list[Outcome]) -> None:

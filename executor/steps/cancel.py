@@ -2,7 +2,8 @@
 
 - unknown client id (or one of another account): ``not_found``;
 - a final order: ``not_cancellable``, reporting its state;
-- an order still being submitted (``pending_submit``, maybe on another worker): the cancel
+- an order still being submitted (``pending_submit``, maybe on another worker), or sent
+  with its outcome unknown (``submitted``: the broker has not shown it yet): the cancel
   is recorded in ``<prefix>:cancels`` and answered ``pending_cancel`` at once; the tracker
   sends it to the broker as soon as the place has landed (tracker.py), so it is never lost;
 - a broker that says the order is already final (it filled meanwhile): the order is
@@ -47,8 +48,10 @@ from ..services import Services
 from ..states import is_terminal
 from ..store import Outcome
 
-WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
-SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT)
+WORKING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+# Not confirmed by the broker yet: being submitted, or sent with its outcome unknown
+# (submitted: steps/submit.py). A cancel of one waits until the broker shows the order.
+SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
 
 
 class CancelFailed(Exception):

@@ -1,17 +1,27 @@
 """Step 5: send each persisted order to its broker and apply what the broker reports.
 
 The rules that keep an order from reaching the broker twice:
-- only ``RetryableError`` (the call certainly did not take effect) is sent again, with
-  exponential backoff and jitter, within the attempt budget and the request's deadline;
-- ``UnknownOutcome`` is never resent blindly: the order is looked up by client id over a
-  window, and only a broker that keeps saying "no such order" for the whole window lets us
-  send again;
-- a redelivered request whose order is still ``pending_submit`` starts with that lookup.
-If the outcome stays unknown, the request is left pending (no result, no ack): it is
-redelivered later and resolved then, never answered with a guess.
+- every send is made by the holder of the order's send token (lua/send.lua), taken once in
+  Redis by one delivery of one request: a worker that reclaimed a request from another one
+  (paused by GC or SIGSTOP past the visibility timeout, maybe about to send) never sends it,
+  it only looks it up;
+- only ``RetryableError`` (the call certainly did not take effect) is sent again, by the
+  holder, with exponential backoff and jitter, within the attempt budget and the deadline;
+- ``UnknownOutcome`` (a timeout, a 5xx, a lost answer, a "duplicate client id") is never
+  resent blindly: the order is looked up by client id over the broker's lookup window
+  (``lookup_window_ms``: its own backend timeout and more; Binance executes an order up to
+  10 s after answering -1007). Found, it is applied. Not found, it is sent once more only
+  where the broker's "no such order" is definitive (``definitive_not_found``: the paper
+  exchange, whose book is in Redis); elsewhere (Binance) the order is recorded
+  ``submitted`` with its outcome unknown, answered with status ``submitted``, followed by
+  client id by the tracker, and never sent again;
+- a redelivered request whose order is still ``pending_submit`` starts with that lookup,
+  and sends only if nobody holds the token.
 
-The first attempt of a batch's new orders is one call per broker where the broker can
-batch (``submit_all``); only orders that need more (errors, redeliveries) go on one by one.
+Several rounds: the first attempt of a batch's new orders is one call per broker where the
+broker can batch (``submit_all``); what needs more (errors, redeliveries, lookups) is
+returned as follow-ups, which the worker runs after writing the others' outcomes, so one
+ambiguous order never holds back its batch-mates' results.
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tenacity import (
     AsyncRetrying,
@@ -45,11 +57,13 @@ from ..brokers.base import (
     UnknownOutcome,
     submit_all,
 )
+from ..failpoints import failpoint
 from ..job import Job
 from ..logs import about
 from ..order import Context, Order, apply_report, transition
 from ..services import Services
 from ..states import IllegalTransition
+from ..store import NotDurable
 from .deadline import past_deadline
 
 log = logging.getLogger(__name__)
@@ -69,7 +83,23 @@ def _wait(state: RetryCallState) -> float:
 
 
 class Unresolved(Exception):
-    """The broker could not tell whether the order exists; the request stays pending."""
+    """The broker could not tell whether the order exists (its lookups failed)."""
+
+
+class _Unknown(Exception):
+    """The order may be at the broker and nobody can tell yet: it is recorded
+    ``submitted``, followed by client id, and never sent again."""
+
+
+@dataclass(slots=True)
+class FollowUp:
+    """An order the first round did not settle. ``sender``: this delivery holds the send
+    token (``error`` is its first attempt's failure); otherwise it looks the order up first
+    and sends only if it can take the token then."""
+
+    job: Job
+    error: BaseException | None
+    sender: bool
 
 
 class _Final(Exception):
@@ -85,37 +115,88 @@ class Submit:
         self.svc = svc
         w = svc.settings.worker
         self.attempts = w.submit_attempts
-        self.lookup_window_s = w.lookup_window_ms / 1000
+        self.default_window_ms = w.lookup_window_ms
 
-    async def __call__(self, jobs: Sequence[Job]) -> None:
+    def window_s(self, broker: Broker) -> float:
+        """How long "no such order" after an ambiguous send proves nothing at this broker."""
+        window = getattr(broker, "lookup_window_ms", None)
+        return (window if isinstance(window, int) and window > 0
+                else self.default_window_ms) / 1000
+
+    def _token(self, job: Job) -> str:
+        # Unique per delivery: a worker's own redelivery must not count as the holder.
+        return f"{self.svc.worker}:{job.request_id}:{uuid.uuid4().hex[:12]}"
+
+    async def __call__(self, jobs: Sequence[Job]) -> list[FollowUp]:
+        """First round: settle what can be settled at once (one call per broker for the new
+        orders); returns the rest, for ``follow_up``."""
         todo = [j for j in jobs if j.order is not None]
         now = self.svc.clock()
         fresh: list[Job] = []
+        later: list[FollowUp] = []
         for job in todo:
             order = job.order
             assert order is not None
             if order.state is not OrderState.PENDING_SUBMIT:
                 self._conclude(job)  # redelivered after its outcome was recorded
             elif job.resumed:
-                continue  # may have reached the broker already: looked up below
+                later.append(FollowUp(job, None, sender=False))  # may have been sent
             elif (reason := past_deadline(job, now)) is not None:
                 self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
                 self._conclude(job)
             else:
                 fresh.append(job)
-        first = await self._first_attempts(fresh)
-        follow_up: list[tuple[Job, BaseException | None]] = []
-        for job in todo:
-            if job.result is not None:
-                continue
-            outcome = first.get(id(job))
+        senders = await self._take_tokens(fresh, later)
+        if senders:
+            failpoint("before_send")
+        first = await self._first_attempts(senders)
+        for job in senders:
+            outcome = first[id(job)]
             if isinstance(outcome, BrokerOrder):
                 if self._apply(job, outcome):
                     self._conclude(job)
             else:
-                follow_up.append((job, outcome))
-        if follow_up:
-            await asyncio.gather(*(self._follow_up(job, exc) for job, exc in follow_up))
+                later.append(FollowUp(job, outcome, sender=True))
+        return later
+
+    async def _take_tokens(self, jobs: list[Job], later: list[FollowUp]) -> list[Job]:
+        """The jobs whose send token this delivery took (one call for the batch); the others
+        go to ``later`` to be looked up. Not durable: none is sent, their requests stay
+        pending and are redelivered."""
+        if not jobs:
+            return []
+        token = self._token(jobs[0])
+        try:
+            taken = await self.svc.store.take_send_tokens(
+                [j.order.client_order_id for j in jobs if j.order is not None], token)
+        except NotDurable as exc:
+            self.svc.metrics.not_durable.inc(len(jobs))
+            log.error("%d orders not sent: Redis did not confirm their records durable (%s); "
+                      "their requests stay pending", len(jobs), exc)
+            return []
+        senders = []
+        for job, took in zip(jobs, taken, strict=True):
+            if took == 1:
+                senders.append(job)
+            elif took == 0:
+                later.append(FollowUp(job, None, sender=False))
+            else:
+                self._moved_on(job)
+        return senders
+
+    def _moved_on(self, job: Job) -> None:
+        # Another delivery of this request recorded the order's outcome meanwhile: nothing
+        # to send; left without a result, the request is answered by that delivery (or
+        # concluded from the record on its next one).
+        assert job.order is not None
+        log.info("order %s moved on while being submitted; left to the delivery that moved "
+                 "it", job.order.client_order_id,
+                 extra=about(job.order.client_order_id, job.request_id))
+
+    async def follow_up(self, items: Sequence[FollowUp]) -> None:
+        """Second round: errors, redeliveries and lookups, one order each, concurrently."""
+        if items:
+            await asyncio.gather(*(self._follow_up(item) for item in items))
 
     async def _first_attempts(self, jobs: list[Job]) -> dict[int, BrokerOrder | BaseException]:
         by_account: dict[str, list[Job]] = {}
@@ -133,34 +214,59 @@ class Submit:
                 out[id(job)] = outcome
         return out
 
-    async def _follow_up(self, job: Job, first: BaseException | None) -> None:
-        """Finish one order whose first attempt did not give a report (or that was
-        redelivered); errors that are nobody's fault leave the request pending."""
+    async def _follow_up(self, item: FollowUp) -> None:
+        """Finish one order the first round did not settle; nothing is ever sent here by a
+        delivery without the send token."""
+        job = item.job
         order = job.order
         assert order is not None
         broker = self.svc.brokers[order.spec.account]
         try:
-            report = await self._lookup(broker, order) if job.resumed else None
-            if report is None:
-                # A redelivered order the broker never got is a new send, too late or not.
-                late = past_deadline(job, self.svc.clock()) if job.resumed else None
-                if late is not None:
-                    raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
-                report = await self._send(broker, order, first)
-            if self._apply(job, report):
+            if item.sender:
+                report: BrokerOrder | None = await self._send(broker, order, item.error)
+            else:
+                report = await self._resume(job, broker, order)
+            if report is not None and self._apply(job, report):
                 self._conclude(job)
         except _Final as final:
             self._move(job, order, final.state, final.code, final.reason)
             self._conclude(job)
-        except Unresolved as exc:
-            log.warning("order %s: outcome unknown, left pending: %s",
-                        order.client_order_id, exc, extra=about(order.client_order_id,
-                                                                job.request_id))
-            self.svc.metrics.unresolved.inc()
+        except (_Unknown, Unresolved) as exc:
+            self._unknown(job, order, str(exc))
+        except NotDurable as exc:
+            self.svc.metrics.not_durable.inc()
+            log.error("order %s not sent: Redis did not confirm its record durable (%s); the "
+                      "request stays pending", order.client_order_id, exc,
+                      extra=about(order.client_order_id, job.request_id))
         except Exception:
             # A bug must not take the batch down: the request stays pending, to be redone.
             log.exception("order %s: unexpected error while submitting", order.client_order_id,
                           extra=about(order.client_order_id, job.request_id))
+
+    async def _resume(self, job: Job, broker: Broker, order: Order) -> BrokerOrder | None:
+        """A delivery without the token (a redelivered request, or one whose token another
+        delivery took): the broker's record of the order if it shows one within the window;
+        else the order is sent only if the token can be taken now (nobody ever sent it),
+        and is of unknown outcome otherwise. None: the order moved on under us."""
+        found = await self._lookup(broker, order)
+        if found is not None:
+            return found
+        (took,) = await self.svc.store.take_send_tokens([order.client_order_id],
+                                                         self._token(job))
+        if took < 0:
+            self._moved_on(job)
+            return None
+        if took == 0:
+            raise _Unknown(
+                f"another delivery of this request took its send token and may have sent it "
+                f"(a worker that stalled past the visibility timeout); the broker has not "
+                f"shown it in {self.window_s(broker):g} s of lookups by client id")
+        # Nobody ever sent it (every send is made by the token's holder): sending now is a
+        # first send, too late or not.
+        late = past_deadline(job, self.svc.clock())
+        if late is not None:
+            raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
+        return await self._send(broker, order, None)
 
     async def _send(self, broker: Broker, order: Order,
                     first: BaseException | None) -> BrokerOrder:
@@ -204,10 +310,16 @@ class Submit:
             log.warning("order %s: %s; looking it up before anything else", cid, exc,
                         extra=about(cid, order.request_id))
             found = await self._lookup(broker, order)
-            if found is None:
-                # The broker said "never arrived" for the whole window: one more send is safe.
+            if found is not None:
+                return found
+            window = self.window_s(broker)
+            if getattr(broker, "definitive_not_found", False) is True:
+                # This broker's "no such order" is final, and we hold the token: nobody
+                # else can send it, and our own send did not take effect.
                 return await self._send_once_more(broker, order)
-            return found
+            raise _Unknown(f"the broker's answer was lost ({exc}) and it has not shown the "
+                           f"order in {window:g} s of lookups by client id; it may still "
+                           "execute, so it is never sent again") from None
         except Throttled as exc:
             # The shared rate limiter had no room before the deadline: never sent.
             raise _Final(ReasonCode.RATE_LIMITED, str(exc),
@@ -235,8 +347,15 @@ class Submit:
     async def _send_once_more(self, broker: Broker, order: Order) -> BrokerOrder:
         try:
             return await self._timed_submit(broker, order)
-        except (UnknownOutcome, RetryableError) as exc:
-            raise Unresolved(str(exc)) from None
+        except UnknownOutcome as exc:
+            found = await self._lookup(broker, order)
+            if found is None:
+                raise _Unknown(f"sent again after a definitive \"no such order\", and that "
+                               f"answer was lost too ({exc})") from None
+            return found
+        except RetryableError as exc:
+            raise _Final(ReasonCode.RETRIES_EXHAUSTED,
+                         f"broker unavailable when the order was sent again: {exc}") from None
         except PermanentError as exc:
             raise _Final(ReasonCode.BROKER_REJECTED, str(exc)) from None
 
@@ -246,7 +365,7 @@ class Submit:
         cid, symbol = order.client_order_id, order.spec.symbol
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_delay(self.lookup_window_s),
+                stop=stop_after_delay(self.window_s(broker)),
                 wait=wait_exponential(multiplier=_FIRST_WAIT_S, max=1.0)
                 + wait_random(0, _FIRST_WAIT_S),
                 retry=retry_if_exception_type((OrderNotFound, RetryableError, UnknownOutcome)),
@@ -280,6 +399,18 @@ class Submit:
     def _move(self, job: Job, order: Order, state: OrderState, code: str, reason: str) -> None:
         job.events.append(transition(order, state, self._context(job), reason_code=code,
                                      reason=reason))
+
+    def _unknown(self, job: Job, order: Order, why: str) -> None:
+        """Record the order sent with its outcome unknown, and answer the request so:
+        ``submitted``, never sent again, followed by client id (tracker.py)."""
+        self.svc.metrics.unresolved.inc()
+        log.warning("order %s: outcome unknown, recorded submitted and followed by client "
+                    "id: %s", order.client_order_id, why,
+                    extra=about(order.client_order_id, job.request_id))
+        job.events.append(transition(
+            order, OrderState.SUBMITTED, self._context(job),
+            reason=f"outcome unknown: {why}; followed by client id, never sent again"))
+        self._conclude(job)
 
     def _conclude(self, job: Job) -> None:
         assert job.order is not None

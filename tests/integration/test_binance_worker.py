@@ -58,18 +58,31 @@ async def test_unknown_outcome_is_resolved_by_lookup_without_a_second_order(
     assert exchange.received[sub.client_order_id] == 1  # looked up, never sent again
 
 
-async def test_5xx_before_the_order_was_stored_is_also_looked_up_first(
-        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+async def test_5xx_before_the_order_was_stored_is_never_sent_again(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    """Binance's "no such order" is not definitive (its backend may still execute a request
+    it answered 5xx), so the order is never sent again: recorded submitted, answered so,
+    followed by client id, and ended rejected (not_found) once the broker has not shown it
+    for unknown_resolve_ms."""
     exchange.inject("POST", "/api/v3/order", 502)  # refused, nothing stored
-    async with running(binance_settings(redis_url, exchange)):
+    settings = binance_settings(redis_url, exchange)
+    settings.worker.unknown_resolve_ms = 1_500
+    async with running(settings):
         sub = await client.place("BTCUSDT", "buy", "market", "0.010")
-        result = await client.wait_result(sub.request_id, 15)
-    # The lookup window found nothing, so one more send was safe: one order in the end.
-    assert result.status is ResultStatus.FILLED, result
-    assert exchange.orders_for(sub.client_order_id) == 1
+        result = await client.wait_result(sub.request_id, 30)
+        assert result.status is ResultStatus.SUBMITTED, result
+        assert result.order_state is OrderState.SUBMITTED and result.reason_code is None
+        assert result.reason is not None and "never sent again" in result.reason
+        async def rejected() -> bool:
+            return await state_of(redis_client, sub.client_order_id) == "rejected"
+        await until(rejected, 15)
+    assert exchange.orders_for(sub.client_order_id) == 0
     sent = [r for r in exchange.orders_sent()
             if r.params["newClientOrderId"] == sub.client_order_id]
-    assert len(sent) == 2
+    assert len(sent) == 1
+    states = await event_states(redis_client, sub.client_order_id)
+    assert states[-2:] == [OrderState.SUBMITTED, OrderState.REJECTED]
 
 
 async def test_a_filter_refusal_never_reaches_binance(

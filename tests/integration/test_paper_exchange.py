@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from executor.brokers.base import (
     BrokerOrder,
     BrokerStatus,
+    DuplicateClientId,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -149,9 +150,9 @@ async def test_duplicate_client_id_is_refused_and_not_received_again(
     broker = await make_broker()
     first = await broker.submit("dup-1", spec(T.LIMIT, quantity="1", price="49000"))
     other = await make_broker()  # another worker, same exchange
-    with pytest.raises(PermanentError, match="duplicate client order id dup-1"):
+    with pytest.raises(DuplicateClientId, match="duplicate client order id dup-1"):
         await other.submit("dup-1", spec(quantity="2"))
-    with pytest.raises(PermanentError, match="duplicate"):
+    with pytest.raises(DuplicateClientId, match="duplicate"):
         await broker.submit("dup-1", spec(T.LIMIT, quantity="1", price="49000"))
     assert await received_ids(redis_url) == ["dup-1"]
     assert await received_ids(redis_url, stream="duplicates") == ["dup-1", "dup-1"]
@@ -164,7 +165,7 @@ async def test_duplicates_within_one_batch_create_one_order(make_broker: MakeBro
     results = await asyncio.gather(*(broker.submit("same", spec()) for _ in range(5)),
                                    return_exceptions=True)
     assert sum(isinstance(r, BrokerOrder) for r in results) == 1
-    assert sum(isinstance(r, PermanentError) for r in results) == 4
+    assert sum(isinstance(r, DuplicateClientId) for r in results) == 4
     assert await received_ids(redis_url) == ["same"]
     assert await received_ids(redis_url, stream="duplicates") == ["same"] * 4
 
@@ -398,7 +399,7 @@ async def test_timeout_stores_the_order_and_reports_unknown_outcome(
     found = await broker.get_order("t-1", "BTCUSDT")
     assert found.status is BrokerStatus.FILLED
     assert await received_ids(redis_url) == ["t-1"]
-    with pytest.raises(PermanentError, match="duplicate"):  # a blind resend is refused
+    with pytest.raises(DuplicateClientId, match="duplicate"):  # a blind resend is refused
         await broker.submit("t-1", spec())
 
 
@@ -508,7 +509,7 @@ async def test_submit_many_answers_each_order_as_submit_would_in_one_script_call
     assert [type(x) for x in many] == [type(x) for x in one_by_one]
     kinds = collections.Counter(type(x).__name__ for x in many)
     assert kinds["RetryableError"] > 20 and kinds["UnknownOutcome"] > 10
-    assert isinstance(many[-2], PermanentError) and "duplicate" in str(many[-2])
+    assert isinstance(many[-2], DuplicateClientId) and "duplicate" in str(many[-2])
     assert isinstance(many[-1], PermanentError) and "client order id" in str(many[-1])
     stored = {cid for cid, _ in orders[:300]} - {
         cid for (cid, _), x in zip(orders, many, strict=False)

@@ -172,6 +172,15 @@ async def test_a_full_round_trip_as_worker_and_producer_users(
     assert await admin.hget(K.positions, "default:BTCUSDT")  # the projector ran
 
 
+async def test_the_worker_may_wait_for_replicas(acl_server: RedisServer) -> None:
+    """``[redis] durability = "wait"`` sends WAIT after taking the send tokens."""
+    worker = aioredis.Redis.from_url(url_as(acl_server, "orderstream-worker"))
+    try:
+        assert await worker.execute_command("WAIT", 0, 0) == 0
+    finally:
+        await worker.aclose()
+
+
 def _text_log(entry: Any) -> dict[str, str]:
     pairs = dict(zip(entry[::2], entry[1::2], strict=True)) if isinstance(entry, list) \
         else entry

@@ -42,6 +42,7 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    DuplicateClientId,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -86,6 +87,10 @@ def _fail(batch: list[tuple[NewOrder, asyncio.Future[bool]]], exc: BaseException
 
 class PaperBroker:
     """A simulated exchange for one paper account."""
+
+    # Its book is in Redis and every write there is one script: a lookup by client id after
+    # our own send failed tells for certain whether that send took effect (steps/submit.py).
+    definitive_not_found = True
 
     def __init__(self, account: str, config: PaperAccount, redis: aioredis.Redis, keys: Keys,
                  clock: Callable[[], int] | None = None) -> None:
@@ -256,7 +261,7 @@ class PaperBroker:
     def _answer(record: PaperOrder, accepted: bool, timeout: bool) -> BrokerOrder:
         """The reply to a stored (or refused) submit."""
         if not accepted:
-            raise PermanentError(
+            raise DuplicateClientId(
                 f"duplicate client order id {record.client_order_id}: the paper exchange "
                 "already has an order with it"
             )
