@@ -31,6 +31,7 @@ from .brokers.base import (
     PermanentError,
     RateLimited,
     RetryableError,
+    SendRefused,
     Throttled,
     UnknownOutcome,
 )
@@ -91,8 +92,8 @@ def outcome_code(exc: BaseException | None) -> str:
         return "S"
     if isinstance(exc, AuthenticationFailed):
         return "X"
-    if isinstance(exc, RateLimited | Throttled):
-        return ""  # throttled (by the broker or by our own limiter): not the broker's health
+    if isinstance(exc, RateLimited | Throttled | SendRefused):
+        return ""  # throttled, or held back by our own guards: not the broker's health
     if isinstance(exc, RetryableError | UnknownOutcome):
         return "F"
     if isinstance(exc, PermanentError):

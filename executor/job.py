@@ -26,6 +26,7 @@ class Job:
     cancelled: list[str] = field(default_factory=list)
     result: Result | None = None  # set once the request is decided; later steps skip it
     reserved: bool = False  # the risk step reserved for it (steps/risk.py)
+    send_token: str = ""  # this delivery's send token, made once (steps/submit.py)
 
     @property
     def enqueued_at(self) -> int:

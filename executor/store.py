@@ -161,29 +161,30 @@ class Store:
                                     decode_order(record)))
         return out
 
-    async def take_send_tokens(self, client_order_ids: Sequence[str],
-                               token: str) -> list[int]:
-        """Take the send token of each order (lua/send.lua): per order 1 (taken: this caller
-        alone may send it), 0 (held by an earlier delivery: look it up, never send) or -1
-        (no longer pending_submit). With durability configured, the same connection then
-        waits for the replicas (or the AOF) to have everything written so far, the orders'
-        records and the tokens included (one replication stream, so waiting for this
-        connection's last write covers the earlier ones of any connection); ``NotDurable``
-        when they did not in time, after giving the tokens back."""
-        if not client_order_ids:
+    async def take_send_tokens(self, tokens: Mapping[str, str]) -> list[int]:
+        """Take the send token of each order (client id -> this delivery's token;
+        lua/send.lua): per order, in the mapping's order, 1 (this delivery's: it alone may
+        send it), 0 (held by another delivery: look it up, never send) or -1 (no longer
+        pending_submit). With durability configured, the same connection then waits for
+        the replicas (or the AOF) to have everything written so far, the orders' records
+        and the tokens included (one replication stream, so waiting for this connection's
+        last write covers the earlier ones of any connection); ``NotDurable`` when they did
+        not in time, after giving back the tokens taken."""
+        if not tokens:
             return []
-        keys = [self.keys.order(cid) for cid in client_order_ids]
+        keys = [self.keys.order(cid) for cid in tokens]
+        args = list(tokens.values())
         durability = self.durability
         if durability is None:
-            taken = await self._send(keys=keys, args=[token])
+            taken = await self._send(keys=keys, args=args)
             return [int(t) for t in taken]
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._send(keys=keys, args=[token], client=pipe)
+            await self._send(keys=keys, args=args, client=pipe)
             pipe.execute_command(*durability.command())
             taken, reply = await pipe.execute()
         if not durability.reached(reply):
-            await self._unsend(keys=[k for k, t in zip(keys, taken, strict=True) if t == 1],
-                               args=[token])
+            mine = [(k, a) for k, a, t in zip(keys, args, taken, strict=True) if int(t) == 1]
+            await self._unsend(keys=[k for k, _ in mine], args=[a for _, a in mine])
             raise NotDurable(f"{' '.join(map(str, durability.command()))} answered {reply!r}")
         return [int(t) for t in taken]
 

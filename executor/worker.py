@@ -34,6 +34,8 @@ from producer.replies import text as _text
 from .breaker import Breaker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
+from .brokers.sending import SendGuard, TakeTokens
+from .brokers.wrapper import BrokerWrapper
 from .config import Settings
 from .connection import connection_options
 from .failpoints import failpoint
@@ -86,6 +88,17 @@ def connect(settings: Settings) -> aioredis.Redis:
     ))
 
 
+def guarded(broker: Broker, take: TakeTokens) -> Broker:
+    """A broker given from outside (tests, tools) behind the send-token guard, unless it
+    has one already: no order is ever sent without its token."""
+    inner: Any = broker
+    while isinstance(inner, BrokerWrapper):
+        if isinstance(inner, SendGuard):
+            return broker
+        inner = inner.inner
+    return SendGuard(broker, take)
+
+
 def settle_heap() -> None:
     """Tune the garbage collector for a started worker. What exists by then (modules,
     config, clients, scripts) lives as long as the process, so full collections stop
@@ -112,18 +125,21 @@ class Worker:
         w = settings.worker
         self.metrics = metrics or Metrics()
         self.breaker = Breaker(self.redis, self.keys, settings.breaker)
-        self.brokers = brokers if brokers is not None else {
-            name: create_broker(name, account, self.redis, self.keys,
-                                limits=settings.limits.get(name), breaker=self.breaker,
-                                metrics=self.metrics,
-                                visibility_timeout_ms=w.visibility_timeout_ms)
-            for name, account in settings.accounts.items()
-        }
         r = settings.redis
         self.durability = (Durability(r.wait_replicas, r.wait_aof, r.wait_timeout_ms)
                            if r.durability == "wait" else None)
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
                            order_ttl_ms=w.order_ttl_ms, durability=self.durability)
+        take = self.store.take_send_tokens
+        self.brokers = {name: guarded(broker, take) for name, broker in brokers.items()} \
+            if brokers is not None else {
+            name: create_broker(name, account, self.redis, self.keys,
+                                limits=settings.limits.get(name), breaker=self.breaker,
+                                metrics=self.metrics,
+                                visibility_timeout_ms=w.visibility_timeout_ms,
+                                take_tokens=take)
+            for name, account in settings.accounts.items()
+        }
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)

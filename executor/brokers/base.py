@@ -48,6 +48,17 @@ class Throttled(RetryableError):
     never sent. The submit step ends the order ``rate_limited`` rather than retrying."""
 
 
+class SendRefused(BrokerError):
+    """Not sent, by our own guard at the broker's door (brokers/sending.py): another
+    delivery holds the order's send token and may have sent it (``held``), the order's
+    outcome is already recorded (``moved_on``), or Redis did not confirm the order's record
+    durable (``not_durable``). Never a broker failure."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 class PermanentError(BrokerError):
     """The broker refused the call for a reason that retrying will not change."""
 

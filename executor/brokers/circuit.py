@@ -35,7 +35,7 @@ class CircuitBroker(BrokerWrapper):
         # Only a broker that batches may look like one (base.submit_all asks getattr).
         self.submit_many: Callable[[Sequence[tuple[str, OrderSpec]]],
                                    Awaitable[list[BrokerOrder | BrokerError]]] | None = (
-            self._submit_many if hasattr(inner, "submit_many") else None)
+            self._submit_many if getattr(inner, "submit_many", None) is not None else None)
 
     async def _record(self, outcomes: str) -> None:
         if not outcomes:

@@ -1,7 +1,8 @@
 """Which adapter serves an account: the account config type names it. Every adapter is
-wrapped in its account's circuit breaker (circuit.py), and that in the rate limits the
-account shares with the other workers (limited.py): the breaker counts only real broker
-calls, never a call our own limiter held back."""
+wrapped in the send-token guard (sending.py), that in its account's circuit breaker
+(circuit.py), and that in the rate limits the account shares with the other workers
+(limited.py): the breaker counts only real broker calls, never a call our own limiter held
+back, and a send token is taken only once the call is about to go."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .circuit import CircuitBroker
 from .limited import limited
 from .paper.config import PaperAccount
 from .paper.exchange import PaperBroker
+from .sending import SendGuard, TakeTokens
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -35,7 +37,8 @@ def broker_type(config: AccountConfig) -> str:
 def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, keys: Keys,
                   *, limits: AccountLimits | None = None, breaker: Breaker | None = None,
                   metrics: Metrics | None = None,
-                  visibility_timeout_ms: int | None = None) -> Broker:
+                  visibility_timeout_ms: int | None = None,
+                  take_tokens: TakeTokens | None = None) -> Broker:
     adapter: Broker
     if isinstance(config, PaperAccount):
         adapter = PaperBroker(account, config, redis, keys)
@@ -45,6 +48,10 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
         adapter = BinanceBroker(account, config, redis, keys, metrics)
     else:
         raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
+    if take_tokens is not None:
+        # Innermost: the token is taken right before the call, after any wait of the
+        # limiter or the breaker (brokers/sending.py).
+        adapter = SendGuard(adapter, take_tokens)
     if breaker is not None:
         adapter = CircuitBroker(adapter, breaker, metrics=metrics)
     limiter = Limiter(redis, keys, account, plan_for(

@@ -1,18 +1,21 @@
 -- Take the send token of each order: the right to send it to the broker. One delivery of
 -- one request takes it, once, for the order's whole life; every send is made by its holder
--- only. So two workers can never both be sending one client id: not the one that reclaimed
--- a request, while the worker it took it from (paused by GC or SIGSTOP past the visibility
+-- only (brokers/sending.py checks it at the broker's door, after any rate-limit wait). So
+-- two workers can never both be sending one client id: not the one that reclaimed a
+-- request, while the worker it took it from (paused by GC or SIGSTOP past the visibility
 -- timeout) may still wake up and send. A delivery without the token only looks the order
 -- up (steps/submit.py).
 --
--- KEYS: order keys. ARGV[1]: the token (who took it, for the record and the logs).
--- Returns per key: 1 taken now; 0 held already (taken by an earlier delivery, maybe
--- sent); -1 the order is no longer pending_submit (its outcome is recorded: nothing to send).
+-- KEYS: order keys. ARGV[i]: the token of KEYS[i] (who takes it: worker, request, nonce).
+-- Returns per key: 1 the token is this caller's (taken now, or by this same delivery
+-- before: its own retries); 0 held by another delivery (which may have sent the order);
+-- -1 the order is no longer pending_submit (its outcome is recorded: nothing to send).
 local out = {}
 for i, key in ipairs(KEYS) do
   if redis.call('HGET', key, 'state') ~= 'pending_submit' then
     out[i] = -1
-  elseif redis.call('HSETNX', key, 'sender', ARGV[1]) == 1 then
+  elseif redis.call('HSETNX', key, 'sender', ARGV[i]) == 1
+      or redis.call('HGET', key, 'sender') == ARGV[i] then
     out[i] = 1
   else
     out[i] = 0

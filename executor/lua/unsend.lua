@@ -1,10 +1,10 @@
 -- Give back send tokens that were taken but never used (the order was not sent: its
 -- durability could not be confirmed), so a later delivery may send. Only where the token
--- is still ours and the order still pending_submit.
--- KEYS: order keys. ARGV[1]: the token. Returns how many were given back.
+-- is still the caller's and the order still pending_submit.
+-- KEYS: order keys. ARGV[i]: the token of KEYS[i]. Returns how many were given back.
 local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('HGET', key, 'sender') == ARGV[1]
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'sender') == ARGV[i]
       and redis.call('HGET', key, 'state') == 'pending_submit' then
     redis.call('HDEL', key, 'sender')
     n = n + 1

@@ -53,11 +53,12 @@ from ..brokers.base import (
     OrderNotFound,
     PermanentError,
     RetryableError,
+    SendRefused,
     Throttled,
     UnknownOutcome,
     submit_all,
 )
-from ..failpoints import failpoint
+from ..brokers.sending import SEND_TOKENS
 from ..job import Job
 from ..logs import about
 from ..order import Context, Order, apply_report, transition
@@ -89,6 +90,14 @@ class Unresolved(Exception):
 class _Unknown(Exception):
     """The order may be at the broker and nobody can tell yet: it is recorded
     ``submitted``, followed by client id, and never sent again."""
+
+
+class _NotSent(Exception):
+    """Our own guard kept the order from the broker (moved on, or not durable)."""
+
+    def __init__(self, refusal: SendRefused) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 @dataclass(slots=True)
@@ -124,8 +133,11 @@ class Submit:
                 else self.default_window_ms) / 1000
 
     def _token(self, job: Job) -> str:
-        # Unique per delivery: a worker's own redelivery must not count as the holder.
-        return f"{self.svc.worker}:{job.request_id}:{uuid.uuid4().hex[:12]}"
+        # One per delivery, for all its sends: another delivery of the same request (even in
+        # this process) must not count as the holder, this one's retries must.
+        if not job.send_token:
+            job.send_token = f"{self.svc.worker}:{job.request_id}:{uuid.uuid4().hex[:12]}"
+        return job.send_token
 
     async def __call__(self, jobs: Sequence[Job]) -> list[FollowUp]:
         """First round: settle what can be settled at once (one call per broker for the new
@@ -146,43 +158,34 @@ class Submit:
                 self._conclude(job)
             else:
                 fresh.append(job)
-        senders = await self._take_tokens(fresh, later)
-        if senders:
-            failpoint("before_send")
-        first = await self._first_attempts(senders)
-        for job in senders:
+        first = await self._first_attempts(fresh)
+        for job in fresh:
             outcome = first[id(job)]
             if isinstance(outcome, BrokerOrder):
                 if self._apply(job, outcome):
                     self._conclude(job)
+            elif isinstance(outcome, SendRefused):
+                self._refused(job, outcome, later)
             else:
                 later.append(FollowUp(job, outcome, sender=True))
         return later
 
-    async def _take_tokens(self, jobs: list[Job], later: list[FollowUp]) -> list[Job]:
-        """The jobs whose send token this delivery took (one call for the batch); the others
-        go to ``later`` to be looked up. Not durable: none is sent, their requests stay
-        pending and are redelivered."""
-        if not jobs:
-            return []
-        token = self._token(jobs[0])
-        try:
-            taken = await self.svc.store.take_send_tokens(
-                [j.order.client_order_id for j in jobs if j.order is not None], token)
-        except NotDurable as exc:
-            self.svc.metrics.not_durable.inc(len(jobs))
-            log.error("%d orders not sent: Redis did not confirm their records durable (%s); "
-                      "their requests stay pending", len(jobs), exc)
-            return []
-        senders = []
-        for job, took in zip(jobs, taken, strict=True):
-            if took == 1:
-                senders.append(job)
-            elif took == 0:
-                later.append(FollowUp(job, None, sender=False))
-            else:
-                self._moved_on(job)
-        return senders
+    def _refused(self, job: Job, refusal: SendRefused, later: list[FollowUp]) -> None:
+        """A first send our own guard refused (brokers/sending.py): nothing was sent."""
+        assert job.order is not None
+        if refusal.why == "held":  # another delivery may have sent it: look it up
+            later.append(FollowUp(job, None, sender=False))
+        elif refusal.why == "not_durable":
+            self._not_durable(job, str(refusal))
+        else:
+            self._moved_on(job)
+
+    def _not_durable(self, job: Job, why: str) -> None:
+        # Not sent, token given back: the request stays pending and is redelivered.
+        assert job.order is not None
+        self.svc.metrics.not_durable.inc()
+        log.error("order %s not sent: %s; the request stays pending", job.order.client_order_id,
+                  why, extra=about(job.order.client_order_id, job.request_id))
 
     def _moved_on(self, job: Job) -> None:
         # Another delivery of this request recorded the order's outcome meanwhile: nothing
@@ -205,11 +208,14 @@ class Submit:
             by_account.setdefault(job.order.spec.account, []).append(job)
         out: dict[int, BrokerOrder | BaseException] = {}
         for account, group in by_account.items():
-            with self.svc.metrics.broker_call(account, "submit"):
-                outcomes = await submit_all(
-                    self.svc.brokers[account],
-                    [(j.order.client_order_id, j.order.spec) for j in group if j.order],
-                )
+            orders = [(j.order.client_order_id, j.order.spec) for j in group if j.order]
+            tokens = SEND_TOKENS.set({cid: self._token(j) for (cid, _), j in
+                                      zip(orders, group, strict=True)})
+            try:
+                with self.svc.metrics.broker_call(account, "submit"):
+                    outcomes = await submit_all(self.svc.brokers[account], orders)
+            finally:
+                SEND_TOKENS.reset(tokens)
             for job, outcome in zip(group, outcomes, strict=True):
                 out[id(job)] = outcome
         return out
@@ -221,6 +227,8 @@ class Submit:
         order = job.order
         assert order is not None
         broker = self.svc.brokers[order.spec.account]
+        # This delivery's token, for every send it makes (its retries pass the guard).
+        SEND_TOKENS.set({order.client_order_id: self._token(job)})
         try:
             if item.sender:
                 report: BrokerOrder | None = await self._send(broker, order, item.error)
@@ -233,40 +241,44 @@ class Submit:
             self._conclude(job)
         except (_Unknown, Unresolved) as exc:
             self._unknown(job, order, str(exc))
+        except _NotSent as exc:
+            if exc.refusal.why == "not_durable":
+                self._not_durable(job, str(exc.refusal))
+            else:
+                self._moved_on(job)
         except NotDurable as exc:
-            self.svc.metrics.not_durable.inc()
-            log.error("order %s not sent: Redis did not confirm its record durable (%s); the "
-                      "request stays pending", order.client_order_id, exc,
-                      extra=about(order.client_order_id, job.request_id))
+            self._not_durable(job, str(exc))
         except Exception:
             # A bug must not take the batch down: the request stays pending, to be redone.
             log.exception("order %s: unexpected error while submitting", order.client_order_id,
                           extra=about(order.client_order_id, job.request_id))
 
     async def _resume(self, job: Job, broker: Broker, order: Order) -> BrokerOrder | None:
-        """A delivery without the token (a redelivered request, or one whose token another
-        delivery took): the broker's record of the order if it shows one within the window;
-        else the order is sent only if the token can be taken now (nobody ever sent it),
-        and is of unknown outcome otherwise. None: the order moved on under us."""
+        """A delivery that may not be the first to send (a redelivered request, or one whose
+        token another delivery took): the broker's record of the order if it shows one
+        within the window; else the order is sent only if this delivery can take the token
+        (nobody ever sent it), and is of unknown outcome otherwise. None: the order moved
+        on under us."""
         found = await self._lookup(broker, order)
         if found is not None:
             return found
-        (took,) = await self.svc.store.take_send_tokens([order.client_order_id],
-                                                         self._token(job))
+        late = past_deadline(job, self.svc.clock())
+        if late is None:
+            return await self._send(broker, order, None)
+        # Too late to send; but it may be expired only if nobody can have sent it.
+        (took,) = await self.svc.store.take_send_tokens(
+            {order.client_order_id: (SEND_TOKENS.get() or {})[order.client_order_id]})
+        if took == 1:
+            raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
         if took < 0:
             self._moved_on(job)
             return None
-        if took == 0:
-            raise _Unknown(
-                f"another delivery of this request took its send token and may have sent it "
+        raise _Unknown(self._held(broker))
+
+    def _held(self, broker: Broker) -> str:
+        return (f"another delivery of this request took its send token and may have sent it "
                 f"(a worker that stalled past the visibility timeout); the broker has not "
                 f"shown it in {self.window_s(broker):g} s of lookups by client id")
-        # Nobody ever sent it (every send is made by the token's holder): sending now is a
-        # first send, too late or not.
-        late = past_deadline(job, self.svc.clock())
-        if late is not None:
-            raise _Final(ReasonCode.EXPIRED, late, OrderState.EXPIRED)
-        return await self._send(broker, order, None)
 
     async def _send(self, broker: Broker, order: Order,
                     first: BaseException | None) -> BrokerOrder:
@@ -320,6 +332,10 @@ class Submit:
             raise _Unknown(f"the broker's answer was lost ({exc}) and it has not shown the "
                            f"order in {window:g} s of lookups by client id; it may still "
                            "execute, so it is never sent again") from None
+        except SendRefused as exc:
+            if exc.why == "held":
+                raise _Unknown(self._held(broker)) from None
+            raise _NotSent(exc) from None
         except Throttled as exc:
             # The shared rate limiter had no room before the deadline: never sent.
             raise _Final(ReasonCode.RATE_LIMITED, str(exc),
@@ -353,6 +369,8 @@ class Submit:
                 raise _Unknown(f"sent again after a definitive \"no such order\", and that "
                                f"answer was lost too ({exc})") from None
             return found
+        except SendRefused as exc:
+            raise _NotSent(exc) from None
         except RetryableError as exc:
             raise _Final(ReasonCode.RETRIES_EXHAUSTED,
                          f"broker unavailable when the order was sent again: {exc}") from None

@@ -57,13 +57,6 @@ class ContradictoryBroker:
                            fills=[fill])
 
 
-class TokenStore(Store):
-    """The store with every send token free (fakeredis runs no Lua): this delivery sends."""
-
-    async def take_send_tokens(self, client_order_ids: object, token: str) -> list[int]:
-        return [1] * len(client_order_ids)  # type: ignore[arg-type]
-
-
 def place_job(client_order_id: str, entry: str) -> Job:
     spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
                      quantity=WireDecimal("1"), price=WireDecimal("100"))
@@ -75,7 +68,7 @@ def place_job(client_order_id: str, entry: str) -> Job:
 async def test_a_refused_broker_report_is_counted_and_leaves_only_its_order_pending(
         caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(None, {"ORDERSTREAM_CONSUMER": "w1"})
-    store = TokenStore(FakeAsyncRedis(), Keys(), results_maxlen=100, order_ttl_ms=1000)
+    store = Store(FakeAsyncRedis(), Keys(), results_maxlen=100, order_ttl_ms=1000)
     metrics = Metrics()
     svc = Services(settings, store, {"default": ContradictoryBroker()},  # type: ignore[dict-item]
                    metrics, "w1", clock=lambda: NOW)
