@@ -392,14 +392,15 @@ class Worker:
         written: set[int] = set()
         extra: list[Outcome] = []
         undecided = [j for j in jobs if j.result is None]
-        # An amend is a place once its old order is cancelled (steps/amend.py).
+        # An amend is the place of its replacement, checked as one; its old order is
+        # cancelled only once the checks passed (steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
         for is_place, run in itertools.groupby(undecided, key=lambda j: j.action in placing):
             segment = list(run)
             if is_place:
-                todo = [j for j in segment if j.action is Action.AMEND]
-                with step("amend", todo):
-                    extra += await self.amend(todo)
+                amends = [j for j in segment if j.action is Action.AMEND]
+                with step("amend_prepare", amends):
+                    await self.amend.prepare(amends)
                 todo = [j for j in segment if j.result is None]
                 with step("idempotency", todo):
                     await self.idempotency(todo)
@@ -409,6 +410,8 @@ class Worker:
                 todo = [j for j in segment if j.result is None]
                 with step("risk", todo):
                     await self.risk(todo)
+                with step("amend", amends):
+                    extra += await self.amend(amends)
                 todo = [j for j in segment if j.result is None]
                 with step("persist", todo):
                     await self.persist(todo)
