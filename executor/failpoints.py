@@ -5,8 +5,9 @@ loses nothing and sends nothing twice.
 SIGKILL the first time it reaches ``failpoint(<name>)``: no cleanup, no flush, exactly what
 a power cut or the OOM killer does. Unset, a failpoint costs one comparison.
 
-Points: ``after_persist`` (order recorded pending_submit, broker not called yet) and
-``after_submit`` (broker answered, outcome not written yet).
+Points: ``after_persist`` (order recorded pending_submit, broker not called yet),
+``after_submit`` (broker answered, outcome not written yet) and ``after_pending_cancel``
+(a cancel, amend or cancel_all wrote ``pending_cancel``, the broker not asked yet).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset({"after_persist", "after_submit"})
+POINTS = frozenset({"after_persist", "after_submit", "after_pending_cancel"})
 
 _armed = os.environ.get("ORDERSTREAM_FAILPOINT", "")
 if _armed and _armed not in POINTS:

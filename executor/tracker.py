@@ -18,12 +18,13 @@ left to the request that is submitting them (or to its reclaim).
 
 Deferred cancels: a cancel that came while its order was still being submitted is kept in
 ``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
-carry the cancel's request id). A flag whose order is final or gone is dropped.
+carry the cancel's request id), again every pass while the broker cannot take it. A flag
+is dropped only once its order is final, or its record gone.
 
 Hands off: an order in ``pending_cancel`` belongs to the request cancelling it (the cancel,
 amend or cancel_all that wrote that state before asking the broker), which writes the
 outcome itself; the tracker takes it back only if it stays so for two visibility timeouts
-(that request was dead-lettered).
+(that request's worker died and it was dead-lettered), and then cancels it at the broker.
 
 Timeouts: a market-like order (market, IOC, FOK) still open ``market_timeout_ms`` after it
 was created, and a GTD order past its ``expire_at`` (the broker normally expires it
@@ -40,14 +41,14 @@ from typing import Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
-from producer.contract import OrderState, OrderType, ReasonCode, TimeInForce
+from producer.contract import OrderState, OrderType, TimeInForce
 
 from .brokers.base import Broker, BrokerError, BrokerOrder
 from .logs import about
 from .order import Context, Order, apply_report
 from .services import Services
-from .states import IllegalTransition
-from .steps.cancel import SUBMITTING, WORKING, CancelFailed, cancel_at_broker
+from .states import IllegalTransition, is_terminal
+from .steps.cancel import WORKING, CancelFailed, cancel_at_broker
 from .store import Outcome
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,11 @@ class Tracker:
             return None
         try:
             why = overdue(order, self.svc.clock(), self.market_timeout_ms)
-            if why is not None and order.state is not OrderState.PENDING_CANCEL:
+            if order.state is OrderState.PENDING_CANCEL:
+                # Followed only once hands off has passed: whoever wrote it died before
+                # the broker answered. Someone meant it cancelled, so it is.
+                why = f"left pending_cancel for over {self.hands_off_ms} ms"
+            if why is not None:
                 log.warning("order %s %s: cancelling it", order.client_order_id, why,
                             extra=about(order.client_order_id, order.request_id))
                 with self.svc.metrics.broker_call(order.spec.account, "cancel"):
@@ -166,6 +171,11 @@ class Tracker:
             return None
 
     async def cancel_deferred(self) -> int:
+        """Send the deferred cancels of owned orders that are working. A flag is kept until
+        its order is final (or its record gone): whatever the broker answers short of that
+        (unavailable, retries exhausted, held back by the rate limiter, refused, or the
+        order moved under us), the cancel is sent again next pass. Returns how many orders
+        changed."""
         mine = {cid: rid for cid, rid in (await self.store.deferred_cancels()).items()
                 if self.mine(cid)}
         if not mine:
@@ -173,28 +183,27 @@ class Tracker:
         orders = await self.store.load_orders(list(mine))
         outcomes: list[Outcome] = []
         drop: list[str] = []
-        keep: set[str] = set()  # cancels to try again next pass
         for cid, order in zip(mine, orders, strict=True):
-            if order is None or order.state not in WORKING:
-                if order is None or order.state not in SUBMITTING:
-                    drop.append(cid)  # final, gone, or being cancelled already
-                continue  # still being submitted: next pass
+            if order is None or is_terminal(order.state):
+                drop.append(cid)
+                continue
+            if order.state not in WORKING:
+                # Still being submitted, or pending_cancel (its request is cancelling it,
+                # or "Hands off" takes it back): next pass, until it is final.
+                continue
             try:
                 events = await cancel_at_broker(self.svc, order, mine[cid])
             except CancelFailed as exc:
-                # Final at the broker already, or unknown there: settled. The broker
-                # failing, or the order moving under us (no events): again next pass, with
-                # what was learnt (pending_cancel and back) recorded.
-                events = exc.events
-                if exc.code == ReasonCode.BROKER_REJECTED or not events:
-                    log.info("deferred cancel of %s failed (%s); next pass", cid, exc,
-                             extra=about(cid, mine[cid]))
-                    keep.add(cid)
+                events = exc.events  # what was learnt on the way (a fill, or back to working)
+                if not is_terminal(order.state):
+                    log.info("deferred cancel of %s failed (%s: %s); next pass", cid,
+                             exc.code, exc, extra=about(cid, mine[cid]))
             if events:
                 outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
         conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
-        drop += [o.request_id for o in outcomes
-                 if o.request_id not in conflicts and o.request_id not in keep]
+        # Dropped once the order's end is written; a conflict is read again next pass.
+        drop += [o.request_id for o in outcomes if o.request_id not in conflicts
+                 and o.order is not None and is_terminal(o.order.state)]
         await self.store.drop_deferred_cancels(drop)
         return len(outcomes) - len(conflicts)
 

@@ -2,6 +2,9 @@
 
 - unknown client id (or one of another account): ``not_found``;
 - a final order: ``not_cancellable``, reporting its state;
+- an order left ``pending_cancel`` (this request redelivered after its worker died between
+  writing that state and asking the broker): the broker is asked again, and for
+  ``cancel_all`` (so ``orderstream kill``) such orders are cancelled with the working ones;
 - an order still being submitted (``pending_submit``, maybe on another worker): the cancel
   is recorded in ``<prefix>:cancels`` and answered ``pending_cancel`` at once; the tracker
   sends it to the broker as soon as the place has landed (tracker.py), so it is never lost;
@@ -41,6 +44,7 @@ from ..brokers.base import (
     Throttled,
     UnknownOutcome,
 )
+from ..failpoints import failpoint
 from ..job import Job
 from ..order import Context, Order, apply_report, restore, snapshot, transition
 from ..services import Services
@@ -49,6 +53,7 @@ from ..store import Outcome
 
 WORKING = (OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
 SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT)
+CANCELLABLE = (*WORKING, OrderState.PENDING_CANCEL)  # what cancel_at_broker takes
 
 
 class CancelFailed(Exception):
@@ -129,7 +134,10 @@ class Cancel:
             and (req.symbol is None or o.spec.symbol == req.symbol)
             and (req.account is None or o.spec.account == req.account)
         ]
-        chosen = [o for o in matching if o.state in WORKING]
+        # An order left pending_cancel (a cancel whose worker died before asking the
+        # broker, or one still in flight) is asked again: cancelling twice is harmless,
+        # skipping it would leave it working at the broker.
+        chosen = [o for o in matching if o.state in CANCELLABLE]
         deferred = [o for o in matching if o.state in SUBMITTING]
         await self._defer([job] * len(deferred), deferred)
         job.cancelled += [o.client_order_id for o in deferred]
@@ -164,7 +172,7 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
     cid = order.client_order_id
     if is_terminal(order.state):
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
-    if order.state not in WORKING and order.state is not OrderState.PENDING_CANCEL:
+    if order.state not in CANCELLABLE:
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is {order.state}")
     broker = svc.brokers[order.spec.account]
     ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
@@ -177,6 +185,7 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
             raise CancelFailed(ReasonCode.NOT_CANCELLABLE,
                                f"order {cid} changed while being cancelled; send the cancel "
                                "again if it is still open")
+        failpoint("after_pending_cancel")
     events: list[Event] = []
     timed = svc.metrics.broker_call
     try:

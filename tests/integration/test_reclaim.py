@@ -23,7 +23,13 @@ from producer.contract import (
 )
 from producer.keys import GROUP, Keys
 
-from .conftest import persisted_by_the_dead_worker, running, taken_by_a_dead_worker
+from .conftest import (
+    died_after_pending_cancel,
+    hand_over,
+    persisted_by_the_dead_worker,
+    running,
+    taken_by_a_dead_worker,
+)
 
 K = Keys()
 
@@ -129,3 +135,51 @@ async def test_a_worker_killed_at_a_failpoint_is_finished_by_another_without_a_r
     assert result.status is ResultStatus.FILLED
     assert await received(redis_client) == [sub.client_order_id.encode()], "sent twice"
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+
+
+async def resting(client: OrderClient, *prices: str) -> list[str]:
+    subs = [await client.place("BTCUSDT", "buy", "limit", "0.001", price=p) for p in prices]
+    answers = await client.wait_results([s.request_id for s in subs], 10)
+    assert {answers[s.request_id].status for s in subs} == {ResultStatus.ACCEPTED}
+    return [s.client_order_id or "" for s in subs]
+
+
+async def states(r: aioredis.Redis, cids: list[str]) -> list[str]:
+    return [(await r.hget(K.order(c), "state") or b"").decode() for c in cids]
+
+
+async def test_a_cancel_whose_worker_died_after_pending_cancel_is_sent_on_redelivery(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path,
+) -> None:
+    client = OrderClient(redis_client)
+    async with running(settings(redis_url)):
+        (cid,) = await resting(client, "40000")
+    cancel = await client.cancel(cid)
+    await died_after_pending_cancel(redis_url, tmp_path / "doomed.log")
+    assert await states(redis_client, [cid]) == ["pending_cancel"]
+    await hand_over(redis_client, cancel.request_id)
+    async with running(settings(redis_url, ORDERSTREAM_VISIBILITY_TIMEOUT_MS="10000")):
+        result = await client.wait_result(cancel.request_id, 15)
+    assert result.status is ResultStatus.CANCELLED and result.worker == "w1"
+    assert await states(redis_client, [cid]) == ["cancelled"]
+
+
+async def test_a_cancel_all_whose_worker_died_after_pending_cancel_cancels_every_order(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path,
+) -> None:
+    client = OrderClient(redis_client)
+    async with running(settings(redis_url)):
+        cids = await resting(client, "40000", "41000")
+    everything = await client.cancel_all()
+    await died_after_pending_cancel(redis_url, tmp_path / "doomed.log")
+    # It died after the first pending_cancel it wrote (the other may have been written too).
+    assert "pending_cancel" in await states(redis_client, cids)
+    await hand_over(redis_client, everything.request_id)
+    async with running(settings(redis_url, ORDERSTREAM_VISIBILITY_TIMEOUT_MS="10000")):
+        result = await client.wait_result(everything.request_id, 15)
+    assert result.status is ResultStatus.CANCELLED
+    assert sorted(result.cancelled) == sorted(cids), "an order left pending_cancel skipped"
+    assert await states(redis_client, cids) == ["cancelled", "cancelled"]
+    exchange = PaperBroker("default", PaperAccount(), redis_client, K)
+    for cid in cids:
+        assert (await exchange.get_order(cid, "BTCUSDT")).status.value == "cancelled"

@@ -16,8 +16,9 @@ from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.metrics import Metrics
+from executor.order import Context, transition
 from executor.services import Services
-from executor.store import Store
+from executor.store import Outcome, Store
 from executor.tracker import Tracker, owner
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus, decode_event
@@ -181,3 +182,33 @@ async def test_an_order_past_its_expire_at_is_cancelled_by_the_tracker(
     assert (await event_states(redis_client, cid))[-2:] == [OrderState.ACCEPTED,
                                                              OrderState.CANCELLED]
     assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+
+
+async def test_an_order_left_pending_cancel_past_hands_off_is_cancelled_by_the_tracker(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    settings = make_settings()
+    async with running(settings):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                 time_in_force="gtc")
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+    cid = sub.client_order_id or ""
+    async with standalone_tracker(redis_client, settings, None) as tracker:
+        # A cancel wrote pending_cancel, then its worker died before asking the exchange,
+        # and the cancel was dead-lettered: nobody else will send it.
+        (order,) = await tracker.store.load_orders([cid])
+        assert order is not None
+        seq = order.seq
+        mark = transition(order, OrderState.PENDING_CANCEL,
+                          Context(now=order.updated_at, worker="dead", request_id="1-1"))
+        assert await tracker.store.finish([Outcome("1-1:mark", None, order, seq, [mark])]) == []
+        assert await tracker.poll_once() == 0  # hands off: its request may still answer
+        later = order.updated_at + tracker.hands_off_ms
+        tracker.svc.clock = lambda: later
+        assert await tracker.poll_once() == 1
+        broker = tracker.svc.brokers["default"]
+        assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+    assert await state_of(redis_client, cid) == "cancelled"
+    assert (await event_states(redis_client, cid))[-2:] == [OrderState.PENDING_CANCEL,
+                                                             OrderState.CANCELLED]
