@@ -13,8 +13,10 @@ Sources: a broker with a push feed (``PushFeed``: the paper exchange's execution
 Binance's user data stream) is followed live, and its owned open orders are looked up
 (``get_order``) only every ``RECONCILE_EVERY`` passes, to catch what a feed missed (at a
 restart, or while it was down). Orders at a broker without a feed, or whose feed is
-broken, are looked up every pass (``track_interval_ms``). Orders in ``pending_submit`` are
-left to the request that is submitting them (or to its reclaim).
+broken, and ``submitted`` orders (unconfirmed: nothing says a feed told their changes
+after we began to follow them) are looked up every pass (``track_interval_ms``). Orders in
+``pending_submit`` are left to the request that is submitting them (or to its reclaim; a
+request dead-lettered as poison hands its order over as ``submitted``, poison.py).
 
 Deferred cancels: a cancel that came while its order was still being submitted is kept in
 ``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
@@ -135,10 +137,14 @@ class Tracker:
         self._passes += 1
         ids = [cid for cid in await self.store.open_order_ids() if self.mine(cid)]
         now = self.svc.clock()
+        # A submitted order is unconfirmed (the broker's answer was lost, or its request was
+        # dead-lettered): a feed may have told its changes before it was followed, so it is
+        # looked up every pass.
         orders = [
             o for o in await self.store.load_orders(ids)
             if o is not None and self.followed(o, now) and (
                 reconcile or o.spec.account not in self.live_feeds
+                or o.state is OrderState.SUBMITTED
                 or overdue(o, now, self.market_timeout_ms) is not None)
         ]
         for start in range(0, len(orders), _LOOKUPS_AT_ONCE):

@@ -132,7 +132,7 @@ class Worker:
         self.cancel = Cancel(self.svc)
         self.amend = Amend(self.svc)
         self.reclaimer = Reclaimer(
-            self.redis, self.keys, self.consumer,
+            self.store, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
             batch_size=w.batch_size, results_maxlen=w.results_maxlen,
             record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers),

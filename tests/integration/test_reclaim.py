@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import redis.asyncio as aioredis
 from devtools.chaos import WorkerProcess
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
+from executor.control import positions_caught_up
+from executor.risk.state import open_key
 from producer.client import OrderClient
 from producer.contract import (
     OrderState,
@@ -30,6 +33,7 @@ from .conftest import (
     running,
     taken_by_a_dead_worker,
 )
+from .test_operator_commands import cli, cli_json
 
 K = Keys()
 
@@ -183,3 +187,63 @@ async def test_a_cancel_all_whose_worker_died_after_pending_cancel_cancels_every
     exchange = PaperBroker("default", PaperAccount(), redis_client, K)
     for cid in cids:
         assert (await exchange.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+
+
+async def test_a_request_that_fails_after_persist_on_every_delivery_strands_nothing(
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path,
+) -> None:
+    """Its worker dies between the broker call and the write of its outcome on every
+    delivery. Dead-lettered as poison, it hands its order over: resolved at the exchange by
+    client id and recorded with its events, the producer told the client id, the state and
+    not to place it again, the risk reservation given back."""
+    client = OrderClient(redis_client)
+    sub = await client.place("BTCUSDT", "buy", "market", "0.010")
+    cid = sub.client_order_id or ""
+    fast = {"ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300", "ORDERSTREAM_MAX_DELIVERIES": "2",
+            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300"}
+    for n in (1, 2):
+        log = tmp_path / f"doomed{n}.log"
+        doomed = WorkerProcess(redis_url, f"doomed{n}", log,
+                               ORDERSTREAM_FAILPOINT="after_submit", **fast)
+        assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL, \
+            log.read_text()
+    assert await received(redis_client) == [cid.encode()]  # sent once, looked up after
+    assert await states(redis_client, [cid]) == ["pending_submit"]
+    assert await redis_client.hlen(open_key(K, "default")) == 1  # its reservation
+
+    async with running(settings(redis_url, ORDERSTREAM_MAX_DELIVERIES="2",
+                                ORDERSTREAM_TRACK_INTERVAL_MS="100")):
+        result = await client.wait_result(sub.request_id, 15)
+        assert result.reason_code == "poison"
+        assert result.client_order_id == cid
+        assert result.status is ResultStatus.SUBMITTED
+        assert result.order_state is OrderState.SUBMITTED
+        assert "do not place it again" in (result.reason or "")
+        assert f"orderstream order {cid}" in (result.reason or "")
+        for _ in range(100):  # the tracker looks it up at the exchange
+            order = await client.order(cid)
+            if order is not None and order.state is OrderState.FILLED:
+                break
+            await asyncio.sleep(0.05)
+        assert await positions_caught_up(redis_client, K, 10)
+    assert order is not None and order.state is OrderState.FILLED
+    assert order.filled_quantity == Decimal("0.010") and len(order.fills) == 1
+    events = [decode_event(f[b"data"]) for _, f in await redis_client.xrange(K.events)]
+    assert [e.state for e in events] == [OrderState.CREATED, OrderState.PENDING_SUBMIT,
+                                         OrderState.SUBMITTED, OrderState.FILLED]
+    assert "dead-lettered" in (events[2].reason or "")
+    assert events[2].request_id == sub.request_id
+    assert events[3].fill is not None
+    assert await received(redis_client) == [cid.encode()], "sent twice"
+    assert await redis_client.hlen(open_key(K, "default")) == 0, "reservation leaked"
+    assert not await redis_client.sismember(K.open, cid)
+    ((_, fields),) = await redis_client.xrange(K.failed)
+    assert fields[b"client_order_id"].decode() == cid
+    assert json.loads(fields[b"raw:data"])["client_order_id"] == cid
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    # What the result tells the producer to run.
+    code, out = await cli(redis_url, "order", cid)
+    assert code == 0 and out.startswith("FILLED") and cid in out, out
+    code, shown = await cli_json(redis_url, "order", cid)
+    assert shown["state"] == "filled" and shown["request_id"] == sub.request_id
+    assert (await cli(redis_url, "order", "no-such-order"))[0] == 1
