@@ -159,6 +159,11 @@ async def halt(r: aioredis.Redis, worker: Worker) -> None:
     await set_state(r, K, "global", TradingState.HALTED, "test")
 
 
+async def reduce_only(r: aioredis.Redis, worker: Worker) -> None:
+    # No position: a buy amend reduces nothing.
+    await set_state(r, K, "default", TradingState.REDUCING, "test")
+
+
 async def open_the_breaker(r: aioredis.Redis, worker: Worker) -> None:
     # An authentication failure opens it at once, for the whole cool-down (30 s).
     await Breaker(r, K, worker.settings.breaker).record("default", "X")
@@ -166,6 +171,7 @@ async def open_the_breaker(r: aioredis.Redis, worker: Worker) -> None:
 
 @pytest.mark.parametrize(("refuse", "code", "words"), [
     (halt, ReasonCode.HALTED, "halted"),
+    (reduce_only, ReasonCode.HALTED, "is reducing"),
     (open_the_breaker, ReasonCode.CIRCUIT_OPEN, "circuit breaker"),
 ])
 async def test_an_amend_refused_by_the_trading_state_or_the_breaker_changes_nothing(
