@@ -9,8 +9,9 @@ was once it gets SIGCONT, unaware of the time that passed. Unset, a failpoint co
 comparison.
 
 Points: ``after_persist`` (order recorded pending_submit, broker not called yet),
-``before_send`` (send tokens taken, broker not called yet) and ``after_submit`` (broker
-answered, outcome not written yet).
+``before_send`` (send tokens taken, broker not called yet), ``after_submit`` (broker
+answered, outcome not written yet) and ``after_pending_cancel`` (a cancel, amend or
+cancel_all wrote ``pending_cancel``, the broker not asked yet).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset({"after_persist", "before_send", "after_submit"})
+POINTS = frozenset({"after_persist", "before_send", "after_submit", "after_pending_cancel"})
 
 _armed, _, _how = os.environ.get("ORDERSTREAM_FAILPOINT", "").partition(":")
 if _armed and (_armed not in POINTS or _how not in ("", "stop")):

@@ -24,6 +24,7 @@ class Job:
     resumed: bool = False  # the order was recorded by an earlier delivery of this request
     events: list[Event] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    replaces: Order | None = None  # an amend's old order, once it is the replacement's place
     result: Result | None = None  # set once the request is decided; later steps skip it
     reserved: bool = False  # the risk step reserved for it (steps/risk.py)
     send_token: str = ""  # this delivery's send token, made once (steps/submit.py)

@@ -8,9 +8,13 @@ id before anything is sent (see steps/submit.py).
 
 An entry delivered more than ``max_deliveries`` times without an outcome is poison: it is
 dead-lettered to ``<prefix>:failed`` with reason ``poison``, its raw fields kept on the
-result entry as ``raw:<field>``, and acknowledged. An entry deleted from the stream while
-it was pending (XDEL, or a MAXLEN trim by a producer) cannot be executed: Redis 7 reports
-its id, and it gets a ``poison`` result saying so, so that its producer is not left waiting.
+result entry as ``raw:<field>``, and acknowledged. If it had made its order, that order is
+not left behind: one still ``pending_submit`` moves to ``submitted`` for the tracker to
+resolve at the broker, and the result reports the order (poison.py); the order change, the
+result and the XACK are one write (store.py ``finish``). An entry deleted from the stream
+while it was pending (XDEL, or a MAXLEN trim by a producer) cannot be executed: Redis 7
+reports its id, and it gets a ``poison`` result saying so, so that its producer is not left
+waiting.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from producer.contract import Action, ReasonCode, Result, ResultStatus, encode
-from producer.keys import GROUP, Keys
+from producer.contract import OrderState, Result, encode
+from producer.keys import GROUP
 from producer.replies import text
 
+from . import poison as dead  # what a dead letter says and leaves
 from .logs import about
+from .order import Order
+from .store import NotDurable, Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +42,20 @@ DeadLettered = Callable[[str, int], None]  # ("poison" or "deleted", how many) o
 _DONE = "0-0"  # XAUTOCLAIM's cursor once it has scanned the whole pending list
 
 
-def poison_result(entry_id: str, deliveries: int, worker: str, now: int) -> Result:
-    return Result(
-        request_id=entry_id,
-        action=Action.PLACE,
-        status=ResultStatus.FAILED,
-        reason_code=ReasonCode.POISON,
-        reason=(f"delivered {deliveries} times without an outcome; dead-lettered, its raw "
-                "fields are kept on this entry as raw:<field>"),
-        enqueued_at=int(entry_id.partition("-")[0]),
-        received_at=now,
-        completed_at=now,
-        worker=worker,
-    )
-
-
 def gone_result(entry_id: str, worker: str, now: int) -> Result:
-    result = poison_result(entry_id, 0, worker, now)
+    result = dead.plain(entry_id, 0, worker, now)
     result.reason = "the entry was deleted from the stream before it was executed"
     return result
 
 
 class Reclaimer:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
+    def __init__(self, store: Store, consumer: str, *,
                  visibility_timeout_ms: int, max_deliveries: int, batch_size: int,
                  results_maxlen: int, record: Record = lambda _: None,
                  dead_lettered: DeadLettered = lambda _, __: None) -> None:
-        self.redis = redis
-        self.keys = keys
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
         self.consumer = consumer
         self.idle_ms = visibility_timeout_ms
         self.max_deliveries = max_deliveries
@@ -130,33 +121,89 @@ class Reclaimer:
     async def _dead_letter(self, poison: list[tuple[str, Mapping[bytes, bytes], int]],
                            gone: list[str]) -> None:
         now = int(time.time() * 1000)
-        results = [poison_result(rid, times, self.consumer, now) for rid, _, times in poison]
-        results += [gone_result(rid, self.consumer, now) for rid in gone]
+        written: list[Result] = []
+        if poison:
+            written += await self._poison(poison, now)
+        if gone:
+            written += await self._gone(gone, now)
+        for result in written:
+            self.record(result)
+
+    async def _poison(self, poison: list[tuple[str, Mapping[bytes, bytes], int]],
+                      now: int) -> list[Result]:
+        """Dead-letter poison entries, each with the order it made, if any: one write. An
+        entry whose order moved meanwhile stays pending, to be dead-lettered again on a
+        later pass with the order as it is then."""
+        named = [dead.read(fields) for _, fields, _ in poison]
+        olds = await self._orders([dead.old_order_id(n) for n in named])
+        made = await self._orders([dead.order_id(n, rid, old) for (rid, _, _), n, old
+                                   in zip(poison, named, olds, strict=True)])
+        never_sent = await self._never_sent(
+            [(rid, o) for (rid, _, _), o in zip(poison, made, strict=True) if o is not None
+             and o.request_id == rid and o.state is OrderState.PENDING_SUBMIT])
+        outcomes: list[Outcome] = []
+        for (rid, fields, times), n, order in zip(poison, named, made, strict=True):
+            raw = {b"raw:" + (k if isinstance(k, bytes) else k.encode()): v
+                   for k, v in fields.items()}
+            if order is None or order.request_id != rid:
+                outcomes.append(Outcome(rid, dead.plain(rid, times, self.consumer, now, n),
+                                        entry_fields=raw))
+                continue
+            seq = order.seq
+            result, events = dead.with_order(rid, times, n, order, self.consumer, now,
+                                             never_sent=order.client_order_id in never_sent)
+            outcomes.append(Outcome(rid, result, order if events else None, seq, events,
+                                    entry_fields=raw))
+        conflicts = set(await self.store.finish(outcomes))
+        if len(conflicts) < len(outcomes):
+            self.dead_lettered("poison", len(outcomes) - len(conflicts))
+        times_of = {rid: times for rid, _, times in poison}
+        answers = [o.result for o in outcomes if o.result is not None]
+        for answer in answers:
+            rid, cid = answer.request_id, answer.client_order_id
+            if rid in conflicts:
+                log.warning("request %s: not dead-lettered now, as it was answered or its "
+                            "order %s moved meanwhile", rid, cid, extra=about(cid, rid))
+            elif cid is None:
+                log.error("request %s dead-lettered as poison after %d deliveries", rid,
+                          times_of[rid], extra=about(None, rid))
+            else:
+                log.error("request %s dead-lettered as poison after %d deliveries; its order "
+                          "%s is %s", rid, times_of[rid], cid, answer.order_state,
+                          extra=about(cid, rid))
+        return [a for a in answers if a.request_id not in conflicts]
+
+    async def _never_sent(self, orders: Sequence[tuple[str, Order]]) -> set[str]:
+        """Of these pending_submit orders, those nobody ever sent: the dead letter takes
+        their send tokens (lua/send.lua), free until now, so that nobody ever can."""
+        if not orders:
+            return set()
+        tokens = {o.client_order_id: f"poison:{rid}" for rid, o in orders}
+        try:
+            taken = await self.store.take_send_tokens(tokens)
+        except NotDurable:
+            return set()  # not sure the tokens will last: treated as maybe sent
+        return {cid for cid, took in zip(tokens, taken, strict=True) if took == 1}
+
+    async def _orders(self, cids: Sequence[str | None]) -> list[Order | None]:
+        """The records of these client ids, in one round trip; None where there is no id."""
+        wanted = [cid for cid in cids if cid is not None]
+        found = dict(zip(wanted, await self.store.load_orders(wanted), strict=True))
+        return [None if cid is None else found[cid] for cid in cids]
+
+    async def _gone(self, gone: list[str], now: int) -> list[Result]:
+        # No longer pending (Redis removed them from the group), so not through finish,
+        # which answers only pending requests; and no data to find an order by.
+        results = [gone_result(rid, self.consumer, now) for rid in gone]
         async with self.redis.pipeline(transaction=True) as pipe:
-            for (rid, fields, _), result in zip(poison, results, strict=False):
-                entry: dict[Any, Any] = {
-                    "data": encode(result),
-                    "request_id": rid,
-                    "client_order_id": "",
-                }
-                for name, value in fields.items():
-                    entry[b"raw:" + (name if isinstance(name, bytes) else name.encode())] = value
-                pipe.xadd(self.keys.failed, entry, maxlen=self.results_maxlen,
-                          approximate=True)
-            for rid, result in zip(gone, results[len(poison):], strict=True):
+            for rid, result in zip(gone, results, strict=True):
                 pipe.xadd(self.keys.failed, {"data": encode(result), "request_id": rid,
                                              "client_order_id": ""},
                           maxlen=self.results_maxlen, approximate=True)
-            pipe.xack(self.keys.pending, GROUP, *[r for r, _, _ in poison], *gone)
+            pipe.xack(self.keys.pending, GROUP, *gone)
             await pipe.execute()
-        for result in results:
-            self.record(result)
-        for reason, entries in (("poison", poison), ("deleted", gone)):
-            if entries:
-                self.dead_lettered(reason, len(entries))
-        for rid, _, times in poison:
-            log.error("request %s dead-lettered as poison after %d deliveries", rid, times,
-                      extra=about(None, rid))
+        self.dead_lettered("deleted", len(gone))
         for rid in gone:
             log.error("request %s was deleted from the stream while pending", rid,
                       extra=about(None, rid))
+        return results

@@ -66,6 +66,8 @@ class Outcome:
     order: Order | None = None
     expected_seq: int = 0
     events: list[Event] = field(default_factory=list)
+    # More fields of the result entry: a dead letter's raw:<field> (reclaim.py).
+    entry_fields: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 class NotDurable(Exception):
@@ -211,6 +213,10 @@ class Store:
                 keys.append(k.order(order.client_order_id))
                 meta += (1, outcome.expected_seq, order.seq, order.state,
                          1 if is_terminal(order.state) else 0, len(outcome.events))
+            meta.append(len(outcome.entry_fields))
+            for name, value in outcome.entry_fields.items():
+                payload += (name, value)
+            if order is not None:
                 payload.append(encode(order))
                 payload += map(encode, outcome.events)
         if not meta:

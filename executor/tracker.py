@@ -13,17 +13,20 @@ Sources: a broker with a push feed (``PushFeed``: the paper exchange's execution
 Binance's user data stream) is followed live, and its owned open orders are looked up
 (``get_order``) only every ``RECONCILE_EVERY`` passes, to catch what a feed missed (at a
 restart, or while it was down). Orders at a broker without a feed, or whose feed is
-broken, are looked up every pass (``track_interval_ms``). Orders in ``pending_submit`` are
-left to the request that is submitting them (or to its reclaim).
+broken, and ``submitted`` orders (unconfirmed: nothing says a feed told their changes
+after we began to follow them) are looked up every pass (``track_interval_ms``). Orders in
+``pending_submit`` are left to the request that is submitting them (or to its reclaim; a
+request dead-lettered as poison hands its order over as ``submitted``, poison.py).
 
 Deferred cancels: a cancel that came while its order was still being submitted is kept in
 ``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
-carry the cancel's request id). A flag whose order is final or gone is dropped.
+carry the cancel's request id), again every pass while the broker cannot take it. A flag
+is dropped only once its order is final, or its record gone.
 
 Hands off: an order in ``pending_cancel`` belongs to the request cancelling it (the cancel,
 amend or cancel_all that wrote that state before asking the broker), which writes the
 outcome itself; the tracker takes it back only if it stays so for two visibility timeouts
-(that request was dead-lettered).
+(that request's worker died and it was dead-lettered), and then cancels it at the broker.
 
 Outcome unknown: an order recorded ``submitted`` was sent and the broker has not shown it
 (steps/submit.py): it is looked up by client id on every pass, push feed or not, and moves
@@ -52,8 +55,8 @@ from .brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
 from .logs import about
 from .order import Context, Order, apply_report, transition
 from .services import Services
-from .states import IllegalTransition
-from .steps.cancel import SUBMITTING, WORKING, CancelFailed, cancel_at_broker
+from .states import IllegalTransition, is_terminal
+from .steps.cancel import WORKING, CancelFailed, cancel_at_broker
 from .store import Outcome
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,9 @@ class Tracker:
         self._passes += 1
         ids = [cid for cid in await self.store.open_order_ids() if self.mine(cid)]
         now = self.svc.clock()
+        # A submitted order is unconfirmed (the broker's answer was lost, or its request was
+        # dead-lettered): a feed may have told its changes before it was followed, so it is
+        # looked up every pass.
         orders = [
             o for o in await self.store.load_orders(ids)
             if o is not None and self.followed(o, now) and (
@@ -163,7 +169,11 @@ class Tracker:
             return None
         try:
             why = overdue(order, self.svc.clock(), self.market_timeout_ms)
-            if why is not None and order.state is not OrderState.PENDING_CANCEL:
+            if order.state is OrderState.PENDING_CANCEL:
+                # Followed only once hands off has passed: whoever wrote it died before
+                # the broker answered. Someone meant it cancelled, so it is.
+                why = f"left pending_cancel for over {self.hands_off_ms} ms"
+            if why is not None:
                 log.warning("order %s %s: cancelling it", order.client_order_id, why,
                             extra=about(order.client_order_id, order.request_id))
                 with self.svc.metrics.broker_call(order.spec.account, "cancel"):
@@ -201,6 +211,11 @@ class Tracker:
                    "lookups by client id after its answer was lost: it did not reach it")
 
     async def cancel_deferred(self) -> int:
+        """Send the deferred cancels of owned orders that are working. A flag is kept until
+        its order is final (or its record gone): whatever the broker answers short of that
+        (unavailable, retries exhausted, held back by the rate limiter, refused, or the
+        order moved under us), the cancel is sent again next pass. Returns how many orders
+        changed."""
         mine = {cid: rid for cid, rid in (await self.store.deferred_cancels()).items()
                 if self.mine(cid)}
         if not mine:
@@ -208,28 +223,27 @@ class Tracker:
         orders = await self.store.load_orders(list(mine))
         outcomes: list[Outcome] = []
         drop: list[str] = []
-        keep: set[str] = set()  # cancels to try again next pass
         for cid, order in zip(mine, orders, strict=True):
-            if order is None or order.state not in WORKING:
-                if order is None or order.state not in SUBMITTING:
-                    drop.append(cid)  # final, gone, or being cancelled already
-                continue  # still being submitted: next pass
+            if order is None or is_terminal(order.state):
+                drop.append(cid)
+                continue
+            if order.state not in WORKING:
+                # Still being submitted, or pending_cancel (its request is cancelling it,
+                # or "Hands off" takes it back): next pass, until it is final.
+                continue
             try:
                 events = await cancel_at_broker(self.svc, order, mine[cid])
             except CancelFailed as exc:
-                # Final at the broker already, or unknown there: settled. The broker
-                # failing, or the order moving under us (no events): again next pass, with
-                # what was learnt (pending_cancel and back) recorded.
-                events = exc.events
-                if exc.code == ReasonCode.BROKER_REJECTED or not events:
-                    log.info("deferred cancel of %s failed (%s); next pass", cid, exc,
-                             extra=about(cid, mine[cid]))
-                    keep.add(cid)
+                events = exc.events  # what was learnt on the way (a fill, or back to working)
+                if not is_terminal(order.state):
+                    log.info("deferred cancel of %s failed (%s: %s); next pass", cid,
+                             exc.code, exc, extra=about(cid, mine[cid]))
             if events:
                 outcomes.append(Outcome(cid, None, order, order.seq - len(events), events))
         conflicts = set(await self.store.finish(outcomes)) if outcomes else set()
-        drop += [o.request_id for o in outcomes
-                 if o.request_id not in conflicts and o.request_id not in keep]
+        # Dropped once the order's end is written; a conflict is read again next pass.
+        drop += [o.request_id for o in outcomes if o.request_id not in conflicts
+                 and o.order is not None and is_terminal(o.order.state)]
         await self.store.drop_deferred_cancels(drop)
         return len(outcomes) - len(conflicts)
 

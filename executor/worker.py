@@ -154,7 +154,7 @@ class Worker:
         self.cancel = Cancel(self.svc)
         self.amend = Amend(self.svc)
         self.reclaimer = Reclaimer(
-            self.redis, self.keys, self.consumer,
+            self.store, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
             batch_size=w.batch_size, results_maxlen=w.results_maxlen,
             record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers),
@@ -446,14 +446,15 @@ class Worker:
         extra: list[Outcome] = []
         follow_ups: list[FollowUp] = []
         undecided = [j for j in jobs if j.result is None]
-        # An amend is a place once its old order is cancelled (steps/amend.py).
+        # An amend is the place of its replacement, checked as one; its old order is
+        # cancelled only once the checks passed (steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
         for is_place, run in itertools.groupby(undecided, key=lambda j: j.action in placing):
             segment = list(run)
             if is_place:
-                todo = [j for j in segment if j.action is Action.AMEND]
-                with step("amend", todo):
-                    extra += await self.amend(todo)
+                amends = [j for j in segment if j.action is Action.AMEND]
+                with step("amend_prepare", amends):
+                    await self.amend.prepare(amends)
                 todo = [j for j in segment if j.result is None]
                 with step("idempotency", todo):
                     await self.idempotency(todo)
@@ -463,6 +464,8 @@ class Worker:
                 todo = [j for j in segment if j.result is None]
                 with step("risk", todo):
                     await self.risk(todo)
+                with step("amend", amends):
+                    extra += await self.amend(amends)
                 todo = [j for j in segment if j.result is None]
                 with step("persist", todo):
                     await self.persist(todo)

@@ -4,6 +4,7 @@ from .client import OrderClient, Submitted
 from .contract import (
     Action,
     OrderState,
+    OrderStatus,
     OrderType,
     ReasonCode,
     Request,
@@ -19,6 +20,7 @@ __all__ = [
     "Keys",
     "OrderClient",
     "OrderState",
+    "OrderStatus",
     "OrderType",
     "ReasonCode",
     "Request",

@@ -1,4 +1,5 @@
-"""Producer commands of ``orderstream``: submit, cancel, amend, cancel-all, watch, demo.
+"""Producer commands of ``orderstream``: submit, cancel, amend, cancel-all, order, watch,
+demo.
 
 They need only Redis: ``--redis-url`` (default ``$REDIS_URL``) and ``--prefix`` (default
 ``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``). Where the workers require signed requests,
@@ -21,6 +22,7 @@ from .contract import (
     Action,
     ContractError,
     Event,
+    OrderStatus,
     OrderType,
     Request,
     Result,
@@ -96,6 +98,13 @@ def add_commands(sub: Any) -> None:
     _wait_args(p)
     signing_args(p)
     p.set_defaults(func=_cancel_all)
+
+    p = sub.add_parser("order", help="show one order's current state, from its record "
+                       "(exit 1 when there is none)")
+    connection_args(p)
+    p.add_argument("client_order_id")
+    p.add_argument("--json", action="store_true", help="print the order as JSON")
+    p.set_defaults(func=_order)
 
     p = sub.add_parser("watch", help="follow results (and with --events, order events) live")
     connection_args(p)
@@ -234,6 +243,31 @@ async def _watch(args: argparse.Namespace) -> int:
             if args.limit and seen >= args.limit:
                 break
     return 0
+
+
+async def _order(args: argparse.Namespace) -> int:
+    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+        order = await client.order(args.client_order_id)
+    if order is None:
+        print(f"no order {args.client_order_id} (never made, or final for longer than the "
+              "workers keep records)", file=sys.stderr)
+        return 1
+    print(encode(order).decode() if args.json else format_order(order))
+    return 0
+
+
+def format_order(o: OrderStatus) -> str:
+    spec = o.spec
+    parts = [f"{o.state.value.upper():<16}", f"{o.client_order_id:<32}",
+             f"{spec.symbol} {spec.side} {spec.type} {spec.quantity or spec.quote_quantity}"]
+    if o.filled_quantity:
+        parts.append(f"filled {o.filled_quantity} @ {o.average_price}")
+    if o.broker_order_id:
+        parts.append(f"broker id {o.broker_order_id}")
+    parts.append(f"(request {o.request_id})")
+    if o.reason:
+        parts.append(f"[{o.reason_code or '-'}] {o.reason}")
+    return "  ".join(parts)
 
 
 def format_result(r: Result) -> str:

@@ -18,6 +18,7 @@ from .contract import (
     Action,
     ContractError,
     Event,
+    OrderStatus,
     OrderType,
     Request,
     Result,
@@ -25,6 +26,7 @@ from .contract import (
     TimeInForce,
     WireDecimal,
     decode_event,
+    decode_order_status,
     decode_result,
     encode,
     parse_decimal,
@@ -200,6 +202,15 @@ class OrderClient:
                     if rid is not None and _text(rid) in wanted:
                         found[_text(rid)] = decode_result(_field(fields, "data"))
         return found
+
+    async def order(self, client_order_id: str) -> OrderStatus | None:
+        """The order's current state, from its record; None when there is none (never
+        made, or final for longer than the workers' ``order_ttl_ms``). Its every change is
+        also an event (``follow(events=True)``). A request dead-lettered as ``poison`` after
+        it made its order names the order in its result: this is how to learn its outcome
+        (never place it again)."""
+        raw: Any = await self.redis.hget(self.keys.order(client_order_id), "record")
+        return None if raw is None else decode_order_status(raw)
 
     async def follow(
         self, *, results: bool = True, events: bool = False, since: str = "$"

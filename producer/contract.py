@@ -395,6 +395,29 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     reason: str | None = None
 
 
+class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
+    """One order as it is now, read from its record (the ``record`` field of the hash
+    ``<prefix>:order:<client_order_id>``) by ``OrderClient.order`` and ``orderstream order``.
+    The record holds more; these are the fields a producer may rely on. It is there from
+    the moment the order is persisted until ``order_ttl_ms`` (default 7 days) after the
+    order is final; every change is also an event on ``<prefix>:events``.
+    """
+
+    client_order_id: str
+    request_id: str  # the request that made the order
+    spec: OrderSpec
+    state: OrderState
+    seq: int  # the number of its events so far
+    broker_order_id: str | None = None
+    filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
+    average_price: WireDecimal | None = None
+    fills: list[Fill] = []
+    reason_code: str | None = None
+    reason: str | None = None
+    created_at: EpochMs = 0
+    updated_at: EpochMs = 0
+
+
 class ContractError(ValueError):
     """A request that does not satisfy the contract; ``field`` names the offending field."""
 
@@ -406,6 +429,8 @@ class ContractError(ValueError):
 _request_decoder = msgspec.json.Decoder(Request, dec_hook=_dec_hook, float_hook=Decimal)
 _result_decoder = msgspec.json.Decoder(Result, dec_hook=_dec_hook, float_hook=Decimal)
 _event_decoder = msgspec.json.Decoder(Event, dec_hook=_dec_hook, float_hook=Decimal)
+_order_status_decoder = msgspec.json.Decoder(OrderStatus, dec_hook=_dec_hook,
+                                             float_hook=Decimal)
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 _FIELD_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
@@ -445,6 +470,10 @@ def decode_result(data: bytes | str) -> Result:
 
 def decode_event(data: bytes | str) -> Event:
     return _event_decoder.decode(data)
+
+
+def decode_order_status(data: bytes | str) -> OrderStatus:
+    return _order_status_decoder.decode(data)
 
 
 def decoder(tp: type[Any]) -> msgspec.json.Decoder[Any]:

@@ -11,22 +11,27 @@
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
 -- KEYS[5+j] order keys, in the order of the items that have one.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
--- ARGV[4] MessagePack array, 9 values per item: request_id, client_order_id, result stream
+-- ARGV[4] MessagePack array, 10 values per item: request_id, client_order_id, result stream
 --   (1 completed, 2 failed), has an order change (1/0), then for an order change (else
---   placeholders): expected seq, seq, state, terminal (1/0), number of events n
+--   placeholders): expected seq, seq, state, terminal (1/0), number of events n; then the
+--   number r of extra fields of its result entry (a dead letter's raw:<field>, else 0)
 -- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
---   order of a cancel_all), then for an order change its record and its n events
+--   order of a cancel_all), its r extra (field, value) pairs, then for an order change its
+--   record and its n events
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns the request ids skipped: a seq conflict, or already answered.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
-local conflicts, acked = {}, {}
+local conflicts, acked, none = {}, {}, {}
 local k, a = 6, 5
-for m = 1, #meta, 9 do
+for m = 1, #meta, 10 do
   local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
-  local result = ARGV[a]
-  a = a + 1
+  local result, extra = ARGV[a], none
+  if meta[m + 9] > 0 then
+    extra = {unpack(ARGV, a + 1, a + 2 * meta[m + 9])}
+  end
+  a = a + 1 + 2 * meta[m + 9]
   local ok = true
   if result ~= '' and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
     ok = false
@@ -54,7 +59,7 @@ for m = 1, #meta, 9 do
   end
   if ok and result ~= '' then
     redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,
-      'request_id', rid, 'client_order_id', cid)
+      'request_id', rid, 'client_order_id', cid, unpack(extra))
     acked[#acked + 1] = rid
   end
 end

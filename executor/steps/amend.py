@@ -1,11 +1,22 @@
 """The amend action: change a working order's price, stop price or total quantity by
 cancel-replace (neither Binance spot nor the paper exchange amends in place).
 
-The old order is cancelled at the broker; then the request carries on as a place of the
-new order (idempotency, persist, submit), whose client id is derived from the amend's entry
-id, so a redelivered amend finds the replacement it already made instead of making a
-second one. The result names the new order, and the old one in ``cancelled``. Quantity is
-the new total: what the old order filled counts, and only the rest is placed.
+It runs in two parts around the checks (worker.py ``process``):
+
+1. ``prepare``, before idempotency: the request becomes the place of the new order, whose
+   client id is derived from the amend's entry id (so a redelivered amend finds the
+   replacement it already made instead of making a second one), naming the old order in
+   ``cancelled``. Nothing is sent or written.
+2. The circuit breaker (gate.py) and the risk checks, trading state included (risk.py),
+   judge the new order as replacing the old one: the old order's reservation and its
+   place among the open orders count as the new one's, not in addition.
+3. ``__call__``, only for an amend that passed them: the old order is cancelled at the
+   broker; then the request carries on as a place of the new order (persist, submit).
+   One refused (``halted``, ``circuit_open``, ``risk_denied:<check>``) changes nothing: the
+   old order keeps working, and the result names it with that reason code.
+
+The result names the new order, and the old one in ``cancelled``. Quantity is the new
+total: what the old order filled counts, and only the rest is placed.
 
 Refused before anything changes: an unknown order (``not_found``), a final one or one still
 being submitted (``not_cancellable``), a total quantity not above what is filled, or new
@@ -34,6 +45,7 @@ from producer.contract import (
     OrderState,
     OrderType,
     ReasonCode,
+    ResultStatus,
     wire,
 )
 from producer.ids import client_order_id_for_entry
@@ -55,59 +67,96 @@ class Amend:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
+    async def prepare(self, jobs: Sequence[Job]) -> None:
+        """Turn each amend into the place of its replacement (or refuse it); nothing is
+        sent or written."""
+        for job in jobs:
+            await self._prepare(job)
+
     async def __call__(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Cancel the old orders and turn each job into the place of its replacement;
-        returns the old orders' changes, to be written with the batch's results."""
+        """After the checks: cancel the old orders of the amends that passed them; returns
+        the old orders' changes, to be written with the batch's results."""
         changes: list[Outcome] = []
         for job in jobs:
-            change = await self._one(job)
+            old = job.replaces
+            if old is None:
+                continue  # refused by prepare
+            if job.result is not None:
+                self._refused(job, old)
+                continue
+            if job.order is not None:  # redelivered: the replacement exists
+                change = await self._settle(job, old)
+            else:
+                change = await self._replace(job, old)
             if change is not None:
                 changes.append(change)
         return changes
 
-    async def _one(self, job: Job) -> Outcome | None:
+    async def _prepare(self, job: Job) -> None:
         req = job.request
         assert req is not None and job.client_order_id is not None
         old_cid = job.client_order_id
         (old,) = await self.svc.store.load_orders([old_cid])
         if old is None or (req.account is not None and req.account != old.spec.account):
             self._fail(job, ReasonCode.NOT_FOUND, f"no order with client_order_id {old_cid}")
-            return None
+            return
         new_cid = client_order_id_for_entry(old.spec.symbol, old.spec.side, job.request_id)
         (made,) = await self.svc.store.load_orders([new_cid])
         if made is not None:  # redelivered: the replacement exists, carry on with it
-            self._become(job, old_cid, made.spec, new_cid)
-            return await self._settle(job, old)
-        if is_terminal(old.state) or old.state in SUBMITTING:
-            what = "still being submitted" if old.state in SUBMITTING else "final"
-            self._fail(job, ReasonCode.NOT_CANCELLABLE,
-                       f"order {old_cid} is {old.state} ({what}); it cannot be amended",
-                       old)
-            return None
+            self._become(job, old, made.spec, new_cid)
+            return
+        if self._not_amendable(job, old):
+            return
         try:
             spec = self._new_spec(job, old)
         except ContractError as exc:
             self._fail(job, ReasonCode.INVALID, str(exc), old)
+            return
+        self._become(job, old, spec, new_cid)
+
+    def _not_amendable(self, job: Job, old: Order) -> bool:
+        if is_terminal(old.state) or old.state in SUBMITTING:
+            what = "still being submitted" if old.state in SUBMITTING else "final"
+            self._fail(job, ReasonCode.NOT_CANCELLABLE,
+                       f"order {old.client_order_id} is {old.state} ({what}); it cannot be "
+                       "amended", old)
+            return True
+        return False
+
+    def _refused(self, job: Job, old: Order) -> None:
+        """Refused by the breaker, the trading state or a limit before anything changed:
+        the result names the old order, which keeps working."""
+        refusal = job.result
+        assert refusal is not None
+        self._fail(job, refusal.reason_code or ReasonCode.INTERNAL_ERROR, refusal.reason or "",
+                   old, refusal.status)
+
+    async def _replace(self, job: Job, old: Order) -> Outcome | None:
+        """Cancel the old order; the job goes on as the place of what is left to place."""
+        # As it is now: the checks may have taken a while (a breaker in hold mode).
+        (now,) = await self.svc.store.load_orders([old.client_order_id])
+        if now is None:
+            self._fail(job, ReasonCode.NOT_FOUND, f"order {old.client_order_id} is gone", old)
             return None
+        if self._not_amendable(job, now):
+            return None
+        old = job.replaces = now
         try:
             events = await cancel_at_broker(self.svc, old, job.request_id)
         except CancelFailed as exc:
             events = exc.events
             if old.state is not OrderState.CANCELLED:
-                self._fail(job, exc.code, f"order {old_cid} could not be cancelled for the "
-                           f"amend: {exc}", old)
+                self._fail(job, exc.code, f"order {old.client_order_id} could not be "
+                           f"cancelled for the amend: {exc}", old)
                 return _change(job, old, events)
         # Fills that came before the cancel took effect count against the new total.
-        if old.spec.type is OrderType.OCO:
-            raise ContractError(f"order {old.client_order_id} is an oco and cannot be amended "
-                                "(cancel it and place a new one)", "client_order_id")
         total = _total(job, old)
         if total <= old.filled_quantity:
-            job.cancelled = [old_cid]
             job.result = results.of_order(job, old, self.svc.clock(), self.svc.worker)
             return _change(job, old, events)
-        spec = msgspec.structs.replace(spec, quantity=wire(total - old.filled_quantity))
-        self._become(job, old_cid, spec, new_cid)
+        assert job.spec is not None
+        job.spec = msgspec.structs.replace(job.spec,
+                                           quantity=wire(total - old.filled_quantity))
         return _change(job, old, events)
 
     async def _settle(self, job: Job, old: Order) -> Outcome | None:
@@ -151,14 +200,19 @@ class Amend:
         spec: OrderSpec = msgspec.structs.replace(old.spec, **changes)
         return self.svc.brokers[old.spec.account].check(spec) or spec
 
-    def _become(self, job: Job, old_cid: str, spec: OrderSpec, new_cid: str) -> None:
+    def _become(self, job: Job, old: Order, spec: OrderSpec, new_cid: str) -> None:
         job.spec = spec
         job.client_order_id = new_cid
-        job.cancelled = [old_cid]
+        job.cancelled = [old.client_order_id]
+        job.replaces = old
 
-    def _fail(self, job: Job, code: str, reason: str, order: Order | None = None) -> None:
+    def _fail(self, job: Job, code: str, reason: str, order: Order | None = None,
+              status: ResultStatus = ResultStatus.FAILED) -> None:
+        # Nothing was replaced. The job keeps the new client id, if it had one by then, so
+        # that the risk step's settle gives back what was reserved for it.
+        job.cancelled = []
         job.result = results.failure(job, code, reason, self.svc.clock(), self.svc.worker,
-                                     order=order)
+                                     order=order, status=status)
 
 
 def _total(job: Job, old: Order) -> Decimal:

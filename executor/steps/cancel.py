@@ -2,6 +2,9 @@
 
 - unknown client id (or one of another account): ``not_found``;
 - a final order: ``not_cancellable``, reporting its state;
+- an order left ``pending_cancel`` (this request redelivered after its worker died between
+  writing that state and asking the broker): the broker is asked again, and for
+  ``cancel_all`` (so ``orderstream kill``) such orders are cancelled with the working ones;
 - an order still being submitted (``pending_submit``, maybe on another worker), or sent
   with its outcome unknown (``submitted``: the broker has not shown it yet): the cancel
   is recorded in ``<prefix>:cancels`` and answered ``pending_cancel`` at once; the tracker
@@ -42,6 +45,7 @@ from ..brokers.base import (
     Throttled,
     UnknownOutcome,
 )
+from ..failpoints import failpoint
 from ..job import Job
 from ..order import Context, Order, apply_report, restore, snapshot, transition
 from ..services import Services
@@ -52,6 +56,7 @@ WORKING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
 # Not confirmed by the broker yet: being submitted, or sent with its outcome unknown
 # (submitted: steps/submit.py). A cancel of one waits until the broker shows the order.
 SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
+CANCELLABLE = (*WORKING, OrderState.PENDING_CANCEL)  # what cancel_at_broker takes
 
 
 class CancelFailed(Exception):
@@ -132,7 +137,10 @@ class Cancel:
             and (req.symbol is None or o.spec.symbol == req.symbol)
             and (req.account is None or o.spec.account == req.account)
         ]
-        chosen = [o for o in matching if o.state in WORKING]
+        # An order left pending_cancel (a cancel whose worker died before asking the
+        # broker, or one still in flight) is asked again: cancelling twice is harmless,
+        # skipping it would leave it working at the broker.
+        chosen = [o for o in matching if o.state in CANCELLABLE]
         deferred = [o for o in matching if o.state in SUBMITTING]
         await self._defer([job] * len(deferred), deferred)
         job.cancelled += [o.client_order_id for o in deferred]
@@ -167,7 +175,7 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
     cid = order.client_order_id
     if is_terminal(order.state):
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
-    if order.state not in WORKING and order.state is not OrderState.PENDING_CANCEL:
+    if order.state not in CANCELLABLE:
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is {order.state}")
     broker = svc.brokers[order.spec.account]
     ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
@@ -180,6 +188,7 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
             raise CancelFailed(ReasonCode.NOT_CANCELLABLE,
                                f"order {cid} changed while being cancelled; send the cancel "
                                "again if it is still open")
+        failpoint("after_pending_cancel")
     events: list[Event] = []
     timed = svc.metrics.broker_call
     try:

@@ -214,8 +214,10 @@ class Risk:
                 book.unreserve(held)  # redelivered: decided again, replaced or dropped
                 write.drop.append((job.client_order_id or "", held))
             for cid in job.cancelled:
-                # An amend's old order is cancelled; the projector releases it when it
-                # folds the cancel, till then it only does not count against its own amend.
+                # An amend's new order replaces its old one: judged with the old order's
+                # reservation and open-order count taken out, not in addition. The old one
+                # is cancelled only if this passes; the projector releases its reservation
+                # when it folds the cancel, till then it only does not count here.
                 old = snap.reservations.get(cid)
                 if old is not None:
                     book.unreserve(old)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
 from executor.order import Context, new_order
 from executor.store import NewOrder, Store
@@ -89,3 +92,19 @@ async def persisted_by_the_dead_worker(r: aioredis.Redis, sub: Submitted) -> Ord
                               Context(now=1, worker="dead", request_id=sub.request_id))
     await store.begin([NewOrder(order, events)])
     return spec
+
+
+async def died_after_pending_cancel(redis_url: str, log: Path) -> None:
+    """Have a worker process take the cancel (or cancel_all, amend) just published and die
+    with SIGKILL right after writing ``pending_cancel``, before it asks the broker."""
+    doomed = WorkerProcess(redis_url, "doomed", log,
+                           ORDERSTREAM_FAILPOINT="after_pending_cancel")
+    code = await asyncio.to_thread(doomed.proc.wait, 60)
+    assert code == -signal.SIGKILL, log.read_text()
+
+
+async def hand_over(r: aioredis.Redis, request_id: str) -> None:
+    """Make a dead worker's pending request look idle for a minute, so that the next
+    worker's first reclaim pass takes it, long before its tracker would take the order
+    back (two visibility timeouts after the order last changed)."""
+    await r.xclaim(Keys().pending, GROUP, "doomed", 0, [request_id], idle=60_000)

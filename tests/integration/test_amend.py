@@ -7,21 +7,29 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
+from executor.breaker import Breaker
+from executor.brokers.base import BrokerStatus
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
+from executor.control import positions_caught_up, set_state
+from executor.risk.state import open_key
+from executor.trading import TradingState
+from executor.worker import Worker
 from producer.client import OrderClient, Submitted
-from producer.contract import Action, OrderState, ResultStatus, decode_event
+from producer.contract import Action, OrderState, ReasonCode, ResultStatus, decode_event
 from producer.keys import Keys
 
 from .conftest import running
+from .test_risk import with_risk
 
 K = Keys()
 
@@ -120,3 +128,96 @@ async def test_an_amend_whose_worker_dies_after_persisting_is_finished_once(
     assert await received(redis_client) == [old.client_order_id, result.client_order_id]
     assert await redis_client.xlen(K.completed) == 2
 
+
+
+async def resting_buy(client: OrderClient) -> str:
+    sub = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                             time_in_force="gtc")
+    result = await client.wait_result(sub.request_id, 10)
+    assert result.status is ResultStatus.ACCEPTED and result.client_order_id
+    return result.client_order_id
+
+
+async def events_of(r: aioredis.Redis, cid: str) -> list[OrderState]:
+    return [decode_event(f[b"data"]).state for _, f in await r.xrange(K.events)
+            if f[b"client_order_id"].decode() == cid]
+
+
+async def assert_untouched(r: aioredis.Redis, worker: Worker, cid: str) -> None:
+    """The old order of a refused amend: still working, here and at the exchange, never
+    asked to cancel."""
+    assert await state_of(r, cid) == "accepted"
+    assert await events_of(r, cid) == [OrderState.CREATED, OrderState.PENDING_SUBMIT,
+                                        OrderState.SUBMITTED, OrderState.ACCEPTED]
+    paper = unwrap(worker.brokers["default"])
+    assert isinstance(paper, PaperBroker)
+    assert (await paper.get_order(cid, "BTCUSDT")).status is BrokerStatus.NEW
+    assert await received(r) == [cid]
+
+
+async def halt(r: aioredis.Redis, worker: Worker) -> None:
+    await set_state(r, K, "global", TradingState.HALTED, "test")
+
+
+async def reduce_only(r: aioredis.Redis, worker: Worker) -> None:
+    # No position: a buy amend reduces nothing.
+    await set_state(r, K, "default", TradingState.REDUCING, "test")
+
+
+async def open_the_breaker(r: aioredis.Redis, worker: Worker) -> None:
+    # An authentication failure opens it at once, for the whole cool-down (30 s).
+    await Breaker(r, K, worker.settings.breaker).record("default", "X")
+
+
+@pytest.mark.parametrize(("refuse", "code", "words"), [
+    (halt, ReasonCode.HALTED, "halted"),
+    (reduce_only, ReasonCode.HALTED, "is reducing"),
+    (open_the_breaker, ReasonCode.CIRCUIT_OPEN, "circuit breaker"),
+])
+async def test_an_amend_refused_by_the_trading_state_or_the_breaker_changes_nothing(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    refuse: Callable[[aioredis.Redis, Worker], Awaitable[None]], code: str, words: str,
+) -> None:
+    async with running(make_settings()) as worker:
+        cid = await resting_buy(client)
+        await refuse(redis_client, worker)
+        amend = await client.amend(cid, price="49500")
+        result = await client.wait_result(amend.request_id, 10)
+        assert result.reason_code == code and words in (result.reason or ""), result
+        # The result names the old order, still working; nothing was cancelled.
+        assert result.client_order_id == cid and result.cancelled == []
+        assert result.order_state is OrderState.ACCEPTED
+        await assert_untouched(redis_client, worker, cid)
+
+
+async def test_an_amend_is_judged_as_replacing_its_old_order(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    # Room for one open order and 250 USDT of buys: the old order (0.002 x 49000 = 98)
+    # and its replacement (0.004 x 49500 = 198) would break both if counted together.
+    settings = with_risk(make_settings(), max_open_orders=1, balance=Decimal("250"))
+    async with running(settings) as worker:
+        cid = await resting_buy(client)
+        amend = await client.amend(cid, price="49500", quantity="0.004")
+        result = await client.wait_result(amend.request_id, 10)
+        assert result.status is ResultStatus.ACCEPTED, result
+        assert result.cancelled == [cid]
+        new_cid = result.client_order_id or ""
+        assert await state_of(redis_client, cid) == "cancelled"
+        # The old order's reservation goes once the projector has folded its cancel.
+        assert await positions_caught_up(redis_client, K, 10)
+        assert list(await redis_client.hgetall(open_key(K, "default"))) == [new_cid.encode()]
+        # A new size that breaks a limit on its own (0.006 x 49000 = 294 > 250) is denied
+        # before anything changes: the order keeps working.
+        denied = await client.amend(new_cid, price="49000", quantity="0.006")
+        refusal = await client.wait_result(denied.request_id, 10)
+        assert refusal.status is ResultStatus.DENIED
+        assert refusal.reason_code == "risk_denied:balance", refusal
+        assert "notional 294" in (refusal.reason or "")
+        assert refusal.client_order_id == new_cid and refusal.cancelled == []
+        assert await state_of(redis_client, new_cid) == "accepted"
+        paper = unwrap(worker.brokers["default"])
+        assert isinstance(paper, PaperBroker)
+        assert (await paper.get_order(new_cid, "BTCUSDT")).status is BrokerStatus.NEW
+        assert await received(redis_client) == [cid, new_cid]
+        assert list(await redis_client.hgetall(open_key(K, "default"))) == [new_cid.encode()]

@@ -1,7 +1,8 @@
 """A cancel the broker could not take: sent again while the broker is unavailable or its
 answer was lost, ``rate_limited`` when our limiter held it back, ``retries_exhausted`` when
 the broker stayed unavailable, ``broker_rejected`` when it refused; the order stays working
-each time and a later cancel still works."""
+each time and a later cancel still works. A deferred cancel (one that came while its order
+was being submitted) that fails so is kept and sent again until the order is final."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from executor.brokers.base import (
 )
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
+from executor.metrics import Metrics
+from executor.services import Services
+from executor.store import Store
+from executor.tracker import Tracker
 from producer.client import OrderClient
 from producer.contract import OrderState, ReasonCode, ResultStatus
 from producer.keys import Keys
@@ -94,3 +99,44 @@ async def test_a_cancel_the_broker_could_not_take(
         final = await client.wait_result(again.request_id, 10)
         assert final.status is ResultStatus.CANCELLED
         assert final.order_state is OrderState.CANCELLED
+
+
+UNAVAILABLE = [("before", RetryableError("HTTP 503 (test)"))] * 3
+TIMING_OUT = [("before", UnknownOutcome("read timeout (test)"))] * 3
+
+
+@pytest.mark.parametrize("failures", [
+    pytest.param(UNAVAILABLE, id="retries_exhausted"),
+    pytest.param(TIMING_OUT, id="unavailable"),
+    pytest.param([("before", Throttled("orders_10s full (test)"))], id="rate_limited"),
+    pytest.param([("before", PermanentError("-2011 unknown reason (test)"))],
+                 id="broker_rejected"),
+])
+async def test_a_deferred_cancel_the_broker_could_not_take_is_sent_again_until_final(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, failures: list[tuple[str, BrokerError]],
+) -> None:
+    settings = make_settings()
+    async with running(settings):
+        cid = await resting_order(client)
+    k = Keys()
+    store = Store(redis_client, k, results_maxlen=1000, order_ttl_ms=60_000)
+    # A cancel that came while the place was pending; the order is working now.
+    await store.defer_cancels({cid: "1-1"})
+    broker = FailingCancels("default", settings.accounts["default"], redis_client, k)
+    await broker.start(background=False)
+    try:
+        tracker = Tracker(Services(settings, store, {"default": broker}, Metrics(), "w1"),
+                          None, interval_ms=100, market_timeout_ms=300_000)
+        broker.failures = list(failures)
+        await tracker.cancel_deferred()
+        assert broker.calls == len(failures)
+        assert await redis_client.hget(k.order(cid), "state") == b"accepted"
+        assert await store.deferred_cancels() == {cid: "1-1"}, "the cancel was dropped"
+        # The broker takes it on the next pass.
+        assert await tracker.cancel_deferred() == 1
+        assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+    finally:
+        await broker.close()
+    assert await redis_client.hget(k.order(cid), "state") == b"cancelled"
+    assert await store.deferred_cancels() == {}

@@ -19,7 +19,7 @@ from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import died_after_pending_cancel, running
 from .test_operator_commands import cli, cli_json
 
 K = Keys()
@@ -49,6 +49,27 @@ async def test_kill_halts_and_cancels_every_open_order(
     [entry] = await audit.read(redis_client, K)
     assert (entry.kind, entry.scope, entry.details["state"]) == ("trading_state", "global",
                                                                  "halted")
+
+
+async def test_kill_cancels_an_order_a_dead_worker_left_pending_cancel(
+        make_settings: Callable[..., Settings], redis_url: str, client: OrderClient,
+        redis_client: aioredis.Redis, tmp_path: Path) -> None:
+    async with running(make_settings("w1")):
+        resting = [await client.place("BTCUSDT", "buy", "limit", "0.001", price=p)
+                   for p in ("40000", "41000")]
+        answers = await client.wait_results([s.request_id for s in resting], 10)
+    cids = sorted(answers[s.request_id].client_order_id or "" for s in resting)
+    # A cancel of the first whose worker died before it asked the exchange; the cancel
+    # stays pending (and is not redelivered within this test).
+    await client.cancel(cids[0])
+    await died_after_pending_cancel(redis_url, tmp_path / "doomed.log")
+    assert await redis_client.hget(K.order(cids[0]), "state") == b"pending_cancel"
+    async with running(make_settings("w1", visibility_timeout_ms=60_000)):
+        report = await kill(redis_client, K, client, account=None, flatten=False, wait_s=10)
+    assert report.ok and sorted(report.cancelled) == cids, report
+    for cid in cids:
+        raw = await redis_client.hget(K.order(cid), "record")
+        assert raw is not None and decode_order(raw).state is OrderState.CANCELLED
 
 
 async def test_kill_flatten_closes_every_position_of_the_account_then_halts_it(

@@ -17,7 +17,7 @@ from redis.exceptions import NoPermissionError
 
 from devtools.redis_server import RedisServer, find_redis_server
 from producer.client import OrderClient
-from producer.contract import ResultStatus
+from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys
 
 from .conftest import running, settings_for
@@ -110,8 +110,9 @@ async def test_the_producer_publishes_and_reads_results(
                                          K.pending, ">")),
         ("ack requests", ("XACK", K.pending, GROUP, "1-0")),
         ("drop the group", ("XGROUP", "DESTROY", K.pending, GROUP)),
-        ("read an order record", ("HGETALL", K.order("c-1"))),
+        ("read all of an order record", ("HGETALL", K.order("c-1"))),
         ("write an order record", ("HSET", K.order("c-1"), "state", "filled")),
+        ("read another hash", ("HGET", K.trading, "global")),
         ("read the paper exchange", ("XRANGE", K.paper("default", "received"), "-", "+")),
         ("run a script", ("EVAL", "return 1", "0")),
         ("run a loaded script", ("EVALSHA", "0" * 40, "0")),
@@ -159,6 +160,7 @@ async def test_a_full_round_trip_as_worker_and_producer_users(
                                             bad.decode()], 10)
         cancel_all = await client.cancel_all(symbol="BTCUSDT")
         last = await client.wait_result(cancel_all.request_id, 10)
+        read = await client.order(market.client_order_id or "")
         await asyncio.sleep(1.5)  # tracker, heartbeats, reclaimer and projector passes
     # The refusals first: they are the cause of any result below that is not as expected.
     refused = await admin.execute_command("ACL", "LOG")
@@ -169,6 +171,7 @@ async def test_a_full_round_trip_as_worker_and_producer_users(
     assert second[cancel.request_id].status is ResultStatus.CANCELLED
     assert second[bad.decode()].reason_code == "invalid"
     assert last.status is ResultStatus.CANCELLED and len(last.cancelled) == 1
+    assert read is not None and read.state is OrderState.FILLED
     assert await admin.hget(K.positions, "default:BTCUSDT")  # the projector ran
 
 

@@ -16,8 +16,9 @@ from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.metrics import Metrics
+from executor.order import Context, Order, transition
 from executor.services import Services
-from executor.store import Store
+from executor.store import Outcome, Store
 from executor.tracker import Tracker, owner
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus, decode_event
@@ -181,3 +182,60 @@ async def test_an_order_past_its_expire_at_is_cancelled_by_the_tracker(
     assert (await event_states(redis_client, cid))[-2:] == [OrderState.ACCEPTED,
                                                              OrderState.CANCELLED]
     assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+
+
+async def moved_by_a_dead_worker(store: Store, cid: str, state: OrderState) -> Order:
+    """Record a move of the order to ``state``, as a worker that died next would have."""
+    (order,) = await store.load_orders([cid])
+    assert order is not None
+    seq = order.seq
+    event = transition(order, state, Context(now=order.updated_at, worker="dead",
+                                             request_id="1-1"))
+    assert await store.finish([Outcome("1-1:moved", None, order, seq, [event])]) == []
+    return order
+
+
+async def test_an_order_left_pending_cancel_past_hands_off_is_cancelled_by_the_tracker(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    settings = make_settings()
+    async with running(settings):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                 time_in_force="gtc")
+        assert (await client.wait_result(sub.request_id, 10)).status is ResultStatus.ACCEPTED
+    cid = sub.client_order_id or ""
+    async with standalone_tracker(redis_client, settings, None) as tracker:
+        # A cancel wrote pending_cancel, then its worker died before asking the exchange,
+        # and the cancel was dead-lettered: nobody else will send it.
+        order = await moved_by_a_dead_worker(tracker.store, cid, OrderState.PENDING_CANCEL)
+        assert await tracker.poll_once() == 0  # hands off: its request may still answer
+        later = order.updated_at + tracker.hands_off_ms
+        tracker.svc.clock = lambda: later
+        assert await tracker.poll_once() == 1
+        broker = tracker.svc.brokers["default"]
+        assert (await broker.get_order(cid, "BTCUSDT")).status.value == "cancelled"
+    assert await state_of(redis_client, cid) == "cancelled"
+    assert (await event_states(redis_client, cid))[-2:] == [OrderState.PENDING_CANCEL,
+                                                             OrderState.CANCELLED]
+
+
+async def test_a_submitted_order_is_looked_up_every_pass_even_with_a_live_feed(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    # Sent, and filled at the exchange, but its record only says submitted (the answer was
+    # lost, or its request dead-lettered): the feed told the fill before anyone followed.
+    # (A marketable limit order: a market one would be overdue, and so looked up anyway.)
+    sub = await taken_by_a_dead_worker(redis_client, client, type="limit", price="51000",
+                                       time_in_force="gtc")
+    spec = await persisted_by_the_dead_worker(redis_client, sub)
+    cid = sub.client_order_id or ""
+    settings = make_settings()
+    async with standalone_tracker(redis_client, settings, None) as tracker:
+        await tracker.svc.brokers["default"].submit(cid, spec)
+        await moved_by_a_dead_worker(tracker.store, cid, OrderState.SUBMITTED)
+        tracker.live_feeds.add("default")
+        tracker._passes = 1  # not a reconciliation pass
+        assert await tracker.poll_once() == 1
+    assert await state_of(redis_client, cid) == "filled"
