@@ -8,9 +8,11 @@ id before anything is sent (see steps/submit.py).
 
 An entry delivered more than ``max_deliveries`` times without an outcome is poison: it is
 dead-lettered to ``<prefix>:failed`` with reason ``poison``, its raw fields kept on the
-result entry as ``raw:<field>``, and acknowledged. An entry deleted from the stream while
-it was pending (XDEL, or a MAXLEN trim by a producer) cannot be executed: Redis 7 reports
-its id, and it gets a ``poison`` result saying so, so that its producer is not left waiting.
+result entry as ``raw:<field>``, acknowledged and deleted from the requests stream (as
+every answered request is, lua/finish.lua). An entry deleted from the stream while it was
+pending (an operator's XDEL, or a MAXLEN trim by a producer; workers delete only what they
+acked) cannot be executed: Redis 7 reports its id, and it gets a ``poison`` result saying
+so, so that its producer is not left waiting.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ class Reclaimer:
                                              "client_order_id": ""},
                           maxlen=self.results_maxlen, approximate=True)
             pipe.xack(self.keys.pending, GROUP, *[r for r, _, _ in poison], *gone)
+            if poison:  # answered, its fields kept on the result: no longer needed here
+                pipe.xdel(self.keys.pending, *[r for r, _, _ in poison])
             await pipe.execute()
         for result in results:
             self.record(result)

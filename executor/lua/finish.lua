@@ -1,6 +1,9 @@
 -- Write the outcome of a batch of requests: each order's new record and events, its result
 -- entry and the XACK of its request, all in one atomic step, so a crash leaves either the
 -- whole outcome or none of it (and then the request is still pending and will be redone).
+-- An acked request is also deleted from the stream (XDEL): answered, it is needed no more,
+-- and kept it would hold its memory for ever. Only acked ones: an entry still pending (in
+-- flight elsewhere) or never read is never deleted here.
 --
 -- An order write is a compare-and-set on the order's seq: if another writer moved the order
 -- since we read it, the item is skipped (not acked, no result) and reported back.
@@ -58,8 +61,10 @@ for m = 1, #meta, 9 do
     acked[#acked + 1] = rid
   end
 end
--- One XACK for the batch (a batch is far below Lua's limit on unpacked arguments).
+-- One XACK and one XDEL for the batch (a batch is far below Lua's limit on unpacked
+-- arguments).
 if #acked > 0 then
   redis.call('XACK', KEYS[5], group, unpack(acked))
+  redis.call('XDEL', KEYS[5], unpack(acked))
 end
 return conflicts
