@@ -45,6 +45,7 @@ from .packing import use_c_packing
 from .probes import Probe
 from .projector import Projector
 from .reclaim import Reclaimer
+from .retention import Retention
 from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
@@ -147,6 +148,11 @@ class Worker:
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
                                    day_offset_ms=settings.risk.day_offset_ms)
+        self.retention = Retention(
+            self.redis, self.keys, events_retention_ms=w.events_retention_ms,
+            results_retention_ms=w.results_retention_ms, interval_ms=w.retention_interval_ms,
+            clock=self.svc.clock,
+            trimmed=lambda stream, n: self.metrics.trimmed.labels(stream).inc(n))
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -258,6 +264,7 @@ class Worker:
         background: dict[str, Callable[[], Awaitable[None]]] = {
             "reclaim": self._housekeeping,
             "tracker": lambda: self.tracker.run(running, self._sleep),
+            "retention": lambda: self.retention.run(running, self._sleep),
         }
         if self.settings.worker.project_positions:
             background["positions"] = lambda: self.projector.run(running, self._sleep)

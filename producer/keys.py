@@ -11,9 +11,10 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("audit", "cancels", "completed", "events", "failed", "open", "pending",
-                 "positions", "positions_cursor", "positions_lease", "prefix", "risk_limits",
-                 "trading", "workers")
+    __slots__ = ("audit", "cancels", "completed", "events", "events_readers", "failed", "open",
+                 "pending", "positions", "positions_base", "positions_base_cursor",
+                 "positions_cursor", "positions_lease", "prefix", "risk_limits", "trading",
+                 "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -21,6 +22,9 @@ class Keys:
         self.completed = f"{prefix}:completed"  # stream of successful results (capped)
         self.failed = f"{prefix}:failed"  # stream of failed results (capped)
         self.events = f"{prefix}:events"  # stream of every order state transition
+        # Hash reader -> the last events entry it has durably processed: a registered reader
+        # of the events (an archive); the log is never trimmed past one (retention.py).
+        self.events_readers = f"{prefix}:events:readers"
         self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
         # Hash client id -> request id of a cancel that came while the order was still
         # being submitted; the tracker sends it once the place lands.
@@ -30,6 +34,11 @@ class Keys:
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
+        # The positions as of the events entry in positions_base_cursor, copied when the
+        # events are trimmed: the log keeps every entry after it, so replay can still check
+        # the positions (base + the fills after it) once the start of the log is gone.
+        self.positions_base = f"{prefix}:positions:base"
+        self.positions_base_cursor = f"{prefix}:positions:base:cursor"
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
         # Hash scope ("global" or an account) -> trading state (executor/trading.py).
         self.trading = f"{prefix}:trading"
