@@ -31,6 +31,7 @@ from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
+from .attention import Attention
 from .breaker import Breaker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
@@ -120,7 +121,7 @@ class Worker:
             for name, account in settings.accounts.items()
         }
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
-                           order_ttl_ms=w.order_ttl_ms)
+                           order_ttl_ms=w.order_ttl_ms, attention=Attention.of(w))
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
         self.decode = Decode(self.svc)
         self.authenticate = Authenticate(self.svc)

@@ -50,6 +50,11 @@ class Keys:
         """Hash with the current state of one order; also its idempotency record."""
         return f"{self.prefix}:order:{client_order_id}"
 
+    def due(self, account: str) -> str:
+        """Zset client id -> epoch ms when the tracker must next look at the account's open
+        order (executor/attention.py)."""
+        return f"{self.prefix}:due:{account}"
+
     def worker(self, consumer: str) -> str:
         """Heartbeat of a live worker (expires when it stops beating)."""
         return f"{self.prefix}:worker:{consumer}"

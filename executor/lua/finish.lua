@@ -6,17 +6,21 @@
 -- flight elsewhere) or never read is never deleted here.
 --
 -- An order write is a compare-and-set on the order's seq: if another writer moved the order
--- since we read it, the item is skipped (not acked, no result) and reported back.
+-- since we read it, the item is skipped (not acked, no result) and reported back. With the
+-- record goes its place in its account's attention index (when the tracker must next look
+-- at it, executor/attention.py): a final order leaves the index and the open set.
 -- A request no longer pending was answered by another worker (one that took it over while
 -- this one stalled past the visibility timeout): its item is skipped too, so a request
 -- never gets a second result, whatever the two workers decided.
 --
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
--- KEYS[5+j] order keys, in the order of the items that have one.
+-- then per item that has an order change, in order: its order key, its account's
+-- attention index.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
--- ARGV[4] MessagePack array, 9 values per item: request_id, client_order_id, result stream
+-- ARGV[4] MessagePack array, 10 values per item: request_id, client_order_id, result stream
 --   (1 completed, 2 failed), has an order change (1/0), then for an order change (else
---   placeholders): expected seq, seq, state, terminal (1/0), number of events n
+--   placeholders): expected seq, seq, state, terminal (1/0), number of events n, when it
+--   is due (epoch ms; unused when terminal)
 -- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
 --   order of a cancel_all), then for an order change its record and its n events
 -- (the short values packed in one argument keep the client's command encoding cheap; the
@@ -26,7 +30,7 @@ local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
 local conflicts, acked = {}, {}
 local k, a = 6, 5
-for m = 1, #meta, 9 do
+for m = 1, #meta, 10 do
   local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
   local result = ARGV[a]
   a = a + 1
@@ -48,11 +52,14 @@ for m = 1, #meta, 9 do
       if meta[m + 7] == 1 then
         redis.call('PEXPIRE', key, ttl)
         redis.call('SREM', KEYS[2], cid)
+        redis.call('ZREM', KEYS[k + 1], cid)
+      else
+        redis.call('ZADD', KEYS[k + 1], meta[m + 9], cid)
       end
     end
   end
   if meta[m + 3] == 1 then
-    k = k + 1
+    k = k + 2
     a = a + 1 + meta[m + 8]
   end
   if ok and result ~= '' then
