@@ -12,7 +12,8 @@ worker that sent it and any worker can look it up by client id.
   compare-and-set on the order's version and appending it to the executions stream.
 - Faults are injected from ``random.Random(seed)`` in process: ``failure_rate`` refuses a
   submit before it reaches the book, ``timeout_rate`` stores it but answers UnknownOutcome.
-- The matcher also forgets, every ``TRIM_INTERVAL_MS``, the orders finished more than
+- The matcher also forgets, every ``TRIM_INTERVAL_MS`` (or ``retention_ms`` if shorter), the
+  orders finished more than
   ``retention_ms`` ago and the stream entries as old (store.py), so the exchange's memory
   does not grow with every order it ever took.
 """
@@ -464,7 +465,8 @@ class PaperBroker:
                 self.is_matcher = await self.store.lease(self.token, self._lease_ms)
                 if self.is_matcher:
                     await self.match_once()
-                    if self.clock() - self._trimmed_at >= TRIM_INTERVAL_MS:
+                    every = min(TRIM_INTERVAL_MS, self.config.retention_ms)
+                    if self.clock() - self._trimmed_at >= every:
                         self._trimmed_at = self.clock()
                         await self.forget_finished()
             except (RedisError, OSError) as exc:
