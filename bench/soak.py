@@ -6,13 +6,15 @@ Redis memory over time, which must stay flat once the retentions have come round
 A private redis-server and one worker process on the paper broker (zero latency), every
 retention set to ``--retention-ms``: the results' and the events' (the positions fold and
 the retention window), the order records' TTL (``order_ttl_ms``), the paper exchange's
-finished orders. The producer keeps the requests stream at most ``--backlog`` deep (an
-answered request leaves it), so the worker runs flat out without a backlog that would
-grow memory for a reason of its own: market orders, buys and sells, and one in ten a
-resting limit order cancelled two seconds later. Printed every ``--sample`` seconds:
-orders answered, ``used_memory``, the number of keys, the streams' lengths, the open
-orders and the paper exchange's orders. At the end: the memory after the warm-up (three
-retentions) and its growth per order answered since, about 0 when nothing leaks (a
+finished orders. The producer publishes as fast as the worker answers and its positions
+fold keeps up: it keeps the requests stream at most ``--backlog`` deep (an answered
+request leaves it) and waits while the fold's oldest unfolded event is older than
+``--fold-lag-ms``, so no backlog grows memory for a reason of its own (events not yet
+folded are kept, by design). Orders: market buys and sells, and one in ten a resting
+limit order cancelled two seconds later. Printed every ``--sample`` seconds: requests
+answered, ``used_memory``, the number of keys, the streams' lengths, the open orders, the
+paper exchange's orders and the fold's lag. At the end: the memory after the warm-up (three
+retentions) and its growth per request answered since, about 0 when nothing leaks (a
 deployment that trimmed nothing grew by about 4 KB per order).
 """
 
@@ -35,6 +37,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer, find_redis_server
+from executor.retention import POSITIONS, reader_lags
 from producer.contract import (
     Action,
     OrderType,
@@ -62,6 +65,7 @@ class Sample:
     events: int
     open: int
     paper: int
+    fold_lag: float  # seconds: age of the oldest event the positions fold has not folded
 
 
 def order(i: int) -> tuple[bytes, str | None]:
@@ -101,21 +105,23 @@ async def sample(r: aioredis.Redis, start: float, sent: int) -> Sample:
         pipe.scard(KEYS.open)
         pipe.hlen(KEYS.paper("default", "orders"))
         memory, keys, pending, completed, failed, events, open_, paper = await pipe.execute()
+    lag = (await reader_lags(r, KEYS))[POSITIONS]
     # An answered request leaves the requests stream: what is in it is not answered yet.
     return Sample(time.monotonic() - start, sent - int(pending), int(memory["used_memory"]),
                   int(keys), int(pending), int(completed), int(failed), int(events),
-                  int(open_), int(paper))
+                  int(open_), int(paper), lag)
 
 
 def row(s: Sample) -> str:
     return (f"{s.at:>7.0f}{s.answered:>10}{s.used_memory / 1e6:>11.2f}{s.keys:>8}"
-            f"{s.pending:>9}{s.completed:>11}{s.failed:>8}{s.events:>9}{s.open:>7}{s.paper:>8}")
+            f"{s.pending:>9}{s.completed:>11}{s.failed:>8}{s.events:>9}{s.open:>7}{s.paper:>8}"
+            f"{s.fold_lag:>7.1f}")
 
 
-async def produce(r: aioredis.Redis, duration: float, backlog: int, every: float,
-                  start: float) -> list[Sample]:
-    """Publish for ``duration`` seconds, keeping at most ``backlog`` requests unanswered;
-    sample every ``every`` seconds."""
+async def produce(r: aioredis.Redis, duration: float, backlog: int, fold_lag_s: float,
+                  every: float, start: float) -> list[Sample]:
+    """Publish for ``duration`` seconds, keeping at most ``backlog`` requests unanswered
+    and the positions fold at most ``fold_lag_s`` behind; sample every ``every`` s."""
     numbers = itertools.count()
     resting: deque[tuple[float, str]] = deque()
     sent = 0
@@ -124,6 +130,8 @@ async def produce(r: aioredis.Redis, duration: float, backlog: int, every: float
     next_sample = every
     while (now := time.monotonic() - start) < duration:
         waiting = int(await r.xlen(KEYS.pending))
+        if (await reader_lags(r, KEYS))[POSITIONS] > fold_lag_s:
+            waiting = backlog  # the fold is behind: let it catch up
         async with r.pipeline(transaction=False) as pipe:
             for _ in range(max(backlog - waiting, 0)):
                 data, cid = order(next(numbers))
@@ -143,7 +151,8 @@ async def produce(r: aioredis.Redis, duration: float, backlog: int, every: float
     return samples
 
 
-async def run(duration: float, retention_ms: int, every: float, backlog: int) -> list[Sample]:
+async def run(duration: float, retention_ms: int, every: float, backlog: int,
+              fold_lag_ms: int = 2_000) -> list[Sample]:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(binary=find_redis_server(), data_dir=Path(tmp))
         with server:
@@ -153,10 +162,13 @@ async def run(duration: float, retention_ms: int, every: float, backlog: int) ->
                 env=worker_env(server.url, retention_ms), stdout=subprocess.DEVNULL)
             try:
                 print(f"soak: one worker, paper broker, retentions {retention_ms} ms, "
-                      f"{duration:.0f} s, backlog at most {backlog}")
+                      f"{duration:.0f} s, backlog at most {backlog}, fold lag at most "
+                      f"{fold_lag_ms} ms")
                 print(f"{'s':>7}{'answered':>10}{'memory MB':>11}{'keys':>8}{'pending':>9}"
-                      f"{'completed':>11}{'failed':>8}{'events':>9}{'open':>7}{'paper':>8}")
-                samples = await produce(r, duration, backlog, every, time.monotonic())
+                      f"{'completed':>11}{'failed':>8}{'events':>9}{'open':>7}{'paper':>8}"
+                      f"{'fold s':>7}")
+                samples = await produce(r, duration, backlog, fold_lag_ms / 1000, every,
+                                        time.monotonic())
             finally:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -194,8 +206,11 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--backlog", type=int, default=1_000,
                         help="most requests waiting in the stream")
+    parser.add_argument("--fold-lag-ms", type=int, default=2_000,
+                        help="most lag of the positions fold before publishing waits")
     args = parser.parse_args()
-    asyncio.run(run(args.duration, args.retention_ms, args.sample, args.backlog))
+    asyncio.run(run(args.duration, args.retention_ms, args.sample, args.backlog,
+                    args.fold_lag_ms))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class Retention:
         k = self.keys
         reply: Any = await self._events(
             keys=[k.events, k.positions_cursor, k.events_readers, k.positions,
-                  k.positions_base, k.positions_base_cursor],
+                  k.positions_base, k.positions_base_cursor, k.events_trimmed],
             args=[cutoff, TRIM_LIMIT])
         return int(reply[0])
 

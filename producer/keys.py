@@ -11,10 +11,10 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("audit", "cancels", "completed", "events", "events_readers", "failed", "open",
-                 "pending", "positions", "positions_base", "positions_base_cursor",
-                 "positions_cursor", "positions_lease", "prefix", "risk_limits", "trading",
-                 "workers")
+    __slots__ = ("audit", "cancels", "completed", "events", "events_readers", "events_trimmed",
+                 "failed", "open", "pending", "positions", "positions_base",
+                 "positions_base_cursor", "positions_cursor", "positions_lease", "prefix",
+                 "risk_limits", "trading", "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -25,6 +25,8 @@ class Keys:
         # Hash reader -> the last events entry it has durably processed: a registered reader
         # of the events (an archive); the log is never trimmed past one (retention.py).
         self.events_readers = f"{prefix}:events:readers"
+        # The id before which events may have been trimmed (absent: the log is whole).
+        self.events_trimmed = f"{prefix}:events:trimmed"
         self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
         # Hash client id -> request id of a cancel that came while the order was still
         # being submitted; the tracker sends it once the place lands.

@@ -11,7 +11,8 @@
 -- atomic, so any worker may run it at any time.
 --
 -- KEYS: 1 events, 2 positions cursor, 3 readers, 4 positions, 5 checkpoint (positions
---       copy), 6 checkpoint cursor
+--       copy), 6 checkpoint cursor, 7 the trim point (entries before it may be gone: replay
+--       then starts the positions from the checkpoint)
 -- ARGV: 1 cutoff entry id ("<ms>-0": entries before it are past the retention window),
 --       2 most entries removed by this call (bounds its time)
 -- Returns {entries removed, the trim point ('' when nothing could be trimmed)}.
@@ -53,6 +54,9 @@ if base then
   end
   if point then
     removed = redis.call('XTRIM', KEYS[1], 'MINID', '~', point_id, 'LIMIT', ARGV[2])
+    if removed > 0 then
+      redis.call('SET', KEYS[7], point_id)
+    end
   end
 end
 -- The new checkpoint: the positions with the cursor they are folded to (written together

@@ -15,7 +15,7 @@ async def test_the_soak_benchmark_samples_memory_and_sums_up_after_the_warm_up(
         capsys: pytest.CaptureFixture[str]) -> None:
     samples = await soak.run(duration=8, retention_ms=1_000, every=1, backlog=200)
     out = capsys.readouterr().out
-    assert "soak: one worker, paper broker, retentions 1000 ms, 8 s" in out
+    assert "soak: one worker, paper broker, retentions 1000 ms, 8 s, backlog at most 200" in out
     assert len(samples) >= 5
     assert samples[-1].answered > 0 and all(s.used_memory > 0 for s in samples)
     # The streams are trimmed as it runs: never every answer or every event kept.

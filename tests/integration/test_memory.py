@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from executor.brokers.paper import PaperBroker
+from executor.brokers.wrapper import unwrap
 from executor.config import Settings
+from executor.control import positions_caught_up
 from executor.replay import parse_stream_id
 from executor.retention import Retention, reader_lags
 from executor.store import Outcome, Store
@@ -19,6 +23,7 @@ from producer.contract import Action, Result, ResultStatus
 from producer.keys import GROUP, Keys
 
 from .conftest import running
+from .test_operator_commands import cli_json
 
 K = Keys()
 
@@ -181,3 +186,35 @@ async def test_each_readers_lag_is_the_age_of_the_oldest_entry_it_has_not_read(
     assert (await reader_lags(r, K))["archive"] >= 0.05
     await r.hset(K.events_readers, "archive", ids[-1])
     assert await reader_lags(r, K) == {"positions": 0.0, "archive": 0.0}
+
+
+async def test_replay_checks_a_log_the_workers_trimmed(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    r = redis_client
+    settings = make_settings(events_retention_ms=0, retention_interval_ms=100)
+    async with running(settings) as worker:
+        # An order that rests across the trims, and fills after them.
+        (early,) = [await client.place("BTCUSDT", "buy", "limit", "0.002", price="49000",
+                                       time_in_force="gtc")]
+        subs = [await client.place("BTCUSDT", "buy" if i % 2 else "sell", "market", "0.001")
+                for i in range(300)]
+        await client.wait_results([early.request_id, *[s.request_id for s in subs]], 30)
+        for _ in range(200):
+            if await r.exists(K.events_trimmed):
+                break
+            await asyncio.sleep(0.05)
+        first = (await r.xrange(K.events, count=1))[0][0].decode()
+        assert await r.get(K.events_trimmed), "the workers trimmed the log"
+        paper = unwrap(worker.brokers["default"])
+        assert isinstance(paper, PaperBroker)
+        await paper.set_price("BTCUSDT", Decimal("48900"))
+        for _ in range(200):
+            if await r.hget(K.order(early.client_order_id or ""), "state") == b"filled":
+                break
+            await asyncio.sleep(0.05)
+        await positions_caught_up(r, K, 30)
+    assert parse_stream_id(first) > (0, 0) and await r.xlen(K.events) < 4 * 301
+    code, report = await cli_json(settings.redis.url, "replay")
+    assert code == 0 and report["ok"], report["differences"]
+    assert report["history_trimmed"] > 0 and report["positions_checked"]
