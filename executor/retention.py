@@ -22,8 +22,8 @@ each step is one atomic command or script that decides from what Redis holds):
   this catches what older versions or other tools acknowledged without deleting.
 
 Trims are approximate (whole stream nodes, ``MINID ~``) and bounded per call
-(``TRIM_LIMIT`` entries), so no call holds Redis long; a pass repeats them while there is
-more, up to ``MAX_CALLS``.
+(``TRIM_LIMIT`` entries), so no call holds Redis long; a pass repeats them until one
+removes nothing, up to ``MAX_CALLS``.
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ class Retention:
         return removed
 
     async def _repeat(self, trim: Callable[[str], Awaitable[int]], arg: str) -> int:
+        # Until a call removes nothing: an approximate trim removes whole nodes, so a call
+        # that stopped at its limit may return a little less than the limit.
         total = 0
         for _ in range(MAX_CALLS):
             n = await trim(arg)
             total += n
-            if n < TRIM_LIMIT:
+            if n == 0:
                 break
         return total
 

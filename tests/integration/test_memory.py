@@ -16,7 +16,7 @@ from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.control import positions_caught_up
 from executor.replay import parse_stream_id
-from executor.retention import Retention, reader_lags
+from executor.retention import TRIM_LIMIT, Retention, reader_lags
 from executor.store import Outcome, Store
 from producer.client import OrderClient
 from producer.contract import Action, Result, ResultStatus
@@ -69,10 +69,10 @@ def retention(r: aioredis.Redis, now: int, events_ms: int = 0,
                      interval_ms=1_000, clock=lambda: now)
 
 
-async def fill(r: aioredis.Redis, stream: str, n: int) -> list[str]:
+async def fill(r: aioredis.Redis, stream: str, n: int, size: int = 0) -> list[str]:
     async with r.pipeline(transaction=False) as pipe:
         for i in range(n):
-            pipe.xadd(stream, {"data": str(i)})
+            pipe.xadd(stream, {"data": str(i).ljust(size)})
         return [e.decode() for e in await pipe.execute()]
 
 
@@ -218,3 +218,18 @@ async def test_replay_checks_a_log_the_workers_trimmed(
     code, report = await cli_json(settings.redis.url, "replay")
     assert code == 0 and report["ok"], report["differences"]
     assert report["history_trimmed"] > 0 and report["positions_checked"]
+
+
+async def test_a_pass_trims_everything_due_however_many_calls_it_takes(
+    redis_client: aioredis.Redis,
+) -> None:
+    r = redis_client
+    # Entries the size of real ones: a stream node (4 KB) holds a few, not 100.
+    ids = await fill(r, K.events, 3 * TRIM_LIMIT, size=300)
+    await fill(r, K.completed, 3 * TRIM_LIMIT, size=300)
+    await r.set(K.positions_cursor, ids[-1])
+    trim = retention(r, int(time.time() * 1000) + 1_000, results_ms=1)
+    first = await trim.once()  # the checkpoint; the results go at once
+    assert first["events"] == 0 and first["completed"] == 3 * TRIM_LIMIT
+    # Each call removes whole stream nodes, at most TRIM_LIMIT entries: a pass goes on.
+    assert (await trim.once())["events"] >= 3 * TRIM_LIMIT - 100

@@ -66,7 +66,8 @@ MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
 CANCEL_ATTEMPTS = 20  # compare-and-set retries of one cancel racing the matcher
 VALID_MEMORY = 10_000  # order shapes remembered as passing the filters
 TRIM_INTERVAL_MS = 10_000  # how often the matcher forgets what is past retention_ms
-TRIM_BATCH = 1_000  # orders forgotten per script call, so one call never blocks Redis long
+TRIM_BATCH = 1_000  # orders (and stream entries) forgotten per script call, so one call
+TRIM_CALLS = 1_000  # never blocks Redis long; calls per pass at most
 # Client ids the exchange takes (the contract's, as Binance's newClientOrderId is bounded).
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 
@@ -401,11 +402,12 @@ class PaperBroker:
         it every ``TRIM_INTERVAL_MS`` while it holds the lease; safe from anywhere."""
         cutoff = self.clock() - self.config.retention_ms
         total = 0
-        while True:
-            forgotten = await self.store.trim(cutoff, TRIM_BATCH)
+        for _ in range(TRIM_CALLS):
+            forgotten, removed = await self.store.trim(cutoff, TRIM_BATCH)
             total += forgotten
-            if forgotten < TRIM_BATCH:
-                return total
+            if forgotten < TRIM_BATCH and not removed:
+                break
+        return total
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -164,11 +164,12 @@ class ExchangeStore:
         replies = await self._update(keys=keys.keys, args=args)
         return [reply == 1 for reply in replies]
 
-    async def trim(self, cutoff: int, limit: int) -> int:
-        """Forget the orders finished by ``cutoff`` (epoch ms), at most ``limit`` of them,
-        and the stream entries older than it; returns how many orders were forgotten."""
+    async def trim(self, cutoff: int, limit: int) -> tuple[int, int]:
+        """Forget the orders finished by ``cutoff`` (epoch ms) and the stream entries older
+        than it, at most ``limit`` of each; returns (orders forgotten, entries removed)."""
         keys = [self.orders, self.finished, self.received, self.duplicates, self.executions]
-        return int(await self._trim(keys=keys, args=[cutoff, limit]))
+        forgotten, removed = await self._trim(keys=keys, args=[cutoff, limit])
+        return int(forgotten), int(removed)
 
     async def get(self, client_order_id: str) -> PaperOrder | None:
         data = await self.redis.hget(self.orders, client_order_id)
