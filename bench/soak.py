@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from producer.contract import (
     parse_decimal,
 )
 from producer.keys import Keys
+
+from .throughput import stop
 
 KEYS = Keys()
 CANCEL_AFTER_S = 2.0  # a resting order is cancelled this long after it was placed
@@ -170,11 +171,7 @@ async def run(duration: float, retention_ms: int, every: float, backlog: int,
                 samples = await produce(r, duration, backlog, fold_lag_ms / 1000, every,
                                         time.monotonic())
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop(proc)
                 await r.aclose()
     summarize(samples, 3 * retention_ms / 1000)
     return samples

@@ -34,11 +34,10 @@ from executor.order import Order
 from executor.services import Services
 from executor.store import Store
 from executor.tracker import Tracker, overdue
-from executor.worker import Worker
 from producer.contract import OrderType, Request, Side, TimeInForce, encode, parse_decimal
 from producer.keys import Keys
 
-from .throughput import redis_cpu_seconds, wait_results
+from .throughput import answered_by_a_worker, prefill, redis_cpu_seconds
 
 KEYS = Keys()
 
@@ -58,18 +57,8 @@ def settings_for(url: str) -> Settings:
 async def place(url: str, orders: int) -> None:
     """Have a worker place the resting orders; keep what it wrote."""
     r = aioredis.Redis.from_url(url)
-    for chunk in range(0, orders, 5_000):
-        async with r.pipeline(transaction=False) as pipe:
-            for i in range(chunk, min(chunk + 5_000, orders)):
-                pipe.xadd(KEYS.pending, {"data": resting_order(i)})
-            await pipe.execute()
-    worker = Worker(settings_for(url))
-    await worker.start(serve_metrics=False)
-    serving = asyncio.create_task(worker.serve())
-    await wait_results(r, orders, timeout=900)
-    worker.stop()
-    await serving
-    await worker.close()
+    await prefill(r, orders, data=resting_order)
+    await answered_by_a_worker(r, settings_for(url), orders)
     if await r.scard(KEYS.open) != orders:
         raise RuntimeError("not every order rests")
     await r.aclose()

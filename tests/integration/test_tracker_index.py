@@ -38,10 +38,12 @@ def spy(obj: Any, name: str) -> list[Any]:
     return calls
 
 
-async def resting(client: OrderClient, n: int, quantity: str = "0.002") -> list[str]:
-    subs = [await client.place("BTCUSDT", "buy", "limit", quantity, price="49000",
-                               time_in_force="gtc") for _ in range(n)]
-    results = await client.wait_results([s.request_id for s in subs], 15)
+async def resting(settings: Settings, client: OrderClient, *quantities: str) -> list[str]:
+    """Have a worker place resting buys of these quantities; their client ids."""
+    async with running(settings):
+        subs = [await client.place("BTCUSDT", "buy", "limit", quantity, price="49000",
+                                   time_in_force="gtc") for quantity in quantities]
+        results = await client.wait_results([s.request_id for s in subs], 15)
     assert {r.status for r in results.values()} == {ResultStatus.ACCEPTED}
     return [s.client_order_id or "" for s in subs]
 
@@ -55,11 +57,8 @@ async def test_a_pass_loads_the_orders_due_and_not_the_ones_resting(
     make_settings: Callable[..., Settings], client: OrderClient,
     redis_client: aioredis.Redis,
 ) -> None:
-    r = redis_client
-    settings = make_settings()
-    async with running(settings):
-        cids = await resting(client, 5)
-        (big,) = await resting(client, 1, quantity="6")  # fills in two match passes
+    r, settings = redis_client, make_settings()
+    *cids, big = await resting(settings, client, *["0.002"] * 5, "6")  # big: two fills
     reconcile_ms = RECONCILE_EVERY * settings.worker.track_interval_ms
     # A new order is indexed with its record: due one reconcile period after it was written.
     for cid in [*cids, big]:
@@ -109,10 +108,8 @@ async def test_a_failed_lookup_is_retried_the_next_pass_and_a_gone_record_leaves
     make_settings: Callable[..., Settings], client: OrderClient,
     redis_client: aioredis.Redis,
 ) -> None:
-    r = redis_client
-    settings = make_settings()
-    async with running(settings):
-        first, second = await resting(client, 2)
+    r, settings = redis_client, make_settings()
+    first, second = await resting(settings, client, "0.002", "0.002")
     async with standalone_tracker(r, settings, None) as tracker:
         broker = tracker.svc.brokers["default"]
         tracker.live_feeds.add("default")
@@ -141,10 +138,8 @@ async def test_open_orders_written_before_the_index_are_added_at_start(
     make_settings: Callable[..., Settings], client: OrderClient,
     redis_client: aioredis.Redis,
 ) -> None:
-    r = redis_client
-    settings = make_settings()
-    async with running(settings):
-        cids = await resting(client, 3)
+    r, settings = redis_client, make_settings()
+    cids = await resting(settings, client, "0.002", "0.002", "0.002")
     await r.zrem(DUE, cids[0], cids[1])  # as an older version left them: not indexed
     async with standalone_tracker(r, settings, None) as tracker:
         tracker.live_feeds.add("default")
