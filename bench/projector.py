@@ -28,7 +28,7 @@ from executor.config import load_settings
 from executor.worker import Worker
 from producer.keys import Keys
 
-from .throughput import prefill, redis_cpu_seconds, wait_results
+from .throughput import answered_by_a_worker, prefill, redis_cpu_seconds
 
 KEYS = Keys()
 
@@ -39,13 +39,7 @@ async def fill_events(url: str, orders: int) -> None:
     await prefill(r, orders)
     settings = load_settings(None, dict(os.environ, REDIS_URL=url, ORDERSTREAM_METRICS_PORT="0",
                                         ORDERSTREAM_PROJECT_POSITIONS="false"))
-    worker = Worker(settings)
-    await worker.start(serve_metrics=False)
-    serving = asyncio.create_task(worker.serve())
-    await wait_results(r, orders, timeout=600)
-    worker.stop()
-    await serving
-    await worker.close()
+    await answered_by_a_worker(r, settings, orders)
     await r.aclose()
 
 

@@ -26,13 +26,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
+from executor.config import Settings
 from executor.control import positions_caught_up
+from executor.worker import Worker
 from producer.contract import OrderType, Request, Side, encode, parse_decimal
 from producer.keys import Keys
 
@@ -45,12 +47,34 @@ def order_data(i: int) -> bytes:
                           type=OrderType.MARKET, quantity=parse_decimal("0.001")))
 
 
-async def prefill(r: aioredis.Redis, n: int, start: int = 0) -> None:
+async def prefill(r: aioredis.Redis, n: int, start: int = 0,
+                  data: Callable[[int], bytes] = order_data) -> None:
     for chunk in range(0, n, 5_000):
         pipe = r.pipeline(transaction=False)
         for i in range(start + chunk, start + min(chunk + 5_000, n)):
-            pipe.xadd(KEYS.pending, {"data": order_data(i)})
+            pipe.xadd(KEYS.pending, {"data": data(i)})
         await pipe.execute()
+
+
+async def answered_by_a_worker(r: aioredis.Redis, settings: Settings, n: int) -> None:
+    """Run a worker in this process until ``n`` requests have their results, then stop it
+    cleanly; what it wrote stays."""
+    worker = Worker(settings)
+    await worker.start(serve_metrics=False)
+    serving = asyncio.create_task(worker.serve())
+    await wait_results(r, n, timeout=900)
+    worker.stop()
+    await serving
+    await worker.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a consumer process and wait for it (killed if it will not stop)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -147,11 +171,7 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         latencies = sorted(ms(e) - ms(rid) for e, rid in await result_ids(r)
                            if ms(rid) > ids[-1])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         await r.aclose()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
     return {"orders_per_s": throughput, "p50_ms": q[49], "p99_ms": q[98],

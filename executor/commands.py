@@ -14,11 +14,13 @@ Exit codes: 0 fine, 1 replay found a difference, 2 an error (configuration, Redi
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
-from producer.contract import OrderState
+from producer.contract import OrderState, Side
 from producer.keys import Keys
 from producer.replies import text
 
@@ -27,9 +29,10 @@ from .brokers.paper.config import PaperAccount
 from .config import load_settings
 from .operator_cli import common_args, emit, operator_command
 from .positions import split_key
-from .replay import Fold, compare, parse_stream_id
+from .replay import Fold, Stored, compare, parse_stream_id
 from .risk import commands as risk_commands
 from .services import wall_clock_ms
+from .store import decode_order
 
 DEFAULT_LIMIT = 20
 
@@ -78,17 +81,33 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
     # we read, so it is left out rather than reported.
     before = await snapshot.last_id(redis, keys.events)
     stored = await snapshot.stored(redis, keys)
-    fold = Fold(quotes, positions_until=stored.positions_cursor)
+    fold = Fold(quotes, positions_until=stored.positions_cursor,
+                trimmed_before=stored.trimmed_before, base=stored.base,
+                base_cursor=stored.base_cursor, sides=_sides(stored))
     moving: set[str] = set()
     last = None if before is None else parse_stream_id(before)
     async for entry_id, fields in snapshot.entries(redis, keys.events):
         fold.add(entry_id, fields.get(b"data", b""))
         if last is None or parse_stream_id(entry_id) > last:
             moving.add(text(fields.get(b"client_order_id", b"")))
+    if await snapshot.string(redis, keys.events_trimmed) != stored.trimmed_before:
+        # Trimmed while we read: the fills after the checkpoint we hold may be gone.
+        fold.positions_checked = False
     report = compare(fold, stored, now_ms=wall_clock_ms(),
                      order_ttl_ms=settings.worker.order_ttl_ms, in_flight=frozenset(moving))
     emit(args, report, views.render_report(report, args.limit))
     return 0 if report.ok else 1
+
+
+def _sides(stored: Stored) -> dict[str, Side]:
+    """The side of every stored order whose record reads: for the fills of orders whose
+    created event a trim took (a record that does not read is reported by compare)."""
+    out: dict[str, Side] = {}
+    for cid, found in stored.orders.items():
+        if found.record is not None:
+            with contextlib.suppress(msgspec.DecodeError):
+                out[cid] = decode_order(found.record).spec.side
+    return out
 
 
 async def _orders(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:

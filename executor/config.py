@@ -100,6 +100,14 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     metrics_host: str = "0.0.0.0"
     max_request_bytes: int = 65_536
     results_maxlen: int = 1_000_000  # approximate cap (XADD MAXLEN ~) of each result stream
+    # Results older than this are trimmed too (retention.py): a producer reads its result
+    # within seconds; the cap alone, a million entries of ~1 KB, is a GB per stream.
+    results_retention_ms: int = DAY_MS
+    # Events are kept at least this long, and in any case until the positions fold and
+    # every registered reader (an archive) has them (retention.py); 0: trimmed as soon as
+    # they have.
+    events_retention_ms: int = 7 * DAY_MS
+    retention_interval_ms: int = 60_000  # how often each worker runs a trimming pass
     order_ttl_ms: int = 7 * DAY_MS  # how long a finished order's record (idempotency) is kept
     submit_attempts: int = 3  # sends of one order while the broker says "retry" (never on unknown)
     # After an ambiguous failure, how long the order is looked up by client id before it is
@@ -155,9 +163,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ("track_interval_ms", w.track_interval_ms),
             ("market_timeout_ms", w.market_timeout_ms),
             ("unknown_resolve_ms", w.unknown_resolve_ms),
+            ("results_retention_ms", w.results_retention_ms),
+            ("retention_interval_ms", w.retention_interval_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"worker.{name} must be positive, got {value}")
+        if w.events_retention_ms < 0:
+            raise ConfigError(
+                f"worker.events_retention_ms must not be negative, got {w.events_retention_ms}")
         if w.batch_size > MAX_BATCH:
             raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
         for account, limits in self.limits.items():

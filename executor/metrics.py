@@ -119,6 +119,18 @@ class Metrics:
         self.rate_limit_cap = Gauge(
             "orderstream_rate_limit_cap", "The cap of each shared rate limit",
             ["account", "limit"], registry=r)
+        self.trimmed = Counter(
+            "orderstream_trimmed_entries",
+            "Entries this worker's retention passes removed from each stream (pending: "
+            "acknowledged requests; completed, failed: results past results_retention_ms; "
+            "events: past events_retention_ms and read by every reader)",
+            ["stream"], registry=r)
+        self.event_reader_lag = Gauge(
+            "orderstream_event_reader_lag_seconds",
+            "Age of the oldest orders:events entry each reader (the positions fold, each "
+            "registered reader) has not processed yet, 0 when it is caught up (probed from "
+            "Redis): a reader that stops advancing holds the trim of the log",
+            ["reader"], registry=r)
         self.dead_letters = Counter(
             "orderstream_dead_letters",
             "Requests dead-lettered to the failed stream: poison (delivered too often without "

@@ -26,7 +26,7 @@ from producer.contract import OrderState
 from producer.keys import GROUP, Keys
 from producer.replies import text
 
-from . import breaker, trading
+from . import breaker, retention, trading
 from .breaker import CircuitState
 from .brokers.base import Broker
 from .metrics import Metrics
@@ -86,6 +86,7 @@ class Probe:
         try:
             await self._lag()
             await self._streams()
+            await self._readers()
             if slow:
                 await self._orders()
             await self._positions()
@@ -154,6 +155,13 @@ class Probe:
             lengths = await pipe.execute()
         for name, length in zip(names, lengths, strict=True):
             self.metrics.stream_length.labels(name).set(length)
+
+    async def _readers(self) -> None:
+        gauge = self.metrics.event_reader_lag
+        lags = await retention.reader_lags(self.redis, self.keys)
+        gauge.clear()  # an unregistered reader must not stay as a stale series
+        for reader, seconds in lags.items():
+            gauge.labels(reader).set(seconds)
 
     async def _orders(self) -> None:
         gauge = self.metrics.open_orders

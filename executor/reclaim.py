@@ -8,13 +8,15 @@ id before anything is sent (see steps/submit.py).
 
 An entry delivered more than ``max_deliveries`` times without an outcome is poison: it is
 dead-lettered to ``<prefix>:failed`` with reason ``poison``, its raw fields kept on the
-result entry as ``raw:<field>``, and acknowledged. If it had made its order, that order is
-not left behind: one still ``pending_submit`` moves to ``submitted`` for the tracker to
-resolve at the broker, and the result reports the order (poison.py); the order change, the
-result and the XACK are one write (store.py ``finish``). An entry deleted from the stream
-while it was pending (XDEL, or a MAXLEN trim by a producer) cannot be executed: Redis 7
-reports its id, and it gets a ``poison`` result saying so, so that its producer is not left
-waiting.
+result entry as ``raw:<field>``, acknowledged and deleted from the requests stream (as
+every answered request is, lua/finish.lua). If it had made its order, that order is not
+left behind: one still ``pending_submit`` ends ``rejected`` if nobody ever took its send
+token, else moves to ``submitted`` for the tracker to resolve at the broker, and the result
+reports the order (poison.py); the order change, the result, the XACK and the XDEL are one
+write (store.py ``finish``). An entry deleted from the stream while it was pending (an
+operator's XDEL, or a MAXLEN trim by a producer; workers delete only what they acked)
+cannot be executed: Redis 7 reports its id, and it gets a ``poison`` result saying so, so
+that its producer is not left waiting.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ transition, running totals that do not add up) is reported instead of silently f
 Positions are the fold, in stream order, of every fill event through
 ``positions.apply_fill``, up to the projector's cursor: a projector behind the log is not a
 difference.
+
+A log trimmed by retention (retention.py) starts after the oldest orders: an order whose
+history begins before the log's first entry cannot be rebuilt and is counted, not compared
+(its fills' side then comes from its stored record); positions start from the checkpoint
+the trim keeps (the positions as of an entry the log was never trimmed past) and fold the
+fills after it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from decimal import Decimal
 
 import msgspec
 
-from producer.contract import Event, Fill, OrderState, decimal_text, decode_event, encode
+from producer.contract import Event, Fill, OrderState, Side, decimal_text, decode_event, encode
 
 from .order import Context, Order, add_fill, transition
 from .positions import (
@@ -90,7 +96,13 @@ class Fold:
     """The state the events describe, built one entry at a time."""
 
     def __init__(self, quote_assets: Mapping[tuple[str, str], str] | None = None,
-                 positions_until: str | None = None) -> None:
+                 positions_until: str | None = None, *, trimmed_before: str | None = None,
+                 base: Mapping[str, bytes] | None = None, base_cursor: str | None = None,
+                 sides: Mapping[str, Side] | None = None) -> None:
+        """``trimmed_before``: the log may lack the entries before this id (retention);
+        then ``base`` (positions as of ``base_cursor``) is where the positions start, and
+        ``sides`` (client id -> side, from the stored records) gives the side of the fills
+        of orders whose created event is gone."""
         self.quote_assets = quote_assets or {}
         self.orders: dict[str, Order] = {}
         self.positions: dict[tuple[str, str], Position] = {}
@@ -98,6 +110,17 @@ class Fold:
         self.events = 0
         self.last_id: str | None = None
         self._until = None if positions_until is None else parse_stream_id(positions_until)
+        self.trimmed_before = trimmed_before
+        self.partial: set[str] = set()  # orders whose history starts before the log
+        self.sides = sides or {}
+        self._after: StreamId | None = None  # fills folded: those after this entry
+        # Positions can be checked: a whole log, or a trimmed one with its checkpoint.
+        self.positions_checked = trimmed_before is None or base_cursor is not None
+        if trimmed_before is not None and base_cursor is not None:
+            self._after = parse_stream_id(base_cursor)
+            for raw in (base or {}).values():
+                position = decode_position(raw)
+                self.positions[(position.account, position.symbol)] = position
 
     def add(self, entry_id: str, data: bytes | str) -> None:
         self.events += 1
@@ -108,9 +131,17 @@ class Fold:
             self._problem(entry_id, entry_id, "data", "an event", f"undecodable: {exc}")
             return
         order = self._order(entry_id, event)
-        if (event.fill is not None and order is not None and self._until is not None
-                and parse_stream_id(entry_id) <= self._until):
-            self._position(entry_id, order, event.fill)
+        at = parse_stream_id(entry_id) if event.fill is not None else None
+        if (at is not None and event.fill is not None and self._until is not None
+                and at <= self._until and (self._after is None or at > self._after)):
+            side = order.spec.side if order is not None else self.sides.get(
+                event.client_order_id)
+            if side is None:
+                if order is None and event.client_order_id in self.partial:
+                    self._problem(entry_id, event.client_order_id, "side",
+                                  "a stored record to take the side from", None)
+            else:
+                self._position(entry_id, event.account, event.symbol, side, event.fill)
 
     def _problem(self, entry_id: str, key: str, name: str, expected: object,
                  logged: object) -> None:
@@ -124,6 +155,9 @@ class Fold:
         if event.state is OrderState.CREATED:
             return self._created(entry_id, event, order)
         if order is None:
+            if self.trimmed_before is not None:
+                self.partial.add(cid)  # its start was trimmed: counted, not rebuilt
+                return None
             # Without the created event there is no spec (side, quantity) to rebuild from.
             self._problem(entry_id, cid, "created", "a created event first",
                           f"{event.state} at seq {event.seq}")
@@ -182,14 +216,14 @@ class Fold:
             if not _same(mine, logged):
                 self._problem(entry_id, cid, name, mine, logged)
 
-    def _position(self, entry_id: str, order: Order, fill: Fill) -> None:
-        spec = order.spec
-        key = (spec.account, spec.symbol)
-        held = self.positions.get(key) or Position(account=spec.account, symbol=spec.symbol)
+    def _position(self, entry_id: str, account: str, symbol: str, side: Side,
+                  fill: Fill) -> None:
+        key = (account, symbol)
+        held = self.positions.get(key) or Position(account=account, symbol=symbol)
         fee = fill.commission if commission_counted(fill, self.quote_assets.get(key)) else (
             Decimal(0))
         try:
-            self.positions[key] = apply_fill(held, spec.side, fill.quantity, fill.price, fee)
+            self.positions[key] = apply_fill(held, side, fill.quantity, fill.price, fee)
         except ValueError as exc:
             self._problem(entry_id, position_key(*key), "fill",
                           "a fill a position can take", str(exc))
@@ -213,6 +247,10 @@ class Stored:
     open: set[str] = field(default_factory=set)
     positions: dict[str, bytes] = field(default_factory=dict)  # "<account>:<symbol>" -> JSON
     positions_cursor: str | None = None
+    # The retention's checkpoint (positions as of base_cursor) and trim point, if any.
+    base: dict[str, bytes] = field(default_factory=dict)
+    base_cursor: str | None = None
+    trimmed_before: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -231,6 +269,12 @@ class Report(msgspec.Struct, kw_only=True):
     positions: int  # rebuilt up to positions_cursor
     positions_cursor: str | None
     differences: list[Difference]
+    # The log was trimmed before this id (retention): orders whose history begins before it
+    # are counted here, not compared; positions start from the checkpoint.
+    log_trimmed_before: str | None = None
+    history_trimmed: int = 0
+    # False when the log was trimmed without a checkpoint, or while replay read it.
+    positions_checked: bool = True
 
 
 # Compared between a rebuilt order and its stored record.
@@ -245,13 +289,15 @@ def compare(fold: Fold, stored: Stored, *, now_ms: int, order_ttl_ms: int,
     """Every difference between the fold and what is stored. ``fold`` must have been built
     with ``positions_until=stored.positions_cursor``."""
     differences = list(fold.problems)
-    expired = 0
+    expired = trimmed = 0
     cids = sorted((fold.orders.keys() | stored.orders.keys() | stored.open) - in_flight)
     for cid in cids:
         rebuilt, record = fold.orders.get(cid), stored.orders.get(cid)
         if (rebuilt is not None and record is None and is_terminal(rebuilt.state)
                 and now_ms - rebuilt.updated_at >= order_ttl_ms - CLOCK_SLACK_MS):
             expired += 1
+        elif rebuilt is None and (cid in fold.partial or _before_the_log(fold, record)):
+            trimmed += 1
         else:
             differences += _order_differences(cid, rebuilt, record)
         should = _open(rebuilt.state if rebuilt is not None else (
@@ -260,7 +306,8 @@ def compare(fold: Fold, stored: Stored, *, now_ms: int, order_ttl_ms: int,
             differences.append(Difference(subject=Subject.OPEN, key=cid, field="member",
                                           replayed=_yes(should), stored=_yes(not should)))
     rebuilt_positions = {position_key(*key): p for key, p in fold.positions.items()}
-    for key in sorted(rebuilt_positions.keys() | stored.positions.keys()):
+    for key in sorted(rebuilt_positions.keys() | stored.positions.keys()
+                      if fold.positions_checked else ()):
         differences += _position_differences(key, rebuilt_positions.get(key),
                                              stored.positions.get(key))
     return Report(
@@ -268,7 +315,20 @@ def compare(fold: Fold, stored: Stored, *, now_ms: int, order_ttl_ms: int,
         orders=len(fold.orders), stored_orders=len(stored.orders),
         open_orders=len(stored.open), expired_records=expired, in_flight=sorted(in_flight),
         positions=len(fold.positions), positions_cursor=stored.positions_cursor,
-        differences=differences)
+        differences=differences, log_trimmed_before=fold.trimmed_before,
+        history_trimmed=trimmed, positions_checked=fold.positions_checked)
+
+
+def _before_the_log(fold: Fold, stored: StoredOrder | None) -> bool:
+    """Whether a stored order without events in the log was created before the log was
+    trimmed (its events went with the trim), on the worker's clock give or take."""
+    if fold.trimmed_before is None or stored is None or stored.record is None:
+        return False
+    try:
+        created = decode_order(stored.record).created_at
+    except msgspec.DecodeError:
+        return False
+    return created < parse_stream_id(fold.trimmed_before)[0] + CLOCK_SLACK_MS
 
 
 def _open(state: str | None) -> bool:

@@ -112,11 +112,21 @@ async def positions(redis: aioredis.Redis, keys: Keys) -> tuple[dict[str, bytes]
 
 
 async def stored(redis: aioredis.Redis, keys: Keys) -> Stored:
-    """Every order record, the open set, the positions and their cursor."""
-    held, cursor = await positions(redis, keys)
+    """Every order record, the open set, the positions and their cursor, and the
+    retention's checkpoint and trim point (read with the positions, in one MULTI)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hgetall(keys.positions)
+        pipe.get(keys.positions_cursor)
+        pipe.hgetall(keys.positions_base)
+        pipe.get(keys.positions_base_cursor)
+        pipe.get(keys.events_trimmed)
+        held, cursor, base, base_cursor, trimmed = await pipe.execute()
     ids = await order_ids(redis, keys)
     return Stored(orders=await stored_orders(redis, keys, ids), open=await open_ids(redis, keys),
-                  positions=held, positions_cursor=cursor)
+                  positions={text(k): bytes(v) for k, v in held.items()},
+                  positions_cursor=_opt(cursor),
+                  base={text(k): bytes(v) for k, v in base.items()},
+                  base_cursor=_opt(base_cursor), trimmed_before=_opt(trimmed))
 
 
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)

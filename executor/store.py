@@ -21,6 +21,7 @@ from producer.contract import (
 from producer.keys import GROUP, Keys
 from producer.replies import text
 
+from .attention import Attention
 from .order import Order
 from .states import is_terminal
 
@@ -29,11 +30,15 @@ _order_decoder = decoder(Order)
 # writes the enums' values itself, cheaper than asking each for its ``.value``.
 _pack = msgspec.msgpack.Encoder().encode
 # The placeholders of an outcome without an order change, which finish.lua skips.
-_NO_ORDER = (0, 0, 0, "", 0, 0)
+_NO_ORDER = (0, 0, 0, "", 0, 0, 0)
 
 
 def _load_script(name: str) -> str:
     return (resources.files("executor") / "lua" / name).read_text()
+
+
+# An order's new place in the attention index: client id, account, seq read, due (None: out).
+Reindex = tuple[str, str, int, int | None]
 
 
 def decode_order(data: bytes | str) -> Order:
@@ -99,17 +104,21 @@ class Durability:
 
 class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, results_maxlen: int,
-                 order_ttl_ms: int, durability: Durability | None = None) -> None:
+                 order_ttl_ms: int, durability: Durability | None = None,
+                 attention: Attention | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.results_maxlen = results_maxlen
         self.order_ttl_ms = order_ttl_ms
         self.durability = durability
+        # When the tracker must next look at an order, written with its record.
+        self.attention = attention or Attention()
         self._begin = redis.register_script(_load_script("begin.lua"))
         self._send = redis.register_script(_load_script("send.lua"))
         self._unsend = redis.register_script(_load_script("unsend.lua"))
         self._finish = redis.register_script(_load_script("finish.lua"))
         self._records = redis.register_script(_load_script("records.lua"))
+        self._reindex = redis.register_script(_load_script("reindex.lua"))
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -121,6 +130,29 @@ class Store:
     async def open_order_ids(self) -> list[str]:
         members = await self.redis.smembers(self.keys.open)
         return sorted(text(m) for m in members)
+
+    # -- the attention index (attention.py): open orders by when the tracker is due ---------
+
+    async def due_ids(self, account: str, until: int | None) -> list[str]:
+        """The account's open orders due by ``until`` (epoch ms), soonest first; every one
+        of them with None."""
+        raw: Any = await self.redis.zrangebyscore(
+            self.keys.due(account), "-inf", "+inf" if until is None else until)
+        return [text(m) for m in raw]
+
+    async def reindex(self, items: Sequence[Reindex], *, only_new: bool = False) -> None:
+        """Set when each order is due next: (client id, account, the seq its record was
+        read at, due epoch ms or None to drop it). Skipped where the record moved since
+        (its writer set the time); an order whose record is gone leaves the index.
+        ``only_new``: add orders missing from the index, never move one that is in it."""
+        if not items:
+            return
+        keys: list[str] = []
+        meta: list[Any] = []
+        for cid, account, seq, due in items:
+            keys += (self.keys.order(cid), self.keys.due(account))
+            meta += (cid, seq, 0 if due is None else due)
+        await self._reindex(keys=keys, args=[_pack(meta), "NX" if only_new else "XX"])
 
     # -- cancels deferred until their order has landed (steps/cancel.py, tracker.py) ---------
 
@@ -147,9 +179,9 @@ class Store:
         payload: list[bytes] = []
         for item in items:
             order = item.order
-            keys.append(self.keys.order(order.client_order_id))
+            keys += (self.keys.order(order.client_order_id), self.keys.due(order.spec.account))
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
-                     len(item.events))
+                     len(item.events), self.attention.due(order, order.updated_at) or 0)
             payload.append(encode(order))
             payload += map(encode, item.events)
         replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
@@ -210,9 +242,10 @@ class Store:
             if order is None:
                 meta += _NO_ORDER
             else:
-                keys.append(k.order(order.client_order_id))
+                keys += (k.order(order.client_order_id), k.due(order.spec.account))
                 meta += (1, outcome.expected_seq, order.seq, order.state,
-                         1 if is_terminal(order.state) else 0, len(outcome.events))
+                         1 if is_terminal(order.state) else 0, len(outcome.events),
+                         self.attention.due(order, order.updated_at) or 0)
             meta.append(len(outcome.entry_fields))
             for name, value in outcome.entry_fields.items():
                 payload += (name, value)

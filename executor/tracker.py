@@ -10,13 +10,20 @@ harmless, since every write is a compare-and-set on the order's seq and a report
 twice adds nothing (fills are known by id).
 
 Sources: a broker with a push feed (``PushFeed``: the paper exchange's executions stream,
-Binance's user data stream) is followed live, and its owned open orders are looked up
-(``get_order``) only every ``RECONCILE_EVERY`` passes, to catch what a feed missed (at a
-restart, or while it was down). Orders at a broker without a feed, or whose feed is
-broken, and ``submitted`` orders (unconfirmed: nothing says a feed told their changes
-after we began to follow them) are looked up every pass (``track_interval_ms``). Orders in
-``pending_submit`` are left to the request that is submitting them (or to its reclaim; a
-request dead-lettered as poison hands its order over as ``submitted``, poison.py).
+Binance's user data stream) is followed live, and each owned open order is looked up
+(``get_order``) only every ``RECONCILE_EVERY`` track intervals, to catch what a feed missed
+(and every one of an account at the first pass and after its feed broke: the gap is
+unknown). Orders at a broker without a feed, or whose feed is broken, are looked up every
+pass (``track_interval_ms``). Orders in ``pending_submit`` are left to the request that is
+submitting them (or to its reclaim).
+
+Cost: open orders are indexed by when they next need attention (attention.py: the next
+reconcile lookup, a market timeout, an ``expire_at``, the end of a hands-off time, a failed
+lookup's retry), per account, by the scripts that write their records. A pass at an
+account with a live feed loads only the orders due, so it costs what is due, not what
+rests; one without a feed loads them all, as it looks them all up.
+``submitted`` orders (unconfirmed: the broker's answer was lost, or their request was
+dead-lettered; nothing says a feed told their changes) are due on every pass.
 
 Deferred cancels: a cancel that came while its order was still being submitted is kept in
 ``<prefix>:cancels``; once the order is working, its owner sends the cancel (the events
@@ -49,15 +56,16 @@ from typing import Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
-from producer.contract import Event, OrderState, OrderType, ReasonCode, TimeInForce
+from producer.contract import Event, OrderState, ReasonCode
 
+from .attention import market_like
 from .brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
 from .logs import about
 from .order import Context, Order, apply_report, transition
 from .services import Services
 from .states import IllegalTransition, is_terminal
 from .steps.cancel import WORKING, CancelFailed, cancel_at_broker
-from .store import Outcome
+from .store import Outcome, Reindex
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ log = logging.getLogger(__name__)
 TRACKED = frozenset({OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED,
                      OrderState.PENDING_CANCEL})
 _LOOKUPS_AT_ONCE = 50  # broker lookups in flight per pass (real brokers rate-limit)
-RECONCILE_EVERY = 30  # passes between lookups of orders whose broker pushes changes
+_INDEXED_AT_ONCE = 1_000  # open orders checked per call when indexing those missing
 
 
 @runtime_checkable
@@ -87,12 +95,6 @@ def owner(client_order_id: str, peers: Sequence[str]) -> str:
     def weight(peer: str) -> bytes:
         return hashlib.blake2b(f"{peer}\0{client_order_id}".encode(), digest_size=8).digest()
     return max(peers, key=weight)
-
-
-def market_like(order: Order) -> bool:
-    spec = order.spec
-    return spec.type is OrderType.MARKET or spec.time_in_force in (TimeInForce.IOC,
-                                                                   TimeInForce.FOK)
 
 
 def overdue(order: Order, now: int, market_timeout_ms: int) -> str | None:
@@ -117,7 +119,10 @@ class Tracker:
         self.peers: list[str] = [svc.worker]
         self.hands_off_ms = 2 * svc.settings.worker.visibility_timeout_ms
         self.live_feeds: set[str] = set()  # accounts whose push feed is connected
-        self._passes = 0
+        # Accounts whose every order the next pass looks up: all at the start, and one
+        # whose feed broke (what it missed meanwhile is unknown).
+        self._sweep: set[str] = set(svc.brokers)
+        self._indexed = False  # open orders missing from the index added (once per start)
 
     def mine(self, client_order_id: str) -> bool:
         return owner(client_order_id, self.peers) == self.svc.worker
@@ -135,31 +140,78 @@ class Tracker:
     # -- polling -----------------------------------------------------------------------------
 
     async def poll_once(self) -> int:
-        """Send the deferred cancels of owned orders that have landed; look up every owned
-        open order at its broker and record what changed; cancel the overdue ones. Returns
-        how many orders changed."""
+        """Send the deferred cancels of owned orders that have landed; look up the owned
+        open orders that are due (all of them at an account without a live feed) at their
+        broker and record what changed; cancel the overdue ones. Returns how many orders
+        changed."""
         await self.refresh_peers()
         changed = await self.cancel_deferred()
-        reconcile = self._passes % RECONCILE_EVERY == 0
-        self._passes += 1
-        ids = [cid for cid in await self.store.open_order_ids() if self.mine(cid)]
+        if not self._indexed:
+            await self.index_open_orders()
+            self._indexed = True
+        for account in self.svc.brokers:
+            changed += await self._pass(account)
+        return changed
+
+    async def _pass(self, account: str) -> int:
+        """Look up the account's owned orders that are due (every one after a sweep or
+        without a live feed), and set when each is due next."""
+        everything = account in self._sweep or account not in self.live_feeds
+        self._sweep.discard(account)
         now = self.svc.clock()
-        # A submitted order is unconfirmed (the broker's answer was lost, or its request was
-        # dead-lettered): a feed may have told its changes before it was followed, so it is
-        # looked up every pass.
-        orders = [
-            o for o in await self.store.load_orders(ids)
-            if o is not None and self.followed(o, now) and (
-                reconcile or o.spec.account not in self.live_feeds
-                or o.state is OrderState.SUBMITTED  # outcome unknown: a feed may miss it
-                or overdue(o, now, self.market_timeout_ms) is not None)
-        ]
+        ids = [cid for cid in await self.store.due_ids(account, None if everything else now)
+               if self.mine(cid)]
+        attention = self.store.attention
+        later: list[Reindex] = []  # (client id, account, seq read, due next)
+        orders: list[Order] = []
+        for cid, order in zip(ids, await self.store.load_orders(ids), strict=True):
+            if order is None:
+                later.append((cid, account, 0, None))  # its record is gone
+            elif self.followed(order, now):
+                orders.append(order)
+            else:
+                later.append((cid, account, order.seq, attention.due(order, now)))
+        changed = 0
         for start in range(0, len(orders), _LOOKUPS_AT_ONCE):
             chunk = orders[start:start + _LOOKUPS_AT_ONCE]
+            # Due next as of now, read before a report moves the order; a record written
+            # for a change carries its own time (the seq check skips this one).
+            plan = [(o.client_order_id, account, o.seq, attention.due(o, now))
+                    for o in chunk]
             reports = await asyncio.gather(*(self._look(o) for o in chunk))
             changed += await self._record([(o, r) for o, r in zip(chunk, reports, strict=True)
                                            if r is not None])
+            retry = self.svc.clock() + int(self.interval_s * 1000)
+            later += [(cid, account, seq,
+                       due if r is not None or due is None else min(due, retry))
+                      for (cid, account, seq, due), r in zip(plan, reports, strict=True)]
+        await self.store.reindex(later)
         return changed
+
+    async def index_open_orders(self) -> int:
+        """Add the open orders missing from the attention index (written before it
+        existed): once per start, so that no open order goes unfollowed. Returns how many
+        were added."""
+        ids = await self.store.open_order_ids()
+        keys = [self.store.keys.due(account) for account in self.svc.brokers]
+        added = 0
+        now = self.svc.clock()
+        for start in range(0, len(ids), _INDEXED_AT_ONCE):
+            chunk = ids[start:start + _INDEXED_AT_ONCE]
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zmscore(key, chunk)
+                scores = await pipe.execute()
+            missing = [cid for n, cid in enumerate(chunk)
+                       if all(found[n] is None for found in scores)]
+            orders = [o for o in await self.store.load_orders(missing) if o is not None]
+            await self.store.reindex(
+                [(o.client_order_id, o.spec.account, o.seq, self.store.attention.due(o, now))
+                 for o in orders], only_new=True)
+            added += len(orders)
+        if added:
+            log.info("tracker: %d open orders added to the attention index", added)
+        return added
 
     async def _look(self, order: Order) -> BrokerOrder | Event | None:
         """The broker's report of the order; or the event that ends an order of unknown
@@ -273,7 +325,7 @@ class Tracker:
                 log.warning("push feed of %s broke (%s); polling covers the gap", account, exc)
             finally:
                 self.live_feeds.discard(account)
-            self._passes = 0  # the next pass looks everything up: the gap is unknown
+            self._sweep.add(account)  # the next pass looks everything up: the gap is unknown
             await asyncio.sleep(self.interval_s)
 
     # -- writing -----------------------------------------------------------------------------
@@ -334,3 +386,4 @@ async def _cancel_or_look(broker: Broker, order: Order) -> BrokerOrder:
         return await broker.cancel(order.client_order_id, order.spec.symbol)
     except BrokerError:
         return await broker.get_order(order.client_order_id, order.spec.symbol)
+

@@ -33,6 +33,13 @@ def render_report(report: Report, limit: int) -> str:
     if report.expired_records:
         lines.append(f"{report.expired_records} finished orders past their record TTL "
                      "(expected, not a difference)")
+    if report.log_trimmed_before is not None:
+        lines.append(f"the log was trimmed before {report.log_trimmed_before} (retention): "
+                     f"{report.history_trimmed} orders began before it, not compared; "
+                     "positions from the checkpoint it keeps")
+    if not report.positions_checked:
+        lines.append("positions not compared: the log was trimmed while replay read it, or "
+                     "without a checkpoint (run it again)")
     if report.in_flight:
         lines.append(f"{len(report.in_flight)} orders written during the replay, not "
                      f"compared: {', '.join(report.in_flight[:limit])}")

@@ -31,6 +31,7 @@ from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
+from .attention import Attention
 from .breaker import Breaker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
@@ -48,6 +49,7 @@ from .packing import use_c_packing
 from .probes import Probe
 from .projector import Projector
 from .reclaim import Reclaimer
+from .retention import Retention
 from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
@@ -129,7 +131,8 @@ class Worker:
         self.durability = (Durability(r.wait_replicas, r.wait_aof, r.wait_timeout_ms)
                            if r.durability == "wait" else None)
         self.store = Store(self.redis, self.keys, results_maxlen=w.results_maxlen,
-                           order_ttl_ms=w.order_ttl_ms, durability=self.durability)
+                           order_ttl_ms=w.order_ttl_ms, durability=self.durability,
+                           attention=Attention.of(w))
         take = self.store.take_send_tokens
         self.brokers = {name: guarded(broker, take) for name, broker in brokers.items()} \
             if brokers is not None else {
@@ -169,6 +172,11 @@ class Worker:
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
                                    day_offset_ms=settings.risk.day_offset_ms)
+        self.retention = Retention(
+            self.redis, self.keys, events_retention_ms=w.events_retention_ms,
+            results_retention_ms=w.results_retention_ms, interval_ms=w.retention_interval_ms,
+            clock=self.svc.clock,
+            trimmed=lambda stream, n: self.metrics.trimmed.labels(stream).inc(n))
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,
                                market_timeout_ms=w.market_timeout_ms)
@@ -303,6 +311,7 @@ class Worker:
         background: dict[str, Callable[[], Awaitable[None]]] = {
             "reclaim": self._housekeeping,
             "tracker": lambda: self.tracker.run(running, self._sleep),
+            "retention": lambda: self.retention.run(running, self._sleep),
         }
         if self.settings.worker.project_positions:
             background["positions"] = lambda: self.projector.run(running, self._sleep)

@@ -11,9 +11,10 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("audit", "cancels", "completed", "events", "failed", "open", "pending",
-                 "positions", "positions_cursor", "positions_lease", "prefix", "risk_limits",
-                 "trading", "workers")
+    __slots__ = ("audit", "cancels", "completed", "events", "events_readers", "events_trimmed",
+                 "failed", "open", "pending", "positions", "positions_base",
+                 "positions_base_cursor", "positions_cursor", "positions_lease", "prefix",
+                 "risk_limits", "trading", "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -21,6 +22,11 @@ class Keys:
         self.completed = f"{prefix}:completed"  # stream of successful results (capped)
         self.failed = f"{prefix}:failed"  # stream of failed results (capped)
         self.events = f"{prefix}:events"  # stream of every order state transition
+        # Hash reader -> the last events entry it has durably processed: a registered reader
+        # of the events (an archive); the log is never trimmed past one (retention.py).
+        self.events_readers = f"{prefix}:events:readers"
+        # The id before which events may have been trimmed (absent: the log is whole).
+        self.events_trimmed = f"{prefix}:events:trimmed"
         self.open = f"{prefix}:open"  # set of client ids of non-terminal orders
         # Hash client id -> request id of a cancel that came while the order was still
         # being submitted; the tracker sends it once the place lands.
@@ -30,6 +36,11 @@ class Keys:
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
+        # The positions as of the events entry in positions_base_cursor, copied when the
+        # events are trimmed: the log keeps every entry after it, so replay can still check
+        # the positions (base + the fills after it) once the start of the log is gone.
+        self.positions_base = f"{prefix}:positions:base"
+        self.positions_base_cursor = f"{prefix}:positions:base:cursor"
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
         # Hash scope ("global" or an account) -> trading state (executor/trading.py).
         self.trading = f"{prefix}:trading"
@@ -40,6 +51,11 @@ class Keys:
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""
         return f"{self.prefix}:order:{client_order_id}"
+
+    def due(self, account: str) -> str:
+        """Zset client id -> epoch ms when the tracker must next look at the account's open
+        order (executor/attention.py)."""
+        return f"{self.prefix}:due:{account}"
 
     def worker(self, consumer: str) -> str:
         """Heartbeat of a live worker (expires when it stops beating)."""

@@ -2,10 +2,13 @@
 -- The order key doubles as the idempotency record: an order that already exists is not
 -- touched, and its request id and record are returned so the caller can tell a redelivery
 -- of the same request from a producer's retry under the same client id.
+-- A new order also joins the open set and its account's attention index (client id -> when
+-- the tracker must look at it, executor/attention.py), with its record.
 --
--- KEYS[1] events stream, KEYS[2] open-orders set, KEYS[2+i] order key of item i
--- ARGV[1] MessagePack array, 5 values per item: client_order_id, request_id, state, seq,
---   number of events n
+-- KEYS[1] events stream, KEYS[2] open-orders set, then per item i: KEYS[1 + 2i] its order
+-- key, KEYS[2 + 2i] its account's attention index
+-- ARGV[1] MessagePack array, 6 values per item: client_order_id, request_id, state, seq,
+--   number of events n, when it is due (epoch ms)
 -- ARGV[2..] per item: its record, then its n events
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
@@ -13,9 +16,9 @@
 local meta = cmsgpack.unpack(ARGV[1])
 local out = {}
 local a = 2
-for i = 1, #KEYS - 2 do
-  local m = 5 * i - 4
-  local key, cid, n = KEYS[2 + i], meta[m], meta[m + 4]
+for i = 1, (#KEYS - 2) / 2 do
+  local m = 6 * i - 5
+  local key, cid, n = KEYS[1 + 2 * i], meta[m], meta[m + 4]
   local existing = redis.call('HMGET', key, 'request_id', 'record')
   if existing[2] then
     out[i] = {existing[1], existing[2]}
@@ -23,6 +26,7 @@ for i = 1, #KEYS - 2 do
     redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3], 'request_id', meta[m + 1],
       'record', ARGV[a])
     redis.call('SADD', KEYS[2], cid)
+    redis.call('ZADD', KEYS[2 + 2 * i], meta[m + 5], cid)
     for e = a + 1, a + n do
       redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
     end

@@ -1,20 +1,27 @@
 -- Write the outcome of a batch of requests: each order's new record and events, its result
 -- entry and the XACK of its request, all in one atomic step, so a crash leaves either the
 -- whole outcome or none of it (and then the request is still pending and will be redone).
+-- An acked request is also deleted from the stream (XDEL): answered, it is needed no more,
+-- and kept it would hold its memory for ever. Only acked ones: an entry still pending (in
+-- flight elsewhere) or never read is never deleted here.
 --
 -- An order write is a compare-and-set on the order's seq: if another writer moved the order
--- since we read it, the item is skipped (not acked, no result) and reported back.
+-- since we read it, the item is skipped (not acked, no result) and reported back. With the
+-- record goes its place in its account's attention index (when the tracker must next look
+-- at it, executor/attention.py): a final order leaves the index and the open set.
 -- A request no longer pending was answered by another worker (one that took it over while
 -- this one stalled past the visibility timeout): its item is skipped too, so a request
 -- never gets a second result, whatever the two workers decided.
 --
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
--- KEYS[5+j] order keys, in the order of the items that have one.
+-- then per item that has an order change, in order: its order key, its account's
+-- attention index.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
--- ARGV[4] MessagePack array, 10 values per item: request_id, client_order_id, result stream
+-- ARGV[4] MessagePack array, 11 values per item: request_id, client_order_id, result stream
 --   (1 completed, 2 failed), has an order change (1/0), then for an order change (else
---   placeholders): expected seq, seq, state, terminal (1/0), number of events n; then the
---   number r of extra fields of its result entry (a dead letter's raw:<field>, else 0)
+--   placeholders): expected seq, seq, state, terminal (1/0), number of events n, when it
+--   is due (epoch ms; unused when terminal); then the number r of extra fields of its
+--   result entry (a dead letter's raw:<field>, else 0)
 -- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
 --   order of a cancel_all), its r extra (field, value) pairs, then for an order change its
 --   record and its n events
@@ -25,13 +32,13 @@ local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
 local conflicts, acked, none = {}, {}, {}
 local k, a = 6, 5
-for m = 1, #meta, 10 do
+for m = 1, #meta, 11 do
   local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
   local result, extra = ARGV[a], none
-  if meta[m + 9] > 0 then
-    extra = {unpack(ARGV, a + 1, a + 2 * meta[m + 9])}
+  if meta[m + 10] > 0 then
+    extra = {unpack(ARGV, a + 1, a + 2 * meta[m + 10])}
   end
-  a = a + 1 + 2 * meta[m + 9]
+  a = a + 1 + 2 * meta[m + 10]
   local ok = true
   if result ~= '' and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
     ok = false
@@ -50,11 +57,14 @@ for m = 1, #meta, 10 do
       if meta[m + 7] == 1 then
         redis.call('PEXPIRE', key, ttl)
         redis.call('SREM', KEYS[2], cid)
+        redis.call('ZREM', KEYS[k + 1], cid)
+      else
+        redis.call('ZADD', KEYS[k + 1], meta[m + 9], cid)
       end
     end
   end
   if meta[m + 3] == 1 then
-    k = k + 1
+    k = k + 2
     a = a + 1 + meta[m + 8]
   end
   if ok and result ~= '' then
@@ -63,8 +73,10 @@ for m = 1, #meta, 10 do
     acked[#acked + 1] = rid
   end
 end
--- One XACK for the batch (a batch is far below Lua's limit on unpacked arguments).
+-- One XACK and one XDEL for the batch (a batch is far below Lua's limit on unpacked
+-- arguments).
 if #acked > 0 then
   redis.call('XACK', KEYS[5], group, unpack(acked))
+  redis.call('XDEL', KEYS[5], unpack(acked))
 end
 return conflicts

@@ -251,6 +251,43 @@ async def test_gtd_order_expires_on_a_match_pass(make_broker: MakeBroker) -> Non
     assert (await broker.get_order("gtd-1", "BTCUSDT")).status is BrokerStatus.EXPIRED
 
 
+async def test_finished_orders_are_forgotten_after_retention_and_open_ones_kept(
+        make_broker: MakeBroker, redis_url: str) -> None:
+    clock = Clock(int(time.time() * 1000))  # the streams' entry ids are on the real clock
+    broker = await make_broker(PaperAccount(retention_ms=60_000), clock=clock)
+    filled = await broker.submit("t-filled", spec())
+    await broker.submit("t-rest", spec(T.LIMIT, quantity="1", price="49000"))
+    await broker.submit("t-cancel", spec(T.LIMIT, quantity="1", price="48000"))
+    clock.now += 30_000
+    await broker.cancel("t-cancel", "BTCUSDT")  # ends 30 s after the fill
+    clock.now += 30_000 - 1
+    assert await broker.forget_finished() == 0  # nothing ended 60 s ago yet
+    assert await broker.get_order("t-filled", "BTCUSDT") == filled
+    clock.now += 1
+    assert await broker.forget_finished() == 1  # the fill is 60 s old; the cancel is not
+    with pytest.raises(OrderNotFound):
+        await broker.get_order("t-filled", "BTCUSDT")
+    assert (await broker.get_order("t-cancel", "BTCUSDT")).status is BrokerStatus.CANCELLED
+    clock.now += 30_000
+    assert await broker.forget_finished() == 1
+    with pytest.raises(OrderNotFound):
+        await broker.get_order("t-cancel", "BTCUSDT")
+    # An open order is kept however old, and so is its place in the book.
+    clock.now += 10**9
+    assert await broker.forget_finished() == 0
+    assert [o.client_order_id for o in await broker.open_orders()] == ["t-rest"]
+    r = broker.store.redis
+    assert await r.hkeys(broker.store.orders) == [b"t-rest"]
+    assert await r.zcard(broker.store.finished) == 0
+    # The streams' entries as old went with them.
+    assert await received_ids(redis_url) == []
+    assert await executions(redis_url) == []
+    # A forgotten client id is free again, as at Binance once an order is no longer open.
+    again = await broker.submit("t-filled", spec())
+    assert again.status is BrokerStatus.FILLED
+    assert await received_ids(redis_url) == ["t-filled"]
+
+
 # -- cancel and lookup -----------------------------------------------------------------------
 
 
@@ -313,8 +350,9 @@ def race(*brokers: PaperBroker) -> list[str]:
             await barrier.wait()
             return orders
 
-        async def write(changes: Sequence[Change], update: Any = update) -> list[bool]:
-            applied: list[bool] = await update(changes)
+        async def write(changes: Sequence[Change], now: int,
+                        update: Any = update) -> list[bool]:
+            applied: list[bool] = await update(changes, now)
             refused.extend(c.client_order_id for c, ok in zip(changes, applied, strict=True)
                            if not ok)
             return applied
@@ -535,8 +573,9 @@ async def test_exchange_keys_live_under_the_account(make_broker: MakeBroker,
         "orders:paper:acct-7:origin",
     }
     store = broker.store
-    assert [store.prices, store.executions, store.expiry, store.matcher] == [
-        f"orders:paper:acct-7:{name}" for name in ("prices", "executions", "expiry", "matcher")]
+    assert [store.prices, store.executions, store.expiry, store.matcher, store.finished] == [
+        f"orders:paper:acct-7:{name}"
+        for name in ("prices", "executions", "expiry", "matcher", "finished")]
     assert record is not None and decode_order(record).client_order_id == "k-1"
 
 

@@ -112,6 +112,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_raw_fields
     raw = json.loads(fields[b"raw:data"])
     assert raw["client_order_id"] == sub.client_order_id
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await redis_client.xlen(K.pending) == 0  # answered: deleted, kept on the result
     assert await received(redis_client) == []
 
 

@@ -347,3 +347,45 @@ def test_an_illegal_transition_in_the_log_is_reported_and_followed() -> None:
 def test_stream_ids_compare_as_numbers(text: str, parsed: tuple[int, int]) -> None:
     assert parse_stream_id(text) == parsed
     assert parse_stream_id("10-0") > parse_stream_id("9-99")
+
+
+def test_a_log_trimmed_by_retention_is_checked_from_its_checkpoint() -> None:
+    log = Log()
+    orders = worked_orders(log)
+    base_cursor = log.last  # the checkpoint: the positions as of this entry
+    base = log.fold(cursor=base_cursor).positions
+    b = orders["b"]  # resting since before the trim, it fills after it
+    log.add(*apply_report(b, report("b", BrokerStatus.PARTIALLY_FILLED, fill(7, "1", "99")),
+                          ctx(20)))
+    whole = log.fold(cursor=log.last)
+    assert whole.problems == [] and whole.orders == orders
+    stored = stored_of(orders, whole.positions, cursor=log.last)
+    stored.base = {f"{a}:{s}": encode(p) for (a, s), p in base.items()}
+    stored.base_cursor = stored.trimmed_before = base_cursor
+    # What the log holds after the trim: the checkpoint's entry and what came after.
+    kept = log.entries[log.entries.index(next(e for e in log.entries if e[0] == base_cursor)):]
+
+    def trimmed_fold() -> Fold:
+        fold = Fold({("default", "BTCUSDT"): "USDT", ("default", "ETH:USDT"): "USDT"},
+                    positions_until=log.last, trimmed_before=base_cursor, base=stored.base,
+                    base_cursor=base_cursor,
+                    sides={cid: o.spec.side for cid, o in orders.items()})
+        for entry_id, data in kept:
+            fold.add(entry_id, data)
+        return fold
+
+    report_ = compare(trimmed_fold(), stored, now_ms=NOW, order_ttl_ms=TTL)
+    assert report_.ok, report_.differences
+    assert report_.history_trimmed == 3 and report_.log_trimmed_before == base_cursor
+    assert report_.positions_checked and report_.positions == 2
+    # The positions are still checked: checkpoint + the fills after it.
+    stored.positions["default:BTCUSDT"] = encode(msgspec.structs.replace(
+        whole.positions[("default", "BTCUSDT")], quantity=WireDecimal("0")))
+    (only,) = compare(trimmed_fold(), stored, now_ms=NOW, order_ttl_ms=TTL).differences
+    assert (only.subject, only.key, only.field) == (Subject.POSITION, "default:BTCUSDT",
+                                                    "quantity")
+    # Read as a whole log, the same entries are orders without their start.
+    untrimmed = Fold(positions_until=log.last)
+    for entry_id, data in kept:
+        untrimmed.add(entry_id, data)
+    assert {p.field for p in untrimmed.problems} == {"created"}

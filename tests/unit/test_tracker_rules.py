@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from executor.attention import market_like
 from executor.order import Context, Order, new_order
-from executor.tracker import market_like, overdue, owner
+from executor.tracker import overdue, owner
 from producer.contract import OrderSpec, OrderType, Side, TimeInForce, parse_decimal
 
 

@@ -76,10 +76,14 @@ class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     taker_fee_bps: Decimal = Decimal(10)
     maker_fee_bps: Decimal = Decimal(8)
     match_interval_ms: int = 200  # resting orders are matched (and prices refreshed) this often
+    # A finished order is forgotten this long after it ended (a lookup then finds nothing,
+    # and its client id is free again, as at Binance), with the entries of the exchange's
+    # streams (received, duplicates, executions) as old. Open orders are kept.
+    retention_ms: int = 7 * 86_400_000
     symbols: dict[str, SymbolConfig] = msgspec.field(default_factory=default_symbols)
 
     def __post_init__(self) -> None:
-        for name in ("walk_step_ms", "depth_levels", "match_interval_ms"):
+        for name in ("walk_step_ms", "depth_levels", "match_interval_ms", "retention_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("walk_volatility_bps", "latency_ms"):

@@ -12,6 +12,10 @@ worker that sent it and any worker can look it up by client id.
   compare-and-set on the order's version and appending it to the executions stream.
 - Faults are injected from ``random.Random(seed)`` in process: ``failure_rate`` refuses a
   submit before it reaches the book, ``timeout_rate`` stores it but answers UnknownOutcome.
+- The matcher also forgets, every ``TRIM_INTERVAL_MS`` (or ``retention_ms`` if shorter), the
+  orders finished more than
+  ``retention_ms`` ago and the stream entries as old (store.py), so the exchange's memory
+  does not grow with every order it ever took.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ MAX_SCRIPT_BATCH = 1_000  # orders per submit script call, so one call never blo
 MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
 CANCEL_ATTEMPTS = 20  # compare-and-set retries of one cancel racing the matcher
 VALID_MEMORY = 10_000  # order shapes remembered as passing the filters
+TRIM_INTERVAL_MS = 10_000  # how often the matcher forgets what is past retention_ms
+TRIM_BATCH = 1_000  # orders (and stream entries) forgotten per script call, so one call
+TRIM_CALLS = 1_000  # never blocks Redis long; calls per pass at most
 # Client ids the exchange takes (the contract's, as Binance's newClientOrderId is bounded).
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 
@@ -113,6 +120,7 @@ class PaperBroker:
         self._submissions = itertools.count(1)
         self._lease_ms = max(1_000, 5 * config.match_interval_ms)
         self.is_matcher = False  # holds the matcher lease (as of the last pass)
+        self._trimmed_at = 0  # when this instance last forgot finished orders (epoch ms)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -233,7 +241,8 @@ class PaperBroker:
         record = matching.submit(client_order_id, self.broker_order_id(client_order_id), order,
                                  self._book(order.symbol, sym, now), sym, config, now,
                                  f"{self.token}:{next(self._submissions)}")
-        item = NewOrder(client_order_id, encode_order(record).decode())
+        item = NewOrder(client_order_id, encode_order(record).decode(),
+                        ended_at=0 if record.is_open else now)
         if record.is_open:
             item.watch, item.score = self._watch(record, sym)
             if order.time_in_force is TimeInForce.GTD:
@@ -281,7 +290,7 @@ class PaperBroker:
                 updated_at=self.clock())
             change = self._change(order, cancelled, self.config.symbols[order.spec.symbol])
             try:
-                applied = await self.store.update([change])
+                applied = await self.store.update([change], self.clock())
             except RedisError as exc:
                 raise UnknownOutcome(f"paper exchange: cancel outcome unknown: {exc}") from None
             if applied[0]:
@@ -390,7 +399,20 @@ class PaperBroker:
                 changes.append(self._change(order, new, sym))
         if not changes:
             return 0
-        return sum(await self.store.update(changes))
+        return sum(await self.store.update(changes, now))
+
+    async def forget_finished(self) -> int:
+        """Forget the orders that finished more than ``retention_ms`` ago, and the stream
+        entries as old; returns how many orders were forgotten. The background task calls
+        it every ``TRIM_INTERVAL_MS`` while it holds the lease; safe from anywhere."""
+        cutoff = self.clock() - self.config.retention_ms
+        total = 0
+        for _ in range(TRIM_CALLS):
+            forgotten, removed = await self.store.trim(cutoff, TRIM_BATCH)
+            total += forgotten
+            if forgotten < TRIM_BATCH and not removed:
+                break
+        return total
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -450,6 +472,10 @@ class PaperBroker:
                 self.is_matcher = await self.store.lease(self.token, self._lease_ms)
                 if self.is_matcher:
                     await self.match_once()
+                    every = min(TRIM_INTERVAL_MS, self.config.retention_ms)
+                    if self.clock() - self._trimmed_at >= every:
+                        self._trimmed_at = self.clock()
+                        await self.forget_finished()
             except (RedisError, OSError) as exc:
                 log.warning("paper %s: match pass failed: %s", self.account, exc)
             except Exception:

@@ -8,11 +8,17 @@ Keys (``<prefix>:paper:<account>:<name>``):
 | ``received`` | stream | one entry per order accepted (the truth for "at most once") |
 | ``duplicates`` | stream | one entry per submit refused for a client id already taken |
 | ``book`` | set | client ids of open orders |
+| ``finished`` | zset | client ids of finished orders by when they ended (forgotten after
+  ``retention_ms``, with their records) |
 | ``watch:<symbol>:<up|down>`` | zset | open orders by the level (in ticks) that wakes them |
 | ``expiry`` | zset | open GTD orders by ``expire_at`` |
 | ``prices`` | hash | symbol -> reference price set by an operator (wins over the model) |
 | ``origin`` | string | epoch ms of step 0 of the price walk |
 | ``executions`` | stream | every change of a resting order (``BrokerOrder`` JSON in ``data``) |
+
+The streams' entries older than ``retention_ms`` are trimmed with the finished orders
+(``trim.lua``, run by the matcher), so the exchange's memory follows its open orders and
+its recent past, not every order it ever saw.
 | ``matcher`` | string | the lease of the one worker that matches resting orders |
 
 Every write is one Lua script (``*.lua`` beside this module, and the shared lease of
@@ -55,6 +61,7 @@ class NewOrder:
     watch: str | None = None  # the watch key of an open order, and its level in ticks
     score: int = 0
     expire_at: int | None = None
+    ended_at: int = 0  # epoch ms of an order final at once (filled, expired); 0: open
 
 
 @dataclass(slots=True)
@@ -104,8 +111,10 @@ class ExchangeStore:
         self.origin = self.key("origin")
         self.executions = self.key("executions")
         self.matcher = self.key("matcher")
+        self.finished = self.key("finished")
         self._submit = redis.register_script(_script("submit.lua"))
         self._update = redis.register_script(_script("update.lua"))
+        self._trim = redis.register_script(_script("trim.lua"))
         self._lease = redis.register_script(LEASE_SCRIPT)
 
     def key(self, name: str) -> str:
@@ -115,7 +124,7 @@ class ExchangeStore:
         return self.key(f"watch:{symbol}:{direction}")
 
     async def load_scripts(self) -> None:
-        for script in (self._submit, self._update, self._lease):
+        for script in (self._submit, self._update, self._trim, self._lease):
             await self.redis.script_load(script.script)
 
     # -- orders ----------------------------------------------------------------------------
@@ -123,10 +132,10 @@ class ExchangeStore:
     async def insert(self, items: Sequence[NewOrder]) -> list[bool]:
         """Store new orders in one script call; False where the client id already exists."""
         keys = _KeyIndex([self.orders, self.received, self.book, self.expiry,
-                          self.duplicates])
-        flat: list[str] = []
+                          self.duplicates, self.finished])
+        flat: list[str | int] = []
         for item in items:
-            flat += (item.client_order_id, item.record)
+            flat += (item.client_order_id, item.record, item.ended_at)
         args: list[Any] = [_msgpack.encode(flat)]
         for k, item in enumerate(items, 1):
             if item.watch is not None:
@@ -135,10 +144,12 @@ class ExchangeStore:
         replies = await self._submit(keys=keys.keys, args=args)
         return [reply == 1 for reply in replies]
 
-    async def update(self, changes: Sequence[Change]) -> list[bool]:
-        """Compare-and-set new states in one script call; False where the version moved."""
-        keys = _KeyIndex([self.orders, self.book, self.expiry, self.executions])
-        args: list[Any] = [EXECUTIONS_MAXLEN, len(changes)]
+    async def update(self, changes: Sequence[Change], now: int) -> list[bool]:
+        """Compare-and-set new states in one script call; False where the version moved.
+        An order a change ends is stamped finished at ``now``."""
+        keys = _KeyIndex([self.orders, self.book, self.expiry, self.executions,
+                          self.finished])
+        args: list[Any] = [EXECUTIONS_MAXLEN, now, len(changes)]
         for change in changes:
             args += [
                 change.client_order_id,
@@ -152,6 +163,13 @@ class ExchangeStore:
             ]
         replies = await self._update(keys=keys.keys, args=args)
         return [reply == 1 for reply in replies]
+
+    async def trim(self, cutoff: int, limit: int) -> tuple[int, int]:
+        """Forget the orders finished by ``cutoff`` (epoch ms) and the stream entries older
+        than it, at most ``limit`` of each; returns (orders forgotten, entries removed)."""
+        keys = [self.orders, self.finished, self.received, self.duplicates, self.executions]
+        forgotten, removed = await self._trim(keys=keys, args=[cutoff, limit])
+        return int(forgotten), int(removed)
 
     async def get(self, client_order_id: str) -> PaperOrder | None:
         data = await self.redis.hget(self.orders, client_order_id)
