@@ -6,9 +6,10 @@ user data stream (``userDataStream.subscribe.signature``, then ``{subscriptionId
 frames), which is what python-binance's ``BinanceSocketManager.user_socket`` uses.
 
 Switches for tests: ``inject`` answers chosen requests with an error (before or after the
-exchange acted on them: a 5xx after storing the order is an unknown outcome),
-``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored 429s,
-418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
+exchange acted on them: a 5xx after storing the order is an unknown outcome), ``after``
+changes the exchange right after it answered a request (an order that trades between two
+reads), ``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored
+429s, 418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ class Fault(msgspec.Struct, kw_only=True):
     times: int = 1
 
 
+class Hook(msgspec.Struct, kw_only=True):
+    """Something done to the exchange right after it answered the next ``times`` requests
+    to ``method path`` (with their parameters): an order that trades between a client's
+    two reads, say."""
+
+    method: str
+    path: str
+    action: Callable[[dict[str, str]], None]
+    times: int = 1
+
+
 class Received(msgspec.Struct, kw_only=True):
     """One request as it reached the server (for tests that check the wire)."""
 
@@ -75,6 +87,7 @@ class BinanceExchangeServer:
         # Retry-After run out in seconds.
         self.weight_window_ms = weight_window_ms
         self.faults: list[Fault] = []
+        self.hooks: list[Hook] = []
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
         self.lists_received: Counter[str] = Counter()  # POST orderList/oco per listClientOrderId
@@ -144,6 +157,14 @@ class BinanceExchangeServer:
         self.faults.append(fault)
         return fault
 
+    def after(self, method: str, path: str, action: Callable[[dict[str, str]], None],
+              times: int = 1) -> Hook:
+        """Run ``action(params)`` once the exchange has answered each of the next ``times``
+        requests to ``method path`` (its answer is the state before the action)."""
+        hook = Hook(method=method, path=path, action=action, times=times)
+        self.hooks.append(hook)
+        return hook
+
     def random_faults(self, before: float, after: float, seed: int = 1) -> None:
         """Answer that share of new orders with a 5xx: ``before`` without acting on them,
         ``after`` once they are stored (the sender cannot tell which)."""
@@ -197,6 +218,7 @@ class BinanceExchangeServer:
                 result = handler(params)
                 if method == "POST":
                     headers.update(self._count_order())
+                self._run_hooks(method, path, params)
                 if fault is not None:
                     raise ApiError(fault.code, fault.msg, fault.status, fault.retry_after)
                 return self._reply(200, result, headers)
@@ -225,6 +247,13 @@ class BinanceExchangeServer:
                 fault.times -= 1
                 return fault
         return None
+
+    def _run_hooks(self, method: str, path: str, params: dict[str, str]) -> None:
+        for hook in self.hooks:  # the first one that applies, as for faults
+            if hook.method == method and hook.path == path and hook.times > 0:
+                hook.times -= 1
+                hook.action(params)
+                return
 
     def _minute(self) -> int:
         return self.exchange.now() // self.weight_window_ms

@@ -42,6 +42,13 @@ class Banned(RateLimited):
     ``retry_after`` seconds from now: every worker of the account must stop sending."""
 
 
+class InconsistentRead(RetryableError):
+    """The broker answered, but what it answered did not add up yet: an order read, then its
+    trades, while it traded in between (Binance: executedQty and the sum of myTrades
+    disagree), even after reading again a few times. Nothing is wrong with the broker: the
+    lookup is tried again later, and the circuit breaker counts it as an answer."""
+
+
 class Throttled(RetryableError):
     """The shared rate limiter (brokers/limited.py) held the call back, and capacity would
     come only after the request's deadline (or the longest wait configured): the call was

@@ -62,6 +62,7 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    InconsistentRead,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -90,6 +91,10 @@ _STREAM_CLOSE_S = 3.0
 _STREAM_CHECK_S = 1.0  # how often a silent user data stream is checked for a lost connection
 STREAMING = WSListenerState.STREAMING
 _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
+# Reads of an order and its trades before a lookup of an order that keeps trading between
+# the two gives up for now, and the pause before the second (doubled before the third).
+_READS = 3
+_REREAD_PAUSE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -712,19 +717,33 @@ class BinanceBroker:
 
     async def _with_fills(self, reply: Mapping[str, Any], cid: str) -> BrokerOrder:
         """A report of an order object with all its fills (myTrades), so that a final status
-        never comes without the fills that led to it."""
-        executed = Decimal(reply.get("executedQty", "0"))
-        if not executed:
-            return wire.report(reply, (), cid)
-        trades = await self._call("my_trades", self._client().get_my_trades,
-                                  symbol=reply["symbol"], orderId=reply["orderId"], limit=1000)
-        fills = [wire.trade_fill(t) for t in trades]
-        seen = sum((f.quantity for f in fills), Decimal(0))
-        if seen != executed:
-            raise RetryableError(f"binance: {seen} of the {executed} filled of order {cid} are "
-                                 "visible in its trades so far")
-        self._filled[cid] = seen
-        return wire.report(reply, fills, cid)
+        never comes without the fills that led to it.
+
+        The order and its trades are two reads: an order that trades between them (or whose
+        trades Binance has not written yet) shows an executedQty its trades do not add up
+        to. That is a reason to read both again, a few times with a short pause, not a
+        broker failure; if they still disagree, ``InconsistentRead`` (the lookup is tried
+        again later, and the circuit breaker counts it as an answer)."""
+        seen = executed = Decimal(0)
+        for attempt in range(_READS):
+            if attempt:
+                await asyncio.sleep(_REREAD_PAUSE_S * attempt)
+                reply = await self._call("get_order", self._client().get_order,
+                                         symbol=reply["symbol"], orderId=reply["orderId"])
+            executed = Decimal(reply.get("executedQty", "0"))
+            if not executed:
+                return wire.report(reply, (), cid)
+            trades = await self._call("my_trades", self._client().get_my_trades,
+                                      symbol=reply["symbol"], orderId=reply["orderId"],
+                                      limit=1000)
+            fills = [wire.trade_fill(t) for t in trades]
+            seen = sum((f.quantity for f in fills), Decimal(0))
+            if seen == executed:
+                self._filled[cid] = seen
+                return wire.report(reply, fills, cid)
+        raise InconsistentRead(f"binance: order {cid} shows {executed} filled and trades of "
+                               f"{seen} after {_READS} reads; it is trading: looked up again "
+                               "later")
 
     def _track(self, found: BrokerOrder) -> BrokerOrder:
         """Keep the open-order count per symbol (MAX_NUM_ORDERS); remember the fill sums of

@@ -1,0 +1,110 @@
+"""Looking a Binance order up (the order, then its trades) through the real python-binance
+client against the local exchange: an order that trades between the two reads is read
+again rather than counted as a broker failure, and an order with more fills than one page
+of myTrades is read page by page."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from devtools.binance_exchange import BinanceExchangeServer
+from executor.breaker import Breaker, BreakerSettings, CircuitState
+from executor.brokers.base import BrokerStatus
+from executor.brokers.binance.broker import BinanceBroker
+from executor.brokers.circuit import CircuitBroker
+from producer.client import OrderClient
+from producer.contract import OrderSpec, OrderType, ReasonCode, ResultStatus, Side, WireDecimal
+from producer.keys import Keys
+from tests.fakes.binance import broker, exchange
+
+from .conftest import replace, running
+from .test_binance_worker import binance_settings, until
+
+__all__ = ["broker", "exchange"]  # fixtures
+
+D = WireDecimal
+# Opens after three failures in a row, as the issue saw it.
+TIGHT = BreakerSettings(consecutive_failures=3, window_ms=60_000, min_calls=10,
+                        error_rate_percent=50, cooldown_ms=60_000)
+
+
+def limit_buy(quantity: str = "0.010", price: str = "49000") -> OrderSpec:
+    return OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                     quantity=D(quantity), price=D(price))
+
+
+def trades_between_reads(exchange: BinanceExchangeServer, cid: str, times: int) -> None:
+    """Each of the next ``times`` reads of an order fills 0.001 more of ``cid`` right after
+    Binance answered it: the trades read next show more than the order did."""
+    def fill(_: dict[str, str]) -> None:
+        exchange.exchange.fill("BTCUSDT", cid, Decimal("0.001"))
+    exchange.after("GET", "/api/v3/order", fill, times=times)
+
+
+async def test_an_order_that_trades_between_its_two_reads_is_read_again(
+        exchange: BinanceExchangeServer, broker: BinanceBroker,
+        redis_client: aioredis.Redis) -> None:
+    breaker = Breaker(redis_client, Keys(), TIGHT)
+    guarded = CircuitBroker(broker, breaker)
+    await guarded.submit("moving-1", limit_buy())
+    exchange.exchange.fill("BTCUSDT", "moving-1", Decimal("0.002"))
+    for n in range(4):  # four such lookups opened the breaker before
+        trades_between_reads(exchange, "moving-1", 1)
+        found = await guarded.get_order("moving-1", "BTCUSDT")
+        assert found.status is BrokerStatus.PARTIALLY_FILLED
+        # The report is one consistent read: its fills add up to its filled quantity, which
+        # includes the fill that happened between the first two reads.
+        assert found.filled_quantity == Decimal("0.003") + Decimal("0.001") * n
+        assert sum(f.quantity for f in found.fills) == found.filled_quantity
+    verdict = await breaker.allow("bn")
+    assert verdict.state is CircuitState.CLOSED and verdict.allowed
+    reads = [r for r in exchange.log if r.path == "/api/v3/order" and r.method == "GET"]
+    assert len(reads) == 8  # each lookup read the order twice
+
+
+async def test_an_order_that_keeps_trading_is_left_for_later_without_opening_the_breaker(
+        exchange: BinanceExchangeServer, broker: BinanceBroker,
+        redis_client: aioredis.Redis) -> None:
+    breaker = Breaker(redis_client, Keys(), TIGHT)
+    guarded = CircuitBroker(broker, breaker)
+    await guarded.submit("busy-1", limit_buy("0.100"))
+    exchange.exchange.fill("BTCUSDT", "busy-1", Decimal("0.001"))
+    for _ in range(4):
+        trades_between_reads(exchange, "busy-1", 3)  # every read of the lookup
+        try:
+            await guarded.get_order("busy-1", "BTCUSDT")
+        except Exception as exc:
+            assert type(exc).__name__ == "InconsistentRead", exc
+        else:
+            raise AssertionError("the reads never agreed: no report can be made of them")
+    assert (await breaker.allow("bn")).state is CircuitState.CLOSED
+
+
+async def test_a_worker_whose_lookups_see_orders_trade_keeps_taking_orders(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    exchange.stream_enabled = False  # the tracker looks the order up every pass
+    async with running(replace(binance_settings(redis_url, exchange), breaker=TIGHT)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.010", price="49000")
+        first = await client.wait_result(sub.request_id, 10)
+        assert first.status is ResultStatus.ACCEPTED, first
+        cid = sub.client_order_id
+        assert cid is not None
+        # The next four reads of it each see it trade right after they were answered.
+        hook = exchange.after("GET", "/api/v3/order", _filler(exchange, cid), times=4)
+
+        async def moved() -> bool:
+            return hook.times == 0
+        await until(moved)
+        market = await client.place("BTCUSDT", "buy", "market", "0.001")
+        result = await client.wait_result(market.request_id, 10)
+    assert result.reason_code != ReasonCode.CIRCUIT_OPEN, result
+    assert result.status is ResultStatus.FILLED, result
+
+
+def _filler(exchange: BinanceExchangeServer, cid: str) -> Any:
+    def fill(_: dict[str, str]) -> None:
+        exchange.exchange.fill("BTCUSDT", cid, Decimal("0.001"))
+    return fill
