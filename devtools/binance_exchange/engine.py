@@ -147,6 +147,7 @@ class Exchange:
         self.trades: list[dict[str, Any]] = []
         self.listeners: list[Callable[[Event], None]] = []
         self.market_fill_parts = 1
+        self.trades_page_max = 1000  # myTrades' largest page (Binance: 1000)
         self.created: Counter[str] = Counter()  # orders stored per newClientOrderId
         self.duplicates: Counter[str] = Counter()  # refused: the id is on an open order
         self._ids = itertools.count(1_000_001)
@@ -542,12 +543,21 @@ class Exchange:
         }
 
     def my_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """GET /api/v3/myTrades: trades of the symbol (of one order with ``orderId``) in id
+        order; from ``fromId`` on when given, else the most recent ones (as Binance's doc
+        says); at most ``limit`` (default 500, at most 1000: Binance's page)."""
         lst = self.listing(params.get("symbol"))
-        oid = params.get("orderId")
-        limit = int(params.get("limit", "500"))
+        oid, from_id = params.get("orderId"), params.get("fromId")
+        try:
+            limit = int(params.get("limit", "500"))
+            start = None if from_id is None else int(from_id)
+        except ValueError:
+            raise ApiError(-1100, "Illegal characters found in a parameter.") from None
+        limit = max(1, min(limit, self.trades_page_max))
         out = [t for t in self.trades if t["symbol"] == lst.symbol
-               and (oid is None or str(t["orderId"]) == oid)]
-        return out[:limit]
+               and (oid is None or str(t["orderId"]) == oid)
+               and (start is None or t["id"] >= start)]
+        return out[:limit] if start is not None else out[-limit:]
 
     # -- moving the market (tests) ----------------------------------------------------------
 

@@ -108,3 +108,30 @@ def _filler(exchange: BinanceExchangeServer, cid: str) -> Any:
     def fill(_: dict[str, str]) -> None:
         exchange.exchange.fill("BTCUSDT", cid, Decimal("0.001"))
     return fill
+
+
+async def test_an_order_with_more_fills_than_one_page_of_trades_resolves(
+        exchange: BinanceExchangeServer, broker: BinanceBroker) -> None:
+    exchange.exchange.market_fill_parts = 1500  # 0.015 BTC in fills of one step each
+    order = OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                      quantity=D("0.015"))
+    await broker.submit("many-1", order)
+    found = await broker.get_order("many-1", "BTCUSDT")
+    assert found.status is BrokerStatus.FILLED
+    assert len(found.fills) == 1500 == len({f.fill_id for f in found.fills})
+    assert sum(f.quantity for f in found.fills) == found.filled_quantity == Decimal("0.015")
+    pages = [r.params for r in exchange.log if r.path == "/api/v3/myTrades"]
+    assert [(p["limit"], p["fromId"]) for p in pages][:1] == [("1000", "0")]
+    assert len(pages) == 2  # the first full page of 1000, then the other 500
+
+
+async def test_trades_are_read_to_the_end_when_the_server_pages_by_fewer(
+        exchange: BinanceExchangeServer, broker: BinanceBroker) -> None:
+    exchange.exchange.market_fill_parts = 25
+    exchange.exchange.trades_page_max = 10
+    order = OrderSpec(account="bn", symbol="BTCUSDT", side=Side.SELL, type=OrderType.MARKET,
+                      quantity=D("0.00025"))
+    await broker.submit("pages-1", order)
+    found = await broker.get_order("pages-1", "BTCUSDT")
+    assert found.status is BrokerStatus.FILLED and len(found.fills) == 25
+    assert len([r for r in exchange.log if r.path == "/api/v3/myTrades"]) == 3

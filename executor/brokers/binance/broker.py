@@ -49,7 +49,7 @@ from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 from redis.exceptions import RedisError
 
-from producer.contract import ContractError, OrderSpec, OrderType
+from producer.contract import ContractError, Fill, OrderSpec, OrderType
 from producer.keys import Keys
 from producer.replies import text
 
@@ -95,6 +95,7 @@ _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
 # the two gives up for now, and the pause before the second (doubled before the third).
 _READS = 3
 _REREAD_PAUSE_S = 0.05
+_TRADES_PAGE = 1000  # myTrades' largest page
 
 
 @dataclass(slots=True)
@@ -733,10 +734,7 @@ class BinanceBroker:
             executed = Decimal(reply.get("executedQty", "0"))
             if not executed:
                 return wire.report(reply, (), cid)
-            trades = await self._call("my_trades", self._client().get_my_trades,
-                                      symbol=reply["symbol"], orderId=reply["orderId"],
-                                      limit=1000)
-            fills = [wire.trade_fill(t) for t in trades]
+            fills = await self._trades(reply["symbol"], reply["orderId"], executed)
             seen = sum((f.quantity for f in fills), Decimal(0))
             if seen == executed:
                 self._filled[cid] = seen
@@ -744,6 +742,26 @@ class BinanceBroker:
         raise InconsistentRead(f"binance: order {cid} shows {executed} filled and trades of "
                                f"{seen} after {_READS} reads; it is trading: looked up again "
                                "later")
+
+    async def _trades(self, symbol: str, order_id: Any, executed: Decimal) -> list[Fill]:
+        """Every trade of one order, read in pages of ``_TRADES_PAGE`` from the first up
+        (``fromId``: trades with that id or later, in id order; without it Binance answers
+        the most recent ones), until a page is empty or the trades add up to ``executed``
+        (a server that pages by fewer than we ask for is still read to the end)."""
+        fills: list[Fill] = []
+        seen = Decimal(0)
+        from_id = 0
+        while True:
+            page = await self._call("my_trades", self._client().get_my_trades, symbol=symbol,
+                                    orderId=order_id, fromId=from_id, limit=_TRADES_PAGE)
+            for t in page:
+                fill = wire.trade_fill(t)
+                fills.append(fill)
+                seen += fill.quantity
+            last = max((int(t["id"]) for t in page), default=-1)
+            if not page or seen >= executed or last < from_id:
+                return fills
+            from_id = last + 1
 
     def _track(self, found: BrokerOrder) -> BrokerOrder:
         """Keep the open-order count per symbol (MAX_NUM_ORDERS); remember the fill sums of
