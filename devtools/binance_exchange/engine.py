@@ -205,6 +205,10 @@ class Exchange:
         self._execute_new(order)
         return self._response(order, params.get("newOrderRespType"))
 
+    def validate(self, params: dict[str, str]) -> None:
+        """Refuse a new order as ``place`` would, without placing it."""
+        self._new_order(params)
+
     def _new_order(self, params: dict[str, str], list_id: int = -1) -> XOrder:
         lst = self.listing(params.get("symbol"))
         side = mandatory(params, "side")

@@ -8,7 +8,8 @@ frames), which is what python-binance's ``BinanceSocketManager.user_socket`` use
 Switches for tests: ``inject`` answers chosen requests with an error (before or after the
 exchange acted on them: a 5xx after storing the order is an unknown outcome), ``after``
 changes the exchange right after it answered a request (an order that trades between two
-reads), ``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored
+reads), ``late_executions`` answers new orders -1007 and executes them seconds later,
+``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored
 429s, 418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
 """
 
@@ -59,6 +60,16 @@ class Hook(msgspec.Struct, kw_only=True):
     times: int = 1
 
 
+class LateExecution(msgspec.Struct, kw_only=True):
+    """New orders answered -1007 "execution status unknown" and executed ``delay_s`` later
+    (Binance's backend may still execute an order after its gateway gave up waiting)."""
+
+    rng: random.Random
+    fraction: float
+    delay_s: float
+    status: int
+
+
 class Received(msgspec.Struct, kw_only=True):
     """One request as it reached the server (for tests that check the wire)."""
 
@@ -94,6 +105,10 @@ class BinanceExchangeServer:
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
         self._chaos: tuple[random.Random, float, float] | None = None
+        self._late: LateExecution | None = None
+        self.late_executed: Counter[str] = Counter()  # late orders stored, per client id
+        self.late_refused: dict[str, str] = {}  # client id -> why its late execution failed
+        self._late_handles: set[asyncio.TimerHandle] = set()
         self._weight: dict[int, int] = {}  # minute -> weight used
         self._orders: dict[tuple[str, int], int] = {}  # ("10s"|"1d", bucket) -> count
         self._ignored_429 = 0
@@ -145,6 +160,9 @@ class BinanceExchangeServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def close(self) -> None:
+        for handle in self._late_handles:
+            handle.cancel()
+        self._late_handles.clear()
         await self.drop_streams()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -169,6 +187,19 @@ class BinanceExchangeServer:
         """Answer that share of new orders with a 5xx: ``before`` without acting on them,
         ``after`` once they are stored (the sender cannot tell which)."""
         self._chaos = (random.Random(seed), before, after)
+
+    def late_executions(self, fraction: float, delay_s: float, *, seed: int = 1,
+                        status: int = 408) -> None:
+        """Answer that share of new orders (POST /api/v3/order, checked and signed) with
+        -1007 "Timeout waiting for response from backend server. Send status unknown;
+        execution status unknown." without acting on them, then execute each ``delay_s``
+        seconds later as if it had just arrived: it may fill, rest, or be refused then (a
+        duplicate of an order the client sent again meanwhile; ``late_refused``). The HTTP
+        status Binance gives -1007 is not documented; 408 here [unverified]. ``fraction``
+        0 switches it off; timers still due when the server closes are dropped."""
+        self._late = (None if fraction <= 0 else
+                      LateExecution(rng=random.Random(seed), fraction=fraction,
+                                    delay_s=delay_s, status=status))
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         self.exchange.set_price(symbol, Decimal(price))
@@ -215,6 +246,8 @@ class BinanceExchangeServer:
                     self.lists_received[params.get("listClientOrderId", "")] += 1
                 if method == "POST":
                     self._check_order_count()
+                if method == "POST" and path == "/api/v3/order":
+                    self._maybe_late(params)
                 result = handler(params)
                 if method == "POST":
                     headers.update(self._count_order())
@@ -247,6 +280,26 @@ class BinanceExchangeServer:
                 fault.times -= 1
                 return fault
         return None
+
+    def _maybe_late(self, params: dict[str, str]) -> None:
+        late = self._late
+        if late is None or late.rng.random() >= late.fraction:
+            return
+        self.exchange.validate(params)  # a refusal is answered as such, at once
+        handle = asyncio.get_running_loop().call_later(late.delay_s, self._execute_late,
+                                                       dict(params))
+        self._late_handles.add(handle)
+        raise ApiError(-1007, "Timeout waiting for response from backend server. Send status "
+                              "unknown; execution status unknown.", late.status)
+
+    def _execute_late(self, params: dict[str, str]) -> None:
+        cid = params.get("newClientOrderId", "")
+        try:
+            self.exchange.place(params)
+        except ApiError as exc:
+            self.late_refused[cid] = f"{exc.code}: {exc.msg}"
+        else:
+            self.late_executed[cid] += 1
 
     def _run_hooks(self, method: str, path: str, params: dict[str, str]) -> None:
         for hook in self.hooks:  # the first one that applies, as for faults

@@ -1,18 +1,20 @@
 """Looking a Binance order up (the order, then its trades) through the real python-binance
 client against the local exchange: an order that trades between the two reads is read
-again rather than counted as a broker failure, and an order with more fills than one page
-of myTrades is read page by page."""
+again rather than counted as a broker failure, an order with more fills than one page of
+myTrades is read page by page, and an order answered -1007 can appear seconds later."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.breaker import Breaker, BreakerSettings, CircuitState
-from executor.brokers.base import BrokerStatus
+from executor.brokers.base import BrokerStatus, OrderNotFound, PermanentError, UnknownOutcome
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.circuit import CircuitBroker
 from producer.client import OrderClient
@@ -135,3 +137,55 @@ async def test_trades_are_read_to_the_end_when_the_server_pages_by_fewer(
     found = await broker.get_order("pages-1", "BTCUSDT")
     assert found.status is BrokerStatus.FILLED and len(found.fills) == 25
     assert len([r for r in exchange.log if r.path == "/api/v3/myTrades"]) == 3
+
+
+async def _appears(broker: BinanceBroker, cid: str, timeout: float = 10.0) -> Any:
+    for _ in range(int(timeout / 0.05)):
+        try:
+            return await broker.get_order(cid, "BTCUSDT")
+        except OrderNotFound:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"order {cid} never appeared")
+
+
+def market_buy() -> OrderSpec:
+    return OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                     quantity=D("0.001"))
+
+
+async def test_an_order_answered_1007_executes_later_and_a_resend_meanwhile_makes_two(
+        exchange: BinanceExchangeServer, broker: BinanceBroker) -> None:
+    """The local exchange's late execution: what a lookup window shorter than Binance's
+    backend timeout runs into."""
+    exchange.late_executions(1.0, 0.5)
+    with pytest.raises(UnknownOutcome, match="-1007"):
+        await broker.submit("late-1", market_buy())
+    # Right after the answer, Binance does not know it ("Order does not exist")...
+    with pytest.raises(OrderNotFound):
+        await broker.get_order("late-1", "BTCUSDT")
+    # ... and a second send is taken: a filled market order does not hold its client id.
+    exchange.late_executions(0, 0)
+    resent = await broker.submit("late-1", market_buy())
+    assert resent.status is BrokerStatus.FILLED
+    for _ in range(200):  # then the first send executes after all
+        if exchange.late_executed["late-1"]:
+            break
+        await asyncio.sleep(0.05)
+    assert exchange.late_executed["late-1"] == 1
+    assert exchange.orders_for("late-1") == 2  # two orders for one client id
+    found = await broker.get_order("late-1", "BTCUSDT")
+    assert found.broker_order_id != resent.broker_order_id  # the latest of them
+
+
+async def test_a_late_execution_appears_at_the_exchange_after_the_unknown_answer(
+        exchange: BinanceExchangeServer, broker: BinanceBroker) -> None:
+    exchange.late_executions(1.0, 0.3)
+    with pytest.raises(UnknownOutcome):
+        await broker.submit("late-2", limit_buy())
+    found = await _appears(broker, "late-2")
+    assert found.status is BrokerStatus.NEW and found.quantity == Decimal("0.010")
+    assert exchange.received["late-2"] == 1 and exchange.orders_for("late-2") == 1
+    # A refusal is answered at once, not late: nothing to find later.
+    with pytest.raises(PermanentError, match="insufficient balance"):
+        await broker.submit("late-3", OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY,
+                                                type=OrderType.MARKET, quantity=D("90")))

@@ -16,6 +16,7 @@ from executor.brokers.base import (
     Banned,
     BrokerError,
     BrokerStatus,
+    DuplicateClientId,
     OrderNotFound,
     PermanentError,
     RateLimited,
@@ -81,6 +82,10 @@ def test_event_report_of_a_trade_and_of_a_cancel() -> None:
 
 @pytest.mark.parametrize(("exc", "sends", "kind"), [
     (api_error(400, -2010), True, PermanentError),
+    (api_error(400, -2010, "Account has insufficient balance for requested action."), True,
+     PermanentError),
+    # An earlier send of ours landed: looked up, never rejected.
+    (api_error(400, -2010, "Duplicate order sent."), True, DuplicateClientId),
     (api_error(400, -1013), True, PermanentError),
     (api_error(400, -1121), True, PermanentError),
     (api_error(400, -2011), True, OrderNotFound),
@@ -97,6 +102,7 @@ def test_event_report_of_a_trade_and_of_a_cancel() -> None:
     (api_error(503, 0), False, RetryableError),
     (api_error(408, -1007), True, UnknownOutcome),
     (api_error(400, -1007), False, RetryableError),
+    (api_error(400, -1006), True, UnknownOutcome),  # "Execution status unknown."
     (BinanceRequestException("not json"), True, UnknownOutcome),
     (TimeoutError(), True, UnknownOutcome),
     (TimeoutError(), False, RetryableError),

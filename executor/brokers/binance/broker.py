@@ -147,6 +147,12 @@ class BinanceBroker:
         # does not count or log them again.
         self._reported: set[tuple[str, Any]] = set()
 
+    @property
+    def lookup_window_ms(self) -> int:
+        """How long after an ambiguous send the order may still appear at Binance (read by
+        the submit step, see base.Broker): the account's ``lookup_window_ms``."""
+        return self.config.lookup_window_ms
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
