@@ -104,6 +104,9 @@ class BinanceExchangeServer:
         self.lists_received: Counter[str] = Counter()  # POST orderList/oco per listClientOrderId
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
+        # The answer to a WebSocket handshake while the stream is off: 503, or 404 as from
+        # a server without Binance's WebSocket API.
+        self.stream_refused_status = 503
         self._chaos: tuple[random.Random, float, float] | None = None
         self._late: LateExecution | None = None
         self.late_executed: Counter[str] = Counter()  # late orders stored, per client id
@@ -390,7 +393,8 @@ class BinanceExchangeServer:
 
     async def _ws_api(self, request: web.Request) -> web.StreamResponse:
         if not self.stream_enabled:
-            raise web.HTTPServiceUnavailable()
+            return web.Response(status=self.stream_refused_status,
+                                text="user data stream refused (stream_enabled = False)")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)

@@ -49,6 +49,17 @@ class InconsistentRead(RetryableError):
     lookup is tried again later, and the circuit breaker counts it as an answer."""
 
 
+class FeedBroken(RetryableError):
+    """A push feed (``PushFeed.updates``) could not be opened or broke: the caller polls and
+    asks for it again. ``logged``: the adapter has told it itself, once when it was lost and
+    then at a low rate while it stays lost, so a caller that retries every pass need not
+    log each attempt."""
+
+    def __init__(self, message: str, *, logged: bool = False) -> None:
+        super().__init__(message)
+        self.logged = logged
+
+
 class Throttled(RetryableError):
     """The shared rate limiter (brokers/limited.py) held the call back, and capacity would
     come only after the request's deadline (or the longest wait configured): the call was

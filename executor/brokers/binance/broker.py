@@ -62,6 +62,7 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    FeedBroken,
     InconsistentRead,
     NotCancellable,
     OrderNotFound,
@@ -71,6 +72,7 @@ from ..base import (
 )
 from . import filters, reconcile, wire
 from .config import BinanceAccount
+from .stream import QuietConnectLog, StreamHealth
 
 if TYPE_CHECKING:
     from ...metrics import Metrics
@@ -140,6 +142,7 @@ class BinanceBroker:
         self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
         self._ws_url = ""
+        self.stream = StreamHealth(account, metrics)
         self._refresh: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
         self._closing = False
@@ -484,14 +487,17 @@ class BinanceBroker:
         # Its read loop must not reconnect on its own: a new connection has no subscription,
         # and a loop left reconnecting outlives every close. The tracker reconnects.
         client.ws_api.MAX_RECONNECTS = 0
+        # A refused connection is told by self.stream, once and then at a low rate, not by
+        # python-binance's two ERROR lines per attempt.
+        client.ws_api._log = QuietConnectLog(client.ws_api._log)
         await self._close_ws(old)
         socket = BinanceSocketManager(client).user_socket()
         try:
             try:
                 await socket.__aenter__()
             except Exception as exc:
-                raise RetryableError(f"binance user data stream: cannot subscribe "
-                                     f"({type(exc).__name__}: {exc})") from None
+                raise self._lost(f"cannot subscribe ({type(exc).__name__}: {exc})") from None
+            self.stream.up()
             task = asyncio.current_task()
             ws_api = client.ws_api
             connection = ws_api.ws
@@ -503,8 +509,8 @@ class BinanceBroker:
                     # the subscription (and the drop's error event can come before our
                     # queue is registered): a new connection means a dead stream.
                     if ws_api.ws is not connection or ws_api.ws_state is not STREAMING:
-                        raise RetryableError("binance user data stream: connection lost "
-                                             "(reconnected without the subscription)") from None
+                        raise self._lost("connection lost (reconnected without the "
+                                         "subscription)") from None
                     continue
                 if task is not None and task.cancelling():
                     # python-binance waits with asyncio.wait_for, which on Python 3.11
@@ -520,8 +526,7 @@ class BinanceBroker:
                     for b in event.get("B", []):
                         self.balances[b["a"]] = (Decimal(b["f"]), Decimal(b["l"]))
                 elif kind in ("error", "eventStreamTerminated"):
-                    raise RetryableError(f"binance user data stream broke: "
-                                         f"{event.get('type', kind)} {event.get('m', '')}")
+                    raise self._lost(f"broke: {event.get('type', kind)} {event.get('m', '')}")
         finally:
             # Unsubscribing needs the connection: on a broken one only the socket's own
             # cleanup (its keepalive timer, cancelled first thing) is waited for.
@@ -531,6 +536,12 @@ class BinanceBroker:
                 await asyncio.wait_for(socket.__aexit__(None, None, None),
                                        _STREAM_CLOSE_S if healthy else 0.05)
             await self._close_ws(ws_api)
+
+    def _lost(self, why: str) -> FeedBroken:
+        """The stream is down: told by ``self.stream`` (counted; logged at a low rate), and
+        the error the tracker gets (it polls, and calls ``updates`` again)."""
+        self.stream.lost(why)
+        return FeedBroken(f"binance user data stream: {why}", logged=True)
 
     async def _from_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
         try:
