@@ -140,11 +140,32 @@ def test_balances_below_our_positions_are_drift() -> None:
     # More held than recorded is fine (deposits, holdings from before); exactly equal too.
     assert shortfalls({"BTCUSDT": d("0.25"), "BTCEUR": d("0.15"), "ETHUSDT": d("2")},
                       balances, base) == []
-    # Two symbols of one base asset add up; a short on spot is drift whatever is held;
-    # an asset Binance does not hold at all counts as zero; unlisted symbols are skipped.
-    assert shortfalls({"BTCUSDT": d("0.3"), "BTCEUR": d("0.15"), "ETHUSDT": d("-1"),
-                       "BNBUSDT": d("2"), "XYZUSDT": d("9")}, balances, base) == [
-        Shortfall("BNB", d(0), d("2"), ("BNBUSDT",)),
-        Shortfall("BTC", d("0.4"), d("0.45"), ("BTCEUR", "BTCUSDT")),
-        Shortfall("ETH", d("5"), d("-1"), ("ETHUSDT",)),
+    # Two symbols of one base asset add up; an asset Binance does not hold at all counts as
+    # zero; unlisted symbols are skipped. A negative position is holdings from before sold:
+    # not drift on the first pass, whatever is held.
+    first = {"BTCUSDT": d("0.3"), "BTCEUR": d("0.15"), "ETHUSDT": d("-1"), "BNBUSDT": d("2"),
+             "XYZUSDT": d("9")}
+    assert shortfalls(first, balances, base) == [
+        Shortfall("BNB", d(0), d("2"), ("BNBUSDT",), d("2")),
+        Shortfall("BTC", d("0.4"), d("0.45"), ("BTCEUR", "BTCUSDT"), d("0.45")),
     ]
+    assert shortfalls({"ETHUSDT": d("-4.5")}, {"ETH": (d("0.5"), d(0))}, base) == []
+
+
+def test_later_passes_compare_against_the_balances_at_start() -> None:
+    from executor.brokers.binance.reconcile import Shortfall, baseline, shortfalls
+
+    d = Decimal
+    base = {"BTCUSDT": "BTC", "ETHUSDT": "ETH"}
+    # At start: 100 BTC held, of which our positions explain 2; ETH sold from before.
+    start = baseline({"BTCUSDT": d("2"), "ETHUSDT": d("-3")},
+                     {"BTC": (d("99"), d("1")), "ETH": (d("7"), d(0))}, base)
+    assert start == {"BTC": d("98"), "ETH": d("10")}
+    # Sold 1 BTC more (recorded, and gone from the balance), bought 1 ETH: consistent.
+    assert shortfalls({"BTCUSDT": d("1"), "ETHUSDT": d("-2")},
+                      {"BTC": (d("99"), d(0)), "ETH": (d("8"), d(0))}, base, start) == []
+    # A fill recorded that did not happen (or 0.5 BTC withdrawn): short of 98 + 1.
+    assert shortfalls({"BTCUSDT": d("1")}, {"BTC": (d("98.5"), d(0))}, base, start) == [
+        Shortfall("BTC", d("98.5"), d("1"), ("BTCUSDT",), d("99"))]
+    # The same balance on a first pass was no drift: it held more than we recorded.
+    assert shortfalls({"BTCUSDT": d("1")}, {"BTC": (d("98.5"), d(0))}, base) == []

@@ -72,6 +72,7 @@ from ..base import (
 )
 from . import filters, reconcile, wire
 from .config import BinanceAccount
+from .reconcile import Drift
 from .stream import QuietConnectLog, StreamHealth
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
 _READS = 3
 _REREAD_PAUSE_S = 0.05
 _TRADES_PAGE = 1000  # myTrades' largest page
+_RECHECK_S = 1.0  # a shortfall is read again this much later before it is reported
 
 
 @dataclass(slots=True)
@@ -135,6 +137,9 @@ class BinanceBroker:
         self.rules: dict[str, filters.Rules] = {}
         self.balances: dict[str, tuple[Decimal, Decimal]] = {}  # asset -> (free, locked)
         self.drift: reconcile.Drift | None = None  # what the last reconciliation found
+        # Per asset, what the account held beyond our positions at this process's first
+        # reconciliation (reconcile.baseline); None until then.
+        self._start_balances: dict[str, Decimal] | None = None
         self._usage: dict[str, int] = {}
         self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
         self._open: dict[str, set[str]] = {}  # symbol -> client ids open at Binance
@@ -597,15 +602,7 @@ class BinanceBroker:
         ids = sorted({o["clientOrderId"] for o in remote} | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
         drift = self.drift = reconcile.compare(remote, local, self.account)
-        balances = await self.account_balances()
-        drift.shortfalls = reconcile.shortfalls(
-            await self._positions(store), balances,
-            {symbol: rules.base_asset for symbol, rules in self.rules.items()})
-        for short in drift.shortfalls:
-            log.error("binance %s: holds %s %s, but our positions in %s add up to %s: "
-                      "fills recorded that did not happen, or assets moved out of the "
-                      "account; check before trading", self.account, short.held, short.asset,
-                      ", ".join(short.symbols), short.recorded)
+        balances = await self._check_balances(store, drift)
         log.info("binance %s: reconciled: %d open at Binance (%d ours), %d orphans, %d of ours "
                  "not open there; balances %s", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing),
@@ -615,6 +612,40 @@ class BinanceBroker:
         for orphan in drift.orphans:
             await self._orphan(store, orphan)
         return drift
+
+    async def _check_balances(self, store: Store, drift: Drift
+                              ) -> dict[str, tuple[Decimal, Decimal]]:
+        """Balances against our positions (``reconcile.shortfalls``): against what the
+        account held at this process's first pass, not against zero. A shortfall is read
+        again after ``_RECHECK_S`` and reported only if it is still there: a fill the
+        exchange's balances show before the positions projection has folded it is not
+        drift."""
+        base_of = {symbol: rules.base_asset for symbol, rules in self.rules.items()}
+        balances = await self.account_balances()
+        positions = await self._positions(store)
+        short = reconcile.shortfalls(positions, balances, base_of, self._start_balances)
+        if short:
+            await asyncio.sleep(_RECHECK_S)
+            balances = await self.account_balances()
+            positions = await self._positions(store)
+            again = {s.asset for s in short}
+            short = [s for s in reconcile.shortfalls(positions, balances, base_of,
+                                                     self._start_balances)
+                     if s.asset in again]
+        first = self._start_balances is None
+        if first:
+            self._start_balances = reconcile.baseline(positions, balances, base_of)
+        drift.shortfalls = short
+        for s in short:
+            held = (f"holds {s.held} {s.asset}, but our positions in {', '.join(s.symbols)} "
+                    f"add up to {s.recorded}" if first else
+                    f"holds {s.held} {s.asset}, at least {filters.tidy(s.expected)} expected "
+                    f"(our positions in {', '.join(s.symbols)} add up to {s.recorded}, and it "
+                    f"held {filters.tidy(s.expected - s.recorded)} beyond them at this "
+                    "worker's start)")
+            log.error("binance %s: %s: fills recorded that did not happen, or assets moved "
+                      "out of the account; check before trading", self.account, held)
+        return balances
 
     async def _reconcile_periodically(self, store: Store) -> None:
         """Orders placed on the account by others while we run (another program, a person

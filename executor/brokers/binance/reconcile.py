@@ -4,9 +4,14 @@
 Binance under a client id we have no record of), and lists our open records that Binance
 does not show as open (the tracker looks those up and records how they ended). ``adoption``
 builds the record and events that make an orphan ours, when the account adopts orphans.
-``shortfalls`` compares balances with our positions: a spot account cannot hold less of an
-asset than the long positions we recorded in it (it may hold more: deposits, holdings from
-before orderstream), nor be short at all.
+``shortfalls`` compares balances with our positions. An account may hold more of an asset
+than our positions in it (deposits, holdings from before orderstream), and may have sold
+some of what it held before, which makes our position negative: what it cannot do is hold
+less than its balance at start plus what we recorded since. So the first pass of a process
+checks only that it holds at least our long positions, and records per asset the part of
+the balance our positions do not explain (``baseline``: held - recorded); later passes
+check that this part has not shrunk: if it has, fills were recorded that did not happen, or
+assets moved out of the account.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ ADOPTED = "adopted"  # the request id of an adopted order: no request of ours ma
 
 
 class Shortfall(msgspec.Struct, frozen=True):
-    """An asset Binance holds less of than our positions in it add up to."""
+    """An asset Binance holds less of than our positions in it (and what it held beyond
+    them at start) add up to."""
 
     asset: str
     held: Decimal  # free + locked at Binance
-    recorded: Decimal  # the sum of our long positions in symbols of this base asset
+    recorded: Decimal  # the sum of our positions in symbols of this base asset
     symbols: tuple[str, ...]
+    expected: Decimal  # the least it should hold: recorded + its baseline at start
 
 
 class Drift(msgspec.Struct, kw_only=True):
@@ -88,11 +95,9 @@ def adoption(remote: Mapping[str, Any], account: str, ctx: Context
     return order, events, broker
 
 
-def shortfalls(positions: Mapping[str, Decimal], balances: Mapping[str, tuple[Decimal, Decimal]],
-               base_of: Mapping[str, str]) -> list[Shortfall]:
-    """``positions``: our net quantity per symbol of this account; ``balances``: asset ->
-    (free, locked) at Binance; ``base_of``: symbol -> base asset. A short position counts
-    as held below zero (spot cannot be short). Symbols Binance does not list are skipped."""
+def _recorded(positions: Mapping[str, Decimal], base_of: Mapping[str, str]
+              ) -> tuple[dict[str, Decimal], dict[str, list[str]]]:
+    """Our net quantity per base asset, and the symbols it comes from."""
     recorded: dict[str, Decimal] = {}
     symbols: dict[str, list[str]] = {}
     for symbol, quantity in sorted(positions.items()):
@@ -101,10 +106,37 @@ def shortfalls(positions: Mapping[str, Decimal], balances: Mapping[str, tuple[De
             continue
         recorded[asset] = recorded.get(asset, Decimal(0)) + quantity
         symbols.setdefault(asset, []).append(symbol)
+    return recorded, symbols
+
+
+def _held(balances: Mapping[str, tuple[Decimal, Decimal]], asset: str) -> Decimal:
+    free, locked = balances.get(asset, (Decimal(0), Decimal(0)))
+    return free + locked
+
+
+def baseline(positions: Mapping[str, Decimal], balances: Mapping[str, tuple[Decimal, Decimal]],
+             base_of: Mapping[str, str]) -> dict[str, Decimal]:
+    """Per base asset of a listed symbol (and per asset held), what the account holds
+    beyond our positions in it: held - recorded (negative while it holds less)."""
+    recorded, _ = _recorded(positions, base_of)
+    assets = set(base_of.values()) | set(balances) | set(recorded)
+    return {a: _held(balances, a) - recorded.get(a, Decimal(0)) for a in sorted(assets)}
+
+
+def shortfalls(positions: Mapping[str, Decimal], balances: Mapping[str, tuple[Decimal, Decimal]],
+               base_of: Mapping[str, str], start: Mapping[str, Decimal] | None = None
+               ) -> list[Shortfall]:
+    """``positions``: our net quantity per symbol of this account; ``balances``: asset ->
+    (free, locked) at Binance; ``base_of``: symbol -> base asset; ``start``: the
+    ``baseline`` of this process's first pass (None: this is the first pass). An asset is
+    short when it holds less than our recorded quantity plus its baseline at start (0 on
+    the first pass, where a negative position, holdings from before sold, is never short).
+    Symbols Binance does not list are skipped."""
+    recorded, symbols = _recorded(positions, base_of)
     out = []
     for asset, total in sorted(recorded.items()):
-        free, locked = balances.get(asset, (Decimal(0), Decimal(0)))
-        held = free + locked
-        if held < total or total < 0:
-            out.append(Shortfall(asset, held, total, tuple(symbols[asset])))
+        held = _held(balances, asset)
+        floor = total + (start.get(asset, Decimal(0)) if start is not None else Decimal(0))
+        if held < floor:
+            out.append(Shortfall(asset, held, total, tuple(symbols[asset]), floor))
     return out
