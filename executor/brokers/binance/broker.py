@@ -100,6 +100,7 @@ _READS = 3
 _REREAD_PAUSE_S = 0.05
 _TRADES_PAGE = 1000  # myTrades' largest page
 _RECHECK_S = 1.0  # a shortfall is read again this much later before it is reported
+_SETTLE_S = 3.0  # the longest wait for the positions projection before balances are read
 
 
 @dataclass(slots=True)
@@ -621,11 +622,16 @@ class BinanceBroker:
         exchange's balances show before the positions projection has folded it is not
         drift."""
         base_of = {symbol: rules.base_asset for symbol, rules in self.rules.items()}
+        if self._start_balances is None:
+            # What is held beyond our positions is taken once: from positions that have
+            # folded every fill written so far, or a fill in flight would stay in it.
+            await self._folded(store)
         balances = await self.account_balances()
         positions = await self._positions(store)
         short = reconcile.shortfalls(positions, balances, base_of, self._start_balances)
         if short:
             await asyncio.sleep(_RECHECK_S)
+            await self._folded(store)
             balances = await self.account_balances()
             positions = await self._positions(store)
             again = {s.asset for s in short}
@@ -646,6 +652,16 @@ class BinanceBroker:
             log.error("binance %s: %s: fills recorded that did not happen, or assets moved "
                       "out of the account; check before trading", self.account, held)
         return balances
+
+    async def _folded(self, store: Store) -> None:
+        """Wait (at most ``_SETTLE_S``) until the positions projection has folded every event
+        written so far; at start no projector may be running yet, so it does not wait
+        longer."""
+        from ...control import positions_caught_up  # the operator commands' own wait
+
+        if not await positions_caught_up(store.redis, store.keys, _SETTLE_S):
+            log.info("binance %s: positions not caught up with the events after %.0f s; "
+                     "balances compared with them as they are", self.account, _SETTLE_S)
 
     async def _reconcile_periodically(self, store: Store) -> None:
         """Orders placed on the account by others while we run (another program, a person
