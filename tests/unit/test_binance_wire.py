@@ -169,3 +169,33 @@ def test_later_passes_compare_against_the_balances_at_start() -> None:
         Shortfall("BTC", d("98.5"), d("1"), ("BTCUSDT",), d("99"))]
     # The same balance on a first pass was no drift: it held more than we recorded.
     assert shortfalls({"BTCUSDT": d("1")}, {"BTC": (d("98.5"), d(0))}, base) == []
+
+
+def test_what_an_open_record_adds_to_max_num_orders() -> None:
+    from executor.brokers.binance.reconcile import Counted, counted
+    from executor.order import Context, new_order, transition
+    from producer.contract import OrderState
+
+    ctx = Context(now=1, worker="t")
+
+    def record(type: OrderType, account: str = "bn", state: OrderState | None = None) -> Any:
+        spec = OrderSpec(account=account, symbol="BTCUSDT", side=Side.SELL, type=type,
+                         quantity=WireDecimal("1"), price=WireDecimal("60000"),
+                         stop_price=WireDecimal("40000") if type is OrderType.OCO else None)
+        order, _ = new_order("c", "r", spec, ctx)
+        if state is not None:
+            transition(order, OrderState.SUBMITTED, ctx)
+            transition(order, state, ctx)
+        return order
+
+    accepted = OrderState.ACCEPTED
+    assert counted(record(OrderType.LIMIT, state=accepted), "bn") == Counted("BTCUSDT", 1, True)
+    assert counted(record(OrderType.LIMIT, "other", accepted), "bn") == Counted(None, 0, True)
+    # Not sent yet (it may be waiting for the rate limiter): not at Binance; read again.
+    assert counted(record(OrderType.LIMIT), "bn") == Counted(None, 0, False)
+    # Two legs at Binance until one trades (the other expires then); read again each time.
+    assert counted(record(OrderType.OCO, state=accepted), "bn") == Counted("BTCUSDT", 2, False)
+    assert counted(record(OrderType.OCO, state=OrderState.PARTIALLY_FILLED), "bn") == Counted(
+        "BTCUSDT", 1, False)
+    assert counted(record(OrderType.LIMIT, state=OrderState.CANCELLED), "bn").orders == 0
+    assert counted(None, "bn") == Counted(None, 0, False)  # not written yet

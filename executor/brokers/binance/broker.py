@@ -143,7 +143,10 @@ class BinanceBroker:
         self._start_balances: dict[str, Decimal] | None = None
         self._usage: dict[str, int] = {}
         self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
-        self._open: dict[str, set[str]] = {}  # symbol -> client ids open at Binance
+        # For MAX_NUM_ORDERS: what the open records (every worker's) add up to, per client
+        # id, as last read; the orphans the last reconciliation left open, per symbol.
+        self._open_seen: dict[str, reconcile.Counted] = {}
+        self._orphans_open: dict[str, int] = {}
         self._filled: dict[str, Decimal] = {}  # client id -> quantity of fills reported
         self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
@@ -241,9 +244,10 @@ class BinanceBroker:
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         cached = self._prices.get(order.symbol)
         try:
-            filters.check(order, self._rules(order.symbol),
-                          reference=cached[1] if cached else None,
-                          open_orders=len(self._open.get(order.symbol, ())))
+            rules = self._rules(order.symbol)
+            filters.check(order, rules, reference=cached[1] if cached else None,
+                          open_orders=await self._open_orders_of(client_order_id, order,
+                                                                 rules.max_num_orders))
         except ContractError as exc:
             raise PermanentError(f"refused before sending to Binance: {exc}") from None
         if order.type is OrderType.OCO:
@@ -253,6 +257,35 @@ class BinanceBroker:
         fills = wire.response_fills(reply)
         self._filled[client_order_id] = sum((f.quantity for f in fills), Decimal(0))
         return self._track(wire.report(reply, fills, client_order_id))
+
+    async def _open_orders_of(self, client_order_id: str, order: OrderSpec,
+                              limit: int | None) -> int | None:
+        """How many orders are open at Binance on the order's symbol (MAX_NUM_ORDERS): our
+        open records of it, every worker's (the order itself left out), plus the orphans
+        the last reconciliation left open there. While the open set of every account holds
+        fewer orders than the limit, that bound is all it reads; else the open set, and the
+        records not seen before (``reconcile.counted``). None when it cannot tell (no record
+        store, Redis unavailable): the filter is then Binance's to check."""
+        if limit is None or self.store is None:
+            return None
+        orphans = self._orphans_open.get(order.symbol, 0)
+        try:
+            everywhere = int(await self.store.redis.scard(self.store.keys.open))
+            if everywhere + orphans < limit:
+                return everywhere + orphans  # the filter passes whatever the symbol's part
+            ids = await self.store.open_order_ids()
+            still = set(ids)
+            seen = {cid: c for cid, c in self._open_seen.items() if cid in still}
+            again = [cid for cid in ids if cid not in seen or not seen[cid].settled]
+            for cid, record in zip(again, await self.store.load_orders(again), strict=True):
+                seen[cid] = reconcile.counted(record, self.account)
+            self._open_seen = seen
+        except RedisError as exc:
+            log.info("binance %s: open orders not counted (%s); MAX_NUM_ORDERS left to "
+                     "Binance", self.account, exc)
+            return None
+        return orphans + sum(c.orders for cid, c in seen.items()
+                             if c.symbol == order.symbol and cid != client_order_id)
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         try:
@@ -610,8 +643,16 @@ class BinanceBroker:
                  ", ".join(f"{a} {f + lk}" for a, (f, lk) in sorted(balances.items())) or "none")
         # Those no longer open are forgotten: the memory of reported ones stays small.
         self._reported &= {self._orphan_key(o) for o in drift.orphans}
+        left: dict[str, int] = {}
         for orphan in drift.orphans:
-            await self._orphan(store, orphan)
+            if await self._orphan(store, orphan):
+                legs = 1 if orphan.get("orderListId", -1) in (-1, None) else 2
+                left[orphan["symbol"]] = left.get(orphan["symbol"], 0) + legs
+        # What MAX_NUM_ORDERS is checked against, refreshed: the orphans that stay open at
+        # Binance, and the records read here.
+        self._orphans_open = left
+        self._open_seen.update({cid: reconcile.counted(record, self.account)
+                                for cid, record in local.items() if record is not None})
         return drift
 
     async def _check_balances(self, store: Store, drift: Drift
@@ -721,11 +762,13 @@ class BinanceBroker:
         list_id = orphan.get("orderListId", -1)
         return orphan["symbol"], orphan["orderId"] if list_id in (-1, None) else f"list:{list_id}"
 
-    async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:
+    async def _orphan(self, store: Store, orphan: dict[str, Any]) -> bool:
+        """Report, adopt or cancel one orphan as the account says; whether it stays open at
+        Binance with no record of ours."""
         cid, symbol, mode = orphan["clientOrderId"], orphan["symbol"], self.config.orphans
         seen = self._orphan_key(orphan)
         if seen in self._reported:
-            return  # reported by an earlier pass of this process, still open
+            return True  # reported by an earlier pass of this process, still open
         log.warning("binance %s: orphan order %s (%s %s %s %s, orderId %s) is open at Binance "
                     "with no record of ours; %s", self.account, cid, symbol, orphan["side"],
                     orphan["type"], orphan["origQty"], orphan["orderId"],
@@ -756,6 +799,7 @@ class BinanceBroker:
             self._reported.add(seen)
         if self.metrics is not None:
             self.metrics.broker_orphans.labels(self.account, action).inc()
+        return action in ("report", "cancel_failed")
 
     # -- internals --------------------------------------------------------------------------
 
@@ -828,13 +872,7 @@ class BinanceBroker:
             from_id = last + 1
 
     def _track(self, found: BrokerOrder) -> BrokerOrder:
-        """Keep the open-order count per symbol (MAX_NUM_ORDERS); remember the fill sums of
-        the latest orders only."""
-        open_ids = self._open.setdefault(found.symbol, set())
-        if found.status in FINAL_BROKER_STATUSES:
-            open_ids.discard(found.client_order_id)
-        else:
-            open_ids.add(found.client_order_id)
+        """Remember the fill sums of the latest orders only."""
         while len(self._filled) > _FILLED_MEMORY:
             del self._filled[next(iter(self._filled))]
         return found

@@ -2,7 +2,9 @@
 
 ``compare`` is pure: it sorts Binance's open orders into ours (known) and orphans (open at
 Binance under a client id we have no record of), and lists our open records that Binance
-does not show as open (the tracker looks those up and records how they ended). ``adoption``
+does not show as open (the tracker looks those up and records how they ended).
+``counted`` says what one open record of ours adds to the MAX_NUM_ORDERS count of its
+symbol (from the records every worker shares). ``adoption``
 builds the record and events that make an orphan ours, when the account adopts orphans.
 ``shortfalls`` compares balances with our positions. An account may hold more of an asset
 than our positions in it (deposits, holdings from before orderstream), and may have sold
@@ -22,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from producer.contract import Event, OrderSpec, Side, TimeInForce
+from producer.contract import Event, OrderSpec, OrderState, OrderType, Side, TimeInForce
 
 from ...order import Context, Order, apply_report, new_order
+from ...states import is_terminal
 from ..base import BrokerOrder
 from .filters import BINANCE_TYPE
 from .wire import dec, report
@@ -62,6 +65,30 @@ def compare(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | Non
                      if order is not None and order.spec.account == account
                      and cid not in open_at_binance)
     return Drift(orphans=orphans, known=known, missing=missing)
+
+
+class Counted(msgspec.Struct, frozen=True, gc=False):
+    """What one open record of ours adds to MAX_NUM_ORDERS of its symbol at Binance."""
+
+    symbol: str | None  # None: another account's order, or no record (yet)
+    orders: int  # open orders at Binance: an OCO is two until one leg has traded
+    settled: bool  # True: stays so while the order is open; False: read the record again
+
+
+def counted(record: Order | None, account: str) -> Counted:
+    """An OCO counts two orders until one leg has traded (the other expires then), anything
+    else one. An order still ``pending_submit`` counts none: it may be waiting for the rate
+    limiter, not at Binance (one in flight is left to Binance's own check). Read again next
+    time: a record not written yet, one pending submission, an OCO's."""
+    if record is None or is_terminal(record.state) or record.state is OrderState.PENDING_SUBMIT:
+        return Counted(None, 0, False)
+    spec = record.spec
+    if spec.account != account:
+        return Counted(None, 0, True)
+    if spec.type is OrderType.OCO:
+        return Counted(spec.symbol, 1 if record.state is OrderState.PARTIALLY_FILLED else 2,
+                       False)
+    return Counted(spec.symbol, 1, True)
 
 
 def spec_of(remote: Mapping[str, Any], account: str) -> OrderSpec | None:
