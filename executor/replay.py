@@ -17,6 +17,7 @@ difference.
 
 from __future__ import annotations
 
+import decimal
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +30,7 @@ from producer.contract import Event, Fill, OrderState, decimal_text, decode_even
 from .order import Context, Order, add_fill, transition
 from .positions import (
     Position,
-    apply_fill,
-    commission_counted,
+    apply_trade,
     decode_position,
     position_key,
 )
@@ -78,7 +78,19 @@ def _text(value: object) -> str | None:
         return decimal_text(value)
     if isinstance(value, msgspec.Struct):
         return encode(value).decode()
+    if isinstance(value, dict):  # per-asset amounts
+        return ", ".join(f"{k} {_text(v)}" for k, v in sorted(value.items())) or "none"
     return str(value)
+
+
+def _plain_sum(order: Order) -> Decimal:
+    total = Decimal(0)
+    for f in order.fills:
+        total = _SUM.add(total, f.commission)
+    return total
+
+
+_SUM = decimal.Context(prec=200)
 
 
 def _same(a: object, b: object) -> bool:
@@ -90,8 +102,10 @@ class Fold:
     """The state the events describe, built one entry at a time."""
 
     def __init__(self, quote_assets: Mapping[tuple[str, str], str] | None = None,
-                 positions_until: str | None = None) -> None:
+                 positions_until: str | None = None,
+                 base_assets: Mapping[tuple[str, str], str] | None = None) -> None:
         self.quote_assets = quote_assets or {}
+        self.base_assets = base_assets or {}
         self.orders: dict[str, Order] = {}
         self.positions: dict[tuple[str, str], Position] = {}
         self.problems: list[Difference] = []
@@ -177,8 +191,15 @@ class Fold:
             order.reason_code = event.reason_code or order.reason_code
             order.reason = event.reason or order.reason
             return
+        # A fill event written before the per-asset totals: its total was the plain sum of
+        # the fills' commissions, whatever their assets.
+        legacy = event.fill is not None and event.commissions is None
         for name in Event.__struct_fields__:
             mine, logged = getattr(rebuilt, name), getattr(event, name)
+            if legacy and name == "commissions":
+                continue
+            if legacy and name == "commission":
+                mine = _plain_sum(order)
             if not _same(mine, logged):
                 self._problem(entry_id, cid, name, mine, logged)
 
@@ -186,10 +207,9 @@ class Fold:
         spec = order.spec
         key = (spec.account, spec.symbol)
         held = self.positions.get(key) or Position(account=spec.account, symbol=spec.symbol)
-        fee = fill.commission if commission_counted(fill, self.quote_assets.get(key)) else (
-            Decimal(0))
         try:
-            self.positions[key] = apply_fill(held, spec.side, fill.quantity, fill.price, fee)
+            self.positions[key] = apply_trade(held, spec.side, fill, self.base_assets.get(key),
+                                              self.quote_assets.get(key))
         except ValueError as exc:
             self._problem(entry_id, position_key(*key), "fill",
                           "a fill a position can take", str(exc))
@@ -235,7 +255,7 @@ class Report(msgspec.Struct, kw_only=True):
 
 # Compared between a rebuilt order and its stored record.
 ORDER_FIELDS = ("state", "seq", "filled_quantity", "average_price", "commission",
-                "broker_order_id", "request_id")
+                "commissions", "broker_order_id", "request_id")
 # The hash fields written beside the record (begin.lua, finish.lua).
 _HASH_FIELDS = ("state", "seq", "request_id")
 

@@ -11,7 +11,7 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("audit", "cancels", "completed", "events", "failed", "open", "pending",
+    __slots__ = ("assets", "audit", "cancels", "completed", "events", "failed", "open", "pending",
                  "positions", "positions_cursor", "positions_lease", "prefix", "risk_limits",
                  "trading", "workers")
 
@@ -30,6 +30,10 @@ class Keys:
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
+        # Hash "<account>:<symbol>" -> JSON [base asset, quote asset] the projector folded the
+        # symbol's fills with (what a commission's asset means for the position), so that
+        # ``orderstream replay`` folds them the same way; written before the positions.
+        self.assets = f"{prefix}:assets"
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
         # Hash scope ("global" or an account) -> trading state (executor/trading.py).
         self.trading = f"{prefix}:trading"

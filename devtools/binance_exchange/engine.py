@@ -148,6 +148,10 @@ class Exchange:
         self.listeners: list[Callable[[Event], None]] = []
         self.market_fill_parts = 1
         self.trades_page_max = 1000  # myTrades' largest page (Binance: 1000)
+        # Commissions are charged in the asset a trade brings in (the base asset of a buy,
+        # the quote asset of a sell), or, when set, in this one (BNB) at this price.
+        self.fee_asset: str | None = None
+        self.fee_asset_price = Decimal("600")
         self.created: Counter[str] = Counter()  # orders stored per newClientOrderId
         self.duplicates: Counter[str] = Counter()  # refused: the id is on an open order
         self._ids = itertools.count(1_000_001)
@@ -689,10 +693,18 @@ class Exchange:
         buy = order.side == "BUY"
         got_asset = lst.base if buy else lst.quote
         got = qty if buy else quote
-        fee = (got * (MAKER_FEE if maker else TAKER_FEE)).quantize(E8, rounding=ROUND_DOWN)
+        rate = MAKER_FEE if maker else TAKER_FEE
         paid_asset, paid = (lst.quote, quote) if buy else (lst.base, qty)
         self.balances.setdefault(paid_asset, [Decimal(0), Decimal(0)])[0] -= paid
-        self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got - fee
+        if self.fee_asset is None:  # Binance's default: out of what the trade brings in
+            fee_asset = got_asset
+            fee = (got * rate).quantize(E8, rounding=ROUND_DOWN)
+            self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got - fee
+        else:  # paid in another asset (BNB), valued at fee_asset_price quote per unit
+            fee_asset = self.fee_asset
+            fee = (quote * rate / self.fee_asset_price).quantize(E8, rounding=ROUND_DOWN)
+            self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got
+            self.balances.setdefault(fee_asset, [Decimal(0), Decimal(0)])[0] -= fee
         order.executed += qty
         order.cum_quote += quote
         order.update_time = self.now()
@@ -700,7 +712,7 @@ class Exchange:
         trade = {
             "symbol": lst.symbol, "id": next(self._trade_ids), "orderId": order.order_id,
             "orderListId": order.order_list_id, "price": fmt(price), "qty": fmt(qty),
-            "quoteQty": fmt(quote), "commission": fmt(fee), "commissionAsset": got_asset,
+            "quoteQty": fmt(quote), "commission": fmt(fee), "commissionAsset": fee_asset,
             "time": order.update_time, "isBuyer": buy, "isMaker": maker, "isBestMatch": True,
         }
         self.trades.append(trade)

@@ -178,6 +178,9 @@ class Broker(Protocol):
     def quote_asset(self, symbol: str) -> str | None:
         """The asset prices and notionals of ``symbol`` are in (None: unknown)."""
 
+    def base_asset(self, symbol: str) -> str | None:
+        """The asset ``symbol``'s quantities are in (None: unknown)."""
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The current reference (last or mid) price of ``symbol``; None when unknown.
         Risk checks deny an order whose price they need and cannot get."""

@@ -463,6 +463,10 @@ class BinanceBroker:
         rules = self.rules.get(symbol)
         return None if rules is None else rules.quote_asset
 
+    def base_asset(self, symbol: str) -> str | None:
+        rules = self.rules.get(symbol)
+        return None if rules is None else rules.base_asset
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
         now = _now_ms()
