@@ -8,8 +8,9 @@ orders are refused with ``circuit_open`` (or held back within their deadline, ``
 success closes the breaker, its failure opens it again for another cool-down.
 
 Only the broker's own health counts: a call that got an answer (an order, "rejected",
-"unknown order") is a success; being throttled is the rate limiter's business, not a
-failure. All transitions are one script (lua/breaker.lua) on the server's clock.
+"unknown order", "duplicate client id", an order that moved between two reads) is a
+success; being throttled is the rate limiter's business, not a failure. All transitions
+are one script (lua/breaker.lua) on the server's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from producer.replies import text
 from .brokers.base import (
     AuthenticationFailed,
     BrokerError,
+    DuplicateClientId,
+    InconsistentRead,
     PermanentError,
     RateLimited,
     RetryableError,
@@ -94,6 +97,10 @@ def outcome_code(exc: BaseException | None) -> str:
         return "X"
     if isinstance(exc, RateLimited | Throttled | SendRefused):
         return ""  # throttled, or held back by our own guards: not the broker's health
+    if isinstance(exc, InconsistentRead | DuplicateClientId):
+        # The broker answered: an order that moved between two reads, or "we already have
+        # that client id" (an earlier send of ours landed). Healthy answers, not failures.
+        return "S"
     if isinstance(exc, RetryableError | UnknownOutcome):
         return "F"
     if isinstance(exc, PermanentError):

@@ -72,10 +72,18 @@ def add_commands(sub: Any) -> None:
 
 async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     settings = load_settings(args.config)
-    quotes = {(account, symbol): sym.quote_asset
-              for account, config in settings.accounts.items()
-              if isinstance(config, PaperAccount)  # others' quote assets are the broker's
-              for symbol, sym in config.symbols.items()}
+    # What a fill's commission asset means for its position: as the projector folded it
+    # (it asked the brokers: Binance's exchangeInfo), else the paper accounts' symbols.
+    symbols = [(account, symbol, sym) for account, config in settings.accounts.items()
+               if isinstance(config, PaperAccount) for symbol, sym in config.symbols.items()]
+    quotes = {(account, symbol): sym.quote_asset for account, symbol, sym in symbols}
+    bases = {(account, symbol): sym.base_asset for account, symbol, sym in symbols}
+    for key, (base, quote) in (await snapshot.assets(redis, keys)).items():
+        for known, asset in ((bases, base), (quotes, quote)):
+            if asset is not None:
+                known[key] = asset
+            else:
+                known.pop(key, None)
     # The stored side is read first, then the log to its end: a record can then only be
     # behind its events, and an order with events after `before` was being written while
     # we read, so it is left out rather than reported.
@@ -83,7 +91,7 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
     stored = await snapshot.stored(redis, keys)
     fold = Fold(quotes, positions_until=stored.positions_cursor,
                 trimmed_before=stored.trimmed_before, base=stored.base,
-                base_cursor=stored.base_cursor, sides=_sides(stored))
+                base_cursor=stored.base_cursor, sides=_sides(stored), base_assets=bases)
     moving: set[str] = set()
     last = None if before is None else parse_stream_id(before)
     async for entry_id, fields in snapshot.entries(redis, keys.events):

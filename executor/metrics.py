@@ -160,6 +160,14 @@ class Metrics:
         self.broker_up = Gauge(
             "orderstream_broker_up", "1 if the last ping of the account's broker answered",
             ["account"], registry=r)
+        self.broker_stream_up = Gauge(
+            "orderstream_broker_stream_up",
+            "1 while the account's push feed (Binance's user data stream) is subscribed, 0 "
+            "since it was lost (open orders are polled meanwhile)", ["account"], registry=r)
+        self.broker_stream_failures = Counter(
+            "orderstream_broker_stream_failures",
+            "Push feed subscriptions that failed or broke (each reconnect attempt counts)",
+            ["account"], registry=r)
         self.broker_orphans = Counter(
             "orderstream_broker_orphans",
             "Orders open at a broker with no record of ours, found by reconciliation, by "

@@ -48,14 +48,42 @@ class Order(msgspec.Struct, kw_only=True, gc=False):
     broker_order_id: str | None = None
     filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
     average_price: WireDecimal | None = None
-    commission: WireDecimal = msgspec.field(default_factory=zero)
+    # The fills' commissions (see producer.contract.Result): per asset charged, and the
+    # total with its asset while there is one asset (None once there are several).
+    commission: WireDecimal | None = msgspec.field(default_factory=zero)
     commission_asset: str | None = None
+    commissions: dict[str, WireDecimal] = {}
     fills: list[Fill] = []
     reason_code: str | None = None
     reason: str | None = None
     created_at: int = 0
     updated_at: int = 0
     worker: str = ""
+
+    def __post_init__(self) -> None:
+        # A record written before the per-asset totals: they are made from its fills (and
+        # a total of several assets, which it summed, is dropped).
+        if self.fills and not self.commissions:
+            self.commission, self.commission_asset, self.commissions = commission_totals(
+                self.fills)
+
+
+def commission_totals(fills: list[Fill]
+                      ) -> tuple[WireDecimal | None, str | None, dict[str, WireDecimal]]:
+    """(commission, commission_asset, commissions) of these fills, as ``add_fill`` keeps
+    them one fill at a time."""
+    total: Decimal | None = Decimal(0)
+    asset: str | None = None
+    per_asset: dict[str, Decimal] = {}
+    for f in fills:
+        if f.commission_asset is not None:
+            per_asset[f.commission_asset] = _EXACT.add(
+                per_asset.get(f.commission_asset, Decimal(0)), f.commission)
+            asset = f.commission_asset
+        total = None if total is None or len(per_asset) > 1 else _EXACT.add(total,
+                                                                           f.commission)
+    return (None if total is None else wire(total), None if total is None else asset,
+            {a: wire(v) for a, v in per_asset.items()})
 
 
 class Context(msgspec.Struct, frozen=True, gc=False):
@@ -130,6 +158,7 @@ def transition(
         filled_quantity=order.filled_quantity if fill is not None else None,
         average_price=order.average_price if fill is not None else None,
         commission=order.commission if fill is not None else None,
+        commissions=order.commissions if fill is not None else None,
         reason_code=reason_code,
         reason=reason,
     )
@@ -174,9 +203,18 @@ def _add_fill(order: Order, fill: Fill, notional: Decimal) -> Decimal:
     notional = _EXACT.add(notional, _EXACT.multiply(fill.price, fill.quantity))
     order.average_price = wire(_normalize(_QUOTIENT.divide(notional, filled)))
     order.filled_quantity = wire(filled)
-    order.commission = wire(_EXACT.add(order.commission, fill.commission))
-    if fill.commission_asset is not None:
-        order.commission_asset = fill.commission_asset
+    asset = fill.commission_asset
+    if asset is not None:
+        # A new dict, not changed in place: ``snapshot`` keeps the old one to restore.
+        order.commissions = {**order.commissions, asset: wire(_EXACT.add(
+            order.commissions.get(asset, Decimal(0)), fill.commission))}
+    if order.commission is None or len(order.commissions) > 1:
+        # Amounts in different assets are never added up.
+        order.commission = order.commission_asset = None
+    else:
+        order.commission = wire(_EXACT.add(order.commission, fill.commission))
+        if asset is not None:
+            order.commission_asset = asset
     order.fills.append(fill)
     return notional
 

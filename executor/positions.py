@@ -28,8 +28,18 @@ Rounding: none, except for the average price.
   position that goes flat has realized exactly its cash flows.
 
 Realized PnL is gross and cumulative (it carries on through flat); commissions are kept apart
-in ``commission``, in the quote asset (the caller converts a fee charged in another asset),
-so the net result is ``realized_pnl - commission``.
+in ``commission``, in the quote asset, so the net result is ``realized_pnl - commission``.
+
+Commissions by the asset they were charged in (``apply_trade``):
+- the quote asset (or no named asset): a cost, added to ``commission``;
+- the base asset (Binance's default for a buy): the account holds that much less, on
+  either side, so the position books the NET quantity (a buy of 1 BTC with a fee of
+  0.001 BTC holds 0.999). The fee leaves the position as a disposal at the fill's own
+  price whose proceeds are the commission: the quantity is exact, ``commission`` gets the
+  fee valued at the price it was charged at (an exact product, no outside price), and the
+  net result (realized - commission) is what the fee cost at the position's average;
+- any other asset (BNB): kept per asset in ``other_commissions``, as charged, never added
+  to the quote-asset amounts (it would need a price the events do not carry).
 """
 
 from __future__ import annotations
@@ -63,7 +73,11 @@ class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     average_price: WireDecimal = msgspec.field(default_factory=zero)  # 0 when flat
     cost_basis: WireDecimal = msgspec.field(default_factory=zero)  # exact; sign of quantity
     realized_pnl: WireDecimal = msgspec.field(default_factory=zero)  # quote asset, gross
-    commission: WireDecimal = msgspec.field(default_factory=zero)  # quote asset, paid
+    # Quote asset, paid: fees in the quote asset, and fees in the base asset valued at
+    # their fill's price.
+    commission: WireDecimal = msgspec.field(default_factory=zero)
+    # Fees in any other asset (BNB), per asset, as charged: in no quote-asset amount.
+    other_commissions: dict[str, WireDecimal] = {}
 
 
 def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal,
@@ -148,13 +162,24 @@ def position_key(account: str, symbol: str) -> str:
     return f"{account}:{symbol}"
 
 
-def commission_counted(fill: Fill, quote_asset: str | None) -> bool:
-    """Whether a fill's commission is a cost of the position: only one in the quote asset
-    (or in no named asset). A fee charged in another asset (BNB at Binance, or the base
-    asset) would need a price to convert, which the event log does not carry, so it stays
-    on the order's record and is left out here, never guessed. The projector and replay
-    both use this rule."""
-    return fill.commission_asset is None or fill.commission_asset == quote_asset
+def apply_trade(position: Position, side: Side, fill: Fill, base_asset: str | None,
+                quote_asset: str | None) -> Position:
+    """The position after ``fill`` and its commission, by the asset it was charged in (see
+    the module doc). A symbol whose base asset is unknown cannot tell a base-asset fee from
+    a third asset's: such a fee is kept per asset, and the quantity stays gross."""
+    asset, fee = fill.commission_asset, fill.commission
+    if asset is None or asset == quote_asset:
+        return apply_fill(position, side, fill.quantity, fill.price, fee)
+    after = apply_fill(position, side, fill.quantity, fill.price)
+    if asset == base_asset:
+        if fee == 0:
+            return after
+        # The fee leaves (or, a rebate, joins) what is held, at the fill's price.
+        return apply_fill(after, Side.SELL if fee > 0 else Side.BUY, fee.copy_abs(),
+                          fill.price, _EXACT.multiply(fee, fill.price))
+    others = dict(after.other_commissions)
+    others[asset] = wire(_EXACT.add(others.get(asset, Decimal(0)), fee))
+    return msgspec.structs.replace(after, other_commissions=others)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -165,11 +190,9 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def fold_fill(book: dict[str, Position], account: str, symbol: str, side: Side, fill: Fill,
-              quote_asset: str | None) -> Position:
+              base_asset: str | None, quote_asset: str | None) -> Position:
     """Apply one fill to the position it moves in ``book`` (created flat if absent)."""
     key = position_key(account, symbol)
     position = book.get(key) or Position(account=account, symbol=symbol)
-    book[key] = apply_fill(position, side, fill.quantity, fill.price,
-                           fill.commission if commission_counted(fill, quote_asset)
-                           else Decimal(0))
+    book[key] = apply_trade(position, side, fill, base_asset, quote_asset)
     return book[key]

@@ -91,23 +91,32 @@ class _Created(msgspec.Struct):
 
 
 _created_decoder = msgspec.json.Decoder(_Created)
-# (account, symbol) -> quote asset; asked for every fill, so a cheap one (the worker's is
-# Services.quote_asset, which remembers them).
+# (account, symbol) -> its quote asset, or its base asset; asked for every fill, so cheap
+# ones (the worker's are Services.quote_asset and Services.base_asset, which remember them).
 QuoteAsset = Callable[[str, str], str | None]
+BaseAsset = Callable[[str, str], str | None]
 # Told of the fills of a page once its fold is written: (account, side, fill, quote asset)
 # each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
 # across workers.
 OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 
 
+def _unknown(account: str, symbol: str) -> None:
+    return None
+
+
 class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
-                 on_fills: OnFills | None = None, day_offset_ms: int = 0) -> None:
+                 on_fills: OnFills | None = None, day_offset_ms: int = 0,
+                 base_asset: BaseAsset | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
         self.quote_asset = quote_asset
+        # Without it a fee in the base asset cannot be told from a third asset's: the
+        # position stays gross (positions.apply_trade).
+        self.base_asset: BaseAsset = base_asset or _unknown
         self.interval_s = interval_ms / 1000
         self.lease_ms = max(5_000, 10 * interval_ms)
         self.lease = Lease(redis, keys.positions_lease, consumer)
@@ -120,6 +129,9 @@ class Projector:
         self._cursor: str | None = None
         self._held_until = 0.0
         self.on_fills = on_fills
+        # What this process wrote to Keys.assets per position key, and what this page adds.
+        self._assets_written: dict[str, bytes] = {}
+        self._new_assets: dict[str, bytes] = {}
         self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
             (resources.files("executor") / "lua" / "positions.lua").read_text())
@@ -154,6 +166,11 @@ class Projector:
                     self._sides[created.client_order_id] = created.order.side
         risk = await self._risk_state(events)
         book = await self._fold(events, risk)
+        if self._new_assets:
+            # Before the positions that used them: replay folds with what the fold knew.
+            await self.redis.hset(k.assets, mapping=self._new_assets)  # type: ignore[arg-type]
+            self._assets_written.update(self._new_assets)
+            self._new_assets = {}
         last = text(entries[-1][0])
         args: list[Any] = [self.consumer, cursor, last, DAY_TTL_MS, len(book)]
         for key, position in book.items():
@@ -238,8 +255,12 @@ class Projector:
                     before = book.get(key) or Position(account=event.account,
                                                        symbol=event.symbol)
                     quote = self.quote_asset(event.account, event.symbol)
+                    base = self.base_asset(event.account, event.symbol)
+                    assets = msgspec.json.encode([base, quote])
+                    if self._assets_written.get(key) != assets:
+                        self._new_assets[key] = assets
                     after = fold_fill(book, event.account, event.symbol, side, event.fill,
-                                      quote)
+                                      base, quote)
                     self._folded.append((event.account, side, event.fill, quote))
                     risk.realized(event.account, self._day(event), before, after)
                 risk.fill(event.account, cid, event.fill.quantity)

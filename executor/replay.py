@@ -23,6 +23,7 @@ fills after it.
 
 from __future__ import annotations
 
+import decimal
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,8 +36,7 @@ from producer.contract import Event, Fill, OrderState, Side, decimal_text, decod
 from .order import Context, Order, add_fill, transition
 from .positions import (
     Position,
-    apply_fill,
-    commission_counted,
+    apply_trade,
     decode_position,
     position_key,
 )
@@ -84,7 +84,19 @@ def _text(value: object) -> str | None:
         return decimal_text(value)
     if isinstance(value, msgspec.Struct):
         return encode(value).decode()
+    if isinstance(value, dict):  # per-asset amounts
+        return ", ".join(f"{k} {_text(v)}" for k, v in sorted(value.items())) or "none"
     return str(value)
+
+
+def _plain_sum(order: Order) -> Decimal:
+    total = Decimal(0)
+    for f in order.fills:
+        total = _SUM.add(total, f.commission)
+    return total
+
+
+_SUM = decimal.Context(prec=200)
 
 
 def _same(a: object, b: object) -> bool:
@@ -98,12 +110,14 @@ class Fold:
     def __init__(self, quote_assets: Mapping[tuple[str, str], str] | None = None,
                  positions_until: str | None = None, *, trimmed_before: str | None = None,
                  base: Mapping[str, bytes] | None = None, base_cursor: str | None = None,
-                 sides: Mapping[str, Side] | None = None) -> None:
+                 sides: Mapping[str, Side] | None = None,
+                 base_assets: Mapping[tuple[str, str], str] | None = None) -> None:
         """``trimmed_before``: the log may lack the entries before this id (retention);
         then ``base`` (positions as of ``base_cursor``) is where the positions start, and
         ``sides`` (client id -> side, from the stored records) gives the side of the fills
         of orders whose created event is gone."""
         self.quote_assets = quote_assets or {}
+        self.base_assets = base_assets or {}
         self.orders: dict[str, Order] = {}
         self.positions: dict[tuple[str, str], Position] = {}
         self.problems: list[Difference] = []
@@ -211,8 +225,15 @@ class Fold:
             order.reason_code = event.reason_code or order.reason_code
             order.reason = event.reason or order.reason
             return
+        # A fill event written before the per-asset totals: its total was the plain sum of
+        # the fills' commissions, whatever their assets.
+        legacy = event.fill is not None and event.commissions is None
         for name in Event.__struct_fields__:
             mine, logged = getattr(rebuilt, name), getattr(event, name)
+            if legacy and name == "commissions":
+                continue
+            if legacy and name == "commission":
+                mine = _plain_sum(order)
             if not _same(mine, logged):
                 self._problem(entry_id, cid, name, mine, logged)
 
@@ -220,10 +241,9 @@ class Fold:
                   fill: Fill) -> None:
         key = (account, symbol)
         held = self.positions.get(key) or Position(account=account, symbol=symbol)
-        fee = fill.commission if commission_counted(fill, self.quote_assets.get(key)) else (
-            Decimal(0))
         try:
-            self.positions[key] = apply_fill(held, side, fill.quantity, fill.price, fee)
+            self.positions[key] = apply_trade(held, side, fill, self.base_assets.get(key),
+                                              self.quote_assets.get(key))
         except ValueError as exc:
             self._problem(entry_id, position_key(*key), "fill",
                           "a fill a position can take", str(exc))
@@ -279,7 +299,7 @@ class Report(msgspec.Struct, kw_only=True):
 
 # Compared between a rebuilt order and its stored record.
 ORDER_FIELDS = ("state", "seq", "filled_quantity", "average_price", "commission",
-                "broker_order_id", "request_id")
+                "commissions", "broker_order_id", "request_id")
 # The hash fields written beside the record (begin.lua, finish.lua).
 _HASH_FIELDS = ("state", "seq", "request_id")
 

@@ -52,6 +52,7 @@ def _base(job: Job, now: int, worker: str, order: Order | None) -> Result:
         result.average_price = order.average_price
         result.commission = order.commission
         result.commission_asset = order.commission_asset
+        result.commissions = order.commissions
         result.fills = order.fills
     return result
 

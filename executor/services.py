@@ -25,6 +25,7 @@ class Services:
     worker: str
     clock: Callable[[], int] = field(default=wall_clock_ms)
     _quotes: dict[tuple[str, str], str] = field(default_factory=dict)
+    _bases: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def quote_asset(self, account: str, symbol: str) -> str | None:
         """A symbol's quote asset at its account's broker (None: unknown account or symbol).
@@ -37,3 +38,15 @@ class Services:
             if quote is not None:
                 self._quotes[(account, symbol)] = quote
         return quote
+
+    def base_asset(self, account: str, symbol: str) -> str | None:
+        """A symbol's base asset at its account's broker, as ``quote_asset`` (a fee charged
+        in it reduces the position: positions.apply_trade)."""
+        base = self._bases.get((account, symbol))
+        if base is None:
+            # getattr: an adapter written before the protocol had it knows no base asset.
+            ask = getattr(self.brokers.get(account), "base_asset", None)
+            base = None if ask is None else ask(symbol)
+            if base is not None:
+                self._bases[(account, symbol)] = base
+        return base

@@ -111,6 +111,25 @@ async def positions(redis: aioredis.Redis, keys: Keys) -> tuple[dict[str, bytes]
     return {text(k): bytes(v) for k, v in raw.items()}, _opt(cursor)
 
 
+async def assets(redis: aioredis.Redis, keys: Keys
+                 ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(account, symbol) -> (base, quote) the positions projector folded its fills with;
+    an unreadable entry is left out."""
+    out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    raw: Any = await redis.hgetall(keys.assets)
+    for key, value in raw.items():
+        account, _, symbol = text(key).partition(":")
+        try:
+            base, quote = _assets.decode(value)
+        except (msgspec.DecodeError, ValueError):
+            continue
+        out[(account, symbol)] = (base, quote)
+    return out
+
+
+_assets = msgspec.json.Decoder(tuple[str | None, str | None])
+
+
 async def stored(redis: aioredis.Redis, keys: Keys) -> Stored:
     """Every order record, the open set, the positions and their cursor, and the
     retention's checkpoint and trim point (read with the positions, in one MULTI)."""

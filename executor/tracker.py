@@ -322,7 +322,11 @@ class Tracker:
                     if not running():
                         return
             except (RedisError, BrokerError, OSError) as exc:
-                log.warning("push feed of %s broke (%s); polling covers the gap", account, exc)
+                # A broker that tells a lost feed itself (once, then at a low rate) is not
+                # told again at every reconnect attempt here.
+                level = logging.DEBUG if getattr(exc, "logged", False) else logging.WARNING
+                log.log(level, "push feed of %s broke (%s); polling covers the gap", account,
+                        exc)
             finally:
                 self.live_feeds.discard(account)
             self._sweep.add(account)  # the next pass looks everything up: the gap is unknown

@@ -132,6 +132,7 @@ class PositionRow(msgspec.Struct, kw_only=True):
     commission: WireDecimal
     reference_price: WireDecimal | None  # None: no reference price known
     unrealized_pnl: WireDecimal | None
+    other_commissions: dict[str, WireDecimal] = {}  # fees in other assets (BNB), per asset
 
 
 class PositionsView(msgspec.Struct, kw_only=True):
@@ -159,12 +160,15 @@ def positions_view(raw: Mapping[str, bytes], cursor: str | None,
             account=owner, symbol=symbol, quantity=p.quantity, average_price=p.average_price,
             cost_basis=p.cost_basis, realized_pnl=p.realized_pnl, commission=p.commission,
             reference_price=wire_opt(ref),
-            unrealized_pnl=None if ref is None else wire(unrealized(p, ref))))
+            unrealized_pnl=None if ref is None else wire(unrealized(p, ref)),
+            other_commissions=p.other_commissions))
     return PositionsView(positions=rows, cursor=cursor, unreadable=unreadable)
 
 
 def render_positions(view: PositionsView) -> str:
-    rows = [(r.account, r.symbol, r.quantity, r.average_price, r.realized_pnl, r.commission,
+    rows = [(r.account, r.symbol, r.quantity, r.average_price, r.realized_pnl,
+             " + ".join([render.cell(r.commission)] + [
+                 f"{render.cell(v)} {a}" for a, v in sorted(r.other_commissions.items())]),
              r.reference_price, r.unrealized_pnl) for r in view.positions]
     out = render.table(("account", "symbol", "qty", "avg price", "realized", "commission",
                         "ref price", "unrealized"), rows, right=range(2, 8))

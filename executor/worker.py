@@ -169,6 +169,7 @@ class Worker:
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
                                    quote_asset=self.svc.quote_asset,
+                                   base_asset=self.svc.base_asset,
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
                                    day_offset_ms=settings.risk.day_offset_ms)

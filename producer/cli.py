@@ -276,7 +276,9 @@ def format_result(r: Result) -> str:
     if r.symbol:
         parts.append(f"{r.symbol} {r.side or ''} {r.type or ''} {r.quantity or ''}".rstrip())
     if r.filled_quantity:
-        parts.append(f"filled {r.filled_quantity} @ {r.average_price} fee {r.commission}")
+        fees = " + ".join(f"{v} {a}" for a, v in sorted(r.commissions.items())) or (
+            str(r.commission))
+        parts.append(f"filled {r.filled_quantity} @ {r.average_price} fee {fees}")
     if r.cancelled:
         parts.append(f"cancelled {len(r.cancelled)}: {', '.join(r.cancelled)}")
     if r.reason_code:

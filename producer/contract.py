@@ -294,6 +294,10 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
 
 
 class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One execution: ``commission`` is charged in ``commission_asset`` as the broker
+    reports it (Binance: the base asset of a buy by default, the quote asset of a sell, or
+    BNB); no asset named means the quote asset."""
+
     fill_id: str
     price: WireDecimal
     quantity: WireDecimal
@@ -303,8 +307,25 @@ class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     at: EpochMs = 0
 
 
+# Commissions of an order's fills, per asset they were charged in, and their total when
+# there is one asset: see ``Result``.
+Commission = Annotated[WireDecimal | None, msgspec.Meta(description=(
+    "the total commission of the fills when they were all charged in one asset "
+    "(commission_asset; none named: the quote asset); null when they were charged in "
+    "several, which are never added up: see commissions"))]
+Commissions = Annotated[dict[str, WireDecimal], msgspec.Meta(description=(
+    "the commissions of the fills per asset they were charged in (Binance: the base asset "
+    "of a buy, the quote asset of a sell, or BNB), each total exact; fills that name no "
+    "asset are left out"))]
+
+
 class Result(msgspec.Struct, kw_only=True, gc=False):
-    """The one answer to one request (the JSON object in a result entry's ``data`` field)."""
+    """The one answer to one request (the JSON object in a result entry's ``data`` field).
+
+    Commissions: ``commissions`` holds their totals per asset charged; ``commission`` and
+    ``commission_asset`` say the total and its asset while there is one asset, and are null
+    once the fills were charged in several (a buy's fee in the base asset and another's in
+    BNB): amounts in different assets are never added up."""
 
     request_id: str
     action: Action
@@ -321,8 +342,9 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
     quantity: WireDecimal | None = None
     filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
     average_price: WireDecimal | None = None
-    commission: WireDecimal = msgspec.field(default_factory=zero)
+    commission: Commission = msgspec.field(default_factory=zero)
     commission_asset: str | None = None
+    commissions: Commissions = {}
     fills: list[Fill] = []
     cancelled: list[str] = []
     strategy_id: str | None = None
@@ -387,10 +409,13 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     order: OrderSpec | None = None
     broker_order_id: str | None = None
     fill: Fill | None = None
-    # Running totals after ``fill``; present on fill events only.
+    # Running totals after ``fill``; present on fill events only (``commission`` absent
+    # there when the fills were charged in several assets; ``commissions`` absent on the
+    # fill events of logs written before it existed).
     filled_quantity: WireDecimal | None = None
     average_price: WireDecimal | None = None
     commission: WireDecimal | None = None
+    commissions: dict[str, WireDecimal] | None = None
     reason_code: str | None = None
     reason: str | None = None
 
@@ -411,6 +436,11 @@ class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
     broker_order_id: str | None = None
     filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
     average_price: WireDecimal | None = None
+    # As on a result (see Result); a record written before per-asset totals existed has
+    # no ``commissions``: its fills name each one's asset.
+    commission: Commission = msgspec.field(default_factory=zero)
+    commission_asset: str | None = None
+    commissions: Commissions = {}
     fills: list[Fill] = []
     reason_code: str | None = None
     reason: str | None = None

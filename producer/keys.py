@@ -11,8 +11,8 @@ DEFAULT_PREFIX = "orders"
 
 
 class Keys:
-    __slots__ = ("audit", "cancels", "completed", "events", "events_readers", "events_trimmed",
-                 "failed", "open", "pending", "positions", "positions_base",
+    __slots__ = ("assets", "audit", "cancels", "completed", "events", "events_readers",
+                 "events_trimmed", "failed", "open", "pending", "positions", "positions_base",
                  "positions_base_cursor", "positions_cursor", "positions_lease", "prefix",
                  "risk_limits", "trading", "workers")
 
@@ -41,6 +41,10 @@ class Keys:
         # the positions (base + the fills after it) once the start of the log is gone.
         self.positions_base = f"{prefix}:positions:base"
         self.positions_base_cursor = f"{prefix}:positions:base:cursor"
+        # Hash "<account>:<symbol>" -> JSON [base asset, quote asset] the projector folded the
+        # symbol's fills with (what a commission's asset means for the position), so that
+        # ``orderstream replay`` folds them the same way; written before the positions.
+        self.assets = f"{prefix}:assets"
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
         # Hash scope ("global" or an account) -> trading state (executor/trading.py).
         self.trading = f"{prefix}:trading"

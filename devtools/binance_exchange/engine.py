@@ -147,6 +147,11 @@ class Exchange:
         self.trades: list[dict[str, Any]] = []
         self.listeners: list[Callable[[Event], None]] = []
         self.market_fill_parts = 1
+        self.trades_page_max = 1000  # myTrades' largest page (Binance: 1000)
+        # Commissions are charged in the asset a trade brings in (the base asset of a buy,
+        # the quote asset of a sell), or, when set, in this one (BNB) at this price.
+        self.fee_asset: str | None = None
+        self.fee_asset_price = Decimal("600")
         self.created: Counter[str] = Counter()  # orders stored per newClientOrderId
         self.duplicates: Counter[str] = Counter()  # refused: the id is on an open order
         self._ids = itertools.count(1_000_001)
@@ -203,6 +208,10 @@ class Exchange:
         self._store(order)
         self._execute_new(order)
         return self._response(order, params.get("newOrderRespType"))
+
+    def validate(self, params: dict[str, str]) -> None:
+        """Refuse a new order as ``place`` would, without placing it."""
+        self._new_order(params)
 
     def _new_order(self, params: dict[str, str], list_id: int = -1) -> XOrder:
         lst = self.listing(params.get("symbol"))
@@ -542,12 +551,21 @@ class Exchange:
         }
 
     def my_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """GET /api/v3/myTrades: trades of the symbol (of one order with ``orderId``) in id
+        order; from ``fromId`` on when given, else the most recent ones (as Binance's doc
+        says); at most ``limit`` (default 500, at most 1000: Binance's page)."""
         lst = self.listing(params.get("symbol"))
-        oid = params.get("orderId")
-        limit = int(params.get("limit", "500"))
+        oid, from_id = params.get("orderId"), params.get("fromId")
+        try:
+            limit = int(params.get("limit", "500"))
+            start = None if from_id is None else int(from_id)
+        except ValueError:
+            raise ApiError(-1100, "Illegal characters found in a parameter.") from None
+        limit = max(1, min(limit, self.trades_page_max))
         out = [t for t in self.trades if t["symbol"] == lst.symbol
-               and (oid is None or str(t["orderId"]) == oid)]
-        return out[:limit]
+               and (oid is None or str(t["orderId"]) == oid)
+               and (start is None or t["id"] >= start)]
+        return out[:limit] if start is not None else out[-limit:]
 
     # -- moving the market (tests) ----------------------------------------------------------
 
@@ -675,10 +693,18 @@ class Exchange:
         buy = order.side == "BUY"
         got_asset = lst.base if buy else lst.quote
         got = qty if buy else quote
-        fee = (got * (MAKER_FEE if maker else TAKER_FEE)).quantize(E8, rounding=ROUND_DOWN)
+        rate = MAKER_FEE if maker else TAKER_FEE
         paid_asset, paid = (lst.quote, quote) if buy else (lst.base, qty)
         self.balances.setdefault(paid_asset, [Decimal(0), Decimal(0)])[0] -= paid
-        self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got - fee
+        if self.fee_asset is None:  # Binance's default: out of what the trade brings in
+            fee_asset = got_asset
+            fee = (got * rate).quantize(E8, rounding=ROUND_DOWN)
+            self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got - fee
+        else:  # paid in another asset (BNB), valued at fee_asset_price quote per unit
+            fee_asset = self.fee_asset
+            fee = (quote * rate / self.fee_asset_price).quantize(E8, rounding=ROUND_DOWN)
+            self.balances.setdefault(got_asset, [Decimal(0), Decimal(0)])[0] += got
+            self.balances.setdefault(fee_asset, [Decimal(0), Decimal(0)])[0] -= fee
         order.executed += qty
         order.cum_quote += quote
         order.update_time = self.now()
@@ -686,7 +712,7 @@ class Exchange:
         trade = {
             "symbol": lst.symbol, "id": next(self._trade_ids), "orderId": order.order_id,
             "orderListId": order.order_list_id, "price": fmt(price), "qty": fmt(qty),
-            "quoteQty": fmt(quote), "commission": fmt(fee), "commissionAsset": got_asset,
+            "quoteQty": fmt(quote), "commission": fmt(fee), "commissionAsset": fee_asset,
             "time": order.update_time, "isBuyer": buy, "isMaker": maker, "isBestMatch": True,
         }
         self.trades.append(trade)

@@ -6,9 +6,11 @@ user data stream (``userDataStream.subscribe.signature``, then ``{subscriptionId
 frames), which is what python-binance's ``BinanceSocketManager.user_socket`` uses.
 
 Switches for tests: ``inject`` answers chosen requests with an error (before or after the
-exchange acted on them: a 5xx after storing the order is an unknown outcome),
-``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored 429s,
-418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
+exchange acted on them: a 5xx after storing the order is an unknown outcome), ``after``
+changes the exchange right after it answered a request (an order that trades between two
+reads), ``late_executions`` answers new orders -1007 and executes them seconds later,
+``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored
+429s, 418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
 """
 
 from __future__ import annotations
@@ -47,6 +49,27 @@ class Fault(msgspec.Struct, kw_only=True):
     times: int = 1
 
 
+class Hook(msgspec.Struct, kw_only=True):
+    """Something done to the exchange right after it answered the next ``times`` requests
+    to ``method path`` (with their parameters): an order that trades between a client's
+    two reads, say."""
+
+    method: str
+    path: str
+    action: Callable[[dict[str, str]], None]
+    times: int = 1
+
+
+class LateExecution(msgspec.Struct, kw_only=True):
+    """New orders answered -1007 "execution status unknown" and executed ``delay_s`` later
+    (Binance's backend may still execute an order after its gateway gave up waiting)."""
+
+    rng: random.Random
+    fraction: float
+    delay_s: float
+    status: int
+
+
 class Received(msgspec.Struct, kw_only=True):
     """One request as it reached the server (for tests that check the wire)."""
 
@@ -75,12 +98,20 @@ class BinanceExchangeServer:
         # Retry-After run out in seconds.
         self.weight_window_ms = weight_window_ms
         self.faults: list[Fault] = []
+        self.hooks: list[Hook] = []
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
         self.lists_received: Counter[str] = Counter()  # POST orderList/oco per listClientOrderId
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
+        # The answer to a WebSocket handshake while the stream is off: 503, or 404 as from
+        # a server without Binance's WebSocket API.
+        self.stream_refused_status = 503
         self._chaos: tuple[random.Random, float, float] | None = None
+        self._late: LateExecution | None = None
+        self.late_executed: Counter[str] = Counter()  # late orders stored, per client id
+        self.late_refused: dict[str, str] = {}  # client id -> why its late execution failed
+        self._late_handles: set[asyncio.TimerHandle] = set()
         self._weight: dict[int, int] = {}  # minute -> weight used
         self._orders: dict[tuple[str, int], int] = {}  # ("10s"|"1d", bucket) -> count
         self._ignored_429 = 0
@@ -132,6 +163,9 @@ class BinanceExchangeServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def close(self) -> None:
+        for handle in self._late_handles:
+            handle.cancel()
+        self._late_handles.clear()
         await self.drop_streams()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -144,10 +178,31 @@ class BinanceExchangeServer:
         self.faults.append(fault)
         return fault
 
+    def after(self, method: str, path: str, action: Callable[[dict[str, str]], None],
+              times: int = 1) -> Hook:
+        """Run ``action(params)`` once the exchange has answered each of the next ``times``
+        requests to ``method path`` (its answer is the state before the action)."""
+        hook = Hook(method=method, path=path, action=action, times=times)
+        self.hooks.append(hook)
+        return hook
+
     def random_faults(self, before: float, after: float, seed: int = 1) -> None:
         """Answer that share of new orders with a 5xx: ``before`` without acting on them,
         ``after`` once they are stored (the sender cannot tell which)."""
         self._chaos = (random.Random(seed), before, after)
+
+    def late_executions(self, fraction: float, delay_s: float, *, seed: int = 1,
+                        status: int = 408) -> None:
+        """Answer that share of new orders (POST /api/v3/order, checked and signed) with
+        -1007 "Timeout waiting for response from backend server. Send status unknown;
+        execution status unknown." without acting on them, then execute each ``delay_s``
+        seconds later as if it had just arrived: it may fill, rest, or be refused then (a
+        duplicate of an order the client sent again meanwhile; ``late_refused``). The HTTP
+        status Binance gives -1007 is not documented; 408 here [unverified]. ``fraction``
+        0 switches it off; timers still due when the server closes are dropped."""
+        self._late = (None if fraction <= 0 else
+                      LateExecution(rng=random.Random(seed), fraction=fraction,
+                                    delay_s=delay_s, status=status))
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         self.exchange.set_price(symbol, Decimal(price))
@@ -194,9 +249,12 @@ class BinanceExchangeServer:
                     self.lists_received[params.get("listClientOrderId", "")] += 1
                 if method == "POST":
                     self._check_order_count()
+                if method == "POST" and path == "/api/v3/order":
+                    self._maybe_late(params)
                 result = handler(params)
                 if method == "POST":
                     headers.update(self._count_order())
+                self._run_hooks(method, path, params)
                 if fault is not None:
                     raise ApiError(fault.code, fault.msg, fault.status, fault.retry_after)
                 return self._reply(200, result, headers)
@@ -225,6 +283,33 @@ class BinanceExchangeServer:
                 fault.times -= 1
                 return fault
         return None
+
+    def _maybe_late(self, params: dict[str, str]) -> None:
+        late = self._late
+        if late is None or late.rng.random() >= late.fraction:
+            return
+        self.exchange.validate(params)  # a refusal is answered as such, at once
+        handle = asyncio.get_running_loop().call_later(late.delay_s, self._execute_late,
+                                                       dict(params))
+        self._late_handles.add(handle)
+        raise ApiError(-1007, "Timeout waiting for response from backend server. Send status "
+                              "unknown; execution status unknown.", late.status)
+
+    def _execute_late(self, params: dict[str, str]) -> None:
+        cid = params.get("newClientOrderId", "")
+        try:
+            self.exchange.place(params)
+        except ApiError as exc:
+            self.late_refused[cid] = f"{exc.code}: {exc.msg}"
+        else:
+            self.late_executed[cid] += 1
+
+    def _run_hooks(self, method: str, path: str, params: dict[str, str]) -> None:
+        for hook in self.hooks:  # the first one that applies, as for faults
+            if hook.method == method and hook.path == path and hook.times > 0:
+                hook.times -= 1
+                hook.action(params)
+                return
 
     def _minute(self) -> int:
         return self.exchange.now() // self.weight_window_ms
@@ -308,7 +393,8 @@ class BinanceExchangeServer:
 
     async def _ws_api(self, request: web.Request) -> web.StreamResponse:
         if not self.stream_enabled:
-            raise web.HTTPServiceUnavailable()
+            return web.Response(status=self.stream_refused_status,
+                                text="user data stream refused (stream_enabled = False)")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)

@@ -42,6 +42,24 @@ class Banned(RateLimited):
     ``retry_after`` seconds from now: every worker of the account must stop sending."""
 
 
+class InconsistentRead(RetryableError):
+    """The broker answered, but what it answered did not add up yet: an order read, then its
+    trades, while it traded in between (Binance: executedQty and the sum of myTrades
+    disagree), even after reading again a few times. Nothing is wrong with the broker: the
+    lookup is tried again later, and the circuit breaker counts it as an answer."""
+
+
+class FeedBroken(RetryableError):
+    """A push feed (``PushFeed.updates``) could not be opened or broke: the caller polls and
+    asks for it again. ``logged``: the adapter has told it itself, once when it was lost and
+    then at a low rate while it stays lost, so a caller that retries every pass need not
+    log each attempt."""
+
+    def __init__(self, message: str, *, logged: bool = False) -> None:
+        super().__init__(message)
+        self.logged = logged
+
+
 class Throttled(RetryableError):
     """The shared rate limiter (brokers/limited.py) held the call back, and capacity would
     come only after the request's deadline (or the longest wait configured): the call was
@@ -170,6 +188,9 @@ class Broker(Protocol):
 
     def quote_asset(self, symbol: str) -> str | None:
         """The asset prices and notionals of ``symbol`` are in (None: unknown)."""
+
+    def base_asset(self, symbol: str) -> str | None:
+        """The asset ``symbol``'s quantities are in (None: unknown)."""
 
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The current reference (last or mid) price of ``symbol``; None when unknown.

@@ -34,6 +34,9 @@ class BrokerWrapper:
     def quote_asset(self, symbol: str) -> str | None:
         return self.inner.quote_asset(symbol)
 
+    def base_asset(self, symbol: str) -> str | None:
+        return self.inner.base_asset(symbol)
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         return await self.inner.reference_price(symbol)
 

@@ -16,6 +16,7 @@ from executor.brokers.base import (
     AuthenticationFailed,
     Banned,
     BrokerStatus,
+    DuplicateClientId,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -236,11 +237,15 @@ async def test_real_matching_engine_rejections(broker: BinanceBroker,
         await broker.submit("cid-lm", spec(OrderType.LIMIT_MAKER, "0.01", price=D("51000")))
     with pytest.raises(PermanentError, match="insufficient balance"):
         await broker.submit("cid-bal", spec(OrderType.MARKET, "90"))
-    await broker.submit("cid-dup", spec(OrderType.LIMIT, "0.01", price=D("40000")))
-    with pytest.raises(PermanentError, match="Duplicate order sent"):
+    first = await broker.submit("cid-dup", spec(OrderType.LIMIT, "0.01", price=D("40000")))
+    # "Duplicate order sent.": an earlier send of ours landed. Never a rejection: the order
+    # is looked up, and it is that one.
+    with pytest.raises(DuplicateClientId, match="Duplicate order sent"):
         await broker.submit("cid-dup", spec(OrderType.LIMIT, "0.01", price=D("40000")))
     assert exchange.orders_for("cid-dup") == 1
     assert exchange.received["cid-dup"] == 2
+    found = await broker.get_order("cid-dup", "BTCUSDT")
+    assert found.broker_order_id == first.broker_order_id
 
 
 async def test_timestamp_outside_the_window_resyncs_the_clock_and_retries_once(

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from devtools.binance_exchange import BinanceExchangeServer, signing
 from executor.brokers.base import (
     BrokerStatus,
+    DuplicateClientId,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -185,10 +186,10 @@ async def test_an_unknown_list_is_not_found(broker: BinanceBroker) -> None:
         await broker.get_order("no-such-oco", "BTCUSDT")
 
 
-async def test_a_redelivered_oco_is_refused_while_the_list_is_open(
+async def test_a_redelivered_oco_is_a_duplicate_client_id_while_the_list_is_open(
         broker: BinanceBroker, exchange: BinanceExchangeServer) -> None:
     await broker.submit("dup-1", oco())
-    with pytest.raises(PermanentError, match="Duplicate"):
+    with pytest.raises(DuplicateClientId, match="Duplicate"):
         await broker.submit("dup-1", oco())
     assert exchange.lists_for("dup-1") == 1
     assert "dup-1" in broker._lists  # the refusal did not make it forget the open list

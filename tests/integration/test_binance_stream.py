@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
 from devtools.binance_exchange import BinanceExchangeServer
-from executor.brokers.base import BrokerOrder, BrokerStatus, RetryableError
+from executor.brokers.base import BrokerOrder, BrokerStatus, FeedBroken, RetryableError
 from executor.brokers.binance.broker import BinanceBroker
+from executor.metrics import Metrics
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 from tests.fakes.binance import account_for, broker, exchange
 
@@ -155,3 +157,40 @@ async def test_a_stream_that_cannot_open_raises_retryable(
     with pytest.raises(RetryableError, match="cannot subscribe"):
         async for _ in broker.updates():
             pass
+
+
+async def test_without_a_stream_the_loss_is_logged_once_and_every_attempt_counted(
+        exchange: BinanceExchangeServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A server without the WebSocket API (404), asked for the stream every 0.1 s for two
+    seconds, as a tracker polling at that pace would: one line, not two ERRORs a try."""
+    exchange.stream_enabled, exchange.stream_refused_status = False, 404
+    metrics = Metrics()
+    b = BinanceBroker("bn", account_for(exchange), metrics=metrics)
+    await b.start()
+    attempts = 0
+    try:
+        with caplog.at_level(logging.DEBUG):
+            caplog.clear()
+            for _ in range(20):
+                with pytest.raises(FeedBroken, match="404") as caught:
+                    async for _ in b.updates():
+                        pass
+                assert caught.value.logged  # told already: the tracker need not
+                attempts += 1
+                await asyncio.sleep(0.1)
+            told = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert [r.levelname for r in told] == ["WARNING"], [r.getMessage() for r in told]
+            assert "user data stream lost" in told[0].getMessage()
+
+            def sample(name: str) -> float | None:
+                return metrics.registry.get_sample_value(name, {"account": "bn"})
+            assert sample("orderstream_broker_stream_failures_total") == attempts == 20
+            assert sample("orderstream_broker_stream_up") == 0
+            exchange.stream_enabled = True
+            async with feed(b, exchange) as f:
+                await b.submit("s-back", order(OrderType.LIMIT, "0.01", "40000"))
+                assert (await f.next()).client_order_id == "s-back"
+                assert sample("orderstream_broker_stream_up") == 1
+        assert any("user data stream back" in r.getMessage() for r in caplog.records)
+    finally:
+        await b.close()

@@ -6,6 +6,7 @@ reconciliation at start reports, adopts or cancels orders we have no record of."
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -139,9 +140,14 @@ async def test_partial_fills_from_the_stream_update_the_order_and_the_position(
         # The stream told it: no order lookups.
         assert not [r for r in exchange.log[requests_before:] if r.path == "/api/v3/order"]
 
+        # The exchange charges a buy's fee in the base asset: the position holds the rest.
+        record = await client.order(cid)
+        assert record is not None and record.commissions is not None
+        held = Decimal("0.05") - record.commissions.get("BTC", Decimal(0))
+
         async def projected() -> bool:
             raw = await redis_client.hget(K.positions, "default:BTCUSDT")
-            return raw is not None and decode_position(raw).quantity == Decimal("0.05")
+            return raw is not None and decode_position(raw).quantity == held
         await until(projected)
     assert await event_states(redis_client, cid) == [
         OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
@@ -271,3 +277,20 @@ async def test_balances_short_of_our_positions_are_reported_at_start(
     assert any("holds 100.00000000 BTC, but our positions in BTCUSDT add up to 150"
                in r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_worker_without_a_user_data_stream_says_so_once(
+        redis_url: str, exchange: BinanceExchangeServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The WebSocket answers 404: the broker tells the loss once and the tracker, which asks
+    for the feed again every pass, does not repeat it at every attempt."""
+    exchange.stream_enabled, exchange.stream_refused_status = False, 404
+    with caplog.at_level(logging.DEBUG):
+        async with running(binance_settings(redis_url, exchange)):
+            await asyncio.sleep(2.0)
+    told = [r for r in caplog.records if r.levelno >= logging.WARNING
+            and "stream" in r.getMessage()]
+    assert [r.name for r in told] == ["executor.brokers.binance.stream"], [
+        (r.name, r.getMessage()) for r in told]
+    tries = [r for r in caplog.records if "push feed of default broke" in r.getMessage()]
+    assert len(tries) >= 5 and all(r.levelno == logging.DEBUG for r in tries)

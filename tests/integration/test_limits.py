@@ -64,6 +64,9 @@ class FakeBroker:
     def quote_asset(self, symbol: str) -> str | None:
         return "USDT"
 
+    def base_asset(self, symbol: str) -> str | None:
+        return "BTC"
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         return Decimal(50_000)
 

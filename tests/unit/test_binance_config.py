@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.binance.config import BinanceAccount
+from executor.brokers.circuit import CircuitBroker
 from executor.brokers.paper import PaperAccount
 from executor.brokers.paper.matching import check as paper_check
 from executor.config import ConfigError, describe, load_settings
@@ -57,6 +59,20 @@ def test_a_binance_account_from_toml_and_environment(tmp_path: Path) -> None:
     assert '"api_key_env": "BN_KEY"' in shown  # where it is, never what it is
 
 
+def test_the_lookup_window_is_12_s_by_default_and_the_broker_tells_it_through_its_guards(
+        tmp_path: Path) -> None:
+    assert BinanceAccount(api_key_env="K", api_secret_env="S").lookup_window_ms == 12_000
+    path = tmp_path / "c.toml"
+    path.write_text('[accounts.main]\nbroker = "binance"\napi_key_env = "K"\n'
+                    'api_secret_env = "S"\n')
+    s = load_settings(path, {"ORDERSTREAM_ACCOUNTS_MAIN_LOOKUP_WINDOW_MS": "20000"})
+    account = s.accounts["main"]
+    assert isinstance(account, BinanceAccount) and account.lookup_window_ms == 20_000
+    # The submit step reads it with getattr on the guarded broker it is given.
+    guarded = CircuitBroker(BinanceBroker("main", account), breaker=None)  # type: ignore[arg-type]
+    assert getattr(guarded, "lookup_window_ms", None) == 20_000
+
+
 def test_an_account_that_names_no_broker_is_a_paper_account(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[accounts.x]\nlatency_ms = 3\n")
@@ -95,6 +111,10 @@ def test_credentials_are_read_from_env_or_file(tmp_path: Path,
     ('api_key_env = "K"\napi_key_file = "f"\napi_secret_env = "S"', "exactly one"),
     ('api_key_env = "K"\napi_secret_env = "S"\nrecv_window_ms = 60001', "recv_window_ms"),
     ('api_key_env = "K"\napi_secret_env = "S"\nbase_url = "ftp://x"', "base_url"),
+    # Below Binance's 10 s backend timeout, or shorter than a request stays acceptable.
+    ('api_key_env = "K"\napi_secret_env = "S"\nlookup_window_ms = 9999', "lookup_window_ms"),
+    ('api_key_env = "K"\napi_secret_env = "S"\nrecv_window_ms = 20000\n'
+     'lookup_window_ms = 15000', "lookup_window_ms.*recv_window_ms"),
     ('api_key_env = "K"\napi_secret_env = "S"\norphans = "ignore"', "orphans"),
     ('api_key_env = "K"\napi_secret_env = "S"\napi_secret = "inline"', "api_secret"),
 ])

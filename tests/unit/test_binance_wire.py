@@ -16,6 +16,7 @@ from executor.brokers.base import (
     Banned,
     BrokerError,
     BrokerStatus,
+    DuplicateClientId,
     OrderNotFound,
     PermanentError,
     RateLimited,
@@ -81,6 +82,10 @@ def test_event_report_of_a_trade_and_of_a_cancel() -> None:
 
 @pytest.mark.parametrize(("exc", "sends", "kind"), [
     (api_error(400, -2010), True, PermanentError),
+    (api_error(400, -2010, "Account has insufficient balance for requested action."), True,
+     PermanentError),
+    # An earlier send of ours landed: looked up, never rejected.
+    (api_error(400, -2010, "Duplicate order sent."), True, DuplicateClientId),
     (api_error(400, -1013), True, PermanentError),
     (api_error(400, -1121), True, PermanentError),
     (api_error(400, -2011), True, OrderNotFound),
@@ -97,6 +102,7 @@ def test_event_report_of_a_trade_and_of_a_cancel() -> None:
     (api_error(503, 0), False, RetryableError),
     (api_error(408, -1007), True, UnknownOutcome),
     (api_error(400, -1007), False, RetryableError),
+    (api_error(400, -1006), True, UnknownOutcome),  # "Execution status unknown."
     (BinanceRequestException("not json"), True, UnknownOutcome),
     (TimeoutError(), True, UnknownOutcome),
     (TimeoutError(), False, RetryableError),
@@ -134,11 +140,62 @@ def test_balances_below_our_positions_are_drift() -> None:
     # More held than recorded is fine (deposits, holdings from before); exactly equal too.
     assert shortfalls({"BTCUSDT": d("0.25"), "BTCEUR": d("0.15"), "ETHUSDT": d("2")},
                       balances, base) == []
-    # Two symbols of one base asset add up; a short on spot is drift whatever is held;
-    # an asset Binance does not hold at all counts as zero; unlisted symbols are skipped.
-    assert shortfalls({"BTCUSDT": d("0.3"), "BTCEUR": d("0.15"), "ETHUSDT": d("-1"),
-                       "BNBUSDT": d("2"), "XYZUSDT": d("9")}, balances, base) == [
-        Shortfall("BNB", d(0), d("2"), ("BNBUSDT",)),
-        Shortfall("BTC", d("0.4"), d("0.45"), ("BTCEUR", "BTCUSDT")),
-        Shortfall("ETH", d("5"), d("-1"), ("ETHUSDT",)),
+    # Two symbols of one base asset add up; an asset Binance does not hold at all counts as
+    # zero; unlisted symbols are skipped. A negative position is holdings from before sold:
+    # not drift on the first pass, whatever is held.
+    first = {"BTCUSDT": d("0.3"), "BTCEUR": d("0.15"), "ETHUSDT": d("-1"), "BNBUSDT": d("2"),
+             "XYZUSDT": d("9")}
+    assert shortfalls(first, balances, base) == [
+        Shortfall("BNB", d(0), d("2"), ("BNBUSDT",), d("2")),
+        Shortfall("BTC", d("0.4"), d("0.45"), ("BTCEUR", "BTCUSDT"), d("0.45")),
     ]
+    assert shortfalls({"ETHUSDT": d("-4.5")}, {"ETH": (d("0.5"), d(0))}, base) == []
+
+
+def test_later_passes_compare_against_the_balances_at_start() -> None:
+    from executor.brokers.binance.reconcile import Shortfall, baseline, shortfalls
+
+    d = Decimal
+    base = {"BTCUSDT": "BTC", "ETHUSDT": "ETH"}
+    # At start: 100 BTC held, of which our positions explain 2; ETH sold from before.
+    start = baseline({"BTCUSDT": d("2"), "ETHUSDT": d("-3")},
+                     {"BTC": (d("99"), d("1")), "ETH": (d("7"), d(0))}, base)
+    assert start == {"BTC": d("98"), "ETH": d("10")}
+    # Sold 1 BTC more (recorded, and gone from the balance), bought 1 ETH: consistent.
+    assert shortfalls({"BTCUSDT": d("1"), "ETHUSDT": d("-2")},
+                      {"BTC": (d("99"), d(0)), "ETH": (d("8"), d(0))}, base, start) == []
+    # A fill recorded that did not happen (or 0.5 BTC withdrawn): short of 98 + 1.
+    assert shortfalls({"BTCUSDT": d("1")}, {"BTC": (d("98.5"), d(0))}, base, start) == [
+        Shortfall("BTC", d("98.5"), d("1"), ("BTCUSDT",), d("99"))]
+    # The same balance on a first pass was no drift: it held more than we recorded.
+    assert shortfalls({"BTCUSDT": d("1")}, {"BTC": (d("98.5"), d(0))}, base) == []
+
+
+def test_what_an_open_record_adds_to_max_num_orders() -> None:
+    from executor.brokers.binance.reconcile import Counted, counted
+    from executor.order import Context, new_order, transition
+    from producer.contract import OrderState
+
+    ctx = Context(now=1, worker="t")
+
+    def record(type: OrderType, account: str = "bn", state: OrderState | None = None) -> Any:
+        spec = OrderSpec(account=account, symbol="BTCUSDT", side=Side.SELL, type=type,
+                         quantity=WireDecimal("1"), price=WireDecimal("60000"),
+                         stop_price=WireDecimal("40000") if type is OrderType.OCO else None)
+        order, _ = new_order("c", "r", spec, ctx)
+        if state is not None:
+            transition(order, OrderState.SUBMITTED, ctx)
+            transition(order, state, ctx)
+        return order
+
+    accepted = OrderState.ACCEPTED
+    assert counted(record(OrderType.LIMIT, state=accepted), "bn") == Counted("BTCUSDT", 1, True)
+    assert counted(record(OrderType.LIMIT, "other", accepted), "bn") == Counted(None, 0, True)
+    # Not sent yet (it may be waiting for the rate limiter): not at Binance; read again.
+    assert counted(record(OrderType.LIMIT), "bn") == Counted(None, 0, False)
+    # Two legs at Binance until one trades (the other expires then); read again each time.
+    assert counted(record(OrderType.OCO, state=accepted), "bn") == Counted("BTCUSDT", 2, False)
+    assert counted(record(OrderType.OCO, state=OrderState.PARTIALLY_FILLED), "bn") == Counted(
+        "BTCUSDT", 1, False)
+    assert counted(record(OrderType.LIMIT, state=OrderState.CANCELLED), "bn").orders == 0
+    assert counted(None, "bn") == Counted(None, 0, False)  # not written yet

@@ -6,6 +6,8 @@ from executor.breaker import BreakerSettings, outcome_code
 from executor.brokers.base import (
     AuthenticationFailed,
     Banned,
+    DuplicateClientId,
+    InconsistentRead,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -23,6 +25,9 @@ from executor.brokers.base import (
     (NotCancellable("filled"), "S"),
     (RetryableError("503"), "F"),
     (UnknownOutcome("timeout"), "F"),
+    # Answers: an earlier send of ours landed; an order that traded between two reads.
+    (DuplicateClientId("-2010 Duplicate order sent."), "S"),
+    (InconsistentRead("executedQty 0.003, trades 0.004"), "S"),
     (AuthenticationFailed("-2015 invalid api key"), "X"),
     (RateLimited("429", 1.0), ""),  # throttled is the limiter's business
     (Banned("418", 60.0), ""),

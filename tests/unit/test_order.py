@@ -184,3 +184,55 @@ def test_a_fill_of_no_quantity_is_refused() -> None:
     with pytest.raises(ValueError, match="not positive"):
         add_fill(order, fill(1, "0", "100"))
     assert order.filled_quantity == 0 and order.average_price is None
+
+
+def charged(n: int, qty: str, fee: str, asset: str | None) -> Fill:
+    return Fill(fill_id=f"f{n}", quantity=WireDecimal(qty), price=WireDecimal("100"),
+                commission=WireDecimal(fee), commission_asset=asset)
+
+
+def test_commissions_are_kept_per_asset_and_totalled_only_in_one_asset() -> None:
+    order, _ = new_order("c1", "1-0", spec("3"), CTX)
+    events = apply_report(order, BrokerOrder(
+        client_order_id="c1", broker_order_id="B1", symbol="BTCUSDT",
+        status=BrokerStatus.PARTIALLY_FILLED, quantity=WireDecimal("3"),
+        fills=[charged(1, "1", "0.001", "BTC"), charged(2, "1", "0.0005", "BTC")]), CTX)
+    # One asset: the total and its asset, as before.
+    assert (order.commission, order.commission_asset) == (Decimal("0.0015"), "BTC")
+    assert order.commissions == {"BTC": Decimal("0.0015")}
+    assert events[-1].commissions == {"BTC": Decimal("0.0015")}
+    events = apply_report(order, BrokerOrder(
+        client_order_id="c1", broker_order_id="B1", symbol="BTCUSDT", status=BrokerStatus.FILLED,
+        quantity=WireDecimal("3"), fills=[charged(3, "1", "0.02", "BNB")]), CTX)
+    # Two assets: never added up (0.0015 BTC + 0.02 BNB is no amount of anything).
+    assert order.commission is None and order.commission_asset is None
+    assert order.commissions == {"BTC": Decimal("0.0015"), "BNB": Decimal("0.02")}
+    assert events[-1].commission is None
+    assert events[-1].commissions == order.commissions
+    assert order.filled_quantity == Decimal("3")  # what the exchange filled, fees aside
+
+
+def test_a_refused_report_leaves_the_commissions_as_they_were() -> None:
+    order, _ = new_order("c1", "1-0", spec("1"), CTX)
+    add_fill(order, charged(1, "0.5", "0.001", "BTC"))
+    with pytest.raises(ValueError):
+        apply_report(order, BrokerOrder(
+            client_order_id="c1", broker_order_id="B1", symbol="BTCUSDT",
+            status=BrokerStatus.FILLED, quantity=WireDecimal("1"),
+            fills=[charged(2, "0.4", "0.3", "BNB"), charged(3, "0.4", "0.1", "BNB")]), CTX)
+    assert order.commissions == {"BTC": Decimal("0.001")}
+    assert (order.commission, order.commission_asset) == (Decimal("0.001"), "BTC")
+
+
+def test_a_record_written_before_per_asset_totals_gets_them_from_its_fills() -> None:
+    from executor.store import decode_order
+
+    order, _ = new_order("c1", "1-0", spec("3"), CTX)
+    order.fills = [charged(1, "1", "0.001", "BTC"), charged(2, "1", "0.02", "BNB"),
+                   charged(3, "1", "0.5", None)]
+    order.commission = WireDecimal("0.521")  # what the old code summed, across assets
+    old = encode(order).replace(b',"commissions":{}', b"")
+    assert b"commissions" not in old
+    read = decode_order(old)
+    assert read.commissions == {"BTC": Decimal("0.001"), "BNB": Decimal("0.02")}
+    assert read.commission is None and read.commission_asset is None

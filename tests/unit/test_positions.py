@@ -17,10 +17,11 @@ from executor.positions import (
     AVERAGE_DIGITS,
     Position,
     apply_fill,
+    apply_trade,
     decode_position,
     unrealized,
 )
-from producer.contract import Side, encode
+from producer.contract import Fill, Side, WireDecimal, encode
 
 B, S = Side.BUY, Side.SELL
 D = Decimal
@@ -226,3 +227,68 @@ def test_a_reduce_to_dust_keeps_the_average_of_what_remains() -> None:
     position = apply_fill(position, Side.BUY, dust, Decimal("1e-10"))
     want = (Fraction(average) + Fraction(Decimal("1e-10"))) / 2
     assert close_enough(position.average_price, want, want)
+
+
+# -- commissions by the asset they are charged in ----------------------------------------
+
+BASE, QUOTE = "BTC", "USDT"
+charged_in = st.sampled_from([BASE, QUOTE, None, "BNB", "ETH"])
+charged = st.tuples(st.sampled_from(Side), amounts, amounts, fees, charged_in)
+
+
+@given(fills=st.lists(charged, max_size=12), marks=st.lists(amounts, min_size=1, max_size=3))
+@settings(max_examples=400)
+def test_fees_in_base_quote_and_third_assets_against_an_independent_count(
+        fills: list[tuple[Side, Decimal, Decimal, Decimal, str | None]],
+        marks: list[Decimal]) -> None:
+    """Counted here apart from positions.py: the base asset the account gains and loses
+    (fills, less fees charged in it), the quote asset it pays and receives (less fees in it,
+    or in no named asset), and fees in other assets per asset. The position must hold the
+    first, its net result at any price must be the second plus the first valued at that
+    price, exactly, and the third must be kept as charged."""
+    position = FLAT
+    held, cash = Decimal(0), Decimal(0)
+    others: dict[str, Decimal] = {}
+    with decimal.localcontext(decimal.Context(prec=500, traps=[decimal.Inexact])):
+        for n, (side, quantity, price, fee, asset) in enumerate(fills):
+            fill = Fill(fill_id=str(n), quantity=WireDecimal(quantity), price=WireDecimal(price),
+                        commission=WireDecimal(fee), commission_asset=asset)
+            position = apply_trade(position, side, fill, BASE, QUOTE)
+            held += quantity if side is B else -quantity
+            cash += -quantity * price if side is B else quantity * price
+            if asset == BASE:
+                held -= fee
+            elif asset in (QUOTE, None):
+                cash -= fee
+            else:
+                assert asset is not None
+                others[asset] = others.get(asset, Decimal(0)) + fee
+        assert position.quantity == held
+        assert position.other_commissions == others
+        for mark in marks:
+            net = position.realized_pnl - position.commission + unrealized(position, mark)
+            assert net == cash + held * mark
+
+
+def test_a_buy_charged_in_the_base_asset_holds_the_net_quantity() -> None:
+    fill = Fill(fill_id="1", quantity=WireDecimal("1"), price=WireDecimal("50000"),
+                commission=WireDecimal("0.001"), commission_asset=BASE)
+    p = apply_trade(FLAT, B, fill, BASE, QUOTE)
+    assert p.quantity == D("0.999")  # what the account holds, and what a flatten may sell
+    assert p.average_price == D("50000")
+    assert p.commission == D("50")  # the fee, valued at the price it was charged at
+    assert p.realized_pnl == 0 and p.other_commissions == {}
+    # Without the base asset known, a fee in it cannot be told from a third asset's.
+    unknown = apply_trade(FLAT, B, fill, None, QUOTE)
+    assert unknown.quantity == D("1") and unknown.other_commissions == {BASE: D("0.001")}
+
+
+def test_a_fee_in_bnb_is_kept_apart_and_never_in_the_quote_amounts() -> None:
+    fill = Fill(fill_id="1", quantity=WireDecimal("2"), price=WireDecimal("100"),
+                commission=WireDecimal("0.0003"), commission_asset="BNB")
+    p = apply_trade(apply_trade(FLAT, B, fill, BASE, QUOTE), S,
+                    msgspec.structs.replace(fill, fill_id="2", price=WireDecimal("110")),
+                    BASE, QUOTE)
+    assert p.quantity == 0 and p.realized_pnl == D("20") and p.commission == 0
+    assert p.other_commissions == {"BNB": D("0.0006")}
+    assert decode_position(encode(p)) == p

@@ -258,9 +258,10 @@ def test_positions_are_the_fold_of_fill_events_up_to_the_cursor() -> None:
     btc = Position(account="default", symbol="BTCUSDT")
     for f in orders["a"].fills:
         btc = apply_fill(btc, Side.BUY, f.quantity, f.price, f.commission)
-    # The fee of c's fill is in BNB, not in the quote asset: not counted.
-    eth = apply_fill(Position(account="default", symbol="ETH:USDT"), Side.SELL,
-                     Decimal("0.5"), Decimal("50"))
+    # The fee of c's fill is in BNB, not in the quote asset: kept apart, per asset.
+    eth = msgspec.structs.replace(
+        apply_fill(Position(account="default", symbol="ETH:USDT"), Side.SELL, Decimal("0.5"),
+                   Decimal("50")), other_commissions={"BNB": Decimal("0.2")})
     assert fold.positions == {("default", "BTCUSDT"): btc, ("default", "ETH:USDT"): eth}
     assert btc.commission == Decimal("0.3") and eth.commission == 0
     stored = stored_of(orders, fold.positions, log.last)
@@ -389,3 +390,31 @@ def test_a_log_trimmed_by_retention_is_checked_from_its_checkpoint() -> None:
     for entry_id, data in kept:
         untrimmed.add(entry_id, data)
     assert {p.field for p in untrimmed.problems} == {"created"}
+
+
+def test_fill_events_written_before_per_asset_totals_replay_without_difference() -> None:
+    """Old logs: fill events without ``commissions`` whose ``commission`` summed every
+    fill's, whatever the asset; old records likewise."""
+    log = Log()
+    order, events = new_order("m", "1-0", spec(), ctx(1))
+    log.add(*events)
+    fresh = apply_report(order, report("m", BrokerStatus.PARTIALLY_FILLED,
+                                       fill(1, "1", "100", "0.001", "BTC"),
+                                       fill(2, "1", "100", "0.02", "BNB")), ctx(2))
+    total = Decimal("0.021")
+    for event in fresh:
+        if event.fill is not None:  # as the old code wrote them
+            event.commissions = None
+            event.commission = WireDecimal(sum(f.commission for f in order.fills
+                                               if int(f.fill_id[1:]) <= int(
+                                                   event.fill.fill_id[1:])))
+    log.add(*fresh)
+    assert fresh[-1].commission == total
+    old_record = msgspec.structs.replace(order, commission=WireDecimal(total))
+    raw = encode(old_record).replace(encode(order.commissions).join(
+        (b',"commissions":', b"")), b"")
+    assert b"commissions" not in raw
+    stored = stored_of({"m": order})
+    stored.orders["m"].record = raw
+    report_ = compare(log.fold(), stored, now_ms=NOW, order_ttl_ms=TTL)
+    assert report_.ok, report_.differences

@@ -49,7 +49,7 @@ from binance.ws.constants import WSListenerState
 from binance.ws.websocket_api import WebsocketAPI
 from redis.exceptions import RedisError
 
-from producer.contract import ContractError, OrderSpec, OrderType
+from producer.contract import ContractError, Fill, OrderSpec, OrderType
 from producer.keys import Keys
 from producer.replies import text
 
@@ -62,6 +62,8 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    FeedBroken,
+    InconsistentRead,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -70,6 +72,8 @@ from ..base import (
 )
 from . import filters, reconcile, wire
 from .config import BinanceAccount
+from .reconcile import Drift
+from .stream import QuietConnectLog, StreamHealth
 
 if TYPE_CHECKING:
     from ...metrics import Metrics
@@ -90,6 +94,13 @@ _STREAM_CLOSE_S = 3.0
 _STREAM_CHECK_S = 1.0  # how often a silent user data stream is checked for a lost connection
 STREAMING = WSListenerState.STREAMING
 _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
+# Reads of an order and its trades before a lookup of an order that keeps trading between
+# the two gives up for now, and the pause before the second (doubled before the third).
+_READS = 3
+_REREAD_PAUSE_S = 0.05
+_TRADES_PAGE = 1000  # myTrades' largest page
+_RECHECK_S = 1.0  # a shortfall is read again this much later before it is reported
+_SETTLE_S = 3.0  # the longest wait for the positions projection before balances are read
 
 
 @dataclass(slots=True)
@@ -127,19 +138,32 @@ class BinanceBroker:
         self.rules: dict[str, filters.Rules] = {}
         self.balances: dict[str, tuple[Decimal, Decimal]] = {}  # asset -> (free, locked)
         self.drift: reconcile.Drift | None = None  # what the last reconciliation found
+        # Per asset, what the account held beyond our positions at this process's first
+        # reconciliation (reconcile.baseline); None until then.
+        self._start_balances: dict[str, Decimal] | None = None
         self._usage: dict[str, int] = {}
         self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
-        self._open: dict[str, set[str]] = {}  # symbol -> client ids open at Binance
+        # For MAX_NUM_ORDERS: what the open records (every worker's) add up to, per client
+        # id, as last read; the orphans the last reconciliation left open, per symbol.
+        self._open_seen: dict[str, reconcile.Counted] = {}
+        self._orphans_open: dict[str, int] = {}
         self._filled: dict[str, Decimal] = {}  # client id -> quantity of fills reported
         self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
         self._ws_url = ""
+        self.stream = StreamHealth(account, metrics)
         self._refresh: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
         self._closing = False
         # Orphans this process reported and left open ((symbol, orderId)): a later pass
         # does not count or log them again.
         self._reported: set[tuple[str, Any]] = set()
+
+    @property
+    def lookup_window_ms(self) -> int:
+        """How long after an ambiguous send the order may still appear at Binance (read by
+        the submit step, see base.Broker): the account's ``lookup_window_ms``."""
+        return self.config.lookup_window_ms
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -220,9 +244,10 @@ class BinanceBroker:
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         cached = self._prices.get(order.symbol)
         try:
-            filters.check(order, self._rules(order.symbol),
-                          reference=cached[1] if cached else None,
-                          open_orders=len(self._open.get(order.symbol, ())))
+            rules = self._rules(order.symbol)
+            filters.check(order, rules, reference=cached[1] if cached else None,
+                          open_orders=await self._open_orders_of(client_order_id, order,
+                                                                 rules.max_num_orders))
         except ContractError as exc:
             raise PermanentError(f"refused before sending to Binance: {exc}") from None
         if order.type is OrderType.OCO:
@@ -232,6 +257,35 @@ class BinanceBroker:
         fills = wire.response_fills(reply)
         self._filled[client_order_id] = sum((f.quantity for f in fills), Decimal(0))
         return self._track(wire.report(reply, fills, client_order_id))
+
+    async def _open_orders_of(self, client_order_id: str, order: OrderSpec,
+                              limit: int | None) -> int | None:
+        """How many orders are open at Binance on the order's symbol (MAX_NUM_ORDERS): our
+        open records of it, every worker's (the order itself left out), plus the orphans
+        the last reconciliation left open there. While the open set of every account holds
+        fewer orders than the limit, that bound is all it reads; else the open set, and the
+        records not seen before (``reconcile.counted``). None when it cannot tell (no record
+        store, Redis unavailable): the filter is then Binance's to check."""
+        if limit is None or self.store is None:
+            return None
+        orphans = self._orphans_open.get(order.symbol, 0)
+        try:
+            everywhere = int(await self.store.redis.scard(self.store.keys.open))
+            if everywhere + orphans < limit:
+                return everywhere + orphans  # the filter passes whatever the symbol's part
+            ids = await self.store.open_order_ids()
+            still = set(ids)
+            seen = {cid: c for cid, c in self._open_seen.items() if cid in still}
+            again = [cid for cid in ids if cid not in seen or not seen[cid].settled]
+            for cid, record in zip(again, await self.store.load_orders(again), strict=True):
+                seen[cid] = reconcile.counted(record, self.account)
+            self._open_seen = seen
+        except RedisError as exc:
+            log.info("binance %s: open orders not counted (%s); MAX_NUM_ORDERS left to "
+                     "Binance", self.account, exc)
+            return None
+        return orphans + sum(c.orders for cid, c in seen.items()
+                             if c.symbol == order.symbol and cid != client_order_id)
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         try:
@@ -409,6 +463,10 @@ class BinanceBroker:
         rules = self.rules.get(symbol)
         return None if rules is None else rules.quote_asset
 
+    def base_asset(self, symbol: str) -> str | None:
+        rules = self.rules.get(symbol)
+        return None if rules is None else rules.base_asset
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
         now = _now_ms()
@@ -472,14 +530,17 @@ class BinanceBroker:
         # Its read loop must not reconnect on its own: a new connection has no subscription,
         # and a loop left reconnecting outlives every close. The tracker reconnects.
         client.ws_api.MAX_RECONNECTS = 0
+        # A refused connection is told by self.stream, once and then at a low rate, not by
+        # python-binance's two ERROR lines per attempt.
+        client.ws_api._log = QuietConnectLog(client.ws_api._log)
         await self._close_ws(old)
         socket = BinanceSocketManager(client).user_socket()
         try:
             try:
                 await socket.__aenter__()
             except Exception as exc:
-                raise RetryableError(f"binance user data stream: cannot subscribe "
-                                     f"({type(exc).__name__}: {exc})") from None
+                raise self._lost(f"cannot subscribe ({type(exc).__name__}: {exc})") from None
+            self.stream.up()
             task = asyncio.current_task()
             ws_api = client.ws_api
             connection = ws_api.ws
@@ -491,8 +552,8 @@ class BinanceBroker:
                     # the subscription (and the drop's error event can come before our
                     # queue is registered): a new connection means a dead stream.
                     if ws_api.ws is not connection or ws_api.ws_state is not STREAMING:
-                        raise RetryableError("binance user data stream: connection lost "
-                                             "(reconnected without the subscription)") from None
+                        raise self._lost("connection lost (reconnected without the "
+                                         "subscription)") from None
                     continue
                 if task is not None and task.cancelling():
                     # python-binance waits with asyncio.wait_for, which on Python 3.11
@@ -508,8 +569,7 @@ class BinanceBroker:
                     for b in event.get("B", []):
                         self.balances[b["a"]] = (Decimal(b["f"]), Decimal(b["l"]))
                 elif kind in ("error", "eventStreamTerminated"):
-                    raise RetryableError(f"binance user data stream broke: "
-                                         f"{event.get('type', kind)} {event.get('m', '')}")
+                    raise self._lost(f"broke: {event.get('type', kind)} {event.get('m', '')}")
         finally:
             # Unsubscribing needs the connection: on a broken one only the socket's own
             # cleanup (its keepalive timer, cancelled first thing) is waited for.
@@ -519,6 +579,12 @@ class BinanceBroker:
                 await asyncio.wait_for(socket.__aexit__(None, None, None),
                                        _STREAM_CLOSE_S if healthy else 0.05)
             await self._close_ws(ws_api)
+
+    def _lost(self, why: str) -> FeedBroken:
+        """The stream is down: told by ``self.stream`` (counted; logged at a low rate), and
+        the error the tracker gets (it polls, and calls ``updates`` again)."""
+        self.stream.lost(why)
+        return FeedBroken(f"binance user data stream: {why}", logged=True)
 
     async def _from_event(self, event: Mapping[str, Any]) -> BrokerOrder | None:
         try:
@@ -574,24 +640,73 @@ class BinanceBroker:
         ids = sorted({o["clientOrderId"] for o in remote} | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
         drift = self.drift = reconcile.compare(remote, local, self.account)
-        balances = await self.account_balances()
-        drift.shortfalls = reconcile.shortfalls(
-            await self._positions(store), balances,
-            {symbol: rules.base_asset for symbol, rules in self.rules.items()})
-        for short in drift.shortfalls:
-            log.error("binance %s: holds %s %s, but our positions in %s add up to %s: "
-                      "fills recorded that did not happen, or assets moved out of the "
-                      "account; check before trading", self.account, short.held, short.asset,
-                      ", ".join(short.symbols), short.recorded)
+        balances = await self._check_balances(store, drift)
         log.info("binance %s: reconciled: %d open at Binance (%d ours), %d orphans, %d of ours "
                  "not open there; balances %s", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing),
                  ", ".join(f"{a} {f + lk}" for a, (f, lk) in sorted(balances.items())) or "none")
         # Those no longer open are forgotten: the memory of reported ones stays small.
         self._reported &= {self._orphan_key(o) for o in drift.orphans}
+        left: dict[str, int] = {}
         for orphan in drift.orphans:
-            await self._orphan(store, orphan)
+            if await self._orphan(store, orphan):
+                legs = 1 if orphan.get("orderListId", -1) in (-1, None) else 2
+                left[orphan["symbol"]] = left.get(orphan["symbol"], 0) + legs
+        # What MAX_NUM_ORDERS is checked against, refreshed: the orphans that stay open at
+        # Binance, and the records read here.
+        self._orphans_open = left
+        self._open_seen.update({cid: reconcile.counted(record, self.account)
+                                for cid, record in local.items() if record is not None})
         return drift
+
+    async def _check_balances(self, store: Store, drift: Drift
+                              ) -> dict[str, tuple[Decimal, Decimal]]:
+        """Balances against our positions (``reconcile.shortfalls``): against what the
+        account held at this process's first pass, not against zero. A shortfall is read
+        again after ``_RECHECK_S`` and reported only if it is still there: a fill the
+        exchange's balances show before the positions projection has folded it is not
+        drift."""
+        base_of = {symbol: rules.base_asset for symbol, rules in self.rules.items()}
+        if self._start_balances is None:
+            # What is held beyond our positions is taken once: from positions that have
+            # folded every fill written so far, or a fill in flight would stay in it.
+            await self._folded(store)
+        balances = await self.account_balances()
+        positions = await self._positions(store)
+        short = reconcile.shortfalls(positions, balances, base_of, self._start_balances)
+        if short:
+            await asyncio.sleep(_RECHECK_S)
+            await self._folded(store)
+            balances = await self.account_balances()
+            positions = await self._positions(store)
+            again = {s.asset for s in short}
+            short = [s for s in reconcile.shortfalls(positions, balances, base_of,
+                                                     self._start_balances)
+                     if s.asset in again]
+        first = self._start_balances is None
+        if first:
+            self._start_balances = reconcile.baseline(positions, balances, base_of)
+        drift.shortfalls = short
+        for s in short:
+            held = (f"holds {s.held} {s.asset}, but our positions in {', '.join(s.symbols)} "
+                    f"add up to {s.recorded}" if first else
+                    f"holds {s.held} {s.asset}, at least {filters.tidy(s.expected)} expected "
+                    f"(our positions in {', '.join(s.symbols)} add up to {s.recorded}, and it "
+                    f"held {filters.tidy(s.expected - s.recorded)} beyond them at this "
+                    "worker's start)")
+            log.error("binance %s: %s: fills recorded that did not happen, or assets moved "
+                      "out of the account; check before trading", self.account, held)
+        return balances
+
+    async def _folded(self, store: Store) -> None:
+        """Wait (at most ``_SETTLE_S``) until the positions projection has folded every event
+        written so far; at start no projector may be running yet, so it does not wait
+        longer."""
+        from ...control import positions_caught_up  # the operator commands' own wait
+
+        if not await positions_caught_up(store.redis, store.keys, _SETTLE_S):
+            log.info("binance %s: positions not caught up with the events after %.0f s; "
+                     "balances compared with them as they are", self.account, _SETTLE_S)
 
     async def _reconcile_periodically(self, store: Store) -> None:
         """Orders placed on the account by others while we run (another program, a person
@@ -651,11 +766,13 @@ class BinanceBroker:
         list_id = orphan.get("orderListId", -1)
         return orphan["symbol"], orphan["orderId"] if list_id in (-1, None) else f"list:{list_id}"
 
-    async def _orphan(self, store: Store, orphan: dict[str, Any]) -> None:
+    async def _orphan(self, store: Store, orphan: dict[str, Any]) -> bool:
+        """Report, adopt or cancel one orphan as the account says; whether it stays open at
+        Binance with no record of ours."""
         cid, symbol, mode = orphan["clientOrderId"], orphan["symbol"], self.config.orphans
         seen = self._orphan_key(orphan)
         if seen in self._reported:
-            return  # reported by an earlier pass of this process, still open
+            return True  # reported by an earlier pass of this process, still open
         log.warning("binance %s: orphan order %s (%s %s %s %s, orderId %s) is open at Binance "
                     "with no record of ours; %s", self.account, cid, symbol, orphan["side"],
                     orphan["type"], orphan["origQty"], orphan["orderId"],
@@ -686,6 +803,7 @@ class BinanceBroker:
             self._reported.add(seen)
         if self.metrics is not None:
             self.metrics.broker_orphans.labels(self.account, action).inc()
+        return action in ("report", "cancel_failed")
 
     # -- internals --------------------------------------------------------------------------
 
@@ -712,28 +830,53 @@ class BinanceBroker:
 
     async def _with_fills(self, reply: Mapping[str, Any], cid: str) -> BrokerOrder:
         """A report of an order object with all its fills (myTrades), so that a final status
-        never comes without the fills that led to it."""
-        executed = Decimal(reply.get("executedQty", "0"))
-        if not executed:
-            return wire.report(reply, (), cid)
-        trades = await self._call("my_trades", self._client().get_my_trades,
-                                  symbol=reply["symbol"], orderId=reply["orderId"], limit=1000)
-        fills = [wire.trade_fill(t) for t in trades]
-        seen = sum((f.quantity for f in fills), Decimal(0))
-        if seen != executed:
-            raise RetryableError(f"binance: {seen} of the {executed} filled of order {cid} are "
-                                 "visible in its trades so far")
-        self._filled[cid] = seen
-        return wire.report(reply, fills, cid)
+        never comes without the fills that led to it.
+
+        The order and its trades are two reads: an order that trades between them (or whose
+        trades Binance has not written yet) shows an executedQty its trades do not add up
+        to. That is a reason to read both again, a few times with a short pause, not a
+        broker failure; if they still disagree, ``InconsistentRead`` (the lookup is tried
+        again later, and the circuit breaker counts it as an answer)."""
+        seen = executed = Decimal(0)
+        for attempt in range(_READS):
+            if attempt:
+                await asyncio.sleep(_REREAD_PAUSE_S * attempt)
+                reply = await self._call("get_order", self._client().get_order,
+                                         symbol=reply["symbol"], orderId=reply["orderId"])
+            executed = Decimal(reply.get("executedQty", "0"))
+            if not executed:
+                return wire.report(reply, (), cid)
+            fills = await self._trades(reply["symbol"], reply["orderId"], executed)
+            seen = sum((f.quantity for f in fills), Decimal(0))
+            if seen == executed:
+                self._filled[cid] = seen
+                return wire.report(reply, fills, cid)
+        raise InconsistentRead(f"binance: order {cid} shows {executed} filled and trades of "
+                               f"{seen} after {_READS} reads; it is trading: looked up again "
+                               "later")
+
+    async def _trades(self, symbol: str, order_id: Any, executed: Decimal) -> list[Fill]:
+        """Every trade of one order, read in pages of ``_TRADES_PAGE`` from the first up
+        (``fromId``: trades with that id or later, in id order; without it Binance answers
+        the most recent ones), until a page is empty or the trades add up to ``executed``
+        (a server that pages by fewer than we ask for is still read to the end)."""
+        fills: list[Fill] = []
+        seen = Decimal(0)
+        from_id = 0
+        while True:
+            page = await self._call("my_trades", self._client().get_my_trades, symbol=symbol,
+                                    orderId=order_id, fromId=from_id, limit=_TRADES_PAGE)
+            for t in page:
+                fill = wire.trade_fill(t)
+                fills.append(fill)
+                seen += fill.quantity
+            last = max((int(t["id"]) for t in page), default=-1)
+            if not page or seen >= executed or last < from_id:
+                return fills
+            from_id = last + 1
 
     def _track(self, found: BrokerOrder) -> BrokerOrder:
-        """Keep the open-order count per symbol (MAX_NUM_ORDERS); remember the fill sums of
-        the latest orders only."""
-        open_ids = self._open.setdefault(found.symbol, set())
-        if found.status in FINAL_BROKER_STATUSES:
-            open_ids.discard(found.client_order_id)
-        else:
-            open_ids.add(found.client_order_id)
+        """Remember the fill sums of the latest orders only."""
         while len(self._filled) > _FILLED_MEMORY:
             del self._filled[next(iter(self._filled))]
         return found

@@ -8,6 +8,9 @@ from typing import Literal
 import msgspec
 
 Orphans = Literal["report", "adopt", "cancel"]
+# Binance answers -1007 "execution status unknown" after waiting this long for its backend,
+# which may still execute the order afterwards (rest-api.md).
+BACKEND_TIMEOUT_MS = 10_000
 
 
 class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
@@ -34,6 +37,11 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     orphans: Orphans = "report"
     reconcile_interval_ms: int = 300_000
     recv_window_ms: int = 5_000
+    # After a send whose outcome is unknown (-1007, 5xx, no reply), how long the order may
+    # still appear at Binance: its backend gives up waiting after 10 s and may execute the
+    # order later; a request is accepted until its timestamp + recvWindow. Within the
+    # window "Order does not exist" proves nothing; past it the order is never sent again.
+    lookup_window_ms: int = 12_000
     price_cache_ms: int = 1_000  # reference prices (ticker/price) are reused this long
 
     def __post_init__(self) -> None:
@@ -45,6 +53,11 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if not 0 < self.recv_window_ms <= 60_000:
             raise ValueError(f"recv_window_ms must be within (0, 60000], got "
                              f"{self.recv_window_ms}")
+        if self.lookup_window_ms < max(BACKEND_TIMEOUT_MS, self.recv_window_ms):
+            raise ValueError(
+                f"lookup_window_ms must be at least {BACKEND_TIMEOUT_MS} (Binance's backend "
+                f"timeout) and at least recv_window_ms ({self.recv_window_ms}: a request is "
+                f"accepted until its timestamp + recvWindow), got {self.lookup_window_ms}")
         if self.reconcile_interval_ms < 0:
             raise ValueError(f"reconcile_interval_ms must not be negative, got "
                              f"{self.reconcile_interval_ms}")

@@ -23,6 +23,7 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    DuplicateClientId,
     OrderNotFound,
     PermanentError,
     RateLimited,
@@ -45,8 +46,17 @@ STATUS = {
 AUTH_CODES = frozenset({-1022, -2014, -2015})
 RATE_CODES = frozenset({-1003, -1015})
 TIMESTAMP_CODE = -1021
-UNKNOWN_CODES = frozenset({-1007, -1000})  # "send status unknown" / "unknown error"
+# -1007 "send status unknown; execution status unknown" (its backend gave up waiting after
+# 10 s and may still execute the order), -1006 "unexpected response from the message bus.
+# Execution status unknown." (errors.md), -1000 "unknown error": whatever their HTTP status.
+UNKNOWN_CODES = frozenset({-1007, -1006, -1000})
 NOT_FOUND_CODES = frozenset({-2011, -2013})
+# -2010 NEW_ORDER_REJECTED with this text: the client id is on an order of ours already
+# (errors.md: "Duplicate order sent." / "The clOrdId is already in use"). An order list
+# whose listClientOrderId is in use is assumed to get the same answer [unverified]; ours
+# does anyway, since its legs' ids are derived from it and they are then in use too.
+NEW_ORDER_REJECTED = -2010
+DUPLICATE_TEXT = "duplicate order sent"
 _WITH_TIF = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
 
 
@@ -233,6 +243,10 @@ def map_error(exc: BaseException, *, sends: bool) -> BrokerError:
             return UnknownOutcome(text) if sends else RetryableError(text)
         if code in NOT_FOUND_CODES:
             return OrderNotFound(text)
+        if (sends and code == NEW_ORDER_REJECTED
+                and DUPLICATE_TEXT in str(exc.message).lower()):
+            # An earlier send of ours landed: look it up, never "rejected".
+            return DuplicateClientId(text)
         return PermanentError(text)
     if isinstance(exc, BinanceRequestException):  # a 2xx whose body is not JSON
         text = f"binance: unreadable reply ({exc.message})"

@@ -310,6 +310,10 @@ class PaperBroker:
         sym = self.config.symbols.get(symbol)
         return None if sym is None else sym.quote_asset
 
+    def base_asset(self, symbol: str) -> str | None:
+        sym = self.config.symbols.get(symbol)
+        return None if sym is None else sym.base_asset
+
     async def updates(self) -> AsyncIterator[BrokerOrder]:
         """Changes of resting orders as the matcher (any worker's) makes them: the executions
         stream, followed from now on (the tracker's polling catches up on the past)."""
