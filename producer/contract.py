@@ -154,6 +154,8 @@ def bounded_number(text: str) -> Decimal:
     """The float hook of request decoding: a JSON number with a fraction or an exponent,
     read exactly as a Decimal once its text shows it within the decimal bounds. Nothing is
     built before that: ``1e9999999999`` costs a regular expression, not ten gigabytes."""
+    if len(text) <= DECIMAL_DIGITS and "e" not in text and "E" not in text:
+        return Decimal(text)  # at most 20 digits in all: within the bounds (the usual case)
     match = _NUMBER_TEXT.fullmatch(text)
     if match is None:  # msgspec hands over valid JSON numbers only
         raise ValueError(f"Expected a number, got {text[:48]!r}")
@@ -492,7 +494,8 @@ def _field_of(message: str) -> str | None:
 def decode_request(data: bytes | str) -> Request:
     """Decode a request strictly; every failure is a ContractError naming the field. Its
     nesting is bounded before it is parsed (``check_depth``), its numbers while they are."""
-    check_depth(data)
+    if isinstance(data, str) or data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+        check_depth(data)  # (the count is its own first test, inlined for the usual case)
     try:
         return _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
