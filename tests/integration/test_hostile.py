@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import MAX_DEPTH, ResultStatus
 from producer.keys import GROUP, Keys
+from producer.replies import text
 
 from .conftest import running
 
@@ -105,6 +107,27 @@ def valid_entries(count: int) -> list[tuple[str, bytes, ResultStatus]]:
     return out
 
 
+class Deliveries(Counter[str]):
+    """The entry ids a worker was handed, batch by batch."""
+
+    batches: list[list[str]]
+
+
+def count_deliveries(worker: Worker) -> Deliveries:
+    seen = Deliveries()
+    seen.batches = []
+    process = worker.process
+
+    async def counting(entries: Sequence[tuple[Any, Any]]) -> None:
+        batch = [text(entry_id) for entry_id, _ in entries]
+        seen.update(batch)
+        seen.batches.append(batch)
+        await process(entries)
+
+    worker.process = counting  # type: ignore[method-assign]
+    return seen
+
+
 async def pending_count(r: aioredis.Redis) -> int:
     return int((await r.xpending(K.pending, GROUP))["pending"])
 
@@ -132,10 +155,17 @@ async def test_hostile_entries_mixed_into_batches_cost_the_valid_ones_nothing(
         ids.setdefault(name, []).append(entry_id)
     settings = make_settings(visibility_timeout_ms=VISIBILITY_MS, batch_size=25)
     async with running(settings) as worker:
+        deliveries = count_deliveries(worker)
         results = await client.wait_results([i for group in ids.values() for i in group],
                                             WAIT_S)
         received = await worker.brokers["default"].received_count()  # type: ignore[attr-defined]
         assert reclaimed(worker) == 0
+    # Each entry was delivered once, in batches that mixed valid and hostile entries.
+    assert sorted(deliveries.elements()) == sorted(i for group in ids.values() for i in group)
+    assert len(deliveries.batches) >= 5
+    hostile_ids = {i for name, _, _ in hostile for i in ids[name]}
+    mates = {i: set(b) - hostile_ids for b in deliveries.batches for i in b if i in hostile_ids}
+    assert all(mates[i] for i in hostile_ids)  # every hostile entry had valid batch-mates
     for cid, _data, status in valid:
         (rid,) = ids[cid]
         result = results[rid]
