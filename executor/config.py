@@ -84,6 +84,13 @@ class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # key_id -> key. With at least one key every request must be signed (steps/authenticate).
     keys: dict[str, ProducerKey] = msgspec.field(default_factory=dict)
+    # A signed request is fresh when its issued_at (or, without one, its deadline) is within
+    # this long of the moment Redis added its entry: a captured entry added again later is
+    # refused, so it cannot cancel, amend or place once more.
+    max_age_ms: int = 60_000
+    # How far a producer's clock may run ahead of the Redis server's (issued_at after the
+    # entry was added) or behind it.
+    max_clock_skew_ms: int = 5_000
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -229,6 +236,11 @@ def _check_redis(r: RedisSettings) -> None:
 
 
 def _check_keys(auth: AuthSettings, accounts: Mapping[str, object]) -> None:
+    if auth.max_age_ms <= 0:
+        raise ConfigError(f"auth.max_age_ms must be positive, got {auth.max_age_ms}")
+    if auth.max_clock_skew_ms < 0:
+        raise ConfigError(f"auth.max_clock_skew_ms must not be negative, got "
+                          f"{auth.max_clock_skew_ms}")
     for key_id, key in auth.keys.items():
         where = f"auth.keys.{key_id}"
         if not re.fullmatch(KEY_ID_PATTERN, key_id):
@@ -256,7 +268,7 @@ _ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
                                                    "binance": BinanceAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
-_SECTIONS = ("redis", "worker", "breaker")
+_SECTIONS = ("redis", "worker", "breaker", "auth")
 
 
 def _env_name(path: tuple[str, ...]) -> str:
@@ -270,7 +282,9 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     applied: list[str] = []
     defaults = msgspec.to_builtins(Settings(), enc_hook=str)
     for section in _SECTIONS:
-        for key in defaults[section]:
+        for key, default in defaults[section].items():
+            if isinstance(default, dict):
+                continue  # a table (auth.keys) is written in the file
             name = _env_name((section, key))
             if name in env:
                 raw.setdefault(section, {})[key] = env[name]

@@ -28,6 +28,14 @@ class Job:
     result: Result | None = None  # set once the request is decided; later steps skip it
     reserved: bool = False  # the risk step reserved for it (steps/risk.py)
     send_token: str = ""  # this delivery's send token, made once (steps/submit.py)
+    # Left pending without a result after a bug of ours once its order may have been
+    # written or sent (steps/guard.py): later steps skip it, redelivery redoes it.
+    held: bool = False
+
+    @property
+    def open(self) -> bool:
+        """Still to be decided by the next step: no result, not held."""
+        return self.result is None and not self.held
 
     @property
     def enqueued_at(self) -> int:

@@ -94,6 +94,11 @@ class Metrics:
             "orderstream_background_errors",
             "Unexpected failures of a worker's background loop (positions, tracker, reclaim), "
             "each restarted after a pause, by task", ["task"], registry=r)
+        self.internal_errors = Counter(
+            "orderstream_internal_errors",
+            "Requests whose handling hit a bug of ours, by pipeline step: answered "
+            "internal_error when nothing of theirs was written yet, else left pending to be "
+            "redone from their records; their batch-mates go on", ["step"], registry=r)
         self.tracked_changes = Counter(
             "orderstream_tracked_changes",
             "Changes of open orders learnt from the broker after submission, by new state",

@@ -53,6 +53,7 @@ from .retention import Retention
 from .risk.state import RiskState
 from .services import Services
 from .states import IllegalTransition
+from .steps import guard
 from .steps.amend import Amend
 from .steps.authenticate import Authenticate
 from .steps.cancel import Cancel
@@ -439,23 +440,29 @@ class Worker:
             self.inflight.release(ids)
 
     async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
-        """Run one batch through the pipeline and write its outcomes."""
+        """Run one batch through the pipeline and write its outcomes. Every request is
+        decided on its own: a bug of ours met on one request fails that request alone
+        (steps/guard.py), and its batch-mates go on as if it were not there."""
         now = self.svc.clock()
         step = self.metrics.step
         jobs = [Job(_text(entry_id), fields or {}, now) for entry_id, fields in entries]
         self.metrics.batch_size.observe(len(jobs))
-        with step("decode", jobs):
-            self.decode(jobs)
-        todo = [j for j in jobs if j.result is None]
-        with step("authenticate", todo):
+        # Signatures first: nothing is decoded for an entry its sender could not sign.
+        with step("authenticate", jobs):
+            self.authenticate.signatures(jobs)
+        todo = [j for j in jobs if j.open]
+        with step("decode", todo):
+            self.decode(todo)
+        todo = [j for j in jobs if j.open]
+        with step("authorize", todo):
             self.authenticate(todo)
-        todo = [j for j in jobs if j.result is None]
+        todo = [j for j in jobs if j.open]
         with step("deadline", todo):
             self.deadline(todo)
         written: set[int] = set()
         extra: list[Outcome] = []
         follow_ups: list[FollowUp] = []
-        undecided = [j for j in jobs if j.result is None]
+        undecided = [j for j in jobs if j.open]
         # An amend is the place of its replacement, checked as one; its old order is
         # cancelled only once the checks passed (steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
@@ -463,33 +470,26 @@ class Worker:
             segment = list(run)
             if is_place:
                 amends = [j for j in segment if j.action is Action.AMEND]
-                with step("amend_prepare", amends):
-                    await self.amend.prepare(amends)
-                todo = [j for j in segment if j.result is None]
-                with step("idempotency", todo):
-                    await self.idempotency(todo)
-                todo = [j for j in segment if j.result is None]
-                with step("gate", todo):
-                    await self.gate(todo)
-                todo = [j for j in segment if j.result is None]
-                with step("risk", todo):
-                    await self.risk(todo)
-                with step("amend", amends):
-                    extra += await self.amend(amends)
-                todo = [j for j in segment if j.result is None]
-                with step("persist", todo):
-                    await self.persist(todo)
-                await self.risk.settle(segment)
+                # Only reads: a bug there is internal_error, nothing to hold.
+                await self._batch("amend_prepare", amends, self.amend.prepare)
+                await self._batch("idempotency", segment, self.idempotency)
+                await self._batch("gate", segment, self.gate)
+                await self._batch("risk", segment, self.risk)
+                extra += await self._one_by_one("amend", amends, self.amend, decided=True)
+                await self._batch("persist", segment, self.persist, written=True)
+                await self._settle_reservations(segment)
                 failpoint("after_persist")
-                todo = [j for j in segment if j.result is None]
-                with step("submit", todo):
-                    follow_ups += await self.submit(todo)
+
+                async def submit(todo: list[Job]) -> None:
+                    follow_ups.extend(await self.submit(todo))
+                # Never run again: it may have sent orders. It keeps one order's bug from
+                # the others itself (steps/submit.py); a bug outside that holds the rest.
+                await self._batch("submit", segment, submit, written=True, redo=False)
                 failpoint("after_submit")
             else:
                 # A cancel must see the outcome of the places before it in the batch.
                 await self._finish(jobs, written, extra)
-                with step("cancel", segment):
-                    extra = await self.cancel(segment)
+                extra = await self._one_by_one("cancel", segment, self.cancel)
         await self._finish(jobs, written, extra)
         if follow_ups:
             self._follow_up(follow_ups)
@@ -522,6 +522,68 @@ class Worker:
         self._follow_ups.add(task)
         task.add_done_callback(self._follow_ups.discard)
 
+    async def _batch(self, name: str, jobs: Sequence[Job],
+                     run: Callable[[list[Job]], Awaitable[object]], *, written: bool = False,
+                     redo: bool = True) -> None:
+        """Run a step over a batch's open jobs in one go. A bug in it (any exception but a
+        Redis error, which leaves the whole batch pending as before) is narrowed down by
+        running the step again for each job alone, where that is what a redelivery would
+        do anyway (``redo``: reads, compare-and-sets, persist's create-if-absent); the job
+        that fails alone, or every open job of a step that cannot be redone, fails alone:
+        ``internal_error``, or held when its order may be written (``written``)."""
+        todo = [j for j in jobs if j.open]
+        if not todo:
+            return
+        try:
+            with self.metrics.step(name, todo):
+                await run(todo)
+            return
+        except RedisError:
+            raise
+        except Exception as exc:
+            if redo and len(todo) > 1:
+                log.warning("bug in step %s over %d requests (%s); deciding each alone",
+                            name, len(todo), type(exc).__name__)
+                for job in todo:
+                    await self._batch(name, [job], run, written=written, redo=False)
+                return
+            failed = exc
+        if written:
+            guard.hold(self.svc, todo, name, failed)
+        else:
+            for job in todo:
+                if job.result is None:
+                    guard.internal_error(self.svc, job, name, failed)
+
+    async def _one_by_one(self, name: str, jobs: Sequence[Job],
+                          run: Callable[[list[Job]], Awaitable[list[Outcome]]], *,
+                          decided: bool = False) -> list[Outcome]:
+        """Run a step that handles one request at a time and writes or sends as it goes
+        (amend, cancel) for each job alone: a bug holds that job only, whose redelivery
+        redoes it from the order's record as after a crash. ``decided``: jobs that already
+        have a result go through it too (an amend refused by the checks is answered about
+        its old order)."""
+        todo = [j for j in jobs if not j.held and (decided or j.result is None)]
+        out: list[Outcome] = []
+        with self.metrics.step(name, todo):
+            for job in todo:
+                try:
+                    out += await run([job])
+                except RedisError:
+                    raise
+                except Exception as exc:
+                    guard.hold(self.svc, [job], name, exc)
+        return out
+
+    async def _settle_reservations(self, segment: Sequence[Job]) -> None:
+        # A held request keeps its reservation: its order may exist, and its redelivery
+        # takes the reservation over (or the orphan sweep releases it).
+        try:
+            await self.risk.settle([j for j in segment if not j.held])
+        except Exception:
+            self.metrics.internal_errors.labels("settle").inc()
+            log.exception("reservations not settled; the orphan sweep releases them")
+
     async def _finish(self, jobs: Sequence[Job], written: set[int],
                       extra: list[Outcome]) -> None:
         done = [j for j in jobs if j.result is not None and id(j) not in written]
@@ -535,11 +597,11 @@ class Worker:
         outcomes += extra
         try:
             with self.metrics.step("finish", outcomes):
-                conflicts = set(await self.store.finish(outcomes))
+                conflicts, unwritten = await self._write(outcomes)
         except Exception:
-            # Nothing of the batch was written (one script); its requests stay pending and
-            # are redone on redelivery, where the order records make that safe. The loop
-            # goes on: a worker must not die of a Redis hiccup.
+            # What was not written stays pending and is redone on redelivery, where the
+            # order records make that safe. The loop goes on: a worker must not die of a
+            # Redis hiccup.
             self.metrics.redis_errors.inc()
             log.exception("could not write the outcomes of %d requests", len(outcomes))
             written.update(id(j) for j in done)
@@ -548,6 +610,8 @@ class Worker:
         now = self.svc.clock()
         for job in done:
             written.add(id(job))
+            if job.request_id in unwritten:
+                continue
             if job.request_id in conflicts:
                 self.metrics.finish_conflicts.inc()
                 log.warning("request %s (order %s): not written, as another worker "
@@ -558,3 +622,33 @@ class Worker:
             assert job.result is not None
             self.metrics.record(job.result, now, self.brokers)
         extra.clear()
+
+    async def _write(self, outcomes: list[Outcome]) -> tuple[set[str], set[str]]:
+        """Write the outcomes in one script call; returns the request ids of conflicts and
+        of outcomes left unwritten. Anything but a Redis error was raised while the call
+        was being built (encoding an outcome), before anything reached Redis: then each
+        outcome is written alone, so only one that cannot be is left pending."""
+        try:
+            return set(await self.store.finish(outcomes)), set()
+        except RedisError:
+            raise
+        except Exception as exc:
+            if len(outcomes) == 1:
+                raise
+            log.warning("could not build the write of %d outcomes (%s); writing each alone",
+                        len(outcomes), type(exc).__name__)
+        conflicts: set[str] = set()
+        unwritten: set[str] = set()
+        for outcome in outcomes:
+            try:
+                conflicts.update(await self.store.finish([outcome]))
+            except RedisError:
+                raise
+            except Exception:
+                unwritten.add(outcome.request_id)
+                self.metrics.internal_errors.labels("finish").inc()
+                log.exception("request %s: outcome not written (bug); it stays pending and is "
+                              "redone on redelivery", outcome.request_id,
+                              extra=about(outcome.result.client_order_id
+                                          if outcome.result else None, outcome.request_id))
+        return conflicts, unwritten

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
+import msgspec
 import redis.asyncio as aioredis
 
 from .contract import (
@@ -60,7 +61,9 @@ class OrderClient:
     """Publishes requests to ``<prefix>:pending`` and reads their results.
 
     Given ``key_id`` and ``secret`` (the producer key the workers know under that id), it
-    signs every request: ``sig`` is the HMAC-SHA256 of the exact ``data`` bytes it writes.
+    signs every request: ``sig`` is the HMAC-SHA256 of the exact ``data`` bytes it writes,
+    which carry ``issued_at`` (now, unless the request has its own) so that the workers can
+    tell a fresh request from a replayed copy.
     """
 
     def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *,
@@ -98,11 +101,16 @@ class OrderClient:
         await self.aclose()
 
     async def publish(self, request: Request) -> Submitted:
-        check_request(request, now_ms=int(time.time() * 1000))
-        if (self._key_id is not None and request.action is Action.PLACE
-                and request.client_order_id is None):
-            # The workers refuse it: a replayed copy would be a second order.
-            raise ContractError("a signed place needs a client_order_id", "client_order_id")
+        now_ms = int(time.time() * 1000)
+        check_request(request, now_ms=now_ms)
+        if self._key_id is not None:
+            if request.action is Action.PLACE and request.client_order_id is None:
+                # The workers refuse it: a replayed copy would be a second order.
+                raise ContractError("a signed place needs a client_order_id",
+                                    "client_order_id")
+            if request.issued_at is None:
+                # The workers refuse a signed request that is not fresh (a replayed copy).
+                request = msgspec.structs.replace(request, issued_at=now_ms)
         fields: Any = self.entry(encode(request))
         entry_id = await self.redis.xadd(self.keys.pending, fields)
         return Submitted(_text(entry_id), request.client_order_id)

@@ -7,6 +7,12 @@ pure data: msgspec types, the closed enums of the contract and the codecs for th
 Decimal amounts travel as JSON strings in fixed-point notation (``"0.00001"``, never
 ``"1E-5"``); requests may also give them as JSON numbers, which are read exactly (never
 through a float).
+
+A request is hostile input until proven otherwise, so its cost is bounded before anything
+is built from it: ``data`` nests at most ``MAX_DEPTH`` objects and arrays (checked on the
+raw bytes), and every JSON number with a fraction or an exponent, like every decimal field,
+has at most ``DECIMAL_DIGITS`` integer and fraction digits in fixed-point notation (checked
+on the number's text: ``1e9999999999`` would otherwise be a ten-gigabyte string).
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ CONTRACT_VERSION = 1
 # blanks, underscores) is refused so that what we forward is exactly what the producer meant.
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 DECIMAL_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?$"
+# The same bound for decimals given as JSON numbers: integer and fraction digits each.
+DECIMAL_DIGITS = 20
+# Objects and arrays in a request's ``data``, the request object itself included. msgspec
+# and the encoders after it recurse, so a 2 KB request 1,100 levels deep raised
+# RecursionError; no real request comes near this.
+MAX_DEPTH = 32
 CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,36}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,32}$"
@@ -92,22 +104,70 @@ def decimal_text(value: Decimal) -> str:
 
 
 def parse_decimal(value: object) -> WireDecimal:
-    """Read a decimal given as a JSON string, integer or (exactly parsed) JSON number."""
+    """Read a decimal given as a JSON string, integer or (exactly parsed) JSON number, within
+    the bounds of ``DECIMAL_PATTERN`` (checked before its fixed-point text is made)."""
     if isinstance(value, str):
         if not _DECIMAL_TEXT.fullmatch(value):
             raise ValueError(
-                f"Expected a decimal string like '0.010' (digits, optional fraction), got {value!r}"
+                f"Expected a decimal string like '0.010' (digits, optional fraction), "
+                f"got {value[:48]!r}"
             )
         return WireDecimal(value)
     if isinstance(value, bool):
         raise ValueError("Expected a decimal, got `bool`")
     if isinstance(value, int):
+        if not -_INTEGER_BOUND < value < _INTEGER_BOUND:
+            raise ValueError(f"Expected a decimal of at most {DECIMAL_DIGITS} integer digits, "
+                             f"got an integer of {len(str(abs(value)))} digits")
         return WireDecimal(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError("Expected a finite decimal")
+        _sign, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)  # finite
+        _check_digits(len(digits) if any(digits) else 0, exponent)
         return WireDecimal(value)
     raise ValueError(f"Expected a decimal string or number, got `{type(value).__name__}`")
+
+
+_INTEGER_BOUND = 10**DECIMAL_DIGITS
+# A JSON number as msgspec hands it to a float hook: its exact text.
+_NUMBER_TEXT = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?)0*([0-9]*))?")
+# Exponents past this many digits are out of bounds whatever the digits (and int() of a
+# long digit string is itself quadratic).
+_EXPONENT_DIGITS = 6
+
+
+def _check_digits(digits: int, exponent: int) -> None:
+    """Refuse a decimal whose fixed-point text would have more than ``DECIMAL_DIGITS``
+    integer or fraction digits; ``digits`` counts its coefficient from the first non-zero
+    digit (0 for zero), ``exponent`` is that of its last digit."""
+    fraction = max(0, -exponent)
+    integer = max(0, digits + exponent) if digits else 0
+    if integer > DECIMAL_DIGITS or fraction > DECIMAL_DIGITS:
+        raise ValueError(
+            f"Expected a decimal of at most {DECIMAL_DIGITS} integer and {DECIMAL_DIGITS} "
+            f"fraction digits, got one of {integer} integer and {fraction} fraction digits")
+
+
+def bounded_number(text: str) -> Decimal:
+    """The float hook of request decoding: a JSON number with a fraction or an exponent,
+    read exactly as a Decimal once its text shows it within the decimal bounds. Nothing is
+    built before that: ``1e9999999999`` costs a regular expression, not ten gigabytes."""
+    if len(text) <= DECIMAL_DIGITS and "e" not in text and "E" not in text:
+        return Decimal(text)  # at most 20 digits in all: within the bounds (the usual case)
+    match = _NUMBER_TEXT.fullmatch(text)
+    if match is None:  # msgspec hands over valid JSON numbers only
+        raise ValueError(f"Expected a number, got {text[:48]!r}")
+    whole, fraction, sign, exponent = match.groups()
+    if len(exponent or "") > _EXPONENT_DIGITS:
+        raise ValueError(f"Expected a decimal of at most {DECIMAL_DIGITS} integer and "
+                         f"{DECIMAL_DIGITS} fraction digits, got an exponent of "
+                         f"{len(exponent)} digits")
+    fraction = fraction or ""
+    shift = int(exponent or 0) * (-1 if sign == "-" else 1)
+    _check_digits(len((whole + fraction).lstrip("0")), shift - len(fraction))
+    return Decimal(text)
 
 
 def _dec_hook(tp: type, obj: object) -> object:
@@ -129,9 +189,14 @@ def _schema_hook(tp: type) -> dict[str, Any]:
         return {
             "anyOf": [
                 {"type": "string", "pattern": DECIMAL_PATTERN},
-                {"type": "number"},
+                # The fraction's bound (20 digits) is in the description: multipleOf
+                # 1e-20 is a float comparison in most validators.
+                {"type": "number", "exclusiveMinimum": -_INTEGER_BOUND,
+                 "exclusiveMaximum": _INTEGER_BOUND},
             ],
-            "description": "decimal; a string in fixed-point notation is preferred",
+            "description": ("decimal; a string in fixed-point notation is preferred; a "
+                            "number has at most 20 integer and 20 fraction digits in "
+                            "fixed-point notation"),
         }
     raise NotImplementedError(f"no schema for {tp!r}")
 
@@ -260,6 +325,10 @@ RequestOrderType = Annotated[OrderType, msgspec.Meta(description=(
     "one order record: a limit-maker leg at price and a stop leg triggered at stop_price "
     "(a stop-limit at stop_limit_price when given); a sell needs price > stop_price, a buy "
     "price < stop_price; when one leg fills the other expires"))]
+IssuedAt = Annotated[int, msgspec.Meta(ge=0, description=(
+    "epoch ms: when the producer made the request. Where workers require signed requests, "
+    "a signed request needs it (or a deadline) within the workers' auth.max_age_ms of the "
+    "moment Redis added its entry, so a captured entry cannot be replayed later"))]
 StopLimitPrice = Annotated[WireDecimal, msgspec.Meta(description=(
     "type oco only, optional: the limit price of the stop leg, which then is a stop-limit "
     "(Binance STOP_LOSS_LIMIT, with time_in_force) instead of a stop-market (STOP_LOSS)"))]
@@ -267,7 +336,11 @@ StopLimitPrice = Annotated[WireDecimal, msgspec.Meta(description=(
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
               gc=False):
-    """One order request (the JSON object in a pending entry's ``data`` field)."""
+    """One order request (the JSON object in a pending entry's ``data`` field).
+
+    At most 32 levels of objects and arrays (this object included); decimals, and numbers
+    with a fraction or an exponent anywhere in it, at most 20 integer and 20 fraction
+    digits in fixed-point notation."""
 
     action: Action = Action.PLACE
     client_order_id: ClientOrderId | None = None
@@ -285,6 +358,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     time_in_force: TimeInForce | None = None
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None
+    issued_at: IssuedAt | None = None
     strategy_id: Tag | None = None
     signal_id: Tag | None = None
     metadata: dict[str, Any] | None = None
@@ -456,15 +530,15 @@ class ContractError(ValueError):
         self.field = field
 
 
-_request_decoder = msgspec.json.Decoder(Request, dec_hook=_dec_hook, float_hook=Decimal)
+_request_decoder = msgspec.json.Decoder(Request, dec_hook=_dec_hook, float_hook=bounded_number)
 _result_decoder = msgspec.json.Decoder(Result, dec_hook=_dec_hook, float_hook=Decimal)
 _event_decoder = msgspec.json.Decoder(Event, dec_hook=_dec_hook, float_hook=Decimal)
 _order_status_decoder = msgspec.json.Decoder(OrderStatus, dec_hook=_dec_hook,
                                              float_hook=Decimal)
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
-_FIELD_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
-_FIELD_QUOTED = re.compile(r"field `([A-Za-z0-9_]+)`")
+_FIELD_AT = re.compile(r"at `\$\.([A-Za-z0-9_]{1,64})(?![A-Za-z0-9_])")
+_FIELD_QUOTED = re.compile(r"field `([A-Za-z0-9_]{1,64})`")
 
 
 def _field_of(message: str) -> str | None:
@@ -473,17 +547,69 @@ def _field_of(message: str) -> str | None:
 
 
 def decode_request(data: bytes | str) -> Request:
-    """Decode a request strictly; every failure is a ContractError naming the field."""
+    """Decode a request strictly; every failure is a ContractError naming the field. Its
+    nesting is bounded before it is parsed (``check_depth``), its numbers while they are."""
+    if isinstance(data, str) or data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+        check_depth(data)  # (the count is its own first test, inlined for the usual case)
     try:
         return _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = _field_of(text)
-        return _raise(text if field else f"data: {text}", field or "data")
+        return _raise(_shorten(text if field else f"data: {text}"), field or "data")
     except msgspec.DecodeError as exc:
-        return _raise(f"data is not valid JSON: {exc}", "data")
+        return _raise(_shorten(f"data is not valid JSON: {exc}"), "data")
     except (InvalidOperation, UnicodeDecodeError) as exc:
-        return _raise(f"data could not be read: {exc}", "data")
+        return _raise(_shorten(f"data could not be read: {exc}"), "data")
+
+
+_MAX_REASON = 300
+
+
+def _shorten(message: str) -> str:
+    """A decoder's message quotes the offending value, which may be 64 KB of anything: it
+    is cut, keeping where it is (``- at `$.field```), so that a refused request's result
+    stays small."""
+    if len(message) <= _MAX_REASON:
+        return message
+    head, at, where = message.rpartition(" - at `")
+    if not at:
+        head, where = message, ""
+    return f"{head[:_MAX_REASON]}... ({len(message)} characters){at}{where[:100]}"
+
+
+# A string (to its closing quote, or to the end of an unterminated one: never scanned twice)
+# or a bracket; everything else is skipped by the search, in C.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+_OPENING = frozenset(b"[{")
+_QUOTE = ord('"')
+
+
+def check_depth(data: bytes | str) -> None:
+    """Refuse JSON nested deeper than ``MAX_DEPTH``, naming the top-level field that holds
+    the deep part (or ``data``). Linear in the bytes, and nearly free for a real request,
+    whose brackets are too few to reach the limit even if all were nested."""
+    raw = data.encode(errors="replace") if isinstance(data, str) else data
+    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
+        return
+    depth, last_string, field = 0, b"", "data"
+    for match in _STRUCTURE.finditer(raw):
+        token = match.group()
+        first = token[0]
+        if first == _QUOTE:
+            if depth == 1:
+                last_string = token
+        elif first in _OPENING:
+            depth += 1
+            if depth == 2:  # a top-level value: the last top-level string was its key
+                name = last_string[1:-1].decode(errors="replace")
+                field = name if name in Request.__struct_fields__ else "data"
+            if depth > MAX_DEPTH:
+                raise ContractError(f"`{field}` nests objects and arrays deeper than "
+                                    f"{MAX_DEPTH} levels (the request object included)",
+                                    field)
+        else:
+            depth -= 1
 
 
 def _raise(message: str, field: str | None) -> Request:

@@ -12,6 +12,7 @@ from producer.contract import ReasonCode, ResultStatus
 from .. import results
 from ..job import Job
 from ..services import Services
+from .guard import each
 
 
 def past_deadline(job: Job, now: int) -> str | None:
@@ -31,8 +32,11 @@ class Deadline:
 
     def __call__(self, jobs: Sequence[Job]) -> None:
         now = self.svc.clock()
-        for job in jobs:
+
+        def decide(job: Job) -> None:
             reason = past_deadline(job, now)
             if reason is not None:
                 job.result = results.failure(job, ReasonCode.EXPIRED, reason, now,
                                              self.svc.worker, status=ResultStatus.EXPIRED)
+
+        each(self.svc, "deadline", jobs, decide)

@@ -15,6 +15,7 @@ from producer.contract import (
     OrderSpec,
     ReasonCode,
     TimeInForce,
+    check_depth,
     decode_request,
 )
 from producer.ids import client_order_id_for_entry
@@ -24,10 +25,12 @@ from .. import results
 from ..brokers.base import Broker
 from ..job import Job
 from ..services import Services
+from .guard import internal_error
 
 DEFAULT_ACCOUNT = "default"
 _CLIENT_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
-_loose = msgspec.json.Decoder()
+# Numbers kept as their text: never expanded, never out of range.
+_loose = msgspec.json.Decoder(float_hook=str)
 
 
 class Decode:
@@ -43,6 +46,9 @@ class Decode:
             except ContractError as exc:
                 job.result = results.failure(job, ReasonCode.INVALID, str(exc), now,
                                              self.svc.worker)
+            except Exception as exc:
+                # Input is refused above with a ContractError; anything else is our bug.
+                internal_error(self.svc, job, "decode", exc)
 
     def _decode(self, job: Job, now: int) -> None:
         data = job.fields.get(b"data")
@@ -108,8 +114,9 @@ class Decode:
         """Copy action and client id from a request that failed to decode, when they are
         readable, so its producer can match the ``invalid`` result to what it sent."""
         try:
+            check_depth(data)  # too deep for the strict decoder is too deep here
             loose = _loose.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (ContractError, msgspec.DecodeError, UnicodeDecodeError):
             return
         if not isinstance(loose, dict):
             return

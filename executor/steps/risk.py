@@ -34,6 +34,7 @@ from ..risk.limits import Limits, resolve
 from ..risk.rules import Check, Denial, checks_for, evaluate
 from ..risk.state import RiskState, Snapshot, Write, open_by_symbol
 from ..services import Services
+from .guard import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,17 @@ class Risk:
                                f"written ({exc}): denied, not passed unchecked")
                 return
             except Exception as exc:
-                # A bug in a check must not pass orders, nor keep them pending forever.
-                log.exception("risk checks of %s failed", account)
-                self._deny_all(jobs, f"risk checks of account {account} failed "
-                               f"({type(exc).__name__}): denied, not passed unchecked")
+                # A bug in a check must not pass orders, nor keep them pending forever, nor
+                # deny the orders it did not trip on: each is checked alone (nothing was
+                # reserved, or what was is its own request's, replaced when decided again),
+                # and the one that trips it alone fails internal_error.
+                if len(jobs) > 1:
+                    log.warning("risk checks of %s failed over %d orders (%s); checking each "
+                                "alone", account, len(jobs), type(exc).__name__)
+                    for job in jobs:
+                        await self._account(account, [job])
+                    return
+                internal_error(self.svc, jobs[0], "risk", exc)
                 return
             self._apply(jobs, decisions)
             await self._sweep(account)

@@ -149,21 +149,23 @@ class Submit:
         for job in todo:
             order = job.order
             assert order is not None
-            if order.state is not OrderState.PENDING_SUBMIT:
-                self._conclude(job)  # redelivered after its outcome was recorded
-            elif job.resumed:
-                later.append(FollowUp(job, None, sender=False))  # may have been sent
-            elif (reason := past_deadline(job, now)) is not None:
-                self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
-                self._conclude(job)
-            else:
-                fresh.append(job)
+            try:
+                if order.state is not OrderState.PENDING_SUBMIT:
+                    self._conclude(job)  # redelivered after its outcome was recorded
+                elif job.resumed:
+                    later.append(FollowUp(job, None, sender=False))  # may have been sent
+                elif (reason := past_deadline(job, now)) is not None:
+                    self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
+                    self._conclude(job)
+                else:
+                    fresh.append(job)
+            except Exception:
+                self._bug(job, "concluding it without a send")
         first = await self._first_attempts(fresh)
         for job in fresh:
             outcome = first[id(job)]
             if isinstance(outcome, BrokerOrder):
-                if self._apply(job, outcome):
-                    self._conclude(job)
+                self._settle(job, outcome)
             elif isinstance(outcome, SendRefused):
                 self._refused(job, outcome, later)
             else:
@@ -234,8 +236,8 @@ class Submit:
                 report: BrokerOrder | None = await self._send(broker, order, item.error)
             else:
                 report = await self._resume(job, broker, order)
-            if report is not None and self._apply(job, report):
-                self._conclude(job)
+            if report is not None:
+                self._settle(job, report)
         except _Final as final:
             self._move(job, order, final.state, final.code, final.reason)
             self._conclude(job)
@@ -250,6 +252,7 @@ class Submit:
             self._not_durable(job, str(exc))
         except Exception:
             # A bug must not take the batch down: the request stays pending, to be redone.
+            self.svc.metrics.internal_errors.labels("submit").inc()
             log.exception("order %s: unexpected error while submitting", order.client_order_id,
                           extra=about(order.client_order_id, job.request_id))
 
@@ -399,6 +402,27 @@ class Submit:
 
     def _context(self, job: Job) -> Context:
         return Context(now=self.svc.clock(), worker=self.svc.worker, request_id=job.request_id)
+
+    def _settle(self, job: Job, report: BrokerOrder) -> None:
+        """Apply the broker's report and conclude. A bug here (the broker was called) leaves
+        this request pending, its order looked up again on redelivery, and never costs the
+        batch's other orders their outcomes: logged and counted."""
+        try:
+            if self._apply(job, report):
+                self._conclude(job)
+        except Exception:
+            self._bug(job, f"applying the broker's report ({report.status})")
+
+    def _bug(self, job: Job, doing: str) -> None:
+        """Leave one request pending after a bug of ours, without a result (held): its order
+        is looked up again on redelivery. Logged and counted."""
+        job.result = None
+        job.events.clear()
+        job.held = True
+        self.svc.metrics.internal_errors.labels("submit").inc()
+        log.exception("order %s: bug while %s; the request stays pending, to be looked up "
+                      "on redelivery", job.client_order_id, doing,
+                      extra=about(job.client_order_id, job.request_id))
 
     def _apply(self, job: Job, report: BrokerOrder) -> bool:
         """Bring the order up to the broker's report. A report the state table refuses is

@@ -9,16 +9,27 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings, load_settings
 from executor.worker import Worker
 from producer.client import OrderClient
-from producer.contract import ResultStatus
+from producer.contract import (
+    Action,
+    OrderType,
+    Request,
+    ResultStatus,
+    Side,
+    decode_result,
+    encode,
+    parse_decimal,
+)
 from producer.keys import Keys
 from producer.signing import sign
 
@@ -46,9 +57,13 @@ def signed_settings(redis_url: str, tmp_path: Path) -> Settings:
                                 "ORDERSTREAM_METRICS_HOST": "127.0.0.1"})
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def place(cid: str, account: str | None = None, quantity: str = "0.010") -> bytes:
     body: dict[str, Any] = {"client_order_id": cid, "symbol": "BTCUSDT", "side": "buy",
-                            "type": "market", "quantity": quantity}
+                            "type": "market", "quantity": quantity, "issued_at": now_ms()}
     if account is not None:
         body["account"] = account
     return json.dumps(body, separators=(",", ":")).encode()
@@ -139,7 +154,7 @@ async def test_a_key_limited_to_an_account_cannot_reach_another(
 
     resting = json.dumps({"client_order_id": "beta-1", "account": "beta", "symbol": "BTCUSDT",
                           "side": "buy", "type": "limit", "quantity": "0.010",
-                          "price": "40000"}).encode()
+                          "price": "40000", "issued_at": now_ms()}).encode()
     async with running(signed_settings) as worker:
         on_alpha = (await redis_client.xadd(K.pending, limited(place("a-1", "alpha")))).decode()
         on_beta = (await redis_client.xadd(K.pending, limited(place("b-1", "beta")))).decode()
@@ -148,7 +163,8 @@ async def test_a_key_limited_to_an_account_cannot_reach_another(
         rest = (await redis_client.xadd(K.pending, signed(resting))).decode()
         await client.wait_results([on_alpha, on_beta, rest], 10)
         cancels = [
-            (await redis_client.xadd(K.pending, limited(json.dumps(body).encode()))).decode()
+            (await redis_client.xadd(K.pending, limited(json.dumps(
+                {**body, "issued_at": now_ms()}).encode()))).decode()
             for body in ({"action": "cancel", "client_order_id": "beta-1", "account": "beta"},
                          {"action": "cancel", "client_order_id": "beta-1"},
                          {"action": "cancel_all"},
@@ -208,3 +224,132 @@ async def test_the_client_and_the_cli_sign_what_they_publish(
     assert [(code, r["status"]) for code, r in outputs[:2]] == [(0, "filled"), (0, "filled")]
     code, unsigned = outputs[2]
     assert code == 1 and unsigned["reason_code"] == "unauthenticated"
+
+
+# -- freshness: a captured signed entry cannot be replayed later ---------------------------
+
+def captured(signer: OrderClient, request: Request) -> dict[str, bytes]:
+    """A signed entry as it is written, and as anyone who can read the stream sees it."""
+    fresh = msgspec.structs.replace(request, issued_at=now_ms())
+    return signer.entry(encode(fresh))
+
+
+REPLAYED = {
+    "place": Request(client_order_id="p-1", symbol="BTCUSDT", side=Side.BUY,
+                     type=OrderType.MARKET, quantity=parse_decimal("0.001")),
+    "cancel": Request(action=Action.CANCEL, client_order_id="t-1"),
+    "cancel_all": Request(action=Action.CANCEL_ALL, symbol="ETHUSDT"),
+    "amend": Request(action=Action.AMEND, client_order_id="t-1", price=parse_decimal("2001")),
+}
+
+
+@pytest.mark.parametrize("action", sorted(REPLAYED))
+async def test_a_signed_request_added_again_after_its_window_is_refused(
+    action: str, signed_settings: Settings, redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    signed_settings.auth.max_age_ms = 1_000
+    signed_settings.auth.max_clock_skew_ms = 200
+    async with running(signed_settings) as worker, OrderClient.from_url(
+            redis_url, key_id="k1", secret=SECRET) as signer:
+        rest = await signer.place("ETHUSDT", "buy", "limit", "0.01", price="2000",
+                                  client_order_id="t-1")
+        assert (await signer.wait_result(rest.request_id, 10)).status is \
+            ResultStatus.ACCEPTED
+        old = captured(signer, REPLAYED[action])
+        await asyncio.sleep(1.3)  # past max_age_ms and the skew
+        late = (await redis_client.xadd(K.pending, old)).decode()  # type: ignore[arg-type]
+        refused = await signer.wait_result(late, 10)
+        assert refused.reason_code == "unauthenticated"
+        assert "`issued_at`" in (refused.reason or "") and "1000 ms" in (refused.reason or "")
+        # Nothing happened: the resting order is untouched, no order was placed.
+        assert (await redis_client.hget(K.order("t-1"), "state")) == b"accepted"
+        assert not await redis_client.exists(K.order("p-1"))
+        assert await received(worker) == 1
+        # Inside the window a signed entry passes, and so does a copy of it (whatever the
+        # copy then meets: a duplicate, an order already cancelled...).
+        new = captured(signer, REPLAYED[action])
+        first = (await redis_client.xadd(K.pending, new)).decode()  # type: ignore[arg-type]
+        assert (await signer.wait_result(first, 10)).reason_code is None
+        again = (await redis_client.xadd(K.pending, new)).decode()  # type: ignore[arg-type]
+        assert (await signer.wait_result(again, 10)).reason_code != "unauthenticated"
+
+
+async def test_unsigned_hostile_entries_are_refused_before_they_are_read(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    deep = b'{"client_order_id":"d-1","metadata":' + b"[" * 50_000 + b"}"
+    huge = b'{"client_order_id":"h-1","quantity":1e9999999999}'
+    async with running(signed_settings):
+        ids = [(await redis_client.xadd(K.pending, fields)).decode()  # type: ignore[arg-type]
+               for fields in ({"data": deep}, {"data": huge}, signed(deep), signed(huge))]
+        results = await client.wait_results(ids, 15)
+    codes = [(results[i].reason_code, results[i].client_order_id) for i in ids]
+    # Unsigned: refused on the signature alone, without a look inside (no client id read);
+    # signed: read, and refused as invalid.
+    assert codes == [("unauthenticated", None), ("unauthenticated", None),
+                     ("invalid", None), ("invalid", "h-1")]
+
+
+async def test_the_kill_switch_signs_fresh_requests(
+    signed_settings: Settings, redis_url: str, tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    from .test_operator_commands import cli
+
+    (tmp_path / "key").write_bytes(SECRET)
+    async with running(signed_settings), OrderClient.from_url(
+            redis_url, key_id="k1", secret=SECRET) as signer:
+        held = await signer.place("BTCUSDT", "buy", "market", "0.002", client_order_id="k-1")
+        resting = await signer.place("ETHUSDT", "buy", "limit", "0.01", price="2000",
+                                     client_order_id="k-2")
+        await signer.wait_results([held.request_id, resting.request_id], 10)
+        code, out = await cli(redis_url, "kill", "--flatten", "--wait", "20", "--key-id", "k1",
+                              "--key-file", str(tmp_path / "key"))
+    assert code == 0, out
+    assert "cancelled 1 open orders" in out and "close default BTCUSDT sell 0.002: filled" in out
+    assert (await redis_client.hget(K.order("k-2"), "state")) == b"cancelled"
+    failed = [json.loads(f[b"data"]) for _, f in await redis_client.xrange(K.failed)]
+    assert failed == []
+
+
+def readme_block(language: str) -> str:
+    """The example of README's "Signed requests" section in ``language``."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Signed requests", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_examples_of_signed_requests_work_as_written(
+    tmp_path: Path, redis_url: str, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    (tmp_path / "desk").write_bytes(SECRET)
+    path = tmp_path / "orderstream.toml"
+    path.write_text('[accounts.alpha]\nbroker = "paper"\n'
+                    + readme_block("toml").replace('secret_env = "ORDERSTREAM_KEY_DESK1"',
+                                                   f'secret_file = "{tmp_path / "desk"}"'))
+    settings = load_settings(path, {"REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+                                    "ORDERSTREAM_METRICS_PORT": "0",
+                                    "ORDERSTREAM_METRICS_HOST": "127.0.0.1"})
+    env = {**os.environ, "ORDERSTREAM_KEY_SECRET": SECRET.decode(), "REDIS_URL": redis_url}
+    # Run as written; only the connection is pointed at the test's server.
+    shell = 'redis-cli() { command redis-cli -u "$REDIS_URL" "$@"; }\n' + readme_block("sh")
+    python = ("import os, redis\nsecret = os.environ['ORDERSTREAM_KEY_SECRET'].encode()\n"
+              "_Redis = redis.Redis\n"
+              "redis.Redis = lambda: _Redis.from_url(os.environ['REDIS_URL'])\n"
+              + readme_block("python"))
+    async with running(settings):
+        for argv in (["bash", "-c", shell], [sys.executable, "-c", python]):
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+        # Answered requests leave orders:pending: their results say what became of them.
+        for _ in range(200):
+            results = [decode_result(f[b"data"]) for stream in (K.completed, K.failed)
+                       for _, f in await redis_client.xrange(stream)]
+            if len(results) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    answers = sorted((r.client_order_id, r.status, r.reason_code) for r in results)
+    # The shell's order fills; the Python one, the same client id, is its duplicate.
+    assert answers == [("s1-0002", ResultStatus.FAILED, "duplicate"),
+                       ("s1-0002", ResultStatus.FILLED, None)]

@@ -1,15 +1,17 @@
 """Signed requests, decided without I/O: every way an entry can fail authentication has its
-own message naming the field, and none shows the secret or the expected signature."""
+own message naming the field, and none shows the secret or the expected signature; a
+signed request must be fresh, so a copy added again later is refused."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from executor.config import ConfigError, describe, load_settings
 from executor.secrets import ProducerSecret, producer_keys, read_secret, redis_password
-from executor.steps.authenticate import refusal
+from executor.steps.authenticate import permission_refusal, signature_refusal, staleness
 from producer.contract import Action, Request, decode_request, encode, parse_decimal
 from producer.signing import sign, signature_matches
 
@@ -25,7 +27,13 @@ def fields(data: bytes = DATA, **extra: bytes) -> dict[bytes, bytes]:
 
 
 def check(f: dict[bytes, bytes], keys: dict[str, ProducerSecret] = KEYS) -> str | None:
-    return refusal(f, decode_request(f[b"data"]), keys)
+    """Both passes, as the worker runs them: the signature over the raw bytes, then what the
+    decoded request may do with its key."""
+    reason = signature_refusal(f, keys)
+    if reason is not None:
+        return reason
+    key_id = f[b"key_id"].decode()
+    return permission_refusal(key_id, keys[key_id], decode_request(f[b"data"]))
 
 
 def test_sign_is_the_lowercase_hex_hmac_sha256_of_the_bytes() -> None:
@@ -241,3 +249,95 @@ def test_a_worker_does_not_start_without_its_key_secrets(
         Worker(settings, redis=FakeAsyncRedis())
     monkeypatch.setenv("ORDERSTREAM_TEST_K1", "now-it-is-set-0123456789")
     assert set(Worker(settings, redis=FakeAsyncRedis()).authenticate.keys) == {"k1"}
+
+
+# -- freshness: a signed request cannot be replayed later ------------------------------------
+
+ADDED = 1_700_000_000_000  # when Redis added the entry (its id's time)
+
+
+def fresh(**fields: object) -> str | None:
+    body = {"action": "cancel", "client_order_id": "c-1", **fields}
+    return staleness(decode_request(json.dumps(body)), ADDED, 60_000, 5_000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"issued_at": ADDED}, None),
+        ({"issued_at": ADDED - 60_000}, None),  # exactly the window
+        ({"issued_at": ADDED + 5_000}, None),  # a producer clock 5 s ahead
+        ({"issued_at": ADDED - 60_001}, "`issued_at` 1699999939999 is 60001 ms before the "
+                                        "entry was added, more than the 60000 ms"),
+        ({"issued_at": ADDED + 5_001}, "is 5001 ms after the entry was added, more than the "
+                                       "5000 ms of clock skew"),
+        ({"issued_at": 0}, "`issued_at` 0 is"),
+        ({}, "`issued_at` is required in a signed request"),
+        ({"deadline": ADDED + 1_000}, None),
+        ({"deadline": ADDED + 65_000}, None),
+        ({"deadline": ADDED - 5_000}, None),  # late by the skew: the deadline step decides
+        ({"deadline": ADDED + 65_001}, "`deadline` 1700000065001 is 65001 ms after the entry"),
+        ({"deadline": ADDED - 5_001}, "`deadline` 1699999994999 had passed 5001 ms before"),
+        # issued_at decides when both are given: a long deadline is fine with it.
+        ({"issued_at": ADDED, "deadline": ADDED + 3_600_000}, None),
+        ({"issued_at": ADDED - 61_000, "deadline": ADDED + 1_000}, "`issued_at`"),
+    ],
+)
+def test_a_signed_request_must_be_fresh(fields: dict[str, int], needle: str | None) -> None:
+    reason = fresh(**fields)
+    if needle is None:
+        assert reason is None
+    else:
+        assert reason is not None and needle in reason
+
+
+def test_signatures_are_checked_before_anything_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where signing is on, an entry its sender could not sign costs an HMAC over its bytes
+    and nothing more: it is never decoded."""
+    from executor.job import Job
+    from executor.steps import decode as decode_module
+    from executor.steps.authenticate import Authenticate
+    from executor.steps.decode import Decode
+
+    from .test_decode_step import services
+
+    monkeypatch.setenv("ORDERSTREAM_TEST_K1", SECRET.decode())
+    svc = services()
+    svc.settings.auth = load_settings(write(tmp_path, '[auth.keys.k1]\nsecret_env = '
+                                                      '"ORDERSTREAM_TEST_K1"\n'), {}).auth
+    decoded: list[bytes] = []
+    real = decode_module.decode_request
+
+    def counting(data: bytes) -> Request:
+        decoded.append(data)
+        return real(data)
+
+    monkeypatch.setattr(decode_module, "decode_request", counting)
+    deep = b'{"metadata":' + b"[" * 60_000 + b"}"  # under max_request_bytes
+    good = (b'{"client_order_id":"c-1","symbol":"BTCUSDT","side":"buy","type":"market",'
+            b'"quantity":"1","issued_at":1700000000000}')
+    jobs = [Job(f"1700000000000-{i}", f, 1) for i, f in enumerate([
+        fields(deep), fields(deep, key_id=b"k1", sig=b"0" * 64),
+        fields(deep, key_id=b"k9", sig=sign(SECRET, deep).encode()),
+        fields(good, key_id=b"k1", sig=sign(SECRET, good).encode())])]
+    auth = Authenticate(svc)
+    auth.signatures(jobs)
+    Decode(svc)([j for j in jobs if j.open])
+    auth([j for j in jobs if j.open])
+    assert decoded == [good]
+    assert [j.result.reason_code if j.result else None for j in jobs] == \
+        ["unauthenticated"] * 3 + [None]
+
+
+def test_the_freshness_window_is_configurable_and_checked(tmp_path: Path) -> None:
+    auth = load_settings(None, {"ORDERSTREAM_AUTH_MAX_AGE_MS": "5000",
+                                "ORDERSTREAM_AUTH_MAX_CLOCK_SKEW_MS": "0"}).auth
+    assert (auth.max_age_ms, auth.max_clock_skew_ms) == (5_000, 0)
+    defaults = load_settings(None, {}).auth
+    assert (defaults.max_age_ms, defaults.max_clock_skew_ms) == (60_000, 5_000)
+    with pytest.raises(ConfigError, match=r"auth\.max_age_ms must be positive"):
+        load_settings(write(tmp_path, "[auth]\nmax_age_ms = 0\n"), {})
+    with pytest.raises(ConfigError, match=r"auth\.max_clock_skew_ms must not be negative"):
+        load_settings(None, {"ORDERSTREAM_AUTH_MAX_CLOCK_SKEW_MS": "-1"})

@@ -107,11 +107,15 @@ async def test_a_client_with_a_key_signs_the_exact_data_it_writes() -> None:
     async with OrderClient(FakeAsyncRedis(), key_id="desk-1", secret=secret) as signer:
         await signer.place("BTCUSDT", "buy", "market", "0.010")
         await signer.cancel("c-1", account="default")
-        for _id, fields in await signer.redis.xrange(K.pending):
+        for entry_id, fields in await signer.redis.xrange(K.pending):
             assert set(fields) == {b"data", b"key_id", b"sig"}
             assert fields[b"key_id"] == b"desk-1"
             assert fields[b"sig"] == sign(secret, fields[b"data"]).encode()
             assert signature_matches(secret, fields[b"data"], fields[b"sig"])
+            # Stamped when made, so the workers can tell it from a copy added later.
+            issued = decode_request(fields[b"data"]).issued_at
+            assert issued is not None
+            assert abs(issued - int(entry_id.split(b"-")[0])) < 5_000
         assert "producer-secret" not in repr(signer)
         # A place without its own client id could be replayed as a new order: refused here,
         # as the workers would.
@@ -125,3 +129,10 @@ def test_key_id_and_secret_go_together() -> None:
         OrderClient(FakeAsyncRedis(), key_id="k")
     with pytest.raises(ValueError, match="together"):
         OrderClient(FakeAsyncRedis(), secret=b"s" * 16)
+
+
+async def test_an_unsigned_client_adds_no_issued_at() -> None:
+    async with OrderClient(FakeAsyncRedis()) as client:
+        await client.cancel("c-1")
+        ((_id, fields),) = await client.redis.xrange(K.pending)
+        assert decode_request(fields[b"data"]).issued_at is None

@@ -6,10 +6,13 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import re
 from decimal import Decimal
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from producer import schema
 from producer.contract import (
@@ -21,6 +24,7 @@ from producer.contract import (
     Result,
     ResultStatus,
     WireDecimal,
+    bounded_number,
     decode_request,
     decode_result,
     encode,
@@ -234,3 +238,123 @@ def test_schema_accepts_valid_and_refuses_invalid_requests() -> None:
 def test_request_defaults_are_omitted_on_the_wire() -> None:
     req = Request(action=Action.CANCEL, client_order_id="abc")
     assert json.loads(encode(req)) == {"action": "cancel", "client_order_id": "abc"}
+
+
+# -- bounds: nesting, digits and exponents, checked before anything is built ---------------
+
+PLACE = '{"symbol":"BTCUSDT","side":"buy","type":"market",'
+
+
+def nest(levels: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * levels + close * levels
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        # The request object is level 1, metadata's object level 2.
+        (PLACE + '"quantity":"1","metadata":{"a":' + nest(31) + "}}", "metadata"),
+        (PLACE + '"quantity":"1","metadata":' + '{"a":' * 1100 + "1" + "}" * 1101, "metadata"),
+        (nest(33), "data"),
+        ("[" * 100_000, "data"),  # not even closed
+        (PLACE + '"quantity":' + nest(40) + "}", "quantity"),
+        ('{"nope":' + nest(40) + "}", "data"),  # a key that is no field of the request
+    ],
+)
+def test_nesting_deeper_than_the_limit_is_refused_naming_the_field(data: str, field: str
+                                                                    ) -> None:
+    with pytest.raises(ContractError, match=f"`{field}` nests .* deeper than 32") as info:
+        decode_request(data.encode())
+    assert info.value.field == field
+
+
+def test_nesting_up_to_the_limit_is_a_request_and_strings_do_not_count() -> None:
+    at_limit = decode_request(PLACE + '"quantity":"1","metadata":{"a":' + nest(30) + "}}")
+    assert at_limit.metadata == {"a": json.loads(nest(30))}
+    # Brackets inside strings (escaped quotes included) are text, not nesting.
+    text = '[{\\"' * 50
+    inside = decode_request(PLACE + f'"quantity":"1","metadata":{{"t":"{text}"}}}}')
+    assert inside.metadata == {"t": text.replace("\\", "")}
+
+
+@pytest.mark.parametrize(
+    ("number", "accepted"),
+    [
+        ("1.5e3", "1500"), ("12345678901234567890", "12345678901234567890"),
+        ("0.00000000000000000001", "0.00000000000000000001"), ("1e19", "10000000000000000000"),
+        ("100e-20", "0.00000000000000000100"), ("0e999999", "0"),
+        ("12345678901234567890.12345678901234567890", None),
+    ],
+)
+def test_numbers_within_the_decimal_bounds_are_read_exactly(number: str,
+                                                            accepted: str | None) -> None:
+    req = decode_request(PLACE + f'"quantity":{number}}}')
+    assert req.quantity is not None
+    assert json.loads(encode(req))["quantity"] == (accepted or number)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["123456789012345678901", "1e20", "1.5e20", "0.000000000000000000001", "1e-21",
+     "1.0000000000000000000000", "1e9999999999", "1e-9999999999", "0e-21",
+     "1" * 5000, "1e" + "9" * 5000, "-1e25"],
+)
+def test_numbers_beyond_the_decimal_bounds_are_invalid(number: str) -> None:
+    places = [f'"quantity":{number}}}']
+    if not number.isdigit() or len(number) > 4300:
+        # Anywhere, numbers with a fraction or exponent; integers elsewhere than in decimal
+        # fields cost nothing to read and keep the decoder's bound (4,300 digits).
+        places.append(f'"quantity":"1","metadata":{{"x":[{number}]}}}}')
+    for where in places:
+        with pytest.raises(ContractError, match=r"at most 20 integer and 20 fraction|Integer "
+                                                r"value out of range|integer digits") as info:
+            decode_request(PLACE + where)
+        assert info.value.field in ("quantity", "metadata")
+
+
+def test_a_huge_exponent_is_refused_before_its_digits_are_made() -> None:
+    import tracemalloc
+
+    data = (PLACE + '"quantity":1e99999999}').encode()  # 100 MB of digits in fixed point
+    tracemalloc.start()
+    try:
+        with pytest.raises(ContractError, match="quantity"):
+            decode_request(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_parse_decimal_applies_the_same_bounds_to_python_values() -> None:
+    assert parse_decimal(10**20 - 1) == Decimal("99999999999999999999")
+    assert parse_decimal(Decimal("1E-20")) == Decimal("0.00000000000000000001")
+    for bad in (10**20, -(10**20), Decimal("1E+20"), Decimal("1E-21"), Decimal("1E+999999999")):
+        with pytest.raises(ValueError, match="at most 20"):
+            parse_decimal(bad)
+
+
+_JSON_NUMBER = st.builds(
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-"]),
+    st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,30}", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,30}", fullmatch=True)),
+    st.one_of(st.just(""), st.builds(lambda e, n: f"{e}{n:+d}" if n < 0 or e == "E"
+                                     else f"{e}{n}", st.sampled_from(["e", "E"]),
+                                     st.integers(-60, 60))),
+)
+
+
+@given(_JSON_NUMBER)
+def test_a_number_is_accepted_exactly_when_its_fixed_point_text_fits(number: str) -> None:
+    """Against an independent oracle: the number's fixed-point text (``format(.., "f")``,
+    cheap for these exponents) must fit the pattern of decimal strings."""
+    fixed = format(Decimal(number), "f").lstrip("-")
+    fits = re.fullmatch(r"[0-9]{1,20}(\.[0-9]{1,20})?", fixed) is not None
+    try:
+        value = bounded_number(number)
+    except ValueError:
+        assert not fits, (number, fixed)
+        return
+    assert fits, (number, fixed)
+    assert value == Decimal(number) and str(value) == str(Decimal(number))

@@ -4,7 +4,9 @@ and a good one becomes an order spec with a deterministic client id."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from fakeredis import FakeAsyncRedis
 
 from executor.brokers.registry import create_broker
@@ -98,3 +100,46 @@ def test_deadline_step_expires_late_requests_only() -> None:
     assert on_time.result is None
     assert late.result is not None and late.result.reason_code == ReasonCode.EXPIRED
     assert late.result.status is ResultStatus.EXPIRED
+
+
+def test_nesting_and_number_bounds_are_invalid_naming_the_field() -> None:
+    head = b'{"client_order_id":"c-9","symbol":"BTCUSDT","side":"buy","type":"market",'
+    deep, huge, fine = run(
+        job(head + b'"quantity":"1","metadata":' + b'{"a":' * 1100 + b"1" + b"}" * 1101),
+        job(head + b'"quantity":1e9999999999}'),
+        job(head + b'"quantity":1e-3}'),
+    )
+    assert "`metadata` nests" in invalid(deep) and deep.result is not None
+    assert "quantity" in invalid(huge) and "exponent" in invalid(huge)
+    assert huge.client_order_id == "c-9"  # salvaged as before
+    assert fine.result is None and fine.spec is not None
+    assert fine.spec.quantity == Decimal("0.001")
+
+
+def test_a_bug_on_one_entry_is_its_internal_error_and_the_others_are_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from executor.steps import decode as decode_module
+
+    real = decode_module.check_request
+
+    def buggy(request: Any, now: int | None = None) -> None:
+        if request.client_order_id == "boom":
+            raise KeyError("a bug of ours")
+        real(request, now)
+
+    monkeypatch.setattr(decode_module, "check_request", buggy)
+    svc = services()
+    before, boom, after = jobs = [
+        job(b'{"client_order_id":"' + cid + b'","symbol":"BTCUSDT","side":"buy",'
+            b'"type":"market","quantity":"1"}', f"1700000000000-{i}")
+        for i, cid in enumerate((b"ok-1", b"boom", b"ok-2"))]
+    Decode(svc)(jobs)
+    assert before.result is None and after.result is None
+    assert before.spec is not None and after.spec is not None
+    assert boom.result is not None and boom.result.reason_code == ReasonCode.INTERNAL_ERROR
+    assert boom.result.reason == ("internal error in step decode (KeyError); the request was "
+                                  "not executed and nothing was changed")
+    assert boom.result.client_order_id == "boom"
+    assert svc.metrics.registry.get_sample_value(
+        "orderstream_internal_errors_total", {"step": "decode"}) == 1

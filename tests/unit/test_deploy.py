@@ -228,7 +228,8 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> str:
 @needs_promtool
 def test_promtool_accepts_the_config_and_the_rules() -> None:
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
-    assert "SUCCESS: 13 rules found" in promtool("check", "rules", "prometheus/alerts.yml")
+    assert f"SUCCESS: {len(alert_rules())} rules found" in promtool(
+        "check", "rules", "prometheus/alerts.yml")
 
 
 @needs_promtool
