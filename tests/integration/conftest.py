@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ from executor.order import Context, new_order
 from executor.store import NewOrder, Store
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
-from producer.contract import OrderSpec, TimeInForce, decode_request
+from producer.contract import (
+    OrderSpec,
+    ResultStatus,
+    TimeInForce,
+    decode_request,
+    decode_result,
+)
 from producer.keys import GROUP, Keys
 
 
@@ -108,3 +114,26 @@ async def hand_over(r: aioredis.Redis, request_id: str) -> None:
     worker's first reclaim pass takes it, long before its tracker would take the order
     back (two visibility timeouts after the order last changed)."""
     await r.xclaim(Keys().pending, GROUP, "doomed", 0, [request_id], idle=60_000)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait for ``check`` to hold, polling; fail the test if it does not in time."""
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    assert await check()
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): its state in /proc is T."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def results_of(r: aioredis.Redis, request_id: str) -> list[ResultStatus]:
+    """The statuses of every result written for one request, on either result stream."""
+    keys = Keys()
+    return [decode_result(f[b"data"]).status
+            for stream in (keys.completed, keys.failed) for _, f in await r.xrange(stream)
+            if f[b"request_id"].decode() == request_id]

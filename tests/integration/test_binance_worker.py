@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +23,7 @@ from producer.contract import OrderState, ResultStatus
 from producer.keys import Keys
 from tests.fakes.binance import account_for, exchange
 
-from .conftest import replace, running, settings_for
+from .conftest import replace, running, settings_for, until
 from .test_tracker import event_states, state_of
 
 __all__ = ["exchange"]  # fixture
@@ -36,14 +35,6 @@ def binance_settings(redis_url: str, server: BinanceExchangeServer, *,
                      track_interval_ms: int = 100, **account: Any) -> Settings:
     base = settings_for(redis_url, track_interval_ms=track_interval_ms)
     return replace(base, accounts={"default": account_for(server, **account)})
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    assert await check()
 
 
 async def test_unknown_outcome_is_resolved_by_lookup_without_a_second_order(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,30 +18,16 @@ import redis.asyncio as aioredis
 from devtools.binance_exchange import BinanceExchangeServer
 from devtools.chaos import WorkerProcess
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_result
+from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys
 from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, exchange, in_thread
 
-from .conftest import running
+from .conftest import results_of, running, stopped, until
 from .test_binance_worker import binance_settings
 
 __all__ = ["exchange"]  # fixture
 
 K = Keys()
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    assert await check()
-
-
-async def results_of(r: aioredis.Redis, request_id: str) -> list[ResultStatus]:
-    return [decode_result(f[b"data"]).status
-            for stream in (K.completed, K.failed) for _, f in await r.xrange(stream)
-            if f[b"request_id"].decode() == request_id]
 
 
 async def test_orders_executed_late_within_the_window_are_found_never_sent_again(
@@ -76,7 +61,7 @@ async def test_an_order_executed_after_the_window_is_never_sent_again(
 
         async def filled() -> bool:
             return await redis_client.hget(K.order(cid), "state") == b"filled"
-        await until(filled)
+        await until(filled, 30)
     assert exchange.orders_for(cid) == 1
     assert exchange.received[cid] == 1, "sent again"
     assert await results_of(redis_client, sub.request_id) == [ResultStatus.SUBMITTED]
@@ -88,11 +73,6 @@ def worker_config(tmp_path: Path, server: BinanceExchangeServer) -> Path:
                       f'api_secret_env = "{SECRET_ENV}"\ntestnet = false\n'
                       f'base_url = "{server.url}"\nlookup_window_ms = 10000\n')
     return config
-
-
-def stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.mark.parametrize("when", ["before_send", "mid_send"])
@@ -134,7 +114,7 @@ async def test_a_worker_stopped_while_sending_taken_over_and_resumed_makes_one_o
 
                 async def filled() -> bool:
                     return await redis_client.hget(K.order(cid), "state") == b"filled"
-                await until(filled)
+                await until(filled, 30)
                 await asyncio.sleep(1.0)  # the first worker's own write, refused, lands
             assert server.orders_for(cid) == 1 and server.received[cid] == 1, "sent twice"
             assert await results_of(redis_client, sub.request_id) == [expected]

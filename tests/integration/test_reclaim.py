@@ -190,6 +190,19 @@ async def test_a_cancel_all_whose_worker_died_after_pending_cancel_cancels_every
         assert (await exchange.get_order(cid, "BTCUSDT")).status.value == "cancelled"
 
 
+async def die_on_every_delivery(redis_url: str, tmp_path: Path, point: str) -> None:
+    """Two worker processes in turn take the request and SIGKILL themselves at ``point``:
+    with max_deliveries 2, the next worker's reclaim dead-letters it."""
+    fast = {"ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300", "ORDERSTREAM_MAX_DELIVERIES": "2",
+            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300"}
+    for n in (1, 2):
+        log = tmp_path / f"doomed{n}.log"
+        doomed = WorkerProcess(redis_url, f"doomed{n}", log, ORDERSTREAM_FAILPOINT=point,
+                               **fast)
+        assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL, \
+            log.read_text()
+
+
 async def test_a_request_that_fails_after_persist_on_every_delivery_strands_nothing(
     redis_url: str, redis_client: aioredis.Redis, tmp_path: Path,
 ) -> None:
@@ -200,14 +213,7 @@ async def test_a_request_that_fails_after_persist_on_every_delivery_strands_noth
     client = OrderClient(redis_client)
     sub = await client.place("BTCUSDT", "buy", "market", "0.010")
     cid = sub.client_order_id or ""
-    fast = {"ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300", "ORDERSTREAM_MAX_DELIVERIES": "2",
-            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300"}
-    for n in (1, 2):
-        log = tmp_path / f"doomed{n}.log"
-        doomed = WorkerProcess(redis_url, f"doomed{n}", log,
-                               ORDERSTREAM_FAILPOINT="after_submit", **fast)
-        assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL, \
-            log.read_text()
+    await die_on_every_delivery(redis_url, tmp_path, "after_submit")
     assert await received(redis_client) == [cid.encode()]  # sent once, looked up after
     assert await states(redis_client, [cid]) == ["pending_submit"]
     assert await redis_client.hlen(open_key(K, "default")) == 1  # its reservation
@@ -259,14 +265,7 @@ async def test_a_request_dead_lettered_before_its_order_was_ever_sent_ends_it_re
     client = OrderClient(redis_client)
     sub = await client.place("BTCUSDT", "buy", "market", "0.010")
     cid = sub.client_order_id or ""
-    fast = {"ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "300", "ORDERSTREAM_MAX_DELIVERIES": "2",
-            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300"}
-    for n in (1, 2):
-        log = tmp_path / f"doomed{n}.log"
-        doomed = WorkerProcess(redis_url, f"doomed{n}", log,
-                               ORDERSTREAM_FAILPOINT="after_persist", **fast)
-        assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL, \
-            log.read_text()
+    await die_on_every_delivery(redis_url, tmp_path, "after_persist")
     assert await states(redis_client, [cid]) == ["pending_submit"]
     async with running(settings(redis_url, ORDERSTREAM_MAX_DELIVERIES="2")):
         result = await client.wait_result(sub.request_id, 15)

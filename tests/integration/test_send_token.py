@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -17,10 +16,17 @@ from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
 from executor.store import Store
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_event, decode_result
+from producer.contract import OrderState, ResultStatus, decode_event
 from producer.keys import GROUP, Keys
 
-from .conftest import persisted_by_the_dead_worker, running, taken_by_a_dead_worker
+from .conftest import (
+    persisted_by_the_dead_worker,
+    results_of,
+    running,
+    stopped,
+    taken_by_a_dead_worker,
+    until,
+)
 
 K = Keys()
 
@@ -35,25 +41,6 @@ def settings(redis_url: str, consumer: str = "w2", **extra: str) -> Settings:
 
 async def received(r: aioredis.Redis) -> list[bytes]:
     return [f[b"client_order_id"] for _, f in await r.xrange(K.paper("default", "received"))]
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    assert await check()
-
-
-def stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
-async def results_of(r: aioredis.Redis, request_id: str) -> list[ResultStatus]:
-    return [decode_result(f[b"data"]).status
-            for stream in (K.completed, K.failed) for _, f in await r.xrange(stream)
-            if f[b"request_id"].decode() == request_id]
 
 
 async def test_a_worker_stopped_before_sending_and_resumed_after_a_takeover_sends_once(
@@ -84,7 +71,7 @@ async def test_a_worker_stopped_before_sending_and_resumed_after_a_takeover_send
 
             async def filled() -> bool:
                 return await redis_client.hget(K.order(cid), "state") == b"filled"
-            await until(filled)
+            await until(filled, 30)
         assert await received(redis_client) == [cid.encode()], "sent twice"
         assert await results_of(redis_client, sub.request_id) == [ResultStatus.SUBMITTED]
         states = [decode_event(f[b"data"]).state for _, f in await redis_client.xrange(K.events)]
