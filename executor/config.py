@@ -31,6 +31,7 @@ from . import logs
 from .breaker import BreakerSettings
 from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
+from .errors import ConfigError as ConfigError  # re-exported: where callers look for it
 from .limits.config import AccountLimits, plan_for
 from .risk.limits import RiskSettings
 
@@ -38,10 +39,6 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DAY_MS = 86_400_000
 # One batch is acknowledged by one XACK inside a Lua script, whose unpack() is limited.
 MAX_BATCH = 5_000
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -11,10 +11,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from producer.signing import MIN_SECRET_BYTES, key_file_secret
 
-from .config import AuthSettings, ConfigError, RedisSettings
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    # Types only: the configuration imports the brokers' account settings, which read their
+    # secrets here, so this module must not import the configuration when it runs.
+    from .config import AuthSettings, RedisSettings
 
 
 def read_secret(setting: str, *, env_name: str | None, file: str | None,

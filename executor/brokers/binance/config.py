@@ -7,6 +7,8 @@ from typing import Literal
 
 import msgspec
 
+from ...secrets import read_secret
+
 Orphans = Literal["report", "adopt", "cancel"]
 # Binance answers -1007 "execution status unknown" after waiting this long for its backend,
 # which may still execute the order afterwards (rest-api.md).
@@ -86,9 +88,6 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
 
 
 def _read(setting: str, env: str | None, file: str | None) -> str:
-    # Imported here: executor.secrets imports the configuration, which imports this module.
-    from ...secrets import read_secret
-
     value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
     if not value:
         raise ValueError(f"{setting}: {env or file} holds only blanks")
