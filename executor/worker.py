@@ -193,6 +193,9 @@ class Worker:
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Orders still being resolved after their batch's other outcomes were written
+        # (lookups, resends: steps/submit.py follow-ups); awaited before the worker closes.
+        self._follow_ups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -318,6 +321,10 @@ class Worker:
                   for name, loop in background.items()]
         try:
             await asyncio.gather(*lanes)
+            # Orders still being resolved are finished, not abandoned: a stopping worker
+            # drains what it holds.
+            while self._follow_ups:
+                await asyncio.gather(*self._follow_ups, return_exceptions=True)
         finally:
             for lane in lanes:
                 lane.cancel()
@@ -485,26 +492,40 @@ class Worker:
                 extra = await self._one_by_one("cancel", segment, self.cancel)
         await self._finish(jobs, written, extra)
         if follow_ups:
-            await self._follow_up(follow_ups)
+            self._follow_up(follow_ups)
+            # Bounded: no more batches of follow-ups than lanes at once. A lane that read on
+            # without limit while a broker is in trouble would let the orders in flight
+            # there grow without bound, and a storm of 429s would end in a ban.
+            while len(self._follow_ups) > self.settings.worker.concurrency:
+                await asyncio.wait(self._follow_ups, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _follow_up(self, items: list[FollowUp]) -> None:
+    def _follow_up(self, items: list[FollowUp]) -> None:
         """Resolve the orders the first round left open (lookups over a broker's window,
-        resends) once the batch's other outcomes are written, so one ambiguous order does
-        not hold back its batch-mates' results. The lane waits for them (the other lanes go
-        on): reading on meanwhile would let the orders in flight at a broker in trouble grow
-        without bound, and a storm of 429s would then turn into a ban. Their requests stay
-        claimed meanwhile (inflight.py)."""
-        try:
-            with self.metrics.step("follow_up", items):
-                await self.submit.follow_up(items)
-            await self._finish([item.job for item in items], set(), [])
-        except RedisError as exc:
-            self.metrics.redis_errors.inc()
-            log.warning("redis failed while resolving %d orders (%s); their requests stay "
-                        "pending", len(items), exc)
-        except Exception:
-            log.exception("unexpected error while resolving %d orders; their requests stay "
-                          "pending", len(items))
+        resends) apart from the lane, which goes on reading: one ambiguous order holds back
+        neither its batch-mates' results nor the next batches. Their requests stay held
+        (claimed) until their outcomes are written."""
+        ids = [item.job.request_id for item in items]
+        self.inflight.hold(ids)
+
+        async def resolve() -> None:
+            try:
+                with self.metrics.step("follow_up", items):
+                    await self.submit.follow_up(items)
+                jobs = [item.job for item in items]
+                await self._finish(jobs, set(), [])
+            except RedisError as exc:
+                self.metrics.redis_errors.inc()
+                log.warning("redis failed while resolving %d orders (%s); their requests "
+                            "stay pending", len(items), exc)
+            except Exception:
+                log.exception("unexpected error while resolving %d orders; their requests "
+                              "stay pending", len(items))
+            finally:
+                self.inflight.release(ids)
+
+        task = asyncio.create_task(resolve(), name="follow-up")
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
 
     async def _batch(self, name: str, jobs: Sequence[Job],
                      run: Callable[[list[Job]], Awaitable[object]], *, written: bool = False,
