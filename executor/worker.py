@@ -493,11 +493,6 @@ class Worker:
         await self._finish(jobs, written, extra)
         if follow_ups:
             self._follow_up(follow_ups)
-            # Bounded: no more batches of follow-ups than lanes at once. A lane that read on
-            # without limit while a broker is in trouble would let the orders in flight
-            # there grow without bound, and a storm of 429s would end in a ban.
-            while len(self._follow_ups) > self.settings.worker.concurrency:
-                await asyncio.wait(self._follow_ups, return_when=asyncio.FIRST_COMPLETED)
 
     def _follow_up(self, items: list[FollowUp]) -> None:
         """Resolve the orders the first round left open (lookups over a broker's window,
