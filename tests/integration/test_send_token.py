@@ -27,6 +27,7 @@ from .conftest import (
     taken_by_a_dead_worker,
     until,
 )
+from .test_reclaim import received
 
 K = Keys()
 
@@ -37,10 +38,6 @@ def settings(redis_url: str, consumer: str = "w2", **extra: str) -> Settings:
            "ORDERSTREAM_LOOKUP_WINDOW_MS": "300", "ORDERSTREAM_TRACK_INTERVAL_MS": "100",
            "ORDERSTREAM_HEARTBEAT_MS": "200", **extra}
     return load_settings(None, env)
-
-
-async def received(r: aioredis.Redis) -> list[bytes]:
-    return [f[b"client_order_id"] for _, f in await r.xrange(K.paper("default", "received"))]
 
 
 async def test_a_worker_stopped_before_sending_and_resumed_after_a_takeover_sends_once(
