@@ -115,6 +115,9 @@ class BinanceExchangeServer:
         self._weight: dict[int, int] = {}  # minute -> weight used
         self._orders: dict[tuple[str, int], int] = {}  # ("10s"|"1d", bucket) -> count
         self._ignored_429 = 0
+        self.longest_429_run = 0  # the most calls refused 429 in a row (a ban resets it)
+        self.longest_429_paths: list[str] = []  # the endpoints of that run, in order
+        self._run_paths: list[str] = []
         self._banned_until = 0
         self._subscriptions = itertools.count(0)
         self._sockets: set[web.WebSocketResponse] = set()
@@ -237,7 +240,7 @@ class BinanceExchangeServer:
                                      params=params, headers=dict(request.headers)))
             headers: dict[str, str] = {}
             try:
-                self._charge(weight(params))
+                self._charge(weight(params), f"{method} {path}")
                 fault = self._fault(method, path)
                 if fault is not None and not fault.after:
                     raise ApiError(fault.code, fault.msg, fault.status, fault.retry_after)
@@ -314,7 +317,7 @@ class BinanceExchangeServer:
     def _minute(self) -> int:
         return self.exchange.now() // self.weight_window_ms
 
-    def _charge(self, weight: int) -> None:
+    def _charge(self, weight: int, what: str = "") -> None:
         now = self.exchange.now()
         if now < self._banned_until:
             raise ApiError(-1003, f"Way too much request weight used; IP banned until "
@@ -326,15 +329,21 @@ class BinanceExchangeServer:
         self._weight = {minute: used}
         if used > self.weight_limit:
             self._ignored_429 += 1
+            self._run_paths.append(what)
+            if self._ignored_429 > self.longest_429_run:
+                self.longest_429_run = self._ignored_429
+                self.longest_429_paths = list(self._run_paths)
             if self._ignored_429 > self.ban_after:
                 self._banned_until = now + self.ban_s * 1000
                 self._ignored_429 = 0
+                self._run_paths = []
             raise ApiError(-1003, f"Too much request weight used; current limit is "
                                   f"{self.weight_limit} request weight per 1 MINUTE. Please use "
                                   "WebSocket Streams for live updates to avoid polling the API.",
                            429, retry_after=max(1, -(-(self.weight_window_ms
                                                        - now % self.weight_window_ms) // 1000)))
         self._ignored_429 = 0
+        self._run_paths = []
 
     def _check_order_count(self) -> None:
         now = self.exchange.now()

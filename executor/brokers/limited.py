@@ -8,7 +8,10 @@ have to wait longer it raises ``Throttled`` and nothing is sent. A batch (``subm
 takes its capacity in one script call; if only part fits, that part goes now and the rest
 as capacity returns. After a call, the adapter's own ``usage()`` counters raise the shared
 ones. A 429 (``RateLimited``) pauses the account for every worker until its Retry-After; a
-418 (``Banned``) stops every worker sending to it until the ban ends.
+418 (``Banned``) stops every worker sending to it until the ban ends. With the plan's
+``max_in_flight``, a call holds a slot of the worker's gate (limits/gate.py) from before it
+asks the limiter until its answer is in and any pause it brought is shared; a call waiting
+for capacity holds none.
 
 Anything else of the adapter (``updates()``, ``received_count()``, ...) passes through.
 """
@@ -27,7 +30,7 @@ from redis.exceptions import RedisError
 
 from producer.contract import OrderSpec
 
-from ..limits import BAN, PAUSE, Grant, Limiter
+from ..limits import BAN, PAUSE, Gate, Grant, Limiter
 from ..metrics import Metrics
 from ..services import wall_clock_ms
 from .base import (
@@ -85,6 +88,11 @@ class LimitedBroker(BrokerWrapper):
         self._last_usage: dict[str, int] = {}
         self._ban_logged = 0  # end of the last ban this process logged
         self._used: dict[str, Any] = {}
+        cap = limiter.plan.max_in_flight
+        self.gate: Gate | None = Gate(cap) if cap > 0 else None
+        # Only an adapter that can be pinged may look like one (probes.ping asks getattr).
+        self.ping: Callable[[], Awaitable[None]] | None = (
+            self._ping if getattr(inner, "ping", None) is not None else None)
         if metrics is not None:
             plan = limiter.plan
             caps = {w.name: w.cap for w in plan.windows}
@@ -100,20 +108,37 @@ class LimitedBroker(BrokerWrapper):
         # Adapters answer it from a cache unless they say it costs weight.
         if "reference_price" not in self.weights:
             return await self.inner.reference_price(symbol)
-        await self._take("reference_price", 0, None)
-        return await self._call(self.inner.reference_price(symbol))
+        return await self._call("reference_price", 0, None,
+                                lambda: self.inner.reference_price(symbol))
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
-        await self._take("submit", 1, order.deadline)
-        return await self._call(self.inner.submit(client_order_id, order))
+        return await self._call("submit", 1, order.deadline,
+                                lambda: self.inner.submit(client_order_id, order))
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        await self._take("cancel", 0, None)
-        return await self._call(self.inner.cancel(client_order_id, symbol))
+        return await self._call("cancel", 0, None,
+                                lambda: self.inner.cancel(client_order_id, symbol))
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        await self._take("get_order", 0, None)
-        return await self._call(self.inner.get_order(client_order_id, symbol))
+        return await self._call("get_order", 0, None,
+                                lambda: self.inner.get_order(client_order_id, symbol))
+
+    async def _ping(self) -> None:
+        """The health probes' ping, through the limits but waiting for none of them: a
+        ping sent into a 429 pause would be one more call ignoring it (Binance bans an IP
+        for those), and during one the broker is known to be up, since it just answered.
+        A ban is reported as a failed ping; our own windows being full, as a passed one."""
+        await self._enter(1)
+        try:
+            grant = await self._grant(1, self.weights.get("ping", 1), 0)
+            if grant.granted:
+                await self._answer(self.inner.ping())  # type: ignore[attr-defined]
+        finally:
+            self._leave(1)
+        if not grant.granted and grant.blocked_by == BAN:
+            raise Throttled(f"the broker banned account {self.account} (HTTP 418); the ban "
+                            f"ends in {grant.wait_ms} ms; not pinged",
+                            retry_after=grant.wait_ms / 1000)
 
     async def submit_many(
         self, orders: Sequence[tuple[str, OrderSpec]]
@@ -126,18 +151,26 @@ class LimitedBroker(BrokerWrapper):
         todo = list(range(len(orders)))
         weight = self.weights.get("submit", 1)
         while todo:
+            slots = await self._enter(len(todo))
             try:
-                grant = await self._grant(len(todo), weight, 1)
-            except RetryableError as exc:
-                for i in todo:
-                    out[i] = exc
-                break
-            granted_at = self.clock()
-            if grant.granted:
-                chunk, todo = todo[:grant.granted], todo[grant.granted:]
-                for i, outcome in zip(chunk, await self._send([orders[i] for i in chunk]),
-                                      strict=True):
-                    out[i] = outcome
+                try:
+                    grant = await self._grant(slots, weight, 1)
+                except RetryableError as exc:
+                    for i in todo:
+                        out[i] = exc
+                    break
+                granted_at = self.clock()
+                if grant.granted:
+                    self._leave(slots - grant.granted)
+                    slots = grant.granted
+                    chunk, todo = todo[:grant.granted], todo[grant.granted:]
+                    for i, outcome in zip(chunk, await self._send([orders[i] for i in chunk]),
+                                          strict=True):
+                        out[i] = outcome
+            finally:
+                self._leave(slots)
+            if grant.granted and todo and not grant.wait_ms:
+                continue  # only the gate held the rest back
             ready_at = granted_at + grant.wait_ms
             waiting = []
             for i in todo:
@@ -167,19 +200,32 @@ class LimitedBroker(BrokerWrapper):
                                          allowed, deadline),
                          retry_after=max(grant.wait_ms, 0) / 1000)
 
-    async def _take(self, method: str, orders: int, deadline: int | None) -> None:
-        """Wait for room for one call, or raise ``Throttled``."""
+    async def _call(self, method: str, orders: int, deadline: int | None,
+                    call: Callable[[], Awaitable[T]]) -> T:
+        """One call once there is room for it (or ``Throttled``), holding a gate slot from
+        the limiter's grant until its answer and any pause it brings are shared."""
         weight = self.weights.get(method, 1)
         started = self.clock()
         latest = self._latest(started, deadline)
         while True:
-            grant = await self._grant(1, weight, orders)
-            if grant.granted:
-                return
+            await self._enter(1)
+            try:
+                grant = await self._grant(1, weight, orders)
+                if grant.granted:
+                    return await self._answer(call())
+            finally:
+                self._leave(1)
             now = self.clock()
             if grant.wait_ms < 0 or now + grant.wait_ms > latest:
                 raise self._throttled(grant, started, latest)
             await asyncio.sleep(grant.wait_ms / 1000 + _jitter())
+
+    async def _enter(self, wanted: int) -> int:
+        return wanted if self.gate is None else await self.gate.take(wanted)
+
+    def _leave(self, slots: int) -> None:
+        if self.gate is not None:
+            self.gate.give(slots)
 
     async def _grant(self, units: int, weight: int, orders: int) -> Grant:
         try:
@@ -204,7 +250,7 @@ class LimitedBroker(BrokerWrapper):
 
     # -- after a call ------------------------------------------------------------------------
 
-    async def _call(self, call: Awaitable[T]) -> T:
+    async def _answer(self, call: Awaitable[T]) -> T:
         try:
             return await call
         except RateLimited as exc:

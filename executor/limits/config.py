@@ -9,6 +9,8 @@ out takes the broker's default, 0 switches that limit off:
 - ``orders_per_second`` (decimal) and ``burst``: our own submission rate for the account,
   a GCRA (a token bucket without a refill task) allowing ``burst`` orders at once;
 - ``max_wait_ms``: the longest a call waits for capacity, whatever its deadline;
+- ``max_in_flight``: the most calls one worker has at the broker at once (gate.py): after
+  a 429, no more than that many per worker can still arrive before every worker pauses;
 - ``ip_group``: accounts that reach the broker from one IP address share the weight
   windows, the pause and the ban (Binance counts weight, 429s and 418s per IP).
 
@@ -40,6 +42,7 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     orders_per_second: Decimal | None = None
     burst: int | None = None
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
+    max_in_flight: int | None = None
     # Accounts that reach the broker from one IP address: Binance counts request weight,
     # and answers 429 and 418, per IP. Accounts of the same group share the weight windows
     # (so they must have the same weight cap: config.py checks), the pause and the ban;
@@ -48,7 +51,8 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ip_group: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("weight_per_minute", "orders_per_10s", "orders_per_day", "burst"):
+        for name in ("weight_per_minute", "orders_per_10s", "orders_per_day", "burst",
+                     "max_in_flight"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
@@ -66,10 +70,12 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 # The brokers' published limits (../shared/broker-api-facts.md 1.9). Binance's ORDERS caps
 # differ per account (read exchangeInfo); 50 per 10 s and 160000 per day are the documented
-# example, the lower of the published figures.
+# example, the lower of the published figures. Binance bans an IP that keeps sending into
+# 429s (its imitation here: after 10 refused calls in a row), so two workers with 4 calls
+# each in flight stay clear of it even when every call on the wire is refused.
 BROKER_DEFAULTS: dict[str, AccountLimits] = {
     "binance": AccountLimits(weight_per_minute=6_000, orders_per_10s=50,
-                             orders_per_day=160_000),
+                             orders_per_day=160_000, max_in_flight=4),
 }
 
 
@@ -101,6 +107,7 @@ class Plan:
     rate: Rate | None = None
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
     ip_group: str | None = None  # shares weight, pause and ban with the group's accounts
+    max_in_flight: int = 0  # one worker's calls at the broker at once; 0: no bound
 
     def describe(self, name: str) -> str:
         """A limit in words, for messages: ``orders_10s (50 per 10000 ms)``."""
@@ -152,4 +159,4 @@ def plan_for(limits: AccountLimits | None, broker: str, *,
     max_wait = own.max_wait_ms
     if visibility_timeout_ms is not None:
         max_wait = min(max_wait, visibility_timeout_ms // 2)
-    return Plan(windows, rate, max_wait, own.ip_group)
+    return Plan(windows, rate, max_wait, own.ip_group, pick("max_in_flight"))

@@ -53,5 +53,8 @@ async def test_a_429_storm_slows_every_worker_and_never_gets_a_ban(
     assert {r.worker for r in results.values()} == {"w1", "w2"}
     assert exchange.statuses[429] > 0  # the storm happened
     assert exchange.statuses[418] == 0  # and nobody was banned
+    # Each worker's gate (Binance's default max_in_flight, 4) bounds what can still arrive
+    # after a 429: never more refused calls in a row than both workers' slots.
+    assert exchange.longest_429_run <= 2 * 4, exchange.longest_429_paths
     for sub in subs:
         assert exchange.orders_for(sub.client_order_id) == 1

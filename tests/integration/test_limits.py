@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
+from executor import probes
 from executor.brokers.base import (
     Banned,
     BrokerOrder,
@@ -24,7 +25,7 @@ from executor.brokers.limited import LimitedBroker, limited
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.limits import Limiter, Plan, Rate, Window, plan_for
+from executor.limits import BAN, PAUSE, Limiter, Plan, Rate, Window, plan_for
 from executor.limits.windows import State, take
 from executor.metrics import Metrics
 from executor.tracker import PushFeed
@@ -233,6 +234,76 @@ async def test_a_429_pauses_every_worker_until_its_retry_after(make: Make) -> No
     await b.submit("c3", spec())  # no deadline: waits the pause out
     assert time.monotonic() - paused_at >= 0.55  # Redis TIME and ours round apart by ms
     assert len(second.arrivals) == 1
+
+
+class CrowdedBroker(FakeBroker):
+    """An adapter whose broker has room for nothing: every call is refused 429 after a
+    short time on the wire, and the most calls ever on the wire at once are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_wire = 0
+        self.most_on_wire = 0
+        self.refused = 0
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        self.on_wire += 1
+        self.most_on_wire = max(self.most_on_wire, self.on_wire)
+        try:
+            await asyncio.sleep(0.02)
+            self.refused += 1
+            raise RateLimited("HTTP 429 -1003 too much request weight", retry_after=0.3)
+        finally:
+            self.on_wire -= 1
+
+
+async def test_after_a_429_no_more_calls_arrive_than_the_workers_gates_hold(
+        make: Make) -> None:
+    """Two workers with 30 orders each (single calls and a batch) at a broker that refuses
+    everything: all 60 start together, yet at most both gates' slots reach it before the
+    shared pause stops them, and none after it until it ends."""
+    plan = Plan(max_in_flight=3)
+    first, second = CrowdedBroker(), CrowdedBroker()
+    a, b = make(first, plan), make(second, plan)
+    short = now_ms() + 200  # past it the orders end Throttled instead of waiting the pause
+
+    async def single(i: int) -> BrokerOrder | Exception:
+        try:
+            return await a.submit(f"a{i}", spec(short))
+        except (RateLimited, Throttled) as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(single(i) for i in range(30)),
+                                    b.submit_many([(f"b{i}", spec(short)) for i in range(30)]))
+    assert first.most_on_wire <= 3 and second.most_on_wire <= 3
+    assert 2 <= first.refused + second.refused <= 6, (first.refused, second.refused)
+    batch = outcomes[-1]
+    assert isinstance(batch, list) and len(batch) == 30
+    assert all(isinstance(x, RateLimited | Throttled) for x in [*outcomes[:-1], *batch])
+    assert sum(isinstance(x, Throttled) for x in [*outcomes[:-1], *batch]) >= 54
+
+
+class PingedBroker(FakeBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+
+async def test_the_probes_ping_is_never_sent_into_a_pause_or_ban(make: Make) -> None:
+    """A ping during a 429 pause would be one more call ignoring it: it is not sent, and the
+    broker counts as up (it just answered); during a ban it counts as down."""
+    inner = PingedBroker()
+    broker = make(inner, Plan())
+    assert await probes.ping(broker) is None and inner.pings == 1
+    assert make(FakeBroker(), Plan()).ping is None  # an adapter without one has none
+    await broker.limiter.hold(PAUSE, 5_000)
+    assert await probes.ping(broker) is None and inner.pings == 1  # up, and not sent
+    await broker.limiter.hold(BAN, 5_000)
+    why = await probes.ping(broker)
+    assert why is not None and "Throttled" in why and inner.pings == 1
 
 
 async def test_a_418_ban_stops_every_worker_until_it_ends(

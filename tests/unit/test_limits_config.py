@@ -32,6 +32,7 @@ def test_an_account_without_a_section_has_none_in_the_config() -> None:
     ({"ORDERSTREAM_LIMITS_DEFAULT_ORDERS_PER_DAY": "-1"}, "orders_per_day"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_MAX_WAIT_MS": "20000"}, "max_wait_ms"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_BURST": "0"}, "burst"),
+    ({"ORDERSTREAM_LIMITS_DEFAULT_MAX_IN_FLIGHT": "-1"}, "max_in_flight"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_IP_GROUP": "host 1"}, "ip_group"),
     ({"ORDERSTREAM_LIMITS_DEFAULT_IP_GROUP": ""}, "ip_group"),
 ])
@@ -54,6 +55,13 @@ def test_no_call_waits_longer_than_half_the_visibility_timeout() -> None:
     assert plan_for(None, "binance", visibility_timeout_ms=8_000).max_wait_ms == 4_000
     assert plan_for(AccountLimits(max_wait_ms=1_000), "paper",
                     visibility_timeout_ms=8_000).max_wait_ms == 1_000
+
+
+def test_calls_in_flight_are_bounded_on_binance_by_default_and_as_configured() -> None:
+    assert plan_for(None, "binance").max_in_flight == 4
+    assert plan_for(None, "paper").max_in_flight == 0  # in-process: nothing to protect
+    s = load_settings(None, {"ORDERSTREAM_LIMITS_DEFAULT_MAX_IN_FLIGHT": "0"})
+    assert plan_for(s.limits["default"], "binance").max_in_flight == 0  # 0: off
 
 
 def test_an_ip_group_comes_from_the_config_into_the_plan() -> None:
