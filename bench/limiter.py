@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer, find_redis_server
-from executor.limits import AccountLimits, Limiter, plan_for
+from executor.safety.limits import AccountLimits, Limiter, plan_for
 from producer.keys import Keys
 
 GENEROUS = AccountLimits(weight_per_minute=10**12, orders_per_10s=10**12,

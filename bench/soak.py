@@ -36,7 +36,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer, find_redis_server
-from executor.retention import POSITIONS, reader_lags
+from executor.background.retention import POSITIONS, reader_lags
 from producer.contract import (
     Action,
     OrderType,

@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
 from executor.config import Settings
-from executor.control import positions_caught_up
+from executor.infra.streams import positions_caught_up
 from executor.worker import Worker
 from producer.contract import OrderType, Request, Side, encode, parse_decimal
 from producer.keys import Keys

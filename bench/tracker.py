@@ -26,14 +26,14 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer, find_redis_server
-from executor.attention import RECONCILE_EVERY, Attention
+from executor.background.tracker import Tracker, overdue
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
-from executor.metrics import Metrics
-from executor.order import Order
-from executor.services import Services
-from executor.store import Store
-from executor.tracker import Tracker, overdue
+from executor.infra.attention import RECONCILE_EVERY, Attention
+from executor.infra.metrics import Metrics
+from executor.infra.store import Store
+from executor.model.order import Order
+from executor.pipeline.services import Services
 from producer.contract import OrderType, Request, Side, TimeInForce, encode, parse_decimal
 from producer.keys import Keys
 

@@ -11,7 +11,7 @@ its calls. Afterwards, counted from Redis alone (what any other process could se
 - replay: differences ``orderstream replay`` finds between the order records and positions
   and what the event log rebuilds (after the workers have stopped).
 
-Some restarted workers are armed with a failpoint (executor/failpoints.py), so they die
+Some restarted workers are armed with a failpoint (executor/infra/failpoints.py), so they die
 exactly between a broker call and the write of its outcome, or just after persisting.
 
 Used by tests/integration/test_chaos.py (bounded, for CI) and bench/chaos.py (bigger).

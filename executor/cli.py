@@ -11,9 +11,10 @@ import sys
 from producer import cli as producer_cli
 from producer import schema
 
-from . import commands, logs
 from .config import ConfigError, describe, load_settings
-from .operator_cli import is_operator_command
+from .infra import logs
+from .operations import commands
+from .operations.operator_cli import is_operator_command
 
 
 def build_parser() -> argparse.ArgumentParser:

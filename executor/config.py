@@ -20,54 +20,25 @@ import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from producer.keys import DEFAULT_PREFIX
 from producer.signing import KEY_ID_PATTERN
 
-from . import logs
-from .breaker import BreakerSettings
 from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
-from .errors import ConfigError as ConfigError  # re-exported: where callers look for it
-from .limits.config import AccountLimits, plan_for
-from .risk.limits import RiskSettings
+from .infra import logs
+from .infra.connection import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
+from .infra.connection import RedisSettings as RedisSettings
+from .infra.errors import ConfigError as ConfigError
+from .safety.breaker import BreakerSettings
+from .safety.limits.config import AccountLimits, plan_for
+from .safety.risk.limits import RiskSettings
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DAY_MS = 86_400_000
 # One batch is acknowledged by one XACK inside a Lua script, whose unpack() is limited.
 MAX_BATCH = 5_000
-
-
-class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: str = DEFAULT_REDIS_URL
-    prefix: str = DEFAULT_PREFIX
-    # Must exceed the XREADGROUP block time, or redis-py raises a timeout on an idle stream
-    # (redis-py issue 3138); Settings enforces it.
-    socket_timeout_s: float = 10.0
-    connect_timeout_s: float = 5.0
-    # Credentials: an ACL user (or the default user of ``requirepass``). The password is
-    # named, never inline: an environment variable or a file (or in ``url``, not both).
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    # TLS is on with a ``rediss://`` url; these files configure it (PEM).
-    tls_ca_file: str | None = None  # CA to verify the server with (default: system CAs)
-    tls_cert_file: str | None = None  # client certificate, with tls_key_file (mutual TLS)
-    tls_key_file: str | None = None
-    tls_check_hostname: bool = True
-    # "wait": an order is sent to its broker only once Redis confirms that its record (and
-    # its send token) reached ``wait_replicas`` replicas (WAIT) and, with ``wait_aof``, this
-    # server's append-only file on disk (WAITAOF, Redis >= 7.2 with appendonly yes), within
-    # ``wait_timeout_ms``; otherwise it is not sent and its request is redelivered. "none":
-    # Redis's own persistence (appendfsync everysec can lose the last second on a crash or
-    # failover; a lost pending_submit record would let the redelivered request be sent again).
-    durability: Literal["none", "wait"] = "none"
-    wait_replicas: int = 1
-    wait_aof: bool = False
-    wait_timeout_ms: int = 1_000
 
 
 class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,7 +50,8 @@ class ProducerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # key_id -> key. With at least one key every request must be signed (steps/authenticate).
+    # key_id -> key. With at least one key every request must be signed
+    # (pipeline/steps/authenticate.py).
     keys: dict[str, ProducerKey] = msgspec.field(default_factory=dict)
     # A signed request is fresh when its issued_at (or, without one, its deadline) is within
     # this long of the moment Redis added its entry: a captured entry added again later is

@@ -31,41 +31,41 @@ from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
 
-from .attention import Attention
-from .breaker import Breaker
+from .background.liveness import Liveness, WorkerInfo
+from .background.probes import Probe
+from .background.projector import Projector
+from .background.reclaim import Reclaimer
+from .background.retention import Retention
+from .background.tracker import Tracker
 from .brokers.base import Broker
 from .brokers.registry import create_broker
 from .brokers.sending import SendGuard, TakeTokens
 from .brokers.wrapper import BrokerWrapper
 from .config import Settings
-from .connection import connection_options
-from .failpoints import failpoint
-from .inflight import InFlight
-from .job import Job
-from .liveness import Liveness, WorkerInfo
-from .logs import about
-from .metrics import Metrics, start_http
-from .packing import use_c_packing
-from .probes import Probe
-from .projector import Projector
-from .reclaim import Reclaimer
-from .retention import Retention
-from .risk.state import RiskState
-from .services import Services
-from .states import IllegalTransition
-from .steps import guard
-from .steps.amend import Amend
-from .steps.authenticate import Authenticate
-from .steps.cancel import Cancel
-from .steps.deadline import Deadline
-from .steps.decode import Decode
-from .steps.gate import Gate
-from .steps.idempotency import Idempotency
-from .steps.persist import Persist
-from .steps.risk import Risk
-from .steps.submit import FollowUp, Submit
-from .store import Durability, Outcome, Store
-from .tracker import Tracker
+from .infra.attention import Attention
+from .infra.connection import connection_options
+from .infra.failpoints import failpoint
+from .infra.logs import about
+from .infra.metrics import Metrics, start_http
+from .infra.packing import use_c_packing
+from .infra.store import Durability, Outcome, Store
+from .model.states import IllegalTransition
+from .pipeline.inflight import InFlight
+from .pipeline.job import Job
+from .pipeline.services import Services
+from .pipeline.steps import guard
+from .pipeline.steps.amend import Amend
+from .pipeline.steps.authenticate import Authenticate
+from .pipeline.steps.cancel import Cancel
+from .pipeline.steps.deadline import Deadline
+from .pipeline.steps.decode import Decode
+from .pipeline.steps.gate import Gate
+from .pipeline.steps.idempotency import Idempotency
+from .pipeline.steps.persist import Persist
+from .pipeline.steps.risk import Risk
+from .pipeline.steps.submit import FollowUp, Submit
+from .safety.breaker import Breaker
+from .safety.risk.state import RiskState
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Worker:
         self._runner: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         # Orders still being resolved after their batch's other outcomes were written
-        # (lookups, resends: steps/submit.py follow-ups); awaited before the worker closes.
+        # (lookups, resends: pipeline/steps/submit.py follow-ups); awaited before the worker closes.
         self._follow_ups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -442,7 +442,7 @@ class Worker:
     async def process(self, entries: Sequence[tuple[Any, Any]]) -> None:
         """Run one batch through the pipeline and write its outcomes. Every request is
         decided on its own: a bug of ours met on one request fails that request alone
-        (steps/guard.py), and its batch-mates go on as if it were not there."""
+        (pipeline/steps/guard.py), and its batch-mates go on as if it were not there."""
         now = self.svc.clock()
         step = self.metrics.step
         jobs = [Job(_text(entry_id), fields or {}, now) for entry_id, fields in entries]
@@ -464,7 +464,7 @@ class Worker:
         follow_ups: list[FollowUp] = []
         undecided = [j for j in jobs if j.open]
         # An amend is the place of its replacement, checked as one; its old order is
-        # cancelled only once the checks passed (steps/amend.py).
+        # cancelled only once the checks passed (pipeline/steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
         for is_place, run in itertools.groupby(undecided, key=lambda j: j.action in placing):
             segment = list(run)
@@ -483,7 +483,7 @@ class Worker:
                 async def submit(todo: list[Job]) -> None:
                     follow_ups.extend(await self.submit(todo))
                 # Never run again: it may have sent orders. It keeps one order's bug from
-                # the others itself (steps/submit.py); a bug outside that holds the rest.
+                # the others itself (pipeline/steps/submit.py); a bug outside that holds the rest.
                 await self._batch("submit", segment, submit, written=True, redo=False)
                 failpoint("after_submit")
             else:

@@ -206,7 +206,7 @@ class Action(enum.StrEnum):
     CANCEL = "cancel"
     CANCEL_ALL = "cancel_all"
     # Change price, stop_price or quantity of a working order: cancel-replace, since neither
-    # Binance spot nor the paper exchange amends in place. See executor/steps/amend.py.
+    # Binance spot nor the paper exchange amends in place. See executor/pipeline/steps/amend.py.
     AMEND = "amend"
 
 

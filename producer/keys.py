@@ -31,7 +31,7 @@ class Keys:
         # Hash client id -> request id of a cancel that came while the order was still
         # being submitted; the tracker sends it once the place lands.
         self.cancels = f"{prefix}:cancels"
-        # Hash "<account>:<symbol>" -> Position JSON (executor/positions.py): the fold of
+        # Hash "<account>:<symbol>" -> Position JSON (executor/model/positions.py): the fold of
         # every fill event of orders:events, up to the entry id in positions_cursor.
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
@@ -46,7 +46,7 @@ class Keys:
         # ``orderstream replay`` folds them the same way; written before the positions.
         self.assets = f"{prefix}:assets"
         self.workers = f"{prefix}:workers"  # zset consumer -> epoch ms of its last heartbeat
-        # Hash scope ("global" or an account) -> trading state (executor/trading.py).
+        # Hash scope ("global" or an account) -> trading state (executor/safety/trading.py).
         self.trading = f"{prefix}:trading"
         # Hash account -> risk limits JSON set at run time (``orderstream risk set``).
         self.risk_limits = f"{prefix}:risk:limits"
@@ -58,7 +58,7 @@ class Keys:
 
     def due(self, account: str) -> str:
         """Zset client id -> epoch ms when the tracker must next look at the account's open
-        order (executor/attention.py)."""
+        order (executor/infra/attention.py)."""
         return f"{self.prefix}:due:{account}"
 
     def worker(self, consumer: str) -> str:
@@ -78,7 +78,7 @@ class Keys:
         return f"{self.prefix}:limits-ip:{group}:{name}"
 
     def breaker(self, account: str) -> str:
-        """Hash with the circuit breaker of a broker account (executor/breaker.py)."""
+        """Hash with the circuit breaker of a broker account (executor/safety/breaker.py)."""
         return f"{self.prefix}:breaker:{account}"
 
     def paper(self, account: str, name: str) -> str:

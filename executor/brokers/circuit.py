@@ -1,5 +1,5 @@
 """A broker wrapped in its account's circuit breaker: every call's outcome is counted in
-the shared breaker (executor/breaker.py); everything else passes through untouched.
+the shared breaker (executor/safety/breaker.py); everything else passes through untouched.
 
 The breaker is told after the call, so it never delays one; a Redis error while counting
 is logged and does not change the call's own outcome (the breaker is a guard, and the
@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 
 from producer.contract import OrderSpec
 
-from ..breaker import Breaker, CircuitState, outcome_code
-from ..metrics import Metrics
+from ..infra.metrics import Metrics
+from ..safety.breaker import Breaker, CircuitState, outcome_code
 from .base import Broker, BrokerError, BrokerOrder
 from .wrapper import BrokerWrapper
 

@@ -1,5 +1,5 @@
 """``LimitedBroker``: any broker adapter behind the rate limits its account shares with
-every other worker (executor/limits/).
+every other worker (executor/safety/limits/).
 
 Before a call, the wrapper takes the call's weight (the adapter's ``weights`` by method
 name, 1 when absent) and, for new orders, the order count, waiting for capacity as long as
@@ -9,7 +9,7 @@ takes its capacity in one script call; if only part fits, that part goes now and
 as capacity returns. After a call, the adapter's own ``usage()`` counters raise the shared
 ones. A 429 (``RateLimited``) pauses the account for every worker until its Retry-After; a
 418 (``Banned``) stops every worker sending to it until the ban ends. With the plan's
-``max_in_flight``, a call holds a slot of the worker's gate (limits/gate.py) from before it
+``max_in_flight``, a call holds a slot of the worker's gate (safety/limits/gate.py) from before it
 asks the limiter until its answer is in and any pause it brought is shared; a call waiting
 for capacity holds none.
 
@@ -30,9 +30,9 @@ from redis.exceptions import RedisError
 
 from producer.contract import OrderSpec
 
-from ..limits import BAN, PAUSE, Gate, Grant, Limiter
-from ..metrics import Metrics
-from ..services import wall_clock_ms
+from ..infra.clock import wall_clock_ms
+from ..infra.metrics import Metrics
+from ..safety.limits import BAN, PAUSE, Gate, Grant, Limiter
 from .base import (
     Banned,
     Broker,

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from producer.keys import Keys
 
-from ..breaker import Breaker
-from ..limits import AccountLimits, Limiter, plan_for
-from ..metrics import Metrics
+from ..infra.metrics import Metrics
+from ..safety.breaker import Breaker
+from ..safety.limits import AccountLimits, Limiter, plan_for
 from .base import Broker
 from .binance.config import BinanceAccount
 from .circuit import CircuitBroker
@@ -24,7 +24,7 @@ from .paper.exchange import PaperBroker
 from .sending import SendGuard, TakeTokens
 
 if TYPE_CHECKING:
-    from ..metrics import Metrics
+    from ..infra.metrics import Metrics
 
 AccountConfig = PaperAccount | BinanceAccount
 

@@ -1,7 +1,7 @@
 """The send token, checked at the broker's door: the innermost guard around an adapter.
 
 Every new order reaches the adapter only if the delivery sending it holds the order's send
-token (lua/send.lua), taken right before the call, after any rate-limit wait or breaker
+token (infra/lua/send.lua), taken right before the call, after any rate-limit wait or breaker
 hold, so that a worker dying while it waits never leaves a token it did not use. The
 submit step says which token each order is sent under (``SEND_TOKENS``, one per delivery,
 so its own retries pass and any other delivery's send is refused); an order without one is
@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from producer.contract import OrderSpec
 
-from ..failpoints import failpoint
-from ..store import NotDurable
+from ..infra.failpoints import failpoint
+from ..infra.store import NotDurable
 from .base import Broker, BrokerError, BrokerOrder, SendRefused
 from .wrapper import BrokerWrapper
 

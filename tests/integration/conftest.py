@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
-from executor.order import Context, new_order
-from executor.store import NewOrder, Store
+from executor.infra.store import NewOrder, Store
+from executor.model.order import Context, new_order
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
 from producer.contract import (

@@ -15,14 +15,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
-from executor.breaker import Breaker
 from executor.brokers.base import BrokerStatus
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.control import positions_caught_up, set_state
-from executor.risk.state import open_key
-from executor.trading import TradingState
+from executor.infra.streams import positions_caught_up
+from executor.operations.control import set_state
+from executor.safety.breaker import Breaker
+from executor.safety.risk.state import open_key
+from executor.safety.trading import TradingState
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
 from producer.contract import Action, OrderState, ReasonCode, ResultStatus, decode_event

@@ -1,6 +1,6 @@
 import redis.asyncio as aioredis
 
-from executor import audit
+from executor.operations import audit
 from producer.keys import Keys
 
 

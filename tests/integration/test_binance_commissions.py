@@ -12,8 +12,9 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
-from executor.control import kill, positions_caught_up
-from executor.positions import Position, decode_position, position_key
+from executor.infra.streams import positions_caught_up
+from executor.model.positions import Position, decode_position, position_key
+from executor.operations.control import kill
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import ResultStatus

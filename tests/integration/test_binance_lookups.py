@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
-from executor.breaker import Breaker, BreakerSettings, CircuitState
 from executor.brokers.base import BrokerStatus, OrderNotFound, PermanentError, UnknownOutcome
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.circuit import CircuitBroker
+from executor.safety.breaker import Breaker, BreakerSettings, CircuitState
 from producer.client import OrderClient
 from producer.contract import OrderSpec, OrderType, ReasonCode, ResultStatus, Side, WireDecimal
 from producer.keys import Keys

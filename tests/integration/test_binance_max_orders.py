@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.base import BrokerOrder, PermanentError
 from executor.brokers.binance.broker import BinanceBroker
-from executor.order import Context, apply_report, new_order, transition
-from executor.store import NewOrder, Outcome, Store
+from executor.infra.store import NewOrder, Outcome, Store
+from executor.model.order import Context, apply_report, new_order, transition
 from producer.contract import OrderSpec, OrderState, OrderType, Side, WireDecimal
 from producer.keys import Keys
 from tests.fakes.binance import account_for, exchange

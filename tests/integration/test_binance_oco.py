@@ -22,7 +22,7 @@ from executor.brokers.base import (
 )
 from executor.brokers.binance import wire
 from executor.brokers.binance.broker import BinanceBroker
-from executor.risk.limits import AccountLimits, RiskSettings
+from executor.safety.risk.limits import AccountLimits, RiskSettings
 from producer.client import OrderClient, Submitted
 from producer.contract import (
     ContractError,

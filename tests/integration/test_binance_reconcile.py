@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.wrapper import unwrap
-from executor.positions import Position, decode_position, position_key
-from executor.store import Store
+from executor.infra.store import Store
+from executor.model.positions import Position, decode_position, position_key
 from producer.client import OrderClient
 from producer.contract import ResultStatus, encode
 from producer.keys import Keys

@@ -15,7 +15,7 @@ import pytest
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.base import BrokerOrder, BrokerStatus, FeedBroken, RetryableError
 from executor.brokers.binance.broker import BinanceBroker
-from executor.metrics import Metrics
+from executor.infra.metrics import Metrics
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 from tests.fakes.binance import account_for, broker, exchange
 

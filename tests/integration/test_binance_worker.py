@@ -17,7 +17,7 @@ from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.positions import decode_position
+from executor.model.positions import decode_position
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import Keys
@@ -253,7 +253,7 @@ async def test_orphans_are_reported_adopted_or_cancelled_at_start(
 async def test_balances_short_of_our_positions_are_reported_at_start(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    from executor.positions import Position, position_key
+    from executor.model.positions import Position, position_key
     from producer.contract import encode
 
     # We recorded more BTC than the exchange holds (100 BTC): drift, reported at start.

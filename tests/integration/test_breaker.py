@@ -8,10 +8,10 @@ from collections.abc import Callable
 import msgspec
 import redis.asyncio as aioredis
 
-from executor.breaker import Breaker, BreakerSettings, CircuitState
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
+from executor.safety.breaker import Breaker, BreakerSettings, CircuitState
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import ReasonCode, ResultStatus

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from executor.background.tracker import Tracker
 from executor.brokers.base import (
     BrokerError,
     BrokerOrder,
@@ -22,10 +23,9 @@ from executor.brokers.base import (
 )
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
-from executor.metrics import Metrics
-from executor.services import Services
-from executor.store import Store
-from executor.tracker import Tracker
+from executor.infra.metrics import Metrics
+from executor.infra.store import Store
+from executor.pipeline.services import Services
 from producer.client import OrderClient
 from producer.contract import OrderState, ReasonCode, ResultStatus
 from producer.keys import Keys

@@ -19,11 +19,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings
-from executor.job import Job
-from executor.steps import deadline as deadline_step
-from executor.steps import decode as decode_step
-from executor.steps import risk as risk_step
-from executor.steps.submit import Submit
+from executor.pipeline.job import Job
+from executor.pipeline.steps import deadline as deadline_step
+from executor.pipeline.steps import decode as decode_step
+from executor.pipeline.steps import risk as risk_step
+from executor.pipeline.steps.submit import Submit
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import MAX_DEPTH, ResultStatus

@@ -10,11 +10,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from executor import audit
 from executor.config import Settings, load_settings
-from executor.control import kill
-from executor.positions import decode_position
-from executor.store import decode_order
+from executor.infra.store import decode_order
+from executor.model.positions import decode_position
+from executor.operations import audit
+from executor.operations.control import kill
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import Keys

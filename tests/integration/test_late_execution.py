@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
 from devtools.chaos import WorkerProcess
-from executor.limits.config import AccountLimits
+from executor.safety.limits.config import AccountLimits
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys

@@ -1,4 +1,4 @@
-"""Rate limits shared by every worker (executor/limits/, executor/brokers/limited.py), on
+"""Rate limits shared by every worker (executor/safety/limits/, executor/brokers/limited.py), on
 the real redis-server: limiter instances with their own connections stand for workers."""
 
 from __future__ import annotations
@@ -13,22 +13,16 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from executor import probes
-from executor.brokers.base import (
-    Banned,
-    BrokerOrder,
-    BrokerStatus,
-    RateLimited,
-    Throttled,
-)
+from executor.background import probes
+from executor.background.tracker import PushFeed
+from executor.brokers.base import Banned, BrokerOrder, BrokerStatus, RateLimited, Throttled
 from executor.brokers.limited import LimitedBroker, limited
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.limits import BAN, PAUSE, Limiter, Plan, Rate, Window, plan_for
-from executor.limits.windows import State, take
-from executor.metrics import Metrics
-from executor.tracker import PushFeed
+from executor.infra.metrics import Metrics
+from executor.safety.limits import BAN, PAUSE, Limiter, Plan, Rate, Window, plan_for
+from executor.safety.limits.windows import State, take
 from producer.client import OrderClient
 from producer.contract import OrderSpec, OrderState, OrderType, ReasonCode, ResultStatus, Side
 from producer.keys import Keys

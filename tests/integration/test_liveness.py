@@ -10,7 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from executor.liveness import Liveness, WorkerInfo
+from executor.background.liveness import Liveness, WorkerInfo
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import ResultStatus

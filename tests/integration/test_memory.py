@@ -11,13 +11,12 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from executor.background.retention import TRIM_LIMIT, Retention, reader_lags
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.control import positions_caught_up
-from executor.replay import parse_stream_id
-from executor.retention import TRIM_LIMIT, Retention, reader_lags
-from executor.store import Outcome, Store
+from executor.infra.store import Outcome, Store
+from executor.infra.streams import parse_stream_id, positions_caught_up
 from producer.client import OrderClient
 from producer.contract import Action, Result, ResultStatus
 from producer.keys import GROUP, Keys

@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from executor import probes
+from executor.background import probes
+from executor.background.probes import OPEN_STATES, Probe
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
-from executor.metrics import Metrics
-from executor.probes import OPEN_STATES, Probe
+from executor.infra.metrics import Metrics
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import Action, Request, decode_event

@@ -17,8 +17,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from executor.config import Settings
-from executor.positions import Position, apply_fill, unrealized
-from executor.store import decode_order
+from executor.infra.store import decode_order
+from executor.model.positions import Position, apply_fill, unrealized
 from producer.client import OrderClient
 from producer.contract import Result, ResultStatus, WireDecimal, decimal_text, encode
 from producer.keys import Keys

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from executor.background.projector import Projector
 from executor.config import Settings
-from executor.control import positions_caught_up
-from executor.positions import Position, decode_position
-from executor.projector import Projector
+from executor.infra.streams import positions_caught_up
+from executor.model.positions import Position, decode_position
 from producer.client import OrderClient
 from producer.keys import Keys
 

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from devtools.chaos import WorkerProcess
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
-from executor.control import positions_caught_up
-from executor.risk.state import open_key
+from executor.infra.streams import positions_caught_up
+from executor.safety.risk.state import open_key
 from producer.client import OrderClient
 from producer.contract import (
     OrderState,

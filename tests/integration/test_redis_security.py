@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from devtools.redis_server import RedisServer, find_redis_server, free_port
 from executor.config import ConfigError, Settings, describe
-from executor.connection import connection_options
+from executor.infra.connection import connection_options
 from producer.client import OrderClient
 from producer.contract import ResultStatus
 

@@ -16,14 +16,15 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from executor import audit, cli
+from executor import cli
+from executor.background.projector import Projector
 from executor.config import Settings
-from executor.positions import decode_position
-from executor.projector import Projector
-from executor.risk.book import Reservation
-from executor.risk.commands import set_limits
-from executor.risk.limits import AccountLimits, RiskSettings
-from executor.risk.state import (
+from executor.model.positions import decode_position
+from executor.operations import audit
+from executor.operations.risk_commands import set_limits
+from executor.safety.risk.book import Reservation
+from executor.safety.risk.limits import AccountLimits, RiskSettings
+from executor.safety.risk.state import (
     RiskState,
     Snapshot,
     Write,
@@ -575,7 +576,7 @@ async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_d
     """Every compare-and-set loses (another worker keeps moving the state): the batch is
     decided again ``attempts`` times, with a pause after each loss, then denied, never
     passed unchecked. The pauses' bound doubles (2 ms, 4 ms, ...) up to 100 ms."""
-    from executor.steps import risk as risk_step
+    from executor.pipeline.steps import risk as risk_step
 
     paused: list[int] = []
     monkeypatch.setattr(risk_step, "pause_s", lambda attempt: paused.append(attempt) or 0.0)

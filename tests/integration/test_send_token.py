@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
-from executor.store import Store
+from executor.infra.store import Store
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus, decode_event
 from producer.keys import GROUP, Keys

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from executor.order import Context, new_order, transition
-from executor.store import NewOrder, Outcome, Store
+from executor.infra.store import NewOrder, Outcome, Store
+from executor.model.order import Context, new_order, transition
 from producer.contract import (
     Action,
     OrderSpec,

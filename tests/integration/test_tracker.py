@@ -12,14 +12,14 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from executor.background.tracker import Tracker, owner
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.metrics import Metrics
-from executor.order import Context, Order, transition
-from executor.services import Services
-from executor.store import Outcome, Store
-from executor.tracker import Tracker, owner
+from executor.infra.metrics import Metrics
+from executor.infra.store import Outcome, Store
+from executor.model.order import Context, Order, transition
+from executor.pipeline.services import Services
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus, decode_event
 from producer.keys import GROUP, Keys

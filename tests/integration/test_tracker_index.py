@@ -9,11 +9,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from executor.attention import RECONCILE_EVERY
 from executor.brokers.base import RetryableError
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
-from executor.store import decode_order
+from executor.infra.attention import RECONCILE_EVERY
+from executor.infra.store import decode_order
 from producer.client import OrderClient
 from producer.contract import ResultStatus
 from producer.keys import Keys

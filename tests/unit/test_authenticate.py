@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from executor.config import ConfigError, describe, load_settings
-from executor.secrets import ProducerSecret, producer_keys, read_secret, redis_password
-from executor.steps.authenticate import permission_refusal, signature_refusal, staleness
+from executor.infra.secrets import ProducerSecret, producer_keys, read_secret, redis_password
+from executor.pipeline.steps.authenticate import permission_refusal, signature_refusal, staleness
 from producer.contract import Action, Request, decode_request, encode, parse_decimal
 from producer.signing import sign, signature_matches
 
@@ -296,10 +296,10 @@ def test_signatures_are_checked_before_anything_is_decoded(
 ) -> None:
     """Where signing is on, an entry its sender could not sign costs an HMAC over its bytes
     and nothing more: it is never decoded."""
-    from executor.job import Job
-    from executor.steps import decode as decode_module
-    from executor.steps.authenticate import Authenticate
-    from executor.steps.decode import Decode
+    from executor.pipeline.job import Job
+    from executor.pipeline.steps import decode as decode_module
+    from executor.pipeline.steps.authenticate import Authenticate
+    from executor.pipeline.steps.decode import Decode
 
     from .test_decode_step import services
 

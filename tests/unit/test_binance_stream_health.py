@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from executor.brokers.binance.stream import QuietConnectLog, StreamHealth
-from executor.metrics import Metrics
+from executor.infra.metrics import Metrics
 
 
 class Clock:

@@ -173,7 +173,7 @@ def test_later_passes_compare_against_the_balances_at_start() -> None:
 
 def test_what_an_open_record_adds_to_max_num_orders() -> None:
     from executor.brokers.binance.reconcile import Counted, counted
-    from executor.order import Context, new_order, transition
+    from executor.model.order import Context, new_order, transition
     from producer.contract import OrderState
 
     ctx = Context(now=1, worker="t")

@@ -2,7 +2,6 @@ import asyncio
 
 import pytest
 
-from executor.breaker import BreakerSettings, outcome_code
 from executor.brokers.base import (
     AuthenticationFailed,
     Banned,
@@ -16,6 +15,7 @@ from executor.brokers.base import (
     Throttled,
     UnknownOutcome,
 )
+from executor.safety.breaker import BreakerSettings, outcome_code
 
 
 @pytest.mark.parametrize(("exc", "code"), [

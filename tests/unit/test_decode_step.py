@@ -11,12 +11,12 @@ from fakeredis import FakeAsyncRedis
 
 from executor.brokers.registry import create_broker
 from executor.config import load_settings
-from executor.job import Job
-from executor.metrics import Metrics
-from executor.services import Services
-from executor.steps.deadline import Deadline
-from executor.steps.decode import Decode
-from executor.store import Store
+from executor.infra.metrics import Metrics
+from executor.infra.store import Store
+from executor.pipeline.job import Job
+from executor.pipeline.services import Services
+from executor.pipeline.steps.deadline import Deadline
+from executor.pipeline.steps.decode import Decode
 from producer.contract import Action, ReasonCode, ResultStatus
 from producer.keys import Keys
 
@@ -119,7 +119,7 @@ def test_nesting_and_number_bounds_are_invalid_naming_the_field() -> None:
 def test_a_bug_on_one_entry_is_its_internal_error_and_the_others_are_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from executor.steps import decode as decode_module
+    from executor.pipeline.steps import decode as decode_module
 
     real = decode_module.check_request
 

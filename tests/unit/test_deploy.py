@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from executor.config import WorkerSettings
-from executor.metrics import Metrics
+from executor.infra.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

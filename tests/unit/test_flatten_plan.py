@@ -1,7 +1,7 @@
 from decimal import Decimal as D
 
-from executor.control import Close, flatten_plan
-from executor.positions import Position, position_key
+from executor.model.positions import Position, position_key
+from executor.operations.control import Close, flatten_plan
 from producer.contract import Side
 
 

@@ -20,8 +20,8 @@ import random
 import time
 from collections.abc import Callable
 
-from executor.job import Job
-from executor.steps.decode import Decode
+from executor.pipeline.job import Job
+from executor.pipeline.steps.decode import Decode
 from producer.contract import Action, OrderType, ReasonCode, Request, TimeInForce, encode
 
 from .test_decode_step import services

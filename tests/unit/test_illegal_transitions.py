@@ -11,13 +11,13 @@ from fakeredis import FakeAsyncRedis
 
 from executor.brokers.base import BrokerOrder, BrokerStatus
 from executor.config import load_settings
-from executor.job import Job
-from executor.metrics import Metrics
-from executor.order import Context, new_order
-from executor.services import Services
-from executor.states import IllegalTransition
-from executor.steps.submit import Submit
-from executor.store import Store
+from executor.infra.metrics import Metrics
+from executor.infra.store import Store
+from executor.model.order import Context, new_order
+from executor.model.states import IllegalTransition
+from executor.pipeline.job import Job
+from executor.pipeline.services import Services
+from executor.pipeline.steps.submit import Submit
 from executor.worker import Worker
 from producer.contract import (
     Fill,

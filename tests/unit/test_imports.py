@@ -103,9 +103,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports() -> None:
     graph = import_graph()
     assert len(graph) > 80
-    assert "executor.steps.submit" in graph["executor.worker"]
-    assert "executor.secrets" in graph["executor.brokers.binance.config"]
-    assert "producer.contract" in graph["executor.order"]
+    assert "executor.pipeline.steps.submit" in graph["executor.worker"]
+    assert "executor.infra.secrets" in graph["executor.brokers.binance.config"]
+    assert "producer.contract" in graph["executor.model.order"]
 
 
 def test_no_module_imports_itself_back() -> None:
@@ -114,8 +114,8 @@ def test_no_module_imports_itself_back() -> None:
 
 def test_a_cycle_would_be_found() -> None:
     graph = import_graph()
-    graph["executor.errors"] = {*graph["executor.errors"], "executor.config"}
-    assert any({"executor.config", "executor.errors"} <= set(c) for c in cycles(graph))
+    graph["executor.infra.errors"] = {*graph["executor.infra.errors"], "executor.config"}
+    assert any({"executor.config", "executor.infra.errors"} <= set(c) for c in cycles(graph))
 
 
 def test_the_producer_package_needs_nothing_of_the_executor() -> None:
@@ -123,3 +123,45 @@ def test_the_producer_package_needs_nothing_of_the_executor() -> None:
     for name, edges in graph.items():
         if name.startswith("producer"):
             assert not [e for e in edges if e.startswith("executor")], name
+
+
+# executor/'s folders from the bottom up: a module imports only from its own layer and
+# the layers below it. The entry points (worker.py, cli.py, __main__.py) are the top.
+LAYERS = ("model", "infra", "safety", "brokers", "config", "pipeline", "background",
+          "operations", "entry")
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in ("worker", "cli", "__main__"):
+        return "entry"
+    assert parts[1] in LAYERS, f"{module}: not in any layer of {LAYERS}"
+    return parts[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for name, edges in graph.items():
+        if not name.startswith("executor"):
+            continue
+        for target in edges:
+            if (target.startswith("executor")
+                    and LAYERS.index(layer_of(target)) > LAYERS.index(layer_of(name))):
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def test_imports_run_down_the_layers() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_every_module_of_the_executor_is_in_a_layer() -> None:
+    for name in import_graph():
+        if name.startswith("executor"):
+            layer_of(name)  # raises for a module outside the layers
+
+
+def test_an_upward_import_would_be_found() -> None:
+    graph = import_graph()
+    graph["executor.model.order"] = {*graph["executor.model.order"], "executor.infra.store"}
+    assert upward_imports(graph) == ["executor.model.order -> executor.infra.store"]

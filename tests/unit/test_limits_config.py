@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from executor.config import ConfigError, describe, load_settings
-from executor.limits import AccountLimits, plan_for
-from executor.limits.config import DEFAULT_MAX_WAIT_MS
+from executor.safety.limits import AccountLimits, plan_for
+from executor.safety.limits.config import DEFAULT_MAX_WAIT_MS
 
 
 def test_limits_come_from_the_file_and_the_environment(tmp_path: Path) -> None:

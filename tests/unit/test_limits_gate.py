@@ -1,4 +1,4 @@
-"""The gate bounding one worker's calls at a broker at once (executor/limits/gate.py)."""
+"""The gate bounding one worker's calls at a broker at once (executor/safety/limits/gate.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from executor.limits import Gate
+from executor.safety.limits import Gate
 
 
 async def test_never_more_than_cap_at_once_and_every_call_gets_through() -> None:

@@ -1,4 +1,5 @@
-"""The arithmetic of the shared rate limits (executor/limits/windows.py), at its boundaries."""
+"""The arithmetic of the shared rate limits (executor/safety/limits/windows.py), at its
+boundaries."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from executor.brokers.limited import throttle_reason
-from executor.limits import AccountLimits, Grant, Plan, Rate, Window, plan_for
-from executor.limits.config import DAY_MS, MINUTE_MS, TEN_S_MS, rate_interval_us
-from executor.limits.windows import (
+from executor.safety.limits import AccountLimits, Grant, Plan, Rate, Window, plan_for
+from executor.safety.limits.config import DAY_MS, MINUTE_MS, TEN_S_MS, rate_interval_us
+from executor.safety.limits.windows import (
     NEVER,
     State,
     rate_fit,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from executor import cli, logs
+from executor import cli
 from executor.config import ConfigError, _redact_secrets, load_settings
-from executor.connection import connection_options
+from executor.infra import logs
+from executor.infra.connection import connection_options
 
 
 @pytest.fixture

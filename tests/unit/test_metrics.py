@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from executor.metrics import Metrics
+from executor.infra.metrics import Metrics
 from producer.contract import Fill
 
 

@@ -11,7 +11,7 @@ from executor.brokers.base import BrokerOrder, BrokerStatus
 from executor.brokers.binance import filters, wire
 from executor.brokers.paper import PaperAccount
 from executor.brokers.paper.matching import check as paper_check
-from executor.risk.book import Candidate
+from executor.safety.risk.book import Candidate
 from producer.contract import (
     ContractError,
     Fill,

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from executor.brokers.base import BrokerOrder, BrokerStatus
-from executor.order import Context, add_fill, apply_report, new_order, transition
-from executor.states import TRANSITIONS, IllegalTransition, can_transition, is_terminal
+from executor.model.order import Context, add_fill, apply_report, new_order, transition
+from executor.model.states import TRANSITIONS, IllegalTransition, can_transition, is_terminal
 from producer.contract import (
     TERMINAL_STATES,
     Fill,
@@ -225,7 +225,7 @@ def test_a_refused_report_leaves_the_commissions_as_they_were() -> None:
 
 
 def test_a_record_written_before_per_asset_totals_gets_them_from_its_fills() -> None:
-    from executor.store import decode_order
+    from executor.infra.store import decode_order
 
     order, _ = new_order("c1", "1-0", spec("3"), CTX)
     order.fills = [charged(1, "1", "0.001", "BTC"), charged(2, "1", "0.02", "BNB"),

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 
-from executor.packing import pack, use_c_packing
+from executor.infra.packing import pack, use_c_packing
 
 CASES: list[tuple[Any, ...]] = [
     ("EVALSHA", "ab" * 20, 2, "orders:order:a", b"k2", b"x" * 10_000, "é", -3, 2**70),

@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from fakeredis import FakeAsyncRedis
 
-from executor import poison
+from executor.background import poison
 from executor.brokers.base import BrokerOrder, BrokerStatus
-from executor.order import Context, Order, apply_report, new_order
+from executor.model.order import Context, Order, apply_report, new_order
 from producer.client import OrderClient
 from producer.contract import (
     Action,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.positions import (
+from executor.model.positions import (
     AVERAGE_DIGITS,
     Position,
     apply_fill,

@@ -13,7 +13,7 @@ from executor.brokers.base import BrokerOrder, BrokerStatus
 from executor.brokers.binance import filters, wire
 from executor.brokers.paper import PaperAccount
 from executor.brokers.paper.matching import check as paper_check
-from executor.order import Context, apply_report, new_order
+from executor.model.order import Context, apply_report, new_order
 from producer.contract import (
     Action,
     ContractError,

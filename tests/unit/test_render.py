@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from executor import render
+from executor.operations import render
 
 
 def test_columns_are_padded_and_numbers_right_aligned() -> None:

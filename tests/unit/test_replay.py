@@ -10,9 +10,10 @@ import msgspec
 import pytest
 
 from executor.brokers.base import BrokerOrder, BrokerStatus
-from executor.order import Context, Order, apply_report, new_order, transition
-from executor.positions import Position, apply_fill
-from executor.replay import (
+from executor.infra.streams import parse_stream_id
+from executor.model.order import Context, Order, apply_report, new_order, transition
+from executor.model.positions import Position, apply_fill
+from executor.operations.replay import (
     CLOCK_SLACK_MS,
     Difference,
     Fold,
@@ -21,7 +22,6 @@ from executor.replay import (
     StoredOrder,
     Subject,
     compare,
-    parse_stream_id,
 )
 from producer.contract import (
     Event,

@@ -1,4 +1,4 @@
-"""What a page of events does to the risk state (risk/fills.py): fills shrink reservations
+"""What a page of events does to the risk state (safety/risk/fills.py): fills shrink reservations
 and count as released at the reservation's price, ends release the rest once, the day's
 realized PnL nets the commission; the script arguments expect what was read."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from executor.positions import Position
-from executor.risk.book import Reservation
-from executor.risk.fills import RiskFold
-from executor.risk.state import open_by_symbol
+from executor.model.positions import Position
+from executor.safety.risk.book import Reservation
+from executor.safety.risk.fills import RiskFold
+from executor.safety.risk.state import open_by_symbol
 from producer.contract import Side, WireDecimal, encode
 from producer.keys import Keys
 

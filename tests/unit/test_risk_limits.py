@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from executor.config import ConfigError, load_settings
-from executor.risk.limits import (
+from executor.safety.risk.limits import (
     AccountLimits,
     RiskSettings,
     SymbolLimits,

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from executor.positions import Position
-from executor.risk import rules
-from executor.risk.book import (
+from executor.model.positions import Position
+from executor.safety.risk import rules
+from executor.safety.risk.book import (
     Book,
     Candidate,
     Reservation,
@@ -21,8 +21,8 @@ from executor.risk.book import (
     reduces_position,
     total_exposure,
 )
-from executor.risk.limits import Limits
-from executor.trading import TradingState
+from executor.safety.risk.limits import Limits
+from executor.safety.trading import TradingState
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 
 D = Decimal

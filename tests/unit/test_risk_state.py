@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from executor.risk.book import Reservation
-from executor.risk.state import Write, sum_changes
+from executor.safety.risk.book import Reservation
+from executor.safety.risk.state import Write, sum_changes
 from producer.contract import Side, WireDecimal
 
 

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from executor.breaker import outcome_code
 from executor.brokers.base import BrokerError, BrokerOrder, BrokerStatus, SendRefused
 from executor.brokers.sending import SEND_TOKENS, SendGuard
-from executor.store import NotDurable
+from executor.infra.store import NotDurable
+from executor.safety.breaker import outcome_code
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 
 SPEC = OrderSpec(account="a", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
@@ -39,7 +39,7 @@ class Adapter:
 
 
 class Tokens:
-    """lua/send.lua's rules over a dict: pending orders only, first holder keeps it."""
+    """infra/lua/send.lua's rules over a dict: pending orders only, first holder keeps it."""
 
     def __init__(self, states: Mapping[str, str]) -> None:
         self.states = dict(states)

@@ -1,5 +1,5 @@
 """Properties of the order state machine under random sequences of transitions, fills and
-broker reports, legal and illegal, driven through the real functions of executor.order.
+broker reports, legal and illegal, driven through the real functions of executor.model.order.
 
 Expected values are worked out here independently: averages with exact fractions, the set
 of applied fills from the fill ids, legality from the table alone.
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor.brokers.base import BrokerOrder, BrokerStatus
-from executor.order import Context, Order, add_fill, apply_report, new_order, transition
-from executor.states import TRANSITIONS, IllegalTransition, can_transition, is_terminal
+from executor.model.order import Context, Order, add_fill, apply_report, new_order, transition
+from executor.model.states import TRANSITIONS, IllegalTransition, can_transition, is_terminal
 from producer.contract import (
     Event,
     Fill,

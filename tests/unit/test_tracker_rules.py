@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from executor.attention import market_like
-from executor.order import Context, Order, new_order
-from executor.tracker import overdue, owner
+from executor.background.tracker import overdue, owner
+from executor.infra.attention import market_like
+from executor.model.order import Context, Order, new_order
 from producer.contract import OrderSpec, OrderType, Side, TimeInForce, parse_decimal
 
 

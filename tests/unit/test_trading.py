@@ -1,4 +1,4 @@
-from executor.trading import GLOBAL, TradingState, effective, parse
+from executor.safety.trading import GLOBAL, TradingState, effective, parse
 
 
 def test_absent_is_active_and_garbage_is_halted() -> None:

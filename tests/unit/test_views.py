@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import msgspec
 
-from executor import views
-from executor.liveness import WorkerInfo
-from executor.order import Context, new_order, transition
-from executor.positions import Position, apply_fill, unrealized
-from executor.replay import Difference, Report, Subject
+from executor.background.liveness import WorkerInfo
+from executor.model.order import Context, new_order, transition
+from executor.model.positions import Position, apply_fill, unrealized
+from executor.operations import views
+from executor.operations.replay import Difference, Report, Subject
 from producer.contract import OrderSpec, OrderState, OrderType, Side, WireDecimal, encode
 
 CTX = Context(now=1_000, worker="w1", request_id="1-0")

@@ -53,9 +53,9 @@ from producer.contract import ContractError, Fill, OrderSpec, OrderType
 from producer.keys import Keys
 from producer.replies import text
 
-from ...order import Context
-from ...positions import decode_position, split_key
-from ...store import NewOrder, Store
+from ...infra.store import NewOrder, Store
+from ...model.order import Context
+from ...model.positions import decode_position, split_key
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -76,7 +76,7 @@ from .reconcile import Drift
 from .stream import QuietConnectLog, StreamHealth
 
 if TYPE_CHECKING:
-    from ...metrics import Metrics
+    from ...infra.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -702,7 +702,7 @@ class BinanceBroker:
         """Wait (at most ``_SETTLE_S``) until the positions projection has folded every event
         written so far; at start no projector may be running yet, so it does not wait
         longer."""
-        from ...control import positions_caught_up  # the operator commands' own wait
+        from ...infra.streams import positions_caught_up
 
         if not await positions_caught_up(store.redis, store.keys, _SETTLE_S):
             log.info("binance %s: positions not caught up with the events after %.0f s; "

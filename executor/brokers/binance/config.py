@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from ...secrets import read_secret
+from ...infra.secrets import read_secret
 
 Orphans = Literal["report", "adopt", "cancel"]
 # Binance answers -1007 "execution status unknown" after waiting this long for its backend,

@@ -26,8 +26,8 @@ import msgspec
 
 from producer.contract import Event, OrderSpec, OrderState, OrderType, Side, TimeInForce
 
-from ...order import Context, Order, apply_report, new_order
-from ...states import is_terminal
+from ...model.order import Context, Order, apply_report, new_order
+from ...model.states import is_terminal
 from ..base import BrokerOrder
 from .filters import BINANCE_TYPE
 from .wire import dec, report

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ...metrics import Metrics
+    from ...infra.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -96,7 +96,8 @@ class PaperBroker:
     """A simulated exchange for one paper account."""
 
     # Its book is in Redis and every write there is one script: a lookup by client id after
-    # our own send failed tells for certain whether that send took effect (steps/submit.py).
+    # our own send failed tells for certain whether that send took effect
+    # (pipeline/steps/submit.py).
     definitive_not_found = True
 
     def __init__(self, account: str, config: PaperAccount, redis: aioredis.Redis, keys: Keys,

@@ -22,7 +22,7 @@ its recent past, not every order it ever saw.
 | ``matcher`` | string | the lease of the one worker that matches resting orders |
 
 Every write is one Lua script (``*.lua`` beside this module, and the shared lease of
-executor/lease.py), so a crash never leaves half a change.
+executor/infra/lease.py), so a crash never leaves half a change.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from producer.keys import Keys
 from producer.replies import text as _text
 
-from ...lease import SCRIPT as LEASE_SCRIPT
+from ...infra.lease import SCRIPT as LEASE_SCRIPT
 from .matching import Direction
 from .records import PaperOrder, decode_order
 

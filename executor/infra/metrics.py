@@ -1,0 +1,290 @@
+"""Prometheus metrics of one worker process and the HTTP endpoints that serve them and
+its health.
+
+Label values come from closed sets only (action, account, status, reason code, stream
+name): never a client id or free text, so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Sized
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from producer.contract import Fill, Result
+
+from ..model.states import IllegalTransition
+
+log = logging.getLogger(__name__)
+
+# 0.5 ms to 10 s: a paper order takes well under a millisecond, a real exchange tens to
+# hundreds, and a queue backlog shows as seconds.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "orderstream_requests", "Requests answered, by action, account, outcome and reason",
+            ["action", "account", "outcome", "reason_code"], registry=r)
+        self.latency = Histogram(
+            "orderstream_request_latency_seconds",
+            "From the request entering the pending stream to its result being written",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.broker_seconds = Histogram(
+            "orderstream_broker_request_seconds",
+            "Round trip of one broker call, by account and operation (submit, cancel, "
+            "get_order; a batched submit is one call)",
+            ["account", "operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self.step_seconds = Histogram(
+            "orderstream_step_seconds",
+            "Time one pipeline step took over the jobs of one batch it had work for",
+            ["step"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "orderstream_batch_size", "Entries per XREADGROUP batch", buckets=BATCH_BUCKETS,
+            registry=r)
+        self.consumer_lag = Gauge(
+            "orderstream_consumer_group_lag",
+            "Entries in the pending stream not yet delivered to any worker", registry=r)
+        self.pending_entries = Gauge(
+            "orderstream_pending_entries",
+            "Entries delivered to a worker and not yet acknowledged", registry=r)
+        self.stream_length = Gauge(
+            "orderstream_stream_length", "Length of each stream", ["stream"], registry=r)
+        self.unresolved = Counter(
+            "orderstream_unresolved_orders",
+            "Orders sent whose outcome the broker did not show within its lookup window: "
+            "recorded submitted, followed by client id, never sent again", registry=r)
+        self.not_durable = Counter(
+            "orderstream_not_durable_orders",
+            "Orders not sent because Redis did not confirm their records durable in time "
+            '(durability = "wait"); their requests are redelivered', registry=r)
+        self.finish_conflicts = Counter(
+            "orderstream_finish_conflicts",
+            "Outcomes not written: the order changed meanwhile (redone later) or another "
+            "worker answered the request first",
+            registry=r)
+        self.reclaimed = Counter(
+            "orderstream_reclaimed",
+            "Entries claimed from workers that left them idle past the visibility timeout",
+            registry=r)
+        self.consumers_removed = Counter(
+            "orderstream_consumers_removed",
+            "Consumers of gone workers removed from the group", registry=r)
+        self.redis_errors = Counter(
+            "orderstream_redis_errors", "Redis errors met by the read loop", registry=r)
+        self.background_errors = Counter(
+            "orderstream_background_errors",
+            "Unexpected failures of a worker's background loop (positions, tracker, reclaim), "
+            "each restarted after a pause, by task", ["task"], registry=r)
+        self.internal_errors = Counter(
+            "orderstream_internal_errors",
+            "Requests whose handling hit a bug of ours, by pipeline step: answered "
+            "internal_error when nothing of theirs was written yet, else left pending to be "
+            "redone from their records; their batch-mates go on", ["step"], registry=r)
+        self.tracked_changes = Counter(
+            "orderstream_tracked_changes",
+            "Changes of open orders learnt from the broker after submission, by new state",
+            ["state"], registry=r)
+        self.illegal_transitions = Counter(
+            "orderstream_illegal_transitions",
+            "State changes the transition table refused (a bug here or at the broker)",
+            ["from_state", "to_state"], registry=r)
+        # Shared safety state as this worker last saw it (Redis holds the truth). Codes
+        # rather than a label per state, so a state change never leaves a stale series.
+        self.trading_state = Gauge(
+            "orderstream_trading_state",
+            "Trading state by scope (global or an account): 0 active, 1 reducing, 2 halted",
+            ["scope"], registry=r)
+        self.circuit_state = Gauge(
+            "orderstream_circuit_state",
+            "Circuit breaker of each broker account: 0 closed, 1 half-open, 2 open",
+            ["account"], registry=r)
+        self.rate_limit_used = Gauge(
+            "orderstream_rate_limit_used",
+            "Use of each shared rate limit in its current window (weight or orders)",
+            ["account", "limit"], registry=r)
+        self.rate_limit_cap = Gauge(
+            "orderstream_rate_limit_cap", "The cap of each shared rate limit",
+            ["account", "limit"], registry=r)
+        self.trimmed = Counter(
+            "orderstream_trimmed_entries",
+            "Entries this worker's retention passes removed from each stream (pending: "
+            "acknowledged requests; completed, failed: results past results_retention_ms; "
+            "events: past events_retention_ms and read by every reader)",
+            ["stream"], registry=r)
+        self.event_reader_lag = Gauge(
+            "orderstream_event_reader_lag_seconds",
+            "Age of the oldest orders:events entry each reader (the positions fold, each "
+            "registered reader) has not processed yet, 0 when it is caught up (probed from "
+            "Redis): a reader that stops advancing holds the trim of the log",
+            ["reader"], registry=r)
+        self.dead_letters = Counter(
+            "orderstream_dead_letters",
+            "Requests dead-lettered to the failed stream: poison (delivered too often without "
+            "an outcome) or deleted (removed from the stream while pending)",
+            ["reason"], registry=r)
+        # Fleet-wide figures every worker probes from Redis (probes.py): every worker
+        # exports the same value, so dashboards take max(), not sum().
+        self.open_orders = Gauge(
+            "orderstream_open_orders", "Orders not yet final, by state (probed from Redis)",
+            ["state"], registry=r)
+        self.position = Gauge(
+            "orderstream_position_quantity",
+            "Net position of each configured account and symbol, long > 0 (probed from "
+            "Redis; a float for display, the decimal truth is in the positions hash)",
+            ["account", "symbol"], registry=r)
+        # Counted once fleet-wide: by the worker whose positions fold wrote the fill.
+        self.fills = Counter(
+            "orderstream_fills", "Fills recorded, by account and side", ["account", "side"],
+            registry=r)
+        self.filled_notional = Counter(
+            "orderstream_filled_notional",
+            "Quantity times price of the fills, in each symbol's quote asset (a float for "
+            "display; the decimal truth is in the events)",
+            ["account", "side", "quote_asset"], registry=r)
+        self.redis_up = Gauge(
+            "orderstream_redis_up", "1 if the last probe of Redis answered, else 0", registry=r)
+        self.broker_up = Gauge(
+            "orderstream_broker_up", "1 if the last ping of the account's broker answered",
+            ["account"], registry=r)
+        self.broker_stream_up = Gauge(
+            "orderstream_broker_stream_up",
+            "1 while the account's push feed (Binance's user data stream) is subscribed, 0 "
+            "since it was lost (open orders are polled meanwhile)", ["account"], registry=r)
+        self.broker_stream_failures = Counter(
+            "orderstream_broker_stream_failures",
+            "Push feed subscriptions that failed or broke (each reconnect attempt counts)",
+            ["account"], registry=r)
+        self.broker_orphans = Counter(
+            "orderstream_broker_orphans",
+            "Orders open at a broker with no record of ours, found by reconciliation, by "
+            "account and what was done (report, adopt, cancel, cancel_failed)",
+            ["account", "action"], registry=r)
+        self.info = Info("orderstream_worker", "This worker", registry=r)
+        self._children: dict[tuple[str, str, str, str], Counter] = {}
+        # Label lookups cost a lock and a tuple each: the children are kept, as above.
+        self._steps: dict[str, Histogram] = {}
+        self._calls: dict[tuple[str, str], Histogram] = {}
+        self._fills: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
+
+    def record(self, result: Result, now_ms: int, accounts: Container[str]) -> None:
+        """Count one result. ``accounts`` are the configured ones: an account named only by
+        a (refused) request is counted as "", so producers cannot grow the label set."""
+        account = result.account if result.account and result.account in accounts else ""
+        # The enums themselves (str subclasses, equal to their values) key the children: an
+        # enum's ``.value`` is a Python call, and this runs for every result.
+        key = (result.action, account, result.status, result.reason_code or "")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(*key)
+        child.inc()
+        self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
+
+    @contextlib.contextmanager
+    def step(self, name: str, jobs: Sized) -> Iterator[None]:
+        """Time one pipeline step over a batch; a step with no jobs is not a sample (its
+        microsecond would drown the real ones)."""
+        if not jobs:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            child = self._steps.get(name)
+            if child is None:
+                child = self._steps[name] = self.step_seconds.labels(name)
+            child.observe(time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def broker_call(self, account: str, operation: str) -> Iterator[None]:
+        """Time one call to a broker, whatever its outcome."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            child = self._calls.get((account, operation))
+            if child is None:
+                child = self._calls[account, operation] = self.broker_seconds.labels(
+                    account, operation)
+            child.observe(time.perf_counter() - started)
+
+    def fills_recorded(self, fills: Iterable[tuple[str, str, Fill, str | None]],
+                       accounts: Container[str]) -> None:
+        """Count fills just recorded: (account, side, fill, quote asset) each; fills of an
+        account not configured (any more) are left out, so the label set stays bounded.
+        Summed first, so a page of fills costs one increment per series, not per fill."""
+        sums: dict[tuple[str, str, str], list[float]] = {}
+        for account, side, fill, quote_asset in fills:
+            if account in accounts:
+                total = sums.setdefault((account, side, quote_asset or ""), [0, 0.0])
+                total[0] += 1
+                total[1] += float(fill.quantity) * float(fill.price)
+        for key, (count, notional) in sums.items():
+            children = self._fills.get(key)
+            if children is None:
+                children = self._fills[key] = (self.fills.labels(key[0], key[1]),
+                                               self.filled_notional.labels(*key))
+            children[0].inc(count)
+            children[1].inc(notional)
+
+    def illegal_transition(self, exc: IllegalTransition) -> None:
+        """Count one refused transition; both labels are order states (at most 11 x 11)."""
+        self.illegal_transitions.labels(exc.current.value, exc.target.value).inc()
+
+
+async def start_http(metrics: Metrics, host: str, port: int,
+                     ready: Callable[[], bool] | None = None,
+                     not_ready: Callable[[], Awaitable[str | None]] | None = None,
+                     ) -> tuple[web.AppRunner, int]:
+    """Serve /metrics, /healthz (alive: 200 once started) and /readyz (200 only while
+    ``not_ready`` finds nothing wrong; 503 with its reason otherwise). Returns the runner and
+    the port actually bound."""
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(_: web.Request) -> web.Response:
+        if ready is not None and not ready():
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ok\n")
+
+    async def readiness(_: web.Request) -> web.Response:
+        if ready is not None and not ready():
+            return web.Response(status=503, text="not started (or stopping)\n")
+        why = await not_ready() if not_ready is not None else None
+        if why is not None:
+            return web.Response(status=503, text=f"{why}\n")
+        return web.Response(text="ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", readiness)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

@@ -1,0 +1,259 @@
+"""Redis I/O for orders and results: the only module that writes order records, events and
+result entries. Multi-key changes are single Lua scripts (infra/lua/*.lua), one call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import (
+    Event,
+    Result,
+    decoder,
+    encode,
+)
+from producer.keys import GROUP, Keys
+from producer.replies import text
+
+from ..model.order import Order
+from ..model.states import is_terminal
+from .attention import Attention
+
+_order_decoder = decoder(Order)
+# The short values of a script call go in one MessagePack argument (see infra/lua/*.lua); it
+# writes the enums' values itself, cheaper than asking each for its ``.value``.
+_pack = msgspec.msgpack.Encoder().encode
+# The placeholders of an outcome without an order change, which finish.lua skips.
+_NO_ORDER = (0, 0, 0, "", 0, 0, 0)
+
+
+def _load_script(name: str) -> str:
+    return (resources.files("executor.infra") / "lua" / name).read_text()
+
+
+# An order's new place in the attention index: client id, account, seq read, due (None: out).
+Reindex = tuple[str, str, int, int | None]
+
+
+def decode_order(data: bytes | str) -> Order:
+    order: Order = _order_decoder.decode(data)
+    return order
+
+
+@dataclass(slots=True)
+class NewOrder:
+    """An order to persist before submission, with its first events."""
+
+    order: Order
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class Existing:
+    """An order found under a client id that a request wanted to create."""
+
+    request_id: str
+    order: Order
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final write for one request: its result, and the order change it made, if any."""
+
+    request_id: str
+    result: Result | None  # None: an order change with no result of its own (cancel_all)
+    order: Order | None = None
+    expected_seq: int = 0
+    events: list[Event] = field(default_factory=list)
+    # More fields of the result entry: a dead letter's raw:<field> (reclaim.py).
+    entry_fields: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+class NotDurable(Exception):
+    """Redis could not confirm, within the configured time, that the orders' records reached
+    the replicas (or the disk) the durability setting asks for: they are not sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What must hold a write before an order is sent (``[redis] durability = "wait"``):
+    ``replicas`` replicas acknowledged it and, with ``local``, this server's AOF has it on
+    disk (WAITAOF, Redis >= 7.2), within ``timeout_ms``."""
+
+    replicas: int
+    local: bool
+    timeout_ms: int
+
+    def command(self) -> tuple[Any, ...]:
+        if self.local:
+            return ("WAITAOF", 1, self.replicas, self.timeout_ms)
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+    def reached(self, reply: Any) -> bool:
+        if self.local:
+            local, replicas = int(reply[0]), int(reply[1])
+            return local >= 1 and replicas >= self.replicas
+        return int(reply) >= self.replicas
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, results_maxlen: int,
+                 order_ttl_ms: int, durability: Durability | None = None,
+                 attention: Attention | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.results_maxlen = results_maxlen
+        self.order_ttl_ms = order_ttl_ms
+        self.durability = durability
+        # When the tracker must next look at an order, written with its record.
+        self.attention = attention or Attention()
+        self._begin = redis.register_script(_load_script("begin.lua"))
+        self._send = redis.register_script(_load_script("send.lua"))
+        self._unsend = redis.register_script(_load_script("unsend.lua"))
+        self._finish = redis.register_script(_load_script("finish.lua"))
+        self._records = redis.register_script(_load_script("records.lua"))
+        self._reindex = redis.register_script(_load_script("reindex.lua"))
+
+    async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
+        """Current records of these orders (None where there is none), in one round trip."""
+        if not client_order_ids:
+            return []
+        raw = await self._records(keys=[self.keys.order(cid) for cid in client_order_ids])
+        return [decode_order(data) if data else None for data in raw]
+
+    async def open_order_ids(self) -> list[str]:
+        members = await self.redis.smembers(self.keys.open)
+        return sorted(text(m) for m in members)
+
+    # -- the attention index (attention.py): open orders by when the tracker is due ---------
+
+    async def due_ids(self, account: str, until: int | None) -> list[str]:
+        """The account's open orders due by ``until`` (epoch ms), soonest first; every one
+        of them with None."""
+        raw: Any = await self.redis.zrangebyscore(
+            self.keys.due(account), "-inf", "+inf" if until is None else until)
+        return [text(m) for m in raw]
+
+    async def reindex(self, items: Sequence[Reindex], *, only_new: bool = False) -> None:
+        """Set when each order is due next: (client id, account, the seq its record was
+        read at, due epoch ms or None to drop it). Skipped where the record moved since
+        (its writer set the time); an order whose record is gone leaves the index.
+        ``only_new``: add orders missing from the index, never move one that is in it."""
+        if not items:
+            return
+        keys: list[str] = []
+        meta: list[Any] = []
+        for cid, account, seq, due in items:
+            keys += (self.keys.order(cid), self.keys.due(account))
+            meta += (cid, seq, 0 if due is None else due)
+        await self._reindex(keys=keys, args=[_pack(meta), "NX" if only_new else "XX"])
+
+    # -- cancels deferred until their order has landed (steps/cancel.py, tracker.py) -----
+
+    async def defer_cancels(self, requests: Mapping[str, str]) -> None:
+        """Record cancels (client id -> the cancel's request id) for the tracker to send."""
+        if requests:
+            mapping: dict[Any, Any] = dict(requests)
+            await self.redis.hset(self.keys.cancels, mapping=mapping)
+
+    async def deferred_cancels(self) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(self.keys.cancels)
+        return {text(cid): text(rid) for cid, rid in raw.items()}
+
+    async def drop_deferred_cancels(self, client_order_ids: Sequence[str]) -> None:
+        if client_order_ids:
+            await self.redis.hdel(self.keys.cancels, *client_order_ids)
+
+    async def begin(self, items: Sequence[NewOrder]) -> list[Existing | None]:
+        """Create each order unless its client id exists; None where it was created."""
+        if not items:
+            return []
+        keys = [self.keys.events, self.keys.open]
+        meta: list[Any] = []
+        payload: list[bytes] = []
+        for item in items:
+            order = item.order
+            keys += (self.keys.order(order.client_order_id), self.keys.due(order.spec.account))
+            meta += (order.client_order_id, order.request_id, order.state, order.seq,
+                     len(item.events), self.attention.due(order, order.updated_at) or 0)
+            payload.append(encode(order))
+            payload += map(encode, item.events)
+        replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
+        out: list[Existing | None] = []
+        for reply in replies:
+            if reply == 0:
+                out.append(None)
+            else:
+                rid, record = reply
+                out.append(Existing(rid.decode() if isinstance(rid, bytes) else rid,
+                                    decode_order(record)))
+        return out
+
+    async def take_send_tokens(self, tokens: Mapping[str, str]) -> list[int]:
+        """Take the send token of each order (client id -> this delivery's token;
+        infra/lua/send.lua): per order, in the mapping's order, 1 (this delivery's: it alone may
+        send it), 0 (held by another delivery: look it up, never send) or -1 (no longer
+        pending_submit). With durability configured, the same connection then waits for
+        the replicas (or the AOF) to have everything written so far, the orders' records
+        and the tokens included (one replication stream, so waiting for this connection's
+        last write covers the earlier ones of any connection); ``NotDurable`` when they did
+        not in time, after giving back the tokens taken."""
+        if not tokens:
+            return []
+        keys = [self.keys.order(cid) for cid in tokens]
+        args = list(tokens.values())
+        durability = self.durability
+        if durability is None:
+            taken = await self._send(keys=keys, args=args)
+            return [int(t) for t in taken]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._send(keys=keys, args=args, client=pipe)
+            pipe.execute_command(*durability.command())
+            taken, reply = await pipe.execute()
+        if not durability.reached(reply):
+            mine = [(k, a) for k, a, t in zip(keys, args, taken, strict=True) if int(t) == 1]
+            await self._unsend(keys=[k for k, _ in mine], args=[a for _, a in mine])
+            raise NotDurable(f"{' '.join(map(str, durability.command()))} answered {reply!r}")
+        return [int(t) for t in taken]
+
+    async def finish(self, outcomes: Iterable[Outcome], group: str = GROUP) -> list[str]:
+        """Write results, order changes and XACKs atomically; returns request ids skipped
+        because their order changed under us (they stay pending, to be redone)."""
+        k = self.keys
+        keys = [k.events, k.open, k.completed, k.failed, k.pending]
+        meta: list[Any] = []
+        payload: list[bytes] = []
+        for outcome in outcomes:
+            result, order = outcome.result, outcome.order
+            cid = order.client_order_id if order is not None else None
+            if result is None:
+                meta += (outcome.request_id, cid or "", 1)
+                payload.append(b"")
+            else:
+                meta += (outcome.request_id, result.client_order_id or cid or "",
+                         1 if result.ok else 2)
+                payload.append(encode(result))
+            if order is None:
+                meta += _NO_ORDER
+            else:
+                keys += (k.order(order.client_order_id), k.due(order.spec.account))
+                meta += (1, outcome.expected_seq, order.seq, order.state,
+                         1 if is_terminal(order.state) else 0, len(outcome.events),
+                         self.attention.due(order, order.updated_at) or 0)
+            meta.append(len(outcome.entry_fields))
+            for name, value in outcome.entry_fields.items():
+                payload += (name, value)
+            if order is not None:
+                payload.append(encode(order))
+                payload += map(encode, outcome.events)
+        if not meta:
+            return []
+        args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]
+        conflicts = await self._finish(keys=keys, args=args)
+        return [c.decode() if isinstance(c, bytes) else c for c in conflicts]

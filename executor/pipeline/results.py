@@ -1,0 +1,99 @@
+"""Building the one result of a request from what the pipeline decided. Pure."""
+
+from __future__ import annotations
+
+from producer.contract import TERMINAL_STATES, OrderState, Result, ResultStatus
+
+from ..model.order import Order
+from .job import Job
+
+_STATUS_OF_STATE = {
+    OrderState.ACCEPTED: ResultStatus.ACCEPTED,
+    # Recorded submitted only when the broker has not confirmed it: outcome unknown.
+    OrderState.SUBMITTED: ResultStatus.SUBMITTED,
+    OrderState.PENDING_CANCEL: ResultStatus.ACCEPTED,
+    OrderState.PARTIALLY_FILLED: ResultStatus.PARTIALLY_FILLED,
+    OrderState.FILLED: ResultStatus.FILLED,
+    OrderState.CANCELLED: ResultStatus.CANCELLED,
+    OrderState.EXPIRED: ResultStatus.EXPIRED,
+    OrderState.REJECTED: ResultStatus.REJECTED,
+    OrderState.DENIED: ResultStatus.DENIED,
+    OrderState.CREATED: ResultStatus.FAILED,
+    OrderState.PENDING_SUBMIT: ResultStatus.FAILED,
+}
+
+
+def _base(job: Job, now: int, worker: str, order: Order | None) -> Result:
+    req = job.request
+    spec = order.spec if order is not None else job.spec
+    result = Result(
+        request_id=job.request_id,
+        action=job.action,
+        status=ResultStatus.FAILED,
+        client_order_id=order.client_order_id if order is not None else job.client_order_id,
+        account=spec.account if spec is not None else (req.account if req else None),
+        symbol=spec.symbol if spec is not None else (req.symbol if req else None),
+        side=spec.side if spec is not None else None,
+        type=spec.type if spec is not None else None,
+        quantity=spec.quantity if spec is not None else None,
+        strategy_id=req.strategy_id if req else None,
+        signal_id=req.signal_id if req else None,
+        metadata=req.metadata if req else None,
+        enqueued_at=job.enqueued_at,
+        received_at=job.received_at,
+        completed_at=now,
+        worker=worker,
+        cancelled=job.cancelled,
+    )
+    if order is not None:
+        result.order_state = order.state
+        result.broker_order_id = order.broker_order_id
+        result.filled_quantity = order.filled_quantity
+        result.average_price = order.average_price
+        result.commission = order.commission
+        result.commission_asset = order.commission_asset
+        result.commissions = order.commissions
+        result.fills = order.fills
+    return result
+
+
+def of_order(job: Job, order: Order, now: int, worker: str) -> Result:
+    """The result of a request that moved ``order``: its status is the order's state; a
+    rejection carries the broker's reason code and message."""
+    result = _base(job, now, worker, order)
+    result.status = _STATUS_OF_STATE[order.state]
+    if order.state in (OrderState.REJECTED, OrderState.DENIED):
+        result.reason_code = order.reason_code or "broker_rejected"
+    elif order.state is OrderState.EXPIRED:
+        # Expired by us (deadline, never sent) is a failure; expired by the exchange (an
+        # IOC remainder) is a normal outcome, which keeps the exchange's words as reason.
+        result.reason_code = order.reason_code
+    if order.state in TERMINAL_STATES or order.state is OrderState.SUBMITTED:
+        result.reason = order.reason
+    return result
+
+
+def failure(
+    job: Job,
+    reason_code: str,
+    reason: str,
+    now: int,
+    worker: str,
+    *,
+    order: Order | None = None,
+    status: ResultStatus = ResultStatus.FAILED,
+) -> Result:
+    """The result of a refused request; ``order`` is the order it refers to, if any (its
+    current state is reported, e.g. to a producer's retry that met ``duplicate``)."""
+    result = _base(job, now, worker, order)
+    result.status = status
+    result.reason_code = reason_code
+    result.reason = reason
+    return result
+
+
+def summary(job: Job, status: ResultStatus, now: int, worker: str) -> Result:
+    """The result of a request about several orders (cancel_all): ``cancelled`` lists them."""
+    result = _base(job, now, worker, None)
+    result.status = status
+    return result

@@ -1,0 +1,48 @@
+"""What the pipeline steps share: settings, the store, the brokers, the clock, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..brokers.base import Broker
+from ..config import Settings
+from ..infra.clock import wall_clock_ms
+from ..infra.metrics import Metrics
+from ..infra.store import Store
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    brokers: dict[str, Broker]
+    metrics: Metrics
+    worker: str
+    clock: Callable[[], int] = field(default=wall_clock_ms)
+    _quotes: dict[tuple[str, str], str] = field(default_factory=dict)
+    _bases: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def quote_asset(self, account: str, symbol: str) -> str | None:
+        """A symbol's quote asset at its account's broker (None: unknown account or symbol).
+        Remembered once known, as it never changes; unknown is asked again, since a broker
+        may learn its symbols later (Binance's exchangeInfo)."""
+        quote = self._quotes.get((account, symbol))
+        if quote is None:
+            broker = self.brokers.get(account)
+            quote = None if broker is None else broker.quote_asset(symbol)
+            if quote is not None:
+                self._quotes[(account, symbol)] = quote
+        return quote
+
+    def base_asset(self, account: str, symbol: str) -> str | None:
+        """A symbol's base asset at its account's broker, as ``quote_asset`` (a fee charged
+        in it reduces the position: positions.apply_trade)."""
+        base = self._bases.get((account, symbol))
+        if base is None:
+            # getattr: an adapter written before the protocol had it knows no base asset.
+            ask = getattr(self.brokers.get(account), "base_asset", None)
+            base = None if ask is None else ask(symbol)
+            if base is not None:
+                self._bases[(account, symbol)] = base
+        return base

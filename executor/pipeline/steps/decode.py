@@ -1,0 +1,128 @@
+"""Step 1: decode and validate. Anything malformed becomes an ``invalid`` result naming the
+field; nothing here touches Redis or a broker."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+
+from producer.contract import (
+    CLIENT_ORDER_ID_PATTERN,
+    Action,
+    ContractError,
+    OrderSpec,
+    ReasonCode,
+    TimeInForce,
+    check_depth,
+    decode_request,
+)
+from producer.ids import client_order_id_for_entry
+from producer.validation import check_request
+
+from ...brokers.base import Broker
+from .. import results
+from ..job import Job
+from ..services import Services
+from .guard import internal_error
+
+DEFAULT_ACCOUNT = "default"
+_CLIENT_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
+# Numbers kept as their text: never expanded, never out of range.
+_loose = msgspec.json.Decoder(float_hook=str)
+
+
+class Decode:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.max_bytes = svc.settings.worker.max_request_bytes
+
+    def __call__(self, jobs: Sequence[Job]) -> None:
+        now = self.svc.clock()
+        for job in jobs:
+            try:
+                self._decode(job, now)
+            except ContractError as exc:
+                job.result = results.failure(job, ReasonCode.INVALID, str(exc), now,
+                                             self.svc.worker)
+            except Exception as exc:
+                # Input is refused above with a ContractError; anything else is our bug.
+                internal_error(self.svc, job, "decode", exc)
+
+    def _decode(self, job: Job, now: int) -> None:
+        data = job.fields.get(b"data")
+        if data is None:
+            names = ", ".join(sorted(k.decode(errors="replace") for k in job.fields)) or "none"
+            raise ContractError(f"entry has no `data` field (fields: {names})", "data")
+        if len(data) > self.max_bytes:
+            raise ContractError(
+                f"`data` is {len(data)} bytes, over the limit of {self.max_bytes}", "data"
+            )
+        try:
+            request = decode_request(data)
+        except ContractError:
+            self._salvage_ids(job, data)
+            raise
+        job.request = request
+        job.action = request.action
+        job.client_order_id = request.client_order_id
+        check_request(request, now)
+        account = request.account or DEFAULT_ACCOUNT
+        if request.action is Action.CANCEL_ALL:
+            if request.account is not None:
+                self._broker(account)
+            return
+        broker = self._broker(account)
+        if request.action in (Action.CANCEL, Action.AMEND):
+            return  # an amend's new order is built from the old one (pipeline/steps/amend.py)
+        assert request.symbol and request.side and request.type
+        if job.client_order_id is None:
+            job.client_order_id = client_order_id_for_entry(
+                request.symbol, request.side, job.request_id
+            )
+        spec = OrderSpec(
+            account=account,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            quantity=request.quantity,
+            quote_quantity=request.quote_quantity,
+            price=request.price,
+            stop_price=request.stop_price,
+            stop_limit_price=request.stop_limit_price,
+            time_in_force=request.time_in_force or TimeInForce.GTC,
+            expire_at=request.expire_at,
+            deadline=request.deadline,
+            strategy_id=request.strategy_id,
+            signal_id=request.signal_id,
+            metadata=request.metadata,
+            reduce_only=request.reduce_only,
+        )
+        job.spec = broker.check(spec) or spec
+
+    def _broker(self, account: str) -> Broker:
+        broker = self.svc.brokers.get(account)
+        if broker is None:
+            known = ", ".join(sorted(self.svc.brokers))
+            raise ContractError(f"account `{account}` is not configured (known: {known})",
+                                "account")
+        return broker
+
+    @staticmethod
+    def _salvage_ids(job: Job, data: bytes) -> None:
+        """Copy action and client id from a request that failed to decode, when they are
+        readable, so its producer can match the ``invalid`` result to what it sent."""
+        try:
+            check_depth(data)  # too deep for the strict decoder is too deep here
+            loose = _loose.decode(data)
+        except (ContractError, msgspec.DecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(loose, dict):
+            return
+        cid = loose.get("client_order_id")
+        if isinstance(cid, str) and _CLIENT_ID.fullmatch(cid):
+            job.client_order_id = cid
+        action = loose.get("action")
+        if isinstance(action, str) and action in Action._value2member_map_:
+            job.action = Action(action)

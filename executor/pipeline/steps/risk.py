@@ -1,0 +1,269 @@
+"""Step 3b: trading state and pre-trade risk checks, after idempotency, before persist.
+
+Per account of the batch: one snapshot of the shared risk state (safety/risk/state.py), the
+batch's new orders checked in order against it in Python with Decimal (safety/risk/rules.py; each
+order that passes is added to the in-memory book, so two orders of one batch see each
+other), then the passing orders' reservations written by one compare-and-set on the
+account's checks version. If another worker (or a limit change) changed the state in
+between, the batch is checked again on the new state, a bounded number of times (the
+positions projector's pages commute with the commit: safety/risk/state.py); so of two
+orders from two workers that each fit but together exceed a limit, one passes and one is
+denied. When the state cannot be read or written, or keeps moving, the orders are denied
+(``risk_denied:unavailable``): never passed unchecked.
+
+``settle`` runs after persist: a request that ends there without its order (another
+request holds the client id) gives its reservation back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from decimal import Decimal
+
+from redis.exceptions import RedisError
+
+from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
+
+from ...safety.risk.book import Book, Candidate, day_id, reservation_of
+from ...safety.risk.limits import Limits, resolve
+from ...safety.risk.rules import Check, Denial, checks_for, evaluate
+from ...safety.risk.state import RiskState, Snapshot, Write, open_by_symbol
+from .. import results
+from ..job import Job
+from ..services import Services
+from .guard import internal_error
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = risk_denied("unavailable")
+_MAX_PAUSE_S = 0.1  # between two compare-and-set attempts (2 ms, 4 ms, ... up to this)
+# Limits whose measures value every position of the account at its reference price.
+_MARKED = ("max_position_pct", "max_total_exposure", "max_net_long", "max_net_short")
+
+
+def pause_s(attempt: int) -> float:
+    """The pause after a lost compare-and-set (attempt 0, 1, ...): exponential with full
+    jitter. On a loaded machine a batch takes long to decide, and short pauses had two
+    workers collide until both ran out of attempts."""
+    return random.uniform(0, min(0.002 * 2 ** attempt, _MAX_PAUSE_S))
+
+
+class Risk:
+    def __init__(self, svc: Services, state: RiskState) -> None:
+        self.svc = svc
+        self.state = state
+        self.settings = svc.settings.risk
+        self._swept: dict[str, int] = {}  # account -> when its orphans were last looked for
+        # One batch of an account at a time in this process: its lanes would otherwise
+        # mostly make each other decide again (the compare-and-set stays for other workers).
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def __call__(self, jobs: Sequence[Job]) -> None:
+        todo = [j for j in jobs if j.result is None and j.order is None and j.spec is not None
+                and j.client_order_id is not None]
+        by_account: dict[str, list[Job]] = {}
+        for job in todo:
+            assert job.spec is not None
+            by_account.setdefault(job.spec.account, []).append(job)
+        for account, group in by_account.items():
+            async with self._locks.setdefault(account, asyncio.Lock()):
+                await self._account(account, group)
+
+    async def settle(self, jobs: Sequence[Job]) -> None:
+        """Release the reservations of requests that persist did not turn into their own
+        order (the client id belongs to another request)."""
+        releases: dict[str, list[tuple[str, str]]] = {}
+        for job in jobs:
+            if not job.reserved:
+                continue
+            job.reserved = False
+            if job.order is None or job.order.request_id != job.request_id:
+                assert job.spec is not None and job.client_order_id is not None
+                releases.setdefault(job.spec.account, []).append(
+                    (job.client_order_id, job.request_id))
+        for account, items in releases.items():
+            try:
+                await self._release(account, items)
+            except RedisError as exc:
+                log.warning("could not release %d reservations of %s (the orphan sweep "
+                            "will): %s", len(items), account, exc)
+
+    async def _release(self, account: str, items: Sequence[tuple[str, str]]) -> bool:
+        """Delete the reservations of these (client id, request id) while they are still
+        those requests'; False if other workers kept moving the state."""
+        owner = dict(items)
+        for _ in range(self.settings.attempts):
+            day = self._day()
+            snap = await self.state.snapshot(account, day, owner)
+            drop = [(cid, r) for cid, r in snap.reservations.items()
+                    if r.request_id == owner[cid]]
+            if not drop or await self.state.commit(account, day, snap, Write(drop=drop)):
+                return True
+        return False
+
+    def _day(self) -> str:
+        return day_id(self.svc.clock(), self.settings.day_offset_ms)
+
+    async def _account(self, account: str, jobs: list[Job]) -> None:
+        prices: dict[str, Decimal | None] = {}
+        attempts = self.settings.attempts
+        # Their reservations are read: a redelivered request's own, an amend's old order's.
+        cids = [cid for j in jobs for cid in (j.client_order_id or "", *j.cancelled)]
+        for attempt in range(attempts):
+            day = self._day()
+            try:
+                snap = await self.state.snapshot(account, day, cids)
+                by_symbol: dict[str, Limits] = {}
+                limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
+                    j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
+                          for j in jobs if j.spec is not None]
+                await self._price(account, prices, jobs, snap, limits)
+                decisions, write = self._decide(account, jobs, snap, limits, prices)
+                if write and not await self._commit(account, day, snap, write):
+                    await asyncio.sleep(pause_s(attempt))
+                    continue
+            except (RedisError, ValueError) as exc:
+                log.warning("risk state of %s unavailable: %s", account, exc)
+                self._deny_all(jobs, f"risk state of account {account} could not be read or "
+                               f"written ({exc}): denied, not passed unchecked")
+                return
+            except Exception as exc:
+                # A bug in a check must not pass orders, nor keep them pending forever, nor
+                # deny the orders it did not trip on: each is checked alone (nothing was
+                # reserved, or what was is its own request's, replaced when decided again),
+                # and the one that trips it alone fails internal_error.
+                if len(jobs) > 1:
+                    log.warning("risk checks of %s failed over %d orders (%s); checking each "
+                                "alone", account, len(jobs), type(exc).__name__)
+                    for job in jobs:
+                        await self._account(account, [job])
+                    return
+                internal_error(self.svc, jobs[0], "risk", exc)
+                return
+            self._apply(jobs, decisions)
+            await self._sweep(account)
+            return
+        self._deny_all(jobs, f"risk state of account {account} kept changing under other "
+                       f"workers for {attempts} attempts: denied, not passed unchecked")
+
+    async def _sweep(self, account: str) -> None:
+        """Release orphans: old reservations whose request never became their order (it
+        was dead-lettered after a crash between the checks and persist, or its client id
+        was another request's). Best effort, at most ten times per ``orphan_after_ms``; an
+        orphan only ever over-counts."""
+        now, after = self.svc.clock(), self.settings.orphan_after_ms
+        if now - self._swept.get(account, 0) < after // 10:
+            return
+        self._swept[account] = now
+        try:
+            held = await self.state.all_reservations(account)
+            stale = [(cid, r.request_id) for cid, r in held.items() if r.at < now - after]
+            if not stale:
+                return
+            recorded = await self.svc.store.load_orders([cid for cid, _ in stale])
+            orphans = [(cid, rid) for (cid, rid), order in zip(stale, recorded, strict=True)
+                       if order is None or order.request_id != rid]
+            if orphans:
+                log.warning("releasing %d orphaned reservations of %s: %s", len(orphans),
+                            account, ", ".join(cid for cid, _ in orphans))
+                await self._release(account, orphans)
+        except RedisError as exc:
+            log.warning("orphaned reservations of %s not looked for: %s", account, exc)
+
+    async def _commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
+        try:
+            return await self.state.commit(account, day, snap, write)
+        except RedisError:
+            # It may have been applied: give back what it reserved, as its orders are denied.
+            try:
+                await self._release(account, [(cid, r.request_id) for cid, r, _ in write.put])
+            except RedisError as exc:
+                log.error("reservations of %d denied orders of %s may be left (the orphan "
+                          "sweep will release them): %s", len(write.put), account, exc)
+            raise
+
+    async def _price(self, account: str, prices: dict[str, Decimal | None], jobs: list[Job],
+                     snap: Snapshot, limits: list[Limits]) -> None:
+        """Fetch the reference prices the checks need that are not known yet: the orders'
+        symbols, and every held symbol when a limit values the positions."""
+        wanted = {j.spec.symbol for j in jobs if j.spec is not None}
+        if any(getattr(lim, name) is not None for lim in limits for name in _MARKED):
+            wanted |= {p.symbol for p in snap.positions if p.quantity != 0}
+        missing = sorted(wanted - prices.keys())
+        broker = self.svc.brokers[account]
+        got = await asyncio.gather(*(broker.reference_price(s) for s in missing),
+                                   return_exceptions=True)
+        for symbol, price in zip(missing, got, strict=True):
+            if isinstance(price, BaseException):
+                log.warning("no reference price for %s/%s: %s", account, symbol, price)
+                prices[symbol] = None
+            else:
+                # As a wire decimal once: every reservation of the symbol is made of it.
+                prices[symbol] = None if price is None else wire(price)
+
+    def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
+                prices: dict[str, Decimal | None],
+                ) -> tuple[list[Denial | None], Write]:
+        """Check the jobs in order against the snapshot. Pure."""
+        write = Write()
+        book = Book(account=account, state=snap.state, symbols=open_by_symbol(snap.sums),
+                    open_orders=snap.open_orders, day_orders=snap.day_orders,
+                    day_pnl=snap.day_pnl, prices=prices)
+        for position in snap.positions:
+            book.hold(position)
+        book.quotes = {symbol: self.svc.quote_asset(account, symbol) for symbol in {
+            *book.symbols, *(j.spec.symbol for j in jobs if j.spec is not None)}}
+        for job in jobs:
+            held = snap.reservations.get(job.client_order_id or "")
+            if held is not None and held.request_id == job.request_id:
+                book.unreserve(held)  # redelivered: decided again, replaced or dropped
+                write.drop.append((job.client_order_id or "", held))
+            for cid in job.cancelled:
+                # An amend's new order replaces its old one: judged with the old order's
+                # reservation and open-order count taken out, not in addition. The old one
+                # is cancelled only if this passes; the projector releases its reservation
+                # when it folds the cancel, till then it only does not count here.
+                old = snap.reservations.get(cid)
+                if old is not None:
+                    book.unreserve(old)
+        now = self.svc.clock()
+        decisions: list[Denial | None] = []
+        checks: dict[int, tuple[Check, ...]] = {}  # per limits object (one per symbol)
+        for job, lim in zip(jobs, limits, strict=True):
+            assert job.spec is not None and job.client_order_id is not None
+            cid = job.client_order_id
+            held = snap.reservations.get(cid)
+            if held is not None and held.request_id != job.request_id:
+                decisions.append(Denial(ReasonCode.DUPLICATE, (
+                    f"client_order_id {cid} is being placed by request {held.request_id}")))
+                continue
+            candidate = Candidate(cid, job.request_id, job.spec, prices.get(job.spec.symbol))
+            denial = evaluate(candidate, book, lim,
+                              checks.get(id(lim)) or checks.setdefault(id(lim), checks_for(lim)))
+            decisions.append(denial)
+            if denial is None:
+                reservation = reservation_of(candidate, now)
+                book.reserve(reservation)
+                book.day_orders += held is None
+                write.put.append((cid, reservation, held is None))
+        return decisions, write
+
+    def _apply(self, jobs: list[Job], decisions: list[Denial | None]) -> None:
+        now = self.svc.clock()
+        for job, denial in zip(jobs, decisions, strict=True):
+            if denial is None:
+                job.reserved = True
+            else:
+                status = (ResultStatus.FAILED if denial.code == ReasonCode.DUPLICATE
+                          else ResultStatus.DENIED)
+                job.result = results.failure(job, denial.code, denial.message, now,
+                                             self.svc.worker, status=status)
+
+    def _deny_all(self, jobs: list[Job], message: str) -> None:
+        now = self.svc.clock()
+        for job in jobs:
+            job.result = results.failure(job, UNAVAILABLE, message, now, self.svc.worker,
+                                         status=ResultStatus.DENIED)

@@ -1,0 +1,253 @@
+"""The shared pre-trade risk state of an account in Redis, read in one snapshot and written
+by compare-and-set scripts, so the checks hold across any number of workers. Reading it
+costs the same whatever the number of open orders: their totals are kept per symbol.
+
+Keys (``Keys.risk(account, name)``):
+
+- ``open``: hash client id -> Reservation JSON (book.py) of every open order that passed
+  the checks. Created here; shrunk by fills and deleted on the order's end by the
+  positions projector (projector.py, safety/risk/fills.py, infra/lua/positions.lua).
+- ``sums``: hash of the open reservations' totals per symbol and side, decimal text:
+  ``<symbol>|<side>|q+`` / ``n+`` (quantity / notional reserved, less what this step
+  released itself; written only by the checks, under the version) and ``q-`` / ``n-``
+  (released by fills and ends; written only by the projector, under its lease and cursor).
+  Open = ``+`` minus ``-``: each field has a single writer, so neither needs to read the
+  other's under a lock. ``<symbol>|n``: open orders of the symbol (an integer, HINCRBY by
+  both). HLEN of ``open`` is the account's number of open orders.
+- ``day:<YYYYMMDD>``: hash of the trading day (days start at ``risk.day_reset_utc``):
+  ``orders`` (integer: orders that passed the checks, written here) and ``pnl`` (decimal
+  text: realized PnL net of commission of the day's fills, written by the projector).
+  Expires two days after its last write.
+- ``v``: integer version, incremented by every change of the above, of the account's
+  positions (projector) and of its run-time limits (``orderstream risk set``).
+- ``cv``: the checks' version, what their compare-and-set compares: incremented by their
+  own writes and by changes of the run-time limits, not by the projector. A page the
+  projector writes between a batch's snapshot and its commit commutes with the commit
+  (the projector writes positions, the ``-`` fields and day PnL the checks never write,
+  increments the counts, and touches only reservations of orders that already have events,
+  which a batch creates none of), so the outcome is that of the batch deciding and
+  committing just before the page: the same as a projector a few ms later. The one thing
+  both may change, a reservation the batch drops (a redelivered request's own), is
+  compared by its JSON as read. Two batches, or a batch and a limit change, still
+  exclude each other through ``cv``; the projector no longer makes a third of the
+  batches decide again.
+
+Every deletion of a reservation is conditional on it being what the deleter read (the
+checks by the version, the projector by comparing the stored JSON), so a reservation is
+released exactly once whoever gets to it first.
+
+With ``Keys.positions``, ``Keys.trading`` and ``Keys.risk_limits`` they make the snapshot.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from producer.contract import Side, decoder, encode
+from producer.keys import Keys
+from producer.replies import text
+
+from ...model.positions import Position, decode_position, split_key
+from ..trading import TradingState, effective
+from .book import EXACT, ZERO, Reservation, SymbolBook
+from .limits import AccountLimits, decode_runtime
+
+DAY_TTL_MS = 2 * 86_400_000
+_reservation = decoder(Reservation)
+
+
+def decode_reservation(data: bytes | str) -> Reservation:
+    reservation: Reservation = _reservation.decode(data)
+    return reservation
+
+
+def version_key(keys: Keys, account: str) -> str:
+    return keys.risk(account, "v")
+
+
+def checks_version_key(keys: Keys, account: str) -> str:
+    return keys.risk(account, "cv")
+
+
+def open_key(keys: Keys, account: str) -> str:
+    return keys.risk(account, "open")
+
+
+def sums_key(keys: Keys, account: str) -> str:
+    return keys.risk(account, "sums")
+
+
+def day_key(keys: Keys, account: str, day: str) -> str:
+    return keys.risk(account, f"day:{day}")
+
+
+def sum_field(symbol: str, side: Side, what: str) -> str:
+    """``what``: ``q+``, ``n+`` (reserved, the checks' fields), ``q-``, ``n-`` (released,
+    the projector's)."""
+    return f"{symbol}|{side}|{what}"
+
+
+def count_field(symbol: str) -> str:
+    return f"{symbol}|n"
+
+
+def parse_sums(raw: dict[Any, Any]) -> dict[str, Decimal]:
+    return {text(k): Decimal(text(v)) for k, v in raw.items()}
+
+
+def open_by_symbol(sums: dict[str, Decimal]) -> dict[str, SymbolBook]:
+    """The open reservations' totals per symbol: reserved minus released."""
+    books: dict[str, SymbolBook] = {}
+    with decimal.localcontext(EXACT):
+        for name, value in sums.items():
+            parts = name.split("|")
+            book = books.setdefault(parts[0], SymbolBook())
+            if len(parts) == 2:
+                book.orders = int(value)
+                continue
+            side, what = parts[1], parts[2]
+            sign = 1 if what.endswith("+") else -1
+            attr = ("buy_" if side == Side.BUY else "sell_") + (
+                "quantity" if what[0] == "q" else "notional")
+            setattr(book, attr, getattr(book, attr) + sign * value)
+    return books
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """An account's risk state at one instant (read in one MULTI)."""
+
+    version: str  # the checks' version (``cv``)
+    reservations: dict[str, Reservation]  # of the client ids asked for, where there is one
+    open_orders: int
+    sums: dict[str, Decimal]
+    day_orders: int
+    day_pnl: Decimal
+    positions: list[Position]
+    state: TradingState
+    runtime: AccountLimits | None
+    raw: dict[str, bytes] = field(default_factory=dict)  # the reservations' JSON, as read
+
+
+@dataclass(slots=True)
+class Write:
+    """Reservations to create (with whether each counts as an order of the day) and to
+    delete (as read), applied by one compare-and-set on the version."""
+
+    put: list[tuple[str, Reservation, bool]] = field(default_factory=list)
+    drop: list[tuple[str, Reservation]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.put or self.drop)
+
+
+def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str], dict[str, int]]:
+    """The new values of the checks' ``+`` fields and the changes of the order counts."""
+    # Summed per symbol and side first, then added to the stored values once: exact
+    # arithmetic, so the same values (and text) as adding one reservation at a time, with
+    # a field name made per symbol and side rather than per reservation.
+    deltas: dict[tuple[str, Side], tuple[Decimal, Decimal]] = {}
+    counts: dict[str, int] = {}
+    changes = [(r, 1) for _, r, _ in write.put] + [(r, -1) for _, r in write.drop]
+    for r, sign in changes:
+        step = EXACT.add if sign > 0 else EXACT.subtract
+        group = (r.symbol, r.side)
+        quantity, notional = deltas.get(group) or (ZERO, ZERO)
+        deltas[group] = (step(quantity, r.quantity), step(notional, r.notional))
+        name = count_field(r.symbol)
+        counts[name] = counts.get(name, 0) + sign
+    totals: dict[str, str] = {}
+    for (symbol, side), amounts in deltas.items():
+        for what, amount in zip(("q+", "n+"), amounts, strict=True):
+            name = sum_field(symbol, side, what)
+            totals[name] = format(EXACT.add(sums.get(name, ZERO), amount), "f")
+    return totals, counts
+
+
+class RiskState:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._script = redis.register_script(
+            (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
+
+    async def snapshot(self, account: str, day: str, cids: Iterable[str] = ()) -> Snapshot:
+        """Read the account's state, with the reservations of ``cids``. Raises RedisError,
+        or ValueError / msgspec errors on state it cannot read (the caller denies: what is
+        unreadable is not checked)."""
+        k = self.keys
+        wanted = list(dict.fromkeys(cids))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(checks_version_key(k, account))
+            pipe.hlen(open_key(k, account))
+            pipe.hgetall(sums_key(k, account))
+            pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
+            pipe.hgetall(k.positions)
+            pipe.hgetall(k.trading)
+            pipe.hget(k.risk_limits, account)
+            if wanted:
+                pipe.hmget(open_key(k, account), wanted)
+            replies = await pipe.execute()
+        version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
+        held = replies[7] if wanted else []
+        prefix = f"{account}:"
+        raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
+        return Snapshot(
+            version=text(version) if version is not None else "0",
+            reservations={cid: decode_reservation(v) for cid, v in raw.items()},
+            open_orders=int(n_open),
+            sums=parse_sums(sums),
+            day_orders=int(orders or 0),
+            day_pnl=Decimal(text(pnl)) if pnl is not None else ZERO,
+            positions=[decode_position(v) for f, v in positions.items()
+                       if text(f).startswith(prefix) and split_key(text(f))[0] == account],
+            state=effective(trading, account),
+            runtime=decode_runtime(runtime),
+            raw=raw,
+        )
+
+    async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
+        """Apply ``write`` if the account's checks version is still the snapshot's and the
+        reservations it drops are still as read. False when not (nothing written)."""
+        k = self.keys
+        totals, counts = sum_changes(snap.sums, write)
+        args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put)]
+        args.append(len(write.drop))
+        for cid, _ in write.drop:
+            args += [cid, snap.raw[cid]]
+        args.append(len(write.put))
+        for cid, reservation, _ in write.put:
+            args += [cid, encode(reservation)]
+        args.append(len(totals))
+        for name, value in totals.items():
+            args += [name, value]
+        for name, delta in counts.items():
+            args += [name, delta]
+        done = await self._script(
+            keys=[checks_version_key(k, account), open_key(k, account), sums_key(k, account),
+                  day_key(k, account, day), version_key(k, account)],
+            args=args)
+        return bool(done == 1)
+
+    async def all_reservations(self, account: str) -> dict[str, Reservation]:
+        """Every open reservation of the account (the orphan sweep, ``risk show``)."""
+        raw: Any = await self.redis.hgetall(open_key(self.keys, account))
+        return {text(cid): decode_reservation(v) for cid, v in raw.items()}
+
+
+def released(sums: dict[str, Decimal], reservation: Reservation, quantity: Decimal,
+             into: dict[str, Decimal]) -> None:
+    """Count ``quantity`` of ``reservation`` as released in the projector's ``-`` fields
+    (``into`` holds the new values, starting from ``sums``)."""
+    with decimal.localcontext(EXACT):
+        for what, amount in (("q-", quantity), ("n-", quantity * reservation.price)):
+            name = sum_field(reservation.symbol, reservation.side, what)
+            into[name] = into.get(name, sums.get(name, ZERO)) + amount
+
