@@ -6,6 +6,7 @@ GitHub does. External links (http, https, mailto) are not followed. Links inside
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,10 +52,10 @@ def links(text: str) -> Iterator[tuple[int, str]]:
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor of a heading: markup dropped, lower case, punctuation other than '-'
-    and '_' dropped, each space a '-'."""
+    """GitHub's anchor of a heading's text: markup dropped, entities read, lower case,
+    punctuation other than '-' and '_' dropped, each space a '-'."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link: its text
-    text = re.sub(r"<[^>]+>", "", text).replace("`", "").lower()
+    text = html.unescape(re.sub(r"<[^>]+>", "", text)).replace("`", "").lower()
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
@@ -128,3 +129,4 @@ def test_slugs_follow_github() -> None:
     assert slug("`orderstream replay`") == "orderstream-replay"
     assert slug("Redis ACL and TLS (deploy/)") == "redis-acl-and-tls-deploy"
     assert slug("max_in_flight & friends") == "max_in_flight--friends"
+    assert slug("[limits.&lt;account&gt;]") == "limitsaccount"
