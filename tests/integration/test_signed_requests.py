@@ -312,9 +312,10 @@ async def test_the_kill_switch_signs_fresh_requests(
 
 
 def readme_block(language: str) -> str:
-    """The example of README's "Signed requests" section in ``language``."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("## Signed requests", 1)[1].split("\n## ", 1)[0]
+    """The example of the "Signed requests" section of docs/wire-contract.md in
+    ``language``."""
+    page = (Path(__file__).parents[2] / "docs" / "wire-contract.md").read_text()
+    section = page.split("## Signed requests", 1)[1].split("\n## ", 1)[0]
     return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
