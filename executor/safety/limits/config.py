@@ -68,7 +68,7 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                              f"{self.ip_group!r}")
 
 
-# The brokers' published limits (../shared/broker-api-facts.md 1.9). Binance's ORDERS caps
+# The brokers' published limits (docs/brokers/binance.md, "Rate limits"). Binance's ORDERS caps
 # differ per account (read exchangeInfo); 50 per 10 s and 160000 per day are the documented
 # example, the lower of the published figures. Binance bans an IP that keeps sending into
 # 429s (its imitation here: after 10 refused calls in a row), so two workers with 4 calls
