@@ -97,8 +97,8 @@ func run(ctx context.Context) int {
 	if ms > 5000 {
 		start = strconv.FormatInt(ms-5000, 10) + "-0"
 	}
-	names := []string{prefix + ":completed", prefix + ":failed"}
-	cursors := map[string]string{names[0]: start, names[1]: start}
+	completed, failed := prefix+":completed", prefix+":failed"
+	cursors := map[string]string{completed: start, failed: start}
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		// Block 0 would wait for ever: at least 1 ms, at most 1 s at a time.
 		block := time.Until(deadline).Truncate(time.Millisecond)
@@ -108,7 +108,7 @@ func run(ctx context.Context) int {
 			block = time.Millisecond
 		}
 		reply, err := rdb.XRead(ctx, &redis.XReadArgs{
-			Streams: append(names[:2:2], cursors[names[0]], cursors[names[1]]),
+			Streams: []string{completed, failed, cursors[completed], cursors[failed]},
 			Count:   1000, Block: block,
 		}).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {

@@ -36,8 +36,14 @@ INSTALL_TIMEOUT_S = 300
 NODE_MIN = (18, 19)
 
 
-def _tail(text: str, lines: int = 8) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _install(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """Runs an install step; None when it worked, else why it did not (its last lines)."""
+    try:
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"it did not finish within {INSTALL_TIMEOUT_S} s"
+    return None if done.returncode == 0 else "\n".join(done.stderr.strip().splitlines()[-3:])
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +60,9 @@ def node_producer(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     workdir = tmp_path_factory.mktemp("node-producer")
     for name in ("package.json", "package-lock.json", "producer.js"):
         shutil.copy(EXAMPLES / "node" / name, workdir / name)
-    try:
-        install = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=workdir,
-            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm ci did not install node-redis within {INSTALL_TIMEOUT_S} s")
-    if install.returncode != 0:
-        pytest.skip(f"npm ci could not install node-redis: {_tail(install.stderr)}")
+    failed = _install([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], workdir)
+    if failed is not None:
+        pytest.skip(f"npm ci could not install node-redis: {failed}")
     return [node, str(workdir / "producer.js")]
 
 
@@ -75,13 +76,12 @@ def go_producer(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     env = {**os.environ, "GOFLAGS": "-mod=readonly",
            "GOPROXY": os.environ.get("GOPROXY") or "off"}
     source = EXAMPLES / "go"
-    download = subprocess.run([go, "mod", "download"], cwd=source, env=env,
-                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-    if download.returncode != 0:
-        pytest.skip("go-redis v9 (github.com/redis/go-redis/v9, see examples/go/go.mod) is not "
-                    "in the Go module cache and cannot be fetched (GOPROXY="
-                    f"{env['GOPROXY']}); Debian packages no go-redis v9: "
-                    f"{_tail(download.stderr, 2)}")
+    failed = _install([go, "mod", "download"], source, env)
+    if failed is not None:
+        pytest.skip("go-redis v9 (github.com/redis/go-redis/v9, examples/go/go.mod) is not in "
+                    f"the Go module cache and cannot be fetched (GOPROXY={env['GOPROXY']}; set "
+                    "$GOPROXY to fetch it); Debian packages no go-redis v9 (bookworm: only "
+                    f"gopkg.in/redis.v5): {failed}")
     binary = tmp_path_factory.mktemp("go-producer") / "producer"
     build = subprocess.run([go, "build", "-o", str(binary), "."], cwd=source, env=env,
                            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
@@ -210,3 +210,13 @@ async def test_each_example_gives_up_when_no_result_comes(
     left: Any = await redis_client.xrange(K.pending)
     ((entry_id, _fields),) = left
     assert b"no result for " + entry_id in err
+
+
+def test_the_go_example_is_gofmt_clean() -> None:
+    # Needs Go alone, not go-redis: where the example cannot be built, its form is checked.
+    gofmt = shutil.which("gofmt")
+    if gofmt is None:
+        pytest.skip("go is not installed (Debian: apt-get install golang-go)")
+    found = subprocess.run([gofmt, "-l", "-e", str(EXAMPLES / "go")], capture_output=True,
+                           text=True, timeout=60)
+    assert (found.returncode, found.stdout, found.stderr) == (0, "", "")
