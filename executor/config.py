@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from producer.keys import check_cluster_prefix
 from producer.signing import KEY_ID_PATTERN
 
 from .brokers.binance.config import BinanceAccount
@@ -182,6 +183,11 @@ def _check_ip_groups(limits: Mapping[str, AccountLimits], accounts: Mapping[str,
 
 
 def _check_redis(r: RedisSettings) -> None:
+    if r.cluster:
+        try:
+            check_cluster_prefix(r.prefix)
+        except ValueError as exc:
+            raise ConfigError(f"redis.prefix: {exc}") from None
     if r.wait_replicas < 0 or r.wait_timeout_ms <= 0:
         raise ConfigError("redis.wait_replicas must not be negative and redis.wait_timeout_ms "
                           f"must be positive, got {r.wait_replicas} and {r.wait_timeout_ms}")

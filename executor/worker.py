@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from producer.connect import redis_client
 from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
@@ -82,8 +83,9 @@ def version() -> str:
 
 def connect(settings: Settings) -> aioredis.Redis:
     r = settings.redis
-    return use_c_packing(aioredis.Redis.from_url(
+    return use_c_packing(redis_client(
         r.url,
+        cluster=r.cluster,
         socket_timeout=r.socket_timeout_s,
         socket_connect_timeout=r.connect_timeout_s,
         health_check_interval=30,

@@ -32,8 +32,9 @@ from .contract import (
     encode,
     parse_decimal,
 )
+from .connect import is_cluster, redis_client
 from .ids import new_client_order_id
-from .keys import DEFAULT_PREFIX, Keys
+from .keys import DEFAULT_PREFIX, Keys, check_cluster_prefix
 from .replies import text as _text
 from .signing import KEY_ID_FIELD, SIG_FIELD, sign
 from .validation import check_request
@@ -64,12 +65,20 @@ class OrderClient:
     signs every request: ``sig`` is the HMAC-SHA256 of the exact ``data`` bytes it writes,
     which carry ``issued_at`` (now, unless the request has its own) so that the workers can
     tell a fresh request from a replayed copy.
+
+    On a Redis Cluster (``redis`` a RedisCluster, or ``from_url(..., cluster=True)``) the
+    prefix must hold a hash tag (``{orders}``), as the workers' ``redis.prefix`` must.
     """
 
     def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX, *,
                  key_id: str | None = None, secret: bytes | None = None) -> None:
         if (key_id is None) != (secret is None):
             raise ValueError("key_id and secret go together: both to sign, neither not to")
+        if is_cluster(redis):
+            try:
+                check_cluster_prefix(prefix)
+            except ValueError as exc:
+                raise ValueError(f"prefix: {exc}") from None
         self.redis = redis
         self.keys = Keys(prefix)
         self._key_id = key_id
@@ -77,8 +86,10 @@ class OrderClient:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, key_id: str | None = None,
-                 secret: bytes | None = None) -> OrderClient:
-        return cls(aioredis.Redis.from_url(url), prefix, key_id=key_id, secret=secret)
+                 secret: bytes | None = None, cluster: bool = False) -> OrderClient:
+        """A client of the Redis at ``url``; with ``cluster``, of the Redis Cluster whose
+        node ``url`` names."""
+        return cls(redis_client(url, cluster=cluster), prefix, key_id=key_id, secret=secret)
 
     def __repr__(self) -> str:  # never the secret
         return f"OrderClient(prefix={self.keys.prefix!r}, key_id={self._key_id!r})"

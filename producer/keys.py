@@ -1,13 +1,32 @@
 """Every Redis key orderstream uses, in one place, so the data layout reads in one screen.
 
 All keys start with the deployment prefix. A prefix in braces such as ``{orders}`` makes
-every key share one Redis Cluster hash slot, so Lua scripts and MULTI can span them.
+every key share one Redis Cluster hash slot, so Lua scripts and MULTI can span them; on a
+cluster it is required (``check_cluster_prefix``).
 """
 
 from __future__ import annotations
 
 GROUP = "executors"
 DEFAULT_PREFIX = "orders"
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The Redis Cluster hash tag that every key under ``prefix`` hashes by: the text between
+    the prefix's first ``{`` and the first ``}`` after it, when that is not empty. None when
+    the prefix has none, so each key would hash by its whole name (Redis's rule)."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1:end] if end > start + 1 else None
+
+
+def check_cluster_prefix(prefix: str) -> None:
+    """ValueError unless every key under ``prefix`` lands in one cluster hash slot."""
+    if hash_tag(prefix) is None:
+        raise ValueError(
+            f"{prefix!r} has no hash tag: on a Redis Cluster the keys of a deployment must "
+            "share one hash slot (its scripts and MULTI span them); write it in braces, "
+            'e.g. "{orders}" or "{orders-0}"')
 
 
 class Keys:

@@ -13,9 +13,11 @@ import pytest
 import redis
 import redis.asyncio
 
+from devtools.redis_cluster import LocalCluster, find_redis_cli
 from devtools.redis_server import RedisServer, find_redis_server
 
-_REDIS_FIXTURES = {"redis_server", "redis_url", "redis_client"}
+_REDIS_FIXTURES = {"redis_server", "redis_url", "redis_client", "redis_cluster",
+                   "cluster_url"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,3 +55,21 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real Redis Cluster of three masters on loopback (devtools/redis_cluster.py), started
+    once per session (about 3 s) and only by the tests that ask for it."""
+    binary = find_redis_server()
+    if find_redis_cli(binary) is None:
+        pytest.skip("redis-cli not found (it makes the cluster: apt-get install redis-tools)")
+    with LocalCluster(binary=binary, data_dir=tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """The url of one node of the session's cluster, every master flushed."""
+    redis_cluster.flush()
+    return redis_cluster.url

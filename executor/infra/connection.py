@@ -24,6 +24,10 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 class RedisSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_REDIS_URL
     prefix: str = DEFAULT_PREFIX
+    # A Redis Cluster: ``url`` names one of its nodes (the client finds the others), and
+    # ``prefix`` must hold a hash tag (``{orders}``) so that every key of the deployment
+    # lives in one slot, where its scripts and MULTI can span them.
+    cluster: bool = False
     # Must exceed the XREADGROUP block time, or redis-py raises a timeout on an idle stream
     # (redis-py issue 3138); Settings enforces it.
     socket_timeout_s: float = 10.0

@@ -70,7 +70,10 @@ def _fast(base: type[AbstractConnection]) -> type[AbstractConnection]:
 
 def use_c_packing(client: aioredis.Redis) -> aioredis.Redis:
     """Make ``client``'s future connections pack in C, whatever class its URL chose (plain,
-    TLS, unix socket). Call before its first command."""
-    pool = client.connection_pool
+    TLS, unix socket). Call before its first command. A cluster client (no pool: a pool per
+    node, made as nodes are found) keeps redis-py's packing."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return client
     pool.connection_class = _fast(pool.connection_class)
     return client

@@ -1,0 +1,31 @@
+"""One way to open a Redis client, for a single server or a Redis Cluster."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+CLUSTER_ENV = "ORDERSTREAM_REDIS_CLUSTER"
+
+
+def env_flag(value: str | None) -> bool:
+    """An on/off environment variable: 1, true, yes or on (any case) is on."""
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def redis_client(url: str, *, cluster: bool = False, **options: Any) -> aioredis.Redis:
+    """A client of the Redis at ``url``; with ``cluster``, of the Redis Cluster that ``url``
+    names one node of (the client learns the others and follows slots as they move).
+
+    RedisCluster is no subclass of Redis but has the same command methods, so callers keep
+    one type; what a cluster runs differently (commands with no key, which must go to the
+    node holding the deployment's slot) is routed where it is used (``slot_node``)."""
+    if cluster:
+        return cast(aioredis.Redis, RedisCluster.from_url(url, **options))
+    return aioredis.Redis.from_url(url, **options)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, RedisCluster)
