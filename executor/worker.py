@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.connect import redis_client
+from producer.connect import home_node, redis_client
 from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.replies import text as _text
@@ -269,7 +269,7 @@ class Worker:
         replicas): orders are then not sent until it can."""
         try:
             reply = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                *durability.command())
+                *durability.command(), **await home_node(self.redis, self.keys.pending))
         except ResponseError as exc:
             raise RuntimeError(
                 f'redis.durability = "wait" cannot be honoured by this Redis: '

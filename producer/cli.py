@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from .client import OrderClient, Submitted
+from .connect import CLUSTER_ENV, env_flag
 from .contract import (
     Action,
     ContractError,
@@ -127,6 +128,10 @@ def connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL))
     p.add_argument("--prefix",
                    default=os.environ.get("ORDERSTREAM_REDIS_PREFIX", DEFAULT_PREFIX))
+    p.add_argument("--cluster", action="store_true",
+                   default=env_flag(os.environ.get(CLUSTER_ENV)),
+                   help=f"--redis-url names a node of a Redis Cluster (default ${CLUSTER_ENV}); "
+                   "the prefix must then hold a hash tag, e.g. {orders}")
 
 
 def signing_args(p: argparse.ArgumentParser) -> None:
@@ -158,8 +163,12 @@ def signing_key(args: argparse.Namespace) -> dict[str, Any]:
     return {"key_id": key_id, "secret": secret}
 
 
-def _client(args: argparse.Namespace) -> OrderClient:
-    return OrderClient.from_url(args.redis_url, args.prefix, **signing_key(args))
+def _client(args: argparse.Namespace, *, signed: bool = True) -> OrderClient:
+    try:
+        return OrderClient.from_url(args.redis_url, args.prefix, cluster=args.cluster,
+                                    **(signing_key(args) if signed else {}))
+    except ValueError as exc:  # a prefix a cluster cannot hold in one slot
+        raise UsageError(f"--{exc}") from None
 
 
 def _wait_args(p: argparse.ArgumentParser) -> None:
@@ -233,7 +242,7 @@ async def _cancel_all(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace) -> int:
     seen = 0
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args, signed=False) as client:
         since = "0-0" if args.from_start else "$"
         async for _stream, item in client.follow(events=args.events, since=since):
             line = (encode(item).decode() if args.json
@@ -246,7 +255,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _order(args: argparse.Namespace) -> int:
-    async with OrderClient.from_url(args.redis_url, args.prefix) as client:
+    async with _client(args, signed=False) as client:
         order = await client.order(args.client_order_id)
     if order is None:
         print(f"no order {args.client_order_id} (never made, or final for longer than the "

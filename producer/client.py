@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 import redis.asyncio as aioredis
 
+from .connect import is_cluster, redis_client
 from .contract import (
     Action,
     ContractError,
@@ -32,7 +33,6 @@ from .contract import (
     encode,
     parse_decimal,
 )
-from .connect import is_cluster, redis_client
 from .ids import new_client_order_id
 from .keys import DEFAULT_PREFIX, Keys, check_cluster_prefix
 from .replies import text as _text

@@ -29,3 +29,15 @@ def redis_client(url: str, *, cluster: bool = False, **options: Any) -> aioredis
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
+
+
+async def home_node(redis: aioredis.Redis, key: str) -> dict[str, Any]:
+    """Keyword arguments that send a command with no key (WAIT, TIME, PING) to the node
+    holding ``key``'s slot: on a cluster, what it says is about that node (WAIT counts the
+    replicas of the writes made on the same connection; TIME is the clock that stamps that
+    node's stream ids). None are needed on a single server."""
+    cluster: object = redis  # typed as Redis everywhere (redis_client), may be a cluster
+    if not isinstance(cluster, RedisCluster):
+        return {}
+    await cluster.initialize()  # the slot map, once (a no-op after the first command)
+    return {"target_nodes": cluster.get_node_from_key(key)}

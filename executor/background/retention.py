@@ -36,6 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from producer.connect import home_node
 from producer.keys import Keys
 from producer.replies import text
 
@@ -139,8 +140,9 @@ async def reader_lags(redis: aioredis.Redis, keys: Keys) -> dict[str, float]:
     """Per reader, the age in seconds (on the Redis clock, which stamps the entry ids) of
     the oldest events entry it has not processed; 0 when it has them all."""
     found = await readers(redis, keys)
+    home = await home_node(redis, keys.events)  # whose clock stamped the entry ids
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
+        pipe.execute_command("TIME", **home)  # a cluster pipeline has no time()
         for last in found.values():
             pipe.xrange(keys.events, min=f"({last}" if last else "-", count=1)
         seconds, *firsts = await pipe.execute()

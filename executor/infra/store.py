@@ -11,7 +11,9 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
+from producer.connect import home_node
 from producer.contract import (
     Event,
     Result,
@@ -115,6 +117,7 @@ class Store:
         self.attention = attention or Attention()
         self._begin = redis.register_script(_load_script("begin.lua"))
         self._send = redis.register_script(_load_script("send.lua"))
+        self._send_loaded = False  # by script_load, for the pipeline with durability
         self._unsend = redis.register_script(_load_script("unsend.lua"))
         self._finish = redis.register_script(_load_script("finish.lua"))
         self._records = redis.register_script(_load_script("records.lua"))
@@ -212,10 +215,24 @@ class Store:
         if durability is None:
             taken = await self._send(keys=keys, args=args)
             return [int(t) for t in taken]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._send(keys=keys, args=args, client=pipe)
-            pipe.execute_command(*durability.command())
-            taken, reply = await pipe.execute()
+        # The script by EVALSHA, loaded by us: a cluster pipeline neither loads registered
+        # scripts nor allows its evalsha method (and a plain one checked SCRIPT EXISTS each
+        # time). Loaded once, and again if the server lost it (restart, failover).
+        home = await home_node(self.redis, self.keys.pending)
+        for retry in (False, True):
+            if not self._send_loaded:
+                await self.redis.script_load(self._send.script)
+                self._send_loaded = True
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("EVALSHA", self._send.sha, len(keys), *keys, *args)
+                    pipe.execute_command(*durability.command(), **home)
+                    taken, reply = await pipe.execute()
+                break
+            except NoScriptError:  # it ran nothing: load it and send again
+                self._send_loaded = False
+                if retry:
+                    raise
         if not durability.reached(reply):
             mine = [(k, a) for k, a, t in zip(keys, args, taken, strict=True) if int(t) == 1]
             await self._unsend(keys=[k for k, _ in mine], args=[a for _, a in mine])

@@ -13,8 +13,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from producer import cli as producer_cli
+from producer.connect import redis_client
 from producer.contract import encode
-from producer.keys import Keys
+from producer.keys import Keys, check_cluster_prefix
 
 
 def common_args(p: argparse.ArgumentParser, *, config: bool = False) -> None:
@@ -29,8 +30,15 @@ Command = Callable[[argparse.Namespace, aioredis.Redis, Keys], Awaitable[int]]
 
 def operator_command(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        if args.cluster:
+            try:
+                check_cluster_prefix(args.prefix)
+            except ValueError as exc:
+                print(f"error: --prefix: {exc}", file=sys.stderr)
+                return 2
+
         async def connected() -> int:
-            redis = aioredis.Redis.from_url(args.redis_url)
+            redis = redis_client(args.redis_url, cluster=args.cluster)
             try:
                 return await command(args, redis, Keys(args.prefix))
             finally:

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any, cast
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from executor.config import ConfigError, load_settings
+from executor.background import retention
+from executor.infra.store import Durability, NewOrder, Store
+from executor.model.order import Context, new_order
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_event
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    ResultStatus,
+    Side,
+    decode_event,
+)
 from producer.keys import Keys
 
 from .conftest import running, settings_for
@@ -56,3 +66,51 @@ async def test_market_and_limit_orders_and_a_cancel_each_get_their_one_result(
         is OrderState.CANCELLED
     keys = [k async for k in cluster.scan_iter()]  # on every master
     assert len(keys) > 5 and {cluster.keyslot(k) for k in keys} == {cluster.keyslot(PREFIX)}
+
+
+async def calls(cluster: RedisCluster, command: str) -> dict[str, int]:
+    """Per node name, how many times it ran ``command`` (INFO commandstats)."""
+    stats = await cluster.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+    return {name: int(s.get(f"cmdstat_{command}", {"calls": 0})["calls"])
+            for name, s in stats.items()}
+
+
+async def test_wait_for_durability_goes_to_the_node_of_the_slot_with_the_send_script(
+    cluster: RedisCluster
+) -> None:
+    """WAIT counts the replicas that have this connection's writes: on a cluster it must
+    run on the node holding the deployment's slot, in the pipeline after the send script
+    (which a fresh node does not know yet: NOSCRIPT must not fail the send)."""
+    store = Store(cast(Any, cluster), K, results_maxlen=100, order_ttl_ms=60_000,
+                  durability=Durability(0, False, 100))
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY,
+                     type=OrderType.MARKET, quantity=Decimal("0.010"))
+    for cid in ("c-1", "c-2"):
+        order, events = new_order(cid, "1-0", spec, Context(now=1, worker="w1",
+                                                            request_id="1-0"))
+        await store.begin([NewOrder(order, events)])
+    before = await calls(cluster, "wait")
+    assert await store.take_send_tokens({"c-1": "w1:x"}) == [1]
+    # The nodes forget their scripts (a restart, a failover): the next send loads it again.
+    await cluster.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+    assert await store.take_send_tokens({"c-2": "w1:y"}) == [1]
+    after = await calls(cluster, "wait")
+    home = cluster.get_node_from_key(K.pending).name
+    ran = {name: after[name] - before[name] for name in after}
+    assert ran[home] >= 2 and sum(ran.values()) == ran[home], ran
+    assert await cluster.hget(K.order("c-2"), "sender") == b"w1:y"
+
+
+async def test_the_events_readers_lag_is_measured_on_the_clock_of_the_slots_node(
+    cluster: RedisCluster
+) -> None:
+    """The probe's reader lag reads TIME, which a cluster pipeline refuses as a method and
+    which must come from the node whose clock stamped the events' ids."""
+    await cluster.xadd(K.events, {"data": b"{}"})
+    before = await calls(cluster, "time")
+    lags = await retention.reader_lags(cast(Any, cluster), K)
+    after = await calls(cluster, "time")
+    assert set(lags) == {retention.POSITIONS} and lags[retention.POSITIONS] >= 0
+    home = cluster.get_node_from_key(K.events).name
+    assert {name: after[name] - before[name] for name in after} == {
+        name: int(name == home) for name in after}

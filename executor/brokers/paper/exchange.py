@@ -38,6 +38,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from producer.connect import home_node
 from producer.contract import ContractError, OrderSpec, TimeInForce, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
@@ -305,7 +306,8 @@ class PaperBroker:
 
     async def ping(self) -> None:
         """Raise if the exchange cannot be reached: it lives in Redis, so Redis must answer."""
-        await self.store.redis.ping()
+        redis = self.store.redis
+        await redis.ping(**await home_node(redis, self.store.orders))
 
     def quote_asset(self, symbol: str) -> str | None:
         sym = self.config.symbols.get(symbol)
