@@ -248,9 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be numbers separated by commas, got {args.workers!r}")
     if not sizes or min(sizes) < 1 or args.orders < 2:
         parser.error("--workers needs sizes >= 1 and --orders at least 2")
-    rounds = asyncio.run(stopped_by_sigterm(run(
-        args.orders, args.rate, args.seconds, sizes, args.repeat, args.batch,
-        os.environ.get("BENCH_REDIS_URL"))))
+    try:
+        rounds = asyncio.run(stopped_by_sigterm(run(
+            args.orders, args.rate, args.seconds, sizes, args.repeat, args.batch,
+            os.environ.get("BENCH_REDIS_URL"))))
+    except asyncio.CancelledError:
+        print("stopped by SIGTERM; the workers and redis-server are stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0 if all(f.exactly_once for fleets in rounds for f in fleets) else 1
 
 
