@@ -166,7 +166,7 @@ async def measure_fleet(url: str, workers: int, orders: int, rate: int, seconds:
 
 
 async def run(orders: int = 20_000, rate: int = 200, seconds: float = 5.0,
-              workers: Sequence[int] = (1, 2, 4), repeat: int = 1, batch: int = 200,
+              workers: Sequence[int] = (1, 2, 4), repeat: int = 3, batch: int = 200,
               url: str | None = None) -> list[list[Fleet]]:
     """Measure every fleet size ``repeat`` times (rounds alternate the sizes) on the Redis at
     ``url`` (flushed), else on a private redis-server; print the table and return it."""
@@ -209,9 +209,18 @@ def print_table(rounds: Sequence[Sequence[Fleet]], *, orders: int, rate: int,
           "redis-server's share of one core over the burst; redis cap/s: the orders/s at "
           "which it would be a whole core")
     if len(rounds) > 1:
+        print(f"medians of {len(rounds)} rounds:")
         for i, f in enumerate(rounds[0]):
-            ratios = [fleets[i].orders_per_s / fleets[0].orders_per_s for fleets in rounds]
-            print(f"{f.workers} workers: median x {base} {statistics.median(ratios):.2f}")
+            same = [fleets[i] for fleets in rounds]
+            ratio = statistics.median(x.orders_per_s / fleets[0].orders_per_s
+                                      for x, fleets in zip(same, rounds, strict=True))
+            print(f"{f.workers:<10}{statistics.median(x.orders_per_s for x in same):>10,.0f}"
+                  f"{ratio:>7.2f}{statistics.median(x.worker_us for x in same):>11.1f}"
+                  f"{statistics.median(x.redis_us for x in same):>10.1f}"
+                  f"{statistics.median(x.redis_share for x in same):>12.0%}"
+                  f"{statistics.median(x.redis_ceiling for x in same):>13,.0f}"
+                  f"{statistics.median(x.p50_ms for x in same):>8.1f}"
+                  f"{statistics.median(x.p99_ms for x in same):>8.1f}")
     wrong = [f for fleets in rounds for f in fleets if not f.exactly_once]
     if wrong:
         for f in wrong:
@@ -238,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", default="1,2,4",
                         help="fleet sizes, comma-separated (the first is the ratios' base)")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="measure every fleet size this many times, alternating")
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args(argv)
