@@ -100,6 +100,16 @@ def fleet_cpu_seconds(fleet: Sequence[WorkerProcess]) -> float:
     return sum(cpu_seconds(w.proc.pid) for w in fleet)
 
 
+def check_alive(fleet: Sequence[WorkerProcess], when: str) -> None:
+    """Raise, with the end of its log, if a worker of the fleet has exited (its log lives in
+    a directory that is gone once the bench ends)."""
+    for w in fleet:
+        if not w.alive():
+            tail = w.log.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError(f"worker {w.consumer} exited {when} (status "
+                               f"{w.proc.returncode}); its log ends:\n" + "\n".join(tail))
+
+
 async def all_reading(r: aioredis.Redis, fleet: Sequence[WorkerProcess]) -> None:
     """Wait until every lane of every worker of the fleet is blocked reading the requests.
 
@@ -109,10 +119,7 @@ async def all_reading(r: aioredis.Redis, fleet: Sequence[WorkerProcess]) -> None
     lanes = load_settings(None, os.environ).worker.concurrency
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
-        dead = [w.consumer for w in fleet if not w.alive()]
-        if dead:
-            raise RuntimeError(f"worker {', '.join(dead)} exited at start-up "
-                               f"(see {fleet[0].log})")
+        check_alive(fleet, "at start-up")
         clients: Any = await r.client_list()
         blocked = sum(1 for c in clients
                       if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
@@ -142,8 +149,7 @@ async def measure_fleet(url: str, workers: int, orders: int, rate: int, seconds:
         counted = max(orders - await results_count(r), 1)
         await wait_results(r, orders, timeout=300, poll=0.01)
         wall = time.monotonic() - began
-        if not all(w.alive() for w in fleet):
-            raise RuntimeError(f"a worker exited during the burst (see {logdir})")
+        check_alive(fleet, "during the burst")
         worker_cpu = fleet_cpu_seconds(fleet) - cpu_start
         redis_cpu = await redis_cpu_seconds(r) - redis_start
         ids = sorted(ms(e) for e, _ in await result_ids(r))
