@@ -48,9 +48,11 @@ def order_data(i: int) -> bytes:
 
 
 async def prefill(r: aioredis.Redis, n: int, start: int = 0,
-                  data: Callable[[int], bytes] = order_data) -> None:
+                  data: Callable[[int], bytes] = order_data, atomic: bool = False) -> None:
+    """XADD ``n`` requests, 5,000 a pipeline; ``atomic``: each 5,000 in one MULTI, so readers
+    blocked on the stream wake to full batches, not to its first entry."""
     for chunk in range(0, n, 5_000):
-        pipe = r.pipeline(transaction=False)
+        pipe = r.pipeline(transaction=atomic)
         for i in range(start + chunk, start + min(chunk + 5_000, n)):
             pipe.xadd(KEYS.pending, {"data": data(i)})
         await pipe.execute()
@@ -125,6 +127,57 @@ async def result_ids(r: aioredis.Redis) -> list[tuple[bytes, bytes]]:
     return out
 
 
+async def positions_folded(r: aioredis.Redis) -> bool:
+    """Wait until the positions fold has folded every event written so far (TimeoutError
+    after 300 s); False, at once, where no worker projects (nobody ever took the
+    projector's lease) or there are no events."""
+    if not (await r.xlen(KEYS.events)
+            and await r.exists(KEYS.positions_lease, KEYS.positions_cursor)):
+        return False
+    if not await positions_caught_up(r, KEYS, 300, poll_s=0.01):
+        raise TimeoutError("positions not caught up after 300 s")
+    return True
+
+
+def orders_per_s(result_ms: Sequence[int]) -> float:
+    """Rate between the first and the last of these results (sorted entry-id times, Redis
+    clock): the results after the first, over the span."""
+    return (len(result_ms) - 1) * 1000 / max(result_ms[-1] - result_ms[0], 1)
+
+
+async def publish_paced(r: aioredis.Redis, start: int, rate: int, seconds: float) -> int:
+    """Publish market orders ``start``, ``start + 1``, ... at ``rate`` a second for
+    ``seconds``; returns how many were published."""
+    total = int(rate * seconds)
+    sent = 0
+    began = time.monotonic()
+    while sent < total:
+        due = int((time.monotonic() - began) * rate)
+        if due > sent:
+            pipe = r.pipeline(transaction=False)
+            for i in range(start + sent, start + min(due, total)):
+                pipe.xadd(KEYS.pending, {"data": order_data(i)})
+            await pipe.execute()
+            sent = min(due, total)
+        await asyncio.sleep(0.001)
+    return total
+
+
+async def paced_latencies(r: aioredis.Redis, answered: int, rate: int, seconds: float,
+                          after_ms: int) -> list[int]:
+    """Publish at a steady ``rate`` (orders numbered from ``answered``, the results there are
+    already), wait for every result, and return the enqueue-to-result times in ms of the
+    requests published after ``after_ms`` (result id time minus request id time), sorted."""
+    total = await publish_paced(r, answered, rate, seconds)
+    await wait_results(r, answered + total, timeout=120)
+    return sorted(ms(e) - ms(rid) for e, rid in await result_ids(r) if ms(rid) > after_ms)
+
+
+def p50_p99(latencies: Sequence[int]) -> tuple[float, float]:
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
+    return q[49], q[98]
+
+
 async def measure(name: str, command: Sequence[str], env: dict[str, str], url: str,
                   n: int, rate: int, seconds: float) -> dict[str, float]:
     r = aioredis.Redis.from_url(url)
@@ -144,37 +197,17 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         # The positions fold lags a burst and catches up after it: its cost is part of what
         # an order costs for good, so it is counted until the fold has caught up too.
         settled = cpu_per_order
-        # (Not for a worker told not to project: nobody ever took the projector's lease.)
-        if await r.xlen(KEYS.events) and await r.exists(KEYS.positions_lease,
-                                                        KEYS.positions_cursor):
-            if not await positions_caught_up(r, KEYS, 300, poll_s=0.01):
-                raise TimeoutError("positions not caught up after 300 s")
+        if await positions_folded(r):
             settled = (cpu_seconds(proc.pid) - cpu_start) / counted
         ids = sorted(ms(e) for e, _ in await result_ids(r))
-        span_ms = max(ids[-1] - ids[0], 1)
-        throughput = (n - 1) * 1000 / span_ms
+        throughput = orders_per_s(ids)
         # Latency under a steady load the consumer can keep up with.
-        before = n
-        total = int(rate * seconds)
-        sent = 0
-        start = time.monotonic()
-        while sent < total:
-            due = int((time.monotonic() - start) * rate)
-            if due > sent:
-                pipe = r.pipeline(transaction=False)
-                for i in range(sent, min(due, total)):
-                    pipe.xadd(KEYS.pending, {"data": order_data(n + i)})
-                await pipe.execute()
-                sent = min(due, total)
-            await asyncio.sleep(0.001)
-        await wait_results(r, before + total, timeout=120)
-        latencies = sorted(ms(e) - ms(rid) for e, rid in await result_ids(r)
-                           if ms(rid) > ids[-1])
+        latencies = await paced_latencies(r, n, rate, seconds, after_ms=ids[-1])
     finally:
         stop(proc)
         await r.aclose()
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [0.0] * 99
-    return {"orders_per_s": throughput, "p50_ms": q[49], "p99_ms": q[98],
+    p50, p99 = p50_p99(latencies)
+    return {"orders_per_s": throughput, "p50_ms": p50, "p99_ms": p99,
             "latency_samples": len(latencies), "cpu_us": cpu_per_order * 1e6,
             "redis_us": redis_per_order * 1e6, "settled_us": settled * 1e6}
 

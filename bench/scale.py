@@ -1,0 +1,277 @@
+"""Fleet benchmark: 1, 2 and 4 worker processes on one redis-server (paper broker at zero
+latency), one table row per fleet size, so the scaling and the Redis ceiling are visible.
+
+    make bench-scale                # or: python -m bench.scale --orders 20000 --workers 1,2,4
+
+Each fleet starts from a flushed Redis. Its workers start on an empty stream; once every
+one of them is reading (every lane blocked in XREADGROUP), N market orders are added, 5,000
+at a time in one MULTI, so all of them start on the backlog at once with full batches and
+no worker's start-up is counted as a smaller fleet's work. (The backlog cannot wait behind
+the group's cursor instead: the workers' retention deletes what the group has passed.)
+CPU is counted from the end of the fill (so its XADDs are not), over the orders answered
+after it. Then, per fleet size:
+
+- orders/s between the first and the last result (Redis clock, from the entry ids), and the
+  ratio to the first fleet size of the list, measured in the same run;
+- worker CPU per order: the sum over the worker processes (``/proc/<pid>/stat``);
+- redis-server CPU (``INFO cpu``, user + sys) per order, its share of one core over the
+  burst, and the ceiling it implies: the orders/s at which redis-server would be 100% of a
+  core, however many workers run;
+- p50/p99 enqueue-to-result latency (result id time minus request id time) at a steady
+  --rate for --seconds, once the positions fold has caught up with the burst.
+
+The burst's CPU figures leave out the positions fold's catching up after the last result
+(bench/throughput.py's "+ positions" column counts it for one worker). --repeat N measures
+every fleet size N times, alternating. The machine's cores are printed in the header: on a
+machine with fewer cores than workers plus redis-server, the workers share them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from devtools.chaos import WorkerProcess
+from devtools.redis_server import RedisServer
+from executor.config import load_settings
+from producer.keys import GROUP
+
+from .throughput import (
+    KEYS,
+    cpu_seconds,
+    ms,
+    orders_per_s,
+    p50_p99,
+    paced_latencies,
+    positions_folded,
+    prefill,
+    redis_cpu_seconds,
+    result_ids,
+    results_count,
+    wait_results,
+)
+
+T = TypeVar("T")
+START_TIMEOUT_S = 60.0  # for every worker of a fleet to be reading
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What one fleet size measured; CPU figures are per order of the burst."""
+
+    workers: int
+    orders_per_s: float
+    worker_us: float  # summed over the worker processes
+    redis_us: float
+    redis_share: float  # redis-server CPU seconds per wall second over the burst
+    p50_ms: float
+    p99_ms: float
+    latency_samples: int
+    requests: int  # published: the burst and the paced phase
+    results: int  # entries in orders:completed and orders:failed
+    answered_once: int  # requests with exactly one result
+    unacked: int  # entries still pending in the consumer group at the end
+
+    @property
+    def redis_ceiling(self) -> float:
+        """Orders/s at which redis-server would spend a whole core."""
+        return 1e6 / self.redis_us if self.redis_us else float("inf")
+
+    @property
+    def exactly_once(self) -> bool:
+        return (self.results == self.answered_once == self.requests
+                and self.unacked == 0)
+
+
+def fleet_cpu_seconds(fleet: Sequence[WorkerProcess]) -> float:
+    return sum(cpu_seconds(w.proc.pid) for w in fleet)
+
+
+def check_alive(fleet: Sequence[WorkerProcess], when: str) -> None:
+    """Raise, with the end of its log, if a worker of the fleet has exited (its log lives in
+    a directory that is gone once the bench ends)."""
+    for w in fleet:
+        if not w.alive():
+            tail = w.log.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError(f"worker {w.consumer} exited {when} (status "
+                               f"{w.proc.returncode}); its log ends:\n" + "\n".join(tail))
+
+
+async def all_reading(r: aioredis.Redis, fleet: Sequence[WorkerProcess]) -> None:
+    """Wait until every lane of every worker of the fleet is blocked reading the requests.
+
+    Counted from CLIENT LIST (a lane is a connection blocked in XREADGROUP): a consumer that
+    has read nothing yet is not in XINFO CONSUMERS on Redis >= 7.0."""
+    # The lanes a worker runs, from the settings it reads (the same environment).
+    lanes = load_settings(None, os.environ).worker.concurrency
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        check_alive(fleet, "at start-up")
+        clients: Any = await r.client_list()
+        blocked = sum(1 for c in clients
+                      if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
+        if blocked >= lanes * len(fleet):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{blocked} of {lanes * len(fleet)} worker lanes reading "
+                               f"after {START_TIMEOUT_S}s")
+        await asyncio.sleep(0.02)
+
+
+async def measure_fleet(url: str, workers: int, orders: int, rate: int, seconds: float,
+                        batch: int, logdir: Path) -> Fleet:
+    r = aioredis.Redis.from_url(url)
+    fleet: list[WorkerProcess] = []
+    try:
+        await r.flushall()
+        for k in range(workers):  # one at a time: those started are stopped if one fails
+            name = f"scale-{workers}-{k}"
+            fleet.append(WorkerProcess(url, name, logdir / f"{name}.log",
+                                       ORDERSTREAM_BATCH_SIZE=str(batch),
+                                       ORDERSTREAM_LOG_LEVEL="WARNING"))
+        await all_reading(r, fleet)
+        await prefill(r, orders, atomic=True)
+        cpu_start, redis_start = fleet_cpu_seconds(fleet), await redis_cpu_seconds(r)
+        began = time.monotonic()
+        counted = max(orders - await results_count(r), 1)
+        await wait_results(r, orders, timeout=300, poll=0.01)
+        wall = time.monotonic() - began
+        check_alive(fleet, "during the burst")
+        worker_cpu = fleet_cpu_seconds(fleet) - cpu_start
+        redis_cpu = await redis_cpu_seconds(r) - redis_start
+        ids = sorted(ms(e) for e, _ in await result_ids(r))
+        await positions_folded(r)
+        latencies = await paced_latencies(r, orders, rate, seconds, after_ms=ids[-1])
+        answers = Counter(rid for _, rid in await result_ids(r))
+        pending: Any = await r.xpending(KEYS.pending, GROUP)
+    finally:
+        for w in fleet:
+            w.stop(timeout_s=15)
+        await r.aclose()
+    p50, p99 = p50_p99(latencies)
+    return Fleet(workers=workers, orders_per_s=orders_per_s(ids),
+                 worker_us=worker_cpu / counted * 1e6, redis_us=redis_cpu / counted * 1e6,
+                 redis_share=redis_cpu / wall, p50_ms=p50, p99_ms=p99,
+                 latency_samples=len(latencies), requests=orders + int(rate * seconds),
+                 results=sum(answers.values()),
+                 answered_once=sum(1 for n in answers.values() if n == 1),
+                 unacked=int(pending["pending"]))
+
+
+async def run(orders: int = 20_000, rate: int = 200, seconds: float = 5.0,
+              workers: Sequence[int] = (1, 2, 4), repeat: int = 3, batch: int = 200,
+              url: str | None = None) -> list[list[Fleet]]:
+    """Measure every fleet size ``repeat`` times (rounds alternate the sizes) on the Redis at
+    ``url`` (flushed), else on a private redis-server; print the table and return it."""
+    server = None
+    if url is None:
+        server = RedisServer()
+        server.start()
+        url = server.url
+    rounds: list[list[Fleet]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="scale-") as logs:
+            for _ in range(repeat):
+                rounds.append([await measure_fleet(url, n, orders, rate, seconds, batch,
+                                                   Path(logs)) for n in workers])
+    finally:
+        if server is not None:
+            server.stop()
+    print_table(rounds, orders=orders, rate=rate, seconds=seconds, batch=batch)
+    return rounds
+
+
+def print_table(rounds: Sequence[Sequence[Fleet]], *, orders: int, rate: int,
+                seconds: float, batch: int) -> None:
+    base = rounds[0][0].workers
+    print(f"\nscale: {orders} market orders per fleet, batch {batch}, paper broker at zero "
+          f"latency, one redis-server; latency at {rate}/s for {seconds}s")
+    print(f"machine: {os.cpu_count()} CPU cores (os.cpu_count()), shared by redis-server, "
+          "the workers and this bench")
+    print(f"{'workers':<10}{'orders/s':>10}{f'x {base}':>7}{'worker us':>11}{'redis us':>10}"
+          f"{'redis core':>12}{'redis cap/s':>13}{'p50 ms':>8}{'p99 ms':>8}")
+    for k, fleets in enumerate(rounds, 1):
+        tag = f" ({k})" if len(rounds) > 1 else ""
+        for f in fleets:
+            print(f"{f'{f.workers}{tag}':<10}{f.orders_per_s:>10,.0f}"
+                  f"{f.orders_per_s / fleets[0].orders_per_s:>7.2f}{f.worker_us:>11.1f}"
+                  f"{f.redis_us:>10.1f}{f.redis_share:>12.0%}{f.redis_ceiling:>13,.0f}"
+                  f"{f.p50_ms:>8.1f}{f.p99_ms:>8.1f}")
+    print(f"x {base}: orders/s over that of {base} worker(s) in the same round; worker us, "
+          "redis us: CPU per order of the burst\n(the workers' summed); redis core: "
+          "redis-server's share of one core over the burst; redis cap/s: the orders/s at "
+          "which it would be a whole core")
+    if len(rounds) > 1:
+        print(f"medians of {len(rounds)} rounds:")
+        for i, f in enumerate(rounds[0]):
+            same = [fleets[i] for fleets in rounds]
+            ratio = statistics.median(x.orders_per_s / fleets[0].orders_per_s
+                                      for x, fleets in zip(same, rounds, strict=True))
+            print(f"{f.workers:<10}{statistics.median(x.orders_per_s for x in same):>10,.0f}"
+                  f"{ratio:>7.2f}{statistics.median(x.worker_us for x in same):>11.1f}"
+                  f"{statistics.median(x.redis_us for x in same):>10.1f}"
+                  f"{statistics.median(x.redis_share for x in same):>12.0%}"
+                  f"{statistics.median(x.redis_ceiling for x in same):>13,.0f}"
+                  f"{statistics.median(x.p50_ms for x in same):>8.1f}"
+                  f"{statistics.median(x.p99_ms for x in same):>8.1f}")
+    wrong = [f for fleets in rounds for f in fleets if not f.exactly_once]
+    if wrong:
+        for f in wrong:
+            print(f"NOT EXACTLY ONCE with {f.workers} workers: {f.requests} requests, "
+                  f"{f.results} results, {f.answered_once} answered once, {f.unacked} "
+                  "pending")
+    else:
+        print("every request answered exactly once, nothing left pending")
+
+
+async def stopped_by_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` with SIGTERM cancelling it, so its clean-up (the workers' stop, the
+    redis-server's) runs as on Ctrl-C instead of the process dying at once."""
+    task = asyncio.create_task(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=20_000, help="burst per fleet size")
+    parser.add_argument("--rate", type=int, default=200, help="orders/s in the latency phase")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", default="1,2,4",
+                        help="fleet sizes, comma-separated (the first is the ratios' base)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="measure every fleet size this many times, alternating")
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers must be numbers separated by commas, got {args.workers!r}")
+    if not sizes or min(sizes) < 1 or args.orders < 2:
+        parser.error("--workers needs sizes >= 1 and --orders at least 2")
+    try:
+        rounds = asyncio.run(stopped_by_sigterm(run(
+            args.orders, args.rate, args.seconds, sizes, args.repeat, args.batch,
+            os.environ.get("BENCH_REDIS_URL"))))
+    except asyncio.CancelledError:
+        print("stopped by SIGTERM; the workers and redis-server are stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    return 0 if all(f.exactly_once for fleets in rounds for f in fleets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
