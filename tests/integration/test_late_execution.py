@@ -36,10 +36,11 @@ async def test_orders_executed_late_within_the_window_are_found_never_sent_again
     """The independent imitation's case: 10% of new orders answered -1007 and executed 6 s
     later. The lookup window (12 s) covers the backend's: each is found, filled, once."""
     exchange.late_executions(0.1, 6.0, seed=5)
-    # The local exchange has no order-rate limit: ours off too, or 150 orders would wait
-    # for Binance's 50 per 10 s, not what this test is about.
+    # Our limits as the local exchange's (100 orders per 10 s, 6000 weight per minute), not
+    # Binance's published 50: 150 orders would otherwise wait, which is not what this test is
+    # about; and never off, or a loaded run's lookups meet the exchange's 429s instead.
     settings = replace(binance_settings(redis_url, exchange), limits={"default": AccountLimits(
-        weight_per_minute=0, orders_per_10s=0, orders_per_day=0)})
+        orders_per_10s=exchange.orders_10s_limit, weight_per_minute=exchange.weight_limit)})
     async with running(settings):
         subs = [await client.place("BTCUSDT", "buy", "market", "0.001") for _ in range(150)]
         results = await client.wait_results([s.request_id for s in subs], 60)
