@@ -21,7 +21,7 @@ def redis_client(url: str, *, cluster: bool = False, **options: Any) -> aioredis
 
     RedisCluster is no subclass of Redis but has the same command methods, so callers keep
     one type; what a cluster runs differently (commands with no key, which must go to the
-    node holding the deployment's slot) is routed where it is used (``slot_node``)."""
+    node holding the deployment's slot) is routed where it is used (``home_node``)."""
     if cluster:
         return cast(aioredis.Redis, RedisCluster.from_url(url, **options))
     return aioredis.Redis.from_url(url, **options)
