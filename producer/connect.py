@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 CLUSTER_ENV = "ORDERSTREAM_REDIS_CLUSTER"
 
@@ -13,6 +15,44 @@ CLUSTER_ENV = "ORDERSTREAM_REDIS_CLUSTER"
 def env_flag(value: str | None) -> bool:
     """An on/off environment variable: 1, true, yes or on (any case) is on."""
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class ClusterUnavailable(RedisConnectionError):
+    """The Redis Cluster could not serve a command: no node reachable, or a slot no node
+    covers (during a failover). redis-py raises those as ``RedisClusterException``, which is
+    no ``RedisError``: as this one, the loops that wait out a Redis outage (and retry, or
+    leave requests pending for redelivery) wait this out too, instead of ending."""
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+class _Cluster(RedisCluster):
+    """A RedisCluster whose failures are all ``RedisError`` (see ``ClusterUnavailable``)."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused: a bug of ours
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
 def redis_client(url: str, *, cluster: bool = False, **options: Any) -> aioredis.Redis:
@@ -23,7 +63,7 @@ def redis_client(url: str, *, cluster: bool = False, **options: Any) -> aioredis
     one type; what a cluster runs differently (commands with no key, which must go to the
     node holding the deployment's slot) is routed where it is used (``home_node``)."""
     if cluster:
-        return cast(aioredis.Redis, RedisCluster.from_url(url, **options))
+        return cast(aioredis.Redis, _Cluster.from_url(url, **options))
     return aioredis.Redis.from_url(url, **options)
 
 

@@ -62,6 +62,7 @@ from ..brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
 from ..infra.attention import market_like
 from ..infra.logs import about
 from ..infra.store import Outcome, Reindex
+from ..infra.tasks import cancel_and_wait
 from ..model.order import Context, Order, apply_report, transition
 from ..model.states import IllegalTransition, is_terminal
 from ..pipeline.services import Services
@@ -379,9 +380,10 @@ class Tracker:
                     log.warning("tracking pass failed: %s", exc)
                 await sleep(self.interval_s)
         finally:
-            for task in feeds:
-                task.cancel()
-            await asyncio.gather(*feeds, return_exceptions=True)
+            stuck = await cancel_and_wait(feeds)
+            if stuck:
+                log.error("push feeds %s did not stop within 10 s; left running",
+                          sorted(t.get_name() for t in stuck))
 
 
 async def _cancel_or_look(broker: Broker, order: Order) -> BrokerOrder:

@@ -1,0 +1,41 @@
+"""A Redis Cluster's failures reach our code as ``RedisError`` (producer/connect.py): redis-py
+raises "no node reachable" and "slot not covered" as ``RedisClusterException``, which is no
+``RedisError``, so the loops that wait out a Redis outage would end on them instead."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from redis.exceptions import RedisError
+
+from producer.connect import ClusterUnavailable, home_node, is_cluster, redis_client
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nobody listens once it is closed
+
+
+@pytest.fixture
+async def unreachable():  # type: ignore[no-untyped-def]
+    client = redis_client(f"redis://127.0.0.1:{closed_port()}", cluster=True)
+    assert is_cluster(client)
+    yield client
+    await client.aclose()
+
+
+async def test_a_command_to_an_unreachable_cluster_is_a_redis_error(unreachable) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ClusterUnavailable, match="cannot be connected") as caught:
+        await unreachable.get("{orders}:x")
+    assert isinstance(caught.value, RedisError)
+
+
+async def test_a_pipeline_and_the_slot_lookup_fail_the_same_way(unreachable) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ClusterUnavailable):
+        async with unreachable.pipeline(transaction=False) as pipe:
+            pipe.get("{orders}:x")
+            await pipe.execute()
+    with pytest.raises(ClusterUnavailable):
+        await home_node(unreachable, "{orders}:pending")

@@ -1,0 +1,40 @@
+"""Ending tasks that swallow a cancel (executor/infra/tasks.py), as redis-py can when the
+cancel lands inside a command (its issue 2028): the tracker's push feeds end all the same."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from executor.infra.tasks import cancel_and_wait
+
+
+async def swallows_one_cancel() -> None:
+    with contextlib.suppress(asyncio.CancelledError):  # lost inside a command
+        await asyncio.sleep(30)
+    await asyncio.sleep(30)  # the loop goes on to its next read
+
+
+async def test_a_task_that_swallowed_a_cancel_is_cancelled_again_until_it_ends() -> None:
+    polite = asyncio.create_task(asyncio.sleep(30))
+    stubborn = asyncio.create_task(swallows_one_cancel())
+    await asyncio.sleep(0)
+    left = await asyncio.wait_for(cancel_and_wait([polite, stubborn], wait_s=0.05), 2)
+    assert left == set() and polite.cancelled() and stubborn.cancelled()
+
+
+async def test_a_task_that_never_ends_is_given_up_on_and_returned() -> None:
+    heard = False
+
+    async def deaf() -> None:
+        while not heard:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+
+    task = asyncio.create_task(deaf())
+    await asyncio.sleep(0)
+    left = await asyncio.wait_for(cancel_and_wait([task], wait_s=0.01, rounds=3), 2)
+    assert left == {task} and not task.done()
+    heard = True
+    task.cancel()
+    await task
