@@ -50,6 +50,7 @@ from .infra.logs import about
 from .infra.metrics import Metrics, start_http
 from .infra.packing import use_c_packing
 from .infra.store import Durability, Outcome, Store
+from .infra.tasks import cancel_and_wait
 from .model.states import IllegalTransition
 from .pipeline.inflight import InFlight
 from .pipeline.job import Job
@@ -241,9 +242,10 @@ class Worker:
     async def close(self) -> None:
         self._ready = False
         self._beating = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(self._tasks)
+        if stuck:
+            log.error("tasks %s did not stop within 10 s; closing without them",
+                      sorted(t.get_name() for t in stuck))
         for broker in self.brokers.values():
             await broker.close()
         try:
