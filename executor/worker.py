@@ -242,10 +242,7 @@ class Worker:
     async def close(self) -> None:
         self._ready = False
         self._beating = False
-        stuck = await cancel_and_wait(self._tasks)
-        if stuck:
-            log.error("tasks %s did not stop within 10 s; closing without them",
-                      sorted(t.get_name() for t in stuck))
+        await cancel_and_wait(self._tasks, "worker tasks")
         for broker in self.brokers.values():
             await broker.close()
         try:

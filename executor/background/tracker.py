@@ -380,10 +380,7 @@ class Tracker:
                     log.warning("tracking pass failed: %s", exc)
                 await sleep(self.interval_s)
         finally:
-            stuck = await cancel_and_wait(feeds)
-            if stuck:
-                log.error("push feeds %s did not stop within 10 s; left running",
-                          sorted(t.get_name() for t in stuck))
+            await cancel_and_wait(feeds, "push feeds")
 
 
 async def _cancel_or_look(broker: Broker, order: Order) -> BrokerOrder:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+
+import pytest
 
 from executor.infra.tasks import cancel_and_wait
 
@@ -19,11 +22,12 @@ async def test_a_task_that_swallowed_a_cancel_is_cancelled_again_until_it_ends()
     polite = asyncio.create_task(asyncio.sleep(30))
     stubborn = asyncio.create_task(swallows_one_cancel())
     await asyncio.sleep(0)
-    left = await asyncio.wait_for(cancel_and_wait([polite, stubborn], wait_s=0.05), 2)
+    left = await asyncio.wait_for(cancel_and_wait([polite, stubborn], "test", wait_s=0.05), 2)
     assert left == set() and polite.cancelled() and stubborn.cancelled()
 
 
-async def test_a_task_that_never_ends_is_given_up_on_and_returned() -> None:
+async def test_a_task_that_never_ends_is_given_up_on_logged_and_returned(
+        caplog: pytest.LogCaptureFixture) -> None:
     heard = False
 
     async def deaf() -> None:
@@ -31,10 +35,15 @@ async def test_a_task_that_never_ends_is_given_up_on_and_returned() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(30)
 
-    task = asyncio.create_task(deaf())
+    task = asyncio.create_task(deaf(), name="stuck")
     await asyncio.sleep(0)
-    left = await asyncio.wait_for(cancel_and_wait([task], wait_s=0.01, rounds=3), 2)
-    assert left == {task} and not task.done()
-    heard = True
-    task.cancel()
-    await task
+    try:
+        left = await asyncio.wait_for(cancel_and_wait([task], "deaf", wait_s=0.01, rounds=3),
+                                      2)
+        assert left == {task} and not task.done()
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+            "deaf ['stuck'] did not stop within 0.03 s; left running"]
+    finally:
+        heard = True  # lets it end, whatever the assertions said
+        task.cancel()
+        await task
