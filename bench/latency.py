@@ -1,0 +1,181 @@
+"""Latency benchmark: request to result of market orders on the paper broker at a steady
+rate, for one worker process beside the bare loop (bench/bare_loop.py) in the same run,
+with the Redis work each order costs.
+
+    make bench-latency              # or: python -m bench.latency --rates 200,2000
+
+Each consumer is started and warmed up first (its first orders load scripts and open
+connections). Then a producer publishes one order at a time at each rate for --seconds, and
+a reader blocked on the result streams notes when each result arrives: a request's latency
+is from just before its XADD to its result in the reader's hands, on this process's
+monotonic clock to the microsecond (the stream ids only give milliseconds). So it includes
+the producer's and the reader's round trips, as a client's would; the bare loop, which
+answers each request with one XADD and nothing else, shows what those cost.
+
+The consumer process's CPU time per order over the measured phase (steadier than latency on
+a shared machine, and at these rates what latency mostly waits for), and the Redis work:
+the commands redis-server ran (``INFO commandstats``: each script call and each command a
+script ran; the producer's XADDs and the reader's XREADs are not counted), and its CPU
+time. Commands of the worker's background tasks (heartbeat, tracker, positions fold) in
+that time are counted too: they are part of what an order costs. --repeat N measures the
+pair N times, alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from devtools.redis_server import RedisServer
+
+from .throughput import KEYS, cpu_seconds, order_data, redis_cpu_seconds, stop, wait_results
+
+_OWN = ("xadd", "xread")  # the producer's and the reader's commands, taken out (see doc)
+# rate -> p50, p90, p99, max (ms), commands, cpu_us (the consumer's), redis_us per order
+Figures = dict[int, dict[str, float]]
+
+
+async def command_calls(r: aioredis.Redis) -> tuple[int, int]:
+    """(all commands run so far, those of the kinds the bench itself sends)."""
+    stats: Any = await r.info("commandstats")
+    total = own = 0
+    for name, value in stats.items():
+        calls = int(value["calls"])
+        total += calls
+        own += calls if name.removeprefix("cmdstat_") in _OWN else 0
+    return total, own
+
+
+async def paced(url: str, start: int, rate: int, seconds: float) -> list[float]:
+    """Publish ``rate * seconds`` orders numbered from ``start``, one at a time at ``rate``,
+    and return each one's latency in ms (see the module doc)."""
+    total = int(rate * seconds)
+    producer = aioredis.Redis.from_url(url)
+    reader = aioredis.Redis.from_url(url)
+    sent: dict[bytes, float] = {}
+    arrived: dict[bytes, float] = {}
+    last: dict[Any, Any] = {KEYS.completed: "$", KEYS.failed: "$"}
+
+    async def read() -> None:
+        while len(arrived) < total:
+            reply: Any = await reader.xread(dict(last), block=1000, count=1000)
+            now = time.perf_counter()
+            for stream, entries in reply or []:
+                last[stream.decode()] = entries[-1][0]
+                for _, fields in entries:
+                    arrived[fields[b"request_id"]] = now
+
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0.05)  # the reader is blocked on the streams before the first XADD
+    began = time.perf_counter()
+    try:
+        for i in range(total):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            t0 = time.perf_counter()
+            entry_id: Any = await producer.xadd(KEYS.pending, {"data": order_data(start + i)})
+            sent[entry_id] = t0
+        await asyncio.wait_for(reading, 60)
+    finally:
+        reading.cancel()
+        await producer.aclose()
+        await reader.aclose()
+    return sorted((arrived[rid] - t0) * 1000 for rid, t0 in sent.items())
+
+
+def quantiles(latencies: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50": q[49], "p90": q[89], "p99": q[98], "max": latencies[-1]}
+
+
+async def measure(command: list[str], env: dict[str, str], url: str, rates: list[int],
+                  seconds: float) -> Figures:
+    r = aioredis.Redis.from_url(url)
+    await r.flushall()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    figures: Figures = {}
+    try:
+        warm = 200
+        for i in range(warm):
+            await r.xadd(KEYS.pending, {"data": order_data(i)})
+        await wait_results(r, warm, timeout=60, poll=0.01)
+        await asyncio.sleep(1)  # past the warm-up's background work
+        done = warm
+        for rate in rates:
+            calls, own = await command_calls(r)
+            cpu, own_cpu = await redis_cpu_seconds(r), cpu_seconds(proc.pid)
+            latencies = await paced(url, done, rate, seconds)
+            n = len(latencies)
+            done += n
+            calls_after, own_after = await command_calls(r)
+            # INFO itself is a command: the two INFO calls are the bench's, not the order's.
+            commands = (calls_after - calls) - (own_after - own) - 2
+            figures[rate] = {**quantiles(latencies), "commands": commands / n,
+                             "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
+                             "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6}
+    finally:
+        stop(proc)
+        await r.aclose()
+    return figures
+
+
+async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None
+              ) -> list[tuple[Figures, Figures]]:
+    """Measure the bare loop and the worker ``repeat`` times, alternating, on a private
+    redis-server (or on ``url``, flushed first), print the table, return the figures."""
+    server = None
+    if url is None:
+        server = RedisServer()
+        server.start()
+        url = server.url
+    env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_METRICS_PORT="0",
+               ORDERSTREAM_METRICS_HOST="127.0.0.1", ORDERSTREAM_CONSUMER="bench-worker")
+    runs = []
+    try:
+        for _ in range(repeat):
+            bare = await measure([sys.executable, "-m", "bench.bare_loop", "--url", url],
+                                 env, url, rates, seconds)
+            worker = await measure([sys.executable, "-m", "executor", "--log-level",
+                                    "WARNING", "worker"], env, url, rates, seconds)
+            runs.append((bare, worker))
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"\nlatency: market orders on the paper broker, one at a time at each rate for "
+          f"{seconds}s; ms from before XADD to the result read")
+    print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'cmds/order':>12}{'CPU us/order':>14}{'redis us/order':>16}")
+    for k, (bare, worker) in enumerate(runs, 1):
+        tag = f" {k}" if len(runs) > 1 else ""
+        for name, figs in ((f"bare{tag}", bare), (f"worker{tag}", worker)):
+            for rate, f in figs.items():
+                print(f"{name:<10}{rate:>8}{f['p50']:>9.2f}{f['p90']:>9.2f}{f['p99']:>9.2f}"
+                      f"{f['max']:>9.2f}{f['commands']:>12.1f}{f['cpu_us']:>14.0f}"
+                      f"{f['redis_us']:>16.1f}")
+    for rate in rates:
+        ratios = [w[rate]["p50"] / b[rate]["p50"] for b, w in runs]
+        print(f"worker / bare loop p50 at {rate}/s: "
+              + ", ".join(f"{x:.1f}x" for x in ratios))
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="200,2000", help="orders/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(run([int(x) for x in args.rates.split(",")], args.seconds, args.repeat))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The latency benchmark runs end to end on a real redis-server with a real worker process
+and the bare loop: sane figures for both (a smoke test: the figures themselves are for
+people, on a quiet machine; nothing here is timed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import latency
+
+
+async def test_the_latency_benchmark_prints_sane_figures_for_both(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ((bare, worker),) = await latency.run([50], 1.0, url=redis_url)
+    for figures in (bare[50], worker[50]):
+        assert 0 < figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
+        assert figures["commands"] > 0 and figures["redis_us"] > 0
+    # The bare loop answers with one XADD (not counted) and an XACK per batch; the worker
+    # does more than that for an order.
+    assert bare[50]["commands"] < worker[50]["commands"]
+    out = capsys.readouterr().out
+    assert "worker / bare loop p50 at 50/s: " in out
+    assert out.count("      50 ") == 2  # a row each
