@@ -64,6 +64,7 @@ from .pipeline.steps.decode import Decode
 from .pipeline.steps.gate import Gate
 from .pipeline.steps.idempotency import Idempotency
 from .pipeline.steps.persist import Persist
+from .pipeline.steps.prefetch import Prefetch
 from .pipeline.steps.risk import Risk
 from .pipeline.steps.submit import FollowUp, Submit
 from .safety.breaker import Breaker
@@ -155,7 +156,9 @@ class Worker:
         self.deadline = Deadline(self.svc)
         self.idempotency = Idempotency(self.svc)
         self.gate = Gate(self.svc, self.breaker)
-        self.risk = Risk(self.svc, RiskState(self.redis, self.keys))
+        risk_state = RiskState(self.redis, self.keys)
+        self.prefetch = Prefetch(self.svc, risk_state)
+        self.risk = Risk(self.svc, risk_state)
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
@@ -473,6 +476,7 @@ class Worker:
                 amends = [j for j in segment if j.action is Action.AMEND]
                 # Only reads: a bug there is internal_error, nothing to hold.
                 await self._batch("amend_prepare", amends, self.amend.prepare)
+                await self._prefetch(segment)
                 await self._batch("idempotency", segment, self.idempotency)
                 await self._batch("gate", segment, self.gate)
                 await self._batch("risk", segment, self.risk)
@@ -575,6 +579,20 @@ class Worker:
                 except Exception as exc:
                     guard.hold(self.svc, [job], name, exc)
         return out
+
+    async def _prefetch(self, segment: Sequence[Job]) -> None:
+        # Only reads ahead of the steps: after a bug in it they read for themselves.
+        todo = [j for j in segment if j.open]
+        try:
+            with self.metrics.step("prefetch", todo):
+                await self.prefetch(todo)
+        except RedisError:
+            raise
+        except Exception:
+            self.metrics.internal_errors.labels("prefetch").inc()
+            log.exception("the batch's first read failed; its steps read for themselves")
+            for job in todo:
+                job.reads = None
 
     async def _settle_reservations(self, segment: Sequence[Job]) -> None:
         # A held request keeps its reservation: its order may exist, and its redelivery

@@ -4,10 +4,18 @@ the shared breaker (executor/safety/breaker.py); everything else passes through 
 The breaker is told after the call, so it never delays one; a Redis error while counting
 is logged and does not change the call's own outcome (the breaker is a guard, and the
 order's fate must not depend on whether its bookkeeping got written).
+
+Nor does it delay the answer, while all goes well: answered calls of a closed breaker are
+counted in the background, the outcomes that pile up meanwhile in one script call, so the
+order's result is written while they are counted instead of a round trip later. A failure,
+or any call while the breaker is not closed, is counted before its answer returns (with
+every outcome before it, in order), so a failing broker trips the breaker by the time the
+worker could send it the next order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -32,6 +40,10 @@ class CircuitBroker(BrokerWrapper):
         super().__init__(inner)
         self.breaker = breaker
         self.metrics = metrics
+        self._uncounted = ""  # outcomes of answered calls, not counted yet
+        self._state = CircuitState.CLOSED  # as the last count found it
+        self._lock = asyncio.Lock()
+        self._counting: asyncio.Task[None] | None = None
         # Only a broker that batches may look like one (base.submit_all asks getattr).
         self.submit_many: Callable[[Sequence[tuple[str, OrderSpec]]],
                                    Awaitable[list[BrokerOrder | BrokerError]]] | None = (
@@ -40,17 +52,42 @@ class CircuitBroker(BrokerWrapper):
     async def _record(self, outcomes: str) -> None:
         if not outcomes:
             return
-        try:
-            verdict = await self.breaker.record(self.account, outcomes)
-        except RedisError as exc:
-            log.warning("account %s: could not count broker outcomes in the breaker: %s",
-                        self.account, exc)
+        self._uncounted += outcomes
+        if self._state is CircuitState.CLOSED and outcomes.count("S") == len(outcomes):
+            if self._counting is None or self._counting.done():
+                self._counting = asyncio.create_task(self._count(),
+                                                     name=f"breaker-{self.account}")
             return
-        if verdict.changed:
-            level = logging.ERROR if verdict.state is CircuitState.OPEN else logging.WARNING
-            log.log(level, "account %s: circuit breaker %s", self.account, verdict.state)
-            if self.metrics is not None:
-                self.metrics.circuit_state.labels(self.account).set(verdict.state.code)
+        await self._count()
+
+    async def _count(self) -> None:
+        """Count every outcome not counted yet, in the order of the calls (one counter at a
+        time: what piles up while one counts is the next one's)."""
+        async with self._lock:
+            while self._uncounted:
+                outcomes, self._uncounted = self._uncounted, ""
+                try:
+                    verdict = await self.breaker.record(self.account, outcomes)
+                except RedisError as exc:
+                    log.warning("account %s: could not count broker outcomes in the "
+                                "breaker: %s", self.account, exc)
+                    continue
+                except Exception:
+                    log.exception("account %s: broker outcomes not counted", self.account)
+                    continue
+                self._state = verdict.state
+                if verdict.changed:
+                    level = (logging.ERROR if verdict.state is CircuitState.OPEN
+                             else logging.WARNING)
+                    log.log(level, "account %s: circuit breaker %s", self.account,
+                            verdict.state)
+                    if self.metrics is not None:
+                        self.metrics.circuit_state.labels(self.account).set(verdict.state.code)
+
+    async def close(self) -> None:
+        if self._counting is not None:
+            await asyncio.gather(self._counting, return_exceptions=True)
+        await super().close()
 
     async def _counted(self, call: Awaitable[T]) -> T:
         try:

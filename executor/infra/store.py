@@ -130,6 +130,23 @@ class Store:
         raw = await self._records(keys=[self.keys.order(cid) for cid in client_order_ids])
         return [decode_order(data) if data else None for data in raw]
 
+    def queue_records(self, pipe: Any, client_order_ids: Sequence[str]) -> None:
+        """Queue ``load_orders``'s read on ``pipe`` (the batch's first read, in one MULTI
+        with its other reads: pipeline/steps/prefetch.py). By its sha alone: a script object
+        would make the pipeline ask Redis whether it is loaded first, a round trip more."""
+        pipe.execute_command("EVALSHA", self._records.sha, len(client_order_ids),
+                             *[self.keys.order(cid) for cid in client_order_ids])
+
+    async def parse_records(self, reply: Any,
+                            client_order_ids: Sequence[str]) -> list[Order | None]:
+        """``load_orders``'s answer from the reply of ``queue_records``; read again when
+        Redis did not have the script (restarted, failed over), which loads it."""
+        if isinstance(reply, NoScriptError):
+            return await self.load_orders(client_order_ids)
+        if isinstance(reply, Exception):
+            raise reply
+        return [decode_order(data) if data else None for data in reply]
+
     async def open_order_ids(self) -> list[str]:
         members = await self.redis.smembers(self.keys.open)
         return sorted(text(m) for m in members)

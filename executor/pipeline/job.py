@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from producer.contract import Action, Event, OrderSpec, Request, Result
 
 from ..model.order import Order
+from .reads import Reads
 
 
 @dataclass(slots=True, eq=False)
@@ -31,6 +32,7 @@ class Job:
     # Left pending without a result after a bug of ours once its order may have been
     # written or sent (pipeline/steps/guard.py): later steps skip it, redelivery redoes it.
     held: bool = False
+    reads: Reads | None = None  # its batch's first read (pipeline/steps/prefetch.py)
 
     @property
     def open(self) -> bool:

@@ -391,6 +391,28 @@ async def test_a_worker_answers_rate_limited_and_never_sends_past_the_cap(
         assert "never sent" in result.reason
 
 
+async def test_a_paper_account_without_limits_asks_no_limiter(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    """Nothing to count and no 429 to share: its calls go straight to the paper exchange,
+    even past a pause someone wrote for it (which only a real broker's 429 would)."""
+    async with running(make_settings()) as worker:
+        broker = worker.brokers["default"]
+        assert not isinstance(broker, LimitedBroker)
+        await Limiter(redis_client, Keys(), "default", Plan()).hold(PAUSE, 60_000)
+        result = await client.wait_result(
+            (await client.place("BTCUSDT", "buy", "market", "0.001")).request_id, 10)
+        assert result.status is ResultStatus.FILLED
+    # One limit configured puts the limiter back, pause and all.
+    async with running(make_settings(limits_default_orders_per_day=5,
+                                     limits_default_max_wait_ms=300)) as worker:
+        assert isinstance(worker.brokers["default"], LimitedBroker)
+        result = await client.wait_result(
+            (await client.place("BTCUSDT", "buy", "market", "0.001")).request_id, 10)
+        assert result.reason_code == ReasonCode.RATE_LIMITED
+        assert result.reason is not None and "pause" in result.reason
+
+
 async def test_a_429_ends_an_order_rate_limited_within_its_deadline(
         make_settings: Callable[..., Settings], client: OrderClient, make: Make) -> None:
     """The broker's Retry-After outlasts the request's deadline: the retry does not sleep

@@ -183,9 +183,9 @@ async def _barrier_on_snapshots(workers: list[Worker], parties: int) -> list[int
         state = worker.risk.state
         snapshot, commit = state.snapshot, state.commit
 
-        async def gated(account: str, day: str, cids: Any = (),
-                        snapshot: Any = snapshot) -> Snapshot:
-            snap: Snapshot = await snapshot(account, day, cids)
+        async def gated(account: str, day: str, cids: Any = (), snapshot: Any = snapshot,
+                        **kw: Any) -> Snapshot:
+            snap: Snapshot = await snapshot(account, day, cids, **kw)
             if waiting[0] > 0:
                 waiting[0] -= 1
                 await asyncio.wait_for(barrier.wait(), 5)
@@ -405,7 +405,7 @@ async def test_a_redis_error_or_unreadable_state_denies(
     async with running(make_settings()) as worker:
         real = worker.risk.state.snapshot
 
-        async def failing(account: str, day: str, cids: Any = ()) -> Snapshot:
+        async def failing(account: str, day: str, cids: Any = (), **kw: Any) -> Snapshot:
             raise RedisConnectionError("connection reset by peer")
 
         worker.risk.state.snapshot = failing  # type: ignore[method-assign]

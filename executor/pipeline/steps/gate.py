@@ -20,11 +20,14 @@ from producer.contract import Action, ReasonCode
 from ...safety.breaker import Breaker, CircuitState, Verdict
 from .. import results
 from ..job import Job
+from ..reads import Reads
 from ..services import Services
 
 log = logging.getLogger(__name__)
 
 _HOLD_POLL_S = 0.1
+_CLOSED = Verdict(CircuitState.CLOSED, allowed=True, wait_ms=0, changed=False)
+_UNREAD = object()
 
 
 class Gate:
@@ -44,7 +47,7 @@ class Gate:
 
     async def _account(self, account: str, jobs: list[Job]) -> None:
         try:
-            verdict = await self.breaker.allow(account)
+            verdict = await self._allow(account, jobs[0].reads)
         except RedisError as exc:
             # Fail safe: a breaker we cannot read may be open.
             self._refuse(jobs, f"circuit breaker of account {account} unreadable ({exc})")
@@ -64,6 +67,17 @@ class Gate:
                 return
         self._refuse(jobs, f"circuit breaker of account {account} is {verdict.state} "
                      f"after broker errors; a trial order may go in {verdict.wait_ms} ms")
+
+    async def _allow(self, account: str, reads: Reads | None) -> Verdict:
+        """The breaker's verdict. A closed breaker, as the batch's first read found it, lets
+        orders through without asking again (the breaker script's answer for a closed one
+        is that read alone); any other state asks the script, which grants the trial."""
+        stored = reads.breakers.get(account, _UNREAD) if reads is not None else _UNREAD
+        if isinstance(stored, RedisError):
+            raise stored
+        if stored is None or stored == b"closed":
+            return _CLOSED
+        return await self.breaker.allow(account)
 
     def _trial(self, account: str, jobs: list[Job]) -> None:
         """This batch holds the half-open trial: its first order goes, the others are

@@ -46,7 +46,12 @@ class Idempotency:
     async def __call__(self, jobs: Sequence[Job]) -> None:
         places = [j for j in jobs if j.action in (Action.PLACE, Action.AMEND)
                   and j.client_order_id and j.spec is not None]
-        orders = await self.svc.store.load_orders([j.client_order_id or "" for j in places])
+        cids = [j.client_order_id or "" for j in places]
+        reads = places[0].reads if places else None
+        if reads is not None and all(cid in reads.orders for cid in cids):
+            orders = [reads.orders[cid] for cid in cids]
+        else:
+            orders = await self.svc.store.load_orders(cids)
         now = self.svc.clock()
         for job, order in zip(places, orders, strict=True):
             if order is not None:

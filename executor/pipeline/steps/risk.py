@@ -33,6 +33,7 @@ from ...safety.risk.rules import Check, Denial, checks_for, evaluate
 from ...safety.risk.state import RiskState, Snapshot, Write, open_by_symbol
 from .. import results
 from ..job import Job
+from ..reads import Reads
 from ..services import Services
 from .guard import internal_error
 
@@ -108,14 +109,18 @@ class Risk:
         return day_id(self.svc.clock(), self.settings.day_offset_ms)
 
     async def _account(self, account: str, jobs: list[Job]) -> None:
-        prices: dict[str, Decimal | None] = {}
+        reads = jobs[0].reads
+        prices = self._read_prices(account, reads)
         attempts = self.settings.attempts
         # Their reservations are read: a redelivered request's own, an amend's old order's.
         cids = [cid for j in jobs for cid in (j.client_order_id or "", *j.cancelled)]
         for attempt in range(attempts):
             day = self._day()
             try:
-                snap = await self.state.snapshot(account, day, cids)
+                # The batch's first read, once: a second attempt reads anew.
+                read = (reads.snapshots.pop(account, None)
+                        if reads is not None and reads.day == day else None)
+                snap = await self.state.snapshot(account, day, cids, read=read)
                 by_symbol: dict[str, Limits] = {}
                 limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
                     j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
@@ -185,6 +190,22 @@ class Risk:
                           "sweep will release them): %s", len(write.put), account, exc)
             raise
 
+    def _read_prices(self, account: str, reads: Reads | None) -> dict[str, Decimal | None]:
+        """The reference prices the batch's first read got for this account's symbols."""
+        prices: dict[str, Decimal | None] = {}
+        for (owner, symbol), price in (reads.prices.items() if reads is not None else ()):
+            if owner == account:
+                prices[symbol] = self._price_of(account, symbol, price)
+        return prices
+
+    def _price_of(self, account: str, symbol: str,
+                  price: Decimal | BaseException | None) -> Decimal | None:
+        if isinstance(price, BaseException):
+            log.warning("no reference price for %s/%s: %s", account, symbol, price)
+            return None
+        # As a wire decimal once: every reservation of the symbol is made of it.
+        return None if price is None else wire(price)
+
     async def _price(self, account: str, prices: dict[str, Decimal | None], jobs: list[Job],
                      snap: Snapshot, limits: list[Limits]) -> None:
         """Fetch the reference prices the checks need that are not known yet: the orders'
@@ -197,12 +218,7 @@ class Risk:
         got = await asyncio.gather(*(broker.reference_price(s) for s in missing),
                                    return_exceptions=True)
         for symbol, price in zip(missing, got, strict=True):
-            if isinstance(price, BaseException):
-                log.warning("no reference price for %s/%s: %s", account, symbol, price)
-                prices[symbol] = None
-            else:
-                # As a wire decimal once: every reservation of the symbol is made of it.
-                prices[symbol] = None if price is None else wire(price)
+            prices[symbol] = self._price_of(account, symbol, price)
 
     def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
                 prices: dict[str, Decimal | None],

@@ -171,6 +171,31 @@ def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str],
     return totals, counts
 
 
+def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snapshot:
+    """The snapshot from the replies of ``RiskState.queue_snapshot``. Raises the error
+    reply of a read that failed, ValueError / msgspec errors on state it cannot read."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
+    held = replies[7] if wanted else []
+    prefix = f"{account}:"
+    raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
+    return Snapshot(
+        version=text(version) if version is not None else "0",
+        reservations={cid: decode_reservation(v) for cid, v in raw.items()},
+        open_orders=int(n_open),
+        sums=parse_sums(sums),
+        day_orders=int(orders or 0),
+        day_pnl=Decimal(text(pnl)) if pnl is not None else ZERO,
+        positions=[decode_position(v) for f, v in positions.items()
+                   if text(f).startswith(prefix) and split_key(text(f))[0] == account],
+        state=effective(trading, account),
+        runtime=decode_runtime(runtime),
+        raw=raw,
+    )
+
+
 class RiskState:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -178,40 +203,37 @@ class RiskState:
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
 
-    async def snapshot(self, account: str, day: str, cids: Iterable[str] = ()) -> Snapshot:
+    async def snapshot(self, account: str, day: str, cids: Iterable[str] = (), *,
+                       read: tuple[list[Any], list[str]] | None = None) -> Snapshot:
         """Read the account's state, with the reservations of ``cids``. Raises RedisError,
         or ValueError / msgspec errors on state it cannot read (the caller denies: what is
-        unreadable is not checked)."""
-        k = self.keys
+        unreadable is not checked). ``read``: the replies of ``queue_snapshot`` and the
+        client ids they asked for, taken instead when they are of this day and cover
+        ``cids`` (the batch's first read)."""
         wanted = list(dict.fromkeys(cids))
+        if read is not None and read[0] and set(wanted) <= set(read[1]):
+            return parse_snapshot(read[0], account, read[1])
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(checks_version_key(k, account))
-            pipe.hlen(open_key(k, account))
-            pipe.hgetall(sums_key(k, account))
-            pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
-            pipe.hgetall(k.positions)
-            pipe.hgetall(k.trading)
-            pipe.hget(k.risk_limits, account)
-            if wanted:
-                pipe.hmget(open_key(k, account), wanted)
-            replies = await pipe.execute()
-        version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
-        held = replies[7] if wanted else []
-        prefix = f"{account}:"
-        raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
-        return Snapshot(
-            version=text(version) if version is not None else "0",
-            reservations={cid: decode_reservation(v) for cid, v in raw.items()},
-            open_orders=int(n_open),
-            sums=parse_sums(sums),
-            day_orders=int(orders or 0),
-            day_pnl=Decimal(text(pnl)) if pnl is not None else ZERO,
-            positions=[decode_position(v) for f, v in positions.items()
-                       if text(f).startswith(prefix) and split_key(text(f))[0] == account],
-            state=effective(trading, account),
-            runtime=decode_runtime(runtime),
-            raw=raw,
-        )
+            self.queue_snapshot(pipe, account, day, wanted)
+            replies = await pipe.execute(raise_on_error=False)
+        return parse_snapshot(replies, account, wanted)
+
+    def queue_snapshot(self, pipe: Any, account: str, day: str, wanted: list[str]) -> int:
+        """Queue the snapshot's reads on ``pipe``, a MULTI so that they see one instant
+        (the batch's first read queues them with its other reads: pipeline/steps/prefetch.py);
+        returns how many replies they make, for ``parse_snapshot``."""
+        k = self.keys
+        pipe.get(checks_version_key(k, account))
+        pipe.hlen(open_key(k, account))
+        pipe.hgetall(sums_key(k, account))
+        pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
+        pipe.hgetall(k.positions)
+        pipe.hgetall(k.trading)
+        pipe.hget(k.risk_limits, account)
+        if wanted:
+            pipe.hmget(open_key(k, account), wanted)
+            return 8
+        return 7
 
     async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
         """Apply ``write`` if the account's checks version is still the snapshot's and the
