@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -479,7 +480,11 @@ class Worker:
                 await self._prefetch(segment)
                 await self._batch("idempotency", segment, self.idempotency)
                 await self._batch("gate", segment, self.gate)
-                await self._batch("risk", segment, self.risk)
+                # Without amends, the orders that pass are created in the script that
+                # reserves for them (nothing has to happen between the two).
+                together = not amends
+                await self._batch("risk", segment, functools.partial(self.risk, persist=together),
+                                  written=together)
                 extra += await self._one_by_one("amend", amends, self.amend, decided=True)
                 await self._batch("persist", segment, self.persist, written=True)
                 await self._settle_reservations(segment)

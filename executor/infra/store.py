@@ -39,6 +39,32 @@ def _load_script(name: str) -> str:
     return (resources.files("executor.infra") / "lua" / name).read_text()
 
 
+def compose(first: str, second: str) -> str:
+    """One script that runs the script ``first`` and, only if it returned 1, ``second``,
+    atomically: each sees its own KEYS and ARGV. Called with KEYS = first's then second's,
+    ARGV = first's number of keys, first's number of args, first's args, second's args.
+    Returns false when ``first`` did not return 1 (``second`` did not run), else what
+    ``second`` returned. Each body runs as a Lua function, with KEYS and ARGV as its
+    parameters, so the scripts are the files as they are."""
+    return (
+        "local function first(KEYS, ARGV)\n" + first + "\nend\n"
+        "local function second(KEYS, ARGV)\n" + second + "\nend\n"
+        "local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+        "if first({unpack(KEYS, 1, nk)}, {unpack(ARGV, 3, 2 + na)}) ~= 1 then\n"
+        "  return false\n"
+        "end\n"
+        "return second({unpack(KEYS, nk + 1)}, {unpack(ARGV, 3 + na)})\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """The keys and arguments of a call of one of infra/lua's scripts, to be made as part of
+    another (``Store.begin``'s ``reserve``)."""
+
+    keys: list[str]
+    args: list[Any]
+
+
 # An order's new place in the attention index: client id, account, seq read, due (None: out).
 Reindex = tuple[str, str, int, int | None]
 
@@ -116,6 +142,8 @@ class Store:
         # When the tracker must next look at an order, written with its record.
         self.attention = attention or Attention()
         self._begin = redis.register_script(_load_script("begin.lua"))
+        self._reserve_begin = redis.register_script(
+            compose(_load_script("risk_reserve.lua"), _load_script("begin.lua")))
         self._send = redis.register_script(_load_script("send.lua"))
         self._send_loaded = False  # by script_load, for the pipeline with durability
         self._unsend = redis.register_script(_load_script("unsend.lua"))
@@ -192,6 +220,19 @@ class Store:
 
     async def begin(self, items: Sequence[NewOrder]) -> list[Existing | None]:
         """Create each order unless its client id exists; None where it was created."""
+        begun = await self._create(items, None)
+        assert begun is not None
+        return begun
+
+    async def reserve_and_begin(self, items: Sequence[NewOrder], reserve: ScriptCall
+                                ) -> list[Existing | None] | None:
+        """``begin``, made in one script after ``reserve``, the risk checks' compare-and-set
+        of these orders' reservations (safety/risk/state.py): the orders are created only
+        if it applied, and None is returned when it did not (nothing written)."""
+        return await self._create(items, reserve)
+
+    async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None
+                      ) -> list[Existing | None] | None:
         if not items:
             return []
         keys = [self.keys.events, self.keys.open]
@@ -204,7 +245,15 @@ class Store:
                      len(item.events), self.attention.due(order, order.updated_at) or 0)
             payload.append(encode(order))
             payload += map(encode, item.events)
-        replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
+        if reserve is None:
+            replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
+        else:
+            replies = await self._reserve_begin(
+                keys=[*reserve.keys, *keys],
+                args=[len(reserve.keys), len(reserve.args), *reserve.args, _pack(meta),
+                      *payload])
+            if replies is None:
+                return None
         out: list[Existing | None] = []
         for reply in replies:
             if reply == 0:

@@ -196,8 +196,19 @@ async def _barrier_on_snapshots(workers: list[Worker], parties: int) -> list[int
             conflicts[0] += not done
             return done
 
+        # The checks' compare-and-set is made alone, or first in the script that creates
+        # the orders that passed (None: it did not apply).
+        store = worker.svc.store
+        together = store.reserve_and_begin
+
+        async def counted_together(*args: Any, together: Any = together) -> Any:
+            begun = await together(*args)
+            conflicts[0] += begun is None
+            return begun
+
         state.snapshot = gated  # type: ignore[method-assign]
         state.commit = counted  # type: ignore[method-assign]
+        store.reserve_and_begin = counted_together  # type: ignore[method-assign]
     return conflicts
 
 
@@ -584,7 +595,11 @@ async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_d
         async def lost(*args: Any, **kwargs: Any) -> bool:
             return False
 
+        async def lost_together(*args: Any, **kwargs: Any) -> None:
+            return None  # the reservations' compare-and-set lost: no order created
+
         worker.risk.state.commit = lost  # type: ignore[method-assign]
+        worker.svc.store.reserve_and_begin = lost_together  # type: ignore[method-assign]
         result = await place(client, "BTCUSDT", "buy", "market", "0.01")
     assert (result.status, result.reason_code) == (ResultStatus.DENIED,
                                                    "risk_denied:unavailable")

@@ -54,6 +54,7 @@ from producer.contract import Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
+from ...infra.store import ScriptCall
 from ...model.positions import Position, decode_position, split_key
 from ..trading import TradingState, effective
 from .book import EXACT, ZERO, Reservation, SymbolBook
@@ -238,6 +239,13 @@ class RiskState:
     async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
         """Apply ``write`` if the account's checks version is still the snapshot's and the
         reservations it drops are still as read. False when not (nothing written)."""
+        call = self.commit_call(account, day, snap, write)
+        done = await self._script(keys=call.keys, args=call.args)
+        return bool(done == 1)
+
+    def commit_call(self, account: str, day: str, snap: Snapshot, write: Write) -> ScriptCall:
+        """``commit``'s script call (infra/lua/risk_reserve.lua), to be made on its own or
+        first in the script that also creates the orders (Store.reserve_and_begin)."""
         k = self.keys
         totals, counts = sum_changes(snap.sums, write)
         args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put)]
@@ -252,11 +260,10 @@ class RiskState:
             args += [name, value]
         for name, delta in counts.items():
             args += [name, delta]
-        done = await self._script(
+        return ScriptCall(
             keys=[checks_version_key(k, account), open_key(k, account), sums_key(k, account),
                   day_key(k, account, day), version_key(k, account)],
             args=args)
-        return bool(done == 1)
 
     async def all_reservations(self, account: str) -> dict[str, Reservation]:
         """Every open reservation of the account (the orphan sweep, ``risk show``)."""
