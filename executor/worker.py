@@ -96,7 +96,7 @@ def connect(settings: Settings) -> aioredis.Redis:
     ))
 
 
-def guarded(broker: Broker, take: TakeTokens) -> Broker:
+def guarded(broker: Broker, take: TakeTokens, *, at_door: bool = False) -> Broker:
     """A broker given from outside (tests, tools) behind the send-token guard, unless it
     has one already: no order is ever sent without its token."""
     inner: Any = broker
@@ -104,7 +104,7 @@ def guarded(broker: Broker, take: TakeTokens) -> Broker:
         if isinstance(inner, SendGuard):
             return broker
         inner = inner.inner
-    return SendGuard(broker, take)
+    return SendGuard(broker, take, at_door=at_door)
 
 
 def settle_heap() -> None:
@@ -140,13 +140,15 @@ class Worker:
                            order_ttl_ms=w.order_ttl_ms, durability=self.durability,
                            attention=Attention.of(w))
         take = self.store.take_send_tokens
-        self.brokers = {name: guarded(broker, take) for name, broker in brokers.items()} \
-            if brokers is not None else {
+        # The durability wait is made by the take (infra/store.py), before any send.
+        at_door = self.durability is None
+        self.brokers = {name: guarded(broker, take, at_door=at_door)
+                        for name, broker in brokers.items()} if brokers is not None else {
             name: create_broker(name, account, self.redis, self.keys,
                                 limits=settings.limits.get(name), breaker=self.breaker,
                                 metrics=self.metrics,
                                 visibility_timeout_ms=w.visibility_timeout_ms,
-                                take_tokens=take)
+                                take_tokens=take, tokens_at_door=at_door)
             for name, account in settings.accounts.items()
         }
         self.inflight = InFlight(self.redis, self.keys, self.consumer,

@@ -38,7 +38,8 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
                   *, limits: AccountLimits | None = None, breaker: Breaker | None = None,
                   metrics: Metrics | None = None,
                   visibility_timeout_ms: int | None = None,
-                  take_tokens: TakeTokens | None = None) -> Broker:
+                  take_tokens: TakeTokens | None = None,
+                  tokens_at_door: bool = False) -> Broker:
     adapter: Broker
     if isinstance(config, PaperAccount):
         adapter = PaperBroker(account, config, redis, keys)
@@ -51,7 +52,7 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
     if take_tokens is not None:
         # Innermost: the token is taken right before the call, after any wait of the
         # limiter or the breaker (brokers/sending.py).
-        adapter = SendGuard(adapter, take_tokens)
+        adapter = SendGuard(adapter, take_tokens, at_door=tokens_at_door)
     if breaker is not None:
         adapter = CircuitBroker(adapter, breaker, metrics=metrics)
     plan = plan_for(limits, broker_type(config), visibility_timeout_ms=visibility_timeout_ms)

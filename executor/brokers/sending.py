@@ -7,6 +7,10 @@ submit step says which token each order is sent under (``SEND_TOKENS``, one per 
 so its own retries pass and any other delivery's send is refused); an order without one is
 refused, never sent unguarded. Refusals are ``SendRefused``: held by another delivery, the
 order moved on, or (with ``[redis] durability = "wait"``) Redis did not confirm the record.
+
+The paper exchange lives in the worker's Redis: there the tokens are taken in the very
+script that takes the orders (``at_door``; brokers/paper/submit.lua), a round trip less,
+and no moment between the two for a worker to die in.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ SEND_TOKENS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Cont
 TakeTokens = Callable[[Mapping[str, str]], Awaitable[list[int]]]
 
 
+def _tokens(cids: Sequence[str]) -> dict[str, str]:
+    """The send tokens the submit step gave these orders (every one must have one)."""
+    tokens = SEND_TOKENS.get() or {}
+    missing = [cid for cid in cids if cid not in tokens]
+    if missing:
+        raise RuntimeError(f"orders sent without a send token: {', '.join(missing)}")
+    return {cid: tokens[cid] for cid in cids}
+
+
 def _refusal(cid: str, took: int) -> SendRefused:
     if took < 0:
         return SendRefused(f"order {cid} is no longer pending_submit: its outcome is "
@@ -37,20 +50,21 @@ def _refusal(cid: str, took: int) -> SendRefused:
 
 
 class SendGuard(BrokerWrapper):
-    def __init__(self, inner: Broker, take: TakeTokens) -> None:
+    def __init__(self, inner: Broker, take: TakeTokens, *, at_door: bool = False) -> None:
         super().__init__(inner)
         self.take = take
         # Only a broker that batches may look like one (base.submit_all asks getattr).
         if getattr(inner, "submit_many", None) is not None:
             self.submit_many = self._submit_many
+        # An adapter whose exchange lives in the worker's Redis (the paper exchange) takes
+        # the tokens itself, in the script that takes the orders: the door itself, and a
+        # round trip less. Not with durability to wait for, which the take does.
+        self._at_door: Callable[..., Awaitable[list[BrokerOrder | BrokerError | int]]] | None = (
+            getattr(inner, "submit_many_guarded", None) if at_door else None)
 
     async def _granted(self, cids: Sequence[str]) -> list[int]:
-        tokens = SEND_TOKENS.get() or {}
-        missing = [cid for cid in cids if cid not in tokens]
-        if missing:
-            raise RuntimeError(f"orders sent without a send token: {', '.join(missing)}")
         try:
-            taken = await self.take({cid: tokens[cid] for cid in cids})
+            taken = await self.take(_tokens(cids))
         except NotDurable as exc:
             raise SendRefused(f"Redis did not confirm the orders' records durable ({exc}); "
                               "not sent", "not_durable") from None
@@ -66,6 +80,12 @@ class SendGuard(BrokerWrapper):
 
     async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
                            ) -> list[BrokerOrder | BrokerError]:
+        if self._at_door is not None:
+            tokens = _tokens([cid for cid, _ in orders])
+            failpoint("before_send")
+            replies = await self._at_door(orders, tokens)
+            return [_refusal(cid, a) if isinstance(a, int) else a
+                    for (cid, _), a in zip(orders, replies, strict=True)]
         try:
             taken = await self._granted([cid for cid, _ in orders])
         except SendRefused as exc:

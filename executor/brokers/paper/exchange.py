@@ -30,9 +30,9 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -185,9 +185,28 @@ class PaperBroker:
     ) -> list[BrokerOrder | BrokerError]:
         """Submit a batch in as few script calls as possible: the worker's hot path. Each
         order gets its own outcome, exactly as ``submit`` would have answered it."""
+        # Without guards no answer is a refusal code.
+        return cast(list[BrokerOrder | BrokerError], await self._submit_many(orders, None))
+
+    async def submit_many_guarded(
+        self, orders: Sequence[tuple[str, OrderSpec]], tokens: Mapping[str, str]
+    ) -> list[BrokerOrder | BrokerError | int]:
+        """``submit_many``, taking each order's send token (client id -> token) on the
+        worker's record of the order in the script that takes the order
+        (brokers/sending.py, submit.lua): the exchange is in the worker's Redis, so the
+        token is taken at its very door, and a worker that dies before leaves none it never
+        used. Where the token was refused, send.lua's code instead of an answer: 0 another
+        delivery holds it, -1 the worker's order is no longer pending_submit."""
+        return await self._submit_many(
+            orders, [(self.store.order_record(cid), tokens[cid]) for cid, _ in orders])
+
+    async def _submit_many(
+        self, orders: Sequence[tuple[str, OrderSpec]],
+        guards: Sequence[tuple[str, str]] | None,
+    ) -> list[BrokerOrder | BrokerError | int]:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
-        out: list[BrokerOrder | BrokerError] = []
+        out: list[BrokerOrder | BrokerError | int] = []
         pending: list[tuple[int, PaperOrder, NewOrder, bool]] = []
         for client_order_id, order in orders:
             try:
@@ -197,26 +216,33 @@ class PaperBroker:
                 continue
             pending.append((len(out), record, item, timeout))
             out.append(_NOT_YET)
-        stored = await self._store([item for _, _, item, _ in pending])
-        for (index, record, _, timeout), ok in zip(pending, stored, strict=True):
-            if isinstance(ok, UnknownOutcome):
-                out[index] = ok
-                continue
-            try:
-                out[index] = self._answer(record, ok, timeout)
-            except BrokerError as exc:
-                out[index] = exc
+        stored = await self._store([item for _, _, item, _ in pending],
+                                   None if guards is None else [guards[i] for i, *_ in pending])
+        for (index, record, _, timeout), code in zip(pending, stored, strict=True):
+            if isinstance(code, UnknownOutcome):
+                out[index] = code
+            elif code < 0:
+                # As send.lua says it: -1 the order moved on, 0 another delivery's token.
+                out[index] = -1 if code == -1 else 0
+            else:
+                try:
+                    out[index] = self._answer(record, code == 1, timeout)
+                except BrokerError as exc:
+                    out[index] = exc
         return out
 
-    async def _store(self, items: Sequence[NewOrder]) -> list[bool | UnknownOutcome]:
-        """Store new orders in script calls of bounded size: per order, accepted (True),
-        a duplicate client id (False), or unknown when its script call failed (it may or
-        may not have run)."""
-        out: list[bool | UnknownOutcome] = []
+    async def _store(self, items: Sequence[NewOrder],
+                     guards: Sequence[tuple[str, str]] | None = None
+                     ) -> list[int | UnknownOutcome]:
+        """Store new orders in script calls of bounded size: per order, accepted (1), a
+        duplicate client id (0), refused by its guard (-1, -2: ExchangeStore.insert), or
+        unknown when its script call failed (it may or may not have run)."""
+        out: list[int | UnknownOutcome] = []
         for start in range(0, len(items), MAX_SCRIPT_BATCH):
             chunk = items[start:start + MAX_SCRIPT_BATCH]
             try:
-                out += await self.store.insert(chunk)
+                out += await self.store.insert(
+                    chunk, None if guards is None else guards[start:start + MAX_SCRIPT_BATCH])
             except Exception as exc:
                 out += [_unknown(exc)] * len(chunk)
         return out
@@ -437,7 +463,7 @@ class PaperBroker:
             if isinstance(ok, UnknownOutcome):
                 future.set_exception(ok)
             else:
-                future.set_result(ok)
+                future.set_result(ok == 1)
 
     async def _load(self, client_order_id: str, symbol: str) -> PaperOrder:
         try:

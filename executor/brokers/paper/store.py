@@ -117,6 +117,11 @@ class ExchangeStore:
         self._trim = redis.register_script(_script("trim.lua"))
         self._lease = redis.register_script(LEASE_SCRIPT)
 
+    def order_record(self, client_order_id: str) -> str:
+        """The worker's record of an order (not the exchange's), whose send token the
+        guarded submit takes at the door (submit.lua)."""
+        return self._keys.order(client_order_id)
+
     def key(self, name: str) -> str:
         return self._keys.paper(self.account, name)
 
@@ -129,20 +134,26 @@ class ExchangeStore:
 
     # -- orders ----------------------------------------------------------------------------
 
-    async def insert(self, items: Sequence[NewOrder]) -> list[bool]:
-        """Store new orders in one script call; False where the client id already exists."""
+    async def insert(self, items: Sequence[NewOrder],
+                     guards: Sequence[tuple[str, str] | None] | None = None) -> list[int]:
+        """Store new orders in one script call: per order 1 accepted, 0 the client id
+        already exists. ``guards``: per order, the worker's order record and the send token
+        to take on it as the order is taken (submit.lua), or None; -1 / -2 where that
+        refused: the order no longer pending_submit / the token another delivery's."""
         keys = _KeyIndex([self.orders, self.received, self.book, self.expiry,
                           self.duplicates, self.finished])
         flat: list[str | int] = []
-        for item in items:
-            flat += (item.client_order_id, item.record, item.ended_at)
+        for k, item in enumerate(items):
+            guard = guards[k] if guards is not None else None
+            flat += (item.client_order_id, item.record, item.ended_at,
+                     *((0, "") if guard is None else (keys(guard[0]), guard[1])))
         args: list[Any] = [_msgpack.encode(flat)]
         for k, item in enumerate(items, 1):
             if item.watch is not None:
                 args += (k, keys(item.watch), item.score,
                          "" if item.expire_at is None else item.expire_at)
         replies = await self._submit(keys=keys.keys, args=args)
-        return [reply == 1 for reply in replies]
+        return [int(reply) for reply in replies]
 
     async def update(self, changes: Sequence[Change], now: int) -> list[bool]:
         """Compare-and-set new states in one script call; False where the version moved.

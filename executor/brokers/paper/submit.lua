@@ -3,13 +3,20 @@
 -- KEYS: 1 orders (hash cid -> record), 2 received (stream), 3 book (set of open cids),
 --       4 expiry (zset cid by expire_at), 5 duplicates (stream), 6 finished (zset cid by
 --       when it ended), 7.. watch zsets (cid by level in ticks)
--- ARGV: 1 the orders, a msgpack array: cid 1, record 1, ended at 1, cid 2, ... (one
---       argument, not three per order: redis-py packs each argument in Python, and that was
---       a tenth of a submit's cost); "ended at" is the epoch ms of an order final at once
---       (filled, expired, rejected), 0 for an open one; then 4 per open order: its position
---       in the batch (1..n), its watch key's index into KEYS, its level in ticks, its
---       expire_at ("": none)
--- Returns one integer per order: 1 accepted, 0 duplicate client id. A record equal to the
+-- ARGV: 1 the orders, a msgpack array, 5 values per order: cid, record, ended at, its
+--       worker's order record's index into KEYS (0: none), the send token to take on it
+--       (one argument, not five per order: redis-py packs each argument in Python, and
+--       that was a tenth of a submit's cost); "ended at" is the epoch ms of an order final
+--       at once (filled, expired, rejected), 0 for an open one; then 4 per open order: its
+--       position in the batch (1..n), its watch key's index into KEYS, its level in ticks,
+--       its expire_at ("": none)
+-- With an order record, the worker's send token (executor/infra/lua/send.lua) is taken at
+-- the exchange's door, in the same step as the exchange takes the order: the order is
+-- taken only if the token is the caller's (taken now, or already its own), so a worker
+-- that dies before this call leaves no token it never used, and one whose call ran sent.
+-- Returns one integer per order: 1 accepted, 0 duplicate client id, -1 not sent: the
+-- worker's order is no longer pending_submit, -2 not sent: another delivery holds its send
+-- token. A record equal to the
 -- one already stored is this same call replayed (redis-py resends a command whose reply was
 -- lost; every record names the submit call that made it) and answers 1 again, without a
 -- second order or a second "received" entry. A real duplicate is refused and appended to
@@ -20,9 +27,15 @@ local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KE
 local finished = KEYS[6]
 local items = cmsgpack.unpack(ARGV[1])
 local out, new = {}, {}
-for k = 1, #items / 3 do
-  local cid, record, ended = items[3 * k - 2], items[3 * k - 1], items[3 * k]
-  if redis.call('HSETNX', orders, cid, record) == 1 then
+for k = 1, #items / 5 do
+  local cid, record, ended = items[5 * k - 4], items[5 * k - 3], items[5 * k - 2]
+  local guard, token = items[5 * k - 1], items[5 * k]
+  if guard ~= 0 and redis.call('HGET', KEYS[guard], 'state') ~= 'pending_submit' then
+    out[k] = -1
+  elseif guard ~= 0 and redis.call('HSETNX', KEYS[guard], 'sender', token) == 0
+      and redis.call('HGET', KEYS[guard], 'sender') ~= token then
+    out[k] = -2
+  elseif redis.call('HSETNX', orders, cid, record) == 1 then
     redis.call('XADD', received, '*', 'client_order_id', cid)
     out[k], new[k] = 1, true
     if ended ~= 0 then
@@ -38,7 +51,7 @@ end
 for i = 2, #ARGV, 4 do
   local k = tonumber(ARGV[i])
   if new[k] then  -- accepted just now (not a duplicate, not a replay)
-    local cid = items[3 * k - 2]
+    local cid = items[5 * k - 4]
     redis.call('SADD', book, cid)
     redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], cid)
     if ARGV[i + 3] ~= '' then
