@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..model.order import Order
+from ..safety.risk.state import Read
 
 
 @dataclass(slots=True, eq=False)
@@ -18,7 +19,6 @@ class Reads:
     day: str  # the trading day the snapshots are of
     orders: dict[str, Order | None] = field(default_factory=dict)  # client id -> record
     breakers: dict[str, Any] = field(default_factory=dict)  # account -> stored state / error
-    # account -> (the snapshot's replies, the client ids whose reservations they hold)
-    snapshots: dict[str, tuple[list[Any], list[str]]] = field(default_factory=dict)
+    snapshots: dict[str, Read] = field(default_factory=dict)  # account -> risk snapshot
     # (account, symbol) -> the broker's reference price, or the error that asking it raised
     prices: dict[tuple[str, str], Decimal | BaseException | None] = field(default_factory=dict)

@@ -12,14 +12,18 @@ import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings
+from executor.safety.risk.book import Reservation
+from executor.safety.risk.state import Read, RiskState, Write
 from executor.worker import Worker
 from producer.client import OrderClient
-from producer.contract import ReasonCode, ResultStatus
+from producer.contract import ReasonCode, ResultStatus, Side, WireDecimal
 from producer.keys import Keys
 
 from .conftest import running
 
 K = Keys()
+RESERVED = Reservation(request_id="1-0", symbol="BTCUSDT", side=Side.BUY,
+                       quantity=WireDecimal("0.01"), price=WireDecimal("50000"), at=1)
 
 
 class Reads:
@@ -40,7 +44,7 @@ class Reads:
             self.allow += 1
             return await allow(account)
 
-        def counted_queue(*args: Any) -> int:
+        def counted_queue(*args: Any) -> Any:
             self.snapshots += 1
             return queue(*args)
 
@@ -136,3 +140,29 @@ async def test_a_bug_in_the_first_read_leaves_each_step_to_read_for_itself(
         assert result.status is ResultStatus.FILLED
         assert reads.counts() == (1, 1, 1)
         assert worker.metrics.internal_errors.labels("prefetch")._value.get() == 1
+
+
+async def test_a_snapshot_read_before_this_process_wrote_the_account_is_read_again(
+        redis_client: aioredis.Redis) -> None:
+    """Two lanes of one worker: the second's first read was made before the first lane's
+    batch wrote; it would lose the compare-and-set for certain, so it is read anew. A write
+    by another process cannot be known here: that one is left to the compare-and-set."""
+    day = "20261203"
+    state = RiskState(redis_client, K)
+    other = RiskState(redis_client, K)  # another worker process
+
+    async def first_read() -> Read:
+        async with redis_client.pipeline(transaction=True) as pipe:
+            read = state.queue_snapshot(pipe, "default", day, ["a"])
+            read.replies = await pipe.execute()
+        return read
+
+    read = await first_read()
+    assert (await state.snapshot("default", day, ["a"], read=read)).version == "0"
+    snap = await other.snapshot("default", day)
+    assert await other.commit("default", day, snap, Write(put=[("x", RESERVED, True)]))
+    assert (await state.snapshot("default", day, ["a"], read=read)).version == "0"  # stale
+    read = await first_read()
+    snap = await state.snapshot("default", day)
+    assert await state.commit("default", day, snap, Write(put=[("y", RESERVED, True)]))
+    assert (await state.snapshot("default", day, ["a"], read=read)).version == "2"  # anew

@@ -53,10 +53,9 @@ class Prefetch:
             svc.store.queue_records(pipe, cids)
             for account in wanted:
                 pipe.hget(svc.store.keys.breaker(account), "state")
-            sizes = []
             for account, ids in wanted.items():
-                ids[:] = dict.fromkeys(ids)
-                sizes.append(self.risk.queue_snapshot(pipe, account, reads.day, ids))
+                reads.snapshots[account] = self.risk.queue_snapshot(
+                    pipe, account, reads.day, list(dict.fromkeys(ids)))
             replies, prices = await asyncio.gather(pipe.execute(raise_on_error=False),
                                                    self._prices(list(symbols)))
         reads.orders = dict(zip(cids, await svc.store.parse_records(replies[0], cids),
@@ -65,9 +64,9 @@ class Prefetch:
         for account in wanted:
             reads.breakers[account] = replies[at]
             at += 1
-        for (account, ids), size in zip(wanted.items(), sizes, strict=True):
-            reads.snapshots[account] = (replies[at:at + size], ids)
-            at += size
+        for read in reads.snapshots.values():
+            read.replies = replies[at:at + read.size]
+            at += read.size
         reads.prices = dict(zip(symbols, prices, strict=True))
         for job in places:
             job.reads = reads

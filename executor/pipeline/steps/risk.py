@@ -169,6 +169,7 @@ class Risk:
                 if begun is None:
                     await asyncio.sleep(pause_s(attempt))
                     continue
+                self.state.wrote(account)
                 self._apply(jobs, decisions)
                 persisted(self.svc, passed, items, begun)
             else:

@@ -172,6 +172,16 @@ def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str],
     return totals, counts
 
 
+@dataclass(slots=True)
+class Read:
+    """A snapshot queued on a pipeline (``RiskState.queue_snapshot``), to be parsed later."""
+
+    cids: list[str]  # whose reservations it reads
+    writes: int  # this process's checks' writes of the account when it was queued
+    size: int  # how many replies it makes
+    replies: list[Any] = field(default_factory=list)
+
+
 def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snapshot:
     """The snapshot from the replies of ``RiskState.queue_snapshot``. Raises the error
     reply of a read that failed, ValueError / msgspec errors on state it cannot read."""
@@ -201,29 +211,35 @@ class RiskState:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        # account -> writes of this process's checks so far (``wrote``): a snapshot read
+        # before one of them is stale for certain, and not worth a compare-and-set.
+        self.writes: dict[str, int] = {}
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
 
     async def snapshot(self, account: str, day: str, cids: Iterable[str] = (), *,
-                       read: tuple[list[Any], list[str]] | None = None) -> Snapshot:
+                       read: Read | None = None) -> Snapshot:
         """Read the account's state, with the reservations of ``cids``. Raises RedisError,
         or ValueError / msgspec errors on state it cannot read (the caller denies: what is
-        unreadable is not checked). ``read``: the replies of ``queue_snapshot`` and the
-        client ids they asked for, taken instead when they are of this day and cover
-        ``cids`` (the batch's first read)."""
+        unreadable is not checked). ``read``: what ``queue_snapshot`` read (the batch's
+        first read), taken instead when it covers ``cids`` and this process's checks wrote
+        nothing for the account since (another lane's batch: it would fail the
+        compare-and-set for certain)."""
         wanted = list(dict.fromkeys(cids))
-        if read is not None and read[0] and set(wanted) <= set(read[1]):
-            return parse_snapshot(read[0], account, read[1])
+        if (read is not None and read.replies and set(wanted) <= set(read.cids)
+                and read.writes == self.writes.get(account, 0)):
+            return parse_snapshot(read.replies, account, read.cids)
         async with self.redis.pipeline(transaction=True) as pipe:
             self.queue_snapshot(pipe, account, day, wanted)
             replies = await pipe.execute(raise_on_error=False)
         return parse_snapshot(replies, account, wanted)
 
-    def queue_snapshot(self, pipe: Any, account: str, day: str, wanted: list[str]) -> int:
+    def queue_snapshot(self, pipe: Any, account: str, day: str, wanted: list[str]) -> Read:
         """Queue the snapshot's reads on ``pipe``, a MULTI so that they see one instant
         (the batch's first read queues them with its other reads: pipeline/steps/prefetch.py);
-        returns how many replies they make, for ``parse_snapshot``."""
+        returns the read, whose ``size`` replies are to be put in its ``replies``."""
         k = self.keys
+        read = Read(wanted, self.writes.get(account, 0), 7 + bool(wanted))
         pipe.get(checks_version_key(k, account))
         pipe.hlen(open_key(k, account))
         pipe.hgetall(sums_key(k, account))
@@ -233,15 +249,20 @@ class RiskState:
         pipe.hget(k.risk_limits, account)
         if wanted:
             pipe.hmget(open_key(k, account), wanted)
-            return 8
-        return 7
+        return read
 
     async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
         """Apply ``write`` if the account's checks version is still the snapshot's and the
         reservations it drops are still as read. False when not (nothing written)."""
         call = self.commit_call(account, day, snap, write)
-        done = await self._script(keys=call.keys, args=call.args)
-        return bool(done == 1)
+        done: bool = await self._script(keys=call.keys, args=call.args) == 1
+        if done:
+            self.wrote(account)
+        return done
+
+    def wrote(self, account: str) -> None:
+        """This process's checks changed the account's state (a commit applied)."""
+        self.writes[account] = self.writes.get(account, 0) + 1
 
     def commit_call(self, account: str, day: str, snap: Snapshot, write: Write) -> ScriptCall:
         """``commit``'s script call (infra/lua/risk_reserve.lua), to be made on its own or
