@@ -36,22 +36,19 @@ import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
 
-from .throughput import KEYS, cpu_seconds, order_data, redis_cpu_seconds, stop, wait_results
+from .throughput import (
+    KEYS,
+    command_calls,
+    cpu_seconds,
+    order_data,
+    redis_cpu_seconds,
+    stop,
+    wait_results,
+)
 
-_OWN = ("xadd", "xread")  # the producer's and the reader's commands, taken out (see doc)
+_OWN = ("xadd", "xread", "info")  # the producer's, the reader's, the bench's (see doc)
 # rate -> p50, p90, p99, max (ms), commands, cpu_us (the consumer's), redis_us per order
 Figures = dict[int, dict[str, float]]
-
-
-async def command_calls(r: aioredis.Redis) -> tuple[int, int]:
-    """(all commands run so far, those of the kinds the bench itself sends)."""
-    stats: Any = await r.info("commandstats")
-    total = own = 0
-    for name, value in stats.items():
-        calls = int(value["calls"])
-        total += calls
-        own += calls if name.removeprefix("cmdstat_") in _OWN else 0
-    return total, own
 
 
 async def paced(url: str, start: int, rate: int, seconds: float) -> list[float]:
@@ -110,14 +107,12 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
         await asyncio.sleep(1)  # past the warm-up's background work
         done = warm
         for rate in rates:
-            calls, own = await command_calls(r)
+            calls = await command_calls(r, _OWN)
             cpu, own_cpu = await redis_cpu_seconds(r), cpu_seconds(proc.pid)
             latencies = await paced(url, done, rate, seconds)
             n = len(latencies)
             done += n
-            calls_after, own_after = await command_calls(r)
-            # INFO itself is a command: the two INFO calls are the bench's, not the order's.
-            commands = (calls_after - calls) - (own_after - own) - 2
+            commands = await command_calls(r, _OWN) - calls
             figures[rate] = {**quantiles(latencies), "commands": commands / n,
                              "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
                              "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6}

@@ -9,6 +9,8 @@ process start-up is not counted. CPU per order, of the consumer process and of
 redis-server (``INFO cpu``), is counted from the first result on for the same reason; the
 worker's is also given until its positions projection has folded the burst ("+ positions"),
 since that fold lags a burst and does its share of the work after the last result.
+Commands per order over the burst: those redis-server ran (``INFO commandstats``, each
+script call and each command a script ran), the bench's own polling (XLEN, INFO) left out.
 Latency: a paced producer publishes at --rate for --seconds while the consumer keeps up;
 enqueue-to-result is the result entry's id time minus the request entry's id time, both
 from the Redis clock. Figures are printed as a table with the ratio worker / bare loop;
@@ -92,6 +94,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The bench's own commands while it counts (polling the result streams' lengths, INFO).
+_OWN = ("xlen", "info")
+
+
 def ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-")[0])
 
@@ -100,6 +106,14 @@ async def redis_cpu_seconds(r: aioredis.Redis) -> float:
     """User + system CPU time of redis-server, which runs the worker's Lua scripts."""
     info: Any = await r.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def command_calls(r: aioredis.Redis, own: Sequence[str]) -> int:
+    """The commands redis-server ran so far (``INFO commandstats``: each script call and each
+    command a script ran), less those of the kinds in ``own`` (the bench's own)."""
+    stats: Any = await r.info("commandstats")
+    return sum(int(value["calls"]) for name, value in stats.items()
+               if name.removeprefix("cmdstat_") not in own)
 
 
 async def results_count(r: aioredis.Redis) -> int:
@@ -189,9 +203,11 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         # Start-up (imports, connecting) is not per-order work: count from the first result.
         await wait_results(r, 1, timeout=60, poll=0.002)
         cpu_start, redis_start = cpu_seconds(proc.pid), await redis_cpu_seconds(r)
+        calls = await command_calls(r, _OWN)
         first = await results_count(r)
         await wait_results(r, n, timeout=300)
         counted = max(n - first, 1)
+        commands = (await command_calls(r, _OWN) - calls) / counted
         cpu_per_order = (cpu_seconds(proc.pid) - cpu_start) / counted
         redis_per_order = (await redis_cpu_seconds(r) - redis_start) / counted
         # The positions fold lags a burst and catches up after it: its cost is part of what
@@ -209,7 +225,8 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
     p50, p99 = p50_p99(latencies)
     return {"orders_per_s": throughput, "p50_ms": p50, "p99_ms": p99,
             "latency_samples": len(latencies), "cpu_us": cpu_per_order * 1e6,
-            "redis_us": redis_per_order * 1e6, "settled_us": settled * 1e6}
+            "redis_us": redis_per_order * 1e6, "settled_us": settled * 1e6,
+            "commands": commands}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -238,13 +255,13 @@ async def run(args: argparse.Namespace) -> None:
     print(f"\nthroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
           f"zero latency; latency at {args.rate}/s for {args.seconds}s")
     print(f"{'':<12}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/order':>14}"
-          f"{'redis us/order':>16}{'+ positions':>13}")
+          f"{'redis us/order':>16}{'+ positions':>13}{'cmds/order':>12}")
     for k, (bare, worker) in enumerate(runs, 1):
         tag = f" {k}" if len(runs) > 1 else ""
         for name, fig in ((f"bare{tag}", bare), (f"worker{tag}", worker)):
             print(f"{name:<12}{fig['orders_per_s']:>10,.0f}{fig['p50_ms']:>9.1f}"
                   f"{fig['p99_ms']:>9.1f}{fig['cpu_us']:>14.1f}{fig['redis_us']:>16.1f}"
-                  f"{fig['settled_us']:>13.1f}")
+                  f"{fig['settled_us']:>13.1f}{fig['commands']:>12.1f}")
     ratios = [w["orders_per_s"] / b["orders_per_s"] for b, w in runs]
     cpu = [(b["cpu_us"] + b["redis_us"]) / (w["cpu_us"] + w["redis_us"]) for b, w in runs
            if w["cpu_us"] + w["redis_us"]]

@@ -483,10 +483,10 @@ class Worker:
                 await self._batch("idempotency", segment, self.idempotency)
                 await self._batch("gate", segment, self.gate)
                 # Without amends, the orders that pass are created in the script that
-                # reserves for them (nothing has to happen between the two).
-                together = not amends
-                await self._batch("risk", segment, functools.partial(self.risk, persist=together),
-                                  written=together)
+                # reserves for them (nothing has to happen between the two); the risk step
+                # holds them itself if a bug meets them after that write.
+                await self._batch("risk", segment,
+                                  functools.partial(self.risk, persist=not amends))
                 extra += await self._one_by_one("amend", amends, self.amend, decided=True)
                 await self._batch("persist", segment, self.persist, written=True)
                 await self._settle_reservations(segment)

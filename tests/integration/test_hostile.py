@@ -197,10 +197,10 @@ class Bug(Exception):
 def tripping(step: Callable[[Sequence[Job]], Awaitable[Any]]
              ) -> Callable[[Sequence[Job]], Awaitable[Any]]:
     """``step`` with a bug that fails any call whose batch holds the BOOM request."""
-    async def buggy(jobs: Sequence[Job]) -> Any:
+    async def buggy(jobs: Sequence[Job], **options: Any) -> Any:
         if any(BOOM in (j.client_order_id, *j.cancelled) for j in jobs):
             raise Bug("tripped")
-        return await step(jobs)
+        return await step(jobs, **options)
     return buggy
 
 

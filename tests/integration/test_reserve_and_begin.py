@@ -4,9 +4,11 @@ neither, on a real Redis, and the worker's outcomes as when they were two round 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -143,3 +145,37 @@ async def test_a_lost_reply_leaves_the_request_pending_and_its_redelivery_sends_
     assert len(results) == 1
     assert await redis_client.hlen(K.paper("default", "orders")) == 1  # sent once
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+
+
+async def test_a_bug_after_the_orders_were_created_holds_the_request_for_its_redelivery(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its order exists once the script ran: a bug then leaves the request pending, not
+    answered internal_error, and its redelivery carries on from the record (sent once)."""
+    from executor.pipeline.steps import risk as risk_step
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug after the write")
+
+    async with running(make_settings(batch_size=1)) as worker:
+        monkeypatch.setattr(risk_step, "persisted", broken)
+        sub = await client.place("BTCUSDT", "buy", "market", "0.01")
+
+        async def held() -> bool:
+            return bool(worker.metrics.registry.get_sample_value(
+                "orderstream_internal_errors_total", {"step": "risk"}))
+        for _ in range(100):
+            if await held():
+                break
+            await asyncio.sleep(0.05)
+        assert await held()
+        monkeypatch.undo()
+        assert sub.client_order_id is not None
+        assert await redis_client.hget(K.order(sub.client_order_id), "state") == \
+            b"pending_submit"
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 1
+    async with running(make_settings("w2", visibility_timeout_ms=300)):
+        result = await client.wait_result(sub.request_id, 15)
+    assert result.status is ResultStatus.FILLED
+    assert await redis_client.hlen(K.paper("default", "orders")) == 1

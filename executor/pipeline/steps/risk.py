@@ -36,7 +36,7 @@ from .. import results
 from ..job import Job
 from ..reads import Reads
 from ..services import Services
-from .guard import internal_error
+from .guard import hold, internal_error
 from .persist import new_orders, persisted
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,13 @@ class Risk:
                     await asyncio.sleep(pause_s(attempt))
                     continue
                 self.state.wrote(account)
-                self._apply(jobs, decisions)
-                persisted(self.svc, passed, items, begun)
+                try:
+                    self._apply(jobs, decisions)
+                    persisted(self.svc, passed, items, begun)
+                except Exception as exc:
+                    # Their orders are written: left pending, redone from the records.
+                    hold(self.svc, [j for j in jobs if j.result is None], "risk", exc)
+                    return
             else:
                 self._apply(jobs, decisions)
             await self._sweep(account)
@@ -202,6 +207,10 @@ class Risk:
                 await self._release(account, orphans)
         except RedisError as exc:
             log.warning("orphaned reservations of %s not looked for: %s", account, exc)
+        except Exception:
+            # Best effort: a bug here must not touch the batch it follows.
+            self.svc.metrics.internal_errors.labels("risk_sweep").inc()
+            log.exception("orphaned reservations of %s not looked for", account)
 
     async def _commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
         try:
