@@ -9,9 +9,10 @@ was once it gets SIGCONT, unaware of the time that passed. Unset, a failpoint co
 comparison.
 
 Points: ``after_persist`` (order recorded pending_submit, broker not called yet),
-``before_send`` (send tokens taken, broker not called yet), ``after_submit`` (broker
-answered, outcome not written yet) and ``after_pending_cancel`` (a cancel, amend or
-cancel_all wrote ``pending_cancel``, the broker not asked yet).
+``before_send`` (send tokens taken, broker not called yet; for the paper exchange, which
+takes the tokens in the script that takes the orders, right before that script),
+``after_submit`` (broker answered, outcome not written yet) and ``after_pending_cancel`` (a
+cancel, amend or cancel_all wrote ``pending_cancel``, the broker not asked yet).
 """
 
 from __future__ import annotations
