@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from ..brokers.base import Broker
 from ..config import Settings
@@ -46,3 +48,14 @@ class Services:
             if base is not None:
                 self._bases[(account, symbol)] = base
         return base
+
+    async def reference_prices(self, wanted: Sequence[tuple[str, str]]
+                               ) -> list[Decimal | BaseException | None]:
+        """The reference price of each (account, symbol) at its account's broker, all asked
+        at once; an error raised asking is returned in its place (None: no such account,
+        or the broker knows no price)."""
+        async def ask(account: str, symbol: str) -> Decimal | None:
+            broker = self.brokers.get(account)
+            return None if broker is None else await broker.reference_price(symbol)
+        return list(await asyncio.gather(*(ask(a, s) for a, s in wanted),
+                                         return_exceptions=True))

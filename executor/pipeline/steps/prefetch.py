@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from decimal import Decimal
 
 from producer.contract import Action
 
@@ -57,7 +56,7 @@ class Prefetch:
                 reads.snapshots[account] = self.risk.queue_snapshot(
                     pipe, account, reads.day, list(dict.fromkeys(ids)))
             replies, prices = await asyncio.gather(pipe.execute(raise_on_error=False),
-                                                   self._prices(list(symbols)))
+                                                   svc.reference_prices(list(symbols)))
         reads.orders = dict(zip(cids, await svc.store.parse_records(replies[0], cids),
                                 strict=True))
         at = 1
@@ -70,13 +69,3 @@ class Prefetch:
         reads.prices = dict(zip(symbols, prices, strict=True))
         for job in places:
             job.reads = reads
-
-    async def _prices(self, symbols: list[tuple[str, str]]
-                      ) -> list[Decimal | BaseException | None]:
-        brokers = self.svc.brokers
-
-        async def ask(account: str, symbol: str) -> Decimal | None:
-            broker = brokers.get(account)
-            return None if broker is None else await broker.reference_price(symbol)
-        return list(await asyncio.gather(*(ask(a, s) for a, s in symbols),
-                                         return_exceptions=True))

@@ -248,9 +248,7 @@ class Risk:
         if any(getattr(lim, name) is not None for lim in limits for name in _MARKED):
             wanted |= {p.symbol for p in snap.positions if p.quantity != 0}
         missing = sorted(wanted - prices.keys())
-        broker = self.svc.brokers[account]
-        got = await asyncio.gather(*(broker.reference_price(s) for s in missing),
-                                   return_exceptions=True)
+        got = await self.svc.reference_prices([(account, s) for s in missing])
         for symbol, price in zip(missing, got, strict=True):
             prices[symbol] = self._price_of(account, symbol, price)
 
