@@ -145,6 +145,45 @@ class LocalCluster:
             finally:
                 client.close()
 
+    def master_of(self, key: str) -> int:
+        """The index in ``nodes`` of the master holding ``key``'s slot."""
+        client = redis.Redis(port=self.nodes[0].port)
+        try:
+            slot = int(client.cluster("KEYSLOT", key))
+            for start, end, (_, port, *_rest), *_ in client.cluster("SLOTS"):
+                if start <= slot <= end:
+                    return next(i for i, n in enumerate(self.nodes) if n.port == int(port))
+        finally:
+            client.close()
+        raise RuntimeError(f"no master holds the slot of {key!r}")
+
+    def move_slot(self, key: str, master: int) -> None:
+        """Give the slot of ``key`` to ``nodes[master]``, as an operator's reshard would
+        (``redis-cli --cluster reshard``), so that two partitions can be put on two masters.
+        The slot must be empty: it is reassigned, not migrated key by key."""
+        clients = [redis.Redis(port=node.port) for node in self.nodes]
+        try:
+            slot = int(clients[0].cluster("KEYSLOT", key))
+            source = self.master_of(key)
+            if source == master:
+                return
+            if clients[source].cluster("COUNTKEYSINSLOT", slot):
+                raise RuntimeError(f"slot {slot} of {key!r} holds keys; migrate it instead")
+            target_id = clients[master].cluster("MYID")
+            # The target first, then the source: the order the Redis Cluster spec gives for
+            # ending a slot's move, so no node points at a node that does not know it owns it.
+            for i in (master, source, *(i for i in range(len(clients))
+                                          if i not in (master, source))):
+                clients[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        finally:
+            for client in clients:
+                client.close()
+        deadline = time.monotonic() + self.ready_timeout
+        while self.master_of(key) != master:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slot of {key!r} not on master {master} in time")
+            time.sleep(0.05)
+
     def close(self) -> None:
         for node in self.nodes:
             node.close()

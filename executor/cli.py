@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from .host import PartitionHost
     from .worker import Worker
 
     settings = load_settings(args.config)
 
     async def run() -> None:
-        worker = Worker(settings)
+        worker = PartitionHost(settings) if settings.partitions.enabled else Worker(settings)
         worker.install_signal_handlers()
         await worker.run()
 

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from producer.keys import check_cluster_prefix
+from producer.partitions import Partitions
 from producer.signing import KEY_ID_PATTERN
 
 from .brokers.binance.config import BinanceAccount
@@ -119,6 +120,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    # Partitions of the deployment (producer/partitions.py); none by default.
+    partitions: Partitions = msgspec.field(default_factory=Partitions)
 
     def __post_init__(self) -> None:
         w = self.worker
@@ -161,8 +164,36 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _check_ip_groups(self.limits, self.accounts)
         if self.redis.socket_timeout_s * 1000 <= w.block_ms + 1_000:
             self.redis.socket_timeout_s = (w.block_ms + 5_000) / 1000
-        _check_redis(self.redis)
+        _check_redis(self.redis, partitioned=self.partitions.enabled)
         _check_keys(self.auth, self.accounts)
+        _check_partitions(self.partitions, self.redis.prefix, self.accounts, self.limits)
+
+
+def _check_partitions(partitions: Partitions, prefix: str, accounts: Mapping[str, Any],
+                      limits: Mapping[str, AccountLimits]) -> None:
+    try:
+        partitions.check(prefix)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not partitions.enabled:
+        return
+    unknown = sorted(set(partitions.accounts) - set(accounts))
+    if unknown:
+        raise ConfigError(f"partitions.accounts.{unknown[0]}: no such account")
+    unmapped = sorted(set(accounts) - set(partitions.accounts))
+    if unmapped:
+        raise ConfigError(f"accounts.{unmapped[0]} is in no partition: name it in "
+                          "[partitions.accounts] (an account's partition is never guessed)")
+    # The accounts of one IP group share their weight state, which lives in one partition.
+    groups: dict[str, set[int]] = {}
+    for account, own in limits.items():
+        if own.ip_group:
+            groups.setdefault(own.ip_group, set()).add(partitions.accounts[account])
+    for group, where in sorted(groups.items()):
+        if len(where) > 1:
+            raise ConfigError(f"limits ip_group {group!r} spans partitions "
+                              f"{', '.join(map(str, sorted(where)))}: the accounts of one IP "
+                              "group share one weight window, so they must be in one partition")
 
 
 def _check_ip_groups(limits: Mapping[str, AccountLimits], accounts: Mapping[str, Any]) -> None:
@@ -182,8 +213,9 @@ def _check_ip_groups(limits: Mapping[str, AccountLimits], accounts: Mapping[str,
                               "them the same weight_per_minute")
 
 
-def _check_redis(r: RedisSettings) -> None:
-    if r.cluster:
+def _check_redis(r: RedisSettings, *, partitioned: bool) -> None:
+    # Partitioned, each partition's prefix is hash-tagged by construction.
+    if r.cluster and not partitioned:
         try:
             check_cluster_prefix(r.prefix)
         except ValueError as exc:
@@ -281,6 +313,14 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             if name in env:
                 raw.setdefault("limits", {}).setdefault(account, {})[key] = env[name]
                 applied.append(name)
+    for key in ("count", "serve"):
+        name = _env_name(("partitions", key))
+        if name in env:
+            value: Any = env[name]
+            if key == "serve":
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            raw.setdefault("partitions", {})[key] = value
+            applied.append(name)
     if "REDIS_URL" in env:
         raw.setdefault("redis", {})["url"] = env["REDIS_URL"]
         applied.append("REDIS_URL")

@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from producer.connect import home_node, redis_client
 from producer.contract import Action
 from producer.keys import GROUP, Keys
+from producer.partitions import partition_prefix
 from producer.replies import text as _text
 
 from .background.liveness import Liveness, WorkerInfo
@@ -96,6 +97,20 @@ def connect(settings: Settings) -> aioredis.Redis:
     ))
 
 
+def partition_key_prefix(settings: Settings, partition: int | None) -> str:
+    """The key prefix of the worker of ``partition``: None for an unpartitioned deployment
+    (its keys live under ``redis.prefix``); ValueError where that does not fit the settings."""
+    partitions = settings.partitions
+    if partition is None:
+        if partitions.enabled:
+            raise ValueError("the deployment is partitioned: name the partition to serve")
+        return settings.redis.prefix
+    if not 0 <= partition < partitions.count:
+        raise ValueError(f"partition {partition} does not exist (partitions.count is "
+                         f"{partitions.count})")
+    return partition_prefix(settings.redis.prefix, partition)
+
+
 def guarded(broker: Broker, take: TakeTokens, *, at_door: bool = False) -> Broker:
     """A broker given from outside (tests, tools) behind the send-token guard, unless it
     has one already: no order is ever sent without its token."""
@@ -125,9 +140,14 @@ class Worker:
         redis: aioredis.Redis | None = None,
         brokers: dict[str, Broker] | None = None,
         metrics: Metrics | None = None,
+        partition: int | None = None,
     ) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis.prefix)
+        self.partition = partition
+        self.keys = Keys(partition_key_prefix(settings, partition))
+        # The accounts this worker serves: all of them, or those of its partition.
+        accounts = {name: account for name, account in settings.accounts.items()
+                    if partition is None or settings.partitions.accounts[name] == partition}
         self.redis = redis or connect(settings)
         self.consumer = settings.worker.consumer
         w = settings.worker
@@ -149,7 +169,7 @@ class Worker:
                                 metrics=self.metrics,
                                 visibility_timeout_ms=w.visibility_timeout_ms,
                                 take_tokens=take, tokens_at_door=at_door)
-            for name, account in settings.accounts.items()
+            for name, account in accounts.items()
         }
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
@@ -194,7 +214,7 @@ class Worker:
         # The open orders are counted by one worker: the first of the live ones by name.
         self.probe = Probe(self.redis, self.keys, self.metrics, self.brokers, {
             name: list(getattr(account, "symbols", ()))
-            for name, account in settings.accounts.items()},
+            for name, account in accounts.items()},
             counts_orders=lambda: min(self.tracker.peers) == self.consumer)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
@@ -207,6 +227,11 @@ class Worker:
         self._follow_ups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Started and not stopping."""
+        return self._ready
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -222,7 +247,7 @@ class Worker:
         w = self.settings.worker
         if serve_metrics:
             self._runner, self.metrics_port = await start_http(
-                self.metrics, w.metrics_host, w.metrics_port, ready=lambda: self._ready,
+                self.metrics.registry, w.metrics_host, w.metrics_port, ready=lambda: self._ready,
                 not_ready=self.probe.not_ready)
             log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
         self.metrics.info.info({"version": version(), "worker": self.consumer})

@@ -278,6 +278,10 @@ class ReasonCode(enum.StrEnum):
     POISON = "poison"
     NOT_FOUND = "not_found"
     NOT_CANCELLABLE = "not_cancellable"
+    # The request was published to a partition that does not hold its account (a producer
+    # routing by a stale or wrong partition map); it changed nothing: publish it again to
+    # the partition the message names.
+    WRONG_PARTITION = "wrong_partition"
     # A bug of ours while handling this one request (never the input's fault): the request
     # fails alone, its batch-mates are decided as usual.
     INTERNAL_ERROR = "internal_error"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sized
 
 from aiohttp import web
 from prometheus_client import (
@@ -22,6 +22,8 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from producer.contract import Fill, Result
 
@@ -251,7 +253,36 @@ class Metrics:
         self.illegal_transitions.labels(exc.current.value, exc.target.value).inc()
 
 
-async def start_http(metrics: Metrics, host: str, port: int,
+class PartitionsCollector(Collector):
+    """The metrics of the partitions one process serves, each worker's under its own
+    ``partition`` label, as one exposition: each partition's worker keeps its own registry
+    (its gauges say what its partition holds: lag, stream lengths, open orders), and the
+    families of one name are merged so that every name appears once."""
+
+    def __init__(self, parts: Mapping[str, CollectorRegistry]) -> None:
+        self.parts = dict(parts)
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for partition, registry in self.parts.items():
+            for family in registry.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation,
+                                                        family.type, family.unit)
+                for sample in family.samples:
+                    into.samples.append(sample._replace(
+                        labels={**sample.labels, "partition": partition}))
+        yield from merged.values()
+
+
+def partitions_registry(parts: Mapping[str, CollectorRegistry]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PartitionsCollector(parts))
+    return registry
+
+
+async def start_http(registry: CollectorRegistry, host: str, port: int,
                      ready: Callable[[], bool] | None = None,
                      not_ready: Callable[[], Awaitable[str | None]] | None = None,
                      ) -> tuple[web.AppRunner, int]:
@@ -260,7 +291,7 @@ async def start_http(metrics: Metrics, host: str, port: int,
     the port actually bound."""
 
     async def metrics_handler(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+        body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(_: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from producer.contract import (
     decode_request,
 )
 from producer.ids import client_order_id_for_entry
+from producer.partitions import WrongPartition, partition_prefix
 from producer.validation import check_request
 
 from ...brokers.base import Broker
@@ -45,6 +46,9 @@ class Decode:
                 self._decode(job, now)
             except ContractError as exc:
                 job.result = results.failure(job, ReasonCode.INVALID, str(exc), now,
+                                             self.svc.worker)
+            except WrongPartition as exc:
+                job.result = results.failure(job, ReasonCode.WRONG_PARTITION, str(exc), now,
                                              self.svc.worker)
             except Exception as exc:
                 # Input is refused above with a ContractError; anything else is our bug.
@@ -104,6 +108,14 @@ class Decode:
     def _broker(self, account: str) -> Broker:
         broker = self.svc.brokers.get(account)
         if broker is None:
+            partitions = self.svc.settings.partitions
+            if account in partitions.accounts:  # configured, served by another partition
+                home = partition_prefix(self.svc.settings.redis.prefix,
+                                        partitions.accounts[account])
+                raise WrongPartition(
+                    f"account `{account}` is in partition {partitions.accounts[account]}: "
+                    f"publish its requests to {home}:pending, not "
+                    f"{self.svc.store.keys.pending}")
             known = ", ".join(sorted(self.svc.brokers))
             raise ContractError(f"account `{account}` is not configured (known: {known})",
                                 "account")
