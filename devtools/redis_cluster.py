@@ -174,7 +174,7 @@ class LocalCluster:
             # ending a slot's move, so no node points at a node that does not know it owns it.
             for i in (master, source, *(i for i in range(len(clients))
                                           if i not in (master, source))):
-                clients[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                clients[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)  # type: ignore[no-untyped-call]
         finally:
             for client in clients:
                 client.close()
