@@ -11,6 +11,10 @@ its calls. Afterwards, counted from Redis alone (what any other process could se
 - replay: differences ``orderstream replay`` finds between the order records and positions
   and what the event log rebuilds (after the workers have stopped).
 
+On a Redis Cluster with partitions (``ChaosConfig.partitions``), every worker process
+serves every partition (executor/host.py), each partition has its own paper account, and
+the orders alternate between them; all the counts above are made per partition.
+
 Some restarted workers are armed with a failpoint (executor/infra/failpoints.py), so they die
 exactly between a broker call and the write of its outcome, or just after persisting.
 
@@ -28,13 +32,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
+from producer.connect import redis_client
 from producer.contract import (
     OrderType,
     Request,
@@ -47,6 +53,7 @@ from producer.contract import (
     parse_decimal,
 )
 from producer.keys import GROUP, Keys
+from producer.partitions import partition_prefix
 from producer.replies import text
 
 _result_decoder = decoder(Result)
@@ -99,6 +106,10 @@ class ChaosConfig:
     timeout_rate: float = 0.02  # paper submits stored but answered "unknown outcome"
     seed: int = 7
     config_file: str | None = None  # the workers' TOML (another broker than paper)
+    # The Redis url names a node of a Redis Cluster.
+    cluster: bool = False
+    # Partitions of the deployment (0: none): partition n holds paper account "p<n>".
+    partitions: int = 0
     worker_env: Mapping[str, str] = field(default_factory=lambda: {
         "ORDERSTREAM_VISIBILITY_TIMEOUT_MS": "1500",
         "ORDERSTREAM_LOOKUP_WINDOW_MS": "300",
@@ -143,14 +154,17 @@ class ChaosReport:
         ] + [f"example: {e}" for e in self.examples]
 
 
-def chaos_request(i: int, rng: random.Random) -> Request:
+def chaos_request(i: int, rng: random.Random, stride: int = 1) -> Request:
     """A mix of what traders send: market orders, IOC and resting limits, producer
-    retries of an earlier client id, and orders whose id the worker generates."""
+    retries of an earlier client id, and orders whose id the worker generates. With
+    ``stride`` n, request i goes to account i mod n, and a retry repeats a request of the
+    same account (a retry never changes the account its order was for)."""
     side = Side.BUY if i % 2 else Side.SELL
     cid: str | None = f"chaos-{i}"
     roll = rng.random()
-    if roll < 0.05 and i > 0:
-        cid = f"chaos-{rng.randrange(i)}"  # a producer retry: must come back "duplicate"
+    if roll < 0.05 and i >= stride:
+        # A producer retry: must come back "duplicate".
+        cid = f"chaos-{rng.randrange(i // stride) * stride + i % stride}"
     elif roll < 0.15:
         cid = None
     kind = rng.random()
@@ -164,16 +178,43 @@ def chaos_request(i: int, rng: random.Random) -> Request:
                    time_in_force=tif)
 
 
+# A request: its partition's prefix and its entry id there.
+RequestId = tuple[str, str]
+
 # What the exchange saw: orders created per client id, and submits it refused because the
 # client id was on an order already (a correct worker sends neither twice).
 ExchangeCounts = Callable[[aioredis.Redis], Awaitable[tuple[Mapping[str, int], int]]]
 
 
-async def paper_counts(redis: aioredis.Redis) -> tuple[Mapping[str, int], int]:
-    keys = Keys()
-    sent: Any = await redis.xrange(keys.paper("default", "received"))
-    received = collections.Counter(text(f[b"client_order_id"]) for _, f in sent)
-    return received, int(await redis.xlen(keys.paper("default", "duplicates")))
+async def paper_counts(redis: aioredis.Redis, layout: Sequence[tuple[str, str]] = (
+        (Keys().prefix, "default"),)) -> tuple[Mapping[str, int], int]:
+    """What the paper exchanges of ``layout`` (prefix, account) saw; a client id is only
+    ever used in one partition (its account's), so the counts add up."""
+    received: collections.Counter[str] = collections.Counter()
+    refused = 0
+    for prefix, account in layout:
+        keys = Keys(prefix)
+        sent: Any = await redis.xrange(keys.paper(account, "received"))
+        received.update(text(f[b"client_order_id"]) for _, f in sent)
+        refused += int(await redis.xlen(keys.paper(account, "duplicates")))
+    return received, refused
+
+
+def partitions_toml(accounts: Sequence[str], prefix: str = "orders") -> str:
+    """The workers' TOML of a partitioned deployment: partition n holds paper account
+    ``accounts[n]``."""
+    lines = ["[redis]", f'prefix = "{prefix}"']
+    for account in accounts:
+        lines += [f"[accounts.{account}]", 'broker = "paper"']
+    lines += ["[partitions]", f"count = {len(accounts)}", "[partitions.accounts]"]
+    lines += [f"{account} = {n}" for n, account in enumerate(accounts)]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Partition:
+    keys: Keys
+    account: str
 
 
 class Chaos:
@@ -185,22 +226,38 @@ class Chaos:
         self.cfg = cfg
         self.logdir = logdir
         self.say = say
-        self.keys = Keys()
+        self.parts = ([Partition(Keys(partition_prefix("orders", n)), f"p{n}")
+                       for n in range(cfg.partitions)] if cfg.partitions
+                      else [Partition(Keys(), "default")])
+        if cfg.partitions and exchange_counts is paper_counts:
+            layout = [(part.keys.prefix, part.account) for part in self.parts]
+            self.exchange_counts = lambda redis: paper_counts(redis, layout)
+        self.config_file = cfg.config_file or (self._partitions_config() if cfg.partitions
+                                               else None)
         self.rng = random.Random(cfg.seed)
         self.report = ChaosReport()
         self.slots: list[WorkerProcess] = []
         self._generation = 0
         self._armed: set[str] = set()
 
+    def _partitions_config(self) -> str:
+        path = self.logdir / "partitions.toml"
+        path.write_text(partitions_toml([part.account for part in self.parts]))
+        return str(path)
+
     def _spawn(self, slot: int, failpoint: str | None = None) -> WorkerProcess:
         self._generation += 1
         name = f"chaos-{slot}-{self._generation}"
-        env = dict(self.cfg.worker_env,
-                   ORDERSTREAM_ACCOUNTS_DEFAULT_FAILURE_RATE=str(self.cfg.failure_rate),
-                   ORDERSTREAM_ACCOUNTS_DEFAULT_TIMEOUT_RATE=str(self.cfg.timeout_rate),
-                   ORDERSTREAM_ACCOUNTS_DEFAULT_SEED=str(self._generation))
-        if self.cfg.config_file:
-            env["ORDERSTREAM_CONFIG"] = self.cfg.config_file
+        env = dict(self.cfg.worker_env)
+        for part in self.parts:
+            account = part.account.upper()
+            env.update({f"ORDERSTREAM_ACCOUNTS_{account}_FAILURE_RATE": str(self.cfg.failure_rate),
+                        f"ORDERSTREAM_ACCOUNTS_{account}_TIMEOUT_RATE": str(self.cfg.timeout_rate),
+                        f"ORDERSTREAM_ACCOUNTS_{account}_SEED": str(self._generation)})
+        if self.config_file:
+            env["ORDERSTREAM_CONFIG"] = self.config_file
+        if self.cfg.cluster:
+            env["ORDERSTREAM_REDIS_CLUSTER"] = "true"
         if failpoint:
             env["ORDERSTREAM_FAILPOINT"] = failpoint
             self._armed.add(name)
@@ -209,7 +266,7 @@ class Chaos:
     async def run(self) -> ChaosReport:
         started = time.monotonic()
         self.slots = [self._spawn(i) for i in range(self.cfg.workers)]
-        redis = aioredis.Redis.from_url(self.url)
+        redis = redis_client(self.url, cluster=self.cfg.cluster)
         try:
             ids = await asyncio.gather(self._publish(redis), self._kill_loop())
             request_ids = ids[0]
@@ -225,17 +282,26 @@ class Chaos:
             await redis.aclose()
         return self.report
 
-    async def _publish(self, redis: aioredis.Redis) -> list[str]:
+    async def _publish(self, redis: aioredis.Redis) -> list[RequestId]:
+        """Publish the orders, alternating over the partitions; a request's id is its
+        partition's prefix and its entry id (entry ids are unique per stream only)."""
         cfg = self.cfg
         rng = random.Random(cfg.seed + 1)
         chunk = 50
         pause = cfg.publish_s / max(cfg.orders / chunk, 1)
-        ids: list[str] = []
+        ids: list[RequestId] = []
         for start in range(0, cfg.orders, chunk):
+            sent: list[str] = []
             async with redis.pipeline(transaction=False) as pipe:
                 for i in range(start, min(start + chunk, cfg.orders)):
-                    pipe.xadd(self.keys.pending, {"data": encode(chaos_request(i, rng))})
-                ids += [text(entry_id) for entry_id in await pipe.execute()]
+                    part = self.parts[i % len(self.parts)]
+                    request = chaos_request(i, rng, len(self.parts))
+                    if cfg.partitions:
+                        request = msgspec.structs.replace(request, account=part.account)
+                    pipe.xadd(part.keys.pending, {"data": encode(request)})
+                    sent.append(part.keys.prefix)
+                ids += [(prefix, text(entry_id))
+                        for prefix, entry_id in zip(sent, await pipe.execute(), strict=True)]
             await asyncio.sleep(pause)
         self.say(f"published {len(ids)} orders")
         return ids
@@ -269,48 +335,64 @@ class Chaos:
                     self.report.failpoint_crashes += 1
                 self.slots[slot] = self._spawn(slot)
 
-    async def _settle(self, redis: aioredis.Redis, request_ids: list[str]) -> None:
+    async def _unacked(self, redis: aioredis.Redis) -> int:
+        total = 0
+        for part in self.parts:
+            pending: Any = await redis.xpending(part.keys.pending, GROUP)
+            total += int(pending["pending"])
+        return total
+
+    async def _settle(self, redis: aioredis.Redis, request_ids: list[RequestId]) -> None:
         deadline = time.monotonic() + self.cfg.settle_timeout_s
         want = len(request_ids)
         while time.monotonic() < deadline:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.xlen(self.keys.completed)
-                pipe.xlen(self.keys.failed)
-                done = sum(await pipe.execute())
-            if done >= want:
-                pending: Any = await redis.xpending(self.keys.pending, GROUP)
-                if int(pending["pending"]) == 0:
-                    return
+            done = 0
+            for part in self.parts:
+                done += int(await redis.xlen(part.keys.completed))
+                done += int(await redis.xlen(part.keys.failed))
+            if done >= want and await self._unacked(redis) == 0:
+                return
             self._restart_dead()
             await asyncio.sleep(0.2)
         self.say("settle timeout: not every request was answered")
 
     async def _replay(self) -> None:
-        """Rebuild orders and positions from the event log and compare with what is stored."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "executor", "replay", "--json",
-            env=dict(os.environ, REDIS_URL=self.url), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        out, err = await proc.communicate()
-        try:
-            report = json.loads(out)
-        except ValueError:
-            self.say(f"replay failed ({proc.returncode}): {err.decode(errors='replace')}")
-            return
-        self.report.replay_differences = len(report["differences"])
-        for difference in report["differences"][:5]:
-            self.report.examples.append(f"replay: {difference}")
+        """Rebuild orders and positions from each partition's event log and compare with
+        what is stored there."""
+        differences = 0
+        for part in self.parts:
+            args = ["--prefix", part.keys.prefix]
+            if self.cfg.cluster:
+                args.append("--cluster")
+            if self.config_file:
+                args += ["--config", self.config_file]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "executor", "replay", "--json", *args,
+                env=dict(os.environ, REDIS_URL=self.url), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            out, err = await proc.communicate()
+            try:
+                report = json.loads(out)
+            except ValueError:
+                self.say(f"replay of {part.keys.prefix} failed ({proc.returncode}): "
+                         f"{err.decode(errors='replace')}")
+                return
+            differences += len(report["differences"])
+            for difference in report["differences"][:5]:
+                self.report.examples.append(f"replay {part.keys.prefix}: {difference}")
+        self.report.replay_differences = differences
 
-    async def _count(self, redis: aioredis.Redis, request_ids: list[str]) -> None:
+    async def _count(self, redis: aioredis.Redis, request_ids: list[RequestId]) -> None:
         r = self.report
         r.requests = len(request_ids)
-        answers: dict[str, list[Result]] = collections.defaultdict(list)
-        for stream in (self.keys.completed, self.keys.failed):
-            entries: Any = await redis.xrange(stream)
-            for _, fields in entries:
-                result = _result_decoder.decode(fields[b"data"])
-                answers[result.request_id].append(result)
-                r.results += 1
+        answers: dict[RequestId, list[Result]] = collections.defaultdict(list)
+        for part in self.parts:
+            for stream in (part.keys.completed, part.keys.failed):
+                entries: Any = await redis.xrange(stream)
+                for _, fields in entries:
+                    result = _result_decoder.decode(fields[b"data"])
+                    answers[(part.keys.prefix, result.request_id)].append(result)
+                    r.results += 1
         wanted = set(request_ids)
         r.lost = len(wanted - answers.keys())
         r.duplicated = sum(1 for rid in wanted if len(answers.get(rid, ())) > 1)
@@ -334,5 +416,4 @@ class Chaos:
                                           f"broker_order_id={result.broker_order_id}")
         for rid in sorted(wanted - answers.keys())[:5]:
             r.examples.append(f"lost {rid}")
-        pending: Any = await redis.xpending(self.keys.pending, GROUP)
-        r.pending = int(pending["pending"])
+        r.pending = await self._unacked(redis)

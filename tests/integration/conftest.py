@@ -7,7 +7,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
+from executor.host import PartitionHost
 from executor.infra.store import NewOrder, Store
 from executor.model.order import Context, new_order
 from executor.worker import Worker
@@ -37,10 +38,13 @@ def settings_for(redis_url: str, consumer: str = "w1", **worker: Any) -> Setting
     return load_settings(None, env)
 
 
+Served = TypeVar("Served", Worker, PartitionHost)
+
+
 @contextlib.asynccontextmanager
-async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Worker]:
-    """A worker serving in this event loop until the block ends (then stopped cleanly)."""
-    worker = Worker(settings, **kwargs)
+async def serving(worker: Served) -> AsyncIterator[Served]:
+    """A worker (or a process's partitions) serving in this event loop until the block
+    ends, then stopped cleanly."""
     await worker.start()
     task = asyncio.create_task(worker.serve())
     try:
@@ -49,6 +53,12 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Worker]:
         worker.stop()
         await asyncio.wait_for(task, 15)
         await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Worker]:
+    async with serving(Worker(settings, **kwargs)) as worker:
+        yield worker
 
 
 @pytest.fixture
