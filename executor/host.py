@@ -75,10 +75,14 @@ class PartitionHost:
                  for n, worker in self.workers.items()]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-            if failed:
+            if any(not t.cancelled() and t.exception() is not None for t in done):
                 self.stop()
-            await asyncio.gather(*tasks)
+            # The others drain what they hold (they stop as on SIGTERM), then the first
+            # error is raised.
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             for task in tasks:
                 task.cancel()

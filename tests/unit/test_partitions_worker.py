@@ -4,6 +4,7 @@ naming the right one, and one process's partitions served as one metrics exposit
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,28 @@ def test_the_partitions_of_one_process_are_one_exposition_labelled_by_partition(
                 for s in families["orderstream_requests"].samples
                 if s.name == "orderstream_requests_total"}
     assert answered == {("0", "acct0"): 5, ("1", "acct1"): 2}
+
+
+async def test_a_partition_whose_worker_fails_stops_the_others_and_the_error_surfaces(
+        tmp_path: Path) -> None:
+    """One process must not go on looking alive with a partition no longer served: the
+    error ends every partition's loop, and the process's supervisor restarts it."""
+    host = PartitionHost(settings_from(tmp_path, TWO), redis=FakeAsyncRedis())
+    stopped: list[int] = []
+
+    async def broken() -> None:
+        raise RuntimeError("partition 0 broke")
+
+    async def healthy(n: int = 1) -> None:
+        worker = host.workers[n]
+        while worker.ready or not stopped:
+            await asyncio.sleep(0.01)
+            if worker._stopping.is_set():
+                stopped.append(n)
+                return
+
+    host.workers[0].serve = broken  # type: ignore[method-assign]
+    host.workers[1].serve = healthy  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="partition 0 broke"):
+        await asyncio.wait_for(host.serve(), 5)
+    assert stopped == [1]
