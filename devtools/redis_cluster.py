@@ -58,9 +58,9 @@ def cluster_port(taken: set[int]) -> int:
 class LocalCluster:
     """``masters`` redis-server processes in cluster mode with every slot assigned."""
 
-    def __init__(self, masters: int = 3, *, binary: str | None = None,
-                 cli: str | None = None, data_dir: str | Path | None = None,
-                 ready_timeout: float = 30.0) -> None:
+    def __init__(self, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 5000,
+                 binary: str | None = None, cli: str | None = None,
+                 data_dir: str | Path | None = None, ready_timeout: float = 30.0) -> None:
         self.binary = binary or find_redis_server()
         found = cli or find_redis_cli(self.binary)
         if found is None:
@@ -70,9 +70,10 @@ class LocalCluster:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else Path(
             tempfile.mkdtemp(prefix="redis-cluster-"))
+        self.replicas = replicas
         taken: set[int] = set()
         self.nodes: list[RedisServer] = []
-        for i in range(masters):
+        for i in range(masters * (1 + replicas)):
             port = cluster_port(taken)
             taken |= {port, port + _BUS_OFFSET}
             node_dir = self.data_dir / f"node-{i}"
@@ -80,7 +81,12 @@ class LocalCluster:
                                           extra_args=["--cluster-enabled", "yes",
                                                       "--cluster-config-file",
                                                       str((node_dir / "nodes.conf").resolve()),
-                                                      "--cluster-node-timeout", "5000"]))
+                                                      "--cluster-node-timeout",
+                                                      str(node_timeout_ms),
+                                                      # A replica's first sync at once,
+                                                      # not after Redis's 5 s wait for
+                                                      # more replicas to share it.
+                                                      "--repl-diskless-sync-delay", "0"]))
 
     @property
     def url(self) -> str:
@@ -104,7 +110,7 @@ class LocalCluster:
 
     def _create(self) -> None:
         cmd = [self.cli, "--cluster", "create", *self.addresses,
-               "--cluster-replicas", "0", "--cluster-yes"]
+               "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                              stdin=subprocess.DEVNULL, check=False)
         if out.returncode != 0:
@@ -126,7 +132,7 @@ class LocalCluster:
                     states.append(info)
                 if all(s.get("cluster_state") == "ok"
                        and int(s.get("cluster_known_nodes", 0)) == len(self.nodes)
-                       for s in states):
+                       for s in states) and self._replicas_synced(clients):
                     return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"cluster not ok within {self.ready_timeout:.0f}s: "
@@ -136,26 +142,88 @@ class LocalCluster:
             for client in clients:
                 client.close()
 
+    def _replicas_synced(self, clients: list[redis.Redis]) -> bool:
+        """Every replica has its master's data (a replica that never synced cannot take
+        over: its data is as old as can be)."""
+        try:
+            roles = [c.info("replication") for c in clients]
+        except redis.RedisError:
+            return False
+        replicas = [r for r in roles if r.get("role") == "slave"]
+        return (len(replicas) == self.replicas * (len(self.nodes) // (1 + self.replicas))
+                and all(r.get("master_link_status") == "up" for r in replicas))
+
     def flush(self) -> None:
-        """Empty every master (FLUSHALL is per node in a cluster)."""
+        """Empty every master (FLUSHALL is per node in a cluster; replicas follow)."""
         for node in self.nodes:
             client = redis.Redis(port=node.port)
             try:
-                client.flushall()
+                if client.info("replication")["role"] == "master":
+                    client.flushall()
             finally:
                 client.close()
 
+    def masters(self) -> list[int]:
+        """The indexes in ``nodes`` of the live masters."""
+        found = []
+        for i, node in enumerate(self.nodes):
+            if not node.running:
+                continue
+            client = redis.Redis(port=node.port)
+            try:
+                if client.info("replication")["role"] == "master":
+                    found.append(i)
+            finally:
+                client.close()
+        return found
+
+    def replica_of(self, master: int) -> int:
+        """The index in ``nodes`` of a replica of ``nodes[master]``."""
+        client = redis.Redis(port=self.nodes[master].port)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        ports = [int(info[f"slave{i}"]["port"]) for i in range(int(info["connected_slaves"]))]
+        for i, node in enumerate(self.nodes):
+            if node.port in ports:
+                return i
+        raise RuntimeError(f"master {master} has no connected replica")
+
+    def wait_master(self, key: str, not_on: int, timeout: float = 30.0) -> int:
+        """Until a live node other than ``nodes[not_on]`` serves ``key``'s slot as its
+        master (a failover ended); returns its index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, node in enumerate(self.nodes):
+                if i != not_on and node.running and self._owner(node, key) == node.port:
+                    return i
+            time.sleep(0.1)
+        raise RuntimeError(f"no failover of the slot of {key!r} within {timeout:.0f}s")
+
     def master_of(self, key: str) -> int:
         """The index in ``nodes`` of the master holding ``key``'s slot."""
-        client = redis.Redis(port=self.nodes[0].port)
+        port = next((owner for node in self.nodes if node.running
+                     for owner in [self._owner(node, key)] if owner is not None), None)
+        for i, node in enumerate(self.nodes):
+            if node.port == port:
+                return i
+        raise RuntimeError(f"no master holds the slot of {key!r}")
+
+    @staticmethod
+    def _owner(node: RedisServer, key: str) -> int | None:
+        """The port of the master holding ``key``'s slot, in ``node``'s view."""
+        client = redis.Redis(port=node.port, socket_timeout=1.0)
         try:
             slot = int(client.cluster("KEYSLOT", key))
             for start, end, (_, port, *_rest), *_ in client.cluster("SLOTS"):
                 if start <= slot <= end:
-                    return next(i for i, n in enumerate(self.nodes) if n.port == int(port))
+                    return int(port)
+        except redis.RedisError:
+            return None
         finally:
             client.close()
-        raise RuntimeError(f"no master holds the slot of {key!r}")
+        return None
 
     def move_slot(self, key: str, master: int) -> None:
         """Give the slot of ``key`` to ``nodes[master]``, as an operator's reshard would
@@ -170,16 +238,26 @@ class LocalCluster:
             if clients[source].cluster("COUNTKEYSINSLOT", slot):
                 raise RuntimeError(f"slot {slot} of {key!r} holds keys; migrate it instead")
             target_id = clients[master].cluster("MYID")
-            # The target first, then the source: the order the Redis Cluster spec gives for
-            # ending a slot's move, so no node points at a node that does not know it owns it.
-            for i in (master, source, *(i for i in range(len(clients))
-                                          if i not in (master, source))):
-                clients[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)  # type: ignore[no-untyped-call]
+            source_id = clients[source].cluster("MYID")
+            # The steps of redis-cli's reshard: the target importing (so that ending the move
+            # bumps its config epoch, and every node, replicas too, takes the new owner from
+            # its gossip), the source migrating; then the target first, the source next, so
+            # no node points at one that does not know it owns the slot.
+            clients[master].execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            clients[source].execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            others = [i for i, c in enumerate(clients) if i not in (master, source)
+                      and c.info("replication")["role"] == "master"]
+            for i in (master, source, *others):
+                clients[i].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "SETSLOT", slot, "NODE", target_id)
         finally:
             for client in clients:
                 client.close()
         deadline = time.monotonic() + self.ready_timeout
-        while self.master_of(key) != master:
+        while any(self._owner(node, key) != self.nodes[master].port
+                  for node in self.nodes if node.running):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slot of {key!r} not on master {master} in time")
             time.sleep(0.05)

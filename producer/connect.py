@@ -33,6 +33,27 @@ class _ClusterPipeline(ClusterPipeline):
             raise ClusterUnavailable(str(exc)) from exc
 
 
+def stream_keys(command: str, args: tuple[Any, ...]) -> list[Any] | None:
+    """The streams an XREAD or XREADGROUP reads: the first half of what follows its
+    STREAMS keyword, found as redis-server's xreadGetKeys finds it (past GROUP's two
+    names and the options, so a group or consumer named "streams" is no keyword); None for
+    any other command, or for one that does not parse (Redis answers it with its error)."""
+    name = command.upper()
+    if name not in ("XREAD", "XREADGROUP"):
+        return None
+    i = 3 if name == "XREADGROUP" else 0  # GROUP <group> <consumer>
+    while i < len(args):
+        arg = args[i]
+        word = (arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)).upper()
+        if word == "STREAMS":
+            rest = args[i + 1:]
+            if not rest or len(rest) % 2:
+                return None
+            return list(rest[:len(rest) // 2])
+        i += 2 if word in ("COUNT", "BLOCK") else 1
+    return None
+
+
 class _Cluster(RedisCluster):
     """A RedisCluster whose failures are all ``RedisError`` (see ``ClusterUnavailable``)."""
 
@@ -47,6 +68,22 @@ class _Cluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        """The slot of an XREAD or XREADGROUP from its STREAMS, read here. redis-py asks
+        one fixed node (``COMMAND GETKEYS``) for the keys of commands whose keys move,
+        before every such call: a round trip more per read, and while that node is down
+        every read fails, even of streams that live on healthy masters, so one master's
+        failover would hold up every partition's workers."""
+        keys = stream_keys(command, args)
+        if keys is None:
+            slot: int = await super()._determine_slot(command, *args)
+            return slot
+        slots = {self.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise RedisClusterException(
+                f"{command} - all keys must map to the same key slot")
+        return slots.pop()
 
     def pipeline(self, transaction: Any | None = None,
                  shard_hint: Any | None = None) -> ClusterPipeline:

@@ -15,6 +15,7 @@ from executor.background import retention
 from executor.infra.store import Durability, NewOrder, Store
 from executor.model.order import Context, new_order
 from producer.client import OrderClient
+from producer.connect import redis_client
 from producer.contract import (
     OrderSpec,
     OrderState,
@@ -114,3 +115,21 @@ async def test_the_events_readers_lag_is_measured_on_the_clock_of_the_slots_node
     home = cluster.get_node_from_key(K.events).name
     assert {name: after[name] - before[name] for name in after} == {
         name: int(name == home) for name in after}
+
+
+async def test_stream_reads_ask_no_node_for_their_keys(cluster_url: str,
+                                                        cluster: RedisCluster) -> None:
+    """redis-py would ask its default node (COMMAND GETKEYS) before every XREAD and
+    XREADGROUP: a round trip more, and every read failing while that one node is down."""
+    client = redis_client(cluster_url, cluster=True)
+    try:
+        await client.xgroup_create(K.pending, "g", id="0", mkstream=True)
+        await client.xadd(K.pending, {"data": b"{}"})
+        before = await calls(cluster, "command|getkeys")
+        read: Any = await client.xreadgroup("g", "c", {K.pending: ">"}, count=10)
+        again: Any = await client.xread({K.pending: "0-0"}, count=10)
+        after = await calls(cluster, "command|getkeys")
+    finally:
+        await client.aclose()
+    assert len(read[0][1]) == 1 and len(again[0][1]) == 1
+    assert after == before

@@ -9,7 +9,13 @@ import socket
 import pytest
 from redis.exceptions import RedisError
 
-from producer.connect import ClusterUnavailable, home_node, is_cluster, redis_client
+from producer.connect import (
+    ClusterUnavailable,
+    home_node,
+    is_cluster,
+    redis_client,
+    stream_keys,
+)
 
 
 def closed_port() -> int:
@@ -39,3 +45,22 @@ async def test_a_pipeline_and_the_slot_lookup_fail_the_same_way(unreachable) -> 
             await pipe.execute()
     with pytest.raises(ClusterUnavailable):
         await home_node(unreachable, "{orders}:pending")
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "keys"),
+    [
+        ("XREADGROUP", ("GROUP", "executors", "w1", "COUNT", 200, "BLOCK", 1000, "STREAMS",
+                        "{o-0}:pending", ">"), ["{o-0}:pending"]),
+        # A group or consumer called "streams", a key called "STREAMS": still read right.
+        ("xreadgroup", (b"GROUP", b"streams", b"STREAMS", b"NOACK", b"STREAMS", b"STREAMS",
+                        b">"), [b"STREAMS"]),
+        ("XREAD", ("COUNT", 10, "STREAMS", "a", "b", "0-0", "0-0"), ["a", "b"]),
+        ("XREAD", ("BLOCK", 5, "STREAMS", "a"), None),  # odd: Redis answers its own error
+        ("XREAD", ("COUNT", 1), None),
+        ("GET", ("STREAMS",), None),
+    ],
+)
+def test_the_streams_of_a_read_are_found_without_asking_a_node(
+        command: str, args: tuple[object, ...], keys: list[object] | None) -> None:
+    assert stream_keys(command, args) == keys
