@@ -351,7 +351,7 @@ class OrderClient:
         """Yield (stream, item) for new results and/or events as they arrive. On a
         partitioned deployment it follows one partition: the one holding ``account``, or
         number ``partition``; every account of that partition is followed."""
-        keys = self._keys_to_follow(account, partition)
+        keys = self.partition_keys(account=account, partition=partition)
         names = [keys.completed, keys.failed] if results else []
         if events:
             names.append(keys.events)
@@ -370,9 +370,12 @@ class OrderClient:
                     item = decode_event(data) if name == keys.events else decode_result(data)
                     yield name, item
 
-    def _keys_to_follow(self, account: str | None, partition: int | None) -> Keys:
+    def partition_keys(self, *, account: str | None = None,
+                       partition: int | None = None) -> Keys:
+        """The keys of one partition: the one holding ``account``, or number ``partition``;
+        of an unpartitioned deployment, its one set. ValueError when that names none."""
         if account is not None and partition is not None:
-            raise ValueError("follow one partition: by account or by partition, not both")
+            raise ValueError("name one partition: by account or by number, not both")
         if partition is not None:
             count = self.deployment.partitions.count
             if not self.partitioned:
@@ -386,8 +389,8 @@ class OrderClient:
             return self.keys_for(account)
         if self.partitioned:
             raise ValueError(f"deployment {self.deployment.prefix!r} has "
-                             f"{self.deployment.partitions.count} partitions: follow one, by "
-                             "account or by partition")
+                             f"{self.deployment.partitions.count} partitions: name one, by "
+                             "account or by number")
         return self.keys
 
     async def _last_id(self, stream: str) -> str:
