@@ -14,9 +14,11 @@ from .contract import (
     TimeInForce,
 )
 from .keys import Keys
+from .partitions import Deployment, load_deployment
 
 __all__ = [
     "Action",
+    "Deployment",
     "Keys",
     "OrderClient",
     "OrderState",
@@ -29,4 +31,5 @@ __all__ = [
     "Side",
     "Submitted",
     "TimeInForce",
+    "load_deployment",
 ]

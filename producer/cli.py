@@ -2,9 +2,11 @@
 demo.
 
 They need only Redis: ``--redis-url`` (default ``$REDIS_URL``) and ``--prefix`` (default
-``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``). Where the workers require signed requests,
-the publishing commands sign with ``--key-id`` (default ``$ORDERSTREAM_KEY_ID``) and the
-secret in ``$ORDERSTREAM_KEY_SECRET`` or in ``--key-file``.
+``$ORDERSTREAM_REDIS_PREFIX`` or ``orders``), or ``--config`` (default
+``$ORDERSTREAM_CONFIG``), the workers' TOML file, whose ``redis.prefix`` and
+``[partitions]`` say where each ``--account``'s requests go. Where the workers require
+signed requests, the publishing commands sign with ``--key-id`` (default
+``$ORDERSTREAM_KEY_ID``) and the secret in ``$ORDERSTREAM_KEY_SECRET`` or in ``--key-file``.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from .contract import (
 )
 from .ids import new_client_order_id
 from .keys import DEFAULT_PREFIX
+from .partitions import Deployment, deployment_of, load_deployment
 from .signing import key_file_secret
 
 DEFAULT_URL = "redis://localhost:6379/0"
+CONFIG_ENV = "ORDERSTREAM_CONFIG"
+PREFIX_ENV = "ORDERSTREAM_REDIS_PREFIX"
 KEY_ID_ENV = "ORDERSTREAM_KEY_ID"
 KEY_SECRET_ENV = "ORDERSTREAM_KEY_SECRET"
 
@@ -48,7 +53,7 @@ class UsageError(Exception):
 def add_commands(sub: Any) -> None:
     """Register the producer subcommands on an argparse subparsers object."""
     p = sub.add_parser("submit", help="publish a place request and wait for its result")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
     p.add_argument("--type", default="market",
@@ -73,7 +78,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("cancel", help="publish a cancel request for one order")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("client_order_id")
     p.add_argument("--account")
     _wait_args(p)
@@ -82,7 +87,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("amend", help="change a working order's price, stop price or total "
                        "quantity (cancel-replace)")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("client_order_id")
     p.add_argument("--price")
     p.add_argument("--stop-price")
@@ -93,7 +98,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_amend)
 
     p = sub.add_parser("cancel-all", help="cancel every open order (optionally filtered)")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("--symbol")
     p.add_argument("--account")
     _wait_args(p)
@@ -102,21 +107,27 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("order", help="show one order's current state, from its record "
                        "(exit 1 when there is none)")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("client_order_id")
+    p.add_argument("--account", help="the order's account: on a partitioned deployment, "
+                   "its partition holds the record")
     p.add_argument("--json", action="store_true", help="print the order as JSON")
     p.set_defaults(func=_order)
 
     p = sub.add_parser("watch", help="follow results (and with --events, order events) live")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("--events", action="store_true", help="also show every state transition")
     p.add_argument("--from-start", action="store_true", help="replay from the streams' start")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--limit", type=int, default=0, help="stop after this many items")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--account", help="partitioned: follow the partition holding this "
+                       "account (every account of it)")
+    which.add_argument("--partition", type=int, help="partitioned: follow this partition")
     p.set_defaults(func=_watch)
 
     p = sub.add_parser("demo", help="publish demo orders of several types and print results")
-    connection_args(p)
+    connection_args(p, deployment=True)
     p.add_argument("--count", type=int, default=12)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--timeout", type=float, default=30.0)
@@ -124,10 +135,20 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_demo)
 
 
-def connection_args(p: argparse.ArgumentParser) -> None:
+def connection_args(p: argparse.ArgumentParser, *, deployment: bool = False) -> None:
+    """--redis-url, --prefix and --cluster; with ``deployment`` (the producer commands) also
+    --config, which names the deployment (``deployment``). Operator commands work on one
+    prefix and add their own --config (the settings), so they take the default."""
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL))
-    p.add_argument("--prefix",
-                   default=os.environ.get("ORDERSTREAM_REDIS_PREFIX", DEFAULT_PREFIX))
+    if deployment:
+        p.add_argument("--prefix", help=f"key prefix of an unpartitioned deployment (default "
+                       f"${PREFIX_ENV}, else redis.prefix of --config, else {DEFAULT_PREFIX})")
+        p.add_argument("--config", default=os.environ.get(CONFIG_ENV),
+                       help=f"the workers' TOML file (default ${CONFIG_ENV}; '' for none): "
+                       "its redis.prefix and [partitions] say where each account's requests "
+                       "go")
+    else:
+        p.add_argument("--prefix", default=os.environ.get(PREFIX_ENV, DEFAULT_PREFIX))
     p.add_argument("--cluster", action="store_true",
                    default=env_flag(os.environ.get(CLUSTER_ENV)),
                    help=f"--redis-url names a node of a Redis Cluster (default ${CLUSTER_ENV}); "
@@ -163,9 +184,30 @@ def signing_key(args: argparse.Namespace) -> dict[str, Any]:
     return {"key_id": key_id, "secret": secret}
 
 
-def _client(args: argparse.Namespace, *, signed: bool = True) -> OrderClient:
+def deployment(args: argparse.Namespace) -> str | Deployment:
+    """Where the requests go: the deployment of --config, or the plain --prefix."""
+    env_prefix = os.environ.get(PREFIX_ENV) or None
+    if not args.config:
+        return str(args.prefix or env_prefix or DEFAULT_PREFIX)
     try:
-        return OrderClient.from_url(args.redis_url, args.prefix, cluster=args.cluster,
+        found = load_deployment(args.config)
+        if env_prefix is not None and env_prefix != found.prefix:
+            # The workers take this variable over the file's redis.prefix: so do we.
+            found = deployment_of(env_prefix, found.partitions)
+    except ValueError as exc:
+        raise UsageError(f"--config {args.config}: {exc}") from None
+    if args.prefix is not None and args.prefix != found.prefix:
+        # Which one the workers read is unknown here: publishing to either could strand
+        # the requests where no worker looks.
+        raise UsageError(f"--prefix {args.prefix} conflicts with --config {args.config} "
+                         f"(prefix {found.prefix}): give one, or --config '' for none")
+    return found
+
+
+def _client(args: argparse.Namespace, *, signed: bool = True) -> OrderClient:
+    where = deployment(args)
+    try:
+        return OrderClient.from_url(args.redis_url, where, cluster=args.cluster,
                                     **(signing_key(args) if signed else {}))
     except ValueError as exc:  # a prefix a cluster cannot hold in one slot
         raise UsageError(f"--{exc}") from None
@@ -197,10 +239,11 @@ async def _publish_and_report(args: argparse.Namespace, client: OrderClient,
                               submitted: Submitted) -> int:
     print(f"published request {submitted.request_id}"
           + (f" (client_order_id {submitted.client_order_id})"
-             if submitted.client_order_id else ""), file=sys.stderr)
+             if submitted.client_order_id else "")
+          + (f" to {submitted.prefix}:pending" if client.partitioned else ""), file=sys.stderr)
     if args.no_wait:
         return 0
-    result = await client.wait_result(submitted.request_id, args.timeout)
+    result = await client.wait_result(submitted, args.timeout)
     print(encode(result).decode() if args.json else format_result(result))
     return 0 if result.ok else 1
 
@@ -243,8 +286,18 @@ async def _cancel_all(args: argparse.Namespace) -> int:
 async def _watch(args: argparse.Namespace) -> int:
     seen = 0
     async with _client(args, signed=False) as client:
+        if client.partitioned and args.account is None and args.partition is None:
+            raise UsageError(f"{client.deployment.prefix} has "
+                             f"{client.deployment.partitions.count} partitions: watch one, "
+                             "with --account or --partition")
+        try:
+            client.partition_keys(account=args.account, partition=args.partition)
+        except ValueError as exc:  # a partition it does not have, an account in none
+            raise UsageError(str(exc)) from None
         since = "0-0" if args.from_start else "$"
-        async for _stream, item in client.follow(events=args.events, since=since):
+        async for _stream, item in client.follow(events=args.events, since=since,
+                                                 account=args.account,
+                                                 partition=args.partition):
             line = (encode(item).decode() if args.json
                     else format_event(item) if isinstance(item, Event) else format_result(item))
             print(line, flush=True)
@@ -256,7 +309,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 async def _order(args: argparse.Namespace) -> int:
     async with _client(args, signed=False) as client:
-        order = await client.order(args.client_order_id)
+        order = await client.order(args.client_order_id, args.account)
     if order is None:
         print(f"no order {args.client_order_id} (never made, or final for longer than the "
               "workers keep records)", file=sys.stderr)
@@ -354,14 +407,16 @@ async def _demo(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     now = int(time.time() * 1000)
     async with _client(args) as client:
-        ids: list[str] = []
+        ids: list[Submitted] = []
         for item in demo_requests(args.count, now):
             if isinstance(item, dict):
+                keys = client.keys_for(None)  # it names no account
                 fields: Any = client.entry(item["data"].encode())
-                entry: Any = await client.redis.xadd(client.keys.pending, fields)
-                ids.append(entry.decode() if isinstance(entry, bytes) else entry)
+                entry: Any = await client.redis.xadd(keys.pending, fields)
+                ids.append(Submitted(entry.decode() if isinstance(entry, bytes) else entry,
+                                     None, keys.prefix))
             else:
-                ids.append((await client.publish(item)).request_id)
+                ids.append(await client.publish(item))
             if not args.quiet:
                 # One at a time, so the cancel sees the order it cancels already resting.
                 result = await client.wait_result(ids[-1], args.timeout)

@@ -1,9 +1,11 @@
 """The ordinary flow on a real Redis Cluster (three masters, tests/conftest.py): a worker
-on the paper broker and the producer client, with a hash-tagged prefix; and the refusal of
-a prefix that would scatter a deployment's keys over the cluster's slots."""
+on the paper broker and the producer client, with a hash-tagged prefix; the refusal of a
+prefix that would scatter a deployment's keys over the cluster's slots; and a partitioned
+producer's routing over two masters."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, cast
@@ -11,20 +13,26 @@ from typing import Any, cast
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from devtools.redis_cluster import LocalCluster
 from executor.background import retention
 from executor.infra.store import Durability, NewOrder, Store
 from executor.model.order import Context, new_order
-from producer.client import OrderClient
+from producer.client import OrderClient, Submitted
 from producer.connect import redis_client
 from producer.contract import (
+    Action,
     OrderSpec,
     OrderState,
     OrderType,
+    Result,
     ResultStatus,
     Side,
     decode_event,
+    decode_request,
+    encode,
 )
 from producer.keys import Keys
+from producer.partitions import Deployment, Partitions
 
 from .conftest import running, settings_for
 
@@ -133,3 +141,43 @@ async def test_stream_reads_ask_no_node_for_their_keys(cluster_url: str,
         await client.aclose()
     assert len(read[0][1]) == 1 and len(again[0][1]) == 1
     assert after == before
+
+
+async def test_a_partitioned_producer_routes_each_account_to_its_partitions_master(
+    cluster_url: str, cluster: RedisCluster, redis_cluster: LocalCluster
+) -> None:
+    """Each account's requests land in its own partition's stream, on that partition's
+    master; results are found per partition, by the Submitted, even when two partitions
+    hand out the same request id (one XREAD per partition: one across them is CROSSSLOT)."""
+    deployment = Deployment("desk", Partitions(count=2, accounts={"default": 0, "alpha": 1}))
+    p0, p1 = Keys("{desk-0}"), Keys("{desk-1}")
+    if redis_cluster.master_of(p0.pending) == redis_cluster.master_of(p1.pending):
+        redis_cluster.move_slot(p1.pending, next(m for m in redis_cluster.masters()
+                                                 if m != redis_cluster.master_of(p0.pending)))
+    await cluster.initialize()
+    assert cluster.get_node_from_key(p0.pending) != cluster.get_node_from_key(p1.pending)
+    async with OrderClient.from_url(cluster_url, deployment, cluster=True) as client:
+        alpha = await client.place("BTCUSDT", "buy", "market", "0.010", account="alpha")
+        default = await client.place("BTCUSDT", "sell", "market", "0.010")
+        cancel = await client.cancel("c-1", account="alpha")
+        assert (alpha.prefix, default.prefix, cancel.prefix) == (p1.prefix, p0.prefix,
+                                                                 p1.prefix)
+        in_p1 = [decode_request(f[b"data"]) for _, f in await cluster.xrange(p1.pending)]
+        in_p0 = [decode_request(f[b"data"]) for _, f in await cluster.xrange(p0.pending)]
+        assert [(r.client_order_id, r.account) for r in in_p1] == [
+            (alpha.client_order_id, "alpha"), ("c-1", "alpha")]
+        assert [(r.client_order_id, r.account) for r in in_p0] == [
+            (default.client_order_id, None)]
+
+        # Both partitions answer a request whose id is the same in each.
+        same = "1000-0"
+        first, second = Submitted(same, "a-1", p0.prefix), Submitted(same, "b-1", p1.prefix)
+        filled = Result(request_id=same, action=Action.PLACE, status=ResultStatus.FILLED,
+                        client_order_id="a-1")
+        denied = Result(request_id=same, action=Action.PLACE, status=ResultStatus.DENIED,
+                        client_order_id="b-1", reason_code="halted", reason="halted")
+        waiting = asyncio.ensure_future(client.wait_results([first, second], timeout=10))
+        await asyncio.sleep(0.1)  # both partitions' reads are blocked, each on its master
+        await cluster.xadd(p0.completed, {"data": encode(filled), "request_id": same})
+        await cluster.xadd(p1.failed, {"data": encode(denied), "request_id": same})
+        assert await waiting == {first: filled, second: denied}
