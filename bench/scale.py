@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,12 +47,13 @@ import redis.asyncio as aioredis
 from devtools.chaos import WorkerProcess
 from devtools.redis_server import RedisServer
 from executor.config import load_settings
-from producer.keys import GROUP
+from producer.keys import GROUP, Keys
 
 from .throughput import (
     KEYS,
     cpu_seconds,
     ms,
+    order_data,
     orders_per_s,
     p50_p99,
     paced_latencies,
@@ -75,8 +76,8 @@ class Fleet:
     workers: int
     orders_per_s: float
     worker_us: float  # summed over the worker processes
-    redis_us: float
-    redis_share: float  # redis-server CPU seconds per wall second over the burst
+    redis_us: float  # of the busiest redis-server (of a cluster's masters; else the one)
+    redis_share: float  # its CPU seconds per wall second over the burst
     p50_ms: float
     p99_ms: float
     latency_samples: int
@@ -84,10 +85,14 @@ class Fleet:
     results: int  # entries in orders:completed and orders:failed
     answered_once: int  # requests with exactly one result
     unacked: int  # entries still pending in the consumer group at the end
+    node_us: tuple[float, ...] = ()  # per redis-server (each master of a cluster), per order
+    partitions: int = 0  # 0: not partitioned (bench/partitions.py sets it)
+    masters: tuple[int, ...] = ()  # partition n's master, an index into node_us
 
     @property
     def redis_ceiling(self) -> float:
-        """Orders/s at which redis-server would spend a whole core."""
+        """Orders/s at which the busiest redis-server would spend a whole core (the others
+        taking their shares of the orders as in the burst)."""
         return 1e6 / self.redis_us if self.redis_us else float("inf")
 
     @property
@@ -110,8 +115,10 @@ def check_alive(fleet: Sequence[WorkerProcess], when: str) -> None:
                                f"{w.proc.returncode}); its log ends:\n" + "\n".join(tail))
 
 
-async def all_reading(r: aioredis.Redis, fleet: Sequence[WorkerProcess]) -> None:
-    """Wait until every lane of every worker of the fleet is blocked reading the requests.
+async def all_reading(nodes: Sequence[aioredis.Redis],
+                      fleet: Sequence[WorkerProcess]) -> None:
+    """Wait until every lane of every worker of the fleet is blocked reading the requests,
+    on any of the redis-servers ``nodes`` (a worker process serves one stream).
 
     Counted from CLIENT LIST (a lane is a connection blocked in XREADGROUP): a consumer that
     has read nothing yet is not in XINFO CONSUMERS on Redis >= 7.0."""
@@ -120,15 +127,87 @@ async def all_reading(r: aioredis.Redis, fleet: Sequence[WorkerProcess]) -> None
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         check_alive(fleet, "at start-up")
-        clients: Any = await r.client_list()
-        blocked = sum(1 for c in clients
-                      if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
+        blocked = 0
+        for r in nodes:
+            clients: Any = await r.client_list()
+            blocked += sum(1 for c in clients
+                           if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
         if blocked >= lanes * len(fleet):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{blocked} of {lanes * len(fleet)} worker lanes reading "
                                f"after {START_TIMEOUT_S}s")
         await asyncio.sleep(0.02)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Where the bench publishes one share of the orders: a client of the redis-server that
+    holds the stream's keys (on a cluster, the master of their slot), the keys (a partition's
+    prefix, or the unpartitioned ``orders``), and the requests (their account)."""
+
+    r: aioredis.Redis
+    keys: Keys = KEYS
+    data: Callable[[int], bytes] = order_data
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` near-equal whole shares, the larger ones first."""
+    return [total // parts + (k < total % parts) for k in range(parts)]
+
+
+async def every_result(streams: Sequence[Stream]) -> list[list[tuple[bytes, bytes]]]:
+    """Each stream's results: (result entry id, request id)."""
+    return [await result_ids(s.r, s.keys) for s in streams]
+
+
+async def measure_burst(fleet: Sequence[WorkerProcess], streams: Sequence[Stream],
+                        nodes: Sequence[aioredis.Redis], orders: int, rate: int,
+                        seconds: float) -> Fleet:
+    """Once every worker of ``fleet`` is reading: the burst of ``orders`` (split evenly over
+    ``streams``), then the paced phase at ``rate`` (split likewise); CPU of the fleet and of
+    each redis-server of ``nodes``. The streams start empty (flushed)."""
+    await all_reading(nodes, fleet)
+    burst = shares(orders, len(streams))
+    await asyncio.gather(*(prefill(s.r, n, data=s.data, atomic=True, keys=s.keys)
+                           for s, n in zip(streams, burst, strict=True)))
+    cpu_start = fleet_cpu_seconds(fleet)
+    redis_start = [await redis_cpu_seconds(r) for r in nodes]
+    began = time.monotonic()
+    counted = max(orders - sum([await results_count(s.r, s.keys) for s in streams]), 1)
+    await asyncio.gather(*(wait_results(s.r, n, timeout=300, poll=0.01, keys=s.keys)
+                           for s, n in zip(streams, burst, strict=True)))
+    wall = time.monotonic() - began
+    check_alive(fleet, "during the burst")
+    worker_cpu = fleet_cpu_seconds(fleet) - cpu_start
+    redis_cpu = [await redis_cpu_seconds(r) - start
+                 for r, start in zip(nodes, redis_start, strict=True)]
+    # Every stream's results on one time line (the masters of a local cluster share the
+    # machine's clock).
+    ids = sorted(ms(e) for results in await every_result(streams) for e, _ in results)
+    await asyncio.gather(*(positions_folded(s.r, s.keys) for s in streams))
+    paced = shares(rate, len(streams))
+    latencies = sorted(x for part in await asyncio.gather(*(
+        paced_latencies(s.r, n, pace, seconds, after_ms=ids[-1], data=s.data, keys=s.keys)
+        for s, n, pace in zip(streams, burst, paced, strict=True))) for x in part)
+    # A request is its stream's entry id: two streams on two servers may use the same id.
+    answers = Counter((k, rid) for k, results in enumerate(await every_result(streams))
+                      for _, rid in results)
+    unacked = 0
+    for s in streams:
+        pending: Any = await s.r.xpending(s.keys.pending, GROUP)
+        unacked += int(pending["pending"])
+    busiest = max(range(len(nodes)), key=redis_cpu.__getitem__)
+    p50, p99 = p50_p99(latencies)
+    return Fleet(workers=len(fleet), orders_per_s=orders_per_s(ids),
+                 worker_us=worker_cpu / counted * 1e6,
+                 redis_us=redis_cpu[busiest] / counted * 1e6,
+                 redis_share=redis_cpu[busiest] / wall, p50_ms=p50, p99_ms=p99,
+                 latency_samples=len(latencies),
+                 requests=orders + sum(int(pace * seconds) for pace in paced),
+                 results=sum(answers.values()),
+                 answered_once=sum(1 for n in answers.values() if n == 1), unacked=unacked,
+                 node_us=tuple(cpu / counted * 1e6 for cpu in redis_cpu))
 
 
 async def measure_fleet(url: str, workers: int, orders: int, rate: int, seconds: float,
@@ -142,33 +221,11 @@ async def measure_fleet(url: str, workers: int, orders: int, rate: int, seconds:
             fleet.append(WorkerProcess(url, name, logdir / f"{name}.log",
                                        ORDERSTREAM_BATCH_SIZE=str(batch),
                                        ORDERSTREAM_LOG_LEVEL="WARNING"))
-        await all_reading(r, fleet)
-        await prefill(r, orders, atomic=True)
-        cpu_start, redis_start = fleet_cpu_seconds(fleet), await redis_cpu_seconds(r)
-        began = time.monotonic()
-        counted = max(orders - await results_count(r), 1)
-        await wait_results(r, orders, timeout=300, poll=0.01)
-        wall = time.monotonic() - began
-        check_alive(fleet, "during the burst")
-        worker_cpu = fleet_cpu_seconds(fleet) - cpu_start
-        redis_cpu = await redis_cpu_seconds(r) - redis_start
-        ids = sorted(ms(e) for e, _ in await result_ids(r))
-        await positions_folded(r)
-        latencies = await paced_latencies(r, orders, rate, seconds, after_ms=ids[-1])
-        answers = Counter(rid for _, rid in await result_ids(r))
-        pending: Any = await r.xpending(KEYS.pending, GROUP)
+        return await measure_burst(fleet, [Stream(r)], [r], orders, rate, seconds)
     finally:
         for w in fleet:
             w.stop(timeout_s=15)
         await r.aclose()
-    p50, p99 = p50_p99(latencies)
-    return Fleet(workers=workers, orders_per_s=orders_per_s(ids),
-                 worker_us=worker_cpu / counted * 1e6, redis_us=redis_cpu / counted * 1e6,
-                 redis_share=redis_cpu / wall, p50_ms=p50, p99_ms=p99,
-                 latency_samples=len(latencies), requests=orders + int(rate * seconds),
-                 results=sum(answers.values()),
-                 answered_once=sum(1 for n in answers.values() if n == 1),
-                 unacked=int(pending["pending"]))
 
 
 async def run(orders: int = 20_000, rate: int = 200, seconds: float = 5.0,
