@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +94,20 @@ class Fleet:
         """Orders/s at which the busiest redis-server would spend a whole core (the others
         taking their shares of the orders as in the burst)."""
         return 1e6 / self.redis_us if self.redis_us else float("inf")
+
+    @property
+    def label(self) -> str:
+        """Its row's name: the fleet size, or the partitions and their masters."""
+        if not self.partitions:
+            return str(self.workers)
+        return f"{self.partitions} on " + ",".join(f"m{m}" for m in self.masters)
+
+    @property
+    def name(self) -> str:
+        if not self.partitions:
+            return f"{self.workers} workers"
+        return (f"{self.workers} workers on {self.partitions} partition(s) (masters "
+                + ", ".join(map(str, self.masters)) + ")")
 
     @property
     def exactly_once(self) -> bool:
@@ -256,42 +270,70 @@ def print_table(rounds: Sequence[Sequence[Fleet]], *, orders: int, rate: int,
     base = rounds[0][0].workers
     print(f"\nscale: {orders} market orders per fleet, batch {batch}, paper broker at zero "
           f"latency, one redis-server; latency at {rate}/s for {seconds}s")
-    print(f"machine: {os.cpu_count()} CPU cores (os.cpu_count()), shared by redis-server, "
+    print_machine("redis-server")
+    print_rows(rounds, first="workers", ratio=f"x {base}", nodes=["redis us"], notes=(
+        f"x {base}: orders/s over that of {base} worker(s) in the same round; worker us, "
+        "redis us: CPU per order of the burst\n(the workers' summed); redis core: "
+        "redis-server's share of one core over the burst; redis cap/s: the orders/s at "
+        "which it would be a whole core"))
+
+
+def print_machine(servers: str) -> None:
+    print(f"machine: {os.cpu_count()} CPU cores (os.cpu_count()), shared by {servers}, "
           "the workers and this bench")
-    print(f"{'workers':<10}{'orders/s':>10}{f'x {base}':>7}{'worker us':>11}{'redis us':>10}"
-          f"{'redis core':>12}{'redis cap/s':>13}{'p50 ms':>8}{'p99 ms':>8}")
+
+
+def print_rows(rounds: Sequence[Sequence[Fleet]], *, first: str, ratio: str,
+               nodes: Sequence[str], notes: str, width: int = 10) -> None:
+    """A row per fleet of each round (its ``label``; the ratio is to the round's first
+    fleet), a column of CPU per order per redis-server (``nodes`` are their titles), the
+    ``notes``, a row of medians per fleet when there are several rounds, and whether every
+    request was answered exactly once."""
+    print(f"{first:<{width}}{'orders/s':>10}{ratio:>7}{'worker us':>11}"
+          + "".join(f"{title:>10}" for title in nodes)
+          + f"{'redis core':>12}{'redis cap/s':>13}{'p50 ms':>8}{'p99 ms':>8}")
     for k, fleets in enumerate(rounds, 1):
         tag = f" ({k})" if len(rounds) > 1 else ""
         for f in fleets:
-            print(f"{f'{f.workers}{tag}':<10}{f.orders_per_s:>10,.0f}"
-                  f"{f.orders_per_s / fleets[0].orders_per_s:>7.2f}{f.worker_us:>11.1f}"
-                  f"{f.redis_us:>10.1f}{f.redis_share:>12.0%}{f.redis_ceiling:>13,.0f}"
-                  f"{f.p50_ms:>8.1f}{f.p99_ms:>8.1f}")
-    print(f"x {base}: orders/s over that of {base} worker(s) in the same round; worker us, "
-          "redis us: CPU per order of the burst\n(the workers' summed); redis core: "
-          "redis-server's share of one core over the burst; redis cap/s: the orders/s at "
-          "which it would be a whole core")
+            print_row(f"{f.label}{tag}", f, f.orders_per_s / fleets[0].orders_per_s, width)
+    print(notes)
     if len(rounds) > 1:
         print(f"medians of {len(rounds)} rounds:")
         for i, f in enumerate(rounds[0]):
             same = [fleets[i] for fleets in rounds]
-            ratio = statistics.median(x.orders_per_s / fleets[0].orders_per_s
-                                      for x, fleets in zip(same, rounds, strict=True))
-            print(f"{f.workers:<10}{statistics.median(x.orders_per_s for x in same):>10,.0f}"
-                  f"{ratio:>7.2f}{statistics.median(x.worker_us for x in same):>11.1f}"
-                  f"{statistics.median(x.redis_us for x in same):>10.1f}"
-                  f"{statistics.median(x.redis_share for x in same):>12.0%}"
-                  f"{statistics.median(x.redis_ceiling for x in same):>13,.0f}"
-                  f"{statistics.median(x.p50_ms for x in same):>8.1f}"
-                  f"{statistics.median(x.p99_ms for x in same):>8.1f}")
+            print_row(f.label, median_fleet(same), statistics.median(
+                x.orders_per_s / fleets[0].orders_per_s
+                for x, fleets in zip(same, rounds, strict=True)), width)
     wrong = [f for fleets in rounds for f in fleets if not f.exactly_once]
     if wrong:
         for f in wrong:
-            print(f"NOT EXACTLY ONCE with {f.workers} workers: {f.requests} requests, "
+            print(f"NOT EXACTLY ONCE with {f.name}: {f.requests} requests, "
                   f"{f.results} results, {f.answered_once} answered once, {f.unacked} "
                   "pending")
     else:
         print("every request answered exactly once, nothing left pending")
+
+
+def print_row(label: str, f: Fleet, ratio: float, width: int) -> None:
+    print(f"{label:<{width}}{f.orders_per_s:>10,.0f}{ratio:>7.2f}{f.worker_us:>11.1f}"
+          + "".join(f"{us:>10.1f}" for us in f.node_us or (f.redis_us,))
+          + f"{f.redis_share:>12.0%}{f.redis_ceiling:>13,.0f}{f.p50_ms:>8.1f}"
+          f"{f.p99_ms:>8.1f}")
+
+
+def median_fleet(same: Sequence[Fleet]) -> Fleet:
+    """The figures of one fleet measured in several rounds, each the median of its rounds
+    (the exactly-once counts are the first round's: each round is checked on its own)."""
+    def median(figure: Callable[[Fleet], float]) -> float:
+        return statistics.median(figure(f) for f in same)
+
+    return replace(same[0], orders_per_s=median(lambda f: f.orders_per_s),
+                   worker_us=median(lambda f: f.worker_us),
+                   redis_us=median(lambda f: f.redis_us),
+                   redis_share=median(lambda f: f.redis_share),
+                   p50_ms=median(lambda f: f.p50_ms), p99_ms=median(lambda f: f.p99_ms),
+                   node_us=tuple(statistics.median(us)
+                                 for us in zip(*(f.node_us for f in same), strict=True)))
 
 
 async def stopped_by_sigterm(work: Coroutine[Any, Any, T]) -> T:
@@ -302,32 +344,49 @@ async def stopped_by_sigterm(work: Coroutine[Any, Any, T]) -> T:
     return await task
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def bench_parser(doc: str | None, per: str) -> argparse.ArgumentParser:
+    """A parser with the options of every fleet bench; ``per``: what one burst is of."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orders", type=int, default=20_000, help="burst per fleet size")
+    parser.add_argument("--orders", type=int, default=20_000, help=f"burst per {per}")
     parser.add_argument("--rate", type=int, default=200, help="orders/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", default="1,2,4",
-                        help="fleet sizes, comma-separated (the first is the ratios' base)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="measure every fleet size this many times, alternating")
+                        help=f"measure every {per} this many times, alternating")
     parser.add_argument("--batch", type=int, default=200)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def numbers(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """The comma-separated numbers an option was given (a usage error if they are not)."""
     try:
-        sizes = [int(n) for n in args.workers.split(",")]
+        return [int(n) for n in text.split(",")]
     except ValueError:
-        parser.error(f"--workers must be numbers separated by commas, got {args.workers!r}")
-    if not sizes or min(sizes) < 1 or args.orders < 2:
-        parser.error("--workers needs sizes >= 1 and --orders at least 2")
+        parser.error(f"{option} must be numbers separated by commas, got {text!r}")
+
+
+def exit_status(work: Coroutine[Any, Any, Sequence[Sequence[Fleet]]], stopped: str) -> int:
+    """Run a bench: 0 when every request was answered exactly once, else 1; 143 when SIGTERM
+    stopped it (``stopped``, what its clean-up stopped, is said on stderr)."""
     try:
-        rounds = asyncio.run(stopped_by_sigterm(run(
-            args.orders, args.rate, args.seconds, sizes, args.repeat, args.batch,
-            os.environ.get("BENCH_REDIS_URL"))))
+        rounds = asyncio.run(stopped_by_sigterm(work))
     except asyncio.CancelledError:
-        print("stopped by SIGTERM; the workers and redis-server are stopped", file=sys.stderr)
+        print(f"stopped by SIGTERM; {stopped} are stopped", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0 if all(f.exactly_once for fleets in rounds for f in fleets) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = bench_parser(__doc__, "fleet size")
+    parser.add_argument("--workers", default="1,2,4",
+                        help="fleet sizes, comma-separated (the first is the ratios' base)")
+    args = parser.parse_args(argv)
+    sizes = numbers(parser, "--workers", args.workers)
+    if not sizes or min(sizes) < 1 or args.orders < 2:
+        parser.error("--workers needs sizes >= 1 and --orders at least 2")
+    return exit_status(run(args.orders, args.rate, args.seconds, sizes, args.repeat,
+                           args.batch, os.environ.get("BENCH_REDIS_URL")),
+                       "the workers and redis-server")
 
 
 if __name__ == "__main__":
