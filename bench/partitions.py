@@ -150,12 +150,12 @@ def print_table(rounds: Sequence[Sequence[Fleet]], *, orders: int, rate: int,
     print_machine(f"{MASTERS} redis-servers")
     print_rows(rounds, first="partitions", ratio=f"x {first.partitions}",
                nodes=[f"m{i} us" for i in range(MASTERS)], width=16, notes=(
-                   f"partitions: n on mA,mB: partition k on master k; x {first.partitions}: "
-                   f"orders/s over that of {first.partitions} partition(s) in the same round; "
-                   "worker us: worker CPU per\norder of the burst (summed); m0..m2 us: each "
-                   "master's redis-server CPU per order of the burst; redis core: the "
-                   "busiest master's share\nof one core over the burst; redis cap/s: the "
-                   "orders/s at which it would be a whole core"))
+                   "2 on m0,m1: 2 partitions, the first on master m0, the second on m1; "
+                   f"x {first.partitions}: orders/s over that of {first.partitions} "
+                   "partition(s) in the same round;\nworker us: worker CPU per order of the "
+                   "burst (summed); m0..m2 us: each master's redis-server CPU per order of "
+                   "the burst;\nredis core: the busiest master's share of one core over the "
+                   "burst; redis cap/s: the orders/s at which it would be a whole core"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
