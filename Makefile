@@ -6,6 +6,8 @@
 #   make run                      private redis + worker + demo orders (REDIS_URL=... to use yours)
 #   make bench [BENCH_ARGS=...]   throughput benchmark
 #   make bench-scale [BENCH_ARGS=...]  1, 2 and 4 workers on one Redis (bench/scale.py)
+#   make bench-partitions [BENCH_ARGS=...]  1 partition, then 2 on two masters of a private
+#                                 Redis Cluster, same workers (bench/partitions.py; needs redis-cli)
 #   make bench-latency [BENCH_ARGS=...]  request to result at 200 and 2,000 orders/s (bench/latency.py)
 #   make lock [UPGRADE=1]         re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1:
 #                                 newest releases pyproject allows; else keep the pins that fit)
@@ -29,7 +31,7 @@ UPGRADE ?=
 FIND_REDIS := $(VPY) -m devtools.redis_server find
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock test lint run bench bench-scale bench-latency clean
+.PHONY: help venv lock test lint run bench bench-scale bench-partitions bench-latency clean
 
 help:
 	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -104,6 +106,11 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	@bin="$$($(FIND_REDIS))" || exit 1; \
 	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.scale $(BENCH_ARGS)
+
+# The cluster is made with the redis-cli beside redis-server (Debian's redis-tools).
+bench-partitions: $(STAMP)
+	@bin="$$($(FIND_REDIS))" || exit 1; \
+	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.partitions $(BENCH_ARGS)
 
 bench-latency: $(STAMP)
 	@bin="$$($(FIND_REDIS))" || exit 1; \

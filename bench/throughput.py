@@ -43,20 +43,24 @@ from producer.keys import Keys
 KEYS = Keys()
 
 
-def order_data(i: int) -> bytes:
+def order_data(i: int, account: str | None = None) -> bytes:
+    """Market order ``i`` (of ``account``; None: the default account)."""
     side = Side.BUY if i % 2 else Side.SELL
     return encode(Request(client_order_id=f"bench-{i}", symbol="BTCUSDT", side=side,
-                          type=OrderType.MARKET, quantity=parse_decimal("0.001")))
+                          type=OrderType.MARKET, quantity=parse_decimal("0.001"),
+                          account=account))
 
 
 async def prefill(r: aioredis.Redis, n: int, start: int = 0,
-                  data: Callable[[int], bytes] = order_data, atomic: bool = False) -> None:
-    """XADD ``n`` requests, 5,000 a pipeline; ``atomic``: each 5,000 in one MULTI, so readers
-    blocked on the stream wake to full batches, not to its first entry."""
+                  data: Callable[[int], bytes] = order_data, atomic: bool = False,
+                  keys: Keys = KEYS) -> None:
+    """XADD ``n`` requests to ``keys.pending``, 5,000 a pipeline; ``atomic``: each 5,000 in
+    one MULTI, so readers blocked on the stream wake to full batches, not to its first
+    entry (on a cluster, ``r`` is a client of the master holding ``keys``' slot)."""
     for chunk in range(0, n, 5_000):
         pipe = r.pipeline(transaction=atomic)
         for i in range(start + chunk, start + min(chunk + 5_000, n)):
-            pipe.xadd(KEYS.pending, {"data": data(i)})
+            pipe.xadd(keys.pending, {"data": data(i)})
         await pipe.execute()
 
 
@@ -116,16 +120,16 @@ async def command_calls(r: aioredis.Redis, own: Sequence[str]) -> int:
                if name.removeprefix("cmdstat_") not in own)
 
 
-async def results_count(r: aioredis.Redis) -> int:
-    return int(await r.xlen(KEYS.completed)) + int(await r.xlen(KEYS.failed))
+async def results_count(r: aioredis.Redis, keys: Keys = KEYS) -> int:
+    return int(await r.xlen(keys.completed)) + int(await r.xlen(keys.failed))
 
 
 async def wait_results(r: aioredis.Redis, n: int, timeout: float,
-                       poll: float = 0.05) -> int:
+                       poll: float = 0.05, keys: Keys = KEYS) -> int:
     """Wait until there are at least ``n`` results; returns how many there are."""
     deadline = time.monotonic() + timeout
     while True:
-        done = await results_count(r)
+        done = await results_count(r, keys)
         if done >= n:
             return done
         if time.monotonic() > deadline:
@@ -133,22 +137,23 @@ async def wait_results(r: aioredis.Redis, n: int, timeout: float,
         await asyncio.sleep(poll)
 
 
-async def result_ids(r: aioredis.Redis) -> list[tuple[bytes, bytes]]:
+async def result_ids(r: aioredis.Redis, keys: Keys = KEYS) -> list[tuple[bytes, bytes]]:
+    """(result entry id, request id) of every result."""
     out: list[tuple[bytes, bytes]] = []
-    for stream in (KEYS.completed, KEYS.failed):
+    for stream in (keys.completed, keys.failed):
         entries: Any = await r.xrange(stream)
         out += [(eid, f[b"request_id"]) for eid, f in entries]
     return out
 
 
-async def positions_folded(r: aioredis.Redis) -> bool:
+async def positions_folded(r: aioredis.Redis, keys: Keys = KEYS) -> bool:
     """Wait until the positions fold has folded every event written so far (TimeoutError
     after 300 s); False, at once, where no worker projects (nobody ever took the
     projector's lease) or there are no events."""
-    if not (await r.xlen(KEYS.events)
-            and await r.exists(KEYS.positions_lease, KEYS.positions_cursor)):
+    if not (await r.xlen(keys.events)
+            and await r.exists(keys.positions_lease, keys.positions_cursor)):
         return False
-    if not await positions_caught_up(r, KEYS, 300, poll_s=0.01):
+    if not await positions_caught_up(r, keys, 300, poll_s=0.01):
         raise TimeoutError("positions not caught up after 300 s")
     return True
 
@@ -159,7 +164,8 @@ def orders_per_s(result_ms: Sequence[int]) -> float:
     return (len(result_ms) - 1) * 1000 / max(result_ms[-1] - result_ms[0], 1)
 
 
-async def publish_paced(r: aioredis.Redis, start: int, rate: int, seconds: float) -> int:
+async def publish_paced(r: aioredis.Redis, start: int, rate: int, seconds: float,
+                        data: Callable[[int], bytes] = order_data, keys: Keys = KEYS) -> int:
     """Publish market orders ``start``, ``start + 1``, ... at ``rate`` a second for
     ``seconds``; returns how many were published."""
     total = int(rate * seconds)
@@ -170,7 +176,7 @@ async def publish_paced(r: aioredis.Redis, start: int, rate: int, seconds: float
         if due > sent:
             pipe = r.pipeline(transaction=False)
             for i in range(start + sent, start + min(due, total)):
-                pipe.xadd(KEYS.pending, {"data": order_data(i)})
+                pipe.xadd(keys.pending, {"data": data(i)})
             await pipe.execute()
             sent = min(due, total)
         await asyncio.sleep(0.001)
@@ -178,13 +184,15 @@ async def publish_paced(r: aioredis.Redis, start: int, rate: int, seconds: float
 
 
 async def paced_latencies(r: aioredis.Redis, answered: int, rate: int, seconds: float,
-                          after_ms: int) -> list[int]:
+                          after_ms: int, data: Callable[[int], bytes] = order_data,
+                          keys: Keys = KEYS) -> list[int]:
     """Publish at a steady ``rate`` (orders numbered from ``answered``, the results there are
     already), wait for every result, and return the enqueue-to-result times in ms of the
     requests published after ``after_ms`` (result id time minus request id time), sorted."""
-    total = await publish_paced(r, answered, rate, seconds)
-    await wait_results(r, answered + total, timeout=120)
-    return sorted(ms(e) - ms(rid) for e, rid in await result_ids(r) if ms(rid) > after_ms)
+    total = await publish_paced(r, answered, rate, seconds, data, keys)
+    await wait_results(r, answered + total, timeout=120, keys=keys)
+    return sorted(ms(e) - ms(rid) for e, rid in await result_ids(r, keys)
+                  if ms(rid) > after_ms)
 
 
 def p50_p99(latencies: Sequence[int]) -> tuple[float, float]:
