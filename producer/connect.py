@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import (
+    AbstractStrategy,
+    ClusterPipeline,
+    RedisCluster,
+    TransactionStrategy,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
@@ -24,7 +29,52 @@ class ClusterUnavailable(RedisConnectionError):
     leave requests pending for redelivery) wait this out too, instead of ending."""
 
 
+def _known_slot(client: RedisCluster, args: tuple[Any, ...]) -> int | None:
+    """The slot of a command from what the client already knows (its table of commands
+    and key positions), with no I/O; None where only redis-py's own way can tell."""
+    if client._initialize:
+        return None  # the table of commands is not loaded yet
+    command = (args[0].decode() if isinstance(args[0], bytes) else str(args[0])).upper()
+    if command in ("EVAL", "EVALSHA"):
+        keys = list(args[3:3 + int(args[2])]) if len(args) > 2 else []
+    elif command in ("XREAD", "XREADGROUP"):
+        keys = stream_keys(command, args[1:]) or []
+    else:
+        spec: Any = client.commands_parser.commands.get(command.lower())
+        if (spec is None or "movablekeys" in spec["flags"] or spec["first_key_pos"] <= 0
+                or command in client.command_flags):
+            return None
+        last = spec["last_key_pos"]
+        last = len(args) + last if last < 0 else last
+        keys = [args[pos] for pos in range(spec["first_key_pos"], last + 1,
+                                           max(spec["step_count"], 1))]
+    slots = {client.keyslot(key) for key in keys}
+    return slots.pop() if len(slots) == 1 else None
+
+
+class _Transaction(TransactionStrategy):
+    """MULTI on a cluster without a thread per command. redis-py 8.1 finds the slot of
+    each command queued in a transaction by starting a thread that runs a new event loop
+    (its key lookup is async, the queueing is not) and blocks ours until it ends: about
+    0.3 ms per command, and the event loop stalled meanwhile. Where the slot is known
+    without I/O, the command is queued as redis-py would queue it, here."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        immediate = self._watching or args[0] in self.IMMEDIATE_EXECUTE_COMMANDS
+        if not immediate or self._explicit_transaction:
+            slot = _known_slot(self._pipe.cluster_client, args)
+            if slot is not None:
+                self._pipeline_slots.add(slot)
+                return AbstractStrategy.execute_command(self, *args, **kwargs)
+        return super().execute_command(*args, **kwargs)
+
+
 class _ClusterPipeline(ClusterPipeline):
+    def __init__(self, client: RedisCluster, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        if transaction:
+            self._execution_strategy = _Transaction(self)
+
     async def execute(self, raise_on_error: bool = True,
                       allow_redirections: bool = True) -> list[Any]:
         try:

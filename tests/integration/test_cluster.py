@@ -6,19 +6,22 @@ producer's routing over two masters."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, cast
 
 import pytest
+import redis.asyncio.cluster as cluster_module
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from devtools.redis_cluster import LocalCluster
 from executor.background import retention
 from executor.infra.store import Durability, NewOrder, Store
 from executor.model.order import Context, new_order
 from producer.client import OrderClient, Submitted
-from producer.connect import redis_client
+from producer.connect import ClusterUnavailable, redis_client
 from producer.contract import (
     Action,
     OrderSpec,
@@ -181,3 +184,37 @@ async def test_a_partitioned_producer_routes_each_account_to_its_partitions_mast
         await cluster.xadd(p0.completed, {"data": encode(filled), "request_id": same})
         await cluster.xadd(p1.failed, {"data": encode(denied), "request_id": same})
         assert await waiting == {first: filled, second: denied}
+
+
+async def test_a_transaction_queues_its_commands_without_a_thread_each(
+        cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py 8.1 finds each queued command's slot in a thread of its own that blocks
+    the event loop; ours finds it from the key, so the worker's MULTI reads (prefetch,
+    risk snapshot) cost what a MULTI costs, and keys in two slots are still refused."""
+    threads: list[object] = []
+    real = threading.Thread
+
+    def counted(*args: Any, **kwargs: Any) -> threading.Thread:
+        threads.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    client = redis_client(cluster_url, cluster=True)
+    try:
+        await client.set(K.order("x"), b"1")  # the client knows the cluster
+        monkeypatch.setattr(cluster_module.threading, "Thread", counted)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.get(K.order("x"))
+            pipe.hset(K.trading, "global", "active")
+            pipe.execute_command("EVAL", "return redis.call('GET', KEYS[1])", 1,
+                                 K.order("x"))
+            pipe.xadd(K.events, {"data": b"{}"})
+            got = await pipe.execute()
+        assert got[0] == b"1" and got[2] == b"1"
+        assert threads == []
+        with pytest.raises((RedisClusterException, ClusterUnavailable), match="same slot"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.get(K.order("x"))
+                pipe.get("elsewhere")
+                await pipe.execute()
+    finally:
+        await client.aclose()
