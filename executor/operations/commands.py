@@ -42,7 +42,7 @@ def add_commands(sub: Any) -> None:
     """Register the operator subcommands on an argparse subparsers object."""
     p = sub.add_parser("replay", help="rebuild orders and positions from the event log and "
                        "report every difference with what is stored (exit 1 if any)")
-    common_args(p, config=True)
+    common_args(p)
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help="differences listed in the summary (all of them with --json)")
     p.set_defaults(func=operator_command(_replay))
@@ -58,7 +58,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("positions", help="positions, with unrealized PnL where a reference "
                        "price is known")
-    common_args(p, config=True)
+    common_args(p)
     p.add_argument("--account")
     p.set_defaults(func=operator_command(_positions))
 

@@ -42,7 +42,7 @@ from ..safety import breaker, trading
 from ..safety.breaker import CircuitState
 from ..safety.trading import GLOBAL, TradingState
 from . import audit, snapshot
-from .operator_cli import common_args, emit, operator_command
+from .operator_cli import common_args, emit, local_accounts, operator_command
 
 DEFAULT_WAIT_S = 30.0
 
@@ -153,7 +153,7 @@ class BreakerView(msgspec.Struct):
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("kill", help="halt trading, cancel every open order, and with "
                        "--flatten close every position")
-    common_args(p, config=False)
+    common_args(p)
     p.add_argument("--account", help="one account (default: everything)")
     p.add_argument("--flatten", action="store_true", help="close positions with market "
                    "orders")
@@ -168,13 +168,13 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=operator_command(_resume))
 
     p = sub.add_parser("trading", help="show or set trading states")
-    common_args(p, config=True)
+    common_args(p)
     p.add_argument("--account", help="one account (default: the global state)")
     p.add_argument("state", nargs="?", choices=[s.value for s in TradingState])
     p.set_defaults(func=operator_command(_trading))
 
     p = sub.add_parser("breaker", help="show the circuit breakers, or --reset one")
-    common_args(p, config=True)
+    common_args(p)
     p.add_argument("--account")
     p.add_argument("--reset", action="store_true", help="close the account's breaker")
     p.set_defaults(func=operator_command(_breaker))
@@ -205,7 +205,7 @@ async def _trading(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) 
         await set_state(redis, keys, args.account or GLOBAL, TradingState(args.state), "set")
     raw: Any = await redis.hgetall(keys.trading)
     states = {text(k): trading.parse(v) for k, v in raw.items()}
-    accounts = sorted(load_settings(args.config).accounts)
+    accounts = local_accounts(args, load_settings(args.config))
     view = TradingView(states, {a: trading.effective(raw, a) for a in accounts})
     rows = [f"{scope:<16} {state}" for scope, state in sorted(states.items())] or ["(all active)"]
     rows += [f"account {a}: effective {s}" for a, s in view.effective.items()]
@@ -215,7 +215,7 @@ async def _trading(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) 
 
 async def _breaker(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     settings = load_settings(args.config)
-    accounts = [args.account] if args.account else sorted(settings.accounts)
+    accounts = [args.account] if args.account else local_accounts(args, settings)
     if args.reset:
         if not args.account:
             print("error: --reset needs --account", flush=True)

@@ -41,6 +41,7 @@ from ..safety.risk.limits import (
 from ..safety.risk.state import RiskState, checks_version_key, open_by_symbol, version_key
 from ..safety.trading import TradingState
 from . import audit
+from .operator_cli import as_json, local_accounts
 
 
 class AccountRisk(msgspec.Struct, kw_only=True):
@@ -68,13 +69,13 @@ def add_commands(sub: Any, wrap: Callable[..., Any],
     risk = p.add_subparsers(dest="risk_command", required=True)
     s = risk.add_parser("set", help="change run-time limits: key=value ... (value none "
                         "removes the key); audited")
-    common(s, config=True)
+    common(s)
     s.add_argument("--account", required=True)
     s.add_argument("--symbol", help="change the per-symbol limits of this symbol")
     s.add_argument("changes", nargs="+", metavar="key=value")
     s.set_defaults(func=wrap(_set))
     s = risk.add_parser("show", help="limits and shared risk state per account")
-    common(s, config=True)
+    common(s)
     s.add_argument("--account")
     s.set_defaults(func=wrap(_show))
 
@@ -176,7 +177,7 @@ def render(view: RiskView) -> str:
 
 async def _show(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     settings = load_settings(args.config)
-    accounts = sorted(settings.accounts) if args.account is None else [args.account]
+    accounts = local_accounts(args, settings) if args.account is None else [args.account]
     try:
         for account in accounts:
             _known(settings, account)
@@ -184,5 +185,5 @@ async def _show(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     view = RiskView(accounts=[await account_risk(redis, keys, settings, a) for a in accounts])
-    print(encode(view).decode() if args.json else render(view))
+    print(as_json(args, view) if args.json else render(view))
     return 0

@@ -123,4 +123,4 @@ def test_operator_commands_keep_their_own_config_and_prefix(config: Path) -> Non
     trading = build_parser().parse_args(["trading", "--config", str(config)])
     assert (trading.config, trading.prefix) == (str(config), "orders")
     kill = build_parser().parse_args(["kill", "--prefix", "{orders-1}"])
-    assert kill.prefix == "{orders-1}" and not hasattr(kill, "config")
+    assert kill.prefix == "{orders-1}" and kill.config is None and kill.partition is None
