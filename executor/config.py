@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -30,6 +30,7 @@ from producer.signing import KEY_ID_PATTERN
 
 from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
+from .brokers.registry import broker_type
 from .infra import logs
 from .infra.connection import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from .infra.connection import RedisSettings as RedisSettings
@@ -109,7 +110,15 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     project_positions: bool = True
 
 
+# What a deployment may trade with: the paper exchange (and practice accounts), practice
+# accounts at a broker's sandbox (testnet, fxpractice, paper-api), or real money.
+Mode = Literal["paper", "practice", "live"]
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Refused at start: an account that trades real money unless "live"; with "live", an
+    # account at a practice host (_check_mode).
+    mode: Mode = "paper"
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
@@ -167,6 +176,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _check_redis(self.redis, partitioned=self.partitions.enabled)
         _check_keys(self.auth, self.accounts)
         _check_partitions(self.partitions, self.redis.prefix, self.accounts, self.limits)
+        _check_mode(self.mode, self.accounts)
+
+
+def _check_mode(mode: str, accounts: Mapping[str, Any]) -> None:
+    for name, account in sorted(accounts.items()):
+        venue = account.venue()
+        if venue == "live" and mode != "live":
+            raise ConfigError(
+                f"accounts.{name} trades real money ({broker_type(account)}, live) but mode is "
+                f"{mode!r}: set mode = \"live\" (ORDERSTREAM_MODE=live) to trade real money")
+        if mode == "live" and venue == "practice":
+            raise ConfigError(
+                f"mode is \"live\" but accounts.{name} is a practice account "
+                f"({broker_type(account)} testnet/practice host): a live deployment trades "
+                "real money only; use a live account, or mode = \"practice\"")
 
 
 def _check_partitions(partitions: Partitions, prefix: str, accounts: Mapping[str, Any],
@@ -313,6 +337,9 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             if name in env:
                 raw.setdefault("limits", {}).setdefault(account, {})[key] = env[name]
                 applied.append(name)
+    if "ORDERSTREAM_MODE" in env:
+        raw["mode"] = env["ORDERSTREAM_MODE"]
+        applied.append("ORDERSTREAM_MODE")
     for key in ("count", "serve"):
         name = _env_name(("partitions", key))
         if name in env:

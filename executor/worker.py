@@ -195,7 +195,8 @@ class Worker:
         self.liveness = Liveness(
             self.redis, self.keys,
             WorkerInfo(consumer=self.consumer, host=socket.gethostname(), pid=os.getpid(),
-                       version=version(), started_at=int(time.time() * 1000)),
+                       version=version(), started_at=int(time.time() * 1000),
+                       mode=settings.mode),
             heartbeat_ms=w.heartbeat_ms)
         self.projector = Projector(self.redis, self.keys, self.consumer,
                                    quote_asset=self.svc.quote_asset,
@@ -250,7 +251,8 @@ class Worker:
                 self.metrics.registry, w.metrics_host, w.metrics_port, ready=lambda: self._ready,
                 not_ready=self.probe.not_ready)
             log.info("metrics on http://%s:%d/metrics", w.metrics_host, self.metrics_port)
-        self.metrics.info.info({"version": version(), "worker": self.consumer})
+        self.metrics.info.info({"version": version(), "worker": self.consumer,
+                                "mode": self.settings.mode})
         await self._retrying(self._ensure_group)
         if self.durability is not None:
             await self._check_durability(self.durability)
@@ -268,7 +270,8 @@ class Worker:
         self._tasks.append(asyncio.create_task(
             self.probe.run(lambda: self._ready, w.lag_interval_ms / 1000), name="probe"))
         self._ready = True
-        log.info("worker %s ready on %s (group %s)", self.consumer, self.keys.pending, GROUP)
+        log.info("worker %s ready on %s (group %s), mode %s", self.consumer, self.keys.pending,
+                 GROUP, self.settings.mode)
 
     async def close(self) -> None:
         self._ready = False

@@ -42,6 +42,7 @@ class WorkerInfo(msgspec.Struct, kw_only=True):
     pid: int
     version: str
     started_at: int  # epoch ms
+    mode: str = ""  # paper, practice or live ("": a worker from before modes)
 
 
 class Liveness:

@@ -239,9 +239,9 @@ def render_info(view: InfoView, now_ms: int) -> str:
             [(c.name, c.pending, render.age(c.idle_ms), c.alive) for c in g.consumers],
             right={1, 2}))
     parts.append(render.table(
-        ("worker", "host", "pid", "version", "up"),
-        [(w.consumer, w.host, w.pid, w.version, render.age(now_ms - w.started_at))
-         for w in view.workers], right={2, 4}))
+        ("worker", "host", "pid", "version", "mode", "up"),
+        [(w.consumer, w.host, w.pid, w.version, w.mode or "-",
+          render.age(now_ms - w.started_at)) for w in view.workers], right={2, 5}))
     if view.unreadable_workers:
         parts.append(f"unreadable heartbeats: {', '.join(view.unreadable_workers)}")
     after = view.events_after_cursor

@@ -31,7 +31,7 @@ async def exchange(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BinanceExch
 
 
 def account_for(server: BinanceExchangeServer, **changes: Any) -> BinanceAccount:
-    return BinanceAccount(api_key_env=KEY_ENV, api_secret_env=SECRET_ENV, testnet=False,
+    return BinanceAccount(api_key_env=KEY_ENV, api_secret_env=SECRET_ENV, testnet=True,
                           base_url=server.url, **changes)
 
 

@@ -33,7 +33,7 @@ async def test_kills_at_random_send_nothing_twice_to_binance(
         config = tmp_path / "orderstream.toml"
         config.write_text(f'[accounts.default]\nbroker = "binance"\n'
                           f'api_key_env = "{KEY_ENV}"\napi_secret_env = "{SECRET_ENV}"\n'
-                          f'testnet = false\nbase_url = "{server.url}"\n'
+                          f'testnet = true\nbase_url = "{server.url}"\n'
                           + ('' if throttled else
                              '[limits.default]\nweight_per_minute = 0\norders_per_10s = 0\n'
                              'orders_per_day = 0\nmax_wait_ms = 2000\n'))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -324,6 +325,8 @@ async def test_metrics_and_health_endpoints(
     assert 'le="0.0005"' in text and 'le="10.0"' in text
     assert "orderstream_batch_size_count" in text
     assert "orderstream_consumer_group_lag" in text
+    # The mode it trades in, for dashboards and alerts (a live worker where none should be).
+    assert re.search(r'orderstream_worker_info\{[^}]*mode="paper"[^}]*\} 1\.0', text)
 
 
 async def test_an_idle_worker_survives_blocks_longer_than_its_socket_timeout(

@@ -77,7 +77,7 @@ async def test_an_order_executed_after_the_window_is_never_sent_again(
 def worker_config(tmp_path: Path, server: BinanceExchangeServer) -> Path:
     config = tmp_path / "orderstream.toml"
     config.write_text(f'[accounts.default]\nbroker = "binance"\napi_key_env = "{KEY_ENV}"\n'
-                      f'api_secret_env = "{SECRET_ENV}"\ntestnet = false\n'
+                      f'api_secret_env = "{SECRET_ENV}"\ntestnet = true\n'
                       f'base_url = "{server.url}"\nlookup_window_ms = 10000\n')
     return config
 

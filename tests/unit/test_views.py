@@ -95,7 +95,7 @@ def test_info_lists_the_group_its_consumers_and_the_live_workers() -> None:
     lines = text.splitlines()
     assert ["w1", "2", "1s", "yes"] in [line.split() for line in lines]
     assert ["gone", "0", "9ms", "no"] in [line.split() for line in lines]
-    assert ["w1", "h", "42", "0.1.0", "1m"] in [line.split() for line in lines]
+    assert ["w1", "h", "42", "0.1.0", "-", "1m"] in [line.split() for line in lines]
     assert ("positions cursor 38-0, last event 40-0, 2 events entries after the cursor"
             in lines)
     assert lines[-1] == "trading: all active"

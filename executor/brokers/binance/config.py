@@ -3,6 +3,8 @@ read at start from the environment variable or the file the config names."""
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from typing import Literal
 
 import msgspec
@@ -69,6 +71,15 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got "
                              f"{self.base_url!r}")
+        if self.testnet and self.base_url is not None and _is_live_host(self.base_url):
+            # A live account must never pass for a testnet one (and so pass the mode check).
+            raise ValueError(f"testnet = true but base_url {self.base_url!r} is Binance's "
+                             "live API: set testnet = false (and mode = \"live\")")
+
+    def venue(self) -> str:
+        """What the account trades with: the testnet's test money, or real money (the
+        deployment's ``mode`` must be ``live`` for that)."""
+        return "practice" if self.testnet else "live"
 
     def credentials(self) -> tuple[str, str]:
         """The API key and secret, read now (blanks around them dropped). Errors (a
@@ -92,3 +103,11 @@ def _read(setting: str, env: str | None, file: str | None) -> str:
     if not value:
         raise ValueError(f"{setting}: {env or file} holds only blanks")
     return value
+
+
+# Binance's spot API hosts that trade real money (rest-api.md "General API Information").
+_LIVE_HOSTS = re.compile(r"^(api(-gcp|[1-4])?\.binance\.com|data-api\.binance\.vision)$")
+
+
+def _is_live_host(url: str) -> bool:
+    return bool(_LIVE_HOSTS.match(urllib.parse.urlsplit(url).hostname or ""))

@@ -63,6 +63,11 @@ class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
                    tag_field="broker", tag="paper"):
     """A simulated exchange. Its state lives in Redis, shared by every worker."""
 
+    @staticmethod
+    def venue() -> str:
+        """What the account trades with (the deployment's ``mode`` must allow it)."""
+        return "paper"
+
     prices: Literal["static", "walk"] = "static"
     seed: int = 1
     walk_step_ms: int = 1_000
