@@ -195,7 +195,7 @@ def epoch_ms(stamp: Any) -> int:
     text = stamp.replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
     if dot:  # at most microseconds for datetime: the fraction cut to 6 digits
-        digits = "".join(c for c in rest[:12] if c.isdigit())
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
         zone = rest[len(digits):]
         text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     try:
