@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from ..local_site import serve
 from .engine import AlpacaError, Engine
 
 Handler = Callable[[web.Request, Any], Any]
@@ -97,13 +98,7 @@ class AlpacaExchangeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
         if self._runner is not None:
