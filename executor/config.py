@@ -28,6 +28,7 @@ from producer.keys import check_cluster_prefix
 from producer.partitions import Partitions
 from producer.signing import KEY_ID_PATTERN
 
+from .brokers.alpaca.config import AlpacaAccount
 from .brokers.binance.config import BinanceAccount
 from .brokers.paper.config import PaperAccount
 from .brokers.registry import broker_type
@@ -122,7 +123,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
-    accounts: dict[str, PaperAccount | BinanceAccount] = msgspec.field(
+    accounts: dict[str, PaperAccount | BinanceAccount | AlpacaAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
     # Per account; an account without a section gets its broker's published limits.
@@ -296,7 +297,8 @@ def _url_credentials(url: str) -> tuple[str, str]:
 
 
 _ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
-                                                   "binance": BinanceAccount}
+                                                   "binance": BinanceAccount,
+                                                   "alpaca": AlpacaAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
 _SECTIONS = ("redis", "worker", "breaker", "auth")

@@ -15,6 +15,7 @@ from producer.keys import Keys
 from ..infra.metrics import Metrics
 from ..safety.breaker import Breaker
 from ..safety.limits import AccountLimits, Limiter, plan_for
+from .alpaca.config import AlpacaAccount
 from .base import Broker
 from .binance.config import BinanceAccount
 from .circuit import CircuitBroker
@@ -26,7 +27,7 @@ from .sending import SendGuard, TakeTokens
 if TYPE_CHECKING:
     from ..infra.metrics import Metrics
 
-AccountConfig = PaperAccount | BinanceAccount
+AccountConfig = PaperAccount | BinanceAccount | AlpacaAccount
 
 
 def broker_type(config: AccountConfig) -> str:
@@ -47,6 +48,9 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
         # Imported here: python-binance is loaded only by workers that trade on Binance.
         from .binance.broker import BinanceBroker
         adapter = BinanceBroker(account, config, redis, keys, metrics)
+    elif isinstance(config, AlpacaAccount):
+        from .alpaca.broker import AlpacaBroker
+        adapter = AlpacaBroker(account, config, redis, keys)
     else:
         raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
     if take_tokens is not None:

@@ -1,0 +1,249 @@
+"""The local Alpaca's orders and matching model: a market order fills at the symbol's
+current price, a limit order rests until the price reaches it, a stop (stop-limit) order
+waits for the price to reach its stop and is then a market (limit) order. Orders are
+Alpaca's order objects (decimals as strings, unset values null, RFC 3339 times), kept by
+Alpaca's id and by client_order_id, which stays taken for good (a cancelled order's too).
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+OPEN = frozenset({"new", "accepted", "partially_filled", "pending_new"})
+TYPES = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
+TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
+MAX_CLIENT_ID = 128
+_QTY = Decimal("1e-9")
+
+
+class AlpacaError(Exception):
+    """An error answer: HTTP ``status`` with Alpaca's body ``{"code", "message"}`` (no code
+    where Alpaca gives none)."""
+
+    def __init__(self, status: int, message: str, code: int | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.code is None else {"code": self.code}
+        return {**out, "message": self.message, **self.extra}
+
+
+def _invalid(message: str) -> AlpacaError:
+    return AlpacaError(422, message, 40010001)
+
+
+def _text(value: Decimal) -> str:
+    value = value.normalize()
+    return format(value.quantize(Decimal(1)) if value.as_tuple().exponent > 0  # type: ignore[operator]
+                  else value, "f")
+
+
+def _dec(body: dict[str, Any], name: str) -> Decimal | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    try:
+        out = Decimal(str(value))  # strings, or JSON numbers (read exactly)
+    except ArithmeticError:
+        raise _invalid(f"invalid {name}") from None
+    if not out.is_finite() or out <= 0:
+        raise _invalid(f"{name} must be > 0")
+    return out
+
+
+class Engine:
+    def __init__(self, clock: Callable[[], datetime.datetime] | None = None) -> None:
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self.prices: dict[str, Decimal] = {"AAPL": Decimal("190.00"), "MSFT": Decimal("420.00"),
+                                           "BTC/USD": Decimal("60000")}
+        self.assets: dict[str, dict[str, Any]] = {
+            "AAPL": _asset("AAPL", "us_equity", fractionable=True),
+            "MSFT": _asset("MSFT", "us_equity", fractionable=True),
+            "GME": _asset("GME", "us_equity", fractionable=False),
+            "BTC/USD": _asset("BTC/USD", "crypto", fractionable=True),
+        }
+        self.buying_power = Decimal("1000000")
+        self.orders: dict[str, dict[str, Any]] = {}  # Alpaca id -> order object
+        self.by_client_id: dict[str, str] = {}
+        self.created: Counter[str] = Counter()  # orders created per client_order_id
+        self._fills: dict[str, Decimal] = {}  # Alpaca id -> notional filled so far
+        self.hold_fills = False  # market orders wait (accepted) for ``fill`` or a price
+        self._ids = itertools.count(1)
+
+    def now(self) -> str:
+        return self.clock().strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Alpaca's ns
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def account(self) -> dict[str, Any]:
+        return {"id": "00000000-0000-4000-8000-000000000001", "account_number": "PA0LOCAL",
+                "status": "ACTIVE", "currency": "USD", "cash": _text(self.buying_power),
+                "buying_power": _text(self.buying_power), "trading_blocked": False,
+                "account_blocked": False, "transfers_blocked": False,
+                "pattern_day_trader": False, "created_at": self.now()}
+
+    def asset(self, symbol: str) -> dict[str, Any]:
+        found = self.assets.get(symbol) or self.assets.get(symbol.replace("%2F", "/"))
+        if found is None:
+            raise AlpacaError(404, f"asset not found for {symbol}", 40410000)
+        return found
+
+    def place(self, body: dict[str, Any]) -> dict[str, Any]:
+        symbol, side = body.get("symbol"), body.get("side")
+        kind, tif = body.get("type"), body.get("time_in_force")
+        if kind not in TYPES or tif not in TIME_IN_FORCE:
+            raise _invalid("invalid order type or time_in_force")
+        if side not in ("buy", "sell"):
+            raise _invalid("invalid side")
+        if symbol not in self.assets or not self.assets[symbol]["tradable"]:
+            raise _invalid(f"asset {symbol} not found")
+        qty, notional = _dec(body, "qty"), _dec(body, "notional")
+        if (qty is None) == (notional is None):
+            raise _invalid("qty or notional is required, not both")
+        crypto = self.assets[symbol]["class"] == "crypto"
+        fractional = notional is not None or (qty is not None and qty != qty.to_integral())
+        if fractional and not crypto and (kind != "market" or tif != "day"):
+            raise _invalid("fractional orders must be market orders with day time_in_force")
+        if fractional and not self.assets[symbol]["fractionable"]:
+            raise _invalid(f"asset {symbol} is not fractionable")
+        limit, stop = _dec(body, "limit_price"), _dec(body, "stop_price")
+        if kind in ("limit", "stop_limit") and limit is None:
+            raise _invalid("limit_price is required")
+        if kind in ("stop", "stop_limit") and stop is None:
+            raise _invalid("stop_price is required")
+        cid = body.get("client_order_id") or str(uuid.uuid4())
+        if not isinstance(cid, str) or len(cid) > MAX_CLIENT_ID:
+            raise _invalid("client_order_id must be no more than 128 characters")
+        if cid in self.by_client_id:
+            raise _invalid("client_order_id must be unique")
+        price = self.prices[symbol]
+        cost = (qty * (limit or price)) if qty is not None else notional
+        assert cost is not None
+        if side == "buy" and cost > self.buying_power:
+            raise AlpacaError(403, "insufficient buying power", 40310000,
+                              buying_power=_text(self.buying_power), cost_basis=_text(cost))
+        now = self.now()
+        oid = str(uuid.UUID(int=next(self._ids) | (4 << 76) | (8 << 60)))
+        order = {
+            "id": oid, "client_order_id": cid, "created_at": now, "updated_at": now,
+            "submitted_at": now, "filled_at": None, "expired_at": None, "expires_at": None,
+            "canceled_at": None, "failed_at": None, "replaced_at": None,
+            "replaced_by": None, "replaces": None, "asset_id": self.assets[symbol]["id"],
+            "symbol": symbol, "asset_class": self.assets[symbol]["class"],
+            "notional": None if notional is None else _text(notional),
+            "qty": None if qty is None else _text(qty), "filled_qty": "0",
+            "filled_avg_price": None, "order_class": "", "order_type": kind, "type": kind,
+            "side": side, "time_in_force": tif,
+            "limit_price": None if limit is None else _text(limit),
+            "stop_price": None if stop is None else _text(stop),
+            "status": "accepted" if kind == "market" and self.hold_fills else "new",
+            "extended_hours": bool(body.get("extended_hours", False)), "legs": None,
+            "trail_percent": None, "trail_price": None, "hwm": None,
+            "position_intent": "buy_to_open" if side == "buy" else "sell_to_open",
+            "source": None, "subtag": None,
+        }
+        self.orders[oid] = order
+        self.by_client_id[cid] = oid
+        self.created[cid] += 1
+        self._fills[oid] = Decimal(0)
+        self._match(order)
+        return dict(order)
+
+    def get(self, order_id: str) -> dict[str, Any]:
+        _check_uuid(order_id)
+        order = self.orders.get(order_id)
+        if order is None:
+            raise AlpacaError(404, "order not found", 40410000)
+        return dict(order)
+
+    def get_by_client_id(self, client_order_id: str) -> dict[str, Any]:
+        oid = self.by_client_id.get(client_order_id)
+        if oid is None:
+            raise AlpacaError(404, "order not found", 40410000)
+        return dict(self.orders[oid])
+
+    def cancel(self, order_id: str) -> None:
+        _check_uuid(order_id)
+        order = self.orders.get(order_id)
+        if order is None:
+            raise AlpacaError(404, "order not found", 40410000)
+        if order["status"] not in OPEN:
+            raise AlpacaError(422, "order status is not cancelable", 42210000)
+        order["status"] = "canceled"
+        order["canceled_at"] = order["updated_at"] = self.now()
+
+    # -- the market -------------------------------------------------------------------------
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        self.prices[symbol] = price
+        for order in list(self.orders.values()):
+            if order["symbol"] == symbol and order["status"] in OPEN:
+                self._match(order)
+
+    def fill(self, client_order_id: str, qty: Decimal | None = None,
+             price: Decimal | None = None) -> None:
+        """Fill an open order (``qty``: part of it; all that is left when None) at ``price``
+        (the current price when None), whatever its limit: a late or partial fill."""
+        order = self.orders[self.by_client_id[client_order_id]]
+        assert order["status"] in OPEN, order["status"]
+        self._execute(order, qty, price or self.prices[order["symbol"]])
+
+    def _match(self, order: dict[str, Any]) -> None:
+        price, side = self.prices[order["symbol"]], order["side"]
+        kind = order["type"]
+        if kind in ("stop", "stop_limit"):
+            stop = Decimal(order["stop_price"])
+            if not (price >= stop if side == "buy" else price <= stop):
+                return
+            kind = "market" if kind == "stop" else "limit"
+        if kind == "market":
+            if not self.hold_fills:
+                self._execute(order, None, price)
+            return
+        limit = Decimal(order["limit_price"])
+        if price <= limit if side == "buy" else price >= limit:
+            self._execute(order, None, price)
+        elif order["time_in_force"] in ("ioc", "fok"):
+            order["status"], order["updated_at"] = "canceled", self.now()
+            order["canceled_at"] = order["updated_at"]
+
+    def _execute(self, order: dict[str, Any], qty: Decimal | None, price: Decimal) -> None:
+        filled = Decimal(order["filled_qty"])
+        total = (Decimal(order["qty"]) if order["qty"] is not None
+                 else (Decimal(order["notional"]) / price).quantize(_QTY))
+        part = total - filled if qty is None else min(qty, total - filled)
+        oid = order["id"]
+        self._fills[oid] += part * price
+        filled += part
+        now = self.now()
+        order["filled_qty"] = _text(filled)
+        order["filled_avg_price"] = _text((self._fills[oid] / filled).quantize(Decimal("1e-6")))
+        order["status"] = "filled" if filled >= total else "partially_filled"
+        order["updated_at"] = now
+        if order["status"] == "filled":
+            order["filled_at"] = now
+            if order["qty"] is None:
+                order["qty"] = _text(filled)
+
+
+def _asset(symbol: str, kind: str, *, fractionable: bool) -> dict[str, Any]:
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), "class": kind,
+            "exchange": "CRYPTO" if kind == "crypto" else "NASDAQ", "symbol": symbol,
+            "name": symbol, "status": "active", "tradable": True, "marginable": kind != "crypto",
+            "shortable": kind != "crypto", "easy_to_borrow": kind != "crypto",
+            "fractionable": fractionable}
+
+
+def _check_uuid(order_id: str) -> None:
+    try:
+        uuid.UUID(order_id)
+    except ValueError:
+        raise AlpacaError(422, "order_id is missing", 40010001) from None

@@ -1,0 +1,205 @@
+"""The local Alpaca over HTTP: the trading API v2 paths the adapter uses, with Alpaca's
+headers and bodies.
+
+- Auth: ``APCA-API-KEY-ID`` and ``APCA-API-SECRET-KEY``; none given: 401
+  ``{"message":"unauthorized."}``, wrong ones: 403 ``{"message":"forbidden."}`` (no code).
+- 200 (not 201) with the order on POST /v2/orders, 204 without a body on DELETE, 404 for an
+  unknown order, 422 ``{"code":40010001,"message":"client_order_id must be unique"}`` on a
+  reused client id, 422 on the cancel of a final order.
+- Every answer carries X-Request-ID and X-Ratelimit-Limit/-Remaining/-Reset (epoch s); a
+  request over ``rate_limit`` in the minute gets 429.
+
+Switches for tests: ``inject`` answers chosen requests with an error, before or after the
+engine acted on them (a 5xx after storing the order is an unknown outcome); ``drop``
+closes the connection without an answer, before or after acting; ``engine.hold_fills``
+leaves market orders accepted until a later ``engine.fill`` or price (a late fill).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..local_site import serve
+from .engine import AlpacaError, Engine
+
+Handler = Callable[[web.Request, Any], Any]
+# JSON numbers are read exactly (Alpaca takes them as well as strings).
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+class Fault(msgspec.Struct, kw_only=True):
+    """An answer forced on the next ``times`` requests to ``method path`` (the route's
+    path, e.g. ``/v2/orders``): HTTP ``status`` with Alpaca's body, or no answer at all
+    (``drop``: the connection is closed). ``after``: the engine acts first."""
+
+    method: str
+    path: str
+    status: int = 500
+    message: str = "internal server error"
+    code: int | None = None
+    drop: bool = False
+    after: bool = False
+    times: int = 1
+
+
+class Received(msgspec.Struct, kw_only=True):
+    """One request as it reached the server (for tests that check the wire)."""
+
+    method: str
+    path: str  # the route's path
+    query: dict[str, str]
+    body: Any  # the JSON body, decoded (numbers as Decimal); None without one
+    headers: dict[str, str]
+
+
+class AlpacaExchangeServer:
+    def __init__(self, key_id: str = "local-key-id", secret: str = "local-secret-key", *,
+                 rate_limit: int = 200, clock: Callable[[], float] = time.time) -> None:
+        self.engine = Engine()
+        self.keys = {key_id: secret}
+        self.rate_limit = rate_limit
+        self.clock = clock
+        self.faults: list[Fault] = []
+        self.log: list[Received] = []
+        self.received: Counter[str] = Counter()  # POST /v2/orders per client_order_id
+        self.statuses: Counter[int] = Counter()
+        self._minute: tuple[int, int] = (0, 0)  # (minute, requests in it)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/v2/account", lambda r, b: self.engine.account()),
+            ("GET", "/v2/assets/{symbol}",
+             lambda r, b: self.engine.asset(r.match_info["symbol"])),
+            ("POST", "/v2/orders", lambda r, b: self.engine.place(
+                b if isinstance(b, dict) else {})),
+            ("GET", "/v2/orders:by_client_order_id",
+             lambda r, b: self.engine.get_by_client_id(r.query.get("client_order_id", ""))),
+            ("GET", "/v2/orders/{order_id}",
+             lambda r, b: self.engine.get(r.match_info["order_id"])),
+            ("DELETE", "/v2/orders/{order_id}",
+             lambda r, b: self.engine.cancel(r.match_info["order_id"])),
+        ]
+        self.app = web.Application()
+        for method, path, handler in routes:
+            self.app.router.add_route(method, path, self._endpoint(method, path, handler))
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner, self.port = await serve(self.app, host, port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- switches for tests -----------------------------------------------------------------
+
+    def inject(self, method: str, path: str, status: int = 500, **kwargs: Any) -> Fault:
+        fault = Fault(method=method, path=path, status=status, **kwargs)
+        self.faults.append(fault)
+        return fault
+
+    def drop(self, method: str, path: str, *, after: bool = False, times: int = 1) -> Fault:
+        return self.inject(method, path, drop=True, after=after, times=times)
+
+    def set_price(self, symbol: str, price: Decimal | str) -> None:
+        self.engine.set_price(symbol, Decimal(price))
+
+    def orders_for(self, client_order_id: str) -> int:
+        """How many orders were created under this client_order_id."""
+        return self.engine.created[client_order_id]
+
+    def orders_sent(self) -> list[Received]:
+        return [r for r in self.log if r.method == "POST" and r.path == "/v2/orders"]
+
+    # -- REST -------------------------------------------------------------------------------
+
+    def _endpoint(self, method: str, path: str, handler: Handler
+                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            raw = await request.read() if request.can_read_body else b""
+            try:
+                body = _decoder.decode(raw) if raw else None
+            except msgspec.DecodeError:
+                body = None
+            self.log.append(Received(method=method, path=path, query=dict(request.query),
+                                     body=body, headers=dict(request.headers)))
+            headers = self._rate_headers()
+            headers["X-Request-ID"] = uuid.uuid4().hex
+            fault = self._fault(method, path)
+            try:
+                if int(headers["X-Ratelimit-Remaining"]) < 0:
+                    headers["X-Ratelimit-Remaining"] = "0"
+                    raise AlpacaError(429, "rate limit exceeded", 42910000)
+                self._authenticate(request)
+                if fault is not None and not fault.after:
+                    return self._fail(request, fault, headers)
+                if method == "POST" and path == "/v2/orders" and isinstance(body, dict):
+                    self.received[str(body.get("client_order_id", ""))] += 1
+                result = handler(request, body)
+                if fault is not None:
+                    return self._fail(request, fault, headers)
+            except AlpacaError as exc:
+                self.statuses[exc.status] += 1
+                return web.json_response(exc.body(), status=exc.status, headers=headers,
+                                         dumps=_dumps)
+            if result is None:
+                self.statuses[204] += 1
+                return web.Response(status=204, headers=headers)
+            self.statuses[200] += 1
+            return web.json_response(result, headers=headers, dumps=_dumps)
+
+        return serve
+
+    def _fail(self, request: web.Request, fault: Fault, headers: dict[str, str]
+              ) -> web.StreamResponse:
+        if fault.drop:
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return web.Response(status=500)  # never reaches the client
+        self.statuses[fault.status] += 1
+        body = {"message": fault.message} if fault.code is None else {
+            "code": fault.code, "message": fault.message}
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    def _authenticate(self, request: web.Request) -> None:
+        key, secret = (request.headers.get("APCA-API-KEY-ID"),
+                       request.headers.get("APCA-API-SECRET-KEY"))
+        if not key or not secret:
+            raise AlpacaError(401, "unauthorized.")
+        if self.keys.get(key) != secret:
+            raise AlpacaError(403, "forbidden.")
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.method == method and fault.path == path and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
+    def _rate_headers(self) -> dict[str, str]:
+        now = self.clock()
+        minute = int(now // 60)
+        used = (self._minute[1] if self._minute[0] == minute else 0) + 1
+        self._minute = (minute, used)
+        return {"X-Ratelimit-Limit": str(self.rate_limit),
+                "X-Ratelimit-Remaining": str(self.rate_limit - used),
+                "X-Ratelimit-Reset": str((minute + 1) * 60)}
+
+
+def _dumps(obj: Any) -> str:
+    return msgspec.json.encode(obj, enc_hook=str).decode()

@@ -1,0 +1,296 @@
+"""``AlpacaBroker``: the ``Broker`` protocol over Alpaca's trading API v2, with our own thin
+aiohttp client (alpaca-py is synchronous and retries every call, new orders included, on
+429 and 504 with blocking sleeps).
+
+One session per account, made in ``start`` (which reads the account and the assets of the
+configured symbols) and closed in ``close``. Every request goes through ``_request``,
+which sends the key id and secret key as Alpaca's headers, records the X-Ratelimit-*
+headers for the shared rate limiter and maps every failure into the broker taxonomy
+(wire.py). Nothing is ever sent twice here: the submit step decides what an unknown
+outcome becomes.
+
+Our client id is Alpaca's client_order_id (``wire.client_id``: ours, or a fixed shortening
+of one too long), so an order whose outcome is unknown is looked up by it (GET
+/v2/orders:by_client_order_id). A cancel looks the order up by it, then DELETEs Alpaca's
+id and reads the order again (the DELETE answers 204 without a body).
+
+Alpaca's order object tells only the cumulative filled quantity and average price: each
+rise is told as one fill (``wire.fills_of``), derived from the fills told before, which
+are remembered here and, after a restart, read from our record of the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.contract import ContractError, Fill, OrderSpec
+from producer.keys import Keys
+
+from ...infra.store import Store
+from ..base import (
+    FINAL_BROKER_STATUSES,
+    AuthenticationFailed,
+    BrokerOrder,
+    BrokerStatus,
+    NotCancellable,
+    PermanentError,
+    RetryableError,
+    UnknownOutcome,
+)
+from . import wire
+from .config import AlpacaAccount
+from .wire import Call
+
+log = logging.getLogger(__name__)
+
+# Alpaca counts requests (200 a minute per account), so a method weighs the requests it
+# makes: a cancel is a lookup, the DELETE and a read of the result.
+WEIGHTS: Mapping[str, int] = {"submit": 1, "cancel": 3, "get_order": 1, "ping": 1}
+_FILLS_MEMORY = 10_000  # orders whose fills told so far are remembered
+_CLOSE_S = 3.0
+
+
+class Asset(msgspec.Struct, kw_only=True, frozen=True):
+    """What ``check`` needs of one of the account's symbols (GET /v2/assets/{symbol})."""
+
+    symbol: str
+    tradable: bool
+    fractionable: bool
+
+
+class _Reply(msgspec.Struct, kw_only=True):
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+class AlpacaBroker:
+    weights: Mapping[str, int] = WEIGHTS
+
+    def __init__(self, account: str, config: AlpacaAccount,
+                 redis: aioredis.Redis | None = None, keys: Keys | None = None) -> None:
+        self.account = account
+        self.config = config
+        self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
+                                                      order_ttl_ms=1)
+        self.assets: dict[str, Asset] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._usage: dict[str, int] = {}
+        self._fills: dict[str, list[Fill]] = {}  # our client id -> its fills told so far
+
+    def __repr__(self) -> str:  # the session holds the secret in its default headers
+        return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"
+
+    @property
+    def lookup_window_ms(self) -> int:
+        """How long after an ambiguous send the order may still appear at Alpaca (read by
+        the submit step, see base.Broker)."""
+        return self.config.lookup_window_ms
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        try:
+            key_id, secret = cfg.credentials()
+        except ValueError as exc:  # ConfigError too: where it was looked for, not the value
+            raise AuthenticationFailed(f"alpaca account {self.account}: {exc}") from None
+        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
+                                        connect=cfg.connect_timeout_ms / 1000)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            headers={"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret})
+        try:
+            account = await self._json("GET", "/v2/account", Call.READ)
+            if account.get("trading_blocked") or account.get("account_blocked"):
+                log.error("alpaca %s: the account is blocked from trading (status %s); "
+                          "Alpaca will refuse its orders", self.account, account.get("status"))
+            for symbol in cfg.symbols:
+                await self._load_asset(symbol)
+        except BaseException:
+            await self.close()  # no session left open by a start that failed
+            raise
+        log.info("alpaca %s: ready (%s, %s, %d of %d symbols tradable)", self.account,
+                 cfg.rest_url(), cfg.venue(), sum(a.tradable for a in self.assets.values()),
+                 len(cfg.symbols))
+
+    async def _load_asset(self, symbol: str) -> None:
+        try:
+            found = await self._json("GET", f"/v2/assets/{quote(symbol, safe='')}", Call.READ)
+        except PermanentError as exc:
+            if isinstance(exc, AuthenticationFailed):
+                raise
+            log.error("alpaca %s: symbol %s is not known at Alpaca (%s); its orders are "
+                      "refused", self.account, symbol, exc)
+            return
+        asset = Asset(symbol=symbol, tradable=bool(found.get("tradable")),
+                      fractionable=bool(found.get("fractionable")))
+        if not asset.tradable:
+            log.error("alpaca %s: %s is not tradable at Alpaca; its orders are refused",
+                      self.account, symbol)
+        self.assets[symbol] = asset
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                await asyncio.wait_for(session.close(), _CLOSE_S)
+
+    # -- the Broker protocol ----------------------------------------------------------------
+
+    def check(self, order: OrderSpec) -> None:
+        """Refuse (``ContractError`` naming the field) what Alpaca would: a symbol the
+        account does not trade, a type or time in force it has no word for, fractions or
+        a notional where it takes none."""
+        asset = self.assets.get(order.symbol)
+        if asset is None or not asset.tradable:
+            listed = ", ".join(self.config.symbols) or "none"
+            why = "not configured" if order.symbol not in self.config.symbols else (
+                "not tradable at Alpaca")
+            raise ContractError(f"symbol {order.symbol!r} is {why} for this Alpaca account "
+                                f"(its symbols: {listed})", "symbol")
+        wire.check(order, fractionable=asset.fractionable)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        try:
+            self.check(order)
+        except ContractError as exc:
+            raise PermanentError(f"refused before sending to Alpaca: {exc}") from None
+        body = wire.order_body(client_order_id, order,
+                               extended_hours=self.config.extended_hours)
+        reply = await self._json("POST", "/v2/orders", Call.SUBMIT, json=body)
+        # A new order: no fills told before (a resend follows only an error that proves
+        # the first send did nothing).
+        return self._report(reply, client_order_id, [])
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        reply = await self._by_client_id(client_order_id)
+        return self._report(reply, client_order_id, await self._known(client_order_id))
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        found = await self._by_client_id(client_order_id)
+        known = await self._known(client_order_id)
+        now = self._report(found, client_order_id, known)
+        if now.status is BrokerStatus.CANCELLED:
+            return now  # cancelled already (by an earlier cancel of ours whose answer was lost)
+        if now.status in FINAL_BROKER_STATUSES:
+            raise NotCancellable(f"order {client_order_id} is {now.status} at Alpaca")
+        order_id = quote(str(found["id"]), safe="")
+        await self._request("DELETE", f"/v2/orders/{order_id}", Call.CANCEL)
+        after = await self._json("GET", f"/v2/orders/{order_id}", Call.LOOKUP)
+        return self._report(after, client_order_id, self._fills.get(client_order_id, known))
+
+    def quote_asset(self, symbol: str) -> str | None:
+        return wire.base_and_quote(symbol)[1]
+
+    def base_asset(self, symbol: str) -> str | None:
+        return wire.base_and_quote(symbol)[0]
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        """None: Alpaca's prices come from its market data API, another service than the
+        trading API, which this adapter does not read yet. Risk then denies every order
+        without a price of its own (market orders: ``risk_denied:reference_price``)."""
+        return None
+
+    async def ping(self) -> None:
+        await self._json("GET", "/v2/account", Call.READ)
+
+    def usage(self) -> Mapping[str, int]:
+        """Requests used in Alpaca's current minute, from its last X-Ratelimit-* headers
+        (the shared limiter's ``weight_1m`` window)."""
+        return dict(self._usage)
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _by_client_id(self, client_order_id: str) -> Any:
+        return await self._json("GET", "/v2/orders:by_client_order_id", Call.LOOKUP,
+                                params={"client_order_id": wire.client_id(client_order_id)})
+
+    async def _known(self, client_order_id: str) -> list[Fill]:
+        """The fills told so far of an order: from memory, else from our record of it."""
+        known = self._fills.get(client_order_id)
+        if known is not None:
+            return known
+        if self.store is None:
+            return []
+        try:
+            (record,) = await self.store.load_orders([client_order_id])
+        except RedisError as exc:
+            # Without them a fill would be told twice: the lookup is tried again later.
+            raise RetryableError(f"alpaca {self.account}: record of {client_order_id} not "
+                                 f"readable ({type(exc).__name__}); its fills cannot be "
+                                 "told") from None
+        return [] if record is None else list(record.fills)
+
+    def _report(self, reply: Any, client_order_id: str, known: list[Fill]) -> BrokerOrder:
+        if not isinstance(reply, Mapping) or "id" not in reply:
+            raise RetryableError(f"alpaca {self.account}: an order answer without an id")
+        found = wire.report(reply, client_order_id, known)
+        if found.fills:
+            self._fills.pop(client_order_id, None)
+            self._fills[client_order_id] = list(found.fills)
+            while len(self._fills) > _FILLS_MEMORY:
+                del self._fills[next(iter(self._fills))]
+        return found
+
+    async def _json(self, method: str, path: str, call: Call, **kwargs: Any) -> Any:
+        reply = await self._request(method, path, call, **kwargs)
+        if reply.body is None:
+            text = f"alpaca: {method} {path} answered {reply.status} without a JSON body"
+            raise UnknownOutcome(text) if call is Call.SUBMIT else RetryableError(text)
+        return reply.body
+
+    async def _request(self, method: str, path: str, call: Call, **kwargs: Any) -> _Reply:
+        session = self._session
+        if session is None:
+            raise RetryableError(f"alpaca {self.account}: not started (or closed)")
+        sends = call in (Call.SUBMIT, Call.CANCEL)
+        try:
+            async with session.request(method, self.config.rest_url() + path,
+                                       allow_redirects=False, **kwargs) as response:
+                raw = await response.read()
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                status = response.status
+        except aiohttp.ClientConnectorError as exc:  # refused before anything was sent
+            raise RetryableError(f"alpaca unreachable: {type(exc).__name__}") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            text = f"alpaca: no reply to {method} {path} ({type(exc).__name__})"
+            raise UnknownOutcome(text) if sends else RetryableError(text) from None
+        self._note(headers)
+        try:
+            body = msgspec.json.decode(raw) if raw else None
+        except msgspec.DecodeError:
+            body = raw[:200].decode(errors="replace")
+        if 200 <= status < 300:
+            return _Reply(status=status, body=body if not isinstance(body, str) else None,
+                          headers=headers)
+        error = wire.map_error(status, body, call,
+                               retry_after_s=wire.retry_after(headers, time.time()))
+        if isinstance(error, AuthenticationFailed):
+            log.error("alpaca %s: AUTHENTICATION FAILED on %s %s (%s): check the key id, "
+                      "the secret key and the paper/live setting", self.account, method,
+                      path, error)
+        raise error
+
+    def _note(self, headers: Mapping[str, str]) -> None:
+        """``headers``: with lower-case names."""
+        limit = _int(headers.get("x-ratelimit-limit"))
+        left = _int(headers.get("x-ratelimit-remaining"))
+        if limit is not None and left is not None:
+            self._usage["weight_1m"] = max(0, limit - left)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None

@@ -1,0 +1,86 @@
+"""Settings of an Alpaca trading API v2 account. Secrets are never inline: the key id and
+the secret key are read at start from the environment variable or the file the config
+names."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ...infra.secrets import read_secret
+
+PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_URL = "https://api.alpaca.markets"
+
+
+class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
+                    tag_field="broker", tag="alpaca"):
+    """An Alpaca account (paper, live, or a server speaking Alpaca's API)."""
+
+    key_id_env: str | None = None
+    key_id_file: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    # Paper trading unless switched off: real money needs a deliberate change.
+    paper: bool = True
+    # Another server speaking Alpaca's API (the local one in devtools/alpaca_exchange):
+    # REST at <base_url>/v2/...; ``stream_url`` is kept for the trade_updates stream, which
+    # this adapter does not read yet.
+    base_url: str | None = None
+    stream_url: str | None = None
+    # The symbols this account trades ("AAPL", "BTC/USD"); an order for another is refused
+    # before it is sent. Checked at start against GET /v2/assets/{symbol}.
+    symbols: list[str] = msgspec.field(default_factory=list)
+    # Sent as extended_hours=true on limit orders (Alpaca takes it on limit day/gtc only).
+    extended_hours: bool = False
+    connect_timeout_ms: int = 5_000
+    request_timeout_ms: int = 10_000
+    # After a send whose outcome is unknown (5xx, no reply), how long the order may still
+    # appear at Alpaca: within it "no such order" proves nothing; past it the order is
+    # never sent again (see base.Broker). Alpaca publishes no backend timeout: this covers
+    # our own request timeout and more.
+    lookup_window_ms: int = 15_000
+
+    def __post_init__(self) -> None:
+        for what in ("key_id", "secret"):
+            env, file = getattr(self, f"{what}_env"), getattr(self, f"{what}_file")
+            if (env is None) == (file is None):
+                raise ValueError(f"an alpaca account needs exactly one of {what}_env and "
+                                 f"{what}_file")
+        for name in ("connect_timeout_ms", "request_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lookup_window_ms < self.request_timeout_ms:
+            raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
+                             f"({self.request_timeout_ms}), got {self.lookup_window_ms}")
+        for name in ("base_url", "stream_url"):
+            url = getattr(self, name)
+            schemes = ("http://", "https://") if name == "base_url" else ("ws://", "wss://")
+            if url is not None and not url.startswith(schemes):
+                raise ValueError(f"{name} must start with {' or '.join(schemes)}, got "
+                                 f"{url!r}")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols lists a symbol twice")
+
+    def venue(self) -> str:
+        """"practice" for a paper account, "live" for one that trades real money (the
+        worker's mode check reads it)."""
+        return "practice" if self.paper else "live"
+
+    def rest_url(self) -> str:
+        """Where the REST API is: ``base_url`` when set, else Alpaca's paper or live host."""
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
+        return PAPER_URL if self.paper else LIVE_URL
+
+    def credentials(self) -> tuple[str, str]:
+        """The key id and secret key, read now (blanks around them dropped). Errors (a
+        ConfigError or ValueError) name where they were looked for, never what was found."""
+        return (_read("key_id", self.key_id_env, self.key_id_file),
+                _read("secret", self.secret_env, self.secret_file))
+
+
+def _read(setting: str, env: str | None, file: str | None) -> str:
+    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
+    if not value:
+        raise ValueError(f"{setting}: {env or file} holds only blanks")
+    return value

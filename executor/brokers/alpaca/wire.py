@@ -1,0 +1,314 @@
+"""Translations between our types and Alpaca's trading API v2: the POST /v2/orders body from
+an ``OrderSpec`` (and what Alpaca would refuse, as a ``ContractError`` naming our field),
+our client ids within Alpaca's length, ``BrokerOrder`` reports from Alpaca's order objects,
+and Alpaca's HTTP errors in the broker taxonomy. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from producer.contract import ContractError, Fill, OrderSpec, OrderType, TimeInForce, wire
+
+from ..base import (
+    AuthenticationFailed,
+    BrokerError,
+    BrokerOrder,
+    BrokerStatus,
+    DuplicateClientId,
+    NotCancellable,
+    OrderNotFound,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UnknownOutcome,
+)
+
+# Alpaca's documents disagree on client_order_id's length: "<= 48 characters" (alpaca-docs
+# orders.yaml) and "<= 128" (the current reference). We keep to the stricter one.
+MAX_CLIENT_ID = 48
+_KEEP = 31  # characters of a longer id kept before "-" and 16 hex digits of its hash
+
+TYPES = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
+         OrderType.STOP_LIMIT: "stop_limit"}
+TIME_IN_FORCE = {TimeInForce.GTC: "gtc", TimeInForce.IOC: "ioc", TimeInForce.FOK: "fok"}
+# Alpaca's crypto orders: market, limit and stop_limit, with gtc or ioc (alpaca-py enums).
+CRYPTO_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_LIMIT})
+CRYPTO_TIME_IN_FORCE = frozenset({TimeInForce.GTC, TimeInForce.IOC})
+_WITH_LIMIT = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
+_WITH_STOP = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+
+# Every status Alpaca lists. The open ones are ``new`` (or ``partially_filled`` once the
+# order has fills, whatever Alpaca's word for its state); ``replaced`` ends the order (a
+# new one took its place), which for us is cancelled.
+FINAL_STATUS = {
+    "filled": BrokerStatus.FILLED,
+    "canceled": BrokerStatus.CANCELLED,
+    "replaced": BrokerStatus.CANCELLED,
+    "expired": BrokerStatus.EXPIRED,
+    "rejected": BrokerStatus.REJECTED,
+}
+OPEN_STATUSES = frozenset({
+    "new", "partially_filled", "done_for_day", "pending_cancel", "pending_replace",
+    "accepted", "pending_new", "accepted_for_bidding", "stopped", "suspended", "calculated",
+    "held",
+})
+
+DUPLICATE_TEXT = "client_order_id must be unique"
+_PRICE_PLACES = Decimal("1e-9")  # a fill's price, derived from two averages
+_EXACT = decimal.Context(prec=60)
+
+
+class Call(enum.StrEnum):
+    """What a request was for: it decides what its failures mean."""
+
+    SUBMIT = "submit"  # POST /v2/orders
+    CANCEL = "cancel"  # DELETE /v2/orders/{id}
+    LOOKUP = "lookup"  # GET an order (by our client id or by Alpaca's id)
+    READ = "read"  # anything else (account, assets)
+
+
+def is_crypto(symbol: str) -> bool:
+    """Alpaca names crypto pairs with a slash ("BTC/USD"), stocks without ("AAPL")."""
+    return "/" in symbol
+
+
+def base_and_quote(symbol: str) -> tuple[str, str]:
+    """A stock is quoted in USD and counted in itself; a crypto pair as its name says."""
+    if is_crypto(symbol):
+        base, _, quote = symbol.partition("/")
+        return base, quote
+    return symbol, "USD"
+
+
+def client_id(ours: str) -> str:
+    """The client_order_id Alpaca gets for our client id: ours when it fits (ours are at
+    most 36 characters today), else its first 31 characters, "-" and 16 hex digits of its
+    SHA-256: 48 in all, the same every time, so a lookup finds what a send placed."""
+    if len(ours) <= MAX_CLIENT_ID:
+        return ours
+    return f"{ours[:_KEEP]}-{hashlib.sha256(ours.encode()).hexdigest()[:16]}"
+
+
+def _whole(value: Decimal) -> bool:
+    return value == value.to_integral_value()
+
+
+def time_in_force(order: OrderSpec) -> str:
+    """Alpaca's time_in_force for the order. A stock market order of ours that is gtc (our
+    default) goes as ``day``: it executes at once, or at the next open either way, and only
+    ``day`` allows fractional quantities and notional amounts."""
+    if (order.type is OrderType.MARKET and order.time_in_force is TimeInForce.GTC
+            and not is_crypto(order.symbol)):
+        return "day"
+    return TIME_IN_FORCE[order.time_in_force]
+
+
+def check(order: OrderSpec, *, fractionable: bool = True) -> None:
+    """Raise ``ContractError`` naming our field when Alpaca has no way to take the order
+    (``fractionable``: the asset takes fractional quantities)."""
+    crypto = is_crypto(order.symbol)
+    if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
+        types = sorted(CRYPTO_TYPES if crypto else TYPES)
+        raise ContractError(f"type {order.type} has no Alpaca order type for "
+                            f"{order.symbol} (it takes {', '.join(types)})", "type")
+    if order.time_in_force not in TIME_IN_FORCE or (
+            crypto and order.time_in_force not in CRYPTO_TIME_IN_FORCE):
+        tifs = sorted(CRYPTO_TIME_IN_FORCE if crypto else TIME_IN_FORCE)
+        raise ContractError(f"time_in_force {order.time_in_force} has no Alpaca "
+                            f"time_in_force for {order.symbol} (it takes "
+                            f"{', '.join(tifs)})", "time_in_force")
+    day_market = order.type is OrderType.MARKET and time_in_force(order) == "day"
+    if order.quote_quantity is not None and not day_market:
+        raise ContractError("quote_quantity (Alpaca's notional) is taken only on a stock "
+                            "market order with time_in_force gtc (sent as day)",
+                            "quote_quantity")
+    if order.quantity is not None and not _whole(order.quantity) and not crypto:
+        if not fractionable:
+            raise ContractError(f"quantity {order.quantity}: {order.symbol} is not "
+                                "fractionable at Alpaca; whole shares only", "quantity")
+        if not day_market:
+            raise ContractError(f"quantity {order.quantity}: Alpaca takes fractional "
+                                "quantities only on market orders with time_in_force gtc "
+                                "(sent as day)", "quantity")
+    if order.type in _WITH_LIMIT and order.price is None:
+        raise ContractError(f"a {order.type} order needs a price", "price")
+    if order.type in _WITH_STOP and order.stop_price is None:
+        raise ContractError(f"a {order.type} order needs a stop_price", "stop_price")
+
+
+def amount(value: Decimal) -> str:
+    """A decimal as Alpaca's strings: fixed point, no exponent."""
+    return format(value, "f")
+
+
+def order_body(client_order_id: str, order: OrderSpec, *,
+               extended_hours: bool = False) -> dict[str, Any]:
+    """The JSON body of POST /v2/orders for ``order`` (``check`` passed)."""
+    body: dict[str, Any] = {
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": TYPES[order.type],
+        "time_in_force": time_in_force(order),
+        "client_order_id": client_id(client_order_id),
+    }
+    if order.quantity is not None:
+        body["qty"] = amount(order.quantity)
+    elif order.quote_quantity is not None:
+        body["notional"] = amount(order.quote_quantity)
+    if order.type in _WITH_LIMIT and order.price is not None:
+        body["limit_price"] = amount(order.price)
+    if order.type in _WITH_STOP and order.stop_price is not None:
+        body["stop_price"] = amount(order.stop_price)
+    if extended_hours and order.type is OrderType.LIMIT and body["time_in_force"] in (
+            "day", "gtc"):
+        body["extended_hours"] = True
+    return body
+
+
+def tidy(value: Decimal) -> Decimal:
+    """Without trailing zeros and without an exponent: 0.0100 -> 0.01, 5E+4 -> 50000."""
+    value = value.normalize()
+    if value.as_tuple().exponent > 0:  # type: ignore[operator]
+        value = value.quantize(Decimal(1))
+    return value
+
+
+def dec(value: Any) -> Decimal | None:
+    """An Alpaca decimal (a string, or a number from a lenient server); None when unset."""
+    if value is None or value == "":
+        return None
+    return Decimal(str(value))
+
+
+def epoch_ms(stamp: Any) -> int:
+    """RFC 3339 with up to nanoseconds and ``Z`` ("2021-03-16T18:38:01.942282123Z") as epoch
+    ms; 0 when unset or unreadable."""
+    if not isinstance(stamp, str) or not stamp:
+        return 0
+    text = stamp.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # at most microseconds for datetime: the fraction cut to 6 digits
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
+        zone = rest[len(digits):]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return 0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def fills_of(known: Sequence[Fill], order_id: str, filled: Decimal,
+             average: Decimal | None, at: int) -> list[Fill]:
+    """The order's fills, given the ones already told (``known``) and Alpaca's cumulative
+    ``filled_qty`` and ``filled_avg_price``: Alpaca's order object has no fill of its own, so
+    each rise of the cumulative quantity is one fill, its id ``<order id>:<cumulative>``
+    (the same every time it is derived), its price what makes the average come out."""
+    fills = list(known)
+    before = sum((f.quantity for f in fills), Decimal(0))
+    if filled <= before or average is None:
+        return fills
+    spent = sum((_EXACT.multiply(f.quantity, f.price) for f in fills), Decimal(0))
+    part = filled - before
+    price = _EXACT.divide(_EXACT.subtract(_EXACT.multiply(filled, average), spent), part)
+    price = price.quantize(_PRICE_PLACES) if price > 0 else average
+    fills.append(Fill(fill_id=f"{order_id}:{amount(tidy(filled))}", price=wire(tidy(price)),
+                      quantity=wire(tidy(part)), at=at))
+    return fills
+
+
+def status_of(reply: Mapping[str, Any]) -> BrokerStatus:
+    """Our status for an Alpaca order object; an unknown status counts as open."""
+    status = str(reply.get("status", "new"))
+    final = FINAL_STATUS.get(status)
+    if final is not None:
+        return final
+    filled = dec(reply.get("filled_qty")) or Decimal(0)
+    return BrokerStatus.PARTIALLY_FILLED if filled > 0 else BrokerStatus.NEW
+
+
+def report(reply: Mapping[str, Any], client_order_id: str,
+           known: Sequence[Fill] = ()) -> BrokerOrder:
+    """A report of an Alpaca order object under our client id, with its fills (``known``:
+    those told before, see ``fills_of``)."""
+    status = status_of(reply)
+    filled = dec(reply.get("filled_qty")) or Decimal(0)
+    updated = epoch_ms(reply.get("updated_at")) or epoch_ms(reply.get("submitted_at"))
+    at = epoch_ms(reply.get("filled_at")) or updated
+    quantity = dec(reply.get("qty"))
+    if quantity is None:  # a notional order: its quantity is what filled
+        quantity = filled
+    reason = None
+    if status is BrokerStatus.REJECTED:
+        reason = "alpaca: rejected"
+    elif reply.get("status") == "replaced":
+        reason = f"alpaca: replaced by {reply.get('replaced_by')}"
+    return BrokerOrder(
+        client_order_id=client_order_id, broker_order_id=str(reply["id"]),
+        symbol=str(reply.get("symbol", "")), status=status, quantity=wire(tidy(quantity)),
+        filled_quantity=wire(tidy(filled)),
+        fills=fills_of(known, str(reply["id"]), filled, dec(reply.get("filled_avg_price")),
+                       at),
+        reason=reason, updated_at=updated)
+
+
+def describe(status: int, body: Any) -> str:
+    """An error as Alpaca told it: status, code and message only (never our request)."""
+    if isinstance(body, Mapping):
+        code, message = body.get("code"), body.get("message")
+    else:
+        code, message = None, body
+    text = str(message)[:200] if message not in (None, "") else "no message"
+    return f"alpaca HTTP {status}{'' if code is None else f' code {code}'}: {text}"
+
+
+def retry_after(headers: Mapping[str, str], now_s: float) -> float | None:
+    """Seconds until Alpaca's rate window resets (X-Ratelimit-Reset, epoch s; ``headers``
+    with lower-case names)."""
+    try:
+        reset = float(headers["x-ratelimit-reset"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, reset - now_s)
+
+
+def map_error(status: int, body: Any, call: Call, *, retry_after_s: float | None = None
+              ) -> BrokerError:
+    """An HTTP error answer from Alpaca in the broker taxonomy.
+
+    - 401, and 403 without a code (``{"message":"forbidden."}``): our credentials;
+    - 403 with a code (40310000 "insufficient buying power"): the order is refused;
+    - 429: throttled; 5xx: an unknown outcome for what sends, else unavailable;
+    - 422 "client_order_id must be unique" on a send: an earlier send of ours landed;
+    - 404: no such order; 422 on a cancel: the order is no longer cancelable;
+    - any other 4xx: refused.
+    """
+    text = describe(status, body)
+    code = body.get("code") if isinstance(body, Mapping) else None
+    message = str(body.get("message", "") if isinstance(body, Mapping) else body).lower()
+    if status == 401 or (status == 403 and code is None):
+        return AuthenticationFailed(text)
+    if status == 429:
+        return RateLimited(text, retry_after_s)
+    if status >= 500:
+        return UnknownOutcome(text) if call in (Call.SUBMIT, Call.CANCEL) else (
+            RetryableError(text))
+    if status == 422 and call is Call.SUBMIT and DUPLICATE_TEXT in message:
+        return DuplicateClientId(text)
+    if status == 404 and call in (Call.LOOKUP, Call.CANCEL):
+        return OrderNotFound(text)
+    if status == 422 and call is Call.CANCEL:
+        return NotCancellable(text)
+    if status == 408:  # the request timed out at the server: it may have been acted on
+        return UnknownOutcome(text) if call in (Call.SUBMIT, Call.CANCEL) else (
+            RetryableError(text))
+    return PermanentError(text)

@@ -1,0 +1,223 @@
+"""Alpaca's wire, pure: the order JSON, client ids within Alpaca's length, refusals that
+name our field, every Alpaca status and error in our taxonomy, fills derived from
+cumulative quantities, and account settings that never show a secret."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+from executor.brokers.alpaca import wire
+from executor.brokers.alpaca.config import AlpacaAccount
+from executor.brokers.alpaca.wire import Call
+from executor.brokers.base import (
+    AuthenticationFailed,
+    BrokerStatus,
+    DuplicateClientId,
+    NotCancellable,
+    OrderNotFound,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UnknownOutcome,
+)
+from executor.config import ConfigError, load_settings
+from producer.contract import ContractError, OrderSpec, OrderType, Side, TimeInForce
+from producer.contract import WireDecimal as D
+
+
+def spec(type: OrderType = OrderType.MARKET, quantity: str | None = "2", **kw: Any
+         ) -> OrderSpec:
+    kw.setdefault("symbol", "AAPL")
+    return OrderSpec(account="ap", side=kw.pop("side", Side.BUY), type=type,
+                     quantity=None if quantity is None else D(quantity), **kw)
+
+
+def test_order_body_of_a_limit_order_with_extended_hours() -> None:
+    body = wire.order_body("cid-1", spec(OrderType.LIMIT, "10", price=D("1.50")),
+                           extended_hours=True)
+    assert body == {"symbol": "AAPL", "side": "buy", "type": "limit", "time_in_force": "gtc",
+                    "client_order_id": "cid-1", "qty": "10", "limit_price": "1.50",
+                    "extended_hours": True}
+    # Never on a market order, nor on a limit ioc (Alpaca takes it on limit day/gtc only).
+    assert "extended_hours" not in wire.order_body("c", spec(), extended_hours=True)
+    assert "extended_hours" not in wire.order_body(
+        "c", spec(OrderType.LIMIT, "1", price=D("1"), time_in_force=TimeInForce.IOC),
+        extended_hours=True)
+
+
+def test_amounts_are_fixed_point_strings() -> None:
+    body = wire.order_body("c", spec(OrderType.LIMIT, "1E+2", price=D("1E-7")))
+    assert (body["qty"], body["limit_price"]) == ("100", "0.0000001")
+
+
+def test_client_ids_within_the_limit_go_as_they_are() -> None:
+    ours = "a" * wire.MAX_CLIENT_ID
+    assert wire.client_id(ours) == ours
+    assert wire.client_id("BTCUSD-b-lx3k-0-g") == "BTCUSD-b-lx3k-0-g"
+
+
+def test_longer_client_ids_map_deterministically_within_the_limit() -> None:
+    long_a, long_b = "s" * 40 + "-a" * 10, "s" * 40 + "-b" * 10
+    mapped = wire.client_id(long_a)
+    assert len(mapped) == wire.MAX_CLIENT_ID
+    assert mapped == wire.client_id(long_a)  # the same every time: lookups find it
+    assert mapped != wire.client_id(long_b)  # same first 31 characters, other ids
+    assert mapped.startswith(long_a[:31] + "-")
+    assert wire.order_body(long_a, spec())["client_order_id"] == mapped
+
+
+@pytest.mark.parametrize(("order", "field"), [
+    (spec(OrderType.LIMIT_MAKER, price=D("1")), "type"),
+    (spec(OrderType.TAKE_PROFIT, stop_price=D("1")), "type"),
+    (spec(OrderType.TAKE_PROFIT_LIMIT, price=D("1"), stop_price=D("1")), "type"),
+    (spec(OrderType.OCO, price=D("2"), stop_price=D("1")), "type"),
+    (spec(OrderType.STOP, "1", stop_price=D("1"), symbol="BTC/USD"), "type"),
+    (spec(time_in_force=TimeInForce.GTD), "time_in_force"),
+    (spec(OrderType.LIMIT, price=D("1"), symbol="BTC/USD", time_in_force=TimeInForce.FOK),
+     "time_in_force"),
+    (spec(OrderType.LIMIT, None, quote_quantity=D("10"), price=D("1")), "quote_quantity"),
+    (spec(quantity=None, quote_quantity=D("10"), time_in_force=TimeInForce.IOC),
+     "quote_quantity"),
+    (spec(quantity=None, quote_quantity=D("10"), symbol="BTC/USD"), "quote_quantity"),
+    (spec(OrderType.LIMIT, "0.5", price=D("1")), "quantity"),
+    (spec(OrderType.LIMIT, price=None), "price"),
+    (spec(OrderType.STOP_LIMIT, price=D("1")), "stop_price"),
+])
+def test_what_alpaca_cannot_take_is_refused_naming_the_field(order: OrderSpec,
+                                                              field: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        wire.check(order)
+    assert caught.value.field == field
+
+
+def test_fractions_where_alpaca_takes_them() -> None:
+    wire.check(spec(quantity="0.5"))  # market, sent as day
+    wire.check(spec(quantity=None, quote_quantity=D("25")))
+    wire.check(spec(OrderType.LIMIT, "0.001", price=D("60000"), symbol="BTC/USD"))
+    with pytest.raises(ContractError) as caught:
+        wire.check(spec(quantity="0.5"), fractionable=False)
+    assert caught.value.field == "quantity"
+
+
+STATUSES = {
+    "new": BrokerStatus.NEW, "accepted": BrokerStatus.NEW, "pending_new": BrokerStatus.NEW,
+    "accepted_for_bidding": BrokerStatus.NEW, "pending_cancel": BrokerStatus.NEW,
+    "pending_replace": BrokerStatus.NEW, "done_for_day": BrokerStatus.NEW,
+    "stopped": BrokerStatus.NEW, "suspended": BrokerStatus.NEW,
+    "calculated": BrokerStatus.NEW, "held": BrokerStatus.NEW,
+    "partially_filled": BrokerStatus.PARTIALLY_FILLED, "filled": BrokerStatus.FILLED,
+    "canceled": BrokerStatus.CANCELLED, "replaced": BrokerStatus.CANCELLED,
+    "expired": BrokerStatus.EXPIRED, "rejected": BrokerStatus.REJECTED,
+}
+
+
+def test_every_alpaca_status_is_mapped() -> None:
+    assert set(STATUSES) == set(wire.FINAL_STATUS) | wire.OPEN_STATUSES  # all 17
+    for status, ours in STATUSES.items():
+        filled = "1" if status == "partially_filled" else "0"
+        assert wire.status_of({"status": status, "filled_qty": filled}) is ours, status
+    # An open order with fills is partially filled, whatever Alpaca's word for it.
+    for status in wire.OPEN_STATUSES:
+        assert wire.status_of({"status": status, "filled_qty": "1"}) is (
+            BrokerStatus.PARTIALLY_FILLED)
+
+
+ORDER = {"id": "61e69015-8549-4bfd-b9c3-01e75843f47d", "client_order_id": "cid",
+         "symbol": "AAPL", "qty": "10", "filled_qty": "4", "filled_avg_price": "100.5",
+         "status": "partially_filled", "updated_at": "2021-03-16T18:38:01.942282123Z",
+         "filled_at": None}
+
+
+def test_a_report_under_our_client_id_with_fills_from_the_cumulative() -> None:
+    got = wire.report(ORDER, "ours")
+    assert (got.client_order_id, got.broker_order_id) == ("ours", ORDER["id"])
+    assert (got.quantity, got.filled_quantity) == (10, 4)
+    assert got.updated_at == 1615919881942
+    [fill] = got.fills
+    assert (fill.fill_id, fill.quantity, fill.price) == (f"{ORDER['id']}:4", 4,
+                                                         Decimal("100.5"))
+    more = wire.report({**ORDER, "filled_qty": "10", "filled_avg_price": "101.1",
+                        "status": "filled"}, "ours", got.fills)
+    assert more.status is BrokerStatus.FILLED
+    assert more.fills[0] == fill  # told again, the same: applied once
+    assert (more.fills[1].quantity, more.fills[1].price) == (6, Decimal("101.5"))
+    assert sum(f.quantity * f.price for f in more.fills) == Decimal("1011")
+    # Nothing new: the same fills.
+    assert wire.report({**ORDER, "filled_qty": "10", "filled_avg_price": "101.1"}, "ours",
+                       more.fills).fills == more.fills
+
+
+ERRORS = [
+    (401, {"message": "unauthorized."}, Call.SUBMIT, AuthenticationFailed),
+    (403, {"message": "forbidden."}, Call.LOOKUP, AuthenticationFailed),
+    (403, {"code": 40310000, "message": "insufficient buying power"}, Call.SUBMIT,
+     PermanentError),
+    (429, {"message": "too many requests"}, Call.SUBMIT, RateLimited),
+    (500, {"message": "internal"}, Call.SUBMIT, UnknownOutcome),
+    (504, "gateway timeout", Call.SUBMIT, UnknownOutcome),
+    (503, {"message": "x"}, Call.CANCEL, UnknownOutcome),
+    (503, {"message": "x"}, Call.LOOKUP, RetryableError),
+    (408, {"message": "timeout"}, Call.SUBMIT, UnknownOutcome),
+    (422, {"code": 40010001, "message": "client_order_id must be unique"}, Call.SUBMIT,
+     DuplicateClientId),
+    (422, {"code": 40010001, "message": "invalid qty"}, Call.SUBMIT, PermanentError),
+    (404, {"message": "order not found"}, Call.LOOKUP, OrderNotFound),
+    (404, {"message": "order not found"}, Call.CANCEL, OrderNotFound),
+    (422, {"code": 42210000, "message": "order status is not cancelable"}, Call.CANCEL,
+     NotCancellable),
+    (400, {"message": "bad request"}, Call.SUBMIT, PermanentError),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "call", "kind"), ERRORS)
+def test_errors_map_into_the_taxonomy(status: int, body: Any, call: Call,
+                                      kind: type[Exception]) -> None:
+    error = wire.map_error(status, body, call)
+    assert type(error) is kind
+    assert str(error).startswith(f"alpaca HTTP {status}")
+
+
+def test_retry_after_from_the_reset_header() -> None:
+    assert wire.retry_after({"x-ratelimit-reset": "1000"}, 990.5) == 9.5
+    assert wire.retry_after({}, 1.0) is None
+
+
+def test_an_alpaca_account_in_the_config(tmp_path: Any) -> None:
+    path = tmp_path / "orderstream.toml"
+    path.write_text('[accounts.ap]\nbroker = "alpaca"\nkey_id_env = "K"\n'
+                    'secret_file = "/run/secrets/alpaca"\nsymbols = ["AAPL"]\n')
+    settings = load_settings(str(path), env={})
+    account = settings.accounts["ap"]
+    assert isinstance(account, AlpacaAccount)
+    assert account.paper and account.venue() == "practice"
+    assert account.rest_url() == "https://paper-api.alpaca.markets"
+    live = AlpacaAccount(key_id_env="K", secret_env="S", paper=False)
+    assert (live.venue(), live.rest_url()) == ("live", "https://api.alpaca.markets")
+
+
+@pytest.mark.parametrize("changes", [
+    {"secret_env": None}, {"key_id_file": "/k"}, {"base_url": "ftp://x"},
+    {"stream_url": "http://x"}, {"request_timeout_ms": 0}, {"lookup_window_ms": 1},
+    {"symbols": ["AAPL", "AAPL"]},
+])
+def test_bad_account_settings_are_refused(changes: dict[str, Any]) -> None:
+    values = {"key_id_env": "K", "secret_env": "S", **changes}
+    with pytest.raises((ValueError, msgspec.ValidationError)):
+        msgspec.convert({"broker": "alpaca", **values}, AlpacaAccount)
+
+
+def test_credentials_never_show_the_secret(tmp_path: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPACA_K", "key-id-1")
+    monkeypatch.delenv("ALPACA_S", raising=False)
+    account = AlpacaAccount(key_id_env="ALPACA_K", secret_env="ALPACA_S")
+    with pytest.raises(ConfigError) as missing:
+        account.credentials()
+    assert "ALPACA_S" in str(missing.value)
+    monkeypatch.setenv("ALPACA_S", "super-secret-value")
+    assert account.credentials() == ("key-id-1", "super-secret-value")
+    assert "super-secret-value" not in repr(account)
