@@ -29,6 +29,7 @@ from producer.partitions import Partitions
 from producer.signing import KEY_ID_PATTERN
 
 from .brokers.binance.config import BinanceAccount
+from .brokers.oanda.config import OandaAccount
 from .brokers.paper.config import PaperAccount
 from .infra import logs
 from .infra.connection import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
@@ -113,7 +114,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
-    accounts: dict[str, PaperAccount | BinanceAccount] = msgspec.field(
+    accounts: dict[str, PaperAccount | BinanceAccount | OandaAccount] = msgspec.field(
         default_factory=lambda: {"default": PaperAccount()}
     )
     # Per account; an account without a section gets its broker's published limits.
@@ -272,7 +273,8 @@ def _url_credentials(url: str) -> tuple[str, str]:
 
 
 _ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
-                                                   "binance": BinanceAccount}
+                                                   "binance": BinanceAccount,
+                                                   "oanda": OandaAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
 _SECTIONS = ("redis", "worker", "breaker", "auth")
@@ -302,7 +304,7 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         kind = _ACCOUNT_TYPES.get(values.get("broker", "paper"))
         if kind is None:
             continue  # the conversion names the unknown broker
-        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols"}:
+        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols", "instruments"}:
             name = _env_name(("accounts", account, key))
             if name in env:
                 values[key] = env[name]
