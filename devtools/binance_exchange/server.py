@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import WSMsgType, web
 
+from ..http_server import serve
 from . import signing
 from .engine import ApiError, Exchange
 
@@ -157,13 +158,7 @@ class BinanceExchangeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
         for handle in self._late_handles:

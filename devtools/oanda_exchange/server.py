@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from ..http_server import serve
 from .venue import Rejected, Venue
 
 TIME_KEYS = frozenset({"time", "createTime", "filledTime", "cancelledTime"})
@@ -89,13 +90,7 @@ class OandaExchangeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
         for handle in self._late:

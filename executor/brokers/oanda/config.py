@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ...infra.secrets import read_secret
+from ...infra.secrets import one_source, secret_text
 
 # developer.oanda.com/rest-live-v20/development-guide
 PRACTICE_URL = "https://api-fxpractice.oanda.com"
@@ -42,11 +42,8 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     price_cache_ms: int = 1_000  # reference prices (pricing) are reused this long
 
     def __post_init__(self) -> None:
-        for what in ("account_id", "token"):
-            env, file = getattr(self, f"{what}_env"), getattr(self, f"{what}_file")
-            if (env is None) == (file is None):
-                raise ValueError(f"an oanda account needs exactly one of {what}_env and "
-                                 f"{what}_file")
+        one_source("oanda", "account_id", self.account_id_env, self.account_id_file)
+        one_source("oanda", "token", self.token_env, self.token_file)
         if not self.instruments:
             raise ValueError("instruments must name at least one instrument (EUR_USD, ...)")
         for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
@@ -77,12 +74,5 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     def credentials(self) -> tuple[str, str]:
         """The account id and the API token, read now (blanks around them dropped).
         Errors (a ValueError) name where they were looked for, never what was found."""
-        return (_read("account_id", self.account_id_env, self.account_id_file),
-                _read("token", self.token_env, self.token_file))
-
-
-def _read(setting: str, env: str | None, file: str | None) -> str:
-    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
-    if not value:
-        raise ValueError(f"{setting}: {env or file} holds only blanks")
-    return value
+        return (secret_text("account_id", self.account_id_env, self.account_id_file),
+                secret_text("token", self.token_env, self.token_file))

@@ -1,0 +1,18 @@
+"""Serving a local imitation of a broker's HTTP API (devtools/*_exchange) on a port."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0
+                ) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port): its runner (``cleanup()`` to stop)
+    and the port it listens on."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    return runner, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
