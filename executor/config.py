@@ -30,8 +30,9 @@ from producer.signing import KEY_ID_PATTERN
 
 from .brokers.alpaca.config import AlpacaAccount
 from .brokers.binance.config import BinanceAccount
+from .brokers.oanda.config import OandaAccount
 from .brokers.paper.config import PaperAccount
-from .brokers.registry import broker_type
+from .brokers.registry import AccountConfig, broker_type
 from .infra import logs
 from .infra.connection import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from .infra.connection import RedisSettings as RedisSettings
@@ -123,9 +124,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
-    accounts: dict[str, PaperAccount | BinanceAccount | AlpacaAccount] = msgspec.field(
-        default_factory=lambda: {"default": PaperAccount()}
-    )
+    accounts: dict[str, AccountConfig] = msgspec.field(
+        default_factory=lambda: {"default": PaperAccount()})
     # Per account; an account without a section gets its broker's published limits.
     limits: dict[str, AccountLimits] = msgspec.field(default_factory=dict)
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
@@ -298,6 +298,7 @@ def _url_credentials(url: str) -> tuple[str, str]:
 
 _ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
                                                    "binance": BinanceAccount,
+                                                   "oanda": OandaAccount,
                                                    "alpaca": AlpacaAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
@@ -328,7 +329,7 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         kind = _ACCOUNT_TYPES.get(values.get("broker", "paper"))
         if kind is None:
             continue  # the conversion names the unknown broker
-        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols"}:
+        for key in {f.name for f in msgspec.structs.fields(kind)} - {"symbols", "instruments"}:
             name = _env_name(("accounts", account, key))
             if name in env:
                 values[key] = env[name]

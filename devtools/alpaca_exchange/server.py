@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ..local_site import serve
+from ..http_server import serve
 from .engine import AlpacaError, Engine
 
 Handler = Callable[[web.Request, Any], Any]

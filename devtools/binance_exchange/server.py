@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ..local_site import serve
+from ..http_server import serve
 from . import signing
 from .engine import ApiError, Exchange
 

@@ -20,6 +20,7 @@ from .base import Broker
 from .binance.config import BinanceAccount
 from .circuit import CircuitBroker
 from .limited import limited
+from .oanda.config import OandaAccount
 from .paper.config import PaperAccount
 from .paper.exchange import PaperBroker
 from .sending import SendGuard, TakeTokens
@@ -27,7 +28,7 @@ from .sending import SendGuard, TakeTokens
 if TYPE_CHECKING:
     from ..infra.metrics import Metrics
 
-AccountConfig = PaperAccount | BinanceAccount | AlpacaAccount
+AccountConfig = PaperAccount | BinanceAccount | OandaAccount | AlpacaAccount
 
 
 def broker_type(config: AccountConfig) -> str:
@@ -51,6 +52,10 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
     elif isinstance(config, AlpacaAccount):
         from .alpaca.broker import AlpacaBroker
         adapter = AlpacaBroker(account, config, redis, keys)
+    elif isinstance(config, OandaAccount):
+        # Imported here, like Binance's: aiohttp's client is loaded only where it is used.
+        from .oanda.broker import OandaBroker
+        adapter = OandaBroker(account, config, redis, keys, metrics)
     else:
         raise ValueError(f"account {account}: unknown broker {type(config).__name__}")
     if take_tokens is not None:

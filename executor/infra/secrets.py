@@ -47,6 +47,22 @@ def read_secret(setting: str, *, env_name: str | None, file: str | None,
     return secret
 
 
+def one_source(broker: str, setting: str, env: str | None, file: str | None) -> None:
+    """A broker account names exactly one of ``<setting>_env`` and ``<setting>_file``."""
+    if (env is None) == (file is None):
+        raise ValueError(f"a {broker} account needs exactly one of {setting}_env and "
+                         f"{setting}_file")
+
+
+def secret_text(setting: str, env: str | None, file: str | None) -> str:
+    """A broker credential as text, blanks around it dropped. Errors (a ValueError) name
+    where it was looked for, never what was found."""
+    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
+    if not value:
+        raise ValueError(f"{setting}: {env or file} holds only blanks")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ProducerSecret:
     secret: bytes

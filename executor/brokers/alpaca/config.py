@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ...infra.secrets import read_secret
+from ...infra.secrets import one_source, secret_text
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
@@ -41,11 +41,8 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     lookup_window_ms: int = 15_000
 
     def __post_init__(self) -> None:
-        for what in ("key_id", "secret"):
-            env, file = getattr(self, f"{what}_env"), getattr(self, f"{what}_file")
-            if (env is None) == (file is None):
-                raise ValueError(f"an alpaca account needs exactly one of {what}_env and "
-                                 f"{what}_file")
+        one_source("alpaca", "key_id", self.key_id_env, self.key_id_file)
+        one_source("alpaca", "secret", self.secret_env, self.secret_file)
         for name in ("connect_timeout_ms", "request_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -75,12 +72,6 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     def credentials(self) -> tuple[str, str]:
         """The key id and secret key, read now (blanks around them dropped). Errors (a
         ConfigError or ValueError) name where they were looked for, never what was found."""
-        return (_read("key_id", self.key_id_env, self.key_id_file),
-                _read("secret", self.secret_env, self.secret_file))
+        return (secret_text("key_id", self.key_id_env, self.key_id_file),
+                secret_text("secret", self.secret_env, self.secret_file))
 
-
-def _read(setting: str, env: str | None, file: str | None) -> str:
-    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
-    if not value:
-        raise ValueError(f"{setting}: {env or file} holds only blanks")
-    return value

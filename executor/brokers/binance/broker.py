@@ -70,6 +70,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
+from ..prices import PriceCache
 from . import filters, reconcile, wire
 from .config import BinanceAccount
 from .reconcile import Drift
@@ -142,7 +143,7 @@ class BinanceBroker:
         # reconciliation (reconcile.baseline); None until then.
         self._start_balances: dict[str, Decimal] | None = None
         self._usage: dict[str, int] = {}
-        self._prices: dict[str, tuple[int, Decimal]] = {}  # symbol -> (fetched at, price)
+        self._prices = PriceCache(f"binance {account}", config.price_cache_ms)
         # For MAX_NUM_ORDERS: what the open records (every worker's) add up to, per client
         # id, as last read; the orphans the last reconciliation left open, per symbol.
         self._open_seen: dict[str, reconcile.Counted] = {}
@@ -242,10 +243,9 @@ class BinanceBroker:
                              round_quantity=self.config.round_quantity)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
-        cached = self._prices.get(order.symbol)
         try:
             rules = self._rules(order.symbol)
-            filters.check(order, rules, reference=cached[1] if cached else None,
+            filters.check(order, rules, reference=self._prices.last(order.symbol),
                           open_orders=await self._open_orders_of(client_order_id, order,
                                                                  rules.max_num_orders))
         except ContractError as exc:
@@ -469,21 +469,14 @@ class BinanceBroker:
 
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
-        now = _now_ms()
-        cached = self._prices.get(symbol)
-        if cached is not None and now - cached[0] < self.config.price_cache_ms:
-            return cached[1]
         if symbol not in self.rules:
             return None
-        try:
+
+        async def ticker() -> Decimal:
             reply = await self._call("reference_price", self._client().get_symbol_ticker,
                                      symbol=symbol)
-        except BrokerError as exc:
-            log.info("binance %s: no price for %s (%s)", self.account, symbol, exc)
-            return None
-        price = Decimal(reply["price"])
-        self._prices[symbol] = (now, price)
-        return price
+            return Decimal(reply["price"])
+        return await self._prices.get(symbol, ticker)
 
     async def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
         """Binance's open orders (all symbols, or one), without their fills."""

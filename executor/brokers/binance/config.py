@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from ...infra.secrets import read_secret
+from ...infra.secrets import one_source, secret_text
 
 Orphans = Literal["report", "adopt", "cancel"]
 # Binance answers -1007 "execution status unknown" after waiting this long for its backend,
@@ -49,11 +49,8 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     price_cache_ms: int = 1_000  # reference prices (ticker/price) are reused this long
 
     def __post_init__(self) -> None:
-        for what in ("api_key", "api_secret"):
-            env, file = getattr(self, f"{what}_env"), getattr(self, f"{what}_file")
-            if (env is None) == (file is None):
-                raise ValueError(f"a binance account needs exactly one of {what}_env and "
-                                 f"{what}_file")
+        one_source("binance", "api_key", self.api_key_env, self.api_key_file)
+        one_source("binance", "api_secret", self.api_secret_env, self.api_secret_file)
         if not 0 < self.recv_window_ms <= 60_000:
             raise ValueError(f"recv_window_ms must be within (0, 60000], got "
                              f"{self.recv_window_ms}")
@@ -84,8 +81,8 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     def credentials(self) -> tuple[str, str]:
         """The API key and secret, read now (blanks around them dropped). Errors (a
         ValueError) name where they were looked for, never what was found."""
-        return (_read("api_key", self.api_key_env, self.api_key_file),
-                _read("api_secret", self.api_secret_env, self.api_secret_file))
+        return (secret_text("api_key", self.api_key_env, self.api_key_file),
+                secret_text("api_secret", self.api_secret_env, self.api_secret_file))
 
     def rest_url(self) -> str | None:
         return None if self.base_url is None else self.base_url.rstrip("/") + "/api"
@@ -96,13 +93,6 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.base_url is None:
             return None
         return "ws" + self.base_url.rstrip("/")[len("http"):] + "/ws-api/v3"
-
-
-def _read(setting: str, env: str | None, file: str | None) -> str:
-    value = read_secret(setting, env_name=env, file=file).decode(errors="replace").strip()
-    if not value:
-        raise ValueError(f"{setting}: {env or file} holds only blanks")
-    return value
 
 
 # Binance's spot API hosts that trade real money (rest-api.md "General API Information").

@@ -76,6 +76,10 @@ class AccountLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 BROKER_DEFAULTS: dict[str, AccountLimits] = {
     "binance": AccountLimits(weight_per_minute=6_000, orders_per_10s=50,
                              orders_per_day=160_000, max_in_flight=4),
+    # OANDA v20 (docs/brokers/oanda.md, "Rate limits"): at most 100 requests/s per
+    # persistent connection (120/s per IP, then 429). Only new orders are counted here;
+    # lookups and cancels come on top, so keep a margin.
+    "oanda": AccountLimits(orders_per_second=Decimal(100)),
     # 200 requests a minute per account, paper and live (docs/brokers/alpaca.md): each
     # request weighs 1 (AlpacaBroker.weights), so weight per minute is requests per minute.
     "alpaca": AccountLimits(weight_per_minute=200, max_in_flight=4),

@@ -1,5 +1,4 @@
-"""Serving an aiohttp application of a local broker imitation on a port of this machine
-(``port`` 0: a free one), for tests and demos."""
+"""Serving a local imitation of a broker's HTTP API (devtools/*_exchange) on a port."""
 
 from __future__ import annotations
 
@@ -8,7 +7,8 @@ from aiohttp import web
 
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0
                 ) -> tuple[web.AppRunner, int]:
-    """Start serving ``app``; returns its runner (``cleanup()`` stops it) and the port."""
+    """Serve ``app`` on ``host:port`` (0: a free port): its runner (``cleanup()`` to stop)
+    and the port it listens on."""
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

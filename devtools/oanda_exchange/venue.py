@@ -1,0 +1,238 @@
+"""The local OANDA venue: instruments, prices, orders and the transactions that change
+them, as v20 JSON (string numbers and ids, order id = its create transaction's id).
+
+Matching: a market order fills at once at the ask (buy) or bid (sell); a limit order fills
+at once when the price is at or better than its limit, else rests until ``set_price``
+crosses it; a stop (MARKET_IF_TOUCHED) order triggers when the price reaches its price
+against (in favour of) the order and fills at market. Liquidity is unbounded. A client id
+is refused CLIENT_ORDER_ID_ALREADY_EXISTS if any order of the account ever had it (OANDA
+documents "another pending Order": stricter here, never looser).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+_ACCEPTS = {  # v20 order type -> the times in force it accepts
+    "MARKET": {"FOK", "IOC"},
+    "LIMIT": {"GTC", "GTD", "GFD", "FOK", "IOC"},
+    "STOP": {"GTC", "GTD", "GFD"},
+    "MARKET_IF_TOUCHED": {"GTC", "GTD", "GFD"},
+}
+
+
+def instrument(name: str, display: int, units: int = 0, minimum: str = "1",
+               maximum: str = "100000000") -> dict[str, Any]:
+    return {"name": name, "type": "CURRENCY", "displayName": name.replace("_", "/"),
+            "pipLocation": -4 if display >= 4 else -2, "displayPrecision": display,
+            "tradeUnitsPrecision": units, "minimumTradeSize": minimum,
+            "maximumOrderUnits": maximum, "maximumPositionSize": "0",
+            "marginRate": "0.0333"}
+
+
+INSTRUMENTS = {i["name"]: i for i in (instrument("EUR_USD", 5), instrument("USD_JPY", 3),
+                                      instrument("XAU_USD", 3, units=2, minimum="0.01"))}
+PRICES = {"EUR_USD": ("1.10000", "1.10010"), "USD_JPY": ("150.000", "150.020"),
+          "XAU_USD": ("2000.000", "2000.500")}
+
+
+class Rejected(Exception):
+    """A v20 error reply: its HTTP status and body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("errorMessage", ""))
+        self.status = status
+        self.body = body
+
+
+def places(text: str) -> int:
+    exponent = Decimal(text).normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+class Venue:
+    def __init__(self, account_id: str, currency: str = "USD",
+                 clock: Callable[[], int] | None = None) -> None:
+        self.account_id = account_id
+        self.currency = currency
+        self.clock = clock or time.time_ns  # nanoseconds
+        self.instruments = {k: dict(v) for k, v in INSTRUMENTS.items()}
+        self.prices = {k: (Decimal(b), Decimal(a)) for k, (b, a) in PRICES.items()}
+        self.orders: dict[str, dict[str, Any]] = {}  # order id -> v20 Order
+        self.by_client: dict[str, str] = {}  # clientExtensions.id -> order id
+        self.transactions: dict[str, dict[str, Any]] = {}
+        self.commission_per_unit = Decimal(0)
+        self._ids = itertools.count(1)
+        self.last_id = "0"
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _tx(self, kind: str, **fields: Any) -> dict[str, Any]:
+        tx_id = str(next(self._ids))
+        tx = {"id": tx_id, "time": self.clock(), "accountID": self.account_id,
+              "userID": 1, "batchID": tx_id, "type": kind, **fields}
+        self.transactions[tx_id] = tx
+        self.last_id = tx_id
+        return tx
+
+    def reject(self, status: int, request: dict[str, Any], reason: str,
+               message: str) -> Rejected:
+        kind = str(request.get("type", "MARKET"))
+        tx = self._tx(f"{kind}_ORDER_REJECT", rejectReason=reason,
+                      **{k: v for k, v in request.items() if k != "type"})
+        return Rejected(status, {"orderRejectTransaction": tx, "relatedTransactionIDs": [
+            tx["id"]], "lastTransactionID": self.last_id, "errorCode": reason,
+            "errorMessage": message})
+
+    # -- orders -------------------------------------------------------------------------
+
+    def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """POST orders: the 201 body, or ``Rejected`` (400 with orderRejectTransaction)."""
+        self.validate(request)
+        kind = request["type"]
+        tif = request.get("timeInForce") or ("FOK" if kind == "MARKET" else "GTC")
+        fields = {k: v for k, v in request.items() if k != "type"}
+        fields.update(timeInForce=tif, positionFill=request.get("positionFill", "DEFAULT"))
+        created = self._tx(f"{kind}_ORDER", reason="CLIENT_ORDER", **fields)
+        order = {"id": created["id"], "createTime": created["time"], "type": kind,
+                 "state": "PENDING", **fields}
+        if kind != "MARKET":
+            order["triggerCondition"] = request.get("triggerCondition", "DEFAULT")
+        self.orders[order["id"]] = order
+        cid = (request.get("clientExtensions") or {}).get("id")
+        if cid:
+            self.by_client[cid] = order["id"]
+        reply: dict[str, Any] = {"orderCreateTransaction": created}
+        related = [created["id"]]
+        done = self._match(order)
+        if done is None and tif in ("FOK", "IOC"):
+            done = self._cancel(order, "TIME_IN_FORCE_EXPIRED")
+        if done is not None:
+            key = ("orderFillTransaction" if done["type"] == "ORDER_FILL"
+                   else "orderCancelTransaction")
+            reply[key] = done
+            related.append(done["id"])
+        reply.update(relatedTransactionIDs=related, lastTransactionID=self.last_id)
+        return reply
+
+    def validate(self, request: dict[str, Any]) -> None:
+        kind = request.get("type")
+        if kind not in _ACCEPTS:
+            raise Rejected(400, {"errorMessage": "Invalid value specified for 'type'"})
+        name = request.get("instrument")
+        inst = self.instruments.get(str(name))
+        if inst is None:
+            raise self.reject(400, request, "INSTRUMENT_UNKNOWN",
+                              "Invalid value specified for 'instrument'")
+        units = str(request.get("units", ""))
+        try:
+            amount = abs(Decimal(units))
+        except ArithmeticError:
+            raise self.reject(400, request, "UNITS_INVALID", "Invalid units") from None
+        if places(units) > inst["tradeUnitsPrecision"]:
+            raise self.reject(400, request, "UNITS_PRECISION_EXCEEDED",
+                              "Units precision exceeded")
+        if amount < Decimal(inst["minimumTradeSize"]):
+            raise self.reject(400, request, "UNITS_MIMIMUM_NOT_MET", "Units minimum not met")
+        if kind != "MARKET":
+            price = request.get("price")
+            if price is None:
+                raise self.reject(400, request, "PRICE_MISSING", "Price missing")
+            if places(str(price)) > inst["displayPrecision"]:
+                raise self.reject(400, request, "PRICE_PRECISION_EXCEEDED",
+                                  "Price precision exceeded")
+        tif = request.get("timeInForce")
+        if tif is not None and tif not in _ACCEPTS[kind]:
+            raise self.reject(400, request, "TIME_IN_FORCE_INVALID", "Time in force invalid")
+        if tif == "GTD" and not request.get("gtdTime"):
+            raise self.reject(400, request, "TIME_IN_FORCE_GTD_TIMESTAMP_MISSING",
+                              "GTD time missing")
+        cid = (request.get("clientExtensions") or {}).get("id")
+        if cid and cid in self.by_client:
+            raise self.reject(400, request, "CLIENT_ORDER_ID_ALREADY_EXISTS",
+                              "The client order ID specified is already in use")
+
+    def find(self, specifier: str) -> dict[str, Any] | None:
+        """An order by id or ``@`` client id."""
+        if specifier.startswith("@"):
+            order_id = self.by_client.get(specifier[1:])
+            return None if order_id is None else self.orders.get(order_id)
+        return self.orders.get(specifier)
+
+    def cancel(self, specifier: str) -> dict[str, Any]:
+        """PUT orders/{specifier}/cancel: the 200 body, or ``Rejected`` (404)."""
+        order = self.find(specifier)
+        if order is None or order["state"] != "PENDING":
+            tx = self._tx("ORDER_CANCEL_REJECT", rejectReason="ORDER_DOESNT_EXIST",
+                          orderID=None if order is None else order["id"],
+                          clientOrderID=specifier[1:] if specifier.startswith("@") else None)
+            raise Rejected(404, {"orderCancelRejectTransaction": tx,
+                                 "relatedTransactionIDs": [tx["id"]],
+                                 "lastTransactionID": self.last_id,
+                                 "errorCode": "ORDER_DOESNT_EXIST",
+                                 "errorMessage": "The order ID specified does not exist"})
+        tx = self._cancel(order, "CLIENT_REQUEST")
+        return {"orderCancelTransaction": tx, "relatedTransactionIDs": [tx["id"]],
+                "lastTransactionID": self.last_id}
+
+    def set_price(self, name: str, bid: str, ask: str) -> None:
+        """Move the market: resting orders it reaches fill."""
+        self.prices[name] = (Decimal(bid), Decimal(ask))
+        for order in list(self.orders.values()):
+            if order["state"] == "PENDING" and order["instrument"] == name:
+                self._match(order)
+
+    def expire(self) -> None:
+        """GTD orders past their time are cancelled TIME_IN_FORCE_EXPIRED."""
+        now = self.clock()
+        for order in list(self.orders.values()):
+            if (order["state"] == "PENDING" and order.get("timeInForce") == "GTD"
+                    and Decimal(str(order["gtdTime"])) * 10**9 <= now):
+                self._cancel(order, "TIME_IN_FORCE_EXPIRED")
+
+    def _match(self, order: dict[str, Any]) -> dict[str, Any] | None:
+        """Fill ``order`` if the market reaches it now: its ORDER_FILL, else None."""
+        bid, ask = self.prices[order["instrument"]]
+        buy = Decimal(order["units"]) > 0
+        market = ask if buy else bid
+        kind = order["type"]
+        if kind != "MARKET":
+            price = Decimal(str(order["price"]))
+            reached = {"LIMIT": market <= price if buy else market >= price,
+                       "STOP": market >= price if buy else market <= price,
+                       "MARKET_IF_TOUCHED": market <= price if buy else market >= price}
+            if not reached[kind]:
+                return None
+        units = Decimal(order["units"])
+        fill = self._tx(
+            "ORDER_FILL", orderID=order["id"], instrument=order["instrument"],
+            units=order["units"], price=str(market), fullVWAP=str(market),
+            fullPrice={"bids": [{"price": str(bid)}], "asks": [{"price": str(ask)}]},
+            reason=f"{kind}_ORDER", pl="0.0000", financing="0.0000",
+            commission=str(abs(units) * self.commission_per_unit),
+            guaranteedExecutionFee="0.0000", accountBalance="100000.0000",
+            tradeOpened={"tradeID": None, "units": order["units"], "price": str(market),
+                         "clientExtensions": order.get("tradeClientExtensions")},
+            halfSpreadCost="0.0000",
+            **_client_order_id(order))
+        fill["tradeOpened"]["tradeID"] = fill["id"]
+        order.update(state="FILLED", fillingTransactionID=fill["id"], filledTime=fill["time"],
+                     tradeOpenedID=fill["id"])
+        return fill
+
+    def _cancel(self, order: dict[str, Any], reason: str) -> dict[str, Any]:
+        tx = self._tx("ORDER_CANCEL", orderID=order["id"], reason=reason,
+                      **_client_order_id(order))
+        order.update(state="CANCELLED", cancellingTransactionID=tx["id"],
+                     cancelledTime=tx["time"])
+        return tx
+
+
+def _client_order_id(order: dict[str, Any]) -> dict[str, Any]:
+    cid = (order.get("clientExtensions") or {}).get("id")
+    return {} if cid is None else {"clientOrderID": cid}

@@ -1,0 +1,245 @@
+"""``OandaBroker``: the ``Broker`` protocol over OANDA's v20 REST API, on aiohttp (the
+official ``v20`` package is synchronous and abandoned).
+
+One HTTP session per account, opened in ``start`` (which reads the account summary for its
+home currency and loads the configured instruments' rules) and closed in ``close``. The
+token lives in the session's default headers only: never in an attribute, a log line, a
+repr or an exception. Every call maps its failure into the broker taxonomy (wire.py); a
+submit is sent once, never retried here (the pipeline decides, after a lookup by client id).
+
+Orders are found by our client id as ``@<client id>``; a lookup reads the order, then the
+transaction that filled it (its price, units and commission) or cancelled it (its reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+from producer.contract import ContractError, OrderSpec
+
+from ..base import (
+    FINAL_BROKER_STATUSES,
+    AuthenticationFailed,
+    BrokerOrder,
+    NotCancellable,
+    PermanentError,
+    RetryableError,
+    UnknownOutcome,
+)
+from ..prices import PriceCache
+from . import instruments, wire
+from .config import OandaAccount
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from producer.keys import Keys
+
+    from ...infra.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_decode = msgspec.json.Decoder()
+
+
+class OandaBroker:
+    def __init__(self, account: str, config: OandaAccount,
+                 redis: aioredis.Redis | None = None, keys: Keys | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.account = account
+        self.config = config
+        self.metrics = metrics
+        self.rules: dict[str, instruments.Instrument] = {}
+        self.currency: str | None = None  # the account's home currency (commissions)
+        self._session: aiohttp.ClientSession | None = None
+        self._base = ""  # <rest url>/v3/accounts/<account id>
+        self._prices = PriceCache(f"oanda {account}", config.price_cache_ms)
+
+    def __repr__(self) -> str:  # never the token or the account id
+        return f"OandaBroker(account={self.account!r}, venue={self.config.venue()!r})"
+
+    @property
+    def lookup_window_ms(self) -> int:
+        """How long after an ambiguous send the order may still appear at OANDA (read by
+        the submit step, see base.Broker)."""
+        return self.config.lookup_window_ms
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        try:
+            account_id, token = cfg.credentials()
+        except ValueError as exc:
+            raise AuthenticationFailed(f"oanda account {self.account}: {exc}") from None
+        if not _ACCOUNT_ID.fullmatch(account_id):
+            raise AuthenticationFailed(f"oanda account {self.account}: the account id is not "
+                                       "letters, digits, '-' and '_' (like 101-004-1234567-001)")
+        self._base = f"{cfg.rest_url()}/v3/accounts/{account_id}"
+        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
+                                        sock_connect=cfg.connect_timeout_ms / 1000)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, raise_for_status=False,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                     "Accept-Datetime-Format": "UNIX"})
+        try:
+            summary = await self._request("GET", "/summary")
+            self.currency = str(summary["account"]["currency"])
+            await self.load_rules()
+        except BaseException:
+            await self.close()  # no session left open by a start that failed
+            raise
+        log.info("oanda %s: ready (%s, %d instruments, home currency %s)", self.account,
+                 cfg.venue() if cfg.base_url is None else "local server", len(self.rules),
+                 self.currency)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def load_rules(self) -> None:
+        names = ",".join(self.config.instruments)
+        reply = await self._request("GET", "/instruments", params={"instruments": names})
+        self.rules = instruments.parse(reply)
+        missing = sorted(set(self.config.instruments) - set(self.rules))
+        if missing:
+            log.warning("oanda %s: instruments not offered to this account: %s",
+                        self.account, ", ".join(missing))
+
+    # -- the Broker protocol ----------------------------------------------------------------
+
+    def check(self, order: OrderSpec) -> None:
+        """The instrument's precision and size rules and v20's order types and times in
+        force, before anything is sent."""
+        inst = self._rules(order.symbol)
+        instruments.check(order, inst)
+        wire.order_request("check", order, inst)
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        try:
+            inst = self._rules(order.symbol)
+            instruments.check(order, inst)
+            body = wire.order_request(client_order_id, order, inst)
+        except ContractError as exc:
+            raise PermanentError(f"refused before sending to OANDA: {exc}") from None
+        reply = await self._request("POST", "/orders", json=body, sends=True)
+        return wire.create_report(client_order_id, reply, self.currency)
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        path = f"/orders/{_specifier(client_order_id)}/cancel"
+        try:
+            reply = await self._request("PUT", path, sends=True)
+        except PermanentError as exc:
+            if isinstance(exc, AuthenticationFailed):
+                raise
+            # A final order is not cancellable: tell that from an unknown one.
+            found = await self.get_order(client_order_id, symbol)
+            if found.status in FINAL_BROKER_STATUSES:
+                raise NotCancellable(f"order {client_order_id} is {found.status} at "
+                                     "OANDA") from None
+            raise RetryableError(f"oanda refused to cancel the open order "
+                                 f"{client_order_id} ({exc}); try again") from None
+        return await self._lookup(client_order_id, reply.get("orderCancelTransaction"))
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        return await self._lookup(client_order_id, None)
+
+    def quote_asset(self, symbol: str) -> str | None:
+        rules = self.rules.get(symbol)
+        return None if rules is None else rules.quote
+
+    def base_asset(self, symbol: str) -> str | None:
+        rules = self.rules.get(symbol)
+        return None if rules is None else rules.base
+
+    async def reference_price(self, symbol: str) -> Decimal | None:
+        """The mid of the best bid and ask (pricing), reused for ``price_cache_ms``."""
+        if symbol not in self.rules:
+            return None
+
+        async def mid() -> Decimal | None:
+            reply = await self._request("GET", "/pricing", params={"instruments": symbol})
+            return wire.mid_price(reply, symbol)
+        return await self._prices.get(symbol, mid)
+
+    async def ping(self) -> None:
+        await self._request("GET", "/summary")
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _lookup(self, cid: str, cancel_tx: Mapping[str, Any] | None) -> BrokerOrder:
+        reply = await self._request("GET", f"/orders/{_specifier(cid)}")
+        order = reply["order"]
+        fill_tx = None
+        if order.get("fillingTransactionID"):
+            fill_tx = await self._transaction(order["fillingTransactionID"])
+        if cancel_tx is None and order.get("cancellingTransactionID"):
+            cancel_tx = await self._transaction(order["cancellingTransactionID"])
+        return wire.order_report(cid, order, fill_tx, cancel_tx, self.currency)
+
+    async def _transaction(self, tx_id: Any) -> Mapping[str, Any]:
+        reply = await self._request("GET", f"/transactions/{quote(str(tx_id), safe='')}")
+        tx: Mapping[str, Any] = reply["transaction"]
+        return tx
+
+    def _rules(self, symbol: str) -> instruments.Instrument:
+        rules = self.rules.get(symbol)
+        if rules is None:
+            raise ContractError(f"unknown instrument {symbol!r} at OANDA (this account "
+                                f"trades {', '.join(self.config.instruments)})", "symbol")
+        return rules
+
+    async def _request(self, method: str, path: str, *, sends: bool = False,
+                       params: Mapping[str, str] | None = None,
+                       json: Any = None) -> dict[str, Any]:
+        session = self._session
+        if session is None:
+            raise RetryableError(f"oanda {self.account}: not started (or closed)")
+        data = None if json is None else msgspec.json.encode(json)
+        try:
+            async with session.request(method, self._base + path, params=params,
+                                       data=data) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = _seconds(response.headers.get("Retry-After"))
+        except Exception as exc:
+            raise wire.transport_error(exc, sends=sends) from None
+        try:
+            body = _decode.decode(raw) if raw else {}
+        except msgspec.DecodeError:
+            body = {}
+            if status < 300:
+                text = f"oanda HTTP {status}: unreadable reply"
+                raise (UnknownOutcome(text) if sends else RetryableError(text)) from None
+        if not isinstance(body, dict):
+            body = {}
+        if status >= 300:
+            error = wire.map_error(status, body, sends=sends, retry_after=retry_after)
+            if isinstance(error, AuthenticationFailed):
+                log.error("oanda %s: AUTHENTICATION FAILED on %s (%s): check the token and "
+                          "the account id", self.account, path.split("/")[1], error)
+            raise error
+        return body
+
+
+def _specifier(client_order_id: str) -> str:
+    """v20's OrderSpecifier for our client id (our ids are letters, digits, _ and -)."""
+    return "@" + quote(client_order_id, safe="")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
