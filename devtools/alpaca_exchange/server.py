@@ -86,6 +86,13 @@ class AlpacaExchangeServer:
              lambda r, b: self.engine.get(r.match_info["order_id"])),
             ("DELETE", "/v2/orders/{order_id}",
              lambda r, b: self.engine.cancel(r.match_info["order_id"])),
+            # The market data API (data.alpaca.markets), served here too.
+            ("GET", "/v2/stocks/{symbol}/quotes/latest",
+             lambda r, b: {"symbol": r.match_info["symbol"],
+                           "quote": self.engine.quote(r.match_info["symbol"])}),
+            ("GET", "/v1beta3/crypto/us/latest/quotes",
+             lambda r, b: {"quotes": {s: self.engine.quote(s)
+                                      for s in r.query.get("symbols", "").split(",") if s}}),
         ]
         self.app = web.Application()
         for method, path, handler in routes:

@@ -281,9 +281,37 @@ async def test_usage_follows_the_rate_limit_headers(
     await alpaca_broker.ping()
     assert alpaca_broker.usage() == {"weight_1m": used + 1}
     assert alpaca.log[-1].headers["APCA-API-KEY-ID"] == KEY_ID
-    assert await alpaca_broker.reference_price("AAPL") is None
+    # A quote from the market data API: its rate limit is not the trading API's.
+    assert await alpaca_broker.reference_price("AAPL") == Decimal("190.00")
+    assert alpaca_broker.usage() == {"weight_1m": used + 1}
     assert (alpaca_broker.base_asset("AAPL"), alpaca_broker.quote_asset("AAPL")) == (
         "AAPL", "USD")
     assert (alpaca_broker.base_asset("BTC/USD"), alpaca_broker.quote_asset("BTC/USD")) == (
         "BTC", "USD")
     assert SECRET not in repr(alpaca_broker)
+
+
+async def test_reference_prices_are_the_latest_quotes_mid_reused_for_a_while(
+        alpaca: AlpacaExchangeServer, alpaca_broker: AlpacaBroker) -> None:
+    """A stock's from /v2/stocks/{symbol}/quotes/latest on the account's feed, a crypto
+    pair's from /v1beta3/crypto/us/latest/quotes; asked again only after price_cache_ms;
+    a symbol the account does not trade, or no quote, is None (risk then denies)."""
+    assert await alpaca_broker.reference_price("AAPL") == Decimal("190.00")
+    assert await alpaca_broker.reference_price("BTC/USD") == Decimal("60000")
+    alpaca.set_price("AAPL", "191.50")
+    assert await alpaca_broker.reference_price("AAPL") == Decimal("190.00")  # cached
+    asked = [(r.path, r.query) for r in alpaca.log if "quote" in r.path]
+    assert asked == [("/v2/stocks/{symbol}/quotes/latest", {"feed": "iex"}),
+                     ("/v1beta3/crypto/us/latest/quotes", {"symbols": "BTC/USD"})]
+    assert all(r.headers.get("APCA-API-KEY-ID") == KEY_ID for r in alpaca.log)
+    assert await alpaca_broker.reference_price("TSLA") is None  # not the account's
+    alpaca.engine.prices.pop("MSFT")
+    assert await alpaca_broker.reference_price("MSFT") is None  # the API has no quote
+
+    fresh = AlpacaBroker("ap2", alpaca_account(alpaca, price_cache_ms=1, feed="sip"))
+    await fresh.start()
+    try:
+        assert await fresh.reference_price("AAPL") == Decimal("191.50")
+    finally:
+        await fresh.close()
+    assert alpaca.log[-1].query == {"feed": "sip"}

@@ -1,7 +1,7 @@
 """A whole worker trading on the local Alpaca API through the Alpaca adapter: orders placed,
 filled and cancelled through the real pipeline, one result per request, each client id
-received by Alpaca once; a market order, which risk cannot value without a reference
-price (Alpaca's prices are not read yet), is denied and never sent."""
+received by Alpaca once; a market order valued by risk at the latest quote's mid (the
+market data API) and filled."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def test_orders_fill_rest_and_cancel_through_the_pipeline_once_each(
         market = await client.place("AAPL", "buy", "market", "1")
         stopped = await client.wait_result(stop.request_id, 15)
         rested = await client.wait_result(limit.request_id, 15)
-        denied = await client.wait_result(market.request_id, 15)
+        marketed = await client.wait_result(market.request_id, 15)
 
         cancel = await client.cancel(limit.client_order_id)
         cancelled = await client.wait_result(cancel.request_id, 15)
@@ -52,14 +52,15 @@ async def test_orders_fill_rest_and_cancel_through_the_pipeline_once_each(
     assert stopped.broker_order_id is not None and len(stopped.broker_order_id) == 36
     assert rested.status is ResultStatus.ACCEPTED, rested
     assert cancelled.status is ResultStatus.CANCELLED, cancelled
-    assert denied.status is ResultStatus.DENIED, denied
-    assert denied.reason_code == "risk_denied:reference_price"
+    assert marketed.status is ResultStatus.FILLED, marketed
+    assert marketed.filled_quantity == 1 and marketed.average_price == Decimal("190")
+    quotes = [r for r in alpaca.log if r.path == "/v2/stocks/{symbol}/quotes/latest"]
+    assert quotes and all(r.query == {"feed": "iex"} for r in quotes)
 
-    for sub in (stop, limit, late):
+    for sub in (stop, limit, market, late):
         assert alpaca.received[sub.client_order_id] == 1, sub
         assert alpaca.orders_for(sub.client_order_id) == 1
-    assert alpaca.received[market.client_order_id] == 0
-    assert len(alpaca.orders_sent()) == 3
+    assert len(alpaca.orders_sent()) == 4
     # One result per request.
     results = await redis_client.xrange(client.keys.completed) + await redis_client.xrange(
         client.keys.failed)

@@ -221,3 +221,24 @@ def test_credentials_never_show_the_secret(tmp_path: Any,
     monkeypatch.setenv("ALPACA_S", "super-secret-value")
     assert account.credentials() == ("key-id-1", "super-secret-value")
     assert "super-secret-value" not in repr(account)
+
+
+@pytest.mark.parametrize(
+    ("body", "mid"),
+    [
+        ({"symbol": "AAPL", "quote": {"bp": Decimal("189.99"), "ap": Decimal("190.01")}},
+         Decimal("190.00")),
+        ({"quotes": {"BTC/USD": {"bp": Decimal("59999"), "ap": Decimal("60001")}}},
+         Decimal("60000")),
+        ({"quote": {"bp": Decimal("0"), "ap": Decimal("190.01")}}, Decimal("190.01")),
+        ({"quote": {"bp": 0, "ap": 0}}, None),  # no bid, no ask
+        ({"quote": {"bp": Decimal("NaN"), "ap": "x"}}, None),
+        ({"quotes": {}}, None),
+        ({"message": "not found"}, None),
+        (None, None),
+    ],
+)
+def test_a_quotes_mid_is_its_bid_and_ask_or_the_one_side_it_has(body: object,
+                                                                 mid: Decimal | None) -> None:
+    symbol = "BTC/USD" if isinstance(body, dict) and "quotes" in body else "AAPL"
+    assert wire.quote_mid(body, symbol) == mid

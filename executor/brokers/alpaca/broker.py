@@ -49,6 +49,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
+from ..prices import PriceCache
 from . import wire
 from .config import AlpacaAccount
 from .wire import Call
@@ -89,6 +90,7 @@ class AlpacaBroker:
         self._session: aiohttp.ClientSession | None = None
         self._usage: dict[str, int] = {}
         self._fills: dict[str, list[Fill]] = {}  # our client id -> its fills told so far
+        self._prices = PriceCache(f"alpaca {account}", config.price_cache_ms)
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
         return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"
@@ -199,10 +201,23 @@ class AlpacaBroker:
         return wire.base_and_quote(symbol)[0]
 
     async def reference_price(self, symbol: str) -> Decimal | None:
-        """None: Alpaca's prices come from its market data API, another service than the
-        trading API, which this adapter does not read yet. Risk then denies every order
-        without a price of its own (market orders: ``risk_denied:reference_price``)."""
-        return None
+        """The mid of the latest quote from Alpaca's market data API (stocks: GET
+        /v2/stocks/{symbol}/quotes/latest on the account's feed; crypto: GET
+        /v1beta3/crypto/us/latest/quotes), reused for ``price_cache_ms``; None when there is
+        no quote (risk then denies an order that needs a price)."""
+        if symbol not in self.assets:
+            return None
+
+        async def latest() -> Decimal | None:
+            if wire.is_crypto(symbol):
+                path, params = "/v1beta3/crypto/us/latest/quotes", {"symbols": symbol}
+            else:
+                path = f"/v2/stocks/{quote(symbol, safe='')}/quotes/latest"
+                params = {"feed": self.config.feed}
+            reply = await self._request("GET", path, Call.READ, params=params,
+                                        base=self.config.market_data_url(), exact=True)
+            return wire.quote_mid(reply.body, symbol)
+        return await self._prices.get(symbol, latest)
 
     async def ping(self) -> None:
         await self._json("GET", "/v2/account", Call.READ)
@@ -252,13 +267,16 @@ class AlpacaBroker:
             raise UnknownOutcome(text) if call is Call.SUBMIT else RetryableError(text)
         return reply.body
 
-    async def _request(self, method: str, path: str, call: Call, **kwargs: Any) -> _Reply:
+    async def _request(self, method: str, path: str, call: Call, *, base: str | None = None,
+                       exact: bool = False, **kwargs: Any) -> _Reply:
+        """``base``: another host than the trading API's (market data); ``exact``: decode
+        JSON numbers as Decimal (quote prices are numbers, not strings)."""
         session = self._session
         if session is None:
             raise RetryableError(f"alpaca {self.account}: not started (or closed)")
         sends = call in (Call.SUBMIT, Call.CANCEL)
         try:
-            async with session.request(method, self.config.rest_url() + path,
+            async with session.request(method, (base or self.config.rest_url()) + path,
                                        allow_redirects=False, **kwargs) as response:
                 raw = await response.read()
                 headers = {k.lower(): v for k, v in response.headers.items()}
@@ -268,9 +286,10 @@ class AlpacaBroker:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             text = f"alpaca: no reply to {method} {path} ({type(exc).__name__})"
             raise UnknownOutcome(text) if sends else RetryableError(text) from None
-        self._note(headers)
+        if base is None:  # the market data API's limits are its own, not the trading API's
+            self._note(headers)
         try:
-            body = msgspec.json.decode(raw) if raw else None
+            body = (_exact.decode(raw) if exact else msgspec.json.decode(raw)) if raw else None
         except msgspec.DecodeError:
             body = raw[:200].decode(errors="replace")
         if 200 <= status < 300:
@@ -290,6 +309,9 @@ class AlpacaBroker:
         left = _int(headers.get("x-ratelimit-remaining"))
         if limit is not None and left is not None:
             self._usage["weight_1m"] = max(0, limit - left)
+
+
+_exact = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def _int(value: str | None) -> int | None:

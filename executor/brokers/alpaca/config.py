@@ -4,12 +4,16 @@ names."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from ...infra.secrets import one_source, secret_text
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
+# The market data API (latest quotes), for paper and live accounts alike.
+DATA_URL = "https://data.alpaca.markets"
 
 
 class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
@@ -27,6 +31,13 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # this adapter does not read yet.
     base_url: str | None = None
     stream_url: str | None = None
+    # The market data API the reference prices come from (latest quote: the mid of bid and
+    # ask); default Alpaca's, or ``base_url`` when that is set (the local server has both).
+    data_url: str | None = None
+    # The stock quote feed: "iex" (free), "sip" (all US exchanges, subscription),
+    # "delayed_sip".
+    feed: Literal["iex", "sip", "delayed_sip"] = "iex"
+    price_cache_ms: int = 1_000  # a reference price is reused this long
     # The symbols this account trades ("AAPL", "BTC/USD"); an order for another is refused
     # before it is sent. Checked at start against GET /v2/assets/{symbol}.
     symbols: list[str] = msgspec.field(default_factory=list)
@@ -43,15 +54,15 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     def __post_init__(self) -> None:
         one_source("alpaca", "key_id", self.key_id_env, self.key_id_file)
         one_source("alpaca", "secret", self.secret_env, self.secret_file)
-        for name in ("connect_timeout_ms", "request_timeout_ms"):
+        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lookup_window_ms < self.request_timeout_ms:
             raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
                              f"({self.request_timeout_ms}), got {self.lookup_window_ms}")
-        for name in ("base_url", "stream_url"):
+        for name in ("base_url", "data_url", "stream_url"):
             url = getattr(self, name)
-            schemes = ("http://", "https://") if name == "base_url" else ("ws://", "wss://")
+            schemes = ("ws://", "wss://") if name == "stream_url" else ("http://", "https://")
             if url is not None and not url.startswith(schemes):
                 raise ValueError(f"{name} must start with {' or '.join(schemes)}, got "
                                  f"{url!r}")
@@ -68,6 +79,11 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.base_url is not None:
             return self.base_url.rstrip("/")
         return PAPER_URL if self.paper else LIVE_URL
+
+    def market_data_url(self) -> str:
+        if self.data_url is not None:
+            return self.data_url.rstrip("/")
+        return self.rest_url() if self.base_url is not None else DATA_URL
 
     def credentials(self) -> tuple[str, str]:
         """The key id and secret key, read now (blanks around them dropped). Errors (a

@@ -312,3 +312,32 @@ def map_error(status: int, body: Any, call: Call, *, retry_after_s: float | None
         return UnknownOutcome(text) if call in (Call.SUBMIT, Call.CANCEL) else (
             RetryableError(text))
     return PermanentError(text)
+
+
+def quote_mid(body: Any, symbol: str) -> Decimal | None:
+    """The mid of a latest-quote answer's bid (``bp``) and ask (``ap``): a stock's
+    ``{"symbol": ..., "quote": {...}}`` or crypto's ``{"quotes": {symbol: {...}}}``. One
+    side when the other is 0 (no bid or no ask); None when there is no quote."""
+    if not isinstance(body, Mapping):
+        return None
+    one = body.get("quote")
+    if one is None and isinstance(body.get("quotes"), Mapping):
+        one = body["quotes"].get(symbol)
+    if not isinstance(one, Mapping):
+        return None
+    sides = [_price(one.get(k)) for k in ("bp", "ap")]
+    known = [p for p in sides if p is not None and p.is_finite() and p > 0]
+    if not known:
+        return None
+    return sum(known, Decimal(0)) / len(known)
+
+
+def _price(value: Any) -> Decimal | None:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            return None
+    return None
