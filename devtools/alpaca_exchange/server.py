@@ -9,7 +9,8 @@ headers and bodies.
 - Every answer carries X-Request-ID and X-Ratelimit-Limit/-Remaining/-Reset (epoch s); a
   request over ``rate_limit`` in the minute gets 429.
 
-Switches for tests: ``inject`` answers chosen requests with an error, before or after the
+Switches for tests: ``random_faults`` answers a share of new orders with a 500, before or
+after storing them; ``inject`` answers chosen requests with an error, before or after the
 engine acted on them (a 5xx after storing the order is an unknown outcome); ``drop``
 closes the connection without an answer, before or after acting; ``engine.hold_fills``
 leaves market orders accepted until a later ``engine.fill`` or price (a late fill).
@@ -17,6 +18,7 @@ leaves market orders accepted until a later ``engine.fill`` or price (a late fil
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections import Counter
@@ -71,6 +73,7 @@ class AlpacaExchangeServer:
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST /v2/orders per client_order_id
         self.statuses: Counter[int] = Counter()
+        self._chaos: tuple[random.Random, float, float] | None = None
         self._minute: tuple[int, int] = (0, 0)  # (minute, requests in it)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -118,6 +121,12 @@ class AlpacaExchangeServer:
         fault = Fault(method=method, path=path, status=status, **kwargs)
         self.faults.append(fault)
         return fault
+
+    def random_faults(self, before: float, after: float, seed: int = 1) -> None:
+        """Answer that share of new orders (POST /v2/orders) with a 500: ``before``
+        without acting on them, ``after`` once they are stored (the sender cannot tell
+        which)."""
+        self._chaos = (random.Random(seed), before, after)
 
     def drop(self, method: str, path: str, *, after: bool = False, times: int = 1) -> Fault:
         return self.inject(method, path, drop=True, after=after, times=times)
@@ -192,6 +201,11 @@ class AlpacaExchangeServer:
             raise AlpacaError(403, "forbidden.")
 
     def _fault(self, method: str, path: str) -> Fault | None:
+        if self._chaos is not None and method == "POST" and path == "/v2/orders":
+            rng, before, after = self._chaos
+            roll = rng.random()
+            if roll < before + after:
+                return Fault(method=method, path=path, after=roll >= before)
         for fault in self.faults:
             if fault.method == method and fault.path == path and fault.times > 0:
                 fault.times -= 1

@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
 from devtools.chaos import Chaos, ChaosConfig
-from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, in_thread
+from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV
+from tests.fakes.threaded import in_thread
 
 
 # Unlimited: our limiter off, as the exchange has none. Throttled: Binance's published

@@ -21,7 +21,8 @@ from executor.safety.limits.config import AccountLimits
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys
-from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, exchange, in_thread
+from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, exchange
+from tests.fakes.threaded import in_thread
 
 from .conftest import replace, results_of, running, stopped, until
 from .test_binance_worker import binance_settings
