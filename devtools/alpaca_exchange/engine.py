@@ -76,7 +76,10 @@ class Engine:
         self.created: Counter[str] = Counter()  # orders created per client_order_id
         self._fills: dict[str, Decimal] = {}  # Alpaca id -> notional filled so far
         self.hold_fills = False  # market orders wait (accepted) for ``fill`` or a price
+        # Told every trade update (the trade_updates stream): the event and its data.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._ids = itertools.count(1)
+        self._executions = itertools.count(1)
 
     def now(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Alpaca's ns
@@ -165,6 +168,7 @@ class Engine:
         self.by_client_id[cid] = oid
         self.created[cid] += 1
         self._fills[oid] = Decimal(0)
+        self._tell("new", order)
         self._match(order)
         return dict(order)
 
@@ -174,6 +178,14 @@ class Engine:
         if order is None:
             raise AlpacaError(404, "order not found", 40410000)
         return dict(order)
+
+    def list(self, status: str = "open", limit: int = 50) -> list[dict[str, Any]]:
+        """GET /v2/orders: open, closed or all orders, oldest first, at most ``limit``."""
+        if status not in ("open", "closed", "all"):
+            raise _invalid("invalid status")
+        chosen = [dict(o) for o in self.orders.values()
+                  if status == "all" or (o["status"] in OPEN) == (status == "open")]
+        return chosen[:max(1, min(limit, 500))]
 
     def get_by_client_id(self, client_order_id: str) -> dict[str, Any]:
         oid = self.by_client_id.get(client_order_id)
@@ -190,6 +202,7 @@ class Engine:
             raise AlpacaError(422, "order status is not cancelable", 42210000)
         order["status"] = "canceled"
         order["canceled_at"] = order["updated_at"] = self.now()
+        self._tell("canceled", order)
 
     # -- the market -------------------------------------------------------------------------
 
@@ -225,6 +238,7 @@ class Engine:
         elif order["time_in_force"] in ("ioc", "fok"):
             order["status"], order["updated_at"] = "canceled", self.now()
             order["canceled_at"] = order["updated_at"]
+            self._tell("canceled", order)
 
     def _execute(self, order: dict[str, Any], qty: Decimal | None, price: Decimal) -> None:
         filled = Decimal(order["filled_qty"])
@@ -243,6 +257,17 @@ class Engine:
             order["filled_at"] = now
             if order["qty"] is None:
                 order["qty"] = _text(filled)
+        self._tell("fill" if order["status"] == "filled" else "partial_fill", order,
+                   price=_text(price), qty=_text(part))
+
+    def _tell(self, event: str, order: dict[str, Any], **extra: str) -> None:
+        """A trade update, as the stream's ``data``: the event, the order object as it is
+        now, and for a fill its price and quantity."""
+        data = {"event": event, "execution_id": str(uuid.UUID(
+                    int=next(self._executions) | (4 << 76) | (8 << 60))),
+                "order": dict(order), "timestamp": order["updated_at"], **extra}
+        for listener in list(self.listeners):
+            listener(data)
 
 
 def _asset(symbol: str, kind: str, *, fractionable: bool) -> dict[str, Any]:

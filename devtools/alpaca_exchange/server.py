@@ -9,6 +9,14 @@ headers and bodies.
 - Every answer carries X-Request-ID and X-Ratelimit-Limit/-Remaining/-Reset (epoch s); a
   request over ``rate_limit`` in the minute gets 429.
 
+The trade_updates stream at ``/stream`` (a WebSocket): ``{"action": "authenticate",
+"data": {"key_id", "secret_key"}}`` (or the older ``{"action": "auth", "key", "secret"}``)
+answered ``authorization`` ``authorized`` or ``unauthorized`` (then the connection is
+closed), ``{"action": "listen", "data": {"streams": [...]}}`` answered ``listening``, then
+every trade update of the account as it happens (text frames). Switches: ``stream_enabled``
+(False: handshakes refused with 503), ``drop_streams`` (close every connection),
+``stream_keys`` (other credentials than REST's, for a failed stream auth).
+
 Switches for tests: ``random_faults`` answers a share of new orders with a 500, before or
 after storing them; ``inject`` answers chosen requests with an error, before or after the
 engine acted on them (a 5xx after storing the order is an unknown outcome); ``drop``
@@ -18,6 +26,9 @@ leaves market orders accepted until a later ``engine.fill`` or price (a late fil
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import random
 import time
 import uuid
@@ -27,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from ..http_server import serve
 from .engine import AlpacaError, Engine
@@ -74,6 +85,9 @@ class AlpacaExchangeServer:
         self.received: Counter[str] = Counter()  # POST /v2/orders per client_order_id
         self.statuses: Counter[int] = Counter()
         self._chaos: tuple[random.Random, float, float] | None = None
+        self.stream_enabled = True
+        self.stream_keys: dict[str, str] | None = None  # None: the REST ones
+        self._sockets: set[web.WebSocketResponse] = set()
         self._minute: tuple[int, int] = (0, 0)  # (minute, requests in it)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -83,6 +97,8 @@ class AlpacaExchangeServer:
              lambda r, b: self.engine.asset(r.match_info["symbol"])),
             ("POST", "/v2/orders", lambda r, b: self.engine.place(
                 b if isinstance(b, dict) else {})),
+            ("GET", "/v2/orders", lambda r, b: self.engine.list(
+                r.query.get("status", "open"), _int(r.query.get("limit"), 50))),
             ("GET", "/v2/orders:by_client_order_id",
              lambda r, b: self.engine.get_by_client_id(r.query.get("client_order_id", ""))),
             ("GET", "/v2/orders/{order_id}",
@@ -100,6 +116,7 @@ class AlpacaExchangeServer:
         self.app = web.Application()
         for method, path, handler in routes:
             self.app.router.add_route(method, path, self._endpoint(method, path, handler))
+        self.app.router.add_get("/stream", self._stream)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -111,6 +128,7 @@ class AlpacaExchangeServer:
         self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
+        await self.drop_streams()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -131,6 +149,15 @@ class AlpacaExchangeServer:
     def drop(self, method: str, path: str, *, after: bool = False, times: int = 1) -> Fault:
         return self.inject(method, path, drop=True, after=after, times=times)
 
+    async def drop_streams(self) -> None:
+        """Close every trade_updates connection (the stream goes down)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
+    def listening(self) -> int:
+        """How many connections listen to trade_updates."""
+        return len(self.engine.listeners)
+
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         self.engine.set_price(symbol, Decimal(price))
 
@@ -140,6 +167,74 @@ class AlpacaExchangeServer:
 
     def orders_sent(self) -> list[Received]:
         return [r for r in self.log if r.method == "POST" and r.path == "/v2/orders"]
+
+    # -- the trade_updates stream -----------------------------------------------------------
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        if not self.stream_enabled:
+            return web.Response(status=503, text="stream refused (stream_enabled = False)")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        writer = asyncio.create_task(self._write(ws, out))
+        authorized = False
+
+        def listener(data: dict[str, Any]) -> None:
+            if self.stream_enabled:
+                out.put_nowait({"stream": "trade_updates", "data": data})
+        try:
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                try:
+                    req = json.loads(msg.data)
+                except ValueError:
+                    req = {}
+                action = req.get("action") if isinstance(req, dict) else None
+                data = req.get("data") if isinstance(req, dict) else None
+                data = data if isinstance(data, dict) else {}
+                if action in ("authenticate", "auth"):
+                    key = data.get("key_id", req.get("key"))
+                    secret = data.get("secret_key", req.get("secret"))
+                    keys = self.keys if self.stream_keys is None else self.stream_keys
+                    authorized = bool(key) and keys.get(str(key)) == secret
+                    out.put_nowait({"stream": "authorization", "data": {
+                        "action": "authenticate",
+                        "status": "authorized" if authorized else "unauthorized"}})
+                    if not authorized:
+                        break
+                elif action == "listen" and authorized:
+                    streams = data.get("streams")
+                    wanted = [s for s in streams if s == "trade_updates"] if isinstance(
+                        streams, list) else []
+                    if wanted and listener not in self.engine.listeners:
+                        self.engine.listeners.append(listener)
+                    elif not wanted and listener in self.engine.listeners:
+                        self.engine.listeners.remove(listener)
+                    out.put_nowait({"stream": "listening", "data": {"streams": wanted}})
+                else:
+                    out.put_nowait({"stream": "error", "data": {
+                        "error_message": "access key verification failed"
+                        if not authorized else "invalid action"}})
+        finally:
+            with contextlib.suppress(ValueError):
+                self.engine.listeners.remove(listener)
+            await asyncio.sleep(0)  # the writer sends what is queued (a refusal)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await ws.close()
+            self._sockets.discard(ws)
+        return ws
+
+    @staticmethod
+    async def _write(ws: web.WebSocketResponse, out: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            frame = await out.get()
+            if ws.closed:
+                return
+            await ws.send_str(_dumps(frame))
 
     # -- REST -------------------------------------------------------------------------------
 
@@ -220,6 +315,10 @@ class AlpacaExchangeServer:
         return {"X-Ratelimit-Limit": str(self.rate_limit),
                 "X-Ratelimit-Remaining": str(self.rate_limit - used),
                 "X-Ratelimit-Reset": str((minute + 1) * 60)}
+
+
+def _int(value: str | None, default: int) -> int:
+    return int(value) if value is not None and value.isdigit() else default
 
 
 def _dumps(obj: Any) -> str:

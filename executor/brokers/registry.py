@@ -51,7 +51,7 @@ def create_broker(account: str, config: AccountConfig, redis: aioredis.Redis, ke
         adapter = BinanceBroker(account, config, redis, keys, metrics)
     elif isinstance(config, AlpacaAccount):
         from .alpaca.broker import AlpacaBroker
-        adapter = AlpacaBroker(account, config, redis, keys)
+        adapter = AlpacaBroker(account, config, redis, keys, metrics)
     elif isinstance(config, OandaAccount):
         # Imported here, like Binance's: aiohttp's client is loaded only where it is used.
         from .oanda.broker import OandaBroker

@@ -17,6 +17,14 @@ id and reads the order again (the DELETE answers 204 without a body).
 Alpaca's order object tells only the cumulative filled quantity and average price: each
 rise is told as one fill (``wire.fills_of``), derived from the fills told before, which
 are remembered here and, after a restart, read from our record of the order.
+
+Push (``updates``): the trade_updates stream (stream.py has its messages), a WebSocket on
+this account's session: authenticate, listen, then every change of an order as it
+happens, reported from the update's order object as from a lookup (an update older than
+what was told already is dropped). The stream has no replay: after every (re)connect the
+account's open orders are read over REST (GET /v2/orders?status=open, and a lookup of each
+open record of ours no longer open there) before the updates. A failed attempt waits
+before the next (``stream.backoff_s``); ``self.stream`` tells the stream's health.
 """
 
 from __future__ import annotations
@@ -25,9 +33,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -39,20 +47,27 @@ from producer.contract import ContractError, Fill, OrderSpec
 from producer.keys import Keys
 
 from ...infra.store import Store
+from ...model.states import is_terminal
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
+    BrokerError,
     BrokerOrder,
     BrokerStatus,
+    FeedBroken,
     NotCancellable,
     PermanentError,
     RetryableError,
     UnknownOutcome,
 )
 from ..prices import PriceCache
-from . import wire
+from ..stream_health import StreamHealth
+from . import stream, wire
 from .config import AlpacaAccount
 from .wire import Call
+
+if TYPE_CHECKING:
+    from ...infra.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,14 @@ log = logging.getLogger(__name__)
 WEIGHTS: Mapping[str, int] = {"submit": 1, "cancel": 3, "get_order": 1, "ping": 1}
 _FILLS_MEMORY = 10_000  # orders whose fills told so far are remembered
 _CLOSE_S = 3.0
+_HEARTBEAT_S = 15.0  # a ping this often; no pong in half of it: the connection is dead
+_OPEN_ORDERS_LIMIT = 500  # Alpaca's most per GET /v2/orders
+
+
+class TradeUpdatesHealth(StreamHealth):
+    """The trade_updates stream's health, told by this module's logger."""
+
+    broker, feed, log = "alpaca", "trade_updates stream", log
 
 
 class Asset(msgspec.Struct, kw_only=True, frozen=True):
@@ -81,7 +104,8 @@ class AlpacaBroker:
     weights: Mapping[str, int] = WEIGHTS
 
     def __init__(self, account: str, config: AlpacaAccount,
-                 redis: aioredis.Redis | None = None, keys: Keys | None = None) -> None:
+                 redis: aioredis.Redis | None = None, keys: Keys | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.account = account
         self.config = config
         self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
@@ -91,6 +115,8 @@ class AlpacaBroker:
         self._usage: dict[str, int] = {}
         self._fills: dict[str, list[Fill]] = {}  # our client id -> its fills told so far
         self._prices = PriceCache(f"alpaca {account}", config.price_cache_ms)
+        self._keys: tuple[str, str] | None = None  # for the stream's auth message
+        self.stream = TradeUpdatesHealth(account, metrics)
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
         return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"
@@ -111,6 +137,7 @@ class AlpacaBroker:
             raise AuthenticationFailed(f"alpaca account {self.account}: {exc}") from None
         timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
                                         connect=cfg.connect_timeout_ms / 1000)
+        self._keys = (key_id, secret)
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             headers={"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret})
@@ -226,6 +253,118 @@ class AlpacaBroker:
         """Requests used in Alpaca's current minute, from its last X-Ratelimit-* headers
         (the shared limiter's ``weight_1m`` window)."""
         return dict(self._usage)
+
+    # -- push -------------------------------------------------------------------------------
+
+    async def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Reports from the trade_updates stream: first the account's open orders read over
+        REST (the stream has no replay), then every update as it comes. Raises
+        ``FeedBroken`` when the stream cannot be opened or breaks (the tracker polls, then
+        calls again; this waits ``stream.backoff_s`` first after failures)."""
+        if not self.config.trade_updates:
+            raise FeedBroken(f"alpaca {self.account}: trade_updates = false", logged=True)
+        await asyncio.sleep(stream.backoff_s(self.stream.failures))
+        session, keys = self._session, self._keys
+        if session is None or keys is None:
+            raise self._lost("not started (or closed)")
+        try:
+            ws = await session.ws_connect(self.config.stream_ws_url(), heartbeat=_HEARTBEAT_S)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise self._lost(f"cannot connect (HTTP {exc.status})") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._lost(f"cannot connect ({type(exc).__name__})") from None
+        try:
+            await ws.send_str(stream.auth_message(*keys))
+            name, data = await self._receive(ws)
+            if not stream.authorized(name, data):
+                why = stream.refusal(name, data)
+                log.error("alpaca %s: AUTHENTICATION FAILED on the trade_updates stream (%s): "
+                          "check the key id and the secret key", self.account, why)
+                raise self._lost(f"authentication refused ({why})")
+            await ws.send_str(stream.LISTEN)
+            name, data = await self._receive(ws)
+            if not stream.listening(name, data):
+                raise self._lost(f"not listening to trade_updates ({name or 'no answer'})")
+            self.stream.up()
+            try:
+                caught_up = await self._open_now()
+            except (BrokerError, RedisError) as exc:
+                raise self._lost(f"open orders not readable after connecting ({exc})") from None
+            for found in caught_up:
+                yield found
+            while True:
+                msg = await ws.receive()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    break  # closed, closing or an error: the stream broke
+                order = stream.update_order(*stream.parse(msg.data))
+                if order is not None:
+                    update = await self._from_update(order)
+                    if update is not None:
+                        yield update
+            raise self._lost(f"connection closed ({ws.close_code or msg.type.name})")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._lost(f"broke ({type(exc).__name__})") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), _CLOSE_S)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse
+                       ) -> tuple[str, Mapping[str, Any]]:
+        """The next message (the answer to auth or listen), waited for as long as a
+        connection may take."""
+        msg = await ws.receive(timeout=self.config.connect_timeout_ms / 1000)
+        if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            return "", {}
+        return stream.parse(msg.data)
+
+    def _lost(self, why: str) -> FeedBroken:
+        """The stream is down: told by ``self.stream`` (counted; logged at a low rate), and
+        the error the tracker gets (it polls, and calls ``updates`` again)."""
+        self.stream.lost(why)
+        return FeedBroken(f"alpaca trade_updates stream: {why}", logged=True)
+
+    async def _open_now(self) -> list[BrokerOrder]:
+        """What the stream may have missed: a report of each order open at Alpaca, and of
+        each open record of ours (this account's) that is not open there any more."""
+        remote = await self._json("GET", "/v2/orders", Call.READ,
+                                  params={"status": "open", "limit": str(_OPEN_ORDERS_LIMIT),
+                                          "direction": "asc"})
+        reports: list[BrokerOrder] = []
+        seen: set[str] = set()
+        for order in remote if isinstance(remote, list) else []:
+            if isinstance(order, Mapping) and order.get("client_order_id"):
+                cid = str(order["client_order_id"])
+                seen.add(cid)
+                reports.append(self._report(order, cid, await self._known(cid)))
+        if self.store is None:
+            return reports
+        ours = [cid for cid in await self.store.due_ids(self.account, None)
+                if wire.client_id(cid) not in seen]
+        for cid, record in zip(ours, await self.store.load_orders(ours), strict=True):
+            if record is None or is_terminal(record.state) or record.broker_order_id is None:
+                continue  # ended, or not at Alpaca (yet): the submit step tells it
+            try:
+                reports.append(await self.get_order(cid, record.spec.symbol))
+            except BrokerError as exc:
+                log.info("alpaca %s: order %s not looked up after the stream connected (%s); "
+                         "the tracker's polling will", self.account, cid, exc)
+        return reports
+
+    async def _from_update(self, order: Mapping[str, Any]) -> BrokerOrder | None:
+        """A report of a trade update's order; None when it is older than what was told
+        (an order's REST reply can overtake its updates) or unreadable."""
+        cid = str(order["client_order_id"])
+        try:
+            known = await self._known(cid)
+            filled = wire.dec(order.get("filled_qty")) or Decimal(0)
+            if filled < sum((f.quantity for f in known), Decimal(0)):
+                return None
+            return self._report(order, cid, known)
+        except (RetryableError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # One bad update must not end the stream; polling covers its order.
+            log.warning("alpaca %s: trade update of %s skipped (%s: %s)", self.account, cid,
+                        type(exc).__name__, exc)
+            return None
 
     # -- internals --------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ from ...infra.secrets import one_source, secret_text
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
+# The trade_updates stream (alpaca-py's BaseURL.TRADING_STREAM_PAPER / _LIVE).
+PAPER_STREAM_URL = "wss://paper-api.alpaca.markets/stream"
+LIVE_STREAM_URL = "wss://api.alpaca.markets/stream"
 # The market data API (latest quotes), for paper and live accounts alike.
 DATA_URL = "https://data.alpaca.markets"
 
@@ -27,10 +30,13 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # Paper trading unless switched off: real money needs a deliberate change.
     paper: bool = True
     # Another server speaking Alpaca's API (the local one in devtools/alpaca_exchange):
-    # REST at <base_url>/v2/...; ``stream_url`` is kept for the trade_updates stream, which
-    # this adapter does not read yet.
+    # REST at <base_url>/v2/...; the trade_updates stream at ``stream_url`` (default
+    # Alpaca's paper or live one, or ws(s)://<base_url's host>/stream when that is set).
     base_url: str | None = None
     stream_url: str | None = None
+    # Follow the trade_updates stream (order changes as they happen; polling covers the
+    # rest). false: the tracker's polling only.
+    trade_updates: bool = True
     # The market data API the reference prices come from (latest quote: the mid of bid and
     # ask); default Alpaca's, or ``base_url`` when that is set (the local server has both).
     data_url: str | None = None
@@ -79,6 +85,14 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.base_url is not None:
             return self.base_url.rstrip("/")
         return PAPER_URL if self.paper else LIVE_URL
+
+    def stream_ws_url(self) -> str:
+        """Where the trade_updates stream is."""
+        if self.stream_url is not None:
+            return self.stream_url
+        if self.base_url is not None:
+            return "ws" + self.base_url.rstrip("/")[len("http"):] + "/stream"
+        return PAPER_STREAM_URL if self.paper else LIVE_STREAM_URL
 
     def market_data_url(self) -> str:
         if self.data_url is not None:

@@ -1,4 +1,4 @@
-"""Whether an account's user data stream is up, told at a low rate.
+"""Whether an account's user data stream is up, told at a low rate (stream_health.py).
 
 Without the stream (a WebSocket API that answers 404, a network that drops it) the tracker
 polls, and asks for the stream again every pass: a reconnect attempt a second. Each failed
@@ -12,64 +12,21 @@ the failure reaches us as an exception and is told here.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ...infra.metrics import Metrics
+from .. import stream_health
 
 log = logging.getLogger(__name__)
 
-REPEAT_S = 60.0
 # What python-binance logs at ERROR when its WebSocket connection cannot be made, before
 # raising the error we catch (binance/ws/reconnecting_websocket.py, websocket_api.py).
 _CONNECT_FAILURES = ("Failed to connect to websocket", "Error ensuring WebSocket connection")
 
 
-class StreamHealth:
-    def __init__(self, account: str, metrics: Metrics | None = None, *,
-                 repeat_s: float = REPEAT_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.account = account
-        self.repeat_s = repeat_s
-        self.clock = clock
-        self.lost_since: float | None = None  # None: up (or never tried)
-        self.failures = 0  # attempts failed since it was lost
-        self._logged_at = 0.0
-        self._up = self._failed = None
-        if metrics is not None:
-            self._up = metrics.broker_stream_up.labels(account)
-            self._failed = metrics.broker_stream_failures.labels(account)
+class StreamHealth(stream_health.StreamHealth):
+    """The user data stream's health, told by this module's logger."""
 
-    def up(self) -> None:
-        """A subscription is in place."""
-        if self.lost_since is not None:
-            log.info("binance %s: user data stream back after %.0f s (%d failed attempts)",
-                     self.account, self.clock() - self.lost_since, self.failures)
-        self.lost_since, self.failures = None, 0
-        if self._up is not None:
-            self._up.set(1)
-
-    def lost(self, why: str) -> None:
-        """A subscription could not be made, or the stream broke: counted every time,
-        logged when it is lost and then every ``repeat_s`` while it stays lost."""
-        now = self.clock()
-        self.failures += 1
-        if self._failed is not None:
-            self._failed.inc()
-        if self._up is not None:
-            self._up.set(0)
-        if self.lost_since is None:
-            self.lost_since = self._logged_at = now
-            log.warning("binance %s: user data stream lost (%s); open orders are polled "
-                        "until it is back (reconnecting every pass; told again every %.0f s "
-                        "while it stays lost)", self.account, why, self.repeat_s)
-        elif now - self._logged_at >= self.repeat_s:
-            self._logged_at = now
-            log.warning("binance %s: user data stream still lost after %.0f s (%d failed "
-                        "attempts; the last: %s); polling", self.account,
-                        now - self.lost_since, self.failures, why)
+    broker, feed, log = "binance", "user data stream", log
 
 
 class QuietConnectLog(logging.LoggerAdapter):  # type: ignore[type-arg]
