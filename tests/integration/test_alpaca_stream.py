@@ -171,3 +171,39 @@ async def test_a_fill_missed_while_the_stream_was_down_is_read_after_reconnectin
     assert (found.client_order_id, found.status, found.filled_quantity) == (
         cid, BrokerStatus.FILLED, 1)
     assert [f.price for f in found.fills] == [201]
+
+
+async def test_a_process_whose_memory_is_behind_the_record_derives_from_the_record(
+        redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
+        client: OrderClient) -> None:
+    # Every worker hears every update, and any may look an order up (a cancel): a rise of
+    # the cumulative quantity is one fill from what was told before, so a worker that
+    # remembers less than the record has must not count the difference again.
+    settings = replace(settings_for(redis_url), accounts={"default": alpaca_account(alpaca)})
+    other = AlpacaBroker("default", alpaca_account(alpaca), redis_client, K)
+    await other.start()
+    try:
+        async with running(settings):
+            await until(lambda: listening(alpaca))
+            sub = await client.place("AAPL", "buy", "limit", "3", price="150")
+            assert (await client.wait_result(sub.request_id, 10)).status is (
+                ResultStatus.ACCEPTED)
+            cid = sub.client_order_id
+            alpaca.engine.fill(cid, WireDecimal("1"))
+            assert (await other.get_order(cid, "AAPL")).filled_quantity == 1  # remembered
+            alpaca.engine.fill(cid, WireDecimal("1"))
+            await until(lambda: _filled(client, cid, 2))  # told by the worker, not `other`
+            alpaca.engine.fill(cid, WireDecimal("1"))
+            found = await other.get_order(cid, "AAPL")
+            await until(lambda: _is(redis_client, cid, "filled"))
+            record = await client.order(cid)
+    finally:
+        await other.close()
+    assert [f.quantity for f in found.fills] == [1, 1, 1], found.fills
+    assert record is not None and record.filled_quantity == 3
+    assert [f.fill_id for f in record.fills] == [f.fill_id for f in found.fills]
+
+
+async def _filled(client: OrderClient, cid: str, quantity: int) -> bool:
+    record = await client.order(cid)
+    return record is not None and record.filled_quantity == quantity

@@ -242,3 +242,12 @@ def test_a_quotes_mid_is_its_bid_and_ask_or_the_one_side_it_has(body: object,
                                                                  mid: Decimal | None) -> None:
     symbol = "BTC/USD" if isinstance(body, dict) and "quotes" in body else "AAPL"
     assert wire.quote_mid(body, symbol) == mid
+
+
+def test_a_memory_extends_the_record_only_when_it_holds_all_of_it() -> None:
+    one, two, three = (wire.fills_of([], "o", Decimal(n), Decimal(10), 0)[0]
+                       for n in (1, 2, 3))
+    assert wire.extends([one, two], [one]) and wire.extends([one], [one])
+    assert wire.extends([one], [])
+    assert not wire.extends([one], [one, two])  # another worker told a rise since
+    assert not wire.extends([one, three], [one, two])  # derived along another path

@@ -16,7 +16,7 @@ id and reads the order again (the DELETE answers 204 without a body).
 
 Alpaca's order object tells only the cumulative filled quantity and average price: each
 rise is told as one fill (``wire.fills_of``), derived from the fills told before, which
-are remembered here and, after a restart, read from our record of the order.
+are read from our record of the order (or this process's memory, when it goes further).
 
 Push (``updates``): the trade_updates stream (stream.py has its messages), a WebSocket on
 this account's session: authenticate, listen, then every change of an order as it
@@ -373,12 +373,13 @@ class AlpacaBroker:
                                 params={"client_order_id": wire.client_id(client_order_id)})
 
     async def _known(self, client_order_id: str) -> list[Fill]:
-        """The fills told so far of an order: from memory, else from our record of it."""
+        """The fills told so far of an order: our record's, or this process's memory when it
+        goes further than the record (a report of its own not written yet). A memory
+        without one of the record's fills is stale (another worker told a rise since): the
+        next fill derived from it would count a quantity the record already has."""
         known = self._fills.get(client_order_id)
-        if known is not None:
-            return known
         if self.store is None:
-            return []
+            return known or []
         try:
             (record,) = await self.store.load_orders([client_order_id])
         except RedisError as exc:
@@ -386,7 +387,10 @@ class AlpacaBroker:
             raise RetryableError(f"alpaca {self.account}: record of {client_order_id} not "
                                  f"readable ({type(exc).__name__}); its fills cannot be "
                                  "told") from None
-        return [] if record is None else list(record.fills)
+        recorded = [] if record is None else list(record.fills)
+        if known is not None and wire.extends(known, recorded):
+            return known
+        return recorded
 
     def _report(self, reply: Any, client_order_id: str, known: list[Fill]) -> BrokerOrder:
         if not isinstance(reply, Mapping) or "id" not in reply:

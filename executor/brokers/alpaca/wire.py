@@ -226,6 +226,13 @@ def fills_of(known: Sequence[Fill], order_id: str, filled: Decimal,
     return fills
 
 
+def extends(fills: Sequence[Fill], recorded: Sequence[Fill]) -> bool:
+    """Whether ``fills`` (a process's memory) holds every fill of ``recorded`` (our record),
+    and at least as much: then it is not behind the record."""
+    ids = {f.fill_id for f in fills}
+    return all(f.fill_id in ids for f in recorded) and len(fills) >= len(recorded)
+
+
 def status_of(reply: Mapping[str, Any]) -> BrokerStatus:
     """Our status for an Alpaca order object; an unknown status counts as open."""
     status = str(reply.get("status", "new"))
