@@ -62,7 +62,7 @@ from ..base import (
 )
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
-from . import stream, wire
+from . import reconcile, stream, wire
 from .config import AlpacaAccount
 from .wire import Call
 
@@ -116,6 +116,10 @@ class AlpacaBroker:
         self._fills: dict[str, list[Fill]] = {}  # our client id -> its fills told so far
         self._prices = PriceCache(f"alpaca {account}", config.price_cache_ms)
         self._keys: tuple[str, str] | None = None  # for the stream's auth message
+        self.metrics = metrics
+        self.orphans: list[Mapping[str, Any]] = []  # what the last reconciliation found
+        self._reported: set[str] = set()  # Alpaca ids of orphans this process reported
+        self._reconciling: asyncio.Task[None] | None = None
         self.stream = TradeUpdatesHealth(account, metrics)
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
@@ -154,6 +158,10 @@ class AlpacaBroker:
         log.info("alpaca %s: ready (%s, %s, %d of %d symbols tradable)", self.account,
                  cfg.rest_url(), cfg.venue(), sum(a.tradable for a in self.assets.values()),
                  len(cfg.symbols))
+        if self.store is not None and cfg.reconcile_interval_ms > 0:
+            self._reconciling = asyncio.create_task(
+                self._reconcile_periodically(self.store),
+                name=f"alpaca-reconcile-{self.account}")
 
     async def _load_asset(self, symbol: str) -> None:
         try:
@@ -172,6 +180,11 @@ class AlpacaBroker:
         self.assets[symbol] = asset
 
     async def close(self) -> None:
+        task, self._reconciling = self._reconciling, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._session is not None:
             session, self._session = self._session, None
             with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
@@ -326,16 +339,12 @@ class AlpacaBroker:
     async def _open_now(self) -> list[BrokerOrder]:
         """What the stream may have missed: a report of each order open at Alpaca, and of
         each open record of ours (this account's) that is not open there any more."""
-        remote = await self._json("GET", "/v2/orders", Call.READ,
-                                  params={"status": "open", "limit": str(_OPEN_ORDERS_LIMIT),
-                                          "direction": "asc"})
         reports: list[BrokerOrder] = []
         seen: set[str] = set()
-        for order in remote if isinstance(remote, list) else []:
-            if isinstance(order, Mapping) and order.get("client_order_id"):
-                cid = str(order["client_order_id"])
-                seen.add(cid)
-                reports.append(self._report(order, cid, await self._known(cid)))
+        for order in await self._open_orders():
+            cid = str(order["client_order_id"])
+            seen.add(cid)
+            reports.append(self._report(order, cid, await self._known(cid)))
         if self.store is None:
             return reports
         ours = [cid for cid in await self.store.due_ids(self.account, None)
@@ -365,6 +374,52 @@ class AlpacaBroker:
             log.warning("alpaca %s: trade update of %s skipped (%s: %s)", self.account, cid,
                         type(exc).__name__, exc)
             return None
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    async def reconcile(self, store: Store) -> list[Mapping[str, Any]]:
+        """Alpaca's open orders against our records: each orphan (open there, no record of
+        ours) is logged once per process and counted (``orderstream_broker_orphans_total``,
+        action ``report``); nothing is cancelled or adopted. Returns the orphans."""
+        remote = await self._open_orders()
+        ids = sorted({str(o["client_order_id"]) for o in remote})
+        local = dict(zip(ids, await store.load_orders(ids), strict=True))
+        found = self.orphans = reconcile.orphans(remote, local)
+        for orphan in found:
+            if str(orphan.get("id")) in self._reported:
+                continue
+            log.warning("alpaca %s: orphan order %s is open at Alpaca with no record of "
+                        "ours; reported only", self.account, reconcile.describe(orphan))
+            if self.metrics is not None:
+                self.metrics.broker_orphans.labels(self.account, "report").inc()
+        # Those no longer open are forgotten: the memory of reported ones stays small.
+        self._reported = {str(o.get("id")) for o in found}
+        log.info("alpaca %s: reconciled: %d open at Alpaca, %d orphans", self.account,
+                 len(remote), len(found))
+        return found
+
+    async def _reconcile_periodically(self, store: Store) -> None:
+        """At start, then every ``reconcile_interval_ms``: orders placed on the account by
+        others while we run are orphans too."""
+        interval_s = self.config.reconcile_interval_ms / 1000
+        while True:
+            try:
+                await self.reconcile(store)
+            except (BrokerError, RedisError) as exc:
+                log.warning("alpaca %s: reconciliation failed (%s); trying again in %.0f s",
+                            self.account, exc, interval_s)
+            except Exception:
+                log.exception("alpaca %s: reconciliation failed", self.account)
+            await asyncio.sleep(interval_s)
+
+    async def _open_orders(self) -> list[Mapping[str, Any]]:
+        """Alpaca's open orders (GET /v2/orders?status=open, the first 500), those with a
+        client id."""
+        reply = await self._json("GET", "/v2/orders", Call.READ,
+                                 params={"status": "open", "limit": str(_OPEN_ORDERS_LIMIT),
+                                         "direction": "asc"})
+        return [o for o in (reply if isinstance(reply, list) else [])
+                if isinstance(o, Mapping) and "id" in o and o.get("client_order_id")]
 
     # -- internals --------------------------------------------------------------------------
 

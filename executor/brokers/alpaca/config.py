@@ -56,6 +56,9 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # never sent again (see base.Broker). Alpaca publishes no backend timeout: this covers
     # our own request timeout and more.
     lookup_window_ms: int = 15_000
+    # How often the account's open orders are compared with our records, and orphans (open
+    # at Alpaca with no record of ours) reported; 0: never.
+    reconcile_interval_ms: int = 60_000
 
     def __post_init__(self) -> None:
         one_source("alpaca", "key_id", self.key_id_env, self.key_id_file)
@@ -63,6 +66,9 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.reconcile_interval_ms < 0:
+            raise ValueError(f"reconcile_interval_ms must not be negative, got "
+                             f"{self.reconcile_interval_ms}")
         if self.lookup_window_ms < self.request_timeout_ms:
             raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
                              f"({self.request_timeout_ms}), got {self.lookup_window_ms}")

@@ -1,0 +1,31 @@
+"""Reconciliation of Alpaca's open orders against our records (pure: no I/O).
+
+An orphan is an order open at Alpaca under a client id we have no record of: placed by
+another program or by hand on the account, or by a deployment that lost its records. It
+is reported (logged once per process, counted), never touched: Alpaca's own id and the
+order's fields are what an operator needs to find it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...model.order import Order
+
+
+def orphans(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | None]
+            ) -> list[Mapping[str, Any]]:
+    """``remote``: Alpaca's open orders; ``local``: our record (or None) per client id of
+    ``remote``. The open orders without a record, in Alpaca's order."""
+    return [o for o in remote if local.get(str(o.get("client_order_id", ""))) is None]
+
+
+def describe(orphan: Mapping[str, Any]) -> str:
+    """What identifies an orphan in the log: its ids and what it trades, Alpaca's fields
+    only."""
+    size = (f"qty {orphan.get('qty')}" if orphan.get("qty") is not None
+            else f"notional {orphan.get('notional')}")
+    return (f"{orphan.get('client_order_id')} ({orphan.get('side')} {orphan.get('type')} "
+            f"{orphan.get('symbol')} {size}, status {orphan.get('status')}, Alpaca id "
+            f"{orphan.get('id')})")
