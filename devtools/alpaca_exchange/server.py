@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ..http_server import serve
+from ..http_server import send_queued, serve
 from .engine import AlpacaError, Engine
 
 Handler = Callable[[web.Request, Any], Any]
@@ -177,7 +177,7 @@ class AlpacaExchangeServer:
         await ws.prepare(request)
         self._sockets.add(ws)
         out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        writer = asyncio.create_task(self._write(ws, out))
+        writer = asyncio.create_task(send_queued(ws, out, _dumps))
         authorized = False
 
         def listener(data: dict[str, Any]) -> None:
@@ -227,14 +227,6 @@ class AlpacaExchangeServer:
             await ws.close()
             self._sockets.discard(ws)
         return ws
-
-    @staticmethod
-    async def _write(ws: web.WebSocketResponse, out: asyncio.Queue[dict[str, Any]]) -> None:
-        while True:
-            frame = await out.get()
-            if ws.closed:
-                return
-            await ws.send_str(_dumps(frame))
 
     # -- REST -------------------------------------------------------------------------------
 

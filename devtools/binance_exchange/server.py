@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import WSMsgType, web
 
-from ..http_server import serve
+from ..http_server import send_queued, serve
 from . import signing
 from .engine import ApiError, Exchange
 
@@ -404,7 +404,7 @@ class BinanceExchangeServer:
         self._sockets.add(ws)
         out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         subscriptions: dict[int, Callable[[dict[str, Any]], None]] = {}
-        writer = asyncio.create_task(self._write(ws, out))
+        writer = asyncio.create_task(send_queued(ws, out))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -419,14 +419,6 @@ class BinanceExchangeServer:
                 await writer
             self._sockets.discard(ws)
         return ws
-
-    @staticmethod
-    async def _write(ws: web.WebSocketResponse, out: asyncio.Queue[dict[str, Any]]) -> None:
-        while True:
-            frame = await out.get()
-            if ws.closed:
-                return
-            await ws.send_str(json.dumps(frame))
 
     def _ws_call(self, req: dict[str, Any], out: asyncio.Queue[dict[str, Any]],
                  subscriptions: dict[int, Callable[[dict[str, Any]], None]]) -> dict[str, Any]:

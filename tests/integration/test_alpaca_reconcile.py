@@ -19,6 +19,7 @@ from producer.keys import Keys
 from tests.fakes.alpaca import alpaca, alpaca_account
 
 from .conftest import replace, running, settings_for, until
+from .test_alpaca_stream import alpaca_settings
 
 __all__ = ["alpaca"]  # fixture
 
@@ -35,7 +36,7 @@ def by_hand(server: AlpacaExchangeServer, cid: str) -> str:
 async def test_an_orphan_is_reported_once_and_ours_are_not(
         redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
         client: OrderClient, caplog: pytest.LogCaptureFixture) -> None:
-    settings = replace(settings_for(redis_url), accounts={"default": alpaca_account(alpaca)})
+    settings = alpaca_settings(redis_url, alpaca)
     metrics = Metrics()
     async with running(settings):
         sub = await client.place("AAPL", "buy", "limit", "1", price="150")

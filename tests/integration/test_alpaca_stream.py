@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 from devtools.alpaca_exchange import AlpacaExchangeServer
 from executor.brokers.alpaca.broker import AlpacaBroker
 from executor.brokers.base import BrokerStatus, FeedBroken
+from executor.config import Settings
 from executor.infra.metrics import Metrics
 from producer.client import OrderClient
 from producer.contract import OrderSpec, OrderType, ResultStatus, Side, WireDecimal
@@ -28,6 +30,12 @@ from .test_tracker import state_of
 __all__ = ["alpaca", "alpaca_broker"]  # fixtures
 
 K = Keys()
+
+
+def alpaca_settings(redis_url: str, server: AlpacaExchangeServer, **worker: Any) -> Settings:
+    """A worker trading on ``server`` as account ``default``."""
+    return replace(settings_for(redis_url, **worker),
+                   accounts={"default": alpaca_account(server)})
 
 
 def limit(price: str, qty: str = "2") -> OrderSpec:
@@ -129,8 +137,7 @@ async def test_a_fill_arrives_through_the_stream_with_polling_slowed(
         redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
         client: OrderClient) -> None:
     # Polling once a minute: within the test only the stream can tell the fill.
-    settings = replace(settings_for(redis_url, track_interval_ms=60_000),
-                       accounts={"default": alpaca_account(alpaca)})
+    settings = alpaca_settings(redis_url, alpaca, track_interval_ms=60_000)
     async with running(settings) as worker:
         await until(lambda: listening(alpaca))
         sub = await client.place("AAPL", "buy", "limit", "2", price="150")
@@ -147,8 +154,7 @@ async def test_a_fill_arrives_through_the_stream_with_polling_slowed(
 async def test_a_fill_missed_while_the_stream_was_down_is_read_after_reconnecting(
         redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
         client: OrderClient) -> None:
-    settings = replace(settings_for(redis_url, track_interval_ms=60_000),
-                       accounts={"default": alpaca_account(alpaca)})
+    settings = alpaca_settings(redis_url, alpaca, track_interval_ms=60_000)
     async with running(settings):
         await until(lambda: listening(alpaca))
         sub = await client.place("AAPL", "sell", "limit", "1", price="200")
@@ -181,7 +187,7 @@ async def test_a_process_whose_memory_is_behind_the_record_derives_from_the_reco
     # Every worker hears every update, and any may look an order up (a cancel): a rise of
     # the cumulative quantity is one fill from what was told before, so a worker that
     # remembers less than the record has must not count the difference again.
-    settings = replace(settings_for(redis_url), accounts={"default": alpaca_account(alpaca)})
+    settings = alpaca_settings(redis_url, alpaca)
     other = AlpacaBroker("default", alpaca_account(alpaca), redis_client, K)
     await other.start()
     try:
