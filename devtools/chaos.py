@@ -377,6 +377,8 @@ class Chaos:
                 self.say(f"replay of {part.keys.prefix} failed ({proc.returncode}): "
                          f"{err.decode(errors='replace')}")
                 return
+            # On a partitioned deployment the operator commands wrap each partition's view.
+            report = report.get("view", report)
             differences += len(report["differences"])
             for difference in report["differences"][:5]:
                 self.report.examples.append(f"replay {part.keys.prefix}: {difference}")
