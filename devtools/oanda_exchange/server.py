@@ -5,10 +5,12 @@ check (401 as OANDA answers it), 403 for another account, ``RequestID`` and
 ``lastTransactionID`` on every reply, and times as the ``Accept-Datetime-Format`` header
 asks (RFC 3339 by default, UNIX seconds).
 
-Switches for tests: ``inject`` answers the next requests of one endpoint with an error
-status, before or after the venue acted on them (``after``: a 5xx once the order is
-stored), or drops the connection without an answer (``drop``), or answers a create with
-an error and stores the order ``late_s`` seconds later (a late execution).
+Switches for tests: ``random_faults`` answers a share of creates with a 503, before or
+after storing the order (the chaos test); ``inject`` answers the next requests of one
+endpoint with an error status, before or after the venue acted on them (``after``: a 5xx
+once the order is stored), or drops the connection without an answer (``drop``), or
+answers a create with an error and stores the order ``late_s`` seconds later (a late
+execution).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -70,6 +73,7 @@ class OandaExchangeServer:
         self._late: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self._chaos: tuple[random.Random, float, float] | None = None
         self.app = web.Application()
         base = "/v3/accounts/{account}"
         for method, path, name, handler in (
@@ -106,6 +110,11 @@ class OandaExchangeServer:
         fault = Fault(name=name, status=status, **kwargs)
         self.faults.append(fault)
         return fault
+
+    def random_faults(self, before: float, after: float, seed: int = 1) -> None:
+        """Answer that share of creates with a 503: ``before`` without acting on them,
+        ``after`` once the order is stored (the sender cannot tell which)."""
+        self._chaos = (random.Random(seed), before, after)
 
     def orders_for(self, client_order_id: str) -> int:
         """Orders the venue holds under this client id (at most one, by its rule)."""
@@ -163,6 +172,11 @@ class OandaExchangeServer:
         task.add_done_callback(self._tasks.discard)
 
     def _fault(self, name: str) -> Fault | None:
+        if self._chaos is not None and name == "create":
+            rng, before, after = self._chaos
+            roll = rng.random()
+            if roll < before + after:
+                return Fault(name=name, after=roll >= before)
         for fault in self.faults:
             if fault.name == name and fault.times > 0:
                 fault.times -= 1

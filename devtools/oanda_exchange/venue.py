@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -67,6 +68,8 @@ class Venue:
         self.by_client: dict[str, str] = {}  # clientExtensions.id -> order id
         self.transactions: dict[str, dict[str, Any]] = {}
         self.commission_per_unit = Decimal(0)
+        self.created: Counter[str] = Counter()  # orders stored per clientExtensions.id
+        self.duplicates: Counter[str] = Counter()  # refused: the client id was taken
         self._ids = itertools.count(1)
         self.last_id = "0"
 
@@ -107,6 +110,7 @@ class Venue:
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid:
             self.by_client[cid] = order["id"]
+            self.created[cid] += 1
         reply: dict[str, Any] = {"orderCreateTransaction": created}
         related = [created["id"]]
         done = self._match(order)
@@ -154,6 +158,7 @@ class Venue:
                               "GTD time missing")
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid and cid in self.by_client:
+            self.duplicates[cid] += 1
             raise self.reject(400, request, "CLIENT_ORDER_ID_ALREADY_EXISTS",
                               "The client order ID specified is already in use")
 
