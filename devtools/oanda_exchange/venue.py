@@ -72,6 +72,8 @@ class Venue:
         self.duplicates: Counter[str] = Counter()  # refused: the client id was taken
         self._ids = itertools.count(1)
         self.last_id = "0"
+        # Told of every transaction as it is made (the transactions stream).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # -- transactions -------------------------------------------------------------------
 
@@ -81,7 +83,14 @@ class Venue:
               "userID": 1, "batchID": tx_id, "type": kind, **fields}
         self.transactions[tx_id] = tx
         self.last_id = tx_id
+        for listener in list(self.listeners):
+            listener(tx)
         return tx
+
+    def since(self, last: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """GET transactions/sinceid: the transactions after id ``last``, oldest first (at
+        most ``limit``; OANDA's page size is [unverified])."""
+        return [tx for key, tx in self.transactions.items() if int(key) > last][:limit]
 
     def reject(self, status: int, request: dict[str, Any], reason: str,
                message: str) -> Rejected:

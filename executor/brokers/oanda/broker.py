@@ -9,13 +9,15 @@ submit is sent once, never retried here (the pipeline decides, after a lookup by
 
 Orders are found by our client id as ``@<client id>``; a lookup reads the order, then the
 transaction that filled it (its price, units and commission) or cancelled it (its reason).
+
+Push: the transactions stream (feed.py), a ``PushFeed`` for the tracker (``updates``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -37,6 +39,7 @@ from ..base import (
 from ..prices import PriceCache
 from . import instruments, wire
 from .config import OandaAccount
+from .feed import TransactionsFeed
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -63,6 +66,9 @@ class OandaBroker:
         self._session: aiohttp.ClientSession | None = None
         self._base = ""  # <rest url>/v3/accounts/<account id>
         self._prices = PriceCache(f"oanda {account}", config.price_cache_ms)
+        self._stream_url = ""  # <stream url>/v3/accounts/<account id>/transactions/stream
+        self.feed = TransactionsFeed(account, config.stream_timeout_ms, self._request,
+                                     self._lookup, metrics)
 
     def __repr__(self) -> str:  # never the token or the account id
         return f"OandaBroker(account={self.account!r}, venue={self.config.venue()!r})"
@@ -85,6 +91,8 @@ class OandaBroker:
             raise AuthenticationFailed(f"oanda account {self.account}: the account id is not "
                                        "letters, digits, '-' and '_' (like 101-004-1234567-001)")
         self._base = f"{cfg.rest_url()}/v3/accounts/{account_id}"
+        self._stream_url = (f"{cfg.streaming_url()}/v3/accounts/{account_id}"
+                            "/transactions/stream")
         timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
                                         sock_connect=cfg.connect_timeout_ms / 1000)
         self._session = aiohttp.ClientSession(
@@ -94,6 +102,9 @@ class OandaBroker:
         try:
             summary = await self._request("GET", "/summary")
             self.currency = str(summary["account"]["currency"])
+            # The push feed tells what happens from here on (gaps healed from this id).
+            self.feed.cursor.start(summary.get("lastTransactionID")
+                                   or summary["account"].get("lastTransactionID"))
             await self.load_rules()
         except BaseException:
             await self.close()  # no session left open by a start that failed
@@ -175,16 +186,35 @@ class OandaBroker:
     async def ping(self) -> None:
         await self._request("GET", "/summary")
 
+    # -- push -------------------------------------------------------------------------------
+
+    def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Fills and cancels of our orders from the transactions stream, from now on (the
+        gap since the last transaction seen healed first). Raises ``FeedBroken`` when the
+        stream cannot be opened, ends or stays silent (the tracker polls, then calls
+        again)."""
+        return self.feed.updates(self._session, self._stream_url)
+
     # -- internals --------------------------------------------------------------------------
 
-    async def _lookup(self, cid: str, cancel_tx: Mapping[str, Any] | None) -> BrokerOrder:
+    async def _lookup(self, cid: str, known: Mapping[str, Any] | None) -> BrokerOrder:
+        """The order by client id, with the transactions that filled or cancelled it;
+        ``known``: one of them already in hand (a cancel's reply, a streamed
+        transaction), not read again."""
         reply = await self._request("GET", f"/orders/{_specifier(cid)}")
         order = reply["order"]
-        fill_tx = None
-        if order.get("fillingTransactionID"):
-            fill_tx = await self._transaction(order["fillingTransactionID"])
-        if cancel_tx is None and order.get("cancellingTransactionID"):
-            cancel_tx = await self._transaction(order["cancellingTransactionID"])
+
+        async def read(key: str) -> Mapping[str, Any] | None:
+            tx_id = order.get(key)
+            if not tx_id:
+                return None
+            if known is not None and str(known.get("id")) == str(tx_id):
+                return known
+            return await self._transaction(tx_id)
+        fill_tx = await read("fillingTransactionID")
+        cancel_tx = await read("cancellingTransactionID")
+        if cancel_tx is None and known is not None and known.get("type") == "ORDER_CANCEL":
+            cancel_tx = known  # a cancel's reply can come before the order shows it
         return wire.order_report(cid, order, fill_tx, cancel_tx, self.currency)
 
     async def _transaction(self, tx_id: Any) -> Mapping[str, Any]:

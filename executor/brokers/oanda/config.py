@@ -40,13 +40,17 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # order" proves nothing; past it the order is never sent again.
     lookup_window_ms: int = 15_000
     price_cache_ms: int = 1_000  # reference prices (pricing) are reused this long
+    # The transactions stream is broken after this long without a line (OANDA sends a
+    # heartbeat every 5 s): the tracker polls and it is reconnected.
+    stream_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         one_source("oanda", "account_id", self.account_id_env, self.account_id_file)
         one_source("oanda", "token", self.token_env, self.token_file)
         if not self.instruments:
             raise ValueError("instruments must name at least one instrument (EUR_USD, ...)")
-        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
+        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms",
+                     "stream_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lookup_window_ms < self.request_timeout_ms:
@@ -67,8 +71,12 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         return PRACTICE_URL if self.practice else LIVE_URL
 
     def streaming_url(self) -> str:
+        """The streaming host: ``stream_url``, else ``base_url`` (a local server serves
+        both), else OANDA's practice or live one."""
         if self.stream_url is not None:
             return self.stream_url.rstrip("/")
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
         return PRACTICE_STREAM_URL if self.practice else LIVE_STREAM_URL
 
     def credentials(self) -> tuple[str, str]:
