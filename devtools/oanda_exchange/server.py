@@ -1,11 +1,11 @@
 """The local OANDA venue over HTTP, speaking v20 REST under ``/v3/accounts/{id}``:
-``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``orders/{specifier}`` (GET),
-``orders/{specifier}/cancel`` (PUT), ``transactions/{id}`` and ``transactions/sinceid``
-(GET), and the transactions stream (``transactions/stream``: one JSON line per transaction
-as it happens, a HEARTBEAT line every ``heartbeat_ms``), with a Bearer token
-check (401 as OANDA answers it), 403 for another account, ``RequestID`` and
-``lastTransactionID`` on every reply, and times as the ``Accept-Datetime-Format`` header
-asks (RFC 3339 by default, UNIX seconds).
+``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` (GET),
+``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``transactions/{id}``
+and ``transactions/sinceid`` (GET), and the transactions stream (``transactions/stream``:
+one JSON line per transaction as it happens, a HEARTBEAT line every ``heartbeat_ms``),
+with a Bearer token check (401 as OANDA answers it), 403 for another account,
+``RequestID`` and ``lastTransactionID`` on every reply, and times as the
+``Accept-Datetime-Format`` header asks (RFC 3339 by default, UNIX seconds).
 
 Switches for tests: ``random_faults`` answers a share of creates with a 503, before or
 after storing the order (the chaos test); ``inject`` answers the next requests of one
@@ -91,6 +91,7 @@ class OandaExchangeServer:
             ("GET", "/instruments", "instruments", self._instruments),
             ("GET", "/pricing", "pricing", self._pricing),
             ("POST", "/orders", "create", self._create),
+            ("GET", "/pendingOrders", "pending", self._pending),
             ("GET", "/orders/{spec}", "get_order", self._get_order),
             ("PUT", "/orders/{spec}/cancel", "cancel", self._cancel),
             ("GET", "/transactions/sinceid", "sinceid", self._sinceid),
@@ -259,6 +260,10 @@ class OandaExchangeServer:
         if not isinstance(body, dict) or not isinstance(body.get("order"), dict):
             raise Rejected(400, {"errorMessage": "The request was missing required data"})
         return 201, self.venue.create(body["order"])
+
+    async def _pending(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"orders": [o for o in self.venue.orders.values()
+                                if o["state"] == "PENDING"]}
 
     async def _get_order(self, request: web.Request, body: Any
                          ) -> tuple[int, dict[str, Any]]:

@@ -15,6 +15,8 @@ Push: the transactions stream (feed.py), a ``PushFeed`` for the tracker (``updat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -26,7 +28,9 @@ import aiohttp
 import msgspec
 
 from producer.contract import ContractError, OrderSpec
+from producer.keys import Keys
 
+from ...infra.store import Store
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -40,11 +44,10 @@ from ..prices import PriceCache
 from . import instruments, wire
 from .config import OandaAccount
 from .feed import TransactionsFeed
+from .orphans import Reconciler
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-
-    from producer.keys import Keys
 
     from ...infra.metrics import Metrics
 
@@ -69,6 +72,10 @@ class OandaBroker:
         self._stream_url = ""  # <stream url>/v3/accounts/<account id>/transactions/stream
         self.feed = TransactionsFeed(account, config.stream_timeout_ms, self._request,
                                      self._lookup, metrics)
+        self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
+                                                      order_ttl_ms=1)
+        self.reconciler = Reconciler(account, config.orphans, self._request, metrics)
+        self._reconciling: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # never the token or the account id
         return f"OandaBroker(account={self.account!r}, venue={self.config.venue()!r})"
@@ -106,14 +113,25 @@ class OandaBroker:
             self.feed.cursor.start(summary.get("lastTransactionID")
                                    or summary["account"].get("lastTransactionID"))
             await self.load_rules()
+            if self.store is not None:
+                await self.reconciler.run(self.store)
         except BaseException:
             await self.close()  # no session left open by a start that failed
             raise
+        if self.store is not None and cfg.reconcile_interval_ms > 0:
+            self._reconciling = asyncio.create_task(
+                self.reconciler.periodically(self.store, cfg.reconcile_interval_ms),
+                name=f"oanda-reconcile:{self.account}")
         log.info("oanda %s: ready (%s, %d instruments, home currency %s)", self.account,
                  cfg.venue() if cfg.base_url is None else "local server", len(self.rules),
                  self.currency)
 
     async def close(self) -> None:
+        if self._reconciling is not None:
+            task, self._reconciling = self._reconciling, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

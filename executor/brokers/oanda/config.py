@@ -3,9 +3,13 @@ token are read at start from the environment variable or the file the config nam
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from ...infra.secrets import one_source, secret_text
+
+Orphans = Literal["report", "cancel"]
 
 # developer.oanda.com/rest-live-v20/development-guide
 PRACTICE_URL = "https://api-fxpractice.oanda.com"
@@ -43,6 +47,11 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # The transactions stream is broken after this long without a line (OANDA sends a
     # heartbeat every 5 s): the tracker polls and it is reconnected.
     stream_timeout_ms: int = 10_000
+    # Pending entry orders at OANDA that we have no record of, found at start and then
+    # every ``reconcile_interval_ms`` (0: at start only): logged and counted ("report"),
+    # or cancelled ("cancel"). Adopting them (Binance's "adopt") is not supported here.
+    orphans: Orphans = "report"
+    reconcile_interval_ms: int = 300_000
 
     def __post_init__(self) -> None:
         one_source("oanda", "account_id", self.account_id_env, self.account_id_file)
@@ -53,6 +62,9 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
                      "stream_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.reconcile_interval_ms < 0:
+            raise ValueError(f"reconcile_interval_ms must not be negative, got "
+                             f"{self.reconcile_interval_ms}")
         if self.lookup_window_ms < self.request_timeout_ms:
             raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
                              f"({self.request_timeout_ms}), got {self.lookup_window_ms}")
