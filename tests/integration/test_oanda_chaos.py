@@ -56,11 +56,7 @@ async def test_kills_at_random_send_nothing_twice_to_oanda(
     assert report.requests == 1_000
     assert report.results == report.requests, summary
     assert report.kills >= 4, summary
-    assert report.lost == 0, summary
-    assert report.duplicated == 0, summary
-    assert report.sent_twice == 0, summary
-    assert report.inconsistent == 0, summary
-    assert report.pending == 0, summary
-    assert report.replay_differences == 0, summary
+    # Nothing lost, duplicated, sent twice, inconsistent or pending; replay agrees.
+    assert report.clean, summary
     assert report.outcomes.get("filled", 0) > 200, summary
     assert server.statuses[503] > 5, summary  # the faults really were injected

@@ -14,11 +14,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools.oanda_exchange import OandaExchangeServer
-from executor.brokers.base import BrokerOrder, BrokerStatus, FeedBroken
+from executor.brokers.base import BrokerStatus, FeedBroken
 from executor.brokers.oanda.broker import OandaBroker
 from executor.infra.metrics import Metrics
 from producer.client import OrderClient
 from producer.contract import OrderSpec, OrderState, OrderType, Side, WireDecimal
+from tests.fakes.feeds import Feed, following
 from tests.fakes.oanda import account_for, venue
 
 from .conftest import replace, running, settings_for
@@ -27,42 +28,11 @@ from .test_tracker import event_states
 __all__ = ["venue"]  # fixture
 
 
-class Feed:
-    """``broker.updates()`` drained into a queue by a background task."""
-
-    def __init__(self, b: OandaBroker) -> None:
-        self.reports: asyncio.Queue[BrokerOrder] = asyncio.Queue()
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._run(b))
-
-    async def _run(self, b: OandaBroker) -> None:
-        try:
-            async for report in b.updates():
-                self.reports.put_nowait(report)
-        except Exception as exc:
-            self.error = exc
-
-    async def next(self, timeout: float = 5.0) -> BrokerOrder:
-        return await asyncio.wait_for(self.reports.get(), timeout)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-
 @contextlib.asynccontextmanager
 async def feed(b: OandaBroker, server: OandaExchangeServer) -> AsyncIterator[Feed]:
     before = server.streams
-    f = Feed(b)
-    for _ in range(300):  # until the stream is connected
-        if server.streams > before or f.task.done():
-            break
-        await asyncio.sleep(0.01)
-    try:
+    async with following(b, lambda: server.streams > before) as f:
         yield f
-    finally:
-        await f.stop()
 
 
 def limit(side: Side, price: str, quantity: str = "1000") -> OrderSpec:
