@@ -106,6 +106,8 @@ class ChaosConfig:
     timeout_rate: float = 0.02  # paper submits stored but answered "unknown outcome"
     seed: int = 7
     config_file: str | None = None  # the workers' TOML (another broker than paper)
+    # What the orders trade: quantities 0.001 and 0.002 around a reference price of 50000.
+    symbol: str = "BTCUSDT"
     # The Redis url names a node of a Redis Cluster.
     cluster: bool = False
     # Partitions of the deployment (0: none): partition n holds paper account "p<n>".
@@ -154,7 +156,8 @@ class ChaosReport:
         ] + [f"example: {e}" for e in self.examples]
 
 
-def chaos_request(i: int, rng: random.Random, stride: int = 1) -> Request:
+def chaos_request(i: int, rng: random.Random, stride: int = 1,
+                  symbol: str = "BTCUSDT") -> Request:
     """A mix of what traders send: market orders, IOC and resting limits, producer
     retries of an earlier client id, and orders whose id the worker generates. With
     ``stride`` n, request i goes to account i mod n, and a retry repeats a request of the
@@ -169,11 +172,11 @@ def chaos_request(i: int, rng: random.Random, stride: int = 1) -> Request:
         cid = None
     kind = rng.random()
     if kind < 0.6:
-        return Request(client_order_id=cid, symbol="BTCUSDT", side=side,
+        return Request(client_order_id=cid, symbol=symbol, side=side,
                        type=OrderType.MARKET, quantity=parse_decimal("0.001"))
     price = "49000" if side is Side.BUY else "51000"  # rests: away from the 50000 reference
     tif = TimeInForce.IOC if kind < 0.8 else TimeInForce.GTC
-    return Request(client_order_id=cid, symbol="BTCUSDT", side=side, type=OrderType.LIMIT,
+    return Request(client_order_id=cid, symbol=symbol, side=side, type=OrderType.LIMIT,
                    quantity=parse_decimal("0.002"), price=parse_decimal(price),
                    time_in_force=tif)
 
@@ -295,7 +298,7 @@ class Chaos:
             async with redis.pipeline(transaction=False) as pipe:
                 for i in range(start, min(start + chunk, cfg.orders)):
                     part = self.parts[i % len(self.parts)]
-                    request = chaos_request(i, rng, len(self.parts))
+                    request = chaos_request(i, rng, len(self.parts), cfg.symbol)
                     if cfg.partitions:
                         request = msgspec.structs.replace(request, account=part.account)
                     pipe.xadd(part.keys.pending, {"data": encode(request)})

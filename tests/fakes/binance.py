@@ -4,10 +4,7 @@ as in production)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.binance.config import BinanceAccount
+from tests.fakes.threaded import in_thread  # noqa: F401 (the tests import it here)
 
 KEY, SECRET = "test-api-key-0123456789", "test-api-secret-0123456789abcdef"
 KEY_ENV, SECRET_ENV = "ORDERSTREAM_TEST_BINANCE_KEY", "ORDERSTREAM_TEST_BINANCE_SECRET"
@@ -41,20 +39,3 @@ async def broker(exchange: BinanceExchangeServer) -> AsyncIterator[BinanceBroker
     await b.start()
     yield b
     await b.close()
-
-
-@contextlib.contextmanager
-def in_thread(server: BinanceExchangeServer) -> Iterator[BinanceExchangeServer]:
-    """Serve ``server`` from its own thread and event loop: for tests whose own loop blocks
-    (waiting for worker processes to exit) while workers still talk to the exchange."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="binance-exchange", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()

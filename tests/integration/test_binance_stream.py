@@ -13,51 +13,21 @@ from decimal import Decimal
 import pytest
 
 from devtools.binance_exchange import BinanceExchangeServer
-from executor.brokers.base import BrokerOrder, BrokerStatus, FeedBroken, RetryableError
+from executor.brokers.base import BrokerStatus, FeedBroken, RetryableError
 from executor.brokers.binance.broker import BinanceBroker
 from executor.infra.metrics import Metrics
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 from tests.fakes.binance import account_for, broker, exchange
+from tests.fakes.feeds import Feed, following
 
 __all__ = ["broker", "exchange"]  # fixtures
-
-
-class Feed:
-    """``broker.updates()`` drained into a queue by a background task."""
-
-    def __init__(self, b: BinanceBroker) -> None:
-        self.reports: asyncio.Queue[BrokerOrder] = asyncio.Queue()
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._run(b))
-
-    async def _run(self, b: BinanceBroker) -> None:
-        try:
-            async for report in b.updates():
-                self.reports.put_nowait(report)
-        except Exception as exc:
-            self.error = exc
-
-    async def next(self, timeout: float = 5.0) -> BrokerOrder:
-        return await asyncio.wait_for(self.reports.get(), timeout)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 @contextlib.asynccontextmanager
 async def feed(b: BinanceBroker, exchange: BinanceExchangeServer) -> AsyncIterator[Feed]:
     subscribed = len(exchange.exchange.listeners)
-    f = Feed(b)
-    for _ in range(200):  # until the subscription is in place
-        if len(exchange.exchange.listeners) > subscribed or f.task.done():
-            break
-        await asyncio.sleep(0.01)
-    try:
+    async with following(b, lambda: len(exchange.exchange.listeners) > subscribed) as f:
         yield f
-    finally:
-        await f.stop()
 
 
 def order(type: OrderType, qty: str, price: str | None = None) -> OrderSpec:

@@ -30,8 +30,13 @@ _CONNECT_FAILURES = ("Failed to connect to websocket", "Error ensuring WebSocket
 class StreamHealth:
     def __init__(self, account: str, metrics: Metrics | None = None, *,
                  repeat_s: float = REPEAT_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 what: str | None = None, logger: logging.Logger | None = None) -> None:
         self.account = account
+        # The feed's name in the log: Binance's user data stream unless told (OANDA's
+        # transactions stream uses this too, with its own logger).
+        self.what = what or f"binance {account}: user data stream"
+        self.log = logger or log
         self.repeat_s = repeat_s
         self.clock = clock
         self.lost_since: float | None = None  # None: up (or never tried)
@@ -45,8 +50,8 @@ class StreamHealth:
     def up(self) -> None:
         """A subscription is in place."""
         if self.lost_since is not None:
-            log.info("binance %s: user data stream back after %.0f s (%d failed attempts)",
-                     self.account, self.clock() - self.lost_since, self.failures)
+            self.log.info("%s back after %.0f s (%d failed attempts)", self.what,
+                          self.clock() - self.lost_since, self.failures)
         self.lost_since, self.failures = None, 0
         if self._up is not None:
             self._up.set(1)
@@ -62,14 +67,14 @@ class StreamHealth:
             self._up.set(0)
         if self.lost_since is None:
             self.lost_since = self._logged_at = now
-            log.warning("binance %s: user data stream lost (%s); open orders are polled "
-                        "until it is back (reconnecting every pass; told again every %.0f s "
-                        "while it stays lost)", self.account, why, self.repeat_s)
+            self.log.warning("%s lost (%s); open orders are polled until it is back "
+                             "(reconnecting every pass; told again every %.0f s while it "
+                             "stays lost)", self.what, why, self.repeat_s)
         elif now - self._logged_at >= self.repeat_s:
             self._logged_at = now
-            log.warning("binance %s: user data stream still lost after %.0f s (%d failed "
-                        "attempts; the last: %s); polling", self.account,
-                        now - self.lost_since, self.failures, why)
+            self.log.warning("%s still lost after %.0f s (%d failed attempts; the last: "
+                             "%s); polling", self.what, now - self.lost_since,
+                             self.failures, why)
 
 
 class QuietConnectLog(logging.LoggerAdapter):  # type: ignore[type-arg]
