@@ -1,14 +1,19 @@
 """The local OANDA venue over HTTP, speaking v20 REST under ``/v3/accounts/{id}``:
-``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``orders/{specifier}`` (GET),
-``orders/{specifier}/cancel`` (PUT) and ``transactions/{id}`` (GET), with a Bearer token
-check (401 as OANDA answers it), 403 for another account, ``RequestID`` and
-``lastTransactionID`` on every reply, and times as the ``Accept-Datetime-Format`` header
-asks (RFC 3339 by default, UNIX seconds).
+``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` (GET),
+``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``transactions/{id}``
+and ``transactions/sinceid`` (GET), and the transactions stream (``transactions/stream``:
+one JSON line per transaction as it happens, a HEARTBEAT line every ``heartbeat_ms``),
+with a Bearer token check (401 as OANDA answers it), 403 for another account,
+``RequestID`` and ``lastTransactionID`` on every reply, and times as the
+``Accept-Datetime-Format`` header asks (RFC 3339 by default, UNIX seconds).
 
-Switches for tests: ``inject`` answers the next requests of one endpoint with an error
-status, before or after the venue acted on them (``after``: a 5xx once the order is
-stored), or drops the connection without an answer (``drop``), or answers a create with
-an error and stores the order ``late_s`` seconds later (a late execution).
+Switches for tests: ``random_faults`` answers a share of creates with a 503, before or
+after storing the order (the chaos test); ``inject`` answers the next requests of one
+endpoint with an error status, before or after the venue acted on them (``after``: a 5xx
+once the order is stored), or drops the connection without an answer (``drop``), or
+answers a create with an error and stores the order ``late_s`` seconds later (a late
+execution). ``heartbeats = False`` silences the stream's heartbeats (a stalled feed);
+``drop_streams`` closes every stream connection.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -70,15 +76,25 @@ class OandaExchangeServer:
         self._late: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self.heartbeat_ms = 5_000  # OANDA's: a HEARTBEAT line every 5 s
+        self.heartbeats = True
+        # Each open stream connection's request and queue (an empty dict ends it).
+        self._streams: dict[web.StreamResponse, tuple[web.Request,
+                                                      asyncio.Queue[dict[str, Any]]]] = {}
+        self._chaos: tuple[random.Random, float, float] | None = None
         self.app = web.Application()
         base = "/v3/accounts/{account}"
+        # Before transactions/{tx}, which would match them too.
+        self.app.router.add_route("GET", base + "/transactions/stream", self._stream)
         for method, path, name, handler in (
             ("GET", "/summary", "summary", self._summary),
             ("GET", "/instruments", "instruments", self._instruments),
             ("GET", "/pricing", "pricing", self._pricing),
             ("POST", "/orders", "create", self._create),
+            ("GET", "/pendingOrders", "pending", self._pending),
             ("GET", "/orders/{spec}", "get_order", self._get_order),
             ("PUT", "/orders/{spec}/cancel", "cancel", self._cancel),
+            ("GET", "/transactions/sinceid", "sinceid", self._sinceid),
             ("GET", "/transactions/{tx}", "transaction", self._transaction),
         ):
             self.app.router.add_route(method, base + path, self._endpoint(name, handler))
@@ -93,6 +109,7 @@ class OandaExchangeServer:
         self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
+        await self.drop_streams()
         for handle in self._late:
             handle.cancel()
         self._late.clear()
@@ -107,6 +124,11 @@ class OandaExchangeServer:
         self.faults.append(fault)
         return fault
 
+    def random_faults(self, before: float, after: float, seed: int = 1) -> None:
+        """Answer that share of creates with a 503: ``before`` without acting on them,
+        ``after`` once the order is stored (the sender cannot tell which)."""
+        self._chaos = (random.Random(seed), before, after)
+
     def orders_for(self, client_order_id: str) -> int:
         """Orders the venue holds under this client id (at most one, by its rule)."""
         return sum(1 for o in self.venue.orders.values()
@@ -117,6 +139,19 @@ class OandaExchangeServer:
 
     def set_price(self, instrument: str, bid: str, ask: str) -> None:
         self.venue.set_price(instrument, bid, ask)
+
+    async def drop_streams(self) -> None:
+        """Close every transactions stream connection (the feed goes down)."""
+        for response in list(self._streams):
+            request, queue = self._streams.pop(response)
+            queue.put_nowait({})
+            if request.transport is not None:
+                request.transport.close()
+
+    @property
+    def streams(self) -> int:
+        """Transactions stream connections open now."""
+        return len(self._streams)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -163,6 +198,11 @@ class OandaExchangeServer:
         task.add_done_callback(self._tasks.discard)
 
     def _fault(self, name: str) -> Fault | None:
+        if self._chaos is not None and name == "create":
+            rng, before, after = self._chaos
+            roll = rng.random()
+            if roll < before + after:
+                return Fault(name=name, after=roll >= before)
         for fault in self.faults:
             if fault.name == name and fault.times > 0:
                 fault.times -= 1
@@ -221,6 +261,10 @@ class OandaExchangeServer:
             raise Rejected(400, {"errorMessage": "The request was missing required data"})
         return 201, self.venue.create(body["order"])
 
+    async def _pending(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"orders": [o for o in self.venue.orders.values()
+                                if o["state"] == "PENDING"]}
+
     async def _get_order(self, request: web.Request, body: Any
                          ) -> tuple[int, dict[str, Any]]:
         order = self.venue.find(request.match_info["spec"])
@@ -232,6 +276,51 @@ class OandaExchangeServer:
 
     async def _cancel(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
         return 200, self.venue.cancel(request.match_info["spec"])
+
+    async def _sinceid(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            last = int(request.query.get("id", ""))
+        except ValueError:
+            raise Rejected(400, {"errorMessage": "Invalid value specified for 'id'"}) from None
+        return 200, {"transactions": self.venue.since(last)}
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The transactions stream: JSON lines, transactions as they are made and a
+        HEARTBEAT (with the lastTransactionID) every ``heartbeat_ms`` while enabled."""
+        self.log.append(Received(name="stream", method="GET", path=request.path,
+                                 query=dict(request.query), body=None,
+                                 headers=dict(request.headers)))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._reply(request, 401, UNAUTHORIZED)
+        if request.match_info["account"] != self.account_id:
+            return self._reply(request, 403, FORBIDDEN)
+        unix = request.headers.get("Accept-Datetime-Format", "RFC3339").upper() == "UNIX"
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        response = web.StreamResponse(status=200, headers={
+            "Content-Type": "application/octet-stream",
+            "RequestID": str(next(self._request_ids))})
+        await response.prepare(request)
+        self.statuses[200] += 1
+        self.venue.listeners.append(queue.put_nowait)
+        self._streams[response] = (request, queue)
+        try:
+            while response in self._streams:
+                try:
+                    message = await asyncio.wait_for(queue.get(), self.heartbeat_ms / 1000)
+                except TimeoutError:
+                    if not self.heartbeats:
+                        continue
+                    message = {"type": "HEARTBEAT", "lastTransactionID": self.venue.last_id,
+                               "time": self.venue.clock()}
+                if not message:
+                    break  # dropped
+                await response.write(msgspec.json.encode(_times(message, unix)) + b"\n")
+        except ConnectionError:
+            pass
+        finally:
+            self._streams.pop(response, None)
+            self.venue.listeners.remove(queue.put_nowait)
+        return response
 
     async def _transaction(self, request: web.Request, body: Any
                            ) -> tuple[int, dict[str, Any]]:

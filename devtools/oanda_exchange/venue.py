@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -67,8 +68,12 @@ class Venue:
         self.by_client: dict[str, str] = {}  # clientExtensions.id -> order id
         self.transactions: dict[str, dict[str, Any]] = {}
         self.commission_per_unit = Decimal(0)
+        self.created: Counter[str] = Counter()  # orders stored per clientExtensions.id
+        self.duplicates: Counter[str] = Counter()  # refused: the client id was taken
         self._ids = itertools.count(1)
         self.last_id = "0"
+        # Told of every transaction as it is made (the transactions stream).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # -- transactions -------------------------------------------------------------------
 
@@ -78,7 +83,14 @@ class Venue:
               "userID": 1, "batchID": tx_id, "type": kind, **fields}
         self.transactions[tx_id] = tx
         self.last_id = tx_id
+        for listener in list(self.listeners):
+            listener(tx)
         return tx
+
+    def since(self, last: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """GET transactions/sinceid: the transactions after id ``last``, oldest first (at
+        most ``limit``; OANDA's page size is [unverified])."""
+        return [tx for key, tx in self.transactions.items() if int(key) > last][:limit]
 
     def reject(self, status: int, request: dict[str, Any], reason: str,
                message: str) -> Rejected:
@@ -107,6 +119,7 @@ class Venue:
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid:
             self.by_client[cid] = order["id"]
+            self.created[cid] += 1
         reply: dict[str, Any] = {"orderCreateTransaction": created}
         related = [created["id"]]
         done = self._match(order)
@@ -154,6 +167,7 @@ class Venue:
                               "GTD time missing")
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid and cid in self.by_client:
+            self.duplicates[cid] += 1
             raise self.reject(400, request, "CLIENT_ORDER_ID_ALREADY_EXISTS",
                               "The client order ID specified is already in use")
 

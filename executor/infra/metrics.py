@@ -169,9 +169,10 @@ class Metrics:
             ["account"], registry=r)
         self.broker_stream_up = Gauge(
             "orderstream_broker_stream_up",
-            "1 while the account's push feed (Binance's user data stream, Alpaca's "
-            "trade_updates) is subscribed, 0 "
-            "since it was lost (open orders are polled meanwhile)", ["account"], registry=r)
+            "1 while the account's push feed (Binance's user data stream, OANDA's transactions "
+            "stream, Alpaca's trade_updates) is subscribed, 0 since it was lost (open orders "
+            "are polled meanwhile)",
+            ["account"], registry=r)
         self.broker_stream_failures = Counter(
             "orderstream_broker_stream_failures",
             "Push feed subscriptions that failed or broke (each reconnect attempt counts)",

@@ -12,6 +12,7 @@ import pytest
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.binance.config import BinanceAccount
+from tests.fakes.threaded import in_thread  # noqa: F401 (the tests import it here)
 
 KEY, SECRET = "test-api-key-0123456789", "test-api-secret-0123456789abcdef"
 KEY_ENV, SECRET_ENV = "ORDERSTREAM_TEST_BINANCE_KEY", "ORDERSTREAM_TEST_BINANCE_SECRET"

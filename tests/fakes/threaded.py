@@ -1,4 +1,5 @@
-"""A local server served from its own thread and event loop."""
+"""A local exchange served from its own thread and event loop: for tests whose own loop
+blocks (waiting for worker processes to exit) while workers still talk to the exchange."""
 
 from __future__ import annotations
 
@@ -9,21 +10,20 @@ from collections.abc import Iterator
 from typing import Protocol, TypeVar
 
 
-class Served(Protocol):
+class Startable(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
 
-S = TypeVar("S", bound=Served)
+S = TypeVar("S", bound=Startable)
 
 
 @contextlib.contextmanager
 def in_thread(server: S) -> Iterator[S]:
-    """Serve ``server`` from its own thread and event loop: for tests whose own loop blocks
-    (waiting for worker processes to exit) while workers still talk to the server."""
+    """Serve ``server`` from its own thread and event loop until the block ends."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="local-server", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name="local-exchange", daemon=True)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)

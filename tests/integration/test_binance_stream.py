@@ -18,7 +18,7 @@ from executor.brokers.binance.broker import BinanceBroker
 from executor.infra.metrics import Metrics
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 from tests.fakes.binance import account_for, broker, exchange
-from tests.fakes.feeds import Feed
+from tests.fakes.feeds import Feed, following
 
 __all__ = ["broker", "exchange"]  # fixtures
 
@@ -26,15 +26,8 @@ __all__ = ["broker", "exchange"]  # fixtures
 @contextlib.asynccontextmanager
 async def feed(b: BinanceBroker, exchange: BinanceExchangeServer) -> AsyncIterator[Feed]:
     subscribed = len(exchange.exchange.listeners)
-    f = Feed(b)
-    for _ in range(200):  # until the subscription is in place
-        if len(exchange.exchange.listeners) > subscribed or f.task.done():
-            break
-        await asyncio.sleep(0.01)
-    try:
+    async with following(b, lambda: len(exchange.exchange.listeners) > subscribed) as f:
         yield f
-    finally:
-        await f.stop()
 
 
 def order(type: OrderType, qty: str, price: str | None = None) -> OrderSpec:

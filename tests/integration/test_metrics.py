@@ -152,7 +152,7 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
     assert total(samples, "orderstream_broker_request_seconds_bucket", operation="cancel",
                  le="10.0") == 1
     infos = {one(s, "orderstream_worker_info", version=w.metrics.info._value["version"],
-                 worker=w.consumer) for s, w in zip(samples, workers, strict=True)}
+                 worker=w.consumer, mode="paper") for s, w in zip(samples, workers, strict=True)}
     assert infos == {1.0}
     for body in bodies:  # no client id, no free text ever becomes a label
         for cid in ("rest-0", "poison-1", "nobody", "NOSUCH"):

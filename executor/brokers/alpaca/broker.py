@@ -60,8 +60,8 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
+from ..binance.stream import StreamHealth
 from ..prices import PriceCache
-from ..stream_health import StreamHealth
 from . import reconcile, stream, wire
 from .config import AlpacaAccount
 from .wire import Call
@@ -78,12 +78,6 @@ _FILLS_MEMORY = 10_000  # orders whose fills told so far are remembered
 _CLOSE_S = 3.0
 _HEARTBEAT_S = 15.0  # a ping this often; no pong in half of it: the connection is dead
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's most per GET /v2/orders
-
-
-class TradeUpdatesHealth(StreamHealth):
-    """The trade_updates stream's health, told by this module's logger."""
-
-    broker, feed, log = "alpaca", "trade_updates stream", log
 
 
 class Asset(msgspec.Struct, kw_only=True, frozen=True):
@@ -120,7 +114,8 @@ class AlpacaBroker:
         self.orphans: list[Mapping[str, Any]] = []  # what the last reconciliation found
         self._reported: set[str] = set()  # Alpaca ids of orphans this process reported
         self._reconciling: asyncio.Task[None] | None = None
-        self.stream = TradeUpdatesHealth(account, metrics)
+        self.stream = StreamHealth(account, metrics, logger=log,
+                                   what=f"alpaca {account}: trade_updates stream")
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
         return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"

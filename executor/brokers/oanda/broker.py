@@ -9,13 +9,17 @@ submit is sent once, never retried here (the pipeline decides, after a lookup by
 
 Orders are found by our client id as ``@<client id>``; a lookup reads the order, then the
 transaction that filled it (its price, units and commission) or cancelled it (its reason).
+
+Push: the transactions stream (feed.py), a ``PushFeed`` for the tracker (``updates``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,7 +28,9 @@ import aiohttp
 import msgspec
 
 from producer.contract import ContractError, OrderSpec
+from producer.keys import Keys
 
+from ...infra.store import Store
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -37,11 +43,11 @@ from ..base import (
 from ..prices import PriceCache
 from . import instruments, wire
 from .config import OandaAccount
+from .feed import TransactionsFeed
+from .orphans import Reconciler
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-
-    from producer.keys import Keys
 
     from ...infra.metrics import Metrics
 
@@ -63,6 +69,13 @@ class OandaBroker:
         self._session: aiohttp.ClientSession | None = None
         self._base = ""  # <rest url>/v3/accounts/<account id>
         self._prices = PriceCache(f"oanda {account}", config.price_cache_ms)
+        self._stream_url = ""  # <stream url>/v3/accounts/<account id>/transactions/stream
+        self.feed = TransactionsFeed(account, config.stream_timeout_ms, self._request,
+                                     self._lookup, metrics)
+        self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
+                                                      order_ttl_ms=1)
+        self.reconciler = Reconciler(account, config.orphans, self._request, metrics)
+        self._reconciling: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # never the token or the account id
         return f"OandaBroker(account={self.account!r}, venue={self.config.venue()!r})"
@@ -85,6 +98,8 @@ class OandaBroker:
             raise AuthenticationFailed(f"oanda account {self.account}: the account id is not "
                                        "letters, digits, '-' and '_' (like 101-004-1234567-001)")
         self._base = f"{cfg.rest_url()}/v3/accounts/{account_id}"
+        self._stream_url = (f"{cfg.streaming_url()}/v3/accounts/{account_id}"
+                            "/transactions/stream")
         timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
                                         sock_connect=cfg.connect_timeout_ms / 1000)
         self._session = aiohttp.ClientSession(
@@ -94,15 +109,29 @@ class OandaBroker:
         try:
             summary = await self._request("GET", "/summary")
             self.currency = str(summary["account"]["currency"])
+            # The push feed tells what happens from here on (gaps healed from this id).
+            self.feed.cursor.start(summary.get("lastTransactionID")
+                                   or summary["account"].get("lastTransactionID"))
             await self.load_rules()
+            if self.store is not None:
+                await self.reconciler.run(self.store)
         except BaseException:
             await self.close()  # no session left open by a start that failed
             raise
+        if self.store is not None and cfg.reconcile_interval_ms > 0:
+            self._reconciling = asyncio.create_task(
+                self.reconciler.periodically(self.store, cfg.reconcile_interval_ms),
+                name=f"oanda-reconcile:{self.account}")
         log.info("oanda %s: ready (%s, %d instruments, home currency %s)", self.account,
                  cfg.venue() if cfg.base_url is None else "local server", len(self.rules),
                  self.currency)
 
     async def close(self) -> None:
+        if self._reconciling is not None:
+            task, self._reconciling = self._reconciling, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -175,16 +204,35 @@ class OandaBroker:
     async def ping(self) -> None:
         await self._request("GET", "/summary")
 
+    # -- push -------------------------------------------------------------------------------
+
+    def updates(self) -> AsyncIterator[BrokerOrder]:
+        """Fills and cancels of our orders from the transactions stream, from now on (the
+        gap since the last transaction seen healed first). Raises ``FeedBroken`` when the
+        stream cannot be opened, ends or stays silent (the tracker polls, then calls
+        again)."""
+        return self.feed.updates(self._session, self._stream_url)
+
     # -- internals --------------------------------------------------------------------------
 
-    async def _lookup(self, cid: str, cancel_tx: Mapping[str, Any] | None) -> BrokerOrder:
+    async def _lookup(self, cid: str, known: Mapping[str, Any] | None) -> BrokerOrder:
+        """The order by client id, with the transactions that filled or cancelled it;
+        ``known``: one of them already in hand (a cancel's reply, a streamed
+        transaction), not read again."""
         reply = await self._request("GET", f"/orders/{_specifier(cid)}")
         order = reply["order"]
-        fill_tx = None
-        if order.get("fillingTransactionID"):
-            fill_tx = await self._transaction(order["fillingTransactionID"])
-        if cancel_tx is None and order.get("cancellingTransactionID"):
-            cancel_tx = await self._transaction(order["cancellingTransactionID"])
+
+        async def read(key: str) -> Mapping[str, Any] | None:
+            tx_id = order.get(key)
+            if not tx_id:
+                return None
+            if known is not None and str(known.get("id")) == str(tx_id):
+                return known
+            return await self._transaction(tx_id)
+        fill_tx = await read("fillingTransactionID")
+        cancel_tx = await read("cancellingTransactionID")
+        if cancel_tx is None and known is not None and known.get("type") == "ORDER_CANCEL":
+            cancel_tx = known  # a cancel's reply can come before the order shows it
         return wire.order_report(cid, order, fill_tx, cancel_tx, self.currency)
 
     async def _transaction(self, tx_id: Any) -> Mapping[str, Any]:

@@ -3,9 +3,13 @@ token are read at start from the environment variable or the file the config nam
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from ...infra.secrets import one_source, secret_text
+
+Orphans = Literal["report", "cancel"]
 
 # developer.oanda.com/rest-live-v20/development-guide
 PRACTICE_URL = "https://api-fxpractice.oanda.com"
@@ -40,15 +44,27 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # order" proves nothing; past it the order is never sent again.
     lookup_window_ms: int = 15_000
     price_cache_ms: int = 1_000  # reference prices (pricing) are reused this long
+    # The transactions stream is broken after this long without a line (OANDA sends a
+    # heartbeat every 5 s): the tracker polls and it is reconnected.
+    stream_timeout_ms: int = 10_000
+    # Pending entry orders at OANDA that we have no record of, found at start and then
+    # every ``reconcile_interval_ms`` (0: at start only): logged and counted ("report"),
+    # or cancelled ("cancel"). Adopting them (Binance's "adopt") is not supported here.
+    orphans: Orphans = "report"
+    reconcile_interval_ms: int = 300_000
 
     def __post_init__(self) -> None:
         one_source("oanda", "account_id", self.account_id_env, self.account_id_file)
         one_source("oanda", "token", self.token_env, self.token_file)
         if not self.instruments:
             raise ValueError("instruments must name at least one instrument (EUR_USD, ...)")
-        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
+        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms",
+                     "stream_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.reconcile_interval_ms < 0:
+            raise ValueError(f"reconcile_interval_ms must not be negative, got "
+                             f"{self.reconcile_interval_ms}")
         if self.lookup_window_ms < self.request_timeout_ms:
             raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
                              f"({self.request_timeout_ms}), got {self.lookup_window_ms}")
@@ -67,8 +83,12 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         return PRACTICE_URL if self.practice else LIVE_URL
 
     def streaming_url(self) -> str:
+        """The streaming host: ``stream_url``, else ``base_url`` (a local server serves
+        both), else OANDA's practice or live one."""
         if self.stream_url is not None:
             return self.stream_url.rstrip("/")
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
         return PRACTICE_STREAM_URL if self.practice else LIVE_STREAM_URL
 
     def credentials(self) -> tuple[str, str]:
