@@ -232,10 +232,18 @@ class OrderType(enum.StrEnum):
 
 
 class TimeInForce(enum.StrEnum):
+    """How long an order works. gtc: until cancelled; ioc: what fills at once, the rest
+    cancelled; fok: all at once or nothing; gtd: until ``expire_at``; day: until the end of
+    the trading day (Alpaca ``day``, OANDA ``GFD``); opg / cls: in the opening / closing
+    auction (Alpaca). A broker without one refuses it as ``invalid``, naming the field."""
+
     GTC = "gtc"
     IOC = "ioc"
     FOK = "fok"
     GTD = "gtd"
+    DAY = "day"
+    OPG = "opg"
+    CLS = "cls"
 
 
 class OrderState(enum.StrEnum):

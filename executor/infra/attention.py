@@ -36,7 +36,11 @@ HANDS_OFF_TIMEOUTS = 2  # visibility timeouts an order's own request keeps it
 
 
 def market_like(order: Order) -> bool:
+    """Meant to be done at once, so cancelled when still open after market_timeout_ms; an
+    opening or closing auction order waits for its auction, hours maybe."""
     spec = order.spec
+    if spec.time_in_force in (TimeInForce.OPG, TimeInForce.CLS):
+        return False
     return spec.type is OrderType.MARKET or spec.time_in_force in (TimeInForce.IOC,
                                                                    TimeInForce.FOK)
 

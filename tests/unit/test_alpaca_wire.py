@@ -86,6 +86,11 @@ def test_longer_client_ids_map_deterministically_within_the_limit() -> None:
     (spec(OrderType.LIMIT, "0.5", price=D("1")), "quantity"),
     (spec(OrderType.LIMIT, price=None), "price"),
     (spec(OrderType.STOP_LIMIT, price=D("1")), "stop_price"),
+    # The auctions take market and limit orders; crypto trades round the clock.
+    (spec(OrderType.STOP, "1", stop_price=D("1"), time_in_force=TimeInForce.OPG),
+     "time_in_force"),
+    (spec(OrderType.LIMIT, "1", price=D("1"), symbol="BTC/USD",
+          time_in_force=TimeInForce.DAY), "time_in_force"),
 ])
 def test_what_alpaca_cannot_take_is_refused_naming_the_field(order: OrderSpec,
                                                               field: str) -> None:
@@ -251,3 +256,13 @@ def test_a_memory_extends_the_record_only_when_it_holds_all_of_it() -> None:
     assert wire.extends([one], [])
     assert not wire.extends([one], [one, two])  # another worker told a rise since
     assert not wire.extends([one, three], [one, two])  # derived along another path
+
+
+@pytest.mark.parametrize(("order", "sent"), [
+    (spec(OrderType.LIMIT, "1", price=D("1"), time_in_force=TimeInForce.DAY), "day"),
+    (spec(time_in_force=TimeInForce.OPG), "opg"),  # market on open
+    (spec(OrderType.LIMIT, "1", price=D("1"), time_in_force=TimeInForce.CLS), "cls"),
+])
+def test_day_and_the_auctions_go_as_alpacas_own(order: OrderSpec, sent: str) -> None:
+    wire.check(order)
+    assert wire.order_body("c", order, extended_hours=False)["time_in_force"] == sent

@@ -119,6 +119,9 @@ def test_round_quantity_rounds_down_to_the_step() -> None:
 def test_unsupported_time_in_force_and_types() -> None:
     err = refused(spec(time_in_force=TimeInForce.GTD, expire_at=1))
     assert err.field == "time_in_force" and "gtd" in str(err)
+    for tif in (TimeInForce.DAY, TimeInForce.OPG, TimeInForce.CLS):  # Alpaca's, OANDA's
+        err = refused(spec(time_in_force=tif))
+        assert err.field == "time_in_force" and str(tif) in str(err)
     err = refused(spec(OrderType.MARKET, price=None, time_in_force=TimeInForce.IOC))
     assert err.field == "time_in_force"
     err = refused(spec(OrderType.LIMIT_MAKER, time_in_force=TimeInForce.FOK))

@@ -254,3 +254,19 @@ def test_transport_errors() -> None:
     assert type(wire.transport_error(aiohttp.ServerDisconnectedError(), sends=True)) is (
         UnknownOutcome)
     assert type(wire.transport_error(TimeoutError(), sends=False)) is RetryableError
+
+
+
+def test_day_is_oandas_good_for_the_day_and_a_market_order_has_none() -> None:
+    """Our day is OANDA's GFD for the order types that take it; a market order is FOK or
+    IOC only, and an auction (opg, cls) OANDA has not: refused naming the field."""
+    for order in (spec(OrderType.LIMIT, price=D("1.1"), time_in_force=TimeInForce.DAY),
+                  spec(OrderType.STOP, stop_price=D("1.2"), time_in_force=TimeInForce.DAY),
+                  spec(OrderType.TAKE_PROFIT, stop_price=D("1.0"),
+                       time_in_force=TimeInForce.DAY)):
+        assert body(order)["timeInForce"] == "GFD"
+    for order in (spec(OrderType.MARKET, time_in_force=TimeInForce.DAY),
+                  spec(OrderType.LIMIT, price=D("1.1"), time_in_force=TimeInForce.OPG)):
+        with pytest.raises(ContractError) as caught:
+            wire.order_request("cid-1", order, EUR)
+        assert caught.value.field == "time_in_force"

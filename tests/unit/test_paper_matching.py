@@ -406,3 +406,12 @@ def test_fills_add_up_and_respect_the_limit(steps: int, ref_ticks: int, limit_of
 def test_fill_is_the_contract_fill() -> None:
     order = place(spec())
     assert all(type(f) is Fill for f in order.fills)
+
+
+@pytest.mark.parametrize("tif", [TimeInForce.DAY, TimeInForce.OPG, TimeInForce.CLS])
+def test_a_time_in_force_the_paper_exchange_has_not_is_refused_naming_it(
+        tif: TimeInForce) -> None:
+    """The paper exchange has no trading day and no auctions."""
+    with pytest.raises(ContractError) as caught:
+        check(spec(T.LIMIT, price="50000", tif=tif), CONFIG)
+    assert caught.value.field == "time_in_force" and str(tif) in str(caught.value)

@@ -49,3 +49,15 @@ def test_a_gtd_order_is_overdue_at_its_expire_at() -> None:
     assert overdue(gtd, 4_999, 300_000) is None
     why = overdue(gtd, 5_000, 300_000)
     assert why is not None and "expire_at" in why
+
+
+
+def test_an_auction_order_waits_for_its_auction_not_the_market_timeout() -> None:
+    """A market order on open or close (opg, cls) may wait hours for its auction: the
+    tracker's market timeout, meant for what should be done at once, leaves it alone."""
+    for tif, expected in ((TimeInForce.GTC, True), (TimeInForce.IOC, True),
+                          (TimeInForce.DAY, True), (TimeInForce.OPG, False),
+                          (TimeInForce.CLS, False)):
+        order = order_of(OrderType.MARKET, tif, created_at=0)
+        assert market_like(order) is expected, tif
+        assert (overdue(order, 10**9, 1_000) is not None) is expected, tif

@@ -37,7 +37,10 @@ _KEEP = 31  # characters of a longer id kept before "-" and 16 hex digits of its
 
 TYPES = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
          OrderType.STOP_LIMIT: "stop_limit"}
-TIME_IN_FORCE = {TimeInForce.GTC: "gtc", TimeInForce.IOC: "ioc", TimeInForce.FOK: "fok"}
+TIME_IN_FORCE = {TimeInForce.GTC: "gtc", TimeInForce.IOC: "ioc", TimeInForce.FOK: "fok",
+                 TimeInForce.DAY: "day", TimeInForce.OPG: "opg", TimeInForce.CLS: "cls"}
+# The auctions take market and limit orders only (market/limit on open, on close).
+AUCTIONS = frozenset({TimeInForce.OPG, TimeInForce.CLS})
 # Alpaca's crypto orders: market, limit and stop_limit, with gtc or ioc (alpaca-py enums).
 CRYPTO_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_LIMIT})
 CRYPTO_TIME_IN_FORCE = frozenset({TimeInForce.GTC, TimeInForce.IOC})
@@ -124,6 +127,10 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
         raise ContractError(f"time_in_force {order.time_in_force} has no Alpaca "
                             f"time_in_force for {order.symbol} (it takes "
                             f"{', '.join(tifs)})", "time_in_force")
+    if order.time_in_force in AUCTIONS and order.type not in (OrderType.MARKET,
+                                                              OrderType.LIMIT):
+        raise ContractError(f"time_in_force {order.time_in_force} (an auction) takes a market "
+                            f"or limit order at Alpaca, not {order.type}", "time_in_force")
     day_market = order.type is OrderType.MARKET and time_in_force(order) == "day"
     if order.quote_quantity is not None and not day_market:
         raise ContractError("quote_quantity (Alpaca's notional) is taken only on a stock "

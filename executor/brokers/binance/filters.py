@@ -208,8 +208,8 @@ def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
         raise ContractError(f"order type {order.type} is not supported by Binance for "
                             f"{order.symbol}", "type")
     tif = order.time_in_force
-    if tif is TimeInForce.GTD:
-        raise ContractError("time_in_force gtd is not supported by Binance spot (gtc, ioc, "
+    if tif not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
+        raise ContractError(f"time_in_force {tif} is not supported by Binance spot (gtc, ioc, "
                             "fok)", "time_in_force")
     if (kind in ("MARKET", "LIMIT_MAKER", "STOP_LOSS", "TAKE_PROFIT")
             and tif is not TimeInForce.GTC):

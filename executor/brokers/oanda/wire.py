@@ -45,15 +45,19 @@ OANDA_TYPE = {
     OrderType.STOP: "STOP",
     OrderType.TAKE_PROFIT: "MARKET_IF_TOUCHED",
 }
-# The time in force each accepts (v20.json). A market order's default (ours: gtc, which a
-# market order has no use for) is OANDA's own default, FOK.
+# The time in force each accepts (v20.json); our day is OANDA's GFD (good for the day). A
+# market order's default (ours: gtc, which a market order has no use for) is OANDA's own
+# default, FOK.
 TIME_IN_FORCE: dict[OrderType, dict[TimeInForce, str]] = {
     OrderType.MARKET: {TimeInForce.GTC: "FOK", TimeInForce.FOK: "FOK",
                        TimeInForce.IOC: "IOC"},
     OrderType.LIMIT: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD",
-                      TimeInForce.FOK: "FOK", TimeInForce.IOC: "IOC"},
-    OrderType.STOP: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD"},
-    OrderType.TAKE_PROFIT: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD"},
+                      TimeInForce.DAY: "GFD", TimeInForce.FOK: "FOK",
+                      TimeInForce.IOC: "IOC"},
+    OrderType.STOP: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD",
+                     TimeInForce.DAY: "GFD"},
+    OrderType.TAKE_PROFIT: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD",
+                            TimeInForce.DAY: "GFD"},
 }
 DUPLICATE_REASONS = frozenset({"CLIENT_ORDER_ID_ALREADY_EXISTS",
                                "CLIENT_TRADE_ID_ALREADY_EXISTS"})

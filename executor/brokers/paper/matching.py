@@ -79,6 +79,9 @@ class Direction(enum.StrEnum):
 # -- filters ---------------------------------------------------------------------------------
 
 
+# The paper exchange has no trading day and no auctions.
+PAPER_TIME_IN_FORCE = (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.GTD)
+
 def _is_multiple(value: Decimal, step: Decimal) -> bool:
     try:
         return _WIDE.remainder(value, step).is_zero()
@@ -123,6 +126,10 @@ def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
                 f"multiple of the tick size {sym.tick_size}",
                 name,
             )
+    if order.time_in_force not in PAPER_TIME_IN_FORCE:
+        raise ContractError(f"time_in_force {order.time_in_force} is not supported by the paper "
+                            f"exchange (it takes {', '.join(PAPER_TIME_IN_FORCE)})",
+                            "time_in_force")
     if order.time_in_force is TimeInForce.GTD and order.expire_at is None:
         raise ContractError("expire_at is required when time_in_force is gtd", "expire_at")
     return sym
