@@ -1,5 +1,6 @@
 """The local OANDA venue over HTTP, speaking v20 REST under ``/v3/accounts/{id}``:
-``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` (GET),
+``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` and
+``openPositions`` (GET, the positions netted from the venue's fills),
 ``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``transactions/{id}``
 and ``transactions/sinceid`` (GET), and the transactions stream (``transactions/stream``:
 one JSON line per transaction as it happens, a HEARTBEAT line every ``heartbeat_ms``),
@@ -42,7 +43,8 @@ Handler = Callable[[web.Request, Any], Awaitable[tuple[int, dict[str, Any]]]]
 class Fault(msgspec.Struct, kw_only=True):
     """What the next ``times`` requests to endpoint ``name`` get instead of an answer."""
 
-    name: str  # summary, instruments, pricing, create, get_order, cancel, transaction
+    name: str  # summary, instruments, pricing, create, pending, positions, get_order, cancel,
+    # transaction, sinceid
     status: int = 503
     after: bool = False  # let the venue act first (an order is stored), then answer this
     drop: bool = False  # close the connection without an answer
@@ -92,6 +94,7 @@ class OandaExchangeServer:
             ("GET", "/pricing", "pricing", self._pricing),
             ("POST", "/orders", "create", self._create),
             ("GET", "/pendingOrders", "pending", self._pending),
+            ("GET", "/openPositions", "positions", self._positions),
             ("GET", "/orders/{spec}", "get_order", self._get_order),
             ("PUT", "/orders/{spec}/cancel", "cancel", self._cancel),
             ("GET", "/transactions/sinceid", "sinceid", self._sinceid),
@@ -264,6 +267,10 @@ class OandaExchangeServer:
     async def _pending(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
         return 200, {"orders": [o for o in self.venue.orders.values()
                                 if o["state"] == "PENDING"]}
+
+    async def _positions(self, request: web.Request, body: Any
+                         ) -> tuple[int, dict[str, Any]]:
+        return 200, {"positions": self.venue.positions()}
 
     async def _get_order(self, request: web.Request, body: Any
                          ) -> tuple[int, dict[str, Any]]:

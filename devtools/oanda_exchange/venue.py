@@ -194,6 +194,26 @@ class Venue:
         return {"orderCancelTransaction": tx, "relatedTransactionIDs": [tx["id"]],
                 "lastTransactionID": self.last_id}
 
+    def positions(self) -> list[dict[str, Any]]:
+        """GET openPositions: per instrument, the net units of every fill (a netting
+        account: one side holds them, the other "0"; instruments netting to zero are not
+        open), as v20 Position objects (the amounts of money left at zero, no tradeIDs)."""
+        net: dict[str, Decimal] = {}
+        for tx in self.transactions.values():
+            if tx["type"] == "ORDER_FILL":
+                name = tx["instrument"]
+                net[name] = net.get(name, Decimal(0)) + Decimal(tx["units"])
+        out = []
+        for name, units in sorted(net.items()):
+            if not units:
+                continue
+            sides = {"long": _side(max(units, Decimal(0))),
+                     "short": _side(min(units, Decimal(0)))}
+            out.append({"instrument": name, "pl": "0.0000", "unrealizedPL": "0.0000",
+                        "marginUsed": "0.0000", "resettablePL": "0.0000",
+                        "financing": "0.0000", "commission": "0.0000", **sides})
+        return out
+
     def set_price(self, name: str, bid: str, ask: str) -> None:
         """Move the market: resting orders it reaches fill."""
         self.prices[name] = (Decimal(bid), Decimal(ask))
@@ -245,6 +265,12 @@ class Venue:
         order.update(state="CANCELLED", cancellingTransactionID=tx["id"],
                      cancelledTime=tx["time"])
         return tx
+
+
+def _side(units: Decimal) -> dict[str, Any]:
+    """One side of a v20 Position (PositionSide): its units, negative for a short."""
+    return {"units": str(units), "pl": "0.0000", "unrealizedPL": "0.0000",
+            "resettablePL": "0.0000", "financing": "0.0000"}
 
 
 def _client_order_id(order: dict[str, Any]) -> dict[str, Any]:

@@ -182,6 +182,12 @@ class Metrics:
             "Orders open at a broker with no record of ours, found by reconciliation, by "
             "account and what was done (report, adopt, cancel, cancel_failed)",
             ["account", "action"], registry=r)
+        self.broker_position_drift = Counter(
+            "orderstream_broker_position_drift",
+            "Changes found by reconciliation in what a broker holds beyond our positions "
+            "(against what it held beyond them at the worker's start), by account and symbol; "
+            "each change counted once",
+            ["account", "symbol"], registry=r)
         self.info = Info("orderstream_worker", "This worker", registry=r)
         self._children: dict[tuple[str, str, str, str], Counter] = {}
         # Label lookups cost a lock and a tuple each: the children are kept, as above.

@@ -1,7 +1,7 @@
 """Redis stream ids and positions: parsing an entry id, the last entry of a stream, and
 waiting for the positions projection to fold every event written so far (the operator
-commands wait for it before they read positions; the Binance adapter before it compares
-balances)."""
+commands wait for it before they read positions; the adapters' reconciliation before it
+compares them with the broker's, brokers/recorded.py)."""
 
 from __future__ import annotations
 

@@ -51,11 +51,10 @@ from redis.exceptions import RedisError
 
 from producer.contract import ContractError, Fill, OrderSpec, OrderType
 from producer.keys import Keys
-from producer.replies import text
 
 from ...infra.store import NewOrder, Store
 from ...model.order import Context
-from ...model.positions import decode_position, split_key
+from .. import recorded
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -101,7 +100,6 @@ _READS = 3
 _REREAD_PAUSE_S = 0.05
 _TRADES_PAGE = 1000  # myTrades' largest page
 _RECHECK_S = 1.0  # a shortfall is read again this much later before it is reported
-_SETTLE_S = 3.0  # the longest wait for the positions projection before balances are read
 
 
 @dataclass(slots=True)
@@ -663,15 +661,15 @@ class BinanceBroker:
         if self._start_balances is None:
             # What is held beyond our positions is taken once: from positions that have
             # folded every fill written so far, or a fill in flight would stay in it.
-            await self._folded(store)
+            await recorded.folded(store, f"binance {self.account}")
         balances = await self.account_balances()
-        positions = await self._positions(store)
+        positions = await recorded.net_positions(store, self.account)
         short = reconcile.shortfalls(positions, balances, base_of, self._start_balances)
         if short:
             await asyncio.sleep(_RECHECK_S)
-            await self._folded(store)
+            await recorded.folded(store, f"binance {self.account}")
             balances = await self.account_balances()
-            positions = await self._positions(store)
+            positions = await recorded.net_positions(store, self.account)
             again = {s.asset for s in short}
             short = [s for s in reconcile.shortfalls(positions, balances, base_of,
                                                      self._start_balances)
@@ -690,16 +688,6 @@ class BinanceBroker:
             log.error("binance %s: %s: fills recorded that did not happen, or assets moved "
                       "out of the account; check before trading", self.account, held)
         return balances
-
-    async def _folded(self, store: Store) -> None:
-        """Wait (at most ``_SETTLE_S``) until the positions projection has folded every event
-        written so far; at start no projector may be running yet, so it does not wait
-        longer."""
-        from ...infra.streams import positions_caught_up
-
-        if not await positions_caught_up(store.redis, store.keys, _SETTLE_S):
-            log.info("binance %s: positions not caught up with the events after %.0f s; "
-                     "balances compared with them as they are", self.account, _SETTLE_S)
 
     async def _reconcile_periodically(self, store: Store) -> None:
         """Orders placed on the account by others while we run (another program, a person
@@ -742,16 +730,6 @@ class BinanceBroker:
                     continue
                 owner = found["listClientOrderId"]
             out.append({**o, "clientOrderId": owner})
-        return out
-
-    async def _positions(self, store: Store) -> dict[str, Decimal]:
-        """Our net position per symbol of this account, from the positions projection."""
-        raw: Any = await store.redis.hgetall(store.keys.positions)
-        out: dict[str, Decimal] = {}
-        for key, value in raw.items():
-            account, symbol = split_key(text(key))
-            if account == self.account:
-                out[symbol] = decode_position(value).quantity
         return out
 
     @staticmethod
