@@ -55,7 +55,7 @@ class Reconciler:
         ids = sorted({cid for o in remote if (cid := reconcile.client_id(o)) is not None}
                      | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
-        drift = self.drift = reconcile.compare(remote, local, self.account)
+        drift = reconcile.compare(remote, local, self.account)
         log.info("oanda %s: reconciled: %d pending at OANDA (%d ours), %d orphans, %d of ours "
                  "not pending there", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing))
@@ -64,6 +64,7 @@ class Reconciler:
         for orphan in drift.orphans:
             await self._orphan(orphan)
         drift.positions = await self._positions(store)
+        self.drift = drift  # once whole
         return drift
 
     async def periodically(self, store: Store, interval_ms: int) -> None:
