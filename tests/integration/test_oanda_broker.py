@@ -93,6 +93,8 @@ async def test_each_order_type_as_the_venue_receives_it(
     assert report.status is status, report
     assert report.client_order_id == cid and report.broker_order_id.isdigit()
     assert report.quantity == order.quantity
+    # Its connections were opened through the pacer (OANDA: 2 new connections a second).
+    assert oanda.connections.started >= 1
 
 
 async def test_a_market_fill_carries_price_units_and_commission(

@@ -43,6 +43,7 @@ from ..base import (
 from ..prices import PriceCache
 from . import instruments, wire
 from .config import OandaAccount
+from .connections import ConnectionPacer
 from .feed import TransactionsFeed
 from .orphans import Reconciler
 
@@ -67,6 +68,7 @@ class OandaBroker:
         self.rules: dict[str, instruments.Instrument] = {}
         self.currency: str | None = None  # the account's home currency (commissions)
         self._session: aiohttp.ClientSession | None = None
+        self.connections = ConnectionPacer()
         self._base = ""  # <rest url>/v3/accounts/<account id>
         self._prices = PriceCache(f"oanda {account}", config.price_cache_ms)
         self._stream_url = ""  # <stream url>/v3/accounts/<account id>/transactions/stream
@@ -104,6 +106,7 @@ class OandaBroker:
                                         sock_connect=cfg.connect_timeout_ms / 1000)
         self._session = aiohttp.ClientSession(
             timeout=timeout, raise_for_status=False,
+            trace_configs=[self.connections.trace_config()],
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                      "Accept-Datetime-Format": "UNIX"})
         try:
