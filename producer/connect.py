@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -69,6 +70,20 @@ class _Transaction(TransactionStrategy):
         return super().execute_command(*args, **kwargs)
 
 
+def dropped_mid_command(exc: AttributeError) -> bool:
+    """Whether ``exc`` is redis-py losing a connection under a command: during a failover
+    it can close a connection (its writer becomes None) between checking that it is
+    connected and writing to it. Nothing was sent; it is a connection error, and the
+    loops that wait out an outage must wait this out too, not end on it."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION)
+
+
+_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
+
+
 class _ClusterPipeline(ClusterPipeline):
     def __init__(self, client: RedisCluster, transaction: bool | None = None) -> None:
         super().__init__(client, transaction)
@@ -81,6 +96,10 @@ class _ClusterPipeline(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
+        except AttributeError as exc:
+            if not dropped_mid_command(exc):
+                raise
+            raise ClusterUnavailable(f"connection lost under a command ({exc})") from exc
 
 
 def stream_keys(command: str, args: tuple[Any, ...]) -> list[Any] | None:
@@ -118,6 +137,10 @@ class _Cluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
+        except AttributeError as exc:
+            if not dropped_mid_command(exc):
+                raise
+            raise ClusterUnavailable(f"connection lost under a command ({exc})") from exc
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         """The slot of an XREAD or XREADGROUP from its STREAMS, read here. redis-py asks

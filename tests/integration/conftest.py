@@ -51,8 +51,10 @@ async def serving(worker: Served) -> AsyncIterator[Served]:
         yield worker
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 15)
-        await worker.close()
+        try:
+            await asyncio.wait_for(task, 15)
+        finally:
+            await worker.close()  # its connections, even when its loop ended in an error
 
 
 @contextlib.asynccontextmanager

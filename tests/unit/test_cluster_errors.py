@@ -7,10 +7,13 @@ from __future__ import annotations
 import socket
 
 import pytest
+import redis.asyncio.cluster
+import redis.asyncio.connection
 from redis.exceptions import RedisError
 
 from producer.connect import (
     ClusterUnavailable,
+    dropped_mid_command,
     home_node,
     is_cluster,
     redis_client,
@@ -64,3 +67,32 @@ async def test_a_pipeline_and_the_slot_lookup_fail_the_same_way(unreachable) -> 
 def test_the_streams_of_a_read_are_found_without_asking_a_node(
         command: str, args: tuple[object, ...], keys: list[object] | None) -> None:
     assert stream_keys(command, args) == keys
+
+
+async def _lost_writer() -> None:
+    """What redis-py does when a failover closed the connection under a command."""
+    connection = redis.asyncio.connection.Connection()
+    connection._writer = None
+    await connection._send_packed_command([b"PING"])
+
+
+async def test_a_connection_lost_under_a_command_is_a_redis_error(
+        unreachable, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker's loop waits out a RedisError and retries; it ends on anything else. The
+    AttributeError redis-py raises for a connection closed under a command (nothing sent)
+    is a connection error; an AttributeError of ours stays what it is."""
+    with pytest.raises(AttributeError) as caught:
+        await _lost_writer()
+    assert dropped_mid_command(caught.value)
+
+    async def ours(*_: object, **__: object) -> None:
+        raise AttributeError("a bug of ours")
+
+    assert not dropped_mid_command(AttributeError("x"))
+    monkeypatch.setattr(redis.asyncio.cluster.RedisCluster, "execute_command",
+                        lambda *a, **k: _lost_writer())
+    with pytest.raises(ClusterUnavailable, match="connection lost under a command"):
+        await unreachable.execute_command("GET", "k")
+    monkeypatch.setattr(redis.asyncio.cluster.RedisCluster, "execute_command", ours)
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        await unreachable.execute_command("GET", "k")

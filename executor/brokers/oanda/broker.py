@@ -43,7 +43,7 @@ from ..base import (
 from ..prices import PriceCache
 from . import instruments, wire
 from .config import OandaAccount
-from .connections import ConnectionPacer
+from .connections import MAX_CONNECTIONS, ConnectionPacer
 from .feed import TransactionsFeed
 from .orphans import Reconciler
 
@@ -104,8 +104,11 @@ class OandaBroker:
                             "/transactions/stream")
         timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_ms / 1000,
                                         sock_connect=cfg.connect_timeout_ms / 1000)
+        # Calls share a few kept-alive connections rather than each opening one: OANDA
+        # refuses more than 2 new connections a second, and a batch's submits go at once.
         self._session = aiohttp.ClientSession(
             timeout=timeout, raise_for_status=False,
+            connector=aiohttp.TCPConnector(limit_per_host=MAX_CONNECTIONS),
             trace_configs=[self.connections.trace_config()],
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                      "Accept-Datetime-Format": "UNIX"})

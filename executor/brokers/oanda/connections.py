@@ -14,6 +14,9 @@ from typing import Any
 import aiohttp
 
 NEW_CONNECTIONS_PER_SECOND = 2
+# Connections kept per host (REST, and the transactions stream's host): calls beyond them
+# wait for one to be free instead of opening more.
+MAX_CONNECTIONS = 4
 
 
 class ConnectionPacer:
