@@ -41,13 +41,13 @@ def targets(args: argparse.Namespace) -> list[tuple[int | None, str]]:
     --partition, else the --account's, else the partition --prefix names, else every one,
     so that a kill switch thrown without an account halts the whole deployment."""
     path = args.config or os.environ.get("ORDERSTREAM_CONFIG") or None
-    partitions = load_settings(path).partitions if path is not None else None
-    if partitions is None or not partitions.enabled:
+    settings = load_settings(path) if path is not None else None
+    if settings is None or not settings.partitions.enabled:
         if args.partition is not None:
             raise ConfigError("--partition: the deployment is not partitioned "
                               "(its configuration has no partitions.count)")
         return [(None, args.prefix)]
-    base = load_settings(path).redis.prefix
+    partitions, base = settings.partitions, settings.redis.prefix
     named = {partition_prefix(base, n): n for n in range(partitions.count)}
     account = getattr(args, "account", None)
     chosen: list[int]
