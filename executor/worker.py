@@ -189,7 +189,7 @@ class Worker:
         self.reclaimer = Reclaimer(
             self.store, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
-            batch_size=w.batch_size, results_maxlen=w.results_maxlen,
+            batch_size=w.batch_size,
             record=lambda result: self.metrics.record(result, self.svc.clock(), self.brokers),
             dead_lettered=lambda reason, n: self.metrics.dead_letters.labels(reason).inc(n))
         self.liveness = Liveness(
@@ -207,7 +207,7 @@ class Worker:
         self.retention = Retention(
             self.redis, self.keys, events_retention_ms=w.events_retention_ms,
             results_retention_ms=w.results_retention_ms, interval_ms=w.retention_interval_ms,
-            clock=self.svc.clock,
+            clock=self.svc.clock, results_maxlen=w.results_maxlen,
             trimmed=lambda stream, n: self.metrics.trimmed.labels(stream).inc(n))
         self.tracker = Tracker(self.svc, self.liveness.peers,
                                interval_ms=w.track_interval_ms,

@@ -30,16 +30,22 @@ def check_cluster_prefix(prefix: str) -> None:
 
 
 class Keys:
-    __slots__ = ("assets", "audit", "cancels", "completed", "events", "events_readers",
-                 "events_trimmed", "failed", "open", "pending", "positions", "positions_base",
-                 "positions_base_cursor", "positions_cursor", "positions_lease", "prefix",
-                 "risk_limits", "trading", "workers")
+    __slots__ = ("assets", "audit", "cancels", "completed", "completed_readers", "events",
+                 "events_readers", "events_trimmed", "failed", "failed_readers", "open",
+                 "pending", "positions", "positions_base", "positions_base_cursor",
+                 "positions_cursor", "positions_lease", "prefix", "risk_limits", "trading",
+                 "workers")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
         self.pending = f"{prefix}:pending"  # stream of requests, consumer group "executors"
-        self.completed = f"{prefix}:completed"  # stream of successful results (capped)
-        self.failed = f"{prefix}:failed"  # stream of failed results (capped)
+        self.completed = f"{prefix}:completed"  # stream of successful results
+        self.failed = f"{prefix}:failed"  # stream of failed results
+        # Hash reader -> the last entry of that result stream it has durably processed: a
+        # registered reader of the results (an archive); retention and the results cap never
+        # trim past one (retention.py, finish.lua).
+        self.completed_readers = f"{prefix}:completed:readers"
+        self.failed_readers = f"{prefix}:failed:readers"
         self.events = f"{prefix}:events"  # stream of every order state transition
         # Hash reader -> the last events entry it has durably processed: a registered reader
         # of the events (an archive); the log is never trimmed past one (retention.py).

@@ -163,6 +163,11 @@ class Probe:
         gauge.clear()  # an unregistered reader must not stay as a stale series
         for reader, seconds in lags.items():
             gauge.labels(reader).set(seconds)
+        results = self.metrics.result_reader_lag
+        result_lags = await retention.result_reader_lags(self.redis, self.keys)
+        results.clear()
+        for (stream, reader), seconds in result_lags.items():
+            results.labels(stream, reader).set(seconds)
 
     async def _orders(self) -> None:
         gauge = self.metrics.open_orders

@@ -53,7 +53,7 @@ def gone_result(entry_id: str, worker: str, now: int) -> Result:
 class Reclaimer:
     def __init__(self, store: Store, consumer: str, *,
                  visibility_timeout_ms: int, max_deliveries: int, batch_size: int,
-                 results_maxlen: int, record: Record = lambda _: None,
+                 record: Record = lambda _: None,
                  dead_lettered: DeadLettered = lambda _, __: None) -> None:
         self.store = store
         self.redis = store.redis
@@ -62,7 +62,6 @@ class Reclaimer:
         self.idle_ms = visibility_timeout_ms
         self.max_deliveries = max_deliveries
         self.batch_size = batch_size
-        self.results_maxlen = results_maxlen
         self.record = record  # told of each dead letter written, for the metrics
         self.dead_lettered = dead_lettered
         self.interval_s = max(visibility_timeout_ms / 2000, 0.1)
@@ -195,13 +194,14 @@ class Reclaimer:
 
     async def _gone(self, gone: list[str], now: int) -> list[Result]:
         # No longer pending (Redis removed them from the group), so not through finish,
-        # which answers only pending requests; and no data to find an order by.
+        # which answers only pending requests; and no data to find an order by. Uncapped:
+        # a cap here would drop results a registered reader has not read; retention caps
+        # the stream behind its readers (trim_results.lua), and these are rare.
         results = [gone_result(rid, self.consumer, now) for rid in gone]
         async with self.redis.pipeline(transaction=True) as pipe:
             for rid, result in zip(gone, results, strict=True):
                 pipe.xadd(self.keys.failed, {"data": encode(result), "request_id": rid,
-                                             "client_order_id": ""},
-                          maxlen=self.results_maxlen, approximate=True)
+                                             "client_order_id": ""})
             pipe.xack(self.keys.pending, GROUP, *gone)
             await pipe.execute()
         self.dead_lettered("deleted", len(gone))

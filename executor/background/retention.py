@@ -16,7 +16,13 @@ each step is one atomic command or script that decides from what Redis holds):
   script copies the positions as a checkpoint the log never trims past, so ``replay``
   can still check them.
 - ``<prefix>:completed`` and ``<prefix>:failed`` lose the results older than
-  ``results_retention_ms`` (their XADD also caps them at ``results_maxlen``).
+  ``results_retention_ms`` or beyond ``results_maxlen`` (infra/lua/trim_results.lua),
+  behind their registered readers the same way: the hashes ``<prefix>:completed:readers``
+  and ``<prefix>:failed:readers`` (reader -> last entry id of that stream it durably
+  processed). Their XADD (finish.lua) caps them at ``results_maxlen`` only while they have
+  no reader, since the cap would drop what a reader has not read; with readers the cap is
+  this pass's, behind them. ``orderstream_result_reader_lag_seconds`` shows a reader that
+  stops advancing.
 - ``<prefix>:pending`` loses what every consumer group has acknowledged
   (infra/lua/trim_pending.lua); an answered request is normally deleted at once by finish.lua,
   this catches what older versions or other tools acknowledged without deleting.
@@ -29,6 +35,7 @@ removes nothing, up to ``MAX_CALLS``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -52,18 +59,31 @@ def _script(name: str) -> str:
     return (resources.files("executor.infra") / "lua" / name).read_text()
 
 
+def _trim_script(name: str) -> str:
+    # The trim scripts share their entry id helpers, prepended (Lua has no import here).
+    return _script("stream_ids.lua") + _script(name)
+
+
+def result_streams(keys: Keys) -> dict[str, tuple[str, str]]:
+    """Each result stream by its short name: (stream key, its readers hash)."""
+    return {"completed": (keys.completed, keys.completed_readers),
+            "failed": (keys.failed, keys.failed_readers)}
+
+
 class Retention:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, events_retention_ms: int,
                  results_retention_ms: int, interval_ms: int, clock: Callable[[], int],
-                 trimmed: Trimmed = lambda _, __: None) -> None:
+                 results_maxlen: int = 0, trimmed: Trimmed = lambda _, __: None) -> None:
         self.redis = redis
         self.keys = keys
         self.events_retention_ms = events_retention_ms
         self.results_retention_ms = results_retention_ms
+        self.results_maxlen = results_maxlen  # 0: no cap
         self.interval_s = interval_ms / 1000
         self.clock = clock
         self.trimmed = trimmed
-        self._events = redis.register_script(_script("trim_events.lua"))
+        self._events = redis.register_script(_trim_script("trim_events.lua"))
+        self._results = redis.register_script(_trim_script("trim_results.lua"))
         self._pending = redis.register_script(_script("trim_pending.lua"))
 
     async def once(self) -> dict[str, int]:
@@ -75,8 +95,8 @@ class Retention:
             "pending": await self._repeat(self._trim_pending, ""),
         }
         cutoff = f"{now - self.results_retention_ms}-0"
-        for name, stream in (("completed", k.completed), ("failed", k.failed)):
-            removed[name] = await self._repeat(self._trim_results(stream), cutoff)
+        for name, (stream, readers_key) in result_streams(k).items():
+            removed[name] = await self._repeat(self._trim_results(stream, readers_key), cutoff)
         for name, n in removed.items():
             if n:
                 self.trimmed(name, n)
@@ -104,10 +124,10 @@ class Retention:
     async def _trim_pending(self, _: str) -> int:
         return int(await self._pending(keys=[self.keys.pending], args=[TRIM_LIMIT]))
 
-    def _trim_results(self, stream: str) -> Callable[[str], Awaitable[int]]:
+    def _trim_results(self, stream: str, readers_key: str) -> Callable[[str], Awaitable[int]]:
         async def trim(cutoff: str) -> int:
-            return int(await self.redis.xtrim(stream, minid=cutoff, approximate=True,
-                                              limit=TRIM_LIMIT))
+            return int(await self._results(keys=[stream, readers_key],
+                                           args=[cutoff, TRIM_LIMIT, self.results_maxlen]))
         return trim
 
     async def run(self, running: Callable[[], bool],
@@ -140,15 +160,52 @@ async def reader_lags(redis: aioredis.Redis, keys: Keys) -> dict[str, float]:
     """Per reader, the age in seconds (on the Redis clock, which stamps the entry ids) of
     the oldest events entry it has not processed; 0 when it has them all."""
     found = await readers(redis, keys)
-    home = await home_node(redis, keys.events)  # whose clock stamped the entry ids
+    ages = await _ages(redis, keys.events, [(keys.events, last) for last in found.values()])
+    return dict(zip(found, ages, strict=True))
+
+
+async def result_reader_lags(redis: aioredis.Redis,
+                             keys: Keys) -> dict[tuple[str, str], float]:
+    """Per (result stream name, registered reader), as ``reader_lags``: the age in seconds
+    of the oldest entry of that stream it has not processed; 0 when it has them all."""
+    streams = result_streams(keys)
+    async with redis.pipeline(transaction=False) as pipe:
+        for _, readers_key in streams.values():
+            pipe.hgetall(readers_key)
+        hashes = await pipe.execute()
+    wanted = {(name, text(reader)): (stream, text(last))
+              for (name, (stream, _)), raw in zip(streams.items(), hashes, strict=True)
+              for reader, last in raw.items()}
+    if not wanted:
+        return {}  # no reader: no round trip more
+    ages = await _ages(redis, keys.completed, list(wanted.values()))
+    return dict(zip(wanted, ages, strict=True))
+
+
+ENTRY_ID = re.compile(r"[0-9]+-[0-9]+")  # what stream_ids.lua's parse() reads as an entry id
+
+
+def _after(last: str) -> str:
+    # A position that is not an entry id holds everything (the trims' fail safe), so its
+    # reader is as far behind as the oldest entry.
+    return f"({last}" if ENTRY_ID.fullmatch(last) else "-"
+
+
+async def _ages(redis: aioredis.Redis, home_key: str,
+                positions: list[tuple[str, str]]) -> list[float]:
+    """Per (stream, last entry id processed), the age in seconds of the oldest entry after
+    it, on the clock of the node holding ``home_key`` (whose clock stamped the entry ids;
+    every key of a deployment shares its slot); 0 when there is none."""
+    home = await home_node(redis, home_key)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.execute_command("TIME", **home)  # a cluster pipeline has no time()
-        for last in found.values():
-            pipe.xrange(keys.events, min=f"({last}" if last else "-", count=1)
+        for stream, last in positions:
+            pipe.xrange(stream, min=_after(last), count=1)
         seconds, *firsts = await pipe.execute()
     now_ms = int(seconds[0]) * 1000 + int(seconds[1]) // 1000
-    out: dict[str, float] = {}
-    for name, first in zip(found, firsts, strict=True):
-        at = int(text(first[0][0]).partition("-")[0]) if first else now_ms
-        out[name] = max(now_ms - at, 0) / 1000
-    return out
+    return [max(now_ms - _stamp_ms(first, now_ms), 0) / 1000 for first in firsts]
+
+
+def _stamp_ms(entries: Any, default: int) -> int:
+    """The ms part of the first entry's id (the time it was added), else ``default``."""
+    return int(text(entries[0][0]).partition("-")[0]) if entries else default

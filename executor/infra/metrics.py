@@ -129,7 +129,8 @@ class Metrics:
         self.trimmed = Counter(
             "orderstream_trimmed_entries",
             "Entries this worker's retention passes removed from each stream (pending: "
-            "acknowledged requests; completed, failed: results past results_retention_ms; "
+            "acknowledged requests; completed, failed: results past results_retention_ms or "
+            "results_maxlen and read by every reader; "
             "events: past events_retention_ms and read by every reader)",
             ["stream"], registry=r)
         self.event_reader_lag = Gauge(
@@ -138,6 +139,12 @@ class Metrics:
             "registered reader) has not processed yet, 0 when it is caught up (probed from "
             "Redis): a reader that stops advancing holds the trim of the log",
             ["reader"], registry=r)
+        self.result_reader_lag = Gauge(
+            "orderstream_result_reader_lag_seconds",
+            "Age of the oldest entry of a result stream (completed, failed) each of its "
+            "registered readers has not processed yet, 0 when it is caught up (probed from "
+            "Redis): a reader that stops advancing holds the trim of the stream",
+            ["stream", "reader"], registry=r)
         self.dead_letters = Counter(
             "orderstream_dead_letters",
             "Requests dead-lettered to the failed stream: poison (delivered too often without "

@@ -309,7 +309,8 @@ class Store:
         """Write results, order changes and XACKs atomically; returns request ids skipped
         because their order changed under us (they stay pending, to be redone)."""
         k = self.keys
-        keys = [k.events, k.open, k.completed, k.failed, k.pending]
+        keys = [k.events, k.open, k.completed, k.failed, k.pending, k.completed_readers,
+                k.failed_readers]
         meta: list[Any] = []
         payload: list[bytes] = []
         for outcome in outcomes:

@@ -13,8 +13,13 @@
 -- this one stalled past the visibility timeout): its item is skipped too, so a request
 -- never gets a second result, whatever the two workers decided.
 --
+-- The results cap (XADD MAXLEN ~) applies only while the result stream has no registered
+-- reader: a cap would drop results a reader (the SQL archive) has not read yet. With
+-- readers, retention enforces the cap behind them (trim_results.lua). Checked here, in the
+-- script that adds, so a reader registering cannot race it; one HLEN per stream per call.
+--
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
--- then per item that has an order change, in order: its order key, its account's
+-- KEYS[6] completed readers, KEYS[7] failed readers, then per item that has an order change, in order: its order key, its account's
 -- attention index.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
 -- ARGV[4] MessagePack array, 11 values per item: request_id, client_order_id, result stream
@@ -31,7 +36,14 @@
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
 local conflicts, acked, none = {}, {}, {}
-local k, a = 6, 5
+local k, a = 8, 5
+local read = {}  -- per result stream (1 completed, 2 failed): has it a registered reader?
+local function has_readers(target)
+  if read[target] == nil then
+    read[target] = redis.call('HLEN', KEYS[5 + target]) > 0
+  end
+  return read[target]
+end
 for m = 1, #meta, 11 do
   local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
   local result, extra = ARGV[a], none
@@ -68,8 +80,13 @@ for m = 1, #meta, 11 do
     a = a + 1 + meta[m + 8]
   end
   if ok and result ~= '' then
-    redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,
-      'request_id', rid, 'client_order_id', cid, unpack(extra))
+    if has_readers(target) then
+      redis.call('XADD', KEYS[2 + target], '*', 'data', result,
+        'request_id', rid, 'client_order_id', cid, unpack(extra))
+    else
+      redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,
+        'request_id', rid, 'client_order_id', cid, unpack(extra))
+    end
     acked[#acked + 1] = rid
   end
 end

@@ -16,43 +16,22 @@
 -- ARGV: 1 cutoff entry id ("<ms>-0": entries before it are past the retention window),
 --       2 most entries removed by this call (bounds its time)
 -- Returns {entries removed, the trim point ('' when nothing could be trimmed)}.
-local function parse(id)
-  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
-  if not ms then
-    return nil
-  end
-  return {tonumber(ms), tonumber(seq)}
-end
-
-local function before(a, b)
-  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
-end
-
+-- Needs stream_ids.lua (earliest) before it.
 local cursor = redis.call('GET', KEYS[2])
 if not cursor then
   return {0, ''}  -- nothing folded yet: every entry is still to be read
 end
-local point, point_id = parse(ARGV[1]), ARGV[1]
 local held = {cursor}
 local readers = redis.call('HGETALL', KEYS[3])
 for i = 2, #readers, 2 do
   held[#held + 1] = readers[i]
 end
 local base = redis.call('GET', KEYS[6])
-local removed = 0
+local removed, point_id = 0, nil
 if base then
   held[#held + 1] = base
-  for _, id in ipairs(held) do
-    local at = parse(id)
-    if not at then
-      point = nil  -- unreadable: hold everything
-      break
-    end
-    if before(at, point) then
-      point, point_id = at, id
-    end
-  end
-  if point then
+  point_id = earliest(ARGV[1], held)
+  if point_id then
     removed = redis.call('XTRIM', KEYS[1], 'MINID', '~', point_id, 'LIMIT', ARGV[2])
     if removed > 0 then
       redis.call('SET', KEYS[7], point_id)
@@ -67,7 +46,7 @@ for i = 1, #positions, 1000 do
   redis.call('HSET', KEYS[5], unpack(positions, i, math.min(i + 999, #positions)))
 end
 redis.call('SET', KEYS[6], cursor)
-if not base or not point then
+if not point_id then
   return {0, ''}
 end
 return {removed, point_id}
