@@ -1,4 +1,5 @@
-"""``make run``: a private Redis, one worker, a burst of demo orders, then a trickle.
+"""``make run``: a private Redis, one worker, the SQL archive (a SQLite file,
+.run/orderstream.db), a burst of demo orders, then a trickle.
 
 Uses $REDIS_URL only when it is set explicitly (and reachable): we never write demo data into
 a Redis that merely happens to listen on localhost:6379. Otherwise a private redis-server runs
@@ -27,6 +28,9 @@ from devtools.redis_server import RedisServer, free_port, url_is_reachable
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 WORKER_LOG = RUN_DIR / "worker.log"
+ARCHIVE_LOG = RUN_DIR / "archive.log"
+ARCHIVE_DB = RUN_DIR / "orderstream.db"
+ARCHIVE_URL = f"sqlite:///{ARCHIVE_DB}"
 HEALTH_TIMEOUT_S = 30.0
 TRICKLE_EVERY_S = 2.0
 CLI = [sys.executable, "-m", "executor"]
@@ -97,17 +101,41 @@ def _wait_healthy(worker: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
-def _stop_worker(worker: subprocess.Popen[bytes] | None) -> None:
-    if worker is None or worker.poll() is not None:
+def _stop(process: subprocess.Popen[bytes] | None, name: str) -> None:
+    if process is None or process.poll() is not None:
         return
-    _say("stopping the worker (SIGTERM)")
-    worker.terminate()
+    _say(f"stopping the {name} (SIGTERM)")
+    process.terminate()
     try:
-        worker.wait(10)
+        process.wait(10)
     except subprocess.TimeoutExpired:
-        _say("worker did not stop within 10 s: SIGKILL")
-        worker.kill()
-        worker.wait()
+        _say(f"the {name} did not stop within 10 s: SIGKILL")
+        process.kill()
+        process.wait()
+
+
+def _start_archive(env: dict[str, str], private_redis: bool) -> subprocess.Popen[bytes]:
+    """The archive, set up first (its tables, and its registration with Redis, so nothing
+    it has not stored is trimmed). A private Redis starts empty each run, so its archive
+    does too; with $REDIS_URL the file carries on from its cursors."""
+    if private_redis:
+        for leftover in RUN_DIR.glob(f"{ARCHIVE_DB.name}*"):
+            leftover.unlink()
+    init = subprocess.run([*CLI, "archive", "--init"], env=env, cwd=ROOT, check=False,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if init.returncode != 0:
+        raise RuntimeError(f"orderstream archive --init failed: {init.stderr.strip()}")
+    with open(ARCHIVE_LOG, "wb") as log:
+        return subprocess.Popen([*CLI, "archive"], env=env, cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _archived(env: dict[str, str]) -> str:
+    """What the archive holds, as its daily report shows it."""
+    shown = subprocess.run([*CLI, "report"], env=env, cwd=ROOT, check=False,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    return shown.stdout.strip() or shown.stderr.strip()
 
 
 def _demo(env: dict[str, str], *args: str) -> int:
@@ -120,6 +148,8 @@ def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     server: RedisServer | None = None
     worker: subprocess.Popen[bytes] | None = None
+    archive: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = {}
     try:
         run_for = run_for_seconds(os.environ, sys.stdin.isatty())
         url = os.environ.get("REDIS_URL")
@@ -148,7 +178,10 @@ def main() -> int:
             "PYTHONUNBUFFERED": "1",  # so the log is readable while it runs
             # For people reading the log; deployments keep the worker's default, JSON lines.
             "ORDERSTREAM_LOG_FORMAT": os.environ.get("ORDERSTREAM_LOG_FORMAT", "text"),
+            "ORDERSTREAM_ARCHIVE_URL": ARCHIVE_URL,
         }
+        _say(f"starting the archive into {ARCHIVE_DB}; its log: {ARCHIVE_LOG}")
+        archive = _start_archive(env, server is not None)
         _say(f"starting the worker; its log: {WORKER_LOG}")
         with open(WORKER_LOG, "wb") as log:  # one run per log: its tail is this run's
             worker = subprocess.Popen(
@@ -184,10 +217,14 @@ def main() -> int:
     health:   http://127.0.0.1:{metrics_port}/healthz  (ready: /readyz)
     redis:    {_masked(url)}
     worker log: {WORKER_LOG}
+    archive:  {ARCHIVE_DB} (log {ARCHIVE_LOG})
   publish more orders (another terminal):
     REDIS_URL={shown} .venv/bin/orderstream submit \\
         --symbol BTCUSDT --side buy --type market --quantity 0.010
     REDIS_URL={shown} .venv/bin/orderstream demo --count 5
+  read the archive:
+    .venv/bin/orderstream history --url {ARCHIVE_URL}
+    .venv/bin/orderstream fills --url {ARCHIVE_URL} --csv
   one more demo order every {TRICKLE_EVERY_S:.0f} s; {how_to_stop}
 ================================================================================
 """,
@@ -198,6 +235,10 @@ def main() -> int:
         while deadline is None or time.monotonic() < deadline:
             if worker.poll() is not None:
                 return _fail(f"the worker exited with code {worker.returncode}")
+            if archive.poll() is not None:
+                _say(f"the archive exited with code {archive.returncode}:\n"
+                     f"{_tail(ARCHIVE_LOG)}")
+                return 1
             if trickle and _demo(env, "--count", "1", "--quiet") != 0:
                 _say("a trickle demo order failed; no more will be sent (the worker keeps running)")
                 trickle = False
@@ -215,7 +256,11 @@ def main() -> int:
         # Ignore further Ctrl-C / SIGTERM while cleaning up, so nothing is left behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_worker(worker)
+        _stop(worker, "worker")
+        if archive is not None and archive.poll() is None:
+            time.sleep(1.5)  # its last batch: the block time and a commit
+            _stop(archive, "archive")
+            _say(f"the archive holds:\n{_archived(env)}")
         if server is not None:
             _say("stopping the private redis-server")
             server.stop()

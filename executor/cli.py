@@ -13,7 +13,7 @@ from producer import schema
 
 from .config import ConfigError, describe, load_settings
 from .infra import logs
-from .operations import commands
+from .operations import archive_cli, commands
 from .operations.operator_cli import is_operator_command
 
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     producer_cli.add_commands(sub)
     commands.add_commands(sub)
+    archive_cli.add_commands(sub)
     return parser
 
 
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.setup(level, fmt)
+    if archive_cli.is_archive_command(args.func):
+        try:
+            return archive_cli.run(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.func in (_worker, _config, _schema) or is_operator_command(args.func):
         try:
             return int(args.func(args))

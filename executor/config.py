@@ -28,6 +28,7 @@ from producer.keys import check_cluster_prefix
 from producer.partitions import Partitions
 from producer.signing import KEY_ID_PATTERN
 
+from .archive.settings import ArchiveSettings
 from .brokers.alpaca.config import AlpacaAccount
 from .brokers.binance.config import BinanceAccount
 from .brokers.oanda.config import OandaAccount
@@ -132,6 +133,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     # Partitions of the deployment (producer/partitions.py); none by default.
     partitions: Partitions = msgspec.field(default_factory=Partitions)
+    # The SQL archive (executor/archive); read by `orderstream archive` and its queries.
+    archive: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
 
     def __post_init__(self) -> None:
         w = self.worker
@@ -302,7 +305,7 @@ _ACCOUNT_TYPES: dict[str, type[msgspec.Struct]] = {"paper": PaperAccount,
                                                    "alpaca": AlpacaAccount}
 # Worker settings that operators and tests tune have flat environment names.
 _FLAT = {"worker"}
-_SECTIONS = ("redis", "worker", "breaker", "auth")
+_SECTIONS = ("redis", "worker", "breaker", "auth", "archive")
 
 
 def _env_name(path: tuple[str, ...]) -> str:
@@ -392,6 +395,8 @@ def _redact_secrets(settings: Settings, raw: Mapping[str, Any], env: Mapping[str
     ``_file`` (a file), the convention of every secret setting (a broker's API secret, a
     signing key)."""
     logs.redact(urllib.parse.urlsplit(settings.redis.url).password)
+    with contextlib.suppress(ValueError):
+        logs.redact(urllib.parse.urlsplit(settings.archive.database_url()).password)
 
     def walk(node: Any) -> None:
         if isinstance(node, Mapping):
@@ -417,6 +422,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, with secrets masked (for ``config``)."""
     data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=str)
     data["redis"]["url"] = mask_url(settings.redis.url)
+    data["archive"]["url"] = mask_url(settings.archive.url)
     return data
 
 

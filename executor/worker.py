@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.connect import home_node, redis_client
+from producer.connect import home_node
 from producer.contract import Action
 from producer.keys import GROUP, Keys
 from producer.partitions import partition_prefix
@@ -46,11 +46,10 @@ from .brokers.sending import SendGuard, TakeTokens
 from .brokers.wrapper import BrokerWrapper
 from .config import Settings
 from .infra.attention import Attention
-from .infra.connection import connection_options
+from .infra.connection import connect as connect_redis
 from .infra.failpoints import failpoint
 from .infra.logs import about
 from .infra.metrics import Metrics, start_http
-from .infra.packing import use_c_packing
 from .infra.store import Durability, Outcome, Store
 from .infra.tasks import cancel_and_wait
 from .model.states import IllegalTransition
@@ -86,15 +85,7 @@ def version() -> str:
 
 
 def connect(settings: Settings) -> aioredis.Redis:
-    r = settings.redis
-    return use_c_packing(redis_client(
-        r.url,
-        cluster=r.cluster,
-        socket_timeout=r.socket_timeout_s,
-        socket_connect_timeout=r.connect_timeout_s,
-        health_check_interval=30,
-        **connection_options(r),
-    ))
+    return connect_redis(settings.redis)
 
 
 def partition_key_prefix(settings: Settings, partition: int | None) -> str:

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
+import redis.asyncio as aioredis
 
+from producer.connect import redis_client
 from producer.keys import DEFAULT_PREFIX
 
 from .errors import ConfigError
+from .packing import use_c_packing
 from .secrets import redis_password
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -77,3 +80,15 @@ def connection_options(redis: RedisSettings, environ: Mapping[str, str] | None =
         options["ssl_cert_reqs"] = "required"  # the server's certificate is always verified
         options["ssl_check_hostname"] = redis.tls_check_hostname
     return options
+
+
+def connect(redis: RedisSettings, *, socket_timeout_s: float | None = None) -> aioredis.Redis:
+    """A client of the deployment's Redis (or Cluster) with its credentials and TLS."""
+    return use_c_packing(redis_client(
+        redis.url,
+        cluster=redis.cluster,
+        socket_timeout=socket_timeout_s or redis.socket_timeout_s,
+        socket_connect_timeout=redis.connect_timeout_s,
+        health_check_interval=30,
+        **connection_options(redis),
+    ))

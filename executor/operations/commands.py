@@ -14,7 +14,10 @@ Exit codes: 0 fine, 1 replay found a difference, 2 an error (configuration, Redi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import sys
+import time
 from typing import Any
 
 import msgspec
@@ -24,7 +27,9 @@ from producer.contract import OrderState, Side
 from producer.keys import Keys
 from producer.replies import text
 
-from ..brokers.paper.config import PaperAccount
+from ..archive import migrate, rows
+from ..archive import queries as archive_queries
+from ..archive import store as archive_store
 from ..config import load_settings
 from ..infra.clock import wall_clock_ms
 from ..infra.store import decode_order
@@ -45,6 +50,13 @@ def add_commands(sub: Any) -> None:
     common_args(p)
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help="differences listed in the summary (all of them with --json)")
+    p.add_argument("--from-archive", action="store_true",
+                   help="rebuild from the SQL archive's events (archive.url of --config, or "
+                   "--archive-url) instead of the Redis log, and compare with Redis")
+    p.add_argument("--archive-url", help="the archive database (default archive.url)")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="with --from-archive: how long to wait for the archive to hold the "
+                   "events Redis has (default 30)")
     p.set_defaults(func=operator_command(_replay))
 
     p = sub.add_parser("orders", help="open orders (all known orders with --all)")
@@ -73,39 +85,82 @@ def add_commands(sub: Any) -> None:
 
 async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     settings = load_settings(args.config)
-    # What a fill's commission asset means for its position: as the projector folded it
-    # (it asked the brokers: Binance's exchangeInfo), else the paper accounts' symbols.
-    symbols = [(account, symbol, sym) for account, config in settings.accounts.items()
-               if isinstance(config, PaperAccount) for symbol, sym in config.symbols.items()]
-    quotes = {(account, symbol): sym.quote_asset for account, symbol, sym in symbols}
-    bases = {(account, symbol): sym.base_asset for account, symbol, sym in symbols}
-    for key, (base, quote) in (await snapshot.assets(redis, keys)).items():
-        for known, asset in ((bases, base), (quotes, quote)):
-            if asset is not None:
-                known[key] = asset
-            else:
-                known.pop(key, None)
+    quotes, bases = await snapshot.fold_assets(redis, keys, settings)
     # The stored side is read first, then the log to its end: a record can then only be
     # behind its events, and an order with events after `before` was being written while
     # we read, so it is left out rather than reported.
     before = await last_id(redis, keys.events)
     stored = await snapshot.stored(redis, keys)
-    fold = Fold(quotes, positions_until=stored.positions_cursor,
-                trimmed_before=stored.trimmed_before, base=stored.base,
-                base_cursor=stored.base_cursor, sides=_sides(stored), base_assets=bases)
     moving: set[str] = set()
     last = None if before is None else parse_stream_id(before)
-    async for entry_id, fields in snapshot.entries(redis, keys.events):
-        fold.add(entry_id, fields.get(b"data", b""))
-        if last is None or parse_stream_id(entry_id) > last:
-            moving.add(text(fields.get(b"client_order_id", b"")))
-    if await snapshot.string(redis, keys.events_trimmed) != stored.trimmed_before:
-        # Trimmed while we read: the fills after the checkpoint we hold may be gone.
-        fold.positions_checked = False
+
+    def written_while_we_read(entry_id: str) -> bool:
+        return last is None or parse_stream_id(entry_id) > last
+
+    if args.from_archive:
+        # The archive holds the whole log, whatever Redis trimmed: the positions are rebuilt
+        # from its first fill, with no checkpoint.
+        fold = Fold(quotes, positions_until=stored.positions_cursor, sides=_sides(stored),
+                    base_assets=bases)
+        url = args.archive_url or settings.archive.database_url()
+        archived = await _from_archive(url, keys.prefix, before, args.wait)
+        if isinstance(archived, str):
+            print(f"error: {archived}", file=sys.stderr)
+            return 2
+        for entry_id, data in archived:
+            fold.add(entry_id, data)
+            if written_while_we_read(entry_id):
+                moving.add(_client_id(data))
+    else:
+        fold = Fold(quotes, positions_until=stored.positions_cursor,
+                    trimmed_before=stored.trimmed_before, base=stored.base,
+                    base_cursor=stored.base_cursor, sides=_sides(stored), base_assets=bases)
+        async for entry_id, fields in snapshot.entries(redis, keys.events):
+            fold.add(entry_id, fields.get(b"data", b""))
+            if written_while_we_read(entry_id):
+                moving.add(text(fields.get(b"client_order_id", b"")))
+        if await snapshot.string(redis, keys.events_trimmed) != stored.trimmed_before:
+            # Trimmed while we read: the fills after the checkpoint we hold may be gone.
+            fold.positions_checked = False
     report = compare(fold, stored, now_ms=wall_clock_ms(),
                      order_ttl_ms=settings.worker.order_ttl_ms, in_flight=frozenset(moving))
     emit(args, report, views.render_report(report, args.limit))
     return 0 if report.ok else 1
+
+
+async def _from_archive(url: str, source: str, before: str | None, wait_s: float
+                        ) -> list[tuple[str, str]] | str:
+    """The archive's events of ``source``, once it holds every entry up to ``before``;
+    else why not (a message)."""
+    db = archive_store.engine(url)
+    try:
+        try:
+            await migrate.check(db)
+        except migrate.SchemaError as exc:
+            return str(exc)
+        deadline = time.monotonic() + wait_s
+        while True:
+            at = (await archive_store.ArchiveStore(db).cursors(source))[rows.EVENTS]
+            if before is None or parse_stream_id(at) >= parse_stream_id(before):
+                break
+            if time.monotonic() >= deadline:
+                return (f"the archive holds {source}'s events up to {at}, Redis up to "
+                        f"{before}: is `orderstream archive` running?")
+            await asyncio.sleep(0.2)
+        return [entry async for entry in archive_queries.events(db, source)]
+    finally:
+        await db.dispose()
+
+
+def _client_id(data: str) -> str:
+    try:
+        return msgspec.json.decode(data, type=_Named).client_order_id
+    except msgspec.DecodeError:
+        return ""
+
+
+class _Named(msgspec.Struct):
+    client_order_id: str = ""
 
 
 def _sides(stored: Stored) -> dict[str, Side]:

@@ -124,6 +124,26 @@ async def assets(redis: aioredis.Redis, keys: Keys
 
 _assets = msgspec.json.Decoder(tuple[str | None, str | None])
 
+AssetMap = dict[tuple[str, str], str]
+
+
+async def fold_assets(redis: aioredis.Redis, keys: Keys, settings: Settings
+                      ) -> tuple[AssetMap, AssetMap]:
+    """(quote assets, base assets) per (account, symbol): what a fill's commission asset
+    means for its position, as the projector folded it (it asked the brokers: Binance's
+    exchangeInfo, recorded in the assets hash), else the paper accounts' symbols."""
+    symbols = [(account, symbol, sym) for account, config in settings.accounts.items()
+               if isinstance(config, PaperAccount) for symbol, sym in config.symbols.items()]
+    quotes = {(account, symbol): sym.quote_asset for account, symbol, sym in symbols}
+    bases = {(account, symbol): sym.base_asset for account, symbol, sym in symbols}
+    for key, (base, quote) in (await assets(redis, keys)).items():
+        for known, asset in ((bases, base), (quotes, quote)):
+            if asset is not None:
+                known[key] = asset
+            else:
+                known.pop(key, None)
+    return quotes, bases
+
 
 async def stored(redis: aioredis.Redis, keys: Keys) -> Stored:
     """Every order record, the open set, the positions and their cursor, and the

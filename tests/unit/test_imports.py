@@ -127,8 +127,8 @@ def test_the_producer_package_needs_nothing_of_the_executor() -> None:
 
 # executor/'s folders from the bottom up: a module imports only from its own layer and
 # the layers below it. The entry points (worker.py, host.py, cli.py, __main__.py) are the top.
-LAYERS = ("model", "infra", "safety", "brokers", "config", "pipeline", "background",
-          "operations", "entry")
+LAYERS = ("model", "infra", "safety", "brokers", "archive", "config", "pipeline",
+          "background", "operations", "entry")
 
 
 def layer_of(module: str) -> str:
