@@ -117,7 +117,10 @@ def _path_bin_dir() -> Path | None:
 
 
 def _find_installed(tried: list[str]) -> _Found | None:
-    found = [f for f in (_check(d, tried, "Debian") for d in _debian_bin_dirs()) if f]
+    debian = _debian_bin_dirs()
+    if not debian:
+        tried.append(f"Debian: no {_DEBIAN_ROOT}/<version>/bin")
+    found = [f for f in (_check(d, tried, "Debian") for d in debian) if f]
     if found:
         return max(found, key=lambda f: f.version)
     for what, candidate in (("pg_config --bindir", _pg_config_bin_dir()),
@@ -161,12 +164,14 @@ def _stop_package_service(env: dict[str, str]) -> None:
         return
     for line in out.stdout.splitlines():
         fields = line.split()
-        if len(fields) >= 4 and fields[3] == "online":
+        if len(fields) < 4:
+            continue
+        if fields[3] == "online":
             _run_logged(["pg_ctlcluster", fields[0], fields[1], "stop"], env)
-            # Without systemd the init script would start it again at boot.
-            start_conf = Path("/etc/postgresql") / fields[0] / fields[1] / "start.conf"
-            if start_conf.is_file():
-                start_conf.write_text("manual\n")
+        # Without systemd the init script would start it again at boot.
+        start_conf = Path("/etc/postgresql") / fields[0] / fields[1] / "start.conf"
+        if start_conf.is_file():
+            start_conf.write_text("manual\n")
 
 
 def _apt_install(tried: list[str]) -> _Found | None:

@@ -94,9 +94,10 @@ def postgres_bin_dir() -> Path:
     try:
         return find_postgres_bin_dir()
     except PostgresNotFound as exc:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"CI=true and PostgreSQL is missing: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+        missing = str(exc)
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"CI=true and PostgreSQL is missing: {missing}", pytrace=False)
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")
