@@ -166,7 +166,7 @@ def _stop_package_service(env: dict[str, str]) -> None:
         fields = line.split()
         if len(fields) < 4:
             continue
-        if fields[3] == "online":
+        if fields[3].startswith("online"):  # "online,recovery" too
             _run_logged(["pg_ctlcluster", fields[0], fields[1], "stop"], env)
         # Without systemd the init script would start it again at boot.
         start_conf = Path("/etc/postgresql") / fields[0] / fields[1] / "start.conf"
