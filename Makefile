@@ -11,6 +11,8 @@
 #   make bench-partitions [BENCH_ARGS=...]  1 partition, then 2 on two masters of a private
 #                                 Redis Cluster, same workers (bench/partitions.py; needs redis-cli)
 #   make bench-latency [BENCH_ARGS=...]  request to result at 200 and 2,000 orders/s (bench/latency.py)
+#   make bench-archive [BENCH_ARGS=...]  rows/s the SQL archive stores beside the events/s a
+#                                 worker writes, SQLite and PostgreSQL (bench/archive.py)
 #   make lock [UPGRADE=1]         re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1:
 #                                 newest releases pyproject allows; else keep the pins that fit)
 #   make lint | venv | clean
@@ -36,7 +38,8 @@ FIND_REDIS := $(VPY) -m devtools.redis_server find
 FIND_POSTGRES := $(VPY) -m devtools.postgres_server find
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock test lint run bench bench-scale bench-partitions bench-latency clean
+.PHONY: help venv lock test lint run bench bench-scale bench-partitions bench-latency \
+  bench-archive clean
 
 help:
 	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -128,6 +131,11 @@ bench-partitions: $(STAMP)
 bench-latency: $(STAMP)
 	@bin="$$($(FIND_REDIS))" || exit 1; \
 	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.latency $(BENCH_ARGS)
+
+# PostgreSQL is measured where its server is found (never installed for a benchmark).
+bench-archive: $(STAMP)
+	@bin="$$($(FIND_REDIS))" || exit 1; \
+	REDIS_SERVER_BIN="$$bin" exec $(VPY) -m bench.archive $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

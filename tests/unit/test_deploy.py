@@ -63,7 +63,8 @@ def alert_rules() -> list[dict[str, Any]]:
 
 def test_compose_has_every_service_and_the_demo_only_under_its_profile() -> None:
     services = compose()
-    assert set(services) == {"redis", "executor", "prometheus", "grafana", "demo"}
+    assert set(services) == {"redis", "executor", "postgres", "archive", "prometheus",
+                             "grafana", "demo"}
     assert services["demo"]["profiles"] == ["demo"]
     assert all("profiles" not in s for name, s in services.items() if name != "demo")
 
@@ -79,6 +80,25 @@ def test_workers_scale_without_clashing_ids_or_ports() -> None:
     assert urllib.parse.urlsplit(env["REDIS_URL"]).hostname == "redis"
     assert executor["depends_on"]["redis"]["condition"] == "service_healthy"
     assert executor["stop_signal"] == "SIGTERM"
+
+
+def test_the_archive_sets_itself_up_then_runs_against_the_compose_postgres() -> None:
+    services = compose()
+    archive, postgres = services["archive"], services["postgres"]
+    assert archive["command"] == ["orderstream archive --init && exec orderstream archive"]
+    url = urllib.parse.urlsplit(archive["environment"]["ORDERSTREAM_ARCHIVE_URL"])
+    assert (url.scheme, url.hostname, url.port, url.path) == (
+        "postgresql", "postgres", 5432, "/" + postgres["environment"]["POSTGRES_DB"])
+    assert url.username == postgres["environment"]["POSTGRES_USER"]
+    # One password for both, from the environment (a default for a local trial only).
+    assert "${ARCHIVE_DB_PASSWORD:-orderstream}" in archive["environment"][
+        "ORDERSTREAM_ARCHIVE_URL"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == "${ARCHIVE_DB_PASSWORD:-orderstream}"
+    assert {k: v["condition"] for k, v in archive["depends_on"].items()} == {
+        "redis": "service_healthy", "postgres": "service_healthy"}
+    assert archive["healthcheck"] == {"disable": True}
+    assert "ports" not in postgres
+    assert urllib.parse.urlsplit(archive["environment"]["REDIS_URL"]).hostname == "redis"
 
 
 def test_every_mounted_file_exists_and_redis_runs_the_deploy_config() -> None:

@@ -1,0 +1,21 @@
+"""The archive benchmark runs end to end on a private redis-server and prints its figures
+beside the worker's baseline (a smoke test: the figures are for people, on a quiet machine)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import archive
+
+
+async def test_the_archive_benchmark_stores_every_entry_and_prints_its_rates(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    await archive.main(orders=30, batch=7, repeat=2, use_postgres=False)
+    out = capsys.readouterr().out
+    assert re.search(r"archive: 120 events of 30 market orders; one worker wrote [\d,]+ "
+                     r"events/s \(baseline\)", out)
+    rows = re.findall(r"^sqlite (\d)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(float(ratio) > 0 and float(cpu) > 0 for *_, ratio, cpu in rows)
