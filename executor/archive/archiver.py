@@ -1,4 +1,4 @@
-"""The archive's loop over one key prefix: read the events and result streams after the
+"""The archive's loop over one key prefix: read the events, result and audit streams after the
 stored cursors, store the batch (store.py), then tell Redis how far the archive has durably
 read, so retention trims behind it and never past it.
 
@@ -40,7 +40,10 @@ def readers_hashes(keys: Keys) -> dict[str, str]:
 
 
 def streams(keys: Keys) -> dict[str, str]:
-    return {rows.EVENTS: keys.events, rows.COMPLETED: keys.completed, rows.FAILED: keys.failed}
+    # The audit stream is capped as it is written (operations/audit.py), not trimmed behind
+    # readers: the archive reads it without registering.
+    return {rows.EVENTS: keys.events, rows.COMPLETED: keys.completed, rows.FAILED: keys.failed,
+            rows.AUDIT: keys.audit}
 
 
 class Archiver:
@@ -103,10 +106,9 @@ class Archiver:
         return len(entries)
 
     async def _tell_redis(self) -> None:
-        hashes = readers_hashes(self.keys)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, last in self.cursors.items():
-                pipe.hset(hashes[stream], self.reader, last)
+            for stream, readers in readers_hashes(self.keys).items():
+                pipe.hset(readers, self.reader, self.cursors[stream])
             await pipe.execute()
 
     async def run(self, running: Callable[[], bool], pause_s: float = 1.0) -> None:

@@ -15,10 +15,10 @@ in log order, and each fill keeps what it realized, for the daily report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -39,8 +39,9 @@ from ..model.positions import Position, apply_trade
 
 log = logging.getLogger(__name__)
 
-EVENTS, COMPLETED, FAILED = "events", "completed", "failed"
-STREAMS = (EVENTS, COMPLETED, FAILED)
+EVENTS, COMPLETED, FAILED, AUDIT = "events", "completed", "failed", "audit"
+STREAMS = (EVENTS, COMPLETED, FAILED, AUDIT)
+RESULTS = (COMPLETED, FAILED)
 
 Row = dict[str, Any]
 FillKey = tuple[str, str, str]  # account, symbol, fill id
@@ -55,6 +56,20 @@ class Entry:
     fields: Mapping[bytes, bytes]
 
 
+class Action(msgspec.Struct, kw_only=True):
+    """An entry of the audit stream as the archive reads it (operations/audit.py writes
+    them): fields it does not know are kept in the entry's JSON, not refused."""
+
+    kind: str = ""
+    scope: str = ""
+    at: int = 0
+    by: str = ""
+    details: dict[str, Any] = {}
+
+
+_action = msgspec.json.Decoder(Action)
+
+
 @dataclass(slots=True)
 class Decoded:
     """A batch's entries, decoded once: what the store must look up before folding."""
@@ -63,6 +78,7 @@ class Decoded:
     entries: list[Entry]
     events: list[tuple[Entry, Event | None]]
     results: list[tuple[Entry, Result | None]]
+    actions: list[tuple[Entry, Action | None]]
 
     def order_ids(self) -> set[str]:
         return {e.client_order_id for _, e in self.events if e is not None}
@@ -93,22 +109,34 @@ class Writes:
     orders: list[Row]
     fills: list[Row]
     positions: list[Row]
+    actions: list[Row]
+    risk_limits: list[Row]
     problems: list[str]
 
 
 def decode(source: str, entries: Sequence[Entry]) -> Decoded:
     events: list[tuple[Entry, Event | None]] = []
     results: list[tuple[Entry, Result | None]] = []
+    actions: list[tuple[Entry, Action | None]] = []
     for entry in entries:
         data = entry.fields.get(b"data", b"")
-        try:
-            if entry.stream == EVENTS:
-                events.append((entry, decode_event(data)))
-            else:
-                results.append((entry, decode_result(data)))
-        except (msgspec.DecodeError, ValueError):
-            (events if entry.stream == EVENTS else results).append((entry, None))
-    return Decoded(source, list(entries), events, results)
+        if entry.stream == EVENTS:
+            events.append((entry, _decoded(decode_event, data)))
+        elif entry.stream == AUDIT:
+            actions.append((entry, _decoded(_action.decode, data)))
+        else:
+            results.append((entry, _decoded(decode_result, data)))
+    return Decoded(source, list(entries), events, results, actions)
+
+
+T = TypeVar("T")
+
+
+def _decoded(decode: Callable[[bytes], T], data: bytes) -> T | None:
+    try:
+        return decode(data)
+    except (msgspec.DecodeError, ValueError):
+        return None
 
 
 def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
@@ -161,8 +189,11 @@ def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
         orders=list(touched.values()),
         fills=fill_rows,
         positions=[_position_row(positions[where], at) for where, at in moved.items()],
+        actions=[_action_row(batch.source, entry, action) for entry, action in batch.actions],
+        risk_limits=_risk_limits(batch.source, batch.actions),
         problems=problems + [f"{entry.stream} entry {entry.entry_id} does not decode: stored "
-                             "as it is" for entry, result in batch.results if result is None],
+                             "as it is" for entry, decoded in [*batch.results, *batch.actions]
+                             if decoded is None],
     )
 
 
@@ -245,6 +276,33 @@ def _result_row(source: str, entry: Entry, result: Result | None) -> Row:
         cid = entry.fields.get(b"client_order_id")
         row["client_order_id"] = None if cid is None else cid.decode("utf-8", "replace")
     return row
+
+
+def _action_row(source: str, entry: Entry, action: Action | None) -> Row:
+    row: Row = {"source": source, "entry_id": entry.entry_id, "kind": None, "scope": None,
+                "at": None, "by": None, "details": None, "data": _text(entry, b"data")}
+    if action is not None:
+        row.update(kind=action.kind, scope=action.scope, at=action.at, by=action.by,
+                   details=_json(action.details))
+    return row
+
+
+def _risk_limits(source: str, actions: Sequence[tuple[Entry, Action | None]]) -> list[Row]:
+    """The run-time limits each ``risk_set`` left its account with, the batch's latest."""
+    latest: dict[str, Row] = {}
+    for entry, action in actions:
+        if action is None or action.kind != "risk_set" or "limits" not in action.details:
+            continue
+        ms, seq = parse_stream_id(entry.entry_id)
+        latest[action.scope] = {
+            "source": source, "account": action.scope,
+            "limits": _json(action.details["limits"]), "set_at": action.at,
+            "set_by": action.by, "entry_ms": ms, "entry_seq": seq}
+    return list(latest.values())
+
+
+def _text(entry: Entry, name: bytes) -> str:
+    return entry.fields.get(name, b"").decode("utf-8", "replace")
 
 
 def _fill_row(source: str, entry_id: str, event: Event, fill: Fill, side: Side | None,

@@ -12,7 +12,7 @@ CONFLICT DO NOTHING (events, results, fills) or updated to what the batch made o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -115,6 +115,9 @@ class ArchiveStore:
             await self._upsert(conn, tables.orders, writes.orders,
                                ("source", "client_order_id"))
             await self._upsert(conn, tables.positions, writes.positions, ("account", "symbol"))
+            await self._ignore(conn, tables.actions, writes.actions)
+            await self._upsert(conn, tables.risk_limits, writes.risk_limits,
+                               ("source", "account"), newer=_newer_setting)
         return writes
 
     async def _known(self, conn: AsyncConnection, batch: Decoded) -> Known:
@@ -145,12 +148,21 @@ class ArchiveStore:
             await conn.execute(_insert(conn, table).on_conflict_do_nothing(), list(part))
 
     async def _upsert(self, conn: AsyncConnection, table: sa.Table,
-                      values: Sequence[Mapping[str, Any]], key: Iterable[str]) -> None:
+                      values: Sequence[Mapping[str, Any]], key: Iterable[str],
+                      newer: Callable[[Any], Any] | None = None) -> None:
+        """Insert, or update to the new values (only where ``newer(excluded)`` holds)."""
         index = list(key)
         for part in chunks(values):
             stmt = _insert(conn, table)
             stmt = stmt.on_conflict_do_update(
                 index_elements=index,
                 set_={col.name: stmt.excluded[col.name] for col in table.columns
-                      if col.name not in index})
+                      if col.name not in index},
+                where=None if newer is None else newer(stmt.excluded))
             await conn.execute(stmt, list(part))
+
+
+def _newer_setting(excluded: Any) -> Any:
+    stored = tables.risk_limits.c
+    return sa.tuple_(stored.entry_ms, stored.entry_seq) < sa.tuple_(excluded.entry_ms,
+                                                                    excluded.entry_seq)

@@ -182,3 +182,35 @@ positions = sa.Table(
     sa.Column("entry_id", sa.Text, nullable=False),  # the last event folded into it
     sa.PrimaryKeyConstraint("account", "symbol"),
 )
+
+# The operator actions of the audit stream (<prefix>:audit: kills, trading states, breaker
+# resets, run-time risk limits), each once, and the run-time risk limits they set, the
+# latest per account.
+actions = sa.Table(
+    "operator_actions", metadata,
+    _source(),
+    sa.Column("entry_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text),  # risk_set, trading_state, kill, ...
+    sa.Column("scope", sa.Text),  # global or an account
+    sa.Column("at", Ms),
+    sa.Column("by", sa.Text),  # user@host of the operator
+    sa.Column("details", sa.Text),  # JSON
+    sa.Column("data", sa.Text, nullable=False),  # the entry's JSON, as the stream held it
+    sa.PrimaryKeyConstraint("source", "entry_id"),
+    sa.Index("ix_actions_at", "at"),
+)
+
+risk_limits = sa.Table(
+    "risk_limits", metadata,
+    _source(),
+    sa.Column("account", sa.Text, nullable=False),
+    # JSON: the account's whole run-time limits (its own and its symbols') after the change.
+    sa.Column("limits", sa.Text, nullable=False),
+    sa.Column("set_at", Ms, nullable=False),
+    sa.Column("set_by", sa.Text),
+    # The audit entry that set them: a re-run from an older cursor never writes an older
+    # setting over a newer one.
+    sa.Column("entry_ms", Ms, nullable=False),
+    sa.Column("entry_seq", Ms, nullable=False),
+    sa.PrimaryKeyConstraint("source", "account"),
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import json
 import os
 import random
 import signal
@@ -35,6 +36,7 @@ from executor.config import Settings
 from executor.infra.streams import positions_caught_up
 from executor.model.positions import decode_position
 from executor.operations import snapshot
+from executor.operations.risk_commands import set_limits
 from producer.client import OrderClient
 from producer.contract import (
     Event,
@@ -343,4 +345,36 @@ async def test_the_migrations_make_exactly_the_tables_the_code_writes(db: AsyncE
     assert await migrate.current(db) is None
     with pytest.raises(migrate.SchemaError, match="--init"):
         await migrate.check(db)
-    assert await migrate.upgrade(db) == (None, migrate.head())
+    # A database archived by the first version gains the audit stream's cursor, at 0-0.
+    assert await migrate.upgrade(db, "0001") == (None, "0001")
+    with pytest.raises(migrate.SchemaError, match="--upgrade"):
+        await migrate.check(db)
+    async with db.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO archive_cursors VALUES "
+                                   "('{orders-1}', 'events', '5-0', 1)"))
+    assert await migrate.upgrade(db) == ("0001", migrate.head())
+    assert await ArchiveStore(db).cursors("{orders-1}") == {
+        "events": "5-0", "audit": "0-0", "completed": "0-0", "failed": "0-0"}
+
+
+async def test_operator_actions_and_the_latest_risk_limits_are_archived(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, db: AsyncEngine,
+) -> None:
+    await set_limits(redis_client, K, "default", {"max_open_orders": "7"}, by="ana@desk")
+    await set_limits(redis_client, K, "default", {"max_quantity": "9"}, symbol="BTCUSDT",
+                     by="ben@desk")
+    a = archiver(redis_client, db, make_settings())
+    await drain(a)
+    rerun = archiver(redis_client, db, make_settings())
+    async with db.begin() as conn:  # an old cursor must not write older limits back
+        await conn.execute(sa.update(tables.cursors).values(last_id="0-0"))
+    await drain(rerun)
+    actions = await column(db, sa.select(tables.actions.c.entry_id).order_by(
+        tables.actions.c.entry_id))
+    assert actions == await stream_ids(redis_client, K.audit)
+    async with db.connect() as conn:
+        (row,) = (await conn.execute(sa.select(tables.risk_limits))).mappings().all()
+    assert (row["account"], row["set_by"]) == ("default", "ben@desk")
+    limits = json.loads(row["limits"])
+    assert limits["max_open_orders"] == 7
+    assert limits["symbols"]["BTCUSDT"]["max_quantity"] == "9"

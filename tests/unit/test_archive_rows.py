@@ -149,3 +149,21 @@ def test_results_keep_their_stream_and_fields() -> None:
         "failed", "rejected", "risk", 77)
     assert second["status"] is None and second["client_order_id"] == "c2"
     assert batch.last_ids() == {"failed": "5-1", "completed": "6-0"}
+
+
+def test_audit_entries_are_kept_and_the_latest_risk_limits_of_each_account_win() -> None:
+    def action(entry_id: str, scope: str, by: str, limit: int) -> Entry:
+        data = (b'{"kind":"risk_set","scope":"%s","at":9,"by":"%s","details":{"limits":'
+                b'{"max_open_orders":%d},"new_field":1}}' % (scope.encode(), by.encode(), limit))
+        return Entry(rows.AUDIT, entry_id, {b"data": data})
+
+    batch = rows.decode("orders", [
+        action("1-0", "a", "ana", 1), action("2-0", "b", "ben", 2), action("3-0", "a", "cy", 3),
+        Entry(rows.AUDIT, "4-0", {b"data": b"[]"}),
+        Entry(rows.AUDIT, "5-0", {b"data": b'{"kind":"kill","scope":"global","at":10}'})])
+    w = rows.fold(batch, Known(), ASSETS)
+    assert [a["entry_id"] for a in w.actions] == ["1-0", "2-0", "3-0", "4-0", "5-0"]
+    assert [a["kind"] for a in w.actions] == ["risk_set"] * 3 + [None, "kill"]
+    assert sorted((r["account"], r["set_by"], r["limits"], r["entry_ms"]) for r in w.risk_limits) \
+        == [("a", "cy", '{"max_open_orders":3}', 3), ("b", "ben", '{"max_open_orders":2}', 2)]
+    assert any("audit entry 4-0 does not decode" in p for p in w.problems)
