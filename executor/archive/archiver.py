@@ -79,31 +79,33 @@ class Archiver:
     async def once(self, block: bool = False) -> int:
         """Store one batch (up to ``batch`` entries per stream); returns the entries
         stored, 0 when there were none (after waiting up to ``block_ms`` if ``block``)."""
+        while True:
+            entries = await self._read(block)
+            if not entries:
+                return 0
+            batch = rows.decode(self.source, entries)
+            try:
+                writes = await self.store.write(batch, self.cursors, await self.assets())
+            except CursorMoved as exc:
+                # Another archive stored it first: read on from wherever the store now is.
+                log.warning("%s; re-reading the cursors", exc)
+                self.cursors = await self.store.cursors(self.source)
+                block = False
+                continue
+            self.cursors.update(batch.last_ids())
+            self.archived += len(entries)
+            _log_problems(writes)
+            await self._tell_redis()
+            return len(entries)
+
+    async def _read(self, block: bool) -> list[Entry]:
         names = streams(self.keys)
         reply: Any = await self.redis.xread(
             {names[s]: self.cursors[s] for s in rows.STREAMS}, count=self.batch,
             block=self.block_ms if block else None)
         by_name = {v: k for k, v in names.items()}
-        entries: list[Entry] = []
-        for name, found in _pairs(reply):
-            stream = by_name[text(name)]
-            entries.extend(Entry(stream, text(entry_id), fields or {})
-                           for entry_id, fields in found)
-        if not entries:
-            return 0
-        batch = rows.decode(self.source, entries)
-        try:
-            writes = await self.store.write(batch, self.cursors, await self.assets())
-        except CursorMoved as exc:
-            # Another archive stored it: carry on from wherever the store now is.
-            log.warning("%s; re-reading the cursors", exc)
-            self.cursors = await self.store.cursors(self.source)
-            return 0
-        self.cursors.update(batch.last_ids())
-        self.archived += len(entries)
-        _log_problems(writes)
-        await self._tell_redis()
-        return len(entries)
+        return [Entry(by_name[text(name)], text(entry_id), fields or {})
+                for name, found in reply or [] for entry_id, fields in found]
 
     async def _tell_redis(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -125,10 +127,6 @@ class Archiver:
                 log.warning("%s: archive pass failed, retrying: %s", self.source,
                             type(exc).__name__ if isinstance(exc, SQLAlchemyError) else exc)
                 await asyncio.sleep(pause_s)
-
-
-def _pairs(reply: Any) -> list[tuple[Any, Any]]:
-    return [(name, found) for name, found in reply or []]  # RESP2: [[name, entries], ...]
 
 
 def _log_problems(writes: Writes) -> None:

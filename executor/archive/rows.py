@@ -14,6 +14,7 @@ in log order, and each fill keeps what it realized, for the daily report.
 
 from __future__ import annotations
 
+import decimal
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ from ..infra.streams import parse_stream_id
 from ..model.positions import Position, apply_trade
 
 log = logging.getLogger(__name__)
+
+# A position's amounts run past the default context's 28 digits (a 40-digit cost basis):
+# what a fill realized is their exact difference, or an error, never a rounded one.
+_EXACT = decimal.Context(prec=200, traps=[decimal.Inexact, decimal.InvalidOperation])
 
 EVENTS, COMPLETED, FAILED, AUDIT = "events", "completed", "failed", "audit"
 STREAMS = (EVENTS, COMPLETED, FAILED, AUDIT)
@@ -177,7 +182,7 @@ def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
             else:
                 positions[where] = after
                 moved[where] = entry.entry_id
-                realized = after.realized_pnl - held.realized_pnl
+                realized = _EXACT.subtract(after.realized_pnl, held.realized_pnl)
         else:
             problems.append(f"fill {fill.fill_id} of {event.client_order_id}: the order's "
                             "side is unknown (its created event is not archived), so no "

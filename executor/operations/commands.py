@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -103,14 +104,11 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
         fold = Fold(quotes, positions_until=stored.positions_cursor, sides=_sides(stored),
                     base_assets=bases)
         url = args.archive_url or settings.archive.database_url()
-        archived = await _from_archive(url, keys.prefix, before, args.wait)
-        if isinstance(archived, str):
-            print(f"error: {archived}", file=sys.stderr)
+        problem = await _from_archive(url, keys.prefix, before, args.wait, fold.add,
+                                      written_while_we_read, moving)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
-        for entry_id, data in archived:
-            fold.add(entry_id, data)
-            if written_while_we_read(entry_id):
-                moving.add(_client_id(data))
     else:
         fold = Fold(quotes, positions_until=stored.positions_cursor,
                     trimmed_before=stored.trimmed_before, base=stored.base,
@@ -128,10 +126,12 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
     return 0 if report.ok else 1
 
 
-async def _from_archive(url: str, source: str, before: str | None, wait_s: float
-                        ) -> list[tuple[str, str]] | str:
-    """The archive's events of ``source``, once it holds every entry up to ``before``;
-    else why not (a message)."""
+async def _from_archive(url: str, source: str, before: str | None, wait_s: float,
+                        add: Callable[[str, str], None], moving_at: Callable[[str], bool],
+                        moving: set[str]) -> str | None:
+    """Hand the archive's events of ``source`` to ``add`` in the log's order, a page at a
+    time, once the archive holds every entry up to ``before``; else why not (a message).
+    The orders of events for which ``moving_at`` holds go into ``moving``."""
     db = archive_store.engine(url)
     try:
         try:
@@ -147,7 +147,11 @@ async def _from_archive(url: str, source: str, before: str | None, wait_s: float
                 return (f"the archive holds {source}'s events up to {at}, Redis up to "
                         f"{before}: is `orderstream archive` running?")
             await asyncio.sleep(0.2)
-        return [entry async for entry in archive_queries.events(db, source)]
+        async for entry_id, data in archive_queries.events(db, source):
+            add(entry_id, data)
+            if moving_at(entry_id):
+                moving.add(_client_id(data))
+        return None
     finally:
         await db.dispose()
 

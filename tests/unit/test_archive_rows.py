@@ -167,3 +167,14 @@ def test_audit_entries_are_kept_and_the_latest_risk_limits_of_each_account_win()
     assert sorted((r["account"], r["set_by"], r["limits"], r["entry_ms"]) for r in w.risk_limits) \
         == [("a", "cy", '{"max_open_orders":3}', 3), ("b", "ben", '{"max_open_orders":2}', 2)]
     assert any("audit entry 4-0 does not decode" in p for p in w.problems)
+
+
+def test_what_a_fill_realized_is_exact_past_the_default_28_digits() -> None:
+    q = Decimal("12345678901234567890.12345678901234567890")
+    held = Position(account="a", symbol="BTCUSDT", quantity=q, average_price=Decimal(1),  # type: ignore[arg-type]
+                    cost_basis=q)  # type: ignore[arg-type]
+    w = folded(event("big", 1, OrderState.CREATED, order=spec("sell", str(q))),
+               event("big", 2, OrderState.FILLED, fill=fill("fb", "3", str(q))),
+               known=Known(positions={("a", "BTCUSDT"): held}))
+    (f,) = w.fills
+    assert f["realized_pnl"] == Decimal("24691357802469135780.24691357802469135780")
