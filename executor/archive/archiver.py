@@ -49,7 +49,7 @@ def streams(keys: Keys) -> dict[str, str]:
 class Archiver:
     def __init__(self, redis: aioredis.Redis, keys: Keys, store: ArchiveStore, *,
                  assets: AssetsSource, reader: str = "archive", batch: int = 1000,
-                 block_ms: int = 1000) -> None:
+                 block_ms: int = 1000, source: str | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -57,12 +57,9 @@ class Archiver:
         self.reader = reader
         self.batch = batch
         self.block_ms = block_ms
+        self.source = keys.prefix if source is None else source  # the rows' source
         self.cursors: dict[str, str] = {}
         self.archived = 0  # entries stored by this process
-
-    @property
-    def source(self) -> str:
-        return self.keys.prefix
 
     async def register(self) -> dict[str, str]:
         """Read the stored cursors and register them with Redis; returns them."""

@@ -193,7 +193,8 @@ def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
         results=[_result_row(batch.source, entry, result) for entry, result in batch.results],
         orders=list(touched.values()),
         fills=fill_rows,
-        positions=[_position_row(positions[where], at) for where, at in moved.items()],
+        positions=[_position_row(batch.source, positions[where], at)
+                   for where, at in moved.items()],
         actions=[_action_row(batch.source, entry, action) for entry, action in batch.actions],
         risk_limits=_risk_limits(batch.source, batch.actions),
         problems=problems + [f"{entry.stream} entry {entry.entry_id} does not decode: stored "
@@ -320,8 +321,8 @@ def _fill_row(source: str, entry_id: str, event: Event, fill: Fill, side: Side |
             "at": fill.at or event.at, "entry_id": entry_id, "realized_pnl": realized}
 
 
-def _position_row(position: Position, entry_id: str) -> Row:
-    return {"account": position.account, "symbol": position.symbol,
+def _position_row(source: str, position: Position, entry_id: str) -> Row:
+    return {"source": source, "account": position.account, "symbol": position.symbol,
             "quantity": position.quantity, "average_price": position.average_price,
             "cost_basis": position.cost_basis, "realized_pnl": position.realized_pnl,
             "commission": position.commission,

@@ -17,6 +17,10 @@ class ArchiveSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The name the archive registers under in the streams' readers hashes: retention
     # never trims what it has not stored. Two archives (SQLite and PostgreSQL) need two.
     reader: str = "archive"
+    # Several deployments archiving into one database name themselves apart: their rows'
+    # source is "<deployment>/<key prefix>" (two deployments' "orders" would otherwise mix
+    # their cursors, and their paper fills' ids).
+    deployment: str = ""
     batch: int = 1000  # entries read per stream per transaction
     block_ms: int = 1000  # an idle archive waits this long for new entries
 
@@ -28,6 +32,12 @@ class ArchiveSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if not self.reader or ":" in self.reader:
             raise ValueError(f"archive.reader must be a non-empty name without ':', "
                              f"got {self.reader!r}")
+        if "/" in self.deployment:
+            raise ValueError(f"archive.deployment must not hold '/', got {self.deployment!r}")
+
+    def source(self, prefix: str) -> str:
+        """What the rows of the streams under ``prefix`` are stored as."""
+        return f"{self.deployment}/{prefix}" if self.deployment else prefix
 
     def database_url(self) -> str:
         """The URL to connect with: ``url_file``'s content when set, else ``url``."""

@@ -114,7 +114,8 @@ class ArchiveStore:
             await self._ignore(conn, tables.fills, writes.fills)
             await self._upsert(conn, tables.orders, writes.orders,
                                ("source", "client_order_id"))
-            await self._upsert(conn, tables.positions, writes.positions, ("account", "symbol"))
+            await self._upsert(conn, tables.positions, writes.positions,
+                               ("source", "account", "symbol"))
             await self._ignore(conn, tables.actions, writes.actions)
             await self._upsert(conn, tables.risk_limits, writes.risk_limits,
                                ("source", "account"), newer=_newer_setting)
@@ -131,12 +132,12 @@ class ArchiveStore:
         f = tables.fills.c
         for keys in chunks(sorted(batch.fill_keys())):
             found = await conn.execute(sa.select(f.account, f.symbol, f.fill_id).where(
-                sa.tuple_(f.account, f.symbol, f.fill_id).in_(keys)))
+                f.source == batch.source, sa.tuple_(f.account, f.symbol, f.fill_id).in_(keys)))
             known.fills.update((a, s, i) for a, s, i in found.all())
         p = tables.positions.c
         for where in chunks(sorted(batch.position_keys())):
             found = await conn.execute(sa.select(tables.positions).where(
-                sa.tuple_(p.account, p.symbol).in_(where)))
+                p.source == batch.source, sa.tuple_(p.account, p.symbol).in_(where)))
             for row in found.mappings():
                 position = rows.position_from_row(dict(row))
                 known.positions[(position.account, position.symbol)] = position

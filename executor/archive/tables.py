@@ -50,8 +50,9 @@ Ms = sa.BigInteger  # epoch milliseconds
 
 
 def _source() -> sa.Column[str]:
-    # The Redis key prefix the rows came from ("orders", "{orders-0}"): partitions number
-    # their streams' entries and requests apart.
+    # Where the rows came from: the Redis key prefix ("orders", "{orders-0}"), after the
+    # deployment's name where one is set (archive.deployment: "desk-a/orders"). Partitions
+    # number their entries and requests apart, and so do deployments sharing a database.
     return sa.Column("source", sa.Text, nullable=False)
 
 
@@ -105,10 +106,10 @@ fills = sa.Table(
     "fills", metadata,
     # The broker's trade id is unique per account and symbol (Binance numbers trades per
     # symbol, OANDA per account, Alpaca globally): a fill seen twice is stored once.
+    _source(),
     sa.Column("account", sa.Text, nullable=False),
     sa.Column("symbol", sa.Text, nullable=False),
     sa.Column("fill_id", sa.Text, nullable=False),
-    _source(),
     sa.Column("client_order_id", sa.Text, nullable=False),
     sa.Column("side", sa.Text),
     sa.Column("price", Exact, nullable=False),
@@ -121,7 +122,7 @@ fills = sa.Table(
     # What this fill realized in the quote asset, by the positions fold's average cost
     # (executor/model/positions.py): the daily report adds these. Null without a side.
     sa.Column("realized_pnl", Exact),
-    sa.PrimaryKeyConstraint("account", "symbol", "fill_id"),
+    sa.PrimaryKeyConstraint("source", "account", "symbol", "fill_id"),
     sa.Index("ix_fills_at", "at"),
     sa.Index("ix_fills_order", "source", "client_order_id"),
 )
@@ -170,6 +171,7 @@ positions = sa.Table(
     "positions", metadata,
     # The positions the archived fills make, folded as the workers fold them; one row per
     # account and symbol (an account lives in one partition).
+    _source(),
     sa.Column("account", sa.Text, nullable=False),
     sa.Column("symbol", sa.Text, nullable=False),
     sa.Column("quantity", Exact, nullable=False),
@@ -180,7 +182,7 @@ positions = sa.Table(
     sa.Column("other_commissions", sa.Text, nullable=False),  # per asset, as JSON
     sa.Column("updated_at", Ms, nullable=False),
     sa.Column("entry_id", sa.Text, nullable=False),  # the last event folded into it
-    sa.PrimaryKeyConstraint("account", "symbol"),
+    sa.PrimaryKeyConstraint("source", "account", "symbol"),
 )
 
 # The operator actions of the audit stream (<prefix>:audit: kills, trading states, breaker

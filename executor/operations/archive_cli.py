@@ -161,7 +161,8 @@ async def _archive(args: argparse.Namespace, settings: Settings, url: str) -> in
         await migrate.check(db)
         store = ArchiveStore(db)
         archivers = [Archiver(redis, Keys(prefix), store, assets=_assets(redis, settings, prefix),
-                              reader=a.reader, batch=a.batch, block_ms=a.block_ms)
+                              reader=a.reader, batch=a.batch, block_ms=a.block_ms,
+                              source=a.source(prefix))
                      for prefix in prefixes(settings, args.partition)]
         for archiver in archivers:
             cursors = await archiver.register()

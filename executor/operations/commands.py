@@ -104,7 +104,8 @@ async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -
         fold = Fold(quotes, positions_until=stored.positions_cursor, sides=_sides(stored),
                     base_assets=bases)
         url = args.archive_url or settings.archive.database_url()
-        problem = await _from_archive(url, keys.prefix, before, args.wait, fold.add,
+        problem = await _from_archive(url, settings.archive.source(keys.prefix), before,
+                                      args.wait, fold.add,
                                       written_while_we_read, moving)
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)

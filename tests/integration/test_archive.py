@@ -73,12 +73,13 @@ async def db(archive_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def archiver(redis: aioredis.Redis, db: AsyncEngine, settings: Settings, *,
-             batch: int = 1000) -> Archiver:
+             batch: int = 1000, source: str | None = None) -> Archiver:
     async def assets() -> rows.Assets:
         quotes, bases = await snapshot.fold_assets(redis, K, settings)
         return {key: (bases.get(key), quotes.get(key)) for key in quotes.keys() | bases.keys()}
 
-    return Archiver(redis, K, ArchiveStore(db), assets=assets, batch=batch, block_ms=100)
+    return Archiver(redis, K, ArchiveStore(db), assets=assets, batch=batch, block_ms=100,
+                    source=source)
 
 
 async def drain(a: Archiver) -> None:
@@ -378,3 +379,28 @@ async def test_operator_actions_and_the_latest_risk_limits_are_archived(
     limits = json.loads(row["limits"])
     assert limits["max_open_orders"] == 7
     assert limits["symbols"]["BTCUSDT"]["max_quantity"] == "9"
+
+
+async def test_deployments_sharing_a_database_keep_their_own_cursors_fills_and_positions(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, db: AsyncEngine,
+) -> None:
+    # Two deployments with the same key prefix (here, for the test, the same streams): the
+    # same paper fill ids, the same account names, kept apart by their names.
+    await trade(make_settings, client, redis_client, 6)
+    desks = [archiver(redis_client, db, make_settings(), source=f"{name}/orders")
+             for name in ("desk-a", "desk-b")]
+    for desk in desks:
+        await drain(desk)
+    f, p = tables.fills.c, tables.positions.c
+    fill_events = [x for x in await redis_client.xrange(K.events) if b'"fill"' in x[1][b"data"]]
+    for desk in desks:
+        assert await column(db, sa.select(sa.func.count()).where(f.source == desk.source)) \
+            == [len(fill_events)]
+        async with db.connect() as conn:
+            rows_ = (await conn.execute(sa.select(tables.positions)
+                                        .where(p.source == desk.source))).mappings().all()
+        folded = [decode_position(v) for v in (await redis_client.hgetall(K.positions)).values()]
+        key = lambda x: (x.account, x.symbol)  # noqa: E731
+        assert sorted((rows.position_from_row(dict(r)) for r in rows_), key=key) == sorted(
+            folded, key=key)

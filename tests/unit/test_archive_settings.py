@@ -48,3 +48,11 @@ def test_urls_get_their_asyncio_drivers() -> None:
     assert async_url("postgresql://u@h/d") == "postgresql+asyncpg://u@h/d"
     assert async_url("postgres://u@h/d") == "postgresql+asyncpg://u@h/d"
     assert async_url("postgresql+asyncpg://u@h/d") == "postgresql+asyncpg://u@h/d"
+
+
+def test_a_deployment_name_sets_the_rows_source() -> None:
+    s = load_settings(None, {"ORDERSTREAM_ARCHIVE_DEPLOYMENT": "desk-a"})
+    assert s.archive.source("{orders-1}") == "desk-a/{orders-1}"
+    assert load_settings(None, {}).archive.source("orders") == "orders"
+    with pytest.raises(ConfigError, match=r"archive\.deployment"):
+        load_settings(None, {"ORDERSTREAM_ARCHIVE_DEPLOYMENT": "a/b"})

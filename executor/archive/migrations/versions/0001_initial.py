@@ -65,10 +65,10 @@ def upgrade() -> None:
     op.create_index("ix_orders_strategy", "orders", ["strategy_id"])
     op.create_table(
         "fills",
+        sa.Column("source", sa.Text, nullable=False),
         sa.Column("account", sa.Text, nullable=False),
         sa.Column("symbol", sa.Text, nullable=False),
         sa.Column("fill_id", sa.Text, nullable=False),
-        sa.Column("source", sa.Text, nullable=False),
         sa.Column("client_order_id", sa.Text, nullable=False),
         sa.Column("side", sa.Text),
         sa.Column("price", Exact, nullable=False),
@@ -79,7 +79,7 @@ def upgrade() -> None:
         sa.Column("at", Ms, nullable=False),
         sa.Column("entry_id", sa.Text, nullable=False),
         sa.Column("realized_pnl", Exact),
-        sa.PrimaryKeyConstraint("account", "symbol", "fill_id"),
+        sa.PrimaryKeyConstraint("source", "account", "symbol", "fill_id"),
     )
     op.create_index("ix_fills_at", "fills", ["at"])
     op.create_index("ix_fills_order", "fills", ["source", "client_order_id"])
@@ -121,6 +121,7 @@ def upgrade() -> None:
     op.create_index("ix_results_completed", "results", ["completed_at"])
     op.create_table(
         "positions",
+        sa.Column("source", sa.Text, nullable=False),
         sa.Column("account", sa.Text, nullable=False),
         sa.Column("symbol", sa.Text, nullable=False),
         sa.Column("quantity", Exact, nullable=False),
@@ -131,7 +132,7 @@ def upgrade() -> None:
         sa.Column("other_commissions", sa.Text, nullable=False),
         sa.Column("updated_at", Ms, nullable=False),
         sa.Column("entry_id", sa.Text, nullable=False),
-        sa.PrimaryKeyConstraint("account", "symbol"),
+        sa.PrimaryKeyConstraint("source", "account", "symbol"),
     )
 
 
