@@ -124,6 +124,12 @@ class Archiver:
                 log.warning("%s: archive pass failed, retrying: %s", self.source,
                             type(exc).__name__ if isinstance(exc, SQLAlchemyError) else exc)
                 await asyncio.sleep(pause_s)
+            except Exception:
+                # A bug of ours that one batch trips: nothing of it was stored, and the
+                # archive keeps trying rather than exiting (its lag alert says it is stuck;
+                # the traceback says why), as a restarted process would hit it again.
+                log.exception("%s: archive pass failed on a bug, retrying", self.source)
+                await asyncio.sleep(pause_s * 10)
 
 
 def _log_problems(writes: Writes) -> None:

@@ -404,3 +404,26 @@ async def test_deployments_sharing_a_database_keep_their_own_cursors_fills_and_p
         key = lambda x: (x.account, x.symbol)  # noqa: E731
         assert sorted((rows.position_from_row(dict(r)) for r in rows_), key=key) == sorted(
             folded, key=key)
+
+
+async def test_a_failing_pass_stores_nothing_and_the_archive_carries_on(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, db: AsyncEngine,
+) -> None:
+    await trade(make_settings, client, redis_client, 4)
+    good = archiver(redis_client, db, make_settings())
+    failures = {"left": 2}
+
+    async def flaky() -> rows.Assets:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a bug of ours")
+        return await good.assets()
+
+    a = Archiver(redis_client, K, ArchiveStore(db), assets=flaky, batch=1000, block_ms=50)
+    total = len(await stream_ids(redis_client, K.events))
+    await asyncio.wait_for(a.run(lambda: a.archived < total, pause_s=0.005), 10)
+    assert failures["left"] == 0
+    while await a.once():
+        pass
+    await assert_archived_exactly(redis_client, db)
