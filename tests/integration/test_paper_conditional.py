@@ -6,6 +6,9 @@ a worker restart between two price moves; an if-touched order fires at its stop.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -128,3 +131,29 @@ async def test_if_touched_and_refused_orders_through_a_worker(
 async def _passes(r: aioredis.Redis) -> None:
     """Wait out a few match passes (200 ms apart by default)."""
     await asyncio.sleep(0.8)
+
+
+async def test_the_producer_command_places_a_trailing_stop_limit(
+        make_settings: Callable[..., Settings], client: OrderClient, redis_url: str,
+        redis_client: aioredis.Redis) -> None:
+    await set_price(redis_client, "50000")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ORDERSTREAM_") and k != "REDIS_URL"}
+    async with running(make_settings()):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "executor", "submit", "--redis-url", redis_url, "--json",
+            "--symbol", "BTCUSDT", "--side", "buy", "--type", "trailing_stop_limit",
+            "--quantity", "0.2", "--trailing-offset", "50", "--trailing-offset-type", "bps",
+            "--activation-price", "49500", "--limit-offset", "5",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        result = json.loads(out)
+        assert result["status"] == "accepted" and result["type"] == "trailing_stop_limit"
+        status = await client.order(result["client_order_id"])
+        assert status is not None
+        spec = status.spec
+        assert (spec.trailing_offset, spec.trailing_offset_type, spec.activation_price,
+                spec.limit_offset) == (D("50"), "bps", D("49500"), D("5"))
+        record = await paper_record(redis_client, result["client_order_id"])
+        assert record.trail == TrailState()  # waiting for 49500
