@@ -37,6 +37,12 @@ async def paper_record(r: aioredis.Redis, client_order_id: str) -> PaperOrder:
     return decode_order(data)
 
 
+async def pushed(r: aioredis.Redis, client_order_id: str) -> int:
+    """Entries of the paper exchange's executions stream (its push feed) about an order."""
+    entries = await r.xrange(K.paper("default", "executions"))
+    return sum(1 for _, fields in entries if client_order_id.encode() in fields[b"data"])
+
+
 async def fill_events(r: aioredis.Redis, client_order_id: str) -> int:
     events = [decode_event(fields[b"data"]) for _, fields in await r.xrange(K.events)]
     return sum(1 for e in events if e.client_order_id == client_order_id and e.fill is not None)
@@ -64,6 +70,7 @@ async def test_a_trailing_sell_stop_follows_the_price_and_survives_a_restart(
             trail = (await paper_record(r, cid)).trail
             return trail is not None and trail.trigger == D("50400")
         await until(followed)
+        assert await pushed(r, cid) == 0  # the trail's moves are not pushed to the workers
         await set_price(r, "50450")  # a small dip, above the trigger
         version = (await paper_record(r, cid)).version
         await _passes(r)
@@ -86,6 +93,7 @@ async def test_a_trailing_sell_stop_follows_the_price_and_survives_a_restart(
         assert status.filled_quantity == D("0.5") and status.average_price == D("50400")
         await _passes(r)
     assert await fill_events(r, cid) == 1  # fired once
+    assert await pushed(r, cid) == 1
     fired = await paper_record(r, cid)
     assert fired.triggered and not fired.is_open
     assert fired.trail == TrailState(active=True, water=D("50500"), trigger=D("50400"))

@@ -491,8 +491,12 @@ class PaperBroker:
         return self.store.watch_key(order.spec.symbol, at[0]), at[1]
 
     def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig) -> Change:
+        # A trailing stop's trail moving is the exchange's own bookkeeping: nothing a client
+        # sees changed, so nothing is pushed to the workers (one entry per new high would be).
+        quiet = (new.status is old.status and new.triggered == old.triggered
+                 and len(new.fills) == len(old.fills))
         change = Change(old.client_order_id, old.version, encode_order(new), new.is_open,
-                        report=encode(report(new)))
+                        report=None if quiet else encode(report(new)))
         before, after = self._watch(old, sym), self._watch(new, sym)
         if before != after:
             change.leave = before[0]

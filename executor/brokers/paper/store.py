@@ -15,7 +15,8 @@ Keys (``<prefix>:paper:<account>:<name>``):
 | ``expiry`` | zset | open GTD orders by ``expire_at`` |
 | ``prices`` | hash | symbol -> reference price set by an operator (wins over the model) |
 | ``origin`` | string | epoch ms of step 0 of the price walk |
-| ``executions`` | stream | every change of a resting order (``BrokerOrder`` JSON in ``data``) |
+| ``executions`` | stream | every change of a resting order a client sees (``BrokerOrder``
+  JSON in ``data``; not a trailing stop's trail moving) |
 
 The streams' entries older than ``retention_ms`` are trimmed with the finished orders
 (``trim.lua``, run by the matcher), so the exchange's memory follows its open orders and
