@@ -58,13 +58,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--side", required=True, choices=["buy", "sell"])
     p.add_argument("--type", default="market",
                    choices=["market", "limit", "limit_maker", "stop", "stop_limit",
-                            "take_profit", "take_profit_limit"])
+                            "take_profit", "take_profit_limit", "trailing_stop",
+                            "trailing_stop_limit", "market_if_touched", "limit_if_touched"])
     amount = p.add_mutually_exclusive_group(required=True)
     amount.add_argument("--quantity", help="decimal, e.g. 0.010")
     amount.add_argument("--quote-quantity",
                         help="market orders: the quote amount to spend or receive")
     p.add_argument("--price")
     p.add_argument("--stop-price")
+    p.add_argument("--trailing-offset", help="trailing types: how far the trigger trails")
+    p.add_argument("--trailing-offset-type", choices=["price", "bps", "percent"])
+    p.add_argument("--activation-price", help="trailing types: start trailing at this price")
+    p.add_argument("--limit-offset", help="trailing_stop_limit: the limit's distance from "
+                   "the trigger")
     p.add_argument("--time-in-force", choices=["gtc", "ioc", "fok", "gtd"])
     p.add_argument("--expire-at", type=int, help="epoch ms, with --time-in-force gtd")
     p.add_argument("--client-order-id")
@@ -256,6 +262,9 @@ async def _submit(args: argparse.Namespace) -> int:
         submitted = await client.place(
             args.symbol, args.side, args.type, args.quantity,
             quote_quantity=args.quote_quantity, price=args.price, stop_price=args.stop_price,
+            trailing_offset=args.trailing_offset,
+            trailing_offset_type=args.trailing_offset_type,
+            activation_price=args.activation_price, limit_offset=args.limit_offset,
             time_in_force=args.time_in_force,
             expire_at=args.expire_at, client_order_id=args.client_order_id,
             account=args.account, deadline=deadline, strategy_id=args.strategy_id,

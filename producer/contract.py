@@ -229,6 +229,30 @@ class OrderType(enum.StrEnum):
     # market and stop_price below it, a buy the other way round. When one leg fills (or
     # triggers) the broker cancels the other; the request is one order record. Binance only.
     OCO = "oco"
+    # Conditional orders (see docs/wire-contract.md): a trailing stop's trigger follows the
+    # best reference price since activation at ``trailing_offset``; a touched order is the
+    # mirror of a stop (a buy triggers on a fall to ``stop_price``, a sell on a rise).
+    # Triggered, each executes as a market order or (the ``*_limit`` types) a limit order.
+    TRAILING_STOP = "trailing_stop"
+    TRAILING_STOP_LIMIT = "trailing_stop_limit"
+    MARKET_IF_TOUCHED = "market_if_touched"
+    LIMIT_IF_TOUCHED = "limit_if_touched"
+
+
+# The conditional types a broker may not have natively (the emulator will trail them).
+TRAILING_TYPES = frozenset({OrderType.TRAILING_STOP, OrderType.TRAILING_STOP_LIMIT})
+TOUCHED_TYPES = frozenset({OrderType.MARKET_IF_TOUCHED, OrderType.LIMIT_IF_TOUCHED})
+CONDITIONAL_TYPES = TRAILING_TYPES | TOUCHED_TYPES
+
+
+class TrailingOffsetType(enum.StrEnum):
+    """How a trailing stop's ``trailing_offset`` reads, applied to the water mark:
+    ``price`` an amount of the quote currency, ``bps`` basis points of it (100 bps = 1%),
+    ``percent`` a percentage of it."""
+
+    PRICE = "price"
+    BPS = "bps"
+    PERCENT = "percent"
 
 
 class TimeInForce(enum.StrEnum):
@@ -336,7 +360,12 @@ RequestOrderType = Annotated[OrderType, msgspec.Meta(description=(
     "oco: one request, two legs of the same side and quantity (Binance orderList/oco), "
     "one order record: a limit-maker leg at price and a stop leg triggered at stop_price "
     "(a stop-limit at stop_limit_price when given); a sell needs price > stop_price, a buy "
-    "price < stop_price; when one leg fills the other expires"))]
+    "price < stop_price; when one leg fills the other expires. trailing_stop / "
+    "trailing_stop_limit: a stop whose trigger follows the best price since activation at "
+    "trailing_offset (sell: high - offset, only moving up; buy: low + offset, only moving "
+    "down), then a market order / a limit at trigger -/+ limit_offset. market_if_touched / "
+    "limit_if_touched: a buy triggers when the price falls to stop_price, a sell when it "
+    "rises to it, then a market order / a limit at price"))]
 IssuedAt = Annotated[int, msgspec.Meta(ge=0, description=(
     "epoch ms: when the producer made the request. Where workers require signed requests, "
     "a signed request needs it (or a deadline) within the workers' auth.max_age_ms of the "
@@ -344,6 +373,19 @@ IssuedAt = Annotated[int, msgspec.Meta(ge=0, description=(
 StopLimitPrice = Annotated[WireDecimal, msgspec.Meta(description=(
     "type oco only, optional: the limit price of the stop leg, which then is a stop-limit "
     "(Binance STOP_LOSS_LIMIT, with time_in_force) instead of a stop-market (STOP_LOSS)"))]
+TrailingOffset = Annotated[WireDecimal, msgspec.Meta(description=(
+    "trailing_stop and trailing_stop_limit only, required, positive: how far the trigger "
+    "trails the water mark, read as trailing_offset_type says (percent below 100, bps "
+    "below 10000)"))]
+OffsetType = Annotated[TrailingOffsetType, msgspec.Meta(description=(
+    "trailing types only, default price: trailing_offset is an amount (price), basis points "
+    "(bps) or a percentage (percent) of the water mark"))]
+ActivationPrice = Annotated[WireDecimal, msgspec.Meta(description=(
+    "trailing types only, optional, positive: trailing starts once the price reaches it "
+    "(sell: at or above, buy: at or below); without it, at once"))]
+LimitOffset = Annotated[WireDecimal, msgspec.Meta(description=(
+    "trailing_stop_limit only, required, not negative: the triggered limit order's price is "
+    "trigger - limit_offset (sell) or trigger + limit_offset (buy)"))]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
@@ -367,6 +409,10 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
     stop_limit_price: StopLimitPrice | None = None
+    trailing_offset: TrailingOffset | None = None
+    trailing_offset_type: OffsetType | None = None
+    activation_price: ActivationPrice | None = None
+    limit_offset: LimitOffset | None = None
     time_in_force: TimeInForce | None = None
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None
@@ -466,6 +512,11 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     price: WireDecimal | None = None
     stop_price: WireDecimal | None = None
     stop_limit_price: WireDecimal | None = None  # an oco's stop leg as a stop-limit
+    # Trailing types only (None on every other type; older events have none of them).
+    trailing_offset: WireDecimal | None = None
+    trailing_offset_type: TrailingOffsetType | None = None
+    activation_price: WireDecimal | None = None
+    limit_offset: WireDecimal | None = None  # trailing_stop_limit only
     time_in_force: TimeInForce = TimeInForce.GTC
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None

@@ -12,8 +12,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .contract import CONTRACT_VERSION, Action, Event, OrderType, Request, Result, json_schema
-from .validation import AMENDABLE, PRICE_FIELDS
+from .contract import (
+    CONTRACT_VERSION,
+    TRAILING_TYPES,
+    Action,
+    Event,
+    OrderType,
+    Request,
+    Result,
+    json_schema,
+)
+from .validation import AMEND_REFUSED, AMENDABLE, PRICE_FIELDS, TRAILING_FIELDS
 
 SCHEMAS: dict[str, type] = {"request": Request, "result": Result, "event": Event}
 _DIR = Path(__file__).parent / "schema"
@@ -33,12 +42,17 @@ def request_rules() -> list[dict[str, Any]]:
         {"if": _is("action", Action.AMEND), "then": {
             "required": ["client_order_id"],
             "anyOf": [{"required": [name]} for name in AMENDABLE],
-            "not": {"anyOf": [{"required": [name]} for name in
-                              ("symbol", "side", "type", "time_in_force", "expire_at",
-                               "stop_limit_price")]}}},
+            "not": {"anyOf": [{"required": [name]} for name in AMEND_REFUSED]}}},
         {"if": _is("time_in_force", "gtd"), "then": {"required": ["expire_at"]}},
         {"if": {"required": ["stop_limit_price"]}, "then": _is("type", OrderType.OCO)},
+        {"if": {"required": ["limit_offset"]},
+         "then": _is("type", OrderType.TRAILING_STOP_LIMIT)},
+        {"if": _is("type", OrderType.TRAILING_STOP_LIMIT),
+         "then": {"required": ["trailing_offset", "limit_offset"]}},
+        {"if": _is("type", OrderType.TRAILING_STOP), "then": {"required": ["trailing_offset"]}},
     ]
+    trailing = {"properties": {"type": {"enum": sorted(TRAILING_TYPES)}}, "required": ["type"]}
+    rules += [{"if": {"required": [name]}, "then": trailing} for name in TRAILING_FIELDS]
     for order_type, (needs_price, needs_stop) in PRICE_FIELDS.items():
         needed = [f for f, n in (("price", needs_price), ("stop_price", needs_stop)) if n]
         refused = [f for f, n in (("price", needs_price), ("stop_price", needs_stop)) if not n]

@@ -7,7 +7,17 @@ and the worker (which never trusts the producer).
 
 from __future__ import annotations
 
-from .contract import Action, ContractError, OrderType, Request, TimeInForce
+from decimal import Decimal
+
+from .contract import (
+    TRAILING_TYPES,
+    Action,
+    ContractError,
+    OrderType,
+    Request,
+    TimeInForce,
+    TrailingOffsetType,
+)
 
 # Which of price / stop_price each order type needs; the other is refused, so a producer
 # that confuses the two hears about it instead of getting an order it did not mean.
@@ -20,7 +30,18 @@ PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
     OrderType.TAKE_PROFIT: (False, True),
     OrderType.TAKE_PROFIT_LIMIT: (True, True),
     OrderType.OCO: (True, True),  # the limit-maker leg's price, the stop leg's trigger
+    # A trailing stop's trigger is computed (trailing_offset), its limit too (limit_offset).
+    OrderType.TRAILING_STOP: (False, False),
+    OrderType.TRAILING_STOP_LIMIT: (False, False),
+    OrderType.MARKET_IF_TOUCHED: (False, True),
+    OrderType.LIMIT_IF_TOUCHED: (True, True),
 }
+
+# The fields of a trailing stop, refused on every other type.
+TRAILING_FIELDS = ("trailing_offset", "trailing_offset_type", "activation_price")
+# An offset in bps or percent of the price must leave a positive trigger under a sell's.
+_OFFSET_BOUNDS = {TrailingOffsetType.BPS: Decimal(10_000),
+                  TrailingOffsetType.PERCENT: Decimal(100)}
 
 _ORDER_FIELDS = (
     "side",
@@ -30,6 +51,8 @@ _ORDER_FIELDS = (
     "price",
     "stop_price",
     "stop_limit_price",
+    *TRAILING_FIELDS,
+    "limit_offset",
     "time_in_force",
     "expire_at",
 )
@@ -61,14 +84,15 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
 
 
 AMENDABLE = ("price", "stop_price", "quantity")
+AMEND_REFUSED = ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity",
+                 "stop_limit_price", *TRAILING_FIELDS, "limit_offset")
 
 
 def _check_amend(req: Request) -> None:
     if req.client_order_id is None:
         raise ContractError("client_order_id is required to amend (the order to change)",
                             "client_order_id")
-    for name in ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity",
-                 "stop_limit_price"):
+    for name in AMEND_REFUSED:
         if getattr(req, name) is not None:
             raise ContractError(f"{name} is not allowed for amend (it changes price, "
                                 "stop_price or quantity only)", name)
@@ -98,6 +122,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
             raise ContractError(f"{name} must be positive, got {value}", name)
     tif = req.time_in_force or TimeInForce.GTC
     _check_oco(req, tif)
+    _check_trailing(req)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -138,6 +163,41 @@ def _check_oco(req: Request, tif: TimeInForce) -> None:
     if tif is not TimeInForce.GTC and req.stop_limit_price is None:
         raise ContractError(f"time_in_force {tif} applies to an oco's stop-limit leg: it "
                             "needs stop_limit_price", "time_in_force")
+
+
+def _check_trailing(req: Request) -> None:
+    """A trailing stop's offset (and activation, limit offset); none of them elsewhere."""
+    if req.type not in TRAILING_TYPES:
+        for name in TRAILING_FIELDS:
+            if getattr(req, name) is not None:
+                raise ContractError(f"{name} is only allowed for a trailing_stop or "
+                                    f"trailing_stop_limit order, not {req.type}", name)
+    else:
+        offset, kind = req.trailing_offset, req.trailing_offset_type or TrailingOffsetType.PRICE
+        if offset is None:
+            raise ContractError(f"trailing_offset is required for a {req.type} order",
+                                "trailing_offset")
+        if offset <= 0:
+            raise ContractError(f"trailing_offset must be positive, got {offset}",
+                                "trailing_offset")
+        bound = _OFFSET_BOUNDS.get(kind)
+        if bound is not None and offset >= bound:
+            raise ContractError(f"trailing_offset {offset} {kind} must be below {bound} {kind} "
+                                "(the whole price)", "trailing_offset")
+        if req.activation_price is not None and req.activation_price <= 0:
+            raise ContractError(f"activation_price must be positive, got "
+                                f"{req.activation_price}", "activation_price")
+    if req.type is not OrderType.TRAILING_STOP_LIMIT:
+        if req.limit_offset is not None:
+            raise ContractError(f"limit_offset is only allowed for a trailing_stop_limit "
+                                f"order, not {req.type}", "limit_offset")
+    elif req.limit_offset is None:
+        raise ContractError("limit_offset is required for a trailing_stop_limit order (the "
+                            "limit's distance from the trigger; 0: at the trigger)",
+                            "limit_offset")
+    elif req.limit_offset < 0:
+        raise ContractError(f"limit_offset must not be negative, got {req.limit_offset}",
+                            "limit_offset")
 
 
 def _check_amount(req: Request) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Protocol
 
-from producer.contract import OrderSpec
+from producer.contract import CONDITIONAL_TYPES, ContractError, OrderSpec
 
 from ..model.broker_reports import (
     FINAL_BROKER_STATUSES,
@@ -139,3 +139,12 @@ async def submit_all(
         return list(await many(orders))
     return list(await asyncio.gather(*(broker.submit(cid, spec) for cid, spec in orders),
                                      return_exceptions=True))
+
+
+def refuse_conditional(order: OrderSpec, broker: str) -> None:
+    """Refuse, naming ``type``, a conditional type (trailing stop, if-touched) that
+    ``broker`` has no native order for: the emulator will trail those; until then such a
+    request is ``invalid`` before anything is sent."""
+    if order.type in CONDITIONAL_TYPES:
+        raise ContractError(f"type {order.type} is not supported by {broker} accounts yet "
+                            "(it will be emulated)", "type")

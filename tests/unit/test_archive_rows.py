@@ -4,12 +4,23 @@ entry that does not decode is kept as it was without stopping anything."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from executor.archive import rows
 from executor.archive.rows import Entry, Known
 from executor.model.positions import Position, apply_trade
-from producer.contract import Event, Fill, OrderSpec, OrderState, OrderType, Side, encode
+from producer.contract import (
+    Event,
+    Fill,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Side,
+    TrailingOffsetType,
+    encode,
+    wire,
+)
 
 
 def spec(side: str = "buy", quantity: str = "1") -> OrderSpec:
@@ -178,3 +189,16 @@ def test_what_a_fill_realized_is_exact_past_the_default_28_digits() -> None:
                known=Known(positions={("a", "BTCUSDT"): held}))
     (f,) = w.fills
     assert f["realized_pnl"] == Decimal("24691357802469135780.24691357802469135780")
+
+
+def test_a_trailing_stops_parameters_reach_the_archive() -> None:
+    trailing = OrderSpec(account="a", symbol="BTCUSDT", side=Side.SELL,
+                         type=OrderType.TRAILING_STOP_LIMIT, quantity=wire(Decimal("1")),
+                         trailing_offset=wire(Decimal("1.5")),
+                         trailing_offset_type=TrailingOffsetType.PERCENT,
+                         activation_price=wire(Decimal("51000")),
+                         limit_offset=wire(Decimal("10")))
+    (order,) = folded(event("t1", 1, OrderState.CREATED, order=trailing)).orders
+    assert order["type"] == "trailing_stop_limit"
+    assert json.loads(order["params"]) == json.loads(encode(trailing))
+    assert json.loads(order["params"])["trailing_offset"] == "1.5"

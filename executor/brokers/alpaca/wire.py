@@ -28,6 +28,7 @@ from ..base import (
     RateLimited,
     RetryableError,
     UnknownOutcome,
+    refuse_conditional,
 )
 
 # Alpaca's documents disagree on client_order_id's length: "<= 48 characters" (alpaca-docs
@@ -116,6 +117,7 @@ def time_in_force(order: OrderSpec) -> str:
 def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     """Raise ``ContractError`` naming our field when Alpaca has no way to take the order
     (``fractionable``: the asset takes fractional quantities)."""
+    refuse_conditional(order, "alpaca")
     crypto = is_crypto(order.symbol)
     if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
         types = sorted(CRYPTO_TYPES if crypto else TYPES)

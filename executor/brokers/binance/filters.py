@@ -17,6 +17,8 @@ import msgspec
 
 from producer.contract import ContractError, OrderSpec, OrderType, TimeInForce, wire
 
+from ..base import refuse_conditional
+
 # Remainders of 20-digit amounts by 8-decimal steps, exactly.
 _EXACT = decimal.Context(prec=100)
 MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TAKE_PROFIT})
@@ -199,6 +201,7 @@ def _check_oco(order: OrderSpec, rules: Rules, reference: Decimal | None,
 def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
           open_orders: int | None = None, round_quantity: bool = False) -> OrderSpec:
     """The order as it may be sent, or ``ContractError`` naming the filter it breaks."""
+    refuse_conditional(order, "binance")
     if order.type is OrderType.OCO:
         return _check_oco(order, rules, reference, open_orders, round_quantity)
     if not rules.trading:

@@ -34,6 +34,7 @@ from ..base import (
     RateLimited,
     RetryableError,
     UnknownOutcome,
+    refuse_conditional,
 )
 from .instruments import Instrument, fixed
 
@@ -101,6 +102,7 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
                   ) -> dict[str, Any]:
     """The body of POST /v3/accounts/{id}/orders for ``order``. ``ContractError`` naming
     ``type`` or ``time_in_force`` when v20 has no such order."""
+    refuse_conditional(order, "oanda")
     kind = OANDA_TYPE.get(order.type)
     if kind is None:
         raise ContractError(f"type {order.type} is not supported by OANDA (market, limit, "

@@ -282,7 +282,8 @@ class PaperBroker:
         order before persisting it and the exchange again on submit, and a flow of orders
         repeats a few shapes. The filters depend on nothing else (the config is fixed)."""
         key = (order.symbol, order.type, order.quantity, order.price, order.stop_price,
-               order.time_in_force, order.expire_at is None)
+               order.time_in_force, order.expire_at is None, order.trailing_offset is None,
+               order.limit_offset is None)
         try:
             sym = self._valid.get(key)
         except TypeError:  # an unhashable amount (a signalling NaN): check it the long way
@@ -410,6 +411,7 @@ class PaperBroker:
         now = self.clock()
         books: dict[str, Book] = {}
         ranges: list[tuple[str, str, str]] = []
+        every: list[str] = []  # untriggered trailing stops: all of them, every pass
         for name, symbol in self.config.symbols.items():
             book = books[name] = self._book(name, symbol, now)
             tick = symbol.tick_size
@@ -417,7 +419,8 @@ class PaperBroker:
                            str(matching.ticks_up(book.ref, tick)), "+inf"))
             ranges.append((self.store.watch_key(name, Direction.UP), "-inf",
                            str(matching.ticks_down(book.ref, tick))))
-        ids = await self.store.woken(ranges, now, MATCH_LIMIT)
+            every.append(self.store.watch_key(name, Direction.EVERY))
+        ids = await self.store.woken(ranges, now, MATCH_LIMIT, every)
         if not ids:
             return 0
         changes: list[Change] = []
@@ -488,8 +491,12 @@ class PaperBroker:
         return self.store.watch_key(order.spec.symbol, at[0]), at[1]
 
     def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig) -> Change:
+        # A trailing stop's trail moving is the exchange's own bookkeeping: nothing a client
+        # sees changed, so nothing is pushed to the workers (one entry per new high would be).
+        quiet = (new.status is old.status and new.triggered == old.triggered
+                 and len(new.fills) == len(old.fills))
         change = Change(old.client_order_id, old.version, encode_order(new), new.is_open,
-                        report=encode(report(new)))
+                        report=None if quiet else encode(report(new)))
         before, after = self._watch(old, sym), self._watch(new, sym)
         if before != after:
             change.leave = before[0]

@@ -9,14 +9,21 @@ At submission (``submit``):
 - market orders walk the book; what exceeds its depth expires ("insufficient liquidity");
 - limit orders take the levels within their limit (taker fee); the remainder rests (GTC,
   GTD), expires (IOC), or the whole order expires unless it all fills (FOK);
-- stop / take-profit orders rest untriggered; one whose trigger is already met is rejected
-  ("order would trigger immediately").
+- stop / take-profit / if-touched orders rest untriggered; one whose trigger is already met
+  is rejected ("order would trigger immediately");
+- trailing stops rest untriggered, their tracking started (without an activation price)
+  from the reference at submission, which never fires them.
 
 On each match pass (``advance``), a resting order:
 - expires if it is GTD and its ``expire_at`` has come;
 - if untriggered, is triggered when the reference crosses its stop price (buy stop: ref >=
-  stop, sell stop: ref <= stop; take-profit the other way round) and then executes as a
-  market order (stop, take_profit) or a limit order at ``price`` (the ``*_limit`` types);
+  stop, sell stop: ref <= stop; take-profit and if-touched the other way round) and then
+  executes as a market order (stop, take_profit, market_if_touched) or a limit order at
+  ``price`` (the ``*_limit`` types);
+- if an untriggered trailing stop, has its water mark and trigger advanced from the
+  reference (executor/model/triggers.py: the rules the emulator shares), stored with it
+  when they moved; triggered, it executes as a market order (trailing_stop) or a limit at
+  its computed limit price (trailing_stop_limit);
 - if a limit (or triggered limit), fills at its limit price (maker fee) when the reference
   crosses it (buy: ref <= price, sell: ref >= price), at most ``depth_quantity`` per pass.
 
@@ -31,18 +38,23 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal,
 import msgspec
 
 from producer.contract import (
+    TOUCHED_TYPES,
+    TRAILING_TYPES,
     ContractError,
     Fill,
     OrderSpec,
     OrderType,
     Side,
     TimeInForce,
+    TrailingOffsetType,
     WireDecimal,
     plus,
     wire,
     zero,
 )
 
+from ...model import triggers
+from ...model.triggers import TrailState
 from ..base import BrokerStatus
 from .config import PaperAccount, SymbolConfig
 from .records import PaperOrder
@@ -63,8 +75,9 @@ GTD_IN_PAST = "good-till-date: expire_at is not in the future"
 
 TRIGGERED_TYPES = frozenset(
     {OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT}
-)
-_LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
+) | TOUCHED_TYPES | TRAILING_TYPES
+_LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
+                          OrderType.LIMIT_IF_TOUCHED, OrderType.TRAILING_STOP_LIMIT})
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
 SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT}) | TRIGGERED_TYPES
 
@@ -74,6 +87,9 @@ class Direction(enum.StrEnum):
 
     DOWN = "down"  # wakes when ref <= level: buy limit, sell stop, buy take-profit
     UP = "up"  # wakes when ref >= level: sell limit, buy stop, sell take-profit
+    # Every pass: an untriggered trailing stop, whose trigger moves with the reference
+    # (its water mark must follow every new high, or low, as well as wake on a crossing).
+    EVERY = "every"
 
 
 # -- filters ---------------------------------------------------------------------------------
@@ -113,9 +129,17 @@ def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
             f"{sym.min_quantity} to {sym.max_quantity} in steps of {sym.step_size}",
             "quantity",
         )
-    if order.type in _LIMIT_TYPES and order.price is None:
+    if order.type in _LIMIT_TYPES and order.type not in TRAILING_TYPES \
+            and order.price is None:
         raise ContractError(f"price is required for a {order.type} order", "price")
-    if order.type in TRIGGERED_TYPES and order.stop_price is None:
+    if order.type in TRAILING_TYPES:
+        if order.trailing_offset is None:
+            raise ContractError(f"trailing_offset is required for a {order.type} order",
+                                "trailing_offset")
+        if order.type is OrderType.TRAILING_STOP_LIMIT and order.limit_offset is None:
+            raise ContractError("limit_offset is required for a trailing_stop_limit order",
+                                "limit_offset")
+    elif order.type in TRIGGERED_TYPES and order.stop_price is None:
         raise ContractError(f"stop_price is required for a {order.type} order", "stop_price")
     for name, value in (("price", order.price), ("stop_price", order.stop_price)):
         if value is None:
@@ -234,11 +258,30 @@ def _with_fills(order: PaperOrder, trades: list[tuple[Decimal, Decimal]], fee_bp
 
 
 def is_triggered(spec: OrderSpec, ref: Decimal) -> bool:
-    """Whether a stop / take-profit order's trigger is met at the reference price."""
+    """Whether a stop / take-profit / if-touched order's trigger is met at the reference."""
     stop = spec.stop_price
     assert stop is not None
+    if spec.type in TOUCHED_TYPES:
+        return triggers.touched(spec.side, stop, ref)
     rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
     return ref >= stop if rises else ref <= stop
+
+
+def trail(order: PaperOrder, ref: Decimal, sym: SymbolConfig) -> TrailState:
+    """A trailing stop's state after seeing ``ref`` (the same object when unchanged)."""
+    spec = order.spec
+    assert spec.trailing_offset is not None
+    return triggers.track(order.trail or TrailState(), spec.side, ref, spec.trailing_offset,
+                          spec.trailing_offset_type or TrailingOffsetType.PRICE,
+                          spec.activation_price, sym.tick_size)
+
+
+def limit_of(order: PaperOrder) -> Decimal | None:
+    """The limit price an order executes at (None: a market order, or not yet triggered):
+    a trailing_stop_limit's is computed when it triggers, every other one is its price."""
+    if order.spec.type is OrderType.TRAILING_STOP_LIMIT:
+        return order.limit_price
+    return order.spec.price if order.spec.type in _LIMIT_TYPES else None
 
 
 def submit(client_order_id: str, broker_order_id: str, spec: OrderSpec, book: Book,
@@ -258,6 +301,10 @@ def submit(client_order_id: str, broker_order_id: str, spec: OrderSpec, book: Bo
     if spec.time_in_force is TimeInForce.GTD and (spec.expire_at or 0) <= now:
         order.status, order.reason = BrokerStatus.REJECTED, GTD_IN_PAST
         return order
+    if spec.type in TRAILING_TYPES:
+        # The reference that starts the tracking never fires it (triggers.py).
+        order.trail = trail(order, book.ref, sym)
+        return order
     if spec.type in TRIGGERED_TYPES:
         if is_triggered(spec, book.ref):
             order.status, order.reason = BrokerStatus.REJECTED, WOULD_TRIGGER
@@ -275,13 +322,15 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
             and now >= spec.expire_at:
         return msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
                                        status=BrokerStatus.EXPIRED, reason=GTD_EXPIRED)
+    if spec.type in TRAILING_TYPES and not order.triggered:
+        return _advance_trailing(order, book, sym, config, now)
     if spec.type in TRIGGERED_TYPES and not order.triggered:
         if not is_triggered(spec, book.ref):
             return None
         fired = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
                                         triggered=True)
         return _take(fired, book, sym, config, now)
-    price = spec.price
+    price = limit_of(order)
     assert price is not None
     if not (book.ref <= price if spec.side is Side.BUY else book.ref >= price):
         return None
@@ -299,11 +348,33 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
     )
 
 
+def _advance_trailing(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount,
+                      now: int) -> PaperOrder | None:
+    """An untriggered trailing stop at ``book.ref``: its state moved (stored), or it fired
+    (executed as a market order, or a limit at trigger -/+ limit_offset), or neither."""
+    spec = order.spec
+    state = trail(order, book.ref, sym)
+    if not triggers.trailing_fired(spec.side, state, book.ref):
+        if state is order.trail:
+            return None
+        return msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                       trail=state)
+    limit: WireDecimal | None = None
+    if spec.type is OrderType.TRAILING_STOP_LIMIT:
+        assert state.trigger is not None and spec.limit_offset is not None
+        limit = wire(max(triggers.trailing_limit_price(spec.side, state.trigger,
+                                                       spec.limit_offset, sym.tick_size),
+                         sym.tick_size))  # a sell's limit stays a positive price
+    fired = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                    triggered=True, trail=state, limit_price=limit)
+    return _take(fired, book, sym, config, now)
+
+
 def _take(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccount,
           now: int) -> PaperOrder:
     """Execute ``order`` (market, limit or just-triggered) as a taker against the book."""
     spec = order.spec
-    limit = spec.price if spec.type in _LIMIT_TYPES else None
+    limit = limit_of(order)
     # Nothing filled yet (the zero every new order starts at): all of it, the same object.
     quantity = quantity_of(spec)
     remaining = quantity if order.filled_quantity is zero() \
@@ -333,10 +404,13 @@ def watch(order: PaperOrder, sym: SymbolConfig) -> tuple[Direction, int] | None:
     if not order.is_open:
         return None
     spec = order.spec
+    if spec.type in TRAILING_TYPES and not order.triggered:
+        return Direction.EVERY, 0
     if spec.type in TRIGGERED_TYPES and not order.triggered:
         assert spec.stop_price is not None
         rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
         return (Direction.UP if rises else Direction.DOWN), ticks(spec.stop_price, sym.tick_size)
-    assert spec.price is not None
+    price = limit_of(order)
+    assert price is not None
     down = spec.side is Side.BUY
-    return (Direction.DOWN if down else Direction.UP), ticks(spec.price, sym.tick_size)
+    return (Direction.DOWN if down else Direction.UP), ticks(price, sym.tick_size)

@@ -10,6 +10,7 @@ import msgspec
 
 from producer.contract import Fill, OrderSpec, WireDecimal, decoder, encode, zero
 
+from ...model.triggers import TrailState
 from ..base import FINAL_BROKER_STATUSES, BrokerOrder, BrokerStatus
 
 OPEN_STATUSES = frozenset({BrokerStatus.NEW, BrokerStatus.PARTIALLY_FILLED})
@@ -26,6 +27,11 @@ class PaperOrder(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     filled_quantity: WireDecimal = msgspec.field(default_factory=zero)
     fills: list[Fill] = []
     triggered: bool = False  # stop / take-profit orders: the trigger was hit
+    # A trailing stop's water mark and trigger, advanced on every match pass; in the record
+    # (in Redis), so any worker, and one started after a restart, goes on from it.
+    trail: TrailState | None = None
+    # A triggered trailing_stop_limit's limit price (its spec has none: it is computed).
+    limit_price: WireDecimal | None = None
     reason: str | None = None
     created_at: int = 0
     updated_at: int = 0

@@ -11,10 +11,12 @@ Keys (``<prefix>:paper:<account>:<name>``):
 | ``finished`` | zset | client ids of finished orders by when they ended (forgotten after
   ``retention_ms``, with their records) |
 | ``watch:<symbol>:<up|down>`` | zset | open orders by the level (in ticks) that wakes them |
+| ``watch:<symbol>:every`` | zset | untriggered trailing stops (score 0), woken every pass |
 | ``expiry`` | zset | open GTD orders by ``expire_at`` |
 | ``prices`` | hash | symbol -> reference price set by an operator (wins over the model) |
 | ``origin`` | string | epoch ms of step 0 of the price walk |
-| ``executions`` | stream | every change of a resting order (``BrokerOrder`` JSON in ``data``) |
+| ``executions`` | stream | every change of a resting order a client sees (``BrokerOrder``
+  JSON in ``data``; not a trailing stop's trail moving) |
 
 The streams' entries older than ``retention_ms`` are trimmed with the finished orders
 (``trim.lua``, run by the matcher), so the exchange's memory follows its open orders and
@@ -196,12 +198,16 @@ class ExchangeStore:
         return sorted(_text(m) for m in await self.redis.smembers(self.book))
 
     async def woken(self, ranges: Sequence[tuple[str, str, str]], now: int,
-                    limit: int) -> list[str]:
+                    limit: int, every: Sequence[str] = ()) -> list[str]:
         """Client ids of open orders that may need matching: those of each watch key whose
-        score is within its (min, max) range, and the GTD orders due by ``now``."""
+        score is within its (min, max) range, the GTD orders due by ``now``, and all of
+        each ``every`` key (trailing stops: unbounded, as one left out of a pass would not
+        follow the price; each costs a read per pass, a write only when its trail moved)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, low, high in ranges:
                 pipe.zrangebyscore(key, low, high, start=0, num=limit)
+            for key in every:
+                pipe.zrange(key, 0, -1)
             pipe.zrangebyscore(self.expiry, "-inf", now, start=0, num=limit)
             replies = await pipe.execute()
         seen: dict[str, None] = {}

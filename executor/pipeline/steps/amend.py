@@ -39,6 +39,7 @@ from decimal import Decimal
 import msgspec
 
 from producer.contract import (
+    TRAILING_TYPES,
     ContractError,
     Event,
     OrderSpec,
@@ -183,6 +184,12 @@ class Amend:
         if old.spec.type is OrderType.OCO:
             raise ContractError(f"order {old.client_order_id} is an oco and cannot be amended "
                                 "(cancel it and place a new one)", "client_order_id")
+        if old.spec.type in TRAILING_TYPES and req.quantity is not None:
+            # Cancel-replace would start the new order's trailing afresh from the price
+            # now, losing the water mark the old one reached: not what an amend means.
+            raise ContractError(f"quantity of order {old.client_order_id} cannot be amended: "
+                                f"it is a {old.spec.type}, whose replacement would trail "
+                                "afresh (cancel it and place a new one)", "quantity")
         total = _total(job, old)
         if total <= old.filled_quantity:
             raise ContractError(f"quantity {total} is not above the {old.filled_quantity} "

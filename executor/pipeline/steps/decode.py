@@ -10,11 +10,13 @@ import msgspec
 
 from producer.contract import (
     CLIENT_ORDER_ID_PATTERN,
+    TRAILING_TYPES,
     Action,
     ContractError,
     OrderSpec,
     ReasonCode,
     TimeInForce,
+    TrailingOffsetType,
     check_depth,
     decode_request,
 )
@@ -95,6 +97,11 @@ class Decode:
             price=request.price,
             stop_price=request.stop_price,
             stop_limit_price=request.stop_limit_price,
+            trailing_offset=request.trailing_offset,
+            trailing_offset_type=request.trailing_offset_type or (
+                TrailingOffsetType.PRICE if request.type in TRAILING_TYPES else None),
+            activation_price=request.activation_price,
+            limit_offset=request.limit_offset,
             time_in_force=request.time_in_force or TimeInForce.GTC,
             expire_at=request.expire_at,
             deadline=request.deadline,
