@@ -37,6 +37,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producer.keys import Keys
 from producer.replies import text as _text
@@ -97,6 +98,9 @@ class _KeyIndex:
             self.keys.append(key)
             at = self.index[key] = len(self.keys)  # Lua's KEYS is 1-based
         return at
+
+
+READ_ATTEMPTS = 3  # a closed pooled connection fails once; a Redis that is down, every time
 
 
 class ExchangeStore:
@@ -234,7 +238,16 @@ class ExchangeStore:
         return {_text(k): Decimal(_text(v)) for k, v in raw.items()}
 
     async def override(self, symbol: str) -> Decimal | None:
-        value = await self.redis.hget(self.prices, symbol)
+        # A read, so asked again when the connection broke under it: after Redis restarts
+        # or fails over, each pooled connection it closed fails its next command once, and
+        # a reference price missing for that reason would deny an order.
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                value = await self.redis.hget(self.prices, symbol)
+                break
+            except RedisConnectionError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
         return None if value is None else Decimal(_text(value))
 
     async def set_override(self, symbol: str, price: Decimal | None) -> None:
