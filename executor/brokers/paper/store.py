@@ -211,7 +211,9 @@ class ExchangeStore:
             for key, low, high in ranges:
                 pipe.zrangebyscore(key, low, high, start=0, num=limit)
             for key in every:
-                pipe.zrange(key, 0, -1)
+                # The whole set, asked as a score range: the worker's ACL user
+                # (deploy/redis-users.acl) has ZRANGEBYSCORE, not ZRANGE.
+                pipe.zrangebyscore(key, "-inf", "+inf")
             pipe.zrangebyscore(self.expiry, "-inf", now, start=0, num=limit)
             replies = await pipe.execute()
         seen: dict[str, None] = {}
