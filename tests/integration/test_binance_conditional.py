@@ -11,15 +11,25 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer
+from executor.brokers.base import BrokerStatus
+from executor.brokers.binance.broker import BinanceBroker
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus
-from tests.fakes.binance import exchange
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    ResultStatus,
+    Side,
+    TrailingOffsetType,
+    WireDecimal,
+)
+from tests.fakes.binance import broker, exchange
 
 from .conftest import running, until
 from .test_binance_worker import binance_settings
 from .test_tracker import event_states, state_of
 
-__all__ = ["exchange"]  # fixture
+__all__ = ["broker", "exchange"]  # fixtures
 
 
 def sent_for(server: BinanceExchangeServer, cid: str) -> dict[str, str]:
@@ -132,3 +142,25 @@ async def test_what_binance_cannot_take_exactly_is_refused_and_nothing_is_sent(
             assert await state_of(redis_client, sub.client_order_id) in ("", "rejected")
     assert exchange.orders_sent() == []
     assert exchange.exchange.orders == {}
+
+
+async def test_the_reports_of_a_trailing_stop_untriggered_then_filled(
+        broker: BinanceBroker, exchange: BinanceExchangeServer) -> None:
+    """The new-order reply, a lookup while it trails and one after it fired: open, then
+    filled with its fill (a fresh lookup by client id, as after a restart)."""
+    order = OrderSpec(account="bn", symbol="BTCUSDT", side=Side.BUY,
+                      type=OrderType.TRAILING_STOP, quantity=WireDecimal("0.01"),
+                      trailing_offset=WireDecimal("0.5"),
+                      trailing_offset_type=TrailingOffsetType.PERCENT)
+    assert broker.check(order) == order
+    placed = await broker.submit("trail-buy-1", order)
+    assert (placed.status, placed.filled_quantity, placed.fills) == (
+        BrokerStatus.NEW, Decimal(0), [])
+    exchange.set_price("BTCUSDT", "48000")  # a new low: the trigger is 48240
+    exchange.set_price("BTCUSDT", "48239.99")
+    found = await broker.get_order("trail-buy-1", "BTCUSDT")
+    assert found.status is BrokerStatus.NEW
+    exchange.set_price("BTCUSDT", "48240")  # 48000 * 1.005
+    found = await broker.get_order("trail-buy-1", "BTCUSDT")
+    assert found.status is BrokerStatus.FILLED and found.filled_quantity == Decimal("0.01")
+    assert [f.price for f in found.fills] == [Decimal("48240")]

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from devtools.binance_exchange.engine import Exchange
+from executor.brokers.base import BrokerStatus
 from executor.brokers.binance import filters, reconcile, wire
 from producer.contract import (
     ContractError,
@@ -177,3 +178,17 @@ def test_an_orphan_trailing_stop_is_adopted_as_ours_when_our_contract_can_say_it
     assert reconcile.spec_of(remote("STOP_LOSS", "49000.00000000", 150), "bn") is None
     stop = reconcile.spec_of(remote("STOP_LOSS", "49000.00000000", None), "bn")
     assert stop is not None and stop.type is OrderType.STOP and stop.stop_price == 49000
+
+
+def test_a_trailing_stops_execution_reports_map_as_a_stops() -> None:
+    ex = Exchange()
+    events: list[dict[str, Any]] = []
+    ex.listeners.append(events.append)
+    ex.place({"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "0.01",
+              "trailingDelta": "100", "newClientOrderId": "t-ev"})
+    ex.set_price("BTCUSDT", WireDecimal("49500"))  # 50000 * 0.99: fires
+    reports = [wire.event_report(e) for e in events if e["e"] == "executionReport"]
+    assert [(r.status, r.filled_quantity) for r in reports] == [
+        (BrokerStatus.NEW, 0), (BrokerStatus.FILLED, WireDecimal("0.01"))]
+    assert [f.price for f in reports[-1].fills] == [49500]
+    assert {r.client_order_id for r in reports} == {"t-ev"}
