@@ -164,3 +164,25 @@ async def test_the_reports_of_a_trailing_stop_untriggered_then_filled(
     found = await broker.get_order("trail-buy-1", "BTCUSDT")
     assert found.status is BrokerStatus.FILLED and found.filled_quantity == Decimal("0.01")
     assert [f.price for f in found.fills] == [Decimal("48240")]
+
+
+async def test_an_orphan_trailing_stop_is_adopted_as_one(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    base = {"symbol": "BTCUSDT", "side": "SELL", "quantity": "0.01", "trailingDelta": "200"}
+    exchange.exchange.place({**base, "type": "TAKE_PROFIT", "stopPrice": "51000",
+                             "newClientOrderId": "orphan-trail"})
+    # Activated by a fall: no order of ours behaves so, it is reported only.
+    exchange.exchange.place({**base, "type": "STOP_LOSS", "stopPrice": "49000",
+                             "newClientOrderId": "orphan-odd"})
+    async with running(binance_settings(redis_url, exchange, orphans="adopt")):
+        await wait_state(redis_client, "orphan-trail", "accepted")
+        record = await client.order("orphan-trail")
+        assert record is not None and record.spec.type is OrderType.TRAILING_STOP
+        spec = record.spec
+        assert (spec.trailing_offset, spec.trailing_offset_type, spec.activation_price,
+                spec.stop_price) == (200, TrailingOffsetType.BPS, 51000, None)
+        exchange.set_price("BTCUSDT", "52000")  # activates
+        exchange.set_price("BTCUSDT", "50960")  # 52000 * 0.98: fires
+        await wait_state(redis_client, "orphan-trail", "filled")
+    assert await state_of(redis_client, "orphan-odd") == ""

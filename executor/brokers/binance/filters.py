@@ -44,8 +44,9 @@ BINANCE_TYPE = {
 #   <= stop price" (a dip), a SELL's ">= stop price"; then a MARKET, or a limit at ``price``.
 # - trailing_stop: ``trailingDelta`` on any stop type trails the highest trade price for a
 #   SELL, the lowest for a BUY (fires after a fall / rise of the delta in bips from it).
-#   Without ``stopPrice`` tracking starts at once, from the last trade (scenario E): our
-#   trailing stop without activation_price, on STOP_LOSS. With ``stopPrice``, tracking
+#   Without ``stopPrice`` tracking starts at once, from the last trade (scenario E; the
+#   FAQ's text says "from the next trade", a trade later at most): our trailing stop
+#   without activation_price, on STOP_LOSS. With ``stopPrice``, tracking
 #   starts when the type's stop condition is met, and that trade is the first water mark
 #   (scenarios A-D): TAKE_PROFIT's condition (SELL >= stop, BUY <= stop) is our activation
 #   exactly, so activation_price is sent as a TAKE_PROFIT's ``stopPrice``.
