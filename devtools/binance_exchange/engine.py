@@ -9,6 +9,15 @@ Matching model: a market order fills at the symbol's current price (in
 otherwise rests (GTC) or expires (IOC/FOK); resting limits fill at their own price when a
 test moves the price through them (``set_price``) or fills them in part (``fill``); stop and
 take-profit orders wait for their trigger, then become a market or a limit order.
+
+Trailing stops (``trailingDelta`` on a stop type, binance-spot-api-docs
+faqs/trailing-stop-faq.md): without ``stopPrice`` tracking starts at placement from the last
+price; with it, at the first price that meets the type's stop condition (the last price at
+placement included: the docs do not say what Binance does then [unverified]). That price is
+the first water mark: the highest price since for a SELL, the lowest for a BUY. The order
+triggers at a price a ``trailingDelta`` bips past it the other way (SELL: <= water * (1 -
+delta / 10000), BUY: >= water * (1 + delta / 10000)); a price that starts tracking or makes
+a new water mark never triggers it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ import msgspec
 from .symbols import Listing, default_listings
 
 DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
+LONG = re.compile(r"^[0-9]{1,20}$")
+BIPS = 10_000
 CLIENT_ID = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
 TAKER_FEE = Decimal("0.001")
 MAKER_FEE = Decimal("0.0008")
@@ -98,6 +109,9 @@ class XOrder(msgspec.Struct, kw_only=True):
     working_time: int = -1
     order_list_id: int = -1
     locked: Decimal = Decimal(0)  # of the asset it spends, while open
+    trailing_delta: int = 0  # bips; 0: not a trailing stop
+    water: Decimal | None = None  # a trailing stop's water mark; None: not tracking yet
+    trailing_time: int = -1  # when it started tracking
 
     @property
     def is_open(self) -> bool:
@@ -116,7 +130,15 @@ class XOrder(msgspec.Struct, kw_only=True):
             "workingTime": self.working_time, "origQuoteOrderQty": fmt(self.quote_qty),
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
+        out.update(self.trailing_fields())
         return out
+
+    def trailing_fields(self) -> dict[str, Any]:
+        """A trailing stop's ``trailingDelta`` and ``trailingTime`` (rest-api.md: "Appears
+        for Trailing Stop Orders"), none on other orders."""
+        if not self.trailing_delta:
+            return {}
+        return {"trailingDelta": self.trailing_delta, "trailingTime": self.trailing_time}
 
 
 class XList(msgspec.Struct, kw_only=True):
@@ -225,6 +247,7 @@ class Exchange:
         quote_qty = number(params, "quoteOrderQty")
         price = number(params, "price")
         stop = number(params, "stopPrice")
+        delta = self._trailing_delta(params, lst, otype)
         tif = params.get("timeInForce", "")
         if otype in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
             mandatory(params, "timeInForce")
@@ -236,7 +259,8 @@ class Exchange:
         if otype == "LIMIT_MAKER":
             number(params, "price", required=True)
         if otype in STOPS:
-            number(params, "stopPrice", required=True)
+            if delta is None:  # a trailing stop's stopPrice is optional (its activation)
+                number(params, "stopPrice", required=True)
         elif stop is not None:
             raise ApiError(-1106, "Parameter 'stopPrice' sent when not required.")
         if otype in ("MARKET", "STOP_LOSS", "TAKE_PROFIT") and price is not None:
@@ -267,14 +291,33 @@ class Exchange:
                        type=otype, tif=tif, qty=qty, price=price or Decimal(0),
                        stop_price=stop or Decimal(0), quote_qty=quote_qty or Decimal(0),
                        time=now, update_time=now, working=otype not in STOPS,
-                       working_time=now if otype not in STOPS else -1, order_list_id=list_id)
+                       working_time=now if otype not in STOPS else -1, order_list_id=list_id,
+                       trailing_delta=delta or 0)
         self._check_filters(lst, order)
-        if otype in STOPS and self._triggered(order, lst.price):
+        if delta is not None:
+            self._trail(order, lst.price)  # tracking may start at once
+        elif otype in STOPS and self._triggered(order, lst.price):
             raise rejected("Order would trigger immediately.")
         if otype == "LIMIT_MAKER" and self._crosses(order, lst.price):
             raise rejected("Order would immediately match and take.")
         self._check_balance(lst, order)
         return order
+
+    @staticmethod
+    def _trailing_delta(params: dict[str, str], lst: Listing, otype: str) -> int | None:
+        """``trailingDelta`` (a LONG, rest-api.md), allowed on the stop types only, on a
+        symbol that allows trailing stops (errors.md's words)."""
+        text = params.get("trailingDelta")
+        if text is None or text == "":
+            return None
+        if not LONG.match(text):
+            raise ApiError(-1100, "Illegal characters found in parameter 'trailingDelta'; "
+                                  "legal range is '^[0-9]{1,20}$'.")
+        if otype not in STOPS:
+            raise ApiError(-1106, "Parameter 'trailingDelta' sent when not required.")
+        if not lst.allow_trailing:
+            raise rejected("Trailing stop orders are not supported for this symbol.")
+        return int(text)
 
     def _store(self, order: XOrder) -> None:
         order.order_id = next(self._ids)
@@ -328,6 +371,7 @@ class Exchange:
                                          "selfTradePreventionMode")})
         if order.type in STOPS:
             out["stopPrice"] = view["stopPrice"]
+        out.update(order.trailing_fields())
         if resp_type == "FULL":
             out["fills"] = [
                 {"price": t["price"], "qty": t["qty"], "commission": t["commission"],
@@ -577,7 +621,9 @@ class Exchange:
             if not order.is_open or order.symbol != symbol:
                 continue
             if not order.working:
-                if not self._triggered(order, price):
+                fires = (self._trail(order, price) if order.trailing_delta
+                         else self._triggered(order, price))
+                if not fires:
                     continue
                 order.working, order.working_time = True, self.now()
                 self._done(order)  # a triggered OCO leg expires its sibling
@@ -609,6 +655,22 @@ class Exchange:
     def _triggered(order: XOrder, price: Decimal) -> bool:
         up = (order.type.startswith("STOP")) == (order.side == "BUY")
         return price >= order.stop_price if up else price <= order.stop_price
+
+    def _trail(self, order: XOrder, price: Decimal) -> bool:
+        """Whether ``price`` triggers a trailing stop, tracking it (the module's docstring)."""
+        sell = order.side == "SELL"
+        if order.water is None:
+            if order.stop_price and not self._triggered(order, price):
+                return False
+            order.water, order.trailing_time = price, self.now()
+            return False
+        if price > order.water if sell else price < order.water:
+            order.water = price
+            return False
+        # Exactly, in integers of bips: price <= water * (1 - delta) or >= water * (1 + delta).
+        if sell:
+            return price * BIPS <= order.water * (BIPS - order.trailing_delta)
+        return price * BIPS >= order.water * (BIPS + order.trailing_delta)
 
     @staticmethod
     def _lot(lst: Listing, market: bool) -> dict[str, Any]:
@@ -654,6 +716,15 @@ class Exchange:
             up, down = Decimal(pp[f"{side}MultiplierUp"]), Decimal(pp[f"{side}MultiplierDown"])
             if not lst.price * down <= order.price <= lst.price * up:
                 raise fail("PERCENT_PRICE_BY_SIDE")
+        td = lst.filter("TRAILING_DELTA")
+        if td is not None and order.trailing_delta:
+            # filters.md: STOP_LOSS BUY / TAKE_PROFIT SELL by the "above" bounds, STOP_LOSS
+            # SELL / TAKE_PROFIT BUY by the "below" ones.
+            where = "Above" if order.type.startswith("STOP") == (order.side == "BUY") \
+                else "Below"
+            if not (td[f"minTrailing{where}Delta"] <= order.trailing_delta
+                    <= td[f"maxTrailing{where}Delta"]):
+                raise fail("TRAILING_DELTA")
         mn = lst.filter("MAX_NUM_ORDERS")
         if mn is not None:
             count = sum(1 for o in self.orders.values() if o.is_open and o.symbol == lst.symbol)
@@ -779,6 +850,8 @@ class Exchange:
             "M": False, "O": order.time, "Z": fmt(order.cum_quote),
             "Y": trade["quoteQty"] if trade else "0.00000000", "Q": fmt(order.quote_qty),
             "W": order.working_time, "V": "EXPIRE_MAKER",
+            **({"d": order.trailing_delta, "D": order.trailing_time}
+               if order.trailing_delta else {}),
         })
 
     def _emit_balances(self, lst: Listing) -> None:

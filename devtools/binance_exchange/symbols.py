@@ -18,6 +18,7 @@ class Listing(msgspec.Struct, kw_only=True):
     quote: str
     price: Decimal  # the last price, moved by tests (``Exchange.set_price``)
     filters: list[dict[str, Any]]
+    allow_trailing: bool = True  # allowTrailingStop
 
     def filter(self, name: str) -> dict[str, Any] | None:
         for f in self.filters:
@@ -32,7 +33,7 @@ class Listing(msgspec.Struct, kw_only=True):
             "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8, "orderTypes": ORDER_TYPES, "icebergAllowed": True,
             "ocoAllowed": True, "otoAllowed": True, "opoAllowed": False,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": self.allow_trailing,
             "cancelReplaceAllowed": True, "amendAllowed": True,
             "pegInstructionsAllowed": False, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False, "filters": self.filters, "permissions": [],

@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from devtools.binance_exchange.engine import Exchange
@@ -165,13 +166,21 @@ def assert_refused(call: Any, order: OrderSpec, broker: str) -> None:
                                  "yet (it will be emulated)")
 
 
-@pytest.mark.parametrize("order", conditional("BTCUSDT"), ids=lambda o: str(o.type))
-def test_binance_refuses_them_before_sending(order: OrderSpec) -> None:
+def test_binance_refuses_what_it_cannot_take_exactly_before_sending() -> None:
+    """Binance takes a trailing stop in whole bips and the if-touched types natively
+    (test_binance_conditional.py); a price offset and a trailing stop limit are refused,
+    naming the field, by check (the worker's, before persisting) and submit's."""
     rules = filters.parse(Exchange().exchange_info({}))["BTCUSDT"]
-    # check (the worker's, before persisting) and submit's (with a reference) both refuse.
-    assert_refused(lambda o: filters.check(o, rules), order, "binance")
-    assert_refused(lambda o: filters.check(o, rules, reference=Decimal("50000"),
-                                           open_orders=0), order, "binance")
+    trailing, trailing_limit, *touched = conditional("BTCUSDT")
+    for order, field in ((trailing, "trailing_offset_type"), (trailing_limit, "type")):
+        for kw in ({}, {"reference": Decimal("50000"), "open_orders": 0}):
+            with pytest.raises(ContractError) as caught:
+                filters.check(order, rules, **kw)  # type: ignore[arg-type]
+            assert caught.value.field == field
+            assert str(caught.value).endswith("it will be emulated")
+    for order in touched:
+        order = msgspec.structs.replace(order, quantity=D("10"))  # NOTIONAL: at least 5
+        assert filters.check(order, rules) == order
 
 
 @pytest.mark.parametrize("order", conditional("EUR_USD"), ids=lambda o: str(o.type))

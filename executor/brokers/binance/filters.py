@@ -15,9 +15,15 @@ from typing import Any
 
 import msgspec
 
-from producer.contract import ContractError, OrderSpec, OrderType, TimeInForce, wire
-
-from ..base import refuse_conditional
+from producer.contract import (
+    TRAILING_TYPES,
+    ContractError,
+    OrderSpec,
+    OrderType,
+    TimeInForce,
+    TrailingOffsetType,
+    wire,
+)
 
 # Remainders of 20-digit amounts by 8-decimal steps, exactly.
 _EXACT = decimal.Context(prec=100)
@@ -32,6 +38,25 @@ BINANCE_TYPE = {
     OrderType.TAKE_PROFIT: "TAKE_PROFIT",
     OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT_LIMIT",
 }
+# Our conditional types Binance has natively (binance-spot-api-docs faqs/trailing-stop-faq.md
+# "What kind of price changes will trigger my trailing stop order?", rest-api.md new order):
+# - if-touched: TAKE_PROFIT(_LIMIT)'s stop condition is ours exactly, a BUY's "market price
+#   <= stop price" (a dip), a SELL's ">= stop price"; then a MARKET, or a limit at ``price``.
+# - trailing_stop: ``trailingDelta`` on any stop type trails the highest trade price for a
+#   SELL, the lowest for a BUY (fires after a fall / rise of the delta in bips from it).
+#   Without ``stopPrice`` tracking starts at once, from the last trade (scenario E; the
+#   FAQ's text says "from the next trade", a trade later at most): our trailing stop
+#   without activation_price, on STOP_LOSS. With ``stopPrice``, tracking
+#   starts when the type's stop condition is met, and that trade is the first water mark
+#   (scenarios A-D): TAKE_PROFIT's condition (SELL >= stop, BUY <= stop) is our activation
+#   exactly, so activation_price is sent as a TAKE_PROFIT's ``stopPrice``.
+# - trailing_stop_limit is not native: Binance's ``price`` is fixed when the order is
+#   placed, ours is the trigger -/+ limit_offset, wherever the trail took the trigger.
+CONDITIONAL_TYPE = {
+    OrderType.MARKET_IF_TOUCHED: "TAKE_PROFIT",
+    OrderType.LIMIT_IF_TOUCHED: "TAKE_PROFIT_LIMIT",
+}
+_BIPS_PER_PERCENT = Decimal(100)
 
 
 class Range(msgspec.Struct, frozen=True):
@@ -46,6 +71,14 @@ class Range(msgspec.Struct, frozen=True):
 
     def text(self) -> str:
         return f"min {_t(self.low)}, max {_t(self.high)}, step {_t(self.step)}"
+
+
+class TrailingBounds(msgspec.Struct, frozen=True):
+    """TRAILING_DELTA, in bips: ``above`` bounds the deltas of STOP_LOSS BUY and TAKE_PROFIT
+    SELL orders, ``below`` those of STOP_LOSS SELL and TAKE_PROFIT BUY (filters.md)."""
+
+    above: tuple[int, int]  # minTrailingAboveDelta, maxTrailingAboveDelta
+    below: tuple[int, int]  # minTrailingBelowDelta, maxTrailingBelowDelta
 
 
 class Rules(msgspec.Struct, kw_only=True, frozen=True):
@@ -66,6 +99,8 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     percent_by_side: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
     max_num_orders: int | None = None
     oco: bool = True  # ocoAllowed
+    trailing: bool = True  # allowTrailingStop
+    trailing_delta: TrailingBounds | None = None  # TRAILING_DELTA
 
 
 def _t(value: Decimal) -> str:
@@ -104,10 +139,15 @@ def parse(info: dict[str, Any]) -> dict[str, Rules]:
                     "askMultiplierDown"))
             elif kind == "MAX_NUM_ORDERS":
                 kw["max_num_orders"] = int(f["maxNumOrders"])
+            elif kind == "TRAILING_DELTA":
+                kw["trailing_delta"] = TrailingBounds(
+                    (int(f["minTrailingAboveDelta"]), int(f["maxTrailingAboveDelta"])),
+                    (int(f["minTrailingBelowDelta"]), int(f["maxTrailingBelowDelta"])))
         out[s["symbol"]] = Rules(symbol=s["symbol"], base_asset=s["baseAsset"],
                                  quote_asset=s["quoteAsset"],
                                  trading=s.get("status") == "TRADING",
                                  oco=bool(s.get("ocoAllowed", True)),
+                                 trailing=bool(s.get("allowTrailingStop", True)),
                                  order_types=frozenset(s.get("orderTypes", [])), **kw)
     return out
 
@@ -128,6 +168,57 @@ def round_down(value: Decimal, step: Decimal) -> Decimal:
     if not step:
         return value
     return tidy(_EXACT.multiply(_EXACT.divide_int(value, step), step))
+
+
+def binance_type(order: OrderSpec) -> str | None:
+    """Binance's type for ``order`` (None: it has none), see ``CONDITIONAL_TYPE``."""
+    if order.type is OrderType.TRAILING_STOP:
+        return "STOP_LOSS" if order.activation_price is None else "TAKE_PROFIT"
+    return CONDITIONAL_TYPE.get(order.type) or BINANCE_TYPE.get(order.type)
+
+
+def trailing_delta(order: OrderSpec) -> int:
+    """A trailing stop's ``trailingDelta``: its offset in whole bips. ``ContractError``
+    naming the field when Binance cannot take it exactly (the emulator will trail it)."""
+    offset = order.trailing_offset
+    kind = order.trailing_offset_type or TrailingOffsetType.PRICE
+    if offset is None:
+        raise ContractError(f"trailing_offset is required for a {order.type} order",
+                            "trailing_offset")
+    if kind is TrailingOffsetType.PRICE:
+        raise ContractError("trailing_offset_type price is not supported natively by binance "
+                            "(trailingDelta is in bips); it will be emulated",
+                            "trailing_offset_type")
+    bips = offset if kind is TrailingOffsetType.BPS else _EXACT.multiply(offset,
+                                                                        _BIPS_PER_PERCENT)
+    if bips != bips.to_integral_value():
+        raise ContractError(f"trailing_offset {_t(offset)} {kind} is {_t(bips)} bips, not a "
+                            "whole number as binance's trailingDelta needs; it will be "
+                            "emulated", "trailing_offset")
+    return int(bips)
+
+
+def _check_conditional(order: OrderSpec, rules: Rules) -> None:
+    """Refuse, naming the field, a conditional order Binance cannot take exactly, or a
+    trailing stop its symbol refuses (allowTrailingStop, TRAILING_DELTA)."""
+    if order.type is OrderType.TRAILING_STOP_LIMIT:
+        raise ContractError("type trailing_stop_limit is not supported natively by binance "
+                            "(its limit price is fixed when placed, ours follows the trigger "
+                            "at limit_offset); it will be emulated", "type")
+    if order.type not in TRAILING_TYPES:
+        return
+    delta = trailing_delta(order)
+    if not rules.trailing:
+        raise ContractError(f"trailing stops are not allowed by Binance for {order.symbol} "
+                            "(allowTrailingStop is false)", "type")
+    if rules.trailing_delta is None:
+        return
+    kind = binance_type(order) or ""
+    above = kind.startswith("STOP") == (order.side == "buy")
+    low, high = rules.trailing_delta.above if above else rules.trailing_delta.below
+    if not low <= delta <= high:
+        raise _refuse("TRAILING_DELTA", f"trailing_offset is {delta} bips, outside min {low}, "
+                      f"max {high} for a {kind} {order.side.upper()}", "trailing_offset")
 
 
 def _check_quote(order: OrderSpec, rules: Rules) -> None:
@@ -201,12 +292,12 @@ def _check_oco(order: OrderSpec, rules: Rules, reference: Decimal | None,
 def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
           open_orders: int | None = None, round_quantity: bool = False) -> OrderSpec:
     """The order as it may be sent, or ``ContractError`` naming the filter it breaks."""
-    refuse_conditional(order, "binance")
     if order.type is OrderType.OCO:
         return _check_oco(order, rules, reference, open_orders, round_quantity)
+    _check_conditional(order, rules)
     if not rules.trading:
         raise ContractError(f"{order.symbol} is not trading at Binance", "symbol")
-    kind = BINANCE_TYPE.get(order.type)
+    kind = binance_type(order)
     if kind is None or (rules.order_types and kind not in rules.order_types):
         raise ContractError(f"order type {order.type} is not supported by Binance for "
                             f"{order.symbol}", "type")
@@ -233,12 +324,13 @@ def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
             raise _refuse(name, f"quantity {_t(order.quantity)} is outside {lot.text()}",
                           "quantity")
     if rules.price is not None:
-        for field, value in (("price", order.price), ("stop_price", order.stop_price)):
+        for field, value in (("price", order.price), ("stop_price", order.stop_price),
+                             ("activation_price", order.activation_price)):
             if value is not None and not rules.price.fits(value):
                 raise _refuse("PRICE_FILTER", f"{field} {_t(value)} is outside "
                               f"{rules.price.text().replace('step', 'tick')}", field)
-    at = order.price if order.price is not None else (
-        reference if order.stop_price is None else order.stop_price)
+    stop = order.stop_price if order.stop_price is not None else order.activation_price
+    at = order.price if order.price is not None else (reference if stop is None else stop)
     if at is not None:
         notional = at * qty
         name = rules.notional_filter

@@ -24,7 +24,15 @@ from typing import Any
 
 import msgspec
 
-from producer.contract import Event, OrderSpec, OrderState, OrderType, Side, TimeInForce
+from producer.contract import (
+    Event,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Side,
+    TimeInForce,
+    TrailingOffsetType,
+)
 
 from ...model.order import Context, Order, apply_report, new_order
 from ...model.states import is_terminal
@@ -98,8 +106,21 @@ def spec_of(remote: Mapping[str, Any], account: str) -> OrderSpec | None:
         return None
     price, stop = Decimal(remote.get("price", "0")), Decimal(remote.get("stopPrice", "0"))
     tif = remote.get("timeInForce", "GTC").lower()
+    trailing: dict[str, Any] = {}
+    if remote.get("trailingDelta"):
+        # Only the two shapes our trailing_stop is sent as (filters.CONDITIONAL_TYPE); any
+        # other trailing order (a STOP_LOSS with a stopPrice, a *_LIMIT) our contract cannot
+        # say.
+        shape = (remote["type"], bool(stop))
+        if shape not in (("STOP_LOSS", False), ("TAKE_PROFIT", True)):
+            return None
+        kind = OrderType.TRAILING_STOP
+        trailing = {"trailing_offset": dec(remote["trailingDelta"]),
+                    "trailing_offset_type": TrailingOffsetType.BPS,
+                    "activation_price": dec(stop) if stop else None}
+        stop = Decimal(0)
     return OrderSpec(account=account, symbol=remote["symbol"], side=Side(remote["side"].lower()),
-                     type=kind, quantity=dec(remote["origQty"]),
+                     type=kind, quantity=dec(remote["origQty"]), **trailing,
                      price=dec(price) if price else None,
                      stop_price=dec(stop) if stop else None,
                      time_in_force=TimeInForce(tif) if tif in ("gtc", "ioc", "fok")

@@ -30,7 +30,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
 )
-from .filters import BINANCE_TYPE, oco_legs, tidy
+from .filters import BINANCE_TYPE, binance_type, oco_legs, tidy, trailing_delta
 
 STATUS = {
     "NEW": BrokerStatus.NEW,
@@ -57,7 +57,8 @@ NOT_FOUND_CODES = frozenset({-2011, -2013})
 # does anyway, since its legs' ids are derived from it and they are then in use too.
 NEW_ORDER_REJECTED = -2010
 DUPLICATE_TEXT = "duplicate order sent"
-_WITH_TIF = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT})
+_WITH_TIF = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
+                       OrderType.LIMIT_IF_TOUCHED})
 
 
 def amount(value: Decimal) -> str:
@@ -66,11 +67,14 @@ def amount(value: Decimal) -> str:
 
 
 def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
-    """The parameters of POST /api/v3/order for ``order`` (FULL answers: fills included)."""
+    """The parameters of POST /api/v3/order for ``order`` (FULL answers: fills included).
+    ``order`` passed ``filters.check``: its type is one Binance has (see ``binance_type``)."""
+    kind = binance_type(order)
+    assert kind is not None, order.type
     params = {
         "symbol": order.symbol,
         "side": order.side.upper(),
-        "type": BINANCE_TYPE[order.type],
+        "type": kind,
         "newClientOrderId": client_order_id,
         "newOrderRespType": "FULL",
     }
@@ -84,6 +88,10 @@ def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
         params["price"] = amount(order.price)
     if order.stop_price is not None:
         params["stopPrice"] = amount(order.stop_price)
+    if order.type is OrderType.TRAILING_STOP:
+        params["trailingDelta"] = str(trailing_delta(order))
+        if order.activation_price is not None:  # TAKE_PROFIT: tracking starts there
+            params["stopPrice"] = amount(order.activation_price)
     return params
 
 
