@@ -1,6 +1,9 @@
 """The local Alpaca's orders and matching model: a market order fills at the symbol's
 current price, a limit order rests until the price reaches it, a stop (stop-limit) order
-waits for the price to reach its stop and is then a market (limit) order. Orders are
+waits for the price to reach its stop and is then a market (limit) order; a trailing stop
+(alpaca-docs orders.md) keeps ``hwm``, the best price since submission (a sell's highest, a
+buy's lowest), and its stop_price hwm -/+ trail_price or hwm * (1 -/+ trail_percent / 100),
+and is a market order once the price reaches that stop. Orders are
 Alpaca's order objects (decimals as strings, unset values null, RFC 3339 times), kept by
 Alpaca's id and by client_order_id, which stays taken for good (a cancelled order's too).
 """
@@ -133,6 +136,7 @@ class Engine:
             raise _invalid("limit_price is required")
         if kind in ("stop", "stop_limit") and stop is None:
             raise _invalid("stop_price is required")
+        trail = _trail(body, kind, tif)
         cid = body.get("client_order_id") or str(uuid.uuid4())
         if not isinstance(cid, str) or len(cid) > MAX_CLIENT_ID:
             raise _invalid("client_order_id must be no more than 128 characters")
@@ -160,7 +164,7 @@ class Engine:
             "stop_price": None if stop is None else _text(stop),
             "status": "accepted" if kind == "market" and self.hold_fills else "new",
             "extended_hours": bool(body.get("extended_hours", False)), "legs": None,
-            "trail_percent": None, "trail_price": None, "hwm": None,
+            "trail_percent": None, "trail_price": None, "hwm": None, **trail,
             "position_intent": "buy_to_open" if side == "buy" else "sell_to_open",
             "source": None, "subtag": None,
         }
@@ -168,6 +172,8 @@ class Engine:
         self.by_client_id[cid] = oid
         self.created[cid] += 1
         self._fills[oid] = Decimal(0)
+        if kind == "trailing_stop":
+            _follow(order, price)
         self._tell("new", order)
         self._match(order)
         return dict(order)
@@ -223,6 +229,11 @@ class Engine:
     def _match(self, order: dict[str, Any]) -> None:
         price, side = self.prices[order["symbol"]], order["side"]
         kind = order["type"]
+        if kind == "trailing_stop":
+            _follow(order, price)
+            if not _reached(side, price, Decimal(order["stop_price"])):
+                return
+            kind = "market"
         if kind in ("stop", "stop_limit"):
             stop = Decimal(order["stop_price"])
             if not (price >= stop if side == "buy" else price <= stop):
@@ -268,6 +279,43 @@ class Engine:
                 "order": dict(order), "timestamp": order["updated_at"], **extra}
         for listener in list(self.listeners):
             listener(data)
+
+
+def _trail(body: dict[str, Any], kind: Any, tif: Any) -> dict[str, str]:
+    """A trailing stop's trail_price xor trail_percent, as its order object shows them;
+    none on other types."""
+    price, percent = _dec(body, "trail_price"), _dec(body, "trail_percent")
+    if kind != "trailing_stop":
+        if price is not None or percent is not None:
+            raise _invalid("trail_price or trail_percent is for trailing_stop orders only")
+        return {}
+    if (price is None) == (percent is None):
+        raise _invalid("trailing_stop needs either trail_price or trail_percent")
+    if tif not in ("day", "gtc"):
+        raise _invalid("trailing_stop orders take time_in_force day or gtc")
+    if price is not None:
+        return {"trail_price": _text(price)}
+    assert percent is not None
+    return {"trail_percent": _text(percent)}
+
+
+def _follow(order: dict[str, Any], price: Decimal) -> None:
+    """A trailing stop's hwm and stop_price after seeing ``price``: the hwm only improves
+    (a sell's rises, a buy's falls), and the stop is made from it."""
+    sell = order["side"] == "sell"
+    hwm = None if order["hwm"] is None else Decimal(order["hwm"])
+    if hwm is not None and (price <= hwm if sell else price >= hwm):
+        return
+    sign = -1 if sell else 1
+    if order["trail_price"] is not None:
+        stop = price + sign * Decimal(order["trail_price"])
+    else:
+        stop = price * (1 + sign * Decimal(order["trail_percent"]) / 100)
+    order["hwm"], order["stop_price"] = _text(price), _text(stop)
+
+
+def _reached(side: str, price: Decimal, stop: Decimal) -> bool:
+    return price >= stop if side == "buy" else price <= stop
 
 
 def _asset(symbol: str, kind: str, *, fractionable: bool) -> dict[str, Any]:

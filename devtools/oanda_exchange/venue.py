@@ -3,10 +3,15 @@ them, as v20 JSON (string numbers and ids, order id = its create transaction's i
 
 Matching: a market order fills at once at the ask (buy) or bid (sell); a limit order fills
 at once when the price is at or better than its limit, else rests until ``set_price``
-crosses it; a stop (MARKET_IF_TOUCHED) order triggers when the price reaches its price
-against (in favour of) the order and fills at market. Liquidity is unbounded. A client id
-is refused CLIENT_ORDER_ID_ALREADY_EXISTS if any order of the account ever had it (OANDA
-documents "another pending Order": stricter here, never looser).
+crosses it; a stop order triggers when the price reaches its price against the order and
+fills at market. A MARKET_IF_TOUCHED order, as v20.json documents it, keeps the market price
+at its creation (``initialMarketPrice``) and fills at market once the price touches or
+crosses its price from that side (from below: on a rise, from above: on a fall), whatever
+its side. Triggers compare the price ``triggerCondition`` names (DEFAULT: the ask for a
+buy, the bid for a sell; INVERSE the other; BID, ASK, MID); fills are always at the default
+side. Liquidity is unbounded. A client id is refused CLIENT_ORDER_ID_ALREADY_EXISTS if any
+order of the account ever had it (OANDA documents "another pending Order": stricter here,
+never looser).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ _ACCEPTS = {  # v20 order type -> the times in force it accepts
     "STOP": {"GTC", "GTD", "GFD"},
     "MARKET_IF_TOUCHED": {"GTC", "GTD", "GFD"},
 }
+
+# OrderTriggerCondition -> the price it compares.
+_TRIGGERS = {"DEFAULT": "default", "INVERSE": "inverse", "BID": "bid", "ASK": "ask",
+             "MID": "mid"}
 
 
 def instrument(name: str, display: int, units: int = 0, minimum: str = "1",
@@ -115,6 +124,8 @@ class Venue:
                  "state": "PENDING", **fields}
         if kind != "MARKET":
             order["triggerCondition"] = request.get("triggerCondition", "DEFAULT")
+        if kind == "MARKET_IF_TOUCHED":
+            order["initialMarketPrice"] = str(self._trigger_price(order))
         self.orders[order["id"]] = order
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid:
@@ -159,6 +170,9 @@ class Venue:
             if places(str(price)) > inst["displayPrecision"]:
                 raise self.reject(400, request, "PRICE_PRECISION_EXCEEDED",
                                   "Price precision exceeded")
+        if request.get("triggerCondition", "DEFAULT") not in _TRIGGERS:
+            raise self.reject(400, request, "TRIGGER_CONDITION_INVALID",
+                              "Invalid value specified for 'triggerCondition'")
         tif = request.get("timeInForce")
         if tif is not None and tif not in _ACCEPTS[kind]:
             raise self.reject(400, request, "TIME_IN_FORCE_INVALID", "Time in force invalid")
@@ -237,10 +251,11 @@ class Venue:
         kind = order["type"]
         if kind != "MARKET":
             price = Decimal(str(order["price"]))
-            reached = {"LIMIT": market <= price if buy else market >= price,
-                       "STOP": market >= price if buy else market <= price,
-                       "MARKET_IF_TOUCHED": market <= price if buy else market >= price}
-            if not reached[kind]:
+            if kind == "MARKET_IF_TOUCHED":
+                if not self._touched(order, price):
+                    return None
+            elif not {"LIMIT": market <= price if buy else market >= price,
+                      "STOP": market >= price if buy else market <= price}[kind]:
                 return None
         units = Decimal(order["units"])
         fill = self._tx(
@@ -258,6 +273,30 @@ class Venue:
         order.update(state="FILLED", fillingTransactionID=fill["id"], filledTime=fill["time"],
                      tradeOpenedID=fill["id"])
         return fill
+
+    def _trigger_price(self, order: dict[str, Any]) -> Decimal:
+        """The price ``order``'s triggerCondition compares with its price."""
+        bid, ask = self.prices[order["instrument"]]
+        buy = Decimal(order["units"]) > 0
+        side = _TRIGGERS[order.get("triggerCondition", "DEFAULT")]
+        if side == "mid":
+            return (bid + ask) / 2
+        if side == "default":
+            return ask if buy else bid
+        if side == "inverse":
+            return bid if buy else ask
+        return bid if side == "bid" else ask
+
+    def _touched(self, order: dict[str, Any], price: Decimal) -> bool:
+        """Whether a MARKET_IF_TOUCHED order's trigger price reached its price from the side
+        the market was on at its creation (at its price then: touched at once)."""
+        now = self._trigger_price(order)
+        initial = Decimal(order["initialMarketPrice"])
+        if initial > price:
+            return now <= price
+        if initial < price:
+            return now >= price
+        return True
 
     def _cancel(self, order: dict[str, Any], reason: str) -> dict[str, Any]:
         tx = self._tx("ORDER_CANCEL", orderID=order["id"], reason=reason,

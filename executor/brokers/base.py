@@ -6,11 +6,11 @@ taxonomy of errors that tells the worker whether a call may be retried, are the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from decimal import Decimal
 from typing import Protocol
 
-from producer.contract import CONDITIONAL_TYPES, ContractError, OrderSpec
+from producer.contract import CONDITIONAL_TYPES, ContractError, OrderSpec, OrderType
 
 from ..model.broker_reports import (
     FINAL_BROKER_STATUSES,
@@ -141,10 +141,12 @@ async def submit_all(
                                      return_exceptions=True))
 
 
-def refuse_conditional(order: OrderSpec, broker: str) -> None:
+def refuse_conditional(order: OrderSpec, broker: str,
+                       native: Set[OrderType] = frozenset()) -> None:
     """Refuse, naming ``type``, a conditional type (trailing stop, if-touched) that
-    ``broker`` has no native order for: the emulator will trail those; until then such a
-    request is ``invalid`` before anything is sent."""
-    if order.type in CONDITIONAL_TYPES:
+    ``broker`` has no native order for (``native``: those it has, which its adapter
+    checks further): the emulator will trail those; until then such a request is
+    ``invalid`` before anything is sent."""
+    if order.type in CONDITIONAL_TYPES and order.type not in native:
         raise ContractError(f"type {order.type} is not supported by {broker} accounts yet "
                             "(it will be emulated)", "type")

@@ -25,7 +25,14 @@ from executor.brokers.base import (
     UnknownOutcome,
 )
 from executor.config import ConfigError, load_settings
-from producer.contract import ContractError, OrderSpec, OrderType, Side, TimeInForce
+from producer.contract import (
+    ContractError,
+    OrderSpec,
+    OrderType,
+    Side,
+    TimeInForce,
+    TrailingOffsetType,
+)
 from producer.contract import WireDecimal as D
 
 
@@ -266,3 +273,74 @@ def test_a_memory_extends_the_record_only_when_it_holds_all_of_it() -> None:
 def test_day_and_the_auctions_go_as_alpacas_own(order: OrderSpec, sent: str) -> None:
     wire.check(order)
     assert wire.order_body("c", order, extended_hours=False)["time_in_force"] == sent
+
+
+# -- trailing stops: native where they map exactly -------------------------------------------
+
+def trailing(offset: str = "2.50", kind: TrailingOffsetType | None = None,
+             quantity: str = "10", **kw: Any) -> OrderSpec:
+    kw.setdefault("side", Side.SELL)
+    return spec(OrderType.TRAILING_STOP, quantity, trailing_offset=D(offset),
+                trailing_offset_type=kind, **kw)
+
+
+@pytest.mark.parametrize(("order", "trail"), [
+    (trailing("2.50"), {"trail_price": "2.50"}),
+    (trailing("2.50", TrailingOffsetType.PRICE), {"trail_price": "2.50"}),
+    (trailing("1.5", TrailingOffsetType.PERCENT), {"trail_percent": "1.5"}),
+    # Basis points are a percent / 100, exactly (25 bps = 0.25%, 1000 bps = 10%).
+    (trailing("25", TrailingOffsetType.BPS), {"trail_percent": "0.25"}),
+    (trailing("1000", TrailingOffsetType.BPS), {"trail_percent": "10"}),
+    (trailing("0.5", TrailingOffsetType.BPS), {"trail_percent": "0.005"}),
+    (trailing("1234.56789012345678901234", TrailingOffsetType.BPS),
+     {"trail_percent": "12.3456789012345678901234"}),
+])
+def test_a_trailing_stop_is_alpacas_trailing_stop(order: OrderSpec,
+                                                  trail: dict[str, str]) -> None:
+    wire.check(order)
+    assert wire.order_body("t-1", order) == {
+        "symbol": "AAPL", "side": "sell", "type": "trailing_stop", "time_in_force": "gtc",
+        "client_order_id": "t-1", "qty": "10", **trail}
+
+
+def test_a_day_trailing_buy_stop_goes_as_day() -> None:
+    order = trailing("3", side=Side.BUY, time_in_force=TimeInForce.DAY)
+    wire.check(order)
+    body = wire.order_body("t-2", order, extended_hours=True)
+    assert (body["side"], body["time_in_force"], body["trail_price"]) == ("buy", "day", "3")
+    assert "extended_hours" not in body  # limit orders only
+
+
+@pytest.mark.parametrize(("order", "field", "words"), [
+    (trailing(activation_price=D("200")), "activation_price", "it will be emulated"),
+    (trailing(time_in_force=TimeInForce.IOC), "time_in_force", "day or gtc only"),
+    (trailing(time_in_force=TimeInForce.FOK), "time_in_force", "day or gtc only"),
+    (trailing(time_in_force=TimeInForce.OPG), "time_in_force", "day or gtc only"),
+    (trailing(symbol="BTC/USD"), "type", "it will be emulated"),
+    (spec(OrderType.TRAILING_STOP_LIMIT, trailing_offset=D("1"), limit_offset=D("0")),
+     "type", "it will be emulated"),
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("180")), "type", "it will be emulated"),
+    (spec(OrderType.LIMIT_IF_TOUCHED, stop_price=D("180"), price=D("181")), "type",
+     "it will be emulated"),
+    (trailing(quantity="1.5"), "quantity", "fractional"),
+])
+def test_what_alpacas_trailing_stop_is_not_is_refused(order: OrderSpec, field: str,
+                                                      words: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        wire.check(order)
+    assert caught.value.field == field
+    assert words in str(caught.value)
+    assert field in str(caught.value)
+
+
+def test_an_untriggered_trailing_stop_reports_new_and_its_fill_as_usual() -> None:
+    base = {"id": "0d6bd4c4-4d4b-4a8c-9c3e-d4f7c7f0f0f1", "symbol": "AAPL",
+            "type": "trailing_stop", "qty": "10", "trail_price": "2.5", "hwm": "191",
+            "stop_price": "188.5", "updated_at": "2026-12-04T10:00:00.000000001Z"}
+    waiting = wire.report({**base, "status": "new", "filled_qty": "0"}, "t-1")
+    assert waiting.status is BrokerStatus.NEW and waiting.fills == []
+    filled = wire.report({**base, "status": "filled", "filled_qty": "10",
+                          "filled_avg_price": "188.4",
+                          "filled_at": "2026-12-04T10:01:00Z"}, "t-1")
+    assert filled.status is BrokerStatus.FILLED
+    assert [(f.price, f.quantity) for f in filled.fills] == [(D("188.4"), D("10"))]

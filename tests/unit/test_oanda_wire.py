@@ -270,3 +270,70 @@ def test_day_is_oandas_good_for_the_day_and_a_market_order_has_none() -> None:
         with pytest.raises(ContractError) as caught:
             wire.order_request("cid-1", order, EUR)
         assert caught.value.field == "time_in_force"
+
+
+# -- market_if_touched: native; the other conditional types refused --------------------------
+
+@pytest.mark.parametrize(("order", "tif"), [
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1.05")), {"timeInForce": "GTC"}),
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1.05"), time_in_force=TimeInForce.DAY),
+     {"timeInForce": "GFD"}),
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1.05"), time_in_force=TimeInForce.GTD,
+          expire_at=1_767_225_600_005),
+     {"timeInForce": "GTD", "gtdTime": "1767225600.005"}),
+])
+def test_market_if_touched_is_v20s_triggered_on_the_mid(order: OrderSpec,
+                                                        tif: dict[str, str]) -> None:
+    assert body(order) == {"type": "MARKET_IF_TOUCHED", "instrument": "EUR_USD",
+                           "units": "100", "price": "1.05000", "triggerCondition": "MID",
+                           **tif}
+
+
+@pytest.mark.parametrize(("order", "field", "words"), [
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1.05"), time_in_force=TimeInForce.IOC),
+     "time_in_force", "gtc"),
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1.05"), time_in_force=TimeInForce.FOK),
+     "time_in_force", "gtc"),
+    (spec(OrderType.MARKET_IF_TOUCHED), "stop_price", "required"),
+    (spec(OrderType.LIMIT_IF_TOUCHED, stop_price=D("1.05"), price=D("1.06")), "type",
+     "it will be emulated"),
+    (spec(OrderType.TRAILING_STOP, trailing_offset=D("0.001")), "type", "it will be emulated"),
+    (spec(OrderType.TRAILING_STOP_LIMIT, trailing_offset=D("0.001"), limit_offset=D("0")),
+     "type", "it will be emulated"),
+])
+def test_what_v20s_market_if_touched_is_not_is_refused(order: OrderSpec, field: str,
+                                                       words: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        body(order)
+    assert caught.value.field == field
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(("side", "stop", "mid"), [
+    (Side.BUY, "1.05", "1.05001"),  # a buy waits for a fall to stop_price
+    (Side.SELL, "1.15", "1.14999"),  # a sell for a rise
+])
+def test_a_touched_order_on_its_side_of_the_market_is_sent(side: Side, stop: str,
+                                                           mid: str) -> None:
+    wire.check_touched(spec(OrderType.MARKET_IF_TOUCHED, side=side, stop_price=D(stop)),
+                       Decimal(mid))
+
+
+@pytest.mark.parametrize(("side", "stop", "mid"), [
+    (Side.BUY, "1.05", "1.05"),  # at it: ours triggers at once
+    (Side.BUY, "1.05", "1.04"),  # past it: v20 would take it as a stop upwards
+    (Side.SELL, "1.15", "1.15"),
+    (Side.SELL, "1.15", "1.2"),
+])
+def test_a_touched_order_already_met_is_refused_naming_stop_price(side: Side, stop: str,
+                                                                  mid: str) -> None:
+    order = spec(OrderType.MARKET_IF_TOUCHED, side=side, stop_price=D(stop))
+    with pytest.raises(ContractError) as caught:
+        wire.check_touched(order, Decimal(mid))
+    assert caught.value.field == "stop_price"
+    assert "trigger at once" in str(caught.value)
+
+
+def test_other_types_are_not_checked_against_the_market() -> None:
+    wire.check_touched(spec(OrderType.TAKE_PROFIT, side=Side.SELL, stop_price=D("1")),
+                       Decimal("2"))

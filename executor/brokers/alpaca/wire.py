@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from producer.contract import ContractError, Fill, OrderSpec, OrderType, TimeInForce, wire
+from producer.contract import (
+    ContractError,
+    Fill,
+    OrderSpec,
+    OrderType,
+    TimeInForce,
+    TrailingOffsetType,
+    wire,
+)
 
 from ..base import (
     AuthenticationFailed,
@@ -37,7 +45,14 @@ MAX_CLIENT_ID = 48
 _KEEP = 31  # characters of a longer id kept before "-" and 16 hex digits of its hash
 
 TYPES = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
-         OrderType.STOP_LIMIT: "stop_limit"}
+         OrderType.STOP_LIMIT: "stop_limit", OrderType.TRAILING_STOP: "trailing_stop"}
+# Alpaca's trailing_stop (alpaca-docs orders.md) is ours without activation_price, exactly:
+# a sell's stop is hwm - trail_price or hwm * (1 - trail_percent / 100), hwm the highest
+# price since submission, only rising (a buy's mirrored from the lowest), then a market
+# order. Alpaca has no activation price, no trailing stop-limit and no if-touched orders:
+# those are refused, and the emulator will trail them.
+NATIVE_CONDITIONAL = frozenset({OrderType.TRAILING_STOP})
+TRAILING_TIME_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC})
 TIME_IN_FORCE = {TimeInForce.GTC: "gtc", TimeInForce.IOC: "ioc", TimeInForce.FOK: "fok",
                  TimeInForce.DAY: "day", TimeInForce.OPG: "opg", TimeInForce.CLS: "cls"}
 # The auctions take market and limit orders only (market/limit on open, on close).
@@ -117,7 +132,9 @@ def time_in_force(order: OrderSpec) -> str:
 def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     """Raise ``ContractError`` naming our field when Alpaca has no way to take the order
     (``fractionable``: the asset takes fractional quantities)."""
-    refuse_conditional(order, "alpaca")
+    refuse_conditional(order, "alpaca", NATIVE_CONDITIONAL)
+    if order.type is OrderType.TRAILING_STOP:
+        check_trailing(order)
     crypto = is_crypto(order.symbol)
     if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
         types = sorted(CRYPTO_TYPES if crypto else TYPES)
@@ -152,6 +169,37 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
         raise ContractError(f"a {order.type} order needs a stop_price", "stop_price")
 
 
+def check_trailing(order: OrderSpec) -> None:
+    """Refuse, naming the field, a trailing stop Alpaca's trailing_stop is not exactly."""
+    if is_crypto(order.symbol):
+        raise ContractError(f"type trailing_stop is not supported for {order.symbol} at "
+                            "alpaca (crypto takes market, limit and stop_limit; it will be "
+                            "emulated)", "type")
+    if order.activation_price is not None:
+        raise ContractError("activation_price is not supported by alpaca accounts yet: "
+                            "Alpaca's trailing_stop trails from submission (it will be "
+                            "emulated)", "activation_price")
+    if order.time_in_force not in TRAILING_TIME_IN_FORCE:
+        raise ContractError(f"time_in_force {order.time_in_force}: Alpaca's trailing_stop "
+                            "takes day or gtc only", "time_in_force")
+    if order.trailing_offset is None:
+        raise ContractError("a trailing_stop order needs a trailing_offset",
+                            "trailing_offset")
+
+
+def trail_fields(order: OrderSpec) -> dict[str, str]:
+    """Alpaca's trail_price or trail_percent for our trailing offset: basis points are a
+    percent / 100, shifted exactly (never through a rounding context)."""
+    assert order.trailing_offset is not None
+    offset = Decimal(order.trailing_offset)
+    kind = order.trailing_offset_type or TrailingOffsetType.PRICE
+    if kind is TrailingOffsetType.PRICE:
+        return {"trail_price": amount(offset)}
+    if kind is TrailingOffsetType.BPS:
+        offset = offset.scaleb(-2, _EXACT).normalize(_EXACT)
+    return {"trail_percent": amount(offset)}
+
+
 def amount(value: Decimal) -> str:
     """A decimal as Alpaca's strings: fixed point, no exponent."""
     return format(value, "f")
@@ -175,6 +223,8 @@ def order_body(client_order_id: str, order: OrderSpec, *,
         body["limit_price"] = amount(order.price)
     if order.type in _WITH_STOP and order.stop_price is not None:
         body["stop_price"] = amount(order.stop_price)
+    if order.type is OrderType.TRAILING_STOP:
+        body.update(trail_fields(order))
     if extended_hours and order.type is OrderType.LIMIT and body["time_in_force"] in (
             "day", "gtc"):
         body["extended_hours"] = True

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
-from producer.contract import ContractError, OrderSpec
+from producer.contract import ContractError, OrderSpec, OrderType
 from producer.keys import Keys
 
 from ...infra.store import Store
@@ -165,6 +165,8 @@ class OandaBroker:
             inst = self._rules(order.symbol)
             instruments.check(order, inst)
             body = wire.order_request(client_order_id, order, inst)
+            if order.type is OrderType.MARKET_IF_TOUCHED:
+                wire.check_touched(order, await self._fresh_mid(order.symbol))
         except ContractError as exc:
             raise PermanentError(f"refused before sending to OANDA: {exc}") from None
         reply = await self._request("POST", "/orders", json=body, sends=True)
@@ -206,6 +208,17 @@ class OandaBroker:
             reply = await self._request("GET", "/pricing", params={"instruments": symbol})
             return wire.mid_price(reply, symbol)
         return await self._prices.get(symbol, mid)
+
+    async def _fresh_mid(self, symbol: str) -> Decimal:
+        """The mid now, not a cached one: a market_if_touched's direction at OANDA is set
+        by the market at its creation, so the check before sending must be as late as it
+        can be. Without a price nothing is sent (nothing was, so it may be tried again)."""
+        reply = await self._request("GET", "/pricing", params={"instruments": symbol})
+        mid = wire.mid_price(reply, symbol)
+        if mid is None:
+            raise RetryableError(f"oanda gave no price for {symbol}: a market_if_touched "
+                                 "order is not sent without one")
+        return mid
 
     async def ping(self) -> None:
         await self._request("GET", "/summary")

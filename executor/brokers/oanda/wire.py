@@ -45,7 +45,18 @@ OANDA_TYPE = {
     OrderType.LIMIT: "LIMIT",
     OrderType.STOP: "STOP",
     OrderType.TAKE_PROFIT: "MARKET_IF_TOUCHED",
+    OrderType.MARKET_IF_TOUCHED: "MARKET_IF_TOUCHED",
 }
+# Our market_if_touched is v20's MARKET_IF_TOUCHED at price = stop_price, triggered on the
+# mid (our reference price) rather than v20's default side of the book. v20 decides its
+# direction from the market at creation (initialMarketPrice): it fills when the price
+# crosses ``price`` from that side. Ours is fixed by the side (a buy on a fall to
+# stop_price), so it is sent only while the mid is strictly on that side (see
+# ``check_touched``). limit_if_touched has no equivalent (v20's priceBound is a worst fill
+# price for the market order, not a resting limit) and trailing stops exist only as a
+# trade's dependent TRAILING_STOP_LOSS: those are refused, to be emulated.
+NATIVE_CONDITIONAL = frozenset({OrderType.MARKET_IF_TOUCHED})
+TOUCHED_TRIGGER = "MID"
 # The time in force each accepts (v20.json); our day is OANDA's GFD (good for the day). A
 # market order's default (ours: gtc, which a market order has no use for) is OANDA's own
 # default, FOK.
@@ -59,6 +70,8 @@ TIME_IN_FORCE: dict[OrderType, dict[TimeInForce, str]] = {
                      TimeInForce.DAY: "GFD"},
     OrderType.TAKE_PROFIT: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD",
                             TimeInForce.DAY: "GFD"},
+    OrderType.MARKET_IF_TOUCHED: {TimeInForce.GTC: "GTC", TimeInForce.GTD: "GTD",
+                                  TimeInForce.DAY: "GFD"},
 }
 DUPLICATE_REASONS = frozenset({"CLIENT_ORDER_ID_ALREADY_EXISTS",
                                "CLIENT_TRADE_ID_ALREADY_EXISTS"})
@@ -102,11 +115,11 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
                   ) -> dict[str, Any]:
     """The body of POST /v3/accounts/{id}/orders for ``order``. ``ContractError`` naming
     ``type`` or ``time_in_force`` when v20 has no such order."""
-    refuse_conditional(order, "oanda")
+    refuse_conditional(order, "oanda", NATIVE_CONDITIONAL)
     kind = OANDA_TYPE.get(order.type)
     if kind is None:
         raise ContractError(f"type {order.type} is not supported by OANDA (market, limit, "
-                            "stop, take_profit)", "type")
+                            "stop, take_profit, market_if_touched)", "type")
     tif = TIME_IN_FORCE[order.type].get(order.time_in_force)
     if tif is None:
         allowed = ", ".join(TIME_IN_FORCE[order.type])
@@ -130,12 +143,32 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
             field = "price" if order.type is OrderType.LIMIT else "stop_price"
             raise ContractError(f"{field} is required for a {order.type} order", field)
         body["price"] = fixed(trigger, inst.display_precision)
+    if order.type is OrderType.MARKET_IF_TOUCHED:
+        body["triggerCondition"] = TOUCHED_TRIGGER
     if tif == "GTD":
         if order.expire_at is None:
             raise ContractError("expire_at is required when time_in_force is gtd",
                                 "expire_at")
         body["gtdTime"] = unix_time(order.expire_at)
     return {"order": body}
+
+
+def check_touched(order: OrderSpec, mid: Decimal) -> None:
+    """Refuse, naming ``stop_price``, a market_if_touched that v20 would take the other
+    way: v20's direction comes from the market at creation, ours from the side, so the mid
+    (``mid``, just read) must be strictly above a buy's stop_price (below a sell's). At or
+    past it, ours would trigger at once (the paper exchange refuses that too)."""
+    if order.type is not OrderType.MARKET_IF_TOUCHED:
+        return
+    assert order.stop_price is not None
+    buy = order.side == "buy"
+    waits = mid > order.stop_price if buy else mid < order.stop_price
+    if not waits:
+        where = "at or below" if buy else "at or above"
+        raise ContractError(
+            f"stop_price {order.stop_price}: the price ({mid}) is already {where} it, so "
+            f"this {order.side} market_if_touched would trigger at once (OANDA would take it "
+            "as a stop the other way)", "stop_price")
 
 
 def dec(text: Any) -> WireDecimal:
