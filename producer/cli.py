@@ -71,6 +71,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--activation-price", help="trailing types: start trailing at this price")
     p.add_argument("--limit-offset", help="trailing_stop_limit: the limit's distance from "
                    "the trigger")
+    p.add_argument("--display-quantity", help="limit types: an iceberg's visible quantity")
     p.add_argument("--time-in-force", choices=["gtc", "ioc", "fok", "gtd"])
     p.add_argument("--expire-at", type=int, help="epoch ms, with --time-in-force gtd")
     p.add_argument("--client-order-id")
@@ -265,7 +266,7 @@ async def _submit(args: argparse.Namespace) -> int:
             trailing_offset=args.trailing_offset,
             trailing_offset_type=args.trailing_offset_type,
             activation_price=args.activation_price, limit_offset=args.limit_offset,
-            time_in_force=args.time_in_force,
+            display_quantity=args.display_quantity, time_in_force=args.time_in_force,
             expire_at=args.expire_at, client_order_id=args.client_order_id,
             account=args.account, deadline=deadline, strategy_id=args.strategy_id,
             reduce_only=args.reduce_only)

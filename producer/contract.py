@@ -386,6 +386,10 @@ ActivationPrice = Annotated[WireDecimal, msgspec.Meta(description=(
 LimitOffset = Annotated[WireDecimal, msgspec.Meta(description=(
     "trailing_stop_limit only, required, not negative: the triggered limit order's price is "
     "trigger - limit_offset (sell) or trigger + limit_offset (buy)"))]
+DisplayQuantity = Annotated[WireDecimal, msgspec.Meta(description=(
+    "limit, limit_maker, stop_limit and take_profit_limit only, optional, positive, below "
+    "quantity: an iceberg order showing at most this much of its quantity on the book at a "
+    "time (Binance icebergQty, which needs time_in_force gtc)"))]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
@@ -413,6 +417,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     trailing_offset_type: OffsetType | None = None
     activation_price: ActivationPrice | None = None
     limit_offset: LimitOffset | None = None
+    display_quantity: DisplayQuantity | None = None
     time_in_force: TimeInForce | None = None
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None
@@ -517,6 +522,8 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     trailing_offset_type: TrailingOffsetType | None = None
     activation_price: WireDecimal | None = None
     limit_offset: WireDecimal | None = None  # trailing_stop_limit only
+    # An iceberg's visible part (limit types only; None otherwise and on older events).
+    display_quantity: WireDecimal | None = None
     time_in_force: TimeInForce = TimeInForce.GTC
     expire_at: EpochMs | None = None
     deadline: EpochMs | None = None

@@ -22,7 +22,13 @@ from .contract import (
     Result,
     json_schema,
 )
-from .validation import AMEND_REFUSED, AMENDABLE, PRICE_FIELDS, TRAILING_FIELDS
+from .validation import (
+    AMEND_REFUSED,
+    AMENDABLE,
+    DISPLAY_TYPES,
+    PRICE_FIELDS,
+    TRAILING_FIELDS,
+)
 
 SCHEMAS: dict[str, type] = {"request": Request, "result": Result, "event": Event}
 _DIR = Path(__file__).parent / "schema"
@@ -53,6 +59,9 @@ def request_rules() -> list[dict[str, Any]]:
     ]
     trailing = {"properties": {"type": {"enum": sorted(TRAILING_TYPES)}}, "required": ["type"]}
     rules += [{"if": {"required": [name]}, "then": trailing} for name in TRAILING_FIELDS]
+    rules.append({"if": {"required": ["display_quantity"]}, "then": {
+        "properties": {"type": {"enum": sorted(DISPLAY_TYPES)}}, "required": ["type"],
+        "not": {"required": ["quote_quantity"]}}})
     for order_type, (needs_price, needs_stop) in PRICE_FIELDS.items():
         needed = [f for f, n in (("price", needs_price), ("stop_price", needs_stop)) if n]
         refused = [f for f, n in (("price", needs_price), ("stop_price", needs_stop)) if not n]

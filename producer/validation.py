@@ -39,6 +39,9 @@ PRICE_FIELDS: dict[OrderType, tuple[bool, bool]] = {
 
 # The fields of a trailing stop, refused on every other type.
 TRAILING_FIELDS = ("trailing_offset", "trailing_offset_type", "activation_price")
+# The types an iceberg (display_quantity) may be: those that rest on the book at a limit.
+DISPLAY_TYPES = frozenset({OrderType.LIMIT, OrderType.LIMIT_MAKER, OrderType.STOP_LIMIT,
+                           OrderType.TAKE_PROFIT_LIMIT})
 # An offset in bps or percent of the price must leave a positive trigger under a sell's.
 _OFFSET_BOUNDS = {TrailingOffsetType.BPS: Decimal(10_000),
                   TrailingOffsetType.PERCENT: Decimal(100)}
@@ -53,6 +56,7 @@ _ORDER_FIELDS = (
     "stop_limit_price",
     *TRAILING_FIELDS,
     "limit_offset",
+    "display_quantity",
     "time_in_force",
     "expire_at",
 )
@@ -85,7 +89,8 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
 
 AMENDABLE = ("price", "stop_price", "quantity")
 AMEND_REFUSED = ("symbol", "side", "type", "time_in_force", "expire_at", "quote_quantity",
-                 "stop_limit_price", *TRAILING_FIELDS, "limit_offset")
+                 "stop_limit_price", *TRAILING_FIELDS, "limit_offset",
+                 "display_quantity")
 
 
 def _check_amend(req: Request) -> None:
@@ -123,6 +128,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
     tif = req.time_in_force or TimeInForce.GTC
     _check_oco(req, tif)
     _check_trailing(req)
+    _check_display(req)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -198,6 +204,26 @@ def _check_trailing(req: Request) -> None:
     elif req.limit_offset < 0:
         raise ContractError(f"limit_offset must not be negative, got {req.limit_offset}",
                             "limit_offset")
+
+
+def _check_display(req: Request) -> None:
+    """An iceberg's visible part: a limit type's, positive, strictly below its quantity."""
+    shown = req.display_quantity
+    if shown is None:
+        return
+    if req.quantity is None:
+        raise ContractError("display_quantity is not allowed with quote_quantity (it shows "
+                            "part of a base quantity)", "display_quantity")
+    if req.type not in DISPLAY_TYPES:
+        raise ContractError(f"display_quantity is only allowed for a limit, limit_maker, "
+                            f"stop_limit or take_profit_limit order, not {req.type}",
+                            "display_quantity")
+    if shown <= 0:
+        raise ContractError(f"display_quantity must be positive, got {shown}",
+                            "display_quantity")
+    if shown >= req.quantity:
+        raise ContractError(f"display_quantity {shown} must be below quantity {req.quantity} "
+                            "(it is the part shown of it)", "display_quantity")
 
 
 def _check_amount(req: Request) -> None:

@@ -18,6 +18,10 @@ the first water mark: the highest price since for a SELL, the lowest for a BUY. 
 triggers at a price a ``trailingDelta`` bips past it the other way (SELL: <= water * (1 -
 delta / 10000), BUY: >= water * (1 + delta / 10000)); a price that starts tracking or makes
 a new water mark never triggers it.
+
+Icebergs (``icebergQty``) are checked as Binance would (types, GTC, icebergAllowed, below the
+quantity, LOT_SIZE, ICEBERG_PARTS) and reported (``icebergQty``, an executionReport's ``F``),
+but execute as plain limit orders: the local book has no one to hide the rest from.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Any
 
 import msgspec
@@ -43,6 +47,7 @@ MAKER_FEE = Decimal("0.0008")
 E8 = Decimal("0.00000001")
 OPEN = ("NEW", "PARTIALLY_FILLED")
 STOPS = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+ICEBERG_TYPES = ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
 Event = dict[str, Any]
 
 
@@ -112,6 +117,9 @@ class XOrder(msgspec.Struct, kw_only=True):
     trailing_delta: int = 0  # bips; 0: not a trailing stop
     water: Decimal | None = None  # a trailing stop's water mark; None: not tracking yet
     trailing_time: int = -1  # when it started tracking
+    # icebergQty (0: not an iceberg). Only carried and reported: the local book has no other
+    # participants, so an iceberg executes as the plain limit order it is.
+    iceberg_qty: Decimal = Decimal(0)
 
     @property
     def is_open(self) -> bool:
@@ -125,8 +133,8 @@ class XOrder(msgspec.Struct, kw_only=True):
             "origQty": fmt(self.qty), "executedQty": fmt(self.executed),
             "cummulativeQuoteQty": fmt(self.cum_quote), "status": self.status,
             "timeInForce": self.tif or "GTC", "type": self.type, "side": self.side,
-            "stopPrice": fmt(self.stop_price), "icebergQty": "0.00000000", "time": self.time,
-            "updateTime": self.update_time, "isWorking": self.working,
+            "stopPrice": fmt(self.stop_price), "icebergQty": fmt(self.iceberg_qty),
+            "time": self.time, "updateTime": self.update_time, "isWorking": self.working,
             "workingTime": self.working_time, "origQuoteOrderQty": fmt(self.quote_qty),
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
@@ -278,6 +286,7 @@ class Exchange:
         elif quote_qty is not None:
             raise ApiError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
         assert qty is not None
+        iceberg = self._iceberg(params, lst, otype, tif, qty)
         cid = params.get("newClientOrderId") or f"x-local{next(self._ids)}"
         if not CLIENT_ID.match(cid):
             raise ApiError(-1100, "Illegal characters found in parameter 'newClientOrderId'; "
@@ -292,7 +301,7 @@ class Exchange:
                        stop_price=stop or Decimal(0), quote_qty=quote_qty or Decimal(0),
                        time=now, update_time=now, working=otype not in STOPS,
                        working_time=now if otype not in STOPS else -1, order_list_id=list_id,
-                       trailing_delta=delta or 0)
+                       trailing_delta=delta or 0, iceberg_qty=iceberg or Decimal(0))
         self._check_filters(lst, order)
         if delta is not None:
             self._trail(order, lst.price)  # tracking may start at once
@@ -318,6 +327,23 @@ class Exchange:
         if not lst.allow_trailing:
             raise rejected("Trailing stop orders are not supported for this symbol.")
         return int(text)
+
+    @staticmethod
+    def _iceberg(params: dict[str, str], lst: Listing, otype: str, tif: str,
+                 qty: Decimal) -> Decimal | None:
+        """``icebergQty``: on LIMIT, LIMIT_MAKER, STOP_LOSS_LIMIT and TAKE_PROFIT_LIMIT
+        orders with timeInForce GTC (rest-api.md), of a symbol with icebergAllowed, below
+        the quantity (errors.md's words for each); its filters are ``_check_filters``'."""
+        iceberg = number(params, "icebergQty")
+        if iceberg is None or iceberg == 0:
+            return None
+        if otype not in ICEBERG_TYPES or (tif or "GTC") != "GTC":
+            raise rejected("Unsupported order combination")
+        if not lst.iceberg_allowed:
+            raise rejected("Iceberg orders are not supported for this symbol.")
+        if iceberg >= qty:
+            raise rejected("IcebergQty exceeds QTY.")
+        return iceberg
 
     def _store(self, order: XOrder) -> None:
         order.order_id = next(self._ids)
@@ -725,6 +751,18 @@ class Exchange:
             if not (td[f"minTrailing{where}Delta"] <= order.trailing_delta
                     <= td[f"maxTrailing{where}Delta"]):
                 raise fail("TRAILING_DELTA")
+        if order.iceberg_qty:
+            # LOT_SIZE applies to icebergQty too; ICEBERG_PARTS: ceil(qty / icebergQty).
+            f = lst.filter("LOT_SIZE")
+            if f is not None:
+                lo, hi, step = (Decimal(f[k]) for k in ("minQty", "maxQty", "stepSize"))
+                q = order.iceberg_qty
+                if (lo and q < lo) or (hi and q > hi) or (step and (q - lo) % step != 0):
+                    raise fail("LOT_SIZE")
+            ip = lst.filter("ICEBERG_PARTS")
+            if ip is not None and (order.qty / order.iceberg_qty).to_integral_value(
+                    ROUND_CEILING) > int(ip["limit"]):
+                raise fail("ICEBERG_PARTS")
         mn = lst.filter("MAX_NUM_ORDERS")
         if mn is not None:
             count = sum(1 for o in self.orders.values() if o.is_open and o.symbol == lst.symbol)
@@ -839,7 +877,7 @@ class Exchange:
         self._emit({
             "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_order_id,
             "S": order.side, "o": order.type, "f": order.tif or "GTC", "q": fmt(order.qty),
-            "p": fmt(order.price), "P": fmt(order.stop_price), "F": "0.00000000",
+            "p": fmt(order.price), "P": fmt(order.stop_price), "F": fmt(order.iceberg_qty),
             "g": order.order_list_id, "C": "", "x": exec_type, "X": order.status, "r": "NONE",
             "i": order.order_id, "l": trade["qty"] if trade else "0.00000000",
             "z": fmt(order.executed), "L": trade["price"] if trade else "0.00000000",

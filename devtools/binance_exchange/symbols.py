@@ -19,6 +19,7 @@ class Listing(msgspec.Struct, kw_only=True):
     price: Decimal  # the last price, moved by tests (``Exchange.set_price``)
     filters: list[dict[str, Any]]
     allow_trailing: bool = True  # allowTrailingStop
+    iceberg_allowed: bool = True  # icebergAllowed
 
     def filter(self, name: str) -> dict[str, Any] | None:
         for f in self.filters:
@@ -31,7 +32,8 @@ class Listing(msgspec.Struct, kw_only=True):
             "symbol": self.symbol, "status": "TRADING", "baseAsset": self.base,
             "baseAssetPrecision": 8, "quoteAsset": self.quote, "quotePrecision": 8,
             "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
-            "quoteCommissionPrecision": 8, "orderTypes": ORDER_TYPES, "icebergAllowed": True,
+            "quoteCommissionPrecision": 8, "orderTypes": ORDER_TYPES,
+            "icebergAllowed": self.iceberg_allowed,
             "ocoAllowed": True, "otoAllowed": True, "opoAllowed": False,
             "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": self.allow_trailing,
             "cancelReplaceAllowed": True, "amendAllowed": True,

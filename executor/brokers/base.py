@@ -150,3 +150,12 @@ def refuse_conditional(order: OrderSpec, broker: str,
     if order.type in CONDITIONAL_TYPES and order.type not in native:
         raise ContractError(f"type {order.type} is not supported by {broker} accounts yet "
                             "(it will be emulated)", "type")
+
+
+def refuse_display(order: OrderSpec, broker: str) -> None:
+    """Refuse, naming ``display_quantity``, an iceberg on a broker without one: the
+    emulator will slice those; until then such a request is ``invalid`` before anything is
+    sent."""
+    if order.display_quantity is not None:
+        raise ContractError(f"display_quantity is not supported by {broker} accounts yet "
+                            "(it will be emulated)", "display_quantity")

@@ -37,6 +37,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
     refuse_conditional,
+    refuse_display,
 )
 
 # Alpaca's documents disagree on client_order_id's length: "<= 48 characters" (alpaca-docs
@@ -133,6 +134,7 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     """Raise ``ContractError`` naming our field when Alpaca has no way to take the order
     (``fractionable``: the asset takes fractional quantities)."""
     refuse_conditional(order, "alpaca", NATIVE_CONDITIONAL)
+    refuse_display(order, "alpaca")
     if order.type is OrderType.TRAILING_STOP:
         check_trailing(order)
     crypto = is_crypto(order.symbol)

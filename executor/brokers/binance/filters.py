@@ -10,7 +10,7 @@ one is known and are skipped otherwise: Binance checks them again.
 from __future__ import annotations
 
 import decimal
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import msgspec
@@ -57,6 +57,8 @@ CONDITIONAL_TYPE = {
     OrderType.LIMIT_IF_TOUCHED: "TAKE_PROFIT_LIMIT",
 }
 _BIPS_PER_PERCENT = Decimal(100)
+# The types that take ``icebergQty`` (rest-api.md new order; it needs timeInForce GTC).
+ICEBERG_TYPES = frozenset({"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"})
 
 
 class Range(msgspec.Struct, frozen=True):
@@ -101,6 +103,8 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     oco: bool = True  # ocoAllowed
     trailing: bool = True  # allowTrailingStop
     trailing_delta: TrailingBounds | None = None  # TRAILING_DELTA
+    iceberg: bool = True  # icebergAllowed
+    iceberg_parts: int | None = None  # ICEBERG_PARTS.limit
 
 
 def _t(value: Decimal) -> str:
@@ -139,6 +143,8 @@ def parse(info: dict[str, Any]) -> dict[str, Rules]:
                     "askMultiplierDown"))
             elif kind == "MAX_NUM_ORDERS":
                 kw["max_num_orders"] = int(f["maxNumOrders"])
+            elif kind == "ICEBERG_PARTS":
+                kw["iceberg_parts"] = int(f["limit"])
             elif kind == "TRAILING_DELTA":
                 kw["trailing_delta"] = TrailingBounds(
                     (int(f["minTrailingAboveDelta"]), int(f["maxTrailingAboveDelta"])),
@@ -148,6 +154,7 @@ def parse(info: dict[str, Any]) -> dict[str, Rules]:
                                  trading=s.get("status") == "TRADING",
                                  oco=bool(s.get("ocoAllowed", True)),
                                  trailing=bool(s.get("allowTrailingStop", True)),
+                                 iceberg=bool(s.get("icebergAllowed", True)),
                                  order_types=frozenset(s.get("orderTypes", [])), **kw)
     return out
 
@@ -219,6 +226,39 @@ def _check_conditional(order: OrderSpec, rules: Rules) -> None:
     if not low <= delta <= high:
         raise _refuse("TRAILING_DELTA", f"trailing_offset is {delta} bips, outside min {low}, "
                       f"max {high} for a {kind} {order.side.upper()}", "trailing_offset")
+
+
+def _check_display(order: OrderSpec, rules: Rules, kind: str, qty: Decimal) -> None:
+    """An iceberg (``display_quantity``, sent as ``icebergQty``) as Binance would take it:
+    on a limit type of a symbol that allows icebergs, GTC, below the quantity, on the
+    LOT_SIZE step and in at most ICEBERG_PARTS parts (ceil(quantity / icebergQty))."""
+    shown = order.display_quantity
+    if shown is None:
+        return
+    if kind not in ICEBERG_TYPES:
+        raise ContractError(f"display_quantity is not allowed by Binance on a {kind} order "
+                            "(LIMIT, LIMIT_MAKER, STOP_LOSS_LIMIT, TAKE_PROFIT_LIMIT only)",
+                            "display_quantity")
+    if not rules.iceberg:
+        raise ContractError(f"display_quantity: iceberg orders are not allowed by Binance for "
+                            f"{order.symbol} (icebergAllowed is false)", "display_quantity")
+    if order.time_in_force is not TimeInForce.GTC:
+        raise ContractError(f"time_in_force {order.time_in_force} is not allowed with "
+                            "display_quantity at Binance (an iceberg needs gtc)",
+                            "time_in_force")
+    if shown <= 0 or shown >= qty:
+        raise ContractError(f"display_quantity {_t(shown)} must be positive and below the "
+                            f"quantity {_t(qty)}", "display_quantity")
+    lot = rules.lot
+    if lot is not None and not lot.fits(shown, lot.low):
+        raise _refuse("LOT_SIZE", f"display_quantity {_t(shown)} is outside {lot.text()}",
+                      "display_quantity")
+    if rules.iceberg_parts is not None:
+        parts = int(_EXACT.divide(qty, shown).to_integral_value(ROUND_CEILING))
+        if parts > rules.iceberg_parts:
+            raise _refuse("ICEBERG_PARTS", f"display_quantity {_t(shown)} splits quantity "
+                          f"{_t(qty)} into {parts} parts, more than the limit "
+                          f"{rules.iceberg_parts}", "display_quantity")
 
 
 def _check_quote(order: OrderSpec, rules: Rules) -> None:
@@ -323,6 +363,7 @@ def check(order: OrderSpec, rules: Rules, *, reference: Decimal | None = None,
         if not lot.fits(qty, lot.low) or qty <= 0:
             raise _refuse(name, f"quantity {_t(order.quantity)} is outside {lot.text()}",
                           "quantity")
+    _check_display(order, rules, kind, qty)
     if rules.price is not None:
         for field, value in (("price", order.price), ("stop_price", order.stop_price),
                              ("activation_price", order.activation_price)):

@@ -88,6 +88,8 @@ def order_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
         params["price"] = amount(order.price)
     if order.stop_price is not None:
         params["stopPrice"] = amount(order.stop_price)
+    if order.display_quantity is not None:  # an iceberg (filters.check: a limit type, GTC)
+        params["icebergQty"] = amount(order.display_quantity)
     if order.type is OrderType.TRAILING_STOP:
         params["trailingDelta"] = str(trailing_delta(order))
         if order.activation_price is not None:  # TAKE_PROFIT: tracking starts there

@@ -35,6 +35,7 @@ from ..base import (
     RetryableError,
     UnknownOutcome,
     refuse_conditional,
+    refuse_display,
 )
 from .instruments import Instrument, fixed
 
@@ -116,6 +117,7 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
     """The body of POST /v3/accounts/{id}/orders for ``order``. ``ContractError`` naming
     ``type`` or ``time_in_force`` when v20 has no such order."""
     refuse_conditional(order, "oanda", NATIVE_CONDITIONAL)
+    refuse_display(order, "oanda")
     kind = OANDA_TYPE.get(order.type)
     if kind is None:
         raise ContractError(f"type {order.type} is not supported by OANDA (market, limit, "

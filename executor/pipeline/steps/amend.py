@@ -197,6 +197,11 @@ class Amend:
         # The deadline is the amend's own: the old place's may be long past.
         changes: dict[str, object] = {"quantity": wire(total - old.filled_quantity),
                                       "deadline": req.deadline}
+        shown = old.spec.display_quantity
+        if shown is not None and total - old.filled_quantity <= shown:
+            # An iceberg whose rest is no more than its visible part shows all of it anyway
+            # (and Binance refuses an icebergQty not below the quantity): a plain order.
+            changes["display_quantity"] = None
         for name in ("price", "stop_price"):
             value = getattr(req, name)
             if value is not None:

@@ -102,6 +102,7 @@ class Decode:
                 TrailingOffsetType.PRICE if request.type in TRAILING_TYPES else None),
             activation_price=request.activation_price,
             limit_offset=request.limit_offset,
+            display_quantity=request.display_quantity,
             time_in_force=request.time_in_force or TimeInForce.GTC,
             expire_at=request.expire_at,
             deadline=request.deadline,
