@@ -186,3 +186,33 @@ async def test_an_orphan_trailing_stop_is_adopted_as_one(
         exchange.set_price("BTCUSDT", "50960")  # 52000 * 0.98: fires
         await wait_state(redis_client, "orphan-trail", "filled")
     assert await state_of(redis_client, "orphan-odd") == ""
+
+
+async def test_an_iceberg_goes_out_with_its_iceberg_qty_and_a_refused_one_sends_nothing(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "sell", "limit", "0.05", price="51000",
+                                 display_quantity="0.01")
+        result = await client.wait_result(sub.request_id, 10)
+        assert result.status is ResultStatus.ACCEPTED, result
+        cid = sub.client_order_id
+        assert sent_for(exchange, cid) == {
+            "symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "quantity": "0.05",
+            "price": "51000", "timeInForce": "GTC", "icebergQty": "0.01",
+            "newClientOrderId": cid}
+        order = exchange.exchange.find({"symbol": "BTCUSDT", "origClientOrderId": cid})
+        assert order.iceberg_qty == Decimal("0.01")
+        record = await client.order(cid)
+        assert record is not None and record.spec.display_quantity == Decimal("0.01")
+
+        ioc = await client.place("BTCUSDT", "sell", "limit", "0.05", price="51000",
+                                 display_quantity="0.01", time_in_force="ioc")
+        parts = await client.place("BTCUSDT", "sell", "limit", "0.05", price="51000",
+                                   display_quantity="0.004")  # 13 parts, the limit is 10
+        for refused, field in ((ioc, "time_in_force"), (parts, "display_quantity")):
+            result = await client.wait_result(refused.request_id, 10)
+            assert result.reason_code == "invalid", result
+            assert result.reason is not None and field in result.reason, result.reason
+            assert await state_of(redis_client, refused.client_order_id) in ("", "rejected")
+    assert [r.params["newClientOrderId"] for r in exchange.orders_sent()] == [cid]

@@ -165,3 +165,53 @@ async def test_the_producer_command_places_a_trailing_stop_limit(
                 spec.limit_offset) == (D("50"), "bps", D("49500"), D("5"))
         record = await paper_record(redis_client, result["client_order_id"])
         assert record.trail == TrailState()  # waiting for 49500
+
+
+async def test_an_iceberg_is_recorded_and_matches_as_the_plain_limit(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(make_settings()):
+        placed = await client.place("BTCUSDT", "sell", "limit", "0.5", price="51000",
+                                    display_quantity="0.1")
+        result = await client.wait_result(placed)
+        assert result.ok and result.status is ResultStatus.ACCEPTED, result
+        cid = placed.client_order_id
+        record = await client.order(cid)
+        assert record is not None and record.spec.display_quantity == D("0.1")
+        assert (await paper_record(r, cid)).spec.display_quantity == D("0.1")
+        created = [decode_event(fields[b"data"]) for _, fields in await r.xrange(K.events)]
+        spec = next(e.order for e in created if e.client_order_id == cid and e.order)
+        assert spec.display_quantity == D("0.1")
+
+        await set_price(r, "51000")  # matching as without it: the whole quantity fills
+
+        async def filled() -> bool:
+            status = await client.order(cid)
+            return status is not None and status.state is OrderState.FILLED
+        await until(filled, 10)
+        record = await client.order(cid)
+        assert record is not None and record.filled_quantity == D("0.5")
+
+
+async def test_an_amended_iceberg_keeps_its_display_quantity_unless_the_rest_fits_in_it(
+        make_settings: Callable[..., Settings], client: OrderClient,
+        redis_client: aioredis.Redis) -> None:
+    await set_price(redis_client, "50000")
+    async with running(make_settings()):
+        placed = await client.place("BTCUSDT", "sell", "limit", "0.5", price="51000",
+                                    display_quantity="0.1")
+        assert (await client.wait_result(placed)).status is ResultStatus.ACCEPTED
+        repriced = await client.amend(placed.client_order_id or "", price="51500")
+        result = await client.wait_result(repriced.request_id, 10)
+        assert result.ok and result.client_order_id, result
+        record = await client.order(result.client_order_id)
+        assert record is not None and record.spec.display_quantity == D("0.1")
+        assert record.spec.price == D("51500")
+        shrunk = await client.amend(result.client_order_id, quantity="0.1")
+        result = await client.wait_result(shrunk.request_id, 10)
+        assert result.ok and result.client_order_id, result
+        record = await client.order(result.client_order_id)
+        assert record is not None and record.spec.quantity == D("0.1")
+        assert record.spec.display_quantity is None  # all of it shown: a plain limit
