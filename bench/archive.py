@@ -30,10 +30,9 @@ import redis.asyncio as aioredis
 from devtools.redis_server import RedisServer, find_redis_server
 from executor.archive import migrate
 from executor.archive.archiver import Archiver
-from executor.archive.rows import Assets
 from executor.archive.store import ArchiveStore, engine
 from executor.config import load_settings
-from executor.operations import snapshot
+from executor.operations.archive_cli import assets_source
 from producer.keys import Keys
 
 from .throughput import answered_by_a_worker, prefill
@@ -64,11 +63,8 @@ async def archive_once(redis_url: str, db_url: str, batch: int) -> tuple[int, in
     await migrate.upgrade(db)
     settings = load_settings(None, dict(os.environ, REDIS_URL=redis_url))
 
-    async def assets() -> Assets:
-        quotes, bases = await snapshot.fold_assets(r, KEYS, settings)
-        return {key: (bases.get(key), quotes.get(key)) for key in quotes.keys() | bases.keys()}
-
-    archiver = Archiver(r, KEYS, ArchiveStore(db), assets=assets, reader="bench", batch=batch)
+    archiver = Archiver(r, KEYS, ArchiveStore(db), assets=assets_source(r, settings, KEYS.prefix),
+                        reader="bench", batch=batch)
     await archiver.register()
     written = 0
     cpu, wall = time.process_time(), time.perf_counter()

@@ -35,14 +35,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from devtools.redis_server import NO_INSTALL_ENV, free_port
+from devtools.redis_server import (
+    APT_ENV,
+    NO_INSTALL_ENV,
+    apt_get_install,
+    free_port,
+    run_logged,
+)
+
+WHO = "postgres_server"  # names this module on the installer lines it prints
 
 # Where the binaries are, when they are neither Debian's nor on PATH (like REDIS_SERVER_BIN).
 BIN_DIR_ENV = "POSTGRES_BIN_DIR"
 # The superuser initdb creates; with trust authentication on loopback it needs no password.
 SUPERUSER = "orderstream"
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
-_INSTALL_TIMEOUT_S = 900.0
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # an identifier that never needs quoting rules
 
 T = TypeVar("T")
@@ -131,30 +138,11 @@ def _find_installed(tried: list[str]) -> _Found | None:
     return None
 
 
-def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """Run an installer or service command quietly; (succeeded, tail of its output)."""
-    print(f"[postgres_server] running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    try:
-        out = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,  # must never prompt (CI has no stdin)
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=_INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, str(exc)
-    return out.returncode == 0, "\n".join(out.stdout.strip().splitlines()[-5:])
-
-
 def _stop_package_service(env: dict[str, str]) -> None:
     """Stop and disable the cluster Debian's package creates and starts on 5432: the tests
     run clusters of their own, and a service left enabled would come back at every boot."""
     if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
-        _run_logged(["systemctl", "disable", "--now", "postgresql"], env)
+        run_logged(["systemctl", "disable", "--now", "postgresql"], env, who=WHO)
     if not shutil.which("pg_lsclusters"):
         return
     try:
@@ -167,7 +155,7 @@ def _stop_package_service(env: dict[str, str]) -> None:
         if len(fields) < 4:
             continue
         if fields[3].startswith("online"):  # "online,recovery" too
-            _run_logged(["pg_ctlcluster", fields[0], fields[1], "stop"], env)
+            run_logged(["pg_ctlcluster", fields[0], fields[1], "stop"], env, who=WHO)
         # Without systemd the init script would start it again at boot.
         start_conf = Path("/etc/postgresql") / fields[0] / fields[1] / "start.conf"
         if start_conf.is_file():
@@ -176,20 +164,11 @@ def _stop_package_service(env: dict[str, str]) -> None:
 
 def _apt_install(tried: list[str]) -> _Found | None:
     """Install Debian's ``postgresql`` (15 on Debian 12) if we are root on Debian/Ubuntu."""
-    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
-        tried.append("apt-get: skipped, not root")
+    done = apt_get_install("postgresql", tried, who=WHO)
+    if done is None:
         return None
-    if not (shutil.which("apt-get") and Path("/etc/debian_version").exists()):
-        tried.append("apt-get: skipped, not Debian/Ubuntu")
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-               "-o", "DPkg::Lock::Timeout=120", "postgresql"]
-    ok, tail = _run_logged(install, env)
-    if not ok:  # a fresh machine has no package lists yet: update only when needed
-        _run_logged(["apt-get", "update", "-qq"], env)
-        ok, tail = _run_logged(install, env)
-    _stop_package_service(env)
+    ok, tail = done
+    _stop_package_service({**os.environ, **APT_ENV})
     # Even if dpkg failed to *start* the service, the binaries may be unpacked and usable.
     found = _find_installed(tried)
     if found is None and not ok:

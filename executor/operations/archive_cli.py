@@ -29,7 +29,7 @@ from producer.keys import Keys
 from producer.partitions import partition_prefix
 
 from ..archive import migrate, queries, report
-from ..archive.archiver import Archiver
+from ..archive.archiver import Archiver, AssetsSource
 from ..archive.rows import Assets
 from ..archive.store import ArchiveStore, engine
 from ..config import ConfigError, Settings, load_settings, mask_url
@@ -160,7 +160,8 @@ async def _archive(args: argparse.Namespace, settings: Settings, url: str) -> in
                 return 0
         await migrate.check(db)
         store = ArchiveStore(db)
-        archivers = [Archiver(redis, Keys(prefix), store, assets=_assets(redis, settings, prefix),
+        archivers = [Archiver(redis, Keys(prefix), store, assets=assets_source(redis, settings,
+                                                                              prefix),
                               reader=a.reader, batch=a.batch, block_ms=a.block_ms,
                               source=a.source(prefix))
                      for prefix in prefixes(settings, args.partition)]
@@ -190,7 +191,9 @@ async def _archive(args: argparse.Namespace, settings: Settings, url: str) -> in
         await db.dispose()
 
 
-def _assets(redis: Any, settings: Settings, prefix: str) -> Any:
+def assets_source(redis: Any, settings: Settings, prefix: str) -> AssetsSource:
+    """What the archive folds fills with: each symbol's (base, quote) assets, read afresh
+    for every batch as the positions projector and replay know them."""
     keys = Keys(prefix)
 
     async def read() -> Assets:

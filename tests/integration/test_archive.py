@@ -35,7 +35,7 @@ from executor.background.retention import Retention
 from executor.config import Settings
 from executor.infra.streams import positions_caught_up
 from executor.model.positions import decode_position
-from executor.operations import snapshot
+from executor.operations.archive_cli import assets_source
 from executor.operations.risk_commands import set_limits
 from producer.client import OrderClient
 from producer.contract import (
@@ -74,12 +74,8 @@ async def db(archive_url: str) -> AsyncIterator[AsyncEngine]:
 
 def archiver(redis: aioredis.Redis, db: AsyncEngine, settings: Settings, *,
              batch: int = 1000, source: str | None = None) -> Archiver:
-    async def assets() -> rows.Assets:
-        quotes, bases = await snapshot.fold_assets(redis, K, settings)
-        return {key: (bases.get(key), quotes.get(key)) for key in quotes.keys() | bases.keys()}
-
-    return Archiver(redis, K, ArchiveStore(db), assets=assets, batch=batch, block_ms=100,
-                    source=source)
+    return Archiver(redis, K, ArchiveStore(db), assets=assets_source(redis, settings, K.prefix),
+                    batch=batch, block_ms=100, source=source)
 
 
 async def drain(a: Archiver) -> None:
