@@ -55,8 +55,10 @@ _JITTER_MS = 5  # spreads the waiters that wake as a window opens
 
 
 def throttle_reason(account: str, grant: Grant, describe: Callable[[str], str],
-                    allowed_ms: int, deadline: int | None) -> str:
-    """Why a call was not sent, with the limit and the wait, for the result's message."""
+                    allowed_ms: int, deadline: int | None, waited_ms: int = 0) -> str:
+    """Why a call was not sent, with the limit and the wait, for the result's message.
+    ``waited_ms`` is what the call had already waited of ``allowed_ms``: without it a
+    capacity a little under the bound reads as if it should have been waited for."""
     wait = grant.wait_ms
     if grant.blocked_by == BAN:
         what = f"the broker banned account {account} (HTTP 418); the ban ends in {wait} ms"
@@ -69,8 +71,9 @@ def throttle_reason(account: str, grant: Grant, describe: Callable[[str], str],
     else:
         what = (f"rate limit {describe(grant.blocked_by)} of account {account} reached; "
                 f"capacity in {wait} ms")
-    bound = (f"the request's deadline {deadline} ({allowed_ms} ms away)"
-             if deadline is not None else f"max_wait_ms ({allowed_ms} ms)")
+    spent = f", {waited_ms} ms of it already waited" if waited_ms > 0 else ""
+    bound = (f"the request's deadline {deadline} ({allowed_ms} ms away{spent})"
+             if deadline is not None else f"max_wait_ms ({allowed_ms} ms{spent})")
     return f"{what}, later than {bound}; never sent"
 
 
@@ -147,6 +150,7 @@ class LimitedBroker(BrokerWrapper):
         the rest as capacity returns, each order waiting only as its deadline allows."""
         out: list[BrokerOrder | BrokerError | None] = [None] * len(orders)
         started = self.clock()
+        slept_from: int | None = None  # when the batch first slept for capacity
         latest = [self._latest(started, spec.deadline) for _, spec in orders]
         todo = list(range(len(orders)))
         weight = self.weights.get("submit", 1)
@@ -175,11 +179,14 @@ class LimitedBroker(BrokerWrapper):
             waiting = []
             for i in todo:
                 if grant.wait_ms < 0 or ready_at > latest[i]:
-                    out[i] = self._throttled(grant, started, latest[i])
+                    out[i] = self._throttled(grant, started, latest[i],
+                                             _waited(slept_from, granted_at))
                 else:
                     waiting.append(i)
             todo = waiting
             if todo:
+                if slept_from is None:
+                    slept_from = granted_at
                 await asyncio.sleep(max(ready_at - self.clock(), 0) / 1000 + _jitter())
         assert all(o is not None for o in out)
         return [o for o in out if o is not None]
@@ -192,12 +199,12 @@ class LimitedBroker(BrokerWrapper):
         bound = now + self.max_wait_ms
         return bound if deadline is None else min(bound, deadline)
 
-    def _throttled(self, grant: Grant, started: int, latest: int) -> Throttled:
+    def _throttled(self, grant: Grant, started: int, latest: int, waited: int) -> Throttled:
         # ``latest`` is the deadline unless max_wait_ms came first.
         allowed = latest - started
         deadline = latest if allowed < self.max_wait_ms else None
         return Throttled(throttle_reason(self.account, grant, self.limiter.plan.describe,
-                                         allowed, deadline),
+                                         allowed, deadline, waited),
                          retry_after=max(grant.wait_ms, 0) / 1000)
 
     async def _call(self, method: str, orders: int, deadline: int | None,
@@ -206,6 +213,7 @@ class LimitedBroker(BrokerWrapper):
         the limiter's grant until its answer and any pause it brings are shared."""
         weight = self.weights.get(method, 1)
         started = self.clock()
+        slept_from: int | None = None  # when the call first slept for capacity
         latest = self._latest(started, deadline)
         while True:
             await self._enter(1)
@@ -217,7 +225,9 @@ class LimitedBroker(BrokerWrapper):
                 self._leave(1)
             now = self.clock()
             if grant.wait_ms < 0 or now + grant.wait_ms > latest:
-                raise self._throttled(grant, started, latest)
+                raise self._throttled(grant, started, latest, _waited(slept_from, now))
+            if slept_from is None:
+                slept_from = now
             await asyncio.sleep(grant.wait_ms / 1000 + _jitter())
 
     async def _enter(self, wanted: int) -> int:
@@ -331,6 +341,12 @@ def limited(inner: Broker, limiter: Limiter, *, metrics: Metrics | None = None,
             clock: Callable[[], int] = wall_clock_ms) -> LimitedBroker:
     cls = LimitedFeedBroker if callable(getattr(inner, "updates", None)) else LimitedBroker
     return cls(inner, limiter, metrics=metrics, clock=clock)
+
+
+def _waited(slept_from: int | None, now: int) -> int:
+    """How long a call has slept for capacity: 0 before its first sleep, so the few ms a
+    first grant takes never reads as a wait."""
+    return 0 if slept_from is None else max(now - slept_from, 0)
 
 
 def _jitter() -> float:

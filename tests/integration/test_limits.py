@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
@@ -210,6 +211,25 @@ async def test_a_batch_sends_what_fits_and_throttles_what_its_deadline_cannot_wa
     assert "orders_1s (3 per 1000 ms)" in str(out[3]) and "never sent" in str(out[3])
     assert len(inner.arrivals) == 4
     assert inner.arrivals[3] // 1_000 == inner.arrivals[0] // 1_000 + 1  # the next window
+
+
+async def test_a_call_that_waited_then_ran_out_of_time_says_how_long_it_waited(
+        make: Make) -> None:
+    """Three orders into a window of one, max_wait_ms 1500: the second waits a window and
+    goes; the third, after that window, would need another that ends past its bound. Its
+    reason says what it had already waited, since the capacity alone (under the bound)
+    would not explain the refusal."""
+    plan = Plan((Window("orders_1s", 1_000, 1, False),), max_wait_ms=1_500)
+    inner = FakeBroker()
+    broker = make(inner, plan)
+    await at_window_start(1_000)
+    out = await asyncio.gather(*(broker.submit(f"o{i}", spec()) for i in range(3)),
+                               return_exceptions=True)
+    refused = [x for x in out if isinstance(x, Throttled)]
+    assert len(inner.arrivals) == 2 and len(refused) == 1, out
+    waited = re.search(r"max_wait_ms \(1500 ms, (\d+) ms of it already waited\)", str(refused[0]))
+    assert waited is not None, refused[0]
+    assert 900 <= int(waited[1]) <= 1_500, refused[0]
 
 
 async def test_a_429_pauses_every_worker_until_its_retry_after(make: Make) -> None:

@@ -133,3 +133,6 @@ def test_throttle_messages_name_the_limit_the_wait_and_the_bound() -> None:
     assert "deadline 1700000000000" in reason and "never sent" in reason
     banned = throttle_reason("main", Grant(0, 60_000, 0, "ban", {}), plan.describe, 200, None)
     assert "HTTP 418" in banned and "max_wait_ms (200 ms)" in banned
+    late = throttle_reason("main", grant, plan.describe, 10_000, None, waited_ms=700)
+    assert "capacity in 3400 ms, later than max_wait_ms (10000 ms, 700 ms of it already " \
+        "waited)" in late
