@@ -111,6 +111,14 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # a lease). Folding costs ~25 us of CPU per order in the process that does it; a fleet
     # can leave it to a few workers, but at least one must have it on.
     project_positions: bool = True
+    # Conditional orders a broker has no native order for (trailing stops, if-touched) are
+    # held and released by the workers' emulator (background/emulator.py); off, they are
+    # refused (invalid, naming the field). Deployment-wide: give every worker the same.
+    emulate: bool = True
+    # The emulator's pass over an account's held orders (one worker per account, under a
+    # lease that expires this long after its holder's last pass).
+    emulator_interval_ms: int = 250
+    emulator_lease_ms: int = 3_000
 
 
 # What a deployment may trade with: the paper exchange (and practice accounts), practice
@@ -158,12 +166,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ("unknown_resolve_ms", w.unknown_resolve_ms),
             ("results_retention_ms", w.results_retention_ms),
             ("retention_interval_ms", w.retention_interval_ms),
+            ("emulator_interval_ms", w.emulator_interval_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"worker.{name} must be positive, got {value}")
         if w.events_retention_ms < 0:
             raise ConfigError(
                 f"worker.events_retention_ms must not be negative, got {w.events_retention_ms}")
+        if w.emulator_lease_ms < 2 * w.emulator_interval_ms:
+            raise ConfigError(f"worker.emulator_lease_ms ({w.emulator_lease_ms}) must be at "
+                              "least twice worker.emulator_interval_ms "
+                              f"({w.emulator_interval_ms}): the lease must outlive a pass")
         if w.batch_size > MAX_BATCH:
             raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
         for account, limits in self.limits.items():

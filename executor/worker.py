@@ -34,6 +34,7 @@ from producer.keys import GROUP, Keys
 from producer.partitions import partition_prefix
 from producer.replies import text as _text
 
+from .background.emulator import Emulator
 from .background.liveness import Liveness, WorkerInfo
 from .background.probes import Probe
 from .background.projector import Projector
@@ -41,6 +42,7 @@ from .background.reclaim import Reclaimer
 from .background.retention import Retention
 from .background.tracker import Tracker
 from .brokers.base import Broker
+from .brokers.emulating import emulating
 from .brokers.registry import create_broker
 from .brokers.sending import SendGuard, TakeTokens
 from .brokers.wrapper import BrokerWrapper
@@ -162,6 +164,12 @@ class Worker:
                                 take_tokens=take, tokens_at_door=at_door)
             for name, account in accounts.items()
         }
+        if w.emulate:
+            self.brokers = {name: emulating(broker, self.redis, self.keys)
+                            for name, broker in self.brokers.items()}
+        self.emulator = Emulator(self.redis, self.keys, self.brokers, self.consumer,
+                                 interval_ms=w.emulator_interval_ms,
+                                 lease_ms=w.emulator_lease_ms, metrics=self.metrics)
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
@@ -272,6 +280,7 @@ class Worker:
             await broker.close()
         try:
             await self.projector.release()
+            await self.emulator.release_leases()
             await self.liveness.leave()
         except RedisError as exc:
             log.warning("could not leave the group cleanly (%s); the others' sweep will", exc)
@@ -341,6 +350,8 @@ class Worker:
             "tracker": lambda: self.tracker.run(running, self._sleep),
             "retention": lambda: self.retention.run(running, self._sleep),
         }
+        if self.emulator.brokers:
+            background["emulator"] = lambda: self.emulator.run(running, self._sleep)
         if self.settings.worker.project_positions:
             background["positions"] = lambda: self.projector.run(running, self._sleep)
         lanes += [asyncio.create_task(self._supervised(name, loop), name=name)

@@ -484,6 +484,9 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
     commissions: Commissions = {}
     fills: list[Fill] = []
     cancelled: list[str] = []
+    # The order is emulated by orderstream (the broker has no native order of its type):
+    # held by the worker, sent as a plain market or limit order when it triggers.
+    emulated: bool = False
     strategy_id: str | None = None
     signal_id: str | None = None
     metadata: dict[str, Any] | None = None
@@ -562,6 +565,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     commissions: dict[str, WireDecimal] | None = None
     reason_code: str | None = None
     reason: str | None = None
+    emulated: bool = False  # the order is emulated by orderstream (see Result)
 
 
 class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
@@ -590,6 +594,7 @@ class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
     reason: str | None = None
     created_at: EpochMs = 0
     updated_at: EpochMs = 0
+    emulated: bool = False  # as on a result
 
 
 class ContractError(ValueError):

@@ -106,6 +106,15 @@ class Keys:
         """Hash with the circuit breaker of a broker account (executor/safety/breaker.py)."""
         return f"{self.prefix}:breaker:{account}"
 
+    def emulated(self, account: str) -> str:
+        """Set of the client ids of the account's orders the emulator holds or is
+        releasing (executor/brokers/emulating.py)."""
+        return f"{self.prefix}:emulated:{account}"
+
+    def emulator_lease(self, account: str) -> str:
+        """The one worker emulating the account's conditional orders."""
+        return f"{self.prefix}:emulated:{account}:lease"
+
     def paper(self, account: str, name: str) -> str:
         """State of the simulated exchange behind a paper account."""
         return f"{self.prefix}:paper:{account}:{name}"

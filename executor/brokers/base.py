@@ -44,6 +44,7 @@ __all__ = [
     "DuplicateClientId",
     "FeedBroken",
     "InconsistentRead",
+    "NeedsEmulation",
     "NotCancellable",
     "OrderNotFound",
     "PermanentError",
@@ -54,6 +55,13 @@ __all__ = [
     "UnknownOutcome",
     "submit_all",
 ]
+
+
+class NeedsEmulation(ContractError):
+    """The broker has no native order for this one (a conditional type, or a variant of
+    one it cannot take exactly): the emulator holds it and sends a plain order when it
+    triggers (brokers/emulating.py). Without the emulator it is ``invalid`` as any
+    ``ContractError``, naming the field."""
 
 
 class Broker(Protocol):
@@ -148,7 +156,7 @@ def refuse_conditional(order: OrderSpec, broker: str,
     checks further): the emulator will trail those; until then such a request is
     ``invalid`` before anything is sent."""
     if order.type in CONDITIONAL_TYPES and order.type not in native:
-        raise ContractError(f"type {order.type} is not supported by {broker} accounts yet "
+        raise NeedsEmulation(f"type {order.type} is not supported by {broker} accounts yet "
                             "(it will be emulated)", "type")
 
 

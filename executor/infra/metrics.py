@@ -96,6 +96,15 @@ class Metrics:
             "orderstream_background_errors",
             "Unexpected failures of a worker's background loop (positions, tracker, reclaim), "
             "each restarted after a pause, by task", ["task"], registry=r)
+        self.emulator_triggered = Counter(
+            "orderstream_emulator_triggered",
+            "Emulated orders (conditional types the broker lacks) triggered and released by "
+            "this worker's emulator, by account", ["account"], registry=r)
+        self.emulator_no_price = Counter(
+            "orderstream_emulator_no_price",
+            "Emulator passes that found no fresh reference price for a symbol with emulated "
+            "orders (nothing moved or fired), by account and symbol", ["account", "symbol"],
+            registry=r)
         self.internal_errors = Counter(
             "orderstream_internal_errors",
             "Requests whose handling hit a bug of ours, by pipeline step: answered "

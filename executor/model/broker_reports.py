@@ -131,3 +131,6 @@ class BrokerOrder(msgspec.Struct, kw_only=True, gc=False):
     fills: list[Fill] = []
     reason: str | None = None
     updated_at: int = 0
+    # Held by our emulator (brokers/emulating.py), not (yet) at the broker: the broker has
+    # no native order of this type.
+    emulated: bool = False

@@ -59,6 +59,7 @@ class Order(msgspec.Struct, kw_only=True, gc=False):
     created_at: int = 0
     updated_at: int = 0
     worker: str = ""
+    emulated: bool = False  # held by our emulator, released as a plain order (emulation.py)
 
     def __post_init__(self) -> None:
         # A record written before the per-asset totals: they are made from its fills (and
@@ -161,6 +162,7 @@ def transition(
         commissions=order.commissions if fill is not None else None,
         reason_code=reason_code,
         reason=reason,
+        emulated=order.emulated,
     )
 
 
@@ -268,6 +270,8 @@ def apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]
 
 def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event]:
     events: list[Event] = []
+    if report.emulated and not order.emulated and not is_terminal(order.state):
+        order.emulated = True  # carried by its next events
     # Not on a terminal order: it is final, and the change would have no event to replay.
     if report.broker_order_id and order.broker_order_id is None and not is_terminal(
             order.state):

@@ -196,6 +196,8 @@ class Fold:
         # carries the id as it was after the change.
         if event.broker_order_id is not None:
             order.broker_order_id = event.broker_order_id
+        if event.emulated:
+            order.emulated = True
         if event.fill is not None:
             try:
                 add_fill(order, event.fill)

@@ -54,6 +54,7 @@ def _base(job: Job, now: int, worker: str, order: Order | None) -> Result:
         result.commission_asset = order.commission_asset
         result.commissions = order.commissions
         result.fills = order.fills
+        result.emulated = order.emulated
     return result
 
 

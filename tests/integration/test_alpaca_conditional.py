@@ -2,7 +2,7 @@
 sell stop is sent as Alpaca's trailing_stop with the right trail field, follows a rise
 (the local Alpaca's hwm), sits through a small dip, fires on a drop past the trail and its
 fill reaches the result and the record; what Alpaca's trailing_stop is not (an activation
-price, the other conditional types) is refused before anything is sent."""
+price, the other conditional types) is emulated: held by the worker, sent when touched."""
 
 from __future__ import annotations
 
@@ -89,21 +89,48 @@ async def test_a_trailing_buy_stop_in_basis_points_is_a_trail_percent(
         assert status is not None and status.average_price == D("180.9")
 
 
-async def test_what_alpaca_has_no_trailing_stop_for_is_never_sent(
+async def test_what_alpaca_has_no_native_order_for_is_emulated_and_sent_when_touched(
         redis_url: str, alpaca: AlpacaExchangeServer, client: OrderClient) -> None:
+    """An activation price, a trailing limit and an if-touched order are held by the
+    worker's emulator: nothing reaches Alpaca until the quote's mid touches the buy's stop,
+    then a plain market order goes under the same client id and fills. A time in force
+    Alpaca's trailing stop refuses is still refused, naming the field."""
     async with running(alpaca_settings(redis_url, alpaca)):
-        cases = [
-            (await client.place("AAPL", "sell", "trailing_stop", "5", trailing_offset="1",
-                                activation_price="200"), "activation_price"),
-            (await client.place("AAPL", "sell", "trailing_stop", "5", trailing_offset="1",
-                                time_in_force="ioc"), "time_in_force"),
-            (await client.place("AAPL", "sell", "trailing_stop_limit", "5",
-                                trailing_offset="1", limit_offset="0.5"), "type"),
-            (await client.place("AAPL", "buy", "market_if_touched", "5",
-                                stop_price="180"), "type"),
+        held = [
+            await client.place("AAPL", "sell", "trailing_stop", "5", trailing_offset="1",
+                               activation_price="200"),
+            await client.place("AAPL", "sell", "trailing_stop_limit", "5",
+                               trailing_offset="1", limit_offset="0.5"),
         ]
-        for placed, field in cases:
+        touched = await client.place("AAPL", "buy", "market_if_touched", "5",
+                                     stop_price="180")
+        refused = await client.place("AAPL", "sell", "trailing_stop", "5",
+                                     trailing_offset="1", time_in_force="ioc")
+        for placed in [*held, touched]:
             result = await client.wait_result(placed.request_id, 15)
-            assert result.reason_code == "invalid", result
-            assert result.reason is not None and field in result.reason, result
-    assert alpaca.orders_sent() == []
+            assert result.status is ResultStatus.ACCEPTED and result.emulated, result
+        result = await client.wait_result(refused.request_id, 15)
+        assert result.reason_code == "invalid", result
+        assert result.reason is not None and "time_in_force" in result.reason, result
+        assert alpaca.orders_sent() == []
+
+        alpaca.set_price("AAPL", "180")  # the buy's stop, exactly: it fires
+
+        async def filled() -> bool:
+            s = await client.order(touched.client_order_id)
+            return s is not None and s.state is OrderState.FILLED
+        await until(filled, 15)
+        body = sent_body(alpaca, touched.client_order_id or "")
+        assert (body["type"], body["side"], body["qty"]) == ("market", "buy", "5")
+        status = await client.order(touched.client_order_id)
+        assert status is not None and status.emulated and status.average_price == D("180")
+        # The trailing limit sell (trigger 189 from 190) fired on the same fall: a limit
+        # at 189 - 0.5, resting above the market.
+        async def sent() -> bool:
+            return len(alpaca.orders_sent()) == 2
+        await until(sent, 15)
+        limit = sent_body(alpaca, held[1].client_order_id or "")
+        assert (limit["type"], limit["side"], limit["limit_price"]) == ("limit", "sell", "188.50")
+    # The one with an activation price (200, never reached) was never sent.
+    assert {r.body.get("client_order_id") for r in alpaca.orders_sent()} == {
+        touched.client_order_id, held[1].client_order_id}

@@ -119,9 +119,13 @@ async def test_a_market_if_touched_buy_fires_at_its_stop(
         assert record is not None and [f.price for f in record.fills] == [Decimal("49000")]
 
 
-async def test_what_binance_cannot_take_exactly_is_refused_and_nothing_is_sent(
+async def test_what_binance_cannot_take_exactly_is_emulated_and_sent_when_it_fires(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         client: OrderClient) -> None:
+    """A trail in price units, a fraction of a bip, a trailing limit: held by the worker's
+    emulator (nothing at Binance), then sent as a plain MARKET or LIMIT order under the
+    same client id when the ticker crosses the trigger. A trail past the symbol's
+    TRAILING_DELTA is refused (emulating it would only hide the symbol's rule)."""
     async with running(binance_settings(redis_url, exchange)):
         by_price = await client.place("BTCUSDT", "sell", "trailing_stop", "0.01",
                                       trailing_offset="50")  # price: the default
@@ -132,16 +136,32 @@ async def test_what_binance_cannot_take_exactly_is_refused_and_nothing_is_sent(
                                    limit_offset="10")
         too_far = await client.place("BTCUSDT", "sell", "trailing_stop", "0.01",
                                      trailing_offset="25", trailing_offset_type="percent")
-        for sub, words in ((by_price, "trailing_offset_type price is not supported natively"),
-                           (half_bip, "trailing_offset 12.5 bps is 12.5 bips, not a whole"),
-                           (limit, "type trailing_stop_limit is not supported natively"),
-                           (too_far, "TRAILING_DELTA: trailing_offset is 2500 bips")):
+        for sub in (by_price, half_bip, limit):
             result = await client.wait_result(sub.request_id, 10)
-            assert result.reason_code == "invalid", result
-            assert result.reason is not None and words in result.reason, result.reason
-            assert await state_of(redis_client, sub.client_order_id) in ("", "rejected")
-    assert exchange.orders_sent() == []
-    assert exchange.exchange.orders == {}
+            assert result.status is ResultStatus.ACCEPTED and result.emulated, result
+        result = await client.wait_result(too_far.request_id, 10)
+        assert result.reason_code == "invalid", result
+        assert result.reason is not None and "TRAILING_DELTA" in result.reason
+        assert exchange.orders_sent() == []
+
+        # From 50000: by_price triggers at 49950, half_bip at 49937.5, limit at 49500.
+        exchange.set_price("BTCUSDT", "49950")
+        await wait_state(redis_client, by_price.client_order_id, "filled")
+        exchange.set_price("BTCUSDT", "49400")
+        await wait_state(redis_client, half_bip.client_order_id, "filled")
+
+        async def sent() -> bool:
+            return len(exchange.orders_sent()) == 3
+        await until(sent, 15)
+    params = {r.params["newClientOrderId"]: r.params for r in exchange.orders_sent()}
+    assert params[by_price.client_order_id]["type"] == "MARKET"
+    assert params[half_bip.client_order_id]["type"] == "MARKET"
+    sent_limit = params[limit.client_order_id]
+    assert (sent_limit["type"], sent_limit["side"], Decimal(sent_limit["price"])) == (
+        "LIMIT", "SELL", Decimal("49490"))  # trigger 49500 (100 bps), less limit_offset
+    assert "trailingDelta" not in sent_limit
+    record = await client.order(by_price.client_order_id)
+    assert record is not None and [f.price for f in record.fills] == [Decimal("49950")]
 
 
 async def test_the_reports_of_a_trailing_stop_untriggered_then_filled(

@@ -30,6 +30,7 @@ from ..base import (
     BrokerOrder,
     BrokerStatus,
     DuplicateClientId,
+    NeedsEmulation,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -174,11 +175,11 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
 def check_trailing(order: OrderSpec) -> None:
     """Refuse, naming the field, a trailing stop Alpaca's trailing_stop is not exactly."""
     if is_crypto(order.symbol):
-        raise ContractError(f"type trailing_stop is not supported for {order.symbol} at "
+        raise NeedsEmulation(f"type trailing_stop is not supported for {order.symbol} at "
                             "alpaca (crypto takes market, limit and stop_limit; it will be "
                             "emulated)", "type")
     if order.activation_price is not None:
-        raise ContractError("activation_price is not supported by alpaca accounts yet: "
+        raise NeedsEmulation("activation_price is not supported by alpaca accounts yet: "
                             "Alpaca's trailing_stop trails from submission (it will be "
                             "emulated)", "activation_price")
     if order.time_in_force not in TRAILING_TIME_IN_FORCE:

@@ -465,6 +465,12 @@ class BinanceBroker:
         rules = self.rules.get(symbol)
         return None if rules is None else rules.base_asset
 
+    def tick_size(self, symbol: str) -> Decimal | None:
+        """PRICE_FILTER's tickSize: what the emulator rounds a trailing limit to."""
+        rules = self.rules.get(symbol)
+        price = None if rules is None else rules.price
+        return price.step if price is not None and price.step else None
+
     async def reference_price(self, symbol: str) -> Decimal | None:
         """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
         if symbol not in self.rules:

@@ -25,6 +25,8 @@ from producer.contract import (
     wire,
 )
 
+from ..base import NeedsEmulation
+
 # Remainders of 20-digit amounts by 8-decimal steps, exactly.
 _EXACT = decimal.Context(prec=100)
 MARKET_TYPES = frozenset({OrderType.MARKET, OrderType.STOP, OrderType.TAKE_PROFIT})
@@ -193,13 +195,13 @@ def trailing_delta(order: OrderSpec) -> int:
         raise ContractError(f"trailing_offset is required for a {order.type} order",
                             "trailing_offset")
     if kind is TrailingOffsetType.PRICE:
-        raise ContractError("trailing_offset_type price is not supported natively by binance "
+        raise NeedsEmulation("trailing_offset_type price is not supported natively by binance "
                             "(trailingDelta is in bips); it will be emulated",
                             "trailing_offset_type")
     bips = offset if kind is TrailingOffsetType.BPS else _EXACT.multiply(offset,
                                                                         _BIPS_PER_PERCENT)
     if bips != bips.to_integral_value():
-        raise ContractError(f"trailing_offset {_t(offset)} {kind} is {_t(bips)} bips, not a "
+        raise NeedsEmulation(f"trailing_offset {_t(offset)} {kind} is {_t(bips)} bips, not a "
                             "whole number as binance's trailingDelta needs; it will be "
                             "emulated", "trailing_offset")
     return int(bips)
@@ -209,7 +211,7 @@ def _check_conditional(order: OrderSpec, rules: Rules) -> None:
     """Refuse, naming the field, a conditional order Binance cannot take exactly, or a
     trailing stop its symbol refuses (allowTrailingStop, TRAILING_DELTA)."""
     if order.type is OrderType.TRAILING_STOP_LIMIT:
-        raise ContractError("type trailing_stop_limit is not supported natively by binance "
+        raise NeedsEmulation("type trailing_stop_limit is not supported natively by binance "
                             "(its limit price is fixed when placed, ours follows the trigger "
                             "at limit_offset); it will be emulated", "type")
     if order.type not in TRAILING_TYPES:

@@ -86,6 +86,10 @@ class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # streams (received, duplicates, executions) as old. Open orders are kept.
     retention_ms: int = 7 * 86_400_000
     symbols: dict[str, SymbolConfig] = msgspec.field(default_factory=default_symbols)
+    # Leave the conditional types (trailing stops, if-touched) to the worker's emulator
+    # instead of the exchange's native ones: the emulator's behaviour, on the paper
+    # exchange, to compare with the native one or to rehearse a broker that lacks them.
+    emulate_conditional: bool = False
 
     def __post_init__(self) -> None:
         for name in ("walk_step_ms", "depth_levels", "match_interval_ms", "retention_ms"):

@@ -53,6 +53,7 @@ from ..base import (
     PermanentError,
     RetryableError,
     UnknownOutcome,
+    refuse_conditional,
 )
 from . import matching
 from .config import PaperAccount, SymbolConfig
@@ -281,6 +282,8 @@ class PaperBroker:
         """``matching.check``, remembering the parameters that passed: the worker checks an
         order before persisting it and the exchange again on submit, and a flow of orders
         repeats a few shapes. The filters depend on nothing else (the config is fixed)."""
+        if self.config.emulate_conditional:
+            refuse_conditional(order, "paper (emulate_conditional)")
         key = (order.symbol, order.type, order.quantity, order.price, order.stop_price,
                order.time_in_force, order.expire_at is None, order.trailing_offset is None,
                order.limit_offset is None)
@@ -344,6 +347,12 @@ class PaperBroker:
         sym = self.config.symbols.get(symbol)
         return None if sym is None else sym.base_asset
 
+    def tick_size(self, symbol: str) -> Decimal | None:
+        """The price tick the emulator rounds a trailing trigger to (as this exchange's own
+        trailing stops do)."""
+        sym = self.config.symbols.get(symbol)
+        return None if sym is None else sym.tick_size
+
     async def updates(self) -> AsyncIterator[BrokerOrder]:
         """Changes of resting orders as the matcher (any worker's) makes them: the executions
         stream, followed from now on (the tracker's polling catches up on the past)."""
@@ -396,6 +405,14 @@ class PaperBroker:
             raise ContractError(f"unknown symbol {symbol!r}", "symbol")
         override = await self.store.override(symbol)
         return override if override is not None else self.prices.model_price(symbol)
+
+    async def trigger_price(self, symbol: str) -> Decimal | None:
+        """The price this exchange's own triggers and fills see now (overrides as of its
+        last refresh, every ``match_interval_ms``): the emulator watches this one, so an
+        emulated order fires at the price it then fills at, as a native one does."""
+        if symbol not in self.config.symbols:
+            return None
+        return self.prices.price(symbol, self.clock())
 
     async def received_count(self) -> int:
         """How many orders reached the exchange (entries of the ``received`` stream)."""

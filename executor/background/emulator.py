@@ -1,0 +1,258 @@
+"""The emulator: watches the orders each account's ``EmulatingBroker`` holds and releases
+each as a plain order when the reference price triggers it (brokers/emulating.py).
+
+One worker at a time emulates an account (a lease per account, ``Keys.emulator_lease``,
+renewed every pass), so a trigger is decided by one process; a worker that dies leaves its
+lease to expire and the next worker carries on from the state stored with each order
+(the trail, in the record): nothing held lives only in a process's memory.
+
+A pass, per account with held orders: read their records, ask the broker adapter for the
+price of each symbol (``emulating.trigger_price``: the paper exchange's own, else the
+adapter's reference price from its cache and source: Binance's ticker, OANDA's pricing,
+Alpaca's quotes), move each order (model/emulation.py)
+and write what moved, each write a compare-and-set that re-checks the lease
+(infra/lua/emulation.lua). A symbol without a price fires nothing and moves nothing; the
+pass says so (a warning once per symbol per minute and ``orderstream_emulator_no_price_total``).
+
+A triggered order is sent through the account's guards (rate limits, breaker) under a send
+token of its own (send.lua's ``release_sender``), taken at the door: so a worker that lost
+the lease while it waited, and the one that took over, never both send it.
+
+- Sent: the record says ``released``; the order is the broker's and the tracker follows it
+  by its client id as any other (it is made due at once).
+- Refused for good by the broker: ``refused``; the tracker records it cancelled with the
+  broker's reason (an accepted order is never rejected).
+- Not sent, certainly (a retryable error, a rate limit): stays triggered, sent again by the
+  next pass under the same token.
+- Outcome unknown (a timeout): ``released``, never sent again; the tracker looks it up by
+  client id as it does every order of unknown outcome.
+- Another worker's token (it died between taking it and sending): looked up at the broker;
+  found: released. Not found: it may still appear (the broker's lookup window), so it is
+  looked up again at every pass; past the window it is ``released`` and left to the tracker,
+  which ends it as not found: never sent twice, and said loudly (an error log).
+
+Before a release the trading state is read: halted (the account or everything) cancels the
+order instead ("nothing new goes"); reducing sends it only if it reduces the position
+(``orders:positions``), else cancels it. The rest of the pre-trade checks ran when the
+order was accepted, and its reservation holds until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.contract import OrderSpec, decoder, encode
+from producer.keys import Keys
+from producer.replies import text
+
+from ..brokers.base import (
+    OrderNotFound,
+    PermanentError,
+    RetryableError,
+    SendRefused,
+)
+from ..brokers.emulating import EmulatingBroker, tick_of, trigger_price
+from ..brokers.sending import SEND_TOKENS
+from ..infra.clock import wall_clock_ms
+from ..infra.lease import Lease
+from ..infra.metrics import Metrics
+from ..infra.store import decode_order
+from ..model.emulation import Emulation, Held, step
+from ..model.positions import decode_position, position_key
+from ..safety.risk.book import reduces_position
+from ..safety.trading import TradingState, effective
+
+log = logging.getLogger(__name__)
+
+_held = decoder(Held)
+DEFAULT_LOOKUP_WINDOW_MS = 30_000
+_NO_PRICE_LOG_MS = 60_000
+
+
+class Emulator:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, brokers: Mapping[str, Any],
+                 consumer: str, *, interval_ms: int = 250, lease_ms: int = 3_000,
+                 metrics: Metrics | None = None,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.brokers: dict[str, EmulatingBroker] = {
+            name: b for name, b in brokers.items() if isinstance(b, EmulatingBroker)}
+        self.consumer = consumer
+        self.interval_s = interval_ms / 1000
+        self.lease_ms = lease_ms
+        self.metrics = metrics
+        self.clock = clock
+        self.token = f"{consumer}:emulator"
+        self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
+                       for name in self.brokers}
+        self._no_price_logged: dict[tuple[str, str], int] = {}
+
+    async def run(self, running: Callable[[], bool],
+                  sleep: Callable[[float], Awaitable[None]]) -> None:
+        while running():
+            for account in self.brokers:
+                try:
+                    await self.once(account)
+                except RedisError as exc:
+                    log.warning("emulator pass of account %s failed: %s", account, exc)
+            await sleep(self.interval_s)
+
+    async def release_leases(self) -> None:
+        """Give the leases up on a clean stop, so another worker emulates at once."""
+        for lease in self.leases.values():
+            await lease.release()
+
+    async def once(self, account: str) -> int:
+        """One pass over the account's emulated orders if this worker holds (or takes) its
+        lease; returns how many orders it sent or ended."""
+        members: Any = await self.redis.smembers(self.keys.emulated(account))
+        cids = sorted(text(c) for c in members)
+        if not cids or not await self.leases[account].hold(self.lease_ms):
+            return 0
+        broker = self.brokers[account]
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hmget(self.keys.order(cid), "emulation", "held", "record", "release_sender")
+        rows: list[list[Any]] = await pipe.execute()
+        prices: dict[str, Decimal | None] = {}
+        done = 0
+        for cid, (emulation, held_json, record, sender) in zip(cids, rows, strict=True):
+            if record is None or emulation is None or emulation.decode() not in (
+                    Emulation.HELD, Emulation.TRIGGERED):
+                await self._script(broker, "forget", cid)
+                continue
+            spec = decode_order(record).spec
+            held = _held.decode(held_json) if held_json else Held()
+            if emulation.decode() == Emulation.TRIGGERED:
+                done += await self._resume(broker, cid, spec, held, sender)
+                continue
+            if spec.symbol not in prices:
+                prices[spec.symbol] = await trigger_price(broker.inner, spec.symbol)
+            ref = prices[spec.symbol]
+            if ref is None:
+                self._no_price(account, spec.symbol)
+                continue
+            moved = step(spec, held, ref, self.clock(), tick_of(broker.inner, spec.symbol))
+            if moved is None:
+                continue
+            op = "track" if moved.release is None else "trigger"
+            wrote = await broker.script(
+                keys=[self.keys.order(cid), self.keys.emulator_lease(account)],
+                args=[op, self.token, encode(moved)])
+            if wrote == -2:
+                return done  # the lease moved on: the next holder carries on
+            if wrote == 1 and moved.release is not None:
+                log.info("emulated order %s triggered at %s: sending %s %s", cid,
+                         moved.trigger_price, moved.release.type, moved.release.side)
+                if self.metrics is not None:
+                    self.metrics.emulator_triggered.labels(account).inc()
+                done += await self._release(broker, cid, moved)
+        return done
+
+    # -- releases --------------------------------------------------------------------------
+
+    async def _release(self, broker: EmulatingBroker, cid: str, held: Held) -> int:
+        spec = held.release
+        assert spec is not None
+        blocked = await self._blocked(spec)
+        if blocked is not None:
+            await self._script(broker, "refused", cid, blocked)
+            await self._due(spec.account, cid)
+            log.warning("emulated order %s triggered but not sent: %s", cid, blocked)
+            return 1
+        tokens = SEND_TOKENS.set({cid: self.token})  # this loop's own task: no one else's
+        try:
+            report = await broker.inner.submit(cid, spec)
+        except SendRefused as exc:
+            # Held: another emulator took the release token (the next pass looks it up);
+            # moved on: no longer triggered; not durable: not sent, again next pass.
+            log.warning("emulated order %s not sent: %s", cid, exc)
+            return 0
+        except (RetryableError, RedisError) as exc:
+            log.warning("emulated order %s not sent (%s); again at the next pass", cid, exc)
+            return 0
+        except PermanentError as exc:
+            await self._script(broker, "refused", cid, f"refused when released: {exc}")
+            await self._due(spec.account, cid)
+            log.warning("emulated order %s: the broker refused its release: %s", cid, exc)
+            return 1
+        except Exception as exc:  # unknown outcome: never again, the tracker looks it up
+            log.warning("emulated order %s: release outcome unknown (%s); looked up by "
+                        "client id, never sent again", cid, exc)
+            await self._released(broker, cid, spec.account)
+            return 1
+        finally:
+            SEND_TOKENS.reset(tokens)
+        log.info("emulated order %s released: %s at the broker", cid, report.status)
+        await self._released(broker, cid, spec.account)
+        return 1
+
+    async def _resume(self, broker: EmulatingBroker, cid: str, spec: OrderSpec, held: Held,
+                      sender: bytes | None) -> int:
+        """A triggered order not yet released: sent by this pass if nobody else holds its
+        token, else looked up at the broker."""
+        if sender is None or sender.decode() == self.token:
+            return await self._release(broker, cid, held)
+        try:
+            await broker.inner.get_order(cid, spec.symbol)
+        except OrderNotFound:
+            window = getattr(broker.inner, "lookup_window_ms", None) or \
+                DEFAULT_LOOKUP_WINDOW_MS
+            if self.clock() - held.triggered_at < window:
+                return 0
+            log.error("emulated order %s: triggered at %s and its release token taken by "
+                      "%s, which never sent it (not at the broker %d ms later); it is not "
+                      "sent again: the tracker ends it not found", cid, held.trigger_price,
+                      sender.decode(), window)
+        except Exception as exc:
+            log.warning("emulated order %s: lookup failed (%s); again at the next pass",
+                        cid, exc)
+            return 0
+        await self._released(broker, cid, spec.account)
+        return 1
+
+    async def _blocked(self, spec: OrderSpec) -> str | None:
+        """Why the trading state stops this release (None: it may go)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.trading)
+        pipe.hget(self.keys.positions, position_key(spec.account, spec.symbol))
+        states, position = await pipe.execute()
+        state = effective(states, spec.account)
+        if state is TradingState.HALTED:
+            return "trading is halted: nothing new goes"
+        if state is TradingState.REDUCING:
+            qty = decode_position(position).quantity if position else Decimal(0)
+            if spec.quantity is None or not reduces_position(qty, spec.side, spec.quantity):
+                return "trading is reducing and this order does not reduce the position"
+        return None
+
+    async def _released(self, broker: EmulatingBroker, cid: str, account: str) -> None:
+        await self._script(broker, "released", cid)
+        await self._due(account, cid)
+
+    async def _due(self, account: str, cid: str) -> None:
+        # The tracker looks at it now rather than at its next scheduled look.
+        await self.redis.zadd(self.keys.due(account), {cid: self.clock()})
+
+    async def _script(self, broker: EmulatingBroker, op: str, cid: str, *args: str) -> Any:
+        return await broker.script(keys=[self.keys.order(cid), self.keys.emulated(broker.account)],
+                                   args=[op, cid, *args])
+
+    def _no_price(self, account: str, symbol: str) -> None:
+        if self.metrics is not None:
+            self.metrics.emulator_no_price.labels(account, symbol).inc()
+        now = int(time.monotonic() * 1000)
+        if now - self._no_price_logged.get((account, symbol), -_NO_PRICE_LOG_MS) \
+                >= _NO_PRICE_LOG_MS:
+            self._no_price_logged[(account, symbol)] = now
+            log.warning("emulator of account %s: no fresh price for %s; its emulated orders "
+                        "neither move nor fire until there is one", account, symbol)
+

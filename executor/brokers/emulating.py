@@ -1,0 +1,194 @@
+"""``EmulatingBroker``: conditional orders for a broker that has no native one.
+
+The outermost wrapper of an adapter. An order whose type the adapter cannot take
+(``NeedsEmulation``: a trailing stop, an if-touched order, or a variant of one it cannot
+take exactly) is checked in the form it will be sent in once triggered (model/emulation.py
+``template``) and, on submit, held: one script (infra/lua/emulation.lua) takes its send
+token, as a send would, marks its record ``emulation: held`` with the emulator's state and
+adds it to the account's index (``Keys.emulated``). Nothing reaches the broker; the order is
+``accepted``, its result says ``emulated``. The account's emulator
+(background/emulator.py) watches it and, once triggered, sends the plain order under the
+same client id through the same guards (rate limits, breaker, a send token of its own).
+
+Afterwards the order is the broker's, looked up and cancelled there by its client id. Until
+then, a lookup answers from the record (held: working; cancelled while held: cancelled;
+its release refused: cancelled, with the reason) and a cancel of a held order
+is one compare-and-set against its trigger: whichever comes first wins, the other does
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import OrderSpec, encode, zero
+from producer.keys import Keys
+
+from ..infra.clock import wall_clock_ms
+from ..model.emulation import Emulation, emulable, first_seen, template
+from .base import (
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    BrokerStatus,
+    NeedsEmulation,
+    OrderNotFound,
+)
+from .paper.config import PaperAccount
+from .sending import _refusal, _tokens
+from .wrapper import BrokerWrapper, unwrap
+
+log = logging.getLogger(__name__)
+
+SCRIPT = (resources.files("executor.infra") / "lua" / "emulation.lua").read_text()
+
+
+def tick_of(broker: Broker, symbol: str) -> Decimal | None:
+    """The adapter's price tick for ``symbol`` when it says (``tick_size``), else None."""
+    tick: Callable[[str], Decimal | None] | None = getattr(broker, "tick_size", None)
+    return None if tick is None else tick(symbol)
+
+
+def emulating(broker: Broker, redis: aioredis.Redis, keys: Keys) -> Broker:
+    """``broker`` with the emulator in front, unless it has nothing to emulate: a paper
+    exchange takes every conditional type itself (unless ``emulate_conditional``), and
+    wrapping it would only cost its lookups and cancels a Redis read each."""
+    config = getattr(unwrap(broker), "config", None)
+    if isinstance(config, PaperAccount) and not config.emulate_conditional:
+        return broker
+    return EmulatingBroker(broker, redis, keys)
+
+
+async def trigger_price(broker: Broker, symbol: str) -> Decimal | None:
+    """The price the emulator triggers on: the adapter's ``trigger_price`` when it has one
+    (the paper exchange: the price its own triggers and fills use), else its reference
+    price (last or mid, from its cache and source). None: no fresh price."""
+    own: Callable[[str], Awaitable[Decimal | None]] | None = getattr(
+        broker, "trigger_price", None)
+    if own is not None:
+        return await own(symbol)
+    return await broker.reference_price(symbol)
+
+
+class EmulatingBroker(BrokerWrapper):
+    """A broker adapter (with its guards) whose missing conditional types are emulated."""
+
+    def __init__(self, inner: Broker, redis: aioredis.Redis, keys: Keys,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        super().__init__(inner)
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.script = redis.register_script(SCRIPT)
+        if getattr(inner, "submit_many", None) is not None:
+            self.submit_many = self._submit_many
+
+    # -- new orders ------------------------------------------------------------------------
+
+    def emulates(self, order: OrderSpec) -> bool:
+        """Whether the adapter leaves this order to the emulator (its check says so)."""
+        if not emulable(order):
+            return False
+        try:
+            self.inner.check(order)
+        except NeedsEmulation:
+            return True
+        return False
+
+    def check(self, order: OrderSpec) -> OrderSpec | None:
+        try:
+            return self.inner.check(order)
+        except NeedsEmulation:
+            if not emulable(order):
+                raise
+        # What the broker will be sent: its refusal names the field as for any order.
+        adjusted = self.inner.check(template(order))
+        if adjusted is not None and adjusted.quantity != order.quantity:
+            return msgspec.structs.replace(order, quantity=adjusted.quantity)
+        return None
+
+    async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        if not self.emulates(order):
+            return await self.inner.submit(client_order_id, order)
+        return await self._hold(client_order_id, order)
+
+    async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                           ) -> list[BrokerOrder | BrokerError]:
+        out: list[BrokerOrder | BrokerError | None] = [None] * len(orders)
+        native = [i for i, (_, spec) in enumerate(orders) if not self.emulates(spec)]
+        if native:
+            many = self.inner.submit_many  # type: ignore[attr-defined]
+            for i, outcome in zip(native, await many([orders[i] for i in native]),
+                                  strict=True):
+                out[i] = outcome
+        for i, (cid, spec) in enumerate(orders):
+            if out[i] is None:
+                try:
+                    out[i] = await self._hold(cid, spec)
+                except BrokerError as exc:
+                    out[i] = exc
+        return [o for o in out if o is not None]
+
+    async def _hold(self, cid: str, order: OrderSpec) -> BrokerOrder:
+        token = _tokens([cid])[cid]
+        ref = await trigger_price(self.inner, order.symbol)
+        held, refused = first_seen(order, ref, tick_of(self.inner, order.symbol))
+        # A refusal takes the token too (an empty state holds nothing): the order's outcome
+        # is this delivery's, and no other may hold it meanwhile.
+        took = await self.script(keys=[self.keys.order(cid), self.keys.emulated(order.account)],
+                                 args=["hold", token, "" if refused else encode(held), cid])
+        if took != 1:
+            raise _refusal(cid, int(took))
+        status = BrokerStatus.REJECTED if refused else BrokerStatus.NEW
+        return BrokerOrder(client_order_id=cid, broker_order_id="", symbol=order.symbol,
+                           status=status, quantity=order.quantity or zero(),
+                           reason=refused, updated_at=self.clock(), emulated=True)
+
+    # -- orders already made ---------------------------------------------------------------
+
+    async def _emulation(self, cid: str) -> tuple[Emulation | None, list[Any]]:
+        fields: list[Any] = await self.redis.hmget(self.keys.order(cid), "emulation", "held",
+                                                   "release_error")
+        value = fields[0]
+        return (None if value is None else Emulation(value.decode())), fields
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        state, fields = await self._emulation(client_order_id)
+        if state is None or state is Emulation.RELEASED:
+            return await self.inner.get_order(client_order_id, symbol)
+        if state is Emulation.TRIGGERED:
+            try:
+                return await self.inner.get_order(client_order_id, symbol)
+            except OrderNotFound:
+                return self._report(client_order_id, symbol, BrokerStatus.NEW)
+        if state is Emulation.CANCELLED:
+            return self._report(client_order_id, symbol, BrokerStatus.CANCELLED)
+        if state is Emulation.REFUSED:
+            # Cancelled, not rejected: the order was accepted (held) before its release
+            # was refused, and an accepted order is never rejected (model/states.py).
+            error = fields[2].decode() if fields[2] is not None else None
+            return self._report(client_order_id, symbol, BrokerStatus.CANCELLED, error)
+        return self._report(client_order_id, symbol, BrokerStatus.NEW)
+
+    async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        account = self.account
+        done, _ = await self.script(keys=[self.keys.order(client_order_id),
+                                          self.keys.emulated(account)],
+                                    args=["cancel", client_order_id])
+        if done == 1:
+            return self._report(client_order_id, symbol, BrokerStatus.CANCELLED)
+        return await self.inner.cancel(client_order_id, symbol)
+
+    def _report(self, cid: str, symbol: str, status: BrokerStatus,
+                reason: str | None = None) -> BrokerOrder:
+        # The quantity is the order's own; the tracker reads only status and fills here.
+        return BrokerOrder(client_order_id=cid, broker_order_id="", symbol=symbol,
+                           status=status, quantity=zero(), reason=reason,
+                           updated_at=self.clock(), emulated=True)

@@ -1,0 +1,231 @@
+"""The emulator through real workers on the paper exchange. An account with
+``emulate_conditional`` leaves its conditional orders to the emulator, so the same orders on
+the same price path can be compared with the exchange's native ones: they fire at the same
+prices and fill alike. A held order is never at the exchange before it fires; a cancel of
+a held order sends nothing; a SIGKILL of the worker emulating the account, with the price
+past the trigger while nobody holds the lease, fires the order once, from the next one."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from devtools.chaos import WorkerProcess
+from executor.config import Settings, load_settings
+from executor.model.emulation import Held
+from producer.client import OrderClient, Submitted
+from producer.contract import OrderState, OrderStatus, ResultStatus, decode_event, decoder
+from producer.keys import Keys
+
+from .conftest import running, until
+
+K = Keys()
+D = Decimal
+ACCOUNTS = ("native", "emulated")
+
+
+def two_accounts(tmp_path: Path, redis_url: str) -> Path:
+    config = tmp_path / "orderstream.toml"
+    config.write_text('[accounts.native]\nbroker = "paper"\n'
+                      '[accounts.emulated]\nbroker = "paper"\nemulate_conditional = true\n')
+    return config
+
+
+def settings(config: Path, redis_url: str, consumer: str = "w1") -> Settings:
+    return load_settings(str(config), {
+        "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": consumer,
+        "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_METRICS_HOST": "127.0.0.1",
+        "ORDERSTREAM_EMULATOR_INTERVAL_MS": "100", "ORDERSTREAM_EMULATOR_LEASE_MS": "1000"})
+
+
+async def set_price(r: aioredis.Redis, price: str, accounts: tuple[str, ...] = ACCOUNTS) -> None:
+    for account in accounts:
+        await r.hset(K.paper(account, "prices"), "BTCUSDT", price)  # the operator override
+    await asyncio.sleep(0.6)  # a few match passes (200 ms) and emulator passes (100 ms)
+
+
+async def received(r: aioredis.Redis, account: str, cid: str) -> int:
+    """How many orders under ``cid`` reached the paper exchange of ``account``."""
+    entries = await r.xrange(K.paper(account, "received"))
+    return sum(1 for _, fields in entries if fields[b"client_order_id"] == cid.encode())
+
+
+async def held(r: aioredis.Redis, cid: str) -> Held | None:
+    data = await r.hget(K.order(cid), "held")
+    return None if data is None else decoder(Held).decode(data)
+
+
+async def final(client: OrderClient, cid: str) -> OrderStatus:
+    async def done() -> bool:
+        s = await client.order(cid)
+        return s is not None and s.state in (OrderState.FILLED, OrderState.CANCELLED)
+    await until(done, 15)
+    status = await client.order(cid)
+    assert status is not None
+    return status
+
+
+async def held_buy(client: OrderClient) -> Submitted:
+    """A market-if-touched buy at 49900 on the emulated account (the price at 50000)."""
+    sub = await client.place(symbol="BTCUSDT", account="emulated", side="buy",
+                             type="market_if_touched", quantity="0.2", stop_price="49900")
+    result = await client.wait_result(sub)
+    assert result.status is ResultStatus.ACCEPTED and result.emulated, result
+    return sub
+
+
+ORDERS: list[dict[str, Any]] = [
+    {"side": "sell", "type": "trailing_stop", "quantity": "0.5", "trailing_offset": "100"},
+    {"side": "sell", "type": "trailing_stop_limit", "quantity": "0.3", "trailing_offset": "1",
+     "trailing_offset_type": "percent", "limit_offset": "600"},
+    {"side": "buy", "type": "market_if_touched", "quantity": "0.2", "stop_price": "49900"},
+    {"side": "sell", "type": "limit_if_touched", "quantity": "0.1", "stop_price": "50300",
+     "price": "50300"},
+]
+
+
+async def test_emulated_orders_fire_and_fill_as_the_paper_exchanges_native_ones(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    r = redis_client
+    config = two_accounts(tmp_path, redis_url)
+    await set_price(r, "50000")
+    async with running(settings(config, redis_url)):
+        placed = {(a, i): await client.place(symbol="BTCUSDT", account=a, **o)
+                  for a in ACCOUNTS for i, o in enumerate(ORDERS)}
+        results = {k: await client.wait_result(s) for k, s in placed.items()}
+        for (account, _), result in results.items():
+            assert result.status is ResultStatus.ACCEPTED, result
+            assert result.emulated is (account == "emulated"), result
+        emulated = [s.client_order_id for (a, _), s in placed.items() if a == "emulated"]
+        for cid in emulated:  # held by the worker: nothing at the exchange
+            assert await received(r, "emulated", cid) == 0
+        trail = await held(r, emulated[0])
+        assert trail is not None and trail.trail is not None
+        assert (trail.trail.water, trail.trail.trigger) == (D("50000"), D("49900"))
+
+        # The path: up to 50500 (the trails follow; the limit-if-touched sell fires), a dip
+        # that fires nothing, 50400 (the trailing stop's trigger, exactly), then 49900 (the
+        # touched buy's stop and below the trailing limit's trigger, 49995).
+        for price in ("50500", "50450", "50400", "49990", "49900"):
+            await set_price(r, price)
+        statuses = {k: await final(client, s.client_order_id) for k, s in placed.items()}
+
+    for i, order in enumerate(ORDERS):
+        native, emul = statuses[("native", i)], statuses[("emulated", i)]
+        assert emul.state is native.state is OrderState.FILLED, (order, native, emul)
+        assert [(f.price, f.quantity) for f in emul.fills] == \
+            [(f.price, f.quantity) for f in native.fills], order
+        assert emul.emulated and not native.emulated
+    fills = {i: statuses[("native", i)].fills[0].price for i in range(len(ORDERS))}
+    assert fills[0] == D("50400")  # fired exactly at its trigger
+    assert fills[2] == D("49900")
+    for cid in emulated:  # released once, as a plain order
+        assert await received(r, "emulated", cid) == 1
+        assert await r.hget(K.order(cid), "emulation") == b"released"
+    assert await r.scard(K.emulated("emulated")) == 0
+
+
+@pytest.fixture
+def two(tmp_path: Path, redis_url: str) -> Settings:
+    """A worker's settings with both accounts."""
+    return settings(two_accounts(tmp_path, redis_url), redis_url)
+
+
+async def test_a_held_order_cancelled_never_reaches_the_exchange(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        sub = await held_buy(client)
+        cancel = await client.cancel(sub.client_order_id or "", account="emulated")
+        result = await client.wait_result(cancel)
+        assert result.ok, result
+        await set_price(r, "49800", ("emulated",))
+        status = await final(client, sub.client_order_id or "")
+    assert status.state is OrderState.CANCELLED and status.fills == []
+    assert await received(r, "emulated", sub.client_order_id or "") == 0
+    assert await r.hget(K.order(sub.client_order_id or ""), "emulation") == b"cancelled"
+
+
+async def test_an_if_touched_order_already_touched_is_refused_as_natively(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    config = two_accounts(tmp_path, redis_url)
+    await set_price(redis_client, "50000")
+    async with running(settings(config, redis_url)):
+        subs = [await client.place(symbol="BTCUSDT", account=a, side="buy",
+                                   type="market_if_touched", quantity="0.2",
+                                   stop_price="50000") for a in ACCOUNTS]
+        native, emul = [await client.wait_result(s) for s in subs]
+    assert native.status is emul.status is ResultStatus.REJECTED
+    assert emul.reason == native.reason == "order would trigger immediately"
+    assert await redis_client.scard(K.emulated("emulated")) == 0
+
+
+async def test_halted_trading_cancels_a_triggered_order_instead_of_sending_it(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        sub = await held_buy(client)
+        await r.hset(K.trading, "emulated", "halted")
+        await set_price(r, "49900", ("emulated",))
+        status = await final(client, sub.client_order_id or "")
+    assert status.state is OrderState.CANCELLED
+    assert status.reason is not None and "halted" in status.reason
+    assert await received(r, "emulated", sub.client_order_id or "") == 0
+
+
+@pytest.mark.timeout(120)
+async def test_the_emulating_worker_killed_its_successor_fires_the_order_once(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
+    """The worker holding the account's lease is SIGKILLed; the price crosses the trigger
+    while nobody emulates; the other worker takes the lease once it expires and fires the
+    order, once, from the trail stored in Redis (the water mark the first one reached)."""
+    r = redis_client
+    client = OrderClient(r)
+    config = two_accounts(tmp_path, redis_url)
+    env = {"ORDERSTREAM_CONFIG": str(config), "ORDERSTREAM_EMULATOR_INTERVAL_MS": "100",
+           "ORDERSTREAM_EMULATOR_LEASE_MS": "1500"}
+    await set_price(r, "50000", ("emulated",))
+    first = WorkerProcess(redis_url, "first", tmp_path / "first.log", **env)
+    second: WorkerProcess | None = None
+    try:
+        await until(lambda: r.exists(K.worker("first")), 30)
+        sub = await client.place(symbol="BTCUSDT", account="emulated", side="sell",
+                                 type="trailing_stop", quantity="0.5", trailing_offset="100")
+        assert (await client.wait_result(sub.request_id, 20)).status is ResultStatus.ACCEPTED
+        cid = sub.client_order_id or ""
+        await set_price(r, "50600", ("emulated",))
+
+        async def trailed() -> bool:
+            h = await held(r, cid)
+            return h is not None and h.trail is not None and h.trail.trigger == D("50500")
+        await until(trailed, 10)
+        assert await r.get(K.emulator_lease("emulated")) == b"first:emulator"
+        first.kill()
+        await r.hset(K.paper("emulated", "prices"), "BTCUSDT", "50450")  # past 50500
+        second = WorkerProcess(redis_url, "second", tmp_path / "second.log", **env)
+
+        async def filled() -> bool:
+            s = await client.order(cid)
+            return s is not None and s.state is OrderState.FILLED
+        await until(filled, 30)
+        # Sent by the second (the release token is the sender's), once.
+        assert await r.hget(K.order(cid), "release_sender") == b"second:emulator"
+        status = await client.order(cid)
+        assert status is not None and status.filled_quantity == D("0.5")
+        await asyncio.sleep(1)
+        assert await received(r, "emulated", cid) == 1
+        events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)]
+        assert sum(1 for e in events if e.client_order_id == cid and e.fill) == 1
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
