@@ -66,6 +66,7 @@ from ..infra.metrics import Metrics
 from ..infra.store import decode_order
 from ..model.emulation import Emulation, Held, step
 from ..model.positions import decode_position, position_key
+from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
 from ..safety.trading import TradingState, effective
 
@@ -129,7 +130,12 @@ class Emulator:
                     Emulation.HELD, Emulation.TRIGGERED):
                 await self._script(broker, "forget", cid)
                 continue
-            spec = decode_order(record).spec
+            order = decode_order(record)
+            spec = order.spec
+            if is_terminal(order.state) and emulation.decode() == Emulation.HELD:
+                # Ended otherwise (an operator's repair, a replay): never to be released.
+                await self._script(broker, "cancel", cid)
+                continue
             held = _held.decode(held_json) if held_json else Held()
             if emulation.decode() == Emulation.TRIGGERED:
                 done += await self._resume(broker, cid, spec, held, sender)

@@ -40,6 +40,7 @@ from .base import (
     BrokerStatus,
     NeedsEmulation,
     OrderNotFound,
+    RetryableError,
 )
 from .paper.config import PaperAccount
 from .sending import _refusal, _tokens
@@ -179,12 +180,20 @@ class EmulatingBroker(BrokerWrapper):
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         account = self.account
-        done, _ = await self.script(keys=[self.keys.order(client_order_id),
+        done, now = await self.script(keys=[self.keys.order(client_order_id),
                                           self.keys.emulated(account)],
                                     args=["cancel", client_order_id])
         if done == 1:
             return self._report(client_order_id, symbol, BrokerStatus.CANCELLED)
-        return await self.inner.cancel(client_order_id, symbol)
+        try:
+            return await self.inner.cancel(client_order_id, symbol)
+        except OrderNotFound:
+            if now != Emulation.TRIGGERED.encode():
+                raise
+            # Its release is on its way: the cancel step asks again (a retryable error)
+            # rather than reporting an order that is about to exist as not found.
+            raise RetryableError(f"order {client_order_id} triggered and is being sent by "
+                                 "the emulator; not at the broker yet") from None
 
     def _report(self, cid: str, symbol: str, status: BrokerStatus,
                 reason: str | None = None) -> BrokerOrder:

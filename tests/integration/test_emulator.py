@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
+from executor.brokers.base import BrokerStatus, OrderNotFound, RetryableError
+from executor.brokers.emulating import EmulatingBroker
 from executor.config import Settings, load_settings
 from executor.model.emulation import Held
 from producer.client import OrderClient, Submitted
@@ -229,3 +231,32 @@ async def test_the_emulating_worker_killed_its_successor_fires_the_order_once(
         first.kill()
         if second is not None:
             second.stop()
+
+
+class _NotThere:
+    """An adapter with no orders at all: every cancel is OrderNotFound."""
+
+    account = "emulated"
+
+    async def cancel(self, client_order_id: str, symbol: str) -> None:
+        raise OrderNotFound(f"no order {client_order_id}")
+
+
+async def test_a_cancel_racing_a_release_is_asked_again_not_reported_not_found(
+        redis_client: aioredis.Redis) -> None:
+    """Triggered, its release not at the broker yet: the cancel is a retryable error (the
+    cancel step asks again); held: cancelled without a broker call; neither: the broker's
+    own answer."""
+    r = redis_client
+    broker = EmulatingBroker(_NotThere(), r, K)  # type: ignore[arg-type]
+    await r.hset(K.order("t1"), mapping={"state": "accepted", "emulation": "triggered"})
+    with pytest.raises(RetryableError, match="being sent by the emulator"):
+        await broker.cancel("t1", "BTCUSDT")
+    await r.hset(K.order("h1"), mapping={"state": "accepted", "emulation": "held"})
+    await r.sadd(K.emulated("emulated"), "h1")
+    cancelled = await broker.cancel("h1", "BTCUSDT")
+    assert cancelled.status is BrokerStatus.CANCELLED and cancelled.emulated
+    assert await r.hget(K.order("h1"), "emulation") == b"cancelled"
+    assert await r.scard(K.emulated("emulated")) == 0
+    with pytest.raises(OrderNotFound):
+        await broker.cancel("plain", "BTCUSDT")
