@@ -64,7 +64,7 @@ from ..infra.clock import wall_clock_ms
 from ..infra.lease import Lease
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
-from ..model.emulation import Emulation, Held, step
+from ..model.emulation import Emulation, Held, expired, step
 from ..model.positions import decode_position, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
@@ -75,6 +75,10 @@ log = logging.getLogger(__name__)
 _held = decoder(Held)
 DEFAULT_LOOKUP_WINDOW_MS = 30_000
 _NO_PRICE_LOG_MS = 60_000
+
+
+class _LeaseLost(Exception):
+    """The account's lease moved to another worker during a pass: stop the pass."""
 
 
 class Emulator:
@@ -125,43 +129,67 @@ class Emulator:
         rows: list[list[Any]] = await pipe.execute()
         prices: dict[str, Decimal | None] = {}
         done = 0
-        for cid, (emulation, held_json, record, sender) in zip(cids, rows, strict=True):
-            if record is None or emulation is None or emulation.decode() not in (
-                    Emulation.HELD, Emulation.TRIGGERED):
-                await self._script(broker, "forget", cid)
-                continue
-            order = decode_order(record)
-            spec = order.spec
-            if is_terminal(order.state) and emulation.decode() == Emulation.HELD:
-                # Ended otherwise (an operator's repair, a replay): never to be released.
-                await self._script(broker, "cancel", cid)
-                continue
-            held = _held.decode(held_json) if held_json else Held()
-            if emulation.decode() == Emulation.TRIGGERED:
-                done += await self._resume(broker, cid, spec, held, sender)
-                continue
-            if spec.symbol not in prices:
-                prices[spec.symbol] = await trigger_price(broker.inner, spec.symbol)
-            ref = prices[spec.symbol]
-            if ref is None:
-                self._no_price(account, spec.symbol)
-                continue
-            moved = step(spec, held, ref, self.clock(), tick_of(broker.inner, spec.symbol))
-            if moved is None:
-                continue
-            op = "track" if moved.release is None else "trigger"
-            wrote = await broker.script(
-                keys=[self.keys.order(cid), self.keys.emulator_lease(account)],
-                args=[op, self.token, encode(moved)])
-            if wrote == -2:
-                return done  # the lease moved on: the next holder carries on
-            if wrote == 1 and moved.release is not None:
-                log.info("emulated order %s triggered at %s: sending %s %s", cid,
-                         moved.trigger_price, moved.release.type, moved.release.side)
+        for cid, row in zip(cids, rows, strict=True):
+            try:
+                moved = await self._one(broker, cid, row, prices)
+            except _LeaseLost:
+                return done
+            except RedisError:
+                raise
+            except Exception:
+                # A record it cannot read, or a bug this order trips: that order waits (and
+                # is logged every pass); the account's other orders go on.
+                log.exception("emulated order %s: its pass failed", cid)
                 if self.metrics is not None:
-                    self.metrics.emulator_triggered.labels(account).inc()
-                done += await self._release(broker, cid, moved)
+                    self.metrics.background_errors.labels("emulator").inc()
+                continue
+            done += moved
         return done
+
+    async def _one(self, broker: EmulatingBroker, cid: str, row: list[Any],
+                   prices: dict[str, Decimal | None]) -> int:
+        """One order's turn in a pass: how many it sent or ended (0 or 1)."""
+        account = broker.account
+        emulation, held_json, record, sender = row
+        if record is None or emulation is None or emulation.decode() not in (
+                Emulation.HELD, Emulation.TRIGGERED):
+            await self._script(broker, "forget", cid)
+            return 0
+        order = decode_order(record)
+        spec = order.spec
+        if is_terminal(order.state) and emulation.decode() == Emulation.HELD:
+            # Ended otherwise (an operator's repair, a replay): never to be released.
+            await self._script(broker, "cancel", cid)
+            return 0
+        held = _held.decode(held_json) if held_json else Held()
+        if emulation.decode() == Emulation.TRIGGERED:
+            return await self._resume(broker, cid, spec, held, sender)
+        if expired(spec, self.clock()):
+            await self._script(broker, "expire", cid)
+            await self._due(account, cid)
+            return 1
+        if spec.symbol not in prices:
+            prices[spec.symbol] = await trigger_price(broker.inner, spec.symbol)
+        ref = prices[spec.symbol]
+        if ref is None:
+            self._no_price(account, spec.symbol)
+            return 0
+        moved = step(spec, held, ref, self.clock(), tick_of(broker.inner, spec.symbol))
+        if moved is None:
+            return 0
+        op = "track" if moved.release is None else "trigger"
+        wrote = await broker.script(
+            keys=[self.keys.order(cid), self.keys.emulator_lease(account)],
+            args=[op, self.token, encode(moved)])
+        if wrote == -2:
+            raise _LeaseLost  # the next holder carries on
+        if wrote != 1 or moved.release is None:
+            return 0
+        log.info("emulated order %s triggered at %s: sending %s %s", cid,
+                 moved.trigger_price, moved.release.type, moved.release.side)
+        if self.metrics is not None:
+            self.metrics.emulator_triggered.labels(account).inc()
+        return await self._release(broker, cid, moved)
 
     # -- releases --------------------------------------------------------------------------
 

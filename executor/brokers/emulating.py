@@ -28,11 +28,18 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from producer.contract import OrderSpec, encode, zero
+from producer.contract import ContractError, OrderSpec, encode, zero
 from producer.keys import Keys
 
 from ..infra.clock import wall_clock_ms
-from ..model.emulation import Emulation, emulable, first_seen, template
+from ..model.emulation import (
+    GTD_EXPIRED,
+    UNEMULATED_TIME_IN_FORCE,
+    Emulation,
+    emulable,
+    first_seen,
+    template,
+)
 from .base import (
     Broker,
     BrokerError,
@@ -109,6 +116,11 @@ class EmulatingBroker(BrokerWrapper):
         except NeedsEmulation:
             if not emulable(order):
                 raise
+        if order.time_in_force in UNEMULATED_TIME_IN_FORCE:
+            raise ContractError(f"time_in_force {order.time_in_force} is not supported for "
+                                f"a {order.type} order at this broker: it is emulated, and the "
+                                "worker does not keep the broker's trading day or auctions "
+                                "(use gtc or gtd)", "time_in_force")
         # What the broker will be sent: its refusal names the field as for any order.
         adjusted = self.inner.check(template(order))
         if adjusted is not None and adjusted.quantity != order.quantity:
@@ -140,7 +152,7 @@ class EmulatingBroker(BrokerWrapper):
     async def _hold(self, cid: str, order: OrderSpec) -> BrokerOrder:
         token = _tokens([cid])[cid]
         ref = await trigger_price(self.inner, order.symbol)
-        held, refused = first_seen(order, ref, tick_of(self.inner, order.symbol))
+        held, refused = first_seen(order, ref, self.clock(), tick_of(self.inner, order.symbol))
         # A refusal takes the token too (an empty state holds nothing): the order's outcome
         # is this delivery's, and no other may hold it meanwhile.
         took = await self.script(keys=[self.keys.order(cid), self.keys.emulated(order.account)],
@@ -171,6 +183,8 @@ class EmulatingBroker(BrokerWrapper):
                 return self._report(client_order_id, symbol, BrokerStatus.NEW)
         if state is Emulation.CANCELLED:
             return self._report(client_order_id, symbol, BrokerStatus.CANCELLED)
+        if state is Emulation.EXPIRED:
+            return self._report(client_order_id, symbol, BrokerStatus.EXPIRED, GTD_EXPIRED)
         if state is Emulation.REFUSED:
             # Cancelled, not rejected: the order was accepted (held) before its release
             # was refused, and an accepted order is never rejected (model/states.py).

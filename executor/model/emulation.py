@@ -9,8 +9,14 @@ natively at the paper exchange and emulated anywhere:
 - ``trailing_stop`` releases a market order; ``trailing_stop_limit`` a limit at trigger -/+
   ``limit_offset`` (rounded to the tick towards the trigger, never below one tick);
 - ``market_if_touched`` a market order, ``limit_if_touched`` a limit at ``price``;
-- an if-touched order already triggered at the price it is held at is refused ("would
-  trigger immediately"), as the paper exchange refuses it, rather than sent at once.
+- a ``stop`` or ``take_profit`` (for a broker without one) a market order, a ``stop_limit``
+  or ``take_profit_limit`` a limit at ``price``;
+- a stop, take-profit or if-touched order already triggered at the price it is held at
+  is refused ("would
+  trigger immediately"), as the paper exchange refuses it, rather than sent at once;
+- a good-till-date order expires when its ``expire_at`` comes while held; ``day`` and the
+  auctions (``opg``, ``cls``) are not emulated (the worker does not know the broker's
+  trading day).
 
 The reference that starts a trail (or makes a new water mark) never fires it.
 """
@@ -27,15 +33,22 @@ from producer.contract import (
     TRAILING_TYPES,
     OrderSpec,
     OrderType,
+    TimeInForce,
     TrailingOffsetType,
     WireDecimal,
     wire,
 )
 
 from . import triggers
-from .triggers import TrailState
+from .triggers import STOP_TYPES, TAKE_PROFIT_TYPES, TrailState
 
 WOULD_TRIGGER = "order would trigger immediately"
+# As the paper exchange says them (brokers/paper/matching.py).
+GTD_EXPIRED = "good-till-date: expire_at reached"
+GTD_IN_PAST = "good-till-date: expire_at is not in the future"
+# The worker does not know a broker's trading day or auctions: an order that lives by them
+# is left to a broker that does.
+UNEMULATED_TIME_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.OPG, TimeInForce.CLS})
 
 
 class Emulation(StrEnum):
@@ -45,6 +58,7 @@ class Emulation(StrEnum):
     TRIGGERED = "triggered"  # its release is being sent (the release token says by whom)
     RELEASED = "released"  # at the broker under its client id: the broker's from now on
     CANCELLED = "cancelled"  # cancelled while held: never sent
+    EXPIRED = "expired"  # its expire_at (gtd) passed while held: never sent
     REFUSED = "refused"  # the broker refused its release for good: rejected
 
 
@@ -57,8 +71,16 @@ class Held(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     triggered_at: int = 0
 
 
+# What the emulator can hold: the conditional types, and the stops and take-profits some
+# brokers lack (Alpaca's take-profit, OANDA's stop-limit, a crypto stop at Alpaca).
+EMULABLE_TYPES = TRAILING_TYPES | TOUCHED_TYPES | STOP_TYPES | TAKE_PROFIT_TYPES
+# Sent as a limit at ``price`` once triggered.
+_LIMIT_AT_PRICE = frozenset({OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
+                             OrderType.LIMIT_IF_TOUCHED})
+
+
 def emulable(spec: OrderSpec) -> bool:
-    return spec.type in TRAILING_TYPES or spec.type in TOUCHED_TYPES
+    return spec.type in EMULABLE_TYPES
 
 
 def release_of(spec: OrderSpec, limit: Decimal | None) -> OrderSpec:
@@ -76,20 +98,28 @@ def template(spec: OrderSpec) -> OrderSpec:
     """The release checked against the broker's rules when the order is accepted: the
     market order, or the limit at ``price``, that it will be. A trailing limit's price is
     only known once triggered; its market form is checked here, its limit when sent."""
-    if spec.type is OrderType.LIMIT_IF_TOUCHED:
+    if spec.type in _LIMIT_AT_PRICE:
         return release_of(spec, spec.price)
     return release_of(spec, None)
 
 
-def first_seen(spec: OrderSpec, ref: Decimal | None,
+def expired(spec: OrderSpec, now: int) -> bool:
+    """Whether a good-till-date order's ``expire_at`` has come."""
+    return (spec.time_in_force is TimeInForce.GTD and spec.expire_at is not None
+            and now >= spec.expire_at)
+
+
+def first_seen(spec: OrderSpec, ref: Decimal | None, now: int,
                tick: Decimal | None = None) -> tuple[Held, str | None]:
     """The state an order is held in, from the reference at acceptance (None: none yet,
     the emulator starts from its first). Second: why it is refused instead."""
+    if expired(spec, now):
+        return Held(), GTD_IN_PAST
     if ref is None:
         return Held(), None
-    if spec.type in TOUCHED_TYPES:
+    if spec.type not in TRAILING_TYPES:
         assert spec.stop_price is not None
-        if triggers.touched(spec.side, spec.stop_price, ref):
+        if triggers.stop_triggered(spec.type, spec.side, spec.stop_price, ref):
             return Held(), WOULD_TRIGGER
         return Held(), None
     return Held(trail=_track(spec, TrailState(), ref, tick)), None
@@ -107,11 +137,11 @@ def step(spec: OrderSpec, held: Held, ref: Decimal, now: int,
          tick: Decimal | None = None) -> Held | None:
     """The state after seeing ``ref``: None when nothing changed (nothing to write), else
     a new one; a triggered one carries its ``release``."""
-    if spec.type in TOUCHED_TYPES:
+    if spec.type not in TRAILING_TYPES:
         assert spec.stop_price is not None
-        if not triggers.touched(spec.side, spec.stop_price, ref):
+        if not triggers.stop_triggered(spec.type, spec.side, spec.stop_price, ref):
             return None
-        at = spec.price if spec.type is OrderType.LIMIT_IF_TOUCHED else None
+        at = spec.price if spec.type in _LIMIT_AT_PRICE else None
         return Held(trigger_price=wire(ref), release=release_of(spec, at), triggered_at=now)
     before = held.trail or TrailState()
     trail = _track(spec, before, ref, tick)

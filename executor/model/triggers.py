@@ -23,9 +23,11 @@ Trailing stop (``trailing_stop``, ``trailing_stop_limit``):
   trigger - ``limit_offset`` (sell) or trigger + ``limit_offset`` (buy), rounded to the
   tick towards the trigger, so the limit is never worse than the order asked.
 
-Touched orders (``market_if_touched``, ``limit_if_touched``), the mirror of a stop: a buy
-triggers when ref <= ``stop_price`` (buying a dip), a sell when ref >= ``stop_price``; then
-a market order, or a limit at ``price``.
+Stops (``stop``, ``stop_limit``) trigger when the price moves through ``stop_price``
+against the holder: a buy's on a rise (ref >= stop), a sell's on a fall (ref <= stop).
+Take-profits and touched orders (``market_if_touched``, ``limit_if_touched``), the mirror
+of a stop: a buy triggers when ref <= ``stop_price`` (buying a dip), a sell when ref >=
+``stop_price``; then a market order, or a limit at ``price``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 
 import msgspec
 
-from producer.contract import Side, TrailingOffsetType, WireDecimal, wire
+from producer.contract import OrderType, Side, TrailingOffsetType, WireDecimal, wire
 
 # Prices and offsets have at most 20 integer and 20 fraction digits each, so a product
 # has at most 80 digits: this context computes every trigger exactly.
@@ -121,6 +123,19 @@ def trailing_limit_price(side: Side, trigger: Decimal, limit_offset: Decimal,
     if side is Side.SELL:
         return _to_tick(_EXACT.subtract(trigger, limit_offset), tick, ROUND_CEILING)
     return _to_tick(_EXACT.add(trigger, limit_offset), tick, ROUND_FLOOR)
+
+
+STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+TAKE_PROFIT_TYPES = frozenset({OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT})
+
+
+def stop_triggered(type: OrderType, side: Side, stop_price: Decimal, ref: Decimal) -> bool:
+    """Whether a stop, take-profit or if-touched order triggers at ``ref``: a stop when the
+    price moves against the holder through ``stop_price`` (a buy's on a rise, a sell's on a
+    fall), a take-profit or if-touched order on a move in their favour."""
+    if type in STOP_TYPES:
+        return ref >= stop_price if side is Side.BUY else ref <= stop_price
+    return touched(side, stop_price, ref)
 
 
 def touched(side: Side, stop_price: Decimal, ref: Decimal) -> bool:

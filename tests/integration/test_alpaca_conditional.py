@@ -134,3 +134,24 @@ async def test_what_alpaca_has_no_native_order_for_is_emulated_and_sent_when_tou
     # The one with an activation price (200, never reached) was never sent.
     assert {r.body.get("client_order_id") for r in alpaca.orders_sent()} == {
         touched.client_order_id, held[1].client_order_id}
+
+
+async def test_a_take_profit_alpaca_has_no_type_for_is_emulated(
+        redis_url: str, alpaca: AlpacaExchangeServer, client: OrderClient) -> None:
+    """A sell take_profit at 195 (Alpaca has none): held until the mid reaches 195, then a
+    market sell under the same client id."""
+    async with running(alpaca_settings(redis_url, alpaca)):
+        placed = await client.place("AAPL", "sell", "take_profit", "5", stop_price="195")
+        result = await client.wait_result(placed.request_id, 15)
+        assert result.status is ResultStatus.ACCEPTED and result.emulated, result
+        alpaca.set_price("AAPL", "194.99")
+        status = await client.order(placed.client_order_id)
+        assert status is not None and status.state is OrderState.ACCEPTED
+        assert alpaca.orders_sent() == []
+        alpaca.set_price("AAPL", "195")
+
+        async def sent() -> bool:
+            return len(alpaca.orders_sent()) == 1
+        await until(sent, 15)
+        body = sent_body(alpaca, placed.client_order_id or "")
+        assert (body["type"], body["side"], body["qty"]) == ("market", "sell", "5")

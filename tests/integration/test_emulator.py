@@ -8,6 +8,7 @@ past the trigger while nobody holds the lease, fires the order once, from the ne
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,10 @@ async def held(r: aioredis.Redis, cid: str) -> Held | None:
     return None if data is None else decoder(Held).decode(data)
 
 
-async def final(client: OrderClient, cid: str) -> OrderStatus:
+async def final(client: OrderClient, cid: str, *also: OrderState) -> OrderStatus:
     async def done() -> bool:
         s = await client.order(cid)
-        return s is not None and s.state in (OrderState.FILLED, OrderState.CANCELLED)
+        return s is not None and s.state in (OrderState.FILLED, OrderState.CANCELLED, *also)
     await until(done, 15)
     status = await client.order(cid)
     assert status is not None
@@ -260,3 +261,43 @@ async def test_a_cancel_racing_a_release_is_asked_again_not_reported_not_found(
     assert await r.scard(K.emulated("emulated")) == 0
     with pytest.raises(OrderNotFound):
         await broker.cancel("plain", "BTCUSDT")
+
+
+async def test_a_good_till_date_order_expires_while_held_and_day_is_refused(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        soon = int(time.time() * 1000) + 1_500
+        gtd = await client.place(symbol="BTCUSDT", account="emulated", side="buy",
+                                 type="market_if_touched", quantity="0.2", stop_price="49900",
+                                 time_in_force="gtd", expire_at=soon)
+        assert (await client.wait_result(gtd)).status is ResultStatus.ACCEPTED
+        day = await client.place(symbol="BTCUSDT", account="emulated", side="buy",
+                                 type="market_if_touched", quantity="0.2", stop_price="49900",
+                                 time_in_force="day")
+        refused = await client.wait_result(day)
+        assert refused.reason_code == "invalid" and refused.reason is not None
+        assert "time_in_force" in refused.reason, refused
+        status = await final(client, gtd.client_order_id or "", OrderState.EXPIRED)
+        await set_price(r, "49800", ("emulated",))  # past its stop, after it expired
+    assert status.reason == "good-till-date: expire_at reached"
+    assert status.updated_at >= soon
+    assert await received(r, "emulated", gtd.client_order_id or "") == 0
+
+
+async def test_an_unreadable_held_record_holds_up_no_other_order(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await r.hset(K.order("garbled"), mapping={"state": "accepted", "emulation": "held",
+                                              "record": "{not json"})
+    await r.sadd(K.emulated("emulated"), "garbled")
+    await set_price(r, "50000", ("emulated",))
+    async with running(two) as worker:
+        sub = await held_buy(client)
+        await set_price(r, "49900", ("emulated",))
+        status = await final(client, sub.client_order_id or "")
+        errors = worker.metrics.background_errors.labels("emulator")._value.get()
+    assert status.state is OrderState.FILLED
+    assert errors >= 1  # the garbled one: logged and counted, every pass
+    assert await r.sismember(K.emulated("emulated"), "garbled")

@@ -75,3 +75,26 @@ async def test_touched_orders_oanda_would_take_otherwise_are_never_sent_natively
         assert result.reason_code == "invalid", result
         assert result.reason is not None and "time_in_force" in result.reason, result
     assert venue.orders_sent() == []
+
+
+async def test_a_stop_limit_is_emulated_and_sent_as_a_limit_when_the_mid_falls_to_it(
+        redis_url: str, venue: OandaExchangeServer, client: OrderClient) -> None:
+    """v20 has no stop-limit: the worker holds a sell stop_limit (stop 1.09, limit 1.0895)
+    and sends v20 a LIMIT at 1.0895 under the same client id once the mid reaches 1.09."""
+    async with running(oanda_settings(redis_url, venue)):
+        placed = await client.place("EUR_USD", "sell", "stop_limit", "1000",
+                                    stop_price="1.09", price="1.0895")
+        accepted = await client.wait_result(placed.request_id, 10)
+        assert accepted.status is ResultStatus.ACCEPTED and accepted.emulated, accepted
+        venue.set_price("EUR_USD", "1.09000", "1.09020")  # the mid 1.0901: above it
+        status = await client.order(placed.client_order_id)
+        assert status is not None and status.state is OrderState.ACCEPTED
+        assert venue.orders_sent() == []
+        venue.set_price("EUR_USD", "1.08990", "1.09010")  # the mid at 1.09: fired
+
+        async def sent() -> bool:
+            return len(venue.orders_sent()) == 1
+        await until(sent, 15)
+        [body] = [r.body["order"] for r in venue.orders_sent()]
+        assert (body["type"], body["units"], body["price"]) == ("LIMIT", "-1000", "1.08950")
+        assert body["clientExtensions"]["id"] == placed.client_order_id

@@ -159,7 +159,9 @@ def test_dashboard_is_well_formed_and_covers_what_operators_watch() -> None:
                    "orderstream_position_quantity", "orderstream_trading_state",
                    "orderstream_open_orders", "orderstream_broker_request_seconds_bucket",
                    "orderstream_step_seconds_bucket", 'reason_code=~"risk_denied:.*"',
-                   "orderstream_background_errors_total"):
+                   "orderstream_background_errors_total",
+                   "orderstream_emulator_triggered_total",
+                   "orderstream_emulator_no_price_total"):
         assert needed in exprs, needed
     for q in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({q}, sum by (le) (rate(orderstream_request_latency" in exprs
@@ -227,7 +229,7 @@ def test_the_alerts_asked_for_exist() -> None:
     names = {r["alert"] for r in alert_rules()}
     assert {"OrderstreamWorkerDown", "OrderstreamLagGrowing", "OrderstreamDeadLetters",
             "OrderstreamCircuitOpen", "OrderstreamErrorRate", "OrderstreamRateLimitNearCap",
-            "OrderstreamTradingHalted"} <= names
+            "OrderstreamTradingHalted", "OrderstreamEmulatorNoPrice"} <= names
     tested = load(DEPLOY / "prometheus" / "alerts_test.yml")
     fired = {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"]
              if t["exp_alerts"]}

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from executor.model.emulation import WOULD_TRIGGER, Held, first_seen, release_of, step, template
+import pytest
+
+from executor.model.emulation import (
+    GTD_IN_PAST,
+    WOULD_TRIGGER,
+    Held,
+    expired,
+    first_seen,
+    release_of,
+    step,
+    template,
+)
 from executor.model.triggers import TrailState
-from producer.contract import OrderSpec, OrderType, Side, TrailingOffsetType
+from producer.contract import OrderSpec, OrderType, Side, TimeInForce, TrailingOffsetType
 
 D = Decimal
 TICK = D("0.01")
@@ -20,7 +31,7 @@ def spec(type: OrderType, side: Side = Side.SELL, **kw: object) -> OrderSpec:
 
 def test_a_touched_buy_fires_at_its_stop_exactly_not_a_tick_above() -> None:
     order = spec(OrderType.MARKET_IF_TOUCHED, Side.BUY, stop_price=D("49900"))
-    assert first_seen(order, D("50000")) == (Held(), None)
+    assert first_seen(order, D("50000"), 0) == (Held(), None)
     assert step(order, Held(), D("49900.01"), 1) is None
     fired = step(order, Held(), D("49900"), 7)
     assert fired is not None and fired.release is not None
@@ -40,13 +51,13 @@ def test_a_touched_limit_sell_releases_a_limit_at_its_price() -> None:
 
 def test_an_if_touched_order_already_touched_is_refused() -> None:
     order = spec(OrderType.MARKET_IF_TOUCHED, Side.BUY, stop_price=D("50000"))
-    assert first_seen(order, D("50000"))[1] == WOULD_TRIGGER
-    assert first_seen(order, None) == (Held(), None)  # no price yet: held, decided later
+    assert first_seen(order, D("50000"), 0)[1] == WOULD_TRIGGER
+    assert first_seen(order, None, 0) == (Held(), None)  # no price yet: held, decided later
 
 
 def test_a_trailing_sell_follows_rises_and_fires_at_its_trigger_exactly() -> None:
     order = spec(OrderType.TRAILING_STOP, trailing_offset=D("100"))
-    held, refused = first_seen(order, D("50000"), TICK)
+    held, refused = first_seen(order, D("50000"), 0, TICK)
     assert refused is None and held.trail == TrailState(active=True, water=D("50000"),
                                                           trigger=D("49900"))
     up = step(order, held, D("50500"), 1, TICK)
@@ -62,7 +73,7 @@ def test_a_trailing_sell_follows_rises_and_fires_at_its_trigger_exactly() -> Non
 def test_a_trailing_stop_limit_releases_its_limit_on_the_tick_towards_the_trigger() -> None:
     order = spec(OrderType.TRAILING_STOP_LIMIT, trailing_offset=D("1"),
                  trailing_offset_type=TrailingOffsetType.PERCENT, limit_offset=D("0.005"))
-    held, _ = first_seen(order, D("50000"), TICK)  # trigger 49500
+    held, _ = first_seen(order, D("50000"), 0, TICK)  # trigger 49500
     fired = step(order, held, D("49500"), 1, TICK)
     assert fired is not None and fired.release is not None
     # 49500 - 0.005 is 49499.995: rounded up to the tick, never worse than asked.
@@ -72,7 +83,7 @@ def test_a_trailing_stop_limit_releases_its_limit_on_the_tick_towards_the_trigge
 
 def test_an_activation_price_holds_the_trail_until_reached() -> None:
     order = spec(OrderType.TRAILING_STOP, trailing_offset=D("100"), activation_price=D("51000"))
-    held, _ = first_seen(order, D("50000"), TICK)
+    held, _ = first_seen(order, D("50000"), 0, TICK)
     assert held.trail == TrailState()
     assert step(order, held, D("40000"), 1, TICK) is None  # not active: never fires
     active = step(order, held, D("51000"), 2, TICK)
@@ -85,3 +96,38 @@ def test_release_of_keeps_everything_but_the_conditional_fields() -> None:
     plain = release_of(order, None)
     assert (plain.strategy_id, plain.reduce_only, plain.time_in_force) == (
         "s1", True, order.time_in_force)
+
+
+def test_a_good_till_date_order_expires_at_its_expire_at_not_a_ms_before() -> None:
+    order = spec(OrderType.MARKET_IF_TOUCHED, Side.BUY, stop_price=D("49900"),
+                 time_in_force=TimeInForce.GTD, expire_at=1_000)
+    assert not expired(order, 999) and expired(order, 1_000)
+    assert first_seen(order, D("50000"), 999) == (Held(), None)
+    assert first_seen(order, D("50000"), 1_000)[1] == GTD_IN_PAST
+    assert not expired(spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("1")), 10**15)
+
+
+@pytest.mark.parametrize(("type", "side", "fires", "holds"), [
+    (OrderType.STOP, Side.SELL, "99", "99.01"),  # a sell stop on a fall
+    (OrderType.STOP, Side.BUY, "101", "100.99"),  # a buy stop on a rise
+    (OrderType.TAKE_PROFIT, Side.SELL, "101", "100.99"),  # a sell take-profit on a rise
+    (OrderType.TAKE_PROFIT, Side.BUY, "99", "99.01"),
+])
+def test_stops_and_take_profits_fire_at_their_stop_exactly(
+        type: OrderType, side: Side, fires: str, holds: str) -> None:
+    stop = D("99") if fires == "99" else D("101")
+    order = spec(type, side, stop_price=stop)
+    assert first_seen(order, D("100"), 0) == (Held(), None)
+    assert first_seen(order, D(fires), 0)[1] == WOULD_TRIGGER  # already there: refused
+    assert step(order, Held(), D(holds), 1) is None
+    fired = step(order, Held(), D(fires), 1)
+    assert fired is not None and fired.release is not None
+    assert fired.release.type is OrderType.MARKET and fired.release.stop_price is None
+
+
+def test_a_stop_limit_releases_a_limit_at_its_price() -> None:
+    order = spec(OrderType.STOP_LIMIT, stop_price=D("99"), price=D("98.5"))
+    fired = step(order, Held(), D("98.7"), 1)
+    assert fired is not None and fired.release is not None
+    assert (fired.release.type, fired.release.price) == (OrderType.LIMIT, D("98.5"))
+    assert template(order) == fired.release

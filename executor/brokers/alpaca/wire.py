@@ -24,6 +24,7 @@ from producer.contract import (
     wire,
 )
 
+from ...model.triggers import STOP_TYPES, TAKE_PROFIT_TYPES
 from ..base import (
     AuthenticationFailed,
     BrokerError,
@@ -141,6 +142,10 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     crypto = is_crypto(order.symbol)
     if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
         types = sorted(CRYPTO_TYPES if crypto else TYPES)
+        if order.type in STOP_TYPES | TAKE_PROFIT_TYPES:
+            raise NeedsEmulation(f"type {order.type} has no Alpaca order type for "
+                                 f"{order.symbol} (it takes {', '.join(types)}); it is "
+                                 "emulated", "type")
         raise ContractError(f"type {order.type} has no Alpaca order type for "
                             f"{order.symbol} (it takes {', '.join(types)})", "type")
     if order.time_in_force not in TIME_IN_FORCE or (

@@ -23,12 +23,14 @@ import aiohttp
 
 from producer.contract import ContractError, Fill, OrderSpec, OrderType, TimeInForce, WireDecimal
 
+from ...model.triggers import STOP_TYPES, TAKE_PROFIT_TYPES
 from ..base import (
     AuthenticationFailed,
     BrokerError,
     BrokerOrder,
     BrokerStatus,
     DuplicateClientId,
+    NeedsEmulation,
     OrderNotFound,
     PermanentError,
     RateLimited,
@@ -119,6 +121,10 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
     refuse_conditional(order, "oanda", NATIVE_CONDITIONAL)
     refuse_display(order, "oanda")
     kind = OANDA_TYPE.get(order.type)
+    if kind is None and order.type in STOP_TYPES | TAKE_PROFIT_TYPES:
+        raise NeedsEmulation(f"type {order.type} is not supported by OANDA natively (v20's "
+                             "STOP and MARKET_IF_TOUCHED take no limit price after the "
+                             "trigger); it is emulated", "type")
     if kind is None:
         raise ContractError(f"type {order.type} is not supported by OANDA (market, limit, "
                             "stop, take_profit, market_if_touched)", "type")

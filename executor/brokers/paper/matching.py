@@ -78,7 +78,6 @@ TRIGGERED_TYPES = frozenset(
 ) | TOUCHED_TYPES | TRAILING_TYPES
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
                           OrderType.LIMIT_IF_TOUCHED, OrderType.TRAILING_STOP_LIMIT})
-_STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
 SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT}) | TRIGGERED_TYPES
 
 
@@ -259,12 +258,8 @@ def _with_fills(order: PaperOrder, trades: list[tuple[Decimal, Decimal]], fee_bp
 
 def is_triggered(spec: OrderSpec, ref: Decimal) -> bool:
     """Whether a stop / take-profit / if-touched order's trigger is met at the reference."""
-    stop = spec.stop_price
-    assert stop is not None
-    if spec.type in TOUCHED_TYPES:
-        return triggers.touched(spec.side, stop, ref)
-    rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
-    return ref >= stop if rises else ref <= stop
+    assert spec.stop_price is not None
+    return triggers.stop_triggered(spec.type, spec.side, spec.stop_price, ref)
 
 
 def trail(order: PaperOrder, ref: Decimal, sym: SymbolConfig) -> TrailState:
@@ -408,7 +403,7 @@ def watch(order: PaperOrder, sym: SymbolConfig) -> tuple[Direction, int] | None:
         return Direction.EVERY, 0
     if spec.type in TRIGGERED_TYPES and not order.triggered:
         assert spec.stop_price is not None
-        rises = (spec.type in _STOP_TYPES) == (spec.side is Side.BUY)
+        rises = (spec.type in triggers.STOP_TYPES) == (spec.side is Side.BUY)
         return (Direction.UP if rises else Direction.DOWN), ticks(spec.stop_price, sym.tick_size)
     price = limit_of(order)
     assert price is not None

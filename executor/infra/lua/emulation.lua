@@ -19,6 +19,7 @@
 --   refused   KEYS order, index; ARGV client id, reason: triggered -> refused (the broker
 --             refused the release for good; a lookup answers rejected with the reason).
 --   cancel    KEYS order, index; ARGV client id: held -> cancelled, out of the index.
+--   expire    KEYS order, index; ARGV client id: held -> expired (gtd), out of the index.
 --             released and cancel: 1 done, 0 not in the state it needs (the record's
 --             'emulation' is returned as a second value).
 --   forget    KEYS order, index; ARGV client id: out of the index when the record is gone
@@ -54,7 +55,7 @@ if op == 'track' or op == 'trigger' then
 end
 local now = redis.call('HGET', order, 'emulation')
 local moves = {released = {'triggered', 'released'}, refused = {'triggered', 'refused'},
-               cancel = {'held', 'cancelled'}}
+               cancel = {'held', 'cancelled'}, expire = {'held', 'expired'}}
 local move = moves[op]
 if move then
   if now ~= move[1] then
