@@ -301,3 +301,26 @@ async def test_an_unreadable_held_record_holds_up_no_other_order(
     assert status.state is OrderState.FILLED
     assert errors >= 1  # the garbled one: logged and counted, every pass
     assert await r.sismember(K.emulated("emulated"), "garbled")
+
+
+async def test_an_amend_of_a_held_order_holds_its_replacement_and_sends_neither(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Cancel-replace of a held order: the old one is cancelled in the emulator (no broker
+    call), the new one held at the new stop; it fires there, the old one never."""
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        old = await held_buy(client)  # stop 49900
+        amend = await client.amend(old.client_order_id or "", stop_price="49950",
+                                   account="emulated")
+        result = await client.wait_result(amend)
+        assert result.ok and result.emulated, result
+        assert result.cancelled == [old.client_order_id]
+        new = result.client_order_id or ""
+        await set_price(r, "49950", ("emulated",))
+        status = await final(client, new)
+        gone = await client.order(old.client_order_id or "")
+    assert status.state is OrderState.FILLED and status.spec.stop_price == D("49950")
+    assert gone is not None and gone.state is OrderState.CANCELLED
+    assert await received(r, "emulated", old.client_order_id or "") == 0
+    assert await received(r, "emulated", new) == 1
