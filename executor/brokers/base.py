@@ -33,6 +33,7 @@ from ..model.broker_reports import (
 )
 
 __all__ = [
+    "EMULATED",
     "FINAL_BROKER_STATUSES",
     "AuthenticationFailed",
     "Banned",
@@ -55,6 +56,11 @@ __all__ = [
     "UnknownOutcome",
     "submit_all",
 ]
+
+
+# The end of every NeedsEmulation message: what becomes of the order (the message reaches
+# a producer only when emulation is off).
+EMULATED = "emulated unless [worker] emulate is off"
 
 
 class NeedsEmulation(ContractError):
@@ -151,13 +157,12 @@ async def submit_all(
 
 def refuse_conditional(order: OrderSpec, broker: str,
                        native: Set[OrderType] = frozenset()) -> None:
-    """Refuse, naming ``type``, a conditional type (trailing stop, if-touched) that
-    ``broker`` has no native order for (``native``: those it has, which its adapter
-    checks further): the emulator will trail those; until then such a request is
-    ``invalid`` before anything is sent."""
+    """Leave to the emulator (``NeedsEmulation``, naming ``type``) a conditional type
+    (trailing stop, if-touched) that ``broker`` has no native order for (``native``: those
+    it has, which its adapter checks further)."""
     if order.type in CONDITIONAL_TYPES and order.type not in native:
-        raise NeedsEmulation(f"type {order.type} is not supported by {broker} accounts yet "
-                            "(it will be emulated)", "type")
+        raise NeedsEmulation(f"type {order.type} is not supported natively by {broker} "
+                             f"accounts ({EMULATED})", "type")
 
 
 def refuse_display(order: OrderSpec, broker: str) -> None:

@@ -38,7 +38,7 @@ from ..model.emulation import (
     Emulation,
     emulable,
     first_seen,
-    template,
+    templates,
 )
 from .base import (
     Broker,
@@ -122,9 +122,13 @@ class EmulatingBroker(BrokerWrapper):
                                 "worker does not keep the broker's trading day or auctions "
                                 "(use gtc or gtd)", "time_in_force")
         # What the broker will be sent: its refusal names the field as for any order.
-        adjusted = self.inner.check(template(order))
-        if adjusted is not None and adjusted.quantity != order.quantity:
-            return msgspec.structs.replace(order, quantity=adjusted.quantity)
+        quantity = order.quantity
+        for release in templates(order):
+            adjusted = self.inner.check(release)
+            if adjusted is not None and adjusted.quantity != order.quantity:
+                quantity = adjusted.quantity
+        if quantity != order.quantity:
+            return msgspec.structs.replace(order, quantity=quantity)
         return None
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:

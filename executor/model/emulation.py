@@ -11,6 +11,10 @@ natively at the paper exchange and emulated anywhere:
 - ``market_if_touched`` a market order, ``limit_if_touched`` a limit at ``price``;
 - a ``stop`` or ``take_profit`` (for a broker without one) a market order, a ``stop_limit``
   or ``take_profit_limit`` a limit at ``price``;
+- an ``oco`` one of its legs, whichever the price reaches first: its limit leg as a limit
+  at ``price`` once the price touches it (a resting limit's fill, less its place in the
+  queue), its stop leg as a market order (or a limit at ``stop_limit_price``) once the
+  price passes ``stop_price``; the other leg is never sent;
 - a stop, take-profit or if-touched order already triggered at the price it is held at
   is refused ("would
   trigger immediately"), as the paper exchange refuses it, rather than sent at once;
@@ -73,7 +77,8 @@ class Held(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 # What the emulator can hold: the conditional types, and the stops and take-profits some
 # brokers lack (Alpaca's take-profit, OANDA's stop-limit, a crypto stop at Alpaca).
-EMULABLE_TYPES = TRAILING_TYPES | TOUCHED_TYPES | STOP_TYPES | TAKE_PROFIT_TYPES
+EMULABLE_TYPES = (TRAILING_TYPES | TOUCHED_TYPES | STOP_TYPES | TAKE_PROFIT_TYPES
+                  | {OrderType.OCO})
 # Sent as a limit at ``price`` once triggered.
 _LIMIT_AT_PRICE = frozenset({OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
                              OrderType.LIMIT_IF_TOUCHED})
@@ -83,15 +88,38 @@ def emulable(spec: OrderSpec) -> bool:
     return spec.type in EMULABLE_TYPES
 
 
-def release_of(spec: OrderSpec, limit: Decimal | None) -> OrderSpec:
+def release_of(spec: OrderSpec, limit: Decimal | None,
+               time_in_force: TimeInForce | None = None) -> OrderSpec:
     """The plain order a triggered ``spec`` becomes: a market order, or a limit at
-    ``limit``; every conditional field gone, everything else (quantity, time in force,
-    reduce_only, strategy, metadata) kept."""
+    ``limit``; every conditional field gone, everything else (quantity, time in force
+    unless given, reduce_only, strategy, metadata) kept."""
     return msgspec.structs.replace(
         spec, type=OrderType.MARKET if limit is None else OrderType.LIMIT,
         price=None if limit is None else wire(limit), stop_price=None,
-        trailing_offset=None, trailing_offset_type=None, activation_price=None,
-        limit_offset=None)
+        stop_limit_price=None, trailing_offset=None, trailing_offset_type=None,
+        activation_price=None, limit_offset=None,
+        time_in_force=time_in_force or spec.time_in_force)
+
+
+def _oco_legs(spec: OrderSpec) -> tuple[OrderSpec, OrderSpec]:
+    """An oco's two releases: its limit leg (a good-till-cancelled limit at ``price``, the
+    contract's limit-maker leg) and its stop leg (a market order, or a limit at
+    ``stop_limit_price`` with the oco's time in force, which is that leg's)."""
+    return (release_of(spec, spec.price, TimeInForce.GTC),
+            release_of(spec, spec.stop_limit_price))
+
+
+def _oco_fired(spec: OrderSpec, ref: Decimal) -> OrderSpec | None:
+    """Which leg of an oco ``ref`` releases: the limit leg once the price reaches it (a
+    sell's above the market, a buy's below), the stop leg once it passes the stop the other
+    way; None while between."""
+    assert spec.price is not None and spec.stop_price is not None
+    limit, stop = _oco_legs(spec)
+    if triggers.touched(spec.side, spec.price, ref):
+        return limit
+    if triggers.stop_triggered(OrderType.STOP, spec.side, spec.stop_price, ref):
+        return stop
+    return None
 
 
 def template(spec: OrderSpec) -> OrderSpec:
@@ -101,6 +129,14 @@ def template(spec: OrderSpec) -> OrderSpec:
     if spec.type in _LIMIT_AT_PRICE:
         return release_of(spec, spec.price)
     return release_of(spec, None)
+
+
+def templates(spec: OrderSpec) -> tuple[OrderSpec, ...]:
+    """Every order ``spec`` may be released as (an oco: either leg), each checked against
+    the broker's rules when it is accepted."""
+    if spec.type is OrderType.OCO:
+        return _oco_legs(spec)
+    return (template(spec),)
 
 
 def expired(spec: OrderSpec, now: int) -> bool:
@@ -117,6 +153,8 @@ def first_seen(spec: OrderSpec, ref: Decimal | None, now: int,
         return Held(), GTD_IN_PAST
     if ref is None:
         return Held(), None
+    if spec.type is OrderType.OCO:
+        return Held(), (WOULD_TRIGGER if _oco_fired(spec, ref) is not None else None)
     if spec.type not in TRAILING_TYPES:
         assert spec.stop_price is not None
         if triggers.stop_triggered(spec.type, spec.side, spec.stop_price, ref):
@@ -137,6 +175,10 @@ def step(spec: OrderSpec, held: Held, ref: Decimal, now: int,
          tick: Decimal | None = None) -> Held | None:
     """The state after seeing ``ref``: None when nothing changed (nothing to write), else
     a new one; a triggered one carries its ``release``."""
+    if spec.type is OrderType.OCO:
+        leg = _oco_fired(spec, ref)
+        return None if leg is None else Held(trigger_price=wire(ref), release=leg,
+                                             triggered_at=now)
     if spec.type not in TRAILING_TYPES:
         assert spec.stop_price is not None
         if not triggers.stop_triggered(spec.type, spec.side, spec.stop_price, ref):

@@ -324,3 +324,30 @@ async def test_an_amend_of_a_held_order_holds_its_replacement_and_sends_neither(
     assert gone is not None and gone.state is OrderState.CANCELLED
     assert await received(r, "emulated", old.client_order_id or "") == 0
     assert await received(r, "emulated", new) == 1
+
+
+async def test_an_oco_sends_only_the_leg_the_price_reaches(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Two sell ocos (take profit 50300, stop 49800): the price rises to the first's limit
+    (its limit leg goes and fills at 50300); the second, placed then with its stop below,
+    stops out at market when the price falls through it. Each sends one order, once."""
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        first = await client.place(symbol="BTCUSDT", account="emulated", side="sell",
+                                   type="oco", quantity="0.1", price="50300",
+                                   stop_price="49800")
+        assert (await client.wait_result(first)).emulated
+        await set_price(r, "50300", ("emulated",))
+        took_profit = await final(client, first.client_order_id or "")
+        second = await client.place(symbol="BTCUSDT", account="emulated", side="sell",
+                                    type="oco", quantity="0.1", price="50600",
+                                    stop_price="50100")
+        assert (await client.wait_result(second)).emulated
+        await set_price(r, "50100", ("emulated",))
+        stopped = await final(client, second.client_order_id or "")
+    assert took_profit.state is stopped.state is OrderState.FILLED
+    assert [f.price for f in took_profit.fills] == [D("50300")]
+    assert [f.price for f in stopped.fills] == [D("50100")]
+    for sub in (first, second):
+        assert await received(r, "emulated", sub.client_order_id or "") == 1

@@ -14,6 +14,7 @@ from executor.brokers.alpaca import wire
 from executor.brokers.alpaca.config import AlpacaAccount
 from executor.brokers.alpaca.wire import Call
 from executor.brokers.base import (
+    EMULATED,
     AuthenticationFailed,
     BrokerStatus,
     DuplicateClientId,
@@ -312,16 +313,16 @@ def test_a_day_trailing_buy_stop_goes_as_day() -> None:
 
 
 @pytest.mark.parametrize(("order", "field", "words"), [
-    (trailing(activation_price=D("200")), "activation_price", "it will be emulated"),
+    (trailing(activation_price=D("200")), "activation_price", EMULATED),
     (trailing(time_in_force=TimeInForce.IOC), "time_in_force", "day or gtc only"),
     (trailing(time_in_force=TimeInForce.FOK), "time_in_force", "day or gtc only"),
     (trailing(time_in_force=TimeInForce.OPG), "time_in_force", "day or gtc only"),
-    (trailing(symbol="BTC/USD"), "type", "it will be emulated"),
+    (trailing(symbol="BTC/USD"), "type", EMULATED),
     (spec(OrderType.TRAILING_STOP_LIMIT, trailing_offset=D("1"), limit_offset=D("0")),
-     "type", "it will be emulated"),
-    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("180")), "type", "it will be emulated"),
+     "type", EMULATED),
+    (spec(OrderType.MARKET_IF_TOUCHED, stop_price=D("180")), "type", EMULATED),
     (spec(OrderType.LIMIT_IF_TOUCHED, stop_price=D("180"), price=D("181")), "type",
-     "it will be emulated"),
+     EMULATED),
     (trailing(quantity="1.5"), "quantity", "fractional"),
 ])
 def test_what_alpacas_trailing_stop_is_not_is_refused(order: OrderSpec, field: str,

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from devtools.binance_exchange.engine import Exchange
-from executor.brokers.base import BrokerStatus
+from executor.brokers.base import EMULATED, BrokerStatus
 from executor.brokers.binance import filters, reconcile, wire
 from producer.contract import (
     ContractError,
@@ -100,7 +100,7 @@ def test_a_price_offset_is_refused_naming_its_type() -> None:
         err = refused(trailing(offset_type=offset_type, offset="50"))
         assert err.field == "trailing_offset_type"
         assert str(err) == ("trailing_offset_type price is not supported natively by binance "
-                            "(trailingDelta is in bips); it will be emulated")
+                            "(trailingDelta is in bips; emulated unless [worker] emulate is off)")
 
 
 @pytest.mark.parametrize(("offset", "offset_type"), [("12.5", BPS), ("0.125", PERCENT),
@@ -109,7 +109,7 @@ def test_a_fraction_of_a_bip_is_refused_naming_the_offset(
         offset: str, offset_type: TrailingOffsetType) -> None:
     err = refused(trailing(offset=offset, offset_type=offset_type))
     assert err.field == "trailing_offset"
-    assert "not a whole number" in str(err) and "will be emulated" in str(err)
+    assert "not a whole number" in str(err) and EMULATED in str(err)
 
 
 def test_a_trailing_stop_limit_is_refused_naming_the_type() -> None:
@@ -118,7 +118,7 @@ def test_a_trailing_stop_limit_is_refused_naming_the_type() -> None:
     err = refused(order)
     assert err.field == "type"
     assert "trailing_stop_limit is not supported natively by binance" in str(err)
-    assert "will be emulated" in str(err)
+    assert EMULATED in str(err)
 
 
 def test_the_trailing_delta_filter_at_its_bounds() -> None:

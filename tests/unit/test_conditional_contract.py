@@ -13,6 +13,7 @@ import pytest
 
 from devtools.binance_exchange.engine import Exchange
 from executor.brokers.alpaca import wire as alpaca_wire
+from executor.brokers.base import NeedsEmulation
 from executor.brokers.binance import filters
 from executor.brokers.oanda import instruments
 from executor.brokers.oanda import wire as oanda_wire
@@ -159,11 +160,11 @@ def conditional(symbol: str) -> list[OrderSpec]:
 
 
 def assert_refused(call: Any, order: OrderSpec, broker: str) -> None:
-    with pytest.raises(ContractError) as caught:
+    with pytest.raises(NeedsEmulation) as caught:  # a ContractError: invalid without it
         call(order)
     assert caught.value.field == "type"
-    assert str(caught.value) == (f"type {order.type} is not supported by {broker} accounts "
-                                 "yet (it will be emulated)")
+    assert str(caught.value) == (f"type {order.type} is not supported natively by {broker} "
+                                 "accounts (emulated unless [worker] emulate is off)")
 
 
 def test_binance_refuses_what_it_cannot_take_exactly_before_sending() -> None:
@@ -174,10 +175,10 @@ def test_binance_refuses_what_it_cannot_take_exactly_before_sending() -> None:
     trailing, trailing_limit, *touched = conditional("BTCUSDT")
     for order, field in ((trailing, "trailing_offset_type"), (trailing_limit, "type")):
         for kw in ({}, {"reference": Decimal("50000"), "open_orders": 0}):
-            with pytest.raises(ContractError) as caught:
+            with pytest.raises(NeedsEmulation) as caught:
                 filters.check(order, rules, **kw)  # type: ignore[arg-type]
             assert caught.value.field == field
-            assert str(caught.value).endswith("it will be emulated")
+            assert str(caught.value).endswith("emulated unless [worker] emulate is off)")
     for order in touched:
         order = msgspec.structs.replace(order, quantity=D("10"))  # NOTIONAL: at least 5
         assert filters.check(order, rules) == order

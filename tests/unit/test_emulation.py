@@ -16,6 +16,7 @@ from executor.model.emulation import (
     release_of,
     step,
     template,
+    templates,
 )
 from executor.model.triggers import TrailState
 from producer.contract import OrderSpec, OrderType, Side, TimeInForce, TrailingOffsetType
@@ -131,3 +132,31 @@ def test_a_stop_limit_releases_a_limit_at_its_price() -> None:
     assert fired is not None and fired.release is not None
     assert (fired.release.type, fired.release.price) == (OrderType.LIMIT, D("98.5"))
     assert template(order) == fired.release
+
+
+def test_an_oco_releases_the_leg_the_price_reaches_first_and_never_the_other() -> None:
+    order = spec(OrderType.OCO, price=D("101"), stop_price=D("99"),
+                 time_in_force=TimeInForce.FOK, stop_limit_price=D("98.5"))
+    assert first_seen(order, D("100"), 0) == (Held(), None)
+    assert first_seen(order, D("101"), 0)[1] == WOULD_TRIGGER
+    assert first_seen(order, D("99"), 0)[1] == WOULD_TRIGGER
+    assert step(order, Held(), D("100.99"), 1) is None
+    assert step(order, Held(), D("99.01"), 1) is None
+    up = step(order, Held(), D("101"), 1)
+    assert up is not None and up.release is not None
+    # The limit leg: a good-till-cancelled limit (the oco's time in force is its stop's).
+    assert (up.release.type, up.release.price, up.release.time_in_force) == (
+        OrderType.LIMIT, D("101"), TimeInForce.GTC)
+    down = step(order, Held(), D("99"), 1)
+    assert down is not None and down.release is not None
+    assert (down.release.type, down.release.price, down.release.time_in_force) == (
+        OrderType.LIMIT, D("98.5"), TimeInForce.FOK)
+    assert down.release.stop_limit_price is None and down.release.stop_price is None
+    assert templates(order) == (up.release, down.release)
+
+
+def test_a_buy_oco_without_a_stop_limit_stops_out_at_market() -> None:
+    order = spec(OrderType.OCO, Side.BUY, price=D("99"), stop_price=D("101"))
+    fired = step(order, Held(), D("101.5"), 1)
+    assert fired is not None and fired.release is not None
+    assert fired.release.type is OrderType.MARKET and fired.release.price is None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from executor.brokers.base import (
+    EMULATED,
     AuthenticationFailed,
     BrokerError,
     BrokerStatus,
@@ -296,10 +297,10 @@ def test_market_if_touched_is_v20s_triggered_on_the_mid(order: OrderSpec,
      "time_in_force", "gtc"),
     (spec(OrderType.MARKET_IF_TOUCHED), "stop_price", "required"),
     (spec(OrderType.LIMIT_IF_TOUCHED, stop_price=D("1.05"), price=D("1.06")), "type",
-     "it will be emulated"),
-    (spec(OrderType.TRAILING_STOP, trailing_offset=D("0.001")), "type", "it will be emulated"),
+     EMULATED),
+    (spec(OrderType.TRAILING_STOP, trailing_offset=D("0.001")), "type", EMULATED),
     (spec(OrderType.TRAILING_STOP_LIMIT, trailing_offset=D("0.001"), limit_offset=D("0")),
-     "type", "it will be emulated"),
+     "type", EMULATED),
 ])
 def test_what_v20s_market_if_touched_is_not_is_refused(order: OrderSpec, field: str,
                                                        words: str) -> None:

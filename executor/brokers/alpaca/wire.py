@@ -26,6 +26,7 @@ from producer.contract import (
 
 from ...model.triggers import STOP_TYPES, TAKE_PROFIT_TYPES
 from ..base import (
+    EMULATED,
     AuthenticationFailed,
     BrokerError,
     BrokerOrder,
@@ -53,7 +54,7 @@ TYPES = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "
 # a sell's stop is hwm - trail_price or hwm * (1 - trail_percent / 100), hwm the highest
 # price since submission, only rising (a buy's mirrored from the lowest), then a market
 # order. Alpaca has no activation price, no trailing stop-limit and no if-touched orders:
-# those are refused, and the emulator will trail them.
+# those are left to the emulator.
 NATIVE_CONDITIONAL = frozenset({OrderType.TRAILING_STOP})
 TRAILING_TIME_IN_FORCE = frozenset({TimeInForce.DAY, TimeInForce.GTC})
 TIME_IN_FORCE = {TimeInForce.GTC: "gtc", TimeInForce.IOC: "ioc", TimeInForce.FOK: "fok",
@@ -142,10 +143,10 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     crypto = is_crypto(order.symbol)
     if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
         types = sorted(CRYPTO_TYPES if crypto else TYPES)
-        if order.type in STOP_TYPES | TAKE_PROFIT_TYPES:
+        if order.type in STOP_TYPES | TAKE_PROFIT_TYPES or order.type is OrderType.OCO:
             raise NeedsEmulation(f"type {order.type} has no Alpaca order type for "
-                                 f"{order.symbol} (it takes {', '.join(types)}); it is "
-                                 "emulated", "type")
+                                 f"{order.symbol} (it takes {', '.join(types)}; "
+                                 f"{EMULATED})", "type")
         raise ContractError(f"type {order.type} has no Alpaca order type for "
                             f"{order.symbol} (it takes {', '.join(types)})", "type")
     if order.time_in_force not in TIME_IN_FORCE or (
@@ -181,12 +182,12 @@ def check_trailing(order: OrderSpec) -> None:
     """Refuse, naming the field, a trailing stop Alpaca's trailing_stop is not exactly."""
     if is_crypto(order.symbol):
         raise NeedsEmulation(f"type trailing_stop is not supported for {order.symbol} at "
-                            "alpaca (crypto takes market, limit and stop_limit; it will be "
-                            "emulated)", "type")
+                             f"alpaca (crypto takes market, limit and stop_limit; {EMULATED})",
+                             "type")
     if order.activation_price is not None:
-        raise NeedsEmulation("activation_price is not supported by alpaca accounts yet: "
-                            "Alpaca's trailing_stop trails from submission (it will be "
-                            "emulated)", "activation_price")
+        raise NeedsEmulation("activation_price is not supported natively by alpaca accounts: "
+                             f"Alpaca's trailing_stop trails from submission ({EMULATED})",
+                             "activation_price")
     if order.time_in_force not in TRAILING_TIME_IN_FORCE:
         raise ContractError(f"time_in_force {order.time_in_force}: Alpaca's trailing_stop "
                             "takes day or gtc only", "time_in_force")

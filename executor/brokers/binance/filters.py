@@ -25,7 +25,7 @@ from producer.contract import (
     wire,
 )
 
-from ..base import NeedsEmulation
+from ..base import EMULATED, NeedsEmulation
 
 # Remainders of 20-digit amounts by 8-decimal steps, exactly.
 _EXACT = decimal.Context(prec=100)
@@ -188,7 +188,8 @@ def binance_type(order: OrderSpec) -> str | None:
 
 def trailing_delta(order: OrderSpec) -> int:
     """A trailing stop's ``trailingDelta``: its offset in whole bips. ``ContractError``
-    naming the field when Binance cannot take it exactly (the emulator will trail it)."""
+    naming the field when Binance cannot take it exactly (NeedsEmulation: the emulator
+    trails it)."""
     offset = order.trailing_offset
     kind = order.trailing_offset_type or TrailingOffsetType.PRICE
     if offset is None:
@@ -196,14 +197,14 @@ def trailing_delta(order: OrderSpec) -> int:
                             "trailing_offset")
     if kind is TrailingOffsetType.PRICE:
         raise NeedsEmulation("trailing_offset_type price is not supported natively by binance "
-                            "(trailingDelta is in bips); it will be emulated",
+                            f"(trailingDelta is in bips; {EMULATED})",
                             "trailing_offset_type")
     bips = offset if kind is TrailingOffsetType.BPS else _EXACT.multiply(offset,
                                                                         _BIPS_PER_PERCENT)
     if bips != bips.to_integral_value():
         raise NeedsEmulation(f"trailing_offset {_t(offset)} {kind} is {_t(bips)} bips, not a "
-                            "whole number as binance's trailingDelta needs; it will be "
-                            "emulated", "trailing_offset")
+                             f"whole number as binance's trailingDelta needs ({EMULATED})",
+                             "trailing_offset")
     return int(bips)
 
 
@@ -213,7 +214,7 @@ def _check_conditional(order: OrderSpec, rules: Rules) -> None:
     if order.type is OrderType.TRAILING_STOP_LIMIT:
         raise NeedsEmulation("type trailing_stop_limit is not supported natively by binance "
                             "(its limit price is fixed when placed, ours follows the trigger "
-                            "at limit_offset); it will be emulated", "type")
+                            f"at limit_offset; {EMULATED})", "type")
     if order.type not in TRAILING_TYPES:
         return
     delta = trailing_delta(order)

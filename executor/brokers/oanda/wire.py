@@ -25,6 +25,7 @@ from producer.contract import ContractError, Fill, OrderSpec, OrderType, TimeInF
 
 from ...model.triggers import STOP_TYPES, TAKE_PROFIT_TYPES
 from ..base import (
+    EMULATED,
     AuthenticationFailed,
     BrokerError,
     BrokerOrder,
@@ -124,7 +125,10 @@ def order_request(client_order_id: str, order: OrderSpec, inst: Instrument
     if kind is None and order.type in STOP_TYPES | TAKE_PROFIT_TYPES:
         raise NeedsEmulation(f"type {order.type} is not supported by OANDA natively (v20's "
                              "STOP and MARKET_IF_TOUCHED take no limit price after the "
-                             "trigger); it is emulated", "type")
+                             f"trigger; {EMULATED})", "type")
+    if order.type is OrderType.OCO:
+        raise NeedsEmulation("type oco is not supported by OANDA natively (v20 links orders "
+                             f"only to a trade; {EMULATED})", "type")
     if kind is None:
         raise ContractError(f"type {order.type} is not supported by OANDA (market, limit, "
                             "stop, take_profit, market_if_touched)", "type")

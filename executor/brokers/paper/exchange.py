@@ -39,15 +39,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from producer.connect import home_node
-from producer.contract import ContractError, OrderSpec, TimeInForce, decoder, encode
+from producer.contract import ContractError, OrderSpec, OrderType, TimeInForce, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
 from ..base import (
+    EMULATED,
     BrokerError,
     BrokerOrder,
     BrokerStatus,
     DuplicateClientId,
+    NeedsEmulation,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -284,6 +286,9 @@ class PaperBroker:
         repeats a few shapes. The filters depend on nothing else (the config is fixed)."""
         if self.config.emulate_conditional:
             refuse_conditional(order, "paper (emulate_conditional)")
+            if order.type is OrderType.OCO:
+                raise NeedsEmulation(f"type oco is left to the emulator by this account "
+                                     f"(emulate_conditional; {EMULATED})", "type")
         key = (order.symbol, order.type, order.quantity, order.price, order.stop_price,
                order.time_in_force, order.expire_at is None, order.trailing_offset is None,
                order.limit_offset is None)
