@@ -120,7 +120,10 @@ class Emulator:
         lease; returns how many orders it sent or ended."""
         members: Any = await self.redis.smembers(self.keys.emulated(account))
         cids = sorted(text(c) for c in members)
-        if not cids or not await self.leases[account].hold(self.lease_ms):
+        holds = bool(cids) and await self.leases[account].hold(self.lease_ms)
+        if self.metrics is not None:
+            self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
+        if not holds:
             return 0
         broker = self.brokers[account]
         pipe = self.redis.pipeline(transaction=False)

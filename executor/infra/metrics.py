@@ -100,6 +100,10 @@ class Metrics:
             "orderstream_emulator_triggered",
             "Emulated orders (conditional types the broker lacks) triggered and released by "
             "this worker's emulator, by account", ["account"], registry=r)
+        self.emulated_orders = Gauge(
+            "orderstream_emulated_orders",
+            "Orders the emulator holds or is releasing, by account (set by the worker that "
+            "emulates the account, 0 on the others: take the max)", ["account"], registry=r)
         self.emulator_no_price = Counter(
             "orderstream_emulator_no_price",
             "Emulator passes that found no fresh reference price for a symbol with emulated "

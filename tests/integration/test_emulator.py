@@ -82,6 +82,10 @@ async def held_buy(client: OrderClient) -> Submitted:
     return sub
 
 
+async def _zero(gauge: Any) -> bool:
+    return bool(gauge._value.get() == 0)
+
+
 ORDERS: list[dict[str, Any]] = [
     {"side": "sell", "type": "trailing_stop", "quantity": "0.5", "trailing_offset": "100"},
     {"side": "sell", "type": "trailing_stop_limit", "quantity": "0.3", "trailing_offset": "1",
@@ -98,7 +102,7 @@ async def test_emulated_orders_fire_and_fill_as_the_paper_exchanges_native_ones(
     r = redis_client
     config = two_accounts(tmp_path, redis_url)
     await set_price(r, "50000")
-    async with running(settings(config, redis_url)):
+    async with running(settings(config, redis_url)) as worker:
         placed = {(a, i): await client.place(symbol="BTCUSDT", account=a, **o)
                   for a in ACCOUNTS for i, o in enumerate(ORDERS)}
         results = {k: await client.wait_result(s) for k, s in placed.items()}
@@ -111,6 +115,11 @@ async def test_emulated_orders_fire_and_fill_as_the_paper_exchanges_native_ones(
         trail = await held(r, emulated[0])
         assert trail is not None and trail.trail is not None
         assert (trail.trail.water, trail.trail.trigger) == (D("50000"), D("49900"))
+        held_gauge = worker.metrics.emulated_orders.labels("emulated")
+
+        async def counted() -> bool:
+            return bool(held_gauge._value.get() == len(ORDERS))
+        await until(counted, 5)
 
         # The path: up to 50500 (the trails follow; the limit-if-touched sell fires), a dip
         # that fires nothing, 50400 (the trailing stop's trigger, exactly), then 49900 (the
@@ -118,6 +127,7 @@ async def test_emulated_orders_fire_and_fill_as_the_paper_exchanges_native_ones(
         for price in ("50500", "50450", "50400", "49990", "49900"):
             await set_price(r, price)
         statuses = {k: await final(client, s.client_order_id) for k, s in placed.items()}
+        await until(lambda: _zero(held_gauge), 5)  # nothing held any more
 
     for i, order in enumerate(ORDERS):
         native, emul = statuses[("native", i)], statuses[("emulated", i)]
