@@ -71,6 +71,7 @@ class OrderRow(msgspec.Struct, kw_only=True):
     state: OrderState
     created_at: int  # epoch ms
     age_ms: int
+    emulated: bool = False  # held (or released) by our emulator: no native order at its broker
 
 
 class OrdersView(msgspec.Struct, kw_only=True):
@@ -102,13 +103,14 @@ def orders_view(records: Mapping[str, bytes | None], now_ms: int, *, account: st
             side=spec.side, type=spec.type, quantity=spec.quantity,
             filled_quantity=order.filled_quantity, average_price=order.average_price,
             state=order.state, created_at=order.created_at,
-            age_ms=max(0, now_ms - order.created_at)))
+            age_ms=max(0, now_ms - order.created_at), emulated=order.emulated))
     rows.sort(key=lambda r: (r.created_at, r.client_order_id))
     return OrdersView(orders=rows, unreadable=sorted(unreadable))
 
 
 def render_orders(view: OrdersView) -> str:
-    rows = [(r.client_order_id, r.account, r.symbol, r.side, r.type, r.quantity,
+    rows = [(r.client_order_id, r.account, r.symbol, r.side,
+             f"{r.type} (emulated)" if r.emulated else r.type, r.quantity,
              r.filled_quantity, r.average_price, r.state, render.age(r.age_ms))
             for r in view.orders]
     out = render.table(("cid", "account", "symbol", "side", "type", "qty", "filled",

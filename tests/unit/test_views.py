@@ -137,3 +137,15 @@ def test_the_replay_summary_counts_and_lists_the_first_differences() -> None:
     clean = msgspec.structs.replace(report, ok=True, differences=[], expired_records=0,
                                     in_flight=[])
     assert views.render_report(clean, 20).splitlines()[-1] == "no difference"
+
+
+def test_an_emulated_order_says_so_in_the_list() -> None:
+    data = msgspec.json.decode(record("trail", "default", "BTCUSDT", 1_000,
+                                      OrderState.SUBMITTED))
+    data["emulated"] = True
+    view = views.orders_view({"trail": msgspec.json.encode(data)}, 2_000)
+    assert view.orders[0].emulated
+    row = views.render_orders(view).splitlines()[1].split()
+    assert row[4:6] == ["limit", "(emulated)"]
+    assert not views.orders_view({"plain": record("plain", "default", "BTCUSDT", 1_000)},
+                                 2_000).orders[0].emulated
