@@ -169,7 +169,9 @@ class Worker:
                             for name, broker in self.brokers.items()}
         self.emulator = Emulator(self.redis, self.keys, self.brokers, self.consumer,
                                  interval_ms=w.emulator_interval_ms,
-                                 lease_ms=w.emulator_lease_ms, metrics=self.metrics)
+                                 lease_ms=w.emulator_lease_ms,
+                                 unknown_resolve_ms=w.unknown_resolve_ms,
+                                 lookup_interval_ms=w.track_interval_ms, metrics=self.metrics)
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)

@@ -26,10 +26,12 @@ the lease while it waited, and the one that took over, never both send it.
   next pass under the same token.
 - Outcome unknown (a timeout): ``released``, never sent again; the tracker looks it up by
   client id as it does every order of unknown outcome.
-- Another worker's token (it died between taking it and sending): looked up at the broker;
-  found: released. Not found: it may still appear (the broker's lookup window), so it is
-  looked up again at every pass; past the window it is ``released`` and left to the tracker,
-  which ends it as not found: never sent twice, and said loudly (an error log).
+- Another worker's token (it died, or stalls, between taking it and sending): looked up at
+  the broker by client id (once per ``lookup_interval_ms``) and never sent by this worker;
+  found: released. Not found ``unknown_resolve_ms`` after the trigger (the pipeline's rule
+  for an order of unknown outcome): it ends cancelled, with the reason, and an error log.
+  As for the pipeline's sends, a worker stalled longer than that after taking the token
+  could still send it (operating.md, "no order is sent twice").
 
 Before a release the trading state is read: halted (the account or everything) cancels the
 order instead ("nothing new goes"); reducing sends it only if it reduces the position
@@ -73,7 +75,6 @@ from ..safety.trading import TradingState, effective
 log = logging.getLogger(__name__)
 
 _held = decoder(Held)
-DEFAULT_LOOKUP_WINDOW_MS = 30_000
 _NO_PRICE_LOG_MS = 60_000
 
 
@@ -84,6 +85,7 @@ class _LeaseLost(Exception):
 class Emulator:
     def __init__(self, redis: aioredis.Redis, keys: Keys, brokers: Mapping[str, Any],
                  consumer: str, *, interval_ms: int = 250, lease_ms: int = 3_000,
+                 unknown_resolve_ms: int = 600_000, lookup_interval_ms: int = 1_000,
                  metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.redis = redis
@@ -99,6 +101,9 @@ class Emulator:
         self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
                        for name in self.brokers}
         self._no_price_logged: dict[tuple[str, str], int] = {}
+        self.unknown_resolve_ms = unknown_resolve_ms
+        self.lookup_interval_ms = lookup_interval_ms
+        self._looked_up: dict[str, int] = {}  # client id -> when last looked up
 
     async def run(self, running: Callable[[], bool],
                   sleep: Callable[[float], Awaitable[None]]) -> None:
@@ -235,24 +240,32 @@ class Emulator:
     async def _resume(self, broker: EmulatingBroker, cid: str, spec: OrderSpec, held: Held,
                       sender: bytes | None) -> int:
         """A triggered order not yet released: sent by this pass if nobody else holds its
-        token, else looked up at the broker."""
+        token, else looked up at the broker (at most once per ``lookup_interval_ms``) until
+        it shows there, or ``unknown_resolve_ms`` after the trigger, when it ends cancelled:
+        the pipeline's rule for an order of unknown outcome."""
         if sender is None or sender.decode() == self.token:
             return await self._release(broker, cid, held)
+        now = self.clock()
+        if now - self._looked_up.get(cid, 0) < self.lookup_interval_ms:
+            return 0
+        self._looked_up[cid] = now
         try:
             await broker.inner.get_order(cid, spec.symbol)
         except OrderNotFound:
-            window = getattr(broker.inner, "lookup_window_ms", None) or \
-                DEFAULT_LOOKUP_WINDOW_MS
-            if self.clock() - held.triggered_at < window:
+            if now - held.triggered_at < self.unknown_resolve_ms:
                 return 0
-            log.error("emulated order %s: triggered at %s and its release token taken by "
-                      "%s, which never sent it (not at the broker %d ms later); it is not "
-                      "sent again: the tracker ends it not found", cid, held.trigger_price,
-                      sender.decode(), window)
+            reason = (f"triggered at {held.trigger_price}, its release's send token taken by "
+                      f"{sender.decode()}, and not at the broker {self.unknown_resolve_ms} ms "
+                      "later: that worker stopped before sending it; not sent again")
+            log.error("emulated order %s: %s", cid, reason)
+            self._looked_up.pop(cid, None)
+            await self._script(broker, "refused", cid, reason)
+            await self._due(spec.account, cid)
+            return 1
         except Exception as exc:
-            log.warning("emulated order %s: lookup failed (%s); again at the next pass",
-                        cid, exc)
+            log.warning("emulated order %s: lookup failed (%s); again later", cid, exc)
             return 0
+        self._looked_up.pop(cid, None)
         await self._released(broker, cid, spec.account)
         return 1
 

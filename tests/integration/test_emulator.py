@@ -8,11 +8,14 @@ past the trigger while nobody holds the lease, fires the order once, from the ne
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -20,9 +23,16 @@ from devtools.chaos import WorkerProcess
 from executor.brokers.base import BrokerStatus, OrderNotFound, RetryableError
 from executor.brokers.emulating import EmulatingBroker
 from executor.config import Settings, load_settings
-from executor.model.emulation import Held
+from executor.model.emulation import Held, release_of
 from producer.client import OrderClient, Submitted
-from producer.contract import OrderState, OrderStatus, ResultStatus, decode_event, decoder
+from producer.contract import (
+    OrderState,
+    OrderStatus,
+    ResultStatus,
+    decode_event,
+    decoder,
+    encode,
+)
 from producer.keys import Keys
 
 from .conftest import running, until
@@ -361,3 +371,78 @@ async def test_an_oco_sends_only_the_leg_the_price_reaches(
     assert [f.price for f in stopped.fills] == [D("50100")]
     for sub in (first, second):
         assert await received(r, "emulated", sub.client_order_id or "") == 1
+
+
+async def test_a_worker_stopped_holding_a_release_token_is_never_doubled(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
+    """The emulating worker stops (SIGSTOP) right after taking the release's send token,
+    before sending. Another takes the account over once the lease expires: it never sends
+    (the token is the first one's), it looks the order up. The first resumes and sends;
+    the second finds the order at the exchange and leaves it to the tracker: one order."""
+    r = redis_client
+    client = OrderClient(r)
+    config = two_accounts(tmp_path, redis_url)
+    env = {"ORDERSTREAM_CONFIG": str(config), "ORDERSTREAM_EMULATOR_INTERVAL_MS": "100",
+           "ORDERSTREAM_EMULATOR_LEASE_MS": "1000", "ORDERSTREAM_TRACK_INTERVAL_MS": "200"}
+    await set_price(r, "50000", ("emulated",))
+    first = WorkerProcess(redis_url, "first", tmp_path / "first.log",
+                          ORDERSTREAM_FAILPOINT="before_send:stop", **env)
+    second: WorkerProcess | None = None
+    try:
+        await until(lambda: r.exists(K.worker("first")), 30)
+        sub = await client.place(symbol="BTCUSDT", account="emulated", side="buy",
+                                 type="market_if_touched", quantity="0.2", stop_price="49900")
+        assert (await client.wait_result(sub.request_id, 20)).emulated
+        cid = sub.client_order_id or ""
+        await r.hset(K.paper("emulated", "prices"), "BTCUSDT", "49900")
+
+        async def token_taken() -> bool:
+            return await r.hget(K.order(cid), "release_sender") == b"first:emulator"
+        await until(token_taken, 15)
+        second = WorkerProcess(redis_url, "second", tmp_path / "second.log", **env)
+
+        async def taken_over() -> bool:
+            return await r.get(K.emulator_lease("emulated")) == b"second:emulator"
+        await until(taken_over, 20)
+        await asyncio.sleep(1.5)  # the second's lookups find nothing; it sends nothing
+        assert await received(r, "emulated", cid) == 0
+        assert await r.hget(K.order(cid), "emulation") == b"triggered"
+        os.kill(first.proc.pid, signal.SIGCONT)
+
+        async def filled() -> bool:
+            s = await client.order(cid)
+            return s is not None and s.state is OrderState.FILLED
+        await until(filled, 30)
+        assert await r.hget(K.order(cid), "emulation") == b"released"
+        assert await received(r, "emulated", cid) == 1
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+
+
+async def test_a_release_whose_token_holder_never_sent_it_ends_cancelled_never_sent(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    """A triggered order whose release token a worker took and never used (it died right
+    there): not at the exchange unknown_resolve_ms after the trigger, it ends cancelled
+    with the reason; nobody sends it."""
+    r = redis_client
+    config = two_accounts(tmp_path, redis_url)
+    fast = msgspec.structs.replace(
+        settings(config, redis_url),
+        worker=msgspec.structs.replace(settings(config, redis_url).worker,
+                                       unknown_resolve_ms=1_500, track_interval_ms=200))
+    await set_price(r, "50000", ("emulated",))
+    async with running(fast):
+        sub = await held_buy(client)
+        cid = sub.client_order_id or ""
+        spec = (await client.order(cid)).spec  # type: ignore[union-attr]
+        fired = Held(trigger_price=D("49900"), triggered_at=int(time.time() * 1000),
+                     release=release_of(spec, None))
+        await r.hset(K.order(cid), mapping={"emulation": "triggered", "held": encode(fired),
+                                            "release_sender": "dead:emulator"})
+        status = await final(client, cid)
+    assert status.state is OrderState.CANCELLED
+    assert status.reason is not None and "dead:emulator" in status.reason
+    assert await received(r, "emulated", cid) == 0
