@@ -155,3 +155,15 @@ async def test_a_take_profit_alpaca_has_no_type_for_is_emulated(
         await until(sent, 15)
         body = sent_body(alpaca, placed.client_order_id or "")
         assert (body["type"], body["side"], body["qty"]) == ("market", "sell", "5")
+
+
+async def test_with_emulation_off_what_alpaca_lacks_is_refused_naming_the_field(
+        redis_url: str, alpaca: AlpacaExchangeServer, client: OrderClient) -> None:
+    settings = replace(settings_for(redis_url, track_interval_ms=100, emulate="false"),
+                       accounts={"default": alpaca_account(alpaca)})
+    async with running(settings):
+        placed = await client.place("AAPL", "buy", "market_if_touched", "5", stop_price="180")
+        result = await client.wait_result(placed.request_id, 15)
+    assert result.reason_code == "invalid", result
+    assert result.reason is not None and "emulate is off" in result.reason
+    assert "type" in result.reason and alpaca.orders_sent() == []
