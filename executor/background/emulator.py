@@ -24,9 +24,10 @@ the lease while it waited, and the one that took over, never both send it.
   broker's reason (an accepted order is never rejected).
 - Not sent, certainly (a retryable error, a rate limit): stays triggered, sent again by the
   next pass under the same token.
-- Outcome unknown (a timeout): ``released``, never sent again; the tracker looks it up by
-  client id as it does every order of unknown outcome.
-- Another worker's token (it died, or stalls, between taking it and sending): looked up at
+- Outcome unknown (a timeout, a lost answer): its token is marked ``<token>:unknown``, so
+  nobody sends it again, its holder included; it is looked up as below.
+- Another worker's token (it died, or stalls, between taking it and sending), or an unknown
+  outcome: looked up at
   the broker by client id (once per ``lookup_interval_ms``) and never sent by this worker;
   found: released. Not found ``unknown_resolve_ms`` after the trigger (the pipeline's rule
   for an order of unknown outcome): it ends cancelled, with the reason, and an error log.
@@ -226,11 +227,13 @@ class Emulator:
             await self._due(spec.account, cid)
             log.warning("emulated order %s: the broker refused its release: %s", cid, exc)
             return 1
-        except Exception as exc:  # unknown outcome: never again, the tracker looks it up
+        except Exception as exc:
+            # Outcome unknown (a timeout, a lost answer): never sent again; the next passes
+            # look it up, as for a token another worker took.
             log.warning("emulated order %s: release outcome unknown (%s); looked up by "
                         "client id, never sent again", cid, exc)
-            await self._released(broker, cid, spec.account)
-            return 1
+            await broker.script(keys=[self.keys.order(cid)], args=["unknown", self.token])
+            return 0
         finally:
             SEND_TOKENS.reset(tokens)
         log.info("emulated order %s released: %s at the broker", cid, report.status)
@@ -254,9 +257,13 @@ class Emulator:
         except OrderNotFound:
             if now - held.triggered_at < self.unknown_resolve_ms:
                 return 0
-            reason = (f"triggered at {held.trigger_price}, its release's send token taken by "
-                      f"{sender.decode()}, and not at the broker {self.unknown_resolve_ms} ms "
-                      "later: that worker stopped before sending it; not sent again")
+            holder = sender.decode()
+            how = (f"sent by {holder.removesuffix(':unknown')} with its outcome unknown"
+                   if holder.endswith(":unknown") else
+                   f"its release's send token taken by {holder}")
+            reason = (f"triggered at {held.trigger_price}, {how}, and not at the broker "
+                      f"{self.unknown_resolve_ms} ms later: it never reached it; not sent "
+                      "again")
             log.error("emulated order %s: %s", cid, reason)
             self._looked_up.pop(cid, None)
             await self._script(broker, "refused", cid, reason)

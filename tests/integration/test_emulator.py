@@ -446,3 +446,26 @@ async def test_a_release_whose_token_holder_never_sent_it_ends_cancelled_never_s
     assert status.state is OrderState.CANCELLED
     assert status.reason is not None and "dead:emulator" in status.reason
     assert await received(r, "emulated", cid) == 0
+
+
+async def test_a_release_whose_answer_was_lost_is_looked_up_never_sent_again(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    """Every submit at this paper exchange is stored and answered with a timeout
+    (UnknownOutcome): the release is never sent a second time; it is looked up, found, and
+    followed to its fill."""
+    r = redis_client
+    config = tmp_path / "orderstream.toml"
+    config.write_text('[accounts.emulated]\nbroker = "paper"\nemulate_conditional = true\n'
+                      'timeout_rate = 1.0\n')
+    await set_price(r, "50000", ("emulated",))
+    async with running(settings(config, redis_url)):
+        sub = await held_buy(client)
+        cid = sub.client_order_id or ""
+        await set_price(r, "49900", ("emulated",))
+        status = await final(client, cid)
+    assert status.state is OrderState.FILLED
+    assert await received(r, "emulated", cid) == 1
+    assert await r.xlen(K.paper("emulated", "duplicates")) == 0  # never sent a second time
+    assert await r.hget(K.order(cid), "release_sender") == b"w1:emulator:unknown"
+    assert await r.hget(K.order(cid), "emulation") == b"released"

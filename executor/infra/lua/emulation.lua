@@ -22,6 +22,8 @@
 --   expire    KEYS order, index; ARGV client id: held -> expired (gtd), out of the index.
 --             released and cancel: 1 done, 0 not in the state it needs (the record's
 --             'emulation' is returned as a second value).
+--   unknown   KEYS order; ARGV token: the release's outcome is unknown: its token becomes
+--             '<token>:unknown', held by nobody, so the order is only looked up.
 --   forget    KEYS order, index; ARGV client id: out of the index when the record is gone
 --             or its emulation over. 1 removed, 0 kept.
 local op = ARGV[1]
@@ -52,6 +54,17 @@ if op == 'track' or op == 'trigger' then
     redis.call('HSET', order, 'emulation', 'triggered')
   end
   return 1
+end
+if op == 'unknown' then
+  -- KEYS order; ARGV token: the release under this token may have reached the broker
+  -- (its answer was lost): the token is marked so that nobody, its holder included, sends
+  -- it again; the order is looked up instead (background/emulator.py).
+  if redis.call('HGET', order, 'emulation') == 'triggered'
+      and redis.call('HGET', order, 'release_sender') == ARGV[2] then
+    redis.call('HSET', order, 'release_sender', ARGV[2] .. ':unknown')
+    return 1
+  end
+  return 0
 end
 local now = redis.call('HGET', order, 'emulation')
 local moves = {released = {'triggered', 'released'}, refused = {'triggered', 'refused'},
