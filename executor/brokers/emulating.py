@@ -85,6 +85,17 @@ async def trigger_price(broker: Broker, symbol: str) -> Decimal | None:
     return await broker.reference_price(symbol)
 
 
+async def trigger_prices(broker: Broker, symbols: Sequence[str]
+                         ) -> dict[str, Decimal | None]:
+    """``trigger_price`` of several symbols, in one call where the adapter prices many at
+    once (``reference_prices``: Binance's every-ticker call)."""
+    many: Callable[[Sequence[str]], Awaitable[dict[str, Decimal | None]]] | None = getattr(
+        broker, "reference_prices", None)
+    if many is not None and len(symbols) > 1:
+        return await many(symbols)
+    return {symbol: await trigger_price(broker, symbol) for symbol in symbols}
+
+
 class EmulatingBroker(BrokerWrapper):
     """A broker adapter (with its guards) whose missing conditional types are emulated."""
 

@@ -93,6 +93,9 @@ class LimitedBroker(BrokerWrapper):
         self._used: dict[str, Any] = {}
         cap = limiter.plan.max_in_flight
         self.gate: Gate | None = Gate(cap) if cap > 0 else None
+        # Only an adapter that prices many symbols at once may look like one.
+        if getattr(inner, "reference_prices", None) is not None:
+            self.reference_prices = self._reference_prices
         # Only an adapter that can be pinged may look like one (probes.ping asks getattr).
         self.ping: Callable[[], Awaitable[None]] | None = (
             self._ping if getattr(inner, "ping", None) is not None else None)
@@ -113,6 +116,13 @@ class LimitedBroker(BrokerWrapper):
             return await self.inner.reference_price(symbol)
         return await self._call("reference_price", 0, None,
                                 lambda: self.inner.reference_price(symbol))
+
+    async def _reference_prices(self, symbols: Sequence[str]) -> dict[str, Decimal | None]:
+        prices: Callable[[Sequence[str]], Awaitable[dict[str, Decimal | None]]] = \
+            self.inner.reference_prices  # type: ignore[attr-defined]
+        if "reference_prices" not in self.weights:
+            return await prices(symbols)
+        return await self._call("reference_prices", 0, None, lambda: prices(symbols))
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         return await self._call("submit", 1, order.deadline,

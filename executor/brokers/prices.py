@@ -29,6 +29,17 @@ class PriceCache:
         cached = self._prices.get(symbol)
         return None if cached is None else cached[1]
 
+    def fresh(self, symbol: str) -> Decimal | None:
+        """The price fetched less than ``ttl_ms`` ago (None: none that fresh)."""
+        cached = self._prices.get(symbol)
+        if cached is None or self.clock() - cached[0] >= self.ttl_ms:
+            return None
+        return cached[1]
+
+    def put(self, symbol: str, price: Decimal) -> None:
+        """A price fetched now by another call (all of a venue's tickers at once)."""
+        self._prices[symbol] = (self.clock(), price)
+
     async def get(self, symbol: str,
                   fetch: Callable[[], Awaitable[Decimal | None]]) -> Decimal | None:
         """The price fetched less than ``ttl_ms`` ago, else a new one; None when the broker

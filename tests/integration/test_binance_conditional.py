@@ -6,6 +6,7 @@ is refused before anything is sent."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import redis.asyncio as aioredis
@@ -236,3 +237,25 @@ async def test_an_iceberg_goes_out_with_its_iceberg_qty_and_a_refused_one_sends_
             assert result.reason is not None and field in result.reason, result.reason
             assert await state_of(redis_client, refused.client_order_id) in ("", "rejected")
     assert [r.params["newClientOrderId"] for r in exchange.orders_sent()] == [cid]
+
+
+async def test_the_emulator_prices_every_symbol_with_one_ticker_call(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    """Held orders on two symbols: each pass asks GET /api/v3/ticker/price once for every
+    ticker (weight 4), never once per symbol (weight 2 each), and both fire on it."""
+    async with running(binance_settings(redis_url, exchange)):
+        btc = await client.place("BTCUSDT", "sell", "trailing_stop", "0.01",
+                                 trailing_offset="50")
+        eth = await client.place("ETHUSDT", "sell", "trailing_stop", "0.1",
+                                 trailing_offset="5")
+        for sub in (btc, eth):
+            assert (await client.wait_result(sub.request_id, 10)).emulated
+        seen = len(exchange.log)
+        await asyncio.sleep(2.5)  # a few price_cache_ms (1 s) of emulator passes
+        tickers = [r for r in exchange.log[seen:] if r.path == "/api/v3/ticker/price"]
+        assert tickers and all("symbol" not in r.params for r in tickers), tickers
+        exchange.set_price("BTCUSDT", "49950")
+        exchange.set_price("ETHUSDT", "2995")
+        await wait_state(redis_client, btc.client_order_id, "filled")
+        await wait_state(redis_client, eth.client_order_id, "filled")

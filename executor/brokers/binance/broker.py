@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -84,7 +84,8 @@ log = logging.getLogger(__name__)
 WEIGHTS: Mapping[str, int] = {
     "submit": 1, "cancel": 1, "cancel_all": 1, "get_order": 4, "my_trades": 5,
     "open_orders": 6, "open_orders_all": 80, "account": 20, "exchange_info": 20,
-    "reference_price": 2, "ping": 1, "server_time": 1, "get_order_list": 4,
+    "reference_price": 2, "reference_prices": 4, "ping": 1, "server_time": 1,
+    "get_order_list": 4,
 }
 _TRANSPORT_ERRORS = (BinanceRequestException, aiohttp.ClientError, asyncio.TimeoutError,
                      OSError)
@@ -481,6 +482,36 @@ class BinanceBroker:
                                      symbol=symbol)
             return Decimal(reply["price"])
         return await self._prices.get(symbol, ticker)
+
+    async def reference_prices(self, symbols: Sequence[str]) -> dict[str, Decimal | None]:
+        """The last prices of ``symbols``, fetched less than ``price_cache_ms`` ago: when
+        any is older, of two symbols or more, all of them by one call for every ticker
+        (weight 4, what two symbols' own tickers cost), which keeps them fetched together
+        (one symbol expiring at a time would otherwise cost a call each). The emulator asks
+        this for all its symbols at once."""
+        known = [s for s in symbols if s in self.rules]
+        out: dict[str, Decimal | None] = {s: None for s in symbols}
+        missing = []
+        for symbol in known:
+            out[symbol] = self._prices.fresh(symbol)
+            if out[symbol] is None:
+                missing.append(symbol)
+        if len(known) == 1 and missing:
+            out[missing[0]] = await self.reference_price(missing[0])
+        elif missing:
+            missing = known
+            try:
+                reply = await self._call("reference_prices", self._client().get_all_tickers)
+            except BrokerError as exc:
+                log.info("binance %s: no prices (%s)", self.account, exc)
+                return out
+            wanted = set(missing)
+            for ticker in reply:
+                if ticker.get("symbol") in wanted:
+                    price = Decimal(ticker["price"])
+                    self._prices.put(ticker["symbol"], price)
+                    out[ticker["symbol"]] = price
+        return out
 
     async def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
         """Binance's open orders (all symbols, or one), without their fills."""
