@@ -171,7 +171,8 @@ class Worker:
                                  interval_ms=w.emulator_interval_ms,
                                  lease_ms=w.emulator_lease_ms,
                                  unknown_resolve_ms=w.unknown_resolve_ms,
-                                 lookup_interval_ms=w.track_interval_ms, metrics=self.metrics)
+                                 lookup_interval_ms=w.track_interval_ms,
+                                 signed=bool(settings.auth.keys), metrics=self.metrics)
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
@@ -352,8 +353,7 @@ class Worker:
             "tracker": lambda: self.tracker.run(running, self._sleep),
             "retention": lambda: self.retention.run(running, self._sleep),
         }
-        if self.emulator.brokers:
-            background["emulator"] = lambda: self.emulator.run(running, self._sleep)
+        background["emulator"] = lambda: self.emulator.run(running, self._sleep)
         if self.settings.worker.project_positions:
             background["positions"] = lambda: self.projector.run(running, self._sleep)
         lanes += [asyncio.create_task(self._supervised(name, loop), name=name)

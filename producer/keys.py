@@ -111,6 +111,15 @@ class Keys:
         releasing (executor/brokers/emulating.py)."""
         return f"{self.prefix}:emulated:{account}"
 
+    def exits(self, account: str) -> str:
+        """Hash symbol -> the stop-loss / take-profit of the account's position in it
+        (executor/model/exits.py; ``orderstream sl-tp``)."""
+        return f"{self.prefix}:exits:{account}"
+
+    def exit_requests(self, account: str) -> str:
+        """Hash symbol -> the pending entry id of the last closing request of its exit."""
+        return f"{self.prefix}:exits:{account}:requests"
+
     def emulator_lease(self, account: str) -> str:
         """The one worker emulating the account's conditional orders."""
         return f"{self.prefix}:emulated:{account}:lease"

@@ -73,6 +73,7 @@ from ..model.positions import decode_position, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
 from ..safety.trading import TradingState, effective
+from .exits import ExitWatcher, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,13 @@ class Emulator:
     def __init__(self, redis: aioredis.Redis, keys: Keys, brokers: Mapping[str, Any],
                  consumer: str, *, interval_ms: int = 250, lease_ms: int = 3_000,
                  unknown_resolve_ms: int = 600_000, lookup_interval_ms: int = 1_000,
-                 metrics: Metrics | None = None,
+                 signed: bool = False, metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.redis = redis
         self.keys = keys
+        # Every account may have exits (stop-loss / take-profit on positions); the accounts
+        # behind an EmulatingBroker may also have held orders.
+        self.accounts: dict[str, Any] = dict(brokers)
         self.brokers: dict[str, EmulatingBroker] = {
             name: b for name, b in brokers.items() if isinstance(b, EmulatingBroker)}
         self.consumer = consumer
@@ -101,7 +105,8 @@ class Emulator:
         self.clock = clock
         self.token = f"{consumer}:emulator"
         self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
-                       for name in self.brokers}
+                       for name in self.accounts}
+        self.exits = ExitWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         self._no_price_logged: dict[tuple[str, str], int] = {}
         self.unknown_resolve_ms = unknown_resolve_ms
         self.lookup_interval_ms = lookup_interval_ms
@@ -110,7 +115,7 @@ class Emulator:
     async def run(self, running: Callable[[], bool],
                   sleep: Callable[[float], Awaitable[None]]) -> None:
         while running():
-            for account in self.brokers:
+            for account in self.accounts:
                 try:
                     await self.once(account)
                 except RedisError as exc:
@@ -123,23 +128,31 @@ class Emulator:
             await lease.release()
 
     async def once(self, account: str) -> int:
-        """One pass over the account's emulated orders if this worker holds (or takes) its
-        lease; returns how many orders it sent or ended."""
-        members: Any = await self.redis.smembers(self.keys.emulated(account))
-        cids = sorted(text(c) for c in members)
-        holds = bool(cids) and await self.leases[account].hold(self.lease_ms)
+        """One pass over the account's emulated orders and exits if this worker holds (or
+        takes) its lease; returns how many orders it sent or ended."""
+        broker = self.brokers.get(account)
+        cids: list[str] = []
+        if broker is not None:
+            members: Any = await self.redis.smembers(self.keys.emulated(account))
+            cids = sorted(text(c) for c in members)
+        exits = await self.exits.read(account)
+        holds = bool(cids or exits) and await self.leases[account].hold(self.lease_ms)
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
         if not holds:
             return 0
-        broker = self.brokers[account]
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in cids:
-            pipe.hmget(self.keys.order(cid), "emulation", "held", "record", "release_sender")
-        rows: list[list[Any]] = await pipe.execute()
-        prices = await self._prices(broker, rows)
+        rows: list[list[Any]] = []
+        if cids:
+            pipe = self.redis.pipeline(transaction=False)
+            for cid in cids:
+                pipe.hmget(self.keys.order(cid), "emulation", "held", "record",
+                           "release_sender")
+            rows = await pipe.execute()
+        adapter = self.accounts[account] if broker is None else broker.inner
+        prices = await self._prices(account, adapter, rows, exits)
         done = 0
         for cid, row in zip(cids, rows, strict=True):
+            assert broker is not None
             try:
                 moved = await self._one(broker, cid, row, prices)
             except _LeaseLost:
@@ -154,13 +167,19 @@ class Emulator:
                     self.metrics.background_errors.labels("emulator").inc()
                 continue
             done += moved
+        if exits:
+            try:
+                done += await self.exits.once(account, exits, prices, self.clock(),
+                                              lambda symbol: tick_of(adapter, symbol))
+            except LeaseLost:
+                return done
         return done
 
-    async def _prices(self, broker: EmulatingBroker, rows: list[list[Any]]
-                      ) -> dict[str, Decimal | None]:
-        """The prices of the symbols the held orders of a pass need, in one call where the
-        adapter can (Binance: one every-ticker call rather than one call per symbol)."""
-        symbols: set[str] = set()
+    async def _prices(self, account: str, adapter: Any, rows: list[list[Any]],
+                      exits: dict[str, bytes]) -> dict[str, Decimal | None]:
+        """The prices of the symbols a pass needs (its held orders', its exits'), in one
+        call where the adapter can (Binance: one every-ticker call, not one per symbol)."""
+        symbols: set[str] = set(exits)
         for emulation, _, record, _ in rows:
             if emulation == b"held" and record is not None:
                 try:
@@ -168,10 +187,14 @@ class Emulator:
                 except Exception:  # _one logs the record it cannot read
                     continue
         try:
-            return await trigger_prices(broker.inner, sorted(symbols))
+            prices = await trigger_prices(adapter, sorted(symbols))
         except BrokerError as exc:
-            log.info("emulator of account %s: no prices (%s)", broker.account, exc)
-            return {}
+            log.info("emulator of account %s: no prices (%s)", account, exc)
+            prices = {}
+        for symbol in symbols:
+            if prices.get(symbol) is None:
+                self._no_price(account, symbol)
+        return prices
 
     async def _one(self, broker: EmulatingBroker, cid: str, row: list[Any],
                    prices: dict[str, Decimal | None]) -> int:
@@ -197,8 +220,7 @@ class Emulator:
             return 1
         ref = prices.get(spec.symbol)
         if ref is None:
-            self._no_price(account, spec.symbol)
-            return 0
+            return 0  # said once for the pass (_prices)
         moved = step(spec, held, ref, self.clock(), tick_of(broker.inner, spec.symbol))
         if moved is None:
             return 0

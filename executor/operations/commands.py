@@ -37,7 +37,7 @@ from ..infra.store import decode_order
 from ..infra.streams import last_id, parse_stream_id
 from ..model.positions import split_key
 from ..safety import breaker
-from . import control, risk_commands, snapshot, views
+from . import control, exit_commands, risk_commands, snapshot, views
 from .operator_cli import common_args, emit, operator_command
 from .replay import Fold, Stored, compare
 
@@ -82,6 +82,7 @@ def add_commands(sub: Any) -> None:
 
     control.add_commands(sub)
     risk_commands.add_commands(sub, operator_command, common_args)
+    exit_commands.add_commands(sub, operator_command, common_args)
 
 
 async def _replay(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
@@ -198,8 +199,12 @@ async def _positions(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys
     held = [split_key(k) for k in raw]
     wanted = [k for k in held if args.account is None or k[0] == args.account]
     prices = await snapshot.reference_prices(redis, keys, settings, wanted, wall_clock_ms)
+    accounts = sorted({a for a, _ in wanted})
+    exits = await exit_commands.exits_view(redis, keys, accounts)
     view = views.positions_view(raw, cursor, lambda a, s: prices.get((a, s)),
-                                account=args.account)
+                                account=args.account,
+                                sl_tp={(e.account, e.symbol): exit_commands.describe(e.exit)
+                                       for e in exits.exits})
     emit(args, view, views.render_positions(view))
     return 0
 

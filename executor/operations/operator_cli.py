@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from producer import cli as producer_cli
 from producer.connect import redis_client
-from producer.contract import encode
+from producer.contract import ContractError, encode
 from producer.keys import Keys, check_cluster_prefix
 from producer.partitions import UnknownAccount, partition_prefix
 
@@ -113,6 +113,13 @@ def operator_command(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 _RUNNERS: set[Callable[[argparse.Namespace], int]] = set()
+
+
+def known_account(settings: Settings, account: str) -> None:
+    """ContractError naming ``account`` when it is not configured."""
+    if account not in settings.accounts:
+        raise ContractError(f"account {account!r} is not configured (known: "
+                            f"{', '.join(sorted(settings.accounts))})", "account")
 
 
 def is_operator_command(func: object) -> bool:

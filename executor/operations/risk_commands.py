@@ -41,7 +41,7 @@ from ..safety.risk.limits import (
 from ..safety.risk.state import RiskState, checks_version_key, open_by_symbol, version_key
 from ..safety.trading import TradingState
 from . import audit
-from .operator_cli import as_json, local_accounts
+from .operator_cli import as_json, known_account, local_accounts
 
 
 class AccountRisk(msgspec.Struct, kw_only=True):
@@ -120,15 +120,9 @@ async def set_limits(redis: aioredis.Redis, keys: Keys, account: str, changes: d
                 continue
 
 
-def _known(settings: Settings, account: str) -> None:
-    if account not in settings.accounts:
-        raise ContractError(f"account {account!r} is not configured (known: "
-                            f"{', '.join(sorted(settings.accounts))})", "account")
-
-
 async def _set(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
     try:
-        _known(load_settings(args.config), args.account)
+        known_account(load_settings(args.config), args.account)
         new = await set_limits(redis, keys, args.account, parse_changes(args.changes),
                                symbol=args.symbol)
     except ContractError as exc:
@@ -180,7 +174,7 @@ async def _show(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> 
     accounts = local_accounts(args, settings) if args.account is None else [args.account]
     try:
         for account in accounts:
-            _known(settings, account)
+            known_account(settings, account)
     except ContractError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -135,6 +135,7 @@ class PositionRow(msgspec.Struct, kw_only=True):
     reference_price: WireDecimal | None  # None: no reference price known
     unrealized_pnl: WireDecimal | None
     other_commissions: dict[str, WireDecimal] = {}  # fees in other assets (BNB), per asset
+    sl_tp: str | None = None  # its stop-loss / take-profit (orderstream sl-tp), described
 
 
 class PositionsView(msgspec.Struct, kw_only=True):
@@ -145,7 +146,8 @@ class PositionsView(msgspec.Struct, kw_only=True):
 
 def positions_view(raw: Mapping[str, bytes], cursor: str | None,
                    price: Callable[[str, str], Decimal | None], *,
-                   account: str | None = None) -> PositionsView:
+                   account: str | None = None,
+                   sl_tp: Mapping[tuple[str, str], str] | None = None) -> PositionsView:
     rows: list[PositionRow] = []
     unreadable: list[str] = []
     for key in sorted(raw):
@@ -163,7 +165,8 @@ def positions_view(raw: Mapping[str, bytes], cursor: str | None,
             cost_basis=p.cost_basis, realized_pnl=p.realized_pnl, commission=p.commission,
             reference_price=wire_opt(ref),
             unrealized_pnl=None if ref is None else wire(unrealized(p, ref)),
-            other_commissions=p.other_commissions))
+            other_commissions=p.other_commissions,
+            sl_tp=(sl_tp or {}).get((owner, symbol))))
     return PositionsView(positions=rows, cursor=cursor, unreadable=unreadable)
 
 
@@ -177,6 +180,9 @@ def render_positions(view: PositionsView) -> str:
     out += f"\n{len(view.positions)} positions, up to events entry {render.cell(view.cursor)}"
     if view.unreadable:
         out += f"; unreadable: {', '.join(view.unreadable)}"
+    for r in view.positions:
+        if r.sl_tp is not None:
+            out += f"\n{r.account} {r.symbol}: {r.sl_tp}"
     return out
 
 

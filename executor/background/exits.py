@@ -1,0 +1,184 @@
+"""Stop-loss / take-profit on positions (``orderstream sl-tp``), watched by the worker that
+emulates the account (background/emulator.py runs this under the account's lease).
+
+A pass over the account's exits (``Keys.exits``): for each, the position now (the positions
+fold's, ``orders:positions``) and the price (the emulator's); model/exits.py decides. A
+firing publishes the closing order's request on the pending stream, in the same script
+that marks the exit fired (infra/lua/exits.lua): once per firing, whoever emulates, and
+under a client id derived from the exit (``closing_id``), so even a copy would be a
+duplicate, never a second order. The request goes the way of every request: validation,
+the risk checks (``reduce_only``: it may only reduce the position), the send token, one
+result on the result streams (strategy ``sl-tp``, the level in ``metadata``).
+
+Afterwards the exit waits for that order to end and for the positions fold to have counted
+it (its risk reservation gone: the fold drops it with the order's end, after its fills).
+Then: the position is flat, and the exit is over (removed); or something is left (a
+partial fill, a refusal), and the exit is armed again for what is left, after
+``RETRY_MS`` if the order filled nothing, so a refusal is not repeated every pass.
+
+A new exit whose level the price has already reached is removed unfired, with an error
+log: closing a position at once is not what a stop-loss set on the wrong side means.
+
+Requests a worker publishes cannot be signed: with ``[auth] keys`` the exits are refused
+when set (operations/exit_commands.py) and, if found, not fired (an error log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import TERMINAL_STATES, Action, OrderState, Request, decoder, encode
+from producer.keys import Keys
+from producer.replies import text
+
+from ..infra.metrics import Metrics
+from ..infra.store import decode_order
+from ..model.exits import Exit, check_levels, closing_id, decide
+from ..model.positions import decode_position, position_key
+from ..safety.risk.state import open_key
+
+log = logging.getLogger(__name__)
+
+SCRIPT = (resources.files("executor.infra") / "lua" / "exits.lua").read_text()
+RETRY_MS = 5_000
+STRATEGY = "sl-tp"
+_exit = decoder(Exit)
+
+class LeaseLost(Exception):
+    """The account's lease moved to another worker during a pass."""
+
+
+class ExitWatcher:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, token: str, *, signed: bool,
+                 metrics: Metrics | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.token = token
+        self.signed = signed  # requests must be signed: exits cannot fire
+        self.metrics = metrics
+        self.script = redis.register_script(SCRIPT)
+
+    async def read(self, account: str) -> dict[str, bytes]:
+        """The account's exits, symbol -> JSON (empty: none)."""
+        raw: Any = await self.redis.hgetall(self.keys.exits(account))
+        return {text(k): v for k, v in raw.items()}
+
+    async def once(self, account: str, exits: dict[str, bytes],
+                   prices: dict[str, Decimal | None], now: int,
+                   tick: Callable[[str], Decimal | None]) -> int:
+        """One pass over ``exits``; returns how many fired or ended. ``LeaseLost`` when
+        the lease moved on."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        symbols = sorted(exits)
+        for symbol in symbols:
+            pipe.hget(k.positions, position_key(account, symbol))
+        positions = await pipe.execute()
+        done = 0
+        for symbol, raw_position in zip(symbols, positions, strict=True):
+            data = exits[symbol]
+            try:
+                exit = _exit.decode(data)
+            except msgspec.DecodeError:
+                log.error("sl-tp of %s %s: unreadable (%r); left as it is", account, symbol,
+                          data[:200])
+                continue
+            quantity = decode_position(raw_position).quantity if raw_position else Decimal(0)
+            if exit.fired is not None:
+                done += await self._settle(account, symbol, exit, data, quantity, now)
+                continue
+            ref = prices.get(symbol)
+            if ref is None or quantity == 0:
+                continue
+            if exit.long is None:
+                refused = check_levels(exit, quantity, ref)
+                if refused is not None:
+                    log.error("sl-tp of %s %s removed unfired: %s", account, symbol, refused)
+                    await self._write("done", account, symbol, data, b"")
+                    done += 1
+                    continue
+            moved, closing = decide(exit, quantity, ref, now, tick(symbol))
+            if closing is None:
+                if moved is not None:
+                    await self._write("write", account, symbol, data, encode(moved))
+                continue
+            if self.signed:
+                log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed and a "
+                          "worker has no key: not sent; close the position by hand",
+                          account, symbol, closing.why, closing.trigger)
+                continue
+            assert moved is not None
+            cid = closing_id(account, symbol, moved)
+            request = Request(action=Action.PLACE, client_order_id=cid, account=account,
+                              symbol=symbol, side=closing.side, type=closing.type,
+                              quantity=closing.quantity, price=closing.price,
+                              reduce_only=True, strategy_id=STRATEGY,
+                              metadata={"exit": closing.why, "trigger": str(closing.trigger)})
+            fired = msgspec.structs.replace(moved, fired=cid)
+            wrote = await self._write("fire", account, symbol, data, encode(fired),
+                                      ["data", encode(request)])
+            if wrote == 1:
+                log.warning("sl-tp of %s %s fired: %s at %s, closing %s %s (order %s)",
+                            account, symbol, closing.why, closing.trigger, closing.side,
+                            closing.quantity, cid)
+                if self.metrics is not None:
+                    self.metrics.emulator_triggered.labels(account).inc()
+                done += 1
+        return done
+
+    async def _settle(self, account: str, symbol: str, exit: Exit, data: bytes,
+                      quantity: Decimal, now: int) -> int:
+        """An exit whose closing order is in flight: over once the position is flat, armed
+        again for what is left otherwise, both only once the order ended and the positions
+        fold counted it."""
+        cid = exit.fired
+        assert cid is not None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.order(cid), "state")
+        pipe.hexists(open_key(self.keys, account), cid)
+        pipe.hget(self.keys.order(cid), "record")
+        pipe.hget(self.keys.exit_requests(account), symbol)
+        state, reserved, record, request = await pipe.execute()
+        if state is None:
+            # No order (yet): still pending, or answered without one (refused before it
+            # was made: halted, invalid, denied by a check that creates no order).
+            if request is None or await self.redis.xrange(self.keys.pending, min=request,
+                                                          max=request):
+                return 0
+            state = b"refused"
+        elif OrderState(text(state)) not in TERMINAL_STATES or reserved:
+            return 0  # working, or its end not folded into the positions yet
+        # Re-read: the position the fold wrote with the order's end.
+        raw = await self.redis.hget(self.keys.positions, position_key(account, symbol))
+        quantity = decode_position(raw).quantity if raw else Decimal(0)
+        if quantity == 0:
+            log.info("sl-tp of %s %s: the position is closed (order %s); the exit is over",
+                     account, symbol, cid)
+            await self._write("done", account, symbol, data, b"")
+            return 1
+        filled = record is not None and decode_order(record).filled_quantity > 0
+        again = msgspec.structs.replace(exit, fired=None, generation=exit.generation + 1,
+                                        not_before=0 if filled else now + RETRY_MS)
+        log.warning("sl-tp of %s %s: closing order %s ended %s with %s left; armed again%s",
+                    account, symbol, cid, text(state), quantity,
+                    "" if filled else f" in {RETRY_MS} ms")
+        await self._write("write", account, symbol, data, encode(again))
+        return 1
+
+    async def _write(self, op: str, account: str, symbol: str, expected: bytes, new: bytes,
+                     fields: list[Any] | None = None) -> int:
+        k = self.keys
+        wrote = int(await self.script(
+            keys=[k.exits(account), k.emulator_lease(account), k.pending,
+                  k.exit_requests(account)],
+            args=[op, self.token, symbol, expected, new, *(fields or [])]))
+        if wrote == -2:
+            raise LeaseLost
+        return wrote

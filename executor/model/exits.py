@@ -1,0 +1,128 @@
+"""Stop-loss and take-profit on a position (``orderstream sl-tp``): when they fire. Pure.
+
+An exit belongs to one account and symbol and follows whatever position is there: a long
+one is closed by a sell when the price falls to ``stop_loss`` or rises to ``take_profit``
+(or falls ``trailing_offset`` from its best since the exit was set); a short one by a buy,
+mirrored. The closing order is ``reduce_only`` and as large as the position when it fires,
+so it follows the position as it grows or shrinks; a market order, or a limit at the level
+that fired (``close = "limit"``). The triggers are model/triggers.py's, as for every
+conditional order: a stop-loss is a stop, a take-profit a touched order, the trail a
+trailing stop of the closing side.
+
+One closing order at a time: an exit that fired waits for that order to end (and for the
+positions fold to have counted its fills) before it may fire again, for what is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from producer.contract import OrderType, Side, TrailingOffsetType, WireDecimal, wire
+
+from . import triggers
+from .triggers import TrailState
+
+Close = Literal["market", "limit"]
+
+
+class Exit(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """The stop-loss / take-profit of one position, stored in ``Keys.exits(account)``."""
+
+    stop_loss: WireDecimal | None = None
+    take_profit: WireDecimal | None = None
+    trailing_offset: WireDecimal | None = None
+    trailing_offset_type: TrailingOffsetType = TrailingOffsetType.PRICE
+    close: Close = "market"
+    set_at: int = 0
+    set_by: str = ""
+    generation: int = 0  # closing orders sent so far: the next one's client id
+    fired: str | None = None  # the client id of the closing order in flight
+    trail: TrailState | None = None
+    long: bool | None = None  # the position's direction the trail follows
+    # A closing order that ended without closing (denied, rejected, cancelled): the next
+    # one not before this (epoch ms), so a refusal is not repeated every pass.
+    not_before: int = 0
+
+
+class Closing(msgspec.Struct, frozen=True, kw_only=True):
+    """The order that closes a position: which level fired it, at what price."""
+
+    why: Literal["stop_loss", "take_profit", "trailing_stop"]
+    side: Side
+    quantity: WireDecimal
+    type: OrderType
+    price: WireDecimal | None  # a limit's
+    trigger: WireDecimal  # the reference that fired it
+
+
+def closing_side(quantity: Decimal) -> Side:
+    return Side.SELL if quantity > 0 else Side.BUY
+
+
+def check_levels(exit: Exit, quantity: Decimal, ref: Decimal | None) -> str | None:
+    """Why these levels cannot protect this position now (None: they can): a stop-loss or
+    take-profit on the wrong side of the price would close it at once."""
+    if quantity == 0:
+        return "there is no position to protect"
+    side = closing_side(quantity)
+    if ref is None:
+        return None
+    if exit.stop_loss is not None and triggers.stop_triggered(
+            OrderType.STOP, side, exit.stop_loss, ref):
+        return (f"stop_loss {exit.stop_loss} is already reached at the price {ref} "
+                f"({'long' if quantity > 0 else 'short'} position)")
+    if exit.take_profit is not None and triggers.touched(side, exit.take_profit, ref):
+        return (f"take_profit {exit.take_profit} is already reached at the price {ref} "
+                f"({'long' if quantity > 0 else 'short'} position)")
+    return None
+
+
+def decide(exit: Exit, quantity: Decimal, ref: Decimal, now: int,
+           tick: Decimal | None = None) -> tuple[Exit | None, Closing | None]:
+    """What ``ref`` does to an exit of a position of ``quantity`` (signed): its new state
+    (None: unchanged) and the closing order it fires (None: none). Nothing while flat or
+    while a closing order is in flight."""
+    if quantity == 0 or exit.fired is not None or now < exit.not_before:
+        return None, None
+    side = closing_side(quantity)
+    long = quantity > 0
+    state = exit
+    if exit.long is not long:  # a new position, or the other way round: trail afresh
+        state = msgspec.structs.replace(exit, long=long, trail=None)
+    fired: Literal["stop_loss", "take_profit", "trailing_stop"] | None = None
+    level: Decimal | None = None
+    if state.trailing_offset is not None:
+        before = state.trail or TrailState()
+        trail = triggers.track(before, side, ref, state.trailing_offset,
+                               state.trailing_offset_type, None, tick)
+        if trail is not before:
+            state = msgspec.structs.replace(state, trail=trail)
+        if triggers.trailing_fired(side, trail, ref):
+            fired, level = "trailing_stop", trail.trigger
+    if fired is None and state.stop_loss is not None and triggers.stop_triggered(
+            OrderType.STOP, side, state.stop_loss, ref):
+        fired, level = "stop_loss", state.stop_loss
+    if fired is None and state.take_profit is not None and triggers.touched(
+            side, state.take_profit, ref):
+        fired, level = "take_profit", state.take_profit
+    changed = None if state is exit else state
+    if fired is None:
+        return changed, None
+    assert level is not None
+    limit = exit.close == "limit"
+    closing = Closing(why=fired, side=side, quantity=wire(abs(quantity)),
+                      type=OrderType.LIMIT if limit else OrderType.MARKET,
+                      price=wire(level) if limit else None, trigger=wire(ref))
+    return state, closing
+
+
+def closing_id(account: str, symbol: str, exit: Exit) -> str:
+    """The client id of an exit's next closing order: the same for every try of one
+    firing (a request published twice is a duplicate, never a second order), a new one
+    for the next firing or a new exit. 31 characters, within every broker's limit."""
+    digest = hashlib.sha256(f"{account}|{symbol}|{exit.set_at}".encode()).hexdigest()[:24]
+    return f"sltp{exit.generation}-{digest}"

@@ -1,0 +1,178 @@
+"""Stop-loss / take-profit on positions through real workers on the paper exchange: the
+exit follows the position as it grows, fires once at its level, closes exactly what is
+held with a reduce_only order that goes the way of every request, and is over when the
+position is flat; a closing order refused (trading halted) arms it again, later; the
+commands refuse what cannot be protected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from executor.config import Settings
+from executor.model.exits import Exit
+from executor.model.positions import decode_position, position_key
+from executor.operations import audit
+from executor.operations.exit_commands import exit_of, set_exit
+from producer.client import OrderClient
+from producer.contract import OrderState, Result, ResultStatus, decode_event, decode_result
+from producer.keys import Keys
+
+from .conftest import running, settings_for, until
+
+K = Keys()
+D = Decimal
+
+
+def fast(redis_url: str) -> Settings:
+    return settings_for(redis_url, emulator_interval_ms=100, emulator_lease_ms=1000)
+
+
+async def set_price(r: aioredis.Redis, price: str) -> None:
+    await r.hset(K.paper("default", "prices"), "BTCUSDT", price)
+
+
+async def position(r: aioredis.Redis) -> Decimal:
+    raw = await r.hget(K.positions, position_key("default", "BTCUSDT"))
+    return D(0) if raw is None else decode_position(raw).quantity
+
+
+async def held(r: aioredis.Redis, quantity: str) -> None:
+    async def there() -> bool:
+        return await position(r) == D(quantity)
+    await until(there, 10)
+
+
+async def buy(client: OrderClient, quantity: str) -> None:
+    sub = await client.place("BTCUSDT", "buy", "market", quantity)
+    assert (await client.wait_result(sub)).status is ResultStatus.FILLED
+
+
+@contextlib.asynccontextmanager
+async def long_half(redis_url: str, r: aioredis.Redis,
+                    client: OrderClient) -> AsyncIterator[Settings]:
+    """A worker serving the paper account, the price at 50000 and a long of 0.5 held."""
+    await set_price(r, "50000")
+    settings = fast(redis_url)
+    async with running(settings):
+        await buy(client, "0.5")
+        await held(r, "0.5")
+        yield settings
+
+
+def levels(**kw: str) -> Exit:
+    return exit_of(kw.get("stop_loss"), kw.get("take_profit"), kw.get("trailing"), "price",
+                   kw.get("close", "market"), now=1_000, by="test")
+
+
+async def closing_orders(r: aioredis.Redis) -> list[str]:
+    events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)]
+    return [e.client_order_id for e in events
+            if e.order is not None and e.order.strategy_id == "sl-tp"]
+
+
+async def test_a_stop_loss_follows_the_position_and_closes_it_once(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    async with long_half(redis_url, r, client) as settings:
+        await set_exit(r, K, settings, "default", "BTCUSDT",
+                       levels(stop_loss="49800", take_profit="50500"))
+        await buy(client, "0.3")  # the position grows: the exit covers it all
+        await held(r, "0.8")
+        shown = await asyncio.to_thread(operator, redis_url, "positions")
+        assert "default BTCUSDT: stop-loss 49800, take-profit 50500, close market" in shown
+        await set_price(r, "49800.01")
+        await asyncio.sleep(0.5)
+        assert await closing_orders(r) == []  # above the stop: nothing
+        await set_price(r, "49800")
+        await held(r, "0")
+
+        async def over() -> bool:
+            return not await r.hexists(K.exits("default"), "BTCUSDT")
+        await until(over, 10)
+        await asyncio.sleep(0.5)  # passes after the close fire nothing more
+        [cid] = await closing_orders(r)
+        status = await client.order(cid)
+    assert status is not None and status.state is OrderState.FILLED
+    assert status.spec.reduce_only and status.spec.side == "sell"
+    assert status.spec.quantity == D("0.8") and status.spec.metadata == {
+        "exit": "stop_loss", "trigger": "49800"}
+    assert [e.kind for e in await audit.read(r, K)] == ["sl_tp_set"]
+
+
+async def test_a_refused_closing_order_arms_the_exit_again_later(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Trading halted when the take-profit fires: the closing order is denied, the exit
+    waits RETRY_MS and fires again (a new client id) once trading resumed."""
+    r = redis_client
+    async with long_half(redis_url, r, client) as settings:
+        await set_exit(r, K, settings, "default", "BTCUSDT", levels(take_profit="50500"))
+        await r.hset(K.trading, "default", "halted")
+        await set_price(r, "50600")
+
+        async def refused() -> list[Result]:
+            return [x for x in await results(r, K.failed) if x.strategy_id == "sl-tp"]
+        await until(lambda: _any(refused), 10)
+        await r.hdel(K.trading, "default")
+        await held(r, "0")
+        [first] = await refused()
+        [second] = [x for x in await results(r, K.completed) if x.strategy_id == "sl-tp"]
+    assert first.reason_code == "halted" and first.client_order_id != second.client_order_id
+    assert second.status is ResultStatus.FILLED and second.quantity == D("0.5")
+    # RETRY_MS later, not at every pass.
+    assert second.received_at - first.completed_at >= 4_500, (first, second)
+
+
+async def results(r: aioredis.Redis, stream: str) -> list[Result]:
+    return [decode_result(f[b"data"]) for _, f in await r.xrange(stream)]
+
+
+async def _any(get: Any) -> bool:
+    return bool(await get())
+
+
+async def test_a_level_already_reached_is_removed_unfired(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    async with long_half(redis_url, r, client) as settings:
+        await set_exit(r, K, settings, "default", "BTCUSDT", levels(stop_loss="50100"))
+
+        async def removed() -> bool:
+            return not await r.hexists(K.exits("default"), "BTCUSDT")
+        await until(removed, 10)
+    assert await closing_orders(r) == [] and await position(r) == D("0.5")
+
+
+def operator(redis_url: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
+    env["REDIS_URL"] = redis_url
+    run = subprocess.run([sys.executable, "-m", "executor", *args], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return run.stdout
+
+
+def test_the_command_refuses_a_position_that_is_not_there(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
+    env["REDIS_URL"] = redis_url
+    run = subprocess.run(
+        [sys.executable, "-m", "executor", "sl-tp", "set", "--account", "default",
+         "--symbol", "BTCUSDT", "--stop-loss", "49000"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 2, run
+    assert "there is no position in BTCUSDT on default to protect" in run.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "executor", "sl-tp", "set", "--account", "default",
+         "--symbol", "BTCUSDT", "--stop-loss", "-1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "stop_loss must be a positive decimal" in bad.stderr
+    shown = subprocess.run([sys.executable, "-m", "executor", "sl-tp", "show"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0 and "no stop-loss / take-profit set" in shown.stdout

@@ -1,0 +1,95 @@
+"""Stop-loss / take-profit on positions (executor/model/exits.py): which level fires at
+which price for a long and a short position, the trail, the closing order's size and
+client id, and the refusals of levels already reached."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from executor.model.exits import Exit, check_levels, closing_id, decide
+from producer.contract import CLIENT_ORDER_ID_PATTERN, OrderType, Side, TrailingOffsetType
+
+D = Decimal
+LEVELS = Exit(stop_loss=D("49800"), take_profit=D("50500"), set_at=1)
+
+
+@pytest.mark.parametrize(("quantity", "ref", "why", "side"), [
+    ("0.5", "49800", "stop_loss", Side.SELL),  # a long stops out on a fall, exactly there
+    ("0.5", "50500", "take_profit", Side.SELL),
+    ("-0.5", "50500", "stop_loss", Side.BUY),  # a short's levels are the other way round
+    ("-0.5", "49800", "take_profit", Side.BUY),
+])
+def test_each_level_fires_at_its_price_exactly_for_longs_and_shorts(
+        quantity: str, ref: str, why: str, side: Side) -> None:
+    levels = LEVELS if quantity[0] != "-" else Exit(stop_loss=D("50500"),
+                                                     take_profit=D("49800"), set_at=1)
+    _, closing = decide(levels, D(quantity), D(ref), 0)
+    assert closing is not None
+    assert (closing.why, closing.side, closing.quantity) == (why, side, D("0.5"))
+    assert closing.type is OrderType.MARKET and closing.price is None
+
+
+def test_between_the_levels_nothing_fires_and_flat_positions_are_left_alone() -> None:
+    assert decide(LEVELS, D("0.5"), D("49800.01"), 0)[1] is None
+    assert decide(LEVELS, D("0.5"), D("50499.99"), 0)[1] is None
+    assert decide(LEVELS, D("0"), D("40000"), 0) == (None, None)
+
+
+def test_the_closing_order_is_as_large_as_the_position_when_it_fires() -> None:
+    _, closing = decide(LEVELS, D("1.3"), D("49000"), 0)
+    assert closing is not None and closing.quantity == D("1.3")
+
+
+def test_a_limit_close_rests_at_the_level_that_fired() -> None:
+    limit = msgspec.structs.replace(LEVELS, close="limit")
+    _, closing = decide(limit, D("0.5"), D("49700"), 0)
+    assert closing is not None
+    assert (closing.type, closing.price, closing.trigger) == (
+        OrderType.LIMIT, D("49800"), D("49700"))
+
+
+def test_in_flight_or_not_before_nothing_fires_again() -> None:
+    assert decide(msgspec.structs.replace(LEVELS, fired="x"), D("0.5"), D("1"), 0) == (
+        None, None)
+    later = msgspec.structs.replace(LEVELS, not_before=1_000)
+    assert decide(later, D("0.5"), D("1"), 999) == (None, None)
+    assert decide(later, D("0.5"), D("1"), 1_000)[1] is not None
+
+
+def test_a_trailing_exit_follows_the_best_price_and_restarts_on_a_new_direction() -> None:
+    trailing = Exit(trailing_offset=D("100"), set_at=1)
+    state, closing = decide(trailing, D("0.5"), D("50000"), 0)
+    assert closing is None and state is not None and state.long is True
+    assert state.trail is not None and state.trail.trigger == D("49900")
+    up, closing = decide(state, D("0.5"), D("50300"), 0)
+    assert closing is None and up is not None and up.trail is not None
+    assert up.trail.trigger == D("50200")
+    _, fired = decide(up, D("0.5"), D("50200"), 0)
+    assert fired is not None and fired.why == "trailing_stop" and fired.side is Side.SELL
+    short, _ = decide(up, D("-0.5"), D("50300"), 0)  # the position turned short
+    assert short is not None and short.long is False and short.trail is not None
+    assert short.trail.trigger == D("50400")  # trailed afresh, above the price
+
+
+def test_percent_trails_and_levels_already_reached_are_refused() -> None:
+    pct = Exit(trailing_offset=D("1"), trailing_offset_type=TrailingOffsetType.PERCENT)
+    state, _ = decide(pct, D("2"), D("50000"), 0)
+    assert state is not None and state.trail is not None and state.trail.trigger == D("49500")
+    assert check_levels(LEVELS, D("0.5"), D("49700")) is not None  # below its stop-loss
+    assert check_levels(LEVELS, D("-0.5"), D("50000")) is not None  # a short's TP below
+    assert check_levels(LEVELS, D("0.5"), D("50000")) is None
+    assert check_levels(LEVELS, D("0"), D("50000")) == "there is no position to protect"
+
+
+def test_closing_ids_are_one_per_firing_and_valid_everywhere() -> None:
+    first = closing_id("default", "BTCUSDT", LEVELS)
+    assert first == closing_id("default", "BTCUSDT", LEVELS)  # a retry: a duplicate
+    again = closing_id("default", "BTCUSDT", msgspec.structs.replace(LEVELS, generation=1))
+    other = closing_id("default", "BTCUSDT", msgspec.structs.replace(LEVELS, set_at=2))
+    assert len({first, again, other}) == 3
+
+    assert all(re.fullmatch(CLIENT_ORDER_ID_PATTERN, c) for c in (first, again, other))
