@@ -64,6 +64,7 @@ class ExitWatcher:
         self.signed = signed  # requests must be signed: exits cannot fire
         self.metrics = metrics
         self.script = redis.register_script(SCRIPT)
+        self._unsigned_logged: dict[tuple[str, str], int] = {}
 
     async def read(self, account: str) -> dict[str, bytes]:
         """The account's exits, symbol -> JSON (empty: none)."""
@@ -110,9 +111,11 @@ class ExitWatcher:
                     await self._write("write", account, symbol, data, encode(moved))
                 continue
             if self.signed:
-                log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed and a "
-                          "worker has no key: not sent; close the position by hand",
-                          account, symbol, closing.why, closing.trigger)
+                if now - self._unsigned_logged.get((account, symbol), -60_000) >= 60_000:
+                    self._unsigned_logged[(account, symbol)] = now
+                    log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed "
+                              "and a worker has no key: not sent; close the position by hand",
+                              account, symbol, closing.why, closing.trigger)
                 continue
             assert moved is not None
             cid = closing_id(account, symbol, moved)
@@ -142,7 +145,7 @@ class ExitWatcher:
         assert cid is not None
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.keys.order(cid), "state")
-        pipe.hexists(open_key(self.keys, account), cid)
+        pipe.hget(open_key(self.keys, account), cid)  # HGET: the worker's ACL has no HEXISTS
         pipe.hget(self.keys.order(cid), "record")
         pipe.hget(self.keys.exit_requests(account), symbol)
         state, reserved, record, request = await pipe.execute()
@@ -153,7 +156,7 @@ class ExitWatcher:
                                                           max=request):
                 return 0
             state = b"refused"
-        elif OrderState(text(state)) not in TERMINAL_STATES or reserved:
+        elif OrderState(text(state)) not in TERMINAL_STATES or reserved is not None:
             return 0  # working, or its end not folded into the positions yet
         # Re-read: the position the fold wrote with the order's end.
         raw = await self.redis.hget(self.keys.positions, position_key(account, symbol))

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 from devtools.redis_server import RedisServer, find_redis_server
+from executor.brokers.paper import PaperAccount
+from executor.model.positions import decode_position
+from executor.operations.exit_commands import exit_of, set_exit
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys
 
-from .conftest import running, settings_for
+from .conftest import replace, running, settings_for, until
 
 K = Keys()
 ACL_FILE = Path(__file__).resolve().parents[2] / "deploy" / "redis-users.acl"
@@ -220,3 +224,35 @@ def test_the_readme_shows_the_rules_of_the_shipped_file() -> None:
     page = (ACL_FILE.parents[1] / "docs" / "security.md").read_text()
     for line in ACL_FILE.read_text().splitlines():
         assert line.replace(PLACEHOLDER, "#<sha256>") in page, line.split()[1]
+
+
+async def test_the_emulator_and_the_exits_run_as_the_worker_user(
+    acl_server: RedisServer, admin: aioredis.Redis, tmp_path: Path
+) -> None:
+    """An emulated order held, fired and filled, and a stop-loss closing a position, with
+    the worker connected as the worker user: no command refused."""
+    (tmp_path / "worker.pw").write_text(PASSWORDS["orderstream-worker"])
+    settings = replace(
+        settings_for(acl_server.url, redis_username="orderstream-worker",
+                     redis_password_file=str(tmp_path / "worker.pw"), track_interval_ms=100,
+                     emulator_interval_ms=100, emulator_lease_ms=1000),
+        accounts={"default": PaperAccount(emulate_conditional=True)})
+    prices = K.paper("default", "prices")
+    await admin.hset(prices, "BTCUSDT", "50000")
+    async with running(settings), OrderClient.from_url(
+            url_as(acl_server, "orderstream-producer")) as client:
+        touched = await client.place("BTCUSDT", "buy", "market_if_touched", "0.5",
+                                     stop_price="49900", client_order_id="acl-mit-1")
+        assert (await client.wait_result(touched.request_id, 10)).emulated
+        await admin.hset(prices, "BTCUSDT", "49900")
+
+        async def position_of(quantity: str) -> bool:
+            raw = await admin.hget(K.positions, "default:BTCUSDT")
+            return raw is not None and decode_position(raw).quantity == Decimal(quantity)
+        await until(lambda: position_of("0.5"), 10)
+        await set_exit(admin, K, settings, "default", "BTCUSDT",
+                       exit_of("49800", None, None, "price", "market", now=1, by="test"))
+        await admin.hset(prices, "BTCUSDT", "49800")
+        await until(lambda: position_of("0"), 10)
+    refused = await admin.execute_command("ACL", "LOG")
+    assert refused == [], json.dumps([_text_log(e) for e in refused], indent=1)
