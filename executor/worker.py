@@ -64,6 +64,7 @@ from .pipeline.steps.authenticate import Authenticate
 from .pipeline.steps.cancel import Cancel
 from .pipeline.steps.deadline import Deadline
 from .pipeline.steps.decode import Decode
+from .pipeline.steps.exits import SetExits
 from .pipeline.steps.gate import Gate
 from .pipeline.steps.idempotency import Idempotency
 from .pipeline.steps.persist import Persist
@@ -188,6 +189,7 @@ class Worker:
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
         self.amend = Amend(self.svc)
+        self.exits = SetExits(self.svc)
         self.reclaimer = Reclaimer(
             self.store, self.consumer,
             visibility_timeout_ms=w.visibility_timeout_ms, max_deliveries=w.max_deliveries,
@@ -534,6 +536,7 @@ class Worker:
                 # A cancel must see the outcome of the places before it in the batch.
                 await self._finish(jobs, written, extra)
                 extra = await self._one_by_one("cancel", segment, self.cancel)
+                await self._one_by_one("sl_tp", segment, self.exits)
         await self._finish(jobs, written, extra)
         if follow_ups:
             self._follow_up(follow_ups)

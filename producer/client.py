@@ -241,6 +241,22 @@ class OrderClient:
             price=_opt_decimal(price), stop_price=_opt_decimal(stop_price),
             quantity=_opt_decimal(quantity)))
 
+    async def sl_tp(self, symbol: str, *, account: str | None = None,
+                    stop_loss: Decimal | str | int | None = None,
+                    take_profit: Decimal | str | int | None = None,
+                    trailing_offset: Decimal | str | int | None = None,
+                    trailing_offset_type: TrailingOffsetType | str | None = None,
+                    close: OrderType | str | None = None) -> Submitted:
+        """Set the stop-loss / take-profit of the position in ``symbol`` (``close``: market,
+        the default, or limit); without any level, clear it."""
+        return await self.publish(Request(
+            action=Action.SL_TP, account=account, symbol=symbol,
+            stop_loss=_opt_decimal(stop_loss), take_profit=_opt_decimal(take_profit),
+            trailing_offset=_opt_decimal(trailing_offset),
+            trailing_offset_type=(None if trailing_offset_type is None
+                                  else TrailingOffsetType(trailing_offset_type)),
+            type=None if close is None else OrderType(close)))
+
     async def cancel_all(
         self, *, symbol: str | None = None, account: str | None = None
     ) -> Submitted:

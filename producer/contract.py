@@ -208,6 +208,10 @@ class Action(enum.StrEnum):
     # Change price, stop_price or quantity of a working order: cancel-replace, since neither
     # Binance spot nor the paper exchange amends in place. See executor/pipeline/steps/amend.py.
     AMEND = "amend"
+    # Set the stop-loss / take-profit of a position (account, symbol): the worker closes it
+    # with a reduce_only order when the price reaches a level; without any level, clear it.
+    # See executor/model/exits.py.
+    SL_TP = "sl_tp"
 
 
 class Side(enum.StrEnum):
@@ -428,6 +432,9 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     # Place only: the order may only reduce the account's position in the symbol; one
     # that would increase it is denied (``risk_denied:reduce_only``).
     reduce_only: bool = False
+    # sl_tp only: the position's stop-loss and take-profit levels.
+    stop_loss: WireDecimal | None = None
+    take_profit: WireDecimal | None = None
 
 
 class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

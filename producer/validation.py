@@ -70,7 +70,14 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
     if req.reduce_only and req.action is not Action.PLACE:
         raise ContractError(f"reduce_only is only allowed to place, not to {req.action}",
                             "reduce_only")
-    if req.action is Action.PLACE:
+    if req.action is not Action.SL_TP:
+        for name in EXIT_FIELDS:
+            if getattr(req, name) is not None:
+                raise ContractError(f"{name} is only allowed for sl_tp, not for {req.action}",
+                                    name)
+    if req.action is Action.SL_TP:
+        _check_sl_tp(req)
+    elif req.action is Action.PLACE:
         _check_place(req, now_ms)
     elif req.action is Action.AMEND:
         _check_amend(req)
@@ -85,6 +92,45 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
                 "client_order_id",
             )
         _refuse_order_fields(req, "cancel_all", allow_symbol=True)
+
+
+# The fields of the sl_tp action, refused on every other.
+EXIT_FIELDS = ("stop_loss", "take_profit")
+# What sl_tp takes besides them: the trail, and the close (type market or limit).
+_SL_TP_REFUSED = tuple(n for n in _ORDER_FIELDS
+                       if n not in ("type", "trailing_offset", "trailing_offset_type"))
+
+
+def _check_sl_tp(req: Request) -> None:
+    """sl_tp: account (or the default) and symbol; levels positive; the close a market or
+    limit order; a limit close without a trail (its limit would move). No level: clear."""
+    if req.symbol is None:
+        raise ContractError("symbol is required for sl_tp (the position to protect)",
+                            "symbol")
+    if req.client_order_id is not None:
+        raise ContractError("client_order_id is not allowed for sl_tp (its closing orders "
+                            "get theirs from the exit)", "client_order_id")
+    for name in _SL_TP_REFUSED:
+        if getattr(req, name) is not None:
+            raise ContractError(f"{name} is not allowed for sl_tp", name)
+    for name in ("stop_loss", "take_profit", "trailing_offset"):
+        value = getattr(req, name)
+        if value is not None and value <= 0:
+            raise ContractError(f"{name} must be positive, got {value}", name)
+    if req.type is not None and req.type not in (OrderType.MARKET, OrderType.LIMIT):
+        raise ContractError(f"type {req.type} is not a close for sl_tp (market or limit)",
+                            "type")
+    if req.type is OrderType.LIMIT and req.trailing_offset is not None:
+        raise ContractError("a limit close takes no trailing_offset (its limit would be the "
+                            "moving trigger): use a market close", "type")
+    if req.trailing_offset is None and req.trailing_offset_type is not None:
+        raise ContractError("trailing_offset_type needs a trailing_offset",
+                            "trailing_offset_type")
+    bound = _OFFSET_BOUNDS.get(req.trailing_offset_type or TrailingOffsetType.PRICE)
+    if bound is not None and req.trailing_offset is not None and req.trailing_offset >= bound:
+        raise ContractError(f"trailing_offset {req.trailing_offset} "
+                            f"{req.trailing_offset_type} would put the trigger at or below 0",
+                            "trailing_offset")
 
 
 AMENDABLE = ("price", "stop_price", "quantity")

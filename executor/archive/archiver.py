@@ -40,7 +40,7 @@ def readers_hashes(keys: Keys) -> dict[str, str]:
 
 
 def streams(keys: Keys) -> dict[str, str]:
-    # The audit stream is capped as it is written (operations/audit.py), not trimmed behind
+    # The audit stream is capped as it is written (infra/audit.py), not trimmed behind
     # readers: the archive reads it without registering.
     return {rows.EVENTS: keys.events, rows.COMPLETED: keys.completed, rows.FAILED: keys.failed,
             rows.AUDIT: keys.audit}

@@ -62,7 +62,7 @@ class Entry:
 
 
 class Action(msgspec.Struct, kw_only=True):
-    """An entry of the audit stream as the archive reads it (operations/audit.py writes
+    """An entry of the audit stream as the archive reads it (infra/audit.py writes
     them): fields it does not know are kept in the entry's JSON, not refused."""
 
     kind: str = ""

@@ -27,6 +27,9 @@ from . import triggers
 from .triggers import TrailState
 
 Close = Literal["market", "limit"]
+# Why an exit cannot be set where requests must be signed.
+UNSIGNABLE = ("requests must be signed ([auth] keys) and a worker cannot sign the closing "
+              "order: sl-tp is not available with signed requests yet")
 
 
 class Exit(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

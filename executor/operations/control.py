@@ -36,12 +36,13 @@ from producer.keys import Keys
 from producer.replies import text
 
 from ..config import load_settings
+from ..infra import audit
 from ..infra.streams import positions_caught_up
 from ..model.positions import Position, decode_position, split_key
 from ..safety import breaker, trading
 from ..safety.breaker import CircuitState
 from ..safety.trading import GLOBAL, TradingState
-from . import audit, snapshot
+from . import snapshot
 from .operator_cli import common_args, emit, local_accounts, operator_command
 
 DEFAULT_WAIT_S = 30.0

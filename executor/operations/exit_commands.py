@@ -28,17 +28,16 @@ from producer.contract import (
     TrailingOffsetType,
     WireDecimal,
     decoder,
-    encode,
     wire,
 )
 from producer.keys import Keys
 from producer.replies import text
 
 from ..config import Settings, load_settings
+from ..infra import audit
 from ..infra.clock import wall_clock_ms
-from ..model.exits import Exit
-from ..model.positions import decode_position, position_key
-from . import audit
+from ..model.exits import UNSIGNABLE, Exit
+from ..safety.exits import remove_exit, store_exit
 from .operator_cli import as_json, known_account, local_accounts
 
 _exit = decoder(Exit)
@@ -117,32 +116,9 @@ async def set_exit(redis: aioredis.Redis, keys: Keys, settings: Settings, accoun
     be signed."""
     known_account(settings, account)
     if settings.auth.keys:
-        raise ContractError("requests must be signed ([auth] keys) and a worker cannot sign "
-                            "the closing order: sl-tp is not available with signed "
-                            "requests yet", "account")
-    raw = await redis.hget(keys.positions, position_key(account, symbol))
-    if raw is None or decode_position(raw).quantity == 0:
-        raise ContractError(f"there is no position in {symbol} on {account} to protect",
-                            "symbol")
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.exits(account), symbol, encode(exit))
-        audit.add(pipe, keys, audit.AuditEntry(
-            kind="sl_tp_set", scope=account, at=exit.set_at, by=exit.set_by,
-            details={"symbol": symbol, "exit": msgspec.json.decode(encode(exit))}))
-        await pipe.execute()
+        raise ContractError(UNSIGNABLE, "account")
+    await store_exit(redis, keys, account, symbol, exit)
     return exit
-
-
-async def clear_exit(redis: aioredis.Redis, keys: Keys, account: str, symbol: str,
-                     *, by: str | None = None) -> bool:
-    """Remove the exit, audited; False when there was none."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hdel(keys.exits(account), symbol)
-        audit.add(pipe, keys, audit.AuditEntry(
-            kind="sl_tp_clear", scope=account, at=wall_clock_ms(), by=by or audit.operator(),
-            details={"symbol": symbol}))
-        removed, _ = await pipe.execute()
-    return bool(removed)
 
 
 async def exits_view(redis: aioredis.Redis, keys: Keys, accounts: list[str]) -> ExitsView:
@@ -191,7 +167,7 @@ async def _set(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> i
 
 
 async def _clear(args: argparse.Namespace, redis: aioredis.Redis, keys: Keys) -> int:
-    removed = await clear_exit(redis, keys, args.account, args.symbol)
+    removed = await remove_exit(redis, keys, args.account, args.symbol, audit.operator())
     print(f"{args.account} {args.symbol}: "
           + ("stop-loss / take-profit removed" if removed else "none was set"))
     return 0

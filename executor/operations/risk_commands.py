@@ -28,6 +28,7 @@ from producer.contract import ContractError, encode
 from producer.keys import Keys
 
 from ..config import Settings, load_settings
+from ..infra import audit
 from ..infra.clock import wall_clock_ms
 from ..safety.risk.book import EXACT, ZERO, day_id
 from ..safety.risk.limits import (
@@ -40,7 +41,6 @@ from ..safety.risk.limits import (
 )
 from ..safety.risk.state import RiskState, checks_version_key, open_by_symbol, version_key
 from ..safety.trading import TradingState
-from . import audit
 from .operator_cli import as_json, known_account, local_accounts
 
 

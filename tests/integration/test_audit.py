@@ -1,6 +1,6 @@
 import redis.asyncio as aioredis
 
-from executor.operations import audit
+from executor.infra import audit
 from producer.keys import Keys
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from executor.config import Settings
+from executor.infra import audit
 from executor.model.exits import Exit
 from executor.model.positions import decode_position, position_key
-from executor.operations import audit
 from executor.operations.exit_commands import exit_of, set_exit
 from producer.client import OrderClient
 from producer.contract import OrderState, Result, ResultStatus, decode_event, decode_result
@@ -176,3 +176,32 @@ def test_the_command_refuses_a_position_that_is_not_there(redis_url: str) -> Non
     shown = subprocess.run([sys.executable, "-m", "executor", "sl-tp", "show"], env=env,
                            capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0 and "no stop-loss / take-profit set" in shown.stdout
+
+
+async def test_the_sl_tp_action_sets_and_clears_from_any_producer(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    async with long_half(redis_url, r, client):
+        none = await client.wait_result(await client.sl_tp("ETHUSDT", stop_loss="2900"))
+        assert none.reason_code == "not_found" and none.reason is not None
+        assert "no position in ETHUSDT on default" in none.reason
+        unknown = await client.wait_result(await client.sl_tp("BTCUSDT", account="nope",
+                                                              stop_loss="1"))
+        assert unknown.reason_code == "invalid" and unknown.reason is not None
+        assert "nope" in unknown.reason
+        set_ = await client.wait_result(await client.sl_tp(
+            "BTCUSDT", take_profit="50500", trailing_offset="300"))
+        assert set_.status is ResultStatus.ACCEPTED and set_.symbol == "BTCUSDT", set_
+        stored = await r.hget(K.exits("default"), "BTCUSDT")
+        assert stored is not None and b'"take_profit":"50500"' in stored
+        cleared = await client.wait_result(await client.sl_tp("BTCUSDT"))
+        assert cleared.status is ResultStatus.CANCELLED
+        assert cleared.reason == "stop-loss / take-profit removed"
+        assert not await r.hexists(K.exits("default"), "BTCUSDT")
+        again = await client.wait_result(await client.sl_tp("BTCUSDT", take_profit="50500"))
+        assert again.status is ResultStatus.ACCEPTED
+        await set_price(r, "50500")
+        await held(r, "0")
+    kinds = [e.kind for e in await audit.read(r, K)]
+    assert kinds == ["sl_tp_set", "sl_tp_clear", "sl_tp_set"]
+    assert all(e.by.startswith("request:") for e in await audit.read(r, K))

@@ -11,9 +11,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from executor.config import Settings, load_settings
+from executor.infra import audit
 from executor.infra.store import decode_order
 from executor.model.positions import decode_position
-from executor.operations import audit
 from executor.operations.control import kill
 from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus

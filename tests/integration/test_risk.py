@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from executor import cli
 from executor.background.projector import Projector
 from executor.config import Settings
+from executor.infra import audit
 from executor.model.positions import decode_position
-from executor.operations import audit
 from executor.operations.risk_commands import set_limits
 from executor.safety.risk.book import Reservation
 from executor.safety.risk.limits import AccountLimits, RiskSettings

@@ -11,7 +11,16 @@ import msgspec
 import pytest
 
 from executor.model.exits import Exit, check_levels, closing_id, decide
-from producer.contract import CLIENT_ORDER_ID_PATTERN, OrderType, Side, TrailingOffsetType
+from producer.contract import (
+    CLIENT_ORDER_ID_PATTERN,
+    ContractError,
+    OrderType,
+    Request,
+    Side,
+    TrailingOffsetType,
+    decode_request,
+)
+from producer.validation import check_request
 
 D = Decimal
 LEVELS = Exit(stop_loss=D("49800"), take_profit=D("50500"), set_at=1)
@@ -93,3 +102,47 @@ def test_closing_ids_are_one_per_firing_and_valid_everywhere() -> None:
     assert len({first, again, other}) == 3
 
     assert all(re.fullmatch(CLIENT_ORDER_ID_PATTERN, c) for c in (first, again, other))
+
+
+def sl_tp(**fields: object) -> Request:
+    return decode_request(msgspec.json.encode({"action": "sl_tp", "symbol": "BTCUSDT",
+                                               **fields}))
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"stop_loss": "0"}, "stop_loss"),
+    ({"take_profit": "-1"}, "take_profit"),
+    ({"stop_loss": "1", "side": "sell"}, "side"),
+    ({"stop_loss": "1", "quantity": "1"}, "quantity"),
+    ({"stop_loss": "1", "price": "1"}, "price"),
+    ({"stop_loss": "1", "client_order_id": "x1"}, "client_order_id"),
+    ({"stop_loss": "1", "type": "stop"}, "type"),
+    ({"trailing_offset": "1", "type": "limit"}, "type"),
+    ({"stop_loss": "1", "trailing_offset_type": "bps"}, "trailing_offset_type"),
+    ({"trailing_offset": "100", "trailing_offset_type": "percent"}, "trailing_offset"),
+    ({"stop_loss": "1", "reduce_only": True}, "reduce_only"),
+])
+def test_sl_tp_requests_refuse_what_they_do_not_take_naming_the_field(
+        fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        check_request(sl_tp(**fields))
+    assert caught.value.field == field, caught.value
+
+
+def test_sl_tp_takes_levels_a_trail_and_a_close_and_nothing_clears() -> None:
+    check_request(sl_tp(stop_loss="49800", take_profit="50500", type="limit"))
+    check_request(sl_tp(trailing_offset="1", trailing_offset_type="percent"))
+    check_request(sl_tp())  # clear
+    with pytest.raises(ContractError) as caught:
+        check_request(decode_request(b'{"action":"sl_tp"}'))
+    assert caught.value.field == "symbol"
+
+
+@pytest.mark.parametrize("action", ["place", "amend", "cancel", "cancel_all"])
+def test_other_actions_refuse_the_exit_levels(action: str) -> None:
+    request = decode_request(msgspec.json.encode({
+        "action": action, "symbol": "BTCUSDT", "side": "buy", "type": "market",
+        "quantity": "1", "client_order_id": "c1", "stop_loss": "1"}))
+    with pytest.raises(ContractError) as caught:
+        check_request(request)
+    assert caught.value.field == "stop_loss"

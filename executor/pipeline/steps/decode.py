@@ -79,6 +79,9 @@ class Decode:
             if request.account is not None:
                 self._broker(account)
             return
+        if request.action is Action.SL_TP:
+            self._broker(account)  # an unknown account is refused, naming it
+            return
         broker = self._broker(account)
         if request.action in (Action.CANCEL, Action.AMEND):
             return  # an amend's new order is built from the old one (pipeline/steps/amend.py)
