@@ -38,6 +38,7 @@ from .infra import logs
 from .infra.connection import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from .infra.connection import RedisSettings as RedisSettings
 from .infra.errors import ConfigError as ConfigError
+from .model.exits import AutoExit
 from .safety.breaker import BreakerSettings
 from .safety.limits.config import AccountLimits, plan_for
 from .safety.risk.limits import RiskSettings
@@ -141,6 +142,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     # Partitions of the deployment (producer/partitions.py); none by default.
     partitions: Partitions = msgspec.field(default_factory=Partitions)
+    # The stop-loss / take-profit every position of an account gets when it opens
+    # (executor/model/exits.py ``AutoExit``); none by default.
+    exits: dict[str, AutoExit] = msgspec.field(default_factory=dict)
     # The SQL archive (executor/archive); read by `orderstream archive` and its queries.
     archive: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
 
@@ -179,6 +183,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                               f"({w.emulator_interval_ms}): the lease must outlive a pass")
         if w.batch_size > MAX_BATCH:
             raise ConfigError(f"worker.batch_size must be at most {MAX_BATCH}, got {w.batch_size}")
+        unknown = sorted(set(self.exits) - set(self.accounts))
+        if unknown:
+            raise ConfigError(f"exits names accounts that are not configured: "
+                              f"{', '.join(unknown)}")
+        if self.exits and self.auth.keys:
+            raise ConfigError("[exits] cannot be used with [auth] keys yet: requests must be "
+                              "signed and a worker cannot sign the closing orders")
         for account, limits in self.limits.items():
             if account not in self.accounts:
                 raise ConfigError(f"limits.{account}: no such account")

@@ -173,7 +173,8 @@ class Worker:
                                  lease_ms=w.emulator_lease_ms,
                                  unknown_resolve_ms=w.unknown_resolve_ms,
                                  lookup_interval_ms=w.track_interval_ms,
-                                 signed=bool(settings.auth.keys), metrics=self.metrics)
+                                 signed=bool(settings.auth.keys), auto=settings.exits,
+                                 metrics=self.metrics)
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)

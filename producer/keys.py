@@ -116,6 +116,10 @@ class Keys:
         (executor/model/exits.py; ``orderstream sl-tp``)."""
         return f"{self.prefix}:exits:{account}"
 
+    def exits_auto(self, account: str) -> str:
+        """Hash symbol -> long / short: the position its automatic exit was made for."""
+        return f"{self.prefix}:exits:{account}:auto"
+
     def exit_requests(self, account: str) -> str:
         """Hash symbol -> the pending entry id of the last closing request of its exit."""
         return f"{self.prefix}:exits:{account}:requests"

@@ -69,6 +69,7 @@ from ..infra.lease import Lease
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
 from ..model.emulation import Emulation, Held, expired, step
+from ..model.exits import AutoExit
 from ..model.positions import decode_position, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
@@ -81,6 +82,9 @@ _held = decoder(Held)
 _NO_PRICE_LOG_MS = 60_000
 
 
+AUTO_INTERVAL_MS = 1_000
+
+
 class _LeaseLost(Exception):
     """The account's lease moved to another worker during a pass: stop the pass."""
 
@@ -89,7 +93,8 @@ class Emulator:
     def __init__(self, redis: aioredis.Redis, keys: Keys, brokers: Mapping[str, Any],
                  consumer: str, *, interval_ms: int = 250, lease_ms: int = 3_000,
                  unknown_resolve_ms: int = 600_000, lookup_interval_ms: int = 1_000,
-                 signed: bool = False, metrics: Metrics | None = None,
+                 signed: bool = False, auto: Mapping[str, AutoExit] | None = None,
+                 metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.redis = redis
         self.keys = keys
@@ -107,6 +112,8 @@ class Emulator:
         self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
                        for name in self.accounts}
         self.exits = ExitWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
+        self.auto = {a: x for a, x in (auto or {}).items() if a in self.accounts}
+        self._auto_at: dict[str, int] = {}  # account -> when its positions were last read
         self._no_price_logged: dict[tuple[str, str], int] = {}
         self.unknown_resolve_ms = unknown_resolve_ms
         self.lookup_interval_ms = lookup_interval_ms
@@ -136,7 +143,8 @@ class Emulator:
             members: Any = await self.redis.smembers(self.keys.emulated(account))
             cids = sorted(text(c) for c in members)
         exits = await self.exits.read(account)
-        holds = bool(cids or exits) and await self.leases[account].hold(self.lease_ms)
+        auto = self.auto.get(account)
+        holds = bool(cids or exits or auto) and await self.leases[account].hold(self.lease_ms)
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
         if not holds:
@@ -167,12 +175,19 @@ class Emulator:
                     self.metrics.background_errors.labels("emulator").inc()
                 continue
             done += moved
-        if exits:
-            try:
-                done += await self.exits.once(account, exits, prices, self.clock(),
+        try:
+            now = self.clock()
+            if auto is not None and now - self._auto_at.get(account, 0) >= AUTO_INTERVAL_MS:
+                # Positions are read whole: once a second, not every pass.
+                self._auto_at[account] = now
+                if await self.exits.auto(account, auto, exits, now,
+                                         lambda symbol: tick_of(adapter, symbol)):
+                    return done  # the new exits are watched from the next pass
+            if exits:
+                done += await self.exits.once(account, exits, prices, now,
                                               lambda symbol: tick_of(adapter, symbol))
-            except LeaseLost:
-                return done
+        except LeaseLost:
+            return done
         return done
 
     async def _prices(self, account: str, adapter: Any, rows: list[list[Any]],

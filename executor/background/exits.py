@@ -40,8 +40,8 @@ from producer.replies import text
 
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
-from ..model.exits import Exit, check_levels, closing_id, decide
-from ..model.positions import decode_position, position_key
+from ..model.exits import AutoExit, Exit, auto_exit, check_levels, closing_id, decide
+from ..model.positions import decode_position, position_key, split_key
 from ..safety.risk.state import open_key
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,44 @@ class ExitWatcher:
                 done += 1
         return done
 
+    async def auto(self, account: str, auto: AutoExit, exits: dict[str, bytes], now: int,
+                   tick: Callable[[str], Decimal | None]) -> int:
+        """Give each position of ``account`` that opened since the last pass (or turned
+        the other way) its automatic exit, unless one was set for it otherwise; forget the
+        marker of a position that is flat again. Returns how many it made."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(k.positions)
+        pipe.hgetall(k.exits_auto(account))
+        raw, marked = await pipe.execute()
+        markers = {text(s): text(v) for s, v in marked.items()}
+        made = 0
+        for key, data in raw.items():
+            owner, symbol = split_key(text(key))
+            if owner != account:
+                continue
+            position = decode_position(data)
+            direction = None if position.quantity == 0 else (
+                "long" if position.quantity > 0 else "short")
+            marker = markers.get(symbol)
+            if direction is None:
+                if marker is not None:
+                    await self._write("closed", account, symbol, b"", b"")
+                continue
+            if marker == direction:
+                continue
+            current = exits.get(symbol, b"")
+            new = b""
+            if not current or _exit.decode(current).set_by == "auto":
+                new = encode(auto_exit(auto, position.quantity, position.average_price, now,
+                                       tick(symbol)))
+            if await self._write("auto", account, symbol, current, new,
+                                 [direction]) == 1 and new:
+                log.info("sl-tp of %s %s set automatically for the %s position at %s: %s",
+                         account, symbol, direction, position.average_price, new.decode())
+                made += 1
+        return made
+
     async def _settle(self, account: str, symbol: str, exit: Exit, data: bytes,
                       quantity: Decimal, now: int) -> int:
         """An exit whose closing order is in flight: over once the position is flat, armed
@@ -180,7 +218,7 @@ class ExitWatcher:
         k = self.keys
         wrote = int(await self.script(
             keys=[k.exits(account), k.emulator_lease(account), k.pending,
-                  k.exit_requests(account)],
+                  k.exit_requests(account), k.exits_auto(account)],
             args=[op, self.token, symbol, expected, new, *(fields or [])]))
         if wrote == -2:
             raise LeaseLost

@@ -16,7 +16,7 @@ positions fold to have counted its fills) before it may fire again, for what is 
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from typing import Literal
 
 import msgspec
@@ -27,6 +27,7 @@ from . import triggers
 from .triggers import TrailState
 
 Close = Literal["market", "limit"]
+_EXACT = Context(prec=100)
 # Why an exit cannot be set where requests must be signed.
 UNSIGNABLE = ("requests must be signed ([auth] keys) and a worker cannot sign the closing "
               "order: sl-tp is not available with signed requests yet")
@@ -49,6 +50,56 @@ class Exit(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     # A closing order that ended without closing (denied, rejected, cancelled): the next
     # one not before this (epoch ms), so a refusal is not repeated every pass.
     not_before: int = 0
+
+
+class AutoExit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[exits.<account>]``: the exit every position of the account gets when it opens,
+    in percent of its average price (a long's stop-loss below it, a short's above)."""
+
+    stop_loss_percent: Decimal | None = None
+    take_profit_percent: Decimal | None = None
+    trailing_percent: Decimal | None = None
+    close: Close = "market"
+
+    def __post_init__(self) -> None:
+        values = {"stop_loss_percent": self.stop_loss_percent,
+                  "take_profit_percent": self.take_profit_percent,
+                  "trailing_percent": self.trailing_percent}
+        if all(v is None for v in values.values()):
+            raise ValueError("give stop_loss_percent, take_profit_percent or "
+                             "trailing_percent")
+        for name, value in values.items():
+            if value is not None and (not value.is_finite() or not 0 < value < 100):
+                raise ValueError(f"{name} must be above 0 and below 100, got {value}")
+        if self.close == "limit" and self.trailing_percent is not None:
+            raise ValueError("close = \"limit\" takes no trailing_percent (its limit would "
+                             "be the moving trigger)")
+
+
+def auto_exit(auto: AutoExit, quantity: Decimal, average_price: Decimal, now: int,
+              tick: Decimal | None = None) -> Exit:
+    """The exit ``auto`` gives a position of ``quantity`` (signed) opened at
+    ``average_price``: levels at the percentages, on the tick, each rounded away from the
+    price (a stop-loss never nearer than asked, nor a take-profit)."""
+    long = quantity > 0
+    hundred = Decimal(100)
+
+    def level(percent: Decimal | None, above: bool) -> WireDecimal | None:
+        if percent is None:
+            return None
+        factor = (hundred + percent) / hundred if above else (hundred - percent) / hundred
+        value = _EXACT.multiply(average_price, factor)
+        if tick is not None:
+            value = _EXACT.multiply(
+                _EXACT.divide(value, tick).to_integral_value(
+                    ROUND_CEILING if above else ROUND_FLOOR, _EXACT), tick)
+        return wire(value)
+    return Exit(stop_loss=level(auto.stop_loss_percent, above=not long),
+                take_profit=level(auto.take_profit_percent, above=long),
+                trailing_offset=None if auto.trailing_percent is None else wire(
+                    auto.trailing_percent),
+                trailing_offset_type=TrailingOffsetType.PERCENT, close=auto.close,
+                set_at=now, set_by="auto", long=long)
 
 
 class Closing(msgspec.Struct, frozen=True, kw_only=True):

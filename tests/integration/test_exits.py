@@ -13,17 +13,18 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from executor.config import Settings
+from executor.config import Settings, load_settings
 from executor.infra import audit
 from executor.model.exits import Exit
 from executor.model.positions import decode_position, position_key
 from executor.operations.exit_commands import exit_of, set_exit
 from producer.client import OrderClient
-from producer.contract import OrderState, Result, ResultStatus, decode_event, decode_result
+from producer.contract import OrderState, Result, ResultStatus, decode_event, decode_result, decoder
 from producer.keys import Keys
 
 from .conftest import running, settings_for, until
@@ -38,6 +39,7 @@ def fast(redis_url: str) -> Settings:
 
 async def set_price(r: aioredis.Redis, price: str) -> None:
     await r.hset(K.paper("default", "prices"), "BTCUSDT", price)
+    await asyncio.sleep(0.3)  # the exchange reads it every match pass (200 ms)
 
 
 async def position(r: aioredis.Redis) -> Decimal:
@@ -205,3 +207,57 @@ async def test_the_sl_tp_action_sets_and_clears_from_any_producer(
     kinds = [e.kind for e in await audit.read(r, K)]
     assert kinds == ["sl_tp_set", "sl_tp_clear", "sl_tp_set"]
     assert all(e.by.startswith("request:") for e in await audit.read(r, K))
+
+
+async def test_a_position_that_opens_gets_its_automatic_exit_and_loses_it_when_closed(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        tmp_path: Path) -> None:
+    """[exits.default] stop-loss 1%, take-profit 2%: a long opened at 50000 gets 49500 /
+    51000, which close it; a flat position's marker goes, so the next one gets its own; an
+    exit an operator set is never replaced."""
+    r = redis_client
+    config = tmp_path / "orderstream.toml"
+    config.write_text('[accounts.default]\nbroker = "paper"\n'
+                      '[exits.default]\nstop_loss_percent = "1"\ntake_profit_percent = "2"\n')
+    settings = load_settings(str(config), {
+        "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1", "ORDERSTREAM_METRICS_PORT": "0",
+        "ORDERSTREAM_EMULATOR_INTERVAL_MS": "100", "ORDERSTREAM_EMULATOR_LEASE_MS": "1000"})
+    await set_price(r, "50000")
+
+    async def exit_of_position() -> Exit | None:
+        raw = await r.hget(K.exits("default"), "BTCUSDT")
+        return None if raw is None else decoder(Exit).decode(raw)
+
+    async with running(settings):
+        await buy(client, "0.5")
+        await held(r, "0.5")
+        await until(lambda: _is_set(exit_of_position), 10)
+        made = await exit_of_position()
+        assert made is not None and made.set_by == "auto"
+        assert (made.stop_loss, made.take_profit) == (D("49500.00"), D("51000.00"))
+        await set_price(r, "49500")
+        await held(r, "0")
+
+        async def forgotten() -> bool:
+            return not await r.hexists(K.exits_auto("default"), "BTCUSDT")
+        await until(forgotten, 10)
+        await set_price(r, "40000")
+        await buy(client, "0.2")  # a new long, at 40000: its own exit
+        await held(r, "0.2")
+
+        async def renewed() -> bool:
+            e = await exit_of_position()
+            return e is not None and e.stop_loss == D("39600.00")
+        await until(renewed, 10)
+        operator_exit = levels(stop_loss="30000")
+        await set_exit(r, K, settings, "default", "BTCUSDT", operator_exit)
+        await asyncio.sleep(1.5)  # auto passes: the operator's stays
+        kept = await exit_of_position()
+    assert kept is not None and kept.stop_loss == D("30000") and kept.set_by == "test"
+    [closed] = await closing_orders(r)
+    assert (await client.order(closed)).spec.metadata == {  # type: ignore[union-attr]
+        "exit": "stop_loss", "trigger": "49500"}
+
+
+async def _is_set(get: Any) -> bool:
+    return await get() is not None

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from executor.model.exits import Exit, check_levels, closing_id, decide
+from executor.config import ConfigError, load_settings
+from executor.model.exits import AutoExit, Exit, auto_exit, check_levels, closing_id, decide
 from producer.contract import (
     CLIENT_ORDER_ID_PATTERN,
     ContractError,
@@ -146,3 +148,41 @@ def test_other_actions_refuse_the_exit_levels(action: str) -> None:
     with pytest.raises(ContractError) as caught:
         check_request(request)
     assert caught.value.field == "stop_loss"
+
+
+def test_automatic_exits_sit_at_their_percentages_rounded_away_from_the_price() -> None:
+    auto = AutoExit(stop_loss_percent=D("1"), take_profit_percent=D("2.5"))
+    long = auto_exit(auto, D("0.5"), D("50000.37"), 7, D("0.01"))
+    # 50000.37 * 0.99 = 49500.3663 -> down to 49500.36; * 1.025 = 51250.379... -> up.
+    assert (long.stop_loss, long.take_profit) == (D("49500.36"), D("51250.38"))
+    assert (long.long, long.set_by, long.set_at) == (True, "auto", 7)
+    short = auto_exit(auto, D("-2"), D("100"), 7, D("0.01"))
+    assert (short.stop_loss, short.take_profit) == (D("101.00"), D("97.50"))
+    trail = auto_exit(AutoExit(trailing_percent=D("3")), D("1"), D("100"), 0)
+    assert (trail.trailing_offset, trail.trailing_offset_type) == (
+        D("3"), TrailingOffsetType.PERCENT)
+
+
+@pytest.mark.parametrize("fields", [{}, {"stop_loss_percent": D("0")},
+                                    {"take_profit_percent": D("100")},
+                                    {"trailing_percent": D("1"), "close": "limit"}])
+def test_automatic_exits_refuse_settings_that_protect_nothing(
+        fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        AutoExit(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("toml", "words"), [
+    ('[exits.other]\nstop_loss_percent = "1"\n', "exits names accounts that are not "
+     "configured: other"),
+    ('[exits.default]\nstop_loss_percent = "0"\n', "stop_loss_percent must be above 0"),
+    ('[exits.default]\nstop_loss_percent = "1"\n[auth.keys.k1]\nsecret_env = "K1"\n',
+     "[exits] cannot be used with [auth] keys yet"),
+])
+def test_the_configuration_refuses_automatic_exits_that_cannot_work(
+        tmp_path: Path, toml: str, words: str) -> None:
+    config = tmp_path / "orderstream.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_settings(str(config), {"K1": "a-secret-of-at-least-16-bytes"})
+    assert load_settings(None, {}).exits == {}
