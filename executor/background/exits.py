@@ -10,6 +10,8 @@ duplicate, never a second order. The request goes the way of every request: vali
 the risk checks (``reduce_only``: it may only reduce the position), the send token, one
 result on the result streams (strategy ``sl-tp``, the level in ``metadata``).
 
+A position closed otherwise (by hand, by another order) ends its exit too.
+
 Afterwards the exit waits for that order to end and for the positions fold to have counted
 it (its risk reservation gone: the fold drops it with the order's end, after its fills).
 Then: the position is flat, and the exit is over (removed); or something is left (a
@@ -95,8 +97,16 @@ class ExitWatcher:
             if exit.fired is not None:
                 done += await self._settle(account, symbol, exit, data, quantity, now)
                 continue
+            if quantity == 0:
+                # Closed otherwise (by hand, another order): the exit went with it, and
+                # must not wait for the next position, which it was not set for.
+                log.info("sl-tp of %s %s: the position is closed; the exit is over",
+                         account, symbol)
+                await self._write("done", account, symbol, data, b"")
+                done += 1
+                continue
             ref = prices.get(symbol)
-            if ref is None or quantity == 0:
+            if ref is None:
                 continue
             if exit.long is None:
                 refused = check_levels(exit, quantity, ref)

@@ -261,3 +261,22 @@ async def test_a_position_that_opens_gets_its_automatic_exit_and_loses_it_when_c
 
 async def _is_set(get: Any) -> bool:
     return await get() is not None
+
+
+async def test_a_position_closed_by_hand_takes_its_exit_with_it(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    async with long_half(redis_url, r, client) as settings:
+        await set_exit(r, K, settings, "default", "BTCUSDT", levels(stop_loss="49000"))
+        sell = await client.place("BTCUSDT", "sell", "market", "0.5")
+        assert (await client.wait_result(sell)).status is ResultStatus.FILLED
+        await held(r, "0")
+
+        async def over() -> bool:
+            return not await r.hexists(K.exits("default"), "BTCUSDT")
+        await until(over, 10)
+        await buy(client, "0.5")  # a new position: the old exit does not apply to it
+        await held(r, "0.5")
+        await set_price(r, "48000")
+        await asyncio.sleep(0.5)
+    assert await closing_orders(r) == [] and await position(r) == D("0.5")
