@@ -62,7 +62,7 @@ from ..brokers.base import (
     RetryableError,
     SendRefused,
 )
-from ..brokers.emulating import EmulatingBroker, tick_of, trigger_prices
+from ..brokers.emulating import EmulatingBroker, step_of, tick_of, trigger_prices
 from ..brokers.sending import SEND_TOKENS
 from ..infra.clock import wall_clock_ms
 from ..infra.lease import Lease
@@ -127,6 +127,11 @@ class Emulator:
                     await self.once(account)
                 except RedisError as exc:
                     log.warning("emulator pass of account %s failed: %s", account, exc)
+                except Exception:
+                    # A bug one account's pass trips holds up no other account.
+                    log.exception("emulator pass of account %s failed", account)
+                    if self.metrics is not None:
+                        self.metrics.background_errors.labels("emulator").inc()
             await sleep(self.interval_s)
 
     async def release_leases(self) -> None:
@@ -185,7 +190,8 @@ class Emulator:
                     return done  # the new exits are watched from the next pass
             if exits:
                 done += await self.exits.once(account, exits, prices, now,
-                                              lambda symbol: tick_of(adapter, symbol))
+                                              lambda symbol: tick_of(adapter, symbol),
+                                              lambda symbol: step_of(adapter, symbol))
         except LeaseLost:
             return done
         return done

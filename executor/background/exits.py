@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from producer.contract import TERMINAL_STATES, Action, OrderState, Request, decoder, encode
 from producer.keys import Keys
@@ -42,7 +43,15 @@ from producer.replies import text
 
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
-from ..model.exits import AutoExit, Exit, auto_exit, check_levels, closing_id, decide
+from ..model.exits import (
+    AutoExit,
+    Exit,
+    auto_exit,
+    check_levels,
+    closable,
+    closing_id,
+    decide,
+)
 from ..model.positions import decode_position, position_key, split_key
 from ..safety.risk.state import open_key
 
@@ -66,7 +75,14 @@ class ExitWatcher:
         self.signed = signed  # requests must be signed: exits cannot fire
         self.metrics = metrics
         self.script = redis.register_script(SCRIPT)
-        self._unsigned_logged: dict[tuple[str, str], int] = {}
+        self._logged: dict[tuple[str, str, str], int] = {}  # what was logged, when
+
+    def _first_in_a_minute(self, what: tuple[str, str, str], now: int) -> bool:
+        """Whether to log ``what`` now: once a minute, not at every pass."""
+        if now - self._logged.get(what, -60_000) < 60_000:
+            return False
+        self._logged[what] = now
+        return True
 
     async def read(self, account: str) -> dict[str, bytes]:
         """The account's exits, symbol -> JSON (empty: none)."""
@@ -75,7 +91,8 @@ class ExitWatcher:
 
     async def once(self, account: str, exits: dict[str, bytes],
                    prices: dict[str, Decimal | None], now: int,
-                   tick: Callable[[str], Decimal | None]) -> int:
+                   tick: Callable[[str], Decimal | None],
+                   step: Callable[[str], Decimal | None]) -> int:
         """One pass over ``exits``; returns how many fired or ended. ``LeaseLost`` when
         the lease moved on."""
         k = self.keys
@@ -86,65 +103,79 @@ class ExitWatcher:
         positions = await pipe.execute()
         done = 0
         for symbol, raw_position in zip(symbols, positions, strict=True):
-            data = exits[symbol]
             try:
-                exit = _exit.decode(data)
-            except msgspec.DecodeError:
-                log.error("sl-tp of %s %s: unreadable (%r); left as it is", account, symbol,
-                          data[:200])
-                continue
-            quantity = decode_position(raw_position).quantity if raw_position else Decimal(0)
-            if exit.fired is not None:
-                done += await self._settle(account, symbol, exit, data, quantity, now)
-                continue
-            if quantity == 0:
-                # Closed otherwise (by hand, another order): the exit went with it, and
-                # must not wait for the next position, which it was not set for.
-                log.info("sl-tp of %s %s: the position is closed; the exit is over",
-                         account, symbol)
-                await self._write("done", account, symbol, data, b"")
-                done += 1
-                continue
-            ref = prices.get(symbol)
-            if ref is None:
-                continue
-            if exit.long is None:
-                refused = check_levels(exit, quantity, ref)
-                if refused is not None:
-                    log.error("sl-tp of %s %s removed unfired: %s", account, symbol, refused)
-                    await self._write("done", account, symbol, data, b"")
-                    done += 1
-                    continue
-            moved, closing = decide(exit, quantity, ref, now, tick(symbol))
-            if closing is None:
-                if moved is not None:
-                    await self._write("write", account, symbol, data, encode(moved))
-                continue
-            if self.signed:
-                if now - self._unsigned_logged.get((account, symbol), -60_000) >= 60_000:
-                    self._unsigned_logged[(account, symbol)] = now
-                    log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed "
-                              "and a worker has no key: not sent; close the position by hand",
-                              account, symbol, closing.why, closing.trigger)
-                continue
-            assert moved is not None
-            cid = closing_id(account, symbol, moved)
-            request = Request(action=Action.PLACE, client_order_id=cid, account=account,
-                              symbol=symbol, side=closing.side, type=closing.type,
-                              quantity=closing.quantity, price=closing.price,
-                              reduce_only=True, strategy_id=STRATEGY,
-                              metadata={"exit": closing.why, "trigger": str(closing.trigger)})
-            fired = msgspec.structs.replace(moved, fired=cid)
-            wrote = await self._write("fire", account, symbol, data, encode(fired),
-                                      ["data", encode(request)])
-            if wrote == 1:
-                log.warning("sl-tp of %s %s fired: %s at %s, closing %s %s (order %s)",
-                            account, symbol, closing.why, closing.trigger, closing.side,
-                            closing.quantity, cid)
+                done += await self._one(account, symbol, exits[symbol], raw_position,
+                                        prices, now, tick, step)
+            except (LeaseLost, RedisError):
+                raise
+            except Exception:
+                # A bug one exit trips: that exit waits (logged every pass), the others go on.
+                log.exception("sl-tp of %s %s: its pass failed", account, symbol)
                 if self.metrics is not None:
-                    self.metrics.emulator_triggered.labels(account).inc()
-                done += 1
+                    self.metrics.background_errors.labels("emulator").inc()
         return done
+
+    async def _one(self, account: str, symbol: str, data: bytes, raw_position: bytes | None,
+                   prices: dict[str, Decimal | None], now: int,
+                   tick: Callable[[str], Decimal | None],
+                   step: Callable[[str], Decimal | None]) -> int:
+        """One exit's turn in a pass: 1 if it fired or ended, else 0."""
+        try:
+            exit = _exit.decode(data)
+        except msgspec.DecodeError:
+            if self._first_in_a_minute(("unreadable", account, symbol), now):
+                log.error("sl-tp of %s %s: unreadable (%r); left as it is (clear it with "
+                          "orderstream sl-tp clear)", account, symbol, data[:200])
+            return 0
+        quantity = decode_position(raw_position).quantity if raw_position else Decimal(0)
+        if exit.fired is not None:
+            return await self._settle(account, symbol, exit, data, now, step(symbol))
+        if closable(quantity, step(symbol)) == 0:
+            # Closed otherwise (by hand, another order), or only dust left that no
+            # order takes: the exit went with it, and must not wait for the next
+            # position, which it was not set for.
+            log.info("sl-tp of %s %s: the position is closed; the exit is over",
+                     account, symbol)
+            await self._write("done", account, symbol, data, b"")
+            return 1
+        ref = prices.get(symbol)
+        if ref is None:
+            return 0
+        if exit.long is None:
+            refused = check_levels(exit, quantity, ref)
+            if refused is not None:
+                log.error("sl-tp of %s %s removed unfired: %s", account, symbol, refused)
+                await self._write("done", account, symbol, data, b"")
+                return 1
+        moved, closing = decide(exit, quantity, ref, now, tick(symbol), step(symbol))
+        if closing is None:
+            if moved is not None:
+                await self._write("write", account, symbol, data, encode(moved))
+            return 0
+        if self.signed:
+            if self._first_in_a_minute(("unsigned", account, symbol), now):
+                log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed "
+                          "and a worker has no key: not sent; close the position by hand",
+                          account, symbol, closing.why, closing.trigger)
+            return 0
+        assert moved is not None
+        cid = closing_id(account, symbol, moved)
+        request = Request(action=Action.PLACE, client_order_id=cid, account=account,
+                          symbol=symbol, side=closing.side, type=closing.type,
+                          quantity=closing.quantity, price=closing.price,
+                          reduce_only=True, strategy_id=STRATEGY,
+                          metadata={"exit": closing.why, "trigger": str(closing.trigger)})
+        fired = msgspec.structs.replace(moved, fired=cid)
+        wrote = await self._write("fire", account, symbol, data, encode(fired),
+                                  ["data", encode(request)])
+        if wrote != 1:
+            return 0
+        log.warning("sl-tp of %s %s fired: %s at %s, closing %s %s (order %s)",
+                    account, symbol, closing.why, closing.trigger, closing.side,
+                    closing.quantity, cid)
+        if self.metrics is not None:
+            self.metrics.emulator_triggered.labels(account).inc()
+        return 1
 
     async def auto(self, account: str, auto: AutoExit, exits: dict[str, bytes], now: int,
                    tick: Callable[[str], Decimal | None]) -> int:
@@ -184,8 +215,8 @@ class ExitWatcher:
                 made += 1
         return made
 
-    async def _settle(self, account: str, symbol: str, exit: Exit, data: bytes,
-                      quantity: Decimal, now: int) -> int:
+    async def _settle(self, account: str, symbol: str, exit: Exit, data: bytes, now: int,
+                      step: Decimal | None) -> int:
         """An exit whose closing order is in flight: over once the position is flat, armed
         again for what is left otherwise, both only once the order ended and the positions
         fold counted it."""
@@ -209,7 +240,7 @@ class ExitWatcher:
         # Re-read: the position the fold wrote with the order's end.
         raw = await self.redis.hget(self.keys.positions, position_key(account, symbol))
         quantity = decode_position(raw).quantity if raw else Decimal(0)
-        if quantity == 0:
+        if closable(quantity, step) == 0:
             log.info("sl-tp of %s %s: the position is closed (order %s); the exit is over",
                      account, symbol, cid)
             await self._write("done", account, symbol, data, b"")

@@ -64,6 +64,12 @@ def tick_of(broker: Broker, symbol: str) -> Decimal | None:
     return None if tick is None else tick(symbol)
 
 
+def step_of(broker: Broker, symbol: str) -> Decimal | None:
+    """The adapter's quantity step for ``symbol`` when it says (``step_size``), else None."""
+    step: Callable[[str], Decimal | None] | None = getattr(broker, "step_size", None)
+    return None if step is None else step(symbol)
+
+
 def emulating(broker: Broker, redis: aioredis.Redis, keys: Keys) -> Broker:
     """``broker`` with the emulator in front, unless it has nothing to emulate: a paper
     exchange takes every conditional type itself (unless ``emulate_conditional``), and

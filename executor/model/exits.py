@@ -135,11 +135,24 @@ def check_levels(exit: Exit, quantity: Decimal, ref: Decimal | None) -> str | No
     return None
 
 
+def closable(quantity: Decimal, step: Decimal | None) -> Decimal:
+    """What of a position (signed) an order can close: its size rounded down to the
+    broker's quantity step (a fee taken in the base asset leaves digits no order takes);
+    0: only dust is left."""
+    size = abs(quantity)
+    if step is None:
+        return size
+    return _EXACT.multiply(_EXACT.divide(size, step).to_integral_value(ROUND_FLOOR, _EXACT),
+                           step)
+
+
 def decide(exit: Exit, quantity: Decimal, ref: Decimal, now: int,
-           tick: Decimal | None = None) -> tuple[Exit | None, Closing | None]:
+           tick: Decimal | None = None,
+           step: Decimal | None = None) -> tuple[Exit | None, Closing | None]:
     """What ``ref`` does to an exit of a position of ``quantity`` (signed): its new state
-    (None: unchanged) and the closing order it fires (None: none). Nothing while flat or
-    while a closing order is in flight."""
+    (None: unchanged) and the closing order it fires (None: none), for as much of the
+    position as the broker's ``step`` lets an order close. Nothing while flat or while a
+    closing order is in flight."""
     if quantity == 0 or exit.fired is not None or now < exit.not_before:
         return None, None
     side = closing_side(quantity)
@@ -168,7 +181,7 @@ def decide(exit: Exit, quantity: Decimal, ref: Decimal, now: int,
         return changed, None
     assert level is not None
     limit = exit.close == "limit"
-    closing = Closing(why=fired, side=side, quantity=wire(abs(quantity)),
+    closing = Closing(why=fired, side=side, quantity=wire(closable(quantity, step)),
                       type=OrderType.LIMIT if limit else OrderType.MARKET,
                       price=wire(level) if limit else None, trigger=wire(ref))
     return state, closing

@@ -280,3 +280,14 @@ async def test_a_position_closed_by_hand_takes_its_exit_with_it(
         await set_price(r, "48000")
         await asyncio.sleep(0.5)
     assert await closing_orders(r) == [] and await position(r) == D("0.5")
+
+
+async def test_an_unreadable_exit_holds_up_no_other(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await r.hset(K.exits("default"), "ETHUSDT", "{garbled")
+    async with long_half(redis_url, r, client) as settings:
+        await set_exit(r, K, settings, "default", "BTCUSDT", levels(take_profit="50100"))
+        await set_price(r, "50100")
+        await held(r, "0")
+    assert await r.hget(K.exits("default"), "ETHUSDT") == b"{garbled"  # left for a person

@@ -12,7 +12,15 @@ import msgspec
 import pytest
 
 from executor.config import ConfigError, load_settings
-from executor.model.exits import AutoExit, Exit, auto_exit, check_levels, closing_id, decide
+from executor.model.exits import (
+    AutoExit,
+    Exit,
+    auto_exit,
+    check_levels,
+    closable,
+    closing_id,
+    decide,
+)
 from producer.contract import (
     CLIENT_ORDER_ID_PATTERN,
     ContractError,
@@ -186,3 +194,13 @@ def test_the_configuration_refuses_automatic_exits_that_cannot_work(
     with pytest.raises(ConfigError, match=re.escape(words)):
         load_settings(str(config), {"K1": "a-secret-of-at-least-16-bytes"})
     assert load_settings(None, {}).exits == {}
+
+
+def test_a_closing_order_takes_what_the_broker_s_step_allows_of_the_position() -> None:
+    # A buy whose fee was taken in BTC: 0.5 less 0.0005 is 0.4995, closable whole at a
+    # 0.0001 step, 0.499 at 0.001; dust below a step is nothing to close.
+    assert closable(D("0.4995"), D("0.0001")) == D("0.4995")
+    assert closable(D("-0.4995"), D("0.001")) == D("0.499")
+    assert closable(D("0.0004"), D("0.001")) == 0
+    _, closing = decide(LEVELS, D("0.4995"), D("49000"), 0, None, D("0.001"))
+    assert closing is not None and closing.quantity == D("0.499")

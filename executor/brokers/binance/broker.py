@@ -466,6 +466,12 @@ class BinanceBroker:
         rules = self.rules.get(symbol)
         return None if rules is None else rules.base_asset
 
+    def step_size(self, symbol: str) -> Decimal | None:
+        """LOT_SIZE's stepSize (MARKET_LOT_SIZE's is a market order's further bound)."""
+        rules = self.rules.get(symbol)
+        lot = None if rules is None else rules.lot
+        return lot.step if lot is not None and lot.step else None
+
     def tick_size(self, symbol: str) -> Decimal | None:
         """PRICE_FILTER's tickSize: what the emulator rounds a trailing limit to."""
         rules = self.rules.get(symbol)

@@ -352,6 +352,11 @@ class PaperBroker:
         sym = self.config.symbols.get(symbol)
         return None if sym is None else sym.base_asset
 
+    def step_size(self, symbol: str) -> Decimal | None:
+        """The quantity step a closing order is rounded down to (background/exits.py)."""
+        sym = self.config.symbols.get(symbol)
+        return None if sym is None else sym.step_size
+
     def tick_size(self, symbol: str) -> Decimal | None:
         """The price tick the emulator rounds a trailing trigger to (as this exchange's own
         trailing stops do)."""
