@@ -25,6 +25,7 @@ from .contract import (
     Event,
     OrderStatus,
     OrderType,
+    OtoTrigger,
     Request,
     Result,
     Side,
@@ -196,7 +197,13 @@ class OrderClient:
         signal_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         reduce_only: bool = False,
+        take_profit: Decimal | str | int | None = None,
+        stop_loss: Decimal | str | int | None = None,
+        oto_trigger: OtoTrigger | str | None = None,
     ) -> Submitted:
+        """Place an order; with ``take_profit`` and/or ``stop_loss``, the entry of a
+        contingent list whose exits the workers place as it fills (``oto_trigger``:
+        ``full``, the default, once it has ended; ``partial`` on each fill)."""
         request = Request(
             action=Action.PLACE,
             client_order_id=client_order_id or new_client_order_id(symbol, side),
@@ -222,6 +229,9 @@ class OrderClient:
             signal_id=signal_id,
             metadata=metadata,
             reduce_only=reduce_only,
+            take_profit=_opt_decimal(take_profit),
+            stop_loss=_opt_decimal(stop_loss),
+            oto_trigger=None if oto_trigger is None else OtoTrigger(oto_trigger),
         )
         return await self.publish(request)
 

@@ -259,6 +259,16 @@ class TrailingOffsetType(enum.StrEnum):
     PERCENT = "percent"
 
 
+class OtoTrigger(enum.StrEnum):
+    """When the exits of an entry with ``take_profit`` / ``stop_loss`` are placed: ``full``
+    once the entry has ended (filled, or cancelled or expired after filling part), for all
+    it filled, as Binance and Alpaca release an OTO's children; ``partial`` on each fill, an
+    exit order for each part filled since the last."""
+
+    FULL = "full"
+    PARTIAL = "partial"
+
+
 class TimeInForce(enum.StrEnum):
     """How long an order works. gtc: until cancelled; ioc: what fills at once, the rest
     cancelled; fok: all at once or nothing; gtd: until ``expire_at``; day: until the end of
@@ -396,6 +406,11 @@ DisplayQuantity = Annotated[WireDecimal, msgspec.Meta(description=(
     "time (Binance icebergQty, which needs time_in_force gtc)"))]
 
 
+Trigger = Annotated[OtoTrigger, msgspec.Meta(description=(
+    "place with take_profit or stop_loss only, default full: full places the exits once the "
+    "entry has ended, for all it filled; partial places an exit order for each fill"))]
+
+
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
               gc=False):
     """One order request (the JSON object in a pending entry's ``data`` field).
@@ -432,9 +447,13 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     # Place only: the order may only reduce the account's position in the symbol; one
     # that would increase it is denied (``risk_denied:reduce_only``).
     reduce_only: bool = False
-    # sl_tp only: the position's stop-loss and take-profit levels.
+    # sl_tp: the position's stop-loss and take-profit levels. place: the order is the
+    # entry of a contingent list, whose exits the worker places once it fills: both
+    # levels (a bracket) one oco, one level (an oto) a limit at take_profit or a stop at
+    # stop_loss; reduce_only, for what the entry filled (docs/wire-contract.md).
     stop_loss: WireDecimal | None = None
     take_profit: WireDecimal | None = None
+    oto_trigger: Trigger | None = None
 
 
 class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -541,6 +560,10 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     signal_id: str | None = None
     metadata: dict[str, Any] | None = None
     reduce_only: bool = False
+    # The entry of a contingent list (model/lists.py): its exits' levels, and when they go.
+    take_profit: WireDecimal | None = None
+    stop_loss: WireDecimal | None = None
+    oto_trigger: OtoTrigger | None = None
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

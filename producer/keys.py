@@ -30,11 +30,31 @@ def check_cluster_prefix(prefix: str) -> None:
 
 
 class Keys:
-    __slots__ = ("assets", "audit", "cancels", "completed", "completed_readers", "events",
-                 "events_readers", "events_trimmed", "failed", "failed_readers", "open",
-                 "pending", "positions", "positions_base", "positions_base_cursor",
-                 "positions_cursor", "positions_lease", "prefix", "risk_limits", "trading",
-                 "workers")
+    __slots__ = (
+        "assets",
+        "audit",
+        "cancels",
+        "completed",
+        "completed_readers",
+        "events",
+        "events_readers",
+        "events_trimmed",
+        "failed",
+        "failed_readers",
+        "lists",
+        "lists_cancel",
+        "open",
+        "pending",
+        "positions",
+        "positions_base",
+        "positions_base_cursor",
+        "positions_cursor",
+        "positions_lease",
+        "prefix",
+        "risk_limits",
+        "trading",
+        "workers",
+    )
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -76,6 +96,11 @@ class Keys:
         # Hash account -> risk limits JSON set at run time (``orderstream risk set``).
         self.risk_limits = f"{prefix}:risk:limits"
         self.audit = f"{prefix}:audit"  # stream of operator actions (risk set, kill, resume)
+        # Hash client id -> JSON progress of the contingent list that order is the entry of
+        # (executor/model/lists.py), from its creation (infra/lua/begin.lua) until it and
+        # its exits have ended; and hash client id -> the request id of a cancel of it.
+        self.lists = f"{prefix}:lists"
+        self.lists_cancel = f"{prefix}:lists:cancel"
 
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""

@@ -70,11 +70,14 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
     if req.reduce_only and req.action is not Action.PLACE:
         raise ContractError(f"reduce_only is only allowed to place, not to {req.action}",
                             "reduce_only")
-    if req.action is not Action.SL_TP:
+    if req.action not in (Action.SL_TP, Action.PLACE):
         for name in EXIT_FIELDS:
             if getattr(req, name) is not None:
-                raise ContractError(f"{name} is only allowed for sl_tp, not for {req.action}",
-                                    name)
+                raise ContractError(f"{name} is only allowed for place and sl_tp, not for "
+                                    f"{req.action}", name)
+    if req.oto_trigger is not None and req.action is not Action.PLACE:
+        raise ContractError(f"oto_trigger is only allowed to place, not to {req.action}",
+                            "oto_trigger")
     if req.action is Action.SL_TP:
         _check_sl_tp(req)
     elif req.action is Action.PLACE:
@@ -175,6 +178,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
     _check_oco(req, tif)
     _check_trailing(req)
     _check_display(req)
+    _check_list(req)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -215,6 +219,44 @@ def _check_oco(req: Request, tif: TimeInForce) -> None:
     if tif is not TimeInForce.GTC and req.stop_limit_price is None:
         raise ContractError(f"time_in_force {tif} applies to an oco's stop-limit leg: it "
                             "needs stop_limit_price", "time_in_force")
+
+
+def _check_list(req: Request) -> None:
+    """The exits of a contingent list's entry: positive levels on the right sides of each
+    other and of the entry's price (a buy's take-profit above, its stop-loss below; a
+    sell's the other way round); an entry that is not itself a pair (oco) or an exit."""
+    tp, sl = req.take_profit, req.stop_loss
+    if tp is None and sl is None:
+        if req.oto_trigger is not None:
+            raise ContractError("oto_trigger needs take_profit or stop_loss (the exits it "
+                                "places)", "oto_trigger")
+        return
+    for name, value in (("take_profit", tp), ("stop_loss", sl)):
+        if value is not None and value <= 0:
+            raise ContractError(f"{name} must be positive, got {value}", name)
+    if req.type is OrderType.OCO:
+        raise ContractError("take_profit and stop_loss are not allowed on an oco order (an "
+                            "entry's exits are an oco themselves)",
+                            "take_profit" if tp is not None else "stop_loss")
+    if req.reduce_only:
+        raise ContractError("take_profit and stop_loss are not allowed on a reduce_only "
+                            "order (they protect a position it opens)", "reduce_only")
+    buy = req.side == "buy"
+    if tp is not None and sl is not None and (tp <= sl if buy else tp >= sl):
+        raise ContractError(f"a {req.side} entry's take_profit must be "
+                            f"{'above' if buy else 'below'} its stop_loss: {tp} is not",
+                            "take_profit")
+    entry = req.price if req.price is not None else req.stop_price
+    if entry is None:
+        return
+    if tp is not None and (tp <= entry if buy else tp >= entry):
+        raise ContractError(f"a {req.side} entry's take_profit must be "
+                            f"{'above' if buy else 'below'} its price {entry}: {tp} is not",
+                            "take_profit")
+    if sl is not None and (sl >= entry if buy else sl <= entry):
+        raise ContractError(f"a {req.side} entry's stop_loss must be "
+                            f"{'below' if buy else 'above'} its price {entry}: {sl} is not",
+                            "stop_loss")
 
 
 def _check_trailing(req: Request) -> None:

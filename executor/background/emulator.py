@@ -1,5 +1,7 @@
 """The emulator: watches the orders each account's ``EmulatingBroker`` holds and releases
-each as a plain order when the reference price triggers it (brokers/emulating.py).
+each as a plain order when the reference price triggers it (brokers/emulating.py); in the
+same pass, under the same lease, the account's position exits (exits.py) and contingent
+lists (lists.py).
 
 One worker at a time emulates an account (a lease per account, ``Keys.emulator_lease``,
 renewed every pass), so a trigger is decided by one process; a worker that dies leaves its
@@ -75,6 +77,7 @@ from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
 from ..safety.trading import TradingState, effective
 from .exits import ExitWatcher, LeaseLost
+from .lists import ListWatcher
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,7 @@ class Emulator:
         self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
                        for name in self.accounts}
         self.exits = ExitWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
+        self.lists = ListWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         self.auto = {a: x for a, x in (auto or {}).items() if a in self.accounts}
         self._auto_at: dict[str, int] = {}  # account -> when its positions were last read
         self._no_price_logged: dict[tuple[str, str], int] = {}
@@ -148,10 +152,13 @@ class Emulator:
             members: Any = await self.redis.smembers(self.keys.emulated(account))
             cids = sorted(text(c) for c in members)
         exits = await self.exits.read(account)
+        lists = await self.lists.read(account, self.clock())
         auto = self.auto.get(account)
-        holds = bool(cids or exits or auto) and await self.leases[account].hold(self.lease_ms)
+        holds = (bool(cids or exits or auto or lists)
+                 and await self.leases[account].hold(self.lease_ms))
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
+            self.metrics.lists.labels(account).set(len(lists) if holds else 0)
         if not holds:
             return 0
         rows: list[list[Any]] = []
@@ -191,6 +198,9 @@ class Emulator:
             if exits:
                 done += await self.exits.once(account, exits, prices, now,
                                               lambda symbol: tick_of(adapter, symbol),
+                                              lambda symbol: step_of(adapter, symbol))
+            if lists:
+                done += await self.lists.once(account, lists, now,
                                               lambda symbol: step_of(adapter, symbol))
         except LeaseLost:
             return done

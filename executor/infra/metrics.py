@@ -104,6 +104,15 @@ class Metrics:
             "orderstream_emulated_orders",
             "Orders the emulator holds or is releasing, by account (set by the worker that "
             "emulates the account, 0 on the others: take the max)", ["account"], registry=r)
+        self.list_exits = Counter(
+            "orderstream_list_exits",
+            "Exit orders of contingent lists (entries with take_profit / stop_loss) placed "
+            "by this worker, by account", ["account"], registry=r)
+        self.lists = Gauge(
+            "orderstream_contingent_lists",
+            "Contingent lists being watched (entry working, or exits working), by account "
+            "(set by the worker that emulates the account, 0 on the others: take the max)",
+            ["account"], registry=r)
         self.emulator_no_price = Counter(
             "orderstream_emulator_no_price",
             "Emulator passes that found no fresh reference price for a symbol with emulated "

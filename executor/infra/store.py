@@ -150,6 +150,7 @@ class Store:
         self._finish = redis.register_script(_load_script("finish.lua"))
         self._records = redis.register_script(_load_script("records.lua"))
         self._reindex = redis.register_script(_load_script("reindex.lua"))
+        self._lists = redis.register_script(_load_script("lists.lua"))
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -210,6 +211,17 @@ class Store:
             mapping: dict[Any, Any] = dict(requests)
             await self.redis.hset(self.keys.cancels, mapping=mapping)
 
+    async def cancel_list(self, client_order_id: str, request_id: str) -> bool:
+        """Mark the contingent list whose entry is ``client_order_id`` cancelled by the
+        request ``request_id``, for the watcher to cancel its open exits
+        (background/lists.py). False when there is no such list (over, or none)."""
+        return bool(await self._lists(keys=[self.keys.lists, self.keys.lists_cancel],
+                                      args=["mark", client_order_id, request_id]))
+
+    async def keep_list(self, client_order_id: str) -> None:
+        """Undo ``cancel_list``: the cancel of the entry failed, and it works on."""
+        await self.redis.hdel(self.keys.lists_cancel, client_order_id)
+
     async def deferred_cancels(self) -> dict[str, str]:
         raw: Any = await self.redis.hgetall(self.keys.cancels)
         return {text(cid): text(rid) for cid, rid in raw.items()}
@@ -235,14 +247,15 @@ class Store:
                       ) -> list[Existing | None] | None:
         if not items:
             return []
-        keys = [self.keys.events, self.keys.open]
+        keys = [self.keys.events, self.keys.open, self.keys.lists]
         meta: list[Any] = []
         payload: list[bytes] = []
         for item in items:
             order = item.order
             keys += (self.keys.order(order.client_order_id), self.keys.due(order.spec.account))
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
-                     len(item.events), self.attention.due(order, order.updated_at) or 0)
+                     len(item.events), self.attention.due(order, order.updated_at) or 0,
+                     order.spec.account if order.spec.oto_trigger is not None else "")
             payload.append(encode(order))
             payload += map(encode, item.events)
         if reserve is None:

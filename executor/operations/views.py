@@ -11,7 +11,16 @@ from typing import Any
 
 import msgspec
 
-from producer.contract import OrderState, OrderType, Side, WireDecimal, wire, wire_opt
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    OtoTrigger,
+    Side,
+    WireDecimal,
+    wire,
+    wire_opt,
+)
 from producer.replies import text
 
 from ..background.liveness import WorkerInfo
@@ -72,6 +81,9 @@ class OrderRow(msgspec.Struct, kw_only=True):
     created_at: int  # epoch ms
     age_ms: int
     emulated: bool = False  # held (or released) by our emulator: no native order at its broker
+    # A contingent list's entry: its exits' levels ("tp 51000 sl 49000"); an exit: "exit of
+    # <entry>" (model/lists.py). Empty otherwise.
+    contingent: str = ""
 
 
 class OrdersView(msgspec.Struct, kw_only=True):
@@ -103,14 +115,29 @@ def orders_view(records: Mapping[str, bytes | None], now_ms: int, *, account: st
             side=spec.side, type=spec.type, quantity=spec.quantity,
             filled_quantity=order.filled_quantity, average_price=order.average_price,
             state=order.state, created_at=order.created_at,
-            age_ms=max(0, now_ms - order.created_at), emulated=order.emulated))
+            age_ms=max(0, now_ms - order.created_at), emulated=order.emulated,
+            contingent=_list_of(spec)))
     rows.sort(key=lambda r: (r.created_at, r.client_order_id))
     return OrdersView(orders=rows, unreadable=sorted(unreadable))
 
 
+def _list_of(spec: OrderSpec) -> str:
+    if spec.oto_trigger is not None:
+        levels = [f"{name} {value}" for name, value in (("tp", spec.take_profit),
+                                                       ("sl", spec.stop_loss)) if value]
+        partial = ", partial" if spec.oto_trigger is OtoTrigger.PARTIAL else ""
+        return " ".join(levels) + partial
+    list_id = (spec.metadata or {}).get("list_id")
+    return f"exit of {list_id}" if isinstance(list_id, str) else ""
+
+
+def _type_of(r: OrderRow) -> str:
+    notes = [n for n in ("emulated" if r.emulated else "", r.contingent) if n]
+    return f"{r.type} ({'; '.join(notes)})" if notes else str(r.type)
+
+
 def render_orders(view: OrdersView) -> str:
-    rows = [(r.client_order_id, r.account, r.symbol, r.side,
-             f"{r.type} (emulated)" if r.emulated else r.type, r.quantity,
+    rows = [(r.client_order_id, r.account, r.symbol, r.side, _type_of(r), r.quantity,
              r.filled_quantity, r.average_price, r.state, render.age(r.age_ms))
             for r in view.orders]
     out = render.table(("cid", "account", "symbol", "side", "type", "qty", "filled",

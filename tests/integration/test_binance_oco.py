@@ -375,14 +375,20 @@ async def test_a_restart_finds_its_open_oco_and_cancels_an_orphan_list(
     assert {exchange.exchange.orders[oid].status for oid in stray.legs} == {"CANCELED"}
 
 
-async def test_the_paper_exchange_refuses_an_oco_naming_the_field(
+async def test_the_paper_exchange_takes_an_oco_natively_with_binances_price_rule(
         redis_url: str, client: OrderClient) -> None:
-    async with running(settings_for(redis_url)):  # the paper broker
+    """Accepted as one order resting both legs; a leg the price is already at is rejected,
+    as Binance rejects it (limit above the last price above the stop, for a sell)."""
+    async with running(settings_for(redis_url)):  # the paper broker, BTCUSDT at 50000
         sub = await client.place("BTCUSDT", "sell", "oco", "0.010", price="52000",
                                  stop_price="48000")
         result = await client.wait_result(sub.request_id, 10)
-    assert result.reason_code == "invalid", result
-    assert result.reason is not None and "order type oco is not supported" in result.reason
+        late = await client.place("BTCUSDT", "sell", "oco", "0.010", price="49000",
+                                  stop_price="48000")
+        refused = await client.wait_result(late.request_id, 10)
+    assert result.status is ResultStatus.ACCEPTED and not result.emulated, result
+    assert refused.status is ResultStatus.REJECTED, refused
+    assert refused.reason is not None and "would trigger immediately" in refused.reason
 
 
 async def test_the_exchange_holds_an_ocos_balance_once(broker: BinanceBroker,

@@ -30,7 +30,7 @@ from producer.client import OrderClient
 from producer.contract import OrderState, ReasonCode, ResultStatus
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import running, until
 
 
 class FailingCancels(PaperBroker):
@@ -140,3 +140,31 @@ async def test_a_deferred_cancel_the_broker_could_not_take_is_sent_again_until_f
         await broker.close()
     assert await redis_client.hget(k.order(cid), "state") == b"cancelled"
     assert await store.deferred_cancels() == {}
+
+
+async def test_a_failed_cancel_of_a_list_entry_keeps_its_list(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """The entry of a bracket works on after its cancel failed: its list is not cancelled,
+    so when it fills its exit is still placed."""
+    r = redis_client
+    await r.hset(Keys().paper("default", "prices"), "BTCUSDT", "50000")
+    settings = make_settings(emulator_interval_ms=100, emulator_lease_ms=1000)
+    broker = FailingCancels("default", settings.accounts["default"], r, Keys())
+    async with running(settings, brokers={"default": broker}):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.010", price="49900",
+                                 client_order_id="L1", take_profit="51000",
+                                 stop_loss="49000")
+        await client.wait_result(sub.request_id, 10)
+        broker.failures = [("before", PermanentError("-2011 unknown reason (test)"))]
+        failed = await client.wait_result((await client.cancel("L1")).request_id, 15)
+        assert failed.reason_code == ReasonCode.BROKER_REJECTED
+        assert "contingent list" not in (failed.reason or "")
+        assert not await r.hexists(Keys().lists_cancel, "L1")
+        await r.hset(Keys().paper("default", "prices"), "BTCUSDT", "49900")
+
+        async def placed() -> bool:
+            status = await client.order("L1-x1")
+            return status is not None and status.state is OrderState.ACCEPTED
+        await until(placed, 15)

@@ -354,3 +354,20 @@ async def test_the_readme_examples_of_signed_requests_work_as_written(
     # The shell's order fills; the Python one, the same client id, is its duplicate.
     assert answers == [("s1-0002", ResultStatus.FAILED, "duplicate"),
                        ("s1-0002", ResultStatus.FILLED, None)]
+
+
+async def test_a_list_entry_is_refused_where_requests_are_signed(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    """A worker cannot sign the exits it would place: the entry is refused, naming the
+    field, and nothing reaches the broker."""
+    body = json.loads(place("tp-1"))
+    body["take_profit"] = "60000"
+    data = json.dumps(body, separators=(",", ":")).encode()
+    async with running(signed_settings) as worker:
+        rid = (await redis_client.xadd(K.pending, signed(data))).decode()
+        result = await client.wait_result(rid, 10)
+        assert result.reason_code == "invalid" and "take_profit" in (result.reason or "")
+        assert await received(worker) == 0
+    assert not await redis_client.exists(K.order("tp-1"))
+    assert not await redis_client.hexists(K.lists, "tp-1")

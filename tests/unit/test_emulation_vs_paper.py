@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,9 +35,18 @@ def orders(draw: st.DrawFn) -> OrderSpec:
     type = draw(st.sampled_from([OrderType.TRAILING_STOP, OrderType.TRAILING_STOP_LIMIT,
                                  OrderType.MARKET_IF_TOUCHED, OrderType.LIMIT_IF_TOUCHED,
                                  OrderType.STOP, OrderType.STOP_LIMIT,
-                                 OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT]))
+                                 OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT,
+                                 OrderType.OCO]))
     fields: dict[str, object] = {}
-    if type in (OrderType.TRAILING_STOP, OrderType.TRAILING_STOP_LIMIT):
+    if type is OrderType.OCO:
+        # The contract's shape (producer/validation.py): a sell's limit leg above its stop
+        # leg, a buy's below.
+        stop, gap = draw(prices), draw(offsets) * 2
+        fields["stop_price"] = stop
+        fields["price"] = stop + gap if side is Side.SELL else stop - gap
+        if draw(st.booleans()):
+            fields["stop_limit_price"] = draw(prices)
+    elif type in (OrderType.TRAILING_STOP, OrderType.TRAILING_STOP_LIMIT):
         kind = draw(st.sampled_from(list(TrailingOffsetType)))
         fields["trailing_offset_type"] = kind
         fields["trailing_offset"] = draw(offsets) if kind is TrailingOffsetType.PRICE \
@@ -66,8 +76,8 @@ def native(spec: OrderSpec, path: list[Decimal]) -> tuple[str | None, int | None
         if moved is not None:
             order = moved
         if order.triggered:
-            limit = order.limit_price if spec.type is OrderType.TRAILING_STOP_LIMIT \
-                else spec.price
+            limit = order.limit_price if spec.type in (
+                OrderType.TRAILING_STOP_LIMIT, OrderType.OCO) else spec.price
             return None, index, limit
     return None, None, None
 
@@ -102,3 +112,19 @@ def test_the_comparison_sees_both_fire_and_both_wait() -> None:
     path = [Decimal("50500"), Decimal("50450"), Decimal("50400"), Decimal("50000")]
     assert native(spec, path) == emulated(spec, path) == (None, 2, None)
     assert native(spec, path[:2]) == emulated(spec, path[:2]) == (None, None, None)
+
+
+def test_an_oco_fires_its_limit_leg_or_its_stop_leg_alike() -> None:
+    """A sell oco (limit leg 50500, stop leg 49500 as a stop-limit at 49400): the rise
+    fills the limit leg at its price, the fall fires the stop leg's limit; both alike."""
+    spec = OrderSpec(account="a", symbol="BTCUSDT", side=Side.SELL, type=OrderType.OCO,
+                     quantity=Decimal("0.01"), price=Decimal("50500"),
+                     stop_price=Decimal("49500"), stop_limit_price=Decimal("49400"))
+    up = [Decimal("50200"), Decimal("50500")]
+    down = [Decimal("49800"), Decimal("49500")]
+    assert native(spec, up) == emulated(spec, up) == (None, 1, Decimal("50500"))
+    assert native(spec, down) == emulated(spec, down) == (None, 1, Decimal("49400"))
+    at_once = msgspec.structs.replace(spec, price=Decimal("49900"),
+                                      stop_price=Decimal("49000"))
+    assert native(at_once, up)[0] == emulated(at_once, up)[0] == "order would trigger " \
+        "immediately"

@@ -148,8 +148,9 @@ def test_sl_tp_takes_levels_a_trail_and_a_close_and_nothing_clears() -> None:
     assert caught.value.field == "symbol"
 
 
-@pytest.mark.parametrize("action", ["place", "amend", "cancel", "cancel_all"])
+@pytest.mark.parametrize("action", ["amend", "cancel", "cancel_all"])
 def test_other_actions_refuse_the_exit_levels(action: str) -> None:
+    """(place takes them too: a contingent list's entry, tests/unit/test_lists.py.)"""
     request = decode_request(msgspec.json.encode({
         "action": action, "symbol": "BTCUSDT", "side": "buy", "type": "market",
         "quantity": "1", "client_order_id": "c1", "stop_loss": "1"}))

@@ -90,10 +90,11 @@ def spec(side: Side, price: str, stop: str, stop_limit: str | None = None) -> Or
                      stop_limit_price=None if stop_limit is None else D(stop_limit))
 
 
-def test_the_paper_exchange_refuses_an_oco_naming_the_field() -> None:
+def test_the_paper_exchange_takes_an_oco_and_checks_each_legs_price_on_its_tick() -> None:
+    assert paper_check(spec(Side.SELL, "52000", "48000"), PaperAccount()).tick_size
     with pytest.raises(ContractError) as caught:
-        paper_check(spec(Side.SELL, "52000", "48000"), PaperAccount())
-    assert caught.value.field == "type" and "oco" in str(caught.value)
+        paper_check(spec(Side.SELL, "52000", "48000", "47999.999"), PaperAccount())
+    assert caught.value.field == "stop_limit_price" and "tick size" in str(caught.value)
 
 
 @pytest.mark.parametrize(("order", "price"), [

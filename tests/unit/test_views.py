@@ -11,7 +11,15 @@ from executor.model.order import Context, new_order, transition
 from executor.model.positions import Position, apply_fill, unrealized
 from executor.operations import views
 from executor.operations.replay import Difference, Report, Subject
-from producer.contract import OrderSpec, OrderState, OrderType, Side, WireDecimal, encode
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    OtoTrigger,
+    Side,
+    WireDecimal,
+    encode,
+)
 
 CTX = Context(now=1_000, worker="w1", request_id="1-0")
 
@@ -149,3 +157,18 @@ def test_an_emulated_order_says_so_in_the_list() -> None:
     assert row[4:6] == ["limit", "(emulated)"]
     assert not views.orders_view({"plain": record("plain", "default", "BTCUSDT", 1_000)},
                                  2_000).orders[0].emulated
+
+
+def test_a_list_entry_shows_its_levels_and_an_exit_its_entry() -> None:
+    entry = OrderSpec(account="a", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                      quantity=WireDecimal("1"), take_profit=WireDecimal("51000"),
+                      stop_loss=WireDecimal("49000"), oto_trigger=OtoTrigger.PARTIAL)
+    exit_ = OrderSpec(account="a", symbol="BTCUSDT", side=Side.SELL, type=OrderType.OCO,
+                      quantity=WireDecimal("1"), price=WireDecimal("51000"),
+                      stop_price=WireDecimal("49000"), reduce_only=True,
+                      metadata={"list_id": "E", "exit": 1})
+    records = {cid: encode(new_order(cid, "1-0", spec, Context(now=at, worker="w"))[0])
+               for cid, spec, at in (("E", entry, 1), ("E-x1", exit_, 2))}
+    lines = views.render_orders(views.orders_view(records, 3)).splitlines()
+    assert "market (tp 51000 sl 49000, partial)" in lines[1]
+    assert "oco (exit of E)" in lines[2]

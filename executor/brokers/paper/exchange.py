@@ -290,8 +290,8 @@ class PaperBroker:
                 raise NeedsEmulation(f"type oco is left to the emulator by this account "
                                      f"(emulate_conditional; {EMULATED})", "type")
         key = (order.symbol, order.type, order.quantity, order.price, order.stop_price,
-               order.time_in_force, order.expire_at is None, order.trailing_offset is None,
-               order.limit_offset is None)
+               order.stop_limit_price, order.time_in_force, order.expire_at is None,
+               order.trailing_offset is None, order.limit_offset is None)
         try:
             sym = self._valid.get(key)
         except TypeError:  # an unhashable amount (a signalling NaN): check it the long way

@@ -50,6 +50,7 @@ from producer.contract import (
     WireDecimal,
     plus,
     wire,
+    wire_opt,
     zero,
 )
 
@@ -78,7 +79,10 @@ TRIGGERED_TYPES = frozenset(
 ) | TOUCHED_TYPES | TRAILING_TYPES
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT,
                           OrderType.LIMIT_IF_TOUCHED, OrderType.TRAILING_STOP_LIMIT})
-SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT}) | TRIGGERED_TYPES
+# An oco is native too (Binance's semantics, and the emulator's, model/emulation.py): its
+# limit leg rests as a maker at ``price``; its stop leg fires at ``stop_price`` as a market
+# order, or a limit at ``stop_limit_price``; whichever goes first ends the other.
+SUPPORTED_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.OCO}) | TRIGGERED_TYPES
 
 
 class Direction(enum.StrEnum):
@@ -128,8 +132,8 @@ def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
             f"{sym.min_quantity} to {sym.max_quantity} in steps of {sym.step_size}",
             "quantity",
         )
-    if order.type in _LIMIT_TYPES and order.type not in TRAILING_TYPES \
-            and order.price is None:
+    if ((order.type in _LIMIT_TYPES and order.type not in TRAILING_TYPES)
+            or order.type is OrderType.OCO) and order.price is None:
         raise ContractError(f"price is required for a {order.type} order", "price")
     if order.type in TRAILING_TYPES:
         if order.trailing_offset is None:
@@ -138,9 +142,11 @@ def check(order: OrderSpec, config: PaperAccount) -> SymbolConfig:
         if order.type is OrderType.TRAILING_STOP_LIMIT and order.limit_offset is None:
             raise ContractError("limit_offset is required for a trailing_stop_limit order",
                                 "limit_offset")
-    elif order.type in TRIGGERED_TYPES and order.stop_price is None:
+    elif (order.type in TRIGGERED_TYPES or order.type is OrderType.OCO) \
+            and order.stop_price is None:
         raise ContractError(f"stop_price is required for a {order.type} order", "stop_price")
-    for name, value in (("price", order.price), ("stop_price", order.stop_price)):
+    for name, value in (("price", order.price), ("stop_price", order.stop_price),
+                        ("stop_limit_price", order.stop_limit_price)):
         if value is None:
             continue
         if value <= 0 or not _is_multiple(value, sym.tick_size):
@@ -271,10 +277,22 @@ def trail(order: PaperOrder, ref: Decimal, sym: SymbolConfig) -> TrailState:
                           spec.activation_price, sym.tick_size)
 
 
+def oco_leg(spec: OrderSpec, ref: Decimal) -> tuple[Decimal | None, bool] | None:
+    """The leg of an oco ``ref`` fires: (its limit price, None for a stop-market leg;
+    whether it is the limit leg), or None while the price is between them."""
+    assert spec.price is not None and spec.stop_price is not None
+    if triggers.touched(spec.side, spec.price, ref):
+        return spec.price, True
+    if triggers.stop_triggered(OrderType.STOP, spec.side, spec.stop_price, ref):
+        return spec.stop_limit_price, False
+    return None
+
+
 def limit_of(order: PaperOrder) -> Decimal | None:
     """The limit price an order executes at (None: a market order, or not yet triggered):
-    a trailing_stop_limit's is computed when it triggers, every other one is its price."""
-    if order.spec.type is OrderType.TRAILING_STOP_LIMIT:
+    a trailing_stop_limit's is computed when it triggers, an oco's is its fired leg's,
+    every other one is its price."""
+    if order.spec.type in (OrderType.TRAILING_STOP_LIMIT, OrderType.OCO):
         return order.limit_price
     return order.spec.price if order.spec.type in _LIMIT_TYPES else None
 
@@ -304,6 +322,10 @@ def submit(client_order_id: str, broker_order_id: str, spec: OrderSpec, book: Bo
         if is_triggered(spec, book.ref):
             order.status, order.reason = BrokerStatus.REJECTED, WOULD_TRIGGER
         return order
+    if spec.type is OrderType.OCO:
+        if oco_leg(spec, book.ref) is not None:  # Binance's price rule: limit > last > stop
+            order.status, order.reason = BrokerStatus.REJECTED, WOULD_TRIGGER
+        return order
     return _take(order, book, sym, config, now)
 
 
@@ -325,6 +347,18 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
         fired = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
                                         triggered=True)
         return _take(fired, book, sym, config, now)
+    if spec.type is OrderType.OCO and not order.triggered:
+        leg = oco_leg(spec, book.ref)
+        if leg is None:
+            return None
+        at, resting = leg
+        order = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                        triggered=True, limit_price=wire_opt(at))
+        if not resting:  # the stop leg: a taker, as a triggered stop
+            return _take(order, book, sym, config, now)
+        # The limit leg: its maker fill below, at its price, as a resting limit's; the
+        # version is bumped once for both changes.
+        order = msgspec.structs.replace(order, version=order.version - 1)
     price = limit_of(order)
     assert price is not None
     if not (book.ref <= price if spec.side is Side.BUY else book.ref >= price):
@@ -401,6 +435,8 @@ def watch(order: PaperOrder, sym: SymbolConfig) -> tuple[Direction, int] | None:
     spec = order.spec
     if spec.type in TRAILING_TYPES and not order.triggered:
         return Direction.EVERY, 0
+    if spec.type is OrderType.OCO and not order.triggered:
+        return Direction.EVERY, 0  # two levels, on either side of the price
     if spec.type in TRIGGERED_TYPES and not order.triggered:
         assert spec.stop_price is not None
         rises = (spec.type in triggers.STOP_TYPES) == (spec.side is Side.BUY)

@@ -46,6 +46,7 @@ from ...brokers.base import (
 )
 from ...infra.failpoints import failpoint
 from ...infra.store import Outcome
+from ...model.lists import is_entry
 from ...model.order import Context, Order, apply_report, restore, snapshot, transition
 from ...model.states import is_terminal
 from .. import results
@@ -57,6 +58,8 @@ WORKING = (OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
 # (submitted: pipeline/steps/submit.py). A cancel of one waits until the broker shows the order.
 SUBMITTING = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
 CANCELLABLE = (*WORKING, OrderState.PENDING_CANCEL)  # what cancel_at_broker takes
+LIST_CANCELLED = ("; its contingent list is cancelled: its open exit orders are cancelled, "
+                  "each with a result of its own, and no more are placed")
 
 
 class CancelFailed(Exception):
@@ -100,6 +103,9 @@ class Cancel:
                 self.svc.clock(), self.svc.worker)
             return
         job.order, job.expected_seq = order, order.seq
+        # Before the entry's own cancel: its exits must not be placed after it (model/lists.py)
+        listed = is_entry(order.spec) and await self.svc.store.cancel_list(
+            order.client_order_id, job.request_id)
         if order.state in SUBMITTING:
             await self._defer([job], [order])
             job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
@@ -111,11 +117,21 @@ class Cancel:
         except CancelFailed as exc:
             job.events += exc.events
             job.expected_seq = order.seq - len(job.events)
-            job.result = results.failure(job, exc.code, str(exc), self.svc.clock(),
+            listed = listed and not await self._keep_list(order)
+            why = str(exc) + (LIST_CANCELLED if listed else "")
+            job.result = results.failure(job, exc.code, why, self.svc.clock(),
                                          self.svc.worker, order=order)
             return
         job.expected_seq = order.seq - len(job.events)  # after the pending_cancel written
         job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
+
+    async def _keep_list(self, order: Order) -> bool:
+        """After a failed cancel: an entry still working keeps its list (its exits are
+        placed as it fills; the cancel may be sent again). True if it did."""
+        if not is_entry(order.spec) or is_terminal(order.state):
+            return False
+        await self.svc.store.keep_list(order.client_order_id)
+        return True
 
     async def _cancel(self, job: Job, order: Order) -> list[Event]:
         return await cancel_at_broker(self.svc, order, job.request_id)
@@ -137,6 +153,9 @@ class Cancel:
             and (req.symbol is None or o.spec.symbol == req.symbol)
             and (req.account is None or o.spec.account == req.account)
         ]
+        for o in matching:
+            if is_entry(o.spec):
+                await self.svc.store.cancel_list(o.client_order_id, job.request_id)
         # An order left pending_cancel (a cancel whose worker died before asking the
         # broker, or one still in flight) is asked again: cancelling twice is harmless,
         # skipping it would leave it working at the broker.
@@ -150,6 +169,7 @@ class Cancel:
                 events = await self._cancel(job, order)
             except CancelFailed as exc:
                 events = exc.events
+                await self._keep_list(order)
             else:
                 job.cancelled.append(order.client_order_id)
             return (Outcome(job.request_id, None, order, order.seq - len(events), events)

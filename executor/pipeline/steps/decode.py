@@ -14,6 +14,7 @@ from producer.contract import (
     Action,
     ContractError,
     OrderSpec,
+    OtoTrigger,
     ReasonCode,
     TimeInForce,
     TrailingOffsetType,
@@ -86,6 +87,11 @@ class Decode:
         if request.action in (Action.CANCEL, Action.AMEND):
             return  # an amend's new order is built from the old one (pipeline/steps/amend.py)
         assert request.symbol and request.side and request.type
+        if (request.take_profit or request.stop_loss) and self.svc.settings.auth.keys:
+            raise ContractError(
+                "take_profit / stop_loss are not supported where requests must be signed "
+                "([auth] keys): a worker cannot sign the exits it would place",
+                "take_profit" if request.take_profit else "stop_loss")
         if job.client_order_id is None:
             job.client_order_id = client_order_id_for_entry(
                 request.symbol, request.side, job.request_id
@@ -113,6 +119,10 @@ class Decode:
             signal_id=request.signal_id,
             metadata=request.metadata,
             reduce_only=request.reduce_only,
+            take_profit=request.take_profit,
+            stop_loss=request.stop_loss,
+            oto_trigger=request.oto_trigger or (
+                OtoTrigger.FULL if (request.take_profit or request.stop_loss) else None),
         )
         job.spec = broker.check(spec) or spec
 

@@ -1,0 +1,213 @@
+"""Contingent lists: places the exits of entries with ``take_profit`` / ``stop_loss`` as
+they fill, and cancels them with the entry (model/lists.py decides; this reads and
+writes). The worker that emulates an account watches its lists, under the account's
+emulator lease (background/emulator.py), so one worker decides at a time and a dead one's
+lists move with its lease: nothing lives only in a process's memory.
+
+A list is registered in ``Keys.lists`` by the script that creates its entry
+(infra/lua/begin.lua), so an entry never exists without it. Each exit is published as a
+request on the pending stream in the script that records it in the list
+(infra/lua/lists.lua), under a client id derived from the entry's: published once per
+decision, and a duplicate, never a second order, if it ever were twice. The request goes
+the way of every request: validation, the gate, the risk checks (``reduce_only``), the
+send token, its own result (``metadata.list_id`` names the entry).
+
+What became of an exit is read each pass: its order's state; without a record, its
+request still on the pending stream (not handled yet), or gone from it (answered without
+an order: refused, placed again after ``RETRY_MS`` under the next id), or, for an exit
+once seen with an order, a record expired since (over).
+
+A cancel of the entry marks its list (``Keys.lists_cancel``, pipeline/steps/cancel.py):
+the watcher then publishes a cancel of each open exit, once every published exit has its
+record (a cancel must not overtake its place), and forgets the list.
+
+Requests a worker publishes cannot be signed: with ``[auth] keys`` an entry with levels
+is refused when placed (pipeline/steps/decode.py); one found anyway (the keys configured
+since) gets no exit (an error log each minute per list) until it is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import Action, OrderState, Request, decoder, encode, wire
+from producer.keys import Keys
+from producer.replies import text
+
+from ..infra.metrics import Metrics
+from ..infra.store import decode_order
+from ..model.lists import (
+    Act,
+    Exit,
+    ExitState,
+    Progress,
+    Seen,
+    decide,
+    exit_request,
+    newly_seen,
+    released,
+)
+from ..model.positions import decode_position, position_key
+from ..safety.risk.state import open_key
+from .exits import LeaseLost
+
+log = logging.getLogger(__name__)
+
+SCRIPT = (resources.files("executor.infra") / "lua" / "lists.lua").read_text()
+_progress = decoder(Progress)
+_LOG_EVERY_MS = 60_000
+
+
+class ListWatcher:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, token: str, *,
+                 signed: bool = False, metrics: Metrics | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.token = token
+        self.signed = signed
+        self.metrics = metrics
+        self.script = redis.register_script(SCRIPT)
+        self._logged: dict[tuple[str, str], int] = {}
+
+    async def read(self, account: str, now: int) -> dict[str, bytes]:
+        """The lists of ``account``'s entries: entry client id -> stored progress."""
+        raw: Any = await self.redis.hgetall(self.keys.lists)
+        out: dict[str, bytes] = {}
+        for cid, data in raw.items():
+            try:
+                owner = _progress.decode(data).account
+            except msgspec.DecodeError:
+                self._once(("unreadable", text(cid)), now, logging.ERROR,
+                           "list of %s: unreadable (%r); left as it is", text(cid), data[:200])
+                continue
+            if owner == account:
+                out[text(cid)] = data
+        return out
+
+    async def once(self, account: str, lists: dict[str, bytes], now: int,
+                   step: Callable[[str], Decimal | None]) -> int:
+        """One pass over the account's lists; returns how many it wrote."""
+        done = 0
+        for cid, data in sorted(lists.items()):
+            try:
+                done += await self._one(account, cid, data, now, step)
+            except LeaseLost:
+                raise
+            except Exception:
+                # One list's bug or garbled record holds up no other list.
+                log.exception("list of %s: its pass failed", cid)
+                if self.metrics is not None:
+                    self.metrics.background_errors.labels("lists").inc()
+        return done
+
+    async def _one(self, account: str, cid: str, data: bytes, now: int,
+                   step: Callable[[str], Decimal | None]) -> int:
+        progress = _progress.decode(data)
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(k.order(cid), "record")
+        pipe.hget(open_key(k, account), cid)  # HGET: the worker's ACL has no HEXISTS
+        pipe.hget(k.lists_cancel, cid)
+        for e in progress.exits:
+            # The request's entry first: gone from the stream, its record (if it made an
+            # order) was written before (finish.lua), so the HGET after it sees it.
+            pipe.xrange(k.pending, min=e.request or "-", max=e.request or "+", count=1)
+            pipe.hget(k.order(e.id), "state")
+        record, reserved, cancel, *rows = await pipe.execute()
+        exits = {e.id: _exit_state(e, entries, state) for e, entries, state in
+                 zip(progress.exits, rows[::2], rows[1::2], strict=True)}
+        seen = newly_seen(progress, exits)
+        if seen is not None:
+            # So that a record gone later is known to have expired, not to be a refusal.
+            if await self._write("write", account, cid, data, encode(seen), []) == 0:
+                return 0
+            progress, data = seen, encode(seen)
+        if record is None:
+            # begin.lua writes the entry with its list, so it has expired since (a finished
+            # order's record lives order_ttl_ms; its exits may rest longer).
+            decision = decide(None, OrderState.FILLED, Decimal(0), True, progress, exits,
+                              Decimal(0), None, now, cancel is not None)
+            entry = None
+        else:
+            entry = decode_order(record)
+            spec = entry.spec
+            raw = await self.redis.hget(k.positions, position_key(account, spec.symbol))
+            position = decode_position(raw).quantity if raw else Decimal(0)
+            decision = decide(spec, entry.state, entry.filled_quantity, reserved is None,
+                              progress, exits, position, step(spec.symbol), now,
+                              cancel is not None)
+        if decision.act is Act.WAIT:
+            return 0
+        if decision.act is Act.RELEASE:
+            assert entry is not None
+            if self.signed:
+                self._once(("unsigned", cid), now, logging.ERROR,
+                           "list of %s: an exit of %s is due, but requests must be signed "
+                           "and a worker has no key: not placed; protect the position by "
+                           "hand", cid, decision.quantity)
+                return 0
+            request = exit_request(cid, entry.spec, decision.quantity, progress.n + 1)
+            assert request.client_order_id is not None
+            moved = released(progress, exits, Exit(
+                id=request.client_order_id, quantity=wire(decision.quantity), at=now,
+                request="$"))
+            if await self._write("write", account, cid, data, encode(moved),
+                                 [encode(request)]) == 0:
+                return 0
+            if self.metrics is not None:
+                self.metrics.list_exits.labels(account).inc()
+            log.warning("list of %s (%s filled %s of %s): exit %s placed, %s %s %s%s",
+                        cid, entry.state, entry.filled_quantity, entry.spec.quantity,
+                        request.client_order_id, request.type, request.side,
+                        decision.quantity, f" ({decision.why})" if decision.why else "")
+            return 1
+        cancels = [encode(Request(action=Action.CANCEL, client_order_id=i, account=account))
+                   for i in decision.ids]
+        if await self._write("end", account, cid, data, b"", cancels) != 1:
+            return 0
+        if decision.act is Act.CANCEL:
+            log.warning("list of %s cancelled: exits %s cancelled", cid,
+                        ", ".join(decision.ids) or "(none open)")
+        else:
+            log.info("list of %s is over: %s", cid, decision.why)
+        return 1
+
+    async def _write(self, op: str, account: str, cid: str, expected: bytes, new: bytes,
+                     requests: list[bytes]) -> Any:
+        """lists.lua: 0 when the list changed meanwhile (nothing written), else 1 or the
+        pending entry id of the last request published."""
+        k = self.keys
+        wrote = await self.script(
+            keys=[k.lists, k.lists_cancel, k.emulator_lease(account), k.pending],
+            args=[op, self.token, cid, expected, new, *requests])
+        if wrote == -2:
+            raise LeaseLost
+        return wrote
+
+    def _once(self, key: tuple[str, str], now: int, level: int, msg: str,
+              *args: Any) -> None:
+        """Log ``msg`` at most once a minute per ``key`` (every pass would flood)."""
+        if key in self._logged and now - self._logged[key] < _LOG_EVERY_MS:
+            return
+        self._logged[key] = now
+        log.log(level, msg, *args)
+
+
+def _exit_state(exit: Exit, entries: list[Any], state: bytes | None) -> ExitState:
+    """What became of a published exit: its order's state, or without a record, whether
+    its request waits on the pending stream, was answered without an order, or had one
+    whose record has expired."""
+    if state is not None:
+        return OrderState(text(state))
+    if exit.seen:
+        return Seen.GONE
+    if not exit.request or entries:
+        return Seen.PENDING
+    return Seen.REFUSED
