@@ -241,20 +241,28 @@ def _check_list(req: Request) -> None:
     if req.reduce_only:
         raise ContractError("take_profit and stop_loss are not allowed on a reduce_only "
                             "order (they protect a position it opens)", "reduce_only")
-    buy = req.side == "buy"
+    assert req.side is not None
+    check_levels(req.side, req.price if req.price is not None else req.stop_price, tp, sl)
+
+
+def check_levels(side: str, entry: Decimal | None, tp: Decimal | None,
+                 sl: Decimal | None) -> None:
+    """A list entry's levels on the right sides of each other and of its price (``entry``:
+    None for a market order): a buy's take-profit above, its stop-loss below; a sell's the
+    other way round. Also for an amend of the entry's price."""
+    buy = side == "buy"
     if tp is not None and sl is not None and (tp <= sl if buy else tp >= sl):
-        raise ContractError(f"a {req.side} entry's take_profit must be "
+        raise ContractError(f"a {side} entry's take_profit must be "
                             f"{'above' if buy else 'below'} its stop_loss: {tp} is not",
                             "take_profit")
-    entry = req.price if req.price is not None else req.stop_price
     if entry is None:
         return
     if tp is not None and (tp <= entry if buy else tp >= entry):
-        raise ContractError(f"a {req.side} entry's take_profit must be "
+        raise ContractError(f"a {side} entry's take_profit must be "
                             f"{'above' if buy else 'below'} its price {entry}: {tp} is not",
                             "take_profit")
     if sl is not None and (sl >= entry if buy else sl <= entry):
-        raise ContractError(f"a {req.side} entry's stop_loss must be "
+        raise ContractError(f"a {side} entry's stop_loss must be "
                             f"{'below' if buy else 'above'} its price {entry}: {sl} is not",
                             "stop_loss")
 

@@ -190,6 +190,31 @@ async def test_a_refused_exit_is_placed_again_once_it_can_be(
         assert await client.order("R1-x3") is None
 
 
+async def test_an_amended_entry_keeps_its_levels_and_its_fill_gets_the_exit(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Amend is a cancel-replace: the new order is the list's entry now (same levels),
+    the old one, cancelled unfilled, ends its list without an exit; a new price beyond a
+    level is refused, naming it, and changes nothing."""
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.2", price="49000",
+                                 client_order_id="A1", take_profit="51000",
+                                 stop_loss="48000")
+        await client.wait_result(sub)
+        bad = await client.wait_result(await client.amend("A1", price="47900"))
+        assert bad.reason_code == ReasonCode.INVALID and "stop_loss" in (bad.reason or "")
+        amended = await client.wait_result(await client.amend("A1", price="49900"))
+        assert amended.status is ResultStatus.ACCEPTED and amended.cancelled == ["A1"]
+        new = amended.client_order_id
+        assert new is not None and await r.hexists(K.lists, new)
+        await list_over(r, "A1")
+        await set_price(r, "49900")
+        exit_ = await order_in(client, exit_id(new, 1), OrderState.ACCEPTED)
+        assert exit_.spec.quantity == D("0.2") and exit_.spec.price == D("51000")
+    assert await client.order("A1-x1") is None
+
+
 @pytest.mark.timeout(120)
 async def test_the_list_of_an_entry_filled_while_its_worker_dies_goes_on_elsewhere(
         tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,

@@ -50,6 +50,7 @@ from producer.contract import (
     wire,
 )
 from producer.ids import client_order_id_for_entry
+from producer.validation import check_levels
 
 from ...brokers.base import BrokerError
 from ...infra.logs import about
@@ -210,6 +211,10 @@ class Amend:
                                         name)
                 changes[name] = value
         spec: OrderSpec = msgspec.structs.replace(old.spec, **changes)
+        if spec.oto_trigger is not None:
+            # A contingent list's entry keeps its levels: its new price must still fit them.
+            check_levels(spec.side, spec.price if spec.price is not None else spec.stop_price,
+                         spec.take_profit, spec.stop_loss)
         return self.svc.brokers[old.spec.account].check(spec) or spec
 
     def _become(self, job: Job, old: Order, spec: OrderSpec, new_cid: str) -> None:
