@@ -118,7 +118,8 @@ class ListWatcher:
         for e in progress.exits:
             # The request's entry first: gone from the stream, its record (if it made an
             # order) was written before (finish.lua), so the HGET after it sees it.
-            pipe.xrange(k.pending, min=e.request or "-", max=e.request or "+", count=1)
+            at = e.request or "0-1"  # no entry has that id: none to look for
+            pipe.xrange(k.pending, min=at, max=at, count=1)
             pipe.hget(k.order(e.id), "state")
         record, reserved, cancel, *rows = await pipe.execute()
         exits = {e.id: _exit_state(e, entries, state) for e, entries, state in
@@ -170,7 +171,7 @@ class ListWatcher:
             return 1
         cancels = [encode(Request(action=Action.CANCEL, client_order_id=i, account=account))
                    for i in decision.ids]
-        if await self._write("end", account, cid, data, b"", cancels) != 1:
+        if await self._write("end", account, cid, data, b"", cancels) == 0:
             return 0
         if decision.act is Act.CANCEL:
             log.warning("list of %s cancelled: exits %s cancelled", cid,

@@ -146,7 +146,8 @@ async def test_cancelling_an_unfilled_entry_ends_its_list_without_an_exit(
 
 
 async def test_cancelling_a_filled_entry_cancels_its_open_exit(
-        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
     r = redis_client
     await set_price(r, "50000")
     async with running(fast(redis_url)):
@@ -159,6 +160,7 @@ async def test_cancelling_a_filled_entry_cancels_its_open_exit(
         assert "its contingent list is cancelled" in (answer.reason or "")
         await order_in(client, "E4-x1", OrderState.CANCELLED)
         await list_over(r, "E4")
+    assert "list of E4 cancelled: exits E4-x1 cancelled" in caplog.text
     assert await position(r) == D("0.1")  # the position stays, now without exits
 
 

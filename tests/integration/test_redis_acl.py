@@ -229,8 +229,9 @@ def test_the_readme_shows_the_rules_of_the_shipped_file() -> None:
 async def test_the_emulator_and_the_exits_run_as_the_worker_user(
     acl_server: RedisServer, admin: aioredis.Redis, tmp_path: Path
 ) -> None:
-    """An emulated order held, fired and filled, and a stop-loss closing a position, with
-    the worker connected as the worker user: no command refused."""
+    """An emulated order held, fired and filled, a stop-loss closing a position, and a
+    bracket whose exit is placed, then cancelled with its entry, with the worker connected
+    as the worker user: no command refused."""
     (tmp_path / "worker.pw").write_text(PASSWORDS["orderstream-worker"])
     settings = replace(
         settings_for(acl_server.url, redis_username="orderstream-worker",
@@ -254,5 +255,16 @@ async def test_the_emulator_and_the_exits_run_as_the_worker_user(
                        exit_of("49800", None, None, "price", "market", now=1, by="test"))
         await admin.hset(prices, "BTCUSDT", "49800")
         await until(lambda: position_of("0"), 10)
+        bracket = await client.place("BTCUSDT", "buy", "market", "0.5",
+                                     client_order_id="acl-br-1", take_profit="51000",
+                                     stop_loss="48000")
+        await client.wait_result(bracket.request_id, 10)
+
+        async def state_of(cid: str, state: OrderState) -> bool:
+            status = await client.order(cid)
+            return status is not None and status.state is state
+        await until(lambda: state_of("acl-br-1-x1", OrderState.ACCEPTED), 10)
+        await client.wait_result((await client.cancel("acl-br-1")).request_id, 10)
+        await until(lambda: state_of("acl-br-1-x1", OrderState.CANCELLED), 10)
     refused = await admin.execute_command("ACL", "LOG")
     assert refused == [], json.dumps([_text_log(e) for e in refused], indent=1)
