@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from devtools.alpaca_exchange import AlpacaExchangeServer
 from devtools.binance_exchange import BinanceExchangeServer
 from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
@@ -29,12 +30,14 @@ from producer.contract import (
     Side,
 )
 from producer.keys import Keys
+from tests.fakes.alpaca import alpaca
 from tests.fakes.binance import exchange
 
 from .conftest import running, settings_for, until
+from .test_alpaca_conditional import alpaca_settings
 from .test_binance_worker import binance_settings
 
-__all__ = ["exchange"]  # fixtures
+__all__ = ["alpaca", "exchange"]  # fixtures
 
 K = Keys()
 D = Decimal
@@ -354,3 +357,25 @@ async def test_at_binance_a_brackets_exit_is_a_native_oco_for_what_the_position_
         exchange.set_price("BTCUSDT", "51000")
         await order_in(client, "B1-x1", OrderState.FILLED)
         await list_over(redis_client, "B1")
+
+
+async def test_at_alpaca_a_brackets_exit_is_emulated_and_its_stop_leg_sent_on_a_fall(
+        redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
+        client: OrderClient) -> None:
+    """Alpaca has no oco the worker uses: the exit is held by the emulator (nothing sent),
+    and when the price falls to the stop-loss its stop leg goes out as a market sell under
+    the exit's id, closing what the entry bought."""
+    async with running(alpaca_settings(redis_url, alpaca)):
+        sub = await client.place("AAPL", "buy", "market", "5", client_order_id="AL1",
+                                 take_profit="195", stop_loss="185")
+        assert (await client.wait_result(sub, timeout=15)).status is ResultStatus.FILLED
+        exit_ = await order_in(client, "AL1-x1", OrderState.ACCEPTED, timeout=15)
+        assert exit_.emulated and exit_.spec.quantity == D("5")
+        assert [r.body.get("client_order_id") for r in alpaca.orders_sent()] == ["AL1"]
+        alpaca.set_price("AAPL", "185")
+        closed = await order_in(client, "AL1-x1", OrderState.FILLED, timeout=15)
+        assert closed.filled_quantity == D("5")
+        [body] = [r.body for r in alpaca.orders_sent()
+                  if r.body.get("client_order_id") == "AL1-x1"]
+        assert (body["type"], body["side"], body["qty"]) == ("market", "sell", "5")
+        await list_over(redis_client, "AL1")
