@@ -352,13 +352,13 @@ def advance(order: PaperOrder, book: Book, sym: SymbolConfig, config: PaperAccou
         if leg is None:
             return None
         at, resting = leg
-        order = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
-                                        triggered=True, limit_price=wire_opt(at))
         if not resting:  # the stop leg: a taker, as a triggered stop
-            return _take(order, book, sym, config, now)
-        # The limit leg: its maker fill below, at its price, as a resting limit's; the
-        # version is bumped once for both changes.
-        order = msgspec.structs.replace(order, version=order.version - 1)
+            fired = msgspec.structs.replace(order, version=order.version + 1, updated_at=now,
+                                            triggered=True, limit_price=wire_opt(at))
+            return _take(fired, book, sym, config, now)
+        # The limit leg: its maker fill below, at its price, as a resting limit's (which
+        # makes the one new version for both changes).
+        order = msgspec.structs.replace(order, triggered=True, limit_price=wire_opt(at))
     price = limit_of(order)
     assert price is not None
     if not (book.ref <= price if spec.side is Side.BUY else book.ref >= price):
