@@ -390,8 +390,10 @@ def demo_scenario(now_ms: int) -> list[Request | dict[str, Any]]:
                 time_in_force=TimeInForce.FOK),
         Request(client_order_id=cid("BTCUSDT", sell, now_ms), symbol="BTCUSDT", side=sell,
                 type=OrderType.STOP, quantity=d("0.010"), stop_price=d("48000")),
+        # A bracket: once it fills, the worker places its exit (an oco, reduce_only).
         Request(client_order_id=cid("EUR_USD", buy, now_ms), symbol="EUR_USD", side=buy,
-                type=OrderType.MARKET, quantity=d("10000")),
+                type=OrderType.MARKET, quantity=d("10000"), take_profit=d("1.09500"),
+                stop_loss=d("1.07500")),
         Request(action=Action.CANCEL, client_order_id=resting),
         {"data": '{"symbol":"BTCUSDT","side":"buy","type":"market","quantity":"-1"}'},
         Request(client_order_id=cid("ETHUSDT", sell, now_ms), symbol="ETHUSDT", side=sell,

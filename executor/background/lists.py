@@ -164,7 +164,7 @@ class ListWatcher:
                 return 0
             if self.metrics is not None:
                 self.metrics.list_exits.labels(account).inc()
-            log.warning("list of %s (%s filled %s of %s): exit %s placed, %s %s %s%s",
+            log.warning("list of %s (entry %s, filled %s of %s): exit %s placed, %s %s %s%s",
                         cid, entry.state, entry.filled_quantity, entry.spec.quantity,
                         request.client_order_id, request.type, request.side,
                         decision.quantity, f" ({decision.why})" if decision.why else "")
