@@ -29,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.connect import home_node
-from producer.contract import Action
+from producer.contract import Action, OrderSpec
 from producer.keys import GROUP, Keys
 from producer.partitions import partition_prefix
 from producer.replies import text as _text
@@ -186,6 +186,7 @@ class Worker:
         risk_state = RiskState(self.redis, self.keys)
         self.prefetch = Prefetch(self.svc, risk_state)
         self.risk = Risk(self.svc, risk_state)
+        self.emulator.recheck = self.recheck_release
         self.persist = Persist(self.svc)
         self.submit = Submit(self.svc)
         self.cancel = Cancel(self.svc)
@@ -243,6 +244,19 @@ class Worker:
         if not self._stopping.is_set():
             log.info("worker %s stopping: finishing the batch in hand", self.consumer)
             self._stopping.set()
+
+    async def recheck_release(self, client_order_id: str, request_id: str,
+                              release: OrderSpec) -> str | None:
+        """The risk checks of an emulated order's release (background/emulator.py): the
+        release judged as the order's own request again, at the reference price now, so
+        it replaces the order's reservation (re-priced) instead of adding to it. Why it is
+        denied, or None (its new reservation written)."""
+        job = Job(request_id=request_id, fields={}, received_at=self.svc.clock(),
+                  client_order_id=client_order_id, spec=release)
+        await self.risk([job])
+        if job.result is None:
+            return None
+        return f"{job.result.reason_code}: {job.result.reason}"
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -38,8 +38,11 @@ the lease while it waited, and the one that took over, never both send it.
 
 Before a release the trading state is read: halted (the account or everything) cancels the
 order instead ("nothing new goes"); reducing sends it only if it reduces the position
-(``orders:positions``), else cancels it. The rest of the pre-trade checks ran when the
-order was accepted, and its reservation holds until it ends.
+(``orders:positions``), else cancels it. Then the pre-trade risk checks run again, as
+for any order, on the release as it will be sent and at the reference price now
+(``recheck``: the worker's risk step, the order judged as replacing its own reservation,
+which is re-priced); denied, the order is cancelled with the check's reason, and nothing
+is sent.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ _NO_PRICE_LOG_MS = 60_000
 
 
 AUTO_INTERVAL_MS = 1_000
+# (client id, request id, the release) -> why the risk checks deny it, None if they pass.
+Recheck = Callable[[str, str, OrderSpec], Awaitable[str | None]]
 
 
 class _LeaseLost(Exception):
@@ -98,7 +103,8 @@ class Emulator:
                  unknown_resolve_ms: int = 600_000, lookup_interval_ms: int = 1_000,
                  signed: bool = False, auto: Mapping[str, AutoExit] | None = None,
                  metrics: Metrics | None = None,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms,
+                 recheck: Recheck | None = None) -> None:
         self.redis = redis
         self.keys = keys
         # Every account may have exits (stop-loss / take-profit on positions); the accounts
@@ -120,6 +126,9 @@ class Emulator:
         self._auto_at: dict[str, int] = {}  # account -> when its positions were last read
         self._no_price_logged: dict[tuple[str, str], int] = {}
         self.unknown_resolve_ms = unknown_resolve_ms
+        # The pre-trade risk checks of a release, at the price now (the worker's risk step:
+        # Worker.recheck_release); None: only the trading state is checked.
+        self.recheck = recheck
         self.lookup_interval_ms = lookup_interval_ms
         self._looked_up: dict[str, int] = {}  # client id -> when last looked up
 
@@ -244,7 +253,7 @@ class Emulator:
             return 0
         held = _held.decode(held_json) if held_json else Held()
         if emulation.decode() == Emulation.TRIGGERED:
-            return await self._resume(broker, cid, spec, held, sender)
+            return await self._resume(broker, cid, spec, held, sender, order.request_id)
         if expired(spec, self.clock()):
             await self._script(broker, "expire", cid)
             await self._due(account, cid)
@@ -267,14 +276,23 @@ class Emulator:
                  moved.trigger_price, moved.release.type, moved.release.side)
         if self.metrics is not None:
             self.metrics.emulator_triggered.labels(account).inc()
-        return await self._release(broker, cid, moved)
+        return await self._release(broker, cid, moved, order.request_id)
 
     # -- releases --------------------------------------------------------------------------
 
-    async def _release(self, broker: EmulatingBroker, cid: str, held: Held) -> int:
+    async def _release(self, broker: EmulatingBroker, cid: str, held: Held,
+                       request_id: str) -> int:
         spec = held.release
         assert spec is not None
         blocked = await self._blocked(spec)
+        if blocked is None and self.recheck is not None:
+            try:
+                denied = await self.recheck(cid, request_id, spec)
+            except RedisError as exc:
+                log.warning("emulated order %s not sent: its risk checks could not run "
+                            "(%s); again at the next pass", cid, exc)
+                return 0
+            blocked = None if denied is None else f"risk checks at release: {denied}"
         if blocked is not None:
             await self._script(broker, "refused", cid, blocked)
             await self._due(spec.account, cid)
@@ -310,13 +328,13 @@ class Emulator:
         return 1
 
     async def _resume(self, broker: EmulatingBroker, cid: str, spec: OrderSpec, held: Held,
-                      sender: bytes | None) -> int:
+                      sender: bytes | None, request_id: str) -> int:
         """A triggered order not yet released: sent by this pass if nobody else holds its
         token, else looked up at the broker (at most once per ``lookup_interval_ms``) until
         it shows there, or ``unknown_resolve_ms`` after the trigger, when it ends cancelled:
         the pipeline's rule for an order of unknown outcome."""
         if sender is None or sender.decode() == self.token:
-            return await self._release(broker, cid, held)
+            return await self._release(broker, cid, held, request_id)
         now = self.clock()
         if now - self._looked_up.get(cid, 0) < self.lookup_interval_ms:
             return 0

@@ -24,6 +24,7 @@ from executor.brokers.base import BrokerStatus, OrderNotFound, RetryableError
 from executor.brokers.emulating import EmulatingBroker
 from executor.config import Settings, load_settings
 from executor.model.emulation import Held, release_of
+from executor.operations.risk_commands import set_limits
 from producer.client import OrderClient, Submitted
 from producer.contract import (
     OrderState,
@@ -203,6 +204,34 @@ async def test_halted_trading_cancels_a_triggered_order_instead_of_sending_it(
     assert status.state is OrderState.CANCELLED
     assert status.reason is not None and "halted" in status.reason
     assert await received(r, "emulated", sub.client_order_id or "") == 0
+
+
+async def test_a_release_passes_the_risk_checks_again_at_the_price_then(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """max_notional 25,500: a market-if-touched sell of 0.5 at 50100 fits when placed
+    (25,050), but the price gaps to 52000 when it triggers (26,000): its release is denied
+    by the same check, the order ends cancelled with the check's reason, and nothing
+    reaches the exchange. One that still fits is sent as before."""
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    await set_limits(r, K, "emulated", {"max_notional": "25500"}, by="test")
+    async with running(two):
+        big = await client.place(symbol="BTCUSDT", account="emulated", side="sell",
+                                 type="market_if_touched", quantity="0.5", stop_price="50100")
+        small = await client.place(symbol="BTCUSDT", account="emulated", side="sell",
+                                   type="market_if_touched", quantity="0.4",
+                                   stop_price="50100")
+        for sub in (big, small):
+            result = await client.wait_result(sub)
+            assert result.status is ResultStatus.ACCEPTED and result.emulated, result
+        await set_price(r, "52000", ("emulated",))
+        denied = await final(client, big.client_order_id or "")
+        sent = await final(client, small.client_order_id or "")
+    assert denied.state is OrderState.CANCELLED
+    assert denied.reason is not None and "risk checks at release" in denied.reason
+    assert "notional" in denied.reason and "52000" in denied.reason
+    assert await received(r, "emulated", big.client_order_id or "") == 0
+    assert sent.state is OrderState.FILLED and sent.filled_quantity == D("0.4")
 
 
 @pytest.mark.timeout(120)
