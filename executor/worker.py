@@ -29,12 +29,12 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from producer.connect import home_node
-from producer.contract import Action, OrderSpec
+from producer.contract import Action, OrderSpec, ReasonCode
 from producer.keys import GROUP, Keys
 from producer.partitions import partition_prefix
 from producer.replies import text as _text
 
-from .background.emulator import Emulator
+from .background.emulator import CheckUnavailable, Emulator
 from .background.liveness import Liveness, WorkerInfo
 from .background.probes import Probe
 from .background.projector import Projector
@@ -69,7 +69,7 @@ from .pipeline.steps.gate import Gate
 from .pipeline.steps.idempotency import Idempotency
 from .pipeline.steps.persist import Persist
 from .pipeline.steps.prefetch import Prefetch
-from .pipeline.steps.risk import Risk
+from .pipeline.steps.risk import UNAVAILABLE, Risk
 from .pipeline.steps.submit import FollowUp, Submit
 from .safety.breaker import Breaker
 from .safety.risk.state import RiskState
@@ -250,12 +250,15 @@ class Worker:
         """The risk checks of an emulated order's release (background/emulator.py): the
         release judged as the order's own request again, at the reference price now, so
         it replaces the order's reservation (re-priced) instead of adding to it. Why it is
-        denied, or None (its new reservation written)."""
+        denied, or None (its new reservation written); ``CheckUnavailable`` when the checks
+        could not decide (the release waits for the emulator's next pass)."""
         job = Job(request_id=request_id, fields={}, received_at=self.svc.clock(),
                   client_order_id=client_order_id, spec=release)
         await self.risk([job])
         if job.result is None:
             return None
+        if job.result.reason_code in (UNAVAILABLE, ReasonCode.INTERNAL_ERROR):
+            raise CheckUnavailable(job.result.reason or job.result.reason_code)
         return f"{job.result.reason_code}: {job.result.reason}"
 
     def install_signal_handlers(self) -> None:

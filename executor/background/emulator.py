@@ -89,8 +89,14 @@ _NO_PRICE_LOG_MS = 60_000
 
 
 AUTO_INTERVAL_MS = 1_000
-# (client id, request id, the release) -> why the risk checks deny it, None if they pass.
+# (client id, request id, the release) -> why the risk checks deny it, None if they pass;
+# raises CheckUnavailable when they could not decide.
 Recheck = Callable[[str, str, OrderSpec], Awaitable[str | None]]
+
+
+class CheckUnavailable(Exception):
+    """The risk checks of a release could not decide (their state unreadable, a bug): the
+    release waits for the next pass; neither sent unchecked nor cancelled for it."""
 
 
 class _LeaseLost(Exception):
@@ -288,7 +294,7 @@ class Emulator:
         if blocked is None and self.recheck is not None:
             try:
                 denied = await self.recheck(cid, request_id, spec)
-            except RedisError as exc:
+            except (RedisError, CheckUnavailable) as exc:
                 log.warning("emulated order %s not sent: its risk checks could not run "
                             "(%s); again at the next pass", cid, exc)
                 return 0

@@ -234,6 +234,28 @@ async def test_a_release_passes_the_risk_checks_again_at_the_price_then(
     assert sent.state is OrderState.FILLED and sent.filled_quantity == D("0.4")
 
 
+async def test_a_release_whose_risk_checks_cannot_decide_waits_and_goes_later(
+        two: Settings, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """The account's run-time limits unreadable when the order triggers: its checks cannot
+    decide, so the release is neither sent unchecked nor cancelled; it goes once they can."""
+    r = redis_client
+    await set_price(r, "50000", ("emulated",))
+    async with running(two):
+        sub = await held_buy(client)
+        cid = sub.client_order_id or ""
+        await r.hset(K.risk_limits, "emulated", b"{not json")
+        await set_price(r, "49900", ("emulated",))
+        await asyncio.sleep(0.5)  # passes that found it triggered
+        status = await client.order(cid)
+        assert status is not None and status.state is OrderState.ACCEPTED
+        assert await r.hget(K.order(cid), "emulation") == b"triggered"
+        assert await received(r, "emulated", cid) == 0
+        await r.hdel(K.risk_limits, "emulated")
+        done = await final(client, cid)
+    assert done.state is OrderState.FILLED and done.filled_quantity == D("0.2")
+    assert await received(r, "emulated", cid) == 1
+
+
 @pytest.mark.timeout(120)
 async def test_the_emulating_worker_killed_its_successor_fires_the_order_once(
         tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
