@@ -227,9 +227,15 @@ async def test_a_call_that_waited_then_ran_out_of_time_says_how_long_it_waited(
                                return_exceptions=True)
     refused = [x for x in out if isinstance(x, Throttled)]
     assert len(inner.arrivals) == 2 and len(refused) == 1, out
-    waited = re.search(r"max_wait_ms \(1500 ms, (\d+) ms of it already waited\)", str(refused[0]))
-    assert waited is not None, refused[0]
-    assert 900 <= int(waited[1]) <= 1_500, refused[0]
+    why = str(refused[0])
+    waited = re.search(r"max_wait_ms \(1500 ms, (\d+) ms of it already waited\)", why)
+    capacity = re.search(r"capacity in (\d+) ms", why)
+    assert waited is not None and capacity is not None, why
+    # It waited (how long depends on where in the window the test began: CI under load
+    # once saw 747 ms), and what it waited explains the refusal the capacity alone would
+    # not: together they pass the bound.
+    assert 0 < int(waited[1]) <= 1_500 and int(capacity[1]) <= 1_500, why
+    assert int(waited[1]) + int(capacity[1]) > 1_500, why
 
 
 async def test_a_429_pauses_every_worker_until_its_retry_after(make: Make) -> None:
