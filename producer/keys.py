@@ -41,7 +41,7 @@ class Keys:
         "events_trimmed",
         "failed",
         "failed_readers",
-        "lists",
+        "legacy_lists",
         "lists_cancel",
         "open",
         "pending",
@@ -96,10 +96,12 @@ class Keys:
         # Hash account -> risk limits JSON set at run time (``orderstream risk set``).
         self.risk_limits = f"{prefix}:risk:limits"
         self.audit = f"{prefix}:audit"  # stream of operator actions (risk set, kill, resume)
-        # Hash client id -> JSON progress of the contingent list that order is the entry of
-        # (executor/model/lists.py), from its creation (infra/lua/begin.lua) until it and
-        # its exits have ended; and hash client id -> the request id of a cancel of it.
-        self.lists = f"{prefix}:lists"
+        # Hash entry client id -> JSON progress of a contingent list, of every account: where
+        # workers before per-account lists (``lists``) kept them. Only read, to move what
+        # such a worker wrote to its account's hash, so a list lives through a rolling
+        # upgrade (executor/background/lists.py).
+        self.legacy_lists = f"{prefix}:lists"
+        # Hash entry client id -> the request id of a cancel of its list.
         self.lists_cancel = f"{prefix}:lists:cancel"
 
     def order(self, client_order_id: str) -> str:
@@ -148,6 +150,12 @@ class Keys:
     def exit_requests(self, account: str) -> str:
         """Hash symbol -> the pending entry id of the last closing request of its exit."""
         return f"{self.prefix}:exits:{account}:requests"
+
+    def lists(self, account: str) -> str:
+        """Hash entry client id -> JSON progress of the contingent list that order is the
+        entry of (executor/model/lists.py), from its creation (infra/lua/begin.lua) until
+        it and its exits have ended; watched by the worker emulating the account."""
+        return f"{self.prefix}:emulated:{account}:lists"
 
     def emulator_lease(self, account: str) -> str:
         """The one worker emulating the account's conditional orders."""

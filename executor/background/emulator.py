@@ -71,6 +71,7 @@ from ..brokers.emulating import EmulatingBroker, step_of, tick_of, trigger_price
 from ..brokers.sending import SEND_TOKENS
 from ..infra.clock import wall_clock_ms
 from ..infra.lease import Lease
+from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
 from ..model.emulation import Emulation, Held, expired, step
@@ -130,7 +131,7 @@ class Emulator:
         self.lists = ListWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         self.auto = {a: x for a, x in (auto or {}).items() if a in self.accounts}
         self._auto_at: dict[str, int] = {}  # account -> when its positions were last read
-        self._no_price_logged: dict[tuple[str, str], int] = {}
+        self._no_price_logged = Every(_NO_PRICE_LOG_MS)
         self.unknown_resolve_ms = unknown_resolve_ms
         # The pre-trade risk checks of a release, at the price now (the worker's risk step:
         # Worker.recheck_release); None: only the trading state is checked.
@@ -174,6 +175,8 @@ class Emulator:
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
             self.metrics.lists.labels(account).set(len(lists) if holds else 0)
+            if not (holds and lists):  # else set by the lists' pass
+                self.metrics.list_exits_blocked.labels(account).set(0)
         if not holds:
             return 0
         rows: list[list[Any]] = []
@@ -216,7 +219,8 @@ class Emulator:
                                               lambda symbol: step_of(adapter, symbol))
             if lists:
                 done += await self.lists.once(account, lists, now,
-                                              lambda symbol: step_of(adapter, symbol))
+                                              lambda symbol: step_of(adapter, symbol),
+                                              self.accounts[account].check)
         except LeaseLost:
             return done
         return done
@@ -400,9 +404,7 @@ class Emulator:
         if self.metrics is not None:
             self.metrics.emulator_no_price.labels(account, symbol).inc()
         now = int(time.monotonic() * 1000)
-        if now - self._no_price_logged.get((account, symbol), -_NO_PRICE_LOG_MS) \
-                >= _NO_PRICE_LOG_MS:
-            self._no_price_logged[(account, symbol)] = now
+        if self._no_price_logged.due((account, symbol), now):
             log.warning("emulator of account %s: no fresh price for %s; its emulated orders "
                         "neither move nor fire until there is one", account, symbol)
 

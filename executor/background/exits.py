@@ -41,6 +41,7 @@ from producer.contract import TERMINAL_STATES, Action, OrderState, Request, deco
 from producer.keys import Keys
 from producer.replies import text
 
+from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
 from ..model.exits import (
@@ -75,14 +76,7 @@ class ExitWatcher:
         self.signed = signed  # requests must be signed: exits cannot fire
         self.metrics = metrics
         self.script = redis.register_script(SCRIPT)
-        self._logged: dict[tuple[str, str, str], int] = {}  # what was logged, when
-
-    def _first_in_a_minute(self, what: tuple[str, str, str], now: int) -> bool:
-        """Whether to log ``what`` now: once a minute, not at every pass."""
-        if now - self._logged.get(what, -60_000) < 60_000:
-            return False
-        self._logged[what] = now
-        return True
+        self._every = Every()  # what was logged, when: once a minute, not every pass
 
     async def read(self, account: str) -> dict[str, bytes]:
         """The account's exits, symbol -> JSON (empty: none)."""
@@ -123,7 +117,7 @@ class ExitWatcher:
         try:
             exit = _exit.decode(data)
         except msgspec.DecodeError:
-            if self._first_in_a_minute(("unreadable", account, symbol), now):
+            if self._every.due(("unreadable", account, symbol), now):
                 log.error("sl-tp of %s %s: unreadable (%r); left as it is (clear it with "
                           "orderstream sl-tp clear)", account, symbol, data[:200])
             return 0
@@ -153,7 +147,7 @@ class ExitWatcher:
                 await self._write("write", account, symbol, data, encode(moved))
             return 0
         if self.signed:
-            if self._first_in_a_minute(("unsigned", account, symbol), now):
+            if self._every.due(("unsigned", account, symbol), now):
                 log.error("sl-tp of %s %s fired (%s at %s) but requests must be signed "
                           "and a worker has no key: not sent; close the position by hand",
                           account, symbol, closing.why, closing.trigger)

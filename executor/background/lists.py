@@ -37,10 +37,21 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from producer.contract import Action, OrderState, Request, decoder, encode, wire
+from producer.contract import (
+    TERMINAL_STATES,
+    Action,
+    ContractError,
+    OrderSpec,
+    OrderState,
+    Request,
+    decoder,
+    encode,
+    wire,
+)
 from producer.keys import Keys
 from producer.replies import text
 
+from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
 from ..model.lists import (
@@ -54,6 +65,7 @@ from ..model.lists import (
     newly_seen,
     released,
 )
+from ..model.order import spec_from_request
 from ..model.positions import decode_position, position_key
 from ..safety.risk.state import open_key
 from .exits import LeaseLost
@@ -62,7 +74,6 @@ log = logging.getLogger(__name__)
 
 SCRIPT = (resources.files("executor.infra") / "lua" / "lists.lua").read_text()
 _progress = decoder(Progress)
-_LOG_EVERY_MS = 60_000
 
 
 class ListWatcher:
@@ -74,30 +85,50 @@ class ListWatcher:
         self.signed = signed
         self.metrics = metrics
         self.script = redis.register_script(SCRIPT)
-        self._logged: dict[tuple[str, str], int] = {}
+        self._every = Every()  # what was logged, when: once a minute, not every pass
 
     async def read(self, account: str, now: int) -> dict[str, bytes]:
         """The lists of ``account``'s entries: entry client id -> stored progress."""
-        raw: Any = await self.redis.hgetall(self.keys.lists)
-        out: dict[str, bytes] = {}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.lists(account))
+        pipe.hlen(self.keys.legacy_lists)
+        raw, legacy = await pipe.execute()
+        if legacy and await self._move(now):
+            raw = await self.redis.hgetall(self.keys.lists(account))
+        return {text(cid): data for cid, data in raw.items()}
+
+    async def _move(self, now: int) -> int:
+        """Move the lists that workers before per-account lists wrote (``legacy_lists``,
+        one hash for every account) to their accounts' hashes; how many moved. Any worker
+        may: a move is a compare-and-set, and changes no list."""
+        k = self.keys
+        raw: Any = await self.redis.hgetall(k.legacy_lists)
+        moved = 0
         for cid, data in raw.items():
             try:
-                owner = _progress.decode(data).account
+                account = _progress.decode(data).account
             except msgspec.DecodeError:
-                self._once(("unreadable", text(cid)), now, logging.ERROR,
-                           "list of %s: unreadable (%r); left as it is", text(cid), data[:200])
+                if self._every.due(("unreadable", text(cid)), now):
+                    log.error("list of %s: unreadable (%r) in %s; left there", text(cid),
+                              data[:200], k.legacy_lists)
                 continue
-            if owner == account:
-                out[text(cid)] = data
-        return out
+            moved += await self.script(keys=[k.legacy_lists, k.lists(account)],
+                                       args=["move", cid, data])
+        if moved:
+            log.info("%d contingent lists moved from %s to their accounts' hashes", moved,
+                     k.legacy_lists)
+        return moved
 
     async def once(self, account: str, lists: dict[str, bytes], now: int,
-                   step: Callable[[str], Decimal | None]) -> int:
-        """One pass over the account's lists; returns how many it wrote."""
-        done = 0
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object]) -> int:
+        """One pass over the account's lists; returns how many it wrote. ``check``: the
+        broker's own check of an order (``Broker.check``), which an exit must pass to be
+        placed."""
+        done = blocked = 0
         for cid, data in sorted(lists.items()):
             try:
-                done += await self._one(account, cid, data, now, step)
+                wrote = await self._one(account, cid, data, now, step, check)
             except LeaseLost:
                 raise
             except Exception:
@@ -105,11 +136,25 @@ class ListWatcher:
                 log.exception("list of %s: its pass failed", cid)
                 if self.metrics is not None:
                     self.metrics.background_errors.labels("lists").inc()
+                continue
+            if wrote is None:
+                blocked += 1
+            else:
+                done += wrote
+        if self.metrics is not None:
+            self.metrics.list_exits_blocked.labels(account).set(blocked)
         return done
 
     async def _one(self, account: str, cid: str, data: bytes, now: int,
-                   step: Callable[[str], Decimal | None]) -> int:
-        progress = _progress.decode(data)
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object]) -> int | None:
+        """How many writes it made; None: an exit is due that the broker's rules refuse."""
+        try:
+            progress = _progress.decode(data)
+        except msgspec.DecodeError:
+            if self._every.due(("unreadable", cid), now):
+                log.error("list of %s: unreadable (%r); left as it is", cid, data[:200])
+            return 0
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(k.order(cid), "record")
@@ -149,13 +194,26 @@ class ListWatcher:
         if decision.act is Act.RELEASE:
             assert entry is not None
             if self.signed:
-                self._once(("unsigned", cid), now, logging.ERROR,
-                           "list of %s: an exit of %s is due, but requests must be signed "
-                           "and a worker has no key: not placed; protect the position by "
-                           "hand", cid, decision.quantity)
+                if self._every.due(("unsigned", cid), now):
+                    log.error("list of %s: an exit of %s is due, but requests must be signed "
+                              "and a worker has no key: not placed; protect the position by "
+                              "hand", cid, decision.quantity)
                 return 0
             request = exit_request(cid, entry.spec, decision.quantity, progress.n + 1)
             assert request.client_order_id is not None
+            refusal = _refusal(check, spec_from_request(request, account))
+            if refusal is not None:
+                # It would be refused (and again each RETRY_MS, each time with a failed
+                # result): it waits for more fills, or for the position to be closed.
+                if self._every.due(("blocked", cid), now):
+                    working = entry.state not in TERMINAL_STATES
+                    log.log(logging.INFO if working else logging.ERROR,
+                            "list of %s: its exit of %s %s is not placed, as the broker's "
+                            "rules refuse it (%s): %s", cid, decision.quantity,
+                            entry.spec.symbol, refusal,
+                            "it waits for more of the entry to fill" if working else
+                            "the position is not protected until it is closed")
+                return None
             moved = released(progress, exits, Exit(
                 id=request.client_order_id, quantity=wire(decision.quantity), at=now,
                 request="$"))
@@ -186,20 +244,11 @@ class ListWatcher:
         pending entry id of the last request published."""
         k = self.keys
         wrote = await self.script(
-            keys=[k.lists, k.lists_cancel, k.emulator_lease(account), k.pending],
+            keys=[k.lists(account), k.lists_cancel, k.emulator_lease(account), k.pending],
             args=[op, self.token, cid, expected, new, *requests])
         if wrote == -2:
             raise LeaseLost
         return wrote
-
-    def _once(self, key: tuple[str, str], now: int, level: int, msg: str,
-              *args: Any) -> None:
-        """Log ``msg`` at most once a minute per ``key`` (every pass would flood)."""
-        if key in self._logged and now - self._logged[key] < _LOG_EVERY_MS:
-            return
-        self._logged[key] = now
-        log.log(level, msg, *args)
-
 
 def _exit_state(exit: Exit, entries: list[Any], state: bytes | None) -> ExitState:
     """What became of a published exit: its order's state, or without a record, whether
@@ -212,3 +261,12 @@ def _exit_state(exit: Exit, entries: list[Any], state: bytes | None) -> ExitStat
     if not exit.request or entries:
         return Seen.PENDING
     return Seen.REFUSED
+
+
+def _refusal(check: Callable[[OrderSpec], object], spec: OrderSpec) -> str | None:
+    """Why the broker's rules refuse ``spec`` (its ``check``, pure and local), or None."""
+    try:
+        check(spec)
+    except ContractError as exc:
+        return f"{exc.field}: {exc}" if exc.field else str(exc)
+    return None

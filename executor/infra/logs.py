@@ -125,3 +125,22 @@ def setup(level: str, fmt: str, stream: IO[str] | None = None) -> None:
 
 class _Handler(logging.StreamHandler[IO[str]]):
     """The handler ``setup`` installs, told apart from anyone else's."""
+
+
+class Every:
+    """Whether a repeated condition is to be logged now: once per ``period_ms`` for each
+    key (a background pass finds the same trouble every pass, and would flood the log).
+    Keys not seen for a period are forgotten, so one per order or list does not pile up."""
+
+    def __init__(self, period_ms: int = 60_000) -> None:
+        self.period_ms = period_ms
+        self._at: dict[Any, int] = {}
+
+    def due(self, key: Any, now: int) -> bool:
+        last = self._at.get(key)
+        if last is not None and now - last < self.period_ms:
+            return False
+        if len(self._at) >= 1024:
+            self._at = {k: t for k, t in self._at.items() if now - t < self.period_ms}
+        self._at[key] = now
+        return True

@@ -211,11 +211,12 @@ class Store:
             mapping: dict[Any, Any] = dict(requests)
             await self.redis.hset(self.keys.cancels, mapping=mapping)
 
-    async def cancel_list(self, client_order_id: str, request_id: str) -> bool:
+    async def cancel_list(self, account: str, client_order_id: str, request_id: str) -> bool:
         """Mark the contingent list whose entry is ``client_order_id`` cancelled by the
         request ``request_id``, for the watcher to cancel its open exits
         (background/lists.py). False when there is no such list (over, or none)."""
-        return bool(await self._lists(keys=[self.keys.lists, self.keys.lists_cancel],
+        k = self.keys
+        return bool(await self._lists(keys=[k.lists(account), k.lists_cancel, k.legacy_lists],
                                       args=["mark", client_order_id, request_id]))
 
     async def keep_list(self, client_order_id: str) -> None:
@@ -247,15 +248,17 @@ class Store:
                       ) -> list[Existing | None] | None:
         if not items:
             return []
-        keys = [self.keys.events, self.keys.open, self.keys.lists]
+        keys = [self.keys.events, self.keys.open]
         meta: list[Any] = []
         payload: list[bytes] = []
         for item in items:
             order = item.order
-            keys += (self.keys.order(order.client_order_id), self.keys.due(order.spec.account))
+            account = order.spec.account
+            keys += (self.keys.order(order.client_order_id), self.keys.due(account),
+                     self.keys.lists(account))
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
                      len(item.events), self.attention.due(order, order.updated_at) or 0,
-                     order.spec.account if order.spec.oto_trigger is not None else "")
+                     account if order.spec.oto_trigger is not None else "")
             payload.append(encode(order))
             payload += map(encode, item.events)
         if reserve is None:

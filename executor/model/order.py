@@ -12,10 +12,15 @@ from typing import Any
 import msgspec
 
 from producer.contract import (
+    TRAILING_TYPES,
     Event,
     Fill,
     OrderSpec,
     OrderState,
+    OtoTrigger,
+    Request,
+    TimeInForce,
+    TrailingOffsetType,
     WireDecimal,
     wire,
     zero,
@@ -35,6 +40,40 @@ _EXACT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
 # digits, so rounding the 200-digit quotient again to 12 places rounds the true mean.
 _QUOTIENT = decimal.Context(prec=200, rounding=ROUND_HALF_EVEN,
                             traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+def spec_from_request(request: Request, account: str) -> OrderSpec:
+    """The order a valid ``place`` request asks for, its defaults filled in: good till
+    cancelled, a trailing offset in price, an entry with levels released on its full fill."""
+    assert request.symbol and request.side and request.type
+    return OrderSpec(
+        account=account,
+        symbol=request.symbol,
+        side=request.side,
+        type=request.type,
+        quantity=request.quantity,
+        quote_quantity=request.quote_quantity,
+        price=request.price,
+        stop_price=request.stop_price,
+        stop_limit_price=request.stop_limit_price,
+        trailing_offset=request.trailing_offset,
+        trailing_offset_type=request.trailing_offset_type or (
+            TrailingOffsetType.PRICE if request.type in TRAILING_TYPES else None),
+        activation_price=request.activation_price,
+        limit_offset=request.limit_offset,
+        display_quantity=request.display_quantity,
+        time_in_force=request.time_in_force or TimeInForce.GTC,
+        expire_at=request.expire_at,
+        deadline=request.deadline,
+        strategy_id=request.strategy_id,
+        signal_id=request.signal_id,
+        metadata=request.metadata,
+        reduce_only=request.reduce_only,
+        take_profit=request.take_profit,
+        stop_loss=request.stop_loss,
+        oto_trigger=request.oto_trigger or (
+            OtoTrigger.FULL if (request.take_profit or request.stop_loss) else None),
+    )
 
 
 class Order(msgspec.Struct, kw_only=True, gc=False):

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from devtools.alpaca_exchange import AlpacaExchangeServer
 from devtools.binance_exchange import BinanceExchangeServer
 from devtools.chaos import WorkerProcess
+from executor.background.lists import SCRIPT
 from executor.config import Settings, load_settings
 from executor.model.exits import closable
 from executor.model.lists import exit_id
@@ -78,7 +79,7 @@ async def flat(r: aioredis.Redis) -> None:
 
 async def list_over(r: aioredis.Redis, cid: str) -> None:
     async def over() -> bool:
-        return not await r.hexists(K.lists, cid)
+        return not await r.hexists(K.lists("default"), cid)
     await until(over, 10)
 
 
@@ -213,7 +214,7 @@ async def test_an_amended_entry_keeps_its_levels_and_its_fill_gets_the_exit(
         amended = await client.wait_result(await client.amend("A1", price="49900"))
         assert amended.status is ResultStatus.ACCEPTED and amended.cancelled == ["A1"]
         new = amended.client_order_id
-        assert new is not None and await r.hexists(K.lists, new)
+        assert new is not None and await r.hexists(K.lists("default"), new)
         await list_over(r, "A1")
         await set_price(r, "49900")
         exit_ = await order_in(client, exit_id(new, 1), OrderState.ACCEPTED)
@@ -259,13 +260,13 @@ async def test_the_list_of_an_entry_filled_while_its_worker_dies_goes_on_elsewhe
         first.kill()
 
 
-def shallow(tmp_path: Path, redis_url: str) -> Settings:
+def shallow(tmp_path: Path, redis_url: str, min_quantity: str = "0.00001") -> Settings:
     """The paper account with 0.1 BTC per book level: a resting 0.3 fills in three passes."""
     config = tmp_path / "orderstream.toml"
     config.write_text(
         '[accounts.default]\nbroker = "paper"\n'
         '[accounts.default.symbols.BTCUSDT]\nprice = "50000"\ntick_size = "0.01"\n'
-        'step_size = "0.00001"\nmin_quantity = "0.00001"\nmax_quantity = "1000"\n'
+        f'step_size = "0.00001"\nmin_quantity = "{min_quantity}"\nmax_quantity = "1000"\n'
         'depth_quantity = "0.1"\nbase_asset = "BTC"\nquote_asset = "USDT"\n')
     return load_settings(str(config), {
         "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
@@ -329,6 +330,75 @@ async def test_a_bracket_filled_in_parts_is_covered_exactly_and_never_over_close
         ends = await exits_of(client, "P1")
     assert sum((e.filled_quantity for e in ends), D(0)) == D("0.3")
     assert all(e.state is OrderState.FILLED for e in ends)
+
+
+async def test_an_exit_below_the_brokers_minimum_waits_unplaced_until_the_position_allows(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A short 0.2 turned long 0.1 by a bracket's 0.3 entry: its exit would be 0.1, below
+    the symbol's minimum of 0.15, so it is not placed (no request, no failed result every
+    RETRY_MS): an error names the rule, and the blocked gauge shows it. Once the position
+    has grown to 0.25, the exit goes, for all of it."""
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(shallow(tmp_path, redis_url, min_quantity="0.15")) as worker:
+        short = await client.place("BTCUSDT", "sell", "market", "0.2")
+        assert (await client.wait_result(short)).status is ResultStatus.FILLED
+        sub = await client.place("BTCUSDT", "buy", "market", "0.3", client_order_id="M1",
+                                 take_profit="51000", stop_loss="49000")
+        assert (await client.wait_result(sub)).status is ResultStatus.FILLED
+        blocked = {"account": "default"}
+
+        async def shown() -> bool:
+            return worker.metrics.registry.get_sample_value(
+                "orderstream_list_exits_blocked", blocked) == 1
+        await until(shown, 10)
+        await asyncio.sleep(0.5)  # passes go on, placing nothing
+        assert await client.order("M1-x1") is None
+        assert not [f for _, f in await r.xrange(K.failed) if b"M1-x" in f[b"data"]]
+        assert await position(r) == D("0.1")
+        more = await client.place("BTCUSDT", "buy", "market", "0.15")
+        assert (await client.wait_result(more)).status is ResultStatus.FILLED
+        exit_ = await order_in(client, "M1-x1", OrderState.ACCEPTED)
+        assert exit_.spec.quantity == D("0.25") and exit_.spec.type is OrderType.OCO
+        assert worker.metrics.registry.get_sample_value(
+            "orderstream_list_exits_blocked", blocked) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("list of M1: its exit of 0.1 BTCUSDT is not placed" in m and "quantity" in m
+               and "0.15" in m and "not protected" in m for m in errors), errors
+
+
+async def test_a_list_in_the_shared_hash_of_older_workers_moves_to_its_account(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Workers before per-account lists kept every list in one hash: a list found there
+    (as an older worker would have written it during a rolling upgrade) is moved to its
+    account's hash and watched as any other; a cancel marks a list in either."""
+    r = redis_client
+    await set_price(r, "50000")
+    mark = r.register_script(SCRIPT)
+    await r.hset(K.legacy_lists, "gone", '{"account":"default"}')
+    assert await mark(keys=[K.lists("default"), K.lists_cancel, K.legacy_lists],
+                      args=["mark", "gone", "c-1"]) == 1
+    assert await mark(keys=[K.lists("default"), K.lists_cancel, K.legacy_lists],
+                      args=["mark", "never", "c-2"]) == 0
+    await r.delete(K.legacy_lists, K.lists_cancel)
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.2", price="49900",
+                                 client_order_id="O1", take_profit="51000")
+        await client.wait_result(sub)
+        async with r.pipeline(transaction=True) as pipe:
+            data = await r.hget(K.lists("default"), "O1")
+            assert data is not None
+            pipe.hdel(K.lists("default"), "O1").hset(K.legacy_lists, "O1", data)
+            await pipe.execute()
+
+        async def moved() -> bool:
+            return (not await r.exists(K.legacy_lists)
+                    and await r.hexists(K.lists("default"), "O1"))
+        await until(moved, 10)
+        await set_price(r, "49900")
+        exit_ = await order_in(client, "O1-x1", OrderState.ACCEPTED)
+        assert exit_.spec.type is OrderType.LIMIT and exit_.spec.quantity == D("0.2")
 
 
 def test_exit_ids_stay_within_every_broker_and_apart() -> None:

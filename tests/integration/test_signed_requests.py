@@ -370,4 +370,4 @@ async def test_a_list_entry_is_refused_where_requests_are_signed(
         assert result.reason_code == "invalid" and "take_profit" in (result.reason or "")
         assert await received(worker) == 0
     assert not await redis_client.exists(K.order("tp-1"))
-    assert not await redis_client.hexists(K.lists, "tp-1")
+    assert not await redis_client.hexists(K.lists("default"), "tp-1")

@@ -114,3 +114,19 @@ def test_the_redis_password_can_come_from_a_named_variable() -> None:
         connection_options(load_settings(None, unset).redis, unset)
     with pytest.raises(ConfigError, match="url has a password"):
         load_settings(None, {**env, "REDIS_URL": "redis://:other@localhost/0"})
+
+
+def test_a_repeated_condition_is_logged_once_per_period_per_key() -> None:
+    every = logs.Every(60_000)
+    assert every.due("a", 0) and every.due("b", 10)
+    assert not every.due("a", 59_999) and not every.due("b", 30_000)
+    assert every.due("a", 60_000) and not every.due("a", 60_001)
+
+
+def test_keys_not_seen_for_a_period_are_forgotten() -> None:
+    every = logs.Every(1_000)
+    for n in range(1024):
+        assert every.due(n, 0)
+    assert every.due("late", 5_000)  # the stale keys are dropped as the map fills
+    assert len(every._at) == 1
+    assert every.due(0, 5_000) and not every.due("late", 5_500)

@@ -5,11 +5,11 @@
 -- A new order also joins the open set and its account's attention index (client id -> when
 -- the tracker must look at it, executor/attention.py), with its record.
 --
--- The entry of a contingent list (take_profit / stop_loss) joins the lists hash, so its
--- exits are placed (executor/background/lists.py) whatever happens to this worker next.
+-- The entry of a contingent list (take_profit / stop_loss) joins its account's lists hash,
+-- so its exits are placed (executor/background/lists.py) whatever happens to this worker.
 --
--- KEYS[1] events stream, KEYS[2] open-orders set, KEYS[3] the lists hash, then per item i:
--- KEYS[2 + 2i] its order key, KEYS[3 + 2i] its account's attention index
+-- KEYS[1] events stream, KEYS[2] open-orders set, then per item i: KEYS[3i] its order key,
+-- KEYS[3i + 1] its account's attention index, KEYS[3i + 2] its account's lists hash
 -- ARGV[1] MessagePack array, 7 values per item: client_order_id, request_id, state, seq,
 --   number of events n, when it is due (epoch ms), its account if it is a list's entry
 --   (else '')
@@ -20,9 +20,9 @@
 local meta = cmsgpack.unpack(ARGV[1])
 local out = {}
 local a = 2
-for i = 1, (#KEYS - 3) / 2 do
+for i = 1, (#KEYS - 2) / 3 do
   local m = 7 * i - 6
-  local key, cid, n = KEYS[2 + 2 * i], meta[m], meta[m + 4]
+  local key, cid, n = KEYS[3 * i], meta[m], meta[m + 4]
   local existing = redis.call('HMGET', key, 'request_id', 'record')
   if existing[2] then
     out[i] = {existing[1], existing[2]}
@@ -30,9 +30,9 @@ for i = 1, (#KEYS - 3) / 2 do
     redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3], 'request_id', meta[m + 1],
       'record', ARGV[a])
     redis.call('SADD', KEYS[2], cid)
-    redis.call('ZADD', KEYS[3 + 2 * i], meta[m + 5], cid)
+    redis.call('ZADD', KEYS[3 * i + 1], meta[m + 5], cid)
     if meta[m + 6] ~= '' then
-      redis.call('HSET', KEYS[3], cid, '{"account":"' .. meta[m + 6] .. '"}')
+      redis.call('HSET', KEYS[3 * i + 2], cid, '{"account":"' .. meta[m + 6] .. '"}')
     end
     for e = a + 1, a + n do
       redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)

@@ -105,7 +105,7 @@ class Cancel:
         job.order, job.expected_seq = order, order.seq
         # Before the entry's own cancel: its exits must not be placed after it (model/lists.py)
         listed = is_entry(order.spec) and await self.svc.store.cancel_list(
-            order.client_order_id, job.request_id)
+            order.spec.account, order.client_order_id, job.request_id)
         if order.state in SUBMITTING:
             await self._defer([job], [order])
             job.result = results.of_order(job, order, self.svc.clock(), self.svc.worker)
@@ -155,7 +155,8 @@ class Cancel:
         ]
         for o in matching:
             if is_entry(o.spec):
-                await self.svc.store.cancel_list(o.client_order_id, job.request_id)
+                await self.svc.store.cancel_list(o.spec.account, o.client_order_id,
+                                                 job.request_id)
         # An order left pending_cancel (a cancel whose worker died before asking the
         # broker, or one still in flight) is asked again: cancelling twice is harmless,
         # skipping it would leave it working at the broker.

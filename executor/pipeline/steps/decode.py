@@ -10,14 +10,9 @@ import msgspec
 
 from producer.contract import (
     CLIENT_ORDER_ID_PATTERN,
-    TRAILING_TYPES,
     Action,
     ContractError,
-    OrderSpec,
-    OtoTrigger,
     ReasonCode,
-    TimeInForce,
-    TrailingOffsetType,
     check_depth,
     decode_request,
 )
@@ -26,6 +21,7 @@ from producer.partitions import WrongPartition, partition_prefix
 from producer.validation import check_request
 
 from ...brokers.base import Broker
+from ...model.order import spec_from_request
 from .. import results
 from ..job import Job
 from ..services import Services
@@ -96,34 +92,7 @@ class Decode:
             job.client_order_id = client_order_id_for_entry(
                 request.symbol, request.side, job.request_id
             )
-        spec = OrderSpec(
-            account=account,
-            symbol=request.symbol,
-            side=request.side,
-            type=request.type,
-            quantity=request.quantity,
-            quote_quantity=request.quote_quantity,
-            price=request.price,
-            stop_price=request.stop_price,
-            stop_limit_price=request.stop_limit_price,
-            trailing_offset=request.trailing_offset,
-            trailing_offset_type=request.trailing_offset_type or (
-                TrailingOffsetType.PRICE if request.type in TRAILING_TYPES else None),
-            activation_price=request.activation_price,
-            limit_offset=request.limit_offset,
-            display_quantity=request.display_quantity,
-            time_in_force=request.time_in_force or TimeInForce.GTC,
-            expire_at=request.expire_at,
-            deadline=request.deadline,
-            strategy_id=request.strategy_id,
-            signal_id=request.signal_id,
-            metadata=request.metadata,
-            reduce_only=request.reduce_only,
-            take_profit=request.take_profit,
-            stop_loss=request.stop_loss,
-            oto_trigger=request.oto_trigger or (
-                OtoTrigger.FULL if (request.take_profit or request.stop_loss) else None),
-        )
+        spec = spec_from_request(request, account)
         job.spec = broker.check(spec) or spec
 
     def _broker(self, account: str) -> Broker:
