@@ -1,0 +1,151 @@
+"""Execution schedules (TWAP, VWAP): how a parent order's quantity is cut into child
+orders over time, and what is due at a moment (pure; no clock, no I/O).
+
+A schedule is ``n`` slices at ``start``, ``start + interval``, ... (the first at once, as
+nautilus_trader and hummingbot send theirs), each the share of the quantity its weight
+gives: equal weights for TWAP; for VWAP the weights given, or a U-shaped intraday profile
+(``u_shape``: the ends of the horizon twice the middle, where volume is).
+
+Exact and never more: the plan rounds each slice's *cumulative* target down to the
+broker's quantity step, so rounding never piles up and the targets end exactly at the
+quantity, in ``Decimal``. A slice below the broker's minimum (quantity, or a notional
+turned into a quantity by the caller) is merged into the next; a last one below it into
+the one before; an order below the minimum is one slice, which the broker judges.
+
+What is due (``due``): a slice's target is cumulative, so a child refused or ended short
+gives its rest back to the schedule: the next child is the target then less what is
+filled, and a slice missed (no worker owned the schedule) is caught up at once, never sent
+twice. One child works at a time, so its fill is known before the next is sized: the
+children never add up to more than the quantity.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, Decimal
+
+import msgspec
+
+_EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact,
+                                         decimal.DivisionByZero])
+# For a share of the quantity: a quotient, rounded (down) on purpose to the step after.
+_SHARE = decimal.Context(prec=80, rounding=ROUND_FLOOR,
+                         traps=[decimal.InvalidOperation, decimal.DivisionByZero])
+MAX_SLICES = 1_000
+# A child refused without an order is sent again this long after, not at every pass.
+RETRY_MS = 5_000
+
+
+class Slice(msgspec.Struct, frozen=True, gc=False):
+    """One planned child: when it is due (epoch ms), its quantity, and the cumulative
+    target the schedule has reached once it is sent."""
+
+    at: int
+    quantity: Decimal
+    target: Decimal
+
+
+def twap_weights(n: int) -> list[Decimal]:
+    return [Decimal(1)] * n
+
+
+def u_shape(n: int) -> list[Decimal]:
+    """A U-shaped intraday volume profile over ``n`` slices: weight ``n² + (2i + 1 - n)²``,
+    the first and last slices about twice the middle ones; integers, so exact."""
+    return [Decimal(n * n + (2 * i + 1 - n) ** 2) for i in range(n)]
+
+
+def round_down(quantity: Decimal, step: Decimal | None) -> Decimal:
+    if step is None:
+        return quantity
+    return _EXACT.multiply(
+        _EXACT.divide(quantity, step).to_integral_value(ROUND_FLOOR, _EXACT), step)
+
+
+def plan(quantity: Decimal, start: int, interval_ms: int, weights: Sequence[Decimal], *,
+         step: Decimal | None = None, minimum: Decimal | None = None) -> list[Slice]:
+    """The slices of ``quantity`` from ``start``, one per weight, ``interval_ms`` apart.
+
+    ``quantity`` is a multiple of ``step`` (the broker's check saw the parent); weights are
+    positive. The returned quantities add up to exactly ``quantity``; each is a multiple
+    of ``step`` and at least ``minimum``, unless the whole order is one slice."""
+    n = len(weights)
+    if not 1 <= n <= MAX_SLICES:
+        raise ValueError(f"a schedule has 1 to {MAX_SLICES} slices, not {n}")
+    if quantity <= 0 or any(w <= 0 for w in weights):
+        raise ValueError("the quantity and every weight must be positive")
+    total = sum(weights, Decimal(0))
+    targets: list[Decimal] = []
+    so_far = Decimal(0)
+    for i, w in enumerate(weights):
+        so_far = _EXACT.add(so_far, w)
+        share = quantity if i == n - 1 else _SHARE.divide(_SHARE.multiply(quantity, so_far),
+                                                          total)
+        targets.append(round_down(share, step))
+    # Merge the slices below the minimum forward (a zero slice too: nothing to send).
+    slices: list[Slice] = []
+    sent = Decimal(0)
+    for i, target in enumerate(targets):
+        size = _EXACT.subtract(target, sent)
+        if size <= 0 or (minimum is not None and size < minimum and i < n - 1):
+            continue
+        slices.append(Slice(start + i * interval_ms, size, target))
+        sent = target
+    last = slices[-1]
+    if minimum is not None and last.quantity < minimum and len(slices) > 1:
+        before = slices[-2]
+        slices[-2:] = [Slice(before.at, _EXACT.add(before.quantity, last.quantity),
+                             last.target)]
+    return slices
+
+
+class Child(msgspec.Struct, frozen=True, gc=False):
+    """What became of a child sent for slice ``slice`` (an index into the plan) at ``at``:
+    what it filled, whether it is over (ended at the broker, or refused), and whether it
+    was refused without an order (trading halted, a risk check, the broker's filters)."""
+
+    slice: int
+    quantity: Decimal
+    at: int
+    filled: Decimal = Decimal(0)
+    over: bool = False
+    refused: bool = False
+
+
+class Due(msgspec.Struct, frozen=True, gc=False):
+    """What the schedule needs now: a child of ``quantity`` for slice ``slice`` (quantity
+    0: none now); ``done``: nothing more will be sent (all filled, the last slice's child
+    has ended, or the end time has passed); ``left``: then, what will not be filled."""
+
+    quantity: Decimal = Decimal(0)
+    slice: int = -1
+    done: bool = False
+    left: Decimal = Decimal(0)
+
+
+def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
+        ended: bool = False) -> Due:
+    """The child due at ``now``. Nothing while a child works. Each slice gets one child,
+    for the target of the last slice whose time has come less what is filled (a slice
+    missed while no worker owned the schedule is caught up then, once); a child that ended
+    short leaves its rest to the next slice, and one refused is sent again ``RETRY_MS``
+    later. ``ended``: the end time has passed, or the parent was cancelled: nothing more is
+    sent, and it is done once no child works."""
+    filled = sum((c.filled for c in children), Decimal(0))
+    left = _EXACT.subtract(slices[-1].target, filled)
+    if any(not c.over for c in children):
+        return Due()
+    if ended or left <= 0:
+        return Due(done=True, left=max(left, Decimal(0)))
+    k = max((i for i, s in enumerate(slices) if s.at <= now), default=-1)
+    if k < 0:
+        return Due()
+    mine = [c for c in children if c.slice >= k]
+    if any(not c.refused for c in mine):
+        # This slice had its child: the rest waits for the next one, or is what is left.
+        return Due(done=True, left=left) if k == len(slices) - 1 else Due()
+    size = _EXACT.subtract(slices[k].target, filled)
+    if size <= 0 or any(now - c.at < RETRY_MS for c in mine):
+        return Due()
+    return Due(quantity=size, slice=k)
