@@ -176,7 +176,9 @@ class Emulator:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
             self.metrics.lists.labels(account).set(len(lists) if holds else 0)
             if not (holds and lists):  # else set by the lists' pass
-                self.metrics.list_exits_blocked.labels(account).set(0)
+                self.metrics.exits_blocked.labels(account, "list").set(0)
+            if not (holds and exits):
+                self.metrics.exits_blocked.labels(account, "position").set(0)
         if not holds:
             return 0
         rows: list[list[Any]] = []
@@ -216,7 +218,8 @@ class Emulator:
             if exits:
                 done += await self.exits.once(account, exits, prices, now,
                                               lambda symbol: tick_of(adapter, symbol),
-                                              lambda symbol: step_of(adapter, symbol))
+                                              lambda symbol: step_of(adapter, symbol),
+                                              self.accounts[account].check)
             if lists:
                 done += await self.lists.once(account, lists, now,
                                               lambda symbol: step_of(adapter, symbol),

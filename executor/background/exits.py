@@ -37,10 +37,19 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producer.contract import TERMINAL_STATES, Action, OrderState, Request, decoder, encode
+from producer.contract import (
+    TERMINAL_STATES,
+    Action,
+    OrderSpec,
+    OrderState,
+    Request,
+    decoder,
+    encode,
+)
 from producer.keys import Keys
 from producer.replies import text
 
+from ..brokers.base import refused_by
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
@@ -53,6 +62,7 @@ from ..model.exits import (
     closing_id,
     decide,
 )
+from ..model.order import spec_from_request
 from ..model.positions import decode_position, position_key, split_key
 from ..safety.risk.state import open_key
 
@@ -86,20 +96,22 @@ class ExitWatcher:
     async def once(self, account: str, exits: dict[str, bytes],
                    prices: dict[str, Decimal | None], now: int,
                    tick: Callable[[str], Decimal | None],
-                   step: Callable[[str], Decimal | None]) -> int:
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object]) -> int:
         """One pass over ``exits``; returns how many fired or ended. ``LeaseLost`` when
-        the lease moved on."""
+        the lease moved on. ``check``: the broker's own check of an order
+        (``Broker.check``), which a closing order must pass to be sent."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         symbols = sorted(exits)
         for symbol in symbols:
             pipe.hget(k.positions, position_key(account, symbol))
         positions = await pipe.execute()
-        done = 0
+        done = blocked = 0
         for symbol, raw_position in zip(symbols, positions, strict=True):
             try:
-                done += await self._one(account, symbol, exits[symbol], raw_position,
-                                        prices, now, tick, step)
+                made = await self._one(account, symbol, exits[symbol], raw_position,
+                                       prices, now, tick, step, check)
             except (LeaseLost, RedisError):
                 raise
             except Exception:
@@ -107,13 +119,22 @@ class ExitWatcher:
                 log.exception("sl-tp of %s %s: its pass failed", account, symbol)
                 if self.metrics is not None:
                     self.metrics.background_errors.labels("emulator").inc()
+                continue
+            if made is None:
+                blocked += 1
+            else:
+                done += made
+        if self.metrics is not None:
+            self.metrics.exits_blocked.labels(account, "position").set(blocked)
         return done
 
     async def _one(self, account: str, symbol: str, data: bytes, raw_position: bytes | None,
                    prices: dict[str, Decimal | None], now: int,
                    tick: Callable[[str], Decimal | None],
-                   step: Callable[[str], Decimal | None]) -> int:
-        """One exit's turn in a pass: 1 if it fired or ended, else 0."""
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object]) -> int | None:
+        """One exit's turn in a pass: 1 if it fired or ended, else 0; None: it fired, but
+        the broker's rules refuse its closing order, which is not sent."""
         try:
             exit = _exit.decode(data)
         except msgspec.DecodeError:
@@ -159,6 +180,16 @@ class ExitWatcher:
                           quantity=closing.quantity, price=closing.price,
                           reduce_only=True, strategy_id=STRATEGY,
                           metadata={"exit": closing.why, "trigger": str(closing.trigger)})
+        refusal = refused_by(check, spec_from_request(request, account))
+        if refusal is not None:
+            # It would be refused, and fired again each 5 s, each time with a failed
+            # result: it stays armed, for the position to grow or be closed by hand.
+            if self._every.due(("blocked", account, symbol), now):
+                log.error("sl-tp of %s %s is due (%s at %s) but the broker's rules refuse "
+                          "its closing order of %s (%s): not sent; the position is not "
+                          "protected until it is closed by hand or grows", account, symbol,
+                          closing.why, closing.trigger, closing.quantity, refusal)
+            return None
         fired = msgspec.structs.replace(moved, fired=cid)
         wrote = await self._write("fire", account, symbol, data, encode(fired),
                                   ["data", encode(request)])

@@ -40,7 +40,6 @@ import redis.asyncio as aioredis
 from producer.contract import (
     TERMINAL_STATES,
     Action,
-    ContractError,
     OrderSpec,
     OrderState,
     Request,
@@ -51,6 +50,7 @@ from producer.contract import (
 from producer.keys import Keys
 from producer.replies import text
 
+from ..brokers.base import refused_by
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
@@ -142,7 +142,7 @@ class ListWatcher:
             else:
                 done += wrote
         if self.metrics is not None:
-            self.metrics.list_exits_blocked.labels(account).set(blocked)
+            self.metrics.exits_blocked.labels(account, "list").set(blocked)
         return done
 
     async def _one(self, account: str, cid: str, data: bytes, now: int,
@@ -201,7 +201,7 @@ class ListWatcher:
                 return 0
             request = exit_request(cid, entry.spec, decision.quantity, progress.n + 1)
             assert request.client_order_id is not None
-            refusal = _refusal(check, spec_from_request(request, account))
+            refusal = refused_by(check, spec_from_request(request, account))
             if refusal is not None:
                 # It would be refused (and again each RETRY_MS, each time with a failed
                 # result): it waits for more fills, or for the position to be closed.
@@ -262,11 +262,3 @@ def _exit_state(exit: Exit, entries: list[Any], state: bytes | None) -> ExitStat
         return Seen.PENDING
     return Seen.REFUSED
 
-
-def _refusal(check: Callable[[OrderSpec], object], spec: OrderSpec) -> str | None:
-    """Why the broker's rules refuse ``spec`` (its ``check``, pure and local), or None."""
-    try:
-        check(spec)
-    except ContractError as exc:
-        return f"{exc.field}: {exc}" if exc.field else str(exc)
-    return None

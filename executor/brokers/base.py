@@ -6,7 +6,7 @@ taxonomy of errors that tells the worker whether a call may be retried, are the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from decimal import Decimal
 from typing import Protocol
 
@@ -130,6 +130,17 @@ class Broker(Protocol):
         """The current reference (last or mid) price of ``symbol``; None when unknown.
         Risk checks deny an order whose price they need and cannot get."""
 
+
+
+def refused_by(check: Callable[[OrderSpec], object], spec: OrderSpec) -> str | None:
+    """Why a broker's ``check`` (pure and local) refuses ``spec``, naming the field; None
+    when it takes it. For an order a worker would publish itself (an exit): one the
+    broker's rules refuse is not published, to be refused again at every retry."""
+    try:
+        check(spec)
+    except ContractError as exc:
+        return f"{exc.field}: {exc}" if exc.field else str(exc)
+    return None
 
 
 class BatchSubmitter(Protocol):

@@ -113,13 +113,14 @@ class Metrics:
             "Contingent lists being watched (entry working, or exits working), by account "
             "(set by the worker that emulates the account, 0 on the others: take the max)",
             ["account"], registry=r)
-        self.list_exits_blocked = Gauge(
-            "orderstream_list_exits_blocked",
-            "Contingent lists whose due exit the broker's rules refuse (below its minimum "
-            "quantity or notional, or a type it cannot take), so it is not placed and the "
-            "position it would protect is not protected, by account (set by the worker "
-            "that emulates the account, 0 on the others: take the max)",
-            ["account"], registry=r)
+        self.exits_blocked = Gauge(
+            "orderstream_exits_blocked",
+            "Exits due that the broker's rules refuse (below its minimum quantity or "
+            "notional, or a type it cannot take), so they are not sent and what they would "
+            "close stays open, by account and kind: a contingent list's exit (list) or a "
+            "position's stop-loss / take-profit (position) (set by the worker that "
+            "emulates the account, 0 on the others: take the max)",
+            ["account", "kind"], registry=r)
         self.emulator_no_price = Counter(
             "orderstream_emulator_no_price",
             "Emulator passes that found no fresh reference price for a symbol with emulated "

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings, load_settings
@@ -131,6 +132,58 @@ async def test_a_refused_closing_order_arms_the_exit_again_later(
     assert second.status is ResultStatus.FILLED and second.quantity == D("0.5")
     # RETRY_MS later, not at every pass.
     assert second.received_at - first.completed_at >= 4_500, (first, second)
+
+
+async def test_a_closing_order_below_the_brokers_minimum_is_not_sent_until_it_can_be(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A long of 0.1 under a symbol whose minimum is 0.15: its stop-loss, reached, would
+    close 0.1, which the exchange refuses, so nothing is sent (no failed result every
+    5 s); an error names the rule and the blocked gauge shows it. Grown to 0.25, the
+    position is closed by the exit, whole."""
+    r = redis_client
+    await set_price(r, "50000")
+    config = tmp_path / "orderstream.toml"
+    config.write_text(
+        '[accounts.default]\nbroker = "paper"\n'
+        '[accounts.default.symbols.BTCUSDT]\nprice = "50000"\ntick_size = "0.01"\n'
+        'step_size = "0.00001"\nmin_quantity = "0.15"\nmax_quantity = "1000"\n'
+        'depth_quantity = "5"\nbase_asset = "BTC"\nquote_asset = "USDT"\n')
+    settings = load_settings(str(config), {
+        "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+        "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_METRICS_HOST": "127.0.0.1",
+        "ORDERSTREAM_EMULATOR_INTERVAL_MS": "100", "ORDERSTREAM_EMULATOR_LEASE_MS": "1000"})
+    blocked = {"account": "default", "kind": "position"}
+    async with running(settings) as worker:
+        await buy(client, "0.3")
+        sell = await client.place("BTCUSDT", "sell", "market", "0.2")
+        assert (await client.wait_result(sell)).status is ResultStatus.FILLED
+        await held(r, "0.1")
+        await set_exit(r, K, settings, "default", "BTCUSDT", levels(stop_loss="49800"))
+        await asyncio.sleep(0.3)  # seen above its level first
+        await set_price(r, "49700")
+
+        async def shown() -> bool:
+            return worker.metrics.registry.get_sample_value(
+                "orderstream_exits_blocked", blocked) == 1
+        await until(shown, 10)
+        await asyncio.sleep(0.5)
+        assert await closing_orders(r) == []
+        assert not [x for x in await results(r, K.failed) if x.strategy_id == "sl-tp"]
+        await buy(client, "0.15")
+        await held(r, "0")
+        [cid] = await closing_orders(r)
+        status = await client.order(cid)
+        assert status is not None and status.spec.quantity == D("0.25")
+        await until(lambda: _gauge_is(worker, blocked, 0), 10)
+    errors = [x.getMessage() for x in caplog.records if x.levelname == "ERROR"]
+    assert any("sl-tp of default BTCUSDT is due (stop_loss at 49700)" in m
+               and "quantity" in m and "0.15" in m for m in errors), errors
+
+
+async def _gauge_is(worker: Any, labels: dict[str, str], value: float) -> bool:
+    return bool(worker.metrics.registry.get_sample_value(
+        "orderstream_exits_blocked", labels) == value)
 
 
 async def results(r: aioredis.Redis, stream: str) -> list[Result]:

@@ -347,11 +347,11 @@ async def test_an_exit_below_the_brokers_minimum_waits_unplaced_until_the_positi
         sub = await client.place("BTCUSDT", "buy", "market", "0.3", client_order_id="M1",
                                  take_profit="51000", stop_loss="49000")
         assert (await client.wait_result(sub)).status is ResultStatus.FILLED
-        blocked = {"account": "default"}
+        blocked = {"account": "default", "kind": "list"}
 
         async def shown() -> bool:
             return worker.metrics.registry.get_sample_value(
-                "orderstream_list_exits_blocked", blocked) == 1
+                "orderstream_exits_blocked", blocked) == 1
         await until(shown, 10)
         await asyncio.sleep(0.5)  # passes go on, placing nothing
         assert await client.order("M1-x1") is None
@@ -362,7 +362,7 @@ async def test_an_exit_below_the_brokers_minimum_waits_unplaced_until_the_positi
         exit_ = await order_in(client, "M1-x1", OrderState.ACCEPTED)
         assert exit_.spec.quantity == D("0.25") and exit_.spec.type is OrderType.OCO
         assert worker.metrics.registry.get_sample_value(
-            "orderstream_list_exits_blocked", blocked) == 0
+            "orderstream_exits_blocked", blocked) == 0
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("list of M1: its exit of 0.1 BTCUSDT is not placed" in m and "quantity" in m
                and "0.15" in m and "not protected" in m for m in errors), errors
