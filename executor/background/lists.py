@@ -165,10 +165,15 @@ class ListWatcher:
             # order) was written before (finish.lua), so the HGET after it sees it.
             at = e.request or "0-1"  # no entry has that id: none to look for
             pipe.xrange(k.pending, min=at, max=at, count=1)
-            pipe.hget(k.order(e.id), "state")
+            pipe.hget(k.order(e.id), "record")
         record, reserved, cancel, *rows = await pipe.execute()
-        exits = {e.id: _exit_state(e, entries, state) for e, entries, state in
-                 zip(progress.exits, rows[::2], rows[1::2], strict=True)}
+        records = [None if r is None else decode_order(r) for r in rows[1::2]]
+        exits = {e.id: _exit_state(e, entries, None if r is None else r.state)
+                 for e, entries, r in zip(progress.exits, rows[::2], records, strict=True)}
+        # What the exits working at the broker have not filled yet.
+        holding = sum((r.spec.quantity - r.filled_quantity for r in records
+                       if r is not None and r.spec.quantity is not None
+                       and r.state not in TERMINAL_STATES), Decimal(0))
         seen = newly_seen(progress, exits)
         if seen is not None:
             # So that a record gone later is known to have expired, not to be a refusal.
@@ -179,7 +184,7 @@ class ListWatcher:
             # begin.lua writes the entry with its list, so it has expired since (a finished
             # order's record lives order_ttl_ms; its exits may rest longer).
             decision = decide(None, OrderState.FILLED, Decimal(0), True, progress, exits,
-                              Decimal(0), None, now, cancel is not None)
+                              Decimal(0), None, now, cancel is not None, holding=holding)
             entry = None
         else:
             entry = decode_order(record)
@@ -188,7 +193,7 @@ class ListWatcher:
             position = decode_position(raw).quantity if raw else Decimal(0)
             decision = decide(spec, entry.state, entry.filled_quantity, reserved is None,
                               progress, exits, position, step(spec.symbol), now,
-                              cancel is not None)
+                              cancel is not None, holding=holding)
         if decision.act is Act.WAIT:
             return 0
         if decision.act is Act.RELEASE:
@@ -250,12 +255,12 @@ class ListWatcher:
             raise LeaseLost
         return wrote
 
-def _exit_state(exit: Exit, entries: list[Any], state: bytes | None) -> ExitState:
+def _exit_state(exit: Exit, entries: list[Any], state: OrderState | None) -> ExitState:
     """What became of a published exit: its order's state, or without a record, whether
     its request waits on the pending stream, was answered without an order, or had one
     whose record has expired."""
     if state is not None:
-        return OrderState(text(state))
+        return state
     if exit.seen:
         return Seen.GONE
     if not exit.request or entries:

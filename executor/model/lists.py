@@ -15,8 +15,9 @@ When (``OtoTrigger``):
 - ``partial``: an exit for each part filled since the last exit, as the fills come.
 
 Never over-closing: an exit's quantity is what the entry filled less what earlier exits
-were given, capped by the position the fold shows (a position closed meanwhile by other
-orders needs no exit) and rounded down to the broker's quantity step. A list whose entry
+were given, capped by what the position the fold shows leaves beyond the exits already
+placed (a position closed meanwhile by other orders needs no exit) and rounded down to
+the broker's quantity step. A list whose entry
 has ended and been folded into the positions, with nothing more due, ends once its exits
 have ended; until then, cancelling the entry also cancels its open exits.
 """
@@ -145,7 +146,7 @@ ExitState = OrderState | Seen
 
 def decide(spec: OrderSpec | None, state: OrderState, filled: Decimal, counted: bool,
            progress: Progress, exits: dict[str, ExitState], position: Decimal,
-           step: Decimal | None, now: int, cancel: bool) -> Decision:
+           step: Decimal | None, now: int, cancel: bool, *, holding: Decimal) -> Decision:
     """What the list of an entry (``spec``, now in ``state`` with ``filled``) needs.
 
     ``spec`` None: the entry's record is gone (a finished order's record expires after
@@ -153,8 +154,9 @@ def decide(spec: OrderSpec | None, state: OrderState, filled: Decimal, counted: 
     the list lasts while its exits work. ``counted``: the positions fold has the entry's
     end (its risk reservation is gone); ``exits``: what became of each published exit
     (its order's state, or ``Seen`` without a record); ``position``: the account's
-    position in the symbol (signed) as the fold shows it; ``cancel``: the entry was
-    cancelled by a request, which cancels its list.
+    position in the symbol (signed) as the fold shows it; ``holding``: what the exits
+    working at the broker have not filled yet; ``cancel``: the entry was cancelled by a
+    request, which cancels its list.
 
     An exit refused (``REJECTED`` by the broker, or ``Seen.REFUSED``) gave nothing: its
     quantity is due again, ``RETRY_MS`` after it was published. One cancelled or expired
@@ -180,8 +182,11 @@ def decide(spec: OrderSpec | None, state: OrderState, filled: Decimal, counted: 
         return WAIT
     given = sum((e.quantity for e in progress.exits if e not in refused), Decimal(0))
     with decimal.localcontext(_EXACT):
-        # What earlier exits still hold back of the position: those not yet working too.
-        room = _protectable(spec, position) - sum(
+        # What earlier exits still hold of the position, working or not yet: a new one
+        # gets only the rest, as the reduce_only check sees it (the position less the open
+        # orders on its side). Else the fold lagging the entry's fill, or a position
+        # reduced by other orders, made an exit that check refused.
+        room = _protectable(spec, position) - holding - sum(
             (e.quantity for e in pending), Decimal(0))
         due = closable(min(filled - given, max(room, Decimal(0))), step)
     if due > 0:

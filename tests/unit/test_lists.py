@@ -112,9 +112,10 @@ def test_the_exits_are_an_oco_or_a_single_order_on_the_other_side() -> None:
 
 def run(spec: OrderSpec, state: OrderState, filled: str, *, counted: bool = True,
         progress: Progress | None = None, exits: dict[str, ExitState] | None = None,
-        position: str = "0", now: int = 1_000, cancel: bool = False) -> tuple[Act, Decimal]:
+        position: str = "0", now: int = 1_000, cancel: bool = False,
+        holding: str = "0") -> tuple[Act, Decimal]:
     d = decide(spec, state, D(filled), counted, progress or Progress(account="a"),
-               exits or {}, D(position), STEP, now, cancel)
+               exits or {}, D(position), STEP, now, cancel, holding=D(holding))
     return d.act, d.quantity
 
 
@@ -138,10 +139,29 @@ def test_partial_releases_each_new_part_as_the_fold_shows_it() -> None:
     assert run(spec, OrderState.PARTIALLY_FILLED, "0.4", progress=first, exits=working,
                position="0.4")[0] is Act.WAIT
     assert run(spec, OrderState.FILLED, "1", progress=first, exits=working,
-               position="1") == (Act.RELEASE, D("0.6"))
+               position="1", holding="0.4") == (Act.RELEASE, D("0.6"))
     # The first exit published but not yet an order: its part of the position is taken.
     assert run(spec, OrderState.FILLED, "1", progress=first, exits={"E-x1": Seen.PENDING},
                position="0.7") == (Act.RELEASE, D("0.3"))
+
+
+def test_a_new_exit_gets_only_what_the_working_ones_leave_of_the_position() -> None:
+    """The reduce_only check takes the open orders on the exit's side from the position:
+    so must the list, or its exit is refused (and retried every 5 s)."""
+    spec = entry(trigger=OtoTrigger.PARTIAL)
+    first = Progress(account="a", exits=[Exit(id="E-x1", quantity=D("0.4"), at=900)])
+    working = {"E-x1": OrderState.ACCEPTED}
+    # The entry's second part is on its record, not yet in the fold: wait for it.
+    assert run(spec, OrderState.PARTIALLY_FILLED, "0.7", progress=first, exits=working,
+               position="0.4", holding="0.4")[0] is Act.WAIT
+    assert run(spec, OrderState.PARTIALLY_FILLED, "0.7", progress=first, exits=working,
+               position="0.7", holding="0.4") == (Act.RELEASE, D("0.3"))
+    # 0.1 sold otherwise: the second exit is for what is left beyond the first.
+    assert run(spec, OrderState.PARTIALLY_FILLED, "0.7", progress=first, exits=working,
+               position="0.6", holding="0.4") == (Act.RELEASE, D("0.2"))
+    # The first exit half filled: it holds its rest only.
+    assert run(spec, OrderState.PARTIALLY_FILLED, "0.7", progress=first, exits=working,
+               position="0.5", holding="0.2") == (Act.RELEASE, D("0.3"))
 
 
 def test_an_exit_never_closes_more_than_the_position_and_is_rounded_to_the_step() -> None:
@@ -200,7 +220,7 @@ def test_a_cancel_waits_for_the_exits_it_must_cancel_to_exist() -> None:
                cancel=True)[0] is Act.WAIT
     states["E-x2"] = OrderState.ACCEPTED
     d = decide(spec, OrderState.FILLED, D("1"), True, two, states, D("1"), STEP, 1_000,
-               True)
+               True, holding=D("0.6"))
     assert d.act is Act.CANCEL and d.ids == ("E-x2",)
     # Cancelled before any fill: nothing is ever released.
     assert run(spec, OrderState.PARTIALLY_FILLED, "0.5", position="0.5",
@@ -222,24 +242,28 @@ def test_the_exits_never_exceed_the_fills_nor_the_position(
     """Random fills of the entry (1,000 steps of 0.001 at most), a position the fold shows
     that other orders may have reduced (or not yet counted), and random outcomes of the
     exits: every exit released fits in what the entry filled less the earlier exits, and
-    in the position less the exits not yet working."""
+    in the position less what the earlier exits hold, working or not yet."""
     spec = entry(trigger=trigger)
     progress = Progress(account="a")
     filled = D(0)
-    states: dict[str, OrderState | None] = {}
+    states: dict[str, ExitState] = {}
     for i, part in enumerate(parts):
         filled = min(filled + D(part) * STEP, D(1))
         ended = i == len(parts) - 1
         state = OrderState.FILLED if ended else OrderState.PARTIALLY_FILLED
         position = max(filled + D(sold[i]) * STEP, D(0))
-        d = decide(spec, state, filled, True, progress, states, position, STEP, i, False)
+        holding = sum((e.quantity for e in progress.exits
+                       if states.get(e.id) is OrderState.ACCEPTED), D(0))
+        d = decide(spec, state, filled, True, progress, states, position, STEP, i, False,
+                   holding=holding)
         if d.act is not Act.RELEASE:
             continue
-        given_ = sum((e.quantity for e in progress.exits), D(0))
-        pending = sum((e.quantity for e in progress.exits if states.get(e.id) is None),
-                      D(0))
+        given_ = sum((e.quantity for e in progress.exits
+                      if states.get(e.id) not in (Seen.REFUSED, OrderState.REJECTED)), D(0))
+        pending = sum((e.quantity for e in progress.exits
+                       if states.get(e.id) is Seen.PENDING), D(0))
         assert 0 < d.quantity <= filled - given_
-        assert d.quantity <= position - pending
+        assert d.quantity <= position - pending - holding
         assert d.quantity % STEP == 0
         assert trigger is OtoTrigger.PARTIAL or ended
         cid = f"E-x{len(progress.exits) + 1}"
@@ -254,7 +278,7 @@ def test_a_list_whose_entry_record_expired_lasts_while_its_exits_work() -> None:
 
     def act(state: ExitState, cancel: bool = False) -> Act:
         return decide(None, OrderState.FILLED, D(0), True, one, {"E-x1": state}, D(0), None,
-                      10_000, cancel).act
+                      10_000, cancel, holding=D(0)).act
     assert act(OrderState.ACCEPTED) is Act.WAIT and act(Seen.PENDING) is Act.WAIT
     assert act(OrderState.ACCEPTED, cancel=True) is Act.CANCEL
     assert act(Seen.GONE) is Act.DONE and act(OrderState.FILLED) is Act.DONE

@@ -65,7 +65,7 @@ def simulate(quantity: Decimal, limit: Decimal, tp: Decimal, sl: Decimal,
         assert working <= position
         states: dict[str, ExitState] = {cid: STATES[o.status] for cid, o in exits.items()}
         d = decide(spec, STATES[entry.status], entry.filled_quantity, True, progress, states,
-                   position, SYM.step_size, now, False)
+                   position, SYM.step_size, now, False, holding=working)
         if d.act is not Act.RELEASE:
             continue
         cid = f"E-x{progress.n + 1}"
