@@ -1,6 +1,7 @@
 """orderstream producer: the wire contract and a light client for publishing order requests."""
 
 from .client import OrderClient, Submitted
+from .components import MarketData, OrderComponent, Signal
 from .contract import (
     Action,
     OrderState,
@@ -20,7 +21,9 @@ __all__ = [
     "Action",
     "Deployment",
     "Keys",
+    "MarketData",
     "OrderClient",
+    "OrderComponent",
     "OrderState",
     "OrderStatus",
     "OrderType",
@@ -29,6 +32,7 @@ __all__ = [
     "Result",
     "ResultStatus",
     "Side",
+    "Signal",
     "Submitted",
     "TimeInForce",
     "load_deployment",

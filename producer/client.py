@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, cast, overload
 import msgspec
 import redis.asyncio as aioredis
 
+from .components import MarketData, OrderComponent, Signal
 from .connect import is_cluster, redis_client
 from .contract import (
     Action,
@@ -171,6 +172,15 @@ class OrderClient:
         fields: Any = self.entry(encode(request))
         entry_id = await self.redis.xadd(keys.pending, fields)
         return Submitted(_text(entry_id), request.client_order_id, keys.prefix)
+
+    async def place_from(self, component: OrderComponent, market: MarketData,
+                         signal: Signal | None) -> Submitted | None:
+        """Publish the order ``component`` makes of ``signal`` in ``market``
+        (``OrderComponent.order``: stamped with its name and version, checked); None when
+        it makes none. Its client order id is derived from the decision, so publishing the
+        same decision again is a ``duplicate``, not a second order."""
+        request = component.order(market, signal)
+        return None if request is None else await self.publish(request)
 
     async def place(
         self,

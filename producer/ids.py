@@ -2,10 +2,13 @@
 
 An id carries the symbol, the side and the time it was made, so that an order seen at a
 broker can be traced back to its request without a lookup: ``BTCUSDT-B-m3x9k2a1-9f2k1c0d``.
+An id derived from a decision (``client_order_id_for_key``) carries a digest of it instead
+of the time: ``BTCUSDT-B-6359011ea0c25691``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -48,3 +51,11 @@ def client_order_id_for_entry(symbol: str, side: Side | str, entry_id: str) -> s
     """
     ms, _, seq = entry_id.partition("-")
     return _compose(symbol, side, f"-{_base36(int(ms))}-{_base36(int(seq or 0))}-g")
+
+
+def client_order_id_for_key(symbol: str, side: Side | str, key: str) -> str:
+    """The id of the order decided by ``key`` (what made the decision, e.g. a component and
+    the signal it acted on): the same key gives the same id, so the same decision
+    published twice is one order and a ``duplicate``, never a second order."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    return _compose(symbol, side, f"-{digest}")
