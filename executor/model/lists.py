@@ -31,6 +31,7 @@ from decimal import Decimal
 
 import msgspec
 
+from producer.components import COMPONENT_KEY, VERSION_KEY
 from producer.contract import (
     TERMINAL_STATES,
     Action,
@@ -132,7 +133,14 @@ def exit_request(entry_id: str, spec: OrderSpec, quantity: Decimal, n: int) -> R
                    quantity=wire(quantity), price=price, stop_price=stop,
                    time_in_force=TimeInForce.GTC, reduce_only=True,
                    strategy_id=spec.strategy_id, signal_id=spec.signal_id,
-                   metadata={"list_id": entry_id, "exit": n})
+                   metadata={"list_id": entry_id, "exit": n, **_stamp(spec)})
+
+
+def _stamp(spec: OrderSpec) -> dict[str, object]:
+    """The entry's order component (producer/components.py), so an exit's result says
+    which strategy code made the position it closes."""
+    metadata = spec.metadata or {}
+    return {k: metadata[k] for k in (COMPONENT_KEY, VERSION_KEY) if k in metadata}
 
 
 def _protectable(spec: OrderSpec, position: Decimal) -> Decimal:

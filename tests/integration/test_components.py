@@ -104,10 +104,10 @@ async def test_the_bracketed_example_fills_and_its_levels_become_the_exit(
     assert (exit_.spec.type, exit_.spec.side, exit_.spec.quantity) == (
         OrderType.OCO, Side.SELL, D("0.2"))
     assert (exit_.spec.price, exit_.spec.stop_price) == (D("51000"), D("49500"))
-    # The exit names its entry and the entry's signal; its metadata is the list's own
-    # ({"list_id", "exit"}), not the component's stamp, which stays on the entry.
+    # The exit names its entry, the entry's signal and the component that made it.
     assert exit_.spec.signal_id == result.signal_id
-    assert exit_.spec.metadata == {"list_id": cid, "exit": 1}
+    assert exit_.spec.metadata == {"list_id": cid, "exit": 1, "component": "bracketed",
+                                   "component_version": "1.0.0"}
 
 
 async def test_the_same_decision_published_twice_is_one_order(

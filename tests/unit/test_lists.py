@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,6 +102,10 @@ def test_the_exits_are_an_oco_or_a_single_order_on_the_other_side() -> None:
     assert both.reduce_only and both.quantity == D("0.5") and both.client_order_id == "E-x1"
     assert both.metadata == {"list_id": "E", "exit": 1} and both.strategy_id == "s"
     check_request(both)  # a request the worker itself accepts
+    stamped = msgspec.structs.replace(entry(), metadata={
+        "component": "c", "component_version": "2", "note": "not carried"})
+    assert exit_request("E", stamped, D("1"), 3).metadata == {
+        "list_id": "E", "exit": 3, "component": "c", "component_version": "2"}
     tp = exit_request("E", entry(Side.SELL, tp="49000", sl=None), D("1"), 2)
     assert (tp.type, tp.side, tp.price, tp.client_order_id) == (
         OrderType.LIMIT, Side.BUY, D("49000"), "E-x2")
