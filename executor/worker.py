@@ -174,7 +174,7 @@ class Worker:
                                  unknown_resolve_ms=w.unknown_resolve_ms,
                                  lookup_interval_ms=w.track_interval_ms,
                                  signed=bool(settings.auth.keys), auto=settings.exits,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, store=self.store)
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)

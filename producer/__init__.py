@@ -4,6 +4,8 @@ from .client import OrderClient, Submitted
 from .components import MarketData, OrderComponent, Signal
 from .contract import (
     Action,
+    Algo,
+    AlgoStrategy,
     OrderState,
     OrderStatus,
     OrderType,
@@ -19,6 +21,8 @@ from .partitions import Deployment, load_deployment
 
 __all__ = [
     "Action",
+    "Algo",
+    "AlgoStrategy",
     "Deployment",
     "Keys",
     "MarketData",

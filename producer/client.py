@@ -22,6 +22,7 @@ from .components import MarketData, OrderComponent, Signal
 from .connect import is_cluster, redis_client
 from .contract import (
     Action,
+    Algo,
     ContractError,
     Event,
     OrderStatus,
@@ -210,10 +211,13 @@ class OrderClient:
         take_profit: Decimal | str | int | None = None,
         stop_loss: Decimal | str | int | None = None,
         oto_trigger: OtoTrigger | str | None = None,
+        algo: Algo | None = None,
     ) -> Submitted:
         """Place an order; with ``take_profit`` and/or ``stop_loss``, the entry of a
         contingent list whose exits the workers place as it fills (``oto_trigger``:
-        ``full``, the default, once it has ended; ``partial`` on each fill)."""
+        ``full``, the default, once it has ended; ``partial`` on each fill); with ``algo``
+        (a market order), the parent of a TWAP / VWAP schedule whose child orders the
+        workers send, e.g. ``Algo(strategy="twap", horizon_ms=600_000, slices=10)``."""
         request = Request(
             action=Action.PLACE,
             client_order_id=client_order_id or new_client_order_id(symbol, side),
@@ -242,6 +246,7 @@ class OrderClient:
             take_profit=_opt_decimal(take_profit),
             stop_loss=_opt_decimal(stop_loss),
             oto_trigger=None if oto_trigger is None else OtoTrigger(oto_trigger),
+            algo=algo,
         )
         return await self.publish(request)
 

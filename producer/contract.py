@@ -259,6 +259,14 @@ class TrailingOffsetType(enum.StrEnum):
     PERCENT = "percent"
 
 
+class AlgoStrategy(enum.StrEnum):
+    """How an execution algorithm spreads a parent order's quantity over its horizon:
+    ``twap`` in equal slices, ``vwap`` in slices weighted by a volume profile."""
+
+    TWAP = "twap"
+    VWAP = "vwap"
+
+
 class OtoTrigger(enum.StrEnum):
     """When the exits of an entry with ``take_profit`` / ``stop_loss`` are placed: ``full``
     once the entry has ended (filled, or cancelled or expired after filling part), for all
@@ -411,6 +419,27 @@ Trigger = Annotated[OtoTrigger, msgspec.Meta(description=(
     "entry has ended, for all it filled; partial places an exit order for each fill"))]
 
 
+class Algo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
+           frozen=True, gc=False):
+    """An execution algorithm (``place`` of a market order only): the order is a parent
+    whose quantity the worker sends as child market orders, one per slice, over
+    ``horizon_ms`` from ``start_at`` (docs/wire-contract.md)."""
+
+    strategy: AlgoStrategy
+    horizon_ms: Annotated[int, msgspec.Meta(description=(
+        "how long the schedule lasts, from start_at: 1 s to 7 days"))]
+    interval_ms: Annotated[int | None, msgspec.Meta(description=(
+        "time between two slices (at least 1 s; slices = horizon_ms // interval_ms); "
+        "exactly one of interval_ms and slices"))] = None
+    slices: Annotated[int | None, msgspec.Meta(description=(
+        "how many slices, 1 to 1000, spread evenly over the horizon"))] = None
+    start_at: Annotated[int | None, msgspec.Meta(description=(
+        "epoch ms of the first slice; default: when the parent is accepted"))] = None
+    weights: Annotated[list[WireDecimal] | None, msgspec.Meta(description=(
+        "vwap only: one positive weight per slice, the volume profile; default: a U-shaped "
+        "intraday profile (the first and last slices about twice the middle ones)"))] = None
+
+
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
               gc=False):
     """One order request (the JSON object in a pending entry's ``data`` field).
@@ -454,6 +483,8 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     stop_loss: WireDecimal | None = None
     take_profit: WireDecimal | None = None
     oto_trigger: Trigger | None = None
+    # place of a market order only: the order is the parent of an execution algorithm.
+    algo: Algo | None = None
 
 
 class Fill(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -564,6 +595,8 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     take_profit: WireDecimal | None = None
     stop_loss: WireDecimal | None = None
     oto_trigger: OtoTrigger | None = None
+    # The parent of an execution algorithm (model/schedules.py): its children do the trading.
+    algo: Algo | None = None
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -59,3 +59,14 @@ def client_order_id_for_key(symbol: str, side: Side | str, key: str) -> str:
     published twice is one order and a ``duplicate``, never a second order."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     return _compose(symbol, side, f"-{digest}")
+
+
+def derived_id(base: str, tail: str, limit: int = 36) -> str:
+    """The client id of an order a worker derives from another's (``base``): ``base`` with
+    ``tail``; where that is longer than ``limit`` (what every broker takes), ``base`` cut
+    short and joined with a digest of the whole, so two bases never derive the same id."""
+    whole = f"{base}{tail}"
+    if len(whole) <= limit:
+        return whole
+    digest = hashlib.sha256(base.encode()).hexdigest()[:10]
+    return f"{base[:limit - len(tail) - 11]}_{digest}{tail}"

@@ -31,6 +31,7 @@ def check_cluster_prefix(prefix: str) -> None:
 
 class Keys:
     __slots__ = (
+        "algos_cancel",
         "assets",
         "audit",
         "cancels",
@@ -103,6 +104,8 @@ class Keys:
         self.legacy_lists = f"{prefix}:lists"
         # Hash entry client id -> the request id of a cancel of its list.
         self.lists_cancel = f"{prefix}:lists:cancel"
+        # Hash parent client id -> the request id of a cancel of its algorithm.
+        self.algos_cancel = f"{prefix}:algos:cancel"
 
     def order(self, client_order_id: str) -> str:
         """Hash with the current state of one order; also its idempotency record."""
@@ -156,6 +159,13 @@ class Keys:
         entry of (executor/model/lists.py), from its creation (infra/lua/begin.lua) until
         it and its exits have ended; watched by the worker emulating the account."""
         return f"{self.prefix}:emulated:{account}:lists"
+
+    def algos(self, account: str) -> str:
+        """Hash parent client id -> JSON progress of the execution algorithm (TWAP, VWAP)
+        that order is the parent of (executor/background/algos.py), from its creation
+        (infra/lua/begin.lua) until its schedule has ended; run by the worker emulating the
+        account."""
+        return f"{self.prefix}:emulated:{account}:algos"
 
     def emulator_lease(self, account: str) -> str:
         """The one worker emulating the account's conditional orders."""

@@ -12,6 +12,8 @@ from decimal import Decimal
 from .contract import (
     TRAILING_TYPES,
     Action,
+    Algo,
+    AlgoStrategy,
     ContractError,
     OrderType,
     Request,
@@ -78,6 +80,8 @@ def check_request(req: Request, now_ms: int | None = None) -> None:
     if req.oto_trigger is not None and req.action is not Action.PLACE:
         raise ContractError(f"oto_trigger is only allowed to place, not to {req.action}",
                             "oto_trigger")
+    if req.algo is not None and req.action is not Action.PLACE:
+        raise ContractError(f"algo is only allowed to place, not to {req.action}", "algo")
     if req.action is Action.SL_TP:
         _check_sl_tp(req)
     elif req.action is Action.PLACE:
@@ -179,6 +183,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
     _check_trailing(req)
     _check_display(req)
     _check_list(req)
+    _check_algo(req)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -190,6 +195,71 @@ def _check_place(req: Request, now_ms: int | None) -> None:
             )
     elif req.expire_at is not None:
         raise ContractError("expire_at is only allowed when time_in_force is gtd", "expire_at")
+
+
+MIN_ALGO_INTERVAL_MS = 1_000
+MAX_ALGO_HORIZON_MS = 7 * 24 * 3_600_000
+MAX_ALGO_SLICES = 1_000
+# What an algorithm's children cannot carry: they are plain market orders.
+_ALGO_REFUSED = ("quote_quantity", "display_quantity", "take_profit", "stop_loss",
+                 "oto_trigger")
+
+
+def algo_slices(algo: Algo) -> tuple[int, int]:
+    """(the number of slices, the time between two) of a valid ``algo``."""
+    if algo.slices is not None:
+        return algo.slices, algo.horizon_ms // algo.slices
+    assert algo.interval_ms is not None
+    return algo.horizon_ms // algo.interval_ms, algo.interval_ms
+
+
+def _check_algo(req: Request) -> None:
+    """An execution algorithm: a market parent by quantity, a horizon, its slices (given,
+    or by interval), and for vwap optional weights, one per slice."""
+    algo = req.algo
+    if algo is None:
+        return
+    if req.type is not OrderType.MARKET:
+        raise ContractError(f"an algo's children are market orders: type must be market, "
+                            f"not {req.type}", "type")
+    for name in _ALGO_REFUSED:
+        if getattr(req, name) is not None:
+            raise ContractError(f"{name} is not allowed with algo (its children are plain "
+                                "market orders by quantity)", name)
+    if not MIN_ALGO_INTERVAL_MS <= algo.horizon_ms <= MAX_ALGO_HORIZON_MS:
+        raise ContractError(f"algo.horizon_ms must be from {MIN_ALGO_INTERVAL_MS} to "
+                            f"{MAX_ALGO_HORIZON_MS} (7 days), got {algo.horizon_ms}",
+                            "algo.horizon_ms")
+    if (algo.slices is None) == (algo.interval_ms is None):
+        raise ContractError("algo needs exactly one of slices and interval_ms",
+                            "algo.slices")
+    if algo.interval_ms is not None and not (
+            MIN_ALGO_INTERVAL_MS <= algo.interval_ms <= algo.horizon_ms):
+        raise ContractError(f"algo.interval_ms must be from {MIN_ALGO_INTERVAL_MS} to "
+                            f"horizon_ms {algo.horizon_ms}, got {algo.interval_ms}",
+                            "algo.interval_ms")
+    if algo.slices is not None and not 1 <= algo.slices <= MAX_ALGO_SLICES:
+        raise ContractError(f"algo.slices must be from 1 to {MAX_ALGO_SLICES}, got "
+                            f"{algo.slices}", "algo.slices")
+    n, interval = algo_slices(algo)
+    if n > MAX_ALGO_SLICES:
+        raise ContractError(f"algo would have {n} slices (horizon_ms / interval_ms), more "
+                            f"than {MAX_ALGO_SLICES}", "algo.interval_ms")
+    if interval < MIN_ALGO_INTERVAL_MS:
+        raise ContractError(f"algo's slices would be {interval} ms apart, less than "
+                            f"{MIN_ALGO_INTERVAL_MS}: fewer slices or a longer horizon",
+                            "algo.slices")
+    if algo.start_at is not None and algo.start_at < 0:
+        raise ContractError("algo.start_at must be epoch ms", "algo.start_at")
+    if algo.weights is not None:
+        if algo.strategy != AlgoStrategy.VWAP:
+            raise ContractError("algo.weights are for vwap only (twap's slices are equal)",
+                                "algo.weights")
+        if len(algo.weights) != n:
+            raise ContractError(f"algo.weights has {len(algo.weights)} weights for {n} "
+                                "slices: one per slice", "algo.weights")
+        if any(w <= 0 for w in algo.weights):
+            raise ContractError("algo.weights must all be positive", "algo.weights")
 
 
 def _check_oco(req: Request, tif: TimeInForce) -> None:

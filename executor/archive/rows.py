@@ -219,8 +219,9 @@ def _order(source: str, orders: dict[str, Row], event: Event) -> Row | None:
     row.update(state=str(event.state), seq=event.seq, updated_at=event.at)
     if event.broker_order_id is not None:
         row["broker_order_id"] = event.broker_order_id
-    if event.fill is not None:
-        # Fill events carry the order's running totals after the fill.
+    if event.filled_quantity is not None:
+        # Fill events (and an algorithm's parent's progress) carry the order's running
+        # totals after the change.
         if event.filled_quantity is not None:
             row["filled_quantity"] = event.filled_quantity
         row["average_price"] = event.average_price

@@ -67,19 +67,26 @@ from ..brokers.base import (
     RetryableError,
     SendRefused,
 )
-from ..brokers.emulating import EmulatingBroker, step_of, tick_of, trigger_prices
+from ..brokers.emulating import (
+    EmulatingBroker,
+    step_of,
+    tick_of,
+    trigger_price,
+    trigger_prices,
+)
 from ..brokers.sending import SEND_TOKENS
 from ..infra.clock import wall_clock_ms
 from ..infra.lease import Lease
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
-from ..infra.store import decode_order
+from ..infra.store import Store, decode_order
 from ..model.emulation import Emulation, Held, expired, step
 from ..model.exits import AutoExit
 from ..model.positions import decode_position, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
 from ..safety.trading import TradingState, effective
+from .algos import AlgoWatcher
 from .exits import ExitWatcher, LeaseLost
 from .lists import ListWatcher
 
@@ -111,7 +118,7 @@ class Emulator:
                  signed: bool = False, auto: Mapping[str, AutoExit] | None = None,
                  metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms,
-                 recheck: Recheck | None = None) -> None:
+                 recheck: Recheck | None = None, store: Store | None = None) -> None:
         self.redis = redis
         self.keys = keys
         # Every account may have exits (stop-loss / take-profit on positions); the accounts
@@ -129,6 +136,9 @@ class Emulator:
                        for name in self.accounts}
         self.exits = ExitWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         self.lists = ListWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
+        # Without the store (a test's emulator alone), no algorithm is run.
+        self.algos = None if store is None else AlgoWatcher(
+            redis, keys, store, self.token, consumer, metrics=metrics)
         self.auto = {a: x for a, x in (auto or {}).items() if a in self.accounts}
         self._auto_at: dict[str, int] = {}  # account -> when its positions were last read
         self._no_price_logged = Every(_NO_PRICE_LOG_MS)
@@ -169,12 +179,14 @@ class Emulator:
             cids = sorted(text(c) for c in members)
         exits = await self.exits.read(account)
         lists = await self.lists.read(account, self.clock())
+        algos = await self.algos.read(account) if self.algos is not None else {}
         auto = self.auto.get(account)
-        holds = (bool(cids or exits or auto or lists)
+        holds = (bool(cids or exits or auto or lists or algos)
                  and await self.leases[account].hold(self.lease_ms))
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
             self.metrics.lists.labels(account).set(len(lists) if holds else 0)
+            self.metrics.algos.labels(account).set(len(algos) if holds else 0)
             if not (holds and lists):  # else set by the lists' pass
                 self.metrics.exits_blocked.labels(account, "list").set(0)
             if not (holds and exits):
@@ -224,6 +236,11 @@ class Emulator:
                 done += await self.lists.once(account, lists, now,
                                               lambda symbol: step_of(adapter, symbol),
                                               self.accounts[account].check)
+            if algos and self.algos is not None:
+                done += await self.algos.once(account, algos, now,
+                                              lambda symbol: step_of(adapter, symbol),
+                                              self.accounts[account].check,
+                                              lambda symbol: trigger_price(adapter, symbol))
         except LeaseLost:
             return done
         return done

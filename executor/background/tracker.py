@@ -129,7 +129,10 @@ class Tracker:
         return owner(client_order_id, self.peers) == self.svc.worker
 
     def followed(self, order: Order, now: int) -> bool:
-        """Whether the tracker moves this order now (see "Hands off")."""
+        """Whether the tracker moves this order now (see "Hands off"). Never an algorithm's
+        parent: it is at no broker, and its schedule's owner moves it (algos.py)."""
+        if order.spec.algo is not None:
+            return False
         if order.state is OrderState.PENDING_CANCEL:
             return now - order.updated_at >= self.hands_off_ms
         return order.state in TRACKED

@@ -104,6 +104,25 @@ class Metrics:
             "orderstream_emulated_orders",
             "Orders the emulator holds or is releasing, by account (set by the worker that "
             "emulates the account, 0 on the others: take the max)", ["account"], registry=r)
+        self.algos = Gauge(
+            "orderstream_algos",
+            "Execution algorithms (TWAP, VWAP) running, by account (set by the worker that "
+            "emulates the account, 0 on the others: take the max)", ["account"], registry=r)
+        self.algo_slices = Counter(
+            "orderstream_algo_slices",
+            "Child orders sent by execution algorithms (one per slice, and a refused one's "
+            "retry), by account", ["account"], registry=r)
+        self.algo_fill_ratio = Histogram(
+            "orderstream_algo_fill_ratio",
+            "What an execution algorithm had filled of its parent's quantity when it ended "
+            "(1: all), by account", ["account"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0), registry=r)
+        self.algo_slippage = Histogram(
+            "orderstream_algo_slippage_bps",
+            "An ended execution algorithm's average fill price against the price when it "
+            "started, in basis points (positive: worse: paid more on a buy, received less "
+            "on a sell), by account", ["account"],
+            buckets=(-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100), registry=r)
         self.list_exits = Counter(
             "orderstream_list_exits",
             "Exit orders of contingent lists (entries with take_profit / stop_loss) placed "

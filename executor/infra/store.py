@@ -219,6 +219,13 @@ class Store:
         return bool(await self._lists(keys=[k.lists(account), k.lists_cancel, k.legacy_lists],
                                       args=["mark", client_order_id, request_id]))
 
+    async def cancel_algo(self, account: str, client_order_id: str, request_id: str) -> bool:
+        """Mark the algorithm whose parent is ``client_order_id`` cancelled by the request
+        ``request_id``: its schedule stops (background/algos.py). False when it is over."""
+        k = self.keys
+        return bool(await self._lists(keys=[k.algos(account), k.algos_cancel, k.algos(account)],
+                                      args=["mark", client_order_id, request_id]))
+
     async def keep_list(self, client_order_id: str) -> None:
         """Undo ``cancel_list``: the cancel of the entry failed, and it works on."""
         await self.redis.hdel(self.keys.lists_cancel, client_order_id)
@@ -254,11 +261,11 @@ class Store:
         for item in items:
             order = item.order
             account = order.spec.account
-            keys += (self.keys.order(order.client_order_id), self.keys.due(account),
-                     self.keys.lists(account))
+            joins, joined = _registration(self.keys, order)
+            keys += (self.keys.order(order.client_order_id), self.keys.due(account), joins)
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
                      len(item.events), self.attention.due(order, order.updated_at) or 0,
-                     account if order.spec.oto_trigger is not None else "")
+                     joined)
             payload.append(encode(order))
             payload += map(encode, item.events)
         if reserve is None:
@@ -357,3 +364,15 @@ class Store:
         args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]
         conflicts = await self._finish(keys=keys, args=args)
         return [c.decode() if isinstance(c, bytes) else c for c in conflicts]
+
+
+def _registration(keys: Keys, order: Order) -> tuple[str, str]:
+    """The hash a new order joins when it is created (begin.lua), and its JSON there ('':
+    none): a contingent list's entry its account's lists, an algorithm's parent its
+    account's algos, each watched by the worker emulating the account."""
+    account = order.spec.account
+    if order.spec.algo is not None:
+        return keys.algos(account), msgspec.json.encode({"account": account}).decode()
+    if order.spec.oto_trigger is not None:
+        return keys.lists(account), msgspec.json.encode({"account": account}).decode()
+    return keys.lists(account), ""

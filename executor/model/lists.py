@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import decimal
 import enum
-import hashlib
 from decimal import Decimal
 
 import msgspec
@@ -45,11 +44,11 @@ from producer.contract import (
     WireDecimal,
     wire,
 )
+from producer.ids import derived_id
 
 from .exits import closable
 
 _EXACT = decimal.Context(prec=60, traps=[decimal.InvalidOperation])
-_MAX_ID = 36
 # A refused exit (no order made: trading halted, a risk check, invalid at the broker) is
 # placed again this long after it was published, so a refusal is not repeated each pass.
 RETRY_MS = 5_000
@@ -110,12 +109,7 @@ def exit_id(entry_id: str, n: int) -> str:
     """The client id of the entry's ``n``-th exit (1, 2, ...): ``<entry>-x<n>``, or where
     that is too long for a broker (36 characters), the entry id cut short with a digest of
     the whole, so two entries never share their exits' ids."""
-    tail = f"-x{n}"
-    whole = f"{entry_id}{tail}"
-    if len(whole) <= _MAX_ID:
-        return whole
-    digest = hashlib.sha256(entry_id.encode()).hexdigest()[:10]
-    return f"{entry_id[:_MAX_ID - len(tail) - 11]}_{digest}{tail}"
+    return derived_id(entry_id, f"-x{n}")
 
 
 def exit_request(entry_id: str, spec: OrderSpec, quantity: Decimal, n: int) -> Request:

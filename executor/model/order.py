@@ -73,6 +73,7 @@ def spec_from_request(request: Request, account: str) -> OrderSpec:
         stop_loss=request.stop_loss,
         oto_trigger=request.oto_trigger or (
             OtoTrigger.FULL if (request.take_profit or request.stop_loss) else None),
+        algo=request.algo,
     )
 
 
@@ -170,9 +171,12 @@ def transition(
     fill: Fill | None = None,
     reason_code: str | None = None,
     reason: str | None = None,
+    totals: bool = False,
 ) -> Event:
     """Move ``order`` to ``target`` (in place) and return the event; refuse what the table
-    does not allow."""
+    does not allow. The event carries the running totals with a fill, or with ``totals``
+    (a parent's progress, which has no fills of its own: ``progress``)."""
+    totals = totals or fill is not None
     if not can_transition(order.state, target):
         raise IllegalTransition(order.client_order_id, order.state, target)
     prev = order.state
@@ -195,10 +199,10 @@ def transition(
         symbol=order.spec.symbol,
         broker_order_id=order.broker_order_id,
         fill=fill,
-        filled_quantity=order.filled_quantity if fill is not None else None,
-        average_price=order.average_price if fill is not None else None,
-        commission=order.commission if fill is not None else None,
-        commissions=order.commissions if fill is not None else None,
+        filled_quantity=order.filled_quantity if totals else None,
+        average_price=order.average_price if totals else None,
+        commission=order.commission if totals else None,
+        commissions=order.commissions if totals else None,
         reason_code=reason_code,
         reason=reason,
         emulated=order.emulated,
@@ -213,6 +217,31 @@ def add_fill(order: Order, fill: Fill) -> None:
     order quantity (ValueError) and any fill of a terminal order (IllegalTransition).
     """
     _add_fill(order, fill, _notional(order.fills))
+
+
+def progress(order: Order, filled: Decimal, notional: Decimal, ctx: Context,
+             reason: str | None = None) -> list[Event]:
+    """Bring the parent of an execution algorithm up to what its children filled, all
+    together: ``filled`` at an exact ``notional`` (the sum of price x quantity). A parent
+    has no fills of its own (they are its children's, and the positions fold counts them
+    there): its events carry the running totals without a fill. One event when the total
+    moved (filled, or partially_filled), none otherwise."""
+    quantity = order.spec.quantity
+    if filled == order.filled_quantity or filled <= 0:
+        return []
+    if quantity is not None and filled > quantity:
+        raise ValueError(f"order {order.client_order_id}: its children filled {filled}, "
+                         f"more than its quantity {quantity}")
+    set_totals(order, filled, wire(_normalize(_QUOTIENT.divide(notional, filled))))
+    full = quantity is not None and filled >= quantity
+    return [transition(order, S.FILLED if full else S.PARTIALLY_FILLED, ctx, totals=True,
+                       reason=reason)]
+
+
+def set_totals(order: Order, filled: Decimal, average: Decimal | None) -> None:
+    """A parent's totals as its progress event carries them (replay follows ``progress``)."""
+    order.filled_quantity = wire(filled)
+    order.average_price = None if average is None else wire(average)
 
 
 def _notional(fills: list[Fill]) -> Decimal:

@@ -27,6 +27,21 @@ from decimal import ROUND_FLOOR, Decimal
 
 import msgspec
 
+from producer.contract import (
+    Action,
+    Algo,
+    AlgoStrategy,
+    OrderSpec,
+    OrderType,
+    Request,
+    Side,
+    WireDecimal,
+    wire,
+    zero,
+)
+from producer.ids import derived_id
+from producer.validation import algo_slices
+
 _EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact,
                                          decimal.DivisionByZero])
 # For a share of the quantity: a quotient, rounded (down) on purpose to the step after.
@@ -149,3 +164,69 @@ def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
     if size <= 0 or any(now - c.at < RETRY_MS for c in mine):
         return Due()
     return Due(quantity=size, slice=k)
+
+
+class Sent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One child published for the schedule (``Keys.algos``): its client id, slice,
+    quantity, when, the pending entry of its request; once over, what it filled and at
+    what notional (so its record may expire); ``cancel``: its cancel was published."""
+
+    id: str
+    slice: int
+    quantity: WireDecimal
+    at: int
+    request: str = ""
+    seen: bool = False
+    over: bool = False
+    refused: bool = False
+    filled: WireDecimal = msgspec.field(default_factory=zero)
+    notional: WireDecimal = msgspec.field(default_factory=zero)
+    cancel: bool = False
+
+
+class Progress(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """An algorithm's stored state: begin.lua writes ``{"account": ...}`` with the parent;
+    the owner adds the reference price on its first pass (``arrival``, for slippage) and
+    each child it publishes (``n`` so far: the next one's number)."""
+
+    account: str
+    arrival: WireDecimal | None = None
+    children: list[Sent] = []
+    n: int = 0
+
+
+def child_id(parent_id: str, n: int) -> str:
+    """The client id of the parent's ``n``-th child: ``<parent>-E<n>`` (as nautilus_trader
+    names spawned orders), or, too long for a broker (36 characters), the parent id cut
+    short with a digest of the whole, so two parents never share children's ids."""
+    return derived_id(parent_id, f"-E{n}")
+
+
+def child_request(parent_id: str, spec: OrderSpec, quantity: Decimal, n: int,
+                  slice_: int) -> Request:
+    """The request of the parent's ``n``-th child: a market order for ``quantity``, on the
+    parent's side, account and symbol, ``reduce_only`` as the parent; ``metadata`` names
+    the parent and the slice (and the parent's order component)."""
+    metadata: dict[str, object] = {"algo_id": parent_id, "slice": slice_}
+    for key in ("component", "component_version"):
+        if spec.metadata and key in spec.metadata:
+            metadata[key] = spec.metadata[key]
+    return Request(action=Action.PLACE, client_order_id=child_id(parent_id, n),
+                   account=spec.account, symbol=spec.symbol, side=spec.side,
+                   type=OrderType.MARKET, quantity=wire(quantity),
+                   reduce_only=spec.reduce_only, strategy_id=spec.strategy_id,
+                   signal_id=spec.signal_id, metadata=metadata)
+
+
+def weights_of(algo: Algo) -> list[Decimal]:
+    n, _ = algo_slices(algo)
+    if algo.weights is not None:
+        return list(algo.weights)
+    return u_shape(n) if algo.strategy == AlgoStrategy.VWAP else twap_weights(n)
+
+
+def slippage_bps(side: Side, average: Decimal, arrival: Decimal) -> Decimal:
+    """How much worse than the arrival price the parent filled, in basis points (negative:
+    better): paid more on a buy, received less on a sell."""
+    sign = 1 if side is Side.BUY else -1
+    return _SHARE.divide(_SHARE.multiply(sign * (average - arrival), 10_000), arrival)

@@ -35,7 +35,7 @@ from producer.contract import Event, Fill, OrderState, Side, decimal_text, decod
 
 from ..infra.store import decode_order
 from ..infra.streams import StreamId, parse_stream_id
-from ..model.order import Context, Order, add_fill, transition
+from ..model.order import Context, Order, add_fill, set_totals, transition
 from ..model.positions import Position, apply_trade, decode_position, position_key
 from ..model.states import IllegalTransition, is_terminal
 
@@ -203,10 +203,14 @@ class Fold:
                 add_fill(order, event.fill)
             except (ValueError, IllegalTransition) as exc:
                 self._problem(entry_id, cid, "fill", "a fill the order can take", str(exc))
+        elif event.filled_quantity is not None:
+            # An algorithm's parent: its children's totals, without fills of its own.
+            set_totals(order, event.filled_quantity, event.average_price)
         ctx = Context(now=event.at, worker=event.worker, request_id=event.request_id)
         try:
             rebuilt = transition(order, event.state, ctx, fill=event.fill,
-                                 reason_code=event.reason_code, reason=event.reason)
+                                 reason_code=event.reason_code, reason=event.reason,
+                                 totals=event.filled_quantity is not None)
         except IllegalTransition:
             self._problem(entry_id, cid, "state", f"a state allowed after {order.state}",
                           event.state)

@@ -22,6 +22,7 @@ from producer.contract import (
     wire_opt,
 )
 from producer.replies import text
+from producer.validation import algo_slices
 
 from ..background.liveness import WorkerInfo
 from ..infra.store import decode_order
@@ -82,7 +83,8 @@ class OrderRow(msgspec.Struct, kw_only=True):
     age_ms: int
     emulated: bool = False  # held (or released) by our emulator: no native order at its broker
     # A contingent list's entry: its exits' levels ("tp 51000 sl 49000"); an exit: "exit of
-    # <entry>" (model/lists.py). Empty otherwise.
+    # <entry>" (model/lists.py); an algorithm's parent: "twap, 6 slices over 60 s"; its
+    # child: "slice 3 of <parent>" (model/schedules.py). Empty otherwise.
     contingent: str = ""
 
 
@@ -122,12 +124,18 @@ def orders_view(records: Mapping[str, bytes | None], now_ms: int, *, account: st
 
 
 def _list_of(spec: OrderSpec) -> str:
+    if spec.algo is not None:
+        n, _ = algo_slices(spec.algo)
+        return f"{spec.algo.strategy}, {n} slices over {spec.algo.horizon_ms / 1000:g} s"
+    metadata = spec.metadata or {}
+    if isinstance(metadata.get("algo_id"), str):
+        return f"slice {metadata.get('slice', 0) + 1} of {metadata['algo_id']}"
     if spec.oto_trigger is not None:
         levels = [f"{name} {value}" for name, value in (("tp", spec.take_profit),
                                                        ("sl", spec.stop_loss)) if value]
         partial = ", partial" if spec.oto_trigger is OtoTrigger.PARTIAL else ""
         return " ".join(levels) + partial
-    list_id = (spec.metadata or {}).get("list_id")
+    list_id = metadata.get("list_id")
     return f"exit of {list_id}" if isinstance(list_id, str) else ""
 
 

@@ -21,7 +21,7 @@ from executor.brokers.paper import PaperAccount
 from executor.model.positions import decode_position
 from executor.operations.exit_commands import exit_of, set_exit
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus
+from producer.contract import Algo, AlgoStrategy, OrderState, ResultStatus
 from producer.keys import GROUP, Keys
 
 from .conftest import replace, running, settings_for, until
@@ -229,9 +229,10 @@ def test_the_readme_shows_the_rules_of_the_shipped_file() -> None:
 async def test_the_emulator_and_the_exits_run_as_the_worker_user(
     acl_server: RedisServer, admin: aioredis.Redis, tmp_path: Path
 ) -> None:
-    """An emulated order held, fired and filled, a stop-loss closing a position, and a
-    bracket whose exit is placed, then cancelled with its entry, with the worker connected
-    as the worker user: no command refused."""
+    """An emulated order held, fired and filled, a stop-loss closing a position, a
+    bracket whose exit is placed, then cancelled with its entry, and a TWAP cancelled
+    after its first child, with the worker connected as the worker user: no command
+    refused."""
     (tmp_path / "worker.pw").write_text(PASSWORDS["orderstream-worker"])
     settings = replace(
         settings_for(acl_server.url, redis_username="orderstream-worker",
@@ -266,5 +267,12 @@ async def test_the_emulator_and_the_exits_run_as_the_worker_user(
         await until(lambda: state_of("acl-br-1-x1", OrderState.ACCEPTED), 10)
         await client.wait_result((await client.cancel("acl-br-1")).request_id, 10)
         await until(lambda: state_of("acl-br-1-x1", OrderState.CANCELLED), 10)
+        twap = await client.place("BTCUSDT", "buy", "market", "0.2", client_order_id="acl-tw-1",
+                                  algo=Algo(strategy=AlgoStrategy.TWAP, horizon_ms=2_000,
+                                            slices=2))
+        await client.wait_result(twap.request_id, 10)
+        await until(lambda: state_of("acl-tw-1-E1", OrderState.FILLED), 10)
+        await client.wait_result((await client.cancel("acl-tw-1")).request_id, 10)
+        await until(lambda: state_of("acl-tw-1", OrderState.CANCELLED), 10)
     refused = await admin.execute_command("ACL", "LOG")
     assert refused == [], json.dumps([_text_log(e) for e in refused], indent=1)

@@ -371,3 +371,20 @@ async def test_a_list_entry_is_refused_where_requests_are_signed(
         assert await received(worker) == 0
     assert not await redis_client.exists(K.order("tp-1"))
     assert not await redis_client.hexists(K.lists("default"), "tp-1")
+
+
+async def test_an_algo_is_refused_where_requests_are_signed(
+    signed_settings: Settings, client: OrderClient, redis_client: aioredis.Redis
+) -> None:
+    """A worker cannot sign the child orders it would send: the parent is refused, naming
+    the field, and nothing is written."""
+    body = json.loads(place("twap-1"))
+    body["algo"] = {"strategy": "twap", "horizon_ms": 60000, "slices": 6}
+    data = json.dumps(body, separators=(",", ":")).encode()
+    async with running(signed_settings) as worker:
+        rid = (await redis_client.xadd(K.pending, signed(data))).decode()
+        result = await client.wait_result(rid, 10)
+        assert result.reason_code == "invalid" and "algo" in (result.reason or "")
+        assert await received(worker) == 0
+    assert not await redis_client.exists(K.order("twap-1"))
+    assert not await redis_client.exists(K.algos("default"))

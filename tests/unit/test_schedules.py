@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor.model.schedules import (
@@ -140,6 +140,7 @@ outcomes = st.lists(st.tuples(st.integers(0, 40_000), st.sampled_from(["fill", "
                               st.integers(0, 100)), min_size=1, max_size=40)
 
 
+@settings(deadline=None)
 @given(orders(), outcomes)
 def test_children_never_add_up_to_more_than_the_quantity(
         order: tuple[Decimal, Decimal, Decimal | None, list[Decimal]],
@@ -169,7 +170,8 @@ def test_children_never_add_up_to_more_than_the_quantity(
     assert end.done and end.left == quantity - sum((c.filled for c in children), D(0))
 
 
-@given(orders(), st.integers(1, 5_000))
+@settings(deadline=None)
+@given(orders(), st.integers(50, 5_000))
 def test_filled_whole_it_sends_a_child_per_slice_and_fills_exactly_the_quantity(
         order: tuple[Decimal, Decimal, Decimal | None, list[Decimal]], every: int) -> None:
     """The owner looking every ``every`` ms: one child per slice it finds due (fewer when

@@ -12,6 +12,8 @@ from executor.model.positions import Position, apply_fill, unrealized
 from executor.operations import views
 from executor.operations.replay import Difference, Report, Subject
 from producer.contract import (
+    Algo,
+    AlgoStrategy,
     OrderSpec,
     OrderState,
     OrderType,
@@ -172,3 +174,16 @@ def test_a_list_entry_shows_its_levels_and_an_exit_its_entry() -> None:
     lines = views.render_orders(views.orders_view(records, 3)).splitlines()
     assert "market (tp 51000 sl 49000, partial)" in lines[1]
     assert "oco (exit of E)" in lines[2]
+
+
+def test_an_algorithms_parent_shows_its_schedule_and_a_child_its_slice() -> None:
+    parent = OrderSpec(account="a", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                       quantity=WireDecimal("1"),
+                       algo=Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=6))
+    child = OrderSpec(account="a", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                      quantity=WireDecimal("0.2"), metadata={"algo_id": "T", "slice": 2})
+    records = {cid: encode(new_order(cid, "1-0", spec, Context(now=at, worker="w"))[0])
+               for cid, spec, at in (("T", parent, 1), ("T-E3", child, 2))}
+    lines = views.render_orders(views.orders_view(records, 3)).splitlines()
+    assert "market (twap, 6 slices over 60 s)" in lines[1]
+    assert "market (slice 3 of T)" in lines[2]

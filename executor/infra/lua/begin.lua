@@ -6,13 +6,16 @@
 -- the tracker must look at it, executor/attention.py), with its record.
 --
 -- The entry of a contingent list (take_profit / stop_loss) joins its account's lists hash,
--- so its exits are placed (executor/background/lists.py) whatever happens to this worker.
+-- and the parent of an execution algorithm its account's algos hash, so its exits, or its
+-- children, are placed (executor/background/lists.py, algos.py) whatever happens to this
+-- worker next.
 --
 -- KEYS[1] events stream, KEYS[2] open-orders set, then per item i: KEYS[3i] its order key,
--- KEYS[3i + 1] its account's attention index, KEYS[3i + 2] its account's lists hash
+-- KEYS[3i + 1] its account's attention index, KEYS[3i + 2] the hash it joins (its
+-- account's lists or algos; any key when it joins none)
 -- ARGV[1] MessagePack array, 7 values per item: client_order_id, request_id, state, seq,
---   number of events n, when it is due (epoch ms), its account if it is a list's entry
---   (else '')
+--   number of events n, when it is due (epoch ms), the JSON it joins that hash with (else
+--   '')
 -- ARGV[2..] per item: its record, then its n events
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
@@ -32,7 +35,7 @@ for i = 1, (#KEYS - 2) / 3 do
     redis.call('SADD', KEYS[2], cid)
     redis.call('ZADD', KEYS[3 * i + 1], meta[m + 5], cid)
     if meta[m + 6] ~= '' then
-      redis.call('HSET', KEYS[3 * i + 2], cid, '{"account":"' .. meta[m + 6] .. '"}')
+      redis.call('HSET', KEYS[3 * i + 2], cid, meta[m + 6])
     end
     for e = a + 1, a + n do
       redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)

@@ -182,6 +182,10 @@ class Amend:
     def _new_spec(self, job: Job, old: Order) -> OrderSpec:
         req = job.request
         assert req is not None
+        if old.spec.algo is not None:
+            raise ContractError(f"order {old.client_order_id} is the parent of an algorithm "
+                                "and cannot be amended (cancel it and place a new one)",
+                                "client_order_id")
         if old.spec.type is OrderType.OCO:
             raise ContractError(f"order {old.client_order_id} is an oco and cannot be amended "
                                 "(cancel it and place a new one)", "client_order_id")

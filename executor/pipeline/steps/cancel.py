@@ -62,6 +62,10 @@ LIST_CANCELLED = ("; its contingent list is cancelled: its open exit orders are 
                   "each with a result of its own, and no more are placed")
 
 
+ALGO_CANCELLED = ("its schedule stops: no more child orders; the working one, if any, is "
+                  "cancelled, and the order ends cancelled with what its children filled")
+
+
 class CancelFailed(Exception):
     """A cancel that did not happen; ``events`` are changes learnt on the way (a fill, or
     pending_cancel and back), which must still be recorded."""
@@ -198,8 +202,15 @@ async def cancel_at_broker(svc: Services, order: Order, request_id: str) -> list
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is already {order.state}")
     if order.state not in CANCELLABLE:
         raise CancelFailed(ReasonCode.NOT_CANCELLABLE, f"order {cid} is {order.state}")
-    broker = svc.brokers[order.spec.account]
     ctx = Context(now=svc.clock(), worker=svc.worker, request_id=request_id)
+    if order.spec.algo is not None:
+        # At no broker: its schedule stops, and ends it cancelled once its working child
+        # (if any) has been cancelled and has ended (background/algos.py).
+        await svc.store.cancel_algo(order.spec.account, cid, request_id)
+        if order.state is OrderState.PENDING_CANCEL:
+            return []
+        return [transition(order, OrderState.PENDING_CANCEL, ctx, reason=ALGO_CANCELLED)]
+    broker = svc.brokers[order.spec.account]
     if order.state is not OrderState.PENDING_CANCEL:
         saved, seq = snapshot(order), order.seq
         mark = transition(order, OrderState.PENDING_CANCEL, ctx)

@@ -88,6 +88,10 @@ class Decode:
                 "take_profit / stop_loss are not supported where requests must be signed "
                 "([auth] keys): a worker cannot sign the exits it would place",
                 "take_profit" if request.take_profit else "stop_loss")
+        if request.algo is not None and self.svc.settings.auth.keys:
+            raise ContractError("algo is not supported where requests must be signed "
+                                "([auth] keys): a worker cannot sign the child orders it "
+                                "would place", "algo")
         if job.client_order_id is None:
             job.client_order_id = client_order_id_for_entry(
                 request.symbol, request.side, job.request_id

@@ -71,8 +71,10 @@ class Risk:
         """``persist``: the orders that pass are also created (pipeline/steps/persist.py),
         in the script that makes their reservations: one round trip instead of two. For a
         batch whose steps need nothing between the two (an amend's cancel does)."""
+        # An algorithm's parent reserves nothing and is checked by no rule: it sends
+        # nothing itself, and each of its children passes the checks as it goes.
         todo = [j for j in jobs if j.result is None and j.order is None and j.spec is not None
-                and j.client_order_id is not None]
+                and j.client_order_id is not None and j.spec.algo is None]
         by_account: dict[str, list[Job]] = {}
         for job in todo:
             assert job.spec is not None

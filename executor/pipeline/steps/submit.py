@@ -60,6 +60,7 @@ from ...brokers.base import (
 from ...brokers.sending import SEND_TOKENS
 from ...infra.logs import about
 from ...infra.store import NotDurable
+from ...model.broker_reports import BrokerStatus
 from ...model.order import Context, Order, apply_report, transition
 from ...model.states import IllegalTransition
 from .. import results
@@ -152,11 +153,14 @@ class Submit:
             try:
                 if order.state is not OrderState.PENDING_SUBMIT:
                     self._conclude(job)  # redelivered after its outcome was recorded
-                elif job.resumed:
+                elif job.resumed and order.spec.algo is None:
                     later.append(FollowUp(job, None, sender=False))  # may have been sent
                 elif (reason := past_deadline(job, now)) is not None:
                     self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
                     self._conclude(job)
+                elif order.spec.algo is not None:
+                    # Never sent itself: its schedule's children are (background/algos.py).
+                    self._settle(job, scheduled(order))
                 else:
                     fresh.append(job)
             except Exception:
@@ -457,3 +461,12 @@ class Submit:
     def _conclude(self, job: Job) -> None:
         assert job.order is not None
         job.result = results.of_order(job, job.order, self.svc.clock(), self.svc.worker)
+
+
+def scheduled(order: Order) -> BrokerOrder:
+    """What an algorithm's parent is once its request is decided: working, at no broker
+    (its schedule is registered with it, infra/lua/begin.lua)."""
+    assert order.spec.quantity is not None
+    return BrokerOrder(client_order_id=order.client_order_id, broker_order_id="",
+                       symbol=order.spec.symbol, status=BrokerStatus.NEW,
+                       quantity=order.spec.quantity)

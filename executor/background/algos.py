@@ -1,0 +1,360 @@
+"""Execution algorithms (TWAP, VWAP): sends a parent order's children on its schedule and
+keeps the parent's record up to date with what they filled (model/schedules.py decides;
+this reads and writes). The worker that emulates an account runs its algorithms, under
+the account's emulator lease (background/emulator.py), so one worker decides at a time
+and a dead one's schedules move with its lease: nothing lives only in a process's memory.
+
+An algorithm is registered in ``Keys.algos`` by the script that creates its parent
+(infra/lua/begin.lua), so a parent never exists without its schedule. The parent is at no
+broker (pipeline/steps/submit.py accepts it as it is, the risk step reserves nothing for
+it, the tracker leaves it alone). Each child is published as a request on the pending
+stream in the script that records it in the schedule (infra/lua/lists.lua, shared with
+contingent lists), under a client id derived from the parent's (``<parent>-E<n>``): once
+per decision, and a duplicate, never a second order, if it ever were twice. A child goes
+the way of every request: validation, the gate, the risk checks, the send token, its own
+result (``metadata.algo_id`` names the parent).
+
+What became of a child is read each pass: its order's record; without one, its request
+still on the pending stream (not handled yet) or gone from it (refused without an order:
+sent again ``RETRY_MS`` later). Once a child is over, what it filled is written into the
+schedule, so its record may expire before the schedule ends.
+
+The parent's record follows its children: its fills are theirs (and the positions fold
+counts them there), so its events carry the running totals without a fill
+(``model.order.progress``). It ends ``filled``; or once its end time has passed, or a
+cancel has stopped it (pipeline/steps/cancel.py marks ``Keys.algos_cancel``; its working
+child is cancelled first), ``expired`` or ``cancelled`` with what was filled.
+"""
+
+from __future__ import annotations
+
+import decimal
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from producer.contract import (
+    TERMINAL_STATES,
+    Action,
+    OrderSpec,
+    OrderState,
+    ReasonCode,
+    Request,
+    decoder,
+    encode,
+    wire,
+)
+from producer.keys import Keys
+from producer.replies import text
+from producer.validation import algo_slices
+
+from ..brokers.base import refused_by
+from ..infra.logs import Every
+from ..infra.metrics import Metrics
+from ..infra.store import Outcome, Store, decode_order
+from ..model.order import Context, Order, progress, spec_from_request, transition
+from ..model.schedules import (
+    Child,
+    Progress,
+    Sent,
+    Slice,
+    child_request,
+    due,
+    plan,
+    slippage_bps,
+    weights_of,
+)
+from .exits import LeaseLost
+from .lists import SCRIPT
+
+log = logging.getLogger(__name__)
+
+_progress = decoder(Progress)
+_EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact])
+# Before the parent's request is decided: its schedule waits.
+_UNDECIDED = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
+
+
+class AlgoWatcher:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, store: Store, token: str,
+                 worker: str, *, metrics: Metrics | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.token = token
+        self.worker = worker
+        self.metrics = metrics
+        self.script = redis.register_script(SCRIPT)
+        self._every = Every()
+        self._plans: dict[str, list[Slice]] = {}  # parent id -> its slices (pure: cached)
+
+    async def read(self, account: str) -> dict[str, bytes]:
+        raw: Any = await self.redis.hgetall(self.keys.algos(account))
+        return {text(cid): data for cid, data in raw.items()}
+
+    async def once(self, account: str, algos: dict[str, bytes], now: int,
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object],
+                   price: Callable[[str], Awaitable[Decimal | None]]) -> int:
+        """One pass over the account's algorithms; returns how many writes it made."""
+        done = 0
+        for cid, data in sorted(algos.items()):
+            try:
+                done += await self._one(account, cid, data, now, step, check, price)
+            except LeaseLost:
+                raise
+            except Exception:
+                # One algorithm's bug or garbled state holds up no other.
+                log.exception("algo %s: its pass failed", cid)
+                if self.metrics is not None:
+                    self.metrics.background_errors.labels("algos").inc()
+        live = set(algos)
+        self._plans = {k: v for k, v in self._plans.items() if k in live}
+        return done
+
+    async def _one(self, account: str, cid: str, data: bytes, now: int,
+                   step: Callable[[str], Decimal | None],
+                   check: Callable[[OrderSpec], object],
+                   price: Callable[[str], Awaitable[Decimal | None]]) -> int:
+        try:
+            state = _progress.decode(data)
+        except msgspec.DecodeError:
+            if self._every.due(("unreadable", cid), now):
+                log.error("algo %s: unreadable (%r); left as it is", cid, data[:200])
+            return 0
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(k.order(cid), "record")
+        pipe.hget(k.algos_cancel, cid)
+        for c in state.children:
+            # The request's entry first: gone from the stream, its record (if it made an
+            # order) was written before (finish.lua), so the HGET after it sees it.
+            at = c.request or "0-1"  # no entry has that id: none to look for
+            pipe.xrange(k.pending, min=at, max=at, count=1)
+            pipe.hget(k.order(c.id), "record")
+        record, cancel, *rows = await pipe.execute()
+        if record is None:
+            log.warning("algo %s: its parent's record is gone; the schedule ends", cid)
+            return await self._end(account, cid, data, [])
+        parent = decode_order(record)
+        if parent.state in _UNDECIDED:
+            return 0
+        if parent.state in TERMINAL_STATES:
+            return await self._end(account, cid, data, [])
+        spec = parent.spec
+        algo = spec.algo
+        assert algo is not None and spec.quantity is not None
+        records = [None if r is None else decode_order(r) for r in rows[1::2]]
+        children = [_seen(c, entries, r) for c, entries, r in
+                    zip(state.children, rows[::2], records, strict=True)]
+        if state.arrival is None:
+            # The price the parent arrived at, for its slippage: written with the next
+            # change (the first child's, at once).
+            arrival = await price(spec.symbol)
+            state = msgspec.structs.replace(
+                state, arrival=None if arrival is None else wire(arrival))
+        if children != state.children:
+            moved = msgspec.structs.replace(state, children=children)
+            return await self._write(account, cid, data, moved, [])
+        # The parent's record follows its children's fills.
+        filled, notional = _totals(children, records)
+        ctx = Context(now=now, worker=self.worker, request_id=parent.request_id)
+        events = progress(parent, filled, notional, ctx,
+                          _progress_note(len(children), algo_slices(algo)[0], filled,
+                                         notional, state.arrival, spec))
+        if events:
+            await self._record(parent, events)
+            return 1
+        slices = self._plan(cid, parent, step(spec.symbol))
+        n, interval = algo_slices(algo)
+        start = algo.start_at if algo.start_at is not None else parent.created_at
+        stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
+        ended = stopped or now >= start + n * interval
+        working = [c for c in children if not c.over]
+        if stopped and working:
+            return await self._cancel_children(account, cid, data, state, working)
+        d = due(slices, [Child(c.slice, c.quantity, c.at, c.filled, c.over, c.refused)
+                         for c in children], now, ended=ended)
+        if d.done:
+            return await self._finish(account, cid, data, parent, state, d.left, stopped,
+                                      now)
+        if not d.quantity:
+            return 0
+        request = child_request(cid, spec, d.quantity, state.n + 1, d.slice)
+        refusal = refused_by(check, spec_from_request(request, account))
+        if refusal is not None:
+            # It would be refused: it waits for the next slice, which adds to it; after
+            # the last, what is left is left.
+            if d.slice == len(slices) - 1:
+                log.warning("algo %s: its last child of %s %s would be refused (%s): the "
+                            "schedule ends with it unfilled", cid, d.quantity, spec.symbol,
+                            refusal)
+                return await self._finish(account, cid, data, parent, state,
+                                          spec.quantity - filled, stopped, now)
+            if self._every.due(("small", cid), now):
+                log.info("algo %s: slice %d's child of %s would be refused (%s): it goes "
+                         "with the next slice", cid, d.slice, d.quantity, refusal)
+            return 0
+        assert request.client_order_id is not None
+        sent = Sent(id=request.client_order_id, slice=d.slice, quantity=wire(d.quantity),
+                    at=now, request="$")
+        moved = msgspec.structs.replace(state, children=[*children, sent], n=state.n + 1)
+        if not await self._write(account, cid, data, moved, [encode(request)]):
+            return 0
+        if self.metrics is not None:
+            self.metrics.algo_slices.labels(account).inc()
+        log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s", cid, algo.strategy,
+                 d.slice + 1, len(slices), request.client_order_id, spec.side, d.quantity,
+                 spec.symbol)
+        return 1
+
+    def _plan(self, cid: str, parent: Order, step: Decimal | None) -> list[Slice]:
+        cached = self._plans.get(cid)
+        if cached is None:
+            algo, spec = parent.spec.algo, parent.spec
+            assert algo is not None and spec.quantity is not None
+            _, interval = algo_slices(algo)
+            start = algo.start_at if algo.start_at is not None else parent.created_at
+            cached = plan(spec.quantity, start, interval, weights_of(algo), step=step)
+            self._plans[cid] = cached
+        return cached
+
+    async def _cancel_children(self, account: str, cid: str, data: bytes, state: Progress,
+                               working: list[Sent]) -> int:
+        """Publish a cancel of each working child that has its record (a cancel must not
+        overtake the place it cancels), once."""
+        due_ = [c for c in working if c.seen and not c.cancel]
+        if not due_:
+            return 0
+        ids = {c.id for c in due_}
+        moved = msgspec.structs.replace(state, children=[
+            msgspec.structs.replace(c, cancel=True) if c.id in ids else c
+            for c in state.children])
+        cancels = [encode(Request(action=Action.CANCEL, client_order_id=c.id,
+                                  account=account)) for c in due_]
+        wrote = await self._write(account, cid, data, moved, cancels)
+        if wrote:
+            log.warning("algo %s stopped: its working children %s cancelled", cid,
+                        ", ".join(sorted(ids)))
+        return wrote
+
+    async def _finish(self, account: str, cid: str, data: bytes, parent: Order,
+                      state: Progress, left: Decimal, stopped: bool, now: int) -> int:
+        """End the parent: filled, or cancelled (stopped) / expired with what is left; then
+        forget the schedule."""
+        spec = parent.spec
+        ctx = Context(now=now, worker=self.worker, request_id=parent.request_id)
+        sent = len(state.children)
+        summary = (f"{spec.algo.strategy if spec.algo else 'algo'}: filled "
+                   f"{parent.filled_quantity} of {spec.quantity} in {sent} child orders")
+        slip = None
+        if state.arrival is not None and parent.average_price is not None:
+            slip = slippage_bps(spec.side, parent.average_price, state.arrival)
+            summary += (f", average {parent.average_price} against {state.arrival} on "
+                        f"arrival ({slip:.2f} bps)")
+        events = []
+        if parent.state is not OrderState.FILLED and left > 0:
+            end = OrderState.CANCELLED if stopped else OrderState.EXPIRED
+            why = "cancelled" if stopped else "its end time passed"
+            events.append(transition(
+                parent, end, ctx, reason_code=None if stopped else ReasonCode.EXPIRED,
+                reason=f"{summary}; {why} with {left} left"))
+        elif parent.state is not OrderState.FILLED:
+            events.append(transition(parent, OrderState.FILLED, ctx, reason=summary))
+        if events:
+            await self._record(parent, events)
+        if self.metrics is not None:
+            quantity = spec.quantity or Decimal(1)
+            self.metrics.algo_fill_ratio.labels(account).observe(
+                float(parent.filled_quantity / quantity))
+            if slip is not None:
+                self.metrics.algo_slippage.labels(account).observe(float(slip))
+        log.warning("algo %s is over: %s", cid, summary)
+        return await self._end(account, cid, data, [])
+
+    async def _end(self, account: str, cid: str, data: bytes, requests: list[bytes]) -> int:
+        self._plans.pop(cid, None)
+        return 1 if await self._call("end", account, cid, data, b"", requests) else 0
+
+    async def _write(self, account: str, cid: str, data: bytes, state: Progress,
+                     requests: list[bytes]) -> int:
+        return 1 if await self._call("write", account, cid, data, encode(state),
+                                     requests) else 0
+
+    async def _record(self, parent: Order, events: list[Any]) -> None:
+        """The parent's new record and events, a compare-and-set on its seq (a cancel
+        request may move it meanwhile: then the next pass reads it again)."""
+        await self.store.finish([Outcome(parent.request_id, None, parent,
+                                         parent.seq - len(events), events)])
+
+    async def _call(self, op: str, account: str, cid: str, expected: bytes, new: bytes,
+                    requests: list[bytes]) -> Any:
+        """lists.lua: 0 when the schedule changed meanwhile (nothing written), else 1 or
+        the pending entry id of the last request published."""
+        k = self.keys
+        wrote = await self.script(
+            keys=[k.algos(account), k.algos_cancel, k.emulator_lease(account), k.pending],
+            args=[op, self.token, cid, expected, new, *requests])
+        if wrote == -2:
+            raise LeaseLost
+        return wrote
+
+
+def _seen(sent: Sent, entries: list[Any], record: Order | None) -> Sent:
+    """``sent`` as it is now: seen with an order, over with what it filled, or refused
+    without one (its request answered and gone from the stream)."""
+    if sent.over:
+        return sent
+    if record is not None:
+        over = record.state in TERMINAL_STATES
+        if sent.seen and not over:
+            return sent
+        return msgspec.structs.replace(
+            sent, seen=True, over=over,
+            filled=wire(record.filled_quantity) if over else sent.filled,
+            notional=wire(_notional(record)) if over else sent.notional)
+    if sent.seen:
+        # Its record expired before this pass saw it end: counted as it last was.
+        return msgspec.structs.replace(sent, over=True)
+    if not sent.request or entries:
+        return sent  # still pending
+    return msgspec.structs.replace(sent, over=True, refused=True)
+
+
+def _progress_note(sent: int, n: int, filled: Decimal, notional: Decimal,
+                   arrival: Decimal | None, spec: OrderSpec) -> str:
+    """What a parent's progress event says: children sent, and the slippage so far."""
+    note = f"{sent} child orders for {n} slices"
+    if arrival is not None and filled > 0:
+        average = notional / filled
+        note += (f"; average {average:.8g} against {arrival} on arrival "
+                 f"({slippage_bps(spec.side, average, arrival):.2f} bps)")
+    return note
+
+
+def _notional(order: Order) -> Decimal:
+    total = Decimal(0)
+    for f in order.fills:
+        total = _EXACT.add(total, _EXACT.multiply(f.price, f.quantity))
+    return total
+
+
+def _totals(children: list[Sent], records: list[Order | None]) -> tuple[Decimal, Decimal]:
+    """What the children filled, and at what notional: from their records while they work
+    (and are seen), from the schedule once they are over."""
+    filled = notional = Decimal(0)
+    for c, r in zip(children, records, strict=True):
+        f: Decimal
+        n: Decimal
+        if c.over:
+            f, n = c.filled, c.notional
+        elif r is not None:
+            f, n = r.filled_quantity, _notional(r)
+        else:
+            continue
+        filled, notional = _EXACT.add(filled, f), _EXACT.add(notional, n)
+    return filled, notional

@@ -1,0 +1,201 @@
+"""Execution algorithms (TWAP, VWAP) through real workers on the paper exchange: the
+parent is accepted at no broker, its children go one per slice at their times, add up to
+exactly its quantity, and the parent's record follows their fills (the positions count the
+children alone); a cancel stops the schedule; a worker SIGKILLed mid-schedule leaves it to
+the next, with no slice sent twice or lost."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from devtools.chaos import WorkerProcess
+from executor.config import Settings, load_settings
+from producer.client import OrderClient
+from producer.contract import (
+    Algo,
+    AlgoStrategy,
+    OrderState,
+    OrderStatus,
+    ReasonCode,
+    ResultStatus,
+    Side,
+    decode_event,
+)
+from producer.keys import Keys
+
+from .conftest import running, settings_for, until
+from .test_lists import order_in, position, set_price
+from .test_operator_commands import cli_json
+
+K = Keys()
+D = Decimal
+
+
+def fast(redis_url: str, consumer: str = "w1") -> Settings:
+    return settings_for(redis_url, consumer, emulator_interval_ms=50,
+                        emulator_lease_ms=1000)
+
+
+async def children(client: OrderClient, cid: str) -> list[OrderStatus]:
+    out = []
+    for n in range(1, 30):
+        status = await client.order(f"{cid}-E{n}")
+        if status is not None:
+            out.append(status)
+    return out
+
+
+def twap(slices: int, horizon_ms: int, **kw: object) -> Algo:
+    return Algo(strategy=AlgoStrategy.TWAP, horizon_ms=horizon_ms, slices=slices, **kw)
+
+
+async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(fast(redis_url)) as worker:
+        sub = await client.place("BTCUSDT", "buy", "market", "1.00003", client_order_id="T1",
+                                 strategy_id="s1", algo=twap(4, 4_000))
+        result = await client.wait_result(sub)
+        assert result.status is ResultStatus.ACCEPTED
+        parent = await order_in(client, "T1", OrderState.FILLED, timeout=15)
+        kids = await children(client, "T1")
+        assert worker.metrics.registry.get_sample_value(
+            "orderstream_algo_slices_total", {"account": "default"}) == 4
+
+        async def folded() -> bool:
+            return await position(r) == D("1.00003")  # the children's fills, once
+        await until(folded, 10)
+
+        async def over() -> bool:
+            return not await r.exists(K.algos("default"))
+        await until(over, 10)
+    # Cumulative targets on the step: 0.25000, 0.50001, 0.75002, all.
+    assert [k.spec.quantity for k in kids] == [D("0.25000"), D("0.25001"), D("0.25001"),
+                                               D("0.25001")]
+    assert sum(k.filled_quantity for k in kids) == D("1.00003")
+    assert all(k.state is OrderState.FILLED and k.spec.side is Side.BUY for k in kids)
+    assert all(k.spec.metadata == {"algo_id": "T1", "slice": i} for i, k in enumerate(kids))
+    assert all(k.spec.strategy_id == "s1" for k in kids)
+    # One slice a second from the parent's creation, the first at once: never early.
+    times = [k.created_at - parent.created_at for k in kids]
+    assert all(i * 1_000 <= t < i * 1_000 + 900 for i, t in enumerate(times)), times
+    assert parent.filled_quantity == D("1.00003") and parent.average_price == D("50000")
+    events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)
+              if f[b"client_order_id"] == b"T1"]
+    assert [e.state for e in events][-1] is OrderState.FILLED
+    assert all(e.fill is None for e in events)
+    # The parent's record is what replay makes of its events (totals without fills).
+    code, replayed = await cli_json(redis_url, "replay")
+    assert (code, replayed["differences"]) == (0, [])
+
+
+async def test_a_vwap_follows_its_weights(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    await set_price(redis_client, "50000")
+    algo = Algo(strategy=AlgoStrategy.VWAP, horizon_ms=3_000, interval_ms=1_000,
+                weights=[D("1"), D("2"), D("1")])
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "sell", "market", "0.4", client_order_id="V1",
+                                 algo=algo)
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        parent = await order_in(client, "V1", OrderState.FILLED, timeout=15)
+        kids = await children(client, "V1")
+    assert [k.spec.quantity for k in kids] == [D("0.1"), D("0.2"), D("0.1")]
+    assert all(k.spec.side is Side.SELL for k in kids)
+    assert parent.filled_quantity == D("0.4")
+
+
+async def test_cancelling_the_parent_stops_its_schedule_and_counts_its_working_child(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The exchange takes 1.5 s per call: the cancel comes while the second child is
+    being sent. The schedule publishes no more children, cancels the working one (too
+    late: a market order fills) and ends the parent cancelled with both children's fills."""
+    r = redis_client
+    await set_price(r, "50000")
+    config = tmp_path / "orderstream.toml"
+    config.write_text('[accounts.default]\nbroker = "paper"\nlatency_ms = 1500\n')
+    settings = load_settings(str(config), {
+        "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+        "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_METRICS_HOST": "127.0.0.1",
+        "ORDERSTREAM_EMULATOR_INTERVAL_MS": "50", "ORDERSTREAM_EMULATOR_LEASE_MS": "1000"})
+    async with running(settings):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.4", client_order_id="C1",
+                                 algo=twap(4, 8_000))
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        await order_in(client, "C1-E1", OrderState.FILLED)
+        await order_in(client, "C1-E2", OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
+                       timeout=5)
+        answer = await client.wait_result(await client.cancel("C1"))
+        assert answer.status is ResultStatus.ACCEPTED
+        assert answer.order_state is OrderState.PENDING_CANCEL
+        parent = await order_in(client, "C1", OrderState.CANCELLED, timeout=15)
+        await asyncio.sleep(2.5)  # past the next slice: nothing more is sent
+        kids = await children(client, "C1")
+    assert [k.client_order_id for k in kids] == ["C1-E1", "C1-E2"]
+    assert parent.filled_quantity == sum(k.filled_quantity for k in kids) == D("0.2")
+    assert "cancelled with 0.2 left" in (parent.reason or "")
+    assert not await r.exists(K.algos("default"))
+    assert not await r.hexists(K.algos_cancel, "C1")
+    assert "algo C1 stopped: its working children C1-E2 cancelled" in caplog.text
+
+
+async def test_a_refused_child_is_sent_again_and_a_halt_leaves_the_rest_unfilled(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """Trading halted after the first slice: each later child is refused without an
+    order (and sent again 5 s later, not at every pass); the schedule ends at its end
+    time, expired with what was filled."""
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.3", client_order_id="H1",
+                                 algo=twap(3, 6_000))
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        await order_in(client, "H1-E1", OrderState.FILLED)
+        await r.hset(K.trading, "default", "halted")
+        parent = await order_in(client, "H1", OrderState.EXPIRED, timeout=15)
+    refused = [f for _, f in await r.xrange(K.failed) if f[b"client_order_id"].startswith(
+        b"H1-E")]
+    # Slices at 2 s and 4 s, each refused once and again 5 s later only if still due.
+    assert 2 <= len(refused) <= 3, refused
+    assert parent.filled_quantity == D("0.1") and parent.reason_code == ReasonCode.EXPIRED
+    assert "its end time passed with 0.2 left" in (parent.reason or "")
+
+
+@pytest.mark.timeout(120)
+async def test_a_schedule_whose_owner_dies_goes_on_elsewhere_with_no_slice_twice(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    """The worker holding the account's lease is SIGKILLed after the first slices; the
+    next one takes the lease over and goes on: every slice's child once (a slice missed
+    meanwhile is caught up in one child), adding up to exactly the parent's quantity."""
+    r = redis_client
+    await set_price(r, "50000")
+    first = WorkerProcess(redis_url, "first", tmp_path / "first.log",
+                          ORDERSTREAM_EMULATOR_INTERVAL_MS="50",
+                          ORDERSTREAM_EMULATOR_LEASE_MS="1000")
+    try:
+        await until(lambda: r.exists(K.worker("first")), 30)
+        sub = await client.place("BTCUSDT", "buy", "market", "0.6", client_order_id="K1",
+                                 algo=twap(6, 6_000))
+        assert (await client.wait_result(sub, timeout=20)).status is ResultStatus.ACCEPTED
+        await order_in(client, "K1-E2", OrderState.FILLED, timeout=10)
+        assert await r.get(K.emulator_lease("default")) == b"first:emulator"
+        first.kill()
+        async with running(settings_for(redis_url, "heir", emulator_interval_ms=50,
+                                        emulator_lease_ms=1000, track_interval_ms=200)):
+            parent = await order_in(client, "K1", OrderState.FILLED, timeout=30)
+            kids = await children(client, "K1")
+            assert await r.get(K.emulator_lease("default")) == b"heir:emulator"
+    finally:
+        first.kill()
+    slices = [k.spec.metadata["slice"] for k in kids if k.spec.metadata]
+    assert len(slices) == len(set(slices)) == len(kids) and slices == sorted(slices)
+    assert sum(k.filled_quantity for k in kids) == parent.filled_quantity == D("0.6")
+    assert all(k.state is OrderState.FILLED for k in kids)
