@@ -421,9 +421,9 @@ Trigger = Annotated[OtoTrigger, msgspec.Meta(description=(
 
 class Algo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,
            frozen=True, gc=False):
-    """An execution algorithm (``place`` of a market order only): the order is a parent
-    whose quantity the worker sends as child market orders, one per slice, over
-    ``horizon_ms`` from ``start_at`` (docs/wire-contract.md)."""
+    """An execution algorithm (``place`` of a market or limit order): the order is a
+    parent whose quantity the worker sends as child orders of its type, one per slice,
+    over ``horizon_ms`` from ``start_at`` (docs/wire-contract.md)."""
 
     strategy: AlgoStrategy
     horizon_ms: Annotated[int, msgspec.Meta(description=(
@@ -438,6 +438,14 @@ class Algo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_on
     weights: Annotated[list[WireDecimal] | None, msgspec.Meta(description=(
         "vwap only: one positive weight per slice, the volume profile; default: a U-shaped "
         "intraday profile (the first and last slices about twice the middle ones)"))] = None
+    limit_offset_bps: Annotated[WireDecimal | None, msgspec.Meta(description=(
+        "limit parents only, default 0: each child's price is the reference price then, "
+        "this many basis points to the passive side (a buy's below, a sell's above), and "
+        "never beyond the parent's price"))] = None
+    reprice_ms: Annotated[int | None, msgspec.Meta(description=(
+        "limit parents only, at least 1 s, default the interval: a child not filled this "
+        "long after it was sent is cancelled, and what it left sent again at the price "
+        "then"))] = None
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,

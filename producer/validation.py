@@ -200,7 +200,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
 MIN_ALGO_INTERVAL_MS = 1_000
 MAX_ALGO_HORIZON_MS = 7 * 24 * 3_600_000
 MAX_ALGO_SLICES = 1_000
-# What an algorithm's children cannot carry: they are plain market orders.
+# What an algorithm's children cannot carry: they are plain market or limit orders.
 _ALGO_REFUSED = ("quote_quantity", "display_quantity", "take_profit", "stop_loss",
                  "oto_trigger")
 
@@ -214,14 +214,30 @@ def algo_slices(algo: Algo) -> tuple[int, int]:
 
 
 def _check_algo(req: Request) -> None:
-    """An execution algorithm: a market parent by quantity, a horizon, its slices (given,
-    or by interval), and for vwap optional weights, one per slice."""
+    """An execution algorithm: a market or limit parent by quantity, a horizon, its slices
+    (given, or by interval), for vwap optional weights, one per slice; for a limit parent
+    its children's offset and repricing."""
     algo = req.algo
     if algo is None:
         return
-    if req.type is not OrderType.MARKET:
-        raise ContractError(f"an algo's children are market orders: type must be market, "
-                            f"not {req.type}", "type")
+    if req.type not in (OrderType.MARKET, OrderType.LIMIT):
+        raise ContractError(f"an algo's children are market or limit orders: type must be "
+                            f"market or limit, not {req.type}", "type")
+    if req.time_in_force not in (None, TimeInForce.GTC):
+        raise ContractError(f"time_in_force {req.time_in_force} is not allowed with algo (its "
+                            "children go good till cancelled, for the schedule to end)",
+                            "time_in_force")
+    if req.type is OrderType.MARKET:
+        for name in ("limit_offset_bps", "reprice_ms"):
+            if getattr(algo, name) is not None:
+                raise ContractError(f"algo.{name} is for a limit parent only (its children "
+                                    "are limit orders)", f"algo.{name}")
+    if algo.limit_offset_bps is not None and not 0 <= algo.limit_offset_bps < 10_000:
+        raise ContractError(f"algo.limit_offset_bps must be from 0 to below 10000, got "
+                            f"{algo.limit_offset_bps}", "algo.limit_offset_bps")
+    if algo.reprice_ms is not None and algo.reprice_ms < MIN_ALGO_INTERVAL_MS:
+        raise ContractError(f"algo.reprice_ms must be at least {MIN_ALGO_INTERVAL_MS}, got "
+                            f"{algo.reprice_ms}", "algo.reprice_ms")
     for name in _ALGO_REFUSED:
         if getattr(req, name) is not None:
             raise ContractError(f"{name} is not allowed with algo (its children are plain "

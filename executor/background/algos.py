@@ -31,6 +31,7 @@ from __future__ import annotations
 import decimal
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,7 @@ from producer.contract import (
     Action,
     OrderSpec,
     OrderState,
+    OrderType,
     ReasonCode,
     Request,
     decoder,
@@ -62,6 +64,7 @@ from ..model.schedules import (
     Progress,
     Sent,
     Slice,
+    child_price,
     child_request,
     due,
     plan,
@@ -77,6 +80,17 @@ _progress = decoder(Progress)
 _EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact])
 # Before the parent's request is decided: its schedule waits.
 _UNDECIDED = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """What the account's broker says of a symbol: its quantity step and price tick, its
+    own check of an order (``Broker.check``), and its reference price now."""
+
+    step: Callable[[str], Decimal | None]
+    tick: Callable[[str], Decimal | None]
+    check: Callable[[OrderSpec], object]
+    price: Callable[[str], Awaitable[Decimal | None]]
 
 
 class AlgoWatcher:
@@ -96,15 +110,13 @@ class AlgoWatcher:
         raw: Any = await self.redis.hgetall(self.keys.algos(account))
         return {text(cid): data for cid, data in raw.items()}
 
-    async def once(self, account: str, algos: dict[str, bytes], now: int,
-                   step: Callable[[str], Decimal | None],
-                   check: Callable[[OrderSpec], object],
-                   price: Callable[[str], Awaitable[Decimal | None]]) -> int:
+    async def once(self, account: str, algos: dict[str, bytes], now: int, market: Market
+                   ) -> int:
         """One pass over the account's algorithms; returns how many writes it made."""
         done = 0
         for cid, data in sorted(algos.items()):
             try:
-                done += await self._one(account, cid, data, now, step, check, price)
+                done += await self._one(account, cid, data, now, market)
             except LeaseLost:
                 raise
             except Exception:
@@ -117,9 +129,7 @@ class AlgoWatcher:
         return done
 
     async def _one(self, account: str, cid: str, data: bytes, now: int,
-                   step: Callable[[str], Decimal | None],
-                   check: Callable[[OrderSpec], object],
-                   price: Callable[[str], Awaitable[Decimal | None]]) -> int:
+                   market: Market) -> int:
         try:
             state = _progress.decode(data)
         except msgspec.DecodeError:
@@ -154,7 +164,7 @@ class AlgoWatcher:
         if state.arrival is None:
             # The price the parent arrived at, for its slippage: written with the next
             # change (the first child's, at once).
-            arrival = await price(spec.symbol)
+            arrival = await market.price(spec.symbol)
             state = msgspec.structs.replace(
                 state, arrival=None if arrival is None else wire(arrival))
         if children != state.children:
@@ -169,23 +179,41 @@ class AlgoWatcher:
         if events:
             await self._record(parent, events)
             return 1
-        slices = self._plan(cid, parent, step(spec.symbol))
+        slices = self._plan(cid, parent, market.step(spec.symbol))
         n, interval = algo_slices(algo)
         start = algo.start_at if algo.start_at is not None else parent.created_at
         stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
         ended = stopped or now >= start + n * interval
         working = [c for c in children if not c.over]
-        if stopped and working:
+        if ended and working:
             return await self._cancel_children(account, cid, data, state, working)
-        d = due(slices, [Child(c.slice, c.quantity, c.at, c.filled, c.over, c.refused)
-                         for c in children], now, ended=ended)
+        limit = spec.type is OrderType.LIMIT
+        reprice = algo.reprice_ms or interval
+        stale = [c for c in working if c.seen and not c.cancel and now - c.at >= reprice]
+        if limit and stale:
+            return await self._cancel_children(account, cid, data, state, stale,
+                                               reprice=True)
+        d = due(slices, [Child(c.slice, c.quantity, c.at, c.filled, c.over, c.refused,
+                               c.repriced) for c in children], now, ended=ended)
         if d.done:
             return await self._finish(account, cid, data, parent, state, d.left, stopped,
                                       now)
         if not d.quantity:
             return 0
-        request = child_request(cid, spec, d.quantity, state.n + 1, d.slice)
-        refusal = refused_by(check, spec_from_request(request, account))
+        limit_price: Decimal | None = None
+        if limit:
+            reference = await market.price(spec.symbol)
+            if reference is None:
+                if self._every.due(("unpriced", cid), now):
+                    log.warning("algo %s: no price for %s; its next child waits for one",
+                                cid, spec.symbol)
+                return 0
+            assert spec.price is not None
+            offset = algo.limit_offset_bps or Decimal(0)
+            limit_price = child_price(spec.side, reference, offset, spec.price,
+                                      market.tick(spec.symbol))
+        request = child_request(cid, spec, d.quantity, state.n + 1, d.slice, limit_price)
+        refusal = refused_by(market.check, spec_from_request(request, account))
         if refusal is not None:
             # It would be refused: it waits for the next slice, which adds to it; after
             # the last, what is left is left.
@@ -207,9 +235,9 @@ class AlgoWatcher:
             return 0
         if self.metrics is not None:
             self.metrics.algo_slices.labels(account).inc()
-        log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s", cid, algo.strategy,
+        log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s%s", cid, algo.strategy,
                  d.slice + 1, len(slices), request.client_order_id, spec.side, d.quantity,
-                 spec.symbol)
+                 spec.symbol, "" if limit_price is None else f" at {limit_price}")
         return 1
 
     def _plan(self, cid: str, parent: Order, step: Decimal | None) -> list[Slice]:
@@ -224,22 +252,24 @@ class AlgoWatcher:
         return cached
 
     async def _cancel_children(self, account: str, cid: str, data: bytes, state: Progress,
-                               working: list[Sent]) -> int:
+                               working: list[Sent], *, reprice: bool = False) -> int:
         """Publish a cancel of each working child that has its record (a cancel must not
-        overtake the place it cancels), once."""
+        overtake the place it cancels), once; ``reprice``: to send what it leaves again, at
+        the price then."""
         due_ = [c for c in working if c.seen and not c.cancel]
         if not due_:
             return 0
         ids = {c.id for c in due_}
         moved = msgspec.structs.replace(state, children=[
-            msgspec.structs.replace(c, cancel=True) if c.id in ids else c
+            msgspec.structs.replace(c, cancel=True, repriced=reprice) if c.id in ids else c
             for c in state.children])
         cancels = [encode(Request(action=Action.CANCEL, client_order_id=c.id,
                                   account=account)) for c in due_]
         wrote = await self._write(account, cid, data, moved, cancels)
         if wrote:
-            log.warning("algo %s stopped: its working children %s cancelled", cid,
-                        ", ".join(sorted(ids)))
+            log.log(logging.INFO if reprice else logging.WARNING,
+                    "algo %s %s: its working children %s cancelled", cid,
+                    "re-prices" if reprice else "stopped", ", ".join(sorted(ids)))
         return wrote
 
     async def _finish(self, account: str, cid: str, data: bytes, parent: Order,

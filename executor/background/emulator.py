@@ -86,7 +86,7 @@ from ..model.positions import decode_position, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import reduces_position
 from ..safety.trading import TradingState, effective
-from .algos import AlgoWatcher
+from .algos import AlgoWatcher, Market
 from .exits import ExitWatcher, LeaseLost
 from .lists import ListWatcher
 
@@ -237,10 +237,11 @@ class Emulator:
                                               lambda symbol: step_of(adapter, symbol),
                                               self.accounts[account].check)
             if algos and self.algos is not None:
-                done += await self.algos.once(account, algos, now,
-                                              lambda symbol: step_of(adapter, symbol),
-                                              self.accounts[account].check,
-                                              lambda symbol: trigger_price(adapter, symbol))
+                done += await self.algos.once(account, algos, now, Market(
+                    step=lambda symbol: step_of(adapter, symbol),
+                    tick=lambda symbol: tick_of(adapter, symbol),
+                    check=self.accounts[account].check,
+                    price=lambda symbol: trigger_price(adapter, symbol)))
         except LeaseLost:
             return done
         return done

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import msgspec
 
@@ -126,6 +126,9 @@ class Child(msgspec.Struct, frozen=True, gc=False):
     filled: Decimal = Decimal(0)
     over: bool = False
     refused: bool = False
+    # Cancelled by the schedule to be sent again at a new price (a limit child unfilled
+    # for reprice_ms): its slice may have another child, at once.
+    repriced: bool = False
 
 
 class Due(msgspec.Struct, frozen=True, gc=False):
@@ -145,8 +148,9 @@ def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
     for the target of the last slice whose time has come less what is filled (a slice
     missed while no worker owned the schedule is caught up then, once); a child that ended
     short leaves its rest to the next slice, and one refused is sent again ``RETRY_MS``
-    later. ``ended``: the end time has passed, or the parent was cancelled: nothing more is
-    sent, and it is done once no child works."""
+    later; one cancelled to be re-priced leaves its rest to a new child at once.
+    ``ended``: the end time has passed, or the parent was cancelled: nothing more is sent,
+    and it is done once no child works."""
     filled = sum((c.filled for c in children), Decimal(0))
     left = _EXACT.subtract(slices[-1].target, filled)
     if any(not c.over for c in children):
@@ -157,11 +161,11 @@ def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
     if k < 0:
         return Due()
     mine = [c for c in children if c.slice >= k]
-    if any(not c.refused for c in mine):
+    if any(not (c.refused or c.repriced) for c in mine):
         # This slice had its child: the rest waits for the next one, or is what is left.
         return Due(done=True, left=left) if k == len(slices) - 1 else Due()
     size = _EXACT.subtract(slices[k].target, filled)
-    if size <= 0 or any(now - c.at < RETRY_MS for c in mine):
+    if size <= 0 or any(c.refused and now - c.at < RETRY_MS for c in mine):
         return Due()
     return Due(quantity=size, slice=k)
 
@@ -182,6 +186,7 @@ class Sent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     filled: WireDecimal = msgspec.field(default_factory=zero)
     notional: WireDecimal = msgspec.field(default_factory=zero)
     cancel: bool = False
+    repriced: bool = False  # cancelled to be sent again at a new price
 
 
 class Progress(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -203,17 +208,19 @@ def child_id(parent_id: str, n: int) -> str:
 
 
 def child_request(parent_id: str, spec: OrderSpec, quantity: Decimal, n: int,
-                  slice_: int) -> Request:
-    """The request of the parent's ``n``-th child: a market order for ``quantity``, on the
-    parent's side, account and symbol, ``reduce_only`` as the parent; ``metadata`` names
-    the parent and the slice (and the parent's order component)."""
+                  slice_: int, price: Decimal | None = None) -> Request:
+    """The request of the parent's ``n``-th child: an order of the parent's type for
+    ``quantity`` (a limit at ``price``, good till cancelled), on its side, account and
+    symbol, ``reduce_only`` as the parent; ``metadata`` names the parent and the slice
+    (and the parent's order component)."""
     metadata: dict[str, object] = {"algo_id": parent_id, "slice": slice_}
     for key in ("component", "component_version"):
         if spec.metadata and key in spec.metadata:
             metadata[key] = spec.metadata[key]
     return Request(action=Action.PLACE, client_order_id=child_id(parent_id, n),
                    account=spec.account, symbol=spec.symbol, side=spec.side,
-                   type=OrderType.MARKET, quantity=wire(quantity),
+                   type=OrderType.MARKET if price is None else OrderType.LIMIT,
+                   quantity=wire(quantity), price=None if price is None else wire(price),
                    reduce_only=spec.reduce_only, strategy_id=spec.strategy_id,
                    signal_id=spec.signal_id, metadata=metadata)
 
@@ -223,6 +230,24 @@ def weights_of(algo: Algo) -> list[Decimal]:
     if algo.weights is not None:
         return list(algo.weights)
     return u_shape(n) if algo.strategy == AlgoStrategy.VWAP else twap_weights(n)
+
+
+def child_price(side: Side, reference: Decimal, offset_bps: Decimal, cap: Decimal,
+                tick: Decimal | None) -> Decimal:
+    """A limit child's price: ``reference`` moved ``offset_bps`` to the passive side (a
+    buy's below, a sell's above), never beyond the parent's price ``cap``, on the tick (a
+    buy's rounded down, a sell's up: never more aggressive than asked)."""
+    shift = _SHARE.divide(_SHARE.multiply(reference, offset_bps), 10_000)
+    if side is Side.BUY:
+        price = min(_SHARE.subtract(reference, shift), cap)
+        rounding = ROUND_FLOOR
+    else:
+        price = max(_SHARE.add(reference, shift), cap)
+        rounding = ROUND_CEILING
+    if tick is None:
+        return price
+    return _EXACT.multiply(_SHARE.divide(price, tick).to_integral_value(rounding, _SHARE),
+                           tick)
 
 
 def slippage_bps(side: Side, average: Decimal, arrival: Decimal) -> Decimal:

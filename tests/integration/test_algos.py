@@ -21,6 +21,7 @@ from producer.contract import (
     AlgoStrategy,
     OrderState,
     OrderStatus,
+    OrderType,
     ReasonCode,
     ResultStatus,
     Side,
@@ -199,3 +200,47 @@ async def test_a_schedule_whose_owner_dies_goes_on_elsewhere_with_no_slice_twice
     assert len(slices) == len(set(slices)) == len(kids) and slices == sorted(slices)
     assert sum(k.filled_quantity for k in kids) == parent.filled_quantity == D("0.6")
     assert all(k.state is OrderState.FILLED for k in kids)
+
+
+async def test_a_limit_twap_prices_its_children_passively_and_re_prices_them(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """A limit buy at 49940, 10 bps under the price: its first child rests at the cap,
+    is cancelled after reprice_ms unfilled and sent again; that one fills when the price
+    falls to it; the second slice's child goes 10 bps under the price then."""
+    r = redis_client
+    await set_price(r, "50000")
+    algo = Algo(strategy=AlgoStrategy.TWAP, horizon_ms=6_000, slices=2,
+                limit_offset_bps=D("10"), reprice_ms=1_000)
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.2", price="49940",
+                                 client_order_id="L1", algo=algo)
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        first = await order_in(client, "L1-E1", OrderState.CANCELLED, timeout=5)
+        await order_in(client, "L1-E2", OrderState.ACCEPTED, timeout=5)
+        await set_price(r, "49900")
+        second = await order_in(client, "L1-E2", OrderState.FILLED, timeout=5)
+        await order_in(client, "L1-E3", OrderState.ACCEPTED, timeout=10)
+        await set_price(r, "49850")
+        third = await order_in(client, "L1-E3", OrderState.FILLED, timeout=5)
+        parent = await order_in(client, "L1", OrderState.FILLED, timeout=5)
+    assert (first.spec.type, first.spec.price, first.filled_quantity) == (
+        OrderType.LIMIT, D("49940"), D(0))
+    assert (second.spec.price, second.filled_quantity) == (D("49940"), D("0.1"))
+    assert (third.spec.price, third.filled_quantity) == (D("49850.1"), D("0.1"))
+    assert parent.filled_quantity == D("0.2") and parent.average_price == D("49895.05")
+
+
+async def test_a_limit_child_still_resting_at_the_end_is_cancelled_and_the_parent_expires(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    await set_price(redis_client, "50000")
+    algo = Algo(strategy=AlgoStrategy.TWAP, horizon_ms=2_000, slices=1, reprice_ms=1_000)
+    async with running(fast(redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.1", price="40000",
+                                 client_order_id="X1", algo=algo)
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        parent = await order_in(client, "X1", OrderState.EXPIRED, timeout=10)
+        kids = await children(client, "X1")
+    assert [k.state for k in kids] == [OrderState.CANCELLED, OrderState.CANCELLED]
+    assert all(k.spec.price == D("40000") for k in kids)
+    assert parent.filled_quantity == 0 and "its end time passed with 0.1 left" in (
+        parent.reason or "")

@@ -12,6 +12,7 @@ import pytest
 from executor.model.order import Context, new_order, progress, transition
 from executor.model.schedules import (
     child_id,
+    child_price,
     child_request,
     slippage_bps,
     u_shape,
@@ -27,6 +28,7 @@ from producer.contract import (
     OrderType,
     Request,
     Side,
+    TimeInForce,
     decode_request,
 )
 from producer.validation import algo_slices, check_request
@@ -62,7 +64,16 @@ def test_a_good_twap_and_vwap_pass_and_decode() -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [
-    ({"type": OrderType.LIMIT, "price": D("1")}, "type", "type must be market"),
+    ({"type": OrderType.STOP, "stop_price": D("1")}, "type", "market or limit, not stop"),
+    ({"time_in_force": TimeInForce.IOC}, "time_in_force", "not allowed with algo"),
+    ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=6,
+                   reprice_ms=5_000)}, "algo.reprice_ms", "limit parent only"),
+    ({"type": OrderType.LIMIT, "price": D("1"),
+      "algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=6,
+                   limit_offset_bps=D("10000"))}, "algo.limit_offset_bps", "below 10000"),
+    ({"type": OrderType.LIMIT, "price": D("1"),
+      "algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=6,
+                   reprice_ms=999)}, "algo.reprice_ms", "at least 1000"),
     ({"quantity": None, "quote_quantity": D("100")}, "quote_quantity", "not allowed with"),
     ({"take_profit": D("60000")}, "take_profit", "not allowed with algo"),
     ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=999, slices=1)},
@@ -90,6 +101,23 @@ def test_what_an_algo_cannot_ask_for_is_refused_naming_the_field(
     assert error.field == field and words in str(error), (error.field, str(error))
 
 
+def test_a_limit_parent_takes_an_offset_and_a_repricing() -> None:
+    check_request(place(type=OrderType.LIMIT, price=D("50000"), algo=Algo(
+        strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=6,
+        limit_offset_bps=D("2.5"), reprice_ms=5_000)))
+
+
+def test_a_limit_childs_price_is_passive_capped_and_on_the_tick() -> None:
+    # A buy 10 bps below 50000.37, on the tick down; capped by the parent's price.
+    assert child_price(Side.BUY, D("50000.37"), D("10"), D("60000"), D("0.01")) == D(
+        "49950.36")
+    assert child_price(Side.BUY, D("50000"), D("10"), D("49900"), D("0.01")) == D("49900")
+    # A sell above, on the tick up; never below the parent's price.
+    assert child_price(Side.SELL, D("50000.37"), D("10"), D("1"), D("0.01")) == D(
+        "50050.38")
+    assert child_price(Side.SELL, D("50000"), D("0"), D("50100"), D("0.5")) == D("50100")
+
+
 def test_algo_belongs_to_place_only() -> None:
     error = refused(Request(action=Action.CANCEL, client_order_id="x", algo=TWAP))
     assert error.field == "algo"
@@ -101,6 +129,9 @@ SPEC = OrderSpec(account="a", symbol="BTCUSDT", side=Side.SELL, type=OrderType.M
 
 
 def test_a_child_is_a_plain_market_order_naming_its_parent_and_slice() -> None:
+    limit = child_request("P", SPEC, D("0.25"), 3, 2, D("50000"))
+    assert (limit.type, limit.price) == (OrderType.LIMIT, D("50000"))
+    check_request(limit)
     child = child_request("P", SPEC, D("0.25"), 3, 2)
     assert (child.client_order_id, child.type, child.side, child.quantity) == (
         "P-E3", OrderType.MARKET, Side.SELL, D("0.25"))

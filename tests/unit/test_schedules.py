@@ -130,6 +130,14 @@ def test_a_refused_child_is_sent_again_after_retry_ms() -> None:
     assert due(S, refused, 12_000) == Due(quantity=D("0.6"), slice=1)
 
 
+def test_a_child_cancelled_to_be_re_priced_leaves_its_rest_to_a_new_one_at_once() -> None:
+    repriced = [Child(0, D("0.3"), 0, D("0.1"), over=True, repriced=True)]
+    assert due(S, repriced, 1_000) == Due(quantity=D("0.2"), slice=0)
+    again = [*repriced, Child(0, D("0.2"), 1_000, D("0.2"), over=True)]
+    assert due(S, again, 2_000) == Due()  # the slice had its child: the next one's turn
+    assert due(S, again, 10_000) == Due(quantity=D("0.3"), slice=1)
+
+
 def test_after_the_end_or_a_cancel_nothing_more_is_sent() -> None:
     one = [Child(0, D("0.3"), 0, D("0.2"), over=True)]
     assert due(S, one, 10_000, ended=True) == Due(done=True, left=D("0.8"))
