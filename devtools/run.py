@@ -201,7 +201,7 @@ def main() -> int:
         _say(f"worker healthy (pid {worker.pid})")
 
         _say("publishing demo orders")
-        if (code := _demo(env, "--count", "12")) != 0:
+        if (code := _demo(env, "--count", "13")) != 0:
             return _fail(f"the demo producer exited with code {code}")
 
         how_to_stop = (

@@ -23,6 +23,8 @@ from .client import OrderClient, Submitted
 from .connect import CLUSTER_ENV, env_flag
 from .contract import (
     Action,
+    Algo,
+    AlgoStrategy,
     ContractError,
     Event,
     OrderStatus,
@@ -394,6 +396,10 @@ def demo_scenario(now_ms: int) -> list[Request | dict[str, Any]]:
         Request(client_order_id=cid("EUR_USD", buy, now_ms), symbol="EUR_USD", side=buy,
                 type=OrderType.MARKET, quantity=d("10000"), take_profit=d("1.09500"),
                 stop_loss=d("1.07500")),
+        # A TWAP: the worker sends 0.004 BTC as four market orders, one a second.
+        Request(client_order_id=cid("BTCUSDT", buy, now_ms), symbol="BTCUSDT", side=buy,
+                type=OrderType.MARKET, quantity=d("0.004"), strategy_id="demo",
+                algo=Algo(strategy=AlgoStrategy.TWAP, horizon_ms=4_000, slices=4)),
         Request(action=Action.CANCEL, client_order_id=resting),
         {"data": '{"symbol":"BTCUSDT","side":"buy","type":"market","quantity":"-1"}'},
         Request(client_order_id=cid("ETHUSDT", sell, now_ms), symbol="ETHUSDT", side=sell,

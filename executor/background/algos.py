@@ -46,6 +46,7 @@ from producer.contract import (
     OrderType,
     ReasonCode,
     Request,
+    decimal_text,
     decoder,
     encode,
     wire,
@@ -177,8 +178,12 @@ class AlgoWatcher:
                           _progress_note(len(children), algo_slices(algo)[0], filled,
                                          notional, state.arrival, spec))
         if events:
-            await self._record(parent, events)
-            return 1
+            if not await self._record(parent, events):
+                return 0  # moved meanwhile (a cancel): read again next pass
+            if parent.state is not OrderState.FILLED:
+                return 1
+            return await self._finish(account, cid, data, parent, state, Decimal(0),
+                                      False, now)
         slices = self._plan(cid, parent, market.step(spec.symbol))
         n, interval = algo_slices(algo)
         start = algo.start_at if algo.start_at is not None else parent.created_at
@@ -284,8 +289,8 @@ class AlgoWatcher:
         slip = None
         if state.arrival is not None and parent.average_price is not None:
             slip = slippage_bps(spec.side, parent.average_price, state.arrival)
-            summary += (f", average {parent.average_price} against {state.arrival} on "
-                        f"arrival ({slip:.2f} bps)")
+            summary += (f", average {decimal_text(parent.average_price)} against "
+                        f"{decimal_text(state.arrival)} on arrival ({slip:.2f} bps)")
         events = []
         if parent.state is not OrderState.FILLED and left > 0:
             end = OrderState.CANCELLED if stopped else OrderState.EXPIRED
@@ -295,8 +300,8 @@ class AlgoWatcher:
                 reason=f"{summary}; {why} with {left} left"))
         elif parent.state is not OrderState.FILLED:
             events.append(transition(parent, OrderState.FILLED, ctx, reason=summary))
-        if events:
-            await self._record(parent, events)
+        if events and not await self._record(parent, events):
+            return 0  # moved meanwhile (a cancel, a fill): read again next pass
         if self.metrics is not None:
             quantity = spec.quantity or Decimal(1)
             self.metrics.algo_fill_ratio.labels(account).observe(
@@ -315,11 +320,12 @@ class AlgoWatcher:
         return 1 if await self._call("write", account, cid, data, encode(state),
                                      requests) else 0
 
-    async def _record(self, parent: Order, events: list[Any]) -> None:
-        """The parent's new record and events, a compare-and-set on its seq (a cancel
-        request may move it meanwhile: then the next pass reads it again)."""
-        await self.store.finish([Outcome(parent.request_id, None, parent,
-                                         parent.seq - len(events), events)])
+    async def _record(self, parent: Order, events: list[Any]) -> bool:
+        """The parent's new record and events, a compare-and-set on its seq; False when a
+        cancel request moved it meanwhile (nothing written: the next pass reads it
+        again)."""
+        return not await self.store.finish([Outcome(parent.request_id, None, parent,
+                                                    parent.seq - len(events), events)])
 
     async def _call(self, op: str, account: str, cid: str, expected: bytes, new: bytes,
                     requests: list[bytes]) -> Any:
@@ -361,7 +367,8 @@ def _progress_note(sent: int, n: int, filled: Decimal, notional: Decimal,
     note = f"{sent} child orders for {n} slices"
     if arrival is not None and filled > 0:
         average = notional / filled
-        note += (f"; average {average:.8g} against {arrival} on arrival "
+        shown = decimal_text(average.quantize(Decimal("1e-12")).normalize())
+        note += (f"; average {shown} against {decimal_text(arrival)} on arrival "
                  f"({slippage_bps(spec.side, average, arrival):.2f} bps)")
     return note
 

@@ -56,7 +56,8 @@ def twap(slices: int, horizon_ms: int, **kw: object) -> Algo:
 
 
 async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
-        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
     r = redis_client
     await set_price(r, "50000")
     async with running(fast(redis_url)) as worker:
@@ -76,6 +77,13 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
         async def over() -> bool:
             return not await r.exists(K.algos("default"))
         await until(over, 10)
+        account = {"account": "default"}
+        sample = worker.metrics.registry.get_sample_value
+        assert sample("orderstream_algo_fill_ratio_count", account) == 1
+        assert sample("orderstream_algo_fill_ratio_sum", account) == 1.0
+        # Its buckets go below 0, so it has no _sum: the one slippage is 0.
+        assert sample("orderstream_algo_slippage_bps_count", account) == 1
+        assert sample("orderstream_algo_slippage_bps_bucket", {**account, "le": "0.0"}) == 1
     # Cumulative targets on the step: 0.25000, 0.50001, 0.75002, all.
     assert [k.spec.quantity for k in kids] == [D("0.25000"), D("0.25001"), D("0.25001"),
                                                D("0.25001")]
@@ -91,6 +99,8 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
               if f[b"client_order_id"] == b"T1"]
     assert [e.state for e in events][-1] is OrderState.FILLED
     assert all(e.fill is None for e in events)
+    assert ("algo T1 is over: twap: filled 1.00003 of 1.00003 in 4 child orders, average "
+            "50000 against 50000 on arrival (0.00 bps)") in caplog.text
     # The parent's record is what replay makes of its events (totals without fills).
     code, replayed = await cli_json(redis_url, "replay")
     assert (code, replayed["differences"]) == (0, [])
