@@ -120,8 +120,8 @@ class Metrics:
         self.algo_slippage = Histogram(
             "orderstream_algo_slippage_bps",
             "An ended execution algorithm's average fill price against the price when it "
-            "started, in basis points (positive: worse: paid more on a buy, received less "
-            "on a sell), by account", ["account"],
+            "was accepted, in basis points (positive: worse: paid more on a buy, received "
+            "less on a sell), by account", ["account"],
             buckets=(-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100), registry=r)
         self.list_exits = Counter(
             "orderstream_list_exits",
