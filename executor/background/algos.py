@@ -6,11 +6,12 @@ and a dead one's schedules move with its lease: nothing lives only in a process'
 
 An algorithm is registered in ``Keys.algos`` by the script that creates its parent
 (infra/lua/begin.lua), so a parent never exists without its schedule. The parent is at no
-broker (pipeline/steps/submit.py accepts it as it is, the risk step reserves nothing for
-it, the tracker leaves it alone). Each child is published as a request on the pending
-stream in the script that records it in the schedule (infra/lua/lists.lua, shared with
-contingent lists), under a client id derived from the parent's (``<parent>-E<n>``): once
-per decision, and a duplicate, never a second order, if it ever were twice. A child goes
+broker (pipeline/steps/submit.py accepts it as it is, the risk step only checks the
+trading state and reserves nothing for it, the tracker leaves it alone). Each child is
+published as a request on the pending stream in the script that records it in the
+schedule (infra/lua/lists.lua, shared with contingent lists), under a client id derived
+from the parent's (``<parent>-E<n>``): once per decision, and a duplicate, never a second
+order, if it ever were twice. A child goes
 the way of every request: validation, the gate, the risk checks, the send token, its own
 result (``metadata.algo_id`` names the parent).
 

@@ -1,7 +1,7 @@
 """The emulator: watches the orders each account's ``EmulatingBroker`` holds and releases
 each as a plain order when the reference price triggers it (brokers/emulating.py); in the
-same pass, under the same lease, the account's position exits (exits.py) and contingent
-lists (lists.py).
+same pass, under the same lease, the account's position exits (exits.py), contingent
+lists (lists.py) and execution algorithms (algos.py).
 
 One worker at a time emulates an account (a lease per account, ``Keys.emulator_lease``,
 renewed every pass), so a trigger is decided by one process; a worker that dies leaves its

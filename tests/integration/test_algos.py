@@ -254,3 +254,26 @@ async def test_a_limit_child_still_resting_at_the_end_is_cancelled_and_the_paren
     assert all(k.spec.price == D("40000") for k in kids)
     assert parent.filled_quantity == 0 and "its end time passed with 0.1 left" in (
         parent.reason or "")
+
+
+async def test_a_halted_account_takes_no_schedule_and_a_reducing_one_only_a_reducing_one(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    r = redis_client
+    await set_price(r, "50000")
+    async with running(fast(redis_url)):
+        await r.hset(K.trading, "default", "halted")
+        halted = await client.wait_result(await client.place(
+            "BTCUSDT", "buy", "market", "0.1", client_order_id="N1", algo=twap(2, 2_000)))
+        await r.hset(K.trading, "default", "reducing")
+        growing = await client.wait_result(await client.place(
+            "BTCUSDT", "buy", "market", "0.1", client_order_id="N2", algo=twap(2, 2_000)))
+        reducing = await client.wait_result(await client.place(
+            "BTCUSDT", "sell", "market", "0.1", client_order_id="N3", reduce_only=True,
+            algo=twap(2, 2_000)))
+    assert (halted.status, halted.reason_code) == (ResultStatus.DENIED, ReasonCode.HALTED)
+    assert "halted" in (halted.reason or "")
+    assert (growing.status, growing.reason_code) == (ResultStatus.DENIED, ReasonCode.HALTED)
+    assert "only a reduce_only algorithm" in (growing.reason or "")
+    assert reducing.status is ResultStatus.ACCEPTED
+    assert await client.order("N1") is None and await client.order("N2") is None
+    assert not await r.hexists(K.algos("default"), "N1")

@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -32,6 +33,7 @@ from ...safety.risk.book import Book, Candidate, day_id, reservation_of
 from ...safety.risk.limits import Limits, resolve
 from ...safety.risk.rules import Check, Denial, checks_for, evaluate
 from ...safety.risk.state import RiskState, Snapshot, Write, open_by_symbol
+from ...safety.trading import TradingState, effective
 from .. import results
 from ..job import Job
 from ..reads import Reads
@@ -71,10 +73,12 @@ class Risk:
         """``persist``: the orders that pass are also created (pipeline/steps/persist.py),
         in the script that makes their reservations: one round trip instead of two. For a
         batch whose steps need nothing between the two (an amend's cancel does)."""
-        # An algorithm's parent reserves nothing and is checked by no rule: it sends
-        # nothing itself, and each of its children passes the checks as it goes.
         todo = [j for j in jobs if j.result is None and j.order is None and j.spec is not None
-                and j.client_order_id is not None and j.spec.algo is None]
+                and j.client_order_id is not None]
+        parents = [j for j in todo if j.spec is not None and j.spec.algo is not None]
+        if parents:
+            await self._parents(parents)
+            todo = [j for j in todo if j.spec is not None and j.spec.algo is None]
         by_account: dict[str, list[Job]] = {}
         for job in todo:
             assert job.spec is not None
@@ -300,6 +304,25 @@ class Risk:
                 book.day_orders += held is None
                 write.put.append((cid, reservation, held is None))
         return decisions, write
+
+    async def _parents(self, jobs: list[Job]) -> None:
+        """An algorithm's parent reserves nothing and passes no limit itself: it sends
+        nothing, and each of its children passes the checks as it goes. The trading state
+        applies to it still: a halted account takes no schedule, a reducing one only a
+        ``reduce_only`` one (whose children reduce, or are denied)."""
+        states: Any = await self.svc.store.redis.hgetall(self.svc.store.keys.trading)
+        now = self.svc.clock()
+        for job in jobs:
+            assert job.spec is not None
+            account = job.spec.account
+            state = effective(states, account)
+            why = (f"account {account} is halted: no new orders" if state is
+                   TradingState.HALTED else
+                   f"account {account} is reducing: only a reduce_only algorithm passes"
+                   if state is TradingState.REDUCING and not job.spec.reduce_only else None)
+            if why is not None:
+                job.result = results.failure(job, ReasonCode.HALTED, why, now,
+                                             self.svc.worker, status=ResultStatus.DENIED)
 
     def _apply(self, jobs: list[Job], decisions: list[Denial | None]) -> None:
         now = self.svc.clock()
