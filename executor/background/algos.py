@@ -60,7 +60,14 @@ from ..brokers.base import refused_by
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import Outcome, Store, decode_order
-from ..model.order import Context, Order, progress, spec_from_request, transition
+from ..model.order import (
+    Context,
+    Order,
+    fills_notional,
+    progress,
+    spec_from_request,
+    transition,
+)
 from ..model.schedules import (
     Child,
     Progress,
@@ -74,7 +81,7 @@ from ..model.schedules import (
     weights_of,
 )
 from .exits import LeaseLost
-from .lists import SCRIPT
+from .lists import SCRIPT, published, queue_published
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +150,7 @@ class AlgoWatcher:
         pipe.hget(k.order(cid), "record")
         pipe.hget(k.algos_cancel, cid)
         for c in state.children:
-            # The request's entry first: gone from the stream, its record (if it made an
-            # order) was written before (finish.lua), so the HGET after it sees it.
-            at = c.request or "0-1"  # no entry has that id: none to look for
-            pipe.xrange(k.pending, min=at, max=at, count=1)
-            pipe.hget(k.order(c.id), "record")
+            queue_published(pipe, k, c.request, c.id)
         record, cancel, *rows = await pipe.execute()
         if record is None:
             log.warning("algo %s: its parent's record is gone; the schedule ends", cid)
@@ -160,9 +163,10 @@ class AlgoWatcher:
         spec = parent.spec
         algo = spec.algo
         assert algo is not None and spec.quantity is not None
-        records = [None if r is None else decode_order(r) for r in rows[1::2]]
-        children = [_seen(c, entries, r) for c, entries, r in
-                    zip(state.children, rows[::2], records, strict=True)]
+        found = published(rows)
+        records = [r for _, r in found]
+        children = [_seen(c, waiting, r) for c, (waiting, r) in
+                    zip(state.children, found, strict=True)]
         if state.arrival is None:
             # The price the parent arrived at, for its slippage: written with the next
             # change (the first child's, at once).
@@ -341,7 +345,7 @@ class AlgoWatcher:
         return wrote
 
 
-def _seen(sent: Sent, entries: list[Any], record: Order | None) -> Sent:
+def _seen(sent: Sent, waiting: bool, record: Order | None) -> Sent:
     """``sent`` as it is now: seen with an order, over with what it filled, or refused
     without one (its request answered and gone from the stream)."""
     if sent.over:
@@ -353,11 +357,11 @@ def _seen(sent: Sent, entries: list[Any], record: Order | None) -> Sent:
         return msgspec.structs.replace(
             sent, seen=True, over=over,
             filled=wire(record.filled_quantity) if over else sent.filled,
-            notional=wire(_notional(record)) if over else sent.notional)
+            notional=wire(fills_notional(record.fills)) if over else sent.notional)
     if sent.seen:
         # Its record expired before this pass saw it end: counted as it last was.
         return msgspec.structs.replace(sent, over=True)
-    if not sent.request or entries:
+    if not sent.request or waiting:
         return sent  # still pending
     return msgspec.structs.replace(sent, over=True, refused=True)
 
@@ -374,13 +378,6 @@ def _progress_note(sent: int, n: int, filled: Decimal, notional: Decimal,
     return note
 
 
-def _notional(order: Order) -> Decimal:
-    total = Decimal(0)
-    for f in order.fills:
-        total = _EXACT.add(total, _EXACT.multiply(f.price, f.quantity))
-    return total
-
-
 def _totals(children: list[Sent], records: list[Order | None]) -> tuple[Decimal, Decimal]:
     """What the children filled, and at what notional: from their records while they work
     (and are seen), from the schedule once they are over."""
@@ -391,7 +388,7 @@ def _totals(children: list[Sent], records: list[Order | None]) -> tuple[Decimal,
         if c.over:
             f, n = c.filled, c.notional
         elif r is not None:
-            f, n = r.filled_quantity, _notional(r)
+            f, n = r.filled_quantity, fills_notional(r.fills)
         else:
             continue
         filled, notional = _EXACT.add(filled, f), _EXACT.add(notional, n)

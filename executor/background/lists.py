@@ -65,7 +65,7 @@ from ..model.lists import (
     newly_seen,
     released,
 )
-from ..model.order import spec_from_request
+from ..model.order import Order, spec_from_request
 from ..model.positions import decode_position, position_key
 from ..safety.risk.state import open_key
 from .exits import LeaseLost
@@ -161,15 +161,12 @@ class ListWatcher:
         pipe.hget(open_key(k, account), cid)  # HGET: the worker's ACL has no HEXISTS
         pipe.hget(k.lists_cancel, cid)
         for e in progress.exits:
-            # The request's entry first: gone from the stream, its record (if it made an
-            # order) was written before (finish.lua), so the HGET after it sees it.
-            at = e.request or "0-1"  # no entry has that id: none to look for
-            pipe.xrange(k.pending, min=at, max=at, count=1)
-            pipe.hget(k.order(e.id), "record")
+            queue_published(pipe, k, e.request, e.id)
         record, reserved, cancel, *rows = await pipe.execute()
-        records = [None if r is None else decode_order(r) for r in rows[1::2]]
-        exits = {e.id: _exit_state(e, entries, None if r is None else r.state)
-                 for e, entries, r in zip(progress.exits, rows[::2], records, strict=True)}
+        found = published(rows)
+        records = [r for _, r in found]
+        exits = {e.id: _exit_state(e, waiting, None if r is None else r.state)
+                 for e, (waiting, r) in zip(progress.exits, found, strict=True)}
         # What the exits working at the broker have not filled yet.
         holding = sum((r.spec.quantity - r.filled_quantity for r in records
                        if r is not None and r.spec.quantity is not None
@@ -255,7 +252,24 @@ class ListWatcher:
             raise LeaseLost
         return wrote
 
-def _exit_state(exit: Exit, entries: list[Any], state: OrderState | None) -> ExitState:
+def queue_published(pipe: Any, keys: Keys, request: str, cid: str) -> None:
+    """Queue the reads that tell what became of a request a worker published (its pending
+    entry ``request``, '' before it is known; the order ``cid`` it may have made), for
+    ``published``. The entry first: gone from the stream, its record (if it made an
+    order) was written before (finish.lua), so the HGET after it sees it."""
+    at = request or "0-1"  # no entry has that id: none to look for
+    pipe.xrange(keys.pending, min=at, max=at, count=1)
+    pipe.hget(keys.order(cid), "record")
+
+
+def published(rows: list[Any]) -> list[tuple[bool, Order | None]]:
+    """``queue_published``'s replies, per request: whether its entry still waits on the
+    pending stream, and its order's record (None: none, or expired)."""
+    return [(bool(entries), None if r is None else decode_order(r))
+            for entries, r in zip(rows[::2], rows[1::2], strict=True)]
+
+
+def _exit_state(exit: Exit, waiting: bool, state: OrderState | None) -> ExitState:
     """What became of a published exit: its order's state, or without a record, whether
     its request waits on the pending stream, was answered without an order, or had one
     whose record has expired."""
@@ -263,7 +277,7 @@ def _exit_state(exit: Exit, entries: list[Any], state: OrderState | None) -> Exi
         return state
     if exit.seen:
         return Seen.GONE
-    if not exit.request or entries:
+    if not exit.request or waiting:
         return Seen.PENDING
     return Seen.REFUSED
 

@@ -216,7 +216,7 @@ def add_fill(order: Order, fill: Fill) -> None:
     Refuses, changing nothing: a fill of no quantity, one that would take the fills past the
     order quantity (ValueError) and any fill of a terminal order (IllegalTransition).
     """
-    _add_fill(order, fill, _notional(order.fills))
+    _add_fill(order, fill, fills_notional(order.fills))
 
 
 def progress(order: Order, filled: Decimal, notional: Decimal, ctx: Context,
@@ -244,7 +244,8 @@ def set_totals(order: Order, filled: Decimal, average: Decimal | None) -> None:
     order.average_price = None if average is None else wire(average)
 
 
-def _notional(fills: list[Fill]) -> Decimal:
+def fills_notional(fills: list[Fill]) -> Decimal:
+    """The exact sum of price x quantity of ``fills``."""
     # From the fills, not from the stored average: that one is rounded, and building on it
     # would carry its rounding error into every later average.
     notional = Decimal(0)
@@ -362,7 +363,7 @@ def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event
             continue
         known.add(fill.fill_id)  # a report may list one fill twice
         if notional is None:
-            notional = _notional(order.fills)
+            notional = fills_notional(order.fills)
         notional = _add_fill(order, fill, notional)
         full = quantity is not None and order.filled_quantity >= quantity
         events.append(transition(order, S.FILLED if full else S.PARTIALLY_FILLED, ctx,
