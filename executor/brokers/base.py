@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence, Set
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from producer.contract import CONDITIONAL_TYPES, ContractError, OrderSpec, OrderType
 
@@ -54,6 +54,8 @@ __all__ = [
     "SendRefused",
     "Throttled",
     "UnknownOutcome",
+    "Volume",
+    "VolumeSource",
     "submit_all",
 ]
 
@@ -141,6 +143,29 @@ def refused_by(check: Callable[[OrderSpec], object], spec: OrderSpec) -> str | N
     except ContractError as exc:
         return f"{exc.field}: {exc}" if exc.field else str(exc)
     return None
+
+
+class Volume(NamedTuple):
+    """What a venue says was traded of a symbol (everyone's trades, ours too): ``quantity``
+    in its base asset from the ``since`` asked up to ``until`` (epoch ms, exclusive), the
+    end of the last bucket the venue has closed, so that the next call, from ``until``,
+    counts nothing twice and a bucket still filling is counted once it closes."""
+
+    quantity: Decimal
+    until: int
+
+
+class VolumeSource(Protocol):
+    """A broker adapter that reports the market's traded volume (for an algorithm's
+    participation cap: background/algos.py). Optional: an adapter without it refuses
+    ``algo.max_participation``."""
+
+    async def traded_volume(self, symbol: str, since: int) -> Volume | None:
+        """The volume of ``symbol`` traded from ``since`` (epoch ms) up to the venue's last
+        closed bucket; at most a bounded stretch per call (the caller asks again from
+        ``until``). None when unknown: an unknown symbol, no volume for it, or the source
+        failed (logged; never raises)."""
+        ...
 
 
 class BatchSubmitter(Protocol):

@@ -48,6 +48,7 @@ from .base import (
     NeedsEmulation,
     OrderNotFound,
     RetryableError,
+    Volume,
 )
 from .paper.config import PaperAccount
 from .sending import _refusal, _tokens
@@ -68,6 +69,19 @@ def step_of(broker: Broker, symbol: str) -> Decimal | None:
     """The adapter's quantity step for ``symbol`` when it says (``step_size``), else None."""
     step: Callable[[str], Decimal | None] | None = getattr(broker, "step_size", None)
     return None if step is None else step(symbol)
+
+
+def reports_volume(broker: Broker) -> bool:
+    """Whether the adapter behind ``broker``'s guards reports traded volume
+    (``VolumeSource``), which an algorithm's participation cap needs."""
+    return getattr(unwrap(broker), "traded_volume", None) is not None
+
+
+async def traded_volume(broker: Broker, symbol: str, since: int) -> Volume | None:
+    """The adapter's ``traded_volume`` (base.VolumeSource); None when it has none."""
+    own: Callable[[str, int], Awaitable[Volume | None]] | None = getattr(
+        broker, "traded_volume", None)
+    return None if own is None else await own(symbol, since)
 
 
 def emulating(broker: Broker, redis: aioredis.Redis, keys: Keys) -> Broker:
