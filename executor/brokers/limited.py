@@ -42,6 +42,7 @@ from .base import (
     RetryableError,
     Throttled,
     UnknownOutcome,
+    Volume,
 )
 from .wrapper import BrokerWrapper
 
@@ -96,6 +97,10 @@ class LimitedBroker(BrokerWrapper):
         # Only an adapter that prices many symbols at once may look like one.
         if getattr(inner, "reference_prices", None) is not None:
             self.reference_prices = self._reference_prices
+        # Only an adapter that reports traded volume may look like one (emulating.
+        # reports_volume asks getattr).
+        if getattr(inner, "traded_volume", None) is not None:
+            self.traded_volume = self._traded_volume
         # Only an adapter that can be pinged may look like one (probes.ping asks getattr).
         self.ping: Callable[[], Awaitable[None]] | None = (
             self._ping if getattr(inner, "ping", None) is not None else None)
@@ -123,6 +128,16 @@ class LimitedBroker(BrokerWrapper):
         if "reference_prices" not in self.weights:
             return await prices(symbols)
         return await self._call("reference_prices", 0, None, lambda: prices(symbols))
+
+    async def _traded_volume(self, symbol: str, since: int) -> Volume | None:
+        volume: Callable[[str, int], Awaitable[Volume | None]] = \
+            self.inner.traded_volume  # type: ignore[attr-defined]
+        if "traded_volume" not in self.weights:
+            return await volume(symbol, since)
+        try:
+            return await self._call("traded_volume", 0, None, lambda: volume(symbol, since))
+        except BrokerError:
+            return None  # over its rate limits (a ban, a wait too long): unknown for now
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         return await self._call("submit", 1, order.deadline,
