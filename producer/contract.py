@@ -423,11 +423,16 @@ class Algo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_on
            frozen=True, gc=False):
     """An execution algorithm (``place`` of a market or limit order): the order is a
     parent whose quantity the worker sends as child orders of its type, one per slice,
-    over ``horizon_ms`` from ``start_at`` (docs/wire-contract.md)."""
+    over ``horizon_ms`` from ``start_at``, or until ``end_at`` (docs/wire-contract.md)."""
 
     strategy: AlgoStrategy
-    horizon_ms: Annotated[int, msgspec.Meta(description=(
-        "how long the schedule lasts, from start_at: 1 s to 7 days"))]
+    horizon_ms: Annotated[int | None, msgspec.Meta(description=(
+        "how long the schedule lasts, from start_at: 1 s to 7 days; exactly one of "
+        "horizon_ms and end_at"))] = None
+    end_at: Annotated[int | None, msgspec.Meta(description=(
+        "epoch ms when the schedule ends (1 s to 7 days after its start): nothing is sent "
+        "after it, and what is not filled then is left; needs slices, or start_at with "
+        "interval_ms (the number of slices is known when the request is)"))] = None
     interval_ms: Annotated[int | None, msgspec.Meta(description=(
         "time between two slices (at least 1 s; slices = horizon_ms // interval_ms); "
         "exactly one of interval_ms and slices"))] = None
@@ -446,6 +451,11 @@ class Algo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_on
         "limit parents only, at least 1 s, default the interval: a child not filled this "
         "long after it was sent is cancelled, and what it left sent again at the price "
         "then"))] = None
+    max_participation: Annotated[WireDecimal | None, msgspec.Meta(description=(
+        "above 0, at most 1: the children never add up to more than this share of the "
+        "volume the market traded since start_at, as the broker reports it (e.g. 0.1: "
+        "10%); a child waits for the volume, and what the cap holds back at the end is "
+        "left. Refused at a broker that reports no volume"))] = None
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True,

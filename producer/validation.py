@@ -183,7 +183,7 @@ def _check_place(req: Request, now_ms: int | None) -> None:
     _check_trailing(req)
     _check_display(req)
     _check_list(req)
-    _check_algo(req)
+    _check_algo(req, now_ms)
     if req.type is OrderType.MARKET and tif is TimeInForce.GTD:
         raise ContractError("time_in_force gtd is not allowed for a market order", "time_in_force")
     if tif is TimeInForce.GTD:
@@ -205,18 +205,33 @@ _ALGO_REFUSED = ("quote_quantity", "display_quantity", "take_profit", "stop_loss
                  "oto_trigger")
 
 
-def algo_slices(algo: Algo) -> tuple[int, int]:
-    """(the number of slices, the time between two) of a valid ``algo``."""
+def algo_window(algo: Algo, accepted_at: int) -> tuple[int, int]:
+    """(start, end) in epoch ms of a valid ``algo`` whose parent was accepted at
+    ``accepted_at``: from ``start_at`` (default: then), until ``end_at`` or for
+    ``horizon_ms``."""
+    start = algo.start_at if algo.start_at is not None else accepted_at
+    if algo.end_at is not None:
+        return start, algo.end_at
+    assert algo.horizon_ms is not None
+    return start, start + algo.horizon_ms
+
+
+def algo_slices(algo: Algo, accepted_at: int = 0) -> tuple[int, int]:
+    """(the number of slices, the time between two) of a valid ``algo`` whose parent was
+    accepted at ``accepted_at``. The number never depends on it (``end_at`` needs
+    ``slices`` or ``start_at``); the time between two may, with ``end_at`` and no
+    ``start_at`` (0 or less: the end had passed when the parent was accepted)."""
+    start, end = algo_window(algo, accepted_at)
     if algo.slices is not None:
-        return algo.slices, algo.horizon_ms // algo.slices
+        return algo.slices, (end - start) // algo.slices
     assert algo.interval_ms is not None
-    return algo.horizon_ms // algo.interval_ms, algo.interval_ms
+    return (end - start) // algo.interval_ms, algo.interval_ms
 
 
-def _check_algo(req: Request) -> None:
-    """An execution algorithm: a market or limit parent by quantity, a horizon, its slices
-    (given, or by interval), for vwap optional weights, one per slice; for a limit parent
-    its children's offset and repricing."""
+def _check_algo(req: Request, now_ms: int | None) -> None:
+    """An execution algorithm: a market or limit parent by quantity, a horizon or an end
+    time, its slices (given, or by interval), for vwap optional weights, one per slice; for
+    a limit parent its children's offset and repricing; a participation cap."""
     algo = req.algo
     if algo is None:
         return
@@ -238,35 +253,46 @@ def _check_algo(req: Request) -> None:
     if algo.reprice_ms is not None and algo.reprice_ms < MIN_ALGO_INTERVAL_MS:
         raise ContractError(f"algo.reprice_ms must be at least {MIN_ALGO_INTERVAL_MS}, got "
                             f"{algo.reprice_ms}", "algo.reprice_ms")
+    if algo.max_participation is not None and not 0 < algo.max_participation <= 1:
+        raise ContractError(f"algo.max_participation must be above 0 and at most 1 (a share "
+                            f"of the market's volume), got {algo.max_participation}",
+                            "algo.max_participation")
     for name in _ALGO_REFUSED:
         if getattr(req, name) is not None:
             raise ContractError(f"{name} is not allowed with algo (its children are plain "
                                 "market orders by quantity)", name)
-    if not MIN_ALGO_INTERVAL_MS <= algo.horizon_ms <= MAX_ALGO_HORIZON_MS:
-        raise ContractError(f"algo.horizon_ms must be from {MIN_ALGO_INTERVAL_MS} to "
-                            f"{MAX_ALGO_HORIZON_MS} (7 days), got {algo.horizon_ms}",
-                            "algo.horizon_ms")
+    if algo.start_at is not None and algo.start_at < 0:
+        raise ContractError("algo.start_at must be epoch ms", "algo.start_at")
+    start = algo.start_at if algo.start_at is not None else now_ms
+    horizon = _check_horizon(algo, start, now_ms)
     if (algo.slices is None) == (algo.interval_ms is None):
         raise ContractError("algo needs exactly one of slices and interval_ms",
                             "algo.slices")
-    if algo.interval_ms is not None and not (
-            MIN_ALGO_INTERVAL_MS <= algo.interval_ms <= algo.horizon_ms):
-        raise ContractError(f"algo.interval_ms must be from {MIN_ALGO_INTERVAL_MS} to "
-                            f"horizon_ms {algo.horizon_ms}, got {algo.interval_ms}",
+    if algo.interval_ms is not None and algo.end_at is not None and algo.start_at is None:
+        raise ContractError("algo.end_at with interval_ms needs start_at (or use slices): "
+                            "the number of slices must be known from the request",
                             "algo.interval_ms")
+    if algo.interval_ms is not None and horizon is not None and not (
+            MIN_ALGO_INTERVAL_MS <= algo.interval_ms <= horizon):
+        raise ContractError(f"algo.interval_ms must be from {MIN_ALGO_INTERVAL_MS} to the "
+                            f"horizon {horizon}, got {algo.interval_ms}", "algo.interval_ms")
     if algo.slices is not None and not 1 <= algo.slices <= MAX_ALGO_SLICES:
         raise ContractError(f"algo.slices must be from 1 to {MAX_ALGO_SLICES}, got "
                             f"{algo.slices}", "algo.slices")
-    n, interval = algo_slices(algo)
-    if n > MAX_ALGO_SLICES:
-        raise ContractError(f"algo would have {n} slices (horizon_ms / interval_ms), more "
-                            f"than {MAX_ALGO_SLICES}", "algo.interval_ms")
-    if interval < MIN_ALGO_INTERVAL_MS:
-        raise ContractError(f"algo's slices would be {interval} ms apart, less than "
-                            f"{MIN_ALGO_INTERVAL_MS}: fewer slices or a longer horizon",
-                            "algo.slices")
-    if algo.start_at is not None and algo.start_at < 0:
-        raise ContractError("algo.start_at must be epoch ms", "algo.start_at")
+    if horizon is None:
+        # end_at and slices, checked where the clock is not known (a producer's own
+        # check): the worker checks the times between slices against its clock.
+        assert algo.slices is not None
+        n = algo.slices
+    else:
+        n, interval = algo_slices(algo, start or 0)
+        if n > MAX_ALGO_SLICES:
+            raise ContractError(f"algo would have {n} slices (its horizon / interval_ms), "
+                                f"more than {MAX_ALGO_SLICES}", "algo.interval_ms")
+        if interval < MIN_ALGO_INTERVAL_MS:
+            raise ContractError(f"algo's slices would be {interval} ms apart, less than "
+                                f"{MIN_ALGO_INTERVAL_MS}: fewer slices or a longer horizon",
+                                "algo.slices")
     if algo.weights is not None:
         if algo.strategy != AlgoStrategy.VWAP:
             raise ContractError("algo.weights are for vwap only (twap's slices are equal)",
@@ -276,6 +302,29 @@ def _check_algo(req: Request) -> None:
                                 "slices: one per slice", "algo.weights")
         if any(w <= 0 for w in algo.weights):
             raise ContractError("algo.weights must all be positive", "algo.weights")
+
+
+def _check_horizon(algo: Algo, start: int | None, now_ms: int | None) -> int | None:
+    """The schedule's length in ms, checked: ``horizon_ms``, or from its start to
+    ``end_at`` (in the future); None where that needs a clock and none is given."""
+    if (algo.horizon_ms is None) == (algo.end_at is None):
+        raise ContractError("algo needs exactly one of horizon_ms and end_at",
+                            "algo.horizon_ms")
+    if algo.horizon_ms is not None:
+        horizon, field, what = algo.horizon_ms, "algo.horizon_ms", "algo.horizon_ms"
+    else:
+        assert algo.end_at is not None
+        if now_ms is not None and algo.end_at <= now_ms:
+            raise ContractError(f"algo.end_at {algo.end_at} is not in the future (now "
+                                f"{now_ms})", "algo.end_at")
+        if start is None:
+            return None
+        horizon, field = algo.end_at - start, "algo.end_at"
+        what = "algo.end_at less the schedule's start"
+    if not MIN_ALGO_INTERVAL_MS <= horizon <= MAX_ALGO_HORIZON_MS:
+        raise ContractError(f"{what} must be from {MIN_ALGO_INTERVAL_MS} to "
+                            f"{MAX_ALGO_HORIZON_MS} (7 days), got {horizon}", field)
+    return horizon
 
 
 def _check_oco(req: Request, tif: TimeInForce) -> None:

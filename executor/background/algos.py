@@ -54,9 +54,9 @@ from producer.contract import (
 )
 from producer.keys import Keys
 from producer.replies import text
-from producer.validation import algo_slices
+from producer.validation import algo_slices, algo_window
 
-from ..brokers.base import refused_by
+from ..brokers.base import Volume, refused_by
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import Outcome, Store, decode_order
@@ -70,12 +70,14 @@ from ..model.order import (
 )
 from ..model.schedules import (
     Child,
+    Due,
     Progress,
     Sent,
     Slice,
     child_price,
     child_request,
     due,
+    participation_room,
     plan,
     slippage_bps,
     weights_of,
@@ -87,8 +89,15 @@ log = logging.getLogger(__name__)
 
 _progress = decoder(Progress)
 _EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact])
+# The market's volume is asked at most this often for a capped algorithm (Binance: a
+# klines call of weight 2; Alpaca: a market data call).
+VOLUME_READ_MS = 1_000
 # Before the parent's request is decided: its schedule waits.
 _UNDECIDED = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
+
+
+async def _no_volume(symbol: str, since: int) -> Volume | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class Market:
     tick: Callable[[str], Decimal | None]
     check: Callable[[OrderSpec], object]
     price: Callable[[str], Awaitable[Decimal | None]]
+    # The market's traded volume (brokers/base.VolumeSource), for a participation cap.
+    volume: Callable[[str, int], Awaitable[Volume | None]] = _no_volume
 
 
 class AlgoWatcher:
@@ -114,6 +125,7 @@ class AlgoWatcher:
         self.script = redis.register_script(SCRIPT)
         self._every = Every()
         self._plans: dict[str, list[Slice]] = {}  # parent id -> its slices (pure: cached)
+        self._volume_read: dict[str, int] = {}  # parent id -> when its volume was read
 
     async def read(self, account: str) -> dict[str, bytes]:
         raw: Any = await self.redis.hgetall(self.keys.algos(account))
@@ -135,6 +147,7 @@ class AlgoWatcher:
                     self.metrics.background_errors.labels("algos").inc()
         live = set(algos)
         self._plans = {k: v for k, v in self._plans.items() if k in live}
+        self._volume_read = {k: v for k, v in self._volume_read.items() if k in live}
         return done
 
     async def _one(self, account: str, cid: str, data: bytes, now: int,
@@ -179,9 +192,10 @@ class AlgoWatcher:
         # The parent's record follows its children's fills.
         filled, notional = _totals(children, records)
         ctx = Context(now=now, worker=self.worker, request_id=parent.request_id)
+        n, interval = algo_slices(algo, parent.created_at)
         events = progress(parent, filled, notional, ctx,
-                          _progress_note(len(children), algo_slices(algo)[0], filled,
-                                         notional, state.arrival, spec))
+                          _progress_note(len(children), n, filled, notional, state.arrival,
+                                         spec))
         if events:
             if not await self._record(parent, events):
                 return 0  # moved meanwhile (a cancel): read again next pass
@@ -190,10 +204,9 @@ class AlgoWatcher:
             return await self._finish(account, cid, data, parent, state, Decimal(0),
                                       False, now)
         slices = self._plan(cid, parent, market.step(spec.symbol))
-        n, interval = algo_slices(algo)
-        start = algo.start_at if algo.start_at is not None else parent.created_at
+        start, end = algo_window(algo, parent.created_at)
         stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
-        ended = stopped or now >= start + n * interval
+        ended = stopped or now >= end
         working = [c for c in children if not c.over]
         if ended and working:
             return await self._cancel_children(account, cid, data, state, working)
@@ -210,6 +223,18 @@ class AlgoWatcher:
                                       now)
         if not d.quantity:
             return 0
+        quantity, capped, before = d.quantity, False, state
+        if algo.max_participation is not None:
+            counted = await self._count_volume(cid, state, spec.symbol, start, now, market)
+            if counted is None:
+                return 0
+            state = counted
+            room = participation_room(algo.max_participation, state.volume, filled,
+                                      market.step(spec.symbol))
+            if room < quantity:
+                quantity, capped = room, True
+            if quantity <= 0:
+                return await self._held_back(account, cid, data, before, state, d, now)
         limit_price: Decimal | None = None
         if limit:
             reference = await market.price(spec.symbol)
@@ -222,8 +247,11 @@ class AlgoWatcher:
             offset = algo.limit_offset_bps or Decimal(0)
             limit_price = child_price(spec.side, reference, offset, spec.price,
                                       market.tick(spec.symbol))
-        request = child_request(cid, spec, d.quantity, state.n + 1, d.slice, limit_price)
+        request = child_request(cid, spec, quantity, state.n + 1, d.slice, limit_price)
         refusal = refused_by(market.check, spec_from_request(request, account))
+        if refusal is not None and capped:
+            # Below the broker's minimum by the cap: it waits for more volume.
+            return await self._held_back(account, cid, data, before, state, d, now)
         if refusal is not None:
             # It would be refused: it waits for the next slice, which adds to it; after
             # the last, what is left is left.
@@ -238,25 +266,59 @@ class AlgoWatcher:
                          "with the next slice", cid, d.slice, d.quantity, refusal)
             return 0
         assert request.client_order_id is not None
-        sent = Sent(id=request.client_order_id, slice=d.slice, quantity=wire(d.quantity),
-                    at=now, request="$")
+        sent = Sent(id=request.client_order_id, slice=d.slice, quantity=wire(quantity),
+                    at=now, request="$", capped=capped)
         moved = msgspec.structs.replace(state, children=[*children, sent], n=state.n + 1)
         if not await self._write(account, cid, data, moved, [encode(request)]):
             return 0
         if self.metrics is not None:
             self.metrics.algo_slices.labels(account).inc()
-        log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s%s", cid, algo.strategy,
-                 d.slice + 1, len(slices), request.client_order_id, spec.side, d.quantity,
-                 spec.symbol, "" if limit_price is None else f" at {limit_price}")
+        log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s%s%s", cid, algo.strategy,
+                 d.slice + 1, len(slices), request.client_order_id, spec.side, quantity,
+                 spec.symbol, "" if limit_price is None else f" at {limit_price}",
+                 " (capped by its participation)" if capped else "")
         return 1
+
+    async def _held_back(self, account: str, cid: str, data: bytes, before: Progress,
+                         state: Progress, d: Due, now: int) -> int:
+        """A child the participation cap holds back (wholly, or below the broker's
+        minimum): nothing is sent; the volume counted is kept."""
+        if self._every.due(("capped", cid), now):
+            log.info("algo %s: slice %d's %s waits for the market's volume (%s traded since "
+                     "its start)", cid, d.slice, d.quantity, decimal_text(state.volume))
+        if state is before:
+            return 0
+        return await self._write(account, cid, data, state, [])
+
+    async def _count_volume(self, cid: str, state: Progress, symbol: str, start: int,
+                            now: int, market: Market) -> Progress | None:
+        """``state`` with the market's volume counted on from where it stopped (read at
+        most every ``VOLUME_READ_MS``; the source reports a bounded stretch a call, so a
+        long gap is caught up over passes); None while the broker reports none."""
+        since = max(state.volume_to, start)
+        if now - self._volume_read.get(cid, 0) < VOLUME_READ_MS:
+            return state if state.volume_to else None
+        self._volume_read[cid] = now
+        got = await market.volume(symbol, since)
+        if got is None:
+            if self._every.due(("no volume", cid), now):
+                log.warning("algo %s: no traded volume for %s from its broker; its "
+                            "participation cap holds its next child back until there is",
+                            cid, symbol)
+            return state if state.volume_to else None
+        if got.until <= since and state.volume_to:
+            return state
+        return msgspec.structs.replace(
+            state, volume=wire(_EXACT.add(state.volume, got.quantity)),
+            volume_to=max(got.until, since))
 
     def _plan(self, cid: str, parent: Order, step: Decimal | None) -> list[Slice]:
         cached = self._plans.get(cid)
         if cached is None:
             algo, spec = parent.spec.algo, parent.spec
             assert algo is not None and spec.quantity is not None
-            _, interval = algo_slices(algo)
-            start = algo.start_at if algo.start_at is not None else parent.created_at
+            _, interval = algo_slices(algo, parent.created_at)
+            start, _ = algo_window(algo, parent.created_at)
             cached = plan(spec.quantity, start, interval, weights_of(algo), step=step)
             self._plans[cid] = cached
         return cached

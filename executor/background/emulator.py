@@ -71,6 +71,7 @@ from ..brokers.emulating import (
     EmulatingBroker,
     step_of,
     tick_of,
+    traded_volume,
     trigger_price,
     trigger_prices,
 )
@@ -241,7 +242,8 @@ class Emulator:
                     step=lambda symbol: step_of(adapter, symbol),
                     tick=lambda symbol: tick_of(adapter, symbol),
                     check=self.accounts[account].check,
-                    price=lambda symbol: trigger_price(adapter, symbol)))
+                    price=lambda symbol: trigger_price(adapter, symbol),
+                    volume=lambda symbol, since: traded_volume(adapter, symbol, since)))
         except LeaseLost:
             return done
         return done

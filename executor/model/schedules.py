@@ -129,6 +129,9 @@ class Child(msgspec.Struct, frozen=True, gc=False):
     # Cancelled by the schedule to be sent again at a new price (a limit child unfilled
     # for reprice_ms): its slice may have another child, at once.
     repriced: bool = False
+    # Made smaller than its slice by the participation cap: its slice may have another
+    # child once the market has traded more.
+    capped: bool = False
 
 
 class Due(msgspec.Struct, frozen=True, gc=False):
@@ -148,7 +151,8 @@ def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
     for the target of the last slice whose time has come less what is filled (a slice
     missed while no worker owned the schedule is caught up then, once); a child that ended
     short leaves its rest to the next slice, and one refused is sent again ``RETRY_MS``
-    later; one cancelled to be re-priced leaves its rest to a new child at once.
+    later; one cancelled to be re-priced, or held back by the participation cap, leaves its
+    rest to a new child of its slice (at once; the cap then decides how much).
     ``ended``: the end time has passed, or the parent was cancelled: nothing more is sent,
     and it is done once no child works."""
     filled = sum((c.filled for c in children), Decimal(0))
@@ -161,7 +165,7 @@ def due(slices: Sequence[Slice], children: Sequence[Child], now: int, *,
     if k < 0:
         return Due()
     mine = [c for c in children if c.slice >= k]
-    if any(not (c.refused or c.repriced) for c in mine):
+    if any(not (c.refused or c.repriced or c.capped) for c in mine):
         # This slice had its child: the rest waits for the next one, or is what is left.
         return Due(done=True, left=left) if k == len(slices) - 1 else Due()
     size = _EXACT.subtract(slices[k].target, filled)
@@ -187,17 +191,32 @@ class Sent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     notional: WireDecimal = msgspec.field(default_factory=zero)
     cancel: bool = False
     repriced: bool = False  # cancelled to be sent again at a new price
+    capped: bool = False  # smaller than its slice's due, by the participation cap
 
 
 class Progress(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """An algorithm's stored state: begin.lua writes ``{"account": ...}`` with the parent;
     the owner adds the reference price on its first pass (``arrival``, for slippage) and
-    each child it publishes (``n`` so far: the next one's number)."""
+    each child it publishes (``n`` so far: the next one's number); with a participation
+    cap, the market's volume counted so far."""
 
     account: str
     arrival: WireDecimal | None = None
     children: list[Sent] = []
     n: int = 0
+    # The participation cap's count: the market's volume from the start up to ``volume_to``
+    # (epoch ms; 0: not counted yet), as the broker reports it.
+    volume: WireDecimal = msgspec.field(default_factory=zero)
+    volume_to: int = 0
+
+
+def participation_room(cap: Decimal, volume: Decimal, filled: Decimal,
+                       step: Decimal | None) -> Decimal:
+    """How much the next child may take under a participation cap: ``cap`` of the market's
+    ``volume`` since the start, less what the children ``filled`` (none works while a
+    child is sized), on the step, rounded down; never below 0."""
+    room = _SHARE.subtract(_SHARE.multiply(cap, volume), filled)
+    return max(round_down(room, step), Decimal(0))
 
 
 def child_id(parent_id: str, n: int) -> str:

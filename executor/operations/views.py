@@ -18,11 +18,12 @@ from producer.contract import (
     OtoTrigger,
     Side,
     WireDecimal,
+    decimal_text,
     wire,
     wire_opt,
 )
 from producer.replies import text
-from producer.validation import algo_slices
+from producer.validation import algo_slices, algo_window
 
 from ..background.liveness import WorkerInfo
 from ..infra.store import decode_order
@@ -118,15 +119,20 @@ def orders_view(records: Mapping[str, bytes | None], now_ms: int, *, account: st
             filled_quantity=order.filled_quantity, average_price=order.average_price,
             state=order.state, created_at=order.created_at,
             age_ms=max(0, now_ms - order.created_at), emulated=order.emulated,
-            contingent=_list_of(spec)))
+            contingent=_list_of(spec, order.created_at)))
     rows.sort(key=lambda r: (r.created_at, r.client_order_id))
     return OrdersView(orders=rows, unreadable=sorted(unreadable))
 
 
-def _list_of(spec: OrderSpec) -> str:
+def _list_of(spec: OrderSpec, created_at: int) -> str:
     if spec.algo is not None:
-        n, _ = algo_slices(spec.algo)
-        return f"{spec.algo.strategy}, {n} slices over {spec.algo.horizon_ms / 1000:g} s"
+        algo = spec.algo
+        n, _ = algo_slices(algo, created_at)
+        start, end = algo_window(algo, created_at)
+        shown = f"{algo.strategy}, {n} slices over {(end - start) / 1000:g} s"
+        if algo.max_participation is not None:
+            shown += f", at most {decimal_text(algo.max_participation * 100)}% of the volume"
+        return shown
     metadata = spec.metadata or {}
     if isinstance(metadata.get("algo_id"), str):
         return f"slice {metadata.get('slice', 0) + 1} of {metadata['algo_id']}"

@@ -7,6 +7,7 @@ the next, with no slice sent twice or lost."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from decimal import Decimal
 from pathlib import Path
 
@@ -277,3 +278,56 @@ async def test_a_halted_account_takes_no_schedule_and_a_reducing_one_only_a_redu
     assert reducing.status is ResultStatus.ACCEPTED
     assert await client.order("N1") is None and await client.order("N2") is None
     assert not await r.hexists(K.algos("default"), "N1")
+
+
+def with_flow(settings: Settings, per_minute: str) -> Settings:
+    """``settings`` with the paper market's volume of BTCUSDT set to ``per_minute``."""
+    settings.accounts["default"].symbols["BTCUSDT"].volume_per_minute = D(per_minute)
+    return settings
+
+
+async def test_a_participation_cap_holds_the_children_to_a_share_of_the_volume(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The market trades 0.001 BTC a second; at most half of it: 0.0005 a second, where
+    the schedule alone would send 0.001. Each child, sent, keeps the children's total
+    within the cap of the volume traded since the start; what the cap held back at the
+    end is left, and the parent expires with it."""
+    caplog.set_level(logging.INFO, "executor.background.algos")
+    await set_price(redis_client, "50000")
+    cap = D("0.5")
+    async with running(with_flow(fast(redis_url), "0.06")):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.004", client_order_id="P1",
+                                 algo=twap(4, 4_000, max_participation=cap))
+        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
+        parent = await order_in(client, "P1", OrderState.EXPIRED, timeout=15)
+        kids = await children(client, "P1")
+    assert len(kids) >= 2, kids
+    total = D(0)
+    for kid in kids:
+        total += kid.spec.quantity or 0
+        traded = D("0.001") * (kid.created_at - parent.created_at) / 1000
+        assert total <= cap * traded, (kid.client_order_id, total, traded)
+    assert parent.filled_quantity == total == sum(k.filled_quantity for k in kids)
+    assert D("0.001") <= total <= D("0.002"), total  # the cap holds back, not all
+    assert f"its end time passed with {D('0.004') - total} left" in (parent.reason or "")
+    assert "(capped by its participation)" in caplog.text
+
+
+async def test_an_end_time_spreads_the_slices_up_to_it(
+        redis_url: str, client: OrderClient, redis_client: aioredis.Redis) -> None:
+    await set_price(redis_client, "50000")
+    async with running(fast(redis_url)) as worker:
+        end_at = worker.svc.clock() + 3_500
+        algo = Algo(strategy=AlgoStrategy.TWAP, end_at=end_at, slices=3)
+        sub = await client.place("BTCUSDT", "sell", "market", "0.3", client_order_id="E1",
+                                 algo=algo)
+        got = await client.wait_result(sub)
+        assert got.status is ResultStatus.ACCEPTED, (got.reason_code, got.reason)
+        parent = await order_in(client, "E1", OrderState.FILLED, timeout=15)
+        kids = await children(client, "E1")
+    assert [k.spec.quantity for k in kids] == [D("0.1")] * 3
+    interval = (end_at - parent.created_at) // 3
+    times = [k.created_at - parent.created_at for k in kids]
+    assert all(i * interval <= t < i * interval + 900 for i, t in enumerate(times)), times
+    assert kids[-1].created_at < end_at

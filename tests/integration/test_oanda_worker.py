@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from devtools.oanda_exchange import OandaExchangeServer
 from executor.config import Settings
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus
+from producer.contract import Algo, AlgoStrategy, OrderState, ResultStatus
 from tests.fakes.oanda import account_for, venue
 
 from .conftest import replace, results_of, running, settings_for
@@ -78,4 +78,20 @@ async def test_an_order_off_the_instrument_rules_never_reaches_oanda(
         result = await client.wait_result(sub.request_id, 10)
     assert result.reason_code == "invalid", result
     assert result.reason is not None and "displayPrecision 5" in result.reason
+    assert venue.orders_sent() == []
+
+
+async def test_a_participation_cap_is_refused_where_the_broker_reports_no_volume(
+        redis_url: str, venue: OandaExchangeServer, client: OrderClient) -> None:
+    """OANDA's candles count price ticks, not units traded: no volume to cap against."""
+    algo = Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=2,
+                max_participation=Decimal("0.1"))
+    async with running(oanda_settings(redis_url, venue)):
+        sub = await client.place("EUR_USD", "buy", "market", "1000", algo=algo,
+                                 client_order_id="CAP1")
+        result = await client.wait_result(sub.request_id, 10)
+        assert await client.order("CAP1") is None
+    assert result.reason_code == "invalid", result
+    assert result.reason is not None and "algo.max_participation" in result.reason
+    assert "does not report" in result.reason
     assert venue.orders_sent() == []

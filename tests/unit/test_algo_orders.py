@@ -83,7 +83,7 @@ def test_a_good_twap_and_vwap_pass_and_decode() -> None:
     ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=10_000, slices=2,
                    interval_ms=5_000)}, "algo.slices", "exactly one"),
     ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=10_000, interval_ms=500)},
-     "algo.interval_ms", "from 1000 to horizon_ms"),
+     "algo.interval_ms", "from 1000 to the horizon"),
     ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=10_000, slices=20)},
      "algo.slices", "500 ms apart"),
     ({"algo": Algo(strategy=AlgoStrategy.TWAP, horizon_ms=3_600_000, interval_ms=1_000)},
@@ -99,6 +99,54 @@ def test_what_an_algo_cannot_ask_for_is_refused_naming_the_field(
         change: dict[str, object], field: str, words: str) -> None:
     error = refused(place(**change))
     assert error.field == field and words in str(error), (error.field, str(error))
+
+
+NOW = 1_700_000_000_000
+
+
+def test_an_end_time_fixes_the_schedule_from_its_start() -> None:
+    by_slices = Algo(strategy=AlgoStrategy.TWAP, end_at=NOW + 60_000, slices=4)
+    check_request(place(algo=by_slices), NOW)
+    check_request(place(algo=by_slices))  # no clock: the worker checks the times
+    # Accepted 20 s later than asked: 4 slices still, 10 s apart, ending at end_at.
+    assert algo_slices(by_slices, NOW + 20_000) == (4, 10_000)
+    by_interval = Algo(strategy=AlgoStrategy.VWAP, start_at=NOW, end_at=NOW + 30_000,
+                       interval_ms=10_000, weights=[D(1), D(2), D(3)])
+    check_request(place(algo=by_interval), NOW)
+    assert algo_slices(by_interval, NOW + 999) == (3, 10_000)
+    check_request(place(algo=Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=2,
+                                  max_participation=D("1"))))
+
+
+@pytest.mark.parametrize(("algo", "field", "words"), [
+    (Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, end_at=NOW + 60_000, slices=2),
+     "algo.horizon_ms", "exactly one of horizon_ms and end_at"),
+    (Algo(strategy=AlgoStrategy.TWAP, slices=2), "algo.horizon_ms", "exactly one"),
+    (Algo(strategy=AlgoStrategy.TWAP, end_at=NOW, slices=2), "algo.end_at",
+     "not in the future"),
+    (Algo(strategy=AlgoStrategy.TWAP, end_at=NOW + 999, slices=1), "algo.end_at",
+     "got 999"),
+    (Algo(strategy=AlgoStrategy.TWAP, end_at=NOW + 8 * 86_400_000, slices=1),
+     "algo.end_at", "7 days"),
+    (Algo(strategy=AlgoStrategy.TWAP, start_at=NOW + 10_000, end_at=NOW + 5_000,
+          slices=1), "algo.end_at", "got -5000"),
+    (Algo(strategy=AlgoStrategy.TWAP, end_at=NOW + 60_000, interval_ms=10_000),
+     "algo.interval_ms", "needs start_at"),
+    (Algo(strategy=AlgoStrategy.TWAP, end_at=NOW + 10_000, slices=20), "algo.slices",
+     "500 ms apart"),
+    (Algo(strategy=AlgoStrategy.VWAP, start_at=NOW, end_at=NOW + 30_000,
+          interval_ms=10_000, weights=[D(1), D(1)]), "algo.weights",
+     "2 weights for 3 slices"),
+    (Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=2,
+          max_participation=D("0")), "algo.max_participation", "above 0 and at most 1"),
+    (Algo(strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=2,
+          max_participation=D("1.01")), "algo.max_participation", "got 1.01"),
+])
+def test_a_bad_end_time_or_cap_is_refused_naming_the_field(algo: Algo, field: str,
+                                                           words: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        check_request(place(algo=algo), NOW)
+    assert caught.value.field == field and words in str(caught.value), str(caught.value)
 
 
 def test_a_limit_parent_takes_an_offset_and_a_repricing() -> None:

@@ -24,12 +24,19 @@ class SymbolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     depth_quantity: Decimal  # quantity available at each book level (and per resting fill)
     base_asset: str
     quote_asset: str  # the asset of prices, notionals and commissions
+    # The market's traded volume, in the base asset, a minute: the flow of the simulated
+    # other traders, which an algorithm's participation cap is measured against (None:
+    # the exchange reports no volume for the symbol).
+    volume_per_minute: Decimal | None = None
 
     def __post_init__(self) -> None:
         for name in ("price", "tick_size", "step_size", "min_quantity", "depth_quantity"):
             value = getattr(self, name)
             if not value.is_finite() or value <= 0:
                 raise ValueError(f"{name} must be a positive decimal, got {value}")
+        flow = self.volume_per_minute
+        if flow is not None and (not flow.is_finite() or flow < 0):
+            raise ValueError(f"volume_per_minute must be a non-negative decimal, got {flow}")
         if self.max_quantity < self.min_quantity:
             raise ValueError(
                 f"max_quantity {self.max_quantity} is below min_quantity {self.min_quantity}"
@@ -37,7 +44,7 @@ class SymbolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _symbol(price: str, tick: str, step: str, min_q: str, max_q: str, depth: str,
-            base: str, quote: str) -> SymbolConfig:
+            base: str, quote: str, flow: str) -> SymbolConfig:
     return SymbolConfig(
         price=Decimal(price),
         tick_size=Decimal(tick),
@@ -47,15 +54,18 @@ def _symbol(price: str, tick: str, step: str, min_q: str, max_q: str, depth: str
         depth_quantity=Decimal(depth),
         base_asset=base,
         quote_asset=quote,
+        volume_per_minute=Decimal(flow),
     )
 
 
 def default_symbols() -> dict[str, SymbolConfig]:
     return {
-        "BTCUSDT": _symbol("50000", "0.01", "0.00001", "0.00001", "1000", "5", "BTC", "USDT"),
-        "ETHUSDT": _symbol("3000", "0.01", "0.0001", "0.0001", "10000", "50", "ETH", "USDT"),
+        "BTCUSDT": _symbol("50000", "0.01", "0.00001", "0.00001", "1000", "5", "BTC", "USDT",
+                           "60"),
+        "ETHUSDT": _symbol("3000", "0.01", "0.0001", "0.0001", "10000", "50", "ETH", "USDT",
+                           "600"),
         "EUR_USD": _symbol("1.08500", "0.00001", "1", "1", "100000000", "1000000",
-                           "EUR", "USD"),
+                           "EUR", "USD", "60000000"),
     }
 
 

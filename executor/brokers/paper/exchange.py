@@ -21,6 +21,7 @@ worker that sent it and any worker can look it up by client id.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import hashlib
 import itertools
 import logging
@@ -31,7 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 
 import msgspec
@@ -55,6 +56,7 @@ from ..base import (
     PermanentError,
     RetryableError,
     UnknownOutcome,
+    Volume,
     refuse_conditional,
 )
 from . import matching
@@ -65,6 +67,7 @@ from .records import PaperOrder, encode_order, report
 from .store import Change, ExchangeStore, NewOrder
 
 log = logging.getLogger(__name__)
+_FLOOR = decimal.Context(prec=28, rounding=ROUND_FLOOR)
 
 MAX_SCRIPT_BATCH = 1_000  # orders per submit script call, so one call never blocks Redis long
 MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
@@ -423,6 +426,19 @@ class PaperBroker:
         if symbol not in self.config.symbols:
             return None
         return self.prices.price(symbol, self.clock())
+
+    async def traded_volume(self, symbol: str, since: int) -> Volume | None:
+        """The market's volume from ``since`` to now: the symbol's ``volume_per_minute``
+        (the simulated other traders' flow; this exchange's own fills are not counted),
+        rounded down (never more than traded); None for a symbol without one."""
+        config = self.config.symbols.get(symbol)
+        if config is None or config.volume_per_minute is None:
+            return None
+        now = self.clock()
+        if now <= since:
+            return Volume(Decimal(0), since)
+        traded = _FLOOR.divide(_FLOOR.multiply(config.volume_per_minute, now - since), 60_000)
+        return Volume(traded, now)
 
     async def received_count(self) -> int:
         """How many orders reached the exchange (entries of the ``received`` stream)."""

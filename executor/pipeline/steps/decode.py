@@ -21,6 +21,7 @@ from producer.partitions import WrongPartition, partition_prefix
 from producer.validation import check_request
 
 from ...brokers.base import Broker
+from ...brokers.emulating import reports_volume
 from ...model.order import spec_from_request
 from .. import results
 from ..job import Job
@@ -92,6 +93,11 @@ class Decode:
             raise ContractError("algo is not supported where requests must be signed "
                                 "([auth] keys): a worker cannot sign the child orders it "
                                 "would place", "algo")
+        if (request.algo is not None and request.algo.max_participation is not None
+                and not reports_volume(broker)):
+            raise ContractError(f"algo.max_participation needs the market's traded volume, "
+                                f"which account {account}'s broker does not report",
+                                "algo.max_participation")
         if job.client_order_id is None:
             job.client_order_id = client_order_id_for_entry(
                 request.symbol, request.side, job.request_id
