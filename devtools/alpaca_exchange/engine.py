@@ -6,6 +6,11 @@ buy's lowest), and its stop_price hwm -/+ trail_price or hwm * (1 -/+ trail_perc
 and is a market order once the price reaches that stop. Orders are
 Alpaca's order objects (decimals as strings, unset values null, RFC 3339 times), kept by
 Alpaca's id and by client_order_id, which stays taken for good (a cancelled order's too).
+
+Traded volume, for the 1-minute bars of the market data API: as real bars count everyone's
+trades, a minute's volume is the symbol's flow (``set_flow``: the rest of the market, so
+much a minute from a minute on) plus what this engine executed in that minute. A minute
+with no volume has no bar; the current minute's bar is answered while still open.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -23,6 +28,16 @@ TYPES = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
 TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 MAX_CLIENT_ID = 128
 _QTY = Decimal("1e-9")
+MINUTE_MS = 60_000
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# The bar timeframes Alpaca names ("1Min", "15T", "1Hour", "1Day", ...); only one minute
+# is served here, the others are refused as if invalid.
+ONE_MINUTE = frozenset({"1Min", "1T"})
+MAX_BARS = 10_000  # Alpaca's most per page
+# A page of bars and the token of the next page (None: the last page). Aliases: in the
+# class, ``list`` is Engine.list.
+Bars = list[dict[str, Any]]
+Page = tuple[Bars, str | None]
 
 
 class AlpacaError(Exception):
@@ -83,9 +98,16 @@ class Engine:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._ids = itertools.count(1)
         self._executions = itertools.count(1)
+        # Symbol -> (from minute, volume a minute), ascending: the rest of the market.
+        self.flows: dict[str, list[tuple[int, Decimal]]] = {}
+        # Symbol -> minute (epoch ms) -> (quantity, executions) this engine filled in it.
+        self.executed: dict[str, dict[int, tuple[Decimal, int]]] = defaultdict(dict)
 
     def now(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Alpaca's ns
+
+    def now_ms(self) -> int:
+        return _ms(self.clock())
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -210,7 +232,57 @@ class Engine:
         order["canceled_at"] = order["updated_at"] = self.now()
         self._tell("canceled", order)
 
+    def bars(self, symbol: str, timeframe: str | None, start: str | None, end: str | None,
+             limit: str | None, page_token: str | None) -> Page:
+        """One page of ``symbol``'s 1-minute bars as the historical bars endpoints give
+        them (ascending, each starting at or after ``start`` and not after ``end``, the
+        current one while still open), and the page token of the next page (None: none).
+        Numbers as Decimal (the server writes them as JSON numbers, as Alpaca does).
+        Defaults as Alpaca's: ``start`` the beginning of the current day (UTC here), ``end``
+        now, ``limit`` 1000."""
+        if timeframe is None or timeframe not in ONE_MINUTE:
+            raise AlpacaError(422, f"invalid timeframe: {timeframe!r} (the local server "
+                                   "serves 1Min only)", 42210000)
+        now = self.now_ms()
+        first = _minute_up(_stamp(start, "start") if start else now - now % 86_400_000)
+        last = min(_stamp(end, "end") if end else now, now)
+        count = 1000 if limit is None else _int_in(limit, "limit", 1, MAX_BARS)
+        if page_token:
+            first = max(first, _int_in(page_token, "page_token", 0, 2**63))
+        # Only minutes with volume have bars: from the earliest flow or execution on.
+        known = [m for m, _ in self.flows.get(symbol, [])] + list(self.executed[symbol])
+        minute = max(first, min(known, default=last + 1))
+        found: Bars = []
+        while minute <= last:
+            bar = self._bar(symbol, minute)
+            if bar is not None:
+                if len(found) == count:
+                    return found, str(minute)
+                found.append(bar)
+            minute += MINUTE_MS
+        return found, None
+
+    def _bar(self, symbol: str, minute: int) -> dict[str, Any] | None:
+        flow = next((v for m, v in reversed(self.flows.get(symbol, [])) if m <= minute),
+                    Decimal(0))
+        done, executions = self.executed[symbol].get(minute, (Decimal(0), 0))
+        volume = flow + done
+        if volume <= 0:
+            return None
+        price = self.prices.get(symbol, Decimal(0))
+        stamp = datetime.datetime.fromtimestamp(minute / 1000, datetime.UTC)
+        return {"t": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "o": price, "h": price,
+                "l": price, "c": price, "v": volume, "n": executions + (flow > 0),
+                "vw": price}
+
     # -- the market -------------------------------------------------------------------------
+
+    def set_flow(self, symbol: str, per_minute: Decimal, since: int | None = None) -> None:
+        """From the minute holding ``since`` (epoch ms; default now) on, the rest of the
+        market trades ``per_minute`` of ``symbol`` a minute (0: no trades, no bars)."""
+        at = (self.now_ms() if since is None else since) // MINUTE_MS * MINUTE_MS
+        steps = [(m, v) for m, v in self.flows.get(symbol, []) if m != at]
+        self.flows[symbol] = sorted([*steps, (at, per_minute)])
 
     def set_price(self, symbol: str, price: Decimal) -> None:
         self.prices[symbol] = price
@@ -258,6 +330,9 @@ class Engine:
         part = total - filled if qty is None else min(qty, total - filled)
         oid = order["id"]
         self._fills[oid] += part * price
+        minute = self.now_ms() // MINUTE_MS * MINUTE_MS
+        done, executions = self.executed[order["symbol"]].get(minute, (Decimal(0), 0))
+        self.executed[order["symbol"]][minute] = (done + part, executions + 1)
         filled += part
         now = self.now()
         order["filled_qty"] = _text(filled)
@@ -316,6 +391,34 @@ def _follow(order: dict[str, Any], price: Decimal) -> None:
 
 def _reached(side: str, price: Decimal, stop: Decimal) -> bool:
     return price >= stop if side == "buy" else price <= stop
+
+
+def _minute_up(ms: int) -> int:
+    return -(-ms // MINUTE_MS) * MINUTE_MS
+
+
+def _stamp(text: str, name: str) -> int:
+    """RFC 3339 ("2026-12-04T16:58:00Z", an offset, a fraction) or a date, as epoch ms;
+    anything else is refused as Alpaca does (422)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AlpacaError(422, f"invalid {name}: {text!r}", 42210000) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return _ms(moment)
+
+
+def _ms(moment: datetime.datetime) -> int:
+    """Epoch ms in integers: a float's timestamp() * 1000 can land a millisecond short of
+    a minute."""
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def _int_in(text: str, name: str, low: int, high: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise AlpacaError(422, f"invalid {name}: {text!r}", 42210000)
+    return int(text)
 
 
 def _asset(symbol: str, kind: str, *, fractionable: bool) -> dict[str, Any]:

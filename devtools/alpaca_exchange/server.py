@@ -6,6 +6,9 @@ headers and bodies.
 - 200 (not 201) with the order on POST /v2/orders, 204 without a body on DELETE, 404 for an
   unknown order, 422 ``{"code":40010001,"message":"client_order_id must be unique"}`` on a
   reused client id, 422 on the cancel of a final order.
+- The market data API's latest quotes and 1-minute bars (GET /v2/stocks/{symbol}/bars,
+  /v1beta3/crypto/us/bars: numbers, not strings; 422 ``{"code":42210000,...}`` for a
+  timeframe other than 1Min, an unreadable start, end, limit or page_token).
 - Every answer carries X-Request-ID and X-Ratelimit-Limit/-Remaining/-Reset (epoch s); a
   request over ``rate_limit`` in the minute gets 429.
 
@@ -41,7 +44,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from ..http_server import send_queued, serve
-from .engine import AlpacaError, Engine
+from .engine import AlpacaError, Engine, Page
 
 Handler = Callable[[web.Request, Any], Any]
 # JSON numbers are read exactly (Alpaca takes them as well as strings).
@@ -112,6 +115,8 @@ class AlpacaExchangeServer:
             ("GET", "/v1beta3/crypto/us/latest/quotes",
              lambda r, b: {"quotes": {s: self.engine.quote(s)
                                       for s in r.query.get("symbols", "").split(",") if s}}),
+            ("GET", "/v2/stocks/{symbol}/bars", lambda r, b: self._stock_bars(r)),
+            ("GET", "/v1beta3/crypto/us/bars", lambda r, b: self._crypto_bars(r)),
         ]
         self.app = web.Application()
         for method, path, handler in routes:
@@ -165,8 +170,38 @@ class AlpacaExchangeServer:
         """How many orders were created under this client_order_id."""
         return self.engine.created[client_order_id]
 
+    def set_flow(self, symbol: str, per_minute: Decimal | str, since: int | None = None
+                 ) -> None:
+        """The rest of the market trades ``per_minute`` of ``symbol`` a minute from the
+        minute holding ``since`` (epoch ms, default now) on; the bars add what the engine
+        executes (engine.set_flow)."""
+        self.engine.set_flow(symbol, Decimal(per_minute), since)
+
     def orders_sent(self) -> list[Received]:
         return [r for r in self.log if r.method == "POST" and r.path == "/v2/orders"]
+
+    # -- the market data API's bars -----------------------------------------------------------
+
+    def _page(self, request: web.Request, symbol: str) -> Page:
+        q = request.query
+        return self.engine.bars(symbol, q.get("timeframe"), q.get("start"), q.get("end"),
+                                q.get("limit"), q.get("page_token"))
+
+    def _stock_bars(self, request: web.Request) -> dict[str, Any]:
+        """GET /v2/stocks/{symbol}/bars: ``bars`` null when there are none, as Alpaca's."""
+        symbol = request.match_info["symbol"]
+        bars, token = self._page(request, symbol)
+        return {"bars": bars or None, "symbol": symbol, "next_page_token": token}
+
+    def _crypto_bars(self, request: web.Request) -> dict[str, Any]:
+        """GET /v1beta3/crypto/us/bars?symbols=...: bars by symbol, a symbol without bars
+        left out. The page token is the first symbol's (the adapter asks for one)."""
+        symbols = [s for s in request.query.get("symbols", "").split(",") if s]
+        if not symbols:
+            raise AlpacaError(400, "missing symbols")
+        pages = {s: self._page(request, s) for s in symbols}
+        return {"bars": {s: bars for s, (bars, _) in pages.items() if bars},
+                "next_page_token": pages[symbols[0]][1]}
 
     # -- the trade_updates stream -----------------------------------------------------------
 
@@ -313,5 +348,10 @@ def _int(value: str | None, default: int) -> int:
     return int(value) if value is not None and value.isdigit() else default
 
 
+# A Decimal is written as a JSON number: only the market data answers hold any (the
+# trading API's decimals are strings already, made by the engine).
+_encoder = msgspec.json.Encoder(enc_hook=str, decimal_format="number")
+
+
 def _dumps(obj: Any) -> str:
-    return msgspec.json.encode(obj, enc_hook=str).decode()
+    return _encoder.encode(obj).decode()

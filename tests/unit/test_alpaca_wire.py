@@ -345,3 +345,65 @@ def test_an_untriggered_trailing_stop_reports_new_and_its_fill_as_usual() -> Non
                           "filled_at": "2026-12-04T10:01:00Z"}, "t-1")
     assert filled.status is BrokerStatus.FILLED
     assert [(f.price, f.quantity) for f in filled.fills] == [(D("188.4"), D("10"))]
+
+
+# -- traded volume: 1-minute bars -------------------------------------------------------------
+
+T0 = 1_796_137_200_000  # 2026-12-01T15:00:00Z, on the minute
+M = wire.MINUTE_MS
+
+
+def bar(minute: int, volume: Any) -> dict[str, Any]:
+    return {"t": wire.rfc3339(T0 + minute * M), "o": 1, "h": 1, "l": 1, "c": 1,
+            "v": volume, "n": 1, "vw": 1}
+
+
+def test_bar_times_go_out_as_rfc3339_and_start_on_the_minute_after() -> None:
+    assert wire.rfc3339(T0) == "2026-12-01T15:00:00Z"
+    assert wire.rfc3339(T0 + 30_250) == "2026-12-01T15:00:30.250Z"
+    assert wire.epoch_ms(wire.rfc3339(T0 + 30_250)) == T0 + 30_250
+    assert wire.minute_up(T0) == T0
+    assert wire.minute_up(T0 + 1) == T0 + M
+    assert wire.minute_up(T0 + M - 1) == T0 + M
+
+
+def test_a_bars_answer_is_read_for_stocks_and_crypto_and_nothing_else() -> None:
+    one = [bar(0, 5)]
+    assert wire.bars_of({"bars": one, "symbol": "AAPL", "next_page_token": None},
+                        "AAPL") == one
+    assert wire.bars_of({"bars": None, "symbol": "AAPL"}, "AAPL") == []  # none: null
+    assert wire.bars_of({"bars": {"BTC/USD": one}}, "BTC/USD") == one
+    assert wire.bars_of({"bars": {"ETH/USD": one}}, "BTC/USD") == []  # absent: none
+    for broken in (None, [], "text", {"symbol": "AAPL"}, {"bars": "x"}, {"bars": 3}):
+        assert wire.bars_of(broken, "AAPL") is None, broken
+
+
+def test_closed_bars_are_counted_exactly_up_to_the_last_closed_one() -> None:
+    bars = [bar(0, Decimal("0.12345678")), bar(1, 7), bar(2, "0.5"), bar(3, Decimal(9))]
+    # At 15:03:20 the 15:03 bar is open: left for later; until is its start.
+    assert wire.closed_volume(bars, T0, T0 + 3 * M + 20_000) == (
+        Decimal("7.62345678"), T0 + 3 * M)
+    # Exactly at 15:04:00 it has closed.
+    assert wire.closed_volume(bars, T0, T0 + 4 * M) == (Decimal("16.62345678"), T0 + 4 * M)
+
+
+def test_the_partial_first_minute_is_not_counted() -> None:
+    bars = [bar(0, 100), bar(1, 10), bar(2, 1)]
+    assert wire.closed_volume(bars, T0 + 1, T0 + 3 * M) == (Decimal(11), T0 + 3 * M)
+    assert wire.closed_volume(bars, T0 + M, T0 + 3 * M) == (Decimal(11), T0 + 3 * M)
+
+
+def test_nothing_closed_leaves_until_at_since_and_a_gap_is_passed_once_a_later_bar_closes(
+        ) -> None:
+    assert wire.closed_volume([], T0 + 5, T0 + 9 * M) == (Decimal(0), T0 + 5)
+    assert wire.closed_volume([bar(0, 4)], T0, T0 + 59_999) == (Decimal(0), T0)
+    # 15:01 and 15:02 traded nothing (no bars): passed over up to the end of 15:03.
+    assert wire.closed_volume([bar(0, 4), bar(3, 6)], T0, T0 + 4 * M) == (
+        Decimal(10), T0 + 4 * M)
+
+
+@pytest.mark.parametrize("broken", [
+    bar(0, -1), bar(0, None), bar(0, True), bar(0, "x"), bar(0, Decimal("NaN")),
+    {"t": "yesterday", "v": 1}, {"v": 1}, "bar"])
+def test_an_unreadable_bar_makes_the_volume_unknown(broken: Any) -> None:
+    assert wire.closed_volume([bar(1, 3), broken], T0, T0 + 5 * M) is None

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from producer.contract import ContractError, Fill, OrderSpec
 from producer.keys import Keys
 
+from ...infra.clock import wall_clock_ms
 from ...infra.store import Store
 from ...model.states import is_terminal
 from ..base import (
@@ -59,6 +60,7 @@ from ..base import (
     PermanentError,
     RetryableError,
     UnknownOutcome,
+    Volume,
 )
 from ..binance.stream import StreamHealth
 from ..prices import PriceCache
@@ -72,12 +74,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Alpaca counts requests (200 a minute per account), so a method weighs the requests it
-# makes: a cancel is a lookup, the DELETE and a read of the result.
+# makes: a cancel is a lookup, the DELETE and a read of the result. The market data calls
+# (reference_price, traded_volume) are not here: that API's limit is its own.
 WEIGHTS: Mapping[str, int] = {"submit": 1, "cancel": 3, "get_order": 1, "ping": 1}
 _FILLS_MEMORY = 10_000  # orders whose fills told so far are remembered
 _CLOSE_S = 3.0
 _HEARTBEAT_S = 15.0  # a ping this often; no pong in half of it: the connection is dead
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's most per GET /v2/orders
+# Bars asked per traded_volume call: 1000 minutes (Alpaca's default page; it takes up to
+# 10,000). The caller asks again from ``until`` for the rest.
+_BARS_LIMIT = 1_000
 
 
 class Asset(msgspec.Struct, kw_only=True, frozen=True):
@@ -99,9 +105,11 @@ class AlpacaBroker:
 
     def __init__(self, account: str, config: AlpacaAccount,
                  redis: aioredis.Redis | None = None, keys: Keys | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
         self.account = account
         self.config = config
+        self.clock = clock  # epoch ms: which bars are closed (traded_volume)
         self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
                                                       order_ttl_ms=1)
         self.assets: dict[str, Asset] = {}
@@ -253,6 +261,40 @@ class AlpacaBroker:
                                         base=self.config.market_data_url(), exact=True)
             return wire.quote_mid(reply.body, symbol)
         return await self._prices.get(symbol, latest)
+
+    async def traded_volume(self, symbol: str, since: int) -> Volume | None:
+        """The market's volume of ``symbol`` (base.VolumeSource) from Alpaca's 1-minute bars
+        (stocks: GET /v2/stocks/{symbol}/bars on the account's feed; crypto: GET
+        /v1beta3/crypto/us/bars): the bars from ``since`` rounded up to the minute (the
+        partial first minute is not counted) that are closed by this adapter's clock, one
+        page of at most ``_BARS_LIMIT``. None for a symbol the account does not trade, or
+        when Alpaca fails or answers something unreadable (logged)."""
+        if symbol not in self.assets:
+            return None
+        params = {"timeframe": "1Min", "start": wire.rfc3339(wire.minute_up(since)),
+                  "limit": str(_BARS_LIMIT)}
+        if wire.is_crypto(symbol):
+            path = "/v1beta3/crypto/us/bars"
+            params["symbols"] = symbol
+        else:
+            path = f"/v2/stocks/{quote(symbol, safe='')}/bars"
+            params["feed"] = self.config.feed
+        # Read before asking: a bar closed then was closed when Alpaca built its answer. Read
+        # after, a bar that closed in flight would be counted with its volume so far and
+        # passed over for good.
+        now = self.clock()
+        try:
+            reply = await self._request("GET", path, Call.READ, params=params,
+                                        base=self.config.market_data_url(), exact=True)
+        except BrokerError as exc:
+            log.info("alpaca %s: traded volume of %s unknown (%s)", self.account, symbol, exc)
+            return None
+        bars = wire.bars_of(reply.body, symbol)
+        found = None if bars is None else wire.closed_volume(bars, since, now)
+        if found is None:
+            log.info("alpaca %s: traded volume of %s unknown (unreadable bars answer)",
+                     self.account, symbol)
+        return found
 
     async def ping(self) -> None:
         await self._json("GET", "/v2/account", Call.READ)

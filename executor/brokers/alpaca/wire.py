@@ -39,6 +39,7 @@ from ..base import (
     RateLimited,
     RetryableError,
     UnknownOutcome,
+    Volume,
     refuse_conditional,
     refuse_display,
 )
@@ -84,6 +85,7 @@ OPEN_STATUSES = frozenset({
 })
 
 DUPLICATE_TEXT = "client_order_id must be unique"
+MINUTE_MS = 60_000  # Alpaca's bars of timeframe 1Min start on the minute
 _PRICE_PLACES = Decimal("1e-9")  # a fill's price, derived from two averages
 _EXACT = decimal.Context(prec=60)
 
@@ -416,3 +418,64 @@ def _price(value: Any) -> Decimal | None:
         except ArithmeticError:
             return None
     return None
+
+
+def minute_up(ms: int) -> int:
+    """``ms`` rounded up to the minute: the first bar that starts at or after it."""
+    return -(-ms // MINUTE_MS) * MINUTE_MS
+
+
+def rfc3339(ms: int) -> str:
+    """Epoch ms as the RFC 3339 Alpaca's market data takes ("2026-12-04T16:58:00Z");
+    milliseconds only when there are some."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bars_of(body: Any, symbol: str) -> list[Any] | None:
+    """The bars of a historical bars answer: a stock's ``{"bars": [...], "symbol": ...}``
+    (``null`` when there are none) or crypto's ``{"bars": {symbol: [...]}}`` (the symbol
+    absent when it has none). None when ``body`` is not such an answer."""
+    if not isinstance(body, Mapping) or "bars" not in body:
+        return None
+    bars = body["bars"]
+    if isinstance(bars, Mapping):
+        bars = bars.get(symbol)
+    if bars is None:
+        return []
+    return bars if isinstance(bars, list) else None
+
+
+def closed_volume(bars: Sequence[Any], since: int, now: int) -> Volume | None:
+    """The volume of the 1-minute ``bars`` that start at or after ``since`` rounded up to
+    the minute and are closed at ``now`` (started a minute or more before it), and
+    ``until``, the end of the last of them (``since`` when none is).
+
+    The bar holding ``since`` started before it and holds trades from before it too, so it
+    is left out: the partial first minute is not counted, which errs towards less volume,
+    the safe side for a participation cap. A bar still open is left for a later call
+    (Alpaca answers it with the volume so far); a minute without trades has no bar and is
+    passed over once a later bar is closed. None when a bar is unreadable: a volume
+    guessed from a broken answer would be worse than none."""
+    first = minute_up(since)
+    total, until = Decimal(0), since
+    for bar in bars:
+        if not isinstance(bar, Mapping):
+            return None
+        start, volume = epoch_ms(bar.get("t")), _volume(bar.get("v"))
+        if start == 0 or volume is None:
+            return None
+        if start < first or start + MINUTE_MS > now:
+            continue  # before what was asked (a lenient server), or still open
+        total += volume
+        until = max(until, start + MINUTE_MS)
+    return Volume(total, until)
+
+
+def _volume(value: Any) -> Decimal | None:
+    """A bar's ``v``: a JSON number read exactly (a stock's whole shares, crypto's
+    fractions), or a string from a lenient server; None unless finite and not negative."""
+    found = _price(value)
+    return found if found is not None and found.is_finite() and found >= 0 else None
