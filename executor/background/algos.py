@@ -15,6 +15,11 @@ order, if it ever were twice. A child goes
 the way of every request: validation, the gate, the risk checks, the send token, its own
 result (``metadata.algo_id`` names the parent).
 
+With a participation cap, the market's volume since the start is counted in the schedule
+(``Progress.volume``, up to ``volume_to``) from the broker's ``traded_volume``
+(brokers/base.VolumeSource), asked at most every ``VOLUME_READ_MS``: a child is cut to the
+room the cap leaves, and waits while the broker reports none.
+
 What became of a child is read each pass: its order's record; without one, its request
 still on the pending stream (not handled yet) or gone from it (refused without an order:
 sent again ``RETRY_MS`` later). Once a child is over, what it filled is written into the

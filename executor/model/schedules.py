@@ -17,6 +17,10 @@ gives its rest back to the schedule: the next child is the target then less what
 filled, and a slice missed (no worker owned the schedule) is caught up at once, never sent
 twice. One child works at a time, so its fill is known before the next is sized: the
 children never add up to more than the quantity.
+
+A participation cap (``participation_room``) cuts a child to its share of the market's
+volume since the start less what is filled; a child so cut (``capped``) leaves its slice
+open for another once the market has traded more.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from executor.model.schedules import (
     Due,
     Slice,
     due,
+    participation_room,
     plan,
     round_down,
     twap_weights,
@@ -196,3 +197,50 @@ def test_filled_whole_it_sends_a_child_per_slice_and_fills_exactly_the_quantity(
     assert len({c.slice for c in children}) == len(children) <= len(slices)
     if every <= 1_000:
         assert [c.quantity for c in children] == [s.quantity for s in slices]
+
+
+def test_the_participation_room_is_the_cap_of_the_volume_less_the_fills_on_the_step() -> None:
+    assert participation_room(D("0.1"), D("12.345"), D("0.5"), D("0.01")) == D("0.73")
+    assert participation_room(D("0.1"), D("5"), D("0.5"), D("0.01")) == 0
+    assert participation_room(D("0.1"), D("4"), D("0.5"), None) == 0  # never below 0
+    assert participation_room(D("1"), D("0.123"), D("0"), None) == D("0.123")
+
+
+def test_a_capped_child_leaves_its_slice_open_for_another_once_there_is_volume() -> None:
+    capped = [Child(0, D("0.1"), 0, D("0.1"), over=True, capped=True)]
+    assert due(S, capped, 500) == Due(quantity=D("0.2"), slice=0)
+    # At the last slice, a capped child keeps the schedule going until its end.
+    last = [Child(2, D("0.9"), 20_000, D("0.9"), over=True, capped=True)]
+    assert due(S, last, 25_000) == Due(quantity=D("0.1"), slice=2)
+    assert due(S, last, 25_000, ended=True) == Due(done=True, left=D("0.1"))
+
+
+@settings(deadline=None)
+@given(orders(), st.sampled_from([D("0.01"), D("0.1"), D("0.5"), D("1")]),
+       st.lists(st.integers(0, 10**6), min_size=1, max_size=60))
+def test_capped_children_never_pass_the_cap_of_the_volume_nor_the_quantity(
+        order: tuple[Decimal, Decimal, Decimal | None, list[Decimal]], cap: Decimal,
+        volumes: list[int]) -> None:
+    """A market trading a random amount between two looks: each child is cut to the room
+    the cap leaves, so the children's total stays within cap times the volume so far, and within
+    the quantity."""
+    quantity, step, minimum, weights = order
+    slices = plan(quantity, 0, 1_000, weights[:30], step=step, minimum=minimum)
+    children: list[Child] = []
+    volume = D(0)
+    for i, traded in enumerate(volumes):
+        now = i * 700
+        volume += step * traded
+        d = due(slices, children, now)
+        if d.done:
+            break
+        if not d.quantity:
+            continue
+        filled = sum((c.filled for c in children), D(0))
+        room = participation_room(cap, volume, filled, step)
+        size = min(d.quantity, room)
+        if size <= 0:
+            continue
+        children.append(Child(d.slice, size, now, size, over=True, capped=size < d.quantity))
+        total = filled + size
+        assert total <= cap * volume and total <= quantity
