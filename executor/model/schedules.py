@@ -26,7 +26,7 @@ open for another once the market has traded more.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import msgspec
@@ -35,6 +35,7 @@ from producer.contract import (
     Action,
     Algo,
     AlgoStrategy,
+    ContractError,
     OrderSpec,
     OrderType,
     Request,
@@ -212,6 +213,31 @@ class Progress(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     # (epoch ms; 0: not counted yet), as the broker reports it.
     volume: WireDecimal = msgspec.field(default_factory=zero)
     volume_to: int = 0
+
+
+def check_parent(check: Callable[[OrderSpec], OrderSpec | None], spec: OrderSpec,
+                 step: Decimal | None) -> OrderSpec | None:
+    """The broker's check (``Broker.check``) of an algorithm's parent ``spec``: as the one
+    order it stands for; or, when that is refused for its quantity alone (above the
+    broker's largest order or notional), as its largest planned child, its quantity on the
+    step: the children are what the broker gets, and splitting an order too big for one is
+    what a schedule is for. Raises the first refusal when the child is refused too."""
+    try:
+        return check(spec)
+    except ContractError as exc:
+        if exc.field != "quantity" or spec.algo is None or spec.quantity is None:
+            raise
+        if step is not None and round_down(spec.quantity, step) != spec.quantity:
+            raise
+        largest = max(s.quantity for s in plan(spec.quantity, 0, 1_000, weights_of(spec.algo),
+                                               step=step))
+        if largest == spec.quantity:
+            raise
+        try:
+            check(msgspec.structs.replace(spec, quantity=largest))
+        except ContractError:
+            raise exc from None
+        return None
 
 
 def participation_room(cap: Decimal, volume: Decimal, filled: Decimal,

@@ -331,3 +331,25 @@ async def test_an_end_time_spreads_the_slices_up_to_it(
     times = [k.created_at - parent.created_at for k in kids]
     assert all(i * interval <= t < i * interval + 900 for i, t in enumerate(times)), times
     assert kids[-1].created_at < end_at
+
+
+async def test_a_parent_above_the_largest_order_is_taken_when_its_children_fit(
+        redis_url: str, redis_client: aioredis.Redis, client: OrderClient) -> None:
+    """The paper exchange takes at most 1000 BTC an order: 1500 in six slices is six
+    children of 250; in one slice it is refused, naming the quantity."""
+    await set_price(redis_client, "50000")
+    async with running(fast(redis_url)):
+        big = await client.wait_result(await client.place(
+            "BTCUSDT", "buy", "market", "1500", client_order_id="B1",
+            algo=twap(6, 60_000)))
+        first = await order_in(client, "B1-E1", OrderState.FILLED, OrderState.EXPIRED,
+                               OrderState.PARTIALLY_FILLED, timeout=10)
+        await client.wait_result(await client.cancel("B1"))
+        await order_in(client, "B1", OrderState.CANCELLED, timeout=10)
+        whole = await client.wait_result(await client.place(
+            "BTCUSDT", "buy", "market", "1500", client_order_id="B2",
+            algo=twap(1, 60_000)))
+    assert big.status is ResultStatus.ACCEPTED, big
+    assert first.spec.quantity == D("250")
+    assert (whole.status, whole.reason_code) == (ResultStatus.FAILED, ReasonCode.INVALID)
+    assert "1000" in (whole.reason or "") and await client.order("B2") is None

@@ -9,8 +9,11 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from executor.brokers.paper import matching
+from executor.brokers.paper.config import PaperAccount
 from executor.model.order import Context, new_order, progress, transition
 from executor.model.schedules import (
+    check_parent,
     child_id,
     child_price,
     child_request,
@@ -215,3 +218,28 @@ def test_a_parents_progress_carries_its_childrens_totals_without_fills() -> None
     assert order.average_price == D("50000.4")
     with pytest.raises(ValueError, match="more than its quantity"):
         progress(new_order("Q", "r", SPEC, ctx)[0], D("2"), D("1"), ctx)
+
+
+def paper_check(spec: OrderSpec) -> None:
+    matching.check(spec, PaperAccount())  # BTCUSDT: 0.00001 to 1000, steps of 0.00001
+
+
+def test_a_parent_too_big_for_one_order_passes_when_its_children_fit() -> None:
+    big = msgspec.structs.replace(SPEC, symbol="BTCUSDT", quantity=D("1500"))
+    assert check_parent(paper_check, big, D("0.00001")) is None  # six children of 250
+    one = msgspec.structs.replace(big, algo=Algo(strategy=AlgoStrategy.TWAP,
+                                                 horizon_ms=60_000, slices=1))
+    with pytest.raises(ContractError, match="1000") as caught:
+        check_parent(paper_check, one, D("0.00001"))  # its one child is the whole
+    assert caught.value.field == "quantity"
+    two = msgspec.structs.replace(one, quantity=D("2400"), algo=Algo(
+        strategy=AlgoStrategy.TWAP, horizon_ms=60_000, slices=2))
+    with pytest.raises(ContractError, match="1000"):
+        check_parent(paper_check, two, D("0.00001"))  # children of 1200: still too big
+    off_step = msgspec.structs.replace(big, quantity=D("1500.000001"))
+    with pytest.raises(ContractError, match=r"steps of 0\.00001"):
+        check_parent(paper_check, off_step, D("0.00001"))
+    unknown = msgspec.structs.replace(big, symbol="NOPE")
+    with pytest.raises(ContractError) as caught:
+        check_parent(paper_check, unknown, D("0.00001"))
+    assert caught.value.field == "symbol"

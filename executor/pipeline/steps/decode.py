@@ -21,8 +21,9 @@ from producer.partitions import WrongPartition, partition_prefix
 from producer.validation import check_request
 
 from ...brokers.base import Broker
-from ...brokers.emulating import reports_volume
+from ...brokers.emulating import reports_volume, step_of
 from ...model.order import spec_from_request
+from ...model.schedules import check_parent
 from .. import results
 from ..job import Job
 from ..services import Services
@@ -103,7 +104,10 @@ class Decode:
                 request.symbol, request.side, job.request_id
             )
         spec = spec_from_request(request, account)
-        job.spec = broker.check(spec) or spec
+        if spec.algo is not None:
+            job.spec = check_parent(broker.check, spec, step_of(broker, spec.symbol)) or spec
+        else:
+            job.spec = broker.check(spec) or spec
 
     def _broker(self, account: str) -> Broker:
         broker = self.svc.brokers.get(account)
