@@ -132,8 +132,13 @@ class AlgoWatcher:
         self._plans: dict[str, list[Slice]] = {}  # parent id -> its slices (pure: cached)
         self._volume_read: dict[str, int] = {}  # parent id -> when its volume was read
 
-    async def read(self, account: str) -> dict[str, bytes]:
-        raw: Any = await self.redis.hgetall(self.keys.algos(account))
+    def queue_read(self, pipe: Any, account: str) -> None:
+        """Queue the read of the account's algorithms on ``pipe`` (one reply, for
+        ``parse``): the emulator reads all it watches in one round trip."""
+        pipe.hgetall(self.keys.algos(account))
+
+    @staticmethod
+    def parse(raw: Any) -> dict[str, bytes]:
         return {text(cid): data for cid, data in raw.items()}
 
     async def once(self, account: str, algos: dict[str, bytes], now: int, market: Market

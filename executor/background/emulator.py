@@ -174,13 +174,19 @@ class Emulator:
         """One pass over the account's emulated orders and exits if this worker holds (or
         takes) its lease; returns how many orders it sent or ended."""
         broker = self.brokers.get(account)
-        cids: list[str] = []
-        if broker is not None:
-            members: Any = await self.redis.smembers(self.keys.emulated(account))
-            cids = sorted(text(c) for c in members)
-        exits = await self.exits.read(account)
-        lists = await self.lists.read(account, self.clock())
-        algos = await self.algos.read(account) if self.algos is not None else {}
+        # All the account's state this pass watches, in one round trip: every worker
+        # makes it for every account at every pass, lease or not.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smembers(self.keys.emulated(account))
+        self.exits.queue_read(pipe, account)
+        self.lists.queue_read(pipe, account)
+        if self.algos is not None:
+            self.algos.queue_read(pipe, account)
+        members, raw_exits, raw_lists, legacy, *raw_algos = await pipe.execute()
+        cids = sorted(text(c) for c in members) if broker is not None else []
+        exits = self.exits.parse(raw_exits)
+        lists = await self.lists.parse(raw_lists, legacy, account, self.clock())
+        algos = AlgoWatcher.parse(raw_algos[0]) if raw_algos else {}
         auto = self.auto.get(account)
         holds = (bool(cids or exits or auto or lists or algos)
                  and await self.leases[account].hold(self.lease_ms))

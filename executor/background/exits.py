@@ -88,9 +88,14 @@ class ExitWatcher:
         self.script = redis.register_script(SCRIPT)
         self._every = Every()  # what was logged, when: once a minute, not every pass
 
-    async def read(self, account: str) -> dict[str, bytes]:
+    def queue_read(self, pipe: Any, account: str) -> None:
+        """Queue the read of the account's exits on ``pipe`` (one reply, for ``parse``):
+        the emulator reads all it watches in one round trip."""
+        pipe.hgetall(self.keys.exits(account))
+
+    @staticmethod
+    def parse(raw: Any) -> dict[str, bytes]:
         """The account's exits, symbol -> JSON (empty: none)."""
-        raw: Any = await self.redis.hgetall(self.keys.exits(account))
         return {text(k): v for k, v in raw.items()}
 
     async def once(self, account: str, exits: dict[str, bytes],

@@ -87,12 +87,16 @@ class ListWatcher:
         self.script = redis.register_script(SCRIPT)
         self._every = Every()  # what was logged, when: once a minute, not every pass
 
-    async def read(self, account: str, now: int) -> dict[str, bytes]:
-        """The lists of ``account``'s entries: entry client id -> stored progress."""
-        pipe = self.redis.pipeline(transaction=False)
+    def queue_read(self, pipe: Any, account: str) -> None:
+        """Queue the read of ``account``'s lists on ``pipe`` (two replies, for ``parse``):
+        the emulator reads all it watches in one round trip."""
         pipe.hgetall(self.keys.lists(account))
         pipe.hlen(self.keys.legacy_lists)
-        raw, legacy = await pipe.execute()
+
+    async def parse(self, raw: Any, legacy: int, account: str, now: int
+                    ) -> dict[str, bytes]:
+        """The lists of ``account``'s entries: entry client id -> stored progress (those
+        an older worker left in ``legacy_lists`` moved first, and read again)."""
         if legacy and await self._move(now):
             raw = await self.redis.hgetall(self.keys.lists(account))
         return {text(cid): data for cid, data in raw.items()}
