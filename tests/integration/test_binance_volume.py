@@ -124,6 +124,7 @@ async def test_a_call_from_until_counts_nothing_twice(
     trade(exchange, "0.002")
     clock.now = T0 + 4_600
     first = await broker.traded_volume("BTCUSDT", T0 + 300)  # mid-second: from T0 + 1 s
+    assert asked(exchange)[-1]["startTime"] == str(T0 + 1_000)
     clock.now = T0 + 6_200
     trade(exchange, "0.003")  # in the bucket open at the first call
     clock.now = T0 + 9_000

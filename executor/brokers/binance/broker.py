@@ -524,11 +524,12 @@ class BinanceBroker:
     async def traded_volume(self, symbol: str, since: int) -> Volume | None:
         """Everyone's volume of ``symbol`` (base asset) from ``since`` up to the end of the
         last one-second kline Binance has closed (base.VolumeSource): GET klines, interval
-        1s, from ``since``, 1000 of them (weight 2), so a call reaches at most 1000 s on
-        and the next, from ``until``, goes on. A bucket that began before ``since`` is not
-        counted (``since`` mid-second: from the start of the next second); buckets end on
-        whole seconds, so a caller that goes on from ``until`` misses none. None for a
-        symbol not in exchangeInfo, or when the call fails (logged)."""
+        1s, 1000 of them (weight 2), so a call reaches at most 1000 s on and the next, from
+        ``until``, goes on. The bucket holding ``since`` began before it and is not counted
+        (the cautious side for a cap): the call asks from ``since`` rounded up to the
+        second; buckets end on whole seconds, so a caller that goes on from ``until``
+        misses none. None for a symbol not in exchangeInfo, or when the call fails
+        (logged)."""
         if symbol not in self.rules:
             return None
         try:
@@ -540,7 +541,8 @@ class BinanceBroker:
             now = _now_ms() + int(client.timestamp_offset)
             klines = await self._call("traded_volume", client.get_klines, symbol=symbol,
                                       interval=AsyncClient.KLINE_INTERVAL_1SECOND,
-                                      startTime=since, limit=_KLINES_PAGE)
+                                      startTime=-(-since // 1000) * 1000,
+                                      limit=_KLINES_PAGE)
             return wire.closed_volume(klines, since, now)
         except BrokerError as exc:
             log.info("binance %s: traded volume of %s unknown (%s)", self.account, symbol,
