@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from . import klines as kl
 from .symbols import Listing, default_listings
 
 DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -190,6 +191,7 @@ class Exchange:
         self.lists: dict[int, XList] = {}  # list id -> list
         self.lists_by_client: dict[str, int] = {}  # listClientOrderId -> latest list id
         self.lists_created: Counter[str] = Counter()  # lists stored per listClientOrderId
+        self.flows: dict[str, kl.Flow] = {}  # symbol -> others' trading (klines' volume)
 
     def now(self) -> int:
         return self._clock() + self.offset_ms
@@ -230,6 +232,50 @@ class Exchange:
             lst = self.listing(symbol)
             return {"symbol": lst.symbol, "price": fmt(lst.price)}
         return [{"symbol": s.symbol, "price": fmt(s.price)} for s in self.listings.values()]
+
+    def klines(self, params: dict[str, str]) -> list[list[Any]]:
+        """GET /api/v3/klines (klines.py): Binance's refusals of an unknown symbol (-1121)
+        or interval (-1120), of times and limits that are not numbers (-1100), and of a
+        limit above 1000 (-1130, as Binance answers it [unverified])."""
+        lst = self.listing(params.get("symbol"))
+        interval = kl.INTERVALS.get(mandatory(params, "interval"))
+        if interval is None:
+            raise ApiError(-1120, "Invalid interval.")
+        start, end = self._long(params, "startTime"), self._long(params, "endTime")
+        limit = self._long(params, "limit")
+        if limit is None:
+            limit = kl.DEFAULT_LIMIT
+        elif not 1 <= limit <= kl.MAX_LIMIT:
+            raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
+        now = self.now()
+        opens = kl.opens(interval, now, start, end, limit)
+        if not opens:
+            return []
+        flow = self.flows.get(lst.symbol, kl.Flow())
+        first, stop = opens[0], opens[-1] + interval
+        own: dict[int, list[dict[str, Any]]] = {o: [] for o in opens}
+        for t in self.trades:
+            if t["symbol"] == lst.symbol and first <= t["time"] < stop:
+                own[t["time"] // interval * interval].append(t)
+        return [kl.row(o, interval, lst.price, flow.between(o, min(o + interval, now)),
+                       own[o], fmt) for o in opens]
+
+    def set_volume(self, symbol: str, per_second: Decimal, since: int | None = None) -> None:
+        """Others trade ``per_second`` of ``symbol``'s base asset every second from
+        ``since`` (epoch ms; the exchange's now when None) on: counted in its klines."""
+        lst = self.listing(symbol)
+        self.flows.setdefault(lst.symbol, kl.Flow()).set(
+            self.now() if since is None else since, per_second)
+
+    @staticmethod
+    def _long(params: dict[str, str], name: str) -> int | None:
+        text = params.get(name)
+        if text is None or text == "":
+            return None
+        if not LONG.match(text):
+            raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal "
+                                  "range is '^[0-9]{1,20}$'.")
+        return int(text)
 
     # -- orders -----------------------------------------------------------------------------
 

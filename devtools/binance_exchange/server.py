@@ -131,6 +131,7 @@ class BinanceExchangeServer:
             ("GET", "/api/v3/exchangeInfo", self.exchange.exchange_info, False, lambda p: 20),
             ("GET", "/api/v3/ticker/price", lambda p: self.exchange.ticker(p.get("symbol")),
              False, lambda p: 2 if "symbol" in p else 4),
+            ("GET", "/api/v3/klines", self.exchange.klines, False, lambda p: 2),
             ("POST", "/api/v3/order", self.exchange.place, True, lambda p: 1),
             ("DELETE", "/api/v3/order", self.exchange.cancel, True, lambda p: 1),
             ("GET", "/api/v3/order", self.exchange.query, True, lambda p: 4),
@@ -204,6 +205,12 @@ class BinanceExchangeServer:
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         self.exchange.set_price(symbol, Decimal(price))
+
+    def set_volume(self, symbol: str, per_second: Decimal | str,
+                   since: int | None = None) -> None:
+        """Others trade ``per_second`` of ``symbol`` every second from ``since`` (the
+        exchange's now when None) on; its klines count it (engine.Exchange.set_volume)."""
+        self.exchange.set_volume(symbol, Decimal(per_second), since)
 
     def orders_for(self, client_order_id: str) -> int:
         """How many orders the exchange created under this newClientOrderId."""

@@ -22,6 +22,7 @@ from executor.brokers.base import (
     RateLimited,
     RetryableError,
     UnknownOutcome,
+    Volume,
 )
 from executor.brokers.binance import wire
 from producer.contract import OrderSpec, OrderType, Side, TimeInForce, WireDecimal
@@ -199,3 +200,26 @@ def test_what_an_open_record_adds_to_max_num_orders() -> None:
         "BTCUSDT", 1, False)
     assert counted(record(OrderType.LIMIT, state=OrderState.CANCELLED), "bn").orders == 0
     assert counted(None, "bn") == Counted(None, 0, False)  # not written yet
+
+
+# -- traded volume from klines ---------------------------------------------------------------
+
+def kline(open_ms: int, volume: str) -> list[Any]:
+    return [open_ms, "1.0", "1.0", "1.0", "1.0", volume, open_ms + 999, "0", 1, "0", "0", "0"]
+
+
+def test_closed_volume_counts_closed_klines_exactly_and_leaves_the_last_open_one() -> None:
+    rows = [kline(1_000, "0.10000001"), kline(2_000, "0.2"), kline(3_000, "5")]
+    assert wire.closed_volume(rows, 1_000, now=3_999) == Volume(Decimal("0.30000001"), 3_000)
+    assert wire.closed_volume(rows, 1_000, now=4_000) == Volume(Decimal("5.30000001"), 4_000)
+    # A kline followed by another is closed whatever our estimate of the time says.
+    assert wire.closed_volume(rows, 1_000, now=0) == Volume(Decimal("0.30000001"), 3_000)
+    assert wire.closed_volume([], 1_500, now=9_999) == Volume(Decimal(0), 1_500)
+    assert wire.closed_volume(rows[-1:], 3_000, now=3_500) == Volume(Decimal(0), 3_000)
+
+
+def test_closed_volume_never_counts_a_kline_before_since_or_twice() -> None:
+    # A server that ignored startTime, or answered overlapping klines.
+    rows = [kline(0, "7"), kline(1_000, "1"), kline(1_000, "1"), kline(2_000, "2"),
+            kline(3_000, "3")]
+    assert wire.closed_volume(rows, 500, now=10_000) == Volume(Decimal(6), 4_000)

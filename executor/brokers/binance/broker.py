@@ -68,6 +68,7 @@ from ..base import (
     PermanentError,
     RetryableError,
     UnknownOutcome,
+    Volume,
 )
 from ..prices import PriceCache
 from . import filters, reconcile, wire
@@ -85,7 +86,7 @@ WEIGHTS: Mapping[str, int] = {
     "submit": 1, "cancel": 1, "cancel_all": 1, "get_order": 4, "my_trades": 5,
     "open_orders": 6, "open_orders_all": 80, "account": 20, "exchange_info": 20,
     "reference_price": 2, "reference_prices": 4, "ping": 1, "server_time": 1,
-    "get_order_list": 4,
+    "get_order_list": 4, "traded_volume": 2,
 }
 _TRANSPORT_ERRORS = (BinanceRequestException, aiohttp.ClientError, asyncio.TimeoutError,
                      OSError)
@@ -100,6 +101,7 @@ _FILLED_MEMORY = 10_000  # orders whose reported fill quantity is remembered
 _READS = 3
 _REREAD_PAUSE_S = 0.05
 _TRADES_PAGE = 1000  # myTrades' largest page
+_KLINES_PAGE = 1000  # klines' largest page: a call reaches at most 1000 s past its start
 _RECHECK_S = 1.0  # a shortfall is read again this much later before it is reported
 
 
@@ -518,6 +520,37 @@ class BinanceBroker:
                     self._prices.put(ticker["symbol"], price)
                     out[ticker["symbol"]] = price
         return out
+
+    async def traded_volume(self, symbol: str, since: int) -> Volume | None:
+        """Everyone's volume of ``symbol`` (base asset) from ``since`` up to the end of the
+        last one-second kline Binance has closed (base.VolumeSource): GET klines, interval
+        1s, 1000 of them (weight 2), so a call reaches at most 1000 s on and the next, from
+        ``until``, goes on. The bucket holding ``since`` began before it and is not counted
+        (the cautious side for a cap): the call asks from ``since`` rounded up to the
+        second; buckets end on whole seconds, so a caller that goes on from ``until``
+        misses none. None for a symbol not in exchangeInfo, or when the call fails
+        (logged)."""
+        if symbol not in self.rules:
+            return None
+        try:
+            client = self._client()
+            # The exchange's now, estimated before asking: the answer is at least this
+            # recent, so a last kline that ended by then is closed. Our offset is measured
+            # after Binance's reply arrived, which puts the estimate behind rather than
+            # ahead: a closed bucket may wait for the next call, an open one is not taken.
+            now = _now_ms() + int(client.timestamp_offset)
+            klines = await self._call("traded_volume", client.get_klines, symbol=symbol,
+                                      interval=AsyncClient.KLINE_INTERVAL_1SECOND,
+                                      startTime=-(-since // 1000) * 1000,
+                                      limit=_KLINES_PAGE)
+            return wire.closed_volume(klines, since, now)
+        except BrokerError as exc:
+            log.info("binance %s: traded volume of %s unknown (%s)", self.account, symbol,
+                     exc)
+        except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
+            log.warning("binance %s: unreadable klines of %s (%s: %s); traded volume "
+                        "unknown", self.account, symbol, type(exc).__name__, exc)
+        return None
 
     async def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
         """Binance's open orders (all symbols, or one), without their fills."""

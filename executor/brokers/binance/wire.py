@@ -1,6 +1,7 @@
 """Translations between our types and Binance's wire: order parameters from an
 ``OrderSpec``, ``BrokerOrder`` reports from Binance's order objects, trades and
-executionReport events, and Binance's errors into the broker taxonomy. Pure: no I/O.
+executionReport events, traded volume from klines, and Binance's errors into the broker
+taxonomy. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..base import (
     RateLimited,
     RetryableError,
     UnknownOutcome,
+    Volume,
 )
 from .filters import BINANCE_TYPE, binance_type, oco_legs, tidy, trailing_delta
 
@@ -220,6 +222,26 @@ def event_report(event: Mapping[str, Any]) -> BrokerOrder:
         reason=f"binance: {reason}" if status is BrokerStatus.REJECTED else None,
         updated_at=int(event.get("T") or event.get("E") or 0),
     )
+
+
+def closed_volume(klines: Sequence[Sequence[Any]], since: int, now: int) -> Volume:
+    """The base-asset volume (index 5) of the klines, oldest first, that are closed, from
+    ``since`` up to the end of the last one counted (its close time, index 6, + 1), or
+    ``since`` when none is. A kline is closed when a later one follows it or, the last one,
+    when it ended by ``now`` (the exchange's time as we estimate it): the last one may be
+    the bucket still filling, which is counted by a later call once closed. A kline that
+    opens (index 0) before ``since`` or before the end of one counted already is skipped:
+    nothing is counted twice, even from a server that ignored ``startTime``."""
+    total, until = Decimal(0), since
+    for i, k in enumerate(klines):
+        opened, closes = int(k[0]), int(k[6])
+        if opened < until:
+            continue
+        if i == len(klines) - 1 and closes + 1 > now:
+            break
+        total += Decimal(k[5])
+        until = closes + 1
+    return Volume(total, until)
 
 
 def retry_after(exc: BinanceAPIException) -> float | None:
