@@ -94,8 +94,8 @@ log = logging.getLogger(__name__)
 
 _progress = decoder(Progress)
 _EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Inexact])
-# The market's volume is asked at most this often for a capped algorithm (Binance: a
-# klines call of weight 2; Alpaca: a market data call).
+# The market's volume is asked at most this often for a capped algorithm, unless its
+# broker says (Binance: a klines call of weight 2 a second).
 VOLUME_READ_MS = 1_000
 # Before the parent's request is decided: its schedule waits.
 _UNDECIDED = (OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED)
@@ -116,6 +116,8 @@ class Market:
     price: Callable[[str], Awaitable[Decimal | None]]
     # The market's traded volume (brokers/base.VolumeSource), for a participation cap.
     volume: Callable[[str, int], Awaitable[Volume | None]] = _no_volume
+    # How often to ask it: the broker's bucket (VolumeSource.volume_interval_ms).
+    volume_every_ms: int = VOLUME_READ_MS
 
 
 class AlgoWatcher:
@@ -303,10 +305,10 @@ class AlgoWatcher:
     async def _count_volume(self, cid: str, state: Progress, symbol: str, start: int,
                             now: int, market: Market) -> Progress | None:
         """``state`` with the market's volume counted on from where it stopped (read at
-        most every ``VOLUME_READ_MS``; the source reports a bounded stretch a call, so a
+        most every ``volume_every_ms``; the source reports a bounded stretch a call, so a
         long gap is caught up over passes); None while the broker reports none."""
         since = max(state.volume_to, start)
-        if now - self._volume_read.get(cid, 0) < VOLUME_READ_MS:
+        if now - self._volume_read.get(cid, 0) < market.volume_every_ms:
             return state if state.volume_to else None
         self._volume_read[cid] = now
         got = await market.volume(symbol, since)

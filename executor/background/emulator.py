@@ -74,6 +74,7 @@ from ..brokers.emulating import (
     traded_volume,
     trigger_price,
     trigger_prices,
+    volume_interval_ms,
 )
 from ..brokers.sending import SEND_TOKENS
 from ..infra.clock import wall_clock_ms
@@ -249,7 +250,8 @@ class Emulator:
                     tick=lambda symbol: tick_of(adapter, symbol),
                     check=self.accounts[account].check,
                     price=lambda symbol: trigger_price(adapter, symbol),
-                    volume=lambda symbol, since: traded_volume(adapter, symbol, since)))
+                    volume=lambda symbol, since: traded_volume(adapter, symbol, since),
+                    volume_every_ms=volume_interval_ms(adapter)))
         except LeaseLost:
             return done
         return done

@@ -160,11 +160,16 @@ class VolumeSource(Protocol):
     participation cap: background/algos.py). Optional: an adapter without it refuses
     ``algo.max_participation``."""
 
+    # How often a new bucket closes, so how often asking again is worth it (default 1 s).
+    volume_interval_ms: int
+
     async def traded_volume(self, symbol: str, since: int) -> Volume | None:
         """The volume of ``symbol`` traded from ``since`` (epoch ms) up to the venue's last
         closed bucket; at most a bounded stretch per call (the caller asks again from
         ``until``). None when unknown: an unknown symbol, no volume for it, or the source
-        failed (logged; never raises)."""
+        failed (logged). Raises only ``RateLimited`` (a 429, a ban), for the account's
+        guard (limited.py) to share the pause with every worker; the guard then answers
+        None."""
         ...
 
 

@@ -84,6 +84,13 @@ async def traded_volume(broker: Broker, symbol: str, since: int) -> Volume | Non
     return None if own is None else await own(symbol, since)
 
 
+def volume_interval_ms(broker: Broker) -> int:
+    """How often the adapter's volume is worth asking (``volume_interval_ms``: its buckets
+    close that often), else once a second."""
+    every: int | None = getattr(broker, "volume_interval_ms", None)
+    return every if every is not None else 1_000
+
+
 def emulating(broker: Broker, redis: aioredis.Redis, keys: Keys) -> Broker:
     """``broker`` with the emulator in front, unless it has nothing to emulate: a paper
     exchange takes every conditional type itself (unless ``emulate_conditional``), and

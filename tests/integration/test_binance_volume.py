@@ -21,7 +21,7 @@ from binance.exceptions import BinanceAPIException
 
 from devtools.binance_exchange import BinanceExchangeServer
 from executor.brokers import emulating
-from executor.brokers.base import Volume
+from executor.brokers.base import RateLimited, Volume
 from executor.brokers.binance import broker as broker_module
 from executor.brokers.binance.broker import BinanceBroker
 from executor.brokers.limited import limited
@@ -169,14 +169,16 @@ async def test_a_failed_call_is_unknown_volume_logged_never_raised(
                     retry_after=1)
     with caplog.at_level(logging.INFO, logger=broker_module.__name__):
         assert await broker.traded_volume("BTCUSDT", T0) is None
-        assert await broker.traded_volume("BTCUSDT", T0) is None
+        # A 429 is its guard's to share with every worker (then None: the next test).
+        with pytest.raises(RateLimited):
+            await broker.traded_volume("BTCUSDT", T0)
         # Listed when exchangeInfo was read, delisted since: Binance's -1121.
         del exchange.exchange.listings["ETHUSDT"]
         assert await broker.traded_volume("ETHUSDT", T0) is None
     lines = [r.getMessage() for r in caplog.records if "traded volume" in r.getMessage()]
-    assert len(lines) == 3 and all(r.levelno == logging.INFO for r in caplog.records
+    assert len(lines) == 2 and all(r.levelno == logging.INFO for r in caplog.records
                                    if "traded volume" in r.getMessage())
-    assert "-1121" in lines[2]
+    assert "-1121" in lines[1]
     assert KEY not in caplog.text and SECRET not in caplog.text
     assert len(asked(exchange)) == 3
     # And the failures left nothing behind: the next call counts as before.
@@ -199,6 +201,22 @@ async def test_each_call_takes_weight_2_from_the_shared_limits(
         Decimal(0), T0 + 3_000)
     assert await emulating.traded_volume(guarded, "BTCUSDT", T0 + 3_000) is None
     assert len(asked(exchange)) == 2
+
+
+async def test_a_429_pauses_the_account_for_every_worker_and_is_unknown_volume(
+        broker: BinanceBroker, exchange: BinanceExchangeServer, clock: Clock,
+        redis_client: aioredis.Redis) -> None:
+    exchange.set_volume("BTCUSDT", "0.5", since=T0)
+    clock.now = T0 + 3_000
+    plan = Plan((Window("test_weight", 86_400_000, 1_000, True),), max_wait_ms=50)
+    guarded = limited(broker, Limiter(redis_client, Keys(), "bn", plan))
+    exchange.inject("GET", KLINES, 429, code=-1003, msg="Too much request weight used.",
+                    retry_after=60)
+    assert await emulating.traded_volume(guarded, "BTCUSDT", T0) is None
+    # The pause is shared (in Redis): another worker's guard sends nothing either.
+    other = limited(broker, Limiter(redis_client, Keys(), "bn", plan))
+    assert await emulating.traded_volume(other, "BTCUSDT", T0) is None
+    assert len(asked(exchange)) == 1
 
 
 async def test_the_exchange_answers_klines_as_binance_does(

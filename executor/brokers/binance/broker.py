@@ -66,6 +66,7 @@ from ..base import (
     NotCancellable,
     OrderNotFound,
     PermanentError,
+    RateLimited,
     RetryableError,
     UnknownOutcome,
     Volume,
@@ -521,6 +522,8 @@ class BinanceBroker:
                     out[ticker["symbol"]] = price
         return out
 
+    volume_interval_ms = 1_000  # one-second klines
+
     async def traded_volume(self, symbol: str, since: int) -> Volume | None:
         """Everyone's volume of ``symbol`` (base asset) from ``since`` up to the end of the
         last one-second kline Binance has closed (base.VolumeSource): GET klines, interval
@@ -544,6 +547,8 @@ class BinanceBroker:
                                       startTime=-(-since // 1000) * 1000,
                                       limit=_KLINES_PAGE)
             return wire.closed_volume(klines, since, now)
+        except RateLimited:
+            raise  # for its guard (limited.py) to pause every worker, then answer None
         except BrokerError as exc:
             log.info("binance %s: traded volume of %s unknown (%s)", self.account, symbol,
                      exc)
