@@ -55,6 +55,7 @@ from .infra.metrics import Metrics, start_http
 from .infra.store import Durability, Outcome, Store
 from .infra.tasks import cancel_and_wait
 from .model.states import IllegalTransition
+from .pipeline import results
 from .pipeline.inflight import InFlight
 from .pipeline.job import Job
 from .pipeline.services import Services
@@ -670,7 +671,7 @@ class Worker:
             return
         outcomes = [
             Outcome(j.request_id, j.result, j.order if j.events else None, j.expected_seq,
-                    j.events)
+                    j.events, deferred=results.deferred(j))
             for j in done
         ]
         outcomes += extra
@@ -699,7 +700,8 @@ class Worker:
                             extra=about(job.client_order_id, job.request_id))
                 continue
             assert job.result is not None
-            self.metrics.record(job.result, now, self.brokers)
+            if not results.deferred(job):  # counted when it is answered (algos.py)
+                self.metrics.record(job.result, now, self.brokers)
         extra.clear()
 
     async def _write(self, outcomes: list[Outcome]) -> tuple[set[str], set[str]]:

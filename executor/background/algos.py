@@ -87,6 +87,8 @@ from ..model.schedules import (
     slippage_bps,
     weights_of,
 )
+from ..model.states import is_terminal
+from ..pipeline import results
 from .exits import LeaseLost
 from .lists import SCRIPT, published, queue_published
 
@@ -209,7 +211,7 @@ class AlgoWatcher:
                           _progress_note(len(children), n, filled, notional, state.arrival,
                                          spec))
         if events:
-            if not await self._record(parent, events):
+            if not await self._record(parent, events, now):
                 return 0  # moved meanwhile (a cancel): read again next pass
             if parent.state is not OrderState.FILLED:
                 return 1
@@ -379,7 +381,7 @@ class AlgoWatcher:
                 reason=f"{summary}; {why} with {left} left"))
         elif parent.state is not OrderState.FILLED:
             events.append(transition(parent, OrderState.FILLED, ctx, reason=summary))
-        if events and not await self._record(parent, events):
+        if events and not await self._record(parent, events, now):
             return 0  # moved meanwhile (a cancel, a fill): read again next pass
         if self.metrics is not None:
             quantity = spec.quantity or Decimal(1)
@@ -399,12 +401,20 @@ class AlgoWatcher:
         return 1 if await self._call("write", account, cid, data, encode(state),
                                      requests) else 0
 
-    async def _record(self, parent: Order, events: list[Any]) -> bool:
+    async def _record(self, parent: Order, events: list[Any], now: int) -> bool:
         """The parent's new record and events, a compare-and-set on its seq; False when a
         cancel request moved it meanwhile (nothing written: the next pass reads it
-        again)."""
-        return not await self.store.finish([Outcome(parent.request_id, None, parent,
-                                                    parent.seq - len(events), events)])
+        again). The change that ends it carries its request's one result."""
+        answer = results.late(parent, now, self.worker) if is_terminal(parent.state) else None
+        if await self.store.finish([Outcome(parent.request_id, answer, parent,
+                                            parent.seq - len(events), events,
+                                            late=True)]):
+            return False
+        if answer is not None and self.metrics is not None:
+            # Counted, not timed: its latency is the schedule's horizon.
+            self.metrics.requests.labels(answer.action, parent.spec.account, answer.status,
+                                         answer.reason_code or "").inc()
+        return True
 
     async def _call(self, op: str, account: str, cid: str, expected: bytes, new: bytes,
                     requests: list[bytes]) -> Any:

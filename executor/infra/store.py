@@ -101,6 +101,12 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     # More fields of the result entry: a dead letter's raw:<field> (reclaim.py).
     entry_fields: Mapping[bytes, bytes] = field(default_factory=dict)
+    # The request is acked with no result now: it comes when the order ends (an
+    # algorithm's parent, background/algos.py).
+    deferred: bool = False
+    # The result of a request acked before (``deferred``): written with the order change
+    # that ends the order, whose compare-and-set makes it once.
+    late: bool = False
 
 
 class NotDurable(Exception):
@@ -339,12 +345,12 @@ class Store:
         for outcome in outcomes:
             result, order = outcome.result, outcome.order
             cid = order.client_order_id if order is not None else None
-            if result is None:
-                meta += (outcome.request_id, cid or "", 1)
+            if result is None or outcome.deferred:
+                meta += (outcome.request_id, cid or "", 5 if outcome.deferred else 1)
                 payload.append(b"")
             else:
                 meta += (outcome.request_id, result.client_order_id or cid or "",
-                         1 if result.ok else 2)
+                         (1 if result.ok else 2) + (2 if outcome.late else 0))
                 payload.append(encode(result))
             if order is None:
                 meta += _NO_ORDER

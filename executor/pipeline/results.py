@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from producer.contract import TERMINAL_STATES, OrderState, Result, ResultStatus
+from producer.contract import TERMINAL_STATES, Action, OrderState, Result, ResultStatus
 
+from ..infra.streams import parse_stream_id
 from ..model.order import Order
 from .job import Job
 
@@ -72,6 +73,32 @@ def of_order(job: Job, order: Order, now: int, worker: str) -> Result:
     if order.state in TERMINAL_STATES or order.state is OrderState.SUBMITTED:
         result.reason = order.reason
     return result
+
+
+def deferred(job: Job) -> bool:
+    """Whether ``job``'s result waits for its order to end: the request that placed an
+    algorithm's parent, still working. Its one result comes when the schedule ends
+    (background/algos.py, ``late``); the request is acked now, with the parent's record."""
+    order = job.order
+    return (order is not None and order.spec.algo is not None
+            and order.request_id == job.request_id and order.state not in TERMINAL_STATES)
+
+
+def late(order: Order, now: int, worker: str) -> Result:
+    """The result of the request that placed ``order`` (an algorithm's parent), once the
+    order has ended: its final state and totals, as ``of_order`` would have said then."""
+    spec = order.spec
+    return Result(
+        request_id=order.request_id, action=Action.PLACE, status=_STATUS_OF_STATE[order.state],
+        client_order_id=order.client_order_id, account=spec.account, symbol=spec.symbol,
+        side=spec.side, type=spec.type, quantity=spec.quantity, order_state=order.state,
+        reason_code=order.reason_code, reason=order.reason,
+        broker_order_id=order.broker_order_id, filled_quantity=order.filled_quantity,
+        average_price=order.average_price, commission=order.commission,
+        commission_asset=order.commission_asset, commissions=order.commissions,
+        fills=order.fills, strategy_id=spec.strategy_id, signal_id=spec.signal_id,
+        metadata=spec.metadata, enqueued_at=parse_stream_id(order.request_id)[0],
+        received_at=order.created_at, completed_at=now, worker=worker)
 
 
 def failure(

@@ -43,6 +43,12 @@ def fast(redis_url: str, consumer: str = "w1") -> Settings:
                         emulator_lease_ms=1000)
 
 
+async def answers(r: aioredis.Redis, request_id: str) -> list[bytes]:
+    """The result entries of a request, in both result streams."""
+    return [f[b"data"] for stream in (K.completed, K.failed) for _, f in await r.xrange(stream)
+            if f[b"request_id"] == request_id.encode()]
+
+
 async def children(client: OrderClient, cid: str) -> list[OrderStatus]:
     out = []
     for n in range(1, 30):
@@ -64,9 +70,12 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
     async with running(fast(redis_url)) as worker:
         sub = await client.place("BTCUSDT", "buy", "market", "1.00003", client_order_id="T1",
                                  strategy_id="s1", algo=twap(4, 4_000))
-        result = await client.wait_result(sub)
-        assert result.status is ResultStatus.ACCEPTED
+        await order_in(client, "T1", OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED)
+        # Working: acked, and no result yet; it comes when the schedule ends.
+        assert await r.xrange(K.pending, sub.request_id, sub.request_id) == []  # acked
+        assert await answers(r, sub.request_id) == []
         parent = await order_in(client, "T1", OrderState.FILLED, timeout=15)
+        result = await client.wait_result(sub)
         kids = await children(client, "T1")
         assert worker.metrics.registry.get_sample_value(
             "orderstream_algo_slices_total", {"account": "default"}) == 4
@@ -96,6 +105,14 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
     times = [k.created_at - parent.created_at for k in kids]
     assert all(i * 1_000 <= t < i * 1_000 + 900 for i, t in enumerate(times)), times
     assert parent.filled_quantity == D("1.00003") and parent.average_price == D("50000")
+    # Its one result: the schedule's end, with the totals.
+    assert (result.status, result.order_state, result.filled_quantity,
+            result.average_price) == (ResultStatus.FILLED, OrderState.FILLED, D("1.00003"),
+                                      D("50000"))
+    assert result.reason is not None and "4 child orders" in result.reason
+    assert result.strategy_id == "s1" and result.completed_at >= kids[-1].created_at
+    assert result.enqueued_at == int(sub.request_id.split("-")[0])
+    assert len(await answers(r, sub.request_id)) == 1
     events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)
               if f[b"client_order_id"] == b"T1"]
     assert [e.state for e in events][-1] is OrderState.FILLED
@@ -115,8 +132,8 @@ async def test_a_vwap_follows_its_weights(
     async with running(fast(redis_url)):
         sub = await client.place("BTCUSDT", "sell", "market", "0.4", client_order_id="V1",
                                  algo=algo)
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         parent = await order_in(client, "V1", OrderState.FILLED, timeout=15)
+        assert (await client.wait_result(sub)).filled_quantity == D("0.4")
         kids = await children(client, "V1")
     assert [k.spec.quantity for k in kids] == [D("0.1"), D("0.2"), D("0.1")]
     assert all(k.spec.side is Side.SELL for k in kids)
@@ -140,7 +157,6 @@ async def test_cancelling_the_parent_stops_its_schedule_and_counts_its_working_c
     async with running(settings):
         sub = await client.place("BTCUSDT", "buy", "market", "0.4", client_order_id="C1",
                                  algo=twap(4, 8_000))
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         await order_in(client, "C1-E1", OrderState.FILLED)
         await order_in(client, "C1-E2", OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
                        timeout=5)
@@ -148,10 +164,12 @@ async def test_cancelling_the_parent_stops_its_schedule_and_counts_its_working_c
         assert answer.status is ResultStatus.ACCEPTED
         assert answer.order_state is OrderState.PENDING_CANCEL
         parent = await order_in(client, "C1", OrderState.CANCELLED, timeout=15)
+        final = await client.wait_result(sub)
         await asyncio.sleep(2.5)  # past the next slice: nothing more is sent
         kids = await children(client, "C1")
     assert [k.client_order_id for k in kids] == ["C1-E1", "C1-E2"]
     assert parent.filled_quantity == sum(k.filled_quantity for k in kids) == D("0.2")
+    assert (final.status, final.filled_quantity) == (ResultStatus.CANCELLED, D("0.2"))
     assert "cancelled with 0.2 left" in (parent.reason or "")
     assert not await r.exists(K.algos("default"))
     assert not await r.hexists(K.algos_cancel, "C1")
@@ -168,15 +186,17 @@ async def test_a_refused_child_is_sent_again_and_a_halt_leaves_the_rest_unfilled
     async with running(fast(redis_url)):
         sub = await client.place("BTCUSDT", "buy", "market", "0.3", client_order_id="H1",
                                  algo=twap(3, 6_000))
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         await order_in(client, "H1-E1", OrderState.FILLED)
         await r.hset(K.trading, "default", "halted")
         parent = await order_in(client, "H1", OrderState.EXPIRED, timeout=15)
+        final = await client.wait_result(sub)
     refused = [f for _, f in await r.xrange(K.failed) if f[b"client_order_id"].startswith(
         b"H1-E")]
     # Slices at 2 s and 4 s, each refused once and again 5 s later only if still due.
     assert 2 <= len(refused) <= 3, refused
     assert parent.filled_quantity == D("0.1") and parent.reason_code == ReasonCode.EXPIRED
+    assert (final.status, final.reason_code, final.filled_quantity) == (
+        ResultStatus.EXPIRED, ReasonCode.EXPIRED, D("0.1"))
     assert "its end time passed with 0.2 left" in (parent.reason or "")
 
 
@@ -196,13 +216,15 @@ async def test_a_schedule_whose_owner_dies_goes_on_elsewhere_with_no_slice_twice
         await until(lambda: r.exists(K.worker("first")), 30)
         sub = await client.place("BTCUSDT", "buy", "market", "0.6", client_order_id="K1",
                                  algo=twap(6, 6_000))
-        assert (await client.wait_result(sub, timeout=20)).status is ResultStatus.ACCEPTED
         await order_in(client, "K1-E2", OrderState.FILLED, timeout=10)
         assert await r.get(K.emulator_lease("default")) == b"first:emulator"
         first.kill()
         async with running(settings_for(redis_url, "heir", emulator_interval_ms=50,
                                         emulator_lease_ms=1000, track_interval_ms=200)):
             parent = await order_in(client, "K1", OrderState.FILLED, timeout=30)
+            # Its one result, from the heir: written once, with the parent's end.
+            assert (await client.wait_result(sub)).status is ResultStatus.FILLED
+            assert len(await answers(r, sub.request_id)) == 1
             kids = await children(client, "K1")
             assert await r.get(K.emulator_lease("default")) == b"heir:emulator"
     finally:
@@ -225,7 +247,6 @@ async def test_a_limit_twap_prices_its_children_passively_and_re_prices_them(
     async with running(fast(redis_url)):
         sub = await client.place("BTCUSDT", "buy", "limit", "0.2", price="49940",
                                  client_order_id="L1", algo=algo)
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         first = await order_in(client, "L1-E1", OrderState.CANCELLED, timeout=5)
         await order_in(client, "L1-E2", OrderState.ACCEPTED, timeout=5)
         await set_price(r, "49900")
@@ -234,11 +255,13 @@ async def test_a_limit_twap_prices_its_children_passively_and_re_prices_them(
         await set_price(r, "49850")
         third = await order_in(client, "L1-E3", OrderState.FILLED, timeout=5)
         parent = await order_in(client, "L1", OrderState.FILLED, timeout=5)
+        final = await client.wait_result(sub)
     assert (first.spec.type, first.spec.price, first.filled_quantity) == (
         OrderType.LIMIT, D("49940"), D(0))
     assert (second.spec.price, second.filled_quantity) == (D("49940"), D("0.1"))
     assert (third.spec.price, third.filled_quantity) == (D("49850.1"), D("0.1"))
     assert parent.filled_quantity == D("0.2") and parent.average_price == D("49895.05")
+    assert (final.status, final.average_price) == (ResultStatus.FILLED, D("49895.05"))
 
 
 async def test_a_limit_child_still_resting_at_the_end_is_cancelled_and_the_parent_expires(
@@ -248,8 +271,8 @@ async def test_a_limit_child_still_resting_at_the_end_is_cancelled_and_the_paren
     async with running(fast(redis_url)):
         sub = await client.place("BTCUSDT", "buy", "limit", "0.1", price="40000",
                                  client_order_id="X1", algo=algo)
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         parent = await order_in(client, "X1", OrderState.EXPIRED, timeout=10)
+        assert (await client.wait_result(sub)).status is ResultStatus.EXPIRED
         kids = await children(client, "X1")
     assert [k.state for k in kids] == [OrderState.CANCELLED, OrderState.CANCELLED]
     assert all(k.spec.price == D("40000") for k in kids)
@@ -268,14 +291,14 @@ async def test_a_halted_account_takes_no_schedule_and_a_reducing_one_only_a_redu
         await r.hset(K.trading, "default", "reducing")
         growing = await client.wait_result(await client.place(
             "BTCUSDT", "buy", "market", "0.1", client_order_id="N2", algo=twap(2, 2_000)))
-        reducing = await client.wait_result(await client.place(
-            "BTCUSDT", "sell", "market", "0.1", client_order_id="N3", reduce_only=True,
-            algo=twap(2, 2_000)))
+        await client.place("BTCUSDT", "sell", "market", "0.1", client_order_id="N3",
+                           reduce_only=True, algo=twap(2, 2_000))
+        reducing = await order_in(client, "N3", OrderState.ACCEPTED, OrderState.EXPIRED)
     assert (halted.status, halted.reason_code) == (ResultStatus.DENIED, ReasonCode.HALTED)
     assert "halted" in (halted.reason or "")
     assert (growing.status, growing.reason_code) == (ResultStatus.DENIED, ReasonCode.HALTED)
     assert "only a reduce_only algorithm" in (growing.reason or "")
-    assert reducing.status is ResultStatus.ACCEPTED
+    assert reducing.spec.algo is not None  # taken: its schedule runs
     assert await client.order("N1") is None and await client.order("N2") is None
     assert not await r.hexists(K.algos("default"), "N1")
 
@@ -299,8 +322,8 @@ async def test_a_participation_cap_holds_the_children_to_a_share_of_the_volume(
     async with running(with_flow(fast(redis_url), "0.06")):
         sub = await client.place("BTCUSDT", "buy", "market", "0.004", client_order_id="P1",
                                  algo=twap(4, 4_000, max_participation=cap))
-        assert (await client.wait_result(sub)).status is ResultStatus.ACCEPTED
         parent = await order_in(client, "P1", OrderState.EXPIRED, timeout=15)
+        assert (await client.wait_result(sub)).status is ResultStatus.EXPIRED
         kids = await children(client, "P1")
     assert len(kids) >= 2, kids
     total = D(0)
@@ -322,9 +345,8 @@ async def test_an_end_time_spreads_the_slices_up_to_it(
         algo = Algo(strategy=AlgoStrategy.TWAP, end_at=end_at, slices=3)
         sub = await client.place("BTCUSDT", "sell", "market", "0.3", client_order_id="E1",
                                  algo=algo)
-        got = await client.wait_result(sub)
-        assert got.status is ResultStatus.ACCEPTED, (got.reason_code, got.reason)
         parent = await order_in(client, "E1", OrderState.FILLED, timeout=15)
+        assert (await client.wait_result(sub)).status is ResultStatus.FILLED
         kids = await children(client, "E1")
     assert [k.spec.quantity for k in kids] == [D("0.1")] * 3
     interval = (end_at - parent.created_at) // 3
@@ -339,17 +361,16 @@ async def test_a_parent_above_the_largest_order_is_taken_when_its_children_fit(
     children of 250; in one slice it is refused, naming the quantity."""
     await set_price(redis_client, "50000")
     async with running(fast(redis_url)):
-        big = await client.wait_result(await client.place(
-            "BTCUSDT", "buy", "market", "1500", client_order_id="B1",
-            algo=twap(6, 60_000)))
+        sub = await client.place("BTCUSDT", "buy", "market", "1500", client_order_id="B1",
+                                 algo=twap(6, 60_000))
         first = await order_in(client, "B1-E1", OrderState.FILLED, OrderState.EXPIRED,
                                OrderState.PARTIALLY_FILLED, timeout=10)
         await client.wait_result(await client.cancel("B1"))
-        await order_in(client, "B1", OrderState.CANCELLED, timeout=10)
+        big = await client.wait_result(sub)
         whole = await client.wait_result(await client.place(
             "BTCUSDT", "buy", "market", "1500", client_order_id="B2",
             algo=twap(1, 60_000)))
-    assert big.status is ResultStatus.ACCEPTED, big
+    assert big.status is ResultStatus.CANCELLED, big
     assert first.spec.quantity == D("250")
     assert (whole.status, whole.reason_code) == (ResultStatus.FAILED, ReasonCode.INVALID)
     assert "1000" in (whole.reason or "") and await client.order("B2") is None

@@ -270,9 +270,11 @@ async def test_the_emulator_and_the_exits_run_as_the_worker_user(
         twap = await client.place("BTCUSDT", "buy", "market", "0.2", client_order_id="acl-tw-1",
                                   algo=Algo(strategy=AlgoStrategy.TWAP, horizon_ms=2_000,
                                             slices=2))
-        await client.wait_result(twap.request_id, 10)
         await until(lambda: state_of("acl-tw-1-E1", OrderState.FILLED), 10)
         await client.wait_result((await client.cancel("acl-tw-1")).request_id, 10)
         await until(lambda: state_of("acl-tw-1", OrderState.CANCELLED), 10)
+        # Its one result, written when the schedule ended, by the worker user.
+        assert (await client.wait_result(twap.request_id, 10)).status is \
+            ResultStatus.CANCELLED
     refused = await admin.execute_command("ACL", "LOG")
     assert refused == [], json.dumps([_text_log(e) for e in refused], indent=1)

@@ -89,3 +89,51 @@ async def test_a_request_answered_by_another_worker_gets_no_second_result(
     assert await store.finish([Outcome(rid, answer, None, 0, [])]) == [rid]  # w1's, late
     assert await redis_client.xlen(K.failed) == 1
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+
+
+async def test_a_deferred_answer_acks_now_and_its_late_result_is_written_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    """An algorithm's parent: accepted with the XACK and no result; its result written
+    later with the change that ends it, once (the compare-and-set on its seq), though the
+    request is no longer pending."""
+    r = redis_client
+    store = Store(r, K, results_maxlen=100, order_ttl_ms=60_000)
+    rid = await pending_entry(r)
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    accepted = [transition(order, OrderState.SUBMITTED, ctx),
+                transition(order, OrderState.ACCEPTED, ctx)]
+    now = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.ACCEPTED)
+    assert await store.finish([Outcome(rid, now, order, 2, accepted, deferred=True)]) == []
+    assert (await r.xpending(K.pending, GROUP))["pending"] == 0
+    assert await r.xlen(K.completed) == 0 and await r.xlen(K.failed) == 0
+    assert await r.hget(K.order("c1"), "state") == b"accepted"
+
+    ended = [transition(order, OrderState.CANCELLED, ctx)]
+    end = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.CANCELLED)
+    assert await store.finish([Outcome(rid, end, order, 4, ended, late=True)]) == []
+    # Again (a second owner, or a retry after a lost reply): the seq has moved, no result.
+    assert await store.finish([Outcome(rid, end, order, 4, ended, late=True)]) == [rid]
+    entries = await r.xrange(K.completed)
+    assert [f[b"request_id"] for _, f in entries] == [rid.encode()]
+    assert await r.hget(K.order("c1"), "state") == b"cancelled"
+
+
+async def test_a_deferred_answer_to_a_request_another_worker_took_is_not_written(
+    redis_client: aioredis.Redis,
+) -> None:
+    r = redis_client
+    store = Store(r, K, results_maxlen=100, order_ttl_ms=60_000)
+    rid = await pending_entry(r)
+    await r.xclaim(K.pending, GROUP, "w2", 0, [rid])
+    await r.xack(K.pending, GROUP, rid)  # w2 answered it
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    accepted = [transition(order, OrderState.SUBMITTED, ctx),
+                transition(order, OrderState.ACCEPTED, ctx)]
+    now = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.ACCEPTED)
+    assert await store.finish([Outcome(rid, now, order, 2, accepted, deferred=True)]) == [rid]
+    assert await r.hget(K.order("c1"), "state") == b"pending_submit"

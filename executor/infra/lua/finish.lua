@@ -23,7 +23,10 @@
 -- attention index.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
 -- ARGV[4] MessagePack array, 11 values per item: request_id, client_order_id, result stream
---   (1 completed, 2 failed), has an order change (1/0), then for an order change (else
+--   (1 completed, 2 failed; 3 / 4: the same, for a request answered late, acked before: no
+--   pending check and no XACK, the order's compare-and-set makes it once; 5: no result now,
+--   the request acked all the same: an algorithm's parent, answered when it ends), has an
+--   order change (1/0), then for an order change (else
 --   placeholders): expected seq, seq, state, terminal (1/0), number of events n, when it
 --   is due (epoch ms; unused when terminal); then the number r of extra fields of its
 --   result entry (a dead letter's raw:<field>, else 0)
@@ -46,13 +49,18 @@ local function has_readers(target)
 end
 for m = 1, #meta, 11 do
   local rid, cid, target = meta[m], meta[m + 1], meta[m + 2]
+  local late, deferred = target == 3 or target == 4, target == 5
+  if late then
+    target = target - 2
+  end
   local result, extra = ARGV[a], none
   if meta[m + 10] > 0 then
     extra = {unpack(ARGV, a + 1, a + 2 * meta[m + 10])}
   end
   a = a + 1 + 2 * meta[m + 10]
   local ok = true
-  if result ~= '' and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
+  if (result ~= '' or deferred) and not late
+      and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
     ok = false
     conflicts[#conflicts + 1] = rid
   end
@@ -87,6 +95,10 @@ for m = 1, #meta, 11 do
       redis.call('XADD', KEYS[2 + target], 'MAXLEN', '~', maxlen, '*', 'data', result,
         'request_id', rid, 'client_order_id', cid, unpack(extra))
     end
+    if not late then
+      acked[#acked + 1] = rid
+    end
+  elseif ok and deferred then
     acked[#acked + 1] = rid
   end
 end
