@@ -211,7 +211,7 @@ class AlgoWatcher:
                           _progress_note(len(children), n, filled, notional, state.arrival,
                                          spec))
         if events:
-            if not await self._record(parent, events, now):
+            if not await self._record(parent, events, now, _fees(children, records)):
                 return 0  # moved meanwhile (a cancel): read again next pass
             if parent.state is not OrderState.FILLED:
                 return 1
@@ -381,7 +381,8 @@ class AlgoWatcher:
                 reason=f"{summary}; {why} with {left} left"))
         elif parent.state is not OrderState.FILLED:
             events.append(transition(parent, OrderState.FILLED, ctx, reason=summary))
-        if events and not await self._record(parent, events, now):
+        if events and not await self._record(parent, events, now,
+                                             _fees(state.children, [None] * sent)):
             return 0  # moved meanwhile (a cancel, a fill): read again next pass
         if self.metrics is not None:
             quantity = spec.quantity or Decimal(1)
@@ -401,11 +402,14 @@ class AlgoWatcher:
         return 1 if await self._call("write", account, cid, data, encode(state),
                                      requests) else 0
 
-    async def _record(self, parent: Order, events: list[Any], now: int) -> bool:
+    async def _record(self, parent: Order, events: list[Any], now: int,
+                      fees: dict[str, Decimal]) -> bool:
         """The parent's new record and events, a compare-and-set on its seq; False when a
         cancel request moved it meanwhile (nothing written: the next pass reads it
-        again). The change that ends it carries its request's one result."""
-        answer = results.late(parent, now, self.worker) if is_terminal(parent.state) else None
+        again). The change that ends it carries its request's one result, with the fees
+        its children paid (``fees``, per asset)."""
+        answer = (results.late(parent, now, self.worker, fees) if is_terminal(parent.state)
+                  else None)
         if await self.store.finish([Outcome(parent.request_id, answer, parent,
                                             parent.seq - len(events), events,
                                             late=True)]):
@@ -441,7 +445,8 @@ def _seen(sent: Sent, waiting: bool, record: Order | None) -> Sent:
         return msgspec.structs.replace(
             sent, seen=True, over=over,
             filled=wire(record.filled_quantity) if over else sent.filled,
-            notional=wire(fills_notional(record.fills)) if over else sent.notional)
+            notional=wire(fills_notional(record.fills)) if over else sent.notional,
+            commissions=record.commissions if over else sent.commissions)
     if sent.seen:
         # Its record expired before this pass saw it end: counted as it last was.
         return msgspec.structs.replace(sent, over=True)
@@ -460,6 +465,17 @@ def _progress_note(sent: int, n: int, filled: Decimal, notional: Decimal,
         note += (f"; average {shown} against {decimal_text(arrival)} on arrival "
                  f"({slippage_bps(spec.side, average, arrival):.2f} bps)")
     return note
+
+
+def _fees(children: list[Sent], records: list[Order | None]) -> dict[str, Decimal]:
+    """The fees the children paid, per asset: from their records while they work, from
+    the schedule once they are over."""
+    fees: dict[str, Decimal] = {}
+    for c, r in zip(children, records, strict=True):
+        paid = c.commissions if c.over else (r.commissions if r is not None else {})
+        for asset, amount in paid.items():
+            fees[asset] = _EXACT.add(fees.get(asset, Decimal(0)), amount)
+    return fees
 
 
 def _totals(children: list[Sent], records: list[Order | None]) -> tuple[Decimal, Decimal]:

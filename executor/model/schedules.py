@@ -194,6 +194,7 @@ class Sent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     refused: bool = False
     filled: WireDecimal = msgspec.field(default_factory=zero)
     notional: WireDecimal = msgspec.field(default_factory=zero)
+    commissions: dict[str, WireDecimal] = {}  # once over: its fees, per asset
     cancel: bool = False
     repriced: bool = False  # cancelled to be sent again at a new price
     capped: bool = False  # smaller than its slice's due, by the participation cap

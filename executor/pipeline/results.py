@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from producer.contract import TERMINAL_STATES, Action, OrderState, Result, ResultStatus
+from decimal import Decimal
+
+from producer.contract import (
+    TERMINAL_STATES,
+    Action,
+    OrderState,
+    Result,
+    ResultStatus,
+    wire,
+    zero,
+)
 
 from ..infra.streams import parse_stream_id
 from ..model.order import Order
@@ -84,19 +94,24 @@ def deferred(job: Job) -> bool:
             and order.request_id == job.request_id and order.state not in TERMINAL_STATES)
 
 
-def late(order: Order, now: int, worker: str) -> Result:
+def late(order: Order, now: int, worker: str, fees: dict[str, Decimal]) -> Result:
     """The result of the request that placed ``order`` (an algorithm's parent), once the
-    order has ended: its final state and totals, as ``of_order`` would have said then."""
+    order has ended: its final state and totals, as ``of_order`` would have said then, and
+    the ``fees`` its children paid, per asset (the parent has no fills of its own)."""
     spec = order.spec
+    single = next(iter(fees.items())) if len(fees) == 1 else None
     return Result(
         request_id=order.request_id, action=Action.PLACE, status=_STATUS_OF_STATE[order.state],
         client_order_id=order.client_order_id, account=spec.account, symbol=spec.symbol,
         side=spec.side, type=spec.type, quantity=spec.quantity, order_state=order.state,
         reason_code=order.reason_code, reason=order.reason,
         broker_order_id=order.broker_order_id, filled_quantity=order.filled_quantity,
-        average_price=order.average_price, commission=order.commission,
-        commission_asset=order.commission_asset, commissions=order.commissions,
-        fills=order.fills, strategy_id=spec.strategy_id, signal_id=spec.signal_id,
+        average_price=order.average_price,
+        # Amounts in different assets are never added up (as model.order keeps them).
+        commission=wire(single[1]) if single else (None if fees else zero()),
+        commission_asset=single[0] if single else None,
+        commissions={asset: wire(v) for asset, v in fees.items()}, fills=order.fills,
+        strategy_id=spec.strategy_id, signal_id=spec.signal_id,
         metadata=spec.metadata, enqueued_at=parse_stream_id(order.request_id)[0],
         received_at=order.created_at, completed_at=now, worker=worker)
 

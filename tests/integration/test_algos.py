@@ -110,6 +110,10 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
             result.average_price) == (ResultStatus.FILLED, OrderState.FILLED, D("1.00003"),
                                       D("50000"))
     assert result.reason is not None and "4 child orders" in result.reason
+    # The fees its children paid (the paper exchange's taker fee, in USDT).
+    fees = sum((k.commission or D(0) for k in kids), D(0))
+    assert fees > 0 and result.commissions == {"USDT": fees}
+    assert (result.commission, result.commission_asset) == (fees, "USDT")
     assert result.strategy_id == "s1" and result.completed_at >= kids[-1].created_at
     assert result.enqueued_at == int(sub.request_id.split("-")[0])
     assert len(await answers(r, sub.request_id)) == 1
