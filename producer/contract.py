@@ -265,6 +265,9 @@ class AlgoStrategy(enum.StrEnum):
 
     TWAP = "twap"
     VWAP = "vwap"
+    # Set by the worker, never in a request: a limit order with ``display_quantity`` at a
+    # broker without icebergs, sent as limit children of that size, one after another.
+    ICEBERG = "iceberg"
 
 
 class OtoTrigger(enum.StrEnum):

@@ -235,6 +235,10 @@ def _check_algo(req: Request, now_ms: int | None) -> None:
     algo = req.algo
     if algo is None:
         return
+    if algo.strategy == AlgoStrategy.ICEBERG:
+        raise ContractError("algo.strategy iceberg is the worker's: give a limit order "
+                            "display_quantity (emulated where the broker has no icebergs)",
+                            "algo.strategy")
     if req.type not in (OrderType.MARKET, OrderType.LIMIT):
         raise ContractError(f"an algo's children are market or limit orders: type must be "
                             f"market or limit, not {req.type}", "type")

@@ -47,6 +47,7 @@ import redis.asyncio as aioredis
 from producer.contract import (
     TERMINAL_STATES,
     Action,
+    AlgoStrategy,
     OrderSpec,
     OrderState,
     OrderType,
@@ -82,6 +83,7 @@ from ..model.schedules import (
     child_price,
     child_request,
     due,
+    iceberg_due,
     participation_room,
     plan,
     slippage_bps,
@@ -206,7 +208,8 @@ class AlgoWatcher:
         # The parent's record follows its children's fills.
         filled, notional = _totals(children, records)
         ctx = Context(now=now, worker=self.worker, request_id=parent.request_id)
-        n, interval = algo_slices(algo, parent.created_at)
+        iceberg = algo.strategy == AlgoStrategy.ICEBERG
+        n = len(children) if iceberg else algo_slices(algo, parent.created_at)[0]
         events = progress(parent, filled, notional, ctx,
                           _progress_note(len(children), n, filled, notional, state.arrival,
                                          spec))
@@ -217,9 +220,13 @@ class AlgoWatcher:
                 return 1
             return await self._finish(account, cid, data, parent, state, Decimal(0),
                                       False, now)
+        stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
+        if iceberg:
+            return await self._iceberg(account, cid, data, parent, state, children, now,
+                                       market, stopped)
         slices = self._plan(cid, parent, market.step(spec.symbol))
         start, end = algo_window(algo, parent.created_at)
-        stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
+        _, interval = algo_slices(algo, parent.created_at)
         ended = stopped or now >= end
         working = [c for c in children if not c.over]
         if ended and working:
@@ -279,19 +286,73 @@ class AlgoWatcher:
                 log.info("algo %s: slice %d's child of %s would be refused (%s): it goes "
                          "with the next slice", cid, d.slice, d.quantity, refusal)
             return 0
-        assert request.client_order_id is not None
-        sent = Sent(id=request.client_order_id, slice=d.slice, quantity=wire(quantity),
-                    at=now, request="$", capped=capped)
-        moved = msgspec.structs.replace(state, children=[*children, sent], n=state.n + 1)
-        if not await self._write(account, cid, data, moved, [encode(request)]):
+        if not await self._send(account, cid, data, state, children, request, d.slice,
+                                quantity, now, capped=capped):
             return 0
-        if self.metrics is not None:
-            self.metrics.algo_slices.labels(account).inc()
         log.info("algo %s (%s, slice %d of %d): child %s, %s %s %s%s%s", cid, algo.strategy,
                  d.slice + 1, len(slices), request.client_order_id, spec.side, quantity,
                  spec.symbol, "" if limit_price is None else f" at {limit_price}",
                  " (capped by its participation)" if capped else "")
         return 1
+
+    async def _iceberg(self, account: str, cid: str, data: bytes, parent: Order,
+                       state: Progress, children: list[Sent], now: int, market: Market,
+                       stopped: bool) -> int:
+        """An emulated iceberg: a limit child of ``display_quantity`` at the parent's price
+        whenever none works, until the parent is filled, cancelled or past its
+        ``expire_at``. A remainder the broker would refuse alone (below its minimum) goes
+        with the child before it."""
+        spec = parent.spec
+        assert spec.quantity is not None and spec.display_quantity is not None
+        ended = stopped or (spec.expire_at is not None and now >= spec.expire_at)
+        working = [c for c in children if not c.over]
+        if ended and working:
+            return await self._cancel_children(account, cid, data, state, working)
+        d = iceberg_due(spec.quantity, spec.display_quantity,
+                        [Child(c.slice, c.quantity, c.at, c.filled, c.over, c.refused)
+                         for c in children], now, ended=ended)
+        if d.done:
+            return await self._finish(account, cid, data, parent, state, d.left, stopped,
+                                      now)
+        if not d.quantity:
+            return 0
+        quantity = d.quantity
+        rest = _EXACT.subtract(_EXACT.subtract(spec.quantity, _totals(children, [
+            None] * len(children))[0]), quantity)
+        if rest > 0 and refused_by(market.check, spec_from_request(
+                child_request(cid, spec, rest, state.n + 1, d.slice, spec.price), account)):
+            quantity = _EXACT.add(quantity, rest)
+        request = child_request(cid, spec, quantity, state.n + 1, d.slice, spec.price)
+        refusal = refused_by(market.check, spec_from_request(request, account))
+        if refusal is not None:
+            log.warning("algo %s: its iceberg child of %s %s would be refused (%s): the "
+                        "order ends with it unfilled", cid, quantity, spec.symbol, refusal)
+            return await self._finish(account, cid, data, parent, state,
+                                      _EXACT.subtract(spec.quantity, parent.filled_quantity),
+                                      False, now, why=f"its next child would be refused "
+                                                      f"({refusal})")
+        if not await self._send(account, cid, data, state, children, request, d.slice,
+                                quantity, now):
+            return 0
+        log.info("algo %s (iceberg, %s of %s filled): child %s, %s %s %s at %s", cid,
+                 parent.filled_quantity, spec.quantity, request.client_order_id, spec.side,
+                 quantity, spec.symbol, spec.price)
+        return 1
+
+    async def _send(self, account: str, cid: str, data: bytes, state: Progress,
+                    children: list[Sent], request: Request, slice_: int, quantity: Decimal,
+                    now: int, *, capped: bool = False) -> bool:
+        """Publish ``request``, the algorithm's next child, in the compare-and-set that
+        records it in the schedule; False when the schedule changed meanwhile."""
+        assert request.client_order_id is not None
+        sent = Sent(id=request.client_order_id, slice=slice_, quantity=wire(quantity),
+                    at=now, request="$", capped=capped)
+        moved = msgspec.structs.replace(state, children=[*children, sent], n=state.n + 1)
+        if not await self._write(account, cid, data, moved, [encode(request)]):
+            return False
+        if self.metrics is not None:
+            self.metrics.algo_slices.labels(account).inc()
+        return True
 
     async def _held_back(self, account: str, cid: str, data: bytes, before: Progress,
                          state: Progress, d: Due, now: int) -> int:
@@ -359,7 +420,8 @@ class AlgoWatcher:
         return wrote
 
     async def _finish(self, account: str, cid: str, data: bytes, parent: Order,
-                      state: Progress, left: Decimal, stopped: bool, now: int) -> int:
+                      state: Progress, left: Decimal, stopped: bool, now: int, *,
+                      why: str | None = None) -> int:
         """End the parent: filled, or cancelled (stopped) / expired with what is left; then
         forget the schedule."""
         spec = parent.spec
@@ -375,7 +437,7 @@ class AlgoWatcher:
         events = []
         if parent.state is not OrderState.FILLED and left > 0:
             end = OrderState.CANCELLED if stopped else OrderState.EXPIRED
-            why = "cancelled" if stopped else "its end time passed"
+            why = why or ("cancelled" if stopped else "its end time passed")
             events.append(transition(
                 parent, end, ctx, reason_code=None if stopped else ReasonCode.EXPIRED,
                 reason=f"{summary}; {why} with {left} left"))

@@ -46,6 +46,7 @@ __all__ = [
     "FeedBroken",
     "InconsistentRead",
     "NeedsEmulation",
+    "NeedsSlicing",
     "NotCancellable",
     "OrderNotFound",
     "PermanentError",
@@ -206,10 +207,20 @@ def refuse_conditional(order: OrderSpec, broker: str,
                              f"accounts ({EMULATED})", "type")
 
 
+class NeedsSlicing(ContractError):
+    """The broker has no icebergs: a limit order's ``display_quantity`` is emulated, the
+    order a parent whose children are limit orders of that size, sent one after another
+    (model/schedules.py ``iceberg_parent``, background/algos.py)."""
+
+
 def refuse_display(order: OrderSpec, broker: str) -> None:
-    """Refuse, naming ``display_quantity``, an iceberg on a broker without one: the
-    emulator will slice those; until then such a request is ``invalid`` before anything is
-    sent."""
-    if order.display_quantity is not None:
-        raise ContractError(f"display_quantity is not supported by {broker} accounts yet "
-                            "(it will be emulated)", "display_quantity")
+    """An iceberg on a broker without one: a ``limit`` one is sliced by the worker
+    (``NeedsSlicing``); any other type is refused, naming ``display_quantity``, before
+    anything is sent."""
+    if order.display_quantity is None:
+        return
+    if order.type is OrderType.LIMIT:
+        raise NeedsSlicing(f"display_quantity: {broker} has no icebergs; the worker sends "
+                           "the order as limit orders of that size", "display_quantity")
+    raise ContractError(f"display_quantity is not supported by {broker} on a {order.type} "
+                        "order (a limit order's is emulated)", "display_quantity")

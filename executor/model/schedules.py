@@ -40,6 +40,7 @@ from producer.contract import (
     OrderType,
     Request,
     Side,
+    TimeInForce,
     WireDecimal,
     wire,
     zero,
@@ -239,6 +240,52 @@ def check_parent(check: Callable[[OrderSpec], OrderSpec | None], spec: OrderSpec
         except ContractError:
             raise exc from None
         return None
+
+
+# An emulated iceberg's parent lasts until filled or cancelled, or until its expire_at.
+ICEBERG_TIME_IN_FORCE = (TimeInForce.GTC, TimeInForce.GTD)
+
+
+def iceberg_parent(check: Callable[[OrderSpec], OrderSpec | None], spec: OrderSpec,
+                   step: Decimal | None) -> OrderSpec:
+    """``spec``, a limit order whose ``display_quantity`` its broker cannot show
+    (``NeedsSlicing``), as the parent of an emulated iceberg: ``algo`` ``iceberg``. Checked
+    as its children will be, by the broker's ``check``: a good-till-cancelled limit of
+    ``display_quantity`` at its price; its quantity on the step. Raises ``ContractError``
+    naming the field."""
+    shown = spec.display_quantity
+    assert shown is not None and spec.quantity is not None
+    if spec.type is not OrderType.LIMIT:
+        raise ContractError(f"display_quantity is emulated for a limit order only, not "
+                            f"{spec.type}", "display_quantity")
+    tif = spec.time_in_force or TimeInForce.GTC
+    if tif not in ICEBERG_TIME_IN_FORCE:
+        raise ContractError(f"time_in_force {tif} is not allowed with an emulated iceberg "
+                            "(gtc or gtd: its children go good till cancelled)",
+                            "time_in_force")
+    if step is not None and round_down(spec.quantity, step) != spec.quantity:
+        raise ContractError(f"quantity {spec.quantity} is not a multiple of the step {step}",
+                            "quantity")
+    check(msgspec.structs.replace(spec, quantity=shown, display_quantity=None,
+                                  time_in_force=TimeInForce.GTC, expire_at=None))
+    return msgspec.structs.replace(spec, algo=Algo(strategy=AlgoStrategy.ICEBERG))
+
+
+def iceberg_due(quantity: Decimal, display: Decimal, children: Sequence[Child], now: int,
+                *, ended: bool = False) -> Due:
+    """What an emulated iceberg needs now: nothing while a child works; once none does,
+    a child of ``display`` (or what is left, when less), at once: the next is shown as
+    soon as the last has ended. One refused without an order is sent again ``RETRY_MS``
+    later. ``ended`` (cancelled, or past its ``expire_at``): done once no child works."""
+    filled = sum((c.filled for c in children), Decimal(0))
+    left = _EXACT.subtract(quantity, filled)
+    if any(not c.over for c in children):
+        return Due()
+    if ended or left <= 0:
+        return Due(done=True, left=max(left, Decimal(0)))
+    if children and children[-1].refused and now - children[-1].at < RETRY_MS:
+        return Due()
+    return Due(quantity=min(display, left), slice=len(children))
 
 
 def participation_room(cap: Decimal, volume: Decimal, filled: Decimal,

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from producer.contract import (
+    AlgoStrategy,
     OrderSpec,
     OrderState,
     OrderType,
@@ -125,6 +126,8 @@ def orders_view(records: Mapping[str, bytes | None], now_ms: int, *, account: st
 
 
 def _list_of(spec: OrderSpec, created_at: int) -> str:
+    if spec.algo is not None and spec.algo.strategy == AlgoStrategy.ICEBERG:
+        return f"iceberg, {spec.display_quantity} shown at a time (emulated)"
     if spec.algo is not None:
         algo = spec.algo
         n, _ = algo_slices(algo, created_at)

@@ -13,10 +13,14 @@ import pytest
 
 from devtools.binance_exchange.engine import ApiError, Exchange
 from executor.brokers.alpaca import wire as alpaca_wire
+from executor.brokers.base import NeedsSlicing
 from executor.brokers.binance import filters, wire
 from executor.brokers.oanda import instruments
 from executor.brokers.oanda import wire as oanda_wire
+from executor.model.schedules import RETRY_MS, Child, Due, iceberg_due, iceberg_parent
 from producer.contract import (
+    Algo,
+    AlgoStrategy,
     ContractError,
     Event,
     OrderSpec,
@@ -231,25 +235,72 @@ def test_the_local_exchange_refuses_an_iceberg_where_the_symbol_has_none() -> No
 
 # -- brokers without it ----------------------------------------------------------------------
 
-def test_oanda_refuses_it_before_sending() -> None:
-    inst = instruments.parse({"instruments": [
-        {"name": "EUR_USD", "displayPrecision": 5, "tradeUnitsPrecision": 0,
-         "minimumTradeSize": "1", "maximumOrderUnits": "100000000"}]})["EUR_USD"]
+OANDA_EUR = instruments.parse({"instruments": [
+    {"name": "EUR_USD", "displayPrecision": 5, "tradeUnitsPrecision": 0,
+     "minimumTradeSize": "1", "maximumOrderUnits": "100000000"}]})["EUR_USD"]
+
+
+def test_oanda_leaves_a_limit_iceberg_to_the_worker_and_refuses_others() -> None:
     order = OrderSpec(account="o", symbol="EUR_USD", side=Side.SELL, type=OrderType.LIMIT,
                       quantity=D("100"), price=D("1.1"), display_quantity=D("10"))
-    with pytest.raises(ContractError) as caught:
-        oanda_wire.order_request("cid", order, inst)
-    assert caught.value.field == "display_quantity"
-    assert str(caught.value) == ("display_quantity is not supported by oanda accounts yet "
-                                 "(it will be emulated)")
+    with pytest.raises(NeedsSlicing) as caught:
+        oanda_wire.order_request("cid", order, OANDA_EUR)
+    assert caught.value.field == "display_quantity" and "oanda has no icebergs" in str(
+        caught.value)
+    stop = msgspec.structs.replace(order, type=OrderType.STOP_LIMIT, stop_price=D("1.2"))
+    with pytest.raises(ContractError) as refused:
+        oanda_wire.order_request("cid", stop, OANDA_EUR)
+    assert not isinstance(refused.value, NeedsSlicing)
+    assert refused.value.field == "display_quantity" and "stop_limit" in str(refused.value)
 
 
 @pytest.mark.parametrize("symbol", ["AAPL", "BTC/USD"])
-def test_alpaca_refuses_it_before_sending(symbol: str) -> None:
+def test_alpaca_leaves_a_limit_iceberg_to_the_worker(symbol: str) -> None:
     order = OrderSpec(account="a", symbol=symbol, side=Side.SELL, type=OrderType.LIMIT,
                       quantity=D("10"), price=D("100"), display_quantity=D("1"))
-    with pytest.raises(ContractError) as caught:
+    with pytest.raises(NeedsSlicing) as caught:
         alpaca_wire.check(order)
     assert caught.value.field == "display_quantity"
-    assert str(caught.value) == ("display_quantity is not supported by alpaca accounts yet "
-                                 "(it will be emulated)")
+
+
+def oanda_check(spec: OrderSpec) -> None:
+    """The OANDA adapter's check (broker.py), without its instrument lookup."""
+    instruments.check(spec, OANDA_EUR)
+    oanda_wire.order_request("check", spec, OANDA_EUR)
+
+
+def test_an_emulated_iceberg_is_a_parent_checked_as_its_children() -> None:
+    order = OrderSpec(account="o", symbol="EUR_USD", side=Side.SELL, type=OrderType.LIMIT,
+                      quantity=D("100"), price=D("1.1"), display_quantity=D("10"))
+    parent = iceberg_parent(oanda_check, order, D("1"))
+    assert parent.algo == Algo(strategy=AlgoStrategy.ICEBERG)
+    assert (parent.display_quantity, parent.quantity) == (D("10"), D("100"))
+    gtd = msgspec.structs.replace(order, time_in_force=TimeInForce.GTD, expire_at=10**13)
+    assert iceberg_parent(oanda_check, gtd, D("1")).expire_at == 10**13
+    for bad, field, words in [
+            (msgspec.structs.replace(order, time_in_force=TimeInForce.IOC), "time_in_force",
+             "gtc or gtd"),
+            (msgspec.structs.replace(order, quantity=D("100.5")), "quantity", "step 1"),
+            (msgspec.structs.replace(order, price=D("1.123456")), "price", "")]:
+        with pytest.raises(ContractError) as caught:
+            iceberg_parent(oanda_check, bad, D("1"))
+        assert caught.value.field == field and words in str(caught.value), caught.value
+
+
+def test_an_iceberg_shows_its_part_once_the_last_has_ended() -> None:
+    q, shown = D("25"), D("10")
+    assert iceberg_due(q, shown, [], 0) == Due(quantity=D("10"), slice=0)
+    working = [Child(0, D("10"), 0)]
+    assert iceberg_due(q, shown, working, 50_000) == Due()  # one at a time
+    one = [Child(0, D("10"), 0, D("10"), over=True)]
+    assert iceberg_due(q, shown, one, 1) == Due(quantity=D("10"), slice=1)
+    two = [*one, Child(1, D("10"), 1, D("10"), over=True)]
+    assert iceberg_due(q, shown, two, 2) == Due(quantity=D("5"), slice=2)  # what is left
+    refused = [*two, Child(2, D("5"), 3, over=True, refused=True)]
+    assert iceberg_due(q, shown, refused, 3 + RETRY_MS - 1) == Due()
+    assert iceberg_due(q, shown, refused, 3 + RETRY_MS) == Due(quantity=D("5"), slice=3)
+    short = [*two, Child(2, D("5"), 3, D("2"), over=True)]  # cancelled at the broker
+    assert iceberg_due(q, shown, short, 4) == Due(quantity=D("3"), slice=3)
+    assert iceberg_due(q, shown, [*two, Child(2, D("5"), 3, D("5"), over=True)], 5) == Due(
+        done=True)
+    assert iceberg_due(q, shown, two, 6, ended=True) == Due(done=True, left=D("5"))

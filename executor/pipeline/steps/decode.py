@@ -20,10 +20,10 @@ from producer.ids import client_order_id_for_entry
 from producer.partitions import WrongPartition, partition_prefix
 from producer.validation import check_request
 
-from ...brokers.base import Broker
+from ...brokers.base import Broker, NeedsSlicing
 from ...brokers.emulating import reports_volume, step_of
 from ...model.order import spec_from_request
-from ...model.schedules import check_parent
+from ...model.schedules import check_parent, iceberg_parent
 from .. import results
 from ..job import Job
 from ..services import Services
@@ -106,8 +106,17 @@ class Decode:
         spec = spec_from_request(request, account)
         if spec.algo is not None:
             job.spec = check_parent(broker.check, spec, step_of(broker, spec.symbol)) or spec
-        else:
+            return
+        try:
             job.spec = broker.check(spec) or spec
+        except NeedsSlicing:
+            # No icebergs at this broker: the worker shows display_quantity at a time.
+            if self.svc.settings.auth.keys:
+                raise ContractError("display_quantity is emulated at this broker, which is "
+                                    "not supported where requests must be signed ([auth] "
+                                    "keys): a worker cannot sign the orders it would place",
+                                    "display_quantity") from None
+            job.spec = iceberg_parent(broker.check, spec, step_of(broker, spec.symbol))
 
     def _broker(self, account: str) -> Broker:
         broker = self.svc.brokers.get(account)
