@@ -31,7 +31,8 @@ class StreamHealth:
     def __init__(self, account: str, metrics: Metrics | None = None, *,
                  repeat_s: float = REPEAT_S,
                  clock: Callable[[], float] = time.monotonic,
-                 what: str | None = None, logger: logging.Logger | None = None) -> None:
+                 what: str | None = None, logger: logging.Logger | None = None,
+                 feed: str = "orders") -> None:
         self.account = account
         # The feed's name in the log: Binance's user data stream unless told (OANDA's
         # transactions stream uses this too, with its own logger).
@@ -44,8 +45,10 @@ class StreamHealth:
         self._logged_at = 0.0
         self._up = self._failed = None
         if metrics is not None:
-            self._up = metrics.broker_stream_up.labels(account)
-            self._failed = metrics.broker_stream_failures.labels(account)
+            # feed: which stream of the account (its orders' push feed, or OANDA's prices),
+            # so one gauge tells them apart.
+            self._up = metrics.broker_stream_up.labels(account, feed)
+            self._failed = metrics.broker_stream_failures.labels(account, feed)
 
     def up(self) -> None:
         """A subscription is in place."""
