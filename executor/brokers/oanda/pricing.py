@@ -65,8 +65,11 @@ class PricingStream:
         self.cache = cache
         self.clock = clock
         self.backoff = stream.Backoff(jitter=0.5)
-        self.health = StreamHealth(account, metrics, logger=log, feed="prices",
-                                   what=f"oanda {account}: pricing stream")
+        self.health = StreamHealth(
+            account, metrics, logger=log, feed="prices",
+            what=f"oanda {account}: pricing stream",
+            meanwhile="reference prices are polled until it is back (reconnecting after a "
+                      "backoff")
         self.instruments: set[str] = set()  # asked for: the next connection's set
         self.subscribed: frozenset[str] = frozenset()  # the set of the connection now
         self.connects = 0  # connections made (that answered 200)
