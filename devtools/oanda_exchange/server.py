@@ -2,8 +2,11 @@
 ``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` and
 ``openPositions`` (GET, the positions netted from the venue's fills),
 ``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``transactions/{id}``
-and ``transactions/sinceid`` (GET), and the transactions stream (``transactions/stream``:
+and ``transactions/sinceid`` (GET), the transactions stream (``transactions/stream``:
 one JSON line per transaction as it happens, a HEARTBEAT line every ``heartbeat_ms``),
+and the pricing stream (``pricing/stream?instruments=A,B``: a PRICE line per instrument on
+connect and whenever ``set_price`` or ``set_tradeable`` changes one, a HEARTBEAT every
+``heartbeat_ms``; 400 with OANDA's ``errorMessage`` for an unknown instrument),
 with a Bearer token check (401 as OANDA answers it), 403 for another account,
 ``RequestID`` and ``lastTransactionID`` on every reply, and times as the
 ``Accept-Datetime-Format`` header asks (RFC 3339 by default, UNIX seconds).
@@ -13,8 +16,9 @@ after storing the order (the chaos test); ``inject`` answers the next requests o
 endpoint with an error status, before or after the venue acted on them (``after``: a 5xx
 once the order is stored), or drops the connection without an answer (``drop``), or
 answers a create with an error and stores the order ``late_s`` seconds later (a late
-execution). ``heartbeats = False`` silences the stream's heartbeats (a stalled feed);
-``drop_streams`` closes every stream connection.
+execution). ``heartbeats = False`` silences the transactions stream's heartbeats (a stalled
+feed), ``price_heartbeats = False`` the pricing stream's; ``drop_streams`` closes every
+transactions stream connection, ``drop_price_streams`` every pricing stream one.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class OandaExchangeServer:
         self._runner: web.AppRunner | None = None
         self.heartbeat_ms = 5_000  # OANDA's: a HEARTBEAT line every 5 s
         self.heartbeats = True
+        self.price_heartbeats = True
+        # Each open pricing stream connection's request, instruments and queue of the
+        # instruments to tell (None ends it).
+        self._price_streams: dict[web.StreamResponse, tuple[
+            web.Request, frozenset[str], asyncio.Queue[str | None]]] = {}
         # Each open stream connection's request and queue (an empty dict ends it).
         self._streams: dict[web.StreamResponse, tuple[web.Request,
                                                       asyncio.Queue[dict[str, Any]]]] = {}
@@ -88,6 +97,7 @@ class OandaExchangeServer:
         base = "/v3/accounts/{account}"
         # Before transactions/{tx}, which would match them too.
         self.app.router.add_route("GET", base + "/transactions/stream", self._stream)
+        self.app.router.add_route("GET", base + "/pricing/stream", self._price_stream)
         for method, path, name, handler in (
             ("GET", "/summary", "summary", self._summary),
             ("GET", "/instruments", "instruments", self._instruments),
@@ -113,6 +123,7 @@ class OandaExchangeServer:
 
     async def close(self) -> None:
         await self.drop_streams()
+        await self.drop_price_streams()
         for handle in self._late:
             handle.cancel()
         self._late.clear()
@@ -155,6 +166,26 @@ class OandaExchangeServer:
     def streams(self) -> int:
         """Transactions stream connections open now."""
         return len(self._streams)
+
+    def set_tradeable(self, instrument: str, tradeable: bool) -> None:
+        self.venue.set_tradeable(instrument, tradeable)
+
+    async def drop_price_streams(self) -> None:
+        """Close every pricing stream connection."""
+        for response in list(self._price_streams):
+            request, _, queue = self._price_streams.pop(response)
+            queue.put_nowait(None)
+            if request.transport is not None:
+                request.transport.close()
+
+    @property
+    def price_streams(self) -> list[frozenset[str]]:
+        """The instruments of each pricing stream connection open now."""
+        return [names for _, names, _ in self._price_streams.values()]
+
+    def polls(self) -> int:
+        """GET pricing requests received (prices asked for outside the stream)."""
+        return sum(1 for r in self.log if r.name == "pricing")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -246,18 +277,15 @@ class OandaExchangeServer:
                                      if n in self.venue.instruments]}
 
     async def _pricing(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
-        prices = []
-        for name in request.query.get("instruments", "").split(","):
-            if name not in self.venue.prices:
-                raise Rejected(400, {"errorMessage": "Invalid value specified for "
-                                                     "'instruments'"})
-            bid, ask = self.venue.prices[name]
-            prices.append({"type": "PRICE", "instrument": name, "time": self.venue.clock(),
-                           "tradeable": True, "status": "tradeable",
-                           "bids": [{"price": str(bid), "liquidity": 10_000_000}],
-                           "asks": [{"price": str(ask), "liquidity": 10_000_000}],
-                           "closeoutBid": str(bid), "closeoutAsk": str(ask)})
+        prices = [self.venue.price(name) for name in self._instruments_of(request)]
         return 200, {"prices": prices, "time": self.venue.clock()}
+
+    def _instruments_of(self, request: web.Request) -> list[str]:
+        names = request.query.get("instruments", "").split(",")
+        if any(name not in self.venue.prices for name in names):
+            raise Rejected(400, {"errorMessage": "Invalid value specified for "
+                                                 "'instruments'"})
+        return names
 
     async def _create(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or not isinstance(body.get("order"), dict):
@@ -327,6 +355,57 @@ class OandaExchangeServer:
         finally:
             self._streams.pop(response, None)
             self.venue.listeners.remove(queue.put_nowait)
+        return response
+
+    async def _price_stream(self, request: web.Request) -> web.StreamResponse:
+        """The pricing stream: a PRICE line of each instrument asked for on connect (the
+        snapshot, unless ``snapshot=false``) and whenever it changes, a HEARTBEAT every
+        ``heartbeat_ms`` while ``price_heartbeats``."""
+        self.log.append(Received(name="pricing_stream", method="GET", path=request.path,
+                                 query=dict(request.query), body=None,
+                                 headers=dict(request.headers)))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._reply(request, 401, UNAUTHORIZED)
+        if request.match_info["account"] != self.account_id:
+            return self._reply(request, 403, FORBIDDEN)
+        try:
+            names = frozenset(self._instruments_of(request))
+        except Rejected as exc:
+            return self._reply(request, exc.status, exc.body)
+        unix = request.headers.get("Accept-Datetime-Format", "RFC3339").upper() == "UNIX"
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        if request.query.get("snapshot", "true") != "false":
+            for instrument in sorted(names):
+                queue.put_nowait(instrument)
+        response = web.StreamResponse(status=200, headers={
+            "Content-Type": "application/octet-stream",
+            "RequestID": str(next(self._request_ids))})
+        await response.prepare(request)
+        self.statuses[200] += 1
+
+        def told(name: str) -> None:
+            if name in names:
+                queue.put_nowait(name)
+        self.venue.price_listeners.append(told)
+        self._price_streams[response] = (request, names, queue)
+        try:
+            while response in self._price_streams:
+                try:
+                    name = await asyncio.wait_for(queue.get(), self.heartbeat_ms / 1000)
+                except TimeoutError:
+                    if not self.price_heartbeats:
+                        continue
+                    message = {"type": "HEARTBEAT", "time": self.venue.clock()}
+                else:
+                    if name is None:
+                        break  # dropped
+                    message = self.venue.price(name)
+                await response.write(msgspec.json.encode(_times(message, unix)) + b"\n")
+        except ConnectionError:
+            pass
+        finally:
+            self._price_streams.pop(response, None)
+            self.venue.price_listeners.remove(told)
         return response
 
     async def _transaction(self, request: web.Request, body: Any

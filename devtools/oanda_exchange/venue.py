@@ -83,6 +83,10 @@ class Venue:
         self.last_id = "0"
         # Told of every transaction as it is made (the transactions stream).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Told of the instrument whose price (or tradeable state) changed (the pricing
+        # stream).
+        self.price_listeners: list[Callable[[str], None]] = []
+        self.halted: set[str] = set()  # instruments not tradeable now
 
     # -- transactions -------------------------------------------------------------------
 
@@ -228,9 +232,30 @@ class Venue:
                         "financing": "0.0000", "commission": "0.0000", **sides})
         return out
 
+    def price(self, name: str) -> dict[str, Any]:
+        """The v20 ClientPrice of instrument ``name`` now (its time in epoch ns)."""
+        bid, ask = self.prices[name]
+        tradeable = name not in self.halted
+        return {"type": "PRICE", "instrument": name, "time": self.clock(),
+                "tradeable": tradeable, "status": "tradeable" if tradeable else "non-tradeable",
+                "bids": [{"price": str(bid), "liquidity": 10_000_000}],
+                "asks": [{"price": str(ask), "liquidity": 10_000_000}],
+                "closeoutBid": str(bid), "closeoutAsk": str(ask)}
+
+    def set_tradeable(self, name: str, tradeable: bool) -> None:
+        """Halt (or reopen) an instrument: its prices say ``tradeable: false``."""
+        if tradeable:
+            self.halted.discard(name)
+        else:
+            self.halted.add(name)
+        for listener in list(self.price_listeners):
+            listener(name)
+
     def set_price(self, name: str, bid: str, ask: str) -> None:
-        """Move the market: resting orders it reaches fill."""
+        """Move the market: the pricing stream tells it, resting orders it reaches fill."""
         self.prices[name] = (Decimal(bid), Decimal(ask))
+        for listener in list(self.price_listeners):
+            listener(name)
         for order in list(self.orders.values()):
             if order["state"] == "PENDING" and order["instrument"] == name:
                 self._match(order)

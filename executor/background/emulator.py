@@ -10,8 +10,8 @@ lease to expire and the next worker carries on from the state stored with each o
 
 A pass, per account with held orders: read their records, ask the broker adapter for the
 price of each symbol (``emulating.trigger_price``: the paper exchange's own, else the
-adapter's reference price from its cache and source: Binance's ticker, OANDA's pricing,
-Alpaca's quotes), move each order (model/emulation.py)
+adapter's reference price from its cache and source: Binance's ticker, OANDA's pricing
+stream (polled while it is down), Alpaca's quotes), move each order (model/emulation.py)
 and write what moved, each write a compare-and-set that re-checks the lease
 (infra/lua/emulation.lua). A symbol without a price fires nothing and moves nothing; the
 pass says so (a warning once per symbol per minute and ``orderstream_emulator_no_price_total``).

@@ -225,14 +225,16 @@ class Metrics:
             ["account"], registry=r)
         self.broker_stream_up = Gauge(
             "orderstream_broker_stream_up",
-            "1 while the account's push feed (Binance's user data stream, OANDA's transactions "
-            "stream, Alpaca's trade_updates) is subscribed, 0 since it was lost (open orders "
-            "are polled meanwhile)",
-            ["account"], registry=r)
+            "1 while the account's stream is subscribed, 0 since it was lost; feed=orders: "
+            "its push feed (Binance's user data stream, OANDA's transactions stream, "
+            "Alpaca's trade_updates; open orders are polled meanwhile), feed=prices: OANDA's "
+            "pricing stream (reference prices are polled meanwhile)",
+            ["account", "feed"], registry=r)
         self.broker_stream_failures = Counter(
             "orderstream_broker_stream_failures",
-            "Push feed subscriptions that failed or broke (each reconnect attempt counts)",
-            ["account"], registry=r)
+            "Stream subscriptions that failed or broke (each reconnect attempt counts), by "
+            "account and feed (orders, prices)",
+            ["account", "feed"], registry=r)
         self.broker_orphans = Counter(
             "orderstream_broker_orphans",
             "Orders open at a broker with no record of ours, found by reconciliation, by "

@@ -128,9 +128,9 @@ async def test_a_stream_that_cannot_open_is_counted(alpaca: AlpacaExchangeServer
     finally:
         await b.close()
     assert metrics.registry.get_sample_value(
-        "orderstream_broker_stream_failures_total", {"account": "ap"}) == 1
+        "orderstream_broker_stream_failures_total", {"account": "ap", "feed": "orders"}) == 1
     assert metrics.registry.get_sample_value(
-        "orderstream_broker_stream_up", {"account": "ap"}) == 0
+        "orderstream_broker_stream_up", {"account": "ap", "feed": "orders"}) == 0
 
 
 async def test_a_fill_arrives_through_the_stream_with_polling_slowed(

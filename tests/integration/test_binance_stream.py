@@ -153,7 +153,7 @@ async def test_without_a_stream_the_loss_is_logged_once_and_every_attempt_counte
             assert "user data stream lost" in told[0].getMessage()
 
             def sample(name: str) -> float | None:
-                return metrics.registry.get_sample_value(name, {"account": "bn"})
+                return metrics.registry.get_sample_value(name, {"account": "bn", "feed": "orders"})
             assert sample("orderstream_broker_stream_failures_total") == attempts == 20
             assert sample("orderstream_broker_stream_up") == 0
             exchange.stream_enabled = True

@@ -49,9 +49,9 @@ async def broker(venue: OandaExchangeServer) -> AsyncIterator[OandaBroker]:
     await b.close()
 
 
-def gauge(b: OandaBroker, name: str) -> float | None:
+def gauge(b: OandaBroker, name: str, feed: str = "orders") -> float | None:
     assert b.metrics is not None
-    return b.metrics.registry.get_sample_value(name, {"account": "oa"})
+    return b.metrics.registry.get_sample_value(name, {"account": "oa", "feed": feed})
 
 
 async def test_a_resting_order_fill_arrives_through_the_stream(

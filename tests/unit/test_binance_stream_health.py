@@ -20,7 +20,7 @@ class Clock:
 
 
 def value(metrics: Metrics, name: str, account: str = "bn") -> float | None:
-    return metrics.registry.get_sample_value(name, {"account": account})
+    return metrics.registry.get_sample_value(name, {"account": account, "feed": "orders"})
 
 
 def test_a_lost_stream_is_told_once_then_once_a_minute_and_counted_every_time(

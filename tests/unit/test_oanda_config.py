@@ -41,6 +41,10 @@ def test_an_oanda_account_in_the_settings() -> None:
     settings = msgspec.convert(raw, Settings)
     account = settings.accounts["fx"]
     assert isinstance(account, OandaAccount) and account.instruments == ["EUR_USD", "USD_JPY"]
+    assert account.pricing_stream  # prices streamed unless switched off
+    raw["accounts"]["fx"]["pricing_stream"] = False
+    off = msgspec.convert(raw, Settings).accounts["fx"]
+    assert isinstance(off, OandaAccount) and not off.pricing_stream
     with pytest.raises(msgspec.ValidationError, match="token"):
         msgspec.convert({"accounts": {"fx": {"broker": "oanda", "account_id_env": "A",
                                              "token": TOKEN}}}, Settings)

@@ -51,3 +51,14 @@ def test_reconnects_back_off_doubling_to_a_cap_and_reset_when_up() -> None:
     assert delays == [0, 0.5, 1, 2, 4, 4]
     backoff.reset()
     assert backoff.delay() == 0
+
+
+def test_jitter_draws_a_share_of_each_delay_at_random_within_the_cap() -> None:
+    draws = iter([0.0, 1.0, 0.5, 1.0])
+    backoff = Backoff(first_s=1, cap_s=2, jitter=0.5, rng=lambda: next(draws))
+    assert backoff.delay() == 0  # the first attempt never waits
+    delays = []
+    for _ in range(4):
+        backoff.failed()
+        delays.append(backoff.delay())
+    assert delays == [1, 1, 1.5, 1]  # 1, 2, 2, 2 less 0-50 %

@@ -22,6 +22,7 @@ from executor.brokers.base import (
     UnknownOutcome,
 )
 from executor.brokers.oanda import instruments, wire
+from executor.brokers.oanda.stream import parse_line
 from producer.contract import ContractError, OrderSpec, OrderType, Side, TimeInForce, WireDecimal
 
 D = WireDecimal
@@ -201,6 +202,29 @@ def test_the_mid_price() -> None:
                          "asks": [{"price": "1.10010"}]}]}
     assert wire.mid_price(reply, "EUR_USD") == Decimal("1.10005")
     assert wire.mid_price(reply, "USD_JPY") is None
+
+
+def test_a_pricing_stream_line_has_the_same_mid_and_none_when_not_tradeable() -> None:
+    line = parse_line(b'{"type":"PRICE","instrument":"EUR_USD","tradeable":true,'
+                      b'"bids":[{"price":"1.10000","liquidity":1}],'
+                      b'"asks":[{"price":"1.10010","liquidity":1}],'
+                      b'"closeoutBid":"1.09990","closeoutAsk":"1.10020"}')
+    assert line is not None
+    assert wire.streamed_mid(line) == ("EUR_USD", Decimal("1.10005"))
+    assert wire.streamed_mid(line) == ("EUR_USD", wire.mid_price({"prices": [line]},
+                                                                 "EUR_USD"))
+    assert wire.streamed_mid({**line, "tradeable": False}) == ("EUR_USD", None)
+    assert wire.streamed_mid({**line, "bids": [], "closeoutBid": None}) == ("EUR_USD", None)
+    assert wire.streamed_mid({**line, "bids": [{"price": "x"}]}) == ("EUR_USD", None)
+    assert wire.streamed_mid({"type": "HEARTBEAT", "time": "1767225600.0"}) is None
+
+
+def test_a_price_sent_as_a_json_number_is_read_exactly_never_as_a_float() -> None:
+    line = parse_line(b'{"type":"PRICE","instrument":"USD_JPY","tradeable":true,'
+                      b'"bids":[{"price":157.123}],"asks":[{"price":157.131}]}')
+    assert line is not None
+    assert isinstance(line["bids"][0]["price"], Decimal)
+    assert wire.streamed_mid(line) == ("USD_JPY", Decimal("157.127"))
 
 
 # -- errors -------------------------------------------------------------------------------

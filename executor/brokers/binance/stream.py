@@ -31,8 +31,13 @@ class StreamHealth:
     def __init__(self, account: str, metrics: Metrics | None = None, *,
                  repeat_s: float = REPEAT_S,
                  clock: Callable[[], float] = time.monotonic,
-                 what: str | None = None, logger: logging.Logger | None = None) -> None:
+                 what: str | None = None, logger: logging.Logger | None = None,
+                 feed: str = "orders",
+                 meanwhile: str = "open orders are polled until it is back (reconnecting "
+                                  "every pass") -> None:
         self.account = account
+        # What covers for the stream while it is lost, for the log.
+        self.meanwhile = meanwhile
         # The feed's name in the log: Binance's user data stream unless told (OANDA's
         # transactions stream uses this too, with its own logger).
         self.what = what or f"binance {account}: user data stream"
@@ -44,8 +49,10 @@ class StreamHealth:
         self._logged_at = 0.0
         self._up = self._failed = None
         if metrics is not None:
-            self._up = metrics.broker_stream_up.labels(account)
-            self._failed = metrics.broker_stream_failures.labels(account)
+            # feed: which stream of the account (its orders' push feed, or OANDA's prices),
+            # so one gauge tells them apart.
+            self._up = metrics.broker_stream_up.labels(account, feed)
+            self._failed = metrics.broker_stream_failures.labels(account, feed)
 
     def up(self) -> None:
         """A subscription is in place."""
@@ -67,9 +74,8 @@ class StreamHealth:
             self._up.set(0)
         if self.lost_since is None:
             self.lost_since = self._logged_at = now
-            self.log.warning("%s lost (%s); open orders are polled until it is back "
-                             "(reconnecting every pass; told again every %.0f s while it "
-                             "stays lost)", self.what, why, self.repeat_s)
+            self.log.warning("%s lost (%s); %s; told again every %.0f s while it stays "
+                             "lost)", self.what, why, self.meanwhile, self.repeat_s)
         elif now - self._logged_at >= self.repeat_s:
             self._logged_at = now
             self.log.warning("%s still lost after %.0f s (%d failed attempts; the last: "

@@ -11,6 +11,8 @@ Orders are found by our client id as ``@<client id>``; a lookup reads the order,
 transaction that filled it (its price, units and commission) or cancelled it (its reason).
 
 Push: the transactions stream (feed.py), a ``PushFeed`` for the tracker (``updates``).
+Prices: the pricing stream (pricing.py) of the instruments asked for, started with the
+broker unless ``pricing_stream = false``; polled (``GET pricing``) when it has none.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .config import OandaAccount
 from .connections import MAX_CONNECTIONS, ConnectionPacer
 from .feed import TransactionsFeed
 from .orphans import Reconciler
+from .pricing import PricingStream
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -72,6 +75,8 @@ class OandaBroker:
         self._base = ""  # <rest url>/v3/accounts/<account id>
         self._prices = PriceCache(f"oanda {account}", config.price_cache_ms)
         self._stream_url = ""  # <stream url>/v3/accounts/<account id>/transactions/stream
+        self.pricing = PricingStream(account, config.stream_timeout_ms,
+                                     config.connect_timeout_ms, self._prices, metrics)
         self.feed = TransactionsFeed(account, config.stream_timeout_ms, self._request,
                                      self._lookup, metrics)
         self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
@@ -124,6 +129,9 @@ class OandaBroker:
         except BaseException:
             await self.close()  # no session left open by a start that failed
             raise
+        if cfg.pricing_stream and self._session is not None:
+            self.pricing.start(self._session, f"{cfg.streaming_url()}/v3/accounts/"
+                               f"{account_id}/pricing/stream")
         if self.store is not None and cfg.reconcile_interval_ms > 0:
             self._reconciling = asyncio.create_task(
                 self.reconciler.periodically(self.store, cfg.reconcile_interval_ms),
@@ -133,6 +141,7 @@ class OandaBroker:
                  self.currency)
 
     async def close(self) -> None:
+        await self.pricing.close()
         if self._reconciling is not None:
             task, self._reconciling = self._reconciling, None
             task.cancel()
@@ -200,9 +209,17 @@ class OandaBroker:
         return None if rules is None else rules.base
 
     async def reference_price(self, symbol: str) -> Decimal | None:
-        """The mid of the best bid and ask (pricing), reused for ``price_cache_ms``."""
+        """The mid of the best bid and ask: the pricing stream's while it vouches for one,
+        else the last one polled or streamed less than ``price_cache_ms`` ago, else polled
+        now (``GET pricing``). The first ask of an instrument subscribes the stream to it
+        (and is answered by the cache or a poll)."""
         if symbol not in self.rules:
             return None
+        if self.config.pricing_stream:
+            streamed = self.pricing.current(symbol)
+            if streamed is not None:
+                return streamed
+            self.pricing.add(symbol)
 
         async def mid() -> Decimal | None:
             reply = await self._request("GET", "/pricing", params={"instruments": symbol})

@@ -44,8 +44,12 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # order" proves nothing; past it the order is never sent again.
     lookup_window_ms: int = 15_000
     price_cache_ms: int = 1_000  # reference prices (pricing) are reused this long
-    # The transactions stream is broken after this long without a line (OANDA sends a
-    # heartbeat every 5 s): the tracker polls and it is reconnected.
+    # Reference prices from the pricing stream (pricing.py) of the instruments asked for,
+    # current while it is up; off: every price is polled (GET pricing, price_cache_ms).
+    pricing_stream: bool = True
+    # A stream (transactions, pricing) is broken after this long without a line (OANDA
+    # sends a heartbeat every 5 s): the tracker polls, prices are polled, and it is
+    # reconnected.
     stream_timeout_ms: int = 10_000
     # Pending entry orders at OANDA that we have no record of, found at start and then
     # every ``reconcile_interval_ms`` (0: at start only): logged and counted ("report"),

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 NEW_CONNECTIONS_PER_SECOND = 2
-# Connections kept per host (REST, and the transactions stream's host): calls beyond them
-# wait for one to be free instead of opening more.
+# Connections kept per host (REST, and the streams' host: the transactions and pricing
+# streams hold one each): calls beyond them wait for one to be free instead of opening more.
 MAX_CONNECTIONS = 4
 
 

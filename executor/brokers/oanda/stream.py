@@ -1,6 +1,7 @@
-"""The transactions stream of an OANDA v20 account, as pure logic (no I/O): the broker
-(broker.py ``updates``) reads ``GET {stream host}/v3/accounts/{id}/transactions/stream``
-line by line and hands each line here.
+"""The streams of an OANDA v20 account, as pure logic (no I/O): the broker (broker.py
+``updates``) reads ``GET {stream host}/v3/accounts/{id}/transactions/stream`` line by line
+and hands each line here; the pricing stream (pricing.py) reads its lines with
+``parse_line`` too and reconnects with ``Backoff``.
 
 A line is one JSON object: a transaction, or a ``HEARTBEAT`` (every 5 s at OANDA) naming
 the account's ``lastTransactionID``. ``Cursor`` remembers the last transaction id seen, so
@@ -12,8 +13,10 @@ orders; everything else only moves the cursor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -21,7 +24,9 @@ import msgspec
 ORDER_CHANGES = frozenset({"ORDER_FILL", "ORDER_CANCEL"})
 HEARTBEAT = "HEARTBEAT"
 
-_decode = msgspec.json.Decoder()
+# A number in a line becomes a Decimal, never a float (v20 sends prices and units as
+# strings; this keeps it exact should a number ever come).
+_decode = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def tx_id(value: Any) -> int | None:
@@ -88,16 +93,22 @@ class Cursor:
 @dataclass
 class Backoff:
     """Seconds to wait before reconnecting after ``failures`` failed attempts in a row:
-    none for the first, then doubling from ``first_s`` up to ``cap_s``."""
+    none for the first, then doubling from ``first_s`` up to ``cap_s``. With ``jitter``
+    (0 to 1) that share of the delay is drawn at random, so the workers of one IP that
+    lost the stream together do not all come back in the same second (OANDA refuses more
+    than 2 new connections a second)."""
 
     first_s: float = 0.5
     cap_s: float = 30.0
     failures: int = 0
+    jitter: float = 0.0
+    rng: Callable[[], float] = random.random
 
     def delay(self) -> float:
         if self.failures <= 0:
             return 0.0
-        return float(min(self.cap_s, self.first_s * 2 ** (self.failures - 1)))
+        full = float(min(self.cap_s, self.first_s * 2 ** (self.failures - 1)))
+        return full * (1 - self.jitter * self.rng())
 
     def failed(self) -> None:
         self.failures += 1

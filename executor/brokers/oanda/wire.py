@@ -258,19 +258,40 @@ def order_report(cid: str, order: Mapping[str, Any], fill_tx: Mapping[str, Any] 
                    updated_at=epoch_ms(at))
 
 
+def mid_of(price: Mapping[str, Any]) -> Decimal | None:
+    """The mid of the best bid and ask of one v20 ClientPrice (a pricing reply's entry, or
+    a PRICE line of the pricing stream), the closeout prices where a side has no level;
+    None when a side is missing. The one definition of our reference price at OANDA."""
+    bids, asks = price.get("bids") or [], price.get("asks") or []
+    bid = bids[0].get("price") if bids else price.get("closeoutBid")
+    ask = asks[0].get("price") if asks else price.get("closeoutAsk")
+    if bid is None or ask is None:
+        return None
+    # v20 sends prices as strings; str() of a Decimal (a stream line decoded with
+    # float_hook=Decimal) is exact too. Never a float.
+    return (Decimal(str(bid)) + Decimal(str(ask))) / 2
+
+
 def mid_price(reply: Mapping[str, Any], instrument: str) -> Decimal | None:
-    """The mid of the best bid and ask of ``instrument`` in a pricing reply (the closeout
-    prices where a side has no level); None when a side is missing."""
+    """``mid_of`` the price of ``instrument`` in a pricing reply; None when absent."""
     for price in reply.get("prices", []):
-        if price.get("instrument") != instrument:
-            continue
-        bids, asks = price.get("bids") or [], price.get("asks") or []
-        bid = bids[0].get("price") if bids else price.get("closeoutBid")
-        ask = asks[0].get("price") if asks else price.get("closeoutAsk")
-        if bid is None or ask is None:
-            return None
-        return (Decimal(str(bid)) + Decimal(str(ask))) / 2
+        if price.get("instrument") == instrument:
+            return mid_of(price)
     return None
+
+
+def streamed_mid(line: Mapping[str, Any]) -> tuple[str, Decimal | None] | None:
+    """A PRICE line of the pricing stream as (instrument, mid): the mid None when the
+    instrument is not tradeable now (``tradeable: false``: halted, closed for the weekend),
+    so it is not taken as a current price. None for any other line."""
+    if line.get("type") != "PRICE" or not isinstance(line.get("instrument"), str):
+        return None
+    if line.get("tradeable") is False:
+        return line["instrument"], None
+    try:
+        return line["instrument"], mid_of(line)
+    except (ArithmeticError, ValueError, TypeError, AttributeError, IndexError):
+        return line["instrument"], None
 
 
 def reject_reason(body: Mapping[str, Any]) -> str | None:
