@@ -11,6 +11,7 @@ $POSTGRES_BIN_DIR (also set by `make test`).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,6 +29,21 @@ _REDIS_FIXTURES = {"redis_server", "redis_url", "redis_client", "redis_cluster",
                    "cluster_url"}
 _POSTGRES_FIXTURES = {"postgres_bin_dir", "postgres_server", "postgres_url",
                       "postgres_database"}
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored() -> Iterator[None]:
+    """The root logger's level as each test found it, and no handler of ``logs.setup``
+    left behind: a CLI entry point run in-process lowers the level to INFO, and a later
+    test's capture would then hold every library's INFO lines (a local server's access log
+    names its paths). pytest's own capture handlers are its to remove."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers and type(handler).__module__ == "executor.infra.logs":
+            root.removeHandler(handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
