@@ -3,9 +3,22 @@ current price, a limit order rests until the price reaches it, a stop (stop-limi
 waits for the price to reach its stop and is then a market (limit) order; a trailing stop
 (alpaca-docs orders.md) keeps ``hwm``, the best price since submission (a sell's highest, a
 buy's lowest), and its stop_price hwm -/+ trail_price or hwm * (1 -/+ trail_percent / 100),
-and is a market order once the price reaches that stop. Orders are
+and is a market order once the price reaches that stop (a stop once reached stays
+triggered). Orders are
 Alpaca's order objects (decimals as strings, unset values null, RFC 3339 times), kept by
 Alpaca's id and by client_order_id, which stays taken for good (a cancelled order's too).
+
+The oco order class (alpaca-docs orders.md "OCO Orders"; what it does not say is marked
+[unverified] in docs/brokers/alpaca.md): ``type`` limit with ``take_profit.limit_price``
+and ``stop_loss.stop_price`` (``stop_loss.limit_price``: a stop-limit), day or gtc, whole
+shares, a stock. Two orders: the take-profit limit is the parent, under the client id
+sent, ``new``; the stop is its leg, under a client id made here, ``held`` (told as a
+``held`` update) until its stop is reached. A fill of one ends the other: a whole fill
+cancels it, a part of the take-profit leaves the stop the rest (orders.md), the stop's
+first fill cancels the take-profit. Cancelling either cancels both. The parent shows its
+leg under ``legs`` in the answer to the POST and, asked ``nested=true``, to GET
+/v2/orders/{id} and GET /v2/orders (legs then not listed on their own); the lookup by
+client id and the trade updates show each order alone (``legs`` null).
 
 Traded volume, for the 1-minute bars of the market data API: as real bars count everyone's
 trades, a minute's volume is the symbol's flow (``set_flow``: the rest of the market, so
@@ -23,7 +36,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-OPEN = frozenset({"new", "accepted", "partially_filled", "pending_new"})
+OPEN = frozenset({"new", "accepted", "partially_filled", "pending_new", "held"})
+OCO = "oco"
+OCO_TIME_IN_FORCE = frozenset({"day", "gtc"})
+# A stop leg's stop at least this far beyond its base price: the take-profit's limit and
+# the market (orders.md, "Threshold on stop price of stop-loss orders").
+STOP_GAP = Decimal("0.01")
 TYPES = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
 TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 MAX_CLIENT_ID = 128
@@ -96,6 +114,8 @@ class Engine:
         self.hold_fills = False  # market orders wait (accepted) for ``fill`` or a price
         # Told every trade update (the trade_updates stream): the event and its data.
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.groups: dict[str, list[str]] = {}  # Alpaca id of each oco order -> the oco's
+        self.triggered: set[str] = set()  # stops reached (then market or limit orders)
         self._ids = itertools.count(1)
         self._executions = itertools.count(1)
         # Symbol -> (from minute, volume a minute), ascending: the rest of the market.
@@ -136,14 +156,15 @@ class Engine:
                 "z": "C"}
 
     def place(self, body: dict[str, Any]) -> dict[str, Any]:
-        symbol, side = body.get("symbol"), body.get("side")
+        order_class = body.get("order_class") or "simple"
+        if order_class == OCO:
+            return self._place_oco(body)
+        if order_class != "simple":
+            raise _invalid(f"order_class {order_class} is not served by the local Alpaca")
         kind, tif = body.get("type"), body.get("time_in_force")
         if kind not in TYPES or tif not in TIME_IN_FORCE:
             raise _invalid("invalid order type or time_in_force")
-        if side not in ("buy", "sell"):
-            raise _invalid("invalid side")
-        if symbol not in self.assets or not self.assets[symbol]["tradable"]:
-            raise _invalid(f"asset {symbol} not found")
+        symbol, side = self._symbol_and_side(body)
         qty, notional = _dec(body, "qty"), _dec(body, "notional")
         if (qty is None) == (notional is None):
             raise _invalid("qty or notional is required, not both")
@@ -159,17 +180,97 @@ class Engine:
         if kind in ("stop", "stop_limit") and stop is None:
             raise _invalid("stop_price is required")
         trail = _trail(body, kind, tif)
+        cid = self._client_id(body)
+        self._check_cost(symbol, side, qty, notional, limit)
+        order = self._create(cid, symbol, side, kind, tif, qty, notional, limit, stop,
+                             extended=bool(body.get("extended_hours", False)),
+                             status="accepted" if kind == "market" and self.hold_fills
+                             else "new", **trail)
+        if kind == "trailing_stop":
+            _follow(order, self.prices[symbol])
+        self._tell("new", order)
+        self._match(order)
+        return dict(order)
+
+    def _place_oco(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An oco: refused as Alpaca refuses one (422) without both exits, with another type
+        than limit, another time in force than day or gtc, extended hours, a crypto pair,
+        fractions, or a stop too close to its base price; else the take-profit parent and
+        its stop leg, answered with the leg nested."""
+        symbol, side = self._symbol_and_side(body)
+        tif = body.get("time_in_force")
+        if self.assets[symbol]["class"] == "crypto":
+            raise _invalid("crypto orders support the simple order class only")
+        if body.get("type") != "limit":
+            raise _invalid("oco orders must be limit orders")
+        if tif not in OCO_TIME_IN_FORCE:
+            raise _invalid("oco orders take time_in_force day or gtc")
+        if body.get("extended_hours"):
+            raise _invalid("extended hours orders are not supported for oco orders")
+        take_profit, stop_loss = body.get("take_profit"), body.get("stop_loss")
+        profit = _dec(take_profit, "limit_price") if isinstance(take_profit, dict) else None
+        if profit is None:
+            raise _invalid("oco orders require take_profit.limit_price")
+        stop = _dec(stop_loss, "stop_price") if isinstance(stop_loss, dict) else None
+        if stop is None:
+            raise _invalid("oco orders require stop_loss.stop_price")
+        assert isinstance(stop_loss, dict)
+        stop_limit = _dec(stop_loss, "limit_price")
+        limit = _dec(body, "limit_price")
+        if limit is not None and limit != profit:
+            raise _invalid("limit_price must be the take_profit.limit_price of an oco order")
+        qty = _dec(body, "qty")
+        if qty is None or body.get("notional") is not None or qty != qty.to_integral():
+            raise _invalid("oco orders take a qty of whole shares")
+        market = self.prices[symbol]
+        base = min(profit, market) if side == "sell" else max(profit, market)
+        if (base - stop if side == "sell" else stop - base) < STOP_GAP:
+            word = "below" if side == "sell" else "above"
+            raise AlpacaError(422, f"stop_price must be at least {STOP_GAP} {word} the base "
+                                   f"price {_text(base)}", 42210000)
+        cid = self._client_id(body)
+        self._check_cost(symbol, side, qty, None, profit)
+        parent = self._create(cid, symbol, side, "limit", tif, qty, None, profit, None,
+                              order_class=OCO)
+        leg = self._create(str(uuid.uuid4()), symbol, side,
+                           "stop" if stop_limit is None else "stop_limit", tif, qty, None,
+                           stop_limit, stop, order_class=OCO, status="held")
+        self.groups[parent["id"]] = self.groups[leg["id"]] = [parent["id"], leg["id"]]
+        self._tell("new", parent)
+        self._tell("held", leg)
+        self._match(parent)
+        return self._nest(parent)
+
+    def _symbol_and_side(self, body: dict[str, Any]) -> tuple[str, str]:
+        symbol, side = body.get("symbol"), body.get("side")
+        if side not in ("buy", "sell"):
+            raise _invalid("invalid side")
+        if not isinstance(symbol, str) or symbol not in self.assets or (
+                not self.assets[symbol]["tradable"]):
+            raise _invalid(f"asset {symbol} not found")
+        return symbol, str(side)
+
+    def _client_id(self, body: dict[str, Any]) -> str:
         cid = body.get("client_order_id") or str(uuid.uuid4())
         if not isinstance(cid, str) or len(cid) > MAX_CLIENT_ID:
             raise _invalid("client_order_id must be no more than 128 characters")
         if cid in self.by_client_id:
             raise _invalid("client_order_id must be unique")
+        return cid
+
+    def _check_cost(self, symbol: str, side: str, qty: Decimal | None,
+                    notional: Decimal | None, limit: Decimal | None) -> None:
         price = self.prices[symbol]
         cost = (qty * (limit or price)) if qty is not None else notional
         assert cost is not None
         if side == "buy" and cost > self.buying_power:
             raise AlpacaError(403, "insufficient buying power", 40310000,
                               buying_power=_text(self.buying_power), cost_basis=_text(cost))
+
+    def _create(self, cid: str, symbol: str, side: str, kind: str, tif: str,
+                qty: Decimal | None, notional: Decimal | None, limit: Decimal | None,
+                stop: Decimal | None, *, extended: bool = False, order_class: str = "",
+                status: str = "new", **trail: str) -> dict[str, Any]:
         now = self.now()
         oid = str(uuid.UUID(int=next(self._ids) | (4 << 76) | (8 << 60)))
         order = {
@@ -180,12 +281,11 @@ class Engine:
             "symbol": symbol, "asset_class": self.assets[symbol]["class"],
             "notional": None if notional is None else _text(notional),
             "qty": None if qty is None else _text(qty), "filled_qty": "0",
-            "filled_avg_price": None, "order_class": "", "order_type": kind, "type": kind,
-            "side": side, "time_in_force": tif,
+            "filled_avg_price": None, "order_class": order_class, "order_type": kind,
+            "type": kind, "side": side, "time_in_force": tif,
             "limit_price": None if limit is None else _text(limit),
             "stop_price": None if stop is None else _text(stop),
-            "status": "accepted" if kind == "market" and self.hold_fills else "new",
-            "extended_hours": bool(body.get("extended_hours", False)), "legs": None,
+            "status": status, "extended_hours": extended, "legs": None,
             "trail_percent": None, "trail_price": None, "hwm": None, **trail,
             "position_intent": "buy_to_open" if side == "buy" else "sell_to_open",
             "source": None, "subtag": None,
@@ -194,25 +294,32 @@ class Engine:
         self.by_client_id[cid] = oid
         self.created[cid] += 1
         self._fills[oid] = Decimal(0)
-        if kind == "trailing_stop":
-            _follow(order, price)
-        self._tell("new", order)
-        self._match(order)
-        return dict(order)
+        return order
 
-    def get(self, order_id: str) -> dict[str, Any]:
+    def _nest(self, order: dict[str, Any]) -> dict[str, Any]:
+        """An order object with its legs (an oco's parent), as a nested answer shows it."""
+        out = dict(order)
+        group = self.groups.get(order["id"])
+        if group is not None and group[0] == order["id"]:
+            out["legs"] = [dict(self.orders[oid]) for oid in group[1:]]
+        return out
+
+    def get(self, order_id: str, nested: bool = False) -> dict[str, Any]:
         _check_uuid(order_id)
         order = self.orders.get(order_id)
         if order is None:
             raise AlpacaError(404, "order not found", 40410000)
-        return dict(order)
+        return self._nest(order) if nested else dict(order)
 
-    def list(self, status: str = "open", limit: int = 50) -> list[dict[str, Any]]:
-        """GET /v2/orders: open, closed or all orders, oldest first, at most ``limit``."""
+    def list(self, status: str = "open", limit: int = 50,
+             nested: bool = False) -> list[dict[str, Any]]:
+        """GET /v2/orders: open, closed or all orders, oldest first, at most ``limit``;
+        ``nested``: an oco's leg under its parent, not on its own."""
         if status not in ("open", "closed", "all"):
             raise _invalid("invalid status")
-        chosen = [dict(o) for o in self.orders.values()
-                  if status == "all" or (o["status"] in OPEN) == (status == "open")]
+        chosen = [self._nest(o) if nested else dict(o) for o in self.orders.values()
+                  if status == "all" or (o["status"] in OPEN) == (status == "open")
+                  if not nested or self.groups.get(o["id"], [o["id"]])[0] == o["id"]]
         return chosen[:max(1, min(limit, 500))]
 
     def get_by_client_id(self, client_order_id: str) -> dict[str, Any]:
@@ -228,6 +335,14 @@ class Engine:
             raise AlpacaError(404, "order not found", 40410000)
         if order["status"] not in OPEN:
             raise AlpacaError(422, "order status is not cancelable", 42210000)
+        self._cancel(order)
+        # An oco's other order goes with it (orders.md: "If any one of the orders is
+        # canceled, any remaining open order in the group is canceled").
+        for oid in self.groups.get(order_id, []):
+            if self.orders[oid]["status"] in OPEN:
+                self._cancel(self.orders[oid])
+
+    def _cancel(self, order: dict[str, Any]) -> None:
         order["status"] = "canceled"
         order["canceled_at"] = order["updated_at"] = self.now()
         self._tell("canceled", order)
@@ -308,8 +423,13 @@ class Engine:
             kind = "market"
         if kind in ("stop", "stop_limit"):
             stop = Decimal(order["stop_price"])
-            if not (price >= stop if side == "buy" else price <= stop):
-                return
+            if order["id"] not in self.triggered:
+                if not (price >= stop if side == "buy" else price <= stop):
+                    return
+                self.triggered.add(order["id"])
+                if order["status"] == "held":  # an oco's stop leg, working from now on
+                    order["status"], order["updated_at"] = "new", self.now()
+                    self._tell("new", order)
             kind = "market" if kind == "stop" else "limit"
         if kind == "market":
             if not self.hold_fills:
@@ -345,6 +465,24 @@ class Engine:
                 order["qty"] = _text(filled)
         self._tell("fill" if order["status"] == "filled" else "partial_fill", order,
                    price=_text(price), qty=_text(part))
+        if oid in self.groups:
+            self._one_cancels_other(order)
+
+    def _one_cancels_other(self, order: dict[str, Any]) -> None:
+        """After a fill of one order of an oco: a whole fill cancels the other; a part of
+        the take-profit leaves the stop what is left of it (orders.md); the stop's first
+        fill cancels the take-profit [unverified: Alpaca says only that a fill of one
+        cancels the other]."""
+        parent, *legs = self.groups[order["id"]]
+        others = [self.orders[oid] for oid in (parent, *legs) if oid != order["id"]]
+        for other in others:
+            if other["status"] not in OPEN:
+                continue
+            if order["status"] == "partially_filled" and order["id"] == parent:
+                left = Decimal(order["qty"]) - Decimal(order["filled_qty"])
+                other["qty"], other["updated_at"] = _text(left), self.now()
+            else:
+                self._cancel(other)
 
     def _tell(self, event: str, order: dict[str, Any], **extra: str) -> None:
         """A trade update, as the stream's ``data``: the event, the order object as it is

@@ -6,6 +6,9 @@ headers and bodies.
 - 200 (not 201) with the order on POST /v2/orders, 204 without a body on DELETE, 404 for an
   unknown order, 422 ``{"code":40010001,"message":"client_order_id must be unique"}`` on a
   reused client id, 422 on the cancel of a final order.
+- The oco order class (engine.py): its stop leg nested under ``legs`` in the POST's answer
+  and with ``nested=true`` on GET /v2/orders/{id} and GET /v2/orders; 422 for an oco
+  Alpaca refuses (no take_profit or stop_loss, not limit, crypto, ...).
 - The market data API's latest quotes and 1-minute bars (GET /v2/stocks/{symbol}/bars,
   /v1beta3/crypto/us/bars: numbers, not strings; 422 ``{"code":42210000,...}`` for a
   timeframe other than 1Min, an unreadable start, end, limit or page_token).
@@ -101,11 +104,13 @@ class AlpacaExchangeServer:
             ("POST", "/v2/orders", lambda r, b: self.engine.place(
                 b if isinstance(b, dict) else {})),
             ("GET", "/v2/orders", lambda r, b: self.engine.list(
-                r.query.get("status", "open"), _int(r.query.get("limit"), 50))),
+                r.query.get("status", "open"), _int(r.query.get("limit"), 50),
+                _true(r.query.get("nested")))),
             ("GET", "/v2/orders:by_client_order_id",
              lambda r, b: self.engine.get_by_client_id(r.query.get("client_order_id", ""))),
             ("GET", "/v2/orders/{order_id}",
-             lambda r, b: self.engine.get(r.match_info["order_id"])),
+             lambda r, b: self.engine.get(r.match_info["order_id"],
+                                          _true(r.query.get("nested")))),
             ("DELETE", "/v2/orders/{order_id}",
              lambda r, b: self.engine.cancel(r.match_info["order_id"])),
             # The market data API (data.alpaca.markets), served here too.
@@ -342,6 +347,10 @@ class AlpacaExchangeServer:
         return {"X-Ratelimit-Limit": str(self.rate_limit),
                 "X-Ratelimit-Remaining": str(self.rate_limit - used),
                 "X-Ratelimit-Reset": str((minute + 1) * 60)}
+
+
+def _true(value: str | None) -> bool:
+    return value is not None and value.lower() == "true"
 
 
 def _int(value: str | None, default: int) -> int:

@@ -434,23 +434,32 @@ async def test_at_binance_a_brackets_exit_is_a_native_oco_for_what_the_position_
         await list_over(redis_client, "B1")
 
 
-async def test_at_alpaca_a_brackets_exit_is_emulated_and_its_stop_leg_sent_on_a_fall(
+async def test_at_alpaca_a_brackets_exit_is_alpacas_own_oco_and_its_stop_leg_closes(
         redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
         client: OrderClient) -> None:
-    """Alpaca has no oco the worker uses: the exit is held by the emulator (nothing sent),
-    and when the price falls to the stop-loss its stop leg goes out as a market sell under
-    the exit's id, closing what the entry bought."""
+    """The exit (a reduce_only oco) goes to Alpaca as its oco order class, under the exit's
+    id: the position is protected at Alpaca, not by the emulator. When the price falls to
+    the stop-loss, Alpaca's stop leg fills and its take-profit is cancelled; the exit is
+    filled for what the entry bought and the list is over."""
     async with running(alpaca_settings(redis_url, alpaca)):
         sub = await client.place("AAPL", "buy", "market", "5", client_order_id="AL1",
                                  take_profit="195", stop_loss="185")
         assert (await client.wait_result(sub, timeout=15)).status is ResultStatus.FILLED
         exit_ = await order_in(client, "AL1-x1", OrderState.ACCEPTED, timeout=15)
-        assert exit_.emulated and exit_.spec.quantity == D("5")
-        assert [r.body.get("client_order_id") for r in alpaca.orders_sent()] == ["AL1"]
-        alpaca.set_price("AAPL", "185")
-        closed = await order_in(client, "AL1-x1", OrderState.FILLED, timeout=15)
-        assert closed.filled_quantity == D("5")
+        assert not exit_.emulated and exit_.spec.quantity == D("5")
+        assert [r.body.get("client_order_id") for r in alpaca.orders_sent()] == [
+            "AL1", "AL1-x1"]
         [body] = [r.body for r in alpaca.orders_sent()
                   if r.body.get("client_order_id") == "AL1-x1"]
-        assert (body["type"], body["side"], body["qty"]) == ("market", "sell", "5")
+        assert body == {"symbol": "AAPL", "side": "sell", "type": "limit",
+                        "time_in_force": "gtc", "client_order_id": "AL1-x1", "qty": "5",
+                        "order_class": "oco", "take_profit": {"limit_price": "195"},
+                        "stop_loss": {"stop_price": "185"}}
+        alpaca.set_price("AAPL", "185")
+        closed = await order_in(client, "AL1-x1", OrderState.FILLED, timeout=15)
+        assert (closed.filled_quantity, closed.average_price) == (D("5"), D("185"))
+        parent = alpaca.engine.get_by_client_id("AL1-x1")
+        [leg] = alpaca.engine.get(parent["id"], nested=True)["legs"]
+        assert (parent["status"], leg["status"]) == ("canceled", "filled")
         await list_over(redis_client, "AL1")
+    assert alpaca.orders_for("AL1-x1") == 1

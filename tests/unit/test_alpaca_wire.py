@@ -18,6 +18,7 @@ from executor.brokers.base import (
     AuthenticationFailed,
     BrokerStatus,
     DuplicateClientId,
+    NeedsEmulation,
     NotCancellable,
     OrderNotFound,
     PermanentError,
@@ -82,7 +83,15 @@ def test_longer_client_ids_map_deterministically_within_the_limit() -> None:
     (spec(OrderType.LIMIT_MAKER, price=D("1")), "type"),
     (spec(OrderType.TAKE_PROFIT, stop_price=D("1")), "type"),
     (spec(OrderType.TAKE_PROFIT_LIMIT, price=D("1"), stop_price=D("1")), "type"),
-    (spec(OrderType.OCO, price=D("2"), stop_price=D("1")), "type"),
+    (spec(OrderType.OCO, price=D("2"), stop_price=D("1"), symbol="BTC/USD",
+          reduce_only=True), "type"),
+    (spec(OrderType.OCO, price=D("2"), stop_price=D("1")), "reduce_only"),
+    (spec(OrderType.OCO, "0.5", price=D("2"), stop_price=D("1"), reduce_only=True),
+     "quantity"),
+    (spec(OrderType.OCO, side=Side.SELL, price=D("190.00"), stop_price=D("189.995"),
+          reduce_only=True), "stop_price"),
+    (spec(OrderType.OCO, price=D("189.995"), stop_price=D("190"), reduce_only=True),
+     "stop_price"),
     (spec(OrderType.STOP, "1", stop_price=D("1"), symbol="BTC/USD"), "type"),
     (spec(time_in_force=TimeInForce.GTD), "time_in_force"),
     (spec(OrderType.LIMIT, price=D("1"), symbol="BTC/USD", time_in_force=TimeInForce.FOK),
@@ -162,6 +171,117 @@ def test_a_report_under_our_client_id_with_fills_from_the_cumulative() -> None:
     # Nothing new: the same fills.
     assert wire.report({**ORDER, "filled_qty": "10", "filled_avg_price": "101.1"}, "ours",
                        more.fills).fills == more.fills
+
+
+def oco(**kw: Any) -> OrderSpec:
+    kw.setdefault("side", Side.SELL)
+    kw.setdefault("reduce_only", True)
+    return spec(OrderType.OCO, kw.pop("quantity", "5"), price=kw.pop("price", D("195")),
+                stop_price=kw.pop("stop_price", D("185")), **kw)
+
+
+def test_a_reduce_only_stock_oco_is_alpacas_oco_class_under_our_client_id() -> None:
+    wire.check(oco())
+    body = wire.order_body("E1-x1", oco(), extended_hours=True)
+    assert body == {"symbol": "AAPL", "side": "sell", "type": "limit",
+                    "time_in_force": "gtc", "client_order_id": "E1-x1", "qty": "5",
+                    "order_class": "oco", "take_profit": {"limit_price": "195"},
+                    "stop_loss": {"stop_price": "185"}}
+    # A stop-limit leg: its limit in stop_loss; a buy (covering a short) the other way.
+    body = wire.order_body("c", oco(side=Side.BUY, price=D("180"), stop_price=D("190.5"),
+                                    stop_limit_price=D("191.25")))
+    assert (body["side"], body["take_profit"], body["stop_loss"]) == (
+        "buy", {"limit_price": "180"}, {"stop_price": "190.5", "limit_price": "191.25"})
+    wire.check(oco(price=D("185.01"), stop_price=D("185")))  # a cent apart: taken
+
+
+@pytest.mark.parametrize(("order", "field"), [
+    (oco(symbol="BTC/USD", quantity="0.1"), "type"),  # crypto: simple orders only
+    (oco(stop_limit_price=D("184"), time_in_force=TimeInForce.FOK), "time_in_force"),
+    (oco(reduce_only=False), "reduce_only"),  # it may open a position: not an exit
+])
+def test_an_oco_alpacas_oco_cannot_say_stays_emulated(order: OrderSpec, field: str) -> None:
+    with pytest.raises(NeedsEmulation) as caught:
+        wire.check(order)
+    assert caught.value.field == field and EMULATED in str(caught.value)
+
+
+PARENT = {"id": "11111111-1111-4111-8111-111111111111", "client_order_id": "E1-x1",
+          "symbol": "AAPL", "qty": "5", "filled_qty": "0", "filled_avg_price": None,
+          "status": "new", "order_class": "oco", "type": "limit", "limit_price": "195",
+          "updated_at": "2026-12-04T17:00:00Z", "filled_at": None}
+LEG = {**PARENT, "id": "22222222-2222-4222-8222-222222222222",
+       "client_order_id": "made-by-alpaca", "type": "stop", "limit_price": None,
+       "stop_price": "185", "status": "held", "legs": None}
+
+
+def nested(parent: dict[str, Any], leg: dict[str, Any]) -> dict[str, Any]:
+    return {**parent, "legs": [leg]}
+
+
+def test_an_oco_is_one_report_of_both_its_orders() -> None:
+    working = wire.report(nested(PARENT, LEG), "E1-x1")
+    assert (working.status, working.broker_order_id, working.quantity) == (
+        BrokerStatus.NEW, PARENT["id"], 5)
+    # The stop leg filled, the take-profit cancelled: our oco is filled, with the leg's fill.
+    stopped = wire.report(nested(
+        {**PARENT, "status": "canceled", "updated_at": "2026-12-04T17:00:02Z"},
+        {**LEG, "status": "filled", "filled_qty": "5", "filled_avg_price": "184.98",
+         "filled_at": "2026-12-04T17:00:01Z"}), "E1-x1")
+    assert (stopped.status, stopped.filled_quantity) == (BrokerStatus.FILLED, 5)
+    [fill] = stopped.fills
+    assert (fill.fill_id, fill.quantity, fill.price, fill.at) == (
+        f"{LEG['id']}:5", 5, Decimal("184.98"), 1796403601000)
+    assert stopped.updated_at == 1796403602000
+    # The take-profit filled while the stop is not cancelled yet: open until it is (both
+    # may fill in a fast market).
+    took = nested({**PARENT, "status": "filled", "filled_qty": "5",
+                   "filled_avg_price": "195"}, LEG)
+    assert wire.report(took, "E1-x1").status is BrokerStatus.PARTIALLY_FILLED
+    took["legs"] = [{**LEG, "status": "canceled"}]
+    done = wire.report(took, "E1-x1")
+    assert done.status is BrokerStatus.FILLED
+    assert [(f.fill_id, f.price) for f in done.fills] == [(f"{PARENT['id']}:5", 195)]
+    for parent, leg, ours in [("canceled", "canceled", BrokerStatus.CANCELLED),
+                              ("expired", "expired", BrokerStatus.EXPIRED),
+                              ("rejected", "rejected", BrokerStatus.REJECTED)]:
+        got = wire.report(nested({**PARENT, "status": parent}, {**LEG, "status": leg}), "c")
+        assert got.status is ours, (parent, leg)
+
+
+def test_an_oco_without_its_leg_is_never_told_as_ended() -> None:
+    """The lookup by client id may show the parent alone: cancelled, it may be because its
+    stop leg filled, which only the nested answer shows."""
+    alone = wire.report({**PARENT, "status": "canceled"}, "E1-x1")
+    assert alone.status is BrokerStatus.NEW and alone.fills == []
+    part = wire.report({**PARENT, "status": "canceled", "filled_qty": "2",
+                        "filled_avg_price": "195"}, "E1-x1")
+    assert part.status is BrokerStatus.PARTIALLY_FILLED and part.filled_quantity == 2
+
+
+def test_an_ocos_fills_come_from_each_order_once() -> None:
+    """Two of five at the take-profit, then the stop leg (given the three left, as Alpaca
+    adjusts it) fills: two fills, each with its order's own id and price, none twice."""
+    first = wire.report(nested({**PARENT, "status": "partially_filled", "filled_qty": "2",
+                                "filled_avg_price": "195"}, {**LEG, "qty": "3"}), "E1-x1")
+    assert first.status is BrokerStatus.PARTIALLY_FILLED
+    after = wire.report(nested(
+        {**PARENT, "status": "canceled", "filled_qty": "2", "filled_avg_price": "195"},
+        {**LEG, "qty": "3", "status": "filled", "filled_qty": "3",
+         "filled_avg_price": "184.5"}), "E1-x1", first.fills)
+    assert after.status is BrokerStatus.FILLED and after.filled_quantity == 5
+    assert after.fills[0] == first.fills[0]
+    assert [(f.quantity, f.price) for f in after.fills] == [(2, 195), (3, Decimal("184.5"))]
+    assert wire.report(nested({**PARENT, "status": "canceled", "filled_qty": "2",
+                               "filled_avg_price": "195"},
+                              {**LEG, "status": "filled", "filled_qty": "3",
+                               "filled_avg_price": "184.5"}), "E1-x1",
+                       after.fills).fills == after.fills
+
+
+def test_an_ocos_stop_leg_is_known_by_its_type() -> None:
+    assert wire.is_oco_leg(LEG) and not wire.is_oco_leg(PARENT)
+    assert not wire.is_oco_leg({**ORDER, "type": "stop"})
 
 
 ERRORS = [

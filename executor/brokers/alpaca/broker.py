@@ -14,6 +14,13 @@ of one too long), so an order whose outcome is unknown is looked up by it (GET
 /v2/orders:by_client_order_id). A cancel looks the order up by it, then DELETEs Alpaca's
 id and reads the order again (the DELETE answers 204 without a body).
 
+Our ``oco`` (reduce_only, stock, gtc: ``wire.check_oco``) is Alpaca's oco order class: the
+take-profit limit is the order under our client id, the stop its one leg (``legs``), with
+a client id of Alpaca's. It is told as one order of ours from both (``wire.report_oco``),
+so every lookup of one reads it nested (GET /v2/orders/{id}?nested=true) when the answer
+by client id does not nest its leg; a trade update of either leg is told by such a lookup;
+a cancel DELETEs whichever of the two is open (Alpaca cancels the rest of the group).
+
 Alpaca's order object tells only the cumulative filled quantity and average price: each
 rise is told as one fill (``wire.fills_of``), derived from the fills told before, which
 are read from our record of the order (or this process's memory, when it goes further).
@@ -78,6 +85,7 @@ log = logging.getLogger(__name__)
 # (reference_price, traded_volume) are not here: that API's limit is its own.
 WEIGHTS: Mapping[str, int] = {"submit": 1, "cancel": 3, "get_order": 1, "ping": 1}
 _FILLS_MEMORY = 10_000  # orders whose fills told so far are remembered
+_OCO_MEMORY = 10_000  # Alpaca ids of open ocos' orders remembered (their updates' owner)
 _CLOSE_S = 3.0
 _HEARTBEAT_S = 15.0  # a ping this often; no pong in half of it: the connection is dead
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's most per GET /v2/orders
@@ -116,6 +124,9 @@ class AlpacaBroker:
         self._session: aiohttp.ClientSession | None = None
         self._usage: dict[str, int] = {}
         self._fills: dict[str, list[Fill]] = {}  # our client id -> its fills told so far
+        # Alpaca id of each order of an open oco (the parent and its leg) -> our client id:
+        # a trade update of the leg carries a client id of Alpaca's, not ours.
+        self._owners: dict[str, str] = {}
         self._prices = PriceCache(f"alpaca {account}", config.price_cache_ms)
         self._keys: tuple[str, str] | None = None  # for the stream's auth message
         self.metrics = metrics
@@ -221,20 +232,46 @@ class AlpacaBroker:
         return self._report(reply, client_order_id, [])
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        reply = await self._by_client_id(client_order_id)
+        reply = await self._nested(await self._by_client_id(client_order_id))
         return self._report(reply, client_order_id, await self._known(client_order_id))
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        found = await self._by_client_id(client_order_id)
+        found = await self._nested(await self._by_client_id(client_order_id))
         known = await self._known(client_order_id)
         now = self._report(found, client_order_id, known)
         if now.status is BrokerStatus.CANCELLED:
             return now  # cancelled already (by an earlier cancel of ours whose answer was lost)
         if now.status in FINAL_BROKER_STATUSES:
             raise NotCancellable(f"order {client_order_id} is {now.status} at Alpaca")
+        if wire.is_oco(found):
+            return await self._cancel_oco(found, client_order_id, known)
         order_id = quote(str(found["id"]), safe="")
         await self._request("DELETE", f"/v2/orders/{order_id}", Call.CANCEL)
         after = await self._json("GET", f"/v2/orders/{order_id}", Call.LOOKUP)
+        return self._report(after, client_order_id, self._fills.get(client_order_id, known))
+
+    async def _cancel_oco(self, found: Mapping[str, Any], client_order_id: str,
+                          known: list[Fill]) -> BrokerOrder:
+        """Cancelling one order of an oco cancels the rest of it at Alpaca (orders.md:
+        "If any one of the orders is canceled, any remaining open order in the group is
+        canceled"): the parent while it is open, else its leg (the stop triggered, and
+        Alpaca ended the take-profit). One that ends between our read and the DELETE is
+        read again once and the other one tried."""
+        parent = str(found["id"])
+        for attempt in range(2):
+            orders = wire.oco_orders(found) or [found]
+            working = [o for o in orders if wire.status_of(o) not in FINAL_BROKER_STATUSES]
+            if not working:
+                break
+            order_id = quote(str(working[0]["id"]), safe="")
+            try:
+                await self._request("DELETE", f"/v2/orders/{order_id}", Call.CANCEL)
+                break
+            except NotCancellable:
+                if attempt:
+                    raise
+                found = await self._order_nested(parent)
+        after = await self._order_nested(parent)
         return self._report(after, client_order_id, self._fills.get(client_order_id, known))
 
     def quote_asset(self, symbol: str) -> str | None:
@@ -383,7 +420,11 @@ class AlpacaBroker:
         reports: list[BrokerOrder] = []
         seen: set[str] = set()
         for order in await self._open_orders():
+            if wire.is_oco_leg(order):
+                continue  # told with its parent, below (a lookup of our open record)
             cid = str(order["client_order_id"])
+            if wire.is_oco(order):
+                continue  # its leg only shows nested: looked up below, as not seen
             seen.add(cid)
             reports.append(self._report(order, cid, await self._known(cid)))
         if self.store is None:
@@ -404,6 +445,15 @@ class AlpacaBroker:
         """A report of a trade update's order; None when it is older than what was told
         (an order's REST reply can overtake its updates) or unreadable."""
         cid = str(order["client_order_id"])
+        owner = self._owners.get(str(order["id"]))
+        if owner is None and wire.is_oco(order):
+            if wire.is_oco_leg(order):
+                # The leg of an oco not seen since this process started: the update of its
+                # parent (Alpaca ends the other one) or the tracker's polling tells it.
+                return None
+            owner = cid
+        if owner is not None:
+            return await self._oco_update(owner, str(order.get("symbol", "")))
         try:
             known = await self._known(cid)
             filled = wire.dec(order.get("filled_qty")) or Decimal(0)
@@ -414,6 +464,16 @@ class AlpacaBroker:
             # One bad update must not end the stream; polling covers its order.
             log.warning("alpaca %s: trade update of %s skipped (%s: %s)", self.account, cid,
                         type(exc).__name__, exc)
+            return None
+
+    async def _oco_update(self, client_order_id: str, symbol: str) -> BrokerOrder | None:
+        """An update of either order of an oco, told as the whole oco: looked up nested
+        (an update shows one order, and the oco's state is both's)."""
+        try:
+            return await self.get_order(client_order_id, symbol)
+        except BrokerError as exc:
+            log.info("alpaca %s: oco %s changed but cannot be looked up (%s); the tracker's "
+                     "polling will", self.account, client_order_id, exc)
             return None
 
     # -- reconciliation ---------------------------------------------------------------------
@@ -468,6 +528,19 @@ class AlpacaBroker:
         return await self._json("GET", "/v2/orders:by_client_order_id", Call.LOOKUP,
                                 params={"client_order_id": wire.client_id(client_order_id)})
 
+    async def _nested(self, reply: Any) -> Any:
+        """``reply`` with its legs: an oco's parent read again nested when the answer did
+        not nest them (Alpaca documents ``nested`` for GET /v2/orders/{id}, not for the
+        lookup by client id)."""
+        if (isinstance(reply, Mapping) and "id" in reply and wire.is_oco(reply)
+                and wire.oco_orders(reply) is None):
+            return await self._order_nested(str(reply["id"]))
+        return reply
+
+    async def _order_nested(self, order_id: str) -> Any:
+        return await self._json("GET", f"/v2/orders/{quote(order_id, safe='')}", Call.LOOKUP,
+                                params={"nested": "true"})
+
     async def _known(self, client_order_id: str) -> list[Fill]:
         """The fills told so far of an order: our record's, or this process's memory when it
         goes further than the record (a report of its own not written yet). A memory
@@ -492,12 +565,26 @@ class AlpacaBroker:
         if not isinstance(reply, Mapping) or "id" not in reply:
             raise RetryableError(f"alpaca {self.account}: an order answer without an id")
         found = wire.report(reply, client_order_id, known)
+        if wire.is_oco(reply):
+            self._remember_oco(reply, client_order_id, found.status)
         if found.fills:
             self._fills.pop(client_order_id, None)
             self._fills[client_order_id] = list(found.fills)
             while len(self._fills) > _FILLS_MEMORY:
                 del self._fills[next(iter(self._fills))]
         return found
+
+    def _remember_oco(self, reply: Mapping[str, Any], client_order_id: str,
+                      status: BrokerStatus) -> None:
+        """Whose the oco's orders are, while it is open (its leg's updates find us by it)."""
+        ids = [str(o["id"]) for o in wire.oco_orders(reply) or [reply]]
+        if status in FINAL_BROKER_STATUSES:
+            for oid in ids:
+                self._owners.pop(oid, None)
+            return
+        self._owners.update(dict.fromkeys(ids, client_order_id))
+        while len(self._owners) > _OCO_MEMORY:
+            del self._owners[next(iter(self._owners))]
 
     async def _json(self, method: str, path: str, call: Call, **kwargs: Any) -> Any:
         reply = await self._request(method, path, call, **kwargs)

@@ -3,7 +3,8 @@
 An orphan is an order open at Alpaca under a client id we have no record of: placed by
 another program or by hand on the account, or by a deployment that lost its records. It
 is reported (logged once per process, counted), never touched: Alpaca's own id and the
-order's fields are what an operator needs to find it.
+order's fields are what an operator needs to find it. The stop leg of an oco carries a
+client id Alpaca made up, never ours: it is its parent's, found (or not) by the parent.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...model.order import Order
+from .wire import is_oco_leg
 
 
 def orphans(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | None]
             ) -> list[Mapping[str, Any]]:
     """``remote``: Alpaca's open orders; ``local``: our record (or None) per client id of
-    ``remote``. The open orders without a record, in Alpaca's order."""
-    return [o for o in remote if local.get(str(o.get("client_order_id", ""))) is None]
+    ``remote``. The open orders without a record, in Alpaca's order (an oco's leg is
+    never one by itself)."""
+    return [o for o in remote if not is_oco_leg(o)
+            and local.get(str(o.get("client_order_id", ""))) is None]
 
 
 def describe(orphan: Mapping[str, Any]) -> str:

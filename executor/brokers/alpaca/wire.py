@@ -19,6 +19,7 @@ from producer.contract import (
     Fill,
     OrderSpec,
     OrderType,
+    Side,
     TimeInForce,
     TrailingOffsetType,
     wire,
@@ -27,6 +28,7 @@ from producer.contract import (
 from ...model.triggers import STOP_TYPES, TAKE_PROFIT_TYPES
 from ..base import (
     EMULATED,
+    FINAL_BROKER_STATUSES,
     AuthenticationFailed,
     BrokerError,
     BrokerOrder,
@@ -84,6 +86,22 @@ OPEN_STATUSES = frozenset({
     "held",
 })
 
+# Alpaca's oco order class (alpaca-docs orders.md, "OCO Orders"): two exit orders of one
+# side and quantity, a take-profit limit and a stop (a stop-limit with stop_loss.limit_price);
+# once one fills Alpaca cancels the other. The take-profit is the parent, the order that
+# carries our client_order_id; the stop is its one leg, with a client id Alpaca makes up
+# (leg client ids are ignored: Alpaca-API #115). Alpaca takes it as an exit of a position
+# held ("currently only exit order is supported"): an oco of ours that is not reduce_only
+# may open a position, so it stays with the emulator. Its time in force is day or gtc for
+# both legs, ours gtc (or the stop-limit leg's ioc / fok, which Alpaca's cannot say). Crypto
+# takes no order class (alpaca-py OrderClass: crypto "simple" only).
+OCO_CLASS = "oco"
+OCO_TIME_IN_FORCE = frozenset({TimeInForce.GTC})
+# The stop must be at least a cent beyond the take-profit's limit (and the market), or
+# Alpaca refuses the oco (orders.md, "Threshold on stop price of stop-loss orders").
+OCO_STOP_GAP = Decimal("0.01")
+_OCO_PARENT_TYPE = "limit"
+
 DUPLICATE_TEXT = "client_order_id must be unique"
 MINUTE_MS = 60_000  # Alpaca's bars of timeframe 1Min start on the minute
 _PRICE_PLACES = Decimal("1e-9")  # a fill's price, derived from two averages
@@ -140,12 +158,15 @@ def check(order: OrderSpec, *, fractionable: bool = True) -> None:
     (``fractionable``: the asset takes fractional quantities)."""
     refuse_conditional(order, "alpaca", NATIVE_CONDITIONAL)
     refuse_display(order, "alpaca")
+    if order.type is OrderType.OCO:
+        check_oco(order)
+        return
     if order.type is OrderType.TRAILING_STOP:
         check_trailing(order)
     crypto = is_crypto(order.symbol)
     if order.type not in TYPES or (crypto and order.type not in CRYPTO_TYPES):
         types = sorted(CRYPTO_TYPES if crypto else TYPES)
-        if order.type in STOP_TYPES | TAKE_PROFIT_TYPES or order.type is OrderType.OCO:
+        if order.type in STOP_TYPES | TAKE_PROFIT_TYPES:
             raise NeedsEmulation(f"type {order.type} has no Alpaca order type for "
                                  f"{order.symbol} (it takes {', '.join(types)}; "
                                  f"{EMULATED})", "type")
@@ -198,6 +219,57 @@ def check_trailing(order: OrderSpec) -> None:
                             "trailing_offset")
 
 
+def check_oco(order: OrderSpec) -> None:
+    """An oco Alpaca's oco class takes exactly passes; one it cannot say raises
+    ``NeedsEmulation`` (the emulator holds it and sends the leg the price reaches, see
+    brokers/emulating.py); one it would refuse either way raises ``ContractError``."""
+    if is_crypto(order.symbol):
+        raise NeedsEmulation(f"type oco has no Alpaca order class for {order.symbol} (crypto "
+                             f"takes simple orders only; {EMULATED})", "type")
+    if order.time_in_force not in OCO_TIME_IN_FORCE:
+        raise NeedsEmulation(f"time_in_force {order.time_in_force} of an oco's stop-limit leg "
+                             f"has no Alpaca oco (both legs take day or gtc; {EMULATED})",
+                             "time_in_force")
+    if not order.reduce_only:
+        raise NeedsEmulation("an oco that is not reduce_only: Alpaca's oco class takes exits "
+                             f"of a position held only ({EMULATED})", "reduce_only")
+    if order.quantity is None:
+        raise ContractError("an oco needs a quantity (Alpaca's oco takes no notional)",
+                            "quantity")
+    if not _whole(order.quantity):
+        raise ContractError(f"quantity {order.quantity}: Alpaca's oco takes whole shares "
+                            "only", "quantity")
+    assert order.price is not None and order.stop_price is not None
+    gap = (order.price - order.stop_price if order.side is Side.SELL
+           else order.stop_price - order.price)
+    if gap < OCO_STOP_GAP:
+        raise ContractError(f"stop_price {order.stop_price}: Alpaca's oco needs the stop at "
+                            f"least {OCO_STOP_GAP} beyond the limit leg's price "
+                            f"{order.price}", "stop_price")
+
+
+def oco_body(client_order_id: str, order: OrderSpec) -> dict[str, Any]:
+    """The JSON body of POST /v2/orders for an oco ``check_oco`` passed: the take-profit
+    limit as the order itself (``type`` limit, its price in ``take_profit``, as Alpaca's
+    example has it), the stop leg in ``stop_loss``."""
+    assert order.quantity is not None and order.price is not None
+    assert order.stop_price is not None
+    stop_loss = {"stop_price": amount(order.stop_price)}
+    if order.stop_limit_price is not None:
+        stop_loss["limit_price"] = amount(order.stop_limit_price)
+    return {
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": _OCO_PARENT_TYPE,
+        "time_in_force": TIME_IN_FORCE[order.time_in_force],
+        "client_order_id": client_id(client_order_id),
+        "qty": amount(order.quantity),
+        "order_class": OCO_CLASS,
+        "take_profit": {"limit_price": amount(order.price)},
+        "stop_loss": stop_loss,
+    }
+
+
 def trail_fields(order: OrderSpec) -> dict[str, str]:
     """Alpaca's trail_price or trail_percent for our trailing offset: basis points are a
     percent / 100, shifted exactly (never through a rounding context)."""
@@ -219,6 +291,8 @@ def amount(value: Decimal) -> str:
 def order_body(client_order_id: str, order: OrderSpec, *,
                extended_hours: bool = False) -> dict[str, Any]:
     """The JSON body of POST /v2/orders for ``order`` (``check`` passed)."""
+    if order.type is OrderType.OCO:
+        return oco_body(client_order_id, order)
     body: dict[str, Any] = {
         "symbol": order.symbol,
         "side": order.side.value,
@@ -316,7 +390,10 @@ def status_of(reply: Mapping[str, Any]) -> BrokerStatus:
 def report(reply: Mapping[str, Any], client_order_id: str,
            known: Sequence[Fill] = ()) -> BrokerOrder:
     """A report of an Alpaca order object under our client id, with its fills (``known``:
-    those told before, see ``fills_of``)."""
+    those told before, see ``fills_of``). An oco's parent is told with its leg
+    (``report_oco``)."""
+    if is_oco(reply):
+        return report_oco(reply, client_order_id, known)
     status = status_of(reply)
     filled = dec(reply.get("filled_qty")) or Decimal(0)
     updated = epoch_ms(reply.get("updated_at")) or epoch_ms(reply.get("submitted_at"))
@@ -336,6 +413,78 @@ def report(reply: Mapping[str, Any], client_order_id: str,
         fills=fills_of(known, str(reply["id"]), filled, dec(reply.get("filled_avg_price")),
                        at),
         reason=reason, updated_at=updated)
+
+
+def is_oco(reply: Mapping[str, Any]) -> bool:
+    return reply.get("order_class") == OCO_CLASS
+
+
+def is_oco_leg(reply: Mapping[str, Any]) -> bool:
+    """Whether an order object is the stop leg of an oco (the parent is the take-profit
+    limit): its client id is Alpaca's, not ours."""
+    return is_oco(reply) and reply.get("type") != _OCO_PARENT_TYPE
+
+
+def oco_orders(parent: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """An oco parent and its legs, when the answer nests them (``legs``); None when it does
+    not (a lookup by client id may not: GET /v2/orders/{id}?nested=true does)."""
+    legs = parent.get("legs")
+    if not isinstance(legs, list) or not legs:
+        return None
+    return [parent, *(leg for leg in legs if isinstance(leg, Mapping) and "id" in leg)]
+
+
+def oco_status(orders: Sequence[Mapping[str, Any]]) -> BrokerStatus:
+    """Our status of an oco from its two orders' own: open while either is (a leg that
+    filled leaves the other open until Alpaca cancels it, and both may fill in a fast
+    market: its fill must still be told); then filled when either filled, rejected when
+    both were, expired when one expired, else cancelled."""
+    statuses = [status_of(o) for o in orders]
+    if any(s not in FINAL_BROKER_STATUSES for s in statuses):
+        filled = sum((dec(o.get("filled_qty")) or Decimal(0) for o in orders), Decimal(0))
+        return BrokerStatus.PARTIALLY_FILLED if filled > 0 else BrokerStatus.NEW
+    if BrokerStatus.FILLED in statuses:
+        return BrokerStatus.FILLED
+    if all(s is BrokerStatus.REJECTED for s in statuses):
+        return BrokerStatus.REJECTED
+    if BrokerStatus.EXPIRED in statuses:
+        return BrokerStatus.EXPIRED
+    return BrokerStatus.CANCELLED
+
+
+def report_oco(parent: Mapping[str, Any], client_order_id: str,
+               known: Sequence[Fill] = ()) -> BrokerOrder:
+    """One report of ours for an oco: its fills are each leg's (derived from that leg's
+    cumulative figures, ids ``<leg id>:<cumulative>``), its status the legs' together
+    (``oco_status``). Without its leg (an answer that does not nest it) it is told from the
+    parent alone and never as final: the leg may have filled, which only a nested lookup
+    shows."""
+    orders = oco_orders(parent)
+    complete = orders is not None
+    orders = orders or [parent]
+    status = oco_status(orders)
+    if not complete and status in FINAL_BROKER_STATUSES:
+        filled = dec(parent.get("filled_qty")) or Decimal(0)
+        status = BrokerStatus.PARTIALLY_FILLED if filled > 0 else BrokerStatus.NEW
+    fills = list(known)
+    total = Decimal(0)
+    for order in orders:
+        oid = str(order["id"])
+        own = [f for f in known if f.fill_id.startswith(f"{oid}:")]
+        filled = dec(order.get("filled_qty")) or Decimal(0)
+        total += filled
+        at = epoch_ms(order.get("filled_at")) or epoch_ms(order.get("updated_at"))
+        fills.extend(fills_of(own, oid, filled, dec(order.get("filled_avg_price")),
+                              at)[len(own):])
+    updated = max(epoch_ms(o.get("updated_at")) or epoch_ms(o.get("submitted_at"))
+                  for o in orders)
+    quantity = dec(parent.get("qty")) or total
+    return BrokerOrder(
+        client_order_id=client_order_id, broker_order_id=str(parent["id"]),
+        symbol=str(parent.get("symbol", "")), status=status, quantity=wire(tidy(quantity)),
+        filled_quantity=wire(tidy(total)), fills=fills,
+        reason="alpaca: rejected" if status is BrokerStatus.REJECTED else None,
+        updated_at=updated)
 
 
 def describe(status: int, body: Any) -> str:
