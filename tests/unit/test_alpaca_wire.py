@@ -199,6 +199,8 @@ def test_a_reduce_only_stock_oco_is_alpacas_oco_class_under_our_client_id() -> N
     (oco(symbol="BTC/USD", quantity="0.1"), "type"),  # crypto: simple orders only
     (oco(stop_limit_price=D("184"), time_in_force=TimeInForce.FOK), "time_in_force"),
     (oco(reduce_only=False), "reduce_only"),  # it may open a position: not an exit
+    (oco(quantity="2.5"), "quantity"),  # a fractional position's exit: still protected
+    (oco(price=D("185.005"), stop_price=D("185")), "stop_price"),  # closer than a cent
 ])
 def test_an_oco_alpacas_oco_cannot_say_stays_emulated(order: OrderSpec, field: str) -> None:
     with pytest.raises(NeedsEmulation) as caught:

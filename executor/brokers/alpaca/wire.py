@@ -236,16 +236,18 @@ def check_oco(order: OrderSpec) -> None:
     if order.quantity is None:
         raise ContractError("an oco needs a quantity (Alpaca's oco takes no notional)",
                             "quantity")
+    # What Alpaca's oco cannot take the emulator can: a fractional exit (a bracket on a
+    # fractional position) or legs closer than a cent stay protected, emulated.
     if not _whole(order.quantity):
-        raise ContractError(f"quantity {order.quantity}: Alpaca's oco takes whole shares "
-                            "only", "quantity")
+        raise NeedsEmulation(f"quantity {order.quantity}: Alpaca's oco takes whole shares "
+                             f"only ({EMULATED})", "quantity")
     assert order.price is not None and order.stop_price is not None
     gap = (order.price - order.stop_price if order.side is Side.SELL
            else order.stop_price - order.price)
     if gap < OCO_STOP_GAP:
-        raise ContractError(f"stop_price {order.stop_price}: Alpaca's oco needs the stop at "
-                            f"least {OCO_STOP_GAP} beyond the limit leg's price "
-                            f"{order.price}", "stop_price")
+        raise NeedsEmulation(f"stop_price {order.stop_price}: Alpaca's oco needs the stop "
+                             f"at least {OCO_STOP_GAP} beyond the limit leg's price "
+                             f"{order.price} ({EMULATED})", "stop_price")
 
 
 def oco_body(client_order_id: str, order: OrderSpec) -> dict[str, Any]:
