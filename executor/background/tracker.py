@@ -356,6 +356,16 @@ class Tracker:
                           order.client_order_id, exc, report.status,
                           extra=about(order.client_order_id, order.request_id))
                 continue
+            except ValueError as exc:
+                # Fills the record cannot hold (more than the order's quantity: both legs
+                # of an oco filled in a fast market): this order is an operator's to
+                # reconcile; the batch's other orders are recorded all the same.
+                self.svc.metrics.internal_errors.labels("tracker").inc()
+                log.error("order %s: %s (broker reports %s, filled %s); left as it was",
+                          order.client_order_id, exc, report.status,
+                          report.filled_quantity,
+                          extra=about(order.client_order_id, order.request_id))
+                continue
             if events:
                 # Keyed by client id: conflicts come back by this id.
                 outcomes.append(Outcome(order.client_order_id, None, order, seq, events))

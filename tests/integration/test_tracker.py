@@ -13,15 +13,24 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from executor.background.tracker import Tracker, owner
+from executor.brokers.base import BrokerOrder, BrokerStatus
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.infra.metrics import Metrics
-from executor.infra.store import Outcome, Store
-from executor.model.order import Context, Order, transition
+from executor.infra.store import NewOrder, Outcome, Store
+from executor.model.order import Context, Order, new_order, transition
 from executor.pipeline.services import Services
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_event
+from producer.contract import (
+    Fill,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    ResultStatus,
+    Side,
+    decode_event,
+)
 from producer.keys import GROUP, Keys
 
 from .conftest import (
@@ -239,3 +248,38 @@ async def test_a_submitted_order_is_looked_up_every_pass_even_with_a_live_feed(
         tracker._passes = 1  # not a reconciliation pass
         assert await tracker.poll_once() == 1
     assert await state_of(redis_client, cid) == "filled"
+
+
+async def test_a_report_filling_more_than_the_order_holds_up_no_other_order(
+        redis_url: str, redis_client: aioredis.Redis) -> None:
+    """Both legs of an oco filled in a fast market: the venue reports more than the order's
+    quantity. That order is left as it was, logged and counted; the same pass records the
+    other order's fill."""
+    r = redis_client
+    store = Store(r, K, results_maxlen=1000, order_ttl_ms=60_000)
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.SELL,
+                     type=OrderType.LIMIT, quantity=Decimal("1"), price=Decimal("60000"))
+    orders = []
+    for cid in ("over", "fine"):
+        ctx = Context(now=1, worker="w1", request_id=f"1-{len(orders)}")
+        order, events = new_order(cid, ctx.request_id, spec, ctx)
+        await store.begin([NewOrder(order, events)])
+        moved = [transition(order, OrderState.SUBMITTED, ctx),
+                 transition(order, OrderState.ACCEPTED, ctx)]
+        await store.finish([Outcome(cid, None, order, 2, moved)])
+        orders.append(order)
+
+    def filled(cid: str, quantity: str) -> BrokerOrder:
+        return BrokerOrder(client_order_id=cid, broker_order_id=f"B-{cid}", symbol="BTCUSDT",
+                           status=BrokerStatus.FILLED, quantity=Decimal("1"),
+                           filled_quantity=Decimal(quantity),
+                           fills=[Fill(fill_id=f"{cid}-1", price=Decimal("60000"),
+                                       quantity=Decimal(quantity))])
+    async with standalone_tracker(r, settings_for(redis_url), None) as tracker:
+        changed = await tracker._record([(orders[0], filled("over", "2")),
+                                         (orders[1], filled("fine", "1"))])
+        errors = tracker.svc.metrics.registry.get_sample_value(
+            "orderstream_internal_errors_total", {"step": "tracker"})
+    assert changed == 1 and errors == 1
+    assert await state_of(r, "fine") == "filled"
+    assert await state_of(r, "over") == "accepted"
