@@ -19,7 +19,7 @@ from executor.brokers.wrapper import unwrap
 from executor.config import Settings
 from executor.model.positions import decode_position
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus
+from producer.contract import Algo, AlgoStrategy, OrderState, ResultStatus
 from producer.keys import Keys
 from tests.fakes.binance import account_for, exchange
 
@@ -285,3 +285,23 @@ async def test_a_worker_without_a_user_data_stream_says_so_once(
         (r.name, r.getMessage()) for r in told]
     tries = [r for r in caplog.records if "push feed of default broke" in r.getMessage()]
     assert len(tries) >= 5 and all(r.levelno == logging.DEBUG for r in tries)
+
+
+async def test_a_capped_twap_follows_the_volume_binance_reports(
+        redis_url: str, exchange: BinanceExchangeServer, client: OrderClient) -> None:
+    """Others trade 0.002 BTC a second; the TWAP takes at most a quarter of the volume
+    Binance's one-second klines report (ours included), where its schedule alone would buy
+    0.01 in 4 s: the cap holds it to about 0.0027, and it expires with the rest."""
+    exchange.set_volume("BTCUSDT", "0.002")
+    algo = Algo(strategy=AlgoStrategy.TWAP, horizon_ms=4_000, slices=4,
+                max_participation=Decimal("0.25"))
+    async with running(binance_settings(redis_url, exchange)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.01", client_order_id="BV1",
+                                 algo=algo)
+        result = await client.wait_result(sub.request_id, 20)
+    klines = [r for r in exchange.log if r.path == "/api/v3/klines"]
+    assert result.status is ResultStatus.EXPIRED, result
+    # Ours over everyone's (theirs plus ours) stays within the cap: ours <= theirs / 3.
+    assert Decimal("0.0005") <= result.filled_quantity <= Decimal("0.002") * 5 / 3
+    assert 2 <= len(klines) <= 8  # asked about once a second, not at every pass
+    assert all(r.params["interval"] == "1s" for r in klines)
