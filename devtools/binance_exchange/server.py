@@ -138,6 +138,7 @@ class BinanceExchangeServer:
                                                         asyncio.Queue[dict[str, Any]]]] = {}
         self.market_connects: list[frozenset[str]] = []  # each connection's first streams
         self._trade_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one serving (start)
         self._runner: web.AppRunner | None = None
         self.port = 0
         routes: list[tuple[str, str, Handler, bool, Callable[[dict[str, str]], int]]] = [
@@ -177,6 +178,7 @@ class BinanceExchangeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
         self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
@@ -487,9 +489,17 @@ class BinanceExchangeServer:
         now = self.exchange.now()
         data = {"e": "trade", "E": now, "s": symbol, "t": next(self._trade_ids),
                 "p": fmt(price), "q": "1.00000000", "T": now, "m": False, "M": True}
-        for combined, names, out in self._market.values():
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for combined, names, out in list(self._market.values()):
             if name in names:
-                out.put_nowait({"stream": name, "data": data} if combined else data)
+                message = {"stream": name, "data": data} if combined else data
+                if self._loop is None or here is self._loop:
+                    out.put_nowait(message)
+                else:  # a test's thread, the server in its own (tests/fakes/threaded.py)
+                    self._loop.call_soon_threadsafe(out.put_nowait, message)
 
     # -- WebSocket API (user data stream) ---------------------------------------------------
 
