@@ -5,12 +5,21 @@ with Retry-After, Binance's error bodies) and the WebSocket API at ``/ws-api/v3`
 user data stream (``userDataStream.subscribe.signature``, then ``{subscriptionId, event}``
 frames), which is what python-binance's ``BinanceSocketManager.user_socket`` uses.
 
+Market streams: ``/stream?streams=a@trade/b@trade`` (combined: ``{"stream", "data"}``) and
+``/ws/a@trade`` (raw), ``SUBSCRIBE`` / ``UNSUBSCRIBE`` on either. A trade event of a symbol
+goes to every connection with its stream whenever ``set_price`` moves it; as at Binance,
+nothing on connect (a trade stream has no snapshot) and no other stream than ``@trade``.
+
 Switches for tests: ``inject`` answers chosen requests with an error (before or after the
 exchange acted on them: a 5xx after storing the order is an unknown outcome), ``after``
 changes the exchange right after it answered a request (an order that trades between two
 reads), ``late_executions`` answers new orders -1007 and executes them seconds later,
 ``weight_limit`` makes a burst over the cap get 429 (and, past ``ban_after`` ignored
-429s, 418), ``stream_enabled`` and ``drop_streams`` take the user data stream down.
+429s, 418), ``stream_enabled`` and ``drop_streams`` take the user data stream down;
+``market_enabled`` (a handshake refused 503), ``market_sending = False`` (a connection
+that stays open and says nothing: no trades, no pongs) and ``drop_market_streams`` take
+the market streams down; ``market_streams`` and ``market_connects`` tell what is and was
+connected, ``price_polls`` the ticker/price requests.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from aiohttp import WSMsgType, web
 
 from ..http_server import send_queued, serve
 from . import signing
-from .engine import ApiError, Exchange
+from .engine import ApiError, Exchange, fmt
 
 MAX_RECV_WINDOW = 60_000
 Handler = Callable[[dict[str, str]], Any]
@@ -122,6 +131,14 @@ class BinanceExchangeServer:
         self._banned_until = 0
         self._subscriptions = itertools.count(0)
         self._sockets: set[web.WebSocketResponse] = set()
+        self.market_enabled = True
+        self.market_sending = True
+        # Each open market stream connection -> the streams it has ("btcusdt@trade").
+        self._market: dict[web.WebSocketResponse, tuple[bool, set[str],
+                                                        asyncio.Queue[dict[str, Any]]]] = {}
+        self.market_connects: list[frozenset[str]] = []  # each connection's first streams
+        self._trade_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one serving (start)
         self._runner: web.AppRunner | None = None
         self.port = 0
         routes: list[tuple[str, str, Handler, bool, Callable[[dict[str, str]], int]]] = [
@@ -151,6 +168,8 @@ class BinanceExchangeServer:
             self.app.router.add_route(method, path, self._endpoint(method, path, handler,
                                                                    signed, weight))
         self.app.router.add_get("/ws-api/v3", self._ws_api)
+        self.app.router.add_get("/stream", self._market_stream)
+        self.app.router.add_get("/ws/{names:.+}", self._market_stream)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -159,6 +178,7 @@ class BinanceExchangeServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
         self._runner, self.port = await serve(self.app, host, port)
 
     async def close(self) -> None:
@@ -166,6 +186,7 @@ class BinanceExchangeServer:
             handle.cancel()
         self._late_handles.clear()
         await self.drop_streams()
+        await self.drop_market_streams()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -204,7 +225,24 @@ class BinanceExchangeServer:
                                     delay_s=delay_s, status=status))
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
+        """Move the last price (engine.Exchange.set_price) as a trade of others at that
+        price: its trade event goes to the market streams of the symbol."""
         self.exchange.set_price(symbol, Decimal(price))
+        self._publish_trade(symbol, Decimal(price))
+
+    @property
+    def market_streams(self) -> list[frozenset[str]]:
+        """The streams of each open market stream connection."""
+        return [frozenset(names) for _, names, _ in self._market.values()]
+
+    def price_polls(self) -> int:
+        """How many GET /api/v3/ticker/price requests came (of one symbol or all)."""
+        return sum(1 for r in self.log if r.path == "/api/v3/ticker/price")
+
+    async def drop_market_streams(self) -> None:
+        """Close every market stream connection (as Binance does after 24 h)."""
+        for ws in list(self._market):
+            await ws.close()
 
     def set_volume(self, symbol: str, per_second: Decimal | str,
                    since: int | None = None) -> None:
@@ -399,6 +437,69 @@ class BinanceExchangeServer:
                                   "server's time.")
         if now - timestamp > window:
             raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    # -- market streams ---------------------------------------------------------------------
+
+    async def _market_stream(self, request: web.Request) -> web.StreamResponse:
+        if not self.market_enabled:
+            return web.Response(status=503, text="market streams refused "
+                                                 "(market_enabled = False)")
+        combined = request.path == "/stream"
+        raw = request.query.get("streams", "") if combined else request.match_info["names"]
+        names = {n for n in raw.split("/") if n}
+        # Pongs by hand: a stalled connection (market_sending = False) answers none.
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._market[ws] = (combined, names, out)
+        self.market_connects.append(frozenset(names))
+        writer = asyncio.create_task(send_queued(ws, out))
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.PING:
+                    if self.market_sending:
+                        await ws.pong(msg.data)
+                elif msg.type is WSMsgType.TEXT:
+                    out.put_nowait(self._market_call(json.loads(msg.data), names))
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._market.pop(ws, None)
+        return ws
+
+    @staticmethod
+    def _market_call(req: dict[str, Any], names: set[str]) -> dict[str, Any]:
+        method, params = req.get("method"), req.get("params") or []
+        if method == "SUBSCRIBE":
+            names.update(str(p) for p in params)
+        elif method == "UNSUBSCRIBE":
+            names.difference_update(str(p) for p in params)
+        elif method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(names), "id": req.get("id")}
+        else:
+            return {"error": {"code": 2, "msg": "Invalid request: unknown method"},
+                    "id": req.get("id")}
+        return {"result": None, "id": req.get("id")}
+
+    def _publish_trade(self, symbol: str, price: Decimal) -> None:
+        if not self.market_sending:
+            return
+        name = f"{symbol.lower()}@trade"
+        now = self.exchange.now()
+        data = {"e": "trade", "E": now, "s": symbol, "t": next(self._trade_ids),
+                "p": fmt(price), "q": "1.00000000", "T": now, "m": False, "M": True}
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for combined, names, out in list(self._market.values()):
+            if name in names:
+                message = {"stream": name, "data": data} if combined else data
+                if self._loop is None or here is self._loop:
+                    out.put_nowait(message)
+                else:  # a test's thread, the server in its own (tests/fakes/threaded.py)
+                    self._loop.call_soon_threadsafe(out.put_nowait, message)
 
     # -- WebSocket API (user data stream) ---------------------------------------------------
 

@@ -242,9 +242,10 @@ async def test_an_iceberg_goes_out_with_its_iceberg_qty_and_a_refused_one_sends_
 async def test_the_emulator_prices_every_symbol_with_one_ticker_call(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         client: OrderClient) -> None:
-    """Held orders on two symbols: each pass asks GET /api/v3/ticker/price once for every
-    ticker (weight 4), never once per symbol (weight 2 each), and both fire on it."""
-    async with running(binance_settings(redis_url, exchange)):
+    """Held orders on two symbols, prices polled (the market stream off): each pass asks
+    GET /api/v3/ticker/price once for every ticker (weight 4), never once per symbol
+    (weight 2 each), and both fire on it."""
+    async with running(binance_settings(redis_url, exchange, price_stream=False)):
         btc = await client.place("BTCUSDT", "sell", "trailing_stop", "0.01",
                                  trailing_offset="50")
         eth = await client.place("ETHUSDT", "sell", "trailing_stop", "0.1",

@@ -13,6 +13,10 @@ quantities add up to the cumulative quantity Binance states; an event older than
 reply already told is dropped; after a gap (a missed event, a restart) the order is looked
 up over REST instead, so a report never skips a fill.
 
+Prices: the last trade of a symbol, from its market stream (market.py) while that stream
+vouches for it, started with the broker unless ``price_stream = false``; else from
+``GET /api/v3/ticker/price``, reused for ``price_cache_ms``.
+
 OCO (type ``oco``): one order list per request, its listClientOrderId our client id and
 its legs' ids derived from it (``wire.leg_ids``); lookups, cancels and the legs' events
 are told as one ``BrokerOrder`` of the list (``wire.combine``). Whether a client id is a
@@ -74,6 +78,7 @@ from ..base import (
 from ..prices import PriceCache
 from . import filters, reconcile, wire
 from .config import BinanceAccount
+from .market import MarketStream
 from .reconcile import Drift
 from .stream import QuietConnectLog, StreamHealth
 
@@ -146,6 +151,9 @@ class BinanceBroker:
         self._start_balances: dict[str, Decimal] | None = None
         self._usage: dict[str, int] = {}
         self._prices = PriceCache(f"binance {account}", config.price_cache_ms)
+        self.market = MarketStream(account, config.price_stream_timeout_ms, self._prices,
+                                   metrics)
+        self._market_session: aiohttp.ClientSession | None = None
         # For MAX_NUM_ORDERS: what the open records (every worker's) add up to, per client
         # id, as last read; the orphans the last reconciliation left open, per symbol.
         self._open_seen: dict[str, reconcile.Counted] = {}
@@ -198,6 +206,10 @@ class BinanceBroker:
         self._refresh = asyncio.create_task(self._refresh_rules(),
                                             name=f"binance-rules:{self.account}")
         self._closing = False
+        if cfg.price_stream:
+            # Its own session: market streams are public, so it carries no key at all.
+            self._market_session = aiohttp.ClientSession()
+            self.market.start(self._market_session, cfg.market_url())
         if self.store is not None and cfg.reconcile_interval_ms > 0:
             self._reconciling = asyncio.create_task(
                 self._reconcile_periodically(self.store),
@@ -210,6 +222,10 @@ class BinanceBroker:
         # command (redis-py issue 2028), and the loop must end all the same. Never waited
         # for without a bound: a close must not hang.
         self._closing = True
+        await self.market.close()
+        if self._market_session is not None:
+            session, self._market_session = self._market_session, None
+            await session.close()
         tasks = [t for t in (self._refresh, self._reconciling) if t is not None]
         for task in tasks:
             task.cancel()
@@ -482,24 +498,47 @@ class BinanceBroker:
         return price.step if price is not None and price.step else None
 
     async def reference_price(self, symbol: str) -> Decimal | None:
-        """The last price (ticker/price), reused for ``price_cache_ms``; None when unknown."""
+        """The last trade's price: the market stream's while it vouches for one, else the
+        last one polled (ticker/price) or streamed less than ``price_cache_ms`` ago, else
+        polled now; None when unknown. The first ask of a symbol subscribes the stream to
+        it (and is answered by the cache or a poll)."""
         if symbol not in self.rules:
             return None
+        connection = None
+        if self.config.price_stream:
+            streamed = self.market.current(symbol)
+            if streamed is not None:
+                return streamed
+            self.market.add(symbol)
+            connection = self.market.connection()
 
         async def ticker() -> Decimal:
             reply = await self._call("reference_price", self._client().get_symbol_ticker,
                                      symbol=symbol)
-            return Decimal(reply["price"])
+            price = Decimal(reply["price"])
+            self.market.seed(symbol, price, connection)
+            return price
         return await self._prices.get(symbol, ticker)
 
     async def reference_prices(self, symbols: Sequence[str]) -> dict[str, Decimal | None]:
-        """The last prices of ``symbols``, fetched less than ``price_cache_ms`` ago: when
-        any is older, of two symbols or more, all of them by one call for every ticker
+        """The last prices of ``symbols``: the market stream's where it vouches for one
+        (the others are added to it); the rest fetched less than ``price_cache_ms`` ago:
+        when any is older, of two symbols or more, all of them by one call for every ticker
         (weight 4, what two symbols' own tickers cost), which keeps them fetched together
         (one symbol expiring at a time would otherwise cost a call each). The emulator asks
         this for all its symbols at once."""
         known = [s for s in symbols if s in self.rules]
         out: dict[str, Decimal | None] = {s: None for s in symbols}
+        connection = None
+        if self.config.price_stream:
+            streamed = {s: self.market.current(s) for s in known}
+            for symbol, price in streamed.items():
+                if price is None:
+                    self.market.add(symbol)
+                else:
+                    out[symbol] = price
+            connection = self.market.connection()
+            known = [s for s in known if streamed[s] is None]
         missing = []
         for symbol in known:
             out[symbol] = self._prices.fresh(symbol)
@@ -519,6 +558,7 @@ class BinanceBroker:
                 if ticker.get("symbol") in wanted:
                     price = Decimal(ticker["price"])
                     self._prices.put(ticker["symbol"], price)
+                    self.market.seed(ticker["symbol"], price, connection)
                     out[ticker["symbol"]] = price
         return out
 

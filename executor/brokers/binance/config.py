@@ -15,6 +15,9 @@ Orphans = Literal["report", "adopt", "cancel"]
 # Binance answers -1007 "execution status unknown" after waiting this long for its backend,
 # which may still execute the order afterwards (rest-api.md).
 BACKEND_TIMEOUT_MS = 10_000
+# Binance's market stream hosts (web-socket-streams.md; testnet/web-socket-streams.md).
+LIVE_MARKET_URL = "wss://stream.binance.com:9443"
+TESTNET_MARKET_URL = "wss://stream.testnet.binance.vision"
 
 
 class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
@@ -47,6 +50,15 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # window "Order does not exist" proves nothing; past it the order is never sent again.
     lookup_window_ms: int = 12_000
     price_cache_ms: int = 1_000  # reference prices (ticker/price) are reused this long
+    # Reference prices from Binance's market streams (each symbol's trades) while they are
+    # up, instead of a ticker/price poll every price_cache_ms (binance/market.py).
+    price_stream: bool = True
+    # The market streams' host (wss://stream.binance.com:9443, the testnet's, or the local
+    # server's, ws(s)://<base_url host>, by default); combined streams at <url>/stream.
+    market_stream_url: str | None = None
+    # The market stream is lost after this long without an answer to our ping (or a
+    # handshake): prices are polled and it is reconnected.
+    price_stream_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
         one_source("binance", "api_key", self.api_key_env, self.api_key_file)
@@ -62,7 +74,7 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.reconcile_interval_ms < 0:
             raise ValueError(f"reconcile_interval_ms must not be negative, got "
                              f"{self.reconcile_interval_ms}")
-        for name in ("exchange_info_refresh_ms", "price_cache_ms"):
+        for name in ("exchange_info_refresh_ms", "price_cache_ms", "price_stream_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
@@ -72,6 +84,16 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
             # A live account must never pass for a testnet one (and so pass the mode check).
             raise ValueError(f"testnet = true but base_url {self.base_url!r} is Binance's "
                              "live API: set testnet = false (and mode = \"live\")")
+
+        if self.market_stream_url is not None:
+            if not self.market_stream_url.startswith(("ws://", "wss://")):
+                raise ValueError(f"market_stream_url must start with ws:// or wss://, got "
+                                 f"{self.market_stream_url!r}")
+            if self.testnet and _is_live_host(self.market_stream_url):
+                # Test orders emulated on live prices would trigger where the testnet's
+                # own orders do not.
+                raise ValueError(f"testnet = true but market_stream_url "
+                                 f"{self.market_stream_url!r} is Binance's live stream")
 
     def venue(self) -> str:
         """What the account trades with: the testnet's test money, or real money (the
@@ -94,9 +116,19 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
             return None
         return "ws" + self.base_url.rstrip("/")[len("http"):] + "/ws-api/v3"
 
+    def market_url(self) -> str:
+        """The market streams' host (no path): ``market_stream_url``, else the local
+        server's (``base_url``'s host), else Binance's testnet or live one."""
+        if self.market_stream_url is not None:
+            return self.market_stream_url.rstrip("/")
+        if self.base_url is not None:
+            return "ws" + self.base_url.rstrip("/")[len("http"):]
+        return TESTNET_MARKET_URL if self.testnet else LIVE_MARKET_URL
+
 
 # Binance's spot API hosts that trade real money (rest-api.md "General API Information").
-_LIVE_HOSTS = re.compile(r"^(api(-gcp|[1-4])?\.binance\.com|data-api\.binance\.vision)$")
+_LIVE_HOSTS = re.compile(r"^(api(-gcp|[1-4])?\.binance\.com|data-api\.binance\.vision"
+                         r"|stream\.binance\.com|data-stream\.binance\.vision)$")
 
 
 def _is_live_host(url: str) -> bool:

@@ -1,0 +1,196 @@
+"""A broker's market data stream as the source of its reference prices, broker-neutral: the
+symbols it has been asked prices for, subscribed lazily, reconnected when lost. The wire
+(how to connect, what a message says) is the broker's: OANDA's pricing stream
+(oanda/pricing.py), Binance's market streams (binance/market.py) subclass ``PriceStream``
+and implement ``_open`` and ``_alive``.
+
+It subscribes to nothing until asked: ``add`` (the first ``reference_price`` of a symbol,
+which the broker answers from its cache or a poll) adds it and restarts the connection with
+the larger set, after ``SETTLE_S`` so that the symbols a pass of the emulator asks for one
+after another come in one restart.
+
+``current`` is the price of a symbol while the stream vouches for it: a price came for it
+on this connection (or was ``seed``-ed by a poll made while it was up), and the connection
+is alive as the broker's wire defines it. Each streamed price is also put in the broker's
+``PriceCache``, so that while the stream reconnects the cache answers for
+``price_cache_ms`` and then the broker polls, as without a stream.
+
+A connection that ends, fails or falls silent is lost (``StreamHealth`` with
+``feed="prices"``: the gauge at 0, each attempt counted, a log line at a low rate) and
+reconnected after a doubling backoff with jitter (0.5 s up to 30 s), reset only once a
+message came (a stream that dies at once is not hammered). A subclass raises ``StreamLost``
+with a text that is safe to log: never a URL, a header or a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from .binance.stream import StreamHealth
+from .oanda.stream import Backoff
+from .prices import PriceCache
+
+# After a new symbol is asked for, how long to gather others before reconnecting: every
+# reconnect is a new connection, and venues limit those (OANDA: 2 a second per IP;
+# Binance: 300 every 5 minutes per IP).
+SETTLE_S = 0.1
+
+
+class StreamLost(Exception):
+    """The connection is over; ``str``: why (safe to log)."""
+
+
+class PriceStream:
+    def __init__(self, name: str, health: StreamHealth, cache: PriceCache, *,
+                 log: logging.Logger,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name  # "<broker>-prices:<account>": the task's name and the log's
+        self.health = health
+        self.cache = cache
+        self.log = log
+        self.clock = clock
+        self.backoff = Backoff(jitter=0.5)
+        self.symbols: set[str] = set()  # asked for: the next connection's set
+        self.subscribed: frozenset[str] = frozenset()  # the set of the connection now
+        self.connects = 0  # connections made (the venue accepted them)
+        self._prices: dict[str, Decimal] = {}  # this connection's prices
+        self._heard_at: float | None = None  # the last message of this connection (clock)
+        self._generation = 0  # connections made, counting this one once it is up
+        self._up = False
+        self._wanted = asyncio.Event()  # set: a symbol the connection lacks
+        self._connection: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the broker asks ---------------------------------------------------------------
+
+    def current(self, symbol: str) -> Decimal | None:
+        """The price of ``symbol`` while the stream vouches for it (see the module);
+        None: ask elsewhere (the cache, then a poll)."""
+        price = self._prices.get(symbol)
+        if price is None or not self._up or not self._alive():
+            return None
+        return price
+
+    def add(self, symbol: str) -> None:
+        """Subscribe to ``symbol`` too (the connection restarts with the larger set)."""
+        if symbol in self.symbols:
+            return
+        self.symbols.add(symbol)
+        self._wanted.set()
+        connection = self._connection
+        if connection is not None and not connection.done():
+            connection.cancel()  # its set lacks the new symbol
+
+    def connection(self) -> int | None:
+        """The connection up now (an opaque token for ``seed``), None when none is."""
+        return self._generation if self._up else None
+
+    def seed(self, symbol: str, price: Decimal, connection: int | None) -> None:
+        """A price polled after ``connection`` (``connection()`` before the poll) was up:
+        what the venue said since came on it, so the poll is the symbol's price on this
+        connection until the stream tells a newer one. For a venue that sends no snapshot
+        on connect (Binance's trade streams), this spares a quiet symbol a poll every
+        ``price_cache_ms``."""
+        if (connection is None or connection != self.connection()
+                or symbol not in self.subscribed or symbol in self._prices):
+            return
+        self._prices[symbol] = price
+
+    # -- for the broker's wire --------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        """Whether the connection is alive (between messages)."""
+        raise NotImplementedError
+
+    async def _open(self, names: frozenset[str]) -> None:
+        """One connection to ``names``: call ``_opened`` once the venue accepted it, then
+        ``_heard`` at every message and ``_priced`` at every price; return or raise
+        ``StreamLost`` when it is over."""
+        raise NotImplementedError
+
+    def _opened(self) -> None:
+        self.connects += 1
+        self._generation += 1
+        self._up = True
+        self.health.up()
+
+    def _heard(self) -> None:
+        self._heard_at = self.clock()
+        self.backoff.reset()  # it speaks: the next loss starts from a short wait
+
+    def _priced(self, symbol: str, price: Decimal | None) -> None:
+        """A message's price of ``symbol``; None: it has none that can be used now (the
+        cache's last one ages out, then the poll answers)."""
+        if symbol not in self.subscribed:
+            return
+        if price is None:
+            self._prices.pop(symbol, None)
+            return
+        self._prices[symbol] = price
+        self.cache.put(symbol, price)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
+        self._forget()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted.clear()
+                await asyncio.sleep(max(SETTLE_S, self.backoff.delay()))
+                self._wanted.clear()  # what was asked meanwhile is in this set too
+                names = frozenset(self.symbols)
+                self._connection = asyncio.create_task(self._connect(names))
+                await asyncio.wait({self._connection})
+                if self._connection.cancelled():
+                    continue  # restarted for a new symbol (_wanted is set)
+                error = self._connection.exception()
+                if error is None:
+                    error = StreamLost("closed by the server")
+                if isinstance(error, StreamLost):
+                    self.backoff.failed()
+                    self.health.lost(str(error))
+                else:  # a bug of ours: told, and tried again later
+                    self.backoff.failed()
+                    self.log.error("%s failed (%s: %s)", self.health.what,
+                                   type(error).__name__, error)
+                self._wanted.set()  # always reconnect
+        finally:
+            connection = self._connection
+            if connection is not None and not connection.done():
+                connection.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection
+
+    async def _connect(self, names: frozenset[str]) -> None:
+        self._forget()
+        self.subscribed = names
+        try:
+            await self._open(names)
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        """No price vouched for: the connection is gone (or not made yet)."""
+        self._prices.clear()
+        self._heard_at = None
+        self._up = False
+        self.subscribed = frozenset()
