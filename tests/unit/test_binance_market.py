@@ -75,6 +75,11 @@ def test_the_market_stream_host_of_each_account() -> None:
         "wss://sim.example")
     assert account(market_stream_url="wss://data-stream.example/").market_url() == (
         "wss://data-stream.example")
+    # Binance's own API hosts stream from Binance's stream hosts, not from themselves.
+    assert account(testnet=False, base_url="https://api1.binance.com").market_url() == (
+        "wss://stream.binance.com:9443")
+    assert account(base_url="https://testnet.binance.vision").market_url() == (
+        "wss://stream.testnet.binance.vision")
     assert account().price_stream is True
 
 

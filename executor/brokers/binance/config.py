@@ -117,18 +117,25 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         return "ws" + self.base_url.rstrip("/")[len("http"):] + "/ws-api/v3"
 
     def market_url(self) -> str:
-        """The market streams' host (no path): ``market_stream_url``, else the local
-        server's (``base_url``'s host), else Binance's testnet or live one."""
+        """The market streams' host (no path): ``market_stream_url``, else a local server's
+        (``base_url``'s host, unless it is one of Binance's), else Binance's testnet or
+        live one."""
         if self.market_stream_url is not None:
             return self.market_stream_url.rstrip("/")
-        if self.base_url is not None:
+        if self.base_url is not None and not _is_binance_host(self.base_url):
             return "ws" + self.base_url.rstrip("/")[len("http"):]
+        # Binance's own API (one of its live hosts, or the testnet's) streams elsewhere.
         return TESTNET_MARKET_URL if self.testnet else LIVE_MARKET_URL
 
 
 # Binance's spot API hosts that trade real money (rest-api.md "General API Information").
 _LIVE_HOSTS = re.compile(r"^(api(-gcp|[1-4])?\.binance\.com|data-api\.binance\.vision"
                          r"|stream\.binance\.com|data-stream\.binance\.vision)$")
+
+
+def _is_binance_host(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host.endswith((".binance.com", ".binance.vision"))
 
 
 def _is_live_host(url: str) -> bool:
