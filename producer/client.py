@@ -216,8 +216,10 @@ class OrderClient:
         """Place an order; with ``take_profit`` and/or ``stop_loss``, the entry of a
         contingent list whose exits the workers place as it fills (``oto_trigger``:
         ``full``, the default, once it has ended; ``partial`` on each fill); with ``algo``
-        (a market order), the parent of a TWAP / VWAP schedule whose child orders the
-        workers send, e.g. ``Algo(strategy="twap", horizon_ms=600_000, slices=10)``."""
+        (a market or limit order), the parent of a TWAP / VWAP schedule whose child orders
+        the workers send, e.g. ``Algo(strategy="twap", horizon_ms=600_000, slices=10)``:
+        its one result comes when the schedule ends (``wait_result`` with a timeout past
+        the horizon; ``watch`` the events for its progress)."""
         request = Request(
             action=Action.PLACE,
             client_order_id=client_order_id or new_client_order_id(symbol, side),
