@@ -30,10 +30,14 @@ import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from .binance.stream import StreamHealth
 from .oanda.stream import Backoff
 from .prices import PriceCache
+
+if TYPE_CHECKING:
+    from ..infra.metrics import Metrics
 
 # After a new symbol is asked for, how long to gather others before reconnecting: every
 # reconnect is a new connection, and venues limit those (OANDA: 2 a second per IP;
@@ -46,11 +50,15 @@ class StreamLost(Exception):
 
 
 class PriceStream:
-    def __init__(self, name: str, health: StreamHealth, cache: PriceCache, *,
-                 log: logging.Logger,
+    def __init__(self, name: str, account: str, what: str, cache: PriceCache,
+                 metrics: Metrics | None, *, log: logging.Logger,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name  # "<broker>-prices:<account>": the task's name and the log's
-        self.health = health
+        self.account = account
+        self.health = StreamHealth(
+            account, metrics, logger=log, feed="prices", what=what,
+            meanwhile="reference prices are polled until it is back (reconnecting after a "
+                      "backoff")
         self.cache = cache
         self.log = log
         self.clock = clock

@@ -33,7 +33,6 @@ import msgspec
 
 from ..price_stream import PriceStream, StreamLost
 from ..prices import PriceCache
-from .stream import StreamHealth
 
 if TYPE_CHECKING:
     from ...infra.metrics import Metrics
@@ -92,13 +91,9 @@ class MarketStream(PriceStream):
     def __init__(self, account: str, timeout_ms: int, cache: PriceCache,
                  metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        health = StreamHealth(
-            account, metrics, logger=log, feed="prices",
-            what=f"binance {account}: market stream",
-            meanwhile="reference prices are polled until it is back (reconnecting after a "
-                      "backoff")
-        super().__init__(f"binance-prices:{account}", health, cache, log=log, clock=clock)
-        self.account = account
+        super().__init__(f"binance-prices:{account}", account,
+                         f"binance {account}: market stream", cache, metrics, log=log,
+                         clock=clock)
         self.timeout_ms = timeout_ms
         self._session: aiohttp.ClientSession | None = None
         self._base = ""

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from ..binance.stream import StreamHealth
 from ..price_stream import PriceStream, StreamLost
 from ..prices import PriceCache
 from . import stream, wire
@@ -51,13 +50,9 @@ class PricingStream(PriceStream):
     def __init__(self, account: str, timeout_ms: int, connect_timeout_ms: int,
                  cache: PriceCache, metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        health = StreamHealth(
-            account, metrics, logger=log, feed="prices",
-            what=f"oanda {account}: pricing stream",
-            meanwhile="reference prices are polled until it is back (reconnecting after a "
-                      "backoff")
-        super().__init__(f"oanda-pricing:{account}", health, cache, log=log, clock=clock)
-        self.account = account
+        super().__init__(f"oanda-pricing:{account}", account,
+                         f"oanda {account}: pricing stream", cache, metrics, log=log,
+                         clock=clock)
         self.timeout_ms = timeout_ms
         self.connect_timeout_ms = connect_timeout_ms
         self._session: aiohttp.ClientSession | None = None
