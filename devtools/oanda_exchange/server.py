@@ -319,16 +319,23 @@ class OandaExchangeServer:
             raise Rejected(400, {"errorMessage": "Invalid value specified for 'id'"}) from None
         return 200, {"transactions": self.venue.since(last)}
 
-    async def _stream(self, request: web.Request) -> web.StreamResponse:
-        """The transactions stream: JSON lines, transactions as they are made and a
-        HEARTBEAT (with the lastTransactionID) every ``heartbeat_ms`` while enabled."""
-        self.log.append(Received(name="stream", method="GET", path=request.path,
+    def _stream_refused(self, request: web.Request, name: str) -> web.Response | None:
+        """Log a stream request; the answer refusing it (a bad token or account), if any."""
+        self.log.append(Received(name=name, method="GET", path=request.path,
                                  query=dict(request.query), body=None,
                                  headers=dict(request.headers)))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._reply(request, 401, UNAUTHORIZED)
         if request.match_info["account"] != self.account_id:
             return self._reply(request, 403, FORBIDDEN)
+        return None
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The transactions stream: JSON lines, transactions as they are made and a
+        HEARTBEAT (with the lastTransactionID) every ``heartbeat_ms`` while enabled."""
+        refused = self._stream_refused(request, "stream")
+        if refused is not None:
+            return refused
         unix = request.headers.get("Accept-Datetime-Format", "RFC3339").upper() == "UNIX"
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         response = web.StreamResponse(status=200, headers={
@@ -361,13 +368,9 @@ class OandaExchangeServer:
         """The pricing stream: a PRICE line of each instrument asked for on connect (the
         snapshot, unless ``snapshot=false``) and whenever it changes, a HEARTBEAT every
         ``heartbeat_ms`` while ``price_heartbeats``."""
-        self.log.append(Received(name="pricing_stream", method="GET", path=request.path,
-                                 query=dict(request.query), body=None,
-                                 headers=dict(request.headers)))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._reply(request, 401, UNAUTHORIZED)
-        if request.match_info["account"] != self.account_id:
-            return self._reply(request, 403, FORBIDDEN)
+        refused = self._stream_refused(request, "pricing_stream")
+        if refused is not None:
+            return refused
         try:
             names = frozenset(self._instruments_of(request))
         except Rejected as exc:
