@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from executor.infra.store import NewOrder, Outcome, Store
-from executor.model.order import Context, new_order, transition
+from executor.model.order import Context, Order, new_order, transition
 from producer.contract import (
     Action,
     OrderSpec,
@@ -91,6 +91,18 @@ async def test_a_request_answered_by_another_worker_gets_no_second_result(
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
 
 
+async def accepted_deferred(store: Store, rid: str) -> tuple[Order, Context, Outcome]:
+    """An algorithm's parent created for request ``rid``, and the deferred outcome that
+    accepts it (its record accepted, the request acked, no result)."""
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    accepted = [transition(order, OrderState.SUBMITTED, ctx),
+                transition(order, OrderState.ACCEPTED, ctx)]
+    now = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.ACCEPTED)
+    return order, ctx, Outcome(rid, now, order, 2, accepted, deferred=True)
+
+
 async def test_a_deferred_answer_acks_now_and_its_late_result_is_written_once(
     redis_client: aioredis.Redis,
 ) -> None:
@@ -100,13 +112,8 @@ async def test_a_deferred_answer_acks_now_and_its_late_result_is_written_once(
     r = redis_client
     store = Store(r, K, results_maxlen=100, order_ttl_ms=60_000)
     rid = await pending_entry(r)
-    ctx = Context(now=1, worker="w1", request_id=rid)
-    order, events = new_order("c1", rid, SPEC, ctx)
-    await store.begin([NewOrder(order, events)])
-    accepted = [transition(order, OrderState.SUBMITTED, ctx),
-                transition(order, OrderState.ACCEPTED, ctx)]
-    now = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.ACCEPTED)
-    assert await store.finish([Outcome(rid, now, order, 2, accepted, deferred=True)]) == []
+    order, ctx, acceptance = await accepted_deferred(store, rid)
+    assert await store.finish([acceptance]) == []
     assert (await r.xpending(K.pending, GROUP))["pending"] == 0
     assert await r.xlen(K.completed) == 0 and await r.xlen(K.failed) == 0
     assert await r.hget(K.order("c1"), "state") == b"accepted"
@@ -129,11 +136,6 @@ async def test_a_deferred_answer_to_a_request_another_worker_took_is_not_written
     rid = await pending_entry(r)
     await r.xclaim(K.pending, GROUP, "w2", 0, [rid])
     await r.xack(K.pending, GROUP, rid)  # w2 answered it
-    ctx = Context(now=1, worker="w1", request_id=rid)
-    order, events = new_order("c1", rid, SPEC, ctx)
-    await store.begin([NewOrder(order, events)])
-    accepted = [transition(order, OrderState.SUBMITTED, ctx),
-                transition(order, OrderState.ACCEPTED, ctx)]
-    now = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.ACCEPTED)
-    assert await store.finish([Outcome(rid, now, order, 2, accepted, deferred=True)]) == [rid]
+    _, _, acceptance = await accepted_deferred(store, rid)
+    assert await store.finish([acceptance]) == [rid]
     assert await r.hget(K.order("c1"), "state") == b"pending_submit"
