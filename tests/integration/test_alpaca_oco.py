@@ -20,11 +20,12 @@ from devtools.alpaca_exchange import AlpacaExchangeServer
 from executor.brokers.alpaca.broker import AlpacaBroker
 from executor.brokers.base import BrokerOrder, BrokerStatus, NeedsEmulation
 from executor.model.positions import decode_position, position_key
-from producer.client import OrderClient
+from producer.client import OrderClient, Submitted
 from producer.contract import (
     OrderSpec,
     OrderState,
     OrderType,
+    Result,
     ResultStatus,
     Side,
     TimeInForce,
@@ -63,6 +64,19 @@ async def holding(r: aioredis.Redis, symbol: str, quantity: str) -> None:
         raw = await r.hget(K.positions, position_key("default", symbol))
         return raw is not None and decode_position(raw).quantity == D(quantity)
     await until(there, 10)
+
+
+async def exit_of_a_position(client: OrderClient, r: aioredis.Redis, symbol: str,
+                             quantity: str, price: str, stop_price: str
+                             ) -> tuple[Submitted, Result]:
+    """A market buy of ``quantity``, filled and folded, then its exit: a reduce_only oco
+    sell at ``price`` / ``stop_price``; the exit's submission and result."""
+    entry = await client.place(symbol, "buy", "market", quantity)
+    assert (await client.wait_result(entry.request_id, 15)).status is ResultStatus.FILLED
+    await holding(r, symbol, quantity)
+    placed = await client.place(symbol, "sell", "oco", quantity, price=price,
+                                stop_price=stop_price, reduce_only=True)
+    return placed, await client.wait_result(placed.request_id, 15)
 
 
 def orders_of(server: AlpacaExchangeServer, cid: str) -> tuple[dict[str, Any],
@@ -238,12 +252,8 @@ async def test_an_oco_exit_goes_natively_through_a_worker_and_fills_at_its_stop(
         redis_url: str, redis_client: aioredis.Redis, alpaca: AlpacaExchangeServer,
         client: OrderClient) -> None:
     async with running(alpaca_settings(redis_url, alpaca)):
-        entry = await client.place("AAPL", "buy", "market", "5")
-        assert (await client.wait_result(entry.request_id, 15)).status is ResultStatus.FILLED
-        await holding(redis_client, "AAPL", "5")
-        placed = await client.place("AAPL", "sell", "oco", "5", price="195",
-                                    stop_price="185", reduce_only=True)
-        result = await client.wait_result(placed.request_id, 15)
+        placed, result = await exit_of_a_position(client, redis_client, "AAPL",
+                                                  "5", "195", "185")
         assert result.status is ResultStatus.ACCEPTED and not result.emulated, result
         cid = placed.client_order_id or ""
         body = sent_body(alpaca, cid)
@@ -264,12 +274,8 @@ async def test_with_polling_slowed_the_stream_tells_the_take_profits_fill(
     # updates lead to) can tell the fill.
     async with running(stream_settings(redis_url, alpaca, track_interval_ms=60_000)):
         await until(lambda: listening(alpaca))
-        entry = await client.place("AAPL", "buy", "market", "5")
-        assert (await client.wait_result(entry.request_id, 15)).status is ResultStatus.FILLED
-        await holding(redis_client, "AAPL", "5")
-        placed = await client.place("AAPL", "sell", "oco", "5", price="195",
-                                    stop_price="185", reduce_only=True)
-        result = await client.wait_result(placed.request_id, 15)
+        placed, result = await exit_of_a_position(client, redis_client, "AAPL",
+                                                  "5", "195", "185")
         assert result.status is ResultStatus.ACCEPTED and not result.emulated, result
         alpaca.set_price("AAPL", "195")
         status = await order_in(client, placed.client_order_id or "", OrderState.FILLED,
@@ -283,12 +289,8 @@ async def test_a_crypto_oco_stays_emulated_and_sends_only_the_leg_reached(
     """Alpaca's crypto takes no order class: the emulator holds the oco (nothing sent)
     and sends its stop leg as a market sell when the price falls to the stop."""
     async with running(alpaca_settings(redis_url, alpaca)):
-        entry = await client.place("BTC/USD", "buy", "market", "0.1")
-        assert (await client.wait_result(entry.request_id, 15)).status is ResultStatus.FILLED
-        await holding(redis_client, "BTC/USD", "0.1")
-        placed = await client.place("BTC/USD", "sell", "oco", "0.1", price="61000",
-                                    stop_price="59000", reduce_only=True)
-        result = await client.wait_result(placed.request_id, 15)
+        placed, result = await exit_of_a_position(client, redis_client, "BTC/USD",
+                                                  "0.1", "61000", "59000")
         assert result.status is ResultStatus.ACCEPTED and result.emulated, result
         cid = placed.client_order_id or ""
         assert alpaca.orders_for(cid) == 0
