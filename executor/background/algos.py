@@ -222,8 +222,8 @@ class AlgoWatcher:
                                       False, now)
         stopped = cancel is not None or parent.state is OrderState.PENDING_CANCEL
         if iceberg:
-            return await self._iceberg(account, cid, data, parent, state, children, now,
-                                       market, stopped)
+            return await self._iceberg(account, cid, data, parent, state, children, filled,
+                                       now, market, stopped)
         slices = self._plan(cid, parent, market.step(spec.symbol))
         start, end = algo_window(algo, parent.created_at)
         _, interval = algo_slices(algo, parent.created_at)
@@ -296,8 +296,8 @@ class AlgoWatcher:
         return 1
 
     async def _iceberg(self, account: str, cid: str, data: bytes, parent: Order,
-                       state: Progress, children: list[Sent], now: int, market: Market,
-                       stopped: bool) -> int:
+                       state: Progress, children: list[Sent], filled: Decimal, now: int,
+                       market: Market, stopped: bool) -> int:
         """An emulated iceberg: a limit child of ``display_quantity`` at the parent's price
         whenever none works, until the parent is filled, cancelled or past its
         ``expire_at``. A remainder the broker would refuse alone (below its minimum) goes
@@ -317,8 +317,7 @@ class AlgoWatcher:
         if not d.quantity:
             return 0
         quantity = d.quantity
-        rest = _EXACT.subtract(_EXACT.subtract(spec.quantity, _totals(children, [
-            None] * len(children))[0]), quantity)
+        rest = _EXACT.subtract(_EXACT.subtract(spec.quantity, filled), quantity)
         if rest > 0 and refused_by(market.check, spec_from_request(
                 child_request(cid, spec, rest, state.n + 1, d.slice, spec.price), account)):
             quantity = _EXACT.add(quantity, rest)
@@ -328,7 +327,7 @@ class AlgoWatcher:
             log.warning("algo %s: its iceberg child of %s %s would be refused (%s): the "
                         "order ends with it unfilled", cid, quantity, spec.symbol, refusal)
             return await self._finish(account, cid, data, parent, state,
-                                      _EXACT.subtract(spec.quantity, parent.filled_quantity),
+                                      _EXACT.subtract(spec.quantity, filled),
                                       False, now, why=f"its next child would be refused "
                                                       f"({refusal})")
         if not await self._send(account, cid, data, state, children, request, d.slice,
