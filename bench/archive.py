@@ -1,14 +1,15 @@
 """How fast the SQL archive stores what the workers write, beside how fast one worker writes
-it: a worker runs N market orders on a private redis-server (its events/s, from the first
-event to the last, is the baseline), then the archive stores every entry of the events and
-result streams from the start, into a SQLite file and, where a PostgreSQL server can be
-started (devtools/postgres_server.py), into PostgreSQL.
+it: a worker runs N market orders on a private redis-server (its events entries/s, from the
+first entry to the last, is the baseline; an entry holds the events of one write), then
+the archive stores every entry of the events and result streams from the start, into a
+SQLite file and, where a PostgreSQL server can be started (devtools/postgres_server.py),
+into PostgreSQL.
 
     python -m bench.archive [--orders 5000] [--batch 1000] [--repeat 2] [--no-postgres]
 
 Printed per database and round: entries stored per second (events and results), rows
 written per second (an event, a result, an order update, a fill and a position per entry
-as they come), the ratio of entries/s to the worker's events/s (above 1: the archive keeps
+as they come), the ratio of entries/s to the worker's events entries/s (above 1: the archive keeps
 up with a worker), and the archive process's CPU per entry. --repeat archives the same
 entries again into a fresh database.
 """
@@ -41,7 +42,8 @@ KEYS = Keys()
 
 
 async def produce(url: str, orders: int) -> tuple[int, float]:
-    """Run the orders through a worker; (events written, events/s from first to last)."""
+    """Run the orders through a worker; (events entries written, entries/s from the first
+    to the last)."""
     r = aioredis.Redis.from_url(url)
     await prefill(r, orders)
     settings = load_settings(None, dict(os.environ, REDIS_URL=url, ORDERSTREAM_METRICS_PORT="0"))
@@ -108,8 +110,8 @@ async def main(orders: int, batch: int, repeat: int, use_postgres: bool = True) 
         server = RedisServer(binary=find_redis_server(), data_dir=Path(tmp) / "redis")
         with server:
             events, produced = await produce(server.url, orders)
-            print(f"archive: {events} events of {orders} market orders; one worker wrote "
-                  f"{produced:,.0f} events/s (baseline)")
+            print(f"archive: {events} events entries of {orders} market orders; one worker "
+                  f"wrote {produced:,.0f} entries/s (baseline)")
             print(f"{'database':<22}{'entries/s':>11}{'rows/s':>10}{'x worker':>10}"
                   f"{'CPU us/entry':>14}")
             def sqlite(n: str) -> str:

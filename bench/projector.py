@@ -4,7 +4,8 @@ start, page after page, as a worker's positions loop does when it is behind.
 
     python -m bench.projector [--orders 5000] [--repeat 3]
 
-Printed per order (four events: created, pending_submit, submitted, filled): the
+Printed per order (four events in two entries: [created, pending_submit], [submitted,
+filled]): the
 projector's CPU time (this process; nothing else runs in it meanwhile), the wall time of
 the fold and the CPU time redis-server spent (its scripts and reads). --repeat folds the
 same events again from the start that many times (positions and cursor cleared, the risk
@@ -75,9 +76,9 @@ async def main(orders: int, repeat: int) -> None:
             r = aioredis.Redis.from_url(server.url)
             keys = [k async for k in r.scan_iter(match=f"{KEYS.prefix}:risk:*")]
             saved = {k: await r.dump(k) for k in keys}
-            events = int(await r.xlen(KEYS.events))
+            entries = int(await r.xlen(KEYS.events))
             await r.aclose()
-            print(f"positions fold: {events} events of {orders} market orders")
+            print(f"positions fold: {entries} events entries of {orders} market orders")
             print(f"{'':<8}{'CPU us/order':>14}{'wall us/order':>15}{'redis us/order':>16}")
             figures = [await fold_once(server.url, orders, saved) for _ in range(repeat)]
             for k, (cpu, wall, in_redis) in enumerate(figures, 1):

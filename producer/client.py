@@ -34,7 +34,7 @@ from .contract import (
     TimeInForce,
     TrailingOffsetType,
     WireDecimal,
-    decode_event,
+    decode_events,
     decode_order_status,
     decode_result,
     encode,
@@ -422,8 +422,12 @@ class OrderClient:
                     data = _field(fields, "data")
                     if data is None:
                         continue
-                    item = decode_event(data) if name == keys.events else decode_result(data)
-                    yield name, item
+                    if name == keys.events:
+                        # One entry per write: its one event, or its several (event v2).
+                        for event in decode_events(data):
+                            yield name, event
+                    else:
+                        yield name, decode_result(data)
 
     def partition_keys(self, *, account: str | None = None,
                        partition: int | None = None) -> Keys:

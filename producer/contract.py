@@ -621,7 +621,9 @@ class OrderSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
-    """One state transition of one order (an entry of ``<prefix>:events``, the audit log).
+    """One state transition of one order, on ``<prefix>:events``, the audit log. An entry's
+    ``data`` is one event (a JSON object) or the several events of one write of one order (a
+    JSON array of them, in ``seq`` order: event v2).
 
     ``seq`` numbers an order's events from 1, so a reader can tell a gap or a replayed event.
     The ``created`` event carries the order's parameters; later ones carry what changed: a
@@ -692,6 +694,9 @@ class ContractError(ValueError):
 _request_decoder = msgspec.json.Decoder(Request, dec_hook=_dec_hook, float_hook=bounded_number)
 _result_decoder = msgspec.json.Decoder(Result, dec_hook=_dec_hook, float_hook=Decimal)
 _event_decoder = msgspec.json.Decoder(Event, dec_hook=_dec_hook, float_hook=Decimal)
+_events_decoder = msgspec.json.Decoder(Event | list[Event], dec_hook=_dec_hook,
+                                       float_hook=Decimal)
+_raw_events_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _order_status_decoder = msgspec.json.Decoder(OrderStatus, dec_hook=_dec_hook,
                                              float_hook=Decimal)
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
@@ -784,15 +789,42 @@ def decode_result(data: bytes | str) -> Result:
 
 
 def decode_event(data: bytes | str) -> Event:
+    """One event, as a single event's JSON (see ``decode_events`` for an entry's data)."""
     return _event_decoder.decode(data)
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """The ``data`` of the ``<prefix>:events`` entry of one atomic write of one order: its one
+    event as an object, as every entry was before (event v1), or its several events as an
+    array in ``seq`` order (event v2): a write that makes several transitions (created then
+    pending_submit; submitted then filled) adds one entry, not one per transition."""
+    if len(events) == 1:
+        return _encoder.encode(events[0])
+    return _encoder.encode(events)
+
+
+def decode_events(data: bytes | str) -> list[Event]:
+    """The events of one ``<prefix>:events`` entry, in order: one (an object: v1, or a v2
+    write that made one transition) or several (an array, event v2)."""
+    decoded = _events_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """The JSON of each event of one entry, as the entry holds it (not re-encoded): the
+    entry's data itself for one event, each element of its array for several. Raises
+    msgspec.DecodeError for data that is neither."""
+    if data.lstrip()[:1] != b"[":
+        return [data]
+    return [bytes(raw) for raw in _raw_events_decoder.decode(data)]
 
 
 def decode_order_status(data: bytes | str) -> OrderStatus:
     return _order_status_decoder.decode(data)
 
 
-def decoder(tp: type[Any]) -> msgspec.json.Decoder[Any]:
-    """A strict JSON decoder for any struct built from contract types."""
+def decoder(tp: Any) -> msgspec.json.Decoder[Any]:
+    """A strict JSON decoder for any struct built from contract types (or a union of them)."""
     return msgspec.json.Decoder(tp, dec_hook=_dec_hook, float_hook=Decimal)
 
 

@@ -61,19 +61,20 @@ async def positions(engine: AsyncEngine, account: str | None = None
 async def events(engine: AsyncEngine, source: str) -> AsyncIterator[tuple[str, str]]:
     """(entry id, event JSON) of ``source`` in the log's order, a page at a time."""
     e = tables.events.c
-    after: tuple[int, int] = (-1, -1)
+    after: tuple[int, int, int] = (-1, -1, -1)
     while True:
-        query = (sa.select(e.entry_ms, e.entry_seq, e.entry_id, e.data)
+        # An entry's several events (event v2) are rows of their own, in their order.
+        query = (sa.select(e.entry_ms, e.entry_seq, e.entry_index, e.entry_id, e.data)
                  .where(e.source == source,
-                        sa.tuple_(e.entry_ms, e.entry_seq) > sa.tuple_(*after))
-                 .order_by(e.entry_ms, e.entry_seq).limit(PAGE))
+                        sa.tuple_(e.entry_ms, e.entry_seq, e.entry_index) > sa.tuple_(*after))
+                 .order_by(e.entry_ms, e.entry_seq, e.entry_index).limit(PAGE))
         async with engine.connect() as conn:
             page = (await conn.execute(query)).all()
-        for _, _, entry_id, data in page:
+        for _, _, _, entry_id, data in page:
             yield entry_id, data
         if len(page) < PAGE:
             return
-        after = (page[-1][0], page[-1][1])
+        after = (page[-1][0], page[-1][1], page[-1][2])
 
 
 async def sources(engine: AsyncEngine) -> list[str]:

@@ -2,9 +2,10 @@
 
 ``Entries`` are read from Redis (archiver.py); ``Known`` is what the database already holds
 about the orders, fills and positions they touch (store.py reads it inside the batch's
-transaction); ``fold`` returns the rows to write. Every entry becomes one row (an event or a
-result), whatever it holds: an entry that does not decode is stored as it was, with a
-problem logged, and moves nothing else, so one bad entry never stops the archive.
+transaction); ``fold`` returns the rows to write. Every event becomes one row (an events
+entry holds one, or the several of one write: event v2, numbered by ``entry_index``), and
+every result one row, whatever it holds: an entry that does not decode is stored as it was,
+with a problem logged, and moves nothing else, so one bad entry never stops the archive.
 
 Orders are kept as their events leave them (a repeated or older ``seq`` changes nothing);
 fills are keyed by the broker's trade id, so a fill seen twice is stored and folded once;
@@ -30,6 +31,7 @@ from producer.contract import (
     Side,
     decode_event,
     decode_result,
+    split_events,
     to_builtins,
     wire,
     zero,
@@ -76,21 +78,32 @@ _action = msgspec.json.Decoder(Action)
 
 
 @dataclass(slots=True)
+class EventIn:
+    """One event of an events entry: its place in the entry, its JSON as the entry holds it,
+    and what it decodes to (None: it does not)."""
+
+    entry: Entry
+    index: int
+    data: bytes
+    event: Event | None
+
+
+@dataclass(slots=True)
 class Decoded:
     """A batch's entries, decoded once: what the store must look up before folding."""
 
     source: str
     entries: list[Entry]
-    events: list[tuple[Entry, Event | None]]
+    events: list[EventIn]
     results: list[tuple[Entry, Result | None]]
     actions: list[tuple[Entry, Action | None]]
 
     def order_ids(self) -> set[str]:
-        return {e.client_order_id for _, e in self.events if e is not None}
+        return {e.event.client_order_id for e in self.events if e.event is not None}
 
     def fill_keys(self) -> set[FillKey]:
-        return {(e.account, e.symbol, e.fill.fill_id) for _, e in self.events
-                if e is not None and e.fill is not None}
+        return {(e.account, e.symbol, e.fill.fill_id) for e in
+                (one.event for one in self.events) if e is not None and e.fill is not None}
 
     def position_keys(self) -> set[PositionKey]:
         return {(account, symbol) for account, symbol, _ in self.fill_keys()}
@@ -120,18 +133,27 @@ class Writes:
 
 
 def decode(source: str, entries: Sequence[Entry]) -> Decoded:
-    events: list[tuple[Entry, Event | None]] = []
+    events: list[EventIn] = []
     results: list[tuple[Entry, Result | None]] = []
     actions: list[tuple[Entry, Action | None]] = []
     for entry in entries:
         data = entry.fields.get(b"data", b"")
         if entry.stream == EVENTS:
-            events.append((entry, _decoded(decode_event, data)))
+            events += _events_of(entry, data)
         elif entry.stream == AUDIT:
             actions.append((entry, _decoded(_action.decode, data)))
         else:
             results.append((entry, _decoded(decode_result, data)))
     return Decoded(source, list(entries), events, results, actions)
+
+
+def _events_of(entry: Entry, data: bytes) -> list[EventIn]:
+    try:
+        parts = split_events(data)
+    except (msgspec.DecodeError, ValueError):
+        return [EventIn(entry, 0, data, None)]
+    return [EventIn(entry, i, part, _decoded(decode_event, part))
+            for i, part in enumerate(parts)]
 
 
 T = TypeVar("T")
@@ -153,10 +175,12 @@ def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
     fill_rows: list[Row] = []
     event_rows: list[Row] = []
     problems: list[str] = []
-    for entry, event in batch.events:
-        event_rows.append(_event_row(batch.source, entry, event))
+    for one in batch.events:
+        event_rows.append(_event_row(batch.source, one))
+        event = one.event
         if event is None:
-            problems.append(f"events entry {entry.entry_id} does not decode: stored as it is")
+            problems.append(f"events entry {one.entry.entry_id} (event {one.index}) does not "
+                            "decode: stored as it is")
             continue
         row = _order(batch.source, orders, event)
         if row is not None:
@@ -181,13 +205,14 @@ def fold(batch: Decoded, known: Known, assets: Assets) -> Writes:
                                 f"position: {exc}")
             else:
                 positions[where] = after
-                moved[where] = entry.entry_id
+                moved[where] = one.entry.entry_id
                 realized = _EXACT.subtract(after.realized_pnl, held.realized_pnl)
         else:
             problems.append(f"fill {fill.fill_id} of {event.client_order_id}: the order's "
                             "side is unknown (its created event is not archived), so no "
                             "position moves")
-        fill_rows.append(_fill_row(batch.source, entry.entry_id, event, fill, side, realized))
+        fill_rows.append(_fill_row(batch.source, one.entry.entry_id, event, fill, side,
+                                   realized))
     return Writes(
         events=event_rows,
         results=[_result_row(batch.source, entry, result) for entry, result in batch.results],
@@ -254,13 +279,14 @@ def _new_order(source: str, event: Event) -> Row:
     return row
 
 
-def _event_row(source: str, entry: Entry, event: Event | None) -> Row:
+def _event_row(source: str, one: EventIn) -> Row:
+    entry, event = one.entry, one.event
     ms, seq = parse_stream_id(entry.entry_id)
-    data = entry.fields.get(b"data", b"").decode("utf-8", "replace")
+    data = one.data.decode("utf-8", "replace")
     cid = entry.fields.get(b"client_order_id", b"").decode("utf-8", "replace")
     row: Row = {"source": source, "entry_id": entry.entry_id, "entry_ms": ms, "entry_seq": seq,
-                "client_order_id": cid, "seq": None, "state": None, "prev_state": None,
-                "account": None, "symbol": None, "at": None, "data": data}
+                "entry_index": one.index, "client_order_id": cid, "seq": None, "state": None,
+                "prev_state": None, "account": None, "symbol": None, "at": None, "data": data}
     if event is not None:
         row.update(client_order_id=event.client_order_id, seq=event.seq, state=str(event.state),
                    prev_state=None if event.prev_state is None else str(event.prev_state),

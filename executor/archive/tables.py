@@ -135,6 +135,9 @@ events = sa.Table(
     # after "9-0" as numbers, not as text).
     sa.Column("entry_ms", Ms, nullable=False),
     sa.Column("entry_seq", Ms, nullable=False),
+    # The event's place in its entry: an entry holds one event, or the several of one write
+    # (event v2), each a row of its own.
+    sa.Column("entry_index", sa.Integer, nullable=False, server_default="0"),
     sa.Column("client_order_id", sa.Text, nullable=False),
     sa.Column("seq", sa.Integer),
     sa.Column("state", sa.Text),
@@ -143,8 +146,8 @@ events = sa.Table(
     sa.Column("symbol", sa.Text),
     sa.Column("at", Ms),
     sa.Column("data", sa.Text, nullable=False),  # the event's JSON, as the stream held it
-    sa.PrimaryKeyConstraint("source", "entry_id"),
-    sa.Index("ix_events_log", "source", "entry_ms", "entry_seq"),
+    sa.PrimaryKeyConstraint("source", "entry_id", "entry_index"),
+    sa.Index("ix_events_log", "source", "entry_ms", "entry_seq", "entry_index"),
     sa.Index("ix_events_order", "source", "client_order_id"),
 )
 

@@ -80,7 +80,8 @@ class Folded(msgspec.Struct, gc=False):
     order: _Spec | None = None  # on a created event
 
 
-_event_decoder = decoder(Folded)
+# An entry holds one event (an object) or a write's several (an array: event v2).
+_event_decoder = decoder(Folded | list[Folded])
 # The events the fold needs in full: fills, and the ends of orders (their risk reservation
 # goes). A key appears in the JSON as `"name":`; the same text inside a string value is
 # escaped (`\"name\"`), so this never misses one, at worst decodes more. Most events are
@@ -97,7 +98,7 @@ class _Created(msgspec.Struct):
     order: _Spec | None = None
 
 
-_created_decoder = msgspec.json.Decoder(_Created)
+_created_decoder = msgspec.json.Decoder(_Created | list[_Created])
 # (account, symbol) -> its quote asset, or its base asset; asked for every fill, so cheap
 # ones (the worker's are Services.quote_asset and Services.base_asset, which remember them).
 QuoteAsset = Callable[[str, str], str | None]
@@ -144,7 +145,7 @@ class Projector:
             (resources.files("executor.infra") / "lua" / "positions.lua").read_text())
 
     async def once(self) -> int:
-        """Fold one page of events if this worker holds the lease; returns how many events
+        """Fold one page of events if this worker holds the lease; returns how many entries
         were consumed (0: nothing new, or another worker projects)."""
         if not await self._hold():
             return 0
@@ -163,14 +164,16 @@ class Projector:
             # Created events come before their order's fills in the stream, so knowing the
             # side now is knowing it in time; a side is a fact, whoever folds.
             if _FULL.search(data):
-                event = _event_decoder.decode(data)
-                events.append(event)
-                if event.order is not None:  # a created event that only looked like one
-                    self._sides[event.client_order_id] = event.order.side
+                decoded = _event_decoder.decode(data)
+                for event in decoded if isinstance(decoded, list) else (decoded,):
+                    events.append(event)
+                    if event.order is not None:  # a created event
+                        self._sides[event.client_order_id] = event.order.side
             elif b'"order":' in data:
                 created = _created_decoder.decode(data)
-                if created.order is not None:
-                    self._sides[created.client_order_id] = created.order.side
+                for one in created if isinstance(created, list) else (created,):
+                    if one.order is not None:
+                        self._sides[one.client_order_id] = one.order.side
         risk = await self._risk_state(events)
         book = await self._fold(events, risk)
         if self._new_assets:

@@ -19,6 +19,7 @@ from producer.contract import (
     Result,
     decoder,
     encode,
+    encode_events,
 )
 from producer.keys import GROUP, Keys
 from producer.replies import text
@@ -270,10 +271,11 @@ class Store:
             joins, joined = _registration(self.keys, order)
             keys += (self.keys.order(order.client_order_id), self.keys.due(account), joins)
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
-                     len(item.events), self.attention.due(order, order.updated_at) or 0,
-                     joined)
+                     1 if item.events else 0,
+                     self.attention.due(order, order.updated_at) or 0, joined)
             payload.append(encode(order))
-            payload += map(encode, item.events)
+            if item.events:
+                payload.append(encode_events(item.events))
         if reserve is None:
             replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
         else:
@@ -357,14 +359,15 @@ class Store:
             else:
                 keys += (k.order(order.client_order_id), k.due(order.spec.account))
                 meta += (1, outcome.expected_seq, order.seq, order.state,
-                         1 if is_terminal(order.state) else 0, len(outcome.events),
+                         1 if is_terminal(order.state) else 0, 1 if outcome.events else 0,
                          self.attention.due(order, order.updated_at) or 0)
             meta.append(len(outcome.entry_fields))
             for name, value in outcome.entry_fields.items():
                 payload += (name, value)
             if order is not None:
                 payload.append(encode(order))
-                payload += map(encode, outcome.events)
+                if outcome.events:
+                    payload.append(encode_events(outcome.events))
         if not meta:
             return []
         args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]

@@ -31,7 +31,7 @@ from decimal import Decimal
 
 import msgspec
 
-from producer.contract import Event, Fill, OrderState, Side, decimal_text, decode_event, encode
+from producer.contract import Event, Fill, OrderState, Side, decimal_text, decode_events, encode
 
 from ..infra.store import decode_order
 from ..infra.streams import StreamId, parse_stream_id
@@ -125,13 +125,19 @@ class Fold:
                 self.positions[(position.account, position.symbol)] = position
 
     def add(self, entry_id: str, data: bytes | str) -> None:
-        self.events += 1
+        """Fold one entry: its one event, or the several of one write (event v2)."""
         self.last_id = entry_id
         try:
-            event = decode_event(data)
+            events = decode_events(data)
         except msgspec.DecodeError as exc:
+            self.events += 1
             self._problem(entry_id, entry_id, "data", "an event", f"undecodable: {exc}")
             return
+        for event in events:
+            self.events += 1
+            self._add(entry_id, event)
+
+    def _add(self, entry_id: str, event: Event) -> None:
         order = self._order(entry_id, event)
         at = parse_stream_id(entry_id) if event.fill is not None else None
         if (at is not None and event.fill is not None and self._until is not None

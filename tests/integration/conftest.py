@@ -21,9 +21,11 @@ from executor.model.order import Context, new_order
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
 from producer.contract import (
+    Event,
     OrderSpec,
     ResultStatus,
     TimeInForce,
+    decode_events,
     decode_request,
     decode_result,
 )
@@ -126,6 +128,18 @@ async def hand_over(r: aioredis.Redis, request_id: str) -> None:
     worker's first reclaim pass takes it, long before its tracker would take the order
     back (two visibility timeouts after the order last changed)."""
     await r.xclaim(Keys().pending, GROUP, "doomed", 0, [request_id], idle=60_000)
+
+
+async def events_in(r: Any, cid: str | None = None, keys: Keys | None = None,
+                    count: int | None = None) -> list[Event]:
+    """The events on the events stream in order (of order ``cid`` only, if given): an entry
+    holds one event, or the several of one write (event v2). ``count``: the last entries
+    only, that many."""
+    stream = (keys or Keys()).events
+    entries: Any = (await r.xrevrange(stream, count=count))[::-1] if count else \
+        await r.xrange(stream)
+    return [e for _, f in entries for e in decode_events(f[b"data"])
+            if cid is None or e.client_order_id == cid]
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -26,11 +26,10 @@ from producer.contract import (
     ReasonCode,
     ResultStatus,
     Side,
-    decode_event,
 )
 from producer.keys import Keys
 
-from .conftest import running, settings_for, until
+from .conftest import events_in, running, settings_for, until
 from .test_lists import order_in, position, set_price
 from .test_operator_commands import cli_json
 
@@ -117,8 +116,7 @@ async def test_a_twap_sends_a_child_per_slice_and_fills_its_parent_exactly(
     assert result.strategy_id == "s1" and result.completed_at >= kids[-1].created_at
     assert result.enqueued_at == int(sub.request_id.split("-")[0])
     assert len(await answers(r, sub.request_id)) == 1
-    events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)
-              if f[b"client_order_id"] == b"T1"]
+    events = await events_in(r, "T1")
     assert [e.state for e in events][-1] is OrderState.FILLED
     assert all(e.fill is None for e in events)
     assert ("algo T1 is over: twap: filled 1.00003 of 1.00003 in 4 child orders, average "

@@ -26,10 +26,10 @@ from executor.safety.risk.state import open_key
 from executor.safety.trading import TradingState
 from executor.worker import Worker
 from producer.client import OrderClient, Submitted
-from producer.contract import Action, OrderState, ReasonCode, ResultStatus, decode_event
+from producer.contract import Action, OrderState, ReasonCode, ResultStatus
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import events_in, running
 from .test_risk import with_risk
 
 K = Keys()
@@ -72,8 +72,7 @@ async def test_amend_cancels_the_old_order_and_places_the_change(
     assert await state_of(redis_client, old.client_order_id or "") == "cancelled"
     assert await state_of(redis_client, new_cid) == "accepted"
     assert await received(redis_client) == [old.client_order_id, new_cid]
-    old_events = [decode_event(f[b"data"]) for _, f in await redis_client.xrange(K.events)
-                  if f[b"client_order_id"].decode() == old.client_order_id]
+    old_events = await events_in(redis_client, old.client_order_id)
     assert [e.state for e in old_events][-2:] == [OrderState.PENDING_CANCEL,
                                                   OrderState.CANCELLED]
     assert old_events[-1].request_id == amend.request_id
@@ -140,8 +139,7 @@ async def resting_buy(client: OrderClient) -> str:
 
 
 async def events_of(r: aioredis.Redis, cid: str) -> list[OrderState]:
-    return [decode_event(f[b"data"]).state for _, f in await r.xrange(K.events)
-            if f[b"client_order_id"].decode() == cid]
+    return [e.state for e in await events_in(r, cid)]
 
 
 async def assert_untouched(r: aioredis.Redis, worker: Worker, cid: str) -> None:

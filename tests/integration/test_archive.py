@@ -46,12 +46,13 @@ from producer.contract import (
     OrderType,
     Side,
     decimal_text,
+    decode_events,
     encode,
     wire,
 )
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import events_in, running
 
 K = Keys()
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,14 +123,20 @@ async def assert_archived_exactly(redis: aioredis.Redis, db: AsyncEngine) -> Non
     """Every entry of the three streams stored once, and nothing else; the positions equal
     the workers' fold."""
     e, r = tables.events.c, tables.results.c
-    events = await column(db, sa.select(e.entry_id).order_by(e.entry_ms, e.entry_seq))
-    assert events == await stream_ids(redis, K.events)
+    async with db.connect() as conn:
+        events = [tuple(row) for row in (await conn.execute(
+            sa.select(e.entry_id, e.entry_index, e.client_order_id, e.seq)
+            .order_by(e.entry_ms, e.entry_seq, e.entry_index))).all()]
+    # Each event a row, an entry's several (event v2) numbered in their order.
+    assert events == [(i.decode(), n, event.client_order_id, event.seq)
+                      for i, f in await redis.xrange(K.events)
+                      for n, event in enumerate(decode_events(f[b"data"]))]
+    assert any(n > 0 for _, n, _, _ in events), "writes of several transitions are archived"
     for stream, key in (("completed", K.completed), ("failed", K.failed)):
         stored = await column(db, sa.select(r.entry_id).where(r.stream == stream))
         assert sorted(stored) == sorted(await stream_ids(redis, key))
     fills = await column(db, sa.select(sa.func.count()).select_from(tables.fills))
-    fill_events = [x for x in await redis.xrange(K.events) if b'"fill"' in x[1][b"data"]]
-    assert fills == [len(fill_events)]
+    assert fills == [sum(1 for x in await events_in(redis) if x.fill is not None)]
     await assert_positions_equal(redis, db)
 
 
@@ -349,9 +356,27 @@ async def test_the_migrations_make_exactly_the_tables_the_code_writes(db: AsyncE
     async with db.begin() as conn:
         await conn.execute(sa.text("INSERT INTO archive_cursors VALUES "
                                    "('{orders-1}', 'events', '5-0', 1)"))
-    assert await migrate.upgrade(db) == ("0001", migrate.head())
+    assert await migrate.upgrade(db, "0002") == ("0001", "0002")
+    # An event archived before event v2 is its entry's only one: it keeps its row, as 0.
+    async with db.begin() as conn:
+        await conn.execute(sa.text(
+            "INSERT INTO order_events (source, entry_id, entry_ms, entry_seq, "
+            "client_order_id, data) VALUES ('{orders-1}', '5-0', 5, 0, 'c1', '{}')"))
+    assert await migrate.upgrade(db) == ("0002", migrate.head())
     assert await ArchiveStore(db).cursors("{orders-1}") == {
         "events": "5-0", "audit": "0-0", "completed": "0-0", "failed": "0-0"}
+    e = tables.events.c
+    async with db.begin() as conn:
+        assert (await conn.execute(sa.select(e.entry_id, e.entry_index))).all() == [("5-0", 0)]
+        # The same entry's second event is a row of its own; the first stays one.
+        await conn.execute(sa.insert(tables.events).values(
+            source="{orders-1}", entry_id="5-0", entry_ms=5, entry_seq=0, entry_index=1,
+            client_order_id="c1", data="{}"))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with conn.begin_nested():
+                await conn.execute(sa.insert(tables.events).values(
+                    source="{orders-1}", entry_id="5-0", entry_ms=5, entry_seq=0,
+                    entry_index=1, client_order_id="c1", data="{}"))
 
 
 async def test_operator_actions_and_the_latest_risk_limits_are_archived(
@@ -389,7 +414,7 @@ async def test_deployments_sharing_a_database_keep_their_own_cursors_fills_and_p
     for desk in desks:
         await drain(desk)
     f, p = tables.fills.c, tables.positions.c
-    fill_events = [x for x in await redis_client.xrange(K.events) if b'"fill"' in x[1][b"data"]]
+    fill_events = [x for x in await events_in(redis_client) if x.fill is not None]
     for desk in desks:
         assert await column(db, sa.select(sa.func.count()).where(f.source == desk.source)) \
             == [len(fill_events)]

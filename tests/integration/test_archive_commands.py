@@ -43,7 +43,7 @@ async def test_init_once_and_the_queries(make_settings: Callable[..., Settings],
     assert missing.returncode == 2 and "orderstream archive --init" in missing.stderr
     init = orderstream(redis_url, url, "archive", "--init")
     assert init.returncode == 0, init.stderr
-    assert "schema none -> 0002" in init.stdout
+    assert "schema none -> 0003" in init.stdout
     # Registered at the start: retention now keeps everything for the archive.
     assert await redis_client.hget(K.events_readers, "archive") == b"0-0"
     trades = [("buy", "0.003", "s1"), ("buy", "0.002", "s2"), ("sell", "0.004", "s1")]
@@ -91,9 +91,9 @@ async def test_init_once_and_the_queries(make_settings: Callable[..., Settings],
 def test_upgrade_reports_versions_and_errors_hide_the_password(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'b.db'}"
     first = orderstream("redis://127.0.0.1:1/0", url, "archive", "--upgrade")
-    assert first.returncode == 0 and "schema none -> 0002" in first.stdout, first.stderr
+    assert first.returncode == 0 and "schema none -> 0003" in first.stdout, first.stderr
     again = orderstream("redis://127.0.0.1:1/0", url, "archive", "--upgrade")
-    assert "schema 0002 -> 0002" in again.stdout
+    assert "schema 0003 -> 0003" in again.stdout
     secret = "s3cret-pw"
     bad = orderstream("redis://127.0.0.1:1/0", f"postgresql://u:{secret}@127.0.0.1:1/x",
                       "history")

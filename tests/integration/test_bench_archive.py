@@ -14,8 +14,9 @@ async def test_the_archive_benchmark_stores_every_entry_and_prints_its_rates(
         capsys: pytest.CaptureFixture[str]) -> None:
     await archive.main(orders=30, batch=7, repeat=2, use_postgres=False)
     out = capsys.readouterr().out
-    assert re.search(r"archive: 120 events of 30 market orders; one worker wrote [\d,]+ "
-                     r"events/s \(baseline\)", out)
+    # Two entries per market order: [created, pending_submit], [submitted, filled].
+    assert re.search(r"archive: 60 events entries of 30 market orders; one worker wrote "
+                     r"[\d,]+ entries/s \(baseline\)", out)
     rows = re.findall(r"^sqlite (\d)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert [r[0] for r in rows] == ["1", "2"]
     assert all(float(ratio) > 0 and float(cpu) > 0 for *_, ratio, cpu in rows)

@@ -30,14 +30,13 @@ from producer.contract import (
     Result,
     ResultStatus,
     Side,
-    decode_event,
     decode_request,
     encode,
 )
 from producer.keys import Keys
 from producer.partitions import Deployment, Partitions
 
-from .conftest import running, settings_for
+from .conftest import events_in, running, settings_for
 
 PREFIX = "{orders-0}"
 K = Keys(PREFIX)
@@ -73,7 +72,7 @@ async def test_market_and_limit_orders_and_a_cancel_each_get_their_one_result(
     answered = [f[b"request_id"].decode() for stream in (K.completed, K.failed)
                 for _, f in await cluster.xrange(stream)]
     assert sorted(answered) == sorted(ids)
-    events = [decode_event(f[b"data"]) for _, f in await cluster.xrange(K.events)]
+    events = await events_in(cluster, keys=K)
     assert [e.state for e in events if e.client_order_id == limit.client_order_id][-1] \
         is OrderState.CANCELLED
     keys = [k async for k in cluster.scan_iter()]  # on every master

@@ -25,12 +25,11 @@ from producer.contract import (
     Result,
     ResultStatus,
     Side,
-    decode_event,
     decode_result,
 )
 from producer.keys import Keys
 
-from .conftest import running, settings_for
+from .conftest import events_in, running, settings_for
 from .test_lists import fast, order_in, set_price
 
 K = Keys()
@@ -55,9 +54,7 @@ async def run_example(module: str, redis_url: str) -> Result:
 
 async def created_metadata(r: aioredis.Redis, cid: str) -> Any:
     """The metadata of the order's ``created`` event on the events stream."""
-    entries: Any = await r.xrange(K.events)
-    for _entry_id, fields in entries:
-        event = decode_event(fields[b"data"])
+    for event in await events_in(r):
         if event.client_order_id == cid and event.state is OrderState.CREATED:
             assert event.order is not None
             return event.order.metadata

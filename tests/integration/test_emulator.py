@@ -30,13 +30,12 @@ from producer.contract import (
     OrderState,
     OrderStatus,
     ResultStatus,
-    decode_event,
     decoder,
     encode,
 )
 from producer.keys import Keys
 
-from .conftest import running, until
+from .conftest import events_in, running, until
 
 K = Keys()
 D = Decimal
@@ -297,7 +296,7 @@ async def test_the_emulating_worker_killed_its_successor_fires_the_order_once(
         assert status is not None and status.filled_quantity == D("0.5")
         await asyncio.sleep(1)
         assert await received(r, "emulated", cid) == 1
-        events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)]
+        events = await events_in(r)
         assert sum(1 for e in events if e.client_order_id == cid and e.fill) == 1
     finally:
         first.kill()

@@ -25,10 +25,10 @@ from executor.model.exits import Exit
 from executor.model.positions import decode_position, position_key
 from executor.operations.exit_commands import exit_of, set_exit
 from producer.client import OrderClient
-from producer.contract import OrderState, Result, ResultStatus, decode_event, decode_result, decoder
+from producer.contract import OrderState, Result, ResultStatus, decode_result, decoder
 from producer.keys import Keys
 
-from .conftest import running, settings_for, until
+from .conftest import events_in, running, settings_for, until
 
 K = Keys()
 D = Decimal
@@ -77,7 +77,7 @@ def levels(**kw: str) -> Exit:
 
 
 async def closing_orders(r: aioredis.Redis) -> list[str]:
-    events = [decode_event(f[b"data"]) for _, f in await r.xrange(K.events)]
+    events = await events_in(r)
     return [e.client_order_id for e in events
             if e.order is not None and e.order.strategy_id == "sl-tp"]
 

@@ -27,12 +27,12 @@ from producer.contract import (
     Request,
     ResultStatus,
     Side,
-    decode_event,
+    decode_events,
     parse_decimal,
 )
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import events_in, running
 
 K = Keys()
 
@@ -73,10 +73,14 @@ async def test_raw_xadd_like_redis_cli_round_trip(
     assert result.enqueued_at <= result.received_at <= result.completed_at
     record = await redis_client.hgetall(K.order("s1-0001"))
     assert record[b"state"] == b"filled"
-    events = [decode_event(f[b"data"]) for _, f in await redis_client.xrange(K.events)]
+    events = await events_in(redis_client)
     assert [e.state for e in events] == [
         OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED, OrderState.FILLED]
     assert [e.seq for e in events] == [1, 2, 3, 4]
+    # One entry per write (event v2): persisted before the send, then its outcome.
+    entries = await redis_client.xrange(K.events)
+    assert [[e.seq for e in decode_events(f[b"data"])] for _, f in entries] == [[1, 2], [3, 4]]
+    assert {f[b"client_order_id"] for _, f in entries} == {b"s1-0001"}
 
 
 async def test_requests_published_before_the_first_worker_are_executed(

@@ -21,10 +21,10 @@ from executor.config import Settings
 from executor.infra.metrics import Metrics
 from executor.worker import Worker
 from producer.client import OrderClient
-from producer.contract import Action, Request, decode_event
+from producer.contract import Action, Request
 from producer.keys import GROUP, Keys
 
-from .conftest import running, taken_by_a_dead_worker
+from .conftest import events_in, running, taken_by_a_dead_worker
 
 K = Keys()
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -80,8 +80,7 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
         cancel = await client.cancel("rest-1")
         await client.wait_results([dup.request_id, cancel.request_id, poison.request_id], 15)
 
-        fills = [e for _, f in await redis_client.xrange(K.events)
-                 if (e := decode_event(f[b"data"])).fill is not None]
+        fills = [e for e in await events_in(redis_client) if e.fill is not None]
         assert fills, "market orders fill"
         sides = {"BTCUSDT": "buy", "ETHUSDT": "sell"}
         want_fills = Counter(sides[e.symbol] for e in fills)

@@ -18,10 +18,10 @@ from executor.brokers.paper.records import PaperOrder, decode_order
 from executor.config import Settings
 from executor.model.triggers import TrailState
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_event
+from producer.contract import OrderState, ResultStatus
 from producer.keys import Keys
 
-from .conftest import running, until
+from .conftest import events_in, running, until
 
 K = Keys()
 D = Decimal
@@ -44,7 +44,7 @@ async def pushed(r: aioredis.Redis, client_order_id: str) -> int:
 
 
 async def fill_events(r: aioredis.Redis, client_order_id: str) -> int:
-    events = [decode_event(fields[b"data"]) for _, fields in await r.xrange(K.events)]
+    events = await events_in(r)
     return sum(1 for e in events if e.client_order_id == client_order_id and e.fill is not None)
 
 
@@ -181,7 +181,7 @@ async def test_an_iceberg_is_recorded_and_matches_as_the_plain_limit(
         record = await client.order(cid)
         assert record is not None and record.spec.display_quantity == D("0.1")
         assert (await paper_record(r, cid)).spec.display_quantity == D("0.1")
-        created = [decode_event(fields[b"data"]) for _, fields in await r.xrange(K.events)]
+        created = await events_in(r)
         spec = next(e.order for e in created if e.client_order_id == cid and e.order)
         assert spec.display_quantity == D("0.1")
 

@@ -22,12 +22,12 @@ from producer.client import OrderClient
 from producer.contract import (
     OrderState,
     ResultStatus,
-    decode_event,
 )
 from producer.keys import GROUP, Keys
 
 from .conftest import (
     died_after_pending_cancel,
+    events_in,
     hand_over,
     persisted_by_the_dead_worker,
     running,
@@ -73,7 +73,7 @@ async def test_a_crash_after_persist_is_sent_once_after_the_lookup_finds_nothing
         result = await client.wait_result(sub.request_id, 15)
     assert result.status is ResultStatus.FILLED
     assert await received(redis_client) == [sub.client_order_id.encode()]
-    states = [decode_event(f[b"data"]).state for _, f in await redis_client.xrange(K.events)]
+    states = [e.state for e in await events_in(redis_client)]
     assert states == [OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
                       OrderState.FILLED]
 
@@ -235,7 +235,7 @@ async def test_a_request_that_fails_after_persist_on_every_delivery_strands_noth
         assert await positions_caught_up(redis_client, K, 10)
     assert order is not None and order.state is OrderState.FILLED
     assert order.filled_quantity == Decimal("0.010") and len(order.fills) == 1
-    events = [decode_event(f[b"data"]) for _, f in await redis_client.xrange(K.events)]
+    events = await events_in(redis_client)
     assert [e.state for e in events] == [OrderState.CREATED, OrderState.PENDING_SUBMIT,
                                          OrderState.SUBMITTED, OrderState.FILLED]
     assert "dead-lettered" in (events[2].reason or "")

@@ -16,10 +16,11 @@ from devtools.chaos import WorkerProcess
 from executor.config import Settings, load_settings
 from executor.infra.store import Store
 from producer.client import OrderClient
-from producer.contract import OrderState, ResultStatus, decode_event
+from producer.contract import OrderState, ResultStatus
 from producer.keys import GROUP, Keys
 
 from .conftest import (
+    events_in,
     persisted_by_the_dead_worker,
     results_of,
     running,
@@ -76,7 +77,7 @@ async def test_a_worker_stopped_before_sending_and_resumed_after_a_takeover_send
                 lambda: "moved on while being submitted" in log.read_text()), 30)
         assert await received(redis_client) == [cid.encode()], "sent twice"
         assert await results_of(redis_client, sub.request_id) == [ResultStatus.FILLED]
-        states = [decode_event(f[b"data"]).state for _, f in await redis_client.xrange(K.events)]
+        states = [e.state for e in await events_in(redis_client)]
         assert states == [OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
                           OrderState.FILLED]
         assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0

@@ -19,6 +19,8 @@ from producer.contract import (
 )
 from producer.keys import GROUP, Keys
 
+from .conftest import events_in
+
 K = Keys()
 SPEC = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
                  quantity=WireDecimal("1"), price=WireDecimal("100"))
@@ -42,7 +44,9 @@ async def test_begin_creates_once_and_reports_the_existing_order(
     (existing,) = await store.begin([NewOrder(second, events2)])
     assert existing is not None and existing.request_id == "1-0"
     assert existing.order.state is OrderState.PENDING_SUBMIT
-    assert await redis_client.xlen(K.events) == 2  # the second begin wrote nothing
+    # One entry, [created, pending_submit]: the second begin wrote nothing.
+    assert [e.seq for e in await events_in(redis_client)] == [1, 2]
+    assert await redis_client.xlen(K.events) == 1
     assert await redis_client.smembers(K.open) == {b"c1"}
 
 

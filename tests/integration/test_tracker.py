@@ -29,11 +29,11 @@ from producer.contract import (
     OrderType,
     ResultStatus,
     Side,
-    decode_event,
 )
 from producer.keys import GROUP, Keys
 
 from .conftest import (
+    events_in,
     persisted_by_the_dead_worker,
     running,
     settings_for,
@@ -64,8 +64,7 @@ async def state_of(r: aioredis.Redis, cid: str) -> str:
 
 
 async def event_states(r: aioredis.Redis, cid: str) -> list[OrderState]:
-    return [decode_event(f[b"data"]).state for _, f in await r.xrange(K.events)
-            if f[b"client_order_id"].decode() == cid]
+    return [e.state for e in await events_in(r, cid)]
 
 
 async def test_a_resting_order_filled_later_is_recorded_from_the_push_feed(
@@ -91,7 +90,7 @@ async def test_a_resting_order_filled_later_is_recorded_from_the_push_feed(
     assert await event_states(redis_client, sub.client_order_id) == [
         OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED,
         OrderState.ACCEPTED, OrderState.FILLED]
-    fill = decode_event((await redis_client.xrevrange(K.events, count=1))[0][1][b"data"])
+    fill = (await events_in(redis_client, count=1))[-1]
     assert fill.fill is not None and fill.fill.price == Decimal("49000")
     assert fill.filled_quantity == Decimal("0.002")
     assert not await redis_client.sismember(K.open, sub.client_order_id)
@@ -166,7 +165,7 @@ async def test_a_cancel_that_comes_while_the_place_is_being_submitted_is_honoure
     assert states[-3:] == [OrderState.ACCEPTED, OrderState.PENDING_CANCEL,
                            OrderState.CANCELLED]
     assert await redis_client.hlen(K.cancels) == 0
-    last = decode_event((await redis_client.xrevrange(K.events, count=1))[0][1][b"data"])
+    last = (await events_in(redis_client, count=1))[-1]
     assert last.request_id == cancel.request_id
 
 

@@ -32,6 +32,7 @@ from producer.contract import (
     Side,
     WireDecimal,
     encode,
+    encode_events,
 )
 
 S = OrderState
@@ -55,14 +56,17 @@ def report(cid: str, status: BrokerStatus, *fills: Fill) -> BrokerOrder:
 
 
 class Log:
-    """An events stream: entries numbered 1-0, 2-0, ..."""
+    """An events stream: entries numbered 1-0, 2-0, ...; each ``add`` is one write, whose
+    events go in one entry (``grouped``: event v2, as the workers write them) or in one
+    entry each (as event v1 wrote them, and as a stream may still hold)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grouped: bool = False) -> None:
         self.entries: list[tuple[str, bytes]] = []
+        self.grouped = grouped
 
     def add(self, *events: Event) -> None:
-        for event in events:
-            self.entries.append((f"{len(self.entries) + 1}-0", encode(event)))
+        for data in [encode_events(events)] if self.grouped else map(encode, events):
+            self.entries.append((f"{len(self.entries) + 1}-0", data))
 
     def fold(self, cursor: str | None = None) -> Fold:
         fold = Fold({("default", "BTCUSDT"): "USDT", ("default", "ETH:USDT"): "USDT"},
@@ -116,11 +120,14 @@ def diff(stored: Stored, fold: Fold) -> list[Difference]:
     return compare(fold, stored, now_ms=NOW, order_ttl_ms=TTL).differences
 
 
-def test_orders_rebuilt_from_events_equal_what_the_worker_functions_built() -> None:
-    log = Log()
+@pytest.mark.parametrize("grouped", [False, True], ids=["v1", "v2"])
+def test_orders_rebuilt_from_events_equal_what_the_worker_functions_built(
+        grouped: bool) -> None:
+    log = Log(grouped)
     orders = worked_orders(log)
     fold = log.fold()
     assert fold.problems == []
+    assert fold.events == sum(o.seq for o in orders.values())  # every event, once
     assert fold.orders == orders  # every field, fills and rounded average included
     assert orders["a"].average_price == Decimal("100.666666666667")
     assert (orders["a"].state, orders["b"].state, orders["c"].state) == (
@@ -274,6 +281,23 @@ def test_positions_are_the_fold_of_fill_events_up_to_the_cursor() -> None:
         Position(account="default", symbol="BTCUSDT"), Side.BUY, first.quantity, first.price,
         first.commission)}
     assert log.fold().positions == {}  # no cursor: the projector has folded nothing
+
+
+def test_a_log_of_v1_entries_then_v2_entries_folds_as_either_alone() -> None:
+    """A stream written before event v2 and after: the same orders and positions."""
+    one_each, grouped = Log(), Log(grouped=True)
+    orders = worked_orders(one_each)
+    worked_orders(grouped)
+    assert len(grouped.entries) < len(one_each.entries)
+    assert any(data.startswith(b"[") for _, data in grouped.entries)
+    # The first write (a's created and pending_submit) as v1 wrote it, the rest as v2.
+    mixed = Log()
+    mixed.entries = one_each.entries[:2] + [
+        (f"{n}-0", data) for n, (_, data) in enumerate(grouped.entries[1:], start=3)]
+    for log in (one_each, grouped, mixed):
+        fold = log.fold(cursor=log.last)
+        assert fold.problems == [] and fold.orders == orders
+        assert fold.positions == one_each.fold(cursor=one_each.last).positions
 
 
 def test_each_tampered_position_field_and_position_on_one_side_is_a_difference() -> None:

@@ -14,9 +14,10 @@
 -- KEYS[3i + 1] its account's attention index, KEYS[3i + 2] the hash it joins (its
 -- account's lists or algos; any key when it joins none)
 -- ARGV[1] MessagePack array, 7 values per item: client_order_id, request_id, state, seq,
---   number of events n, when it is due (epoch ms), the JSON it joins that hash with (else
---   '')
--- ARGV[2..] per item: its record, then its n events
+--   number n of events entries (0 or 1: a write's events go in one entry, a JSON array
+--   when several, producer/contract.encode_events), when it is due (epoch ms), the JSON
+--   it joins that hash with (else '')
+-- ARGV[2..] per item: its record, then its n events entries
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns per item: 0 (created) or {request_id, record} of the existing order.

@@ -27,12 +27,12 @@
 --   pending check and no XACK, the order's compare-and-set makes it once; 5: no result now,
 --   the request acked all the same: an algorithm's parent, answered when it ends), has an
 --   order change (1/0), then for an order change (else
---   placeholders): expected seq, seq, state, terminal (1/0), number of events n, when it
---   is due (epoch ms; unused when terminal); then the number r of extra fields of its
+--   placeholders): expected seq, seq, state, terminal (1/0), number n of events
+--   entries (0 or 1, as in begin.lua), when it is due (epoch ms; unused when terminal); then the number r of extra fields of its
 --   result entry (a dead letter's raw:<field>, else 0)
 -- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
 --   order of a cancel_all), its r extra (field, value) pairs, then for an order change its
---   record and its n events
+--   record and its n events entries
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns the request ids skipped: a seq conflict, or already answered.
