@@ -23,6 +23,7 @@ from devtools.chaos import WorkerProcess
 from executor.brokers.base import BrokerStatus
 from executor.brokers.binance import oto
 from executor.brokers.binance.broker import BinanceBroker
+from executor.config import Settings
 from executor.model.lists import exit_request
 from executor.model.order import spec_from_request
 from producer.client import OrderClient
@@ -40,7 +41,7 @@ from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, account_for, e
 
 from .conftest import running
 from .test_binance_worker import binance_settings, until
-from .test_lists import order_in
+from .test_lists import list_over, order_in
 
 __all__ = ["exchange"]  # fixture
 
@@ -87,6 +88,25 @@ def sent(server: BinanceExchangeServer, *paths: str) -> list[tuple[str, dict[str
 
 def status_at(server: BinanceExchangeServer, cid: str) -> str:
     return server.exchange.find({"symbol": "BTCUSDT", "origClientOrderId": cid}).status
+
+
+def unwatched(redis_url: str, server: BinanceExchangeServer, **account: Any) -> Settings:
+    """Worker settings with native lists and the lists watcher all but stopped (a pass a
+    minute): what Binance does alone between an entry's fill and the exit's adoption."""
+    settings = binance_settings(redis_url, server, native_lists=True, **account)
+    settings.worker.emulator_interval_ms = 60_000
+    return settings
+
+
+async def filled_natively(client: OrderClient, server: BinanceExchangeServer,
+                          cid: str) -> None:
+    """A bracket entry placed (as an orderList/otoco) and filled whole."""
+    sub = await client.place("BTCUSDT", "buy", "limit", "0.01", price="49900",
+                             client_order_id=cid, take_profit="51000", stop_loss="49000")
+    result = await client.wait_result(sub, timeout=20)
+    assert result.status is ResultStatus.ACCEPTED and result.native_exits
+    server.set_price("BTCUSDT", "49900")
+    await order_in(client, cid, OrderState.FILLED, timeout=20)
 
 
 # -- the request as Binance receives it ----------
@@ -279,16 +299,8 @@ async def test_exits_work_at_binance_before_any_watcher_pass_and_are_adopted_onc
     holds its exit at once. Then a worker with the watcher on publishes the exit, which is
     taken as what Binance placed: one list at the exchange; it closes at take-profit."""
     exchange.exchange.fee_asset = "BNB"  # the position is the whole fill
-    slow = binance_settings(redis_url, exchange, native_lists=True)
-    slow.worker.emulator_interval_ms = 60_000
-    async with running(slow):
-        sub = await client.place("BTCUSDT", "buy", "limit", "0.01", price="49900",
-                                 client_order_id="W1", take_profit="51000",
-                                 stop_loss="49000")
-        result = await client.wait_result(sub, timeout=10)
-        assert result.status is ResultStatus.ACCEPTED and result.native_exits
-        exchange.set_price("BTCUSDT", "49900")
-        await order_in(client, "W1", OrderState.FILLED)
+    async with running(unwatched(redis_url, exchange)):
+        await filled_natively(client, exchange, "W1")
         assert status_at(exchange, "W1-x1-oA") == status_at(exchange, "W1-x1-oB") == "NEW"
         assert await client.order("W1-x1") is None
     async with running(binance_settings(redis_url, exchange, native_lists=True)):
@@ -300,19 +312,40 @@ async def test_exits_work_at_binance_before_any_watcher_pass_and_are_adopted_onc
     assert [p for p, _ in sent(exchange)] == ["/api/v3/orderList/otoco"]
 
 
+async def test_a_list_that_ends_without_an_exit_of_ours_cancels_the_native_one(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    """The entry filled natively, then cancelled by its id before any watcher pass (which
+    cancels its list, and so its exits): the watcher never publishes an exit, so the
+    orders Binance placed are cancelled before the list ends, never left there
+    untracked."""
+    async with running(unwatched(redis_url, exchange)):
+        await filled_natively(client, exchange, "C1")
+        cancel = await client.cancel("C1")
+        assert (await client.wait_result(cancel, timeout=10)).status is ResultStatus.FAILED
+    assert status_at(exchange, "C1-x1-oA") == "NEW"
+    async with running(binance_settings(redis_url, exchange, native_lists=True)):
+        await list_over(redis_client, "C1")
+    assert status_at(exchange, "C1-x1-oA") == status_at(exchange, "C1-x1-oB") == "CANCELED"
+    assert await client.order("C1-x1") is None
+
+
+async def test_end_native_exits_cancels_only_what_is_open(
+        native: BinanceBroker, exchange: BinanceExchangeServer) -> None:
+    assert await native.end_native_exits("N1", "BTCUSDT", True)  # none: nothing to do
+    await native.submit("N1", entry(sl=None))
+    exchange.set_price("BTCUSDT", "49900")
+    assert await native.end_native_exits("N1", "BTCUSDT", False)
+    assert status_at(exchange, "N1-x1") == "CANCELED"
+    assert await native.end_native_exits("N1", "BTCUSDT", False)  # ended: nothing more
+
+
 async def test_reconciliation_takes_the_pending_orders_for_the_entrys(
         redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
         client: OrderClient) -> None:
     exchange.exchange.fee_asset = "BNB"
-    slow = binance_settings(redis_url, exchange, native_lists=True, orphans="cancel")
-    slow.worker.emulator_interval_ms = 60_000
-    async with running(slow):
-        sub = await client.place("BTCUSDT", "buy", "limit", "0.01", price="49900",
-                                 client_order_id="R1", take_profit="51000",
-                                 stop_loss="49000")
-        await client.wait_result(sub, timeout=10)
-        exchange.set_price("BTCUSDT", "49900")
-        await order_in(client, "R1", OrderState.FILLED)
+    async with running(unwatched(redis_url, exchange, orphans="cancel")):
+        await filled_natively(client, exchange, "R1")
         assert await client.order("R1-x1") is None  # no watcher pass yet: no record
         broker = BinanceBroker("default", account_for(exchange, native_lists=True,
                                                       orphans="cancel"), redis_client, K)
@@ -345,12 +378,7 @@ async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit
                               ORDERSTREAM_EMULATOR_LEASE_MS="10000")
         try:
             await until(lambda: redis_client.exists(K.worker("first")), 30)
-            sub = await client.place("BTCUSDT", "buy", "limit", "0.01", price="49900",
-                                     client_order_id="K1", take_profit="51000",
-                                     stop_loss="49000")
-            assert (await client.wait_result(sub, timeout=20)).native_exits
-            server.set_price("BTCUSDT", "49900")
-            await order_in(client, "K1", OrderState.FILLED, timeout=20)
+            await filled_natively(client, server, "K1")
             # Killed before its watcher's next pass, most likely (one every 5 s): the exit
             # is then Binance's alone until the heir publishes it; either way, one exit.
             first.kill()

@@ -428,6 +428,68 @@ class BinanceBroker:
             return True
         return record is None or record.native_exits
 
+    async def _native_exit_of(self, entry: str, symbol: str, oco: bool
+                              ) -> tuple[Mapping[str, Any], list[Any], Any] | None:
+        """What Binance holds as the native exit of ``entry`` (an oco's pair, else the
+        single order ``<entry>-x1``): the list (or order) object, its orders' objects and
+        the list's id; None when there is no native list under those ids."""
+        first = oto.first_exit_id(entry)
+        client = self._client()
+        try:
+            if oco:
+                found = await self._call("get_order_list", client.v3_get_order_list,
+                                         origClientOrderId=first)
+                if found.get("contingencyType") != "OTO":
+                    return None  # an OCO of ours under that id: not a native list
+                replies = [await self._call("get_order", client.get_order, symbol=o["symbol"],
+                                            orderId=o["orderId"])
+                           for o in oto.exit_orders(found)]
+                return (found, replies, found.get("orderListId")) if replies else None
+            found = await self._call("get_order", client.get_order, symbol=symbol,
+                                     origClientOrderId=first)
+        except OrderNotFound:
+            return None
+        list_id = found.get("orderListId", -1)
+        if list_id in (-1, None):
+            return None  # a plain order of ours under that id
+        return found, [found], list_id
+
+    async def end_native_exits(self, entry: str, symbol: str, oco: bool) -> bool:
+        """Called by the lists watcher before it ends the list of an entry sent natively
+        whose exit was never taken as an order of ours (the list was cancelled, or no
+        position is left to protect): the native exit's orders still open at Binance are
+        cancelled, so that none is left there untracked. Whether none is open now (False:
+        Binance could not tell or refused; the watcher asks again at its next pass)."""
+        try:
+            native = await self._native_exit_of(entry, symbol, oco)
+            if native is None:
+                return True
+            _, replies, list_id = native
+            if all(r.get("status") not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
+                   for r in replies):
+                return True
+            cancelled = await self._call("cancel", self._client().v3_delete_order_list,
+                                         sends=True, symbol=symbol, orderListId=list_id)
+        except OrderNotFound:
+            return True  # ended between the lookup and the cancel
+        except BrokerError as exc:
+            log.warning("binance %s: the native exit of %s could not be cancelled (%s); "
+                        "tried again at the next pass", self.account, entry, exc)
+            return False
+        traded = [r for r in cancelled.get("orderReports", [])
+                  if Decimal(r.get("executedQty", "0")) > 0
+                  and (r.get("origClientOrderId") or r.get("clientOrderId")) != entry]
+        if traded:
+            log.error("binance %s: the native exit of %s traded (%s) and is not an order of "
+                      "ours: check the position", self.account, entry,
+                      ", ".join(f"{r.get('origClientOrderId')} {r.get('executedQty')}"
+                                for r in traded))
+        for cid in oto.pending_ids(entry):
+            self._pending_of.pop(cid, None)
+        log.warning("binance %s: the native exit of %s cancelled: its list ended without "
+                    "an exit of ours", self.account, entry)
+        return True
+
     async def _adopt(self, client_order_id: str, entry: str,
                      order: OrderSpec) -> BrokerOrder | None:
         """An exit of ``entry``'s list arriving to be placed: what Binance holds under the
@@ -446,27 +508,11 @@ class BinanceBroker:
             return None
         first = oto.first_exit_id(entry)
         client = self._client()
-        try:
-            if order.type is OrderType.OCO:
-                found = await self._call("get_order_list", client.v3_get_order_list,
-                                         origClientOrderId=first)
-                if found.get("contingencyType") != "OTO":
-                    return None  # an OCO of ours under that id: not a native list
-                replies = [await self._call("get_order", client.get_order, symbol=o["symbol"],
-                                            orderId=o["orderId"])
-                           for o in oto.exit_orders(found)]
-                list_id = found.get("orderListId")
-            else:
-                found = await self._call("get_order", client.get_order, symbol=order.symbol,
-                                         origClientOrderId=first)
-                list_id = found.get("orderListId", -1)
-                if list_id in (-1, None):
-                    return None  # a plain order of ours under that id
-                replies = [found]
-        except OrderNotFound:
+        native = await self._native_exit_of(entry, order.symbol,
+                                            order.type is OrderType.OCO)
+        if native is None:
             return None
-        if not replies:
-            return None
+        found, replies, list_id = native
         if any(r.get("status") == "PENDING_NEW" for r in replies):
             # Its entry has not fully filled, yet its exit is due: not for a full trigger.
             raise RetryableError(f"binance: the native exit of {entry} is not placed yet")
