@@ -330,6 +330,28 @@ async def test_a_list_that_ends_without_an_exit_of_ours_cancels_the_native_one(
     assert await client.order("C1-x1") is None
 
 
+async def test_cancel_all_of_a_working_entry_cancels_its_whole_list(
+        redis_url: str, redis_client: aioredis.Redis, exchange: BinanceExchangeServer,
+        client: OrderClient) -> None:
+    """A cancel_all (as `orderstream kill` sends) of a native entry still working cancels
+    it at Binance, which takes its pending orders with it: the entry's record is
+    cancelled, its list ends, no exit is ever published or left at Binance."""
+    async with running(binance_settings(redis_url, exchange, native_lists=True)):
+        sub = await client.place("BTCUSDT", "buy", "limit", "0.01", price="49900",
+                                 client_order_id="A1", take_profit="51000",
+                                 stop_loss="49000")
+        assert (await client.wait_result(sub, timeout=10)).native_exits
+        done = await client.cancel_all(account="default")
+        assert (await client.wait_result(done, timeout=10)).status is ResultStatus.CANCELLED
+        await order_in(client, "A1", OrderState.CANCELLED)
+        await list_over(redis_client, "A1")
+        assert await client.order("A1-x1") is None
+    assert status_at(exchange, "A1") == "CANCELED"
+    assert {status_at(exchange, c) for c in ("A1-x1-oA", "A1-x1-oB")} <= {"CANCELED",
+                                                                         "EXPIRED"}
+    assert exchange.exchange.open_orders("BTCUSDT") == []
+
+
 async def test_end_native_exits_cancels_only_what_is_open(
         native: BinanceBroker, exchange: BinanceExchangeServer) -> None:
     assert await native.end_native_exits("N1", "BTCUSDT", True)  # none: nothing to do
