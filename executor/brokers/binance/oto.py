@@ -51,6 +51,7 @@ def native_exit(entry_id: str, order: OrderSpec, rules: Rules, *,
     filters, with the last price when known (an oco's legs must bracket it) and the open
     orders the list adds to (MAX_NUM_ORDERS)."""
     if (order.oto_trigger is not OtoTrigger.FULL or order.type not in WORKING
+            or (order.take_profit is None and order.stop_loss is None)
             or order.reduce_only or order.display_quantity is not None
             or order.quantity is None or order.price is None or not rules.oto
             or order.time_in_force not in _WORKING_TIF):
