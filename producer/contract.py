@@ -565,6 +565,9 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
     # The order is emulated by orderstream (the broker has no native order of its type):
     # held by the worker, sent as a plain market or limit order when it triggers.
     emulated: bool = False
+    # The entry of a contingent list whose exits the broker holds natively, placed by the
+    # broker itself once the entry has filled (Binance's orderList/oto, /otoco).
+    native_exits: bool = False
     strategy_id: str | None = None
     signal_id: str | None = None
     metadata: dict[str, Any] | None = None
@@ -652,6 +655,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     reason_code: str | None = None
     reason: str | None = None
     emulated: bool = False  # the order is emulated by orderstream (see Result)
+    native_exits: bool = False  # its exits are held natively by the broker (see Result)
 
 
 class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
@@ -681,6 +685,7 @@ class OrderStatus(msgspec.Struct, kw_only=True, gc=False):
     created_at: EpochMs = 0
     updated_at: EpochMs = 0
     emulated: bool = False  # as on a result
+    native_exits: bool = False  # as on a result
 
 
 class ContractError(ValueError):

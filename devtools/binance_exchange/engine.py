@@ -46,7 +46,10 @@ CLIENT_ID = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
 TAKER_FEE = Decimal("0.001")
 MAKER_FEE = Decimal("0.0008")
 E8 = Decimal("0.00000001")
-OPEN = ("NEW", "PARTIALLY_FILLED")
+# PENDING_NEW: an OTO's pending order, held until its working order has fully filled; it
+# is open (its client id is taken, cancelling it cancels the list) but not on the book.
+OPEN = ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
+PENDING = "PENDING_NEW"
 STOPS = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 ICEBERG_TYPES = ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
 Event = dict[str, Any]
@@ -151,7 +154,9 @@ class XOrder(msgspec.Struct, kw_only=True):
 
 
 class XList(msgspec.Struct, kw_only=True):
-    """An order list (OCO): its legs' order ids, above leg first."""
+    """An order list: an OCO's legs' order ids, above leg first; an OTO's (``kind`` "OTO",
+    an OTOCO too, as Binance names both) working order first, then its pending orders
+    (above first)."""
 
     list_id: int
     list_client_id: str
@@ -159,6 +164,7 @@ class XList(msgspec.Struct, kw_only=True):
     legs: list[int]
     time: int
     done: bool = False  # listOrderStatus ALL_DONE: every leg is final
+    kind: str = "OCO"  # contingencyType
 
 
 class Exchange:
@@ -289,7 +295,11 @@ class Exchange:
         """Refuse a new order as ``place`` would, without placing it."""
         self._new_order(params)
 
-    def _new_order(self, params: dict[str, str], list_id: int = -1) -> XOrder:
+    def _new_order(self, params: dict[str, str], list_id: int = -1,
+                   pending: bool = False) -> XOrder:
+        """A new order from its parameters, refused as Binance would. ``pending``: an OTO's
+        pending order, placed only once its working order has filled, so the market and
+        the balance are not checked now (``_activate`` does what placing then does)."""
         lst = self.listing(params.get("symbol"))
         side = mandatory(params, "side")
         if side not in ("BUY", "SELL"):
@@ -349,6 +359,9 @@ class Exchange:
                        working_time=now if otype not in STOPS else -1, order_list_id=list_id,
                        trailing_delta=delta or 0, iceberg_qty=iceberg or Decimal(0))
         self._check_filters(lst, order)
+        if pending:
+            order.status, order.working, order.working_time = PENDING, False, -1
+            return order
         if delta is not None:
             self._trail(order, lst.price)  # tracking may start at once
         elif otype in STOPS and self._triggered(order, lst.price):
@@ -523,20 +536,9 @@ class Exchange:
         lst = self.listing(params.get("symbol"))
         side = mandatory(params, "side")
         qty = mandatory(params, "quantity")
-        list_cid = params.get("listClientOrderId") or f"x-list{next(self._ids)}"
-        if not CLIENT_ID.match(list_cid):
-            raise ApiError(-1100, "Illegal characters found in parameter 'listClientOrderId'; "
-                                  "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
-        previous = self.lists_by_client.get(list_cid)
-        if previous is not None and not self.lists[previous].done:
-            self.duplicates[list_cid] += 1
-            raise rejected("Duplicate order sent.")
+        list_cid = self._list_client_id(params)
         types = (mandatory(params, "aboveType"), mandatory(params, "belowType"))
-        if types[0] not in ("LIMIT_MAKER", *STOPS) or types[1] not in ("LIMIT_MAKER", *STOPS):
-            raise ApiError(-1116, "Invalid orderType.")
-        if sum(1 for t in types if t.startswith("STOP_LOSS")) != 1:
-            raise ApiError(-1166, "An OCO must have exactly one STOP_LOSS or STOP_LOSS_LIMIT "
-                                  "order.")
+        self._check_pair(types)
         legs: list[XOrder] = []
         for leg, otype in zip(("above", "below"), types, strict=True):
             leg_params = {"symbol": lst.symbol, "side": side, "quantity": qty, "type": otype}
@@ -574,9 +576,119 @@ class Exchange:
         out["orderReports"] = [self._response(o, resp_type) for o in legs]
         return out
 
+    def _list_client_id(self, params: dict[str, str]) -> str:
+        """A new list's listClientOrderId: refused while an open list has it."""
+        list_cid = params.get("listClientOrderId") or f"x-list{next(self._ids)}"
+        if not CLIENT_ID.match(list_cid):
+            raise ApiError(-1100, "Illegal characters found in parameter 'listClientOrderId'; "
+                                  "legal range is '^[a-zA-Z0-9-_]{1,36}$'.")
+        previous = self.lists_by_client.get(list_cid)
+        if previous is not None and not self.lists[previous].done:
+            self.duplicates[list_cid] += 1
+            raise rejected("Duplicate order sent.")
+        return list_cid
+
+    @staticmethod
+    def _check_pair(types: tuple[str, str]) -> None:
+        """An OCO pair's types (above, below): limit-maker or stop types, one a stop-loss."""
+        if types[0] not in ("LIMIT_MAKER", *STOPS) or types[1] not in ("LIMIT_MAKER", *STOPS):
+            raise ApiError(-1116, "Invalid orderType.")
+        if sum(1 for t in types if t.startswith("STOP_LOSS")) != 1:
+            raise ApiError(-1166, "An OCO must have exactly one STOP_LOSS or STOP_LOSS_LIMIT "
+                                  "order.")
+
+    def place_oto(self, params: dict[str, str]) -> dict[str, Any]:
+        """POST /api/v3/orderList/oto: a working LIMIT / LIMIT_MAKER order, and one pending
+        order held (PENDING_NEW) until the working order has fully filled."""
+        return self._place_oto(params, ("",))
+
+    def place_otoco(self, params: dict[str, str]) -> dict[str, Any]:
+        """POST /api/v3/orderList/otoco: a working order and a pending OCO pair (above,
+        below), placed once the working order has fully filled; then, as an OCO, the one
+        that trades or triggers expires the other."""
+        return self._place_oto(params, ("Above", "Below"))
+
+    def _place_oto(self, params: dict[str, str], positions: tuple[str, ...]) -> dict[str, Any]:
+        lst = self.listing(params.get("symbol"))
+        list_cid = self._list_client_id(params)
+        if not lst.oto_allowed:  # worded as OCO's refusal (errors.md has none for OTO)
+            raise rejected("OTO orders are not supported for this symbol.")
+        if mandatory(params, "workingType") not in ("LIMIT", "LIMIT_MAKER"):
+            raise ApiError(-1116, "Invalid orderType.")
+        for name in ("workingSide", "workingPrice", "workingQuantity"):
+            mandatory(params, name)
+        working_params = {"symbol": lst.symbol}
+        for src, dst in (("Type", "type"), ("Side", "side"), ("ClientOrderId", "newClientOrderId"),
+                         ("Price", "price"), ("Quantity", "quantity"),
+                         ("TimeInForce", "timeInForce"), ("IcebergQty", "icebergQty")):
+            if f"working{src}" in params:
+                working_params[dst] = params[f"working{src}"]
+        side, qty = mandatory(params, "pendingSide"), mandatory(params, "pendingQuantity")
+        pending_params = []
+        for position in positions:
+            leg = {"symbol": lst.symbol, "side": side, "quantity": qty,
+                   "type": mandatory(params, f"pending{position}Type")}
+            for src, dst in (("ClientOrderId", "newClientOrderId"), ("Price", "price"),
+                             ("StopPrice", "stopPrice"), ("TimeInForce", "timeInForce"),
+                             ("TrailingDelta", "trailingDelta"),
+                             ("IcebergQty", "icebergQty")):
+                if f"pending{position}{src}" in params:
+                    leg[dst] = params[f"pending{position}{src}"]
+            pending_params.append(leg)
+        if len(pending_params) == 2:
+            self._check_pair((pending_params[0]["type"], pending_params[1]["type"]))
+        working = self._new_order(working_params)
+        pending = [self._new_order(p, pending=True) for p in pending_params]
+        ids = [o.client_order_id for o in (working, *pending)]
+        if len(set(ids)) != len(ids):
+            raise rejected("Duplicate order sent.")
+        if len(pending) == 2:
+            above, below = pending
+            above_at = above.price if above.type == "LIMIT_MAKER" else above.stop_price
+            below_at = below.price if below.type == "LIMIT_MAKER" else below.stop_price
+            if not below_at < above_at:
+                raise rejected("The relationship of the prices for the orders is not correct.")
+        list_id = next(self._list_ids)
+        for order in (working, *pending):
+            order.order_list_id = list_id
+            self._store(order)
+        xl = XList(list_id=list_id, list_client_id=list_cid, symbol=lst.symbol, kind="OTO",
+                   legs=[o.order_id for o in (working, *pending)], time=self.now())
+        self.lists[list_id] = xl
+        self.lists_by_client[list_cid] = list_id
+        self.lists_created[list_cid] += 1
+        self._emit_list(xl, "EXEC_STARTED")
+        resp_type = params.get("newOrderRespType") or "ACK"
+        # As Binance answers: a working order filled at once shows FILLED, its pending
+        # orders still PENDING_NEW (rest-api.md), though they are placed by then.
+        held = [self._response(o, resp_type) for o in pending]
+        for order in pending:
+            self._emit_report(order, "NEW")
+        self._execute_new(working)
+        out = self._list_view(xl, "EXEC_STARTED")
+        out["orderReports"] = [self._response(working, resp_type), *held]
+        return out
+
+    def _activate(self, pending: list[XOrder]) -> None:
+        """The pending orders of an OTO whose working order has fully filled go to the
+        book as new orders; a stop the last price has already reached triggers at once."""
+        now = self.now()
+        for order in pending:
+            if order.status == PENDING:
+                order.status, order.update_time = "NEW", now
+                order.working = order.type not in STOPS
+                order.working_time = now if order.working else -1
+        for order in pending:
+            if order.is_open:
+                self._execute_new(order)
+        for order in pending:
+            if order.is_open:
+                lst = self.listings[order.symbol]
+                self._react(order, lst, lst.price)
+
     def _list_view(self, xl: XList, list_status: str) -> dict[str, Any]:
         return {
-            "orderListId": xl.list_id, "contingencyType": "OCO", "listStatusType": list_status,
+            "orderListId": xl.list_id, "contingencyType": xl.kind, "listStatusType": list_status,
             "listOrderStatus": "ALL_DONE" if xl.done else "EXECUTING",
             "listClientOrderId": xl.list_client_id, "transactionTime": xl.time,
             "symbol": xl.symbol,
@@ -690,22 +802,29 @@ class Exchange:
         lst = self.listing(symbol)
         lst.price = price
         for order in list(self.orders.values()):
-            if not order.is_open or order.symbol != symbol:
+            if not order.is_open or order.symbol != symbol or order.status == PENDING:
                 continue
-            if not order.working:
-                fires = (self._trail(order, price) if order.trailing_delta
-                         else self._triggered(order, price))
-                if not fires:
-                    continue
-                order.working, order.working_time = True, self.now()
-                self._done(order)  # a triggered OCO leg expires its sibling
-                if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
-                    self._unlock(order, lst)
-                    self._fill_market(order, lst)
-                    continue
-            if self._crosses(order, price):
-                self._trade(order, lst, order.qty - order.executed, order.price, maker=True)
+            self._react(order, lst, price)
         self._emit_balances(lst)
+
+    def _react(self, order: XOrder, lst: Listing, price: Decimal) -> None:
+        """What the last price ``price`` does to one open order: triggers a stop, fills a
+        resting limit it reaches."""
+        if not order.is_open or order.status == PENDING:
+            return
+        if not order.working:
+            fires = (self._trail(order, price) if order.trailing_delta
+                     else self._triggered(order, price))
+            if not fires:
+                return
+            order.working, order.working_time = True, self.now()
+            self._done(order)  # a triggered OCO leg expires its sibling
+            if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
+                self._unlock(order, lst)
+                self._fill_market(order, lst)
+                return
+        if self._crosses(order, price):
+            self._trade(order, lst, order.qty - order.executed, order.price, maker=True)
 
     def fill(self, symbol: str, client_order_id: str, qty: Decimal) -> None:
         """Fill ``qty`` of a resting order at its own price (a partial fill, as a test
@@ -877,12 +996,14 @@ class Exchange:
         if not order.is_open or order.order_list_id >= 0:
             self._done(order)
 
-    def _finish(self, order: XOrder, status: str, siblings: bool = True) -> None:
+    def _finish(self, order: XOrder, status: str, siblings: bool = True,
+                expiry: str | None = None) -> None:
         if order.locked:
             self._unlock(order, self.listings[order.symbol])
         order.status = status
         order.update_time = self.now()
-        self._emit_report(order, "CANCELED" if status == "CANCELED" else "EXPIRED")
+        self._emit_report(order, "CANCELED" if status == "CANCELED" else "EXPIRED",
+                          expiry=expiry)
         if siblings:
             self._done(order)
 
@@ -892,12 +1013,34 @@ class Exchange:
         xl = self.lists.get(order.order_list_id) if order.order_list_id >= 0 else None
         if xl is None or xl.done:
             return
-        for oid in xl.legs:
-            other = self.orders[oid]
-            if other is not order and other.is_open:
-                self._finish(other, "EXPIRED", siblings=False)
+        if xl.kind == "OTO":
+            self._oto_done(xl, order)
+        else:
+            for oid in xl.legs:
+                other = self.orders[oid]
+                if other is not order and other.is_open:
+                    self._finish(other, "EXPIRED", siblings=False)
         if not any(self.orders[oid].is_open for oid in xl.legs):
             self._list_done(xl)
+
+    def _oto_done(self, xl: XList, order: XOrder) -> None:
+        """An OTO's order traded, triggered or ended. The working order fully filled places
+        the pending ones; ended otherwise (cancelled, expired), it expires them unplaced
+        (OTO_PHASE_ONE_EXPIRED). A pending order cancelled before the working one filled
+        takes the list with it; once placed, a pending OCO pair is an OCO."""
+        working, *pending = (self.orders[oid] for oid in xl.legs)
+        if order is working:
+            if working.status == "FILLED":
+                self._activate(pending)
+            elif not working.is_open:
+                for other in pending:
+                    if other.is_open:
+                        self._finish(other, "EXPIRED", siblings=False,
+                                     expiry="OTO_PHASE_ONE_EXPIRED")
+            return
+        for other in (working, *pending):
+            if other is not order and other.is_open:
+                self._finish(other, "EXPIRED", siblings=False)
 
     def _list_done(self, xl: XList) -> None:
         if not xl.done:
@@ -906,7 +1049,7 @@ class Exchange:
 
     def _emit_list(self, xl: XList, list_status: str) -> None:
         self._emit({
-            "e": "listStatus", "E": self.now(), "s": xl.symbol, "g": xl.list_id, "c": "OCO",
+            "e": "listStatus", "E": self.now(), "s": xl.symbol, "g": xl.list_id, "c": xl.kind,
             "l": list_status, "L": "ALL_DONE" if xl.done else "EXECUTING", "r": "NONE",
             "C": xl.list_client_id, "T": self.now(),
             "O": [{"s": xl.symbol, "i": oid, "c": self.orders[oid].client_order_id}
@@ -918,7 +1061,7 @@ class Exchange:
             listener(event)
 
     def _emit_report(self, order: XOrder, exec_type: str,
-                     trade: dict[str, Any] | None = None) -> None:
+                     trade: dict[str, Any] | None = None, expiry: str | None = None) -> None:
         now = self.now()
         self._emit({
             "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_order_id,
@@ -936,6 +1079,7 @@ class Exchange:
             "W": order.working_time, "V": "EXPIRE_MAKER",
             **({"d": order.trailing_delta, "D": order.trailing_time}
                if order.trailing_delta else {}),
+            **({"eR": expiry} if expiry else {}),
         })
 
     def _emit_balances(self, lst: Listing) -> None:

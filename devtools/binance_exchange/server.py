@@ -111,7 +111,8 @@ class BinanceExchangeServer:
         self.hooks: list[Hook] = []
         self.log: list[Received] = []
         self.received: Counter[str] = Counter()  # POST order requests per newClientOrderId
-        self.lists_received: Counter[str] = Counter()  # POST orderList/oco per listClientOrderId
+        # POST orderList/oco, /oto, /otoco per listClientOrderId
+        self.lists_received: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()  # HTTP statuses answered
         self.stream_enabled = True
         # The answer to a WebSocket handshake while the stream is off: 503, or 404 as from
@@ -160,6 +161,8 @@ class BinanceExchangeServer:
             ("GET", "/api/v3/myTrades", self.exchange.my_trades, True,
              lambda p: 5 if "orderId" in p else 20),
             ("POST", "/api/v3/orderList/oco", self.exchange.place_oco, True, lambda p: 1),
+            ("POST", "/api/v3/orderList/oto", self.exchange.place_oto, True, lambda p: 1),
+            ("POST", "/api/v3/orderList/otoco", self.exchange.place_otoco, True, lambda p: 1),
             ("GET", "/api/v3/orderList", self.exchange.query_list, True, lambda p: 4),
             ("DELETE", "/api/v3/orderList", self.exchange.cancel_list, True, lambda p: 1),
         ]
@@ -288,7 +291,7 @@ class BinanceExchangeServer:
                     self._authenticate(request, query, body, params)
                 if method == "POST" and path == "/api/v3/order":
                     self.received[params.get("newClientOrderId", "")] += 1
-                if method == "POST" and path == "/api/v3/orderList/oco":
+                if method == "POST" and path.startswith("/api/v3/orderList/"):
                     self.lists_received[params.get("listClientOrderId", "")] += 1
                 if method == "POST":
                     self._check_order_count()

@@ -20,6 +20,7 @@ class Listing(msgspec.Struct, kw_only=True):
     filters: list[dict[str, Any]]
     allow_trailing: bool = True  # allowTrailingStop
     iceberg_allowed: bool = True  # icebergAllowed
+    oto_allowed: bool = True  # otoAllowed: orderList/oto and /otoco
 
     def filter(self, name: str) -> dict[str, Any] | None:
         for f in self.filters:
@@ -34,7 +35,7 @@ class Listing(msgspec.Struct, kw_only=True):
             "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8, "orderTypes": ORDER_TYPES,
             "icebergAllowed": self.iceberg_allowed,
-            "ocoAllowed": True, "otoAllowed": True, "opoAllowed": False,
+            "ocoAllowed": True, "otoAllowed": self.oto_allowed, "opoAllowed": False,
             "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": self.allow_trailing,
             "cancelReplaceAllowed": True, "amendAllowed": True,
             "pegInstructionsAllowed": False, "isSpotTradingAllowed": True,

@@ -69,6 +69,7 @@ from ..brokers.base import (
 )
 from ..brokers.emulating import (
     EmulatingBroker,
+    end_native_exits,
     step_of,
     tick_of,
     traded_volume,
@@ -241,9 +242,10 @@ class Emulator:
                                               lambda symbol: step_of(adapter, symbol),
                                               self.accounts[account].check)
             if lists:
-                done += await self.lists.once(account, lists, now,
-                                              lambda symbol: step_of(adapter, symbol),
-                                              self.accounts[account].check)
+                done += await self.lists.once(
+                    account, lists, now, lambda symbol: step_of(adapter, symbol),
+                    self.accounts[account].check,
+                    lambda cid, symbol, oco: end_native_exits(adapter, cid, symbol, oco))
             if algos and self.algos is not None:
                 done += await self.algos.once(account, algos, now, Market(
                     step=lambda symbol: step_of(adapter, symbol),

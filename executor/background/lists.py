@@ -29,7 +29,7 @@ since) gets no exit (an error log each minute per list) until it is cancelled.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 SCRIPT = (resources.files("executor.infra") / "lua" / "lists.lua").read_text()
 _progress = decoder(Progress)
+# Cancels what the broker holds natively as an entry's exit (entry id, symbol, whether the
+# exit is an oco): whether nothing of it is left open there.
+EndNative = Callable[[str, str, bool], Awaitable[bool]]
 
 
 class ListWatcher:
@@ -125,14 +128,17 @@ class ListWatcher:
 
     async def once(self, account: str, lists: dict[str, bytes], now: int,
                    step: Callable[[str], Decimal | None],
-                   check: Callable[[OrderSpec], object]) -> int:
+                   check: Callable[[OrderSpec], object],
+                   end_native: EndNative | None = None) -> int:
         """One pass over the account's lists; returns how many it wrote. ``check``: the
         broker's own check of an order (``Broker.check``), which an exit must pass to be
-        placed."""
+        placed; ``end_native``: cancels at the broker what an entry sent natively holds
+        as its exit (``brokers.emulating.end_native_exits``), asked before such a list
+        ends without an exit of ours."""
         done = blocked = 0
         for cid, data in sorted(lists.items()):
             try:
-                wrote = await self._one(account, cid, data, now, step, check)
+                wrote = await self._one(account, cid, data, now, step, check, end_native)
             except LeaseLost:
                 raise
             except Exception:
@@ -151,7 +157,8 @@ class ListWatcher:
 
     async def _one(self, account: str, cid: str, data: bytes, now: int,
                    step: Callable[[str], Decimal | None],
-                   check: Callable[[OrderSpec], object]) -> int | None:
+                   check: Callable[[OrderSpec], object],
+                   end_native: EndNative | None = None) -> int | None:
         """How many writes it made; None: an exit is due that the broker's rules refuse."""
         try:
             progress = _progress.decode(data)
@@ -233,6 +240,14 @@ class ListWatcher:
                         request.client_order_id, request.type, request.side,
                         decision.quantity, f" ({decision.why})" if decision.why else "")
             return 1
+        if (end_native is not None and entry is not None and entry.native_exits
+                and not any(isinstance(exits.get(e.id), OrderState) for e in progress.exits)
+                and not await end_native(cid, entry.spec.symbol,
+                                         entry.spec.take_profit is not None
+                                         and entry.spec.stop_loss is not None)):
+            # The broker placed (or may place) the exit itself, and none of ours took it
+            # over: the list ends only once that exit is gone, never left untracked there.
+            return 0
         cancels = [encode(Request(action=Action.CANCEL, client_order_id=i, account=account))
                    for i in decision.ids]
         if await self._write("end", account, cid, data, b"", cancels) == 0:

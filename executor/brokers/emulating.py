@@ -84,6 +84,15 @@ async def traded_volume(broker: Broker, symbol: str, since: int) -> Volume | Non
     return None if own is None else await own(symbol, since)
 
 
+async def end_native_exits(broker: Broker, entry: str, symbol: str, oco: bool) -> bool:
+    """The adapter's ``end_native_exits`` (an adapter that sends contingent lists natively:
+    binance/broker.py): whether nothing of the entry's native exit is left open at the
+    broker; True at an adapter without native lists."""
+    own: Callable[[str, str, bool], Awaitable[bool]] | None = getattr(
+        unwrap(broker), "end_native_exits", None)
+    return True if own is None else await own(entry, symbol, oco)
+
+
 def volume_interval_ms(broker: Broker) -> int:
     """How often the adapter's volume is worth asking (``volume_interval_ms``: its buckets
     close that often), else once a second."""

@@ -134,3 +134,6 @@ class BrokerOrder(msgspec.Struct, kw_only=True, gc=False):
     # Held by our emulator (brokers/emulating.py), not (yet) at the broker: the broker has
     # no native order of this type.
     emulated: bool = False
+    # The entry of a contingent list sent with its exits as one native list (Binance's
+    # orderList/oto, /otoco): the broker places them itself once the entry has filled.
+    native_exits: bool = False

@@ -100,6 +100,8 @@ class Order(msgspec.Struct, kw_only=True, gc=False):
     updated_at: int = 0
     worker: str = ""
     emulated: bool = False  # held by our emulator, released as a plain order (emulation.py)
+    # An entry whose exits the broker holds natively (BrokerOrder.native_exits).
+    native_exits: bool = False
 
     def __post_init__(self) -> None:
         # A record written before the per-asset totals: they are made from its fills (and
@@ -206,6 +208,7 @@ def transition(
         reason_code=reason_code,
         reason=reason,
         emulated=order.emulated,
+        native_exits=order.native_exits,
     )
 
 
@@ -341,6 +344,8 @@ def _apply_report(order: Order, report: BrokerOrder, ctx: Context) -> list[Event
     events: list[Event] = []
     if report.emulated and not order.emulated and not is_terminal(order.state):
         order.emulated = True  # carried by its next events
+    if report.native_exits and not order.native_exits and not is_terminal(order.state):
+        order.native_exits = True  # carried by its next events, as emulated
     # Not on a terminal order: it is final, and the change would have no event to replay.
     if report.broker_order_id and order.broker_order_id is None and not is_terminal(
             order.state):

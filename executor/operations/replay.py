@@ -204,6 +204,8 @@ class Fold:
             order.broker_order_id = event.broker_order_id
         if event.emulated:
             order.emulated = True
+        if event.native_exits:
+            order.native_exits = True
         if event.fill is not None:
             try:
                 add_fill(order, event.fill)

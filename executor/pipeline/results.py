@@ -66,6 +66,7 @@ def _base(job: Job, now: int, worker: str, order: Order | None) -> Result:
         result.commissions = order.commissions
         result.fills = order.fills
         result.emulated = order.emulated
+        result.native_exits = order.native_exits
     return result
 
 

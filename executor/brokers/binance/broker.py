@@ -65,6 +65,7 @@ from ..base import (
     BrokerError,
     BrokerOrder,
     BrokerStatus,
+    DuplicateClientId,
     FeedBroken,
     InconsistentRead,
     NotCancellable,
@@ -76,7 +77,7 @@ from ..base import (
     Volume,
 )
 from ..prices import PriceCache
-from . import filters, reconcile, wire
+from . import filters, oto, reconcile, wire
 from .config import BinanceAccount
 from .market import MarketStream
 from .reconcile import Drift
@@ -161,6 +162,9 @@ class BinanceBroker:
         self._filled: dict[str, Decimal] = {}  # client id -> quantity of fills reported
         self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
+        # Pending orders of entries this process sent as native lists (oto.py) -> the entry:
+        # their events before the exit's record exists are no order of ours yet.
+        self._pending_of: dict[str, str] = {}
         self._ws_url = ""
         self.stream = StreamHealth(account, metrics)
         self._refresh: asyncio.Task[None] | None = None
@@ -261,15 +265,30 @@ class BinanceBroker:
                              round_quantity=self.config.round_quantity)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        entry = oto.entry_of(order)
+        if entry is not None:
+            # Before any check: an exit Binance already holds (the native list of its
+            # entry) is taken as it is, and must never be refused into a second one.
+            adopted = await self._adopt(client_order_id, entry, order)
+            if adopted is not None:
+                return adopted
         try:
             rules = self._rules(order.symbol)
-            filters.check(order, rules, reference=self._prices.last(order.symbol),
-                          open_orders=await self._open_orders_of(client_order_id, order,
-                                                                 rules.max_num_orders))
+            open_orders = await self._open_orders_of(client_order_id, order,
+                                                     rules.max_num_orders)
+            reference = self._prices.last(order.symbol)
+            filters.check(order, rules, reference=reference, open_orders=open_orders)
         except ContractError as exc:
             raise PermanentError(f"refused before sending to Binance: {exc}") from None
         if order.type is OrderType.OCO:
             return await self._submit_oco(client_order_id, order)
+        exit_ = (oto.native_exit(client_order_id, order, rules, reference=reference,
+                                 open_orders=open_orders)
+                 if self.config.native_lists else None)
+        if exit_ is not None:
+            native = await self._submit_native(client_order_id, order, exit_)
+            if native is not None:
+                return native
         params = wire.order_params(client_order_id, order)
         reply = await self._call("submit", self._client().create_order, sends=True, **params)
         fills = wire.response_fills(reply)
@@ -356,6 +375,185 @@ class BinanceBroker:
             return None
         return None if record is None else record.spec.type is OrderType.OCO
 
+    # -- native lists: an entry and its exits, one order list at Binance (oto.py) ------------
+
+    async def _submit_native(self, client_order_id: str, order: OrderSpec,
+                             exit_: OrderSpec) -> BrokerOrder | None:
+        """The entry ``order`` sent with its exit ``exit_`` as one OTOCO / OTO list; the
+        entry's own report (the working order's), marked ``native_exits``. None when Binance
+        refused the list outright (nothing was placed): the caller sends the entry as a
+        plain order, its exits then placed by the workers as anywhere else."""
+        kind, params = oto.list_params(client_order_id, order, exit_)
+        client = self._client()
+        method = (client.v3_post_order_list_otoco if kind == "otoco"
+                  else client.v3_post_order_list_oto)
+        pending = oto.pending_ids(client_order_id)
+        # Known before sending: the pending orders' events can overtake the reply.
+        self._pending_of.update(dict.fromkeys(pending, client_order_id))
+        try:
+            reply = await self._call("submit", method, sends=True, **params)
+        except (UnknownOutcome, DuplicateClientId):
+            raise  # the entry is looked up by its client id, as any order's
+        except PermanentError as exc:
+            for cid in pending:
+                self._pending_of.pop(cid, None)
+            log.warning("binance %s: the entry %s was refused as an order list (%s); sent "
+                        "as a plain order, its exits placed by the workers", self.account,
+                        client_order_id, exc)
+            return None
+        while len(self._pending_of) > _FILLED_MEMORY:
+            del self._pending_of[next(iter(self._pending_of))]
+        working = next((r for r in reply.get("orderReports", [])
+                        if r.get("clientOrderId") == client_order_id and "status" in r), None)
+        if working is None:  # not a RESULT/FULL report: ask
+            found = await self.get_order(client_order_id, order.symbol)
+        else:
+            fills = wire.response_fills(working)
+            self._filled[client_order_id] = sum((f.quantity for f in fills), Decimal(0))
+            found = self._track(wire.report(working, fills, client_order_id))
+        log.info("binance %s: entry %s sent as orderList/%s (list %s): Binance places its "
+                 "exit %s once it has fully filled", self.account, client_order_id, kind,
+                 reply.get("orderListId"), oto.first_exit_id(client_order_id))
+        return msgspec.structs.replace(found, native_exits=True)
+
+    async def _sent_natively(self, entry: str) -> bool:
+        """Whether the entry may have been sent as a native list: this account sends them,
+        or the entry's record says it was (sent before the setting was turned off)."""
+        if self.config.native_lists or self.store is None:
+            return True
+        try:
+            (record,) = await self.store.load_orders([entry])
+        except Exception as exc:  # Redis down: look, rather than risk a second exit
+            log.info("binance %s: record of %s not readable (%s)", self.account, entry, exc)
+            return True
+        return record is None or record.native_exits
+
+    async def _native_exit_of(self, entry: str, symbol: str, oco: bool
+                              ) -> tuple[Mapping[str, Any], list[Any], Any] | None:
+        """What Binance holds as the native exit of ``entry`` (an oco's pair, else the
+        single order ``<entry>-x1``): the list (or order) object, its orders' objects and
+        the list's id; None when there is no native list under those ids."""
+        first = oto.first_exit_id(entry)
+        client = self._client()
+        try:
+            if oco:
+                found = await self._call("get_order_list", client.v3_get_order_list,
+                                         origClientOrderId=first)
+                if found.get("contingencyType") != "OTO":
+                    return None  # an OCO of ours under that id: not a native list
+                replies = [await self._call("get_order", client.get_order, symbol=o["symbol"],
+                                            orderId=o["orderId"])
+                           for o in oto.exit_orders(found)]
+                return (found, replies, found.get("orderListId")) if replies else None
+            found = await self._call("get_order", client.get_order, symbol=symbol,
+                                     origClientOrderId=first)
+        except OrderNotFound:
+            return None
+        list_id = found.get("orderListId", -1)
+        if list_id in (-1, None):
+            return None  # a plain order of ours under that id
+        return found, [found], list_id
+
+    async def end_native_exits(self, entry: str, symbol: str, oco: bool) -> bool:
+        """Called by the lists watcher before it ends the list of an entry sent natively
+        whose exit was never taken as an order of ours (the list was cancelled, or no
+        position is left to protect): the native exit's orders still open at Binance are
+        cancelled, so that none is left there untracked. Whether none is open now (False:
+        Binance could not tell or refused; the watcher asks again at its next pass)."""
+        try:
+            native = await self._native_exit_of(entry, symbol, oco)
+            if native is None:
+                return True
+            _, replies, list_id = native
+            if all(r.get("status") not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW")
+                   for r in replies):
+                return True
+            cancelled = await self._call("cancel", self._client().v3_delete_order_list,
+                                         sends=True, symbol=symbol, orderListId=list_id)
+        except OrderNotFound:
+            return True  # ended between the lookup and the cancel
+        except BrokerError as exc:
+            log.warning("binance %s: the native exit of %s could not be cancelled (%s); "
+                        "tried again at the next pass", self.account, entry, exc)
+            return False
+        traded = [r for r in cancelled.get("orderReports", [])
+                  if Decimal(r.get("executedQty", "0")) > 0
+                  and (r.get("origClientOrderId") or r.get("clientOrderId")) != entry]
+        if traded:
+            log.error("binance %s: the native exit of %s traded (%s) and is not an order of "
+                      "ours: check the position", self.account, entry,
+                      ", ".join(f"{r.get('origClientOrderId')} {r.get('executedQty')}"
+                                for r in traded))
+        for cid in oto.pending_ids(entry):
+            self._pending_of.pop(cid, None)
+        log.warning("binance %s: the native exit of %s cancelled: its list ended without "
+                    "an exit of ours", self.account, entry)
+        return True
+
+    async def _adopt(self, client_order_id: str, entry: str,
+                     order: OrderSpec) -> BrokerOrder | None:
+        """An exit of ``entry``'s list arriving to be placed: what Binance holds under the
+        ids of the entry's native exit (``<entry>-x1``), looked up first.
+
+        - nothing there (not sent natively, or its pending orders ended unplaced: the entry
+          was cancelled or expired after a part fill): None, the exit is placed as usual;
+        - working or traded, and this is that exit (``<entry>-x1``) for the same quantity
+          (or it has traded already: never cancelled into a second exit): taken as this
+          exit's report, never sent again;
+        - more (or less) than this exit's quantity and untraded (the workers capped the exit
+          by the position), or this is a later exit (``-x2``...: the first was refused
+          before it reached Binance): the native orders are cancelled first, and None:
+          never two exits for one position."""
+        if not await self._sent_natively(entry):
+            return None
+        first = oto.first_exit_id(entry)
+        client = self._client()
+        native = await self._native_exit_of(entry, order.symbol,
+                                            order.type is OrderType.OCO)
+        if native is None:
+            return None
+        found, replies, list_id = native
+        if any(r.get("status") == "PENDING_NEW" for r in replies):
+            # Its entry has not fully filled, yet its exit is due: not for a full trigger.
+            raise RetryableError(f"binance: the native exit of {entry} is not placed yet")
+        legs = [await self._with_fills(r, r["clientOrderId"]) for r in replies]
+        traded = any(leg.filled_quantity > 0 for leg in legs)
+        if not traded and all(leg.status in FINAL_BROKER_STATUSES for leg in legs):
+            log.info("binance %s: the native exit of %s ended unplaced or unfilled (%s); %s "
+                     "is placed", self.account, entry, legs[0].status, client_order_id)
+            return None
+        held = legs[0].quantity
+        if client_order_id == first and (traded or held == order.quantity):
+            if held != order.quantity:
+                log.warning("binance %s: the native exit of %s holds %s and has traded; taken "
+                            "as %s for %s as it is", self.account, entry, held,
+                            client_order_id, order.quantity)
+            log.info("binance %s: exit %s is the native exit Binance placed for %s: taken as "
+                     "it, not sent again", self.account, client_order_id, entry)
+            for cid in oto.pending_ids(entry):
+                self._pending_of.pop(cid, None)  # its events are this exit's now
+            if order.type is OrderType.OCO:
+                return msgspec.structs.replace(self._remember_list(first, found, legs),
+                                               client_order_id=client_order_id)
+            return legs[0]
+        if traded:
+            log.error("binance %s: the native exit of %s has traded, and %s is not it: not "
+                      "placed; check the position", self.account, entry, client_order_id)
+            raise PermanentError(f"the native exit of {entry} at Binance has traded: "
+                                 f"{client_order_id} is not placed")
+        cancelled = await self._call("cancel", client.v3_delete_order_list, sends=True,
+                                     symbol=order.symbol, orderListId=list_id)
+        if any(Decimal(r.get("executedQty", "0")) > 0
+               for r in cancelled.get("orderReports", [])
+               if (r.get("origClientOrderId") or r.get("clientOrderId")) != entry):
+            raise PermanentError(f"the native exit of {entry} traded while being replaced: "
+                                 f"{client_order_id} is not placed")
+        for cid in oto.pending_ids(entry):
+            self._pending_of.pop(cid, None)
+        log.warning("binance %s: the native exit of %s (%s) cancelled: %s for %s is placed "
+                    "instead", self.account, entry, held, client_order_id, order.quantity)
+        return None
+
     # -- OCO lists: one order of ours, two legs at Binance ----------------------------------
 
     async def _submit_oco(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
@@ -394,7 +592,7 @@ class BinanceBroker:
         client = self._client()
         found = await self._call("get_order_list", client.v3_get_order_list, **ident)
         legs = []
-        for o in found.get("orders", []):
+        for o in oto.exit_orders(found):
             reply = await self._call("get_order", client.get_order, symbol=o["symbol"],
                                      orderId=o["orderId"])
             legs.append(await self._with_fills(reply, o["clientOrderId"]))
@@ -404,7 +602,7 @@ class BinanceBroker:
         reply = await self._call("cancel", self._client().v3_delete_order_list, sends=True,
                                  symbol=symbol, listClientOrderId=client_order_id)
         legs = [await self._with_fills(r, r.get("origClientOrderId") or r["clientOrderId"])
-                for r in reply.get("orderReports", [])]
+                for r in oto.exit_orders(reply, "orderReports")]
         return self._remember_list(client_order_id, reply, legs)
 
     def _remember_list(self, cid: str, found: Mapping[str, Any],
@@ -614,8 +812,13 @@ class BinanceBroker:
             if "orderId" in r:
                 out.append(self._track(wire.report(r)))
             elif r.get("orderReports"):  # an OCO list: one report under our client id
-                legs = [wire.report(leg) for leg in r["orderReports"]]
-                out.append(self._remember_list(r["listClientOrderId"], r, legs))
+                # (an OTO's: its working order and an OTO's pending one each as itself)
+                mine = oto.exit_orders(r, "orderReports")
+                out += [self._track(wire.report(o)) for o in r["orderReports"]
+                        if o not in mine]
+                if mine:
+                    legs = [wire.report(leg) for leg in mine]
+                    out.append(self._remember_list(r["listClientOrderId"], r, legs))
         return out
 
     async def ping(self) -> None:
@@ -706,9 +909,14 @@ class BinanceBroker:
             log.warning("binance %s: unreadable executionReport skipped (%s: %s)",
                         self.account, type(exc).__name__, exc)
             return None
-        if event.get("g", -1) not in (-1, None):
-            return await self._from_leg_event(event, found)
         cid = found.client_order_id
+        if event.get("g", -1) not in (-1, None):
+            if cid in self._pending_of and cid not in self._leg_owner:
+                return None  # a native exit not taken as one yet: no order of ours yet
+            if cid in self._leg_owner or await self._is_list(cid) is not False:
+                return await self._from_leg_event(event, found)
+            # In a list, but an order of its own: the entry of a native list (its working
+            # order), or the exit an OTO placed (adopted): reported as itself.
         before = self._filled.get(cid, Decimal(0))
         after = before + sum((f.quantity for f in found.fills), Decimal(0))
         if after == found.filled_quantity:
@@ -751,6 +959,7 @@ class BinanceBroker:
         remote = await self._fold_lists(remote)
         ids = sorted({o["clientOrderId"] for o in remote} | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
+        remote = await self._native_exits_known(store, remote, local)
         drift = self.drift = reconcile.compare(remote, local, self.account)
         balances = await self._check_balances(store, drift)
         log.info("binance %s: reconciled: %d open at Binance (%d ours), %d orphans, %d of ours "
@@ -828,30 +1037,63 @@ class BinanceBroker:
     async def _fold_lists(self, remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Open orders with OCO legs folded into one entry per list, under the list's client
         id (ours): a leg is never taken for an orphan of its own. A list that cannot be
-        looked up is left out (and the tracker follows our record of it)."""
+        looked up is left out (and the tracker follows our record of it).
+
+        A native list of ours (oto.py: an entry sent with its exits) is not one order: its
+        working order is the entry, as itself; its pending orders are the entry's exit
+        (``<entry>-x1``: an OTOCO's pair folded under the list's id, which is that exit's),
+        marked ``_entry`` so that they are not orphans before the exit's record exists."""
         out: list[dict[str, Any]] = []
-        seen: set[Any] = set()
+        found_lists: dict[Any, Mapping[str, Any] | None] = {}
+        seen: set[tuple[Any, str]] = set()
         for o in remote:
             list_id = o.get("orderListId", -1)
             if list_id in (-1, None):
                 out.append(o)
                 continue
-            if list_id in seen:
-                continue
-            seen.add(list_id)
             owner = self._leg_owner.get(o["clientOrderId"])
-            if owner is None:
+            if owner is None and list_id not in found_lists:
                 try:
-                    found = await self._call("get_order_list",
-                                             self._client().v3_get_order_list,
-                                             orderListId=list_id)
+                    found_lists[list_id] = await self._call(
+                        "get_order_list", self._client().v3_get_order_list,
+                        orderListId=list_id)
                 except BrokerError as exc:
                     log.warning("binance %s: open order list %s cannot be looked up (%s); "
                                 "left out of this reconciliation", self.account, list_id, exc)
+                    found_lists[list_id] = None
+            found = found_lists.get(list_id)
+            entry = None if found is None else oto.working_of(found)
+            extra: dict[str, Any] = {}
+            if entry == o["clientOrderId"]:
+                out.append(o)  # the working order: the entry itself
+                continue
+            if entry is not None:
+                extra["_entry"] = entry
+                if found is not None and found.get("listClientOrderId") != \
+                        oto.first_exit_id(entry):
+                    owner = o["clientOrderId"]  # an OTO's pending order: the exit itself
+            if owner is None:
+                if found is None:
                     continue
                 owner = found["listClientOrderId"]
-            out.append({**o, "clientOrderId": owner})
+            if (list_id, owner) in seen:
+                continue
+            seen.add((list_id, owner))
+            out.append({**o, "clientOrderId": owner, **extra})
         return out
+
+    @staticmethod
+    async def _native_exits_known(store: Store, remote: list[dict[str, Any]],
+                                  local: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The open orders less the pending orders of a native list whose exit has no
+        record yet (``_fold_lists``' ``_entry``) while its entry has one: those are the
+        entry's exit, Binance's to place, never orphans."""
+        waiting = sorted({o["_entry"] for o in remote
+                          if "_entry" in o and local.get(o["clientOrderId"]) is None})
+        entries = dict(zip(waiting, await store.load_orders(waiting), strict=True))
+        return [{k: v for k, v in o.items() if k != "_entry"} for o in remote
+                if local.get(o["clientOrderId"]) is not None
+                or entries.get(o.get("_entry", "")) is None]
 
     @staticmethod
     def _orphan_key(orphan: Mapping[str, Any]) -> tuple[str, Any]:

@@ -59,6 +59,11 @@ class BinanceAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # The market stream is lost after this long without an answer to our ping (or a
     # handshake): prices are polled and it is reconnected.
     price_stream_timeout_ms: int = 10_000
+    # The entry of a contingent list (take_profit / stop_loss) that Binance can take as one
+    # order list is sent as orderList/otoco (both levels) or /oto (one): Binance places
+    # the exits itself the moment the entry has fully filled (binance/oto.py). Off: the
+    # workers place them once the fill is folded, as at every other broker.
+    native_lists: bool = False
 
     def __post_init__(self) -> None:
         one_source("binance", "api_key", self.api_key_env, self.api_key_file)

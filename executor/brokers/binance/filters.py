@@ -103,6 +103,7 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     percent_by_side: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
     max_num_orders: int | None = None
     oco: bool = True  # ocoAllowed
+    oto: bool = False  # otoAllowed (orderList/oto and /otoco); absent: not allowed
     trailing: bool = True  # allowTrailingStop
     trailing_delta: TrailingBounds | None = None  # TRAILING_DELTA
     iceberg: bool = True  # icebergAllowed
@@ -155,6 +156,7 @@ def parse(info: dict[str, Any]) -> dict[str, Rules]:
                                  quote_asset=s["quoteAsset"],
                                  trading=s.get("status") == "TRADING",
                                  oco=bool(s.get("ocoAllowed", True)),
+                                 oto=bool(s.get("otoAllowed", False)),
                                  trailing=bool(s.get("allowTrailingStop", True)),
                                  iceberg=bool(s.get("icebergAllowed", True)),
                                  order_types=frozenset(s.get("orderTypes", [])), **kw)

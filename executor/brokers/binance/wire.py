@@ -128,14 +128,22 @@ def oco_params(client_order_id: str, order: OrderSpec) -> dict[str, str]:
         "newOrderRespType": "FULL",
     }
     for (position, leg), cid in zip(oco_legs(order), leg_ids(client_order_id), strict=True):
-        params[f"{position}Type"] = BINANCE_TYPE[leg.type]
-        params[f"{position}ClientOrderId"] = cid
-        if leg.price is not None:
-            params[f"{position}Price"] = amount(leg.price)
-        if leg.stop_price is not None:
-            params[f"{position}StopPrice"] = amount(leg.stop_price)
-        if leg.type in _WITH_TIF:
-            params[f"{position}TimeInForce"] = leg.time_in_force.upper()
+        params.update(leg_params(position, leg, cid))
+    return params
+
+
+def leg_params(prefix: str, leg: OrderSpec, client_order_id: str) -> dict[str, str]:
+    """One order of a list as Binance names its parameters there: ``<prefix>Type``,
+    ``<prefix>ClientOrderId``, ``<prefix>Price``, ... (an OCO's ``above`` / ``below``, an
+    OTO's ``pending``, an OTOCO's ``pendingAbove`` / ``pendingBelow``)."""
+    params = {f"{prefix}Type": BINANCE_TYPE[leg.type],
+              f"{prefix}ClientOrderId": client_order_id}
+    if leg.price is not None:
+        params[f"{prefix}Price"] = amount(leg.price)
+    if leg.stop_price is not None:
+        params[f"{prefix}StopPrice"] = amount(leg.stop_price)
+    if leg.type in _WITH_TIF:
+        params[f"{prefix}TimeInForce"] = leg.time_in_force.upper()
     return params
 
 
