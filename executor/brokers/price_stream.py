@@ -32,9 +32,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from .binance.stream import StreamHealth
-from .oanda.stream import Backoff
 from .prices import PriceCache
+from .stream_health import Backoff, StreamHealth
 
 if TYPE_CHECKING:
     from ..infra.metrics import Metrics

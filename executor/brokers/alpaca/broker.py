@@ -69,8 +69,8 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
-from ..binance.stream import StreamHealth
 from ..prices import PriceCache
+from ..stream_health import StreamHealth
 from . import reconcile, stream, wire
 from .config import AlpacaAccount
 from .wire import Call

@@ -76,11 +76,13 @@ from ..base import (
     Volume,
 )
 from ..prices import PriceCache
+from ..stream_health import StreamHealth
 from . import filters, reconcile, wire
+from . import stream as user_stream
 from .config import BinanceAccount
 from .market import MarketStream
 from .reconcile import Drift
-from .stream import QuietConnectLog, StreamHealth
+from .stream import QuietConnectLog
 
 if TYPE_CHECKING:
     from ...infra.metrics import Metrics
@@ -162,7 +164,8 @@ class BinanceBroker:
         self._lists: dict[str, _OcoList] = {}  # our client id -> an open OCO list
         self._leg_owner: dict[str, str] = {}  # leg client id -> the list's (our) client id
         self._ws_url = ""
-        self.stream = StreamHealth(account, metrics)
+        self.stream = StreamHealth(account, metrics, logger=user_stream.log,
+                                   what=f"binance {account}: user data stream")
         self._refresh: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
         self._closing = False
