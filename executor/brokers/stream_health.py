@@ -43,6 +43,9 @@ class StreamHealth:
         self.lost_since: float | None = None  # None: up (or never tried)
         self.failures = 0  # attempts failed since it was lost
         self._logged_at = 0.0
+        # Other streams of the account behind the same gauge (Alpaca's stocks and crypto
+        # quotes, both feed="prices"): it reads 1 only while none of them is lost.
+        self.siblings: list[StreamHealth] = []
         self._up = self._failed = None
         if metrics is not None:
             # feed: which stream of the account (its orders' push feed, or its prices), so
@@ -56,7 +59,7 @@ class StreamHealth:
             self.log.info("%s back after %.0f s (%d failed attempts)", self.what,
                           self.clock() - self.lost_since, self.failures)
         self.lost_since, self.failures = None, 0
-        if self._up is not None:
+        if self._up is not None and all(s.lost_since is None for s in self.siblings):
             self._up.set(1)
 
     def lost(self, why: str) -> None:

@@ -507,20 +507,13 @@ class BinanceBroker:
         it (and is answered by the cache or a poll)."""
         if symbol not in self.rules:
             return None
-        connection = None
-        if self.config.price_stream:
-            streamed = self.market.current(symbol)
-            if streamed is not None:
-                return streamed
-            self.market.add(symbol)
-            connection = self.market.connection()
 
         async def ticker() -> Decimal:
             reply = await self._call("reference_price", self._client().get_symbol_ticker,
                                      symbol=symbol)
-            price = Decimal(reply["price"])
-            self.market.seed(symbol, price, connection)
-            return price
+            return Decimal(reply["price"])
+        if self.config.price_stream:
+            return await self.market.price(symbol, ticker)
         return await self._prices.get(symbol, ticker)
 
     async def reference_prices(self, symbols: Sequence[str]) -> dict[str, Decimal | None]:
