@@ -236,6 +236,14 @@ async def test_a_symbol_past_the_plans_limit_is_polled_and_the_rest_streamed(
     alpaca.set_price("AAPL", "192")
     await eventually(lambda: broker.quotes["stocks"].current("AAPL") == D("192"), 2)
     assert broker.quotes["stocks"].current("MSFT") is None
+    # Reconnected, both in one subscription are refused: asked for one at a time, the
+    # symbol that fits is streamed again.
+    await alpaca.market_data.drop()
+    await eventually(lambda: broker.quotes["stocks"].connects == 2)
+    await subscribed(broker, alpaca, (STOCKS, frozenset({"AAPL"})))
+    alpaca.set_price("AAPL", "193")
+    await eventually(lambda: broker.quotes["stocks"].current("AAPL") == D("193"), 2)
+    assert gauge(broker, "orderstream_broker_stream_up") == 1
 
 
 async def test_with_price_stream_off_prices_are_polled(alpaca: AlpacaExchangeServer) -> None:

@@ -18,7 +18,8 @@ by a new one. Each connection:
   failed"}`` (406 and 409 insufficient subscription come here too);
 - we: ``{"action":"subscribe","quotes":[...]}``, and again with each symbol added later;
   Alpaca: ``{"T":"subscription","quotes":[the whole set],...}`` (the set we keep), or 405
-  symbol limit exceeded (the free plan's 30: those left out are polled);
+  symbol limit exceeded (the free plan's 30): a refused set is asked for again one symbol
+  at a time, so that those that fit are streamed and the rest polled;
 - then ``{"T":"q","S":symbol,"bp":..,"ap":..,...}`` at every quote, in arrays.
 
 Frames are JSON (Alpaca sends msgpack only to a client whose handshake says
@@ -32,6 +33,7 @@ Alpaca's code and message, or the exception's type: never the URL, a header or a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -112,8 +114,10 @@ class QuoteStream(PriceStream):
         self._url = ""
         self._keys: tuple[str, str] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._more: asyncio.Queue[str] | None = None  # symbols to add on this connection
-        self._asked: set[str] = set()  # the symbols this connection was asked to stream
+        # Subscriptions to send on this connection (after the first), one message each.
+        self._more: asyncio.Queue[frozenset[str]] | None = None
+        # The subscriptions sent and not answered yet: Alpaca answers each, in order.
+        self._pending: collections.deque[frozenset[str]] = collections.deque()
 
     def start(self, session: aiohttp.ClientSession, url: str, keys: tuple[str, str]) -> None:
         self._session, self._url, self._keys = session, url, keys
@@ -127,7 +131,7 @@ class QuoteStream(PriceStream):
     def _extend(self, symbol: str) -> bool:
         if self._more is None:
             return False
-        self._more.put_nowait(symbol)  # sent once the first subscription is sent
+        self._more.put_nowait(frozenset({symbol}))  # sent after the first subscription
         return True
 
     async def _open(self, names: frozenset[str]) -> None:
@@ -136,7 +140,7 @@ class QuoteStream(PriceStream):
             raise StreamLost("not started")
         ws = await websocket.connect(session, self._url, self.timeout_ms)
         self._ws, self._more = ws, asyncio.Queue()
-        self._asked = set()
+        self._pending.clear()
         sender: asyncio.Task[None] | None = None
         try:
             received = websocket.frames(ws, self.timeout_ms)
@@ -152,7 +156,8 @@ class QuoteStream(PriceStream):
             self._ws = self._more = None
             if sender is not None:
                 sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # A send that failed on the closing connection: the reader tells why.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sender
             await ws.close()
 
@@ -180,16 +185,13 @@ class QuoteStream(PriceStream):
         return StreamLost(f"refused ({why})")
 
     async def _send_more(self, ws: aiohttp.ClientWebSocketResponse,
-                         more: asyncio.Queue[str]) -> None:
+                         more: asyncio.Queue[frozenset[str]]) -> None:
         while True:
-            added = {await more.get()}
-            while not more.empty():  # what came together goes in one message
-                added.add(more.get_nowait())
-            await self._subscribe(ws, added)
+            await self._subscribe(ws, await more.get())
 
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse,
-                         symbols: Iterable[str]) -> None:
-        self._asked.update(symbols)
+                         symbols: frozenset[str]) -> None:
+        self._pending.append(symbols)
         await ws.send_str(subscribe_message(symbols))
 
     async def _read(self, received: AsyncIterator[str | bytes]) -> None:
@@ -205,17 +207,25 @@ class QuoteStream(PriceStream):
             return
         held = acknowledged(message)
         if held is not None:
-            left_out = self._asked - held
-            if left_out:
-                self.log.info("%s: %d symbols not subscribed (polled): %s", self.health.what,
-                              len(left_out), ", ".join(sorted(left_out)[:10]))
+            if self._pending:
+                self._pending.popleft()
             self._resubscribed(held)
             if self.connection() is None:
                 self._opened()  # the first answer: the connection is in place
             return
         if message.get("T") == "error":
             if message.get("code") == SYMBOL_LIMIT:
-                self.log.warning("%s: %s; the symbols beyond it are polled",
-                                 self.health.what, said(message))
+                self._over_limit(self._pending.popleft() if self._pending else frozenset(),
+                                 said(message))
                 return
             raise self._refused(message)
+
+    def _over_limit(self, refused: frozenset[str], why: str) -> None:
+        """A subscription past the plan's symbols (nothing of it taken): its symbols are
+        asked for one at a time, so that those that fit are streamed; one alone is polled."""
+        if len(refused) > 1 and self._more is not None:
+            for symbol in sorted(refused):
+                self._more.put_nowait(frozenset({symbol}))
+            return
+        self.log.warning("%s: %s; %s is polled", self.health.what, why,
+                         ", ".join(refused) or "a symbol")
