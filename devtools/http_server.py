@@ -23,7 +23,7 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0
     return runner, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
 
-async def send_queued(ws: web.WebSocketResponse, out: asyncio.Queue[dict[str, Any]],
+async def send_queued(ws: web.WebSocketResponse, out: asyncio.Queue[Any],
                       dumps: Callable[[Any], str] = json.dumps) -> None:
     """Send what is put on ``out`` to ``ws``, as JSON text frames, until cancelled or the
     connection is closed (a local server's stream: its answers and events in order)."""

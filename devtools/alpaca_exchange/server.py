@@ -15,6 +15,10 @@ headers and bodies.
 - Every answer carries X-Request-ID and X-Ratelimit-Limit/-Remaining/-Reset (epoch s); a
   request over ``rate_limit`` in the minute gets 429.
 
+The market data streams (market_data.py): quotes at ``/v2/iex`` (``sip``,
+``delayed_sip``) and ``/v1beta3/crypto/us``, each price set by ``set_price`` sent to the
+connections subscribed to it.
+
 The trade_updates stream at ``/stream`` (a WebSocket): ``{"action": "authenticate",
 "data": {"key_id", "secret_key"}}`` (or the older ``{"action": "auth", "key", "secret"}``)
 answered ``authorization`` ``authorized`` or ``unauthorized`` (then the connection is
@@ -48,8 +52,10 @@ from aiohttp import WSMsgType, web
 
 from ..http_server import send_queued, serve
 from .engine import AlpacaError, Engine, Page
+from .market_data import MarketDataStreams
 
 Handler = Callable[[web.Request, Any], Any]
+_LATEST_QUOTES = ("/v2/stocks/{symbol}/quotes/latest", "/v1beta3/crypto/us/latest/quotes")
 # JSON numbers are read exactly (Alpaca takes them as well as strings).
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -127,6 +133,8 @@ class AlpacaExchangeServer:
         for method, path, handler in routes:
             self.app.router.add_route(method, path, self._endpoint(method, path, handler))
         self.app.router.add_get("/stream", self._stream)
+        self.market_data = MarketDataStreams(lambda: self.keys, _dumps)
+        self.market_data.routes(self.app)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -139,6 +147,7 @@ class AlpacaExchangeServer:
 
     async def close(self) -> None:
         await self.drop_streams()
+        await self.market_data.drop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -169,7 +178,14 @@ class AlpacaExchangeServer:
         return len(self.engine.listeners)
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
+        """A new price: orders match against it, and its quote goes to the market data
+        streams subscribed to it (``engine.set_price`` moves it without a quote)."""
         self.engine.set_price(symbol, Decimal(price))
+        self.market_data.quote(symbol, self.engine.quote(symbol))
+
+    def quote_polls(self) -> int:
+        """Latest-quote requests served (REST: what a streamed price spares)."""
+        return sum(r.method == "GET" and r.path in _LATEST_QUOTES for r in self.log)
 
     def orders_for(self, client_order_id: str) -> int:
         """How many orders were created under this client_order_id."""

@@ -1,13 +1,15 @@
 """A broker's market data stream as the source of its reference prices, broker-neutral: the
 symbols it has been asked prices for, subscribed lazily, reconnected when lost. The wire
 (how to connect, what a message says) is the broker's: OANDA's pricing stream
-(oanda/pricing.py), Binance's market streams (binance/market.py) subclass ``PriceStream``
-and implement ``_open`` and ``_alive``.
+(oanda/pricing.py), Binance's market streams (binance/market.py), Alpaca's market data
+streams (alpaca/quotes.py) subclass ``PriceStream`` and implement ``_open`` and ``_alive``.
 
 It subscribes to nothing until asked: ``add`` (the first ``reference_price`` of a symbol,
 which the broker answers from its cache or a poll) adds it and restarts the connection with
 the larger set, after ``SETTLE_S`` so that the symbols a pass of the emulator asks for one
-after another come in one restart.
+after another come in one restart. A venue that takes new symbols on a live connection
+(Alpaca, which allows an account one connection per feed) implements ``_extend`` instead of
+being restarted, and tells the set it holds with ``_resubscribed``.
 
 ``current`` is the price of a symbol while the stream vouches for it: a price came for it
 on this connection (or was ``seed``-ed by a poll made while it was up), and the connection
@@ -28,13 +30,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from .binance.stream import StreamHealth
-from .oanda.stream import Backoff
 from .prices import PriceCache
+from .stream_health import Backoff, StreamHealth
 
 if TYPE_CHECKING:
     from ..infra.metrics import Metrics
@@ -68,7 +69,7 @@ class PriceStream:
         self.connects = 0  # connections made (the venue accepted them)
         self._prices: dict[str, Decimal] = {}  # this connection's prices
         self._heard_at: float | None = None  # the last message of this connection (clock)
-        self._generation = 0  # connections made, counting this one once it is up
+        self._generation = 0  # connections made and sets changed on one: seed's token
         self._up = False
         self._wanted = asyncio.Event()  # set: a symbol the connection lacks
         self._connection: asyncio.Task[None] | None = None
@@ -85,14 +86,33 @@ class PriceStream:
         return price
 
     def add(self, symbol: str) -> None:
-        """Subscribe to ``symbol`` too (the connection restarts with the larger set)."""
+        """Subscribe to ``symbol`` too (the connection restarts with the larger set, unless
+        the venue takes it on the live one: ``_extend``)."""
         if symbol in self.symbols:
             return
         self.symbols.add(symbol)
         self._wanted.set()
         connection = self._connection
-        if connection is not None and not connection.done():
+        if connection is not None and not connection.done() and not self._extend(symbol):
             connection.cancel()  # its set lacks the new symbol
+
+    async def price(self, symbol: str,
+                    poll: Callable[[], Awaitable[Decimal | None]]) -> Decimal | None:
+        """A broker's ``reference_price`` with this stream: the streamed price while the
+        stream vouches for one, else the cache's, else ``poll``-ed now, which seeds the
+        stream (see ``seed``). The first ask of a symbol subscribes the stream to it."""
+        streamed = self.current(symbol)
+        if streamed is not None:
+            return streamed
+        self.add(symbol)
+        connection = self.connection()
+
+        async def polled() -> Decimal | None:
+            price = await poll()
+            if price is not None:
+                self.seed(symbol, price, connection)
+            return price
+        return await self.cache.get(symbol, polled)
 
     def connection(self) -> int | None:
         """The connection up now (an opaque token for ``seed``), None when none is."""
@@ -115,6 +135,11 @@ class PriceStream:
         """Whether the connection is alive (between messages)."""
         raise NotImplementedError
 
+    def _extend(self, symbol: str) -> bool:
+        """Subscribe the live connection to ``symbol`` too; False: it cannot (the
+        connection is restarted with the larger set)."""
+        return False
+
     async def _open(self, names: frozenset[str]) -> None:
         """One connection to ``names``: call ``_opened`` once the venue accepted it, then
         ``_heard`` at every message and ``_priced`` at every price; return or raise
@@ -126,6 +151,15 @@ class PriceStream:
         self._generation += 1
         self._up = True
         self.health.up()
+
+    def _resubscribed(self, names: frozenset[str]) -> None:
+        """The set the venue says the connection holds now (its answer to a subscription
+        made on it). A poll begun before cannot seed: it may predate a new symbol's first
+        quote, which the venue would not send again."""
+        self.subscribed = names
+        self._generation += 1
+        for symbol in set(self._prices) - names:
+            del self._prices[symbol]
 
     def _heard(self) -> None:
         self._heard_at = self.clock()

@@ -227,8 +227,9 @@ class Metrics:
             "orderstream_broker_stream_up",
             "1 while the account's stream is subscribed, 0 since it was lost; feed=orders: "
             "its push feed (Binance's user data stream, OANDA's transactions stream, "
-            "Alpaca's trade_updates; open orders are polled meanwhile), feed=prices: OANDA's "
-            "pricing stream (reference prices are polled meanwhile)",
+            "Alpaca's trade_updates; open orders are polled meanwhile), feed=prices: the "
+            "market data stream of reference prices (OANDA's pricing stream, Binance's market "
+            "stream, Alpaca's quote streams; prices are polled meanwhile)",
             ["account", "feed"], registry=r)
         self.broker_stream_failures = Counter(
             "orderstream_broker_stream_failures",

@@ -151,6 +151,13 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> 
     assert await check()
 
 
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """``until`` for a check that needs no await."""
+    async def holds() -> bool:
+        return check()
+    await until(holds, timeout)
+
+
 def stopped(pid: int) -> bool:
     """Whether the process is stopped (SIGSTOP): its state in /proc is T."""
     with open(f"/proc/{pid}/stat") as stat:

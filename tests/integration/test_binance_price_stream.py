@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +25,7 @@ from producer.client import OrderClient
 from producer.contract import ResultStatus
 from tests.fakes.binance import KEY, SECRET, account_for, exchange
 
-from .conftest import running, until
+from .conftest import eventually, running, until
 from .test_binance_worker import binance_settings
 
 __all__ = ["exchange"]  # fixture
@@ -51,12 +51,6 @@ async def broker(exchange: BinanceExchangeServer) -> AsyncIterator[BinanceBroker
 def gauge(b: BinanceBroker, name: str) -> float | None:
     assert b.metrics is not None
     return b.metrics.registry.get_sample_value(name, {"account": "bn", "feed": "prices"})
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def holds() -> bool:
-        return check()
-    await until(holds, timeout)
 
 
 async def connected(b: BinanceBroker, server: BinanceExchangeServer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,7 @@ from producer.client import OrderClient
 from producer.contract import OrderState, ResultStatus
 from tests.fakes.oanda import ACCOUNT_ID, TOKEN, account_for, venue
 
-from .conftest import running, until
+from .conftest import eventually, running, until
 from .test_oanda_worker import oanda_settings
 
 __all__ = ["venue"]  # fixture
@@ -49,12 +49,6 @@ async def broker(venue: OandaExchangeServer) -> AsyncIterator[OandaBroker]:
 def gauge(b: OandaBroker, name: str) -> float | None:
     assert b.metrics is not None
     return b.metrics.registry.get_sample_value(name, {"account": "oa", "feed": "prices"})
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def holds() -> bool:
-        return check()
-    await until(holds, timeout)
 
 
 async def streaming(b: OandaBroker, *instruments: str) -> None:

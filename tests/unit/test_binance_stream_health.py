@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from executor.brokers.binance.stream import QuietConnectLog, StreamHealth
+from executor.brokers.binance.stream import QuietConnectLog, log
+from executor.brokers.stream_health import StreamHealth
 from executor.infra.metrics import Metrics
 
 
@@ -26,7 +27,8 @@ def value(metrics: Metrics, name: str, account: str = "bn") -> float | None:
 def test_a_lost_stream_is_told_once_then_once_a_minute_and_counted_every_time(
         caplog: pytest.LogCaptureFixture) -> None:
     clock, metrics = Clock(), Metrics()
-    health = StreamHealth("bn", metrics, repeat_s=60, clock=clock)
+    health = StreamHealth("bn", metrics, repeat_s=60, clock=clock, logger=log,
+                          what="binance bn: user data stream")
     health.up()
     assert value(metrics, "orderstream_broker_stream_up") == 1
     with caplog.at_level(logging.DEBUG, logger="executor.brokers.binance.stream"):
@@ -48,7 +50,7 @@ def test_a_lost_stream_is_told_once_then_once_a_minute_and_counted_every_time(
 
 def test_losing_it_again_after_it_came_back_is_told_again(
         caplog: pytest.LogCaptureFixture) -> None:
-    health = StreamHealth("bn", None, clock=Clock())
+    health = StreamHealth("bn", None, clock=Clock(), logger=log, what="binance bn: user data")
     with caplog.at_level(logging.WARNING):
         health.lost("a")
         health.lost("b")

@@ -165,3 +165,17 @@ def test_an_upward_import_would_be_found() -> None:
     graph = import_graph()
     graph["executor.model.order"] = {*graph["executor.model.order"], "executor.infra.store"}
     assert upward_imports(graph) == ["executor.model.order -> executor.infra.store"]
+
+
+# The broker-neutral streams machinery, shared by the adapters: it imports none of them.
+NEUTRAL_STREAMS = ("executor.brokers.price_stream", "executor.brokers.stream_health",
+                   "executor.brokers.websocket", "executor.brokers.prices")
+ADAPTERS = ("executor.brokers.paper", "executor.brokers.binance", "executor.brokers.oanda",
+            "executor.brokers.alpaca")
+
+
+def test_the_shared_stream_modules_import_no_adapter() -> None:
+    graph = import_graph()
+    for name in NEUTRAL_STREAMS:
+        assert name in graph, name
+        assert not [e for e in graph[name] if e.startswith(ADAPTERS)], name

@@ -3,7 +3,8 @@ cursor that tells each transaction once and sees gaps, and the reconnect backoff
 
 from __future__ import annotations
 
-from executor.brokers.oanda.stream import Backoff, Cursor, client_change, parse_line
+from executor.brokers.oanda.stream import Cursor, client_change, parse_line
+from executor.brokers.stream_health import Backoff
 
 
 def test_lines_are_objects_and_bad_ones_are_skipped() -> None:

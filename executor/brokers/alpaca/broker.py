@@ -32,6 +32,12 @@ what was told already is dropped). The stream has no replay: after every (re)con
 account's open orders are read over REST (GET /v2/orders?status=open, and a lookup of each
 open record of ours no longer open there) before the updates. A failed attempt waits
 before the next (``stream.backoff_s``); ``self.stream`` tells the stream's health.
+
+Prices: the mid of a symbol's latest quote, from Alpaca's market data streams (quotes.py:
+one connection for stocks on the account's feed, one for crypto, each subscribed to the
+symbols asked for) while they vouch for it, started with the broker unless ``price_stream
+= false``; else polled from the market data API's latest quote, reused for
+``price_cache_ms``.
 """
 
 from __future__ import annotations
@@ -69,10 +75,11 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
-from ..binance.stream import StreamHealth
 from ..prices import PriceCache
+from ..stream_health import StreamHealth
 from . import reconcile, stream, wire
 from .config import AlpacaAccount
+from .quotes import QuoteStream
 from .wire import Call
 
 if TYPE_CHECKING:
@@ -135,6 +142,15 @@ class AlpacaBroker:
         self._reconciling: asyncio.Task[None] | None = None
         self.stream = StreamHealth(account, metrics, logger=log,
                                    what=f"alpaca {account}: trade_updates stream")
+        # Reference prices: one market data stream for stocks, one for crypto (each its own
+        # connection at Alpaca), behind one feed="prices" gauge.
+        self.quotes = {kind: QuoteStream(account, kind, config.price_stream_timeout_ms,
+                                         self._prices, metrics)
+                       for kind in ("stocks", "crypto")}
+        stocks, crypto = self.quotes["stocks"].health, self.quotes["crypto"].health
+        stocks.siblings.append(crypto)
+        crypto.siblings.append(stocks)
+        self._quote_session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
         return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"
@@ -172,6 +188,11 @@ class AlpacaBroker:
         log.info("alpaca %s: ready (%s, %s, %d of %d symbols tradable)", self.account,
                  cfg.rest_url(), cfg.venue(), sum(a.tradable for a in self.assets.values()),
                  len(cfg.symbols))
+        if cfg.price_stream:
+            # Its own session, without the key headers: the streams authenticate by message.
+            self._quote_session = aiohttp.ClientSession()
+            for kind, url in zip(("stocks", "crypto"), cfg.quote_stream_urls(), strict=True):
+                self.quotes[kind].start(self._quote_session, url, (key_id, secret))
         if self.store is not None and cfg.reconcile_interval_ms > 0:
             self._reconciling = asyncio.create_task(
                 self._reconcile_periodically(self.store),
@@ -199,10 +220,14 @@ class AlpacaBroker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._session is not None:
-            session, self._session = self._session, None
-            with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
-                await asyncio.wait_for(session.close(), _CLOSE_S)
+        for prices in self.quotes.values():
+            await prices.close()
+        for name in ("_session", "_quote_session"):
+            session = getattr(self, name)
+            if session is not None:
+                setattr(self, name, None)
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                    await asyncio.wait_for(session.close(), _CLOSE_S)
 
     # -- the Broker protocol ----------------------------------------------------------------
 
@@ -281,10 +306,12 @@ class AlpacaBroker:
         return wire.base_and_quote(symbol)[0]
 
     async def reference_price(self, symbol: str) -> Decimal | None:
-        """The mid of the latest quote from Alpaca's market data API (stocks: GET
+        """The mid of the latest quote: the market data stream's (quotes.py) while it vouches
+        for one, else the one polled from Alpaca's market data API (stocks: GET
         /v2/stocks/{symbol}/quotes/latest on the account's feed; crypto: GET
-        /v1beta3/crypto/us/latest/quotes), reused for ``price_cache_ms``; None when there is
-        no quote (risk then denies an order that needs a price)."""
+        /v1beta3/crypto/us/latest/quotes) or streamed less than ``price_cache_ms`` ago;
+        None when there is no quote (risk then denies an order that needs a price). The
+        first ask of a symbol subscribes the stream to it."""
         if symbol not in self.assets:
             return None
 
@@ -297,6 +324,9 @@ class AlpacaBroker:
             reply = await self._request("GET", path, Call.READ, params=params,
                                         base=self.config.market_data_url(), exact=True)
             return wire.quote_mid(reply.body, symbol)
+        if self.config.price_stream:
+            kind = "crypto" if wire.is_crypto(symbol) else "stocks"
+            return await self.quotes[kind].price(symbol, latest)
         return await self._prices.get(symbol, latest)
 
     # Minute bars: asked every 15 s, a closed bar is counted within 15 s of its end, for

@@ -17,6 +17,11 @@ PAPER_STREAM_URL = "wss://paper-api.alpaca.markets/stream"
 LIVE_STREAM_URL = "wss://api.alpaca.markets/stream"
 # The market data API (latest quotes), for paper and live accounts alike.
 DATA_URL = "https://data.alpaca.markets"
+# Its real-time stream, for paper and live accounts alike (alpaca-py's
+# BaseURL.MARKET_DATA_STREAM; stream.data.sandbox.alpaca.markets is the Broker API's
+# sandbox, not paper trading's): stocks at /v2/{feed}, crypto at /v1beta3/crypto/us.
+DATA_STREAM_URL = "wss://stream.data.alpaca.markets"
+CRYPTO_STREAM_PATH = "/v1beta3/crypto/us"
 
 
 class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
@@ -44,6 +49,15 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # "delayed_sip".
     feed: Literal["iex", "sip", "delayed_sip"] = "iex"
     price_cache_ms: int = 1_000  # a reference price is reused this long
+    # Reference prices from the market data stream (quotes of the symbols asked for) while
+    # it is up, instead of a latest-quote poll every price_cache_ms (alpaca/quotes.py).
+    price_stream: bool = True
+    # The market data stream's host (default Alpaca's, or ws(s)://<base_url's host> when
+    # that is set): stocks at <url>/v2/<feed>, crypto at <url>/v1beta3/crypto/us.
+    data_stream_url: str | None = None
+    # The stream is lost after this long without an answer to our ping (or a handshake):
+    # prices are polled and it is reconnected.
+    price_stream_timeout_ms: int = 10_000
     # The symbols this account trades ("AAPL", "BTC/USD"); an order for another is refused
     # before it is sent. Checked at start against GET /v2/assets/{symbol}.
     symbols: list[str] = msgspec.field(default_factory=list)
@@ -63,7 +77,8 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     def __post_init__(self) -> None:
         one_source("alpaca", "key_id", self.key_id_env, self.key_id_file)
         one_source("alpaca", "secret", self.secret_env, self.secret_file)
-        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms"):
+        for name in ("connect_timeout_ms", "request_timeout_ms", "price_cache_ms",
+                     "price_stream_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.reconcile_interval_ms < 0:
@@ -72,9 +87,10 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.lookup_window_ms < self.request_timeout_ms:
             raise ValueError(f"lookup_window_ms must be at least request_timeout_ms "
                              f"({self.request_timeout_ms}), got {self.lookup_window_ms}")
-        for name in ("base_url", "data_url", "stream_url"):
+        for name in ("base_url", "data_url", "stream_url", "data_stream_url"):
             url = getattr(self, name)
-            schemes = ("ws://", "wss://") if name == "stream_url" else ("http://", "https://")
+            schemes = (("ws://", "wss://") if name.endswith("stream_url")
+                       else ("http://", "https://"))
             if url is not None and not url.startswith(schemes):
                 raise ValueError(f"{name} must start with {' or '.join(schemes)}, got "
                                  f"{url!r}")
@@ -99,6 +115,16 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
         if self.base_url is not None:
             return "ws" + self.base_url.rstrip("/")[len("http"):] + "/stream"
         return PAPER_STREAM_URL if self.paper else LIVE_STREAM_URL
+
+    def quote_stream_urls(self) -> tuple[str, str]:
+        """Where the market data streams are: the stocks' (on ``feed``) and crypto's."""
+        if self.data_stream_url is not None:
+            host = self.data_stream_url.rstrip("/")
+        elif self.base_url is not None:
+            host = "ws" + self.base_url.rstrip("/")[len("http"):]
+        else:
+            host = DATA_STREAM_URL
+        return f"{host}/v2/{self.feed}", host + CRYPTO_STREAM_PATH
 
     def market_data_url(self) -> str:
         if self.data_url is not None:

@@ -551,9 +551,16 @@ def quote_mid(body: Any, symbol: str) -> Decimal | None:
     one = body.get("quote")
     if one is None and isinstance(body.get("quotes"), Mapping):
         one = body["quotes"].get(symbol)
-    if not isinstance(one, Mapping):
+    return mid_of(one)
+
+
+def mid_of(quote: Any) -> Decimal | None:
+    """The mid of one quote's bid (``bp``) and ask (``ap``), a latest-quote answer's or a
+    streamed ``q`` message's (numbers decoded as Decimal): one side when the other is 0 (no
+    bid or no ask); None when it has neither."""
+    if not isinstance(quote, Mapping):
         return None
-    sides = [_price(one.get(k)) for k in ("bp", "ap")]
+    sides = [_price(quote.get(k)) for k in ("bp", "ap")]
     known = [p for p in sides if p is not None and p.is_finite() and p > 0]
     if not known:
         return None

@@ -77,11 +77,13 @@ from ..base import (
     Volume,
 )
 from ..prices import PriceCache
+from ..stream_health import StreamHealth
 from . import filters, oto, reconcile, wire
+from . import stream as user_stream
 from .config import BinanceAccount
 from .market import MarketStream
 from .reconcile import Drift
-from .stream import QuietConnectLog, StreamHealth
+from .stream import QuietConnectLog
 
 if TYPE_CHECKING:
     from ...infra.metrics import Metrics
@@ -166,7 +168,8 @@ class BinanceBroker:
         # their events before the exit's record exists are no order of ours yet.
         self._pending_of: dict[str, str] = {}
         self._ws_url = ""
-        self.stream = StreamHealth(account, metrics)
+        self.stream = StreamHealth(account, metrics, logger=user_stream.log,
+                                   what=f"binance {account}: user data stream")
         self._refresh: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Task[None] | None = None
         self._closing = False
@@ -702,20 +705,13 @@ class BinanceBroker:
         it (and is answered by the cache or a poll)."""
         if symbol not in self.rules:
             return None
-        connection = None
-        if self.config.price_stream:
-            streamed = self.market.current(symbol)
-            if streamed is not None:
-                return streamed
-            self.market.add(symbol)
-            connection = self.market.connection()
 
         async def ticker() -> Decimal:
             reply = await self._call("reference_price", self._client().get_symbol_ticker,
                                      symbol=symbol)
-            price = Decimal(reply["price"])
-            self.market.seed(symbol, price, connection)
-            return price
+            return Decimal(reply["price"])
+        if self.config.price_stream:
+            return await self.market.price(symbol, ticker)
         return await self._prices.get(symbol, ticker)
 
     async def reference_prices(self, symbols: Sequence[str]) -> dict[str, Decimal | None]:

@@ -21,7 +21,6 @@ reconnected while the cache, then polls, answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 
+from .. import websocket
 from ..price_stream import PriceStream, StreamLost
 from ..prices import PriceCache
 
@@ -118,17 +118,8 @@ class MarketStream(PriceStream):
                              len(names), MAX_STREAMS)
             names = frozenset(sorted(names)[:MAX_STREAMS])
             self.subscribed = names
-        timeout_s = self.timeout_ms / 1000
-        try:
-            ws = await asyncio.wait_for(
-                session.ws_connect(streams_url(self._base, names),
-                                   heartbeat=timeout_s * 2 / 3, autoping=True),
-                timeout_s)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise StreamLost(f"refused: HTTP {exc.status}") from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # Named by its type only (the same rule as for every stream of ours).
-            raise StreamLost(f"connection failed ({type(exc).__name__})") from None
+        ws = await websocket.connect(session, streams_url(self._base, names),
+                                     self.timeout_ms)
         self._ws = ws
         try:
             self._opened()
@@ -138,25 +129,13 @@ class MarketStream(PriceStream):
             await ws.close()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while True:
-            msg = await ws.receive()
-            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                message = parse(msg.data)
-                if message is None:
-                    continue
-                self._heard()
-                if is_shutdown(message):
-                    raise StreamLost("the server is shutting down")
-                priced = trade_price(message)
-                if priced is not None:
-                    self._priced(*priced)
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                error = ws.exception()
-                if isinstance(error, aiohttp.ServerTimeoutError):
-                    raise StreamLost(f"no pong within {self.timeout_ms} ms")
-                raise StreamLost(f"connection failed ({type(error).__name__})")
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                              aiohttp.WSMsgType.CLOSED):
-                if isinstance(ws.exception(), aiohttp.ServerTimeoutError):
-                    raise StreamLost(f"no pong within {self.timeout_ms} ms")
-                raise StreamLost("closed by the server")
+        async for raw in websocket.frames(ws, self.timeout_ms):
+            message = parse(raw)
+            if message is None:
+                continue
+            self._heard()
+            if is_shutdown(message):
+                raise StreamLost("the server is shutting down")
+            priced = trade_price(message)
+            if priced is not None:
+                self._priced(*priced)

@@ -25,7 +25,7 @@ import aiohttp
 import msgspec
 
 from ..base import BrokerError, BrokerOrder, FeedBroken
-from ..binance.stream import StreamHealth
+from ..stream_health import Backoff, StreamHealth
 from . import stream, wire
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class TransactionsFeed:
         self.account = account
         self.timeout_ms = timeout_ms
         self.cursor = stream.Cursor()
-        self.backoff = stream.Backoff()
+        self.backoff = Backoff()
         self.health = StreamHealth(account, metrics, logger=log,
                                    what=f"oanda {account}: transactions stream")
         self._request = request  # the broker's REST call (sinceid)

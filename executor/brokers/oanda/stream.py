@@ -1,7 +1,7 @@
 """The streams of an OANDA v20 account, as pure logic (no I/O): the broker (broker.py
 ``updates``) reads ``GET {stream host}/v3/accounts/{id}/transactions/stream`` line by line
 and hands each line here; the pricing stream (pricing.py) reads its lines with
-``parse_line`` too and reconnects with ``Backoff``.
+``parse_line`` too.
 
 A line is one JSON object: a transaction, or a ``HEARTBEAT`` (every 5 s at OANDA) naming
 the account's ``lastTransactionID``. ``Cursor`` remembers the last transaction id seen, so
@@ -13,8 +13,7 @@ orders; everything else only moves the cursor.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -88,30 +87,3 @@ class Cursor:
         """Start from a reply's ``lastTransactionID`` unless the cursor is already set."""
         if self.last is None:
             self.last = tx_id(last_transaction_id)
-
-
-@dataclass
-class Backoff:
-    """Seconds to wait before reconnecting after ``failures`` failed attempts in a row:
-    none for the first, then doubling from ``first_s`` up to ``cap_s``. With ``jitter``
-    (0 to 1) that share of the delay is drawn at random, so the workers of one IP that
-    lost the stream together do not all come back in the same second (OANDA refuses more
-    than 2 new connections a second)."""
-
-    first_s: float = 0.5
-    cap_s: float = 30.0
-    failures: int = 0
-    jitter: float = 0.0
-    rng: Callable[[], float] = random.random
-
-    def delay(self) -> float:
-        if self.failures <= 0:
-            return 0.0
-        full = float(min(self.cap_s, self.first_s * 2 ** (self.failures - 1)))
-        return full * (1 - self.jitter * self.rng())
-
-    def failed(self) -> None:
-        self.failures += 1
-
-    def reset(self) -> None:
-        self.failures = 0
