@@ -19,8 +19,8 @@
 -- script that adds, so a reader registering cannot race it; one HLEN per stream per call.
 --
 -- KEYS[1] events, KEYS[2] open set, KEYS[3] completed, KEYS[4] failed, KEYS[5] pending,
--- KEYS[6] completed readers, KEYS[7] failed readers, then per item that has an order change, in order: its order key, its account's
--- attention index.
+-- KEYS[6] completed readers, KEYS[7] failed readers, then per item that has an order
+-- change, in order: its order key, its account's attention index.
 -- ARGV[1] group, ARGV[2] results maxlen (approximate), ARGV[3] ttl ms of a finished order,
 -- ARGV[4] MessagePack array, 11 values per item: request_id, client_order_id, result stream
 --   (1 completed, 2 failed; 3 / 4: the same, for a request answered late, acked before: no
@@ -28,8 +28,9 @@
 --   the request acked all the same: an algorithm's parent, answered when it ends), has an
 --   order change (1/0), then for an order change (else
 --   placeholders): expected seq, seq, state, terminal (1/0), number n of events
---   entries (0 or 1, as in begin.lua), when it is due (epoch ms; unused when terminal); then the number r of extra fields of its
---   result entry (a dead letter's raw:<field>, else 0)
+--   entries (0 or 1, as in begin.lua), when it is due (epoch ms; unused when terminal);
+--   then the number r of extra fields of its result entry (a dead letter's raw:<field>,
+--   else 0)
 -- ARGV[5..] per item: its result ('' for an order change with no result of its own: each
 --   order of a cancel_all), its r extra (field, value) pairs, then for an order change its
 --   record and its n events entries
