@@ -95,6 +95,27 @@ async def test_a_request_answered_by_another_worker_gets_no_second_result(
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
 
 
+async def test_an_order_change_for_a_request_no_longer_pending_writes_nothing(
+    redis_client: aioredis.Redis,
+) -> None:
+    # The order's compare-and-set passes (nobody moved it), but the request was acked by
+    # the worker that took it over: neither the order's change nor a result is written.
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    rid = await pending_entry(redis_client)
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    await redis_client.xack(K.pending, GROUP, rid)
+    ev = [transition(order, OrderState.REJECTED, ctx, reason_code="broker_rejected")]
+    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.REJECTED,
+                    reason_code="broker_rejected", reason="no")
+    assert await store.finish([Outcome(rid, result, order, 2, ev)]) == [rid]
+    assert await redis_client.xlen(K.failed) == 0
+    assert await redis_client.hget(K.order("c1"), "state") == b"pending_submit"
+    assert [e.seq for e in await events_in(redis_client)] == [1, 2]
+    assert await redis_client.xlen(K.pending) == 1  # not deleted: it was not ours to ack
+
+
 async def accepted_deferred(store: Store, rid: str) -> tuple[Order, Context, Outcome]:
     """An algorithm's parent created for request ``rid``, and the deferred outcome that
     accepts it (its record accepted, the request acked, no result)."""
