@@ -17,6 +17,7 @@ import pytest
 from devtools.alpaca_exchange import AlpacaExchangeServer
 from executor.brokers import emulating
 from executor.brokers.alpaca.broker import AlpacaBroker
+from executor.brokers.alpaca.wire import BAR_FINAL_MS
 from executor.brokers.base import Volume
 from producer.contract import OrderSpec, OrderType, Side, WireDecimal
 from tests.fakes.alpaca import KEY_ID, SECRET, alpaca, alpaca_account
@@ -25,6 +26,7 @@ __all__ = ["alpaca"]  # fixture
 
 T0 = 1_796_137_200_000  # 2026-12-01T15:00:00Z
 M = 60_000
+F = BAR_FINAL_MS  # a bar counts this long after its end
 STOCK_BARS = "/v2/stocks/{symbol}/bars"
 CRYPTO_BARS = "/v1beta3/crypto/us/bars"
 
@@ -73,7 +75,7 @@ async def test_a_stock_counts_its_closed_bars_exactly_ours_included(
     clock.ms = T0 + M + 30_000
     filled = await broker.submit("v-1", buy("AAPL", "2"))  # in the 15:01 bar
     assert filled.filled_quantity == 2
-    clock.ms = T0 + 3 * M + 20_000  # 15:03 still open
+    clock.ms = T0 + 3 * M + F + 20_000  # 15:02 final (its late trades in), 15:03 open
     assert await broker.traded_volume("AAPL", T0) == Volume(Decimal("4502"), T0 + 3 * M)
     assert asked(alpaca, STOCK_BARS) == [{"timeframe": "1Min", "start": "2026-12-01T15:00:00Z",
                                           "limit": "1000", "feed": "iex"}]
@@ -85,7 +87,7 @@ async def test_a_crypto_pair_counts_fractional_volume_without_rounding(
     alpaca.set_flow("BTC/USD", "0.12345678", since=T0)
     clock.ms = T0 + 2 * M + 1
     await broker.submit("v-2", buy("BTC/USD", "0.001"))  # in the open 15:02 bar
-    clock.ms = T0 + 3 * M
+    clock.ms = T0 + 3 * M + F
     assert await broker.traded_volume("BTC/USD", T0) == Volume(Decimal("0.37137034"),
                                                                T0 + 3 * M)
     assert asked(alpaca, CRYPTO_BARS) == [{"timeframe": "1Min", "symbols": "BTC/USD",
@@ -104,6 +106,9 @@ async def test_the_open_bar_is_counted_once_closed_and_successive_calls_count_ea
     again = await broker.traded_volume("AAPL", first.until)
     assert again == Volume(Decimal(0), first.until)  # still open: nothing, nothing twice
     clock.ms = T0 + 3 * M + 5_000
+    # Closed, but not final: a trade reported late may still fall in it.
+    assert await broker.traded_volume("AAPL", again.until) == Volume(Decimal(0), first.until)
+    clock.ms = T0 + 3 * M + F + 5_000
     closed = await broker.traded_volume("AAPL", again.until)
     assert closed == Volume(Decimal("105"), T0 + 3 * M)  # the whole minute, ours too
     assert await broker.traded_volume("AAPL", closed.until) == Volume(Decimal(0), T0 + 3 * M)
@@ -122,7 +127,7 @@ async def test_minutes_without_trades_have_no_bar_and_are_passed_once_a_later_on
     assert await broker.traded_volume("MSFT", T0) == Volume(Decimal(10), T0 + M)
     # From 15:01 nothing is closed at all: until stays where it was asked from.
     assert await broker.traded_volume("MSFT", T0 + M) == Volume(Decimal(0), T0 + M)
-    clock.ms = T0 + 4 * M
+    clock.ms = T0 + 4 * M + F
     assert await broker.traded_volume("MSFT", T0 + M) == Volume(Decimal(7), T0 + 4 * M)
     page = asked(alpaca, STOCK_BARS)[-1]
     assert page["start"] == "2026-12-01T15:01:00Z"
@@ -131,7 +136,7 @@ async def test_minutes_without_trades_have_no_bar_and_are_passed_once_a_later_on
 async def test_the_partial_first_minute_is_not_counted(
         alpaca: AlpacaExchangeServer, broker: AlpacaBroker, clock: Clock) -> None:
     alpaca.set_flow("AAPL", "30", since=T0)
-    clock.ms = T0 + 3 * M
+    clock.ms = T0 + 3 * M + F
     since = T0 + 45_000  # in the 15:00 bar, which holds trades from before it
     assert await broker.traded_volume("AAPL", since) == Volume(Decimal(60), T0 + 3 * M)
     assert asked(alpaca, STOCK_BARS)[-1]["start"] == "2026-12-01T15:01:00Z"
@@ -140,7 +145,7 @@ async def test_the_partial_first_minute_is_not_counted(
 async def test_one_page_per_call_the_rest_from_until(
         alpaca: AlpacaExchangeServer, broker: AlpacaBroker, clock: Clock) -> None:
     alpaca.set_flow("BTC/USD", "0.5", since=T0)
-    clock.ms = T0 + 1500 * M + 1  # 1,500 closed bars, one open
+    clock.ms = T0 + 1500 * M + F  # 1,500 final bars, one open
     first = await broker.traded_volume("BTC/USD", T0)
     assert first == Volume(Decimal("500.0"), T0 + 1000 * M)
     assert await broker.traded_volume("BTC/USD", first.until) == Volume(
@@ -163,7 +168,7 @@ async def test_a_failure_of_the_market_data_api_is_unknown_never_an_exception(
         alpaca: AlpacaExchangeServer, broker: AlpacaBroker, clock: Clock, path: str,
         symbol: str, status: int) -> None:
     alpaca.set_flow(symbol, "3", since=T0)
-    clock.ms = T0 + 2 * M
+    clock.ms = T0 + 2 * M + F
     alpaca.inject("GET", path, status, code=None if status == 403 else 50010000)
     assert await broker.traded_volume(symbol, T0) is None
     assert alpaca.statuses[status] == 1
@@ -181,7 +186,7 @@ async def test_a_dropped_connection_is_unknown(
 async def test_the_adapter_reports_volume_to_the_emulator(
         alpaca: AlpacaExchangeServer, broker: AlpacaBroker, clock: Clock) -> None:
     alpaca.set_flow("AAPL", "2", since=T0)
-    clock.ms = T0 + M
+    clock.ms = T0 + M + F
     assert emulating.reports_volume(broker)
     assert await emulating.traded_volume(broker, "AAPL", T0) == Volume(Decimal(2), T0 + M)
 

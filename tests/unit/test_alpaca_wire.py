@@ -500,27 +500,34 @@ def test_a_bars_answer_is_read_for_stocks_and_crypto_and_nothing_else() -> None:
         assert wire.bars_of(broken, "AAPL") is None, broken
 
 
-def test_closed_bars_are_counted_exactly_up_to_the_last_closed_one() -> None:
+F = wire.BAR_FINAL_MS
+
+
+def test_final_bars_are_counted_exactly_up_to_the_last_final_one() -> None:
     bars = [bar(0, Decimal("0.12345678")), bar(1, 7), bar(2, "0.5"), bar(3, Decimal(9))]
-    # At 15:03:20 the 15:03 bar is open: left for later; until is its start.
-    assert wire.closed_volume(bars, T0, T0 + 3 * M + 20_000) == (
+    # At 15:03:50 the 15:03 bar is open, the 15:02 one final: until is the 15:03 start.
+    assert wire.closed_volume(bars, T0, T0 + 3 * M + 50_000) == (
         Decimal("7.62345678"), T0 + 3 * M)
-    # Exactly at 15:04:00 it has closed.
-    assert wire.closed_volume(bars, T0, T0 + 4 * M) == (Decimal("16.62345678"), T0 + 4 * M)
+    # 15:03 closed at 15:04:00, but a late trade may still change it until 15:04:30.
+    assert wire.closed_volume(bars, T0, T0 + 4 * M) == (Decimal("7.62345678"), T0 + 3 * M)
+    assert wire.closed_volume(bars, T0, T0 + 4 * M + F - 1) == (
+        Decimal("7.62345678"), T0 + 3 * M)
+    assert wire.closed_volume(bars, T0, T0 + 4 * M + F) == (
+        Decimal("16.62345678"), T0 + 4 * M)
 
 
 def test_the_partial_first_minute_is_not_counted() -> None:
     bars = [bar(0, 100), bar(1, 10), bar(2, 1)]
-    assert wire.closed_volume(bars, T0 + 1, T0 + 3 * M) == (Decimal(11), T0 + 3 * M)
-    assert wire.closed_volume(bars, T0 + M, T0 + 3 * M) == (Decimal(11), T0 + 3 * M)
+    assert wire.closed_volume(bars, T0 + 1, T0 + 3 * M + F) == (Decimal(11), T0 + 3 * M)
+    assert wire.closed_volume(bars, T0 + M, T0 + 3 * M + F) == (Decimal(11), T0 + 3 * M)
 
 
 def test_nothing_closed_leaves_until_at_since_and_a_gap_is_passed_once_a_later_bar_closes(
         ) -> None:
     assert wire.closed_volume([], T0 + 5, T0 + 9 * M) == (Decimal(0), T0 + 5)
-    assert wire.closed_volume([bar(0, 4)], T0, T0 + 59_999) == (Decimal(0), T0)
+    assert wire.closed_volume([bar(0, 4)], T0, T0 + M + F - 1) == (Decimal(0), T0)
     # 15:01 and 15:02 traded nothing (no bars): passed over up to the end of 15:03.
-    assert wire.closed_volume([bar(0, 4), bar(3, 6)], T0, T0 + 4 * M) == (
+    assert wire.closed_volume([bar(0, 4), bar(3, 6)], T0, T0 + 4 * M + F) == (
         Decimal(10), T0 + 4 * M)
 
 

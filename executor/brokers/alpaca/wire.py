@@ -104,6 +104,11 @@ _OCO_PARENT_TYPE = "limit"
 
 DUPLICATE_TEXT = "client_order_id must be unique"
 MINUTE_MS = 60_000  # Alpaca's bars of timeframe 1Min start on the minute
+# A bar is final this long after its end: exchanges have 10 s to report a trade, and Alpaca
+# recomputes a bar that a late trade falls in and streams the update at the half minute
+# after the bar's end (Alpaca's market data notes on bars). Counted earlier, a bar could
+# miss its late trades for good, since the next call starts after it.
+BAR_FINAL_MS = 30_000
 _PRICE_PLACES = Decimal("1e-9")  # a fill's price, derived from two averages
 _EXACT = decimal.Context(prec=60)
 
@@ -608,15 +613,15 @@ def bars_of(body: Any, symbol: str) -> list[Any] | None:
 
 def closed_volume(bars: Sequence[Any], since: int, now: int) -> Volume | None:
     """The volume of the 1-minute ``bars`` that start at or after ``since`` rounded up to
-    the minute and are closed at ``now`` (started a minute or more before it), and
+    the minute and are final at ``now`` (ended ``BAR_FINAL_MS`` or more before it), and
     ``until``, the end of the last of them (``since`` when none is).
 
     The bar holding ``since`` started before it and holds trades from before it too, so it
     is left out: the partial first minute is not counted, which errs towards less volume,
-    the safe side for a participation cap. A bar still open is left for a later call
-    (Alpaca answers it with the volume so far); a minute without trades has no bar and is
-    passed over once a later bar is closed. None when a bar is unreadable: a volume
-    guessed from a broken answer would be worse than none."""
+    the safe side for a participation cap. A bar still open, or closed but not final, is
+    left for a later call (Alpaca answers it with the volume so far); a minute without
+    trades has no bar and is passed over once a later bar is final. None when a bar is
+    unreadable: a volume guessed from a broken answer would be worse than none."""
     first = minute_up(since)
     total, until = Decimal(0), since
     for bar in bars:
@@ -625,8 +630,8 @@ def closed_volume(bars: Sequence[Any], since: int, now: int) -> Volume | None:
         start, volume = epoch_ms(bar.get("t")), _volume(bar.get("v"))
         if start == 0 or volume is None:
             return None
-        if start < first or start + MINUTE_MS > now:
-            continue  # before what was asked (a lenient server), or still open
+        if start < first or start + MINUTE_MS + BAR_FINAL_MS > now:
+            continue  # before what was asked (a lenient server), open, or not final yet
         total += volume
         until = max(until, start + MINUTE_MS)
     return Volume(total, until)
