@@ -14,8 +14,9 @@ crypto at ``/v1beta3/crypto/us``. JSON text frames, each an array of messages:
   connection subscribed to the symbol each time the test sets its price.
 
 Switches: ``enabled`` (False: handshakes refused with 503), ``drop`` (close every
-connection), ``symbol_limit``; ``handshakes`` keeps each handshake's headers and
-``subscriptions()`` what each connection streams.
+connection), ``symbol_limit``; ``handshakes`` keeps each handshake's headers,
+``subscriptions()`` what each connection streams and ``over_limit`` how many connections
+were refused with 406.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class MarketDataStreams:
         self.enabled = True
         self.symbol_limit: int | None = None
         self.handshakes: list[dict[str, str]] = []
+        self.over_limit = 0  # connections refused: 406 connection limit exceeded
         self._connections: dict[web.WebSocketResponse, _Connection] = {}
 
     def routes(self, app: web.Application) -> None:
@@ -125,6 +127,7 @@ class MarketDataStreams:
             c.out.put_nowait(_error(402, "auth failed"))
             return False
         if any(o.key == key and o.path == c.path for o in self._connections.values()):
+            self.over_limit += 1
             c.out.put_nowait(_error(406, "connection limit exceeded"))
             return False
         c.key = key

@@ -6,7 +6,11 @@ lists (lists.py) and execution algorithms (algos.py).
 One worker at a time emulates an account (a lease per account, ``Keys.emulator_lease``,
 renewed every pass), so a trigger is decided by one process; a worker that dies leaves its
 lease to expire and the next worker carries on from the state stored with each order
-(the trail, in the record): nothing held lives only in a process's memory.
+(the trail, in the record): nothing held lives only in a process's memory. Each adapter is
+told when this worker starts and stops holding its account's lease (``lead_prices``, an
+optional hook: Alpaca streams prices only on the holder); it leads from a pass that took
+or renewed the lease until one finds another holder, the lease lapses unrenewed (nothing
+to watch, or failing passes) or it is released on a clean stop.
 
 A pass, per account with held orders: read their records, ask the broker adapter for the
 price of each symbol (``emulating.trigger_price``: the paper exchange's own, else the
@@ -70,6 +74,7 @@ from ..brokers.base import (
 from ..brokers.emulating import (
     EmulatingBroker,
     end_native_exits,
+    lead_prices,
     step_of,
     tick_of,
     traded_volume,
@@ -137,6 +142,12 @@ class Emulator:
         self.token = f"{consumer}:emulator"
         self.leases = {name: Lease(redis, keys.emulator_lease(name), self.token)
                        for name in self.accounts}
+        # Accounts whose lease this worker holds -> when it lapses unless renewed
+        # (time.monotonic): each adapter is told when it starts and stops leading
+        # (emulating.lead_prices), and until then it leads nothing.
+        self._leading: dict[str, float] = {}
+        for broker in self.accounts.values():
+            lead_prices(broker, False)
         self.exits = ExitWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         self.lists = ListWatcher(redis, keys, self.token, signed=signed, metrics=metrics)
         # Without the store (a test's emulator alone), no algorithm is run.
@@ -160,17 +171,37 @@ class Emulator:
                     await self.once(account)
                 except RedisError as exc:
                     log.warning("emulator pass of account %s failed: %s", account, exc)
+                    self._lead(account, None)
                 except Exception:
                     # A bug one account's pass trips holds up no other account.
                     log.exception("emulator pass of account %s failed", account)
                     if self.metrics is not None:
                         self.metrics.background_errors.labels("emulator").inc()
+                    self._lead(account, None)
             await sleep(self.interval_s)
 
     async def release_leases(self) -> None:
         """Give the leases up on a clean stop, so another worker emulates at once."""
-        for lease in self.leases.values():
+        for account, lease in self.leases.items():
+            self._lead(account, False)
             await lease.release()
+
+    def _lead(self, account: str, holds: bool | None, asked: float = 0.0) -> None:
+        """What a pass learnt of the account's lease: held (``holds``, renewed by a call
+        made at ``asked``), held by another worker or given up (False), or not asked
+        (None: nothing to watch, or the pass failed): this worker leads until the lease
+        it renewed last lapses. The adapter is told each change, never waited for."""
+        if holds:
+            led = account in self._leading
+            self._leading[account] = asked + self.lease_ms / 1000
+            if not led:
+                lead_prices(self.accounts[account], True)
+            return
+        until = self._leading.get(account)
+        if until is None or (holds is None and time.monotonic() < until):
+            return
+        del self._leading[account]
+        lead_prices(self.accounts[account], False)
 
     async def once(self, account: str) -> int:
         """One pass over the account's emulated orders and exits if this worker holds (or
@@ -190,8 +221,10 @@ class Emulator:
         lists = await self.lists.parse(raw_lists, legacy, account, self.clock())
         algos = AlgoWatcher.parse(raw_algos[0]) if raw_algos else {}
         auto = self.auto.get(account)
-        holds = (bool(cids or exits or auto or lists or algos)
-                 and await self.leases[account].hold(self.lease_ms))
+        watching = bool(cids or exits or auto or lists or algos)
+        asked = time.monotonic()
+        holds = watching and await self.leases[account].hold(self.lease_ms)
+        self._lead(account, holds if watching else None, asked)
         if self.metrics is not None:
             self.metrics.emulated_orders.labels(account).set(len(cids) if holds else 0)
             self.metrics.lists.labels(account).set(len(lists) if holds else 0)

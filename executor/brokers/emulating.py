@@ -93,6 +93,16 @@ async def end_native_exits(broker: Broker, entry: str, symbol: str, oco: bool) -
     return True if own is None else await own(entry, symbol, oco)
 
 
+def lead_prices(broker: Broker, leads: bool) -> None:
+    """Tell the adapter whether this worker holds the account's emulator lease (its
+    ``lead_prices``: Alpaca streams prices only on the lease holder, as it allows one market
+    data connection per key); nothing at an adapter without the hook. Never awaits: what
+    the adapter does about it (a connection opened or closed) is done in the background."""
+    own: Callable[[bool], None] | None = getattr(unwrap(broker), "lead_prices", None)
+    if own is not None:
+        own(leads)
+
+
 def volume_interval_ms(broker: Broker) -> int:
     """How often the adapter's volume is worth asking (``volume_interval_ms``: its buckets
     close that often), else once a second."""

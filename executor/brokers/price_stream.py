@@ -17,6 +17,11 @@ is alive as the broker's wire defines it. Each streamed price is also put in the
 ``PriceCache``, so that while the stream reconnects the cache answers for
 ``price_cache_ms`` and then the broker polls, as without a stream.
 
+A broker can ``pause`` the stream (another worker streams the account's prices: Alpaca
+allows one connection) and ``resume`` it: paused, it holds no connection (the last one is
+closed in the background, and a resumed stream connects only once it is), prices are polled
+as without a stream, and its health is neither logged nor exported (``StreamHealth.off``).
+
 A connection that ends, fails or falls silent is lost (``StreamHealth`` with
 ``feed="prices"``: the gauge at 0, each attempt counted, a log line at a low rate) and
 reconnected after a doubling backoff with jitter (0.5 s up to 30 s), reset only once a
@@ -74,6 +79,7 @@ class PriceStream:
         self._wanted = asyncio.Event()  # set: a symbol the connection lacks
         self._connection: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()  # paused loops still closing
 
     # -- what the broker asks ---------------------------------------------------------------
 
@@ -181,6 +187,35 @@ class PriceStream:
     def _start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.name)
+            if self.symbols:
+                self._wanted.set()  # asked for while paused: connect to them now
+
+    @property
+    def running(self) -> bool:
+        """Whether the stream runs (started and not paused)."""
+        return self._task is not None
+
+    def resume(self) -> None:
+        """Run again after ``pause`` (once the paused connection is closed): the symbols
+        asked for meanwhile are subscribed on the next connection."""
+        self.health.on()
+        self._start()
+
+    def pause(self) -> None:
+        """Stop streaming now, without waiting: the connection is closed in the background
+        (``close`` waits for it); prices are polled as without a stream, the symbols asked
+        are still kept, and nothing is logged or exported about the stream until
+        ``resume`` (``StreamHealth.off``)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            if self._connection is not None:
+                self._connection.cancel()  # no price of it is taken from now on
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        self._forget()
+        self.backoff.reset()
+        self.health.off()
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -188,11 +223,20 @@ class PriceStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 5)
+        await self._stopped()
         self._forget()
+
+    async def _stopped(self) -> None:
+        """Once the connections of paused loops are closed (within 5 s)."""
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=5)
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # The connection of a loop paused just before is closed first: at a venue that
+        # allows one connection (Alpaca), a new one next to it would be refused.
+        await self._stopped()
         try:
             while True:
                 await self._wanted.wait()

@@ -46,6 +46,8 @@ class StreamHealth:
         # Other streams of the account behind the same gauge (Alpaca's stocks and crypto
         # quotes, both feed="prices"): it reads 1 only while none of them is lost.
         self.siblings: list[StreamHealth] = []
+        self.metrics, self.feed = metrics, feed
+        self._off = False  # not this worker's stream (off): no gauge
         self._up = self._failed = None
         if metrics is not None:
             # feed: which stream of the account (its orders' push feed, or its prices), so
@@ -53,12 +55,32 @@ class StreamHealth:
             self._up = metrics.broker_stream_up.labels(account, feed)
             self._failed = metrics.broker_stream_failures.labels(account, feed)
 
+    def off(self) -> None:
+        """Not this worker's stream now (another worker of the account streams it): the
+        gauge is not exported (its series removed, so it claims neither up nor down) and
+        nothing is logged, until ``on``."""
+        self.lost_since, self.failures = None, 0
+        self._off = True
+        if self._up is not None and self.metrics is not None:
+            self._up = None
+            self.metrics.broker_stream_up.remove(self.account, self.feed)
+
+    def on(self) -> None:
+        """This worker's stream again: the gauge is exported from its first attempt on
+        (``up`` or ``lost``); until then there is nothing to say (nothing asked yet)."""
+        self._off = False
+
+    def _gauge(self) -> None:
+        if self._up is None and not self._off and self.metrics is not None:
+            self._up = self.metrics.broker_stream_up.labels(self.account, self.feed)
+
     def up(self) -> None:
         """A subscription is in place."""
         if self.lost_since is not None:
             self.log.info("%s back after %.0f s (%d failed attempts)", self.what,
                           self.clock() - self.lost_since, self.failures)
         self.lost_since, self.failures = None, 0
+        self._gauge()
         if self._up is not None and all(s.lost_since is None for s in self.siblings):
             self._up.set(1)
 
@@ -69,6 +91,7 @@ class StreamHealth:
         self.failures += 1
         if self._failed is not None:
             self._failed.inc()
+        self._gauge()
         if self._up is not None:
             self._up.set(0)
         if self.lost_since is None:

@@ -5,11 +5,14 @@ stocks and crypto stream on connections of their own and a new symbol joins the 
 a bad key is logged without the secret while polls answer, a dropped stream is reconnected
 and resubscribed while polling covers the gap, a second connection of the same keys is
 refused (406) and polls, a symbol past the plan's limit is polled, an emulated stop fires
-on a streamed quote through a worker, and ``price_stream = false`` polls as before."""
+on a streamed quote through a worker, ``price_stream = false`` polls as before, and of two
+workers of one account only the emulator's lease holder streams (one connection, no 406),
+the other polling silently, until a clean stop hands the lease and the stream over."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,9 +23,12 @@ import pytest
 
 from devtools.alpaca_exchange import AlpacaExchangeServer
 from executor.brokers.alpaca.broker import AlpacaBroker
+from executor.brokers.wrapper import unwrap
 from executor.infra.metrics import Metrics
+from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import ResultStatus
+from producer.keys import Keys
 from tests.fakes.alpaca import KEY_ID, SECRET, alpaca, alpaca_account
 
 from .conftest import eventually, replace, running, settings_for, until
@@ -287,3 +293,169 @@ async def test_an_emulated_stop_fires_on_a_streamed_quote_through_a_worker(
         [order] = alpaca.orders_sent()
         assert (order.body["type"], order.body["side"]) == ("market", "sell")
         assert alpaca.quote_polls() == polls  # the trigger and the release: streamed
+
+
+def adapter(worker: Worker) -> AlpacaBroker:
+    found = unwrap(worker.brokers["default"])
+    assert isinstance(found, AlpacaBroker)
+    return found
+
+
+def worker_gauge(worker: Worker, name: str) -> float | None:
+    return worker.metrics.registry.get_sample_value(
+        name, {"account": "default", "feed": "prices"})
+
+
+def streams(worker: Worker) -> bool:
+    """Whether the worker's crypto quotes are streamed (its connection is up)."""
+    return adapter(worker).quotes["crypto"].connection() is not None
+
+
+def polls_silently(worker: Worker) -> None:
+    """A worker that does not lead: no stream, no gauge claiming it down, no failure."""
+    quotes = adapter(worker).quotes
+    assert not any(q.running for q in quotes.values())
+    assert worker_gauge(worker, "orderstream_broker_stream_up") is None
+    assert not worker_gauge(worker, "orderstream_broker_stream_failures_total")
+
+
+async def test_only_the_emulators_lease_holder_streams_and_a_clean_stop_hands_it_over(
+        redis_url: str, alpaca: AlpacaExchangeServer, client: OrderClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Alpaca allows the keys one market data connection per feed: of two workers of one
+    account, the one whose emulator holds the account's lease streams, the other polls
+    (and neither logs nor exports a lost stream); the holder stopped cleanly, the other
+    takes the lease and the stream, on one connection again, never refused."""
+    caplog.set_level(logging.INFO, logger="executor.brokers.alpaca.quotes")
+    account = alpaca_account(alpaca, price_cache_ms=100)
+    lease = Keys().emulator_lease("default")
+    one = [(CRYPTO, frozenset({"BTC/USD"}))]
+    stacks = {name: contextlib.AsyncExitStack() for name in ("w1", "w2")}
+    workers: dict[str, Worker] = {}
+    try:
+        for name, stack in stacks.items():
+            settings = replace(settings_for(redis_url, name, track_interval_ms=100),
+                               accounts={"default": account})
+            workers[name] = await stack.enter_async_context(running(settings))
+        # Nothing to emulate yet: nobody leads, both poll, silently.
+        for worker in workers.values():
+            assert await adapter(worker).reference_price("BTC/USD") == D("60000.00")
+            polls_silently(worker)
+        placed = await client.place("BTC/USD", "sell", "stop", "0.5", stop_price="59000",
+                                    time_in_force="gtc")
+        accepted = await client.wait_result(placed.request_id, 10)
+        assert accepted.status is ResultStatus.ACCEPTED and accepted.emulated, accepted
+
+        async def holder() -> str:
+            token = await client.redis.get(lease)
+            return "" if token is None else token.decode().removesuffix(":emulator")
+
+        async def streamed_by(name: str) -> bool:
+            return (await holder() == name and streams(workers[name])
+                    and alpaca.market_data.subscriptions() == one)
+
+        async def streamed() -> bool:
+            return await streamed_by(await holder()) if await holder() else False
+        await until(streamed, 10)
+        leader = await holder()
+        other = "w2" if leader == "w1" else "w1"
+        await asyncio.sleep(1.0)  # passes of both emulators
+        assert alpaca.market_data.subscriptions() == one
+        assert worker_gauge(workers[leader], "orderstream_broker_stream_up") == 1
+        polls_silently(workers[other])
+
+        # The other polls, exactly as without a stream; the leader's price is streamed.
+        alpaca.set_price("BTC/USD", "59500")
+        await eventually(
+            lambda: adapter(workers[leader]).quotes["crypto"].current("BTC/USD") == D("59500"))
+        await asyncio.sleep(0.15)  # past the cache
+        polls = alpaca.quote_polls()
+        assert await adapter(workers[other]).reference_price("BTC/USD") == D("59500")
+        assert alpaca.quote_polls() == polls + 1
+        assert await adapter(workers[leader]).reference_price("BTC/USD") == D("59500")
+        assert alpaca.quote_polls() == polls + 1
+
+        # The leader stops cleanly (its connection closed, its lease released): the other
+        # takes the lease and the stream.
+        await stacks[leader].aclose()
+        await until(lambda: streamed_by(other), 10)
+        assert worker_gauge(workers[other], "orderstream_broker_stream_up") == 1
+        alpaca.set_price("BTC/USD", "59600")
+        await eventually(
+            lambda: adapter(workers[other]).quotes["crypto"].current("BTC/USD") == D("59600"))
+        assert len(alpaca.market_data.handshakes) == 2  # one connection each, in turn
+    finally:
+        for stack in stacks.values():
+            await stack.aclose()
+    assert alpaca.market_data.over_limit == 0  # no connection refused, at any time
+    told = [r for r in caplog.records if r.name == "executor.brokers.alpaca.quotes"]
+    assert not [r for r in told if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in told]
+
+
+async def test_a_broker_that_does_not_lead_polls_and_one_that_stops_leading_closes_at_once(
+        alpaca: AlpacaExchangeServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="executor.brokers.alpaca.quotes")
+    b = AlpacaBroker("ap", alpaca_account(alpaca, price_stream_timeout_ms=600,
+                                          price_cache_ms=50), metrics=Metrics())
+    b.lead_prices(False)  # as the emulator says on its creation, before the start
+    await b.start()
+    try:
+        assert await b.reference_price("AAPL") == D("190.00")
+        alpaca.set_price("AAPL", "191")
+        await asyncio.sleep(0.3)
+        assert await b.reference_price("AAPL") == D("191")
+        assert alpaca.quote_polls() == 2  # polled, as with price_stream = false
+        assert alpaca.market_data.handshakes == []
+        assert gauge(b, "orderstream_broker_stream_up") is None  # not its job: no series
+
+        b.lead_prices(True)  # the symbols asked meanwhile are streamed
+        await subscribed(b, alpaca, (STOCKS, frozenset({"AAPL"})))
+        assert gauge(b, "orderstream_broker_stream_up") == 1
+        alpaca.set_price("AAPL", "192")
+        await eventually(lambda: b.quotes["stocks"].current("AAPL") == D("192"), 2)
+
+        b.lead_prices(False)  # returns at once; the connection closes in the background
+        assert b.quotes["stocks"].current("AAPL") is None
+        assert gauge(b, "orderstream_broker_stream_up") is None
+        await eventually(lambda: alpaca.market_data.subscriptions() == [], 2)
+        alpaca.set_price("AAPL", "193")
+        await asyncio.sleep(0.06)  # past the cache
+        assert await b.reference_price("AAPL") == D("193")  # polled again
+        assert not gauge(b, "orderstream_broker_stream_failures_total")
+    finally:
+        await b.close()
+    assert [r.getMessage() for r in caplog.records
+            if r.name == "executor.brokers.alpaca.quotes"] == []
+
+
+async def test_a_leader_refused_while_the_last_connection_lingers_polls_and_retries(
+        alpaca: AlpacaExchangeServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The previous holder was killed: Alpaca still counts its connection, so the new
+    leader's is refused (406) until it goes; meanwhile prices are polled, the refusal is
+    logged once and retried with the backoff."""
+    caplog.set_level(logging.INFO, logger="executor.brokers.alpaca.quotes")
+    lingering = await start(alpaca)
+    await lingering.reference_price("AAPL")
+    await subscribed(lingering, alpaca, (STOCKS, frozenset({"AAPL"})))
+    b = AlpacaBroker("ap", alpaca_account(alpaca, price_stream_timeout_ms=600,
+                                          price_cache_ms=50), metrics=Metrics())
+    b.lead_prices(False)
+    await b.start()
+    try:
+        b.lead_prices(True)
+        assert await b.reference_price("AAPL") == D("190.00")
+        await failing(b, 2)  # refused, and refused again after a backoff
+        assert alpaca.market_data.over_limit >= 2
+        alpaca.engine.set_price("AAPL", D("191"))
+        await asyncio.sleep(0.06)
+        assert await b.reference_price("AAPL") == D("191")  # polled meanwhile
+        await lingering.close()  # Alpaca lets the dead connection go
+        await eventually(lambda: gauge(b, "orderstream_broker_stream_up") == 1, 10)
+        await subscribed(b, alpaca, (STOCKS, frozenset({"AAPL"})))
+    finally:
+        await lingering.close()
+        await b.close()
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "executor.brokers.alpaca.quotes" and r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "406 connection limit exceeded" in warned[0], warned

@@ -36,8 +36,9 @@ before the next (``stream.backoff_s``); ``self.stream`` tells the stream's healt
 Prices: the mid of a symbol's latest quote, from Alpaca's market data streams (quotes.py:
 one connection for stocks on the account's feed, one for crypto, each subscribed to the
 symbols asked for) while they vouch for it, started with the broker unless ``price_stream
-= false``; else polled from the market data API's latest quote, reused for
-``price_cache_ms``.
+= false``, and in a worker only while it holds the account's emulator lease
+(``lead_prices``: Alpaca allows one market data connection per key and feed); else polled
+from the market data API's latest quote, reused for ``price_cache_ms``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ class AlpacaBroker:
         stocks.siblings.append(crypto)
         crypto.siblings.append(stocks)
         self._quote_session: aiohttp.ClientSession | None = None
+        # Whether this worker leads the account's prices (lead_prices); None: never told
+        # (no emulator in charge): the streams run as soon as a price is asked.
+        self._leads: bool | None = None
 
     def __repr__(self) -> str:  # the session holds the secret in its default headers
         return f"AlpacaBroker(account={self.account!r}, url={self.config.rest_url()!r})"
@@ -192,7 +196,8 @@ class AlpacaBroker:
             # Its own session, without the key headers: the streams authenticate by message.
             self._quote_session = aiohttp.ClientSession()
             for kind, url in zip(("stocks", "crypto"), cfg.quote_stream_urls(), strict=True):
-                self.quotes[kind].start(self._quote_session, url, (key_id, secret))
+                self.quotes[kind].start(self._quote_session, url, (key_id, secret),
+                                        run=self._leads is not False)
         if self.store is not None and cfg.reconcile_interval_ms > 0:
             self._reconciling = asyncio.create_task(
                 self._reconcile_periodically(self.store),
@@ -228,6 +233,23 @@ class AlpacaBroker:
                 setattr(self, name, None)
                 with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
                     await asyncio.wait_for(session.close(), _CLOSE_S)
+
+    def lead_prices(self, leads: bool) -> None:
+        """The emulator's word (emulating.lead_prices): whether this worker holds the
+        account's emulator lease. Alpaca allows the keys one market data connection per
+        feed, so once an emulator is in charge the quote streams run only on the lease
+        holder, which triggers the account's conditional orders on them; another worker
+        polls its prices as with ``price_stream = false`` and exports no
+        ``feed="prices"`` gauge. Never waits: a connection given up is closed in the
+        background (``close`` waits for it), one taken up is opened by the stream's task."""
+        self._leads = leads
+        if not self.config.price_stream:
+            return
+        for prices in self.quotes.values():
+            if not leads:
+                prices.pause()
+            elif self._quote_session is not None and not prices.running:
+                prices.resume()  # not before start: start runs it then
 
     # -- the Broker protocol ----------------------------------------------------------------
 

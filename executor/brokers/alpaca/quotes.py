@@ -119,9 +119,12 @@ class QuoteStream(PriceStream):
         # The subscriptions sent and not answered yet: Alpaca answers each, in order.
         self._pending: collections.deque[frozenset[str]] = collections.deque()
 
-    def start(self, session: aiohttp.ClientSession, url: str, keys: tuple[str, str]) -> None:
+    def start(self, session: aiohttp.ClientSession, url: str, keys: tuple[str, str], *,
+              run: bool = True) -> None:
+        """Where and how to connect; ``run``: start now, else once ``resume``-d."""
         self._session, self._url, self._keys = session, url, keys
-        self._start()
+        if run:
+            self._start()
 
     def _alive(self) -> bool:
         # Quotes come only when they change: a quiet symbol's last quote stands while the
