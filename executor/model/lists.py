@@ -169,6 +169,11 @@ def decide(spec: OrderSpec | None, state: OrderState, filled: Decimal, counted: 
     if cancel:
         if pending:
             return WAIT  # its cancel must not come before the place it cancels
+        if spec is not None and state not in _ENDED:
+            # The entry's cancel is not done: the list ends once it is. Ended now, a
+            # cancel the broker then refused would leave the entry working without its
+            # list, its fills with no exit. Meanwhile nothing is released.
+            return WAIT
         return Decision(act=Act.CANCEL, ids=open_, why="the entry was cancelled")
     if spec is None:
         return WAIT if pending or open_ else Decision(act=Act.DONE, why=(

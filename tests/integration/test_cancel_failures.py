@@ -6,6 +6,7 @@ was being submitted) that fails so is kept and sent again until the order is fin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -41,11 +42,13 @@ class FailingCancels(PaperBroker):
         super().__init__(*args, **kwargs)
         self.failures: list[tuple[str, BrokerError]] = []
         self.calls = 0
+        self.slow_s = 0.0  # how long a failing cancel takes to fail
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         self.calls += 1
         if self.failures:
             when, exc = self.failures.pop(0)
+            await asyncio.sleep(self.slow_s)
             if when == "after":
                 await super().cancel(client_order_id, symbol)
             raise exc
@@ -158,6 +161,8 @@ async def test_a_failed_cancel_of_a_list_entry_keeps_its_list(
                                  stop_loss="49000")
         await client.wait_result(sub.request_id, 10)
         broker.failures = [("before", PermanentError("-2011 unknown reason (test)"))]
+        # Slow to fail: several passes of the list watcher see the cancel under way.
+        broker.slow_s = 0.5
         failed = await client.wait_result((await client.cancel("L1")).request_id, 15)
         assert failed.reason_code == ReasonCode.BROKER_REJECTED
         assert "contingent list" not in (failed.reason or "")

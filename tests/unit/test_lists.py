@@ -227,9 +227,24 @@ def test_a_cancel_waits_for_the_exits_it_must_cancel_to_exist() -> None:
     d = decide(spec, OrderState.FILLED, D("1"), True, two, states, D("1"), STEP, 1_000,
                True, holding=D("0.6"))
     assert d.act is Act.CANCEL and d.ids == ("E-x2",)
-    # Cancelled before any fill: nothing is ever released.
+    # Cancelled before any exit: nothing is released while the entry's cancel is not
+    # done, and the list ends once it is.
     assert run(spec, OrderState.PARTIALLY_FILLED, "0.5", position="0.5",
+               cancel=True)[0] is Act.WAIT
+    assert run(spec, OrderState.PENDING_CANCEL, "0.5", position="0.5",
+               cancel=True)[0] is Act.WAIT
+    assert run(spec, OrderState.CANCELLED, "0.5", position="0.5",
                cancel=True)[0] is Act.CANCEL
+
+
+def test_a_list_lives_on_when_its_entrys_cancel_is_refused() -> None:
+    """The cancel mark is set before the entry's cancel is sent and taken back when the
+    broker refuses it: a pass in between must not end the list, or the entry would work
+    on with no exit for what it fills."""
+    spec = entry()
+    assert run(spec, OrderState.ACCEPTED, "0", cancel=True)[0] is Act.WAIT
+    # The cancel was refused (the mark taken back), and the entry fills: its exit goes.
+    assert run(spec, OrderState.FILLED, "1", position="1") == (Act.RELEASE, D("1"))
 
 
 fills = st.lists(st.integers(0, 400), min_size=1, max_size=12)
