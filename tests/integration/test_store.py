@@ -50,26 +50,34 @@ async def test_begin_creates_once_and_reports_the_existing_order(
     assert await redis_client.smembers(K.open) == {b"c1"}
 
 
+async def begun_rejection(r: aioredis.Redis, store: Store) -> Outcome:
+    """Order c1 created for a pending request, and the outcome that rejects it (its
+    record from seq 2, a result on the failed stream)."""
+    rid = await pending_entry(r)
+    ctx = Context(now=1, worker="w1", request_id=rid)
+    order, events = new_order("c1", rid, SPEC, ctx)
+    await store.begin([NewOrder(order, events)])
+    ev = [transition(order, OrderState.REJECTED, ctx, reason_code="broker_rejected")]
+    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.REJECTED,
+                    reason_code="broker_rejected", reason="no")
+    return Outcome(rid, result, order, 2, ev)
+
+
 async def test_finish_is_a_compare_and_set_and_skips_a_changed_order(
     redis_client: aioredis.Redis,
 ) -> None:
     store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
-    rid = await pending_entry(redis_client)
-    ctx = Context(now=1, worker="w1", request_id=rid)
-    order, events = new_order("c1", rid, SPEC, ctx)
-    await store.begin([NewOrder(order, events)])
+    rejected = await begun_rejection(redis_client, store)
+    rid = rejected.request_id
     await redis_client.hset(K.order("c1"), "seq", 9)  # someone else moved it
-    ev = [transition(order, OrderState.REJECTED, ctx, reason_code="broker_rejected")]
-    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.REJECTED,
-                    reason_code="broker_rejected", reason="no")
-    conflicts = await store.finish([Outcome(rid, result, order, 2, ev)])
+    conflicts = await store.finish([rejected])
     assert conflicts == [rid]
     assert await redis_client.xlen(K.failed) == 0
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 1
     assert await redis_client.hget(K.order("c1"), "state") == b"pending_submit"
 
     await redis_client.hset(K.order("c1"), "seq", 2)
-    assert await store.finish([Outcome(rid, result, order, 2, ev)]) == []
+    assert await store.finish([rejected]) == []
     assert await redis_client.xlen(K.failed) == 1
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
     assert await redis_client.hget(K.order("c1"), "state") == b"rejected"
@@ -101,15 +109,10 @@ async def test_an_order_change_for_a_request_no_longer_pending_writes_nothing(
     # The order's compare-and-set passes (nobody moved it), but the request was acked by
     # the worker that took it over: neither the order's change nor a result is written.
     store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
-    rid = await pending_entry(redis_client)
-    ctx = Context(now=1, worker="w1", request_id=rid)
-    order, events = new_order("c1", rid, SPEC, ctx)
-    await store.begin([NewOrder(order, events)])
+    rejected = await begun_rejection(redis_client, store)
+    rid = rejected.request_id
     await redis_client.xack(K.pending, GROUP, rid)
-    ev = [transition(order, OrderState.REJECTED, ctx, reason_code="broker_rejected")]
-    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.REJECTED,
-                    reason_code="broker_rejected", reason="no")
-    assert await store.finish([Outcome(rid, result, order, 2, ev)]) == [rid]
+    assert await store.finish([rejected]) == [rid]
     assert await redis_client.xlen(K.failed) == 0
     assert await redis_client.hget(K.order("c1"), "state") == b"pending_submit"
     assert [e.seq for e in await events_in(redis_client)] == [1, 2]
