@@ -27,6 +27,7 @@ from producer.replies import text
 from ..model.order import Order
 from ..model.states import is_terminal
 from .attention import Attention
+from .batch_read import BatchRead
 
 _order_decoder = decoder(Order)
 # The short values of a script call go in one MessagePack argument (see infra/lua/*.lua); it
@@ -166,22 +167,20 @@ class Store:
         raw = await self._records(keys=[self.keys.order(cid) for cid in client_order_ids])
         return [decode_order(data) if data else None for data in raw]
 
-    def queue_records(self, pipe: Any, client_order_ids: Sequence[str]) -> None:
-        """Queue ``load_orders``'s read on ``pipe`` (the batch's first read, in one MULTI
-        with its other reads: pipeline/steps/prefetch.py). By its sha alone: a script object
-        would make the pipeline ask Redis whether it is loaded first, a round trip more."""
-        pipe.execute_command("EVALSHA", self._records.sha, len(client_order_ids),
-                             *[self.keys.order(cid) for cid in client_order_ids])
+    def queue_records(self, batch: BatchRead, client_order_ids: Sequence[str]) -> None:
+        """Queue ``load_orders``'s reads on ``batch`` (the batch's first read, with its other
+        reads: pipeline/steps/prefetch.py); their replies go to ``parse_records``."""
+        for cid in client_order_ids:
+            batch.hget(self.keys.order(cid), "record")
 
-    async def parse_records(self, reply: Any,
-                            client_order_ids: Sequence[str]) -> list[Order | None]:
-        """``load_orders``'s answer from the reply of ``queue_records``; read again when
-        Redis did not have the script (restarted, failed over), which loads it."""
-        if isinstance(reply, NoScriptError):
-            return await self.load_orders(client_order_ids)
-        if isinstance(reply, Exception):
-            raise reply
-        return [decode_order(data) if data else None for data in reply]
+    @staticmethod
+    def parse_records(replies: Sequence[Any]) -> list[Order | None]:
+        """``load_orders``'s answer from the replies of ``queue_records``: raises the error
+        of a read that failed."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [decode_order(data) if data else None for data in replies]
 
     async def open_order_ids(self) -> list[str]:
         members = await self.redis.smembers(self.keys.open)

@@ -230,6 +230,28 @@ async def test_resting_limit_fills_partially_then_fully_after_the_price_crosses(
     assert await broker.open_orders() == []
 
 
+async def test_the_reference_price_is_the_one_fills_see_until_it_is_two_intervals_old(
+        make_broker: MakeBroker, redis_url: str) -> None:
+    """Risk values a market order at the price it fills at: the overrides as of the last
+    refresh, without a Redis read on the order's path; once they were not refreshed for
+    two match intervals (a tool without the background task), read from Redis."""
+    clock = Clock()
+    broker = await make_broker(PaperAccount(match_interval_ms=200), clock=clock)
+    other = await make_broker()  # another process: an operator setting a price
+    model = await broker.reference_price("BTCUSDT")
+    await other.set_price("BTCUSDT", D("41000"))
+    clock.now += 400
+    assert await broker.reference_price("BTCUSDT") == model  # as fills see it
+    assert await broker.trigger_price("BTCUSDT") == model
+    await broker.refresh_prices()
+    assert await broker.reference_price("BTCUSDT") == D("41000")
+    await other.set_price("BTCUSDT", D("42000"))
+    clock.now += 401  # no refresh for more than two intervals: Redis is asked
+    assert await broker.reference_price("BTCUSDT") == D("42000")
+    await other.set_price("BTCUSDT", None)
+    assert await broker.reference_price("BTCUSDT") == model
+
+
 async def test_the_background_matcher_fills_without_being_asked(make_broker: MakeBroker) -> None:
     broker = await make_broker(PaperAccount(match_interval_ms=20), background=True)
     await broker.submit("bg-1", spec(T.LIMIT, side=Side.SELL, quantity="1", price="50100"))

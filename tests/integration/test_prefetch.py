@@ -1,6 +1,7 @@
 """The batch's first read (pipeline/steps/prefetch.py): the records, breaker states and risk
-snapshots of a batch's new orders in one MULTI, the reference prices beside it, and each
-step after it deciding from that read instead of reading again, with the same outcomes."""
+snapshots of a batch's new orders in one script call, the reference prices beside it, and
+each step after it deciding from that read instead of reading again, with the same
+outcomes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from executor.config import Settings
+from executor.infra.batch_read import BatchRead, BatchReader
 from executor.safety.risk.book import Reservation
 from executor.safety.risk.state import Read, RiskState, Write
 from executor.worker import Worker
@@ -57,8 +59,7 @@ class Reads:
 
 
 async def warmed_up(client: OrderClient) -> None:
-    """A first order: Redis loads the records script the first read of a fresh server
-    misses (it reads again, as after a restart)."""
+    """A first order: Redis loads the scripts a fresh server misses."""
     result = await client.wait_result(
         (await client.place("BTCUSDT", "sell", "market", "0.01")).request_id, 10)
     assert result.status is ResultStatus.FILLED
@@ -111,7 +112,7 @@ async def test_a_breaker_open_as_first_read_refuses_without_a_write(
     assert not await redis_client.exists(K.order(result.client_order_id))  # nothing written
 
 
-async def test_a_redis_without_the_records_script_is_read_again(
+async def test_a_redis_without_the_read_script_loads_it_and_reads_once(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
 ) -> None:
     async with running(make_settings(batch_size=1)) as worker:
@@ -121,7 +122,8 @@ async def test_a_redis_without_the_records_script_is_read_again(
         result = await client.wait_result(
             (await client.place("BTCUSDT", "buy", "market", "0.01")).request_id, 10)
         assert result.status is ResultStatus.FILLED
-        assert reads.records == 1  # the first read's NOSCRIPT, then the script loaded
+        # The first read's NOSCRIPT loads it and reads again: no step reads for itself.
+        assert reads.counts() == (0, 0, 1)
 
 
 async def test_a_bug_in_the_first_read_leaves_each_step_to_read_for_itself(
@@ -152,9 +154,9 @@ async def test_a_snapshot_read_before_this_process_wrote_the_account_is_read_aga
     other = RiskState(redis_client, K)  # another worker process
 
     async def first_read() -> Read:
-        async with redis_client.pipeline(transaction=True) as pipe:
-            read = state.queue_snapshot(pipe, "default", day, ["a"])
-            read.replies = await pipe.execute()
+        batch = BatchRead()
+        read = state.queue_snapshot(batch, "default", day, ["a"])
+        read.replies = await BatchReader(redis_client).execute(batch)
         return read
 
     read = await first_read()

@@ -129,6 +129,7 @@ class PaperBroker:
         self._lease_ms = max(1_000, 5 * config.match_interval_ms)
         self.is_matcher = False  # holds the matcher lease (as of the last pass)
         self._trimmed_at = 0  # when this instance last forgot finished orders (epoch ms)
+        self._overrides_at: int | None = None  # when the overrides were last read (epoch ms)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class PaperBroker:
         that calls ``refresh_prices`` / ``match_once`` itself)."""
         await self.store.load_scripts()
         self.prices.set_origin(await self.store.init_origin(self.clock()))
-        self.prices.set_overrides(await self.store.overrides())
+        await self.refresh_prices()
         if self.config.prices == "walk":
             # An exchange whose origin is days old has a long path to catch up on (about a
             # second per week of 1 s steps): walk it off the event loop, once.
@@ -413,11 +414,19 @@ class PaperBroker:
         self.prices.set_overrides(overrides)
 
     async def reference_price(self, symbol: str) -> Decimal:
-        """The reference price now: the override stored in Redis, else the model's."""
+        """The reference price now: the override, else the model's. The overrides as this
+        exchange fills at them (refreshed every ``match_interval_ms``), so that the risk
+        checks value a market order at the price it fills at, without a Redis read on the
+        order's path; read from Redis when they were not refreshed for two intervals (an
+        operator's tool without the background task, or a pass that failed)."""
         if symbol not in self.config.symbols:
             raise ContractError(f"unknown symbol {symbol!r}", "symbol")
+        now = self.clock()
+        if (self._overrides_at is not None
+                and now - self._overrides_at <= 2 * self.config.match_interval_ms):
+            return self.prices.price(symbol, now)
         override = await self.store.override(symbol)
-        return override if override is not None else self.prices.model_price(symbol)
+        return override if override is not None else self.prices.model_price(symbol, now)
 
     async def trigger_price(self, symbol: str) -> Decimal | None:
         """The price this exchange's own triggers and fills see now (overrides as of its
@@ -445,7 +454,9 @@ class PaperBroker:
         return await self.store.received_count()
 
     async def refresh_prices(self) -> None:
+        read_at = self.clock()
         self.prices.set_overrides(await self.store.overrides())
+        self._overrides_at = read_at
 
     async def match_once(self) -> int:
         """One match pass over the resting orders the prices have reached; returns how many

@@ -4,8 +4,9 @@ The steps after it each read Redis for themselves: idempotency the order records
 each account's breaker, the risk checks each account's snapshot, and the broker each
 reference price. At a few hundred microseconds a round trip, that was most of an order's
 time from request to result at ordinary load. So they are read here first, together: one
-MULTI (the records, the breakers' states, the snapshots) and, beside it, the reference
-prices. Each step then takes its part (pipeline/reads.py).
+script call (infra/batch_read.py: the records, the breakers' states, the snapshots, at one
+instant as in a MULTI) and, beside it, the reference prices. Each step then takes its part
+(pipeline/reads.py).
 
 Nothing is decided here and nothing written, and every decision is still made by the
 writes that made it safe before: persist's create-if-absent, the checks' compare-and-set on
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from producer.contract import Action
 
+from ...infra.batch_read import BatchRead, BatchReader
 from ...safety.risk.book import day_id
 from ...safety.risk.state import RiskState
 from ..job import Job
@@ -32,6 +34,7 @@ class Prefetch:
     def __init__(self, svc: Services, risk: RiskState) -> None:
         self.svc = svc
         self.risk = risk
+        self.reader = BatchReader(svc.store.redis)
 
     async def __call__(self, jobs: Sequence[Job]) -> None:
         places = [j for j in jobs if j.open and j.spec is not None and j.client_order_id
@@ -48,18 +51,18 @@ class Prefetch:
             account = job.spec.account
             wanted.setdefault(account, []).extend((job.client_order_id or "", *job.cancelled))
             symbols[(account, job.spec.symbol)] = None
-        async with svc.store.redis.pipeline(transaction=True) as pipe:
-            svc.store.queue_records(pipe, cids)
-            for account in wanted:
-                pipe.hget(svc.store.keys.breaker(account), "state")
-            for account, ids in wanted.items():
-                reads.snapshots[account] = self.risk.queue_snapshot(
-                    pipe, account, reads.day, list(dict.fromkeys(ids)))
-            replies, prices = await asyncio.gather(pipe.execute(raise_on_error=False),
-                                                   svc.reference_prices(list(symbols)))
-        reads.orders = dict(zip(cids, await svc.store.parse_records(replies[0], cids),
+        batch = BatchRead()
+        svc.store.queue_records(batch, cids)
+        for account in wanted:
+            batch.hget(svc.store.keys.breaker(account), "state")
+        for account, ids in wanted.items():
+            reads.snapshots[account] = self.risk.queue_snapshot(
+                batch, account, reads.day, list(dict.fromkeys(ids)))
+        replies, prices = await asyncio.gather(self.reader.execute(batch),
+                                               svc.reference_prices(list(symbols)))
+        reads.orders = dict(zip(cids, svc.store.parse_records(replies[:len(cids)]),
                                 strict=True))
-        at = 1
+        at = len(cids)
         for account in wanted:
             reads.breakers[account] = replies[at]
             at += 1

@@ -54,6 +54,7 @@ from producer.contract import Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
+from ...infra.batch_read import BatchRead, BatchReader
 from ...infra.store import ScriptCall
 from ...model.positions import Position, decode_position, split_key
 from ..trading import TradingState, effective
@@ -123,7 +124,7 @@ def open_by_symbol(sums: dict[str, Decimal]) -> dict[str, SymbolBook]:
 
 @dataclass(slots=True)
 class Snapshot:
-    """An account's risk state at one instant (read in one MULTI)."""
+    """An account's risk state at one instant (read in one script call)."""
 
     version: str  # the checks' version (``cv``)
     reservations: dict[str, Reservation]  # of the client ids asked for, where there is one
@@ -174,7 +175,7 @@ def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str],
 
 @dataclass(slots=True)
 class Read:
-    """A snapshot queued on a pipeline (``RiskState.queue_snapshot``), to be parsed later."""
+    """A snapshot queued on a batch read (``RiskState.queue_snapshot``), to be parsed later."""
 
     cids: list[str]  # whose reservations it reads
     writes: int  # this process's checks' writes of the account when it was queued
@@ -216,6 +217,7 @@ class RiskState:
         self.writes: dict[str, int] = {}
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
+        self._reader = BatchReader(redis)
 
     async def snapshot(self, account: str, day: str, cids: Iterable[str] = (), *,
                        read: Read | None = None) -> Snapshot:
@@ -229,15 +231,16 @@ class RiskState:
         if (read is not None and read.replies and set(wanted) <= set(read.cids)
                 and read.writes == self.writes.get(account, 0)):
             return parse_snapshot(read.replies, account, read.cids)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_snapshot(pipe, account, day, wanted)
-            replies = await pipe.execute(raise_on_error=False)
-        return parse_snapshot(replies, account, wanted)
+        batch = BatchRead()
+        self.queue_snapshot(batch, account, day, wanted)
+        return parse_snapshot(await self._reader.execute(batch), account, wanted)
 
-    def queue_snapshot(self, pipe: Any, account: str, day: str, wanted: list[str]) -> Read:
-        """Queue the snapshot's reads on ``pipe``, a MULTI so that they see one instant
-        (the batch's first read queues them with its other reads: pipeline/steps/prefetch.py);
-        returns the read, whose ``size`` replies are to be put in its ``replies``."""
+    def queue_snapshot(self, pipe: BatchRead, account: str, day: str,
+                       wanted: list[str]) -> Read:
+        """Queue the snapshot's reads on ``pipe``, made in one call so that they see one
+        instant (the batch's first read queues them with its other reads:
+        pipeline/steps/prefetch.py); returns the read, whose ``size`` replies are to be put
+        in its ``replies``."""
         k = self.keys
         read = Read(wanted, self.writes.get(account, 0), 7 + bool(wanted))
         pipe.get(checks_version_key(k, account))
