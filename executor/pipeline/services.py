@@ -57,5 +57,10 @@ class Services:
         async def ask(account: str, symbol: str) -> Decimal | None:
             broker = self.brokers.get(account)
             return None if broker is None else await broker.reference_price(symbol)
+        if len(wanted) == 1:  # the usual batch: no task to make and wait for
+            try:
+                return [await ask(*wanted[0])]
+            except Exception as exc:
+                return [exc]
         return list(await asyncio.gather(*(ask(a, s) for a, s in wanted),
                                          return_exceptions=True))

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from executor import cli
 from executor.background.projector import Projector
+from executor.brokers.base import RetryableError
 from executor.config import Settings
 from executor.infra import audit
 from executor.model.positions import decode_position
@@ -408,6 +409,31 @@ async def test_a_missing_reference_price_denies(
     assert market.reason is not None and "no reference price for BTCUSDT" in market.reason
     assert limit.reason_code == "risk_denied:price_band"
     assert limit.reason is not None and "price_band cannot be evaluated" in limit.reason
+
+
+async def test_a_reference_price_that_fails_denies_that_order_alone(
+    make_settings: Callable[..., Settings], client: OrderClient,
+) -> None:
+    """The broker's price lookup raising (its API down) is that order's missing price: a
+    denial naming it; an order for another symbol, placed right after, goes on."""
+    async with running(with_risk(make_settings())) as worker:
+        broker = worker.brokers["default"]
+        real = broker.reference_price
+
+        async def failing(symbol: str) -> Any:
+            if symbol == "BTCUSDT":
+                raise RetryableError("ticker: 503 Service Unavailable")
+            return await real(symbol)
+
+        broker.reference_price = failing  # type: ignore[method-assign]
+        alone = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        ids = [(await client.place(symbol, "buy", "market", "0.01")).request_id
+               for symbol in ("BTCUSDT", "ETHUSDT")]
+        both = [await client.wait_result(rid, 10) for rid in ids]
+    assert alone.reason_code == "risk_denied:reference_price"
+    assert alone.reason is not None and "BTCUSDT" in alone.reason
+    assert both[0].reason_code == "risk_denied:reference_price"
+    assert both[1].status is ResultStatus.FILLED
 
 
 async def test_a_redis_error_or_unreadable_state_denies(

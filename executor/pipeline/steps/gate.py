@@ -42,7 +42,10 @@ class Gate:
             if (job.result is None and job.order is None and job.spec is not None
                     and job.action in (Action.PLACE, Action.AMEND)):
                 by_account.setdefault(job.spec.account, []).append(job)
-        if by_account:
+        if len(by_account) == 1:  # the usual batch: no task to make and wait for
+            ((account, group),) = by_account.items()
+            await self._account(account, group)
+        elif by_account:
             await asyncio.gather(*(self._account(a, js) for a, js in by_account.items()))
 
     async def _account(self, account: str, jobs: list[Job]) -> None:

@@ -58,8 +58,14 @@ class Prefetch:
         for account, ids in wanted.items():
             reads.snapshots[account] = self.risk.queue_snapshot(
                 batch, account, reads.day, list(dict.fromkeys(ids)))
-        replies, prices = await asyncio.gather(self.reader.execute(batch),
-                                               svc.reference_prices(list(symbols)))
+        # The prices beside the read (a broker may ask its API): one task, not gather's two.
+        asking = asyncio.ensure_future(svc.reference_prices(list(symbols)))
+        try:
+            replies = await self.reader.execute(batch)
+        except BaseException:
+            asking.cancel()
+            raise
+        prices = await asking
         reads.orders = dict(zip(cids, svc.store.parse_records(replies[:len(cids)]),
                                 strict=True))
         at = len(cids)
