@@ -27,6 +27,7 @@ ambiguous order never holds back its batch-mates' results.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import uuid
@@ -126,6 +127,8 @@ class Submit:
         w = svc.settings.worker
         self.attempts = w.submit_attempts
         self.default_window_ms = w.lookup_window_ms
+        self._salt = uuid.uuid4().hex[:8]
+        self._deliveries = itertools.count(1)
 
     def window_s(self, broker: Broker) -> float:
         """How long "no such order" after an ambiguous send proves nothing at this broker."""
@@ -135,9 +138,12 @@ class Submit:
 
     def _token(self, job: Job) -> str:
         # One per delivery, for all its sends: another delivery of the same request (even in
-        # this process) must not count as the holder, this one's retries must.
+        # this process) must not count as the holder, this one's retries must. A counter
+        # under a salt drawn once per process (a restarted worker of the same name counts
+        # from 1 again): a uuid4 per order was a system call each (os.urandom).
         if not job.send_token:
-            job.send_token = f"{self.svc.worker}:{job.request_id}:{uuid.uuid4().hex[:12]}"
+            job.send_token = (f"{self.svc.worker}:{job.request_id}:"
+                              f"{self._salt}{next(self._deliveries)}")
         return job.send_token
 
     async def __call__(self, jobs: Sequence[Job]) -> list[FollowUp]:
