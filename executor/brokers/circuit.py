@@ -49,6 +49,9 @@ class CircuitBroker(BrokerWrapper):
                                    Awaitable[list[BrokerOrder | BrokerError]]] | None = (
             self._submit_many if getattr(inner, "submit_many", None) is not None else None)
 
+    def passes(self, order: OrderSpec) -> bool:
+        return True  # it only counts outcomes, after the call (the gate step holds orders)
+
     async def _record(self, outcomes: str) -> None:
         if not outcomes:
             return

@@ -167,6 +167,9 @@ class EmulatingBroker(BrokerWrapper):
             return True
         return False
 
+    def passes(self, order: OrderSpec) -> bool:
+        return not self.emulates(order)
+
     def check(self, order: OrderSpec) -> OrderSpec | None:
         try:
             return self.inner.check(order)

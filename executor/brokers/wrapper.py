@@ -22,6 +22,12 @@ class BrokerWrapper:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
+    def passes(self, order: OrderSpec) -> bool:
+        """Whether this guard hands a new order's submit to the adapter at once and as it
+        is: no wait, no other path. Only then may the adapter take it ahead of the submit
+        step (sending.door_for). A guard says so itself; by default it does not."""
+        return False
+
     async def start(self) -> None:
         await self.inner.start()
 

@@ -58,6 +58,32 @@ def compose(first: str, second: str) -> str:
         "return second({unpack(KEYS, nk + 1)}, {unpack(ARGV, 3 + na)})\n")
 
 
+def compose_door(reserve: str, begin: str, door: str) -> str:
+    """``compose(reserve, begin)`` followed, when ``begin`` created every one of its orders,
+    by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``).
+    ARGV = the three scripts' numbers of keys and args (``reserve``'s and ``begin``'s), then
+    each one's args; KEYS = each one's keys, in that order. Returns false when ``reserve``
+    did not apply (nothing ran), else {what ``begin`` returned, what ``door`` returned or
+    false when it did not run (an order already existed: each goes the usual way)}."""
+    return (
+        "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n"
+        "local function begin(KEYS, ARGV)\n" + begin + "\nend\n"
+        "local function door(KEYS, ARGV)\n" + door + "\nend\n"
+        "local k1, a1 = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+        "local k2, a2 = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+        "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 5, 4 + a1)}) ~= 1 then\n"
+        "  return false\n"
+        "end\n"
+        "local begun = begin({unpack(KEYS, k1 + 1, k1 + k2)},\n"
+        "  {unpack(ARGV, 5 + a1, 4 + a1 + a2)})\n"
+        "for i = 1, #begun do\n"
+        "  if begun[i] ~= 0 then\n"
+        "    return {begun, false}\n"
+        "  end\n"
+        "end\n"
+        "return {begun, door({unpack(KEYS, k1 + k2 + 1)}, {unpack(ARGV, 5 + a1 + a2)})}\n")
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptCall:
     """The keys and arguments of a call of one of infra/lua's scripts, to be made as part of
@@ -159,6 +185,7 @@ class Store:
         self._records = redis.register_script(_load_script("records.lua"))
         self._reindex = redis.register_script(_load_script("reindex.lua"))
         self._lists = redis.register_script(_load_script("lists.lua"))
+        self._doors: dict[str, Any] = {}  # door script -> reserve, begin and it, composed
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -257,10 +284,45 @@ class Store:
         if it applied, and None is returned when it did not (nothing written)."""
         return await self._create(items, reserve)
 
+    async def reserve_begin_and_open(self, items: Sequence[NewOrder], reserve: ScriptCall,
+                                     door: str, opening: ScriptCall
+                                     ) -> tuple[list[Existing | None], list[int] | None] | None:
+        """``reserve_and_begin``, and in the same script, once every order was created, the
+        adapter's ``door`` script called with ``opening`` (the paper exchange taking them:
+        brokers/sending.py ``Door``). None when the reservations did not apply (nothing
+        written); else what ``begin`` returns and the door's answer per order (None: an
+        order already existed, and the door did not run)."""
+        script = self._doors.get(door)
+        if script is None:
+            script = self._doors[door] = self.redis.register_script(compose_door(
+                _load_script("risk_reserve.lua"), _load_script("begin.lua"), door))
+        keys, args = self._begin_call(items)
+        reply = await script(
+            keys=[*reserve.keys, *keys, *opening.keys],
+            args=[len(reserve.keys), len(reserve.args), len(keys), len(args),
+                  *reserve.args, *args, *opening.args])
+        if reply is None:
+            return None
+        begun, codes = reply
+        return self._begun(begun), None if codes is None else [int(c) for c in codes]
+
     async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None
                       ) -> list[Existing | None] | None:
         if not items:
             return []
+        keys, args = self._begin_call(items)
+        if reserve is None:
+            replies = await self._begin(keys=keys, args=args)
+        else:
+            replies = await self._reserve_begin(
+                keys=[*reserve.keys, *keys], args=[len(reserve.keys), len(reserve.args),
+                                                   *reserve.args, *args])
+            if replies is None:
+                return None
+        return self._begun(replies)
+
+    def _begin_call(self, items: Sequence[NewOrder]) -> tuple[list[str], list[Any]]:
+        """begin.lua's keys and arguments for ``items``."""
         keys = [self.keys.events, self.keys.open]
         meta: list[Any] = []
         payload: list[bytes] = []
@@ -275,15 +337,11 @@ class Store:
             payload.append(encode(order))
             if item.events:
                 payload.append(encode_events(item.events))
-        if reserve is None:
-            replies = await self._begin(keys=keys, args=[_pack(meta), *payload])
-        else:
-            replies = await self._reserve_begin(
-                keys=[*reserve.keys, *keys],
-                args=[len(reserve.keys), len(reserve.args), *reserve.args, _pack(meta),
-                      *payload])
-            if replies is None:
-                return None
+        return keys, [_pack(meta), *payload]
+
+    @staticmethod
+    def _begun(replies: Sequence[Any]) -> list[Existing | None]:
+        """begin.lua's answer: None where the order was created, else the existing one."""
         out: list[Existing | None] = []
         for reply in replies:
             if reply == 0:

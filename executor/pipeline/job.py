@@ -28,7 +28,10 @@ class Job:
     replaces: Order | None = None  # an amend's old order, once it is the replacement's place
     result: Result | None = None  # set once the request is decided; later steps skip it
     reserved: bool = False  # the risk step reserved for it (pipeline/steps/risk.py)
-    send_token: str = ""  # this delivery's send token, made once (pipeline/steps/submit.py)
+    send_token: str = ""  # this delivery's send token, made once (Services.send_token)
+    # Its order was taken by the exchange in the script that created it (risk.py's door):
+    # the submit step's call only collects the answer, whatever the time.
+    at_record: bool = False
     # Left pending without a result after a bug of ours once its order may have been
     # written or sent (pipeline/steps/guard.py): later steps skip it, redelivery redoes it.
     held: bool = False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -12,6 +14,7 @@ from ..config import Settings
 from ..infra.clock import wall_clock_ms
 from ..infra.metrics import Metrics
 from ..infra.store import Store
+from .job import Job
 
 
 @dataclass(slots=True)
@@ -24,6 +27,19 @@ class Services:
     clock: Callable[[], int] = field(default=wall_clock_ms)
     _quotes: dict[tuple[str, str], str] = field(default_factory=dict)
     _bases: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Send tokens (``send_token``): a counter under a salt drawn once per process.
+    _salt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _deliveries: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def send_token(self, job: Job) -> str:
+        """The job's delivery's send token (infra/lua/send.lua), made once, for all its
+        sends: another delivery of the same request (even in this process) must not count
+        as the holder, this one's retries must. The salt tells apart a worker restarted
+        under the same name, whose counter starts at 1 again; a uuid4 per order was a
+        system call each (os.urandom)."""
+        if not job.send_token:
+            job.send_token = f"{self.worker}:{job.request_id}:{self._salt}{next(self._deliveries)}"
+        return job.send_token
 
     def quote_asset(self, account: str, symbol: str) -> str | None:
         """A symbol's quote asset at its account's broker (None: unknown account or symbol).

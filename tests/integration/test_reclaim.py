@@ -116,17 +116,26 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_raw_fields
     assert await received(redis_client) == []
 
 
-@pytest.mark.parametrize("point, reached_the_exchange", [("after_submit", True),
-                                                          ("after_persist", False)])
+# The paper exchange takes a plain order in the script that records it (PaperAccount
+# take_with_record): off, it is taken in the submit step's call, as a remote broker's is.
+SEND_AT_SUBMIT = {"ORDERSTREAM_ACCOUNTS_DEFAULT_TAKE_WITH_RECORD": "false"}
+
+
+@pytest.mark.parametrize("point, at_submit, reached_the_exchange", [
+    ("after_submit", False, True),
+    ("after_persist", True, False),  # recorded, not sent
+    ("after_persist", False, True),  # taken with its record
+])
 async def test_a_worker_killed_at_a_failpoint_is_finished_by_another_without_a_resend(
     redis_url: str, redis_client: aioredis.Redis, tmp_path: Path, point: str,
-    reached_the_exchange: bool,
+    at_submit: bool, reached_the_exchange: bool,
 ) -> None:
     """A real worker process SIGKILLs itself exactly there; another one finishes it."""
     client = OrderClient(redis_client)
     sub = await client.place("BTCUSDT", "buy", "market", "0.010")
     doomed = WorkerProcess(redis_url, "doomed", tmp_path / "doomed.log",
-                           ORDERSTREAM_FAILPOINT=point)
+                           ORDERSTREAM_FAILPOINT=point,
+                           **(SEND_AT_SUBMIT if at_submit else {}))
     code = await asyncio.to_thread(doomed.proc.wait, 60)
     assert code == -signal.SIGKILL, (tmp_path / "doomed.log").read_text()
     assert await redis_client.xlen(K.completed) == 0, "it died before writing any outcome"
@@ -198,7 +207,7 @@ async def die_on_every_delivery(redis_url: str, tmp_path: Path, point: str) -> N
     for n in (1, 2):
         log = tmp_path / f"doomed{n}.log"
         doomed = WorkerProcess(redis_url, f"doomed{n}", log, ORDERSTREAM_FAILPOINT=point,
-                               **fast)
+                               **fast, **SEND_AT_SUBMIT)
         assert await asyncio.to_thread(doomed.proc.wait, 60) == -signal.SIGKILL, \
             log.read_text()
 

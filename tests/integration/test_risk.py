@@ -198,18 +198,20 @@ async def _barrier_on_snapshots(workers: list[Worker], parties: int) -> list[int
             return done
 
         # The checks' compare-and-set is made alone, or first in the script that creates
-        # the orders that passed (None: it did not apply).
+        # the orders that passed (None: it did not apply), with the paper exchange's door
+        # or without.
         store = worker.svc.store
-        together = store.reserve_and_begin
+        for name in ("reserve_and_begin", "reserve_begin_and_open"):
+            together = getattr(store, name)
 
-        async def counted_together(*args: Any, together: Any = together) -> Any:
-            begun = await together(*args)
-            conflicts[0] += begun is None
-            return begun
+            async def counted_together(*args: Any, together: Any = together) -> Any:
+                begun = await together(*args)
+                conflicts[0] += begun is None
+                return begun
+            setattr(store, name, counted_together)
 
         state.snapshot = gated  # type: ignore[method-assign]
         state.commit = counted  # type: ignore[method-assign]
-        store.reserve_and_begin = counted_together  # type: ignore[method-assign]
     return conflicts
 
 
@@ -626,6 +628,7 @@ async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_d
 
         worker.risk.state.commit = lost  # type: ignore[method-assign]
         worker.svc.store.reserve_and_begin = lost_together  # type: ignore[method-assign]
+        worker.svc.store.reserve_begin_and_open = lost_together  # type: ignore[method-assign]
         result = await place(client, "BTCUSDT", "buy", "market", "0.01")
     assert (result.status, result.reason_code) == (ResultStatus.DENIED,
                                                    "risk_denied:unavailable")

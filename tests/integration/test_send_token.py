@@ -53,9 +53,12 @@ async def test_a_worker_stopped_before_sending_and_resumed_after_a_takeover_send
     cid = sub.client_order_id
     assert cid is not None
     log = tmp_path / "stalled.log"
+    # Sent by the submit step (not taken with its record, which leaves no moment between
+    # the record and the door to stop in).
     stalled = WorkerProcess(redis_url, "stalled", log, ORDERSTREAM_FAILPOINT="before_send:stop",
                             ORDERSTREAM_VISIBILITY_TIMEOUT_MS="1000",
-                            ORDERSTREAM_HEARTBEAT_MS="200")
+                            ORDERSTREAM_HEARTBEAT_MS="200",
+                            ORDERSTREAM_ACCOUNTS_DEFAULT_TAKE_WITH_RECORD="false")
     try:
         # It persisted the order and stopped right before the exchange's door.
         await until(lambda: asyncio.to_thread(stopped, stalled.proc.pid), 30)

@@ -100,6 +100,11 @@ class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # instead of the exchange's native ones: the emulator's behaviour, on the paper
     # exchange, to compare with the native one or to rehearse a broker that lacks them.
     emulate_conditional: bool = False
+    # Take a plain new order (market or limit) inside the worker's script that records it,
+    # rather than in a call of the submit step (exchange.py ``open_door``): a round trip
+    # less. Off, every order goes the way a remote broker's does (the crash tests of that
+    # way use it).
+    take_with_record: bool = True
 
     def __post_init__(self) -> None:
         for name in ("walk_step_ms", "depth_levels", "match_interval_ms", "retention_ms"):

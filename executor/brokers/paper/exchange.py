@@ -59,17 +59,21 @@ from ..base import (
     Volume,
     refuse_conditional,
 )
+from ..sending import Door
 from . import matching
 from .config import PaperAccount, SymbolConfig
 from .matching import Book, Direction
 from .pricing import Prices
 from .records import PaperOrder, encode_order, report
-from .store import Change, ExchangeStore, NewOrder
+from .store import SUBMIT_SCRIPT, Change, ExchangeStore, NewOrder
 
 log = logging.getLogger(__name__)
 _FLOOR = decimal.Context(prec=28, rounding=ROUND_FLOOR)
 
 MAX_SCRIPT_BATCH = 1_000  # orders per submit script call, so one call never blocks Redis long
+AT_RECORD_MEMORY = 10_000  # answers of orders taken with their record, kept until asked
+# What open_door takes: the plain types, whose submit is the decision alone.
+_AT_RECORD = frozenset({OrderType.MARKET, OrderType.LIMIT})
 MATCH_LIMIT = 1_000  # orders woken per watch key per match pass
 CANCEL_ATTEMPTS = 20  # compare-and-set retries of one cancel racing the matcher
 VALID_MEMORY = 10_000  # order shapes remembered as passing the filters
@@ -130,6 +134,9 @@ class PaperBroker:
         self.is_matcher = False  # holds the matcher lease (as of the last pass)
         self._trimmed_at = 0  # when this instance last forgot finished orders (epoch ms)
         self._overrides_at: int | None = None  # when the overrides were last read (epoch ms)
+        # Orders taken with their worker's record (open_door): client id -> the token they
+        # were taken under, the record, submit.lua's code; until the submit step asks.
+        self._at_record: dict[str, tuple[str, PaperOrder, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -207,6 +214,43 @@ class PaperBroker:
         return await self._submit_many(
             orders, [(self.store.order_record(cid), tokens[cid]) for cid, _ in orders])
 
+    def open_door(self, orders: Sequence[tuple[str, OrderSpec]],
+                  tokens: Mapping[str, str]) -> Door | None:
+        """Take new orders inside the worker's own write that records them
+        (infra/store.py ``reserve_begin_and_open``; brokers/sending.py ``door_for``): the
+        decision made here now, as ``submit`` would make it, and the door's script call,
+        each order's send token taken on its worker record in it, as at ``submit``'s door.
+        Once the write ran, ``opened`` keeps each order's answer, and the submit step's
+        call of that order under that token gets it without a call of its own. None (each
+        goes the usual way) unless every order is a plain market or limit order the
+        exchange takes (anything it refuses is refused at the submit step, as ever) and the
+        account injects no latency or faults (their draws stay the submit step's)."""
+        config = self.config
+        if (not config.take_with_record or self._latency_s or config.failure_rate
+                or config.timeout_rate or not self._started or not orders):
+            return None
+        prepared: list[tuple[str, PaperOrder, NewOrder]] = []
+        for cid, order in orders:
+            if (order.type not in _AT_RECORD or order.algo is not None
+                    or order.display_quantity is not None or order.take_profit is not None
+                    or order.stop_loss is not None):
+                return None
+            try:
+                record, item, _ = self._prepare(cid, order)
+            except (BrokerError, ContractError):
+                return None
+            prepared.append((cid, record, item))
+        keys, args = self.store.insert_call(
+            [item for _, _, item in prepared],
+            [(self.store.order_record(cid), tokens[cid]) for cid, _, _ in prepared])
+
+        def opened(codes: Sequence[int]) -> None:
+            for (cid, record, _), code in zip(prepared, codes, strict=True):
+                self._at_record[cid] = (tokens[cid], record, int(code))
+            while len(self._at_record) > AT_RECORD_MEMORY:
+                del self._at_record[next(iter(self._at_record))]
+        return Door(SUBMIT_SCRIPT, keys, args, opened)
+
     async def _submit_many(
         self, orders: Sequence[tuple[str, OrderSpec]],
         guards: Sequence[tuple[str, str]] | None,
@@ -215,7 +259,13 @@ class PaperBroker:
             await asyncio.sleep(self._latency_s)
         out: list[BrokerOrder | BrokerError | int] = []
         pending: list[tuple[int, PaperOrder, NewOrder, bool]] = []
-        for client_order_id, order in orders:
+        for k, (client_order_id, order) in enumerate(orders):
+            taken = self._at_record.pop(client_order_id, None)
+            if taken is not None and guards is not None and taken[0] == guards[k][1]:
+                # Taken with its record, under this very delivery's token (open_door).
+                _, taken_record, taken_code = taken
+                out.append(self._answered(taken_record, taken_code, timeout=False))
+                continue
             try:
                 record, item, timeout = self._prepare(client_order_id, order)
             except BrokerError as exc:
@@ -223,20 +273,25 @@ class PaperBroker:
                 continue
             pending.append((len(out), record, item, timeout))
             out.append(_NOT_YET)
+        if not pending:
+            return out
         stored = await self._store([item for _, _, item, _ in pending],
                                    None if guards is None else [guards[i] for i, *_ in pending])
         for (index, record, _, timeout), code in zip(pending, stored, strict=True):
-            if isinstance(code, UnknownOutcome):
-                out[index] = code
-            elif code < 0:
-                # As send.lua says it: -1 the order moved on, 0 another delivery's token.
-                out[index] = -1 if code == -1 else 0
-            else:
-                try:
-                    out[index] = self._answer(record, code == 1, timeout)
-                except BrokerError as exc:
-                    out[index] = exc
+            out[index] = (code if isinstance(code, UnknownOutcome)
+                          else self._answered(record, code, timeout))
         return out
+
+    def _answered(self, record: PaperOrder, code: int, timeout: bool
+                  ) -> BrokerOrder | BrokerError | int:
+        """The answer to a submit from submit.lua's code for it."""
+        if code < 0:
+            # As send.lua says it: -1 the order moved on, 0 another delivery's token.
+            return -1 if code == -1 else 0
+        try:
+            return self._answer(record, code == 1, timeout)
+        except BrokerError as exc:
+            return exc
 
     async def _store(self, items: Sequence[NewOrder],
                      guards: Sequence[tuple[str, str]] | None = None

@@ -54,6 +54,9 @@ def _script(name: str) -> str:
     return (resources.files("executor.brokers.paper") / name).read_text()
 
 
+SUBMIT_SCRIPT = _script("submit.lua")  # the exchange's door: it takes new orders
+
+
 
 @dataclass(slots=True)
 class NewOrder:
@@ -118,7 +121,7 @@ class ExchangeStore:
         self.executions = self.key("executions")
         self.matcher = self.key("matcher")
         self.finished = self.key("finished")
-        self._submit = redis.register_script(_script("submit.lua"))
+        self._submit = redis.register_script(SUBMIT_SCRIPT)
         self._update = redis.register_script(_script("update.lua"))
         self._trim = redis.register_script(_script("trim.lua"))
         self._lease = redis.register_script(LEASE_SCRIPT)
@@ -146,6 +149,16 @@ class ExchangeStore:
         already exists. ``guards``: per order, the worker's order record and the send token
         to take on it as the order is taken (submit.lua), or None; -1 / -2 where that
         refused: the order no longer pending_submit / the token another delivery's."""
+        keys, args = self.insert_call(items, guards)
+        replies = await self._submit(keys=keys, args=args)
+        return [int(reply) for reply in replies]
+
+    def insert_call(self, items: Sequence[NewOrder],
+                    guards: Sequence[tuple[str, str] | None] | None = None
+                    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``insert``'s call of ``SUBMIT_SCRIPT``, to be made
+        on its own or inside the worker's own write of the orders (exchange.py,
+        ``open_door``)."""
         keys = _KeyIndex([self.orders, self.received, self.book, self.expiry,
                           self.duplicates, self.finished])
         flat: list[str | int] = []
@@ -158,8 +171,7 @@ class ExchangeStore:
             if item.watch is not None:
                 args += (k, keys(item.watch), item.score,
                          "" if item.expire_at is None else item.expire_at)
-        replies = await self._submit(keys=keys.keys, args=args)
-        return [int(reply) for reply in replies]
+        return keys.keys, args
 
     async def update(self, changes: Sequence[Change], now: int) -> list[bool]:
         """Compare-and-set new states in one script call; False where the version moved.

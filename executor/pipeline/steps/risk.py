@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 
 from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
 
-from ...infra.store import ScriptCall
+from ...brokers.sending import Door, door_for
+from ...infra.store import NewOrder, ScriptCall
 from ...safety.risk.book import Book, Candidate, day_id, reservation_of
 from ...safety.risk.limits import Limits, resolve
 from ...safety.risk.rules import Check, Denial, checks_for, evaluate
@@ -171,11 +172,22 @@ class Risk:
                 # Outside the denials above: once sent, the orders may exist, so a Redis
                 # error leaves the batch pending, as persist's own would (its redelivery
                 # finds them, reservations and all, and carries on).
-                begun = await self.svc.store.reserve_and_begin(items, call)
+                door = self._door(account, passed, items)
+                codes: list[int] | None = None
+                if door is None:
+                    begun = await self.svc.store.reserve_and_begin(items, call)
+                else:
+                    both = await self.svc.store.reserve_begin_and_open(
+                        items, call, door.script, ScriptCall(door.keys, door.args))
+                    begun, codes = (None, None) if both is None else both
                 if begun is None:
                     await asyncio.sleep(pause_s(attempt))
                     continue
                 self.state.wrote(account)
+                if door is not None and codes is not None:
+                    door.opened(codes)
+                    for job in passed:
+                        job.at_record = True
                 try:
                     self._apply(jobs, decisions)
                     persisted(self.svc, passed, items, begun)
@@ -189,6 +201,24 @@ class Risk:
             return
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
+
+    def _door(self, account: str, jobs: Sequence[Job], items: Sequence[NewOrder]
+              ) -> Door | None:
+        """Where the account's exchange can take these new orders in the very script that
+        creates them (the paper exchange: brokers/sending.py ``door_for``), its door, each
+        order under its delivery's send token; else None."""
+        orders = [(item.order.client_order_id, item.order.spec) for item in items]
+        try:
+            open_door = door_for(self.svc.brokers[account], orders)
+            if open_door is None:
+                return None
+            return open_door(orders, {cid: self.svc.send_token(job)
+                                      for (cid, _), job in zip(orders, jobs, strict=True)})
+        except Exception:
+            # Only a shortcut: the orders go the usual way, through the submit step.
+            self.svc.metrics.internal_errors.labels("door").inc()
+            log.exception("the door of account %s could not be opened", account)
+            return None
 
     async def _sweep(self, account: str) -> None:
         """Release orphans: old reservations whose request never became their order (it

@@ -27,10 +27,8 @@ ambiguous order never holds back its batch-mates' results.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,8 +125,6 @@ class Submit:
         w = svc.settings.worker
         self.attempts = w.submit_attempts
         self.default_window_ms = w.lookup_window_ms
-        self._salt = uuid.uuid4().hex[:8]
-        self._deliveries = itertools.count(1)
 
     def window_s(self, broker: Broker) -> float:
         """How long "no such order" after an ambiguous send proves nothing at this broker."""
@@ -137,14 +133,7 @@ class Submit:
                 else self.default_window_ms) / 1000
 
     def _token(self, job: Job) -> str:
-        # One per delivery, for all its sends: another delivery of the same request (even in
-        # this process) must not count as the holder, this one's retries must. A counter
-        # under a salt drawn once per process (a restarted worker of the same name counts
-        # from 1 again): a uuid4 per order was a system call each (os.urandom).
-        if not job.send_token:
-            job.send_token = (f"{self.svc.worker}:{job.request_id}:"
-                              f"{self._salt}{next(self._deliveries)}")
-        return job.send_token
+        return self.svc.send_token(job)
 
     async def __call__(self, jobs: Sequence[Job]) -> list[FollowUp]:
         """First round: settle what can be settled at once (one call per broker for the new
@@ -161,7 +150,7 @@ class Submit:
                     self._conclude(job)  # redelivered after its outcome was recorded
                 elif job.resumed and order.spec.algo is None:
                     later.append(FollowUp(job, None, sender=False))  # may have been sent
-                elif (reason := past_deadline(job, now)) is not None:
+                elif not job.at_record and (reason := past_deadline(job, now)) is not None:
                     self._move(job, order, OrderState.EXPIRED, ReasonCode.EXPIRED, reason)
                     self._conclude(job)
                 elif order.spec.algo is not None:
