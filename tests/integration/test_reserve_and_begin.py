@@ -98,9 +98,17 @@ class Calls:
             self.together += 1
             return await together(*args)
 
+        # With the paper exchange's door (PaperAccount take_with_record) or without.
+        opening = store.reserve_begin_and_open
+
+        async def counted_opening(*args: Any) -> Any:
+            self.together += 1
+            return await opening(*args)
+
         store.begin = counted_begin
         state.commit = counted_commit
         store.reserve_and_begin = counted_together
+        store.reserve_begin_and_open = counted_opening
 
 
 async def test_a_batch_of_places_is_reserved_and_created_in_one_script(
@@ -123,21 +131,28 @@ async def test_a_batch_of_places_is_reserved_and_created_in_one_script(
         assert (calls.together, calls.commit, calls.begin) == (0, 1, 1)
 
 
+@pytest.mark.parametrize("with_record", [False, True])
 async def test_a_lost_reply_leaves_the_request_pending_and_its_redelivery_sends_once(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    with_record: bool,
 ) -> None:
     """The script ran, its reply was lost: the orders may exist, so the request is neither
-    denied nor answered; taken over, it finds its order and reservation and goes on."""
-    async with running(make_settings(batch_size=1, visibility_timeout_ms=300)) as worker:
+    denied nor answered; taken over, it finds its order and reservation and goes on. With
+    the paper exchange's door in that script, the order is at the exchange too: found
+    there, never sent again."""
+    name = "reserve_begin_and_open" if with_record else "reserve_and_begin"
+    settings = make_settings(batch_size=1, visibility_timeout_ms=300,
+                             accounts_default_take_with_record=str(with_record).lower())
+    async with running(settings) as worker:
         store = worker.svc.store
-        together = store.reserve_and_begin
+        together = getattr(store, name)
 
         async def lost_reply(*args: Any) -> Any:
-            store.reserve_and_begin = together  # type: ignore[method-assign]
+            setattr(store, name, together)
             await together(*args)
             raise RedisConnectionError("connection reset by peer")
 
-        store.reserve_and_begin = lost_reply  # type: ignore[method-assign]
+        setattr(store, name, lost_reply)
         sub = await client.place("BTCUSDT", "buy", "market", "0.01")
         result = await client.wait_result(sub.request_id, 15)
     assert result.status is ResultStatus.FILLED, result
