@@ -86,8 +86,8 @@ async def traded_volume(broker: Broker, symbol: str, since: int) -> Volume | Non
 
 async def end_native_exits(broker: Broker, entry: str, symbol: str, oco: bool) -> bool:
     """The adapter's ``end_native_exits`` (an adapter that sends contingent lists natively:
-    binance/broker.py): whether nothing of the entry's native exit is left open at the
-    broker; True at an adapter without native lists."""
+    binance/broker.py, alpaca/broker.py): whether nothing of the entry's native exit is
+    left open at the broker; True at an adapter without native lists."""
     own: Callable[[str, str, bool], Awaitable[bool]] | None = getattr(
         unwrap(broker), "end_native_exits", None)
     return True if own is None else await own(entry, symbol, oco)

@@ -58,7 +58,7 @@ from producer.keys import Keys
 
 from ...infra.store import NewOrder, Store
 from ...model.order import Context
-from .. import recorded
+from .. import native_lists, recorded
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -76,6 +76,7 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
+from ..native_lists import Adoption
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
 from . import filters, oto, reconcile, wire
@@ -268,7 +269,7 @@ class BinanceBroker:
                              round_quantity=self.config.round_quantity)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
-        entry = oto.entry_of(order)
+        entry = native_lists.entry_of(order)
         if entry is not None:
             # Before any check: an exit Binance already holds (the native list of its
             # entry) is taken as it is, and must never be refused into a second one.
@@ -521,12 +522,15 @@ class BinanceBroker:
             raise RetryableError(f"binance: the native exit of {entry} is not placed yet")
         legs = [await self._with_fills(r, r["clientOrderId"]) for r in replies]
         traded = any(leg.filled_quantity > 0 for leg in legs)
-        if not traded and all(leg.status in FINAL_BROKER_STATUSES for leg in legs):
+        held = legs[0].quantity
+        verdict = native_lists.adoption(
+            client_order_id, entry, order.quantity, held=held, traded=traded,
+            ended=all(leg.status in FINAL_BROKER_STATUSES for leg in legs))
+        if verdict is Adoption.PLACE:
             log.info("binance %s: the native exit of %s ended unplaced or unfilled (%s); %s "
                      "is placed", self.account, entry, legs[0].status, client_order_id)
             return None
-        held = legs[0].quantity
-        if client_order_id == first and (traded or held == order.quantity):
+        if verdict is Adoption.ADOPT:
             if held != order.quantity:
                 log.warning("binance %s: the native exit of %s holds %s and has traded; taken "
                             "as %s for %s as it is", self.account, entry, held,
@@ -539,7 +543,7 @@ class BinanceBroker:
                 return msgspec.structs.replace(self._remember_list(first, found, legs),
                                                client_order_id=client_order_id)
             return legs[0]
-        if traded:
+        if verdict is Adoption.REFUSE:
             log.error("binance %s: the native exit of %s has traded, and %s is not it: not "
                       "placed; check the position", self.account, entry, client_order_id)
             raise PermanentError(f"the native exit of {entry} at Binance has traded: "
