@@ -36,6 +36,7 @@ from producer.ids import derived_id
 
 from ...model.lists import exit_id, exit_request
 from ...model.order import spec_from_request
+from ..native_exits import entry_of as entry_of  # which exits the adapter looks up
 from .filters import BINANCE_TYPE, Rules, check, oco_legs
 from .wire import amount, leg_ids, leg_params
 
@@ -109,17 +110,6 @@ def pending_ids(entry_id: str) -> frozenset[str]:
     ``<entry>-x1`` (an OTO) and its legs (an OTOCO)."""
     exit_cid = exit_id(entry_id, 1)
     return frozenset({exit_cid, *leg_ids(exit_cid)})
-
-
-def entry_of(order: OrderSpec) -> str | None:
-    """The entry id when ``order`` is an exit of a contingent list (whose entry's native
-    list may hold an exit already), else None."""
-    metadata = order.metadata or {}
-    entry = metadata.get("list_id")
-    if not order.reduce_only or not isinstance(metadata.get("exit"), int) \
-            or not isinstance(entry, str):
-        return None
-    return entry
 
 
 def exit_orders(found: Mapping[str, Any], key: str = "orders") -> list[Mapping[str, Any]]:
