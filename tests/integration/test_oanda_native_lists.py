@@ -377,6 +377,47 @@ async def test_the_oco_exit_is_adopted_once_never_emulated(
     assert venue.venue.positions() == []
 
 
+async def test_a_position_reduced_first_is_closed_by_the_native_exit_it_shrank(
+        redis_url: str, redis_client: aioredis.Redis, venue: OandaExchangeServer,
+        client: OrderClient) -> None:
+    """Before the exit is published, 400 of the position are sold by another order: OANDA
+    reduces the oldest trade (the entry's), so its take-profit and stop-loss now close
+    600, the exit the workers publish (capped by the position): adopted, not replaced."""
+    async with running(unwatched(redis_url, venue)):
+        await filled_natively(client, "P1")
+        # Not reduce_only (a netting account reduces the trade all the same): the fold
+        # need not have the entry's fill yet.
+        sold = await client.place("EUR_USD", "sell", "market", "400", client_order_id="P2")
+        assert (await client.wait_result(sold, timeout=10)).status is ResultStatus.FILLED
+        trade = venue.venue.trade("@P1")
+        assert trade is not None and trade["currentUnits"] == "600"
+    async with running(oanda_settings(redis_url, venue, native_lists=True)):
+        exit_ = await order_in(client, "P1-x1", OrderState.ACCEPTED, timeout=20)
+        assert exit_.spec.quantity == Decimal("600") and not exit_.emulated
+        venue.set_price("EUR_USD", "1.12000", "1.12010")
+        done = await order_in(client, "P1-x1", OrderState.FILLED, timeout=20)
+        assert done.filled_quantity == Decimal("600")
+    assert [o["clientExtensions"]["id"] for o in exit_orders(venue)] == ["P1-x1-tp",
+                                                                         "P1-x1-sl"]
+    assert len(sent(venue)) == 2 and venue.venue.positions() == []
+
+
+async def test_an_adopted_exit_is_cancelled_at_oanda_by_its_id(
+        redis_url: str, redis_client: aioredis.Redis, venue: OandaExchangeServer,
+        client: OrderClient) -> None:
+    """A cancel of the adopted exit (by its id, as the list's cancel or a person sends it)
+    cancels the trade's take-profit and stop-loss; the exit's record ends cancelled."""
+    async with running(oanda_settings(redis_url, venue, native_lists=True)):
+        await filled_natively(client, "X1")
+        await order_in(client, "X1-x1", OrderState.ACCEPTED, timeout=20)
+        cancel = await client.cancel("X1-x1")
+        result = await client.wait_result(cancel, timeout=10)
+        assert result.status is ResultStatus.CANCELLED, result
+    assert cancel_reason(venue, "X1-x1-tp") == cancel_reason(venue, "X1-x1-sl") == \
+        "CLIENT_REQUEST"
+    assert len(sent(venue)) == 1
+
+
 async def test_a_list_that_ends_without_an_exit_of_ours_cancels_the_native_ones(
         redis_url: str, redis_client: aioredis.Redis, venue: OandaExchangeServer,
         client: OrderClient) -> None:
