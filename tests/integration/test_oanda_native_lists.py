@@ -200,6 +200,19 @@ async def test_an_unknown_outcome_is_looked_up_by_client_id_never_sent_twice(
     assert venue.received["U1"] == 1 and state_at(venue, "U1-x1-tp") == "PENDING"
 
 
+async def test_a_market_entry_cancelled_at_its_fill_for_its_exits_is_not_sent_again(
+        native: OandaBroker, venue: OandaExchangeServer) -> None:
+    """The market is past the take-profit: OANDA creates the entry and cancels it at its
+    fill (TAKE_PROFIT_ON_FILL_LOSS). It was placed, so it is not sent again: rejected with
+    OANDA's reason, nothing filled, nothing left."""
+    venue.set_price("EUR_USD", "1.12990", "1.13000")
+    report = await native.submit("M1", entry(tp="1.125", sl="1.08"))
+    assert (report.status, report.reason) == (BrokerStatus.REJECTED,
+                                              "oanda: TAKE_PROFIT_ON_FILL_LOSS")
+    assert len(sent(venue)) == 1 and venue.venue.positions() == []
+    assert venue.venue.find("@M1-x1-tp") is None
+
+
 # -- adoption: the workers' exit is what OANDA made ----------
 
 async def test_the_exit_is_taken_as_the_orders_oanda_made_never_sent_again(
