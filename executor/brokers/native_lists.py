@@ -1,6 +1,7 @@
 """Broker-neutral rules of native contingent lists: an entry sent with its exit as one of the
 broker's own order lists (Binance's OTO / OTOCO, binance/oto.py; Alpaca's bracket / oto,
-alpaca/bracket.py), the broker then holding the exit from the entry's fill.
+alpaca/bracket.py; OANDA's orders on fill, oanda/on_fill.py), the broker then holding the
+exit from the entry's fill.
 
 The workers still publish the exit ``<entry>-x1`` (model/lists.py) once the entry has
 ended. When it reaches the adapter, what the broker holds as the native exit is looked up

@@ -84,6 +84,7 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
+from ..native_exits import sent_natively
 from ..native_lists import Adoption, adoption, entry_of, first_exit_id
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
@@ -427,15 +428,9 @@ class AlpacaBroker:
             self._native_legs.pop(str(leg["id"]), None)
 
     async def _sent_natively(self, entry: str) -> bool:
-        """Whether the entry may have been sent as a bracket: this account sends them, or
-        the entry's record says it was (sent before the setting was turned off)."""
-        if self.config.native_lists or self.store is None:
-            return True
-        try:
-            record = await self._record(entry)
-        except RetryableError:
-            return True  # look, rather than risk a second exit
-        return record is None or record.native_exits
+        """Whether the entry may have been sent as a bracket (native_exits.py)."""
+        return await sent_natively(self.config.native_lists, self.store, entry,
+                                   f"alpaca {self.account}")
 
     async def _entry_legs(self, entry: str
                           ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]] | None:

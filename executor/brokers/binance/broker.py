@@ -76,6 +76,7 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
+from ..native_exits import sent_natively
 from ..native_lists import Adoption
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
@@ -421,16 +422,9 @@ class BinanceBroker:
         return msgspec.structs.replace(found, native_exits=True)
 
     async def _sent_natively(self, entry: str) -> bool:
-        """Whether the entry may have been sent as a native list: this account sends them,
-        or the entry's record says it was (sent before the setting was turned off)."""
-        if self.config.native_lists or self.store is None:
-            return True
-        try:
-            (record,) = await self.store.load_orders([entry])
-        except Exception as exc:  # Redis down: look, rather than risk a second exit
-            log.info("binance %s: record of %s not readable (%s)", self.account, entry, exc)
-            return True
-        return record is None or record.native_exits
+        """Whether the entry may have been sent as a native list (native_exits.py)."""
+        return await sent_natively(self.config.native_lists, self.store, entry,
+                                   f"binance {self.account}")
 
     async def _native_exit_of(self, entry: str, symbol: str, oco: bool
                               ) -> tuple[Mapping[str, Any], list[Any], Any] | None:
