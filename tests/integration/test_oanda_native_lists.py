@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from devtools.chaos import WorkerProcess
 from devtools.oanda_exchange import OandaExchangeServer
 from executor.brokers.base import BrokerOrder, BrokerStatus, PermanentError, UnknownOutcome
 from executor.brokers.oanda.broker import OandaBroker
@@ -48,6 +47,7 @@ from tests.fakes.oanda import (
 from tests.fakes.threaded import in_thread
 
 from .conftest import running, until
+from .native_heir import killed_before_adoption
 from .test_lists import list_over, order_in
 from .test_oanda_worker import oanda_settings
 
@@ -454,34 +454,16 @@ async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     monkeypatch.setenv(ACCOUNT_ENV, ACCOUNT_ID)
     server = OandaExchangeServer(TOKEN, ACCOUNT_ID)
-    client = OrderClient(redis_client)
     with in_thread(server):
-        config = tmp_path / "orderstream.toml"
-        config.write_text(f'[accounts.default]\nbroker = "oanda"\n'
-                          f'account_id_env = "{ACCOUNT_ENV}"\ntoken_env = "{TOKEN_ENV}"\n'
-                          f'practice = true\nbase_url = "{server.url}"\n'
-                          'native_lists = true\n')
-        first = WorkerProcess(redis_url, "first", tmp_path / "first.log",
-                              ORDERSTREAM_CONFIG=str(config),
-                              ORDERSTREAM_EMULATOR_INTERVAL_MS="5000",
-                              ORDERSTREAM_EMULATOR_LEASE_MS="10000")
-        try:
-            await until(lambda: redis_client.exists(K.worker("first")), 30)
-            await filled_natively(client, "K1")
-            # Killed before its watcher's next pass, most likely (one every 5 s): the exit
-            # is then OANDA's alone until the heir publishes it; either way, one exit.
-            first.kill()
-            assert state_at(server, "K1-x1-tp") == state_at(server, "K1-x1-sl") == "PENDING"
-            settings = oanda_settings(redis_url, server, native_lists=True)
-            settings.worker.emulator_lease_ms = 1000
-            async with running(settings):
-                exit_ = await order_in(client, "K1-x1", OrderState.ACCEPTED, timeout=60)
-                assert exit_.spec.quantity == Decimal("1000") and not exit_.emulated
-                await asyncio.sleep(0.5)
-                assert await client.order("K1-x2") is None
-                assert await redis_client.smembers(K.emulated("default")) == set()
-        finally:
-            first.kill()
+        config = (f'[accounts.default]\nbroker = "oanda"\n'
+                  f'account_id_env = "{ACCOUNT_ENV}"\ntoken_env = "{TOKEN_ENV}"\n'
+                  f'practice = true\nbase_url = "{server.url}"\nnative_lists = true\n')
+        exit_ = await killed_before_adoption(
+            redis_url, redis_client, tmp_path, config,
+            lambda client: filled_natively(client, "K1"),
+            oanda_settings(redis_url, server, native_lists=True))
+    assert exit_.spec.quantity == Decimal("1000") and not exit_.emulated
+    assert await redis_client.smembers(K.emulated("default")) == set()  # no copy held
     assert len(sent(server)) == 1 and server.venue.find("@K1-x1") is None
     assert server.received == {"K1": 1}
     assert [o["state"] for o in exit_orders(server)] == ["PENDING", "PENDING"]
