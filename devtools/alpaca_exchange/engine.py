@@ -20,6 +20,15 @@ leg under ``legs`` in the answer to the POST and, asked ``nested=true``, to GET
 /v2/orders/{id} and GET /v2/orders (legs then not listed on their own); the lookup by
 client id and the trade updates show each order alone (``legs`` null).
 
+The bracket and oto classes (alpaca-docs orders.md "Bracket Orders", "OTO Orders"): an
+entry (market, limit, stop or stop_limit; day or gtc; whole shares; a stock; no extended
+hours) with ``take_profit`` and ``stop_loss`` (a bracket) or one of them (an oto). Its legs,
+on the other side for its quantity under client ids made here, are ``held`` and not matched
+until it has completely filled; then the take-profit is ``new`` and the stop ``held`` until
+reached, and they behave as an oco's two orders. A cancel of any order of the group cancels
+its open ones (the held legs of an entry cancelled after a part fill too). Nested as an
+oco's.
+
 Traded volume, for the 1-minute bars of the market data API: as real bars count everyone's
 trades, a minute's volume is the symbol's flow (``set_flow``: the rest of the market, so
 much a minute from a minute on) plus what this engine executed in that minute. A minute
@@ -38,6 +47,9 @@ from typing import Any
 
 OPEN = frozenset({"new", "accepted", "partially_filled", "pending_new", "held"})
 OCO = "oco"
+# Alpaca's bracket (both exits) and oto (one) classes: an entry and its exit legs.
+NATIVE_CLASSES = frozenset({"bracket", "oto"})
+ENTRY_TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
 OCO_TIME_IN_FORCE = frozenset({"day", "gtc"})
 # A stop leg's stop at least this far beyond its base price: the take-profit's limit and
 # the market (orders.md, "Threshold on stop price of stop-loss orders").
@@ -55,6 +67,7 @@ MAX_BARS = 10_000  # Alpaca's most per page
 # A page of bars and the token of the next page (None: the last page). Aliases: in the
 # class, ``list`` is Engine.list.
 Bars = list[dict[str, Any]]
+Group = list[str]  # Alpaca ids of an oco's or a bracket's orders, the parent first
 Page = tuple[Bars, str | None]
 
 
@@ -115,6 +128,10 @@ class Engine:
         # Told every trade update (the trade_updates stream): the event and its data.
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.groups: dict[str, list[str]] = {}  # Alpaca id of each oco order -> the oco's
+        # Alpaca id of a bracket / oto entry and of each of its legs -> [entry, *legs]; the
+        # legs not active yet (held until the entry has completely filled).
+        self.brackets: dict[str, Group] = {}
+        self.dormant: set[str] = set()
         self.triggered: set[str] = set()  # stops reached (then market or limit orders)
         self._ids = itertools.count(1)
         self._executions = itertools.count(1)
@@ -159,6 +176,8 @@ class Engine:
         order_class = body.get("order_class") or "simple"
         if order_class == OCO:
             return self._place_oco(body)
+        if order_class in NATIVE_CLASSES:
+            return self._place_bracket(body, str(order_class))
         if order_class != "simple":
             raise _invalid(f"order_class {order_class} is not served by the local Alpaca")
         kind, tif = body.get("type"), body.get("time_in_force")
@@ -174,11 +193,7 @@ class Engine:
             raise _invalid("fractional orders must be market orders with day time_in_force")
         if fractional and not self.assets[symbol]["fractionable"]:
             raise _invalid(f"asset {symbol} is not fractionable")
-        limit, stop = _dec(body, "limit_price"), _dec(body, "stop_price")
-        if kind in ("limit", "stop_limit") and limit is None:
-            raise _invalid("limit_price is required")
-        if kind in ("stop", "stop_limit") and stop is None:
-            raise _invalid("stop_price is required")
+        limit, stop = _prices(body, kind)
         trail = _trail(body, kind, tif)
         cid = self._client_id(body)
         self._check_cost(symbol, side, qty, notional, limit)
@@ -219,15 +234,8 @@ class Engine:
         limit = _dec(body, "limit_price")
         if limit is not None and limit != profit:
             raise _invalid("limit_price must be the take_profit.limit_price of an oco order")
-        qty = _dec(body, "qty")
-        if qty is None or body.get("notional") is not None or qty != qty.to_integral():
-            raise _invalid("oco orders take a qty of whole shares")
-        market = self.prices[symbol]
-        base = min(profit, market) if side == "sell" else max(profit, market)
-        if (base - stop if side == "sell" else stop - base) < STOP_GAP:
-            word = "below" if side == "sell" else "above"
-            raise AlpacaError(422, f"stop_price must be at least {STOP_GAP} {word} the base "
-                                   f"price {_text(base)}", 42210000)
+        qty = _whole_shares(body, OCO)
+        _stop_gap(stop, side, [profit, self.prices[symbol]])
         cid = self._client_id(body)
         self._check_cost(symbol, side, qty, None, profit)
         parent = self._create(cid, symbol, side, "limit", tif, qty, None, profit, None,
@@ -240,6 +248,72 @@ class Engine:
         self._tell("held", leg)
         self._match(parent)
         return self._nest(parent)
+
+    def _place_bracket(self, body: dict[str, Any], order_class: str) -> dict[str, Any]:
+        """A bracket (both exits) or oto (one): refused (422) as Alpaca refuses one (a
+        crypto pair, an entry type or time in force it does not take, extended hours, a
+        missing or extra exit, fractions, the take-profit not beyond the stop, a stop too
+        close to its base price: the entry's limit and the market); else the entry and its
+        legs on the other side for its quantity, held until it has completely filled
+        (orders.md "Bracket Orders"), answered with the legs nested."""
+        symbol, side = self._symbol_and_side(body)
+        kind, tif = body.get("type"), body.get("time_in_force")
+        if self.assets[symbol]["class"] == "crypto":
+            raise _invalid("crypto orders support the simple order class only")
+        if kind not in ENTRY_TYPES:
+            raise _invalid(f"{order_class} orders take a market, limit, stop or stop_limit "
+                           "entry")
+        if tif not in OCO_TIME_IN_FORCE:
+            raise _invalid(f"{order_class} orders take time_in_force day or gtc")
+        if body.get("extended_hours"):
+            raise _invalid(f"extended hours orders are not supported for {order_class} "
+                           "orders")
+        take_profit, stop_loss = body.get("take_profit"), body.get("stop_loss")
+        profit = _dec(take_profit, "limit_price") if isinstance(take_profit, dict) else None
+        stop = _dec(stop_loss, "stop_price") if isinstance(stop_loss, dict) else None
+        stop_limit = _dec(stop_loss, "limit_price") if isinstance(stop_loss, dict) else None
+        if order_class == "bracket" and profit is None:
+            raise _invalid("bracket orders require take_profit.limit_price")
+        if order_class == "bracket" and stop is None:
+            raise _invalid("bracket orders require stop_loss.stop_price")
+        if order_class == "oto" and (profit is None) == (stop is None):
+            raise _invalid("oto orders require one of take_profit or stop_loss")
+        qty = _whole_shares(body, order_class)
+        limit, entry_stop = _prices(body, kind)
+        exit_side = "sell" if side == "buy" else "buy"
+        if profit is not None and stop is not None and (
+                profit <= stop if side == "buy" else profit >= stop):
+            word = "higher" if side == "buy" else "lower"
+            raise _invalid(f"take_profit.limit_price must be {word} than "
+                           "stop_loss.stop_price")
+        if stop is not None:
+            _stop_gap(stop, exit_side, [*([limit] if kind == "limit" and limit else []),
+                                        self.prices[symbol]])
+        cid = self._client_id(body)
+        self._check_cost(symbol, side, qty, None, limit)
+        entry = self._create(cid, symbol, side, str(kind), str(tif), qty, None, limit,
+                             entry_stop, order_class=order_class,
+                             status="accepted" if kind == "market" and self.hold_fills
+                             else "new")
+        legs = []
+        if profit is not None:
+            legs.append(self._create(str(uuid.uuid4()), symbol, exit_side, "limit", str(tif),
+                                     qty, None, profit, None, order_class=order_class,
+                                     status="held"))
+        if stop is not None:
+            legs.append(self._create(str(uuid.uuid4()), symbol, exit_side,
+                                     "stop" if stop_limit is None else "stop_limit", str(tif),
+                                     qty, None, stop_limit, stop, order_class=order_class,
+                                     status="held"))
+        group = [entry["id"], *(leg["id"] for leg in legs)]
+        for oid in group:
+            self.brackets[oid] = group
+        self.dormant.update(group[1:])
+        self._tell("new", entry)
+        for leg in legs:
+            self._tell("held", leg)
+        self._match(entry)
+        return self._nest(entry)
 
     def _symbol_and_side(self, body: dict[str, Any]) -> tuple[str, str]:
         symbol, side = body.get("symbol"), body.get("side")
@@ -299,10 +373,15 @@ class Engine:
     def _nest(self, order: dict[str, Any]) -> dict[str, Any]:
         """An order object with its legs (an oco's parent), as a nested answer shows it."""
         out = dict(order)
-        group = self.groups.get(order["id"])
+        group = self._group(order["id"])
         if group is not None and group[0] == order["id"]:
             out["legs"] = [dict(self.orders[oid]) for oid in group[1:]]
         return out
+
+    def _group(self, order_id: str) -> Group | None:
+        """The oco, or the bracket / oto, an order belongs to (its first order the one the
+        others nest under)."""
+        return self.groups.get(order_id) or self.brackets.get(order_id)
 
     def get(self, order_id: str, nested: bool = False) -> dict[str, Any]:
         _check_uuid(order_id)
@@ -311,15 +390,20 @@ class Engine:
             raise AlpacaError(404, "order not found", 40410000)
         return self._nest(order) if nested else dict(order)
 
-    def list(self, status: str = "open", limit: int = 50,
-             nested: bool = False) -> list[dict[str, Any]]:
-        """GET /v2/orders: open, closed or all orders, oldest first, at most ``limit``;
-        ``nested``: an oco's leg under its parent, not on its own."""
+    def list(self, status: str = "open", limit: int = 50, nested: bool = False,
+             direction: str = "asc") -> list[dict[str, Any]]:
+        """GET /v2/orders: open, closed or all orders, oldest first (``direction``
+        ``desc``: newest first), at most ``limit``; ``nested``: the legs of an oco or a
+        bracket under their parent, not on their own (and not at all when the parent is
+        not of the status asked, as Alpaca's: alpaca-trade-api-js #87)."""
         if status not in ("open", "closed", "all"):
             raise _invalid("invalid status")
-        chosen = [self._nest(o) if nested else dict(o) for o in self.orders.values()
+        orders = [*self.orders.values()]
+        if direction == "desc":
+            orders.reverse()
+        chosen = [self._nest(o) if nested else dict(o) for o in orders
                   if status == "all" or (o["status"] in OPEN) == (status == "open")
-                  if not nested or self.groups.get(o["id"], [o["id"]])[0] == o["id"]]
+                  if not nested or (self._group(o["id"]) or [o["id"]])[0] == o["id"]]
         return chosen[:max(1, min(limit, 500))]
 
     def get_by_client_id(self, client_order_id: str) -> dict[str, Any]:
@@ -338,7 +422,7 @@ class Engine:
         self._cancel(order)
         # An oco's other order goes with it (orders.md: "If any one of the orders is
         # canceled, any remaining open order in the group is canceled").
-        for oid in self.groups.get(order_id, []):
+        for oid in self._group(order_id) or []:
             if self.orders[oid]["status"] in OPEN:
                 self._cancel(self.orders[oid])
 
@@ -414,6 +498,8 @@ class Engine:
         self._execute(order, qty, price or self.prices[order["symbol"]])
 
     def _match(self, order: dict[str, Any]) -> None:
+        if order["id"] in self.dormant:
+            return  # a bracket's leg, until its entry has completely filled
         price, side = self.prices[order["symbol"]], order["side"]
         kind = order["type"]
         if kind == "trailing_stop":
@@ -466,19 +552,38 @@ class Engine:
         self._tell("fill" if order["status"] == "filled" else "partial_fill", order,
                    price=_text(price), qty=_text(part))
         if oid in self.groups:
-            self._one_cancels_other(order)
+            self._one_cancels_other(order, self.groups[oid])
+        elif oid in self.brackets:
+            entry, *legs = self.brackets[oid]
+            if oid != entry:
+                self._one_cancels_other(order, legs)
+            elif order["status"] == "filled":
+                self._activate(legs)
 
-    def _one_cancels_other(self, order: dict[str, Any]) -> None:
-        """After a fill of one order of an oco: a whole fill cancels the other; a part of
-        the take-profit leaves the stop what is left of it (orders.md); the stop's first
-        fill cancels the take-profit [unverified: Alpaca says only that a fill of one
-        cancels the other]."""
-        parent, *legs = self.groups[order["id"]]
-        others = [self.orders[oid] for oid in (parent, *legs) if oid != order["id"]]
+    def _activate(self, legs: Group) -> None:
+        """A bracket's entry has completely filled: its legs work from now on, the
+        take-profit ``new``, the stop still ``held`` until its stop is reached (as an
+        oco's)."""
+        for oid in legs:
+            self.dormant.discard(oid)
+            leg = self.orders[oid]
+            if leg["status"] == "held" and leg["type"] == "limit":
+                leg["status"], leg["updated_at"] = "new", self.now()
+                self._tell("new", leg)
+        for oid in legs:
+            if self.orders[oid]["status"] in OPEN:
+                self._match(self.orders[oid])
+
+    def _one_cancels_other(self, order: dict[str, Any], group: Group) -> None:
+        """After a fill of one exit order of an oco (or of a bracket's legs): a whole fill
+        cancels the other; a part of the take-profit leaves the stop what is left of it
+        (orders.md); the stop's first fill cancels the take-profit [unverified: Alpaca says
+        only that a fill of one cancels the other]."""
+        others = [self.orders[oid] for oid in group if oid != order["id"]]
         for other in others:
             if other["status"] not in OPEN:
                 continue
-            if order["status"] == "partially_filled" and order["id"] == parent:
+            if order["status"] == "partially_filled" and order["type"] == "limit":
                 left = Decimal(order["qty"]) - Decimal(order["filled_qty"])
                 other["qty"], other["updated_at"] = _text(left), self.now()
             else:
@@ -492,6 +597,33 @@ class Engine:
                 "order": dict(order), "timestamp": order["updated_at"], **extra}
         for listener in list(self.listeners):
             listener(data)
+
+
+def _whole_shares(body: dict[str, Any], order_class: str) -> Decimal:
+    qty = _dec(body, "qty")
+    if qty is None or body.get("notional") is not None or qty != qty.to_integral():
+        raise _invalid(f"{order_class} orders take a qty of whole shares")
+    return qty
+
+
+def _stop_gap(stop: Decimal, side: str, bases: list[Decimal]) -> None:
+    """A stop-loss leg (of ``side``) must be a cent beyond its base price, the nearest of
+    ``bases`` (orders.md, "Threshold on stop price of stop-loss orders")."""
+    base = min(bases) if side == "sell" else max(bases)
+    if (base - stop if side == "sell" else stop - base) < STOP_GAP:
+        word = "below" if side == "sell" else "above"
+        raise AlpacaError(422, f"stop_price must be at least {STOP_GAP} {word} the base "
+                               f"price {_text(base)}", 42210000)
+
+
+def _prices(body: dict[str, Any], kind: Any) -> tuple[Decimal | None, Decimal | None]:
+    """An order's limit_price and stop_price, each required where its type has one."""
+    limit, stop = _dec(body, "limit_price"), _dec(body, "stop_price")
+    if kind in ("limit", "stop_limit") and limit is None:
+        raise _invalid("limit_price is required")
+    if kind in ("stop", "stop_limit") and stop is None:
+        raise _invalid("stop_price is required")
+    return limit, stop
 
 
 def _trail(body: dict[str, Any], kind: Any, tif: Any) -> dict[str, str]:

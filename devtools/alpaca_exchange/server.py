@@ -9,6 +9,8 @@ headers and bodies.
 - The oco order class (engine.py): its stop leg nested under ``legs`` in the POST's answer
   and with ``nested=true`` on GET /v2/orders/{id} and GET /v2/orders; 422 for an oco
   Alpaca refuses (no take_profit or stop_loss, not limit, crypto, ...).
+- The bracket and oto classes (engine.py): the entry's legs nested likewise, held until it
+  has completely filled; 422 where Alpaca refuses one.
 - The market data API's latest quotes and 1-minute bars (GET /v2/stocks/{symbol}/bars,
   /v1beta3/crypto/us/bars: numbers, not strings; 422 ``{"code":42210000,...}`` for a
   timeframe other than 1Min, an unreadable start, end, limit or page_token).
@@ -111,7 +113,7 @@ class AlpacaExchangeServer:
                 b if isinstance(b, dict) else {})),
             ("GET", "/v2/orders", lambda r, b: self.engine.list(
                 r.query.get("status", "open"), _int(r.query.get("limit"), 50),
-                _true(r.query.get("nested")))),
+                _true(r.query.get("nested")), r.query.get("direction", "asc"))),
             ("GET", "/v2/orders:by_client_order_id",
              lambda r, b: self.engine.get_by_client_id(r.query.get("client_order_id", ""))),
             ("GET", "/v2/orders/{order_id}",

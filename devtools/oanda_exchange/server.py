@@ -1,7 +1,8 @@
 """The local OANDA venue over HTTP, speaking v20 REST under ``/v3/accounts/{id}``:
 ``summary``, ``instruments``, ``pricing``, ``orders`` (POST), ``pendingOrders`` and
 ``openPositions`` (GET, the positions netted from the venue's fills),
-``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``transactions/{id}``
+``orders/{specifier}`` (GET), ``orders/{specifier}/cancel`` (PUT), ``trades/{specifier}``
+(GET: a trade by id or ``@`` client id, with its dependent orders' ids), ``transactions/{id}``
 and ``transactions/sinceid`` (GET), the transactions stream (``transactions/stream``:
 one JSON line per transaction as it happens, a HEARTBEAT line every ``heartbeat_ms``),
 and the pricing stream (``pricing/stream?instruments=A,B``: a PRICE line per instrument on
@@ -38,7 +39,8 @@ from aiohttp import web
 from ..http_server import serve
 from .venue import Rejected, Venue
 
-TIME_KEYS = frozenset({"time", "createTime", "filledTime", "cancelledTime"})
+TIME_KEYS = frozenset({"time", "createTime", "filledTime", "cancelledTime", "openTime",
+                       "closeTime"})
 UNAUTHORIZED = {"errorMessage": "Insufficient authorization to perform request."}
 FORBIDDEN = {"errorMessage": "The provided request was forbidden."}
 Handler = Callable[[web.Request, Any], Awaitable[tuple[int, dict[str, Any]]]]
@@ -48,7 +50,7 @@ class Fault(msgspec.Struct, kw_only=True):
     """What the next ``times`` requests to endpoint ``name`` get instead of an answer."""
 
     name: str  # summary, instruments, pricing, create, pending, positions, get_order, cancel,
-    # transaction, sinceid
+    # get_trade, transaction, sinceid
     status: int = 503
     after: bool = False  # let the venue act first (an order is stored), then answer this
     drop: bool = False  # close the connection without an answer
@@ -107,6 +109,7 @@ class OandaExchangeServer:
             ("GET", "/openPositions", "positions", self._positions),
             ("GET", "/orders/{spec}", "get_order", self._get_order),
             ("PUT", "/orders/{spec}/cancel", "cancel", self._cancel),
+            ("GET", "/trades/{spec}", "get_trade", self._get_trade),
             ("GET", "/transactions/sinceid", "sinceid", self._sinceid),
             ("GET", "/transactions/{tx}", "transaction", self._transaction),
         ):
@@ -308,6 +311,21 @@ class OandaExchangeServer:
                                  "errorMessage": "The order ID specified does not exist",
                                  "lastTransactionID": self.venue.last_id})
         return 200, {"order": order}
+
+    async def _get_trade(self, request: web.Request, body: Any
+                         ) -> tuple[int, dict[str, Any]]:
+        trade = self.venue.trade(request.match_info["spec"])
+        if trade is None:
+            raise Rejected(404, {"errorCode": "NO_SUCH_TRADE",
+                                 "errorMessage": "The Trade specified does not exist",
+                                 "lastTransactionID": self.venue.last_id})
+        out = {k: v for k, v in trade.items() if k != "best"}
+        for o in self.venue.orders.values():
+            if o.get("tradeID") == trade["id"] and o["state"] == "PENDING":
+                key = {"TAKE_PROFIT": "takeProfitOrder", "STOP_LOSS": "stopLossOrder",
+                       "TRAILING_STOP_LOSS": "trailingStopLossOrder"}[o["type"]]
+                out[key] = o
+        return 200, {"trade": out}
 
     async def _cancel(self, request: web.Request, body: Any) -> tuple[int, dict[str, Any]]:
         return 200, self.venue.cancel(request.match_info["spec"])

@@ -12,6 +12,24 @@ buy, the bid for a sell; INVERSE the other; BID, ASK, MID); fills are always at 
 side. Liquidity is unbounded. A client id is refused CLIENT_ORDER_ID_ALREADY_EXISTS if any
 order of the account ever had it (OANDA documents "another pending Order": stricter here,
 never looser).
+
+Trades (a netting account, as v20's default): a fill first reduces the open trades of the
+other side, oldest first (closing a trade cancels its dependent orders, LINKED_TRADE_CLOSED),
+and opens a trade with the rest (trade id = the fill's id, its clientExtensions the order's
+``tradeClientExtensions``). An entry's ``takeProfitOnFill`` / ``stopLossOnFill`` /
+``trailingStopLossOnFill`` (v20.json TakeProfitDetails, StopLossDetails,
+TrailingStopLossDetails) become, in the fill's batch, the opened trade's TAKE_PROFIT /
+STOP_LOSS / TRAILING_STOP_LOSS order (reason ON_FILL, its ``clientExtensions``,
+``tradeID``, ``clientTradeID``; found by ``@`` client id). Such an order closes the whole
+trade once the price reaches it (a take-profit at its price or better, a stop-loss at or
+past it, a trailing stop at its distance from the best price since; fills at the default
+side); the trade closed, the others are cancelled (one cancels the others). Checked at
+create (400): the on-fill prices' precision, their times in force (GTC, GTD, GFD), ids
+repeated within the request (ORDERS_ON_FILL_DUPLICATE_CLIENT_ORDER_IDS); at fill (the
+entry cancelled with the reason, as v20's OrderCancelReason lists them): an on-fill client
+id in use (TAKE_PROFIT_ON_FILL_CLIENT_ORDER_ID_ALREADY_EXISTS, ...), a take-profit or a
+stop-loss on the losing side of the fill price (TAKE_PROFIT_ON_FILL_LOSS,
+STOP_LOSS_ON_FILL_LOSS).
 """
 
 from __future__ import annotations
@@ -29,6 +47,14 @@ _ACCEPTS = {  # v20 order type -> the times in force it accepts
     "STOP": {"GTC", "GTD", "GFD"},
     "MARKET_IF_TOUCHED": {"GTC", "GTD", "GFD"},
 }
+
+# An entry's on-fill details -> the dependent order they make, and its reject prefix.
+ON_FILL = {"takeProfitOnFill": ("TAKE_PROFIT", "TAKE_PROFIT_ON_FILL"),
+           "stopLossOnFill": ("STOP_LOSS", "STOP_LOSS_ON_FILL"),
+           "trailingStopLossOnFill": ("TRAILING_STOP_LOSS", "TRAILING_STOP_LOSS_ON_FILL")}
+DEPENDENT_TIF = frozenset({"GTC", "GTD", "GFD"})
+
+DEPENDENT_TYPES = frozenset({"TAKE_PROFIT", "STOP_LOSS", "TRAILING_STOP_LOSS"})
 
 # OrderTriggerCondition -> the price it compares.
 _TRIGGERS = {"DEFAULT": "default", "INVERSE": "inverse", "BID": "bid", "ASK": "ask",
@@ -87,6 +113,7 @@ class Venue:
         # stream).
         self.price_listeners: list[Callable[[str], None]] = []
         self.halted: set[str] = set()  # instruments not tradeable now
+        self.trades: dict[str, dict[str, Any]] = {}  # trade id -> v20 Trade
 
     # -- transactions -------------------------------------------------------------------
 
@@ -183,11 +210,38 @@ class Venue:
         if tif == "GTD" and not request.get("gtdTime"):
             raise self.reject(400, request, "TIME_IN_FORCE_GTD_TIMESTAMP_MISSING",
                               "GTD time missing")
+        self._validate_on_fill(request, inst)
         cid = (request.get("clientExtensions") or {}).get("id")
         if cid and cid in self.by_client:
             self.duplicates[cid] += 1
             raise self.reject(400, request, "CLIENT_ORDER_ID_ALREADY_EXISTS",
                               "The client order ID specified is already in use")
+
+    def _validate_on_fill(self, request: dict[str, Any], inst: dict[str, Any]) -> None:
+        ids = [(request.get("clientExtensions") or {}).get("id")]
+        for key, (_, prefix) in ON_FILL.items():
+            details = request.get(key)
+            if details is None:
+                continue
+            field = "distance" if key == "trailingStopLossOnFill" else "price"
+            value = details.get(field)
+            if value is None:
+                raise self.reject(400, request, f"{prefix}_PRICE_MISSING"
+                                  if field == "price" else f"{prefix}_PRICE_DISTANCE_MISSING",
+                                  f"{key} {field} missing")
+            if places(str(value)) > inst["displayPrecision"]:
+                raise self.reject(400, request, f"{prefix}_PRICE_PRECISION_EXCEEDED"
+                                  if field == "price"
+                                  else f"{prefix}_PRICE_DISTANCE_PRECISION_EXCEEDED",
+                                  f"{key} {field} precision exceeded")
+            if details.get("timeInForce", "GTC") not in DEPENDENT_TIF:
+                raise self.reject(400, request, f"{prefix}_TIME_IN_FORCE_INVALID",
+                                  f"{key} time in force invalid")
+            ids.append((details.get("clientExtensions") or {}).get("id"))
+        named = [i for i in ids if i]
+        if len(named) != len(set(named)):
+            raise self.reject(400, request, "ORDERS_ON_FILL_DUPLICATE_CLIENT_ORDER_IDS",
+                              "Client order IDs of the order and its on-fill orders repeat")
 
     def find(self, specifier: str) -> dict[str, Any] | None:
         """An order by id or ``@`` client id."""
@@ -257,8 +311,14 @@ class Venue:
         for listener in list(self.price_listeners):
             listener(name)
         for order in list(self.orders.values()):
-            if order["state"] == "PENDING" and order["instrument"] == name:
+            if order["state"] == "PENDING" and self._instrument(order) == name:
                 self._match(order)
+
+    def _instrument(self, order: dict[str, Any]) -> str:
+        """An order's instrument (a trade's dependent order names its trade's)."""
+        if "instrument" in order:
+            return str(order["instrument"])
+        return str(self.trades[order["tradeID"]]["instrument"])
 
     def expire(self) -> None:
         """GTD orders past their time are cancelled TIME_IN_FORCE_EXPIRED."""
@@ -269,7 +329,10 @@ class Venue:
                 self._cancel(order, "TIME_IN_FORCE_EXPIRED")
 
     def _match(self, order: dict[str, Any]) -> dict[str, Any] | None:
-        """Fill ``order`` if the market reaches it now: its ORDER_FILL, else None."""
+        """Fill ``order`` if the market reaches it now: its ORDER_FILL (or the ORDER_CANCEL
+        of an entry whose on-fill orders cannot be made), else None."""
+        if order["type"] in DEPENDENT_TYPES:
+            return self._match_dependent(order)
         bid, ask = self.prices[order["instrument"]]
         buy = Decimal(order["units"]) > 0
         market = ask if buy else bid
@@ -282,21 +345,155 @@ class Venue:
             elif not {"LIMIT": market <= price if buy else market >= price,
                       "STOP": market >= price if buy else market <= price}[kind]:
                 return None
-        units = Decimal(order["units"])
+        refusal = self._on_fill_refusal(order, market, buy)
+        if refusal is not None:
+            return self._cancel(order, refusal)
+        fill = self._fill(order, Decimal(order["units"]), market, f"{kind}_ORDER")
+        order.update(state="FILLED", fillingTransactionID=fill["id"], filledTime=fill["time"])
+        opened = fill.get("tradeOpened")
+        if opened is not None:
+            order["tradeOpenedID"] = opened["tradeID"]
+            self._dependents(order, self.trades[opened["tradeID"]], fill)
+        return fill
+
+    def _on_fill_refusal(self, order: dict[str, Any], market: Decimal,
+                         buy: bool) -> str | None:
+        """Why an entry's on-fill orders cannot be made at a fill at ``market`` (the entry
+        is then cancelled with that reason), else None."""
+        for key, (_, prefix) in ON_FILL.items():
+            details = order.get(key)
+            if details is None:
+                continue
+            cid = (details.get("clientExtensions") or {}).get("id")
+            if cid and cid in self.by_client:
+                return f"{prefix}_CLIENT_ORDER_ID_ALREADY_EXISTS"
+            if key == "trailingStopLossOnFill":
+                continue
+            price = Decimal(str(details["price"]))
+            profit = key == "takeProfitOnFill"
+            losing = (price <= market if buy else price >= market) if profit else (
+                price >= market if buy else price <= market)
+            if losing:
+                return f"{prefix}_LOSS"
+        return None
+
+    def _fill(self, order: dict[str, Any], units: Decimal, market: Decimal,
+              reason: str) -> dict[str, Any]:
+        """The ORDER_FILL of ``units`` of ``order`` at ``market``: open trades of the other
+        side reduced (oldest first), a trade opened with the rest."""
+        name = self._instrument(order)
+        bid, ask = self.prices[name]
+        left = units
+        closed: list[dict[str, Any]] = []
+        reduced: dict[str, Any] | None = None
+        for trade in sorted((t for t in self.trades.values()
+                             if t["state"] == "OPEN" and t["instrument"] == name
+                             and (Decimal(t["currentUnits"]) > 0) != (units > 0)),
+                            key=lambda t: int(t["id"])):
+            if not left:
+                break
+            current = Decimal(trade["currentUnits"])
+            take = min(abs(left), abs(current))
+            change = {"tradeID": trade["id"], "units": str(-current / abs(current) * take),
+                      "price": str(market)}
+            if take == abs(current):
+                closed.append(change)
+            else:
+                reduced = change
+            trade["currentUnits"] = str(current - current / abs(current) * take)
+            left -= left / abs(left) * take
+        fields: dict[str, Any] = {}
+        if closed:
+            fields["tradesClosed"] = closed
+        if reduced is not None:
+            fields["tradeReduced"] = reduced
+        if left and order["type"] not in DEPENDENT_TYPES \
+                and order.get("positionFill") != "REDUCE_ONLY":
+            fields["tradeOpened"] = {"tradeID": None, "units": str(left),
+                                     "price": str(market),
+                                     "clientExtensions": order.get("tradeClientExtensions")}
         fill = self._tx(
-            "ORDER_FILL", orderID=order["id"], instrument=order["instrument"],
-            units=order["units"], price=str(market), fullVWAP=str(market),
+            "ORDER_FILL", orderID=order["id"], instrument=name,
+            units=str(units), price=str(market), fullVWAP=str(market),
             fullPrice={"bids": [{"price": str(bid)}], "asks": [{"price": str(ask)}]},
-            reason=f"{kind}_ORDER", pl="0.0000", financing="0.0000",
+            reason=reason, pl="0.0000", financing="0.0000",
             commission=str(abs(units) * self.commission_per_unit),
             guaranteedExecutionFee="0.0000", accountBalance="100000.0000",
-            tradeOpened={"tradeID": None, "units": order["units"], "price": str(market),
-                         "clientExtensions": order.get("tradeClientExtensions")},
-            halfSpreadCost="0.0000",
-            **_client_order_id(order))
-        fill["tradeOpened"]["tradeID"] = fill["id"]
+            halfSpreadCost="0.0000", **fields, **_client_order_id(order))
+        if "tradeOpened" in fill:
+            fill["tradeOpened"]["tradeID"] = fill["id"]
+            self.trades[fill["id"]] = {
+                "id": fill["id"], "instrument": name, "price": str(market),
+                "openTime": fill["time"], "state": "OPEN", "initialUnits": str(left),
+                "currentUnits": str(left), "best": str(market),
+                "clientExtensions": order.get("tradeClientExtensions")}
+        for change in closed:
+            trade = self.trades[change["tradeID"]]
+            trade.update(state="CLOSED", closeTime=fill["time"])
+            for dependent in self._dependents_of(trade):
+                self._cancel(dependent, "LINKED_TRADE_CLOSED")
+        return fill
+
+    def _dependents(self, order: dict[str, Any], trade: dict[str, Any],
+                    fill: dict[str, Any]) -> None:
+        """The trade's dependent orders an entry's on-fill details ask for."""
+        client_trade = (trade.get("clientExtensions") or {}).get("id")
+        for key, (kind, _) in ON_FILL.items():
+            details = order.get(key)
+            if details is None:
+                continue
+            fields = {k: v for k, v in details.items() if k != "clientExtensions"}
+            fields.setdefault("timeInForce", "GTC")
+            fields.update(tradeID=trade["id"], triggerCondition="DEFAULT")
+            if client_trade:
+                fields["clientTradeID"] = client_trade
+            if details.get("clientExtensions"):
+                fields["clientExtensions"] = details["clientExtensions"]
+            created = self._tx(f"{kind}_ORDER", reason="ON_FILL",
+                               orderFillTransactionID=fill["id"], **fields)
+            dependent = {"id": created["id"], "createTime": created["time"], "type": kind,
+                         "state": "PENDING", **fields}
+            if kind == "TRAILING_STOP_LOSS":
+                dependent["trailingStopValue"] = str(self._trail(dependent, trade))
+            self.orders[dependent["id"]] = dependent
+            cid = (details.get("clientExtensions") or {}).get("id")
+            if cid:
+                self.by_client[cid] = dependent["id"]
+                self.created[cid] += 1
+
+    def _dependents_of(self, trade: dict[str, Any]) -> list[dict[str, Any]]:
+        return [o for o in self.orders.values()
+                if o["state"] == "PENDING" and o.get("tradeID") == trade["id"]]
+
+    def _trail(self, order: dict[str, Any], trade: dict[str, Any]) -> Decimal:
+        distance = Decimal(str(order["distance"]))
+        best = Decimal(trade["best"])
+        return best - distance if Decimal(trade["currentUnits"]) > 0 else best + distance
+
+    def _match_dependent(self, order: dict[str, Any]) -> dict[str, Any] | None:
+        """A trade's TAKE_PROFIT / STOP_LOSS / TRAILING_STOP_LOSS: the whole trade closed
+        at market once the price reaches it (the closing side: the bid for a long
+        trade)."""
+        trade = self.trades[order["tradeID"]]
+        long = Decimal(trade["currentUnits"]) > 0
+        bid, ask = self.prices[trade["instrument"]]
+        market = bid if long else ask
+        kind = order["type"]
+        if kind == "TRAILING_STOP_LOSS":
+            best = Decimal(trade["best"])
+            trade["best"] = str(max(best, market) if long else min(best, market))
+            order["trailingStopValue"] = str(self._trail(order, trade))
+            price = Decimal(order["trailingStopValue"])
+        else:
+            price = Decimal(str(order["price"]))
+        reached = (market >= price if long else market <= price) if kind == "TAKE_PROFIT" \
+            else (market <= price if long else market >= price)
+        if not reached:
+            return None
+        units = -Decimal(trade["currentUnits"])
+        fill = self._fill(order, units, market, f"{kind}_ORDER")
         order.update(state="FILLED", fillingTransactionID=fill["id"], filledTime=fill["time"],
-                     tradeOpenedID=fill["id"])
+                     tradeClosedIDs=[trade["id"]])
         return fill
 
     def _trigger_price(self, order: dict[str, Any]) -> Decimal:
@@ -322,6 +519,14 @@ class Venue:
         if initial < price:
             return now >= price
         return True
+
+    def trade(self, specifier: str) -> dict[str, Any] | None:
+        """A trade by id or ``@`` client id."""
+        if specifier.startswith("@"):
+            return next((t for t in self.trades.values()
+                         if (t.get("clientExtensions") or {}).get("id") == specifier[1:]),
+                        None)
+        return self.trades.get(specifier)
 
     def _cancel(self, order: dict[str, Any], reason: str) -> dict[str, Any]:
         tx = self._tx("ORDER_CANCEL", orderID=order["id"], reason=reason,

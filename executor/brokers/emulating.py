@@ -50,6 +50,7 @@ from .base import (
     RetryableError,
     Volume,
 )
+from .native_exits import adopter, entry_of
 from .paper.config import PaperAccount
 from .sending import _refusal, _tokens
 from .wrapper import BrokerWrapper, unwrap
@@ -86,8 +87,8 @@ async def traded_volume(broker: Broker, symbol: str, since: int) -> Volume | Non
 
 async def end_native_exits(broker: Broker, entry: str, symbol: str, oco: bool) -> bool:
     """The adapter's ``end_native_exits`` (an adapter that sends contingent lists natively:
-    binance/broker.py): whether nothing of the entry's native exit is left open at the
-    broker; True at an adapter without native lists."""
+    binance/broker.py, alpaca/broker.py): whether nothing of the entry's native exit is
+    left open at the broker; True at an adapter without native lists."""
     own: Callable[[str, str, bool], Awaitable[bool]] | None = getattr(
         unwrap(broker), "end_native_exits", None)
     return True if own is None else await own(entry, symbol, oco)
@@ -194,7 +195,7 @@ class EmulatingBroker(BrokerWrapper):
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         if not self.emulates(order):
             return await self.inner.submit(client_order_id, order)
-        return await self._hold(client_order_id, order)
+        return await self._adopt_or_hold(client_order_id, order)
 
     async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
                            ) -> list[BrokerOrder | BrokerError]:
@@ -208,10 +209,27 @@ class EmulatingBroker(BrokerWrapper):
         for i, (cid, spec) in enumerate(orders):
             if out[i] is None:
                 try:
-                    out[i] = await self._hold(cid, spec)
+                    out[i] = await self._adopt_or_hold(cid, spec)
                 except BrokerError as exc:
                     out[i] = exc
         return [o for o in out if o is not None]
+
+    async def _adopt_or_hold(self, cid: str, order: OrderSpec) -> BrokerOrder:
+        """An exit of a list the adapter may hold natively (native_exits.py) is first
+        offered to it, under this delivery's send token (taken as a hold takes it, holding
+        nothing): what the broker holds is taken as it, and the emulator never holds a
+        copy. Else (nothing there, or replaced by the adapter) held as any order."""
+        adopt = adopter(self.inner)
+        if adopt is not None and entry_of(order) is not None:
+            took = await self.script(keys=[self.keys.order(cid),
+                                           self.keys.emulated(order.account)],
+                                     args=["hold", _tokens([cid])[cid], "", cid])
+            if took != 1:
+                raise _refusal(cid, int(took))
+            adopted = await adopt(cid, order)
+            if adopted is not None:
+                return adopted
+        return await self._hold(cid, order)
 
     async def _hold(self, cid: str, order: OrderSpec) -> BrokerOrder:
         token = _tokens([cid])[cid]

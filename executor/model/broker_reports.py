@@ -135,5 +135,6 @@ class BrokerOrder(msgspec.Struct, kw_only=True, gc=False):
     # no native order of this type.
     emulated: bool = False
     # The entry of a contingent list sent with its exits as one native list (Binance's
-    # orderList/oto, /otoco): the broker places them itself once the entry has filled.
+    # orderList/oto, /otoco; Alpaca's bracket / oto class): the broker places them itself
+    # once the entry has filled.
     native_exits: bool = False

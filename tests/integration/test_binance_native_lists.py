@@ -8,7 +8,6 @@ worker SIGKILLed between the fill and the adoption leaves one exit, adopted by i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +18,6 @@ import redis.asyncio as aioredis
 
 from devtools.binance_exchange import BinanceExchangeServer, signing
 from devtools.binance_exchange.engine import ApiError
-from devtools.chaos import WorkerProcess
 from executor.brokers.base import BrokerStatus
 from executor.brokers.binance import oto
 from executor.brokers.binance.broker import BinanceBroker
@@ -40,7 +38,8 @@ from producer.keys import Keys
 from tests.fakes.binance import KEY, KEY_ENV, SECRET, SECRET_ENV, account_for, exchange, in_thread
 
 from .conftest import running
-from .test_binance_worker import binance_settings, until
+from .native_heir import killed_before_adoption
+from .test_binance_worker import binance_settings
 from .test_lists import list_over, order_in
 
 __all__ = ["exchange"]  # fixture
@@ -390,30 +389,17 @@ async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit
     server.exchange.fee_asset = "BNB"
     client = OrderClient(redis_client)
     with in_thread(server):
-        config = tmp_path / "orderstream.toml"
-        config.write_text(f'[accounts.default]\nbroker = "binance"\n'
-                          f'api_key_env = "{KEY_ENV}"\napi_secret_env = "{SECRET_ENV}"\n'
-                          f'testnet = true\nbase_url = "{server.url}"\nnative_lists = true\n')
-        first = WorkerProcess(redis_url, "first", tmp_path / "first.log",
-                              ORDERSTREAM_CONFIG=str(config),
-                              ORDERSTREAM_EMULATOR_INTERVAL_MS="5000",
-                              ORDERSTREAM_EMULATOR_LEASE_MS="10000")
-        try:
-            await until(lambda: redis_client.exists(K.worker("first")), 30)
+        config = (f'[accounts.default]\nbroker = "binance"\n'
+                  f'api_key_env = "{KEY_ENV}"\napi_secret_env = "{SECRET_ENV}"\n'
+                  f'testnet = true\nbase_url = "{server.url}"\nnative_lists = true\n')
+
+        async def fill(_: OrderClient) -> None:
             await filled_natively(client, server, "K1")
-            # Killed before its watcher's next pass, most likely (one every 5 s): the exit
-            # is then Binance's alone until the heir publishes it; either way, one exit.
-            first.kill()
             assert status_at(server, "K1-x1-oA") == "NEW"
-            settings = binance_settings(redis_url, server, native_lists=True)
-            settings.worker.emulator_lease_ms = 1000
-            async with running(settings):
-                exit_ = await order_in(client, "K1-x1", OrderState.ACCEPTED, timeout=60)
-                assert exit_.spec.quantity == Decimal("0.01")
-                await asyncio.sleep(0.5)
-                assert await client.order("K1-x2") is None
-        finally:
-            first.kill()
+        exit_ = await killed_before_adoption(
+            redis_url, redis_client, tmp_path, config, fill,
+            binance_settings(redis_url, server, native_lists=True))
+        assert exit_.spec.quantity == Decimal("0.01")
     assert server.lists_for("K1-x1") == 1 and server.lists_received["K1-x1"] == 1
 
 

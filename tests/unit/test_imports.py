@@ -167,9 +167,11 @@ def test_an_upward_import_would_be_found() -> None:
     assert upward_imports(graph) == ["executor.model.order -> executor.infra.store"]
 
 
-# The broker-neutral streams machinery, shared by the adapters: it imports none of them.
+# The broker-neutral streams machinery, and the rules of native contingent lists, shared
+# by the adapters: they import none of them.
 NEUTRAL_STREAMS = ("executor.brokers.price_stream", "executor.brokers.stream_health",
-                   "executor.brokers.websocket", "executor.brokers.prices")
+                   "executor.brokers.websocket", "executor.brokers.prices",
+                   "executor.brokers.native_lists")
 ADAPTERS = ("executor.brokers.paper", "executor.brokers.binance", "executor.brokers.oanda",
             "executor.brokers.alpaca")
 

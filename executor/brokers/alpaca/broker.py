@@ -21,6 +21,12 @@ so every lookup of one reads it nested (GET /v2/orders/{id}?nested=true) when th
 by client id does not nest its leg; a trade update of either leg is told by such a lookup;
 a cancel DELETEs whichever of the two is open (Alpaca cancels the rest of the group).
 
+Native lists (``native_lists``, bracket.py): the entry of a contingent list Alpaca can
+take is sent with its exit as one order of class bracket / oto; its legs, which carry
+Alpaca's client ids, are nobody's until the workers' exit ``<entry>-x1`` adopts them
+(``_adopt``: found through the entry, nested); the adopted exit is then looked up and
+cancelled through its entry (its record's Alpaca id names it), its legs' updates are its.
+
 Alpaca's order object tells only the cumulative filled quantity and average price: each
 rise is told as one fill (``wire.fills_of``), derived from the fills told before, which
 are read from our record of the order (or this process's memory, when it goes further).
@@ -47,7 +53,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -62,6 +68,7 @@ from producer.keys import Keys
 
 from ...infra.clock import wall_clock_ms
 from ...infra.store import Store
+from ...model.order import Order
 from ...model.states import is_terminal
 from ..base import (
     FINAL_BROKER_STATUSES,
@@ -71,14 +78,17 @@ from ..base import (
     BrokerStatus,
     FeedBroken,
     NotCancellable,
+    OrderNotFound,
     PermanentError,
     RetryableError,
     UnknownOutcome,
     Volume,
 )
+from ..native_exits import sent_natively
+from ..native_lists import Adoption, adoption, entry_of, first_exit_id
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
-from . import reconcile, stream, wire
+from . import bracket, reconcile, stream, wire
 from .config import AlpacaAccount
 from .quotes import QuoteStream
 from .wire import Call
@@ -135,6 +145,12 @@ class AlpacaBroker:
         # Alpaca id of each order of an open oco (the parent and its leg) -> our client id:
         # a trade update of the leg carries a client id of Alpaca's, not ours.
         self._owners: dict[str, str] = {}
+        # Native lists (bracket.py): the legs of entries sent as a bracket / oto, by Alpaca
+        # id -> the entry (their updates are no order of ours until an exit adopts them),
+        # and the adopted exits -> the entry's Alpaca id (their legs are found from it).
+        self._native_legs: dict[str, str] = {}
+        self._native_entries: dict[str, None] = {}  # client ids of entries sent so
+        self._adopted: dict[str, str] = {}
         self._prices = PriceCache(f"alpaca {account}", config.price_cache_ms)
         self._keys: tuple[str, str] | None = None  # for the stream's auth message
         self.metrics = metrics
@@ -267,10 +283,23 @@ class AlpacaBroker:
         wire.check(order, fractionable=asset.fractionable)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        entry = entry_of(order)
+        if entry is not None:
+            # Before any check: an exit Alpaca already holds (the legs of its entry's
+            # bracket) is taken as it is, and must never be refused into a second one.
+            adopted = await self._adopt(client_order_id, entry, order)
+            if adopted is not None:
+                return adopted
         try:
             self.check(order)
         except ContractError as exc:
             raise PermanentError(f"refused before sending to Alpaca: {exc}") from None
+        if self.config.native_lists and bracket.native_exit(
+                client_order_id, order, reference=self._prices.last(order.symbol),
+                extended_hours=self.config.extended_hours) is not None:
+            native = await self._submit_native(client_order_id, order)
+            if native is not None:
+                return native
         body = wire.order_body(client_order_id, order,
                                extended_hours=self.config.extended_hours)
         reply = await self._json("POST", "/v2/orders", Call.SUBMIT, json=body)
@@ -279,11 +308,15 @@ class AlpacaBroker:
         return self._report(reply, client_order_id, [])
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        reply = await self._nested(await self._by_client_id(client_order_id))
-        return self._report(reply, client_order_id, await self._known(client_order_id))
+        found, entry = await self._find(client_order_id)
+        if entry is not None:
+            return (await self._adopted_now(client_order_id, entry))[0]
+        return self._report(found, client_order_id, await self._known(client_order_id))
 
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
-        found = await self._nested(await self._by_client_id(client_order_id))
+        found, entry = await self._find(client_order_id)
+        if entry is not None:
+            return await self._cancel_adopted(client_order_id, entry)
         known = await self._known(client_order_id)
         now = self._report(found, client_order_id, known)
         if now.status is BrokerStatus.CANCELLED:
@@ -297,6 +330,23 @@ class AlpacaBroker:
         after = await self._json("GET", f"/v2/orders/{order_id}", Call.LOOKUP)
         return self._report(after, client_order_id, self._fills.get(client_order_id, known))
 
+    async def _find(self, client_order_id: str) -> tuple[Any, str | None]:
+        """Our order at Alpaca: its order object (an oco's nested), or for an exit that
+        adopted the legs of its entry's bracket (which Alpaca knows by its ids only, never
+        by ours) None and the entry's Alpaca id, from memory or from the exit's record."""
+        entry = self._adopted.get(client_order_id)
+        if entry is not None:
+            return None, entry
+        try:
+            return await self._nested(await self._by_client_id(client_order_id)), None
+        except OrderNotFound:
+            record = await self._record(client_order_id)
+            entry = bracket.adopted_entry(None if record is None else record.broker_order_id)
+            if entry is None:
+                raise
+            self._remember_adopted(client_order_id, entry)
+            return None, entry
+
     async def _cancel_oco(self, found: Mapping[str, Any], client_order_id: str,
                           known: list[Fill]) -> BrokerOrder:
         """Cancelling one order of an oco cancels the rest of it at Alpaca (orders.md:
@@ -305,21 +355,239 @@ class AlpacaBroker:
         Alpaca ended the take-profit). One that ends between our read and the DELETE is
         read again once and the other one tried."""
         parent = str(found["id"])
+
+        async def reread() -> Sequence[Mapping[str, Any]]:
+            again = await self._order_nested(parent)
+            return wire.oco_orders(again) or [again]
+        await self._cancel_group(wire.oco_orders(found) or [found], reread)
+        after = await self._order_nested(parent)
+        return self._report(after, client_order_id, self._fills.get(client_order_id, known))
+
+    async def _cancel_group(self, orders: Sequence[Mapping[str, Any]],
+                            reread: Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
+                            ) -> None:
+        """DELETE the first open order of a group (an oco, a bracket's legs): Alpaca
+        cancels the rest of it. One that ends between our read and the DELETE is read
+        again (``reread``) once and the next one tried."""
         for attempt in range(2):
-            orders = wire.oco_orders(found) or [found]
             working = [o for o in orders if wire.status_of(o) not in FINAL_BROKER_STATUSES]
             if not working:
-                break
+                return
             order_id = quote(str(working[0]["id"]), safe="")
             try:
                 await self._request("DELETE", f"/v2/orders/{order_id}", Call.CANCEL)
-                break
+                return
             except NotCancellable:
                 if attempt:
                     raise
-                found = await self._order_nested(parent)
-        after = await self._order_nested(parent)
-        return self._report(after, client_order_id, self._fills.get(client_order_id, known))
+                orders = await reread()
+
+    # -- native lists: an entry with its exit as one bracket / oto (bracket.py) -------------
+
+    async def _submit_native(self, client_order_id: str, order: OrderSpec
+                             ) -> BrokerOrder | None:
+        """The entry ``order`` sent as a bracket (both levels) or oto (one): its own report
+        (the entry's, marked ``native_exits``). None when Alpaca refused it outright (a
+        4xx: nothing placed): the caller sends the entry as a plain order, its exits then
+        placed by the workers as anywhere else. An unknown outcome is the entry's, looked
+        up by its client id as any order's."""
+        body = bracket.body(client_order_id, order)
+        # Known before sending: its own updates can overtake the answer.
+        self._native_entries[client_order_id] = None
+        while len(self._native_entries) > _OCO_MEMORY:
+            del self._native_entries[next(iter(self._native_entries))]
+        try:
+            reply = await self._json("POST", "/v2/orders", Call.SUBMIT, json=body)
+        except (UnknownOutcome, AuthenticationFailed):
+            raise
+        except PermanentError as exc:
+            log.warning("alpaca %s: the entry %s was refused as a %s (%s); sent as a plain "
+                        "order, its exits placed by the workers", self.account,
+                        client_order_id, body["order_class"], exc)
+            return None
+        self._remember_legs(reply, client_order_id)
+        log.info("alpaca %s: entry %s sent as a %s: Alpaca activates its exit %s once it has "
+                 "completely filled", self.account, client_order_id, body["order_class"],
+                 first_exit_id(client_order_id))
+        return self._report(reply, client_order_id, [])
+
+    def _remember_legs(self, entry: Mapping[str, Any], client_order_id: str) -> None:
+        """The legs of an entry's answer (nested), whose updates are nobody's yet."""
+        for leg in bracket.legs_of(entry) or []:
+            self._native_legs[str(leg["id"])] = client_order_id
+        while len(self._native_legs) > _OCO_MEMORY:
+            del self._native_legs[next(iter(self._native_legs))]
+
+    def _remember_adopted(self, client_order_id: str, entry_id: str) -> None:
+        self._adopted[client_order_id] = entry_id
+        while len(self._adopted) > _OCO_MEMORY:
+            del self._adopted[next(iter(self._adopted))]
+
+    def _forget_legs(self, legs: Sequence[Mapping[str, Any]]) -> None:
+        for leg in legs:
+            self._native_legs.pop(str(leg["id"]), None)
+
+    async def _sent_natively(self, entry: str) -> bool:
+        """Whether the entry may have been sent as a bracket (native_exits.py)."""
+        return await sent_natively(self.config.native_lists, self.store, entry,
+                                   f"alpaca {self.account}")
+
+    async def _entry_legs(self, entry: str
+                          ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]] | None:
+        """The entry's order object, read nested, and its legs (the take-profit first);
+        None when no bracket / oto is there under its client id."""
+        try:
+            found = await self._by_client_id(entry)
+        except OrderNotFound:
+            return None
+        if not isinstance(found, Mapping) or "id" not in found or not bracket.is_native(found):
+            return None
+        nested = await self._order_nested(str(found["id"]))
+        legs = bracket.legs_of(nested) if isinstance(nested, Mapping) else None
+        return None if legs is None else (nested, legs)
+
+    async def _adopt(self, client_order_id: str, entry: str, order: OrderSpec
+                     ) -> BrokerOrder | None:
+        """An exit of ``entry``'s list arriving to be placed: the legs of the entry's
+        bracket, looked up first, become it (``native_lists.adoption``): adopted as this
+        exit, never sent again; or cancelled first (a capped or later exit) and None; or
+        none working and None: the exit is placed as usual. A leg that traded and is not
+        this exit: refused (``PermanentError``), never two exits for one position."""
+        if not await self._sent_natively(entry):
+            return None
+        found = await self._entry_legs(entry)
+        if found is None:
+            return None
+        nested, legs = found
+        if wire.status_of(nested) not in FINAL_BROKER_STATUSES:
+            # Its legs are held until it has completely filled, yet its exit is due.
+            raise RetryableError(f"alpaca: the legs of {entry} are not active yet (the "
+                                 "entry is working)")
+        traded = bracket.traded(legs)
+        held = bracket.held(legs)
+        verdict = adoption(client_order_id, entry, order.quantity, held=held, traded=traded,
+                           ended=all(wire.status_of(leg) in FINAL_BROKER_STATUSES
+                                     for leg in legs))
+        if verdict is Adoption.ADOPT and not bracket.fits(legs, order):
+            verdict = Adoption.REFUSE if traded else Adoption.REPLACE
+        if verdict is Adoption.PLACE:
+            self._forget_legs(legs)
+            log.info("alpaca %s: the legs of %s ended unfilled (with it, or cancelled); %s is "
+                     "placed", self.account, entry, client_order_id)
+            return None
+        if verdict is Adoption.ADOPT:
+            if held != order.quantity:
+                log.warning("alpaca %s: the legs of %s hold %s and have traded; taken as %s "
+                            "for %s as they are", self.account, entry, held, client_order_id,
+                            order.quantity)
+            log.info("alpaca %s: exit %s is the legs Alpaca placed for %s: taken as them, "
+                     "not sent again", self.account, client_order_id, entry)
+            self._forget_legs(legs)
+            self._remember_adopted(client_order_id, str(nested["id"]))
+            return self._adopted_report(client_order_id, nested, legs,
+                                        await self._known(client_order_id))
+        if verdict is Adoption.REFUSE:
+            log.error("alpaca %s: the legs of %s have traded, and %s is not them: not placed; "
+                      "check the position", self.account, entry, client_order_id)
+            raise PermanentError(f"the native exit of {entry} at Alpaca has traded: "
+                                 f"{client_order_id} is not placed")
+        await self._cancel_legs(str(nested["id"]), legs)
+        after = await self._entry_legs(entry)
+        left = [] if after is None else after[1]
+        if bracket.traded(left):
+            raise PermanentError(f"the native exit of {entry} traded while being replaced: "
+                                 f"{client_order_id} is not placed")
+        if any(wire.status_of(leg) not in FINAL_BROKER_STATUSES for leg in left):
+            raise RetryableError(f"alpaca: the legs of {entry} are still open after their "
+                                 "cancel")
+        self._forget_legs(legs)
+        log.warning("alpaca %s: the legs of %s (%s) cancelled: %s for %s is placed instead",
+                    self.account, entry, held, client_order_id, order.quantity)
+        return None
+
+    async def _cancel_legs(self, entry_id: str, legs: Sequence[Mapping[str, Any]]) -> None:
+        """Cancel a bracket's open legs (the entry has ended): one DELETE, Alpaca cancels
+        the other. Nothing of ours was sent by it, so an unknown outcome is only a reason
+        to look again later."""
+        try:
+            await self._cancel_group(legs, self._legs_reader(entry_id))
+        except (UnknownOutcome, NotCancellable) as exc:
+            # No answer, or a leg that ended meanwhile (filled?): the legs are read again
+            # at the next attempt, which sees what they did.
+            raise RetryableError(f"alpaca: the legs of {entry_id} not cancelled ({exc}); "
+                                 "looked at again") from None
+
+    def _adopted_report(self, client_order_id: str, entry: Mapping[str, Any],
+                        legs: Sequence[Mapping[str, Any]], known: list[Fill]) -> BrokerOrder:
+        """The adopted exit's report from its legs; while it is open, their Alpaca ids are
+        its own (their trade updates find it by them)."""
+        found = bracket.exit_report(client_order_id, entry, legs, known)
+        ids = [str(leg["id"]) for leg in legs]
+        if found.status in FINAL_BROKER_STATUSES:
+            for oid in ids:
+                self._owners.pop(oid, None)
+        else:
+            self._owners.update(dict.fromkeys(ids, client_order_id))
+        self._remember_fills(client_order_id, found)
+        return found
+
+    async def _adopted_now(self, client_order_id: str, entry_id: str
+                           ) -> tuple[BrokerOrder, list[Mapping[str, Any]]]:
+        """An adopted exit as its legs are now, and the legs."""
+        nested = await self._order_nested(entry_id)
+        legs = bracket.legs_of(nested) if isinstance(nested, Mapping) else None
+        if legs is None:
+            raise RetryableError(f"alpaca: the entry {entry_id} of {client_order_id} shows "
+                                 "no legs")
+        known = await self._known(client_order_id)
+        return self._adopted_report(client_order_id, nested, legs, known), legs
+
+    async def _cancel_adopted(self, client_order_id: str, entry_id: str) -> BrokerOrder:
+        now, legs = await self._adopted_now(client_order_id, entry_id)
+        if now.status is BrokerStatus.CANCELLED:
+            return now
+        if now.status in FINAL_BROKER_STATUSES:
+            raise NotCancellable(f"order {client_order_id} is {now.status} at Alpaca")
+        await self._cancel_group(legs, self._legs_reader(entry_id))
+        return (await self._adopted_now(client_order_id, entry_id))[0]
+
+    def _legs_reader(self, entry_id: str
+                     ) -> Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]:
+        """What reads the legs of the entry ``entry_id`` (its Alpaca id) again."""
+        async def reread() -> Sequence[Mapping[str, Any]]:
+            return bracket.legs_of(await self._order_nested(entry_id)) or []
+        return reread
+
+    async def end_native_exits(self, entry: str, symbol: str, oco: bool) -> bool:
+        """Called by the lists watcher before it ends the list of an entry sent natively
+        whose exit was never taken as an order of ours (the list was cancelled, or no
+        position is left to protect): the legs still open at Alpaca are cancelled, so
+        that none is left there untracked. Whether none is open now (False: Alpaca could
+        not tell or refused; the watcher asks again at its next pass)."""
+        try:
+            found = await self._entry_legs(entry)
+            if found is None:
+                return True
+            nested, legs = found
+            if all(wire.status_of(leg) in FINAL_BROKER_STATUSES for leg in legs):
+                self._forget_legs(legs)
+                return True
+            await self._cancel_legs(str(nested["id"]), legs)
+            after = await self._entry_legs(entry)
+        except BrokerError as exc:
+            log.warning("alpaca %s: the legs of %s could not be cancelled (%s); tried again at "
+                        "the next pass", self.account, entry, exc)
+            return False
+        left = [] if after is None else after[1]
+        if any(wire.status_of(leg) not in FINAL_BROKER_STATUSES for leg in left):
+            return False
+        if bracket.traded(left):
+            log.error("alpaca %s: the legs of %s traded and are no order of ours: check the "
+                      "position", self.account, entry)
+        self._forget_legs(legs)
+        log.warning("alpaca %s: the legs of %s cancelled: its list ended without an exit of "
+                    "ours", self.account, entry)
+        return True
 
     def quote_asset(self, symbol: str) -> str | None:
         return wire.base_and_quote(symbol)[1]
@@ -472,7 +740,7 @@ class AlpacaBroker:
         reports: list[BrokerOrder] = []
         seen: set[str] = set()
         for order in await self._open_orders():
-            if wire.is_oco_leg(order):
+            if wire.is_oco_leg(order) or await self._leg_not_ours(order):
                 continue  # told with its parent, below (a lookup of our open record)
             cid = str(order["client_order_id"])
             if wire.is_oco(order):
@@ -498,6 +766,13 @@ class AlpacaBroker:
         (an order's REST reply can overtake its updates) or unreadable."""
         cid = str(order["client_order_id"])
         owner = self._owners.get(str(order["id"]))
+        try:
+            if owner is None and await self._leg_not_ours(order):
+                # A leg of an entry's bracket no exit has adopted yet: no order of ours
+                # (once adopted, the exit's lookups tell it).
+                return None
+        except RetryableError:
+            return None  # polling covers it
         if owner is None and wire.is_oco(order):
             if wire.is_oco_leg(order):
                 # The leg of an oco not seen since this process started: the update of its
@@ -518,6 +793,23 @@ class AlpacaBroker:
                         type(exc).__name__, exc)
             return None
 
+    async def _leg_not_ours(self, order: Mapping[str, Any]) -> bool:
+        """Whether an order object is a leg of a bracket / oto and not (yet, in this
+        process) an exit of ours: a leg carries a client id of Alpaca's, which has no
+        record of ours (an entry's own has one); an adopted leg is its exit's
+        (``_owners``), told by the exit's lookups. Without a record store, any bracket
+        / oto order this process did not send as an entry."""
+        if not bracket.is_native(order):
+            return False
+        oid, cid = str(order["id"]), str(order["client_order_id"])
+        if oid in self._native_legs or oid in self._owners:
+            return True
+        if cid in self._native_entries:
+            return False
+        # A leg's update can overtake its entry's answer (which names the legs): without
+        # our records, whatever this process did not send is taken for a leg.
+        return self.store is None or await self._record(cid) is None
+
     async def _oco_update(self, client_order_id: str, symbol: str) -> BrokerOrder | None:
         """An update of either order of an oco, told as the whole oco: looked up nested
         (an update shows one order, and the oco's state is both's)."""
@@ -537,7 +829,7 @@ class AlpacaBroker:
         remote = await self._open_orders()
         ids = sorted({str(o["client_order_id"]) for o in remote})
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
-        found = self.orphans = reconcile.orphans(remote, local)
+        found = self.orphans = await self._not_legs(reconcile.orphans(remote, local), store)
         for orphan in found:
             if str(orphan.get("id")) in self._reported:
                 continue
@@ -550,6 +842,26 @@ class AlpacaBroker:
         log.info("alpaca %s: reconciled: %d open at Alpaca, %d orphans", self.account,
                  len(remote), len(found))
         return found
+
+    async def _not_legs(self, found: list[Mapping[str, Any]], store: Store
+                        ) -> list[Mapping[str, Any]]:
+        """The orphans less the legs of our entries' brackets (their client ids are
+        Alpaca's): those this process knows, and those the account's latest orders, read
+        nested, show under an entry we have a record of (a bracket's legs are listed on
+        their own, with nothing naming their entry)."""
+        legs = [o for o in found if bracket.is_native(o)]
+        known = {oid for oid in (str(o["id"]) for o in legs)
+                 if oid in self._native_legs or oid in self._owners}
+        if len(known) < len(legs):
+            nested = await self._json("GET", "/v2/orders", Call.READ, params={
+                "status": "all", "nested": "true", "direction": "desc",
+                "limit": str(_OPEN_ORDERS_LIMIT)})
+            entries = reconcile.entries_of_legs(nested if isinstance(nested, list) else [])
+            ids = sorted(set(entries.values()))
+            ours = {cid for cid, record in zip(ids, await store.load_orders(ids), strict=True)
+                    if record is not None}
+            known |= {oid for oid, cid in entries.items() if cid in ours}
+        return [o for o in found if str(o["id"]) not in known]
 
     async def _reconcile_periodically(self, store: Store) -> None:
         """At start, then every ``reconcile_interval_ms``: orders placed on the account by
@@ -601,17 +913,23 @@ class AlpacaBroker:
         known = self._fills.get(client_order_id)
         if self.store is None:
             return known or []
-        try:
-            (record,) = await self.store.load_orders([client_order_id])
-        except RedisError as exc:
-            # Without them a fill would be told twice: the lookup is tried again later.
-            raise RetryableError(f"alpaca {self.account}: record of {client_order_id} not "
-                                 f"readable ({type(exc).__name__}); its fills cannot be "
-                                 "told") from None
+        # Without them a fill would be told twice: unreadable, the lookup is tried later.
+        record = await self._record(client_order_id)
         recorded = [] if record is None else list(record.fills)
         if known is not None and wire.extends(known, recorded):
             return known
         return recorded
+
+    async def _record(self, client_order_id: str) -> Order | None:
+        """Our record of an order (None: none, or no store)."""
+        if self.store is None:
+            return None
+        try:
+            (record,) = await self.store.load_orders([client_order_id])
+        except RedisError as exc:
+            raise RetryableError(f"alpaca {self.account}: record of {client_order_id} not "
+                                 f"readable ({type(exc).__name__})") from None
+        return record
 
     def _report(self, reply: Any, client_order_id: str, known: list[Fill]) -> BrokerOrder:
         if not isinstance(reply, Mapping) or "id" not in reply:
@@ -619,12 +937,20 @@ class AlpacaBroker:
         found = wire.report(reply, client_order_id, known)
         if wire.is_oco(reply):
             self._remember_oco(reply, client_order_id, found.status)
+        if bracket.is_native(reply) and reply.get("client_order_id") == wire.client_id(
+                client_order_id):
+            # The entry of a bracket / oto, however it is looked up: its record must say
+            # so (the lists watcher cancels legs left when its list ends).
+            found = msgspec.structs.replace(found, native_exits=True)
+        self._remember_fills(client_order_id, found)
+        return found
+
+    def _remember_fills(self, client_order_id: str, found: BrokerOrder) -> None:
         if found.fills:
             self._fills.pop(client_order_id, None)
             self._fills[client_order_id] = list(found.fills)
             while len(self._fills) > _FILLS_MEMORY:
                 del self._fills[next(iter(self._fills))]
-        return found
 
     def _remember_oco(self, reply: Mapping[str, Any], client_order_id: str,
                       status: BrokerStatus) -> None:

@@ -73,6 +73,11 @@ class AlpacaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # How often the account's open orders are compared with our records, and orphans (open
     # at Alpaca with no record of ours) reported; 0: never.
     reconcile_interval_ms: int = 60_000
+    # The entry of a contingent list (take_profit / stop_loss) that Alpaca can take as one
+    # order is sent with order_class bracket (both levels) or oto (one): Alpaca activates
+    # the exit itself once the entry has completely filled (alpaca/bracket.py). Off: the
+    # workers place the exits once the fill is folded, as at every other broker.
+    native_lists: bool = False
 
     def __post_init__(self) -> None:
         one_source("alpaca", "key_id", self.key_id_env, self.key_id_file)

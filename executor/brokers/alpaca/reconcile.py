@@ -5,6 +5,8 @@ another program or by hand on the account, or by a deployment that lost its reco
 is reported (logged once per process, counted), never touched: Alpaca's own id and the
 order's fields are what an operator needs to find it. The stop leg of an oco carries a
 client id Alpaca made up, never ours: it is its parent's, found (or not) by the parent.
+The legs of a bracket / oto entry of ours (bracket.py) carry Alpaca's client ids too: they
+are the entry's exit, found by the entry's nested answer (``entries_of_legs``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...model.order import Order
+from .bracket import is_native, legs_of
 from .wire import is_oco_leg
 
 
@@ -23,6 +26,14 @@ def orphans(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | Non
     never one by itself)."""
     return [o for o in remote if not is_oco_leg(o)
             and local.get(str(o.get("client_order_id", ""))) is None]
+
+
+def entries_of_legs(nested: Sequence[Any]) -> dict[str, str]:
+    """``nested``: orders read nested (GET /v2/orders?nested=true). The Alpaca id of each
+    leg of a bracket / oto -> its entry's client id."""
+    return {str(leg["id"]): str(entry.get("client_order_id", ""))
+            for entry in nested if isinstance(entry, Mapping) and is_native(entry)
+            for leg in legs_of(entry) or []}
 
 
 def describe(orphan: Mapping[str, Any]) -> str:

@@ -58,7 +58,7 @@ from producer.keys import Keys
 
 from ...infra.store import NewOrder, Store
 from ...model.order import Context
-from .. import recorded
+from .. import native_lists, recorded
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -76,6 +76,8 @@ from ..base import (
     UnknownOutcome,
     Volume,
 )
+from ..native_exits import sent_natively
+from ..native_lists import Adoption
 from ..prices import PriceCache
 from ..stream_health import StreamHealth
 from . import filters, oto, reconcile, wire
@@ -268,7 +270,7 @@ class BinanceBroker:
                              round_quantity=self.config.round_quantity)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
-        entry = oto.entry_of(order)
+        entry = native_lists.entry_of(order)
         if entry is not None:
             # Before any check: an exit Binance already holds (the native list of its
             # entry) is taken as it is, and must never be refused into a second one.
@@ -420,16 +422,9 @@ class BinanceBroker:
         return msgspec.structs.replace(found, native_exits=True)
 
     async def _sent_natively(self, entry: str) -> bool:
-        """Whether the entry may have been sent as a native list: this account sends them,
-        or the entry's record says it was (sent before the setting was turned off)."""
-        if self.config.native_lists or self.store is None:
-            return True
-        try:
-            (record,) = await self.store.load_orders([entry])
-        except Exception as exc:  # Redis down: look, rather than risk a second exit
-            log.info("binance %s: record of %s not readable (%s)", self.account, entry, exc)
-            return True
-        return record is None or record.native_exits
+        """Whether the entry may have been sent as a native list (native_exits.py)."""
+        return await sent_natively(self.config.native_lists, self.store, entry,
+                                   f"binance {self.account}")
 
     async def _native_exit_of(self, entry: str, symbol: str, oco: bool
                               ) -> tuple[Mapping[str, Any], list[Any], Any] | None:
@@ -521,12 +516,15 @@ class BinanceBroker:
             raise RetryableError(f"binance: the native exit of {entry} is not placed yet")
         legs = [await self._with_fills(r, r["clientOrderId"]) for r in replies]
         traded = any(leg.filled_quantity > 0 for leg in legs)
-        if not traded and all(leg.status in FINAL_BROKER_STATUSES for leg in legs):
+        held = legs[0].quantity
+        verdict = native_lists.adoption(
+            client_order_id, entry, order.quantity, held=held, traded=traded,
+            ended=all(leg.status in FINAL_BROKER_STATUSES for leg in legs))
+        if verdict is Adoption.PLACE:
             log.info("binance %s: the native exit of %s ended unplaced or unfilled (%s); %s "
                      "is placed", self.account, entry, legs[0].status, client_order_id)
             return None
-        held = legs[0].quantity
-        if client_order_id == first and (traded or held == order.quantity):
+        if verdict is Adoption.ADOPT:
             if held != order.quantity:
                 log.warning("binance %s: the native exit of %s holds %s and has traded; taken "
                             "as %s for %s as it is", self.account, entry, held,
@@ -539,7 +537,7 @@ class BinanceBroker:
                 return msgspec.structs.replace(self._remember_list(first, found, legs),
                                                client_order_id=client_order_id)
             return legs[0]
-        if traded:
+        if verdict is Adoption.REFUSE:
             log.error("binance %s: the native exit of %s has traded, and %s is not it: not "
                       "placed; check the position", self.account, entry, client_order_id)
             raise PermanentError(f"the native exit of {entry} at Binance has traded: "

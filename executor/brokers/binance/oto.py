@@ -36,6 +36,8 @@ from producer.ids import derived_id
 
 from ...model.lists import exit_id, exit_request
 from ...model.order import spec_from_request
+from ..native_lists import entry_of as entry_of
+from ..native_lists import first_exit_id as first_exit_id
 from .filters import BINANCE_TYPE, Rules, check, oco_legs
 from .wire import amount, leg_ids, leg_params
 
@@ -99,27 +101,11 @@ def list_params(entry_id: str, entry: OrderSpec, exit_: OrderSpec) -> tuple[str,
     return "otoco", params
 
 
-def first_exit_id(entry_id: str) -> str:
-    """The client id of the entry's first exit: what its native list's exit is named."""
-    return exit_id(entry_id, 1)
-
-
 def pending_ids(entry_id: str) -> frozenset[str]:
     """The client ids the pending orders of ``entry_id``'s native list carry: the exit
     ``<entry>-x1`` (an OTO) and its legs (an OTOCO)."""
     exit_cid = exit_id(entry_id, 1)
     return frozenset({exit_cid, *leg_ids(exit_cid)})
-
-
-def entry_of(order: OrderSpec) -> str | None:
-    """The entry id when ``order`` is an exit of a contingent list (whose entry's native
-    list may hold an exit already), else None."""
-    metadata = order.metadata or {}
-    entry = metadata.get("list_id")
-    if not order.reduce_only or not isinstance(metadata.get("exit"), int) \
-            or not isinstance(entry, str):
-        return None
-    return entry
 
 
 def exit_orders(found: Mapping[str, Any], key: str = "orders") -> list[Mapping[str, Any]]:

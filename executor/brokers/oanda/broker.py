@@ -10,6 +10,14 @@ submit is sent once, never retried here (the pipeline decides, after a lookup by
 Orders are found by our client id as ``@<client id>``; a lookup reads the order, then the
 transaction that filled it (its price, units and commission) or cancelled it (its reason).
 
+Native contingent lists (``native_lists``, on_fill.py): the entry of a list goes with
+``takeProfitOnFill`` / ``stopLossOnFill``, so OANDA makes the trade's exits in the fill's
+batch; the workers' exit ``<entry>-x1`` is then taken as those orders, never sent or
+emulated a second time (``adopt_native_exit``); a smaller or later exit replaces them; the
+list ending without an exit of ours cancels them (``end_native_exits``). An adopted exit is
+looked up, cancelled and pushed as its dependent orders (its record's broker order id says
+so).
+
 Push: the transactions stream (feed.py), a ``PushFeed`` for the tracker (``updates``).
 Prices: the pricing stream (pricing.py) of the instruments asked for, started with the
 broker unless ``pricing_stream = false``; polled (``GET pricing``) when it has none.
@@ -36,14 +44,18 @@ from ...infra.store import Store
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
+    BrokerError,
     BrokerOrder,
+    BrokerStatus,
     NotCancellable,
+    OrderNotFound,
     PermanentError,
     RetryableError,
     UnknownOutcome,
 )
+from ..native_exits import entry_of, sent_natively
 from ..prices import PriceCache
-from . import instruments, wire
+from . import instruments, on_fill, wire
 from .config import OandaAccount
 from .connections import MAX_CONNECTIONS, ConnectionPacer
 from .feed import TransactionsFeed
@@ -59,6 +71,7 @@ log = logging.getLogger(__name__)
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _decode = msgspec.json.Decoder()
+_MEMORY = 10_000  # native exits (pending, adopted) remembered at most
 
 
 class OandaBroker:
@@ -78,11 +91,17 @@ class OandaBroker:
         self.pricing = PricingStream(account, config.stream_timeout_ms,
                                      config.connect_timeout_ms, self._prices, metrics)
         self.feed = TransactionsFeed(account, config.stream_timeout_ms, self._request,
-                                     self._lookup, metrics)
+                                     self._pushed, metrics)
         self.store = None if redis is None else Store(redis, keys or Keys(), results_maxlen=1,
                                                       order_ttl_ms=1)
         self.reconciler = Reconciler(account, config.orphans, self._request, metrics)
         self._reconciling: asyncio.Task[None] | None = None
+        # Dependent orders of entries this process sent natively -> their exit, until it
+        # is adopted (their transactions are no order of ours yet); adopted exits -> their
+        # symbol, and their dependent orders -> the exit.
+        self._pending_of: dict[str, str] = {}
+        self._adopted: dict[str, str] = {}
+        self._owner: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never the token or the account id
         return f"OandaBroker(account={self.account!r}, venue={self.config.venue()!r})"
@@ -170,6 +189,12 @@ class OandaBroker:
         wire.order_request("check", order, inst)
 
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
+        if entry_of(order) is not None:
+            # Before any check: an exit OANDA already holds (its entry's on-fill orders) is
+            # taken as it is, and must never be refused into a second one.
+            adopted = await self.adopt_native_exit(client_order_id, order)
+            if adopted is not None:
+                return adopted
         try:
             inst = self._rules(order.symbol)
             instruments.check(order, inst)
@@ -178,10 +203,42 @@ class OandaBroker:
                 wire.check_touched(order, await self._fresh_mid(order.symbol))
         except ContractError as exc:
             raise PermanentError(f"refused before sending to OANDA: {exc}") from None
+        if self.config.native_lists and on_fill.native_exit(client_order_id, order,
+                                                            inst) is not None:
+            native = await self._submit_native(client_order_id, body,
+                                               on_fill.fields(client_order_id, order, inst))
+            if native is not None:
+                return native
         reply = await self._request("POST", "/orders", json=body, sends=True)
         return wire.create_report(client_order_id, reply, self.currency)
 
+    async def _submit_native(self, client_order_id: str, body: dict[str, Any],
+                             extra: dict[str, Any]) -> BrokerOrder | None:
+        """The entry sent with its on-fill orders (``extra``); its report marked
+        ``native_exits``. None when OANDA refused it for the on-fill part (nothing was
+        placed): the caller sends the plain entry, whose exits the workers place."""
+        first = on_fill.first_exit_id(client_order_id)
+        dependents = on_fill.dependent_ids(first)
+        # Known before sending: their transactions can come before the reply.
+        self._pending_of.update(dict.fromkeys(dependents, first))
+        _forget_oldest(self._pending_of)
+        try:
+            reply = await self._request("POST", "/orders",
+                                        json={"order": {**body["order"], **extra}}, sends=True)
+        except wire.OnFillRefused as exc:
+            for cid in dependents:
+                self._pending_of.pop(cid, None)
+            log.warning("oanda %s: the entry %s was refused with its on-fill exits (%s); sent "
+                        "as a plain order, its exits placed by the workers", self.account,
+                        client_order_id, exc)
+            return None
+        log.info("oanda %s: entry %s sent with on-fill exits: OANDA makes its exit %s on "
+                 "the trade it opens", self.account, client_order_id, first)
+        return on_fill.native(wire.create_report(client_order_id, reply, self.currency))
+
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        if await self._is_adopted(client_order_id):
+            return await self._cancel_native(client_order_id, symbol)
         path = f"/orders/{_specifier(client_order_id)}/cancel"
         try:
             reply = await self._request("PUT", path, sends=True)
@@ -198,7 +255,202 @@ class OandaBroker:
         return await self._lookup(client_order_id, reply.get("orderCancelTransaction"))
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        if await self._is_adopted(client_order_id):
+            return await self._native_report(client_order_id, symbol)
         return await self._lookup(client_order_id, None)
+
+    # -- native lists: an entry's exits made by OANDA on its fill (on_fill.py) -------------
+
+    async def _is_adopted(self, cid: str) -> bool:
+        """Whether our order ``cid`` is an exit taken as its entry's on-fill orders: from
+        memory, else from its record (broker order id ``on-fill:<trade>``). Only exit ids
+        are looked for; without a readable record, not (its lookup fails, and is tried
+        again later, rather than answer for other orders)."""
+        if cid in self._adopted:
+            return True
+        if self.store is None or not on_fill.is_exit_id(cid):
+            return False
+        try:
+            (record,) = await self.store.load_orders([cid])
+        except Exception as exc:
+            raise RetryableError(f"oanda {self.account}: record of {cid} not readable "
+                                 f"({exc})") from None
+        if record is None or not (record.broker_order_id or "").startswith(on_fill.ADOPTED):
+            return False
+        self._remember(cid, record.spec.symbol)
+        return True
+
+    def _remember(self, cid: str, symbol: str) -> None:
+        self._adopted[cid] = symbol
+        for dependent in on_fill.dependent_ids(cid):
+            self._owner[dependent] = cid
+            self._pending_of.pop(dependent, None)
+        _forget_oldest(self._adopted)
+        _forget_oldest(self._owner)
+
+    async def _dependents(self, exit_cid: str, symbol: str,
+                          known: Mapping[str, Any] | None = None
+                          ) -> list[tuple[Mapping[str, Any], BrokerOrder]]:
+        """The dependent orders OANDA holds under the ids of ``exit_cid`` (on_fill
+        ``dependent_ids``), each with its report (fills and cancel read; ``known``: a
+        transaction in hand, not read again)."""
+        out = []
+        for cid in on_fill.dependent_ids(exit_cid):
+            try:
+                reply = await self._request("GET", f"/orders/{_specifier(cid)}")
+            except OrderNotFound:
+                continue
+            order = reply["order"]
+            out.append((order, await self._report_of(cid, order, known, symbol)))
+        return out
+
+    async def _native_report(self, cid: str, symbol: str,
+                             known: Mapping[str, Any] | None = None) -> BrokerOrder:
+        """The report of the adopted exit ``cid``: its dependent orders' as one."""
+        symbol = symbol or self._adopted.get(cid, "")
+        found = await self._dependents(cid, symbol, known)
+        if not found:
+            raise OrderNotFound(f"oanda: no on-fill order of {cid}")
+        return on_fill.combine(cid, str(found[0][0].get("tradeID", "")), symbol, Decimal(0),
+                               [leg for _, leg in found])
+
+    async def _cancel_native(self, cid: str, symbol: str) -> BrokerOrder:
+        """Cancel the adopted exit ``cid``: its dependent orders still pending."""
+        for dependent in on_fill.dependent_ids(cid):
+            with contextlib.suppress(OrderNotFound):  # absent, or ended: read below
+                await self._request("PUT", f"/orders/{_specifier(dependent)}/cancel",
+                                    sends=True)
+        found = await self._native_report(cid, symbol)
+        if found.status is BrokerStatus.FILLED:
+            raise NotCancellable(f"order {cid} is filled at OANDA")
+        if found.status not in FINAL_BROKER_STATUSES:
+            raise RetryableError(f"oanda: the on-fill orders of {cid} are still pending; "
+                                 "try again")
+        return found
+
+    async def adopt_native_exit(self, client_order_id: str, order: OrderSpec
+                                ) -> BrokerOrder | None:
+        """An exit of a list arriving to be placed (by ``submit``, or by the emulator
+        before it would hold one): what OANDA holds under the ids of the entry's first
+        exit (``<entry>-x1-tp`` / ``-sl``), looked up first.
+
+        - nothing there (not sent natively, the entry opened no trade, or they ended
+          unfilled): None, the exit is placed as usual;
+        - pending or filled, and this is that exit (``<entry>-x1``) for the units of the
+          trade (or one has filled: never cancelled into a second exit): taken as this
+          exit's report, never sent again;
+        - pending for other units (the workers capped the exit by the position), or this is
+          a later exit (``-x2``...: the first was refused before it reached OANDA): they
+          are cancelled first, and None: never two exits for one position;
+        - filled, and this is not that exit: refused (``PermanentError``), logged."""
+        entry = entry_of(order)
+        if entry is None or not await sent_natively(
+                self.config.native_lists, self.store, entry, f"oanda {self.account}"):
+            return None
+        first = on_fill.first_exit_id(entry)
+        found = await self._dependents(first, order.symbol)
+        if not found:
+            return None
+        legs = [leg for _, leg in found]
+        traded = any(leg.filled_quantity > 0 or leg.status is BrokerStatus.FILLED
+                     for leg in legs)
+        if not traded and all(leg.status in FINAL_BROKER_STATUSES for leg in legs):
+            log.info("oanda %s: the on-fill exit of %s ended unfilled (%s); %s is placed",
+                     self.account, entry, legs[0].status, client_order_id)
+            return None
+        trade_id = str(found[0][0].get("tradeID", ""))
+        held = await self._trade_units(trade_id)
+        if client_order_id == first and (traded or held == order.quantity):
+            if held != order.quantity:
+                log.warning("oanda %s: the on-fill exit of %s closes a trade of %s and has "
+                            "filled; taken as %s for %s as it is", self.account, entry, held,
+                            client_order_id, order.quantity)
+            log.info("oanda %s: exit %s is the on-fill exit OANDA made for %s (trade %s): "
+                     "taken as it, not sent again", self.account, client_order_id, entry,
+                     trade_id)
+            self._remember(client_order_id, order.symbol)
+            assert order.quantity is not None
+            return on_fill.combine(client_order_id, trade_id, order.symbol, order.quantity,
+                                   legs)
+        if traded:
+            log.error("oanda %s: the on-fill exit of %s has filled, and %s is not it: not "
+                      "placed; check the position", self.account, entry, client_order_id)
+            raise PermanentError(f"the on-fill exit of {entry} at OANDA has filled: "
+                                 f"{client_order_id} is not placed")
+        if not await self._cancel_dependents(entry, first, order.symbol):
+            raise PermanentError(f"the on-fill exit of {entry} filled while being replaced: "
+                                 f"{client_order_id} is not placed")
+        log.warning("oanda %s: the on-fill exit of %s (trade %s, %s units) cancelled: %s for "
+                    "%s is placed instead", self.account, entry, trade_id, held,
+                    client_order_id, order.quantity)
+        return None
+
+    async def _trade_units(self, trade_id: str) -> Decimal | None:
+        """The units a trade holds (its initial units once closed), unsigned."""
+        reply = await self._request("GET", f"/trades/{quote(trade_id, safe='')}")
+        trade = reply["trade"]
+        units = trade.get("currentUnits") if trade.get("state") == "OPEN" else None
+        return abs(Decimal(str(units or trade.get("initialUnits") or "0")))
+
+    async def _cancel_dependents(self, entry: str, first: str, symbol: str) -> bool:
+        """Cancel the dependent orders of ``entry``'s first exit still pending; whether
+        none of them has filled (read again after the cancels)."""
+        for dependent in on_fill.dependent_ids(first):
+            with contextlib.suppress(OrderNotFound):  # absent, or ended: read below
+                await self._request("PUT", f"/orders/{_specifier(dependent)}/cancel",
+                                    sends=True)
+        for dependent in on_fill.dependent_ids(first):
+            self._pending_of.pop(dependent, None)
+        after = await self._dependents(first, symbol)
+        if any(leg.status not in FINAL_BROKER_STATUSES for _, leg in after):
+            raise RetryableError(f"oanda: the on-fill exit of {entry} is still pending")
+        return not any(leg.filled_quantity > 0 or leg.status is BrokerStatus.FILLED
+                       for _, leg in after)
+
+    async def end_native_exits(self, entry: str, symbol: str, oco: bool) -> bool:
+        """Called by the lists watcher before it ends the list of an entry sent natively
+        whose exit was never taken as an order of ours (the list was cancelled, or no
+        position is left to protect): the on-fill orders still pending at OANDA are
+        cancelled, so that none is left there untracked. Whether none is pending now
+        (False: OANDA could not tell or refused; the watcher asks again at its next
+        pass)."""
+        first = on_fill.first_exit_id(entry)
+        try:
+            found = await self._dependents(first, symbol)
+            if all(leg.status in FINAL_BROKER_STATUSES for _, leg in found):
+                return True
+            clean = await self._cancel_dependents(entry, first, symbol)
+        except BrokerError as exc:
+            log.warning("oanda %s: the on-fill exit of %s could not be cancelled (%s); "
+                        "tried again at the next pass", self.account, entry, exc)
+            return False
+        if not clean:
+            log.error("oanda %s: the on-fill exit of %s filled and is not an order of ours: "
+                      "check the position", self.account, entry)
+        log.warning("oanda %s: the on-fill exit of %s cancelled: its list ended without an "
+                    "exit of ours", self.account, entry)
+        return True
+
+    async def _pushed(self, cid: str, tx: Mapping[str, Any]) -> BrokerOrder | None:
+        """A streamed fill or cancel of the order ``cid``: of a dependent order of an
+        adopted exit, that exit's report; of one not adopted yet, nothing (not an order of
+        ours yet, never an orphan); else the order's."""
+        owner = self._owner.get(cid)
+        first = self._pending_of.get(cid)
+        if owner is None and first is not None:
+            if not await self._is_adopted(first):  # (by another worker, maybe)
+                return None
+            owner = first
+        if owner is None and cid.endswith((on_fill.TAKE_PROFIT_TAIL,
+                                           on_fill.STOP_LOSS_TAIL)):
+            # Not in memory (made before this process started): the order names its exit.
+            reply = await self._request("GET", f"/orders/{_specifier(cid)}")
+            owner = on_fill.owner(reply["order"])
+            if owner is not None and not await self._is_adopted(owner):
+                return None
+        if owner is not None:
+            return await self._native_report(owner, str(tx.get("instrument") or ""), tx)
+        return await self._lookup(cid, tx)
 
     def quote_asset(self, symbol: str) -> str | None:
         rules = self.rules.get(symbol)
@@ -256,8 +508,12 @@ class OandaBroker:
         ``known``: one of them already in hand (a cancel's reply, a streamed
         transaction), not read again."""
         reply = await self._request("GET", f"/orders/{_specifier(cid)}")
-        order = reply["order"]
+        return await self._report_of(cid, reply["order"], known, "")
 
+    async def _report_of(self, cid: str, order: Mapping[str, Any],
+                         known: Mapping[str, Any] | None, symbol: str) -> BrokerOrder:
+        """The report of a v20 Order with the transactions it names (``known`` not read
+        again)."""
         async def read(key: str) -> Mapping[str, Any] | None:
             tx_id = order.get(key)
             if not tx_id:
@@ -267,9 +523,10 @@ class OandaBroker:
             return await self._transaction(tx_id)
         fill_tx = await read("fillingTransactionID")
         cancel_tx = await read("cancellingTransactionID")
-        if cancel_tx is None and known is not None and known.get("type") == "ORDER_CANCEL":
+        if cancel_tx is None and known is not None and known.get("type") == "ORDER_CANCEL" \
+                and str(known.get("orderID")) == str(order.get("id")):
             cancel_tx = known  # a cancel's reply can come before the order shows it
-        return wire.order_report(cid, order, fill_tx, cancel_tx, self.currency)
+        return wire.order_report(cid, order, fill_tx, cancel_tx, self.currency, symbol)
 
     async def _transaction(self, tx_id: Any) -> Mapping[str, Any]:
         reply = await self._request("GET", f"/transactions/{quote(str(tx_id), safe='')}")
@@ -314,6 +571,11 @@ class OandaBroker:
                           "the account id", self.account, path.split("/")[1], error)
             raise error
         return body
+
+
+def _forget_oldest(memory: dict[str, Any]) -> None:
+    while len(memory) > _MEMORY:
+        del memory[next(iter(memory))]
 
 
 def _specifier(client_order_id: str) -> str:

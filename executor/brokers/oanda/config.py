@@ -56,6 +56,14 @@ class OandaAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # or cancelled ("cancel"). Adopting them (Binance's "adopt") is not supported here.
     orphans: Orphans = "report"
     reconcile_interval_ms: int = 300_000
+    # The entry of a contingent list (take_profit / stop_loss) goes with takeProfitOnFill /
+    # stopLossOnFill: OANDA makes the exits on the trade the entry opens, in its fill's
+    # batch (oanda/on_fill.py). Off: the workers place them once the fill is folded (the
+    # oco emulated), as at every other broker. Off by default: on, a limit entry whose
+    # take-profit or stop-loss is on the losing side of its fill price is cancelled by
+    # OANDA at the fill (TAKE_PROFIT_ON_FILL_LOSS, STOP_LOSS_ON_FILL_LOSS: a market that gapped
+    # through the stop) instead of filling, where the workers would fill it and then exit.
+    native_lists: bool = False
 
     def __post_init__(self) -> None:
         one_source("oanda", "account_id", self.account_id_env, self.account_id_file)

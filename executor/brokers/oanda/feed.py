@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _HEAL_PAGES = 20
 
 Request = Callable[..., Awaitable[dict[str, Any]]]
-Report = Callable[[str, Mapping[str, Any]], Awaitable[BrokerOrder]]
+Report = Callable[[str, Mapping[str, Any]], Awaitable[BrokerOrder | None]]
 
 
 class TransactionsFeed:

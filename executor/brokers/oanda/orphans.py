@@ -51,11 +51,12 @@ class Reconciler:
         self._told: dict[str, Decimal] = {}  # instrument -> the drift last warned of (beyond)
 
     async def run(self, store: Store) -> reconcile.Drift:
-        remote = reconcile.entry_orders(await self._request("GET", "/pendingOrders"))
+        reply = await self._request("GET", "/pendingOrders")
+        remote = reconcile.entry_orders(reply)
         ids = sorted({cid for o in remote if (cid := reconcile.client_id(o)) is not None}
                      | set(await store.open_order_ids()))
         local = dict(zip(ids, await store.load_orders(ids), strict=True))
-        drift = reconcile.compare(remote, local, self.account)
+        drift = reconcile.compare(remote, local, self.account, reconcile.held(reply))
         log.info("oanda %s: reconciled: %d pending at OANDA (%d ours), %d orphans, %d of ours "
                  "not pending there", self.account, len(remote), len(drift.known),
                  len(drift.orphans), len(drift.missing))

@@ -3,7 +3,9 @@ records, as pure logic (orphans.py reads ``GET .../pendingOrders``, ``.../openPo
 and our records, then acts on the ``Drift``).
 
 Only entry orders (MARKET, LIMIT, STOP, MARKET_IF_TOUCHED) are compared: the dependent
-orders of a trade (take-profit, stop-loss, trailing stop) are not ours to send. An entry
+orders of a trade (take-profit, stop-loss, trailing stop) are never orphans. Those an
+entry of ours made on its fill (on_fill.py) are its exit's (``held``): an adopted exit is
+pending there, not missing; one not adopted yet is OANDA's to hold until it is. An entry
 order is ours when its ``clientExtensions.id`` has a record; any other pending entry order
 is an orphan: one of our client ids we have no record of, or one placed by someone else
 (another program, OANDA's web page, no client id at all). Our open records that OANDA does
@@ -21,7 +23,7 @@ stop-loss or margin closeout). Decimal throughout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +32,7 @@ import msgspec
 from producer.contract import decimal_text
 
 from ...model.order import Order
+from .on_fill import owner
 
 ENTRY_TYPES = frozenset({"MARKET", "LIMIT", "STOP", "MARKET_IF_TOUCHED"})
 
@@ -73,11 +76,19 @@ def entry_orders(reply: Mapping[str, Any]) -> list[dict[str, Any]]:
             and o.get("state", "PENDING") == "PENDING"]
 
 
+def held(reply: Mapping[str, Any]) -> set[str]:
+    """The exits of ours whose on-fill orders are pending in a ``pendingOrders`` reply."""
+    return {cid for o in reply.get("orders") or []
+            if isinstance(o, Mapping) and o.get("state", "PENDING") == "PENDING"
+            and (cid := owner(o)) is not None}
+
+
 def compare(remote: Sequence[Mapping[str, Any]], local: Mapping[str, Order | None],
-            account: str) -> Drift:
+            account: str, native: Set[str] = frozenset()) -> Drift:
     """``remote``: OANDA's pending entry orders; ``local``: our record (or None) per client
-    id of ``remote`` and of our open orders."""
-    pending = {client_id(o) for o in remote} - {None}
+    id of ``remote`` and of our open orders; ``native``: our exits pending there as on-fill
+    orders (``held``)."""
+    pending = ({client_id(o) for o in remote} | set(native)) - {None}
     orphans = [dict(o) for o in remote
                if (cid := client_id(o)) is None or local.get(cid) is None]
     known = sorted(cid for cid in pending if cid is not None and local.get(cid) is not None)

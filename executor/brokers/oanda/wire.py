@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from producer.contract import ContractError, Fill, OrderSpec, OrderType, TimeInForce, WireDecimal
 
@@ -83,6 +84,17 @@ DUPLICATE_REASONS = frozenset({"CLIENT_ORDER_ID_ALREADY_EXISTS",
 # fill it in time, rather than because OANDA refused it.
 EXPIRY_REASONS = frozenset({"TIME_IN_FORCE_EXPIRED", "INSUFFICIENT_LIQUIDITY"})
 CLIENT_CANCEL_REASONS = frozenset({"CLIENT_REQUEST", "CLIENT_REQUEST_REPLACED"})
+
+
+# TransactionRejectReason values that refuse an order's on-fill part (takeProfitOnFill,
+# stopLossOnFill, trailingStopLossOnFill): the order itself was not placed.
+ON_FILL_PREFIXES = ("TAKE_PROFIT_ON_FILL_", "STOP_LOSS_ON_FILL_", "TRAILING_STOP_LOSS_ON_FILL_")
+ON_FILL_REFUSALS = frozenset({"ORDERS_ON_FILL_DUPLICATE_CLIENT_ORDER_IDS"})
+
+
+class OnFillRefused(PermanentError):
+    """OANDA refused an order for its on-fill orders (nothing was placed): the entry of a
+    native list may go again as a plain order (on_fill.py)."""
 
 
 def unix_time(ms: int) -> str:
@@ -247,15 +259,22 @@ def create_report(cid: str, reply: Mapping[str, Any], currency: str | None) -> B
 
 
 def order_report(cid: str, order: Mapping[str, Any], fill_tx: Mapping[str, Any] | None,
-                 cancel_tx: Mapping[str, Any] | None, currency: str | None) -> BrokerOrder:
+                 cancel_tx: Mapping[str, Any] | None, currency: str | None,
+                 symbol: str = "") -> BrokerOrder:
     """The report of a v20 Order (GET orders/@id) with the transactions that filled or
-    cancelled it (GET transactions/{id}), where it names them."""
+    cancelled it (GET transactions/{id}), where it names them. ``symbol``: the instrument
+    of an order that names none (a trade's dependent order). An order sent with on-fill
+    orders is marked ``native_exits``, as its create's report was."""
     state = order.get("state", "PENDING")
     at = order.get("cancelledTime") or order.get("filledTime") or order.get("createTime")
-    return _report(cid, order["id"], str(order["instrument"]), dec(order.get("units", "0")),
-                   filled_state=state == "FILLED", fill_tx=fill_tx, cancel_tx=cancel_tx,
-                   cancelled=state == "CANCELLED", currency=currency,
-                   updated_at=epoch_ms(at))
+    report = _report(cid, order["id"], str(order.get("instrument") or symbol),
+                     dec(order.get("units", "0")), filled_state=state == "FILLED",
+                     fill_tx=fill_tx, cancel_tx=cancel_tx, cancelled=state == "CANCELLED",
+                     currency=currency, updated_at=epoch_ms(at))
+    if any(order.get(key) for key in ("takeProfitOnFill", "stopLossOnFill",
+                                      "trailingStopLossOnFill")):
+        report = msgspec.structs.replace(report, native_exits=True)
+    return report
 
 
 def mid_of(price: Mapping[str, Any]) -> Decimal | None:
@@ -329,6 +348,9 @@ def map_error(status: int, body: Mapping[str, Any], *, sends: bool,
         return DuplicateClientId(text)
     if status == 404 or reason == "ORDER_DOESNT_EXIST":
         return OrderNotFound(text)
+    if sends and reason is not None and (reason in ON_FILL_REFUSALS
+                                         or reason.startswith(ON_FILL_PREFIXES)):
+        return OnFillRefused(text)
     return PermanentError(text)
 
 
