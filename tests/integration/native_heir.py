@@ -1,6 +1,7 @@
 """The guarantee every broker's native lists are tested for (test_binance_native_lists.py,
-test_alpaca_native_lists.py, test_oanda_native_lists.py): a worker process SIGKILLed between an entry's native fill and
-its exit's adoption leaves one exit, the broker's, adopted by the heir."""
+test_alpaca_native_lists.py, test_oanda_native_lists.py): a worker process SIGKILLed
+between an entry's native fill and its exit's adoption leaves one exit, the broker's,
+adopted by the heir."""
 
 from __future__ import annotations
 
