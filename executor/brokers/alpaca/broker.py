@@ -68,6 +68,7 @@ from producer.keys import Keys
 
 from ...infra.clock import wall_clock_ms
 from ...infra.store import Store
+from ...infra.tasks import cancel_and_wait
 from ...model.order import Order
 from ...model.states import is_terminal
 from ..base import (
@@ -238,9 +239,10 @@ class AlpacaBroker:
     async def close(self) -> None:
         task, self._reconciling = self._reconciling, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Cancelled again until it ends: a cancel that lands inside a Redis command of
+            # the reconciliation can be swallowed (infra/tasks.py), and awaiting the task
+            # then hung the close for ever.
+            await cancel_and_wait([task], f"alpaca {self.account} reconciliation")
         for prices in self.quotes.values():
             await prices.close()
         for name in ("_session", "_quote_session"):
