@@ -57,6 +57,7 @@ from producer.contract import ContractError, Fill, OrderSpec, OrderType
 from producer.keys import Keys
 
 from ...infra.store import NewOrder, Store
+from ...infra.tasks import cancel_and_wait
 from ...model.order import Context
 from .. import native_lists, recorded
 from ..base import (
@@ -236,10 +237,10 @@ class BinanceBroker:
             session, self._market_session = self._market_session, None
             await session.close()
         tasks = [t for t in (self._refresh, self._reconciling) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_STREAM_CLOSE_S)
+        # Cancelled again until they end (a cancel inside a Redis command can be lost),
+        # within the same _STREAM_CLOSE_S as before.
+        await cancel_and_wait(tasks, f"binance {self.account} background", wait_s=0.5,
+                              rounds=int(_STREAM_CLOSE_S / 0.5))
         self._refresh = self._reconciling = None
         if self.client is not None:
             client, self.client = self.client, None

@@ -41,6 +41,7 @@ from producer.contract import ContractError, OrderSpec, OrderType
 from producer.keys import Keys
 
 from ...infra.store import Store
+from ...infra.tasks import cancel_and_wait
 from ..base import (
     FINAL_BROKER_STATUSES,
     AuthenticationFailed,
@@ -163,9 +164,10 @@ class OandaBroker:
         await self.pricing.close()
         if self._reconciling is not None:
             task, self._reconciling = self._reconciling, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 5)
+            # Cancelled again until it ends (a cancel inside a Redis command can be lost),
+            # for 5 s at most as before.
+            await cancel_and_wait([task], f"oanda {self.account} reconciliation",
+                                  wait_s=0.5, rounds=10)
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
