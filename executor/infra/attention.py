@@ -69,6 +69,9 @@ class Attention:
         written or looked up); None for a final order, which leaves the index."""
         if is_terminal(order.state):
             return None
+        # A look is never earlier than the record it read: a tracker pass's clock, read
+        # when the pass began, can precede a record written while it loaded it.
+        now = max(now, order.updated_at)
         if order.state is OrderState.SUBMITTED:
             return now
         if order.state in (OrderState.CREATED, OrderState.PENDING_SUBMIT,

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from executor.background.tracker import overdue, owner
-from executor.infra.attention import market_like
+from executor.infra.attention import Attention, market_like
 from executor.model.order import Context, Order, new_order
-from producer.contract import OrderSpec, OrderType, Side, TimeInForce, parse_decimal
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Side,
+    TimeInForce,
+    parse_decimal,
+)
 
 
 def test_every_order_has_one_owner_and_a_departure_moves_only_the_leavers_orders() -> None:
@@ -61,3 +68,13 @@ def test_an_auction_order_waits_for_its_auction_not_the_market_timeout() -> None
         order = order_of(OrderType.MARKET, tif, created_at=0)
         assert market_like(order) is expected, tif
         assert (overdue(order, 10**9, 1_000) is not None) is expected, tif
+
+
+def test_an_order_is_due_no_earlier_than_a_period_after_its_record_was_written() -> None:
+    """A tracker pass reads its clock when it begins; a record written while the pass
+    loads it is newer than that clock, and its next look counts from the record's write."""
+    gtc = order_of(OrderType.LIMIT, TimeInForce.GTC, created_at=1_000)
+    gtc.state = OrderState.ACCEPTED
+    attention = Attention(reconcile_ms=30_000)
+    assert attention.due(gtc, 999) == 1_000 + 30_000  # the pass's clock was a ms behind
+    assert attention.due(gtc, 5_000) == 5_000 + 30_000  # looked up later: from the look
