@@ -118,12 +118,20 @@ class Breaker:
         s = settings
         self._params = [s.consecutive_failures, s.window_ms, s.min_calls,
                         s.error_rate_percent, s.cooldown_ms, s.probe_ttl_ms]
+        # account -> the state this process's last call found; absent: none yet.
+        self._seen: dict[str, CircuitState] = {}
+
+    def seen(self, account: str) -> CircuitState | None:
+        """The state the last call of this process found for ``account`` (the gate's
+        ``allow``, which it makes only for a breaker not closed, or a count), None before
+        any. A half-open trial's outcome must be counted at once (brokers/circuit.py)."""
+        return self._seen.get(account)
 
     async def _call(self, account: str, op: str, outcomes: str = "") -> Verdict:
         reply: Any = await self._script(keys=[self.keys.breaker(account)],
                                         args=[op, *self._params, outcomes])
         state, wait_ms, changed, probe = reply
-        parsed = CircuitState(text(state))
+        parsed = self._seen[account] = CircuitState(text(state))
         allowed = parsed is CircuitState.CLOSED or bool(int(probe))
         return Verdict(parsed, allowed, int(wait_ms), bool(int(changed)))
 
