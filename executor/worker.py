@@ -667,6 +667,15 @@ class Worker:
     async def _finish(self, jobs: Sequence[Job], written: set[int],
                       extra: list[Outcome]) -> None:
         done = [j for j in jobs if j.result is not None and id(j) not in written]
+        if any(j.written for j in done):
+            # Written with their records (pipeline/steps/taken.py): only counted here.
+            now = self.svc.clock()
+            for job in done:
+                if job.written:
+                    written.add(id(job))
+                    assert job.result is not None
+                    self.metrics.record(job.result, now, self.brokers)
+            done = [j for j in done if not j.written]
         if not done and not extra:
             return
         outcomes = [

@@ -19,6 +19,7 @@ send it the next order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -73,10 +74,8 @@ class CircuitBroker(BrokerWrapper):
 
     async def _count_soon(self) -> None:
         """Count after the linger what piled up (a failure meanwhile counts it first)."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flush.wait(), SUCCESS_LINGER_S)
-        except TimeoutError:
-            pass
         await self._count()
 
     async def _count(self) -> None:
@@ -101,6 +100,9 @@ class CircuitBroker(BrokerWrapper):
                             verdict.state)
                     if self.metrics is not None:
                         self.metrics.circuit_state.labels(self.account).set(verdict.state.code)
+
+    async def taken(self, answers: Sequence[BrokerOrder]) -> None:
+        await self._record("S" * len(answers))
 
     async def start(self) -> None:
         self._flush.clear()

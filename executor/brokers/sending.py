@@ -14,7 +14,11 @@ and no moment between the two for a worker to die in. It can go one step further
 (``door_for``): take new orders inside the worker's own write that creates them
 (infra/store.py ``reserve_begin_and_open``), so an order is recorded, its token taken and
 the exchange's order made in one script, another round trip less; the submit step's call
-then answers from what that script did (brokers/paper/exchange.py ``open_door``).
+then answers from what that script did (brokers/paper/exchange.py ``open_door``). Where the
+door also says what each order's answer is once taken (``Door.reports``: the paper
+exchange decides in process), the orders' outcomes are written in that same script too
+(pipeline/steps/taken.py), and the guards are told of those answers (``taken``) instead of
+seeing a submit call.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class Door:
     keys: list[str]
     args: list[Any]
     opened: Callable[[Sequence[int]], None]
+    # Each order's answer when the door takes it (its script's 1), known before the call;
+    # empty when it is not.
+    reports: Sequence[BrokerOrder] = ()
 
 
 OpenDoor = Callable[[Sequence[tuple[str, OrderSpec]], Mapping[str, str]], Door | None]
@@ -72,6 +79,15 @@ def door_for(broker: Broker, orders: Sequence[tuple[str, OrderSpec]]) -> OpenDoo
             return None
         inner = inner.inner
     return None
+
+
+async def taken(broker: Broker, answers: Sequence[BrokerOrder]) -> None:
+    """Tell each guard in front of the adapter of orders its door took whose outcomes were
+    written with their records (no submit call of theirs will pass the guards)."""
+    inner: Any = broker
+    while isinstance(inner, BrokerWrapper):
+        await inner.taken(answers)
+        inner = inner.inner
 
 
 def _tokens(cids: Sequence[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ attribute (an adapter's own API: ``open_orders``, ``ping``, ``weights``...) too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,11 @@ class BrokerWrapper:
         is: no wait, no other path. Only then may the adapter take it ahead of the submit
         step (sending.door_for). A guard says so itself; by default it does not."""
         return False
+
+    async def taken(self, answers: Sequence[BrokerOrder]) -> None:
+        """Told of orders the adapter took at its door (sending.py ``Door``) whose outcomes
+        were written with their records: no submit call of theirs passes this guard. A
+        guard that keeps account of the calls (the breaker) counts them here."""
 
     async def start(self) -> None:
         await self.inner.start()

@@ -290,11 +290,15 @@ class Metrics:
         try:
             yield
         finally:
-            child = self._calls.get((account, operation))
-            if child is None:
-                child = self._calls[account, operation] = self.broker_seconds.labels(
-                    account, operation)
-            child.observe(time.perf_counter() - started)
+            self.broker_called(account, operation, time.perf_counter() - started)
+
+    def broker_called(self, account: str, operation: str, seconds: float) -> None:
+        """Count one call to a broker that took ``seconds``."""
+        child = self._calls.get((account, operation))
+        if child is None:
+            child = self._calls[account, operation] = self.broker_seconds.labels(
+                account, operation)
+        child.observe(seconds)
 
     def fills_recorded(self, fills: Iterable[tuple[str, str, Fill, str | None]],
                        accounts: Container[str]) -> None:

@@ -58,30 +58,46 @@ def compose(first: str, second: str) -> str:
         "return second({unpack(KEYS, nk + 1)}, {unpack(ARGV, 3 + na)})\n")
 
 
-def compose_door(reserve: str, begin: str, door: str) -> str:
+def compose_door(reserve: str, begin: str, door: str, finish: str | None = None) -> str:
     """``compose(reserve, begin)`` followed, when ``begin`` created every one of its orders,
-    by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``).
-    ARGV = the three scripts' numbers of keys and args (``reserve``'s and ``begin``'s), then
-    each one's args; KEYS = each one's keys, in that order. Returns false when ``reserve``
-    did not apply (nothing ran), else {what ``begin`` returned, what ``door`` returned or
-    false when it did not run (an order already existed: each goes the usual way)}."""
-    return (
-        "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n"
-        "local function begin(KEYS, ARGV)\n" + begin + "\nend\n"
-        "local function door(KEYS, ARGV)\n" + door + "\nend\n"
+    by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``),
+    and, when ``finish`` is given and the door took every order (1 each), by ``finish``:
+    finish.lua writing the outcomes the orders' answers make, known before the call.
+    ARGV = the three first scripts' numbers of keys and args, then each one's args; KEYS =
+    each one's keys, in that order (``finish``'s: the rest of both). Returns false when
+    ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
+    returned or false when it did not run (an order already existed: each goes the usual
+    way)}, and with ``finish`` a third item when it ran: what it returned."""
+    parts = [
+        "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n",
+        "local function begin(KEYS, ARGV)\n" + begin + "\nend\n",
+        "local function door(KEYS, ARGV)\n" + door + "\nend\n",
         "local k1, a1 = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
         "local k2, a2 = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-        "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 5, 4 + a1)}) ~= 1 then\n"
+        "local k3, a3 = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+        "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}) ~= 1 then\n"
         "  return false\n"
         "end\n"
         "local begun = begin({unpack(KEYS, k1 + 1, k1 + k2)},\n"
-        "  {unpack(ARGV, 5 + a1, 4 + a1 + a2)})\n"
+        "  {unpack(ARGV, 7 + a1, 6 + a1 + a2)})\n"
         "for i = 1, #begun do\n"
         "  if begun[i] ~= 0 then\n"
         "    return {begun, false}\n"
         "  end\n"
         "end\n"
-        "return {begun, door({unpack(KEYS, k1 + k2 + 1)}, {unpack(ARGV, 5 + a1 + a2)})}\n")
+        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
+        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"]
+    if finish is None:
+        return "".join([*parts, "return {begun, codes}\n"])
+    return "".join([
+        "local function finish(KEYS, ARGV)\n" + finish + "\nend\n", *parts,
+        "for i = 1, #codes do\n"
+        "  if codes[i] ~= 1 then\n"
+        "    return {begun, codes}\n"
+        "  end\n"
+        "end\n"
+        "return {begun, codes, finish({unpack(KEYS, k1 + k2 + k3 + 1)},\n"
+        "  {unpack(ARGV, 7 + a1 + a2 + a3)})}\n"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +201,8 @@ class Store:
         self._records = redis.register_script(_load_script("records.lua"))
         self._reindex = redis.register_script(_load_script("reindex.lua"))
         self._lists = redis.register_script(_load_script("lists.lua"))
-        self._doors: dict[str, Any] = {}  # door script -> reserve, begin and it, composed
+        # (door script, with finish) -> reserve, begin, it (and finish), composed
+        self._doors: dict[tuple[str, bool], Any] = {}
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -284,27 +301,39 @@ class Store:
         if it applied, and None is returned when it did not (nothing written)."""
         return await self._create(items, reserve)
 
-    async def reserve_begin_and_open(self, items: Sequence[NewOrder], reserve: ScriptCall,
-                                     door: str, opening: ScriptCall
-                                     ) -> tuple[list[Existing | None], list[int] | None] | None:
+    async def reserve_begin_and_open(
+            self, items: Sequence[NewOrder], reserve: ScriptCall, door: str,
+            opening: ScriptCall, outcomes: Sequence[Outcome] = (),
+    ) -> tuple[list[Existing | None], list[int] | None, list[str] | None] | None:
         """``reserve_and_begin``, and in the same script, once every order was created, the
         adapter's ``door`` script called with ``opening`` (the paper exchange taking them:
-        brokers/sending.py ``Door``). None when the reservations did not apply (nothing
-        written); else what ``begin`` returns and the door's answer per order (None: an
-        order already existed, and the door did not run)."""
-        script = self._doors.get(door)
+        brokers/sending.py ``Door``); then, with ``outcomes`` (each order's, as its answer
+        from the door makes it), once the door took every order, ``finish``'s write of
+        them. None when the reservations did not apply (nothing written); else what
+        ``begin`` returns, the door's answer per order (None: an order already existed,
+        and the door did not run) and, when the outcomes were written, ``finish``'s
+        answer (the request ids not written), else None."""
+        script = self._doors.get((door, bool(outcomes)))
         if script is None:
-            script = self._doors[door] = self.redis.register_script(compose_door(
-                _load_script("risk_reserve.lua"), _load_script("begin.lua"), door))
+            script = self._doors[door, bool(outcomes)] = self.redis.register_script(
+                compose_door(_load_script("risk_reserve.lua"), _load_script("begin.lua"),
+                             door, _load_script("finish.lua") if outcomes else None))
         keys, args = self._begin_call(items)
+        last_keys: list[str] = []
+        last_args: list[Any] = []
+        if outcomes:
+            last_keys, last_args = self._finish_call(outcomes, GROUP)
         reply = await script(
-            keys=[*reserve.keys, *keys, *opening.keys],
+            keys=[*reserve.keys, *keys, *opening.keys, *last_keys],
             args=[len(reserve.keys), len(reserve.args), len(keys), len(args),
-                  *reserve.args, *args, *opening.args])
+                  len(opening.keys), len(opening.args),
+                  *reserve.args, *args, *opening.args, *last_args])
         if reply is None:
             return None
-        begun, codes = reply
-        return self._begun(begun), None if codes is None else [int(c) for c in codes]
+        begun, codes = reply[0], reply[1]
+        written = [_text(c) for c in reply[2]] if len(reply) > 2 else None
+        return (self._begun(begun), None if codes is None else [int(c) for c in codes],
+                written)
 
     async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None
                       ) -> list[Existing | None] | None:
@@ -396,6 +425,15 @@ class Store:
     async def finish(self, outcomes: Iterable[Outcome], group: str = GROUP) -> list[str]:
         """Write results, order changes and XACKs atomically; returns request ids skipped
         because their order changed under us (they stay pending, to be redone)."""
+        keys, args = self._finish_call(outcomes, group)
+        if not args:
+            return []
+        conflicts = await self._finish(keys=keys, args=args)
+        return [_text(c) for c in conflicts]
+
+    def _finish_call(self, outcomes: Iterable[Outcome], group: str
+                     ) -> tuple[list[str], list[Any]]:
+        """finish.lua's keys and arguments for ``outcomes`` (no arguments: nothing to do)."""
         k = self.keys
         keys = [k.events, k.open, k.completed, k.failed, k.pending, k.completed_readers,
                 k.failed_readers]
@@ -426,10 +464,12 @@ class Store:
                 if outcome.events:
                     payload.append(encode_events(outcome.events))
         if not meta:
-            return []
-        args: list[Any] = [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]
-        conflicts = await self._finish(keys=keys, args=args)
-        return [c.decode() if isinstance(c, bytes) else c for c in conflicts]
+            return keys, []
+        return keys, [group, self.results_maxlen, self.order_ttl_ms, _pack(meta), *payload]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _registration(keys: Keys, order: Order) -> tuple[str, str]:

@@ -32,6 +32,9 @@ class Job:
     # Its order was taken by the exchange in the script that created it (risk.py's door):
     # the submit step's call only collects the answer, whatever the time.
     at_record: bool = False
+    # Its outcome was written in that same script too (pipeline/steps/taken.py): later
+    # steps and the final write pass it by.
+    written: bool = False
     # Left pending without a result after a bug of ours once its order may have been
     # written or sent (pipeline/steps/guard.py): later steps skip it, redelivery redoes it.
     held: bool = False
@@ -39,8 +42,8 @@ class Job:
 
     @property
     def open(self) -> bool:
-        """Still to be decided by the next step: no result, not held."""
-        return self.result is None and not self.held
+        """Still to be decided by the next step: no result, not held, not written."""
+        return self.result is None and not self.held and not self.written
 
     @property
     def enqueued_at(self) -> int:

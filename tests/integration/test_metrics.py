@@ -140,7 +140,10 @@ async def test_the_counters_of_two_workers_add_up_to_what_was_sent(
     assert total([second], "orderstream_open_orders") == 0, "w2 leaves the count to w1"
     assert not any(name == "orderstream_open_orders" for name, _ in second)
 
-    steps = {"decode", "deadline", "idempotency", "persist", "submit", "finish", "cancel"}
+    # The paper exchange takes the places and their outcomes are written in the risk
+    # step's script (pipeline/steps/taken.py): persist and submit have nothing to do.
+    steps = {"decode", "deadline", "prefetch", "idempotency", "gate", "risk", "finish",
+             "cancel"}
     for step in steps:
         assert total(samples, "orderstream_step_seconds_count", step=step) > 0, step
     assert total(samples, "orderstream_step_seconds_count", step="amend") == 0

@@ -121,14 +121,15 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_raw_fields
 SEND_AT_SUBMIT = {"ORDERSTREAM_ACCOUNTS_DEFAULT_TAKE_WITH_RECORD": "false"}
 
 
-@pytest.mark.parametrize("point, at_submit, reached_the_exchange", [
-    ("after_submit", False, True),
-    ("after_persist", True, False),  # recorded, not sent
-    ("after_persist", False, True),  # taken with its record
+@pytest.mark.parametrize("point, at_submit, reached_the_exchange, answered", [
+    ("after_submit", True, True, False),  # sent, its outcome not written
+    ("after_persist", True, False, False),  # recorded, not sent
+    # Taken and answered with its record (pipeline/steps/taken.py): nothing left to do.
+    ("after_persist", False, True, True),
 ])
 async def test_a_worker_killed_at_a_failpoint_is_finished_by_another_without_a_resend(
     redis_url: str, redis_client: aioredis.Redis, tmp_path: Path, point: str,
-    at_submit: bool, reached_the_exchange: bool,
+    at_submit: bool, reached_the_exchange: bool, answered: bool,
 ) -> None:
     """A real worker process SIGKILLs itself exactly there; another one finishes it."""
     client = OrderClient(redis_client)
@@ -138,17 +139,18 @@ async def test_a_worker_killed_at_a_failpoint_is_finished_by_another_without_a_r
                            **(SEND_AT_SUBMIT if at_submit else {}))
     code = await asyncio.to_thread(doomed.proc.wait, 60)
     assert code == -signal.SIGKILL, (tmp_path / "doomed.log").read_text()
-    assert await redis_client.xlen(K.completed) == 0, "it died before writing any outcome"
+    assert await redis_client.xlen(K.completed) == (1 if answered else 0)
     sent = await received(redis_client)
     assert sent == ([sub.client_order_id.encode()] if reached_the_exchange else [])
     record = json.loads(await redis_client.hget(K.order(sub.client_order_id), "record"))
-    assert record["state"] == "pending_submit"
+    assert record["state"] == ("filled" if answered else "pending_submit")
 
     async with running(settings(redis_url)):
         result = await client.wait_result(sub.request_id, 15)
     assert result.status is ResultStatus.FILLED
     assert await received(redis_client) == [sub.client_order_id.encode()], "sent twice"
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await redis_client.xlen(K.completed) == 1
 
 
 async def resting(client: OrderClient, *prices: str) -> list[str]:

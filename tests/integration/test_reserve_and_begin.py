@@ -162,18 +162,24 @@ async def test_a_lost_reply_leaves_the_request_pending_and_its_redelivery_sends_
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
 
 
+@pytest.mark.parametrize("with_record", [False, True])
 async def test_a_bug_after_the_orders_were_created_holds_the_request_for_its_redelivery(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, with_record: bool,
 ) -> None:
     """Its order exists once the script ran: a bug then leaves the request pending, not
-    answered internal_error, and its redelivery carries on from the record (sent once)."""
+    answered internal_error, and its redelivery carries on from the record (sent once).
+    Where the script wrote the order's outcome too (the paper exchange taking it with its
+    record: pipeline/steps/taken.py), the request is answered and acked by the script, and
+    the bug after it adds nothing: one result, nothing pending, sent once."""
     from executor.pipeline.steps import risk as risk_step
 
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug after the write")
 
-    async with running(make_settings(batch_size=1)) as worker:
+    settings = make_settings(batch_size=1,
+                             accounts_default_take_with_record=str(with_record).lower())
+    async with running(settings) as worker:
         monkeypatch.setattr(risk_step, "persisted", broken)
         sub = await client.place("BTCUSDT", "buy", "market", "0.01")
 
@@ -187,10 +193,13 @@ async def test_a_bug_after_the_orders_were_created_holds_the_request_for_its_red
         assert await held()
         monkeypatch.undo()
         assert sub.client_order_id is not None
-        assert await redis_client.hget(K.order(sub.client_order_id), "state") == \
-            b"pending_submit"
-    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 1
+        state = await redis_client.hget(K.order(sub.client_order_id), "state")
+        assert state == (b"filled" if with_record else b"pending_submit")
+    pending = (await redis_client.xpending(K.pending, GROUP))["pending"]
+    assert pending == (0 if with_record else 1)
     async with running(make_settings("w2", visibility_timeout_ms=300)):
         result = await client.wait_result(sub.request_id, 15)
+    results = [e for s in (K.completed, K.failed) for e in await redis_client.xrange(s)]
+    assert len(results) == 1
     assert result.status is ResultStatus.FILLED
     assert await redis_client.hlen(K.paper("default", "orders")) == 1

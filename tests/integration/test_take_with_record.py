@@ -9,18 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from executor.brokers.circuit import CircuitBroker
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.infra.store import NewOrder, ScriptCall, Store
+from executor.infra.store import NewOrder, Outcome, ScriptCall, Store
 from executor.model.order import Context, new_order
 from executor.pipeline.steps import submit as submit_step
+from executor.worker import Worker
 from producer.client import OrderClient
-from producer.contract import OrderSpec, OrderState, OrderType, ResultStatus, Side, WireDecimal
-from producer.keys import Keys
+from producer.contract import (
+    Action,
+    OrderSpec,
+    OrderState,
+    OrderType,
+    Result,
+    ResultStatus,
+    Side,
+    WireDecimal,
+    decode_events,
+)
+from producer.keys import GROUP, Keys
 
 from .conftest import running
 
@@ -39,6 +52,19 @@ def counting_inserts(broker: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return await insert(items, guards)
     monkeypatch.setattr(paper.store, "insert", counted)
     return calls
+
+
+def counting_finishes(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The request ids the worker's final write (``Store.finish``) writes the outcomes of."""
+    finished: list[str] = []
+    finish = worker.svc.store.finish
+
+    async def counted(outcomes: Any, *args: Any) -> list[str]:
+        outcomes = list(outcomes)
+        finished.extend(o.request_id for o in outcomes)
+        return await finish(outcomes, *args)
+    monkeypatch.setattr(worker.svc.store, "finish", counted)
+    return finished
 
 
 async def received(r: aioredis.Redis) -> list[bytes]:
@@ -92,10 +118,11 @@ async def test_a_deadline_reached_after_the_record_does_not_expire_an_order_take
     assert await received(redis_client) == [(taken.client_order_id or "").encode()]
 
 
-def order_item(cid: str) -> NewOrder:
+def order_item(cid: str, request_id: str | None = None) -> NewOrder:
     spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY,
                      type=OrderType.MARKET, quantity=WireDecimal("1"))
-    order, events = new_order(cid, f"1-{cid}", spec, Context(now=1, worker="w1"))
+    order, events = new_order(cid, request_id or f"1-{cid}", spec,
+                              Context(now=1, worker="w1"))
     return NewOrder(order, events)
 
 
@@ -121,15 +148,127 @@ async def test_the_door_runs_only_when_every_order_was_created_by_the_same_write
     opening = ScriptCall(["door-ran"], [1, -2])
     got = await store.reserve_begin_and_open([order_item("a"), order_item("b")],
                                              await reserve(), DOOR, opening)
-    assert got == ([None, None], [1, -2])
+    assert got == ([None, None], [1, -2], None)
     assert await redis_client.get("door-ran") == b"1"
     again = await store.reserve_begin_and_open([order_item("c"), order_item("a")],
                                                await reserve(), DOOR, opening)
     assert again is not None
-    begun, codes = again
+    begun, codes, written = again
     assert begun[0] is None and begun[1] is not None and begun[1].order.client_order_id == "a"
-    assert codes is None and await redis_client.get("door-ran") == b"1"
+    assert codes is None and written is None and await redis_client.get("door-ran") == b"1"
     assert await redis_client.exists(K.order("c"))  # created all the same
     stale = await reserve("7")  # the checks' version moved
     assert await store.reserve_begin_and_open([order_item("d")], stale, DOOR, opening) is None
     assert not await redis_client.exists(K.order("d"))
+
+
+@pytest.mark.parametrize("with_record", [True, False])
+async def test_the_outcomes_are_written_by_the_script_that_records_and_takes_the_orders(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch, with_record: bool,
+) -> None:
+    """Taken with its record, an order's outcome is written in that script too
+    (pipeline/steps/taken.py): no final write of its own, and the same record, events,
+    result and indexes as the usual way's. The breaker counts the taken orders' answers."""
+    settings = make_settings(batch_size=1,
+                             accounts_default_take_with_record=str(with_record).lower())
+    async with running(settings) as worker:
+        finished = counting_finishes(worker, monkeypatch)
+        circuit = worker.brokers["default"]
+        assert isinstance(circuit, CircuitBroker)
+        told: list[str] = []
+        tell = circuit.taken
+
+        async def taken(answers: Any) -> None:
+            told.extend(a.client_order_id for a in answers)
+            await tell(answers)
+        monkeypatch.setattr(circuit, "taken", taken)
+        market = await client.place("BTCUSDT", "buy", "market", "0.01")
+        limit = await client.place("BTCUSDT", "buy", "limit", "0.01", price="40000")
+        results = await client.wait_results([market.request_id, limit.request_id], 10)
+    subs = (market, limit)
+    assert [results[s.request_id].status for s in subs] == [ResultStatus.FILLED,
+                                                           ResultStatus.ACCEPTED]
+    assert sorted(finished) == ([] if with_record else sorted(s.request_id for s in subs))
+    assert market.client_order_id is not None and limit.client_order_id is not None
+    states = [await redis_client.hget(K.order(s.client_order_id or ""), "state") for s in subs]
+    assert states == [b"filled", b"accepted"]
+    # The filled one left the open orders and the tracker's index; the resting one is in both.
+    assert await redis_client.smembers(K.open) == {limit.client_order_id.encode()}
+    assert await redis_client.zscore(K.due("default"), market.client_order_id) is None
+    assert await redis_client.zscore(K.due("default"), limit.client_order_id) is not None
+    # Every state change is an event, in order, whichever write made it.
+    entries = [decode_events(f[b"data"]) for _, f in await redis_client.xrange(K.events)
+               if f[b"client_order_id"] == market.client_order_id.encode()]
+    flat = [e for entry in entries for e in entry]
+    assert len(entries) == 2  # the record's write, then the outcome's
+    assert [e.state for e in flat] == [OrderState.CREATED, OrderState.PENDING_SUBMIT,
+                                       OrderState.SUBMITTED, OrderState.FILLED]
+    assert [e.seq for e in flat] == list(range(1, len(flat) + 1))
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+    assert await redis_client.xlen(K.pending) == 0  # acked and deleted, as the usual way
+    # The breaker counts the answers the script wrote (the tracker's lookups besides).
+    assert sorted(told) == (sorted(s.client_order_id or "" for s in subs) if with_record else [])
+    assert int(await redis_client.hget(K.breaker("default"), "calls") or 0) >= 2
+
+
+async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
+        redis_client: aioredis.Redis) -> None:
+    """The outcomes made before the script (pipeline/steps/taken.py) are those of orders
+    taken: a door that refuses one (a code other than 1) leaves every outcome unwritten,
+    and the requests pending, for the usual way."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+
+    async def delivered(cid: str) -> tuple[NewOrder, Outcome]:
+        rid = (await redis_client.xadd(K.pending, {"data": cid})).decode()
+        await redis_client.xreadgroup(GROUP, "w1", {K.pending: ">"}, count=1)
+        item = order_item(cid, rid)
+        done = msgspec.structs.replace(item.order, state=OrderState.FILLED, seq=4)
+        result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.FILLED,
+                        client_order_id=cid)
+        return item, Outcome(rid, result, done, item.order.seq, [])
+
+    async def reserve() -> ScriptCall:
+        now = (await redis_client.get("cv") or b"0").decode()
+        return ScriptCall(["cv", "open", "sums", "day", "version"], [now, 1000, 0, 0, 0, 0])
+
+    (a, a_done), (b, b_done) = await delivered("a"), await delivered("b")
+    refused = await store.reserve_begin_and_open(
+        [a, b], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 0]), [a_done, b_done])
+    assert refused == ([None, None], [1, 0], None)
+    assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
+    assert await redis_client.xlen(K.completed) == 0
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 2
+
+    (c, c_done), (d, d_done) = await delivered("c"), await delivered("d")
+    taken = await store.reserve_begin_and_open(
+        [c, d], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [c_done, d_done])
+    assert taken == ([None, None], [1, 1], [])
+    assert [await redis_client.hget(K.order(cid), "state") for cid in "cd"] == [b"filled"] * 2
+    written = [f[b"request_id"].decode() for _, f in await redis_client.xrange(K.completed)]
+    assert written == [c_done.request_id, d_done.request_id]
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 2  # a and b only
+
+
+async def test_a_bug_making_the_outcomes_at_the_door_leaves_the_orders_to_the_usual_way(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outcomes written with the records are a shortcut: a bug while making them
+    (counted, logged) writes none of them, and the orders are answered the usual way,
+    through the submit step and the final write, each sent once."""
+    from executor.pipeline.steps import taken
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug making the outcomes")
+    monkeypatch.setattr(taken, "outcomes", broken)
+    async with running(make_settings(batch_size=1)) as worker:
+        finished = counting_finishes(worker, monkeypatch)
+        sub = await client.place("BTCUSDT", "buy", "market", "0.01")
+        result = await client.wait_result(sub.request_id, 10)
+        errors = worker.metrics.registry.get_sample_value(
+            "orderstream_internal_errors_total", {"step": "door"})
+    assert result.status is ResultStatus.FILLED
+    assert finished == [sub.request_id] and errors == 1
+    assert await received(redis_client) == [(sub.client_order_id or "").encode()]

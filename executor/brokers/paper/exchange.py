@@ -249,7 +249,8 @@ class PaperBroker:
                 self._at_record[cid] = (tokens[cid], record, int(code))
             while len(self._at_record) > AT_RECORD_MEMORY:
                 del self._at_record[next(iter(self._at_record))]
-        return Door(SUBMIT_SCRIPT, keys, args, opened)
+        return Door(SUBMIT_SCRIPT, keys, args, opened,
+                    [report(record) for _, record, _ in prepared])
 
     async def _submit_many(
         self, orders: Sequence[tuple[str, OrderSpec]],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,7 @@ from redis.exceptions import RedisError
 
 from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
 
+from ...brokers import sending
 from ...brokers.sending import Door, door_for
 from ...infra.store import NewOrder, ScriptCall
 from ...safety.risk.book import Book, Candidate, day_id, reservation_of
@@ -39,6 +41,7 @@ from .. import results
 from ..job import Job
 from ..reads import Reads
 from ..services import Services
+from . import taken
 from .guard import hold, internal_error
 from .persist import new_orders, persisted
 
@@ -174,23 +177,34 @@ class Risk:
                 # finds them, reservations and all, and carries on).
                 door = self._door(account, passed, items)
                 codes: list[int] | None = None
+                ahead: list[taken.Taken] | None = None
+                skipped: list[str] | None = None
                 if door is None:
                     begun = await self.svc.store.reserve_and_begin(items, call)
                 else:
-                    both = await self.svc.store.reserve_begin_and_open(
-                        items, call, door.script, ScriptCall(door.keys, door.args))
-                    begun, codes = (None, None) if both is None else both
+                    ahead = self._ahead(passed, items, door)
+                    started = time.perf_counter()
+                    got = await self.svc.store.reserve_begin_and_open(
+                        items, call, door.script, ScriptCall(door.keys, door.args),
+                        [t.outcome for t in ahead or ()])
+                    begun, codes, skipped = (None, None, None) if got is None else got
+                    if skipped is not None:  # the exchange's call, with no other
+                        self.svc.metrics.broker_called(account, "submit",
+                                                       time.perf_counter() - started)
                 if begun is None:
                     await asyncio.sleep(pause_s(attempt))
                     continue
                 self.state.wrote(account)
-                if door is not None and codes is not None:
+                if door is not None and codes is not None and skipped is None:
                     door.opened(codes)
                     for job in passed:
                         job.at_record = True
                 try:
                     self._apply(jobs, decisions)
                     persisted(self.svc, passed, items, begun)
+                    if ahead is not None and skipped is not None:
+                        taken.written(self.svc, ahead, set(skipped))
+                        await self._taken(account, door)
                 except Exception as exc:
                     # Their orders are written: left pending, redone from the records.
                     hold(self.svc, [j for j in jobs if j.result is None], "risk", exc)
@@ -219,6 +233,31 @@ class Risk:
             self.svc.metrics.internal_errors.labels("door").inc()
             log.exception("the door of account %s could not be opened", account)
             return None
+
+    def _ahead(self, jobs: Sequence[Job], items: Sequence[NewOrder], door: Door
+               ) -> list[taken.Taken] | None:
+        """The outcomes to write in the door's script, where they are known before it
+        (pipeline/steps/taken.py); else None."""
+        try:
+            return taken.outcomes(self.svc, jobs, items, door.reports)
+        except Exception:
+            # Only a shortcut: the orders are answered the usual way.
+            self.svc.metrics.internal_errors.labels("door").inc()
+            log.exception("the outcomes of %d orders at their door could not be made",
+                          len(jobs))
+            return None
+
+    async def _taken(self, account: str, door: Door | None) -> None:
+        """Tell the account's guards (the breaker's count) of the answers the door's
+        script wrote, which no submit call of theirs will pass."""
+        if door is None:
+            return
+        try:
+            await sending.taken(self.svc.brokers[account], door.reports)
+        except Exception:
+            # Bookkeeping: the outcomes are written whatever becomes of it.
+            log.exception("the guards of account %s were not told of %d answers", account,
+                          len(door.reports))
 
     async def _sweep(self, account: str) -> None:
         """Release orphans: old reservations whose request never became their order (it

@@ -1,0 +1,88 @@
+"""Orders whose outcomes are written in the very script that records them.
+
+Where an exchange takes new orders inside the worker's write that creates them (risk.py's
+door, brokers/sending.py ``Door``) and says beforehand what each order's answer is once
+taken (``Door.reports``: the paper exchange decides in process and only stores), what the
+submit step would make of those answers (the events, the request's result) is known
+before the write too. Then that same script also writes the outcomes (finish.lua,
+infra/store.py ``reserve_begin_and_open``): the order recorded, taken, ended or resting,
+its request answered and acked, in one atomic step. The submit step's call and the final
+write, a round trip, are left out; a crash can only find all of it or none.
+
+The outcomes are made on copies of the orders, so that if the script does not write them
+(the door did not take every order, or did not run), nothing of them is kept and the
+orders go the usual way, answered through the submit step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from ...brokers.base import BrokerOrder
+from ...infra.logs import about
+from ...infra.store import NewOrder, Outcome
+from ...model.order import Context, apply_report
+from ...model.states import IllegalTransition
+from .. import results
+from ..job import Job
+from ..services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Taken:
+    """One job's outcome, should its order be taken as ``report`` says."""
+
+    job: Job
+    outcome: Outcome
+
+
+def outcomes(svc: Services, jobs: Sequence[Job], items: Sequence[NewOrder],
+             reports: Sequence[BrokerOrder]) -> list[Taken] | None:
+    """Each job's outcome once its new order (``items``, as begin.lua creates it) is taken
+    with ``reports`` as its answer; None when they cannot all be made so (the orders then
+    go the usual way)."""
+    if not reports or len(reports) != len(jobs):
+        return None
+    now = svc.clock()
+    out: list[Taken] = []
+    for job, item, report in zip(jobs, items, reports, strict=True):
+        created = item.order
+        if results.deferred(job) or report.client_order_id != created.client_order_id:
+            return None
+        # A copy: the record begin.lua writes stays the created one.
+        order = msgspec.structs.replace(created, fills=list(created.fills),
+                                        commissions=dict(created.commissions))
+        ctx = Context(now=now, worker=svc.worker, request_id=job.request_id)
+        try:
+            events = apply_report(order, report, ctx)
+        except IllegalTransition:
+            return None  # the submit step meets it, and counts and logs it
+        out.append(Taken(job, Outcome(job.request_id, results.of_order(job, order, now,
+                                                                        svc.worker),
+                                      order, created.seq, events)))
+    return out
+
+
+def written(svc: Services, taken: Sequence[Taken], skipped: Collection[str]) -> None:
+    """The jobs once the script wrote their outcomes, but for the requests ``skipped``
+    (answered by another worker meanwhile: nothing of theirs was written, as in the
+    worker's own final write)."""
+    for item in taken:
+        job, outcome = item.job, item.outcome
+        assert outcome.order is not None
+        job.written = True
+        job.order, job.expected_seq = outcome.order, outcome.order.seq
+        if job.request_id in skipped:
+            svc.metrics.finish_conflicts.inc()
+            log.warning("request %s (order %s): not written, as another worker answered it "
+                        "meanwhile", job.request_id, job.client_order_id,
+                        extra=about(job.client_order_id, job.request_id))
+            continue
+        job.events, job.result = outcome.events, outcome.result
+
