@@ -1,0 +1,307 @@
+"""Native contingent lists at the paper exchange (``native_lists``) against a real
+redis-server: the entry's exit stored in the very script call that stores its full fill
+(at submission, or in a match pass), never for an entry that ends otherwise, never twice;
+the workers' exit taken as it, replaced, refused or placed (native_lists.adoption), never
+preempted by the duplicate-client-id refusal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from executor.brokers.base import BrokerStatus, PermanentError
+from executor.brokers.paper import PaperAccount, PaperBroker
+from executor.brokers.paper.records import PaperOrder
+from executor.brokers.paper.store import Change
+from executor.model.lists import exit_request
+from executor.model.order import spec_from_request
+from producer.contract import OrderSpec, OrderType, OtoTrigger, Side, TimeInForce, wire
+from producer.keys import Keys
+
+D = Decimal
+T = OrderType
+K = Keys()
+MakeBroker = Callable[..., Awaitable[PaperBroker]]
+
+
+class Clock:
+    def __init__(self, now: int = 1_700_000_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def make_broker(redis_url: str) -> AsyncIterator[MakeBroker]:
+    made: list[tuple[PaperBroker, aioredis.Redis]] = []
+
+    async def make(config: PaperAccount | None = None) -> PaperBroker:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = PaperBroker("default", config or PaperAccount(native_lists=True), client,
+                             K, clock=Clock())
+        await broker.start(background=False)  # the tests drive match_once
+        made.append((broker, client))
+        return broker
+
+    yield make
+    for broker, client in made:
+        await broker.close()
+        await client.aclose()
+
+
+def entry(type_: OrderType = T.MARKET, quantity: str = "0.5", price: str | None = None, *,
+          tp: str | None = "50500", sl: str | None = "49500",
+          trigger: OtoTrigger = OtoTrigger.FULL, **extra: Any) -> OrderSpec:
+    return OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=type_,
+                     quantity=wire(D(quantity)),
+                     price=None if price is None else wire(D(price)),
+                     take_profit=None if tp is None else wire(D(tp)),
+                     stop_loss=None if sl is None else wire(D(sl)),
+                     oto_trigger=trigger, **{"time_in_force": TimeInForce.GTC, **extra})
+
+
+def exit_of(cid: str, spec: OrderSpec, quantity: str, n: int = 1) -> OrderSpec:
+    """The exit the workers publish (background/lists.py)."""
+    return spec_from_request(exit_request(cid, spec, D(quantity), n), "default")
+
+
+async def price(broker: PaperBroker, value: str) -> None:
+    await broker.set_price("BTCUSDT", D(value))
+    await broker.match_once()
+
+
+async def stored(broker: PaperBroker, cid: str) -> PaperOrder | None:
+    return await broker.store.get(cid)
+
+
+async def received(broker: PaperBroker, cid: str) -> int:
+    entries: Any = await broker.store.redis.xrange(broker.store.received)
+    return sum(1 for _, f in entries if f[b"client_order_id"] == cid.encode())
+
+
+async def duplicates(broker: PaperBroker) -> int:
+    return int(await broker.store.redis.xlen(broker.store.duplicates))
+
+
+# -- placed with the full fill ---------------------------------------------------------------
+
+async def test_a_market_entry_is_stored_with_its_exit_in_one_call(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    calls: list[int] = []
+    insert = b.store.insert
+
+    async def counted(items: Any, guards: Any = None) -> list[int]:
+        calls.append(len(items))
+        return await insert(items, guards)
+    b.store.insert = counted  # type: ignore[method-assign]
+    spec = entry()
+    done = await b.submit("E1", spec)
+    assert done.status is BrokerStatus.FILLED and done.native_exits
+    assert calls == [1]  # one item, one script call: the entry and its exit
+    exit_ = await stored(b, "E1-x1")
+    assert exit_ is not None and exit_.exit_of == "E1" and exit_.status is BrokerStatus.NEW
+    assert exit_.spec == exit_of("E1", spec, "0.5")
+    assert exit_.spec.type is T.OCO and exit_.spec.quantity == D("0.5")
+    assert [o.client_order_id for o in await b.open_orders()] == ["E1-x1"]
+    assert await received(b, "E1-x1") == 1
+
+
+async def test_a_replayed_or_duplicate_entry_never_places_a_second_exit(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    spec = entry(tp="50500", sl=None)
+    _, item, _ = b._prepare("E1", spec)
+    assert item.placed is not None
+    assert await b.store.insert([item]) == [1]
+    assert await b.store.insert([item]) == [1]  # the same call replayed
+    other = msgspec.structs.replace(spec, quantity=wire(D("0.4")))
+    _, again, _ = b._prepare("E1", other)
+    assert await b.store.insert([again]) == [0]  # a real duplicate
+    assert await received(b, "E1") == await received(b, "E1-x1") == 1
+    found = await stored(b, "E1-x1")
+    assert found is not None and found.spec.quantity == D("0.5")
+
+
+async def test_a_resting_entry_places_its_exit_in_the_pass_that_fills_it(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    accepted = await b.submit("E2", entry(T.LIMIT, "0.2", "49900", tp=None, sl="49000"))
+    assert accepted.status is BrokerStatus.NEW and accepted.native_exits
+    assert await stored(b, "E2-x1") is None
+    await price(b, "49900")
+    filled = await stored(b, "E2")
+    exit_ = await stored(b, "E2-x1")
+    assert filled is not None and filled.status is BrokerStatus.FILLED
+    assert exit_ is not None and exit_.spec.type is T.STOP and exit_.status is BrokerStatus.NEW
+    await price(b, "48990")  # the exit rests and fires as any paper stop
+    exit_ = await stored(b, "E2-x1")
+    assert exit_ is not None and exit_.status is BrokerStatus.FILLED
+    assert exit_.filled_quantity == D("0.2")
+
+
+async def test_a_fill_whose_change_is_refused_places_no_exit_and_a_retry_places_one(
+        make_broker: MakeBroker) -> None:
+    """Two matchers computed the same fill: one change applies with its exit, the other
+    (its version gone) applies nothing: one exit."""
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    await b.submit("E3", entry(T.LIMIT, "0.5", "49900"))
+    await b.set_price("BTCUSDT", D("49900"))
+    changes: list[list[Change]] = []
+    update = b.store.update
+
+    async def seen(batch: Any, now: int) -> list[bool]:
+        changes.append(list(batch))
+        return await update(batch, now)
+    b.store.update = seen  # type: ignore[method-assign]
+    await b.match_once()
+    (change,) = changes[0]
+    assert change.client_order_id == "E3" and change.placed is not None
+    assert change.placed.client_order_id == "E3-x1"
+    assert await update([change], 0) == [False]  # the second matcher's, too late
+    assert await received(b, "E3-x1") == 1
+
+
+@pytest.mark.parametrize("fill", ["0", "0.3"])
+async def test_an_entry_cancelled_before_its_full_fill_places_nothing(
+        make_broker: MakeBroker, fill: str) -> None:
+    b = await make_broker(PaperAccount(native_lists=True, symbols={
+        "BTCUSDT": msgspec.structs.replace(PaperAccount().symbols["BTCUSDT"],
+                                           depth_quantity=D("0.3"))}))
+    await b.set_price("BTCUSDT", D("50000"))
+    await b.submit("E4", entry(T.LIMIT, "0.5", "49900"))
+    if fill != "0":
+        await price(b, "49900")
+        await b.set_price("BTCUSDT", D("50000"))
+    part = await stored(b, "E4")
+    assert part is not None and part.filled_quantity == D(fill)
+    cancelled = await b.cancel("E4", "BTCUSDT")
+    assert cancelled.status is BrokerStatus.CANCELLED
+    await price(b, "49900")
+    assert await stored(b, "E4-x1") is None
+    assert await b.end_native_exits("E4", "BTCUSDT", True)
+    # The workers' exit for the part filled is placed as at any broker.
+    if fill != "0":
+        placed = await b.submit("E4-x1", exit_of("E4", entry(), fill))
+        assert placed.status is BrokerStatus.NEW and placed.quantity == D(fill)
+
+
+async def test_what_does_not_qualify_goes_the_workers_way(make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    partial = await b.submit("P1", entry(trigger=OtoTrigger.PARTIAL))
+    reducing = await b.submit("P2", entry(reduce_only=True))
+    assert not partial.native_exits and not reducing.native_exits
+    assert await stored(b, "P1-x1") is None and await stored(b, "P2-x1") is None
+    off = await make_broker(PaperAccount())
+    assert not (await off.submit("P3", entry())).native_exits
+    assert await stored(off, "P3-x1") is None
+
+
+# -- the workers' exit arriving --------------------------------------------------------------
+
+async def filled_natively(b: PaperBroker, cid: str, quantity: str = "0.5",
+                          **levels: Any) -> OrderSpec:
+    await b.set_price("BTCUSDT", D("50000"))
+    spec = entry(quantity=quantity, **levels)
+    assert (await b.submit(cid, spec)).native_exits
+    return spec
+
+
+async def test_the_workers_exit_is_the_exchanges_never_a_second_order(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    spec = await filled_natively(b, "A1")
+    adopted = await b.submit("A1-x1", exit_of("A1", spec, "0.5"))
+    assert adopted.client_order_id == "A1-x1" and adopted.status is BrokerStatus.NEW
+    assert adopted.broker_order_id == b.broker_order_id("A1-x1")
+    assert await received(b, "A1-x1") == 1 and await duplicates(b) == 0
+    # Through the send token's door too: the token taken, nothing stored.
+    await b.store.redis.hset(K.order("A1-x1"), "state", "pending_submit")
+    (again,) = await b.submit_many_guarded([("A1-x1", exit_of("A1", spec, "0.5"))],
+                                           {"A1-x1": "t1"})
+    assert isinstance(again, type(adopted)) and again.client_order_id == "A1-x1"
+    assert await b.store.redis.hget(K.order("A1-x1"), "sender") == b"t1"
+    (refused,) = await b.submit_many_guarded([("A1-x1", exit_of("A1", spec, "0.5"))],
+                                             {"A1-x1": "t2"})
+    assert refused == 0  # another delivery holds the token
+    assert await received(b, "A1-x1") == 1 and await duplicates(b) == 0
+
+
+async def test_a_capped_exit_replaces_the_native_one_under_its_id(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    spec = await filled_natively(b, "R1")
+    before = await stored(b, "R1-x1")
+    assert before is not None
+    placed = await b.submit("R1-x1", exit_of("R1", spec, "0.3"))
+    assert placed.status is BrokerStatus.NEW and placed.quantity == D("0.3")
+    now = await stored(b, "R1-x1")
+    assert now is not None and now.exit_of is None and now.version > before.version
+    assert [(o.client_order_id, o.quantity) for o in await b.open_orders()] == [
+        ("R1-x1", D("0.3"))]
+    assert await received(b, "R1-x1") == 2 and await duplicates(b) == 0
+    await price(b, "50500")  # ours fills, for what it holds
+    done = await stored(b, "R1-x1")
+    assert done is not None and done.filled_quantity == D("0.3")
+
+
+async def test_a_later_exit_cancels_the_native_one_first(make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    spec = await filled_natively(b, "R2")
+    placed = await b.submit("R2-x2", exit_of("R2", spec, "0.5", 2))
+    assert placed.status is BrokerStatus.NEW
+    native = await stored(b, "R2-x1")
+    assert native is not None and native.status is BrokerStatus.CANCELLED
+    assert [o.client_order_id for o in await b.open_orders()] == ["R2-x2"]
+
+
+async def test_a_native_exit_that_traded_refuses_any_other_exit(
+        make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    spec = await filled_natively(b, "F1", quantity="6", sl=None)  # a 6 limit: 5 a pass
+    await price(b, "50500")
+    traded = await stored(b, "F1-x1")
+    assert traded is not None and traded.filled_quantity == D("5") and traded.is_open
+    with pytest.raises(PermanentError):
+        await b.submit("F1-x2", exit_of("F1", spec, "1", 2))
+    # The first exit, capped or not, is taken as it is: never cancelled into a second.
+    adopted = await b.submit("F1-x1", exit_of("F1", spec, "1"))
+    assert adopted.quantity == D("6") and adopted.filled_quantity == D("5")
+    assert await received(b, "F1-x1") == 1
+    assert [o.client_order_id for o in await b.open_orders()] == ["F1-x1"]
+
+
+async def test_an_ended_native_exit_leaves_its_id_to_the_workers_exit(
+        make_broker: MakeBroker) -> None:
+    """The stop-loss is already passed at the fill: the exchange rejects the native stop
+    as it would the workers'; their exit is then placed under that id, not refused as a
+    duplicate."""
+    b = await make_broker()
+    spec = await filled_natively(b, "N1", tp=None, sl="50100")
+    native = await stored(b, "N1-x1")
+    assert native is not None and native.status is BrokerStatus.REJECTED
+    await b.set_price("BTCUSDT", D("50200"))
+    placed = await b.submit("N1-x1", exit_of("N1", spec, "0.5"))
+    assert placed.status is BrokerStatus.NEW and await duplicates(b) == 0
+
+
+async def test_end_native_exits_cancels_the_open_native_exit(make_broker: MakeBroker) -> None:
+    b = await make_broker()
+    await filled_natively(b, "C1")
+    assert await b.end_native_exits("C1", "BTCUSDT", True)
+    native = await stored(b, "C1-x1")
+    assert native is not None and native.status is BrokerStatus.CANCELLED
+    assert await b.open_orders() == []
+    assert await b.end_native_exits("C1", "BTCUSDT", True)  # nothing left: at once
+    assert await b.adopt_native_exit("C1-x9", exit_of("C1", entry(), "0.5", 9)) is None
