@@ -6,8 +6,10 @@ preempted by the duplicate-client-id refusal."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,12 +18,28 @@ import redis.asyncio as aioredis
 
 from executor.brokers.base import BrokerStatus, PermanentError
 from executor.brokers.paper import PaperAccount, PaperBroker
-from executor.brokers.paper.records import PaperOrder
+from executor.brokers.paper.records import PaperOrder, decode_order
 from executor.brokers.paper.store import Change
+from executor.config import Settings, load_settings
 from executor.model.lists import exit_request
 from executor.model.order import spec_from_request
-from producer.contract import OrderSpec, OrderType, OtoTrigger, Side, TimeInForce, wire
+from executor.model.positions import decode_position, position_key
+from producer.client import OrderClient
+from producer.contract import (
+    OrderSpec,
+    OrderState,
+    OrderType,
+    OtoTrigger,
+    ResultStatus,
+    Side,
+    TimeInForce,
+    wire,
+)
 from producer.keys import Keys
+
+from .conftest import running, until
+from .native_heir import killed_before_adoption
+from .test_lists import order_in
 
 D = Decimal
 T = OrderType
@@ -305,3 +323,160 @@ async def test_end_native_exits_cancels_the_open_native_exit(make_broker: MakeBr
     assert await b.open_orders() == []
     assert await b.end_native_exits("C1", "BTCUSDT", True)  # nothing left: at once
     assert await b.adopt_native_exit("C1-x9", exit_of("C1", entry(), "0.5", 9)) is None
+
+
+# -- through workers -------------------------------------------------------------------------
+
+ACCOUNTS = ("native", "emulated")
+
+
+def config_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def two_accounts(tmp_path: Path) -> Path:
+    """The same paper exchange twice: lists held by the exchange, or by the workers."""
+    return config_file(tmp_path, "two.toml",
+                       '[accounts.native]\nbroker = "paper"\nnative_lists = true\n'
+                       '[accounts.emulated]\nbroker = "paper"\n')
+
+
+def worker(config: Path, redis_url: str, interval_ms: int = 100) -> Settings:
+    return load_settings(str(config), {
+        "REDIS_URL": redis_url, "ORDERSTREAM_CONSUMER": "w1",
+        "ORDERSTREAM_METRICS_PORT": "0", "ORDERSTREAM_METRICS_HOST": "127.0.0.1",
+        "ORDERSTREAM_EMULATOR_INTERVAL_MS": str(interval_ms),
+        "ORDERSTREAM_EMULATOR_LEASE_MS": str(max(1000, 3 * interval_ms))})
+
+
+async def move(r: aioredis.Redis, value: str, accounts: tuple[str, ...] = ACCOUNTS) -> None:
+    for account in accounts:
+        await r.hset(K.paper(account, "prices"), "BTCUSDT", value)  # the operator override
+    await asyncio.sleep(0.6)  # a few match passes (200 ms) and watcher passes (100 ms)
+
+
+async def held(r: aioredis.Redis, account: str) -> Decimal:
+    raw = await r.hget(K.positions, position_key(account, "BTCUSDT"))
+    return D(0) if raw is None else decode_position(raw).quantity
+
+
+async def arrived(r: aioredis.Redis, account: str, cid: str) -> int:
+    """How many orders under ``cid`` the paper exchange of ``account`` took."""
+    entries: Any = await r.xrange(K.paper(account, "received"))
+    return sum(1 for _, f in entries if f[b"client_order_id"] == cid.encode())
+
+
+# Each: the entry's levels, the price path after its fill, the exit's fill price.
+PATHS = [
+    pytest.param({"take_profit": "50500", "stop_loss": "49500"}, ["50200", "50500"],
+                 "50500", id="bracket-take-profit"),
+    pytest.param({"take_profit": "50500", "stop_loss": "49500"}, ["49800", "49500"],
+                 "49500", id="bracket-stop-loss"),
+    pytest.param({"take_profit": "50500"}, ["49000", "50600"], "50500",
+                 id="oto-take-profit"),
+    pytest.param({"stop_loss": "49500"}, ["51000", "49400"], "49400", id="oto-stop-loss"),
+]
+
+
+@pytest.mark.parametrize(("levels", "path", "at"), PATHS)
+async def test_a_native_list_closes_as_the_emulated_one_does(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, client: OrderClient,
+        levels: dict[str, str], path: list[str], at: str) -> None:
+    """The same entry on the same price path, its list held by the exchange on one account
+    and by the workers on the other: the same exit fills, at the same price, for the
+    same quantity, and both positions end flat, never over-closed."""
+    r = redis_client
+    await move(r, "50000")
+    ids = {"native": "N1", "emulated": "M1"}
+    async with running(worker(two_accounts(tmp_path), redis_url)):
+        for account, cid in ids.items():
+            sub = await client.place("BTCUSDT", "buy", "market", "0.5", account=account,
+                                     client_order_id=cid, **levels)
+            result = await client.wait_result(sub, timeout=10)
+            assert result.status is ResultStatus.FILLED, result
+            assert result.native_exits is (account == "native")
+        exits = {a: await order_in(client, f"{cid}-x1", OrderState.ACCEPTED)
+                 for a, cid in ids.items()}
+        assert exits["native"].spec == msgspec.structs.replace(
+            exits["emulated"].spec, account="native",
+            metadata={"list_id": "N1", "exit": 1})
+        for value in path:
+            await move(r, value)
+        done = {a: await order_in(client, f"{cid}-x1", OrderState.FILLED)
+                for a, cid in ids.items()}
+        for account, cid in ids.items():
+            await list_over(r, cid, account)
+            assert await held(r, account) == 0
+            assert await arrived(r, account, f"{cid}-x1") == 1
+            assert await client.order(f"{cid}-x2") is None
+    native, emulated = done["native"], done["emulated"]
+    assert native.filled_quantity == emulated.filled_quantity == D("0.5")
+    assert native.average_price == emulated.average_price == D(at)
+    assert [(f.price, f.quantity) for f in native.fills] == \
+        [(f.price, f.quantity) for f in emulated.fills]
+
+
+async def list_over(r: aioredis.Redis, cid: str, account: str = "default") -> None:
+    async def over() -> bool:
+        return not await r.hexists(K.lists(account), cid)
+    await until(over, 10)
+
+
+async def test_a_partial_trigger_entry_goes_the_workers_way(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    await move(redis_client, "50000", ("native",))
+    async with running(worker(two_accounts(tmp_path), redis_url)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.5", account="native",
+                                 client_order_id="Q1", take_profit="50500",
+                                 stop_loss="49500", oto_trigger="partial")
+        result = await client.wait_result(sub, timeout=10)
+        assert result.status is ResultStatus.FILLED and not result.native_exits
+        await order_in(client, "Q1-x1", OrderState.ACCEPTED)
+        native = await redis_client.hget(K.paper("native", "orders"), "Q1-x1")
+        assert native is not None and b"exit_of" not in native  # the workers' own order
+        assert await arrived(redis_client, "native", "Q1-x1") == 1
+
+
+async def test_a_list_that_ends_without_an_exit_of_ours_cancels_the_native_one(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis,
+        client: OrderClient) -> None:
+    """The entry filled natively, then cancelled by its id before any watcher pass (which
+    cancels its list): the watcher never publishes an exit, so the exchange's exit is
+    cancelled before the list ends, never left there untracked."""
+    config = two_accounts(tmp_path)
+    await move(redis_client, "50000", ("native",))
+    async with running(worker(config, redis_url, interval_ms=60_000)):
+        sub = await client.place("BTCUSDT", "buy", "market", "0.5", account="native",
+                                 client_order_id="C1", take_profit="50500",
+                                 stop_loss="49500")
+        assert (await client.wait_result(sub, timeout=10)).native_exits
+        cancel = await client.cancel("C1", account="native")
+        assert (await client.wait_result(cancel, timeout=10)).status is ResultStatus.FAILED
+    async with running(worker(config, redis_url)):
+        await list_over(redis_client, "C1", "native")
+    raw = await redis_client.hget(K.paper("native", "orders"), "C1-x1")
+    assert raw is not None and decode_order(raw).status is BrokerStatus.CANCELLED
+    assert await client.order("C1-x1") is None
+
+
+async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
+    text = '[accounts.default]\nbroker = "paper"\nnative_lists = true\n'
+    await redis_client.hset(K.paper("default", "prices"), "BTCUSDT", "50000")
+
+    async def fill(client: OrderClient) -> None:
+        sub = await client.place("BTCUSDT", "buy", "market", "0.5", client_order_id="K1",
+                                 take_profit="50500", stop_loss="49500")
+        result = await client.wait_result(sub, timeout=20)
+        assert result.status is ResultStatus.FILLED and result.native_exits, result
+
+    heir = worker(config_file(tmp_path, "heir.toml", text), redis_url)
+    exit_ = await killed_before_adoption(redis_url, redis_client, tmp_path, text, fill, heir)
+    assert exit_.spec.quantity == D("0.5") and exit_.spec.type is T.OCO
+    assert not exit_.emulated
+    assert await arrived(redis_client, "default", "K1") == 1
+    assert await arrived(redis_client, "default", "K1-x1") == 1  # the exchange's, adopted
+    assert await redis_client.xlen(K.paper("default", "duplicates")) == 0
