@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from executor.brokers.base import BrokerStatus, PermanentError
 from executor.brokers.paper import PaperAccount, PaperBroker
-from executor.brokers.paper.records import PaperOrder, decode_order
+from executor.brokers.paper.records import PaperOrder, decode_order, encode_order
 from executor.brokers.paper.store import Change
 from executor.config import Settings, load_settings
 from executor.model.lists import exit_request
@@ -480,3 +480,24 @@ async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit
     assert await arrived(redis_client, "default", "K1") == 1
     assert await arrived(redis_client, "default", "K1-x1") == 1  # the exchange's, adopted
     assert await redis_client.xlen(K.paper("default", "duplicates")) == 0
+
+
+async def test_an_exit_the_exchange_cannot_make_never_holds_up_the_fill(
+        make_broker: MakeBroker) -> None:
+    """A stored entry whose exit is unreadable as an order (no quantity): its fill is
+    stored without one, and the workers' exit is then placed as at any broker."""
+    b = await make_broker()
+    await b.set_price("BTCUSDT", D("50000"))
+    spec = entry(T.LIMIT, "0.5", "49900")
+    await b.submit("B1", spec)
+    found = await stored(b, "B1")
+    assert found is not None and found.exit is not None
+    broken = msgspec.structs.replace(found, exit=msgspec.structs.replace(found.exit,
+                                                                         quantity=None))
+    await b.store.redis.hset(b.store.orders, "B1", encode_order(broken))
+    await price(b, "49900")
+    filled = await stored(b, "B1")
+    assert filled is not None and filled.status is BrokerStatus.FILLED
+    assert await stored(b, "B1-x1") is None
+    placed = await b.submit("B1-x1", exit_of("B1", spec, "0.5"))
+    assert placed.status is BrokerStatus.NEW

@@ -369,8 +369,7 @@ class PaperBroker:
         record.exit = lists.native_exit(client_order_id, order, config, self._check)
         item = self._new_order(record, sym, now)
         item.replaces = replaces
-        placed = lists.placed_exit(None, record, self._exit_broker_id(record), book, sym,
-                                   config, now)
+        placed = self._placed(None, record, book, sym, now)
         if placed is not None:
             item.placed = self._new_order(placed, sym, now)
         return record, item, timeout
@@ -385,8 +384,19 @@ class PaperBroker:
                 item.expire_at = record.spec.expire_at
         return item
 
-    def _exit_broker_id(self, entry: PaperOrder) -> str:
-        return self.broker_order_id(first_exit_id(entry.client_order_id))
+    def _placed(self, before: PaperOrder | None, after: PaperOrder, book: Book,
+                sym: SymbolConfig, now: int) -> PaperOrder | None:
+        """``lists.placed_exit``. An exit it cannot make (a record the exchange cannot
+        read as an order) is left to the workers, who publish it once the entry has
+        ended and find none here: the fill is stored all the same, never held up."""
+        try:
+            return lists.placed_exit(before, after,
+                                     self.broker_order_id(first_exit_id(after.client_order_id)),
+                                     book, sym, self.config, now)
+        except Exception:
+            log.exception("paper %s: the native exit of %s could not be made; left to the "
+                          "workers", self.account, after.client_order_id)
+            return None
 
     def _check(self, order: OrderSpec) -> SymbolConfig:
         """``matching.check``, remembering the parameters that passed: the worker checks an
@@ -695,9 +705,8 @@ class PaperBroker:
             book = books[order.spec.symbol]
             new = matching.advance(order, book, sym, self.config, now)
             if new is not None:
-                placed = lists.placed_exit(order, new, self._exit_broker_id(new), book, sym,
-                                           self.config, now)
-                changes.append(self._change(order, new, sym, placed))
+                changes.append(self._change(order, new, sym,
+                                            self._placed(order, new, book, sym, now)))
         if not changes:
             return 0
         return sum(await self.store.update(changes, now))

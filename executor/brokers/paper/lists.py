@@ -62,11 +62,13 @@ def placed_exit(before: PaperOrder | None, after: PaperOrder, broker_order_id: s
                 now: int) -> PaperOrder | None:
     """The exit the exchange places with ``after``, an entry's new state: what a new
     order of it makes at ``book``, when this state is the entry's full fill (``before``:
-    its stored state, None at submission), once; else None."""
+    its stored state, None at submission), once; else None. ``ContractError`` when the
+    stored exit is no order the exchange takes."""
     if after.exit is None or after.status is not BrokerStatus.FILLED:
         return None
     if before is not None and before.status is BrokerStatus.FILLED:
         return None
+    matching.check(after.exit, config)  # as stored: a record's exit is checked again
     placed = matching.submit(first_exit_id(after.client_order_id), broker_order_id,
                              after.exit, book, sym, config, now, after.submission)
     placed.exit_of = after.client_order_id
