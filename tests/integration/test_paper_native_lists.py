@@ -7,7 +7,6 @@ preempted by the duplicate-client-id refusal."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,57 +30,28 @@ from producer.contract import (
     OrderType,
     OtoTrigger,
     ResultStatus,
-    Side,
-    TimeInForce,
     wire,
 )
 from producer.keys import Keys
+from tests.unit.test_paper_lists import entry
 
 from .conftest import running, until
 from .native_heir import killed_before_adoption
 from .test_lists import order_in
+from .test_paper_exchange import Clock, MakeBroker, make_broker
 
 D = Decimal
 T = OrderType
 K = Keys()
-MakeBroker = Callable[..., Awaitable[PaperBroker]]
-
-
-class Clock:
-    def __init__(self, now: int = 1_700_000_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
+__all__ = ["make_broker"]  # a fixture
 
 
 @pytest.fixture
-async def make_broker(redis_url: str) -> AsyncIterator[MakeBroker]:
-    made: list[tuple[PaperBroker, aioredis.Redis]] = []
-
+def paper(make_broker: MakeBroker) -> MakeBroker:
+    """An exchange with native lists (or ``config``), its matcher driven by the test."""
     async def make(config: PaperAccount | None = None) -> PaperBroker:
-        client = aioredis.Redis.from_url(redis_url)
-        broker = PaperBroker("default", config or PaperAccount(native_lists=True), client,
-                             K, clock=Clock())
-        await broker.start(background=False)  # the tests drive match_once
-        made.append((broker, client))
-        return broker
-
-    yield make
-    for broker, client in made:
-        await broker.close()
-        await client.aclose()
-
-
-def entry(type_: OrderType = T.MARKET, quantity: str = "0.5", price: str | None = None, *,
-          tp: str | None = "50500", sl: str | None = "49500",
-          trigger: OtoTrigger = OtoTrigger.FULL, **extra: Any) -> OrderSpec:
-    return OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=type_,
-                     quantity=wire(D(quantity)),
-                     price=None if price is None else wire(D(price)),
-                     take_profit=None if tp is None else wire(D(tp)),
-                     stop_loss=None if sl is None else wire(D(sl)),
-                     oto_trigger=trigger, **{"time_in_force": TimeInForce.GTC, **extra})
+        return await make_broker(config or PaperAccount(native_lists=True), clock=Clock())
+    return make
 
 
 def exit_of(cid: str, spec: OrderSpec, quantity: str, n: int = 1) -> OrderSpec:
@@ -110,8 +80,8 @@ async def duplicates(broker: PaperBroker) -> int:
 # -- placed with the full fill ---------------------------------------------------------------
 
 async def test_a_market_entry_is_stored_with_its_exit_in_one_call(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     calls: list[int] = []
     insert = b.store.insert
@@ -133,8 +103,8 @@ async def test_a_market_entry_is_stored_with_its_exit_in_one_call(
 
 
 async def test_a_replayed_or_duplicate_entry_never_places_a_second_exit(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     spec = entry(tp="50500", sl=None)
     _, item, _ = b._prepare("E1", spec)
@@ -150,8 +120,8 @@ async def test_a_replayed_or_duplicate_entry_never_places_a_second_exit(
 
 
 async def test_a_resting_entry_places_its_exit_in_the_pass_that_fills_it(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     accepted = await b.submit("E2", entry(T.LIMIT, "0.2", "49900", tp=None, sl="49000"))
     assert accepted.status is BrokerStatus.NEW and accepted.native_exits
@@ -168,10 +138,10 @@ async def test_a_resting_entry_places_its_exit_in_the_pass_that_fills_it(
 
 
 async def test_a_fill_whose_change_is_refused_places_no_exit_and_a_retry_places_one(
-        make_broker: MakeBroker) -> None:
+        paper: MakeBroker) -> None:
     """Two matchers computed the same fill: one change applies with its exit, the other
     (its version gone) applies nothing: one exit."""
-    b = await make_broker()
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     await b.submit("E3", entry(T.LIMIT, "0.5", "49900"))
     await b.set_price("BTCUSDT", D("49900"))
@@ -192,8 +162,8 @@ async def test_a_fill_whose_change_is_refused_places_no_exit_and_a_retry_places_
 
 @pytest.mark.parametrize("fill", ["0", "0.3"])
 async def test_an_entry_cancelled_before_its_full_fill_places_nothing(
-        make_broker: MakeBroker, fill: str) -> None:
-    b = await make_broker(PaperAccount(native_lists=True, symbols={
+        paper: MakeBroker, fill: str) -> None:
+    b = await paper(PaperAccount(native_lists=True, symbols={
         "BTCUSDT": msgspec.structs.replace(PaperAccount().symbols["BTCUSDT"],
                                            depth_quantity=D("0.3"))}))
     await b.set_price("BTCUSDT", D("50000"))
@@ -214,14 +184,14 @@ async def test_an_entry_cancelled_before_its_full_fill_places_nothing(
         assert placed.status is BrokerStatus.NEW and placed.quantity == D(fill)
 
 
-async def test_what_does_not_qualify_goes_the_workers_way(make_broker: MakeBroker) -> None:
-    b = await make_broker()
+async def test_what_does_not_qualify_goes_the_workers_way(paper: MakeBroker) -> None:
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     partial = await b.submit("P1", entry(trigger=OtoTrigger.PARTIAL))
     reducing = await b.submit("P2", entry(reduce_only=True))
     assert not partial.native_exits and not reducing.native_exits
     assert await stored(b, "P1-x1") is None and await stored(b, "P2-x1") is None
-    off = await make_broker(PaperAccount())
+    off = await paper(PaperAccount())
     assert not (await off.submit("P3", entry())).native_exits
     assert await stored(off, "P3-x1") is None
 
@@ -237,8 +207,8 @@ async def filled_natively(b: PaperBroker, cid: str, quantity: str = "0.5",
 
 
 async def test_the_workers_exit_is_the_exchanges_never_a_second_order(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     spec = await filled_natively(b, "A1")
     adopted = await b.submit("A1-x1", exit_of("A1", spec, "0.5"))
     assert adopted.client_order_id == "A1-x1" and adopted.status is BrokerStatus.NEW
@@ -257,8 +227,8 @@ async def test_the_workers_exit_is_the_exchanges_never_a_second_order(
 
 
 async def test_a_capped_exit_replaces_the_native_one_under_its_id(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     spec = await filled_natively(b, "R1")
     before = await stored(b, "R1-x1")
     assert before is not None
@@ -274,8 +244,8 @@ async def test_a_capped_exit_replaces_the_native_one_under_its_id(
     assert done is not None and done.filled_quantity == D("0.3")
 
 
-async def test_a_later_exit_cancels_the_native_one_first(make_broker: MakeBroker) -> None:
-    b = await make_broker()
+async def test_a_later_exit_cancels_the_native_one_first(paper: MakeBroker) -> None:
+    b = await paper()
     spec = await filled_natively(b, "R2")
     placed = await b.submit("R2-x2", exit_of("R2", spec, "0.5", 2))
     assert placed.status is BrokerStatus.NEW
@@ -285,8 +255,8 @@ async def test_a_later_exit_cancels_the_native_one_first(make_broker: MakeBroker
 
 
 async def test_a_native_exit_that_traded_refuses_any_other_exit(
-        make_broker: MakeBroker) -> None:
-    b = await make_broker()
+        paper: MakeBroker) -> None:
+    b = await paper()
     spec = await filled_natively(b, "F1", quantity="6", sl=None)  # a 6 limit: 5 a pass
     await price(b, "50500")
     traded = await stored(b, "F1-x1")
@@ -301,11 +271,11 @@ async def test_a_native_exit_that_traded_refuses_any_other_exit(
 
 
 async def test_an_ended_native_exit_leaves_its_id_to_the_workers_exit(
-        make_broker: MakeBroker) -> None:
+        paper: MakeBroker) -> None:
     """The stop-loss is already passed at the fill: the exchange rejects the native stop
     as it would the workers'; their exit is then placed under that id, not refused as a
     duplicate."""
-    b = await make_broker()
+    b = await paper()
     spec = await filled_natively(b, "N1", tp=None, sl="50100")
     native = await stored(b, "N1-x1")
     assert native is not None and native.status is BrokerStatus.REJECTED
@@ -314,8 +284,8 @@ async def test_an_ended_native_exit_leaves_its_id_to_the_workers_exit(
     assert placed.status is BrokerStatus.NEW and await duplicates(b) == 0
 
 
-async def test_end_native_exits_cancels_the_open_native_exit(make_broker: MakeBroker) -> None:
-    b = await make_broker()
+async def test_end_native_exits_cancels_the_open_native_exit(paper: MakeBroker) -> None:
+    b = await paper()
     await filled_natively(b, "C1")
     assert await b.end_native_exits("C1", "BTCUSDT", True)
     native = await stored(b, "C1-x1")
@@ -483,10 +453,10 @@ async def test_a_worker_killed_between_the_fill_and_the_adoption_leaves_one_exit
 
 
 async def test_an_exit_the_exchange_cannot_make_never_holds_up_the_fill(
-        make_broker: MakeBroker) -> None:
+        paper: MakeBroker) -> None:
     """A stored entry whose exit is unreadable as an order (no quantity): its fill is
     stored without one, and the workers' exit is then placed as at any broker."""
-    b = await make_broker()
+    b = await paper()
     await b.set_price("BTCUSDT", D("50000"))
     spec = entry(T.LIMIT, "0.5", "49900")
     await b.submit("B1", spec)
