@@ -381,6 +381,8 @@ async def test_a_native_list_closes_as_the_emulated_one_does(
             assert await held(r, account) == 0
             assert await arrived(r, account, f"{cid}-x1") == 1
             assert await client.order(f"{cid}-x2") is None
+            # Adopted before the exchange's door: never refused there as a duplicate.
+            assert await r.xlen(K.paper(account, "duplicates")) == 0
     native, emulated = done["native"], done["emulated"]
     assert native.filled_quantity == emulated.filled_quantity == D("0.5")
     assert native.average_price == emulated.average_price == D(at)
