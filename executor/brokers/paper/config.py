@@ -105,6 +105,12 @@ class PaperAccount(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     # less. Off, every order goes the way a remote broker's does (the crash tests of that
     # way use it).
     take_with_record: bool = True
+    # Contingent lists natively (lists.py): an entry with take_profit / stop_loss and
+    # oto_trigger "full" is taken with its exit, which the exchange itself places in the
+    # same stored change as the entry's full fill; the workers' exit ``<entry>-x1`` is then
+    # taken as it (native_lists.adoption). Off: the workers place the exits, as at every
+    # broker.
+    native_lists: bool = False
 
     def __post_init__(self) -> None:
         for name in ("walk_step_ms", "depth_levels", "match_interval_ms", "retention_ms"):

@@ -16,11 +16,17 @@ worker that sent it and any worker can look it up by client id.
   orders finished more than
   ``retention_ms`` ago and the stream entries as old (store.py), so the exchange's memory
   does not grow with every order it ever took.
+- Native contingent lists (``native_lists``, lists.py): an entry is taken with its exit,
+  which the exchange places in the same script call that stores the entry's full fill (at
+  submission, or in a match pass). The workers' exit ``<entry>-x1`` then finds it here
+  before anything is stored (``adopt_native_exit``, ``native_lists.adoption``): taken as
+  it, replaced, refused, or placed; never a second exit for one position.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import decimal
 import hashlib
 import itertools
@@ -46,6 +52,7 @@ from producer.replies import text
 
 from ..base import (
     EMULATED,
+    FINAL_BROKER_STATUSES,
     BrokerError,
     BrokerOrder,
     BrokerStatus,
@@ -59,8 +66,9 @@ from ..base import (
     Volume,
     refuse_conditional,
 )
+from ..native_lists import Adoption, adoption, entry_of, first_exit_id
 from ..sending import Door
-from . import matching
+from . import lists, matching
 from .config import PaperAccount, SymbolConfig
 from .matching import Book, Direction
 from .pricing import Prices
@@ -184,7 +192,14 @@ class PaperBroker:
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
-        record, item, timeout = self._prepare(client_order_id, order)
+        replaces = 0
+        if entry_of(order) is not None:
+            # Before the door, whose duplicate client id would refuse it: the exit the
+            # exchange holds natively under this id is taken as it, or replaced.
+            adopted, replaces = await self._adopt(client_order_id, order)
+            if adopted is not None:
+                return adopted
+        record, item, timeout = self._prepare(client_order_id, order, replaces)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         if not self._queue:
@@ -231,9 +246,11 @@ class PaperBroker:
             return None
         prepared: list[tuple[str, PaperOrder, NewOrder]] = []
         for cid, order in orders:
+            # An exit of a list is looked up first (adopt_native_exit): the exchange may
+            # hold it natively under its very id.
             if (order.type not in _AT_RECORD or order.algo is not None
                     or order.display_quantity is not None or order.take_profit is not None
-                    or order.stop_loss is not None):
+                    or order.stop_loss is not None or entry_of(order) is not None):
                 return None
             try:
                 record, item, _ = self._prepare(cid, order)
@@ -259,7 +276,7 @@ class PaperBroker:
         if self._latency_s:
             await asyncio.sleep(self._latency_s)
         out: list[BrokerOrder | BrokerError | int] = []
-        pending: list[tuple[int, PaperOrder, NewOrder, bool]] = []
+        pending: list[tuple[int, PaperOrder | BrokerOrder, NewOrder, bool]] = []
         for k, (client_order_id, order) in enumerate(orders):
             taken = self._at_record.pop(client_order_id, None)
             if taken is not None and guards is not None and taken[0] == guards[k][1]:
@@ -268,7 +285,17 @@ class PaperBroker:
                 out.append(self._answered(taken_record, taken_code, timeout=False))
                 continue
             try:
-                record, item, timeout = self._prepare(client_order_id, order)
+                replaces = 0
+                if entry_of(order) is not None:
+                    adopted, replaces = await self._adopt(client_order_id, order)
+                    if adopted is not None:
+                        # Under this delivery's send token, taken at the door as a send's
+                        # is (a record "": nothing stored).
+                        pending.append((len(out), adopted, NewOrder(client_order_id, ""),
+                                        False))
+                        out.append(_NOT_YET)
+                        continue
+                record, item, timeout = self._prepare(client_order_id, order, replaces)
             except BrokerError as exc:
                 out.append(exc)
                 continue
@@ -278,17 +305,20 @@ class PaperBroker:
             return out
         stored = await self._store([item for _, _, item, _ in pending],
                                    None if guards is None else [guards[i] for i, *_ in pending])
-        for (index, record, _, timeout), code in zip(pending, stored, strict=True):
+        for (index, answer, _, timeout), code in zip(pending, stored, strict=True):
             out[index] = (code if isinstance(code, UnknownOutcome)
-                          else self._answered(record, code, timeout))
+                          else self._answered(answer, code, timeout))
         return out
 
-    def _answered(self, record: PaperOrder, code: int, timeout: bool
+    def _answered(self, record: PaperOrder | BrokerOrder, code: int, timeout: bool
                   ) -> BrokerOrder | BrokerError | int:
-        """The answer to a submit from submit.lua's code for it."""
+        """The answer to a submit from submit.lua's code for it (``record`` a report: a
+        native exit adopted under the send token)."""
         if code < 0:
             # As send.lua says it: -1 the order moved on, 0 another delivery's token.
             return -1 if code == -1 else 0
+        if isinstance(record, BrokerOrder):
+            return record
         try:
             return self._answer(record, code == 1, timeout)
         except BrokerError as exc:
@@ -310,11 +340,12 @@ class PaperBroker:
                 out += [_unknown(exc)] * len(chunk)
         return out
 
-    def _prepare(self, client_order_id: str, order: OrderSpec
+    def _prepare(self, client_order_id: str, order: OrderSpec, replaces: int = 0
                  ) -> tuple[PaperOrder, NewOrder, bool]:
         """Decide what the exchange does with a new order (in process, at the cached
         price); the record still has to be stored. Raises what the exchange would answer
-        before storing anything."""
+        before storing anything. ``replaces``: the version of the ended native exit stored
+        under this id, which the order replaces (``_adopt``)."""
         if not self._started:
             raise RuntimeError("PaperBroker.start() must be awaited before submit")
         config = self.config
@@ -329,16 +360,44 @@ class PaperBroker:
             raise RetryableError("paper exchange: simulated failure, the order was not sent")
         timeout = bool(config.timeout_rate) and self._rng.random() < config.timeout_rate
         now = self.clock()
+        book = self._book(order.symbol, sym, now)
         record = matching.submit(client_order_id, self.broker_order_id(client_order_id), order,
-                                 self._book(order.symbol, sym, now), sym, config, now,
+                                 book, sym, config, now,
                                  f"{self.token}:{next(self._submissions)}")
-        item = NewOrder(client_order_id, encode_order(record).decode(),
+        if replaces:
+            # Above the replaced one's, so no change computed from it ever applies to this.
+            record.version = replaces + 1
+        record.exit = lists.native_exit(client_order_id, order, config, self._check)
+        item = self._new_order(record, sym, now)
+        item.replaces = replaces
+        placed = self._placed(None, record, book, sym, now)
+        if placed is not None:
+            item.placed = self._new_order(placed, sym, now)
+        return record, item, timeout
+
+    def _new_order(self, record: PaperOrder, sym: SymbolConfig, now: int) -> NewOrder:
+        """A new order's record as the submit script stores it, and where it rests."""
+        item = NewOrder(record.client_order_id, encode_order(record).decode(),
                         ended_at=0 if record.is_open else now)
         if record.is_open:
             item.watch, item.score = self._watch(record, sym)
-            if order.time_in_force is TimeInForce.GTD:
-                item.expire_at = order.expire_at
-        return record, item, timeout
+            if record.spec.time_in_force is TimeInForce.GTD:
+                item.expire_at = record.spec.expire_at
+        return item
+
+    def _placed(self, before: PaperOrder | None, after: PaperOrder, book: Book,
+                sym: SymbolConfig, now: int) -> PaperOrder | None:
+        """``lists.placed_exit``. An exit it cannot make (a record the exchange cannot
+        read as an order) is left to the workers, who publish it once the entry has
+        ended and find none here: the fill is stored all the same, never held up."""
+        try:
+            return lists.placed_exit(before, after,
+                                     self.broker_order_id(first_exit_id(after.client_order_id)),
+                                     book, sym, self.config, now)
+        except Exception:
+            log.exception("paper %s: the native exit of %s could not be made; left to the "
+                          "workers", self.account, after.client_order_id)
+            return None
 
     def _check(self, order: OrderSpec) -> SymbolConfig:
         """``matching.check``, remembering the parameters that passed: the worker checks an
@@ -434,6 +493,110 @@ class PaperBroker:
                 for entry_id, fields in entries:
                     cursor = text(entry_id)
                     yield _report_decoder.decode(fields[b"data"])
+
+    # -- native lists: an entry's exit placed by the exchange on its fill (lists.py) ----------
+
+    async def _native_of(self, entry: str) -> PaperOrder | None:
+        """The exit the exchange placed for ``entry`` natively (``<entry>-x1``, marked as
+        its), None when there is none (not sent natively, ended before its full fill, or
+        forgotten). Its own record is the truth: no worker record is asked first
+        (native_exits.sent_natively), as it is a read of this same Redis."""
+        try:
+            found = await self.store.get(first_exit_id(entry))
+        except RedisError as exc:
+            raise RetryableError(f"paper exchange unavailable: {exc}") from None
+        return found if found is not None and found.exit_of == entry else None
+
+    async def adopt_native_exit(self, client_order_id: str, order: OrderSpec
+                                ) -> BrokerOrder | None:
+        """An exit of a list arriving to be placed (by ``submit``, or by the emulator
+        before it would hold one): the native exit of its entry taken as it (its report),
+        or None: ours is placed (after the native one was cancelled, when it had to be
+        replaced). A native exit that traded and is not this one: ``PermanentError``."""
+        adopted, _ = await self._adopt(client_order_id, order)
+        return adopted
+
+    async def _adopt(self, client_order_id: str, order: OrderSpec
+                     ) -> tuple[BrokerOrder | None, int]:
+        """``adopt_native_exit``, and the version of the ended native exit stored under
+        ``client_order_id`` that ours must replace there (0: none; the exchange's ids are
+        unique while it remembers an order).
+
+        - none there, or ended untraded (never placed, cancelled, rejected): placed;
+        - this is it (``<entry>-x1``) for the quantity it holds, or it has traded (never
+          cancelled into a second exit): adopted, never stored a second time;
+        - traded, and this is a later exit: refused;
+        - else (the workers capped the exit by the position, or this is a later exit: the
+          first was refused before it got here): the native one is cancelled first."""
+        entry = entry_of(order)
+        if entry is None:
+            return None, 0
+        native = await self._native_of(entry)
+        if native is None:
+            return None, 0
+        first = first_exit_id(entry)
+        held = native.spec.quantity
+        traded = native.filled_quantity > 0
+        verdict = adoption(client_order_id, entry, order.quantity, held=held or Decimal(0),
+                           traded=traded, ended=native.status in FINAL_BROKER_STATUSES)
+        if verdict is Adoption.PLACE:
+            log.info("paper %s: the native exit of %s ended untraded (%s); %s is placed",
+                     self.account, entry, native.status, client_order_id)
+            return None, native.version if client_order_id == first else 0
+        if verdict is Adoption.ADOPT:
+            if held != order.quantity:
+                log.warning("paper %s: the native exit of %s holds %s and has traded; taken "
+                            "as %s for %s as it is", self.account, entry, held,
+                            client_order_id, order.quantity)
+            log.info("paper %s: exit %s is the native exit the exchange placed for %s: taken "
+                     "as it, not placed again", self.account, client_order_id, entry)
+            return report(native), 0
+        if verdict is Adoption.REFUSE:
+            log.error("paper %s: the native exit of %s has traded, and %s is not it: not "
+                      "placed; check the position", self.account, entry, client_order_id)
+            raise PermanentError(f"the native exit of {entry} at the paper exchange has "
+                                 f"traded: {client_order_id} is not placed")
+        after = await self._end_native(entry, order.symbol)
+        if after is not None and after.filled_quantity > 0:
+            raise PermanentError(f"the native exit of {entry} traded while being replaced: "
+                                 f"{client_order_id} is not placed")
+        log.warning("paper %s: the native exit of %s (%s) cancelled: %s for %s is placed "
+                    "instead", self.account, entry, held, client_order_id, order.quantity)
+        return None, (after.version if after is not None and client_order_id == first
+                      else 0)
+
+    async def _end_native(self, entry: str, symbol: str) -> PaperOrder | None:
+        """Cancel the native exit of ``entry`` if it is open; it as it ended (None: no
+        longer there). ``RetryableError`` while it is still open."""
+        with contextlib.suppress(NotCancellable, OrderNotFound):  # ended meanwhile: read
+            await self.cancel(first_exit_id(entry), symbol)
+        after = await self._native_of(entry)
+        if after is not None and after.is_open:
+            raise RetryableError(f"paper: the native exit of {entry} is still open after "
+                                 "its cancel")
+        return after
+
+    async def end_native_exits(self, entry: str, symbol: str, oco: bool) -> bool:
+        """Called by the lists watcher before it ends the list of an entry sent natively
+        whose exit was never taken as an order of ours (the list was cancelled, or no
+        position is left to protect): the native exit still open at the exchange is
+        cancelled, so that none is left there untracked. Whether none is open now (False:
+        the exchange could not tell; the watcher asks again at its next pass)."""
+        try:
+            native = await self._native_of(entry)
+            if native is None or not native.is_open:
+                return True
+            after = await self._end_native(entry, symbol)
+        except BrokerError as exc:
+            log.warning("paper %s: the native exit of %s could not be cancelled (%s); tried "
+                        "again at the next pass", self.account, entry, exc)
+            return False
+        if after is not None and after.filled_quantity > 0:
+            log.error("paper %s: the native exit of %s traded (%s) and is not an order of "
+                      "ours: check the position", self.account, entry, after.filled_quantity)
+        log.warning("paper %s: the native exit of %s cancelled: its list ended without an "
+                    "exit of ours", self.account, entry)
+        return True
 
     # -- operators and tests -----------------------------------------------------------------
 
@@ -540,9 +703,11 @@ class PaperBroker:
             sym = self.config.symbols.get(order.spec.symbol)
             if sym is None:  # the symbol left the config; its orders stay as they are
                 continue
-            new = matching.advance(order, books[order.spec.symbol], sym, self.config, now)
+            book = books[order.spec.symbol]
+            new = matching.advance(order, book, sym, self.config, now)
             if new is not None:
-                changes.append(self._change(order, new, sym))
+                changes.append(self._change(order, new, sym,
+                                            self._placed(order, new, book, sym, now)))
         if not changes:
             return 0
         return sum(await self.store.update(changes, now))
@@ -600,13 +765,16 @@ class PaperBroker:
             return None, 0
         return self.store.watch_key(order.spec.symbol, at[0]), at[1]
 
-    def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig) -> Change:
+    def _change(self, old: PaperOrder, new: PaperOrder, sym: SymbolConfig,
+                placed: PaperOrder | None = None) -> Change:
         # A trailing stop's trail moving is the exchange's own bookkeeping: nothing a client
         # sees changed, so nothing is pushed to the workers (one entry per new high would be).
         quiet = (new.status is old.status and new.triggered == old.triggered
                  and len(new.fills) == len(old.fills))
         change = Change(old.client_order_id, old.version, encode_order(new), new.is_open,
                         report=None if quiet else encode(report(new)))
+        if placed is not None:  # stored only with this change (update.lua)
+            change.placed = self._new_order(placed, sym, new.updated_at)
         before, after = self._watch(old, sym), self._watch(new, sym)
         if before != after:
             change.leave = before[0]

@@ -38,6 +38,10 @@ class PaperOrder(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     # The submit call that created the order (worker token and sequence number): a script
     # call that redis-py resends after a lost reply finds its own record, not a duplicate.
     submission: str = ""
+    # Native lists (lists.py): on an entry, the exit the exchange places the moment it has
+    # fully filled; on that exit, the entry whose fill placed it (what adoption looks for).
+    exit: OrderSpec | None = None
+    exit_of: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -74,4 +78,5 @@ def report(order: PaperOrder) -> BrokerOrder:
         fills=list(order.fills),
         reason=order.reason,
         updated_at=order.updated_at,
+        native_exits=order.exit is not None,
     )

@@ -68,6 +68,12 @@ class NewOrder:
     score: int = 0
     expire_at: int | None = None
     ended_at: int = 0  # epoch ms of an order final at once (filled, expired); 0: open
+    # Over the ended native exit stored at this version (the workers' exit placed under its
+    # id, lists.py); 0: a new client id.
+    replaces: int = 0
+    # The native exit placed with this entry's fill at submission (lists.py): stored in the
+    # same call, right after it, and only if this order was taken just now.
+    placed: NewOrder | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +88,9 @@ class Change:
     join: str | None = None  # watch key to join, with ``score``
     score: int = 0
     report: bytes | None = None  # appended to the executions stream
+    # A new order placed with this change, only if it applies (an entry's native exit
+    # with its fill, lists.py); its ``watch`` None when it ended at once.
+    placed: NewOrder | None = None
 
 
 class _KeyIndex:
@@ -151,7 +160,7 @@ class ExchangeStore:
         refused: the order no longer pending_submit / the token another delivery's."""
         keys, args = self.insert_call(items, guards)
         replies = await self._submit(keys=keys, args=args)
-        return [int(reply) for reply in replies]
+        return self.answers(items, replies)
 
     def insert_call(self, items: Sequence[NewOrder],
                     guards: Sequence[tuple[str, str] | None] | None = None
@@ -162,24 +171,44 @@ class ExchangeStore:
         keys = _KeyIndex([self.orders, self.received, self.book, self.expiry,
                           self.duplicates, self.finished])
         flat: list[str | int] = []
+        stored: list[NewOrder] = []  # in the script's order: each placed after its entry
         for k, item in enumerate(items):
             guard = guards[k] if guards is not None else None
             flat += (item.client_order_id, item.record, item.ended_at,
-                     *((0, "") if guard is None else (keys(guard[0]), guard[1])))
+                     *((0, "") if guard is None else (keys(guard[0]), guard[1])),
+                     item.replaces)
+            stored.append(item)
+            if item.placed is not None:
+                placed = item.placed
+                flat += (placed.client_order_id, placed.record, placed.ended_at, 0, "", -1)
+                stored.append(placed)
         args: list[Any] = [_msgpack.encode(flat)]
-        for k, item in enumerate(items, 1):
+        for k, item in enumerate(stored, 1):
             if item.watch is not None:
                 args += (k, keys(item.watch), item.score,
                          "" if item.expire_at is None else item.expire_at)
         return keys.keys, args
 
+    @staticmethod
+    def answers(items: Sequence[NewOrder], replies: Sequence[Any]) -> list[int]:
+        """submit.lua's codes of ``items`` (``insert_call``'s), those of the orders placed
+        with them left out (the entry's code is theirs)."""
+        out: list[int] = []
+        codes = iter(replies)
+        for item in items:
+            out.append(int(next(codes)))
+            if item.placed is not None:
+                next(codes)
+        return out
+
     async def update(self, changes: Sequence[Change], now: int) -> list[bool]:
         """Compare-and-set new states in one script call; False where the version moved.
         An order a change ends is stamped finished at ``now``."""
         keys = _KeyIndex([self.orders, self.book, self.expiry, self.executions,
-                          self.finished])
+                          self.finished, self.received])
         args: list[Any] = [EXECUTIONS_MAXLEN, now, len(changes)]
         for change in changes:
+            placed = change.placed
             args += [
                 change.client_order_id,
                 change.expected_version,
@@ -189,6 +218,10 @@ class ExchangeStore:
                 keys(change.join),
                 change.score,
                 b"" if change.report is None else change.report,
+                "" if placed is None else placed.client_order_id,
+                "" if placed is None else placed.record,
+                0 if placed is None else keys(placed.watch),
+                0 if placed is None else placed.score,
             ]
         replies = await self._update(keys=keys.keys, args=args)
         return [reply == 1 for reply in replies]

@@ -3,13 +3,17 @@
 -- KEYS: 1 orders (hash cid -> record), 2 received (stream), 3 book (set of open cids),
 --       4 expiry (zset cid by expire_at), 5 duplicates (stream), 6 finished (zset cid by
 --       when it ended), 7.. watch zsets (cid by level in ticks)
--- ARGV: 1 the orders, a msgpack array, 5 values per order: cid, record, ended at, its
---       worker's order record's index into KEYS (0: none), the send token to take on it
---       (one argument, not five per order: redis-py packs each argument in Python, and
---       that was a tenth of a submit's cost); "ended at" is the epoch ms of an order final
---       at once (filled, expired, rejected), 0 for an open one; then 4 per open order: its
---       position in the batch (1..n), its watch key's index into KEYS, its level in ticks,
---       its expire_at ("": none)
+-- ARGV: 1 the orders, a msgpack array, 6 values per order: cid, record, ended at, its
+--       worker's order record's index into KEYS (0: none), the send token to take on it,
+--       how it is stored (one argument, not six per order: redis-py packs each argument
+--       in Python, and that was a tenth of a submit's cost); "ended at" is the epoch ms of
+--       an order final at once (filled, expired, rejected), 0 for an open one; "how": 0 a
+--       new client id, -1 only if the order before it in the batch was taken just now (a
+--       native exit placed with its entry's fill, lists.py), V > 0 over the ended native
+--       exit stored at version V (the workers' exit placed under its id, replacing it); a
+--       record "" takes the send token only, storing nothing (a native exit adopted under
+--       it); then 4 per open order: its position in the batch (1..n), its watch key's
+--       index into KEYS, its level in ticks, its expire_at ("": none)
 -- With an order record, the worker's send token (executor/infra/lua/send.lua) is taken at
 -- the exchange's door, in the same step as the exchange takes the order: the order is
 -- taken only if the token is the caller's (taken now, or already its own), so a worker
@@ -27,20 +31,33 @@ local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KE
 local finished = KEYS[6]
 local items = cmsgpack.unpack(ARGV[1])
 local out, new = {}, {}
-for k = 1, #items / 5 do
-  local cid, record, ended = items[5 * k - 4], items[5 * k - 3], items[5 * k - 2]
-  local guard, token = items[5 * k - 1], items[5 * k]
+local function taken(k, cid, ended)
+  redis.call('XADD', received, '*', 'client_order_id', cid)
+  out[k], new[k] = 1, true
+  if ended ~= 0 then
+    redis.call('ZADD', finished, ended, cid)
+  end
+end
+for k = 1, #items / 6 do
+  local cid, record, ended = items[6 * k - 5], items[6 * k - 4], items[6 * k - 3]
+  local guard, token, how = items[6 * k - 2], items[6 * k - 1], items[6 * k]
   if guard ~= 0 and redis.call('HGET', KEYS[guard], 'state') ~= 'pending_submit' then
     out[k] = -1
   elseif guard ~= 0 and redis.call('HSETNX', KEYS[guard], 'sender', token) == 0
       and redis.call('HGET', KEYS[guard], 'sender') ~= token then
     out[k] = -2
+  elseif record == '' then
+    out[k] = 1
+  elseif how == -1 and not new[k - 1] then
+    out[k] = 0  -- its entry was not taken now (a duplicate, or this call replayed)
+  elseif how > 0 and redis.call('HGET', orders, cid) ~= record
+      and string.match(redis.call('HGET', orders, cid) or '{"version":0', '^{"version":(%d+)')
+        == tostring(how) then
+    redis.call('HSET', orders, cid, record)
+    redis.call('ZREM', finished, cid)
+    taken(k, cid, ended)
   elseif redis.call('HSETNX', orders, cid, record) == 1 then
-    redis.call('XADD', received, '*', 'client_order_id', cid)
-    out[k], new[k] = 1, true
-    if ended ~= 0 then
-      redis.call('ZADD', finished, ended, cid)
-    end
+    taken(k, cid, ended)
   elseif redis.call('HGET', orders, cid) == record then
     out[k] = 1
   else
@@ -51,7 +68,7 @@ end
 for i = 2, #ARGV, 4 do
   local k = tonumber(ARGV[i])
   if new[k] then  -- accepted just now (not a duplicate, not a replay)
-    local cid = items[5 * k - 4]
+    local cid = items[6 * k - 5]
     redis.call('SADD', book, cid)
     redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], cid)
     if ARGV[i + 3] ~= '' then
