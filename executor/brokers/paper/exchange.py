@@ -390,6 +390,8 @@ class PaperBroker:
         """``lists.placed_exit``. An exit it cannot make (a record the exchange cannot
         read as an order) is left to the workers, who publish it once the entry has
         ended and find none here: the fill is stored all the same, never held up."""
+        if after.exit is None:  # every order but a native list's entry: nothing to make
+            return None
         try:
             return lists.placed_exit(before, after,
                                      self.broker_order_id(first_exit_id(after.client_order_id)),
