@@ -6,6 +6,7 @@ same answers, once, and nothing else takes that way."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -272,3 +273,36 @@ async def test_a_bug_making_the_outcomes_at_the_door_leaves_the_orders_to_the_us
     assert result.status is ResultStatus.FILLED
     assert finished == [sub.request_id] and errors == 1
     assert await received(redis_client) == [(sub.client_order_id or "").encode()]
+
+
+async def test_a_request_answered_elsewhere_meanwhile_gets_no_second_answer(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its request no longer pending when the script runs (another worker answered it):
+    its outcome is not written, as the worker's own final write would not write it; the
+    order stays as recorded, taken under this delivery's token, and nothing is acked."""
+    async with running(make_settings(batch_size=1)) as worker:
+        store = worker.svc.store
+        opening = store.reserve_begin_and_open
+
+        async def answered_meanwhile(items: Any, *args: Any) -> Any:
+            for item in items:  # another worker acked it (its answer is its own)
+                await redis_client.xack(K.pending, GROUP, item.order.request_id)
+            return await opening(items, *args)
+        monkeypatch.setattr(store, "reserve_begin_and_open", answered_meanwhile)
+        sub = await client.place("BTCUSDT", "buy", "market", "0.01")
+        cid = sub.client_order_id or ""
+
+        async def conflicts() -> float:
+            return worker.metrics.registry.get_sample_value(
+                "orderstream_finish_conflicts_total") or 0.0
+        for _ in range(100):
+            if await conflicts():
+                break
+            await asyncio.sleep(0.05)
+        assert await conflicts() == 1
+    assert await redis_client.xlen(K.completed) == 0
+    assert await redis_client.hget(K.order(cid), "state") == b"pending_submit"
+    assert await redis_client.hget(K.order(cid), "sender") is not None
+    assert await received(redis_client) == [cid.encode()]

@@ -53,7 +53,8 @@ def outcomes(svc: Services, jobs: Sequence[Job], items: Sequence[NewOrder],
     out: list[Taken] = []
     for job, item, report in zip(jobs, items, reports, strict=True):
         created = item.order
-        if results.deferred(job) or report.client_order_id != created.client_order_id:
+        # An algorithm's parent is never taken (its request is answered when it ends).
+        if created.spec.algo is not None or report.client_order_id != created.client_order_id:
             return None
         # A copy: the record begin.lua writes stays the created one.
         order = msgspec.structs.replace(created, fills=list(created.fills),
@@ -77,12 +78,14 @@ def written(svc: Services, taken: Sequence[Taken], skipped: Collection[str]) -> 
         job, outcome = item.job, item.outcome
         assert outcome.order is not None
         job.written = True
-        job.order, job.expected_seq = outcome.order, outcome.order.seq
         if job.request_id in skipped:
+            # Its order stays as begin.lua made it (the exchange has it, under this
+            # delivery's send token), as after the worker's own final write's conflict.
             svc.metrics.finish_conflicts.inc()
             log.warning("request %s (order %s): not written, as another worker answered it "
                         "meanwhile", job.request_id, job.client_order_id,
                         extra=about(job.client_order_id, job.request_id))
             continue
+        job.order, job.expected_seq = outcome.order, outcome.order.seq
         job.events, job.result = outcome.events, outcome.result
 
