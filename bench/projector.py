@@ -4,12 +4,13 @@ start, page after page, as a worker's positions loop does when it is behind.
 
     python -m bench.projector [--orders 5000] [--repeat 3]
 
-Printed per order (four events in two entries: [created, pending_submit], [submitted,
-filled]): the
-projector's CPU time (this process; nothing else runs in it meanwhile), the wall time of
-the fold and the CPU time redis-server spent (its scripts and reads). --repeat folds the
-same events again from the start that many times (positions and cursor cleared, the risk
-state as it was), since one figure on a shared machine proves little: compare the lowest.
+Printed per order (four events in one entry, [created, pending_submit, submitted, filled]:
+the paper exchange takes a market order, and its outcome is written, in the write that
+records it): the projector's CPU time (this process; nothing else runs in it
+meanwhile), the wall time of the fold and the CPU time redis-server spent (its scripts and
+reads). --repeat folds the same events again from the start that many times (positions
+and cursor cleared, the risk state as it was), since one figure on a shared machine proves
+little: compare the lowest.
 """
 
 from __future__ import annotations

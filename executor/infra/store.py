@@ -61,14 +61,17 @@ def compose(first: str, second: str) -> str:
 def compose_door(reserve: str, begin: str, door: str, finish: str | None = None) -> str:
     """``compose(reserve, begin)`` followed, when ``begin`` created every one of its orders,
     by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``),
-    and, when ``finish`` is given and the door took every order (1 each), by ``finish``:
-    finish.lua writing the outcomes the orders' answers make, known before the call.
+    and, when ``finish`` is given, the door took every order (1 each) and every order's
+    request is still pending, by ``finish``: finish.lua writing the outcomes the orders'
+    answers make, known before the call, each a fresh item (expected seq -1). Then
+    ``begin`` creates the records alone, and ``finish`` makes the rest (begin.lua's
+    ``mode``); where it does not run, ``begin``'s rest is made after the door.
     ARGV = the three first scripts' numbers of keys and args, then each one's args; KEYS =
     each one's keys, in that order (``finish``'s: the rest of both). Returns false when
     ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
     returned or false when it did not run (an order already existed: each goes the usual
     way)}, and with ``finish`` a third item when it ran: what it returned."""
-    parts = [
+    head = [
         "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n",
         "local function begin(KEYS, ARGV)\n" + begin + "\nend\n",
         "local function door(KEYS, ARGV)\n" + door + "\nend\n",
@@ -78,25 +81,46 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}) ~= 1 then\n"
         "  return false\n"
         "end\n"
-        "local begun = begin({unpack(KEYS, k1 + 1, k1 + k2)},\n"
-        "  {unpack(ARGV, 7 + a1, 6 + a1 + a2)})\n"
+        "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n"]
+    opening = (
         "for i = 1, #begun do\n"
         "  if begun[i] ~= 0 then\n"
         "    return {begun, false}\n"
         "  end\n"
         "end\n"
         "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
-        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"]
+        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n")
     if finish is None:
-        return "".join([*parts, "return {begun, codes}\n"])
+        return "".join([*head, "local begun = begin(bk, ba)\n", opening,
+                         "return {begun, codes}\n"])
     return "".join([
-        "local function finish(KEYS, ARGV)\n" + finish + "\nend\n", *parts,
+        "local function finish(KEYS, ARGV)\n" + finish + "\nend\n", *head,
+        "ba.mode = 'record'\n"
+        "local begun = begin(bk, ba)\n"
+        "local function rest()\n"
+        "  ba.mode, ba.created = 'rest', begun\n"
+        "  begin(bk, ba)\n"
+        "end\n"
+        "for i = 1, #begun do\n"
+        "  if begun[i] ~= 0 then\n"
+        "    rest()\n"
+        "    return {begun, false}\n"
+        "  end\n"
+        "end\n"
+        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
+        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"
+        # Each order's request id is in begin.lua's items (7 values each, the second);
+        # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group.
+        "local fk = k1 + k2 + k3\n"
+        "local items = cmsgpack.unpack(ba[1])\n"
         "for i = 1, #codes do\n"
-        "  if codes[i] ~= 1 then\n"
+        "  if codes[i] ~= 1 or #redis.call('XPENDING', KEYS[fk + 5], ARGV[7 + a1 + a2 + a3],\n"
+        "      items[7 * i - 5], items[7 * i - 5], 1) == 0 then\n"
+        "    rest()\n"
         "    return {begun, codes}\n"
         "  end\n"
         "end\n"
-        "return {begun, codes, finish({unpack(KEYS, k1 + k2 + k3 + 1)},\n"
+        "return {begun, codes, finish({unpack(KEYS, fk + 1)},\n"
         "  {unpack(ARGV, 7 + a1 + a2 + a3)})}\n"])
 
 

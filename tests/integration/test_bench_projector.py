@@ -14,7 +14,7 @@ async def test_the_projector_benchmark_folds_every_event_and_prints_its_cost(
         capsys: pytest.CaptureFixture[str]) -> None:
     await projector.main(orders=40, repeat=2)
     out = capsys.readouterr().out
-    assert "positions fold: 80 events entries of 40 market orders" in out
+    assert "positions fold: 40 events entries of 40 market orders" in out
     rows = re.findall(r"^fold (\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert [r[0] for r in rows] == ["1", "2"]
     assert all(float(cpu) > 0 for _, cpu, _, _ in rows)

@@ -77,9 +77,11 @@ async def test_raw_xadd_like_redis_cli_round_trip(
     assert [e.state for e in events] == [
         OrderState.CREATED, OrderState.PENDING_SUBMIT, OrderState.SUBMITTED, OrderState.FILLED]
     assert [e.seq for e in events] == [1, 2, 3, 4]
-    # One entry per write (event v2): persisted before the send, then its outcome.
+    # One entry per write (event v2): the paper exchange takes the order, and its outcome
+    # is written, in the script that records it (pipeline/steps/taken.py): one write. At a
+    # remote broker: persisted before the send, then its outcome ([[1, 2], [3, 4]]).
     entries = await redis_client.xrange(K.events)
-    assert [[e.seq for e in decode_events(f[b"data"])] for _, f in entries] == [[1, 2], [3, 4]]
+    assert [[e.seq for e in decode_events(f[b"data"])] for _, f in entries] == [[1, 2, 3, 4]]
     assert {f[b"client_order_id"] for _, f in entries} == {b"s1-0001"}
 
 

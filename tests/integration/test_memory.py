@@ -214,7 +214,7 @@ async def test_replay_checks_a_log_the_workers_trimmed(
             await asyncio.sleep(0.05)
         await positions_caught_up(r, K, 30)
     written = (await r.xinfo_stream(K.events))["entries-added"]
-    assert written >= 2 * 301  # two writes at least per order, an entry each
+    assert written >= 301  # a write at least per order, an entry each
     assert parse_stream_id(first) > (0, 0) and await r.xlen(K.events) < written
     code, report = await cli_json(settings.redis.url, "replay")
     assert code == 0 and report["ok"], report["differences"]

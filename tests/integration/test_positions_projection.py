@@ -47,8 +47,11 @@ async def fold_all(projector: Projector) -> None:
 
 async def bought_six_times_unprojected(make_settings: Callable[..., Settings],
                                        client: OrderClient) -> None:
-    """Six fills of 0.1 ETHUSDT by a worker that leaves their positions to the test."""
-    async with running(make_settings(project_positions="false")):
+    """Six fills of 0.1 ETHUSDT by a worker that leaves their positions to the test, each
+    order in two writes (created, then its fill: the paper exchange not taking it in the
+    write that records it), so that a page can end between an order's two entries."""
+    async with running(make_settings(project_positions="false",
+                                     accounts_default_take_with_record="false")):
         subs = [await client.place("ETHUSDT", "buy", "market", "0.1") for _ in range(6)]
         await client.wait_results([s.request_id for s in subs], 10)
 

@@ -21,6 +21,7 @@ from executor.config import Settings
 from executor.infra.store import NewOrder, Outcome, ScriptCall, Store
 from executor.model.order import Context, new_order
 from executor.pipeline.steps import submit as submit_step
+from executor.pipeline.steps.taken import FRESH
 from executor.worker import Worker
 from producer.client import OrderClient
 from producer.contract import (
@@ -202,7 +203,8 @@ async def test_the_outcomes_are_written_by_the_script_that_records_and_takes_the
     entries = [decode_events(f[b"data"]) for _, f in await redis_client.xrange(K.events)
                if f[b"client_order_id"] == market.client_order_id.encode()]
     flat = [e for entry in entries for e in entry]
-    assert len(entries) == 2  # the record's write, then the outcome's
+    # One write (the record and its outcome), one entry; else the record's, the outcome's.
+    assert len(entries) == (1 if with_record else 2)
     assert [e.state for e in flat] == [OrderState.CREATED, OrderState.PENDING_SUBMIT,
                                        OrderState.SUBMITTED, OrderState.FILLED]
     assert [e.seq for e in flat] == list(range(1, len(flat) + 1))
@@ -228,7 +230,14 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
         done = msgspec.structs.replace(item.order, state=OrderState.FILLED, seq=4)
         result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.FILLED,
                         client_order_id=cid)
-        return item, Outcome(rid, result, done, item.order.seq, [])
+        return item, Outcome(rid, result, done, FRESH, item.events)
+
+    async def indexed(cid: str) -> tuple[bool, bool, int]:
+        """In the open set, in the tracker's index, its events entries."""
+        entries = [f for _, f in await redis_client.xrange(K.events)
+                   if f[b"client_order_id"] == cid.encode()]
+        return (await redis_client.sismember(K.open, cid),
+                await redis_client.zscore(K.due("default"), cid) is not None, len(entries))
 
     async def reserve() -> ScriptCall:
         now = (await redis_client.get("cv") or b"0").decode()
@@ -239,6 +248,8 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
         [a, b], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 0]), [a_done, b_done])
     assert refused == ([None, None], [1, 0], None)
     assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
+    # Created whole all the same, as begin.lua alone creates an order.
+    assert [await indexed(cid) for cid in "ab"] == [(True, True, 1)] * 2
     assert await redis_client.xlen(K.completed) == 0
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 2
 
@@ -250,6 +261,25 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     written = [f[b"request_id"].decode() for _, f in await redis_client.xrange(K.completed)]
     assert written == [c_done.request_id, d_done.request_id]
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 2  # a and b only
+    # Ended: never in the open set nor the index; one events entry for the one write.
+    assert [await indexed(cid) for cid in "cd"] == [(False, False, 1)] * 2
+
+    # A request answered elsewhere meanwhile: no outcome written, the order created whole.
+    (e, e_done), = [await delivered("e")]
+    await redis_client.xack(K.pending, GROUP, e_done.request_id)
+    unanswered = await store.reserve_begin_and_open(
+        [e], await reserve(), DOOR, ScriptCall(["door-ran"], [1]), [e_done])
+    assert unanswered == ([None], [1], None)
+    assert await indexed("e") == (True, True, 1)
+    assert await redis_client.xlen(K.completed) == 2
+
+    # An order already recorded: no door, no outcome, the new one created whole.
+    (f, f_done), = [await delivered("f")]
+    again = await store.reserve_begin_and_open(
+        [f, c], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [f_done, c_done])
+    assert again is not None and again[0][0] is None and again[1:] == (None, None)
+    assert await indexed("f") == (True, True, 1)
+    assert await redis_client.xlen(K.completed) == 2
 
 
 async def test_a_bug_making_the_outcomes_at_the_door_leaves_the_orders_to_the_usual_way(

@@ -21,18 +21,35 @@
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- Returns per item: 0 (created) or {request_id, record} of the existing order.
+--
+-- Composed with the writes of the orders' outcomes (infra/store.py compose_door), it runs
+-- in two halves, told by the field ARGV.mode (absent from a script's own ARGV): 'record'
+-- creates the records alone, and 'rest' (with ARGV.created, the first half's answer) makes
+-- the rest of what it created: the open set, the index, the hash, the events. Where the
+-- outcomes follow, they make that rest themselves (finish.lua's fresh items), with the
+-- events of both writes in one entry.
 local meta = cmsgpack.unpack(ARGV[1])
+local mode, created = ARGV.mode, ARGV.created
 local out = {}
 local a = 2
 for i = 1, (#KEYS - 2) / 3 do
   local m = 7 * i - 6
   local key, cid, n = KEYS[3 * i], meta[m], meta[m + 4]
-  local existing = redis.call('HMGET', key, 'request_id', 'record')
-  if existing[2] then
-    out[i] = {existing[1], existing[2]}
+  local new = false
+  if mode == 'rest' then
+    new = created[i] == 0
   else
-    redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3], 'request_id', meta[m + 1],
-      'record', ARGV[a])
+    local existing = redis.call('HMGET', key, 'request_id', 'record')
+    if existing[2] then
+      out[i] = {existing[1], existing[2]}
+    else
+      redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+        'request_id', meta[m + 1], 'record', ARGV[a])
+      out[i] = 0
+      new = mode ~= 'record'
+    end
+  end
+  if new then
     redis.call('SADD', KEYS[2], cid)
     redis.call('ZADD', KEYS[3 * i + 1], meta[m + 5], cid)
     if meta[m + 6] ~= '' then
@@ -41,7 +58,6 @@ for i = 1, (#KEYS - 2) / 3 do
     for e = a + 1, a + n do
       redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
     end
-    out[i] = 0
   end
   a = a + 1 + n
 end

@@ -36,6 +36,10 @@
 --   record and its n events entries
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
+-- An expected seq of -1: a fresh order, whose record begin.lua created in this same script
+-- (compose_door) and left out of the open set and the index: no compare-and-set (nothing
+-- else can have moved it) and no pending check (the composer checked), and it joins the
+-- open set and the index only if it is still open.
 -- Returns the request ids skipped: a seq conflict, or already answered.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
@@ -60,14 +64,15 @@ for m = 1, #meta, 11 do
   end
   a = a + 1 + 2 * meta[m + 10]
   local ok = true
-  if (result ~= '' or deferred) and not late
+  local fresh = meta[m + 3] == 1 and meta[m + 4] == -1
+  if (result ~= '' or deferred) and not late and not fresh
       and #redis.call('XPENDING', KEYS[5], group, rid, rid, 1) == 0 then
     ok = false
     conflicts[#conflicts + 1] = rid
   end
   if ok and meta[m + 3] == 1 then
     local key, n = KEYS[k], meta[m + 8]
-    if redis.call('HGET', key, 'seq') ~= tostring(meta[m + 4]) then
+    if not fresh and redis.call('HGET', key, 'seq') ~= tostring(meta[m + 4]) then
       ok = false
       conflicts[#conflicts + 1] = rid
     else
@@ -77,9 +82,14 @@ for m = 1, #meta, 11 do
       end
       if meta[m + 7] == 1 then
         redis.call('PEXPIRE', key, ttl)
-        redis.call('SREM', KEYS[2], cid)
-        redis.call('ZREM', KEYS[k + 1], cid)
+        if not fresh then
+          redis.call('SREM', KEYS[2], cid)
+          redis.call('ZREM', KEYS[k + 1], cid)
+        end
       else
+        if fresh then
+          redis.call('SADD', KEYS[2], cid)
+        end
         redis.call('ZADD', KEYS[k + 1], meta[m + 9], cid)
       end
     end

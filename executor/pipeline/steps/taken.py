@@ -7,7 +7,10 @@ submit step would make of those answers (the events, the request's result) is kn
 before the write too. Then that same script also writes the outcomes (finish.lua,
 infra/store.py ``reserve_begin_and_open``): the order recorded, taken, ended or resting,
 its request answered and acked, in one atomic step. The submit step's call and the final
-write, a round trip, are left out; a crash can only find all of it or none.
+write, a round trip, are left out; a crash can only find all of it or none. As one write,
+it adds one events entry per order, its events from ``created`` to the answer's, and what
+the record's creation and its outcome would each have done to the open set and the
+tracker's index is done once (begin.lua's ``mode``, finish.lua's fresh items).
 
 The outcomes are made on copies of the orders, so that if the script does not write them
 (the door did not take every order, or did not run), nothing of them is kept and the
@@ -33,6 +36,8 @@ from ..services import Services
 
 log = logging.getLogger(__name__)
 
+FRESH = -1  # finish.lua's expected seq of an order created in the same script
+
 
 @dataclass(slots=True)
 class Taken:
@@ -53,8 +58,10 @@ def outcomes(svc: Services, jobs: Sequence[Job], items: Sequence[NewOrder],
     out: list[Taken] = []
     for job, item, report in zip(jobs, items, reports, strict=True):
         created = item.order
-        # An algorithm's parent is never taken (its request is answered when it ends).
-        if created.spec.algo is not None or report.client_order_id != created.client_order_id:
+        # Never an algorithm's parent (answered when it ends) nor a list's entry (which
+        # joins its account's hash as it is created: begin.lua's own write).
+        if (created.spec.algo is not None or created.spec.oto_trigger is not None
+                or report.client_order_id != created.client_order_id):
             return None
         # A copy: the record begin.lua writes stays the created one.
         order = msgspec.structs.replace(created, fills=list(created.fills),
@@ -64,9 +71,11 @@ def outcomes(svc: Services, jobs: Sequence[Job], items: Sequence[NewOrder],
             events = apply_report(order, report, ctx)
         except IllegalTransition:
             return None  # the submit step meets it, and counts and logs it
+        # A fresh item (expected seq -1): its record is created in the same script, whose
+        # events go in this one entry with the outcome's (one write).
         out.append(Taken(job, Outcome(job.request_id, results.of_order(job, order, now,
                                                                         svc.worker),
-                                      order, created.seq, events)))
+                                      order, FRESH, [*item.events, *events])))
     return out
 
 
