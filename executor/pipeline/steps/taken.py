@@ -41,7 +41,7 @@ FRESH = -1  # finish.lua's expected seq of an order created in the same script
 
 @dataclass(slots=True)
 class Taken:
-    """One job's outcome, should its order be taken as ``report`` says."""
+    """One job's outcome, should the door take its order with the answer it announced."""
 
     job: Job
     outcome: Outcome
