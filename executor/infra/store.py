@@ -70,8 +70,13 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
     each one's keys, in that order (``finish``'s: the rest of both). Returns false when
     ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
     returned or false when it did not run (an order already existed: each goes the usual
-    way)}, and with ``finish`` a third item when it ran: what it returned."""
-    head = [
+    way)}, and with ``finish`` a third item, true, when it ran (its items are fresh: none
+    is ever skipped)."""
+    finishing = finish is not None
+    # Where the outcomes may follow, begin makes its rest only where they do not.
+    rest = "    rest()\n" if finishing else ""
+    script = [
+        "" if finish is None else "local function finish(KEYS, ARGV)\n" + finish + "\nend\n",
         "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n",
         "local function begin(KEYS, ARGV)\n" + begin + "\nend\n",
         "local function door(KEYS, ARGV)\n" + door + "\nend\n",
@@ -81,47 +86,36 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}) ~= 1 then\n"
         "  return false\n"
         "end\n"
-        "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n"]
-    opening = (
-        "for i = 1, #begun do\n"
-        "  if begun[i] ~= 0 then\n"
-        "    return {begun, false}\n"
-        "  end\n"
-        "end\n"
-        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
-        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n")
-    if finish is None:
-        return "".join([*head, "local begun = begin(bk, ba)\n", opening,
-                         "return {begun, codes}\n"])
-    return "".join([
-        "local function finish(KEYS, ARGV)\n" + finish + "\nend\n", *head,
-        "ba.mode = 'record'\n"
-        "local begun = begin(bk, ba)\n"
+        "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n",
+        "ba.mode = 'record'\n" if finishing else "",
+        "local begun = begin(bk, ba)\n",
         "local function rest()\n"
         "  ba.mode, ba.created = 'rest', begun\n"
         "  begin(bk, ba)\n"
-        "end\n"
+        "end\n" if finishing else "",
         "for i = 1, #begun do\n"
-        "  if begun[i] ~= 0 then\n"
-        "    rest()\n"
+        "  if begun[i] ~= 0 then\n" + rest +
         "    return {begun, false}\n"
         "  end\n"
         "end\n"
         "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
-        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"
+        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"]
+    if not finishing:
+        return "".join([*script, "return {begun, codes}\n"])
+    return "".join([
+        *script,
         # Each order's request id is in begin.lua's items (7 values each, the second);
         # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group.
         "local fk = k1 + k2 + k3\n"
         "local items = cmsgpack.unpack(ba[1])\n"
         "for i = 1, #codes do\n"
         "  if codes[i] ~= 1 or #redis.call('XPENDING', KEYS[fk + 5], ARGV[7 + a1 + a2 + a3],\n"
-        "      items[7 * i - 5], items[7 * i - 5], 1) == 0 then\n"
-        "    rest()\n"
+        "      items[7 * i - 5], items[7 * i - 5], 1) == 0 then\n" + rest +
         "    return {begun, codes}\n"
         "  end\n"
         "end\n"
-        "return {begun, codes, finish({unpack(KEYS, fk + 1)},\n"
-        "  {unpack(ARGV, 7 + a1 + a2 + a3)})}\n"])
+        "finish({unpack(KEYS, fk + 1)}, {unpack(ARGV, 7 + a1 + a2 + a3)})\n"
+        "return {begun, codes, true}\n"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,15 +322,15 @@ class Store:
     async def reserve_begin_and_open(
             self, items: Sequence[NewOrder], reserve: ScriptCall, door: str,
             opening: ScriptCall, outcomes: Sequence[Outcome] = (),
-    ) -> tuple[list[Existing | None], list[int] | None, list[str] | None] | None:
+    ) -> tuple[list[Existing | None], list[int] | None, bool] | None:
         """``reserve_and_begin``, and in the same script, once every order was created, the
         adapter's ``door`` script called with ``opening`` (the paper exchange taking them:
         brokers/sending.py ``Door``); then, with ``outcomes`` (each order's, as its answer
         from the door makes it), once the door took every order, ``finish``'s write of
         them. None when the reservations did not apply (nothing written); else what
         ``begin`` returns, the door's answer per order (None: an order already existed,
-        and the door did not run) and, when the outcomes were written, ``finish``'s
-        answer (the request ids not written), else None."""
+        and the door did not run) and whether the outcomes were written (all of them:
+        fresh items are never skipped)."""
         script = self._doors.get((door, bool(outcomes)))
         if script is None:
             script = self._doors[door, bool(outcomes)] = self.redis.register_script(
@@ -355,9 +349,8 @@ class Store:
         if reply is None:
             return None
         begun, codes = reply[0], reply[1]
-        written = [_text(c) for c in reply[2]] if len(reply) > 2 else None
         return (self._begun(begun), None if codes is None else [int(c) for c in codes],
-                written)
+                len(reply) > 2)
 
     async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None
                       ) -> list[Existing | None] | None:

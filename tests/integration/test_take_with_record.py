@@ -150,14 +150,14 @@ async def test_the_door_runs_only_when_every_order_was_created_by_the_same_write
     opening = ScriptCall(["door-ran"], [1, -2])
     got = await store.reserve_begin_and_open([order_item("a"), order_item("b")],
                                              await reserve(), DOOR, opening)
-    assert got == ([None, None], [1, -2], None)
+    assert got == ([None, None], [1, -2], False)
     assert await redis_client.get("door-ran") == b"1"
     again = await store.reserve_begin_and_open([order_item("c"), order_item("a")],
                                                await reserve(), DOOR, opening)
     assert again is not None
-    begun, codes, written = again
+    begun, codes, finished = again
     assert begun[0] is None and begun[1] is not None and begun[1].order.client_order_id == "a"
-    assert codes is None and written is None and await redis_client.get("door-ran") == b"1"
+    assert codes is None and not finished and await redis_client.get("door-ran") == b"1"
     assert await redis_client.exists(K.order("c"))  # created all the same
     stale = await reserve("7")  # the checks' version moved
     assert await store.reserve_begin_and_open([order_item("d")], stale, DOOR, opening) is None
@@ -246,7 +246,7 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     (a, a_done), (b, b_done) = await delivered("a"), await delivered("b")
     refused = await store.reserve_begin_and_open(
         [a, b], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 0]), [a_done, b_done])
-    assert refused == ([None, None], [1, 0], None)
+    assert refused == ([None, None], [1, 0], False)
     assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
     # Created whole all the same, as begin.lua alone creates an order.
     assert [await indexed(cid) for cid in "ab"] == [(True, True, 1)] * 2
@@ -256,7 +256,7 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     (c, c_done), (d, d_done) = await delivered("c"), await delivered("d")
     taken = await store.reserve_begin_and_open(
         [c, d], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [c_done, d_done])
-    assert taken == ([None, None], [1, 1], [])
+    assert taken == ([None, None], [1, 1], True)
     assert [await redis_client.hget(K.order(cid), "state") for cid in "cd"] == [b"filled"] * 2
     written = [f[b"request_id"].decode() for _, f in await redis_client.xrange(K.completed)]
     assert written == [c_done.request_id, d_done.request_id]
@@ -269,7 +269,7 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     await redis_client.xack(K.pending, GROUP, e_done.request_id)
     unanswered = await store.reserve_begin_and_open(
         [e], await reserve(), DOOR, ScriptCall(["door-ran"], [1]), [e_done])
-    assert unanswered == ([None], [1], None)
+    assert unanswered == ([None], [1], False)
     assert await indexed("e") == (True, True, 1)
     assert await redis_client.xlen(K.completed) == 2
 
@@ -277,7 +277,7 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     (f, f_done), = [await delivered("f")]
     again = await store.reserve_begin_and_open(
         [f, c], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [f_done, c_done])
-    assert again is not None and again[0][0] is None and again[1:] == (None, None)
+    assert again is not None and again[0][0] is None and again[1:] == (None, False)
     assert await indexed("f") == (True, True, 1)
     assert await redis_client.xlen(K.completed) == 2
 

@@ -178,7 +178,7 @@ class Risk:
                 door = self._door(account, passed, items)
                 codes: list[int] | None = None
                 ahead: list[taken.Taken] | None = None
-                skipped: list[str] | None = None
+                finished = False
                 if door is None:
                     begun = await self.svc.store.reserve_and_begin(items, call)
                 else:
@@ -187,23 +187,23 @@ class Risk:
                     got = await self.svc.store.reserve_begin_and_open(
                         items, call, door.script, ScriptCall(door.keys, door.args),
                         [t.outcome for t in ahead or ()])
-                    begun, codes, skipped = (None, None, None) if got is None else got
-                    if skipped is not None:  # the exchange's call, with no other
+                    begun, codes, finished = (None, None, False) if got is None else got
+                    if finished:  # the exchange's call, with no other
                         self.svc.metrics.broker_called(account, "submit",
                                                        time.perf_counter() - started)
                 if begun is None:
                     await asyncio.sleep(pause_s(attempt))
                     continue
                 self.state.wrote(account)
-                if door is not None and codes is not None and skipped is None:
+                if door is not None and codes is not None and not finished:
                     door.opened(codes)
                     for job in passed:
                         job.at_record = True
                 try:
                     self._apply(jobs, decisions)
                     persisted(self.svc, passed, items, begun)
-                    if ahead is not None and skipped is not None:
-                        taken.written(self.svc, ahead, set(skipped))
+                    if ahead is not None and finished:
+                        taken.written(ahead)
                         await self._taken(account, door)
                 except Exception as exc:
                     # Their orders are written: left pending, redone from the records.

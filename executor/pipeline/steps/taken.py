@@ -19,22 +19,18 @@ orders go the usual way, answered through the submit step.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from ...brokers.base import BrokerOrder
-from ...infra.logs import about
 from ...infra.store import NewOrder, Outcome
 from ...model.order import Context, apply_report
 from ...model.states import IllegalTransition
 from .. import results
 from ..job import Job
 from ..services import Services
-
-log = logging.getLogger(__name__)
 
 FRESH = -1  # finish.lua's expected seq of an order created in the same script
 
@@ -79,22 +75,12 @@ def outcomes(svc: Services, jobs: Sequence[Job], items: Sequence[NewOrder],
     return out
 
 
-def written(svc: Services, taken: Sequence[Taken], skipped: Collection[str]) -> None:
-    """The jobs once the script wrote their outcomes, but for the requests ``skipped``
-    (answered by another worker meanwhile: nothing of theirs was written, as in the
-    worker's own final write)."""
+def written(taken: Sequence[Taken]) -> None:
+    """The jobs once the script wrote their outcomes (all of them: a fresh item is never
+    skipped, the script having checked each request still pending)."""
     for item in taken:
         job, outcome = item.job, item.outcome
         assert outcome.order is not None
         job.written = True
-        if job.request_id in skipped:
-            # Its order stays as begin.lua made it (the exchange has it, under this
-            # delivery's send token), as after the worker's own final write's conflict.
-            svc.metrics.finish_conflicts.inc()
-            log.warning("request %s (order %s): not written, as another worker answered it "
-                        "meanwhile", job.request_id, job.client_order_id,
-                        extra=about(job.client_order_id, job.request_id))
-            continue
         job.order, job.expected_seq = outcome.order, outcome.order.seq
         job.events, job.result = outcome.events, outcome.result
-
