@@ -65,7 +65,11 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
     request is still pending, by ``finish``: finish.lua writing the outcomes the orders'
     answers make, known before the call, each a fresh item (expected seq -1). Then
     ``begin`` creates the records alone, and ``finish`` makes the rest (begin.lua's
-    ``mode``); where it does not run, ``begin``'s rest is made after the door.
+    ``mode``; where every order is created pending_submit, ``begin`` only checks that none
+    exists, and ``finish`` writes each record whole, once); where it does not run,
+    ``begin``'s rest is made after the door. The door is told (``ARGV.fresh``) when every
+    order it sees was just created pending_submit, so its guards need not read them; and
+    whether every request is still pending is one XPENDING over the batch's span of ids.
     ARGV = the three first scripts' numbers of keys and args, then each one's args; KEYS =
     each one's keys, in that order (``finish``'s: the rest of both). Returns false when
     ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
@@ -98,20 +102,62 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "    return {begun, false}\n"
         "  end\n"
         "end\n"
-        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)},\n"
-        "  {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)})\n"]
+        # begin.lua's items: 7 values each, the request id second and the state third.
+        # Every order was created just now, none has a send token yet: where each was
+        # created pending_submit, the door is told so (ARGV.fresh), and its guard need not
+        # read the state back (submit.lua).
+        "local items = cmsgpack.unpack(ba[1])\n"
+        "local da = {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)}\n"
+        "da.fresh = true\n"
+        "for m = 3, #items, 7 do\n"
+        "  if items[m] ~= 'pending_submit' then\n"
+        "    da.fresh = nil\n"
+        "  end\n"
+        "end\n"
+        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}, da)\n"]
     if not finishing:
         return "".join([*script, "return {begun, codes}\n"])
     return "".join([
         *script,
-        # Each order's request id is in begin.lua's items (7 values each, the second);
-        # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group.
+        # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group. Whether
+        # each request is still pending is one XPENDING over the span of the batch's ids,
+        # each id looked for in its answer (other deliveries' entries interleave in the
+        # span at most a batch or two of them); where the span holds more than asked, the
+        # ids not in the answer are asked one by one.
         "local fk = k1 + k2 + k3\n"
-        "local items = cmsgpack.unpack(ba[1])\n"
+        "local stream, group = KEYS[fk + 5], ARGV[7 + a1 + a2 + a3]\n"
+        "local function before(a, b)\n"
+        "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+        "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+        "  if am ~= bm then\n"
+        "    if #am ~= #bm then return #am < #bm end\n"
+        "    return am < bm\n"
+        "  end\n"
+        "  if #as ~= #bs then return #as < #bs end\n"
+        "  return as < bs\n"
+        "end\n"
+        "local lo, hi\n"
         "for i = 1, #codes do\n"
-        "  if codes[i] ~= 1 or #redis.call('XPENDING', KEYS[fk + 5], ARGV[7 + a1 + a2 + a3],\n"
-        "      items[7 * i - 5], items[7 * i - 5], 1) == 0 then\n" + rest +
+        "  if codes[i] ~= 1 then\n" + rest +
         "    return {begun, codes}\n"
+        "  end\n"
+        "  local rid = items[7 * i - 5]\n"
+        "  if lo == nil or before(rid, lo) then lo = rid end\n"
+        "  if hi == nil or before(hi, rid) then hi = rid end\n"
+        "end\n"
+        "if lo ~= nil then\n"
+        "  local limit = 2 * #codes + 64\n"
+        "  local span = redis.call('XPENDING', stream, group, lo, hi, limit)\n"
+        "  local pending = {}\n"
+        "  for _, entry in ipairs(span) do\n"
+        "    pending[entry[1]] = true\n"
+        "  end\n"
+        "  for i = 1, #codes do\n"
+        "    local rid = items[7 * i - 5]\n"
+        "    if not pending[rid] and (#span < limit\n"
+        "        or #redis.call('XPENDING', stream, group, rid, rid, 1) == 0) then\n" + rest +
+        "      return {begun, codes}\n"
+        "    end\n"
         "  end\n"
         "end\n"
         "finish({unpack(KEYS, fk + 1)}, {unpack(ARGV, 7 + a1 + a2 + a3)})\n"

@@ -18,7 +18,7 @@ from executor.brokers.circuit import CircuitBroker
 from executor.brokers.paper import PaperBroker
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.infra.store import NewOrder, Outcome, ScriptCall, Store
+from executor.infra.store import NewOrder, Outcome, ScriptCall, Store, decode_order
 from executor.model.order import Context, new_order
 from executor.pipeline.steps import submit as submit_step
 from executor.pipeline.steps.taken import FRESH
@@ -128,6 +128,28 @@ def order_item(cid: str, request_id: str | None = None) -> NewOrder:
     return NewOrder(order, events)
 
 
+async def as_is(r: aioredis.Redis) -> ScriptCall:
+    """An empty reservation over the checks' version as it is."""
+    now = (await r.get("cv") or b"0").decode()
+    return ScriptCall(["cv", "open", "sums", "day", "version"], [now, 1000, 0, 0, 0, 0])
+
+
+async def delivered(r: aioredis.Redis, cid: str, crowd: int = 0) -> tuple[NewOrder, Outcome]:
+    """A market order's request read by worker w1 (after ``crowd`` others read by w2), its
+    new order, and the outcome of its fill taken at the door."""
+    for _ in range(crowd):
+        await r.xadd(K.pending, {"data": "other"})
+    if crowd:
+        await r.xreadgroup(GROUP, "w2", {K.pending: ">"}, count=crowd)
+    rid = (await r.xadd(K.pending, {"data": cid})).decode()
+    await r.xreadgroup(GROUP, "w1", {K.pending: ">"}, count=1)
+    item = order_item(cid, rid)
+    done = msgspec.structs.replace(item.order, state=OrderState.FILLED, seq=4)
+    result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.FILLED,
+                    client_order_id=cid)
+    return item, Outcome(rid, result, done, FRESH, item.events)
+
+
 DOOR = """redis.call('INCR', KEYS[1])
 local out = {}
 for i = 1, #ARGV do out[i] = tonumber(ARGV[i]) end
@@ -149,11 +171,11 @@ async def test_the_door_runs_only_when_every_order_was_created_by_the_same_write
 
     opening = ScriptCall(["door-ran"], [1, -2])
     got = await store.reserve_begin_and_open([order_item("a"), order_item("b")],
-                                             await reserve(), DOOR, opening)
+                                             await as_is(redis_client), DOOR, opening)
     assert got == ([None, None], [1, -2], False)
     assert await redis_client.get("door-ran") == b"1"
     again = await store.reserve_begin_and_open([order_item("c"), order_item("a")],
-                                               await reserve(), DOOR, opening)
+                                               await as_is(redis_client), DOOR, opening)
     assert again is not None
     begun, codes, finished = again
     assert begun[0] is None and begun[1] is not None and begun[1].order.client_order_id == "a"
@@ -223,15 +245,6 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
     await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
 
-    async def delivered(cid: str) -> tuple[NewOrder, Outcome]:
-        rid = (await redis_client.xadd(K.pending, {"data": cid})).decode()
-        await redis_client.xreadgroup(GROUP, "w1", {K.pending: ">"}, count=1)
-        item = order_item(cid, rid)
-        done = msgspec.structs.replace(item.order, state=OrderState.FILLED, seq=4)
-        result = Result(request_id=rid, action=Action.PLACE, status=ResultStatus.FILLED,
-                        client_order_id=cid)
-        return item, Outcome(rid, result, done, FRESH, item.events)
-
     async def indexed(cid: str) -> tuple[bool, bool, int]:
         """In the open set, in the tracker's index, its events entries."""
         entries = [f for _, f in await redis_client.xrange(K.events)
@@ -239,13 +252,9 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
         return (await redis_client.sismember(K.open, cid),
                 await redis_client.zscore(K.due("default"), cid) is not None, len(entries))
 
-    async def reserve() -> ScriptCall:
-        now = (await redis_client.get("cv") or b"0").decode()
-        return ScriptCall(["cv", "open", "sums", "day", "version"], [now, 1000, 0, 0, 0, 0])
-
-    (a, a_done), (b, b_done) = await delivered("a"), await delivered("b")
+    (a, a_done), (b, b_done) = [await delivered(redis_client, cid) for cid in "ab"]
     refused = await store.reserve_begin_and_open(
-        [a, b], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 0]), [a_done, b_done])
+        [a, b], await as_is(redis_client), DOOR, ScriptCall(["door-ran"], [1, 0]), [a_done, b_done])
     assert refused == ([None, None], [1, 0], False)
     assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
     # Created whole all the same, as begin.lua alone creates an order.
@@ -253,9 +262,9 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     assert await redis_client.xlen(K.completed) == 0
     assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 2
 
-    (c, c_done), (d, d_done) = await delivered("c"), await delivered("d")
+    (c, c_done), (d, d_done) = [await delivered(redis_client, cid) for cid in "cd"]
     taken = await store.reserve_begin_and_open(
-        [c, d], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [c_done, d_done])
+        [c, d], await as_is(redis_client), DOOR, ScriptCall(["door-ran"], [1, 1]), [c_done, d_done])
     assert taken == ([None, None], [1, 1], True)
     assert [await redis_client.hget(K.order(cid), "state") for cid in "cd"] == [b"filled"] * 2
     written = [f[b"request_id"].decode() for _, f in await redis_client.xrange(K.completed)]
@@ -265,21 +274,119 @@ async def test_the_outcomes_are_written_only_when_the_door_took_every_order(
     assert [await indexed(cid) for cid in "cd"] == [(False, False, 1)] * 2
 
     # A request answered elsewhere meanwhile: no outcome written, the order created whole.
-    (e, e_done), = [await delivered("e")]
+    (e, e_done), = [await delivered(redis_client, "e")]
     await redis_client.xack(K.pending, GROUP, e_done.request_id)
     unanswered = await store.reserve_begin_and_open(
-        [e], await reserve(), DOOR, ScriptCall(["door-ran"], [1]), [e_done])
+        [e], await as_is(redis_client), DOOR, ScriptCall(["door-ran"], [1]), [e_done])
     assert unanswered == ([None], [1], False)
     assert await indexed("e") == (True, True, 1)
     assert await redis_client.xlen(K.completed) == 2
 
     # An order already recorded: no door, no outcome, the new one created whole.
-    (f, f_done), = [await delivered("f")]
+    (f, f_done), = [await delivered(redis_client, "f")]
     again = await store.reserve_begin_and_open(
-        [f, c], await reserve(), DOOR, ScriptCall(["door-ran"], [1, 1]), [f_done, c_done])
+        [f, c], await as_is(redis_client), DOOR, ScriptCall(["door-ran"], [1, 1]), [f_done, c_done])
     assert again is not None and again[0][0] is None and again[1:] == (None, False)
     assert await indexed("f") == (True, True, 1)
     assert await redis_client.xlen(K.completed) == 2
+
+
+async def test_the_door_is_told_its_guards_need_no_read_only_of_orders_created_pending_submit(
+        redis_client: aioredis.Redis) -> None:
+    """Every order the door sees was created by the same script; where each was created
+    pending_submit, the door's guard knows the state without reading it (ARGV.fresh, which
+    submit.lua trusts); one created in any other state leaves the door to read it."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    telling = "return {ARGV.fresh and 1 or 0}"
+
+    both = [order_item("a"), order_item("b")]
+    assert [i.order.state for i in both] == [OrderState.PENDING_SUBMIT] * 2
+    told = await store.reserve_begin_and_open(both, await as_is(redis_client), telling,
+                                              ScriptCall([], []))
+    assert told == ([None, None], [1], False)
+    other = order_item("d")
+    other = NewOrder(msgspec.structs.replace(other.order, state=OrderState.ACCEPTED),
+                     other.events)
+    told = await store.reserve_begin_and_open([order_item("c"), other], await as_is(redis_client),
+                                              telling, ScriptCall([], []))
+    assert told == ([None, None], [0], False)
+
+
+async def test_one_client_id_twice_in_a_batch_is_created_once_when_the_records_wait(
+        redis_client: aioredis.Redis) -> None:
+    """Where the outcomes may follow, begin.lua leaves the records to the outcomes' write:
+    a second item of a client id the batch creates is then found as the first, exactly as
+    if the first had been written, and the first is created whole; the door does not run."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    first, second = order_item("a", "1-1"), order_item("a", "2-1")
+    outcomes = [Outcome(i.order.request_id, None, i.order, FRESH, i.events)
+                for i in (first, second)]
+    reserve = ScriptCall(["cv", "open", "sums", "day", "version"], ["0", 1000, 0, 0, 0, 0])
+    got = await store.reserve_begin_and_open(
+        [first, second], reserve, DOOR, ScriptCall(["door-ran"], [1, 1]), outcomes)
+    assert got is not None
+    begun, codes, finished = got
+    assert begun[0] is None and codes is None and not finished
+    found = begun[1]
+    assert found is not None and found.request_id == "1-1"
+    assert found.order == first.order
+    assert await redis_client.hmget(K.order("a"), "request_id", "state") == [
+        b"1-1", b"pending_submit"]
+    assert await redis_client.get("door-ran") is None
+    assert await redis_client.sismember(K.open, "a")
+    assert await redis_client.xlen(K.events) == 1
+
+
+async def test_the_pending_check_is_one_read_of_the_batch_span_and_exact_when_it_is_crowded(
+        redis_client: aioredis.Redis) -> None:
+    """Whether each request is still pending is one XPENDING over the span of the batch's
+    ids; where other deliveries' entries crowd that span past what it asks for, the ids it
+    did not see are asked one by one, so a request answered elsewhere is never missed and
+    a pending one never taken for answered."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+
+    async def xpending_calls() -> int:
+        stats: Any = await redis_client.info("commandstats")
+        return int(stats.get("cmdstat_xpending", {"calls": 0})["calls"])
+
+    async def opened(batch: list[tuple[NewOrder, Outcome]]) -> Any:
+        return await store.reserve_begin_and_open(
+            [i for i, _ in batch], await as_is(redis_client), DOOR,
+            ScriptCall(["door-ran"], [1] * len(batch)), [o for _, o in batch])
+
+    # Three in a row, listed out of order: one read for the batch.
+    batch = [await delivered(redis_client, cid) for cid in "abc"]
+    await redis_client.config_resetstat()
+    assert await opened([batch[2], batch[0], batch[1]]) == ([None] * 3, [1] * 3, True)
+    assert await xpending_calls() == 1
+    # Each record whole, made by the outcomes' one write.
+    for item, outcome in batch:
+        stored = await redis_client.hmget(K.order(item.order.client_order_id), "request_id",
+                                          "state", "seq", "record")
+        assert stored[:3] == [outcome.request_id.encode(), b"filled", b"4"]
+        assert stored[3] is not None
+        assert decode_order(stored[3]).state is OrderState.FILLED
+    # 200 entries of another worker between the two: the span holds more than the read
+    # asks for (2 per order and 64), which sees the first and not the second: the second
+    # is asked by id.
+    crowded = [await delivered(redis_client, "d"), await delivered(redis_client, "e", crowd=200)]
+    await redis_client.config_resetstat()
+    assert await opened(crowded) == ([None] * 2, [1] * 2, True)
+    assert await xpending_calls() == 2
+    # Crowded, one of them answered elsewhere meanwhile: nothing of the outcomes written.
+    answered = [await delivered(redis_client, "f"), await delivered(redis_client, "g", crowd=200)]
+    await redis_client.xack(K.pending, GROUP, answered[0][1].request_id)
+    assert await opened(answered) == ([None] * 2, [1] * 2, False)
+    # And in a span that is not crowded.
+    near = [await delivered(redis_client, "h"), await delivered(redis_client, "i")]
+    await redis_client.xack(K.pending, GROUP, near[1][1].request_id)
+    assert await opened(near) == ([None] * 2, [1] * 2, False)
+    written = [f[b"request_id"].decode() for _, f in await redis_client.xrange(K.completed)]
+    assert written == [o.request_id for _, o in (batch[2], batch[0], batch[1], *crowded)]
+    assert [await redis_client.hget(K.order(cid), "state") for cid in "fghi"] == [
+        b"pending_submit"] * 4
 
 
 async def test_a_bug_making_the_outcomes_at_the_door_leaves_the_orders_to_the_usual_way(

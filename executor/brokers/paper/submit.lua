@@ -27,9 +27,13 @@
 -- "duplicates": a correct worker never sends one, so tests count them from outside.
 -- An order final at once joins "finished", from which trim.lua forgets it after the
 -- account's retention_ms.
+-- ARGV.fresh (a field no caller's ARGV has: set by infra/store.py compose_door, which runs
+-- this script right after creating every guarded worker record, pending_submit): the
+-- guard takes the token without reading the state back.
 local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local finished = KEYS[6]
 local items = cmsgpack.unpack(ARGV[1])
+local fresh = ARGV.fresh
 local out, new = {}, {}
 local function taken(k, cid, ended)
   redis.call('XADD', received, '*', 'client_order_id', cid)
@@ -41,7 +45,8 @@ end
 for k = 1, #items / 6 do
   local cid, record, ended = items[6 * k - 5], items[6 * k - 4], items[6 * k - 3]
   local guard, token, how = items[6 * k - 2], items[6 * k - 1], items[6 * k]
-  if guard ~= 0 and redis.call('HGET', KEYS[guard], 'state') ~= 'pending_submit' then
+  if guard ~= 0 and not fresh
+      and redis.call('HGET', KEYS[guard], 'state') ~= 'pending_submit' then
     out[k] = -1
   elseif guard ~= 0 and redis.call('HSETNX', KEYS[guard], 'sender', token) == 0
       and redis.call('HGET', KEYS[guard], 'sender') ~= token then

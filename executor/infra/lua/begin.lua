@@ -27,10 +27,22 @@
 -- creates the records alone, and 'rest' (with ARGV.created, the first half's answer) makes
 -- the rest of what it created: the open set, the index, the hash, the events. Where the
 -- outcomes follow, they make that rest themselves (finish.lua's fresh items), with the
--- events of both writes in one entry.
+-- events of both writes in one entry. In 'record' mode, where every order is to be created
+-- pending_submit (each then goes to the door, which reads none of these records back), the
+-- records are not written yet either: the outcomes' write makes each whole, or 'rest' does.
+-- Two items of one client id then meet before either is written: the second is answered
+-- as the first would be found.
 local meta = cmsgpack.unpack(ARGV[1])
 local mode, created = ARGV.mode, ARGV.created
-local out = {}
+local deferred = mode ~= nil
+if deferred then
+  for m = 3, #meta, 7 do
+    if meta[m] ~= 'pending_submit' then
+      deferred = false
+    end
+  end
+end
+local out, seen = {}, {}
 local a = 2
 for i = 1, (#KEYS - 2) / 3 do
   local m = 7 * i - 6
@@ -38,13 +50,21 @@ for i = 1, (#KEYS - 2) / 3 do
   local new = false
   if mode == 'rest' then
     new = created[i] == 0
+    if new and deferred then
+      redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+        'request_id', meta[m + 1], 'record', ARGV[a])
+    end
   else
-    local existing = redis.call('HMGET', key, 'request_id', 'record')
+    local existing = seen[key] or redis.call('HMGET', key, 'request_id', 'record')
     if existing[2] then
       out[i] = {existing[1], existing[2]}
     else
-      redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
-        'request_id', meta[m + 1], 'record', ARGV[a])
+      if deferred then
+        seen[key] = {meta[m + 1], ARGV[a]}
+      else
+        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+          'request_id', meta[m + 1], 'record', ARGV[a])
+      end
       out[i] = 0
       new = mode ~= 'record'
     end

@@ -36,10 +36,11 @@
 --   record and its n events entries
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
--- An expected seq of -1: a fresh order, whose record begin.lua created in this same script
--- (compose_door) and left out of the open set and the index: no compare-and-set (nothing
--- else can have moved it) and no pending check (the composer checked), and it joins the
--- open set and the index only if it is still open.
+-- An expected seq of -1: a fresh order, which begin.lua created in this same script
+-- (compose_door) and left out of the open set and the index, its record (and request id)
+-- to this write: no compare-and-set (nothing else can have moved it) and no pending check
+-- (the composer checked), and it joins the open set and the index only if it is still
+-- open.
 -- Returns the request ids skipped: a seq conflict, or already answered.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
@@ -76,7 +77,12 @@ for m = 1, #meta, 11 do
       ok = false
       conflicts[#conflicts + 1] = rid
     else
-      redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a])
+      if fresh then  -- begin.lua left the record to this write (its 'record' mode)
+        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
+          'request_id', rid)
+      else
+        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a])
+      end
       for e = a + 1, a + n do
         redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
       end
