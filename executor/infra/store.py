@@ -136,6 +136,17 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "  if #as ~= #bs then return #as < #bs end\n"
         "  return as < bs\n"
         "end\n"
+        # The outcomes write every record begin.lua left to them: one order change per
+        # order, in begin's order (finish.lua's KEYS: 7, then an order key and an index
+        # each). Anything else, and begin's rest writes them.
+        "if #KEYS - fk ~= 7 + 2 * #begun then\n" + rest +
+        "  return {begun, codes}\n"
+        "end\n"
+        "for i = 1, #begun do\n"
+        "  if KEYS[fk + 6 + 2 * i] ~= bk[3 * i] then\n" + rest +
+        "    return {begun, codes}\n"
+        "  end\n"
+        "end\n"
         "local lo, hi\n"
         "for i = 1, #codes do\n"
         "  if codes[i] ~= 1 then\n" + rest +

@@ -338,6 +338,27 @@ async def test_one_client_id_twice_in_a_batch_is_created_once_when_the_records_w
     assert await redis_client.xlen(K.events) == 1
 
 
+async def test_outcomes_that_are_not_every_order_s_in_order_leave_the_records_to_begin(
+        redis_client: aioredis.Redis) -> None:
+    """begin.lua leaves the records to the outcomes' write only if that write makes each of
+    them: outcomes missing an order, or in another order, are not written, and every
+    record is created whole all the same (never an order at the exchange without one)."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    (a, a_done), (b, _), (c, c_done), (d, d_done) = [
+        await delivered(redis_client, cid) for cid in "abcd"]
+    for items, outcomes in (([a, b], [a_done]), ([c, d], [d_done, c_done])):
+        got = await store.reserve_begin_and_open(
+            items, await as_is(redis_client), DOOR, ScriptCall(["door-ran"], [1, 1]),
+            outcomes)
+        assert got == ([None, None], [1, 1], False)
+    assert await redis_client.xlen(K.completed) == 0
+    for cid in "abcd":
+        assert await redis_client.hmget(K.order(cid), "state", "seq") == [
+            b"pending_submit", b"2"]
+        assert await redis_client.sismember(K.open, cid)
+
+
 async def test_the_pending_check_is_one_read_of_the_batch_span_and_exact_when_it_is_crowded(
         redis_client: aioredis.Redis) -> None:
     """Whether each request is still pending is one XPENDING over the span of the batch's
