@@ -93,11 +93,15 @@ def quantiles(latencies: list[float]) -> dict[str, float]:
 
 
 async def measure(command: list[str], env: dict[str, str], url: str, rates: list[int],
-                  seconds: float) -> Figures:
+                  seconds: float, beside: list[str] | None = None) -> Figures:
+    """The figures of the consumer ``command``, and with ``beside`` (a process that works
+    beside it: the positions projector) that one's CPU per order too (``beside_us``)."""
     r = aioredis.Redis.from_url(url)
     await r.flushall()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    other = None if beside is None else subprocess.Popen(
+        beside, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     figures: Figures = {}
     try:
         warm = 200
@@ -109,23 +113,30 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
         for rate in rates:
             calls = await command_calls(r, _OWN)
             cpu, own_cpu = await redis_cpu_seconds(r), cpu_seconds(proc.pid)
+            other_cpu = 0.0 if other is None else cpu_seconds(other.pid)
             latencies = await paced(url, done, rate, seconds)
             n = len(latencies)
             done += n
             commands = await command_calls(r, _OWN) - calls
             figures[rate] = {**quantiles(latencies), "commands": commands / n,
                              "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
-                             "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6}
+                             "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6,
+                             "beside_us": 0.0 if other is None else
+                             (cpu_seconds(other.pid) - other_cpu) / n * 1e6}
     finally:
         stop(proc)
+        if other is not None:
+            stop(other)
         await r.aclose()
     return figures
 
 
-async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None
-              ) -> list[tuple[Figures, Figures]]:
+async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None,
+              projector: bool = False) -> list[tuple[Figures, ...]]:
     """Measure the bare loop and the worker ``repeat`` times, alternating, on a private
-    redis-server (or on ``url``, flushed first), print the table, return the figures."""
+    redis-server (or on ``url``, flushed first), print the table, return the figures.
+    ``projector``: a third consumer each round, the worker folding no positions beside an
+    ``orderstream projector`` process that does (``split``)."""
     server = None
     if url is None:
         server = RedisServer()
@@ -133,32 +144,44 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
         url = server.url
     env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_METRICS_PORT="0",
                ORDERSTREAM_METRICS_HOST="127.0.0.1", ORDERSTREAM_CONSUMER="bench-worker")
-    runs = []
+    runs: list[tuple[Figures, ...]] = []
     try:
         for _ in range(repeat):
             bare = await measure([sys.executable, "-m", "bench.bare_loop", "--url", url],
                                  env, url, rates, seconds)
-            worker = await measure([sys.executable, "-m", "executor", "--log-level",
-                                    "WARNING", "worker"], env, url, rates, seconds)
-            runs.append((bare, worker))
+            worker_command = [sys.executable, "-m", "executor", "--log-level", "WARNING",
+                              "worker"]
+            worker = await measure(worker_command, env, url, rates, seconds)
+            if not projector:
+                runs.append((bare, worker))
+                continue
+            split = await measure(
+                worker_command, dict(env, ORDERSTREAM_PROJECT_POSITIONS="false"), url, rates,
+                seconds, beside=[sys.executable, "-m", "executor", "--log-level", "WARNING",
+                                 "projector"])
+            runs.append((bare, worker, split))
     finally:
         if server is not None:
             server.stop()
     print(f"\nlatency: market orders on the paper broker, one at a time at each rate for "
           f"{seconds}s; ms from before XADD to the result read")
     print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'cmds/order':>12}{'CPU us/order':>14}{'redis us/order':>16}")
-    for k, (bare, worker) in enumerate(runs, 1):
+          f"{'cmds/order':>12}{'CPU us/order':>14}{'redis us/order':>16}"
+          + (f"{'+ projector':>13}" if projector else ""))
+    for k, figures in enumerate(runs, 1):
         tag = f" {k}" if len(runs) > 1 else ""
-        for name, figs in ((f"bare{tag}", bare), (f"worker{tag}", worker)):
+        for name, figs in zip((f"bare{tag}", f"worker{tag}", f"split{tag}"), figures,
+                              strict=False):
             for rate, f in figs.items():
                 print(f"{name:<10}{rate:>8}{f['p50']:>9.2f}{f['p90']:>9.2f}{f['p99']:>9.2f}"
                       f"{f['max']:>9.2f}{f['commands']:>12.1f}{f['cpu_us']:>14.0f}"
-                      f"{f['redis_us']:>16.1f}")
+                      f"{f['redis_us']:>16.1f}"
+                      + (f"{f['beside_us']:>13.0f}" if projector else ""))
     for rate in rates:
-        ratios = [w[rate]["p50"] / b[rate]["p50"] for b, w in runs]
-        print(f"worker / bare loop p50 at {rate}/s: "
-              + ", ".join(f"{x:.1f}x" for x in ratios))
+        for name, column in (("worker", 1), ("split", 2))[:2 if projector else 1]:
+            ratios = [figs[column][rate]["p50"] / figs[0][rate]["p50"] for figs in runs]
+            print(f"{name} / bare loop p50 at {rate}/s: "
+                  + ", ".join(f"{x:.1f}x" for x in ratios))
     return runs
 
 
@@ -168,8 +191,12 @@ def main() -> None:
     parser.add_argument("--rates", default="200,2000", help="orders/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--projector", action="store_true",
+                        help="also the worker folding no positions, beside an `orderstream "
+                        "projector` process that does (the split rows; + projector: its CPU)")
     args = parser.parse_args()
-    asyncio.run(run([int(x) for x in args.rates.split(",")], args.seconds, args.repeat))
+    asyncio.run(run([int(x) for x in args.rates.split(",")], args.seconds, args.repeat,
+                    projector=args.projector))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file (default $ORDERSTREAM_CONFIG)")
     p.set_defaults(func=_worker)
 
+    p = sub.add_parser("projector", help="fold positions in a process of its own (set "
+                       "worker.project_positions = false on the workers)")
+    p.add_argument("--config", help="TOML file (default $ORDERSTREAM_CONFIG)")
+    p.add_argument("--partition", type=int, help="one partition (default: every one)")
+    p.set_defaults(func=_projector)
+
     p = sub.add_parser("config", help="print the effective configuration, secrets masked")
     p.add_argument("--config", help="TOML file (default $ORDERSTREAM_CONFIG)")
     p.set_defaults(func=_config)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         level, fmt = logs.settings(args.log_level, args.log_format, os.environ,
-                                   "json" if args.func is _worker else "text")
+                                   "json" if args.func in (_worker, _projector) else "text")
     except logs.LogConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if args.func in (_worker, _config, _schema) or is_operator_command(args.func):
+    if args.func in (_worker, _projector, _config, _schema) or is_operator_command(args.func):
         try:
             return int(args.func(args))
         except ConfigError as exc:
@@ -79,6 +85,20 @@ def _worker(args: argparse.Namespace) -> int:
         worker = PartitionHost(settings) if settings.partitions.enabled else Worker(settings)
         worker.install_signal_handlers()
         await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def _projector(args: argparse.Namespace) -> int:
+    from .projection import ProjectorProcess
+
+    settings = load_settings(args.config)
+
+    async def run() -> None:
+        process = ProjectorProcess(settings, partition=args.partition)
+        process.install_signal_handlers()
+        await process.run()
 
     asyncio.run(run())
     return 0

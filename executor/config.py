@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgspec
 
 from producer.keys import check_cluster_prefix
-from producer.partitions import Partitions
+from producer.partitions import Partitions, partition_prefix
 from producer.signing import KEY_ID_PATTERN
 
 from .archive.settings import ArchiveSettings
@@ -440,6 +440,23 @@ def _dec_hook(tp: type, obj: object) -> object:
     if tp is Decimal and isinstance(obj, str | int):
         return Decimal(obj)
     raise NotImplementedError
+
+
+def prefixes(settings: Settings, partition: int | None) -> list[str]:
+    """The key prefixes of the deployment (one per partition), or of one partition's
+    (``--partition`` of the archive and the projector; ConfigError where there is no such
+    partition)."""
+    base, parts = settings.redis.prefix, settings.partitions
+    if not parts.enabled:
+        if partition is not None:
+            raise ConfigError("--partition: the deployment is not partitioned")
+        return [base]
+    if partition is not None:
+        if not 0 <= partition < parts.count:
+            raise ConfigError(f"--partition {partition}: partitions are numbered 0 to "
+                              f"{parts.count - 1}")
+        return [partition_prefix(base, partition)]
+    return [partition_prefix(base, n) for n in range(parts.count)]
 
 
 def describe(settings: Settings) -> dict[str, Any]:

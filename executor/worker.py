@@ -179,6 +179,9 @@ class Worker:
         self.inflight = InFlight(self.redis, self.keys, self.consumer,
                                  visibility_timeout_ms=w.visibility_timeout_ms)
         self.svc = Services(settings, self.store, self.brokers, self.metrics, self.consumer)
+        svc = self.svc
+        self.store.assets_of = lambda account, symbol: (svc.base_asset(account, symbol),
+                                                        svc.quote_asset(account, symbol))
         self.decode = Decode(self.svc)
         self.authenticate = Authenticate(self.svc)
         self.deadline = Deadline(self.svc)

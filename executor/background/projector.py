@@ -107,6 +107,9 @@ BaseAsset = Callable[[str, str], str | None]
 # each. Every fill is folded exactly once fleet-wide, so counters fed from here add up
 # across workers.
 OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
+# Told, before a page's fills are folded, the (account, symbol) pairs they name: where the
+# assets come from Redis rather than from brokers (projection.py), the time to learn them.
+Learn = Callable[[set[tuple[str, str]]], Awaitable[None]]
 
 
 def _unknown(account: str, symbol: str) -> None:
@@ -117,7 +120,7 @@ class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
                  on_fills: OnFills | None = None, day_offset_ms: int = 0,
-                 base_asset: BaseAsset | None = None) -> None:
+                 base_asset: BaseAsset | None = None, learn: Learn | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -137,6 +140,7 @@ class Projector:
         self._cursor: str | None = None
         self._held_until = 0.0
         self.on_fills = on_fills
+        self.learn = learn
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}
         self._new_assets: dict[str, bytes] = {}
@@ -249,6 +253,8 @@ class Projector:
         fields = list(dict.fromkeys(position_key(e.account, e.symbol) for e in fills))
         book: dict[str, Position] = {}
         self._folded.clear()
+        if fills and self.learn is not None:
+            await self.learn({(e.account, e.symbol) for e in fills})
         if fields:
             stored: Any = await self.redis.hmget(self.keys.positions, fields)
             book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}

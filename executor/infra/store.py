@@ -4,7 +4,7 @@ result entries. Multi-key changes are single Lua scripts (infra/lua/*.lua), one 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -25,6 +25,7 @@ from producer.keys import GROUP, Keys
 from producer.replies import text
 
 from ..model.order import Order
+from ..model.positions import position_key
 from ..model.states import is_terminal
 from .attention import Attention
 from .batch_read import BatchRead
@@ -175,6 +176,10 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "return {begun, codes, true}\n"])
 
 
+# (account, symbol) -> its (base asset, quote asset) at the account's broker (None: unknown).
+AssetsOf = Callable[[str, str], tuple[str | None, str | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptCall:
     """The keys and arguments of a call of one of infra/lua's scripts, to be made as part of
@@ -266,6 +271,10 @@ class Store:
         self.durability = durability
         # When the tracker must next look at an order, written with its record.
         self.attention = attention or Attention()
+        # Each new order's symbol's assets are recorded (Keys.assets) before its first
+        # write, once per process (``note_assets``).
+        self.assets_of: AssetsOf | None = None
+        self._assets_noted: set[tuple[str, str]] = set()
         self._begin = redis.register_script(_load_script("begin.lua"))
         self._reserve_begin = redis.register_script(
             compose(_load_script("risk_reserve.lua"), _load_script("begin.lua")))
@@ -393,6 +402,7 @@ class Store:
             script = self._doors[door, bool(outcomes)] = self.redis.register_script(
                 compose_door(_load_script("risk_reserve.lua"), _load_script("begin.lua"),
                              door, _load_script("finish.lua") if outcomes else None))
+        await self.note_assets(items)
         keys, args = self._begin_call(items)
         last_keys: list[str] = []
         last_args: list[Any] = []
@@ -413,6 +423,7 @@ class Store:
                       ) -> list[Existing | None] | None:
         if not items:
             return []
+        await self.note_assets(items)
         keys, args = self._begin_call(items)
         if reserve is None:
             replies = await self._begin(keys=keys, args=args)
@@ -423,6 +434,29 @@ class Store:
             if replies is None:
                 return None
         return self._begun(replies)
+
+    async def note_assets(self, items: Sequence[NewOrder]) -> None:
+        """Record the base and quote assets of the new orders' symbols (``assets_of``) in
+        Keys.assets, before the orders' first write, the first time this process creates an
+        order of each: a positions fold in a process with no brokers (``orderstream
+        projector``) reads them there, as replay and the archive do. Where the broker knows
+        neither yet (Binance's exchangeInfo not loaded), asked again at the next order."""
+        if self.assets_of is None:
+            return
+        new: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        for item in items:
+            spec = item.order.spec
+            pair = (spec.account, spec.symbol)
+            if pair in self._assets_noted or pair in new:
+                continue
+            base, quote = self.assets_of(*pair)
+            if base is not None or quote is not None:
+                new[pair] = (base, quote)
+        if new:
+            await self.redis.hset(self.keys.assets, mapping={
+                position_key(*pair): msgspec.json.encode(list(assets))
+                for pair, assets in new.items()})
+            self._assets_noted.update(new)
 
     def _begin_call(self, items: Sequence[NewOrder]) -> tuple[list[str], list[Any]]:
         """begin.lua's keys and arguments for ``items``."""

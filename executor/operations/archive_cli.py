@@ -26,13 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from producer.contract import decimal_text, encode
 from producer.keys import Keys
-from producer.partitions import partition_prefix
 
 from ..archive import migrate, queries, report
 from ..archive.archiver import Archiver, AssetsSource
 from ..archive.rows import Assets
 from ..archive.store import ArchiveStore, engine
-from ..config import ConfigError, Settings, load_settings, mask_url
+from ..config import Settings, load_settings, mask_url, prefixes
 from ..infra.connection import connect
 from . import render, snapshot
 
@@ -132,20 +131,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the database's host cannot be reached (asyncpg raises these)
         print(f"error: archive database {mask_url(url)}: {exc}", file=sys.stderr)
         return 2
-
-
-def prefixes(settings: Settings, partition: int | None) -> list[str]:
-    base, parts = settings.redis.prefix, settings.partitions
-    if not parts.enabled:
-        if partition is not None:
-            raise ConfigError("--partition: the deployment is not partitioned")
-        return [base]
-    if partition is not None:
-        if not 0 <= partition < parts.count:
-            raise ConfigError(f"--partition {partition}: partitions are numbered 0 to "
-                              f"{parts.count - 1}")
-        return [partition_prefix(base, partition)]
-    return [partition_prefix(base, n) for n in range(parts.count)]
 
 
 async def _archive(args: argparse.Namespace, settings: Settings, url: str) -> int:

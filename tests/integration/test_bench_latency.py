@@ -21,3 +21,16 @@ async def test_the_latency_benchmark_prints_sane_figures_for_both(
     out = capsys.readouterr().out
     assert "worker / bare loop p50 at 50/s: " in out
     assert out.count("      50 ") == 2  # a row each
+
+
+async def test_with_the_projector_the_split_worker_folds_nothing_and_the_projector_does(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--projector: a third row, the worker with no positions fold beside an ``orderstream
+    projector`` process, whose CPU is counted apart (+ projector)."""
+    ((bare, worker, split),) = await latency.run([50], 1.0, url=redis_url, projector=True)
+    assert split[50]["beside_us"] > 0 and worker[50]["beside_us"] == 0
+    assert 0 < split[50]["p50"] <= split[50]["max"]
+    assert bare[50]["commands"] < split[50]["commands"]
+    out = capsys.readouterr().out
+    assert "split / bare loop p50 at 50/s: " in out and "+ projector" in out
+    assert out.count("      50 ") == 3

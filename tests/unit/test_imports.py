@@ -126,14 +126,15 @@ def test_the_producer_package_needs_nothing_of_the_executor() -> None:
 
 
 # executor/'s folders from the bottom up: a module imports only from its own layer and
-# the layers below it. The entry points (worker.py, host.py, cli.py, __main__.py) are the top.
+# the layers below it. The entry points (worker.py, host.py, projection.py, cli.py,
+# __main__.py) are the top.
 LAYERS = ("model", "infra", "safety", "brokers", "archive", "config", "pipeline",
           "background", "operations", "entry")
 
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] in ("worker", "host", "cli", "__main__"):
+    if len(parts) == 1 or parts[1] in ("worker", "host", "projection", "cli", "__main__"):
         return "entry"
     assert parts[1] in LAYERS, f"{module}: not in any layer of {LAYERS}"
     return parts[1]
