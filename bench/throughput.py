@@ -201,16 +201,25 @@ def p50_p99(latencies: Sequence[int]) -> tuple[float, float]:
 
 
 async def measure(name: str, command: Sequence[str], env: dict[str, str], url: str,
-                  n: int, rate: int, seconds: float) -> dict[str, float]:
+                  n: int, rate: int, seconds: float, beside: Sequence[str] | None = None
+                  ) -> dict[str, float]:
+    """The figures of the consumer ``command``; with ``beside`` (the positions projector,
+    a process of its own), its CPU is counted in "+ positions" with the consumer's."""
     r = aioredis.Redis.from_url(url)
     await r.flushall()
     await prefill(r, n)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    other = None if beside is None else subprocess.Popen(
+        beside, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def beside_cpu() -> float:
+        return 0.0 if other is None else cpu_seconds(other.pid)
     try:
         # Start-up (imports, connecting) is not per-order work: count from the first result.
         await wait_results(r, 1, timeout=60, poll=0.002)
         cpu_start, redis_start = cpu_seconds(proc.pid), await redis_cpu_seconds(r)
+        beside_start = beside_cpu()
         calls = await command_calls(r, _OWN)
         first = await results_count(r)
         await wait_results(r, n, timeout=300)
@@ -222,13 +231,16 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         # an order costs for good, so it is counted until the fold has caught up too.
         settled = cpu_per_order
         if await positions_folded(r):
-            settled = (cpu_seconds(proc.pid) - cpu_start) / counted
+            settled = (cpu_seconds(proc.pid) - cpu_start + beside_cpu() - beside_start
+                       ) / counted
         ids = sorted(ms(e) for e, _ in await result_ids(r))
         throughput = orders_per_s(ids)
         # Latency under a steady load the consumer can keep up with.
         latencies = await paced_latencies(r, n, rate, seconds, after_ms=ids[-1])
     finally:
         stop(proc)
+        if other is not None:
+            stop(other)
         await r.aclose()
     p50, p99 = p50_p99(latencies)
     return {"orders_per_s": throughput, "p50_ms": p50, "p99_ms": p99,
@@ -244,7 +256,7 @@ async def run(args: argparse.Namespace) -> None:
         server = RedisServer()
         server.start()
         url = server.url
-    runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    runs: list[tuple[dict[str, float], ...]] = []
     try:
         env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_BATCH_SIZE=str(args.batch),
                    ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
@@ -253,10 +265,17 @@ async def run(args: argparse.Namespace) -> None:
             bare = await measure(
                 "bare", [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
                          str(args.batch)], env, url, args.orders, args.rate, args.seconds)
-            worker = await measure(
-                "worker", [sys.executable, "-m", "executor", "--log-level", "WARNING",
-                           "worker"], env, url, args.orders, args.rate, args.seconds)
-            runs.append((bare, worker))
+            executor = [sys.executable, "-m", "executor", "--log-level", "WARNING"]
+            worker = await measure("worker", [*executor, "worker"], env, url, args.orders,
+                                   args.rate, args.seconds)
+            if not args.projector:
+                runs.append((bare, worker))
+                continue
+            split = await measure(
+                "split", [*executor, "worker"],
+                dict(env, ORDERSTREAM_PROJECT_POSITIONS="false"), url, args.orders,
+                args.rate, args.seconds, beside=[*executor, "projector"])
+            runs.append((bare, worker, split))
     finally:
         if server is not None:
             server.stop()
@@ -264,17 +283,22 @@ async def run(args: argparse.Namespace) -> None:
           f"zero latency; latency at {args.rate}/s for {args.seconds}s")
     print(f"{'':<12}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/order':>14}"
           f"{'redis us/order':>16}{'+ positions':>13}{'cmds/order':>12}")
-    for k, (bare, worker) in enumerate(runs, 1):
+    for k, figures in enumerate(runs, 1):
         tag = f" {k}" if len(runs) > 1 else ""
-        for name, fig in ((f"bare{tag}", bare), (f"worker{tag}", worker)):
+        for name, fig in zip((f"bare{tag}", f"worker{tag}", f"split{tag}"), figures,
+                             strict=False):
             print(f"{name:<12}{fig['orders_per_s']:>10,.0f}{fig['p50_ms']:>9.1f}"
                   f"{fig['p99_ms']:>9.1f}{fig['cpu_us']:>14.1f}{fig['redis_us']:>16.1f}"
                   f"{fig['settled_us']:>13.1f}{fig['commands']:>12.1f}")
-    ratios = [w["orders_per_s"] / b["orders_per_s"] for b, w in runs]
-    cpu = [(b["cpu_us"] + b["redis_us"]) / (w["cpu_us"] + w["redis_us"]) for b, w in runs
+    ratios = [f[1]["orders_per_s"] / f[0]["orders_per_s"] for f in runs]
+    cpu = [(b["cpu_us"] + b["redis_us"]) / (w["cpu_us"] + w["redis_us"]) for b, w, *_ in runs
            if w["cpu_us"] + w["redis_us"]]
     print("worker / bare loop throughput: " + ", ".join(f"{x:.0%}" for x in ratios)
           + (f" (median {statistics.median(ratios):.0%})" if len(runs) > 1 else ""))
+    if args.projector:
+        apart = [f[2]["orders_per_s"] / f[0]["orders_per_s"] for f in runs]
+        print("split / bare loop throughput: " + ", ".join(f"{x:.0%}" for x in apart)
+              + (f" (median {statistics.median(apart):.0%})" if len(runs) > 1 else ""))
     if cpu:
         print("bare loop / worker CPU per order (process + redis): "
               + ", ".join(f"{x:.0%}" for x in cpu)
@@ -288,6 +312,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--rate", type=int, default=2_000, help="orders/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--projector", action="store_true",
+                        help="also the worker folding no positions beside an `orderstream "
+                        "projector` process (the split rows; + positions counts its CPU)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure bare loop and worker this many times, alternating")
     asyncio.run(run(parser.parse_args()))
