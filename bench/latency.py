@@ -18,7 +18,9 @@ the commands redis-server ran (``INFO commandstats``: each script call and each 
 script ran; the producer's XADDs and the reader's XREADs are not counted), and its CPU
 time. Commands of the worker's background tasks (heartbeat, tracker, positions fold) in
 that time are counted too: they are part of what an order costs. --repeat N measures the
-pair N times, alternating.
+pair N times, alternating. --projector adds a third consumer each round (split): the
+worker folding no positions beside an ``orderstream projector`` process, whose CPU per
+order is printed apart (+ projector).
 """
 
 from __future__ import annotations

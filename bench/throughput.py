@@ -15,7 +15,8 @@ Latency: a paced producer publishes at --rate for --seconds while the consumer k
 enqueue-to-result is the result entry's id time minus the request entry's id time, both
 from the Redis clock. Figures are printed as a table with the ratio worker / bare loop;
 --repeat N measures the pair N times, alternating, since one run on a shared machine
-proves little.
+proves little. --projector adds a third consumer each round (split): the worker folding no
+positions beside an ``orderstream projector`` process, whose CPU "+ positions" adds.
 """
 
 from __future__ import annotations
