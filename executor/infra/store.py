@@ -69,8 +69,10 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
     ``mode``; where every order is created pending_submit, ``begin`` only checks that none
     exists, and ``finish`` writes each record whole, once); where it does not run,
     ``begin``'s rest is made after the door. The door is told (``ARGV.fresh``) when every
-    order it sees was just created pending_submit, so its guards need not read them; and
-    whether every request is still pending is one XPENDING over the batch's span of ids.
+    order it sees was just created pending_submit, so its guards need not read them, and
+    where those records are written after it, it hands the send tokens it takes to that
+    write (``ARGV.senders``); whether every request is still pending is one XPENDING over
+    the batch's span of ids.
     ARGV = the three first scripts' numbers of keys and args, then each one's args; KEYS =
     each one's keys, in that order (``finish``'s: the rest of both). Returns false when
     ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
@@ -114,8 +116,15 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "  if items[m] ~= 'pending_submit' then\n"
         "    da.fresh = nil\n"
         "  end\n"
-        "end\n"
-        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}, da)\n"]
+        "end\n",
+        # Where the outcomes may follow and every order is created pending_submit, begin
+        # left the records to be written after the door: the door hands the send tokens it
+        # takes to that write (ARGV.senders), finish's or begin's rest.
+        "if da.fresh then\n"
+        "  da.senders = {}\n"
+        "end\n" if finishing else "",
+        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}, da)\n",
+        "ba.senders = da.senders\n" if finishing else ""]
     if not finishing:
         return "".join([*script, "return {begun, codes}\n"])
     return "".join([
@@ -172,7 +181,9 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "    end\n"
         "  end\n"
         "end\n"
-        "finish({unpack(KEYS, fk + 1)}, {unpack(ARGV, 7 + a1 + a2 + a3)})\n"
+        "local fa = {unpack(ARGV, 7 + a1 + a2 + a3)}\n"
+        "fa.senders = da.senders\n"
+        "finish({unpack(KEYS, fk + 1)}, fa)\n"
         "return {begun, codes, true}\n"])
 
 

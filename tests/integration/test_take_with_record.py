@@ -359,6 +359,32 @@ async def test_outcomes_that_are_not_every_order_s_in_order_leave_the_records_to
         assert await redis_client.sismember(K.open, cid)
 
 
+async def test_the_send_token_the_door_takes_is_written_with_the_record_either_way(
+        redis_client: aioredis.Redis) -> None:
+    """Where begin.lua leaves the records to a later write, the door hands the send tokens
+    it takes to that write (ARGV.senders) rather than writing them on a record not written
+    yet: the outcomes' write, or begin's rest where the outcomes are not written, writes
+    each with its record; a door of a composition that writes no outcomes gets none."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    handing = """for i = 1, #ARGV, 2 do
+  if ARGV.senders then ARGV.senders[ARGV[i]] = ARGV[i + 1] else
+    redis.call('HSET', ARGV[i], 'sender', ARGV[i + 1] .. ' (written by the door)') end
+end
+return {1}"""
+    (a, a_done), (b, b_done), (c, _) = [await delivered(redis_client, cid) for cid in "abc"]
+    await redis_client.xack(K.pending, GROUP, b_done.request_id)  # answered elsewhere
+    for item, outcomes in ((a, [a_done]), (b, [b_done]), (c, [])):
+        cid = item.order.client_order_id
+        got = await store.reserve_begin_and_open(
+            [item], await as_is(redis_client), handing,
+            ScriptCall([], [K.order(cid), f"token-{cid}"]), outcomes)
+        assert got is not None and got[1] == [1]
+    assert [await redis_client.hmget(K.order(cid), "state", "sender") for cid in "abc"] == [
+        [b"filled", b"token-a"], [b"pending_submit", b"token-b"],
+        [b"pending_submit", b"token-c (written by the door)"]]
+
+
 async def test_the_pending_check_is_one_read_of_the_batch_span_and_exact_when_it_is_crowded(
         redis_client: aioredis.Redis) -> None:
     """Whether each request is still pending is one XPENDING over the span of the batch's
@@ -431,6 +457,24 @@ async def test_a_bug_making_the_outcomes_at_the_door_leaves_the_orders_to_the_us
     assert result.status is ResultStatus.FILLED
     assert finished == [sub.request_id] and errors == 1
     assert await received(redis_client) == [(sub.client_order_id or "").encode()]
+
+
+async def test_an_order_taken_and_answered_in_its_record_s_write_costs_one_hsetnx(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """The exchange's own (its book of orders); the send token is written with the
+    record, by its one write."""
+    async with running(make_settings(batch_size=1)):
+        first = await client.place("BTCUSDT", "buy", "market", "0.01")
+        await client.wait_result(first.request_id, 10)
+        await redis_client.config_resetstat()
+        sub = await client.place("BTCUSDT", "buy", "market", "0.01")
+        result = await client.wait_result(sub.request_id, 10)
+        stats: Any = await redis_client.info("commandstats")
+    assert result.status is ResultStatus.FILLED
+    assert stats["cmdstat_hsetnx"]["calls"] == 1
+    sender = await redis_client.hget(K.order(sub.client_order_id or ""), "sender")
+    assert sender is not None and sender.startswith(f"w1:{sub.request_id}:".encode())
 
 
 async def test_a_request_answered_elsewhere_meanwhile_gets_no_second_answer(

@@ -29,12 +29,23 @@
 -- account's retention_ms.
 -- ARGV.fresh (a field no caller's ARGV has: set by infra/store.py compose_door, which runs
 -- this script right after creating every guarded worker record, pending_submit): the
--- guard takes the token without reading the state back.
+-- guard takes the token without reading the state back. ARGV.senders (compose_door too,
+-- where those records are written after this script, by the same script): the token is
+-- not written to the record but put in that table, record key -> token, and written with
+-- the record.
 local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local finished = KEYS[6]
 local items = cmsgpack.unpack(ARGV[1])
-local fresh = ARGV.fresh
+local fresh, senders = ARGV.fresh, ARGV.senders
 local out, new = {}, {}
+local function token_taken(key, token)
+  if senders then
+    senders[key] = token
+    return true
+  end
+  return redis.call('HSETNX', key, 'sender', token) == 1
+    or redis.call('HGET', key, 'sender') == token
+end
 local function taken(k, cid, ended)
   redis.call('XADD', received, '*', 'client_order_id', cid)
   out[k], new[k] = 1, true
@@ -48,8 +59,7 @@ for k = 1, #items / 6 do
   if guard ~= 0 and not fresh
       and redis.call('HGET', KEYS[guard], 'state') ~= 'pending_submit' then
     out[k] = -1
-  elseif guard ~= 0 and redis.call('HSETNX', KEYS[guard], 'sender', token) == 0
-      and redis.call('HGET', KEYS[guard], 'sender') ~= token then
+  elseif guard ~= 0 and not token_taken(KEYS[guard], token) then
     out[k] = -2
   elseif record == '' then
     out[k] = 1

@@ -31,7 +31,8 @@
 -- pending_submit (each then goes to the door, which reads none of these records back), the
 -- records are not written yet either: the outcomes' write makes each whole, or 'rest' does.
 -- Two items of one client id then meet before either is written: the second is answered
--- as the first would be found.
+-- as the first would be found. The door puts the send tokens it took on those records in
+-- ARGV.senders (record key -> token), which 'rest' writes with them.
 local meta = cmsgpack.unpack(ARGV[1])
 local mode, created = ARGV.mode, ARGV.created
 local deferred = mode ~= nil
@@ -51,8 +52,14 @@ for i = 1, (#KEYS - 2) / 3 do
   if mode == 'rest' then
     new = created[i] == 0
     if new and deferred then
-      redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
-        'request_id', meta[m + 1], 'record', ARGV[a])
+      local sender = ARGV.senders and ARGV.senders[key]
+      if sender then
+        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+          'request_id', meta[m + 1], 'record', ARGV[a], 'sender', sender)
+      else
+        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+          'request_id', meta[m + 1], 'record', ARGV[a])
+      end
     end
   else
     local existing = seen[key] or redis.call('HMGET', key, 'request_id', 'record')

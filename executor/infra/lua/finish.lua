@@ -37,8 +37,8 @@
 -- (the short values packed in one argument keep the client's command encoding cheap; the
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- An expected seq of -1: a fresh order, which begin.lua created in this same script
--- (compose_door) and left out of the open set and the index, its record (and request id)
--- to this write: no compare-and-set (nothing else can have moved it) and no pending check
+-- (compose_door) and left out of the open set and the index, its record (and request id,
+-- and the send token the door took, ARGV.senders: record key -> token) to this write: no compare-and-set (nothing else can have moved it) and no pending check
 -- (the composer checked), and it joins the open set and the index only if it is still
 -- open.
 -- Returns the request ids skipped: a seq conflict, or already answered.
@@ -77,7 +77,11 @@ for m = 1, #meta, 11 do
       ok = false
       conflicts[#conflicts + 1] = rid
     else
-      if fresh then  -- begin.lua left the record to this write (its 'record' mode)
+      local sender = fresh and ARGV.senders and ARGV.senders[key]
+      if sender then  -- and the send token the door took on it (compose_door)
+        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
+          'request_id', rid, 'sender', sender)
+      elseif fresh then  -- begin.lua left the record to this write (its 'record' mode)
         redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
           'request_id', rid)
       else
