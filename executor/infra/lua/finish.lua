@@ -38,9 +38,9 @@
 -- JSON stays plain arguments, which Lua reads as they are instead of unpacking copies)
 -- An expected seq of -1: a fresh order, which begin.lua created in this same script
 -- (compose_door) and left out of the open set and the index, its record (and request id,
--- and the send token the door took, ARGV.senders: record key -> token) to this write: no compare-and-set (nothing else can have moved it) and no pending check
--- (the composer checked), and it joins the open set and the index only if it is still
--- open.
+-- and the send token the door took, ARGV.senders: record key -> token) to this write: no
+-- compare-and-set (nothing else can have moved it) and no pending check (the composer
+-- checked), and it joins the open set and the index only if it is still open.
 -- Returns the request ids skipped: a seq conflict, or already answered.
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local meta = cmsgpack.unpack(ARGV[4])
