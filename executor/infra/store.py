@@ -93,8 +93,20 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}) ~= 1 then\n"
         "  return false\n"
         "end\n"
-        "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n",
-        "ba.mode = 'record'\n" if finishing else "",
+        "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n"
+        # begin.lua's items: 7 values each, the request id second and the state third.
+        # Where every order is created pending_submit, the door is told so (ARGV.fresh):
+        # its guards need not read the state back (submit.lua); and where the outcomes may
+        # follow, begin leaves the records to be written after the door (ARGV.deferred),
+        # to which the door hands the send tokens it takes (ARGV.senders).
+        "local items = cmsgpack.unpack(ba[1])\n"
+        "local fresh = true\n"
+        "for m = 3, #items, 7 do\n"
+        "  if items[m] ~= 'pending_submit' then\n"
+        "    fresh = nil\n"
+        "  end\n"
+        "end\n",
+        "ba.mode, ba.deferred = 'record', fresh\n" if finishing else "",
         "local begun = begin(bk, ba)\n",
         "local function rest()\n"
         "  ba.mode, ba.created = 'rest', begun\n"
@@ -105,24 +117,10 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "    return {begun, false}\n"
         "  end\n"
         "end\n"
-        # begin.lua's items: 7 values each, the request id second and the state third.
-        # Every order was created just now, none has a send token yet: where each was
-        # created pending_submit, the door is told so (ARGV.fresh), and its guard need not
-        # read the state back (submit.lua).
-        "local items = cmsgpack.unpack(ba[1])\n"
+        # Every order was created just now: none has a send token yet.
         "local da = {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)}\n"
-        "da.fresh = true\n"
-        "for m = 3, #items, 7 do\n"
-        "  if items[m] ~= 'pending_submit' then\n"
-        "    da.fresh = nil\n"
-        "  end\n"
-        "end\n",
-        # Where the outcomes may follow and every order is created pending_submit, begin
-        # left the records to be written after the door: the door hands the send tokens it
-        # takes to that write (ARGV.senders), finish's or begin's rest.
-        "if da.fresh then\n"
-        "  da.senders = {}\n"
-        "end\n" if finishing else "",
+        "da.fresh = fresh\n",
+        "da.senders = fresh and {} or nil\n" if finishing else "",
         "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}, da)\n",
         "ba.senders = da.senders\n" if finishing else ""]
     if not finishing:

@@ -27,23 +27,20 @@
 -- creates the records alone, and 'rest' (with ARGV.created, the first half's answer) makes
 -- the rest of what it created: the open set, the index, the hash, the events. Where the
 -- outcomes follow, they make that rest themselves (finish.lua's fresh items), with the
--- events of both writes in one entry. In 'record' mode, where every order is to be created
--- pending_submit (each then goes to the door, which reads none of these records back), the
--- records are not written yet either: the outcomes' write makes each whole, or 'rest' does.
+-- events of both writes in one entry. With ARGV.deferred too (the composer's: every order
+-- is to be created pending_submit, and goes to the door, which reads none of these records
+-- back), 'record' does not write the records yet either: the outcomes' write makes each
+-- whole, or 'rest' does.
 -- Two items of one client id then meet before either is written: the second is answered
 -- as the first would be found. The door puts the send tokens it took on those records in
 -- ARGV.senders (record key -> token), which 'rest' writes with them.
 local meta = cmsgpack.unpack(ARGV[1])
-local mode, created = ARGV.mode, ARGV.created
-local deferred = mode ~= nil
-if deferred then
-  for m = 3, #meta, 7 do
-    if meta[m] ~= 'pending_submit' then
-      deferred = false
-    end
-  end
-end
+local mode, created, deferred = ARGV.mode, ARGV.created, ARGV.deferred
 local out, seen = {}, {}
+local function write(key, m, record, ...)
+  redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
+    'request_id', meta[m + 1], 'record', record, ...)
+end
 local a = 2
 for i = 1, (#KEYS - 2) / 3 do
   local m = 7 * i - 6
@@ -54,11 +51,9 @@ for i = 1, (#KEYS - 2) / 3 do
     if new and deferred then
       local sender = ARGV.senders and ARGV.senders[key]
       if sender then
-        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
-          'request_id', meta[m + 1], 'record', ARGV[a], 'sender', sender)
+        write(key, m, ARGV[a], 'sender', sender)
       else
-        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
-          'request_id', meta[m + 1], 'record', ARGV[a])
+        write(key, m, ARGV[a])
       end
     end
   else
@@ -69,8 +64,7 @@ for i = 1, (#KEYS - 2) / 3 do
       if deferred then
         seen[key] = {meta[m + 1], ARGV[a]}
       else
-        redis.call('HSET', key, 'state', meta[m + 2], 'seq', meta[m + 3],
-          'request_id', meta[m + 1], 'record', ARGV[a])
+        write(key, m, ARGV[a])
       end
       out[i] = 0
       new = mode ~= 'record'

@@ -77,16 +77,15 @@ for m = 1, #meta, 11 do
       ok = false
       conflicts[#conflicts + 1] = rid
     else
-      local sender = fresh and ARGV.senders and ARGV.senders[key]
-      if sender then  -- and the send token the door took on it (compose_door)
-        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
-          'request_id', rid, 'sender', sender)
-      elseif fresh then  -- begin.lua left the record to this write (its 'record' mode)
-        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
-          'request_id', rid)
-      else
-        redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a])
+      -- A fresh record may be left to this write whole (begin.lua's 'record' mode), with
+      -- the send token the door took on it (compose_door).
+      local whole = none
+      if fresh then
+        local sender = ARGV.senders and ARGV.senders[key]
+        whole = sender and {'request_id', rid, 'sender', sender} or {'request_id', rid}
       end
+      redis.call('HSET', key, 'state', meta[m + 6], 'seq', meta[m + 5], 'record', ARGV[a],
+        unpack(whole))
       for e = a + 1, a + n do
         redis.call('XADD', KEYS[1], '*', 'data', ARGV[e], 'client_order_id', cid)
       end
