@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -34,13 +35,11 @@ from .background.projector import Projector
 from .config import Settings, prefixes
 from .infra.connection import connect
 from .infra.metrics import Metrics, start_http
+from .infra.tasks import supervised
 from .operations.snapshot import fold_assets
 
 log = logging.getLogger(__name__)
 
-# A loop that failed on something other than Redis (which the fold rides out itself) is
-# started again after this pause, as a worker's background loops are.
-_RESTART_S = 1.0
 # Assets not known for a pair a fill names are read again at most this often: a pair no
 # worker could name the assets of must not cost a read per page.
 _REREAD_UNKNOWN_S = 5.0
@@ -126,7 +125,11 @@ class ProjectorProcess:
         log.info("projector %s folding positions of %s", self.name,
                  ", ".join(p.keys.events for p in self.projectors))
         try:
-            await asyncio.gather(*(self._supervised(p) for p in self.projectors))
+            await asyncio.gather(*(supervised(
+                f"positions {p.keys.events}", functools.partial(p.run, self._running, self._sleep),
+                running=self._running, sleep=self._sleep,
+                failed=lambda _: self.metrics.background_errors.labels("positions").inc())
+                for p in self.projectors))
         finally:
             for projector in self.projectors:
                 with contextlib.suppress(Exception):
@@ -142,15 +145,3 @@ class ProjectorProcess:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _supervised(self, projector: Projector) -> None:
-        """Fold until stopped; a failure other than Redis's (a record it cannot read, a
-        bug) is logged and counted, and the fold starts again after a pause."""
-        while self._running():
-            try:
-                await projector.run(self._running, self._sleep)
-            except Exception:
-                log.exception("positions fold of %s failed; starting again",
-                              projector.keys.events)
-                self.metrics.background_errors.labels("positions").inc()
-                await self._sleep(_RESTART_S)

@@ -53,7 +53,7 @@ from .infra.failpoints import failpoint
 from .infra.logs import about
 from .infra.metrics import Metrics, start_http
 from .infra.store import Durability, Outcome, Store
-from .infra.tasks import cancel_and_wait
+from .infra.tasks import cancel_and_wait, supervised
 from .model.states import IllegalTransition
 from .pipeline import results
 from .pipeline.inflight import InFlight
@@ -396,24 +396,9 @@ class Worker:
         return not self._stopping.is_set()
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run a background loop until the worker stops. Each loop rides out Redis errors
-        itself; anything else (a bug, a record it cannot read) is logged and counted and the
-        loop starts again after a pause, since a gather of the lanes would otherwise end
-        the whole worker with it. A loop that keeps failing keeps saying so, and an alert
-        watches the count: positions that stop moving must not go unnoticed."""
-        delay = _BACKOFF_START_S
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                await loop()
-                return
-            except Exception:
-                self.metrics.background_errors.labels(name).inc()
-                if time.monotonic() - started > _BACKOFF_MAX_S:
-                    delay = _BACKOFF_START_S  # it had been working: a new failure
-                log.exception("background loop %s failed; restarting it in %.1fs", name, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX_S)
+        await supervised(name, loop, running=self._running, sleep=self._sleep,
+                         failed=lambda task: self.metrics.background_errors.labels(task).inc(),
+                         start_s=_BACKOFF_START_S, max_s=_BACKOFF_MAX_S)
 
     async def _lane(self) -> None:
         w = self.settings.worker

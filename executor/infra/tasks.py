@@ -1,10 +1,11 @@
-"""Ending tasks that may swallow a cancel."""
+"""Ending tasks that may swallow a cancel, and keeping background loops running."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +28,27 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], what: str, *,
         log.error("%s %s did not stop within %g s; left running", what,
                   sorted(t.get_name() for t in pending), rounds * wait_s)
     return pending
+
+
+async def supervised(name: str, loop: Callable[[], Awaitable[None]], *,
+                     running: Callable[[], bool], sleep: Callable[[float], Awaitable[None]],
+                     failed: Callable[[str], None], start_s: float = 0.1,
+                     max_s: float = 5.0) -> None:
+    """Run a background loop while ``running()``. Each loop rides out Redis errors itself;
+    anything else (a bug, a record it cannot read) is logged, told to ``failed`` (a metric
+    an alert watches) and the loop starts again after a pause doubling from ``start_s`` to
+    ``max_s``, since a gather of the process's tasks would otherwise end with it. A loop
+    that keeps failing keeps saying so: positions that stop moving must not go unnoticed."""
+    delay = start_s
+    while running():
+        started = time.monotonic()
+        try:
+            await loop()
+            return
+        except Exception:
+            failed(name)
+            if time.monotonic() - started > max_s:
+                delay = start_s  # it had been working: a new failure
+            log.exception("background loop %s failed; restarting it in %.1fs", name, delay)
+            await sleep(delay)
+            delay = min(delay * 2, max_s)
