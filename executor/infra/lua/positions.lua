@@ -22,22 +22,60 @@ local cursor = redis.call('GET', KEYS[2]) or ''
 if cursor ~= ARGV[2] then
   return 0
 end
+-- A run of 'set's (or of 'drop's) of one key is one HSET (one HDEL), and the 'expect's of a
+-- key are one HMGET: a fold page releases a reservation per order it ends, and a command is
+-- most of a call's cost in Redis. In slices of at most SLICE fields, as Lua's unpack() is
+-- limited.
+local SLICE = 500
 local first = 6 + 2 * tonumber(ARGV[5])
+local expected = {}  -- key index -> {fields, values}
 for i = first, #ARGV, 4 do
-  if ARGV[i] == 'expect' and
-      redis.call('HGET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]) ~= ARGV[i + 3] then
-    return 0
+  if ARGV[i] == 'expect' then
+    local at = ARGV[i + 1]
+    local e = expected[at]
+    if not e then
+      e = {{}, {}}
+      expected[at] = e
+    end
+    table.insert(e[1], ARGV[i + 2])
+    table.insert(e[2], ARGV[i + 3])
   end
 end
-for i = 6, first - 1, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+for at, e in pairs(expected) do
+  for s = 1, #e[1], SLICE do
+    local last = math.min(s + SLICE - 1, #e[1])
+    local stored = redis.call('HMGET', KEYS[tonumber(at)], unpack(e[1], s, last))
+    for j = s, last do
+      if stored[j - s + 1] ~= e[2][j] then
+        return 0
+      end
+    end
+  end
+end
+for s = 6, first - 1, 2 * SLICE do
+  redis.call('HSET', KEYS[1], unpack(ARGV, s, math.min(s + 2 * SLICE - 1, first - 1)))
+end
+local run, run_op, run_key = {}, nil, nil
+local function flush()
+  if run_op == 'set' then
+    redis.call('HSET', run_key, unpack(run))
+  elseif run_op == 'drop' then
+    redis.call('HDEL', run_key, unpack(run))
+  end
+  run, run_op, run_key = {}, nil, nil
 end
 for i = first, #ARGV, 4 do
   local op, key, field, value = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  if op ~= run_op or key ~= run_key or #run >= 2 * SLICE then
+    flush()
+  end
   if op == 'set' then
-    redis.call('HSET', key, field, value)
+    run_op, run_key = op, key
+    table.insert(run, field)
+    table.insert(run, value)
   elseif op == 'drop' then
-    redis.call('HDEL', key, field)
+    run_op, run_key = op, key
+    table.insert(run, field)
   elseif op == 'count' then
     if redis.call('HINCRBY', key, field, value) == 0 then
       redis.call('HDEL', key, field)
@@ -49,5 +87,6 @@ for i = first, #ARGV, 4 do
     redis.call('INCR', key)
   end
 end
+flush()
 redis.call('SET', KEYS[2], ARGV[3])
 return 1

@@ -12,29 +12,49 @@
 --   then n and n (field, value) pairs of totals to set,
 --   then (field, increment) pairs of order counts, to the end.
 -- Returns 1 when applied, 0 when the version or a deleted reservation moved.
+-- One command per kind of write, not one per reservation: a command is most of a call's
+-- cost in Redis, and a batch reserves for every order it takes. In slices, as Lua's
+-- unpack() is limited (a batch may hold 5,000 orders).
+local SLICE = 1000
+local function each_slice(first, last, call)
+  for s = first, last, SLICE do
+    call(s, math.min(s + SLICE - 1, last))
+  end
+end
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return 0
 end
 local i = 4
 local n = tonumber(ARGV[i])
+local fields = {}
 for j = 1, n do
-  if redis.call('HGET', KEYS[2], ARGV[i + 2 * j - 1]) ~= ARGV[i + 2 * j] then
-    return 0
+  fields[j] = ARGV[i + 2 * j - 1]
+end
+local moved = false
+each_slice(1, n, function(s, e)
+  local stored = redis.call('HMGET', KEYS[2], unpack(fields, s, e))
+  for j = s, e do
+    if stored[j - s + 1] ~= ARGV[i + 2 * j] then
+      moved = true
+    end
   end
+end)
+if moved then
+  return 0
 end
-for j = 1, n do
-  redis.call('HDEL', KEYS[2], ARGV[i + 2 * j - 1])
-end
+each_slice(1, n, function(s, e)
+  redis.call('HDEL', KEYS[2], unpack(fields, s, e))
+end)
 i = i + 2 * n + 1
 n = tonumber(ARGV[i])
-for j = 1, n do
-  redis.call('HSET', KEYS[2], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
-end
+each_slice(i + 1, i + 2 * n, function(s, e)
+  redis.call('HSET', KEYS[2], unpack(ARGV, s, e))
+end)
 i = i + 2 * n + 1
 n = tonumber(ARGV[i])
-for j = 1, n do
-  redis.call('HSET', KEYS[3], ARGV[i + 2 * j - 1], ARGV[i + 2 * j])
-end
+each_slice(i + 1, i + 2 * n, function(s, e)
+  redis.call('HSET', KEYS[3], unpack(ARGV, s, e))
+end)
 i = i + 2 * n + 1
 while i < #ARGV do
   if redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) == 0 then
