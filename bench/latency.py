@@ -20,7 +20,10 @@ time. Commands of the worker's background tasks (heartbeat, tracker, positions f
 that time are counted too: they are part of what an order costs. --repeat N measures the
 pair N times, alternating. --projector adds a third consumer each round (split): the
 worker folding no positions beside an ``orderstream projector`` process, whose CPU per
-order is printed apart (+ projector).
+order is printed apart (+ projector). --others N puts N positions of other accounts in the
+positions hash first (written as a projector from before the accounts' sets of fields
+would, so the worker's first fold indexes them): what an account's checks read of that
+hash should not grow with the other accounts.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
+from executor.model.positions import Position, position_key
+from producer.contract import WireDecimal, encode
 
 from .throughput import (
     KEYS,
@@ -95,11 +100,18 @@ def quantiles(latencies: list[float]) -> dict[str, float]:
 
 
 async def measure(command: list[str], env: dict[str, str], url: str, rates: list[int],
-                  seconds: float, beside: list[str] | None = None) -> Figures:
+                  seconds: float, beside: list[str] | None = None, others: int = 0) -> Figures:
     """The figures of the consumer ``command``, and with ``beside`` (a process that works
-    beside it: the positions projector) that one's CPU per order too (``beside_us``)."""
+    beside it: the positions projector) that one's CPU per order too (``beside_us``);
+    ``others`` positions of other accounts in the hash first."""
     r = aioredis.Redis.from_url(url)
     await r.flushall()
+    for start in range(0, others, 1000):
+        await r.hset(KEYS.positions, mapping={
+            position_key(f"other{i}", "BTCUSDT"): encode(Position(
+                account=f"other{i}", symbol="BTCUSDT", quantity=WireDecimal("0.5"),
+                average_price=WireDecimal("50000"), cost_basis=WireDecimal("25000")))
+            for i in range(start, min(start + 1000, others))})
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     other = None if beside is None else subprocess.Popen(
@@ -134,7 +146,7 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
 
 
 async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None,
-              projector: bool = False) -> list[tuple[Figures, ...]]:
+              projector: bool = False, others: int = 0) -> list[tuple[Figures, ...]]:
     """Measure the bare loop and the worker ``repeat`` times, alternating, on a private
     redis-server (or on ``url``, flushed first), print the table, return the figures.
     ``projector``: a third consumer each round, the worker folding no positions beside an
@@ -150,23 +162,24 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
     try:
         for _ in range(repeat):
             bare = await measure([sys.executable, "-m", "bench.bare_loop", "--url", url],
-                                 env, url, rates, seconds)
+                                 env, url, rates, seconds, others=others)
             worker_command = [sys.executable, "-m", "executor", "--log-level", "WARNING",
                               "worker"]
-            worker = await measure(worker_command, env, url, rates, seconds)
+            worker = await measure(worker_command, env, url, rates, seconds, others=others)
             if not projector:
                 runs.append((bare, worker))
                 continue
             split = await measure(
                 worker_command, dict(env, ORDERSTREAM_PROJECT_POSITIONS="false"), url, rates,
                 seconds, beside=[sys.executable, "-m", "executor", "--log-level", "WARNING",
-                                 "projector"])
+                                 "projector"], others=others)
             runs.append((bare, worker, split))
     finally:
         if server is not None:
             server.stop()
     print(f"\nlatency: market orders on the paper broker, one at a time at each rate for "
-          f"{seconds}s; ms from before XADD to the result read")
+          f"{seconds}s; ms from before XADD to the result read"
+          + (f"; {others} positions of other accounts" if others else ""))
     print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'cmds/order':>12}{'CPU us/order':>14}{'redis us/order':>16}"
           + (f"{'+ projector':>13}" if projector else ""))
@@ -196,9 +209,11 @@ def main() -> None:
     parser.add_argument("--projector", action="store_true",
                         help="also the worker folding no positions, beside an `orderstream "
                         "projector` process that does (the split rows; + projector: its CPU)")
+    parser.add_argument("--others", type=int, default=0,
+                        help="positions of other accounts in the positions hash first")
     args = parser.parse_args()
     asyncio.run(run([int(x) for x in args.rates.split(",")], args.seconds, args.repeat,
-                    projector=args.projector))
+                    projector=args.projector, others=args.others))
 
 
 if __name__ == "__main__":

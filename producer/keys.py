@@ -50,6 +50,7 @@ class Keys:
         "positions_base",
         "positions_base_cursor",
         "positions_cursor",
+        "positions_indexed",
         "positions_lease",
         "prefix",
         "risk_limits",
@@ -82,6 +83,11 @@ class Keys:
         self.positions = f"{prefix}:positions"
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
+        # Set of every field of ``positions`` that the accounts' sets (``positions_of``)
+        # hold: they are complete while it holds as many as the hash (SCARD = HLEN). A field
+        # written by a projector from before the sets is not in it, and the risk checks read
+        # the whole hash until the next fold page indexes it (infra/lua/positions.lua).
+        self.positions_indexed = f"{prefix}:positions:indexed"
         # The positions as of the events entry in positions_base_cursor, copied when the
         # events are trimmed: the log keeps every entry after it, so replay can still check
         # the positions (base + the fills after it) once the start of the log is gone.
@@ -115,6 +121,15 @@ class Keys:
         """Zset client id -> epoch ms when the tracker must next look at the account's open
         order (executor/infra/attention.py)."""
         return f"{self.prefix}:due:{account}"
+
+    def positions_of(self, account: str) -> str:
+        """Set of the account's fields of ``positions``: what its risk checks read of that
+        hash, which holds every account's (infra/lua/reads.lua ``POSITIONS``)."""
+        return f"{self.positions_of_prefix}{account}"
+
+    @property
+    def positions_of_prefix(self) -> str:
+        return f"{self.prefix}:positions:of:"
 
     def worker(self, consumer: str) -> str:
         """Heartbeat of a live worker (expires when it stops beating)."""

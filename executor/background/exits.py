@@ -50,6 +50,7 @@ from producer.keys import Keys
 from producer.replies import text
 
 from ..brokers.base import refused_by
+from ..infra.batch_read import BatchRead, BatchReader
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
@@ -86,6 +87,7 @@ class ExitWatcher:
         self.signed = signed  # requests must be signed: exits cannot fire
         self.metrics = metrics
         self.script = redis.register_script(SCRIPT)
+        self._reader = BatchReader(redis)
         self._every = Every()  # what was logged, when: once a minute, not every pass
 
     def queue_read(self, pipe: Any, account: str) -> None:
@@ -213,10 +215,16 @@ class ExitWatcher:
         the other way) its automatic exit, unless one was set for it otherwise; forget the
         marker of a position that is flat again. Returns how many it made."""
         k = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(k.positions)
-        pipe.hgetall(k.exits_auto(account))
-        raw, marked = await pipe.execute()
+        # The account's positions alone (the hash holds every account's), at one instant
+        # with the markers.
+        batch = BatchRead()
+        batch.positions(k.positions, k.positions_indexed, k.positions_of(account))
+        batch.hgetall(k.exits_auto(account))
+        replies = await self._reader.execute(batch)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        raw, marked = replies
         markers = {text(s): text(v) for s, v in marked.items()}
         made = 0
         for key, data in raw.items():

@@ -186,12 +186,14 @@ class Projector:
             self._assets_written.update(self._new_assets)
             self._new_assets = {}
         last = text(entries[-1][0])
-        args: list[Any] = [self.consumer, cursor, last, DAY_TTL_MS, len(book)]
+        args: list[Any] = [self.consumer, cursor, last, DAY_TTL_MS, len(book),
+                           k.positions_of_prefix]
         for key, position in book.items():
             args += [key, encode(position)]
-        risk_keys, ops = risk.script_args(k, 4)
+        risk_keys, ops = risk.script_args(k, 5)
         written = await self._write(
-            keys=[k.positions, k.positions_cursor, k.positions_lease, *risk_keys],
+            keys=[k.positions, k.positions_cursor, k.positions_lease, k.positions_indexed,
+                  *risk_keys],
             args=args + ops)
         if not written:
             # Someone else folded, or holds the lease now: what we remembered may be stale.

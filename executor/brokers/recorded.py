@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from producer.replies import text
 
+from ..infra.batch_read import BatchReader, account_positions
 from ..infra.streams import positions_caught_up
 from ..model.positions import decode_position, split_key
 
@@ -33,7 +34,7 @@ async def folded(store: Store, what: str, timeout_s: float = SETTLE_S) -> None:
 
 async def net_positions(store: Store, account: str) -> dict[str, Decimal]:
     """Our net position per symbol of ``account`` (long > 0, short < 0)."""
-    raw: Any = await store.redis.hgetall(store.keys.positions)
+    raw = await account_positions(BatchReader(store.redis), store.keys, account)
     out: dict[str, Decimal] = {}
     for key, value in raw.items():
         owner, symbol = split_key(text(key))

@@ -1,8 +1,9 @@
 """Reads of one instant in one script call: a batch's first read (pipeline/steps/prefetch.py).
 
 The reads are queued as on a redis-py pipeline (``get``, ``hget``, ``hlen``, ``hgetall``,
-``hmget``: what ``RiskState.queue_snapshot`` queues) and ``reads.lua`` makes them in one
-EVALSHA, which answers each in its place, as a MULTI would. A script runs alone, so they
+``hmget``, and ``positions``, an account's part of the positions hash: what
+``RiskState.queue_snapshot`` queues) and ``reads.lua`` makes them in one EVALSHA, which
+answers each in its place, as a MULTI would. A script runs alone, so they
 see one instant, as in a MULTI.
 
 Why not the MULTI: redis-py packs, sends and parses every command of a pipeline in Python,
@@ -20,6 +21,8 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from producer.keys import Keys
+
 _pack = msgspec.msgpack.Encoder().encode
 
 
@@ -34,12 +37,15 @@ class BatchRead:
         self.reads: list[list[Any]] = []
         self._pairs: list[bool] = []  # per read: a flat field/value list to make a dict of
 
-    def _queue(self, command: str, key: str, *args: Any, pairs: bool = False) -> None:
+    def _at(self, key: str) -> int:
         at = self._index.get(key)
         if at is None:
             self.keys.append(key)
             at = self._index[key] = len(self.keys)  # Lua's KEYS is 1-based
-        self.reads.append([command, at, *args])
+        return at
+
+    def _queue(self, command: str, key: str, *args: Any, pairs: bool = False) -> None:
+        self.reads.append([command, self._at(key), *args])
         self._pairs.append(pairs)
 
     def get(self, key: str) -> None:
@@ -56,6 +62,13 @@ class BatchRead:
 
     def hmget(self, key: str, fields: Sequence[str]) -> None:
         self._queue("HMGET", key, *fields)
+
+    def positions(self, positions: str, indexed: str, of: str) -> None:
+        """The fields of the positions hash ``positions`` that the account's set ``of``
+        names, as a dict like ``hgetall``'s; the whole hash while the sets are not complete
+        (``indexed``: producer/keys.py ``positions_indexed``; reads.lua ``POSITIONS``)."""
+        self.reads.append(["POSITIONS", self._at(positions), self._at(indexed), self._at(of)])
+        self._pairs.append(True)
 
     def __len__(self) -> int:
         return len(self.reads)
@@ -84,3 +97,15 @@ class BatchReader:
             return []
         raw: Any = await self._script(keys=batch.keys, args=[_pack(batch.reads)])
         return batch.replies(raw)
+
+
+async def account_positions(reader: BatchReader, keys: Keys, account: str) -> dict[Any, Any]:
+    """The account's fields of the positions hash and their positions' JSON (while the
+    accounts' sets of fields are not complete, every account's: filter by owner)."""
+    batch = BatchRead()
+    batch.positions(keys.positions, keys.positions_indexed, keys.positions_of(account))
+    (reply,) = await reader.execute(batch)
+    if isinstance(reply, Exception):
+        raise reply
+    held: dict[Any, Any] = reply
+    return held

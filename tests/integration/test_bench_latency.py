@@ -5,6 +5,7 @@ people, on a quiet machine; nothing here is timed)."""
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
 from bench import latency
 
@@ -34,3 +35,19 @@ async def test_with_the_projector_the_split_worker_folds_nothing_and_the_project
     out = capsys.readouterr().out
     assert "split / bare loop p50 at 50/s: " in out and "+ projector" in out
     assert out.count("      50 ") == 3
+
+
+async def test_with_other_accounts_positions_the_worker_indexes_them_and_answers(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--others: that many positions of other accounts in the hash, written as a projector
+    from before the accounts' sets would; the worker's fold indexes them all."""
+    ((_, worker),) = await latency.run([50], 1.0, url=redis_url, others=500)
+    assert 0 < worker[50]["p50"] <= worker[50]["max"]
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        held = await r.hlen(latency.KEYS.positions)
+        assert held > 500
+        assert await r.scard(latency.KEYS.positions_indexed) == held
+    finally:
+        await r.aclose()
+    assert "500 positions of other accounts" in capsys.readouterr().out

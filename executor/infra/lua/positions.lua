@@ -5,9 +5,16 @@
 -- their order ends, their released totals grow, the day's realized PnL is set, the
 -- accounts' versions are bumped; so quantity is always either reserved or held, never
 -- both or neither.
--- KEYS: 1 positions hash, 2 cursor, 3 lease, then the risk keys the operations name.
+-- Each position written joins its account's set of fields (Keys.positions_of: what the
+-- account's risk checks read of the hash, infra/lua/reads.lua) and the set of fields
+-- indexed; where that set and the hash differ in size (a projector from before the sets
+-- wrote a position), every field of the hash is indexed anew.
+-- KEYS: 1 positions hash, 2 cursor, 3 lease, 4 the fields indexed, then the risk keys the
+-- operations name.
 -- ARGV: 1 lease holder, 2 expected cursor ('' for none), 3 new cursor, 4 day hash TTL
--- (ms), 5 number of positions, then field, position pairs, then operations of four
+-- (ms), 5 number of positions, 6 the accounts' sets' key prefix (the account follows it;
+-- a set is a key of the hash's slot, named here, as its account is known only from the
+-- fields), then field, position pairs, then operations of four
 -- arguments each (name, index of its key in KEYS, field, value):
 --   'expect': the field still holds the value (checked before anything is written)
 --   'set':    set the field      'drop': delete the field
@@ -27,7 +34,7 @@ end
 -- most of a call's cost in Redis. In slices of at most SLICE fields, as Lua's unpack() is
 -- limited.
 local SLICE = 500
-local first = 6 + 2 * tonumber(ARGV[5])
+local first = 7 + 2 * tonumber(ARGV[5])
 local expected = {}  -- key index -> {fields, values}
 for i = first, #ARGV, 4 do
   if ARGV[i] == 'expect' then
@@ -52,8 +59,35 @@ for at, e in pairs(expected) do
     end
   end
 end
-for s = 6, first - 1, 2 * SLICE do
+for s = 7, first - 1, 2 * SLICE do
   redis.call('HSET', KEYS[1], unpack(ARGV, s, math.min(s + 2 * SLICE - 1, first - 1)))
+end
+local function index(fields)
+  local of = {}  -- account -> its fields
+  for _, field in ipairs(fields) do
+    local account = string.match(field, '^([^:]*):')
+    if account then
+      of[account] = of[account] or {}
+      table.insert(of[account], field)
+    end
+  end
+  for account, mine in pairs(of) do
+    for s = 1, #mine, SLICE do
+      redis.call('SADD', ARGV[6] .. account, unpack(mine, s, math.min(s + SLICE - 1, #mine)))
+    end
+  end
+  for s = 1, #fields, SLICE do
+    redis.call('SADD', KEYS[4], unpack(fields, s, math.min(s + SLICE - 1, #fields)))
+  end
+end
+local written = {}
+for i = 7, first - 1, 2 do
+  table.insert(written, ARGV[i])
+end
+index(written)
+if redis.call('SCARD', KEYS[4]) ~= redis.call('HLEN', KEYS[1]) then
+  redis.call('DEL', KEYS[4])
+  index(redis.call('HKEYS', KEYS[1]))
 end
 local run, run_op, run_key = {}, nil, nil
 local function flush()

@@ -2,7 +2,31 @@
 -- KEYS: the keys read. ARGV[1]: a msgpack array of reads, each {command, key's index into
 -- KEYS, arguments...}. Returns each read's reply in its place, as a MULTI would, a read that
 -- failed (WRONGTYPE) as its error there. Reads only: anything else is refused whole.
-local READS = {GET = true, HGET = true, HLEN = true, HGETALL = true, HMGET = true}
+-- POSITIONS {hash, indexed, of} (each a key's index into KEYS): the fields of the positions
+-- hash that the account's set ``of`` names, as field/value pairs like HGETALL's, where the
+-- sets are complete (``indexed`` holds as many fields as the hash: Keys.positions_indexed);
+-- else the whole hash. The hash holds every account's positions: read whole on every
+-- batch, it made each order's checks cost in proportion to all the accounts'.
+local READS = {GET = true, HGET = true, HLEN = true, HGETALL = true, HMGET = true,
+  POSITIONS = true}
+local function positions(hash, indexed, of)
+  if redis.call('SCARD', indexed) ~= redis.call('HLEN', hash) then
+    return redis.call('HGETALL', hash)
+  end
+  local fields = redis.call('SMEMBERS', of)
+  local out = {}
+  for s = 1, #fields, 1000 do
+    local last = math.min(s + 999, #fields)
+    local values = redis.call('HMGET', hash, unpack(fields, s, last))
+    for j = s, last do
+      if values[j - s + 1] then
+        table.insert(out, fields[j])
+        table.insert(out, values[j - s + 1])
+      end
+    end
+  end
+  return out
+end
 local reads = cmsgpack.unpack(ARGV[1])
 for _, read in ipairs(reads) do
   if not READS[read[1]] then
@@ -37,7 +61,14 @@ while i <= #reads do
     end
   else
     for j = i, last do
-      out[j] = redis.pcall(reads[j][1], KEYS[reads[j][2]], unpack(reads[j], 3))
+      local r = reads[j]
+      if r[1] == 'POSITIONS' then
+        local ok, reply = pcall(positions, KEYS[r[2]], KEYS[r[3]], KEYS[r[4]])
+        out[j] = ok and reply or (type(reply) == 'table' and reply
+          or redis.error_reply(tostring(reply)))
+      else
+        out[j] = redis.pcall(r[1], KEYS[r[2]], unpack(r, 3))
+      end
     end
   end
   i = last + 1

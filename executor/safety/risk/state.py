@@ -36,7 +36,8 @@ Every deletion of a reservation is conditional on it being what the deleter read
 checks by the version, the projector by comparing the stored JSON), so a reservation is
 released exactly once whoever gets to it first.
 
-With ``Keys.positions``, ``Keys.trading`` and ``Keys.risk_limits`` they make the snapshot.
+With ``Keys.positions`` (the account's fields alone, named by ``Keys.positions_of``),
+``Keys.trading`` and ``Keys.risk_limits`` they make the snapshot.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ class RiskState:
         pipe.hlen(open_key(k, account))
         pipe.hgetall(sums_key(k, account))
         pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
-        pipe.hgetall(k.positions)
+        # The account's positions alone (the hash holds every account's).
+        pipe.positions(k.positions, k.positions_indexed, k.positions_of(account))
         pipe.hgetall(k.trading)
         pipe.hget(k.risk_limits, account)
         if wanted:
