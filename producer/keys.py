@@ -84,9 +84,10 @@ class Keys:
         self.positions_cursor = f"{prefix}:positions:cursor"
         self.positions_lease = f"{prefix}:positions:lease"  # the one worker projecting
         # Set of every field of ``positions`` that the accounts' sets (``positions_of``)
-        # hold: they are complete while it holds as many as the hash (SCARD = HLEN). A field
-        # written by a projector from before the sets is not in it, and the risk checks read
-        # the whole hash until the next fold page indexes it (infra/lua/positions.lua).
+        # hold: they are complete while it holds as many as the hash (SCARD = HLEN; nothing
+        # deletes a field of the hash, so as many is the same fields). A field written by a
+        # projector from before the sets is not in it, and the risk checks read the whole
+        # hash until the next fold page indexes it (infra/lua/positions.lua).
         self.positions_indexed = f"{prefix}:positions:indexed"
         # The positions as of the events entry in positions_base_cursor, copied when the
         # events are trimmed: the log keeps every entry after it, so replay can still check
