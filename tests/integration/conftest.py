@@ -22,12 +22,18 @@ from executor.worker import Worker
 from producer.client import OrderClient, Submitted
 from producer.contract import (
     Event,
+    Fill,
     OrderSpec,
+    OrderState,
+    OrderType,
     ResultStatus,
+    Side,
     TimeInForce,
+    WireDecimal,
     decode_events,
     decode_request,
     decode_result,
+    encode,
 )
 from producer.keys import GROUP, Keys
 
@@ -140,6 +146,22 @@ async def events_in(r: Any, cid: str | None = None, keys: Keys | None = None,
         await r.xrange(stream)
     return [e for _, f in entries for e in decode_events(f[b"data"])
             if cid is None or e.client_order_id == cid]
+
+
+async def filled(r: aioredis.Redis, cid: str, *, account: str = "default",
+                 symbol: str = "BTCUSDT", quantity: str = "1", price: str = "50000") -> None:
+    """A market buy's created and filled events, as a worker writes them (for the positions
+    fold to read)."""
+    spec = OrderSpec(account=account, symbol=symbol, side=Side.BUY, type=OrderType.MARKET,
+                     quantity=WireDecimal(quantity))
+    await r.xadd(Keys().events, {"data": encode(Event(
+        client_order_id=cid, seq=1, state=OrderState.CREATED, at=1, account=account,
+        symbol=symbol, order=spec))})
+    await r.xadd(Keys().events, {"data": encode(Event(
+        client_order_id=cid, seq=2, state=OrderState.FILLED, at=2, account=account,
+        symbol=symbol, fill=Fill(
+            fill_id=f"f-{cid}", price=WireDecimal(price), quantity=WireDecimal(quantity),
+            commission=WireDecimal("0"), commission_asset="USDT", at=2)))})
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

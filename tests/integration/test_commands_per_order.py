@@ -21,10 +21,7 @@ from executor.safety.risk.book import Reservation
 from executor.safety.risk.state import RiskState, Write, open_key
 from producer.client import OrderClient
 from producer.contract import (
-    Event,
-    Fill,
     OrderSpec,
-    OrderState,
     OrderType,
     ResultStatus,
     Side,
@@ -33,7 +30,7 @@ from producer.contract import (
 )
 from producer.keys import Keys
 
-from .conftest import running, until
+from .conftest import filled, running, until
 
 K = Keys()
 # The commands an order's way through the worker, the paper exchange and the positions fold
@@ -137,22 +134,6 @@ async def test_a_batch_s_reservations_are_one_hset_checked_by_one_hmget_dropped_
     assert (counted["hmget"], counted["hdel"]) == (1, 1)
 
 
-SPEC = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
-                 quantity=WireDecimal("1"))
-
-
-async def _filled(r: aioredis.Redis, cid: str) -> None:
-    """An order's created and filled events, as a worker writes them."""
-    await r.xadd(K.events, {"data": encode(Event(
-        client_order_id=cid, seq=1, state=OrderState.CREATED, at=1, account="default",
-        symbol="BTCUSDT", order=SPEC))})
-    await r.xadd(K.events, {"data": encode(Event(
-        client_order_id=cid, seq=2, state=OrderState.FILLED, at=2, account="default",
-        symbol="BTCUSDT", fill=Fill(
-            fill_id=f"f-{cid}", price=WireDecimal("50000"), quantity=WireDecimal("1"),
-            commission=WireDecimal("0"), commission_asset="USDT", at=2)))})
-
-
 @pytest.mark.parametrize("moved", [False, True])
 async def test_a_fold_page_releases_its_orders_reservations_with_one_hdel(
         redis_client: aioredis.Redis, moved: bool) -> None:
@@ -164,7 +145,7 @@ async def test_a_fold_page_releases_its_orders_reservations_with_one_hdel(
     assert await state.commit("default", "x", snap, Write(put=[
         (cid, _reservation(cid), True) for cid in "abcd"]))
     for cid in "abc":
-        await _filled(r, cid)
+        await filled(r, cid)
     projector = Projector(r, K, "p", quote_asset=lambda a, s: "USDT")
     if moved:
         reading = projector._risk_state
@@ -186,6 +167,10 @@ async def test_a_fold_page_releases_its_orders_reservations_with_one_hdel(
         assert await _reserved(r) == {"d"}
         # The one HGET: the day's PnL; none per reservation.
         assert (counted.get("hdel"), counted.get("hget")) == (1, 1)
+
+
+SPEC = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                 quantity=WireDecimal("1"))
 
 
 def _new(cid: str, request_id: str) -> NewOrder:

@@ -15,32 +15,19 @@ from executor.infra.batch_read import BatchRead, BatchReader
 from executor.model.positions import Position, decode_position, position_key
 from executor.safety.risk.state import RiskState
 from producer.contract import (
-    Event,
-    Fill,
-    OrderSpec,
-    OrderState,
-    OrderType,
-    Side,
     WireDecimal,
     encode,
 )
 from producer.keys import Keys
 
+from .conftest import filled
+
 K = Keys()
 
 
 async def _filled(r: aioredis.Redis, account: str, symbol: str, n: int) -> None:
-    cid = f"{account}-{symbol}-{n}"
-    spec = OrderSpec(account=account, symbol=symbol, side=Side.BUY, type=OrderType.MARKET,
-                     quantity=WireDecimal("1"))
-    await r.xadd(K.events, {"data": encode(Event(
-        client_order_id=cid, seq=1, state=OrderState.CREATED, at=1, account=account,
-        symbol=symbol, order=spec))})
-    await r.xadd(K.events, {"data": encode(Event(
-        client_order_id=cid, seq=2, state=OrderState.FILLED, at=2, account=account,
-        symbol=symbol, fill=Fill(
-            fill_id=f"f-{cid}", price=WireDecimal("100"), quantity=WireDecimal(n),
-            commission=WireDecimal("0"), commission_asset="USDT", at=2)))})
+    await filled(r, f"{account}-{symbol}-{n}", account=account, symbol=symbol,
+                 quantity=str(n), price="100")
 
 
 async def _fold(r: aioredis.Redis) -> None:
