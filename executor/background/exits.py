@@ -50,7 +50,7 @@ from producer.keys import Keys
 from producer.replies import text
 
 from ..brokers.base import refused_by
-from ..infra.batch_read import BatchRead, BatchReader
+from ..infra.batch_read import BatchRead, BatchReader, raise_failed
 from ..infra.logs import Every
 from ..infra.metrics import Metrics
 from ..infra.store import decode_order
@@ -221,9 +221,7 @@ class ExitWatcher:
         batch.positions(k.positions, k.positions_indexed, k.positions_of(account))
         batch.hgetall(k.exits_auto(account))
         replies = await self._reader.execute(batch)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        raise_failed(replies)
         raw, marked = replies
         markers = {text(s): text(v) for s, v in marked.items()}
         made = 0

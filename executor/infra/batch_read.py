@@ -84,6 +84,14 @@ class BatchRead:
         return out
 
 
+def raise_failed(replies: Sequence[Any]) -> None:
+    """Raise the error of the first read that failed (``BatchReader.execute`` answers it in
+    its place), for callers that cannot use the others without it."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 class BatchReader:
     """The ``reads.lua`` script of one Redis client."""
 
@@ -104,8 +112,7 @@ async def account_positions(reader: BatchReader, keys: Keys, account: str) -> di
     accounts' sets of fields are not complete, every account's: filter by owner)."""
     batch = BatchRead()
     batch.positions(keys.positions, keys.positions_indexed, keys.positions_of(account))
-    (reply,) = await reader.execute(batch)
-    if isinstance(reply, Exception):
-        raise reply
-    held: dict[Any, Any] = reply
+    replies = await reader.execute(batch)
+    raise_failed(replies)
+    held: dict[Any, Any] = replies[0]
     return held

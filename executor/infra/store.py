@@ -28,7 +28,7 @@ from ..model.order import Order
 from ..model.positions import position_key
 from ..model.states import is_terminal
 from .attention import Attention
-from .batch_read import BatchRead
+from .batch_read import BatchRead, raise_failed
 
 _order_decoder = decoder(Order)
 # The short values of a script call go in one MessagePack argument (see infra/lua/*.lua); it
@@ -314,9 +314,7 @@ class Store:
     def parse_records(replies: Sequence[Any]) -> list[Order | None]:
         """``load_orders``'s answer from the replies of ``queue_records``: raises the error
         of a read that failed."""
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        raise_failed(replies)
         return [decode_order(data) if data else None for data in replies]
 
     async def open_order_ids(self) -> list[str]:

@@ -55,7 +55,7 @@ from producer.contract import Side, decoder, encode
 from producer.keys import Keys
 from producer.replies import text
 
-from ...infra.batch_read import BatchRead, BatchReader
+from ...infra.batch_read import BatchRead, BatchReader, raise_failed
 from ...infra.store import ScriptCall
 from ...model.positions import Position, decode_position, split_key
 from ..trading import TradingState, effective
@@ -187,9 +187,7 @@ class Read:
 def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snapshot:
     """The snapshot from the replies of ``RiskState.queue_snapshot``. Raises the error
     reply of a read that failed, ValueError / msgspec errors on state it cannot read."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    raise_failed(replies)
     version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
     held = replies[7] if wanted else []
     prefix = f"{account}:"
