@@ -6,6 +6,7 @@ outcomes."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -144,27 +145,118 @@ async def test_a_bug_in_the_first_read_leaves_each_step_to_read_for_itself(
         assert worker.metrics.internal_errors.labels("prefetch")._value.get() == 1
 
 
-async def test_a_snapshot_read_before_this_process_wrote_the_account_is_read_again(
-        redis_client: aioredis.Redis) -> None:
-    """Two lanes of one worker: the second's first read was made before the first lane's
-    batch wrote; it would lose the compare-and-set for certain, so it is read anew. A write
-    by another process cannot be known here: that one is left to the compare-and-set."""
-    day = "20261203"
-    state = RiskState(redis_client, K)
-    other = RiskState(redis_client, K)  # another worker process
+class Counted(RiskState):
+    """A worker process's risk state that counts the snapshots it reads for itself."""
 
-    async def first_read() -> Read:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        super().__init__(redis, K)
+        self.own_reads = 0
+        execute = self._reader.execute
+
+        async def counted(batch: BatchRead) -> list[Any]:
+            self.own_reads += 1
+            return await execute(batch)
+        self._reader.execute = counted  # type: ignore[method-assign]
+
+    async def first_read(self, day: str, cids: list[str]) -> Read:
+        """The batch's first read of the account, as the prefetch makes it."""
         batch = BatchRead()
-        read = state.queue_snapshot(batch, "default", day, ["a"])
-        read.replies = await BatchReader(redis_client).execute(batch)
+        read = self.queue_snapshot(batch, "default", day, cids)
+        read.replies = await BatchReader(self.redis).execute(batch)
         return read
 
-    read = await first_read()
-    assert (await state.snapshot("default", day, ["a"], read=read)).version == "0"
+
+async def test_a_snapshot_read_before_another_process_wrote_is_left_to_the_compare_and_set(
+        redis_client: aioredis.Redis) -> None:
+    """A write by another process cannot be known here: the read is taken as it is, and
+    its compare-and-set fails."""
+    day = "20261203"
+    state, other = Counted(redis_client), RiskState(redis_client, K)
+    read = await state.first_read(day, ["a"])
     snap = await other.snapshot("default", day)
     assert await other.commit("default", day, snap, Write(put=[("x", RESERVED, True)]))
-    assert (await state.snapshot("default", day, ["a"], read=read)).version == "0"  # stale
-    read = await first_read()
-    snap = await state.snapshot("default", day)
+    stale = await state.snapshot("default", day, ["a"], read=read)
+    assert (stale.version, state.own_reads) == ("0", 0)
+    assert not await state.commit("default", day, stale, Write(put=[("a", RESERVED, True)]))
+
+
+async def test_a_snapshot_read_beside_this_process_s_write_is_carried_over_it(
+        redis_client: aioredis.Redis) -> None:
+    """Two lanes of one worker: the second's first read was made before the first lane's
+    batch wrote. The write is known in full, so the read is carried over it instead of
+    made again, and its compare-and-set passes; a read made after the write is taken as
+    it is; one made before two writes, or before another process's, is made again."""
+    day = "20261203"
+    state, other = Counted(redis_client), RiskState(redis_client, K)
+    read = await state.first_read(day, ["a"])
+    snap = await state.snapshot("default", day, ["y"])
     assert await state.commit("default", day, snap, Write(put=[("y", RESERVED, True)]))
-    assert (await state.snapshot("default", day, ["a"], read=read)).version == "2"  # anew
+    after = await state.first_read(day, ["a"])
+    carried = await state.snapshot("default", day, ["a"], read=read)
+    assert (carried.version, carried.open_orders, state.own_reads) == ("1", 1, 1)
+    assert carried == await other.snapshot("default", day, ["a"])
+    assert await state.snapshot("default", day, ["a"], read=after) == carried
+    assert state.own_reads == 1
+    assert await state.commit("default", day, carried, Write(put=[("a", RESERVED, True)]))
+    # Made at version 1, two writes ago: read anew.
+    snap = await state.snapshot("default", day, ["z"])
+    assert await state.commit("default", day, snap, Write(put=[("z", RESERVED, True)]))
+    assert (await state.snapshot("default", day, ["a"], read=read)).version == "3"
+    assert state.own_reads == 3
+    # Made before this process's write, but another's came between: read anew too.
+    read = await state.first_read(day, ["b"])
+    snap = await other.snapshot("default", day)
+    assert await other.commit("default", day, snap, Write(put=[("x", RESERVED, True)]))
+    snap = await state.snapshot("default", day, ["w"])
+    assert await state.commit("default", day, snap, Write(put=[("w", RESERVED, True)]))
+    assert (await state.snapshot("default", day, ["b"], read=read)).version == "5"
+    assert state.own_reads == 5
+    # A read of another day is not carried over a write of this one.
+    read = await state.first_read("20261204", ["b"])
+    snap = await state.snapshot("default", day, ["v"])
+    assert await state.commit("default", day, snap, Write(put=[("v", RESERVED, True)]))
+    assert (await state.snapshot("default", "20261204", ["b"], read=read)).version == "6"
+    assert state.own_reads == 7
+
+
+def _reservation(rng: random.Random, request_id: str) -> Reservation:
+    return Reservation(request_id=request_id, symbol=rng.choice(["BTCUSDT", "ETHUSDT"]),
+                       side=rng.choice([Side.BUY, Side.SELL]),
+                       quantity=WireDecimal(f"0.{rng.randint(1, 999):03d}"),
+                       price=WireDecimal(f"{rng.randint(1, 99999)}.{rng.randint(0, 99)}"),
+                       at=rng.randint(1, 10**12))
+
+
+async def test_a_carried_snapshot_is_the_read_after_the_write(
+        redis_client: aioredis.Redis) -> None:
+    """Whatever the write (new reservations, a redelivered request's replaced or dropped,
+    counts that reach zero, orders of the day), the snapshot carried over it is the one a
+    read after it takes, field by field: the checks decide on the state as it is."""
+    rng = random.Random(15)
+    day = "20261203"
+    state, other = Counted(redis_client), RiskState(redis_client, K)
+    for case in range(40):
+        await redis_client.flushdb()
+        held = {f"h{i}": _reservation(rng, f"{case}-{i}") for i in range(rng.randint(0, 6))}
+        snap = await other.snapshot("default", day)
+        assert await other.commit("default", day, snap, Write(
+            put=[(cid, r, rng.random() < 0.5) for cid, r in held.items()]))
+        # The next batch's first read, of some held client ids and some new ones.
+        wanted = rng.sample([*held, "n0", "n1", "n2"], rng.randint(1, len(held) + 3))
+        read = await state.first_read(day, wanted)
+        # This process's batch before it: held ones redelivered (replaced or dropped), and
+        # new ones, some the next batch asks for too.
+        cids = [*rng.sample(list(held), rng.randint(0, len(held))), "n0", "n1", "m0"]
+        snap = await state.snapshot("default", day, cids)
+        write = Write()
+        for cid in cids:
+            old = snap.reservations.get(cid)
+            if old is not None:
+                write.drop.append((cid, old))
+            if (old is None or rng.random() < 0.5) and rng.random() < 0.7:
+                write.put.append((cid, _reservation(rng, f"{case}-{cid}"), old is None))
+        assert await state.commit("default", day, snap, write)
+        reads = state.own_reads
+        carried = await state.snapshot("default", day, wanted, read=read)
+        assert state.own_reads == reads, case
+        assert carried == await other.snapshot("default", day, wanted), case

@@ -194,7 +194,7 @@ class Risk:
                 if begun is None:
                     await asyncio.sleep(pause_s(attempt))
                     continue
-                self.state.wrote(account)
+                self.state.wrote(account, day, snap, write)
                 if door is not None and codes is not None and not finished:
                     door.opened(codes)
                     for job in passed:

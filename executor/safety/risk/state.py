@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -174,6 +174,50 @@ def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str],
     return totals, counts
 
 
+@dataclass(slots=True, frozen=True)
+class Committed:
+    """This process's last write of an account's checks that applied (``RiskState.wrote``):
+    what carries a snapshot read at the version it compared against to the one it left."""
+
+    before: str  # the checks' version it was compared against
+    day: str
+    write: Write
+
+    @property
+    def after(self) -> str:
+        return str(int(self.before) + 1)  # risk_reserve.lua increments it once
+
+
+def carried(snap: Snapshot, cids: Iterable[str], write: Write) -> Snapshot:
+    """``snap`` as ``write`` leaves it, applied as infra/lua/risk_reserve.lua applies it:
+    the same snapshot as a read just after the write would take (with no projector page
+    between, which commutes with it: the module's docstring). ``cids``: whose reservations
+    ``snap`` holds. Pure."""
+    totals, counts = sum_changes(snap.sums, write)
+    sums = dict(snap.sums)
+    sums.update((name, Decimal(value)) for name, value in totals.items())
+    for name, delta in counts.items():
+        count = sums.get(name, ZERO) + delta
+        if count == 0:
+            sums.pop(name, None)  # the script deletes a count that reaches 0
+        else:
+            sums[name] = count
+    reservations, raw = dict(snap.reservations), dict(snap.raw)
+    for cid, _ in write.drop:
+        reservations.pop(cid, None)
+        raw.pop(cid, None)
+    asked = set(cids)
+    for cid, reservation, _ in write.put:
+        if cid in asked:
+            reservations[cid] = reservation
+            raw[cid] = encode(reservation)
+    # A put of a field that was there was its own drop first (a redelivered request's).
+    return replace(snap, version=str(int(snap.version) + 1), reservations=reservations,
+                   raw=raw, sums=sums,
+                   open_orders=snap.open_orders - len(write.drop) + len(write.put),
+                   day_orders=snap.day_orders + sum(c for _, _, c in write.put))
+
+
 @dataclass(slots=True)
 class Read:
     """A snapshot queued on a batch read (``RiskState.queue_snapshot``), to be parsed later."""
@@ -212,8 +256,9 @@ class RiskState:
         self.redis = redis
         self.keys = keys
         # account -> writes of this process's checks so far (``wrote``): a snapshot read
-        # before one of them is stale for certain, and not worth a compare-and-set.
+        # before one of them is stale for certain, and not worth a compare-and-set as read.
         self.writes: dict[str, int] = {}
+        self.last: dict[str, Committed] = {}  # account -> the last of them
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
         self._reader = BatchReader(redis)
@@ -224,12 +269,24 @@ class RiskState:
         or ValueError / msgspec errors on state it cannot read (the caller denies: what is
         unreadable is not checked). ``read``: what ``queue_snapshot`` read (the batch's
         first read), taken instead when it covers ``cids`` and this process's checks wrote
-        nothing for the account since (another lane's batch: it would fail the
-        compare-and-set for certain)."""
+        nothing for the account since. When they did (another lane's batch, whose write
+        this read was made before or beside), the read is taken as it is if it saw the
+        last write, or carried over that write if it was made at the version the write
+        compared against (``carried``: the write is known here in full), so that the lane
+        that waited does not read again; else it is read anew, as it would fail the
+        compare-and-set for certain. Whatever is taken, the compare-and-set on the version
+        it names still decides."""
         wanted = list(dict.fromkeys(cids))
-        if (read is not None and read.replies and set(wanted) <= set(read.cids)
-                and read.writes == self.writes.get(account, 0)):
-            return parse_snapshot(read.replies, account, read.cids)
+        if read is not None and read.replies and set(wanted) <= set(read.cids):
+            if read.writes == self.writes.get(account, 0):
+                return parse_snapshot(read.replies, account, read.cids)
+            last = self.last.get(account)
+            version = read.replies[0]
+            seen = "0" if version is None else text(version) if isinstance(
+                version, (bytes, str)) else None  # else the read failed: read anew
+            if last is not None and last.day == day and seen in (last.before, last.after):
+                snap = parse_snapshot(read.replies, account, read.cids)
+                return snap if seen == last.after else carried(snap, read.cids, last.write)
         batch = BatchRead()
         self.queue_snapshot(batch, account, day, wanted)
         return parse_snapshot(await self._reader.execute(batch), account, wanted)
@@ -260,12 +317,13 @@ class RiskState:
         call = self.commit_call(account, day, snap, write)
         done: bool = await self._script(keys=call.keys, args=call.args) == 1
         if done:
-            self.wrote(account)
+            self.wrote(account, day, snap, write)
         return done
 
-    def wrote(self, account: str) -> None:
-        """This process's checks changed the account's state (a commit applied)."""
+    def wrote(self, account: str, day: str, snap: Snapshot, write: Write) -> None:
+        """This process's checks applied ``write``, decided on ``snap``, to the account."""
         self.writes[account] = self.writes.get(account, 0) + 1
+        self.last[account] = Committed(snap.version, day, write)
 
     def commit_call(self, account: str, day: str, snap: Snapshot, write: Write) -> ScriptCall:
         """``commit``'s script call (infra/lua/risk_reserve.lua), to be made on its own or
