@@ -15,15 +15,16 @@ answers each request with one XADD and nothing else, shows what those cost.
 The consumer process's CPU time per order over the measured phase (steadier than latency on
 a shared machine, and at these rates what latency mostly waits for), and the Redis work:
 the commands redis-server ran (``INFO commandstats``: each script call and each command a
-script ran; the producer's XADDs and the reader's XREADs are not counted), and its CPU
-time. Commands of the worker's background tasks (heartbeat, tracker, positions fold) in
-that time are counted too: they are part of what an order costs. --repeat N measures the
-pair N times, alternating. --projector adds a third consumer each round (split): the
-worker folding no positions beside an ``orderstream projector`` process, whose CPU per
-order is printed apart (+ projector). --others N puts N positions of other accounts in the
-positions hash first (written as a projector from before the accounts' sets of fields
-would, so the worker's first fold indexes them): what an account's checks read of that
-hash should not grow with the other accounts.
+script ran; the producer's XADDs and the reader's XREADs are not counted), the script
+calls among them (each a round trip of the consumer's), and its CPU time. Commands of the
+worker's background tasks (heartbeat, tracker, positions fold) in that time are counted
+too: they are part of what an order costs. --repeat N measures the pair N times,
+alternating. --projector adds a third consumer each round (split): the worker folding no
+positions beside an ``orderstream projector`` process, whose CPU per order is printed apart
+(+ projector). --others N puts N positions of other accounts in the positions hash first
+(written as a projector from before the accounts' sets of fields would, so the worker's
+first fold indexes them): what an account's checks read of that hash should not grow with
+the other accounts.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .throughput import (
 )
 
 _OWN = ("xadd", "xread", "info")  # the producer's, the reader's, the bench's (see doc)
+_SCRIPTS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
 # rate -> p50, p90, p99, max (ms), commands, cpu_us (the consumer's), redis_us per order
 Figures = dict[int, dict[str, float]]
 
@@ -125,7 +127,7 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
         await asyncio.sleep(1)  # past the warm-up's background work
         done = warm
         for rate in rates:
-            calls = await command_calls(r, _OWN)
+            calls, scripts = await command_calls(r, _OWN), await script_calls(r)
             cpu, own_cpu = await redis_cpu_seconds(r), cpu_seconds(proc.pid)
             other_cpu = 0.0 if other is None else cpu_seconds(other.pid)
             latencies = await paced(url, done, rate, seconds)
@@ -133,6 +135,7 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
             done += n
             commands = await command_calls(r, _OWN) - calls
             figures[rate] = {**quantiles(latencies), "commands": commands / n,
+                             "scripts": (await script_calls(r) - scripts) / n,
                              "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
                              "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6,
                              "beside_us": 0.0 if other is None else
@@ -143,6 +146,15 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
             stop(other)
         await r.aclose()
     return figures
+
+
+async def script_calls(r: aioredis.Redis) -> int:
+    """The script calls redis-server ran so far: each a round trip of its client's (a
+    script cannot call one), unlike the commands inside them that ``command_calls``
+    counts too."""
+    stats: Any = await r.info("commandstats")
+    return sum(int(value["calls"]) for name, value in stats.items()
+               if name.removeprefix("cmdstat_") in _SCRIPTS)
 
 
 async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None,
@@ -181,7 +193,7 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
           f"{seconds}s; ms from before XADD to the result read"
           + (f"; {others} positions of other accounts" if others else ""))
     print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'cmds/order':>12}{'CPU us/order':>14}{'redis us/order':>16}"
+          f"{'cmds/order':>12}{'scripts/order':>15}{'CPU us/order':>14}{'redis us/order':>16}"
           + (f"{'+ projector':>13}" if projector else ""))
     for k, figures in enumerate(runs, 1):
         tag = f" {k}" if len(runs) > 1 else ""
@@ -189,7 +201,8 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
                               strict=False):
             for rate, f in figs.items():
                 print(f"{name:<10}{rate:>8}{f['p50']:>9.2f}{f['p90']:>9.2f}{f['p99']:>9.2f}"
-                      f"{f['max']:>9.2f}{f['commands']:>12.1f}{f['cpu_us']:>14.0f}"
+                      f"{f['max']:>9.2f}{f['commands']:>12.1f}{f['scripts']:>15.2f}"
+                      f"{f['cpu_us']:>14.0f}"
                       f"{f['redis_us']:>16.1f}"
                       + (f"{f['beside_us']:>13.0f}" if projector else ""))
     for rate in rates:

@@ -19,8 +19,11 @@ async def test_the_latency_benchmark_prints_sane_figures_for_both(
     # The bare loop answers with one XADD (not counted) and an XACK per batch; the worker
     # does more than that for an order.
     assert bare[50]["commands"] < worker[50]["commands"]
+    # Its script calls (round trips): none for the bare loop, the batch's first read and
+    # its write for each of the worker's batches.
+    assert bare[50]["scripts"] == 0 < worker[50]["scripts"]
     out = capsys.readouterr().out
-    assert "worker / bare loop p50 at 50/s: " in out
+    assert "worker / bare loop p50 at 50/s: " in out and "scripts/order" in out
     assert out.count("      50 ") == 2  # a row each
 
 
