@@ -37,10 +37,12 @@ def parse(value: bytes | str | None) -> TradingState:
         return TradingState.HALTED
 
 
+def stored(states: Mapping[bytes | str, bytes | str], scope: str) -> bytes | str | None:
+    """The value of ``scope`` in the hash as read from Redis (None: absent)."""
+    return states.get(scope, states.get(scope.encode()))
+
+
 def effective(states: Mapping[bytes | str, bytes | str], account: str) -> TradingState:
     """The state that applies to ``account``, given the whole hash as read from Redis."""
-    def get(scope: str) -> bytes | str | None:
-        return states.get(scope, states.get(scope.encode()))
-
-    own, everyone = parse(get(account)), parse(get(GLOBAL))
+    own, everyone = parse(stored(states, account)), parse(stored(states, GLOBAL))
     return own if own.code >= everyone.code else everyone

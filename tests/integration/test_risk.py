@@ -379,6 +379,56 @@ async def test_halted_denies_every_new_order_but_not_cancels(
     assert globally.reason_code == "halted"
 
 
+@pytest.mark.parametrize("scope", ["default", "global"])
+async def test_an_order_decided_before_a_halt_is_not_reserved_after_it(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    scope: str,
+) -> None:
+    """The kill switch lands between a batch's snapshot (trading active) and its commit: the
+    compare-and-set sees the trading state moved, the batch decides again, and the order is
+    denied ``halted``, with nothing at the exchange; the kill's cancel_all, published after
+    the halt, has nothing left to miss."""
+    async with running(make_settings(batch_size=1, concurrency=1)) as worker:
+        state = worker.risk.state
+        snapshot = state.snapshot
+        halted = [False]
+
+        async def halting(account: str, day: str, cids: Any = (), **kw: Any) -> Snapshot:
+            snap: Snapshot = await snapshot(account, day, cids, **kw)
+            if not halted[0]:
+                halted[0] = True
+                await redis_client.hset(K.trading, scope, "halted")
+            return snap
+        state.snapshot = halting  # type: ignore[method-assign]
+        denied = await place(client, "BTCUSDT", "buy", "market", "0.01")
+    assert halted[0]
+    assert (denied.status, denied.reason_code) == (ResultStatus.DENIED, "halted")
+    assert denied.client_order_id is not None
+    assert not await redis_client.exists(K.order(denied.client_order_id))
+    assert not await redis_client.hlen("orders:paper:default:orders")
+    assert await reservations(redis_client) == {}
+
+
+async def test_the_commit_compares_the_trading_states_as_read(
+        redis_client: aioredis.Redis) -> None:
+    """Any change of the account's or the global trading state between the snapshot and the
+    commit fails the compare-and-set (nothing written); the same value written again, or
+    another account's, does not."""
+    state = RiskState(redis_client, K)
+    put = Reservation(request_id="1-0", symbol="BTCUSDT", side=Side.BUY,
+                      quantity=WireDecimal("0.01"), price=WireDecimal("50000"), at=1)
+    for scope, value in (("default", "reducing"), ("global", "halted"),
+                         ("default", "active"), ("global", "active")):
+        snap = await state.snapshot("default", "x")
+        await redis_client.hset(K.trading, scope, value)
+        assert not await state.commit("default", "x", snap, Write(put=[("a", put, True)]))
+        assert await reservations(redis_client) == {}
+    snap = await state.snapshot("default", "x")
+    await redis_client.hset(K.trading, mapping={"default": "active", "other": "halted"})
+    assert await state.commit("default", "x", snap, Write(put=[("a", put, True)]))
+    assert set(await reservations(redis_client)) == {"a"}
+
+
 async def test_reducing_lets_only_position_reducing_orders_through(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
 ) -> None:

@@ -1,17 +1,23 @@
 -- Apply pre-trade reservations of one account decided on one snapshot, if its risk state
 -- is still that snapshot's as far as the checks are concerned (compare-and-set on the
--- checks' version, and on the JSON of every reservation deleted; executor/risk/state.py).
--- Every change increments both versions, so a worker that decided on an older state
--- decides again.
+-- checks' version, on the trading states of the account and the global scope as read, and
+-- on the JSON of every reservation deleted; executor/risk/state.py). Every change increments
+-- both versions, so a worker that decided on an older state decides again; a trading state
+-- is compared as it is, so that no order decided before a halt is reserved (and created, in
+-- the same script) after it.
 -- The decimal totals are computed by the caller (Lua numbers are doubles); only integer
 -- counts are incremented here.
--- KEYS: 1 checks' version, 2 open reservations hash, 3 sums hash, 4 day hash, 5 version.
+-- KEYS: 1 checks' version, 2 open reservations hash, 3 sums hash, 4 day hash, 5 version,
+--   6 trading states hash.
 -- ARGV: 1 expected checks' version, 2 day hash TTL (ms), 3 orders of the day to add,
+--   4 and 5 the account's and the global scope's fields of the trading states, 6 and 7
+--   their expected values ('' for absent),
 --   then n and n (client id, reservation JSON as read) pairs to delete,
 --   then n and n (client id, reservation JSON) pairs to set,
 --   then n and n (field, value) pairs of totals to set,
 --   then (field, increment) pairs of order counts, to the end.
--- Returns 1 when applied, 0 when the version or a deleted reservation moved.
+-- Returns 1 when applied, 0 when the version, a trading state or a deleted reservation
+-- moved.
 -- One command per kind of write, not one per reservation: a command is most of a call's
 -- cost in Redis, and a batch reserves for every order it takes. In slices, as Lua's
 -- unpack() is limited (a batch may hold 5,000 orders).
@@ -24,7 +30,11 @@ end
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return 0
 end
-local i = 4
+local states = redis.call('HMGET', KEYS[6], ARGV[4], ARGV[5])
+if (states[1] or '') ~= ARGV[6] or (states[2] or '') ~= ARGV[7] then
+  return 0
+end
+local i = 8
 local n = tonumber(ARGV[i])
 local fields = {}
 for j = 1, n do

@@ -37,7 +37,9 @@ checks by the version, the projector by comparing the stored JSON), so a reserva
 released exactly once whoever gets to it first.
 
 With ``Keys.positions`` (the account's fields alone, named by ``Keys.positions_of``),
-``Keys.trading`` and ``Keys.risk_limits`` they make the snapshot.
+``Keys.trading`` and ``Keys.risk_limits`` they make the snapshot. A trading state changes
+no version (``orderstream trading`` writes the hash alone), so the commit compares the
+account's and the global one as read: no order decided before a halt is reserved after it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from producer.replies import text
 from ...infra.batch_read import BatchRead, BatchReader, raise_failed
 from ...infra.store import ScriptCall
 from ...model.positions import Position, decode_position, split_key
-from ..trading import TradingState, effective
+from ..trading import GLOBAL, TradingState, effective, stored
 from .book import EXACT, ZERO, Reservation, SymbolBook
 from .limits import AccountLimits, decode_runtime
 
@@ -137,6 +139,9 @@ class Snapshot:
     state: TradingState
     runtime: AccountLimits | None
     raw: dict[str, bytes] = field(default_factory=dict)  # the reservations' JSON, as read
+    # The account's and the global trading states as stored (b"": absent), which the
+    # commit compares: an order decided before a halt is not reserved after it.
+    trading: tuple[bytes, bytes] = (b"", b"")
 
 
 @dataclass(slots=True)
@@ -248,7 +253,13 @@ def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snaps
         state=effective(trading, account),
         runtime=decode_runtime(runtime),
         raw=raw,
+        trading=(_stored(trading, account), _stored(trading, GLOBAL)),
     )
+
+
+def _stored(states: dict[Any, Any], scope: str) -> bytes:
+    value = stored(states, scope)
+    return b"" if value is None else value.encode() if isinstance(value, str) else bytes(value)
 
 
 class RiskState:
@@ -330,7 +341,8 @@ class RiskState:
         first in the script that also creates the orders (Store.reserve_and_begin)."""
         k = self.keys
         totals, counts = sum_changes(snap.sums, write)
-        args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put)]
+        args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put),
+                           account, GLOBAL, *snap.trading]
         args.append(len(write.drop))
         for cid, _ in write.drop:
             args += [cid, snap.raw[cid]]
@@ -344,7 +356,7 @@ class RiskState:
             args += [name, delta]
         return ScriptCall(
             keys=[checks_version_key(k, account), open_key(k, account), sums_key(k, account),
-                  day_key(k, account, day), version_key(k, account)],
+                  day_key(k, account, day), version_key(k, account), k.trading],
             args=args)
 
     async def all_reservations(self, account: str) -> dict[str, Reservation]:
