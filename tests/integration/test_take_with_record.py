@@ -128,10 +128,16 @@ def order_item(cid: str, request_id: str | None = None) -> NewOrder:
     return NewOrder(order, events)
 
 
+def empty_reserve(version: str) -> ScriptCall:
+    """risk_reserve.lua reserving nothing over the checks' version ``version``, with the
+    trading states as they are here (absent)."""
+    return ScriptCall(["cv", "open", "sums", "day", "version", "trading"],
+                      [version, 1000, 0, "default", "global", "", "", 0, 0, 0])
+
+
 async def as_is(r: aioredis.Redis) -> ScriptCall:
     """An empty reservation over the checks' version as it is."""
-    now = (await r.get("cv") or b"0").decode()
-    return ScriptCall(["cv", "open", "sums", "day", "version"], [now, 1000, 0, 0, 0, 0])
+    return empty_reserve((await r.get("cv") or b"0").decode())
 
 
 async def delivered(r: aioredis.Redis, cid: str, crowd: int = 0) -> tuple[NewOrder, Outcome]:
@@ -165,9 +171,7 @@ async def test_the_door_runs_only_when_every_order_was_created_by_the_same_write
 
     async def reserve(version: str | None = None) -> ScriptCall:
         """An empty reservation over the checks' version as it is (or ``version``)."""
-        now = (await redis_client.get("cv") or b"0").decode()
-        return ScriptCall(["cv", "open", "sums", "day", "version"],
-                          [version or now, 1000, 0, 0, 0, 0])
+        return empty_reserve(version or (await redis_client.get("cv") or b"0").decode())
 
     opening = ScriptCall(["door-ran"], [1, -2])
     got = await store.reserve_begin_and_open([order_item("a"), order_item("b")],
@@ -322,7 +326,7 @@ async def test_one_client_id_twice_in_a_batch_is_created_once_when_the_records_w
     first, second = order_item("a", "1-1"), order_item("a", "2-1")
     outcomes = [Outcome(i.order.request_id, None, i.order, FRESH, i.events)
                 for i in (first, second)]
-    reserve = ScriptCall(["cv", "open", "sums", "day", "version"], ["0", 1000, 0, 0, 0, 0])
+    reserve = empty_reserve("0")
     got = await store.reserve_begin_and_open(
         [first, second], reserve, DOOR, ScriptCall(["door-ran"], [1, 1]), outcomes)
     assert got is not None
