@@ -46,7 +46,7 @@ from producer.contract import WireDecimal, encode
 
 from .throughput import (
     KEYS,
-    command_calls,
+    calls_by_command,
     cpu_seconds,
     order_data,
     redis_cpu_seconds,
@@ -127,15 +127,19 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
         await asyncio.sleep(1)  # past the warm-up's background work
         done = warm
         for rate in rates:
-            calls, scripts = await command_calls(r, _OWN), await script_calls(r)
+            calls = await calls_by_command(r)
             cpu, own_cpu = await redis_cpu_seconds(r), cpu_seconds(proc.pid)
             other_cpu = 0.0 if other is None else cpu_seconds(other.pid)
             latencies = await paced(url, done, rate, seconds)
             n = len(latencies)
             done += n
-            commands = await command_calls(r, _OWN) - calls
-            figures[rate] = {**quantiles(latencies), "commands": commands / n,
-                             "scripts": (await script_calls(r) - scripts) / n,
+            ran = {name: count - calls.get(name, 0)
+                   for name, count in (await calls_by_command(r)).items()}
+            figures[rate] = {**quantiles(latencies),
+                             "commands": sum(c for name, c in ran.items()
+                                             if name not in _OWN) / n,
+                             # Each a round trip of its client's: a script cannot call one.
+                             "scripts": sum(ran.get(name, 0) for name in _SCRIPTS) / n,
                              "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
                              "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6,
                              "beside_us": 0.0 if other is None else
@@ -146,15 +150,6 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
             stop(other)
         await r.aclose()
     return figures
-
-
-async def script_calls(r: aioredis.Redis) -> int:
-    """The script calls redis-server ran so far: each a round trip of its client's (a
-    script cannot call one), unlike the commands inside them that ``command_calls``
-    counts too."""
-    stats: Any = await r.info("commandstats")
-    return sum(int(value["calls"]) for name, value in stats.items()
-               if name.removeprefix("cmdstat_") in _SCRIPTS)
 
 
 async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None,

@@ -113,12 +113,18 @@ async def redis_cpu_seconds(r: aioredis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def command_calls(r: aioredis.Redis, own: Sequence[str]) -> int:
-    """The commands redis-server ran so far (``INFO commandstats``: each script call and each
-    command a script ran), less those of the kinds in ``own`` (the bench's own)."""
+async def calls_by_command(r: aioredis.Redis) -> dict[str, int]:
+    """How many times redis-server ran each command so far (``INFO commandstats``: each
+    script call and each command a script ran)."""
     stats: Any = await r.info("commandstats")
-    return sum(int(value["calls"]) for name, value in stats.items()
-               if name.removeprefix("cmdstat_") not in own)
+    return {name.removeprefix("cmdstat_"): int(value["calls"])
+            for name, value in stats.items()}
+
+
+async def command_calls(r: aioredis.Redis, own: Sequence[str]) -> int:
+    """The commands redis-server ran so far, less those of the kinds in ``own`` (the
+    bench's own)."""
+    return sum(n for name, n in (await calls_by_command(r)).items() if name not in own)
 
 
 async def results_count(r: aioredis.Redis, keys: Keys = KEYS) -> int:

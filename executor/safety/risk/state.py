@@ -242,7 +242,7 @@ def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snaps
     prefix = f"{account}:"
     raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
     return Snapshot(
-        version=text(version) if version is not None else "0",
+        version=_version(version),
         reservations={cid: decode_reservation(v) for cid, v in raw.items()},
         open_orders=int(n_open),
         sums=parse_sums(sums),
@@ -255,6 +255,11 @@ def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snaps
         raw=raw,
         trading=(_stored(trading, account), _stored(trading, GLOBAL)),
     )
+
+
+def _version(reply: Any) -> str:
+    """The checks' version as read (risk_reserve.lua's ``or '0'``: absent is 0)."""
+    return "0" if reply is None else text(reply)
 
 
 def _stored(states: dict[Any, Any], scope: str) -> bytes:
@@ -293,8 +298,7 @@ class RiskState:
                 return parse_snapshot(read.replies, account, read.cids)
             last = self.last.get(account)
             version = read.replies[0]
-            seen = "0" if version is None else text(version) if isinstance(
-                version, (bytes, str)) else None  # else the read failed: read anew
+            seen = None if isinstance(version, Exception) else _version(version)
             if last is not None and last.day == day and seen in (last.before, last.after):
                 snap = parse_snapshot(read.replies, account, read.cids)
                 return snap if seen == last.after else carried(snap, read.cids, last.write)
