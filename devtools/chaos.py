@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,39 @@ def chaos_request(i: int, rng: random.Random, stride: int = 1,
 
 # A request: its partition's prefix and its entry id there.
 RequestId = tuple[str, str]
+
+
+def judge(firsts: Sequence[tuple[RequestId, Result]], received: Container[str],
+          ) -> tuple[int, list[tuple[RequestId, Result]]]:
+    """Whether the results agree with what the exchange received, per client id: of the
+    results that speak for an order (not ``duplicate`` or ``poison``, which name another
+    request's order), exactly one says the order reached the exchange when it received the
+    client id, and none when it did not. A denied, expired or invalid request made no
+    order, so a later request may use its client id (a producer's retry after a denial is
+    placed), and its "did not reach" is true of itself, not of the client id. A client id
+    with a ``submitted`` result (sent, outcome unknown) is not judged: it may or may not
+    have reached. Returns the unknown results and those that disagree. Pure."""
+    said: dict[str | None, list[tuple[RequestId, Result]]] = collections.defaultdict(list)
+    for rid, result in firsts:
+        if result.reason_code not in ("duplicate", "poison"):
+            said[result.client_order_id].append((rid, result))
+    unknown = 0
+    offending: list[tuple[RequestId, Result]] = []
+    for cid, results in said.items():
+        submitted = sum(1 for _, res in results if res.status is ResultStatus.SUBMITTED)
+        unknown += submitted
+        if submitted:
+            continue
+        claims = [(rid, res) for rid, res in results if res.broker_order_id is not None]
+        if cid in received:
+            offending += claims[1:] if claims else results
+        else:
+            offending += claims
+    return unknown, offending
+
+
+def _outcome(result: Result) -> str:
+    return str(result.status) + (f":{result.reason_code}" if result.reason_code else "")
 
 # What the exchange saw: orders created per client id, and submits it refused because the
 # client id was on an order already (a correct worker sends neither twice).
@@ -403,22 +436,14 @@ class Chaos:
         r.duplicated = sum(1 for rid in wanted if len(answers.get(rid, ())) > 1)
         received, refused = await self.exchange_counts(redis)
         r.sent_twice = sum(1 for n in received.values() if n > 1) + refused
-        for rid in request_ids:
-            for result in answers.get(rid, ())[:1]:
-                key = str(result.status) + (f":{result.reason_code}" if result.reason_code
-                                            else "")
-                r.outcomes[key] = r.outcomes.get(key, 0) + 1
-                if result.reason_code in ("duplicate", "poison"):
-                    continue  # the first request for that client id speaks for the order
-                if result.status is ResultStatus.SUBMITTED:
-                    r.unknown += 1  # claims nothing about the exchange: it may or may not
-                    continue
-                reached = result.broker_order_id is not None
-                if reached != (result.client_order_id in received):
-                    r.inconsistent += 1
-                    if len(r.examples) < 5:
-                        r.examples.append(f"{rid} {result.client_order_id} {key} "
-                                          f"broker_order_id={result.broker_order_id}")
+        firsts = [(rid, answers[rid][0]) for rid in request_ids if answers.get(rid)]
+        for _, result in firsts:
+            r.outcomes[_outcome(result)] = r.outcomes.get(_outcome(result), 0) + 1
+        r.unknown, offending = judge(firsts, received)
+        r.inconsistent = len(offending)
+        r.examples += [f"{rid} {result.client_order_id} {_outcome(result)} "
+                       f"broker_order_id={result.broker_order_id}"
+                       for rid, result in offending[:5]]
         for rid in sorted(wanted - answers.keys())[:5]:
             r.examples.append(f"lost {rid}")
         r.pending = await self._unacked(redis)

@@ -379,6 +379,24 @@ async def test_halted_denies_every_new_order_but_not_cancels(
     assert globally.reason_code == "halted"
 
 
+async def test_a_denied_request_leaves_its_client_id_free_for_the_same_request_again(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    # A denial makes no order, so a producer sending the request again (after the halt is
+    # lifted) is placed, not answered "duplicate", and the exchange sees the id once.
+    async with running(make_settings()):
+        await redis_client.hset(K.trading, "default", "halted")
+        denied = await place(client, "BTCUSDT", "buy", "market", "0.01", client_order_id="r1")
+        assert await redis_client.exists(K.order("r1")) == 0
+        await redis_client.hset(K.trading, "default", "active")
+        again = await place(client, "BTCUSDT", "buy", "market", "0.01", client_order_id="r1")
+        received = await redis_client.xrange(K.paper("default", "received"))
+    assert (denied.status, denied.reason_code) == (ResultStatus.DENIED, "halted")
+    assert (again.status, again.reason_code) == (ResultStatus.FILLED, None)
+    assert again.request_id != denied.request_id and again.broker_order_id is not None
+    assert [f[b"client_order_id"] for _, f in received] == [b"r1"]
+
+
 @pytest.mark.parametrize("scope", ["default", "global"])
 async def test_an_order_decided_before_a_halt_is_not_reserved_after_it(
     make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
