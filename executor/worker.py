@@ -213,7 +213,8 @@ class Worker:
                                    base_asset=self.svc.base_asset,
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
-                                   day_offset_ms=settings.risk.day_offset_ms)
+                                   day_offset_ms=settings.risk.day_offset_ms,
+                                   on_moved=risk_state.moved)
         self.retention = Retention(
             self.redis, self.keys, events_retention_ms=w.events_retention_ms,
             results_retention_ms=w.results_retention_ms, interval_ms=w.retention_interval_ms,
@@ -520,14 +521,15 @@ class Worker:
                 amends = [j for j in segment if j.action is Action.AMEND]
                 # Only reads: a bug there is internal_error, nothing to hold.
                 await self._batch("amend_prepare", amends, self.amend.prepare)
-                await self._prefetch(segment)
-                await self._batch("idempotency", segment, self.idempotency)
-                await self._batch("gate", segment, self.gate)
-                # Without amends, the orders that pass are created in the script that
-                # reserves for them (nothing has to happen between the two); the risk step
-                # holds them itself if a bug meets them after that write.
-                await self._batch("risk", segment,
-                                  functools.partial(self.risk, persist=not amends))
+                if amends or not await self._speculate(segment):
+                    await self._prefetch(segment)
+                    await self._batch("idempotency", segment, self.idempotency)
+                    await self._batch("gate", segment, self.gate)
+                    # Without amends, the orders that pass are created in the script that
+                    # reserves for them (nothing has to happen between the two); the risk
+                    # step holds them itself if a bug meets them after that write.
+                    await self._batch("risk", segment,
+                                      functools.partial(self.risk, persist=not amends))
                 extra += await self._one_by_one("amend", amends, self.amend, decided=True)
                 await self._batch("persist", segment, self.persist, written=True)
                 await self._settle_reservations(segment)
@@ -628,6 +630,23 @@ class Worker:
                 except Exception as exc:
                     guard.hold(self.svc, [job], name, exc)
         return out
+
+    async def _speculate(self, segment: Sequence[Job]) -> bool:
+        """The segment's new orders decided and written in one round trip, where this
+        process's last write of their account lets it skip the reads (the risk step's
+        ``speculate``); False, nothing changed, when they go the usual way."""
+        todo = [j for j in segment if j.open]
+        try:
+            with self.metrics.step("speculate", todo):
+                return await self.risk.speculate(todo)
+        except RedisError:
+            raise  # the write may have applied: pending, redone from the records
+        except Exception:
+            # Met before its write (after it, the risk step holds the jobs itself): nothing
+            # is written, and the usual way decides.
+            self.metrics.internal_errors.labels("speculate").inc()
+            log.exception("a speculative write failed; the batch goes the usual way")
+            return False
 
     async def _prefetch(self, segment: Sequence[Job]) -> None:
         # Only reads ahead of the steps: after a bug in it they read for themselves.

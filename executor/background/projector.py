@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -120,7 +120,8 @@ class Projector:
     def __init__(self, redis: aioredis.Redis, keys: Keys, consumer: str, *,
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
                  on_fills: OnFills | None = None, day_offset_ms: int = 0,
-                 base_asset: BaseAsset | None = None, learn: Learn | None = None) -> None:
+                 base_asset: BaseAsset | None = None, learn: Learn | None = None,
+                 on_moved: Callable[[Iterable[str]], None] | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -141,6 +142,10 @@ class Projector:
         self._held_until = 0.0
         self.on_fills = on_fills
         self.learn = learn
+        # Told the accounts whose risk state (and version) each page moves, before its
+        # write and once it is written: this process's checks then read before they decide
+        # (pipeline/steps/risk.py speculate).
+        self.on_moved = on_moved
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}
         self._new_assets: dict[str, bytes] = {}
@@ -191,6 +196,8 @@ class Projector:
         for key, position in book.items():
             args += [key, encode(position)]
         risk_keys, ops = risk.script_args(k, 5)
+        # Told before the write too: a read made while it is in flight may miss it.
+        self._moving(risk.accounts)
         written = await self._write(
             keys=[k.positions, k.positions_cursor, k.positions_lease, k.positions_indexed,
                   *risk_keys],
@@ -201,9 +208,14 @@ class Projector:
             self._cursor, self._held_until = None, 0.0
             return 0
         self._cursor = last
+        self._moving(risk.accounts)
         if self.on_fills is not None and self._folded:
             self.on_fills(self._folded)
         return len(entries)
+
+    def _moving(self, accounts: set[str]) -> None:
+        if self.on_moved is not None and accounts:
+            self.on_moved(accounts)
 
     async def _hold(self) -> bool:
         """Renew the lease a third of its term after the last renewal, not on every page."""

@@ -83,6 +83,11 @@ class Metrics:
             "Outcomes not written: the order changed meanwhile (redone later) or another "
             "worker answered the request first",
             registry=r)
+        self.speculative_writes = Counter(
+            "orderstream_speculative_writes",
+            "Batches written without their first read, on the state this worker's last write "
+            "left (applied), or whose write found that state moved and wrote nothing "
+            "(missed: the batch then read first)", ["account", "outcome"], registry=r)
         self.reclaimed = Counter(
             "orderstream_reclaimed",
             "Entries claimed from workers that left them idle past the visibility timeout",

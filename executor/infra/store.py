@@ -59,6 +59,14 @@ def compose(first: str, second: str) -> str:
         "return second({unpack(KEYS, nk + 1)}, {unpack(ARGV, 3 + na)})\n")
 
 
+def _guarded(guard: ScriptCall | None, keys: list[str], args: list[Any]
+             ) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV of a script, or of ``compose(guard's script, it)``."""
+    if guard is None:
+        return keys, args
+    return [*guard.keys, *keys], [len(guard.keys), len(guard.args), *guard.args, *args]
+
+
 def compose_door(reserve: str, begin: str, door: str, finish: str | None = None) -> str:
     """``compose(reserve, begin)`` followed, when ``begin`` created every one of its orders,
     by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``),
@@ -287,6 +295,9 @@ class Store:
         self._begin = redis.register_script(_load_script("begin.lua"))
         self._reserve_begin = redis.register_script(
             compose(_load_script("risk_reserve.lua"), _load_script("begin.lua")))
+        self._guarded_reserve_begin = redis.register_script(compose(
+            _load_script("unchanged.lua"),
+            compose(_load_script("risk_reserve.lua"), _load_script("begin.lua"))))
         self._send = redis.register_script(_load_script("send.lua"))
         self._send_loaded = False  # by script_load, for the pipeline with durability
         self._unsend = redis.register_script(_load_script("unsend.lua"))
@@ -294,8 +305,9 @@ class Store:
         self._records = redis.register_script(_load_script("records.lua"))
         self._reindex = redis.register_script(_load_script("reindex.lua"))
         self._lists = redis.register_script(_load_script("lists.lua"))
-        # (door script, with finish) -> reserve, begin, it (and finish), composed
-        self._doors: dict[tuple[str, bool], Any] = {}
+        # (door script, with finish, guarded) -> (the guard,) reserve, begin, it (and
+        # finish), composed
+        self._doors: dict[tuple[str, bool, bool], Any] = {}
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -385,16 +397,20 @@ class Store:
         assert begun is not None
         return begun
 
-    async def reserve_and_begin(self, items: Sequence[NewOrder], reserve: ScriptCall
+    async def reserve_and_begin(self, items: Sequence[NewOrder], reserve: ScriptCall,
+                                guard: ScriptCall | None = None
                                 ) -> list[Existing | None] | None:
         """``begin``, made in one script after ``reserve``, the risk checks' compare-and-set
         of these orders' reservations (safety/risk/state.py): the orders are created only
-        if it applied, and None is returned when it did not (nothing written)."""
-        return await self._create(items, reserve)
+        if it applied, and None is returned when it did not (nothing written). ``guard``:
+        unchanged.lua's call, made first in the same script; when it does not pass,
+        nothing runs and None is returned (a speculative write: pipeline/steps/risk.py)."""
+        return await self._create(items, reserve, guard)
 
     async def reserve_begin_and_open(
             self, items: Sequence[NewOrder], reserve: ScriptCall, door: str,
             opening: ScriptCall, outcomes: Sequence[Outcome] = (),
+            guard: ScriptCall | None = None,
     ) -> tuple[list[Existing | None], list[int] | None, bool] | None:
         """``reserve_and_begin``, and in the same script, once every order was created, the
         adapter's ``door`` script called with ``opening`` (the paper exchange taking them:
@@ -403,31 +419,34 @@ class Store:
         them. None when the reservations did not apply (nothing written); else what
         ``begin`` returns, the door's answer per order (None: an order already existed,
         and the door did not run) and whether the outcomes were written (all of them:
-        fresh items are never skipped)."""
-        script = self._doors.get((door, bool(outcomes)))
+        fresh items are never skipped). ``guard``: as ``reserve_and_begin``'s."""
+        shape = (door, bool(outcomes), guard is not None)
+        script = self._doors.get(shape)
         if script is None:
-            script = self._doors[door, bool(outcomes)] = self.redis.register_script(
-                compose_door(_load_script("risk_reserve.lua"), _load_script("begin.lua"),
-                             door, _load_script("finish.lua") if outcomes else None))
+            composed = compose_door(_load_script("risk_reserve.lua"), _load_script("begin.lua"),
+                                    door, _load_script("finish.lua") if outcomes else None)
+            if guard is not None:
+                composed = compose(_load_script("unchanged.lua"), composed)
+            script = self._doors[shape] = self.redis.register_script(composed)
         await self.note_assets(items)
         keys, args = self._begin_call(items)
         last_keys: list[str] = []
         last_args: list[Any] = []
         if outcomes:
             last_keys, last_args = self._finish_call(outcomes, GROUP)
-        reply = await script(
-            keys=[*reserve.keys, *keys, *opening.keys, *last_keys],
-            args=[len(reserve.keys), len(reserve.args), len(keys), len(args),
-                  len(opening.keys), len(opening.args),
-                  *reserve.args, *args, *opening.args, *last_args])
+        reply = await script(*_guarded(
+            guard, [*reserve.keys, *keys, *opening.keys, *last_keys],
+            [len(reserve.keys), len(reserve.args), len(keys), len(args),
+             len(opening.keys), len(opening.args),
+             *reserve.args, *args, *opening.args, *last_args]))
         if reply is None:
             return None
         begun, codes = reply[0], reply[1]
         return (self._begun(begun), None if codes is None else [int(c) for c in codes],
                 len(reply) > 2)
 
-    async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None
-                      ) -> list[Existing | None] | None:
+    async def _create(self, items: Sequence[NewOrder], reserve: ScriptCall | None,
+                      guard: ScriptCall | None = None) -> list[Existing | None] | None:
         if not items:
             return []
         await self.note_assets(items)
@@ -435,9 +454,10 @@ class Store:
         if reserve is None:
             replies = await self._begin(keys=keys, args=args)
         else:
-            replies = await self._reserve_begin(
-                keys=[*reserve.keys, *keys], args=[len(reserve.keys), len(reserve.args),
-                                                   *reserve.args, *args])
+            script = self._reserve_begin if guard is None else self._guarded_reserve_begin
+            replies = await script(*_guarded(
+                guard, [*reserve.keys, *keys],
+                [len(reserve.keys), len(reserve.args), *reserve.args, *args]))
             if replies is None:
                 return None
         return self._begun(replies)

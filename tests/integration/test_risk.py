@@ -139,7 +139,9 @@ async def test_daily_loss_limit_denies_once_the_day_lost_more(
         day = worker.risk._day()
         await redis_client.hset(K.risk("default", f"day:{day}"), "pnl", "-500")
         at_limit = await place(client, "BTCUSDT", "buy", "market", "0.01")
+        # As the projector writes a fill's PnL: with the account's version moved.
         await redis_client.hset(K.risk("default", f"day:{day}"), "pnl", "-500.01")
+        await redis_client.incr(version_key(K, "default"))
         over = await place(client, "BTCUSDT", "buy", "market", "0.01")
     assert at_limit.status is ResultStatus.FILLED
     assert over.reason_code == "risk_denied:daily_loss"

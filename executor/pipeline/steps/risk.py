@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from producer.contract import ReasonCode, ResultStatus, risk_denied, wire
+from producer.contract import Action, ReasonCode, ResultStatus, risk_denied, wire
 
 from ...brokers import sending
 from ...brokers.sending import Door, door_for
@@ -52,6 +52,9 @@ _MAX_PAUSE_S = 0.1  # between two compare-and-set attempts (2 ms, 4 ms, ... up t
 # Orders created in the reservations' script at most (Lua unpacks each script's arguments,
 # three per order, and it stops near 8,000); more are left to the persist step.
 _MAX_PERSISTED = 1_000
+# Orders of a speculative write at most: a bigger batch (a burst) reads first, which costs
+# little per order, and keeps the guard's arguments well inside what Lua unpacks.
+_MAX_SPECULATED = 200
 # Limits whose measures value every position of the account at its reference price.
 _MARKED = ("max_position_pct", "max_total_exposure", "max_net_long", "max_net_short")
 
@@ -139,12 +142,7 @@ class Risk:
                 read = (reads.snapshots.pop(account, None)
                         if reads is not None and reads.day == day else None)
                 snap = await self.state.snapshot(account, day, cids, read=read)
-                by_symbol: dict[str, Limits] = {}
-                limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
-                    j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
-                          for j in jobs if j.spec is not None]
-                await self._price(account, prices, jobs, snap, limits)
-                decisions, write = self._decide(account, jobs, snap, limits, prices)
+                decisions, write = await self._check(account, jobs, snap, prices)
                 passed = [j for j, d in zip(jobs, decisions, strict=True) if d is None]
                 call: ScriptCall | None = None
                 if persist and write.put and len(passed) <= _MAX_PERSISTED:
@@ -175,46 +173,123 @@ class Risk:
                 # Outside the denials above: once sent, the orders may exist, so a Redis
                 # error leaves the batch pending, as persist's own would (its redelivery
                 # finds them, reservations and all, and carries on).
-                door = self._door(account, passed, items)
-                codes: list[int] | None = None
-                ahead: list[taken.Taken] | None = None
-                finished = False
-                if door is None:
-                    begun = await self.svc.store.reserve_and_begin(items, call)
-                else:
-                    ahead = self._ahead(passed, items, door)
-                    started = time.perf_counter()
-                    got = await self.svc.store.reserve_begin_and_open(
-                        items, call, door.script, ScriptCall(door.keys, door.args),
-                        [t.outcome for t in ahead or ()])
-                    begun, codes, finished = (None, None, False) if got is None else got
-                    if finished:  # the exchange's call, with no other
-                        self.svc.metrics.broker_called(account, "submit",
-                                                       time.perf_counter() - started)
-                if begun is None:
+                if not await self._create(account, day, snap, write, jobs, decisions, items,
+                                          call):
                     await asyncio.sleep(pause_s(attempt))
                     continue
-                self.state.wrote(account, day, snap, write)
-                if door is not None and codes is not None and not finished:
-                    door.opened(codes)
-                    for job in passed:
-                        job.at_record = True
-                try:
-                    self._apply(jobs, decisions)
-                    persisted(self.svc, passed, items, begun)
-                    if ahead is not None and finished:
-                        taken.written(ahead)
-                        await self._taken(account, door)
-                except Exception as exc:
-                    # Their orders are written: left pending, redone from the records.
-                    hold(self.svc, [j for j in jobs if j.result is None], "risk", exc)
-                    return
             else:
                 self._apply(jobs, decisions)
             await self._sweep(account)
             return
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
+
+    async def speculate(self, jobs: Sequence[Job]) -> bool:
+        """Decide and write a batch of new orders of one account without reading its state
+        first, at ordinary load the batch's one round trip: the checks run on the state as
+        this process's last write of the account left it (``RiskState.speculative``), and
+        the write that reserves for and creates the orders that pass (and, on the paper
+        exchange, takes them and writes their outcomes) is guarded by unchanged.lua, which
+        stands in for every read the usual way makes: the idempotency step's records, the
+        gate's breaker, the checks' snapshot. True when the write applied, the jobs then
+        decided as the usual steps would have; False when it did not or was not made (the
+        state moved, a breaker is not closed, a client id is known, no write this day yet,
+        nothing passed, a bug): nothing is written and nothing of the jobs changed, and the
+        batch goes the usual way, from its first read. Denials alone are never answered
+        from here: only a write checks the state they were decided on."""
+        todo = [j for j in jobs if j.result is None and j.order is None]
+        accounts = {j.spec.account for j in todo if j.spec is not None}
+        if (not todo or len(todo) != len(jobs) or len(todo) > _MAX_SPECULATED
+                or len(accounts) != 1
+                or any(j.action is not Action.PLACE or j.spec is None or j.spec.algo is not None
+                       or j.client_order_id is None or j.cancelled for j in todo)):
+            return False
+        (account,) = accounts
+        cids = [j.client_order_id or "" for j in todo]
+        if len(set(cids)) != len(cids):
+            return False  # the usual way answers the second "duplicate"
+        async with self._locks.setdefault(account, asyncio.Lock()):
+            day = self._day()
+            snap = self.state.speculative(account, day)
+            if snap is None:
+                return False
+            try:
+                decisions, write = await self._check(account, todo, snap, {})
+                passed = [j for j, d in zip(todo, decisions, strict=True) if d is None]
+                if not write.put or write.drop:
+                    return False
+                items = new_orders(self.svc, passed)
+                call = self.state.commit_call(account, day, snap, write)
+                guard = self.state.guard_call(account, snap, cids)
+            except Exception:
+                # The usual way meets it again, and answers for it.
+                log.debug("no speculative write for %s", account, exc_info=True)
+                return False
+            applied = await self._create(account, day, snap, write, todo, decisions, items,
+                                         call, guard)
+            self.svc.metrics.speculative_writes.labels(
+                account, "applied" if applied else "missed").inc()
+            if not applied:
+                self.state.missed(account)
+                return False
+            self.state.applied(account)
+            await self._sweep(account)
+        return True
+
+    async def _check(self, account: str, jobs: list[Job], snap: Snapshot,
+                     prices: dict[str, Decimal | None]) -> tuple[list[Denial | None], Write]:
+        """The jobs checked on ``snap``, with the reference prices they need (``prices``,
+        completed here)."""
+        by_symbol: dict[str, Limits] = {}
+        limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
+            j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
+                  for j in jobs if j.spec is not None]
+        await self._price(account, prices, jobs, snap, limits)
+        return self._decide(account, jobs, snap, limits, prices)
+
+    async def _create(self, account: str, day: str, snap: Snapshot, write: Write,
+                      jobs: list[Job], decisions: list[Denial | None],
+                      items: list[NewOrder], call: ScriptCall,
+                      guard: ScriptCall | None = None) -> bool:
+        """Write the reservations (``call``) and create the orders that passed (``items``)
+        in one script, guarded by ``guard`` when given; on the paper exchange also take
+        them and write their outcomes. False when the write did not apply (nothing
+        written, nothing of the jobs changed); else the jobs are decided (or held, where
+        a bug met them after the write)."""
+        passed = [j for j, d in zip(jobs, decisions, strict=True) if d is None]
+        door = self._door(account, passed, items)
+        codes: list[int] | None = None
+        ahead: list[taken.Taken] | None = None
+        finished, elapsed = False, 0.0
+        if door is None:
+            begun = await self.svc.store.reserve_and_begin(items, call, guard)
+        else:
+            ahead = self._ahead(passed, items, door)
+            started = time.perf_counter()
+            got = await self.svc.store.reserve_begin_and_open(
+                items, call, door.script, ScriptCall(door.keys, door.args),
+                [t.outcome for t in ahead or ()], guard)
+            begun, codes, finished = (None, None, False) if got is None else got
+            elapsed = time.perf_counter() - started
+        if begun is None:
+            return False
+        try:
+            self.state.wrote(account, day, snap, write)
+            if finished:  # the exchange's call, with no other
+                self.svc.metrics.broker_called(account, "submit", elapsed)
+            if door is not None and codes is not None and not finished:
+                door.opened(codes)
+                for job in passed:
+                    job.at_record = True
+            self._apply(jobs, decisions)
+            persisted(self.svc, passed, items, begun)
+            if ahead is not None and finished:
+                taken.written(ahead)
+                await self._taken(account, door)
+        except Exception as exc:
+            # Their orders are written: left pending, redone from the records.
+            hold(self.svc, [j for j in jobs if j.result is None], "risk", exc)
+        return True
 
     def _door(self, account: str, jobs: Sequence[Job], items: Sequence[NewOrder]
               ) -> Door | None:

@@ -19,7 +19,9 @@ Keys (``Keys.risk(account, name)``):
   text: realized PnL net of commission of the day's fills, written by the projector).
   Expires two days after its last write.
 - ``v``: integer version, incremented by every change of the above, of the account's
-  positions (projector) and of its run-time limits (``orderstream risk set``).
+  positions (projector) and of its run-time limits (``orderstream risk set``). Read with
+  the snapshot: the guard of a speculative write (infra/lua/unchanged.lua) compares it, so
+  that a batch decided without a read is written only on the state it assumed.
 - ``cv``: the checks' version, what their compare-and-set compares: incremented by their
   own writes and by changes of the run-time limits, not by the projector. A page the
   projector writes between a batch's snapshot and its commit commutes with the commit
@@ -45,7 +47,7 @@ account's and the global one as read: no order decided before a halt is reserved
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import resources
@@ -65,6 +67,7 @@ from .book import EXACT, ZERO, Reservation, SymbolBook
 from .limits import AccountLimits, decode_runtime
 
 DAY_TTL_MS = 2 * 86_400_000
+_MAX_SKIPPED = 64  # batches of an account between two speculative writes, at most
 _reservation = decoder(Reservation)
 
 
@@ -142,6 +145,10 @@ class Snapshot:
     # The account's and the global trading states as stored (b"": absent), which the
     # commit compares: an order decided before a halt is not reserved after it.
     trading: tuple[bytes, bytes] = (b"", b"")
+    full: str = "0"  # the account's version (``v``), moved by every change of the above
+    # Of this process: its positions projector's pages of the account told before the
+    # read (``RiskState.moved``); a page told after it may be missing from it.
+    moves: int = 0
 
 
 @dataclass(slots=True)
@@ -184,9 +191,13 @@ class Committed:
     """This process's last write of an account's checks that applied (``RiskState.wrote``):
     what carries a snapshot read at the version it compared against to the one it left."""
 
-    before: str  # the checks' version it was compared against
+    snap: Snapshot  # what it was decided on
     day: str
     write: Write
+
+    @property
+    def before(self) -> str:
+        return self.snap.version  # the checks' version it was compared against
 
     @property
     def after(self) -> str:
@@ -217,8 +228,8 @@ def carried(snap: Snapshot, cids: Iterable[str], write: Write) -> Snapshot:
             reservations[cid] = reservation
             raw[cid] = encode(reservation)
     # A put of a field that was there was its own drop first (a redelivered request's).
-    return replace(snap, version=str(int(snap.version) + 1), reservations=reservations,
-                   raw=raw, sums=sums,
+    return replace(snap, version=str(int(snap.version) + 1), full=str(int(snap.full) + 1),
+                   reservations=reservations, raw=raw, sums=sums,
                    open_orders=snap.open_orders - len(write.drop) + len(write.put),
                    day_orders=snap.day_orders + sum(c for _, _, c in write.put))
 
@@ -231,14 +242,16 @@ class Read:
     writes: int  # this process's checks' writes of the account when it was queued
     size: int  # how many replies it makes
     replies: list[Any] = field(default_factory=list)
+    moves: int = 0  # this process's projector pages of the account told before it
 
 
-def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snapshot:
+def parse_snapshot(replies: list[Any], account: str, wanted: list[str],
+                   moves: int = 0) -> Snapshot:
     """The snapshot from the replies of ``RiskState.queue_snapshot``. Raises the error
     reply of a read that failed, ValueError / msgspec errors on state it cannot read."""
     raise_failed(replies)
-    version, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:7]
-    held = replies[7] if wanted else []
+    version, full, n_open, sums, (orders, pnl), positions, trading, runtime = replies[:8]
+    held = replies[8] if wanted else []
     prefix = f"{account}:"
     raw = {cid: bytes(v) for cid, v in zip(wanted, held, strict=True) if v}
     return Snapshot(
@@ -254,11 +267,13 @@ def parse_snapshot(replies: list[Any], account: str, wanted: list[str]) -> Snaps
         runtime=decode_runtime(runtime),
         raw=raw,
         trading=(_stored(trading, account), _stored(trading, GLOBAL)),
+        full=_version(full),
+        moves=moves,
     )
 
 
 def _version(reply: Any) -> str:
-    """The checks' version as read (risk_reserve.lua's ``or '0'``: absent is 0)."""
+    """A version as read (risk_reserve.lua's ``or '0'``: absent is 0)."""
     return "0" if reply is None else text(reply)
 
 
@@ -275,6 +290,11 @@ class RiskState:
         # before one of them is stale for certain, and not worth a compare-and-set as read.
         self.writes: dict[str, int] = {}
         self.last: dict[str, Committed] = {}  # account -> the last of them
+        # account -> the pages this process's positions projector wrote that moved its
+        # state (``moved``), and the speculative writes that did not apply in a row and how
+        # many batches to go before the next (``speculative``).
+        self._moves: dict[str, int] = {}
+        self._misses: dict[str, list[int]] = {}
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
         self._reader = BatchReader(redis)
@@ -295,16 +315,16 @@ class RiskState:
         wanted = list(dict.fromkeys(cids))
         if read is not None and read.replies and set(wanted) <= set(read.cids):
             if read.writes == self.writes.get(account, 0):
-                return parse_snapshot(read.replies, account, read.cids)
+                return parse_snapshot(read.replies, account, read.cids, read.moves)
             last = self.last.get(account)
             version = read.replies[0]
             seen = None if isinstance(version, Exception) else _version(version)
             if last is not None and last.day == day and seen in (last.before, last.after):
-                snap = parse_snapshot(read.replies, account, read.cids)
+                snap = parse_snapshot(read.replies, account, read.cids, read.moves)
                 return snap if seen == last.after else carried(snap, read.cids, last.write)
         batch = BatchRead()
-        self.queue_snapshot(batch, account, day, wanted)
-        return parse_snapshot(await self._reader.execute(batch), account, wanted)
+        read = self.queue_snapshot(batch, account, day, wanted)
+        return parse_snapshot(await self._reader.execute(batch), account, wanted, read.moves)
 
     def queue_snapshot(self, pipe: BatchRead, account: str, day: str,
                        wanted: list[str]) -> Read:
@@ -313,8 +333,10 @@ class RiskState:
         pipeline/steps/prefetch.py); returns the read, whose ``size`` replies are to be put
         in its ``replies``."""
         k = self.keys
-        read = Read(wanted, self.writes.get(account, 0), 7 + bool(wanted))
+        read = Read(wanted, self.writes.get(account, 0), 8 + bool(wanted),
+                    moves=self._moves.get(account, 0))
         pipe.get(checks_version_key(k, account))
+        pipe.get(version_key(k, account))
         pipe.hlen(open_key(k, account))
         pipe.hgetall(sums_key(k, account))
         pipe.hmget(day_key(k, account, day), ["orders", "pnl"])
@@ -338,7 +360,54 @@ class RiskState:
     def wrote(self, account: str, day: str, snap: Snapshot, write: Write) -> None:
         """This process's checks applied ``write``, decided on ``snap``, to the account."""
         self.writes[account] = self.writes.get(account, 0) + 1
-        self.last[account] = Committed(snap.version, day, write)
+        self.last[account] = Committed(snap, day, write)
+
+    def moved(self, accounts: Iterable[str]) -> None:
+        """This process's positions projector wrote a page that moved these accounts'
+        state: a speculative write on the last write of one of them would not apply, until
+        one decided on a read made after this."""
+        for account in accounts:
+            self._moves[account] = self._moves.get(account, 0) + 1
+
+    def speculative(self, account: str, day: str) -> Snapshot | None:
+        """The account's state as this process's last write of it today left it, without a
+        read: what a read would find if nothing else changed it since, which ``guard_call``
+        makes the write that follows check. None when there is no such write, when this
+        process's projector moved the state since the read it was decided on (it would
+        not apply: the page is not in it), and for a while after speculative
+        writes that did not apply (``missed``: other processes write the account, and a
+        write that does not apply costs a round trip). It holds no reservation: the guard
+        finds none under the client ids decided on it."""
+        last = self.last.get(account)
+        if last is None or last.day != day or last.snap.moves != self._moves.get(account, 0):
+            return None
+        misses = self._misses.get(account)
+        if misses is not None and misses[1] > 0:
+            misses[1] -= 1
+            return None
+        return replace(carried(last.snap, (), last.write), reservations={}, raw={})
+
+    def missed(self, account: str) -> None:
+        """A speculative write of the account did not apply: the next ones wait for 2, 4,
+        ... up to 64 batches of it after as many misses in a row."""
+        misses = self._misses.setdefault(account, [0, 0])
+        misses[0] += 1
+        misses[1] = min(2 ** misses[0], _MAX_SKIPPED)
+
+    def applied(self, account: str) -> None:
+        """A speculative write of the account applied."""
+        self._misses.pop(account, None)
+
+    def guard_call(self, account: str, snap: Snapshot, cids: Sequence[str]) -> ScriptCall:
+        """unchanged.lua's call, first in the script of a write decided on ``snap`` from
+        ``speculative``, for new orders under ``cids``: it passes only if the account's state
+        is still ``snap`` (its version ``v``), its breaker closed and no reservation or order
+        record exists under those client ids."""
+        k = self.keys
+        return ScriptCall(
+            keys=[version_key(k, account), k.breaker(account), open_key(k, account),
+                  *(k.order(cid) for cid in cids)],
+            args=[snap.full, *cids])
 
     def commit_call(self, account: str, day: str, snap: Snapshot, write: Write) -> ScriptCall:
         """``commit``'s script call (infra/lua/risk_reserve.lua), to be made on its own or

@@ -1,0 +1,257 @@
+"""Speculative writes (pipeline/steps/risk.py ``speculate``, infra/lua/unchanged.lua): a
+batch of new orders of an account this worker wrote last is decided on the state that
+write left and written in one round trip, without the batch's first read; a guard in the
+write stands in for every read skipped, and when it finds the state moved, a breaker not
+closed or a client id known, nothing is written and the batch goes the usual way with the
+outcome it would have had. Real redis-server, real worker, the paper exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from executor.config import Settings
+from executor.safety.risk.book import Reservation
+from executor.safety.risk.limits import AccountLimits, RiskSettings
+from executor.safety.risk.state import RiskState, Write, decode_reservation, open_key, version_key
+from executor.worker import Worker
+from producer.client import OrderClient
+from producer.contract import ReasonCode, Result, ResultStatus, Side, WireDecimal, encode
+from producer.keys import Keys
+
+from .conftest import replace, running
+
+K = Keys()
+RESTING = {"price": "45000"}  # a buy limit far below the paper price 50000: it rests
+
+
+class Watched:
+    """What the worker's batches did: the speculative writes' answers, those made that did
+    not apply, and the batch first reads made (the usual way)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.speculated: list[bool] = []
+        self.missed = self.first_reads = 0
+        speculate, prefetch = worker.risk.speculate, worker.prefetch
+        missed = worker.risk.state.missed
+
+        def watched_missed(account: str) -> None:
+            self.missed += 1
+            missed(account)
+
+        async def watched_speculate(jobs: Any) -> bool:
+            applied = await speculate(jobs)
+            self.speculated.append(applied)
+            return applied
+
+        async def watched_prefetch(jobs: Any) -> None:
+            self.first_reads += 1
+            await prefetch(jobs)
+        worker.risk.speculate = watched_speculate  # type: ignore[method-assign]
+        worker.risk.state.missed = watched_missed  # type: ignore[method-assign]
+        worker.prefetch = watched_prefetch  # type: ignore[assignment]
+
+
+async def place(client: OrderClient, *args: Any, **kw: Any) -> Result:
+    sub = await client.place("BTCUSDT", *args, **kw)
+    return await client.wait_result(sub.request_id, 10)
+
+
+def speculative_writes(worker: Worker) -> dict[str, int]:
+    return {outcome: int(worker.metrics.registry.get_sample_value(
+        "orderstream_speculative_writes_total",
+        {"account": "default", "outcome": outcome}) or 0) for outcome in ("applied", "missed")}
+
+
+async def received(r: aioredis.Redis) -> list[bytes]:
+    return [f[b"client_order_id"] for _, f in await r.xrange(K.paper("default", "received"))]
+
+
+async def test_an_order_after_this_worker_s_write_is_written_without_a_first_read(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    async with running(make_settings(batch_size=1)) as worker:
+        first = await place(client, "buy", "limit", "0.01", client_order_id="a", **RESTING)
+        watched = Watched(worker)
+        second = await place(client, "buy", "limit", "0.02", client_order_id="b", **RESTING)
+        third = await place(client, "buy", "limit", "0.03", client_order_id="c", **RESTING)
+        fresh = await RiskState(redis_client, K).snapshot(
+            "default", worker.risk._day(), ["a", "b", "c"])
+        counted = speculative_writes(worker)
+    assert [r.status for r in (first, second, third)] == [ResultStatus.ACCEPTED] * 3
+    assert (watched.speculated, watched.missed, watched.first_reads) == ([True, True], 0, 0)
+    assert counted == {"applied": 2, "missed": 0}
+    # Reserved and counted as the usual way would: three open orders, the quantities.
+    assert fresh.open_orders == 3 and fresh.day_orders == 3
+    assert {cid: r.quantity for cid, r in fresh.reservations.items()} == {
+        "a": Decimal("0.01"), "b": Decimal("0.02"), "c": Decimal("0.03")}
+    assert fresh.reservations["b"].request_id == second.request_id
+    assert await received(redis_client) == [b"a", b"b", b"c"]
+
+
+def _loss(day: str) -> Callable[[aioredis.Redis], Any]:
+    async def move(r: aioredis.Redis) -> None:
+        # As the projector writes a fill's PnL: the account's version moves, not the
+        # checks' version, which the reservations' compare-and-set alone would compare.
+        await r.hset(K.risk("default", f"day:{day}"), "pnl", "-1000")
+        await r.incr(version_key(K, "default"))
+    return move
+
+
+async def _open_breaker(r: aioredis.Redis) -> None:
+    now_ms = int(time.time() * 1000)
+    await r.hset(K.breaker("default"), mapping={"state": "open", "opened_at": now_ms})
+
+
+async def _halt(r: aioredis.Redis) -> None:
+    await r.hset(K.trading, "default", "halted")
+
+
+async def _orphan(r: aioredis.Redis) -> None:
+    # Another request's reservation under the client id, with no record (it crashed
+    # between its checks and its record); written alone, version and all unmoved.
+    held = Reservation(request_id="9-9", symbol="BTCUSDT", side=Side.BUY,
+                       quantity=WireDecimal("0.01"), price=WireDecimal("45000"), at=1)
+    await r.hset(open_key(K, "default"), "b", encode(held))
+
+
+@pytest.mark.parametrize("case", ["loss", "breaker", "halt", "orphan", "reserved"])
+async def test_a_guard_that_fails_writes_nothing_and_the_usual_way_decides(
+    case: str, make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    settings = make_settings(batch_size=1)
+    settings = replace(settings, risk=RiskSettings(
+        defaults=AccountLimits(max_daily_loss=Decimal("500"))))
+    async with running(settings) as worker:
+        first = await place(client, "buy", "limit", "0.01", client_order_id="a", **RESTING)
+        watched = Watched(worker)
+        if case == "loss":
+            await _loss(worker.risk._day())(redis_client)
+        elif case == "breaker":
+            await _open_breaker(redis_client)
+        elif case == "halt":
+            await _halt(redis_client)
+        elif case == "orphan":
+            await _orphan(redis_client)
+        # "reserved": the client id of this worker's own last order, another request's.
+        cid = "a" if case == "reserved" else "b"
+        second = await place(client, "buy", "limit", "0.01", client_order_id=cid, **RESTING)
+        held = await redis_client.hgetall(open_key(K, "default"))
+        counted = speculative_writes(worker)
+    assert first.status is ResultStatus.ACCEPTED
+    assert counted == {"applied": 0, "missed": 1}
+    # The write was made, its guard (or the reservations' compare-and-set, for the trading
+    # state) found the state moved, and the batch went the usual way.
+    assert (watched.speculated, watched.missed, watched.first_reads) == ([False], 1, 1)
+    expected = {"loss": ("risk_denied:daily_loss", ResultStatus.DENIED),
+                "breaker": (ReasonCode.CIRCUIT_OPEN, ResultStatus.FAILED),
+                "halt": ("halted", ResultStatus.DENIED),
+                "orphan": (ReasonCode.DUPLICATE, ResultStatus.FAILED),
+                "reserved": (ReasonCode.DUPLICATE, ResultStatus.FAILED)}[case]
+    assert (second.reason_code, second.status) == expected
+    # Nothing of the second request was written: no reservation of it, no order.
+    assert {decode_reservation(v).request_id for v in held.values()} == (
+        {first.request_id, "9-9"} if case == "orphan" else {first.request_id})
+    assert await received(redis_client) == [b"a"]
+    if case != "reserved":
+        assert not await redis_client.exists(K.order("b"))
+
+
+async def test_the_client_id_of_an_order_that_ended_is_found_by_the_guard(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """An order that filled holds no reservation any more, but its record is there: a
+    request under its client id is answered ``duplicate``, with nothing written."""
+    async with running(make_settings(batch_size=1)) as worker:
+        filled = await place(client, "buy", "market", "0.01", client_order_id="x")
+        deadline = time.monotonic() + 10
+        while await redis_client.hexists(open_key(K, "default"), "x"):
+            assert time.monotonic() < deadline, "the projector never released the fill"
+            await asyncio.sleep(0.01)
+            await worker.projector.once()
+        resting = await place(client, "buy", "limit", "0.01", **RESTING)  # reads first
+        watched = Watched(worker)
+        again = await place(client, "buy", "market", "0.01", client_order_id="x")
+        held = await redis_client.hgetall(open_key(K, "default"))
+    assert (filled.status, resting.status) == (ResultStatus.FILLED, ResultStatus.ACCEPTED)
+    assert (again.status, again.reason_code) == (ResultStatus.FAILED, ReasonCode.DUPLICATE)
+    assert (watched.speculated, watched.missed, watched.first_reads) == ([False], 1, 1)
+    assert [decode_reservation(v).request_id for v in held.values()] == [resting.request_id]
+    assert await received(redis_client) == [b"x", resting.client_order_id.encode()]
+
+
+async def test_a_page_of_this_worker_s_projector_makes_the_next_batch_read_first(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """A fill folded into the positions moves the account's state: the worker knows, from
+    before the page's write (a batch decided meanwhile could miss it), and does not make a
+    write it knows would not apply."""
+    async with running(make_settings(batch_size=1)) as worker:
+        day = worker.risk._day()
+        state = worker.risk.state
+        write = worker.projector._write
+        during: list[bool] = []  # per page written: could a batch speculate meanwhile?
+
+        async def watched_write(**call: Any) -> Any:
+            during.append("default" in state.last
+                          and state.speculative("default", day) is not None)
+            return await write(**call)
+        worker.projector._write = watched_write
+        filled = await place(client, "buy", "market", "0.01")
+        deadline = time.monotonic() + 10
+        # The result is written by the order's own script: the worker takes in that
+        # the write applied just after.
+        while "default" not in state.last or state.speculative("default", day) is not None:
+            assert time.monotonic() < deadline, "the projector never folded the fill"
+            await asyncio.sleep(0.01)
+            await worker.projector.once()
+        watched = Watched(worker)
+        after = await place(client, "buy", "limit", "0.01", **RESTING)
+        again = await place(client, "buy", "limit", "0.01", **RESTING)
+    assert (filled.status, after.status, again.status) == (
+        ResultStatus.FILLED, ResultStatus.ACCEPTED, ResultStatus.ACCEPTED)
+    # No speculative write tried after the page; the next batch's, on that read, applies.
+    assert (watched.speculated, watched.missed, watched.first_reads) == ([False, True], 0, 1)
+    assert during and not any(during)
+
+
+async def test_speculative_writes_that_miss_in_a_row_wait_longer_each_time(
+        redis_client: aioredis.Redis) -> None:
+    state = RiskState(redis_client, K)
+    day = "20261203"
+    assert state.speculative("default", day) is None  # no write of this process yet
+    snap = await state.snapshot("default", day)
+    assert await state.commit("default", day, snap, Write())
+    assert state.speculative("default", "20261204") is None  # another day
+    assert state.speculative("default", day) is not None
+
+    def tries(batches: int) -> list[bool]:
+        return [state.speculative("default", day) is not None for _ in range(batches)]
+    state.missed("default")
+    assert tries(3) == [False, False, True]
+    state.missed("default")
+    assert tries(5) == [False] * 4 + [True]
+    for _ in range(10):
+        state.missed("default")
+    assert tries(65) == [False] * 64 + [True]
+    state.applied("default")
+    assert tries(2) == [True, True]
+    state.moved(["default"])
+    assert tries(1) == [False]
+    assert await state.commit("default", day, await state.snapshot("default", day), Write())
+    assert tries(1) == [True]
+    # A page told after the read a write was decided on may have landed after the write:
+    # that write does not make the account one to speculate on again, a later read does.
+    snap = await state.snapshot("default", day)
+    state.moved(["default", "other"])
+    assert await state.commit("default", day, snap, Write())
+    assert tries(1) == [False]
+    assert await state.commit("default", day, await state.snapshot("default", day), Write())
+    assert tries(1) == [True]
