@@ -214,7 +214,7 @@ class Worker:
                                    on_fills=lambda fills: self.metrics.fills_recorded(
                                        fills, self.brokers),
                                    day_offset_ms=settings.risk.day_offset_ms,
-                                   on_moved=risk_state.moved)
+                                   watcher=risk_state)
         self.retention = Retention(
             self.redis, self.keys, events_retention_ms=w.events_retention_ms,
             results_retention_ms=w.results_retention_ms, interval_ms=w.retention_interval_ms,

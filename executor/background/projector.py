@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
@@ -52,6 +52,7 @@ from ..safety.risk.book import day_id
 from ..safety.risk.fills import RiskFold
 from ..safety.risk.state import (
     DAY_TTL_MS,
+    Page,
     day_key,
     decode_reservation,
     open_key,
@@ -112,6 +113,15 @@ OnFills = Callable[[list[tuple[str, Side, Fill, str | None]]], None]
 Learn = Callable[[set[tuple[str, str]]], Awaitable[None]]
 
 
+class PageWatcher(Protocol):
+    """Told of each page's accounts before its write, and of what it wrote of each once it
+    is over (None: not written)."""
+
+    def moving(self, accounts: Iterable[str]) -> None: ...
+
+    def paged(self, pages: Mapping[str, Page | None]) -> None: ...
+
+
 def _unknown(account: str, symbol: str) -> None:
     return None
 
@@ -121,7 +131,7 @@ class Projector:
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
                  on_fills: OnFills | None = None, day_offset_ms: int = 0,
                  base_asset: BaseAsset | None = None, learn: Learn | None = None,
-                 on_moved: Callable[[Iterable[str]], None] | None = None) -> None:
+                 watcher: PageWatcher | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -142,10 +152,11 @@ class Projector:
         self._held_until = 0.0
         self.on_fills = on_fills
         self.learn = learn
-        # Told the accounts whose risk state (and version) each page moves, before its
-        # write and once it is written: this process's checks then read before they decide
-        # (pipeline/steps/risk.py speculate).
-        self.on_moved = on_moved
+        # Told of the accounts whose risk state (and version) each page moves, before its
+        # write, and of what it wrote once it is over (safety/risk/state.py RiskState):
+        # this process's checks decide on the state they know without reading it
+        # (pipeline/steps/risk.py speculate) only where they know the page too.
+        self.watcher = watcher
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}
         self._new_assets: dict[str, bytes] = {}
@@ -196,26 +207,30 @@ class Projector:
         for key, position in book.items():
             args += [key, encode(position)]
         risk_keys, ops = risk.script_args(k, 5)
-        # Told before the write too: a read made while it is in flight may miss it.
-        self._moving(risk.accounts)
-        written = await self._write(
-            keys=[k.positions, k.positions_cursor, k.positions_lease, k.positions_indexed,
-                  *risk_keys],
-            args=args + ops)
+        pages: dict[str, Page | None] = dict.fromkeys(risk.accounts)
+        if self.watcher is not None and pages:
+            self.watcher.moving(pages)
+        try:
+            written = await self._write(
+                keys=[k.positions, k.positions_cursor, k.positions_lease,
+                      k.positions_indexed, *risk_keys],
+                args=args + ops)
+            if written:
+                # The versions its bumps left, in the order of its accounts' bumps.
+                for account, full in zip(sorted(risk.accounts), written[1:], strict=True):
+                    pages[account] = risk.page(account, int(full), book.values())
+        finally:
+            if self.watcher is not None and pages:
+                self.watcher.paged(pages)
         if not written:
             # Someone else folded, or holds the lease now: what we remembered may be stale.
             self._sides.clear()
             self._cursor, self._held_until = None, 0.0
             return 0
         self._cursor = last
-        self._moving(risk.accounts)
         if self.on_fills is not None and self._folded:
             self.on_fills(self._folded)
         return len(entries)
-
-    def _moving(self, accounts: set[str]) -> None:
-        if self.on_moved is not None and accounts:
-            self.on_moved(accounts)
 
     async def _hold(self) -> bool:
         """Renew the lease a third of its term after the last renewal, not on every page."""

@@ -21,7 +21,9 @@
 --   'count':  increment the field by an integer (deleted at 0)
 --   'day':    set the field and renew the key's TTL
 --   'bump':   increment the key
--- Returns 1 when written, 0 when the lease, the cursor or an expected value moved.
+-- Returns 0 when the lease, the cursor or an expected value moved; else {1, then the value
+-- each 'bump' left, in their order} (a worker carries its account's state over the page:
+-- safety/risk/state.py ``paged``).
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return 0
 end
@@ -89,6 +91,7 @@ if redis.call('SCARD', KEYS[4]) ~= redis.call('HLEN', KEYS[1]) then
   redis.call('DEL', KEYS[4])
   index(redis.call('HKEYS', KEYS[1]))
 end
+local bumped = {1}
 local run, run_op, run_key = {}, nil, nil
 local function flush()
   if run_op == 'set' then
@@ -118,9 +121,9 @@ for i = first, #ARGV, 4 do
     redis.call('HSET', key, field, value)
     redis.call('PEXPIRE', key, ARGV[4])
   elseif op == 'bump' then
-    redis.call('INCR', key)
+    table.insert(bumped, redis.call('INCR', key))
   end
 end
 flush()
 redis.call('SET', KEYS[2], ARGV[3])
-return 1
+return bumped

@@ -17,6 +17,7 @@ the checks may have released one meanwhile, and a reservation is released once.
 from __future__ import annotations
 
 import decimal
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,7 @@ from producer.keys import Keys
 
 from ...model.positions import Position
 from .book import EXACT, ZERO, Reservation
-from .state import count_field, day_key, open_key, released, sums_key, version_key
+from .state import Page, count_field, day_key, open_key, released, sums_key, version_key
 
 Order = tuple[str, str]  # (account, client id)
 Day = tuple[str, str]  # (account, YYYYMMDD)
@@ -89,6 +90,19 @@ class RiskFold:
             self.day_pnl[(account, day)] = self.day_pnl.get((account, day), ZERO) + amount
         self.days.add((account, day))
         self.accounts.add(account)
+
+    def page(self, account: str, full: int, positions: Iterable[Position]) -> Page:
+        """What the page writes of ``account`` (``positions``: every position it writes),
+        once written with the account's version left at ``full``."""
+        return Page(
+            full=str(full),
+            positions=[p for p in positions if p.account == account],
+            reservations={cid: now for (owner, cid), now in self.current.items()
+                          if owner == account},
+            totals=dict(self.totals.get(account, {})),
+            counts=dict(self.counts.get(account, {})),
+            day_pnl={day: self.day_pnl[(owner, day)] for owner, day in self.days
+                     if owner == account})
 
     def script_args(self, keys: Keys, first_key: int) -> tuple[list[str], list[Any]]:
         """The extra KEYS (numbered from ``first_key``) and operations of positions.lua."""

@@ -47,7 +47,7 @@ account's and the global one as read: no order decided before a halt is reserved
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import resources
@@ -61,7 +61,7 @@ from producer.replies import text
 
 from ...infra.batch_read import BatchRead, BatchReader, raise_failed
 from ...infra.store import ScriptCall
-from ...model.positions import Position, decode_position, split_key
+from ...model.positions import Position, decode_position, position_key, split_key
 from ..trading import GLOBAL, TradingState, effective, stored
 from .book import EXACT, ZERO, Reservation, SymbolBook
 from .limits import AccountLimits, decode_runtime
@@ -234,6 +234,41 @@ def carried(snap: Snapshot, cids: Iterable[str], write: Write) -> Snapshot:
                    day_orders=snap.day_orders + sum(c for _, _, c in write.put))
 
 
+@dataclass(slots=True, frozen=True)
+class Page:
+    """What one page of the positions fold wrote of one account's risk state
+    (safety/risk/fills.py, infra/lua/positions.lua), and the version it left."""
+
+    full: str  # the account's version (``v``) once the page's bump made it
+    positions: list[Position]  # the account's positions it wrote, whole
+    reservations: dict[str, Reservation | None]  # client id -> shrunk, or None: deleted
+    totals: dict[str, Decimal]  # the released (``-``) totals it set
+    counts: dict[str, int]  # the order counts it moved (one that reaches 0 is deleted)
+    day_pnl: dict[str, Decimal]  # day -> the realized PnL it set
+
+
+def paged(snap: Snapshot, day: str, page: Page) -> Snapshot:
+    """``snap``, of the trading day ``day`` and holding no reservation (a speculative
+    write's: ``RiskState.speculative``), as ``page`` leaves it when the page came right
+    after it, applied as positions.lua applies it: the same snapshot as a read just after
+    the page would take (but for the positions' order). Pure."""
+    positions = {position_key(p.account, p.symbol): p for p in snap.positions}
+    positions.update((position_key(p.account, p.symbol), p) for p in page.positions)
+    sums = dict(snap.sums)
+    sums.update(page.totals)
+    for name, delta in page.counts.items():
+        count = sums.get(name, ZERO) + delta
+        if count == 0:
+            sums.pop(name, None)
+        else:
+            sums[name] = count
+    # The fold deletes a reservation only where it read one (its 'expect').
+    deleted = sum(1 for now in page.reservations.values() if now is None)
+    return replace(snap, full=page.full, positions=list(positions.values()), sums=sums,
+                   open_orders=snap.open_orders - deleted,
+                   day_pnl=page.day_pnl.get(day, snap.day_pnl))
+
+
 @dataclass(slots=True)
 class Read:
     """A snapshot queued on a batch read (``RiskState.queue_snapshot``), to be parsed later."""
@@ -290,10 +325,16 @@ class RiskState:
         # before one of them is stale for certain, and not worth a compare-and-set as read.
         self.writes: dict[str, int] = {}
         self.last: dict[str, Committed] = {}  # account -> the last of them
-        # account -> the pages this process's positions projector wrote that moved its
-        # state (``moved``), and the speculative writes that did not apply in a row and how
-        # many batches to go before the next (``speculative``).
+        # account -> (its trading day, its state as this process knows it whole: after its
+        # last write, with the positions fold's pages since carried over it), what a
+        # speculative write is decided on (``speculative``).
+        self._after: dict[str, tuple[str, Snapshot]] = {}
+        # account -> the pages of this process's positions projector told of it
+        # (``moving``), and of those the ones not written yet.
         self._moves: dict[str, int] = {}
+        self._folding: dict[str, int] = {}
+        # account -> speculative writes that did not apply in a row, batches to go before
+        # the next.
         self._misses: dict[str, list[int]] = {}
         self._script = redis.register_script(
             (resources.files("executor.infra") / "lua" / "risk_reserve.lua").read_text())
@@ -361,31 +402,53 @@ class RiskState:
         """This process's checks applied ``write``, decided on ``snap``, to the account."""
         self.writes[account] = self.writes.get(account, 0) + 1
         self.last[account] = Committed(snap, day, write)
+        self._after[account] = (day, replace(carried(snap, (), write), reservations={},
+                                             raw={}))
 
-    def moved(self, accounts: Iterable[str]) -> None:
-        """This process's positions projector wrote a page that moved these accounts'
-        state: a speculative write on the last write of one of them would not apply, until
-        one decided on a read made after this."""
+    def moving(self, accounts: Iterable[str]) -> None:
+        """This process's positions projector is writing a page that moves these accounts'
+        state: no speculative write of theirs until it is written (``paged``), and none on
+        a state read before it that it is not carried over."""
         for account in accounts:
             self._moves[account] = self._moves.get(account, 0) + 1
+            self._folding[account] = self._folding.get(account, 0) + 1
+
+    def paged(self, pages: Mapping[str, Page | None]) -> None:
+        """The page told of by ``moving`` is over: written, what it wrote of each account
+        (with the version it left), or None where it was not. The state this process knows
+        of an account is carried over the page when the page came right after it (the
+        version it left is that state's plus one; whatever else came between, it is not);
+        else it is not speculated on until a write decided on a read made after this."""
+        for account, page in pages.items():
+            self._folding[account] = self._folding.get(account, 1) - 1
+            moves = self._moves.get(account, 0)
+            known = self._after.get(account)
+            if (page is not None and known is not None and known[1].moves == moves - 1
+                    and int(known[1].full) + 1 == int(page.full)):
+                day, snap = known
+                self._after[account] = (day, replace(paged(snap, day, page), moves=moves))
+            else:
+                self._moves[account] = moves + 1
 
     def speculative(self, account: str, day: str) -> Snapshot | None:
-        """The account's state as this process's last write of it today left it, without a
-        read: what a read would find if nothing else changed it since, which ``guard_call``
-        makes the write that follows check. None when there is no such write, when this
-        process's projector moved the state since the read it was decided on (it would
-        not apply: the page is not in it), and for a while after speculative
-        writes that did not apply (``missed``: other processes write the account, and a
-        write that does not apply costs a round trip). It holds no reservation: the guard
-        finds none under the client ids decided on it."""
-        last = self.last.get(account)
-        if last is None or last.day != day or last.snap.moves != self._moves.get(account, 0):
+        """The account's state as this process's last write of it today left it, with the
+        pages of its positions fold since carried over it, without a read: what a read
+        would find if nothing else changed it since, which ``guard_call`` makes the write
+        that follows check. None when there is no such write, while a page of this
+        process's fold is being written or after one not carried (the write would not
+        apply), and for a while after speculative writes that did not apply (``missed``:
+        other processes write the account, and a write that does not apply costs a round
+        trip). It holds no reservation: the guard finds none under the client ids decided
+        on it."""
+        known = self._after.get(account)
+        if (known is None or known[0] != day or self._folding.get(account)
+                or known[1].moves != self._moves.get(account, 0)):
             return None
         misses = self._misses.get(account)
         if misses is not None and misses[1] > 0:
             misses[1] -= 1
             return None
-        return replace(carried(last.snap, (), last.write), reservations={}, raw={})
+        return known[1]
 
     def missed(self, account: str) -> None:
         """A speculative write of the account did not apply: the next ones wait for 2, 4,
