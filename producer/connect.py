@@ -12,8 +12,9 @@ from redis.asyncio.cluster import (
     RedisCluster,
     TransactionStrategy,
 )
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 CLUSTER_ENV = "ORDERSTREAM_REDIS_CLUSTER"
 
@@ -123,6 +124,23 @@ def stream_keys(command: str, args: tuple[Any, ...]) -> list[Any] | None:
     return None
 
 
+class _SlotScript(AsyncScript):
+    """A script of a cluster client that a node without it in its cache (a fresh node, a
+    replica just promoted, a script first used) gets by EVAL, on the node of its keys'
+    slot, which caches it there. redis-py's SCRIPT LOAD goes to every master instead: while
+    one is down it fails, so every partition's first call of a script would fail with it."""
+
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        if client is not None:
+            return await super().__call__(keys, args, client)  # a pipeline's
+        keys, args = list(keys or ()), list(args or ())
+        cluster = self.registered_client
+        try:
+            return await cluster.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await cluster.eval(cast(str, self.script), len(keys), *keys, *args)
+
+
 class _Cluster(RedisCluster):
     """A RedisCluster whose failures are all ``RedisError`` (see ``ClusterUnavailable``)."""
 
@@ -157,6 +175,9 @@ class _Cluster(RedisCluster):
             raise RedisClusterException(
                 f"{command} - all keys must map to the same key slot")
         return slots.pop()
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        return _SlotScript(self, script)
 
     def pipeline(self, transaction: Any | None = None,
                  shard_hint: Any | None = None) -> ClusterPipeline:

@@ -25,6 +25,7 @@ from devtools.redis_server import find_redis_server
 from executor.config import Settings, load_settings
 from executor.host import PartitionHost
 from producer.client import OrderClient, Submitted
+from producer.connect import redis_client
 from producer.contract import ReasonCode, ResultStatus
 from producer.keys import GROUP, Keys
 from producer.partitions import partition_prefix
@@ -191,6 +192,28 @@ async def test_a_master_failing_over_holds_up_only_its_own_partition(
             received: Any = await one.redis.xrange(Keys(P1).paper("beta", "received"))
             sent = [f[b"client_order_id"] for _, f in received]
             assert len(sent) == len(set(sent)) == 3  # market, limit, market: each once
+
+
+async def test_a_script_first_called_while_another_master_is_down_runs_on_its_own(
+        tmp_path: Path) -> None:
+    """A node without a script gets it on its own slot's node (EVAL), not by SCRIPT LOAD on
+    every master: one master down must not fail another partition's first call of a script
+    (a speculative write's, first made when one partition's master had just died)."""
+    binary = find_redis_server()
+    if find_redis_cli(binary) is None:
+        pytest.skip("redis-cli not found (it makes the cluster: apt-get install redis-tools)")
+    with LocalCluster(binary=binary, node_timeout_ms=5000,
+                      data_dir=tmp_path / "cluster") as local:
+        on_two_masters(local)
+        r = redis_client(local.url, cluster=True)
+        try:
+            await r.set(f"{P0}:warm", 1)  # the client knows the slots
+            local.nodes[local.master_of(P1)].kill()
+            script = r.register_script("return redis.call('INCR', KEYS[1])")
+            assert await script(keys=[f"{P0}:n"]) == 1  # loaded by EVAL on P0's master
+            assert await script(keys=[f"{P0}:n"]) == 2  # then by its sha
+        finally:
+            await r.aclose()
 
 
 async def publish_retrying(publish: Callable[[], Awaitable[Submitted]]) -> Submitted:
