@@ -198,7 +198,7 @@ async def test_the_client_id_of_an_order_that_ended_is_found_by_the_guard(
             assert time.monotonic() < deadline, "the projector never released the fill"
             await asyncio.sleep(0.01)
             await worker.projector.once()
-        resting = await place(client, "buy", "limit", "0.01", **RESTING)  # reads first
+        resting = await place(client, "buy", "limit", "0.01", **RESTING)
         watched = Watched(worker)
         again = await place(client, "buy", "market", "0.01", client_order_id="x")
         held = await redis_client.hgetall(open_key(K, "default"))
