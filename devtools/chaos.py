@@ -438,7 +438,8 @@ class Chaos:
         r.sent_twice = sum(1 for n in received.values() if n > 1) + refused
         firsts = [(rid, answers[rid][0]) for rid in request_ids if answers.get(rid)]
         for _, result in firsts:
-            r.outcomes[_outcome(result)] = r.outcomes.get(_outcome(result), 0) + 1
+            outcome = _outcome(result)
+            r.outcomes[outcome] = r.outcomes.get(outcome, 0) + 1
         r.unknown, offending = judge(firsts, received)
         r.inconsistent = len(offending)
         r.examples += [f"{rid} {result.client_order_id} {_outcome(result)} "

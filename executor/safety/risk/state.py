@@ -147,7 +147,7 @@ class Snapshot:
     trading: tuple[bytes, bytes] = (b"", b"")
     full: str = "0"  # the account's version (``v``), moved by every change of the above
     # Of this process: its positions projector's pages of the account told before the
-    # read (``RiskState.moved``); a page told after it may be missing from it.
+    # read (``RiskState.moving``); a page told after it may be missing from it.
     moves: int = 0
 
 
