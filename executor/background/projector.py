@@ -46,6 +46,7 @@ from producer.replies import text
 from ..infra.lease import Lease
 from ..infra.logs import about
 from ..infra.store import decode_order
+from ..infra.tasks import Slices
 from ..model.positions import Position, decode_position, fold_fill, position_key
 from ..model.states import is_terminal
 from ..safety.risk.book import day_id
@@ -131,7 +132,7 @@ class Projector:
                  quote_asset: QuoteAsset, interval_ms: int = 200, page: int = 500,
                  on_fills: OnFills | None = None, day_offset_ms: int = 0,
                  base_asset: BaseAsset | None = None, learn: Learn | None = None,
-                 watcher: PageWatcher | None = None) -> None:
+                 watcher: PageWatcher | None = None, slices: Slices | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
@@ -157,6 +158,10 @@ class Projector:
         # this process's checks decide on the state they know without reading it
         # (pipeline/steps/risk.py speculate) only where they know the page too.
         self.watcher = watcher
+        # A page's CPU (decoding, folding) is handed back to the request lanes of this
+        # event loop every half millisecond, so that a request waits for a slice of a
+        # page, not for all of it.
+        self.slices = slices or Slices()
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}
         self._new_assets: dict[str, bytes] = {}
@@ -179,7 +184,10 @@ class Projector:
             self._cursor = cursor
             return 0
         events: list[Folded] = []
+        slices = self.slices
+        slices.start()
         for _, fields in entries:
+            await slices.pause()
             data = fields[b"data"]
             # Created events come before their order's fills in the stream, so knowing the
             # side now is knowing it in time; a side is a fact, whoever folds.
@@ -268,8 +276,11 @@ class Projector:
             for account, day in days:
                 pipe.hget(day_key(self.keys, account, day), "pnl")
             replies = await pipe.execute()
+        slices = self.slices
+        slices.start()
         for n, (account, cids) in enumerate(orders.items()):
             for cid, data in zip(cids, replies[2 * n], strict=True):
+                await slices.pause()
                 risk.stored[(account, cid)] = (
                     None if data is None else (data, decode_reservation(data)))
             risk.sums[account] = parse_sums(replies[2 * n + 1])
@@ -287,7 +298,10 @@ class Projector:
         if fields:
             stored: Any = await self.redis.hmget(self.keys.positions, fields)
             book = {f: decode_position(v) for f, v in zip(fields, stored, strict=True) if v}
+        slices = self.slices
+        slices.start()
         for event in events:
+            await slices.pause()
             cid = event.client_order_id
             if event.fill is not None:
                 side = self._sides.get(cid) or await self._side_from_record(cid)
@@ -322,9 +336,9 @@ class Projector:
                   sleep: Callable[[float], Awaitable[None]]) -> None:
         while running():
             try:
-                # Behind: the next page at once. A page is a few milliseconds of CPU, time
-                # the request lanes of this event loop wait; fewer, larger pages cost less
-                # per event (six round trips each at most).
+                # Behind: the next page at once. Fewer, larger pages cost less per event
+                # (six round trips each at most); the lanes of this event loop do not wait
+                # for a whole page, which hands the loop back between slices (``slices``).
                 while running() and await self.once() >= self.page:
                     pass
             except RedisError as exc:

@@ -1,4 +1,5 @@
-"""Ending tasks that may swallow a cancel, and keeping background loops running."""
+"""Ending tasks that may swallow a cancel, keeping background loops running, and handing
+the event loop back from a long pass."""
 
 from __future__ import annotations
 
@@ -52,3 +53,25 @@ async def supervised(name: str, loop: Callable[[], Awaitable[None]], *,
             log.exception("background loop %s failed; restarting it in %.1fs", name, delay)
             await sleep(delay)
             delay = min(delay * 2, max_s)
+
+
+class Slices:
+    """Hands the event loop back (``await slices.pause()`` between items of a pass) once
+    the pass has run ``budget_s`` since it last did: a background pass that keeps the loop
+    for milliseconds holds up every request that arrives meanwhile, by all of it (at 200
+    orders/s, a positions fold page of 40 orders was most of the worker's p99). A pause
+    that is not due costs a clock read."""
+
+    def __init__(self, budget_s: float = 0.0005) -> None:
+        self.budget_s = budget_s
+        self._since = time.perf_counter()
+
+    def start(self) -> None:
+        """A new pass: its time counts from now (its awaits on Redis handed the loop back)."""
+        self._since = time.perf_counter()
+
+    async def pause(self) -> None:
+        if time.perf_counter() - self._since >= self.budget_s:
+            # One turn of the loop: what became ready (a lane's reply) runs before the rest.
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()

@@ -5,14 +5,17 @@ once; a projector starting mid-way takes the side from the order's record."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 import redis.asyncio as aioredis
 
 from executor.background.projector import Projector
 from executor.config import Settings
 from executor.infra.streams import positions_caught_up
+from executor.infra.tasks import Slices
 from executor.model.positions import Position, decode_position
 from producer.client import OrderClient
 from producer.keys import Keys
@@ -143,6 +146,44 @@ async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
     # Now "a" reads lease and cursor again and goes on from where "b" stopped.
     await fold_all(a)
     await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
+
+
+@pytest.mark.parametrize("budget_s", [0.0, 3600.0])
+async def test_a_page_hands_the_event_loop_back_between_its_fills(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, budget_s: float,
+) -> None:
+    """The request lanes share the projector's event loop: once a page has run its time
+    slice, another task runs before its next fill is folded (so a request waits for a
+    slice of a page, not all of it); within a slice, none does."""
+    await bought_six_times_unprojected(make_settings, client)
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []  # the other task's turns when each fill was folded
+
+    def noting_quote(account: str, symbol: str) -> str | None:
+        seen.append(turns)
+        return quote(account, symbol)
+
+    projector = Projector(redis_client, K, "p", quote_asset=noting_quote,
+                          slices=Slices(budget_s))
+    other = asyncio.create_task(other_task())
+    try:
+        await fold_all(projector)  # one page: the sides come from its created events
+    finally:
+        other.cancel()
+    await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
+    assert len(seen) == 6
+    if budget_s == 0:
+        assert all(a < b for a, b in itertools.pairwise(seen))
+    else:
+        assert len(set(seen)) == 1
 
 
 async def test_an_event_the_projector_cannot_read_stalls_positions_not_the_worker(
