@@ -81,7 +81,9 @@ async def test_orders_are_sent_once_a_replica_has_their_records(
 async def test_without_a_replica_nothing_is_sent_until_one_confirms(
         primary: RedisServer, r: aioredis.Redis, tmp_path: Path) -> None:
     client = OrderClient(r)
-    async with running(settings(primary.url)) as worker:
+    # Redelivered about once a second until the replica is online, which can take several
+    # seconds on a loaded machine: not dead-lettered meanwhile (max_deliveries: 5).
+    async with running(settings(primary.url, ORDERSTREAM_MAX_DELIVERIES="100")) as worker:
         sub = await client.place("BTCUSDT", "buy", "market", "0.010")
         await asyncio.sleep(2.5)  # persisted, WAIT answered 0: not sent, redelivered, again
         not_durable = worker.metrics.registry.get_sample_value(
