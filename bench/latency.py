@@ -24,7 +24,10 @@ positions beside an ``orderstream projector`` process, whose CPU per order is pr
 (+ projector). --others N puts N positions of other accounts in the positions hash first
 (written as a projector from before the accounts' sets of fields would, so the worker's
 first fold indexes them): what an account's checks read of that hash should not grow with
-the other accounts.
+the other accounts. --resting N has the consumer place N resting limit orders (GTC, far
+from the price) before its warm-up: the worker's tracker looks each of them up one
+reconcile period later (30 track intervals: 30 s by default), so with --seconds 45 the
+first rate's phase holds that pass, and shows what it costs the orders beside it.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ from .throughput import (
     calls_by_command,
     cpu_seconds,
     order_data,
+    prefill,
     redis_cpu_seconds,
     stop,
     wait_results,
 )
+from .tracker import resting_order
 
 _OWN = ("xadd", "xread", "info")  # the producer's, the reader's, the bench's (see doc)
 _SCRIPTS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
@@ -102,10 +107,12 @@ def quantiles(latencies: list[float]) -> dict[str, float]:
 
 
 async def measure(command: list[str], env: dict[str, str], url: str, rates: list[int],
-                  seconds: float, beside: list[str] | None = None, others: int = 0) -> Figures:
+                  seconds: float, beside: list[str] | None = None, others: int = 0,
+                  resting: int = 0) -> Figures:
     """The figures of the consumer ``command``, and with ``beside`` (a process that works
     beside it: the positions projector) that one's CPU per order too (``beside_us``);
-    ``others`` positions of other accounts in the hash first."""
+    ``others`` positions of other accounts in the hash first; ``resting`` resting orders
+    placed before the warm-up."""
     r = aioredis.Redis.from_url(url)
     await r.flushall()
     for start in range(0, others, 1000):
@@ -120,10 +127,11 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
         beside, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     figures: Figures = {}
     try:
+        await prefill(r, resting, data=resting_order)
         warm = 200
         for i in range(warm):
             await r.xadd(KEYS.pending, {"data": order_data(i)})
-        await wait_results(r, warm, timeout=60, poll=0.01)
+        await wait_results(r, resting + warm, timeout=60 + resting / 100, poll=0.01)
         await asyncio.sleep(1)  # past the warm-up's background work
         done = warm
         for rate in rates:
@@ -153,11 +161,13 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
 
 
 async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None = None,
-              projector: bool = False, others: int = 0) -> list[tuple[Figures, ...]]:
+              projector: bool = False, others: int = 0, resting: int = 0
+              ) -> list[tuple[Figures, ...]]:
     """Measure the bare loop and the worker ``repeat`` times, alternating, on a private
     redis-server (or on ``url``, flushed first), print the table, return the figures.
     ``projector``: a third consumer each round, the worker folding no positions beside an
-    ``orderstream projector`` process that does (``split``)."""
+    ``orderstream projector`` process that does (``split``). ``others``, ``resting``: as
+    ``measure``'s."""
     server = None
     if url is None:
         server = RedisServer()
@@ -169,24 +179,26 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
     try:
         for _ in range(repeat):
             bare = await measure([sys.executable, "-m", "bench.bare_loop", "--url", url],
-                                 env, url, rates, seconds, others=others)
+                                 env, url, rates, seconds, others=others, resting=resting)
             worker_command = [sys.executable, "-m", "executor", "--log-level", "WARNING",
                               "worker"]
-            worker = await measure(worker_command, env, url, rates, seconds, others=others)
+            worker = await measure(worker_command, env, url, rates, seconds, others=others,
+                                   resting=resting)
             if not projector:
                 runs.append((bare, worker))
                 continue
             split = await measure(
                 worker_command, dict(env, ORDERSTREAM_PROJECT_POSITIONS="false"), url, rates,
                 seconds, beside=[sys.executable, "-m", "executor", "--log-level", "WARNING",
-                                 "projector"], others=others)
+                                 "projector"], others=others, resting=resting)
             runs.append((bare, worker, split))
     finally:
         if server is not None:
             server.stop()
     print(f"\nlatency: market orders on the paper broker, one at a time at each rate for "
           f"{seconds}s; ms from before XADD to the result read"
-          + (f"; {others} positions of other accounts" if others else ""))
+          + (f"; {others} positions of other accounts" if others else "")
+          + (f"; {resting} resting orders" if resting else ""))
     print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'cmds/order':>12}{'scripts/order':>15}{'CPU us/order':>14}{'redis us/order':>16}"
           + (f"{'+ projector':>13}" if projector else ""))
@@ -219,9 +231,12 @@ def main() -> None:
                         "projector` process that does (the split rows; + projector: its CPU)")
     parser.add_argument("--others", type=int, default=0,
                         help="positions of other accounts in the positions hash first")
+    parser.add_argument("--resting", type=int, default=0,
+                        help="resting limit orders placed first, which the tracker looks "
+                             "up 30 s later")
     args = parser.parse_args()
     asyncio.run(run([int(x) for x in args.rates.split(",")], args.seconds, args.repeat,
-                    projector=args.projector, others=args.others))
+                    projector=args.projector, others=args.others, resting=args.resting))
 
 
 if __name__ == "__main__":

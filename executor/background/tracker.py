@@ -62,7 +62,7 @@ from ..brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
 from ..infra.attention import market_like
 from ..infra.logs import about
 from ..infra.store import Outcome, Reindex
-from ..infra.tasks import cancel_and_wait
+from ..infra.tasks import Slices, cancel_and_wait
 from ..model.order import Context, Order, apply_report, transition
 from ..model.states import IllegalTransition, is_terminal
 from ..pipeline.services import Services
@@ -75,6 +75,11 @@ TRACKED = frozenset({OrderState.SUBMITTED, OrderState.ACCEPTED, OrderState.PARTI
                      OrderState.PENDING_CANCEL})
 _LOOKUPS_AT_ONCE = 50  # broker lookups in flight per pass (real brokers rate-limit)
 _INDEXED_AT_ONCE = 1_000  # open orders checked per call when indexing those missing
+# Due orders a pass loads, looks up and reindexes at a time: with thousands due at once (a
+# reconcile of orders placed together, an account's sweep), one load decoded them all in a
+# single turn of the event loop (110 ms for 10,000 on the 2-core bench machine, every
+# request of the worker waiting), and one reindex held redis-server as long.
+_LOADED_AT_ONCE = 100
 
 
 @runtime_checkable
@@ -124,6 +129,7 @@ class Tracker:
         # whose feed broke (what it missed meanwhile is unknown).
         self._sweep: set[str] = set(svc.brokers)
         self._indexed = False  # open orders missing from the index added (once per start)
+        self.slices = Slices()  # hands the event loop back between a long pass's chunks
 
     def mine(self, client_order_id: str) -> bool:
         return owner(client_order_id, self.peers) == self.svc.worker
@@ -163,8 +169,19 @@ class Tracker:
         everything = account in self._sweep or account not in self.live_feeds
         self._sweep.discard(account)
         now = self.svc.clock()
-        ids = [cid for cid in await self.store.due_ids(account, None if everything else now)
-               if self.mine(cid)]
+        due = await self.store.due_ids(account, None if everything else now)
+        changed = 0
+        slices = self.slices
+        slices.start()
+        for start in range(0, len(due), _LOADED_AT_ONCE):
+            await slices.pause()
+            ids = [cid for cid in due[start:start + _LOADED_AT_ONCE] if self.mine(cid)]
+            if ids:
+                changed += await self._pass_over(account, ids, now)
+        return changed
+
+    async def _pass_over(self, account: str, ids: list[str], now: int) -> int:
+        """``_pass`` over some of the due orders (``_LOADED_AT_ONCE`` at most)."""
         attention = self.store.attention
         later: list[Reindex] = []  # (client id, account, seq read, due next)
         orders: list[Order] = []

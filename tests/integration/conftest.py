@@ -49,6 +49,31 @@ def settings_for(redis_url: str, consumer: str = "w1", **worker: Any) -> Setting
 Served = TypeVar("Served", Worker, PartitionHost)
 
 
+class Turns:
+    """How many turns of the event loop another task has had so far."""
+
+    count = 0
+
+
+@contextlib.asynccontextmanager
+async def other_task_turns() -> AsyncIterator[Turns]:
+    """Another task in this event loop, as a worker's request lanes are beside its background
+    passes, counting its turns until the block ends: a pass that hands the loop back lets
+    it run; one that does not, does not."""
+    turns = Turns()
+
+    async def spin() -> None:
+        while True:
+            turns.count += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(spin())
+    try:
+        yield turns
+    finally:
+        task.cancel()
+
+
 @contextlib.asynccontextmanager
 async def serving(worker: Served) -> AsyncIterator[Served]:
     """A worker (or a process's partitions) serving in this event loop until the block

@@ -54,3 +54,18 @@ async def test_with_other_accounts_positions_the_worker_indexes_them_and_answers
     finally:
         await r.aclose()
     assert "500 positions of other accounts" in capsys.readouterr().out
+
+
+async def test_with_resting_orders_the_worker_places_them_before_the_measured_orders(
+        redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resting: that many resting limit orders placed before the warm-up (for the
+    tracker's reconcile of them to fall in a long enough phase); the measured orders are
+    answered beside them."""
+    ((_, worker),) = await latency.run([50], 1.0, url=redis_url, resting=300)
+    assert 0 < worker[50]["p50"] <= worker[50]["max"]
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await r.scard(latency.KEYS.open) == 300  # the worker's run: each still open
+    finally:
+        await r.aclose()
+    assert "; 300 resting orders" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from executor.model.positions import Position, decode_position
 from producer.client import OrderClient
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import other_task_turns, running
 
 K = Keys()
 
@@ -157,27 +157,16 @@ async def test_a_page_hands_the_event_loop_back_between_its_fills(
     slice, another task runs before its next fill is folded (so a request waits for a
     slice of a page, not all of it); within a slice, none does."""
     await bought_six_times_unprojected(make_settings, client)
-    turns = 0
-
-    async def other_task() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
     seen: list[int] = []  # the other task's turns when each fill was folded
+    async with other_task_turns() as turns:
 
-    def noting_quote(account: str, symbol: str) -> str | None:
-        seen.append(turns)
-        return quote(account, symbol)
+        def noting_quote(account: str, symbol: str) -> str | None:
+            seen.append(turns.count)
+            return quote(account, symbol)
 
-    projector = Projector(redis_client, K, "p", quote_asset=noting_quote,
-                          slices=Slices(budget_s))
-    other = asyncio.create_task(other_task())
-    try:
+        projector = Projector(redis_client, K, "p", quote_asset=noting_quote,
+                              slices=Slices(budget_s))
         await fold_all(projector)  # one page: the sides come from its created events
-    finally:
-        other.cancel()
     await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
     assert len(seen) == 6
     if budget_s == 0:

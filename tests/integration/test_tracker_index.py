@@ -3,6 +3,7 @@ their records, so that a pass loads the orders that are due and not every restin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ from producer.client import OrderClient
 from producer.contract import ResultStatus
 from producer.keys import Keys
 
-from .conftest import running
+from .conftest import other_task_turns, running
 from .test_tracker import standalone_tracker, state_of
 
 K = Keys()
@@ -151,3 +152,34 @@ async def test_open_orders_written_before_the_index_are_added_at_start(
         assert sorted(looked) == sorted(cids)  # followed, all three
         assert await tracker.index_open_orders() == 0  # indexed now: nothing to add
     assert set(await r.zrange(DUE, 0, -1)) == {c.encode() for c in cids}
+
+
+async def test_a_pass_over_many_due_orders_hands_the_event_loop_back_between_chunks(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """The request lanes share the tracker's event loop: a pass over thousands of due
+    orders (a reconcile of orders placed together) must not decode and check them all in
+    one turn of it. Here 250 are due: at most 100 are handled per turn, and every one is
+    looked up and reindexed all the same."""
+    r, settings = redis_client, make_settings()
+    cids = await resting(settings, client, *["0.002"] * 250)
+    async with standalone_tracker(r, settings, None) as tracker, \
+            other_task_turns() as turns:
+        seen: list[int] = []  # the other task's turns when each loaded order was checked
+        real = tracker.followed
+
+        def followed(order: Any, now: int) -> bool:
+            seen.append(turns.count)
+            return real(order, now)
+
+        tracker.followed = followed  # type: ignore[method-assign]
+        looked = spy(tracker.svc.brokers["default"], "get_order")
+        t0 = tracker.svc.clock()
+        tracker.svc.clock = lambda: t0
+        assert await tracker.poll_once() == 0  # the first pass looks every order up
+        assert len(seen) == 250 and sorted(looked) == sorted(cids)
+        per_turn = Counter(seen)
+        assert len(per_turn) >= 3 and max(per_turn.values()) <= 100, per_turn
+        reconcile_ms = RECONCILE_EVERY * settings.worker.track_interval_ms
+        assert {await due_at(r, c) for c in cids} == {t0 + reconcile_ms}
