@@ -159,8 +159,8 @@ class Projector:
         # (pipeline/steps/risk.py speculate) only where they know the page too.
         self.watcher = watcher
         # A page's CPU (decoding, folding) is handed back to the request lanes of this
-        # event loop every half millisecond, so that a request waits for a slice of a
-        # page, not for all of it.
+        # event loop every half millisecond, so that a request waits for a slice or two of
+        # a page, not for all of it.
         self.slices = slices or Slices()
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}

@@ -72,6 +72,8 @@ class Slices:
 
     async def pause(self) -> None:
         if time.perf_counter() - self._since >= self.budget_s:
-            # One turn of the loop: what became ready (a lane's reply) runs before the rest.
+            # One turn of the loop. What is ready runs before the pass goes on; a reply that
+            # arrives during a slice is read after the next one, and its lane runs then: a
+            # request waits a slice or two, not the whole pass.
             await asyncio.sleep(0)
             self._since = time.perf_counter()
