@@ -77,7 +77,7 @@ _LOOKUPS_AT_ONCE = 50  # broker lookups in flight per pass (real brokers rate-li
 _INDEXED_AT_ONCE = 1_000  # open orders checked per call when indexing those missing
 # Due orders a pass loads, looks up and reindexes at a time: with thousands due at once (a
 # reconcile of orders placed together, an account's sweep), one load decoded them all in a
-# single turn of the event loop (110 ms for 10,000 on the 2-core bench machine, every
+# single turn of the event loop (104-106 ms for 10,000 on the 2-core bench machine, every
 # request of the worker waiting), and one reindex held redis-server as long.
 _LOADED_AT_ONCE = 100
 
