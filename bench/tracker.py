@@ -8,7 +8,10 @@ A worker on a private redis-server places N resting limit orders (GTC, far from 
 price), then one tracker (this process) follows them, its account's push feed taken as
 live. Printed: the median wall time, CPU time of this process and of redis-server of one
 pass with nothing due, for both selections, and their ratio; then the pass that looks
-every order up (the first one, and what a reconcile costs in all), and the cost of one
+every order up (a tracker's first one, and what a reconcile costs in all), its lookups
+made together (the paper exchange's ``get_many``: one read for many orders) beside the
+same pass of a tracker whose broker looks each order up alone (``get_order``, as every
+broker without a batch lookup does), alternating ``--passes`` times, and the cost of one
 reconcile period (``RECONCILE_EVERY`` passes, every order looked up once) both ways.
 """
 
@@ -22,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -30,6 +34,7 @@ from executor.background.tracker import Tracker, overdue
 from executor.brokers.paper import PaperAccount, PaperBroker
 from executor.config import Settings, load_settings
 from executor.infra.attention import RECONCILE_EVERY, Attention
+from executor.infra.connection import connect
 from executor.infra.metrics import Metrics
 from executor.infra.store import Store
 from executor.model.order import Order
@@ -86,6 +91,17 @@ async def timed(r: aioredis.Redis, action: Callable[[], Awaitable[object]]
     return wall * 1e3, cpu * 1e3, (await redis_cpu_seconds(r) - redis_cpu) * 1e3
 
 
+class OneByOne:
+    """A broker seen as one without a batch lookup (its class has no ``get_many``):
+    brokers/base.py ``get_all`` looks each order up alone, through ``get_order``."""
+
+    def __init__(self, broker: PaperBroker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+
 def median(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     wall, cpu, in_redis = zip(*runs, strict=True)
     return statistics.median(wall), statistics.median(cpu), statistics.median(in_redis)
@@ -93,24 +109,34 @@ def median(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]
 
 async def measure(url: str, passes: int) -> dict[str, tuple[float, float, float]]:
     settings = settings_for(url)
-    r = aioredis.Redis.from_url(url)
+    r = connect(settings.redis)  # the worker's client (its packing: infra/packing.py)
     store = Store(r, KEYS, results_maxlen=1_000, order_ttl_ms=60_000,
                   attention=Attention.of(settings.worker))
     broker = PaperBroker("default", PaperAccount(), r, KEYS)
     await broker.start(background=False)
     try:
-        svc = Services(settings, store, {"default": broker}, Metrics(), "bench-tracker")
-        tracker = Tracker(svc, None, interval_ms=settings.worker.track_interval_ms,
-                          market_timeout_ms=settings.worker.market_timeout_ms)
-        tracker.live_feeds.add("default")  # as if the exchange's feed were connected
-        # The first pass looks every order up (as at a start, or a reconcile of them all).
-        every = await timed(r, tracker.poll_once)
+        def new_tracker(seen_as: Any) -> Tracker:
+            svc = Services(settings, store, {"default": seen_as}, Metrics(), "bench-tracker")
+            tracker = Tracker(svc, None, interval_ms=settings.worker.track_interval_ms,
+                              market_timeout_ms=settings.worker.market_timeout_ms)
+            tracker.live_feeds.add("default")  # as if the exchange's feed were connected
+            return tracker
+
+        # A tracker's first pass looks every order up (as at a start, or a reconcile of
+        # them all): a new tracker each time, alone first.
+        alone, every = [], []
+        for _ in range(passes):
+            alone.append(await timed(r, new_tracker(OneByOne(broker)).poll_once))
+            every.append(await timed(r, new_tracker(broker).poll_once))
+        tracker = new_tracker(broker)
+        await tracker.poll_once()
         index = [await timed(r, tracker.poll_once) for _ in range(passes)]
         scan = [await timed(r, lambda: full_scan(tracker)) for _ in range(passes)]
     finally:
         await broker.close()
         await r.aclose()
-    return {"index": median(index), "scan": median(scan), "every": every}
+    return {"index": median(index), "scan": median(scan), "every": median(every),
+            "alone": median(alone)}
 
 
 async def main(orders: int, passes: int) -> dict[str, tuple[float, float, float]]:
@@ -119,7 +145,7 @@ async def main(orders: int, passes: int) -> dict[str, tuple[float, float, float]
         with server:
             await place(server.url, orders)
             fig = await measure(server.url, passes)
-    scan, index, every = fig["scan"], fig["index"], fig["every"]
+    scan, index, every, alone = fig["scan"], fig["index"], fig["every"], fig["alone"]
     print(f"\ntracking pass, {orders} resting orders, live push feed, nothing due "
           f"(median of {passes}):")
     print(f"{'':<12}{'wall ms':>10}{'CPU ms':>10}{'redis ms':>10}")
@@ -127,8 +153,12 @@ async def main(orders: int, passes: int) -> dict[str, tuple[float, float, float]
         print(f"{name:<12}{wall:>10.2f}{cpu:>10.2f}{in_redis:>10.2f}")
     print(f"index / full scan: wall {index[0] / scan[0]:.2%}, CPU "
           f"{(index[1] + index[2]) / max(scan[1] + scan[2], 1e-9):.2%} (process + redis)")
-    print(f"a pass that looks every order up: wall {every[0]:.1f} ms, CPU "
-          f"{every[1] + every[2]:.1f} ms")
+    print(f"\na pass that looks every order up (median of {passes}, alternating):")
+    print(f"{'':<12}{'wall ms':>10}{'CPU ms':>10}{'redis ms':>10}")
+    for name, (wall, cpu, in_redis) in (("one by one", alone), ("together", every)):
+        print(f"{name:<12}{wall:>10.1f}{cpu:>10.1f}{in_redis:>10.1f}")
+    print(f"together / one by one: wall {every[0] / alone[0]:.2%}, CPU "
+          f"{(every[1] + every[2]) / max(alone[1] + alone[2], 1e-9):.2%} (process + redis)")
     # Every order is looked up once per reconcile period either way; the passes between
     # cost a scan each before, a due-only pass now.
     before = (RECONCILE_EVERY - 1) * (scan[1] + scan[2]) + every[1] + every[2]

@@ -58,7 +58,7 @@ from redis.exceptions import RedisError
 
 from producer.contract import Event, OrderState, ReasonCode
 
-from ..brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound
+from ..brokers.base import Broker, BrokerError, BrokerOrder, OrderNotFound, get_all
 from ..infra.attention import market_like
 from ..infra.logs import about
 from ..infra.store import Outcome, Reindex
@@ -199,7 +199,7 @@ class Tracker:
             # for a change carries its own time (the seq check skips this one).
             plan = [(o.client_order_id, account, o.seq, attention.due(o, now))
                     for o in chunk]
-            reports = await asyncio.gather(*(self._look(o) for o in chunk))
+            reports = await self._look(account, chunk)
             changed += await self._record([(o, r) for o, r in zip(chunk, reports, strict=True)
                                            if r is not None])
             retry = self.svc.clock() + int(self.interval_s * 1000)
@@ -234,36 +234,72 @@ class Tracker:
             log.info("tracker: %d open orders added to the attention index", added)
         return added
 
-    async def _look(self, order: Order) -> BrokerOrder | Event | None:
-        """The broker's report of the order; or the event that ends an order of unknown
-        outcome the broker never showed; None: nothing learnt this pass."""
-        broker = self.svc.brokers.get(order.spec.account)
+    async def _look(self, account: str, orders: Sequence[Order]
+                    ) -> list[BrokerOrder | Event | None]:
+        """Each order's report from the broker; or the event that ends an order of unknown
+        outcome the broker never showed; None: nothing learnt this pass. An overdue order
+        is cancelled, each alone; the others are looked up together, in one call where the
+        account's broker can (brokers/base.py ``get_all``: the paper exchange's one read,
+        where one command per order was most of a reconcile's cost)."""
+        broker = self.svc.brokers.get(account)
         if broker is None:
-            return None
-        try:
-            why = overdue(order, self.svc.clock(), self.market_timeout_ms)
+            return [None] * len(orders)
+        now = self.svc.clock()
+        cancels: list[tuple[int, Order]] = []
+        looked: list[int] = []
+        for k, order in enumerate(orders):
+            why = overdue(order, now, self.market_timeout_ms)
             if order.state is OrderState.PENDING_CANCEL:
                 # Followed only once hands off has passed: whoever wrote it died before
                 # the broker answered. Someone meant it cancelled, so it is.
                 why = f"left pending_cancel for over {self.hands_off_ms} ms"
-            if why is not None:
-                log.warning("order %s %s: cancelling it", order.client_order_id, why,
-                            extra=about(order.client_order_id, order.request_id))
-                with self.svc.metrics.broker_call(order.spec.account, "cancel"):
-                    return await _cancel_or_look(broker, order)
-            with self.svc.metrics.broker_call(order.spec.account, "get_order"):
-                return await broker.get_order(order.client_order_id, order.spec.symbol)
-        except OrderNotFound as exc:
+            if why is None:
+                looked.append(k)
+                continue
+            log.warning("order %s %s: cancelling it", order.client_order_id, why,
+                        extra=about(order.client_order_id, order.request_id))
+            cancels.append((k, order))
+
+        async def cancel(order: Order) -> BrokerOrder:
+            with self.svc.metrics.broker_call(account, "cancel"):
+                return await _cancel_or_look(broker, order)
+
+        async def look_up() -> list[BrokerOrder | BaseException]:
+            if not looked:
+                return []
+            # One call, as a batched submit is (docs/metrics.md).
+            with self.svc.metrics.broker_call(account, "get_order"):
+                return await get_all(broker, [(orders[k].client_order_id, orders[k].spec)
+                                              for k in looked])
+
+        answers: list[BrokerOrder | BaseException | None] = [None] * len(orders)
+        cancelled, found = await asyncio.gather(
+            asyncio.gather(*(cancel(order) for _, order in cancels), return_exceptions=True),
+            look_up())
+        for (k, _), answer in zip(cancels, cancelled, strict=True):
+            answers[k] = answer
+        for k, answer in zip(looked, found, strict=True):
+            answers[k] = answer
+        return [self._learnt(order, answer)
+                for order, answer in zip(orders, answers, strict=True)]
+
+    def _learnt(self, order: Order, answer: BrokerOrder | BaseException | None
+                ) -> BrokerOrder | Event | None:
+        """What a lookup's (or a cancel's) answer tells of the order (``_look``)."""
+        if isinstance(answer, OrderNotFound):
             lost = self._never_arrived(order)
             if lost is not None:
                 return lost
             log.info("order %s: not at the broker (%s); next pass", order.client_order_id,
-                     exc, extra=about(order.client_order_id, order.request_id))
+                     answer, extra=about(order.client_order_id, order.request_id))
             return None
-        except BrokerError as exc:
-            log.info("order %s: lookup failed (%s); next pass", order.client_order_id, exc,
-                     extra=about(order.client_order_id, order.request_id))
+        if isinstance(answer, BrokerError):
+            log.info("order %s: lookup failed (%s); next pass", order.client_order_id,
+                     answer, extra=about(order.client_order_id, order.request_id))
             return None
+        if isinstance(answer, BaseException):
+            raise answer  # a bug, or Redis failing under a guard: the pass stops, as before
+        return answer
 
     def _never_arrived(self, order: Order) -> Event | None:
         """An order of unknown outcome (submitted) the broker has not shown for

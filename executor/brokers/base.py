@@ -197,6 +197,30 @@ async def submit_all(
                                      return_exceptions=True))
 
 
+class BatchLookup(Protocol):
+    """A broker that can look many orders up in one call (the paper exchange: one Redis
+    read for them all). Each order gets its own answer: its report or its error
+    (``OrderNotFound``, ...)."""
+
+    async def get_many(
+        self, orders: Sequence[tuple[str, OrderSpec]]
+    ) -> list[BrokerOrder | BaseException]: ...
+
+
+async def get_all(
+    broker: Broker, orders: Sequence[tuple[str, OrderSpec]]
+) -> list[BrokerOrder | BaseException]:
+    """Look each order (client id, spec) up once: in one call where the broker's class
+    can (``BatchLookup``), else concurrently. Asked of the class, not the object: a
+    proxy's ``__getattr__`` would hand over the adapter's, skipping the proxy's own
+    ``get_order`` (a test's double). Errors come back in place of reports."""
+    if getattr(type(broker), "get_many", None) is not None:
+        return list(await broker.get_many(orders))  # type: ignore[attr-defined]
+    return list(await asyncio.gather(
+        *(broker.get_order(cid, spec.symbol) for cid, spec in orders),
+        return_exceptions=True))
+
+
 def refuse_conditional(order: OrderSpec, broker: str,
                        native: Set[OrderType] = frozenset()) -> None:
     """Leave to the emulator (``NeedsEmulation``, naming ``type``) a conditional type

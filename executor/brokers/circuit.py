@@ -30,12 +30,13 @@ from producer.contract import OrderSpec
 
 from ..infra.metrics import Metrics
 from ..safety.breaker import Breaker, CircuitState, outcome_code
-from .base import Broker, BrokerError, BrokerOrder
+from .base import Broker, BrokerError, BrokerOrder, get_all
 from .wrapper import BrokerWrapper
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")  # an answer of a call per order: a report or its error
 
 SUCCESS_LINGER_S = 0.05
 
@@ -128,11 +129,10 @@ class CircuitBroker(BrokerWrapper):
     async def submit(self, client_order_id: str, order: OrderSpec) -> BrokerOrder:
         return await self._counted(self.inner.submit(client_order_id, order))
 
-    async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
-                           ) -> list[BrokerOrder | BrokerError]:
-        many = self.inner.submit_many  # type: ignore[attr-defined]
+    async def _each_counted(self, call: Awaitable[list[A]]) -> list[A]:
+        """``_counted`` for a call with an answer per order: each answer counted."""
         try:
-            answers: list[BrokerOrder | BrokerError] = await many(orders)
+            answers = await call
         except BaseException as exc:
             await self._record(outcome_code(exc))
             raise
@@ -140,9 +140,18 @@ class CircuitBroker(BrokerWrapper):
             outcome_code(a if isinstance(a, BaseException) else None) for a in answers))
         return answers
 
+    async def _submit_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                           ) -> list[BrokerOrder | BrokerError]:
+        many = self.inner.submit_many  # type: ignore[attr-defined]
+        return await self._each_counted(many(orders))
+
     async def cancel(self, client_order_id: str, symbol: str) -> BrokerOrder:
         return await self._counted(self.inner.cancel(client_order_id, symbol))
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
         return await self._counted(self.inner.get_order(client_order_id, symbol))
+
+    async def get_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                       ) -> list[BrokerOrder | BaseException]:
+        return await self._each_counted(get_all(self.inner, orders))
 

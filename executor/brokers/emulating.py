@@ -49,6 +49,7 @@ from .base import (
     OrderNotFound,
     RetryableError,
     Volume,
+    get_all,
 )
 from .native_exits import adopter, entry_of
 from .paper.config import PaperAccount
@@ -253,6 +254,24 @@ class EmulatingBroker(BrokerWrapper):
                                                    "release_error")
         value = fields[0]
         return (None if value is None else Emulation(value.decode())), fields
+
+    async def get_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                       ) -> list[BrokerOrder | BaseException]:
+        """The orders of a type the emulator never takes (``emulable``: their record has no
+        emulation to read) looked up in one call of the adapter's where it can; each
+        other one as ``get_order`` looks it up."""
+        plain = [k for k, (_, spec) in enumerate(orders) if not emulable(spec)]
+        if not plain:
+            return await super().get_many(orders)
+        answers: list[BrokerOrder | BaseException | None] = [None] * len(orders)
+        for k, answer in zip(plain, await get_all(self.inner, [orders[k] for k in plain]),
+                             strict=True):
+            answers[k] = answer
+        rest = [k for k, answer in enumerate(answers) if answer is None]
+        for k, answer in zip(rest, await super().get_many([orders[k] for k in rest]),
+                             strict=True):
+            answers[k] = answer
+        return [a for a in answers if a is not None]
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
         state, fields = await self._emulation(client_order_id)

@@ -20,5 +20,10 @@ async def test_the_tracker_benchmark_prints_both_passes_and_their_ratio(
     assert set(rows) == {"full scan", "index"}
     assert re.search(r"^index / full scan: wall [\d.]+%, CPU [\d.]+% \(process \+ redis\)$",
                      out, re.M)
+    looked = dict(re.findall(r"^(one by one|together)\s+([\d.]+)\s+[\d.]+\s+[\d.]+$", out,
+                             re.M))
+    assert set(looked) == {"one by one", "together"}
+    assert re.search(r"^together / one by one: wall [\d.]+%, CPU [\d.]+% \(process \+ "
+                     r"redis\)$", out, re.M)
     assert "one reconcile period (30 passes)" in out
     assert all(wall > 0 for wall, _, _ in figures.values())

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,23 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
-from executor.brokers.base import BrokerStatus, OrderNotFound, RetryableError
+from executor.brokers.base import BrokerOrder, BrokerStatus, OrderNotFound, RetryableError
 from executor.brokers.emulating import EmulatingBroker
 from executor.config import Settings, load_settings
 from executor.model.emulation import Held, release_of
 from executor.operations.risk_commands import set_limits
 from producer.client import OrderClient, Submitted
 from producer.contract import (
+    OrderSpec,
     OrderState,
     OrderStatus,
+    OrderType,
     ResultStatus,
+    Side,
     decoder,
     encode,
+    wire,
+    zero,
 )
 from producer.keys import Keys
 
@@ -331,6 +337,47 @@ async def test_a_cancel_racing_a_release_is_asked_again_not_reported_not_found(
     assert await r.scard(K.emulated("emulated")) == 0
     with pytest.raises(OrderNotFound):
         await broker.cancel("plain", "BTCUSDT")
+
+
+class _Batched:
+    """An adapter that can look many orders up at once, and notes how it was asked."""
+
+    account = "emulated"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
+        self.calls.append(("get_order", [client_order_id]))
+        raise OrderNotFound(f"no order {client_order_id}")
+
+    async def get_many(self, orders: Sequence[tuple[str, OrderSpec]]) -> list[Any]:
+        self.calls.append(("get_many", [cid for cid, _ in orders]))
+        return [BrokerOrder(client_order_id=cid, broker_order_id="B", symbol=spec.symbol,
+                            status=BrokerStatus.NEW, quantity=spec.quantity or zero())
+                for cid, spec in orders]
+
+
+async def test_lookups_of_orders_never_emulated_go_together_the_others_read_their_state(
+        redis_client: aioredis.Redis) -> None:
+    """An order of a type the emulator never takes has no emulation to read: looked up
+    with the others in the adapter's one call. An emulable one is looked up as alone: a
+    held one answers from its record, without the adapter."""
+    r = redis_client
+    adapter = _Batched()
+    broker = EmulatingBroker(adapter, r, K)  # type: ignore[arg-type]
+    limit = OrderSpec(account="emulated", symbol="BTCUSDT", side=Side.BUY,
+                      type=OrderType.LIMIT, quantity=wire(Decimal("1")),
+                      price=wire(Decimal("40000")))
+    touched = msgspec.structs.replace(limit, type=OrderType.LIMIT_IF_TOUCHED,
+                                      stop_price=wire(Decimal("39000")))
+    await r.hset(K.order("h1"), mapping={"state": "accepted", "emulation": "held"})
+    answers = await broker.get_many([("l1", limit), ("h1", touched), ("l2", limit)])
+    assert [(a.client_order_id, a.status, a.emulated) for a in answers
+            if isinstance(a, BrokerOrder)] == [
+        ("l1", BrokerStatus.NEW, False), ("h1", BrokerStatus.NEW, True),
+        ("l2", BrokerStatus.NEW, False)]
+    assert adapter.calls == [("get_many", ["l1", "l2"])]
 
 
 async def test_a_good_till_date_order_expires_while_held_and_day_is_refused(

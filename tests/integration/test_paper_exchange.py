@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from devtools.redis_server import free_port
 from executor.brokers.base import (
     BrokerOrder,
     BrokerStatus,
@@ -109,6 +110,34 @@ async def test_market_order_fills_and_is_received_once(make_broker: MakeBroker,
     assert await broker.get_order("m-1", "BTCUSDT") == rep
     assert await broker.received_count() == 1
     assert await received_ids(redis_url) == ["m-1"]
+
+
+async def test_many_orders_are_looked_up_in_one_read_as_each_would_be_alone(
+        make_broker: MakeBroker, redis_url: str) -> None:
+    """A tracker's reconcile looks thousands of orders up: one HMGET for a batch, each
+    answer what ``get_order`` gives, an unknown order (or one under another symbol) not
+    found, and Redis down a retryable error for each, in place of the reports."""
+    broker = await make_broker()
+    await broker.submit("m-1", spec(quantity="7"))
+    await broker.submit("l-1", spec(T.LIMIT, quantity="1", price="49000"))
+    asked = [("m-1", spec()), ("nope", spec()), ("l-1", spec(T.LIMIT, price="49000")),
+             ("m-1", spec(symbol="ETHUSDT"))]
+    counter = aioredis.Redis.from_url(redis_url)
+    await counter.config_resetstat()
+    answers = await broker.get_many(asked)
+    stats = await counter.info("commandstats")
+    assert (stats["cmdstat_hmget"]["calls"], "cmdstat_hget" in stats) == (1, False)
+    assert answers[0] == await broker.get_order("m-1", "BTCUSDT")
+    assert answers[2] == await broker.get_order("l-1", "BTCUSDT")
+    assert isinstance(answers[1], OrderNotFound) and isinstance(answers[3], OrderNotFound)
+    assert "nope" in str(answers[1]) and "ETHUSDT" in str(answers[3])
+
+    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=1)
+    down = PaperBroker("default", PaperAccount(), nowhere, Keys())
+    failed = await down.get_many(asked[:2])
+    assert [type(a) for a in failed] == [RetryableError, RetryableError]
+    await nowhere.aclose()
+    await counter.aclose()
 
 
 async def test_limit_orders_by_time_in_force(make_broker: MakeBroker) -> None:

@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from executor.brokers.base import RetryableError
 from executor.brokers.paper import PaperBroker
 from executor.config import Settings
 from executor.infra.attention import RECONCILE_EVERY
@@ -36,6 +36,28 @@ def spy(obj: Any, name: str) -> list[Any]:
         return await real(*args, **kwargs)
 
     setattr(obj, name, wrapper)
+    return calls
+
+
+def looked_up(broker: Any, batches: list[int] | None = None) -> list[str]:
+    """Record the client id of every order ``broker`` is asked to look up, alone
+    (``get_order``) or with others (``get_many``, brokers/base.py ``get_all``), and in
+    ``batches`` the size of each call (1 for one alone)."""
+    calls: list[str] = []
+    sizes = [] if batches is None else batches
+    one, many = broker.get_order, broker.get_many
+
+    async def get_order(cid: str, symbol: str) -> Any:
+        calls.append(cid)
+        sizes.append(1)
+        return await one(cid, symbol)
+
+    async def get_many(orders: Any) -> Any:
+        calls.extend(cid for cid, _ in orders)
+        sizes.append(len(orders))
+        return await many(orders)
+
+    broker.get_order, broker.get_many = get_order, get_many
     return calls
 
 
@@ -75,7 +97,7 @@ async def test_a_pass_loads_the_orders_due_and_not_the_ones_resting(
         assert isinstance(broker, PaperBroker)
         tracker.live_feeds.add("default")  # as if its push feed were connected
         loaded = spy(tracker.store, "load_orders")
-        looked = spy(broker, "get_order")
+        looked = looked_up(broker)
         t0 = tracker.svc.clock()
         tracker.svc.clock = lambda: t0
         assert await tracker.poll_once() == 0  # the first pass looks every order up
@@ -120,17 +142,17 @@ async def test_a_failed_lookup_is_retried_the_next_pass_and_a_gone_record_leaves
         t0 = tracker.svc.clock()
         tracker.svc.clock = lambda: t0
 
-        async def unavailable(cid: str, symbol: str) -> Any:
-            raise RetryableError("exchange unavailable")
+        async def unavailable(cids: Any) -> Any:
+            raise RedisError("connection refused")  # the exchange lives in Redis
 
-        real = broker.get_order
-        broker.get_order = unavailable  # type: ignore[method-assign]
+        real = broker.store.get_many
+        broker.store.get_many = unavailable  # type: ignore[method-assign]
         assert await tracker.poll_once() == 0
         retry = t0 + int(tracker.interval_s * 1000)
         assert await due_at(r, first) == await due_at(r, second) == retry
-        broker.get_order = real  # type: ignore[method-assign]
+        broker.store.get_many = real  # type: ignore[method-assign]
         await r.delete(K.order(second))  # an operator removed a record
-        looked = spy(broker, "get_order")
+        looked = looked_up(broker)
         tracker.svc.clock = lambda: retry
         assert await tracker.poll_once() == 0
         assert looked == [first]
@@ -147,7 +169,7 @@ async def test_open_orders_written_before_the_index_are_added_at_start(
     await r.zrem(DUE, cids[0], cids[1])  # as an older version left them: not indexed
     async with standalone_tracker(r, settings, None) as tracker:
         tracker.live_feeds.add("default")
-        looked = spy(tracker.svc.brokers["default"], "get_order")
+        looked = looked_up(tracker.svc.brokers["default"])
         assert await tracker.poll_once() == 0
         assert sorted(looked) == sorted(cids)  # followed, all three
         assert await tracker.index_open_orders() == 0  # indexed now: nothing to add
@@ -174,11 +196,15 @@ async def test_a_pass_over_many_due_orders_hands_the_event_loop_back_between_chu
             return real(order, now)
 
         tracker.followed = followed  # type: ignore[method-assign]
-        looked = spy(tracker.svc.brokers["default"], "get_order")
+        batches: list[int] = []
+        looked = looked_up(tracker.svc.brokers["default"], batches)
         t0 = tracker.svc.clock()
         tracker.svc.clock = lambda: t0
         assert await tracker.poll_once() == 0  # the first pass looks every order up
         assert len(seen) == 250 and sorted(looked) == sorted(cids)
+        # The paper exchange's lookups go together: one read per 50 (the lookups a pass
+        # has in flight at once), not one per order.
+        assert batches == [50] * 5
         per_turn = Counter(seen)
         assert len(per_turn) >= 3 and max(per_turn.values()) <= 100, per_turn
         reconcile_ms = RECONCILE_EVERY * settings.worker.track_interval_ms

@@ -460,6 +460,21 @@ class PaperBroker:
             await asyncio.sleep(self._latency_s)
         return report(await self._load(client_order_id, symbol))
 
+    async def get_many(self, orders: Sequence[tuple[str, OrderSpec]]
+                       ) -> list[BrokerOrder | BaseException]:
+        """``get_order`` of each order, in one read of the exchange's orders (a tracker's
+        reconcile looks thousands up: one command each was most of its cost)."""
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        try:
+            stored = await self.store.get_many([cid for cid, _ in orders])
+        except RedisError as exc:
+            unavailable = RetryableError(f"paper exchange unavailable: {exc}")
+            return [unavailable for _ in orders]
+        return [OrderNotFound(f"order {cid} ({spec.symbol}) not found")
+                if order is None or order.spec.symbol != spec.symbol else report(order)
+                for (cid, spec), order in zip(orders, stored, strict=True)]
+
     async def ping(self) -> None:
         """Raise if the exchange cannot be reached: it lives in Redis, so Redis must answer."""
         redis = self.store.redis
