@@ -17,7 +17,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from devtools.redis_cluster import LocalCluster
-from executor.background import retention
+from executor.background import probes, retention
+from executor.background.probes import Probe
+from executor.infra.metrics import Metrics
 from executor.infra.store import Durability, NewOrder, Store
 from executor.model.order import Context, new_order
 from producer.client import OrderClient, Submitted
@@ -125,6 +127,22 @@ async def test_the_events_readers_lag_is_measured_on_the_clock_of_the_slots_node
     home = cluster.get_node_from_key(K.events).name
     assert {name: after[name] - before[name] for name in after} == {
         name: int(name == home) for name in after}
+
+
+async def test_open_orders_are_counted_by_state_in_steps_on_a_cluster(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gauge's count scans the open set a step per script call; the order hashes it
+    reads by name share the open set's slot (the prefix's hash tag)."""
+    for i in range(30):
+        state = "accepted" if i % 3 else "partially_filled"
+        await cluster.hset(K.order(f"c{i}"), mapping={"state": state})
+        await cluster.sadd(K.open, f"c{i}")
+    monkeypatch.setattr(probes, "_COUNTED_AT_ONCE", 5)
+    metrics = Metrics()
+    await Probe(cast(Any, cluster), K, metrics, {}, {})._orders()
+    assert metrics.open_orders.labels("accepted")._value.get() == 20
+    assert metrics.open_orders.labels("partially_filled")._value.get() == 10
 
 
 async def test_stream_reads_ask_no_node_for_their_keys(cluster_url: str,

@@ -8,6 +8,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -238,6 +239,36 @@ async def test_a_broker_without_ping_counts_as_up(
     assert await worker.probe.ping_brokers() == []
     assert worker.metrics.broker_up.labels("default")._value.get() == 1
     await worker.redis.aclose()
+
+
+async def test_many_open_orders_are_counted_in_steps_that_each_hold_redis_briefly(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting thousands of open orders in one script held Redis, so every worker's
+    requests, for tens of milliseconds: each call now counts one SSCAN step."""
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(1200):
+            state = "accepted" if i % 3 else "partially_filled"
+            pipe.hset(K.order(f"c{i}"), mapping={"state": state, "seq": 1})
+            pipe.sadd(K.open, f"c{i}")
+        await pipe.execute()
+    monkeypatch.setattr(probes, "_COUNTED_AT_ONCE", 100)
+    metrics = Metrics()
+    probe = Probe(redis_client, K, metrics, {}, {})
+    counted: list[int] = []  # orders counted by each call
+    script = probe._open_states
+
+    async def step(**kwargs: Any) -> Any:
+        reply = await script(**kwargs)
+        counted.append(sum(int(n) for n in reply[3::2]))
+        return reply
+
+    probe._open_states = step  # type: ignore[assignment]
+    await probe._orders()
+    gauge = metrics.open_orders
+    assert gauge.labels("accepted")._value.get() == 800
+    assert gauge.labels("partially_filled")._value.get() == 400
+    assert sum(counted) == 1200 and len(counted) >= 6 and max(counted) <= 300, counted
 
 
 async def test_open_orders_are_counted_by_state_up_to_a_limit(
