@@ -1,12 +1,14 @@
 """Client benchmark: what one command costs the worker's process, through the worker's Redis
 client (executor/infra/connection.py ``connect``: commands packed in C and sent at once,
-infra/packing.py) beside redis-py's own client with the same socket timeout, in the same run.
+infra/packing.py, from a pool without redis-py's per-command bookkeeping, infra/pool.py)
+beside redis-py's own client with the same socket timeout, and beside redis-py's client
+with the worker's packing only (``packed``), in the same run.
 
     python -m bench.client --commands 5000 --repeat 3
 
 Each round sends --commands GETs of a 1 kB value one after the other (each waits for its
 reply, as a batch at ordinary load waits for each of its round trips) through one client,
-then the same through the other, alternating; it prints the process's CPU time and the
+then the same through each other, alternating; it prints the process's CPU time and the
 wall time per command, and their ratio to redis-py's in that round.
 """
 
@@ -20,6 +22,7 @@ import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer
 from executor.infra.connection import RedisSettings, connect
+from executor.infra.packing import use_c_packing
 
 SOCKET_TIMEOUT_S = RedisSettings().socket_timeout_s
 
@@ -45,9 +48,11 @@ async def run(commands: int, repeat: int = 1, url: str | None = None
     try:
         for _ in range(repeat):
             figures: dict[str, tuple[float, float]] = {}
-            for name in ("redis-py", "worker"):
+            for name in ("redis-py", "packed", "worker"):
                 client = (connect(RedisSettings(url=url)) if name == "worker" else
                           aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S))
+                if name == "packed":
+                    use_c_packing(client)
                 try:
                     figures[name] = await per_command(client, commands)
                 finally:

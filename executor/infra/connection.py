@@ -19,6 +19,7 @@ from producer.keys import DEFAULT_PREFIX
 
 from .errors import ConfigError
 from .packing import use_c_packing
+from .pool import use_lean_pool
 from .secrets import redis_password
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -84,11 +85,11 @@ def connection_options(redis: RedisSettings, environ: Mapping[str, str] | None =
 
 def connect(redis: RedisSettings, *, socket_timeout_s: float | None = None) -> aioredis.Redis:
     """A client of the deployment's Redis (or Cluster) with its credentials and TLS."""
-    return use_c_packing(redis_client(
+    return use_lean_pool(use_c_packing(redis_client(
         redis.url,
         cluster=redis.cluster,
         socket_timeout=socket_timeout_s or redis.socket_timeout_s,
         socket_connect_timeout=redis.connect_timeout_s,
         health_check_interval=30,
         **connection_options(redis),
-    ))
+    )))
