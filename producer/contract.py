@@ -103,16 +103,32 @@ def decimal_text(value: Decimal) -> str:
     return format(value, "f")
 
 
+# The decimal texts a process reads repeat: an order's quantity and price are in its
+# request, its records and each of its events, an exchange's prices and fees in every fill.
+# Each text is checked and made into a decimal once, and that decimal is shared (a
+# WireDecimal never changes). Emptied when full, so a stream of distinct texts costs
+# memory up to the bound and no more.
+_PARSED: dict[str, WireDecimal] = {}
+_PARSED_MOST = 4096
+
+
 def parse_decimal(value: object) -> WireDecimal:
     """Read a decimal given as a JSON string, integer or (exactly parsed) JSON number, within
     the bounds of ``DECIMAL_PATTERN`` (checked before its fixed-point text is made)."""
     if isinstance(value, str):
+        parsed = _PARSED.get(value)
+        if parsed is not None:
+            return parsed
         if not _DECIMAL_TEXT.fullmatch(value):
             raise ValueError(
                 f"Expected a decimal string like '0.010' (digits, optional fraction), "
                 f"got {value[:48]!r}"
             )
-        return WireDecimal(value)
+        parsed = WireDecimal(value)
+        if len(_PARSED) >= _PARSED_MOST:
+            _PARSED.clear()
+        _PARSED[value] = parsed
+        return parsed
     if isinstance(value, bool):
         raise ValueError("Expected a decimal, got `bool`")
     if isinstance(value, int):

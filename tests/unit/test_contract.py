@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer import schema
+from producer import contract, schema
 from producer.contract import (
     Action,
     ContractError,
@@ -167,6 +167,25 @@ def test_parse_decimal_refuses_what_is_not_a_plain_decimal() -> None:
     for bad in ("1e5", "+1", "1.", ".5", "", "1,5", True, 1.5, None, "Infinity"):
         with pytest.raises(ValueError):
             parse_decimal(bad)
+
+
+def test_a_decimal_text_read_again_is_the_same_decimal_and_a_bad_one_still_refused() -> None:
+    first = parse_decimal("0.0130")
+    assert parse_decimal("0.0130") is first  # made once, shared: it never changes
+    assert parse_decimal("0.013") is not first  # another text, its own fixed-point text
+    fill = json.loads(encode(Fill(fill_id="f", price=first, quantity=parse_decimal("0.013"))))
+    assert (fill["price"], fill["quantity"]) == ("0.0130", "0.013")
+    for bad in ("1e5", "-0.0130", "0.0130 "):  # near a known text: checked all the same
+        with pytest.raises(ValueError):
+            parse_decimal(bad)
+
+
+def test_the_decimals_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract, "_PARSED", {})
+    monkeypatch.setattr(contract, "_PARSED_MOST", 100)
+    values = [parse_decimal(f"{i}.5") for i in range(1000)]
+    assert len(contract._PARSED) <= 100
+    assert values == [Decimal(f"{i}.5") for i in range(1000)]
 
 
 def test_result_round_trips() -> None:
