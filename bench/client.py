@@ -8,7 +8,7 @@ with the worker's packing only (``packed``), in the same run.
 
 Each round sends --commands GETs of a 1 kB value one after the other (each waits for its
 reply, as a batch at ordinary load waits for each of its round trips) through one client,
-then the same through each other, alternating; it prints the process's CPU time and the
+then the same through each of the others, alternating; it prints the process's CPU time and the
 wall time per command, and their ratio to redis-py's in that round.
 """
 

@@ -109,7 +109,7 @@ def median(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]
 
 async def measure(url: str, passes: int) -> dict[str, tuple[float, float, float]]:
     settings = settings_for(url)
-    r = connect(settings.redis)  # the worker's client (its packing: infra/packing.py)
+    r = connect(settings.redis)  # the worker's client (infra/packing.py, infra/pool.py)
     store = Store(r, KEYS, results_maxlen=1_000, order_ttl_ms=60_000,
                   attention=Attention.of(settings.worker))
     broker = PaperBroker("default", PaperAccount(), r, KEYS)

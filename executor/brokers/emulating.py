@@ -263,15 +263,13 @@ class EmulatingBroker(BrokerWrapper):
         plain = [k for k, (_, spec) in enumerate(orders) if not emulable(spec)]
         if not plain:
             return await super().get_many(orders)
-        answers: list[BrokerOrder | BaseException | None] = [None] * len(orders)
-        for k, answer in zip(plain, await get_all(self.inner, [orders[k] for k in plain]),
-                             strict=True):
-            answers[k] = answer
-        rest = [k for k, answer in enumerate(answers) if answer is None]
-        for k, answer in zip(rest, await super().get_many([orders[k] for k in rest]),
-                             strict=True):
-            answers[k] = answer
-        return [a for a in answers if a is not None]
+        rest = [k for k, (_, spec) in enumerate(orders) if emulable(spec)]
+        answers: dict[int, BrokerOrder | BaseException] = {}
+        answers.update(zip(plain, await get_all(self.inner, [orders[k] for k in plain]),
+                           strict=True))
+        answers.update(zip(rest, await super().get_many([orders[k] for k in rest]),
+                           strict=True))
+        return [answers[k] for k in range(len(orders))]
 
     async def get_order(self, client_order_id: str, symbol: str) -> BrokerOrder:
         state, fields = await self._emulation(client_order_id)

@@ -5,12 +5,14 @@ redis-py's asyncio pool takes a connection from its list and puts it back around
 command, and each time also takes an asyncio lock, goes through a deprecation wrapper,
 records the pool's connection counts for OpenTelemetry (three awaits per command, whether
 or not any meter reads them) and dispatches a "connection released" event (for credential
-providers that re-authenticate: the worker's credentials are fixed). That was about a
-fifth of the CPU of a command's round trip through the worker's client (``python -m
+providers that re-authenticate: the worker's credentials are fixed). That was 15-18% of
+the CPU of a command's round trip through the worker's client (``python -m
 bench.client``). Here the list operations are made as redis-py makes them, in one step
 of the event loop (so the lock guards nothing), and the checks that keep a connection
-safe to reuse are redis-py's own: ``ensure_connection`` (connected, no unread reply
-left) on the way out and ``should_reconnect`` on the way back.
+safe to reuse are redis-py's own: ``ensure_connection`` (connected, nothing left in its
+read buffer) on the way out and ``should_reconnect`` on the way back. A command
+cancelled while it waits for its reply disconnects its connection, as with redis-py's
+pool (tests/integration/test_lean_pool.py).
 
 Only redis-py's plain ``ConnectionPool`` is made lean: a subclass (the blocking pool,
 which waits for a free connection) keeps its own behaviour.
