@@ -245,7 +245,7 @@ class Tracker:
         if broker is None:
             return [None] * len(orders)
         now = self.svc.clock()
-        cancels: list[tuple[int, Order]] = []
+        cancels: list[int] = []
         looked: list[int] = []
         for k, order in enumerate(orders):
             why = overdue(order, now, self.market_timeout_ms)
@@ -258,7 +258,7 @@ class Tracker:
                 continue
             log.warning("order %s %s: cancelling it", order.client_order_id, why,
                         extra=about(order.client_order_id, order.request_id))
-            cancels.append((k, order))
+            cancels.append(k)
 
         async def cancel(order: Order) -> BrokerOrder:
             with self.svc.metrics.broker_call(account, "cancel"):
@@ -272,18 +272,14 @@ class Tracker:
                 return await get_all(broker, [(orders[k].client_order_id, orders[k].spec)
                                               for k in looked])
 
-        answers: list[BrokerOrder | BaseException | None] = [None] * len(orders)
         cancelled, found = await asyncio.gather(
-            asyncio.gather(*(cancel(order) for _, order in cancels), return_exceptions=True),
+            asyncio.gather(*(cancel(orders[k]) for k in cancels), return_exceptions=True),
             look_up())
-        for (k, _), answer in zip(cancels, cancelled, strict=True):
-            answers[k] = answer
-        for k, answer in zip(looked, found, strict=True):
-            answers[k] = answer
-        return [self._learnt(order, answer)
-                for order, answer in zip(orders, answers, strict=True)]
+        answers = dict(zip(cancels, cancelled, strict=True))
+        answers.update(zip(looked, found, strict=True))
+        return [self._learnt(order, answers[k]) for k, order in enumerate(orders)]
 
-    def _learnt(self, order: Order, answer: BrokerOrder | BaseException | None
+    def _learnt(self, order: Order, answer: BrokerOrder | BaseException
                 ) -> BrokerOrder | Event | None:
         """What a lookup's (or a cancel's) answer tells of the order (``_look``)."""
         if isinstance(answer, OrderNotFound):

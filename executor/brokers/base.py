@@ -216,6 +216,13 @@ async def get_all(
     ``get_order`` (a test's double). Errors come back in place of reports."""
     if getattr(type(broker), "get_many", None) is not None:
         return list(await broker.get_many(orders))  # type: ignore[attr-defined]
+    return await get_each(broker, orders)
+
+
+async def get_each(broker: Broker, orders: Sequence[tuple[str, OrderSpec]]
+                   ) -> list[BrokerOrder | BaseException]:
+    """Each order looked up alone, through ``broker.get_order``, concurrently; errors in
+    place of reports."""
     return list(await asyncio.gather(
         *(broker.get_order(cid, spec.symbol) for cid, spec in orders),
         return_exceptions=True))

@@ -4,14 +4,13 @@ attribute (an adapter's own API: ``open_orders``, ``ping``, ``weights``...) too.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from producer.contract import OrderSpec
 
-from .base import Broker, BrokerOrder, get_all
+from .base import Broker, BrokerOrder, get_all, get_each
 
 
 class BrokerWrapper:
@@ -70,9 +69,7 @@ class BrokerWrapper:
         ``get_order``: a lookup never skips a guard that counts or limits it."""
         if type(self).get_order is BrokerWrapper.get_order:
             return await get_all(self.inner, orders)
-        return list(await asyncio.gather(
-            *(self.get_order(cid, spec.symbol) for cid, spec in orders),
-            return_exceptions=True))
+        return await get_each(self, orders)
 
 
 def unwrap(broker: Broker) -> Broker:
