@@ -56,6 +56,9 @@ class Door:
     # Each order's answer when the door takes it (its script's 1), known before the call;
     # empty when it is not.
     reports: Sequence[BrokerOrder] = ()
+    # Its script answers ARGV.probe: whether it would take every order, writing nothing
+    # (infra/store.py compose_door's lean call).
+    probes: bool = False
 
 
 OpenDoor = Callable[[Sequence[tuple[str, OrderSpec]], Mapping[str, str]], Door | None]

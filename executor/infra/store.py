@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 from producer.connect import home_node
 from producer.contract import (
     Event,
+    OrderState,
     Result,
     decoder,
     encode,
@@ -67,7 +68,12 @@ def _guarded(guard: ScriptCall | None, keys: list[str], args: list[Any]
     return [*guard.keys, *keys], [len(guard.keys), len(guard.args), *guard.args, *args]
 
 
-def compose_door(reserve: str, begin: str, door: str, finish: str | None = None) -> str:
+# A lean call's answer where something needs the records it left out: nothing was written.
+AGAIN = 2
+
+
+def compose_door(reserve: str, begin: str, door: str, finish: str | None = None,
+                 lean: bool = False) -> str:
     """``compose(reserve, begin)`` followed, when ``begin`` created every one of its orders,
     by ``door``: an adapter's script that takes those orders (brokers/sending.py ``Door``),
     and, when ``finish`` is given, the door took every order (1 each) and every order's
@@ -86,11 +92,23 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
     ``reserve`` did not apply (nothing ran), else {what ``begin`` returned, what ``door``
     returned or false when it did not run (an order already existed: each goes the usual
     way)}, and with ``finish`` a third item, true, when it ran (its items are fresh: none
-    is ever skipped)."""
+    is ever skipped).
+
+    ``lean`` (with ``finish``, and a door that answers ``ARGV.probe``, submit.lua): the
+    call carries begin's short values alone, not the records and events of the orders
+    created pending_submit, which ``finish``'s records replace when it runs (a fifth of
+    the bytes such a call carried for market orders, each one read into Lua, and made by
+    the worker). Whatever would need them is
+    known before any write, so it then writes nothing and returns ``AGAIN``, and the
+    caller makes the full call: an order not created pending_submit, one that exists
+    (or twice in the batch), outcomes that are not every order's in order, a request no
+    longer pending, an order the door would not take (its probe)."""
     finishing = finish is not None
+    if lean and not finishing:
+        raise ValueError("a lean call needs the outcomes' write")
     # Where the outcomes may follow, begin makes its rest only where they do not.
     rest = "    rest()\n" if finishing else ""
-    script = [
+    head = [
         "" if finish is None else "local function finish(KEYS, ARGV)\n" + finish + "\nend\n",
         "local function reserve(KEYS, ARGV)\n" + reserve + "\nend\n",
         "local function begin(KEYS, ARGV)\n" + begin + "\nend\n",
@@ -98,24 +116,114 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "local k1, a1 = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
         "local k2, a2 = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
         "local k3, a3 = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
-        "if reserve({unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}) ~= 1 then\n"
-        "  return false\n"
-        "end\n"
+        "local rk, ra = {unpack(KEYS, 1, k1)}, {unpack(ARGV, 7, 6 + a1)}\n"
         "local bk, ba = {unpack(KEYS, k1 + 1, k1 + k2)}, {unpack(ARGV, 7 + a1, 6 + a1 + a2)}\n"
+        "local dk = {unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}\n"
+        "local da = {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)}\n"
         # begin.lua's items: 7 values each, the request id second and the state third.
         # Where every order is created pending_submit, the door is told so (ARGV.fresh):
         # its guards need not read the state back (submit.lua); and where the outcomes may
         # follow, begin leaves the records to be written after the door (ARGV.deferred),
         # to which the door hands the send tokens it takes (ARGV.senders).
         "local items = cmsgpack.unpack(ba[1])\n"
+        "local begun\n"
         "local fresh = true\n"
         "for m = 3, #items, 7 do\n"
         "  if items[m] ~= 'pending_submit' then\n"
         "    fresh = nil\n"
         "  end\n"
+        "end\n"]
+    if finishing:
+        head.append(
+            # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group.
+            "local fk = k1 + k2 + k3\n"
+            "local stream, group = KEYS[fk + 5], ARGV[7 + a1 + a2 + a3]\n"
+            "local function before(a, b)\n"
+            "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+            "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+            "  if am ~= bm then\n"
+            "    if #am ~= #bm then return #am < #bm end\n"
+            "    return am < bm\n"
+            "  end\n"
+            "  if #as ~= #bs then return #as < #bs end\n"
+            "  return as < bs\n"
+            "end\n"
+            # The outcomes write every record begin.lua left to them: one order change per
+            # order, in begin's order (finish.lua's KEYS: 7, then an order key and an index
+            # each).
+            "local function matched(n)\n"
+            "  if #KEYS - fk ~= 7 + 2 * n then return false end\n"
+            "  for i = 1, n do\n"
+            "    if KEYS[fk + 6 + 2 * i] ~= bk[3 * i] then return false end\n"
+            "  end\n"
+            "  return true\n"
+            "end\n"
+            # Whether the first n requests are all still pending is one XPENDING over the
+            # span of their ids, each id looked for in its answer (other deliveries' entries
+            # interleave in the span at most a batch or two of them); where the span holds
+            # more than asked, the ids not in the answer are asked one by one.
+            "local function pending(n)\n"
+            "  local lo, hi\n"
+            "  for i = 1, n do\n"
+            "    local rid = items[7 * i - 5]\n"
+            "    if lo == nil or before(rid, lo) then lo = rid end\n"
+            "    if hi == nil or before(hi, rid) then hi = rid end\n"
+            "  end\n"
+            "  if lo == nil then return true end\n"
+            "  local limit = 2 * n + 64\n"
+            "  local span = redis.call('XPENDING', stream, group, lo, hi, limit)\n"
+            "  local held = {}\n"
+            "  for _, entry in ipairs(span) do\n"
+            "    held[entry[1]] = true\n"
+            "  end\n"
+            "  for i = 1, n do\n"
+            "    local rid = items[7 * i - 5]\n"
+            "    if not held[rid] and (#span < limit\n"
+            "        or #redis.call('XPENDING', stream, group, rid, rid, 1) == 0) then\n"
+            "      return false\n"
+            "    end\n"
+            "  end\n"
+            "  return true\n"
+            "end\n"
+            "local function finished(codes)\n"
+            "  local fa = {unpack(ARGV, 7 + a1 + a2 + a3)}\n"
+            "  fa.senders = da.senders\n"
+            "  finish({unpack(KEYS, fk + 1)}, fa)\n"
+            "  return {begun, codes, true}\n"
+            "end\n")
+    if lean:
+        return "".join([
+            *head,
+            # Everything that would need the records left out is read before any write.
+            f"if not fresh then return {AGAIN} end\n"
+            "ba.mode, ba.deferred = 'record', true\n"
+            "begun = begin(bk, ba)\n"
+            "for i = 1, #begun do\n"
+            f"  if begun[i] ~= 0 then return {AGAIN} end\n"
+            "end\n"
+            f"if not matched(#begun) or not pending(#begun) then return {AGAIN} end\n"
+            "da.fresh, da.probe = true, true\n"
+            f"if door(dk, da) ~= true then return {AGAIN} end\n"
+            "da.probe = nil\n"
+            "if reserve(rk, ra) ~= 1 then\n"
+            "  return false\n"
+            "end\n"
+            "da.senders = {}\n"
+            "local codes = door(dk, da)\n"
+            "for i = 1, #begun do\n"
+            "  if codes[i] ~= 1 then\n"
+            # The probe said it would: an order now at the exchange has no record, a bug.
+            "    return redis.error_reply('the door refused an order its probe took')\n"
+            "  end\n"
+            "end\n"
+            "return finished(codes)\n"])
+    script = [
+        *head,
+        "if reserve(rk, ra) ~= 1 then\n"
+        "  return false\n"
         "end\n",
         "ba.mode, ba.deferred = 'record', fresh\n" if finishing else "",
-        "local begun = begin(bk, ba)\n",
+        "begun = begin(bk, ba)\n",
         "local function rest()\n"
         "  ba.mode, ba.created = 'rest', begun\n"
         "  begin(bk, ba)\n"
@@ -126,71 +234,27 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None)
         "  end\n"
         "end\n"
         # Every order was created just now: none has a send token yet.
-        "local da = {unpack(ARGV, 7 + a1 + a2, 6 + a1 + a2 + a3)}\n"
         "da.fresh = fresh\n",
         "da.senders = fresh and {} or nil\n" if finishing else "",
-        "local codes = door({unpack(KEYS, k1 + k2 + 1, k1 + k2 + k3)}, da)\n",
+        "local codes = door(dk, da)\n",
         "ba.senders = da.senders\n" if finishing else ""]
     if not finishing:
         return "".join([*script, "return {begun, codes}\n"])
     return "".join([
         *script,
-        # finish.lua's KEYS[5] is the requests' stream and its ARGV[1] their group. Whether
-        # each request is still pending is one XPENDING over the span of the batch's ids,
-        # each id looked for in its answer (other deliveries' entries interleave in the
-        # span at most a batch or two of them); where the span holds more than asked, the
-        # ids not in the answer are asked one by one.
-        "local fk = k1 + k2 + k3\n"
-        "local stream, group = KEYS[fk + 5], ARGV[7 + a1 + a2 + a3]\n"
-        "local function before(a, b)\n"
-        "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
-        "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
-        "  if am ~= bm then\n"
-        "    if #am ~= #bm then return #am < #bm end\n"
-        "    return am < bm\n"
-        "  end\n"
-        "  if #as ~= #bs then return #as < #bs end\n"
-        "  return as < bs\n"
-        "end\n"
-        # The outcomes write every record begin.lua left to them: one order change per
-        # order, in begin's order (finish.lua's KEYS: 7, then an order key and an index
-        # each). Anything else, and begin's rest writes them.
-        "if #KEYS - fk ~= 7 + 2 * #begun then\n" + rest +
+        # Anything else, and begin's rest writes the records.
+        "if not matched(#begun) then\n" + rest +
         "  return {begun, codes}\n"
         "end\n"
-        "for i = 1, #begun do\n"
-        "  if KEYS[fk + 6 + 2 * i] ~= bk[3 * i] then\n" + rest +
-        "    return {begun, codes}\n"
-        "  end\n"
-        "end\n"
-        "local lo, hi\n"
         "for i = 1, #codes do\n"
         "  if codes[i] ~= 1 then\n" + rest +
         "    return {begun, codes}\n"
         "  end\n"
-        "  local rid = items[7 * i - 5]\n"
-        "  if lo == nil or before(rid, lo) then lo = rid end\n"
-        "  if hi == nil or before(hi, rid) then hi = rid end\n"
         "end\n"
-        "if lo ~= nil then\n"
-        "  local limit = 2 * #codes + 64\n"
-        "  local span = redis.call('XPENDING', stream, group, lo, hi, limit)\n"
-        "  local pending = {}\n"
-        "  for _, entry in ipairs(span) do\n"
-        "    pending[entry[1]] = true\n"
-        "  end\n"
-        "  for i = 1, #codes do\n"
-        "    local rid = items[7 * i - 5]\n"
-        "    if not pending[rid] and (#span < limit\n"
-        "        or #redis.call('XPENDING', stream, group, rid, rid, 1) == 0) then\n" + rest +
-        "      return {begun, codes}\n"
-        "    end\n"
-        "  end\n"
+        "if not pending(#codes) then\n" + rest +
+        "  return {begun, codes}\n"
         "end\n"
-        "local fa = {unpack(ARGV, 7 + a1 + a2 + a3)}\n"
-        "fa.senders = da.senders\n"
-        "finish({unpack(KEYS, fk + 1)}, fa)\n"
-        "return {begun, codes, true}\n"])
+        "return finished(codes)\n"])
 
 
 # (account, symbol) -> its (base asset, quote asset) at the account's broker (None: unknown).
@@ -305,9 +369,9 @@ class Store:
         self._records = redis.register_script(_load_script("records.lua"))
         self._reindex = redis.register_script(_load_script("reindex.lua"))
         self._lists = redis.register_script(_load_script("lists.lua"))
-        # (door script, with finish, guarded) -> (the guard,) reserve, begin, it (and
+        # (door script, with finish, guarded, lean) -> (the guard,) reserve, begin, it (and
         # finish), composed
-        self._doors: dict[tuple[str, bool, bool], Any] = {}
+        self._doors: dict[tuple[str, bool, bool, bool], Any] = {}
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -410,7 +474,7 @@ class Store:
     async def reserve_begin_and_open(
             self, items: Sequence[NewOrder], reserve: ScriptCall, door: str,
             opening: ScriptCall, outcomes: Sequence[Outcome] = (),
-            guard: ScriptCall | None = None,
+            guard: ScriptCall | None = None, probes: bool = False,
     ) -> tuple[list[Existing | None], list[int] | None, bool] | None:
         """``reserve_and_begin``, and in the same script, once every order was created, the
         adapter's ``door`` script called with ``opening`` (the paper exchange taking them:
@@ -419,26 +483,43 @@ class Store:
         them. None when the reservations did not apply (nothing written); else what
         ``begin`` returns, the door's answer per order (None: an order already existed,
         and the door did not run) and whether the outcomes were written (all of them:
-        fresh items are never skipped). ``guard``: as ``reserve_and_begin``'s."""
-        shape = (door, bool(outcomes), guard is not None)
+        fresh items are never skipped). ``guard``: as ``reserve_and_begin``'s.
+        ``probes``: the door answers ``ARGV.probe`` (submit.lua), so outcomes for orders
+        all created pending_submit, under distinct client ids, are first tried in a lean
+        call, without the records the outcomes replace (``compose_door``); where that
+        wrote nothing for want of them, the full call follows."""
+        await self.note_assets(items)
+        last = ScriptCall(*self._finish_call(outcomes, GROUP)) if outcomes else ScriptCall([], [])
+        if (probes and outcomes and all(i.order.state == OrderState.PENDING_SUBMIT
+                                        for i in items)
+                and len({i.order.client_order_id for i in items}) == len(items)):
+            reply = await self._open(items, reserve, door, opening, last, guard, True)
+            if reply != AGAIN:
+                return self._opened(reply)
+        return self._opened(await self._open(items, reserve, door, opening, last, guard, False))
+
+    async def _open(self, items: Sequence[NewOrder], reserve: ScriptCall, door: str,
+                    opening: ScriptCall, last: ScriptCall, guard: ScriptCall | None,
+                    lean: bool) -> Any:
+        """The composed script's reply (``last``: finish.lua's call, or none)."""
+        shape = (door, bool(last.keys), guard is not None, lean)
         script = self._doors.get(shape)
         if script is None:
             composed = compose_door(_load_script("risk_reserve.lua"), _load_script("begin.lua"),
-                                    door, _load_script("finish.lua") if outcomes else None)
+                                    door, _load_script("finish.lua") if last.keys else None,
+                                    lean)
             if guard is not None:
                 composed = compose(_load_script("unchanged.lua"), composed)
             script = self._doors[shape] = self.redis.register_script(composed)
-        await self.note_assets(items)
-        keys, args = self._begin_call(items)
-        last_keys: list[str] = []
-        last_args: list[Any] = []
-        if outcomes:
-            last_keys, last_args = self._finish_call(outcomes, GROUP)
-        reply = await script(*_guarded(
+        keys, args = self._begin_call(items, records=not lean)
+        last_keys, last_args = last.keys, last.args
+        return await script(*_guarded(
             guard, [*reserve.keys, *keys, *opening.keys, *last_keys],
             [len(reserve.keys), len(reserve.args), len(keys), len(args),
              len(opening.keys), len(opening.args),
              *reserve.args, *args, *opening.args, *last_args]))
+
+    def _opened(self, reply: Any) -> tuple[list[Existing | None], list[int] | None, bool] | None:
         if reply is None:
             return None
         begun, codes = reply[0], reply[1]
@@ -485,8 +566,10 @@ class Store:
                 for pair, assets in new.items()})
             self._assets_noted.update(new)
 
-    def _begin_call(self, items: Sequence[NewOrder]) -> tuple[list[str], list[Any]]:
-        """begin.lua's keys and arguments for ``items``."""
+    def _begin_call(self, items: Sequence[NewOrder], records: bool = True
+                    ) -> tuple[list[str], list[Any]]:
+        """begin.lua's keys and arguments for ``items`` (without their records and events
+        unless ``records``: a lean call, ``compose_door``)."""
         keys = [self.keys.events, self.keys.open]
         meta: list[Any] = []
         payload: list[bytes] = []
@@ -498,9 +581,10 @@ class Store:
             meta += (order.client_order_id, order.request_id, order.state, order.seq,
                      1 if item.events else 0,
                      self.attention.due(order, order.updated_at) or 0, joined)
-            payload.append(encode(order))
-            if item.events:
-                payload.append(encode_events(item.events))
+            if records:
+                payload.append(encode(order))
+                if item.events:
+                    payload.append(encode_events(item.events))
         return keys, [_pack(meta), *payload]
 
     @staticmethod

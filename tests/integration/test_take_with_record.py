@@ -13,12 +13,14 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from executor.brokers.circuit import CircuitBroker
 from executor.brokers.paper import PaperBroker
+from executor.brokers.paper.store import SUBMIT_SCRIPT
 from executor.brokers.wrapper import unwrap
 from executor.config import Settings
-from executor.infra.store import NewOrder, Outcome, ScriptCall, Store, decode_order
+from executor.infra.store import AGAIN, NewOrder, Outcome, ScriptCall, Store, decode_order
 from executor.model.order import Context, new_order
 from executor.pipeline.steps import submit as submit_step
 from executor.pipeline.steps.taken import FRESH
@@ -512,3 +514,219 @@ async def test_a_request_answered_elsewhere_meanwhile_gets_no_second_answer(
     assert await redis_client.hget(K.order(cid), "state") == b"pending_submit"
     assert await redis_client.hget(K.order(cid), "sender") is not None
     assert await received(redis_client) == [cid.encode()]
+
+
+# A door that answers the lean call's probe (as submit.lua does): it would take every
+# order unless KEYS[2] says "refuse", and then refuses the last one (0) when it runs.
+PROBING_DOOR = """if ARGV.probe then
+  return redis.call('GET', KEYS[2]) ~= 'refuse'
+end
+redis.call('INCR', KEYS[1])
+local out = {}
+for i = 1, #ARGV do out[i] = tonumber(ARGV[i]) end
+if redis.call('GET', KEYS[2]) == 'refuse' then out[#out] = 0 end
+return out"""
+
+
+async def keyspace(r: aioredis.Redis) -> dict[bytes, bytes | None]:
+    """Every key and its serialized value: two equal snapshots, nothing was written."""
+    return {key: await r.dump(key) for key in sorted(await r.keys("*"))}
+
+
+def watching_calls(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Each composed call the store makes: whether it was lean, and how many of begin.lua's
+    arguments it carried (its short values, then the records and events)."""
+    calls: list[tuple[bool, int]] = []
+    begin_call = store._begin_call
+
+    def counted(items: Any, records: bool = True) -> Any:
+        keys, args = begin_call(items, records)
+        calls.append((not records, len(args)))
+        return keys, args
+    monkeypatch.setattr(store, "_begin_call", counted)
+    return calls
+
+
+async def test_a_lean_call_carries_no_records_and_writes_what_the_full_call_writes(
+        redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the door answers a probe, outcomes for orders created pending_submit go in
+    a call without the records and events begin.lua would have written (the outcomes'
+    records replace them): one call, and every record, events entry and result as the
+    full call writes them."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    calls = watching_calls(store, monkeypatch)
+    written: dict[bool, list[Any]] = {}
+    for probes, cids in ((True, "ab"), (False, "cd")):
+        batch = [await delivered(redis_client, cid) for cid in cids]
+        got = await store.reserve_begin_and_open(
+            [i for i, _ in batch], await as_is(redis_client), PROBING_DOOR,
+            ScriptCall(["door-ran", "door-says"], [1, 1]), [o for _, o in batch],
+            probes=probes)
+        assert got == ([None, None], [1, 1], True)
+        written[probes] = [
+            (await redis_client.hmget(K.order(cid), "request_id", "state", "seq"),
+             decode_order(await redis_client.hget(K.order(cid), "record") or b"").state,
+             [e.state for _, f in await redis_client.xrange(K.events)
+              if f[b"client_order_id"] == cid.encode() for e in decode_events(f[b"data"])],
+             await redis_client.sismember(K.open, cid))
+            for cid in cids]
+    # One call each: the lean one with begin's short values alone (1 argument), the full
+    # one with each order's record and events too (1 + 2 per order).
+    assert calls == [(True, 1), (False, 5)]
+    assert await redis_client.get("door-ran") == b"2"
+    # The same writes either way, the request ids aside.
+    for lean, full in zip(written[True], written[False], strict=True):
+        assert lean[0][1:] == full[0][1:] == [b"filled", b"4"]
+        assert lean[1:] == full[1:]
+    assert await redis_client.xlen(K.completed) == 4
+    assert (await redis_client.xpending(K.pending, GROUP))["pending"] == 0
+
+
+async def test_a_lean_call_that_would_need_the_records_writes_nothing_and_the_full_call_follows(
+        redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever would need the records the lean call leaves out is read before any write:
+    an order that exists, a request answered elsewhere, an order the door would refuse
+    (its probe), outcomes not every order's. The lean call then writes nothing at all (not
+    a reservation, not the exchange's order), and the full call does what it always did."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    existing, _ = await delivered(redis_client, "x")
+    assert await store.reserve_and_begin([existing], await as_is(redis_client)) == [None]
+
+    async def lean_then_full(items: list[NewOrder], outcomes: list[Outcome]) -> Any:
+        # The lean call alone: it answers AGAIN, and the keyspace is as it was.
+        opening = ScriptCall(["door-ran", "door-says"], [1] * len(items))
+        before = await keyspace(redis_client)
+        last = ScriptCall(*store._finish_call(outcomes, GROUP))
+        reply = await store._open(items, await as_is(redis_client), PROBING_DOOR, opening,
+                                  last, None, True)
+        assert reply == AGAIN
+        assert await keyspace(redis_client) == before
+        return await store.reserve_begin_and_open(
+            items, await as_is(redis_client), PROBING_DOOR, opening, outcomes, probes=True)
+
+    # An order that exists: the door does not run, the other one is created whole.
+    a, a_done = await delivered(redis_client, "a")
+    x_done = Outcome(existing.order.request_id, None, existing.order, FRESH, existing.events)
+    got = await lean_then_full([a, existing], [a_done, x_done])
+    assert got is not None and got[0][0] is None and got[0][1] is not None
+    assert got[1:] == (None, False)
+    assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
+    # A request answered elsewhere meanwhile: taken, nothing answered.
+    b, b_done = await delivered(redis_client, "b")
+    await redis_client.xack(K.pending, GROUP, b_done.request_id)
+    assert await lean_then_full([b], [b_done]) == ([None], [1], False)
+    assert await redis_client.hget(K.order("b"), "state") == b"pending_submit"
+    # The door would refuse one: it runs, refuses it, and both records are created whole.
+    await redis_client.set("door-says", "refuse")
+    (c, c_done), (d, d_done) = [await delivered(redis_client, cid) for cid in "cd"]
+    assert await lean_then_full([c, d], [c_done, d_done]) == ([None, None], [1, 0], False)
+    assert [await redis_client.hget(K.order(cid), "state") for cid in "cd"] == [
+        b"pending_submit"] * 2
+    await redis_client.delete("door-says")
+    # Outcomes not every order's in order.
+    (e, e_done), (f, f_done) = [await delivered(redis_client, cid) for cid in "ef"]
+    assert await lean_then_full([e, f], [f_done, e_done]) == ([None, None], [1, 1], False)
+    assert [await redis_client.hget(K.order(cid), "state") for cid in "ef"] == [
+        b"pending_submit"] * 2
+    assert await redis_client.xlen(K.completed) == 0
+    # The door ran once per full call that reached it, never for a lean one.
+    assert await redis_client.get("door-ran") == b"3"
+
+
+async def test_a_lean_call_whose_reservations_do_not_apply_writes_nothing_and_is_not_made_again(
+        redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' version moved: the lean call answers as the full one would (None),
+    writing nothing, and no second call follows."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    calls = watching_calls(store, monkeypatch)
+    item, outcome = await delivered(redis_client, "a")
+    before = await keyspace(redis_client)
+    got = await store.reserve_begin_and_open(
+        [item], empty_reserve("7"), PROBING_DOOR, ScriptCall(["door-ran", "door-says"], [1]),
+        [outcome], probes=True)
+    assert got is None and calls == [(True, 1)]
+    assert await keyspace(redis_client) == before
+
+
+async def test_one_client_id_twice_is_never_created_twice_by_a_lean_call(
+        redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch with a client id twice goes the full way at once; and the lean script, were
+    it called with one, finds the second as the first would be found and writes nothing."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    calls = watching_calls(store, monkeypatch)
+    # Two deliveries of one client id, both pending: nothing else would stop the call.
+    (first, first_done), (second, second_done) = [
+        await delivered(redis_client, "a") for _ in range(2)]
+    outcomes = [first_done, second_done]
+    opening = ScriptCall(["door-ran", "door-says"], [1, 1])
+    before = await keyspace(redis_client)
+    last = ScriptCall(*store._finish_call(outcomes, GROUP))
+    assert await store._open([first, second], empty_reserve("0"), PROBING_DOOR, opening,
+                             last, None, True) == AGAIN
+    assert await keyspace(redis_client) == before
+    calls.clear()
+    got = await store.reserve_begin_and_open([first, second], empty_reserve("0"),
+                                             PROBING_DOOR, opening, outcomes, probes=True)
+    assert calls == [(False, 5)]
+    assert got is not None and got[0][0] is None and got[0][1] is not None
+    assert got[1:] == (None, False)
+    assert await redis_client.hget(K.order("a"), "request_id") == first_done.request_id.encode()
+    assert await redis_client.xlen(K.completed) == 0
+
+
+async def test_a_door_that_refuses_what_its_probe_took_is_an_error_not_a_silent_write(
+        redis_client: aioredis.Redis) -> None:
+    """The lean call's records are the outcomes': were the door to refuse an order its
+    probe said it would take (a bug of the door), the script raises rather than finish."""
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    lying = "if ARGV.probe then return true end\nreturn {0}"
+    item, outcome = await delivered(redis_client, "a")
+    with pytest.raises(ResponseError, match="refused an order its probe took"):
+        await store.reserve_begin_and_open([item], await as_is(redis_client), lying,
+                                           ScriptCall([], []), [outcome], probes=True)
+    assert await redis_client.xlen(K.completed) == 0
+
+
+async def test_the_paper_exchange_s_probe_writes_nothing_and_answers_only_for_what_it_takes(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """submit.lua's probe (ARGV.probe) reads the exchange's book of orders and writes
+    nothing: true only for orders created pending_submit (ARGV.fresh), each a client id
+    the exchange does not hold, none twice. A worker's plain orders go in lean calls."""
+    spec = OrderSpec(account="default", symbol="BTCUSDT", side=Side.BUY,
+                     type=OrderType.MARKET, quantity=WireDecimal("0.01"))
+
+    def probing(fresh: bool) -> str:
+        return ("local function door(KEYS, ARGV)\n" + SUBMIT_SCRIPT + "\nend\n"
+                "local a = {unpack(ARGV)}\n"
+                f"a.probe, a.fresh = true, {'true' if fresh else 'nil'}\n"
+                "return door(KEYS, a) and 1 or 0\n")
+
+    async with running(make_settings(batch_size=1)) as worker:
+        calls = watching_calls(worker.svc.store, monkeypatch)
+        taken = await client.place("BTCUSDT", "buy", "market", "0.01")
+        await client.wait_result(taken.request_id, 10)
+        paper = unwrap(worker.brokers["default"])
+        assert isinstance(paper, PaperBroker)
+
+        async def probe(cids: list[str], fresh: bool = True) -> int:
+            door = paper.open_door([(cid, spec) for cid in cids],
+                                   {cid: f"token-{cid}" for cid in cids})
+            assert door is not None and door.probes
+            before = await keyspace(redis_client)
+            got = int(await redis_client.eval(probing(fresh), len(door.keys), *door.keys,
+                                              *door.args))
+            assert await keyspace(redis_client) == before
+            return got
+        assert await probe(["new-1", "new-2"]) == 1
+        assert await probe(["new-1"], fresh=False) == 0
+        assert await probe(["new-1", taken.client_order_id or ""]) == 0
+        assert await probe(["new-1", "new-1"]) == 0
+    # The worker's order went in one lean call: begin.lua's short values alone.
+    assert calls == [(True, 1)]

@@ -267,7 +267,7 @@ class PaperBroker:
             while len(self._at_record) > AT_RECORD_MEMORY:
                 del self._at_record[next(iter(self._at_record))]
         return Door(SUBMIT_SCRIPT, keys, args, opened,
-                    [report(record) for _, record, _ in prepared])
+                    [report(record) for _, record, _ in prepared], probes=True)
 
     async def _submit_many(
         self, orders: Sequence[tuple[str, OrderSpec]],

@@ -33,10 +33,37 @@
 -- where those records are written after this script, by the same script): the token is
 -- not written to the record but put in that table, record key -> token, and written with
 -- the record.
+-- ARGV.probe (compose_door's lean call, which carries no record of the worker's own to
+-- write should an order not be taken): write nothing, and answer true only if this call
+-- would take every order (1 each): with ARGV.fresh, each a plain order (how 0, a record)
+-- under a client id the exchange does not hold, none twice; else false.
 local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local finished = KEYS[6]
 local items = cmsgpack.unpack(ARGV[1])
 local fresh, senders = ARGV.fresh, ARGV.senders
+if ARGV.probe then
+  if not fresh then
+    return false
+  end
+  local cids, twice = {}, {}
+  for k = 1, #items / 6 do
+    local cid = items[6 * k - 5]
+    if items[6 * k - 4] == '' or items[6 * k] ~= 0 or twice[cid] then
+      return false
+    end
+    twice[cid] = true
+    cids[k] = cid
+  end
+  for s = 1, #cids, 1000 do
+    local held = redis.call('HMGET', orders, unpack(cids, s, math.min(s + 999, #cids)))
+    for i = 1, #held do
+      if held[i] then
+        return false
+      end
+    end
+  end
+  return true
+end
 local out, new = {}, {}
 -- The orders final at once join "finished" in one ZADD (a command is most of a call's cost
 -- in Redis); written before anything else touches "finished", so the order of writes holds.

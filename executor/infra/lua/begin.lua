@@ -30,7 +30,9 @@
 -- events of both writes in one entry. With ARGV.deferred too (the composer's: every order
 -- is to be created pending_submit, and goes to the door, which reads none of these records
 -- back), 'record' does not write the records yet either: the outcomes' write makes each
--- whole, or 'rest' does.
+-- whole, or 'rest' does. A lean call (compose_door's, made again with the records should
+-- anything need them) carries no records at all: 'record' mode with ARGV.deferred reads
+-- none, and nothing else may run.
 -- Two items of one client id then meet before either is written: the second is answered
 -- as the first would be found. The door puts the send tokens it took on those records in
 -- ARGV.senders (record key -> token), which 'rest' writes with them.
@@ -77,8 +79,9 @@ for i = 1, count do
     if existing[2] then
       out[i] = {existing[1], existing[2]}
     else
-      -- Met by a later item of its client id, as the record would be.
-      seen[key] = {meta[m + 1], ARGV[a]}
+      -- Met by a later item of its client id, as the record would be ('': a lean call,
+      -- which carries no records and is made again with them, compose_door).
+      seen[key] = {meta[m + 1], ARGV[a] or ''}
       if not deferred then
         write(key, m, ARGV[a])
       end

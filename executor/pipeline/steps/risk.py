@@ -268,7 +268,7 @@ class Risk:
             started = time.perf_counter()
             got = await self.svc.store.reserve_begin_and_open(
                 items, call, door.script, ScriptCall(door.keys, door.args),
-                [t.outcome for t in ahead or ()], guard)
+                [t.outcome for t in ahead or ()], guard, door.probes)
             begun, codes, finished = (None, None, False) if got is None else got
             elapsed = time.perf_counter() - started
         if begun is None:
