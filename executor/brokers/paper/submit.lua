@@ -36,12 +36,14 @@
 -- ARGV.probe (compose_door's lean call, which carries no record of the worker's own to
 -- write should an order not be taken): write nothing, and answer true only if this call
 -- would take every order (1 each): with ARGV.fresh, each a plain order (how 0, a record)
--- under a client id the exchange does not hold, none twice; else false.
+-- under a client id the exchange does not hold, none twice; else false. It leaves the
+-- orders unpacked in ARGV.items, for the call with the same ARGV that follows.
 local orders, received, book, expiry, duplicates = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local finished = KEYS[6]
-local items = cmsgpack.unpack(ARGV[1])
+local items = ARGV.items or cmsgpack.unpack(ARGV[1])
 local fresh, senders = ARGV.fresh, ARGV.senders
 if ARGV.probe then
+  ARGV.items = items
   if not fresh then
     return false
   end
