@@ -1,0 +1,164 @@
+"""Instructions an order costs the worker and redis-server, counted by valgrind's callgrind,
+beside the bare loop's counted the same way in the same run.
+
+    python -m bench.instructions [--orders 2000] [--batch 200] [--repeat 1]
+    python -m bench.instructions --orders 300 --batch 1     # ordinary load: a batch an order
+
+On a shared machine the CPU time an order costs swings by a third between runs of one
+checkout (other tenants' load, frequency, caches), so a change of a few percent is lost in
+the other benchmarks' spread. The number of instructions executed does not swing: two runs
+of one checkout agree within about 1%. It is not time: a cache miss and a register move
+count alike, and the kernel's work (syscalls, the network) is not counted, so it ranks
+changes of the code's own work; the other benchmarks say what they are worth in time.
+
+Each consumer (the bare loop, then the worker on the paper broker at zero latency) runs with
+a private redis-server, both under callgrind with instrumentation off until a warm-up of
+--warmup orders is answered (start-up, scripts loaded, caches filled). Instrumentation is
+then switched on in both (``callgrind_control -i on``), --orders market orders are added
+in MULTIs (so batches are full, as in ``make bench``), and it is switched off at the last
+result. Printed: thousands of instructions per order (k Ir/order) of each process, and the
+worker's over the bare loop's. The worker folds no positions (their fold lags a burst:
+counted, it would depend on where the fold stood at the last result), unless --positions,
+which counts until the fold has caught up. Under valgrind a process runs about fifty
+times slower, so whatever the worker does by the clock (probes, heartbeats) weighs more
+per order than it does at full speed: compare counts of one --orders and --batch.
+Needs valgrind (Debian's valgrind package); exits with status 2 without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from devtools.redis_server import RedisServer, find_redis_server
+
+from .throughput import positions_folded, prefill, stop, wait_results
+
+_WRAPPER = """#!/bin/sh
+# redis-server under callgrind (its --version asked as it is)
+for a in "$@"; do [ "$a" = "--version" ] && exec {binary} --version; done
+exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file={out} {binary} "$@"
+"""
+
+
+def callgrind(out: Path) -> list[str]:
+    """The command prefix running a program under callgrind, instrumentation off."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={out}"]
+
+
+def control(pid: int, *what: str) -> None:
+    """``callgrind_control``: ``-i on``/``-i off`` switches instrumentation, ``-d`` writes
+    what was counted (and returns once it is written)."""
+    subprocess.run(["callgrind_control", *what, str(pid)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+
+
+def counted(prefix: Path) -> int:
+    """The instructions callgrind counted in every dump of one process (``prefix``*)."""
+    total = 0
+    for path in prefix.parent.glob(prefix.name + "*"):
+        with open(path) as f:
+            total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+    return total
+
+
+async def measure(name: str, command: Callable[[str], list[str]], env: dict[str, str],
+                  orders: int, warmup: int, positions: bool, workdir: Path
+                  ) -> tuple[float, float]:
+    """(consumer, redis-server) instructions per order of one consumer's burst; ``command``
+    makes the consumer's command line for its Redis url."""
+    binary = find_redis_server()
+    wrapper = workdir / f"redis-{name}.sh"
+    wrapper.write_text(_WRAPPER.format(binary=binary, out=workdir / f"{name}.redis.%p"))
+    wrapper.chmod(0o755)
+    server = RedisServer(binary=str(wrapper), data_dir=workdir / f"data-{name}",
+                         start_timeout=120)
+    server.start()
+    redis_out = workdir / f"{name}.redis.{server.pid}"
+    r = aioredis.Redis.from_url(server.url)
+    consumer_out = workdir / f"{name}.consumer"
+    proc = subprocess.Popen([*callgrind(consumer_out), *command(server.url)],
+                            env=dict(env, REDIS_URL=server.url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await prefill(r, warmup)
+        await wait_results(r, warmup, timeout=900, poll=0.2)
+        for pid in (proc.pid, server.pid):
+            control(pid, "-i", "on")
+        await prefill(r, orders, start=warmup, atomic=True)
+        await wait_results(r, warmup + orders, timeout=3600, poll=0.2)
+        if positions:
+            await positions_folded(r)  # waits for the fold to catch up
+        for pid in (proc.pid, server.pid):
+            control(pid, "-i", "off")
+            control(pid, "-d")
+    finally:
+        await r.aclose()
+        stop(proc)
+        server.stop(timeout=60)
+    return counted(consumer_out) / orders, counted(redis_out) / orders
+
+
+async def run(args: argparse.Namespace) -> None:
+    env = dict(os.environ, ORDERSTREAM_BATCH_SIZE=str(args.batch),
+               ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
+               ORDERSTREAM_CONSUMER="bench-worker",
+               ORDERSTREAM_PROJECT_POSITIONS="true" if args.positions else "false")
+
+    def bare(url: str) -> list[str]:
+        return [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
+                str(args.batch)]
+
+    def worker(url: str) -> list[str]:
+        return [sys.executable, "-m", "executor", "--log-level", "WARNING", "worker"]
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        for k in range(1, args.repeat + 1):
+            tag = f" {k}" if args.repeat > 1 else ""
+            workdir = Path(tmp) / str(k)
+            workdir.mkdir()
+            b = await measure("bare", bare, env, args.orders, args.warmup, False, workdir)
+            w = await measure("worker", worker, env, args.orders, args.warmup,
+                              args.positions, workdir)
+            rows += [(f"bare{tag}", *b), (f"worker{tag}", *w)]
+    print(f"\ninstructions: {args.orders} market orders, batch {args.batch}, paper broker at "
+          f"zero latency, {'with' if args.positions else 'without'} the positions fold; "
+          "counted by callgrind")
+    print(f"{'':<12}{'consumer k Ir/order':>21}{'redis k Ir/order':>18}")
+    for name, consumer, redis in rows:
+        print(f"{name:<12}{consumer / 1000:>21,.1f}{redis / 1000:>18,.1f}")
+    for k in range(0, len(rows), 2):
+        (_, bc, br), (name, wc, wr) = rows[k], rows[k + 1]
+        print(f"{name} / bare: consumer {wc / bc:.2f}x, redis {wr / br:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=2_000)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=400,
+                        help="orders answered before counting starts")
+    parser.add_argument("--positions", action="store_true",
+                        help="the worker folds positions too, counted until caught up")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("bench.instructions needs valgrind (Debian: apt-get install valgrind)",
+              file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
