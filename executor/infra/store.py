@@ -97,12 +97,12 @@ def compose_door(reserve: str, begin: str, door: str, finish: str | None = None,
     ``lean`` (with ``finish``, and a door that answers ``ARGV.probe``, submit.lua): the
     call carries begin's short values alone, not the records and events of the orders
     created pending_submit, which ``finish``'s records replace when it runs (a fifth of
-    the bytes such a call carried for market orders, each one read into Lua, and made by
-    the worker). Whatever would need them is
-    known before any write, so it then writes nothing and returns ``AGAIN``, and the
-    caller makes the full call: an order not created pending_submit, one that exists
-    (or twice in the batch), outcomes that are not every order's in order, a request no
-    longer pending, an order the door would not take (its probe)."""
+    the bytes such a call carried for market orders, each read into Lua, and encoded by
+    the worker). Whatever would need them is known before any write, and then it writes
+    nothing and returns ``AGAIN``, and the caller makes the full call: an order not
+    created pending_submit, one that exists (or twice in the batch), outcomes that are
+    not every order's in order, a request no longer pending, an order the door would not
+    take (its probe)."""
     finishing = finish is not None
     if lean and not finishing:
         raise ValueError("a lean call needs the outcomes' write")
