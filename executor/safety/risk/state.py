@@ -110,21 +110,30 @@ def parse_sums(raw: dict[Any, Any]) -> dict[str, Decimal]:
     return {text(k): Decimal(text(v)) for k, v in raw.items()}
 
 
+# The checks' per-side sums (a field "<symbol>|<side>|<q or n><+ or ->"): the SymbolBook
+# total each moves, and whether it adds (reserved) or subtracts (released).
+_SUMS: dict[str, tuple[str, bool]] = {
+    f"{side}|{what}{sign}": (f"{side}_{'quantity' if what == 'q' else 'notional'}",
+                             sign == "+")
+    for side in (Side.BUY.value, Side.SELL.value) for what in "qn" for sign in "+-"}
+
+
 def open_by_symbol(sums: dict[str, Decimal]) -> dict[str, SymbolBook]:
     """The open reservations' totals per symbol: reserved minus released."""
     books: dict[str, SymbolBook] = {}
-    with decimal.localcontext(EXACT):
-        for name, value in sums.items():
-            parts = name.split("|")
-            book = books.setdefault(parts[0], SymbolBook())
-            if len(parts) == 2:
-                book.orders = int(value)
-                continue
-            side, what = parts[1], parts[2]
-            sign = 1 if what.endswith("+") else -1
-            attr = ("buy_" if side == Side.BUY else "sell_") + (
-                "quantity" if what[0] == "q" else "notional")
-            setattr(book, attr, getattr(book, attr) + sign * value)
+    # Exact arithmetic through the context's methods: a localcontext() per batch cost more
+    # than the sums it guards.
+    add, subtract = EXACT.add, EXACT.subtract
+    for name, value in sums.items():
+        symbol, _, rest = name.partition("|")
+        book = books.get(symbol)
+        if book is None:
+            book = books[symbol] = SymbolBook()
+        if "|" not in rest:  # "<symbol>|n": the symbol's open orders
+            book.orders = int(value)
+            continue
+        attr, adds = _SUMS[rest]
+        setattr(book, attr, (add if adds else subtract)(getattr(book, attr), value))
     return books
 
 
