@@ -730,3 +730,39 @@ async def test_the_paper_exchange_s_probe_writes_nothing_and_answers_only_for_wh
         assert await probe(["new-1", "new-1"]) == 0
     # The worker's order went in one lean call: begin.lua's short values alone.
     assert calls == [(True, 1)]
+
+
+async def test_a_guarded_lean_call_that_writes_nothing_is_made_again_whole_behind_its_guard(
+        redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A speculative write (unchanged.lua in front): its lean call answering AGAIN wrote
+    nothing, so the guard still holds for the full call, which is made behind it; and a
+    guard that fails stops the lean call before anything, with no second call."""
+    from executor.safety.risk.state import open_key, version_key
+
+    store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
+    await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
+    calls = watching_calls(store, monkeypatch)
+
+    def guard(cid: str, version: str = "0") -> ScriptCall:
+        return ScriptCall([version_key(K, "default"), K.breaker("default"),
+                           open_key(K, "default"), K.order(cid)], [version, cid])
+
+    # Answered elsewhere meanwhile: the lean call reads it before any write.
+    item, outcome = await delivered(redis_client, "a")
+    await redis_client.xack(K.pending, GROUP, outcome.request_id)
+    got = await store.reserve_begin_and_open(
+        [item], await as_is(redis_client), PROBING_DOOR,
+        ScriptCall(["door-ran", "door-says"], [1]), [outcome], guard("a"), probes=True)
+    assert got == ([None], [1], False)
+    assert calls == [(True, 1), (False, 3)]
+    assert await redis_client.hget(K.order("a"), "state") == b"pending_submit"
+    assert await redis_client.get("door-ran") == b"1"
+    # A guard that fails: nothing written, one call.
+    calls.clear()
+    item, outcome = await delivered(redis_client, "b")
+    before = await keyspace(redis_client)
+    got = await store.reserve_begin_and_open(
+        [item], await as_is(redis_client), PROBING_DOOR,
+        ScriptCall(["door-ran", "door-says"], [1]), [outcome], guard("b", "41"), probes=True)
+    assert got is None and calls == [(True, 1)]
+    assert await keyspace(redis_client) == before
