@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ async def measure(name: str, command: Callable[[str], list[str]], env: dict[str,
     makes the consumer's command line for its Redis url."""
     binary = find_redis_server()
     wrapper = workdir / f"redis-{name}.sh"
-    wrapper.write_text(_WRAPPER.format(binary=binary, out=workdir / f"{name}.redis.%p"))
+    wrapper.write_text(_WRAPPER.format(
+        binary=shlex.quote(binary), out=shlex.quote(str(workdir / f"{name}.redis.%p"))))
     wrapper.chmod(0o755)
     server = RedisServer(binary=str(wrapper), data_dir=workdir / f"data-{name}",
                          start_timeout=120)
