@@ -47,7 +47,7 @@ from .throughput import positions_folded, prefill, stop, wait_results
 _WRAPPER = """#!/bin/sh
 # redis-server under callgrind (its --version asked as it is)
 for a in "$@"; do [ "$a" = "--version" ] && exec {binary} --version; done
-exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file={out} {binary} "$@"
+exec {callgrind} {binary} "$@"
 """
 
 
@@ -81,7 +81,8 @@ async def measure(name: str, command: Callable[[str], list[str]], env: dict[str,
     binary = find_redis_server()
     wrapper = workdir / f"redis-{name}.sh"
     wrapper.write_text(_WRAPPER.format(
-        binary=shlex.quote(binary), out=shlex.quote(str(workdir / f"{name}.redis.%p"))))
+        binary=shlex.quote(binary),
+        callgrind=shlex.join(callgrind(workdir / f"{name}.redis.%p"))))
     wrapper.chmod(0o755)
     server = RedisServer(binary=str(wrapper), data_dir=workdir / f"data-{name}",
                          start_timeout=120)
