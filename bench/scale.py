@@ -46,7 +46,6 @@ import redis.asyncio as aioredis
 
 from devtools.chaos import WorkerProcess
 from devtools.redis_server import RedisServer
-from executor.config import load_settings
 from producer.keys import GROUP, Keys
 
 from .throughput import (
@@ -131,13 +130,12 @@ def check_alive(fleet: Sequence[WorkerProcess], when: str) -> None:
 
 async def all_reading(nodes: Sequence[aioredis.Redis],
                       fleet: Sequence[WorkerProcess]) -> None:
-    """Wait until every lane of every worker of the fleet is blocked reading the requests,
-    on any of the redis-servers ``nodes`` (a worker process serves one stream).
+    """Wait until every worker of the fleet is reading the requests, on any of the
+    redis-servers ``nodes`` (a worker process serves one stream).
 
-    Counted from CLIENT LIST (a lane is a connection blocked in XREADGROUP): a consumer that
-    has read nothing yet is not in XINFO CONSUMERS on Redis >= 7.0."""
-    # The lanes a worker runs, from the settings it reads (the same environment).
-    lanes = load_settings(None, os.environ).worker.concurrency
+    Counted from CLIENT LIST (a reading worker has a connection blocked in XREADGROUP: the
+    lane that holds its turn to read, pipeline/turn.py, while the others wait for it): a
+    consumer that has read nothing yet is not in XINFO CONSUMERS on Redis >= 7.0."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         check_alive(fleet, "at start-up")
@@ -146,10 +144,10 @@ async def all_reading(nodes: Sequence[aioredis.Redis],
             clients: Any = await r.client_list()
             blocked += sum(1 for c in clients
                            if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
-        if blocked >= lanes * len(fleet):
+        if blocked >= len(fleet):
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{blocked} of {lanes * len(fleet)} worker lanes reading "
+            raise TimeoutError(f"{blocked} of {len(fleet)} workers reading "
                                f"after {START_TIMEOUT_S}s")
         await asyncio.sleep(0.02)
 

@@ -72,6 +72,7 @@ from .pipeline.steps.persist import Persist
 from .pipeline.steps.prefetch import Prefetch
 from .pipeline.steps.risk import UNAVAILABLE, Risk
 from .pipeline.steps.submit import FollowUp, Submit
+from .pipeline.turn import Turns, pass_turn
 from .safety.breaker import Breaker
 from .safety.risk.state import RiskState
 
@@ -230,6 +231,13 @@ class Worker:
             counts_orders=lambda: min(self.tracker.peers) == self.consumer)
         self.metrics_port: int | None = None
         self._stopping = asyncio.Event()
+        self.turns = Turns()
+        # Per account: whether its requests may wait on more than this process and Redis
+        # answering at once (``Broker.waits``, absent: they may; or every write waiting for
+        # replicas or the disk, ``durability = "wait"``). Read once: neither changes.
+        self._waits: dict[str, bool] = {
+            name: self.durability is not None or bool(getattr(broker, "waits", True))
+            for name, broker in self.brokers.items()}
         self._ready = False
         self._beating = True  # until close(): a stopping worker is alive while it drains
         self._runner: Any = None
@@ -402,40 +410,53 @@ class Worker:
                          start_s=_BACKOFF_START_S, max_s=_BACKOFF_MAX_S)
 
     async def _lane(self) -> None:
-        w = self.settings.worker
-        streams: Any = {self.keys.pending: ">"}
+        """Read and process batches. The lanes take turns reading (pipeline/turn.py): a
+        lane holds the turn while its batch only computes and talks to Redis, so what comes
+        meanwhile makes the next batch together; a batch that will wait on a broker or a
+        limit passes it on first, and the next lane reads meanwhile."""
         delay = _BACKOFF_START_S
         while not self._stopping.is_set():
-            try:
-                reply: Any = await self.redis.xreadgroup(
-                    GROUP, self.consumer, streams, count=w.batch_size, block=w.block_ms)
-                delay = _BACKOFF_START_S
-            except RedisTimeoutError:
-                # redis-py issue 3138: a BLOCK close to the socket timeout can surface as a
-                # timeout on an idle stream. Nothing was lost; read again.
-                continue
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream or group was deleted under us
-                    await self._retrying(self._ensure_group)
-                    continue
-                self.metrics.redis_errors.inc()
-                log.error("redis refused the read: %s; retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX_S)
-                continue
-            except (RedisConnectionError, OSError) as exc:
-                self.metrics.redis_errors.inc()
-                log.warning("redis read failed (%s); reconnecting in %.1fs", exc, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX_S)
-                continue
-            for _stream, entries in reply or []:
-                if not entries:
-                    continue
+            async with self.turns.take():
                 if self._stopping.is_set():
-                    await self._hand_back(entries)
-                else:
-                    await self._process_safely(entries)
+                    return
+                reply, pause = await self._read(delay)
+                if pause is None:
+                    delay = _BACKOFF_START_S
+                    for _stream, entries in reply or []:
+                        if not entries:
+                            continue
+                        if self._stopping.is_set():
+                            await self._hand_back(entries)
+                        else:
+                            await self._process_safely(entries)
+                    continue
+            if pause:  # outside the turn: the other lanes need not wait out the backoff
+                await self._sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _read(self, delay: float) -> tuple[Any, bool | None]:
+        """One read of the requests stream: (reply, None) when it was made, else (None,
+        whether to back off, ``delay`` seconds, before reading again)."""
+        w = self.settings.worker
+        try:
+            return await self.redis.xreadgroup(
+                GROUP, self.consumer, {self.keys.pending: ">"}, count=w.batch_size,
+                block=w.block_ms), None
+        except RedisTimeoutError:
+            # redis-py issue 3138: a BLOCK close to the socket timeout can surface as a
+            # timeout on an idle stream. Nothing was lost; read again.
+            return None, False
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream or group was deleted under us
+                await self._retrying(self._ensure_group)
+                return None, False
+            self.metrics.redis_errors.inc()
+            log.error("redis refused the read: %s; retrying in %.1fs", exc, delay)
+            return None, True
+        except (RedisConnectionError, OSError) as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("redis read failed (%s); reconnecting in %.1fs", exc, delay)
+            return None, True
 
     async def _housekeeping(self) -> None:
         """Reclaim what other workers left idle too long, then remove the consumers of
@@ -478,6 +499,7 @@ class Worker:
             self.metrics.redis_errors.inc()
             log.warning("redis failed mid-batch (%s); %d requests stay pending",
                         exc, len(entries))
+            pass_turn()
             await self._sleep(_BACKOFF_START_S)
         except IllegalTransition as exc:
             self.metrics.illegal_transition(exc)
@@ -512,6 +534,8 @@ class Worker:
         extra: list[Outcome] = []
         follow_ups: list[FollowUp] = []
         undecided = [j for j in jobs if j.open]
+        if any(self._may_wait(j.account) for j in undecided):
+            pass_turn()  # it may wait on a broker: the next lane reads meanwhile
         # An amend is the place of its replacement, checked as one; its old order is
         # cancelled only once the checks passed (pipeline/steps/amend.py).
         placing = (Action.PLACE, Action.AMEND)
@@ -549,6 +573,14 @@ class Worker:
         await self._finish(jobs, written, extra)
         if follow_ups:
             self._follow_up(follow_ups)
+
+    def _may_wait(self, account: str | None) -> bool:
+        """Whether a request of ``account`` may wait on more than Redis (see ``_waits``).
+        A cancel by client id alone names no account: it may be of any served here. An
+        account not served here counts as one that may."""
+        if account is None:
+            return any(self._waits.values())
+        return self._waits.get(account, True)
 
     def _follow_up(self, items: list[FollowUp]) -> None:
         """Resolve the orders the first round left open (lookups over a broker's window,

@@ -89,6 +89,11 @@ class Broker(Protocol):
       again, it stays ``submitted`` with its outcome unknown and is followed by client id.
       Absent: the worker's ``lookup_window_ms``.
 
+    Optional, looked up with ``getattr`` by the worker's lanes (worker.py, pipeline/turn.py):
+    - ``waits: bool``: whether a call may wait on anything but this worker's Redis (a
+      network round trip, a simulated latency); absent: it may. A batch whose accounts'
+      brokers never wait keeps its lane's turn to read until it is done.
+
     Optional, looked up with ``getattr`` by the metrics and /readyz (probes.py):
     - ``async def ping(self) -> None``: a cheap call that raises when the broker cannot be
       reached (Binance: GET /api/v3/ping); a broker without it counts as reachable.

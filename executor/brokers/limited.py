@@ -81,6 +81,9 @@ def throttle_reason(account: str, grant: Grant, describe: Callable[[str], str],
 class LimitedBroker(BrokerWrapper):
     """A broker adapter behind its account's shared rate limits (see the module doc)."""
 
+    # A call may wait for capacity, whatever the adapter (Broker.waits).
+    waits = True
+
     def __init__(self, inner: Broker, limiter: Limiter, *, metrics: Metrics | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         super().__init__(inner)

@@ -128,6 +128,9 @@ class PaperBroker:
         self.prices = Prices(config, self.clock)
         self._rng = random.Random(config.seed)
         self._latency_s = config.latency_ms / 1000
+        # Its calls wait on nothing but Redis unless it simulates a broker's latency or
+        # faults (Broker.waits): then it is waited on as a remote broker is.
+        self.waits = bool(self._latency_s or config.failure_rate or config.timeout_rate)
         self._books: dict[str, Book] = {}
         self._valid: dict[tuple[object, ...], SymbolConfig] = {}  # see _check
         self._queue: list[tuple[NewOrder, asyncio.Future[bool]]] = []

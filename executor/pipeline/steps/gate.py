@@ -22,6 +22,7 @@ from .. import results
 from ..job import Job
 from ..reads import Reads
 from ..services import Services
+from ..turn import pass_turn
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Gate:
                              "deadline or the hold limit")
             if not jobs:
                 return jobs, verdict
+            pass_turn()  # the wait may be long: the worker's next lane reads meanwhile
             await asyncio.sleep(_HOLD_POLL_S)
             try:
                 verdict = await self.breaker.allow(account)

@@ -41,6 +41,7 @@ from .. import results
 from ..job import Job
 from ..reads import Reads
 from ..services import Services
+from ..turn import pass_turn
 from . import taken
 from .guard import hold, internal_error
 from .persist import new_orders, persisted
@@ -64,6 +65,12 @@ def pause_s(attempt: int) -> float:
     jitter. On a loaded machine a batch takes long to decide, and short pauses had two
     workers collide until both ran out of attempts."""
     return random.uniform(0, min(0.002 * 2 ** attempt, _MAX_PAUSE_S))
+
+
+async def pause(attempt: int) -> None:
+    """Wait ``pause_s(attempt)``, the worker's next lane reading meanwhile."""
+    pass_turn()
+    await asyncio.sleep(pause_s(attempt))
 
 
 class Risk:
@@ -149,7 +156,7 @@ class Risk:
                     items = new_orders(self.svc, passed)
                     call = self.state.commit_call(account, day, snap, write)
                 elif write and not await self._commit(account, day, snap, write):
-                    await asyncio.sleep(pause_s(attempt))
+                    await pause(attempt)
                     continue
             except (RedisError, ValueError) as exc:
                 log.warning("risk state of %s unavailable: %s", account, exc)
@@ -175,7 +182,7 @@ class Risk:
                 # finds them, reservations and all, and carries on).
                 if not await self._create(account, day, snap, write, jobs, decisions, items,
                                           call):
-                    await asyncio.sleep(pause_s(attempt))
+                    await pause(attempt)
                     continue
             else:
                 self._apply(jobs, decisions)

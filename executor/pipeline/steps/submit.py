@@ -65,6 +65,7 @@ from ...model.states import IllegalTransition
 from .. import results
 from ..job import Job
 from ..services import Services
+from ..turn import pass_turn
 from .deadline import past_deadline
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ class Submit:
             if isinstance(first, RetryableError):
                 if attempts_left <= 0:
                     raise first
+                pass_turn()  # the worker's next lane reads while this one waits
                 await asyncio.sleep(self._until_deadline(order, max(
                     _FIRST_WAIT_S + random.uniform(0, _FIRST_WAIT_S), first.retry_after or 0)))
 
@@ -307,6 +309,7 @@ class Submit:
                 wait=wait,
                 retry=retry_if_exception_type(RetryableError)
                 & retry_if_not_exception_type(Throttled),
+                before_sleep=lambda _: pass_turn(),
                 reraise=True,
             ):
                 with attempt:

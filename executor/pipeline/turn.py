@@ -1,0 +1,73 @@
+"""The turn to read: a worker's lanes (worker.py) take turns at the requests stream.
+
+A lane takes the turn, reads a batch, and keeps the turn while the batch only computes in
+this process and talks to this worker's Redis; the next lane reads once it is passed on.
+So at ordinary load the requests that come while a batch is being decided and written wait
+in the stream and make the next batch together, rather than a batch of one each read by
+an idle lane: what a batch costs beyond its orders (the reads and the write's round trips,
+the checks' snapshot, the script's own work) is paid once for them all, which is what lets
+one worker keep up with a steady flow of orders sent one at a time.
+
+A batch that is about to wait on anything else (a broker over the network or with a
+simulated latency, a rate limit's capacity, a breaker's trial, a pause before trying
+again) passes the turn on first (``pass_turn``): the next lane reads meanwhile, as every
+lane always could, so one slow broker or account holds back no other request.
+
+Pure asyncio; no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+
+
+class Turn:
+    """One lane's hold of the turn; passed on once, however often asked."""
+
+    __slots__ = ("_lock", "passed")
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+        self.passed = False
+
+    def pass_on(self) -> None:
+        if not self.passed:
+            self.passed = True
+            self._lock.release()
+
+
+# The turn the running batch holds. Tasks the batch starts inherit it: passing it from
+# one of them, later, passes nothing (each Turn releases its lock once).
+_HELD: ContextVar[Turn | None] = ContextVar("orderstream_turn", default=None)
+
+
+class Turns:
+    """The turn of one worker's lanes: one lane holds it at a time, in the order they
+    asked (asyncio.Lock is first come, first served)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[Turn]:
+        """Wait for the turn and hold it for the block (or until passed on within it)."""
+        await self._lock.acquire()
+        turn = Turn(self._lock)
+        token = _HELD.set(turn)
+        try:
+            yield turn
+        finally:
+            _HELD.reset(token)
+            turn.pass_on()
+
+
+def pass_turn() -> None:
+    """Let the next lane read now: called before the running batch waits on anything but
+    this process and its Redis. Outside a lane's batch (a background pass, the reclaimer),
+    or when already passed, it does nothing."""
+    turn = _HELD.get()
+    if turn is not None:
+        turn.pass_on()
