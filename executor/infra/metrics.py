@@ -272,21 +272,15 @@ class Metrics:
         child.inc()
         self.latency.observe(max(now_ms - result.enqueued_at, 0) / 1000)
 
-    @contextlib.contextmanager
-    def step(self, name: str, jobs: Sized) -> Iterator[None]:
+    def step(self, name: str, jobs: Sized) -> contextlib.AbstractContextManager[None]:
         """Time one pipeline step over a batch; a step with no jobs is not a sample (its
         microsecond would drown the real ones)."""
         if not jobs:
-            yield
-            return
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            child = self._steps.get(name)
-            if child is None:
-                child = self._steps[name] = self.step_seconds.labels(name)
-            child.observe(time.perf_counter() - started)
+            return _UNTIMED
+        child = self._steps.get(name)
+        if child is None:
+            child = self._steps[name] = self.step_seconds.labels(name)
+        return _Timed(child)
 
     @contextlib.contextmanager
     def broker_call(self, account: str, operation: str) -> Iterator[None]:
@@ -395,3 +389,22 @@ async def start_http(registry: CollectorRegistry, host: str, port: int,
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
+
+
+class _Timed:
+    """A step's timer: a class rather than a generator, as several run for every batch."""
+
+    __slots__ = ("_histogram", "_started")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._started)
+
+
+_UNTIMED = contextlib.nullcontext()

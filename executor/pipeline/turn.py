@@ -19,8 +19,6 @@ Pure asyncio; no I/O.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
 
@@ -51,17 +49,30 @@ class Turns:
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
 
-    @contextlib.asynccontextmanager
-    async def take(self) -> AsyncIterator[Turn]:
-        """Wait for the turn and hold it for the block (or until passed on within it)."""
+    def take(self) -> _Taking:
+        """``async with turns.take() as turn``: wait for the turn and hold it for the block
+        (or until passed on within it)."""
+        return _Taking(self._lock)
+
+
+class _Taking:
+    """``Turns.take``'s context: a class rather than a generator, as it runs for every
+    batch."""
+
+    __slots__ = ("_lock", "_token", "_turn")
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def __aenter__(self) -> Turn:
         await self._lock.acquire()
-        turn = Turn(self._lock)
-        token = _HELD.set(turn)
-        try:
-            yield turn
-        finally:
-            _HELD.reset(token)
-            turn.pass_on()
+        self._turn = Turn(self._lock)
+        self._token = _HELD.set(self._turn)
+        return self._turn
+
+    async def __aexit__(self, *exc: object) -> None:
+        _HELD.reset(self._token)
+        self._turn.pass_on()
 
 
 def pass_turn() -> None:

@@ -708,3 +708,27 @@ async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_d
     for attempt, bound in ((0, 0.002), (1, 0.004), (5, 0.064), (6, 0.1), (20, 0.1)):
         assert all(0 <= risk_step.pause_s(attempt) <= bound for _ in range(200))
     assert max(risk_step.pause_s(5) for _ in range(200)) > 0.032  # really grows
+
+
+async def test_run_time_limits_apply_to_the_next_batch_and_every_one_after(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    """The merged limits are kept per account and symbol while the run-time limits they
+    were merged with are the same (pipeline/steps/risk.py ``_limits``): a change of them
+    is met by the next batch and by the speculative ones after it, and undone likewise."""
+    async with running(make_settings(batch_size=1, concurrency=1)) as worker:
+        for _ in range(3):  # the later ones written speculatively, on the first's state
+            assert (await place(client, "BTCUSDT", "buy", "market", "0.01")).status is \
+                ResultStatus.FILLED
+        await set_limits(redis_client, K, "default", {"max_quantity": "0.005"}, by="test")
+        for _ in range(3):
+            denied = await place(client, "BTCUSDT", "buy", "market", "0.01")
+            assert denied.reason_code == "risk_denied:quantity", denied
+        assert (await place(client, "BTCUSDT", "buy", "market", "0.004")).status is \
+            ResultStatus.FILLED
+        await set_limits(redis_client, K, "default", {"max_quantity": "none"}, by="test")
+        for _ in range(3):
+            assert (await place(client, "BTCUSDT", "buy", "market", "0.01")).status is \
+                ResultStatus.FILLED
+        speculated = worker.metrics.speculative_writes.labels("default", "applied")
+        assert speculated._value.get() > 0

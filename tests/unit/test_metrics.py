@@ -45,6 +45,14 @@ def test_a_step_without_jobs_is_no_sample_and_a_failing_call_still_is() -> None:
         pass
     assert sample(m, "orderstream_step_seconds_count", step="decode") == 1
     try:
+        with m.step("decode", [1]):
+            raise KeyError("a bug in the step")
+    except KeyError:
+        pass  # not swallowed by the timer, and still timed
+    else:
+        raise AssertionError("the step's exception was swallowed")
+    assert sample(m, "orderstream_step_seconds_count", step="decode") == 2
+    try:
         with m.broker_call("default", "cancel"):
             raise TimeoutError
     except TimeoutError:

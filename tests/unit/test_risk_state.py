@@ -37,3 +37,18 @@ def test_a_symbol_dropped_to_nothing_writes_zero_and_a_zero_count_change() -> No
         ("b", _r("BTCUSDT", Side.SELL, "1", "50000"))]))
     assert totals == {"BTCUSDT|sell|q+": "0", "BTCUSDT|sell|n+": "0"}
     assert counts == {"BTCUSDT|n": -2}
+
+
+def test_the_totals_are_made_once_per_write_and_sums_and_again_when_either_moves() -> None:
+    sums = {"BTCUSDT|buy|q+": Decimal("1")}
+    write = Write(put=[("a", _r("BTCUSDT", Side.BUY, "1", "10"), True)])
+    first = sum_changes(sums, write)
+    assert sum_changes(sums, write)[0] is first[0]  # the call's and carried's: made once
+    assert first[0]["BTCUSDT|buy|q+"] == "2"
+    # Other sums (an equal copy is another read): made again on them.
+    other = sum_changes({"BTCUSDT|buy|q+": Decimal("5")}, write)
+    assert other[0]["BTCUSDT|buy|q+"] == "6"
+    # The write grown since: made again, with the new reservation.
+    write.put.append(("b", _r("BTCUSDT", Side.BUY, "2", "10"), True))
+    assert sum_changes(sums, write) == ({"BTCUSDT|buy|q+": "4", "BTCUSDT|buy|n+": "30"},
+                                        {"BTCUSDT|n": 2})

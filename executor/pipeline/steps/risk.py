@@ -33,7 +33,7 @@ from ...brokers import sending
 from ...brokers.sending import Door, door_for
 from ...infra.store import NewOrder, ScriptCall
 from ...safety.risk.book import Book, Candidate, day_id, reservation_of
-from ...safety.risk.limits import Limits, resolve
+from ...safety.risk.limits import AccountLimits, Limits, resolve
 from ...safety.risk.rules import Check, Denial, checks_for, evaluate
 from ...safety.risk.state import RiskState, Snapshot, Write, open_by_symbol
 from ...safety.trading import TradingState, effective
@@ -56,6 +56,7 @@ _MAX_PERSISTED = 1_000
 # Orders of a speculative write at most: a bigger batch (a burst) reads first, which costs
 # little per order, and keeps the guard's arguments well inside what Lua unpacks.
 _MAX_SPECULATED = 200
+_MAX_MERGED = 4_096  # (account, symbol) pairs whose merged limits are kept
 # Limits whose measures value every position of the account at its reference price.
 _MARKED = ("max_position_pct", "max_total_exposure", "max_net_long", "max_net_short")
 
@@ -82,6 +83,10 @@ class Risk:
         # One batch of an account at a time in this process: its lanes would otherwise
         # mostly make each other decide again (the compare-and-set stays for other workers).
         self._locks: dict[str, asyncio.Lock] = {}
+        # (account, symbol) -> the run-time limits they were merged with, the limits, and
+        # the checks they switch on (``_limits``).
+        self._merged: dict[tuple[str, str],
+                           tuple[AccountLimits | None, Limits, tuple[Check, ...]]] = {}
 
     async def __call__(self, jobs: Sequence[Job], *, persist: bool = False) -> None:
         """``persist``: the orders that pass are also created (pipeline/steps/persist.py),
@@ -247,12 +252,28 @@ class Risk:
                      prices: dict[str, Decimal | None]) -> tuple[list[Denial | None], Write]:
         """The jobs checked on ``snap``, with the reference prices they need (``prices``,
         completed here)."""
-        by_symbol: dict[str, Limits] = {}
-        limits = [by_symbol.get(j.spec.symbol) or by_symbol.setdefault(
-            j.spec.symbol, resolve(self.settings, account, j.spec.symbol, snap.runtime))
+        merged = [self._limits(account, j.spec.symbol, snap.runtime)
                   for j in jobs if j.spec is not None]
+        limits = [lim for lim, _ in merged]
         await self._price(account, prices, jobs, snap, limits)
-        return self._decide(account, jobs, snap, limits, prices)
+        return self._decide(account, jobs, snap, limits, prices,
+                            {id(lim): checks for lim, checks in merged})
+
+    def _limits(self, account: str, symbol: str, runtime: AccountLimits | None
+                ) -> tuple[Limits, tuple[Check, ...]]:
+        """The limits of the account's orders in ``symbol`` and the checks they switch on,
+        merged once for as long as its run-time limits are the same object (a speculative
+        snapshot carries its read's)."""
+        key = (account, symbol)
+        known = self._merged.get(key)
+        if known is not None and known[0] is runtime:
+            return known[1], known[2]
+        limits = resolve(self.settings, account, symbol, runtime)
+        checks = checks_for(limits)
+        if len(self._merged) >= _MAX_MERGED:
+            self._merged.clear()  # only a cache: bounded whatever the symbols asked for
+        self._merged[key] = (runtime, limits, checks)
+        return limits, checks
 
     async def _create(self, account: str, day: str, snap: Snapshot, write: Write,
                       jobs: list[Job], decisions: list[Denial | None],
@@ -410,9 +431,10 @@ class Risk:
             prices[symbol] = self._price_of(account, symbol, price)
 
     def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
-                prices: dict[str, Decimal | None],
+                prices: dict[str, Decimal | None], checks: dict[int, tuple[Check, ...]],
                 ) -> tuple[list[Denial | None], Write]:
-        """Check the jobs in order against the snapshot. Pure."""
+        """Check the jobs in order against the snapshot (``checks``: those each of the
+        ``limits`` switches on, by its id). Pure."""
         write = Write()
         book = Book(account=account, state=snap.state, symbols=open_by_symbol(snap.sums),
                     open_orders=snap.open_orders, day_orders=snap.day_orders,
@@ -436,7 +458,6 @@ class Risk:
                     book.unreserve(old)
         now = self.svc.clock()
         decisions: list[Denial | None] = []
-        checks: dict[int, tuple[Check, ...]] = {}  # per limits object (one per symbol)
         for job, lim in zip(jobs, limits, strict=True):
             assert job.spec is not None and job.client_order_id is not None
             cid = job.client_order_id
@@ -446,8 +467,7 @@ class Risk:
                     f"client_order_id {cid} is being placed by request {held.request_id}")))
                 continue
             candidate = Candidate(cid, job.request_id, job.spec, prices.get(job.spec.symbol))
-            denial = evaluate(candidate, book, lim,
-                              checks.get(id(lim)) or checks.setdefault(id(lim), checks_for(lim)))
+            denial = evaluate(candidate, book, lim, checks[id(lim)])
             decisions.append(denial)
             if denial is None:
                 reservation = reservation_of(candidate, now)

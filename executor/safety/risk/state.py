@@ -167,6 +167,10 @@ class Write:
 
     put: list[tuple[str, Reservation, bool]] = field(default_factory=list)
     drop: list[tuple[str, Reservation]] = field(default_factory=list)
+    # sum_changes' answer, for the sums it was made on and the lengths of put and drop
+    # then: the write's call and the state it leaves (``carried``) both need it.
+    summed: tuple[dict[str, Decimal], int, int, dict[str, str], dict[str, int]] | None = field(
+        default=None, compare=False, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.put or self.drop)
@@ -174,6 +178,10 @@ class Write:
 
 def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str], dict[str, int]]:
     """The new values of the checks' ``+`` fields and the changes of the order counts."""
+    known = write.summed
+    if (known is not None and known[0] is sums and known[1] == len(write.put)
+            and known[2] == len(write.drop)):
+        return known[3], known[4]
     # Summed per symbol and side first, then added to the stored values once: exact
     # arithmetic, so the same values (and text) as adding one reservation at a time, with
     # a field name made per symbol and side rather than per reservation.
@@ -192,6 +200,7 @@ def sum_changes(sums: dict[str, Decimal], write: Write) -> tuple[dict[str, str],
         for what, amount in zip(("q+", "n+"), amounts, strict=True):
             name = sum_field(symbol, side, what)
             totals[name] = format(EXACT.add(sums.get(name, ZERO), amount), "f")
+    write.summed = (sums, len(write.put), len(write.drop), totals, counts)
     return totals, counts
 
 
@@ -213,11 +222,12 @@ class Committed:
         return str(int(self.before) + 1)  # risk_reserve.lua increments it once
 
 
-def carried(snap: Snapshot, cids: Iterable[str], write: Write) -> Snapshot:
+def carried(snap: Snapshot, cids: Iterable[str] | None, write: Write) -> Snapshot:
     """``snap`` as ``write`` leaves it, applied as infra/lua/risk_reserve.lua applies it:
     the same snapshot as a read just after the write would take (with no projector page
-    between, which commutes with it: the module's docstring). ``cids``: whose reservations
-    ``snap`` holds. Pure."""
+    between, which commutes with it: the module's docstring). ``cids``: the client ids
+    whose reservations the snapshot holds, carried over the write; None: the snapshot
+    returned holds none (the state a speculative write is decided on, ``wrote``). Pure."""
     totals, counts = sum_changes(snap.sums, write)
     sums = dict(snap.sums)
     sums.update((name, Decimal(value)) for name, value in totals.items())
@@ -227,15 +237,18 @@ def carried(snap: Snapshot, cids: Iterable[str], write: Write) -> Snapshot:
             sums.pop(name, None)  # the script deletes a count that reaches 0
         else:
             sums[name] = count
-    reservations, raw = dict(snap.reservations), dict(snap.raw)
-    for cid, _ in write.drop:
-        reservations.pop(cid, None)
-        raw.pop(cid, None)
-    asked = set(cids)
-    for cid, reservation, _ in write.put:
-        if cid in asked:
-            reservations[cid] = reservation
-            raw[cid] = encode(reservation)
+    reservations: dict[str, Reservation] = {}
+    raw: dict[str, bytes] = {}
+    if cids is not None:
+        reservations, raw = dict(snap.reservations), dict(snap.raw)
+        for cid, _ in write.drop:
+            reservations.pop(cid, None)
+            raw.pop(cid, None)
+        asked = set(cids)
+        for cid, reservation, _ in write.put:
+            if cid in asked:
+                reservations[cid] = reservation
+                raw[cid] = encode(reservation)
     # A put of a field that was there was its own drop first (a redelivered request's).
     return replace(snap, version=str(int(snap.version) + 1), full=str(int(snap.full) + 1),
                    reservations=reservations, raw=raw, sums=sums,
@@ -411,8 +424,7 @@ class RiskState:
         """This process's checks applied ``write``, decided on ``snap``, to the account."""
         self.writes[account] = self.writes.get(account, 0) + 1
         self.last[account] = Committed(snap, day, write)
-        self._after[account] = (day, replace(carried(snap, (), write), reservations={},
-                                             raw={}))
+        self._after[account] = (day, carried(snap, None, write))
 
     def moving(self, accounts: Iterable[str]) -> None:
         """This process's positions projector is writing a page that moves these accounts'
