@@ -3,11 +3,13 @@ beside the bare loop's counted the same way in the same run.
 
     python -m bench.instructions [--orders 2000] [--batch 200] [--repeat 1]
     python -m bench.instructions --orders 300 --batch 1     # ordinary load: a batch an order
+    python -m bench.instructions --beside ../other-checkout  # two checkouts at the same time
 
 On a shared machine the CPU time an order costs swings by a third between runs of one
 checkout (other tenants' load, frequency, caches), so a change of a few percent is lost in
-the other benchmarks' spread. The number of instructions executed does not swing: two runs
-of one checkout agree within about 1%. It is not time: a cache miss and a register move
+the other benchmarks' spread. The number of instructions executed swings far less: two
+runs of one checkout in a burst agree within about 1% (but see the clock, below). It is
+not time: a cache miss and a register move
 count alike, and the kernel's work (syscalls, the network) is not counted, so it ranks
 changes of the code's own work; the other benchmarks say what they are worth in time.
 
@@ -21,7 +23,13 @@ worker's over the bare loop's. The worker folds no positions (their fold lags a 
 counted, it would depend on where the fold stood at the last result), unless --positions,
 which counts until the fold has caught up. Under valgrind a process runs about fifty
 times slower, so whatever the worker does by the clock (probes, heartbeats) weighs more
-per order than it does at full speed: compare counts of one --orders and --batch.
+per order than it does at full speed: compare counts of one --orders and --batch. And
+the busier the machine, the slower valgrind's processes run, so the more of that clock
+work falls in each order: at a batch an order one checkout counted from 2,749k to 3,339k
+instructions an order as other work came and went (in a burst, within about 1%). So
+compare two checkouts measured at the same time, each slowed alike: ``--beside DIR`` runs
+this benchmark from the checkout at DIR (its code; it needs this file) alongside, and
+prints both and the change.
 Needs valgrind (Debian's valgrind package); exits with status 2 without it.
 """
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -112,7 +121,9 @@ async def measure(name: str, command: Callable[[str], list[str]], env: dict[str,
     return counted(consumer_out) / orders, counted(redis_out) / orders
 
 
-async def run(args: argparse.Namespace) -> None:
+async def counts(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """(name, consumer, redis-server) instructions per order of each measurement, the
+    bare loop's and the worker's in turn, ``--repeat`` times."""
     env = dict(os.environ, ORDERSTREAM_BATCH_SIZE=str(args.batch),
                ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
                ORDERSTREAM_CONSUMER="bench-worker",
@@ -134,15 +145,73 @@ async def run(args: argparse.Namespace) -> None:
             w = await measure("worker", worker, env, args.orders, args.warmup,
                               args.positions, workdir)
             rows += [(f"bare{tag}", *b), (f"worker{tag}", *w)]
+    return rows
+
+
+def beside(args: argparse.Namespace) -> subprocess.Popen[str]:
+    """This benchmark, with the same arguments, started from the checkout ``--beside``
+    (its code: ``-m`` runs what is in the working directory), answering in JSON."""
+    there = Path(args.beside)
+    if not (there / "bench" / "instructions.py").is_file():
+        raise SystemExit(f"{there} has no bench/instructions.py: copy this one there")
+    command = [sys.executable, "-m", "bench.instructions", "--orders", str(args.orders),
+               "--batch", str(args.batch), "--warmup", str(args.warmup),
+               "--repeat", str(args.repeat), "--json"]
+    if args.positions:
+        command.append("--positions")
+    return subprocess.Popen(command, cwd=there, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def answered(other: subprocess.Popen[str], name: str) -> list[tuple[str, float, float]]:
+    """The rows the benchmark beside printed (its last line), or SystemExit saying why
+    there are none."""
+    out, err = other.communicate()
+    lines = out.strip().splitlines()
+    try:
+        if other.returncode != 0 or not lines:
+            raise ValueError(f"exit status {other.returncode}")
+        return [(row, float(consumer), float(redis))
+                for row, consumer, redis in json.loads(lines[-1])]
+    except ValueError as exc:
+        raise SystemExit(f"the benchmark beside, in {name}, gave no counts ({exc}; an "
+                         f"older bench/instructions.py takes no --json: copy this one "
+                         f"there):\n{err[-2000:]}") from None
+
+
+async def run(args: argparse.Namespace) -> None:
+    other = beside(args) if args.beside else None
+    try:
+        rows = await counts(args)
+    except BaseException:
+        if other is not None:
+            other.kill()  # and with it what it started, once its redis-servers time out
+        raise
+    if args.json:
+        print(json.dumps(rows))
+        return
     print(f"\ninstructions: {args.orders} market orders, batch {args.batch}, paper broker at "
           f"zero latency, {'with' if args.positions else 'without'} the positions fold; "
           "counted by callgrind")
-    print(f"{'':<12}{'consumer k Ir/order':>21}{'redis k Ir/order':>18}")
-    for name, consumer, redis in rows:
-        print(f"{name:<12}{consumer / 1000:>21,.1f}{redis / 1000:>18,.1f}")
-    for k in range(0, len(rows), 2):
-        (_, bc, br), (name, wc, wr) = rows[k], rows[k + 1]
-        print(f"{name} / bare: consumer {wc / bc:.2f}x, redis {wr / br:.2f}x")
+    pairs = [("", rows)]
+    if other is not None:
+        there = Path(args.beside).resolve().name or str(args.beside)
+        theirs = await asyncio.to_thread(answered, other, there)
+        print(f"here: {Path.cwd().name}, beside it at the same time: {there}")
+        pairs = [("here ", rows), (f"{there} ", theirs)]
+    print(f"{'':<24}{'consumer k Ir/order':>21}{'redis k Ir/order':>18}")
+    for label, some in pairs:
+        for name, consumer, redis in some:
+            print(f"{label + name:<24}{consumer / 1000:>21,.1f}{redis / 1000:>18,.1f}")
+    for label, some in pairs:
+        for k in range(0, len(some), 2):
+            (_, bc, br), (name, wc, wr) = some[k], some[k + 1]
+            print(f"{label}{name} / bare: consumer {wc / bc:.2f}x, redis {wr / br:.2f}x")
+    if other is not None:
+        (_, mine), (there_label, theirs) = pairs
+        for (name, wc, wr), (_, tc, tr) in zip(mine[1::2], theirs[1::2], strict=True):
+            print(f"here / {there_label.strip()} ({name}): consumer {wc / tc - 1:+.1%}, "
+                  f"redis {wr / tr - 1:+.1%}")
 
 
 def main() -> None:
@@ -155,6 +224,11 @@ def main() -> None:
     parser.add_argument("--positions", action="store_true",
                         help="the worker folds positions too, counted until caught up")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--beside", metavar="DIR",
+                        help="measure the checkout at DIR too, at the same time (so whatever "
+                             "else the machine runs slows both alike), and print the change")
+    parser.add_argument("--json", action="store_true",
+                        help="print the rows as one JSON line (what --beside reads)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("bench.instructions needs valgrind (Debian: apt-get install valgrind)",
