@@ -41,6 +41,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -185,7 +186,13 @@ async def run(args: argparse.Namespace) -> None:
         rows = await counts(args)
     except BaseException:
         if other is not None:
-            other.kill()  # and with it what it started, once its redis-servers time out
+            # Interrupted, it stops what it started (its consumer, its redis-server).
+            other.send_signal(signal.SIGINT)
+            try:
+                other.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                other.kill()
+                other.communicate()
         raise
     if args.json:
         print(json.dumps(rows))

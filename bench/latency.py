@@ -16,7 +16,8 @@ The consumer process's CPU time per order over the measured phase (steadier than
 a shared machine, and at these rates what latency mostly waits for), and the Redis work:
 the commands redis-server ran (``INFO commandstats``: each script call and each command a
 script ran; the producer's XADDs and the reader's XREADs are not counted), the script
-calls among them (each a round trip of the consumer's), and its CPU time. Commands of the
+calls among them (each a round trip of the consumer's), and its CPU time; and the orders
+each of the consumer's reads (XREADGROUP) took: its batches' mean size. Commands of the
 worker's background tasks (heartbeat, tracker, positions fold) in that time are counted
 too: they are part of what an order costs. --repeat N measures the pair N times,
 alternating. --projector adds a third consumer each round (split): the worker folding no
@@ -148,6 +149,9 @@ async def measure(command: list[str], env: dict[str, str], url: str, rates: list
                                              if name not in _OWN) / n,
                              # Each a round trip of its client's: a script cannot call one.
                              "scripts": sum(ran.get(name, 0) for name in _SCRIPTS) / n,
+                             # Its batches' mean size (a blocked read that timed out empty
+                             # is one more read).
+                             "per_read": n / max(ran.get("xreadgroup", 0), 1),
                              "redis_us": (await redis_cpu_seconds(r) - cpu) / n * 1e6,
                              "cpu_us": (cpu_seconds(proc.pid) - own_cpu) / n * 1e6,
                              "beside_us": 0.0 if other is None else
@@ -200,8 +204,8 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
           + (f"; {others} positions of other accounts" if others else "")
           + (f"; {resting} resting orders" if resting else ""))
     print(f"{'':<10}{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'cmds/order':>12}{'scripts/order':>15}{'CPU us/order':>14}{'redis us/order':>16}"
-          + (f"{'+ projector':>13}" if projector else ""))
+          f"{'cmds/order':>12}{'scripts/order':>15}{'orders/read':>13}{'CPU us/order':>14}"
+          f"{'redis us/order':>16}" + (f"{'+ projector':>13}" if projector else ""))
     for k, figures in enumerate(runs, 1):
         tag = f" {k}" if len(runs) > 1 else ""
         for name, figs in zip((f"bare{tag}", f"worker{tag}", f"split{tag}"), figures,
@@ -209,7 +213,7 @@ async def run(rates: list[int], seconds: float, repeat: int = 1, url: str | None
             for rate, f in figs.items():
                 print(f"{name:<10}{rate:>8}{f['p50']:>9.2f}{f['p90']:>9.2f}{f['p99']:>9.2f}"
                       f"{f['max']:>9.2f}{f['commands']:>12.1f}{f['scripts']:>15.2f}"
-                      f"{f['cpu_us']:>14.0f}"
+                      f"{f['per_read']:>13.1f}{f['cpu_us']:>14.0f}"
                       f"{f['redis_us']:>16.1f}"
                       + (f"{f['beside_us']:>13.0f}" if projector else ""))
     for rate in rates:

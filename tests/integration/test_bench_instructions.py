@@ -6,8 +6,10 @@ themselves are for people comparing checkouts). Skipped where valgrind is not in
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,13 +50,30 @@ def counted_rows(out: str, prefix: str) -> dict[str, tuple[float, float]]:
                                 re.M)}
 
 
-async def test_beside_another_checkout_both_are_counted_at_once_and_the_change_printed(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    # The other checkout: this one's code, copied (as a worktree of another commit would be).
+def other_checkout(tmp_path: Path) -> Path:
+    """This checkout's code, copied (as a worktree of another commit would be)."""
     there = tmp_path / "other"
     for part in ("bench", "executor", "producer", "devtools"):
         shutil.copytree(ROOT / part, there / part,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    return there
+
+
+def working_in(there: Path) -> list[int]:
+    """The processes whose working directory is ``there`` or below it."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cwd").resolve().is_relative_to(there):
+                pids.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return pids
+
+
+async def test_beside_another_checkout_both_are_counted_at_once_and_the_change_printed(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    there = other_checkout(tmp_path)
     await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                               positions=False, repeat=1,
                                               beside=str(there), json=False))
@@ -74,3 +93,35 @@ async def test_beside_a_checkout_without_this_benchmark_says_so(tmp_path: Path) 
         await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                                   positions=False, repeat=1,
                                                   beside=str(tmp_path), json=False))
+
+
+async def test_a_measurement_that_fails_stops_the_one_beside_and_all_it_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    there = other_checkout(tmp_path).resolve()
+    started: list[subprocess.Popen[str]] = []
+    real = instructions.beside
+
+    def beside(args: argparse.Namespace) -> subprocess.Popen[str]:
+        started.append(real(args))
+        return started[-1]
+
+    async def failing(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+        # Long enough for the one beside to have its redis-server and consumer running.
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            if len(working_in(there)) >= 3:
+                break
+        raise RuntimeError("this checkout's measurement failed")
+
+    monkeypatch.setattr(instructions, "beside", beside)
+    monkeypatch.setattr(instructions, "counts", failing)
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
+                                                  positions=False, repeat=1,
+                                                  beside=str(there), json=False))
+    assert started and started[0].returncode is not None
+    for _ in range(300):  # its redis-server, stopped by it, may take a moment to go
+        if not working_in(there):
+            break
+        await asyncio.sleep(0.1)
+    assert working_in(there) == []

@@ -22,8 +22,12 @@ async def test_the_latency_benchmark_prints_sane_figures_for_both(
     # Its script calls (round trips): none for the bare loop, the batch's first read and
     # its write for each of the worker's batches.
     assert bare[50]["scripts"] == 0 < worker[50]["scripts"]
+    # Reads took about an order each at 50/s (a read that timed out empty takes none),
+    # and none more than the whole phase's.
+    assert all(0.5 <= figs[50]["per_read"] <= 50 for figs in (bare, worker))
     out = capsys.readouterr().out
     assert "worker / bare loop p50 at 50/s: " in out and "scripts/order" in out
+    assert "orders/read" in out
     assert out.count("      50 ") == 2  # a row each
 
 
