@@ -244,8 +244,7 @@ class PaperBroker:
         exchange takes (anything it refuses is refused at the submit step, as ever) and the
         account injects no latency or faults (their draws stay the submit step's)."""
         config = self.config
-        if (not config.take_with_record or self._latency_s or config.failure_rate
-                or config.timeout_rate or not self._started or not orders):
+        if not config.take_with_record or self.waits or not self._started or not orders:
             return None
         prepared: list[tuple[str, PaperOrder, NewOrder]] = []
         for cid, order in orders:

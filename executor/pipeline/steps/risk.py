@@ -256,8 +256,7 @@ class Risk:
                   for j in jobs if j.spec is not None]
         limits = [lim for lim, _ in merged]
         await self._price(account, prices, jobs, snap, limits)
-        return self._decide(account, jobs, snap, limits, prices,
-                            {id(lim): checks for lim, checks in merged})
+        return self._decide(account, jobs, snap, merged, prices)
 
     def _limits(self, account: str, symbol: str, runtime: AccountLimits | None
                 ) -> tuple[Limits, tuple[Check, ...]]:
@@ -430,11 +429,12 @@ class Risk:
         for symbol, price in zip(missing, got, strict=True):
             prices[symbol] = self._price_of(account, symbol, price)
 
-    def _decide(self, account: str, jobs: list[Job], snap: Snapshot, limits: list[Limits],
-                prices: dict[str, Decimal | None], checks: dict[int, tuple[Check, ...]],
+    def _decide(self, account: str, jobs: list[Job], snap: Snapshot,
+                limits: list[tuple[Limits, tuple[Check, ...]]],
+                prices: dict[str, Decimal | None],
                 ) -> tuple[list[Denial | None], Write]:
-        """Check the jobs in order against the snapshot (``checks``: those each of the
-        ``limits`` switches on, by its id). Pure."""
+        """Check the jobs in order against the snapshot (``limits``: each job's, with the
+        checks they switch on). Pure."""
         write = Write()
         book = Book(account=account, state=snap.state, symbols=open_by_symbol(snap.sums),
                     open_orders=snap.open_orders, day_orders=snap.day_orders,
@@ -458,7 +458,7 @@ class Risk:
                     book.unreserve(old)
         now = self.svc.clock()
         decisions: list[Denial | None] = []
-        for job, lim in zip(jobs, limits, strict=True):
+        for job, (lim, checks) in zip(jobs, limits, strict=True):
             assert job.spec is not None and job.client_order_id is not None
             cid = job.client_order_id
             held = snap.reservations.get(cid)
@@ -467,7 +467,7 @@ class Risk:
                     f"client_order_id {cid} is being placed by request {held.request_id}")))
                 continue
             candidate = Candidate(cid, job.request_id, job.spec, prices.get(job.spec.symbol))
-            denial = evaluate(candidate, book, lim, checks[id(lim)])
+            denial = evaluate(candidate, book, lim, checks)
             decisions.append(denial)
             if denial is None:
                 reservation = reservation_of(candidate, now)
