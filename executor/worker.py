@@ -413,14 +413,18 @@ class Worker:
         """Read and process batches. The lanes take turns reading (pipeline/turn.py): a
         lane holds the turn while its batch only computes and talks to Redis, so what comes
         meanwhile makes the next batch together; a batch that will wait on a broker or a
-        limit passes it on first, and the next lane reads meanwhile."""
+        limit passes it on first, and the next lane reads meanwhile. A lane whose batch
+        did not pass the turn reads the next batch itself: handing an unpassed turn to an
+        idle lane would cost every batch a switch of tasks for nothing."""
         delay = _BACKOFF_START_S
         while not self._stopping.is_set():
-            async with self.turns.take():
-                if self._stopping.is_set():
-                    return
-                reply, pause = await self._read(delay)
-                if pause is None:
+            async with self.turns.take() as turn:
+                while not turn.passed:
+                    if self._stopping.is_set():
+                        return
+                    reply, pause = await self._read(delay)
+                    if pause is not None:
+                        break
                     delay = _BACKOFF_START_S
                     for _stream, entries in reply or []:
                         if not entries:
@@ -429,7 +433,6 @@ class Worker:
                             await self._hand_back(entries)
                         else:
                             await self._process_safely(entries)
-                    continue
             if pause:  # outside the turn: the other lanes need not wait out the backoff
                 await self._sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)

@@ -2,6 +2,8 @@
 
 A lane takes the turn, reads a batch, and keeps the turn while the batch only computes in
 this process and talks to this worker's Redis; the next lane reads once it is passed on.
+Until then the lane holding it reads the next batch too: at ordinary load one lane reads
+every batch, and the others only wait for a batch that waits.
 So at ordinary load the requests that come while a batch is being decided and written wait
 in the stream and make the next batch together, rather than a batch of one each read by
 an idle lane: what a batch costs beyond its orders (the reads and the write's round trips,

@@ -7,6 +7,7 @@ the other lanes read and answer the requests behind it meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +43,21 @@ class FirstBatchHeld:
             self.entered.set()
             await self.release.wait()
         return await self.inner(jobs)
+
+
+class Readers:
+    """Wraps the worker's read of the requests stream: the lane (its task) of each read
+    that returned requests, in order."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.inner = worker._read
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def __call__(self, delay: float) -> tuple[Any, bool | None]:
+        got = await self.inner(delay)
+        if got[0]:
+            self.tasks.append(asyncio.current_task())
+        return got
 
 
 async def delivered(r: aioredis.Redis) -> int:
@@ -105,6 +121,37 @@ async def test_a_batch_that_waits_on_its_broker_lets_the_other_lanes_read(
 
 async def _delivered_is(r: aioredis.Redis, n: int) -> bool:
     return await delivered(r) == n
+
+
+async def test_a_lane_whose_batches_keep_the_turn_reads_every_batch_itself(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Paper batches never pass the turn: handing it to another lane after each would only
+    # switch tasks. The lane holding it reads batch after batch; the others wait.
+    async with running(three_lanes(make_settings)) as worker:
+        readers = Readers(worker)
+        monkeypatch.setattr(worker, "_read", readers)
+        for _ in range(5):  # one at a time: five batches
+            sub = await place_market(client, 1)
+            assert (await client.wait_result(sub[0], WAIT_S)).status is ResultStatus.FILLED
+    assert len(readers.tasks) == 5 and len(set(readers.tasks)) == 1
+
+
+async def test_after_its_batch_passed_the_turn_a_lane_waits_for_it_again(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Batches that wait on their broker pass the turn as soon as they are decoded: each
+    # next batch is read by a lane other than the one before.
+    async with running(three_lanes(make_settings, accounts_default_latency_ms=20)) as worker:
+        readers = Readers(worker)
+        monkeypatch.setattr(worker, "_read", readers)
+        for _ in range(4):
+            sub = await place_market(client, 1)
+            assert (await client.wait_result(sub[0], WAIT_S)).status is ResultStatus.FILLED
+    assert len(readers.tasks) == 4
+    assert all(a is not b for a, b in itertools.pairwise(readers.tasks))
 
 
 async def test_a_stopping_worker_with_lanes_waiting_for_the_turn_stops_after_one_read(
