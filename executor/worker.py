@@ -375,9 +375,9 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Read and process until stopped. Several batches are in flight at once (one per
-        lane), so this process computes one batch while Redis runs another's scripts; the
-        reclaimer takes over what other workers left idle too long."""
+        """Read and process until stopped. Up to ``concurrency`` batches are in flight at
+        once, one per lane, where batches wait on a broker or a limit (they pass the turn to
+        read: ``_lane``); the reclaimer takes over what other workers left idle too long."""
         lanes = [asyncio.create_task(self._lane(), name=f"lane-{i}")
                  for i in range(self.settings.worker.concurrency)]
         running = self._running
