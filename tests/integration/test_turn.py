@@ -21,7 +21,7 @@ from producer.client import OrderClient
 from producer.contract import ResultStatus
 from producer.keys import GROUP, Keys
 
-from .conftest import running, until
+from .conftest import running, serving, until
 
 K = Keys()
 WAIT_S = 20
@@ -129,9 +129,10 @@ async def test_a_lane_whose_batches_keep_the_turn_reads_every_batch_itself(
 ) -> None:
     # Paper batches never pass the turn: handing it to another lane after each would only
     # switch tasks. The lane holding it reads batch after batch; the others wait.
-    async with running(three_lanes(make_settings)) as worker:
-        readers = Readers(worker)
-        monkeypatch.setattr(worker, "_read", readers)
+    worker = Worker(three_lanes(make_settings))
+    readers = Readers(worker)
+    monkeypatch.setattr(worker, "_read", readers)  # before any lane's first read
+    async with serving(worker):
         for _ in range(5):  # one at a time: five batches
             sub = await place_market(client, 1)
             assert (await client.wait_result(sub[0], WAIT_S)).status is ResultStatus.FILLED
@@ -144,9 +145,10 @@ async def test_after_its_batch_passed_the_turn_a_lane_waits_for_it_again(
 ) -> None:
     # Batches that wait on their broker pass the turn as soon as they are decoded: each
     # next batch is read by a lane other than the one before.
-    async with running(three_lanes(make_settings, accounts_default_latency_ms=20)) as worker:
-        readers = Readers(worker)
-        monkeypatch.setattr(worker, "_read", readers)
+    worker = Worker(three_lanes(make_settings, accounts_default_latency_ms=20))
+    readers = Readers(worker)
+    monkeypatch.setattr(worker, "_read", readers)
+    async with serving(worker):
         for _ in range(4):
             sub = await place_market(client, 1)
             assert (await client.wait_result(sub[0], WAIT_S)).status is ResultStatus.FILLED
