@@ -432,7 +432,8 @@ class Worker:
                         if self._stopping.is_set():
                             await self._hand_back(entries)
                         else:
-                            await self._process_safely(entries)
+                            with turn.batch():
+                                await self._process_safely(entries)
             if pause:  # outside the turn: the other lanes need not wait out the backoff
                 await self._sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)

@@ -38,10 +38,44 @@ class Turn:
             self.passed = True
             self._lock.release()
 
+    def batch(self) -> _Batch:
+        """``with turn.batch()`` around each batch the lane reads while it holds the turn:
+        what ``pass_turn`` passes within it, and from the tasks it starts until it ends."""
+        return _Batch(self)
 
-# The turn the running batch holds. Tasks the batch starts inherit it: passing it from
-# one of them, later, passes nothing (each Turn releases its lock once).
-_HELD: ContextVar[Turn | None] = ContextVar("orderstream_turn", default=None)
+
+class _Hold:
+    """A claim on a turn that ``pass_turn`` may use while it lasts: a lane's whole hold
+    (``Turns.take``) or one of its batches (``Turn.batch``)."""
+
+    __slots__ = ("ended", "turn")
+
+    def __init__(self, turn: Turn) -> None:
+        self.turn = turn
+        self.ended = False
+
+
+# The claim of the running batch (or lane). Tasks it starts inherit it: passing it from
+# one of them once the claim ended passes nothing, though the lane may hold the same turn
+# still, for the batches it reads after.
+_HELD: ContextVar[_Hold | None] = ContextVar("orderstream_turn", default=None)
+
+
+class _Batch:
+    """``Turn.batch``'s context: a class rather than a generator, as it runs for every
+    batch."""
+
+    __slots__ = ("_hold", "_token")
+
+    def __init__(self, turn: Turn) -> None:
+        self._hold = _Hold(turn)
+
+    def __enter__(self) -> None:
+        self._token = _HELD.set(self._hold)
+
+    def __exit__(self, *exc: object) -> None:
+        _HELD.reset(self._token)
+        self._hold.ended = True
 
 
 class Turns:
@@ -61,26 +95,27 @@ class _Taking:
     """``Turns.take``'s context: a class rather than a generator, as it runs for every
     batch."""
 
-    __slots__ = ("_lock", "_token", "_turn")
+    __slots__ = ("_hold", "_lock", "_token")
 
     def __init__(self, lock: asyncio.Lock) -> None:
         self._lock = lock
 
     async def __aenter__(self) -> Turn:
         await self._lock.acquire()
-        self._turn = Turn(self._lock)
-        self._token = _HELD.set(self._turn)
-        return self._turn
+        self._hold = _Hold(Turn(self._lock))
+        self._token = _HELD.set(self._hold)
+        return self._hold.turn
 
     async def __aexit__(self, *exc: object) -> None:
         _HELD.reset(self._token)
-        self._turn.pass_on()
+        self._hold.ended = True
+        self._hold.turn.pass_on()
 
 
 def pass_turn() -> None:
     """Let the next lane read now: called before the running batch waits on anything but
-    this process and its Redis. Outside a lane's batch (a background pass, the reclaimer),
-    or when already passed, it does nothing."""
-    turn = _HELD.get()
-    if turn is not None:
-        turn.pass_on()
+    this process and its Redis. Outside a lane's batch (a background pass, the reclaimer, a
+    task of a batch that ended), or when already passed, it does nothing."""
+    hold = _HELD.get()
+    if hold is not None and not hold.ended:
+        hold.turn.pass_on()

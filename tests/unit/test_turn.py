@@ -106,6 +106,28 @@ async def test_pass_turn_outside_a_lane_or_from_a_task_of_an_ended_batch_passes_
     await asyncio.gather(h, waiter)
 
 
+async def test_a_task_of_a_batch_passes_nothing_once_that_batch_ended_though_its_lane_reads_on(
+) -> None:
+    """A lane keeps the turn from batch to batch (worker._lane); a task its first batch
+    started (a follow-up) must not cut a later batch's hold short."""
+    turns = Turns()
+    go = asyncio.Event()
+
+    async def follow_up() -> None:
+        await go.wait()
+        pass_turn()
+
+    async with turns.take() as turn:
+        with turn.batch():
+            later = asyncio.create_task(follow_up())
+        with turn.batch():  # the lane's next batch
+            go.set()
+            await later
+            assert not turn.passed and turns._lock.locked()
+            pass_turn()  # its own pass still passes
+            assert turn.passed
+
+
 async def test_a_pause_before_trying_again_passes_the_turn() -> None:
     turns = Turns()
     took = asyncio.Event()
