@@ -165,6 +165,9 @@ class Projector:
         # What this process wrote to Keys.assets per position key, and what this page adds.
         self._assets_written: dict[str, bytes] = {}
         self._new_assets: dict[str, bytes] = {}
+        # The (base, quote) last met per position key, so that a fill of a known pair
+        # encodes nothing (``_new_assets`` already holds it, or ``_assets_written`` does).
+        self._assets_of: dict[str, tuple[str | None, str | None]] = {}
         self._folded: list[tuple[str, Side, Fill, str | None]] = []  # this page's fills
         self._write = redis.register_script(
             (resources.files("executor.infra") / "lua" / "positions.lua").read_text())
@@ -187,7 +190,8 @@ class Projector:
         slices = self.slices
         slices.start()
         for _, fields in entries:
-            await slices.pause()
+            if slices.due():
+                await slices.hand_back()
             data = fields[b"data"]
             # Created events come before their order's fills in the stream, so knowing the
             # side now is knowing it in time; a side is a fact, whoever folds.
@@ -280,7 +284,8 @@ class Projector:
         slices.start()
         for n, (account, cids) in enumerate(orders.items()):
             for cid, data in zip(cids, replies[2 * n], strict=True):
-                await slices.pause()
+                if slices.due():
+                    await slices.hand_back()
                 risk.stored[(account, cid)] = (
                     None if data is None else (data, decode_reservation(data)))
             risk.sums[account] = parse_sums(replies[2 * n + 1])
@@ -301,7 +306,8 @@ class Projector:
         slices = self.slices
         slices.start()
         for event in events:
-            await slices.pause()
+            if slices.due():
+                await slices.hand_back()
             cid = event.client_order_id
             if event.fill is not None:
                 side = self._sides.get(cid) or await self._side_from_record(cid)
@@ -315,9 +321,11 @@ class Projector:
                                                        symbol=event.symbol)
                     quote = self.quote_asset(event.account, event.symbol)
                     base = self.base_asset(event.account, event.symbol)
-                    assets = msgspec.json.encode([base, quote])
-                    if self._assets_written.get(key) != assets:
-                        self._new_assets[key] = assets
+                    if self._assets_of.get(key) != (base, quote):
+                        assets = msgspec.json.encode([base, quote])
+                        if self._assets_written.get(key) != assets:
+                            self._new_assets[key] = assets
+                        self._assets_of[key] = (base, quote)
                     after = fold_fill(book, event.account, event.symbol, side, event.fill,
                                       base, quote)
                     self._folded.append((event.account, side, event.fill, quote))

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -145,6 +146,42 @@ async def test_a_projector_that_lost_its_lease_unseen_folds_nothing_twice(
     await b.release()
     # Now "a" reads lease and cursor again and goes on from where "b" stopped.
     await fold_all(a)
+    await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
+
+
+async def test_a_symbol_s_assets_are_written_before_its_first_fill_and_again_when_they_change(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fold writes the assets it folded a position with to ``Keys.assets`` (replay folds
+    with them), once per pair it meets: pages of fills of a known pair write nothing more,
+    and a pair whose assets changed (the broker now knows its base asset) is written
+    again, before the page that used them."""
+    await bought_six_times_unprojected(make_settings, client)
+    known: dict[tuple[str, str], str] = {}
+
+    def base(account: str, symbol: str) -> str | None:
+        return known.get((account, symbol))
+
+    written: list[Any] = []
+    hset = redis_client.hset
+
+    async def noted_hset(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == K.assets:
+            written.append(kwargs["mapping"])
+        return await hset(name, *args, **kwargs)
+
+    monkeypatch.setattr(redis_client, "hset", noted_hset)
+    # Six orders, two entries each (created, then its fill): three pages of two fills.
+    projector = Projector(redis_client, K, "p", quote_asset=quote, base_asset=base, page=4)
+    assert await projector.once() == 4
+    assert await projector.once() == 4
+    assert await redis_client.hget(K.assets, "default:ETHUSDT") == b'[null,"USDT"]'
+    known[("default", "ETHUSDT")] = "ETH"
+    assert await projector.once() == 4
+    assert await redis_client.hget(K.assets, "default:ETHUSDT") == b'["ETH","USDT"]'
+    assert written == [{"default:ETHUSDT": b'[null,"USDT"]'},
+                       {"default:ETHUSDT": b'["ETH","USDT"]'}]
     await assert_all_folded(redis_client, "default:ETHUSDT", "0.6")
 
 
