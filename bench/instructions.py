@@ -67,6 +67,13 @@ def callgrind(out: Path) -> list[str]:
             f"--callgrind-out-file={out}"]
 
 
+def need_valgrind(name: str) -> None:
+    """Exit with status 2, saying what to install, where valgrind is missing."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print(f"{name} needs valgrind (Debian: apt-get install valgrind)", file=sys.stderr)
+        sys.exit(2)
+
+
 def control(pid: int, *what: str) -> None:
     """``callgrind_control``: ``-i on``/``-i off`` switches instrumentation, ``-d`` writes
     what was counted (and returns once it is written)."""
@@ -237,10 +244,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the rows as one JSON line (what --beside reads)")
     args = parser.parse_args()
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        print("bench.instructions needs valgrind (Debian: apt-get install valgrind)",
-              file=sys.stderr)
-        sys.exit(2)
+    need_valgrind("bench.instructions")
     asyncio.run(run(args))
 
 
