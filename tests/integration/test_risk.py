@@ -7,6 +7,7 @@ are enforced; what cannot be evaluated is denied."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -680,11 +681,12 @@ async def test_an_order_in_another_quote_asset_is_denied_while_account_wide_limi
 
 async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_denies(
     make_settings: Callable[..., Settings], client: OrderClient,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every compare-and-set loses (another worker keeps moving the state): the batch is
     decided again ``attempts`` times, with a pause after each loss, then denied, never
-    passed unchecked. The pauses' bound doubles (2 ms, 4 ms, ...) up to 100 ms."""
+    passed unchecked, and the worker says so in its log. The pauses' bound doubles (2 ms,
+    4 ms, ...) up to 100 ms."""
     from executor.pipeline.steps import risk as risk_step
 
     paused: list[int] = []
@@ -704,6 +706,11 @@ async def test_a_state_that_keeps_changing_is_retried_with_growing_pauses_then_d
                                                    "risk_denied:unavailable")
     assert result.reason is not None and "kept changing" in result.reason
     assert paused == list(range(8))
+    said = [r for r in caplog.records if r.levelno == logging.WARNING
+            and "risk_denied:unavailable" in r.getMessage()]
+    assert [r.getMessage() for r in said] == [
+        "denied 1 orders of default (risk_denied:unavailable): its risk state kept changing "
+        "under other workers for 8 compare-and-set attempts"]
     monkeypatch.undo()
     for attempt, bound in ((0, 0.002), (1, 0.004), (5, 0.064), (6, 0.1), (20, 0.1)):
         assert all(0 <= risk_step.pause_s(attempt) <= bound for _ in range(200))

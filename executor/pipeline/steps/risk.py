@@ -193,6 +193,11 @@ class Risk:
                 self._apply(jobs, decisions)
             await self._sweep(account)
             return
+        # Orders refused for a reason of ours, not the trader's: said where operators look
+        # (the requests counter by reason_code too, which an alert watches).
+        log.warning("denied %d orders of %s (risk_denied:unavailable): its risk state kept "
+                    "changing under other workers for %d compare-and-set attempts",
+                    len(jobs), account, attempts)
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
 
