@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -27,12 +28,15 @@ from executor.operations.risk_commands import set_limits
 from executor.safety.risk.book import Reservation
 from executor.safety.risk.limits import AccountLimits, RiskSettings
 from executor.safety.risk.state import (
+    ANY_TURN,
     RiskState,
     Snapshot,
     Write,
+    checks_version_key,
     decode_reservation,
     open_by_symbol,
     open_key,
+    turn_key,
     version_key,
 )
 from executor.worker import Worker
@@ -739,3 +743,72 @@ async def test_run_time_limits_apply_to_the_next_batch_and_every_one_after(
                 ResultStatus.FILLED
         speculated = worker.metrics.speculative_writes.labels("default", "applied")
         assert speculated._value.get() > 0
+
+
+async def test_a_held_turn_lets_only_its_holder_and_releases_write_the_account(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The account's turn (risk_reserve.lua): while a token holds it, a commit under no
+    token or another's is refused as a lost compare-and-set, nothing written; a release
+    of reservations (ANY_TURN) applies whoever holds it; the holder's own commit applies
+    and gives the turn back. A speculative write's guard refuses while anyone holds it."""
+    state = RiskState(redis_client, K)
+    turn = state.turn("default", "w1:1")
+    assert await turn.hold(10_000)
+
+    async def commit(token: str) -> bool:
+        snap = await state.snapshot("default", "20261206")
+        return await state.commit("default", "20261206", snap, Write(), token)
+
+    version = await redis_client.get(checks_version_key(K, "default"))
+    assert not await commit("")
+    assert not await commit("w2:1")
+    assert await redis_client.get(checks_version_key(K, "default")) == version
+    snap = await state.snapshot("default", "20261206")
+    guard = state.guard_call("default", snap, ["fresh-id"])
+    unchanged = redis_client.register_script(
+        (resources.files("executor.infra") / "lua" / "unchanged.lua").read_text())
+    assert await unchanged(keys=guard.keys, args=guard.args) == 0
+    assert await commit(ANY_TURN)
+    assert await redis_client.get(turn_key(K, "default")) == b"w1:1"
+    assert await commit("w1:1")
+    assert await redis_client.get(turn_key(K, "default")) is None
+    snap = await state.snapshot("default", "20261206")
+    guard = state.guard_call("default", snap, ["fresh-id"])
+    assert await unchanged(keys=guard.keys, args=guard.args) == 1
+    assert await commit("")
+
+
+async def test_a_batch_that_lost_to_another_worker_takes_the_account_s_turn_and_wins(
+    make_settings: Callable[..., Settings], client: OrderClient,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Another worker writes the account between every read of this one and its write
+    (as two busy workers on one account do): the batch loses twice, takes the account's
+    turn, and the other's next write, which respects it, waits, so the batch's write
+    applies: the order is filled, not denied after eight losses, and the turn is given
+    back."""
+    others: list[bool] = []  # each of the other worker's writes: applied or not
+
+    async def other_writes() -> None:
+        # What another worker's risk_reserve.lua does to the account, turn and all.
+        applied = not await redis_client.exists(turn_key(K, "default"))
+        if applied:
+            await redis_client.incr(checks_version_key(K, "default"))
+            await redis_client.incr(version_key(K, "default"))
+        others.append(applied)
+
+    async with running(make_settings()) as worker:
+        state = worker.risk.state
+        snapshot = state.snapshot
+
+        async def read_then_other(*args: Any, **kwargs: Any) -> Any:
+            snap = await snapshot(*args, **kwargs)
+            await other_writes()
+            return snap
+
+        state.snapshot = read_then_other  # type: ignore[method-assign]
+        result = await place(client, "BTCUSDT", "buy", "market", "0.01")
+    assert result.status is ResultStatus.FILLED, result.reason
+    assert others == [True, True, False]
+    assert await redis_client.get(turn_key(K, "default")) is None

@@ -133,8 +133,8 @@ def order_item(cid: str, request_id: str | None = None) -> NewOrder:
 def empty_reserve(version: str) -> ScriptCall:
     """risk_reserve.lua reserving nothing over the checks' version ``version``, with the
     trading states as they are here (absent)."""
-    return ScriptCall(["cv", "open", "sums", "day", "version", "trading"],
-                      [version, 1000, 0, "default", "global", "", "", 0, 0, 0])
+    return ScriptCall(["cv", "open", "sums", "day", "version", "trading", "turn"],
+                      [version, 1000, 0, "default", "global", "", "", "", 0, 0, 0])
 
 
 async def as_is(r: aioredis.Redis) -> ScriptCall:
@@ -739,7 +739,7 @@ async def test_a_guarded_lean_call_that_writes_nothing_is_made_again_whole_behin
     """A speculative write (unchanged.lua in front): its lean call answering AGAIN wrote
     nothing, so the guard still holds for the full call, which is made behind it; and a
     guard that fails stops the lean call before anything, with no second call."""
-    from executor.safety.risk.state import open_key, version_key
+    from executor.safety.risk.state import open_key, turn_key, version_key
 
     store = Store(redis_client, K, results_maxlen=100, order_ttl_ms=60_000)
     await redis_client.xgroup_create(K.pending, GROUP, id="0", mkstream=True)
@@ -747,7 +747,8 @@ async def test_a_guarded_lean_call_that_writes_nothing_is_made_again_whole_behin
 
     def guard(cid: str, version: str = "0") -> ScriptCall:
         return ScriptCall([version_key(K, "default"), K.breaker("default"),
-                           open_key(K, "default"), K.order(cid)], [version, cid])
+                           open_key(K, "default"), turn_key(K, "default"), K.order(cid)],
+                          [version, cid])
 
     # Answered elsewhere meanwhile: the lean call reads it before any write.
     item, outcome = await delivered(redis_client, "a")

@@ -7,11 +7,17 @@
 -- the same script) after it.
 -- The decimal totals are computed by the caller (Lua numbers are doubles); only integer
 -- counts are incremented here.
+-- Where the account's turn is held (pipeline/steps/risk.py: a batch that lost a
+-- compare-and-set to another worker takes it, so that it wins next rather than lose again
+-- and again), only its holder applies; its write gives the turn back. The
+-- compare-and-set, not the turn, is what makes the write correct: a turn only decides who
+-- goes first.
 -- KEYS: 1 checks' version, 2 open reservations hash, 3 sums hash, 4 day hash, 5 version,
---   6 trading states hash.
+--   6 trading states hash, 7 the account's turn.
 -- ARGV: 1 expected checks' version, 2 day hash TTL (ms), 3 orders of the day to add,
 --   4 and 5 the account's and the global scope's fields of the trading states, 6 and 7
---   their expected values ('' for absent),
+--   their expected values ('' for absent), 8 the caller's turn token ('': it holds none;
+--   '*': a release of reservations, which goes whoever holds the turn),
 --   then n and n (client id, reservation JSON as read) pairs to delete,
 --   then n and n (client id, reservation JSON) pairs to set,
 --   then n and n (field, value) pairs of totals to set,
@@ -27,6 +33,10 @@ local function each_slice(first, last, call)
     call(s, math.min(s + SLICE - 1, last))
   end
 end
+local turn = redis.call('GET', KEYS[7])
+if turn and turn ~= ARGV[8] and ARGV[8] ~= '*' then
+  return 0
+end
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return 0
 end
@@ -34,7 +44,7 @@ local states = redis.call('HMGET', KEYS[6], ARGV[4], ARGV[5])
 if (states[1] or '') ~= ARGV[6] or (states[2] or '') ~= ARGV[7] then
   return 0
 end
-local i = 8
+local i = 9
 local n = tonumber(ARGV[i])
 local fields = {}
 for j = 1, n do
@@ -78,4 +88,7 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('INCR', KEYS[1])
 redis.call('INCR', KEYS[5])
+if turn and turn == ARGV[8] then
+  redis.call('DEL', KEYS[7])
+end
 return 1

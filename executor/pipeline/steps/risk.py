@@ -8,8 +8,10 @@ account's checks version. If another worker (or a limit change) changed the stat
 between, the batch is checked again on the new state, a bounded number of times (the
 positions projector's pages commute with the commit: safety/risk/state.py); so of two
 orders from two workers that each fit but together exceed a limit, one passes and one is
-denied. When the state cannot be read or written, or keeps moving, the orders are denied
-(``risk_denied:unavailable``): never passed unchecked.
+denied. A batch that keeps losing takes the account's turn (``_Turn``, risk_reserve.lua),
+so that the other workers' writes of the account wait for its own rather than beat it
+again and again. When the state cannot be read or written, or keeps moving, the orders are
+denied (``risk_denied:unavailable``): never passed unchecked.
 
 ``settle`` runs after persist: a request that ends there without its order (another
 request holds the client id) gives its reservation back.
@@ -18,6 +20,8 @@ request holds the client id) gives its reservation back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
 import time
@@ -31,11 +35,12 @@ from producer.contract import Action, ReasonCode, ResultStatus, risk_denied, wir
 
 from ...brokers import sending
 from ...brokers.sending import Door, door_for
+from ...infra.lease import Lease
 from ...infra.store import NewOrder, ScriptCall
 from ...safety.risk.book import Book, Candidate, day_id, reservation_of
 from ...safety.risk.limits import AccountLimits, Limits, resolve
 from ...safety.risk.rules import Check, Denial, checks_for, evaluate
-from ...safety.risk.state import RiskState, Snapshot, Write, open_by_symbol
+from ...safety.risk.state import ANY_TURN, RiskState, Snapshot, Write, open_by_symbol
 from ...safety.trading import TradingState, effective
 from .. import results
 from ..job import Job
@@ -59,6 +64,56 @@ _MAX_SPECULATED = 200
 _MAX_MERGED = 4_096  # (account, symbol) pairs whose merged limits are kept
 # Limits whose measures value every position of the account at its reference price.
 _MARKED = ("max_position_pct", "max_total_exposure", "max_net_long", "max_net_short")
+
+
+# A batch that lost compare-and-sets to other workers takes its account's turn
+# (infra/lua/risk_reserve.lua) before it decides again: the others' writes of the account
+# then wait for its own, instead of some batch losing again and again until it runs out
+# of attempts (two workers on one account at 2,000 orders/s denied up to 1% of the orders
+# so, docs/development.md). Taken after two losses, not one: most batches win their
+# second try, and a turn makes the others' writes queue. Held this long at most, should
+# its holder stall; waited for this long at most, after which the batch tries without it
+# (the compare-and-set decides, as ever).
+_TURN_MS = 250
+_TURN_AFTER = 2  # lost writes before a batch takes the turn
+_TURN_WAIT_S = 0.5
+
+
+class _Turn:
+    """A batch's hold on its account's turn: taken (``take``) once it lost writes
+    (``_TURN_AFTER``), given back by the write that applies (the script deletes it), else
+    by ``give_back``."""
+
+    def __init__(self, state: RiskState, account: str, token: str) -> None:
+        self.state, self.account, self._token = state, account, token
+        self.lease: Lease | None = None  # made once needed: most batches never lose
+        self.held = False
+
+    @property
+    def token(self) -> str:
+        return self._token if self.held else ""
+
+    async def take(self) -> None:
+        if self.lease is None:
+            self.lease = self.state.turn(self.account, self._token)
+        deadline = time.monotonic() + _TURN_WAIT_S
+        while not await self.lease.hold(_TURN_MS):
+            if time.monotonic() >= deadline:
+                self.held = False
+                return
+            pass_turn()  # the next lane reads meanwhile
+            await asyncio.sleep(random.uniform(0.0005, 0.002))
+        self.held = True
+
+    def written(self) -> None:
+        """A write of the batch applied: it gave the turn back."""
+        self.held = False
+
+    async def give_back(self) -> None:
+        if self.held and self.lease is not None:
+            self.held = False
+            with contextlib.suppress(RedisError):  # it expires by itself
+                await self.lease.release()
 
 
 def pause_s(attempt: int) -> float:
@@ -87,6 +142,7 @@ class Risk:
         # the checks they switch on (``_limits``).
         self._merged: dict[tuple[str, str],
                            tuple[AccountLimits | None, Limits, tuple[Check, ...]]] = {}
+        self._turns = itertools.count(1)  # this process's tokens on accounts' turns
 
     async def __call__(self, jobs: Sequence[Job], *, persist: bool = False) -> None:
         """``persist``: the orders that pass are also created (pipeline/steps/persist.py),
@@ -134,7 +190,8 @@ class Risk:
             snap = await self.state.snapshot(account, day, owner)
             drop = [(cid, r) for cid, r in snap.reservations.items()
                     if r.request_id == owner[cid]]
-            if not drop or await self.state.commit(account, day, snap, Write(drop=drop)):
+            if not drop or await self.state.commit(account, day, snap, Write(drop=drop),
+                                                   ANY_TURN):
                 return True
         return False
 
@@ -142,6 +199,14 @@ class Risk:
         return day_id(self.svc.clock(), self.settings.day_offset_ms)
 
     async def _account(self, account: str, jobs: list[Job], persist: bool) -> None:
+        turn = _Turn(self.state, account, f"{self.svc.worker}:{next(self._turns)}")
+        try:
+            await self._attempts(account, jobs, persist, turn)
+        finally:
+            await turn.give_back()
+
+    async def _attempts(self, account: str, jobs: list[Job], persist: bool,
+                        turn: _Turn) -> None:
         reads = jobs[0].reads
         prices = self._read_prices(account, reads)
         attempts = self.settings.attempts
@@ -150,6 +215,8 @@ class Risk:
         for attempt in range(attempts):
             day = self._day()
             try:
+                if attempt >= _TURN_AFTER:
+                    await turn.take()  # kept losing to other writers: go first now
                 # The batch's first read, once: a second attempt reads anew.
                 read = (reads.snapshots.pop(account, None)
                         if reads is not None and reads.day == day else None)
@@ -159,10 +226,12 @@ class Risk:
                 call: ScriptCall | None = None
                 if persist and write.put and len(passed) <= _MAX_PERSISTED:
                     items = new_orders(self.svc, passed)
-                    call = self.state.commit_call(account, day, snap, write)
-                elif write and not await self._commit(account, day, snap, write):
-                    await pause(attempt)
-                    continue
+                    call = self.state.commit_call(account, day, snap, write, turn.token)
+                elif write:
+                    if not await self._commit(account, day, snap, write, turn.token):
+                        await pause(attempt)
+                        continue
+                    turn.written()
             except (RedisError, ValueError) as exc:
                 log.warning("risk state of %s unavailable: %s", account, exc)
                 self._deny_all(jobs, f"risk state of account {account} could not be read or "
@@ -176,6 +245,7 @@ class Risk:
                 if len(jobs) > 1:
                     log.warning("risk checks of %s failed over %d orders (%s); checking each "
                                 "alone", account, len(jobs), type(exc).__name__)
+                    await turn.give_back()  # each alone takes its own, if it must
                     for job in jobs:
                         await self._account(account, [job], persist)
                     return
@@ -189,6 +259,7 @@ class Risk:
                                           call):
                     await pause(attempt)
                     continue
+                turn.written()
             else:
                 self._apply(jobs, decisions)
             await self._sweep(account)
@@ -394,9 +465,10 @@ class Risk:
             self.svc.metrics.internal_errors.labels("risk_sweep").inc()
             log.exception("orphaned reservations of %s not looked for", account)
 
-    async def _commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
+    async def _commit(self, account: str, day: str, snap: Snapshot, write: Write,
+                      turn: str = "") -> bool:
         try:
-            return await self.state.commit(account, day, snap, write)
+            return await self.state.commit(account, day, snap, write, turn)
         except RedisError:
             # It may have been applied: give back what it reserved, as its orders are denied.
             try:

@@ -60,6 +60,7 @@ from producer.keys import Keys
 from producer.replies import text
 
 from ...infra.batch_read import BatchRead, BatchReader, raise_failed
+from ...infra.lease import Lease
 from ...infra.store import ScriptCall
 from ...model.positions import Position, decode_position, position_key, split_key
 from ..trading import GLOBAL, TradingState, effective, stored
@@ -67,6 +68,9 @@ from .book import EXACT, ZERO, Reservation, SymbolBook
 from .limits import AccountLimits, decode_runtime
 
 DAY_TTL_MS = 2 * 86_400_000
+# A commit's turn token that applies whoever holds the account's turn: a release of
+# reservations only gives back, and holds no other writer up.
+ANY_TURN = "*"
 _MAX_SKIPPED = 64  # batches of an account between two speculative writes, at most
 _reservation = decoder(Reservation)
 
@@ -94,6 +98,11 @@ def sums_key(keys: Keys, account: str) -> str:
 
 def day_key(keys: Keys, account: str, day: str) -> str:
     return keys.risk(account, f"day:{day}")
+
+
+def turn_key(keys: Keys, account: str) -> str:
+    """Who goes first at the account's checks (risk_reserve.lua, pipeline/steps/risk.py)."""
+    return keys.risk(account, "turn")
 
 
 def sum_field(symbol: str, side: Side, what: str) -> str:
@@ -411,10 +420,16 @@ class RiskState:
             pipe.hmget(open_key(k, account), wanted)
         return read
 
-    async def commit(self, account: str, day: str, snap: Snapshot, write: Write) -> bool:
+    def turn(self, account: str, token: str) -> Lease:
+        """The account's turn (risk_reserve.lua), as ``token`` takes and gives it back."""
+        return Lease(self.redis, turn_key(self.keys, account), token)
+
+    async def commit(self, account: str, day: str, snap: Snapshot, write: Write,
+                     turn: str = "") -> bool:
         """Apply ``write`` if the account's checks version is still the snapshot's and the
-        reservations it drops are still as read. False when not (nothing written)."""
-        call = self.commit_call(account, day, snap, write)
+        reservations it drops are still as read, and nobody else holds the account's turn
+        (``turn``: the caller's token, ``commit_call``). False when not (nothing written)."""
+        call = self.commit_call(account, day, snap, write, turn)
         done: bool = await self._script(keys=call.keys, args=call.args) == 1
         if done:
             self.wrote(account, day, snap, write)
@@ -490,16 +505,19 @@ class RiskState:
         k = self.keys
         return ScriptCall(
             keys=[version_key(k, account), k.breaker(account), open_key(k, account),
-                  *(k.order(cid) for cid in cids)],
+                  turn_key(k, account), *(k.order(cid) for cid in cids)],
             args=[snap.full, *cids])
 
-    def commit_call(self, account: str, day: str, snap: Snapshot, write: Write) -> ScriptCall:
+    def commit_call(self, account: str, day: str, snap: Snapshot, write: Write,
+                    turn: str = "") -> ScriptCall:
         """``commit``'s script call (infra/lua/risk_reserve.lua), to be made on its own or
-        first in the script that also creates the orders (Store.reserve_and_begin)."""
+        first in the script that also creates the orders (Store.reserve_and_begin).
+        ``turn``: the caller's token on the account's turn ('' none; ``ANY_TURN``: a
+        release, which applies whoever holds it)."""
         k = self.keys
         totals, counts = sum_changes(snap.sums, write)
         args: list[Any] = [snap.version, DAY_TTL_MS, sum(c for _, _, c in write.put),
-                           account, GLOBAL, *snap.trading]
+                           account, GLOBAL, *snap.trading, turn]
         args.append(len(write.drop))
         for cid, _ in write.drop:
             args += [cid, snap.raw[cid]]
@@ -513,7 +531,8 @@ class RiskState:
             args += [name, delta]
         return ScriptCall(
             keys=[checks_version_key(k, account), open_key(k, account), sums_key(k, account),
-                  day_key(k, account, day), version_key(k, account), k.trading],
+                  day_key(k, account, day), version_key(k, account), k.trading,
+                  turn_key(k, account)],
             args=args)
 
     async def all_reservations(self, account: str) -> dict[str, Reservation]:
