@@ -7,8 +7,8 @@
 -- the same script) after it.
 -- The decimal totals are computed by the caller (Lua numbers are doubles); only integer
 -- counts are incremented here.
--- Where the account's turn is held (pipeline/steps/risk.py: a batch that lost a
--- compare-and-set to another worker takes it, so that it wins next rather than lose again
+-- Where the account's turn is held (pipeline/steps/risk.py: a batch that kept losing
+-- compare-and-sets to other workers takes it, so that it wins next rather than lose again
 -- and again), only its holder applies; its write gives the turn back. The
 -- compare-and-set, not the turn, is what makes the write correct: a turn only decides who
 -- goes first.
