@@ -38,12 +38,17 @@ async def serve(url: str, batch: int, prefix: str) -> None:
     await r.aclose()
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The loop's arguments (bench/writes_loop.py takes them too)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--prefix", default="orders")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     asyncio.run(serve(args.url, args.batch, args.prefix))
 
 

@@ -300,25 +300,35 @@ async def run(args: argparse.Namespace) -> None:
     ratios = [f[1]["orders_per_s"] / f[0]["orders_per_s"] for f in runs]
     cpu = [(b["cpu_us"] + b["redis_us"]) / (w["cpu_us"] + w["redis_us"]) for b, w, *_ in runs
            if w["cpu_us"] + w["redis_us"]]
-    print("worker / bare loop throughput: " + ", ".join(f"{x:.0%}" for x in ratios)
-          + (f" (median {statistics.median(ratios):.0%})" if len(runs) > 1 else ""))
+    print_ratios("worker / bare loop throughput", ratios)
     if args.projector:
-        apart = [f[2]["orders_per_s"] / f[0]["orders_per_s"] for f in runs]
-        print("split / bare loop throughput: " + ", ".join(f"{x:.0%}" for x in apart)
-              + (f" (median {statistics.median(apart):.0%})" if len(runs) > 1 else ""))
+        print_ratios("split / bare loop throughput",
+                     [f[2]["orders_per_s"] / f[0]["orders_per_s"] for f in runs])
     if cpu:
-        print("bare loop / worker CPU per order (process + redis): "
-              + ", ".join(f"{x:.0%}" for x in cpu)
-              + (f" (median {statistics.median(cpu):.0%})" if len(cpu) > 1 else ""))
+        print_ratios("bare loop / worker CPU per order (process + redis)", cpu)
+
+
+def print_ratios(label: str, ratios: Sequence[float]) -> None:
+    """``label: 12%, 14% (median 13%)``, one figure a round."""
+    print(f"{label}: " + ", ".join(f"{x:.0%}" for x in ratios)
+          + (f" (median {statistics.median(ratios):.0%})" if len(ratios) > 1 else ""))
+
+
+def load_arguments(doc: str | None, orders: int, rate: int, seconds: float
+                   ) -> argparse.ArgumentParser:
+    """A burst of ``--orders`` in batches of ``--batch``, then ``--rate`` for ``--seconds``
+    (bench/floor.py takes them too, with its own defaults)."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=orders)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=rate, help="orders/s in the latency phase")
+    parser.add_argument("--seconds", type=float, default=seconds)
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orders", type=int, default=30_000)
-    parser.add_argument("--batch", type=int, default=200)
-    parser.add_argument("--rate", type=int, default=2_000, help="orders/s in the latency phase")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser = load_arguments(__doc__, orders=30_000, rate=2_000, seconds=5.0)
     parser.add_argument("--projector", action="store_true",
                         help="also the worker folding no positions beside an `orderstream "
                         "projector` process (the split rows; + positions counts its CPU)")
