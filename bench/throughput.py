@@ -28,8 +28,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -50,6 +52,17 @@ def order_data(i: int, account: str | None = None) -> bytes:
     return encode(Request(client_order_id=f"bench-{i}", symbol="BTCUSDT", side=side,
                           type=OrderType.MARKET, quantity=parse_decimal("0.001"),
                           account=account))
+
+
+def spread(accounts: int) -> Callable[[int], bytes]:
+    """Market order ``i`` of paper account ``a<i % accounts>`` (``accounts_toml``): a batch
+    then holds orders of several accounts, each checked and written on its own."""
+    return lambda i: order_data(i, account=f"a{i % accounts}")
+
+
+def accounts_toml(accounts: int) -> str:
+    """The workers' configuration of ``spread``'s paper accounts."""
+    return "".join(f'[accounts.a{n}]\nbroker = "paper"\n\n' for n in range(accounts))
 
 
 async def prefill(r: aioredis.Redis, n: int, start: int = 0,
@@ -208,13 +221,14 @@ def p50_p99(latencies: Sequence[int]) -> tuple[float, float]:
 
 
 async def measure(name: str, command: Sequence[str], env: dict[str, str], url: str,
-                  n: int, rate: int, seconds: float, beside: Sequence[str] | None = None
-                  ) -> dict[str, float]:
-    """The figures of the consumer ``command``; with ``beside`` (the positions projector,
-    a process of its own), its CPU is counted in "+ positions" with the consumer's."""
+                  n: int, rate: int, seconds: float, beside: Sequence[str] | None = None,
+                  data: Callable[[int], bytes] = order_data) -> dict[str, float]:
+    """The figures of the consumer ``command`` over the requests ``data`` makes; with
+    ``beside`` (the positions projector, a process of its own), its CPU is counted in
+    "+ positions" with the consumer's."""
     r = aioredis.Redis.from_url(url)
     await r.flushall()
-    await prefill(r, n)
+    await prefill(r, n, data=data)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     other = None if beside is None else subprocess.Popen(
@@ -243,7 +257,7 @@ async def measure(name: str, command: Sequence[str], env: dict[str, str], url: s
         ids = sorted(ms(e) for e, _ in await result_ids(r))
         throughput = orders_per_s(ids)
         # Latency under a steady load the consumer can keep up with.
-        latencies = await paced_latencies(r, n, rate, seconds, after_ms=ids[-1])
+        latencies = await paced_latencies(r, n, rate, seconds, after_ms=ids[-1], data=data)
     finally:
         stop(proc)
         if other is not None:
@@ -264,30 +278,40 @@ async def run(args: argparse.Namespace) -> None:
         server.start()
         url = server.url
     runs: list[tuple[dict[str, float], ...]] = []
+    configs = tempfile.TemporaryDirectory(prefix="throughput-")
     try:
         env = dict(os.environ, REDIS_URL=url, ORDERSTREAM_BATCH_SIZE=str(args.batch),
                    ORDERSTREAM_METRICS_PORT="0", ORDERSTREAM_METRICS_HOST="127.0.0.1",
                    ORDERSTREAM_CONSUMER="bench-worker")
+        data: Callable[[int], bytes] = order_data
+        if args.accounts > 1:
+            config = Path(configs.name) / "accounts.toml"
+            config.write_text(accounts_toml(args.accounts))
+            env["ORDERSTREAM_CONFIG"] = str(config)
+            data = spread(args.accounts)
         for _ in range(args.repeat):
             bare = await measure(
                 "bare", [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
-                         str(args.batch)], env, url, args.orders, args.rate, args.seconds)
+                         str(args.batch)], env, url, args.orders, args.rate, args.seconds,
+                data=data)
             executor = [sys.executable, "-m", "executor", "--log-level", "WARNING"]
             worker = await measure("worker", [*executor, "worker"], env, url, args.orders,
-                                   args.rate, args.seconds)
+                                   args.rate, args.seconds, data=data)
             if not args.projector:
                 runs.append((bare, worker))
                 continue
             split = await measure(
                 "split", [*executor, "worker"],
                 dict(env, ORDERSTREAM_PROJECT_POSITIONS="false"), url, args.orders,
-                args.rate, args.seconds, beside=[*executor, "projector"])
+                args.rate, args.seconds, beside=[*executor, "projector"], data=data)
             runs.append((bare, worker, split))
     finally:
+        configs.cleanup()
         if server is not None:
             server.stop()
-    print(f"\nthroughput: {args.orders} market orders, batch {args.batch}, paper broker at "
-          f"zero latency; latency at {args.rate}/s for {args.seconds}s")
+    over = f" over {args.accounts} accounts" if args.accounts > 1 else ""
+    print(f"\nthroughput: {args.orders} market orders{over}, batch {args.batch}, paper broker "
+          f"at zero latency; latency at {args.rate}/s for {args.seconds}s")
     print(f"{'':<12}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/order':>14}"
           f"{'redis us/order':>16}{'+ positions':>13}{'cmds/order':>12}")
     for k, figures in enumerate(runs, 1):
@@ -329,6 +353,8 @@ def load_arguments(doc: str | None, orders: int, rate: int, seconds: float
 
 def main() -> None:
     parser = load_arguments(__doc__, orders=30_000, rate=2_000, seconds=5.0)
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="spread the orders round robin over this many paper accounts")
     parser.add_argument("--projector", action="store_true",
                         help="also the worker folding no positions beside an `orderstream "
                         "projector` process (the split rows; + positions counts its CPU)")
