@@ -52,7 +52,15 @@ import redis.asyncio as aioredis
 
 from devtools.redis_server import RedisServer, find_redis_server
 
-from .throughput import positions_folded, prefill, stop, wait_results
+from .throughput import (
+    accounts_toml,
+    order_data,
+    positions_folded,
+    prefill,
+    spread,
+    stop,
+    wait_results,
+)
 
 _WRAPPER = """#!/bin/sh
 # redis-server under callgrind (its --version asked as it is)
@@ -91,10 +99,11 @@ def counted(prefix: Path) -> int:
 
 
 async def measure(name: str, command: Callable[[str], list[str]], env: dict[str, str],
-                  orders: int, warmup: int, positions: bool, workdir: Path
-                  ) -> tuple[float, float]:
-    """(consumer, redis-server) instructions per order of one consumer's burst; ``command``
-    makes the consumer's command line for its Redis url."""
+                  orders: int, warmup: int, positions: bool, workdir: Path,
+                  data: Callable[[int], bytes] = order_data) -> tuple[float, float]:
+    """(consumer, redis-server) instructions per order of one consumer's burst of the
+    requests ``data`` makes; ``command`` makes the consumer's command line for its Redis
+    url."""
     binary = find_redis_server()
     wrapper = workdir / f"redis-{name}.sh"
     wrapper.write_text(_WRAPPER.format(
@@ -111,11 +120,11 @@ async def measure(name: str, command: Callable[[str], list[str]], env: dict[str,
                             env=dict(env, REDIS_URL=server.url),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        await prefill(r, warmup)
+        await prefill(r, warmup, data=data)
         await wait_results(r, warmup, timeout=900, poll=0.2)
         for pid in (proc.pid, server.pid):
             control(pid, "-i", "on")
-        await prefill(r, orders, start=warmup, atomic=True)
+        await prefill(r, orders, start=warmup, atomic=True, data=data)
         await wait_results(r, warmup + orders, timeout=3600, poll=0.2)
         if positions:
             await positions_folded(r)  # waits for the fold to catch up
@@ -145,13 +154,20 @@ async def counts(args: argparse.Namespace) -> list[tuple[str, float, float]]:
         return [sys.executable, "-m", "executor", "--log-level", "WARNING", "worker"]
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        data: Callable[[int], bytes] = order_data
+        if args.accounts > 1:
+            config = Path(tmp) / "accounts.toml"
+            config.write_text(accounts_toml(args.accounts))
+            env["ORDERSTREAM_CONFIG"] = str(config)
+            data = spread(args.accounts)
         for k in range(1, args.repeat + 1):
             tag = f" {k}" if args.repeat > 1 else ""
             workdir = Path(tmp) / str(k)
             workdir.mkdir()
-            b = await measure("bare", bare, env, args.orders, args.warmup, False, workdir)
+            b = await measure("bare", bare, env, args.orders, args.warmup, False, workdir,
+                              data)
             w = await measure("worker", worker, env, args.orders, args.warmup,
-                              args.positions, workdir)
+                              args.positions, workdir, data)
             rows += [(f"bare{tag}", *b), (f"worker{tag}", *w)]
     return rows
 
@@ -164,7 +180,7 @@ def beside(args: argparse.Namespace) -> subprocess.Popen[str]:
         raise SystemExit(f"{there} has no bench/instructions.py: copy this one there")
     command = [sys.executable, "-m", "bench.instructions", "--orders", str(args.orders),
                "--batch", str(args.batch), "--warmup", str(args.warmup),
-               "--repeat", str(args.repeat), "--json"]
+               "--repeat", str(args.repeat), "--accounts", str(args.accounts), "--json"]
     if args.positions:
         command.append("--positions")
     return subprocess.Popen(command, cwd=there, stdout=subprocess.PIPE,
@@ -204,7 +220,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"\ninstructions: {args.orders} market orders, batch {args.batch}, paper broker at "
+    over = f" over {args.accounts} accounts" if args.accounts > 1 else ""
+    print(f"\ninstructions: {args.orders} market orders{over}, batch {args.batch}, paper broker at "
           f"zero latency, {'with' if args.positions else 'without'} the positions fold; "
           "counted by callgrind")
     pairs = [("", rows)]
@@ -238,6 +255,8 @@ def main() -> None:
     parser.add_argument("--positions", action="store_true",
                         help="the worker folds positions too, counted until caught up")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="spread the orders round robin over this many paper accounts")
     parser.add_argument("--beside", metavar="DIR",
                         help="measure the checkout at DIR too, at the same time (so whatever "
                              "else the machine runs slows both alike), and print the change")

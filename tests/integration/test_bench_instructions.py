@@ -27,7 +27,7 @@ async def test_the_instructions_benchmark_counts_both_consumers_and_their_redis(
         capsys: pytest.CaptureFixture[str]) -> None:
     await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                               positions=False, repeat=1, beside=None,
-                                              json=False))
+                                              json=False, accounts=1))
     out = capsys.readouterr().out
     rows = {m[0]: (float(m[1].replace(",", "")), float(m[2].replace(",", "")))
             for m in re.findall(r"^(bare|worker)\s+([\d,.]+)\s+([\d,.]+)$", out, re.M)}
@@ -76,8 +76,9 @@ async def test_beside_another_checkout_both_are_counted_at_once_and_the_change_p
     there = other_checkout(tmp_path)
     await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                               positions=False, repeat=1,
-                                              beside=str(there), json=False))
+                                              beside=str(there), json=False, accounts=2))
     out = capsys.readouterr().out
+    assert "30 market orders over 2 accounts" in out
     here, other = counted_rows(out, "here "), counted_rows(out, "other ")
     assert set(here) == set(other) == {"bare", "worker"}
     assert all(c > 0 and r > 0 for c, r in (*here.values(), *other.values()))
@@ -92,7 +93,8 @@ async def test_beside_a_checkout_without_this_benchmark_says_so(tmp_path: Path) 
     with pytest.raises(SystemExit, match=r"has no bench/instructions\.py"):
         await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                                   positions=False, repeat=1,
-                                                  beside=str(tmp_path), json=False))
+                                                  beside=str(tmp_path), json=False,
+                                                  accounts=1))
 
 
 async def test_a_measurement_that_fails_stops_the_one_beside_and_all_it_started(
@@ -118,7 +120,8 @@ async def test_a_measurement_that_fails_stops_the_one_beside_and_all_it_started(
     with pytest.raises(RuntimeError, match="measurement failed"):
         await instructions.run(argparse.Namespace(orders=30, batch=10, warmup=10,
                                                   positions=False, repeat=1,
-                                                  beside=str(there), json=False))
+                                                  beside=str(there), json=False,
+                                                  accounts=1))
     assert started and started[0].returncode is not None
     for _ in range(300):  # its redis-server, stopped by it, may take a moment to go
         if not working_in(there):
