@@ -549,14 +549,16 @@ class Worker:
                 amends = [j for j in segment if j.action is Action.AMEND]
                 # Only reads: a bug there is internal_error, nothing to hold.
                 await self._batch("amend_prepare", amends, self.amend.prepare)
-                if amends or not await self._speculate(segment):
-                    await self._prefetch(segment)
-                    await self._batch("idempotency", segment, self.idempotency)
-                    await self._batch("gate", segment, self.gate)
+                # The usual way for the orders the speculative write did not decide.
+                rest = segment if amends else await self._speculate(segment)
+                if rest:
+                    await self._prefetch(rest)
+                    await self._batch("idempotency", rest, self.idempotency)
+                    await self._batch("gate", rest, self.gate)
                     # Without amends, the orders that pass are created in the script that
                     # reserves for them (nothing has to happen between the two); the risk
                     # step holds them itself if a bug meets them after that write.
-                    await self._batch("risk", segment,
+                    await self._batch("risk", rest,
                                       functools.partial(self.risk, persist=not amends))
                 extra += await self._one_by_one("amend", amends, self.amend, decided=True)
                 await self._batch("persist", segment, self.persist, written=True)
@@ -667,14 +669,15 @@ class Worker:
                     guard.hold(self.svc, [job], name, exc)
         return out
 
-    async def _speculate(self, segment: Sequence[Job]) -> bool:
+    async def _speculate(self, segment: Sequence[Job]) -> list[Job]:
         """The segment's new orders decided and written in one round trip, where this
-        process's last write of their account lets it skip the reads (the risk step's
-        ``speculate``); False, nothing changed, when they go the usual way."""
+        process's last write of their accounts lets it skip the reads (the risk step's
+        ``speculate``); returns those left to the usual way (all of them, unchanged, where
+        none was decided so)."""
         todo = [j for j in segment if j.open]
         try:
             with self.metrics.step("speculate", todo):
-                return await self.risk.speculate(todo)
+                decided = {id(j) for j in await self.risk.speculate(todo)}
         except RedisError:
             raise  # the write may have applied: pending, redone from the records
         except Exception:
@@ -682,7 +685,8 @@ class Worker:
             # is written, and the usual way decides.
             self.metrics.internal_errors.labels("speculate").inc()
             log.exception("a speculative write failed; the batch goes the usual way")
-            return False
+            return list(segment)
+        return [j for j in segment if id(j) not in decided]
 
     async def _prefetch(self, segment: Sequence[Job]) -> None:
         # Only reads ahead of the steps: after a bug in it they read for themselves.

@@ -30,6 +30,7 @@ from ..model.positions import position_key
 from ..model.states import is_terminal
 from .attention import Attention
 from .batch_read import BatchRead, raise_failed
+from .coalesce import Coalescer, run_script
 
 _order_decoder = decoder(Order)
 # The short values of a script call go in one MessagePack argument (see infra/lua/*.lua); it
@@ -372,6 +373,8 @@ class Store:
         # (door script, with finish, guarded, lean) -> (the guard,) reserve, begin, it (and
         # finish), composed
         self._doors: dict[tuple[str, bool, bool, bool], Any] = {}
+        # The creating writes of a batch's accounts, made side by side: one round trip.
+        self.coalescer = Coalescer(redis)
 
     async def load_orders(self, client_order_ids: Sequence[str]) -> list[Order | None]:
         """Current records of these orders (None where there is none), in one round trip."""
@@ -513,7 +516,7 @@ class Store:
             script = self._doors[shape] = self.redis.register_script(composed)
         keys, args = self._begin_call(items, records=not lean)
         last_keys, last_args = last.keys, last.args
-        return await script(*_guarded(
+        return await run_script(script, *_guarded(
             guard, [*reserve.keys, *keys, *opening.keys, *last_keys],
             [len(reserve.keys), len(reserve.args), len(keys), len(args),
              len(opening.keys), len(opening.args),
@@ -536,7 +539,7 @@ class Store:
             replies = await self._begin(keys=keys, args=args)
         else:
             script = self._reserve_begin if guard is None else self._guarded_reserve_begin
-            replies = await script(*_guarded(
+            replies = await run_script(script, *_guarded(
                 guard, [*reserve.keys, *keys],
                 [len(reserve.keys), len(reserve.args), *reserve.args, *args]))
             if replies is None:

@@ -19,7 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from executor.background.projector import Projector
+from executor.brokers.paper import PaperAccount
 from executor.config import Settings
+from executor.pipeline.job import Job
 from executor.safety.risk.book import Reservation, day_id
 from executor.safety.risk.limits import AccountLimits, RiskSettings
 from executor.safety.risk.state import (
@@ -39,11 +41,13 @@ from producer.contract import (
     OrderState,
     OrderType,
     ReasonCode,
+    Request,
     Result,
     ResultStatus,
     Side,
     WireDecimal,
     encode,
+    parse_decimal,
 )
 from producer.keys import Keys
 
@@ -58,8 +62,9 @@ class Watched:
     not apply, and the batch first reads made (the usual way)."""
 
     def __init__(self, worker: Worker) -> None:
-        self.speculated: list[bool] = []
+        self.speculated: list[bool] = []  # per speculative write: were all its jobs decided
         self.missed = self.first_reads = 0
+        self.read_accounts: list[set[str]] = []  # per first read, its orders' accounts
         speculate, prefetch = worker.risk.speculate, worker.prefetch
         missed = worker.risk.state.missed
 
@@ -67,13 +72,14 @@ class Watched:
             self.missed += 1
             missed(account)
 
-        async def watched_speculate(jobs: Any) -> bool:
-            applied = await speculate(jobs)
-            self.speculated.append(applied)
-            return applied
+        async def watched_speculate(jobs: Any) -> list[Job]:
+            decided = await speculate(jobs)
+            self.speculated.append(len(decided) == len(jobs) > 0)
+            return decided
 
         async def watched_prefetch(jobs: Any) -> None:
             self.first_reads += 1
+            self.read_accounts.append({j.spec.account for j in jobs})
             await prefetch(jobs)
         worker.risk.speculate = watched_speculate  # type: ignore[method-assign]
         worker.risk.state.missed = watched_missed  # type: ignore[method-assign]
@@ -85,10 +91,10 @@ async def place(client: OrderClient, *args: Any, **kw: Any) -> Result:
     return await client.wait_result(sub.request_id, 10)
 
 
-def speculative_writes(worker: Worker) -> dict[str, int]:
+def speculative_writes(worker: Worker, account: str = "default") -> dict[str, int]:
     return {outcome: int(worker.metrics.registry.get_sample_value(
         "orderstream_speculative_writes_total",
-        {"account": "default", "outcome": outcome}) or 0) for outcome in ("applied", "missed")}
+        {"account": account, "outcome": outcome}) or 0) for outcome in ("applied", "missed")}
 
 
 async def received(r: aioredis.Redis) -> list[bytes]:
@@ -115,6 +121,78 @@ async def test_an_order_after_this_worker_s_write_is_written_without_a_first_rea
         "a": Decimal("0.01"), "b": Decimal("0.02"), "c": Decimal("0.03")}
     assert fresh.reservations["b"].request_id == second.request_id
     assert await received(redis_client) == [b"a", b"b", b"c"]
+
+
+THREE = ("default", "a1", "a2")
+
+
+async def in_one_batch(r: aioredis.Redis, client: OrderClient,
+                       orders: list[tuple[str, str]]) -> list[Result]:
+    """Publish these (account, client id) resting buys in one MULTI, so the worker reads
+    them in one batch, and wait for their results."""
+    pipe = r.pipeline(transaction=True)
+    for account, cid in orders:
+        pipe.xadd(K.pending, {"data": encode(Request(
+            client_order_id=cid, account=account, symbol="BTCUSDT", side=Side.BUY,
+            type=OrderType.LIMIT, quantity=parse_decimal("0.01"),
+            price=parse_decimal(RESTING["price"])))})
+    ids = await pipe.execute()
+    return [await client.wait_result(rid.decode(), 10) for rid in ids]
+
+
+async def test_a_batch_of_several_accounts_is_written_in_one_round_trip(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    settings = replace(make_settings(batch_size=50),
+                       accounts={account: PaperAccount() for account in THREE})
+    async with running(settings) as worker:
+        # A first write of each account, so that this worker knows them: the usual way,
+        # whose checks write the three accounts side by side too, in one round trip.
+        first = await in_one_batch(redis_client, client, [(a, f"{a}-1") for a in THREE])
+        assert worker.store.coalescer.round_trips == 1
+        watched = Watched(worker)
+        trips = worker.store.coalescer.round_trips
+        second = await in_one_batch(redis_client, client,
+                                    [(a, f"{a}-{n}") for n in (2, 3) for a in THREE])
+        trips = worker.store.coalescer.round_trips - trips
+        counted = {a: speculative_writes(worker, a) for a in THREE}
+        fresh = {a: await RiskState(redis_client, K).snapshot(a, worker.risk._day(), [])
+                 for a in THREE}
+    assert {r.status for r in first + second} == {ResultStatus.ACCEPTED}
+    # The three accounts' writes in one round trip, no first read.
+    assert (watched.speculated, watched.first_reads, trips) == ([True], 0, 1)
+    assert counted == {account: {"applied": 1, "missed": 0} for account in THREE}
+    for account in THREE:
+        assert fresh[account].open_orders == 3
+        assert [f[b"client_order_id"] for _, f in await redis_client.xrange(
+            K.paper(account, "received"))] == [f"{account}-{n}".encode() for n in (1, 2, 3)]
+
+
+async def test_an_account_whose_write_misses_goes_the_usual_way_alone(
+    make_settings: Callable[..., Settings], client: OrderClient, redis_client: aioredis.Redis,
+) -> None:
+    settings = replace(make_settings(batch_size=50),
+                       accounts={account: PaperAccount() for account in THREE},
+                       risk=RiskSettings(defaults=AccountLimits(max_daily_loss=Decimal("500"))))
+    async with running(settings) as worker:
+        await in_one_batch(redis_client, client, [(a, f"{a}-1") for a in THREE])
+        watched = Watched(worker)
+        # Another process moved a1's state: a loss beyond its limit.
+        day = worker.risk._day()
+        await redis_client.hset(K.risk("a1", f"day:{day}"), "pnl", "-1000")
+        await redis_client.incr(version_key(K, "a1"))
+        second = await in_one_batch(redis_client, client, [(a, f"{a}-2") for a in THREE])
+        counted = {a: speculative_writes(worker, a) for a in THREE}
+    assert [(r.status, r.reason_code) for r in second] == [
+        (ResultStatus.ACCEPTED, None), (ResultStatus.DENIED, "risk_denied:daily_loss"),
+        (ResultStatus.ACCEPTED, None)]
+    # default and a2 decided by the speculative write; a1's orders alone read first.
+    assert (watched.speculated, watched.missed, watched.read_accounts) == (
+        [False], 1, [{"a1"}])
+    assert counted == {"default": {"applied": 1, "missed": 0},
+                       "a1": {"applied": 0, "missed": 1},
+                       "a2": {"applied": 1, "missed": 0}}
+    assert not await redis_client.exists(K.order("a1-2"))
 
 
 def _loss(day: str) -> Callable[[aioredis.Redis], Any]:

@@ -37,7 +37,7 @@ class FirstBatchHeld:
         self.release = asyncio.Event()
         self.sizes: list[int] = []
 
-    async def __call__(self, jobs: Sequence[Job]) -> bool:
+    async def __call__(self, jobs: Sequence[Job]) -> list[Job]:
         self.sizes.append(len(jobs))
         if len(self.sizes) == 1:
             self.entered.set()

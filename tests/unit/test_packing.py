@@ -45,3 +45,16 @@ def test_the_url_still_picks_the_connection_kind() -> None:
         assert issubclass(pool.connection_class, base)
         conn = pool.make_connection()
         assert b"".join(conn.pack_command("PING")) == b"*1\r\n$4\r\nPING\r\n"
+
+
+def test_a_pipeline_is_the_same_bytes_as_redis_py_s_its_pieces_as_packed() -> None:
+    fast = use_c_packing(aioredis.Redis.from_url("redis://localhost:1/0")).connection_pool
+    conn = fast.make_connection()
+    commands = [*CASES, ("SET", "k", 1.5)]  # the last one packed by redis-py
+    packed = conn.pack_commands(commands)
+    assert b"".join(packed) == b"".join(Connection().pack_commands(commands))
+    # Every piece as it was packed: even a short bytes argument is not joined into a
+    # buffer in Python (redis-py's own joins it: the transport joins them in C).
+    small = CASES[3][4]
+    assert any(chunk is small for chunk in packed)
+    assert not any(chunk is small for chunk in Connection().pack_commands(commands))

@@ -25,9 +25,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -35,6 +35,7 @@ from producer.contract import Action, ReasonCode, ResultStatus, risk_denied, wir
 
 from ...brokers import sending
 from ...brokers.sending import Door, door_for
+from ...infra.coalesce import coalescing
 from ...infra.lease import Lease
 from ...infra.store import NewOrder, ScriptCall
 from ...safety.risk.book import Book, Candidate, day_id, reservation_of
@@ -52,6 +53,7 @@ from .guard import hold, internal_error
 from .persist import new_orders, persisted
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNAVAILABLE = risk_denied("unavailable")
 _MAX_PAUSE_S = 0.1  # between two compare-and-set attempts (2 ms, 4 ms, ... up to this)
@@ -116,6 +118,15 @@ class _Turn:
                 await self.lease.release()
 
 
+def _by_account(jobs: Iterable[Job]) -> dict[str, list[Job]]:
+    """The jobs (each with its spec) by account, in the order each account first comes."""
+    by_account: dict[str, list[Job]] = {}
+    for job in jobs:
+        assert job.spec is not None
+        by_account.setdefault(job.spec.account, []).append(job)
+    return by_account
+
+
 def pause_s(attempt: int) -> float:
     """The pause after a lost compare-and-set (attempt 0, 1, ...): exponential with full
     jitter. On a loaded machine a batch takes long to decide, and short pauses had two
@@ -154,13 +165,26 @@ class Risk:
         if parents:
             await self._parents(parents)
             todo = [j for j in todo if j.spec is not None and j.spec.algo is None]
-        by_account: dict[str, list[Job]] = {}
-        for job in todo:
-            assert job.spec is not None
-            by_account.setdefault(job.spec.account, []).append(job)
-        for account, group in by_account.items():
-            async with self._locks.setdefault(account, asyncio.Lock()):
-                await self._account(account, group, persist)
+        by_account = _by_account(todo)
+        if len(by_account) == 1:
+            ((account, group),) = by_account.items()
+            await self._locked(account, group, persist)
+            return
+        for outcome in await self._side_by_side(
+                self._locked(account, group, persist) for account, group in by_account.items()):
+            if isinstance(outcome, BaseException):
+                raise outcome  # a Redis error: the batch stays pending, as ever
+
+    async def _side_by_side(self, runs: Iterable[Awaitable[T]]) -> list[T | BaseException]:
+        """Each account's run, side by side: the writes they make in the same turn of the
+        event loop go in one round trip (infra/coalesce.py), not one each, in turn. What
+        each returned or raised, once all have ended."""
+        with coalescing(self.svc.store.coalescer):
+            return await asyncio.gather(*runs, return_exceptions=True)
+
+    async def _locked(self, account: str, jobs: list[Job], persist: bool) -> None:
+        async with self._locks.setdefault(account, asyncio.Lock()):
+            await self._account(account, jobs, persist)
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         """Release the reservations of requests that persist did not turn into their own
@@ -272,30 +296,54 @@ class Risk:
         self._deny_all(jobs, f"risk state of account {account} kept changing under other "
                        f"workers for {attempts} attempts: denied, not passed unchecked")
 
-    async def speculate(self, jobs: Sequence[Job]) -> bool:
-        """Decide and write a batch of new orders of one account without reading its state
-        first, at ordinary load the batch's one round trip: the checks run on the state as
-        this process's last write of the account left it (``RiskState.speculative``), and
-        the write that reserves for and creates the orders that pass (and, on the paper
-        exchange, takes them and writes their outcomes) is guarded by unchanged.lua, which
-        stands in for every read the usual way makes: the idempotency step's records, the
-        gate's breaker, the checks' snapshot. True when the write applied, the jobs then
-        decided as the usual steps would have; False when it did not or was not made (the
-        state moved, a breaker is not closed, a client id is known, no write this day yet,
-        nothing passed, a bug): nothing is written and nothing of the jobs changed, and the
-        batch goes the usual way, from its first read. Denials alone are never answered
-        from here: only a write checks the state they were decided on."""
+    async def speculate(self, jobs: Sequence[Job]) -> list[Job]:
+        """Decide and write a batch of new orders without reading their accounts' state
+        first, at ordinary load the batch's one round trip: per account, the checks run on
+        the state as this process's last write of the account left it
+        (``RiskState.speculative``), and the write that reserves for and creates the orders
+        that pass (and, on the paper exchange, takes them and writes their outcomes) is
+        guarded by unchanged.lua, which stands in for every read the usual way makes: the
+        idempotency step's records, the gate's breaker, the checks' snapshot. The accounts'
+        writes go side by side, in one round trip (infra/coalesce.py). Returns the jobs
+        decided, as the usual steps would have: those of the accounts whose write applied.
+        The others' (the state moved, a breaker is not closed, a client id is known, no
+        write this day yet, nothing passed, a bug) are untouched, nothing of them written,
+        and go the usual way, from its first read. Denials alone are never answered from
+        here: only a write checks the state they were decided on."""
         todo = [j for j in jobs if j.result is None and j.order is None]
-        accounts = {j.spec.account for j in todo if j.spec is not None}
         if (not todo or len(todo) != len(jobs) or len(todo) > _MAX_SPECULATED
-                or len(accounts) != 1
                 or any(j.action is not Action.PLACE or j.spec is None or j.spec.algo is not None
                        or j.client_order_id is None or j.cancelled for j in todo)):
-            return False
-        (account,) = accounts
+            return []
         cids = [j.client_order_id or "" for j in todo]
         if len(set(cids)) != len(cids):
-            return False  # the usual way answers the second "duplicate"
+            return []  # the usual way answers the second "duplicate"
+        by_account = _by_account(todo)
+        if len(by_account) == 1:
+            ((account, group),) = by_account.items()
+            return group if await self._speculate(account, group) else []
+        applied = await self._side_by_side(self._speculate(account, group)
+                                           for account, group in by_account.items())
+        decided: list[Job] = []
+        failed: BaseException | None = None
+        for (account, group), outcome in zip(by_account.items(), applied, strict=True):
+            if outcome is True:
+                decided += group
+            elif isinstance(outcome, RedisError) or not isinstance(outcome, Exception | bool):
+                failed = failed or outcome  # its write may have applied: the batch stays pending
+            elif isinstance(outcome, Exception):
+                # Met before its write (after it, ``_create`` holds the jobs itself): nothing
+                # of the account is written, and the usual way decides its orders.
+                self.svc.metrics.internal_errors.labels("speculate").inc()
+                log.error("a speculative write of account %s failed; its orders go the usual "
+                          "way", account, exc_info=outcome)
+        if failed is not None:
+            raise failed
+        return decided
+
+    async def _speculate(self, account: str, todo: list[Job]) -> bool:
+        """``speculate`` for the new orders of one account; True when its write applied."""
+        cids = [j.client_order_id or "" for j in todo]
         async with self._locks.setdefault(account, asyncio.Lock()):
             day = self._day()
             snap = self.state.speculative(account, day)
