@@ -63,6 +63,11 @@ class Coalescer:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: list[_Call]) -> None:
+        # A caller cancelled before its call went out (the worker stopping): not sent, as
+        # a call of its own would not have been.
+        calls = [call for call in calls if not call.reply.done()]
+        if not calls:
+            return
         if len(calls) == 1:
             (call,) = calls
             await _answer(call, call.script(keys=call.keys, args=call.args))
@@ -76,15 +81,16 @@ class Coalescer:
                     pipe.execute_command("EVALSHA", call.script.sha, len(call.keys),
                                          *call.keys, *call.args)
                 replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:
-            # The connection failed (or the sender was cancelled): whether each script ran
-            # is unknown, as for a call sent alone that failed so.
+        except Exception as exc:
+            # The connection failed: whether each script ran is unknown, as for a call sent
+            # alone that failed so.
             for call in calls:
-                if not call.reply.done():
-                    call.reply.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+                _settle(call, exception=exc)
             return
+        except BaseException:
+            for call in calls:  # the sender cancelled (the loop ending): so are its callers
+                call.reply.cancel()
+            raise
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, NoScriptError):
                 # It ran nothing: the server lost its scripts (restart, failover). The
@@ -101,6 +107,9 @@ async def _answer(call: _Call, sent: Any) -> None:
         result = await sent
     except Exception as exc:
         _settle(call, exception=exc)
+    except BaseException:
+        call.reply.cancel()
+        raise
     else:
         _settle(call, result=result)
 
