@@ -1,6 +1,7 @@
 """Step 3b: trading state and pre-trade risk checks, after idempotency, before persist.
 
-Per account of the batch: one snapshot of the shared risk state (safety/risk/state.py), the
+Per account of the batch (the accounts side by side, their writes in one round trip:
+infra/coalesce.py): one snapshot of the shared risk state (safety/risk/state.py), the
 batch's new orders checked in order against it in Python with Decimal (safety/risk/rules.py; each
 order that passes is added to the in-memory book, so two orders of one batch see each
 other), then the passing orders' reservations written by one compare-and-set on the
