@@ -7,7 +7,7 @@ A market order filled on the paper exchange writes its record (HSET, PEXPIRE), i
 entry and its result (XADD each), and at the exchange its order (HSETNX) and a "received"
 entry (XADD). First a worker takes a few orders and those writes of one of them are read
 back (the commands and their bytes, as the worker made them). Then, each round, the same
-orders go through four consumer processes in turn, measured as bench/throughput.py
+orders go through five consumer processes in turn, measured as bench/throughput.py
 measures (orders/s, CPU of the process and of redis-server an order, commands an order):
 
 - ``bare``: bench/bare_loop.py, XREADGROUP + XADD + XACK, the issue's baseline;
@@ -15,6 +15,8 @@ measures (orders/s, CPU of the process and of redis-server an order, commands an
   commands, one MULTI a batch, through the worker's Redis client;
 - ``writes lua``: the same writes made by one script a batch, which takes the bytes in as
   arguments, as the worker's scripts do;
+- ``own lua``: as ``writes lua`` without the paper exchange's two records, the writes of an
+  order at a broker that keeps its orders itself (Binance, OANDA, Alpaca);
 - ``worker``: an orderstream worker, positions fold included.
 
 ``writes lua`` is a floor for the worker: what its scripts cannot avoid while an order
@@ -110,6 +112,12 @@ async def capture(url: str, env: dict[str, str]) -> list[Command]:
         await r.aclose()
 
 
+def own_writes(writes: list[Command]) -> list[Command]:
+    """``writes`` less the paper exchange's (its keys are the account's ``paper`` ones)."""
+    exchange = KEYS.paper(ACCOUNT, "")
+    return [c for c in writes if not str(c[1]).startswith(exchange)]
+
+
 def size(commands: list[Command]) -> int:
     return sum(len(arg.encode()) for command in commands for arg in command)
 
@@ -128,15 +136,17 @@ async def run(args: argparse.Namespace) -> None:
     try:
         writes = await capture(url, env)
         with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
-            path = Path(tmp) / "writes.json"
+            path, own = Path(tmp) / "writes.json", Path(tmp) / "own.json"
             path.write_text(json.dumps(writes))
+            own.write_text(json.dumps(own_writes(writes)))
             loop = [sys.executable, "-m", "bench.writes_loop", "--url", url, "--batch",
-                    str(args.batch), "--writes", str(path)]
+                    str(args.batch), "--lua", "--writes"]
             consumers = {
                 "bare": [sys.executable, "-m", "bench.bare_loop", "--url", url, "--batch",
                          str(args.batch)],
-                "writes": loop,
-                "writes lua": [*loop, "--lua"],
+                "writes": [c for c in loop if c != "--lua"] + [str(path)],
+                "writes lua": [*loop, str(path)],
+                "own lua": [*loop, str(own)],
                 "worker": [sys.executable, "-m", "executor", "--log-level", "WARNING",
                            "worker"],
             }
@@ -161,7 +171,7 @@ async def run(args: argparse.Namespace) -> None:
                   f"{fig['redis_us']:>16.1f}{fig['commands']:>12.1f}"
                   f"{fig['cpu_us'] / bare['cpu_us']:>12.2f}"
                   f"{fig['redis_us'] / bare['redis_us']:>14.2f}")
-    for name in ("writes", "writes lua"):
+    for name in ("writes", "writes lua", "own lua"):
         for what in ("cpu_us", "redis_us"):
             shares = [f[name][what] / f["worker"][what] for f in rounds]
             label = "CPU" if what == "cpu_us" else "redis-server CPU"

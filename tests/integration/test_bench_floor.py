@@ -24,6 +24,9 @@ async def test_the_writes_read_back_are_those_the_worker_made_for_its_order(
     env = dict(os.environ, REDIS_URL=redis_url, ORDERSTREAM_METRICS_PORT="0")
     writes = await floor.capture(redis_url, env)
     assert [c[0] for c in writes] == ["HSET", "PEXPIRE", "XADD", "XADD", "HSETNX", "XADD"]
+    # At a broker that keeps its orders itself, the worker's own four.
+    assert floor.own_writes(writes) == writes[:4]
+    assert [c[1] for c in writes[2:4]] == [KEYS.events, KEYS.completed]
     # Made another order's own: its key and ids in every place the worker's order had its own.
     cmds = order_commands(writes, KEYS, "floor-7", "9-0")
     assert cmds[0][1] == cmds[1][1] == KEYS.order("floor-7")
@@ -70,7 +73,7 @@ def test_the_script_takes_each_command_after_its_argument_count() -> None:
     assert args == [3, "PEXPIRE", "k", "5", 5, "XADD", "s", "*", "a", "b"]
 
 
-async def test_the_floor_benchmark_prints_its_four_consumers(
+async def test_the_floor_benchmark_prints_its_five_consumers(
         redis_url: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
@@ -78,12 +81,14 @@ async def test_the_floor_benchmark_prints_its_four_consumers(
                                        repeat=1))
     out = capsys.readouterr().out
     rows = {m.group(1): m.group(2).split() for m in re.finditer(
-        r"^(bare|writes lua|writes|worker) +([0-9,]+ .*)$", out, re.MULTILINE)}
-    assert set(rows) == {"bare", "writes", "writes lua", "worker"}
+        r"^(bare|writes lua|writes|own lua|worker) +([0-9,]+ .*)$", out, re.MULTILINE)}
+    assert set(rows) == {"bare", "writes", "writes lua", "own lua", "worker"}
     commands = {name: float(row[3]) for name, row in rows.items()}
     assert commands["bare"] == pytest.approx(1.0, abs=0.2)
-    # Six writes an order, plus each batch's read, transaction or script call, and ack.
+    # Six writes an order (four without the exchange's), plus each batch's read,
+    # transaction or script call, and ack.
     for name in ("writes", "writes lua"):
         assert 6.0 <= commands[name] < 6.5
+    assert 4.0 <= commands["own lua"] < 4.5
     assert re.search(r"an order's writes: 6 commands, [0-9,]+ bytes", out)
     assert "writes lua / worker, redis-server CPU an order: " in out
