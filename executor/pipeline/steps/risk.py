@@ -166,22 +166,22 @@ class Risk:
         if parents:
             await self._parents(parents)
             todo = [j for j in todo if j.spec is not None and j.spec.algo is None]
-        by_account = _by_account(todo)
-        if len(by_account) == 1:
-            ((account, group),) = by_account.items()
-            await self._locked(account, group, persist)
-            return
         for outcome in await self._side_by_side(
-                self._locked(account, group, persist) for account, group in by_account.items()):
+                self._locked(account, group, persist)
+                for account, group in _by_account(todo).items()):
             if isinstance(outcome, BaseException):
                 raise outcome  # a Redis error: the batch stays pending, as ever
 
     async def _side_by_side(self, runs: Iterable[Awaitable[T]]) -> list[T | BaseException]:
         """Each account's run, side by side: the writes they make in the same turn of the
         event loop go in one round trip (infra/coalesce.py), not one each, in turn. What
-        each returned or raised, once all have ended."""
+        each returned or raised, once all have ended. A batch of one account (the usual
+        one) runs as it is, no task made, its exception raised here."""
+        pending = list(runs)
+        if len(pending) == 1:
+            return [await pending[0]]
         with coalescing(self.svc.store.coalescer):
-            return await asyncio.gather(*runs, return_exceptions=True)
+            return await asyncio.gather(*pending, return_exceptions=True)
 
     async def _locked(self, account: str, jobs: list[Job], persist: bool) -> None:
         async with self._locks.setdefault(account, asyncio.Lock()):
@@ -320,9 +320,6 @@ class Risk:
         if len(set(cids)) != len(cids):
             return []  # the usual way answers the second "duplicate"
         by_account = _by_account(todo)
-        if len(by_account) == 1:
-            ((account, group),) = by_account.items()
-            return group if await self._speculate(account, group) else []
         applied = await self._side_by_side(self._speculate(account, group)
                                            for account, group in by_account.items())
         decided: list[Job] = []
