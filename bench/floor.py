@@ -42,6 +42,7 @@ from devtools.redis_server import RedisServer
 from executor.brokers.paper.store import ExchangeStore
 from executor.config import load_settings
 from producer.keys import Keys
+from producer.replies import text
 
 from .throughput import KEYS, answered_by_a_worker, load_arguments, measure, prefill, print_ratios
 from .writes_loop import CID, KEY, RID, Command
@@ -49,15 +50,11 @@ from .writes_loop import CID, KEY, RID, Command
 ACCOUNT = "default"  # the bench orders' account (bench/throughput.py order_data)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _entries_of(entries: Any, cid: str) -> list[dict[str, str]]:
     """The fields of the entries that name client id ``cid``."""
     out = []
     for _id, fields in entries:
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {text(k): text(v) for k, v in fields.items()}
         if f.get("client_order_id") == cid:
             out.append(f)
     return out
@@ -85,13 +82,13 @@ async def order_writes(r: aioredis.Redis, keys: Keys, cid: str, rid: str,
     if not record or ttl <= 0 or placed is None or not events or not results or not received:
         raise RuntimeError(f"the worker's order {cid} did not leave its records "
                            "(record with expiry, events, result, exchange order, receipt)")
-    fields = {_text(k): _text(v) for k, v in record.items()}
+    fields = {text(k): text(v) for k, v in record.items()}
     commands: list[Command] = [["HSET", KEY, *_fields(fields, cid, rid)],
                                ["PEXPIRE", KEY, str(ttl)]]
     commands += [["XADD", keys.events, "*", *_fields(e, cid, rid)] for e in events]
     commands += [["XADD", keys.completed, "MAXLEN", "~", str(results_maxlen), "*",
                   *_fields(e, cid, rid)] for e in results]
-    commands.append(["HSETNX", exchange.orders, CID, _text(placed)])
+    commands.append(["HSETNX", exchange.orders, CID, text(placed)])
     commands += [["XADD", exchange.received, "*", *_fields(e, cid, rid)] for e in received]
     return commands
 
@@ -104,7 +101,7 @@ async def capture(url: str, env: dict[str, str]) -> list[Command]:
         n = 20
         await prefill(r, n)
         first: Any = await r.xrange(KEYS.pending, count=1)
-        rid = _text(first[0][0])
+        rid = text(first[0][0])
         settings = load_settings(None, env)
         await answered_by_a_worker(r, settings, n)
         return await order_writes(r, KEYS, "bench-0", rid, settings.worker.results_maxlen)

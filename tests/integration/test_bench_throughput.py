@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 from collections import Counter
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,13 +16,21 @@ import redis.asyncio as aioredis
 from bench import throughput
 
 
+async def printed(redis_url: str, capsys: pytest.CaptureFixture[str],
+                  monkeypatch: pytest.MonkeyPatch, **args: Any) -> str:
+    """What the benchmark printed, run on ``redis_url`` with ``args`` (batch 100, 50/s for
+    0.5 s, one round)."""
+    monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
+    await throughput.run(argparse.Namespace(batch=100, rate=50, seconds=0.5, repeat=1,
+                                            **args))
+    return capsys.readouterr().out
+
+
 async def test_the_throughput_benchmark_prints_the_split_row_with_the_projector(
         redis_url: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
-    await throughput.run(argparse.Namespace(orders=2000, batch=100, rate=50, seconds=0.5,
-                                            repeat=1, projector=True, accounts=1))
-    out = capsys.readouterr().out
+    out = await printed(redis_url, capsys, monkeypatch, orders=2000, projector=True,
+                        accounts=1)
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
             if re.match(r"(bare|worker|split) +[0-9,]+ ", line)}
     assert set(rows) == {"bare", "worker", "split"}
@@ -36,10 +45,8 @@ async def test_the_throughput_benchmark_prints_the_split_row_with_the_projector(
 async def test_with_accounts_the_orders_of_a_batch_are_of_several_accounts(
         redis_url: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
-    await throughput.run(argparse.Namespace(orders=600, batch=100, rate=50, seconds=0.5,
-                                            repeat=1, projector=False, accounts=3))
-    out = capsys.readouterr().out
+    out = await printed(redis_url, capsys, monkeypatch, orders=600, projector=False,
+                        accounts=3)
     assert "600 market orders over 3 accounts" in out
     # What the worker's run left: every order answered, by the account it was sent for
     # (the worker knew the three from the configuration the bench wrote it).
